@@ -1,0 +1,45 @@
+"""calltape's benchmarks: measurements printed side by side, never timed tests.
+
+Run ``python -m bench`` from the repository root to list the benchmarks and
+``python -m bench NAME [options]`` to run one (``--help`` after the name shows
+its options).  Each benchmark is a module of this package with a
+``main(argv) -> int`` function.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["BENCHMARKS", "Benchmark"]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark: its command-line name, its module and a one-line summary."""
+
+    name: str
+    module: str
+    summary: str
+
+    def load(self) -> Callable[[Sequence[str] | None], int]:
+        """Import the benchmark's module and return its ``main`` function."""
+        module = importlib.import_module(self.module)
+        main: Callable[[Sequence[str] | None], int] = module.main
+        return main
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    bench.name: bench
+    for bench in (
+        Benchmark(
+            "record",
+            "bench.record",
+            "time per call of f(int, float, str) bare, under @calltape.record, "
+            "cProfile, a pickling decorator and installed peers; sustained "
+            "recorded calls per second; bytes on disk per call "
+            "(--callgrind: instructions per call)",
+        ),
+    )
+}

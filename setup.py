@@ -1,0 +1,31 @@
+"""Build of the C extension: the plain-C engine and the CPython binding,
+linked against the system libsqlite3, with warnings on.
+
+Set CALLTAPE_SANITIZE=1 to build with AddressSanitizer and
+UndefinedBehaviorSanitizer (used by .ci/run)."""
+
+import os
+from glob import glob
+
+from setuptools import Extension, setup
+
+flags = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
+         "-Wno-unused-parameter", "-Wno-cast-function-type", "-O2"]
+link = ["-lsqlite3", "-lpthread"]
+if os.environ.get("CALLTAPE_SANITIZE"):
+    flags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
+    link += ["-fsanitize=address,undefined"]
+if os.environ.get("CALLTAPE_WERROR"):
+    flags.append("-Werror")
+
+setup(
+    ext_modules=[
+        Extension(
+            "calltape._native",
+            sources=sorted(glob("src/engine/*.c")) + sorted(glob("src/calltape/_native/*.c")),
+            include_dirs=["src/engine"],
+            extra_compile_args=flags,
+            extra_link_args=link,
+        )
+    ]
+)

@@ -1,0 +1,118 @@
+"""calltape: a flight recorder for Python function calls, with a C engine.
+
+>>> import calltape
+>>> @calltape.record
+... def price(qty: int, unit: float, currency: str = "EUR", *, discount=0.0):
+...     return qty * unit * (1 - discount)
+>>> price(3, 9.5, discount=0.1)
+>>> calltape.flush()                    # also happens at exit
+>>> calltape.open("calltape.db").calls("price")[0].args
+{'qty': 3, 'unit': 9.5, 'currency': 'EUR', 'discount': 0.1}
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import platform
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from . import _native
+from ._markers import (
+    ExceptionInfo,
+    RecordingWarning,
+    Redacted,
+    RefusedGlobal,
+    TapeError,
+    Truncated,
+    Unencodable,
+)
+from ._tape import Call, Function, Session, Tape
+
+__version__ = "0.1.0"
+__all__ = [
+    "Call", "ExceptionInfo", "Function", "Recorder", "RecordingWarning", "Redacted",
+    "RefusedGlobal", "Session", "Tape", "TapeError", "Truncated", "Unencodable", "configure",
+    "flush", "open", "record", "register_codec", "stats",
+]
+
+Recorder = _native.Recorder
+flush = _native.flush
+stats = _native.stats
+register_codec = _native.register_codec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_native._bind(
+    {"RecordingWarning": RecordingWarning, "TapeError": TapeError,
+     "RefusedGlobal": RefusedGlobal, "Redacted": Redacted, "Truncated": Truncated,
+     "Unencodable": Unencodable, "ExceptionInfo": ExceptionInfo},
+    {"host": socket.gethostname(), "python": platform.python_version(),
+     "version": __version__},
+)
+
+
+@overload
+def record(func: F, /) -> F: ...
+@overload
+def record(*, args: bool = ..., result: bool = ..., cpu: bool = ..., memory: bool = ...,
+           tape: str | os.PathLike[str] | None = ..., redact: Any = ...,
+           sanitize: Callable[[str, Any], Any] | None = ...,
+           max_value_bytes: int | None = ..., sample: int = ...) -> Callable[[F], F]: ...
+def record(func: Any = None, /, **options: Any) -> Any:
+    """Record every call of ``func`` onto the tape.
+
+    >>> @calltape.record
+    ... def f(a, b): ...
+    >>> @calltape.record(cpu=True, sample=10, redact=["pin"])
+    ... def g(pin, amount): ...
+    """
+    if func is None:
+        return lambda f: Recorder(f, **options)
+    return Recorder(func, **options)
+
+
+def configure(*, tape: str | os.PathLike[str] | None = None, **options: Any) -> None:
+    """Set the default tape and recording options for later calls.
+
+    ``tape`` is also exported as ``CALLTAPE_TAPE`` so that child processes
+    record onto the same tape.
+
+    >>> calltape.configure(tape="/tmp/run.db", flush_interval=0.5, on_full="drop")
+    """
+    _native.configure(tape=tape, **options)
+    if tape is not None:
+        os.environ["CALLTAPE_TAPE"] = os.path.abspath(os.fspath(tape))
+
+
+def open(path: str | os.PathLike[str] | None = None, *, trust: bool = False,
+         allow: list[str] | tuple[str, ...] = ()) -> Tape:
+    """Open a tape for reading (default: ``$CALLTAPE_TAPE``, then ``./calltape.db``)."""
+    if path is None:
+        path = os.environ.get("CALLTAPE_TAPE") or "calltape.db"
+    return Tape(path, trust=trust, allow=allow)
+
+
+def _register_multiprocessing_flush() -> None:
+    # multiprocessing children leave through os._exit(), which skips atexit:
+    # its own finalizers still run, so flush there too.
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util.Finalize(None, _native.flush, exitpriority=-100)
+
+
+def _after_fork_child() -> None:
+    _native._after_fork_child()
+    _register_multiprocessing_flush()
+
+
+os.register_at_fork(before=_native._before_fork, after_in_parent=_native._after_fork_parent,
+                    after_in_child=_after_fork_child)
+atexit.register(_native._shutdown)
+if "multiprocessing" in sys.modules:
+    import multiprocessing.util  # noqa: F401  (spawned children import it first)
+
+    _register_multiprocessing_flush()

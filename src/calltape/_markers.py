@@ -1,0 +1,66 @@
+"""Value markers and errors that the C engine returns or raises.
+
+These are plain data types: the engine decides when to produce them.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+
+
+class RecordingWarning(RuntimeWarning):
+    """Recording had trouble (an unwritable tape, say); the program runs on unchanged."""
+
+
+class TapeError(Exception):
+    """A tape cannot be read: missing, not a tape, newer, or damaged."""
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A recorded value names a global that is not allowed; the message says how to allow it."""
+
+
+@dataclass(frozen=True)
+class Redacted:
+    """A value that was not recorded because its parameter name looks secret."""
+
+    def __repr__(self) -> str:
+        return "<redacted>"
+
+
+@dataclass(frozen=True)
+class Truncated:
+    """A value over ``max_value_bytes``: its type name and encoded size in bytes."""
+
+    type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Unencodable:
+    """A value that could not be encoded: its type name and the reason."""
+
+    type: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ExceptionInfo:
+    """An exception raised by a recorded call.
+
+    >>> info.type, info.message   # ('builtins.ValueError', 'bad input')
+    """
+
+    type: str
+    message: str
+    frames: list = field(default_factory=list, compare=False)
+
+    @property
+    def traceback(self) -> str:
+        """The traceback as Python prints it, outermost frame first."""
+        lines = ["Traceback (most recent call last):"]
+        for file, line, func in self.frames:
+            lines.append(f'  File "{file}", line {line}, in {func}')
+        lines.append(f"{self.type}: {self.message}")
+        return "\n".join(lines)

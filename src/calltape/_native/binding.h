@@ -1,0 +1,165 @@
+/*
+ * binding.h - shared declarations of the CPython binding (_native).
+ *
+ * The module state holds every Python object the binding needs; C files
+ * reach it through PyType_GetModuleState() of their heap types or through
+ * the `ct_state *` kept by Recorder objects (which own a reference to the
+ * module, so the state outlives them).
+ */
+#ifndef CALLTAPE_BINDING_H
+#define CALLTAPE_BINDING_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "../../engine/engine.h"
+
+#define CT_VALUE_LIMIT_DEFAULT 65536
+#define CT_BLOB_MIN 4096
+#define CT_PREVIEW_LIMIT 200
+
+enum ct_counter { CT_UNENCODABLE, CT_PICKLED, CT_REDACTED, CT_TRUNCATED, CT_DROPPED, CT_NCOUNTERS };
+
+typedef struct ct_engine_slot {
+    engine *eng;
+    PyObject *path; /* str */
+    uint64_t serial;
+} ct_engine_slot;
+
+typedef struct ct_state {
+    PyTypeObject *Recorder_type;
+    PyTypeObject *Pending_type;
+    PyTypeObject *AsyncGenProxy_type;
+    PyTypeObject *Tape_type;
+    PyTypeObject *RestrictedUnpickler_type;
+    PyObject *module;         /* borrowed: the module owns the state */
+    PyObject *codecs;         /* dict: type -> (name, encode, decode) */
+    PyObject *codec_decoders; /* dict: name -> decode */
+    PyObject *codec_cache;    /* dict: type -> (name, encode) or None */
+    PyObject *pickle_dumps, *pickle_loads, *pickle_Unpickler, *bytes_io;
+    PyObject *current_allow;  /* borrowed: allowlist of the load running now */
+    PyObject *np_load;        /* numpy.load, imported on first ndarray rebuilt */
+    PyObject *protocol5;
+    PyObject *redact_exact;   /* frozenset of lower-case names */
+    PyObject *redact_patterns; /* tuple of lower-case glob patterns */
+    int redact_default;       /* the built-in list applies */
+    PyObject *marker_types;   /* dict name -> class, set by _bind() */
+    PyObject *warn_category;  /* RecordingWarning */
+    PyObject *warned;         /* set of problem kinds already reported */
+    PyObject *tape_path;      /* str: the configured default tape */
+    PyObject *session_info;   /* dict with host, argv, python, version */
+    ct_engine_slot *engines;  /* one per tape path, a fixed table of 64 */
+    ct_engine_slot *default_slot; /* engine of tape_path, once used */
+    size_t nengines;
+    uint64_t seq;             /* last call seq handed out in this process */
+    uint64_t next_fn;         /* next process-local function id */
+    uint64_t next_thread;     /* next process-local thread index */
+    uint64_t next_serial;     /* engine serials */
+    uint64_t fork_epoch;      /* bumped in a forked child */
+    int64_t counters[CT_NCOUNTERS]; /* not yet sent to the writer */
+    int counters_dirty;
+    Py_ssize_t max_value_bytes;
+    double flush_interval;
+    Py_ssize_t buffer_bytes;
+    int on_full_drop;
+    int enabled;
+} ct_state;
+
+/* module.c */
+/* Returns the engine for `path` (NULL: the default tape), creating it on
+ * first use.  Returns NULL with an exception set on failure. Borrowed. */
+ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path);
+/* Appends a record to `slot`'s engine and reports store trouble once as a
+ * RecordingWarning.  Never raises; any pending exception is preserved. */
+void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n);
+/* Issues a RecordingWarning for problem `kind` once per process.  Never
+ * raises; saves and restores a pending exception. */
+void ct_warn_once(ct_state *st, const char *kind, const char *msg);
+
+/* capture.c */
+typedef struct ct_capture {
+    ct_state *st;
+    Py_ssize_t limit; /* max encoded bytes of one top-level value */
+    int top;          /* top-level values may go to the blob store */
+} ct_capture;
+/* Encodes `v` as one wire value onto `b`.  Never raises: failures become
+ * UNENCODABLE or TRUNCATED markers and are counted.  Returns 0, or -1 when
+ * `b` ran out of memory. */
+int ct_capture_value(ct_capture *c, wbuf *b, PyObject *v);
+/* Encodes an exception (type, message, frames) as a WIRE_EXCEPTION. */
+void ct_capture_exception(ct_state *st, wbuf *b, PyObject *exc);
+/* 1 when the parameter name should be redacted under (extra, use_default). */
+int ct_should_redact(ct_state *st, PyObject *name, PyObject *extra_exact,
+                     PyObject *extra_patterns, int use_default);
+
+/* Splits an iterable of names into a frozenset of exact lower-case names
+ * and a tuple of lower-case glob patterns (new references).  Returns 0, or
+ * -1 with TypeError naming the bad item. */
+int ct_split_redact(PyObject *names, PyObject **exact, PyObject **patterns);
+
+/* rebuild.c */
+typedef struct ct_rebuild {
+    ct_state *st;
+    int trust;
+    PyObject *allow; /* tuple of module prefixes */
+    PyObject *blob_loader; /* callable(hash bytes) -> bytes, or NULL */
+} ct_rebuild;
+/* Decodes one value at *p (advancing it).  New reference, or NULL with an
+ * exception set (TapeError for malformed bytes, UnpicklingError naming a
+ * refused global). */
+PyObject *ct_rebuild_value(ct_rebuild *r, const uint8_t **p, const uint8_t *end);
+PyObject *ct_restricted_unpickler_spec_type(PyObject *module, PyObject *base);
+
+/* recorder.c / pending.c */
+extern PyType_Spec Recorder_spec;
+extern PyType_Spec Pending_spec;
+extern PyType_Spec AsyncGenProxy_spec;
+extern PyType_Spec Tape_spec;
+
+/* Per-thread recording context (recorder.c). */
+typedef struct ct_thread {
+    uint64_t parent;     /* seq of the innermost recorded call running */
+    uint64_t depth;
+    uint64_t index;      /* process-local thread index, 0: not assigned */
+    uint64_t epoch;      /* fork epoch the index belongs to */
+    uint64_t announced;  /* bit per engine serial: REC_THREAD sent */
+    int busy;            /* inside calltape's own code: do not record */
+} ct_thread;
+ct_thread *ct_thread_get(ct_state *st);
+/* Announces the current thread to `slot`'s engine if needed. */
+void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t);
+
+static inline uint64_t ct_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+#if PY_VERSION_HEX < 0x030C0000
+static inline PyObject *ct_fetch_exc(void)
+{
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    if (!t)
+        return NULL;
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (tb && v)
+        PyException_SetTraceback(v, tb);
+    Py_XDECREF(t);
+    Py_XDECREF(tb);
+    return v;
+}
+static inline void ct_restore_exc(PyObject *v)
+{
+    if (!v)
+        return;
+    PyObject *tb = PyException_GetTraceback(v);
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(v)), v, tb);
+}
+#else
+#define ct_fetch_exc() PyErr_GetRaisedException()
+#define ct_restore_exc(v) PyErr_SetRaisedException(v)
+#endif
+
+#endif

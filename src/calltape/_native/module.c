@@ -1,0 +1,577 @@
+/*
+ * module.c - the _native module: multi-phase init, module state, the
+ * engines (one per tape path), configuration, flush, statistics, codecs,
+ * fork and exit hooks.
+ *
+ * Invariants: every engine slot lives until the module is freed (a
+ * Recorder may cache a pointer to it); configure() only changes what later
+ * calls use; nothing here raises into a recorded call (ct_append and
+ * ct_warn_once save and restore the pending exception).
+ */
+#include "recorder.h"
+
+#include <unistd.h>
+
+static ct_state *get_state(PyObject *m)
+{
+    return (ct_state *)PyModule_GetState(m);
+}
+
+void ct_warn_once(ct_state *st, const char *kind, const char *msg)
+{
+    PyObject *saved = ct_fetch_exc();
+    PyObject *key = PyUnicode_FromString(kind);
+    if (key && PySet_Contains(st->warned, key) == 0 && PySet_Add(st->warned, key) == 0) {
+        if (PyErr_WarnEx(st->warn_category ? st->warn_category : PyExc_RuntimeWarning, msg, 1) < 0)
+            PyErr_Clear();
+    }
+    Py_XDECREF(key);
+    PyErr_Clear();
+    ct_restore_exc(saved);
+}
+
+static void report_errors(ct_state *st, ct_engine_slot *slot)
+{
+    char msg[300];
+    char full[400];
+    if (engine_take_errors(slot->eng, msg, sizeof msg)) {
+        snprintf(full, sizeof full, "calltape cannot write to %s: %s (calls are still run;"
+                 " unrecorded ones are counted in calltape.stats())",
+                 engine_path(slot->eng), msg);
+        ct_warn_once(st, "store", full);
+    }
+}
+
+void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n)
+{
+    int rc = engine_append(slot->eng, rec, n);
+    if (rc == ENGINE_DROPPED || (st->seq & 1023) == 0)
+        report_errors(st, slot);
+}
+
+static PyObject *absolute_path(PyObject *path)
+{
+    PyObject *os_path = PyImport_ImportModule("os.path");
+    if (!os_path)
+        return NULL;
+    PyObject *r = PyObject_CallMethod(os_path, "abspath", "O", path);
+    Py_DECREF(os_path);
+    return r;
+}
+
+static int build_options(ct_state *st, engine_options *o, wbuf *argv)
+{
+    memset(o, 0, sizeof *o);
+    o->flush_interval_ns = (uint64_t)(st->flush_interval * 1e9);
+    o->max_buffer_bytes = (size_t)st->buffer_bytes;
+    o->on_full_drop = st->on_full_drop;
+    o->blob_min_bytes = CT_BLOB_MIN;
+    o->mpi_rank = -1;
+    const char *rank = getenv("OMPI_COMM_WORLD_RANK");
+    if (!rank)
+        rank = getenv("PMI_RANK");
+    if (rank)
+        o->mpi_rank = atoll(rank);
+    PyObject *info = st->session_info;
+    PyObject *v;
+    o->host = (v = PyDict_GetItemString(info, "host")) ? PyUnicode_AsUTF8(v) : NULL;
+    o->python_version = (v = PyDict_GetItemString(info, "python")) ? PyUnicode_AsUTF8(v) : NULL;
+    o->calltape_version = (v = PyDict_GetItemString(info, "version")) ? PyUnicode_AsUTF8(v) : NULL;
+    PyObject *sys_argv = PySys_GetObject("argv");
+    if (sys_argv) {
+        ct_capture cap = {st, 1 << 20, 0};
+        ct_capture_value(&cap, argv, sys_argv);
+        o->argv = argv->data;
+        o->argv_len = argv->len;
+    }
+    PyErr_Clear();
+    return 0;
+}
+
+ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
+{
+    int is_default = path == NULL;
+    if (is_default) {
+        if (st->default_slot)
+            return st->default_slot;
+        path = st->tape_path;
+    }
+    PyObject *abs = absolute_path(path);
+    if (!abs)
+        return NULL;
+    for (size_t i = 0; i < st->nengines; i++) {
+        if (PyUnicode_Compare(st->engines[i].path, abs) == 0) {
+            Py_DECREF(abs);
+            if (is_default)
+                st->default_slot = &st->engines[i];
+            return &st->engines[i];
+        }
+    }
+    PyErr_Clear();
+    /* slots never move: a fixed table (Recorders cache pointers into it) */
+    if (st->nengines >= 64) {
+        Py_DECREF(abs);
+        PyErr_SetString(PyExc_RuntimeError, "calltape records onto at most 64 tapes per process");
+        return NULL;
+    }
+    if (!st->engines) {
+        st->engines = PyMem_Calloc(64, sizeof(ct_engine_slot));
+        if (!st->engines) {
+            Py_DECREF(abs);
+            PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    engine_options o;
+    wbuf argv;
+    wbuf_init(&argv, NULL, 0);
+    build_options(st, &o, &argv);
+    o.path = PyUnicode_AsUTF8(abs);
+    char err[300];
+    engine *e = o.path ? engine_new(&o, err, sizeof err) : NULL;
+    wbuf_free(&argv);
+    if (!e) {
+        Py_DECREF(abs);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_MemoryError, err);
+        return NULL;
+    }
+    ct_engine_slot *slot = &st->engines[st->nengines++];
+    slot->eng = e;
+    slot->path = abs;
+    slot->serial = ++st->next_serial;
+    if (is_default)
+        st->default_slot = slot;
+    return slot;
+}
+
+/* ---- Python-facing functions ---- */
+
+static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"tape", "flush_interval", "on_full", "buffer_bytes", "redact",
+                             "max_value_bytes", NULL};
+    PyObject *tape = Py_None, *flush = Py_None, *on_full = Py_None, *buf = Py_None;
+    PyObject *redact = Py_None, *maxb = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOOOO:configure", kwlist, &tape, &flush,
+                                     &on_full, &buf, &redact, &maxb))
+        return NULL;
+    ct_state *st = get_state(m);
+    if (flush != Py_None) {
+        double f = PyFloat_AsDouble(flush);
+        if (f == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (!(f > 0 && f <= 3600))
+            return PyErr_Format(PyExc_ValueError, "flush_interval must be between 0 and 3600"
+                                " seconds, not %R", flush);
+        st->flush_interval = f;
+    }
+    if (on_full != Py_None) {
+        if (!PyUnicode_Check(on_full) || (PyUnicode_CompareWithASCIIString(on_full, "wait") &&
+                                          PyUnicode_CompareWithASCIIString(on_full, "drop")))
+            return PyErr_Format(PyExc_ValueError, "on_full must be 'wait' or 'drop', not %R",
+                                on_full);
+        st->on_full_drop = PyUnicode_CompareWithASCIIString(on_full, "drop") == 0;
+    }
+    if (buf != Py_None) {
+        Py_ssize_t n = PyLong_AsSsize_t(buf);
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+        if (n < (4 << 20))
+            return PyErr_Format(PyExc_ValueError, "buffer_bytes must be at least 4 MiB, not %zd", n);
+        st->buffer_bytes = n;
+    }
+    if (maxb != Py_None) {
+        Py_ssize_t n = PyLong_AsSsize_t(maxb);
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+        if (n < 16)
+            return PyErr_Format(PyExc_ValueError, "max_value_bytes must be at least 16, not %zd", n);
+        st->max_value_bytes = n;
+    }
+    if (redact == Py_False) {
+        st->redact_default = 0;
+    } else if (redact == Py_True) {
+        st->redact_default = 1;
+    } else if (redact != Py_None) {
+        PyObject *ex, *pats;
+        if (ct_split_redact(redact, &ex, &pats) < 0)
+            return NULL;
+        Py_SETREF(st->redact_exact, ex);
+        Py_SETREF(st->redact_patterns, pats);
+        st->redact_default = 1;
+    }
+    if (tape != Py_None) {
+        PyObject *p = PyOS_FSPath(tape);
+        if (!p)
+            return NULL;
+        if (!PyUnicode_Check(p)) {
+            Py_DECREF(p);
+            return PyErr_Format(PyExc_TypeError, "tape must be a str path, not %R", tape);
+        }
+        PyObject *abs = absolute_path(p);
+        Py_DECREF(p);
+        if (!abs)
+            return NULL;
+        Py_SETREF(st->tape_path, abs);
+        st->default_slot = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *flush_all(ct_state *st, double timeout)
+{
+    int rc = 0;
+    for (size_t i = 0; i < st->nengines; i++) {
+        ct_engine_slot *slot = &st->engines[i];
+        if (st->counters_dirty) {
+            /* send pending counters with the next record of this engine */
+            uint8_t b[64];
+            wbuf w;
+            wbuf_init(&w, b, sizeof b);
+            uint8_t body[60];
+            wbuf bb;
+            wbuf_init(&bb, body, sizeof body);
+            wbuf_byte(&bb, REC_COUNTERS);
+            for (int k = 0; k < 5; k++)
+                wbuf_varint(&bb, (uint64_t)st->counters[k]);
+            wbuf_varint(&w, bb.len);
+            wbuf_put(&w, bb.data, bb.len);
+            memset(st->counters, 0, sizeof st->counters);
+            st->counters_dirty = 0;
+            engine_append(slot->eng, w.data, w.len);
+        }
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+        r = engine_flush(slot->eng, (uint64_t)(timeout * 1e9));
+        Py_END_ALLOW_THREADS
+        report_errors(st, slot);
+        if (r != 0)
+            rc = 1;
+    }
+    return PyBool_FromLong(rc == 0);
+}
+
+static PyObject *flush(PyObject *m, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:flush", kwlist, &timeout))
+        return NULL;
+    double t = 60.0;
+    if (timeout != Py_None) {
+        t = PyFloat_AsDouble(timeout);
+        if (t == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (t < 0)
+            return PyErr_Format(PyExc_ValueError, "timeout must be >= 0, not %R", timeout);
+    }
+    return flush_all(get_state(m), t);
+}
+
+static PyObject *stats(PyObject *m, PyObject *unused)
+{
+    (void)unused;
+    ct_state *st = get_state(m);
+    engine_stats total, one;
+    memset(&total, 0, sizeof total);
+    PyObject *errors = PyList_New(0);
+    if (!errors)
+        return NULL;
+    int64_t session = 0;
+    for (size_t i = 0; i < st->nengines; i++) {
+        engine_get_stats(st->engines[i].eng, &one);
+        total.appended_records += one.appended_records;
+        total.written_calls += one.written_calls;
+        total.written_segments += one.written_segments;
+        total.written_bytes += one.written_bytes;
+        total.dropped_calls += one.dropped_calls;
+        total.write_errors += one.write_errors;
+        if (i == 0)
+            session = one.session_id;
+        if (one.last_error[0]) {
+            PyObject *s = PyUnicode_FromString(one.last_error);
+            if (!s || PyList_Append(errors, s) < 0) {
+                Py_XDECREF(s);
+                Py_DECREF(errors);
+                return NULL;
+            }
+            Py_DECREF(s);
+        }
+    }
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:L,s:L,s:L,s:L,s:N,s:O}",
+                         "recorded", (unsigned long long)st->seq,
+                         "written", (unsigned long long)total.written_calls,
+                         "segments", (unsigned long long)total.written_segments,
+                         "bytes", (unsigned long long)total.written_bytes,
+                         "dropped", (unsigned long long)total.dropped_calls,
+                         "write_errors", (unsigned long long)total.write_errors,
+                         "unencodable", (long long)st->counters[CT_UNENCODABLE],
+                         "pickled", (long long)st->counters[CT_PICKLED],
+                         "redacted", (long long)st->counters[CT_REDACTED],
+                         "truncated", (long long)st->counters[CT_TRUNCATED],
+                         "session", (long long)session, "errors", errors,
+                         "tape", st->tape_path);
+}
+
+static PyObject *register_codec(PyObject *m, PyObject *args)
+{
+    PyObject *type, *name, *enc, *dec;
+    if (!PyArg_ParseTuple(args, "OUOO:register_codec", &type, &name, &enc, &dec))
+        return NULL;
+    if (!PyType_Check(type))
+        return PyErr_Format(PyExc_TypeError, "register_codec needs a type, not %R", type);
+    if (!PyCallable_Check(enc) || !PyCallable_Check(dec))
+        return PyErr_Format(PyExc_TypeError, "the encode and decode of codec %R must be callable",
+                            name);
+    if (PyUnicode_CompareWithASCIIString(name, "numpy.ndarray") == 0)
+        return PyErr_Format(PyExc_ValueError, "the codec name %R is reserved", name);
+    ct_state *st = get_state(m);
+    PyObject *entry = PyTuple_Pack(3, name, enc, dec);
+    if (!entry || PyDict_SetItem(st->codecs, type, entry) < 0 ||
+        PyDict_SetItem(st->codec_decoders, name, dec) < 0) {
+        Py_XDECREF(entry);
+        return NULL;
+    }
+    Py_DECREF(entry);
+    PyDict_Clear(st->codec_cache);
+    Py_RETURN_NONE;
+}
+
+static PyObject *bind_python(PyObject *m, PyObject *args)
+{
+    PyObject *markers, *info;
+    if (!PyArg_ParseTuple(args, "O!O!:_bind", &PyDict_Type, &markers, &PyDict_Type, &info))
+        return NULL;
+    ct_state *st = get_state(m);
+    Py_XSETREF(st->marker_types, Py_NewRef(markers));
+    Py_XSETREF(st->session_info, Py_NewRef(info));
+    PyObject *w = PyDict_GetItemString(markers, "RecordingWarning");
+    Py_XSETREF(st->warn_category, Py_XNewRef(w));
+    Py_RETURN_NONE;
+}
+
+static PyObject *before_fork(PyObject *m, PyObject *unused)
+{
+    (void)unused;
+    ct_state *st = get_state(m);
+    for (size_t i = 0; i < st->nengines; i++) {
+        Py_BEGIN_ALLOW_THREADS
+        engine_fork_prepare(st->engines[i].eng);
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *after_fork_parent(PyObject *m, PyObject *unused)
+{
+    (void)unused;
+    ct_state *st = get_state(m);
+    for (size_t i = 0; i < st->nengines; i++)
+        engine_fork_parent(st->engines[i].eng);
+    Py_RETURN_NONE;
+}
+
+static PyObject *after_fork_child(PyObject *m, PyObject *unused)
+{
+    (void)unused;
+    ct_state *st = get_state(m);
+    for (size_t i = 0; i < st->nengines; i++)
+        engine_fork_child(st->engines[i].eng, st->seq + 1);
+    st->fork_epoch++;
+    memset(st->counters, 0, sizeof st->counters);
+    st->counters_dirty = 0;
+    PySet_Clear(st->warned);
+    Py_RETURN_NONE;
+}
+
+static PyObject *shutdown(PyObject *m, PyObject *unused)
+{
+    (void)unused;
+    ct_state *st = get_state(m);
+    PyObject *r = flush_all(st, 30.0);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    for (size_t i = 0; i < st->nengines; i++) {
+        Py_BEGIN_ALLOW_THREADS
+        engine_shutdown(st->engines[i].eng, 5000000000ull);
+        Py_END_ALLOW_THREADS
+    }
+    st->enabled = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *preview(PyObject *m, PyObject *args)
+{
+    (void)m;
+    Py_buffer view;
+    Py_ssize_t limit = CT_PREVIEW_LIMIT;
+    if (!PyArg_ParseTuple(args, "y*|n:preview", &view, &limit))
+        return NULL;
+    wbuf out;
+    wbuf_init(&out, NULL, 0);
+    const uint8_t *p = view.buf, *end = p + view.len;
+    int first = 1;
+    while (p && p < end) {
+        if (!first)
+            wbuf_put(&out, ", ", 2);
+        first = 0;
+        p = wire_preview(p, end, &out, (size_t)limit);
+    }
+    PyBuffer_Release(&view);
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)out.data, (Py_ssize_t)out.len, "replace");
+    wbuf_free(&out);
+    return s;
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
+     "configure(*, tape=None, flush_interval=None, on_full=None, buffer_bytes=None,"
+     " redact=None, max_value_bytes=None)"},
+    {"flush", (PyCFunction)(void (*)(void))flush, METH_VARARGS | METH_KEYWORDS,
+     "flush(timeout=None) -> bool"},
+    {"stats", stats, METH_NOARGS, "stats() -> dict of recording counters"},
+    {"register_codec", register_codec, METH_VARARGS, "register_codec(type, name, encode, decode)"},
+    {"preview", preview, METH_VARARGS, "preview(wire_bytes, limit=200) -> str"},
+    {"_bind", bind_python, METH_VARARGS, NULL},
+    {"_before_fork", before_fork, METH_NOARGS, NULL},
+    {"_after_fork_parent", after_fork_parent, METH_NOARGS, NULL},
+    {"_after_fork_child", after_fork_child, METH_NOARGS, NULL},
+    {"_shutdown", shutdown, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static int module_exec(PyObject *m)
+{
+    ct_state *st = get_state(m);
+    st->module = m;
+    st->enabled = 1;
+    st->max_value_bytes = CT_VALUE_LIMIT_DEFAULT;
+    st->flush_interval = 0.1;
+    st->buffer_bytes = 64 << 20;
+    st->redact_default = 1;
+    st->codecs = PyDict_New();
+    st->codec_decoders = PyDict_New();
+    st->codec_cache = PyDict_New();
+    st->warned = PySet_New(NULL);
+    st->protocol5 = PyLong_FromLong(5);
+    st->session_info = PyDict_New();
+    if (!st->codecs || !st->codec_decoders || !st->codec_cache || !st->warned || !st->protocol5 ||
+        !st->session_info)
+        return -1;
+    PyObject *pickle = PyImport_ImportModule("pickle");
+    if (!pickle)
+        return -1;
+    st->pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
+    st->pickle_loads = PyObject_GetAttrString(pickle, "loads");
+    st->pickle_Unpickler = PyObject_GetAttrString(pickle, "Unpickler");
+    Py_DECREF(pickle);
+    if (!st->pickle_dumps || !st->pickle_loads || !st->pickle_Unpickler)
+        return -1;
+    const char *env = getenv("CALLTAPE_TAPE");
+    PyObject *p = PyUnicode_DecodeFSDefault(env && *env ? env : "calltape.db");
+    if (!p)
+        return -1;
+    st->tape_path = absolute_path(p);
+    Py_DECREF(p);
+    if (!st->tape_path)
+        return -1;
+#define ADD_TYPE(field, spec, base)                                                          \
+    do {                                                                                     \
+        st->field = (PyTypeObject *)PyType_FromModuleAndSpec(m, &spec, base);                \
+        if (!st->field || PyModule_AddType(m, st->field) < 0)                                \
+            return -1;                                                                       \
+    } while (0)
+    ADD_TYPE(Recorder_type, Recorder_spec, NULL);
+    ADD_TYPE(Pending_type, Pending_spec, NULL);
+    ADD_TYPE(AsyncGenProxy_type, AsyncGenProxy_spec, NULL);
+    ADD_TYPE(Tape_type, Tape_spec, NULL);
+    st->RestrictedUnpickler_type =
+        (PyTypeObject *)ct_restricted_unpickler_spec_type(m, st->pickle_Unpickler);
+    if (!st->RestrictedUnpickler_type)
+        return -1;
+#undef ADD_TYPE
+    return 0;
+}
+
+static int module_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    ct_state *st = get_state(m);
+    Py_VISIT(st->Recorder_type);
+    Py_VISIT(st->Pending_type);
+    Py_VISIT(st->AsyncGenProxy_type);
+    Py_VISIT(st->Tape_type);
+    Py_VISIT(st->RestrictedUnpickler_type);
+    Py_VISIT(st->codecs);
+    Py_VISIT(st->codec_decoders);
+    Py_VISIT(st->codec_cache);
+    Py_VISIT(st->marker_types);
+    Py_VISIT(st->warn_category);
+    Py_VISIT(st->session_info);
+    return 0;
+}
+
+static int module_clear(PyObject *m)
+{
+    ct_state *st = get_state(m);
+    Py_CLEAR(st->Recorder_type);
+    Py_CLEAR(st->Pending_type);
+    Py_CLEAR(st->AsyncGenProxy_type);
+    Py_CLEAR(st->Tape_type);
+    Py_CLEAR(st->RestrictedUnpickler_type);
+    Py_CLEAR(st->codecs);
+    Py_CLEAR(st->codec_decoders);
+    Py_CLEAR(st->codec_cache);
+    Py_CLEAR(st->pickle_dumps);
+    Py_CLEAR(st->pickle_loads);
+    Py_CLEAR(st->pickle_Unpickler);
+    Py_CLEAR(st->bytes_io);
+    Py_CLEAR(st->np_load);
+    Py_CLEAR(st->protocol5);
+    Py_CLEAR(st->redact_exact);
+    Py_CLEAR(st->redact_patterns);
+    Py_CLEAR(st->marker_types);
+    Py_CLEAR(st->warn_category);
+    Py_CLEAR(st->warned);
+    Py_CLEAR(st->tape_path);
+    Py_CLEAR(st->session_info);
+    return 0;
+}
+
+static void module_free(void *m)
+{
+    ct_state *st = get_state(m);
+    for (size_t i = 0; i < st->nengines; i++) {
+        engine_free(st->engines[i].eng);
+        Py_CLEAR(st->engines[i].path);
+    }
+    PyMem_Free(st->engines);
+    st->engines = NULL;
+    st->nengines = 0;
+    module_clear(m);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "calltape._native",
+    .m_doc = "The C engine of calltape.",
+    .m_size = sizeof(ct_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    return PyModuleDef_Init(&module_def);
+}

@@ -1,0 +1,878 @@
+/*
+ * recorder.c - @calltape.record: the Recorder type (vectorcall, descriptor,
+ * GC) and the per-thread recording context.
+ *
+ * Hot path of a recorded call: bind the arguments to parameter names with
+ * the layout precomputed from the code object, encode them into a stack
+ * buffer, read the monotonic clock, call, read it again, encode the result,
+ * append one record.  No I/O, no locks (the GIL serializes producers).
+ *
+ * The per-thread context (parent seq, depth, thread index, re-entrancy
+ * flag) is a C11 thread-local: it is per-thread by nature, and reaching it
+ * costs one TLS access instead of a dict lookup in the thread state.
+ * Invariants: the context is restored on every exit path; while `busy` is
+ * set (calltape is running user code such as a codec or sanitize), nested
+ * recorded calls are passed through unrecorded.
+ */
+#include "recorder.h"
+
+#include <structmember.h>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static _Thread_local ct_thread tls_thread;
+
+ct_thread *ct_thread_get(ct_state *st)
+{
+    (void)st;
+    return &tls_thread;
+}
+
+void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t)
+{
+    if (t->index == 0 || t->epoch != st->fork_epoch) {
+        if (t->index == 0)
+            t->index = ++st->next_thread;
+        t->epoch = st->fork_epoch;
+        t->announced = 0;
+    }
+    uint64_t bit = 1ull << (slot->serial % 64);
+    if (t->announced & bit)
+        return;
+    t->announced |= bit;
+    uint8_t storage[256];
+    wbuf b;
+    wbuf_init(&b, storage, sizeof storage);
+    wbuf body;
+    uint8_t bs[200];
+    wbuf_init(&body, bs, sizeof bs);
+    wbuf_byte(&body, REC_THREAD);
+    wbuf_varint(&body, t->index);
+    wbuf_varint(&body, (uint64_t)PyThread_get_thread_ident());
+    wbuf_varint(&body, (uint64_t)syscall(SYS_gettid));
+    /* The thread's name, from threading when it is already imported. */
+    const char *name = "";
+    Py_ssize_t nlen = 0;
+    PyObject *saved = ct_fetch_exc();
+    PyObject *mod = PySys_GetObject("modules"); /* borrowed */
+    PyObject *th = mod ? PyDict_GetItemString(mod, "threading") : NULL;
+    PyObject *cur = th ? PyObject_CallMethod(th, "current_thread", NULL) : NULL;
+    PyObject *pyname = cur ? PyObject_GetAttrString(cur, "name") : NULL;
+    if (pyname && PyUnicode_Check(pyname))
+        name = PyUnicode_AsUTF8AndSize(pyname, &nlen);
+    if (!name) {
+        name = "";
+        nlen = 0;
+    }
+    wbuf_varint(&body, (uint64_t)nlen);
+    wbuf_put(&body, name, (size_t)nlen);
+    Py_XDECREF(pyname);
+    Py_XDECREF(cur);
+    PyErr_Clear();
+    ct_restore_exc(saved);
+    wbuf_varint(&b, body.len);
+    wbuf_put(&b, body.data, body.len);
+    if (!b.failed)
+        ct_append(st, slot, b.data, b.len);
+    wbuf_free(&body);
+    wbuf_free(&b);
+}
+
+/* ---- function descriptions -------------------------------------------- */
+
+static void put_pytext(wbuf *b, PyObject *s)
+{
+    Py_ssize_t n = 0;
+    const char *p = (s && PyUnicode_Check(s)) ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
+    if (!p) {
+        PyErr_Clear();
+        p = "";
+        n = 0;
+    }
+    wbuf_varint(b, (uint64_t)n);
+    wbuf_put(b, p, (size_t)n);
+}
+
+/* Builds the REC_FUNCTION body (after kind and id): module, qualname, file,
+ * line, signature.  Returns a new bytes object or NULL with an error. */
+static PyObject *describe_function(Recorder *r)
+{
+    ct_state *st = r->st;
+    PyObject *module = PyObject_GetAttrString(r->func, "__module__");
+    PyObject *qualname = PyObject_GetAttrString(r->func, "__qualname__");
+    PyErr_Clear();
+    PyObject *file = NULL;
+    long line = 0;
+    if (PyFunction_Check(r->func)) {
+        PyCodeObject *co = (PyCodeObject *)PyFunction_GET_CODE(r->func);
+        file = Py_NewRef(co->co_filename);
+        line = co->co_firstlineno;
+    }
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    put_pytext(&b, module);
+    put_pytext(&b, qualname);
+    put_pytext(&b, file);
+    wbuf_varint(&b, (uint64_t)line);
+    /* signature: LIST of TUPLE(name, kind[, default]) */
+    wbuf sig;
+    wbuf_init(&sig, NULL, 0);
+    wbuf_byte(&sig, WIRE_LIST);
+    wbuf_varint(&sig, (uint64_t)r->nparams);
+    PyObject *defaults = PyFunction_Check(r->func) ? PyFunction_GET_DEFAULTS(r->func) : NULL;
+    PyObject *kwdefaults = PyFunction_Check(r->func) ? PyFunction_GET_KW_DEFAULTS(r->func) : NULL;
+    Py_ssize_t ndef = defaults ? PyTuple_GET_SIZE(defaults) : 0;
+    ct_capture cap = {st, r->max_value_bytes, 0};
+    for (Py_ssize_t i = 0; i < r->nparams; i++) {
+        PyObject *name = PyTuple_GET_ITEM(r->names, i);
+        int kind;
+        PyObject *dflt = NULL;
+        if (!r->bound)
+            kind = i == 0 ? 2 : 4;
+        else if (i < r->posonly)
+            kind = 0;
+        else if (i < r->argcount)
+            kind = 1;
+        else if (i < r->argcount + r->kwonly)
+            kind = 3;
+        else if (r->has_varargs && i == r->argcount + r->kwonly)
+            kind = 2;
+        else
+            kind = 4;
+        if (r->bound && i < r->argcount && i >= r->argcount - ndef)
+            dflt = PyTuple_GET_ITEM(defaults, i - (r->argcount - ndef));
+        if (kind == 3 && kwdefaults)
+            dflt = PyDict_GetItemWithError(kwdefaults, name);
+        PyErr_Clear();
+        wbuf_byte(&sig, WIRE_TUPLE);
+        wbuf_varint(&sig, dflt ? 3 : 2);
+        wbuf_byte(&sig, WIRE_STR);
+        put_pytext(&sig, name);
+        wire_int(&sig, kind);
+        if (dflt) {
+            if (r->redacted[i])
+                wbuf_byte(&sig, WIRE_REDACTED);
+            else
+                ct_capture_value(&cap, &sig, dflt);
+        }
+    }
+    wbuf_varint(&b, sig.len);
+    wbuf_put(&b, sig.data, sig.len);
+    PyObject *out = b.failed || sig.failed ? PyErr_NoMemory()
+                                           : PyBytes_FromStringAndSize((char *)b.data, (Py_ssize_t)b.len);
+    wbuf_free(&sig);
+    wbuf_free(&b);
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    Py_XDECREF(file);
+    return out;
+}
+
+static void announce_function(Recorder *r, ct_engine_slot *slot)
+{
+    if (!r->fn_record) {
+        PyObject *saved = ct_fetch_exc();
+        ct_thread *t = &tls_thread;
+        t->busy++;
+        r->fn_record = describe_function(r);
+        t->busy--;
+        PyErr_Clear();
+        ct_restore_exc(saved);
+        if (!r->fn_record)
+            return;
+    }
+    uint8_t head[24];
+    wbuf h;
+    wbuf_init(&h, head, sizeof head);
+    size_t body_len = 1 + (size_t)PyBytes_GET_SIZE(r->fn_record);
+    wbuf idb;
+    uint8_t ids[12];
+    wbuf_init(&idb, ids, sizeof ids);
+    wbuf_varint(&idb, r->fn_id);
+    wbuf_varint(&h, body_len + idb.len);
+    wbuf_byte(&h, REC_FUNCTION);
+    wbuf_put(&h, idb.data, idb.len);
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    wbuf_put(&b, h.data, h.len);
+    wbuf_put(&b, PyBytes_AS_STRING(r->fn_record), (size_t)PyBytes_GET_SIZE(r->fn_record));
+    if (!b.failed) {
+        ct_append(r->st, slot, b.data, b.len);
+        r->announced_serial = slot->serial;
+    }
+    wbuf_free(&b);
+}
+
+/* ---- argument binding --------------------------------------------------- */
+
+/* Encodes one argument value (redaction, sanitize, DEFAULT marker). */
+static void put_arg(Recorder *r, ct_capture *cap, wbuf *b, Py_ssize_t i, PyObject *v, int dflt)
+{
+    if (dflt)
+        wbuf_byte(b, WIRE_DEFAULT);
+    if (r->redacted[i]) {
+        wbuf_byte(b, WIRE_REDACTED);
+        r->st->counters[CT_REDACTED]++;
+        r->st->counters_dirty = 1;
+        return;
+    }
+    if (r->sanitize) {
+        PyObject *clean = PyObject_CallFunctionObjArgs(r->sanitize, PyTuple_GET_ITEM(r->names, i),
+                                                       v, NULL);
+        if (!clean) {
+            PyErr_Clear();
+            wbuf_byte(b, WIRE_UNENCODABLE);
+            static const char tn[] = "sanitize", why[] = "the sanitize callable raised";
+            wbuf_varint(b, sizeof tn - 1);
+            wbuf_put(b, tn, sizeof tn - 1);
+            wbuf_varint(b, sizeof why - 1);
+            wbuf_put(b, why, sizeof why - 1);
+            return;
+        }
+        ct_capture_value(cap, b, clean);
+        Py_DECREF(clean);
+        return;
+    }
+    ct_capture_value(cap, b, v);
+}
+
+static Py_ssize_t find_param(Recorder *r, PyObject *name)
+{
+    Py_ssize_t hi = r->argcount + r->kwonly;
+    for (Py_ssize_t i = r->posonly; i < hi; i++)
+        if (PyTuple_GET_ITEM(r->names, i) == name)
+            return i;
+    for (Py_ssize_t i = r->posonly; i < hi; i++) {
+        int eq = PyUnicode_Compare(PyTuple_GET_ITEM(r->names, i), name) == 0;
+        if (eq)
+            return i;
+    }
+    PyErr_Clear();
+    return -1;
+}
+
+/* Encodes the arguments in parameter order.  Returns 0, or 1 when they do
+ * not bind (the call will raise TypeError): then a TUPLE and a DICT of the
+ * raw arguments are written instead. */
+static int encode_args(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *args,
+                       Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (!r->bound) {
+        PyObject *t = PyTuple_New(nargs);
+        PyObject *d = PyDict_New();
+        if (!t || !d)
+            goto raw_fail;
+        for (Py_ssize_t i = 0; i < nargs; i++)
+            PyTuple_SET_ITEM(t, i, Py_NewRef(args[i]));
+        for (Py_ssize_t j = 0; j < nkw; j++)
+            if (PyDict_SetItem(d, PyTuple_GET_ITEM(kwnames, j), args[nargs + j]) < 0)
+                goto raw_fail;
+        put_arg(r, cap, b, 0, t, 0);
+        put_arg(r, cap, b, 1, d, 0);
+        Py_DECREF(t);
+        Py_DECREF(d);
+        return 0;
+    raw_fail:
+        PyErr_Clear();
+        Py_XDECREF(t);
+        Py_XDECREF(d);
+        return 1;
+    }
+    /* fast path: positional only, exactly the positional parameters */
+    if (nkw == 0 && nargs == r->argcount && r->nparams == r->argcount) {
+        for (Py_ssize_t i = 0; i < nargs; i++)
+            put_arg(r, cap, b, i, args[i], 0);
+        return 0;
+    }
+    PyObject *slots_small[16];
+    PyObject **slots = r->nparams <= 16 ? slots_small : PyMem_Calloc((size_t)r->nparams, sizeof(PyObject *));
+    if (!slots)
+        return 1;
+    memset(slots, 0, sizeof(PyObject *) * (size_t)(r->nparams <= 16 ? 16 : 0));
+    PyObject *extra_kw = NULL, *extra_pos = NULL;
+    int rc = 1;
+    Py_ssize_t npos = nargs < r->argcount ? nargs : r->argcount;
+    for (Py_ssize_t i = 0; i < npos; i++)
+        slots[i] = args[i];
+    if (nargs > r->argcount) {
+        if (!r->has_varargs)
+            goto done;
+        extra_pos = PyTuple_New(nargs - r->argcount);
+        if (!extra_pos)
+            goto done;
+        for (Py_ssize_t i = r->argcount; i < nargs; i++)
+            PyTuple_SET_ITEM(extra_pos, i - r->argcount, Py_NewRef(args[i]));
+    }
+    for (Py_ssize_t j = 0; j < nkw; j++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, j);
+        Py_ssize_t i = find_param(r, name);
+        if (i >= 0 && !slots[i]) {
+            slots[i] = args[nargs + j];
+        } else if (i < 0 && r->has_varkw) {
+            if (!extra_kw && !(extra_kw = PyDict_New()))
+                goto done;
+            if (PyDict_SetItem(extra_kw, name, args[nargs + j]) < 0)
+                goto done;
+        } else {
+            goto done;
+        }
+    }
+    PyObject *defaults = PyFunction_GET_DEFAULTS(r->func);
+    PyObject *kwdefaults = PyFunction_GET_KW_DEFAULTS(r->func);
+    Py_ssize_t ndef = defaults ? PyTuple_GET_SIZE(defaults) : 0;
+    for (Py_ssize_t i = 0; i < r->argcount + r->kwonly; i++) {
+        if (slots[i])
+            continue;
+        PyObject *d = NULL;
+        if (i < r->argcount && i >= r->argcount - ndef)
+            d = PyTuple_GET_ITEM(defaults, i - (r->argcount - ndef));
+        else if (i >= r->argcount && kwdefaults)
+            d = PyDict_GetItemWithError(kwdefaults, PyTuple_GET_ITEM(r->names, i));
+        if (!d) {
+            PyErr_Clear();
+            goto done;
+        }
+    }
+    rc = 0;
+    for (Py_ssize_t i = 0; i < r->argcount + r->kwonly; i++) {
+        if (slots[i]) {
+            put_arg(r, cap, b, i, slots[i], 0);
+        } else {
+            PyObject *d = i < r->argcount
+                              ? PyTuple_GET_ITEM(defaults, i - (r->argcount - ndef))
+                              : PyDict_GetItem(kwdefaults, PyTuple_GET_ITEM(r->names, i));
+            put_arg(r, cap, b, i, d, 1);
+        }
+    }
+    Py_ssize_t i = r->argcount + r->kwonly;
+    if (r->has_varargs) {
+        if (!extra_pos)
+            extra_pos = PyTuple_New(0);
+        put_arg(r, cap, b, i++, extra_pos ? extra_pos : Py_None, 0);
+    }
+    if (r->has_varkw) {
+        if (!extra_kw)
+            extra_kw = PyDict_New();
+        put_arg(r, cap, b, i, extra_kw ? extra_kw : Py_None, 0);
+    }
+done:
+    Py_XDECREF(extra_pos);
+    Py_XDECREF(extra_kw);
+    if (slots != slots_small)
+        PyMem_Free(slots);
+    PyErr_Clear();
+    if (rc) {
+        /* raw form: what the caller passed */
+        b->len = 0;
+        PyObject *t = PyTuple_New(nargs);
+        PyObject *d = PyDict_New();
+        if (t && d) {
+            for (Py_ssize_t k = 0; k < nargs; k++)
+                PyTuple_SET_ITEM(t, k, Py_NewRef(args[k]));
+            for (Py_ssize_t j = 0; j < nkw; j++)
+                PyDict_SetItem(d, PyTuple_GET_ITEM(kwnames, j), args[nargs + j]);
+            ct_capture_value(cap, b, t);
+            ct_capture_value(cap, b, d);
+        }
+        PyErr_Clear();
+        Py_XDECREF(t);
+        Py_XDECREF(d);
+    }
+    return rc;
+}
+
+/* ---- records ------------------------------------------------------------ */
+
+static int64_t read_rss(ct_state *st)
+{
+    (void)st;
+    long pages = 0, resident = 0;
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char buf[128];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    if (sscanf(buf, "%ld %ld", &pages, &resident) != 2)
+        return 0;
+    return (int64_t)resident * (int64_t)sysconf(_SC_PAGESIZE);
+}
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void emit_counters(ct_state *st, ct_engine_slot *slot)
+{
+    uint8_t storage[64];
+    wbuf b;
+    wbuf_init(&b, storage, sizeof storage);
+    uint8_t body[60];
+    wbuf bb;
+    wbuf_init(&bb, body, sizeof body);
+    wbuf_byte(&bb, REC_COUNTERS);
+    for (int i = 0; i < 5; i++)
+        wbuf_varint(&bb, (uint64_t)st->counters[i]);
+    wbuf_varint(&b, bb.len);
+    wbuf_put(&b, bb.data, bb.len);
+    memset(st->counters, 0, sizeof st->counters);
+    st->counters_dirty = 0;
+    ct_append(st, slot, b.data, b.len);
+}
+
+void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
+                  uint64_t end, int outcome, PyObject *result, PyObject *exc)
+{
+    ct_state *st = r->st;
+    ct_thread *t = &tls_thread;
+    uint8_t rstore[256];
+    wbuf res;
+    wbuf_init(&res, rstore, sizeof rstore);
+    uint8_t flags = ci->flags;
+    t->busy++;
+    if (exc) {
+        ct_capture_exception(st, &res, exc);
+        flags |= REC_HAS_RESULT;
+    } else if (result && r->opt_result) {
+        ct_capture cap = {st, r->max_value_bytes, 1};
+        if (r->sanitize) {
+            PyObject *name = PyUnicode_FromString("return");
+            PyObject *clean = name ? PyObject_CallFunctionObjArgs(r->sanitize, name, result, NULL) : NULL;
+            Py_XDECREF(name);
+            if (clean) {
+                ct_capture_value(&cap, &res, clean);
+                Py_DECREF(clean);
+            } else {
+                PyErr_Clear();
+                wbuf_byte(&res, WIRE_REDACTED);
+            }
+        } else {
+            ct_capture_value(&cap, &res, result);
+        }
+        flags |= REC_HAS_RESULT;
+    }
+    t->busy--;
+    uint64_t cpu = 0;
+    int64_t rss_after = 0, peak = 0;
+    if (flags & REC_HAS_CPU)
+        cpu = thread_cpu_ns() - ci->cpu_start;
+    if (flags & REC_HAS_MEMORY) {
+        struct rusage ru;
+        rss_after = read_rss(st);
+        if (getrusage(RUSAGE_SELF, &ru) == 0)
+            peak = (int64_t)ru.ru_maxrss * 1024;
+    }
+    uint8_t store[512];
+    wbuf b;
+    wbuf_init(&b, store, sizeof store);
+    b.len = 10; /* room for the length prefix */
+    wbuf_byte(&b, REC_CALL);
+    wbuf_varint(&b, r->fn_id);
+    wbuf_varint(&b, ci->seq);
+    wbuf_varint(&b, ci->parent);
+    wbuf_varint(&b, ci->depth);
+    wbuf_varint(&b, ci->thread);
+    wbuf_varint(&b, ci->start);
+    wbuf_varint(&b, end - ci->start);
+    wbuf_byte(&b, (uint8_t)outcome);
+    wbuf_byte(&b, flags);
+    if (flags & REC_HAS_CPU)
+        wbuf_varint(&b, cpu);
+    if (flags & REC_HAS_MEMORY) {
+        wbuf_varint(&b, (uint64_t)ci->rss_before);
+        wbuf_varint(&b, (uint64_t)rss_after);
+        wbuf_varint(&b, (uint64_t)peak);
+    }
+    if (flags & REC_HAS_ARGS) {
+        wbuf_varint(&b, args->len);
+        wbuf_put(&b, args->data, args->len);
+    }
+    if (flags & REC_HAS_RESULT) {
+        wbuf_varint(&b, res.len);
+        wbuf_put(&b, res.data, res.len);
+    }
+    if (!b.failed && !res.failed) {
+        size_t body = b.len - 10;
+        uint8_t pre[10];
+        wbuf p;
+        wbuf_init(&p, pre, sizeof pre);
+        wbuf_varint(&p, body);
+        memcpy(b.data + 10 - p.len, pre, p.len);
+        if (st->counters_dirty)
+            emit_counters(st, slot);
+        ct_append(st, slot, b.data + 10 - p.len, body + p.len);
+    }
+    wbuf_free(&b);
+    wbuf_free(&res);
+}
+
+/* ---- the call ------------------------------------------------------------ */
+
+static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                     PyObject *kwnames)
+{
+    Recorder *r = (Recorder *)op;
+    ct_state *st = r->st;
+    ct_thread *t = &tls_thread;
+    if (!st->enabled || t->busy)
+        return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
+    if (r->sample > 1 && (r->sample_counter++ % r->sample) != 0)
+        return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
+    ct_engine_slot *slot = r->tape ? r->slot : NULL;
+    if (!slot) {
+        slot = ct_engine_for(st, r->tape);
+        if (!slot) {
+            PyErr_Clear();
+            return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
+        }
+        if (r->tape)
+            r->slot = slot;
+    }
+    if (r->announced_serial != slot->serial)
+        announce_function(r, slot);
+    if (t->index == 0 || t->epoch != st->fork_epoch || !(t->announced & (1ull << (slot->serial % 64))))
+        ct_thread_announce(st, slot, t);
+
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    uint8_t astore[256];
+    wbuf ab;
+    wbuf_init(&ab, astore, sizeof astore);
+    ct_callinfo ci;
+    ci.flags = 0;
+    if (r->opt_args) {
+        ct_capture cap = {st, r->max_value_bytes, 1};
+        t->busy++;
+        ci.flags |= REC_HAS_ARGS;
+        if (encode_args(r, &cap, &ab, args, nargs, kwnames))
+            ci.flags |= REC_UNBOUND;
+        t->busy--;
+    }
+    ci.seq = ++st->seq;
+    ci.parent = t->parent;
+    ci.depth = t->depth;
+    ci.thread = t->index;
+    if (r->opt_cpu) {
+        ci.flags |= REC_HAS_CPU;
+        ci.cpu_start = thread_cpu_ns();
+    }
+    if (r->opt_memory) {
+        ci.flags |= REC_HAS_MEMORY;
+        ci.rss_before = read_rss(st);
+    }
+    if (r->kind != KIND_PLAIN)
+        ci.flags |= REC_ASYNC;
+    t->parent = ci.seq;
+    t->depth = ci.depth + 1;
+    ci.start = ct_now_ns();
+    PyObject *res = PyObject_Vectorcall(r->func, args, nargsf, kwnames);
+    uint64_t end = ct_now_ns();
+    t->parent = ci.parent;
+    t->depth = ci.depth;
+
+    if (!res) {
+        PyObject *exc = ct_fetch_exc();
+        if (exc)
+            ct_emit_call(r, slot, &ci, &ab, end, OUTCOME_RAISED, NULL, exc);
+        ct_restore_exc(exc);
+    } else if (r->kind != KIND_PLAIN &&
+               (PyGen_CheckExact(res) || PyCoro_CheckExact(res) || PyAsyncGen_CheckExact(res))) {
+        ct_deferred d;
+        memset(&d, 0, sizeof d);
+        d.recorder = (Recorder *)Py_NewRef(op);
+        d.slot = slot;
+        d.ci = ci;
+        wbuf_init(&d.args, NULL, 0);
+        wbuf_put(&d.args, ab.data, ab.len);
+        PyObject *wrapped = ct_pending_wrap(st, res, &d, r->kind);
+        if (wrapped) {
+            Py_SETREF(res, wrapped);
+        } else {
+            PyErr_Clear();
+            ct_deferred_finish(&d, OUTCOME_CLOSED, NULL, NULL);
+        }
+    } else {
+        ct_emit_call(r, slot, &ci, &ab, end, OUTCOME_RETURNED, res, NULL);
+    }
+    wbuf_free(&ab);
+    return res;
+}
+
+/* ---- type ------------------------------------------------------------------ */
+
+static int setup_signature(Recorder *r)
+{
+    if (!PyFunction_Check(r->func)) {
+        r->bound = 0;
+        r->nparams = 2;
+        r->names = Py_BuildValue("(ss)", "args", "kwargs");
+        return r->names ? 0 : -1;
+    }
+    PyCodeObject *co = (PyCodeObject *)PyFunction_GET_CODE(r->func);
+    r->bound = 1;
+    r->argcount = co->co_argcount;
+    r->posonly = co->co_posonlyargcount;
+    r->kwonly = co->co_kwonlyargcount;
+    r->has_varargs = (co->co_flags & CO_VARARGS) != 0;
+    r->has_varkw = (co->co_flags & CO_VARKEYWORDS) != 0;
+    r->nparams = r->argcount + r->kwonly + r->has_varargs + r->has_varkw;
+    if (co->co_flags & CO_ASYNC_GENERATOR)
+        r->kind = KIND_ASYNC_GENERATOR;
+    else if (co->co_flags & CO_COROUTINE)
+        r->kind = KIND_COROUTINE;
+    else if (co->co_flags & CO_GENERATOR)
+        r->kind = KIND_GENERATOR;
+    PyObject *varnames = PyObject_GetAttrString((PyObject *)co, "co_varnames");
+    if (!varnames)
+        return -1;
+    r->names = PyTuple_GetSlice(varnames, 0, r->nparams);
+    Py_DECREF(varnames);
+    return r->names ? 0 : -1;
+}
+
+static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"func", "args", "result", "cpu", "memory", "tape", "redact",
+                             "sanitize", "max_value_bytes", "sample", NULL};
+    PyObject *func, *tape = Py_None, *redact = Py_None, *sanitize = Py_None;
+    PyObject *max_bytes = Py_None;
+    int a = 1, res = 1, cpu = 0, mem = 0;
+    Py_ssize_t sample = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOn:record", kwlist, &func, &a, &res,
+                                     &cpu, &mem, &tape, &redact, &sanitize, &max_bytes, &sample))
+        return NULL;
+    ct_state *st = PyType_GetModuleState(type);
+    if (!st)
+        return NULL;
+    if (sample < 1)
+        return PyErr_Format(PyExc_ValueError, "sample must be an integer >= 1, not %zd", sample);
+    if (sanitize != Py_None && !PyCallable_Check(sanitize))
+        return PyErr_Format(PyExc_TypeError, "sanitize must be callable, not %.100s",
+                            Py_TYPE(sanitize)->tp_name);
+    Recorder *r = (Recorder *)type->tp_alloc(type, 0);
+    if (!r)
+        return NULL;
+    r->vectorcall = Recorder_vectorcall;
+    r->st = st;
+    r->module_ref = Py_NewRef(st->module);
+    r->wrapped = Py_NewRef(func);
+    r->wrap = WRAP_FUNCTION;
+    PyObject *inner = NULL;
+    if (PyObject_TypeCheck(func, &PyClassMethod_Type) || PyObject_TypeCheck(func, &PyStaticMethod_Type)) {
+        r->wrap = PyObject_TypeCheck(func, &PyClassMethod_Type) ? WRAP_CLASSMETHOD : WRAP_STATICMETHOD;
+        inner = PyObject_GetAttrString(func, "__func__");
+        if (!inner)
+            goto error;
+    } else {
+        if (!PyCallable_Check(func)) {
+            PyErr_Format(PyExc_TypeError, "calltape.record needs a function or other callable,"
+                         " not %.100s", Py_TYPE(func)->tp_name);
+            goto error;
+        }
+        inner = Py_NewRef(func);
+    }
+    r->func = inner;
+    r->opt_args = (uint8_t)a;
+    r->opt_result = (uint8_t)res;
+    r->opt_cpu = (uint8_t)cpu;
+    r->opt_memory = (uint8_t)mem;
+    r->sample = (uint32_t)(sample > UINT32_MAX ? UINT32_MAX : sample);
+    r->sanitize = sanitize == Py_None ? NULL : Py_NewRef(sanitize);
+    if (tape != Py_None) {
+        r->tape = PyOS_FSPath(tape);
+        if (!r->tape)
+            goto error;
+        if (!PyUnicode_Check(r->tape)) {
+            PyErr_SetString(PyExc_TypeError, "tape must be a str path");
+            goto error;
+        }
+    }
+    r->max_value_bytes = st->max_value_bytes;
+    if (max_bytes != Py_None) {
+        r->max_value_bytes = PyLong_AsSsize_t(max_bytes);
+        if (r->max_value_bytes == -1 && PyErr_Occurred())
+            goto error;
+        if (r->max_value_bytes < 16) {
+            PyErr_Format(PyExc_ValueError, "max_value_bytes must be at least 16, not %zd",
+                         r->max_value_bytes);
+            goto error;
+        }
+    }
+    r->redact_default = redact != Py_False;
+    if (redact != Py_None && redact != Py_False && redact != Py_True) {
+        if (ct_split_redact(redact, &r->redact_exact, &r->redact_patterns) < 0)
+            goto error;
+    }
+    if (setup_signature(r) < 0)
+        goto error;
+    r->redacted = PyMem_Calloc((size_t)r->nparams + 1, 1);
+    if (!r->redacted) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    for (Py_ssize_t i = 0; r->bound && i < r->nparams; i++)
+        r->redacted[i] = (uint8_t)ct_should_redact(st, PyTuple_GET_ITEM(r->names, i),
+                                                   r->redact_exact, r->redact_patterns,
+                                                   r->redact_default);
+    r->fn_id = ++st->next_fn;
+    PyObject *fdict = PyObject_GetAttrString(inner, "__dict__");
+    if (fdict && PyDict_Check(fdict))
+        r->dict = PyDict_Copy(fdict);
+    else
+        r->dict = PyDict_New();
+    Py_XDECREF(fdict);
+    PyErr_Clear();
+    if (!r->dict)
+        goto error;
+    return (PyObject *)r;
+error:
+    Py_DECREF(r);
+    return NULL;
+}
+
+static int Recorder_traverse(Recorder *r, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(r));
+    Py_VISIT(r->module_ref);
+    Py_VISIT(r->func);
+    Py_VISIT(r->wrapped);
+    Py_VISIT(r->dict);
+    Py_VISIT(r->sanitize);
+    return 0;
+}
+
+static int Recorder_clear(Recorder *r)
+{
+    Py_CLEAR(r->func);
+    Py_CLEAR(r->wrapped);
+    Py_CLEAR(r->dict);
+    Py_CLEAR(r->sanitize);
+    Py_CLEAR(r->tape);
+    Py_CLEAR(r->redact_exact);
+    Py_CLEAR(r->redact_patterns);
+    Py_CLEAR(r->names);
+    Py_CLEAR(r->fn_record);
+    Py_CLEAR(r->module_ref);
+    return 0;
+}
+
+static void Recorder_dealloc(Recorder *r)
+{
+    PyTypeObject *tp = Py_TYPE(r);
+    PyObject_GC_UnTrack(r);
+    Recorder_clear(r);
+    PyMem_Free(r->redacted);
+    tp->tp_free((PyObject *)r);
+    Py_DECREF(tp);
+}
+
+static PyObject *Recorder_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    Recorder *r = (Recorder *)self;
+    if (r->wrap == WRAP_STATICMETHOD)
+        return Py_NewRef(self);
+    if (r->wrap == WRAP_CLASSMETHOD) {
+        PyObject *cls = type ? type : (PyObject *)Py_TYPE(obj);
+        return PyMethod_New(self, cls);
+    }
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *forward(Recorder *r, const char *name)
+{
+    return PyObject_GetAttrString(r->func, name);
+}
+
+static PyObject *Recorder_get_name(Recorder *r, void *c) { (void)c; return forward(r, "__name__"); }
+static PyObject *Recorder_get_qualname(Recorder *r, void *c) { (void)c; return forward(r, "__qualname__"); }
+static PyObject *Recorder_get_module(Recorder *r, void *c) { (void)c; return forward(r, "__module__"); }
+static PyObject *Recorder_get_doc(Recorder *r, void *c) { (void)c; return forward(r, "__doc__"); }
+static PyObject *Recorder_get_wrapped(Recorder *r, void *c) { (void)c; return Py_NewRef(r->wrapped); }
+static PyObject *Recorder_get_tape(Recorder *r, void *c)
+{
+    (void)c;
+    return Py_NewRef(r->tape ? r->tape : Py_None);
+}
+
+static PyObject *Recorder_getattro(PyObject *self, PyObject *name)
+{
+    PyObject *v = PyObject_GenericGetAttr(self, name);
+    if (v || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return v;
+    PyErr_Clear();
+    return PyObject_GetAttr(((Recorder *)self)->func, name);
+}
+
+static PyObject *Recorder_reduce(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return forward((Recorder *)self, "__qualname__");
+}
+
+static PyObject *Recorder_repr(PyObject *self)
+{
+    Recorder *r = (Recorder *)self;
+    PyObject *q = forward(r, "__qualname__");
+    if (!q) {
+        PyErr_Clear();
+        return PyUnicode_FromFormat("<calltape.record of %R>", r->func);
+    }
+    PyObject *out = PyUnicode_FromFormat("<calltape.record %U>", q);
+    Py_DECREF(q);
+    return out;
+}
+
+static PyGetSetDef Recorder_getset[] = {
+    {"__name__", (getter)Recorder_get_name, NULL, NULL, NULL},
+    {"__qualname__", (getter)Recorder_get_qualname, NULL, NULL, NULL},
+    {"__module__", (getter)Recorder_get_module, NULL, NULL, NULL},
+    {"__doc__", (getter)Recorder_get_doc, NULL, NULL, NULL},
+    {"__wrapped__", (getter)Recorder_get_wrapped, NULL, NULL, NULL},
+    {"tape", (getter)Recorder_get_tape, NULL, "the tape path of this function, or None", NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Recorder_methods[] = {
+    {"__reduce__", Recorder_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Recorder_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Recorder, vectorcall), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(Recorder, dict), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Recorder_slots[] = {
+    {Py_tp_new, Recorder_new},
+    {Py_tp_dealloc, Recorder_dealloc},
+    {Py_tp_traverse, Recorder_traverse},
+    {Py_tp_clear, Recorder_clear},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, Recorder_descr_get},
+    {Py_tp_getattro, Recorder_getattro},
+    {Py_tp_getset, Recorder_getset},
+    {Py_tp_methods, Recorder_methods},
+    {Py_tp_members, Recorder_members},
+    {Py_tp_repr, Recorder_repr},
+    {0, NULL},
+};
+
+PyType_Spec Recorder_spec = {
+    .name = "calltape.Recorder",
+    .basicsize = sizeof(Recorder),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .slots = Recorder_slots,
+};

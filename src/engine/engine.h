@@ -1,0 +1,496 @@
+/*
+ * engine.h - the calltape engine's C API (plain C, no Python.h).
+ *
+ * The engine turns call records produced by a capture path into rows of an
+ * SQLite tape.  Its parts, one file each:
+ *   wire.c          the tape value format: byte buffers, varints, tagged values
+ *   hash.c          128-bit content hash for the blob store
+ *   queue.c         the producer buffer and the hand-off to the writer
+ *   segment.c       columnar segments: many calls of one function in one row
+ *   store_sqlite.c  schema, migrations, prepared statements, WAL
+ *   writer.c        the writer thread: decode records, build segments, commit
+ *   reader.c        open a tape read-only, iterate its calls
+ *
+ * Invariants shared by every part:
+ *   - Producers (capture paths) call engine_append() with the GIL held, so at
+ *     most one producer appends at a time; the engine itself never needs the
+ *     GIL and the writer thread never runs Python code.
+ *   - Records are self-delimiting byte strings (layout below); a record is
+ *     either wholly visible to the writer or not at all.
+ *   - No function here prints, exits or aborts; errors come back as return
+ *     codes with a message in a caller-supplied buffer or in engine_stats.
+ */
+#ifndef CALLTAPE_ENGINE_H
+#define CALLTAPE_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CALLTAPE_SCHEMA_VERSION 1
+#define CALLTAPE_SEGMENT_FORMAT 1
+
+/* ------------------------------------------------------------------------ */
+/* Growable byte buffer (wire.c).                                           */
+/* ------------------------------------------------------------------------ */
+
+/* A byte buffer that may start on caller storage (e.g. the C stack) and moves
+ * to the heap when it grows.  After an allocation failure `failed` is set and
+ * every further write is a no-op, so writers check once at the end. */
+typedef struct wbuf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+    int on_heap;
+    int failed;
+} wbuf;
+
+/* Starts `b` on `storage` of `cap` bytes (storage may be NULL with cap 0). */
+static inline void wbuf_init(wbuf *b, uint8_t *storage, size_t cap)
+{
+    b->data = storage;
+    b->len = 0;
+    b->cap = cap;
+    b->on_heap = 0;
+    b->failed = 0;
+}
+
+/* Makes room for `n` more bytes.  Returns 0, or -1 (and sets failed) when
+ * memory runs out. */
+int wbuf_reserve(wbuf *b, size_t n);
+
+/* Releases heap storage, if any, and empties the buffer. */
+void wbuf_free(wbuf *b);
+
+static inline void wbuf_put(wbuf *b, const void *src, size_t n)
+{
+    if (b->cap - b->len < n && wbuf_reserve(b, n) < 0)
+        return;
+    if (n)
+        memcpy(b->data + b->len, src, n);
+    b->len += n;
+}
+
+static inline void wbuf_byte(wbuf *b, uint8_t v)
+{
+    if (b->len == b->cap && wbuf_reserve(b, 1) < 0)
+        return;
+    b->data[b->len++] = v;
+}
+
+static inline void wbuf_varint(wbuf *b, uint64_t v)
+{
+    if (b->cap - b->len < 10 && wbuf_reserve(b, 10) < 0)
+        return;
+    uint8_t *p = b->data + b->len;
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    b->len = (size_t)(p - b->data);
+}
+
+static inline uint64_t zigzag(int64_t v)
+{
+    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static inline int64_t unzigzag(uint64_t v)
+{
+    return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+/* A bounded reader over bytes.  Reads past the end set `bad` and return 0. */
+typedef struct wreader {
+    const uint8_t *p;
+    const uint8_t *end;
+    int bad;
+} wreader;
+
+static inline void wreader_init(wreader *r, const void *p, size_t n)
+{
+    r->p = (const uint8_t *)p;
+    r->end = r->p + n;
+    r->bad = 0;
+}
+
+static inline uint64_t wreader_varint(wreader *r)
+{
+    uint64_t v = 0;
+    int shift = 0;
+    while (r->p < r->end && shift < 64) {
+        uint8_t c = *r->p++;
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80))
+            return v;
+        shift += 7;
+    }
+    r->bad = 1;
+    return 0;
+}
+
+static inline uint8_t wreader_byte(wreader *r)
+{
+    if (r->p >= r->end) {
+        r->bad = 1;
+        return 0;
+    }
+    return *r->p++;
+}
+
+/* Returns a pointer to the next `n` bytes and skips them, or NULL (bad). */
+static inline const uint8_t *wreader_take(wreader *r, uint64_t n)
+{
+    if ((uint64_t)(r->end - r->p) < n) {
+        r->bad = 1;
+        r->p = r->end;
+        return NULL;
+    }
+    const uint8_t *s = r->p;
+    r->p += n;
+    return s;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The value format (wire.c).                                               */
+/* ------------------------------------------------------------------------ */
+
+/* One tag byte, then the payload:
+ *   NONE FALSE TRUE          -
+ *   INT                      zigzag varint (fits int64)
+ *   BIGINT                   varint n, n bytes little-endian two's complement
+ *   FLOAT                    8 bytes, IEEE-754 little-endian
+ *   STR BYTES                varint n, n bytes (STR is UTF-8, surrogatepass)
+ *   LIST TUPLE SET FROZENSET varint count, count values
+ *   DICT                     varint count, count (key, value) pairs
+ *   PICKLE                   varint n, n bytes of pickle protocol 5
+ *   CODEC                    STR-like name (varint n, bytes), varint n, bytes
+ *   BLOB_INLINE              varint n, n bytes holding one encoded value; the
+ *                            writer replaces it by BLOB (content-addressed)
+ *   BLOB                     16-byte hash, varint size of the stored value
+ *   REDACTED                 -
+ *   TRUNCATED                STR type name, varint encoded size
+ *   UNENCODABLE              STR type name, STR bounded repr or reason
+ *   EXCEPTION                STR qualified type, STR message, LIST of frames
+ *                            (TUPLE of STR file, INT line, STR function)
+ *   DEFAULT                  value: an argument that took its default value
+ */
+enum wire_tag {
+    WIRE_NONE = 0x00,
+    WIRE_FALSE = 0x01,
+    WIRE_TRUE = 0x02,
+    WIRE_INT = 0x03,
+    WIRE_BIGINT = 0x04,
+    WIRE_FLOAT = 0x05,
+    WIRE_STR = 0x06,
+    WIRE_BYTES = 0x07,
+    WIRE_LIST = 0x08,
+    WIRE_TUPLE = 0x09,
+    WIRE_DICT = 0x0a,
+    WIRE_SET = 0x0b,
+    WIRE_FROZENSET = 0x0c,
+    WIRE_PICKLE = 0x10,
+    WIRE_CODEC = 0x11,
+    WIRE_BLOB_INLINE = 0x12,
+    WIRE_BLOB = 0x13,
+    WIRE_REDACTED = 0x14,
+    WIRE_TRUNCATED = 0x15,
+    WIRE_UNENCODABLE = 0x16,
+    WIRE_EXCEPTION = 0x17,
+    WIRE_DEFAULT = 0x18,
+};
+
+#define WIRE_HASH_BYTES 16
+#define WIRE_MAX_DEPTH 64
+
+static inline void wire_tagged_bytes(wbuf *b, uint8_t tag, const void *s, size_t n)
+{
+    wbuf_byte(b, tag);
+    wbuf_varint(b, n);
+    wbuf_put(b, s, n);
+}
+
+static inline void wire_int(wbuf *b, int64_t v)
+{
+    wbuf_byte(b, WIRE_INT);
+    wbuf_varint(b, zigzag(v));
+}
+
+static inline void wire_float(wbuf *b, double v)
+{
+    uint8_t raw[8];
+    memcpy(raw, &v, 8); /* the engine targets little-endian Linux hosts */
+    wbuf_byte(b, WIRE_FLOAT);
+    wbuf_put(b, raw, 8);
+}
+
+/* Returns the end of the value starting at `p` (bounded by `end`), or NULL
+ * when the bytes are not one well-formed value. */
+const uint8_t *wire_skip(const uint8_t *p, const uint8_t *end);
+
+/* Appends a bounded, human-readable preview of the value at `p` to `out`
+ * (Python-like syntax; markers as <redacted>, <truncated T n bytes>, ...),
+ * stopping after about `limit` bytes with "...".  Returns the end of the
+ * value, or NULL when malformed (the preview then ends in "<malformed>"). */
+const uint8_t *wire_preview(const uint8_t *p, const uint8_t *end, wbuf *out, size_t limit);
+
+/* ------------------------------------------------------------------------ */
+/* Content hash (hash.c).                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Writes the 128-bit MurmurHash3 (x64) of `n` bytes at `p` into `out`. */
+void hash128(const void *p, size_t n, uint8_t out[WIRE_HASH_BYTES]);
+
+/* ------------------------------------------------------------------------ */
+/* Records: what producers append (layout), parsed by the writer.           */
+/* ------------------------------------------------------------------------ */
+
+/* Every record starts with varint total length (excluding itself), then a
+ * kind byte.
+ *
+ * REC_FUNCTION: varint fn (process-local id), STR-like module, qualname,
+ *   file (each varint n + bytes), varint first line, varint n + signature
+ *   bytes (a wire LIST of TUPLE(name STR, kind INT, default value or
+ *   REDACTED-less NONE marker tagged DEFAULT when present)).
+ * REC_THREAD: varint thread (process-local index), varint ident, varint
+ *   native id, varint n + name bytes.
+ * REC_CALL: varint fn, varint seq (>= 1, process-wide, in entry order),
+ *   varint parent seq (0: none), varint depth, varint thread, varint start
+ *   (CLOCK_MONOTONIC ns), varint duration ns, byte outcome, byte flags, then
+ *   per flag: cpu ns; rss before, rss after, peak rss (bytes); energy pkg,
+ *   dram (uJ); args (varint n + n bytes of consecutive values, one per
+ *   parameter in signature order, or a TUPLE(args) + DICT(kwargs) pair when
+ *   binding failed, flagged REC_UNBOUND); result (varint n + one value; the
+ *   EXCEPTION value when outcome is RAISED).
+ * REC_COUNTERS: varint unencodable, varint pickled, varint redacted,
+ *   varint truncated, varint dropped: deltas for the session counters.
+ */
+enum rec_kind { REC_FUNCTION = 1, REC_THREAD = 2, REC_CALL = 3, REC_COUNTERS = 4 };
+
+enum rec_outcome {
+    OUTCOME_RETURNED = 0,
+    OUTCOME_RAISED = 1,
+    OUTCOME_CLOSED = 2, /* generator/coroutine closed or abandoned early */
+};
+
+enum rec_flags {
+    REC_HAS_CPU = 1 << 0,
+    REC_HAS_MEMORY = 1 << 1,
+    REC_HAS_ENERGY = 1 << 2,
+    REC_HAS_ARGS = 1 << 3,
+    REC_HAS_RESULT = 1 << 4,
+    REC_UNBOUND = 1 << 5,
+    REC_ASYNC = 1 << 6, /* generator, coroutine or async generator */
+};
+
+/* A parsed REC_CALL; byte ranges point into the record. */
+typedef struct call_rec {
+    uint64_t fn, seq, parent, depth, thread, start, duration;
+    uint8_t outcome, flags;
+    uint64_t cpu_ns, rss_before, rss_after, rss_peak, energy_pkg, energy_dram;
+    const uint8_t *args;
+    size_t args_len;
+    const uint8_t *result;
+    size_t result_len;
+} call_rec;
+
+/* Parses the body of a REC_CALL (after the kind byte).  Returns 0, or -1 when
+ * the bytes are malformed. */
+int rec_parse_call(const uint8_t *p, size_t n, call_rec *out);
+
+/* Appends a REC_CALL with the fields of `c` (args/result copied) to `b`,
+ * length prefix included. */
+void rec_put_call(wbuf *b, const call_rec *c);
+
+/* ------------------------------------------------------------------------ */
+/* Segments (segment.c): the calls of one function, stored column by column. */
+/* ------------------------------------------------------------------------ */
+
+/* One decoded call of a segment, as the reader and the writer see it.  Times
+ * are wall-clock ns since the epoch; ids are tape-wide call ids. */
+typedef struct seg_call {
+    int64_t id, parent, depth, thread, start, duration;
+    uint8_t outcome, flags;
+    int64_t cpu_ns, rss_before, rss_after, rss_peak, energy_pkg, energy_dram;
+    const uint8_t *args;
+    size_t args_len;
+    const uint8_t *result;
+    size_t result_len;
+} seg_call;
+
+/* Serialized layout: byte CALLTAPE_SEGMENT_FORMAT, varint n, varint first
+ * id, varint first start, then ten columns, each a varint byte length and
+ * its bytes: id (zigzag delta from the previous id), parent (zigzag of
+ * id - parent, 0 for none), depth, thread, start (zigzag delta), duration,
+ * outcome | flags << 2, extras (cpu, memory, energy varints as flagged), args
+ * (varint n + values when flagged), result (likewise). */
+typedef struct seg_builder {
+    size_t n;
+    int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;
+    int64_t n_raised, total_dur, first_id, first_start;
+    int64_t last_id, last_start;
+    wbuf col[10];
+} seg_builder;
+
+void seg_builder_init(seg_builder *s);
+void seg_builder_free(seg_builder *s);
+/* Empties the builder for reuse, keeping its memory. */
+void seg_builder_reset(seg_builder *s);
+/* Adds one call (values copied).  Returns 0, or -1 on allocation failure. */
+int seg_builder_add(seg_builder *s, const seg_call *c);
+/* Serializes the segment into `out` (appended).  Returns 0 or -1. */
+int seg_builder_finish(const seg_builder *s, wbuf *out);
+
+typedef struct seg_reader {
+    size_t n, i;
+    wreader col[10];
+    int64_t last_id, last_start;
+} seg_reader;
+
+/* Opens the serialized segment `data` for iteration.  Returns 0, or -1 when
+ * the header is malformed or of an unknown format version. */
+int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n);
+/* Decodes the next call into `c` (pointers into `data`).  Returns 1 for a
+ * call, 0 at the end, -1 when the segment is corrupt. */
+int seg_reader_next(seg_reader *r, seg_call *c);
+
+/* ------------------------------------------------------------------------ */
+/* The engine: producer buffer, writer thread, store.                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct engine engine;
+
+typedef struct engine_options {
+    const char *path;            /* the tape file */
+    uint64_t flush_interval_ns;  /* how often the writer commits (default 100 ms) */
+    size_t chunk_bytes;          /* producer chunk size (default 256 KiB) */
+    size_t max_buffer_bytes;     /* bound on queued bytes (default 64 MiB) */
+    int on_full_drop;            /* 1: drop and count when full; 0: wait */
+    size_t blob_min_bytes;       /* values this large go to the blob store */
+    /* session description, copied */
+    const char *host;
+    const char *python_version;
+    const char *calltape_version;
+    const uint8_t *argv;         /* a wire LIST of STR */
+    size_t argv_len;
+    int64_t mpi_rank;            /* -1 when not under MPI */
+    int64_t clock_mono_ns;       /* a pair of readings taken together, used to */
+    int64_t clock_wall_ns;       /* turn monotonic starts into wall times */
+} engine_options;
+
+typedef struct engine_stats {
+    uint64_t appended_records, appended_bytes;
+    uint64_t written_calls, written_segments, written_bytes;
+    uint64_t dropped_calls; /* by on_full="drop" or a failing store */
+    uint64_t write_errors;
+    int64_t session_id;     /* 0 until the writer created the session */
+    char last_error[256];   /* "" when none */
+} engine_stats;
+
+enum engine_append_result {
+    ENGINE_APPENDED = 0,
+    ENGINE_DROPPED = 1,     /* the record was not kept (counted) */
+};
+
+/* Creates an engine for o->path.  The tape is opened (created with mode 0600
+ * when missing) by the writer thread, which starts at the first append.
+ * Returns the engine, or NULL with a message in `err` (allocation failure
+ * or a path too long). */
+engine *engine_new(const engine_options *o, char *err, size_t errlen);
+
+/* Appends one record (length prefix included).  Never blocks on I/O; may
+ * wait for the writer when the buffer is full and on_full is "wait" and the
+ * writer is healthy.  Returns an engine_append_result. */
+int engine_append(engine *e, const uint8_t *rec, size_t n);
+
+/* Waits until every record appended before the call is committed to the
+ * tape, or `timeout_ns` passed.  Returns 0 when committed, 1 on timeout, -1
+ * when the store is failing (see engine_stats.last_error). */
+int engine_flush(engine *e, uint64_t timeout_ns);
+
+/* Fills `out`.  Safe from any thread. */
+void engine_get_stats(engine *e, engine_stats *out);
+
+/* Returns and clears the number of store errors not yet reported by the
+ * caller, copying the latest message into `msg`. */
+uint64_t engine_take_errors(engine *e, char *msg, size_t msglen);
+
+/* Flushes (waiting at most `timeout_ns`), stops the writer and closes the
+ * tape; later appends are dropped and counted.  The engine stays valid, so a
+ * late producer (a daemon thread at exit) never touches freed memory. */
+void engine_shutdown(engine *e, uint64_t timeout_ns);
+
+/* Shuts down (if not yet) and frees `e`.  No producer may use it after. */
+void engine_free(engine *e);
+
+/* fork() support: call prepare in the parent before fork, then parent in the
+ * parent or child in the child.  The child drops what the parent had not
+ * written, gets a new session whose parent is the old one, and never touches
+ * the parent's SQLite connection.  `seq_floor` is the first seq the child
+ * will use: parent links below it are not resolvable in the child. */
+void engine_fork_prepare(engine *e);
+void engine_fork_parent(engine *e);
+void engine_fork_child(engine *e, uint64_t seq_floor);
+
+/* The tape path the engine writes. */
+const char *engine_path(const engine *e);
+
+/* ------------------------------------------------------------------------ */
+/* Store (store_sqlite.c): used by writer.c and reader.c.                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct store store;
+
+/* Opens `path` for writing, creating it with mode 0600 and the current
+ * schema when missing, migrating an older schema.  Returns NULL with a
+ * message in `err` on failure (unwritable, not a tape, newer schema). */
+store *store_open_write(const char *path, char *err, size_t errlen);
+
+/* Opens `path` read-only without modifying it.  Returns NULL with a message
+ * in `err` (missing file, not a tape, newer schema, corrupt). */
+store *store_open_read(const char *path, char *err, size_t errlen);
+
+void store_close(store *s);
+
+/* The underlying sqlite3 handle, for the reader's queries. */
+struct sqlite3 *store_db(store *s);
+
+/* Last SQLite error message of `s`. */
+const char *store_errmsg(store *s);
+
+typedef struct store_session {
+    int64_t start_ns;
+    const char *host, *python_version, *calltape_version;
+    const uint8_t *argv;
+    size_t argv_len;
+    int64_t pid, ppid, parent_session, mpi_rank;
+} store_session;
+
+/* All store_* writes below run inside store_begin()/store_commit(); each
+ * returns 0 or -1 (message in store_errmsg) and the caller then calls
+ * store_rollback(). */
+int store_begin(store *s);
+int store_commit(store *s);
+void store_rollback(store *s);
+
+/* Inserts a session row; sets *id. */
+int store_add_session(store *s, const store_session *ss, int64_t *id);
+/* Adds counter deltas and the end time to a session row. */
+int store_update_session(store *s, int64_t id, int64_t end_ns, const int64_t counters[5]);
+/* Finds or inserts the function; sets *id. */
+int store_function(store *s, const char *module, size_t module_len, const char *qualname,
+                   size_t qualname_len, const char *file, size_t file_len, int64_t line,
+                   const uint8_t *sig, size_t sig_len, int64_t *id);
+int store_add_thread(store *s, int64_t session, int64_t idx, int64_t ident, int64_t native_id,
+                     const char *name, size_t name_len);
+/* Reserves `count` consecutive call ids tape-wide; sets *first. */
+int store_reserve_ids(store *s, int64_t count, int64_t *first);
+/* Stores a blob under its hash unless present. */
+int store_put_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t *data,
+                   size_t n);
+/* Inserts a finished segment and updates its function's aggregates. */
+int store_add_segment(store *s, int64_t session, int64_t function, const seg_builder *b,
+                      const uint8_t *data, size_t n);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+ * engine_impl.h - the engine's private state, shared by queue.c (producer
+ * side) and writer.c (writer thread).  Not part of the API.
+ *
+ * Ownership and locking:
+ *   - `live` is written only by the producer, under `mu`; the producer's fast
+ *     path reads it without the lock (it is the only writer of it).
+ *   - bytes below a chunk's `committed` never change; the producer publishes
+ *     with a release store, the writer reads with an acquire load.
+ *   - `consumed` and everything under `w` belong to the writer thread, or to
+ *     whoever holds `io_mu` while the writer is stopped.
+ *   - chunks are recycled only by the writer, after they were sealed and
+ *     fully consumed.
+ */
+#ifndef CALLTAPE_ENGINE_IMPL_H
+#define CALLTAPE_ENGINE_IMPL_H
+
+#include "engine.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+typedef struct chunk {
+    struct chunk *next;
+    _Atomic size_t committed;
+    size_t consumed;
+    size_t cap;
+    uint8_t data[];
+} chunk;
+
+typedef struct fn_def {
+    uint8_t *bytes; /* the REC_FUNCTION body, owned */
+    size_t len;
+    int64_t tape_id; /* 0: not yet resolved in the tape */
+    seg_builder seg;
+} fn_def;
+
+typedef struct thread_def {
+    uint8_t *bytes; /* the REC_THREAD body, owned */
+    size_t len;
+    int stored;
+} thread_def;
+
+/* Writer-private state. */
+typedef struct writer_state {
+    store *st;
+    int64_t session_id;
+    int64_t parent_session;
+    uint64_t seq_floor;
+    fn_def *fns;
+    size_t nfns;
+    thread_def *threads;
+    size_t nthreads;
+    int64_t *id_blocks; /* tape id of the first seq of each block, 0: none */
+    size_t nblocks;
+    int64_t counters[5];
+    wbuf scratch;
+    wbuf segment;
+    uint64_t last_open_try_ns;
+    uint64_t last_commit_ns;
+} writer_state;
+
+struct engine {
+    engine_options opt; /* strings point into owned copies below */
+    char *path, *host, *python_version, *calltape_version;
+    uint8_t *argv;
+
+    pthread_mutex_t mu;
+    pthread_cond_t wake_writer;
+    pthread_cond_t wake_waiters;
+    pthread_mutex_t io_mu;
+
+    chunk *live;
+    chunk *full_head, *full_tail;
+    chunk *free_list;
+    size_t queued_bytes; /* capacity of live + sealed chunks */
+
+    pthread_t thread;
+    int running;  /* the writer thread exists */
+    int stop;     /* asks the writer to finish */
+    int closed;   /* shut down: appends are dropped */
+    uint64_t flush_req, flush_done;
+    int store_failing;
+
+    /* counters: producer-side fields are written under the GIL by the one
+     * producer; the others under mu. */
+    uint64_t appended_records, appended_bytes, producer_dropped;
+    uint64_t written_calls, written_segments, written_bytes, writer_dropped;
+    uint64_t write_errors, unreported_errors;
+    char last_error[256];
+
+    writer_state w;
+};
+
+/* writer.c */
+int writer_start(engine *e);       /* with mu held; 0 or -1 */
+void writer_fork_reset(engine *e); /* in the child, single-threaded */
+void writer_free_state(engine *e); /* writer stopped */
+void writer_close_store(engine *e); /* io_mu held, writer idle */
+uint64_t engine_now_ns(int clock);
+
+#endif

@@ -1,0 +1,347 @@
+/*
+ * queue.c - the producer side of the engine: chunks of records, the
+ * lock-free fast path, back-pressure, flush, shutdown and fork handling.
+ *
+ * The one producer (whoever holds the GIL) copies a record into the live
+ * chunk and publishes it with a release store of `committed`.  When the
+ * chunk is full it is sealed onto the full list under `mu` and a free or new
+ * chunk becomes live.  The writer consumes published bytes from live and
+ * sealed chunks alike, so a record is on the tape within one flush interval
+ * even when the chunk never fills.
+ */
+#include "engine_impl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define DEFAULT_CHUNK (1u << 20)
+#define DEFAULT_MAX_BUFFER (64u << 20)
+#define DEFAULT_FLUSH_NS 100000000ull
+#define DEFAULT_BLOB_MIN 4096
+
+uint64_t engine_now_ns(int clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static char *dup_str(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+engine *engine_new(const engine_options *o, char *err, size_t errlen)
+{
+    engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    e->opt = *o;
+    e->path = dup_str(o->path);
+    e->host = dup_str(o->host);
+    e->python_version = dup_str(o->python_version);
+    e->calltape_version = dup_str(o->calltape_version);
+    if (o->argv_len) {
+        e->argv = malloc(o->argv_len);
+        if (e->argv)
+            memcpy(e->argv, o->argv, o->argv_len);
+    }
+    if (!e->path || (o->argv_len && !e->argv)) {
+        snprintf(err, errlen, "out of memory");
+        goto error;
+    }
+    e->opt.path = e->path;
+    e->opt.host = e->host;
+    e->opt.python_version = e->python_version;
+    e->opt.calltape_version = e->calltape_version;
+    e->opt.argv = e->argv;
+    if (!e->opt.flush_interval_ns)
+        e->opt.flush_interval_ns = DEFAULT_FLUSH_NS;
+    if (!e->opt.chunk_bytes)
+        e->opt.chunk_bytes = DEFAULT_CHUNK;
+    if (!e->opt.max_buffer_bytes)
+        e->opt.max_buffer_bytes = DEFAULT_MAX_BUFFER;
+    if (e->opt.max_buffer_bytes < 2 * e->opt.chunk_bytes)
+        e->opt.max_buffer_bytes = 2 * e->opt.chunk_bytes;
+    if (!e->opt.blob_min_bytes)
+        e->opt.blob_min_bytes = DEFAULT_BLOB_MIN;
+    if (!e->opt.clock_mono_ns) {
+        e->opt.clock_mono_ns = (int64_t)engine_now_ns(CLOCK_MONOTONIC);
+        e->opt.clock_wall_ns = (int64_t)engine_now_ns(CLOCK_REALTIME);
+    }
+    e->w.parent_session = 0;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->io_mu, NULL);
+    pthread_cond_init(&e->wake_writer, NULL);
+    pthread_cond_init(&e->wake_waiters, NULL);
+    return e;
+error:
+    free(e->path);
+    free(e->host);
+    free(e->python_version);
+    free(e->calltape_version);
+    free(e->argv);
+    free(e);
+    return NULL;
+}
+
+const char *engine_path(const engine *e)
+{
+    return e->path;
+}
+
+static chunk *chunk_new(size_t cap)
+{
+    chunk *c = malloc(sizeof *c + cap);
+    if (!c)
+        return NULL;
+    c->next = NULL;
+    atomic_init(&c->committed, 0);
+    c->consumed = 0;
+    c->cap = cap;
+    return c;
+}
+
+static int record_is_call(const uint8_t *rec, size_t n)
+{
+    wreader r;
+    wreader_init(&r, rec, n);
+    wreader_varint(&r);
+    return !r.bad && r.p < r.end && *r.p == REC_CALL;
+}
+
+/* Slow path of engine_append: seal the live chunk, find room, start the
+ * writer.  Called by the producer. */
+static int append_slow(engine *e, const uint8_t *rec, size_t n)
+{
+    pthread_mutex_lock(&e->mu);
+    if (e->closed)
+        goto drop;
+    if (!e->running && writer_start(e) < 0)
+        goto drop;
+    for (;;) {
+        chunk *c = e->live;
+        if (c && c->cap - atomic_load_explicit(&c->committed, memory_order_relaxed) >= n)
+            break; /* room appeared (cannot happen for the producer, kept for safety) */
+        size_t cap = n > e->opt.chunk_bytes ? n : e->opt.chunk_bytes;
+        if (e->queued_bytes + cap <= e->opt.max_buffer_bytes || !e->live) {
+            chunk *fresh = NULL;
+            if (e->free_list && e->free_list->cap >= cap) {
+                fresh = e->free_list;
+                e->free_list = fresh->next;
+                fresh->next = NULL;
+                atomic_store_explicit(&fresh->committed, 0, memory_order_relaxed);
+                fresh->consumed = 0;
+            } else {
+                fresh = chunk_new(cap);
+                if (!fresh)
+                    goto drop;
+            }
+            if (c) {
+                if (e->full_tail)
+                    e->full_tail->next = c;
+                else
+                    e->full_head = c;
+                e->full_tail = c;
+                pthread_cond_signal(&e->wake_writer);
+            }
+            e->queued_bytes += fresh->cap;
+            e->live = fresh;
+            break;
+        }
+        if (e->opt.on_full_drop || e->store_failing || e->stop)
+            goto drop;
+        pthread_cond_signal(&e->wake_writer);
+        pthread_cond_wait(&e->wake_waiters, &e->mu);
+        if (e->closed)
+            goto drop;
+    }
+    chunk *c = e->live;
+    size_t at = atomic_load_explicit(&c->committed, memory_order_relaxed);
+    memcpy(c->data + at, rec, n);
+    atomic_store_explicit(&c->committed, at + n, memory_order_release);
+    e->appended_records++;
+    e->appended_bytes += n;
+    pthread_mutex_unlock(&e->mu);
+    return ENGINE_APPENDED;
+drop:
+    if (record_is_call(rec, n))
+        e->producer_dropped++;
+    pthread_mutex_unlock(&e->mu);
+    return ENGINE_DROPPED;
+}
+
+int engine_append(engine *e, const uint8_t *rec, size_t n)
+{
+    chunk *c = e->live;
+    if (c && !e->closed) {
+        size_t at = atomic_load_explicit(&c->committed, memory_order_relaxed);
+        if (c->cap - at >= n) {
+            memcpy(c->data + at, rec, n);
+            atomic_store_explicit(&c->committed, at + n, memory_order_release);
+            e->appended_records++;
+            e->appended_bytes += n;
+            return ENGINE_APPENDED;
+        }
+    }
+    return append_slow(e, rec, n);
+}
+
+int engine_flush(engine *e, uint64_t timeout_ns)
+{
+    int rc = 0;
+    pthread_mutex_lock(&e->mu);
+    if (!e->running) {
+        rc = e->store_failing ? -1 : 0;
+        pthread_mutex_unlock(&e->mu);
+        return rc;
+    }
+    uint64_t mine = ++e->flush_req;
+    pthread_cond_signal(&e->wake_writer);
+    struct timespec until;
+    uint64_t deadline = engine_now_ns(CLOCK_REALTIME) + timeout_ns;
+    until.tv_sec = (time_t)(deadline / 1000000000ull);
+    until.tv_nsec = (long)(deadline % 1000000000ull);
+    while (e->flush_done < mine && e->running) {
+        if (pthread_cond_timedwait(&e->wake_waiters, &e->mu, &until) == ETIMEDOUT) {
+            rc = 1;
+            break;
+        }
+    }
+    if (rc == 0 && e->store_failing)
+        rc = -1;
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+void engine_get_stats(engine *e, engine_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&e->mu);
+    out->appended_records = e->appended_records;
+    out->appended_bytes = e->appended_bytes;
+    out->written_calls = e->written_calls;
+    out->written_segments = e->written_segments;
+    out->written_bytes = e->written_bytes;
+    out->dropped_calls = e->producer_dropped + e->writer_dropped;
+    out->write_errors = e->write_errors;
+    out->session_id = e->w.session_id;
+    memcpy(out->last_error, e->last_error, sizeof out->last_error);
+    pthread_mutex_unlock(&e->mu);
+}
+
+uint64_t engine_take_errors(engine *e, char *msg, size_t msglen)
+{
+    pthread_mutex_lock(&e->mu);
+    uint64_t n = e->unreported_errors;
+    e->unreported_errors = 0;
+    if (n && msglen)
+        snprintf(msg, msglen, "%s", e->last_error);
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+void engine_shutdown(engine *e, uint64_t timeout_ns)
+{
+    engine_flush(e, timeout_ns);
+    pthread_mutex_lock(&e->mu);
+    int running = e->running;
+    e->stop = 1;
+    e->closed = 1;
+    pthread_cond_broadcast(&e->wake_writer);
+    pthread_cond_broadcast(&e->wake_waiters);
+    pthread_mutex_unlock(&e->mu);
+    if (running)
+        pthread_join(e->thread, NULL);
+    pthread_mutex_lock(&e->mu);
+    e->running = 0;
+    pthread_mutex_unlock(&e->mu);
+    pthread_mutex_lock(&e->io_mu);
+    writer_close_store(e);
+    pthread_mutex_unlock(&e->io_mu);
+}
+
+static void free_chunks(chunk *c)
+{
+    while (c) {
+        chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+}
+
+void engine_free(engine *e)
+{
+    if (!e)
+        return;
+    engine_shutdown(e, 5000000000ull);
+    writer_free_state(e);
+    free_chunks(e->full_head);
+    free_chunks(e->free_list);
+    free(e->live);
+    pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->io_mu);
+    pthread_cond_destroy(&e->wake_writer);
+    pthread_cond_destroy(&e->wake_waiters);
+    free(e->path);
+    free(e->host);
+    free(e->python_version);
+    free(e->calltape_version);
+    free(e->argv);
+    free(e);
+}
+
+/* ---- fork -------------------------------------------------------------- */
+
+void engine_fork_prepare(engine *e)
+{
+    /* Wait for the writer to be between transactions, then close its
+     * connection: the child must inherit no SQLite state at all.  The parent
+     * reopens the tape at its next commit. */
+    pthread_mutex_lock(&e->io_mu);
+    writer_close_store(e);
+    pthread_mutex_lock(&e->mu);
+}
+
+void engine_fork_parent(engine *e)
+{
+    pthread_mutex_unlock(&e->mu);
+    pthread_mutex_unlock(&e->io_mu);
+}
+
+void engine_fork_child(engine *e, uint64_t seq_floor)
+{
+    /* Only the forking thread exists here; it owns both mutexes. */
+    pthread_mutex_unlock(&e->mu);
+    pthread_mutex_unlock(&e->io_mu);
+    pthread_cond_init(&e->wake_writer, NULL);
+    pthread_cond_init(&e->wake_waiters, NULL);
+    /* What the parent had not written is the parent's to write. */
+    free_chunks(e->full_head);
+    e->full_head = e->full_tail = NULL;
+    if (e->live) {
+        e->live->next = e->free_list;
+        e->free_list = e->live;
+        e->live = NULL;
+    }
+    e->queued_bytes = 0;
+    e->running = e->stop = 0;
+    e->flush_req = e->flush_done = 0;
+    e->store_failing = 0;
+    e->appended_records = e->appended_bytes = e->producer_dropped = 0;
+    e->written_calls = e->written_segments = e->written_bytes = e->writer_dropped = 0;
+    e->write_errors = e->unreported_errors = 0;
+    e->last_error[0] = 0;
+    e->w.seq_floor = seq_floor;
+    writer_fork_reset(e);
+}

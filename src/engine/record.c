@@ -1,0 +1,98 @@
+/*
+ * record.c - the producer records of engine.h: building and parsing a
+ * REC_CALL.  Producers that need speed build records inline (recorder.c);
+ * this is the reference form used by the writer and the C tests.
+ */
+#include "engine.h"
+
+int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
+{
+    wreader r;
+    wreader_init(&r, p, n);
+    memset(c, 0, sizeof *c);
+    c->fn = wreader_varint(&r);
+    c->seq = wreader_varint(&r);
+    c->parent = wreader_varint(&r);
+    c->depth = wreader_varint(&r);
+    c->thread = wreader_varint(&r);
+    c->start = wreader_varint(&r);
+    c->duration = wreader_varint(&r);
+    c->outcome = wreader_byte(&r);
+    c->flags = wreader_byte(&r);
+    if (c->flags & REC_HAS_CPU)
+        c->cpu_ns = wreader_varint(&r);
+    if (c->flags & REC_HAS_MEMORY) {
+        c->rss_before = wreader_varint(&r);
+        c->rss_after = wreader_varint(&r);
+        c->rss_peak = wreader_varint(&r);
+    }
+    if (c->flags & REC_HAS_ENERGY) {
+        c->energy_pkg = wreader_varint(&r);
+        c->energy_dram = wreader_varint(&r);
+    }
+    if (c->flags & REC_HAS_ARGS) {
+        c->args_len = (size_t)wreader_varint(&r);
+        c->args = wreader_take(&r, c->args_len);
+    }
+    if (c->flags & REC_HAS_RESULT) {
+        c->result_len = (size_t)wreader_varint(&r);
+        c->result = wreader_take(&r, c->result_len);
+    }
+    return (r.bad || r.p != r.end) ? -1 : 0;
+}
+
+static size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+void rec_put_call(wbuf *b, const call_rec *c)
+{
+    uint8_t tmp[160];
+    wbuf body;
+    wbuf_init(&body, tmp, sizeof tmp);
+    wbuf_byte(&body, REC_CALL);
+    wbuf_varint(&body, c->fn);
+    wbuf_varint(&body, c->seq);
+    wbuf_varint(&body, c->parent);
+    wbuf_varint(&body, c->depth);
+    wbuf_varint(&body, c->thread);
+    wbuf_varint(&body, c->start);
+    wbuf_varint(&body, c->duration);
+    wbuf_byte(&body, c->outcome);
+    wbuf_byte(&body, c->flags);
+    if (c->flags & REC_HAS_CPU)
+        wbuf_varint(&body, c->cpu_ns);
+    if (c->flags & REC_HAS_MEMORY) {
+        wbuf_varint(&body, c->rss_before);
+        wbuf_varint(&body, c->rss_after);
+        wbuf_varint(&body, c->rss_peak);
+    }
+    if (c->flags & REC_HAS_ENERGY) {
+        wbuf_varint(&body, c->energy_pkg);
+        wbuf_varint(&body, c->energy_dram);
+    }
+    size_t extra = 0;
+    if (c->flags & REC_HAS_ARGS)
+        extra += varint_size(c->args_len) + c->args_len;
+    if (c->flags & REC_HAS_RESULT)
+        extra += varint_size(c->result_len) + c->result_len;
+    wbuf_varint(b, body.len + extra);
+    wbuf_put(b, body.data, body.len);
+    if (c->flags & REC_HAS_ARGS) {
+        wbuf_varint(b, c->args_len);
+        wbuf_put(b, c->args, c->args_len);
+    }
+    if (c->flags & REC_HAS_RESULT) {
+        wbuf_varint(b, c->result_len);
+        wbuf_put(b, c->result, c->result_len);
+    }
+    if (body.failed)
+        b->failed = 1;
+    wbuf_free(&body);
+}

@@ -1,0 +1,178 @@
+/*
+ * segment.c - columnar segments: the calls of one function from one session,
+ * stored in one row of the `segments` table (layout in engine.h).
+ *
+ * Storing a column at a time with deltas makes a typical small call cost
+ * about ten bytes of bookkeeping plus its values, and lets SQLite insert one
+ * row per few thousand calls, which is what makes millions of recorded calls
+ * per second possible.  The segment row carries the zone maps (id, start
+ * and duration ranges) that searches use to skip segments.
+ */
+#include "engine.h"
+
+enum { COL_ID, COL_PARENT, COL_DEPTH, COL_THREAD, COL_START, COL_DUR, COL_FLAGS,
+       COL_EXTRA, COL_ARGS, COL_RESULT, NCOLS };
+
+void seg_builder_init(seg_builder *s)
+{
+    memset(s, 0, sizeof *s);
+    for (int i = 0; i < NCOLS; i++)
+        wbuf_init(&s->col[i], NULL, 0);
+}
+
+void seg_builder_free(seg_builder *s)
+{
+    for (int i = 0; i < NCOLS; i++)
+        wbuf_free(&s->col[i]);
+    memset(s, 0, sizeof *s);
+}
+
+void seg_builder_reset(seg_builder *s)
+{
+    wbuf keep[NCOLS];
+    memcpy(keep, s->col, sizeof keep);
+    memset(s, 0, sizeof *s);
+    for (int i = 0; i < NCOLS; i++) {
+        s->col[i] = keep[i];
+        s->col[i].len = 0;
+        s->col[i].failed = 0;
+    }
+}
+
+int seg_builder_add(seg_builder *s, const seg_call *c)
+{
+    if (s->n == 0) {
+        s->first_id = s->last_id = s->id_min = s->id_max = c->id;
+        s->first_start = s->last_start = s->start_min = s->start_max = c->start;
+        s->end_max = c->start + c->duration;
+        s->dur_min = s->dur_max = c->duration;
+    }
+    wbuf_varint(&s->col[COL_ID], zigzag(c->id - s->last_id));
+    wbuf_varint(&s->col[COL_PARENT], c->parent ? zigzag(c->id - c->parent) : 0);
+    wbuf_varint(&s->col[COL_DEPTH], (uint64_t)c->depth);
+    wbuf_varint(&s->col[COL_THREAD], (uint64_t)c->thread);
+    wbuf_varint(&s->col[COL_START], zigzag(c->start - s->last_start));
+    wbuf_varint(&s->col[COL_DUR], (uint64_t)c->duration);
+    wbuf_varint(&s->col[COL_FLAGS], (uint64_t)c->outcome | ((uint64_t)c->flags << 2));
+    wbuf *x = &s->col[COL_EXTRA];
+    if (c->flags & REC_HAS_CPU)
+        wbuf_varint(x, (uint64_t)c->cpu_ns);
+    if (c->flags & REC_HAS_MEMORY) {
+        wbuf_varint(x, (uint64_t)c->rss_before);
+        wbuf_varint(x, (uint64_t)c->rss_after);
+        wbuf_varint(x, (uint64_t)c->rss_peak);
+    }
+    if (c->flags & REC_HAS_ENERGY) {
+        wbuf_varint(x, (uint64_t)c->energy_pkg);
+        wbuf_varint(x, (uint64_t)c->energy_dram);
+    }
+    if (c->flags & REC_HAS_ARGS) {
+        wbuf_varint(&s->col[COL_ARGS], c->args_len);
+        wbuf_put(&s->col[COL_ARGS], c->args, c->args_len);
+    }
+    if (c->flags & REC_HAS_RESULT) {
+        wbuf_varint(&s->col[COL_RESULT], c->result_len);
+        wbuf_put(&s->col[COL_RESULT], c->result, c->result_len);
+    }
+    for (int i = 0; i < NCOLS; i++)
+        if (s->col[i].failed)
+            return -1;
+    s->last_id = c->id;
+    s->last_start = c->start;
+    if (c->id < s->id_min)
+        s->id_min = c->id;
+    if (c->id > s->id_max)
+        s->id_max = c->id;
+    if (c->start < s->start_min)
+        s->start_min = c->start;
+    if (c->start > s->start_max)
+        s->start_max = c->start;
+    if (c->start + c->duration > s->end_max)
+        s->end_max = c->start + c->duration;
+    if (c->duration < s->dur_min)
+        s->dur_min = c->duration;
+    if (c->duration > s->dur_max)
+        s->dur_max = c->duration;
+    if (c->outcome == OUTCOME_RAISED)
+        s->n_raised++;
+    s->total_dur += c->duration;
+    s->n++;
+    return 0;
+}
+
+int seg_builder_finish(const seg_builder *s, wbuf *out)
+{
+    wbuf_byte(out, CALLTAPE_SEGMENT_FORMAT);
+    wbuf_varint(out, s->n);
+    wbuf_varint(out, zigzag(s->first_id));
+    wbuf_varint(out, zigzag(s->first_start));
+    for (int i = 0; i < NCOLS; i++) {
+        wbuf_varint(out, s->col[i].len);
+        wbuf_put(out, s->col[i].data, s->col[i].len);
+    }
+    return out->failed ? -1 : 0;
+}
+
+int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n)
+{
+    wreader h;
+    memset(r, 0, sizeof *r);
+    wreader_init(&h, data, n);
+    if (wreader_byte(&h) != CALLTAPE_SEGMENT_FORMAT)
+        return -1;
+    r->n = (size_t)wreader_varint(&h);
+    r->last_id = unzigzag(wreader_varint(&h));
+    r->last_start = unzigzag(wreader_varint(&h));
+    for (int i = 0; i < NCOLS; i++) {
+        uint64_t len = wreader_varint(&h);
+        const uint8_t *p = wreader_take(&h, len);
+        if (h.bad)
+            return -1;
+        wreader_init(&r->col[i], p, (size_t)len);
+    }
+    return h.bad ? -1 : 0;
+}
+
+int seg_reader_next(seg_reader *r, seg_call *c)
+{
+    if (r->i >= r->n)
+        return 0;
+    memset(c, 0, sizeof *c);
+    c->id = r->last_id + unzigzag(wreader_varint(&r->col[COL_ID]));
+    uint64_t back = wreader_varint(&r->col[COL_PARENT]);
+    c->parent = back ? c->id - unzigzag(back) : 0;
+    c->depth = (int64_t)wreader_varint(&r->col[COL_DEPTH]);
+    c->thread = (int64_t)wreader_varint(&r->col[COL_THREAD]);
+    c->start = r->last_start + unzigzag(wreader_varint(&r->col[COL_START]));
+    c->duration = (int64_t)wreader_varint(&r->col[COL_DUR]);
+    uint64_t of = wreader_varint(&r->col[COL_FLAGS]);
+    c->outcome = (uint8_t)(of & 3);
+    c->flags = (uint8_t)(of >> 2);
+    wreader *x = &r->col[COL_EXTRA];
+    if (c->flags & REC_HAS_CPU)
+        c->cpu_ns = (int64_t)wreader_varint(x);
+    if (c->flags & REC_HAS_MEMORY) {
+        c->rss_before = (int64_t)wreader_varint(x);
+        c->rss_after = (int64_t)wreader_varint(x);
+        c->rss_peak = (int64_t)wreader_varint(x);
+    }
+    if (c->flags & REC_HAS_ENERGY) {
+        c->energy_pkg = (int64_t)wreader_varint(x);
+        c->energy_dram = (int64_t)wreader_varint(x);
+    }
+    if (c->flags & REC_HAS_ARGS) {
+        c->args_len = (size_t)wreader_varint(&r->col[COL_ARGS]);
+        c->args = wreader_take(&r->col[COL_ARGS], c->args_len);
+    }
+    if (c->flags & REC_HAS_RESULT) {
+        c->result_len = (size_t)wreader_varint(&r->col[COL_RESULT]);
+        c->result = wreader_take(&r->col[COL_RESULT], c->result_len);
+    }
+    for (int i = 0; i < NCOLS; i++)
+        if (r->col[i].bad)
+            return -1;
+    r->last_id = c->id;
+    r->last_start = c->start;
+    r->i++;
+    return 1;
+}

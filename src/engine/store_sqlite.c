@@ -1,0 +1,450 @@
+/*
+ * store_sqlite.c - the tape as an SQLite file: schema, migrations, prepared
+ * statements.  One `store` is one connection used by one thread at a time
+ * (the writer thread, or a reader).
+ *
+ * Invariants: a tape carries PRAGMA application_id CALLTAPE_APP_ID and its
+ * schema version in PRAGMA user_version; writers use WAL with a busy
+ * timeout and BEGIN IMMEDIATE so several processes can record at once;
+ * files are created with mode 0600 (SQLite gives the WAL and shared-memory
+ * files the database file's mode).  A read-only store never writes.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CALLTAPE_APP_ID 0x43546170 /* "CTap" */
+#define BUSY_TIMEOUT_MS 10000
+
+enum {
+    ST_SESSION, ST_SESSION_UPDATE, ST_FN_FIND, ST_FN_INSERT, ST_THREAD, ST_NEXT_ID_GET,
+    ST_NEXT_ID_SET, ST_BLOB, ST_SEGMENT, ST_FN_AGG, ST_BEGIN, ST_COMMIT, ST_ROLLBACK, NSTMT
+};
+
+static const char *const stmt_sql[NSTMT] = {
+    [ST_SESSION] = "INSERT INTO sessions(start_ns, host, pid, ppid, parent, argv, python,"
+                   " calltape, mpi_rank) VALUES (?,?,?,?,?,?,?,?,?)",
+    [ST_SESSION_UPDATE] = "UPDATE sessions SET end_ns = max(coalesce(end_ns, 0), ?),"
+                          " unencodable = unencodable + ?, pickled = pickled + ?,"
+                          " redacted = redacted + ?, truncated = truncated + ?,"
+                          " dropped = dropped + ? WHERE id = ?",
+    [ST_FN_FIND] = "SELECT id FROM functions WHERE module = ? AND qualname = ? AND file = ?"
+                   " AND line = ? AND signature = ?",
+    [ST_FN_INSERT] = "INSERT INTO functions(module, qualname, file, line, signature)"
+                     " VALUES (?,?,?,?,?)",
+    [ST_THREAD] = "INSERT OR REPLACE INTO threads(session, idx, ident, native_id, name)"
+                  " VALUES (?,?,?,?,?)",
+    [ST_NEXT_ID_GET] = "SELECT value FROM meta WHERE key = 'next_id'",
+    [ST_NEXT_ID_SET] = "UPDATE meta SET value = ? WHERE key = 'next_id'",
+    [ST_BLOB] = "INSERT OR IGNORE INTO blobs(hash, size, data) VALUES (?,?,?)",
+    [ST_SEGMENT] = "INSERT INTO segments(session, function, n, id_min, id_max, start_min,"
+                   " start_max, end_max, dur_min, dur_max, raised, data)"
+                   " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+    [ST_FN_AGG] = "UPDATE functions SET calls = calls + ?, raised = raised + ?,"
+                  " total_ns = total_ns + ?, min_ns = min(coalesce(min_ns, ?), ?),"
+                  " max_ns = max(coalesce(max_ns, ?), ?),"
+                  " first_ns = min(coalesce(first_ns, ?), ?),"
+                  " last_ns = max(coalesce(last_ns, ?), ?) WHERE id = ?",
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+};
+
+static const char schema_v1[] =
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
+    "INSERT INTO meta VALUES ('format', 'calltape tape'), ('next_id', 1);"
+    "CREATE TABLE sessions(id INTEGER PRIMARY KEY, start_ns INTEGER NOT NULL,"
+    " end_ns INTEGER, host TEXT, pid INTEGER, ppid INTEGER, parent INTEGER,"
+    " argv BLOB, python TEXT, calltape TEXT, mpi_rank INTEGER,"
+    " unencodable INTEGER NOT NULL DEFAULT 0, pickled INTEGER NOT NULL DEFAULT 0,"
+    " redacted INTEGER NOT NULL DEFAULT 0, truncated INTEGER NOT NULL DEFAULT 0,"
+    " dropped INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE threads(session INTEGER NOT NULL, idx INTEGER NOT NULL,"
+    " ident INTEGER, native_id INTEGER, name TEXT, PRIMARY KEY(session, idx)) WITHOUT ROWID;"
+    "CREATE TABLE functions(id INTEGER PRIMARY KEY, module TEXT NOT NULL,"
+    " qualname TEXT NOT NULL, file TEXT NOT NULL, line INTEGER NOT NULL,"
+    " signature BLOB NOT NULL, calls INTEGER NOT NULL DEFAULT 0,"
+    " raised INTEGER NOT NULL DEFAULT 0, total_ns INTEGER NOT NULL DEFAULT 0,"
+    " min_ns INTEGER, max_ns INTEGER, first_ns INTEGER, last_ns INTEGER,"
+    " UNIQUE(module, qualname, file, line, signature));"
+    "CREATE TABLE segments(id INTEGER PRIMARY KEY, session INTEGER NOT NULL,"
+    " function INTEGER NOT NULL, n INTEGER NOT NULL, id_min INTEGER NOT NULL,"
+    " id_max INTEGER NOT NULL, start_min INTEGER NOT NULL, start_max INTEGER NOT NULL,"
+    " end_max INTEGER NOT NULL, dur_min INTEGER NOT NULL, dur_max INTEGER NOT NULL,"
+    " raised INTEGER NOT NULL, data BLOB NOT NULL);"
+    "CREATE INDEX segments_by_function ON segments(function, start_min);"
+    "CREATE INDEX segments_by_start ON segments(start_min);"
+    "CREATE INDEX segments_by_duration ON segments(dur_max);"
+    "CREATE INDEX segments_by_id ON segments(id_min);"
+    "CREATE TABLE blobs(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE,"
+    " size INTEGER NOT NULL, data BLOB NOT NULL);";
+
+/* migrations[v] turns schema v into v + 1; index 0 creates the schema. */
+static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1};
+
+struct store {
+    sqlite3 *db;
+    sqlite3_stmt *st[NSTMT];
+    int readonly;
+    char err[256];
+};
+
+static void set_err(store *s, const char *what)
+{
+    snprintf(s->err, sizeof s->err, "%s: %s", what, s->db ? sqlite3_errmsg(s->db) : "no database");
+}
+
+static int exec_sql(store *s, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(s->err, sizeof s->err, "%s", msg ? msg : sqlite3_errmsg(s->db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int pragma_int(store *s, const char *sql, int64_t *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        set_err(s, "cannot read the tape header");
+        sqlite3_finalize(st);
+        return -1;
+    }
+    *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/* Checks application id and version.  Sets *version; -1 with a message when
+ * the file is not a tape or is newer than this calltape. */
+static int check_header(store *s, const char *path, int64_t *version)
+{
+    int64_t app = 0, tables = 0;
+    if (pragma_int(s, "PRAGMA application_id", &app) < 0 ||
+        pragma_int(s, "PRAGMA user_version", version) < 0 ||
+        pragma_int(s, "SELECT count(*) FROM sqlite_master", &tables) < 0) {
+        snprintf(s->err, sizeof s->err, "%s is not a calltape tape (not an SQLite database"
+                 " or damaged: %s)", path, sqlite3_errmsg(s->db));
+        return -1;
+    }
+    if (app != CALLTAPE_APP_ID && (app != 0 || tables != 0)) {
+        snprintf(s->err, sizeof s->err, "%s is an SQLite database but not a calltape tape", path);
+        return -1;
+    }
+    if (*version > CALLTAPE_SCHEMA_VERSION) {
+        snprintf(s->err, sizeof s->err, "%s was written by a newer calltape (tape format %lld;"
+                 " this calltape reads up to %d): upgrade calltape to read it",
+                 path, (long long)*version, CALLTAPE_SCHEMA_VERSION);
+        return -1;
+    }
+    return 0;
+}
+
+static int migrate(store *s, const char *path)
+{
+    int64_t version = 0;
+    if (exec_sql(s, "BEGIN IMMEDIATE") < 0)
+        return -1;
+    if (check_header(s, path, &version) < 0)
+        goto error;
+    for (int64_t v = version; v < CALLTAPE_SCHEMA_VERSION; v++)
+        if (exec_sql(s, migrations[v]) < 0)
+            goto error;
+    if (version < CALLTAPE_SCHEMA_VERSION) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d; PRAGMA application_id = %d",
+                 CALLTAPE_SCHEMA_VERSION, CALLTAPE_APP_ID);
+        if (exec_sql(s, sql) < 0)
+            goto error;
+    }
+    return exec_sql(s, "COMMIT");
+error:
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+static store *open_common(const char *path, int flags, char *err, size_t errlen)
+{
+    store *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory opening %s", path);
+        return NULL;
+    }
+    s->readonly = !(flags & SQLITE_OPEN_READWRITE);
+    if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", path,
+                 s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        store_close(s);
+        return NULL;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    return s;
+}
+
+store *store_open_write(const char *path, char *err, size_t errlen)
+{
+    /* Create the file ourselves so that it gets mode 0600 whatever the umask. */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot write the tape %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    close(fd);
+    store *s = open_common(path, SQLITE_OPEN_READWRITE, err, errlen);
+    if (!s)
+        return NULL;
+    if (exec_sql(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL") < 0 ||
+        migrate(s, path) < 0)
+        goto error;
+    for (int i = 0; i < NSTMT; i++) {
+        if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                               NULL) != SQLITE_OK) {
+            set_err(s, "cannot prepare the tape statements");
+            goto error;
+        }
+    }
+    return s;
+error:
+    snprintf(err, errlen, "%s", s->err);
+    store_close(s);
+    return NULL;
+}
+
+store *store_open_read(const char *path, char *err, size_t errlen)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        snprintf(err, errlen, "no tape at %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        snprintf(err, errlen, "%s is not a file", path);
+        return NULL;
+    }
+    store *s = open_common(path, SQLITE_OPEN_READONLY, err, errlen);
+    if (!s)
+        return NULL;
+    int64_t version = 0;
+    if (check_header(s, path, &version) < 0)
+        goto error;
+    if (version < 1) {
+        snprintf(s->err, sizeof s->err, "%s is not a calltape tape (empty database)", path);
+        goto error;
+    }
+    if (version < CALLTAPE_SCHEMA_VERSION) {
+        snprintf(s->err, sizeof s->err, "%s uses the older tape format %lld: record into it once"
+                 " with this calltape to upgrade it", path, (long long)version);
+        goto error;
+    }
+    return s;
+error:
+    snprintf(err, errlen, "%s", s->err);
+    store_close(s);
+    return NULL;
+}
+
+void store_close(store *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < NSTMT; i++)
+        sqlite3_finalize(s->st[i]);
+    sqlite3_close_v2(s->db);
+    free(s);
+}
+
+sqlite3 *store_db(store *s)
+{
+    return s->db;
+}
+
+const char *store_errmsg(store *s)
+{
+    return s->err;
+}
+
+/* Runs a statement that returns no row (binding already done); resets it. */
+static int run(store *s, int which, const char *what)
+{
+    sqlite3_stmt *st = s->st[which];
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        set_err(s, what);
+        return -1;
+    }
+    return 0;
+}
+
+int store_begin(store *s)
+{
+    return run(s, ST_BEGIN, "cannot start a transaction on the tape");
+}
+
+int store_commit(store *s)
+{
+    return run(s, ST_COMMIT, "cannot commit to the tape");
+}
+
+void store_rollback(store *s)
+{
+    if (!sqlite3_get_autocommit(s->db))
+        run(s, ST_ROLLBACK, "cannot roll back");
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *p, size_t n)
+{
+    if (p)
+        sqlite3_bind_text(st, i, p, (int)n, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+int store_add_session(store *s, const store_session *ss, int64_t *id)
+{
+    sqlite3_stmt *st = s->st[ST_SESSION];
+    sqlite3_bind_int64(st, 1, ss->start_ns);
+    bind_text(st, 2, ss->host, ss->host ? strlen(ss->host) : 0);
+    sqlite3_bind_int64(st, 3, ss->pid);
+    sqlite3_bind_int64(st, 4, ss->ppid);
+    if (ss->parent_session > 0)
+        sqlite3_bind_int64(st, 5, ss->parent_session);
+    if (ss->argv)
+        sqlite3_bind_blob(st, 6, ss->argv, (int)ss->argv_len, SQLITE_TRANSIENT);
+    bind_text(st, 7, ss->python_version, ss->python_version ? strlen(ss->python_version) : 0);
+    bind_text(st, 8, ss->calltape_version,
+              ss->calltape_version ? strlen(ss->calltape_version) : 0);
+    if (ss->mpi_rank >= 0)
+        sqlite3_bind_int64(st, 9, ss->mpi_rank);
+    if (run(s, ST_SESSION, "cannot add the session") < 0)
+        return -1;
+    *id = sqlite3_last_insert_rowid(s->db);
+    return 0;
+}
+
+int store_update_session(store *s, int64_t id, int64_t end_ns, const int64_t counters[5])
+{
+    sqlite3_stmt *st = s->st[ST_SESSION_UPDATE];
+    sqlite3_bind_int64(st, 1, end_ns);
+    for (int i = 0; i < 5; i++)
+        sqlite3_bind_int64(st, 2 + i, counters[i]);
+    sqlite3_bind_int64(st, 7, id);
+    return run(s, ST_SESSION_UPDATE, "cannot update the session");
+}
+
+int store_function(store *s, const char *module, size_t module_len, const char *qualname,
+                   size_t qualname_len, const char *file, size_t file_len, int64_t line,
+                   const uint8_t *sig, size_t sig_len, int64_t *id)
+{
+    for (int which = ST_FN_FIND; which <= ST_FN_INSERT; which++) {
+        sqlite3_stmt *st = s->st[which];
+        sqlite3_bind_text(st, 1, module, (int)module_len, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, qualname, (int)qualname_len, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, file, (int)file_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, line);
+        sqlite3_bind_blob(st, 5, sig, (int)sig_len, SQLITE_STATIC);
+        if (which == ST_FN_FIND) {
+            int rc = sqlite3_step(st);
+            if (rc == SQLITE_ROW)
+                *id = sqlite3_column_int64(st, 0);
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            if (rc == SQLITE_ROW)
+                return 0;
+            if (rc != SQLITE_DONE) {
+                set_err(s, "cannot look up a function");
+                return -1;
+            }
+        } else {
+            if (run(s, ST_FN_INSERT, "cannot add a function") < 0)
+                return -1;
+            *id = sqlite3_last_insert_rowid(s->db);
+        }
+    }
+    return 0;
+}
+
+int store_add_thread(store *s, int64_t session, int64_t idx, int64_t ident, int64_t native_id,
+                     const char *name, size_t name_len)
+{
+    sqlite3_stmt *st = s->st[ST_THREAD];
+    sqlite3_bind_int64(st, 1, session);
+    sqlite3_bind_int64(st, 2, idx);
+    sqlite3_bind_int64(st, 3, ident);
+    sqlite3_bind_int64(st, 4, native_id);
+    bind_text(st, 5, name, name_len);
+    return run(s, ST_THREAD, "cannot add a thread");
+}
+
+int store_reserve_ids(store *s, int64_t count, int64_t *first)
+{
+    sqlite3_stmt *st = s->st[ST_NEXT_ID_GET];
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *first = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW) {
+        set_err(s, "cannot reserve call ids");
+        return -1;
+    }
+    sqlite3_bind_int64(s->st[ST_NEXT_ID_SET], 1, *first + count);
+    return run(s, ST_NEXT_ID_SET, "cannot reserve call ids");
+}
+
+int store_put_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t *data,
+                   size_t n)
+{
+    sqlite3_stmt *st = s->st[ST_BLOB];
+    sqlite3_bind_blob(st, 1, hash, WIRE_HASH_BYTES, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (int64_t)n);
+    sqlite3_bind_blob64(st, 3, data, n, SQLITE_STATIC);
+    return run(s, ST_BLOB, "cannot store a blob");
+}
+
+int store_add_segment(store *s, int64_t session, int64_t function, const seg_builder *b,
+                      const uint8_t *data, size_t n)
+{
+    sqlite3_stmt *st = s->st[ST_SEGMENT];
+    sqlite3_bind_int64(st, 1, session);
+    sqlite3_bind_int64(st, 2, function);
+    sqlite3_bind_int64(st, 3, (int64_t)b->n);
+    sqlite3_bind_int64(st, 4, b->id_min);
+    sqlite3_bind_int64(st, 5, b->id_max);
+    sqlite3_bind_int64(st, 6, b->start_min);
+    sqlite3_bind_int64(st, 7, b->start_max);
+    sqlite3_bind_int64(st, 8, b->end_max);
+    sqlite3_bind_int64(st, 9, b->dur_min);
+    sqlite3_bind_int64(st, 10, b->dur_max);
+    sqlite3_bind_int64(st, 11, b->n_raised);
+    sqlite3_bind_blob64(st, 12, data, n, SQLITE_STATIC);
+    if (run(s, ST_SEGMENT, "cannot store calls") < 0)
+        return -1;
+    st = s->st[ST_FN_AGG];
+    sqlite3_bind_int64(st, 1, (int64_t)b->n);
+    sqlite3_bind_int64(st, 2, b->n_raised);
+    sqlite3_bind_int64(st, 3, b->total_dur);
+    sqlite3_bind_int64(st, 4, b->dur_min);
+    sqlite3_bind_int64(st, 5, b->dur_min);
+    sqlite3_bind_int64(st, 6, b->dur_max);
+    sqlite3_bind_int64(st, 7, b->dur_max);
+    sqlite3_bind_int64(st, 8, b->start_min);
+    sqlite3_bind_int64(st, 9, b->start_min);
+    sqlite3_bind_int64(st, 10, b->start_max);
+    sqlite3_bind_int64(st, 11, b->start_max);
+    sqlite3_bind_int64(st, 12, function);
+    return run(s, ST_FN_AGG, "cannot update function totals");
+}

@@ -1,0 +1,588 @@
+/*
+ * writer.c - the writer thread: takes published records from the producer
+ * chunks, turns them into columnar segments and commits them to the tape in
+ * one transaction per wake-up (at most one flush interval apart).
+ *
+ * Invariants:
+ *   - only the writer thread (or a thread holding io_mu while the writer is
+ *     idle) touches `e->w` and the SQLite connection;
+ *   - call ids are a function of (session, seq): seqs are grouped in blocks
+ *     of ID_BLOCK and each block gets ID_BLOCK consecutive tape-wide ids, so
+ *     a child written before its parent can still name the parent's id;
+ *   - a failed transaction is rolled back whole; the calls it held are
+ *     counted as dropped and everything resolved inside it is resolved again;
+ *   - when the tape cannot be opened the writer keeps draining (and
+ *     counting) so producers never block on a broken store.
+ */
+#include "engine_impl.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ID_BLOCK 65536
+#define SEG_MAX_CALLS 8192
+#define MAX_FREE_CHUNKS 4
+#define REOPEN_EVERY_NS 1000000000ull
+
+typedef struct txn {
+    uint64_t calls, segments, bytes, dropped;
+    size_t *blocks; /* id blocks reserved in this transaction */
+    size_t nblocks, capblocks;
+} txn;
+
+static void set_error(engine *e, const char *msg)
+{
+    pthread_mutex_lock(&e->mu);
+    if (strcmp(e->last_error, msg) != 0 || !e->store_failing)
+        e->unreported_errors++;
+    snprintf(e->last_error, sizeof e->last_error, "%s", msg);
+    e->write_errors++;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void writer_close_store(engine *e)
+{
+    store_close(e->w.st);
+    e->w.st = NULL;
+}
+
+/* Opens the tape and creates this process's session.  Returns 0 or -1. */
+static int ensure_store(engine *e)
+{
+    writer_state *w = &e->w;
+    if (w->st)
+        return 0;
+    uint64_t now = engine_now_ns(CLOCK_MONOTONIC);
+    if (w->last_open_try_ns && now - w->last_open_try_ns < REOPEN_EVERY_NS)
+        return -1;
+    w->last_open_try_ns = now;
+    char err[300];
+    w->st = store_open_write(e->path, err, sizeof err);
+    if (!w->st) {
+        set_error(e, err);
+        return -1;
+    }
+    if (w->session_id == 0) {
+        store_session ss = {
+            .start_ns = w->parent_session ? (int64_t)engine_now_ns(CLOCK_REALTIME)
+                                          : e->opt.clock_wall_ns,
+            .host = e->host,
+            .python_version = e->python_version,
+            .calltape_version = e->calltape_version,
+            .argv = e->argv,
+            .argv_len = e->opt.argv_len,
+            .pid = getpid(),
+            .ppid = getppid(),
+            .parent_session = w->parent_session,
+            .mpi_rank = e->opt.mpi_rank,
+        };
+        int64_t id = 0;
+        if (store_begin(w->st) < 0 || store_add_session(w->st, &ss, &id) < 0 ||
+            store_commit(w->st) < 0) {
+            set_error(e, store_errmsg(w->st));
+            store_rollback(w->st);
+            writer_close_store(e);
+            return -1;
+        }
+        pthread_mutex_lock(&e->mu);
+        w->session_id = id;
+        pthread_mutex_unlock(&e->mu);
+    }
+    pthread_mutex_lock(&e->mu);
+    e->store_failing = 0;
+    pthread_mutex_unlock(&e->mu);
+    return 0;
+}
+
+static int grow(void **arr, size_t *n, size_t want, size_t elem)
+{
+    if (want <= *n)
+        return 0;
+    size_t cap = *n ? *n : 16;
+    while (cap < want)
+        cap *= 2;
+    void *p = realloc(*arr, cap * elem);
+    if (!p)
+        return -1;
+    memset((char *)p + *n * elem, 0, (cap - *n) * elem);
+    *arr = p;
+    *n = cap;
+    return 0;
+}
+
+static uint8_t *copy_bytes(const uint8_t *p, size_t n)
+{
+    uint8_t *c = malloc(n ? n : 1);
+    if (c && n)
+        memcpy(c, p, n);
+    return c;
+}
+
+/* Records a definition (function or thread) body; returns 0 or -1. */
+static int define(uint8_t **slot_bytes, size_t *slot_len, const uint8_t *body, size_t n)
+{
+    if (*slot_bytes && *slot_len == n && memcmp(*slot_bytes, body, n) == 0)
+        return 0;
+    uint8_t *c = copy_bytes(body, n);
+    if (!c)
+        return -1;
+    free(*slot_bytes);
+    *slot_bytes = c;
+    *slot_len = n;
+    return 1;
+}
+
+static int resolve_function(engine *e, fn_def *f)
+{
+    wreader r;
+    wreader_init(&r, f->bytes, f->len);
+    wreader_byte(&r); /* kind */
+    wreader_varint(&r); /* fn */
+    uint64_t n1 = wreader_varint(&r);
+    const char *module = (const char *)wreader_take(&r, n1);
+    uint64_t n2 = wreader_varint(&r);
+    const char *qualname = (const char *)wreader_take(&r, n2);
+    uint64_t n3 = wreader_varint(&r);
+    const char *file = (const char *)wreader_take(&r, n3);
+    int64_t line = (int64_t)wreader_varint(&r);
+    uint64_t n4 = wreader_varint(&r);
+    const uint8_t *sig = wreader_take(&r, n4);
+    if (r.bad) {
+        set_error(e, "malformed function record");
+        return -1;
+    }
+    return store_function(e->w.st, module, (size_t)n1, qualname, (size_t)n2, file, (size_t)n3,
+                          line, sig, (size_t)n4, &f->tape_id);
+}
+
+static int store_thread(engine *e, thread_def *t, int64_t idx)
+{
+    wreader r;
+    wreader_init(&r, t->bytes, t->len);
+    wreader_byte(&r);
+    wreader_varint(&r);
+    int64_t ident = (int64_t)wreader_varint(&r);
+    int64_t native = (int64_t)wreader_varint(&r);
+    uint64_t n = wreader_varint(&r);
+    const char *name = (const char *)wreader_take(&r, n);
+    if (r.bad)
+        return -1;
+    if (store_add_thread(e->w.st, e->w.session_id, idx, ident, native, name, (size_t)n) < 0)
+        return -1;
+    t->stored = 1;
+    return 0;
+}
+
+/* Maps a seq to its tape-wide call id, reserving its block if needed. */
+static int seq_to_id(engine *e, txn *t, uint64_t seq, int64_t *id)
+{
+    writer_state *w = &e->w;
+    size_t block = (size_t)(seq / ID_BLOCK);
+    size_t have = w->nblocks;
+    if (grow((void **)&w->id_blocks, &have, block + 1, sizeof(int64_t)) < 0)
+        return -1;
+    w->nblocks = have;
+    if (!w->id_blocks[block]) {
+        int64_t first = 0;
+        if (store_reserve_ids(w->st, ID_BLOCK, &first) < 0)
+            return -1;
+        size_t cap = t->capblocks;
+        if (grow((void **)&t->blocks, &cap, t->nblocks + 1, sizeof(size_t)) < 0)
+            return -1;
+        t->capblocks = cap;
+        t->blocks[t->nblocks++] = block;
+        w->id_blocks[block] = first;
+    }
+    *id = w->id_blocks[block] + (int64_t)(seq % ID_BLOCK);
+    return 0;
+}
+
+/* Copies `n` bytes of consecutive values to `out`, moving every top-level
+ * BLOB_INLINE (also under DEFAULT) into the blob store.  Returns the bytes
+ * to store (`p` itself when nothing moved) or NULL on error. */
+static const uint8_t *externalize(engine *e, const uint8_t *p, size_t n, wbuf *out, size_t *outn)
+{
+    const uint8_t *end = p + n;
+    int any = 0;
+    for (const uint8_t *q = p; q < end;) {
+        const uint8_t *v = (*q == WIRE_DEFAULT) ? q + 1 : q;
+        if (v < end && *v == WIRE_BLOB_INLINE)
+            any = 1;
+        q = wire_skip(q, end);
+        if (!q)
+            return p; /* malformed values are stored as they are */
+    }
+    *outn = n;
+    if (!any)
+        return p;
+    out->len = 0;
+    for (const uint8_t *q = p; q < end;) {
+        const uint8_t *next = wire_skip(q, end);
+        const uint8_t *v = q;
+        if (*v == WIRE_DEFAULT) {
+            wbuf_byte(out, WIRE_DEFAULT);
+            v++;
+        }
+        if (*v == WIRE_BLOB_INLINE) {
+            wreader r;
+            wreader_init(&r, v + 1, (size_t)(next - v - 1));
+            uint64_t len = wreader_varint(&r);
+            const uint8_t *inner = wreader_take(&r, len);
+            uint8_t h[WIRE_HASH_BYTES];
+            hash128(inner, (size_t)len, h);
+            if (store_put_blob(e->w.st, h, inner, (size_t)len) < 0)
+                return NULL;
+            wbuf_byte(out, WIRE_BLOB);
+            wbuf_put(out, h, WIRE_HASH_BYTES);
+            wbuf_varint(out, len);
+        } else {
+            wbuf_put(out, v, (size_t)(next - v));
+        }
+        q = next;
+    }
+    *outn = out->len;
+    return out->failed ? NULL : out->data;
+}
+
+static int write_segment(engine *e, txn *t, fn_def *f)
+{
+    writer_state *w = &e->w;
+    if (!f->seg.n)
+        return 0;
+    w->segment.len = 0;
+    if (seg_builder_finish(&f->seg, &w->segment) < 0 ||
+        store_add_segment(w->st, w->session_id, f->tape_id, &f->seg, w->segment.data,
+                          w->segment.len) < 0)
+        return -1;
+    t->calls += f->seg.n;
+    t->segments++;
+    t->bytes += w->segment.len;
+    seg_builder_reset(&f->seg);
+    return 0;
+}
+
+static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
+{
+    writer_state *w = &e->w;
+    call_rec c;
+    if (rec_parse_call(body, n, &c) < 0 || c.fn >= w->nfns || !w->fns[c.fn].bytes) {
+        t->dropped++;
+        return 0;
+    }
+    fn_def *f = &w->fns[c.fn];
+    if (!f->tape_id && resolve_function(e, f) < 0)
+        return -1;
+    if (c.thread < w->nthreads && w->threads[c.thread].bytes && !w->threads[c.thread].stored &&
+        store_thread(e, &w->threads[c.thread], (int64_t)c.thread) < 0)
+        return -1;
+    seg_call s;
+    memset(&s, 0, sizeof s);
+    if (seq_to_id(e, t, c.seq, &s.id) < 0)
+        return -1;
+    if (c.parent && c.parent >= w->seq_floor && seq_to_id(e, t, c.parent, &s.parent) < 0)
+        return -1;
+    s.depth = (int64_t)c.depth;
+    s.thread = (int64_t)c.thread;
+    s.start = e->opt.clock_wall_ns + ((int64_t)c.start - e->opt.clock_mono_ns);
+    s.duration = (int64_t)c.duration;
+    s.outcome = c.outcome;
+    s.flags = c.flags;
+    s.cpu_ns = (int64_t)c.cpu_ns;
+    s.rss_before = (int64_t)c.rss_before;
+    s.rss_after = (int64_t)c.rss_after;
+    s.rss_peak = (int64_t)c.rss_peak;
+    s.energy_pkg = (int64_t)c.energy_pkg;
+    s.energy_dram = (int64_t)c.energy_dram;
+    if (c.flags & REC_HAS_ARGS) {
+        s.args = externalize(e, c.args, c.args_len, &w->scratch, &s.args_len);
+        if (!s.args)
+            return -1;
+    }
+    wbuf result_scratch;
+    wbuf_init(&result_scratch, NULL, 0);
+    if (c.flags & REC_HAS_RESULT) {
+        s.result = externalize(e, c.result, c.result_len, &result_scratch, &s.result_len);
+        if (!s.result) {
+            wbuf_free(&result_scratch);
+            return -1;
+        }
+    }
+    int rc = seg_builder_add(&f->seg, &s);
+    wbuf_free(&result_scratch);
+    if (rc < 0)
+        return -1;
+    if (f->seg.n >= SEG_MAX_CALLS)
+        return write_segment(e, t, f);
+    return 0;
+}
+
+/* Consumes `n` bytes of whole records.  Returns 0, or -1 when the store
+ * failed (the transaction must be rolled back). */
+static int consume(engine *e, txn *t, const uint8_t *p, size_t n)
+{
+    writer_state *w = &e->w;
+    wreader r;
+    wreader_init(&r, p, n);
+    while (r.p < r.end) {
+        uint64_t len = wreader_varint(&r);
+        const uint8_t *body = wreader_take(&r, len);
+        if (!body || !len)
+            return 0; /* cannot happen with whole records; stop rather than guess */
+        wreader b;
+        wreader_init(&b, body + 1, (size_t)len - 1);
+        switch (body[0]) {
+        case REC_CALL:
+            if (take_call(e, t, body + 1, (size_t)len - 1) < 0)
+                return -1;
+            break;
+        case REC_FUNCTION: {
+            uint64_t fn = wreader_varint(&b);
+            size_t have = w->nfns;
+            if (b.bad || grow((void **)&w->fns, &have, (size_t)fn + 1, sizeof(fn_def)) < 0)
+                break;
+            w->nfns = have;
+            fn_def *f = &w->fns[fn];
+            if (!f->bytes)
+                seg_builder_init(&f->seg);
+            int changed = define(&f->bytes, &f->len, body, (size_t)len);
+            if (changed > 0 && f->seg.n && write_segment(e, t, f) < 0)
+                return -1;
+            if (changed > 0)
+                f->tape_id = 0;
+            break;
+        }
+        case REC_THREAD: {
+            uint64_t idx = wreader_varint(&b);
+            size_t have = w->nthreads;
+            if (b.bad || grow((void **)&w->threads, &have, (size_t)idx + 1,
+                              sizeof(thread_def)) < 0)
+                break;
+            w->nthreads = have;
+            if (define(&w->threads[idx].bytes, &w->threads[idx].len, body, (size_t)len) > 0)
+                w->threads[idx].stored = 0;
+            break;
+        }
+        case REC_COUNTERS:
+            for (int i = 0; i < 5; i++)
+                w->counters[i] += (int64_t)wreader_varint(&b);
+            break;
+        default:
+            break;
+        }
+    }
+    return 0;
+}
+
+static uint64_t count_calls(const uint8_t *p, size_t n)
+{
+    wreader r;
+    uint64_t calls = 0;
+    wreader_init(&r, p, n);
+    while (r.p < r.end) {
+        uint64_t len = wreader_varint(&r);
+        const uint8_t *body = wreader_take(&r, len);
+        if (!body || !len)
+            break;
+        calls += body[0] == REC_CALL;
+    }
+    return calls;
+}
+
+/* Forgets everything resolved in a failed transaction and drops the calls
+ * held in segment builders. */
+static void after_rollback(engine *e, txn *t)
+{
+    writer_state *w = &e->w;
+    for (size_t i = 0; i < w->nfns; i++) {
+        w->fns[i].tape_id = 0;
+        t->dropped += w->fns[i].seg.n;
+        if (w->fns[i].bytes)
+            seg_builder_reset(&w->fns[i].seg);
+    }
+    for (size_t i = 0; i < w->nthreads; i++)
+        w->threads[i].stored = 0;
+    for (size_t i = 0; i < t->nblocks; i++)
+        w->id_blocks[t->blocks[i]] = 0;
+}
+
+/* Takes the published bytes of one chunk: into the transaction when `ok`,
+ * else only counted as dropped. */
+static void take_chunk(engine *e, txn *t, chunk *c, int *ok)
+{
+    size_t committed = atomic_load_explicit(&c->committed, memory_order_acquire);
+    if (committed <= c->consumed)
+        return;
+    const uint8_t *p = c->data + c->consumed;
+    size_t n = committed - c->consumed;
+    c->consumed = committed;
+    if (*ok && consume(e, t, p, n) < 0) {
+        *ok = 0;
+        t->dropped += count_calls(p, n);
+    } else if (!*ok) {
+        t->dropped += count_calls(p, n);
+    }
+}
+
+/* One round of work: everything published in `full` and `live`. */
+static void process(engine *e, chunk *full, chunk *live, int finish)
+{
+    writer_state *w = &e->w;
+    txn t;
+    memset(&t, 0, sizeof t);
+    int ok = ensure_store(e) == 0;
+    if (ok && store_begin(w->st) < 0) {
+        set_error(e, store_errmsg(w->st));
+        ok = 0;
+    }
+    int began = ok;
+    for (chunk *c = full; c; c = c->next)
+        take_chunk(e, &t, c, &ok);
+    if (live)
+        take_chunk(e, &t, live, &ok);
+    if (ok && finish) {
+        for (size_t i = 0; i < w->nfns && ok; i++)
+            if (w->fns[i].bytes && write_segment(e, &t, &w->fns[i]) < 0)
+                ok = 0;
+    }
+    if (ok) {
+        int64_t end = (int64_t)engine_now_ns(CLOCK_REALTIME);
+        if (store_update_session(w->st, w->session_id, end, w->counters) < 0 ||
+            store_commit(w->st) < 0)
+            ok = 0;
+        else
+            memset(w->counters, 0, sizeof w->counters);
+    }
+    if (!ok && began) {
+        set_error(e, store_errmsg(w->st));
+        store_rollback(w->st);
+        after_rollback(e, &t);
+        t.calls = t.segments = t.bytes = 0;
+    }
+    if (!ok && !w->st) {
+        /* nothing can be stored: builders must not grow without bound */
+        for (size_t i = 0; i < w->nfns; i++)
+            if (w->fns[i].bytes) {
+                t.dropped += w->fns[i].seg.n;
+                seg_builder_reset(&w->fns[i].seg);
+            }
+    }
+    pthread_mutex_lock(&e->mu);
+    e->written_calls += t.calls;
+    e->written_segments += t.segments;
+    e->written_bytes += t.bytes;
+    e->writer_dropped += t.dropped;
+    e->store_failing = !ok;
+    pthread_mutex_unlock(&e->mu);
+    free(t.blocks);
+}
+
+static void *writer_main(void *arg)
+{
+    engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        uint64_t deadline = engine_now_ns(CLOCK_REALTIME) + e->opt.flush_interval_ns;
+        struct timespec until = {(time_t)(deadline / 1000000000ull),
+                                 (long)(deadline % 1000000000ull)};
+        int timed_out = 0;
+        while (!e->stop && e->flush_req == e->flush_done && !e->full_head && !timed_out)
+            timed_out = pthread_cond_timedwait(&e->wake_writer, &e->mu, &until) != 0;
+        uint64_t req = e->flush_req;
+        int stopping = e->stop;
+        chunk *full = e->full_head;
+        e->full_head = e->full_tail = NULL;
+        chunk *live = e->live;
+        pthread_mutex_unlock(&e->mu);
+
+        pthread_mutex_lock(&e->io_mu);
+        uint64_t now = engine_now_ns(CLOCK_MONOTONIC);
+        int finish = stopping || req != e->flush_done ||
+                     now - e->w.last_commit_ns >= e->opt.flush_interval_ns;
+        process(e, full, live, finish);
+        if (finish)
+            e->w.last_commit_ns = now;
+        pthread_mutex_unlock(&e->io_mu);
+
+        pthread_mutex_lock(&e->mu);
+        size_t nfree = 0;
+        for (chunk *c = e->free_list; c; c = c->next)
+            nfree++;
+        while (full) {
+            chunk *next = full->next;
+            e->queued_bytes -= full->cap;
+            if (nfree < MAX_FREE_CHUNKS) {
+                full->next = e->free_list;
+                e->free_list = full;
+                nfree++;
+            } else {
+                free(full);
+            }
+            full = next;
+        }
+        e->flush_done = req;
+        pthread_cond_broadcast(&e->wake_waiters);
+        if (stopping)
+            break;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+int writer_start(engine *e)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    e->stop = 0;
+    int rc = pthread_create(&e->thread, NULL, writer_main, e);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        snprintf(e->last_error, sizeof e->last_error, "cannot start the writer thread");
+        e->write_errors++;
+        e->unreported_errors++;
+        return -1;
+    }
+    e->running = 1;
+    return 0;
+}
+
+void writer_fork_reset(engine *e)
+{
+    writer_state *w = &e->w;
+    w->st = NULL; /* closed by engine_fork_prepare */
+    w->parent_session = w->session_id;
+    w->session_id = 0;
+    for (size_t i = 0; i < w->nfns; i++) {
+        w->fns[i].tape_id = 0;
+        if (w->fns[i].bytes)
+            seg_builder_reset(&w->fns[i].seg);
+    }
+    for (size_t i = 0; i < w->nthreads; i++)
+        w->threads[i].stored = 0;
+    if (w->id_blocks)
+        memset(w->id_blocks, 0, w->nblocks * sizeof(int64_t));
+    memset(w->counters, 0, sizeof w->counters);
+    w->last_open_try_ns = 0;
+}
+
+void writer_free_state(engine *e)
+{
+    writer_state *w = &e->w;
+    writer_close_store(e);
+    for (size_t i = 0; i < w->nfns; i++) {
+        if (w->fns[i].bytes)
+            seg_builder_free(&w->fns[i].seg);
+        free(w->fns[i].bytes);
+    }
+    free(w->fns);
+    for (size_t i = 0; i < w->nthreads; i++)
+        free(w->threads[i].bytes);
+    free(w->threads);
+    free(w->id_blocks);
+    wbuf_free(&w->scratch);
+    wbuf_free(&w->segment);
+    memset(w, 0, sizeof *w);
+}

@@ -1,0 +1,42 @@
+"""Shared fixtures for the calltape recording tests.
+
+Every in-process test gets its own tape through the ``tape`` fixture, which
+points calltape at ``tmp_path / "t.db"`` and flushes at teardown.  Tests that
+need fresh process state (warnings issued once, global configuration, exit
+paths, signals) run a child interpreter with ``_util.run_python``.
+"""
+
+import os
+import sys
+
+import pytest
+
+# The helper modules (_util, _workers) live beside this file.  Put the folder
+# on sys.path explicitly so that they import under any pytest import mode and
+# so that multiprocessing "spawn" children (which inherit sys.path) find them.
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import calltape  # noqa: E402
+
+
+@pytest.fixture
+def tape(tmp_path):
+    """A fresh tape for this test; calltape records into it."""
+    path = tmp_path / "t.db"
+    calltape.configure(tape=path)
+    yield path
+    calltape.flush(timeout=30)
+
+
+@pytest.fixture
+def stats_delta():
+    """Returns a function giving the change of calltape.stats() counters."""
+    before = dict(calltape.stats())
+
+    def delta(name):
+        calltape.flush(timeout=30)
+        return calltape.stats()[name] - before[name]
+
+    return delta

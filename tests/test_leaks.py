@@ -1,0 +1,139 @@
+"""Recording leaks neither references nor memory."""
+
+import asyncio
+import gc
+import sys
+import threading
+import tracemalloc
+import warnings
+
+import pytest
+
+import calltape
+from _util import last_json, run_python
+
+
+class Payload:              # module level: pickled by reference to its class
+    def __init__(self, n):
+        self.n = n
+
+
+@calltape.record
+def plain(a, b, c):
+    return RESULT
+
+
+@calltape.record
+def raising(a):
+    raise ValueError("leak check")
+
+
+@calltape.record
+def gen(a):
+    yield a
+    yield a
+
+
+@calltape.record
+async def coro(a):
+    return RESULT
+
+
+RESULT = ("result", [1, 2, 3])
+
+
+def _refcounts(objs):
+    gc.collect()
+    return [sys.getrefcount(o) for o in objs]
+
+
+def test_refcounts_unchanged_after_many_calls(tape):
+    fast = [1, 2, 3]                 # built-in fast path
+    pickled = Payload(5)             # pickle fallback
+    lock = threading.Lock()          # unencodable
+    objs = [fast, pickled, lock, RESULT]
+
+    def calls(n):
+        for _ in range(n):
+            assert plain(fast, pickled, lock) is RESULT
+            assert plain(fast, b=pickled, c=lock) is RESULT
+            with pytest.raises(ValueError):
+                raising(fast)
+            assert list(gen(pickled)) == [pickled, pickled]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        calls(50)                    # warm-up: caches, first-call registration
+        assert calltape.flush(timeout=30)
+        before = _refcounts(objs)
+        calls(10000 // 4)
+        assert calltape.flush(timeout=30)
+        after = _refcounts(objs)
+    assert after == before
+
+
+def test_refcounts_unchanged_async(tape):
+    arg = {"k": [1, 2]}
+
+    async def many(n):
+        for _ in range(n):
+            assert await coro(arg) is RESULT
+
+    asyncio.run(many(50))
+    assert calltape.flush(timeout=30)
+    before = _refcounts([arg, RESULT])
+    asyncio.run(many(2000))
+    assert calltape.flush(timeout=30)
+    assert _refcounts([arg, RESULT]) == before
+
+
+def test_python_allocations_do_not_grow(tape):
+    args = ("abc", 1.5)
+
+    def run(n):
+        for i in range(n):
+            plain(i, *args)
+
+    tracemalloc.start()
+    try:
+        run(200000)                  # warm-up at the same pace as the measured run
+        assert calltape.flush(timeout=60)
+        gc.collect()
+    except BaseException:
+        tracemalloc.stop()
+        raise
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        run(200000)
+        assert calltape.flush(timeout=60)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert grown < 1024 * 1024, f"Python allocations grew by {grown} bytes over 200000 calls"
+
+
+def test_rss_does_not_grow(tmp_path):
+    proc = run_python(tmp_path, """
+        import gc, json, calltape
+        def rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        @calltape.record
+        def f(a, b, s):
+            return a
+        def run(n):
+            for i in range(n):
+                f(i, 2.5, "text")
+        run(200000)
+        assert calltape.flush(timeout=60)
+        gc.collect()
+        r0 = rss()
+        run(200000)
+        assert calltape.flush(timeout=60)
+        gc.collect()
+        r1 = rss()
+        print(json.dumps({"grown": r1 - r0}))
+    """, tape=tmp_path / "rss.db", timeout=120)
+    grown = last_json(proc)["grown"]
+    assert grown < 5 * 1024 * 1024, f"RSS grew by {grown} bytes over 200000 calls"

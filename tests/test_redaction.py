@@ -1,0 +1,211 @@
+"""Redaction of secret-looking parameter names and the sanitize callable."""
+
+import uuid
+
+import pytest
+
+import calltape
+from _util import is_redacted, last_json, only_call, read_calls, run_python
+
+DEFAULT_SECRET_NAMES = ["password", "passwd", "secret", "token", "api_key", "apikey",
+                        "authorization", "cookie", "credential", "private_key"]
+
+
+def tape_bytes(path):
+    """Everything SQLite keeps for the tape: the file and its WAL."""
+    data = b""
+    for suffix in ("", "-wal", "-journal"):
+        p = path.parent / (path.name + suffix)
+        if p.exists():
+            data += p.read_bytes()
+    return data
+
+
+def test_default_secret_names_are_redacted(tape, stats_delta):
+    @calltape.record
+    def login(user, password, passwd, secret, api_key, apikey, authorization, cookie,
+              credential, private_key, *, token):
+        return f"hello {user}"
+
+    tag = uuid.uuid4().hex
+    secrets = {name: f"S3CR3T-{name}-{tag}" for name in DEFAULT_SECRET_NAMES}
+    assert login(f"alice-{tag}", **secrets) == f"hello alice-{tag}"
+    c = only_call(tape)
+    assert c.args["user"] == f"alice-{tag}"
+    assert c.result == f"hello alice-{tag}"
+    for name in DEFAULT_SECRET_NAMES:
+        assert is_redacted(c.args[name]), (name, c.args[name])
+        assert c.args[name] is not None
+    raw = tape_bytes(tape)
+    for name, value in secrets.items():
+        assert value.encode() not in raw, f"the secret passed as {name!r} reached the tape file"
+    assert stats_delta("redacted") >= len(DEFAULT_SECRET_NAMES)
+
+
+def test_redaction_is_case_insensitive(tape):
+    @calltape.record
+    def connect(Password, API_KEY, Token, SECRET, Cookie, host):
+        return host
+
+    connect("p", "k", "t", "s", "c", host="db")
+    c = only_call(tape)
+    for name in ("Password", "API_KEY", "Token", "SECRET", "Cookie"):
+        assert is_redacted(c.args[name]), name
+    assert c.args["host"] == "db"
+
+
+def test_secret_defaults_are_redacted_too(tape):
+    @calltape.record
+    def connect(host, password="hunter2-default-secret"):
+        return host
+
+    connect("db")
+    c = only_call(tape)
+    assert is_redacted(c.args["password"])
+    assert b"hunter2-default-secret" not in tape_bytes(tape)
+
+
+def test_extra_redact_names_and_patterns(tape):
+    @calltape.record(redact=["pin", "card_*"])
+    def pay(user, pin, card_number, card_cvv, password, amount):
+        return amount
+
+    pay("bob", "1234", "4111111111111111", "999", "pw", 10)
+    c = only_call(tape)
+    for name in ("pin", "card_number", "card_cvv", "password"):
+        assert is_redacted(c.args[name]), name
+    assert c.args["user"] == "bob" and c.args["amount"] == 10
+    assert b"4111111111111111" not in tape_bytes(tape)
+
+
+def test_redact_false_opts_out(tape):
+    @calltape.record(redact=False)
+    def login(user, password, token):
+        return True
+
+    login("carol", "plain-password", "plain-token")
+    c = only_call(tape)
+    assert c.args == {"user": "carol", "password": "plain-password", "token": "plain-token"}
+
+
+def test_other_functions_keep_default_redaction(tape):
+    @calltape.record(redact=False)
+    def open_door(password):
+        return 1
+
+    @calltape.record
+    def closed_door(password):
+        return 2
+
+    open_door("a")
+    closed_door("b")
+    calls = read_calls(tape)
+    assert calls[0].args["password"] == "a"
+    assert is_redacted(calls[1].args["password"])
+
+
+def test_global_redact_configuration(tmp_path):
+    path = tmp_path / "g.db"
+    run_python(tmp_path, """
+        import calltape
+        calltape.configure(redact=["ssn", "*_pin"])
+        @calltape.record
+        def f(ssn, card_pin, password, name):
+            return name
+        assert f("123-45-6789", "0000", "pw", "dave") == "dave"
+    """, tape=path)
+    c = only_call(path)
+    assert is_redacted(c.args["ssn"]) and is_redacted(c.args["card_pin"])
+    assert is_redacted(c.args["password"])
+    assert c.args["name"] == "dave"
+
+
+def test_global_redact_false(tmp_path):
+    path = tmp_path / "g.db"
+    run_python(tmp_path, """
+        import calltape
+        calltape.configure(redact=False)
+        @calltape.record
+        def f(password, name):
+            return name
+        f("visible", "erin")
+    """, tape=path)
+    assert only_call(path).args == {"password": "visible", "name": "erin"}
+
+
+def test_sanitize_callable_decides_what_is_recorded(tape):
+    seen = []
+
+    def scrub(name, value):
+        seen.append(name)
+        if isinstance(value, str):
+            return value.replace("4111111111111111", "****")
+        return value
+
+    @calltape.record(sanitize=scrub)
+    def charge(card, amount, note="card 4111111111111111"):
+        return f"charged {card} {amount}"
+
+    out = charge("4111111111111111", 10)
+    # the function itself sees and returns the real values
+    assert out == "charged 4111111111111111 10"
+    c = only_call(tape)
+    assert c.args == {"card": "****", "amount": 10, "note": "card ****"}
+    assert c.result == "charged **** 10"
+    assert {"card", "amount", "return"} <= set(seen)
+    assert b"4111111111111111" not in tape_bytes(tape)
+
+
+def test_sanitize_may_replace_values_with_other_types(tape):
+    @calltape.record(sanitize=lambda name, value: len(value) if name == "blob" else value)
+    def f(blob, n):
+        return n
+
+    f(b"x" * 1000, 3)
+    c = only_call(tape)
+    assert c.args == {"blob": 1000, "n": 3}
+
+
+def test_failing_sanitize_does_not_break_the_call_nor_leak(tape):
+    def broken(name, value):
+        raise RuntimeError("sanitizer bug")
+
+    @calltape.record(sanitize=broken)
+    def f(card):
+        return card[-4:]
+
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert f("4111111111111111") == "1111"
+    c = only_call(tape)
+    assert c.args["card"] != "4111111111111111"
+    assert c.args["card"] is not None
+    assert b"4111111111111111" not in tape_bytes(tape)
+
+
+def test_redaction_in_child_process_argument_kinds(tmp_path):
+    """Keyword-only and positional-only parameters are redacted by name as well."""
+    path = tmp_path / "k.db"
+    proc = run_python(tmp_path, """
+        import json, calltape
+        @calltape.record
+        def f(token, /, x, *, private_key):
+            return x
+        print(json.dumps({"r": f("tok-value", 1, private_key="pk-value")}))
+    """, tape=path)
+    assert last_json(proc) == {"r": 1}
+    c = only_call(path)
+    assert is_redacted(c.args["token"]) and is_redacted(c.args["private_key"])
+    assert c.args["x"] == 1
+    assert b"tok-value" not in tape_bytes(path) and b"pk-value" not in tape_bytes(path)
+
+
+@pytest.mark.parametrize("name", ["password", "Passwd", "TOKEN", "Authorization", "apiKey"])
+def test_each_name_variant(tape, name):
+    ns = {"calltape": calltape}
+    exec(f"@calltape.record\ndef f({name}, other):\n    return other\n", ns)
+    assert ns["f"]("s3cret", 5) == 5
+    c = only_call(tape)
+    assert is_redacted(c.args[name])
+    assert c.args["other"] == 5

@@ -1,0 +1,213 @@
+"""The tape file itself: permissions, schema and version, WAL, per-function
+aggregates and the content-addressed blob store."""
+
+import os
+import sqlite3
+import stat
+
+import pytest
+
+import calltape
+from _util import last_json, open_tape, read_calls, run_python
+
+
+def ro_connect(path):
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def _mode(p):
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+def test_tape_is_created_owner_only(tape):
+    calltape.record(lambda x: x)(1)
+    assert calltape.flush(timeout=30)
+    assert _mode(tape) == 0o600
+    for suffix in ("-wal", "-shm"):
+        p = tape.parent / (tape.name + suffix)
+        if p.exists():
+            assert _mode(p) == 0o600, suffix
+
+
+def test_tape_is_owner_only_even_with_umask_zero(tmp_path):
+    path = tmp_path / "u.db"
+    proc = run_python(tmp_path, """
+        import json, stat, calltape
+        os.umask(0)
+        calltape.record(lambda x: x)(1)
+        assert calltape.flush(timeout=30)
+        tape = os.environ["CALLTAPE_TAPE"]
+        modes = {}
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(tape + suffix):
+                modes[suffix] = stat.S_IMODE(os.stat(tape + suffix).st_mode)
+        print(json.dumps(modes))
+    """, tape=path)
+    modes = last_json(proc)
+    assert modes[""] == 0o600
+    assert all(m == 0o600 for m in modes.values()), modes
+
+
+def test_schema_tables_version_and_wal(tape):
+    calltape.record(lambda x: x)(1)
+    assert calltape.flush(timeout=30)
+    con = ro_connect(tape)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"sessions", "functions", "segments", "blobs", "meta"} <= tables
+        assert con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        rows = con.execute("SELECT * FROM meta").fetchall()
+        user_version = con.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        con.close()
+    # the schema version: a meta row naming a version, or PRAGMA user_version
+    versions = []
+    for row in rows:
+        key = " ".join(str(v) for v in row if isinstance(v, str)).lower()
+        if "version" in key:
+            for v in row:
+                if isinstance(v, int) or (isinstance(v, str) and v.isdigit()):
+                    versions.append(int(v))
+    if user_version:
+        versions.append(user_version)
+    assert versions, f"no schema version: meta={rows!r}, user_version={user_version}"
+    assert all(v >= 1 for v in versions)
+    assert len(set(versions)) == 1, versions
+
+
+def _function_row(path, qualname):
+    con = ro_connect(path)
+    con.row_factory = sqlite3.Row
+    try:
+        rows = [dict(r) for r in con.execute("SELECT * FROM functions")]
+    finally:
+        con.close()
+    mine = [r for r in rows if qualname in r.values()]
+    assert len(mine) == 1, rows
+    return mine[0]
+
+
+def test_function_aggregates_match_the_calls(tape):
+    @calltape.record
+    def sometimes(x):
+        if x % 5 == 0:
+            raise ValueError(x)
+        return x
+
+    for i in range(37):
+        try:
+            sometimes(i)
+        except ValueError:
+            pass
+    calls = read_calls(tape)
+    assert len(calls) == 37
+    row = _function_row(tape, sometimes.__qualname__)
+    durations = [c.duration_ns for c in calls]
+    assert row["calls"] == 37
+    assert row["total_ns"] == sum(durations)
+    assert row["min_ns"] == min(durations)
+    assert row["max_ns"] == max(durations)
+
+    fns = [f for f in calltape.open(tape, trust=True).functions()
+           if f.qualname == sometimes.__qualname__]
+    assert len(fns) == 1
+    f = fns[0]
+    assert f.calls == 37
+    assert f.raised == 8            # 0, 5, ..., 35
+    assert f.total == pytest.approx(sum(durations) / 1e9, rel=1e-6, abs=1e-9)
+    assert f.min == pytest.approx(min(durations) / 1e9, rel=1e-6, abs=1e-9)
+    assert f.max == pytest.approx(max(durations) / 1e9, rel=1e-6, abs=1e-9)
+    assert f.parameters == ["x"]
+    assert f.line == sometimes.__wrapped__.__code__.co_firstlineno
+    assert os.path.realpath(f.file) == os.path.realpath(__file__)
+
+
+def test_aggregates_add_up_across_sessions(tmp_path):
+    path = tmp_path / "agg.db"
+    src = """
+        import calltape
+        @calltape.record
+        def shared(x):
+            return x
+        for i in range(100):
+            shared(i)
+    """
+    run_python(tmp_path, src, tape=path, name="same.py")
+    run_python(tmp_path, src, tape=path, name="same.py")
+    tp = calltape.open(path, trust=True)
+    assert len(tp.sessions()) == 2
+    fns = [f for f in tp.functions() if f.qualname == "shared"]
+    assert len(fns) == 1, "the same function got two rows"
+    assert fns[0].calls == 200
+    assert _function_row(path, "shared")["calls"] == 200
+    assert len(tp.calls(function="shared")) == 200
+
+
+def test_large_value_stored_once_in_blobs(tape):
+    big = os.urandom(100 * 1024)
+    other = os.urandom(100 * 1024)
+
+    @calltape.record(max_value_bytes=10 * 1024 * 1024)
+    def consume(data, i):
+        return i
+
+    for i in range(50):
+        consume(big, i)
+    calls = read_calls(tape)
+    assert len(calls) == 50
+    assert all(c.args["data"] == big for c in calls)
+    con = ro_connect(tape)
+    try:
+        assert con.execute("SELECT count(*) FROM blobs").fetchone()[0] == 1
+    finally:
+        con.close()
+    size = sum(os.path.getsize(str(tape) + s) for s in ("", "-wal")
+               if os.path.exists(str(tape) + s))
+    assert size < 20 * 100 * 1024, f"tape is {size} bytes: the value was not deduplicated"
+
+    for i in range(10):
+        consume(other, i)
+    calls = read_calls(tape)
+    assert [c.args["data"] == other for c in calls[50:]] == [True] * 10
+    con = ro_connect(tape)
+    try:
+        assert con.execute("SELECT count(*) FROM blobs").fetchone()[0] == 2
+    finally:
+        con.close()
+
+
+def test_blob_shared_between_processes(tmp_path):
+    path = tmp_path / "b.db"
+    src = """
+        import calltape
+        @calltape.record(max_value_bytes=1 << 24)
+        def consume(data):
+            return len(data)
+        consume(bytes(range(256)) * 800)
+    """
+    run_python(tmp_path, src, tape=path)
+    run_python(tmp_path, src, tape=path)
+    calls = calltape.open(path, trust=True).calls()
+    assert len(calls) == 2
+    assert all(c.args["data"] == bytes(range(256)) * 800 for c in calls)
+    con = ro_connect(path)
+    try:
+        assert con.execute("SELECT count(*) FROM blobs").fetchone()[0] == 1
+    finally:
+        con.close()
+
+
+def test_reader_does_not_modify_the_tape(tmp_path):
+    path = tmp_path / "r.db"
+    run_python(tmp_path, "import calltape\ncalltape.record(lambda x: x)(1)\n", tape=path)
+    files = {s: path.parent / (path.name + s) for s in ("", "-wal", "-shm", "-journal")}
+    before = {s: p.read_bytes() for s, p in files.items() if p.exists()}
+    tp = calltape.open(path, trust=True)
+    tp.sessions()
+    tp.functions()
+    assert len(tp.calls()) == 1
+    assert path.read_bytes() == before[""]
+    assert _mode(path) == 0o600
+    for s in ("-wal", "-journal"):
+        if s in before:
+            assert files[s].read_bytes() == before[s]
