@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,14 +17,12 @@ def list_benchmarks() -> str:
         "",
         "benchmarks:",
     ]
-    lines += [
-        f"  {bench.name:<{width}}  {bench.summary}" for bench in BENCHMARKS.values()
-    ]
+    lines += [f"  {bench.name:<{width}}  {bench.summary}" for bench in BENCHMARKS.values()]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatches to the benchmark named by the first argument."""
+    """Dispatch to the benchmark named by the first argument."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in {"-h", "--help", "list"}:
         print(list_benchmarks())
@@ -37,5 +36,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return bench.load()(rest)
 
 
+def run() -> int:
+    """Run :func:`main`, quietly when stdout is a pipe closed early (``| head``)."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -99,9 +99,7 @@ Fn = Callable[[int, float, str], int]
 Hook = Callable[[], object]
 
 
-def timed_loop(
-    fn: Fn, n: int, start: Hook | None = None, stop: Hook | None = None
-) -> int:
+def timed_loop(fn: Fn, n: int, start: Hook | None = None, stop: Hook | None = None) -> int:
     """Call ``fn(i, i * 0.5, "abc")`` for i in range(n); return the elapsed ns.
 
     ``start`` and ``stop`` (a profiler's enable and disable) run inside the
@@ -192,9 +190,7 @@ class Contender:
         return statistics.median(self.samples)
 
 
-def looping(
-    fn: Fn, start: Hook | None = None, stop: Hook | None = None
-) -> Callable[[int], int]:
+def looping(fn: Fn, start: Hook | None = None, stop: Hook | None = None) -> Callable[[int], int]:
     """Return a runner that times its own copy of :func:`timed_loop` over ``fn``.
 
     Each runner gets a fresh code object, so that the interpreter specializes
@@ -242,9 +238,7 @@ def contender_pickle() -> Contender:
     """Time f under the plain decorator that pickles its arguments into a list."""
     wrapped = pickling_decorator(f)
     log: list[bytes] = wrapped.log  # type: ignore[attr-defined]
-    return Contender(
-        "pickle", "pickling decorator", looping(wrapped), after_round=log.clear
-    )
+    return Contender("pickle", "pickling decorator", looping(wrapped), after_round=log.clear)
 
 
 def contender_yappi() -> Contender | str:
@@ -293,9 +287,7 @@ def contender_pymaap() -> Contender | str:
     mute_console_logging("pymaap")
     timed = pymaap.Timer(log_to_console=False)(f_pymaap)
     mute_console_logging("pymaap")  # Timer adds a console handler to the root
-    return Contender(
-        "pymaap", "PyMAAP @Timer", looping(timed), md_label="PyMAAP `@Timer`"
-    )
+    return Contender("pymaap", "PyMAAP @Timer", looping(timed), md_label="PyMAAP `@Timer`")
 
 
 def mute_console_logging(prefix: str) -> None:
@@ -307,9 +299,7 @@ def mute_console_logging(prefix: str) -> None:
     lazily on the first call.
     """
     logging.getLogger(prefix).addHandler(logging.NullHandler())
-    names = [
-        name for name in logging.root.manager.loggerDict if name.startswith(prefix)
-    ]
+    names = [name for name in logging.root.manager.loggerDict if name.startswith(prefix)]
     for logger in [logging.getLogger(), *map(logging.getLogger, names)]:
         for handler in list(logger.handlers):
             if type(handler) is logging.StreamHandler and handler.stream in (
@@ -332,9 +322,7 @@ def rotated(items: Sequence[Contender], k: int) -> list[Contender]:
     return [*items[k:], *items[:k]]
 
 
-def compare(
-    contenders: Sequence[Contender], sizes: Sizes, progress: Callable[[str], None]
-) -> None:
+def compare(contenders: Sequence[Contender], sizes: Sizes, progress: Callable[[str], None]) -> None:
     """Warm each variant up, fit slow ones into the budget, then run the rounds."""
     for c in contenders:
         probe = max(1, min(sizes.loops // 10, 2_000))
@@ -398,6 +386,7 @@ class DiskUsage:
     checkpoint: tuple[int, int, int]
     tape_bytes: int
     wal_bytes: int
+    journal_mode: str
     page_size: int
     page_count: int
     freelist_count: int
@@ -412,12 +401,11 @@ def disk_usage(tape: Path) -> DiskUsage:
     ckpt = checkpoint(tape)
     con = sqlite3.connect(tape, timeout=30)
     try:
+        journal_mode = con.execute("PRAGMA journal_mode").fetchone()[0]
         page_size = con.execute("PRAGMA page_size").fetchone()[0]
         page_count = con.execute("PRAGMA page_count").fetchone()[0]
         freelist = con.execute("PRAGMA freelist_count").fetchone()[0]
-        segments, data = con.execute(
-            "SELECT count(*), sum(length(data)) FROM segments"
-        ).fetchone()
+        segments, data = con.execute("SELECT count(*), sum(length(data)) FROM segments").fetchone()
         try:
             segment_calls = con.execute("SELECT sum(n) FROM segments").fetchone()[0]
         except sqlite3.OperationalError:  # a schema without the column n
@@ -428,6 +416,7 @@ def disk_usage(tape: Path) -> DiskUsage:
         checkpoint=ckpt,
         tape_bytes=file_size(tape),
         wal_bytes=file_size(tape.with_name(tape.name + "-wal")),
+        journal_mode=journal_mode,
         page_size=page_size,
         page_count=page_count,
         freelist_count=freelist,
@@ -469,17 +458,10 @@ class Sustained:
     def lossless(self) -> bool:
         """Nothing dropped; every call counted in the functions table and segments."""
         in_segments = self.disk is None or self.disk.segment_calls in (None, self.calls)
-        return (
-            self.flushed
-            and self.dropped == 0
-            and self.in_table == self.calls
-            and in_segments
-        )
+        return self.flushed and self.dropped == 0 and self.in_table == self.calls and in_segments
 
 
-def sustained(
-    calltape: types.ModuleType, recorded: Fn, tape: Path, n: int
-) -> Sustained:
+def sustained(calltape: types.ModuleType, recorded: Fn, tape: Path, n: int) -> Sustained:
     """Record n calls, timed until ``calltape.flush()`` returns; check the tape."""
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -528,13 +510,20 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def machine_load() -> str:
-    """Describe the CPUs and the load average, to judge how quiet the machine was."""
+def load_average() -> str:
+    """Return the 1, 5 and 15 minute load averages, or 'unknown'."""
     try:
-        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
-        load = "unknown"
-    return f"{os.cpu_count()} CPUs, load average {load} (1, 5, 15 min) at the end"
+        return "unknown"
+
+
+def machine_load(at_start: str) -> str:
+    """Describe the CPUs and the load average, to judge how quiet the machine was."""
+    return (
+        f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) {at_start} at the start,"
+        f" {load_average()} at the end"
+    )
 
 
 def calltape_version(calltape: types.ModuleType) -> str:
@@ -616,15 +605,10 @@ def markdown(
     return lines
 
 
-def print_comparison(
-    contenders: Sequence[Contender], skipped: Sequence[str], sizes: Sizes
-) -> None:
+def print_comparison(contenders: Sequence[Contender], skipped: Sequence[str], sizes: Sizes) -> None:
     """Print the side-by-side table, the skipped peers and the loop's own cost."""
     bare = next(c for c in contenders if c.key == "bare")
-    print(
-        f"== time per call: {ARGS_TEXT}, {sizes.rounds} rounds interleaved,"
-        " median round =="
-    )
+    print(f"== time per call: {ARGS_TEXT}, {sizes.rounds} rounds interleaved, median round ==")
     for line in comparison_table(contenders, bare):
         print(line)
     for reason in skipped:
@@ -669,8 +653,8 @@ def print_disk(sus: Sustained) -> None:
         return
     busy, log, done = d.checkpoint
     print(
-        f"PRAGMA wal_checkpoint(TRUNCATE) -> busy={busy}, log={log},"
-        f" checkpointed={done}; -wal now {d.wal_bytes:,} bytes"
+        f"journal_mode={d.journal_mode}; PRAGMA wal_checkpoint(TRUNCATE) -> busy={busy},"
+        f" log={log}, checkpointed={done}; -wal now {d.wal_bytes:,} bytes"
     )
     print(
         f"tape file {d.tape_bytes:,} bytes / {sus.calls:,} calls ="
@@ -722,13 +706,14 @@ def report(
     sizes: Sizes,
     expected_total: int,
     total_in_table: int,
+    load_at_start: str,
 ) -> bool:
     """Print the report; return False when a recorded call went missing."""
     bare = next(c for c in contenders if c.key == "bare")
     rec = next(c for c in contenders if c.key == "calltape")
     header = f"{python_text()}, calltape {calltape_version(calltape)}, {cpu_model()}"
     print(header)
-    print(machine_load())
+    print(machine_load(load_at_start))
     if sys.version_info[:2] != BAR_PYTHON:
         major, minor = BAR_PYTHON
         print(f"note: the bar of issue 2 is stated for Python {major}.{minor}")
@@ -777,6 +762,7 @@ def import_calltape() -> types.ModuleType:
 def measure(workdir: Path, sizes: Sizes, peers: bool, quiet: bool) -> int:
     """Run the sustained and side-by-side measurements in this process, in workdir."""
     say = progress_printer(not quiet)
+    load_at_start = load_average()
     os.chdir(workdir)  # peers write their logs into the current directory
     calltape = import_calltape()
     tape = workdir / "bench.db"
@@ -818,6 +804,7 @@ def measure(workdir: Path, sizes: Sizes, peers: bool, quiet: bool) -> int:
         sizes=sizes,
         expected_total=expected,
         total_in_table=total,
+        load_at_start=load_at_start,
     )
     return 0 if ok else 1
 
@@ -897,9 +884,7 @@ def run_under_callgrind(kind: str, loops: int, root: Path) -> Instructions:
     prefix = root / f"callgrind.{tag}"
     env = dict(os.environ)
     bench_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (bench_root, env.get("PYTHONPATH")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (bench_root, env.get("PYTHONPATH")) if p)
     env["PYTHONHASHSEED"] = "0"
     env.pop("CALLTAPE_TAPE", None)
     cmd = [
@@ -920,9 +905,7 @@ def run_under_callgrind(kind: str, loops: int, root: Path) -> Instructions:
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
-        )
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     worker_out = proc.stdout.strip().splitlines()
     if worker_out:
         stats = json.loads(worker_out[-1]).get("stats")
@@ -941,11 +924,7 @@ def callgrind(sizes: Sizes, workdir: Path | None, keep: bool, quiet: bool) -> in
         print("skipped: valgrind not found on PATH")
         return 0
     n = sizes.callgrind
-    root = (
-        Path(tempfile.mkdtemp(prefix="calltape-callgrind-"))
-        if workdir is None
-        else workdir
-    )
+    root = Path(tempfile.mkdtemp(prefix="calltape-callgrind-")) if workdir is None else workdir
     root.mkdir(parents=True, exist_ok=True)
     per_call: dict[str, tuple[float, float]] = {}
     try:
@@ -1000,13 +979,12 @@ def print_callgrind(per_call: dict[str, tuple[float, float]], n: int) -> None:
         " and commits them to SQLite)"
     )
     print()
-    print(
-        "| instructions per call (callgrind) | calling thread | added | other threads |"
-    )
+    print("| instructions per call (callgrind) | calling thread | added | other threads |")
     print("|---|---:|---:|---:|")
     for kind, (main, others) in per_call.items():
-        added = "\N{EN DASH}" if kind == "bare" else f"+{main - bare_main:.0f}"
-        print(f"| {CALLGRIND_LABELS[kind]} | {main:.0f} | {added} | {others:.0f} |")
+        added = "\N{EN DASH}" if kind == "bare" else f"+{main - bare_main:,.0f}"
+        label = CALLGRIND_LABELS[kind].replace("@calltape.record", "`@calltape.record`")
+        print(f"| {label} | {main:,.0f} | {added} | {others:,.0f} |")
 
 
 # --------------------------------------------------------------------------
@@ -1024,11 +1002,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     p.add_argument(
-        "--loops", type=int, help=f"calls per round (default {FULL.loops:,})"
+        "--loops",
+        type=int,
+        help=f"calls per round (default {FULL.loops:,}); with --callgrind, calls of"
+        f" the shorter run (default {FULL.callgrind:,}, the longer makes twice as many)",
     )
-    p.add_argument(
-        "--rounds", type=int, help=f"interleaved rounds (default {FULL.rounds})"
-    )
+    p.add_argument("--rounds", type=int, help=f"interleaved rounds (default {FULL.rounds})")
     p.add_argument(
         "--calls",
         type=int,
@@ -1055,12 +1034,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep the temporary directory and print its path",
     )
-    p.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress messages on stderr"
-    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     p.add_argument("--worker", choices=CALLGRIND_KINDS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    for option in ("loops", "rounds", "calls"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            p.error(f"--{option} must be at least 1")
     overrides: dict[str, int] = {}
     if args.loops is not None:
         overrides["loops"] = overrides["callgrind"] = args.loops
@@ -1068,9 +1049,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         overrides["rounds"] = args.rounds
     if args.calls is not None:
         overrides["sustained"] = args.calls
-    for name, value in overrides.items():
-        if value < 1:
-            p.error(f"--{name} must be at least 1")
     args.sizes = replace(sizes, **overrides)
     return args
 
@@ -1096,9 +1074,7 @@ def run_child(argv: Sequence[str], workdir: Path) -> int:
     """
     env = dict(os.environ)
     bench_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (bench_root, env.get("PYTHONPATH")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (bench_root, env.get("PYTHONPATH")) if p)
     env.pop("CALLTAPE_TAPE", None)
     cmd = [sys.executable, "-m", "bench", "record", *argv, "--workdir", str(workdir)]
     sys.stdout.flush()
@@ -1118,9 +1094,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return callgrind(args.sizes, args.workdir, args.keep, args.quiet)
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        return measure(
-            args.workdir.resolve(), args.sizes, not args.no_peers, args.quiet
-        )
+        return measure(args.workdir.resolve(), args.sizes, not args.no_peers, args.quiet)
     passed = [a for a in raw if a != "--keep"]
     with scratch_dir(args.keep) as workdir:
         return run_child(passed, workdir)

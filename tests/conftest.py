@@ -6,6 +6,7 @@ need fresh process state (warnings issued once, global configuration, exit
 paths, signals) run a child interpreter with ``_util.run_python``.
 """
 
+import faulthandler
 import os
 import sys
 
@@ -19,6 +20,19 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import calltape  # noqa: E402
+
+
+# A test that hangs (a deadlock in the engine, say) must fail, not stall the
+# run: after this many seconds every thread's traceback is printed and the
+# test process exits.
+WATCHDOG_SECONDS = 180
+
+
+@pytest.fixture(autouse=True)
+def _watchdog():
+    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture

@@ -138,9 +138,11 @@ def test_sigkill_leaves_an_openable_tape(tmp_path):
 
 # ------------------------------------------------------------ failures ----
 
+# {setup} runs before calltape is imported: capabilities are per thread, so
+# they must be dropped before calltape may start a thread.
 FAILING_TAPE_SCRIPT = """
-import json, warnings, calltape
 {setup}
+import json, warnings, calltape
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     @calltape.record

@@ -362,21 +362,21 @@ int seg_reader_next(seg_reader *r, seg_call *c);
 typedef struct engine engine;
 
 typedef struct engine_options {
-    const char *path;            /* the tape file */
-    uint64_t flush_interval_ns;  /* how often the writer commits (default 100 ms) */
-    size_t chunk_bytes;          /* producer chunk size (default 256 KiB) */
-    size_t max_buffer_bytes;     /* bound on queued bytes (default 64 MiB) */
-    int on_full_drop;            /* 1: drop and count when full; 0: wait */
-    size_t blob_min_bytes;       /* values this large go to the blob store */
+    const char *path;           /* the tape file */
+    uint64_t flush_interval_ns; /* how often the writer commits (default 100 ms) */
+    size_t chunk_bytes;         /* producer chunk size (default 256 KiB) */
+    size_t max_buffer_bytes;    /* bound on queued bytes (default 64 MiB) */
+    int on_full_drop;           /* 1: drop and count when full; 0: wait */
+    size_t blob_min_bytes;      /* values this large go to the blob store */
     /* session description, copied */
     const char *host;
     const char *python_version;
     const char *calltape_version;
-    const uint8_t *argv;         /* a wire LIST of STR */
+    const uint8_t *argv; /* a wire LIST of STR */
     size_t argv_len;
-    int64_t mpi_rank;            /* -1 when not under MPI */
-    int64_t clock_mono_ns;       /* a pair of readings taken together, used to */
-    int64_t clock_wall_ns;       /* turn monotonic starts into wall times */
+    int64_t mpi_rank;      /* -1 when not under MPI */
+    int64_t clock_mono_ns; /* a pair of readings taken together, used to */
+    int64_t clock_wall_ns; /* turn monotonic starts into wall times */
 } engine_options;
 
 typedef struct engine_stats {
@@ -384,13 +384,13 @@ typedef struct engine_stats {
     uint64_t written_calls, written_segments, written_bytes;
     uint64_t dropped_calls; /* by on_full="drop" or a failing store */
     uint64_t write_errors;
-    int64_t session_id;     /* 0 until the writer created the session */
-    char last_error[256];   /* "" when none */
+    int64_t session_id;   /* 0 until the writer created the session */
+    char last_error[256]; /* "" when none */
 } engine_stats;
 
 enum engine_append_result {
     ENGINE_APPENDED = 0,
-    ENGINE_DROPPED = 1,     /* the record was not kept (counted) */
+    ENGINE_DROPPED = 1, /* the record was not kept (counted) */
 };
 
 /* Creates an engine for o->path.  The tape is opened (created with mode 0600
@@ -487,8 +487,7 @@ int store_add_thread(store *s, int64_t session, int64_t idx, int64_t ident, int6
 /* Reserves `count` consecutive call ids tape-wide; sets *first. */
 int store_reserve_ids(store *s, int64_t count, int64_t *first);
 /* Stores a blob under its hash unless present. */
-int store_put_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t *data,
-                   size_t n);
+int store_put_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t *data, size_t n);
 /* Inserts a finished segment and updates its function's aggregates. */
 int store_add_segment(store *s, int64_t session, int64_t function, const seg_builder *b,
                       const uint8_t *data, size_t n);

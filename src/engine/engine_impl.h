@@ -76,9 +76,9 @@ struct engine {
     size_t queued_bytes; /* capacity of live + sealed chunks */
 
     pthread_t thread;
-    int running;  /* the writer thread exists */
-    int stop;     /* asks the writer to finish */
-    int closed;   /* shut down: appends are dropped */
+    int running; /* the writer thread exists */
+    int stop;    /* asks the writer to finish */
+    int closed;  /* shut down: appends are dropped */
     uint64_t flush_req, flush_done;
     int store_failing;
 
@@ -93,9 +93,9 @@ struct engine {
 };
 
 /* writer.c */
-int writer_start(engine *e);       /* with mu held; 0 or -1 */
-void writer_fork_reset(engine *e); /* in the child, single-threaded */
-void writer_free_state(engine *e); /* writer stopped */
+int writer_start(engine *e);        /* with mu held; 0 or -1 */
+void writer_fork_reset(engine *e);  /* in the child, single-threaded */
+void writer_free_state(engine *e);  /* writer stopped */
 void writer_close_store(engine *e); /* io_mu held, writer idle */
 uint64_t engine_now_ns(int clock);
 

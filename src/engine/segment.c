@@ -10,8 +10,19 @@
  */
 #include "engine.h"
 
-enum { COL_ID, COL_PARENT, COL_DEPTH, COL_THREAD, COL_START, COL_DUR, COL_FLAGS,
-       COL_EXTRA, COL_ARGS, COL_RESULT, NCOLS };
+enum {
+    COL_ID,
+    COL_PARENT,
+    COL_DEPTH,
+    COL_THREAD,
+    COL_START,
+    COL_DUR,
+    COL_FLAGS,
+    COL_EXTRA,
+    COL_ARGS,
+    COL_RESULT,
+    NCOLS
+};
 
 void seg_builder_init(seg_builder *s)
 {

@@ -23,8 +23,20 @@
 #define BUSY_TIMEOUT_MS 10000
 
 enum {
-    ST_SESSION, ST_SESSION_UPDATE, ST_FN_FIND, ST_FN_INSERT, ST_THREAD, ST_NEXT_ID_GET,
-    ST_NEXT_ID_SET, ST_BLOB, ST_SEGMENT, ST_FN_AGG, ST_BEGIN, ST_COMMIT, ST_ROLLBACK, NSTMT
+    ST_SESSION,
+    ST_SESSION_UPDATE,
+    ST_FN_FIND,
+    ST_FN_INSERT,
+    ST_THREAD,
+    ST_NEXT_ID_GET,
+    ST_NEXT_ID_SET,
+    ST_BLOB,
+    ST_SEGMENT,
+    ST_FN_AGG,
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    NSTMT
 };
 
 static const char *const stmt_sql[NSTMT] = {
@@ -135,8 +147,10 @@ static int check_header(store *s, const char *path, int64_t *version)
     if (pragma_int(s, "PRAGMA application_id", &app) < 0 ||
         pragma_int(s, "PRAGMA user_version", version) < 0 ||
         pragma_int(s, "SELECT count(*) FROM sqlite_master", &tables) < 0) {
-        snprintf(s->err, sizeof s->err, "%s is not a calltape tape (not an SQLite database"
-                 " or damaged: %s)", path, sqlite3_errmsg(s->db));
+        snprintf(s->err, sizeof s->err,
+                 "%s is not a calltape tape (not an SQLite database"
+                 " or damaged: %s)",
+                 path, sqlite3_errmsg(s->db));
         return -1;
     }
     if (app != CALLTAPE_APP_ID && (app != 0 || tables != 0)) {
@@ -144,7 +158,8 @@ static int check_header(store *s, const char *path, int64_t *version)
         return -1;
     }
     if (*version > CALLTAPE_SCHEMA_VERSION) {
-        snprintf(s->err, sizeof s->err, "%s was written by a newer calltape (tape format %lld;"
+        snprintf(s->err, sizeof s->err,
+                 "%s was written by a newer calltape (tape format %lld;"
                  " this calltape reads up to %d): upgrade calltape to read it",
                  path, (long long)*version, CALLTAPE_SCHEMA_VERSION);
         return -1;
@@ -245,8 +260,10 @@ store *store_open_read(const char *path, char *err, size_t errlen)
         goto error;
     }
     if (version < CALLTAPE_SCHEMA_VERSION) {
-        snprintf(s->err, sizeof s->err, "%s uses the older tape format %lld: record into it once"
-                 " with this calltape to upgrade it", path, (long long)version);
+        snprintf(s->err, sizeof s->err,
+                 "%s uses the older tape format %lld: record into it once"
+                 " with this calltape to upgrade it",
+                 path, (long long)version);
         goto error;
     }
     return s;
@@ -326,8 +343,7 @@ int store_add_session(store *s, const store_session *ss, int64_t *id)
     if (ss->argv)
         sqlite3_bind_blob(st, 6, ss->argv, (int)ss->argv_len, SQLITE_TRANSIENT);
     bind_text(st, 7, ss->python_version, ss->python_version ? strlen(ss->python_version) : 0);
-    bind_text(st, 8, ss->calltape_version,
-              ss->calltape_version ? strlen(ss->calltape_version) : 0);
+    bind_text(st, 8, ss->calltape_version, ss->calltape_version ? strlen(ss->calltape_version) : 0);
     if (ss->mpi_rank >= 0)
         sqlite3_bind_int64(st, 9, ss->mpi_rank);
     if (run(s, ST_SESSION, "cannot add the session") < 0)
@@ -405,8 +421,7 @@ int store_reserve_ids(store *s, int64_t count, int64_t *first)
     return run(s, ST_NEXT_ID_SET, "cannot reserve call ids");
 }
 
-int store_put_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t *data,
-                   size_t n)
+int store_put_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t *data, size_t n)
 {
     sqlite3_stmt *st = s->st[ST_BLOB];
     sqlite3_bind_blob(st, 1, hash, WIRE_HASH_BYTES, SQLITE_STATIC);

@@ -67,8 +67,8 @@ static int ensure_store(engine *e)
     }
     if (w->session_id == 0) {
         store_session ss = {
-            .start_ns = w->parent_session ? (int64_t)engine_now_ns(CLOCK_REALTIME)
-                                          : e->opt.clock_wall_ns,
+            .start_ns =
+                w->parent_session ? (int64_t)engine_now_ns(CLOCK_REALTIME) : e->opt.clock_wall_ns,
             .host = e->host,
             .python_version = e->python_version,
             .calltape_version = e->calltape_version,
@@ -91,6 +91,7 @@ static int ensure_store(engine *e)
         w->session_id = id;
         pthread_mutex_unlock(&e->mu);
     }
+    w->last_open_try_ns = 0; /* only failures are throttled */
     pthread_mutex_lock(&e->mu);
     e->store_failing = 0;
     pthread_mutex_unlock(&e->mu);
@@ -139,7 +140,7 @@ static int resolve_function(engine *e, fn_def *f)
 {
     wreader r;
     wreader_init(&r, f->bytes, f->len);
-    wreader_byte(&r); /* kind */
+    wreader_byte(&r);   /* kind */
     wreader_varint(&r); /* fn */
     uint64_t n1 = wreader_varint(&r);
     const char *module = (const char *)wreader_take(&r, n1);
@@ -154,8 +155,8 @@ static int resolve_function(engine *e, fn_def *f)
         set_error(e, "malformed function record");
         return -1;
     }
-    return store_function(e->w.st, module, (size_t)n1, qualname, (size_t)n2, file, (size_t)n3,
-                          line, sig, (size_t)n4, &f->tape_id);
+    return store_function(e->w.st, module, (size_t)n1, qualname, (size_t)n2, file, (size_t)n3, line,
+                          sig, (size_t)n4, &f->tape_id);
 }
 
 static int store_thread(engine *e, thread_def *t, int64_t idx)
@@ -357,8 +358,7 @@ static int consume(engine *e, txn *t, const uint8_t *p, size_t n)
         case REC_THREAD: {
             uint64_t idx = wreader_varint(&b);
             size_t have = w->nthreads;
-            if (b.bad || grow((void **)&w->threads, &have, (size_t)idx + 1,
-                              sizeof(thread_def)) < 0)
+            if (b.bad || grow((void **)&w->threads, &have, (size_t)idx + 1, sizeof(thread_def)) < 0)
                 break;
             w->nthreads = have;
             if (define(&w->threads[idx].bytes, &w->threads[idx].len, body, (size_t)len) > 0)

@@ -37,25 +37,25 @@ typedef struct ct_state {
     PyObject *codec_decoders; /* dict: name -> decode */
     PyObject *codec_cache;    /* dict: type -> (name, encode) or None */
     PyObject *pickle_dumps, *pickle_loads, *pickle_Unpickler, *bytes_io;
-    PyObject *current_allow;  /* borrowed: allowlist of the load running now */
-    PyObject *np_load;        /* numpy.load, imported on first ndarray rebuilt */
+    PyObject *current_allow; /* borrowed: allowlist of the load running now */
+    PyObject *np_load;       /* numpy.load, imported on first ndarray rebuilt */
     PyObject *protocol5;
-    PyObject *redact_exact;   /* frozenset of lower-case names */
-    PyObject *redact_patterns; /* tuple of lower-case glob patterns */
-    int redact_default;       /* the built-in list applies */
-    PyObject *marker_types;   /* dict name -> class, set by _bind() */
-    PyObject *warn_category;  /* RecordingWarning */
-    PyObject *warned;         /* set of problem kinds already reported */
-    PyObject *tape_path;      /* str: the configured default tape */
-    PyObject *session_info;   /* dict with host, argv, python, version */
-    ct_engine_slot *engines;  /* one per tape path, a fixed table of 64 */
+    PyObject *redact_exact;       /* frozenset of lower-case names */
+    PyObject *redact_patterns;    /* tuple of lower-case glob patterns */
+    int redact_default;           /* the built-in list applies */
+    PyObject *marker_types;       /* dict name -> class, set by _bind() */
+    PyObject *warn_category;      /* RecordingWarning */
+    PyObject *warned;             /* set of problem kinds already reported */
+    PyObject *tape_path;          /* str: the configured default tape */
+    PyObject *session_info;       /* dict with host, argv, python, version */
+    ct_engine_slot *engines;      /* one per tape path, a fixed table of 64 */
     ct_engine_slot *default_slot; /* engine of tape_path, once used */
     size_t nengines;
-    uint64_t seq;             /* last call seq handed out in this process */
-    uint64_t next_fn;         /* next process-local function id */
-    uint64_t next_thread;     /* next process-local thread index */
-    uint64_t next_serial;     /* engine serials */
-    uint64_t fork_epoch;      /* bumped in a forked child */
+    uint64_t seq;                   /* last call seq handed out in this process */
+    uint64_t next_fn;               /* next process-local function id */
+    uint64_t next_thread;           /* next process-local thread index */
+    uint64_t next_serial;           /* engine serials */
+    uint64_t fork_epoch;            /* bumped in a forked child */
     int64_t counters[CT_NCOUNTERS]; /* not yet sent to the writer */
     int counters_dirty;
     Py_ssize_t max_value_bytes;
@@ -89,8 +89,8 @@ int ct_capture_value(ct_capture *c, wbuf *b, PyObject *v);
 /* Encodes an exception (type, message, frames) as a WIRE_EXCEPTION. */
 void ct_capture_exception(ct_state *st, wbuf *b, PyObject *exc);
 /* 1 when the parameter name should be redacted under (extra, use_default). */
-int ct_should_redact(ct_state *st, PyObject *name, PyObject *extra_exact,
-                     PyObject *extra_patterns, int use_default);
+int ct_should_redact(ct_state *st, PyObject *name, PyObject *extra_exact, PyObject *extra_patterns,
+                     int use_default);
 
 /* Splits an iterable of names into a frozenset of exact lower-case names
  * and a tuple of lower-case glob patterns (new references).  Returns 0, or
@@ -101,7 +101,7 @@ int ct_split_redact(PyObject *names, PyObject **exact, PyObject **patterns);
 typedef struct ct_rebuild {
     ct_state *st;
     int trust;
-    PyObject *allow; /* tuple of module prefixes */
+    PyObject *allow;       /* tuple of module prefixes */
     PyObject *blob_loader; /* callable(hash bytes) -> bytes, or NULL */
 } ct_rebuild;
 /* Decodes one value at *p (advancing it).  New reference, or NULL with an
@@ -118,12 +118,12 @@ extern PyType_Spec Tape_spec;
 
 /* Per-thread recording context (recorder.c). */
 typedef struct ct_thread {
-    uint64_t parent;     /* seq of the innermost recorded call running */
+    uint64_t parent; /* seq of the innermost recorded call running */
     uint64_t depth;
-    uint64_t index;      /* process-local thread index, 0: not assigned */
-    uint64_t epoch;      /* fork epoch the index belongs to */
-    uint64_t announced;  /* bit per engine serial: REC_THREAD sent */
-    int busy;            /* inside calltape's own code: do not record */
+    uint64_t index;     /* process-local thread index, 0: not assigned */
+    uint64_t epoch;     /* fork epoch the index belongs to */
+    uint64_t announced; /* bit per engine serial: REC_THREAD sent */
+    int busy;           /* inside calltape's own code: do not record */
 } ct_thread;
 ct_thread *ct_thread_get(ct_state *st);
 /* Announces the current thread to `slot`'s engine if needed. */

@@ -18,11 +18,11 @@
 #include <fnmatch.h>
 
 static const char *const default_secret_names[] = {
-    "password", "passwd", "secret", "token", "api_key", "apikey", "authorization",
-    "cookie", "credential", "private_key", NULL};
+    "password",      "passwd", "secret",     "token",       "api_key", "apikey",
+    "authorization", "cookie", "credential", "private_key", NULL};
 
-int ct_should_redact(ct_state *st, PyObject *name, PyObject *extra_exact,
-                     PyObject *extra_patterns, int use_default)
+int ct_should_redact(ct_state *st, PyObject *name, PyObject *extra_exact, PyObject *extra_patterns,
+                     int use_default)
 {
     PyObject *lower = PyObject_CallMethod(name, "lower", NULL);
     if (!lower) {

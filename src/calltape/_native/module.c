@@ -35,7 +35,8 @@ static void report_errors(ct_state *st, ct_engine_slot *slot)
     char msg[300];
     char full[400];
     if (engine_take_errors(slot->eng, msg, sizeof msg)) {
-        snprintf(full, sizeof full, "calltape cannot write to %s: %s (calls are still run;"
+        snprintf(full, sizeof full,
+                 "calltape cannot write to %s: %s (calls are still run;"
                  " unrecorded ones are counted in calltape.stats())",
                  engine_path(slot->eng), msg);
         ct_warn_once(st, "store", full);
@@ -149,8 +150,8 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
 
 static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"tape", "flush_interval", "on_full", "buffer_bytes", "redact",
-                             "max_value_bytes", NULL};
+    static char *kwlist[] = {"tape",   "flush_interval",  "on_full", "buffer_bytes",
+                             "redact", "max_value_bytes", NULL};
     PyObject *tape = Py_None, *flush = Py_None, *on_full = Py_None, *buf = Py_None;
     PyObject *redact = Py_None, *maxb = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOOOO:configure", kwlist, &tape, &flush,
@@ -162,8 +163,10 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
         if (f == -1.0 && PyErr_Occurred())
             return NULL;
         if (!(f > 0 && f <= 3600))
-            return PyErr_Format(PyExc_ValueError, "flush_interval must be between 0 and 3600"
-                                " seconds, not %R", flush);
+            return PyErr_Format(PyExc_ValueError,
+                                "flush_interval must be between 0 and 3600"
+                                " seconds, not %R",
+                                flush);
         st->flush_interval = f;
     }
     if (on_full != Py_None) {
@@ -178,7 +181,8 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
         if (n == -1 && PyErr_Occurred())
             return NULL;
         if (n < (4 << 20))
-            return PyErr_Format(PyExc_ValueError, "buffer_bytes must be at least 4 MiB, not %zd", n);
+            return PyErr_Format(PyExc_ValueError, "buffer_bytes must be at least 4 MiB, not %zd",
+                                n);
         st->buffer_bytes = n;
     }
     if (maxb != Py_None) {
@@ -186,7 +190,8 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
         if (n == -1 && PyErr_Occurred())
             return NULL;
         if (n < 16)
-            return PyErr_Format(PyExc_ValueError, "max_value_bytes must be at least 16, not %zd", n);
+            return PyErr_Format(PyExc_ValueError, "max_value_bytes must be at least 16, not %zd",
+                                n);
         st->max_value_bytes = n;
     }
     if (redact == Py_False) {
@@ -242,10 +247,8 @@ static PyObject *flush_all(ct_state *st, double timeout)
             engine_append(slot->eng, w.data, w.len);
         }
         int r;
-        Py_BEGIN_ALLOW_THREADS
-        r = engine_flush(slot->eng, (uint64_t)(timeout * 1e9));
-        Py_END_ALLOW_THREADS
-        report_errors(st, slot);
+        Py_BEGIN_ALLOW_THREADS r = engine_flush(slot->eng, (uint64_t)(timeout * 1e9));
+        Py_END_ALLOW_THREADS report_errors(st, slot);
         if (r != 0)
             rc = 1;
     }
@@ -299,19 +302,16 @@ static PyObject *stats(PyObject *m, PyObject *unused)
             Py_DECREF(s);
         }
     }
-    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:L,s:L,s:L,s:L,s:N,s:O}",
-                         "recorded", (unsigned long long)st->seq,
-                         "written", (unsigned long long)total.written_calls,
-                         "segments", (unsigned long long)total.written_segments,
-                         "bytes", (unsigned long long)total.written_bytes,
-                         "dropped", (unsigned long long)total.dropped_calls,
-                         "write_errors", (unsigned long long)total.write_errors,
-                         "unencodable", (long long)st->counters[CT_UNENCODABLE],
-                         "pickled", (long long)st->counters[CT_PICKLED],
-                         "redacted", (long long)st->counters[CT_REDACTED],
-                         "truncated", (long long)st->counters[CT_TRUNCATED],
-                         "session", (long long)session, "errors", errors,
-                         "tape", st->tape_path);
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:L,s:L,s:L,s:L,s:N,s:O}", "recorded",
+        (unsigned long long)st->seq, "written", (unsigned long long)total.written_calls, "segments",
+        (unsigned long long)total.written_segments, "bytes",
+        (unsigned long long)total.written_bytes, "dropped", (unsigned long long)total.dropped_calls,
+        "write_errors", (unsigned long long)total.write_errors, "unencodable",
+        (long long)st->counters[CT_UNENCODABLE], "pickled", (long long)st->counters[CT_PICKLED],
+        "redacted", (long long)st->counters[CT_REDACTED], "truncated",
+        (long long)st->counters[CT_TRUNCATED], "session", (long long)session, "errors", errors,
+        "tape", st->tape_path);
 }
 
 static PyObject *register_codec(PyObject *m, PyObject *args)
@@ -355,11 +355,10 @@ static PyObject *before_fork(PyObject *m, PyObject *unused)
 {
     (void)unused;
     ct_state *st = get_state(m);
-    for (size_t i = 0; i < st->nengines; i++) {
-        Py_BEGIN_ALLOW_THREADS
+    /* The GIL stays held: no producer can then wait on an engine lock that
+     * this thread takes, and the writer never needs the GIL to finish. */
+    for (size_t i = 0; i < st->nengines; i++)
         engine_fork_prepare(st->engines[i].eng);
-        Py_END_ALLOW_THREADS
-    }
     Py_RETURN_NONE;
 }
 
@@ -393,8 +392,7 @@ static PyObject *shutdown(PyObject *m, PyObject *unused)
     Py_XDECREF(r);
     PyErr_Clear();
     for (size_t i = 0; i < st->nengines; i++) {
-        Py_BEGIN_ALLOW_THREADS
-        engine_shutdown(st->engines[i].eng, 5000000000ull);
+        Py_BEGIN_ALLOW_THREADS engine_shutdown(st->engines[i].eng, 5000000000ull);
         Py_END_ALLOW_THREADS
     }
     st->enabled = 0;
@@ -476,11 +474,11 @@ static int module_exec(PyObject *m)
     Py_DECREF(p);
     if (!st->tape_path)
         return -1;
-#define ADD_TYPE(field, spec, base)                                                          \
-    do {                                                                                     \
-        st->field = (PyTypeObject *)PyType_FromModuleAndSpec(m, &spec, base);                \
-        if (!st->field || PyModule_AddType(m, st->field) < 0)                                \
-            return -1;                                                                       \
+#define ADD_TYPE(field, spec, base)                                                                \
+    do {                                                                                           \
+        st->field = (PyTypeObject *)PyType_FromModuleAndSpec(m, &spec, base);                      \
+        if (!st->field || PyModule_AddType(m, st->field) < 0)                                      \
+            return -1;                                                                             \
     } while (0)
     ADD_TYPE(Recorder_type, Recorder_spec, NULL);
     ADD_TYPE(Pending_type, Pending_spec, NULL);

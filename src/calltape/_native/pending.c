@@ -17,10 +17,9 @@
 enum { MODE_ITER, MODE_STEP, MODE_CLOSE_STEP };
 
 typedef struct Pending {
-    PyObject_HEAD
-    PyObject *inner;
-    ct_deferred d;       /* owned unless `owner` is set */
-    PyObject *owner;     /* for steps: the AsyncGenProxy that owns the call */
+    PyObject_HEAD PyObject *inner;
+    ct_deferred d;   /* owned unless `owner` is set */
+    PyObject *owner; /* for steps: the AsyncGenProxy that owns the call */
     int mode;
 } Pending;
 
@@ -274,7 +273,8 @@ PyObject *ct_pending_wrap(ct_state *st, PyObject *inner, ct_deferred *d, int kin
 static PyMethodDef Pending_methods[] = {
     {"send", Pending_send, METH_O, "Forwards send() and records the call when it finishes."},
     {"throw", Pending_throw, METH_VARARGS, "Forwards throw()."},
-    {"close", Pending_close, METH_NOARGS, "Forwards close(); a call closed early is recorded as closed."},
+    {"close", Pending_close, METH_NOARGS,
+     "Forwards close(); a call closed early is recorded as closed."},
     {"__await__", Pending_self, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
@@ -308,16 +308,11 @@ static PyMethodDef AGen_methods[] = {
 };
 
 static PyType_Slot AGen_slots[] = {
-    {Py_tp_dealloc, Pending_dealloc},
-    {Py_tp_finalize, Pending_finalize},
-    {Py_tp_traverse, Pending_traverse},
-    {Py_tp_clear, Pending_clear},
-    {Py_am_aiter, PyObject_SelfIter},
-    {Py_am_anext, AGen_anext},
-    {Py_tp_methods, AGen_methods},
-    {Py_tp_getattro, Pending_getattro},
-    {Py_tp_repr, Pending_repr},
-    {0, NULL},
+    {Py_tp_dealloc, Pending_dealloc},   {Py_tp_finalize, Pending_finalize},
+    {Py_tp_traverse, Pending_traverse}, {Py_tp_clear, Pending_clear},
+    {Py_am_aiter, PyObject_SelfIter},   {Py_am_anext, AGen_anext},
+    {Py_tp_methods, AGen_methods},      {Py_tp_getattro, Pending_getattro},
+    {Py_tp_repr, Pending_repr},         {0, NULL},
 };
 
 PyType_Spec AsyncGenProxy_spec = {

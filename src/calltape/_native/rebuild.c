@@ -12,12 +12,12 @@
 #include "binding.h"
 
 static const char *const safe_modules[] = {
-    "datetime", "decimal", "fractions", "collections", "uuid", "pathlib", "zoneinfo",
-    "ipaddress", "copyreg", "_codecs", "array", "re", NULL};
+    "datetime",  "decimal", "fractions", "collections", "uuid", "pathlib", "zoneinfo",
+    "ipaddress", "copyreg", "_codecs",   "array",       "re",   NULL};
 
 static const char *const safe_builtins[] = {
-    "int", "float", "complex", "str", "bytes", "bytearray", "list", "tuple", "dict", "set",
-    "frozenset", "bool", "slice", "range", "object", "NoneType", "Ellipsis", NULL};
+    "int", "float",     "complex", "str",   "bytes", "bytearray", "list",     "tuple",    "dict",
+    "set", "frozenset", "bool",    "slice", "range", "object",    "NoneType", "Ellipsis", NULL};
 
 static int module_allowed(PyObject *allow, const char *mod)
 {
@@ -59,7 +59,8 @@ static PyObject *Restricted_find_class(PyObject *self, PyObject *args)
         ok = module_allowed(allow, mod);
     }
     if (!ok) {
-        PyObject *cls = st->marker_types ? PyDict_GetItemString(st->marker_types, "RefusedGlobal") : NULL;
+        PyObject *cls =
+            st->marker_types ? PyDict_GetItemString(st->marker_types, "RefusedGlobal") : NULL;
         char top[128];
         snprintf(top, sizeof top, "%s", mod);
         char *dot = strchr(top, '.');
@@ -67,7 +68,8 @@ static PyObject *Restricted_find_class(PyObject *self, PyObject *args)
             *dot = 0;
         PyErr_Format(cls ? cls : PyExc_RuntimeError,
                      "refused to load the global %s.%s from the tape: pass allow=['%s'] (or"
-                     " trust=True for a tape you made yourself) to rebuild it", mod, name, top);
+                     " trust=True for a tape you made yourself) to rebuild it",
+                     mod, name, top);
         return NULL;
     }
     PyObject *super = PyObject_GetAttrString(st->pickle_Unpickler, "find_class");
@@ -187,9 +189,10 @@ static PyObject *load_codec(ct_rebuild *r, PyObject *name, const uint8_t *p, siz
         if (dec)
             v = PyObject_CallOneArg(dec, data);
         else if (!PyErr_Occurred())
-            v = marker(st, "Unencodable",
-                       Py_BuildValue("(OO)", name, PyUnicode_FromFormat(
-                                                       "no codec named %R is registered", name)));
+            v = marker(
+                st, "Unencodable",
+                Py_BuildValue("(OO)", name,
+                              PyUnicode_FromFormat("no codec named %R is registered", name)));
     }
     Py_DECREF(data);
     return v;
@@ -328,8 +331,10 @@ static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
         if (rd->bad)
             return tape_error(st, "malformed blob reference");
         if (!r->blob_loader)
-            return tape_error(st, "this value is stored in the tape's blob table; open the tape to read it");
-        PyObject *data = PyObject_CallFunction(r->blob_loader, "y#", h, (Py_ssize_t)WIRE_HASH_BYTES);
+            return tape_error(
+                st, "this value is stored in the tape's blob table; open the tape to read it");
+        PyObject *data =
+            PyObject_CallFunction(r->blob_loader, "y#", h, (Py_ssize_t)WIRE_HASH_BYTES);
         if (!data)
             return NULL;
         char *bp;
@@ -352,7 +357,8 @@ static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
         uint64_t size = wreader_varint(rd);
         if (rd->bad)
             return tape_error(st, "malformed truncated marker");
-        return marker(st, "Truncated", Py_BuildValue("(NK)", text(name, n), (unsigned long long)size));
+        return marker(st, "Truncated",
+                      Py_BuildValue("(NK)", text(name, n), (unsigned long long)size));
     }
     case WIRE_UNENCODABLE: {
         uint64_t n = wreader_varint(rd);
@@ -373,7 +379,8 @@ static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
         PyObject *frames = rebuild_at(r, rd, depth + 1);
         if (!frames)
             return NULL;
-        return marker(st, "ExceptionInfo", Py_BuildValue("(NNN)", text(name, n), text(msg, m), frames));
+        return marker(st, "ExceptionInfo",
+                      Py_BuildValue("(NNN)", text(name, n), text(msg, m), frames));
     }
     case WIRE_DEFAULT:
         return rebuild_at(r, rd, depth + 1);

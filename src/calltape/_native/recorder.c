@@ -23,7 +23,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static _Thread_local ct_thread tls_thread;
+static __attribute__((tls_model("initial-exec"))) _Thread_local ct_thread tls_thread;
 
 ct_thread *ct_thread_get(ct_state *st)
 {
@@ -161,8 +161,9 @@ static PyObject *describe_function(Recorder *r)
     }
     wbuf_varint(&b, sig.len);
     wbuf_put(&b, sig.data, sig.len);
-    PyObject *out = b.failed || sig.failed ? PyErr_NoMemory()
-                                           : PyBytes_FromStringAndSize((char *)b.data, (Py_ssize_t)b.len);
+    PyObject *out = b.failed || sig.failed
+                        ? PyErr_NoMemory()
+                        : PyBytes_FromStringAndSize((char *)b.data, (Py_ssize_t)b.len);
     wbuf_free(&sig);
     wbuf_free(&b);
     Py_XDECREF(module);
@@ -220,8 +221,8 @@ static void put_arg(Recorder *r, ct_capture *cap, wbuf *b, Py_ssize_t i, PyObjec
         return;
     }
     if (r->sanitize) {
-        PyObject *clean = PyObject_CallFunctionObjArgs(r->sanitize, PyTuple_GET_ITEM(r->names, i),
-                                                       v, NULL);
+        PyObject *clean =
+            PyObject_CallFunctionObjArgs(r->sanitize, PyTuple_GET_ITEM(r->names, i), v, NULL);
         if (!clean) {
             PyErr_Clear();
             wbuf_byte(b, WIRE_UNENCODABLE);
@@ -289,7 +290,8 @@ static int encode_args(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *a
         return 0;
     }
     PyObject *slots_small[16];
-    PyObject **slots = r->nparams <= 16 ? slots_small : PyMem_Calloc((size_t)r->nparams, sizeof(PyObject *));
+    PyObject **slots =
+        r->nparams <= 16 ? slots_small : PyMem_Calloc((size_t)r->nparams, sizeof(PyObject *));
     if (!slots)
         return 1;
     memset(slots, 0, sizeof(PyObject *) * (size_t)(r->nparams <= 16 ? 16 : 0));
@@ -447,7 +449,8 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
         ct_capture cap = {st, r->max_value_bytes, 1};
         if (r->sanitize) {
             PyObject *name = PyUnicode_FromString("return");
-            PyObject *clean = name ? PyObject_CallFunctionObjArgs(r->sanitize, name, result, NULL) : NULL;
+            PyObject *clean =
+                name ? PyObject_CallFunctionObjArgs(r->sanitize, name, result, NULL) : NULL;
             Py_XDECREF(name);
             if (clean) {
                 ct_capture_value(&cap, &res, clean);
@@ -540,7 +543,8 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     }
     if (r->announced_serial != slot->serial)
         announce_function(r, slot);
-    if (t->index == 0 || t->epoch != st->fork_epoch || !(t->announced & (1ull << (slot->serial % 64))))
+    if (t->index == 0 || t->epoch != st->fork_epoch ||
+        !(t->announced & (1ull << (slot->serial % 64))))
         ct_thread_announce(st, slot, t);
 
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -641,14 +645,14 @@ static int setup_signature(Recorder *r)
 
 static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"func", "args", "result", "cpu", "memory", "tape", "redact",
-                             "sanitize", "max_value_bytes", "sample", NULL};
+    static char *kwlist[] = {"func",   "args",     "result",          "cpu",    "memory", "tape",
+                             "redact", "sanitize", "max_value_bytes", "sample", NULL};
     PyObject *func, *tape = Py_None, *redact = Py_None, *sanitize = Py_None;
     PyObject *max_bytes = Py_None;
     int a = 1, res = 1, cpu = 0, mem = 0;
     Py_ssize_t sample = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOn:record", kwlist, &func, &a, &res,
-                                     &cpu, &mem, &tape, &redact, &sanitize, &max_bytes, &sample))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOn:record", kwlist, &func, &a, &res, &cpu,
+                                     &mem, &tape, &redact, &sanitize, &max_bytes, &sample))
         return NULL;
     ct_state *st = PyType_GetModuleState(type);
     if (!st)
@@ -667,15 +671,19 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     r->wrapped = Py_NewRef(func);
     r->wrap = WRAP_FUNCTION;
     PyObject *inner = NULL;
-    if (PyObject_TypeCheck(func, &PyClassMethod_Type) || PyObject_TypeCheck(func, &PyStaticMethod_Type)) {
-        r->wrap = PyObject_TypeCheck(func, &PyClassMethod_Type) ? WRAP_CLASSMETHOD : WRAP_STATICMETHOD;
+    if (PyObject_TypeCheck(func, &PyClassMethod_Type) ||
+        PyObject_TypeCheck(func, &PyStaticMethod_Type)) {
+        r->wrap =
+            PyObject_TypeCheck(func, &PyClassMethod_Type) ? WRAP_CLASSMETHOD : WRAP_STATICMETHOD;
         inner = PyObject_GetAttrString(func, "__func__");
         if (!inner)
             goto error;
     } else {
         if (!PyCallable_Check(func)) {
-            PyErr_Format(PyExc_TypeError, "calltape.record needs a function or other callable,"
-                         " not %.100s", Py_TYPE(func)->tp_name);
+            PyErr_Format(PyExc_TypeError,
+                         "calltape.record needs a function or other callable,"
+                         " not %.100s",
+                         Py_TYPE(func)->tp_name);
             goto error;
         }
         inner = Py_NewRef(func);
@@ -720,9 +728,9 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         goto error;
     }
     for (Py_ssize_t i = 0; r->bound && i < r->nparams; i++)
-        r->redacted[i] = (uint8_t)ct_should_redact(st, PyTuple_GET_ITEM(r->names, i),
-                                                   r->redact_exact, r->redact_patterns,
-                                                   r->redact_default);
+        r->redacted[i] =
+            (uint8_t)ct_should_redact(st, PyTuple_GET_ITEM(r->names, i), r->redact_exact,
+                                      r->redact_patterns, r->redact_default);
     r->fn_id = ++st->next_fn;
     PyObject *fdict = PyObject_GetAttrString(inner, "__dict__");
     if (fdict && PyDict_Check(fdict))
@@ -794,11 +802,31 @@ static PyObject *forward(Recorder *r, const char *name)
     return PyObject_GetAttrString(r->func, name);
 }
 
-static PyObject *Recorder_get_name(Recorder *r, void *c) { (void)c; return forward(r, "__name__"); }
-static PyObject *Recorder_get_qualname(Recorder *r, void *c) { (void)c; return forward(r, "__qualname__"); }
-static PyObject *Recorder_get_module(Recorder *r, void *c) { (void)c; return forward(r, "__module__"); }
-static PyObject *Recorder_get_doc(Recorder *r, void *c) { (void)c; return forward(r, "__doc__"); }
-static PyObject *Recorder_get_wrapped(Recorder *r, void *c) { (void)c; return Py_NewRef(r->wrapped); }
+static PyObject *Recorder_get_name(Recorder *r, void *c)
+{
+    (void)c;
+    return forward(r, "__name__");
+}
+static PyObject *Recorder_get_qualname(Recorder *r, void *c)
+{
+    (void)c;
+    return forward(r, "__qualname__");
+}
+static PyObject *Recorder_get_module(Recorder *r, void *c)
+{
+    (void)c;
+    return forward(r, "__module__");
+}
+static PyObject *Recorder_get_doc(Recorder *r, void *c)
+{
+    (void)c;
+    return forward(r, "__doc__");
+}
+static PyObject *Recorder_get_wrapped(Recorder *r, void *c)
+{
+    (void)c;
+    return Py_NewRef(r->wrapped);
+}
 static PyObject *Recorder_get_tape(Recorder *r, void *c)
 {
     (void)c;
@@ -856,18 +884,12 @@ static PyMemberDef Recorder_members[] = {
 };
 
 static PyType_Slot Recorder_slots[] = {
-    {Py_tp_new, Recorder_new},
-    {Py_tp_dealloc, Recorder_dealloc},
-    {Py_tp_traverse, Recorder_traverse},
-    {Py_tp_clear, Recorder_clear},
-    {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_descr_get, Recorder_descr_get},
-    {Py_tp_getattro, Recorder_getattro},
-    {Py_tp_getset, Recorder_getset},
-    {Py_tp_methods, Recorder_methods},
-    {Py_tp_members, Recorder_members},
-    {Py_tp_repr, Recorder_repr},
-    {0, NULL},
+    {Py_tp_new, Recorder_new},           {Py_tp_dealloc, Recorder_dealloc},
+    {Py_tp_traverse, Recorder_traverse}, {Py_tp_clear, Recorder_clear},
+    {Py_tp_call, PyVectorcall_Call},     {Py_tp_descr_get, Recorder_descr_get},
+    {Py_tp_getattro, Recorder_getattro}, {Py_tp_getset, Recorder_getset},
+    {Py_tp_methods, Recorder_methods},   {Py_tp_members, Recorder_members},
+    {Py_tp_repr, Recorder_repr},         {0, NULL},
 };
 
 PyType_Spec Recorder_spec = {

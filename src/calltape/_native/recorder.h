@@ -10,20 +10,19 @@ enum ct_kind { KIND_PLAIN, KIND_GENERATOR, KIND_COROUTINE, KIND_ASYNC_GENERATOR 
 enum ct_wrap { WRAP_FUNCTION, WRAP_CLASSMETHOD, WRAP_STATICMETHOD };
 
 typedef struct Recorder {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
+    PyObject_HEAD vectorcallfunc vectorcall;
     ct_state *st;
     PyObject *module_ref; /* keeps the state alive */
     PyObject *func;       /* what is called */
     PyObject *wrapped;    /* what was decorated (__wrapped__) */
     PyObject *dict;
-    PyObject *tape;       /* str or NULL */
-    PyObject *sanitize;   /* callable or NULL */
+    PyObject *tape;                           /* str or NULL */
+    PyObject *sanitize;                       /* callable or NULL */
     PyObject *redact_exact, *redact_patterns; /* extra names, or NULL */
-    ct_engine_slot *slot; /* cached engine of `tape` */
-    PyObject *names;      /* tuple of parameter names */
-    uint8_t *redacted;    /* per parameter */
-    PyObject *fn_record;  /* bytes: REC_FUNCTION body after the fn id */
+    ct_engine_slot *slot;                     /* cached engine of `tape` */
+    PyObject *names;                          /* tuple of parameter names */
+    uint8_t *redacted;                        /* per parameter */
+    PyObject *fn_record;                      /* bytes: REC_FUNCTION body after the fn id */
     Py_ssize_t argcount, posonly, kwonly, nparams, max_value_bytes;
     uint64_t fn_id, announced_serial;
     uint32_t sample, sample_counter;

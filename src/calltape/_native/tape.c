@@ -12,8 +12,7 @@
 #include <sqlite3.h>
 
 typedef struct Tape {
-    PyObject_HEAD
-    store *st;
+    PyObject_HEAD store *st;
     PyObject *path;
     PyObject *allow; /* tuple */
     int trust;
@@ -22,7 +21,8 @@ typedef struct Tape {
 static PyObject *tape_error(ct_state *st, PyObject *path, const char *msg)
 {
     PyObject *cls = st->marker_types ? PyDict_GetItemString(st->marker_types, "TapeError") : NULL;
-    PyErr_Format(cls ? cls : PyExc_ValueError, "%s%s%U", msg, path ? ": " : "", path ? path : Py_None);
+    PyErr_Format(cls ? cls : PyExc_ValueError, "%s%s%U", msg, path ? ": " : "",
+                 path ? path : Py_None);
     return NULL;
 }
 
@@ -62,15 +62,15 @@ static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     char err[400];
     store *s = NULL;
     if (cpath) {
-        Py_BEGIN_ALLOW_THREADS
-        s = store_open_read(cpath, err, sizeof err);
+        Py_BEGIN_ALLOW_THREADS s = store_open_read(cpath, err, sizeof err);
         Py_END_ALLOW_THREADS
     }
     if (!s) {
         Py_XDECREF(allow_t);
         Py_DECREF(p);
         if (!PyErr_Occurred()) {
-            PyObject *cls = cst->marker_types ? PyDict_GetItemString(cst->marker_types, "TapeError") : NULL;
+            PyObject *cls =
+                cst->marker_types ? PyDict_GetItemString(cst->marker_types, "TapeError") : NULL;
             PyErr_SetString(cls ? cls : PyExc_ValueError, err);
         }
         return NULL;
@@ -142,20 +142,14 @@ static PyObject *query_dicts(Tape *t, const char *sql, int has_param, int64_t pa
     sqlite3 *db = store_db(t->st);
     sqlite3_stmt *q = NULL;
     int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
-    Py_END_ALLOW_THREADS
-    if (rc != SQLITE_OK)
-        return tape_error(cst, t->path, sqlite3_errmsg(db));
+    Py_BEGIN_ALLOW_THREADS rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
+    Py_END_ALLOW_THREADS if (rc != SQLITE_OK) return tape_error(cst, t->path, sqlite3_errmsg(db));
     if (has_param)
         sqlite3_bind_int64(q, 1, param);
     PyObject *out = PyList_New(0);
     while (out) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = sqlite3_step(q);
-        Py_END_ALLOW_THREADS
-        if (rc != SQLITE_ROW)
-            break;
+        Py_BEGIN_ALLOW_THREADS rc = sqlite3_step(q);
+        Py_END_ALLOW_THREADS if (rc != SQLITE_ROW) break;
         PyObject *row = PyDict_New();
         if (!row) {
             Py_CLEAR(out);
@@ -219,9 +213,10 @@ static PyObject *Tape_calls(PyObject *self, PyObject *args)
         return NULL;
     ct_state *cst = PyType_GetModuleState(Py_TYPE(t));
     sqlite3 *db = store_db(t->st);
-    const char *sql = fn == Py_None
-                          ? "SELECT session, function, data FROM segments ORDER BY id"
-                          : "SELECT session, function, data FROM segments WHERE function = ? ORDER BY id";
+    const char *sql =
+        fn == Py_None
+            ? "SELECT session, function, data FROM segments ORDER BY id"
+            : "SELECT session, function, data FROM segments WHERE function = ? ORDER BY id";
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
         return tape_error(cst, t->path, sqlite3_errmsg(db));
@@ -236,11 +231,8 @@ static PyObject *Tape_calls(PyObject *self, PyObject *args)
     PyObject *out = PyList_New(0);
     int rc = SQLITE_DONE;
     while (out) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = sqlite3_step(q);
-        Py_END_ALLOW_THREADS
-        if (rc != SQLITE_ROW)
-            break;
+        Py_BEGIN_ALLOW_THREADS rc = sqlite3_step(q);
+        Py_END_ALLOW_THREADS if (rc != SQLITE_ROW) break;
         int64_t session = sqlite3_column_int64(q, 0), function = sqlite3_column_int64(q, 1);
         const uint8_t *data = sqlite3_column_blob(q, 2);
         size_t n = (size_t)sqlite3_column_bytes(q, 2);
@@ -293,7 +285,8 @@ static PyObject *Tape_load_blob(PyObject *self, PyObject *args)
     sqlite3 *db = store_db(t->st);
     sqlite3_stmt *q = NULL;
     PyObject *out = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT data FROM blobs WHERE hash = ?", -1, &q, NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, "SELECT data FROM blobs WHERE hash = ?", -1, &q, NULL) ==
+        SQLITE_OK) {
         sqlite3_bind_blob(q, 1, h.buf, (int)h.len, SQLITE_STATIC);
         if (sqlite3_step(q) == SQLITE_ROW)
             out = PyBytes_FromStringAndSize(sqlite3_column_blob(q, 0), sqlite3_column_bytes(q, 0));
@@ -370,12 +363,8 @@ static PyGetSetDef Tape_getset[] = {
 };
 
 static PyType_Slot Tape_slots[] = {
-    {Py_tp_new, Tape_new},
-    {Py_tp_dealloc, Tape_dealloc},
-    {Py_tp_traverse, Tape_traverse},
-    {Py_tp_methods, Tape_methods},
-    {Py_tp_getset, Tape_getset},
-    {0, NULL},
+    {Py_tp_new, Tape_new},         {Py_tp_dealloc, Tape_dealloc}, {Py_tp_traverse, Tape_traverse},
+    {Py_tp_methods, Tape_methods}, {Py_tp_getset, Tape_getset},   {0, NULL},
 };
 
 PyType_Spec Tape_spec = {

@@ -1,0 +1,283 @@
+/*
+ * test_engine.c - tests of the plain-C engine, without Python: the value
+ * format, segments, the content hash, and the engine end to end onto a real
+ * SQLite tape (append, flush, fork-free reopen, read back).
+ * Prints "N passed, N failed" and exits non-zero on any failure.
+ */
+#include "engine.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int passed, failed;
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            passed++;                                                                              \
+        } else {                                                                                   \
+            failed++;                                                                              \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
+        }                                                                                          \
+    } while (0)
+
+static void test_varint_and_skip(void)
+{
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    wire_int(&b, -5);
+    wire_float(&b, 1.5);
+    wire_tagged_bytes(&b, WIRE_STR, "abc", 3);
+    wbuf_byte(&b, WIRE_LIST);
+    wbuf_varint(&b, 2);
+    wbuf_byte(&b, WIRE_NONE);
+    wire_int(&b, 1ll << 40);
+    CHECK(!b.failed);
+    const uint8_t *p = b.data, *end = b.data + b.len;
+    int n = 0;
+    while (p && p < end) {
+        p = wire_skip(p, end);
+        n++;
+    }
+    CHECK(p == end);
+    CHECK(n == 4);
+    /* a truncated value is rejected, never read past */
+    CHECK(wire_skip(b.data, b.data + 1) == NULL);
+    wbuf out;
+    wbuf_init(&out, NULL, 0);
+    p = b.data;
+    while (p < end) {
+        p = wire_preview(p, end, &out, 100);
+        wbuf_byte(&out, ' ');
+    }
+    wbuf_byte(&out, 0);
+    CHECK(strcmp((char *)out.data, "-5 1.5 'abc' [None, 1099511627776] ") == 0);
+    wbuf_free(&out);
+    wbuf_free(&b);
+}
+
+static void test_preview_bounded(void)
+{
+    wbuf b, out;
+    wbuf_init(&b, NULL, 0);
+    wbuf_init(&out, NULL, 0);
+    char big[1000];
+    memset(big, 'x', sizeof big);
+    wire_tagged_bytes(&b, WIRE_STR, big, sizeof big);
+    wire_preview(b.data, b.data + b.len, &out, 50);
+    CHECK(out.len <= 53);
+    CHECK(memcmp(out.data + out.len - 3, "...", 3) == 0);
+    wbuf_free(&out);
+    wbuf_free(&b);
+}
+
+static void test_hash(void)
+{
+    uint8_t a[WIRE_HASH_BYTES], b[WIRE_HASH_BYTES], c[WIRE_HASH_BYTES];
+    hash128("hello world", 11, a);
+    hash128("hello world", 11, b);
+    hash128("hello worle", 11, c);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(memcmp(a, c, sizeof a) != 0);
+}
+
+static void test_segment_roundtrip(void)
+{
+    seg_builder s;
+    seg_builder_init(&s);
+    uint8_t args[3] = {WIRE_INT, 4, WIRE_NONE};
+    for (int i = 0; i < 1000; i++) {
+        seg_call c = {0};
+        c.id = 100 + i * 3;
+        c.parent = i ? 100 + (i - 1) * 3 : 0;
+        c.depth = i % 5;
+        c.thread = 1;
+        c.start = 1700000000000000000ll + i * 150;
+        c.duration = 90 + i % 7;
+        c.outcome = (uint8_t)(i % 10 == 0 ? OUTCOME_RAISED : OUTCOME_RETURNED);
+        c.flags = REC_HAS_ARGS | (i % 2 ? REC_HAS_CPU : 0);
+        c.cpu_ns = i;
+        c.args = args;
+        c.args_len = sizeof args;
+        CHECK(seg_builder_add(&s, &c) == 0);
+    }
+    CHECK(s.n == 1000 && s.n_raised == 100);
+    wbuf out;
+    wbuf_init(&out, NULL, 0);
+    CHECK(seg_builder_finish(&s, &out) == 0);
+    CHECK(out.len < 1000 * 16); /* compact: under 16 bytes a call with 4 bytes of values */
+    seg_reader r;
+    CHECK(seg_reader_open(&r, out.data, out.len) == 0);
+    seg_call c;
+    int i = 0, ok = 1;
+    while (seg_reader_next(&r, &c) == 1) {
+        ok &= c.id == 100 + i * 3 && c.parent == (i ? 100 + (i - 1) * 3 : 0);
+        ok &= c.start == 1700000000000000000ll + i * 150 && c.duration == 90 + i % 7;
+        ok &= c.args_len == 3 && memcmp(c.args, args, 3) == 0;
+        ok &= (c.flags & REC_HAS_CPU) ? c.cpu_ns == i : 1;
+        i++;
+    }
+    CHECK(ok);
+    CHECK(i == 1000);
+    /* corrupt input is refused */
+    out.data[0] = 99;
+    CHECK(seg_reader_open(&r, out.data, out.len) < 0);
+    wbuf_free(&out);
+    seg_builder_free(&s);
+}
+
+static void append_function(engine *e)
+{
+    wbuf b, body;
+    wbuf_init(&b, NULL, 0);
+    wbuf_init(&body, NULL, 0);
+    wbuf_byte(&body, REC_FUNCTION);
+    wbuf_varint(&body, 1);
+    const char *fields[3] = {"mod", "f", "mod.py"};
+    for (int i = 0; i < 3; i++) {
+        wbuf_varint(&body, strlen(fields[i]));
+        wbuf_put(&body, fields[i], strlen(fields[i]));
+    }
+    wbuf_varint(&body, 7);
+    uint8_t sig[] = {WIRE_LIST, 0};
+    wbuf_varint(&body, sizeof sig);
+    wbuf_put(&body, sig, sizeof sig);
+    wbuf_varint(&b, body.len);
+    wbuf_put(&b, body.data, body.len);
+    CHECK(engine_append(e, b.data, b.len) == ENGINE_APPENDED);
+    wbuf_free(&b);
+    wbuf_free(&body);
+}
+
+static int64_t query_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    int64_t v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK) {
+        if (sqlite3_step(q) == SQLITE_ROW)
+            v = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+static void test_engine_end_to_end(void)
+{
+    char path[] = "/tmp/calltape-engine-test-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    unlink(path);
+    engine_options o = {0};
+    o.path = path;
+    o.chunk_bytes = 4096; /* many chunk hand-offs */
+    o.max_buffer_bytes = 1 << 16;
+    o.mpi_rank = -1;
+    char err[256];
+    engine *e = engine_new(&o, err, sizeof err);
+    CHECK(e != NULL);
+    if (!e)
+        return;
+    append_function(e);
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    uint8_t args[2] = {WIRE_INT, 2};
+    const int N = 50000;
+    int appended = 0;
+    for (int i = 1; i <= N; i++) {
+        call_rec c = {0};
+        c.fn = 1;
+        c.seq = (uint64_t)i;
+        c.start = 1000 + (uint64_t)i * 100;
+        c.duration = 50;
+        c.flags = REC_HAS_ARGS;
+        c.args = args;
+        c.args_len = sizeof args;
+        b.len = 0;
+        rec_put_call(&b, &c);
+        appended += engine_append(e, b.data, b.len) == ENGINE_APPENDED;
+    }
+    CHECK(appended == N);
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_stats s;
+    engine_get_stats(e, &s);
+    CHECK(s.written_calls == (uint64_t)N);
+    CHECK(s.dropped_calls == 0);
+    CHECK(s.session_id == 1);
+    engine_free(e);
+    struct stat sb;
+    CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600);
+    CHECK(query_int(path, "SELECT sum(n) FROM segments") == N);
+    CHECK(query_int(path, "SELECT calls FROM functions WHERE qualname = 'f'") == N);
+    CHECK(query_int(path, "SELECT total_ns FROM functions") == 50ll * N);
+    CHECK(query_int(path, "PRAGMA user_version") == CALLTAPE_SCHEMA_VERSION);
+    /* a read-only open of a tape works; of garbage, fails with a message */
+    store *st = store_open_read(path, err, sizeof err);
+    CHECK(st != NULL);
+    store_close(st);
+    char bad[] = "/tmp/calltape-engine-bad-XXXXXX";
+    fd = mkstemp(bad);
+    CHECK(write(fd, "not a database at all, just some text.....", 42) == 42);
+    close(fd);
+    CHECK(store_open_read(bad, err, sizeof err) == NULL);
+    CHECK(strstr(err, bad) != NULL);
+    unlink(bad);
+    CHECK(store_open_read("/nonexistent/tape.db", err, sizeof err) == NULL);
+    CHECK(strstr(err, "no tape at /nonexistent/tape.db") != NULL);
+    char wal[300];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    unlink(wal);
+    snprintf(wal, sizeof wal, "%s-shm", path);
+    unlink(wal);
+    unlink(path);
+    wbuf_free(&b);
+}
+
+static void test_unwritable_tape_drops_and_counts(void)
+{
+    engine_options o = {0};
+    o.path = "/proc/calltape-cannot-exist/tape.db";
+    o.mpi_rank = -1;
+    char err[256];
+    engine *e = engine_new(&o, err, sizeof err);
+    CHECK(e != NULL);
+    if (!e)
+        return;
+    append_function(e);
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    call_rec c = {0};
+    c.fn = 1;
+    c.seq = 1;
+    rec_put_call(&b, &c);
+    engine_append(e, b.data, b.len);
+    CHECK(engine_flush(e, 5000000000ull) == -1);
+    engine_stats s;
+    engine_get_stats(e, &s);
+    CHECK(s.dropped_calls == 1);
+    CHECK(s.write_errors >= 1);
+    CHECK(strstr(s.last_error, "cannot write the tape") != NULL);
+    char msg[256];
+    CHECK(engine_take_errors(e, msg, sizeof msg) >= 1);
+    CHECK(engine_take_errors(e, msg, sizeof msg) == 0);
+    engine_free(e);
+    wbuf_free(&b);
+}
+
+int main(void)
+{
+    test_varint_and_skip();
+    test_preview_bounded();
+    test_hash();
+    test_segment_roundtrip();
+    test_engine_end_to_end();
+    test_unwritable_tape_drops_and_counts();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
