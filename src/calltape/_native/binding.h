@@ -57,6 +57,7 @@ typedef struct ct_state {
     uint64_t next_serial;           /* engine serials */
     uint64_t fork_epoch;            /* bumped in a forked child */
     int64_t counters[CT_NCOUNTERS]; /* not yet sent to the writer */
+    int64_t totals[CT_NCOUNTERS];   /* sent so far, for stats() */
     int counters_dirty;
     Py_ssize_t max_value_bytes;
     double flush_interval;

@@ -242,6 +242,8 @@ static PyObject *flush_all(ct_state *st, double timeout)
                 wbuf_varint(&bb, (uint64_t)st->counters[k]);
             wbuf_varint(&w, bb.len);
             wbuf_put(&w, bb.data, bb.len);
+            for (int k_ = 0; k_ < CT_NCOUNTERS; k_++)
+                st->totals[k_] += st->counters[k_];
             memset(st->counters, 0, sizeof st->counters);
             st->counters_dirty = 0;
             engine_append(slot->eng, w.data, w.len);
@@ -308,10 +310,11 @@ static PyObject *stats(PyObject *m, PyObject *unused)
         (unsigned long long)total.written_segments, "bytes",
         (unsigned long long)total.written_bytes, "dropped", (unsigned long long)total.dropped_calls,
         "write_errors", (unsigned long long)total.write_errors, "unencodable",
-        (long long)st->counters[CT_UNENCODABLE], "pickled", (long long)st->counters[CT_PICKLED],
-        "redacted", (long long)st->counters[CT_REDACTED], "truncated",
-        (long long)st->counters[CT_TRUNCATED], "session", (long long)session, "errors", errors,
-        "tape", st->tape_path);
+        (long long)(st->counters[CT_UNENCODABLE] + st->totals[CT_UNENCODABLE]), "pickled",
+        (long long)(st->counters[CT_PICKLED] + st->totals[CT_PICKLED]), "redacted",
+        (long long)(st->counters[CT_REDACTED] + st->totals[CT_REDACTED]), "truncated",
+        (long long)(st->counters[CT_TRUNCATED] + st->totals[CT_TRUNCATED]), "session",
+        (long long)session, "errors", errors, "tape", st->tape_path);
 }
 
 static PyObject *register_codec(PyObject *m, PyObject *args)

@@ -427,6 +427,8 @@ static void emit_counters(ct_state *st, ct_engine_slot *slot)
         wbuf_varint(&bb, (uint64_t)st->counters[i]);
     wbuf_varint(&b, bb.len);
     wbuf_put(&b, bb.data, bb.len);
+    for (int k_ = 0; k_ < CT_NCOUNTERS; k_++)
+        st->totals[k_] += st->counters[k_];
     memset(st->counters, 0, sizeof st->counters);
     st->counters_dirty = 0;
     ct_append(st, slot, b.data, b.len);
