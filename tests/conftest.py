@@ -25,12 +25,22 @@ import calltape  # noqa: E402
 # A test that hangs (a deadlock in the engine, say) must fail, not stall the
 # run: after this many seconds every thread's traceback is printed and the
 # test process exits.
-WATCHDOG_SECONDS = 180
+WATCHDOG_SECONDS = 120
+
+
+def _uncaptured_stderr_fd(config):
+    """The terminal's stderr, not pytest's capture file (lost at exit)."""
+    try:
+        capman = config.pluginmanager.getplugin("capturemanager")
+        return capman._global_capturing.err.targetfd_save
+    except Exception:
+        return sys.__stderr__.fileno()
 
 
 @pytest.fixture(autouse=True)
-def _watchdog():
-    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
+def _watchdog(request):
+    fd = _uncaptured_stderr_fd(request.config)
+    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True, file=fd)
     yield
     faulthandler.cancel_dump_traceback_later()
 

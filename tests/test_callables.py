@@ -111,6 +111,7 @@ def test_recorder_attributes_are_writable():
 def test_pickle_by_reference():
     for proto in range(pickle.HIGHEST_PROTOCOL + 1):
         assert pickle.loads(pickle.dumps(module_level, protocol=proto)) is module_level
+    assert pickle.loads(pickle.dumps(Account.deposit)) is Account.deposit
 
 
 def test_wrapped_function_is_called_with_real_arguments(tape):

@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import warnings
 
-import pytest
 
 import calltape
 import _workers
@@ -287,35 +287,78 @@ def test_multiprocessing_spawn_pool(tape):
 
 # ------------------------------------------- several processes, one tape ----
 
-def test_four_processes_record_onto_one_tape(tmp_path):
-    path = tmp_path / "shared.db"
-    script = write_script(tmp_path, """
-        import calltape
-        @calltape.record
-        def f(i):
-            return i
-        pid = os.getpid()
-        for i in range(2000):
-            f(i)
-        print(pid)
-    """)
-    procs = [subprocess.Popen([sys.executable, str(script)], env=child_env(path),
+START_TOGETHER = """
+        import time
+
+        def wait_for_start():        # every child starts recording at the same moment
+            print("ready", flush=True)
+            while not os.path.exists(sys.argv[1]):
+                pass
+"""
+
+
+def _start_together(tmp_path, path, n, body, name):
+    script = write_script(tmp_path, textwrap.dedent(START_TOGETHER) + textwrap.dedent(body),
+                          name=name)
+    go = tmp_path / f"go-{path.name}"
+    procs = [subprocess.Popen([sys.executable, str(script), str(go)], env=child_env(path),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+             for _ in range(n)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.stderr.read()
+    finally:
+        go.touch()
     pids = []
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         pids.append(int(out.split()[-1]))
+    return pids
+
+
+def test_four_processes_record_onto_one_tape(tmp_path):
+    path = tmp_path / "shared.db"
+    pids = _start_together(tmp_path, path, 4, """
+        import calltape
+        @calltape.record
+        def f(i):
+            return i
+        wait_for_start()
+        for i in range(2000):
+            f(i)
+        print(os.getpid())
+    """, "four.py")
     tp = calltape.open(path, trust=True)
     sessions = tp.sessions()
-    assert len(sessions) == 4
     assert sorted(s.pid for s in sessions) == sorted(pids)
     calls = tp.calls()
     assert len(calls) == 8000
     assert len({c.id for c in calls}) == 8000
     for s in sessions:
         xs = sorted(c.args["i"] for c in calls if c.session == s.id)
-        assert xs == list(range(2000))
+        assert xs == list(range(2000)), f"session of pid {s.pid} lost calls"
     fns = tp.functions()
     assert len(fns) == 1 and fns[0].calls == 8000
+
+
+def test_processes_creating_a_new_tape_at_once_lose_nothing(tmp_path):
+    for round_ in range(10):
+        path = tmp_path / f"new-{round_}.db"
+        pids = _start_together(tmp_path, path, 2, """
+            import json, calltape
+            @calltape.record
+            def f(i):
+                return i
+            wait_for_start()
+            for i in range(20):
+                f(i)
+            assert calltape.flush(timeout=30), calltape.stats()
+            print(os.getpid())
+        """, "create.py")
+        tp = calltape.open(path, trust=True)
+        by_pid = {}
+        sessions = {s.id: s.pid for s in tp.sessions()}
+        for c in tp.calls():
+            by_pid[sessions[c.session]] = by_pid.get(sessions[c.session], 0) + 1
+        assert by_pid == {pid: 20 for pid in pids}, f"round {round_}"

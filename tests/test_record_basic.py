@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import calltape
-from _util import UTC, child_env, last_json, only_call, open_tape, read_calls, run_python, to_utc
+from _util import UTC, child_env, last_json, only_call, read_calls, run_python, to_utc
 
 
 @calltape.record
@@ -243,3 +243,25 @@ def test_child_env_helper_isolated(tmp_path):
     env = child_env(tmp_path / "x.db")
     assert env["CALLTAPE_TAPE"] == str(tmp_path / "x.db")
     assert "CALLTAPE_TAPE" not in child_env(None)
+
+
+def test_many_tapes_one_after_another_in_one_process(tmp_path):
+    """A process that moves to a new tape again and again (one per test, one
+    per day...) keeps recording onto each of them."""
+    proc = run_python(tmp_path, """
+        import json, calltape
+        @calltape.record
+        def f(x):
+            return x
+        flushed = []
+        for i in range(100):
+            calltape.configure(tape=os.path.join(sys.argv[1], f"t{i}.db"))
+            f(i)
+            flushed.append(calltape.flush(timeout=10))
+        print(json.dumps({"flushed": all(flushed)}))
+    """, tape=None, args=(str(tmp_path),))
+    assert last_json(proc) == {"flushed": True}
+    for i in range(100):
+        path = tmp_path / f"t{i}.db"
+        assert path.exists(), f"tape {i} was never written"
+        assert [c.args["x"] for c in calltape.open(path, trust=True).calls()] == [i]

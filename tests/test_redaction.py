@@ -143,17 +143,35 @@ def test_sanitize_callable_decides_what_is_recorded(tape):
         return value
 
     @calltape.record(sanitize=scrub)
-    def charge(card, amount, note="card 4111111111111111"):
+    def charge(card, amount, note="no note"):
         return f"charged {card} {amount}"
 
     out = charge("4111111111111111", 10)
     # the function itself sees and returns the real values
     assert out == "charged 4111111111111111 10"
     c = only_call(tape)
-    assert c.args == {"card": "****", "amount": 10, "note": "card ****"}
+    assert c.args == {"card": "****", "amount": 10, "note": "no note"}
     assert c.result == "charged **** 10"
-    assert {"card", "amount", "return"} <= set(seen)
+    assert {"card", "amount", "note", "return"} <= set(seen)
     assert b"4111111111111111" not in tape_bytes(tape)
+
+
+def test_sanitize_applies_to_default_values(tape):
+    """A default value is recorded for the argument (and kept with the
+    function's signature): the sanitizer must see it, or it reaches the tape."""
+    def scrub(name, value):
+        if isinstance(value, str):
+            return value.replace("5500000000000004", "****")
+        return value
+
+    @calltape.record(sanitize=scrub)
+    def charge(amount, note="fallback card 5500000000000004"):
+        return amount
+
+    charge(10)
+    c = only_call(tape)
+    assert c.args == {"amount": 10, "note": "fallback card ****"}
+    assert b"5500000000000004" not in tape_bytes(tape)
 
 
 def test_sanitize_may_replace_values_with_other_types(tape):

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 import calltape
-from _util import last_json, open_tape, read_calls, run_python
+from _util import last_json, read_calls, run_python
 
 
 def ro_connect(path):
