@@ -126,7 +126,7 @@ def test_memory(tape):
     c, c_plain = read_calls(tape)
     m = c.memory
     assert isinstance(m, dict)
-    assert {"rss_before", "rss_after", "peak", "bytes"} <= set(m)
+    assert {"rss_before", "rss_after", "peak"} == set(m)  # all in bytes
     assert all(isinstance(m[k], int) for k in ("rss_before", "rss_after", "peak"))
     assert m["rss_before"] > 1_000_000          # bytes, not KiB or pages
     assert m["rss_after"] - m["rss_before"] >= 30 * 1024 * 1024

@@ -96,23 +96,31 @@ def open(path: str | os.PathLike[str] | None = None, *, trust: bool = False,
     return Tape(path, trust=trust, allow=allow)
 
 
-def _register_multiprocessing_flush() -> None:
-    # multiprocessing children leave through os._exit(), which skips atexit:
-    # its own finalizers still run, so flush there too.
+class _ForkAnchor:
+    """Keeps the multiprocessing after-fork registration alive (it holds a weak reference)."""
+
+
+_fork_anchor = _ForkAnchor()
+_mp_registered = False
+
+
+def _flush_at_multiprocessing_exit(_: object = None) -> None:
+    # multiprocessing children leave through os._exit(), which skips atexit;
+    # their own finalizers still run, registered after Process._bootstrap
+    # cleared the parent's.
+    util = sys.modules["multiprocessing.util"]
+    util.Finalize(None, _native.flush, exitpriority=-100)
+
+
+def _before_fork() -> None:
+    global _mp_registered
     util = sys.modules.get("multiprocessing.util")
-    if util is not None:
-        util.Finalize(None, _native.flush, exitpriority=-100)
+    if util is not None and not _mp_registered:
+        util.register_after_fork(_fork_anchor, _flush_at_multiprocessing_exit)
+        _mp_registered = True
 
 
-def _after_fork_child() -> None:
-    _native._after_fork_child()
-    _register_multiprocessing_flush()
-
-
-os.register_at_fork(before=_native._before_fork, after_in_parent=_native._after_fork_parent,
-                    after_in_child=_after_fork_child)
+os.register_at_fork(before=_before_fork, after_in_child=_native._after_fork_child)
 atexit.register(_native._shutdown)
-if "multiprocessing" in sys.modules:
-    import multiprocessing.util  # noqa: F401  (spawned children import it first)
-
-    _register_multiprocessing_flush()
+if "multiprocessing.util" in sys.modules and sys.modules["multiprocessing"].parent_process():
+    _flush_at_multiprocessing_exit()  # a spawned or forkserver child

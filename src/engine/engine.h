@@ -424,14 +424,17 @@ void engine_shutdown(engine *e, uint64_t timeout_ns);
 /* Shuts down (if not yet) and frees `e`.  No producer may use it after. */
 void engine_free(engine *e);
 
-/* fork() support: call prepare in the parent before fork, then parent in the
- * parent or child in the child.  The child drops what the parent had not
- * written, gets a new session whose parent is the old one, and never touches
- * the parent's SQLite connection.  `seq_floor` is the first seq the child
- * will use: parent links below it are not resolvable in the child. */
-void engine_fork_prepare(engine *e);
-void engine_fork_parent(engine *e);
-void engine_fork_child(engine *e, uint64_t seq_floor);
+/* fork() support is automatic (pthread_atfork): before fork the writer is
+ * brought between transactions and its SQLite connection closed; the child
+ * drops what the parent had not written, gets a new session whose parent is
+ * the old one, and starts its own writer at its first append.  The caller
+ * tells the child's engine the first seq it will use: parent links below it
+ * name calls of the parent session and are not resolved. */
+void engine_set_seq_floor(engine *e, uint64_t seq_floor);
+
+/* Flushes, stops the writer and closes the tape, keeping the engine usable:
+ * the next append starts a writer again.  For tapes no longer in use. */
+void engine_park(engine *e, uint64_t timeout_ns);
 
 /* The tape path the engine writes. */
 const char *engine_path(const engine *e);

@@ -90,6 +90,7 @@ struct engine {
     char last_error[256];
 
     writer_state w;
+    engine *next_live; /* the fork registry (queue.c) */
 };
 
 /* writer.c */

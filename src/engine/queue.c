@@ -21,6 +21,9 @@
 #define DEFAULT_FLUSH_NS 100000000ull
 #define DEFAULT_BLOB_MIN 4096
 
+static void registry_add(engine *e);
+static void registry_remove(engine *e);
+
 uint64_t engine_now_ns(int clock)
 {
     struct timespec ts;
@@ -84,6 +87,7 @@ engine *engine_new(const engine_options *o, char *err, size_t errlen)
     pthread_mutex_init(&e->io_mu, NULL);
     pthread_cond_init(&e->wake_writer, NULL);
     pthread_cond_init(&e->wake_waiters, NULL);
+    registry_add(e);
     return e;
 error:
     free(e->path);
@@ -271,6 +275,35 @@ void engine_shutdown(engine *e, uint64_t timeout_ns)
     pthread_mutex_unlock(&e->io_mu);
 }
 
+static void free_chunks(chunk *c);
+
+void engine_park(engine *e, uint64_t timeout_ns)
+{
+    engine_flush(e, timeout_ns);
+    pthread_mutex_lock(&e->mu);
+    int running = e->running;
+    e->stop = 1;
+    pthread_cond_broadcast(&e->wake_writer);
+    pthread_mutex_unlock(&e->mu);
+    if (running)
+        pthread_join(e->thread, NULL);
+    pthread_mutex_lock(&e->mu);
+    e->running = 0;
+    e->stop = 0;
+    /* everything published was consumed by the final round of the writer */
+    if (e->live && !e->full_head) {
+        e->queued_bytes -= e->live->cap;
+        free(e->live);
+        e->live = NULL;
+    }
+    free_chunks(e->free_list);
+    e->free_list = NULL;
+    pthread_mutex_unlock(&e->mu);
+    pthread_mutex_lock(&e->io_mu);
+    writer_close_store(e);
+    pthread_mutex_unlock(&e->io_mu);
+}
+
 static void free_chunks(chunk *c)
 {
     while (c) {
@@ -285,6 +318,7 @@ void engine_free(engine *e)
     if (!e)
         return;
     engine_shutdown(e, 5000000000ull);
+    registry_remove(e);
     writer_free_state(e);
     free_chunks(e->full_head);
     free_chunks(e->free_list);
@@ -301,25 +335,42 @@ void engine_free(engine *e)
     free(e);
 }
 
-/* ---- fork -------------------------------------------------------------- */
+/* ---- fork ----------------------------------------------------------------
+ *
+ * fork() is handled with pthread_atfork: the prepare handler runs inside
+ * fork() itself, after every Python-level fork hook, so no Python code can
+ * run (and wait for the GIL) while the engine locks are held.  The list of
+ * live engines is process-wide by nature; it is the engine's one mutable
+ * global, guarded by registry_mu.
+ */
 
-void engine_fork_prepare(engine *e)
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static engine *registry_head;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void fork_prepare(void)
 {
-    /* Wait for the writer to be between transactions, then close its
-     * connection: the child must inherit no SQLite state at all.  The parent
-     * reopens the tape at its next commit. */
-    pthread_mutex_lock(&e->io_mu);
-    writer_close_store(e);
-    pthread_mutex_lock(&e->mu);
+    pthread_mutex_lock(&registry_mu);
+    for (engine *e = registry_head; e; e = e->next_live) {
+        /* Wait for the writer to be between transactions, then close its
+         * connection: the child must inherit no SQLite state at all.  The
+         * parent reopens the tape at its next commit. */
+        pthread_mutex_lock(&e->io_mu);
+        writer_close_store(e);
+        pthread_mutex_lock(&e->mu);
+    }
 }
 
-void engine_fork_parent(engine *e)
+static void fork_parent(void)
 {
-    pthread_mutex_unlock(&e->mu);
-    pthread_mutex_unlock(&e->io_mu);
+    for (engine *e = registry_head; e; e = e->next_live) {
+        pthread_mutex_unlock(&e->mu);
+        pthread_mutex_unlock(&e->io_mu);
+    }
+    pthread_mutex_unlock(&registry_mu);
 }
 
-void engine_fork_child(engine *e, uint64_t seq_floor)
+static void reset_in_child(engine *e)
 {
     /* Only the forking thread exists here; it owns both mutexes. */
     pthread_mutex_unlock(&e->mu);
@@ -342,6 +393,47 @@ void engine_fork_child(engine *e, uint64_t seq_floor)
     e->written_calls = e->written_segments = e->written_bytes = e->writer_dropped = 0;
     e->write_errors = e->unreported_errors = 0;
     e->last_error[0] = 0;
-    e->w.seq_floor = seq_floor;
     writer_fork_reset(e);
+}
+
+static void fork_child(void)
+{
+    for (engine *e = registry_head; e; e = e->next_live)
+        if (!e->closed)
+            reset_in_child(e);
+        else {
+            pthread_mutex_unlock(&e->mu);
+            pthread_mutex_unlock(&e->io_mu);
+        }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+static void install_atfork(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static void registry_add(engine *e)
+{
+    pthread_once(&atfork_once, install_atfork);
+    pthread_mutex_lock(&registry_mu);
+    e->next_live = registry_head;
+    registry_head = e;
+    pthread_mutex_unlock(&registry_mu);
+}
+
+static void registry_remove(engine *e)
+{
+    pthread_mutex_lock(&registry_mu);
+    for (engine **p = &registry_head; *p; p = &(*p)->next_live)
+        if (*p == e) {
+            *p = e->next_live;
+            break;
+        }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+void engine_set_seq_floor(engine *e, uint64_t seq_floor)
+{
+    e->w.seq_floor = seq_floor;
 }

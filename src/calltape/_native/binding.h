@@ -24,6 +24,7 @@ typedef struct ct_engine_slot {
     engine *eng;
     PyObject *path; /* str */
     uint64_t serial;
+    int pinned; /* a Recorder with tape= uses it */
 } ct_engine_slot;
 
 typedef struct ct_state {
@@ -48,7 +49,8 @@ typedef struct ct_state {
     PyObject *warned;             /* set of problem kinds already reported */
     PyObject *tape_path;          /* str: the configured default tape */
     PyObject *session_info;       /* dict with host, argv, python, version */
-    ct_engine_slot *engines;      /* one per tape path, a fixed table of 64 */
+    ct_engine_slot **engines;     /* one per tape path; the slots never move */
+    size_t capengines;
     ct_engine_slot *default_slot; /* engine of tape_path, once used */
     size_t nengines;
     uint64_t seq;                   /* last call seq handed out in this process */

@@ -101,27 +101,32 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
     if (!abs)
         return NULL;
     for (size_t i = 0; i < st->nengines; i++) {
-        if (PyUnicode_Compare(st->engines[i].path, abs) == 0) {
+        if (PyUnicode_Compare(st->engines[i]->path, abs) == 0) {
             Py_DECREF(abs);
             if (is_default)
-                st->default_slot = &st->engines[i];
-            return &st->engines[i];
+                st->default_slot = st->engines[i];
+            return st->engines[i];
         }
     }
     PyErr_Clear();
-    /* slots never move: a fixed table (Recorders cache pointers into it) */
-    if (st->nengines >= 64) {
-        Py_DECREF(abs);
-        PyErr_SetString(PyExc_RuntimeError, "calltape records onto at most 64 tapes per process");
-        return NULL;
-    }
-    if (!st->engines) {
-        st->engines = PyMem_Calloc(64, sizeof(ct_engine_slot));
-        if (!st->engines) {
+    /* The table may grow; the slots it points to never move (Recorders and
+     * pending generators keep pointers to them). */
+    if (st->nengines == st->capengines) {
+        size_t cap = st->capengines ? 2 * st->capengines : 8;
+        ct_engine_slot **grown = PyMem_Realloc(st->engines, cap * sizeof *grown);
+        if (!grown) {
             Py_DECREF(abs);
             PyErr_NoMemory();
             return NULL;
         }
+        st->engines = grown;
+        st->capengines = cap;
+    }
+    ct_engine_slot *slot = PyMem_Calloc(1, sizeof *slot);
+    if (!slot) {
+        Py_DECREF(abs);
+        PyErr_NoMemory();
+        return NULL;
     }
     engine_options o;
     wbuf argv;
@@ -132,12 +137,13 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
     engine *e = o.path ? engine_new(&o, err, sizeof err) : NULL;
     wbuf_free(&argv);
     if (!e) {
+        PyMem_Free(slot);
         Py_DECREF(abs);
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_MemoryError, err);
         return NULL;
     }
-    ct_engine_slot *slot = &st->engines[st->nengines++];
+    st->engines[st->nengines++] = slot;
     slot->eng = e;
     slot->path = abs;
     slot->serial = ++st->next_serial;
@@ -202,8 +208,8 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
         PyObject *ex, *pats;
         if (ct_split_redact(redact, &ex, &pats) < 0)
             return NULL;
-        Py_SETREF(st->redact_exact, ex);
-        Py_SETREF(st->redact_patterns, pats);
+        Py_XSETREF(st->redact_exact, ex);
+        Py_XSETREF(st->redact_patterns, pats);
         st->redact_default = 1;
     }
     if (tape != Py_None) {
@@ -218,8 +224,18 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
         Py_DECREF(p);
         if (!abs)
             return NULL;
+        ct_engine_slot *old = st->default_slot;
+        int same = PyUnicode_Compare(abs, st->tape_path) == 0;
         Py_SETREF(st->tape_path, abs);
-        st->default_slot = NULL;
+        if (!same && old && !old->pinned) {
+            /* the old default tape is no longer used: write it out and stop
+             * its writer; it starts again if a late call still uses it */
+            Py_BEGIN_ALLOW_THREADS
+            engine_park(old->eng, 30000000000ull);
+            Py_END_ALLOW_THREADS
+        }
+        if (!same)
+            st->default_slot = NULL;
     }
     Py_RETURN_NONE;
 }
@@ -228,7 +244,7 @@ static PyObject *flush_all(ct_state *st, double timeout)
 {
     int rc = 0;
     for (size_t i = 0; i < st->nengines; i++) {
-        ct_engine_slot *slot = &st->engines[i];
+        ct_engine_slot *slot = st->engines[i];
         if (st->counters_dirty) {
             /* send pending counters with the next record of this engine */
             uint8_t b[64];
@@ -285,7 +301,7 @@ static PyObject *stats(PyObject *m, PyObject *unused)
         return NULL;
     int64_t session = 0;
     for (size_t i = 0; i < st->nengines; i++) {
-        engine_get_stats(st->engines[i].eng, &one);
+        engine_get_stats(st->engines[i]->eng, &one);
         total.appended_records += one.appended_records;
         total.written_calls += one.written_calls;
         total.written_segments += one.written_segments;
@@ -354,32 +370,12 @@ static PyObject *bind_python(PyObject *m, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *before_fork(PyObject *m, PyObject *unused)
-{
-    (void)unused;
-    ct_state *st = get_state(m);
-    /* The GIL stays held: no producer can then wait on an engine lock that
-     * this thread takes, and the writer never needs the GIL to finish. */
-    for (size_t i = 0; i < st->nengines; i++)
-        engine_fork_prepare(st->engines[i].eng);
-    Py_RETURN_NONE;
-}
-
-static PyObject *after_fork_parent(PyObject *m, PyObject *unused)
-{
-    (void)unused;
-    ct_state *st = get_state(m);
-    for (size_t i = 0; i < st->nengines; i++)
-        engine_fork_parent(st->engines[i].eng);
-    Py_RETURN_NONE;
-}
-
 static PyObject *after_fork_child(PyObject *m, PyObject *unused)
 {
     (void)unused;
     ct_state *st = get_state(m);
     for (size_t i = 0; i < st->nengines; i++)
-        engine_fork_child(st->engines[i].eng, st->seq + 1);
+        engine_set_seq_floor(st->engines[i]->eng, st->seq + 1);
     st->fork_epoch++;
     memset(st->counters, 0, sizeof st->counters);
     st->counters_dirty = 0;
@@ -395,7 +391,7 @@ static PyObject *shutdown(PyObject *m, PyObject *unused)
     Py_XDECREF(r);
     PyErr_Clear();
     for (size_t i = 0; i < st->nengines; i++) {
-        Py_BEGIN_ALLOW_THREADS engine_shutdown(st->engines[i].eng, 5000000000ull);
+        Py_BEGIN_ALLOW_THREADS engine_shutdown(st->engines[i]->eng, 5000000000ull);
         Py_END_ALLOW_THREADS
     }
     st->enabled = 0;
@@ -435,8 +431,6 @@ static PyMethodDef module_methods[] = {
     {"register_codec", register_codec, METH_VARARGS, "register_codec(type, name, encode, decode)"},
     {"preview", preview, METH_VARARGS, "preview(wire_bytes, limit=200) -> str"},
     {"_bind", bind_python, METH_VARARGS, NULL},
-    {"_before_fork", before_fork, METH_NOARGS, NULL},
-    {"_after_fork_parent", after_fork_parent, METH_NOARGS, NULL},
     {"_after_fork_child", after_fork_child, METH_NOARGS, NULL},
     {"_shutdown", shutdown, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
@@ -543,8 +537,9 @@ static void module_free(void *m)
 {
     ct_state *st = get_state(m);
     for (size_t i = 0; i < st->nengines; i++) {
-        engine_free(st->engines[i].eng);
-        Py_CLEAR(st->engines[i].path);
+        engine_free(st->engines[i]->eng);
+        Py_CLEAR(st->engines[i]->path);
+        PyMem_Free(st->engines[i]);
     }
     PyMem_Free(st->engines);
     st->engines = NULL;

@@ -540,8 +540,10 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
             PyErr_Clear();
             return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
         }
-        if (r->tape)
+        if (r->tape) {
             r->slot = slot;
+            slot->pinned = 1;
+        }
     }
     if (r->announced_serial != slot->serial)
         announce_function(r, slot);
