@@ -54,6 +54,7 @@ typedef struct writer_state {
     int64_t *id_blocks; /* tape id of the first seq of each block, 0: none */
     size_t nblocks;
     int64_t counters[5];
+    uint64_t dropped_reported; /* drops already added to the session row */
     wbuf scratch;
     wbuf segment;
     uint64_t last_open_try_ns;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CALLTAPE_APP_ID 0x43546170 /* "CTap" */
@@ -221,9 +222,19 @@ store *store_open_write(const char *path, char *err, size_t errlen)
     store *s = open_common(path, SQLITE_OPEN_READWRITE, err, errlen);
     if (!s)
         return NULL;
-    if (exec_sql(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL") < 0 ||
-        migrate(s, path) < 0)
-        goto error;
+    /* Switching a new file to WAL and creating the schema can meet another
+     * process doing the same; SQLite does not always call the busy handler
+     * there, so retry for as long as the busy timeout. */
+    for (int waited_ms = 0;; waited_ms += 10) {
+        if (exec_sql(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL") == 0 &&
+            migrate(s, path) == 0)
+            break;
+        int code = sqlite3_errcode(s->db) & 0xff;
+        if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) || waited_ms >= BUSY_TIMEOUT_MS)
+            goto error;
+        struct timespec pause = {0, 10000000};
+        nanosleep(&pause, NULL);
+    }
     for (int i = 0; i < NSTMT; i++) {
         if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
                                NULL) != SQLITE_OK) {

@@ -449,11 +449,20 @@ static void process(engine *e, chunk *full, chunk *live, int finish)
     }
     if (ok) {
         int64_t end = (int64_t)engine_now_ns(CLOCK_REALTIME);
+        /* calls dropped so far (by producers or by failed rounds) go onto
+         * the session row with this commit */
+        pthread_mutex_lock(&e->mu);
+        uint64_t dropped = e->producer_dropped + e->writer_dropped + t.dropped;
+        pthread_mutex_unlock(&e->mu);
+        w->counters[4] += (int64_t)(dropped - w->dropped_reported);
         if (store_update_session(w->st, w->session_id, end, w->counters) < 0 ||
-            store_commit(w->st) < 0)
+            store_commit(w->st) < 0) {
+            w->counters[4] -= (int64_t)(dropped - w->dropped_reported);
             ok = 0;
-        else
+        } else {
             memset(w->counters, 0, sizeof w->counters);
+            w->dropped_reported = dropped;
+        }
     }
     if (!ok && began) {
         set_error(e, store_errmsg(w->st));
@@ -565,6 +574,7 @@ void writer_fork_reset(engine *e)
     if (w->id_blocks)
         memset(w->id_blocks, 0, w->nblocks * sizeof(int64_t));
     memset(w->counters, 0, sizeof w->counters);
+    w->dropped_reported = 0;
     w->last_open_try_ns = 0;
 }
 

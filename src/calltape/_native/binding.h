@@ -41,15 +41,15 @@ typedef struct ct_state {
     PyObject *current_allow; /* borrowed: allowlist of the load running now */
     PyObject *np_load;       /* numpy.load, imported on first ndarray rebuilt */
     PyObject *protocol5;
-    PyObject *redact_exact;       /* frozenset of lower-case names */
-    PyObject *redact_patterns;    /* tuple of lower-case glob patterns */
-    int redact_default;           /* the built-in list applies */
-    PyObject *marker_types;       /* dict name -> class, set by _bind() */
-    PyObject *warn_category;      /* RecordingWarning */
-    PyObject *warned;             /* set of problem kinds already reported */
-    PyObject *tape_path;          /* str: the configured default tape */
-    PyObject *session_info;       /* dict with host, argv, python, version */
-    ct_engine_slot **engines;     /* one per tape path; the slots never move */
+    PyObject *redact_exact;    /* frozenset of lower-case names */
+    PyObject *redact_patterns; /* tuple of lower-case glob patterns */
+    int redact_default;        /* the built-in list applies */
+    PyObject *marker_types;    /* dict name -> class, set by _bind() */
+    PyObject *warn_category;   /* RecordingWarning */
+    PyObject *warned;          /* set of problem kinds already reported */
+    PyObject *tape_path;       /* str: the configured default tape */
+    PyObject *session_info;    /* dict with host, argv, python, version */
+    ct_engine_slot **engines;  /* one per tape path; the slots never move */
     size_t capengines;
     ct_engine_slot *default_slot; /* engine of tape_path, once used */
     size_t nengines;

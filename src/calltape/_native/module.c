@@ -230,8 +230,7 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
         if (!same && old && !old->pinned) {
             /* the old default tape is no longer used: write it out and stop
              * its writer; it starts again if a late call still uses it */
-            Py_BEGIN_ALLOW_THREADS
-            engine_park(old->eng, 30000000000ull);
+            Py_BEGIN_ALLOW_THREADS engine_park(old->eng, 30000000000ull);
             Py_END_ALLOW_THREADS
         }
         if (!same)

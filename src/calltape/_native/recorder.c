@@ -153,10 +153,20 @@ static PyObject *describe_function(Recorder *r)
         put_pytext(&sig, name);
         wire_int(&sig, kind);
         if (dflt) {
-            if (r->redacted[i])
+            if (r->redacted[i]) {
                 wbuf_byte(&sig, WIRE_REDACTED);
-            else
+            } else if (r->sanitize) {
+                PyObject *clean = PyObject_CallFunctionObjArgs(r->sanitize, name, dflt, NULL);
+                if (clean) {
+                    ct_capture_value(&cap, &sig, clean);
+                    Py_DECREF(clean);
+                } else {
+                    PyErr_Clear();
+                    wbuf_byte(&sig, WIRE_REDACTED);
+                }
+            } else {
                 ct_capture_value(&cap, &sig, dflt);
+            }
         }
     }
     wbuf_varint(&b, sig.len);
