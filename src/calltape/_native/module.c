@@ -113,7 +113,7 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
      * pending generators keep pointers to them). */
     if (st->nengines == st->capengines) {
         size_t cap = st->capengines ? 2 * st->capengines : 8;
-        ct_engine_slot **grown = PyMem_Realloc(st->engines, cap * sizeof *grown);
+        ct_engine_slot **grown = PyMem_Realloc(st->engines, cap * sizeof(ct_engine_slot *));
         if (!grown) {
             Py_DECREF(abs);
             PyErr_NoMemory();
@@ -289,6 +289,11 @@ static PyObject *flush(PyObject *m, PyObject *args, PyObject *kw)
     return flush_all(get_state(m), t);
 }
 
+static long long value_count(const ct_state *st, int which)
+{
+    return (long long)st->counters[which] + (long long)st->totals[which];
+}
+
 static PyObject *stats(PyObject *m, PyObject *unused)
 {
     (void)unused;
@@ -325,10 +330,10 @@ static PyObject *stats(PyObject *m, PyObject *unused)
         (unsigned long long)total.written_segments, "bytes",
         (unsigned long long)total.written_bytes, "dropped", (unsigned long long)total.dropped_calls,
         "write_errors", (unsigned long long)total.write_errors, "unencodable",
-        (long long)(st->counters[CT_UNENCODABLE] + st->totals[CT_UNENCODABLE]), "pickled",
-        (long long)(st->counters[CT_PICKLED] + st->totals[CT_PICKLED]), "redacted",
-        (long long)(st->counters[CT_REDACTED] + st->totals[CT_REDACTED]), "truncated",
-        (long long)(st->counters[CT_TRUNCATED] + st->totals[CT_TRUNCATED]), "session",
+        value_count(st, CT_UNENCODABLE), "pickled",
+        value_count(st, CT_PICKLED), "redacted",
+        value_count(st, CT_REDACTED), "truncated",
+        value_count(st, CT_TRUNCATED), "session",
         (long long)session, "errors", errors, "tape", st->tape_path);
 }
 
@@ -472,7 +477,7 @@ static int module_exec(PyObject *m)
         return -1;
 #define ADD_TYPE(field, spec, base)                                                                \
     do {                                                                                           \
-        st->field = (PyTypeObject *)PyType_FromModuleAndSpec(m, &spec, base);                      \
+        st->field = (PyTypeObject *)PyType_FromModuleAndSpec(m, &(spec), base);                      \
         if (!st->field || PyModule_AddType(m, st->field) < 0)                                      \
             return -1;                                                                             \
     } while (0)
