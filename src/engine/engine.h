@@ -60,7 +60,28 @@ static inline void wbuf_init(wbuf *b, uint8_t *storage, size_t cap)
 int wbuf_reserve(wbuf *b, size_t n);
 
 /* Releases heap storage, if any, and empties the buffer. */
-void wbuf_free(wbuf *b);
+void wbuf_release_heap(wbuf *b);
+
+static inline void wbuf_free(wbuf *b)
+{
+    if (b->on_heap)
+        wbuf_release_heap(b);
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->failed = 0;
+}
+
+/* Writes a varint at `p`, which must have 10 bytes of room; returns the
+ * end.  For callers that reserved space once for several fields. */
+static inline uint8_t *put_varint_raw(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
 
 static inline void wbuf_put(wbuf *b, const void *src, size_t n)
 {
@@ -82,13 +103,7 @@ static inline void wbuf_varint(wbuf *b, uint64_t v)
 {
     if (b->cap - b->len < 10 && wbuf_reserve(b, 10) < 0)
         return;
-    uint8_t *p = b->data + b->len;
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    b->len = (size_t)(p - b->data);
+    b->len = (size_t)(put_varint_raw(b->data + b->len, v) - b->data);
 }
 
 static inline uint64_t zigzag(int64_t v)

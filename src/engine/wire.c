@@ -46,14 +46,11 @@ int wbuf_reserve(wbuf *b, size_t n)
     return 0;
 }
 
-void wbuf_free(wbuf *b)
+void wbuf_release_heap(wbuf *b)
 {
-    if (b->on_heap)
-        free(b->data);
+    free(b->data);
     b->data = NULL;
-    b->len = b->cap = 0;
     b->on_heap = 0;
-    b->failed = 0;
 }
 
 static const uint8_t *skip_at(const uint8_t *p, const uint8_t *end, int depth);

@@ -330,10 +330,8 @@ static PyObject *stats(PyObject *m, PyObject *unused)
         (unsigned long long)total.written_segments, "bytes",
         (unsigned long long)total.written_bytes, "dropped", (unsigned long long)total.dropped_calls,
         "write_errors", (unsigned long long)total.write_errors, "unencodable",
-        value_count(st, CT_UNENCODABLE), "pickled",
-        value_count(st, CT_PICKLED), "redacted",
-        value_count(st, CT_REDACTED), "truncated",
-        value_count(st, CT_TRUNCATED), "session",
+        value_count(st, CT_UNENCODABLE), "pickled", value_count(st, CT_PICKLED), "redacted",
+        value_count(st, CT_REDACTED), "truncated", value_count(st, CT_TRUNCATED), "session",
         (long long)session, "errors", errors, "tape", st->tape_path);
 }
 
@@ -477,7 +475,7 @@ static int module_exec(PyObject *m)
         return -1;
 #define ADD_TYPE(field, spec, base)                                                                \
     do {                                                                                           \
-        st->field = (PyTypeObject *)PyType_FromModuleAndSpec(m, &(spec), base);                      \
+        st->field = (PyTypeObject *)PyType_FromModuleAndSpec(m, &(spec), base);                    \
         if (!st->field || PyModule_AddType(m, st->field) < 0)                                      \
             return -1;                                                                             \
     } while (0)

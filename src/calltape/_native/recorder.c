@@ -490,17 +490,20 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
     uint8_t store[512];
     wbuf b;
     wbuf_init(&b, store, sizeof store);
-    b.len = 10; /* room for the length prefix */
-    wbuf_byte(&b, REC_CALL);
-    wbuf_varint(&b, r->fn_id);
-    wbuf_varint(&b, ci->seq);
-    wbuf_varint(&b, ci->parent);
-    wbuf_varint(&b, ci->depth);
-    wbuf_varint(&b, ci->thread);
-    wbuf_varint(&b, ci->start);
-    wbuf_varint(&b, end - ci->start);
-    wbuf_byte(&b, (uint8_t)outcome);
-    wbuf_byte(&b, flags);
+    /* the fixed fields: at most 1 + 7 varints + 2 bytes, written unchecked
+     * after 10 bytes left for the length prefix */
+    uint8_t *q = b.data + 10;
+    *q++ = REC_CALL;
+    q = put_varint_raw(q, r->fn_id);
+    q = put_varint_raw(q, ci->seq);
+    q = put_varint_raw(q, ci->parent);
+    q = put_varint_raw(q, ci->depth);
+    q = put_varint_raw(q, ci->thread);
+    q = put_varint_raw(q, ci->start);
+    q = put_varint_raw(q, end - ci->start);
+    *q++ = (uint8_t)outcome;
+    *q++ = flags;
+    b.len = (size_t)(q - b.data);
     if (flags & REC_HAS_CPU)
         wbuf_varint(&b, cpu);
     if (flags & REC_HAS_MEMORY) {
