@@ -89,6 +89,51 @@ typedef struct ct_capture {
  * UNENCODABLE or TRUNCATED markers and are counted.  Returns 0, or -1 when
  * `b` ran out of memory. */
 int ct_capture_value(ct_capture *c, wbuf *b, PyObject *v);
+/* The commonest small values, written without the general checks: they can
+ * neither fail nor come near the size or blob thresholds.  Returns 1 when
+ * done. */
+static inline int ct_capture_small(wbuf *b, PyObject *v)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    if (b->cap - b->len < 32)
+        return 0;
+    uint8_t *p = b->data + b->len;
+    if (tp == &PyLong_Type) {
+#if PY_VERSION_HEX >= 0x030C0000
+        if (!_PyLong_IsCompact((PyLongObject *)v))
+            return 0;
+        long long x = (long long)_PyLong_CompactValue((PyLongObject *)v);
+#else
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow)
+            return 0;
+#endif
+        *p++ = WIRE_INT;
+        p = put_varint_raw(p, zigzag(x));
+    } else if (tp == &PyFloat_Type) {
+        double d = PyFloat_AS_DOUBLE(v);
+        *p++ = WIRE_FLOAT;
+        memcpy(p, &d, 8);
+        p += 8;
+    } else if (tp == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(v) &&
+               PyUnicode_GET_LENGTH(v) <= 20) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(v);
+        *p++ = WIRE_STR;
+        *p++ = (uint8_t)n;
+        memcpy(p, PyUnicode_DATA(v), (size_t)n);
+        p += n;
+    } else if (v == Py_None) {
+        *p++ = WIRE_NONE;
+    } else if (v == Py_True || v == Py_False) {
+        *p++ = v == Py_True ? WIRE_TRUE : WIRE_FALSE;
+    } else {
+        return 0;
+    }
+    b->len = (size_t)(p - b->data);
+    return 1;
+}
+
 /* Encodes an exception (type, message, frames) as a WIRE_EXCEPTION. */
 void ct_capture_exception(ct_state *st, wbuf *b, PyObject *exc);
 /* 1 when the parameter name should be redacted under (extra, use_default). */

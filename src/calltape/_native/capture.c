@@ -439,54 +439,9 @@ static int capture_at(ct_capture *c, wbuf *b, PyObject *v, int depth, size_t top
     return b->failed ? -1 : 0;
 }
 
-/* The commonest small values, written without the general checks: they can
- * neither fail nor come near the size or blob thresholds.  Returns 1 when
- * done. */
-static inline int capture_small(wbuf *b, PyObject *v)
-{
-    PyTypeObject *tp = Py_TYPE(v);
-    if (b->cap - b->len < 32)
-        return 0;
-    uint8_t *p = b->data + b->len;
-    if (tp == &PyLong_Type) {
-#if PY_VERSION_HEX >= 0x030C0000
-        if (!_PyLong_IsCompact((PyLongObject *)v))
-            return 0;
-        long long x = (long long)_PyLong_CompactValue((PyLongObject *)v);
-#else
-        int overflow = 0;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow)
-            return 0;
-#endif
-        *p++ = WIRE_INT;
-        p = put_varint_raw(p, zigzag(x));
-    } else if (tp == &PyFloat_Type) {
-        double d = PyFloat_AS_DOUBLE(v);
-        *p++ = WIRE_FLOAT;
-        memcpy(p, &d, 8);
-        p += 8;
-    } else if (tp == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(v) &&
-               PyUnicode_GET_LENGTH(v) <= 20) {
-        Py_ssize_t n = PyUnicode_GET_LENGTH(v);
-        *p++ = WIRE_STR;
-        *p++ = (uint8_t)n;
-        memcpy(p, PyUnicode_DATA(v), (size_t)n);
-        p += n;
-    } else if (v == Py_None) {
-        *p++ = WIRE_NONE;
-    } else if (v == Py_True || v == Py_False) {
-        *p++ = v == Py_True ? WIRE_TRUE : WIRE_FALSE;
-    } else {
-        return 0;
-    }
-    b->len = (size_t)(p - b->data);
-    return 1;
-}
-
 int ct_capture_value(ct_capture *c, wbuf *b, PyObject *v)
 {
-    if (capture_small(b, v))
+    if (ct_capture_small(b, v))
         return 0;
     size_t start = b->len;
     int rc = capture_at(c, b, v, 0, start);

@@ -222,6 +222,8 @@ static void announce_function(Recorder *r, ct_engine_slot *slot)
 /* Encodes one argument value (redaction, sanitize, DEFAULT marker). */
 static void put_arg(Recorder *r, ct_capture *cap, wbuf *b, Py_ssize_t i, PyObject *v, int dflt)
 {
+    if (!dflt && !r->redacted[i] && !r->sanitize && ct_capture_small(b, v))
+        return;
     if (dflt)
         wbuf_byte(b, WIRE_DEFAULT);
     if (r->redacted[i]) {
@@ -471,7 +473,7 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
                 PyErr_Clear();
                 wbuf_byte(&res, WIRE_REDACTED);
             }
-        } else {
+        } else if (!ct_capture_small(&res, result)) {
             ct_capture_value(&cap, &res, result);
         }
         flags |= REC_HAS_RESULT;
@@ -546,7 +548,7 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
     if (r->sample > 1 && (r->sample_counter++ % r->sample) != 0)
         return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
-    ct_engine_slot *slot = r->tape ? r->slot : NULL;
+    ct_engine_slot *slot = r->tape ? r->slot : st->default_slot;
     if (!slot) {
         slot = ct_engine_for(st, r->tape);
         if (!slot) {
