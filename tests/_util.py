@@ -11,7 +11,7 @@ import textwrap
 import calltape
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def read_calls(path, function=None, flush=True):

@@ -19,8 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-import calltape  # noqa: E402
-
+import calltape
 
 # A test that hangs (a deadlock in the engine, say) must fail, not stall the
 # run: after this many seconds every thread's traceback is printed and the

@@ -11,10 +11,9 @@ import threading
 import traceback
 
 import pytest
-
-import calltape
 from _util import only_call, read_calls, run_python
 
+import calltape
 
 # ------------------------------------------------------- module level ----
 
@@ -561,8 +560,7 @@ def test_async_timeout_cancellation(tape):
 def test_generator_recorded_once_when_exhausted(tape):
     @calltape.record
     def count(n):
-        for i in range(n):
-            yield i
+        yield from range(n)
         return "done"
 
     g = count(3)

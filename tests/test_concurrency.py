@@ -11,10 +11,10 @@ import textwrap
 import threading
 import warnings
 
-
-import calltape
 import _workers
 from _util import child_env, open_tape, read_calls, write_script
+
+import calltape
 
 
 @contextlib.contextmanager

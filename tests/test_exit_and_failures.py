@@ -14,9 +14,9 @@ import threading
 import time
 
 import pytest
+from _util import DROP_DAC, child_env, last_json, run_python, write_script
 
 import calltape
-from _util import DROP_DAC, child_env, last_json, run_python, write_script
 
 RECORD_1000 = """
 import calltape

@@ -9,9 +9,9 @@ import tracemalloc
 import warnings
 
 import pytest
+from _util import last_json, run_python
 
 import calltape
-from _util import last_json, run_python
 
 
 class Payload:              # module level: pickled by reference to its class

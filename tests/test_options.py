@@ -6,9 +6,9 @@ import stat
 import time
 
 import pytest
+from _util import only_call, read_calls
 
 import calltape
-from _util import only_call, read_calls
 
 
 def tape_bytes(path):

@@ -9,9 +9,9 @@ import socket
 import threading
 
 import pytest
+from _util import UTC, child_env, last_json, only_call, read_calls, run_python, to_utc
 
 import calltape
-from _util import UTC, child_env, last_json, only_call, read_calls, run_python, to_utc
 
 
 @calltape.record

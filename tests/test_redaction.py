@@ -3,9 +3,9 @@
 import uuid
 
 import pytest
+from _util import is_redacted, last_json, only_call, read_calls, run_python
 
 import calltape
-from _util import is_redacted, last_json, only_call, read_calls, run_python
 
 DEFAULT_SECRET_NAMES = ["password", "passwd", "secret", "token", "api_key", "apikey",
                         "authorization", "cookie", "credential", "private_key"]

@@ -6,9 +6,9 @@ import sqlite3
 import stat
 
 import pytest
+from _util import last_json, read_calls, run_python
 
 import calltape
-from _util import last_json, read_calls, run_python
 
 
 def ro_connect(path):

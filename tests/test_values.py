@@ -15,9 +15,9 @@ import uuid
 import warnings
 
 import pytest
+from _util import last_json, only_call, read_calls, run_python, same_value
 
 import calltape
-from _util import last_json, only_call, read_calls, run_python, same_value
 
 
 @calltape.record
@@ -122,7 +122,7 @@ def test_bool_stays_bool_inside_containers(tape):
 
 
 PICKLED_VALUES = [
-    ("datetime", datetime.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.timezone.utc)),
+    ("datetime", datetime.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.UTC)),
     ("naive_datetime", datetime.datetime(1999, 12, 31, 23, 59, 59)),
     ("date", datetime.date(2020, 2, 29)),
     ("timedelta", datetime.timedelta(days=1, microseconds=5)),
@@ -141,7 +141,7 @@ PICKLED_VALUES = [
     ("counter", collections.Counter("hello")),
     ("namedtuple", Pair(1, "r")),
     ("nested_objects", [Point(0, 0.0),
-                        {"when": datetime.date(2001, 1, 1), "d": decimal.Decimal("3")}]),
+                        {"when": datetime.date(2001, 1, 1), "d": decimal.Decimal(3)}]),
 ]
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Self
 
 from . import _native
 
@@ -53,7 +53,7 @@ class Session:
 class Call:
     """One recorded call; values are rebuilt on first access."""
 
-    __slots__ = ("_tape", "_fn", "_raw", "_args", "_defaults", "_result")
+    __slots__ = ("_args", "_defaults", "_fn", "_raw", "_result", "_tape")
 
     def __init__(self, tape: Tape, fn: Function, raw: tuple) -> None:
         self._tape, self._fn, self._raw = tape, fn, raw
@@ -79,7 +79,7 @@ class Call:
 
     @property
     def start(self) -> datetime:
-        return datetime.fromtimestamp(self.start_ns / 1e9, tz=timezone.utc)
+        return datetime.fromtimestamp(self.start_ns / 1e9, tz=UTC)
 
     @property
     def duration(self) -> float:
@@ -119,7 +119,7 @@ class Call:
 
     @property
     def defaults(self) -> set[str]:
-        self.args
+        _ = self.args  # rebuilding the arguments finds which took defaults
         return self._defaults
 
     def _outcome_value(self) -> Any:
@@ -185,7 +185,7 @@ class Tape:
                                           "dropped")}
             out.append(Session(r["id"], r["pid"], r["ppid"], r["parent"], r["host"], argv,
                                r["python"], r["calltape"],
-                               datetime.fromtimestamp(r["start_ns"] / 1e9, tz=timezone.utc),
+                               datetime.fromtimestamp(r["start_ns"] / 1e9, tz=UTC),
                                counters))
         return out
 
@@ -203,7 +203,7 @@ class Tape:
     def close(self) -> None:
         self._raw.close()
 
-    def __enter__(self) -> Tape:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
