@@ -42,6 +42,17 @@ static char *dup_str(const char *s)
     return p;
 }
 
+/* Frees the engine struct and the strings it owns. */
+static void free_owned(engine *e)
+{
+    free(e->path);
+    free(e->host);
+    free(e->python_version);
+    free(e->calltape_version);
+    free(e->argv);
+    free(e);
+}
+
 engine *engine_new(const engine_options *o, char *err, size_t errlen)
 {
     engine *e = calloc(1, sizeof *e);
@@ -90,12 +101,7 @@ engine *engine_new(const engine_options *o, char *err, size_t errlen)
     registry_add(e);
     return e;
 error:
-    free(e->path);
-    free(e->host);
-    free(e->python_version);
-    free(e->calltape_version);
-    free(e->argv);
-    free(e);
+    free_owned(e);
     return NULL;
 }
 
@@ -327,12 +333,7 @@ void engine_free(engine *e)
     pthread_mutex_destroy(&e->io_mu);
     pthread_cond_destroy(&e->wake_writer);
     pthread_cond_destroy(&e->wake_waiters);
-    free(e->path);
-    free(e->host);
-    free(e->python_version);
-    free(e->calltape_version);
-    free(e->argv);
-    free(e);
+    free_owned(e);
 }
 
 /* ---- fork ----------------------------------------------------------------

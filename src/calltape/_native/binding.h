@@ -164,6 +164,11 @@ extern PyType_Spec Pending_spec;
 extern PyType_Spec AsyncGenProxy_spec;
 extern PyType_Spec Tape_spec;
 
+/* Sends the value counters gathered since the last call (unencodable,
+ * pickled, ...) to `slot`'s writer as a REC_COUNTERS record and adds them to
+ * the totals that stats() reports.  Never raises. */
+void ct_emit_counters(ct_state *st, ct_engine_slot *slot);
+
 /* Per-thread recording context (recorder.c). */
 typedef struct ct_thread {
     uint64_t parent; /* seq of the innermost recorded call running */

@@ -230,7 +230,8 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
         if (!same && old && !old->pinned) {
             /* the old default tape is no longer used: write it out and stop
              * its writer; it starts again if a late call still uses it */
-            Py_BEGIN_ALLOW_THREADS engine_park(old->eng, 30000000000ull);
+            Py_BEGIN_ALLOW_THREADS
+                engine_park(old->eng, 30000000000ull);
             Py_END_ALLOW_THREADS
         }
         if (!same)
@@ -244,28 +245,13 @@ static PyObject *flush_all(ct_state *st, double timeout)
     int rc = 0;
     for (size_t i = 0; i < st->nengines; i++) {
         ct_engine_slot *slot = st->engines[i];
-        if (st->counters_dirty) {
-            /* send pending counters with the next record of this engine */
-            uint8_t b[64];
-            wbuf w;
-            wbuf_init(&w, b, sizeof b);
-            uint8_t body[60];
-            wbuf bb;
-            wbuf_init(&bb, body, sizeof body);
-            wbuf_byte(&bb, REC_COUNTERS);
-            for (int k = 0; k < 5; k++)
-                wbuf_varint(&bb, (uint64_t)st->counters[k]);
-            wbuf_varint(&w, bb.len);
-            wbuf_put(&w, bb.data, bb.len);
-            for (int k_ = 0; k_ < CT_NCOUNTERS; k_++)
-                st->totals[k_] += st->counters[k_];
-            memset(st->counters, 0, sizeof st->counters);
-            st->counters_dirty = 0;
-            engine_append(slot->eng, w.data, w.len);
-        }
+        if (st->counters_dirty)
+            ct_emit_counters(st, slot);
         int r;
-        Py_BEGIN_ALLOW_THREADS r = engine_flush(slot->eng, (uint64_t)(timeout * 1e9));
-        Py_END_ALLOW_THREADS report_errors(st, slot);
+        Py_BEGIN_ALLOW_THREADS
+            r = engine_flush(slot->eng, (uint64_t)(timeout * 1e9));
+        Py_END_ALLOW_THREADS
+        report_errors(st, slot);
         if (r != 0)
             rc = 1;
     }
@@ -393,7 +379,8 @@ static PyObject *shutdown(PyObject *m, PyObject *unused)
     Py_XDECREF(r);
     PyErr_Clear();
     for (size_t i = 0; i < st->nengines; i++) {
-        Py_BEGIN_ALLOW_THREADS engine_shutdown(st->engines[i]->eng, 5000000000ull);
+        Py_BEGIN_ALLOW_THREADS
+            engine_shutdown(st->engines[i]->eng, 5000000000ull);
         Py_END_ALLOW_THREADS
     }
     st->enabled = 0;

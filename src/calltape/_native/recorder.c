@@ -426,7 +426,7 @@ static uint64_t thread_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void emit_counters(ct_state *st, ct_engine_slot *slot)
+void ct_emit_counters(ct_state *st, ct_engine_slot *slot)
 {
     uint8_t storage[64];
     wbuf b;
@@ -529,7 +529,7 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
         wbuf_varint(&p, body);
         memcpy(b.data + 10 - p.len, pre, p.len);
         if (st->counters_dirty)
-            emit_counters(st, slot);
+            ct_emit_counters(st, slot);
         ct_append(st, slot, b.data + 10 - p.len, body + p.len);
     }
     wbuf_free(&b);

@@ -62,7 +62,8 @@ static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     char err[400];
     store *s = NULL;
     if (cpath) {
-        Py_BEGIN_ALLOW_THREADS s = store_open_read(cpath, err, sizeof err);
+        Py_BEGIN_ALLOW_THREADS
+            s = store_open_read(cpath, err, sizeof err);
         Py_END_ALLOW_THREADS
     }
     if (!s) {
@@ -142,14 +143,20 @@ static PyObject *query_dicts(Tape *t, const char *sql, int has_param, int64_t pa
     sqlite3 *db = store_db(t->st);
     sqlite3_stmt *q = NULL;
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
-    Py_END_ALLOW_THREADS if (rc != SQLITE_OK) return tape_error(cst, t->path, sqlite3_errmsg(db));
+    Py_BEGIN_ALLOW_THREADS
+        rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
+    Py_END_ALLOW_THREADS
+    if (rc != SQLITE_OK)
+        return tape_error(cst, t->path, sqlite3_errmsg(db));
     if (has_param)
         sqlite3_bind_int64(q, 1, param);
     PyObject *out = PyList_New(0);
     while (out) {
-        Py_BEGIN_ALLOW_THREADS rc = sqlite3_step(q);
-        Py_END_ALLOW_THREADS if (rc != SQLITE_ROW) break;
+        Py_BEGIN_ALLOW_THREADS
+            rc = sqlite3_step(q);
+        Py_END_ALLOW_THREADS
+        if (rc != SQLITE_ROW)
+            break;
         PyObject *row = PyDict_New();
         if (!row) {
             Py_CLEAR(out);
@@ -231,8 +238,11 @@ static PyObject *Tape_calls(PyObject *self, PyObject *args)
     PyObject *out = PyList_New(0);
     int rc = SQLITE_DONE;
     while (out) {
-        Py_BEGIN_ALLOW_THREADS rc = sqlite3_step(q);
-        Py_END_ALLOW_THREADS if (rc != SQLITE_ROW) break;
+        Py_BEGIN_ALLOW_THREADS
+            rc = sqlite3_step(q);
+        Py_END_ALLOW_THREADS
+        if (rc != SQLITE_ROW)
+            break;
         int64_t session = sqlite3_column_int64(q, 0), function = sqlite3_column_int64(q, 1);
         const uint8_t *data = sqlite3_column_blob(q, 2);
         size_t n = (size_t)sqlite3_column_bytes(q, 2);
