@@ -385,3 +385,41 @@ def test_on_full_drop_counts_instead_of_waiting(tmp_path):
     child = [s for s in tp.sessions() if s.pid == out["pid"]]
     assert len(child) == 1
     assert child[0].counters.get("dropped") == out["dropped"]
+
+
+FULL_DISK_SCRIPT = """
+import json, resource, signal, warnings, calltape
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # writes past the limit fail with EFBIG
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    @calltape.record
+    def f(x, pad):
+        return x * 2
+    ok = all(f(i, "p" * 300) == i * 2 for i in range(50000))
+    flushed = calltape.flush(timeout=10)
+st = calltape.stats()
+print(json.dumps({"values_ok": ok, "flush_ok": flushed,
+                  "warnings": sum(issubclass(w.category, calltape.RecordingWarning)
+                                  for w in caught),
+                  "dropped": st["dropped"], "write_errors": st["write_errors"]}))
+"""
+
+
+def test_full_disk_never_breaks_the_program(tmp_path):
+    """A file-size limit stands in for a full disk: SQLite's writes fail with
+    EFBIG once the tape would grow past it."""
+    path = tmp_path / "t.db"
+    run_python(tmp_path, RECORD_1000, tape=path)
+    size = sum(os.path.getsize(p) for p in tmp_path.glob("t.db*"))
+    proc = run_python(tmp_path, FULL_DISK_SCRIPT, tape=path, args=(str(size + 200_000),),
+                      timeout=120)
+    out = last_json(proc)
+    assert out["values_ok"] is True
+    assert out["flush_ok"] is False
+    assert 1 <= out["warnings"] <= 3, out
+    assert out["dropped"] > 0 and out["write_errors"] > 0, out
+    assert "Traceback" not in proc.stderr
+    # the tape still opens and keeps what was written before
+    assert len(_xs(path)) >= 1000
