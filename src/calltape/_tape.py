@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -27,6 +29,8 @@ class Function:
     file: str
     line: int
     parameters: list[str]
+    kinds: list[int]  # inspect.Parameter kinds, in parameter order
+    defaults: dict[str, Any]
     calls: int
     raised: int
     total: float
@@ -48,6 +52,14 @@ class Session:
     version: str
     start: datetime
     counters: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Arguments ready for ``function(*bound.args, **bound.kwargs)``."""
+
+    args: tuple
+    kwargs: dict[str, Any]
 
 
 class Call:
@@ -137,12 +149,129 @@ class Call:
         return self._outcome_value() if self.outcome == "raised" else None
 
     @property
+    def end(self) -> datetime:
+        return datetime.fromtimestamp((self.start_ns + self.duration_ns) / 1e9, tz=UTC)
+
+    @property
+    def energy(self) -> dict[str, float] | None:
+        """Energy in microjoules; None: this machine's counters were not recorded."""
+        return None
+
+    @property
+    def locals(self) -> dict[str, Any] | None:
+        """Locals at return; None unless recorded with locals=True."""
+        return None
+
+    @property
+    def globals(self) -> dict[str, Any] | None:
+        """Globals the function read; None unless recorded with globals=True."""
+        return None
+
+    @property
+    def bound(self) -> Bound:
+        """The arguments as ``args`` and ``kwargs`` to call the function again."""
+        pos: list[Any] = []
+        kw: dict[str, Any] = {}
+        values = self.args
+        if self._raw[9] & _UNBOUND:
+            return Bound(tuple(values.get("args", ())), dict(values.get("kwargs", {})))
+        for name, kind in zip(self._fn.parameters, self._fn.kinds):
+            if name not in values:
+                continue
+            if kind in (0, 1):
+                pos.append(values[name])
+            elif kind == 2:
+                pos.extend(values[name])
+            elif kind == 3:
+                kw[name] = values[name]
+            else:
+                kw.update(values[name])
+        return Bound(tuple(pos), kw)
+
+    def children(self) -> list[Call]:
+        """The recorded calls this call made directly, oldest first."""
+        found = self._tape.search(session=self.session, since=self.start_ns / 1e9,
+                                  until=(self.start_ns + self.duration_ns) / 1e9,
+                                  order="oldest")
+        return [c for c in found if c.parent == self.id]
+
+    @property
     def preview(self) -> str:
         return _native.preview(self._raw[14])
 
     def __repr__(self) -> str:
         return (f"<Call {self.id} {self.qualname}({self.preview}) {self.outcome}"
                 f" in {self.duration * 1e6:.1f} us>")
+
+
+def _to_ns(value: datetime | float, name: str) -> int:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.astimezone()  # a naive time is local time, as datetime.now()
+        return int(value.timestamp() * 1e9)
+    if isinstance(value, int | float):
+        return int(value * 1e9)
+    raise TypeError(f"{name} must be a datetime or seconds since the epoch, not {value!r}")
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # e.g. arrays, whose == is element-wise
+        return False
+
+
+class Calls:
+    """The calls a search found: iterate to stream them; indexing and len()
+    read the search to its end."""
+
+    def __init__(self, tape: Tape, raw: Iterator[tuple], post: list, limit: int) -> None:
+        self._tape, self._raw, self._post, self._limit = tape, raw, post, limit
+        self._seen: list[Call] = []
+        self._done = False
+
+    def _pull(self) -> Call | None:
+        fns = self._tape._functions()
+        while not self._done:
+            if self._limit >= 0 and len(self._seen) >= self._limit:
+                break
+            raw = next(self._raw, None)
+            if raw is None:
+                break
+            call = Call(self._tape, fns[raw[2]], raw)
+            if all(p(call) for p in self._post):
+                self._seen.append(call)
+                return call
+        self._done = True
+        return None
+
+    def __iter__(self) -> Iterator[Call]:
+        yield from self._seen
+        i = len(self._seen)
+        while True:
+            if i < len(self._seen):
+                yield self._seen[i]
+            elif (call := self._pull()) is None:
+                return
+            else:
+                yield call
+            i += 1
+
+    def _all(self) -> list[Call]:
+        while self._pull() is not None:
+            pass
+        return self._seen
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        shown = [repr(c) for c in self._all()[:10]]
+        more = f"\n  ... {len(self._seen) - 10} more" if len(self._seen) > 10 else ""
+        return f"<{len(self._seen)} calls>" + "".join(f"\n  {s}" for s in shown) + more
 
 
 class Tape:
@@ -167,7 +296,8 @@ class Tape:
                 sig = self._raw.rebuild(row["signature"])
                 self._fns[row["id"]] = Function(
                     row["id"], row["module"], row["qualname"], row["file"], row["line"],
-                    [p[0] for p in sig], row["calls"], row["raised"], row["total_ns"] / 1e9,
+                    [p[0] for p in sig], [p[1] for p in sig],
+                    {p[0]: p[2] for p in sig if len(p) > 2}, row["calls"], row["raised"], row["total_ns"] / 1e9,
                     None if row["min_ns"] is None else row["min_ns"] / 1e9,
                     None if row["max_ns"] is None else row["max_ns"] / 1e9)
         return self._fns
@@ -188,6 +318,86 @@ class Tape:
                                datetime.fromtimestamp(r["start_ns"] / 1e9, tz=UTC),
                                counters))
         return out
+
+    def _match_functions(self, function: Any, file: str | None) -> list[int] | None:
+        """Tape ids of the functions a search names, or None for all."""
+        if function is None and file is None:
+            return None
+        ids = []
+        for f in self._functions().values():
+            full = f"{f.module}.{f.qualname}"
+            if function is None:
+                ok = True
+            elif callable(function):
+                ok = bool(function(f))
+            elif any(ch in function for ch in "*?["):
+                ok = fnmatch.fnmatchcase(f.qualname, function) or fnmatch.fnmatchcase(full, function)
+            else:
+                ok = function in (f.qualname, full)
+            if ok and file is not None:
+                ok = (fnmatch.fnmatchcase(f.file, file) or fnmatch.fnmatchcase(f.file, "*/" + file)
+                      or file in f.file)
+            if ok:
+                ids.append(f.id)
+        return ids
+
+    def search(self, function: str | Callable[[Function], bool] | None = None, *,
+               file: str | None = None, since: datetime | float | None = None,
+               until: datetime | float | None = None, min_duration: float | None = None,
+               max_duration: float | None = None, outcome: str | None = None,
+               session: int | None = None, thread: int | None = None,
+               args: dict[str, Any] | None = None, order: str = "newest",
+               limit: int | None = None) -> Calls:
+        """Calls matching every filter given, streamed in start order.
+
+        >>> tape.search(function="price", since=datetime(2026, 1, 1), limit=100)
+        >>> tape.search(min_duration=0.01, outcome="raised")
+        """
+        if order not in ("newest", "oldest"):
+            raise ValueError(f"order must be 'newest' or 'oldest', not {order!r}")
+        codes = {"returned": 0, "raised": 1, "closed": 2}
+        if outcome is not None and outcome not in codes:
+            raise ValueError(f"outcome must be 'returned', 'raised' or 'closed', not {outcome!r}")
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, not {limit!r}")
+        query: dict[str, Any] = {"newest": order == "newest",
+                                 "limit": -1 if limit is None else limit,
+                                 "outcome": -1 if outcome is None else codes[outcome]}
+        ids = self._match_functions(function, file)
+        if ids is not None:
+            query["functions"] = ids
+        for name, value in (("since", since), ("until", until)):
+            if value is not None:
+                query[name] = _to_ns(value, name)
+        for name, value in (("min_duration", min_duration), ("max_duration", max_duration)):
+            if value is not None:
+                if value < 0:
+                    raise ValueError(f"{name} must be >= 0 seconds, not {value!r}")
+                query[name] = int(value * 1e9)
+        if session is not None:
+            query["session"] = session
+        post: list[Callable[[Call], bool]] = []
+        if thread is not None:
+            idx = {(t["session"], t["idx"]) for t in self._raw.threads() if t["ident"] == thread}
+            if len(idx) == 1 and session in (None, next(iter(idx))[0]):
+                query["session"], query["thread"] = next(iter(idx))
+            else:
+                post.append(lambda c: (c.session, c._raw[5]) in idx)
+        if args:
+            post.append(lambda c: all(k in c.args and _same(c.args[k], v)
+                                      for k, v in args.items()))
+        if post:
+            limit_after = query["limit"]
+            query["limit"] = -1
+            return Calls(self, self._raw.search(**query), post, limit_after)
+        return Calls(self, self._raw.search(**query), [], -1)
+
+    def call(self, call_id: int) -> Call:
+        """The call with this id; KeyError names the id and the tape when there is none."""
+        raw = self._raw.get(call_id)
+        if raw is None:
+            raise KeyError(f"no call with id {call_id} in {self.path}")
+        return Call(self, self._functions()[raw[2]], raw)
 
     def calls(self, function: str | None = None) -> list[Call]:
         """Recorded calls in id order; ``function`` is a qualname or module.qualname."""

@@ -510,4 +510,36 @@ int store_put_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t 
 int store_add_segment(store *s, int64_t session, int64_t function, const seg_builder *b,
                       const uint8_t *data, size_t n);
 
+/* ------------------------------------------------------------------------ */
+/* Search (query.c).                                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef struct query_filter {
+    const int64_t *functions; /* tape function ids; none: every function */
+    size_t nfunctions;
+    int64_t session;                    /* 0: any */
+    int64_t thread;                     /* process-local thread index, -1: any */
+    int64_t since, until;               /* wall ns, inclusive */
+    int64_t min_duration, max_duration; /* ns, inclusive */
+    int outcome;                        /* an rec_outcome, -1: any */
+    int newest_first;
+    int64_t limit; /* -1: no limit */
+} query_filter;
+
+typedef struct query query;
+
+/* Starts a search of `st` (copied filter).  Returns NULL with a message in
+ * `err` when SQLite refuses.  The store must outlive the query. */
+query *query_open(store *st, const query_filter *f, char *err, size_t errlen);
+
+/* Returns 1 with the next call in `out` (its byte ranges valid until the
+ * next query_next or query_close) and its session and function ids, 0 at
+ * the end, -1 on error (query_error). */
+int query_next(query *q, seg_call *out, int64_t *session, int64_t *function);
+
+/* The message of the last error. */
+const char *query_error(const query *q);
+
+void query_close(query *q);
+
 #endif

@@ -199,7 +199,10 @@ static store *open_common(const char *path, int flags, char *err, size_t errlen)
         return NULL;
     }
     s->readonly = !(flags & SQLITE_OPEN_READWRITE);
-    if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    /* writers are used by one thread; readers may be shared by Python
+     * threads with the GIL released, so SQLite serializes their calls */
+    int threading = s->readonly ? SQLITE_OPEN_FULLMUTEX : SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path, &s->db, flags | threading, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot open %s: %s", path,
                  s->db ? sqlite3_errmsg(s->db) : "out of memory");
         store_close(s);

@@ -32,6 +32,7 @@ typedef struct ct_state {
     PyTypeObject *Pending_type;
     PyTypeObject *AsyncGenProxy_type;
     PyTypeObject *Tape_type;
+    PyTypeObject *Search_type;
     PyTypeObject *RestrictedUnpickler_type;
     PyObject *module;         /* borrowed: the module owns the state */
     PyObject *codecs;         /* dict: type -> (name, encode, decode) */
@@ -163,6 +164,7 @@ extern PyType_Spec Recorder_spec;
 extern PyType_Spec Pending_spec;
 extern PyType_Spec AsyncGenProxy_spec;
 extern PyType_Spec Tape_spec;
+extern PyType_Spec Search_spec;
 
 /* Sends the value counters gathered since the last call (unencodable,
  * pickled, ...) to `slot`'s writer as a REC_COUNTERS record and adds them to

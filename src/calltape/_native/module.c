@@ -470,6 +470,7 @@ static int module_exec(PyObject *m)
     ADD_TYPE(Pending_type, Pending_spec, NULL);
     ADD_TYPE(AsyncGenProxy_type, AsyncGenProxy_spec, NULL);
     ADD_TYPE(Tape_type, Tape_spec, NULL);
+    ADD_TYPE(Search_type, Search_spec, NULL);
     st->RestrictedUnpickler_type =
         (PyTypeObject *)ct_restricted_unpickler_spec_type(m, st->pickle_Unpickler);
     if (!st->RestrictedUnpickler_type)
@@ -485,6 +486,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->Pending_type);
     Py_VISIT(st->AsyncGenProxy_type);
     Py_VISIT(st->Tape_type);
+    Py_VISIT(st->Search_type);
     Py_VISIT(st->RestrictedUnpickler_type);
     Py_VISIT(st->codecs);
     Py_VISIT(st->codec_decoders);
@@ -502,6 +504,7 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->Pending_type);
     Py_CLEAR(st->AsyncGenProxy_type);
     Py_CLEAR(st->Tape_type);
+    Py_CLEAR(st->Search_type);
     Py_CLEAR(st->RestrictedUnpickler_type);
     Py_CLEAR(st->codecs);
     Py_CLEAR(st->codec_decoders);

@@ -18,6 +18,20 @@ typedef struct Tape {
     int trust;
 } Tape;
 
+/* One call as the tuple the Python layer wraps:
+ * (id, session, function, parent, depth, thread, start_ns, duration_ns,
+ *  outcome, flags, cpu_ns, rss_before, rss_after, rss_peak, args, result) */
+static PyObject *call_row(const seg_call *c, int64_t session, int64_t function)
+{
+    return Py_BuildValue(
+        "(LLLNLLLLiiLLLLy#y#)", (long long)c->id, (long long)session, (long long)function,
+        c->parent ? PyLong_FromLongLong(c->parent) : Py_NewRef(Py_None), (long long)c->depth,
+        (long long)c->thread, (long long)c->start, (long long)c->duration, (int)c->outcome,
+        (int)c->flags, (long long)c->cpu_ns, (long long)c->rss_before, (long long)c->rss_after,
+        (long long)c->rss_peak, (const char *)c->args, (Py_ssize_t)c->args_len,
+        (const char *)c->result, (Py_ssize_t)c->result_len);
+}
+
 static PyObject *tape_error(ct_state *st, PyObject *path, const char *msg)
 {
     PyObject *cls = st->marker_types ? PyDict_GetItemString(st->marker_types, "TapeError") : NULL;
@@ -255,16 +269,7 @@ static PyObject *Tape_calls(PyObject *self, PyObject *args)
         }
         int more;
         while ((more = seg_reader_next(&r, &c)) == 1) {
-            PyObject *row = Py_BuildValue(
-                "(LLLOLLLLiiLLLLy#y#)", (long long)c.id, (long long)session, (long long)function,
-                c.parent ? PyLong_FromLongLong(c.parent) : Py_NewRef(Py_None), (long long)c.depth,
-                (long long)c.thread, (long long)c.start, (long long)c.duration, (int)c.outcome,
-                (int)c.flags, (long long)c.cpu_ns, (long long)c.rss_before, (long long)c.rss_after,
-                (long long)c.rss_peak, (const char *)c.args, (Py_ssize_t)c.args_len,
-                (const char *)c.result, (Py_ssize_t)c.result_len);
-            /* the O above took a new reference we must drop */
-            if (row)
-                Py_DECREF(PyTuple_GET_ITEM(row, 3));
+            PyObject *row = call_row(&c, session, function);
             if (!row || PyList_Append(out, row) < 0) {
                 Py_XDECREF(row);
                 Py_CLEAR(out);
@@ -340,6 +345,198 @@ static PyObject *Tape_rebuild(PyObject *self, PyObject *args)
     return out;
 }
 
+/* get(call_id) -> the call's row, or None when the tape has no such call */
+static PyObject *Tape_get(PyObject *self, PyObject *arg)
+{
+    Tape *t = (Tape *)self;
+    long long id = PyLong_AsLongLong(arg);
+    if ((id == -1 && PyErr_Occurred()) || check_open(t) < 0)
+        return NULL;
+    ct_state *cst = PyType_GetModuleState(Py_TYPE(t));
+    sqlite3 *db = store_db(t->st);
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT session, function, data FROM segments"
+                           " WHERE id_min <= ?1 AND id_max >= ?1",
+                           -1, &q, NULL) != SQLITE_OK)
+        return tape_error(cst, t->path, sqlite3_errmsg(db));
+    sqlite3_bind_int64(q, 1, id);
+    PyObject *found = NULL;
+    int rc;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+            rc = sqlite3_step(q);
+        Py_END_ALLOW_THREADS
+        if (rc != SQLITE_ROW)
+            break;
+        seg_reader r;
+        seg_call c;
+        int more;
+        if (seg_reader_open(&r, sqlite3_column_blob(q, 2), (size_t)sqlite3_column_bytes(q, 2)) < 0)
+            break;
+        while ((more = seg_reader_next(&r, &c)) == 1 && c.id != id)
+            ;
+        if (more == 1) {
+            found = call_row(&c, sqlite3_column_int64(q, 0), sqlite3_column_int64(q, 1));
+            break;
+        }
+        if (more < 0) {
+            rc = SQLITE_CORRUPT;
+            break;
+        }
+    }
+    if (!found && !PyErr_Occurred()) {
+        if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+            found = rc == SQLITE_DONE ? Py_NewRef(Py_None) : NULL;
+        if (!found)
+            tape_error(cst, t->path, "the tape is damaged (a segment cannot be read)");
+    }
+    sqlite3_finalize(q);
+    return found;
+}
+
+/* ---- search ---- */
+
+typedef struct Search {
+    PyObject_HEAD PyObject *tape; /* strong: keeps the store open */
+    query *q;
+    int busy;
+} Search;
+
+static PyObject *Tape_search(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"functions",    "session", "thread", "since", "until", "min_duration",
+                             "max_duration", "outcome", "newest", "limit", NULL};
+    Tape *t = (Tape *)self;
+    PyObject *functions = Py_None;
+    long long session = 0, thread = -1, since = INT64_MIN, until = INT64_MAX, min_d = 0,
+              max_d = INT64_MAX, limit = -1;
+    int outcome = -1, newest = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OLLLLLLipL:search", kwlist, &functions, &session,
+                                     &thread, &since, &until, &min_d, &max_d, &outcome, &newest,
+                                     &limit) ||
+        check_open(t) < 0)
+        return NULL;
+    ct_state *cst = PyType_GetModuleState(Py_TYPE(t));
+    query_filter f = {0};
+    f.session = session;
+    f.thread = thread;
+    f.since = since;
+    f.until = until;
+    f.min_duration = min_d;
+    f.max_duration = max_d;
+    f.outcome = outcome;
+    f.newest_first = newest;
+    f.limit = limit;
+    int64_t *ids = NULL;
+    if (functions != Py_None) {
+        PyObject *seq = PySequence_Fast(functions, "functions must be a sequence of ids");
+        if (!seq)
+            return NULL;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        ids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+        for (Py_ssize_t i = 0; ids && i < n; i++) {
+            ids[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, i));
+            if (ids[i] == -1 && PyErr_Occurred()) {
+                PyMem_Free(ids);
+                Py_DECREF(seq);
+                return NULL;
+            }
+        }
+        Py_DECREF(seq);
+        if (!ids)
+            return PyErr_NoMemory();
+        if (n == 0) {
+            ids[0] = 0; /* no function matched: nothing can */
+            n = 1;
+        }
+        f.functions = ids;
+        f.nfunctions = (size_t)n;
+    }
+    char err[300];
+    query *q = NULL;
+    Py_BEGIN_ALLOW_THREADS
+        q = query_open(t->st, &f, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(ids);
+    if (!q)
+        return tape_error(cst, t->path, err);
+    Search *it = PyObject_GC_New(Search, cst->Search_type);
+    if (!it) {
+        query_close(q);
+        return NULL;
+    }
+    it->tape = Py_NewRef(self);
+    it->q = q;
+    it->busy = 0;
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
+}
+
+static PyObject *Search_next(PyObject *self)
+{
+    Search *it = (Search *)self;
+    if (!it->q)
+        return NULL;
+    if (it->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "this search is being iterated by another thread");
+        return NULL;
+    }
+    seg_call c;
+    int64_t session = 0, function = 0;
+    int rc;
+    it->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+        rc = query_next(it->q, &c, &session, &function);
+    Py_END_ALLOW_THREADS
+    it->busy = 0;
+    if (rc == 1)
+        return call_row(&c, session, function);
+    if (rc < 0) {
+        ct_state *cst = PyType_GetModuleState(Py_TYPE(it->tape));
+        tape_error(cst, ((Tape *)it->tape)->path, query_error(it->q));
+    }
+    query_close(it->q);
+    it->q = NULL;
+    return NULL;
+}
+
+static int Search_traverse(Search *it, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(it));
+    Py_VISIT(it->tape);
+    return 0;
+}
+
+static int Search_clear(Search *it)
+{
+    query_close(it->q);
+    it->q = NULL;
+    Py_CLEAR(it->tape);
+    return 0;
+}
+
+static void Search_dealloc(Search *it)
+{
+    PyTypeObject *tp = Py_TYPE(it);
+    PyObject_GC_UnTrack(it);
+    Search_clear(it);
+    tp->tp_free((PyObject *)it);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot Search_slots[] = {
+    {Py_tp_dealloc, Search_dealloc}, {Py_tp_traverse, Search_traverse}, {Py_tp_clear, Search_clear},
+    {Py_tp_iter, PyObject_SelfIter}, {Py_tp_iternext, Search_next},     {0, NULL},
+};
+
+PyType_Spec Search_spec = {
+    .name = "calltape._native.Search",
+    .basicsize = sizeof(Search),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = Search_slots,
+};
+
 static PyObject *Tape_close(PyObject *self, PyObject *unused)
 {
     (void)unused;
@@ -361,6 +558,10 @@ static PyMethodDef Tape_methods[] = {
     {"threads", Tape_threads, METH_NOARGS, "Thread rows."},
     {"query", Tape_query, METH_VARARGS, "query(sql) -> list of dict rows (read-only)."},
     {"calls", Tape_calls, METH_VARARGS, "calls(function_id=None) -> list of raw call tuples."},
+    {"get", Tape_get, METH_O, "get(call_id) -> raw call tuple or None"},
+    {"search", (PyCFunction)(void (*)(void))Tape_search, METH_VARARGS | METH_KEYWORDS,
+     "search(*, functions, session, thread, since, until, min_duration, max_duration,"
+     " outcome, newest, limit) -> iterator of raw call tuples, in start order."},
     {"load_blob", Tape_load_blob, METH_VARARGS, "load_blob(hash) -> bytes"},
     {"rebuild", Tape_rebuild, METH_VARARGS, "rebuild(wire, many=False) -> value(s)"},
     {"close", Tape_close, METH_NOARGS, "Closes the tape."},

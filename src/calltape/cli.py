@@ -1,0 +1,212 @@
+"""The ``calltape`` command: argument parsing and printing only.
+
+    calltape functions [TAPE]
+    calltape search [TAPE] --function price --since 2h --min-duration 0.01
+    calltape show [TAPE] CALL_ID
+    calltape sessions [TAPE]
+
+TAPE defaults to $CALLTAPE_TAPE, then ./calltape.db.  --json prints JSON for
+scripts.  Every error a user can cause prints one sentence and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from . import RefusedGlobal, Tape, TapeError
+from . import open as open_tape
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class UsageError(Exception):
+    """A bad value on the command line: its message is the whole story."""
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO date or time (local unless it says otherwise), or a relative
+    time such as ``10m``, ``2h``, ``3d``: that long ago."""
+    m = _RELATIVE.match(text.strip())
+    if m:
+        return datetime.now(UTC) - timedelta(seconds=float(m[1]) * _UNITS[m[2]])
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"cannot read the time {text!r}: use an ISO date such as 2026-11-21"
+                         " or 2026-11-21T10:30, or a relative time such as 10m, 2h or 3d")
+
+
+def format_duration(seconds: float | None) -> str:
+    """Seconds in the unit a person reads best: 850 ns, 12.5 us, 3.20 ms, 1.50 s."""
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            value = seconds / scale
+            return f"{value:.2f} {unit}" if value < 100 else f"{value:.1f} {unit}"
+    return f"{seconds * 1e9:.0f} ns"
+
+
+def _table(rows: list[list[str]], header: list[str], right: set[int], color: bool) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    head = line(header)
+    if color:
+        head = f"\033[1m{head}\033[0m"
+    return "\n".join([head, *(line(r) for r in rows)])
+
+
+def _local(dt: datetime) -> str:
+    return dt.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _call_json(c: Any, values: bool) -> dict[str, Any]:
+    out = {"id": c.id, "session": c.session, "thread": c.thread, "parent": c.parent,
+           "depth": c.depth, "module": c.module, "qualname": c.qualname, "file": c.file,
+           "line": c.line, "start": c.start.isoformat(), "duration": c.duration,
+           "outcome": c.outcome, "preview": c.preview}
+    if values:
+        out["args"] = {k: repr(v) for k, v in c.args.items()}
+        out["result"] = repr(c.result)
+        exc = c.exception
+        out["exception"] = None if exc is None else {"type": exc.type, "message": exc.message,
+                                                    "traceback": exc.traceback}
+    return out
+
+
+def cmd_functions(tape: Tape, args: argparse.Namespace, color: bool) -> None:
+    fns = sorted(tape.functions(), key=lambda f: f.total, reverse=True)
+    if args.json:
+        print(json.dumps([{"id": f.id, "module": f.module, "qualname": f.qualname,
+                           "file": f.file, "line": f.line, "parameters": f.parameters,
+                           "calls": f.calls, "raised": f.raised, "total": f.total,
+                           "mean": f.total / f.calls if f.calls else None,
+                           "min": f.min, "max": f.max} for f in fns], indent=2))
+        return
+    rows = [[f"{f.module}.{f.qualname}", f"{f.calls:,}", f"{f.raised:,}",
+             format_duration(f.total), format_duration(f.total / f.calls if f.calls else None),
+             format_duration(f.max), f"{os.path.basename(f.file)}:{f.line}"] for f in fns]
+    print(_table(rows, ["function", "calls", "raised", "total", "mean", "max", "where"],
+                 {1, 2, 3, 4, 5}, color))
+
+
+def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> None:
+    calls = tape.search(function=args.function, file=args.file,
+                        since=parse_time(args.since) if args.since else None,
+                        until=parse_time(args.until) if args.until else None,
+                        min_duration=args.min_duration, outcome=args.outcome,
+                        session=args.session, order=args.order, limit=args.limit)
+    if args.json:
+        print(json.dumps([_call_json(c, values=False) for c in calls], indent=2))
+        return
+    rows = [[str(c.id), _local(c.start), format_duration(c.duration), c.outcome,
+             f"{c.qualname}({c.preview})"[:120]] for c in calls]
+    print(_table(rows, ["id", "start", "duration", "outcome", "call"], {0, 2}, color))
+
+
+def cmd_show(tape: Tape, args: argparse.Namespace, color: bool) -> None:
+    try:
+        c = tape.call(args.call_id)
+    except KeyError:
+        raise UsageError(f"there is no call with id {args.call_id} in {tape.path}") from None
+    try:
+        values = {k: repr(v) for k, v in c.args.items()}
+        outcome = repr(c.result) if c.outcome != "raised" else c.exception.traceback
+    except RefusedGlobal as exc:
+        raise UsageError(f"{exc} (on the command line: --trust or --allow MODULE)") from None
+    if args.json:
+        print(json.dumps(_call_json(c, values=True), indent=2))
+        return
+    bold = (lambda s: f"\033[1m{s}\033[0m") if color else (lambda s: s)
+    print(bold(f"call {c.id}: {c.module}.{c.qualname}") + f"  ({c.file}:{c.line})")
+    print(f"  start     {_local(c.start)}   duration {format_duration(c.duration)}"
+          f"   {c.outcome}")
+    print(f"  session   {c.session}   thread {c.thread}   parent {c.parent}   depth {c.depth}")
+    if c.cpu_time is not None:
+        print(f"  cpu       {format_duration(c.cpu_time)}")
+    for name, text in values.items():
+        marker = "  (default)" if name in c.defaults else ""
+        print(f"  {name} = {text}{marker}")
+    print(("  raised:\n" + "\n".join("    " + ln for ln in outcome.splitlines()))
+          if c.outcome == "raised" else f"  -> {outcome}")
+
+
+def cmd_sessions(tape: Tape, args: argparse.Namespace, color: bool) -> None:
+    sessions = tape.sessions()
+    if args.json:
+        print(json.dumps([{"id": s.id, "pid": s.pid, "ppid": s.ppid, "parent": s.parent,
+                           "host": s.host, "argv": s.argv, "python": s.python,
+                           "calltape": s.version, "start": s.start.isoformat(),
+                           "counters": s.counters} for s in sessions], indent=2))
+        return
+    rows = [[str(s.id), _local(s.start), str(s.pid), str(s.parent or "-"), s.host,
+             " ".join(s.argv)[:60], str(s.counters["dropped"])] for s in sessions]
+    print(_table(rows, ["session", "start", "pid", "parent", "host", "argv", "dropped"],
+                 {0, 2, 6}, color))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calltape", description="Read a calltape tape: the calls a program recorded.",
+        epilog="TAPE defaults to $CALLTAPE_TAPE, then ./calltape.db.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("tape", nargs="?", metavar="TAPE", help="the tape file")
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        p.add_argument("--trust", action="store_true",
+                       help="rebuild any pickled value (only for tapes you made yourself)")
+        p.add_argument("--allow", action="append", default=[], metavar="MODULE",
+                       help="also rebuild pickled values of this module (repeatable)")
+        return p
+
+    add("functions", "each recorded function: calls, total, mean and max duration")
+    p = add("search", "find recorded calls, newest first")
+    p.add_argument("--function", help="qualname, module.qualname or a glob such as 'shop.*'")
+    p.add_argument("--file", help="glob or part of the source file path")
+    p.add_argument("--since", help="ISO date/time or relative time (10m, 2h, 3d)")
+    p.add_argument("--until", help="ISO date/time or relative time")
+    p.add_argument("--min-duration", type=float, metavar="SECONDS")
+    p.add_argument("--outcome", choices=["returned", "raised", "closed"])
+    p.add_argument("--session", type=int)
+    p.add_argument("--order", choices=["newest", "oldest"], default="newest")
+    p.add_argument("--limit", type=int, default=20, help="how many calls (default 20)")
+    p = add("show", "one call in full: arguments, result or exception")
+    p.add_argument("call_id", type=int, metavar="CALL_ID")
+    add("sessions", "the processes that recorded onto the tape, newest first")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``calltape`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    path = args.tape or os.environ.get("CALLTAPE_TAPE") or "calltape.db"
+    color = sys.stdout.isatty() and not args.json and "NO_COLOR" not in os.environ
+    commands = {"functions": cmd_functions, "search": cmd_search, "show": cmd_show,
+                "sessions": cmd_sessions}
+    try:
+        with open_tape(path, trust=args.trust, allow=args.allow) as tape:
+            commands[args.command](tape, args, color)
+    except (TapeError, UsageError, ValueError) as exc:
+        print(f"calltape: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+/*
+ * query.c - searching a tape: filters to SQL over the segments' zone maps,
+ * then a streaming merge of the matching calls in start-time order.
+ *
+ * Segments are listed (ids and zone maps only, never their data) in the
+ * order of their earliest possible call: start_min ascending for "oldest",
+ * start_max descending for "newest".  Segments are loaded one at a time;
+ * their matching calls enter a heap, and a call leaves the heap only when
+ * no segment still unloaded can hold an earlier (or later) one.  Memory is
+ * bounded by the segments that overlap in time, not by the tape; a limit
+ * stops loading as soon as it is met.
+ *
+ * Invariants: a loaded segment's bytes stay alive while any of its calls is
+ * in the heap (reference count per segment); every SQLite error is reported
+ * with its message; no call is returned twice.
+ */
+#include "engine.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct seg_buf {
+    uint8_t *data;
+    size_t refs;
+    int64_t session, function;
+} seg_buf;
+
+typedef struct pending {
+    seg_call c;
+    seg_buf *seg;
+} pending;
+
+struct query {
+    store *st;
+    query_filter f;
+    int64_t *functions; /* owned copy */
+    sqlite3_stmt *list; /* segment ids and bounds, in merge order */
+    sqlite3_stmt *load; /* one segment's data */
+    int listed_done;
+    int64_t next_bound; /* the bound of the next unloaded segment */
+    int have_next;
+    int64_t next_id;
+    pending *heap;
+    size_t nheap, capheap;
+    int64_t emitted;
+    seg_buf *current; /* segment of the call returned last, released at the next call */
+    char err[256];
+};
+
+/* Heap order: the call to return first sits on top. */
+static int before(const query *q, const pending *a, const pending *b)
+{
+    if (a->c.start != b->c.start)
+        return q->f.newest_first ? a->c.start > b->c.start : a->c.start < b->c.start;
+    return q->f.newest_first ? a->c.id > b->c.id : a->c.id < b->c.id;
+}
+
+static int heap_push(query *q, const pending *p)
+{
+    if (q->nheap == q->capheap) {
+        size_t cap = q->capheap ? 2 * q->capheap : 1024;
+        pending *h = realloc(q->heap, cap * sizeof *h);
+        if (!h)
+            return -1;
+        q->heap = h;
+        q->capheap = cap;
+    }
+    size_t i = q->nheap++;
+    q->heap[i] = *p;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!before(q, &q->heap[i], &q->heap[parent]))
+            break;
+        pending t = q->heap[i];
+        q->heap[i] = q->heap[parent];
+        q->heap[parent] = t;
+        i = parent;
+    }
+    return 0;
+}
+
+static pending heap_pop(query *q)
+{
+    pending top = q->heap[0];
+    q->heap[0] = q->heap[--q->nheap];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, best = i;
+        if (l < q->nheap && before(q, &q->heap[l], &q->heap[best]))
+            best = l;
+        if (r < q->nheap && before(q, &q->heap[r], &q->heap[best]))
+            best = r;
+        if (best == i)
+            break;
+        pending t = q->heap[i];
+        q->heap[i] = q->heap[best];
+        q->heap[best] = t;
+        i = best;
+    }
+    return top;
+}
+
+static void release(seg_buf *s)
+{
+    if (s && --s->refs == 0) {
+        free(s->data);
+        free(s);
+    }
+}
+
+static int matches(const query *q, const seg_call *c)
+{
+    const query_filter *f = &q->f;
+    if (c->start < f->since || c->start > f->until)
+        return 0;
+    if (c->duration < f->min_duration || c->duration > f->max_duration)
+        return 0;
+    if (f->outcome >= 0 && c->outcome != f->outcome)
+        return 0;
+    if (f->thread >= 0 && c->thread != f->thread)
+        return 0;
+    return 1;
+}
+
+static int set_sql_error(query *q, const char *what)
+{
+    snprintf(q->err, sizeof q->err, "%s: %s", what, sqlite3_errmsg(store_db(q->st)));
+    return -1;
+}
+
+/* Reads the next segment of the listing into next_id / next_bound. */
+static int advance_listing(query *q)
+{
+    int rc = sqlite3_step(q->list);
+    if (rc == SQLITE_ROW) {
+        q->have_next = 1;
+        q->next_id = sqlite3_column_int64(q->list, 0);
+        q->next_bound = sqlite3_column_int64(q->list, 1);
+        return 0;
+    }
+    q->have_next = 0;
+    q->listed_done = 1;
+    return rc == SQLITE_DONE ? 0 : set_sql_error(q, "cannot list the tape's segments");
+}
+
+/* Loads segment next_id, pushes its matching calls. */
+static int load_next(query *q)
+{
+    sqlite3_bind_int64(q->load, 1, q->next_id);
+    int rc = sqlite3_step(q->load);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(q->load);
+        return set_sql_error(q, "cannot read a segment");
+    }
+    size_t n = (size_t)sqlite3_column_bytes(q->load, 0);
+    seg_buf *s = calloc(1, sizeof *s);
+    uint8_t *data = malloc(n ? n : 1);
+    if (!s || !data) {
+        free(s);
+        free(data);
+        sqlite3_reset(q->load);
+        snprintf(q->err, sizeof q->err, "out of memory reading the tape");
+        return -1;
+    }
+    memcpy(data, sqlite3_column_blob(q->load, 0), n);
+    s->data = data;
+    s->session = sqlite3_column_int64(q->load, 1);
+    s->function = sqlite3_column_int64(q->load, 2);
+    sqlite3_reset(q->load);
+    s->refs = 1; /* held while loading */
+    seg_reader r;
+    seg_call c;
+    if (seg_reader_open(&r, data, n) < 0) {
+        release(s);
+        snprintf(q->err, sizeof q->err, "the tape holds a corrupt segment (id %lld)",
+                 (long long)q->next_id);
+        return -1;
+    }
+    while ((rc = seg_reader_next(&r, &c)) == 1) {
+        if (!matches(q, &c))
+            continue;
+        pending p = {c, s};
+        if (heap_push(q, &p) < 0) {
+            release(s);
+            snprintf(q->err, sizeof q->err, "out of memory searching the tape");
+            return -1;
+        }
+        s->refs++;
+    }
+    release(s);
+    if (rc < 0) {
+        snprintf(q->err, sizeof q->err, "the tape holds a corrupt segment (id %lld)",
+                 (long long)q->next_id);
+        return -1;
+    }
+    return advance_listing(q);
+}
+
+query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
+{
+    query *q = calloc(1, sizeof *q);
+    char sql[1024];
+    if (!q) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    q->st = st;
+    q->f = *f;
+    if (f->nfunctions) {
+        q->functions = malloc(f->nfunctions * sizeof(int64_t));
+        if (!q->functions) {
+            snprintf(err, errlen, "out of memory");
+            free(q);
+            return NULL;
+        }
+        memcpy(q->functions, f->functions, f->nfunctions * sizeof(int64_t));
+        q->f.functions = q->functions;
+    }
+    /* The listing carries the merge bound of each segment. */
+    int n = snprintf(sql, sizeof sql,
+                     "SELECT id, %s FROM segments WHERE start_max >= ?1"
+                     " AND start_min <= ?2 AND dur_max >= ?3 AND dur_min <= ?4",
+                     f->newest_first ? "start_max" : "start_min");
+    if (f->session > 0)
+        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND session = ?5");
+    if (f->outcome == OUTCOME_RAISED)
+        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND raised > 0");
+    else if (f->outcome == OUTCOME_RETURNED)
+        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND raised < n");
+    if (f->nfunctions)
+        n += snprintf(sql + n, sizeof sql - (size_t)n,
+                      " AND function IN (SELECT value FROM json_each(?6))");
+    snprintf(sql + n, sizeof sql - (size_t)n, " ORDER BY 2 %s, id %s",
+             f->newest_first ? "DESC" : "ASC", f->newest_first ? "DESC" : "ASC");
+    sqlite3 *db = store_db(st);
+    if (sqlite3_prepare_v2(db, sql, -1, &q->list, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT data, session, function FROM segments WHERE id = ?", -1,
+                           &q->load, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot search the tape: %s", sqlite3_errmsg(db));
+        query_close(q);
+        return NULL;
+    }
+    sqlite3_bind_int64(q->list, 1, f->since);
+    sqlite3_bind_int64(q->list, 2, f->until);
+    sqlite3_bind_int64(q->list, 3, f->min_duration);
+    sqlite3_bind_int64(q->list, 4, f->max_duration);
+    if (f->session > 0)
+        sqlite3_bind_int64(q->list, 5, f->session);
+    if (f->nfunctions) {
+        /* a JSON array of ids: one parameter whatever the count */
+        size_t cap = f->nfunctions * 21 + 3, len = 0;
+        char *json = malloc(cap);
+        if (!json) {
+            snprintf(err, errlen, "out of memory");
+            query_close(q);
+            return NULL;
+        }
+        json[len++] = '[';
+        for (size_t i = 0; i < f->nfunctions; i++)
+            len += (size_t)snprintf(json + len, cap - len, "%s%lld", i ? "," : "",
+                                    (long long)f->functions[i]);
+        json[len++] = ']';
+        sqlite3_bind_text(q->list, 6, json, (int)len, free);
+    }
+    if (advance_listing(q) < 0) {
+        snprintf(err, errlen, "%s", q->err);
+        query_close(q);
+        return NULL;
+    }
+    return q;
+}
+
+int query_next(query *q, seg_call *out, int64_t *session, int64_t *function)
+{
+    release(q->current);
+    q->current = NULL;
+    if (q->f.limit >= 0 && q->emitted >= q->f.limit)
+        return 0;
+    for (;;) {
+        if (q->nheap) {
+            const seg_call *top = &q->heap[0].c;
+            int safe = !q->have_next || (q->f.newest_first ? top->start > q->next_bound
+                                                           : top->start < q->next_bound);
+            if (safe)
+                break;
+        }
+        if (!q->have_next)
+            return 0;
+        if (load_next(q) < 0)
+            return -1;
+    }
+    pending p = heap_pop(q);
+    *out = p.c;
+    *session = p.seg->session;
+    *function = p.seg->function;
+    q->current = p.seg; /* keeps out's byte ranges valid until the next call */
+    q->emitted++;
+    return 1;
+}
+
+const char *query_error(const query *q)
+{
+    return q->err;
+}
+
+void query_close(query *q)
+{
+    if (!q)
+        return;
+    release(q->current);
+    for (size_t i = 0; i < q->nheap; i++)
+        release(q->heap[i].seg);
+    free(q->heap);
+    sqlite3_finalize(q->list);
+    sqlite3_finalize(q->load);
+    free(q->functions);
+    free(q);
+}
