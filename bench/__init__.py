@@ -41,5 +41,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             "recorded calls per second; bytes on disk per call "
             "(--callgrind: instructions per call)",
         ),
+        Benchmark(
+            "read",
+            "bench.read",
+            "functions(), limited searches and a full iteration on a tape of 10 million"
+            " calls over 50 functions and 4 sessions",
+        ),
     )
 }

@@ -69,9 +69,7 @@ class Call:
 
     def __init__(self, tape: Tape, fn: Function, raw: tuple) -> None:
         self._tape, self._fn, self._raw = tape, fn, raw
-        self._args: dict[str, Any] | None = None
-        self._defaults: set[str] = set()
-        self._result: Any = _native
+        self._args: dict[str, Any] | None = None  # the others are set on first use
 
     id = property(lambda self: self._raw[0])
     session = property(lambda self: self._raw[1])
@@ -119,6 +117,7 @@ class Call:
     def args(self) -> dict[str, Any]:
         if self._args is None:
             self._args = {}
+            self._defaults: set[str] = set()
             if self._raw[9] & _HAS_ARGS:
                 values = self._tape._raw.rebuild(self._raw[14], True)
                 names = (["args", "kwargs"] if self._raw[9] & _UNBOUND
@@ -135,10 +134,12 @@ class Call:
         return self._defaults
 
     def _outcome_value(self) -> Any:
-        if self._result is _native:
+        try:
+            return self._result
+        except AttributeError:  # not rebuilt yet
             self._result = (self._tape._raw.rebuild(self._raw[15])
                             if self._raw[9] & _HAS_RESULT else None)
-        return self._result
+            return self._result
 
     @property
     def result(self) -> Any:
@@ -222,45 +223,36 @@ def _same(a: Any, b: Any) -> bool:
 
 
 class Calls:
-    """The calls a search found: iterate to stream them; indexing and len()
-    read the search to its end."""
+    """The calls a search found.  Iterating streams them from the tape (each
+    iteration runs the search again, in bounded memory); indexing and len()
+    read the search once and keep the result."""
 
-    def __init__(self, tape: Tape, raw: Iterator[tuple], post: list, limit: int) -> None:
-        self._tape, self._raw, self._post, self._limit = tape, raw, post, limit
-        self._seen: list[Call] = []
-        self._done = False
-
-    def _pull(self) -> Call | None:
-        fns = self._tape._functions()
-        while not self._done:
-            if self._limit >= 0 and len(self._seen) >= self._limit:
-                break
-            raw = next(self._raw, None)
-            if raw is None:
-                break
-            call = Call(self._tape, fns[raw[2]], raw)
-            if all(p(call) for p in self._post):
-                self._seen.append(call)
-                return call
-        self._done = True
-        return None
+    def __init__(self, tape: Tape, query: dict[str, Any], post: list, limit: int) -> None:
+        self._tape, self._query, self._post, self._limit = tape, query, post, limit
+        self._list: list[Call] | None = None
 
     def __iter__(self) -> Iterator[Call]:
-        yield from self._seen
-        i = len(self._seen)
-        while True:
-            if i < len(self._seen):
-                yield self._seen[i]
-            elif (call := self._pull()) is None:
+        tape = self._tape
+        fns = tape._functions()
+        raw = tape._raw.search(**self._query)
+        if not self._post:
+            return (Call(tape, fns[r[2]], r) for r in raw)
+        return self._filtered(raw, fns)
+
+    def _filtered(self, raw: Iterator[tuple], fns: dict[int, Function]) -> Iterator[Call]:
+        n = 0
+        for r in raw:
+            if 0 <= self._limit <= n:
                 return
-            else:
+            call = Call(self._tape, fns[r[2]], r)
+            if all(p(call) for p in self._post):
+                n += 1
                 yield call
-            i += 1
 
     def _all(self) -> list[Call]:
-        while self._pull() is not None:
-            pass
-        return self._seen
+        if self._list is None:
+            self._list = list(iter(self))  # list(self) would ask len() first
+        return self._list
 
     def __getitem__(self, index: int | slice) -> Any:
         return self._all()[index]
@@ -269,9 +261,10 @@ class Calls:
         return len(self._all())
 
     def __repr__(self) -> str:
-        shown = [repr(c) for c in self._all()[:10]]
-        more = f"\n  ... {len(self._seen) - 10} more" if len(self._seen) > 10 else ""
-        return f"<{len(self._seen)} calls>" + "".join(f"\n  {s}" for s in shown) + more
+        calls = self._all()
+        shown = "".join(f"\n  {c!r}" for c in calls[:10])
+        more = f"\n  ... {len(calls) - 10} more" if len(calls) > 10 else ""
+        return f"<{len(calls)} calls>{shown}{more}"
 
 
 class Tape:
@@ -389,8 +382,8 @@ class Tape:
         if post:
             limit_after = query["limit"]
             query["limit"] = -1
-            return Calls(self, self._raw.search(**query), post, limit_after)
-        return Calls(self, self._raw.search(**query), [], -1)
+            return Calls(self, query, post, limit_after)
+        return Calls(self, query, [], -1)
 
     def call(self, call_id: int) -> Call:
         """The call with this id; KeyError names the id and the tape when there is none."""

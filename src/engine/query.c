@@ -44,6 +44,8 @@ struct query {
     pending *heap;
     size_t nheap, capheap;
     int64_t emitted;
+    int has_cutoff; /* with a limit: calls not before `cutoff` can never be returned */
+    pending cutoff;
     seg_buf *current; /* segment of the call returned last, released at the next call */
     char err[256];
 };
@@ -99,6 +101,35 @@ static pending heap_pop(query *q)
         i = best;
     }
     return top;
+}
+
+static int compare_pending(const void *a, const void *b, void *q)
+{
+    if (before(q, a, b))
+        return -1;
+    return before(q, b, a) ? 1 : 0;
+}
+
+static void release(seg_buf *s);
+
+/* With a limit, only the best `limit - emitted` calls held can ever be
+ * returned: keep those (a sorted array is a valid heap) and remember the
+ * worst of them, so that later segments push only calls that beat it. */
+static void prune(query *q)
+{
+    if (q->f.limit < 0)
+        return;
+    size_t keep = (size_t)(q->f.limit - q->emitted);
+    if (q->nheap <= 4 * keep + 64)
+        return;
+    qsort_r(q->heap, q->nheap, sizeof *q->heap, compare_pending, q);
+    for (size_t i = keep; i < q->nheap; i++)
+        release(q->heap[i].seg);
+    q->nheap = keep;
+    if (keep) {
+        q->cutoff = q->heap[keep - 1];
+        q->has_cutoff = 1;
+    }
 }
 
 static void release(seg_buf *s)
@@ -181,6 +212,8 @@ static int load_next(query *q)
         if (!matches(q, &c))
             continue;
         pending p = {c, s};
+        if (q->has_cutoff && !before(q, &p, &q->cutoff))
+            continue;
         if (heap_push(q, &p) < 0) {
             release(s);
             snprintf(q->err, sizeof q->err, "out of memory searching the tape");
@@ -194,6 +227,7 @@ static int load_next(query *q)
                  (long long)q->next_id);
         return -1;
     }
+    prune(q);
     return advance_listing(q);
 }
 

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #define ID_BLOCK 65536
-#define SEG_MAX_CALLS 8192
+#define SEG_MAX_CALLS 2048
 #define MAX_FREE_CHUNKS 4
 #define REOPEN_EVERY_NS 1000000000ull
 

@@ -23,13 +23,32 @@ typedef struct Tape {
  *  outcome, flags, cpu_ns, rss_before, rss_after, rss_peak, args, result) */
 static PyObject *call_row(const seg_call *c, int64_t session, int64_t function)
 {
-    return Py_BuildValue(
-        "(LLLNLLLLiiLLLLy#y#)", (long long)c->id, (long long)session, (long long)function,
-        c->parent ? PyLong_FromLongLong(c->parent) : Py_NewRef(Py_None), (long long)c->depth,
-        (long long)c->thread, (long long)c->start, (long long)c->duration, (int)c->outcome,
-        (int)c->flags, (long long)c->cpu_ns, (long long)c->rss_before, (long long)c->rss_after,
-        (long long)c->rss_peak, (const char *)c->args, (Py_ssize_t)c->args_len,
-        (const char *)c->result, (Py_ssize_t)c->result_len);
+    /* built by hand: Py_BuildValue would parse a format for every call */
+    PyObject *row = PyTuple_New(16);
+    if (!row)
+        return NULL;
+    int64_t ints[14] = {c->id,     session,       function,     c->parent,  c->depth,
+                        c->thread, c->start,      c->duration,  c->outcome, c->flags,
+                        c->cpu_ns, c->rss_before, c->rss_after, c->rss_peak};
+    for (int i = 0; i < 14; i++) {
+        PyObject *v = (i == 3 && !c->parent) ? Py_NewRef(Py_None) : PyLong_FromLongLong(ints[i]);
+        if (!v) {
+            Py_DECREF(row);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(row, i, v);
+    }
+    PyObject *a = PyBytes_FromStringAndSize((const char *)c->args, (Py_ssize_t)c->args_len);
+    PyObject *r = PyBytes_FromStringAndSize((const char *)c->result, (Py_ssize_t)c->result_len);
+    if (!a || !r) {
+        Py_XDECREF(a);
+        Py_XDECREF(r);
+        Py_DECREF(row);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(row, 14, a);
+    PyTuple_SET_ITEM(row, 15, r);
+    return row;
 }
 
 static PyObject *tape_error(ct_state *st, PyObject *path, const char *msg)
