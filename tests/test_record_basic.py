@@ -6,6 +6,8 @@ import importlib.metadata
 import os
 import platform
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -265,3 +267,20 @@ def test_many_tapes_one_after_another_in_one_process(tmp_path):
         path = tmp_path / f"t{i}.db"
         assert path.exists(), f"tape {i} was never written"
         assert [c.args["x"] for c in calltape.open(path, trust=True).calls()] == [i]
+
+
+def test_thread_known_on_every_one_of_many_tapes(tmp_path):
+    """Each tape gets the thread's description, however many tapes came before."""
+    proc = subprocess.run([sys.executable, "-c", f"""
+import threading, calltape
+f = calltape.record(lambda x: x)
+for k in range(70):
+    calltape.configure(tape=r"{tmp_path}/t%d.db" % k)
+    f(k)
+calltape.flush()
+for k in range(70):
+    (c,) = calltape.open(r"{tmp_path}/t%d.db" % k).calls()
+    assert c.thread == threading.get_ident(), (k, c.thread)
+    assert c.thread_name == "MainThread"
+"""], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -24,7 +24,9 @@ typedef struct ct_engine_slot {
     engine *eng;
     PyObject *path; /* str */
     uint64_t serial;
-    int pinned; /* a Recorder with tape= uses it */
+    int pinned;    /* a Recorder with tape= uses it */
+    uint8_t *seen; /* by thread index: its REC_THREAD was sent (reset by fork) */
+    size_t nseen;
 } ct_engine_slot;
 
 typedef struct ct_state {
@@ -58,7 +60,6 @@ typedef struct ct_state {
     uint64_t next_fn;               /* next process-local function id */
     uint64_t next_thread;           /* next process-local thread index */
     uint64_t next_serial;           /* engine serials */
-    uint64_t fork_epoch;            /* bumped in a forked child */
     int64_t counters[CT_NCOUNTERS]; /* not yet sent to the writer */
     int64_t totals[CT_NCOUNTERS];   /* sent so far, for stats() */
     int counters_dirty;
@@ -175,12 +176,16 @@ void ct_emit_counters(ct_state *st, ct_engine_slot *slot);
 typedef struct ct_thread {
     uint64_t parent; /* seq of the innermost recorded call running */
     uint64_t depth;
-    uint64_t index;     /* process-local thread index, 0: not assigned */
-    uint64_t epoch;     /* fork epoch the index belongs to */
-    uint64_t announced; /* bit per engine serial: REC_THREAD sent */
-    int busy;           /* inside calltape's own code: do not record */
+    uint64_t index; /* process-local thread index, 0: not assigned */
+    int busy;       /* inside calltape's own code: do not record */
 } ct_thread;
 ct_thread *ct_thread_get(ct_state *st);
+/* 1 when `slot`'s engine was told about thread `t`. */
+static inline int ct_thread_known(const ct_engine_slot *slot, const ct_thread *t)
+{
+    return t->index && t->index < slot->nseen && slot->seen[t->index];
+}
+
 /* Announces the current thread to `slot`'s engine if needed. */
 void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t);
 

@@ -362,9 +362,12 @@ static PyObject *after_fork_child(PyObject *m, PyObject *unused)
 {
     (void)unused;
     ct_state *st = get_state(m);
-    for (size_t i = 0; i < st->nengines; i++)
+    for (size_t i = 0; i < st->nengines; i++) {
         engine_set_seq_floor(st->engines[i]->eng, st->seq + 1);
-    st->fork_epoch++;
+        /* native thread ids changed: announce threads again */
+        if (st->engines[i]->seen)
+            memset(st->engines[i]->seen, 0, st->engines[i]->nseen);
+    }
     memset(st->counters, 0, sizeof st->counters);
     st->counters_dirty = 0;
     PySet_Clear(st->warned);
@@ -531,6 +534,7 @@ static void module_free(void *m)
     for (size_t i = 0; i < st->nengines; i++) {
         engine_free(st->engines[i]->eng);
         Py_CLEAR(st->engines[i]->path);
+        PyMem_Free(st->engines[i]->seen);
         PyMem_Free(st->engines[i]);
     }
     PyMem_Free(st->engines);

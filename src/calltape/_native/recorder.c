@@ -33,16 +33,22 @@ ct_thread *ct_thread_get(ct_state *st)
 
 void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t)
 {
-    if (t->index == 0 || t->epoch != st->fork_epoch) {
-        if (t->index == 0)
-            t->index = ++st->next_thread;
-        t->epoch = st->fork_epoch;
-        t->announced = 0;
-    }
-    uint64_t bit = 1ull << (slot->serial % 64);
-    if (t->announced & bit)
+    if (t->index == 0)
+        t->index = ++st->next_thread;
+    if (ct_thread_known(slot, t))
         return;
-    t->announced |= bit;
+    if (t->index >= slot->nseen) {
+        size_t n = slot->nseen ? slot->nseen : 16;
+        while (n <= t->index)
+            n *= 2;
+        uint8_t *seen = PyMem_Realloc(slot->seen, n);
+        if (!seen)
+            return; /* the thread row is missing; its calls are still recorded */
+        memset(seen + slot->nseen, 0, n - slot->nseen);
+        slot->seen = seen;
+        slot->nseen = n;
+    }
+    slot->seen[t->index] = 1;
     uint8_t storage[256];
     wbuf b;
     wbuf_init(&b, storage, sizeof storage);
@@ -562,8 +568,7 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     }
     if (r->announced_serial != slot->serial)
         announce_function(r, slot);
-    if (t->index == 0 || t->epoch != st->fork_epoch ||
-        !(t->announced & (1ull << (slot->serial % 64))))
+    if (!ct_thread_known(slot, t))
         ct_thread_announce(st, slot, t);
 
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
