@@ -421,7 +421,8 @@ int engine_append(engine *e, const uint8_t *rec, size_t n);
 
 /* Waits until every record appended before the call is committed to the
  * tape, or `timeout_ns` passed.  Returns 0 when committed, 1 on timeout, -1
- * when the store is failing (see engine_stats.last_error). */
+ * when the store is failing or calls were lost since the previous flush
+ * (see engine_stats). */
 int engine_flush(engine *e, uint64_t timeout_ns);
 
 /* Fills `out`.  Safe from any thread. */

@@ -88,6 +88,7 @@ struct engine {
     uint64_t appended_records, appended_bytes, producer_dropped;
     uint64_t written_calls, written_segments, written_bytes, writer_dropped;
     uint64_t write_errors, unreported_errors;
+    uint64_t losses_at_flush; /* drops + errors when the last flush returned */
     char last_error[256];
 
     writer_state w;

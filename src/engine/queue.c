@@ -207,12 +207,19 @@ int engine_append(engine *e, const uint8_t *rec, size_t n)
     return append_slow(e, rec, n);
 }
 
+/* Calls lost so far; a flush fails when this grew since the previous one. */
+static uint64_t losses(const engine *e)
+{
+    return e->producer_dropped + e->writer_dropped + e->write_errors;
+}
+
 int engine_flush(engine *e, uint64_t timeout_ns)
 {
     int rc = 0;
     pthread_mutex_lock(&e->mu);
     if (!e->running) {
-        rc = e->store_failing ? -1 : 0;
+        rc = e->store_failing || losses(e) != e->losses_at_flush ? -1 : 0;
+        e->losses_at_flush = losses(e);
         pthread_mutex_unlock(&e->mu);
         return rc;
     }
@@ -228,8 +235,9 @@ int engine_flush(engine *e, uint64_t timeout_ns)
             break;
         }
     }
-    if (rc == 0 && e->store_failing)
+    if (rc == 0 && (e->store_failing || losses(e) != e->losses_at_flush))
         rc = -1;
+    e->losses_at_flush = losses(e);
     pthread_mutex_unlock(&e->mu);
     return rc;
 }
@@ -393,6 +401,7 @@ static void reset_in_child(engine *e)
     e->appended_records = e->appended_bytes = e->producer_dropped = 0;
     e->written_calls = e->written_segments = e->written_bytes = e->writer_dropped = 0;
     e->write_errors = e->unreported_errors = 0;
+    e->losses_at_flush = 0;
     e->last_error[0] = 0;
     writer_fork_reset(e);
 }
