@@ -4,6 +4,8 @@ aggregates and the content-addressed blob store."""
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 
 import pytest
 from _util import last_json, read_calls, run_python
@@ -211,3 +213,23 @@ def test_reader_does_not_modify_the_tape(tmp_path):
     for s in ("-wal", "-journal"):
         if s in before:
             assert files[s].read_bytes() == before[s]
+
+
+def test_older_tape_is_migrated_by_the_next_recording(tmp_path):
+    """A tape of format 1 (without the index on start_max) is upgraded in
+    place by the next process that records onto it, keeping its calls."""
+    path = tmp_path / "old.db"
+    code = "import calltape\ncalltape.record(lambda x: x)(1)\ncalltape.flush()\n"
+    env = dict(os.environ, CALLTAPE_TAPE=str(path))
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+    with sqlite3.connect(path) as con:
+        con.execute("DROP INDEX segments_by_start_max")
+        con.execute("PRAGMA user_version = 1")
+    with pytest.raises(calltape.TapeError, match="older tape format 1"):
+        calltape.open(path)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "segments_by_start_max" in names
+    assert len(calltape.open(path).search()) == 2

@@ -209,9 +209,9 @@ def _to_ns(value: datetime | float, name: str) -> int:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.astimezone()  # a naive time is local time, as datetime.now()
-        return int(value.timestamp() * 1e9)
+        return round(value.timestamp() * 1e9)
     if isinstance(value, int | float):
-        return int(value * 1e9)
+        return round(value * 1e9)
     raise TypeError(f"{name} must be a datetime or seconds since the epoch, not {value!r}")
 
 
@@ -366,7 +366,7 @@ class Tape:
             if value is not None:
                 if value < 0:
                     raise ValueError(f"{name} must be >= 0 seconds, not {value!r}")
-                query[name] = int(value * 1e9)
+                query[name] = round(value * 1e9)
         if session is not None:
             query["session"] = session
         post: list[Callable[[Call], bool]] = []

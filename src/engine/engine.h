@@ -27,7 +27,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define CALLTAPE_SCHEMA_VERSION 1
+#define CALLTAPE_SCHEMA_VERSION 2
 #define CALLTAPE_SEGMENT_FORMAT 1
 
 /* ------------------------------------------------------------------------ */
@@ -366,6 +366,13 @@ typedef struct seg_reader {
 /* Opens the serialized segment `data` for iteration.  Returns 0, or -1 when
  * the header is malformed or of an unknown format version. */
 int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n);
+/* Returns 1 when some call of the serialized segment starts within
+ * [since, until] and lasts within [min_duration, max_duration], 0 when none
+ * does, -1 when the segment is corrupt.  Reads only two columns: a cheap
+ * test before decoding a segment whole. */
+int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t until,
+                        int64_t min_duration, int64_t max_duration);
+
 /* Decodes the next call into `c` (pointers into `data`).  Returns 1 for a
  * call, 0 at the end, -1 when the segment is corrupt. */
 int seg_reader_next(seg_reader *r, seg_call *c);

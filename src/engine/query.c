@@ -185,6 +185,21 @@ static int load_next(query *q)
         return set_sql_error(q, "cannot read a segment");
     }
     size_t n = (size_t)sqlite3_column_bytes(q->load, 0);
+    /* Once a limit fixed a cutoff, most segments hold no call that could
+     * still be returned: test the start and duration columns first. */
+    int64_t since = q->f.since, until = q->f.until;
+    if (q->has_cutoff) {
+        if (q->f.newest_first && q->cutoff.c.start > since)
+            since = q->cutoff.c.start;
+        if (!q->f.newest_first && q->cutoff.c.start < until)
+            until = q->cutoff.c.start;
+    }
+    int any = seg_has_call_within(sqlite3_column_blob(q->load, 0), n, since, until,
+                                  q->f.min_duration, q->f.max_duration);
+    if (any == 0) {
+        sqlite3_reset(q->load);
+        return advance_listing(q);
+    }
     seg_buf *s = calloc(1, sizeof *s);
     uint8_t *data = malloc(n ? n : 1);
     if (!s || !data) {

@@ -187,3 +187,22 @@ int seg_reader_next(seg_reader *r, seg_call *c)
     r->i++;
     return 1;
 }
+
+int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t until,
+                        int64_t min_duration, int64_t max_duration)
+{
+    seg_reader r;
+    if (seg_reader_open(&r, data, n) < 0)
+        return -1;
+    wreader *st = &r.col[COL_START], *du = &r.col[COL_DUR];
+    int64_t start = r.last_start;
+    for (size_t i = 0; i < r.n; i++) {
+        start += unzigzag(wreader_varint(st));
+        int64_t d = (int64_t)wreader_varint(du);
+        if (st->bad || du->bad)
+            return -1;
+        if (start >= since && start <= until && d >= min_duration && d <= max_duration)
+            return 1;
+    }
+    return 0;
+}

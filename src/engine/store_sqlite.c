@@ -98,8 +98,11 @@ static const char schema_v1[] =
     "CREATE TABLE blobs(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE,"
     " size INTEGER NOT NULL, data BLOB NOT NULL);";
 
+/* 2: newest-first searches walk segments by their last start, lazily */
+static const char schema_v2[] = "CREATE INDEX segments_by_start_max ON segments(start_max);";
+
 /* migrations[v] turns schema v into v + 1; index 0 creates the schema. */
-static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1};
+static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1, schema_v2};
 
 struct store {
     sqlite3 *db;
