@@ -160,6 +160,7 @@ def test_call_objects(shop):
         t.call(999999)
     fn = {f.qualname: f for f in t.functions()}["price"]
     assert fn.calls == 304 and fn.raised == 1
+    assert fn.mean == pytest.approx(fn.total / 304)
     assert fn.parameters == ["qty", "unit", "currency", "discount"]
     assert fn.defaults == {"currency": "EUR", "discount": 0.0}
     assert "307 calls of 3 functions" in repr(t)

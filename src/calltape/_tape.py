@@ -37,6 +37,11 @@ class Function:
     min: float | None
     max: float | None
 
+    @property
+    def mean(self) -> float | None:
+        """Mean duration in seconds, None before any call."""
+        return self.total / self.calls if self.calls else None
+
 
 @dataclass(frozen=True)
 class Session:

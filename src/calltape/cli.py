@@ -91,11 +91,11 @@ def cmd_functions(tape: Tape, args: argparse.Namespace, color: bool) -> None:
         print(json.dumps([{"id": f.id, "module": f.module, "qualname": f.qualname,
                            "file": f.file, "line": f.line, "parameters": f.parameters,
                            "calls": f.calls, "raised": f.raised, "total": f.total,
-                           "mean": f.total / f.calls if f.calls else None,
+                           "mean": f.mean,
                            "min": f.min, "max": f.max} for f in fns], indent=2))
         return
     rows = [[f"{f.module}.{f.qualname}", f"{f.calls:,}", f"{f.raised:,}",
-             format_duration(f.total), format_duration(f.total / f.calls if f.calls else None),
+             format_duration(f.total), format_duration(f.mean),
              format_duration(f.max), f"{os.path.basename(f.file)}:{f.line}"] for f in fns]
     print(_table(rows, ["function", "calls", "raised", "total", "mean", "max", "where"],
                  {1, 2, 3, 4, 5}, color))
