@@ -269,24 +269,35 @@ uint64_t engine_take_errors(engine *e, char *msg, size_t msglen)
     return n;
 }
 
-void engine_shutdown(engine *e, uint64_t timeout_ns)
+/* Stops the writer thread after its final round and waits for it.  With
+ * `for_good`, later appends are dropped; else the next append restarts it. */
+static void stop_writer(engine *e, int for_good)
 {
-    engine_flush(e, timeout_ns);
     pthread_mutex_lock(&e->mu);
     int running = e->running;
     e->stop = 1;
-    e->closed = 1;
+    if (for_good) {
+        e->closed = 1;
+        pthread_cond_broadcast(&e->wake_waiters);
+    }
     pthread_cond_broadcast(&e->wake_writer);
-    pthread_cond_broadcast(&e->wake_waiters);
     pthread_mutex_unlock(&e->mu);
     if (running)
         pthread_join(e->thread, NULL);
     pthread_mutex_lock(&e->mu);
     e->running = 0;
+    if (!for_good)
+        e->stop = 0;
     pthread_mutex_unlock(&e->mu);
     pthread_mutex_lock(&e->io_mu);
     writer_close_store(e);
     pthread_mutex_unlock(&e->io_mu);
+}
+
+void engine_shutdown(engine *e, uint64_t timeout_ns)
+{
+    engine_flush(e, timeout_ns);
+    stop_writer(e, 1);
 }
 
 static void free_chunks(chunk *c);
@@ -294,16 +305,8 @@ static void free_chunks(chunk *c);
 void engine_park(engine *e, uint64_t timeout_ns)
 {
     engine_flush(e, timeout_ns);
+    stop_writer(e, 0);
     pthread_mutex_lock(&e->mu);
-    int running = e->running;
-    e->stop = 1;
-    pthread_cond_broadcast(&e->wake_writer);
-    pthread_mutex_unlock(&e->mu);
-    if (running)
-        pthread_join(e->thread, NULL);
-    pthread_mutex_lock(&e->mu);
-    e->running = 0;
-    e->stop = 0;
     /* everything published was consumed by the final round of the writer */
     if (e->live && !e->full_head) {
         e->queued_bytes -= e->live->cap;
@@ -313,9 +316,6 @@ void engine_park(engine *e, uint64_t timeout_ns)
     free_chunks(e->free_list);
     e->free_list = NULL;
     pthread_mutex_unlock(&e->mu);
-    pthread_mutex_lock(&e->io_mu);
-    writer_close_store(e);
-    pthread_mutex_unlock(&e->io_mu);
 }
 
 static void free_chunks(chunk *c)

@@ -210,11 +210,26 @@ static void test_engine_end_to_end(void)
     CHECK(s.written_calls == (uint64_t)N);
     CHECK(s.dropped_calls == 0);
     CHECK(s.session_id == 1);
+    /* a parked engine writes again at its next append, in the same session */
+    engine_park(e, 10000000000ull);
+    for (int i = N + 1; i <= N + 10; i++) {
+        call_rec c = {0};
+        c.fn = 1;
+        c.seq = (uint64_t)i;
+        b.len = 0;
+        rec_put_call(&b, &c);
+        appended += engine_append(e, b.data, b.len) == ENGINE_APPENDED;
+    }
+    CHECK(appended == N + 10);
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_get_stats(e, &s);
+    CHECK(s.written_calls == (uint64_t)N + 10);
+    CHECK(s.session_id == 1);
     engine_free(e);
     struct stat sb;
     CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600);
-    CHECK(query_int(path, "SELECT sum(n) FROM segments") == N);
-    CHECK(query_int(path, "SELECT calls FROM functions WHERE qualname = 'f'") == N);
+    CHECK(query_int(path, "SELECT sum(n) FROM segments") == N + 10);
+    CHECK(query_int(path, "SELECT calls FROM functions WHERE qualname = 'f'") == N + 10);
     CHECK(query_int(path, "SELECT total_ns FROM functions") == 50ll * N);
     CHECK(query_int(path, "PRAGMA user_version") == CALLTAPE_SCHEMA_VERSION);
     /* a read-only open of a tape works; of garbage, fails with a message */
