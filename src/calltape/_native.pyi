@@ -1,6 +1,6 @@
 """Type stubs for calltape._native, the C engine's CPython binding."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 class Recorder:
@@ -57,7 +57,21 @@ class RawTape:
     def functions(self) -> list[dict[str, Any]]: ...
     def threads(self) -> list[dict[str, Any]]: ...
     def query(self, sql: str) -> list[dict[str, Any]]: ...
-    def calls(self, function_id: int | None = None) -> list[tuple[Any, ...]]: ...
+    def get(self, call_id: int) -> tuple[Any, ...] | None: ...
+    def search(
+        self,
+        *,
+        functions: list[int] | None = None,
+        session: int = 0,
+        thread: int = -1,
+        since: int = ...,
+        until: int = ...,
+        min_duration: int = 0,
+        max_duration: int = ...,
+        outcome: int = -1,
+        newest: bool = True,
+        limit: int = -1,
+    ) -> Iterator[tuple[Any, ...]]: ...
     def load_blob(self, hash: bytes) -> bytes: ...
     def rebuild(self, wire: bytes, many: bool = False) -> Any: ...
     def close(self) -> None: ...

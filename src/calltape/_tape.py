@@ -399,14 +399,9 @@ class Tape:
 
     def calls(self, function: str | None = None) -> list[Call]:
         """Recorded calls in id order; ``function`` is a qualname or module.qualname."""
-        fns = self._functions()
-        ids = [None]
-        if function is not None:
-            ids = [f.id for f in fns.values()
-                   if function in (f.qualname, f"{f.module}.{f.qualname}")]
-        calls = [Call(self, fns[raw[2]], raw) for fid in ids for raw in self._raw.calls(fid)]
-        calls.sort(key=lambda c: c.id)
-        return calls
+        named = None if function is None else (
+            lambda f: function in (f.qualname, f"{f.module}.{f.qualname}"))
+        return sorted(self.search(named, order="oldest"), key=lambda c: c.id)
 
     def close(self) -> None:
         self._raw.close()

@@ -153,6 +153,34 @@ static void append_function(engine *e)
     wbuf_free(&body);
 }
 
+/* An engine for `path` whose process-local function 1 is defined; NULL
+ * (counted as a failure) when it cannot be made. */
+static engine *start_engine(const char *path, size_t chunk_bytes, size_t max_buffer_bytes)
+{
+    engine_options o = {0};
+    o.path = path;
+    o.chunk_bytes = chunk_bytes;
+    o.max_buffer_bytes = max_buffer_bytes;
+    o.mpi_rank = -1;
+    char err[256];
+    engine *e = engine_new(&o, err, sizeof err);
+    CHECK(e != NULL);
+    if (e)
+        append_function(e);
+    return e;
+}
+
+/* Appends a call of function 1 with no values; 1 when appended. */
+static int append_bare_call(engine *e, wbuf *b, uint64_t seq)
+{
+    call_rec c = {0};
+    c.fn = 1;
+    c.seq = seq;
+    b->len = 0;
+    rec_put_call(b, &c);
+    return engine_append(e, b->data, b->len) == ENGINE_APPENDED;
+}
+
 static int64_t query_int(const char *path, const char *sql)
 {
     sqlite3 *db;
@@ -174,17 +202,10 @@ static void test_engine_end_to_end(void)
     int fd = mkstemp(path);
     close(fd);
     unlink(path);
-    engine_options o = {0};
-    o.path = path;
-    o.chunk_bytes = 4096; /* many chunk hand-offs */
-    o.max_buffer_bytes = 1 << 16;
-    o.mpi_rank = -1;
-    char err[256];
-    engine *e = engine_new(&o, err, sizeof err);
-    CHECK(e != NULL);
+    engine *e = start_engine(path, 4096 /* many chunk hand-offs */, 1 << 16);
     if (!e)
         return;
-    append_function(e);
+    char err[256];
     wbuf b;
     wbuf_init(&b, NULL, 0);
     uint8_t args[2] = {WIRE_INT, 2};
@@ -212,14 +233,8 @@ static void test_engine_end_to_end(void)
     CHECK(s.session_id == 1);
     /* a parked engine writes again at its next append, in the same session */
     engine_park(e, 10000000000ull);
-    for (int i = N + 1; i <= N + 10; i++) {
-        call_rec c = {0};
-        c.fn = 1;
-        c.seq = (uint64_t)i;
-        b.len = 0;
-        rec_put_call(&b, &c);
-        appended += engine_append(e, b.data, b.len) == ENGINE_APPENDED;
-    }
+    for (int i = N + 1; i <= N + 10; i++)
+        appended += append_bare_call(e, &b, (uint64_t)i);
     CHECK(appended == N + 10);
     CHECK(engine_flush(e, 10000000000ull) == 0);
     engine_get_stats(e, &s);
@@ -256,22 +271,12 @@ static void test_engine_end_to_end(void)
 
 static void test_unwritable_tape_drops_and_counts(void)
 {
-    engine_options o = {0};
-    o.path = "/proc/calltape-cannot-exist/tape.db";
-    o.mpi_rank = -1;
-    char err[256];
-    engine *e = engine_new(&o, err, sizeof err);
-    CHECK(e != NULL);
+    engine *e = start_engine("/proc/calltape-cannot-exist/tape.db", 0, 0);
     if (!e)
         return;
-    append_function(e);
     wbuf b;
     wbuf_init(&b, NULL, 0);
-    call_rec c = {0};
-    c.fn = 1;
-    c.seq = 1;
-    rec_put_call(&b, &c);
-    engine_append(e, b.data, b.len);
+    append_bare_call(e, &b, 1);
     CHECK(engine_flush(e, 5000000000ull) == -1);
     engine_stats s;
     engine_get_stats(e, &s);

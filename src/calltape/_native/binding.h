@@ -91,6 +91,8 @@ typedef struct ct_capture {
  * UNENCODABLE or TRUNCATED markers and are counted.  Returns 0, or -1 when
  * `b` ran out of memory. */
 int ct_capture_value(ct_capture *c, wbuf *b, PyObject *v);
+/* The same for a value ct_capture_small() already declined. */
+int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v);
 /* The commonest small values, written without the general checks: they can
  * neither fail nor come near the size or blob thresholds.  Returns 1 when
  * done. */
@@ -147,6 +149,13 @@ int ct_should_redact(ct_state *st, PyObject *name, PyObject *extra_exact, PyObje
  * -1 with TypeError naming the bad item. */
 int ct_split_redact(PyObject *names, PyObject **exact, PyObject **patterns);
 
+/* The class the Python layer bound under `name` (TapeError, Redacted, ...),
+ * borrowed, or NULL before _bind(). */
+static inline PyObject *ct_marker_type(const ct_state *st, const char *name)
+{
+    return st->marker_types ? PyDict_GetItemString(st->marker_types, name) : NULL;
+}
+
 /* rebuild.c */
 typedef struct ct_rebuild {
     ct_state *st;
@@ -179,7 +188,8 @@ typedef struct ct_thread {
     uint64_t index; /* process-local thread index, 0: not assigned */
     int busy;       /* inside calltape's own code: do not record */
 } ct_thread;
-ct_thread *ct_thread_get(ct_state *st);
+/* The calling thread's recording context. */
+ct_thread *ct_thread_get(void);
 /* 1 when `slot`'s engine was told about thread `t`. */
 static inline int ct_thread_known(const ct_engine_slot *slot, const ct_thread *t)
 {

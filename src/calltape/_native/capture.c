@@ -441,8 +441,11 @@ static int capture_at(ct_capture *c, wbuf *b, PyObject *v, int depth, size_t top
 
 int ct_capture_value(ct_capture *c, wbuf *b, PyObject *v)
 {
-    if (ct_capture_small(b, v))
-        return 0;
+    return ct_capture_small(b, v) ? 0 : ct_capture_other(c, b, v);
+}
+
+int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)
+{
     size_t start = b->len;
     int rc = capture_at(c, b, v, 0, start);
     if (rc == -1)

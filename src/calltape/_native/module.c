@@ -60,7 +60,7 @@ static PyObject *absolute_path(PyObject *path)
     return r;
 }
 
-static int build_options(ct_state *st, engine_options *o, wbuf *argv)
+static void build_options(ct_state *st, engine_options *o, wbuf *argv)
 {
     memset(o, 0, sizeof *o);
     o->flush_interval_ns = (uint64_t)(st->flush_interval * 1e9);
@@ -86,7 +86,6 @@ static int build_options(ct_state *st, engine_options *o, wbuf *argv)
         o->argv_len = argv->len;
     }
     PyErr_Clear();
-    return 0;
 }
 
 ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)

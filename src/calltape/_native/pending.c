@@ -40,17 +40,11 @@ void ct_deferred_finish(ct_deferred *d, int outcome, PyObject *result, PyObject 
     wbuf_free(&d->args);
 }
 
-static void deferred_release(ct_deferred *d)
-{
-    wbuf_free(&d->args);
-    Py_CLEAR(d->recorder);
-}
-
 /* Runs one step of the inner object; `how` 0: send(arg), 1: throw(args). */
 static PyObject *step(Pending *p, int how, PyObject *arg)
 {
     ct_deferred *d = deferred_of(p);
-    ct_thread *t = ct_thread_get(NULL);
+    ct_thread *t = ct_thread_get();
     uint64_t parent = t->parent, depth = t->depth;
     if (!d->done) {
         t->parent = d->ci.seq;
@@ -198,8 +192,8 @@ static void Pending_dealloc(Pending *p)
     if (PyObject_CallFinalizerFromDealloc((PyObject *)p) < 0)
         return;
     PyObject_GC_UnTrack(p);
-    Pending_clear(p);
-    deferred_release(&p->d);
+    Pending_clear(p); /* drops the recorder too */
+    wbuf_free(&p->d.args);
     tp->tp_free((PyObject *)p);
     Py_DECREF(tp);
 }

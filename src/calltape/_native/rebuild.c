@@ -59,8 +59,7 @@ static PyObject *Restricted_find_class(PyObject *self, PyObject *args)
         ok = module_allowed(allow, mod);
     }
     if (!ok) {
-        PyObject *cls =
-            st->marker_types ? PyDict_GetItemString(st->marker_types, "RefusedGlobal") : NULL;
+        PyObject *cls = ct_marker_type(st, "RefusedGlobal");
         char top[128];
         snprintf(top, sizeof top, "%s", mod);
         char *dot = strchr(top, '.');
@@ -104,14 +103,14 @@ PyObject *ct_restricted_unpickler_spec_type(PyObject *module, PyObject *base)
 
 static PyObject *tape_error(ct_state *st, const char *msg)
 {
-    PyObject *cls = st->marker_types ? PyDict_GetItemString(st->marker_types, "TapeError") : NULL;
+    PyObject *cls = ct_marker_type(st, "TapeError");
     PyErr_SetString(cls ? cls : PyExc_ValueError, msg);
     return NULL;
 }
 
 static PyObject *marker(ct_state *st, const char *name, PyObject *args)
 {
-    PyObject *cls = st->marker_types ? PyDict_GetItemString(st->marker_types, name) : NULL;
+    PyObject *cls = ct_marker_type(st, name);
     if (!cls) {
         Py_XDECREF(args);
         return tape_error(st, "calltape markers are not bound");

@@ -25,9 +25,33 @@
 
 static __attribute__((tls_model("initial-exec"))) _Thread_local ct_thread tls_thread;
 
-ct_thread *ct_thread_get(ct_state *st)
+/* ---- records --------------------------------------------------------------- */
+
+/* Every record is built in a wbuf whose first CT_FRAME_ROOM bytes are left
+ * free; append_framed writes the length prefix into them and appends. */
+#define CT_FRAME_ROOM 10
+
+static void frame_begin(wbuf *b, uint8_t *storage, size_t cap)
 {
-    (void)st;
+    wbuf_init(b, storage, cap);
+    if (wbuf_reserve(b, CT_FRAME_ROOM) == 0)
+        b->len = CT_FRAME_ROOM;
+}
+
+static void append_framed(ct_state *st, ct_engine_slot *slot, wbuf *b)
+{
+    if (b->failed)
+        return;
+    size_t body = b->len - CT_FRAME_ROOM;
+    uint8_t pre[CT_FRAME_ROOM];
+    size_t n = (size_t)(put_varint_raw(pre, body) - pre);
+    uint8_t *start = b->data + CT_FRAME_ROOM - n;
+    memcpy(start, pre, n);
+    ct_append(st, slot, start, body + n);
+}
+
+ct_thread *ct_thread_get(void)
+{
     return &tls_thread;
 }
 
@@ -50,11 +74,8 @@ void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t)
     }
     slot->seen[t->index] = 1;
     uint8_t storage[256];
-    wbuf b;
-    wbuf_init(&b, storage, sizeof storage);
     wbuf body;
-    uint8_t bs[200];
-    wbuf_init(&body, bs, sizeof bs);
+    frame_begin(&body, storage, sizeof storage);
     wbuf_byte(&body, REC_THREAD);
     wbuf_varint(&body, t->index);
     wbuf_varint(&body, (uint64_t)PyThread_get_thread_ident());
@@ -79,12 +100,8 @@ void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t)
     Py_XDECREF(cur);
     PyErr_Clear();
     ct_restore_exc(saved);
-    wbuf_varint(&b, body.len);
-    wbuf_put(&b, body.data, body.len);
-    if (!b.failed)
-        ct_append(st, slot, b.data, b.len);
+    append_framed(st, slot, &body);
     wbuf_free(&body);
-    wbuf_free(&b);
 }
 
 /* ---- function descriptions -------------------------------------------- */
@@ -201,23 +218,13 @@ static void announce_function(Recorder *r, ct_engine_slot *slot)
         if (!r->fn_record)
             return;
     }
-    uint8_t head[24];
-    wbuf h;
-    wbuf_init(&h, head, sizeof head);
-    size_t body_len = 1 + (size_t)PyBytes_GET_SIZE(r->fn_record);
-    wbuf idb;
-    uint8_t ids[12];
-    wbuf_init(&idb, ids, sizeof ids);
-    wbuf_varint(&idb, r->fn_id);
-    wbuf_varint(&h, body_len + idb.len);
-    wbuf_byte(&h, REC_FUNCTION);
-    wbuf_put(&h, idb.data, idb.len);
     wbuf b;
-    wbuf_init(&b, NULL, 0);
-    wbuf_put(&b, h.data, h.len);
+    frame_begin(&b, NULL, 0);
+    wbuf_byte(&b, REC_FUNCTION);
+    wbuf_varint(&b, r->fn_id);
     wbuf_put(&b, PyBytes_AS_STRING(r->fn_record), (size_t)PyBytes_GET_SIZE(r->fn_record));
     if (!b.failed) {
-        ct_append(r->st, slot, b.data, b.len);
+        append_framed(r->st, slot, &b);
         r->announced_serial = slot->serial;
     }
     wbuf_free(&b);
@@ -228,7 +235,8 @@ static void announce_function(Recorder *r, ct_engine_slot *slot)
 /* Encodes one argument value (redaction, sanitize, DEFAULT marker). */
 static void put_arg(Recorder *r, ct_capture *cap, wbuf *b, Py_ssize_t i, PyObject *v, int dflt)
 {
-    if (!dflt && !r->redacted[i] && !r->sanitize && ct_capture_small(b, v))
+    int plain = !dflt && !r->redacted[i] && !r->sanitize;
+    if (plain && ct_capture_small(b, v))
         return;
     if (dflt)
         wbuf_byte(b, WIRE_DEFAULT);
@@ -255,7 +263,10 @@ static void put_arg(Recorder *r, ct_capture *cap, wbuf *b, Py_ssize_t i, PyObjec
         Py_DECREF(clean);
         return;
     }
-    ct_capture_value(cap, b, v);
+    if (plain)
+        ct_capture_other(cap, b, v); /* ct_capture_small declined it above */
+    else
+        ct_capture_value(cap, b, v);
 }
 
 static Py_ssize_t find_param(Recorder *r, PyObject *name)
@@ -273,6 +284,30 @@ static Py_ssize_t find_param(Recorder *r, PyObject *name)
     return -1;
 }
 
+/* The arguments as the caller passed them: a tuple and a dict (new
+ * references).  Returns 0, or -1 with no exception left set. */
+static int raw_arguments(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                         PyObject **tuple, PyObject **dict)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *t = PyTuple_New(nargs), *d = PyDict_New();
+    if (!t || !d)
+        goto error;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(t, i, Py_NewRef(args[i]));
+    for (Py_ssize_t j = 0; j < nkw; j++)
+        if (PyDict_SetItem(d, PyTuple_GET_ITEM(kwnames, j), args[nargs + j]) < 0)
+            goto error;
+    *tuple = t;
+    *dict = d;
+    return 0;
+error:
+    PyErr_Clear();
+    Py_XDECREF(t);
+    Py_XDECREF(d);
+    return -1;
+}
+
 /* Encodes the arguments in parameter order.  Returns 0, or 1 when they do
  * not bind (the call will raise TypeError): then a TUPLE and a DICT of the
  * raw arguments are written instead. */
@@ -281,25 +316,14 @@ static int encode_args(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *a
 {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (!r->bound) {
-        PyObject *t = PyTuple_New(nargs);
-        PyObject *d = PyDict_New();
-        if (!t || !d)
-            goto raw_fail;
-        for (Py_ssize_t i = 0; i < nargs; i++)
-            PyTuple_SET_ITEM(t, i, Py_NewRef(args[i]));
-        for (Py_ssize_t j = 0; j < nkw; j++)
-            if (PyDict_SetItem(d, PyTuple_GET_ITEM(kwnames, j), args[nargs + j]) < 0)
-                goto raw_fail;
+        PyObject *t, *d;
+        if (raw_arguments(args, nargs, kwnames, &t, &d) < 0)
+            return 1;
         put_arg(r, cap, b, 0, t, 0);
         put_arg(r, cap, b, 1, d, 0);
         Py_DECREF(t);
         Py_DECREF(d);
         return 0;
-    raw_fail:
-        PyErr_Clear();
-        Py_XDECREF(t);
-        Py_XDECREF(d);
-        return 1;
     }
     /* fast path: positional only, exactly the positional parameters */
     if (nkw == 0 && nargs == r->argcount && r->nparams == r->argcount) {
@@ -388,19 +412,13 @@ done:
     if (rc) {
         /* raw form: what the caller passed */
         b->len = 0;
-        PyObject *t = PyTuple_New(nargs);
-        PyObject *d = PyDict_New();
-        if (t && d) {
-            for (Py_ssize_t k = 0; k < nargs; k++)
-                PyTuple_SET_ITEM(t, k, Py_NewRef(args[k]));
-            for (Py_ssize_t j = 0; j < nkw; j++)
-                PyDict_SetItem(d, PyTuple_GET_ITEM(kwnames, j), args[nargs + j]);
+        PyObject *t, *d;
+        if (raw_arguments(args, nargs, kwnames, &t, &d) == 0) {
             ct_capture_value(cap, b, t);
             ct_capture_value(cap, b, d);
+            Py_DECREF(t);
+            Py_DECREF(d);
         }
-        PyErr_Clear();
-        Py_XDECREF(t);
-        Py_XDECREF(d);
     }
     return rc;
 }
@@ -436,20 +454,15 @@ void ct_emit_counters(ct_state *st, ct_engine_slot *slot)
 {
     uint8_t storage[64];
     wbuf b;
-    wbuf_init(&b, storage, sizeof storage);
-    uint8_t body[60];
-    wbuf bb;
-    wbuf_init(&bb, body, sizeof body);
-    wbuf_byte(&bb, REC_COUNTERS);
+    frame_begin(&b, storage, sizeof storage);
+    wbuf_byte(&b, REC_COUNTERS);
     for (int i = 0; i < 5; i++)
-        wbuf_varint(&bb, (uint64_t)st->counters[i]);
-    wbuf_varint(&b, bb.len);
-    wbuf_put(&b, bb.data, bb.len);
-    for (int k_ = 0; k_ < CT_NCOUNTERS; k_++)
-        st->totals[k_] += st->counters[k_];
+        wbuf_varint(&b, (uint64_t)st->counters[i]);
+    for (int i = 0; i < CT_NCOUNTERS; i++)
+        st->totals[i] += st->counters[i];
     memset(st->counters, 0, sizeof st->counters);
     st->counters_dirty = 0;
-    ct_append(st, slot, b.data, b.len);
+    append_framed(st, slot, &b);
 }
 
 void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
@@ -479,7 +492,7 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
                 PyErr_Clear();
                 wbuf_byte(&res, WIRE_REDACTED);
             }
-        } else if (!ct_capture_small(&res, result)) {
+        } else {
             ct_capture_value(&cap, &res, result);
         }
         flags |= REC_HAS_RESULT;
@@ -497,10 +510,9 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
     }
     uint8_t store[512];
     wbuf b;
-    wbuf_init(&b, store, sizeof store);
-    /* the fixed fields: at most 1 + 7 varints + 2 bytes, written unchecked
-     * after 10 bytes left for the length prefix */
-    uint8_t *q = b.data + 10;
+    frame_begin(&b, store, sizeof store);
+    /* the fixed fields: at most 1 + 7 varints + 2 bytes, written unchecked */
+    uint8_t *q = b.data + b.len;
     *q++ = REC_CALL;
     q = put_varint_raw(q, r->fn_id);
     q = put_varint_raw(q, ci->seq);
@@ -527,16 +539,10 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
         wbuf_varint(&b, res.len);
         wbuf_put(&b, res.data, res.len);
     }
-    if (!b.failed && !res.failed) {
-        size_t body = b.len - 10;
-        uint8_t pre[10];
-        wbuf p;
-        wbuf_init(&p, pre, sizeof pre);
-        wbuf_varint(&p, body);
-        memcpy(b.data + 10 - p.len, pre, p.len);
+    if (!res.failed) {
         if (st->counters_dirty)
             ct_emit_counters(st, slot);
-        ct_append(st, slot, b.data + 10 - p.len, body + p.len);
+        append_framed(st, slot, &b);
     }
     wbuf_free(&b);
     wbuf_free(&res);
@@ -826,26 +832,12 @@ static PyObject *forward(Recorder *r, const char *name)
     return PyObject_GetAttrString(r->func, name);
 }
 
-static PyObject *Recorder_get_name(Recorder *r, void *c)
+/* __name__, __qualname__, __module__, __doc__: the wrapped function's own */
+static PyObject *Recorder_get_forwarded(Recorder *r, void *name)
 {
-    (void)c;
-    return forward(r, "__name__");
+    return forward(r, (const char *)name);
 }
-static PyObject *Recorder_get_qualname(Recorder *r, void *c)
-{
-    (void)c;
-    return forward(r, "__qualname__");
-}
-static PyObject *Recorder_get_module(Recorder *r, void *c)
-{
-    (void)c;
-    return forward(r, "__module__");
-}
-static PyObject *Recorder_get_doc(Recorder *r, void *c)
-{
-    (void)c;
-    return forward(r, "__doc__");
-}
+
 static PyObject *Recorder_get_wrapped(Recorder *r, void *c)
 {
     (void)c;
@@ -886,10 +878,10 @@ static PyObject *Recorder_repr(PyObject *self)
 }
 
 static PyGetSetDef Recorder_getset[] = {
-    {"__name__", (getter)Recorder_get_name, NULL, NULL, NULL},
-    {"__qualname__", (getter)Recorder_get_qualname, NULL, NULL, NULL},
-    {"__module__", (getter)Recorder_get_module, NULL, NULL, NULL},
-    {"__doc__", (getter)Recorder_get_doc, NULL, NULL, NULL},
+    {"__name__", (getter)Recorder_get_forwarded, NULL, NULL, "__name__"},
+    {"__qualname__", (getter)Recorder_get_forwarded, NULL, NULL, "__qualname__"},
+    {"__module__", (getter)Recorder_get_forwarded, NULL, NULL, "__module__"},
+    {"__doc__", (getter)Recorder_get_forwarded, NULL, NULL, "__doc__"},
     {"__wrapped__", (getter)Recorder_get_wrapped, NULL, NULL, NULL},
     {"tape", (getter)Recorder_get_tape, NULL, "the tape path of this function, or None", NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},

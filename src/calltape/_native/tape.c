@@ -53,7 +53,7 @@ static PyObject *call_row(const seg_call *c, int64_t session, int64_t function)
 
 static PyObject *tape_error(ct_state *st, PyObject *path, const char *msg)
 {
-    PyObject *cls = st->marker_types ? PyDict_GetItemString(st->marker_types, "TapeError") : NULL;
+    PyObject *cls = ct_marker_type(st, "TapeError");
     PyErr_Format(cls ? cls : PyExc_ValueError, "%s%s%U", msg, path ? ": " : "",
                  path ? path : Py_None);
     return NULL;
@@ -103,8 +103,7 @@ static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         Py_XDECREF(allow_t);
         Py_DECREF(p);
         if (!PyErr_Occurred()) {
-            PyObject *cls =
-                cst->marker_types ? PyDict_GetItemString(cst->marker_types, "TapeError") : NULL;
+            PyObject *cls = ct_marker_type(cst, "TapeError");
             PyErr_SetString(cls ? cls : PyExc_ValueError, err);
         }
         return NULL;
@@ -240,73 +239,6 @@ static PyObject *Tape_query(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "s:query", &sql))
         return NULL;
     return query_dicts((Tape *)self, sql, 0, 0);
-}
-
-/* calls(function_id=None) -> list of tuples:
- * (id, session, function, parent, depth, thread, start_ns, duration_ns,
- *  outcome, flags, cpu_ns, rss_before, rss_after, rss_peak, args, result) */
-static PyObject *Tape_calls(PyObject *self, PyObject *args)
-{
-    Tape *t = (Tape *)self;
-    PyObject *fn = Py_None;
-    if (!PyArg_ParseTuple(args, "|O:calls", &fn) || check_open(t) < 0)
-        return NULL;
-    ct_state *cst = PyType_GetModuleState(Py_TYPE(t));
-    sqlite3 *db = store_db(t->st);
-    const char *sql =
-        fn == Py_None
-            ? "SELECT session, function, data FROM segments ORDER BY id"
-            : "SELECT session, function, data FROM segments WHERE function = ? ORDER BY id";
-    sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
-        return tape_error(cst, t->path, sqlite3_errmsg(db));
-    if (fn != Py_None) {
-        long long id = PyLong_AsLongLong(fn);
-        if (id == -1 && PyErr_Occurred()) {
-            sqlite3_finalize(q);
-            return NULL;
-        }
-        sqlite3_bind_int64(q, 1, id);
-    }
-    PyObject *out = PyList_New(0);
-    int rc = SQLITE_DONE;
-    while (out) {
-        Py_BEGIN_ALLOW_THREADS
-            rc = sqlite3_step(q);
-        Py_END_ALLOW_THREADS
-        if (rc != SQLITE_ROW)
-            break;
-        int64_t session = sqlite3_column_int64(q, 0), function = sqlite3_column_int64(q, 1);
-        const uint8_t *data = sqlite3_column_blob(q, 2);
-        size_t n = (size_t)sqlite3_column_bytes(q, 2);
-        seg_reader r;
-        seg_call c;
-        if (seg_reader_open(&r, data, n) < 0) {
-            Py_CLEAR(out);
-            tape_error(cst, t->path, "corrupt segment in the tape");
-            break;
-        }
-        int more;
-        while ((more = seg_reader_next(&r, &c)) == 1) {
-            PyObject *row = call_row(&c, session, function);
-            if (!row || PyList_Append(out, row) < 0) {
-                Py_XDECREF(row);
-                Py_CLEAR(out);
-                break;
-            }
-            Py_DECREF(row);
-        }
-        if (out && more < 0) {
-            Py_CLEAR(out);
-            tape_error(cst, t->path, "corrupt segment in the tape");
-        }
-    }
-    if (out && rc != SQLITE_DONE) {
-        Py_CLEAR(out);
-        tape_error(cst, t->path, sqlite3_errmsg(db));
-    }
-    sqlite3_finalize(q);
-    return out;
 }
 
 static PyObject *Tape_load_blob(PyObject *self, PyObject *args)
@@ -576,7 +508,6 @@ static PyMethodDef Tape_methods[] = {
     {"functions", Tape_functions, METH_NOARGS, "Function rows with their aggregates."},
     {"threads", Tape_threads, METH_NOARGS, "Thread rows."},
     {"query", Tape_query, METH_VARARGS, "query(sql) -> list of dict rows (read-only)."},
-    {"calls", Tape_calls, METH_VARARGS, "calls(function_id=None) -> list of raw call tuples."},
     {"get", Tape_get, METH_O, "get(call_id) -> raw call tuple or None"},
     {"search", (PyCFunction)(void (*)(void))Tape_search, METH_VARARGS | METH_KEYWORDS,
      "search(*, functions, session, thread, since, until, min_duration, max_duration,"
