@@ -43,10 +43,11 @@ static void append_framed(ct_state *st, ct_engine_slot *slot, wbuf *b)
     if (b->failed)
         return;
     size_t body = b->len - CT_FRAME_ROOM;
-    uint8_t pre[CT_FRAME_ROOM];
-    size_t n = (size_t)(put_varint_raw(pre, body) - pre);
+    size_t n = 1;
+    for (size_t v = body; v >= 0x80; v >>= 7)
+        n++;
     uint8_t *start = b->data + CT_FRAME_ROOM - n;
-    memcpy(start, pre, n);
+    put_varint_raw(start, body); /* exactly n bytes, ending where the body starts */
     ct_append(st, slot, start, body + n);
 }
 
@@ -492,8 +493,8 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
                 PyErr_Clear();
                 wbuf_byte(&res, WIRE_REDACTED);
             }
-        } else {
-            ct_capture_value(&cap, &res, result);
+        } else if (!ct_capture_small(&res, result)) {
+            ct_capture_other(&cap, &res, result);
         }
         flags |= REC_HAS_RESULT;
     }
