@@ -26,29 +26,32 @@ from ._markers import (
     RecordingWarning,
     Redacted,
     RefusedGlobal,
+    ReplayRefused,
     TapeError,
     Truncated,
     Unencodable,
 )
+from ._replay import Outcome, Report
 from ._tape import Call, Function, Session, Tape
 
 __version__ = "0.1.0"
 __all__ = [
-    "Call", "ExceptionInfo", "Function", "Recorder", "RecordingWarning", "Redacted",
-    "RefusedGlobal", "Session", "Tape", "TapeError", "Truncated", "Unencodable", "configure",
-    "flush", "open", "record", "register_codec", "stats",
+    "Call", "ExceptionInfo", "Function", "Outcome", "Recorder", "RecordingWarning",
+    "Redacted", "RefusedGlobal", "ReplayRefused", "Report", "Session", "Tape", "TapeError",
+    "Truncated", "Unencodable", "compare", "configure", "flush", "open", "record", "register_codec", "stats",
 ]
 
 Recorder = _native.Recorder
 flush = _native.flush
 stats = _native.stats
 register_codec = _native.register_codec
+compare = _native.compare
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _native._bind(
     {"RecordingWarning": RecordingWarning, "TapeError": TapeError,
-     "RefusedGlobal": RefusedGlobal, "Redacted": Redacted, "Truncated": Truncated,
+     "RefusedGlobal": RefusedGlobal, "ReplayRefused": ReplayRefused, "Redacted": Redacted, "Truncated": Truncated,
      "Unencodable": Unencodable, "ExceptionInfo": ExceptionInfo},
     {"host": socket.gethostname(), "python": platform.python_version(),
      "version": __version__},

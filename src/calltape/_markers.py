@@ -17,6 +17,11 @@ class TapeError(Exception):
     """A tape cannot be read: missing, not a tape, newer, or damaged."""
 
 
+class ReplayRefused(PermissionError):
+    """Replaying was refused: it runs the recorded function's code, and the tape
+    was opened without ``trust=True`` or an ``allow=`` list covering its module."""
+
+
 class RefusedGlobal(pickle.UnpicklingError):
     """A recorded value names a global that is not allowed; the message says how to allow it."""
 

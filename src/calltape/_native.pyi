@@ -76,6 +76,27 @@ class RawTape:
     def rebuild(self, wire: bytes, many: bool = False) -> Any: ...
     def close(self) -> None: ...
 
+class Replayer:
+    """Re-executes recorded calls and compares their outcomes (replay.c)."""
+
+    def __init__(
+        self,
+        outcome: Callable[..., Any],
+        run_coroutine: Callable[[Any], Any],
+        run_asyncgen: Callable[[Any], list[Any]],
+        *,
+        trust: bool = False,
+        allow: tuple[str, ...] | list[str] = (),
+        rel: float = 0.0,
+        abs: float = 0.0,
+        record_tape: str | None = None,
+        recorded_globals: bool = False,
+    ) -> None: ...
+    def check(self, module: str) -> None: ...
+    def replay(self, call: Any, *, parameters: int = -1) -> Any: ...
+    def session(self) -> int | None: ...
+
+def compare(expected: Any, actual: Any, *, rel: float = 0.0, abs: float = 0.0) -> str | None: ...
 def configure(
     *,
     tape: str | None = None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
 
-from . import _native
+from . import _native, _replay
 
 _OUTCOMES = ("returned", "raised", "closed")
 _HAS_ARGS, _HAS_RESULT, _UNBOUND = 1 << 3, 1 << 4, 1 << 5
@@ -205,6 +205,18 @@ class Call:
     def preview(self) -> str:
         return _native.preview(self._raw[14])
 
+    def replay(self, *, rel: float = 0.0, abs: float = 0.0, globals: str | None = None,
+               record: bool = False) -> _replay.Outcome:
+        """Call the function again, today's code, with the recorded arguments, and
+        compare with what was recorded; see :meth:`Tape.replay` for the options.
+
+        >>> outcome = tape.call(42).replay(rel=1e-9)
+        >>> outcome.ok, outcome.result, outcome.expected, outcome.diff
+        """
+        report = _replay.replay_calls(self._tape, [self], rel=rel, abs=abs, globals=globals,
+                                      record=record)
+        return report.outcomes[0]
+
     def __repr__(self) -> str:
         return (f"<Call {self.id} {self.qualname}({self.preview}) {self.outcome}"
                 f" in {self.duration * 1e6:.1f} us>")
@@ -278,6 +290,7 @@ class Tape:
     def __init__(self, path: str | os.PathLike[str], *, trust: bool = False,
                  allow: list[str] | tuple[str, ...] = ()) -> None:
         self._raw = _native.RawTape(os.fspath(path), trust=trust, allow=tuple(allow))
+        self.trust, self.allow = trust, tuple(allow)
         self.path = self._raw.path
         self._threads: dict[tuple[int, int], dict] | None = None
         self._fns: dict[int, Function] | None = None
@@ -396,6 +409,33 @@ class Tape:
         if raw is None:
             raise KeyError(f"no call with id {call_id} in {self.path}")
         return Call(self, self._functions()[raw[2]], raw)
+
+    def replay(self, *call_ids: int, rel: float = 0.0, abs: float = 0.0,
+               globals: str | None = None, record: bool = False,
+               **filters: Any) -> _replay.Report:
+        """Re-execute recorded calls with today's code and compare each with its recording.
+
+        The calls are those with the ids given, or else those a
+        :meth:`search` with ``filters`` finds (oldest first).  Replaying runs
+        code: it is refused (ReplayRefused) unless the tape was opened with
+        ``trust=True`` or ``allow=[...]`` covering each function's module.
+        ``rel``/``abs``: float tolerance; ``globals="recorded"``: run with the
+        module globals the call read (recorded with ``globals=True``) patched
+        in; ``record=True``: record the replayed calls onto this tape as a new
+        session (``report.session``).
+
+        >>> report = tape.replay(function="price", since=datetime(2026, 11, 1))
+        >>> report.counts, report.ok
+        """
+        if call_ids and filters:
+            raise ValueError("give call ids or search filters, not both")
+        if call_ids:
+            calls: list[Call] | Calls = [self.call(i) for i in call_ids]
+        else:
+            filters.setdefault("order", "oldest")
+            calls = self.search(**filters)
+        return _replay.replay_calls(self, calls, rel=rel, abs=abs, globals=globals,
+                                    record=record)
 
     def calls(self, function: str | None = None) -> list[Call]:
         """Recorded calls in id order; ``function`` is a qualname or module.qualname."""

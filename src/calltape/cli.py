@@ -4,6 +4,7 @@
     calltape search [TAPE] --function price --since 2h --min-duration 0.01
     calltape show [TAPE] CALL_ID
     calltape sessions [TAPE]
+    calltape replay [TAPE] [CALL_ID ...] --function price --trust
 
 TAPE defaults to $CALLTAPE_TAPE, then ./calltape.db.  --json prints JSON for
 scripts.  Every error a user can cause prints one sentence and exits 2.
@@ -19,7 +20,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import RefusedGlobal, Tape, TapeError
+from . import RefusedGlobal, ReplayRefused, Tape, TapeError
 from . import open as open_tape
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
@@ -156,6 +157,37 @@ def cmd_sessions(tape: Tape, args: argparse.Namespace, color: bool) -> None:
                  {0, 2, 6}, color))
 
 
+def cmd_replay(tape: Tape, args: argparse.Namespace, color: bool) -> int:
+    filters: dict[str, Any] = {}
+    if args.function:
+        filters["function"] = args.function
+    if args.since:
+        filters["since"] = parse_time(args.since)
+    if args.until:
+        filters["until"] = parse_time(args.until)
+    if args.limit is not None:
+        filters["limit"] = args.limit
+    if args.call_ids and filters:
+        raise UsageError("give call ids or --function/--since/--until/--limit, not both")
+    try:
+        report = tape.replay(*args.call_ids, rel=args.rel, abs=args.abs,
+                             globals=args.globals, record=args.record, **filters)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0 if report.ok else 1
+    marks = {"passed": "32", "changed": "33", "failed": "31", "skipped": "2"}
+    paint = ((lambda s, st: f"\033[{marks[st]}m{s}\033[0m") if color else (lambda s, st: s))
+    rows = [[paint(o.status.ljust(7), o.status), str(o.call_id), o.function,
+             format_duration(o.duration), (o.diff or o.reason or "")[:160]] for o in report]
+    if rows:
+        print(_table(rows, ["status", "id", "function", "took", "detail"], {1, 3}, color))
+    print(", ".join(f"{n} {s}" for s, n in report.counts.items())
+          + (f"; recorded as session {report.session}" if report.session else ""))
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calltape", description="Read a calltape tape: the calls a program recorded.",
@@ -186,6 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("show", "one call in full: arguments, result or exception")
     p.add_argument("call_id", type=int, metavar="CALL_ID")
     add("sessions", "the processes that recorded onto the tape, newest first")
+    p = add("replay", "run recorded calls again with today's code and compare the outcomes"
+                      " (exit status 1 when any changed or failed)")
+    p.add_argument("call_ids", nargs="*", type=int, metavar="CALL_ID",
+                   help="the calls to replay (default: every call the filters find)")
+    p.add_argument("--function", help="qualname, module.qualname or a glob such as 'shop.*'")
+    p.add_argument("--since", help="ISO date/time or relative time (10m, 2h, 3d)")
+    p.add_argument("--until", help="ISO date/time or relative time")
+    p.add_argument("--limit", type=int, help="at most this many calls, oldest first")
+    p.add_argument("--rel", type=float, default=0.0, metavar="X",
+                   help="relative tolerance for floats (default 0: exact)")
+    p.add_argument("--abs", type=float, default=0.0, metavar="X",
+                   help="absolute tolerance for floats (default 0: exact)")
+    p.add_argument("--globals", choices=["recorded"],
+                   help="run with the recorded module globals patched in (globals=True recordings)")
+    p.add_argument("--record", action="store_true",
+                   help="record the replayed calls onto the tape as a new session")
     return parser
 
 
@@ -193,19 +241,23 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``calltape`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if (args.command == "replay" and args.tape and args.tape.isdigit()
+            and not os.path.exists(args.tape)):
+        args.call_ids.insert(0, int(args.tape))  # `calltape replay 12 13`: ids, default tape
+        args.tape = None
     path = args.tape or os.environ.get("CALLTAPE_TAPE") or "calltape.db"
     color = sys.stdout.isatty() and not args.json and "NO_COLOR" not in os.environ
     commands = {"functions": cmd_functions, "search": cmd_search, "show": cmd_show,
-                "sessions": cmd_sessions}
+                "sessions": cmd_sessions, "replay": cmd_replay}
     try:
         with open_tape(path, trust=args.trust, allow=args.allow) as tape:
-            commands[args.command](tape, args, color)
-    except (TapeError, UsageError, ValueError) as exc:
+            status = commands[args.command](tape, args, color)
+    except (TapeError, UsageError, ValueError, ReplayRefused) as exc:
         print(f"calltape: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ typedef struct ct_state {
     PyTypeObject *Tape_type;
     PyTypeObject *Search_type;
     PyTypeObject *RestrictedUnpickler_type;
+    PyTypeObject *Replayer_type;
     PyObject *module;         /* borrowed: the module owns the state */
     PyObject *codecs;         /* dict: type -> (name, encode, decode) */
     PyObject *codec_decoders; /* dict: name -> decode */
@@ -169,7 +170,21 @@ typedef struct ct_rebuild {
 PyObject *ct_rebuild_value(ct_rebuild *r, const uint8_t **p, const uint8_t *end);
 PyObject *ct_restricted_unpickler_spec_type(PyObject *module, PyObject *base);
 
-/* recorder.c / pending.c */
+/* compare.c */
+/* Compares a recorded value with a replayed one (rules in compare.c).
+ * Returns 0 when they count as equal, 1 when not (*diff then holds a new
+ * str naming where, starting with `root`, e.g. "result[2].price: 9.5 !=
+ * 9.75"), or -1 with an exception set. */
+int ct_compare(ct_state *st, PyObject *expected, PyObject *actual, double rel, double abs,
+               const char *root, PyObject **diff);
+/* Returns 0 when rel and abs are usable tolerances (>= 0, not NaN), or -1
+ * with ValueError naming them. */
+int ct_check_tolerance(double rel, double abs);
+/* compare(expected, actual, *, rel=0.0, abs=0.0) -> None or the diff. */
+PyObject *ct_compare_py(PyObject *module, PyObject *args, PyObject *kw);
+
+/* recorder.c / pending.c / replay.c */
+extern PyType_Spec Replayer_spec;
 extern PyType_Spec Recorder_spec;
 extern PyType_Spec Pending_spec;
 extern PyType_Spec AsyncGenProxy_spec;

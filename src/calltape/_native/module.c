@@ -421,6 +421,9 @@ static PyMethodDef module_methods[] = {
     {"stats", stats, METH_NOARGS, "stats() -> dict of recording counters"},
     {"register_codec", register_codec, METH_VARARGS, "register_codec(type, name, encode, decode)"},
     {"preview", preview, METH_VARARGS, "preview(wire_bytes, limit=200) -> str"},
+    {"compare", (PyCFunction)(void (*)(void))ct_compare_py, METH_VARARGS | METH_KEYWORDS,
+     "compare(expected, actual, *, rel=0.0, abs=0.0) -> None when equal, else where they"
+     " differ"},
     {"_bind", bind_python, METH_VARARGS, NULL},
     {"_after_fork_child", after_fork_child, METH_NOARGS, NULL},
     {"_shutdown", shutdown, METH_NOARGS, NULL},
@@ -473,6 +476,7 @@ static int module_exec(PyObject *m)
     ADD_TYPE(AsyncGenProxy_type, AsyncGenProxy_spec, NULL);
     ADD_TYPE(Tape_type, Tape_spec, NULL);
     ADD_TYPE(Search_type, Search_spec, NULL);
+    ADD_TYPE(Replayer_type, Replayer_spec, NULL);
     st->RestrictedUnpickler_type =
         (PyTypeObject *)ct_restricted_unpickler_spec_type(m, st->pickle_Unpickler);
     if (!st->RestrictedUnpickler_type)
@@ -489,6 +493,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->AsyncGenProxy_type);
     Py_VISIT(st->Tape_type);
     Py_VISIT(st->Search_type);
+    Py_VISIT(st->Replayer_type);
     Py_VISIT(st->RestrictedUnpickler_type);
     Py_VISIT(st->codecs);
     Py_VISIT(st->codec_decoders);
@@ -507,6 +512,7 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->AsyncGenProxy_type);
     Py_CLEAR(st->Tape_type);
     Py_CLEAR(st->Search_type);
+    Py_CLEAR(st->Replayer_type);
     Py_CLEAR(st->RestrictedUnpickler_type);
     Py_CLEAR(st->codecs);
     Py_CLEAR(st->codec_decoders);

@@ -1,0 +1,462 @@
+/*
+ * compare.c - is a replayed value the same as the recorded one, and if not,
+ * where do they differ?
+ *
+ * Rules, in order, applied recursively:
+ *   - the same object, or `==` says equal (numpy arrays never take this
+ *     path: their == is element-wise);
+ *   - numpy arrays: same dtype and shape, then element-wise (NaN equals NaN;
+ *     floating dtypes within the tolerance);
+ *   - floats (and float/int pairs): NaN equals NaN, and
+ *     |a - b| <= max(rel * max(|a|, |b|), abs);
+ *   - lists and tuples item by item, dicts key by key, sets as sets;
+ *   - an object whose type has no __eq__ of its own, or whose == fails,
+ *     compares by its encoded wire form (what the tape would hold);
+ *   - objects of one type with a __dict__ are searched attribute by
+ *     attribute to say where they differ.
+ * The diff names the place, Python-style, recorded value first:
+ * "result['items'][2].price: 9.5 != 9.75".
+ *
+ * Invariants: never raises for a value that merely misbehaves (a failing
+ * __eq__ or __repr__ is an inequality or a placeholder); returns -1 only on
+ * memory exhaustion or interpreter errors it cannot swallow.
+ */
+#include "binding.h"
+
+#include <math.h>
+
+#define PATH_MAX_BYTES 400
+#define REPR_MAX 80
+
+typedef struct cmp {
+    ct_state *st;
+    double rel, abs;
+    char path[PATH_MAX_BYTES];
+    size_t plen;
+    PyObject *diff; /* str once a difference was found */
+} cmp;
+
+static int cmp_values(cmp *c, PyObject *a, PyObject *b, int depth);
+
+static void path_put(cmp *c, const char *s, size_t n)
+{
+    if (c->plen + n >= PATH_MAX_BYTES - 4) {
+        if (c->plen + 3 < PATH_MAX_BYTES) {
+            memcpy(c->path + c->plen, "...", 3);
+            c->plen += 3;
+        }
+        c->path[c->plen] = 0;
+        return;
+    }
+    memcpy(c->path + c->plen, s, n);
+    c->plen += n;
+    c->path[c->plen] = 0;
+}
+
+/* Appends "[repr(key)]" (or ".name" when attr). */
+static void path_push(cmp *c, PyObject *key, int attr)
+{
+    PyObject *r = attr ? PyObject_Str(key) : PyObject_Repr(key);
+    const char *s = r ? PyUnicode_AsUTF8(r) : NULL;
+    if (!s) {
+        PyErr_Clear();
+        s = "?";
+    }
+    size_t n = strlen(s);
+    if (n > 60)
+        n = 60;
+    path_put(c, attr ? "." : "[", 1);
+    path_put(c, s, n);
+    if (!attr)
+        path_put(c, "]", 1);
+    Py_XDECREF(r);
+}
+
+/* A repr of at most REPR_MAX characters; never fails for a misbehaving
+ * __repr__ (a placeholder naming the type instead).  New reference or NULL. */
+static PyObject *short_repr(PyObject *v)
+{
+    PyObject *r = PyObject_Repr(v);
+    if (!r) {
+        PyErr_Clear();
+        return PyUnicode_FromFormat("<%s object>", Py_TYPE(v)->tp_name);
+    }
+    if (PyUnicode_GET_LENGTH(r) > REPR_MAX) {
+        PyObject *cut = PyUnicode_Substring(r, 0, REPR_MAX - 3);
+        Py_SETREF(r, cut ? PyUnicode_FromFormat("%U...", cut) : NULL);
+        Py_XDECREF(cut);
+    }
+    return r;
+}
+
+/* Sets the diff to "<path>: <what>".  Returns 1 (different) or -1. */
+static int differ(cmp *c, PyObject *what)
+{
+    if (!what)
+        return -1;
+    c->diff = PyUnicode_FromFormat("%s: %U", c->path, what);
+    Py_DECREF(what);
+    return c->diff ? 1 : -1;
+}
+
+static int differ_values(cmp *c, PyObject *a, PyObject *b)
+{
+    PyObject *ra = short_repr(a), *rb = short_repr(b);
+    PyObject *what = NULL;
+    if (ra && rb) {
+        if (Py_TYPE(a) != Py_TYPE(b) && PyUnicode_Compare(ra, rb) != 0)
+            what = PyUnicode_FromFormat("%U != %U (%s != %s)", ra, rb, Py_TYPE(a)->tp_name,
+                                        Py_TYPE(b)->tp_name);
+        else if (Py_TYPE(a) != Py_TYPE(b))
+            what = PyUnicode_FromFormat("%U != %U of another type (%s != %s)", ra, rb,
+                                        Py_TYPE(a)->tp_name, Py_TYPE(b)->tp_name);
+        else
+            what = PyUnicode_FromFormat("%U != %U", ra, rb);
+    }
+    Py_XDECREF(ra);
+    Py_XDECREF(rb);
+    return differ(c, what);
+}
+
+static int is_ndarray(PyObject *v)
+{
+    return strcmp(Py_TYPE(v)->tp_name, "numpy.ndarray") == 0;
+}
+
+static int close_enough(const cmp *c, double x, double y)
+{
+    if (x == y || (isnan(x) && isnan(y)))
+        return 1;
+    if (isinf(x) || isinf(y) || isnan(x) || isnan(y))
+        return 0;
+    double d = fabs(x - y);
+    double scale = fabs(x) > fabs(y) ? fabs(x) : fabs(y);
+    return d <= c->abs || d <= c->rel * scale;
+}
+
+/* numpy arrays: dtype, shape, then element-wise. */
+static int cmp_arrays(cmp *c, PyObject *a, PyObject *b)
+{
+    PyObject *np = NULL, *da = NULL, *db = NULL, *sa = NULL, *sb = NULL, *mask = NULL;
+    PyObject *all = NULL, *bad = NULL, *idx = NULL, *ea = NULL, *eb = NULL, *kind = NULL;
+    int rc = -1;
+    np = PyImport_ImportModule("numpy");
+    if (!np)
+        goto error;
+    da = PyObject_GetAttrString(a, "dtype");
+    db = PyObject_GetAttrString(b, "dtype");
+    sa = PyObject_GetAttrString(a, "shape");
+    sb = PyObject_GetAttrString(b, "shape");
+    if (!da || !db || !sa || !sb)
+        goto error;
+    int same = PyObject_RichCompareBool(da, db, Py_EQ);
+    if (same < 0)
+        goto error;
+    if (!same) {
+        rc = differ(c, PyUnicode_FromFormat("dtype %S != dtype %S", da, db));
+        goto done;
+    }
+    same = PyObject_RichCompareBool(sa, sb, Py_EQ);
+    if (same < 0)
+        goto error;
+    if (!same) {
+        rc = differ(c, PyUnicode_FromFormat("shape %S != shape %S", sa, sb));
+        goto done;
+    }
+    kind = PyObject_GetAttrString(da, "kind");
+    if (!kind)
+        goto error;
+    if (PyUnicode_CompareWithASCIIString(kind, "f") == 0 ||
+        PyUnicode_CompareWithASCIIString(kind, "c") == 0) {
+        PyObject *isclose = PyObject_GetAttrString(np, "isclose");
+        PyObject *args = PyTuple_Pack(2, a, b);
+        PyObject *kw =
+            Py_BuildValue("{s:d,s:d,s:O}", "rtol", c->rel, "atol", c->abs, "equal_nan", Py_True);
+        mask = isclose && args && kw ? PyObject_Call(isclose, args, kw) : NULL;
+        Py_XDECREF(isclose);
+        Py_XDECREF(args);
+        Py_XDECREF(kw);
+    } else {
+        mask = PyObject_RichCompare(a, b, Py_EQ);
+    }
+    if (!mask)
+        goto error;
+    all = PyObject_CallMethod(mask, "all", NULL);
+    if (!all)
+        goto error;
+    int ok = PyObject_IsTrue(all);
+    if (ok < 0)
+        goto error;
+    if (ok) {
+        rc = 0;
+        goto done;
+    }
+    PyObject *inv = PyNumber_Invert(mask);
+    bad = inv ? PyObject_CallMethod(np, "argwhere", "O", inv) : NULL;
+    Py_XDECREF(inv);
+    if (!bad)
+        goto error;
+    PyObject *first = PySequence_GetItem(bad, 0);
+    idx = first ? PySequence_Tuple(first) : NULL;
+    Py_XDECREF(first);
+    if (!idx)
+        goto error;
+    Py_ssize_t nbad = PyObject_Length(bad);
+    ea = PyObject_GetItem(a, idx);
+    eb = PyObject_GetItem(b, idx);
+    if (!ea || !eb || nbad < 0)
+        goto error;
+    path_put(c, "[", 1);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(idx); i++) {
+        PyObject *s = PyObject_Str(PyTuple_GET_ITEM(idx, i));
+        const char *t = s ? PyUnicode_AsUTF8(s) : NULL;
+        if (!t) {
+            Py_XDECREF(s);
+            goto error;
+        }
+        if (i)
+            path_put(c, ", ", 2);
+        path_put(c, t, strlen(t));
+        Py_DECREF(s);
+    }
+    path_put(c, "]", 1);
+    PyObject *ra = short_repr(ea), *rb = short_repr(eb);
+    PyObject *size = PyObject_GetAttrString(a, "size");
+    rc = differ(c, ra && rb && size ? PyUnicode_FromFormat("%U != %U (%zd of %S elements differ)",
+                                                           ra, rb, nbad, size)
+                                    : NULL);
+    Py_XDECREF(ra);
+    Py_XDECREF(rb);
+    Py_XDECREF(size);
+    goto done;
+error:
+    rc = -1;
+done:
+    Py_XDECREF(np);
+    Py_XDECREF(da);
+    Py_XDECREF(db);
+    Py_XDECREF(sa);
+    Py_XDECREF(sb);
+    Py_XDECREF(kind);
+    Py_XDECREF(mask);
+    Py_XDECREF(all);
+    Py_XDECREF(bad);
+    Py_XDECREF(idx);
+    Py_XDECREF(ea);
+    Py_XDECREF(eb);
+    return rc;
+}
+
+static int cmp_sequences(cmp *c, PyObject *a, PyObject *b, int depth)
+{
+    Py_ssize_t na = PySequence_Fast_GET_SIZE(a), nb = PySequence_Fast_GET_SIZE(b);
+    Py_ssize_t n = na < nb ? na : nb;
+    size_t saved = c->plen;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyLong_FromSsize_t(i);
+        if (!key)
+            return -1;
+        path_push(c, key, 0);
+        Py_DECREF(key);
+        int rc = cmp_values(c, PySequence_Fast_GET_ITEM(a, i), PySequence_Fast_GET_ITEM(b, i),
+                            depth + 1);
+        c->plen = saved;
+        c->path[saved] = 0;
+        if (rc)
+            return rc;
+    }
+    if (na != nb)
+        return differ(c, PyUnicode_FromFormat("%zd items != %zd items", na, nb));
+    return 0;
+}
+
+/* Dicts key by key; `attr` names the keys as attributes (.name). */
+static int cmp_dicts(cmp *c, PyObject *a, PyObject *b, int depth, int attr)
+{
+    PyObject *key, *va;
+    Py_ssize_t pos = 0;
+    size_t saved = c->plen;
+    while (PyDict_Next(a, &pos, &key, &va)) {
+        PyObject *vb = PyDict_GetItemWithError(b, key);
+        if (!vb) {
+            if (PyErr_Occurred())
+                return -1;
+            path_push(c, key, attr);
+            return differ(c, PyUnicode_FromString("recorded, missing now"));
+        }
+        Py_INCREF(va);
+        Py_INCREF(vb);
+        path_push(c, key, attr);
+        int rc = cmp_values(c, va, vb, depth + 1);
+        Py_DECREF(va);
+        Py_DECREF(vb);
+        c->plen = saved;
+        c->path[saved] = 0;
+        if (rc)
+            return rc;
+    }
+    pos = 0;
+    while (PyDict_Next(b, &pos, &key, &va)) {
+        int has = PyDict_Contains(a, key);
+        if (has < 0)
+            return -1;
+        if (!has) {
+            path_push(c, key, attr);
+            return differ(c, PyUnicode_FromString("new now, not recorded"));
+        }
+    }
+    return 0;
+}
+
+static int cmp_sets(cmp *c, PyObject *a, PyObject *b)
+{
+    PyObject *only_a = PyNumber_Subtract(a, b);
+    PyObject *only_b = only_a ? PyNumber_Subtract(b, a) : NULL;
+    PyObject *ra = only_b ? short_repr(only_a) : NULL;
+    PyObject *rb = ra ? short_repr(only_b) : NULL;
+    int rc = -1;
+    if (rb) {
+        if (PySet_GET_SIZE(only_a) == 0 && PySet_GET_SIZE(only_b) == 0)
+            rc = 0;
+        else
+            rc = differ(c, PyUnicode_FromFormat("only recorded %U, only now %U", ra, rb));
+    }
+    Py_XDECREF(only_a);
+    Py_XDECREF(only_b);
+    Py_XDECREF(ra);
+    Py_XDECREF(rb);
+    return rc;
+}
+
+/* 1 when both values have the same encoded wire form, 0 when not. */
+static int same_encoding(cmp *c, PyObject *a, PyObject *b)
+{
+    wbuf ea, eb;
+    wbuf_init(&ea, NULL, 0);
+    wbuf_init(&eb, NULL, 0);
+    ct_capture cap = {c->st, PY_SSIZE_T_MAX, 0};
+    ct_thread *t = ct_thread_get();
+    t->busy++;
+    int ok = ct_capture_value(&cap, &ea, a) == 0 && ct_capture_value(&cap, &eb, b) == 0;
+    t->busy--;
+    PyErr_Clear();
+    int same = ok && ea.len == eb.len && memcmp(ea.data, eb.data, ea.len) == 0 && ea.len > 0 &&
+               ea.data[0] != WIRE_UNENCODABLE && ea.data[0] != WIRE_TRUNCATED;
+    wbuf_free(&ea);
+    wbuf_free(&eb);
+    return same;
+}
+
+static int has_own_eq(PyTypeObject *tp)
+{
+    return tp->tp_richcompare && tp->tp_richcompare != PyBaseObject_Type.tp_richcompare;
+}
+
+static int cmp_values(cmp *c, PyObject *a, PyObject *b, int depth)
+{
+    if (a == b)
+        return 0;
+    if (depth > WIRE_MAX_DEPTH)
+        return differ(c, PyUnicode_FromString("nested too deeply to compare"));
+    PyTypeObject *ta = Py_TYPE(a), *tb = Py_TYPE(b);
+    int arr_a = is_ndarray(a), arr_b = is_ndarray(b);
+    if (arr_a && arr_b)
+        return cmp_arrays(c, a, b);
+    if (arr_a || arr_b)
+        return differ_values(c, a, b);
+    int eq = PyObject_RichCompareBool(a, b, Py_EQ);
+    if (eq > 0 && ta == tb)
+        return 0;
+    int eq_failed = eq < 0;
+    if (eq_failed)
+        PyErr_Clear();
+    if (eq > 0) /* equal across types: 1 == 1.0 == True */
+        return 0;
+    if ((ta == &PyFloat_Type || tb == &PyFloat_Type) &&
+        (ta == &PyFloat_Type || ta == &PyLong_Type) &&
+        (tb == &PyFloat_Type || tb == &PyLong_Type)) {
+        double x = PyFloat_AsDouble(a), y = PyFloat_AsDouble(b);
+        if ((x == -1.0 || y == -1.0) && PyErr_Occurred()) {
+            PyErr_Clear();
+            return differ_values(c, a, b);
+        }
+        return close_enough(c, x, y) ? 0 : differ_values(c, a, b);
+    }
+    if (ta != tb)
+        return differ_values(c, a, b);
+    if (ta == &PyList_Type || ta == &PyTuple_Type)
+        return cmp_sequences(c, a, b, depth);
+    if (ta == &PyDict_Type)
+        return cmp_dicts(c, a, b, depth, 0);
+    if (ta == &PySet_Type || ta == &PyFrozenSet_Type)
+        return cmp_sets(c, a, b);
+    if (!has_own_eq(ta) || eq_failed) {
+        if (same_encoding(c, a, b))
+            return 0;
+    }
+    /* look inside objects of one type to say where they differ */
+    PyObject **dpa = ta->tp_dictoffset ? _PyObject_GetDictPtr(a) : NULL;
+    PyObject **dpb = ta->tp_dictoffset ? _PyObject_GetDictPtr(b) : NULL;
+    if (dpa && dpb && *dpa && *dpb && PyDict_Check(*dpa) && PyDict_Check(*dpb)) {
+        PyObject *da = Py_NewRef(*dpa), *db = Py_NewRef(*dpb);
+        int rc = cmp_dicts(c, da, db, depth, 1);
+        Py_DECREF(da);
+        Py_DECREF(db);
+        if (rc)
+            return rc;
+        /* same attributes: == said no for a reason the attributes do not show */
+        if (has_own_eq(ta) && !eq_failed)
+            return differ_values(c, a, b);
+        return 0;
+    }
+    return differ_values(c, a, b);
+}
+
+int ct_check_tolerance(double rel, double abs)
+{
+    if (rel >= 0 && abs >= 0) /* false for NaN */
+        return 0;
+    PyObject *r = PyFloat_FromDouble(rel), *a = PyFloat_FromDouble(abs);
+    if (r && a)
+        PyErr_Format(PyExc_ValueError, "rel and abs must be numbers >= 0, not rel=%R abs=%R", r, a);
+    Py_XDECREF(r);
+    Py_XDECREF(a);
+    return -1;
+}
+
+int ct_compare(ct_state *st, PyObject *expected, PyObject *actual, double rel, double abs,
+               const char *root, PyObject **diff)
+{
+    cmp c;
+    c.st = st;
+    c.rel = rel;
+    c.abs = abs;
+    c.plen = 0;
+    c.path[0] = 0;
+    c.diff = NULL;
+    path_put(&c, root, strlen(root));
+    *diff = NULL;
+    int rc = cmp_values(&c, expected, actual, 0);
+    if (rc < 0) {
+        Py_CLEAR(c.diff);
+        return -1;
+    }
+    *diff = c.diff;
+    return rc;
+}
+
+PyObject *ct_compare_py(PyObject *module, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"expected", "actual", "rel", "abs", NULL};
+    PyObject *a, *b;
+    double rel = 0.0, abs_tol = 0.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|$dd:compare", kwlist, &a, &b, &rel, &abs_tol))
+        return NULL;
+    if (ct_check_tolerance(rel, abs_tol) < 0)
+        return NULL;
+    PyObject *diff = NULL;
+    int rc = ct_compare(PyModule_GetState(module), a, b, rel, abs_tol, "value", &diff);
+    if (rc < 0)
+        return NULL;
+    return diff ? diff : Py_NewRef(Py_None);
+}
