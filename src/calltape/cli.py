@@ -5,6 +5,7 @@
     calltape show [TAPE] CALL_ID
     calltape sessions [TAPE]
     calltape replay [TAPE] [CALL_ID ...] --function price --trust
+    calltape make-tests [TAPE] --function price --out tests/test_recorded_price.py
 
 TAPE defaults to $CALLTAPE_TAPE, then ./calltape.db.  --json prints JSON for
 scripts.  Every error a user can cause prints one sentence and exits 2.
@@ -188,6 +189,25 @@ def cmd_replay(tape: Tape, args: argparse.Namespace, color: bool) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_make_tests(tape: Tape, args: argparse.Namespace, color: bool) -> None:
+    from ._maketests import write_tests
+
+    try:
+        w = write_tests(tape, args.function, args.out, limit=args.limit,
+                        command=args.command_line)
+    except RefusedGlobal as exc:
+        raise UsageError(f"{exc} (on the command line: --trust or --allow MODULE)") from None
+    if args.json:
+        print(json.dumps({"module": w.module, "data": w.data, "tests": w.tests,
+                          "skipped": [{"call_id": i, "reason": r} for i, r in w.skipped]},
+                         indent=2))
+        return
+    print(f"wrote {len(w.tests)} tests to {w.module}"
+          + (f" (values in {w.data})" if w.data else ""))
+    for i, reason in w.skipped:
+        print(f"  call {i} skipped: {reason}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calltape", description="Read a calltape tape: the calls a program recorded.",
@@ -234,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run with the recorded module globals patched in (globals=True recordings)")
     p.add_argument("--record", action="store_true",
                    help="record the replayed calls onto the tape as a new session")
+    p = add("make-tests", "write recorded calls out as a pytest module of regression tests")
+    p.add_argument("--function", required=True,
+                   help="qualname, module.qualname or a glob such as 'shop.*'")
+    p.add_argument("--out", required=True, metavar="PATH", help="the test module to write (.py)")
+    p.add_argument("--limit", type=int, help="at most this many calls, oldest first")
     return parser
 
 
@@ -241,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``calltape`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = "calltape " + " ".join(sys.argv[1:] if argv is None else argv)
     if (args.command == "replay" and args.tape and args.tape.isdigit()
             and not os.path.exists(args.tape)):
         args.call_ids.insert(0, int(args.tape))  # `calltape replay 12 13`: ids, default tape
@@ -248,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     path = args.tape or os.environ.get("CALLTAPE_TAPE") or "calltape.db"
     color = sys.stdout.isatty() and not args.json and "NO_COLOR" not in os.environ
     commands = {"functions": cmd_functions, "search": cmd_search, "show": cmd_show,
-                "sessions": cmd_sessions, "replay": cmd_replay}
+                "sessions": cmd_sessions, "replay": cmd_replay,
+                "make-tests": cmd_make_tests}
     try:
         with open_tape(path, trust=args.trust, allow=args.allow) as tape:
             status = commands[args.command](tape, args, color)

@@ -250,6 +250,13 @@ const uint8_t *wire_skip(const uint8_t *p, const uint8_t *end);
  * value, or NULL when malformed (the preview then ends in "<malformed>"). */
 const uint8_t *wire_preview(const uint8_t *p, const uint8_t *end, wbuf *out, size_t limit);
 
+/* Appends Python source that evaluates to the value at `p` (literal.c):
+ * None, bools, ints, floats, str, bytes, list, tuple, dict, set, frozenset.
+ * Returns the end of the value, or NULL (with `out` as it was) when the
+ * value or a part of it has no literal form (pickled, codec, blob, marker,
+ * exception) or is malformed. */
+const uint8_t *wire_literal(const uint8_t *p, const uint8_t *end, wbuf *out);
+
 /* ------------------------------------------------------------------------ */
 /* Content hash (hash.c).                                                   */
 /* ------------------------------------------------------------------------ */

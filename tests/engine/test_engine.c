@@ -75,6 +75,75 @@ static void test_preview_bounded(void)
     wbuf_free(&b);
 }
 
+/* The literal of the value built by `fill`, or "" when it has none. */
+static void literal_of(const wbuf *b, char *buf, size_t n)
+{
+    wbuf out;
+    wbuf_init(&out, NULL, 0);
+    const uint8_t *end = wire_literal(b->data, b->data + b->len, &out);
+    snprintf(buf, n, "%.*s", end ? (int)out.len : 0, end ? (const char *)out.data : "");
+    CHECK(end == NULL || end == b->data + b->len);
+    wbuf_free(&out);
+}
+
+static void test_literals(void)
+{
+    char lit[256];
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    wbuf_byte(&b, WIRE_LIST);
+    wbuf_varint(&b, 6);
+    wire_int(&b, -7);
+    wire_float(&b, 0.1);
+    wire_float(&b, 2.0);
+    wire_tagged_bytes(&b, WIRE_STR, "it's\n\xc3\xa9", 7);
+    wire_tagged_bytes(&b, WIRE_BYTES, "\x00\xff", 2);
+    wbuf_byte(&b, WIRE_TUPLE);
+    wbuf_varint(&b, 1);
+    wbuf_byte(&b, WIRE_NONE);
+    literal_of(&b, lit, sizeof lit);
+    CHECK(strcmp(lit, "[-7, 0.1, 2.0, 'it\\'s\\n\xc3\xa9', b'\\x00\\xff', (None,)]") == 0);
+    /* a big int: -2**64 as 9 little-endian two's complement bytes */
+    b.len = 0;
+    uint8_t big[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff};
+    wire_tagged_bytes(&b, WIRE_BIGINT, big, 9);
+    literal_of(&b, lit, sizeof lit);
+    CHECK(strcmp(lit, "-18446744073709551616") == 0);
+    /* sets, frozensets and dicts, empty and not */
+    b.len = 0;
+    wbuf_byte(&b, WIRE_DICT);
+    wbuf_varint(&b, 2);
+    wbuf_byte(&b, WIRE_FROZENSET);
+    wbuf_varint(&b, 0);
+    wbuf_byte(&b, WIRE_SET);
+    wbuf_varint(&b, 1);
+    wire_int(&b, 1);
+    wire_tagged_bytes(&b, WIRE_STR, "k", 1);
+    wbuf_byte(&b, WIRE_DEFAULT);
+    wbuf_byte(&b, WIRE_TRUE);
+    literal_of(&b, lit, sizeof lit);
+    CHECK(strcmp(lit, "{frozenset(): {1}, 'k': True}") == 0);
+    /* no literal: a pickled value inside a list; a lone surrogate */
+    b.len = 0;
+    wbuf_byte(&b, WIRE_LIST);
+    wbuf_varint(&b, 1);
+    wire_tagged_bytes(&b, WIRE_PICKLE, "x", 1);
+    literal_of(&b, lit, sizeof lit);
+    CHECK(lit[0] == 0);
+    b.len = 0;
+    wire_tagged_bytes(&b, WIRE_STR, "\xed\xa0\x80", 3);
+    literal_of(&b, lit, sizeof lit);
+    CHECK(lit[0] == 0);
+    /* malformed: a list that promises more than it holds */
+    b.len = 0;
+    wbuf_byte(&b, WIRE_LIST);
+    wbuf_varint(&b, 3);
+    wire_int(&b, 1);
+    literal_of(&b, lit, sizeof lit);
+    CHECK(lit[0] == 0);
+    wbuf_free(&b);
+}
+
 static void test_hash(void)
 {
     uint8_t a[WIRE_HASH_BYTES], b[WIRE_HASH_BYTES], c[WIRE_HASH_BYTES];
@@ -294,6 +363,7 @@ int main(void)
 {
     test_varint_and_skip();
     test_preview_bounded();
+    test_literals();
     test_hash();
     test_segment_roundtrip();
     test_engine_end_to_end();

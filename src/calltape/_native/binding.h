@@ -183,6 +183,20 @@ int ct_check_tolerance(double rel, double abs);
 /* compare(expected, actual, *, rel=0.0, abs=0.0) -> None or the diff. */
 PyObject *ct_compare_py(PyObject *module, PyObject *args, PyObject *kw);
 
+/* values.c */
+/* encode(value) -> bytes: one wire value, no blobs, no size limit. */
+PyObject *ct_encode_py(PyObject *module, PyObject *v);
+/* decode(data, *, trust=False, allow=()) -> the value encode() wrote. */
+PyObject *ct_decode_py(PyObject *module, PyObject *args, PyObject *kw);
+/* literal(value) -> Python source evaluating to an equal value, or None. */
+PyObject *ct_literal_py(PyObject *module, PyObject *v);
+
+/* replay.c */
+/* resolve(module, qualname) -> the function replay would call (imported,
+ * @calltape.record, classmethod and staticmethod unwrapped), or LookupError
+ * with the reason it cannot be found. */
+PyObject *ct_resolve_py(PyObject *module, PyObject *args);
+
 /* recorder.c / pending.c / replay.c */
 extern PyType_Spec Replayer_spec;
 extern PyType_Spec Recorder_spec;

@@ -424,6 +424,13 @@ static PyMethodDef module_methods[] = {
     {"compare", (PyCFunction)(void (*)(void))ct_compare_py, METH_VARARGS | METH_KEYWORDS,
      "compare(expected, actual, *, rel=0.0, abs=0.0) -> None when equal, else where they"
      " differ"},
+    {"encode", ct_encode_py, METH_O, "encode(value) -> bytes of one tape value (no blobs)"},
+    {"decode", (PyCFunction)(void (*)(void))ct_decode_py, METH_VARARGS | METH_KEYWORDS,
+     "decode(data, *, trust=False, allow=()) -> the value"},
+    {"literal", ct_literal_py, METH_O,
+     "literal(value) -> Python source for an equal value, or None when it has none"},
+    {"resolve", ct_resolve_py, METH_VARARGS,
+     "resolve(module, qualname) -> the original function; LookupError says why not"},
     {"_bind", bind_python, METH_VARARGS, NULL},
     {"_after_fork_child", after_fork_child, METH_NOARGS, NULL},
     {"_shutdown", shutdown, METH_NOARGS, NULL},

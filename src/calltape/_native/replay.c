@@ -130,7 +130,7 @@ static PyObject *moved(PyObject *module, PyObject *qualname, PyObject *where, Py
 
 /* Returns a new cache entry tuple, or a str saying why the function cannot
  * be replayed, or NULL with an exception (only for errors of our own). */
-static PyObject *resolve(Replayer *self, PyObject *module, PyObject *qualname)
+static PyObject *resolve(ct_state *st, PyObject *record_tape, PyObject *module, PyObject *qualname)
 {
     PyObject *parts = NULL, *obj = NULL, *where = NULL, *fn = NULL, *names = NULL;
     PyObject *callable = NULL, *out = NULL;
@@ -180,7 +180,7 @@ static PyObject *resolve(Replayer *self, PyObject *module, PyObject *qualname)
     fn = Py_NewRef(obj);
     for (int guard = 0; guard < 16; guard++) {
         PyObject *inner = NULL;
-        if (PyObject_TypeCheck(fn, self->st->Recorder_type))
+        if (PyObject_TypeCheck(fn, st->Recorder_type))
             inner = Py_NewRef(((Recorder *)fn)->wrapped);
         else if (PyObject_TypeCheck(fn, &PyClassMethod_Type) ||
                  PyObject_TypeCheck(fn, &PyStaticMethod_Type))
@@ -207,10 +207,10 @@ static PyObject *resolve(Replayer *self, PyObject *module, PyObject *qualname)
         if (!names)
             goto error;
     }
-    if (self->record_tape) {
-        PyObject *kw = Py_BuildValue("{s:O}", "tape", self->record_tape);
+    if (record_tape) {
+        PyObject *kw = Py_BuildValue("{s:O}", "tape", record_tape);
         PyObject *a = kw ? PyTuple_Pack(1, fn) : NULL;
-        callable = a ? PyObject_Call((PyObject *)self->st->Recorder_type, a, kw) : NULL;
+        callable = a ? PyObject_Call((PyObject *)st->Recorder_type, a, kw) : NULL;
         Py_XDECREF(kw);
         Py_XDECREF(a);
         if (!callable)
@@ -577,7 +577,7 @@ static PyObject *lookup(Replayer *self, PyObject *module, PyObject *qualname)
         return NULL;
     PyObject *entry = PyDict_GetItemWithError(self->cache, key);
     if (!entry && !PyErr_Occurred()) {
-        PyObject *fresh = resolve(self, module, qualname);
+        PyObject *fresh = resolve(self->st, self->record_tape, module, qualname);
         if (fresh && PyDict_SetItem(self->cache, key, fresh) == 0)
             entry = fresh; /* the cache keeps it alive */
         Py_XDECREF(fresh);
@@ -858,3 +858,21 @@ PyType_Spec Replayer_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .slots = Replayer_slots,
 };
+
+PyObject *ct_resolve_py(PyObject *module, PyObject *args)
+{
+    PyObject *mod, *qualname;
+    if (!PyArg_ParseTuple(args, "UU:resolve", &mod, &qualname))
+        return NULL;
+    PyObject *entry = resolve(PyModule_GetState(module), NULL, mod, qualname);
+    if (!entry)
+        return NULL;
+    if (PyUnicode_Check(entry)) {
+        PyErr_SetObject(PyExc_LookupError, entry);
+        Py_DECREF(entry);
+        return NULL;
+    }
+    PyObject *fn = Py_NewRef(PyTuple_GET_ITEM(entry, 0));
+    Py_DECREF(entry);
+    return fn;
+}

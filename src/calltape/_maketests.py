@@ -1,0 +1,177 @@
+"""``calltape make-tests``: recorded calls written out as a readable pytest module.
+
+Values are written as Python literals by C (``_native.literal``, the engine's
+``wire_literal``); values without one go into a data file next to the module
+(``<stem>.calltape``, tape-encoded) that the tests read back through calltape's
+restricted rebuild.
+
+>>> write_tests(calltape.open("t.db", trust=True), "price", "tests/test_recorded_price.py")
+"""
+
+from __future__ import annotations
+
+import keyword
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import Redacted, Truncated, Unencodable, __version__, _native
+from ._tape import Call, Tape
+
+_MARKERS = (Redacted, Truncated, Unencodable)
+
+
+@dataclass
+class Written:
+    """What make-tests wrote: the module, the data file (or None), and the calls
+    that became tests or were skipped (id and reason)."""
+
+    module: str
+    data: str | None
+    tests: list[int] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+
+class _Values:
+    """Literals where possible, ``VALUES[i]`` references to the data file otherwise."""
+
+    def __init__(self) -> None:
+        self.stored: list[Any] = []
+
+    def source(self, value: Any) -> str:
+        lit = _native.literal(value)
+        if lit is not None:
+            return lit
+        self.stored.append(value)
+        return f"VALUES[{len(self.stored) - 1}]"
+
+
+def _skip_reason(call: Call, nparams: int) -> str | None:
+    if "<" in call.qualname:
+        return f"{call.qualname} is nested or a lambda and cannot be imported"
+    if call.module == "__main__":
+        return "recorded in a script run as __main__, which a test cannot import"
+    if call.outcome == "closed":
+        return "the recorded generator was closed before it finished"
+    if not call.args and nparams:
+        return "the arguments were not recorded (args=False)"
+    for name, value in call.args.items():
+        if isinstance(value, _MARKERS):
+            return f"the argument {name} was not recorded ({value!r})"
+    if call.outcome == "returned" and isinstance(call.result, _MARKERS):
+        return f"the recorded result is {call.result!r}"
+    return None
+
+
+def _arguments(call: Call, values: _Values) -> list[str]:
+    bound = call.bound
+    out = [values.source(v) for v in bound.args]
+    odd = {}
+    for name, value in bound.kwargs.items():
+        if name.isidentifier() and not keyword.iskeyword(name):
+            out.append(f"{name}={values.source(value)}")
+        else:
+            odd[name] = value
+    if odd:
+        out.append(f"**{values.source(odd)}")
+    return out
+
+
+def _call_source(fn: str, args: list[str]) -> str:
+    one_line = f"call({', '.join([fn, *args])})"
+    if len(one_line) <= 80:
+        return one_line
+    inner = "".join(f"\n        {a}," for a in [fn, *args])
+    return f"call({inner}\n    )"
+
+
+def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None,
+                command: str = "") -> Written:
+    """Write a pytest module at ``out`` with one test per recorded call of ``function``
+    (oldest first, at most ``limit``).  Raises ValueError naming the problem when
+    there is nothing to write or ``out`` cannot be written."""
+    if not out.endswith(".py"):
+        raise ValueError(f"the test module must be a .py file, not {out!r}")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise ValueError(f"cannot write {out}: the folder {folder} does not exist")
+    calls = list(tape.search(function=function, order="oldest", limit=limit))
+    if not calls:
+        raise ValueError(f"no recorded calls of {function!r} in {tape.path}")
+    nparams = {(f.module, f.qualname): len(f.parameters) for f in tape.functions()}
+    stem = os.path.splitext(os.path.basename(out))[0]
+    data_path = os.path.join(folder, stem + ".calltape")
+    values = _Values()
+    names: dict[tuple[str, str], str] = {}
+    tests: list[str] = []
+    written = Written(out, None)
+    for c in calls:
+        reason = _skip_reason(c, nparams.get((c.module, c.qualname), 0))
+        if reason:
+            written.skipped.append((c.id, reason))
+            continue
+        key = (c.module, c.qualname)
+        if key not in names:
+            base = re.sub(r"\W", "_", c.qualname.replace(".", "_"))
+            names[key] = base if base not in names.values() else f"{base}_{len(names)}"
+        fn = names[key]
+        invocation = _call_source(fn, _arguments(c, values))
+        head = (f"def test_{fn}_call_{c.id}():\n"
+                f"    # call {c.id}, {c.start:%Y-%m-%d %H:%M:%S} UTC, session {c.session}\n")
+        if c.outcome == "raised":
+            exc = c.exception
+            body = (f"    assert_raised(lambda: {invocation},\n"
+                    f"                  {exc.type!r}, {exc.message!r})\n")
+        else:
+            body = (f"    result = {invocation}\n"
+                    f"    assert_same(result, {values.source(c.result)})\n")
+        tests.append(head + body)
+        written.tests.append(c.id)
+    if not tests:
+        why = "; ".join(f"call {i}: {r}" for i, r in written.skipped[:3])
+        raise ValueError(f"none of the {len(calls)} recorded calls of {function!r} can become"
+                         f" a test ({why})")
+    modules = sorted({m for m, _ in names} | set(tape.allow))
+    helpers = ["assert_raised", "assert_same", "call", "resolve"]
+    lines = [
+        f'"""Regression tests made by calltape make-tests from {len(tests)} recorded calls.',
+        "",
+        f"Tape:      {tape.path}",
+        f"Functions: {', '.join(f'{m}.{q}' for m, q in names)}",
+        f"Made:      {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by calltape {__version__}"
+        + (f": {command}" if command else ""),
+        "",
+        "Each test calls today's function (the original, not a @calltape.record",
+        "wrapper) with the arguments of one recorded call and checks the recorded",
+        "result or exception with calltape.compare's rules (floats exactly, numpy",
+        "arrays element-wise, objects without __eq__ by their encoded form).",
+    ]
+    if values.stored:
+        helpers.append("load_values")
+        lines += [f"Values with no Python literal are read from {stem}.calltape next to this",
+                  "file by calltape's restricted rebuild"
+                  + (" (trusted)." if tape.trust else f" (allowed modules: {', '.join(modules)}).")]
+    if written.skipped:
+        lines += ["", "Calls not made into tests:"]
+        lines += [f"  call {i}: {r}" for i, r in written.skipped]
+    lines += ["", "Regenerate rather than edit.", '"""', "",
+              f"from calltape.testing import {', '.join(sorted(helpers))}", ""]
+    lines += [f"{var} = resolve({m!r}, {q!r})" for (m, q), var in names.items()]
+    if values.stored:
+        opts = "trust=True" if tape.trust else f"allow={tuple(modules)!r}"
+        lines.append(f"VALUES = load_values(__file__, {opts})")
+    text = "\n".join(lines) + "\n\n\n" + "\n\n".join(tests)
+    try:
+        if values.stored:
+            with open(data_path, "wb") as f:
+                f.write(_native.encode(values.stored))
+            written.data = data_path
+        elif os.path.exists(data_path):
+            os.remove(data_path)  # left from an earlier run
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise ValueError(f"cannot write {exc.filename or out}: {exc.strerror}") from None
+    return written

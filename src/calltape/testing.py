@@ -1,0 +1,70 @@
+"""Helpers for the regression tests that ``calltape make-tests`` writes.
+
+>>> from calltape.testing import assert_same, call, resolve
+>>> price = resolve("shop", "price")          # the original, without @calltape.record
+>>> assert_same(call(price, 3, 9.5), 28.5)    # AssertionError says where values differ
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from . import _native
+from ._replay import _run_asyncgen, _run_coroutine
+
+__all__ = ["assert_raised", "assert_same", "call", "load_values", "resolve"]
+
+resolve: Callable[[str, str], Callable[..., Any]] = _native.resolve
+
+
+def call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` as replay does: a generator runs to its end and gives its return
+    value, a coroutine runs on a fresh event loop, an async generator is exhausted."""
+    result = fn(*args, **kwargs)
+    if hasattr(result, "__await__") and hasattr(result, "send"):
+        return _run_coroutine(result)
+    if hasattr(result, "__anext__"):
+        _run_asyncgen(result)
+        return None
+    if hasattr(result, "__next__") and hasattr(result, "send"):
+        try:
+            while True:
+                next(result)
+        except StopIteration as stop:
+            return stop.value
+    return result
+
+
+def assert_same(actual: Any, expected: Any, *, rel: float = 0.0, abs: float = 0.0) -> None:
+    """Fail unless ``actual`` is what was recorded (calltape.compare's rules)."""
+    diff = _native.compare(expected, actual, rel=rel, abs=abs)
+    if diff is not None:
+        raise AssertionError(diff.replace("value", "result", 1) + "  (recorded != now)")
+
+
+def assert_raised(thunk: Callable[[], Any], type: str, message: str) -> None:
+    """Fail unless ``thunk()`` raises an exception of the recorded type
+    (``module.Qualname``) with the recorded message."""
+    try:
+        result = thunk()
+    except Exception as exc:
+        kind = f"{exc.__class__.__module__}.{exc.__class__.__qualname__}"
+        now = str(exc)[:2000]
+        if (kind, now) != (type, message):
+            raise AssertionError(f"recorded {type}: {message}, raised now {kind}: {now}") from exc
+        return
+    raise AssertionError(f"recorded {type}: {message}, returned {result!r} now")
+
+
+def load_values(test_file: str, *, trust: bool = False, allow: tuple[str, ...] = ()) -> list[Any]:
+    """The values stored next to a generated test module (``<stem>.calltape``),
+    rebuilt by calltape's restricted unpickler (modules in ``allow`` permitted)."""
+    path = os.path.splitext(test_file)[0] + ".calltape"
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise FileNotFoundError(f"the values of {test_file} are missing: {path}: {exc.strerror}")
+    return _native.decode(data, trust=trust, allow=allow)

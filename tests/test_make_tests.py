@@ -1,0 +1,166 @@
+"""`calltape make-tests`: the generated module is run by a real pytest subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from _util import child_env, run_python
+
+import calltape
+
+SHOP = '''
+import calltape
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass
+class Line:
+    sku: str
+    unit: Decimal
+
+
+@calltape.record
+def price(qty, unit, *, currency="EUR", **tags):
+    if qty < 0:
+        raise ValueError(f"negative quantity {qty}")
+    return {"total": qty * unit, "currency": currency, "tags": sorted(tags)}
+
+
+@calltape.record
+def line_total(line, qty):
+    return line.unit * qty
+
+
+@calltape.record
+def pairs(n):
+    for i in range(n):
+        yield (i, i * i)
+    return n
+'''
+
+
+def env(tmp_path):
+    return child_env(extra={"PYTHONPATH": f"{tmp_path}{os.pathsep}{child_env()['PYTHONPATH']}",
+                            "PYTHONDONTWRITEBYTECODE": "1"})
+
+
+def cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "calltape", *map(str, args)], env=env(tmp_path),
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=90)
+
+
+def pytest_run(tmp_path, module):
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "--rootdir", str(tmp_path), str(module)], env=env(tmp_path),
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    (tmp_path / "shop_mt.py").write_text(SHOP)
+    tape = tmp_path / "t.db"
+    run_python(tmp_path, """
+        sys.path.insert(0, os.getcwd())
+        from decimal import Decimal
+        import shop_mt
+        shop_mt.price(3, 9.5)
+        shop_mt.price(2, 0.1, currency="USD", urgent=True)
+        try:
+            shop_mt.price(-1, 1.0)
+        except ValueError:
+            pass
+        shop_mt.line_total(shop_mt.Line("pen", Decimal("1.25")), 4)
+        list(shop_mt.pairs(3))
+    """, tape=tape, env_extra={"PYTHONDONTWRITEBYTECODE": "1"})
+    return tape
+
+
+def test_generated_module_passes_then_fails_after_a_change(tmp_path, recorded):
+    out = tmp_path / "tests_out" / "test_recorded_shop.py"
+    out.parent.mkdir()
+    made = cli(tmp_path, "make-tests", recorded, "--function", "shop_mt.*", "--out", out,
+               "--allow", "shop_mt")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith(f"wrote 5 tests to {out} (values in ")
+    text = out.read_text()
+    # readable: literals where they exist, the data file for the rest
+    assert "result = call(price, 3, 9.5, currency='EUR')\n" in text
+    assert "assert_same(result, {'total': 28.5, 'currency': 'EUR', 'tags': []})" in text
+    assert "call(price, 2, 0.1, currency='USD', urgent=True)" in text
+    assert "assert_raised(lambda: call(price, -1, 1.0, currency='EUR')" in text
+    assert "'builtins.ValueError', 'negative quantity -1'" in text
+    assert "result = call(line_total, VALUES[0], 4)\n    assert_same(result, VALUES[1])" in text
+    assert "result = call(pairs, 3)\n    assert_same(result, 3)" in text
+    assert "price = resolve('shop_mt', 'price')" in text
+    assert f"Tape:      {recorded}" in text and "calltape make-tests" in text
+    assert (out.parent / "test_recorded_shop.calltape").exists()
+    passed = pytest_run(tmp_path, out)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "5 passed" in passed.stdout
+    (tmp_path / "shop_mt.py").write_text(SHOP.replace("qty * unit", "qty * unit * 2")
+                                         .replace("negative quantity", "no negative"))
+    failed = pytest_run(tmp_path, out)
+    assert failed.returncode == 1
+    assert "3 failed, 2 passed" in failed.stdout  # line_total and pairs did not change
+    assert "result['total']: 28.5 != 57.0  (recorded != now)" in failed.stdout
+    assert ("recorded builtins.ValueError: negative quantity -1, raised now"
+            " builtins.ValueError: no negative -1") in failed.stdout
+
+
+def test_values_file_needs_no_trust_beyond_the_module(tmp_path, recorded):
+    out = tmp_path / "test_lines.py"
+    assert cli(tmp_path, "make-tests", recorded, "--function", "line_total", "--out", out,
+               "--allow", "shop_mt").returncode == 0
+    assert "VALUES = load_values(__file__, allow=('shop_mt',))" in out.read_text()
+    from calltape.testing import load_values
+    with pytest.raises(calltape.RefusedGlobal, match="shop_mt.Line"):
+        load_values(str(out))  # the data file holds a pickled shop_mt.Line
+
+
+def test_json_limit_and_skips(tmp_path, recorded):
+    out = tmp_path / "test_price.py"
+    proc = cli(tmp_path, "make-tests", recorded, "--function", "price", "--out", out, "--limit",
+               "2", "--trust", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert len(data["tests"]) == 2 and data["data"] is None and data["skipped"] == []
+    assert not (tmp_path / "test_price.calltape").exists()
+    assert pytest_run(tmp_path, out).returncode == 0
+
+
+def test_usage_errors_exit_2(tmp_path, recorded):
+    refused = cli(tmp_path, "make-tests", recorded, "--function", "line_total", "--out",
+                  tmp_path / "t_x.py")
+    assert refused.returncode == 2
+    assert "refused to load the global shop_mt.Line" in refused.stderr
+    assert "--trust or --allow MODULE" in refused.stderr
+    none = cli(tmp_path, "make-tests", recorded, "--function", "nothing", "--out",
+               tmp_path / "t_y.py")
+    assert none.returncode == 2
+    assert none.stderr.strip() == f"calltape: no recorded calls of 'nothing' in {recorded}"
+    folder = cli(tmp_path, "make-tests", recorded, "--function", "price", "--out",
+                 tmp_path / "no" / "t.py")
+    assert folder.returncode == 2 and "does not exist" in folder.stderr
+    not_py = cli(tmp_path, "make-tests", recorded, "--function", "price", "--out",
+                 tmp_path / "t.txt")
+    assert not_py.returncode == 2 and "must be a .py file" in not_py.stderr
+    missing = cli(tmp_path, "make-tests", recorded, "--out", tmp_path / "t.py")
+    assert missing.returncode == 2 and "--function" in missing.stderr
+
+
+def test_script_functions_are_skipped(tmp_path):
+    tape = tmp_path / "s.db"
+    run_python(tmp_path, """
+        import calltape
+        @calltape.record
+        def local(x):
+            return x
+        local(1)
+    """, tape=tape)
+    proc = cli(tmp_path, "make-tests", tape, "--function", "local", "--out", tmp_path / "t_s.py",
+               "--trust")
+    assert proc.returncode == 2
+    assert "recorded in a script run as __main__" in proc.stderr
