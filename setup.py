@@ -11,7 +11,7 @@ from setuptools import Extension, setup
 
 flags = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
          "-Wno-unused-parameter", "-Wno-cast-function-type", "-O2"]
-link = ["-lsqlite3", "-lpthread"]
+link = ["-lsqlite3", "-lpthread", "-lm"]
 if os.environ.get("CALLTAPE_SANITIZE"):
     flags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
     link += ["-fsanitize=address,undefined"]

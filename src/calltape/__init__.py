@@ -32,16 +32,22 @@ from ._markers import (
     Unencodable,
 )
 from ._replay import Outcome, Report
-from ._tape import Call, Function, Session, Tape
 
 __version__ = "0.1.0"
 __all__ = [
-    "Call", "ExceptionInfo", "Function", "Outcome", "Recorder", "RecordingWarning",
-    "Redacted", "RefusedGlobal", "ReplayRefused", "Report", "Session", "Tape", "TapeError",
-    "Truncated", "Unencodable", "compare", "configure", "flush", "open", "record", "register_codec", "stats",
+    "Bound", "Call", "Calls", "ExceptionInfo", "Function", "Outcome", "Recorder",
+    "RecordingWarning", "Redacted", "RefusedGlobal", "ReplayRefused", "Report", "Session",
+    "Tape", "TapeError", "Truncated", "Unencodable", "compare", "configure", "flush", "open",
+    "record", "register_codec", "stats",
 ]
 
 Recorder = _native.Recorder
+Tape = _native.Tape          # the reader, with the views it returns, all in C
+Call = _native.Call
+Calls = _native.Calls
+Function = _native.Function
+Session = _native.Session
+Bound = _native.Bound
 flush = _native.flush
 stats = _native.stats
 register_codec = _native.register_codec

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import Redacted, Truncated, Unencodable, __version__, _native
-from ._tape import Call, Tape
+from ._native import Call, Tape
 
 _MARKERS = (Redacted, Truncated, Unencodable)
 

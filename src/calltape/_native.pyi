@@ -1,7 +1,9 @@
 """Type stubs for calltape._native, the C engine's CPython binding."""
 
-from collections.abc import Callable, Iterator
-from typing import Any
+import os
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Self, overload
 
 class Recorder:
     """A recorded function: calls it and writes each call onto the tape."""
@@ -48,33 +50,141 @@ class AsyncGenProxy:
     def athrow(self, *args: Any) -> Pending: ...
     def aclose(self) -> Pending: ...
 
-class RawTape:
-    """A tape opened read-only; values stay encoded until rebuilt."""
+class Function:
+    """A recorded function with its aggregates (durations in seconds)."""
+
+    id: int
+    module: str
+    qualname: str
+    file: str
+    line: int
+    calls: int
+    raised: int
+    @property
+    def parameters(self) -> list[str]: ...
+    @property
+    def kinds(self) -> list[int]: ...
+    @property
+    def defaults(self) -> dict[str, Any]: ...
+    @property
+    def total(self) -> float: ...
+    @property
+    def min(self) -> float | None: ...
+    @property
+    def max(self) -> float | None: ...
+    @property
+    def mean(self) -> float | None: ...
+
+class Session:
+    """One process that recorded onto the tape."""
+
+    id: int
+    pid: int
+    ppid: int
+    parent: int | None
+    host: str
+    argv: list[str]
+    python: str
+    version: str
+    start: datetime
+    end: datetime | None
+    mpi_rank: int | None
+    counters: dict[str, int]
+
+class Bound:
+    """Arguments ready for ``function(*bound.args, **bound.kwargs)``."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+class Call:
+    """One recorded call; values are rebuilt on first access, once."""
+
+    id: int
+    session: int
+    parent: int | None
+    depth: int
+    start_ns: int
+    duration_ns: int
+    function: str
+    qualname: str
+    module: str
+    file: str
+    line: int
+    func: Function
+    start: datetime
+    end: datetime
+    duration: float
+    outcome: str
+    cpu_time: float | None
+    memory: dict[str, int] | None
+    energy: dict[str, float] | None
+    thread: int | None
+    thread_name: str | None
+    args: dict[str, Any]
+    defaults: frozenset[str]
+    bound: Bound
+    result: Any
+    exception: Any
+    locals: dict[str, Any] | None
+    globals: dict[str, Any] | None
+    preview: str
+    def children(self) -> list[Call]: ...
+    def replay(
+        self, *, rel: float = 0.0, abs: float = 0.0, globals: str | None = None,
+        record: bool = False,
+    ) -> Any: ...
+
+class Calls:
+    """The calls a search found: iterating streams them, len() and indexing read them once."""
+
+    def __iter__(self) -> Iterator[Call]: ...
+    def __len__(self) -> int: ...
+    @overload
+    def __getitem__(self, index: int) -> Call: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Call]: ...
+
+class Tape:
+    """A tape opened read-only."""
 
     path: str
-    def __init__(self, path: str, *, trust: bool = False, allow: tuple[str, ...] | None = None) -> None: ...
-    def sessions(self) -> list[dict[str, Any]]: ...
-    def functions(self) -> list[dict[str, Any]]: ...
+    closed: bool
+    trust: bool
+    allow: tuple[str, ...]
+    def __init__(
+        self, path: str | os.PathLike[str], *, trust: bool = False, allow: Sequence[str] | str = ()
+    ) -> None: ...
+    def sessions(self) -> list[Session]: ...
+    def functions(self) -> list[Function]: ...
     def threads(self) -> list[dict[str, Any]]: ...
-    def query(self, sql: str) -> list[dict[str, Any]]: ...
-    def get(self, call_id: int) -> tuple[Any, ...] | None: ...
     def search(
         self,
+        function: str | Callable[[Function], object] | None = None,
         *,
-        functions: list[int] | None = None,
-        session: int = 0,
-        thread: int = -1,
-        since: int = ...,
-        until: int = ...,
-        min_duration: int = 0,
-        max_duration: int = ...,
-        outcome: int = -1,
-        newest: bool = True,
-        limit: int = -1,
-    ) -> Iterator[tuple[Any, ...]]: ...
+        file: str | None = None,
+        since: datetime | float | None = None,
+        until: datetime | float | None = None,
+        min_duration: float | None = None,
+        max_duration: float | None = None,
+        outcome: str | None = None,
+        session: int | None = None,
+        thread: int | None = None,
+        args: dict[str, Any] | None = None,
+        energy: dict[str, float] | None = None,
+        order: str = "newest",
+        limit: int | None = None,
+    ) -> Calls: ...
+    def call(self, call_id: int) -> Call: ...
+    def calls(self, function: str | Callable[[Function], object] | None = None) -> list[Call]: ...
+    def replay(
+        self, *call_ids: int, rel: float = 0.0, abs: float = 0.0, globals: str | None = None,
+        record: bool = False, **filters: Any,
+    ) -> Any: ...
     def load_blob(self, hash: bytes) -> bytes: ...
-    def rebuild(self, wire: bytes, many: bool = False) -> Any: ...
     def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> bool: ...
 
 class Replayer:
     """Re-executes recorded calls and compares their outcomes (replay.c)."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import _native
 
 if TYPE_CHECKING:
-    from ._tape import Call, Tape
+    from ._native import Call, Tape
 
 STATUSES = ("passed", "changed", "failed", "skipped")
 GLOBALS_MODES = (None, "recorded")

@@ -280,11 +280,12 @@ void hash128(const void *p, size_t n, uint8_t out[WIRE_HASH_BYTES]);
  * REC_CALL: varint fn, varint seq (>= 1, process-wide, in entry order),
  *   varint parent seq (0: none), varint depth, varint thread, varint start
  *   (CLOCK_MONOTONIC ns), varint duration ns, byte outcome, byte flags, then
- *   per flag: cpu ns; rss before, rss after, peak rss (bytes); energy pkg,
- *   dram (uJ); args (varint n + n bytes of consecutive values, one per
- *   parameter in signature order, or a TUPLE(args) + DICT(kwargs) pair when
- *   binding failed, flagged REC_UNBOUND); result (varint n + one value; the
- *   EXCEPTION value when outcome is RAISED).
+ *   per flag: cpu ns; rss before, rss after, peak rss (bytes); energy pkg
+ *   (uJ), dram (uJ + 1, or ENERGY_DRAM_NONE); args (varint n + n bytes of
+ *   consecutive values, one per parameter in signature order, or a
+ *   TUPLE(args) + DICT(kwargs) pair when binding failed, flagged
+ *   REC_UNBOUND); result (varint n + one value; the EXCEPTION value when
+ *   outcome is RAISED).
  * REC_COUNTERS: varint unencodable, varint pickled, varint redacted,
  *   varint truncated, varint dropped: deltas for the session counters.
  */
@@ -305,6 +306,11 @@ enum rec_flags {
     REC_UNBOUND = 1 << 5,
     REC_ASYNC = 1 << 6, /* generator, coroutine or async generator */
 };
+
+/* Energy (REC_HAS_ENERGY) is two counters in microjoules: the RAPL package
+ * domain, and the DRAM domain stored plus one, ENERGY_DRAM_NONE (0) when the
+ * machine has no DRAM counter. */
+#define ENERGY_DRAM_NONE 0
 
 /* A parsed REC_CALL; byte ranges point into the record. */
 typedef struct call_rec {
@@ -538,8 +544,13 @@ typedef struct query_filter {
     int64_t min_duration, max_duration; /* ns, inclusive */
     int outcome;                        /* an rec_outcome, -1: any */
     int newest_first;
-    int64_t limit; /* -1: no limit */
+    int64_t limit;                           /* -1: no limit */
+    int energy_bounds;                       /* QUERY_MAX_PKG | QUERY_MAX_DRAM, 0: none */
+    int64_t max_energy_pkg, max_energy_dram; /* uJ, inclusive; calls without the
+                                                reading never match a bound on it */
 } query_filter;
+
+enum query_energy_bound { QUERY_MAX_PKG = 1, QUERY_MAX_DRAM = 2 };
 
 typedef struct query query;
 

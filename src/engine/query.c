@@ -151,6 +151,15 @@ static int matches(const query *q, const seg_call *c)
         return 0;
     if (f->thread >= 0 && c->thread != f->thread)
         return 0;
+    if (f->energy_bounds) {
+        if (!(c->flags & REC_HAS_ENERGY))
+            return 0;
+        if ((f->energy_bounds & QUERY_MAX_PKG) && c->energy_pkg > f->max_energy_pkg)
+            return 0;
+        if ((f->energy_bounds & QUERY_MAX_DRAM) &&
+            (c->energy_dram == ENERGY_DRAM_NONE || c->energy_dram - 1 > f->max_energy_dram))
+            return 0;
+    }
     return 1;
 }
 

@@ -278,6 +278,15 @@ static const uint8_t *pv_value(preview *pv, const uint8_t *p, const uint8_t *end
                 snprintf(tmp, sizeof tmp, "%.*g", prec, d);
                 if (strtod(tmp, NULL) == d) {
                     memcpy(num, tmp, sizeof tmp);
+                    /* Python writes exponents only below 1e-4 and from 1e16 */
+                    char sci[64];
+                    snprintf(sci, sizeof sci, "%.*e", prec - 1, d);
+                    int exp = atoi(strchr(sci, 'e') + 1);
+                    if (exp < -4 || exp >= 16)
+                        memcpy(num, sci, sizeof sci);
+                    else if (strchr(num, 'e'))
+                        snprintf(num, sizeof num, "%.*f", prec - 1 - exp > 0 ? prec - 1 - exp : 0,
+                                 d);
                     break;
                 }
             }

@@ -34,7 +34,12 @@ typedef struct ct_state {
     PyTypeObject *Pending_type;
     PyTypeObject *AsyncGenProxy_type;
     PyTypeObject *Tape_type;
-    PyTypeObject *Search_type;
+    PyTypeObject *Call_type;
+    PyTypeObject *Calls_type;
+    PyTypeObject *CallIter_type;
+    PyTypeObject *Function_type;
+    PyTypeObject *Session_type;
+    PyTypeObject *Bound_type;
     PyTypeObject *RestrictedUnpickler_type;
     PyTypeObject *Replayer_type;
     PyObject *module;         /* borrowed: the module owns the state */
@@ -44,6 +49,9 @@ typedef struct ct_state {
     PyObject *pickle_dumps, *pickle_loads, *pickle_Unpickler, *bytes_io;
     PyObject *current_allow; /* borrowed: allowlist of the load running now */
     PyObject *np_load;       /* numpy.load, imported on first ndarray rebuilt */
+    PyObject *dt_datetime;   /* datetime.datetime */
+    PyObject *dt_timedelta;  /* datetime.timedelta */
+    PyObject *dt_epoch;      /* datetime(1970, 1, 1, tzinfo=timezone.utc) */
     PyObject *protocol5;
     PyObject *redact_exact;    /* frozenset of lower-case names */
     PyObject *redact_patterns; /* tuple of lower-case glob patterns */
@@ -203,7 +211,6 @@ extern PyType_Spec Recorder_spec;
 extern PyType_Spec Pending_spec;
 extern PyType_Spec AsyncGenProxy_spec;
 extern PyType_Spec Tape_spec;
-extern PyType_Spec Search_spec;
 
 /* Sends the value counters gathered since the last call (unencodable,
  * pickled, ...) to `slot`'s writer as a REC_COUNTERS record and adds them to

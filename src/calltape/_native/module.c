@@ -8,6 +8,7 @@
  * calls use; nothing here raises into a recorded call (ct_append and
  * ct_warn_once save and restore the pending exception).
  */
+#include "reader.h"
 #include "recorder.h"
 
 #include <unistd.h>
@@ -464,6 +465,21 @@ static int module_exec(PyObject *m)
     Py_DECREF(pickle);
     if (!st->pickle_dumps || !st->pickle_loads || !st->pickle_Unpickler)
         return -1;
+    PyObject *dt = PyImport_ImportModule("datetime");
+    if (!dt)
+        return -1;
+    st->dt_datetime = PyObject_GetAttrString(dt, "datetime");
+    st->dt_timedelta = PyObject_GetAttrString(dt, "timedelta");
+    PyObject *tz = PyObject_GetAttrString(dt, "timezone");
+    PyObject *utc = tz ? PyObject_GetAttrString(tz, "utc") : NULL;
+    Py_XDECREF(tz);
+    Py_DECREF(dt);
+    if (utc && st->dt_datetime)
+        st->dt_epoch =
+            PyObject_CallFunction(st->dt_datetime, "iiiiiiiO", 1970, 1, 1, 0, 0, 0, 0, utc);
+    Py_XDECREF(utc);
+    if (!st->dt_datetime || !st->dt_timedelta || !st->dt_epoch)
+        return -1;
     const char *env = getenv("CALLTAPE_TAPE");
     PyObject *p = PyUnicode_DecodeFSDefault(env && *env ? env : "calltape.db");
     if (!p)
@@ -482,8 +498,13 @@ static int module_exec(PyObject *m)
     ADD_TYPE(Pending_type, Pending_spec, NULL);
     ADD_TYPE(AsyncGenProxy_type, AsyncGenProxy_spec, NULL);
     ADD_TYPE(Tape_type, Tape_spec, NULL);
-    ADD_TYPE(Search_type, Search_spec, NULL);
     ADD_TYPE(Replayer_type, Replayer_spec, NULL);
+    ADD_TYPE(Call_type, Call_spec, NULL);
+    ADD_TYPE(Calls_type, Calls_spec, NULL);
+    ADD_TYPE(CallIter_type, CallIter_spec, NULL);
+    ADD_TYPE(Function_type, Function_spec, NULL);
+    ADD_TYPE(Session_type, Session_spec, NULL);
+    ADD_TYPE(Bound_type, Bound_spec, NULL);
     st->RestrictedUnpickler_type =
         (PyTypeObject *)ct_restricted_unpickler_spec_type(m, st->pickle_Unpickler);
     if (!st->RestrictedUnpickler_type)
@@ -499,8 +520,16 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->Pending_type);
     Py_VISIT(st->AsyncGenProxy_type);
     Py_VISIT(st->Tape_type);
-    Py_VISIT(st->Search_type);
     Py_VISIT(st->Replayer_type);
+    Py_VISIT(st->Call_type);
+    Py_VISIT(st->Calls_type);
+    Py_VISIT(st->CallIter_type);
+    Py_VISIT(st->Function_type);
+    Py_VISIT(st->Session_type);
+    Py_VISIT(st->Bound_type);
+    Py_VISIT(st->dt_datetime);
+    Py_VISIT(st->dt_timedelta);
+    Py_VISIT(st->dt_epoch);
     Py_VISIT(st->RestrictedUnpickler_type);
     Py_VISIT(st->codecs);
     Py_VISIT(st->codec_decoders);
@@ -518,8 +547,16 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->Pending_type);
     Py_CLEAR(st->AsyncGenProxy_type);
     Py_CLEAR(st->Tape_type);
-    Py_CLEAR(st->Search_type);
     Py_CLEAR(st->Replayer_type);
+    Py_CLEAR(st->Call_type);
+    Py_CLEAR(st->Calls_type);
+    Py_CLEAR(st->CallIter_type);
+    Py_CLEAR(st->Function_type);
+    Py_CLEAR(st->Session_type);
+    Py_CLEAR(st->Bound_type);
+    Py_CLEAR(st->dt_datetime);
+    Py_CLEAR(st->dt_timedelta);
+    Py_CLEAR(st->dt_epoch);
     Py_CLEAR(st->RestrictedUnpickler_type);
     Py_CLEAR(st->codecs);
     Py_CLEAR(st->codec_decoders);

@@ -1,0 +1,168 @@
+/*
+ * reader.h - the reading side of the binding, shared by tape.c (the Tape
+ * type: opening, caches, queries), views.c (the Call, Function, Session
+ * and Bound types) and calls.c (search arguments, matching, the Calls
+ * result and its iterator).
+ *
+ * Ownership: a Call holds strong references to its Tape and its Function;
+ * a Tape holds its caches (functions by id, threads by (session, index));
+ * a Function holds no reference to its Tape (its defaults are rebuilt with
+ * the trust and allow list copied from it), so there is no cycle between
+ * a Tape and its caches.  The store of a Tape stays open while any query
+ * of it is open: close() waits for the last one (see ct_tape_query_close).
+ */
+#ifndef CALLTAPE_READER_H
+#define CALLTAPE_READER_H
+
+#include "binding.h"
+
+#include <sqlite3.h>
+
+typedef struct ct_tape {
+    PyObject_HEAD store *st; /* NULL once closed */
+    PyObject *path;          /* str */
+    PyObject *allow;         /* tuple of module names, or NULL */
+    int trust;
+    int closing;         /* close() was called while queries were open */
+    Py_ssize_t nqueries; /* open queries on st */
+    PyObject *functions; /* dict: function id -> Function, or NULL before use */
+    PyObject *threads;   /* dict: (session, index) -> (ident, name), or NULL */
+} ct_tape;
+
+typedef struct ct_function {
+    PyObject_HEAD int64_t id, line, calls, raised, total_ns, min_ns, max_ns;
+    int has_durations; /* min_ns and max_ns are known (calls > 0) */
+    int trust;
+    PyObject *module, *qualname, *file, *full; /* str; full is "module.qualname" */
+    PyObject *names;                           /* tuple of parameter names */
+    PyObject *sig;                             /* bytes: the signature as recorded */
+    PyObject *allow;                           /* tuple or NULL: for rebuilding defaults */
+    PyObject *defaults;                        /* dict, rebuilt on first use */
+    Py_ssize_t nparams;
+    uint8_t *kinds;       /* inspect.Parameter kind of each parameter */
+    Py_ssize_t *dflt_off; /* offset of each default value in sig, -1: none */
+} ct_function;
+
+/* One recorded call.  The encoded arguments and result follow the struct
+ * (args_len + result_len bytes), so a Call is one allocation; values are
+ * rebuilt on first access and kept. */
+typedef struct ct_call {
+    PyObject_VAR_HEAD ct_tape *tape; /* strong */
+    ct_function *fn;                 /* strong */
+    int64_t id, session, parent, depth, thread, start, duration;
+    int64_t cpu_ns, rss_before, rss_after, rss_peak, energy_pkg, energy_dram;
+    size_t args_len, result_len;
+    uint8_t outcome, flags;
+    uint8_t rebuilt;    /* args and defaults are set */
+    uint8_t result_set; /* result is set */
+    PyObject *args;     /* dict: name -> value */
+    PyObject *defaults; /* frozenset of names that took their default */
+    PyObject *result;   /* the return value or ExceptionInfo */
+    uint8_t data[];     /* args bytes, then result bytes */
+} ct_call;
+
+/* ---- tape.c ---- */
+
+/* Returns 0 when the tape is open, -1 with ValueError when closed. */
+int ct_tape_check_open(ct_tape *t);
+
+/* Sets TapeError "<msg>: <path>" and returns NULL. */
+PyObject *ct_tape_error(ct_tape *t, const char *msg);
+
+/* The Function with tape id `id` (borrowed), loading the function table
+ * again when it is not known yet (a tape being recorded grows).  NULL with
+ * TapeError when the tape has no such function. */
+ct_function *ct_tape_function(ct_tape *t, int64_t id);
+
+/* The function table as a dict id -> Function (borrowed), loaded on first
+ * use; `fresh` reloads it: CT_FUNCTIONS_RELOAD always (aggregates change
+ * while a process records), CT_FUNCTIONS_IF_GROWN when the tape holds
+ * functions the cache lacks.  NULL with an exception set. */
+enum { CT_FUNCTIONS_CACHED = 0, CT_FUNCTIONS_RELOAD = 1, CT_FUNCTIONS_IF_GROWN = 2 };
+PyObject *ct_tape_functions(ct_tape *t, int fresh);
+
+/* The (ident, name) tuple of thread `index` of `session` (borrowed), or
+ * Py_None when the tape does not know it; NULL with an exception set. */
+PyObject *ct_tape_thread(ct_tape *t, int64_t session, int64_t index);
+
+/* The thread table as a new list of (session, index, ident) tuples; NULL
+ * with an exception set. */
+PyObject *ct_tape_thread_rows(ct_tape *t);
+
+/* Starts a search of the tape (GIL released inside).  Returns the query,
+ * counted as open until ct_tape_query_close(), or NULL with TapeError (or
+ * ValueError when the tape is closed). */
+query *ct_tape_query_open(ct_tape *t, const query_filter *f);
+
+/* Closes a query of ct_tape_query_open() (NULL allowed) and closes the
+ * store if close() was called meanwhile and this was its last query. */
+void ct_tape_query_close(ct_tape *t, query *q);
+
+/* The next call of `q` (GIL released inside): 1 with `c`, its session and
+ * function filled in, 0 at the end, -1 with TapeError set. */
+int ct_tape_query_next(ct_tape *t, query *q, seg_call *c, int64_t *session, int64_t *function);
+
+/* Rebuilds one value at *p (advancing it) with the tape's trust, allow
+ * list and blob table.  New reference, or NULL with an exception set. */
+PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end);
+
+/* ---- views.c ---- */
+
+/* A new Call for `c` of function `fn` (borrowed) in `session`.  Copies the
+ * value bytes.  NULL with an exception set. */
+ct_call *ct_call_new(ct_tape *t, ct_function *fn, const seg_call *c, int64_t session);
+
+/* The call's arguments (name -> rebuilt value), rebuilt once; borrowed.
+ * NULL with an exception set (RefusedGlobal, TapeError). */
+PyObject *ct_call_args(ct_call *c);
+
+/* A new Function from a row of "SELECT id, module, qualname, file, line,
+ * signature, calls, raised, total_ns, min_ns, max_ns FROM functions".
+ * NULL with an exception set (TapeError for an unreadable signature). */
+PyObject *ct_function_from_row(ct_tape *t, sqlite3_stmt *row);
+
+/* A new Session from a row of CT_SESSION_COLUMNS.  NULL with an exception. */
+#define CT_SESSION_COLUMNS                                                                         \
+    "id, start_ns, end_ns, host, pid, ppid, parent, argv, python, calltape, mpi_rank,"             \
+    " unencodable, pickled, redacted, truncated, dropped"
+PyObject *ct_session_from_row(ct_tape *t, sqlite3_stmt *row);
+
+/* A timezone-aware (UTC) datetime for `ns` nanoseconds since the epoch,
+ * exact to the microsecond (truncated).  New reference or NULL. */
+PyObject *ct_datetime_from_ns(ct_state *st, int64_t ns);
+
+/* ---- calls.c ---- */
+
+/* Tape.search(function=None, *, file, since, until, min_duration,
+ * max_duration, outcome, session, thread, args, energy, order, limit):
+ * validates the arguments and returns a new Calls.  NULL with ValueError or
+ * TypeError naming the bad value. */
+PyObject *ct_tape_search(ct_tape *t, PyObject *args, PyObject *kw);
+
+/* Tape.calls(function=None): the matching calls in call id order, as a new
+ * list.  NULL with an exception set. */
+PyObject *ct_tape_calls_by_id(ct_tape *t, PyObject *function);
+
+/* The calls `c` made directly, oldest first: a new list, or NULL. */
+PyObject *ct_call_children(ct_call *c);
+
+/* Seconds (int or float) or a datetime as ns since the epoch; `name` is
+ * the parameter, for the TypeError.  Returns 0 or -1. */
+int ct_time_to_ns(ct_state *st, PyObject *v, const char *name, int64_t *out);
+
+/* Tape.replay(*call_ids, rel=, abs=, globals=, record=, **filters): the
+ * calls with those ids, or those a search with the filters finds (oldest
+ * first), replayed by calltape._replay.replay_calls.  New Report or NULL. */
+PyObject *ct_tape_replay(ct_tape *t, PyObject *ids, PyObject *kw);
+
+/* calltape._replay.replay_calls(t, calls, **options): new Report or NULL. */
+PyObject *ct_replay_calls(ct_tape *t, PyObject *calls, PyObject *options);
+
+extern PyType_Spec Call_spec;
+extern PyType_Spec Function_spec;
+extern PyType_Spec Session_spec;
+extern PyType_Spec Bound_spec;
+extern PyType_Spec Calls_spec;
+extern PyType_Spec CallIter_spec;
+
+#endif

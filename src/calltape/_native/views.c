@@ -1,0 +1,1015 @@
+/*
+ * views.c - what reading a tape returns: Call (one recorded call, its
+ * values rebuilt lazily, once), Function (a recorded function and its
+ * aggregates), Session (one recording process) and Bound (arguments ready
+ * to call a function again).
+ *
+ * Invariants: a Call copies its encoded values when it is made, so it
+ * stays valid after its search moved on or its tape was closed (only
+ * values stored in the blob table then need the tape open); rebuilt values
+ * are cached on the object and never rebuilt twice; times are exact to the
+ * microsecond in datetimes and to the nanosecond in *_ns attributes.
+ */
+#include "reader.h"
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <structmember.h>
+
+static const char *const outcome_names[] = {"returned", "raised", "closed"};
+
+PyObject *ct_datetime_from_ns(ct_state *st, int64_t ns)
+{
+    int64_t us = ns >= 0 ? ns / 1000 : -((-ns + 999) / 1000);
+    int64_t sec = us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000);
+    PyObject *td = PyObject_CallFunction(st->dt_timedelta, "iLL", 0, (long long)sec,
+                                         (long long)(us - sec * 1000000));
+    if (!td)
+        return NULL;
+    PyObject *dt = PyNumber_Add(st->dt_epoch, td);
+    Py_DECREF(td);
+    return dt;
+}
+
+/* "850 ns", "12.5 us", "3.20 ms", "1.50 s" */
+static void format_ns(char *buf, size_t n, int64_t ns)
+{
+    if (ns < 1000)
+        snprintf(buf, n, "%lld ns", (long long)ns);
+    else if (ns < 1000000)
+        snprintf(buf, n, "%.1f us", (double)ns / 1e3);
+    else if (ns < 1000000000)
+        snprintf(buf, n, "%.2f ms", (double)ns / 1e6);
+    else
+        snprintf(buf, n, "%.2f s", (double)ns / 1e9);
+}
+
+static ct_state *state_of(PyObject *o)
+{
+    return PyType_GetModuleState(Py_TYPE(o));
+}
+
+/* ======================================================================== */
+/* Function                                                                 */
+/* ======================================================================== */
+
+static PyObject *column_text(sqlite3_stmt *q, int i)
+{
+    const char *s = (const char *)sqlite3_column_text(q, i);
+    return PyUnicode_DecodeUTF8(s ? s : "", s ? sqlite3_column_bytes(q, i) : 0, "surrogatepass");
+}
+
+/* Reads names, kinds and default offsets from the recorded signature: a
+ * LIST of TUPLE(STR name, INT kind[, default]).  Returns 0, or -1. */
+static int parse_signature(ct_function *f)
+{
+    const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(f->sig);
+    wreader r;
+    wreader_init(&r, base, (size_t)PyBytes_GET_SIZE(f->sig));
+    if (wreader_byte(&r) != WIRE_LIST)
+        return -1;
+    uint64_t n = wreader_varint(&r);
+    if (r.bad || n > (uint64_t)(r.end - r.p))
+        return -1;
+    f->nparams = (Py_ssize_t)n;
+    f->names = PyTuple_New(f->nparams);
+    f->kinds = PyMem_Calloc((size_t)n + 1, 1);
+    f->dflt_off = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
+    if (!f->names || !f->kinds || !f->dflt_off)
+        return -1;
+    for (Py_ssize_t i = 0; i < f->nparams; i++) {
+        uint8_t tag = wreader_byte(&r);
+        uint64_t items = wreader_varint(&r);
+        if (tag != WIRE_TUPLE || (items != 2 && items != 3) || wreader_byte(&r) != WIRE_STR)
+            return -1;
+        uint64_t len = wreader_varint(&r);
+        const uint8_t *s = wreader_take(&r, len);
+        if (r.bad || wreader_byte(&r) != WIRE_INT)
+            return -1;
+        int64_t kind = unzigzag(wreader_varint(&r));
+        if (r.bad || kind < 0 || kind > 4)
+            return -1;
+        PyObject *name = PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)len, "surrogatepass");
+        if (!name)
+            return -1;
+        PyTuple_SET_ITEM(f->names, i, name);
+        f->kinds[i] = (uint8_t)kind;
+        f->dflt_off[i] = -1;
+        if (items == 3) {
+            f->dflt_off[i] = (Py_ssize_t)(r.p - base);
+            r.p = wire_skip(r.p, r.end);
+            if (!r.p)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+PyObject *ct_function_from_row(ct_tape *t, sqlite3_stmt *row)
+{
+    ct_state *st = state_of((PyObject *)t);
+    ct_function *f = PyObject_GC_New(ct_function, st->Function_type);
+    if (!f)
+        return NULL;
+    /* every field set before the first exit */
+    f->id = sqlite3_column_int64(row, 0);
+    f->line = sqlite3_column_int64(row, 4);
+    f->calls = sqlite3_column_int64(row, 6);
+    f->raised = sqlite3_column_int64(row, 7);
+    f->total_ns = sqlite3_column_int64(row, 8);
+    f->has_durations = sqlite3_column_type(row, 9) != SQLITE_NULL;
+    f->min_ns = sqlite3_column_int64(row, 9);
+    f->max_ns = sqlite3_column_int64(row, 10);
+    f->trust = t->trust;
+    f->allow = Py_XNewRef(t->allow);
+    f->names = f->defaults = NULL;
+    f->kinds = NULL;
+    f->dflt_off = NULL;
+    f->nparams = 0;
+    f->module = column_text(row, 1);
+    f->qualname = column_text(row, 2);
+    f->file = column_text(row, 3);
+    f->sig = PyBytes_FromStringAndSize(sqlite3_column_blob(row, 5), sqlite3_column_bytes(row, 5));
+    f->full =
+        f->module && f->qualname ? PyUnicode_FromFormat("%U.%U", f->module, f->qualname) : NULL;
+    PyObject_GC_Track(f);
+    if (!f->module || !f->qualname || !f->file || !f->sig || !f->full)
+        goto error;
+    if (parse_signature(f) < 0) {
+        if (!PyErr_Occurred())
+            ct_tape_error(t, "the tape is damaged (a function signature cannot be read)");
+        goto error;
+    }
+    return (PyObject *)f;
+error:
+    Py_DECREF(f);
+    return NULL;
+}
+
+static int Function_traverse(ct_function *f, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(f));
+    Py_VISIT(f->defaults);
+    return 0;
+}
+
+static int Function_clear(ct_function *f)
+{
+    Py_CLEAR(f->module);
+    Py_CLEAR(f->qualname);
+    Py_CLEAR(f->file);
+    Py_CLEAR(f->full);
+    Py_CLEAR(f->names);
+    Py_CLEAR(f->sig);
+    Py_CLEAR(f->allow);
+    Py_CLEAR(f->defaults);
+    return 0;
+}
+
+static void Function_dealloc(ct_function *f)
+{
+    PyTypeObject *tp = Py_TYPE(f);
+    PyObject_GC_UnTrack(f);
+    Function_clear(f);
+    PyMem_Free(f->kinds);
+    PyMem_Free(f->dflt_off);
+    tp->tp_free((PyObject *)f);
+    Py_DECREF(tp);
+}
+
+/* The defaults dict, rebuilt on first use (borrowed). */
+static PyObject *function_defaults(ct_function *f)
+{
+    if (f->defaults)
+        return f->defaults;
+    PyObject *d = PyDict_New();
+    ct_rebuild rb = {state_of((PyObject *)f), f->trust, f->allow, NULL};
+    const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(f->sig);
+    const uint8_t *end = base + PyBytes_GET_SIZE(f->sig);
+    for (Py_ssize_t i = 0; d && i < f->nparams; i++) {
+        if (f->dflt_off[i] < 0)
+            continue;
+        const uint8_t *p = base + f->dflt_off[i];
+        PyObject *v = ct_rebuild_value(&rb, &p, end);
+        if (!v || PyDict_SetItem(d, PyTuple_GET_ITEM(f->names, i), v) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    f->defaults = d;
+    return d;
+}
+
+static PyObject *Function_get_defaults(ct_function *f, void *c)
+{
+    (void)c;
+    PyObject *d = function_defaults(f);
+    return d ? PyDict_Copy(d) : NULL;
+}
+
+static PyObject *Function_get_parameters(ct_function *f, void *c)
+{
+    (void)c;
+    return PySequence_List(f->names);
+}
+
+static PyObject *Function_get_kinds(ct_function *f, void *c)
+{
+    (void)c;
+    PyObject *out = PyList_New(f->nparams);
+    for (Py_ssize_t i = 0; out && i < f->nparams; i++) {
+        PyObject *k = PyLong_FromLong(f->kinds[i]);
+        if (!k) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, k);
+    }
+    return out;
+}
+
+static PyObject *seconds_or_none(int known, int64_t ns)
+{
+    if (!known)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble((double)ns / 1e9);
+}
+
+static PyObject *Function_get_seconds(ct_function *f, void *which)
+{
+    switch ((int)(intptr_t)which) {
+    case 0:
+        return PyFloat_FromDouble((double)f->total_ns / 1e9);
+    case 1:
+        return seconds_or_none(f->has_durations, f->min_ns);
+    case 2:
+        return seconds_or_none(f->has_durations, f->max_ns);
+    default:
+        if (f->calls <= 0)
+            Py_RETURN_NONE;
+        return PyFloat_FromDouble((double)f->total_ns / 1e9 / (double)f->calls);
+    }
+}
+
+static PyObject *Function_repr(PyObject *self)
+{
+    ct_function *f = (ct_function *)self;
+    char mean[32] = "-", max[32] = "-";
+    if (f->calls > 0)
+        format_ns(mean, sizeof mean, f->total_ns / f->calls);
+    if (f->has_durations)
+        format_ns(max, sizeof max, f->max_ns);
+    PyObject *params = PyUnicode_FromString(", ");
+    PyObject *joined = params ? PyUnicode_Join(params, f->names) : NULL;
+    Py_XDECREF(params);
+    if (!joined)
+        return NULL;
+    PyObject *out =
+        PyUnicode_FromFormat("<Function %U(%U) at %U:%lld: %lld call%s, %lld raised,"
+                             " mean %s, max %s>",
+                             f->full, joined, f->file, (long long)f->line, (long long)f->calls,
+                             f->calls == 1 ? "" : "s", (long long)f->raised, mean, max);
+    Py_DECREF(joined);
+    return out;
+}
+
+static PyMemberDef Function_members[] = {
+    {"id", T_LONGLONG, offsetof(ct_function, id), READONLY, "the function's id on the tape"},
+    {"module", T_OBJECT, offsetof(ct_function, module), READONLY, NULL},
+    {"qualname", T_OBJECT, offsetof(ct_function, qualname), READONLY, NULL},
+    {"file", T_OBJECT, offsetof(ct_function, file), READONLY, "the source file"},
+    {"line", T_LONGLONG, offsetof(ct_function, line), READONLY, "its first line"},
+    {"calls", T_LONGLONG, offsetof(ct_function, calls), READONLY, "recorded calls"},
+    {"raised", T_LONGLONG, offsetof(ct_function, raised), READONLY, "calls that raised"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef Function_getset[] = {
+    {"parameters", (getter)Function_get_parameters, NULL, "parameter names, in order", NULL},
+    {"kinds", (getter)Function_get_kinds, NULL, "inspect.Parameter kinds, in parameter order",
+     NULL},
+    {"defaults", (getter)Function_get_defaults, NULL, "parameter name -> default value", NULL},
+    {"total", (getter)Function_get_seconds, NULL, "total duration in seconds", (void *)0},
+    {"min", (getter)Function_get_seconds, NULL, "shortest call in seconds, None before any",
+     (void *)1},
+    {"max", (getter)Function_get_seconds, NULL, "longest call in seconds, None before any",
+     (void *)2},
+    {"mean", (getter)Function_get_seconds, NULL, "mean duration in seconds, None before any",
+     (void *)3},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Function_slots[] = {
+    {Py_tp_dealloc, Function_dealloc},
+    {Py_tp_traverse, Function_traverse},
+    {Py_tp_clear, Function_clear},
+    {Py_tp_members, Function_members},
+    {Py_tp_getset, Function_getset},
+    {Py_tp_repr, Function_repr},
+    {Py_tp_doc, "A recorded function with its aggregates (durations in seconds)."},
+    {0, NULL},
+};
+
+PyType_Spec Function_spec = {
+    .name = "calltape.Function",
+    .basicsize = sizeof(ct_function),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Function_slots,
+};
+
+/* ======================================================================== */
+/* Session                                                                  */
+/* ======================================================================== */
+
+typedef struct ct_session {
+    PyObject_HEAD PyObject *id, *pid, *ppid, *parent, *host, *argv, *python, *version, *start, *end,
+        *mpi_rank, *counters;
+} ct_session;
+
+#define SESSION_NFIELDS 12
+
+static PyObject **session_fields(ct_session *s)
+{
+    return &s->id;
+}
+
+static PyObject *int_or_none(sqlite3_stmt *q, int i)
+{
+    if (sqlite3_column_type(q, i) == SQLITE_NULL)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(sqlite3_column_int64(q, i));
+}
+
+PyObject *ct_session_from_row(ct_tape *t, sqlite3_stmt *row)
+{
+    ct_state *st = state_of((PyObject *)t);
+    ct_session *s = PyObject_GC_New(ct_session, st->Session_type);
+    if (!s)
+        return NULL;
+    memset(session_fields(s), 0, SESSION_NFIELDS * sizeof(PyObject *));
+    PyObject_GC_Track(s);
+    static const char *const counters[] = {"unencodable", "pickled", "redacted", "truncated",
+                                           "dropped"};
+    s->id = PyLong_FromLongLong(sqlite3_column_int64(row, 0));
+    s->start = ct_datetime_from_ns(st, sqlite3_column_int64(row, 1));
+    s->end = sqlite3_column_type(row, 2) == SQLITE_NULL
+                 ? Py_NewRef(Py_None)
+                 : ct_datetime_from_ns(st, sqlite3_column_int64(row, 2));
+    s->host = column_text(row, 3);
+    s->pid = int_or_none(row, 4);
+    s->ppid = int_or_none(row, 5);
+    s->parent = int_or_none(row, 6);
+    s->python = column_text(row, 8);
+    s->version = column_text(row, 9);
+    s->mpi_rank = int_or_none(row, 10);
+    if (s->mpi_rank && PyLong_Check(s->mpi_rank) && PyLong_AsLong(s->mpi_rank) < 0)
+        Py_SETREF(s->mpi_rank, Py_NewRef(Py_None));
+    s->counters = PyDict_New();
+    for (int i = 0; s->counters && i < 5; i++) {
+        PyObject *v = PyLong_FromLongLong(sqlite3_column_int64(row, 11 + i));
+        if (!v || PyDict_SetItemString(s->counters, counters[i], v) < 0)
+            Py_CLEAR(s->counters);
+        Py_XDECREF(v);
+    }
+    const uint8_t *argv = sqlite3_column_blob(row, 7);
+    int n = sqlite3_column_bytes(row, 7);
+    s->argv = argv && n ? ct_tape_rebuild(t, &argv, argv + n) : PyList_New(0);
+    for (int i = 0; i < SESSION_NFIELDS; i++)
+        if (!session_fields(s)[i]) {
+            Py_DECREF(s);
+            return NULL;
+        }
+    return (PyObject *)s;
+}
+
+static int Session_traverse(ct_session *s, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(s));
+    for (int i = 0; i < SESSION_NFIELDS; i++)
+        Py_VISIT(session_fields(s)[i]);
+    return 0;
+}
+
+static int Session_clear(ct_session *s)
+{
+    for (int i = 0; i < SESSION_NFIELDS; i++)
+        Py_CLEAR(session_fields(s)[i]);
+    return 0;
+}
+
+static void Session_dealloc(ct_session *s)
+{
+    PyTypeObject *tp = Py_TYPE(s);
+    PyObject_GC_UnTrack(s);
+    Session_clear(s);
+    tp->tp_free((PyObject *)s);
+    Py_DECREF(tp);
+}
+
+static PyObject *Session_repr(PyObject *self)
+{
+    ct_session *s = (ct_session *)self;
+    PyObject *dropped = PyDict_GetItemString(s->counters, "dropped");
+    return PyUnicode_FromFormat("<Session %S: pid %S on %U, started %S, argv %R, Python %U,"
+                                " calltape %U, %S dropped>",
+                                s->id, s->pid, s->host, s->start, s->argv, s->python, s->version,
+                                dropped ? dropped : Py_None);
+}
+
+static PyMemberDef Session_members[] = {
+    {"id", T_OBJECT, offsetof(ct_session, id), READONLY, "the session's id on the tape"},
+    {"pid", T_OBJECT, offsetof(ct_session, pid), READONLY, NULL},
+    {"ppid", T_OBJECT, offsetof(ct_session, ppid), READONLY, NULL},
+    {"parent", T_OBJECT, offsetof(ct_session, parent), READONLY,
+     "the session of the process that forked this one, or None"},
+    {"host", T_OBJECT, offsetof(ct_session, host), READONLY, NULL},
+    {"argv", T_OBJECT, offsetof(ct_session, argv), READONLY, NULL},
+    {"python", T_OBJECT, offsetof(ct_session, python), READONLY, "the Python version"},
+    {"version", T_OBJECT, offsetof(ct_session, version), READONLY, "the calltape version"},
+    {"start", T_OBJECT, offsetof(ct_session, start), READONLY, "start time (UTC datetime)"},
+    {"end", T_OBJECT, offsetof(ct_session, end), READONLY,
+     "time of the last write (UTC datetime), or None"},
+    {"mpi_rank", T_OBJECT, offsetof(ct_session, mpi_rank), READONLY, "MPI rank, or None"},
+    {"counters", T_OBJECT, offsetof(ct_session, counters), READONLY,
+     "unencodable, pickled, redacted, truncated and dropped values"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Session_slots[] = {
+    {Py_tp_dealloc, Session_dealloc},
+    {Py_tp_traverse, Session_traverse},
+    {Py_tp_clear, Session_clear},
+    {Py_tp_members, Session_members},
+    {Py_tp_repr, Session_repr},
+    {Py_tp_doc, "One process that recorded onto the tape."},
+    {0, NULL},
+};
+
+PyType_Spec Session_spec = {
+    .name = "calltape.Session",
+    .basicsize = sizeof(ct_session),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Session_slots,
+};
+
+/* ======================================================================== */
+/* Bound                                                                    */
+/* ======================================================================== */
+
+typedef struct ct_bound {
+    PyObject_HEAD PyObject *args; /* tuple */
+    PyObject *kwargs;             /* dict */
+} ct_bound;
+
+static int Bound_traverse(ct_bound *b, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(b));
+    Py_VISIT(b->args);
+    Py_VISIT(b->kwargs);
+    return 0;
+}
+
+static int Bound_clear(ct_bound *b)
+{
+    Py_CLEAR(b->args);
+    Py_CLEAR(b->kwargs);
+    return 0;
+}
+
+static void Bound_dealloc(ct_bound *b)
+{
+    PyTypeObject *tp = Py_TYPE(b);
+    PyObject_GC_UnTrack(b);
+    Bound_clear(b);
+    tp->tp_free((PyObject *)b);
+    Py_DECREF(tp);
+}
+
+static PyObject *Bound_repr(PyObject *self)
+{
+    ct_bound *b = (ct_bound *)self;
+    return PyUnicode_FromFormat("Bound(args=%R, kwargs=%R)", b->args, b->kwargs);
+}
+
+static PyMemberDef Bound_members[] = {
+    {"args", T_OBJECT, offsetof(ct_bound, args), READONLY, "positional arguments (tuple)"},
+    {"kwargs", T_OBJECT, offsetof(ct_bound, kwargs), READONLY, "keyword arguments (dict)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Bound_slots[] = {
+    {Py_tp_dealloc, Bound_dealloc},
+    {Py_tp_traverse, Bound_traverse},
+    {Py_tp_clear, Bound_clear},
+    {Py_tp_members, Bound_members},
+    {Py_tp_repr, Bound_repr},
+    {Py_tp_doc, "Arguments ready for function(*bound.args, **bound.kwargs)."},
+    {0, NULL},
+};
+
+PyType_Spec Bound_spec = {
+    .name = "calltape.Bound",
+    .basicsize = sizeof(ct_bound),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Bound_slots,
+};
+
+/* ======================================================================== */
+/* Call                                                                     */
+/* ======================================================================== */
+
+ct_call *ct_call_new(ct_tape *t, ct_function *fn, const seg_call *c, int64_t session)
+{
+    ct_state *st = state_of((PyObject *)t);
+    size_t args_len = (c->flags & REC_HAS_ARGS) ? c->args_len : 0;
+    size_t result_len = (c->flags & REC_HAS_RESULT) ? c->result_len : 0;
+    ct_call *call = PyObject_GC_NewVar(ct_call, st->Call_type, (Py_ssize_t)(args_len + result_len));
+    if (!call)
+        return NULL;
+    call->tape = (ct_tape *)Py_NewRef((PyObject *)t);
+    call->fn = (ct_function *)Py_NewRef((PyObject *)fn);
+    call->id = c->id;
+    call->session = session;
+    call->parent = c->parent;
+    call->depth = c->depth;
+    call->thread = c->thread;
+    call->start = c->start;
+    call->duration = c->duration;
+    call->cpu_ns = c->cpu_ns;
+    call->rss_before = c->rss_before;
+    call->rss_after = c->rss_after;
+    call->rss_peak = c->rss_peak;
+    call->energy_pkg = c->energy_pkg;
+    call->energy_dram = c->energy_dram;
+    call->outcome = c->outcome;
+    call->flags = c->flags;
+    call->args_len = args_len;
+    call->result_len = result_len;
+    call->rebuilt = call->result_set = 0;
+    call->args = call->defaults = call->result = NULL;
+    if (args_len)
+        memcpy(call->data, c->args, args_len);
+    if (result_len)
+        memcpy(call->data + args_len, c->result, result_len);
+    PyObject_GC_Track(call);
+    return call;
+}
+
+static int Call_traverse(ct_call *c, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(c));
+    Py_VISIT(c->tape);
+    Py_VISIT(c->fn);
+    Py_VISIT(c->args);
+    Py_VISIT(c->defaults);
+    Py_VISIT(c->result);
+    return 0;
+}
+
+static int Call_clear(ct_call *c)
+{
+    Py_CLEAR(c->tape);
+    Py_CLEAR(c->fn);
+    Py_CLEAR(c->args);
+    Py_CLEAR(c->defaults);
+    Py_CLEAR(c->result);
+    c->rebuilt = c->result_set = 0;
+    return 0;
+}
+
+static void Call_dealloc(ct_call *c)
+{
+    PyTypeObject *tp = Py_TYPE(c);
+    PyObject_GC_UnTrack(c);
+    Call_clear(c);
+    tp->tp_free((PyObject *)c);
+    Py_DECREF(tp);
+}
+
+static int call_alive(ct_call *c)
+{
+    if (c->tape && c->fn)
+        return 0;
+    PyErr_SetString(PyExc_ValueError, "this Call was cleared");
+    return -1;
+}
+
+PyObject *ct_call_args(ct_call *c)
+{
+    if (c->rebuilt)
+        return c->args;
+    if (call_alive(c) < 0)
+        return NULL;
+    PyObject *args = PyDict_New(), *defaults = PySet_New(NULL), *v = NULL;
+    if (!args || !defaults)
+        goto error;
+    if (c->flags & REC_HAS_ARGS) {
+        PyObject *raw_names = NULL;
+        PyObject *names = c->fn->names;
+        if (c->flags & REC_UNBOUND) {
+            raw_names = Py_BuildValue("(ss)", "args", "kwargs");
+            if (!raw_names)
+                goto error;
+            names = raw_names;
+        }
+        const uint8_t *p = c->data, *end = c->data + c->args_len;
+        for (Py_ssize_t i = 0; p < end; i++) {
+            int was_default = *p == WIRE_DEFAULT;
+            v = ct_tape_rebuild(c->tape, &p, end);
+            if (!v) {
+                Py_XDECREF(raw_names);
+                goto error;
+            }
+            if (i < PyTuple_GET_SIZE(names)) {
+                PyObject *name = PyTuple_GET_ITEM(names, i);
+                if (PyDict_SetItem(args, name, v) < 0 ||
+                    (was_default && PySet_Add(defaults, name) < 0)) {
+                    Py_XDECREF(raw_names);
+                    goto error;
+                }
+            }
+            Py_CLEAR(v);
+        }
+        Py_XDECREF(raw_names);
+    }
+    c->args = args;
+    c->defaults = PyFrozenSet_New(defaults);
+    Py_DECREF(defaults);
+    if (!c->defaults) {
+        Py_CLEAR(c->args);
+        return NULL;
+    }
+    c->rebuilt = 1;
+    return c->args;
+error:
+    Py_XDECREF(v);
+    Py_XDECREF(args);
+    Py_XDECREF(defaults);
+    return NULL;
+}
+
+/* The return value or the ExceptionInfo, rebuilt once (borrowed). */
+static PyObject *call_outcome_value(ct_call *c)
+{
+    if (c->result_set)
+        return c->result;
+    if (call_alive(c) < 0)
+        return NULL;
+    PyObject *v;
+    if (c->result_len) {
+        const uint8_t *p = c->data + c->args_len;
+        v = ct_tape_rebuild(c->tape, &p, p + c->result_len);
+    } else {
+        v = Py_NewRef(Py_None);
+    }
+    if (!v)
+        return NULL;
+    c->result = v;
+    c->result_set = 1;
+    return v;
+}
+
+static PyObject *Call_get_args(ct_call *c, void *unused)
+{
+    (void)unused;
+    return Py_XNewRef(ct_call_args(c));
+}
+
+static PyObject *Call_get_defaults(ct_call *c, void *unused)
+{
+    (void)unused;
+    return ct_call_args(c) ? Py_NewRef(c->defaults) : NULL;
+}
+
+static PyObject *Call_get_result(ct_call *c, void *which)
+{
+    int want_exception = which != NULL;
+    if ((c->outcome == OUTCOME_RAISED) != want_exception)
+        Py_RETURN_NONE;
+    return Py_XNewRef(call_outcome_value(c));
+}
+
+static PyObject *Call_get_bound(ct_call *c, void *unused)
+{
+    (void)unused;
+    PyObject *values = ct_call_args(c);
+    if (!values)
+        return NULL;
+    static const uint8_t raw_kinds[2] = {2, 4}; /* *args, **kwargs */
+    int unbound = (c->flags & REC_UNBOUND) != 0;
+    Py_ssize_t n = unbound ? 2 : c->fn->nparams;
+    const uint8_t *kinds = unbound ? raw_kinds : c->fn->kinds;
+    ct_bound *b = NULL;
+    PyObject *pos = PyList_New(0), *kw = PyDict_New(), *names = NULL;
+    if (!pos || !kw)
+        goto error;
+    names = unbound ? Py_BuildValue("(ss)", "args", "kwargs") : Py_NewRef(c->fn->names);
+    if (!names)
+        goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        PyObject *v = PyDict_GetItemWithError(values, name);
+        if (!v) {
+            if (PyErr_Occurred())
+                goto error;
+            continue;
+        }
+        int rc;
+        switch (kinds[i]) {
+        case 0: /* positional-only */
+        case 1: /* positional or keyword */
+            rc = PyList_Append(pos, v);
+            break;
+        case 2: /* *args */
+            rc = PyList_SetSlice(pos, PyList_GET_SIZE(pos), PyList_GET_SIZE(pos), v);
+            break;
+        case 3: /* keyword-only */
+            rc = PyDict_SetItem(kw, name, v);
+            break;
+        default: /* **kwargs */
+            rc = PyDict_Update(kw, v);
+            break;
+        }
+        if (rc < 0)
+            goto error;
+    }
+    ct_state *st = state_of((PyObject *)c);
+    b = PyObject_GC_New(ct_bound, st->Bound_type);
+    if (!b)
+        goto error;
+    b->args = PyList_AsTuple(pos);
+    b->kwargs = Py_NewRef(kw);
+    PyObject_GC_Track(b);
+    if (!b->args)
+        Py_CLEAR(b);
+error:
+    Py_XDECREF(names);
+    Py_XDECREF(pos);
+    Py_XDECREF(kw);
+    return (PyObject *)b;
+}
+
+static PyObject *Call_get_int(ct_call *c, void *which)
+{
+    switch ((int)(intptr_t)which) {
+    case 0:
+        return PyLong_FromLongLong(c->id);
+    case 1:
+        return PyLong_FromLongLong(c->session);
+    case 2:
+        if (!c->parent)
+            Py_RETURN_NONE;
+        return PyLong_FromLongLong(c->parent);
+    case 3:
+        return PyLong_FromLongLong(c->depth);
+    case 4:
+        return PyLong_FromLongLong(c->start);
+    default:
+        return PyLong_FromLongLong(c->duration);
+    }
+}
+
+static PyObject *Call_get_fn_attr(ct_call *c, void *which)
+{
+    if (call_alive(c) < 0)
+        return NULL;
+    switch ((int)(intptr_t)which) {
+    case 0:
+        return Py_NewRef(c->fn->qualname);
+    case 1:
+        return Py_NewRef(c->fn->module);
+    case 2:
+        return Py_NewRef(c->fn->file);
+    default:
+        return PyLong_FromLongLong(c->fn->line);
+    }
+}
+
+static PyObject *Call_get_time(ct_call *c, void *end)
+{
+    return ct_datetime_from_ns(state_of((PyObject *)c), c->start + (end ? c->duration : 0));
+}
+
+static PyObject *Call_get_duration(ct_call *c, void *unused)
+{
+    (void)unused;
+    return PyFloat_FromDouble((double)c->duration / 1e9);
+}
+
+static PyObject *Call_get_outcome(ct_call *c, void *unused)
+{
+    (void)unused;
+    return PyUnicode_FromString(outcome_names[c->outcome < 3 ? c->outcome : 2]);
+}
+
+static PyObject *Call_get_cpu_time(ct_call *c, void *unused)
+{
+    (void)unused;
+    if (!(c->flags & REC_HAS_CPU))
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble((double)c->cpu_ns / 1e9);
+}
+
+static PyObject *Call_get_memory(ct_call *c, void *unused)
+{
+    (void)unused;
+    if (!(c->flags & REC_HAS_MEMORY))
+        Py_RETURN_NONE;
+    return Py_BuildValue("{s:L,s:L,s:L}", "rss_before", (long long)c->rss_before, "rss_after",
+                         (long long)c->rss_after, "peak", (long long)c->rss_peak);
+}
+
+static PyObject *Call_get_energy(ct_call *c, void *unused)
+{
+    (void)unused;
+    if (!(c->flags & REC_HAS_ENERGY))
+        Py_RETURN_NONE;
+    if (c->energy_dram == ENERGY_DRAM_NONE)
+        return Py_BuildValue("{s:d}", "pkg", (double)c->energy_pkg);
+    return Py_BuildValue("{s:d,s:d}", "pkg", (double)c->energy_pkg, "dram",
+                         (double)(c->energy_dram - 1));
+}
+
+static PyObject *Call_get_thread(ct_call *c, void *name)
+{
+    if (call_alive(c) < 0)
+        return NULL;
+    PyObject *row = ct_tape_thread(c->tape, c->session, c->thread);
+    if (!row)
+        return NULL;
+    if (row == Py_None)
+        Py_RETURN_NONE;
+    return Py_NewRef(PyTuple_GET_ITEM(row, name ? 1 : 0));
+}
+
+static PyObject *Call_get_none(ct_call *c, void *unused)
+{
+    (void)c;
+    (void)unused;
+    Py_RETURN_NONE;
+}
+
+/* The bounded preview of the arguments (values in parameter order). */
+static PyObject *call_preview(ct_call *c, size_t limit)
+{
+    wbuf out;
+    wbuf_init(&out, NULL, 0);
+    const uint8_t *p = c->data, *end = c->data + c->args_len;
+    for (int first = 1; p && p < end; first = 0) {
+        if (!first)
+            wbuf_put(&out, ", ", 2);
+        p = wire_preview(p, end, &out, limit);
+    }
+    PyObject *s =
+        out.failed ? PyErr_NoMemory()
+                   : PyUnicode_DecodeUTF8((const char *)out.data, (Py_ssize_t)out.len, "replace");
+    wbuf_free(&out);
+    return s;
+}
+
+static PyObject *Call_get_preview(ct_call *c, void *unused)
+{
+    (void)unused;
+    return call_preview(c, CT_PREVIEW_LIMIT);
+}
+
+static PyObject *Call_get_function_obj(ct_call *c, void *unused)
+{
+    (void)unused;
+    if (call_alive(c) < 0)
+        return NULL;
+    return Py_NewRef((PyObject *)c->fn);
+}
+
+static PyObject *Call_children(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (call_alive((ct_call *)self) < 0)
+        return NULL;
+    return ct_call_children((ct_call *)self);
+}
+
+static PyObject *Call_replay(PyObject *self, PyObject *args, PyObject *kw)
+{
+    ct_call *c = (ct_call *)self;
+    if (PyTuple_GET_SIZE(args)) {
+        PyErr_SetString(PyExc_TypeError, "Call.replay() takes keyword arguments only");
+        return NULL;
+    }
+    if (call_alive(c) < 0)
+        return NULL;
+    PyObject *calls = PyList_New(1), *report = NULL, *outcomes = NULL, *first = NULL;
+    if (!calls)
+        return NULL;
+    PyList_SET_ITEM(calls, 0, Py_NewRef(self));
+    report = ct_replay_calls(c->tape, calls, kw);
+    outcomes = report ? PyObject_GetAttrString(report, "outcomes") : NULL;
+    first = outcomes ? PySequence_GetItem(outcomes, 0) : NULL;
+    Py_XDECREF(outcomes);
+    Py_XDECREF(report);
+    Py_DECREF(calls);
+    return first;
+}
+
+static PyObject *Call_repr(PyObject *self)
+{
+    ct_call *c = (ct_call *)self;
+    if (call_alive(c) < 0)
+        return NULL;
+    char dur[32];
+    format_ns(dur, sizeof dur, c->duration);
+    PyObject *args = call_preview(c, 120), *outcome = NULL, *out = NULL;
+    if (!args)
+        return NULL;
+    if (c->result_len) {
+        wbuf res;
+        wbuf_init(&res, NULL, 0);
+        const uint8_t *p = c->data + c->args_len;
+        wire_preview(p, p + c->result_len, &res, 80);
+        PyObject *text = res.failed ? PyErr_NoMemory()
+                                    : PyUnicode_DecodeUTF8((const char *)res.data,
+                                                           (Py_ssize_t)res.len, "replace");
+        outcome = text ? PyUnicode_FromFormat("%s %U", outcome_names[c->outcome % 3], text) : NULL;
+        Py_XDECREF(text);
+        wbuf_free(&res);
+    } else {
+        outcome = PyUnicode_FromString(outcome_names[c->outcome % 3]);
+    }
+    if (outcome)
+        out = PyUnicode_FromFormat("<Call %lld %U(%U) %U in %s>", (long long)c->id, c->fn->qualname,
+                                   args, outcome, dur);
+    Py_DECREF(args);
+    Py_XDECREF(outcome);
+    return out;
+}
+
+static PyGetSetDef Call_getset[] = {
+    {"id", (getter)Call_get_int, NULL, "the call's id on the tape", (void *)0},
+    {"session", (getter)Call_get_int, NULL, "the id of the recording session", (void *)1},
+    {"parent", (getter)Call_get_int, NULL, "id of the nearest recorded caller, or None", (void *)2},
+    {"depth", (getter)Call_get_int, NULL, "recorded callers above this call", (void *)3},
+    {"start_ns", (getter)Call_get_int, NULL, "start, ns since the epoch", (void *)4},
+    {"duration_ns", (getter)Call_get_int, NULL, "duration in ns", (void *)5},
+    {"qualname", (getter)Call_get_fn_attr, NULL, "the function's qualified name", (void *)0},
+    {"function", (getter)Call_get_fn_attr, NULL, "the function's qualified name", (void *)0},
+    {"module", (getter)Call_get_fn_attr, NULL, "the function's module", (void *)1},
+    {"file", (getter)Call_get_fn_attr, NULL, "the function's source file", (void *)2},
+    {"line", (getter)Call_get_fn_attr, NULL, "the function's first line", (void *)3},
+    {"func", (getter)Call_get_function_obj, NULL, "the recorded Function", NULL},
+    {"start", (getter)Call_get_time, NULL, "start time (UTC datetime)", NULL},
+    {"end", (getter)Call_get_time, NULL, "end time (UTC datetime)", (void *)1},
+    {"duration", (getter)Call_get_duration, NULL, "duration in seconds", NULL},
+    {"outcome", (getter)Call_get_outcome, NULL, "'returned', 'raised' or 'closed'", NULL},
+    {"cpu_time", (getter)Call_get_cpu_time, NULL, "thread CPU seconds, None unless recorded", NULL},
+    {"memory", (getter)Call_get_memory, NULL,
+     "{'rss_before', 'rss_after', 'peak'} in bytes, None unless recorded", NULL},
+    {"energy", (getter)Call_get_energy, NULL,
+     "{'pkg': uJ, 'dram': uJ} (dram when the machine has it), None unless recorded", NULL},
+    {"thread", (getter)Call_get_thread, NULL, "the thread's ident (threading.get_ident())", NULL},
+    {"thread_name", (getter)Call_get_thread, NULL, "the thread's name", (void *)1},
+    {"args", (getter)Call_get_args, NULL, "parameter name -> rebuilt value", NULL},
+    {"defaults", (getter)Call_get_defaults, NULL, "names of arguments that took their default",
+     NULL},
+    {"bound", (getter)Call_get_bound, NULL, "Bound: args and kwargs to call the function again",
+     NULL},
+    {"result", (getter)Call_get_result, NULL, "the rebuilt return value (None if it raised)", NULL},
+    {"exception", (getter)Call_get_result, NULL, "ExceptionInfo when the call raised, else None",
+     (void *)1},
+    {"locals", (getter)Call_get_none, NULL, "locals at return; None unless recorded", NULL},
+    {"globals", (getter)Call_get_none, NULL, "globals the function read; None unless recorded",
+     NULL},
+    {"preview", (getter)Call_get_preview, NULL, "bounded, sanitized text of the arguments", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Call_methods[] = {
+    {"children", Call_children, METH_NOARGS,
+     "children() -> list of the recorded calls this call made directly, oldest first."},
+    {"replay", (PyCFunction)(void (*)(void))Call_replay, METH_VARARGS | METH_KEYWORDS,
+     "replay(*, rel=0.0, abs=0.0, globals=None, record=False) -> Outcome\n\n"
+     "Calls the function again, today's code, with the recorded arguments, and compares\n"
+     "with what was recorded; see Tape.replay.\n\n"
+     ">>> outcome = tape.call(42).replay(rel=1e-9)\n"
+     ">>> outcome.ok, outcome.result, outcome.expected, outcome.diff"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Call_slots[] = {
+    {Py_tp_dealloc, Call_dealloc},
+    {Py_tp_traverse, Call_traverse},
+    {Py_tp_clear, Call_clear},
+    {Py_tp_getset, Call_getset},
+    {Py_tp_methods, Call_methods},
+    {Py_tp_repr, Call_repr},
+    {Py_tp_doc, "One recorded call; its values are rebuilt on first access, once.\n\n"
+                ">>> c = tape.search(function='price', limit=1)[0]\n"
+                ">>> c.args, c.result, c.duration, c.thread"},
+    {0, NULL},
+};
+
+PyType_Spec Call_spec = {
+    .name = "calltape.Call",
+    .basicsize = offsetof(ct_call, data),
+    .itemsize = 1,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Call_slots,
+};
