@@ -47,5 +47,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             "functions(), limited searches and a full iteration on a tape of 10 million"
             " calls over 50 functions and 4 sessions",
         ),
+        Benchmark(
+            "replay",
+            "bench.replay",
+            "replay fidelity over 35+ standard-library functions with varied argument"
+            " types (share reproduced exactly) and calls replayed per second",
+        ),
     )
 }

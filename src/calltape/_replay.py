@@ -16,7 +16,7 @@ loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Collection, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _native
@@ -138,16 +138,19 @@ def _parameters(tape: Tape) -> dict[tuple[str, str], int]:
     return {(f.module, f.qualname): len(f.parameters) for f in tape.functions()}
 
 
-def replay_calls(tape: Tape, calls: Iterable[Call], *, rel: float = 0.0, abs: float = 0.0,
+def replay_calls(tape: Tape, calls: Collection[Call], *, rel: float = 0.0, abs: float = 0.0,
                  globals: str | None = None, record: bool = False) -> Report:
-    """Replay `calls` of `tape` (refusing before running any when one is not allowed)."""
+    """Replay `calls` of `tape` (refusing before running any when one is not allowed).
+
+    `calls` is iterated twice: a list, or a search (which streams twice)."""
     if globals not in GLOBALS_MODES:
         raise ValueError(f"globals must be None or 'recorded', not {globals!r}")
     replayer = _native.Replayer(Outcome, _run_coroutine, _run_asyncgen, trust=tape.trust,
                                 allow=tape.allow, rel=rel, abs=abs,
                                 record_tape=tape.path if record else None,
                                 recorded_globals=globals == "recorded")
-    calls = list(calls)
+    # Two passes over a search (each streams it again): every module is checked
+    # before any call runs, and no Call is kept alive (a lighter heap for the GC).
     for module in {c.module for c in calls}:
         replayer.check(module)
     nparams = _parameters(tape)

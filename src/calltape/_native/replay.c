@@ -36,6 +36,24 @@
 #include <math.h>
 
 enum { RK_PLAIN, RK_GENERATOR, RK_COROUTINE, RK_ASYNC_GENERATOR };
+enum { ST_PASSED, ST_CHANGED, ST_FAILED, ST_SKIPPED };
+static const char *const status_names[] = {"passed", "changed", "failed", "skipped"};
+/* The Call attributes replay reads, interned once per Replayer. */
+enum {
+    A_ID,
+    A_MODULE,
+    A_QUALNAME,
+    A_OUTCOME,
+    A_EXCEPTION,
+    A_RESULT,
+    A_ARGS,
+    A_BOUND,
+    A_KWARGS,
+    A_GLOBALS,
+    A_COUNT
+};
+static const char *const attr_names[] = {"id",     "module", "qualname", "outcome", "exception",
+                                         "result", "args",   "bound",    "kwargs",  "globals"};
 
 typedef struct Replayer {
     PyObject_HEAD ct_state *st;
@@ -46,13 +64,18 @@ typedef struct Replayer {
     PyObject *run_asyncgen;  /* callable(async generator) -> list of values */
     PyObject *allow;         /* tuple of module prefixes */
     PyObject *record_tape;   /* str, or NULL: do not record */
-    PyObject *cache;         /* dict (module, qualname) -> entry tuple or str reason */
+    PyObject *cache;         /* dict (module, qualname) -> entry tuple */
+    PyObject *status[4];     /* "passed", "changed", "failed", "skipped" */
+    PyObject *attr[A_COUNT]; /* attribute names */
     double rel, abs;
     int trust;
     int recorded_globals; /* patch call.globals in for each call */
 } Replayer;
 
-/* A cache entry: (callable, kind, function or None, varnames or None). */
+/* A cache entry: (callable or None, kind, function or None, varnames or
+ * None, "module.qualname", reason or None): callable None means the function
+ * cannot be replayed, for `reason`. */
+enum { E_CALLABLE, E_KIND, E_FN, E_NAMES, E_NAME, E_REASON, E_SIZE };
 
 static int module_covered(PyObject *allow, PyObject *module)
 {
@@ -130,7 +153,8 @@ static PyObject *moved(PyObject *module, PyObject *qualname, PyObject *where, Py
 
 /* Returns a new cache entry tuple, or a str saying why the function cannot
  * be replayed, or NULL with an exception (only for errors of our own). */
-static PyObject *resolve(ct_state *st, PyObject *record_tape, PyObject *module, PyObject *qualname)
+static PyObject *resolve_raw(ct_state *st, PyObject *record_tape, PyObject *module,
+                             PyObject *qualname)
 {
     PyObject *parts = NULL, *obj = NULL, *where = NULL, *fn = NULL, *names = NULL;
     PyObject *callable = NULL, *out = NULL;
@@ -231,6 +255,24 @@ done:
     Py_XDECREF(fn);
     Py_XDECREF(names);
     Py_XDECREF(callable);
+    return out;
+}
+
+/* The uniform cache entry for module.qualname.  New reference or NULL. */
+static PyObject *resolve(ct_state *st, PyObject *record_tape, PyObject *module, PyObject *qualname)
+{
+    PyObject *raw = resolve_raw(st, record_tape, module, qualname);
+    if (!raw)
+        return NULL;
+    PyObject *name = PyUnicode_FromFormat("%U.%U", module, qualname);
+    PyObject *out = NULL;
+    if (name && PyUnicode_Check(raw))
+        out = Py_BuildValue("(OiOOOO)", Py_None, RK_PLAIN, Py_None, Py_None, name, raw);
+    else if (name)
+        out = Py_BuildValue("(OOOOOO)", PyTuple_GET_ITEM(raw, 0), PyTuple_GET_ITEM(raw, 1),
+                            PyTuple_GET_ITEM(raw, 2), PyTuple_GET_ITEM(raw, 3), name, Py_None);
+    Py_XDECREF(name);
+    Py_DECREF(raw);
     return out;
 }
 
@@ -519,6 +561,20 @@ static PyObject *Replayer_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     self->abs = abs_tol;
     self->trust = trust;
     self->recorded_globals = recorded_globals;
+    for (int i = 0; i < 4; i++) {
+        self->status[i] = PyUnicode_InternFromString(status_names[i]);
+        if (!self->status[i]) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    for (int i = 0; i < A_COUNT; i++) {
+        self->attr[i] = PyUnicode_InternFromString(attr_names[i]);
+        if (!self->attr[i]) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
     if (!self->cache) {
         Py_DECREF(self);
         return NULL;
@@ -536,6 +592,10 @@ static int Replayer_traverse(Replayer *self, visitproc visit, void *arg)
     Py_VISIT(self->allow);
     Py_VISIT(self->record_tape);
     Py_VISIT(self->cache);
+    for (int i = 0; i < 4; i++)
+        Py_VISIT(self->status[i]);
+    for (int i = 0; i < A_COUNT; i++)
+        Py_VISIT(self->attr[i]);
     return 0;
 }
 
@@ -548,6 +608,10 @@ static int Replayer_clear(Replayer *self)
     Py_CLEAR(self->allow);
     Py_CLEAR(self->record_tape);
     Py_CLEAR(self->cache);
+    for (int i = 0; i < 4; i++)
+        Py_CLEAR(self->status[i]);
+    for (int i = 0; i < A_COUNT; i++)
+        Py_CLEAR(self->attr[i]);
     return 0;
 }
 
@@ -587,25 +651,20 @@ static PyObject *lookup(Replayer *self, PyObject *module, PyObject *qualname)
 }
 
 /* Builds the Outcome.  Steals nothing. */
-static PyObject *make_outcome(Replayer *self, PyObject *call_id, PyObject *function,
-                              const char *status, PyObject *result, PyObject *expected,
-                              PyObject *exc, double duration, PyObject *diff, PyObject *reason,
-                              PyObject *yielded)
+static PyObject *make_outcome(Replayer *self, PyObject *call_id, PyObject *function, int status,
+                              PyObject *result, PyObject *expected, PyObject *exc, double duration,
+                              PyObject *diff, PyObject *reason, PyObject *yielded)
 {
-    PyObject *st = PyUnicode_FromString(status);
+    PyObject *st = self->status[status];
     PyObject *dur = duration >= 0 ? PyFloat_FromDouble(duration) : Py_NewRef(Py_None);
-    if (!st || !dur) {
-        Py_XDECREF(st);
-        Py_XDECREF(dur);
+    if (!dur)
         return NULL;
-    }
 #define OR_NONE(x) ((x) ? (x) : Py_None)
     PyObject *argv[10] = {call_id,           function,        st,  OR_NONE(result),
                           OR_NONE(expected), OR_NONE(exc),    dur, OR_NONE(diff),
                           OR_NONE(reason),   OR_NONE(yielded)};
 #undef OR_NONE
     PyObject *out = PyObject_Vectorcall(self->outcome_type, argv, 10, NULL);
-    Py_DECREF(st);
     Py_DECREF(dur);
     return out;
 }
@@ -623,7 +682,7 @@ static PyObject *skip_pending(Replayer *self, PyObject *call_id, PyObject *funct
     if (!reason)
         return NULL;
     PyObject *out =
-        make_outcome(self, call_id, function, "skipped", NULL, NULL, NULL, -1, NULL, reason, NULL);
+        make_outcome(self, call_id, function, ST_SKIPPED, NULL, NULL, NULL, -1, NULL, reason, NULL);
     Py_DECREF(reason);
     return out;
 }
@@ -640,29 +699,29 @@ static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
     PyObject *outcome = NULL, *expected = NULL, *named = NULL, *bound = NULL;
     PyObject *pargs = NULL, *pkwargs = NULL, *reason = NULL, *result = NULL, *exc = NULL;
     PyObject *yielded = NULL, *diff = NULL, *out = NULL;
-    const char *status = "skipped";
+    int status = ST_SKIPPED;
     double seconds = -1;
 
-    call_id = PyObject_GetAttrString(call, "id");
-    module = PyObject_GetAttrString(call, "module");
-    qualname = PyObject_GetAttrString(call, "qualname");
+    call_id = PyObject_GetAttr(call, self->attr[A_ID]);
+    module = PyObject_GetAttr(call, self->attr[A_MODULE]);
+    qualname = PyObject_GetAttr(call, self->attr[A_QUALNAME]);
     if (!call_id || !module || !qualname)
         goto error;
     if (!PyUnicode_Check(module) || !PyUnicode_Check(qualname)) {
         PyErr_SetString(PyExc_TypeError, "call.module and call.qualname must be str");
         goto error;
     }
-    function = PyUnicode_FromFormat("%U.%U", module, qualname);
-    if (!function || check_allowed(self, module) < 0)
+    if (check_allowed(self, module) < 0) /* before the import runs any code */
         goto error;
     PyObject *entry = lookup(self, module, qualname); /* borrowed */
     if (!entry)
         goto error;
-    if (PyUnicode_Check(entry)) {
-        reason = Py_NewRef(entry);
+    function = Py_NewRef(PyTuple_GET_ITEM(entry, E_NAME));
+    if (PyTuple_GET_ITEM(entry, E_REASON) != Py_None) {
+        reason = Py_NewRef(PyTuple_GET_ITEM(entry, E_REASON));
         goto finish;
     }
-    outcome = PyObject_GetAttrString(call, "outcome");
+    outcome = PyObject_GetAttr(call, self->attr[A_OUTCOME]);
     if (!outcome)
         goto error;
     if (PyUnicode_CompareWithASCIIString(outcome, "closed") == 0) {
@@ -671,7 +730,7 @@ static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
         goto finish;
     }
     int raised = PyUnicode_CompareWithASCIIString(outcome, "raised") == 0;
-    expected = PyObject_GetAttrString(call, raised ? "exception" : "result");
+    expected = PyObject_GetAttr(call, self->attr[raised ? A_EXCEPTION : A_RESULT]);
     if (!expected) {
         out = skip_pending(self, call_id, function, "the recorded outcome cannot be rebuilt");
         goto done;
@@ -682,7 +741,7 @@ static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
                                       marker);
         goto finish;
     }
-    named = PyObject_GetAttrString(call, "args");
+    named = PyObject_GetAttr(call, self->attr[A_ARGS]);
     if (!named || !PyDict_Check(named)) {
         if (!named)
             out = skip_pending(self, call_id, function, "the recorded arguments cannot be rebuilt");
@@ -704,7 +763,7 @@ static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
         }
     }
     if (self->recorded_globals) {
-        patch = PyObject_GetAttrString(call, "globals");
+        patch = PyObject_GetAttr(call, self->attr[A_GLOBALS]);
         if (!patch) {
             out = skip_pending(self, call_id, function, "the recorded globals cannot be rebuilt");
             goto done;
@@ -715,13 +774,13 @@ static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
             goto finish;
         }
     }
-    bound = PyObject_GetAttrString(call, "bound");
+    bound = PyObject_GetAttr(call, self->attr[A_BOUND]);
     if (!bound) {
         out = skip_pending(self, call_id, function, "the recorded arguments cannot be rebuilt");
         goto done;
     }
-    pargs = PyObject_GetAttrString(bound, "args");
-    pkwargs = PyObject_GetAttrString(bound, "kwargs");
+    pargs = PyObject_GetAttr(bound, self->attr[A_ARGS]);
+    pkwargs = PyObject_GetAttr(bound, self->attr[A_KWARGS]);
     if (!pargs || !pkwargs || !PyTuple_Check(pargs) || !PyDict_Check(pkwargs)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "call.bound must have a tuple args, a dict kwargs");
@@ -750,19 +809,19 @@ static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
             int same = et && em && PyUnicode_Check(et) && PyUnicode_Check(em) &&
                        PyUnicode_Compare(et, tn) == 0 && PyUnicode_Compare(em, msg) == 0;
             PyErr_Clear();
-            status = same ? "passed" : "failed";
+            status = same ? ST_PASSED : ST_FAILED;
             if (!same)
                 diff = PyUnicode_FromFormat("exception: recorded %S: %S, raised now %U: %U", et, em,
                                             tn, msg);
             Py_XDECREF(et);
             Py_XDECREF(em);
         } else {
-            status = "failed";
+            status = ST_FAILED;
             diff = PyUnicode_FromFormat("raised %U: %U, recorded a result", tn, msg);
         }
         Py_DECREF(tn);
         Py_DECREF(msg);
-        if (!strcmp(status, "failed") && !diff)
+        if (status == ST_FAILED && !diff)
             goto error;
     } else if (raised) {
         PyObject *et = PyObject_GetAttrString(expected, "type");
@@ -776,14 +835,14 @@ static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
         PyErr_Clear();
         Py_XDECREF(et);
         Py_XDECREF(r);
-        status = "changed";
+        status = ST_CHANGED;
         if (!diff)
             diff = PyUnicode_FromString("result: recorded a raise, returned now");
     } else {
         int rc = ct_compare(st, expected, result, self->rel, self->abs, "result", &diff);
         if (rc < 0)
             goto error;
-        status = rc ? "changed" : "passed";
+        status = rc ? ST_CHANGED : ST_PASSED;
     }
 finish:
     if (PyErr_Occurred())
@@ -864,10 +923,10 @@ PyObject *ct_resolve_py(PyObject *module, PyObject *args)
     PyObject *mod, *qualname;
     if (!PyArg_ParseTuple(args, "UU:resolve", &mod, &qualname))
         return NULL;
-    PyObject *entry = resolve(PyModule_GetState(module), NULL, mod, qualname);
+    PyObject *entry = resolve_raw(PyModule_GetState(module), NULL, mod, qualname);
     if (!entry)
         return NULL;
-    if (PyUnicode_Check(entry)) {
+    if (PyUnicode_Check(entry)) { /* a reason */
         PyErr_SetObject(PyExc_LookupError, entry);
         Py_DECREF(entry);
         return NULL;
