@@ -31,17 +31,19 @@ from ._markers import (
     Truncated,
     Unencodable,
 )
+from ._monitor import monitor
 from ._replay import Outcome, Report
 
 __version__ = "0.1.0"
 __all__ = [
-    "Bound", "Call", "Calls", "ExceptionInfo", "Function", "Outcome", "Recorder",
+    "Bound", "Call", "Calls", "ExceptionInfo", "Function", "Monitor", "Outcome", "Recorder",
     "RecordingWarning", "Redacted", "RefusedGlobal", "ReplayRefused", "Report", "Session",
-    "Tape", "TapeError", "Truncated", "Unencodable", "compare", "configure", "flush", "open",
+    "Tape", "TapeError", "Truncated", "Unencodable", "compare", "configure", "flush", "monitor", "open",
     "record", "register_codec", "stats",
 ]
 
 Recorder = _native.Recorder
+Monitor = _native.Monitor
 Tape = _native.Tape          # the reader, with the views it returns, all in C
 Call = _native.Call
 Calls = _native.Calls

@@ -6,6 +6,7 @@
     calltape sessions [TAPE]
     calltape replay [TAPE] [CALL_ID ...] --function price --trust
     calltape make-tests [TAPE] --function price --out tests/test_recorded_price.py
+    calltape run [--tape PATH] [--include PKG] ... (script.py | -m module) [args ...]
 
 TAPE defaults to $CALLTAPE_TAPE, then ./calltape.db.  --json prints JSON for
 scripts.  Every error a user can cause prints one sentence and exits 2.
@@ -259,11 +260,91 @@ def build_parser() -> argparse.ArgumentParser:
                    help="qualname, module.qualname or a glob such as 'shop.*'")
     p.add_argument("--out", required=True, metavar="PATH", help="the test module to write (.py)")
     p.add_argument("--limit", type=int, help="at most this many calls, oldest first")
+    sub.add_parser("run", help="run a Python program, recording its calls"
+                               " (see: calltape run --help)", add_help=False)
     return parser
+
+
+_RUN_VALUED = {"--tape", "--include", "--exclude", "--max-depth", "--sample"}
+
+
+def build_run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="calltape run",
+        usage="calltape run [options] (script.py | -m module) [args for the program ...]",
+        description="Run a Python program as `python` would, recording the calls of its own"
+                    " code (the script's directory, or the package of -m) onto a tape. At exit"
+                    " one summary line goes to stderr; `calltape functions` shows the rest.",
+        epilog="Options go before the program; everything after it is the program's own.")
+    p.add_argument("--tape", metavar="PATH",
+                   help="the tape file (default: $CALLTAPE_TAPE, then ./calltape.db)")
+    p.add_argument("--include", action="append", default=[], metavar="PKG",
+                   help="also record this package or module (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="do not record this module, or module.qualname glob (repeatable)")
+    p.add_argument("--no-args", action="store_true", help="do not record arguments")
+    p.add_argument("--no-result", action="store_true", help="do not record return values")
+    p.add_argument("--cpu", action="store_true", help="record the thread CPU time of calls")
+    p.add_argument("--memory", action="store_true", help="record RSS before and after calls")
+    p.add_argument("--max-depth", type=int, default=0, metavar="N",
+                   help="record no call nested deeper than N recorded calls (0: no limit)")
+    p.add_argument("--sample", type=int, default=1, metavar="N",
+                   help="record one call in N of each function (default 1: all)")
+    p.add_argument("--quiet", action="store_true", help="no summary line at exit")
+    return p
+
+
+def split_run_argv(argv: list[str]) -> tuple[list[str], str | None, bool, list[str]]:
+    """Splits ``calltape run`` arguments into (options, target, is_module, program args)."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "-m":
+            if i + 1 == len(argv):
+                raise UsageError("-m needs a module name, as in: calltape run -m package.main")
+            rest = argv[i + 2:]
+            return argv[:i], argv[i + 1], True, rest[1:] if rest[:1] == ["--"] else rest
+        if a == "--":
+            i += 1
+            break
+        if not a.startswith("-") or a == "-":
+            break
+        i += 2 if a in _RUN_VALUED else 1
+    if i >= len(argv):
+        return argv, None, False, []
+    rest = argv[i + 1:]
+    return [a for a in argv[:i] if a != "--"], argv[i], False, rest[1:] if rest[:1] == ["--"] else rest
+
+
+def run_main(argv: list[str]) -> int:
+    """``calltape run``: the program's own exit status, 2 for our usage errors."""
+    from ._run import ProgramNotFound, run
+
+    parser = build_run_parser()
+    try:
+        options, target, is_module, program_args = split_run_argv(argv)
+    except UsageError as exc:
+        parser.error(str(exc))
+    args = parser.parse_args(options)
+    if target is None:
+        parser.error("name a script or -m module to run")
+    if args.max_depth < 0 or args.sample < 1:
+        parser.error("--max-depth must be >= 0 and --sample >= 1")
+    try:
+        return run(target, module=is_module, argv=program_args, tape=args.tape,
+                   include=args.include, exclude=args.exclude, args=not args.no_args,
+                   result=not args.no_result, cpu=args.cpu, memory=args.memory,
+                   max_depth=args.max_depth, sample=args.sample, summary=not args.quiet)
+    except (ProgramNotFound, TapeError) as exc:
+        print(f"calltape: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``calltape`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        return run_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = "calltape " + " ".join(sys.argv[1:] if argv is None else argv)

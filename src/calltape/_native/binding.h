@@ -12,6 +12,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <pthread.h>
+
 #include "../../engine/engine.h"
 
 #define CT_VALUE_LIMIT_DEFAULT 65536
@@ -29,6 +31,19 @@ typedef struct ct_engine_slot {
     size_t nseen;
 } ct_engine_slot;
 
+/* The running calltape.monitor, read by its hooks (monitor.c). */
+typedef struct ct_monitor_state {
+    struct Monitor *mon; /* strong while running, else NULL */
+    struct ct_state *st;
+    ct_engine_slot *slot;
+    PyObject *parked;       /* dict: frame -> bytes (suspended generator entries) */
+    PyObject *disable;      /* sys.monitoring.DISABLE */
+    Py_ssize_t extra_index; /* code extra slot of the decisions, -1: none yet */
+    pthread_key_t key;      /* frees a thread's shadow stack when it ends */
+    int key_made;
+    uint64_t generation;
+} ct_monitor_state;
+
 typedef struct ct_state {
     PyTypeObject *Recorder_type;
     PyTypeObject *Pending_type;
@@ -42,6 +57,7 @@ typedef struct ct_state {
     PyTypeObject *Bound_type;
     PyTypeObject *RestrictedUnpickler_type;
     PyTypeObject *Replayer_type;
+    PyTypeObject *Monitor_type;
     PyObject *module;         /* borrowed: the module owns the state */
     PyObject *codecs;         /* dict: type -> (name, encode, decode) */
     PyObject *codec_decoders; /* dict: name -> decode */
@@ -77,6 +93,9 @@ typedef struct ct_state {
     Py_ssize_t buffer_bytes;
     int on_full_drop;
     int enabled;
+    PyObject *decorated_codes; /* set: code objects of @record functions */
+    uint64_t monitor_generation;
+    ct_monitor_state monitor;
 } ct_state;
 
 /* module.c */
@@ -211,6 +230,10 @@ extern PyType_Spec Recorder_spec;
 extern PyType_Spec Pending_spec;
 extern PyType_Spec AsyncGenProxy_spec;
 extern PyType_Spec Tape_spec;
+extern PyType_Spec Monitor_spec;
+
+/* Releases what the monitor state holds (module clear). */
+void ct_monitor_clear(ct_state *st);
 
 /* Sends the value counters gathered since the last call (unencodable,
  * pickled, ...) to `slot`'s writer as a REC_COUNTERS record and adds them to

@@ -453,8 +453,10 @@ static int module_exec(PyObject *m)
     st->warned = PySet_New(NULL);
     st->protocol5 = PyLong_FromLong(5);
     st->session_info = PyDict_New();
-    if (!st->codecs || !st->codec_decoders || !st->codec_cache || !st->warned || !st->protocol5 ||
-        !st->session_info)
+    st->decorated_codes = PySet_New(NULL);
+    st->monitor.extra_index = -1;
+    if (!st->decorated_codes || !st->codecs || !st->codec_decoders || !st->codec_cache ||
+        !st->warned || !st->protocol5 || !st->session_info)
         return -1;
     PyObject *pickle = PyImport_ImportModule("pickle");
     if (!pickle)
@@ -505,6 +507,7 @@ static int module_exec(PyObject *m)
     ADD_TYPE(Function_type, Function_spec, NULL);
     ADD_TYPE(Session_type, Session_spec, NULL);
     ADD_TYPE(Bound_type, Bound_spec, NULL);
+    ADD_TYPE(Monitor_type, Monitor_spec, NULL);
     st->RestrictedUnpickler_type =
         (PyTypeObject *)ct_restricted_unpickler_spec_type(m, st->pickle_Unpickler);
     if (!st->RestrictedUnpickler_type)
@@ -537,6 +540,10 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->marker_types);
     Py_VISIT(st->warn_category);
     Py_VISIT(st->session_info);
+    Py_VISIT(st->Monitor_type);
+    Py_VISIT(st->decorated_codes);
+    Py_VISIT((PyObject *)st->monitor.mon);
+    Py_VISIT(st->monitor.parked);
     return 0;
 }
 
@@ -574,6 +581,9 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->warned);
     Py_CLEAR(st->tape_path);
     Py_CLEAR(st->session_info);
+    Py_CLEAR(st->Monitor_type);
+    Py_CLEAR(st->decorated_codes);
+    ct_monitor_clear(st);
     return 0;
 }
 

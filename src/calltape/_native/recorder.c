@@ -107,7 +107,7 @@ void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t)
 
 /* ---- function descriptions -------------------------------------------- */
 
-static void put_pytext(wbuf *b, PyObject *s)
+void ct_put_text(wbuf *b, PyObject *s)
 {
     Py_ssize_t n = 0;
     const char *p = (s && PyUnicode_Check(s)) ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
@@ -137,9 +137,9 @@ static PyObject *describe_function(Recorder *r)
     }
     wbuf b;
     wbuf_init(&b, NULL, 0);
-    put_pytext(&b, module);
-    put_pytext(&b, qualname);
-    put_pytext(&b, file);
+    ct_put_text(&b, module);
+    ct_put_text(&b, qualname);
+    ct_put_text(&b, file);
     wbuf_varint(&b, (uint64_t)line);
     /* signature: LIST of TUPLE(name, kind[, default]) */
     wbuf sig;
@@ -174,7 +174,7 @@ static PyObject *describe_function(Recorder *r)
         wbuf_byte(&sig, WIRE_TUPLE);
         wbuf_varint(&sig, dflt ? 3 : 2);
         wbuf_byte(&sig, WIRE_STR);
-        put_pytext(&sig, name);
+        ct_put_text(&sig, name);
         wire_int(&sig, kind);
         if (dflt) {
             if (r->redacted[i]) {
@@ -219,16 +219,22 @@ static void announce_function(Recorder *r, ct_engine_slot *slot)
         if (!r->fn_record)
             return;
     }
+    if (ct_emit_function(r->st, slot, r->fn_id, r->fn_record) == 0)
+        r->announced_serial = slot->serial;
+}
+
+int ct_emit_function(ct_state *st, ct_engine_slot *slot, uint64_t fn_id, PyObject *body)
+{
     wbuf b;
     frame_begin(&b, NULL, 0);
     wbuf_byte(&b, REC_FUNCTION);
-    wbuf_varint(&b, r->fn_id);
-    wbuf_put(&b, PyBytes_AS_STRING(r->fn_record), (size_t)PyBytes_GET_SIZE(r->fn_record));
-    if (!b.failed) {
-        append_framed(r->st, slot, &b);
-        r->announced_serial = slot->serial;
-    }
+    wbuf_varint(&b, fn_id);
+    wbuf_put(&b, PyBytes_AS_STRING(body), (size_t)PyBytes_GET_SIZE(body));
+    int rc = b.failed ? -1 : 0;
+    if (rc == 0)
+        append_framed(st, slot, &b);
     wbuf_free(&b);
+    return rc;
 }
 
 /* ---- argument binding --------------------------------------------------- */
@@ -426,9 +432,8 @@ done:
 
 /* ---- records ------------------------------------------------------------ */
 
-static int64_t read_rss(ct_state *st)
+int64_t ct_read_rss(void)
 {
-    (void)st;
     long pages = 0, resident = 0;
     int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -444,7 +449,7 @@ static int64_t read_rss(ct_state *st)
     return (int64_t)resident * (int64_t)sysconf(_SC_PAGESIZE);
 }
 
-static uint64_t thread_cpu_ns(void)
+uint64_t ct_thread_cpu_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -469,7 +474,14 @@ void ct_emit_counters(ct_state *st, ct_engine_slot *slot)
 void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
                   uint64_t end, int outcome, PyObject *result, PyObject *exc)
 {
-    ct_state *st = r->st;
+    ct_site site = {r->fn_id, r->sanitize, r->max_value_bytes, r->opt_result};
+    ct_emit_site_call(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc);
+}
+
+void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
+                       const ct_callinfo *ci, const uint8_t *args, size_t args_len, uint64_t end,
+                       int outcome, PyObject *result, PyObject *exc)
+{
     ct_thread *t = &tls_thread;
     uint8_t rstore[256];
     wbuf res;
@@ -479,12 +491,12 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
     if (exc) {
         ct_capture_exception(st, &res, exc);
         flags |= REC_HAS_RESULT;
-    } else if (result && r->opt_result) {
-        ct_capture cap = {st, r->max_value_bytes, 1};
-        if (r->sanitize) {
+    } else if (result && site->result) {
+        ct_capture cap = {st, site->max_value_bytes, 1};
+        if (site->sanitize) {
             PyObject *name = PyUnicode_FromString("return");
             PyObject *clean =
-                name ? PyObject_CallFunctionObjArgs(r->sanitize, name, result, NULL) : NULL;
+                name ? PyObject_CallFunctionObjArgs(site->sanitize, name, result, NULL) : NULL;
             Py_XDECREF(name);
             if (clean) {
                 ct_capture_value(&cap, &res, clean);
@@ -502,10 +514,10 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
     uint64_t cpu = 0;
     int64_t rss_after = 0, peak = 0;
     if (flags & REC_HAS_CPU)
-        cpu = thread_cpu_ns() - ci->cpu_start;
+        cpu = ct_thread_cpu_ns() - ci->cpu_start;
     if (flags & REC_HAS_MEMORY) {
         struct rusage ru;
-        rss_after = read_rss(st);
+        rss_after = ct_read_rss();
         if (getrusage(RUSAGE_SELF, &ru) == 0)
             peak = (int64_t)ru.ru_maxrss * 1024;
     }
@@ -515,7 +527,7 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
     /* the fixed fields: at most 1 + 7 varints + 2 bytes, written unchecked */
     uint8_t *q = b.data + b.len;
     *q++ = REC_CALL;
-    q = put_varint_raw(q, r->fn_id);
+    q = put_varint_raw(q, site->fn_id);
     q = put_varint_raw(q, ci->seq);
     q = put_varint_raw(q, ci->parent);
     q = put_varint_raw(q, ci->depth);
@@ -533,8 +545,8 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
         wbuf_varint(&b, (uint64_t)peak);
     }
     if (flags & REC_HAS_ARGS) {
-        wbuf_varint(&b, args->len);
-        wbuf_put(&b, args->data, args->len);
+        wbuf_varint(&b, args_len);
+        wbuf_put(&b, args, args_len);
     }
     if (flags & REC_HAS_RESULT) {
         wbuf_varint(&b, res.len);
@@ -598,11 +610,11 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     ci.thread = t->index;
     if (r->opt_cpu) {
         ci.flags |= REC_HAS_CPU;
-        ci.cpu_start = thread_cpu_ns();
+        ci.cpu_start = ct_thread_cpu_ns();
     }
     if (r->opt_memory) {
         ci.flags |= REC_HAS_MEMORY;
-        ci.rss_before = read_rss(st);
+        ci.rss_before = ct_read_rss();
     }
     if (r->kind != KIND_PLAIN)
         ci.flags |= REC_ASYNC;
@@ -752,6 +764,9 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
             goto error;
     }
     if (setup_signature(r) < 0)
+        goto error;
+    /* calltape.monitor leaves the calls of this function to the Recorder */
+    if (PyFunction_Check(inner) && PySet_Add(st->decorated_codes, PyFunction_GET_CODE(inner)) < 0)
         goto error;
     r->redacted = PyMem_Calloc((size_t)r->nparams + 1, 1);
     if (!r->redacted) {

@@ -39,9 +39,38 @@ typedef struct ct_callinfo {
     int64_t rss_before;
 } ct_callinfo;
 
-/* Builds and appends the REC_CALL of a finished call.  `args` holds the
- * encoded arguments; `result` the return value or `exc` the exception (or
- * neither, for a closed generator).  Never raises. */
+/* How the values of one recorded function are captured: shared by the
+ * Recorder and the monitor.  `sanitize` is borrowed (or NULL). */
+typedef struct ct_site {
+    uint64_t fn_id;
+    PyObject *sanitize;
+    Py_ssize_t max_value_bytes;
+    int result; /* record the return value */
+} ct_site;
+
+/* Builds and appends the REC_CALL of a finished call of `site`: `args`
+ * holds the encoded arguments (flagged in ci->flags); `result` the return
+ * value or `exc` the exception (or neither, for a closed generator).  Never
+ * raises; a pending exception is left as it was. */
+void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
+                       const ct_callinfo *ci, const uint8_t *args, size_t args_len, uint64_t end,
+                       int outcome, PyObject *result, PyObject *exc);
+
+/* Appends the REC_FUNCTION of process-local function `fn_id` whose body
+ * (module, qualname, file, line, signature) is the bytes `body`.  Returns 0,
+ * or -1 when memory ran out (nothing appended; no exception set). */
+int ct_emit_function(ct_state *st, ct_engine_slot *slot, uint64_t fn_id, PyObject *body);
+
+/* The resident set size of this process in bytes (0 when unknown). */
+int64_t ct_read_rss(void);
+/* CPU time of the calling thread in ns. */
+uint64_t ct_thread_cpu_ns(void);
+
+/* Writes the str `s` as varint length + UTF-8 bytes ("" when not a str).
+ * Never raises. */
+void ct_put_text(wbuf *b, PyObject *s);
+
+/* ct_emit_site_call for a call of Recorder `r`, with its options. */
 void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
                   uint64_t end, int outcome, PyObject *result, PyObject *exc);
 

@@ -1,0 +1,1140 @@
+/*
+ * monitor.c - calltape.monitor / `calltape run`: record the calls of whole
+ * programs without decorators, onto the same tape and in the same call
+ * records as @calltape.record.
+ *
+ * Hooks: on CPython 3.12+ sys.monitoring with the profiler tool id; the
+ * callbacks below are METH_FASTCALL C functions, and a code object that is
+ * not recorded gets DISABLE so that it runs at full speed after its first
+ * call.  On 3.11 a C profile function (PyEval_SetProfile) on every thread,
+ * with threading.setprofile() covering threads started later.
+ *
+ * The decision for a code object (record it or not, its function id, its
+ * parameter layout) is made once and kept in the code object's extra slot
+ * (a ct_codeinfo), tagged with the monitor generation it was made for.
+ *
+ * Each thread keeps a shadow stack of the calls it is running (its own
+ * thread-local array, freed by a pthread key destructor when the thread
+ * ends); encoded arguments wait in a per-thread LIFO byte arena.  Events are
+ * not trusted to arrive balanced: a return is matched against the stack by
+ * code object, unmatched returns (calls that began before monitoring) are
+ * ignored, and entries above a match are dropped.  A generator or coroutine
+ * that suspends leaves the stack: its entry is parked in a dict keyed by its
+ * frame until it resumes, so one record covers its whole life, as with the
+ * decorator.
+ *
+ * Invariants: callbacks never raise and never leave an exception set; while
+ * calltape runs its own or user code for capture (ct_thread.busy), events
+ * are ignored; the decorator and the monitor share ct_thread, so parent ids
+ * link calls recorded either way.
+ */
+#include "recorder.h"
+
+#include <fnmatch.h>
+#include <pthread.h>
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define CT_SYS_MONITORING 1
+#else
+#define CT_SYS_MONITORING 0
+#endif
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define code_get_extra PyUnstable_Code_GetExtra
+#define code_set_extra PyUnstable_Code_SetExtra
+#define request_code_extra PyUnstable_Eval_RequestCodeExtraIndex
+#else
+#define code_get_extra _PyCode_GetExtra
+#define code_set_extra _PyCode_SetExtra
+#define request_code_extra _PyEval_RequestCodeExtraIndex
+#endif
+
+#define MON_TOOL_ID 2 /* sys.monitoring.PROFILER_ID */
+#define MON_SCAN 8    /* how deep a return is looked for in the stack */
+
+/* ---- per-code decisions ------------------------------------------------- */
+
+typedef struct ct_codeinfo {
+    uint64_t generation; /* of the monitor the decision was made for */
+    int record;          /* 1: record calls of this code */
+    int is_gen;          /* generator, coroutine or async generator */
+    uint64_t fn_id;      /* 0 until first recorded */
+    uint64_t announced_serial;
+    PyObject *fn_record;      /* bytes: REC_FUNCTION body, or NULL */
+    PyObject *names;          /* tuple of parameter names */
+    uint8_t *redacted;        /* per parameter */
+    uint64_t seen_generation; /* counted in Monitor.functions */
+    uint32_t sample_counter;
+} ct_codeinfo;
+
+static void codeinfo_free(void *p)
+{
+    ct_codeinfo *ci = p;
+    if (!ci)
+        return;
+    Py_XDECREF(ci->fn_record);
+    Py_XDECREF(ci->names);
+    PyMem_Free(ci->redacted);
+    PyMem_Free(ci);
+}
+
+/* ---- the shadow stack --------------------------------------------------- */
+
+typedef struct mon_entry {
+    PyCodeObject *code;  /* identity only */
+    ct_codeinfo *info;   /* NULL: a call that is not recorded (sampled out, too deep) */
+    uint64_t generation; /* of the monitor that pushed it */
+    ct_callinfo ci;
+    size_t args_at, args_len; /* in the arena */
+} mon_entry;
+
+typedef struct mon_stack {
+    mon_entry *v;
+    size_t n, cap;
+    wbuf arena;
+} mon_stack;
+
+static __attribute__((tls_model("initial-exec"))) _Thread_local mon_stack *tls_stack;
+
+static void stack_free(void *p)
+{
+    mon_stack *s = p;
+    if (!s)
+        return;
+    wbuf_free(&s->arena);
+    free(s->v);
+    free(s);
+}
+
+/* The calling thread's stack, created on first use; NULL when out of
+ * memory.  `key` frees it when the thread ends. */
+static mon_stack *stack_get(pthread_key_t key)
+{
+    mon_stack *s = tls_stack;
+    if (s)
+        return s;
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    wbuf_init(&s->arena, NULL, 0);
+    (void)pthread_setspecific(key, s);
+    tls_stack = s;
+    return s;
+}
+
+static mon_entry *stack_push(mon_stack *s)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 64;
+        mon_entry *v = realloc(s->v, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        s->v = v;
+        s->cap = cap;
+    }
+    return &s->v[s->n++];
+}
+
+/* ---- the Monitor object ------------------------------------------------- */
+
+typedef struct Monitor {
+    PyObject_HEAD PyObject *modules; /* tuple of str: module prefixes to record */
+    PyObject *paths;                 /* tuple of str: directories to record */
+    PyObject *exclude;               /* tuple of str: glob patterns */
+    PyObject *never;                 /* tuple of str: directories never recorded */
+    PyObject *tape;                  /* str or NULL */
+    PyObject *module_ref;
+    ct_state *st;
+    Py_ssize_t max_value_bytes, max_depth;
+    uint32_t sample;
+    uint8_t opt_args, opt_result, opt_cpu, opt_memory;
+    int running;
+    uint64_t generation;
+    uint64_t calls_seen;     /* recorded calls started */
+    uint64_t functions_seen; /* functions with recorded calls */
+} Monitor;
+
+typedef ct_monitor_state mon_active;
+
+static mon_active *active_of(PyObject *module)
+{
+    return &((ct_state *)PyModule_GetState(module))->monitor;
+}
+
+static int text_starts(PyObject *s, PyObject *prefix)
+{
+    return PyUnicode_Tailmatch(s, prefix, 0, PY_SSIZE_T_MAX, -1) == 1;
+}
+
+/* 1 when module `mod` is `prefix` or inside package `prefix`. */
+static int module_within(PyObject *mod, PyObject *prefix)
+{
+    if (!text_starts(mod, prefix))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(prefix);
+    return PyUnicode_GET_LENGTH(mod) == n || PyUnicode_READ_CHAR(mod, n) == '.';
+}
+
+static int any_glob(PyObject *patterns, const char *text)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(patterns); i++) {
+        const char *pat = PyUnicode_AsUTF8(PyTuple_GET_ITEM(patterns, i));
+        if (pat && fnmatch(pat, text, 0) == 0)
+            return 1;
+    }
+    PyErr_Clear();
+    return 0;
+}
+
+/* Whether calls of `co`, defined in module `mod`, are recorded by `m`. */
+static int wants(Monitor *m, PyCodeObject *co, PyObject *mod)
+{
+    if (!(co->co_flags & CO_OPTIMIZED)) /* module and class bodies */
+        return 0;
+    PyObject *file = co->co_filename;
+    int in = 0;
+    for (Py_ssize_t i = 0; !in && mod && i < PyTuple_GET_SIZE(m->modules); i++)
+        in = module_within(mod, PyTuple_GET_ITEM(m->modules, i));
+    if (!in) {
+        /* files under an excluded directory (stdlib, site-packages,
+         * calltape) only come in by module name */
+        if (PyUnicode_READ_CHAR(file, 0) == '<')
+            return 0;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(m->never); i++)
+            if (text_starts(file, PyTuple_GET_ITEM(m->never, i)))
+                return 0;
+        if (PyTuple_GET_SIZE(m->paths) == 0)
+            in = PyTuple_GET_SIZE(m->modules) == 0;
+        for (Py_ssize_t i = 0; !in && i < PyTuple_GET_SIZE(m->paths); i++)
+            in = text_starts(file, PyTuple_GET_ITEM(m->paths, i));
+    }
+    if (!in || PyTuple_GET_SIZE(m->exclude) == 0)
+        return in;
+    const char *ms = mod ? PyUnicode_AsUTF8(mod) : "";
+    const char *qs = PyUnicode_AsUTF8(co->co_qualname);
+    if (!ms || !qs) {
+        PyErr_Clear();
+        return in;
+    }
+    char full[512];
+    snprintf(full, sizeof full, "%s.%s", ms, qs);
+    if (any_glob(m->exclude, ms) || any_glob(m->exclude, full) || any_glob(m->exclude, qs))
+        return 0;
+    for (Py_ssize_t i = 0; mod && i < PyTuple_GET_SIZE(m->exclude); i++)
+        if (module_within(mod, PyTuple_GET_ITEM(m->exclude, i)))
+            return 0;
+    return 1;
+}
+
+static int param_kind(const PyCodeObject *co, Py_ssize_t i)
+{
+    if (i < co->co_posonlyargcount)
+        return 0;
+    if (i < co->co_argcount)
+        return 1;
+    if (i < co->co_argcount + co->co_kwonlyargcount)
+        return 3;
+    if ((co->co_flags & CO_VARARGS) && i == co->co_argcount + co->co_kwonlyargcount)
+        return 2;
+    return 4;
+}
+
+static Py_ssize_t param_count(const PyCodeObject *co)
+{
+    return co->co_argcount + co->co_kwonlyargcount + ((co->co_flags & CO_VARARGS) != 0) +
+           ((co->co_flags & CO_VARKEYWORDS) != 0);
+}
+
+/* Fills the function description of `info` (names, redaction, the
+ * REC_FUNCTION body).  Returns 0, or -1 with an exception set. */
+static int describe_code(ct_state *st, ct_codeinfo *info, PyCodeObject *co, PyObject *mod)
+{
+    Py_ssize_t n = param_count(co);
+    PyObject *varnames = PyObject_GetAttrString((PyObject *)co, "co_varnames");
+    if (!varnames)
+        return -1;
+    info->names = PyTuple_GetSlice(varnames, 0, n);
+    Py_DECREF(varnames);
+    info->redacted = PyMem_Calloc((size_t)n + 1, 1);
+    if (!info->names || !info->redacted) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        info->redacted[i] =
+            (uint8_t)ct_should_redact(st, PyTuple_GET_ITEM(info->names, i), NULL, NULL, 1);
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    ct_put_text(&b, mod);
+    ct_put_text(&b, co->co_qualname);
+    ct_put_text(&b, co->co_filename);
+    wbuf_varint(&b, (uint64_t)co->co_firstlineno);
+    wbuf sig;
+    wbuf_init(&sig, NULL, 0);
+    wbuf_byte(&sig, WIRE_LIST);
+    wbuf_varint(&sig, (uint64_t)n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        wbuf_byte(&sig, WIRE_TUPLE);
+        wbuf_varint(&sig, 2);
+        wbuf_byte(&sig, WIRE_STR);
+        ct_put_text(&sig, PyTuple_GET_ITEM(info->names, i));
+        wire_int(&sig, param_kind(co, i));
+    }
+    wbuf_varint(&b, sig.len);
+    wbuf_put(&b, sig.data, sig.len);
+    info->fn_record = b.failed || sig.failed
+                          ? PyErr_NoMemory()
+                          : PyBytes_FromStringAndSize((char *)b.data, (Py_ssize_t)b.len);
+    wbuf_free(&sig);
+    wbuf_free(&b);
+    if (!info->fn_record)
+        return -1;
+    info->fn_id = ++st->next_fn;
+    return 0;
+}
+
+/* The decision for `co` under the running monitor: its info when recorded,
+ * NULL when not (or on failure, which is then not recorded either). */
+static ct_codeinfo *decide(mon_active *a, PyCodeObject *co, PyObject *globals)
+{
+    void *extra = NULL;
+    if (code_get_extra((PyObject *)co, a->extra_index, &extra) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    ct_codeinfo *info = extra;
+    if (info && info->generation == a->generation)
+        return info->record ? info : NULL;
+    if (!info) {
+        info = PyMem_Calloc(1, sizeof *info);
+        if (!info)
+            return NULL;
+        if (code_set_extra((PyObject *)co, a->extra_index, info) < 0) {
+            PyErr_Clear();
+            PyMem_Free(info);
+            return NULL;
+        }
+    }
+    info->generation = a->generation;
+    info->is_gen = (co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) != 0;
+    PyObject *mod = globals ? PyDict_GetItemString(globals, "__name__") : NULL;
+    if (mod && !PyUnicode_Check(mod))
+        mod = NULL;
+    info->record =
+        wants(a->mon, co, mod) && PySet_Contains(a->st->decorated_codes, (PyObject *)co) == 0;
+    PyErr_Clear();
+    if (info->record && !info->fn_record && describe_code(a->st, info, co, mod) < 0) {
+        PyErr_Clear();
+        info->record = 0;
+    }
+    return info->record ? info : NULL;
+}
+
+/* ---- recording ---------------------------------------------------------- */
+
+/* Encodes the arguments of the running frame of `co` into the arena. */
+static void capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thread *t,
+                         Py_ssize_t limit)
+{
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
+    if (!frame)
+        return;
+    ct_capture cap = {a->st, limit, 1};
+    wbuf *b = &s->arena;
+    Py_ssize_t n = PyTuple_GET_SIZE(info->names);
+    t->busy++;
+#if PY_VERSION_HEX < 0x030C0000
+    PyObject *locals = PyFrame_GetLocals(frame);
+#endif
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(info->names, i);
+        if (info->redacted[i]) {
+            wbuf_byte(b, WIRE_REDACTED);
+            a->st->counters[CT_REDACTED]++;
+            a->st->counters_dirty = 1;
+            continue;
+        }
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *v = PyFrame_GetVar(frame, name);
+#else
+        PyObject *v = locals ? PyObject_GetItem(locals, name) : NULL;
+#endif
+        if (!v) {
+            PyErr_Clear();
+            wbuf_byte(b, WIRE_NONE);
+            continue;
+        }
+        if (!ct_capture_small(b, v))
+            ct_capture_other(&cap, b, v);
+        Py_DECREF(v);
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    Py_XDECREF(locals);
+#endif
+    PyErr_Clear();
+    t->busy--;
+}
+
+/* A call of `co` starts.  Never raises. */
+static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
+{
+    ct_thread *t = ct_thread_get();
+    mon_stack *s = stack_get(a->key);
+    if (!s)
+        return;
+    Monitor *m = a->mon;
+    ct_engine_slot *slot = a->slot;
+    mon_entry *e = stack_push(s);
+    if (!e)
+        return;
+    e->code = co;
+    e->info = NULL;
+    e->generation = a->generation;
+    e->args_at = s->arena.len;
+    e->args_len = 0;
+    if ((m->max_depth && t->depth >= (uint64_t)m->max_depth) ||
+        (m->sample > 1 && (info->sample_counter++ % m->sample) != 0))
+        return; /* on the stack so that its return is matched, not recorded */
+    if (info->seen_generation != a->generation) {
+        info->seen_generation = a->generation;
+        m->functions_seen++;
+    }
+    if (info->announced_serial != slot->serial &&
+        ct_emit_function(a->st, slot, info->fn_id, info->fn_record) == 0)
+        info->announced_serial = slot->serial;
+    if (!ct_thread_known(slot, t))
+        ct_thread_announce(a->st, slot, t);
+    e->info = info;
+    m->calls_seen++;
+    ct_callinfo *ci = &e->ci;
+    ci->flags = info->is_gen ? REC_ASYNC : 0;
+    if (m->opt_cpu) {
+        ci->flags |= REC_HAS_CPU;
+        ci->cpu_start = ct_thread_cpu_ns();
+    }
+    if (m->opt_memory) {
+        ci->flags |= REC_HAS_MEMORY;
+        ci->rss_before = ct_read_rss();
+    }
+    ci->seq = ++a->st->seq;
+    ci->parent = t->parent;
+    ci->depth = t->depth;
+    ci->thread = t->index;
+    t->parent = ci->seq;
+    t->depth = ci->depth + 1;
+    if (m->opt_args) {
+        /* may run user code (pickling), which may switch threads: the
+         * entry is found again by index, the monitor kept alive */
+        size_t at = s->n - 1;
+        Py_INCREF(m);
+        capture_args(a, s, info, t, m->max_value_bytes);
+        e = &s->v[at];
+        e->args_len = s->arena.len - e->args_at;
+        e->ci.flags |= REC_HAS_ARGS;
+        Py_DECREF(m);
+    }
+    e->ci.start = ct_now_ns();
+}
+
+/* Finds the entry of `co` near the top of the stack: its index, or -1. */
+static Py_ssize_t find_entry(const mon_stack *s, PyCodeObject *co)
+{
+    for (size_t k = 0; k < s->n && k < MON_SCAN; k++)
+        if (s->v[s->n - 1 - k].code == co)
+            return (Py_ssize_t)(s->n - 1 - k);
+    return -1;
+}
+
+/* Pops the stack down to (not including) index `i`, restoring the parent
+ * link of the thread to what it was when entry `i` started. */
+static void unwind_to(mon_stack *s, size_t i, ct_thread *t)
+{
+    for (size_t k = s->n; k > i; k--) {
+        mon_entry *e = &s->v[k - 1];
+        if (e->info) {
+            t->parent = e->ci.parent;
+            t->depth = e->ci.depth;
+        }
+    }
+    s->arena.len = i < s->n ? s->v[i].args_at : s->arena.len;
+    s->n = i;
+}
+
+/* A call of `co` ends with `outcome` (`value`: result or exception). */
+static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value)
+{
+    uint64_t end = ct_now_ns();
+    mon_stack *s = tls_stack;
+    if (!s)
+        return;
+    Py_ssize_t i = find_entry(s, co);
+    if (i < 0)
+        return;
+    mon_entry *e = &s->v[i];
+    ct_thread *t = ct_thread_get();
+    if (e->info && e->generation == a->generation) {
+        Monitor *m = a->mon;
+        ct_site site = {e->info->fn_id, NULL, m->max_value_bytes, m->opt_result};
+        PyObject *res = outcome == OUTCOME_RETURNED ? value : NULL;
+        PyObject *exc = outcome == OUTCOME_RAISED ? value : NULL;
+        if (outcome == OUTCOME_RAISED && exc &&
+            PyErr_GivenExceptionMatches(exc, PyExc_GeneratorExit)) {
+            outcome = OUTCOME_CLOSED;
+            exc = NULL;
+        }
+        if (exc && !PyExceptionInstance_Check(exc))
+            exc = NULL;
+        t->parent = e->ci.parent;
+        t->depth = e->ci.depth;
+        ct_emit_site_call(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at, e->args_len,
+                          end, outcome, res, exc);
+    }
+    unwind_to(s, (size_t)i, t);
+}
+
+/* A generator or coroutine of `co` suspends: its entry leaves the stack
+ * and waits in a->parked under its frame. */
+static void on_suspend(mon_active *a, PyCodeObject *co)
+{
+    mon_stack *s = tls_stack;
+    if (!s)
+        return;
+    Py_ssize_t i = find_entry(s, co);
+    if (i < 0)
+        return;
+    mon_entry *e = &s->v[i];
+    ct_thread *t = ct_thread_get();
+    PyFrameObject *frame = e->info ? PyEval_GetFrame() : NULL;
+    if (frame) {
+        size_t n = sizeof *e + e->args_len;
+        PyObject *parked = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+        if (parked) {
+            char *p = PyBytes_AS_STRING(parked);
+            memcpy(p, e, sizeof *e);
+            memcpy(p + sizeof *e, s->arena.data + e->args_at, e->args_len);
+            if (PyDict_SetItem(a->parked, (PyObject *)frame, parked) < 0)
+                PyErr_Clear();
+            Py_DECREF(parked);
+        }
+        PyErr_Clear();
+    }
+    if (e->info) {
+        t->parent = e->ci.parent;
+        t->depth = e->ci.depth;
+    }
+    unwind_to(s, (size_t)i, t);
+}
+
+/* A generator or coroutine of `co` resumes: its parked entry, if any,
+ * goes back on this thread's stack. */
+static void on_resume(mon_active *a, PyCodeObject *co)
+{
+    PyFrameObject *frame = PyEval_GetFrame();
+    if (!frame || PyDict_GET_SIZE(a->parked) == 0)
+        return;
+    PyObject *parked = PyDict_GetItemWithError(a->parked, (PyObject *)frame);
+    mon_stack *s = parked ? stack_get(a->key) : NULL;
+    if (!s) {
+        PyErr_Clear();
+        return;
+    }
+    Py_INCREF(parked);
+    (void)PyDict_DelItem(a->parked, (PyObject *)frame);
+    PyErr_Clear();
+    mon_entry *e = stack_push(s);
+    if (e) {
+        const char *p = PyBytes_AS_STRING(parked);
+        memcpy(e, p, sizeof *e);
+        e->code = co;
+        e->args_at = s->arena.len;
+        wbuf_put(&s->arena, p + sizeof *e, e->args_len);
+        ct_thread *t = ct_thread_get();
+        t->parent = e->ci.seq;
+        t->depth = e->ci.depth + 1;
+    }
+    Py_DECREF(parked);
+}
+
+/* ---- hooks: sys.monitoring (3.12+) ------------------------------------- */
+
+#if CT_SYS_MONITORING
+
+/* Common prologue: the code's decision, or NULL to ignore the event.
+ * *disable is set when the event should return DISABLE. */
+static ct_codeinfo *hook_info(mon_active *a, PyObject *code, int *disable)
+{
+    *disable = 0;
+    if (!a->mon || !PyCode_Check(code) || ct_thread_get()->busy)
+        return NULL;
+    ct_codeinfo *info = decide(a, (PyCodeObject *)code, PyEval_GetGlobals());
+    if (!info)
+        *disable = 1;
+    return info;
+}
+
+static PyObject *hook_result(mon_active *a, int disable)
+{
+    return Py_NewRef(disable ? a->disable : Py_None);
+}
+
+static PyObject *mon_py_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mon_active *a = active_of(module);
+    int disable;
+    if (nargs < 1)
+        return Py_NewRef(Py_None);
+    ct_codeinfo *info = hook_info(a, args[0], &disable);
+    if (info)
+        on_start(a, (PyCodeObject *)args[0], info);
+    return hook_result(a, disable);
+}
+
+static PyObject *mon_py_resume(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mon_active *a = active_of(module);
+    int disable;
+    if (nargs < 1)
+        return Py_NewRef(Py_None);
+    if (hook_info(a, args[0], &disable))
+        on_resume(a, (PyCodeObject *)args[0]);
+    return hook_result(a, disable);
+}
+
+static PyObject *mon_py_return(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mon_active *a = active_of(module);
+    int disable;
+    if (nargs < 3)
+        return Py_NewRef(Py_None);
+    if (hook_info(a, args[0], &disable))
+        on_end(a, (PyCodeObject *)args[0], OUTCOME_RETURNED, args[2]);
+    return hook_result(a, disable);
+}
+
+static PyObject *mon_py_yield(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mon_active *a = active_of(module);
+    int disable;
+    if (nargs < 1)
+        return Py_NewRef(Py_None);
+    if (hook_info(a, args[0], &disable))
+        on_suspend(a, (PyCodeObject *)args[0]);
+    return hook_result(a, disable);
+}
+
+/* PY_UNWIND cannot be disabled per code; PY_THROW resumes a generator. */
+static PyObject *mon_py_unwind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mon_active *a = active_of(module);
+    int disable;
+    if (nargs >= 3 && hook_info(a, args[0], &disable)) {
+        PyObject *saved = ct_fetch_exc();
+        on_end(a, (PyCodeObject *)args[0], OUTCOME_RAISED, args[2]);
+        ct_restore_exc(saved);
+    }
+    return Py_NewRef(Py_None);
+}
+
+static PyObject *mon_py_throw(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mon_active *a = active_of(module);
+    int disable;
+    if (nargs >= 1 && hook_info(a, args[0], &disable)) {
+        PyObject *saved = ct_fetch_exc();
+        on_resume(a, (PyCodeObject *)args[0]);
+        ct_restore_exc(saved);
+    }
+    return Py_NewRef(Py_None);
+}
+
+static PyMethodDef hook_defs[] = {
+    {"PY_START", (PyCFunction)(void (*)(void))mon_py_start, METH_FASTCALL, NULL},
+    {"PY_RESUME", (PyCFunction)(void (*)(void))mon_py_resume, METH_FASTCALL, NULL},
+    {"PY_RETURN", (PyCFunction)(void (*)(void))mon_py_return, METH_FASTCALL, NULL},
+    {"PY_YIELD", (PyCFunction)(void (*)(void))mon_py_yield, METH_FASTCALL, NULL},
+    {"PY_UNWIND", (PyCFunction)(void (*)(void))mon_py_unwind, METH_FASTCALL, NULL},
+    {"PY_THROW", (PyCFunction)(void (*)(void))mon_py_throw, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+/* Calls sys.monitoring.<name>(*args built from fmt).  New reference or
+ * NULL with an exception set. */
+static PyObject *sysmon_call(const char *name, const char *fmt, ...)
+{
+    PyObject *sm = PySys_GetObject("monitoring"); /* borrowed */
+    if (!sm) {
+        PyErr_SetString(PyExc_RuntimeError, "sys.monitoring is not available");
+        return NULL;
+    }
+    PyObject *fn = PyObject_GetAttrString(sm, name);
+    if (!fn)
+        return NULL;
+    va_list va;
+    va_start(va, fmt);
+    PyObject *args = Py_VaBuildValue(fmt, va);
+    va_end(va);
+    PyObject *r = args ? PyObject_CallObject(fn, args) : NULL;
+    Py_XDECREF(args);
+    Py_DECREF(fn);
+    return r;
+}
+
+static int hooks_install(PyObject *module, mon_active *a)
+{
+    PyObject *holder = sysmon_call("get_tool", "(i)", MON_TOOL_ID);
+    if (!holder)
+        return -1;
+    if (holder != Py_None) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "cannot start calltape.monitor: sys.monitoring tool id %d (PROFILER_ID) is"
+                     " held by %R; stop that profiler first",
+                     MON_TOOL_ID, holder);
+        Py_DECREF(holder);
+        return -1;
+    }
+    Py_DECREF(holder);
+    PyObject *r = sysmon_call("use_tool_id", "(is)", MON_TOOL_ID, "calltape");
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    PyObject *sm = PySys_GetObject("monitoring");
+    PyObject *events = sm ? PyObject_GetAttrString(sm, "events") : NULL;
+    if (!events)
+        goto error;
+    long mask = 0;
+    for (PyMethodDef *d = hook_defs; d->ml_name; d++) {
+        PyObject *ev = PyObject_GetAttrString(events, d->ml_name);
+        long bit = ev ? PyLong_AsLong(ev) : -1;
+        Py_XDECREF(ev);
+        if (bit < 0 && PyErr_Occurred()) {
+            Py_DECREF(events);
+            goto error;
+        }
+        PyObject *fn = PyCFunction_NewEx(d, module, NULL);
+        r = fn ? sysmon_call("register_callback", "(ilO)", MON_TOOL_ID, bit, fn) : NULL;
+        Py_XDECREF(fn);
+        if (!r) {
+            Py_DECREF(events);
+            goto error;
+        }
+        Py_DECREF(r);
+        mask |= bit;
+    }
+    Py_DECREF(events);
+    if (!a->disable) {
+        a->disable = PyObject_GetAttrString(sm, "DISABLE");
+        if (!a->disable)
+            goto error;
+    }
+    r = sysmon_call("restart_events", "()");
+    if (!r)
+        goto error;
+    Py_DECREF(r);
+    r = sysmon_call("set_events", "(il)", MON_TOOL_ID, mask);
+    if (!r)
+        goto error;
+    Py_DECREF(r);
+    return 0;
+error:;
+    PyObject *saved = ct_fetch_exc();
+    r = sysmon_call("free_tool_id", "(i)", MON_TOOL_ID);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    ct_restore_exc(saved);
+    return -1;
+}
+
+static void hooks_remove(PyObject *module, mon_active *a)
+{
+    (void)module;
+    (void)a;
+    PyObject *saved = ct_fetch_exc();
+    PyObject *r = sysmon_call("set_events", "(ii)", MON_TOOL_ID, 0);
+    Py_XDECREF(r);
+    for (PyMethodDef *d = hook_defs; d->ml_name; d++) {
+        PyObject *sm = PySys_GetObject("monitoring");
+        PyObject *events = sm ? PyObject_GetAttrString(sm, "events") : NULL;
+        PyObject *ev = events ? PyObject_GetAttrString(events, d->ml_name) : NULL;
+        if (ev) {
+            r = sysmon_call("register_callback", "(iOO)", MON_TOOL_ID, ev, Py_None);
+            Py_XDECREF(r);
+        }
+        Py_XDECREF(ev);
+        Py_XDECREF(events);
+    }
+    r = sysmon_call("free_tool_id", "(i)", MON_TOOL_ID);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    ct_restore_exc(saved);
+}
+
+#else /* ---- hooks: PyEval_SetProfile (3.11) ---------------------------- */
+
+/* 1 when the frame of `co` stopped at a YIELD_VALUE (it yielded rather
+ * than returned).  3.11 only: its YIELD_VALUE opcode is 150. */
+static int frame_yielded(PyFrameObject *frame, PyCodeObject *co)
+{
+    int lasti = PyFrame_GetLasti(frame);
+    PyObject *code = lasti >= 0 ? PyCode_GetCode(co) : NULL;
+    int r =
+        code && lasti < PyBytes_GET_SIZE(code) && (uint8_t)PyBytes_AS_STRING(code)[lasti] == 150;
+    Py_XDECREF(code);
+    PyErr_Clear();
+    return r;
+}
+
+static int profile_hook(PyObject *module, PyFrameObject *frame, int what, PyObject *arg)
+{
+    if (what != PyTrace_CALL && what != PyTrace_RETURN)
+        return 0;
+    mon_active *a = active_of(module);
+    if (!a->mon || ct_thread_get()->busy)
+        return 0;
+    PyCodeObject *co = PyFrame_GetCode(frame);
+    PyObject *saved = ct_fetch_exc();
+    PyObject *globals = PyFrame_GetGlobals(frame);
+    ct_codeinfo *info = decide(a, co, globals);
+    Py_XDECREF(globals);
+    if (info) {
+        if (what == PyTrace_CALL) {
+            if (info->is_gen && PyDict_GET_SIZE(a->parked) &&
+                PyDict_Contains(a->parked, (PyObject *)frame) == 1)
+                on_resume(a, co);
+            else
+                on_start(a, co, info);
+        } else if (info->is_gen && frame_yielded(frame, co)) {
+            on_suspend(a, co);
+        } else if (arg) {
+            on_end(a, co, OUTCOME_RETURNED, arg);
+        } else {
+            /* 3.11's profiler hook does not show the exception */
+            on_end(a, co, OUTCOME_RAISED, NULL);
+        }
+    }
+    Py_DECREF(co);
+    PyErr_Clear();
+    ct_restore_exc(saved);
+    return 0;
+}
+
+static PyObject *thread_hook(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    PyEval_SetProfile((Py_tracefunc)profile_hook, module);
+    return Py_NewRef(Py_None);
+}
+
+static PyMethodDef thread_hook_def = {
+    "_calltape_thread_profile", (PyCFunction)(void (*)(void))thread_hook, METH_FASTCALL, NULL};
+
+static int set_threading_profile(PyObject *fn)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (!threading)
+        return -1;
+    PyObject *r = PyObject_CallMethod(threading, "setprofile", "O", fn);
+    Py_DECREF(threading);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+static int hooks_install(PyObject *module, mon_active *a)
+{
+    (void)a;
+    PyThreadState *me = PyThreadState_Get();
+    for (PyThreadState *ts = PyInterpreterState_ThreadHead(me->interp); ts;
+         ts = PyThreadState_Next(ts))
+        if (ts->c_profilefunc && ts->c_profilefunc != (Py_tracefunc)profile_hook) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "cannot start calltape.monitor: another profiler (sys.setprofile)"
+                            " is active; stop it first");
+            return -1;
+        }
+    PyObject *fn = PyCFunction_NewEx(&thread_hook_def, module, NULL);
+    if (!fn || set_threading_profile(fn) < 0) {
+        Py_XDECREF(fn);
+        return -1;
+    }
+    Py_DECREF(fn);
+    for (PyThreadState *ts = PyInterpreterState_ThreadHead(me->interp); ts;
+         ts = PyThreadState_Next(ts))
+        if (_PyEval_SetProfile(ts, (Py_tracefunc)profile_hook, module) < 0)
+            return -1;
+    return 0;
+}
+
+static void hooks_remove(PyObject *module, mon_active *a)
+{
+    (void)module;
+    (void)a;
+    PyObject *saved = ct_fetch_exc();
+    if (set_threading_profile(Py_None) < 0)
+        PyErr_Clear();
+    PyThreadState *me = PyThreadState_Get();
+    for (PyThreadState *ts = PyInterpreterState_ThreadHead(me->interp); ts;
+         ts = PyThreadState_Next(ts))
+        if (ts->c_profilefunc == (Py_tracefunc)profile_hook &&
+            _PyEval_SetProfile(ts, NULL, NULL) < 0)
+            PyErr_Clear();
+    ct_restore_exc(saved);
+}
+
+#endif
+
+/* ---- Monitor: start / stop ---------------------------------------------- */
+
+static PyObject *Monitor_start(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    Monitor *m = (Monitor *)self;
+    ct_state *st = m->st;
+    mon_active *a = &st->monitor;
+    if (a->mon) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        a->mon == m ? "this calltape.monitor is already running"
+                                    : "another calltape.monitor is already running in this"
+                                      " process; stop it first");
+        return NULL;
+    }
+    ct_engine_slot *slot = ct_engine_for(st, m->tape);
+    if (!slot)
+        return NULL;
+    if (m->tape)
+        slot->pinned = 1;
+    if (!a->key_made) {
+        if (pthread_key_create(&a->key, stack_free) != 0)
+            return PyErr_Format(PyExc_RuntimeError, "cannot create a thread key");
+        a->key_made = 1;
+    }
+    if (a->extra_index < 0) {
+        a->extra_index = request_code_extra(codeinfo_free);
+        if (a->extra_index < 0)
+            return PyErr_Format(PyExc_RuntimeError, "no code extra slot is left for calltape");
+    }
+    if (!a->parked && !(a->parked = PyDict_New()))
+        return NULL;
+    a->st = st;
+    a->slot = slot;
+    a->generation = ++st->monitor_generation;
+    a->mon = (Monitor *)Py_NewRef(self);
+    if (hooks_install(st->module, a) < 0) {
+        Py_CLEAR(a->mon);
+        return NULL;
+    }
+    m->running = 1;
+    return Py_NewRef(self);
+}
+
+/* Records the generators still parked as closed (they never finished). */
+static void close_parked(mon_active *a)
+{
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    uint64_t now = ct_now_ns();
+    while (PyDict_Next(a->parked, &pos, &key, &value)) {
+        mon_entry e;
+        memcpy(&e, PyBytes_AS_STRING(value), sizeof e);
+        if (!e.info)
+            continue;
+        ct_site site = {e.info->fn_id, NULL, a->mon->max_value_bytes, 0};
+        ct_emit_site_call(a->st, &site, a->slot, &e.ci,
+                          (const uint8_t *)PyBytes_AS_STRING(value) + sizeof e, e.args_len, now,
+                          OUTCOME_CLOSED, NULL, NULL);
+    }
+    PyDict_Clear(a->parked);
+}
+
+static PyObject *Monitor_stop(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    Monitor *m = (Monitor *)self;
+    mon_active *a = &m->st->monitor;
+    if (a->mon != m)
+        return Py_NewRef(Py_None);
+    hooks_remove(m->st->module, a);
+    close_parked(a);
+    mon_stack *s = tls_stack;
+    if (s) { /* calls still running on this thread are not recorded */
+        ct_thread *t = ct_thread_get();
+        unwind_to(s, 0, t);
+    }
+    m->running = 0;
+    Py_CLEAR(a->mon);
+    a->generation = ++m->st->monitor_generation;
+    return Py_NewRef(Py_None);
+}
+
+static PyObject *Monitor_exit(PyObject *self, PyObject *args)
+{
+    (void)args;
+    return Monitor_stop(self, NULL);
+}
+
+/* ---- Monitor: type ------------------------------------------------------ */
+
+/* A tuple of str from an iterable of str (or one str). */
+static PyObject *str_tuple(PyObject *v, const char *what)
+{
+    if (v == Py_None)
+        return PyTuple_New(0);
+    if (PyUnicode_Check(v))
+        return PyTuple_Pack(1, v);
+    PyObject *t = PySequence_Tuple(v);
+    if (!t)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(t, i))) {
+            PyErr_Format(PyExc_TypeError, "%s must be strings, not %.100s", what,
+                         Py_TYPE(PyTuple_GET_ITEM(t, i))->tp_name);
+            Py_DECREF(t);
+            return NULL;
+        }
+    return t;
+}
+
+static PyObject *Monitor_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"include",         "exclude", "paths",  "never", "args",
+                             "result",          "cpu",     "memory", "tape",  "max_depth",
+                             "max_value_bytes", "sample",  NULL};
+    PyObject *include = Py_None, *exclude = Py_None, *paths = Py_None, *never = Py_None;
+    PyObject *tape = Py_None;
+    int a = 1, res = 1, cpu = 0, mem = 0;
+    Py_ssize_t max_depth = 0, max_bytes = -1, sample = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO$OOppppOnnn:monitor", kwlist, &include, &exclude,
+                                     &paths, &never, &a, &res, &cpu, &mem, &tape, &max_depth,
+                                     &max_bytes, &sample))
+        return NULL;
+    if (sample < 1)
+        return PyErr_Format(PyExc_ValueError, "sample must be an integer >= 1, not %zd", sample);
+    if (max_depth < 0)
+        return PyErr_Format(PyExc_ValueError, "max_depth must be >= 0 (0: no limit), not %zd",
+                            max_depth);
+    if (max_bytes != -1 && max_bytes < 16)
+        return PyErr_Format(PyExc_ValueError, "max_value_bytes must be at least 16, not %zd",
+                            max_bytes);
+    ct_state *st = PyType_GetModuleState(type);
+    if (!st)
+        return NULL;
+    Monitor *m = (Monitor *)type->tp_alloc(type, 0);
+    if (!m)
+        return NULL;
+    m->st = st;
+    m->module_ref = Py_NewRef(st->module);
+    m->modules = str_tuple(include, "include");
+    m->exclude = m->modules ? str_tuple(exclude, "exclude") : NULL;
+    m->paths = m->exclude ? str_tuple(paths, "paths") : NULL;
+    m->never = m->paths ? str_tuple(never, "never") : NULL;
+    if (!m->never)
+        goto error;
+    if (tape != Py_None) {
+        m->tape = PyOS_FSPath(tape);
+        if (!m->tape)
+            goto error;
+        if (!PyUnicode_Check(m->tape)) {
+            PyErr_SetString(PyExc_TypeError, "tape must be a str path");
+            goto error;
+        }
+    }
+    m->opt_args = (uint8_t)a;
+    m->opt_result = (uint8_t)res;
+    m->opt_cpu = (uint8_t)cpu;
+    m->opt_memory = (uint8_t)mem;
+    m->max_depth = max_depth;
+    m->max_value_bytes = max_bytes == -1 ? st->max_value_bytes : max_bytes;
+    m->sample = (uint32_t)(sample > UINT32_MAX ? UINT32_MAX : sample);
+    return (PyObject *)m;
+error:
+    Py_DECREF(m);
+    return NULL;
+}
+
+static int Monitor_traverse(Monitor *m, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(m));
+    Py_VISIT(m->module_ref);
+    return 0;
+}
+
+static int Monitor_clear(Monitor *m)
+{
+    Py_CLEAR(m->modules);
+    Py_CLEAR(m->exclude);
+    Py_CLEAR(m->paths);
+    Py_CLEAR(m->never);
+    Py_CLEAR(m->tape);
+    Py_CLEAR(m->module_ref);
+    return 0;
+}
+
+static void Monitor_dealloc(Monitor *m)
+{
+    PyTypeObject *tp = Py_TYPE(m);
+    PyObject_GC_UnTrack(m);
+    Monitor_clear(m);
+    tp->tp_free((PyObject *)m);
+    Py_DECREF(tp);
+}
+
+static PyObject *Monitor_get_running(Monitor *m, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(m->running);
+}
+
+static PyObject *Monitor_get_calls(Monitor *m, void *c)
+{
+    (void)c;
+    return PyLong_FromUnsignedLongLong(m->calls_seen);
+}
+
+static PyObject *Monitor_get_functions(Monitor *m, void *c)
+{
+    (void)c;
+    return PyLong_FromUnsignedLongLong(m->functions_seen);
+}
+
+static PyObject *Monitor_repr(Monitor *m)
+{
+    return PyUnicode_FromFormat("<calltape.monitor include=%R exclude=%R %s>", m->modules,
+                                m->exclude, m->running ? "running" : "stopped");
+}
+
+static PyGetSetDef Monitor_getset[] = {
+    {"running", (getter)Monitor_get_running, NULL, "True between start() and stop()", NULL},
+    {"calls", (getter)Monitor_get_calls, NULL, "recorded calls started so far", NULL},
+    {"functions", (getter)Monitor_get_functions, NULL, "functions with recorded calls", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Monitor_methods[] = {
+    {"start", Monitor_start, METH_NOARGS, "start() -> self: begin recording"},
+    {"stop", Monitor_stop, METH_NOARGS, "stop(): stop recording (idempotent)"},
+    {"__enter__", Monitor_start, METH_NOARGS, NULL},
+    {"__exit__", Monitor_exit, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Monitor_slots[] = {
+    {Py_tp_new, Monitor_new},           {Py_tp_dealloc, Monitor_dealloc},
+    {Py_tp_traverse, Monitor_traverse}, {Py_tp_clear, Monitor_clear},
+    {Py_tp_getset, Monitor_getset},     {Py_tp_methods, Monitor_methods},
+    {Py_tp_repr, Monitor_repr},         {0, NULL},
+};
+
+PyType_Spec Monitor_spec = {
+    .name = "calltape.Monitor",
+    .basicsize = sizeof(Monitor),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = Monitor_slots,
+};
+
+void ct_monitor_clear(ct_state *st)
+{
+    mon_active *a = &st->monitor;
+    Py_CLEAR(a->mon);
+    Py_CLEAR(a->parked);
+    Py_CLEAR(a->disable);
+}

@@ -1,0 +1,117 @@
+"""``calltape run``: run a Python program as ``python`` would, recording its
+calls with :func:`calltape.monitor`.
+
+The program sees the same ``sys.argv``, ``__name__ == "__main__"``,
+``sys.path[0]``, exit status, streams and exceptions as under plain
+``python``.  Child processes inherit the recording through CALLTAPE_MONITOR
+and the ``_bootstrap`` sitecustomize on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import os
+import runpy
+import signal
+import sys
+import traceback
+from typing import Any
+
+from . import configure, flush, stats
+from ._monitor import monitor
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class ProgramNotFound(Exception):
+    """The script or module to run does not exist: the message says which."""
+
+
+def _trim(tb: Any) -> Any:
+    """The traceback without calltape's and runpy's own frames at its top."""
+    while tb is not None and (tb.tb_frame.f_code.co_filename.startswith(_HERE)
+                              or tb.tb_frame.f_code.co_filename == runpy.__file__):
+        tb = tb.tb_next
+    return tb
+
+
+def _export(spec: dict[str, Any]) -> None:
+    os.environ["CALLTAPE_MONITOR"] = json.dumps(spec)
+    boot = os.path.join(_HERE, "_bootstrap")
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = boot + (os.pathsep + old if old else "")
+
+
+def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
+        include: list[str] | None = None, exclude: list[str] | None = None,
+        args: bool = True, result: bool = True, cpu: bool = False, memory: bool = False,
+        max_depth: int = 0, sample: int = 1, summary: bool = True) -> int:
+    """Run ``target`` (a script path, or a module name when ``module``) under
+    a monitor; returns its exit status (SystemExit passes through).
+
+    >>> run("shop.py", module=False, argv=["--days", "3"])
+    """
+    include = list(include or ())
+    paths: list[str] = []
+    if module:
+        try:
+            spec = importlib.util.find_spec(target)
+        except (ImportError, ValueError) as exc:
+            raise ProgramNotFound(f"cannot find module {target!r}: {exc}") from None
+        if spec is None:
+            raise ProgramNotFound(f"no module named {target!r}")
+        include.append(target.partition(".")[0])
+        if spec.origin and os.path.isfile(spec.origin):
+            paths.append(os.path.realpath(spec.origin))
+    else:
+        if not os.path.isfile(target):
+            raise ProgramNotFound(f"cannot open the script {target!r}: no such file")
+        paths.append(os.path.dirname(os.path.realpath(target)) + os.sep)
+    tape = os.path.abspath(tape or os.environ.get("CALLTAPE_TAPE") or "calltape.db")
+    configure(tape=tape)
+    options = {"include": include, "exclude": list(exclude or ()), "paths": paths,
+               "args": args, "result": result, "cpu": cpu, "memory": memory,
+               "max_depth": max_depth, "sample": sample}
+    _export(options)
+    mon = monitor(include, exclude=options["exclude"], paths=paths, args=args, result=result,
+                  cpu=cpu, memory=memory, max_depth=max_depth, sample=sample)
+
+    def finish() -> None:
+        if not mon.running:
+            return
+        mon.stop()
+        flush()
+        if summary:
+            s = stats()
+            dropped = f", {s['dropped']:,} dropped" if s["dropped"] else ""
+            print(f"calltape: recorded {s['written']:,} calls of {mon.functions:,} functions"
+                  f" onto {tape}{dropped} (see: calltape functions {tape})", file=sys.stderr)
+
+    # after the program's non-daemon threads ended, before calltape's own exit hook
+    atexit.register(finish)
+    sys.argv = [target, *argv]
+    if module:
+        sys.path[0] = os.getcwd()
+    else:
+        sys.path[0] = os.path.dirname(os.path.abspath(target))
+    mon.start()
+    try:
+        if module:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(os.path.abspath(target), run_name="__main__")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        finish()
+        traceback.print_exception(KeyboardInterrupt, KeyboardInterrupt(), None)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)  # the status python itself would give
+        return 130
+    except BaseException as exc:  # noqa: BLE001 - reported as python would
+        sys.excepthook(type(exc), exc, _trim(exc.__traceback__))
+        return 1
+    return 0
+
