@@ -37,6 +37,28 @@ def _trim(tb: Any) -> Any:
     return tb
 
 
+def _exec_script(target: str) -> None:
+    """Runs a script file as ``python target`` does: a fresh ``__main__``
+    module whose ``__file__`` and code filename are absolute, ``sys.argv[0]``
+    as given."""
+    path = os.path.abspath(target)
+    if not os.path.isfile(path):  # a directory or zip with __main__.py
+        runpy.run_path(path, run_name="__main__")
+        return
+    import importlib.machinery
+    import io
+    import types
+
+    main = types.ModuleType("__main__")
+    loader = importlib.machinery.SourceFileLoader("__main__", path)
+    main.__dict__.update(__file__=path, __cached__=None, __loader__=loader,
+                         __builtins__=__builtins__)
+    with io.open_code(path) as f:
+        code = compile(f.read(), path, "exec")
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)  # noqa: S102 - running the user's program is the point
+
+
 def _export(spec: dict[str, Any]) -> None:
     os.environ["CALLTAPE_MONITOR"] = json.dumps(spec)
     boot = os.path.join(_HERE, "_bootstrap")
@@ -101,7 +123,7 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         if module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
-            runpy.run_path(os.path.abspath(target), run_name="__main__")
+            _exec_script(target)
     except SystemExit:
         raise
     except KeyboardInterrupt:
@@ -111,7 +133,8 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         os.kill(os.getpid(), signal.SIGINT)  # the status python itself would give
         return 130
     except BaseException as exc:  # noqa: BLE001 - reported as python would
-        sys.excepthook(type(exc), exc, _trim(exc.__traceback__))
+        tb = _trim(exc.__traceback__)
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
         return 1
     return 0
 

@@ -772,13 +772,13 @@ static void hooks_remove(PyObject *module, mon_active *a)
 #else /* ---- hooks: PyEval_SetProfile (3.11) ---------------------------- */
 
 /* 1 when the frame of `co` stopped at a YIELD_VALUE (it yielded rather
- * than returned).  3.11 only: its YIELD_VALUE opcode is 150. */
+ * than returned).  3.11 only: its YIELD_VALUE opcode is 86. */
 static int frame_yielded(PyFrameObject *frame, PyCodeObject *co)
 {
     int lasti = PyFrame_GetLasti(frame);
     PyObject *code = lasti >= 0 ? PyCode_GetCode(co) : NULL;
     int r =
-        code && lasti < PyBytes_GET_SIZE(code) && (uint8_t)PyBytes_AS_STRING(code)[lasti] == 150;
+        code && lasti < PyBytes_GET_SIZE(code) && (uint8_t)PyBytes_AS_STRING(code)[lasti] == 86;
     Py_XDECREF(code);
     PyErr_Clear();
     return r;

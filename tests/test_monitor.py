@@ -1,0 +1,405 @@
+"""``calltape run`` and ``calltape.monitor``: whole programs recorded without
+decorators.  Every program here is a real script run in a real interpreter."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import calltape
+from _util import child_env, open_tape
+
+
+def write(tmp_path, files):
+    for name, source in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+
+
+def calltape_run(tmp_path, argv, rc=0, tape="t.db", timeout=120, env_extra=None):
+    """Runs ``python -m calltape run --tape TAPE *argv`` in tmp_path."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "calltape", "run", "--tape", str(tmp_path / tape), *argv],
+        env=child_env(None, env_extra), cwd=str(tmp_path), capture_output=True, text=True,
+        timeout=timeout)
+    if rc is not None:
+        assert proc.returncode == rc, (
+            f"exit {proc.returncode}, expected {rc}\n--- stdout ---\n{proc.stdout}"
+            f"\n--- stderr ---\n{proc.stderr}")
+    return proc
+
+
+def calls_by_name(path):
+    tape = open_tape(path, flush=False)
+    out = {}
+    for c in tape.calls():
+        out.setdefault(c.qualname, []).append(c)
+    return tape, out
+
+
+def test_script_sees_argv_main_and_exit_status(tmp_path):
+    write(tmp_path, {"prog.py": """
+        import sys
+        def double(x):
+            return 2 * x
+        if __name__ == "__main__":
+            print(sys.argv, double(21), sys.path[0] == __file__.rsplit("/", 1)[0])
+            sys.exit(3)
+    """})
+    proc = calltape_run(tmp_path, ["prog.py", "a", "--flag"], rc=3)
+    assert proc.stdout.strip() == "['prog.py', 'a', '--flag'] 42 True"
+    assert "calltape: recorded 1 calls of 1 functions onto" in proc.stderr
+    _, calls = calls_by_name(tmp_path / "t.db")
+    (c,) = calls["double"]
+    assert c.args == {"x": 21} and c.result == 42 and c.module == "__main__"
+
+
+def test_program_arguments_after_double_dash(tmp_path):
+    write(tmp_path, {"prog.py": "import sys; print(sys.argv[1:])\n"})
+    proc = calltape_run(tmp_path, ["--no-args", "prog.py", "--", "-x", "--tape"])
+    assert proc.stdout.strip() == "['-x', '--tape']"
+
+
+def test_parent_links_depth_and_call_tree(tmp_path):
+    write(tmp_path, {"prog.py": """
+        def leaf(i):
+            return i
+        def branch(n):
+            return [leaf(i) for i in range(n)]
+        def root():
+            return branch(2) + branch(1)
+        root()
+    """})
+    calltape_run(tmp_path, ["prog.py"])
+    tape, calls = calls_by_name(tmp_path / "t.db")
+    (root,) = calls["root"]
+    assert root.parent is None and root.depth == 0
+    branches = calls["branch"]
+    assert [b.parent for b in branches] == [root.id, root.id]
+    assert [b.depth for b in branches] == [1, 1]
+    for leaf in calls["leaf"]:
+        parent = tape.call(leaf.parent)
+        assert parent.qualname in ("branch", "branch.<locals>.<listcomp>")
+    assert sorted(c.id for c in root.children()) == sorted(b.id for b in branches)
+
+
+def test_threads_started_before_and_after_monitoring(tmp_path):
+    write(tmp_path, {"prog.py": """
+        import threading, calltape
+        def work(n):
+            return sum(range(n))
+        go = threading.Event()
+        early = threading.Thread(target=lambda: (go.wait(), work(10)), name="early")
+        early.start()              # running before the monitor starts
+        with calltape.monitor(paths=[__file__.rsplit("/", 1)[0]]):
+            go.set()
+            early.join()
+            late = [threading.Thread(target=work, args=(i,), name=f"late{i}") for i in range(3)]
+            for t in late: t.start()
+            for t in late: t.join()
+            work(1)
+    """})
+    proc = subprocess.run([sys.executable, "prog.py"], cwd=tmp_path, capture_output=True,
+                          text=True, env=child_env(tmp_path / "t.db"), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    _, calls = calls_by_name(tmp_path / "t.db")
+    works = calls["work"]
+    assert sorted(c.args["n"] for c in works) == [0, 1, 1, 2, 10]
+    names = {c.thread_name for c in works}
+    assert {"early", "late0", "late1", "late2", "MainThread"} <= names
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_multiprocessing_pool_children_are_own_sessions(tmp_path, method):
+    write(tmp_path, {"prog.py": f"""
+        import multiprocessing as mp, os
+        def square(x):
+            return x * x
+        if __name__ == "__main__":
+            ctx = mp.get_context("{method}")
+            with ctx.Pool(2) as pool:
+                print(sum(pool.map(square, range(6))), os.getpid())
+                pool.close()
+                pool.join()
+    """})
+    proc = calltape_run(tmp_path, ["prog.py"])
+    total, main_pid = proc.stdout.split()
+    assert total == "55"
+    tape, calls = calls_by_name(tmp_path / "t.db")
+    squares = calls["square"]
+    assert sorted(c.args["x"] for c in squares) == list(range(6))
+    sessions = {s.id: s for s in tape.sessions()}
+    for c in squares:
+        assert sessions[c.session].pid != int(main_pid)
+        if method != "forkserver":  # forkserver workers are the server's children
+            assert sessions[c.session].ppid == int(main_pid)
+
+
+def test_python_subprocess_is_recorded_as_own_session(tmp_path):
+    write(tmp_path, {
+        "prog.py": """
+            import subprocess, sys
+            def parent_side():
+                return subprocess.run([sys.executable, "child.py", "7"], check=True).returncode
+            parent_side()
+        """,
+        "child.py": """
+            import sys
+            def child_side(n):
+                return n + 1
+            child_side(int(sys.argv[1]))
+        """})
+    calltape_run(tmp_path, ["prog.py"])
+    tape, calls = calls_by_name(tmp_path / "t.db")
+    (child,) = calls["child_side"]
+    (parent,) = calls["parent_side"]
+    assert child.args == {"n": 7} and child.result == 8
+    assert child.session != parent.session
+    pids = {s.id: s for s in tape.sessions()}
+    assert pids[child.session].ppid == pids[parent.session].pid
+
+
+def test_uncaught_exception_status_traceback_and_record(tmp_path):
+    write(tmp_path, {"prog.py": """
+        def fail(x):
+            raise KeyError(x)
+        def outer():
+            fail("k")
+        outer()
+    """})
+    proc = calltape_run(tmp_path, ["prog.py"], rc=1)
+    assert "KeyError: 'k'" in proc.stderr
+    assert 'File "' in proc.stderr and "prog.py" in proc.stderr
+    assert "runpy" not in proc.stderr and "calltape/_run.py" not in proc.stderr
+    _, calls = calls_by_name(tmp_path / "t.db")
+    (fail,) = calls["fail"]
+    (outer,) = calls["outer"]
+    assert fail.outcome == outer.outcome == "raised"
+    assert fail.parent == outer.id
+    if sys.version_info >= (3, 12):  # 3.11's profiler hook does not show the exception
+        assert fail.exception.type.endswith("KeyError")
+
+
+def test_generators_and_coroutines_give_one_record_each(tmp_path):
+    write(tmp_path, {"prog.py": """
+        import asyncio
+        def count(n):
+            for i in range(n):
+                yield i
+        async def tick(i):
+            await asyncio.sleep(0.001)
+            return i * 10
+        async def gather():
+            return await asyncio.gather(tick(1), tick(2))
+        def abandon():
+            g = count(5)
+            next(g)
+            g.close()
+        print(list(count(3)), asyncio.run(gather()))
+        abandon()
+    """})
+    proc = calltape_run(tmp_path, ["prog.py"])
+    assert proc.stdout.strip() == "[0, 1, 2] [10, 20]"
+    _, calls = calls_by_name(tmp_path / "t.db")
+    counts = calls["count"]
+    assert len(counts) == 2
+    assert sorted(c.outcome for c in counts) == ["closed", "returned"]
+    ticks = calls["tick"]
+    assert sorted(c.result for c in ticks) == [10, 20]
+    assert all(c.duration >= 0.001 for c in ticks)  # the awaits are inside the call
+    (g,) = calls["gather"]
+    assert g.result == [10, 20]
+
+
+def test_run_module_records_its_package(tmp_path):
+    write(tmp_path, {
+        "shop/__init__.py": "",
+        "shop/pricing.py": """
+            def price(qty, unit=2.5):
+                return qty * unit
+        """,
+        "shop/main.py": """
+            import sys
+            from shop.pricing import price
+            def main():
+                return price(4)
+            if __name__ == "__main__":
+                print(__name__, main(), sys.argv[1:])
+        """})
+    proc = calltape_run(tmp_path, ["-m", "shop.main", "x"])
+    assert proc.stdout.strip() == "__main__ 10.0 ['x']"
+    _, calls = calls_by_name(tmp_path / "t.db")
+    (p,) = calls["price"]
+    assert p.module == "shop.pricing" and p.args == {"qty": 4, "unit": 2.5}
+    (m,) = calls["main"]
+    assert p.parent == m.id
+
+
+def test_include_exclude_and_standard_library(tmp_path):
+    write(tmp_path, {"prog.py": """
+        import json
+        def keep(x):
+            return json.dumps(x)
+        def skip_me(x):
+            return x
+        keep([1]); skip_me(2)
+    """})
+    calltape_run(tmp_path, ["--exclude", "skip_*", "prog.py"])
+    _, calls = calls_by_name(tmp_path / "t.db")
+    assert set(calls) == {"keep"}  # json's own functions are not recorded by default
+    calltape_run(tmp_path, ["--include", "json", "prog.py"], tape="u.db")
+    _, calls = calls_by_name(tmp_path / "u.db")
+    assert {"keep", "skip_me", "dumps"} <= set(calls)
+    assert all(c.module.startswith("json") for name, cs in calls.items() for c in cs
+               if name not in ("keep", "skip_me"))
+
+
+def test_no_args_no_result_max_depth_and_sample(tmp_path):
+    write(tmp_path, {"prog.py": """
+        def fib(n):
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+        def tick(i):
+            return i
+        fib(10)
+        for i in range(100):
+            tick(i)
+    """})
+    calltape_run(tmp_path, ["--no-args", "--no-result", "prog.py"])
+    _, calls = calls_by_name(tmp_path / "t.db")
+    assert len(calls["fib"]) == 177 and len(calls["tick"]) == 100
+    assert calls["fib"][0].args == {} and calls["fib"][0].result is None
+    calltape_run(tmp_path, ["--max-depth", "3", "prog.py"], tape="d.db")
+    _, calls = calls_by_name(tmp_path / "d.db")
+    assert max(c.depth for c in calls["fib"]) == 2 and len(calls["fib"]) == 7
+    calltape_run(tmp_path, ["--sample", "10", "prog.py"], tape="s.db")
+    _, calls = calls_by_name(tmp_path / "s.db")
+    assert [c.args["i"] for c in calls["tick"]] == list(range(0, 100, 10))
+
+
+def test_decorated_functions_are_recorded_once(tmp_path):
+    write(tmp_path, {"prog.py": """
+        import calltape
+        @calltape.record
+        def decorated(x):
+            return plain(x) + 1
+        def plain(x):
+            return x
+        def caller():
+            return decorated(1)
+        caller()
+    """})
+    calltape_run(tmp_path, ["prog.py"])
+    _, calls = calls_by_name(tmp_path / "t.db")
+    (d,) = calls["decorated"]
+    (p,) = calls["plain"]
+    (c,) = calls["caller"]
+    assert d.parent == c.id and p.parent == d.id  # one tree across both capture paths
+
+
+def test_ctrl_c_keeps_what_was_recorded(tmp_path):
+    write(tmp_path, {"prog.py": """
+        import time
+        def step(i):
+            return i
+        for i in range(5):
+            step(i)
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.05)
+    """})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "calltape", "run", "--tape", str(tmp_path / "t.db"), "prog.py"],
+        cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGINT, err
+    assert "KeyboardInterrupt" in err and "recorded 5 calls" in err
+    _, calls = calls_by_name(tmp_path / "t.db")
+    assert [c.args["i"] for c in calls["step"]] == list(range(5))
+
+
+def test_bad_program_names_are_one_sentence(tmp_path):
+    proc = calltape_run(tmp_path, ["missing.py"], rc=2)
+    assert proc.stderr.strip() == "calltape: cannot open the script 'missing.py': no such file"
+    proc = calltape_run(tmp_path, ["-m", "no_such_module_here"], rc=2)
+    assert proc.stderr.strip() == "calltape: no module named 'no_such_module_here'"
+    proc = calltape_run(tmp_path, [], rc=2)
+    assert "name a script or -m module to run" in proc.stderr
+    proc = calltape_run(tmp_path, ["--sample", "0", "x.py"], rc=2)
+    assert "--sample" in proc.stderr
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+def test_profiler_tool_id_held_by_another_tool(tape):
+    sys.monitoring.use_tool_id(sys.monitoring.PROFILER_ID, "someprof")
+    try:
+        with pytest.raises(RuntimeError, match="held by 'someprof'"):
+            calltape.monitor().start()
+    finally:
+        sys.monitoring.free_tool_id(sys.monitoring.PROFILER_ID)
+
+
+def test_monitor_api_errors_and_state(tape):
+    with pytest.raises(ValueError, match="sample"):
+        calltape.monitor(sample=0)
+    with pytest.raises(ValueError, match="max_depth"):
+        calltape.monitor(max_depth=-1)
+    with pytest.raises(TypeError, match="include must be strings"):
+        calltape.monitor([1])
+    m = calltape.monitor(paths=[os.path.dirname(__file__)])
+    assert not m.running and "stopped" in repr(m)
+    with m:
+        assert m.running
+        with pytest.raises(RuntimeError, match="already running"):
+            calltape.monitor().start()
+    assert not m.running
+    m.stop()  # idempotent
+
+
+def _monitored(n):
+    return n + 1
+
+
+def test_in_process_monitor_records_and_stops(tape):
+    here = os.path.dirname(os.path.abspath(__file__))
+    with calltape.monitor(paths=[here]) as m:
+        for i in range(3):
+            _monitored(i)
+    _monitored(99)  # after stop: not recorded
+    assert m.calls >= 3 and m.functions >= 1
+    tape_ = open_tape(tape)
+    calls = [c for c in tape_.calls() if c.qualname == "_monitored"]
+    assert [c.args["n"] for c in calls] == [0, 1, 2]
+    assert [c.result for c in calls] == [1, 2, 3]
+
+
+def test_monitor_start_stop_does_not_leak(tape):
+    import gc
+    here = os.path.dirname(os.path.abspath(__file__))
+    m = calltape.monitor(paths=[here], args=True)
+
+    def cycle():
+        with m:
+            for i in range(50):
+                _monitored(i)
+
+    for _ in range(20):
+        cycle()
+    gc.collect()
+    before = sys.gettotalrefcount() if hasattr(sys, "gettotalrefcount") else None
+    blocks = sys.getallocatedblocks()
+    for _ in range(200):
+        cycle()
+    gc.collect()
+    calltape.flush(timeout=30)
+    assert sys.getallocatedblocks() - blocks < 500
+    if before is not None:
+        assert sys.gettotalrefcount() - before < 500
+    time.sleep(0)
