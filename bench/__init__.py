@@ -53,5 +53,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             "replay fidelity over 35+ standard-library functions with varied argument"
             " types (share reproduced exactly) and calls replayed per second",
         ),
+        Benchmark(
+            "run",
+            "bench.run",
+            "whole programs (a mixed workload, recursive fib) plain, under calltape run,"
+            " cProfile and VizTracer: slowdowns and ns per recorded call",
+        ),
     )
 }

@@ -35,6 +35,12 @@ def never_recorded() -> list[str]:
     return sorted(p if p.endswith(os.sep) else p + os.sep for p in dirs if p)
 
 
+# calltape's own modules, never recorded even under include=["calltape"]
+# (which `calltape run -m calltape.examples.shop` implies).  "[c]alltape"
+# matches the module "calltape" alone, not the packages under it.
+_OWN = ("[c]alltape", "calltape._*", "calltape.cli", "calltape.__main__")
+
+
 def monitor(include: str | Iterable[str] = (), *, exclude: str | Iterable[str] = (),
             paths: Iterable[str | os.PathLike[str]] = (), args: bool = True,
             result: bool = True, cpu: bool = False, memory: bool = False,
@@ -58,7 +64,8 @@ def monitor(include: str | Iterable[str] = (), *, exclude: str | Iterable[str] =
     for p in paths:
         p = os.fspath(p)
         resolved.append(_as_dir(p) if os.path.isdir(p) else os.path.realpath(p))
-    return _native.Monitor(include, exclude, paths=resolved, never=never_recorded(), args=args,
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    return _native.Monitor(include, [*exclude, *_OWN], paths=resolved, never=never_recorded(), args=args,
                            result=result, cpu=cpu, memory=memory, tape=tape,
                            max_depth=max_depth, sample=sample,
                            max_value_bytes=-1 if max_value_bytes is None else max_value_bytes)

@@ -195,6 +195,9 @@ static int wants(Monitor *m, PyCodeObject *co, PyObject *mod)
     int in = 0;
     for (Py_ssize_t i = 0; !in && mod && i < PyTuple_GET_SIZE(m->modules); i++)
         in = module_within(mod, PyTuple_GET_ITEM(m->modules, i));
+    /* a path naming this very file (the module of `run -m`) */
+    for (Py_ssize_t i = 0; !in && i < PyTuple_GET_SIZE(m->paths); i++)
+        in = PyUnicode_Compare(file, PyTuple_GET_ITEM(m->paths, i)) == 0;
     if (!in) {
         /* files under an excluded directory (stdlib, site-packages,
          * calltape) only come in by module name */

@@ -1,6 +1,7 @@
 """A small shop that records its calls: run it, then read the tape.
 
-    python -m calltape.examples.shop
+    python -m calltape.examples.shop                # records the two decorated functions
+    calltape run -m calltape.examples.shop          # records every function of the shop
 """
 
 from __future__ import annotations
@@ -20,14 +21,21 @@ def checkout(cart: list[tuple[int, float]], password: str) -> float:
     return sum(price(q, u, discount=0.1 if q > 2 else 0.0) for q, u in cart)
 
 
+def parse_line(line: str) -> tuple[int, float]:
+    """'3 x 9.50' -> (3, 9.5): not decorated, recorded under `calltape run`."""
+    qty, _, unit = line.partition(" x ")
+    return int(qty), float(unit)
+
+
 def main() -> None:
     for i in range(1000):
-        checkout([(1 + i % 4, 9.5), (2, 3.25)], password="hunter2")
+        cart = [parse_line(f"{1 + i % 4} x 9.50"), parse_line("2 x 3.25")]
+        checkout(cart, password="hunter2")
     calltape.flush()
     tape = calltape.open(trust=True)
     print(tape)
     for fn in tape.functions():
-        print(f"  {fn.qualname:10} {fn.calls:6} calls  total {fn.total * 1e3:8.3f} ms"
+        print(f"  {fn.qualname:28} {fn.calls:6} calls  total {fn.total * 1e3:8.3f} ms"
               f"  max {fn.max * 1e6:8.1f} us")
     print("  last call:", tape.calls("checkout")[-1])
 
