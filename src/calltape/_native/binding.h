@@ -247,8 +247,14 @@ typedef struct ct_thread {
     uint64_t index; /* process-local thread index, 0: not assigned */
     int busy;       /* inside calltape's own code: do not record */
 } ct_thread;
+/* The per-thread context (recorder.c).  A C11 thread-local with the
+ * initial-exec model: reaching it costs one instruction. */
+extern __attribute__((tls_model("initial-exec"))) _Thread_local ct_thread ct_tls_thread;
 /* The calling thread's recording context. */
-ct_thread *ct_thread_get(void);
+static inline ct_thread *ct_thread_get(void)
+{
+    return &ct_tls_thread;
+}
 /* 1 when `slot`'s engine was told about thread `t`. */
 static inline int ct_thread_known(const ct_engine_slot *slot, const ct_thread *t)
 {

@@ -297,9 +297,9 @@ static int describe_code(ct_state *st, ct_codeinfo *info, PyCodeObject *co, PyOb
     return 0;
 }
 
-/* The decision for `co` under the running monitor: its info when recorded,
- * NULL when not (or on failure, which is then not recorded either). */
-static ct_codeinfo *decide(mon_active *a, PyCodeObject *co, PyObject *globals)
+/* The decision for `co` under the running monitor, when already made:
+ * its info (record or not) or NULL when it must be made. */
+static inline ct_codeinfo *decided(const mon_active *a, PyCodeObject *co)
 {
     void *extra = NULL;
     if (code_get_extra((PyObject *)co, a->extra_index, &extra) < 0) {
@@ -307,8 +307,23 @@ static ct_codeinfo *decide(mon_active *a, PyCodeObject *co, PyObject *globals)
         return NULL;
     }
     ct_codeinfo *info = extra;
-    if (info && info->generation == a->generation)
+    return info && info->generation == a->generation ? info : NULL;
+}
+
+/* The decision for `co` under the running monitor: its info when recorded,
+ * NULL when not (or on failure, which is then not recorded either).
+ * `globals` (borrowed, may be NULL) are those of the running frame. */
+static ct_codeinfo *decide(mon_active *a, PyCodeObject *co, PyObject *globals)
+{
+    ct_codeinfo *info = decided(a, co);
+    if (info)
         return info->record ? info : NULL;
+    void *extra = NULL;
+    if (code_get_extra((PyObject *)co, a->extra_index, &extra) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    info = extra;
     if (!info) {
         info = PyMem_Calloc(1, sizeof *info);
         if (!info)
@@ -464,6 +479,33 @@ static void unwind_to(mon_stack *s, size_t i, ct_thread *t)
     s->n = i;
 }
 
+/* The record of a call with nothing to capture at its end (no result,
+ * exception, CPU or memory) and at most 40 bytes of arguments: written
+ * straight into a stack buffer.  Its body stays under 128 bytes, so its
+ * length prefix is one byte. */
+static void emit_plain(mon_active *a, const mon_entry *e, const uint8_t *args, uint64_t end,
+                       int outcome)
+{
+    uint8_t buf[1 + CT_CALL_HEAD_MAX + 1 + 40];
+    uint8_t *q = ct_put_call_head(buf + 1, e->info->fn_id, &e->ci, end, outcome, e->ci.flags);
+    if (e->ci.flags & REC_HAS_ARGS) {
+        *q++ = (uint8_t)e->args_len;
+        memcpy(q, args, e->args_len);
+        q += e->args_len;
+    }
+    size_t body = (size_t)(q - buf - 1);
+    if (body >= 0x80) { /* a 10-byte start or duration cannot reach this */
+        ct_site site = {e->info->fn_id, NULL, 0, 0};
+        ct_emit_site_call(a->st, &site, a->slot, &e->ci, args, e->args_len, end, outcome, NULL,
+                          NULL);
+        return;
+    }
+    buf[0] = (uint8_t)body;
+    if (a->st->counters_dirty)
+        ct_emit_counters(a->st, a->slot);
+    ct_append(a->st, a->slot, buf, body + 1);
+}
+
 /* A call of `co` ends with `outcome` (`value`: result or exception). */
 static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value)
 {
@@ -490,8 +532,12 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
             exc = NULL;
         t->parent = e->ci.parent;
         t->depth = e->ci.depth;
-        ct_emit_site_call(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at, e->args_len,
-                          end, outcome, res, exc);
+        if (!exc && !(res && m->opt_result) && !(e->ci.flags & (REC_HAS_CPU | REC_HAS_MEMORY)) &&
+            e->args_len < 40)
+            emit_plain(a, e, s->arena.data + e->args_at, end, outcome);
+        else
+            ct_emit_site_call(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at,
+                              e->args_len, end, outcome, res, exc);
     }
     unwind_to(s, (size_t)i, t);
 }
@@ -570,7 +616,11 @@ static ct_codeinfo *hook_info(mon_active *a, PyObject *code, int *disable)
     *disable = 0;
     if (!a->mon || !PyCode_Check(code) || ct_thread_get()->busy)
         return NULL;
-    ct_codeinfo *info = decide(a, (PyCodeObject *)code, PyEval_GetGlobals());
+    ct_codeinfo *info = decided(a, (PyCodeObject *)code);
+    if (info)
+        info = info->record ? info : NULL;
+    else
+        info = decide(a, (PyCodeObject *)code, PyEval_GetGlobals());
     if (!info)
         *disable = 1;
     return info;
@@ -610,6 +660,13 @@ static PyObject *mon_py_return(PyObject *module, PyObject *const *args, Py_ssize
     int disable;
     if (nargs < 3)
         return Py_NewRef(Py_None);
+    /* the common case: the call on top of this thread's stack returns */
+    mon_stack *s = tls_stack;
+    if (s && s->n && s->v[s->n - 1].code == (PyCodeObject *)args[0] && a->mon &&
+        !ct_tls_thread.busy) {
+        on_end(a, (PyCodeObject *)args[0], OUTCOME_RETURNED, args[2]);
+        return Py_NewRef(Py_None);
+    }
     if (hook_info(a, args[0], &disable))
         on_end(a, (PyCodeObject *)args[0], OUTCOME_RETURNED, args[2]);
     return hook_result(a, disable);
@@ -780,8 +837,7 @@ static int frame_yielded(PyFrameObject *frame, PyCodeObject *co)
 {
     int lasti = PyFrame_GetLasti(frame);
     PyObject *code = lasti >= 0 ? PyCode_GetCode(co) : NULL;
-    int r =
-        code && lasti < PyBytes_GET_SIZE(code) && (uint8_t)PyBytes_AS_STRING(code)[lasti] == 86;
+    int r = code && lasti < PyBytes_GET_SIZE(code) && (uint8_t)PyBytes_AS_STRING(code)[lasti] == 86;
     Py_XDECREF(code);
     PyErr_Clear();
     return r;

@@ -23,7 +23,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static __attribute__((tls_model("initial-exec"))) _Thread_local ct_thread tls_thread;
+__attribute__((tls_model("initial-exec"))) _Thread_local ct_thread ct_tls_thread;
 
 /* ---- records --------------------------------------------------------------- */
 
@@ -49,11 +49,6 @@ static void append_framed(ct_state *st, ct_engine_slot *slot, wbuf *b)
     uint8_t *start = b->data + CT_FRAME_ROOM - n;
     put_varint_raw(start, body); /* exactly n bytes, ending where the body starts */
     ct_append(st, slot, start, body + n);
-}
-
-ct_thread *ct_thread_get(void)
-{
-    return &tls_thread;
 }
 
 void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t)
@@ -210,7 +205,7 @@ static void announce_function(Recorder *r, ct_engine_slot *slot)
 {
     if (!r->fn_record) {
         PyObject *saved = ct_fetch_exc();
-        ct_thread *t = &tls_thread;
+        ct_thread *t = &ct_tls_thread;
         t->busy++;
         r->fn_record = describe_function(r);
         t->busy--;
@@ -482,7 +477,7 @@ void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
                        const ct_callinfo *ci, const uint8_t *args, size_t args_len, uint64_t end,
                        int outcome, PyObject *result, PyObject *exc)
 {
-    ct_thread *t = &tls_thread;
+    ct_thread *t = &ct_tls_thread;
     uint8_t rstore[256];
     wbuf res;
     wbuf_init(&res, rstore, sizeof rstore);
@@ -524,18 +519,7 @@ void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
     uint8_t store[512];
     wbuf b;
     frame_begin(&b, store, sizeof store);
-    /* the fixed fields: at most 1 + 7 varints + 2 bytes, written unchecked */
-    uint8_t *q = b.data + b.len;
-    *q++ = REC_CALL;
-    q = put_varint_raw(q, site->fn_id);
-    q = put_varint_raw(q, ci->seq);
-    q = put_varint_raw(q, ci->parent);
-    q = put_varint_raw(q, ci->depth);
-    q = put_varint_raw(q, ci->thread);
-    q = put_varint_raw(q, ci->start);
-    q = put_varint_raw(q, end - ci->start);
-    *q++ = (uint8_t)outcome;
-    *q++ = flags;
+    uint8_t *q = ct_put_call_head(b.data + b.len, site->fn_id, ci, end, outcome, flags);
     b.len = (size_t)(q - b.data);
     if (flags & REC_HAS_CPU)
         wbuf_varint(&b, cpu);
@@ -568,7 +552,7 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
 {
     Recorder *r = (Recorder *)op;
     ct_state *st = r->st;
-    ct_thread *t = &tls_thread;
+    ct_thread *t = &ct_tls_thread;
     if (!st->enabled || t->busy)
         return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
     if (r->sample > 1 && (r->sample_counter++ % r->sample) != 0)

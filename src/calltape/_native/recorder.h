@@ -70,6 +70,25 @@ uint64_t ct_thread_cpu_ns(void);
  * Never raises. */
 void ct_put_text(wbuf *b, PyObject *s);
 
+/* Writes the fixed fields of a REC_CALL (kind to flags) at `q`, which must
+ * have CT_CALL_HEAD_MAX bytes of room; returns the end. */
+#define CT_CALL_HEAD_MAX (1 + 7 * 10 + 2)
+static inline uint8_t *ct_put_call_head(uint8_t *q, uint64_t fn_id, const ct_callinfo *ci,
+                                        uint64_t end, int outcome, uint8_t flags)
+{
+    *q++ = REC_CALL;
+    q = put_varint_raw(q, fn_id);
+    q = put_varint_raw(q, ci->seq);
+    q = put_varint_raw(q, ci->parent);
+    q = put_varint_raw(q, ci->depth);
+    q = put_varint_raw(q, ci->thread);
+    q = put_varint_raw(q, ci->start);
+    q = put_varint_raw(q, end - ci->start);
+    *q++ = (uint8_t)outcome;
+    *q++ = flags;
+    return q;
+}
+
 /* ct_emit_site_call for a call of Recorder `r`, with its options. */
 void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
                   uint64_t end, int outcome, PyObject *result, PyObject *exc);
