@@ -130,7 +130,8 @@ def run_once(v: Variant, script: str, arg: str, work: str, i: int) -> dict:
     argv = [a.replace("{tape}", tape).replace("{out}", os.path.join(work, f"o{i}"))
             for a in v.argv]
     t0 = time.perf_counter()
-    proc = subprocess.run([*argv, script, arg], capture_output=True, text=True, cwd=work,
+    proc = subprocess.run([*argv, script, arg], check=False, capture_output=True, text=True,
+                          cwd=work,
                           env={**os.environ, "CALLTAPE_TAPE": tape})
     process = time.perf_counter() - t0
     if proc.returncode != 0:

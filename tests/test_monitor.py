@@ -9,9 +9,9 @@ import textwrap
 import time
 
 import pytest
+from _util import child_env, open_tape
 
 import calltape
-from _util import child_env, open_tape
 
 
 def write(tmp_path, files):
@@ -403,3 +403,15 @@ def test_monitor_start_stop_does_not_leak(tape):
     if before is not None:
         assert sys.gettotalrefcount() - before < 500
     time.sleep(0)
+
+
+def test_readme_main_command_records_the_shop(tmp_path):
+    proc = calltape_run(tmp_path, ["-m", "calltape.examples.shop"])
+    assert "6,001 calls of 3 functions" in proc.stderr  # main, parse_line, a genexpr
+    _, calls = calls_by_name(tmp_path / "t.db")
+    assert len(calls["parse_line"]) == 2000 and len(calls["checkout"]) == 1000
+    line = calls["parse_line"][0]
+    assert line.args == {"line": "1 x 9.50"} and line.result == (1, 9.5)
+    checkout = calls["checkout"][0]
+    assert line.parent == calls["main"][0].id and checkout.parent == calls["main"][0].id
+    assert all(not name.startswith("_") for name in calls)  # calltape's own code is not recorded

@@ -1,7 +1,7 @@
 """Type stubs for calltape._native, the C engine's CPython binding."""
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Self, overload
 
@@ -30,6 +30,33 @@ class Recorder:
     ) -> None: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: Any, objtype: type | None = None) -> Any: ...
+
+class Monitor:
+    """Records the calls of chosen code while running (see calltape.monitor)."""
+
+    running: bool
+    calls: int
+    functions: int
+    def __init__(
+        self,
+        include: str | Iterable[str] = (),
+        exclude: str | Iterable[str] = (),
+        *,
+        paths: Iterable[str] = (),
+        never: Iterable[str] = (),
+        args: bool = True,
+        result: bool = True,
+        cpu: bool = False,
+        memory: bool = False,
+        tape: str | None = None,
+        max_depth: int = 0,
+        max_value_bytes: int = -1,
+        sample: int = 1,
+    ) -> None: ...
+    def start(self) -> Self: ...
+    def stop(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 class Pending:
     """A generator or coroutine whose call is recorded when it finishes."""
