@@ -70,7 +70,7 @@ _native._bind(
 def record(func: F, /) -> F: ...
 @overload
 def record(*, args: bool = ..., result: bool = ..., cpu: bool = ..., memory: bool = ...,
-           tape: str | os.PathLike[str] | None = ..., redact: Any = ...,
+           energy: bool | None = ..., tape: str | os.PathLike[str] | None = ..., redact: Any = ...,
            sanitize: Callable[[str, Any], Any] | None = ...,
            max_value_bytes: int | None = ..., sample: int = ...) -> Callable[[F], F]: ...
 def record(func: Any = None, /, **options: Any) -> Any:
@@ -78,7 +78,7 @@ def record(func: Any = None, /, **options: Any) -> Any:
 
     >>> @calltape.record
     ... def f(a, b): ...
-    >>> @calltape.record(cpu=True, sample=10, redact=["pin"])
+    >>> @calltape.record(cpu=True, energy=True, sample=10, redact=["pin"])
     ... def g(pin, amount): ...
     """
     if func is None:
@@ -93,6 +93,7 @@ def configure(*, tape: str | os.PathLike[str] | None = None, **options: Any) -> 
     record onto the same tape.
 
     >>> calltape.configure(tape="/tmp/run.db", flush_interval=0.5, on_full="drop")
+    >>> calltape.configure(energy=True)     # RAPL energy for record(energy=None) functions
     """
     _native.configure(tape=tape, **options)
     if tape is not None:

@@ -22,6 +22,7 @@ class Recorder:
         result: bool = True,
         cpu: bool = False,
         memory: bool = False,
+        energy: bool | None = None,
         tape: str | None = None,
         redact: Any = None,
         sanitize: Callable[[str, Any], Any] | None = None,
@@ -242,6 +243,7 @@ def configure(
     buffer_bytes: int | None = None,
     redact: Any = None,
     max_value_bytes: int | None = None,
+    energy: bool | None = None,
 ) -> None: ...
 def flush(timeout: float | None = None) -> bool: ...
 def stats() -> dict[str, Any]: ...

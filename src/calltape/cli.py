@@ -78,7 +78,8 @@ def _call_json(c: Any, values: bool) -> dict[str, Any]:
     out = {"id": c.id, "session": c.session, "thread": c.thread, "parent": c.parent,
            "depth": c.depth, "module": c.module, "qualname": c.qualname, "file": c.file,
            "line": c.line, "start": c.start.isoformat(), "duration": c.duration,
-           "outcome": c.outcome, "preview": c.preview}
+           "outcome": c.outcome, "preview": c.preview, "cpu_time": c.cpu_time,
+           "memory": c.memory, "energy": c.energy}
     if values:
         out["args"] = {k: repr(v) for k, v in c.args.items()}
         out["result"] = repr(c.result)
@@ -138,6 +139,8 @@ def cmd_show(tape: Tape, args: argparse.Namespace, color: bool) -> None:
     print(f"  session   {c.session}   thread {c.thread}   parent {c.parent}   depth {c.depth}")
     if c.cpu_time is not None:
         print(f"  cpu       {format_duration(c.cpu_time)}")
+    if c.energy is not None:
+        print("  energy    " + ", ".join(f"{k} {v:.1f} uJ" for k, v in c.energy.items()))
     for name, text in values.items():
         marker = "  (default)" if name in c.defaults else ""
         print(f"  {name} = {text}{marker}")

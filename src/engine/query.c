@@ -10,6 +10,10 @@
  * bounded by the segments that overlap in time, not by the tape; a limit
  * stops loading as soon as it is met.
  *
+ * Per call, besides time, duration, outcome and thread, a search may bound
+ * the energy (package and DRAM microjoules); a call without the reading a
+ * bound needs never matches it.
+ *
  * Invariants: a loaded segment's bytes stay alive while any of its calls is
  * in the heap (reference count per segment); every SQLite error is reported
  * with its message; no call is returned twice.

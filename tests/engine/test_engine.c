@@ -1,7 +1,8 @@
 /*
  * test_engine.c - tests of the plain-C engine, without Python: the value
  * format, segments, the content hash, and the engine end to end onto a real
- * SQLite tape (append, flush, fork-free reopen, read back).
+ * SQLite tape (append, flush, fork-free reopen, read back), and the energy
+ * bounds of a search.
  * Prints "N passed, N failed" and exits non-zero on any failure.
  */
 #include "engine.h"
@@ -359,6 +360,83 @@ static void test_unwritable_tape_drops_and_counts(void)
     wbuf_free(&b);
 }
 
+/* Counts the calls of `st` a query with these energy bounds returns. */
+static int count_energy(store *st, int bounds, int64_t pkg, int64_t dram)
+{
+    query_filter f = {0};
+    f.thread = -1;
+    f.since = INT64_MIN;
+    f.until = INT64_MAX;
+    f.max_duration = INT64_MAX;
+    f.outcome = -1;
+    f.limit = -1;
+    f.energy_bounds = bounds;
+    f.max_energy_pkg = pkg;
+    f.max_energy_dram = dram;
+    char err[256];
+    query *q = query_open(st, &f, err, sizeof err);
+    CHECK(q != NULL);
+    if (!q)
+        return -1;
+    seg_call c;
+    int64_t session, function;
+    int n = 0;
+    while (query_next(q, &c, &session, &function) == 1)
+        n++;
+    query_close(q);
+    return n;
+}
+
+/* The energy bounds of a search: calls of pkg 10..100 uJ (dram 5..50, the
+ * even ones only), two calls without energy. */
+static void test_query_energy(void)
+{
+    char path[] = "/tmp/calltape-energy-test-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    unlink(path);
+    engine *e = start_engine(path, 0, 0);
+    if (!e)
+        return;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    for (int i = 1; i <= 12; i++) {
+        call_rec c = {0};
+        c.fn = 1;
+        c.seq = (uint64_t)i;
+        c.start = 1000 + (uint64_t)i;
+        if (i <= 10) {
+            c.flags = REC_HAS_ENERGY;
+            c.energy_pkg = (uint64_t)i * 10;
+            c.energy_dram = i % 2 ? ENERGY_DRAM_NONE : (uint64_t)i * 5 + 1;
+        }
+        b.len = 0;
+        rec_put_call(&b, &c);
+        CHECK(engine_append(e, b.data, b.len) == ENGINE_APPENDED);
+    }
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_free(e);
+    wbuf_free(&b);
+    char err[256];
+    store *st = store_open_read(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st) {
+        CHECK(count_energy(st, 0, 0, 0) == 12);
+        CHECK(count_energy(st, QUERY_MAX_PKG, 30, 0) == 3);
+        CHECK(count_energy(st, QUERY_MAX_PKG, INT64_MAX, 0) == 10); /* no reading: no match */
+        CHECK(count_energy(st, QUERY_MAX_DRAM, 0, 20) == 2);        /* dram 10 and 20 */
+        CHECK(count_energy(st, QUERY_MAX_DRAM, 0, INT64_MAX) == 5); /* odd ones: no dram */
+        CHECK(count_energy(st, QUERY_MAX_PKG | QUERY_MAX_DRAM, 60, 50) == 3);
+        store_close(st);
+    }
+    char side[300];
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+    unlink(path);
+}
+
 int main(void)
 {
     test_varint_and_skip();
@@ -368,6 +446,7 @@ int main(void)
     test_segment_roundtrip();
     test_engine_end_to_end();
     test_unwritable_tape_drops_and_counts();
+    test_query_energy();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

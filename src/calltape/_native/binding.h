@@ -44,6 +44,21 @@ typedef struct ct_monitor_state {
     uint64_t generation;
 } ct_monitor_state;
 
+/* One RAPL counter (energy.c). */
+typedef struct ct_energy_counter {
+    int fd;         /* energy_uj, open; -1: none */
+    uint64_t range; /* max_energy_range_uj, 0: unknown */
+} ct_energy_counter;
+
+/* Recorder.opt_energy; ct_state.energy_default is CT_ENERGY_CONFIGURED or
+ * 0, so that (opt_energy & (CT_ENERGY_ON | energy_default)) says "read". */
+enum ct_energy_option { CT_ENERGY_OFF = 0, CT_ENERGY_ON = 1, CT_ENERGY_CONFIGURED = 2 };
+
+typedef struct ct_energy {
+    int state; /* 0: not opened yet, 1: readable, -1: unavailable (warned) */
+    ct_energy_counter pkg, dram;
+} ct_energy;
+
 typedef struct ct_state {
     PyTypeObject *Recorder_type;
     PyTypeObject *Pending_type;
@@ -96,6 +111,8 @@ typedef struct ct_state {
     PyObject *decorated_codes; /* set: code objects of @record functions */
     uint64_t monitor_generation;
     ct_monitor_state monitor;
+    uint8_t energy_default; /* CT_ENERGY_CONFIGURED after configure(energy=True), else 0 */
+    ct_energy energy;
 } ct_state;
 
 /* module.c */
@@ -108,6 +125,18 @@ void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n)
 /* Issues a RecordingWarning for problem `kind` once per process.  Never
  * raises; saves and restores a pending exception. */
 void ct_warn_once(ct_state *st, const char *kind, const char *msg);
+
+/* energy.c */
+/* Opens the RAPL counters on first use.  Returns 1 when they can be read,
+ * -1 when not (a RecordingWarning names the path, once).  Never raises. */
+int ct_energy_open(ct_state *st);
+/* Closes the counters (module teardown). */
+void ct_energy_close(ct_state *st);
+/* Reads the package and DRAM counters (dram 0 without a DRAM zone).
+ * Returns 0, or -1 when a counter cannot be read. */
+int ct_energy_read(const ct_energy *en, uint64_t *pkg, uint64_t *dram);
+/* Microjoules from `start` to `end` of counter `c`, across a wrap. */
+uint64_t ct_energy_delta(const ct_energy_counter *c, uint64_t start, uint64_t end);
 
 /* capture.c */
 typedef struct ct_capture {

@@ -157,13 +157,21 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
 static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"tape",   "flush_interval",  "on_full", "buffer_bytes",
-                             "redact", "max_value_bytes", NULL};
+                             "redact", "max_value_bytes", "energy",  NULL};
     PyObject *tape = Py_None, *flush = Py_None, *on_full = Py_None, *buf = Py_None;
-    PyObject *redact = Py_None, *maxb = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOOOO:configure", kwlist, &tape, &flush,
-                                     &on_full, &buf, &redact, &maxb))
+    PyObject *redact = Py_None, *maxb = Py_None, *energy = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOOOOO:configure", kwlist, &tape, &flush,
+                                     &on_full, &buf, &redact, &maxb, &energy))
         return NULL;
     ct_state *st = get_state(m);
+    if (energy != Py_None) {
+        int on = PyObject_IsTrue(energy);
+        if (on < 0)
+            return NULL;
+        st->energy_default = on ? CT_ENERGY_CONFIGURED : 0;
+        if (on)
+            ct_energy_open(st); /* an unavailable counter is reported now, once */
+    }
     if (flush != Py_None) {
         double f = PyFloat_AsDouble(flush);
         if (f == -1.0 && PyErr_Occurred())
@@ -416,7 +424,7 @@ static PyObject *preview(PyObject *m, PyObject *args)
 static PyMethodDef module_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "configure(*, tape=None, flush_interval=None, on_full=None, buffer_bytes=None,"
-     " redact=None, max_value_bytes=None)"},
+     " redact=None, max_value_bytes=None, energy=None)"},
     {"flush", (PyCFunction)(void (*)(void))flush, METH_VARARGS | METH_KEYWORDS,
      "flush(timeout=None) -> bool"},
     {"stats", stats, METH_NOARGS, "stats() -> dict of recording counters"},
@@ -598,6 +606,7 @@ static void module_free(void *m)
     }
     PyMem_Free(st->engines);
     st->engines = NULL;
+    ct_energy_close(st);
     st->nengines = 0;
     module_clear(m);
 }

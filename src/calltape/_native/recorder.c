@@ -466,6 +466,33 @@ void ct_emit_counters(ct_state *st, ct_engine_slot *slot)
     append_framed(st, slot, &b);
 }
 
+/* Reads the energy counters at the start of a call (flags it when they
+ * could be read). */
+static __attribute__((noinline)) void energy_start(ct_state *st, ct_callinfo *ci)
+{
+    if ((st->energy.state == 1 || ct_energy_open(st) == 1) &&
+        ct_energy_read(&st->energy, &ci->energy_pkg, &ci->energy_dram) == 0)
+        ci->flags |= REC_HAS_ENERGY;
+}
+
+/* Reads the counters at the end of a call and writes the package uJ and the
+ * DRAM uJ + 1 (or ENERGY_DRAM_NONE) onto `b`; when they cannot be read,
+ * writes nothing and clears REC_HAS_ENERGY in the record's flags byte at
+ * `flags_at`.  Out of line: the hot path only tests the flag. */
+static __attribute__((noinline)) void energy_end(ct_state *st, const ct_callinfo *ci, wbuf *b,
+                                                 uint8_t *flags_at)
+{
+    uint64_t pkg_end, dram_end;
+    if (ct_energy_read(&st->energy, &pkg_end, &dram_end) < 0) {
+        *flags_at &= (uint8_t)~REC_HAS_ENERGY;
+        return;
+    }
+    wbuf_varint(b, ct_energy_delta(&st->energy.pkg, ci->energy_pkg, pkg_end));
+    wbuf_varint(b, st->energy.dram.fd >= 0
+                       ? ct_energy_delta(&st->energy.dram, ci->energy_dram, dram_end) + 1
+                       : ENERGY_DRAM_NONE);
+}
+
 void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
                   uint64_t end, int outcome, PyObject *result, PyObject *exc)
 {
@@ -520,6 +547,7 @@ void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
     wbuf b;
     frame_begin(&b, store, sizeof store);
     uint8_t *q = ct_put_call_head(b.data + b.len, site->fn_id, ci, end, outcome, flags);
+    size_t flags_at = (size_t)(q - 1 - b.data);
     b.len = (size_t)(q - b.data);
     if (flags & REC_HAS_CPU)
         wbuf_varint(&b, cpu);
@@ -528,6 +556,8 @@ void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
         wbuf_varint(&b, (uint64_t)rss_after);
         wbuf_varint(&b, (uint64_t)peak);
     }
+    if (flags & REC_HAS_ENERGY)
+        energy_end(st, ci, &b, &b.data[flags_at]);
     if (flags & REC_HAS_ARGS) {
         wbuf_varint(&b, args_len);
         wbuf_put(&b, args, args_len);
@@ -600,6 +630,9 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         ci.flags |= REC_HAS_MEMORY;
         ci.rss_before = ct_read_rss();
     }
+    /* on: CT_ENERGY_ON, or CT_ENERGY_CONFIGURED while configure(energy=True) */
+    if (r->opt_energy & (CT_ENERGY_ON | st->energy_default))
+        energy_start(st, &ci);
     if (r->kind != KIND_PLAIN)
         ci.flags |= REC_ASYNC;
     t->parent = ci.seq;
@@ -672,14 +705,19 @@ static int setup_signature(Recorder *r)
 
 static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"func",   "args",     "result",          "cpu",    "memory", "tape",
-                             "redact", "sanitize", "max_value_bytes", "sample", NULL};
+    static char *kwlist[] = {"func",   "args",   "result",   "cpu",    "memory",
+                             "tape",   "redact", "sanitize", "energy", "max_value_bytes",
+                             "sample", NULL};
     PyObject *func, *tape = Py_None, *redact = Py_None, *sanitize = Py_None;
-    PyObject *max_bytes = Py_None;
+    PyObject *max_bytes = Py_None, *energy = Py_None;
     int a = 1, res = 1, cpu = 0, mem = 0;
     Py_ssize_t sample = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOn:record", kwlist, &func, &a, &res, &cpu,
-                                     &mem, &tape, &redact, &sanitize, &max_bytes, &sample))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOOn:record", kwlist, &func, &a, &res,
+                                     &cpu, &mem, &tape, &redact, &sanitize, &energy, &max_bytes,
+                                     &sample))
+        return NULL;
+    int want_energy = energy == Py_None ? -1 : PyObject_IsTrue(energy);
+    if (energy != Py_None && want_energy < 0)
         return NULL;
     ct_state *st = PyType_GetModuleState(type);
     if (!st)
@@ -720,6 +758,11 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     r->opt_result = (uint8_t)res;
     r->opt_cpu = (uint8_t)cpu;
     r->opt_memory = (uint8_t)mem;
+    r->opt_energy = want_energy < 0 ? CT_ENERGY_CONFIGURED
+                    : want_energy   ? CT_ENERGY_ON
+                                    : CT_ENERGY_OFF;
+    if (want_energy > 0)
+        ct_energy_open(st); /* an unavailable counter is reported now, once */
     r->sample = (uint32_t)(sample > UINT32_MAX ? UINT32_MAX : sample);
     r->sanitize = sanitize == Py_None ? NULL : Py_NewRef(sanitize);
     if (tape != Py_None) {

@@ -29,6 +29,7 @@ typedef struct Recorder {
     int kind, wrap, bound; /* bound: names come from a code object */
     int has_varargs, has_varkw, redact_default;
     uint8_t opt_args, opt_result, opt_cpu, opt_memory;
+    uint8_t opt_energy; /* CT_ENERGY_OFF, _ON or _CONFIGURED (follow configure()) */
 } Recorder;
 
 /* Everything measured around one call, before its outcome is known. */
@@ -37,6 +38,7 @@ typedef struct ct_callinfo {
     uint8_t flags;
     uint64_t cpu_start;
     int64_t rss_before;
+    uint64_t energy_pkg, energy_dram; /* counters at the start */
 } ct_callinfo;
 
 /* How the values of one recorded function are captured: shared by the
