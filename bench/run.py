@@ -15,6 +15,11 @@ of excluded code); ``python -m cProfile``; and VizTracer without and with
 ``--log_func_args --log_func_retval`` when it is installed (skipped, and said
 so, when it is not).
 
+``--callgrind`` instead counts the instructions of the program's own thread
+under ``valgrind --tool=callgrind --separate-threads=yes``, for two sizes of
+each program so that start-up cancels out: the added instructions per call
+are stable on a shared, noisy machine where times are not.
+
 Two times per run: ``program``, measured by the program itself around its
 work (what the recording costs the program's own thread), and ``process``,
 the whole process from start to exit (which includes interpreter start-up and
@@ -191,24 +196,101 @@ def report(title: str, rows: list[dict]) -> None:
               f" {r['process']:.3f} | {r['process'] / base['process']:.2f} | {calls} | {per} |")
 
 
+def main_thread_instructions(v: Variant, script: str, arg: str, work: str, i: int) -> int:
+    """Instructions executed by the main thread of one run under callgrind."""
+    out = os.path.join(work, f"cg{i}")
+    tape = os.path.join(work, f"t{i}.db")
+    argv = [a.replace("{tape}", tape).replace("{out}", os.path.join(work, f"o{i}"))
+            for a in v.argv]
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                           f"--callgrind-out-file={out}", *argv, script, arg], check=False,
+                          capture_output=True, text=True, cwd=work,
+                          env={**os.environ, "CALLTAPE_TAPE": tape})
+    if proc.returncode != 0:
+        raise RuntimeError(f"{v.name} failed under callgrind:\n{proc.stderr[-2000:]}")
+    with open(out + "-01") as f:
+        for line in f:
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no summary in {out}-01")
+
+
+def count_calls(source: str, arg: str, work: str) -> int:
+    """Python-level calls of one program run, counted by sys.setprofile."""
+    probe = os.path.join(work, "count.py")
+    with open(probe, "w") as f:
+        f.write("import sys, runpy, io, contextlib\nn = 0\nsys.argv = sys.argv[1:]\n"
+                "def prof(frame, ev, arg):\n    global n\n"
+                "    if ev == 'call' and frame.f_code.co_filename == sys.argv[0]:\n"
+                "        n += 1\n"
+                "sys.setprofile(prof)\n"
+                "with contextlib.redirect_stdout(io.StringIO()):\n"
+                "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+                "sys.setprofile(None)\nprint(n)\n")
+    script = os.path.join(work, "counted.py")
+    with open(script, "w") as f:
+        f.write(textwrap.dedent(source))
+    proc = subprocess.run([sys.executable, probe, script, arg], check=True,
+                          capture_output=True, text=True, cwd=work)
+    return int(proc.stdout.split()[-1])
+
+
+def callgrind(name: str, source: str, sizes: tuple[str, str], vs: list[Variant]) -> None:
+    work = tempfile.mkdtemp(prefix="calltape-bench-cg-")
+    try:
+        script = os.path.join(work, f"{name}.py")
+        with open(script, "w") as f:
+            f.write(textwrap.dedent(source))
+        calls = count_calls(source, sizes[1], work) - count_calls(source, sizes[0], work)
+        print(f"\n### {name}: instructions of the program's thread, per call"
+              f" ({name} {sizes[0]} -> {sizes[1]}: {calls:,} more calls)\n")
+        print("| variant | instructions per call | added per call |")
+        print("|---|---:|---:|")
+        base = None
+        for k, v in enumerate(vs):
+            small = main_thread_instructions(v, script, sizes[0], work, 2 * k)
+            large = main_thread_instructions(v, script, sizes[1], work, 2 * k + 1)
+            per = (large - small) / calls
+            base = per if base is None else base
+            added = "-" if v is vs[0] else f"+{per - base:,.0f}"
+            print(f"| {v.name} | {per:,.0f} | {added} |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def have_viztracer() -> bool:
+    """True when VizTracer can run; says so when its variants are skipped."""
+    try:
+        import viztracer  # noqa: F401
+    except ImportError:
+        print("VizTracer is not installed: its variants are skipped"
+              " (pip install '.[bench]' installs it)")
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench run", description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    p.add_argument("--orders", type=int, default=40_000, help="orders of the mixed program")
+    p.add_argument("--orders", type=int, default=10_000, help="orders of the mixed program")
     p.add_argument("--fib", type=int, default=25, help="n of fib(n)")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    p.add_argument("--callgrind", action="store_true",
+                   help="count the program thread's instructions per call under callgrind")
     args = p.parse_args(argv)
+    if args.callgrind:
+        if not shutil.which("valgrind"):
+            print("valgrind is not installed: --callgrind needs it", file=sys.stderr)
+            return 2
+        have = have_viztracer()
+        vs = [v for v in variants(have) if "sample" not in v.name]
+        callgrind("mixed", MIXED, ("500", "1500"), vs)
+        callgrind("fib", FIB, ("15", "18"), vs)
+        return 0
     if args.quick:
         args.rounds, args.orders, args.fib = 1, 2_000, 15
-    try:
-        import viztracer  # noqa: F401
-        have_viz = True
-    except ImportError:
-        have_viz = False
+    have_viz = have_viztracer()
     print(f"Python {sys.version.split()[0]}; rounds: {args.rounds} (median)")
-    if not have_viz:
-        print("VizTracer is not installed: its variants are skipped"
-              " (pip install '.[bench]' installs it)")
     vs = variants(have_viz)
     report(f"mixed workload ({args.orders:,} orders)",
            measure("mixed", MIXED, str(args.orders), args.rounds, vs))
