@@ -415,3 +415,19 @@ def test_readme_main_command_records_the_shop(tmp_path):
     checkout = calls["checkout"][0]
     assert line.parent == calls["main"][0].id and checkout.parent == calls["main"][0].id
     assert all(not name.startswith("_") for name in calls)  # calltape's own code is not recorded
+
+
+def test_monitor_left_running_at_exit_keeps_its_calls(tmp_path):
+    write(tmp_path, {"prog.py": """
+        import calltape
+        def work(i):
+            return i
+        calltape.monitor(paths=[__file__.rsplit("/", 1)[0]]).start()
+        for i in range(3):
+            work(i)
+    """})
+    proc = subprocess.run([sys.executable, "prog.py"], cwd=tmp_path, capture_output=True,
+                          text=True, env=child_env(tmp_path / "t.db"), timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    _, calls = calls_by_name(tmp_path / "t.db")
+    assert [c.args["i"] for c in calls["work"]] == [0, 1, 2]

@@ -263,6 +263,8 @@ extern PyType_Spec Monitor_spec;
 
 /* Releases what the monitor state holds (module clear). */
 void ct_monitor_clear(ct_state *st);
+/* Stops the running calltape.monitor, if any.  Never raises. */
+void ct_monitor_stop_running(ct_state *st);
 
 /* Sends the value counters gathered since the last call (unencodable,
  * pickled, ...) to `slot`'s writer as a REC_COUNTERS record and adds them to

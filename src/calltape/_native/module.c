@@ -386,6 +386,7 @@ static PyObject *shutdown(PyObject *m, PyObject *unused)
 {
     (void)unused;
     ct_state *st = get_state(m);
+    ct_monitor_stop_running(st); /* one still running at exit: its calls so far are kept */
     PyObject *r = flush_all(st, 30.0);
     Py_XDECREF(r);
     PyErr_Clear();

@@ -628,7 +628,7 @@ static ct_codeinfo *hook_info(mon_active *a, PyObject *code, int *disable)
 
 static PyObject *hook_result(mon_active *a, int disable)
 {
-    return Py_NewRef(disable ? a->disable : Py_None);
+    return Py_NewRef(disable && a->disable ? a->disable : Py_None);
 }
 
 static PyObject *mon_py_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -1189,6 +1189,20 @@ PyType_Spec Monitor_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .slots = Monitor_slots,
 };
+
+void ct_monitor_stop_running(ct_state *st)
+{
+    PyObject *mon = (PyObject *)st->monitor.mon;
+    if (!mon)
+        return;
+    PyObject *saved = ct_fetch_exc();
+    Py_INCREF(mon);
+    PyObject *r = Monitor_stop(mon, NULL);
+    Py_XDECREF(r);
+    Py_DECREF(mon);
+    PyErr_Clear();
+    ct_restore_exc(saved);
+}
 
 void ct_monitor_clear(ct_state *st)
 {
