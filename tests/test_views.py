@@ -94,6 +94,16 @@ def test_call_has_every_attribute(ledger):
     assert isinstance(c.func, calltape.Function) and c.func.qualname == "pay"
 
 
+def test_calls_compare_by_tape_and_id(ledger):
+    a = ledger.search(function="refund", order="oldest")[0]
+    b = ledger.call(a.id)
+    again = calltape.open(ledger.path).call(a.id)
+    assert a is not b and a == b == again and hash(a) == hash(again)
+    assert len({a, b, again}) == 1
+    assert a != ledger.search(function="refund", order="oldest")[1]
+    assert a != a.id
+
+
 def test_values_are_rebuilt_once(ledger):
     c = ledger.search(function="pay", limit=1)[0]
     assert c.args is c.args

@@ -631,13 +631,20 @@ PyObject *ct_call_args(ct_call *c)
         }
         Py_XDECREF(raw_names);
     }
-    c->args = args;
-    c->defaults = PyFrozenSet_New(defaults);
+    PyObject *frozen = PyFrozenSet_New(defaults);
     Py_DECREF(defaults);
-    if (!c->defaults) {
-        Py_CLEAR(c->args);
+    if (!frozen) {
+        Py_DECREF(args);
         return NULL;
     }
+    if (c->rebuilt) {
+        /* another thread rebuilt them while unpickling let it run: keep one */
+        Py_DECREF(args);
+        Py_DECREF(frozen);
+        return c->args;
+    }
+    c->args = args;
+    c->defaults = frozen;
     c->rebuilt = 1;
     return c->args;
 error:
@@ -663,6 +670,11 @@ static PyObject *call_outcome_value(ct_call *c)
     }
     if (!v)
         return NULL;
+    if (c->result_set) {
+        /* another thread rebuilt it meanwhile: keep one */
+        Py_DECREF(v);
+        return c->result;
+    }
     c->result = v;
     c->result_set = 1;
     return v;
@@ -910,6 +922,28 @@ static PyObject *Call_replay(PyObject *self, PyObject *args, PyObject *kw)
     return first;
 }
 
+/* Two Calls are equal when they are the same call of the same tape file. */
+static PyObject *Call_richcompare(PyObject *a, PyObject *b, int op)
+{
+    if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b))
+        Py_RETURN_NOTIMPLEMENTED;
+    ct_call *x = (ct_call *)a, *y = (ct_call *)b;
+    int same = x->id == y->id;
+    if (same && x->tape != y->tape) {
+        if (!x->tape || !y->tape)
+            same = 0;
+        else if ((same = PyObject_RichCompareBool(x->tape->path, y->tape->path, Py_EQ)) < 0)
+            return NULL;
+    }
+    return PyBool_FromLong(op == Py_EQ ? same : !same);
+}
+
+static Py_hash_t Call_hash(PyObject *self)
+{
+    Py_hash_t h = (Py_hash_t)((ct_call *)self)->id;
+    return h == -1 ? -2 : h;
+}
+
 static PyObject *Call_repr(PyObject *self)
 {
     ct_call *c = (ct_call *)self;
@@ -1000,6 +1034,8 @@ static PyType_Slot Call_slots[] = {
     {Py_tp_getset, Call_getset},
     {Py_tp_methods, Call_methods},
     {Py_tp_repr, Call_repr},
+    {Py_tp_richcompare, Call_richcompare},
+    {Py_tp_hash, Call_hash},
     {Py_tp_doc, "One recorded call; its values are rebuilt on first access, once.\n\n"
                 ">>> c = tape.search(function='price', limit=1)[0]\n"
                 ">>> c.args, c.result, c.duration, c.thread"},
