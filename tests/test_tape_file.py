@@ -215,21 +215,28 @@ def test_reader_does_not_modify_the_tape(tmp_path):
             assert files[s].read_bytes() == before[s]
 
 
-def test_older_tape_is_migrated_by_the_next_recording(tmp_path):
-    """A tape of format 1 (without the index on start_max) is upgraded in
-    place by the next process that records onto it, keeping its calls."""
+def test_older_tape_is_read_as_it_is_and_migrated_by_the_next_recording(tmp_path):
+    """A tape of format 1 (without the index on start_max) is read without
+    being modified, and upgraded in place by the next process that records
+    onto it, keeping its calls."""
     path = tmp_path / "old.db"
-    code = "import calltape\ncalltape.record(lambda x: x)(1)\ncalltape.flush()\n"
+    code = ("import calltape\nf = calltape.record(lambda x: x)\n"
+            "[f(i) for i in range(3)]\ncalltape.flush()\n")
     env = dict(os.environ, CALLTAPE_TAPE=str(path))
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
     with sqlite3.connect(path) as con:
         con.execute("DROP INDEX segments_by_start_max")
         con.execute("PRAGMA user_version = 1")
-    with pytest.raises(calltape.TapeError, match="older tape format 1"):
-        calltape.open(path)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = path.read_bytes()
+    old = calltape.open(path)
+    assert [c.args["x"] for c in old.search()] == [2, 1, 0]           # newest first
+    assert [c.args["x"] for c in old.search(order="oldest", limit=2)] == [0, 1]
+    old.close()
+    assert path.read_bytes() == before
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
     with sqlite3.connect(path) as con:
         assert con.execute("PRAGMA user_version").fetchone()[0] == 2
         names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "segments_by_start_max" in names
-    assert len(calltape.open(path).search()) == 2
+    assert len(calltape.open(path).search()) == 6

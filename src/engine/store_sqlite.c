@@ -276,13 +276,9 @@ store *store_open_read(const char *path, char *err, size_t errlen)
         snprintf(s->err, sizeof s->err, "%s is not a calltape tape (empty database)", path);
         goto error;
     }
-    if (version < CALLTAPE_SCHEMA_VERSION) {
-        snprintf(s->err, sizeof s->err,
-                 "%s uses the older tape format %lld: record into it once"
-                 " with this calltape to upgrade it",
-                 path, (long long)version);
-        goto error;
-    }
+    /* Older formats differ only by indexes the migrations add, so they are
+     * read as they are (opening never modifies a tape); the next recording
+     * onto the tape upgrades it. */
     /* a larger page cache for repeated searches (64 MiB) */
     exec_sql(s, "PRAGMA cache_size = -65536");
     return s;
