@@ -10,10 +10,13 @@ _here = os.path.dirname(os.path.abspath(__file__))
 if os.environ.get("CALLTAPE_MONITOR"):
     try:
         from calltape._monitor import _start_from_environment
-
-        _start_from_environment()
-    except Exception as exc:  # noqa: BLE001 - recording never breaks the program
-        print(f"calltape: not recording this process: {exc}", file=sys.stderr)
+    except ImportError:  # another Python, without calltape: it runs unrecorded
+        _start_from_environment = None
+    if _start_from_environment is not None:
+        try:
+            _start_from_environment()
+        except Exception as exc:  # noqa: BLE001 - recording never breaks the program
+            print(f"calltape: not recording this process: {exc}", file=sys.stderr)
 
 # chain to the sitecustomize this one hides, if any
 _saved = sys.path[:]
