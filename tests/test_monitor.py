@@ -334,6 +334,11 @@ def test_bad_program_names_are_one_sentence(tmp_path):
     assert "name a script or -m module to run" in proc.stderr
     proc = calltape_run(tmp_path, ["--sample", "0", "x.py"], rc=2)
     assert "--sample" in proc.stderr
+    (tmp_path / "x.py").write_text("print('ran')\n")
+    proc = calltape_run(tmp_path, ["x.py"], rc=2, tape="no/such/dir/t.db")
+    assert proc.stdout == ""  # the program did not run
+    assert proc.stderr.strip() == (f"calltape: cannot write the tape {tmp_path}/no/such/dir/t.db:"
+                                   f" the folder {tmp_path}/no/such/dir does not exist")
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")

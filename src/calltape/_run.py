@@ -25,8 +25,8 @@ from ._monitor import monitor
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-class ProgramNotFound(Exception):
-    """The script or module to run does not exist: the message says which."""
+class RunError(Exception):
+    """The program or the tape cannot be used: the message says which and why."""
 
 
 def _trim(tb: Any) -> Any:
@@ -81,17 +81,20 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         try:
             spec = importlib.util.find_spec(target)
         except (ImportError, ValueError) as exc:
-            raise ProgramNotFound(f"cannot find module {target!r}: {exc}") from None
+            raise RunError(f"cannot find module {target!r}: {exc}") from None
         if spec is None:
-            raise ProgramNotFound(f"no module named {target!r}")
+            raise RunError(f"no module named {target!r}")
         include.append(target.partition(".")[0])
         if spec.origin and os.path.isfile(spec.origin):
             paths.append(os.path.realpath(spec.origin))
     else:
         if not os.path.isfile(target):
-            raise ProgramNotFound(f"cannot open the script {target!r}: no such file")
+            raise RunError(f"cannot open the script {target!r}: no such file")
         paths.append(os.path.dirname(os.path.realpath(target)) + os.sep)
     tape = os.path.abspath(tape or os.environ.get("CALLTAPE_TAPE") or "calltape.db")
+    if not os.path.isdir(os.path.dirname(tape)):
+        raise RunError(f"cannot write the tape {tape}: the folder {os.path.dirname(tape)}"
+                       " does not exist")
     configure(tape=tape)
     options = {"include": include, "exclude": list(exclude or ()), "paths": paths,
                "args": args, "result": result, "cpu": cpu, "memory": memory,

@@ -321,7 +321,7 @@ def split_run_argv(argv: list[str]) -> tuple[list[str], str | None, bool, list[s
 
 def run_main(argv: list[str]) -> int:
     """``calltape run``: the program's own exit status, 2 for our usage errors."""
-    from ._run import ProgramNotFound, run
+    from ._run import RunError, run
 
     parser = build_run_parser()
     try:
@@ -338,7 +338,7 @@ def run_main(argv: list[str]) -> int:
                    include=args.include, exclude=args.exclude, args=not args.no_args,
                    result=not args.no_result, cpu=args.cpu, memory=args.memory,
                    max_depth=args.max_depth, sample=args.sample, summary=not args.quiet)
-    except (ProgramNotFound, TapeError) as exc:
+    except (RunError, TapeError) as exc:
         print(f"calltape: {exc}", file=sys.stderr)
         return 2
 
