@@ -852,9 +852,14 @@ static int profile_hook(PyObject *module, PyFrameObject *frame, int what, PyObje
         return 0;
     PyCodeObject *co = PyFrame_GetCode(frame);
     PyObject *saved = ct_fetch_exc();
-    PyObject *globals = PyFrame_GetGlobals(frame);
-    ct_codeinfo *info = decide(a, co, globals);
-    Py_XDECREF(globals);
+    ct_codeinfo *info = decided(a, co);
+    if (info) {
+        info = info->record ? info : NULL;
+    } else {
+        PyObject *globals = PyFrame_GetGlobals(frame);
+        info = decide(a, co, globals);
+        Py_XDECREF(globals);
+    }
     if (info) {
         if (what == PyTrace_CALL) {
             if (info->is_gen && PyDict_GET_SIZE(a->parked) &&
