@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import atexit
 import os
-import platform
-import socket
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _native
 from ._markers import (
@@ -32,7 +30,9 @@ from ._markers import (
     Unencodable,
 )
 from ._monitor import monitor
-from ._replay import Outcome, Report
+
+if TYPE_CHECKING:
+    from ._replay import Outcome, Report
 
 __version__ = "0.1.0"
 __all__ = [
@@ -61,9 +61,18 @@ _native._bind(
     {"RecordingWarning": RecordingWarning, "TapeError": TapeError,
      "RefusedGlobal": RefusedGlobal, "ReplayRefused": ReplayRefused, "Redacted": Redacted, "Truncated": Truncated,
      "Unencodable": Unencodable, "ExceptionInfo": ExceptionInfo},
-    {"host": socket.gethostname(), "python": platform.python_version(),
-     "version": __version__},
+    {"host": os.uname().nodename, "python": sys.version.split()[0], "version": __version__},
 )
+
+
+def __getattr__(name: str) -> Any:
+    # replay's Python side (and asyncio, which it needs) loads on first use:
+    # `import calltape` stays quick for programs that only record
+    if name in ("Outcome", "Report"):
+        from . import _replay
+
+        return getattr(_replay, name)
+    raise AttributeError(f"module 'calltape' has no attribute {name!r}")
 
 
 @overload
