@@ -200,8 +200,21 @@ def test_energy_on_the_command_line(energy_tape):
     assert json.loads(cli("show", energy_tape.path, plain.id, "--json").stdout)["energy"] is None
 
 
-def cli(*args):
+def test_energy_filter_on_the_command_line(energy_tape):
+    found = json.loads(cli("search", energy_tape.path, "--energy", "pkg=35", "--energy",
+                           "dram=12", "--json").stdout)
+    assert sorted(r["energy"]["pkg"] for r in found) == [10.0, 20.0]
+    proc = cli("search", energy_tape.path, "--energy", "pkg=lots", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("calltape: cannot read the energy bound 'pkg=lots': use"
+                                   " DOMAIN=MICROJOULES, such as pkg=100 or dram=50")
+    proc = cli("search", energy_tape.path, "--energy", "gpu=3", check=False)
+    assert proc.returncode == 2 and "unknown energy domain 'gpu'" in proc.stderr
+
+
+def cli(*args, check=True):
     proc = subprocess.run([sys.executable, "-m", "calltape", *map(str, args)],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    if check:
+        assert proc.returncode == 0, proc.stderr
     return proc

@@ -294,6 +294,13 @@ def test_cli_tables_and_json(shop):
     assert found[0]["start"] > found[1]["start"]
     out = cli("search", tape, "--min-duration", "0.025", "--since", "1h").stdout
     assert len(out.strip().splitlines()) == 2 and "slow(0.03)" in out
+    quick = json.loads(cli("search", tape, "--function", "slow", "--max-duration", "0.025",
+                           "--json").stdout)
+    assert [r["qualname"] for r in quick] == ["slow"] and quick[0]["duration"] < 0.025
+    me = found[0]["thread"]
+    assert len(json.loads(cli("search", tape, "--thread", me, "--limit", "1000",
+                              "--json").stdout)) == 307
+    assert json.loads(cli("search", tape, "--thread", 1, "--json").stdout) == []
     call_id = found[0]["id"]
     shown = cli("show", tape, call_id).stdout
     assert f"call {call_id}" in shown and "seconds = 0.03" in shown

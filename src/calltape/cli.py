@@ -46,6 +46,21 @@ def parse_time(text: str) -> datetime:
                          " or 2026-11-21T10:30, or a relative time such as 10m, 2h or 3d")
 
 
+def parse_energy(items: list[str] | None) -> dict[str, float] | None:
+    """``["pkg=100", "dram=50"]`` -> ``{"pkg": 100.0, "dram": 50.0}`` (microjoules)."""
+    if not items:
+        return None
+    bounds = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            bounds[name.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"cannot read the energy bound {item!r}: use DOMAIN=MICROJOULES,"
+                             " such as pkg=100 or dram=50") from None
+    return bounds
+
+
 def format_duration(seconds: float | None) -> str:
     """Seconds in the unit a person reads best: 850 ns, 12.5 us, 3.20 ms, 1.50 s."""
     if seconds is None:
@@ -109,8 +124,9 @@ def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> None:
     calls = tape.search(function=args.function, file=args.file,
                         since=parse_time(args.since) if args.since else None,
                         until=parse_time(args.until) if args.until else None,
-                        min_duration=args.min_duration, outcome=args.outcome,
-                        session=args.session, order=args.order, limit=args.limit)
+                        min_duration=args.min_duration, max_duration=args.max_duration,
+                        outcome=args.outcome, session=args.session, thread=args.thread,
+                        energy=parse_energy(args.energy), order=args.order, limit=args.limit)
     if args.json:
         print(json.dumps([_call_json(c, values=False) for c in calls], indent=2))
         return
@@ -235,8 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="ISO date/time or relative time (10m, 2h, 3d)")
     p.add_argument("--until", help="ISO date/time or relative time")
     p.add_argument("--min-duration", type=float, metavar="SECONDS")
+    p.add_argument("--max-duration", type=float, metavar="SECONDS")
     p.add_argument("--outcome", choices=["returned", "raised", "closed"])
     p.add_argument("--session", type=int)
+    p.add_argument("--thread", type=int, metavar="IDENT", help="a thread ident")
+    p.add_argument("--energy", action="append", metavar="DOMAIN=UJ",
+                   help="at most this energy in microjoules: pkg=100 or dram=50 (repeatable);"
+                        " calls recorded without energy never match")
     p.add_argument("--order", choices=["newest", "oldest"], default="newest")
     p.add_argument("--limit", type=int, default=20, help="how many calls (default 20)")
     p = add("show", "one call in full: arguments, result or exception")
