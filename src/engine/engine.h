@@ -390,6 +390,13 @@ int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t un
  * call, 0 at the end, -1 when the segment is corrupt. */
 int seg_reader_next(seg_reader *r, seg_call *c);
 
+/* Like seg_reader_next, for the next call that starts within [since, until]
+ * and lasts within [min_duration, max_duration]: the calls before it are
+ * passed over without being decoded whole.  Returns 1, 0 at the end, -1
+ * when the segment is corrupt. */
+int seg_reader_next_within(seg_reader *r, seg_call *c, int64_t since, int64_t until,
+                           int64_t min_duration, int64_t max_duration);
+
 /* ------------------------------------------------------------------------ */
 /* The engine: producer buffer, writer thread, store.                       */
 /* ------------------------------------------------------------------------ */

@@ -10,6 +10,10 @@
  * bounded by the segments that overlap in time, not by the tape; a limit
  * stops loading as soon as it is met.
  *
+ * Inside a loaded segment, calls outside the time and duration window are
+ * passed over column by column without being decoded whole
+ * (seg_reader_next_within).
+ *
  * Per call, besides time, duration, outcome and thread, a search may bound
  * the energy (package and DRAM microjoules); a call without the reading a
  * bound needs never matches it.
@@ -236,7 +240,8 @@ static int load_next(query *q)
                  (long long)q->next_id);
         return -1;
     }
-    while ((rc = seg_reader_next(&r, &c)) == 1) {
+    while ((rc = seg_reader_next_within(&r, &c, since, until, q->f.min_duration,
+                                        q->f.max_duration)) == 1) {
         if (!matches(q, &c))
             continue;
         pending p = {c, s};

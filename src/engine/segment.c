@@ -206,3 +206,57 @@ int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t un
     }
     return 0;
 }
+
+static inline void skip_varint(wreader *r)
+{
+    while (r->p < r->end)
+        if (!(*r->p++ & 0x80))
+            return;
+    r->bad = 1;
+}
+
+/* Passes over the current call in every column but start and duration
+ * (already read), keeping the running id. */
+static int skip_rest(seg_reader *r)
+{
+    r->last_id += unzigzag(wreader_varint(&r->col[COL_ID]));
+    skip_varint(&r->col[COL_PARENT]);
+    skip_varint(&r->col[COL_DEPTH]);
+    skip_varint(&r->col[COL_THREAD]);
+    uint8_t flags = (uint8_t)(wreader_varint(&r->col[COL_FLAGS]) >> 2);
+    int extras = ((flags & REC_HAS_CPU) ? 1 : 0) + ((flags & REC_HAS_MEMORY) ? 3 : 0) +
+                 ((flags & REC_HAS_ENERGY) ? 2 : 0);
+    for (int k = 0; k < extras; k++)
+        skip_varint(&r->col[COL_EXTRA]);
+    if (flags & REC_HAS_ARGS)
+        wreader_take(&r->col[COL_ARGS], wreader_varint(&r->col[COL_ARGS]));
+    if (flags & REC_HAS_RESULT)
+        wreader_take(&r->col[COL_RESULT], wreader_varint(&r->col[COL_RESULT]));
+    for (int i = 0; i < NCOLS; i++)
+        if (r->col[i].bad)
+            return -1;
+    r->i++;
+    return 0;
+}
+
+int seg_reader_next_within(seg_reader *r, seg_call *c, int64_t since, int64_t until,
+                           int64_t min_duration, int64_t max_duration)
+{
+    wreader *st = &r->col[COL_START], *du = &r->col[COL_DUR];
+    while (r->i < r->n) {
+        const uint8_t *st_at = st->p, *du_at = du->p;
+        int64_t start = r->last_start + unzigzag(wreader_varint(st));
+        int64_t d = (int64_t)wreader_varint(du);
+        if (st->bad || du->bad)
+            return -1;
+        if (start >= since && start <= until && d >= min_duration && d <= max_duration) {
+            st->p = st_at; /* decode this one whole */
+            du->p = du_at;
+            return seg_reader_next(r, c);
+        }
+        r->last_start = start;
+        if (skip_rest(r) < 0)
+            return -1;
+    }
+    return 0;
+}

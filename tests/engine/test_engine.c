@@ -200,6 +200,78 @@ static void test_segment_roundtrip(void)
     seg_builder_free(&s);
 }
 
+/* seg_reader_next_within gives exactly the calls a full decode filtered by
+ * start and duration gives, whatever mix of flags the calls carry. */
+static void test_segment_next_within(void)
+{
+    seg_builder s;
+    seg_builder_init(&s);
+    uint8_t args[3] = {WIRE_INT, 4, WIRE_NONE}, result[2] = {WIRE_INT, 8};
+    unsigned seed = 12345;
+    for (int i = 0; i < 3000; i++) {
+        seed = seed * 1103515245u + 12345u;
+        seg_call c = {0};
+        c.id = 10 + i;
+        c.parent = i % 3 ? 9 + i : 0;
+        c.depth = i % 4;
+        c.thread = i % 3;
+        c.start = 5000 + i * 10 - (int64_t)(seed % 7); /* not quite in order */
+        c.duration = (int64_t)((seed >> 8) % 1000);
+        c.flags = (uint8_t)((seed >> 4) & (REC_HAS_CPU | REC_HAS_MEMORY | REC_HAS_ENERGY |
+                                           REC_HAS_ARGS | REC_HAS_RESULT));
+        c.cpu_ns = i;
+        c.rss_before = c.rss_after = c.rss_peak = 4096 * i;
+        c.energy_pkg = i;
+        c.energy_dram = i + 1;
+        c.args = args;
+        c.args_len = sizeof args;
+        c.result = result;
+        c.result_len = sizeof result;
+        CHECK(seg_builder_add(&s, &c) == 0);
+    }
+    wbuf out;
+    wbuf_init(&out, NULL, 0);
+    CHECK(seg_builder_finish(&s, &out) == 0);
+    const int64_t windows[][4] = {
+        {INT64_MIN, INT64_MAX, 0, INT64_MAX},   /* everything */
+        {INT64_MIN, INT64_MAX, 990, INT64_MAX}, /* rare slow calls */
+        {9000, 12000, 100, 300},
+        {40000, INT64_MAX, 0, 10},
+        {0, 10, 0, INT64_MAX}, /* nothing */
+    };
+    for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
+        const int64_t *b = windows[w];
+        seg_reader all, some;
+        CHECK(seg_reader_open(&all, out.data, out.len) == 0);
+        CHECK(seg_reader_open(&some, out.data, out.len) == 0);
+        seg_call x, y;
+        int same = 1, n = 0, rc;
+        while (seg_reader_next(&all, &x) == 1) {
+            if (x.start < b[0] || x.start > b[1] || x.duration < b[2] || x.duration > b[3])
+                continue;
+            rc = seg_reader_next_within(&some, &y, b[0], b[1], b[2], b[3]);
+            same &= rc == 1 && x.id == y.id && x.parent == y.parent && x.depth == y.depth &&
+                    x.thread == y.thread && x.start == y.start && x.duration == y.duration &&
+                    x.flags == y.flags && x.cpu_ns == y.cpu_ns && x.rss_peak == y.rss_peak &&
+                    x.energy_pkg == y.energy_pkg && x.energy_dram == y.energy_dram &&
+                    x.args_len == y.args_len && x.result_len == y.result_len;
+            n++;
+        }
+        CHECK(same);
+        CHECK(seg_reader_next_within(&some, &y, b[0], b[1], b[2], b[3]) == 0);
+        CHECK(w != 0 || n == 3000);
+        CHECK(w != 4 || n == 0);
+        CHECK(w != 1 || (n > 0 && n < 100));
+    }
+    /* a truncated column is reported, not read past */
+    seg_reader r;
+    seg_call c;
+    CHECK(seg_reader_open(&r, out.data, out.len - 5) < 0 ||
+          seg_reader_next_within(&r, &c, INT64_MAX, INT64_MAX, 0, 0) < 0);
+    wbuf_free(&out);
+    seg_builder_free(&s);
+}
+
 static void append_function(engine *e)
 {
     wbuf b, body;
@@ -444,6 +516,7 @@ int main(void)
     test_literals();
     test_hash();
     test_segment_roundtrip();
+    test_segment_next_within();
     test_engine_end_to_end();
     test_unwritable_tape_drops_and_counts();
     test_query_energy();
