@@ -32,6 +32,18 @@ def batch(n):
     return [pay(i) for i in range(n)]
 
 
+class Currency:
+    """A default value of a class of this module: pickled on the tape."""
+
+    def __init__(self, code):
+        self.code = code
+
+    def __eq__(self, other):
+        return isinstance(other, Currency) and other.code == self.code
+
+    __hash__ = object.__hash__
+
+
 class Touchy:
     """Equality that raises, as numpy arrays do in a boolean context."""
 
@@ -302,6 +314,34 @@ def test_with_block_closes(tape):
     with calltape.open(tape) as t:
         assert len(t.search()) == 1
     assert t.closed
+
+
+EURO = Currency("EUR")
+
+
+def test_a_refused_default_does_not_break_searching(tape):
+    @calltape.record
+    def convert(amount, to=EURO):
+        return amount
+
+    convert(1)
+    convert(2, Currency("USD"))
+    calltape.flush()
+    t = calltape.open(tape)
+    found = t.search(function="*convert")     # the default is only read on demand
+    assert len(found) == 2 and found[0].preview.startswith("2, ")
+    # the args filter rebuilds only the values it names
+    assert [c.id for c in t.search(args={"amount": 1})] == [found[1].id]
+    with pytest.raises(calltape.RefusedGlobal):
+        found[0].args
+    fn = found[0].func
+    assert fn.parameters == ["amount", "to"]
+    with pytest.raises(calltape.RefusedGlobal, match=f"{__name__}.Currency"):
+        fn.defaults
+    allowed = calltape.open(tape, allow=[__name__.split(".")[0]])
+    fn = allowed.search(function="*convert", limit=1)[0].func
+    assert fn.defaults == {"to": Currency("EUR")}
+    assert allowed.search(function="*convert", args={"to": Currency("EUR")})[0].args["amount"] == 1
 
 
 # ------------------------------------------------------------- leaks ----
