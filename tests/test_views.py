@@ -308,6 +308,29 @@ def test_close_during_an_iteration(ledger):
         next(it)
 
 
+def test_threads_read_one_tape_at_once(ledger):
+    """Searches release the GIL while they read: threads share one Tape."""
+    errors, counts = [], []
+
+    def read():
+        try:
+            for _ in range(30):
+                counts.append(sum(1 for _ in ledger.search(function="pay")))
+                counts.append(len(ledger.search(args={"currency": "USD"})))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for _ in range(30):
+        assert len(ledger.functions()) == 3 and ledger.sessions()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert sorted(set(counts)) == [4, 17] and len(counts) == 240
+
+
 def test_with_block_closes(tape):
     calltape.record(lambda: 1)()
     calltape.flush()
