@@ -436,3 +436,26 @@ def test_monitor_left_running_at_exit_keeps_its_calls(tmp_path):
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     _, calls = calls_by_name(tmp_path / "t.db")
     assert [c.args["i"] for c in calls["work"]] == [0, 1, 2]
+
+
+def test_run_records_energy_cpu_and_memory(tmp_path):
+    from test_energy import powercap
+
+    root = powercap(tmp_path / "powercap", pkg=100, pkg_range=1_000_000, dram=50)
+    zone = root / "intel-rapl:0"
+    write(tmp_path, {"prog.py": f"""
+        def burn(pkg, dram):
+            # what the machine does while the call runs: the counters move
+            with open("{zone}/energy_uj", "w") as f:
+                f.write(f"{{pkg}}\\n")
+            with open("{zone}/intel-rapl:0:1/energy_uj", "w") as f:
+                f.write(f"{{dram}}\\n")
+            return sum(range(200_000))
+        burn(350, 80)
+    """})
+    calltape_run(tmp_path, ["--energy", "--cpu", "--memory", "prog.py"],
+                 env_extra={"CALLTAPE_POWERCAP_ROOT": str(root)})
+    _, calls = calls_by_name(tmp_path / "t.db")
+    (c,) = calls["burn"]
+    assert c.energy == {"pkg": 250.0, "dram": 30.0}
+    assert c.cpu_time > 0 and c.memory["rss_before"] > 0

@@ -49,6 +49,7 @@ class Monitor:
         result: bool = True,
         cpu: bool = False,
         memory: bool = False,
+        energy: bool = False,
         tape: str | None = None,
         max_depth: int = 0,
         max_value_bytes: int = -1,

@@ -310,6 +310,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-result", action="store_true", help="do not record return values")
     p.add_argument("--cpu", action="store_true", help="record the thread CPU time of calls")
     p.add_argument("--memory", action="store_true", help="record RSS before and after calls")
+    p.add_argument("--energy", action="store_true",
+                   help="record RAPL package and DRAM energy (Linux powercap) of calls")
     p.add_argument("--max-depth", type=int, default=0, metavar="N",
                    help="record no call nested deeper than N recorded calls (0: no limit)")
     p.add_argument("--sample", type=int, default=1, metavar="N",
@@ -358,7 +360,7 @@ def run_main(argv: list[str]) -> int:
         return run(target, module=is_module, argv=program_args, tape=args.tape,
                    include=args.include, exclude=args.exclude, args=not args.no_args,
                    result=not args.no_result, cpu=args.cpu, memory=args.memory,
-                   max_depth=args.max_depth, sample=args.sample, summary=not args.quiet)
+                   energy=args.energy, max_depth=args.max_depth, sample=args.sample, summary=not args.quiet)
     except (RunError, TapeError) as exc:
         print(f"calltape: {exc}", file=sys.stderr)
         return 2

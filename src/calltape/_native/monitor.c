@@ -147,7 +147,7 @@ typedef struct Monitor {
     ct_state *st;
     Py_ssize_t max_value_bytes, max_depth;
     uint32_t sample;
-    uint8_t opt_args, opt_result, opt_cpu, opt_memory;
+    uint8_t opt_args, opt_result, opt_cpu, opt_memory, opt_energy;
     int running;
     uint64_t generation;
     uint64_t calls_seen;     /* recorded calls started */
@@ -435,6 +435,8 @@ static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
         ci->flags |= REC_HAS_MEMORY;
         ci->rss_before = ct_read_rss();
     }
+    if (m->opt_energy)
+        ct_energy_start(a->st, ci);
     ci->seq = ++a->st->seq;
     ci->parent = t->parent;
     ci->depth = t->depth;
@@ -532,8 +534,8 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
             exc = NULL;
         t->parent = e->ci.parent;
         t->depth = e->ci.depth;
-        if (!exc && !(res && m->opt_result) && !(e->ci.flags & (REC_HAS_CPU | REC_HAS_MEMORY)) &&
-            e->args_len < 40)
+        if (!exc && !(res && m->opt_result) &&
+            !(e->ci.flags & (REC_HAS_CPU | REC_HAS_MEMORY | REC_HAS_ENERGY)) && e->args_len < 40)
             emit_plain(a, e, s->arena.data + e->args_at, end, outcome);
         else
             ct_emit_site_call(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at,
@@ -1060,16 +1062,16 @@ static PyObject *str_tuple(PyObject *v, const char *what)
 
 static PyObject *Monitor_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"include",         "exclude", "paths",  "never", "args",
-                             "result",          "cpu",     "memory", "tape",  "max_depth",
-                             "max_value_bytes", "sample",  NULL};
+    static char *kwlist[] = {
+        "include", "exclude", "paths",     "never",           "args",   "result", "cpu", "memory",
+        "energy",  "tape",    "max_depth", "max_value_bytes", "sample", NULL};
     PyObject *include = Py_None, *exclude = Py_None, *paths = Py_None, *never = Py_None;
     PyObject *tape = Py_None;
-    int a = 1, res = 1, cpu = 0, mem = 0;
+    int a = 1, res = 1, cpu = 0, mem = 0, energy = 0;
     Py_ssize_t max_depth = 0, max_bytes = -1, sample = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO$OOppppOnnn:monitor", kwlist, &include, &exclude,
-                                     &paths, &never, &a, &res, &cpu, &mem, &tape, &max_depth,
-                                     &max_bytes, &sample))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO$OOpppppOnnn:monitor", kwlist, &include,
+                                     &exclude, &paths, &never, &a, &res, &cpu, &mem, &energy, &tape,
+                                     &max_depth, &max_bytes, &sample))
         return NULL;
     if (sample < 1)
         return PyErr_Format(PyExc_ValueError, "sample must be an integer >= 1, not %zd", sample);
@@ -1106,6 +1108,9 @@ static PyObject *Monitor_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     m->opt_result = (uint8_t)res;
     m->opt_cpu = (uint8_t)cpu;
     m->opt_memory = (uint8_t)mem;
+    m->opt_energy = (uint8_t)energy;
+    if (energy)
+        ct_energy_open(st); /* an unavailable counter is reported now, once */
     m->max_depth = max_depth;
     m->max_value_bytes = max_bytes == -1 ? st->max_value_bytes : max_bytes;
     m->sample = (uint32_t)(sample > UINT32_MAX ? UINT32_MAX : sample);

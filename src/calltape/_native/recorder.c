@@ -466,9 +466,7 @@ void ct_emit_counters(ct_state *st, ct_engine_slot *slot)
     append_framed(st, slot, &b);
 }
 
-/* Reads the energy counters at the start of a call (flags it when they
- * could be read). */
-static __attribute__((noinline)) void energy_start(ct_state *st, ct_callinfo *ci)
+__attribute__((noinline)) void ct_energy_start(ct_state *st, ct_callinfo *ci)
 {
     if ((st->energy.state == 1 || ct_energy_open(st) == 1) &&
         ct_energy_read(&st->energy, &ci->energy_pkg, &ci->energy_dram) == 0)
@@ -632,7 +630,7 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     }
     /* on: CT_ENERGY_ON, or CT_ENERGY_CONFIGURED while configure(energy=True) */
     if (r->opt_energy & (CT_ENERGY_ON | st->energy_default))
-        energy_start(st, &ci);
+        ct_energy_start(st, &ci);
     if (r->kind != KIND_PLAIN)
         ci.flags |= REC_ASYNC;
     t->parent = ci.seq;

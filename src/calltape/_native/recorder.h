@@ -63,6 +63,11 @@ void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
  * or -1 when memory ran out (nothing appended; no exception set). */
 int ct_emit_function(ct_state *st, ct_engine_slot *slot, uint64_t fn_id, PyObject *body);
 
+/* Reads the energy counters at the start of a call and flags REC_HAS_ENERGY
+ * in ci->flags when they could be read (ct_emit_site_call reads the end).
+ * Never raises. */
+void ct_energy_start(ct_state *st, ct_callinfo *ci);
+
 /* The resident set size of this process in bytes (0 when unknown). */
 int64_t ct_read_rss(void);
 /* CPU time of the calling thread in ns. */
