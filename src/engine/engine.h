@@ -279,13 +279,16 @@ void hash128(const void *p, size_t n, uint8_t out[WIRE_HASH_BYTES]);
  *   native id, varint n + name bytes.
  * REC_CALL: varint fn, varint seq (>= 1, process-wide, in entry order),
  *   varint parent seq (0: none), varint depth, varint thread, varint start
- *   (CLOCK_MONOTONIC ns), varint duration ns, byte outcome, byte flags, then
+ *   (CLOCK_MONOTONIC ns), varint duration ns, byte outcome, varint flags
+ *   (one byte, as older producers wrote it, while flags < 0x80), then
  *   per flag: cpu ns; rss before, rss after, peak rss (bytes); energy pkg
  *   (uJ), dram (uJ + 1, or ENERGY_DRAM_NONE); args (varint n + n bytes of
  *   consecutive values, one per parameter in signature order, or a
  *   TUPLE(args) + DICT(kwargs) pair when binding failed, flagged
  *   REC_UNBOUND); result (varint n + one value; the EXCEPTION value when
- *   outcome is RAISED).
+ *   outcome is RAISED); locals (varint n + one DICT value: name -> value
+ *   at return or raise); globals (varint n + one DICT value: the module
+ *   globals the function reads, at entry).
  * REC_COUNTERS: varint unencodable, varint pickled, varint redacted,
  *   varint truncated, varint dropped: deltas for the session counters.
  */
@@ -304,7 +307,9 @@ enum rec_flags {
     REC_HAS_ARGS = 1 << 3,
     REC_HAS_RESULT = 1 << 4,
     REC_UNBOUND = 1 << 5,
-    REC_ASYNC = 1 << 6, /* generator, coroutine or async generator */
+    REC_ASYNC = 1 << 6,       /* generator, coroutine or async generator */
+    REC_HAS_LOCALS = 1 << 7,  /* the frame's locals at return or raise */
+    REC_HAS_GLOBALS = 1 << 8, /* the module globals the function reads */
 };
 
 /* Energy (REC_HAS_ENERGY) is two counters in microjoules: the RAPL package
@@ -315,12 +320,17 @@ enum rec_flags {
 /* A parsed REC_CALL; byte ranges point into the record. */
 typedef struct call_rec {
     uint64_t fn, seq, parent, depth, thread, start, duration;
-    uint8_t outcome, flags;
+    uint8_t outcome;
+    uint16_t flags;
     uint64_t cpu_ns, rss_before, rss_after, rss_peak, energy_pkg, energy_dram;
     const uint8_t *args;
     size_t args_len;
     const uint8_t *result;
     size_t result_len;
+    const uint8_t *locals;
+    size_t locals_len;
+    const uint8_t *globals;
+    size_t globals_len;
 } call_rec;
 
 /* Parses the body of a REC_CALL (after the kind byte).  Returns 0, or -1 when
@@ -339,12 +349,17 @@ void rec_put_call(wbuf *b, const call_rec *c);
  * are wall-clock ns since the epoch; ids are tape-wide call ids. */
 typedef struct seg_call {
     int64_t id, parent, depth, thread, start, duration;
-    uint8_t outcome, flags;
+    uint8_t outcome;
+    uint16_t flags;
     int64_t cpu_ns, rss_before, rss_after, rss_peak, energy_pkg, energy_dram;
     const uint8_t *args;
     size_t args_len;
     const uint8_t *result;
     size_t result_len;
+    const uint8_t *locals; /* in the result column, after the result */
+    size_t locals_len;
+    const uint8_t *globals; /* likewise, after the locals */
+    size_t globals_len;
 } seg_call;
 
 /* Serialized layout: byte CALLTAPE_SEGMENT_FORMAT, varint n, varint first
@@ -352,7 +367,8 @@ typedef struct seg_call {
  * its bytes: id (zigzag delta from the previous id), parent (zigzag of
  * id - parent, 0 for none), depth, thread, start (zigzag delta), duration,
  * outcome | flags << 2, extras (cpu, memory, energy varints as flagged), args
- * (varint n + values when flagged), result (likewise). */
+ * (varint n + values when flagged), result (likewise, followed by the
+ * locals and the globals, each varint n + one value, when flagged). */
 typedef struct seg_builder {
     size_t n;
     int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;

@@ -18,7 +18,10 @@ int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
     c->start = wreader_varint(&r);
     c->duration = wreader_varint(&r);
     c->outcome = wreader_byte(&r);
-    c->flags = wreader_byte(&r);
+    uint64_t flags = wreader_varint(&r);
+    if (flags > 0xffff)
+        return -1;
+    c->flags = (uint16_t)flags;
     if (c->flags & REC_HAS_CPU)
         c->cpu_ns = wreader_varint(&r);
     if (c->flags & REC_HAS_MEMORY) {
@@ -37,6 +40,14 @@ int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
     if (c->flags & REC_HAS_RESULT) {
         c->result_len = (size_t)wreader_varint(&r);
         c->result = wreader_take(&r, c->result_len);
+    }
+    if (c->flags & REC_HAS_LOCALS) {
+        c->locals_len = (size_t)wreader_varint(&r);
+        c->locals = wreader_take(&r, c->locals_len);
+    }
+    if (c->flags & REC_HAS_GLOBALS) {
+        c->globals_len = (size_t)wreader_varint(&r);
+        c->globals = wreader_take(&r, c->globals_len);
     }
     return (r.bad || r.p != r.end) ? -1 : 0;
 }
@@ -65,7 +76,7 @@ void rec_put_call(wbuf *b, const call_rec *c)
     wbuf_varint(&body, c->start);
     wbuf_varint(&body, c->duration);
     wbuf_byte(&body, c->outcome);
-    wbuf_byte(&body, c->flags);
+    wbuf_varint(&body, c->flags);
     if (c->flags & REC_HAS_CPU)
         wbuf_varint(&body, c->cpu_ns);
     if (c->flags & REC_HAS_MEMORY) {
@@ -82,6 +93,10 @@ void rec_put_call(wbuf *b, const call_rec *c)
         extra += varint_size(c->args_len) + c->args_len;
     if (c->flags & REC_HAS_RESULT)
         extra += varint_size(c->result_len) + c->result_len;
+    if (c->flags & REC_HAS_LOCALS)
+        extra += varint_size(c->locals_len) + c->locals_len;
+    if (c->flags & REC_HAS_GLOBALS)
+        extra += varint_size(c->globals_len) + c->globals_len;
     wbuf_varint(b, body.len + extra);
     wbuf_put(b, body.data, body.len);
     if (c->flags & REC_HAS_ARGS) {
@@ -91,6 +106,14 @@ void rec_put_call(wbuf *b, const call_rec *c)
     if (c->flags & REC_HAS_RESULT) {
         wbuf_varint(b, c->result_len);
         wbuf_put(b, c->result, c->result_len);
+    }
+    if (c->flags & REC_HAS_LOCALS) {
+        wbuf_varint(b, c->locals_len);
+        wbuf_put(b, c->locals, c->locals_len);
+    }
+    if (c->flags & REC_HAS_GLOBALS) {
+        wbuf_varint(b, c->globals_len);
+        wbuf_put(b, c->globals, c->globals_len);
     }
     if (body.failed)
         b->failed = 1;

@@ -85,6 +85,14 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
         wbuf_varint(&s->col[COL_RESULT], c->result_len);
         wbuf_put(&s->col[COL_RESULT], c->result, c->result_len);
     }
+    if (c->flags & REC_HAS_LOCALS) {
+        wbuf_varint(&s->col[COL_RESULT], c->locals_len);
+        wbuf_put(&s->col[COL_RESULT], c->locals, c->locals_len);
+    }
+    if (c->flags & REC_HAS_GLOBALS) {
+        wbuf_varint(&s->col[COL_RESULT], c->globals_len);
+        wbuf_put(&s->col[COL_RESULT], c->globals, c->globals_len);
+    }
     for (int i = 0; i < NCOLS; i++)
         if (s->col[i].failed)
             return -1;
@@ -158,7 +166,7 @@ int seg_reader_next(seg_reader *r, seg_call *c)
     c->duration = (int64_t)wreader_varint(&r->col[COL_DUR]);
     uint64_t of = wreader_varint(&r->col[COL_FLAGS]);
     c->outcome = (uint8_t)(of & 3);
-    c->flags = (uint8_t)(of >> 2);
+    c->flags = (uint16_t)(of >> 2);
     wreader *x = &r->col[COL_EXTRA];
     if (c->flags & REC_HAS_CPU)
         c->cpu_ns = (int64_t)wreader_varint(x);
@@ -178,6 +186,14 @@ int seg_reader_next(seg_reader *r, seg_call *c)
     if (c->flags & REC_HAS_RESULT) {
         c->result_len = (size_t)wreader_varint(&r->col[COL_RESULT]);
         c->result = wreader_take(&r->col[COL_RESULT], c->result_len);
+    }
+    if (c->flags & REC_HAS_LOCALS) {
+        c->locals_len = (size_t)wreader_varint(&r->col[COL_RESULT]);
+        c->locals = wreader_take(&r->col[COL_RESULT], c->locals_len);
+    }
+    if (c->flags & REC_HAS_GLOBALS) {
+        c->globals_len = (size_t)wreader_varint(&r->col[COL_RESULT]);
+        c->globals = wreader_take(&r->col[COL_RESULT], c->globals_len);
     }
     for (int i = 0; i < NCOLS; i++)
         if (r->col[i].bad)

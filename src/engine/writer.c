@@ -302,17 +302,28 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
         if (!s.args)
             return -1;
     }
-    wbuf result_scratch;
+    wbuf result_scratch, locals_scratch, globals_scratch;
     wbuf_init(&result_scratch, NULL, 0);
+    wbuf_init(&locals_scratch, NULL, 0);
+    wbuf_init(&globals_scratch, NULL, 0);
+    int rc = 0;
     if (c.flags & REC_HAS_RESULT) {
         s.result = externalize(e, c.result, c.result_len, &result_scratch, &s.result_len);
-        if (!s.result) {
-            wbuf_free(&result_scratch);
-            return -1;
-        }
+        rc = s.result ? 0 : -1;
     }
-    int rc = seg_builder_add(&f->seg, &s);
+    if (rc == 0 && (c.flags & REC_HAS_LOCALS)) {
+        s.locals = externalize(e, c.locals, c.locals_len, &locals_scratch, &s.locals_len);
+        rc = s.locals ? 0 : -1;
+    }
+    if (rc == 0 && (c.flags & REC_HAS_GLOBALS)) {
+        s.globals = externalize(e, c.globals, c.globals_len, &globals_scratch, &s.globals_len);
+        rc = s.globals ? 0 : -1;
+    }
+    if (rc == 0)
+        rc = seg_builder_add(&f->seg, &s);
     wbuf_free(&result_scratch);
+    wbuf_free(&locals_scratch);
+    wbuf_free(&globals_scratch);
     if (rc < 0)
         return -1;
     if (f->seg.n >= SEG_MAX_CALLS)

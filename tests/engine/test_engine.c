@@ -145,6 +145,90 @@ static void test_literals(void)
     wbuf_free(&b);
 }
 
+/* Locals and globals ride after the result: in REC_CALL (flags become a
+ * varint, unchanged bytes below 0x80) and in the segment's result column. */
+static void test_locals_globals_roundtrip(void)
+{
+    uint8_t result[2] = {WIRE_INT, 6};
+    uint8_t locals[6] = {WIRE_DICT, 1, WIRE_STR, 1, 'x', WIRE_TRUE};
+    uint8_t globals[7] = {WIRE_DICT, 1, WIRE_STR, 1, 'g', WIRE_INT, 2};
+    call_rec in;
+    memset(&in, 0, sizeof in);
+    in.fn = 1;
+    in.seq = 7;
+    in.flags = REC_HAS_RESULT | REC_HAS_LOCALS | REC_HAS_GLOBALS;
+    in.result = result;
+    in.result_len = sizeof result;
+    in.locals = locals;
+    in.locals_len = sizeof locals;
+    in.globals = globals;
+    in.globals_len = sizeof globals;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    rec_put_call(&b, &in);
+    wreader r;
+    wreader_init(&r, b.data, b.len);
+    uint64_t n = wreader_varint(&r);
+    CHECK(n == (uint64_t)(r.end - r.p) && *r.p == REC_CALL);
+    call_rec out;
+    CHECK(rec_parse_call(r.p + 1, (size_t)n - 1, &out) == 0);
+    CHECK(out.flags == in.flags && out.seq == 7);
+    CHECK(out.result_len == sizeof result && memcmp(out.result, result, sizeof result) == 0);
+    CHECK(out.locals_len == sizeof locals && memcmp(out.locals, locals, sizeof locals) == 0);
+    CHECK(out.globals_len == sizeof globals && memcmp(out.globals, globals, sizeof globals) == 0);
+    /* below 0x80 the flags are the single byte older producers wrote */
+    b.len = 0;
+    in.flags = REC_HAS_RESULT | REC_ASYNC;
+    rec_put_call(&b, &in);
+    CHECK(b.data[b.len - sizeof result - 2] == (REC_HAS_RESULT | REC_ASYNC));
+    wreader_init(&r, b.data, b.len);
+    n = wreader_varint(&r);
+    CHECK(rec_parse_call(r.p + 1, (size_t)n - 1, &out) == 0 && out.locals == NULL);
+    /* a flags varint beyond 16 bits is refused */
+    uint8_t bad[] = {1, 7, 0, 0, 0, 0, 0, 0, 0x80, 0x80, 0x04};
+    CHECK(rec_parse_call(bad, sizeof bad, &out) < 0);
+
+    /* segments: calls with and without locals/globals, interleaved */
+    seg_builder s;
+    seg_builder_init(&s);
+    for (int i = 0; i < 10; i++) {
+        seg_call c = {0};
+        c.id = i + 1;
+        c.start = 1000 + i;
+        c.flags = REC_HAS_RESULT | (i % 2 ? REC_HAS_LOCALS : 0) | (i % 3 ? 0 : REC_HAS_GLOBALS);
+        c.result = result;
+        c.result_len = sizeof result;
+        c.locals = locals;
+        c.locals_len = sizeof locals;
+        c.globals = globals;
+        c.globals_len = sizeof globals;
+        CHECK(seg_builder_add(&s, &c) == 0);
+    }
+    wbuf seg;
+    wbuf_init(&seg, NULL, 0);
+    CHECK(seg_builder_finish(&s, &seg) == 0);
+    seg_reader sr;
+    CHECK(seg_reader_open(&sr, seg.data, seg.len) == 0);
+    seg_call c;
+    int i = 0, ok = 1;
+    while (seg_reader_next(&sr, &c) == 1) {
+        ok &= c.result_len == sizeof result && memcmp(c.result, result, sizeof result) == 0;
+        ok &= (i % 2)
+                  ? c.locals_len == sizeof locals && memcmp(c.locals, locals, sizeof locals) == 0
+                  : c.locals == NULL;
+        ok &= (i % 3) ? c.globals == NULL
+                      : c.globals_len == sizeof globals &&
+                            memcmp(c.globals, globals, sizeof globals) == 0;
+        ok &= c.flags ==
+              (REC_HAS_RESULT | (i % 2 ? REC_HAS_LOCALS : 0) | (i % 3 ? 0 : REC_HAS_GLOBALS));
+        i++;
+    }
+    CHECK(ok && i == 10);
+    wbuf_free(&seg);
+    seg_builder_free(&s);
+    wbuf_free(&b);
+}
+
 static void test_hash(void)
 {
     uint8_t a[WIRE_HASH_BYTES], b[WIRE_HASH_BYTES], c[WIRE_HASH_BYTES];
@@ -514,6 +598,7 @@ int main(void)
     test_varint_and_skip();
     test_preview_bounded();
     test_literals();
+    test_locals_globals_roundtrip();
     test_hash();
     test_segment_roundtrip();
     test_segment_next_within();

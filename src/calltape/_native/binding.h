@@ -108,6 +108,7 @@ typedef struct ct_state {
     Py_ssize_t buffer_bytes;
     int on_full_drop;
     int enabled;
+    int locals_tool_ready;     /* sys.monitoring tool for locals=True claimed */
     PyObject *decorated_codes; /* set: code objects of @record functions */
     uint64_t monitor_generation;
     ct_monitor_state monitor;

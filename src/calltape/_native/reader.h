@@ -43,22 +43,24 @@ typedef struct ct_function {
     Py_ssize_t *dflt_off; /* offset of each default value in sig, -1: none */
 } ct_function;
 
-/* One recorded call.  The encoded arguments and result follow the struct
- * (args_len + result_len bytes), so a Call is one allocation; values are
- * rebuilt on first access and kept. */
+/* One recorded call.  The encoded arguments, result, locals and globals
+ * follow the struct (args_len + result_len + locals_len + globals_len
+ * bytes), so a Call is one allocation; arguments and result are rebuilt on
+ * first access and kept. */
 typedef struct ct_call {
     PyObject_VAR_HEAD ct_tape *tape; /* strong */
     ct_function *fn;                 /* strong */
     int64_t id, session, parent, depth, thread, start, duration;
     int64_t cpu_ns, rss_before, rss_after, rss_peak, energy_pkg, energy_dram;
-    size_t args_len, result_len;
-    uint8_t outcome, flags;
+    size_t args_len, result_len, locals_len, globals_len;
+    uint8_t outcome;
+    uint16_t flags;
     uint8_t rebuilt;    /* args and defaults are set */
     uint8_t result_set; /* result is set */
     PyObject *args;     /* dict: name -> value */
     PyObject *defaults; /* frozenset of names that took their default */
     PyObject *result;   /* the return value or ExceptionInfo */
-    uint8_t data[];     /* args bytes, then result bytes */
+    uint8_t data[];     /* args, result, locals, globals bytes */
 } ct_call;
 
 /* ---- tape.c ---- */

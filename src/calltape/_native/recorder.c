@@ -491,22 +491,22 @@ static __attribute__((noinline)) void energy_end(ct_state *st, const ct_callinfo
                        : ENERGY_DRAM_NONE);
 }
 
-void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
-                  uint64_t end, int outcome, PyObject *result, PyObject *exc)
-{
-    ct_site site = {r->fn_id, r->sanitize, r->max_value_bytes, r->opt_result};
-    ct_emit_site_call(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc);
-}
-
-void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
-                       const ct_callinfo *ci, const uint8_t *args, size_t args_len, uint64_t end,
-                       int outcome, PyObject *result, PyObject *exc)
+/* The record builder; always inlined, so that the callers that pass no
+ * locals or globals compile without their code. */
+static inline __attribute__((always_inline)) void
+emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct_callinfo *ci,
+               const uint8_t *args, size_t args_len, uint64_t end, int outcome, PyObject *result,
+               PyObject *exc, const wbuf *locals, const wbuf *globals)
 {
     ct_thread *t = &ct_tls_thread;
     uint8_t rstore[256];
     wbuf res;
     wbuf_init(&res, rstore, sizeof rstore);
-    uint8_t flags = ci->flags;
+    uint16_t flags = ci->flags;
+    if (locals)
+        flags |= REC_HAS_LOCALS;
+    if (globals)
+        flags |= REC_HAS_GLOBALS;
     t->busy++;
     if (exc) {
         ct_capture_exception(st, &res, exc);
@@ -545,7 +545,7 @@ void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
     wbuf b;
     frame_begin(&b, store, sizeof store);
     uint8_t *q = ct_put_call_head(b.data + b.len, site->fn_id, ci, end, outcome, flags);
-    size_t flags_at = (size_t)(q - 1 - b.data);
+    size_t flags_at = (size_t)(q - b.data) - (flags < 0x80 ? 1 : 2); /* its first byte */
     b.len = (size_t)(q - b.data);
     if (flags & REC_HAS_CPU)
         wbuf_varint(&b, cpu);
@@ -564,6 +564,14 @@ void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
         wbuf_varint(&b, res.len);
         wbuf_put(&b, res.data, res.len);
     }
+    if (locals) {
+        wbuf_varint(&b, locals->len);
+        wbuf_put(&b, locals->data, locals->len);
+    }
+    if (globals) {
+        wbuf_varint(&b, globals->len);
+        wbuf_put(&b, globals->data, globals->len);
+    }
     if (!res.failed) {
         if (st->counters_dirty)
             ct_emit_counters(st, slot);
@@ -571,6 +579,115 @@ void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
     }
     wbuf_free(&b);
     wbuf_free(&res);
+}
+
+void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
+                       const ct_callinfo *ci, const uint8_t *args, size_t args_len, uint64_t end,
+                       int outcome, PyObject *result, PyObject *exc)
+{
+    emit_site_call(st, site, slot, ci, args, args_len, end, outcome, result, exc, NULL, NULL);
+}
+
+void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
+                  uint64_t end, int outcome, PyObject *result, PyObject *exc)
+{
+    ct_site site = {r->fn_id, r->sanitize, r->max_value_bytes, r->opt_result};
+    emit_site_call(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc, NULL,
+                   NULL);
+}
+
+void ct_emit_call_frame(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
+                        uint64_t end, int outcome, PyObject *result, PyObject *exc,
+                        const wbuf *locals, const wbuf *globals)
+{
+    ct_site site = {r->fn_id, r->sanitize, r->max_value_bytes, r->opt_result};
+    emit_site_call(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc, locals,
+                   globals);
+}
+
+/* ---- locals and globals (framedata.c finds them) --------------------------- */
+
+/* Encodes a dict of named values (locals, globals) as one DICT, applying
+ * the recorder's redaction and sanitize to each name. */
+static void encode_named(Recorder *r, wbuf *b, PyObject *d)
+{
+    ct_state *st = r->st;
+    ct_capture cap = {st, r->max_value_bytes, 0};
+    PyObject *name, *v;
+    Py_ssize_t pos = 0;
+    wbuf_byte(b, WIRE_DICT);
+    wbuf_varint(b, (uint64_t)PyDict_GET_SIZE(d));
+    while (PyDict_Next(d, &pos, &name, &v)) {
+        ct_capture_value(&cap, b, name);
+        if (PyUnicode_Check(name) &&
+            ct_should_redact(st, name, r->redact_exact, r->redact_patterns, r->redact_default)) {
+            wbuf_byte(b, WIRE_REDACTED);
+            st->counters[CT_REDACTED]++;
+            st->counters_dirty = 1;
+        } else if (r->sanitize) {
+            PyObject *clean = PyObject_CallFunctionObjArgs(r->sanitize, name, v, NULL);
+            if (clean) {
+                ct_capture_value(&cap, b, clean);
+                Py_DECREF(clean);
+            } else {
+                PyErr_Clear();
+                wbuf_byte(b, WIRE_REDACTED);
+            }
+        } else {
+            ct_capture_value(&cap, b, v);
+        }
+    }
+}
+
+/* Before the call (locals=True / globals=True; out of the common path):
+ * encodes the module globals it reads into `gb` and starts watching for
+ * its locals.  On failure `gb` is marked failed (no globals recorded). */
+static __attribute__((noinline)) void frame_begin_call(Recorder *r, wbuf *gb,
+                                                       ct_locals_watch *watch)
+{
+    wbuf_init(gb, NULL, 0);
+    if (r->opt_globals) {
+        ct_thread *t = &ct_tls_thread;
+        t->busy++;
+        PyObject *d = ct_globals_snapshot(r->st, r->func, r->global_names);
+        if (d) {
+            encode_named(r, gb, d);
+            Py_DECREF(d);
+        } else {
+            PyErr_Clear();
+            gb->failed = 1;
+        }
+        t->busy--;
+    }
+    if (r->opt_locals)
+        ct_locals_begin(watch, PyFunction_GET_CODE(r->func));
+}
+
+/* After the call: records it with its locals and globals; a pending
+ * exception (the call raised) is kept. */
+static __attribute__((noinline)) void frame_end_call(Recorder *r, ct_engine_slot *slot,
+                                                     const ct_callinfo *ci, const wbuf *ab,
+                                                     uint64_t end, PyObject *res, wbuf *gb,
+                                                     ct_locals_watch *watch)
+{
+    PyObject *exc = res ? NULL : ct_fetch_exc();
+    PyObject *locals = r->opt_locals ? ct_locals_end(watch, exc) : NULL;
+    wbuf lb;
+    wbuf_init(&lb, NULL, 0);
+    if (locals) {
+        ct_thread *t = &ct_tls_thread;
+        t->busy++;
+        encode_named(r, &lb, locals);
+        t->busy--;
+        Py_DECREF(locals);
+    }
+    if (res || exc)
+        ct_emit_call_frame(r, slot, ci, ab, end, res ? OUTCOME_RETURNED : OUTCOME_RAISED, res, exc,
+                           locals && !lb.failed ? &lb : NULL,
+                           r->opt_globals && !gb->failed ? gb : NULL);
+    ct_restore_exc(exc);
+    wbuf_free(&lb);
+    wbuf_free(gb);
 }
 
 /* ---- the call ------------------------------------------------------------ */
@@ -633,6 +750,10 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         ct_energy_start(st, &ci);
     if (r->kind != KIND_PLAIN)
         ci.flags |= REC_ASYNC;
+    wbuf gb; /* the globals, encoded at entry: only when opt_frame */
+    ct_locals_watch watch;
+    if (r->opt_frame)
+        frame_begin_call(r, &gb, &watch);
     t->parent = ci.seq;
     t->depth = ci.depth + 1;
     ci.start = ct_now_ns();
@@ -641,7 +762,9 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     t->parent = ci.parent;
     t->depth = ci.depth;
 
-    if (!res) {
+    if (r->opt_frame) {
+        frame_end_call(r, slot, &ci, &ab, end, res, &gb, &watch);
+    } else if (!res) {
         PyObject *exc = ct_fetch_exc();
         if (exc)
             ct_emit_call(r, slot, &ci, &ab, end, OUTCOME_RAISED, NULL, exc);
@@ -705,14 +828,14 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"func",   "args",   "result",   "cpu",    "memory",
                              "tape",   "redact", "sanitize", "energy", "max_value_bytes",
-                             "sample", NULL};
+                             "sample", "locals", "globals",  NULL};
     PyObject *func, *tape = Py_None, *redact = Py_None, *sanitize = Py_None;
     PyObject *max_bytes = Py_None, *energy = Py_None;
-    int a = 1, res = 1, cpu = 0, mem = 0;
+    int a = 1, res = 1, cpu = 0, mem = 0, want_locals = 0, want_globals = 0;
     Py_ssize_t sample = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOOn:record", kwlist, &func, &a, &res,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOOnpp:record", kwlist, &func, &a, &res,
                                      &cpu, &mem, &tape, &redact, &sanitize, &energy, &max_bytes,
-                                     &sample))
+                                     &sample, &want_locals, &want_globals))
         return NULL;
     int want_energy = energy == Py_None ? -1 : PyObject_IsTrue(energy);
     if (energy != Py_None && want_energy < 0)
@@ -790,6 +913,22 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     }
     if (setup_signature(r) < 0)
         goto error;
+    if (want_locals || want_globals) {
+        if (!PyFunction_Check(inner) || r->kind != KIND_PLAIN) {
+            PyErr_Format(PyExc_TypeError,
+                         "locals=True and globals=True are recorded for plain Python functions,"
+                         " not for %R (a generator, coroutine or non-Python callable)",
+                         inner);
+            goto error;
+        }
+        r->opt_locals = (uint8_t)want_locals;
+        r->opt_globals = (uint8_t)want_globals;
+        r->opt_frame = 1;
+        if (want_globals && !(r->global_names = ct_global_names(inner)))
+            goto error;
+        if (want_locals && ct_locals_enable(st, inner) < 0)
+            goto error;
+    }
     /* calltape.monitor leaves the calls of this function to the Recorder */
     if (PyFunction_Check(inner) && PySet_Add(st->decorated_codes, PyFunction_GET_CODE(inner)) < 0)
         goto error;
@@ -840,6 +979,7 @@ static int Recorder_clear(Recorder *r)
     Py_CLEAR(r->redact_patterns);
     Py_CLEAR(r->names);
     Py_CLEAR(r->fn_record);
+    Py_CLEAR(r->global_names);
     Py_CLEAR(r->module_ref);
     return 0;
 }

@@ -23,19 +23,21 @@ typedef struct Recorder {
     PyObject *names;                          /* tuple of parameter names */
     uint8_t *redacted;                        /* per parameter */
     PyObject *fn_record;                      /* bytes: REC_FUNCTION body after the fn id */
+    PyObject *global_names;                   /* tuple of str (globals=True), or NULL */
     Py_ssize_t argcount, posonly, kwonly, nparams, max_value_bytes;
     uint64_t fn_id, announced_serial;
     uint32_t sample, sample_counter;
     int kind, wrap, bound; /* bound: names come from a code object */
     int has_varargs, has_varkw, redact_default;
-    uint8_t opt_args, opt_result, opt_cpu, opt_memory;
+    uint8_t opt_args, opt_result, opt_cpu, opt_memory, opt_locals, opt_globals;
+    uint8_t opt_frame;  /* opt_locals or opt_globals: the one test on the common path */
     uint8_t opt_energy; /* CT_ENERGY_OFF, _ON or _CONFIGURED (follow configure()) */
 } Recorder;
 
 /* Everything measured around one call, before its outcome is known. */
 typedef struct ct_callinfo {
     uint64_t seq, parent, depth, thread, start;
-    uint8_t flags;
+    uint16_t flags;
     uint64_t cpu_start;
     int64_t rss_before;
     uint64_t energy_pkg, energy_dram; /* counters at the start */
@@ -79,9 +81,9 @@ void ct_put_text(wbuf *b, PyObject *s);
 
 /* Writes the fixed fields of a REC_CALL (kind to flags) at `q`, which must
  * have CT_CALL_HEAD_MAX bytes of room; returns the end. */
-#define CT_CALL_HEAD_MAX (1 + 7 * 10 + 2)
+#define CT_CALL_HEAD_MAX (1 + 7 * 10 + 1 + 3)
 static inline uint8_t *ct_put_call_head(uint8_t *q, uint64_t fn_id, const ct_callinfo *ci,
-                                        uint64_t end, int outcome, uint8_t flags)
+                                        uint64_t end, int outcome, uint16_t flags)
 {
     *q++ = REC_CALL;
     q = put_varint_raw(q, fn_id);
@@ -92,13 +94,51 @@ static inline uint8_t *ct_put_call_head(uint8_t *q, uint64_t fn_id, const ct_cal
     q = put_varint_raw(q, ci->start);
     q = put_varint_raw(q, end - ci->start);
     *q++ = (uint8_t)outcome;
-    *q++ = flags;
+    if (flags < 0x80) /* one byte, as before locals/globals */
+        *q++ = (uint8_t)flags;
+    else
+        q = put_varint_raw(q, flags);
     return q;
 }
 
 /* ct_emit_site_call for a call of Recorder `r`, with its options. */
 void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
                   uint64_t end, int outcome, PyObject *result, PyObject *exc);
+/* The same with the encoded locals and globals (each one DICT value, or
+ * NULL) of a plain function's call recorded with locals=/globals=True. */
+void ct_emit_call_frame(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
+                        uint64_t end, int outcome, PyObject *result, PyObject *exc,
+                        const wbuf *locals, const wbuf *globals);
+
+/* framedata.c: locals and globals of a call (plain functions only). */
+
+/* The names `func`'s code (nested code included) loads, dunders excluded:
+ * a new tuple, or NULL with an exception. */
+PyObject *ct_global_names(PyObject *func);
+/* name -> value for those `names` present in func.__globals__ whose value
+ * is data (not a module, function, class or Recorder).  New dict or NULL. */
+PyObject *ct_globals_snapshot(ct_state *st, PyObject *func, PyObject *names);
+
+/* One call watching for its frame's locals; lives on the C stack. */
+typedef struct ct_locals_watch {
+    PyObject *code;     /* borrowed: the code object watched */
+    PyObject *snapshot; /* dict of the latest return of that code, or NULL */
+    struct ct_locals_watch *prev;
+#if PY_VERSION_HEX < 0x030C0000
+    Py_tracefunc saved_func; /* the profile function replaced for the call */
+    PyObject *saved_obj;
+    int nested; /* an outer watch's profile function was already installed */
+#endif
+} ct_locals_watch;
+/* Prepares `func` for locals capture (3.12+: instruments its code object's
+ * returns).  Returns 0, or -1 with an exception (e.g. the tool id is taken). */
+int ct_locals_enable(ct_state *st, PyObject *func);
+/* Starts watching `code` on this thread (nested watches stack). */
+void ct_locals_begin(ct_locals_watch *w, PyObject *code);
+/* Stops watching and returns the locals at return, or, when `exc` is the
+ * exception the call raised, at the raise: a new dict, or NULL when none
+ * were seen.  Never raises; keeps a pending exception. */
+PyObject *ct_locals_end(ct_locals_watch *w, PyObject *exc);
 
 /* A call whose record waits for its generator or coroutine to finish. */
 typedef struct ct_deferred {

@@ -522,7 +522,10 @@ ct_call *ct_call_new(ct_tape *t, ct_function *fn, const seg_call *c, int64_t ses
     ct_state *st = state_of((PyObject *)t);
     size_t args_len = (c->flags & REC_HAS_ARGS) ? c->args_len : 0;
     size_t result_len = (c->flags & REC_HAS_RESULT) ? c->result_len : 0;
-    ct_call *call = PyObject_GC_NewVar(ct_call, st->Call_type, (Py_ssize_t)(args_len + result_len));
+    size_t locals_len = (c->flags & REC_HAS_LOCALS) ? c->locals_len : 0;
+    size_t globals_len = (c->flags & REC_HAS_GLOBALS) ? c->globals_len : 0;
+    ct_call *call = PyObject_GC_NewVar(
+        ct_call, st->Call_type, (Py_ssize_t)(args_len + result_len + locals_len + globals_len));
     if (!call)
         return NULL;
     call->tape = (ct_tape *)Py_NewRef((PyObject *)t);
@@ -544,12 +547,18 @@ ct_call *ct_call_new(ct_tape *t, ct_function *fn, const seg_call *c, int64_t ses
     call->flags = c->flags;
     call->args_len = args_len;
     call->result_len = result_len;
+    call->locals_len = locals_len;
+    call->globals_len = globals_len;
     call->rebuilt = call->result_set = 0;
     call->args = call->defaults = call->result = NULL;
     if (args_len)
         memcpy(call->data, c->args, args_len);
     if (result_len)
         memcpy(call->data + args_len, c->result, result_len);
+    if (locals_len)
+        memcpy(call->data + args_len + result_len, c->locals, locals_len);
+    if (globals_len)
+        memcpy(call->data + args_len + result_len + locals_len, c->globals, globals_len);
     PyObject_GC_Track(call);
     return call;
 }
@@ -853,11 +862,16 @@ static PyObject *Call_get_thread(ct_call *c, void *name)
     return Py_NewRef(PyTuple_GET_ITEM(row, name ? 1 : 0));
 }
 
-static PyObject *Call_get_none(ct_call *c, void *unused)
+/* call.locals (which NULL) or call.globals: a new dict each time. */
+static PyObject *Call_get_frame_data(ct_call *c, void *which)
 {
-    (void)c;
-    (void)unused;
-    Py_RETURN_NONE;
+    int globals = which != NULL;
+    if (!(c->flags & (globals ? REC_HAS_GLOBALS : REC_HAS_LOCALS)))
+        Py_RETURN_NONE;
+    if (call_alive(c) < 0)
+        return NULL;
+    const uint8_t *p = c->data + c->args_len + c->result_len + (globals ? c->locals_len : 0);
+    return ct_tape_rebuild(c->tape, &p, p + (globals ? c->globals_len : c->locals_len));
 }
 
 /* The bounded preview of the arguments (values in parameter order). */
@@ -1008,9 +1022,12 @@ static PyGetSetDef Call_getset[] = {
     {"result", (getter)Call_get_result, NULL, "the rebuilt return value (None if it raised)", NULL},
     {"exception", (getter)Call_get_result, NULL, "ExceptionInfo when the call raised, else None",
      (void *)1},
-    {"locals", (getter)Call_get_none, NULL, "locals at return; None unless recorded", NULL},
-    {"globals", (getter)Call_get_none, NULL, "globals the function read; None unless recorded",
-     NULL},
+    {"locals", (getter)Call_get_frame_data, NULL,
+     "dict of the locals at return or raise; None unless recorded with locals=True", NULL},
+    {"globals", (getter)Call_get_frame_data, NULL,
+     "dict of the module globals the function read, at entry; None unless recorded with"
+     " globals=True",
+     (void *)1},
     {"preview", (getter)Call_get_preview, NULL, "bounded, sanitized text of the arguments", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
