@@ -20,12 +20,15 @@ under ``valgrind --tool=callgrind --separate-threads=yes``, for two sizes of
 each program so that start-up cancels out: the added instructions per call
 are stable on a shared, noisy machine where times are not.
 
-Two times per run: ``program``, measured by the program itself around its
-work (what the recording costs the program's own thread), and ``process``,
+Three times per run: ``program``, the wall time measured by the program itself
+around its work; ``program thread CPU``, the CPU time of the program's thread
+over the same work (what the recording costs the program's own thread, apart
+from the writer thread, which on a loaded machine competes for the same
+cores); and ``process``,
 the whole process from start to exit (which includes interpreter start-up and
 each tool's work at exit: calltape waiting for its writer to drain,
 VizTracer saving its trace).  Slowdowns are ratios to plain python; the
-per-call cost is (program time - plain) / recorded calls.
+per-call cost is (program thread CPU - plain) / recorded calls.
 """
 
 from __future__ import annotations
@@ -85,9 +88,10 @@ def receipt(lines):
 
 def main(n):
     lines = [f"{i}, item{i % 17}, {1 + i % 7}, {i % 13 + 0.5}" for i in range(n)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     out = receipt(lines)
-    print(json.dumps({"seconds": time.perf_counter() - t0, "out": out}))
+    print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": time.thread_time() - c0,
+                      "out": out}))
 
 main(int(sys.argv[1]))
 '''
@@ -98,9 +102,10 @@ import json, sys, time
 def fib(n):
     return n if n < 2 else fib(n - 1) + fib(n - 2)
 
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.thread_time()
 out = fib(int(sys.argv[1]))
-print(json.dumps({"seconds": time.perf_counter() - t0, "out": out}))
+print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": time.thread_time() - c0,
+                  "out": out}))
 '''
 
 
@@ -151,7 +156,8 @@ def run_once(v: Variant, script: str, arg: str, work: str, i: int) -> dict:
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(tape + suffix):
                 os.unlink(tape + suffix)
-    return {"program": result["seconds"], "process": process, "calls": calls,
+    return {"program": result["seconds"], "cpu": result["cpu"], "process": process,
+            "calls": calls,
             "dropped": result.get("dropped", 0)}
 
 
@@ -173,6 +179,7 @@ def measure(name: str, source: str, arg: str, rounds: int, vs: list[Variant]) ->
         s = samples[v.name]
         rows.append({"variant": v.name,
                      "program": statistics.median(x["program"] for x in s),
+                     "cpu": statistics.median(x["cpu"] for x in s),
                      "process": statistics.median(x["process"] for x in s),
                      "calls": max(x["calls"] for x in s),
                      "dropped": max(x["dropped"] for x in s)})
@@ -182,17 +189,18 @@ def measure(name: str, source: str, arg: str, rounds: int, vs: list[Variant]) ->
 def report(title: str, rows: list[dict]) -> None:
     base = rows[0]
     print(f"\n### {title}\n")
-    print("| variant | program s | × python | process s | × python | calls recorded |"
-          " ns per recorded call |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| variant | program s | × python | program thread CPU s | × python | process s |"
+          " × python | calls recorded | added ns per recorded call (thread CPU) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         per = ""
         if r["calls"]:
-            per = f"{(r['program'] - base['program']) * 1e9 / r['calls']:.0f}"
+            per = f"{(r['cpu'] - base['cpu']) * 1e9 / r['calls']:.0f}"
         calls = f"{r['calls']:,}" if r["calls"] else ""
         if r["dropped"]:
             calls += f" ({r['dropped']:,} dropped)"
         print(f"| {r['variant']} | {r['program']:.3f} | {r['program'] / base['program']:.2f} |"
+              f" {r['cpu']:.3f} | {r['cpu'] / base['cpu']:.2f} |"
               f" {r['process']:.3f} | {r['process'] / base['process']:.2f} | {calls} | {per} |")
 
 
