@@ -9,7 +9,7 @@ import textwrap
 import time
 
 import pytest
-from _util import child_env, open_tape
+from _util import child_env, is_redacted, open_tape
 
 import calltape
 
@@ -459,3 +459,35 @@ def test_run_records_energy_cpu_and_memory(tmp_path):
     (c,) = calls["burn"]
     assert c.energy == {"pkg": 250.0, "dram": 30.0}
     assert c.cpu_time > 0 and c.memory["rss_before"] > 0
+
+
+def test_run_records_locals_and_globals(tmp_path):
+    write(tmp_path, {"prog.py": """
+        RATE = 0.25
+        LIMITS = {"max": 10}
+        def price(qty, unit, password="x"):
+            total = qty * unit * (1 + RATE)
+            if total > LIMITS["max"]:
+                raise ValueError("too much")
+            return total
+        def tally(n):
+            acc = 0
+            for i in range(n):
+                acc += i
+                yield acc
+        price(2, 3.0)
+        try:
+            price(20, 3.0)
+        except ValueError:
+            pass
+        list(tally(3))
+    """})
+    calltape_run(tmp_path, ["--locals", "--globals", "prog.py"])
+    _, calls = calls_by_name(tmp_path / "t.db")
+    ok, raised = calls["price"]
+    assert ok.locals["total"] == 7.5 and ok.locals["qty"] == 2
+    assert ok.globals == {"RATE": 0.25, "LIMITS": {"max": 10}}
+    assert raised.outcome == "raised" and raised.locals["total"] == 75.0
+    assert is_redacted(raised.locals["password"])  # secrets stay out of locals too
+    (g,) = calls["tally"]
+    assert g.locals["acc"] == 3 and g.globals == {}

@@ -44,6 +44,7 @@ _OWN = ("[c]alltape", "calltape._*", "calltape.cli", "calltape.__main__")
 def monitor(include: str | Iterable[str] = (), *, exclude: str | Iterable[str] = (),
             paths: Iterable[str | os.PathLike[str]] = (), args: bool = True,
             result: bool = True, cpu: bool = False, memory: bool = False, energy: bool = False,
+            locals: bool = False, globals: bool = False,
             tape: str | os.PathLike[str] | None = None, max_depth: int = 0, sample: int = 1,
             max_value_bytes: int | None = None) -> _native.Monitor:
     """A monitor that records the calls of the chosen code while it runs.
@@ -52,7 +53,9 @@ def monitor(include: str | Iterable[str] = (), *, exclude: str | Iterable[str] =
     ``paths``: directories whose code is recorded; with neither, all code
     outside the standard library and site-packages.  ``exclude``: module
     names or glob patterns on ``module``, ``module.qualname`` or ``qualname``.
-    ``cpu``, ``memory``, ``energy``: as for ``@calltape.record``.
+    ``cpu``, ``memory``, ``energy``, ``locals`` (the frame's locals at return
+    or raise), ``globals`` (the module globals the function reads, at entry):
+    as for ``@calltape.record``.
     ``max_depth``: record no call nested deeper than this many recorded calls
     (0: no limit); ``sample``: record one call in N of each function.
 
@@ -67,7 +70,8 @@ def monitor(include: str | Iterable[str] = (), *, exclude: str | Iterable[str] =
         resolved.append(_as_dir(p) if os.path.isdir(p) else os.path.realpath(p))
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
     return _native.Monitor(include, [*exclude, *_OWN], paths=resolved, never=never_recorded(), args=args,
-                           result=result, cpu=cpu, memory=memory, energy=energy, tape=tape,
+                           result=result, cpu=cpu, memory=memory, energy=energy, locals=locals,
+                           globals=globals, tape=tape,
                            max_depth=max_depth, sample=sample,
                            max_value_bytes=-1 if max_value_bytes is None else max_value_bytes)
 
@@ -80,6 +84,7 @@ def _start_from_environment() -> None:
     spec = json.loads(os.environ["CALLTAPE_MONITOR"])
     m = monitor(spec["include"], exclude=spec["exclude"], paths=spec["paths"],
                 args=spec["args"], result=spec["result"], cpu=spec["cpu"],
-                memory=spec["memory"], energy=spec["energy"], max_depth=spec["max_depth"], sample=spec["sample"])
+                memory=spec["memory"], energy=spec["energy"], locals=spec["locals"],
+                globals=spec["globals"], max_depth=spec["max_depth"], sample=spec["sample"])
     m.start()
     sys.modules[__name__].__dict__["_child_monitor"] = m

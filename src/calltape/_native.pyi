@@ -52,6 +52,8 @@ class Monitor:
         cpu: bool = False,
         memory: bool = False,
         energy: bool = False,
+        locals: bool = False,
+        globals: bool = False,
         tape: str | None = None,
         max_depth: int = 0,
         max_value_bytes: int = -1,

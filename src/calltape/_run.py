@@ -69,7 +69,7 @@ def _export(spec: dict[str, Any]) -> None:
 def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         include: list[str] | None = None, exclude: list[str] | None = None,
         args: bool = True, result: bool = True, cpu: bool = False, memory: bool = False,
-        energy: bool = False, max_depth: int = 0, sample: int = 1, summary: bool = True) -> int:
+        energy: bool = False, locals: bool = False, globals: bool = False, max_depth: int = 0, sample: int = 1, summary: bool = True) -> int:
     """Run ``target`` (a script path, or a module name when ``module``) under
     a monitor; returns its exit status (SystemExit passes through).
 
@@ -98,10 +98,12 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
     configure(tape=tape)
     options = {"include": include, "exclude": list(exclude or ()), "paths": paths,
                "args": args, "result": result, "cpu": cpu, "memory": memory, "energy": energy,
+               "locals": locals, "globals": globals,
                "max_depth": max_depth, "sample": sample}
     _export(options)
     mon = monitor(include, exclude=options["exclude"], paths=paths, args=args, result=result,
-                  cpu=cpu, memory=memory, energy=energy, max_depth=max_depth, sample=sample)
+                  cpu=cpu, memory=memory, energy=energy, locals=locals, globals=globals,
+                  max_depth=max_depth, sample=sample)
 
     def finish() -> None:
         if not mon.running:

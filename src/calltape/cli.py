@@ -312,6 +312,10 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", action="store_true", help="record RSS before and after calls")
     p.add_argument("--energy", action="store_true",
                    help="record RAPL package and DRAM energy (Linux powercap) of calls")
+    p.add_argument("--locals", action="store_true",
+                   help="record each call's local variables at its return or raise")
+    p.add_argument("--globals", action="store_true",
+                   help="record the module globals each function reads, at its start")
     p.add_argument("--max-depth", type=int, default=0, metavar="N",
                    help="record no call nested deeper than N recorded calls (0: no limit)")
     p.add_argument("--sample", type=int, default=1, metavar="N",
@@ -360,7 +364,8 @@ def run_main(argv: list[str]) -> int:
         return run(target, module=is_module, argv=program_args, tape=args.tape,
                    include=args.include, exclude=args.exclude, args=not args.no_args,
                    result=not args.no_result, cpu=args.cpu, memory=args.memory,
-                   energy=args.energy, max_depth=args.max_depth, sample=args.sample, summary=not args.quiet)
+                   energy=args.energy, locals=args.locals, globals=args.globals,
+                   max_depth=args.max_depth, sample=args.sample, summary=not args.quiet)
     except (RunError, TapeError) as exc:
         print(f"calltape: {exc}", file=sys.stderr)
         return 2

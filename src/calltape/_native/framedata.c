@@ -62,10 +62,10 @@ done:
     return rc;
 }
 
-PyObject *ct_global_names(PyObject *func)
+PyObject *ct_global_names(PyObject *code)
 {
     PyObject *seen = PySet_New(NULL), *out = PyList_New(0), *t = NULL;
-    if (seen && out && add_names(PyFunction_GET_CODE(func), seen, out, 0) == 0)
+    if (seen && out && add_names(code, seen, out, 0) == 0)
         t = PyList_AsTuple(out);
     Py_XDECREF(seen);
     Py_XDECREF(out);
@@ -78,9 +78,8 @@ static int is_data(ct_state *st, PyObject *v)
              PyMethod_Check(v) || PyObject_TypeCheck(v, st->Recorder_type));
 }
 
-PyObject *ct_globals_snapshot(ct_state *st, PyObject *func, PyObject *names)
+PyObject *ct_globals_snapshot(ct_state *st, PyObject *globals, PyObject *names)
 {
-    PyObject *globals = PyFunction_GET_GLOBALS(func);
     PyObject *out = PyDict_New();
     if (!out)
         return NULL;

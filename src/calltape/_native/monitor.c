@@ -62,6 +62,7 @@ typedef struct ct_codeinfo {
     uint64_t announced_serial;
     PyObject *fn_record;      /* bytes: REC_FUNCTION body, or NULL */
     PyObject *names;          /* tuple of parameter names */
+    PyObject *global_names;   /* tuple: the globals it reads (monitor(globals=True)) */
     uint8_t *redacted;        /* per parameter */
     uint64_t seen_generation; /* counted in Monitor.functions */
     uint32_t sample_counter;
@@ -74,6 +75,7 @@ static void codeinfo_free(void *p)
         return;
     Py_XDECREF(ci->fn_record);
     Py_XDECREF(ci->names);
+    Py_XDECREF(ci->global_names);
     PyMem_Free(ci->redacted);
     PyMem_Free(ci);
 }
@@ -86,6 +88,7 @@ typedef struct mon_entry {
     uint64_t generation; /* of the monitor that pushed it */
     ct_callinfo ci;
     size_t args_at, args_len; /* in the arena */
+    size_t globals_len;       /* encoded globals, in the arena after the arguments */
 } mon_entry;
 
 typedef struct mon_stack {
@@ -147,7 +150,7 @@ typedef struct Monitor {
     ct_state *st;
     Py_ssize_t max_value_bytes, max_depth;
     uint32_t sample;
-    uint8_t opt_args, opt_result, opt_cpu, opt_memory, opt_energy;
+    uint8_t opt_args, opt_result, opt_cpu, opt_memory, opt_energy, opt_locals, opt_globals;
     int running;
     uint64_t generation;
     uint64_t calls_seen;     /* recorded calls started */
@@ -394,6 +397,54 @@ static void capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thre
     t->busy--;
 }
 
+/* Encodes the module globals the code `co` reads (names cached in `info`)
+ * into the arena as one DICT; nothing when they cannot be found. */
+static void capture_globals(mon_active *a, mon_stack *s, ct_codeinfo *info, PyObject *co,
+                            ct_thread *t, Py_ssize_t limit)
+{
+    t->busy++;
+    if (!info->global_names)
+        info->global_names = ct_global_names(co);
+    PyObject *globals = PyEval_GetGlobals(); /* borrowed */
+    PyObject *d = info->global_names && globals
+                      ? ct_globals_snapshot(a->st, globals, info->global_names)
+                      : NULL;
+    if (d) {
+        size_t before = s->arena.len;
+        ct_encode_named(a->st, &s->arena, d, limit, NULL, NULL, 1, NULL);
+        if (s->arena.failed)
+            s->arena.len = before;
+        Py_DECREF(d);
+    }
+    PyErr_Clear();
+    t->busy--;
+}
+
+/* The frame's locals at its return or raise, encoded as one DICT into `b`.
+ * Returns 0, or -1 when there are none to record. */
+static int capture_locals(mon_active *a, wbuf *b, ct_thread *t, Py_ssize_t limit)
+{
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
+    if (!frame)
+        return -1;
+    t->busy++;
+    PyObject *saved = ct_fetch_exc();
+    PyObject *locals = PyFrame_GetLocals(frame), *d = NULL;
+    if (locals && PyDict_Check(locals))
+        d = Py_NewRef(locals);
+    else if (locals && (d = PyDict_New()) && PyDict_Update(d, locals) < 0)
+        Py_CLEAR(d); /* 3.13: a proxy, copied */
+    if (d)
+        ct_encode_named(a->st, b, d, limit, NULL, NULL, 1, NULL);
+    int rc = d && !b->failed ? 0 : -1;
+    Py_XDECREF(d);
+    Py_XDECREF(locals);
+    PyErr_Clear();
+    ct_restore_exc(saved);
+    t->busy--;
+    return rc;
+}
+
 /* A call of `co` starts.  Never raises. */
 static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
 {
@@ -411,6 +462,7 @@ static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
     e->generation = a->generation;
     e->args_at = s->arena.len;
     e->args_len = 0;
+    e->globals_len = 0;
     if ((m->max_depth && t->depth >= (uint64_t)m->max_depth) ||
         (m->sample > 1 && (info->sample_counter++ % m->sample) != 0))
         return; /* on the stack so that its return is matched, not recorded */
@@ -452,6 +504,14 @@ static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
         e = &s->v[at];
         e->args_len = s->arena.len - e->args_at;
         e->ci.flags |= REC_HAS_ARGS;
+        Py_DECREF(m);
+    }
+    if (m->opt_globals) {
+        size_t at = s->n - 1;
+        Py_INCREF(m);
+        capture_globals(a, s, info, (PyObject *)co, t, m->max_value_bytes);
+        e = &s->v[at];
+        e->globals_len = s->arena.len - e->args_at - e->args_len;
         Py_DECREF(m);
     }
     e->ci.start = ct_now_ns();
@@ -508,6 +568,29 @@ static void emit_plain(mon_active *a, const mon_entry *e, const uint8_t *args, u
     ct_append(a->st, a->slot, buf, body + 1);
 }
 
+/* The record of stack entry `i` with the frame's locals (monitor(locals=
+ * True)) and the globals encoded at its start (globals=True). */
+static __attribute__((noinline)) void emit_with_frame(mon_active *a, Monitor *m, mon_stack *s,
+                                                      size_t i, uint64_t end, int outcome,
+                                                      PyObject *res, PyObject *exc)
+{
+    ct_thread *t = ct_thread_get();
+    wbuf lb;
+    wbuf_init(&lb, NULL, 0);
+    Py_INCREF(m);
+    int have_locals = m->opt_locals && capture_locals(a, &lb, t, m->max_value_bytes) == 0;
+    mon_entry *e = &s->v[i]; /* capture may have run user code */
+    wbuf gb;
+    wbuf_init(&gb, s->arena.data + e->args_at + e->args_len, e->globals_len);
+    gb.len = e->globals_len;
+    ct_site site = {e->info->fn_id, NULL, m->max_value_bytes, m->opt_result};
+    ct_emit_site_call_frame(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at, e->args_len,
+                            end, outcome, res, exc, have_locals ? &lb : NULL,
+                            e->globals_len ? &gb : NULL);
+    Py_DECREF(m);
+    wbuf_free(&lb);
+}
+
 /* A call of `co` ends with `outcome` (`value`: result or exception). */
 static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value)
 {
@@ -534,8 +617,11 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
             exc = NULL;
         t->parent = e->ci.parent;
         t->depth = e->ci.depth;
-        if (!exc && !(res && m->opt_result) &&
-            !(e->ci.flags & (REC_HAS_CPU | REC_HAS_MEMORY | REC_HAS_ENERGY)) && e->args_len < 40)
+        if (m->opt_locals || m->opt_globals)
+            emit_with_frame(a, m, s, (size_t)i, end, outcome, res, exc);
+        else if (!exc && !(res && m->opt_result) &&
+                 !(e->ci.flags & (REC_HAS_CPU | REC_HAS_MEMORY | REC_HAS_ENERGY)) &&
+                 e->args_len < 40)
             emit_plain(a, e, s->arena.data + e->args_at, end, outcome);
         else
             ct_emit_site_call(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at,
@@ -558,12 +644,12 @@ static void on_suspend(mon_active *a, PyCodeObject *co)
     ct_thread *t = ct_thread_get();
     PyFrameObject *frame = e->info ? PyEval_GetFrame() : NULL;
     if (frame) {
-        size_t n = sizeof *e + e->args_len;
+        size_t n = sizeof *e + e->args_len + e->globals_len;
         PyObject *parked = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
         if (parked) {
             char *p = PyBytes_AS_STRING(parked);
             memcpy(p, e, sizeof *e);
-            memcpy(p + sizeof *e, s->arena.data + e->args_at, e->args_len);
+            memcpy(p + sizeof *e, s->arena.data + e->args_at, e->args_len + e->globals_len);
             if (PyDict_SetItem(a->parked, (PyObject *)frame, parked) < 0)
                 PyErr_Clear();
             Py_DECREF(parked);
@@ -599,7 +685,7 @@ static void on_resume(mon_active *a, PyCodeObject *co)
         memcpy(e, p, sizeof *e);
         e->code = co;
         e->args_at = s->arena.len;
-        wbuf_put(&s->arena, p + sizeof *e, e->args_len);
+        wbuf_put(&s->arena, p + sizeof *e, e->args_len + e->globals_len);
         ct_thread *t = ct_thread_get();
         t->parent = e->ci.seq;
         t->depth = e->ci.depth + 1;
@@ -1062,16 +1148,17 @@ static PyObject *str_tuple(PyObject *v, const char *what)
 
 static PyObject *Monitor_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {
-        "include", "exclude", "paths",     "never",           "args",   "result", "cpu", "memory",
-        "energy",  "tape",    "max_depth", "max_value_bytes", "sample", NULL};
+    static char *kwlist[] = {"include",   "exclude",         "paths",   "never",
+                             "args",      "result",          "cpu",     "memory",
+                             "energy",    "locals",          "globals", "tape",
+                             "max_depth", "max_value_bytes", "sample",  NULL};
     PyObject *include = Py_None, *exclude = Py_None, *paths = Py_None, *never = Py_None;
     PyObject *tape = Py_None;
-    int a = 1, res = 1, cpu = 0, mem = 0, energy = 0;
+    int a = 1, res = 1, cpu = 0, mem = 0, energy = 0, locals = 0, globals = 0;
     Py_ssize_t max_depth = 0, max_bytes = -1, sample = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO$OOpppppOnnn:monitor", kwlist, &include,
-                                     &exclude, &paths, &never, &a, &res, &cpu, &mem, &energy, &tape,
-                                     &max_depth, &max_bytes, &sample))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO$OOpppppppOnnn:monitor", kwlist, &include,
+                                     &exclude, &paths, &never, &a, &res, &cpu, &mem, &energy,
+                                     &locals, &globals, &tape, &max_depth, &max_bytes, &sample))
         return NULL;
     if (sample < 1)
         return PyErr_Format(PyExc_ValueError, "sample must be an integer >= 1, not %zd", sample);
@@ -1109,6 +1196,8 @@ static PyObject *Monitor_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     m->opt_cpu = (uint8_t)cpu;
     m->opt_memory = (uint8_t)mem;
     m->opt_energy = (uint8_t)energy;
+    m->opt_locals = (uint8_t)locals;
+    m->opt_globals = (uint8_t)globals;
     if (energy)
         ct_energy_open(st); /* an unavailable counter is reported now, once */
     m->max_depth = max_depth;

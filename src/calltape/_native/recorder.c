@@ -596,6 +596,14 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
                    NULL);
 }
 
+void ct_emit_site_call_frame(ct_state *st, const ct_site *site, ct_engine_slot *slot,
+                             const ct_callinfo *ci, const uint8_t *args, size_t args_len,
+                             uint64_t end, int outcome, PyObject *result, PyObject *exc,
+                             const wbuf *locals, const wbuf *globals)
+{
+    emit_site_call(st, site, slot, ci, args, args_len, end, outcome, result, exc, locals, globals);
+}
+
 void ct_emit_call_frame(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
                         uint64_t end, int outcome, PyObject *result, PyObject *exc,
                         const wbuf *locals, const wbuf *globals)
@@ -607,12 +615,10 @@ void ct_emit_call_frame(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci
 
 /* ---- locals and globals (framedata.c finds them) --------------------------- */
 
-/* Encodes a dict of named values (locals, globals) as one DICT, applying
- * the recorder's redaction and sanitize to each name. */
-static void encode_named(Recorder *r, wbuf *b, PyObject *d)
+void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, PyObject *redact_exact,
+                     PyObject *redact_patterns, int redact_default, PyObject *sanitize)
 {
-    ct_state *st = r->st;
-    ct_capture cap = {st, r->max_value_bytes, 0};
+    ct_capture cap = {st, limit, 0};
     PyObject *name, *v;
     Py_ssize_t pos = 0;
     wbuf_byte(b, WIRE_DICT);
@@ -620,12 +626,12 @@ static void encode_named(Recorder *r, wbuf *b, PyObject *d)
     while (PyDict_Next(d, &pos, &name, &v)) {
         ct_capture_value(&cap, b, name);
         if (PyUnicode_Check(name) &&
-            ct_should_redact(st, name, r->redact_exact, r->redact_patterns, r->redact_default)) {
+            ct_should_redact(st, name, redact_exact, redact_patterns, redact_default)) {
             wbuf_byte(b, WIRE_REDACTED);
             st->counters[CT_REDACTED]++;
             st->counters_dirty = 1;
-        } else if (r->sanitize) {
-            PyObject *clean = PyObject_CallFunctionObjArgs(r->sanitize, name, v, NULL);
+        } else if (sanitize) {
+            PyObject *clean = PyObject_CallFunctionObjArgs(sanitize, name, v, NULL);
             if (clean) {
                 ct_capture_value(&cap, b, clean);
                 Py_DECREF(clean);
@@ -639,6 +645,13 @@ static void encode_named(Recorder *r, wbuf *b, PyObject *d)
     }
 }
 
+/* ct_encode_named with the recorder's redaction and sanitize. */
+static void encode_named(Recorder *r, wbuf *b, PyObject *d)
+{
+    ct_encode_named(r->st, b, d, r->max_value_bytes, r->redact_exact, r->redact_patterns,
+                    r->redact_default, r->sanitize);
+}
+
 /* Before the call (locals=True / globals=True; out of the common path):
  * encodes the module globals it reads into `gb` and starts watching for
  * its locals.  On failure `gb` is marked failed (no globals recorded). */
@@ -649,7 +662,7 @@ static __attribute__((noinline)) void frame_begin_call(Recorder *r, wbuf *gb,
     if (r->opt_globals) {
         ct_thread *t = &ct_tls_thread;
         t->busy++;
-        PyObject *d = ct_globals_snapshot(r->st, r->func, r->global_names);
+        PyObject *d = ct_globals_snapshot(r->st, PyFunction_GET_GLOBALS(r->func), r->global_names);
         if (d) {
             encode_named(r, gb, d);
             Py_DECREF(d);
@@ -924,7 +937,7 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         r->opt_locals = (uint8_t)want_locals;
         r->opt_globals = (uint8_t)want_globals;
         r->opt_frame = 1;
-        if (want_globals && !(r->global_names = ct_global_names(inner)))
+        if (want_globals && !(r->global_names = ct_global_names(PyFunction_GET_CODE(inner))))
             goto error;
         if (want_locals && ct_locals_enable(st, inner) < 0)
             goto error;

@@ -112,12 +112,27 @@ void ct_emit_call_frame(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci
 
 /* framedata.c: locals and globals of a call (plain functions only). */
 
-/* The names `func`'s code (nested code included) loads, dunders excluded:
- * a new tuple, or NULL with an exception. */
-PyObject *ct_global_names(PyObject *func);
-/* name -> value for those `names` present in func.__globals__ whose value
- * is data (not a module, function, class or Recorder).  New dict or NULL. */
-PyObject *ct_globals_snapshot(ct_state *st, PyObject *func, PyObject *names);
+/* The global names code object `code` (nested code included) loads,
+ * dunders excluded: a new tuple, or NULL with an exception. */
+PyObject *ct_global_names(PyObject *code);
+/* name -> value for those `names` present in the dict `globals` whose
+ * value is data (not a module, function, class or Recorder).  New dict or
+ * NULL with an exception. */
+PyObject *ct_globals_snapshot(ct_state *st, PyObject *globals, PyObject *names);
+
+/* Encodes the dict `d` of named values (locals, globals) as one DICT onto
+ * `b`: names that match the redaction rules (extra names and patterns may
+ * be NULL) become REDACTED, `sanitize` (or NULL) filters the others.
+ * Never raises. */
+void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, PyObject *redact_exact,
+                     PyObject *redact_patterns, int redact_default, PyObject *sanitize);
+
+/* ct_emit_site_call with the encoded locals and globals of the call (each
+ * one DICT value, or NULL). */
+void ct_emit_site_call_frame(ct_state *st, const ct_site *site, ct_engine_slot *slot,
+                             const ct_callinfo *ci, const uint8_t *args, size_t args_len,
+                             uint64_t end, int outcome, PyObject *result, PyObject *exc,
+                             const wbuf *locals, const wbuf *globals);
 
 /* One call watching for its frame's locals; lives on the C stack. */
 typedef struct ct_locals_watch {
