@@ -39,6 +39,20 @@ def pairs(n):
     for i in range(n):
         yield (i, i * i)
     return n
+
+
+class Cart:
+    def __init__(self, n):
+        self.n = n
+
+    @calltape.record
+    def total(self, unit):
+        return self.n * unit
+
+
+@calltape.record
+async def fetch(key):
+    return key.upper()
 '''
 
 
@@ -74,6 +88,9 @@ def recorded(tmp_path):
             pass
         shop_mt.line_total(shop_mt.Line("pen", Decimal("1.25")), 4)
         list(shop_mt.pairs(3))
+        shop_mt.Cart(3).total(2.5)
+        import asyncio
+        asyncio.run(shop_mt.fetch("ab"))
     """, tape=tape, env_extra={"PYTHONDONTWRITEBYTECODE": "1"})
     return tape
 
@@ -84,7 +101,7 @@ def test_generated_module_passes_then_fails_after_a_change(tmp_path, recorded):
     made = cli(tmp_path, "make-tests", recorded, "--function", "shop_mt.*", "--out", out,
                "--allow", "shop_mt")
     assert made.returncode == 0, made.stderr
-    assert made.stdout.startswith(f"wrote 5 tests to {out} (values in ")
+    assert made.stdout.startswith(f"wrote 7 tests to {out} (values in ")
     text = out.read_text()
     # readable: literals where they exist, the data file for the rest
     assert "result = call(price, 3, 9.5, currency='EUR')\n" in text
@@ -94,17 +111,20 @@ def test_generated_module_passes_then_fails_after_a_change(tmp_path, recorded):
     assert "'builtins.ValueError', 'negative quantity -1'" in text
     assert "result = call(line_total, VALUES[0], 4)\n    assert_same(result, VALUES[1])" in text
     assert "result = call(pairs, 3)\n    assert_same(result, 3)" in text
+    assert "Cart_total = resolve('shop_mt', 'Cart.total')" in text
+    assert "result = call(Cart_total, VALUES[2], 2.5)\n    assert_same(result, 7.5)" in text
+    assert "result = call(fetch, 'ab')\n    assert_same(result, 'AB')" in text
     assert "price = resolve('shop_mt', 'price')" in text
     assert f"Tape:      {recorded}" in text and "calltape make-tests" in text
     assert (out.parent / "test_recorded_shop.calltape").exists()
     passed = pytest_run(tmp_path, out)
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert "5 passed" in passed.stdout
+    assert "7 passed" in passed.stdout
     (tmp_path / "shop_mt.py").write_text(SHOP.replace("qty * unit", "qty * unit * 2")
                                          .replace("negative quantity", "no negative"))
     failed = pytest_run(tmp_path, out)
     assert failed.returncode == 1
-    assert "3 failed, 2 passed" in failed.stdout  # line_total and pairs did not change
+    assert "3 failed, 4 passed" in failed.stdout  # line_total, pairs, total, fetch did not
     assert "result['total']: 28.5 != 57.0  (recorded != now)" in failed.stdout
     assert ("recorded builtins.ValueError: negative quantity -1, raised now"
             " builtins.ValueError: no negative -1") in failed.stdout
