@@ -208,3 +208,18 @@ def test_no_reference_leaks_with_locals_and_globals(tape):
         if round_ == 0:
             before = sys.getrefcount(payload), sys.getrefcount(LIMITS)
     assert (sys.getrefcount(payload), sys.getrefcount(LIMITS)) == before
+
+
+def test_search_passing_over_calls_skips_their_locals_and_globals(tape):
+    import time
+
+    for qty in (1, 2, 3):
+        price(qty, 4.0)
+        time.sleep(0.002)
+    calls = read_calls(tape, "price")
+    last = max(calls, key=lambda c: c.start_ns)
+    t = open_tape(tape)
+    # the time filter decodes only the last call and passes over the others
+    found = list(t.search(function="price", since=last.start))
+    assert [(c.args["qty"], c.result, c.locals["total"], c.globals["RATE"]) for c in found] == [
+        (3, 15.0, 15.0, 0.25)]

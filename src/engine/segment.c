@@ -239,14 +239,17 @@ static int skip_rest(seg_reader *r)
     skip_varint(&r->col[COL_PARENT]);
     skip_varint(&r->col[COL_DEPTH]);
     skip_varint(&r->col[COL_THREAD]);
-    uint8_t flags = (uint8_t)(wreader_varint(&r->col[COL_FLAGS]) >> 2);
+    uint16_t flags = (uint16_t)(wreader_varint(&r->col[COL_FLAGS]) >> 2);
     int extras = ((flags & REC_HAS_CPU) ? 1 : 0) + ((flags & REC_HAS_MEMORY) ? 3 : 0) +
                  ((flags & REC_HAS_ENERGY) ? 2 : 0);
     for (int k = 0; k < extras; k++)
         skip_varint(&r->col[COL_EXTRA]);
     if (flags & REC_HAS_ARGS)
         wreader_take(&r->col[COL_ARGS], wreader_varint(&r->col[COL_ARGS]));
-    if (flags & REC_HAS_RESULT)
+    /* the result column holds the result, then the locals and the globals */
+    int values = ((flags & REC_HAS_RESULT) ? 1 : 0) + ((flags & REC_HAS_LOCALS) ? 1 : 0) +
+                 ((flags & REC_HAS_GLOBALS) ? 1 : 0);
+    for (int k = 0; k < values; k++)
         wreader_take(&r->col[COL_RESULT], wreader_varint(&r->col[COL_RESULT]));
     for (int i = 0; i < NCOLS; i++)
         if (r->col[i].bad)

@@ -224,6 +224,17 @@ static void test_locals_globals_roundtrip(void)
         i++;
     }
     CHECK(ok && i == 10);
+    /* a search passing over calls skips their locals and globals too */
+    CHECK(seg_reader_open(&sr, seg.data, seg.len) == 0);
+    int found = 0;
+    ok = 1;
+    while (seg_reader_next_within(&sr, &c, 1005, 1009, 0, INT64_MAX) == 1) {
+        ok &= c.start == 1005 + found && c.id == 6 + found;
+        ok &= c.result_len == sizeof result && memcmp(c.result, result, sizeof result) == 0;
+        ok &= (c.flags & REC_HAS_LOCALS) ? memcmp(c.locals, locals, sizeof locals) == 0 : 1;
+        found++;
+    }
+    CHECK(ok && found == 5);
     wbuf_free(&seg);
     seg_builder_free(&s);
     wbuf_free(&b);
