@@ -30,6 +30,7 @@ class Recorder:
         sample: int = 1,
         locals: bool = False,
         globals: bool = False,
+        yields: bool = False,
     ) -> None: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: Any, objtype: type | None = None) -> Any: ...
@@ -161,6 +162,7 @@ class Call:
     exception: Any
     locals: dict[str, Any] | None
     globals: dict[str, Any] | None
+    yielded: list[Any] | None
     preview: str
     def children(self) -> list[Call]: ...
     def replay(

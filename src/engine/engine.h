@@ -288,7 +288,9 @@ void hash128(const void *p, size_t n, uint8_t out[WIRE_HASH_BYTES]);
  *   REC_UNBOUND); result (varint n + one value; the EXCEPTION value when
  *   outcome is RAISED); locals (varint n + one DICT value: name -> value
  *   at return or raise); globals (varint n + one DICT value: the module
- *   globals the function reads, at entry).
+ *   globals the function reads, at entry); yields (varint n + one LIST
+ *   value: what a generator yielded, ending in a TRUNCATED marker when
+ *   there were more than the size limit allowed).
  * REC_COUNTERS: varint unencodable, varint pickled, varint redacted,
  *   varint truncated, varint dropped: deltas for the session counters.
  */
@@ -310,6 +312,7 @@ enum rec_flags {
     REC_ASYNC = 1 << 6,       /* generator, coroutine or async generator */
     REC_HAS_LOCALS = 1 << 7,  /* the frame's locals at return or raise */
     REC_HAS_GLOBALS = 1 << 8, /* the module globals the function reads */
+    REC_HAS_YIELDS = 1 << 9,  /* the values a generator yielded */
 };
 
 /* Energy (REC_HAS_ENERGY) is two counters in microjoules: the RAPL package
@@ -331,6 +334,8 @@ typedef struct call_rec {
     size_t locals_len;
     const uint8_t *globals;
     size_t globals_len;
+    const uint8_t *yields;
+    size_t yields_len;
 } call_rec;
 
 /* Parses the body of a REC_CALL (after the kind byte).  Returns 0, or -1 when
@@ -360,6 +365,8 @@ typedef struct seg_call {
     size_t locals_len;
     const uint8_t *globals; /* likewise, after the locals */
     size_t globals_len;
+    const uint8_t *yields; /* likewise, after the globals */
+    size_t yields_len;
 } seg_call;
 
 /* Serialized layout: byte CALLTAPE_SEGMENT_FORMAT, varint n, varint first
@@ -368,7 +375,8 @@ typedef struct seg_call {
  * id - parent, 0 for none), depth, thread, start (zigzag delta), duration,
  * outcome | flags << 2, extras (cpu, memory, energy varints as flagged), args
  * (varint n + values when flagged), result (likewise, followed by the
- * locals and the globals, each varint n + one value, when flagged). */
+ * locals, the globals and the yields, each varint n + one value, when
+ * flagged). */
 typedef struct seg_builder {
     size_t n;
     int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;

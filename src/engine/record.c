@@ -49,6 +49,10 @@ int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
         c->globals_len = (size_t)wreader_varint(&r);
         c->globals = wreader_take(&r, c->globals_len);
     }
+    if (c->flags & REC_HAS_YIELDS) {
+        c->yields_len = (size_t)wreader_varint(&r);
+        c->yields = wreader_take(&r, c->yields_len);
+    }
     return (r.bad || r.p != r.end) ? -1 : 0;
 }
 
@@ -97,6 +101,8 @@ void rec_put_call(wbuf *b, const call_rec *c)
         extra += varint_size(c->locals_len) + c->locals_len;
     if (c->flags & REC_HAS_GLOBALS)
         extra += varint_size(c->globals_len) + c->globals_len;
+    if (c->flags & REC_HAS_YIELDS)
+        extra += varint_size(c->yields_len) + c->yields_len;
     wbuf_varint(b, body.len + extra);
     wbuf_put(b, body.data, body.len);
     if (c->flags & REC_HAS_ARGS) {
@@ -114,6 +120,10 @@ void rec_put_call(wbuf *b, const call_rec *c)
     if (c->flags & REC_HAS_GLOBALS) {
         wbuf_varint(b, c->globals_len);
         wbuf_put(b, c->globals, c->globals_len);
+    }
+    if (c->flags & REC_HAS_YIELDS) {
+        wbuf_varint(b, c->yields_len);
+        wbuf_put(b, c->yields, c->yields_len);
     }
     if (body.failed)
         b->failed = 1;

@@ -93,6 +93,10 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
         wbuf_varint(&s->col[COL_RESULT], c->globals_len);
         wbuf_put(&s->col[COL_RESULT], c->globals, c->globals_len);
     }
+    if (c->flags & REC_HAS_YIELDS) {
+        wbuf_varint(&s->col[COL_RESULT], c->yields_len);
+        wbuf_put(&s->col[COL_RESULT], c->yields, c->yields_len);
+    }
     for (int i = 0; i < NCOLS; i++)
         if (s->col[i].failed)
             return -1;
@@ -195,6 +199,10 @@ int seg_reader_next(seg_reader *r, seg_call *c)
         c->globals_len = (size_t)wreader_varint(&r->col[COL_RESULT]);
         c->globals = wreader_take(&r->col[COL_RESULT], c->globals_len);
     }
+    if (c->flags & REC_HAS_YIELDS) {
+        c->yields_len = (size_t)wreader_varint(&r->col[COL_RESULT]);
+        c->yields = wreader_take(&r->col[COL_RESULT], c->yields_len);
+    }
     for (int i = 0; i < NCOLS; i++)
         if (r->col[i].bad)
             return -1;
@@ -246,9 +254,9 @@ static int skip_rest(seg_reader *r)
         skip_varint(&r->col[COL_EXTRA]);
     if (flags & REC_HAS_ARGS)
         wreader_take(&r->col[COL_ARGS], wreader_varint(&r->col[COL_ARGS]));
-    /* the result column holds the result, then the locals and the globals */
+    /* the result column holds the result, then locals, globals, yields */
     int values = ((flags & REC_HAS_RESULT) ? 1 : 0) + ((flags & REC_HAS_LOCALS) ? 1 : 0) +
-                 ((flags & REC_HAS_GLOBALS) ? 1 : 0);
+                 ((flags & REC_HAS_GLOBALS) ? 1 : 0) + ((flags & REC_HAS_YIELDS) ? 1 : 0);
     for (int k = 0; k < values; k++)
         wreader_take(&r->col[COL_RESULT], wreader_varint(&r->col[COL_RESULT]));
     for (int i = 0; i < NCOLS; i++)

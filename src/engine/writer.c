@@ -302,10 +302,11 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
         if (!s.args)
             return -1;
     }
-    wbuf result_scratch, locals_scratch, globals_scratch;
+    wbuf result_scratch, locals_scratch, globals_scratch, yields_scratch;
     wbuf_init(&result_scratch, NULL, 0);
     wbuf_init(&locals_scratch, NULL, 0);
     wbuf_init(&globals_scratch, NULL, 0);
+    wbuf_init(&yields_scratch, NULL, 0);
     int rc = 0;
     if (c.flags & REC_HAS_RESULT) {
         s.result = externalize(e, c.result, c.result_len, &result_scratch, &s.result_len);
@@ -319,11 +320,16 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
         s.globals = externalize(e, c.globals, c.globals_len, &globals_scratch, &s.globals_len);
         rc = s.globals ? 0 : -1;
     }
+    if (rc == 0 && (c.flags & REC_HAS_YIELDS)) {
+        s.yields = externalize(e, c.yields, c.yields_len, &yields_scratch, &s.yields_len);
+        rc = s.yields ? 0 : -1;
+    }
     if (rc == 0)
         rc = seg_builder_add(&f->seg, &s);
     wbuf_free(&result_scratch);
     wbuf_free(&locals_scratch);
     wbuf_free(&globals_scratch);
+    wbuf_free(&yields_scratch);
     if (rc < 0)
         return -1;
     if (f->seg.n >= SEG_MAX_CALLS)

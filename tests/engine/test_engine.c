@@ -152,17 +152,20 @@ static void test_locals_globals_roundtrip(void)
     uint8_t result[2] = {WIRE_INT, 6};
     uint8_t locals[6] = {WIRE_DICT, 1, WIRE_STR, 1, 'x', WIRE_TRUE};
     uint8_t globals[7] = {WIRE_DICT, 1, WIRE_STR, 1, 'g', WIRE_INT, 2};
+    uint8_t yields[4] = {WIRE_LIST, 1, WIRE_INT, 8};
     call_rec in;
     memset(&in, 0, sizeof in);
     in.fn = 1;
     in.seq = 7;
-    in.flags = REC_HAS_RESULT | REC_HAS_LOCALS | REC_HAS_GLOBALS;
+    in.flags = REC_HAS_RESULT | REC_HAS_LOCALS | REC_HAS_GLOBALS | REC_HAS_YIELDS;
     in.result = result;
     in.result_len = sizeof result;
     in.locals = locals;
     in.locals_len = sizeof locals;
     in.globals = globals;
     in.globals_len = sizeof globals;
+    in.yields = yields;
+    in.yields_len = sizeof yields;
     wbuf b;
     wbuf_init(&b, NULL, 0);
     rec_put_call(&b, &in);
@@ -176,6 +179,7 @@ static void test_locals_globals_roundtrip(void)
     CHECK(out.result_len == sizeof result && memcmp(out.result, result, sizeof result) == 0);
     CHECK(out.locals_len == sizeof locals && memcmp(out.locals, locals, sizeof locals) == 0);
     CHECK(out.globals_len == sizeof globals && memcmp(out.globals, globals, sizeof globals) == 0);
+    CHECK(out.yields_len == sizeof yields && memcmp(out.yields, yields, sizeof yields) == 0);
     /* below 0x80 the flags are the single byte older producers wrote */
     b.len = 0;
     in.flags = REC_HAS_RESULT | REC_ASYNC;

@@ -28,16 +28,50 @@ static ct_deferred *deferred_of(Pending *p)
     return p->owner ? &((Pending *)p->owner)->d : &p->d;
 }
 
+/* yields=True: keeps the encoded value a generator yielded, up to the
+ * recorder's max_value_bytes in all; later ones are only counted. */
+static void keep_yield(ct_deferred *d, PyObject *v)
+{
+    Recorder *r = d->recorder;
+    if (d->yields.len >= (size_t)r->max_value_bytes) {
+        d->nomitted++;
+        return;
+    }
+    ct_thread *t = ct_thread_get();
+    ct_capture cap = {r->st, r->max_value_bytes, 0};
+    t->busy++;
+    ct_capture_value(&cap, &d->yields, v);
+    t->busy--;
+    d->nyields++;
+}
+
 void ct_deferred_finish(ct_deferred *d, int outcome, PyObject *result, PyObject *exc)
 {
     if (d->done || !d->recorder)
         return;
     d->done = 1;
     PyObject *saved = ct_fetch_exc();
-    ct_emit_call(d->recorder, d->slot, &d->ci, &d->args, ct_now_ns(), outcome, result, exc);
+    if (d->want_yields && !d->yields.failed) {
+        /* LIST of the values kept, then Truncated("yields", n) when n were left out */
+        wbuf list;
+        wbuf_init(&list, NULL, 0);
+        wbuf_byte(&list, WIRE_LIST);
+        wbuf_varint(&list, d->nyields + (d->nomitted ? 1 : 0));
+        wbuf_put(&list, d->yields.data, d->yields.len);
+        if (d->nomitted) {
+            wire_tagged_bytes(&list, WIRE_TRUNCATED, "yields", 6);
+            wbuf_varint(&list, d->nomitted);
+        }
+        ct_emit_call_frame(d->recorder, d->slot, &d->ci, &d->args, ct_now_ns(), outcome, result,
+                           exc, NULL, NULL, list.failed ? NULL : &list);
+        wbuf_free(&list);
+    } else {
+        ct_emit_call(d->recorder, d->slot, &d->ci, &d->args, ct_now_ns(), outcome, result, exc);
+    }
     PyErr_Clear();
     ct_restore_exc(saved);
     wbuf_free(&d->args);
+    wbuf_free(&d->yields);
 }
 
 /* Runs one step of the inner object; `how` 0: send(arg), 1: throw(args). */
@@ -68,8 +102,11 @@ static PyObject *step(Pending *p, int how, PyObject *arg)
     }
     t->parent = parent;
     t->depth = depth;
-    if (status == PYGEN_NEXT)
+    if (status == PYGEN_NEXT) {
+        if (d->want_yields && !d->done && p->mode == MODE_ITER)
+            keep_yield(d, res);
         return res;
+    }
     if (status == PYGEN_RETURN) {
         if (p->mode == MODE_ITER)
             ct_deferred_finish(d, OUTCOME_RETURNED, res, NULL);

@@ -44,7 +44,8 @@ typedef struct ct_function {
 } ct_function;
 
 /* One recorded call.  The encoded arguments, result, locals and globals
- * follow the struct (args_len + result_len + locals_len + globals_len
+ * follow the struct (args_len + result_len + locals_len + globals_len +
+ * yields_len
  * bytes), so a Call is one allocation; arguments and result are rebuilt on
  * first access and kept. */
 typedef struct ct_call {
@@ -52,7 +53,7 @@ typedef struct ct_call {
     ct_function *fn;                 /* strong */
     int64_t id, session, parent, depth, thread, start, duration;
     int64_t cpu_ns, rss_before, rss_after, rss_peak, energy_pkg, energy_dram;
-    size_t args_len, result_len, locals_len, globals_len;
+    size_t args_len, result_len, locals_len, globals_len, yields_len;
     uint8_t outcome;
     uint16_t flags;
     uint8_t rebuilt;    /* args and defaults are set */

@@ -496,7 +496,7 @@ static __attribute__((noinline)) void energy_end(ct_state *st, const ct_callinfo
 static inline __attribute__((always_inline)) void
 emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct_callinfo *ci,
                const uint8_t *args, size_t args_len, uint64_t end, int outcome, PyObject *result,
-               PyObject *exc, const wbuf *locals, const wbuf *globals)
+               PyObject *exc, const wbuf *locals, const wbuf *globals, const wbuf *yields)
 {
     ct_thread *t = &ct_tls_thread;
     uint8_t rstore[256];
@@ -507,6 +507,8 @@ emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct
         flags |= REC_HAS_LOCALS;
     if (globals)
         flags |= REC_HAS_GLOBALS;
+    if (yields)
+        flags |= REC_HAS_YIELDS;
     t->busy++;
     if (exc) {
         ct_capture_exception(st, &res, exc);
@@ -572,6 +574,10 @@ emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct
         wbuf_varint(&b, globals->len);
         wbuf_put(&b, globals->data, globals->len);
     }
+    if (yields) {
+        wbuf_varint(&b, yields->len);
+        wbuf_put(&b, yields->data, yields->len);
+    }
     if (!res.failed) {
         if (st->counters_dirty)
             ct_emit_counters(st, slot);
@@ -585,7 +591,7 @@ void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
                        const ct_callinfo *ci, const uint8_t *args, size_t args_len, uint64_t end,
                        int outcome, PyObject *result, PyObject *exc)
 {
-    emit_site_call(st, site, slot, ci, args, args_len, end, outcome, result, exc, NULL, NULL);
+    emit_site_call(st, site, slot, ci, args, args_len, end, outcome, result, exc, NULL, NULL, NULL);
 }
 
 void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
@@ -593,7 +599,7 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
 {
     ct_site site = {r->fn_id, r->sanitize, r->max_value_bytes, r->opt_result};
     emit_site_call(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc, NULL,
-                   NULL);
+                   NULL, NULL);
 }
 
 void ct_emit_site_call_frame(ct_state *st, const ct_site *site, ct_engine_slot *slot,
@@ -601,16 +607,17 @@ void ct_emit_site_call_frame(ct_state *st, const ct_site *site, ct_engine_slot *
                              uint64_t end, int outcome, PyObject *result, PyObject *exc,
                              const wbuf *locals, const wbuf *globals)
 {
-    emit_site_call(st, site, slot, ci, args, args_len, end, outcome, result, exc, locals, globals);
+    emit_site_call(st, site, slot, ci, args, args_len, end, outcome, result, exc, locals, globals,
+                   NULL);
 }
 
 void ct_emit_call_frame(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
                         uint64_t end, int outcome, PyObject *result, PyObject *exc,
-                        const wbuf *locals, const wbuf *globals)
+                        const wbuf *locals, const wbuf *globals, const wbuf *yields)
 {
     ct_site site = {r->fn_id, r->sanitize, r->max_value_bytes, r->opt_result};
     emit_site_call(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc, locals,
-                   globals);
+                   globals, yields);
 }
 
 /* ---- locals and globals (framedata.c finds them) --------------------------- */
@@ -697,7 +704,7 @@ static __attribute__((noinline)) void frame_end_call(Recorder *r, ct_engine_slot
     if (res || exc)
         ct_emit_call_frame(r, slot, ci, ab, end, res ? OUTCOME_RETURNED : OUTCOME_RAISED, res, exc,
                            locals && !lb.failed ? &lb : NULL,
-                           r->opt_globals && !gb->failed ? gb : NULL);
+                           r->opt_globals && !gb->failed ? gb : NULL, NULL);
     ct_restore_exc(exc);
     wbuf_free(&lb);
     wbuf_free(gb);
@@ -789,6 +796,7 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         d.recorder = (Recorder *)Py_NewRef(op);
         d.slot = slot;
         d.ci = ci;
+        d.want_yields = r->opt_yields;
         wbuf_init(&d.args, NULL, 0);
         wbuf_put(&d.args, ab.data, ab.len);
         PyObject *wrapped = ct_pending_wrap(st, res, &d, r->kind);
@@ -841,14 +849,14 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"func",   "args",   "result",   "cpu",    "memory",
                              "tape",   "redact", "sanitize", "energy", "max_value_bytes",
-                             "sample", "locals", "globals",  NULL};
+                             "sample", "locals", "globals",  "yields", NULL};
     PyObject *func, *tape = Py_None, *redact = Py_None, *sanitize = Py_None;
     PyObject *max_bytes = Py_None, *energy = Py_None;
-    int a = 1, res = 1, cpu = 0, mem = 0, want_locals = 0, want_globals = 0;
+    int a = 1, res = 1, cpu = 0, mem = 0, want_locals = 0, want_globals = 0, want_yields = 0;
     Py_ssize_t sample = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOOnpp:record", kwlist, &func, &a, &res,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOOnppp:record", kwlist, &func, &a, &res,
                                      &cpu, &mem, &tape, &redact, &sanitize, &energy, &max_bytes,
-                                     &sample, &want_locals, &want_globals))
+                                     &sample, &want_locals, &want_globals, &want_yields))
         return NULL;
     int want_energy = energy == Py_None ? -1 : PyObject_IsTrue(energy);
     if (energy != Py_None && want_energy < 0)
@@ -926,6 +934,14 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     }
     if (setup_signature(r) < 0)
         goto error;
+    if (want_yields) {
+        if (r->kind != KIND_GENERATOR) {
+            PyErr_Format(PyExc_TypeError,
+                         "yields=True is recorded for generator functions, not for %R", inner);
+            goto error;
+        }
+        r->opt_yields = 1;
+    }
     if (want_locals || want_globals) {
         if (!PyFunction_Check(inner) || r->kind != KIND_PLAIN) {
             PyErr_Format(PyExc_TypeError,

@@ -31,6 +31,7 @@ typedef struct Recorder {
     int has_varargs, has_varkw, redact_default;
     uint8_t opt_args, opt_result, opt_cpu, opt_memory, opt_locals, opt_globals;
     uint8_t opt_frame;  /* opt_locals or opt_globals: the one test on the common path */
+    uint8_t opt_yields; /* generators: record what they yield */
     uint8_t opt_energy; /* CT_ENERGY_OFF, _ON or _CONFIGURED (follow configure()) */
 } Recorder;
 
@@ -105,10 +106,11 @@ static inline uint8_t *ct_put_call_head(uint8_t *q, uint64_t fn_id, const ct_cal
 void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
                   uint64_t end, int outcome, PyObject *result, PyObject *exc);
 /* The same with the encoded locals and globals (each one DICT value, or
- * NULL) of a plain function's call recorded with locals=/globals=True. */
+ * NULL) of a plain function's call recorded with locals=/globals=True, and
+ * the yields (one LIST value, or NULL) of a generator with yields=True. */
 void ct_emit_call_frame(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
                         uint64_t end, int outcome, PyObject *result, PyObject *exc,
-                        const wbuf *locals, const wbuf *globals);
+                        const wbuf *locals, const wbuf *globals, const wbuf *yields);
 
 /* framedata.c: locals and globals of a call (plain functions only). */
 
@@ -162,6 +164,11 @@ typedef struct ct_deferred {
     ct_callinfo ci;
     wbuf args; /* on the heap */
     int done;
+    /* yields=True: the encoded values yielded so far (at most the
+     * recorder's max_value_bytes), how many, and how many were left out */
+    wbuf yields;
+    uint64_t nyields, nomitted;
+    int want_yields;
 } ct_deferred;
 
 /* Records the outcome (once) and releases the arguments. */

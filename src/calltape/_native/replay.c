@@ -50,10 +50,12 @@ enum {
     A_BOUND,
     A_KWARGS,
     A_GLOBALS,
+    A_YIELDED,
     A_COUNT
 };
-static const char *const attr_names[] = {"id",     "module", "qualname", "outcome", "exception",
-                                         "result", "args",   "bound",    "kwargs",  "globals"};
+static const char *const attr_names[] = {"id",        "module",  "qualname", "outcome",
+                                         "exception", "result",  "args",     "bound",
+                                         "kwargs",    "globals", "yielded"};
 
 typedef struct Replayer {
     PyObject_HEAD ct_state *st;
@@ -687,6 +689,39 @@ static PyObject *skip_pending(Replayer *self, PyObject *call_id, PyObject *funct
     return out;
 }
 
+/* A generator recorded with yields=True: compares what it yielded then
+ * (call.yielded; when it ends in a Truncated marker, only the values kept)
+ * with what it yields now.  Returns 0 when the same or not recorded, 1 with
+ * *diff set when not, -1 with an exception. */
+static int compare_yields(Replayer *self, PyObject *call, PyObject *now, PyObject **diff)
+{
+    PyObject *then = PyObject_GetAttr(call, self->attr[A_YIELDED]);
+    if (!then) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear(); /* a Call without yielded */
+        return 0;
+    }
+    int rc = 0;
+    if (PyList_Check(then)) {
+        Py_ssize_t n = PyList_GET_SIZE(then);
+        PyObject *cls = ct_marker_type(self->st, "Truncated");
+        PyObject *a = NULL, *b = NULL;
+        if (n && cls && PyObject_TypeCheck(PyList_GET_ITEM(then, n - 1), (PyTypeObject *)cls)) {
+            a = PyList_GetSlice(then, 0, n - 1);
+            b = PyList_GetSlice(now, 0, n - 1);
+        } else {
+            a = Py_NewRef(then);
+            b = Py_NewRef(now);
+        }
+        rc = a && b ? ct_compare(self->st, a, b, self->rel, self->abs, "yielded", diff) : -1;
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+    }
+    Py_DECREF(then);
+    return rc;
+}
+
 static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"call", "parameters", NULL};
@@ -843,6 +878,12 @@ static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
         if (rc < 0)
             goto error;
         status = rc ? ST_CHANGED : ST_PASSED;
+        if (rc == 0 && yielded && PyList_Check(yielded)) {
+            rc = compare_yields(self, call, yielded, &diff);
+            if (rc < 0)
+                goto error;
+            status = rc ? ST_CHANGED : ST_PASSED;
+        }
     }
 finish:
     if (PyErr_Occurred())

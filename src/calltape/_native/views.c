@@ -524,8 +524,10 @@ ct_call *ct_call_new(ct_tape *t, ct_function *fn, const seg_call *c, int64_t ses
     size_t result_len = (c->flags & REC_HAS_RESULT) ? c->result_len : 0;
     size_t locals_len = (c->flags & REC_HAS_LOCALS) ? c->locals_len : 0;
     size_t globals_len = (c->flags & REC_HAS_GLOBALS) ? c->globals_len : 0;
+    size_t yields_len = (c->flags & REC_HAS_YIELDS) ? c->yields_len : 0;
     ct_call *call = PyObject_GC_NewVar(
-        ct_call, st->Call_type, (Py_ssize_t)(args_len + result_len + locals_len + globals_len));
+        ct_call, st->Call_type,
+        (Py_ssize_t)(args_len + result_len + locals_len + globals_len + yields_len));
     if (!call)
         return NULL;
     call->tape = (ct_tape *)Py_NewRef((PyObject *)t);
@@ -549,6 +551,7 @@ ct_call *ct_call_new(ct_tape *t, ct_function *fn, const seg_call *c, int64_t ses
     call->result_len = result_len;
     call->locals_len = locals_len;
     call->globals_len = globals_len;
+    call->yields_len = yields_len;
     call->rebuilt = call->result_set = 0;
     call->args = call->defaults = call->result = NULL;
     if (args_len)
@@ -559,6 +562,9 @@ ct_call *ct_call_new(ct_tape *t, ct_function *fn, const seg_call *c, int64_t ses
         memcpy(call->data + args_len + result_len, c->locals, locals_len);
     if (globals_len)
         memcpy(call->data + args_len + result_len + locals_len, c->globals, globals_len);
+    if (yields_len)
+        memcpy(call->data + args_len + result_len + locals_len + globals_len, c->yields,
+               yields_len);
     PyObject_GC_Track(call);
     return call;
 }
@@ -874,6 +880,19 @@ static PyObject *Call_get_frame_data(ct_call *c, void *which)
     return ct_tape_rebuild(c->tape, &p, p + (globals ? c->globals_len : c->locals_len));
 }
 
+/* call.yielded: the list of values a generator recorded with yields=True
+ * yielded (a new list each time), else None. */
+static PyObject *Call_get_yielded(ct_call *c, void *unused)
+{
+    (void)unused;
+    if (!(c->flags & REC_HAS_YIELDS))
+        Py_RETURN_NONE;
+    if (call_alive(c) < 0)
+        return NULL;
+    const uint8_t *p = c->data + c->args_len + c->result_len + c->locals_len + c->globals_len;
+    return ct_tape_rebuild(c->tape, &p, p + c->yields_len);
+}
+
 /* The bounded preview of the arguments (values in parameter order). */
 static PyObject *call_preview(ct_call *c, size_t limit)
 {
@@ -1028,6 +1047,10 @@ static PyGetSetDef Call_getset[] = {
      "dict of the module globals the function read, at entry; None unless recorded with"
      " globals=True",
      (void *)1},
+    {"yielded", (getter)Call_get_yielded, NULL,
+     "list of what a generator recorded with yields=True yielded (ending in"
+     " Truncated('yields', n) when n more were left out); None otherwise",
+     NULL},
     {"preview", (getter)Call_get_preview, NULL, "bounded, sanitized text of the arguments", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
