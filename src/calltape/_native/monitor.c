@@ -719,82 +719,67 @@ static PyObject *hook_result(mon_active *a, int disable)
     return Py_NewRef(disable && a->disable ? a->disable : Py_None);
 }
 
-static PyObject *mon_py_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+enum mon_event { EV_START, EV_RESUME, EV_RETURN, EV_YIELD, EV_UNWIND, EV_THROW };
+
+/* Every sys.monitoring callback: (code, offset[, value]).  Inlined into
+ * each callback with its event constant, so each compiles to its own path. */
+static inline __attribute__((always_inline)) PyObject *
+mon_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs, int ev)
 {
     mon_active *a = active_of(module);
-    int disable;
-    if (nargs < 1)
+    int disable = 0;
+    if (nargs < (ev == EV_RETURN || ev == EV_UNWIND ? 3 : 1))
         return Py_NewRef(Py_None);
+    PyCodeObject *co = (PyCodeObject *)args[0];
+    if (ev == EV_RETURN) {
+        /* the common case: the call on top of this thread's stack returns */
+        mon_stack *s = tls_stack;
+        if (s && s->n && s->v[s->n - 1].code == co && a->mon && !ct_tls_thread.busy) {
+            on_end(a, co, OUTCOME_RETURNED, args[2]);
+            return Py_NewRef(Py_None);
+        }
+    }
     ct_codeinfo *info = hook_info(a, args[0], &disable);
-    if (info)
-        on_start(a, (PyCodeObject *)args[0], info);
-    return hook_result(a, disable);
-}
-
-static PyObject *mon_py_resume(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    mon_active *a = active_of(module);
-    int disable;
-    if (nargs < 1)
-        return Py_NewRef(Py_None);
-    if (hook_info(a, args[0], &disable))
-        on_resume(a, (PyCodeObject *)args[0]);
-    return hook_result(a, disable);
-}
-
-static PyObject *mon_py_return(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    mon_active *a = active_of(module);
-    int disable;
-    if (nargs < 3)
-        return Py_NewRef(Py_None);
-    /* the common case: the call on top of this thread's stack returns */
-    mon_stack *s = tls_stack;
-    if (s && s->n && s->v[s->n - 1].code == (PyCodeObject *)args[0] && a->mon &&
-        !ct_tls_thread.busy) {
-        on_end(a, (PyCodeObject *)args[0], OUTCOME_RETURNED, args[2]);
-        return Py_NewRef(Py_None);
+    if (info) {
+        PyObject *saved;
+        switch (ev) {
+        case EV_START:
+            on_start(a, co, info);
+            break;
+        case EV_RESUME:
+            on_resume(a, co);
+            break;
+        case EV_RETURN:
+            on_end(a, co, OUTCOME_RETURNED, args[2]);
+            break;
+        case EV_YIELD:
+            on_suspend(a, co);
+            break;
+        default: /* an exception is on its way: keep it as it is */
+            saved = ct_fetch_exc();
+            if (ev == EV_UNWIND)
+                on_end(a, co, OUTCOME_RAISED, args[2]);
+            else
+                on_resume(a, co); /* PY_THROW resumes a generator */
+            ct_restore_exc(saved);
+        }
     }
-    if (hook_info(a, args[0], &disable))
-        on_end(a, (PyCodeObject *)args[0], OUTCOME_RETURNED, args[2]);
-    return hook_result(a, disable);
+    /* PY_UNWIND and PY_THROW cannot be disabled per code */
+    return ev == EV_UNWIND || ev == EV_THROW ? Py_NewRef(Py_None) : hook_result(a, disable);
 }
 
-static PyObject *mon_py_yield(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    mon_active *a = active_of(module);
-    int disable;
-    if (nargs < 1)
-        return Py_NewRef(Py_None);
-    if (hook_info(a, args[0], &disable))
-        on_suspend(a, (PyCodeObject *)args[0]);
-    return hook_result(a, disable);
-}
-
-/* PY_UNWIND cannot be disabled per code; PY_THROW resumes a generator. */
-static PyObject *mon_py_unwind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    mon_active *a = active_of(module);
-    int disable;
-    if (nargs >= 3 && hook_info(a, args[0], &disable)) {
-        PyObject *saved = ct_fetch_exc();
-        on_end(a, (PyCodeObject *)args[0], OUTCOME_RAISED, args[2]);
-        ct_restore_exc(saved);
+#define MON_CALLBACK(name, ev)                                                                     \
+    static PyObject *name(PyObject *module, PyObject *const *args, Py_ssize_t nargs)               \
+    {                                                                                              \
+        return mon_event(module, args, nargs, ev);                                                 \
     }
-    return Py_NewRef(Py_None);
-}
-
-static PyObject *mon_py_throw(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    mon_active *a = active_of(module);
-    int disable;
-    if (nargs >= 1 && hook_info(a, args[0], &disable)) {
-        PyObject *saved = ct_fetch_exc();
-        on_resume(a, (PyCodeObject *)args[0]);
-        ct_restore_exc(saved);
-    }
-    return Py_NewRef(Py_None);
-}
+MON_CALLBACK(mon_py_start, EV_START)
+MON_CALLBACK(mon_py_resume, EV_RESUME)
+MON_CALLBACK(mon_py_return, EV_RETURN)
+MON_CALLBACK(mon_py_yield, EV_YIELD)
+MON_CALLBACK(mon_py_unwind, EV_UNWIND)
+MON_CALLBACK(mon_py_throw, EV_THROW)
+#undef MON_CALLBACK
 
 static PyMethodDef hook_defs[] = {
     {"PY_START", (PyCFunction)(void (*)(void))mon_py_start, METH_FASTCALL, NULL},
