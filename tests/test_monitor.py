@@ -491,3 +491,148 @@ def test_run_records_locals_and_globals(tmp_path):
     assert is_redacted(raised.locals["password"])  # secrets stay out of locals too
     (g,) = calls["tally"]
     assert g.locals["acc"] == 3 and g.globals == {}
+
+
+def test_generator_resumed_by_another_caller_or_thread(tmp_path):
+    write(tmp_path, {"prog.py": """
+        import threading
+        def gen():
+            yield 1
+            yield 2
+            yield 3
+        def helper():
+            return 0
+        def consumer(g):
+            next(g)
+            return helper()
+        def worker(g):
+            next(g)
+            return helper()
+        def main():
+            g = gen()
+            next(g)
+            consumer(g)
+            t = threading.Thread(target=worker, args=(g,))
+            t.start()
+            t.join()
+        main()
+    """})
+    calltape_run(tmp_path, ["prog.py"])
+    _, calls = calls_by_name(tmp_path / "t.db")
+    (consumer,) = calls["consumer"]
+    (worker,) = calls["worker"]
+    by_thread = {c.thread: c for c in calls["helper"]}
+    assert by_thread[consumer.thread].parent == consumer.id
+    assert by_thread[consumer.thread].depth == consumer.depth + 1
+    assert by_thread[worker.thread].parent == worker.id  # not a call of the main thread
+
+
+@pytest.mark.parametrize("option", [["--sample", "2"], ["--max-depth", "2"]])
+def test_recursive_generator_under_sample_and_max_depth(tmp_path, option):
+    write(tmp_path, {"prog.py": """
+        import time
+        def walk(n):
+            time.sleep(0.01)
+            if n:
+                yield from walk(n - 1)
+            yield n
+        print(list(walk(3)))
+    """})
+    proc = calltape_run(tmp_path, [*option, "prog.py"])
+    assert proc.stdout.strip() == "[0, 1, 2, 3]"
+    _, calls = calls_by_name(tmp_path / "t.db")
+    outer = next(c for c in calls["walk"] if c.args["n"] == 3)
+    assert outer.duration >= 0.04  # it lasts while the nested walks sleep
+    assert all(c.outcome == "returned" for c in calls["walk"])
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="3.11's profiler hook cannot tell throw() from close() at a yield")
+def test_generator_thrown_into_is_raised(tmp_path):
+    write(tmp_path, {"prog.py": """
+        def gen():
+            yield 1
+            yield 2
+        g = gen()
+        next(g)
+        try:
+            g.throw(KeyError("in"))
+        except KeyError:
+            pass
+    """})
+    calltape_run(tmp_path, ["prog.py"])
+    _, calls = calls_by_name(tmp_path / "t.db")
+    (g,) = calls["gen"]
+    assert g.outcome == "raised"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="cProfile uses sys.monitoring from 3.12")
+def test_cprofile_sees_code_after_the_monitor_stopped(tape):
+    import cProfile
+    import pstats
+
+    def excluded():
+        return 1
+
+    with calltape.monitor(include=["nothing_here"]):
+        excluded()  # switched off for the profiler id
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(5):
+        excluded()
+    prof.disable()
+    stats = pstats.Stats(prof).stats
+    assert [v[0] for k, v in stats.items() if k[2] == "excluded"] == [5]
+
+
+def test_run_module_package_main_symlink_and_console_script_path(tmp_path):
+    write(tmp_path, {
+        "real/mypkg/__init__.py": "",
+        "real/mypkg/__main__.py": """
+            def hello(name):
+                return "hi " + name
+            print(hello("x"))
+        """,
+        "real/p.py": """
+            import builtins
+            def f(a):
+                return a
+            assert __builtins__ is builtins  # as in a script run by python
+            f(1)
+        """})
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    # like the `calltape` console script: sys.path[0] is not the current folder
+    boot = "import sys; from calltape.cli import main; sys.path[0] = '/nonexistent'; " \
+           "sys.exit(main())"
+    proc = subprocess.run([sys.executable, "-c", boot, "run", "--tape", str(tmp_path / "t.db"),
+                           "-m", "mypkg"], cwd=tmp_path / "real", env=child_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "hi x"
+    _, calls = calls_by_name(tmp_path / "t.db")
+    assert calls["hello"][0].args == {"name": "x"}
+    calltape_run(tmp_path, ["link/p.py"], tape="s.db")
+    _, calls = calls_by_name(tmp_path / "s.db")
+    assert calls["f"][0].args == {"a": 1}
+
+
+def test_ctrl_c_runs_exit_handlers_and_shows_the_traceback(tmp_path):
+    write(tmp_path, {"prog.py": """
+        import atexit, time
+        atexit.register(lambda: print("user atexit ran", flush=True))
+        def wait_here():
+            print("ready", flush=True)
+            while True:
+                time.sleep(0.05)
+        wait_here()
+    """})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "calltape", "run", "--tape", str(tmp_path / "t.db"), "prog.py"],
+        cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGINT
+    assert "user atexit ran" in out
+    assert "in wait_here" in err and "KeyboardInterrupt" in err

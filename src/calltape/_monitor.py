@@ -20,7 +20,6 @@ from . import _native
 
 
 def _as_dir(path: str) -> str:
-    path = os.path.realpath(path)
     return path if path.endswith(os.sep) else path + os.sep
 
 
@@ -67,7 +66,10 @@ def monitor(include: str | Iterable[str] = (), *, exclude: str | Iterable[str] =
     resolved = []
     for p in paths:
         p = os.fspath(p)
-        resolved.append(_as_dir(p) if os.path.isdir(p) else os.path.realpath(p))
+        # code objects carry the path the program was reached by (through
+        # symlinks or not): both spellings are recorded
+        for spelling in dict.fromkeys((os.path.abspath(p), os.path.realpath(p))):
+            resolved.append(_as_dir(spelling) if os.path.isdir(p) else spelling)
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
     return _native.Monitor(include, [*exclude, *_OWN], paths=resolved, never=never_recorded(), args=args,
                            result=result, cpu=cpu, memory=memory, energy=energy, locals=locals,

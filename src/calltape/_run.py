@@ -10,6 +10,7 @@ and the ``_bootstrap`` sitecustomize on PYTHONPATH.
 from __future__ import annotations
 
 import atexit
+import builtins
 import importlib.util
 import json
 import os
@@ -52,7 +53,7 @@ def _exec_script(target: str) -> None:
     main = types.ModuleType("__main__")
     loader = importlib.machinery.SourceFileLoader("__main__", path)
     main.__dict__.update(__file__=path, __cached__=None, __loader__=loader,
-                         __builtins__=__builtins__)
+                         __builtins__=builtins)
     with io.open_code(path) as f:
         code = compile(f.read(), path, "exec")
     sys.modules["__main__"] = main
@@ -77,20 +78,32 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
     """
     include = list(include or ())
     paths: list[str] = []
+
+    def add_path(path: str, folder: bool) -> None:
+        path = os.path.abspath(path)  # monitor() adds its real path too
+        paths.append(path.rstrip(os.sep) + os.sep if folder else path)
+
+    saved_path0 = sys.path[0]
     if module:
+        sys.path[0] = os.getcwd()  # as `python -m`: modules of the current folder
         try:
             spec = importlib.util.find_spec(target)
+            if spec is not None and spec.submodule_search_locations is not None:
+                spec = importlib.util.find_spec(target + ".__main__")  # a package
         except (ImportError, ValueError) as exc:
+            sys.path[0] = saved_path0
             raise RunError(f"cannot find module {target!r}: {exc}") from None
         if spec is None:
+            sys.path[0] = saved_path0
             raise RunError(f"no module named {target!r}")
         include.append(target.partition(".")[0])
         if spec.origin and os.path.isfile(spec.origin):
-            paths.append(os.path.realpath(spec.origin))
+            add_path(spec.origin, folder=False)
     else:
-        if not os.path.isfile(target):
+        if not os.path.exists(target):
             raise RunError(f"cannot open the script {target!r}: no such file")
-        paths.append(os.path.dirname(os.path.realpath(target)) + os.sep)
+        add_path(target if os.path.isdir(target) else os.path.dirname(os.path.abspath(target)),
+                 folder=True)
     tape = os.path.abspath(tape or os.environ.get("CALLTAPE_TAPE") or "calltape.db")
     if not os.path.isdir(os.path.dirname(tape)):
         raise RunError(f"cannot write the tape {tape}: the folder {os.path.dirname(tape)}"
@@ -131,11 +144,15 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
             _exec_script(target)
     except SystemExit:
         raise
-    except KeyboardInterrupt:
-        finish()
-        traceback.print_exception(KeyboardInterrupt, KeyboardInterrupt(), None)
+    except KeyboardInterrupt as exc:
+        # as python does: the traceback, the program's exit handlers (and
+        # ours), then death by SIGINT for the exit status
+        traceback.print_exception(type(exc), exc, _trim(exc.__traceback__))
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)  # the status python itself would give
+        os.kill(os.getpid(), signal.SIGINT)
         return 130
     except BaseException as exc:  # noqa: BLE001 - reported as python would
         tb = _trim(exc.__traceback__)

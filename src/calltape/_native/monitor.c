@@ -86,6 +86,7 @@ typedef struct mon_entry {
     PyCodeObject *code;  /* identity only */
     ct_codeinfo *info;   /* NULL: a call that is not recorded (sampled out, too deep) */
     uint64_t generation; /* of the monitor that pushed it */
+    uint64_t saved_parent, saved_depth; /* the thread's, when it was pushed */
     ct_callinfo ci;
     size_t args_at, args_len; /* in the arena */
     size_t globals_len;       /* encoded globals, in the arena after the arguments */
@@ -204,7 +205,7 @@ static int wants(Monitor *m, PyCodeObject *co, PyObject *mod)
     if (!in) {
         /* files under an excluded directory (stdlib, site-packages,
          * calltape) only come in by module name */
-        if (PyUnicode_READ_CHAR(file, 0) == '<')
+        if (PyUnicode_GET_LENGTH(file) == 0 || PyUnicode_READ_CHAR(file, 0) == '<')
             return 0;
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(m->never); i++)
             if (text_starts(file, PyTuple_GET_ITEM(m->never, i)))
@@ -259,8 +260,9 @@ static int describe_code(ct_state *st, ct_codeinfo *info, PyCodeObject *co, PyOb
     PyObject *varnames = PyObject_GetAttrString((PyObject *)co, "co_varnames");
     if (!varnames)
         return -1;
-    info->names = PyTuple_GetSlice(varnames, 0, n);
+    Py_XSETREF(info->names, PyTuple_GetSlice(varnames, 0, n)); /* a retry after a failure */
     Py_DECREF(varnames);
+    PyMem_Free(info->redacted);
     info->redacted = PyMem_Calloc((size_t)n + 1, 1);
     if (!info->names || !info->redacted) {
         if (!PyErr_Occurred())
@@ -460,6 +462,8 @@ static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
     e->code = co;
     e->info = NULL;
     e->generation = a->generation;
+    e->saved_parent = t->parent;
+    e->saved_depth = t->depth;
     e->args_at = s->arena.len;
     e->args_len = 0;
     e->globals_len = 0;
@@ -527,17 +531,15 @@ static Py_ssize_t find_entry(const mon_stack *s, PyCodeObject *co)
 }
 
 /* Pops the stack down to (not including) index `i`, restoring the parent
- * link of the thread to what it was when entry `i` started. */
+ * link of the thread to what it was when entry `i` was pushed (started or
+ * resumed: a generator resumed by another caller returns to that one). */
 static void unwind_to(mon_stack *s, size_t i, ct_thread *t)
 {
-    for (size_t k = s->n; k > i; k--) {
-        mon_entry *e = &s->v[k - 1];
-        if (e->info) {
-            t->parent = e->ci.parent;
-            t->depth = e->ci.depth;
-        }
-    }
-    s->arena.len = i < s->n ? s->v[i].args_at : s->arena.len;
+    if (i >= s->n)
+        return;
+    t->parent = s->v[i].saved_parent;
+    t->depth = s->v[i].saved_depth;
+    s->arena.len = s->v[i].args_at;
     s->n = i;
 }
 
@@ -615,8 +617,8 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
         }
         if (exc && !PyExceptionInstance_Check(exc))
             exc = NULL;
-        t->parent = e->ci.parent;
-        t->depth = e->ci.depth;
+        t->parent = e->saved_parent;
+        t->depth = e->saved_depth;
         if (m->opt_locals || m->opt_globals)
             emit_with_frame(a, m, s, (size_t)i, end, outcome, res, exc);
         else if (!exc && !(res && m->opt_result) &&
@@ -642,7 +644,9 @@ static void on_suspend(mon_active *a, PyCodeObject *co)
         return;
     mon_entry *e = &s->v[i];
     ct_thread *t = ct_thread_get();
-    PyFrameObject *frame = e->info ? PyEval_GetFrame() : NULL;
+    /* parked even when not recorded (sampled out, too deep): its next
+     * yield or return must not be taken for an outer call of the same code */
+    PyFrameObject *frame = PyEval_GetFrame();
     if (frame) {
         size_t n = sizeof *e + e->args_len + e->globals_len;
         PyObject *parked = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
@@ -655,10 +659,6 @@ static void on_suspend(mon_active *a, PyCodeObject *co)
             Py_DECREF(parked);
         }
         PyErr_Clear();
-    }
-    if (e->info) {
-        t->parent = e->ci.parent;
-        t->depth = e->ci.depth;
     }
     unwind_to(s, (size_t)i, t);
 }
@@ -687,8 +687,12 @@ static void on_resume(mon_active *a, PyCodeObject *co)
         e->args_at = s->arena.len;
         wbuf_put(&s->arena, p + sizeof *e, e->args_len + e->globals_len);
         ct_thread *t = ct_thread_get();
-        t->parent = e->ci.seq;
-        t->depth = e->ci.depth + 1;
+        e->saved_parent = t->parent; /* this caller gets the thread back */
+        e->saved_depth = t->depth;
+        if (e->info) {
+            t->parent = e->ci.seq;
+            t->depth = e->ci.depth + 1;
+        }
     }
     Py_DECREF(parked);
 }
@@ -885,6 +889,10 @@ static void hooks_remove(PyObject *module, mon_active *a)
     PyObject *saved = ct_fetch_exc();
     PyObject *r = sysmon_call("set_events", "(ii)", MON_TOOL_ID, 0);
     Py_XDECREF(r);
+    /* code switched off with DISABLE runs events again for the next user
+     * of the profiler id (cProfile on 3.12+) */
+    r = sysmon_call("restart_events", "()");
+    Py_XDECREF(r);
     for (PyMethodDef *d = hook_defs; d->ml_name; d++) {
         PyObject *sm = PySys_GetObject("monitoring");
         PyObject *events = sm ? PyObject_GetAttrString(sm, "events") : NULL;
@@ -940,13 +948,17 @@ static int profile_hook(PyObject *module, PyFrameObject *frame, int what, PyObje
                 on_resume(a, co);
             else
                 on_start(a, co, info);
-        } else if (info->is_gen && frame_yielded(frame, co)) {
+        } else if (arg && info->is_gen && frame_yielded(frame, co)) {
             on_suspend(a, co);
         } else if (arg) {
             on_end(a, co, OUTCOME_RETURNED, arg);
         } else {
-            /* 3.11's profiler hook does not show the exception */
-            on_end(a, co, OUTCOME_RAISED, NULL);
+            /* 3.11's profiler hook does not show the exception; one leaving a
+             * generator at a yield was thrown in there, almost always by
+             * close() (GeneratorExit) */
+            on_end(a, co,
+                   info->is_gen && frame_yielded(frame, co) ? OUTCOME_CLOSED : OUTCOME_RAISED,
+                   NULL);
         }
     }
     Py_DECREF(co);
