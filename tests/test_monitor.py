@@ -636,3 +636,20 @@ def test_ctrl_c_runs_exit_handlers_and_shows_the_traceback(tmp_path):
     assert proc.returncode == -signal.SIGINT
     assert "user atexit ran" in out
     assert "in wait_here" in err and "KeyboardInterrupt" in err
+
+
+def _abandoned():
+    yield 1
+    yield 2
+
+
+def test_abandoned_generators_are_closed_when_freed_not_at_stop(tape):
+    here = os.path.dirname(os.path.abspath(__file__))
+    with calltape.monitor(paths=[here]):
+        for _ in range(500):
+            g = _abandoned()
+            next(g)
+            del g  # freed suspended: recorded now, its frame not kept
+        calltape.flush(timeout=30)
+        closed = [c for c in calltape.open(tape).calls() if c.qualname == "_abandoned"]
+        assert len(closed) == 500 and {c.outcome for c in closed} == {"closed"}

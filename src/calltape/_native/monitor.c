@@ -19,8 +19,10 @@
  * not trusted to arrive balanced: a return is matched against the stack by
  * code object, unmatched returns (calls that began before monitoring) are
  * ignored, and entries above a match are dropped.  A generator or coroutine
- * that suspends leaves the stack: its entry is parked in a dict keyed by its
- * frame until it resumes, so one record covers its whole life, as with the
+ * that suspends leaves the stack: its entry is parked in a dict keyed by the
+ * address of its generator, with a weak reference to the generator whose
+ * callback records it as closed if it is freed without resuming, until it
+ * resumes, so one record covers its whole life, as with the
  * decorator.
  *
  * Invariants: callbacks never raise and never leave an exception set; while
@@ -632,6 +634,73 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
     unwind_to(s, (size_t)i, t);
 }
 
+/* The entry `e` (bytes: a mon_entry and its encoded values) of a parked
+ * generator or coroutine whose object is gone without finishing: recorded
+ * as closed now. */
+static void emit_abandoned(mon_active *a, PyObject *entry)
+{
+    mon_entry e;
+    memcpy(&e, PyBytes_AS_STRING(entry), sizeof e);
+    if (!e.info || !a->mon || e.generation != a->generation)
+        return;
+    ct_site site = {e.info->fn_id, NULL, a->mon->max_value_bytes, 0};
+    ct_emit_site_call(a->st, &site, a->slot, &e.ci,
+                      (const uint8_t *)PyBytes_AS_STRING(entry) + sizeof e, e.args_len, ct_now_ns(),
+                      OUTCOME_CLOSED, NULL, NULL);
+}
+
+/* Weak reference callback (self: (module, key)): the generator of a parked
+ * entry was freed without finishing. */
+static PyObject *parked_gone(PyObject *self, PyObject *wr)
+{
+    (void)wr;
+    PyObject *saved = ct_fetch_exc();
+    mon_active *a = active_of(PyTuple_GET_ITEM(self, 0));
+    PyObject *item =
+        a->parked ? PyDict_GetItemWithError(a->parked, PyTuple_GET_ITEM(self, 1)) : NULL;
+    if (item) {
+        Py_INCREF(item);
+        (void)PyDict_DelItem(a->parked, PyTuple_GET_ITEM(self, 1));
+        emit_abandoned(a, PyTuple_GET_ITEM(item, 0));
+        Py_DECREF(item);
+    }
+    PyErr_Clear();
+    ct_restore_exc(saved);
+    return Py_NewRef(Py_None);
+}
+
+static PyMethodDef parked_gone_def = {"_calltape_parked_gone", parked_gone, METH_O, NULL};
+
+/* The parked dict's key for generator frame `frame`: the address of its
+ * generator, which lives as long as it (a frame object may not, and the
+ * object itself would be kept alive).  New reference or NULL. */
+static PyObject *park_key(PyFrameObject *frame)
+{
+    PyObject *gen = PyFrame_GetGenerator(frame);
+    PyObject *key = PyLong_FromVoidPtr(gen ? (void *)gen : (void *)frame);
+    Py_XDECREF(gen);
+    return key;
+}
+
+/* Parks `entry` under `frame` with a weak reference to its generator.
+ * Never raises. */
+static void park(mon_active *a, PyFrameObject *frame, PyObject *entry)
+{
+    PyObject *key = park_key(frame), *gen = PyFrame_GetGenerator(frame);
+    PyObject *self = key ? PyTuple_Pack(2, a->st->module, key) : NULL;
+    PyObject *cb = self ? PyCFunction_NewEx(&parked_gone_def, self, NULL) : NULL;
+    PyObject *wr = cb && gen ? PyWeakref_NewRef(gen, cb) : NULL;
+    PyObject *item = wr ? PyTuple_Pack(2, entry, wr) : NULL;
+    if (!item || PyDict_SetItem(a->parked, key, item) < 0)
+        PyErr_Clear();
+    Py_XDECREF(item);
+    Py_XDECREF(wr);
+    Py_XDECREF(cb);
+    Py_XDECREF(self);
+    Py_XDECREF(gen);
+    Py_XDECREF(key);
+}
+
 /* A generator or coroutine of `co` suspends: its entry leaves the stack
  * and waits in a->parked under its frame. */
 static void on_suspend(mon_active *a, PyCodeObject *co)
@@ -654,8 +723,7 @@ static void on_suspend(mon_active *a, PyCodeObject *co)
             char *p = PyBytes_AS_STRING(parked);
             memcpy(p, e, sizeof *e);
             memcpy(p + sizeof *e, s->arena.data + e->args_at, e->args_len + e->globals_len);
-            if (PyDict_SetItem(a->parked, (PyObject *)frame, parked) < 0)
-                PyErr_Clear();
+            park(a, frame, parked);
             Py_DECREF(parked);
         }
         PyErr_Clear();
@@ -670,14 +738,17 @@ static void on_resume(mon_active *a, PyCodeObject *co)
     PyFrameObject *frame = PyEval_GetFrame();
     if (!frame || PyDict_GET_SIZE(a->parked) == 0)
         return;
-    PyObject *parked = PyDict_GetItemWithError(a->parked, (PyObject *)frame);
-    mon_stack *s = parked ? stack_get(a->key) : NULL;
+    PyObject *key = park_key(frame);
+    PyObject *item = key ? PyDict_GetItemWithError(a->parked, key) : NULL;
+    mon_stack *s = item ? stack_get(a->key) : NULL;
     if (!s) {
+        Py_XDECREF(key);
         PyErr_Clear();
         return;
     }
-    Py_INCREF(parked);
-    (void)PyDict_DelItem(a->parked, (PyObject *)frame);
+    PyObject *parked = Py_NewRef(PyTuple_GET_ITEM(item, 0));
+    (void)PyDict_DelItem(a->parked, key); /* drops the weak reference too */
+    Py_DECREF(key);
     PyErr_Clear();
     mon_entry *e = stack_push(s);
     if (e) {
@@ -912,6 +983,16 @@ static void hooks_remove(PyObject *module, mon_active *a)
 
 #else /* ---- hooks: PyEval_SetProfile (3.11) ---------------------------- */
 
+/* 1 when the generator frame `frame` has a parked entry. */
+static int is_parked(mon_active *a, PyFrameObject *frame)
+{
+    PyObject *key = park_key(frame);
+    int r = key ? PyDict_Contains(a->parked, key) == 1 : 0;
+    Py_XDECREF(key);
+    PyErr_Clear();
+    return r;
+}
+
 /* 1 when the frame of `co` stopped at a YIELD_VALUE (it yielded rather
  * than returned).  3.11 only: its YIELD_VALUE opcode is 86. */
 static int frame_yielded(PyFrameObject *frame, PyCodeObject *co)
@@ -943,11 +1024,10 @@ static int profile_hook(PyObject *module, PyFrameObject *frame, int what, PyObje
     }
     if (info) {
         if (what == PyTrace_CALL) {
-            if (info->is_gen && PyDict_GET_SIZE(a->parked) &&
-                PyDict_Contains(a->parked, (PyObject *)frame) == 1)
+            if (info->is_gen && PyDict_GET_SIZE(a->parked) && is_parked(a, frame))
                 on_resume(a, co);
-            else
-                on_start(a, co, info);
+            else if (!info->is_gen || !frame_yielded(frame, co))
+                on_start(a, co, info); /* (a generator resumed at a yield is no start) */
         } else if (arg && info->is_gen && frame_yielded(frame, co)) {
             on_suspend(a, co);
         } else if (arg) {
@@ -1081,17 +1161,8 @@ static void close_parked(mon_active *a)
 {
     PyObject *key, *value;
     Py_ssize_t pos = 0;
-    uint64_t now = ct_now_ns();
-    while (PyDict_Next(a->parked, &pos, &key, &value)) {
-        mon_entry e;
-        memcpy(&e, PyBytes_AS_STRING(value), sizeof e);
-        if (!e.info)
-            continue;
-        ct_site site = {e.info->fn_id, NULL, a->mon->max_value_bytes, 0};
-        ct_emit_site_call(a->st, &site, a->slot, &e.ci,
-                          (const uint8_t *)PyBytes_AS_STRING(value) + sizeof e, e.args_len, now,
-                          OUTCOME_CLOSED, NULL, NULL);
-    }
+    while (PyDict_Next(a->parked, &pos, &key, &value))
+        emit_abandoned(a, PyTuple_GET_ITEM(value, 0));
     PyDict_Clear(a->parked);
 }
 
