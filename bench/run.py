@@ -135,10 +135,15 @@ def variants(have_viztracer: bool) -> list[Variant]:
     return out
 
 
-def run_once(v: Variant, script: str, arg: str, work: str, i: int) -> dict:
+def command(v: Variant, work: str, i: int) -> tuple[list[str], str]:
+    """The command line of run `i` of variant `v` (before the script) and its tape."""
     tape = os.path.join(work, f"t{i}.db")
-    argv = [a.replace("{tape}", tape).replace("{out}", os.path.join(work, f"o{i}"))
-            for a in v.argv]
+    return [a.replace("{tape}", tape).replace("{out}", os.path.join(work, f"o{i}"))
+            for a in v.argv], tape
+
+
+def run_once(v: Variant, script: str, arg: str, work: str, i: int) -> dict:
+    argv, tape = command(v, work, i)
     t0 = time.perf_counter()
     proc = subprocess.run([*argv, script, arg], check=False, capture_output=True, text=True,
                           cwd=work,
@@ -207,9 +212,7 @@ def report(title: str, rows: list[dict]) -> None:
 def main_thread_instructions(v: Variant, script: str, arg: str, work: str, i: int) -> int:
     """Instructions executed by the main thread of one run under callgrind."""
     out = os.path.join(work, f"cg{i}")
-    tape = os.path.join(work, f"t{i}.db")
-    argv = [a.replace("{tape}", tape).replace("{out}", os.path.join(work, f"o{i}"))
-            for a in v.argv]
+    argv, tape = command(v, work, i)
     proc = subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
                            f"--callgrind-out-file={out}", *argv, script, arg], check=False,
                           capture_output=True, text=True, cwd=work,

@@ -34,6 +34,17 @@ def calltape_run(tmp_path, argv, rc=0, tape="t.db", timeout=120, env_extra=None)
     return proc
 
 
+def interrupt_when_ready(tmp_path):
+    """Starts ``calltape run prog.py``, waits for it to print "ready", sends Ctrl-C."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "calltape", "run", "--tape", str(tmp_path / "t.db"), "prog.py"],
+        cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    return proc
+
+
 def calls_by_name(path):
     tape = open_tape(path, flush=False)
     out = {}
@@ -312,12 +323,7 @@ def test_ctrl_c_keeps_what_was_recorded(tmp_path):
         while True:
             time.sleep(0.05)
     """})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "calltape", "run", "--tape", str(tmp_path / "t.db"), "prog.py"],
-        cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGINT)
+    proc = interrupt_when_ready(tmp_path)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGINT, err
     assert "KeyboardInterrupt" in err and "recorded 5 calls" in err
@@ -626,12 +632,7 @@ def test_ctrl_c_runs_exit_handlers_and_shows_the_traceback(tmp_path):
                 time.sleep(0.05)
         wait_here()
     """})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "calltape", "run", "--tape", str(tmp_path / "t.db"), "prog.py"],
-        cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGINT)
+    proc = interrupt_when_ready(tmp_path)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGINT
     assert "user atexit ran" in out

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import site
-import sys
 import sysconfig
 from collections.abc import Iterable
 
@@ -83,10 +82,4 @@ def _start_from_environment() -> None:
     (a child process: spawn and forkserver workers, subprocesses)."""
     import json
 
-    spec = json.loads(os.environ["CALLTAPE_MONITOR"])
-    m = monitor(spec["include"], exclude=spec["exclude"], paths=spec["paths"],
-                args=spec["args"], result=spec["result"], cpu=spec["cpu"],
-                memory=spec["memory"], energy=spec["energy"], locals=spec["locals"],
-                globals=spec["globals"], max_depth=spec["max_depth"], sample=spec["sample"])
-    m.start()
-    sys.modules[__name__].__dict__["_child_monitor"] = m
+    monitor(**json.loads(os.environ["CALLTAPE_MONITOR"])).start()  # runs until exit

@@ -113,10 +113,8 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
                "args": args, "result": result, "cpu": cpu, "memory": memory, "energy": energy,
                "locals": locals, "globals": globals,
                "max_depth": max_depth, "sample": sample}
-    _export(options)
-    mon = monitor(include, exclude=options["exclude"], paths=paths, args=args, result=result,
-                  cpu=cpu, memory=memory, energy=energy, locals=locals, globals=globals,
-                  max_depth=max_depth, sample=sample)
+    _export(options)  # the same monitor in child processes
+    mon = monitor(**options)
 
     def finish() -> None:
         if not mon.running:

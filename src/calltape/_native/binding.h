@@ -196,6 +196,14 @@ static inline int ct_capture_small(wbuf *b, PyObject *v)
     return 1;
 }
 
+/* Writes a REDACTED marker in place of a value and counts it. */
+static inline void ct_put_redacted(ct_state *st, wbuf *b)
+{
+    wbuf_byte(b, WIRE_REDACTED);
+    st->counters[CT_REDACTED]++;
+    st->counters_dirty = 1;
+}
+
 /* Encodes an exception (type, message, frames) as a WIRE_EXCEPTION. */
 void ct_capture_exception(ct_state *st, wbuf *b, PyObject *exc);
 /* 1 when the parameter name should be redacted under (extra, use_default). */

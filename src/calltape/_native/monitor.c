@@ -235,30 +235,11 @@ static int wants(Monitor *m, PyCodeObject *co, PyObject *mod)
     return 1;
 }
 
-static int param_kind(const PyCodeObject *co, Py_ssize_t i)
-{
-    if (i < co->co_posonlyargcount)
-        return 0;
-    if (i < co->co_argcount)
-        return 1;
-    if (i < co->co_argcount + co->co_kwonlyargcount)
-        return 3;
-    if ((co->co_flags & CO_VARARGS) && i == co->co_argcount + co->co_kwonlyargcount)
-        return 2;
-    return 4;
-}
-
-static Py_ssize_t param_count(const PyCodeObject *co)
-{
-    return co->co_argcount + co->co_kwonlyargcount + ((co->co_flags & CO_VARARGS) != 0) +
-           ((co->co_flags & CO_VARKEYWORDS) != 0);
-}
-
 /* Fills the function description of `info` (names, redaction, the
  * REC_FUNCTION body).  Returns 0, or -1 with an exception set. */
 static int describe_code(ct_state *st, ct_codeinfo *info, PyCodeObject *co, PyObject *mod)
 {
-    Py_ssize_t n = param_count(co);
+    Py_ssize_t n = ct_param_count(co);
     PyObject *varnames = PyObject_GetAttrString((PyObject *)co, "co_varnames");
     if (!varnames)
         return -1;
@@ -289,7 +270,7 @@ static int describe_code(ct_state *st, ct_codeinfo *info, PyCodeObject *co, PyOb
         wbuf_varint(&sig, 2);
         wbuf_byte(&sig, WIRE_STR);
         ct_put_text(&sig, PyTuple_GET_ITEM(info->names, i));
-        wire_int(&sig, param_kind(co, i));
+        wire_int(&sig, ct_param_kind(co, i));
     }
     wbuf_varint(&b, sig.len);
     wbuf_put(&b, sig.data, sig.len);
@@ -304,33 +285,24 @@ static int describe_code(ct_state *st, ct_codeinfo *info, PyCodeObject *co, PyOb
     return 0;
 }
 
-/* The decision for `co` under the running monitor, when already made:
- * its info (record or not) or NULL when it must be made. */
-static inline ct_codeinfo *decided(const mon_active *a, PyCodeObject *co)
+/* The info kept in `co`'s extra slot (a decision of any generation), or
+ * NULL when there is none yet. */
+static inline ct_codeinfo *code_info(const mon_active *a, PyCodeObject *co)
 {
     void *extra = NULL;
     if (code_get_extra((PyObject *)co, a->extra_index, &extra) < 0) {
         PyErr_Clear();
         return NULL;
     }
-    ct_codeinfo *info = extra;
-    return info && info->generation == a->generation ? info : NULL;
+    return extra;
 }
 
-/* The decision for `co` under the running monitor: its info when recorded,
- * NULL when not (or on failure, which is then not recorded either).
- * `globals` (borrowed, may be NULL) are those of the running frame. */
-static ct_codeinfo *decide(mon_active *a, PyCodeObject *co, PyObject *globals)
+/* Makes the decision for `co` under the running monitor into `info` (its
+ * code_info(), NULL: none yet).  Returns the info, or NULL on failure (then
+ * not recorded).  `globals` (borrowed, may be NULL) are those of the
+ * running frame. */
+static ct_codeinfo *decide(mon_active *a, PyCodeObject *co, ct_codeinfo *info, PyObject *globals)
 {
-    ct_codeinfo *info = decided(a, co);
-    if (info)
-        return info->record ? info : NULL;
-    void *extra = NULL;
-    if (code_get_extra((PyObject *)co, a->extra_index, &extra) < 0) {
-        PyErr_Clear();
-        return NULL;
-    }
-    info = extra;
     if (!info) {
         info = PyMem_Calloc(1, sizeof *info);
         if (!info)
@@ -353,7 +325,13 @@ static ct_codeinfo *decide(mon_active *a, PyCodeObject *co, PyObject *globals)
         PyErr_Clear();
         info->record = 0;
     }
-    return info->record ? info : NULL;
+    return info;
+}
+
+/* 1 when `info` holds a decision of the running monitor. */
+static inline int decided(const mon_active *a, const ct_codeinfo *info)
+{
+    return info && info->generation == a->generation;
 }
 
 /* ---- recording ---------------------------------------------------------- */
@@ -375,9 +353,7 @@ static void capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thre
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name = PyTuple_GET_ITEM(info->names, i);
         if (info->redacted[i]) {
-            wbuf_byte(b, WIRE_REDACTED);
-            a->st->counters[CT_REDACTED]++;
-            a->st->counters_dirty = 1;
+            ct_put_redacted(a->st, b);
             continue;
         }
 #if PY_VERSION_HEX >= 0x030C0000
@@ -523,10 +499,11 @@ static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
     e->ci.start = ct_now_ns();
 }
 
-/* Finds the entry of `co` near the top of the stack: its index, or -1. */
+/* Finds the entry of `co` near the top of the stack `s` (NULL: the thread
+ * has none yet): its index, or -1. */
 static Py_ssize_t find_entry(const mon_stack *s, PyCodeObject *co)
 {
-    for (size_t k = 0; k < s->n && k < MON_SCAN; k++)
+    for (size_t k = 0; s && k < s->n && k < MON_SCAN; k++)
         if (s->v[s->n - 1 - k].code == co)
             return (Py_ssize_t)(s->n - 1 - k);
     return -1;
@@ -546,9 +523,9 @@ static void unwind_to(mon_stack *s, size_t i, ct_thread *t)
 }
 
 /* The record of a call with nothing to capture at its end (no result,
- * exception, CPU or memory) and at most 40 bytes of arguments: written
- * straight into a stack buffer.  Its body stays under 128 bytes, so its
- * length prefix is one byte. */
+ * exception, CPU, memory, energy, locals or globals) and under 40 bytes of
+ * arguments: written straight into a stack buffer.  Its body is at most
+ * CT_CALL_HEAD_MAX + 1 + 39 < 128 bytes, so its length prefix is one byte. */
 static void emit_plain(mon_active *a, const mon_entry *e, const uint8_t *args, uint64_t end,
                        int outcome)
 {
@@ -559,24 +536,18 @@ static void emit_plain(mon_active *a, const mon_entry *e, const uint8_t *args, u
         memcpy(q, args, e->args_len);
         q += e->args_len;
     }
-    size_t body = (size_t)(q - buf - 1);
-    if (body >= 0x80) { /* a 10-byte start or duration cannot reach this */
-        ct_site site = {e->info->fn_id, NULL, 0, 0};
-        ct_emit_site_call(a->st, &site, a->slot, &e->ci, args, e->args_len, end, outcome, NULL,
-                          NULL);
-        return;
-    }
-    buf[0] = (uint8_t)body;
+    buf[0] = (uint8_t)(q - buf - 1);
     if (a->st->counters_dirty)
         ct_emit_counters(a->st, a->slot);
-    ct_append(a->st, a->slot, buf, body + 1);
+    ct_append(a->st, a->slot, buf, (size_t)(q - buf));
 }
 
-/* The record of stack entry `i` with the frame's locals (monitor(locals=
- * True)) and the globals encoded at its start (globals=True). */
-static __attribute__((noinline)) void emit_with_frame(mon_active *a, Monitor *m, mon_stack *s,
-                                                      size_t i, uint64_t end, int outcome,
-                                                      PyObject *res, PyObject *exc)
+/* The record of stack entry `i` in full: result or exception, CPU,
+ * memory, energy, the frame's locals (monitor(locals=True)) and the globals
+ * encoded at its start (globals=True). */
+static __attribute__((noinline)) void emit_full(mon_active *a, Monitor *m, mon_stack *s, size_t i,
+                                                uint64_t end, int outcome, PyObject *res,
+                                                PyObject *exc)
 {
     ct_thread *t = ct_thread_get();
     wbuf lb;
@@ -588,9 +559,8 @@ static __attribute__((noinline)) void emit_with_frame(mon_active *a, Monitor *m,
     wbuf_init(&gb, s->arena.data + e->args_at + e->args_len, e->globals_len);
     gb.len = e->globals_len;
     ct_site site = {e->info->fn_id, NULL, m->max_value_bytes, m->opt_result};
-    ct_emit_site_call_frame(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at, e->args_len,
-                            end, outcome, res, exc, have_locals ? &lb : NULL,
-                            e->globals_len ? &gb : NULL);
+    ct_emit_site_call(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at, e->args_len, end,
+                      outcome, res, exc, have_locals ? &lb : NULL, e->globals_len ? &gb : NULL);
     Py_DECREF(m);
     wbuf_free(&lb);
 }
@@ -600,8 +570,6 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
 {
     uint64_t end = ct_now_ns();
     mon_stack *s = tls_stack;
-    if (!s)
-        return;
     Py_ssize_t i = find_entry(s, co);
     if (i < 0)
         return;
@@ -609,7 +577,6 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
     ct_thread *t = ct_thread_get();
     if (e->info && e->generation == a->generation) {
         Monitor *m = a->mon;
-        ct_site site = {e->info->fn_id, NULL, m->max_value_bytes, m->opt_result};
         PyObject *res = outcome == OUTCOME_RETURNED ? value : NULL;
         PyObject *exc = outcome == OUTCOME_RAISED ? value : NULL;
         if (outcome == OUTCOME_RAISED && exc &&
@@ -621,15 +588,11 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
             exc = NULL;
         t->parent = e->saved_parent;
         t->depth = e->saved_depth;
-        if (m->opt_locals || m->opt_globals)
-            emit_with_frame(a, m, s, (size_t)i, end, outcome, res, exc);
-        else if (!exc && !(res && m->opt_result) &&
-                 !(e->ci.flags & (REC_HAS_CPU | REC_HAS_MEMORY | REC_HAS_ENERGY)) &&
-                 e->args_len < 40)
+        if (!exc && !(res && m->opt_result) && !m->opt_locals && !e->globals_len &&
+            !(e->ci.flags & (REC_HAS_CPU | REC_HAS_MEMORY | REC_HAS_ENERGY)) && e->args_len < 40)
             emit_plain(a, e, s->arena.data + e->args_at, end, outcome);
         else
-            ct_emit_site_call(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at,
-                              e->args_len, end, outcome, res, exc);
+            emit_full(a, m, s, (size_t)i, end, outcome, res, exc);
     }
     unwind_to(s, (size_t)i, t);
 }
@@ -646,7 +609,7 @@ static void emit_abandoned(mon_active *a, PyObject *entry)
     ct_site site = {e.info->fn_id, NULL, a->mon->max_value_bytes, 0};
     ct_emit_site_call(a->st, &site, a->slot, &e.ci,
                       (const uint8_t *)PyBytes_AS_STRING(entry) + sizeof e, e.args_len, ct_now_ns(),
-                      OUTCOME_CLOSED, NULL, NULL);
+                      OUTCOME_CLOSED, NULL, NULL, NULL, NULL);
 }
 
 /* Weak reference callback (self: (module, key)): the generator of a parked
@@ -706,8 +669,6 @@ static void park(mon_active *a, PyFrameObject *frame, PyObject *entry)
 static void on_suspend(mon_active *a, PyCodeObject *co)
 {
     mon_stack *s = tls_stack;
-    if (!s)
-        return;
     Py_ssize_t i = find_entry(s, co);
     if (i < 0)
         return;
@@ -779,14 +740,13 @@ static ct_codeinfo *hook_info(mon_active *a, PyObject *code, int *disable)
     *disable = 0;
     if (!a->mon || !PyCode_Check(code) || ct_thread_get()->busy)
         return NULL;
-    ct_codeinfo *info = decided(a, (PyCodeObject *)code);
-    if (info)
-        info = info->record ? info : NULL;
-    else
-        info = decide(a, (PyCodeObject *)code, PyEval_GetGlobals());
-    if (!info)
-        *disable = 1;
-    return info;
+    ct_codeinfo *info = code_info(a, (PyCodeObject *)code);
+    if (!decided(a, info))
+        info = decide(a, (PyCodeObject *)code, info, PyEval_GetGlobals());
+    if (info && info->record)
+        return info;
+    *disable = 1;
+    return NULL;
 }
 
 static PyObject *hook_result(mon_active *a, int disable)
@@ -1014,15 +974,13 @@ static int profile_hook(PyObject *module, PyFrameObject *frame, int what, PyObje
         return 0;
     PyCodeObject *co = PyFrame_GetCode(frame);
     PyObject *saved = ct_fetch_exc();
-    ct_codeinfo *info = decided(a, co);
-    if (info) {
-        info = info->record ? info : NULL;
-    } else {
+    ct_codeinfo *info = code_info(a, co);
+    if (!decided(a, info)) {
         PyObject *globals = PyFrame_GetGlobals(frame);
-        info = decide(a, co, globals);
+        info = decide(a, co, info, globals);
         Py_XDECREF(globals);
     }
-    if (info) {
+    if (info && info->record) {
         if (what == PyTrace_CALL) {
             if (info->is_gen && PyDict_GET_SIZE(a->parked) && is_parked(a, frame))
                 on_resume(a, co);

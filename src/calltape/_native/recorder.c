@@ -147,20 +147,9 @@ static PyObject *describe_function(Recorder *r)
     ct_capture cap = {st, r->max_value_bytes, 0};
     for (Py_ssize_t i = 0; i < r->nparams; i++) {
         PyObject *name = PyTuple_GET_ITEM(r->names, i);
-        int kind;
         PyObject *dflt = NULL;
-        if (!r->bound)
-            kind = i == 0 ? 2 : 4;
-        else if (i < r->posonly)
-            kind = 0;
-        else if (i < r->argcount)
-            kind = 1;
-        else if (i < r->argcount + r->kwonly)
-            kind = 3;
-        else if (r->has_varargs && i == r->argcount + r->kwonly)
-            kind = 2;
-        else
-            kind = 4;
+        int kind = r->bound ? ct_param_kind((PyCodeObject *)PyFunction_GET_CODE(r->func), i)
+                            : (i == 0 ? 2 : 4); /* (*args, **kwargs) of a callable */
         if (r->bound && i < r->argcount && i >= r->argcount - ndef)
             dflt = PyTuple_GET_ITEM(defaults, i - (r->argcount - ndef));
         if (kind == 3 && kwdefaults)
@@ -243,9 +232,7 @@ static void put_arg(Recorder *r, ct_capture *cap, wbuf *b, Py_ssize_t i, PyObjec
     if (dflt)
         wbuf_byte(b, WIRE_DEFAULT);
     if (r->redacted[i]) {
-        wbuf_byte(b, WIRE_REDACTED);
-        r->st->counters[CT_REDACTED]++;
-        r->st->counters_dirty = 1;
+        ct_put_redacted(r->st, b);
         return;
     }
     if (r->sanitize) {
@@ -587,13 +574,6 @@ emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct
     wbuf_free(&res);
 }
 
-void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
-                       const ct_callinfo *ci, const uint8_t *args, size_t args_len, uint64_t end,
-                       int outcome, PyObject *result, PyObject *exc)
-{
-    emit_site_call(st, site, slot, ci, args, args_len, end, outcome, result, exc, NULL, NULL, NULL);
-}
-
 void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
                   uint64_t end, int outcome, PyObject *result, PyObject *exc)
 {
@@ -602,10 +582,10 @@ void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, cons
                    NULL, NULL);
 }
 
-void ct_emit_site_call_frame(ct_state *st, const ct_site *site, ct_engine_slot *slot,
-                             const ct_callinfo *ci, const uint8_t *args, size_t args_len,
-                             uint64_t end, int outcome, PyObject *result, PyObject *exc,
-                             const wbuf *locals, const wbuf *globals)
+void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
+                       const ct_callinfo *ci, const uint8_t *args, size_t args_len, uint64_t end,
+                       int outcome, PyObject *result, PyObject *exc, const wbuf *locals,
+                       const wbuf *globals)
 {
     emit_site_call(st, site, slot, ci, args, args_len, end, outcome, result, exc, locals, globals,
                    NULL);
@@ -634,9 +614,7 @@ void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, PyObj
         ct_capture_value(&cap, b, name);
         if (PyUnicode_Check(name) &&
             ct_should_redact(st, name, redact_exact, redact_patterns, redact_default)) {
-            wbuf_byte(b, WIRE_REDACTED);
-            st->counters[CT_REDACTED]++;
-            st->counters_dirty = 1;
+            ct_put_redacted(st, b);
         } else if (sanitize) {
             PyObject *clean = PyObject_CallFunctionObjArgs(sanitize, name, v, NULL);
             if (clean) {
@@ -830,7 +808,7 @@ static int setup_signature(Recorder *r)
     r->kwonly = co->co_kwonlyargcount;
     r->has_varargs = (co->co_flags & CO_VARARGS) != 0;
     r->has_varkw = (co->co_flags & CO_VARKEYWORDS) != 0;
-    r->nparams = r->argcount + r->kwonly + r->has_varargs + r->has_varkw;
+    r->nparams = ct_param_count(co);
     if (co->co_flags & CO_ASYNC_GENERATOR)
         r->kind = KIND_ASYNC_GENERATOR;
     else if (co->co_flags & CO_COROUTINE)

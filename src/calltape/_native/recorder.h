@@ -55,11 +55,13 @@ typedef struct ct_site {
 
 /* Builds and appends the REC_CALL of a finished call of `site`: `args`
  * holds the encoded arguments (flagged in ci->flags); `result` the return
- * value or `exc` the exception (or neither, for a closed generator).  Never
- * raises; a pending exception is left as it was. */
+ * value or `exc` the exception (or neither, for a closed generator);
+ * `locals` and `globals` the encoded locals and globals (each one DICT
+ * value, or NULL).  Never raises; a pending exception is left as it was. */
 void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
                        const ct_callinfo *ci, const uint8_t *args, size_t args_len, uint64_t end,
-                       int outcome, PyObject *result, PyObject *exc);
+                       int outcome, PyObject *result, PyObject *exc, const wbuf *locals,
+                       const wbuf *globals);
 
 /* Appends the REC_FUNCTION of process-local function `fn_id` whose body
  * (module, qualname, file, line, signature) is the bytes `body`.  Returns 0,
@@ -75,6 +77,29 @@ void ct_energy_start(ct_state *st, ct_callinfo *ci);
 int64_t ct_read_rss(void);
 /* CPU time of the calling thread in ns. */
 uint64_t ct_thread_cpu_ns(void);
+
+/* The parameters of code object `co`: positional, keyword-only, *args and
+ * **kwargs, in that order (as in co_varnames). */
+static inline Py_ssize_t ct_param_count(const PyCodeObject *co)
+{
+    return co->co_argcount + co->co_kwonlyargcount + ((co->co_flags & CO_VARARGS) != 0) +
+           ((co->co_flags & CO_VARKEYWORDS) != 0);
+}
+
+/* The inspect.Parameter kind of parameter `i` of `co` (0 positional-only,
+ * 1 positional-or-keyword, 2 *args, 3 keyword-only, 4 **kwargs). */
+static inline int ct_param_kind(const PyCodeObject *co, Py_ssize_t i)
+{
+    if (i < co->co_posonlyargcount)
+        return 0;
+    if (i < co->co_argcount)
+        return 1;
+    if (i < co->co_argcount + co->co_kwonlyargcount)
+        return 3;
+    if ((co->co_flags & CO_VARARGS) && i == co->co_argcount + co->co_kwonlyargcount)
+        return 2;
+    return 4;
+}
 
 /* Writes the str `s` as varint length + UTF-8 bytes ("" when not a str).
  * Never raises. */
@@ -128,13 +153,6 @@ PyObject *ct_globals_snapshot(ct_state *st, PyObject *globals, PyObject *names);
  * Never raises. */
 void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, PyObject *redact_exact,
                      PyObject *redact_patterns, int redact_default, PyObject *sanitize);
-
-/* ct_emit_site_call with the encoded locals and globals of the call (each
- * one DICT value, or NULL). */
-void ct_emit_site_call_frame(ct_state *st, const ct_site *site, ct_engine_slot *slot,
-                             const ct_callinfo *ci, const uint8_t *args, size_t args_len,
-                             uint64_t end, int outcome, PyObject *result, PyObject *exc,
-                             const wbuf *locals, const wbuf *globals);
 
 /* One call watching for its frame's locals; lives on the C stack. */
 typedef struct ct_locals_watch {
