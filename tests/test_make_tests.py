@@ -115,7 +115,7 @@ def test_generated_module_passes_then_fails_after_a_change(tmp_path, recorded):
     assert "result = call(Cart_total, VALUES[2], 2.5)\n    assert_same(result, 7.5)" in text
     assert "result = call(fetch, 'ab')\n    assert_same(result, 'AB')" in text
     assert "price = resolve('shop_mt', 'price')" in text
-    assert f"Tape:      {recorded}" in text and "calltape make-tests" in text
+    assert f"    'tape': '{recorded}'," in text and "calltape make-tests" in text
     assert (out.parent / "test_recorded_shop.calltape").exists()
     passed = pytest_run(tmp_path, out)
     assert passed.returncode == 0, passed.stdout + passed.stderr

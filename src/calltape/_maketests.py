@@ -79,6 +79,22 @@ def _arguments(call: Call, values: _Values) -> list[str]:
     return out
 
 
+def _text(s: str) -> str:
+    """A str literal for ``s``, made by the same C routine as the values: text from
+    a tape never reaches generated code any other way."""
+    lit = _native.literal(str(s))
+    assert lit is not None  # every str has one
+    return lit
+
+
+def _identifier(qualname: str, taken: set[str]) -> str:
+    """A Python identifier for the function ``qualname``, distinct from ``taken``."""
+    base = re.sub(r"\W", "_", qualname.replace(".", "_"), flags=re.ASCII)
+    if not base.isidentifier() or keyword.iskeyword(base):
+        base = f"f_{base}"
+    return base if base not in taken else f"{base}_{len(taken)}"
+
+
 def _call_source(fn: str, args: list[str]) -> str:
     one_line = f"call({', '.join([fn, *args])})"
     if len(one_line) <= 80:
@@ -114,8 +130,7 @@ def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None
             continue
         key = (c.module, c.qualname)
         if key not in names:
-            base = re.sub(r"\W", "_", c.qualname.replace(".", "_"))
-            names[key] = base if base not in names.values() else f"{base}_{len(names)}"
+            names[key] = _identifier(c.qualname, set(names.values()))
         fn = names[key]
         invocation = _call_source(fn, _arguments(c, values))
         head = (f"def test_{fn}_call_{c.id}():\n"
@@ -123,7 +138,7 @@ def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None
         if c.outcome == "raised":
             exc = c.exception
             body = (f"    assert_raised(lambda: {invocation},\n"
-                    f"                  {exc.type!r}, {exc.message!r})\n")
+                    f"                  {_text(exc.type)}, {_text(exc.message)})\n")
         else:
             body = (f"    result = {invocation}\n"
                     f"    assert_same(result, {values.source(c.result)})\n")
@@ -135,32 +150,41 @@ def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None
                          f" a test ({why})")
     modules = sorted({m for m, _ in names} | set(tape.allow))
     helpers = ["assert_raised", "assert_same", "call", "resolve"]
+    if values.stored:
+        helpers.append("load_values")
     lines = [
         f'"""Regression tests made by calltape make-tests from {len(tests)} recorded calls.',
-        "",
-        f"Tape:      {tape.path}",
-        f"Functions: {', '.join(f'{m}.{q}' for m, q in names)}",
-        f"Made:      {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by calltape {__version__}"
-        + (f": {command}" if command else ""),
         "",
         "Each test calls today's function (the original, not a @calltape.record",
         "wrapper) with the arguments of one recorded call and checks the recorded",
         "result or exception with calltape.compare's rules (floats exactly, numpy",
         "arrays element-wise, objects without __eq__ by their encoded form).",
+        "MADE_FROM below says which tape, functions and command made them and which",
+        "calls were left out and why."
+        + (" Values with no Python literal are read from the .calltape file of the"
+           " same name next to this one by calltape's restricted rebuild."
+           if values.stored else ""),
+        "",
+        "Regenerate rather than edit.",
+        '"""',
+        "",
+        f"from calltape.testing import {', '.join(sorted(helpers))}",
+        "",
+        "MADE_FROM = {",
+        f"    'tape': {_text(tape.path)},",
+        f"    'functions': [{', '.join(_text(f'{m}.{q}') for m, q in names)}],",
+        f"    'made': {_text(f'{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by calltape {__version__}')},",
+        f"    'command': {_text(command)},",
+        "    'skipped': {" + "".join(f"\n        {i}: {_text(r)}," for i, r in written.skipped)
+        + ("\n    }," if written.skipped else "},"),
+        "}",
+        "",
     ]
+    lines += [f"{var} = resolve({_text(m)}, {_text(q)})" for (m, q), var in names.items()]
     if values.stored:
-        helpers.append("load_values")
-        lines += [f"Values with no Python literal are read from {stem}.calltape next to this",
-                  "file by calltape's restricted rebuild"
-                  + (" (trusted)." if tape.trust else f" (allowed modules: {', '.join(modules)}).")]
-    if written.skipped:
-        lines += ["", "Calls not made into tests:"]
-        lines += [f"  call {i}: {r}" for i, r in written.skipped]
-    lines += ["", "Regenerate rather than edit.", '"""', "",
-              f"from calltape.testing import {', '.join(sorted(helpers))}", ""]
-    lines += [f"{var} = resolve({m!r}, {q!r})" for (m, q), var in names.items()]
-    if values.stored:
-        opts = "trust=True" if tape.trust else f"allow={tuple(modules)!r}"
+        lits = [_text(m) for m in modules]
+        opts = ("trust=True" if tape.trust
+                else f"allow=({', '.join(lits)}{',' if len(lits) == 1 else ''})")
         lines.append(f"VALUES = load_values(__file__, {opts})")
     text = "\n".join(lines) + "\n\n\n" + "\n\n".join(tests)
     try:

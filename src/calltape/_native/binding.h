@@ -78,11 +78,11 @@ typedef struct ct_state {
     PyObject *codec_decoders; /* dict: name -> decode */
     PyObject *codec_cache;    /* dict: type -> (name, encode) or None */
     PyObject *pickle_dumps, *pickle_loads, *pickle_Unpickler, *bytes_io;
-    PyObject *current_allow; /* borrowed: allowlist of the load running now */
-    PyObject *np_load;       /* numpy.load, imported on first ndarray rebuilt */
-    PyObject *dt_datetime;   /* datetime.datetime */
-    PyObject *dt_timedelta;  /* datetime.timedelta */
-    PyObject *dt_epoch;      /* datetime(1970, 1, 1, tzinfo=timezone.utc) */
+    Py_ssize_t unpickler_rules_offset; /* where a RestrictedUnpickler keeps its rules */
+    PyObject *np_load;                 /* numpy.load, imported on first ndarray rebuilt */
+    PyObject *dt_datetime;             /* datetime.datetime */
+    PyObject *dt_timedelta;            /* datetime.timedelta */
+    PyObject *dt_epoch;                /* datetime(1970, 1, 1, tzinfo=timezone.utc) */
     PyObject *protocol5;
     PyObject *redact_exact;    /* frozenset of lower-case names */
     PyObject *redact_patterns; /* tuple of lower-case glob patterns */
@@ -140,10 +140,22 @@ int ct_energy_read(const ct_energy *en, uint64_t *pkg, uint64_t *dram);
 uint64_t ct_energy_delta(const ct_energy_counter *c, uint64_t start, uint64_t end);
 
 /* capture.c */
+
+/* Which names are secrets: the built-in and configured names (when
+ * use_default) and the extra exact names and glob patterns of one capture
+ * path (lower-case; NULL for none). */
+typedef struct ct_redact {
+    PyObject *exact;    /* frozenset of str, or NULL */
+    PyObject *patterns; /* tuple of str, or NULL */
+    int use_default;
+} ct_redact;
+
 typedef struct ct_capture {
     ct_state *st;
-    Py_ssize_t limit; /* max encoded bytes of one top-level value */
-    int top;          /* top-level values may go to the blob store */
+    Py_ssize_t limit;        /* max encoded bytes of one top-level value */
+    int top;                 /* top-level values may go to the blob store */
+    const ct_redact *redact; /* the values of dict keys that name secrets are
+                                REDACTED at any depth; NULL: none */
 } ct_capture;
 /* Encodes `v` as one wire value onto `b`.  Never raises: failures become
  * UNENCODABLE or TRUNCATED markers and are counted.  Returns 0, or -1 when
@@ -206,9 +218,21 @@ static inline void ct_put_redacted(ct_state *st, wbuf *b)
 
 /* Encodes an exception (type, message, frames) as a WIRE_EXCEPTION. */
 void ct_capture_exception(ct_state *st, wbuf *b, PyObject *exc);
-/* 1 when the parameter name should be redacted under (extra, use_default). */
-int ct_should_redact(ct_state *st, PyObject *name, PyObject *extra_exact, PyObject *extra_patterns,
-                     int use_default);
+/* 1 when `name` (a parameter, a keyword, a dict key, a local or a global)
+ * names a secret under the rules `rd`; 0 otherwise, also for a non-str.
+ * Runs no code of the program (str subclasses are read as str).  Never
+ * raises. */
+int ct_should_redact(ct_state *st, PyObject *name, const ct_redact *rd);
+/* The rules `rd` when some name can match them, else NULL (nothing to
+ * check inside values). */
+static inline const ct_redact *ct_redact_active(const ct_state *st, const ct_redact *rd)
+{
+    int configured = st->redact_default || (st->redact_exact && PySet_GET_SIZE(st->redact_exact)) ||
+                     (st->redact_patterns && PyTuple_GET_SIZE(st->redact_patterns));
+    int extra = (rd->exact && PySet_GET_SIZE(rd->exact)) ||
+                (rd->patterns && PyTuple_GET_SIZE(rd->patterns));
+    return extra || (rd->use_default && configured) ? rd : NULL;
+}
 
 /* Splits an iterable of names into a frozenset of exact lower-case names
  * and a tuple of lower-case glob patterns (new references).  Returns 0, or
@@ -226,14 +250,33 @@ static inline PyObject *ct_marker_type(const ct_state *st, const char *name)
 typedef struct ct_rebuild {
     ct_state *st;
     int trust;
-    PyObject *allow;       /* tuple of module prefixes */
+    PyObject *allow;       /* tuple of allowed names: modules or module.name */
     PyObject *blob_loader; /* callable(hash bytes) -> bytes, or NULL */
 } ct_rebuild;
 /* Decodes one value at *p (advancing it).  New reference, or NULL with an
  * exception set (TapeError for malformed bytes, UnpicklingError naming a
  * refused global). */
 PyObject *ct_rebuild_value(ct_rebuild *r, const uint8_t **p, const uint8_t *end);
-PyObject *ct_restricted_unpickler_spec_type(PyObject *module, PyObject *base);
+/* A session's argv (a wire LIST) as a list of str, without rebuilding
+ * anything: a STR item is its text, any other its preview.  New
+ * reference, or NULL with TapeError when malformed. */
+PyObject *ct_rebuild_texts(ct_state *st, const uint8_t *p, size_t n);
+
+/* allow.c */
+/* The object a tape value names as `module`.`name`, when the rules of `r`
+ * allow it (new reference): a name on the built-in list of data types or
+ * on r->allow, or an object defined in an allowed module and reached from
+ * it through classes only; anything with r->trust.  NULL with RefusedGlobal
+ * naming the global (refused, or its module cannot be imported here). */
+PyObject *ct_allow_resolve(const ct_rebuild *r, const char *module, const char *name);
+/* Loads pickle bytes under the rules of `r` (pickle.loads when trusted).
+ * New reference, or NULL with the unpickler's exception (RefusedGlobal for
+ * a refused global). */
+PyObject *ct_unpickle(const ct_rebuild *r, const uint8_t *p, size_t n);
+/* Creates the RestrictedUnpickler type, a subclass of `base`
+ * (pickle.Unpickler) whose instances keep their rules at *offset.  New
+ * reference, or NULL with an exception set. */
+PyObject *ct_restricted_unpickler_type(PyObject *module, PyObject *base, Py_ssize_t *offset);
 
 /* compare.c */
 /* Compares a recorded value with a replayed one (rules in compare.c).

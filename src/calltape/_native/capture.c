@@ -21,41 +21,71 @@ static const char *const default_secret_names[] = {
     "password",      "passwd", "secret",     "token",       "api_key", "apikey",
     "authorization", "cookie", "credential", "private_key", NULL};
 
-int ct_should_redact(ct_state *st, PyObject *name, PyObject *extra_exact, PyObject *extra_patterns,
-                     int use_default)
+/* 1 when the lower-case `s` (n bytes) is one of the built-in names. */
+static int redact_default_name(const char *s, size_t n)
 {
-    PyObject *lower = PyObject_CallMethod(name, "lower", NULL);
-    if (!lower) {
-        PyErr_Clear();
+    for (int i = 0; default_secret_names[i]; i++)
+        if (strlen(default_secret_names[i]) == n && memcmp(s, default_secret_names[i], n) == 0)
+            return 1;
+    return 0;
+}
+
+/* 1 when the lower-case str `lower` (whose UTF-8 is `s`) is in the frozenset
+ * `exact` or matches a glob of `patterns` (either may be NULL or None). */
+static int redact_listed(PyObject *lower, const char *s, PyObject *exact, PyObject *patterns)
+{
+    if (exact && exact != Py_None && PySet_GET_SIZE(exact) && PySet_Contains(exact, lower) == 1)
+        return 1;
+    Py_ssize_t n = patterns && patterns != Py_None ? PyTuple_GET_SIZE(patterns) : 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *pat = PyUnicode_AsUTF8(PyTuple_GET_ITEM(patterns, i));
+        if (pat && fnmatch(pat, s, 0) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int ct_should_redact(ct_state *st, PyObject *name, const ct_redact *rd)
+{
+    if (!PyUnicode_Check(name))
         return 0;
-    }
-    const char *s = PyUnicode_AsUTF8(lower);
+    char small[64];
+    const char *s;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+    PyObject *lower = NULL;
     int hit = 0;
-    if (!s) {
-        PyErr_Clear();
+    if (PyUnicode_IS_ASCII(name) && n < (Py_ssize_t)sizeof small) {
+        const char *raw = (const char *)PyUnicode_DATA(name);
+        for (Py_ssize_t i = 0; i < n; i++)
+            small[i] = (char)(raw[i] >= 'A' && raw[i] <= 'Z' ? raw[i] + 32 : raw[i]);
+        small[n] = 0;
+        s = small;
+        if (rd->use_default && st->redact_default && redact_default_name(s, (size_t)n))
+            return 1;
+        int sets = (rd->exact && PySet_GET_SIZE(rd->exact)) ||
+                   (rd->patterns && PyTuple_GET_SIZE(rd->patterns)) ||
+                   (rd->use_default && (st->redact_exact || st->redact_patterns));
+        if (!sets)
+            return 0;
+        lower = PyUnicode_FromStringAndSize(small, n);
+    } else {
+        /* str.lower itself, not a method a str subclass may override */
+        lower = PyObject_CallMethod((PyObject *)&PyUnicode_Type, "lower", "O", name);
+        s = lower ? PyUnicode_AsUTF8(lower) : NULL;
+        if (!s)
+            goto done;
+        if (rd->use_default && st->redact_default && redact_default_name(s, strlen(s)))
+            hit = 1;
+    }
+    if (!lower)
         goto done;
-    }
-    if (use_default && st->redact_default) {
-        for (int i = 0; default_secret_names[i] && !hit; i++)
-            hit = strcmp(s, default_secret_names[i]) == 0;
-    }
-    PyObject *sets[2] = {st->redact_exact, extra_exact};
-    for (int k = 0; k < 2 && !hit; k++) {
-        if (sets[k] && sets[k] != Py_None && (k == 1 || use_default))
-            hit = PySet_Contains(sets[k], lower) == 1;
-    }
-    PyObject *pats[2] = {st->redact_patterns, extra_patterns};
-    for (int k = 0; k < 2 && !hit; k++) {
-        if (!pats[k] || pats[k] == Py_None || (k == 0 && !use_default))
-            continue;
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pats[k]) && !hit; i++) {
-            const char *pat = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pats[k], i));
-            hit = pat && fnmatch(pat, s, 0) == 0;
-        }
-    }
-    PyErr_Clear();
+    if (!hit && rd->use_default)
+        hit = redact_listed(lower, PyUnicode_AsUTF8(lower), st->redact_exact, st->redact_patterns);
+    if (!hit)
+        hit = redact_listed(lower, PyUnicode_AsUTF8(lower), rd->exact, rd->patterns);
 done:
-    Py_DECREF(lower);
+    PyErr_Clear();
+    Py_XDECREF(lower);
     return hit;
 }
 
@@ -326,7 +356,9 @@ static int capture_items(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int d
             Py_INCREF(k);
             Py_INCREF(val);
             int rc = capture_at(c, b, k, depth + 1, top_start);
-            if (rc == 0)
+            if (rc == 0 && c->redact && ct_should_redact(c->st, k, c->redact))
+                ct_put_redacted(c->st, b);
+            else if (rc == 0)
                 rc = capture_at(c, b, val, depth + 1, top_start);
             Py_DECREF(k);
             Py_DECREF(val);

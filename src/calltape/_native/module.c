@@ -61,6 +61,31 @@ static PyObject *absolute_path(PyObject *path)
     return r;
 }
 
+/* Writes sys.argv as a wire LIST of STR: text only, never a pickle, so that
+ * reading a session runs nothing.  An item that is not a str is written as
+ * its type name in angle brackets. */
+static void put_argv(wbuf *b, PyObject *argv)
+{
+    Py_ssize_t n = argv && PyList_Check(argv) ? PyList_GET_SIZE(argv) : 0;
+    wbuf_byte(b, WIRE_LIST);
+    wbuf_varint(b, (uint64_t)n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(argv, i);
+        PyObject *raw = PyUnicode_Check(item)
+                            ? PyUnicode_AsEncodedString(item, "utf-8", "surrogatepass")
+                            : PyUnicode_FromFormat("<%s>", Py_TYPE(item)->tp_name);
+        if (raw && PyUnicode_Check(raw))
+            Py_SETREF(raw, PyUnicode_AsUTF8String(raw));
+        if (!raw) {
+            PyErr_Clear();
+            wire_tagged_bytes(b, WIRE_STR, "", 0);
+            continue;
+        }
+        wire_tagged_bytes(b, WIRE_STR, PyBytes_AS_STRING(raw), (size_t)PyBytes_GET_SIZE(raw));
+        Py_DECREF(raw);
+    }
+}
+
 static void build_options(ct_state *st, engine_options *o, wbuf *argv)
 {
     memset(o, 0, sizeof *o);
@@ -79,13 +104,9 @@ static void build_options(ct_state *st, engine_options *o, wbuf *argv)
     o->host = (v = PyDict_GetItemString(info, "host")) ? PyUnicode_AsUTF8(v) : NULL;
     o->python_version = (v = PyDict_GetItemString(info, "python")) ? PyUnicode_AsUTF8(v) : NULL;
     o->calltape_version = (v = PyDict_GetItemString(info, "version")) ? PyUnicode_AsUTF8(v) : NULL;
-    PyObject *sys_argv = PySys_GetObject("argv");
-    if (sys_argv) {
-        ct_capture cap = {st, 1 << 20, 0};
-        ct_capture_value(&cap, argv, sys_argv);
-        o->argv = argv->data;
-        o->argv_len = argv->len;
-    }
+    put_argv(argv, PySys_GetObject("argv"));
+    o->argv = argv->data;
+    o->argv_len = argv->len;
     PyErr_Clear();
 }
 
@@ -517,8 +538,8 @@ static int module_exec(PyObject *m)
     ADD_TYPE(Session_type, Session_spec, NULL);
     ADD_TYPE(Bound_type, Bound_spec, NULL);
     ADD_TYPE(Monitor_type, Monitor_spec, NULL);
-    st->RestrictedUnpickler_type =
-        (PyTypeObject *)ct_restricted_unpickler_spec_type(m, st->pickle_Unpickler);
+    st->RestrictedUnpickler_type = (PyTypeObject *)ct_restricted_unpickler_type(
+        m, st->pickle_Unpickler, &st->unpickler_rules_offset);
     if (!st->RestrictedUnpickler_type)
         return -1;
 #undef ADD_TYPE

@@ -372,7 +372,7 @@ PyObject *ct_session_from_row(ct_tape *t, sqlite3_stmt *row)
     }
     const uint8_t *argv = sqlite3_column_blob(row, 7);
     int n = sqlite3_column_bytes(row, 7);
-    s->argv = argv && n ? ct_tape_rebuild(t, &argv, argv + n) : PyList_New(0);
+    s->argv = ct_rebuild_texts(PyType_GetModuleState(Py_TYPE(t)), argv, (size_t)n);
     for (int i = 0; i < SESSION_NFIELDS; i++)
         if (!session_fields(s)[i]) {
             Py_DECREF(s);
