@@ -26,6 +26,14 @@ class Thing:
 MODULE = __name__
 
 
+@pytest.fixture(autouse=True)
+def _pickle_things():
+    """Thing is pickled (opted in), so these tests exercise the unpickler."""
+    calltape.configure(pickle=[Thing, Thing.Inner])
+    yield
+    calltape.configure(pickle=[])
+
+
 def _pickled(value):
     data = _native.encode(value)
     assert data[0] == 0x10, "expected a pickled value"

@@ -115,6 +115,7 @@ def hostile(tmp_path_factory):
         import calltape
         calltape.configure(tape=sys.argv[1])
         import victim
+        calltape.configure(pickle=[victim.Carrier])   # pickled, so dumps() is asked
         victim.run(len(payloads))
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTAPE")}

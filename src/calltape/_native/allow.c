@@ -47,6 +47,8 @@ static const char *const allow_safe_names[] = {
     "builtins.Ellipsis",
     "builtins.NotImplemented",
     "copyreg._reconstructor",
+    "copyreg.__newobj__",
+    "copyreg.__newobj_ex__",
     "_codecs.encode",
     "datetime.date",
     "datetime.time",
@@ -87,6 +89,40 @@ static const char *const allow_safe_names[] = {
     "array._array_reconstructor",
     "re._compile",
     "re.RegexFlag",
+    /* builtin functions that compute from their arguments, for values
+     * such as key=len (never getattr, eval, exec, open, __import__, ...) */
+    "builtins.abs",
+    "builtins.all",
+    "builtins.any",
+    "builtins.ascii",
+    "builtins.bin",
+    "builtins.callable",
+    "builtins.chr",
+    "builtins.divmod",
+    "builtins.format",
+    "builtins.hash",
+    "builtins.hex",
+    "builtins.id",
+    "builtins.isinstance",
+    "builtins.issubclass",
+    "builtins.iter",
+    "builtins.len",
+    "builtins.max",
+    "builtins.min",
+    "builtins.next",
+    "builtins.oct",
+    "builtins.ord",
+    "builtins.pow",
+    "builtins.repr",
+    "builtins.round",
+    "builtins.sorted",
+    "builtins.sum",
+    "builtins.map",
+    "builtins.filter",
+    "builtins.zip",
+    "builtins.enumerate",
+    "builtins.reversed",
+    "builtins.type",
     "numpy.dtype",
     "numpy.ndarray",
     "numpy.core.multiarray.scalar",
@@ -227,9 +263,39 @@ static PyObject *allow_walk(const ct_rebuild *r, PyObject *obj, const char *name
 
 /* The object `module`.`name` may be rebuilt from (new reference), or NULL
  * with RefusedGlobal (refused, or its module cannot be imported). */
+/* The module `module` itself (a GLOBAL with an empty name), when it or a
+ * package holding it is on the allow list. */
+static PyObject *allow_module_itself(const ct_rebuild *r, const char *module)
+{
+    if (!r->trust && !allow_module_covered(r, module))
+        return allow_refuse(r, module, " (a module)");
+    return allow_import(r, module, module);
+}
+
+int ct_allow_is_safe(PyObject *obj)
+{
+    PyObject *mod = PyObject_GetAttrString(obj, "__module__");
+    PyObject *qual = mod ? PyObject_GetAttrString(obj, "__qualname__") : NULL;
+    const char *m = mod && PyUnicode_Check(mod) ? PyUnicode_AsUTF8(mod) : NULL;
+    const char *q = qual && PyUnicode_Check(qual) ? PyUnicode_AsUTF8(qual) : NULL;
+    int ok = 0;
+    if (m && q) {
+        char full[512];
+        snprintf(full, sizeof full, "%s.%s", m, q);
+        for (int i = 0; allow_safe_names[i] && !ok; i++)
+            ok = strcmp(full, allow_safe_names[i]) == 0;
+    }
+    PyErr_Clear();
+    Py_XDECREF(mod);
+    Py_XDECREF(qual);
+    return ok;
+}
+
 PyObject *ct_allow_resolve(const ct_rebuild *r, const char *module, const char *name)
 {
     char full[512];
+    if (!*name)
+        return allow_module_itself(r, module);
     int n = snprintf(full, sizeof full, "%s.%s", module, name);
     if (n < 0 || (size_t)n >= sizeof full)
         return allow_refuse(r, "(a name too long)", "");

@@ -59,6 +59,34 @@ typedef struct ct_energy {
     ct_energy_counter pkg, dram;
 } ct_energy;
 
+/* How instances of one type are captured (objects.c), decided once. */
+enum ct_how {
+    CT_BY_UNDECIDED = 0,
+    CT_BY_CODEC,
+    CT_BY_PICKLE,
+    CT_BY_NDARRAY,
+    CT_BY_OBJECT,
+    CT_BY_REFUSE,
+};
+
+typedef struct ct_typeinfo {
+    PyTypeObject *tp; /* the key, borrowed; NULL: a free slot */
+    PyObject *alive;  /* weak reference to tp (heap types), else NULL */
+    uint8_t how;      /* enum ct_how */
+    uint8_t kind;     /* CT_BY_OBJECT: an enum wire_kind */
+    PyObject *codec;  /* CT_BY_CODEC: (name, encode, decode) */
+    uint8_t *header;  /* varint n + module, varint n + qualname */
+    size_t header_len;
+    struct PyMemberDef **slots; /* the __slots__ of its Python classes */
+    size_t nslots;
+} ct_typeinfo;
+
+/* Open-addressing table of ct_typeinfo keyed by type pointer. */
+typedef struct ct_typecache {
+    ct_typeinfo *v;
+    size_t cap, n;
+} ct_typecache;
+
 typedef struct ct_state {
     PyTypeObject *Recorder_type;
     PyTypeObject *Pending_type;
@@ -73,10 +101,12 @@ typedef struct ct_state {
     PyTypeObject *RestrictedUnpickler_type;
     PyTypeObject *Replayer_type;
     PyTypeObject *Monitor_type;
-    PyObject *module;         /* borrowed: the module owns the state */
-    PyObject *codecs;         /* dict: type -> (name, encode, decode) */
-    PyObject *codec_decoders; /* dict: name -> decode */
-    PyObject *codec_cache;    /* dict: type -> (name, encode) or None */
+    PyObject *module;           /* borrowed: the module owns the state */
+    PyObject *codecs;           /* dict: type -> (name, encode, decode) */
+    PyObject *codec_decoders;   /* dict: name -> decode */
+    ct_typecache types;         /* how each type seen is captured (objects.c) */
+    PyObject *pickle_types;     /* set of types to pickle (configure(pickle=)), or NULL */
+    destructor subtype_dealloc; /* tp_dealloc of every class defined in Python */
     PyObject *pickle_dumps, *pickle_loads, *pickle_Unpickler, *bytes_io;
     Py_ssize_t unpickler_rules_offset; /* where a RestrictedUnpickler keeps its rules */
     PyObject *np_load;                 /* numpy.load, imported on first ndarray rebuilt */
@@ -150,12 +180,31 @@ typedef struct ct_redact {
     int use_default;
 } ct_redact;
 
+/* The objects of one group of values encoded together (the arguments of a
+ * call, its result, ...), by memo index (engine.h, "Identity"): strong
+ * references, and a hash index once there are many. */
+typedef struct ct_memo {
+    PyObject **objs;
+    uint8_t *open; /* per index: 1 while its contents are being written */
+    size_t n, cap;
+    uint32_t *table; /* index + 1 by object address; 0: empty */
+    size_t tcap;
+} ct_memo;
+/* Starts an empty memo (no allocation until an object is added). */
+#define CT_MEMO_START(m)                                                                           \
+    ((m)->objs = NULL, (m)->open = NULL, (m)->n = (m)->cap = 0, (m)->table = NULL, (m)->tcap = 0)
+/* Releases the references and memory of `m`. */
+void ct_memo_free(ct_memo *m);
+
 typedef struct ct_capture {
     ct_state *st;
     Py_ssize_t limit;        /* max encoded bytes of one top-level value */
     int top;                 /* top-level values may go to the blob store */
     const ct_redact *redact; /* the values of dict keys that name secrets are
                                 REDACTED at any depth; NULL: none */
+    ct_memo *memo;           /* the group's memo; NULL: each value is a group */
+    PyObject *pickle;        /* tuple of types to pickle (record(pickle=)), or NULL */
+    size_t top_start;        /* where the top-level value being written starts */
 } ct_capture;
 /* Encodes `v` as one wire value onto `b`.  Never raises: failures become
  * UNENCODABLE or TRUNCATED markers and are counted.  Returns 0, or -1 when
@@ -216,6 +265,10 @@ static inline void ct_put_redacted(ct_state *st, wbuf *b)
     st->counters_dirty = 1;
 }
 
+/* The types `types` (a type or an iterable of types) as a new tuple, or
+ * NULL with TypeError naming `option`. */
+PyObject *ct_type_tuple(PyObject *types, const char *option);
+
 /* Encodes an exception (type, message, frames) as a WIRE_EXCEPTION. */
 void ct_capture_exception(ct_state *st, wbuf *b, PyObject *exc);
 /* 1 when `name` (a parameter, a keyword, a dict key, a local or a global)
@@ -252,11 +305,27 @@ typedef struct ct_rebuild {
     int trust;
     PyObject *allow;       /* tuple of allowed names: modules or module.name */
     PyObject *blob_loader; /* callable(hash bytes) -> bytes, or NULL */
+    PyObject *memo;        /* list: the group's objects by memo index (None:
+                              reserved); NULL: each value is a group */
 } ct_rebuild;
 /* Decodes one value at *p (advancing it).  New reference, or NULL with an
  * exception set (TapeError for malformed bytes, UnpicklingError naming a
  * refused global). */
 PyObject *ct_rebuild_value(ct_rebuild *r, const uint8_t **p, const uint8_t *end);
+/* Decodes the value at rd (one nested at `depth`) with r->memo set.  New
+ * reference, or NULL with an exception. */
+PyObject *ct_rebuild_nested(ct_rebuild *r, wreader *rd, int depth);
+
+/* rebuild_object.c: after the tag byte of an OBJECT, GLOBAL or REF.  New
+ * reference, or NULL with an exception (TapeError when malformed,
+ * RefusedGlobal for a name not allowed). */
+PyObject *ct_rebuild_object(ct_rebuild *r, wreader *rd, int depth);
+PyObject *ct_rebuild_global(ct_rebuild *r, wreader *rd);
+PyObject *ct_rebuild_ref(ct_rebuild *r, wreader *rd);
+/* Gives `v` (NULL: reserved for now, filled later) the next memo index.
+ * 0, or -1 with an exception. */
+int ct_rebuild_memo_push(ct_rebuild *r, PyObject *v, Py_ssize_t *index);
+
 /* A session's argv (a wire LIST) as a list of str, without rebuilding
  * anything: a STR item is its text, any other its preview.  New
  * reference, or NULL with TapeError when malformed. */
@@ -269,6 +338,10 @@ PyObject *ct_rebuild_texts(ct_state *st, const uint8_t *p, size_t n);
  * it through classes only; anything with r->trust.  NULL with RefusedGlobal
  * naming the global (refused, or its module cannot be imported here). */
 PyObject *ct_allow_resolve(const ct_rebuild *r, const char *module, const char *name);
+/* 1 when `obj` is one of the built-in list of data types and pure
+ * functions (by its __module__ and __qualname__): what a recorded reduce
+ * may call.  Never raises. */
+int ct_allow_is_safe(PyObject *obj);
 /* Loads pickle bytes under the rules of `r` (pickle.loads when trusted).
  * New reference, or NULL with the unpickler's exception (RefusedGlobal for
  * a refused global). */

@@ -8,6 +8,7 @@
  * calls use; nothing here raises into a recorded call (ct_append and
  * ct_warn_once save and restore the pending exception).
  */
+#include "capture.h"
 #include "reader.h"
 #include "recorder.h"
 
@@ -177,14 +178,24 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
 
 static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"tape",   "flush_interval",  "on_full", "buffer_bytes",
-                             "redact", "max_value_bytes", "energy",  NULL};
+    static char *kwlist[] = {"tape",         "flush_interval", "on_full",
+                             "buffer_bytes", "redact",         "max_value_bytes",
+                             "energy",       "pickle",         NULL};
     PyObject *tape = Py_None, *flush = Py_None, *on_full = Py_None, *buf = Py_None;
-    PyObject *redact = Py_None, *maxb = Py_None, *energy = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOOOOO:configure", kwlist, &tape, &flush,
-                                     &on_full, &buf, &redact, &maxb, &energy))
+    PyObject *redact = Py_None, *maxb = Py_None, *energy = Py_None, *pickle = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOOOOOO:configure", kwlist, &tape, &flush,
+                                     &on_full, &buf, &redact, &maxb, &energy, &pickle))
         return NULL;
     ct_state *st = get_state(m);
+    if (pickle != Py_None) {
+        PyObject *types = ct_type_tuple(pickle, "pickle");
+        PyObject *set = types ? PySet_New(types) : NULL;
+        Py_XDECREF(types);
+        if (!set)
+            return NULL;
+        Py_XSETREF(st->pickle_types, set);
+        ct_typecache_clear(&st->types);
+    }
     if (energy != Py_None) {
         int on = PyObject_IsTrue(energy);
         if (on < 0)
@@ -370,7 +381,7 @@ static PyObject *register_codec(PyObject *m, PyObject *args)
         return NULL;
     }
     Py_DECREF(entry);
-    PyDict_Clear(st->codec_cache);
+    ct_typecache_clear(&st->types);
     Py_RETURN_NONE;
 }
 
@@ -479,15 +490,20 @@ static int module_exec(PyObject *m)
     st->redact_default = 1;
     st->codecs = PyDict_New();
     st->codec_decoders = PyDict_New();
-    st->codec_cache = PyDict_New();
     st->warned = PySet_New(NULL);
     st->protocol5 = PyLong_FromLong(5);
     st->session_info = PyDict_New();
     st->decorated_codes = PySet_New(NULL);
     st->monitor.extra_index = -1;
-    if (!st->decorated_codes || !st->codecs || !st->codec_decoders || !st->codec_cache ||
-        !st->warned || !st->protocol5 || !st->session_info)
+    if (!st->decorated_codes || !st->codecs || !st->codec_decoders || !st->warned ||
+        !st->protocol5 || !st->session_info)
         return -1;
+    PyObject *probe =
+        PyObject_CallFunction((PyObject *)&PyType_Type, "s()N", "_calltape_probe", PyDict_New());
+    if (!probe)
+        return -1;
+    st->subtype_dealloc = ((PyTypeObject *)probe)->tp_dealloc; /* that of every Python class */
+    Py_DECREF(probe);
     PyObject *pickle = PyImport_ImportModule("pickle");
     if (!pickle)
         return -1;
@@ -566,7 +582,9 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->RestrictedUnpickler_type);
     Py_VISIT(st->codecs);
     Py_VISIT(st->codec_decoders);
-    Py_VISIT(st->codec_cache);
+    Py_VISIT(st->pickle_types);
+    if (ct_typecache_traverse(&st->types, visit, arg) < 0)
+        return -1;
     Py_VISIT(st->marker_types);
     Py_VISIT(st->warn_category);
     Py_VISIT(st->session_info);
@@ -597,7 +615,8 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->RestrictedUnpickler_type);
     Py_CLEAR(st->codecs);
     Py_CLEAR(st->codec_decoders);
-    Py_CLEAR(st->codec_cache);
+    Py_CLEAR(st->pickle_types);
+    ct_typecache_clear(&st->types);
     Py_CLEAR(st->pickle_dumps);
     Py_CLEAR(st->pickle_loads);
     Py_CLEAR(st->pickle_Unpickler);

@@ -346,7 +346,9 @@ static void capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thre
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
     if (!frame)
         return;
-    ct_capture cap = {a->st, limit, 1, ct_redact_active(a->st, &mon_redact)};
+    ct_memo memo; /* one group: identity between the arguments survives */
+    CT_MEMO_START(&memo);
+    ct_capture cap = {a->st, limit, 1, ct_redact_active(a->st, &mon_redact), &memo, NULL};
     wbuf *b = &s->arena;
     Py_ssize_t n = PyTuple_GET_SIZE(info->names);
     t->busy++;
@@ -376,6 +378,7 @@ static void capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thre
 #if PY_VERSION_HEX < 0x030C0000
     Py_XDECREF(locals);
 #endif
+    ct_memo_free(&memo);
     PyErr_Clear();
     t->busy--;
 }
@@ -561,8 +564,8 @@ static __attribute__((noinline)) void emit_full(mon_active *a, Monitor *m, mon_s
     wbuf gb;
     wbuf_init(&gb, s->arena.data + e->args_at + e->args_len, e->globals_len);
     gb.len = e->globals_len;
-    ct_site site = {e->info->fn_id, NULL, ct_redact_active(a->st, &mon_redact), m->max_value_bytes,
-                    m->opt_result};
+    ct_site site = {e->info->fn_id,     NULL,         ct_redact_active(a->st, &mon_redact), NULL,
+                    m->max_value_bytes, m->opt_result};
     ct_emit_site_call(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at, e->args_len, end,
                       outcome, res, exc, have_locals ? &lb : NULL, e->globals_len ? &gb : NULL);
     Py_DECREF(m);
@@ -610,7 +613,7 @@ static void emit_abandoned(mon_active *a, PyObject *entry)
     memcpy(&e, PyBytes_AS_STRING(entry), sizeof e);
     if (!e.info || !a->mon || e.generation != a->generation)
         return;
-    ct_site site = {e.info->fn_id, NULL, NULL, a->mon->max_value_bytes, 0};
+    ct_site site = {e.info->fn_id, NULL, NULL, NULL, a->mon->max_value_bytes, 0};
     ct_emit_site_call(a->st, &site, a->slot, &e.ci,
                       (const uint8_t *)PyBytes_AS_STRING(entry) + sizeof e, e.args_len, ct_now_ns(),
                       OUTCOME_CLOSED, NULL, NULL, NULL, NULL);

@@ -106,8 +106,10 @@ void ct_tape_query_close(ct_tape *t, query *q);
 int ct_tape_query_next(ct_tape *t, query *q, seg_call *c, int64_t *session, int64_t *function);
 
 /* Rebuilds one value at *p (advancing it) with the tape's trust, allow
- * list and blob table.  New reference, or NULL with an exception set. */
-PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end);
+ * list and blob table; `memo` (a list, or NULL for a value alone) is the
+ * group it belongs to, shared by the values of one group (the arguments of
+ * a call).  New reference, or NULL with an exception set. */
+PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end, PyObject *memo);
 
 /* ---- views.c ---- */
 

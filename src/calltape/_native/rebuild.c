@@ -81,18 +81,26 @@ static PyObject *rebuild_items(ct_rebuild *r, wreader *rd, int depth, uint8_t ta
     uint64_t n = wreader_varint(rd);
     if (rd->bad || n > (uint64_t)(rd->end - rd->p))
         return tape_error(r->st, "malformed value on the tape");
-    PyObject *out = tag == WIRE_LIST    ? PyList_New((Py_ssize_t)n)
+    PyObject *out = tag == WIRE_LIST    ? PyList_New(0)
                     : tag == WIRE_TUPLE ? PyTuple_New((Py_ssize_t)n)
                     : tag == WIRE_DICT  ? PyDict_New()
                                         : PySet_New(NULL);
     if (!out)
         return NULL;
+    Py_ssize_t index;
+    if (wire_memoized(tag) && ct_rebuild_memo_push(r, NULL, &index) < 0)
+        goto error;
+    if (wire_memoized(tag))
+        PyList_SetItem(r->memo, index, Py_NewRef(out));
     for (uint64_t i = 0; i < n; i++) {
         PyObject *v = rebuild_at(r, rd, depth + 1);
         if (!v)
             goto error;
         if (tag == WIRE_LIST) {
-            PyList_SET_ITEM(out, (Py_ssize_t)i, v);
+            int rc = PyList_Append(out, v);
+            Py_DECREF(v);
+            if (rc < 0)
+                goto error;
         } else if (tag == WIRE_TUPLE) {
             PyTuple_SET_ITEM(out, (Py_ssize_t)i, v);
         } else if (tag == WIRE_DICT) {
@@ -255,16 +263,34 @@ static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
     }
     case WIRE_DEFAULT:
         return rebuild_at(r, rd, depth + 1);
+    case WIRE_OBJECT:
+        return ct_rebuild_object(r, rd, depth);
+    case WIRE_GLOBAL:
+        return ct_rebuild_global(r, rd);
+    case WIRE_REF:
+        return ct_rebuild_ref(r, rd);
     default:
         return tape_error(st, "unknown value tag on the tape (written by a newer calltape?)");
     }
+}
+
+PyObject *ct_rebuild_nested(ct_rebuild *r, wreader *rd, int depth)
+{
+    return rebuild_at(r, rd, depth);
 }
 
 PyObject *ct_rebuild_value(ct_rebuild *r, const uint8_t **p, const uint8_t *end)
 {
     wreader rd;
     wreader_init(&rd, *p, (size_t)(end - *p));
+    PyObject *own = NULL;
+    if (!r->memo && !(r->memo = own = PyList_New(0)))
+        return NULL;
     PyObject *v = rebuild_at(r, &rd, 0);
+    if (own) {
+        r->memo = NULL;
+        Py_DECREF(own);
+    }
     *p = rd.p;
     return v;
 }

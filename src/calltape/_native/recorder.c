@@ -144,7 +144,7 @@ static PyObject *describe_function(Recorder *r)
     PyObject *defaults = PyFunction_Check(r->func) ? PyFunction_GET_DEFAULTS(r->func) : NULL;
     PyObject *kwdefaults = PyFunction_Check(r->func) ? PyFunction_GET_KW_DEFAULTS(r->func) : NULL;
     Py_ssize_t ndef = defaults ? PyTuple_GET_SIZE(defaults) : 0;
-    ct_capture cap = {st, r->max_value_bytes, 0, ct_redact_active(st, &r->redact)};
+    ct_capture cap = {st, r->max_value_bytes, 0, ct_redact_active(st, &r->redact), NULL, r->pickle};
     for (Py_ssize_t i = 0; i < r->nparams; i++) {
         PyObject *name = PyTuple_GET_ITEM(r->names, i);
         PyObject *dflt = NULL;
@@ -519,7 +519,7 @@ emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct
         ct_capture_exception(st, &res, exc);
         flags |= REC_HAS_RESULT;
     } else if (result && site->result) {
-        ct_capture cap = {st, site->max_value_bytes, 1, site->redact};
+        ct_capture cap = {st, site->max_value_bytes, 1, site->redact, NULL, site->pickle};
         if (site->sanitize) {
             PyObject *name = PyUnicode_FromString("return");
             PyObject *clean =
@@ -595,8 +595,8 @@ emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct
 void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
                   uint64_t end, int outcome, PyObject *result, PyObject *exc)
 {
-    ct_site site = {r->fn_id, r->sanitize, ct_redact_active(r->st, &r->redact), r->max_value_bytes,
-                    r->opt_result};
+    ct_site site = {r->fn_id,  r->sanitize,        ct_redact_active(r->st, &r->redact),
+                    r->pickle, r->max_value_bytes, r->opt_result};
     emit_site_call(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc, NULL,
                    NULL, NULL);
 }
@@ -614,8 +614,8 @@ void ct_emit_call_frame(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci
                         uint64_t end, int outcome, PyObject *result, PyObject *exc,
                         const wbuf *locals, const wbuf *globals, const wbuf *yields)
 {
-    ct_site site = {r->fn_id, r->sanitize, ct_redact_active(r->st, &r->redact), r->max_value_bytes,
-                    r->opt_result};
+    ct_site site = {r->fn_id,  r->sanitize,        ct_redact_active(r->st, &r->redact),
+                    r->pickle, r->max_value_bytes, r->opt_result};
     emit_site_call(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc, locals,
                    globals, yields);
 }
@@ -742,11 +742,15 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     ct_callinfo ci;
     ci.flags = 0;
     if (r->opt_args) {
-        ct_capture cap = {st, r->max_value_bytes, 1, ct_redact_active(st, &r->redact)};
+        ct_memo memo; /* one group: identity between the arguments survives */
+        CT_MEMO_START(&memo);
+        ct_capture cap = {st,    r->max_value_bytes, 1, ct_redact_active(st, &r->redact),
+                          &memo, r->pickle};
         t->busy++;
         ci.flags |= REC_HAS_ARGS;
         if (encode_args(r, &cap, &ab, args, nargs, kwnames))
             ci.flags |= REC_UNBOUND;
+        ct_memo_free(&memo);
         t->busy--;
     }
     ci.seq = ++st->seq;
@@ -892,14 +896,15 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"func",   "args",   "result",   "cpu",    "memory",
                              "tape",   "redact", "sanitize", "energy", "max_value_bytes",
-                             "sample", "locals", "globals",  "yields", NULL};
+                             "sample", "locals", "globals",  "yields", "pickle",
+                             NULL};
     PyObject *func, *tape = Py_None, *redact = Py_None, *sanitize = Py_None;
-    PyObject *max_bytes = Py_None, *energy = Py_None;
+    PyObject *max_bytes = Py_None, *energy = Py_None, *pickle = Py_None;
     int a = 1, res = 1, cpu = 0, mem = 0, want_locals = 0, want_globals = 0, want_yields = 0;
     Py_ssize_t sample = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOOnppp:record", kwlist, &func, &a, &res,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOOnpppO:record", kwlist, &func, &a, &res,
                                      &cpu, &mem, &tape, &redact, &sanitize, &energy, &max_bytes,
-                                     &sample, &want_locals, &want_globals, &want_yields))
+                                     &sample, &want_locals, &want_globals, &want_yields, &pickle))
         return NULL;
     int want_energy = energy == Py_None ? -1 : PyObject_IsTrue(energy);
     if (energy != Py_None && want_energy < 0)
@@ -917,6 +922,8 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         return NULL;
     r->vectorcall = Recorder_vectorcall;
     r->st = st;
+    if (pickle != Py_None && !(r->pickle = ct_type_tuple(pickle, "pickle")))
+        goto error;
     r->module_ref = Py_NewRef(st->module);
     r->wrapped = Py_NewRef(func);
     r->wrap = WRAP_FUNCTION;
@@ -1037,6 +1044,7 @@ static int Recorder_traverse(Recorder *r, visitproc visit, void *arg)
     Py_VISIT(r->wrapped);
     Py_VISIT(r->dict);
     Py_VISIT(r->sanitize);
+    Py_VISIT(r->pickle);
     return 0;
 }
 
@@ -1046,6 +1054,7 @@ static int Recorder_clear(Recorder *r)
     Py_CLEAR(r->wrapped);
     Py_CLEAR(r->dict);
     Py_CLEAR(r->sanitize);
+    Py_CLEAR(r->pickle);
     Py_CLEAR(r->tape);
     Py_CLEAR(r->redact.exact);
     Py_CLEAR(r->redact.patterns);

@@ -18,6 +18,7 @@ typedef struct Recorder {
     PyObject *dict;
     PyObject *tape;       /* str or NULL */
     PyObject *sanitize;   /* callable or NULL */
+    PyObject *pickle;     /* tuple of types to pickle (record(pickle=)), or NULL */
     ct_redact redact;     /* its names of secrets */
     ct_engine_slot *slot; /* cached engine of `tape` */
     PyObject *names;      /* tuple of parameter names */
@@ -53,6 +54,7 @@ typedef struct ct_site {
     uint64_t fn_id;
     PyObject *sanitize;
     const ct_redact *redact; /* ct_redact_active() rules, or NULL */
+    PyObject *pickle;        /* tuple of types to pickle, or NULL */
     Py_ssize_t max_value_bytes;
     int result; /* record the return value */
 } ct_site;

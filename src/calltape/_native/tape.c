@@ -354,12 +354,12 @@ static PyObject *Tape_load_blob(PyObject *self, PyObject *args)
     return out;
 }
 
-PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end)
+PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end, PyObject *memo)
 {
     PyObject *loader = PyObject_GetAttrString((PyObject *)t, "load_blob");
     if (!loader)
         return NULL;
-    ct_rebuild rb = {PyType_GetModuleState(Py_TYPE(t)), t->trust, t->allow, loader};
+    ct_rebuild rb = {PyType_GetModuleState(Py_TYPE(t)), t->trust, t->allow, loader, memo};
     PyObject *v = ct_rebuild_value(&rb, p, end);
     Py_DECREF(loader);
     return v;

@@ -615,7 +615,8 @@ PyObject *ct_call_args(ct_call *c)
     if (call_alive(c) < 0)
         return NULL;
     PyObject *args = PyDict_New(), *defaults = PySet_New(NULL), *v = NULL;
-    if (!args || !defaults)
+    PyObject *memo = PyList_New(0); /* the arguments are one group */
+    if (!args || !defaults || !memo)
         goto error;
     if (c->flags & REC_HAS_ARGS) {
         PyObject *raw_names = NULL;
@@ -629,7 +630,7 @@ PyObject *ct_call_args(ct_call *c)
         const uint8_t *p = c->data, *end = c->data + c->args_len;
         for (Py_ssize_t i = 0; p < end; i++) {
             int was_default = *p == WIRE_DEFAULT;
-            v = ct_tape_rebuild(c->tape, &p, end);
+            v = ct_tape_rebuild(c->tape, &p, end, memo);
             if (!v) {
                 Py_XDECREF(raw_names);
                 goto error;
@@ -646,6 +647,7 @@ PyObject *ct_call_args(ct_call *c)
         }
         Py_XDECREF(raw_names);
     }
+    Py_CLEAR(memo);
     PyObject *frozen = PyFrozenSet_New(defaults);
     Py_DECREF(defaults);
     if (!frozen) {
@@ -664,6 +666,7 @@ PyObject *ct_call_args(ct_call *c)
     return c->args;
 error:
     Py_XDECREF(v);
+    Py_XDECREF(memo);
     Py_XDECREF(args);
     Py_XDECREF(defaults);
     return NULL;
@@ -679,7 +682,7 @@ static PyObject *call_outcome_value(ct_call *c)
     PyObject *v;
     if (c->result_len) {
         const uint8_t *p = c->data + c->args_len;
-        v = ct_tape_rebuild(c->tape, &p, p + c->result_len);
+        v = ct_tape_rebuild(c->tape, &p, p + c->result_len, NULL);
     } else {
         v = Py_NewRef(Py_None);
     }
@@ -877,7 +880,7 @@ static PyObject *Call_get_frame_data(ct_call *c, void *which)
     if (call_alive(c) < 0)
         return NULL;
     const uint8_t *p = c->data + c->args_len + c->result_len + (globals ? c->locals_len : 0);
-    return ct_tape_rebuild(c->tape, &p, p + (globals ? c->globals_len : c->locals_len));
+    return ct_tape_rebuild(c->tape, &p, p + (globals ? c->globals_len : c->locals_len), NULL);
 }
 
 /* call.yielded: the list of values a generator recorded with yields=True
@@ -890,7 +893,7 @@ static PyObject *Call_get_yielded(ct_call *c, void *unused)
     if (call_alive(c) < 0)
         return NULL;
     const uint8_t *p = c->data + c->args_len + c->result_len + c->locals_len + c->globals_len;
-    return ct_tape_rebuild(c->tape, &p, p + c->yields_len);
+    return ct_tape_rebuild(c->tape, &p, p + c->yields_len, NULL);
 }
 
 /* The bounded preview of the arguments (values in parameter order). */
