@@ -318,9 +318,10 @@ PyObject *ct_rebuild_object(ct_rebuild *r, wreader *rd, int depth)
     if (!cls)
         return NULL;
     if (!PyType_Check(cls) || !robj_kind_fits(r->st, (PyTypeObject *)cls, kind)) {
-        PyErr_Format(PyExc_TypeError,
-                     "cannot rebuild a %s.%s from the tape: it is not the kind of class it was"
-                     " when recorded",
+        PyObject *refused = ct_marker_type(r->st, "RefusedGlobal");
+        PyErr_Format(refused ? refused : PyExc_TypeError,
+                     "refused to rebuild a %s.%s from the tape: it is not the kind of class the"
+                     " tape says it was",
                      mod, qual);
         goto error;
     }
