@@ -44,7 +44,7 @@ class Node:
 
 
 class Slotted:
-    __slots__ = ("a", "b", "__secret")
+    __slots__ = ("__secret", "a", "b")
 
     def __init__(self):
         self.a = 1

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import Redacted, Truncated, Unencodable, __version__, _native
+from . import Redacted, RefusedGlobal, Truncated, Unencodable, __version__, _native
 from ._native import Call, Tape
+from ._replay import recorded_imports
 
 _MARKERS = (Redacted, Truncated, Unencodable)
 
@@ -65,6 +66,23 @@ def _skip_reason(call: Call, nparams: int) -> str | None:
     return None
 
 
+def _import_folders(tape: Tape, sessions: set[int], out: str) -> list[str]:
+    """The folders the tests import from, as the recorded program did (for a
+    tape that does not say, the current folder): each relative to the test
+    module's folder when the module lies inside it (a project's tests/
+    folder: ".."), else absolute."""
+    here = os.path.dirname(os.path.abspath(out))
+    rows = [s for s in reversed(tape.sessions()) if s.id in sessions]
+    recorded = _native.recorded_folders(rows, current=False) or _native.recorded_folders(())
+    folders: list[str] = []
+    for folder in recorded:
+        inside = os.path.commonpath([here, folder]) == folder
+        text = os.path.relpath(folder, here) if inside else folder
+        if text not in folders:
+            folders.append(text)
+    return folders
+
+
 def _arguments(call: Call, values: _Values) -> list[str]:
     bound = call.bound
     out = [values.source(v) for v in bound.args]
@@ -103,6 +121,51 @@ def _call_source(fn: str, args: list[str]) -> str:
     return f"call({inner}\n    )"
 
 
+def _test_source(c: Call, fn: str, values: _Values) -> str:
+    """One test function: the call with the recorded arguments and its check."""
+    invocation = _call_source(fn, _arguments(c, values))
+    head = (f"def test_{fn}_call_{c.id}():\n"
+            f"    # call {c.id}, {c.start:%Y-%m-%d %H:%M:%S} UTC, session {c.session}\n")
+    if c.outcome == "raised":
+        exc = c.exception
+        return head + (f"    assert_raised(lambda: {invocation},\n"
+                       f"                  {_text(exc.type)}, {_text(exc.message)})\n")
+    return head + (f"    result = {invocation}\n"
+                   f"    assert_same(result, {values.source(c.result)})\n")
+
+
+def _tests(tape: Tape, calls: list[Call], out: str
+           ) -> tuple[Written, dict[tuple[str, str], str], _Values, list[str]]:
+    """The tests for `calls`, the names of their functions and the values
+    they need; a call whose values cannot be rebuilt here is skipped with the
+    reason (a value the reader may not rebuild refuses the whole run)."""
+    nparams = {(f.module, f.qualname): len(f.parameters) for f in tape.functions()}
+    values = _Values()
+    names: dict[tuple[str, str], str] = {}
+    tests: list[str] = []
+    written = Written(out, None)
+    for c in calls:
+        key = (c.module, c.qualname)
+        fn = names.get(key) or _identifier(c.qualname, set(names.values()))
+        stored = len(values.stored)
+        try:
+            reason = _skip_reason(c, nparams.get(key, 0))
+            source = None if reason else _test_source(c, fn, values)
+        except RefusedGlobal:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the tape's value failed to rebuild here
+            reason = f"its values cannot be rebuilt here: {type(exc).__name__}: {exc}"
+            source = None
+        if reason or source is None:
+            del values.stored[stored:]
+            written.skipped.append((c.id, reason or "no test"))
+            continue
+        names.setdefault(key, fn)
+        tests.append(source)
+        written.tests.append(c.id)
+    return written, names, values, tests
+
+
 def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None,
                 command: str = "") -> Written:
     """Write a pytest module at ``out`` with one test per recorded call of ``function``
@@ -113,43 +176,21 @@ def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise ValueError(f"cannot write {out}: the folder {folder} does not exist")
+    stem = os.path.splitext(os.path.basename(out))[0]
+    data_path = os.path.join(folder, stem + ".calltape")
     calls = list(tape.search(function=function, order="oldest", limit=limit))
     if not calls:
         raise ValueError(f"no recorded calls of {function!r} in {tape.path}")
-    nparams = {(f.module, f.qualname): len(f.parameters) for f in tape.functions()}
-    stem = os.path.splitext(os.path.basename(out))[0]
-    data_path = os.path.join(folder, stem + ".calltape")
-    values = _Values()
-    names: dict[tuple[str, str], str] = {}
-    tests: list[str] = []
-    written = Written(out, None)
-    for c in calls:
-        reason = _skip_reason(c, nparams.get((c.module, c.qualname), 0))
-        if reason:
-            written.skipped.append((c.id, reason))
-            continue
-        key = (c.module, c.qualname)
-        if key not in names:
-            names[key] = _identifier(c.qualname, set(names.values()))
-        fn = names[key]
-        invocation = _call_source(fn, _arguments(c, values))
-        head = (f"def test_{fn}_call_{c.id}():\n"
-                f"    # call {c.id}, {c.start:%Y-%m-%d %H:%M:%S} UTC, session {c.session}\n")
-        if c.outcome == "raised":
-            exc = c.exception
-            body = (f"    assert_raised(lambda: {invocation},\n"
-                    f"                  {_text(exc.type)}, {_text(exc.message)})\n")
-        else:
-            body = (f"    result = {invocation}\n"
-                    f"    assert_same(result, {values.source(c.result)})\n")
-        tests.append(head + body)
-        written.tests.append(c.id)
+    sessions = {c.session for c in calls}
+    folders = _import_folders(tape, sessions, out)
+    with recorded_imports(tape, sessions):
+        written, names, values, tests = _tests(tape, calls, out)
     if not tests:
         why = "; ".join(f"call {i}: {r}" for i, r in written.skipped[:3])
         raise ValueError(f"none of the {len(calls)} recorded calls of {function!r} can become"
                          f" a test ({why})")
     modules = sorted({m for m, _ in names} | set(tape.allow))
-    helpers = ["assert_raised", "assert_same", "call", "resolve"]
+    helpers = ["add_import_path", "assert_raised", "assert_same", "call", "resolve"]
     if values.stored:
         helpers.append("load_values")
     lines = [
@@ -159,8 +200,10 @@ def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None
         "wrapper) with the arguments of one recorded call and checks the recorded",
         "result or exception with calltape.compare's rules (floats exactly, numpy",
         "arrays element-wise, objects without __eq__ by their encoded form).",
-        "MADE_FROM below says which tape, functions and command made them and which",
-        "calls were left out and why."
+        "The project's modules are imported from where the recorded program found",
+        "them (its sys.path[0] and working folder), so plain `pytest` runs these",
+        "tests as `python -m pytest` does. MADE_FROM below says which tape, functions",
+        "and command made them and which calls were left out and why."
         + (" Values with no Python literal are read from the .calltape file of the"
            " same name next to this one by calltape's restricted rebuild."
            if values.stored else ""),
@@ -169,6 +212,8 @@ def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None
         '"""',
         "",
         f"from calltape.testing import {', '.join(sorted(helpers))}",
+        "",
+        f"add_import_path(__file__, {', '.join(_text(f) for f in folders)})",
         "",
         "MADE_FROM = {",
         f"    'tape': {_text(tape.path)},",

@@ -27,7 +27,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define CALLTAPE_SCHEMA_VERSION 2
+#define CALLTAPE_SCHEMA_VERSION 3
 #define CALLTAPE_SEGMENT_FORMAT 1
 
 /* ------------------------------------------------------------------------ */
@@ -292,6 +292,10 @@ typedef struct wire_tok {
     uint64_t children; /* how many values follow that belong to it */
 } wire_tok;
 
+/* How many memo indices the value at `p` takes (engine.h, "Identity"), or
+ * -1 when it is malformed.  For readers that skip a value of a group. */
+int64_t wire_memo_count(const uint8_t *p, const uint8_t *end);
+
 /* Reads the token of the value at `p` (bounded by `end`) into `t`.
  * Returns where its children (or the next value) start, or NULL when the
  * bytes are not a well-formed token.  The one tokenizer of the format:
@@ -522,6 +526,8 @@ typedef struct engine_options {
     const char *calltape_version;
     const uint8_t *argv; /* a wire LIST of STR */
     size_t argv_len;
+    const char *sys_path0; /* where the program found its modules: sys.path[0], absolute */
+    const char *cwd;       /* its working folder */
     int64_t mpi_rank;      /* -1 when not under MPI */
     int64_t clock_mono_ns; /* a pair of readings taken together, used to */
     int64_t clock_wall_ns; /* turn monotonic starts into wall times */
@@ -603,6 +609,13 @@ store *store_open_write(const char *path, char *err, size_t errlen);
  * in `err` (missing file, not a tape, newer schema, corrupt). */
 store *store_open_read(const char *path, char *err, size_t errlen);
 
+/* Checks, without creating anything, that a recording could write the tape
+ * at `path`: an existing file must open for writing as a tape (a tape of an
+ * older format is upgraded, as recording would), a missing one needs a
+ * writable folder.  Returns 0, or -1 with one sentence in `err` (not a
+ * tape, newer, unwritable, not a file). */
+int store_check_write(const char *path, char *err, size_t errlen);
+
 void store_close(store *s);
 
 /* The underlying sqlite3 handle, for the reader's queries. */
@@ -611,11 +624,16 @@ struct sqlite3 *store_db(store *s);
 /* Last SQLite error message of `s`. */
 const char *store_errmsg(store *s);
 
+/* The schema version of the tape `s` reads (older tapes are read as they
+ * are: the session columns sys_path0 and cwd exist from version 3). */
+int64_t store_version(store *s);
+
 typedef struct store_session {
     int64_t start_ns;
     const char *host, *python_version, *calltape_version;
     const uint8_t *argv;
     size_t argv_len;
+    const char *sys_path0, *cwd; /* NULL when unknown */
     int64_t pid, ppid, parent_session, mpi_rank;
 } store_session;
 

@@ -162,6 +162,30 @@ static const uint8_t *skip_at(const uint8_t *p, const uint8_t *end, int depth)
     return p;
 }
 
+/* Counts the memo indices of the value at *p (advanced past it);
+ * `contents`: it is the contents of an OBJECT, not memoized itself. */
+static int64_t memo_count_at(const uint8_t **p, const uint8_t *end, int depth, int contents)
+{
+    wire_tok t;
+    if (depth > WIRE_MAX_DEPTH || !(*p = wire_next(*p, end, &t)))
+        return -1;
+    int64_t n = wire_memoized(t.tag) && !contents;
+    int inner = t.tag == WIRE_OBJECT &&
+                (t.kind == WIRE_KIND_LIST || t.kind == WIRE_KIND_DICT || t.kind == WIRE_KIND_SET);
+    for (uint64_t i = 0; i < t.children; i++) {
+        int64_t k = memo_count_at(p, end, depth + 1, inner && i == 0);
+        if (k < 0)
+            return -1;
+        n += k;
+    }
+    return n;
+}
+
+int64_t wire_memo_count(const uint8_t *p, const uint8_t *end)
+{
+    return memo_count_at(&p, end, 0, 0);
+}
+
 const uint8_t *wire_skip(const uint8_t *p, const uint8_t *end)
 {
     return skip_at(p, end, 0);

@@ -245,7 +245,7 @@ def test_command_line_runs_nothing(hostile, command):
     proc = _calltape(root, command[0], tape, *command[1:])
     _assert_no_marker(markers, proc)
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode in (0, 1, 2), proc.stderr
+    assert proc.returncode in (0, 1, 2, 5), proc.stderr  # 5: replay skipped every call
 
 
 def test_replay_with_the_function_module_allowed_runs_nothing(hostile):

@@ -14,7 +14,9 @@
  *     `from os import system` is not a way out);
  *   - the exceptions of builtins are allowed by name.
  * A refused global raises RefusedGlobal naming it and the allow entry that
- * would admit it, before anything is imported.  trust=True lifts all of it.
+ * would admit it, before anything is imported; an allowed one that cannot be
+ * found here raises the import's or getattr's own error.  trust=True lifts
+ * all of it.
  *
  * Invariants: each unpickler carries its own rules (a pointer to the
  * ct_rebuild of the load it serves, stored in the instance past the base
@@ -207,27 +209,6 @@ static PyObject *allow_refuse(const ct_rebuild *r, const char *full, const char 
     return NULL;
 }
 
-/* The module `mod`, imported if needed (new reference), or NULL with a
- * RefusedGlobal saying that it cannot be imported here. */
-static PyObject *allow_import(const ct_rebuild *r, const char *mod, const char *full)
-{
-    PyObject *m = PyImport_ImportModule(mod);
-    if (m)
-        return m;
-    PyObject *exc = ct_fetch_exc();
-    PyObject *text = exc ? PyObject_Str(exc) : NULL;
-    const char *msg = text ? PyUnicode_AsUTF8(text) : NULL;
-    PyErr_Clear();
-    PyObject *cls = ct_marker_type(r->st, "RefusedGlobal");
-    PyErr_Format(cls ? cls : PyExc_RuntimeError,
-                 "cannot rebuild the global %s from the tape: its module %s cannot be imported"
-                 " here (%s: %s)",
-                 full, mod, exc ? Py_TYPE(exc)->tp_name : "ImportError", msg ? msg : "");
-    Py_XDECREF(text);
-    Py_XDECREF(exc);
-    return NULL;
-}
-
 /* getattr(obj, part) for each part of the dotted `name` (new reference).
  * With `classes_only`, every object passed through must be a class. */
 static PyObject *allow_walk(const ct_rebuild *r, PyObject *obj, const char *name, const char *full,
@@ -246,10 +227,12 @@ static PyObject *allow_walk(const ct_rebuild *r, PyObject *obj, const char *name
         part[n] = 0;
         PyObject *next = PyObject_GetAttrString(obj, part);
         Py_DECREF(obj);
-        if (!next) {
-            PyErr_Clear();
-            return allow_refuse(r, full, " (no such name here)");
+        if (!next && dot && classes_only) {
+            PyErr_Clear(); /* not found is not a class either */
+            return allow_refuse(r, full, " (a dotted name that does not go through classes)");
         }
+        if (!next)
+            return NULL; /* allowed, but not found here: the AttributeError */
         obj = next;
         if (!dot)
             return obj;
@@ -269,7 +252,7 @@ static PyObject *allow_module_itself(const ct_rebuild *r, const char *module)
 {
     if (!r->trust && !allow_module_covered(r, module))
         return allow_refuse(r, module, " (a module)");
-    return allow_import(r, module, module);
+    return PyImport_ImportModule(module);
 }
 
 int ct_allow_is_safe(PyObject *obj)
@@ -302,7 +285,7 @@ PyObject *ct_allow_resolve(const ct_rebuild *r, const char *module, const char *
     enum allow_kind kind = r->trust ? ALLOW_EXACT : allow_kind_of(r, module, name, full);
     if (kind == ALLOW_NO)
         return allow_refuse(r, full, "");
-    PyObject *m = allow_import(r, module, full);
+    PyObject *m = PyImport_ImportModule(module);
     if (!m)
         return NULL;
     PyObject *obj = allow_walk(r, m, name, full, kind == ALLOW_MODULE);

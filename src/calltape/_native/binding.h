@@ -336,7 +336,8 @@ PyObject *ct_rebuild_texts(ct_state *st, const uint8_t *p, size_t n);
  * allow it (new reference): a name on the built-in list of data types or
  * on r->allow, or an object defined in an allowed module and reached from
  * it through classes only; anything with r->trust.  NULL with RefusedGlobal
- * naming the global (refused, or its module cannot be imported here). */
+ * naming the global when refused, or the ImportError or AttributeError of an
+ * allowed one that cannot be found here. */
 PyObject *ct_allow_resolve(const ct_rebuild *r, const char *module, const char *name);
 /* 1 when `obj` is one of the built-in list of data types and pure
  * functions (by its __module__ and __qualname__): what a recorded reduce
@@ -372,11 +373,36 @@ PyObject *ct_decode_py(PyObject *module, PyObject *args, PyObject *kw);
 /* literal(value) -> Python source evaluating to an equal value, or None. */
 PyObject *ct_literal_py(PyObject *module, PyObject *v);
 
-/* replay.c */
-/* resolve(module, qualname) -> the function replay would call (imported,
- * @calltape.record, classmethod and staticmethod unwrapped), or LookupError
- * with the reason it cannot be found. */
-PyObject *ct_resolve_py(PyObject *module, PyObject *args);
+/* tape.c */
+/* check_writable(path) -> None when a recording could write the tape at
+ * `path` (see store_check_write), else TapeError with the reason. */
+PyObject *ct_check_writable_py(PyObject *module, PyObject *path);
+
+/* resolve.c */
+/* What replay calls for a recorded module + qualname, found as the recorded
+ * program found it (see resolve.c; `file`, the recorded source file or
+ * NULL, finds a script run as __main__): a new tuple indexed by CT_R_*
+ * (the callable, wrapped in a Recorder writing to `record_tape` when that
+ * is not NULL; its KIND_*; the function or None; its varnames or None; for
+ * __main__ the script's module, else None), or a new str saying why it
+ * cannot be replayed, or NULL with an exception (memory, KeyboardInterrupt). */
+enum { CT_R_CALLABLE, CT_R_KIND, CT_R_FN, CT_R_NAMES, CT_R_MAIN, CT_R_SIZE };
+PyObject *ct_resolve(ct_state *st, PyObject *record_tape, PyObject *module, PyObject *qualname,
+                     PyObject *file);
+/* resolve(module, qualname, file=None) -> the function replay would call
+ * (imported, @calltape.record, classmethod and staticmethod unwrapped), or
+ * LookupError with the reason it cannot be found. */
+PyObject *ct_resolve_py(PyObject *module, PyObject *args, PyObject *kw);
+/* push_import_path(folders) -> the list of those folders that were not on
+ * sys.path and are now in front of it, in the order given. */
+PyObject *ct_import_path_push_py(PyObject *module, PyObject *folders);
+/* pop_import_path(added): takes out of sys.path what push_import_path
+ * added.  Keeps a pending exception (then returns NULL). */
+PyObject *ct_import_path_pop_py(PyObject *module, PyObject *added);
+/* recorded_folders(sessions, *, current=True) -> the sys_path0 and cwd of
+ * each session, then (when `current`) the current folder, each once: where
+ * replay imports from. */
+PyObject *ct_recorded_folders_py(PyObject *module, PyObject *args, PyObject *kw);
 
 /* recorder.c / pending.c / replay.c */
 extern PyType_Spec Replayer_spec;

@@ -63,8 +63,9 @@ static PyObject *absolute_path(PyObject *path)
 }
 
 /* Writes sys.argv as a wire LIST of STR: text only, never a pickle, so that
- * reading a session runs nothing.  An item that is not a str is written as
- * its type name in angle brackets. */
+ * reading a session runs nothing.  An int, float, bool, bytes or None item
+ * is written as its repr, any other non-str as its type name in angle
+ * brackets. */
 static void put_argv(wbuf *b, PyObject *argv)
 {
     Py_ssize_t n = argv && PyList_Check(argv) ? PyList_GET_SIZE(argv) : 0;
@@ -72,9 +73,13 @@ static void put_argv(wbuf *b, PyObject *argv)
     wbuf_varint(b, (uint64_t)n);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyList_GET_ITEM(argv, i);
+        PyTypeObject *tp = Py_TYPE(item);
+        int plain = item == Py_None || tp == &PyLong_Type || tp == &PyFloat_Type ||
+                    tp == &PyBool_Type || tp == &PyBytes_Type; /* repr runs no program code */
         PyObject *raw = PyUnicode_Check(item)
                             ? PyUnicode_AsEncodedString(item, "utf-8", "surrogatepass")
-                            : PyUnicode_FromFormat("<%s>", Py_TYPE(item)->tp_name);
+                        : plain ? PyObject_Repr(item)
+                                : PyUnicode_FromFormat("<%s>", tp->tp_name);
         if (raw && PyUnicode_Check(raw))
             Py_SETREF(raw, PyUnicode_AsUTF8String(raw));
         if (!raw) {
@@ -87,7 +92,26 @@ static void put_argv(wbuf *b, PyObject *argv)
     }
 }
 
-static void build_options(ct_state *st, engine_options *o, wbuf *argv)
+/* Where the program finds its modules, for the session row: sys.path[0]
+ * made absolute (the script's folder; the working folder for -m, -c and
+ * ""), and the working folder.  New references in folders[0] and [1], each
+ * NULL when unknown; never leaves an exception set. */
+static void program_folders(PyObject *folders[2])
+{
+    PyObject *path = PySys_GetObject("path"); /* borrowed */
+    PyObject *first =
+        path && PyList_Check(path) && PyList_GET_SIZE(path) > 0 ? PyList_GET_ITEM(path, 0) : NULL;
+    folders[0] = first && PyUnicode_Check(first) ? absolute_path(first) : NULL;
+    PyObject *here = PyUnicode_FromString(".");
+    folders[1] = here ? absolute_path(here) : NULL;
+    Py_XDECREF(here);
+    PyErr_Clear();
+}
+
+/* Fills `o` from the module state; the session description points into
+ * `argv` (filled here) and `folders` (new references the caller releases
+ * after engine_new copied them). */
+static void build_options(ct_state *st, engine_options *o, wbuf *argv, PyObject *folders[2])
 {
     memset(o, 0, sizeof *o);
     o->flush_interval_ns = (uint64_t)(st->flush_interval * 1e9);
@@ -108,6 +132,9 @@ static void build_options(ct_state *st, engine_options *o, wbuf *argv)
     put_argv(argv, PySys_GetObject("argv"));
     o->argv = argv->data;
     o->argv_len = argv->len;
+    program_folders(folders);
+    o->sys_path0 = folders[0] ? PyUnicode_AsUTF8(folders[0]) : NULL;
+    o->cwd = folders[1] ? PyUnicode_AsUTF8(folders[1]) : NULL;
     PyErr_Clear();
 }
 
@@ -152,12 +179,15 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
     }
     engine_options o;
     wbuf argv;
+    PyObject *folders[2];
     wbuf_init(&argv, NULL, 0);
-    build_options(st, &o, &argv);
+    build_options(st, &o, &argv, folders);
     o.path = PyUnicode_AsUTF8(abs);
     char err[300];
     engine *e = o.path ? engine_new(&o, err, sizeof err) : NULL;
     wbuf_free(&argv);
+    Py_XDECREF(folders[0]);
+    Py_XDECREF(folders[1]);
     if (!e) {
         PyMem_Free(slot);
         Py_DECREF(abs);
@@ -471,8 +501,19 @@ static PyMethodDef module_methods[] = {
      "decode(data, *, trust=False, allow=()) -> the value"},
     {"literal", ct_literal_py, METH_O,
      "literal(value) -> Python source for an equal value, or None when it has none"},
-    {"resolve", ct_resolve_py, METH_VARARGS,
-     "resolve(module, qualname) -> the original function; LookupError says why not"},
+    {"check_writable", ct_check_writable_py, METH_O,
+     "check_writable(path): TapeError unless a recording could write the tape at path"},
+    {"resolve", (PyCFunction)(void (*)(void))ct_resolve_py, METH_VARARGS | METH_KEYWORDS,
+     "resolve(module, qualname, file=None) -> the original function, found as replay finds"
+     " it (file: the recorded script of a __main__ function); LookupError says why not"},
+    {"push_import_path", ct_import_path_push_py, METH_O,
+     "push_import_path(folders) -> the folders put in front of sys.path (those not on it)"},
+    {"pop_import_path", ct_import_path_pop_py, METH_O,
+     "pop_import_path(added): takes out of sys.path what push_import_path put there"},
+    {"recorded_folders", (PyCFunction)(void (*)(void))ct_recorded_folders_py,
+     METH_VARARGS | METH_KEYWORDS,
+     "recorded_folders(sessions, *, current=True) -> their sys.path[0] and working folders,"
+     " then the current folder"},
     {"_bind", bind_python, METH_VARARGS, NULL},
     {"_after_fork_child", after_fork_child, METH_NOARGS, NULL},
     {"_shutdown", shutdown, METH_NOARGS, NULL},

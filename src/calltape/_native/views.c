@@ -322,10 +322,10 @@ PyType_Spec Function_spec = {
 
 typedef struct ct_session {
     PyObject_HEAD PyObject *id, *pid, *ppid, *parent, *host, *argv, *python, *version, *start, *end,
-        *mpi_rank, *counters;
+        *mpi_rank, *counters, *sys_path0, *cwd;
 } ct_session;
 
-#define SESSION_NFIELDS 12
+#define SESSION_NFIELDS 14
 
 static PyObject **session_fields(ct_session *s)
 {
@@ -370,6 +370,10 @@ PyObject *ct_session_from_row(ct_tape *t, sqlite3_stmt *row)
             Py_CLEAR(s->counters);
         Py_XDECREF(v);
     }
+    s->sys_path0 =
+        sqlite3_column_type(row, 16) == SQLITE_NULL ? Py_NewRef(Py_None) : column_text(row, 16);
+    s->cwd =
+        sqlite3_column_type(row, 17) == SQLITE_NULL ? Py_NewRef(Py_None) : column_text(row, 17);
     const uint8_t *argv = sqlite3_column_blob(row, 7);
     int n = sqlite3_column_bytes(row, 7);
     s->argv = ct_rebuild_texts(PyType_GetModuleState(Py_TYPE(t)), argv, (size_t)n);
@@ -431,6 +435,9 @@ static PyMemberDef Session_members[] = {
     {"mpi_rank", T_OBJECT, offsetof(ct_session, mpi_rank), READONLY, "MPI rank, or None"},
     {"counters", T_OBJECT, offsetof(ct_session, counters), READONLY,
      "unencodable, pickled, redacted, truncated and dropped values"},
+    {"sys_path0", T_OBJECT, offsetof(ct_session, sys_path0), READONLY,
+     "the program's sys.path[0], absolute (where it found its modules), or None"},
+    {"cwd", T_OBJECT, offsetof(ct_session, cwd), READONLY, "the program's working folder, or None"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1058,7 +1065,18 @@ static PyGetSetDef Call_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+static PyObject *Call_readable(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return ct_call_readable((ct_call *)self);
+}
+
 static PyMethodDef Call_methods[] = {
+    {"readable", Call_readable, METH_NOARGS,
+     "readable() -> (args, defaults, outcome): the values for reading, each rebuilt on its\n"
+     "own (one that cannot be rebuilt here is calltape.Unreadable(type, preview, reason)),\n"
+     "the names of arguments that took their default, and the result or ExceptionInfo.\n\n"
+     ">>> args, defaults, result = tape.call(42).readable()"},
     {"children", Call_children, METH_NOARGS,
      "children() -> list of the recorded calls this call made directly, oldest first."},
     {"replay", (PyCFunction)(void (*)(void))Call_replay, METH_VARARGS | METH_KEYWORDS,
