@@ -13,7 +13,7 @@
  * Invariants: a failed encoding rewinds the buffer (and the memo) to where
  * the value started, so the output is always a sequence of whole values and
  * the memo describes exactly what was written; containers are read from
- * their own storage (PyList_GET_ITEM, PyDict_Next, _PySet_NextEntry), never
+ * their own storage (PyList_GET_ITEM, PyDict_Next, set's C iterator), never
  * through a method a subclass may override; an exception raised by user
  * code (a codec, an opted-in pickle, sanitize) is cleared here after being
  * turned into a marker, except that a KeyboardInterrupt is raised again at
@@ -240,21 +240,24 @@ int ct_capture_builtin(ct_capture *c, wbuf *b, PyObject *v, uint8_t kind)
     return b->failed ? -1 : 0;
 }
 
-/* The items of a set or frozenset, from its own table. */
+/* The items of a set or frozenset, through set's own C iterator (never an
+ * __iter__ a subclass defines). */
 static int capture_set_items(ct_capture *c, wbuf *b, PyObject *v, Py_ssize_t n, int depth)
 {
-    Py_ssize_t pos = 0, seen = 0;
-    PyObject *key;
-    Py_hash_t hash;
-    while (seen < n && _PySet_NextEntry(v, &pos, &key, &hash)) {
-        Py_INCREF(key);
-        int rc = capture_at(c, b, key, depth + 1);
+    PyObject *it = PySet_Type.tp_iter(v), *key;
+    if (!it)
+        return -3;
+    Py_ssize_t seen = 0;
+    int rc = 0;
+    while (rc == 0 && seen < n && (key = PyIter_Next(it))) {
+        rc = capture_at(c, b, key, depth + 1);
         Py_DECREF(key);
-        if (rc < 0)
-            return rc;
         seen++;
     }
-    return seen == n ? 0 : -2;
+    Py_DECREF(it);
+    if (rc == 0 && PyErr_Occurred())
+        rc = -3;
+    return rc < 0 ? rc : seen == n ? 0 : -2;
 }
 
 int ct_capture_items(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth)

@@ -355,6 +355,12 @@ static void capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thre
 #if PY_VERSION_HEX < 0x030C0000
     PyObject *locals = PyFrame_GetLocals(frame);
 #endif
+    /* an argument that is its parameter's default object took the default */
+    PyCodeObject *co = PyFrame_GetCode(frame);
+    PyObject *fn = ct_frame_function(frame, co);
+    PyObject *defaults = fn ? PyFunction_GET_DEFAULTS(fn) : NULL;
+    PyObject *kwdefaults = fn ? PyFunction_GET_KW_DEFAULTS(fn) : NULL;
+    Py_ssize_t first_default = co->co_argcount - (defaults ? PyTuple_GET_SIZE(defaults) : 0);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name = PyTuple_GET_ITEM(info->names, i);
         if (info->redacted[i]) {
@@ -371,10 +377,19 @@ static void capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thre
             wbuf_byte(b, WIRE_NONE);
             continue;
         }
+        PyObject *dflt = NULL;
+        if (defaults && i >= first_default && i < co->co_argcount)
+            dflt = PyTuple_GET_ITEM(defaults, i - first_default);
+        else if (kwdefaults && ct_param_kind(co, i) == 3)
+            dflt = PyDict_GetItemWithError(kwdefaults, name);
+        if (dflt == v)
+            wbuf_byte(b, WIRE_DEFAULT);
+        PyErr_Clear();
         if (!ct_capture_small(b, v))
             ct_capture_other(&cap, b, v);
         Py_DECREF(v);
     }
+    Py_DECREF(co);
 #if PY_VERSION_HEX < 0x030C0000
     Py_XDECREF(locals);
 #endif

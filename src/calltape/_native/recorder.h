@@ -160,6 +160,10 @@ PyObject *ct_globals_snapshot(ct_state *st, PyObject *globals, PyObject *names);
 void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, const ct_redact *rd,
                      PyObject *sanitize);
 
+/* The function running in `frame`, whose code is `code` (borrowed), or NULL
+ * when it cannot be told.  Never raises. */
+PyObject *ct_frame_function(PyFrameObject *frame, PyCodeObject *code);
+
 /* One call watching for its frame's locals; lives on the C stack. */
 typedef struct ct_locals_watch {
     PyObject *code;     /* borrowed: the code object watched */

@@ -217,9 +217,11 @@ static PyObject *bind_problem(PyObject *fn, PyObject *names, PyObject *args, PyO
     return NULL;
 }
 
-/* 1 when `v` is (or holds, inside lists, tuples, sets and dicts) a marker of
- * a value that was not recorded; *found then names it (borrowed). */
-static int find_marker(ct_state *st, PyObject *v, PyObject **found, int depth)
+/* 1 when `v` is (or holds, at any depth, inside lists, tuples, sets, dicts
+ * and the attributes of objects) a marker of a value that was not
+ * recorded; *found then names it (borrowed).  `seen` (a set of ids, or
+ * NULL at the top) keeps shared and cyclic values from being walked twice. */
+static int find_marker_in(ct_state *st, PyObject *v, PyObject **found, int depth, PyObject *seen)
 {
     static const char *const names[] = {"Redacted", "Truncated", "Unencodable"};
     for (int i = 0; i < 3; i++) {
@@ -229,20 +231,43 @@ static int find_marker(ct_state *st, PyObject *v, PyObject **found, int depth)
             return 1;
         }
     }
-    if (depth > 8)
+    if (depth > WIRE_MAX_DEPTH || PyUnicode_Check(v) || PyLong_Check(v) || PyFloat_Check(v))
         return 0;
+    PyObject *id = PyLong_FromVoidPtr(v);
+    int fresh = id ? PySet_Contains(seen, id) == 0 && PySet_Add(seen, id) == 0 : 0;
+    Py_XDECREF(id);
+    PyErr_Clear();
+    if (!fresh)
+        return 0;
+    PyObject *items = NULL, *k, *x;
+    Py_ssize_t pos = 0;
+    int hit = 0;
     if (PyList_Check(v) || PyTuple_Check(v)) {
-        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(v); i++)
-            if (find_marker(st, PySequence_Fast_GET_ITEM(v, i), found, depth + 1))
-                return 1;
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(v) && !hit; i++)
+            hit = find_marker_in(st, PySequence_Fast_GET_ITEM(v, i), found, depth + 1, seen);
     } else if (PyDict_Check(v)) {
-        PyObject *k, *x;
-        Py_ssize_t pos = 0;
-        while (PyDict_Next(v, &pos, &k, &x))
-            if (find_marker(st, x, found, depth + 1))
-                return 1;
+        while (!hit && PyDict_Next(v, &pos, &k, &x))
+            hit = find_marker_in(st, k, found, depth + 1, seen) ||
+                  find_marker_in(st, x, found, depth + 1, seen);
+    } else if (PyAnySet_Check(v)) {
+        items = PySequence_List(v);
+    } else if (Py_TYPE(v)->tp_dictoffset != 0 || (Py_TYPE(v)->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
+        items = PyObject_GenericGetDict(v, NULL);
     }
-    return 0;
+    if (items && !hit)
+        hit = find_marker_in(st, items, found, depth + 1, seen);
+    Py_XDECREF(items);
+    PyErr_Clear();
+    return hit;
+}
+
+static int find_marker(ct_state *st, PyObject *v, PyObject **found, int depth)
+{
+    PyObject *seen = PySet_New(NULL);
+    int hit = seen ? find_marker_in(st, v, found, depth, seen) : 0;
+    Py_XDECREF(seen);
+    PyErr_Clear();
+    return hit;
 }
 
 /* ---- the call ------------------------------------------------------------ */

@@ -20,8 +20,16 @@
  *     replay to stand it in for __main__ while it rebuilds and calls (so
  *     that values of the script's classes rebuild).
  *   - the qualname is walked taking raw class attributes (methods as
- *     functions), and @calltape.record, classmethod and staticmethod are
- *     unwrapped, so the original function is called.
+ *     functions; a private __name is found under its mangled name), and
+ *     @calltape.record, classmethod, staticmethod, property (its getter)
+ *     and functools.cached_property are unwrapped, so the original
+ *     function is called;
+ *   - what was found must be the recorded code: a Python function of the
+ *     recorded name defined in the recorded file.  When it is not, the
+ *     wrappers that keep the original (`__wrapped__`, as functools.wraps and
+ *     contextlib.contextmanager leave it; `func`, as functools.partial and
+ *     curry-like classes hold it) are followed to the function that is; if
+ *     none is, the call is skipped with both places named.
  *
  * Invariants: whatever the recorded program's code does while it is
  * imported (raises, exits) comes back as a reason (str); NULL with an
@@ -391,6 +399,19 @@ static PyObject *script_module(PyObject *file)
 
 /* ---- module + qualname --------------------------------------------------- */
 
+/* 1 with *out (new reference) when `o` has attribute `name`, 0 when not, -1
+ * on another error. */
+static int res_optional_attr(PyObject *o, const char *name, PyObject **out)
+{
+    *out = PyObject_GetAttrString(o, name);
+    if (*out)
+        return 1;
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
 /* The raw attribute `name` of class `cls` (first in the MRO), or NULL
  * without an exception when absent. */
 static PyObject *class_attr(PyObject *cls, PyObject *name)
@@ -407,6 +428,27 @@ static PyObject *class_attr(PyObject *cls, PyObject *name)
             return NULL;
     }
     return NULL;
+}
+
+/* A private `__name` of class `cls` under its mangled name `_Cls__name`,
+ * or NULL without an exception when it is not one or is absent. */
+static PyObject *mangled_attr(PyObject *cls, PyObject *part)
+{
+    const char *p = PyUnicode_AsUTF8(part);
+    const char *c = ((PyTypeObject *)cls)->tp_name;
+    const char *dot = strrchr(c, '.');
+    c = dot ? dot + 1 : c;
+    while (*c == '_')
+        c++;
+    size_t n = p ? strlen(p) : 0;
+    if (!p || !*c || n < 3 || strncmp(p, "__", 2) != 0 || strcmp(p + n - 2, "__") == 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *name = PyUnicode_FromFormat("_%s%s", c, p);
+    PyObject *v = name ? class_attr(cls, name) : NULL;
+    Py_XDECREF(name);
+    return v;
 }
 
 /* The module named `module` (for __main__: the recorded script's, see
@@ -449,6 +491,8 @@ static PyObject *walk(PyObject *obj, PyObject *module, PyObject *qualname)
         PyObject *next = NULL;
         if (PyType_Check(obj)) {
             next = class_attr(obj, part);
+            if (!next && !PyErr_Occurred())
+                next = mangled_attr(obj, part);
         } else {
             next = PyObject_GetAttr(obj, part);
             if (!next && !PyErr_ExceptionMatches(PyExc_AttributeError))
@@ -480,8 +524,23 @@ error:
     return NULL;
 }
 
-/* The function under @calltape.record, classmethod and staticmethod
- * wrappers of `fn` (consumed).  New reference or NULL. */
+/* 1 when some class in the MRO of `v`'s type is `module`.`name`. */
+static int type_named(PyObject *v, const char *module, const char *name)
+{
+    PyObject *mro = Py_TYPE(v)->tp_mro;
+    for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        PyObject *m = t->tp_dict ? PyDict_GetItemString(t->tp_dict, "__module__") : NULL;
+        if (strcmp(t->tp_name, name) == 0 && m && PyUnicode_Check(m) &&
+            PyUnicode_CompareWithASCIIString(m, module) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The function under @calltape.record, classmethod, staticmethod,
+ * property and cached_property wrappers of `fn` (consumed).  New reference
+ * or NULL. */
 static PyObject *unwrap(ct_state *st, PyObject *fn)
 {
     for (int guard = 0; guard < 16; guard++) {
@@ -491,6 +550,10 @@ static PyObject *unwrap(ct_state *st, PyObject *fn)
         else if (PyObject_TypeCheck(fn, &PyClassMethod_Type) ||
                  PyObject_TypeCheck(fn, &PyStaticMethod_Type))
             inner = PyObject_GetAttrString(fn, "__func__");
+        else if (PyObject_TypeCheck(fn, &PyProperty_Type))
+            inner = PyObject_GetAttrString(fn, "fget");
+        else if (type_named(fn, "functools", "cached_property"))
+            inner = PyObject_GetAttrString(fn, "func");
         else
             break;
         Py_SETREF(fn, inner);
@@ -498,6 +561,82 @@ static PyObject *unwrap(ct_state *st, PyObject *fn)
             return NULL;
     }
     return fn;
+}
+
+/* 1 when `fn` is a Python function named like the last part of
+ * `qualname` and defined in `file` (the same file, or one of the same name
+ * when the recorded path no longer exists). */
+static int is_recorded_code(PyObject *fn, PyObject *qualname, PyObject *file)
+{
+    if (!PyFunction_Check(fn))
+        return 0;
+    PyCodeObject *co = (PyCodeObject *)PyFunction_GET_CODE(fn);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(qualname);
+    Py_ssize_t dot = PyUnicode_FindChar(qualname, '.', 0, n, -1);
+    PyObject *last = dot >= 0 ? PyUnicode_Substring(qualname, dot + 1, n) : Py_NewRef(qualname);
+    int named = last && PyUnicode_Compare(last, co->co_name) == 0;
+    Py_XDECREF(last);
+    PyErr_Clear();
+    if (!named)
+        return 0;
+    if (!file || !PyUnicode_Check(file) || PyUnicode_GET_LENGTH(file) == 0 ||
+        PyUnicode_Compare(file, co->co_filename) == 0 || same_file(file, co->co_filename))
+        return 1;
+    PyErr_Clear();
+    struct stat sb;
+    if (stat_path(file, &sb) == 0)
+        return 0; /* the recorded file exists and is another one */
+    PyObject *a = PyObject_CallMethod(file, "rpartition", "s", "/");
+    PyObject *b = PyObject_CallMethod(co->co_filename, "rpartition", "s", "/");
+    int same = a && b && PyUnicode_Compare(PyTuple_GET_ITEM(a, 2), PyTuple_GET_ITEM(b, 2)) == 0;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    PyErr_Clear();
+    return same;
+}
+
+/* The recorded code among `fn` (consumed) and the functions its wrappers
+ * keep (__wrapped__, func): a new reference, a str reason when none is the
+ * recorded code, or NULL with an exception. */
+static PyObject *recorded_code(ct_state *st, PyObject *fn, PyObject *module, PyObject *qualname,
+                               PyObject *file)
+{
+    PyObject *cur = fn;
+    for (int guard = 0; guard < 8 && cur; guard++) {
+        if (is_recorded_code(cur, qualname, file)) {
+            if (cur != fn)
+                Py_DECREF(fn);
+            return cur;
+        }
+        PyObject *inner = NULL;
+        if (res_optional_attr(cur, "__wrapped__", &inner) < 0 ||
+            (!inner && res_optional_attr(cur, "func", &inner) < 0))
+            break;
+        if (inner)
+            inner = unwrap(st, inner);
+        if (cur != fn)
+            Py_DECREF(cur);
+        cur = inner;
+    }
+    if (cur != fn)
+        Py_XDECREF(cur);
+    if (PyErr_Occurred()) {
+        Py_DECREF(fn);
+        return describe_pending();
+    }
+    PyObject *where =
+        PyFunction_Check(fn)
+            ? PyUnicode_FromFormat("%U in %U", ((PyFunctionObject *)fn)->func_qualname,
+                                   ((PyCodeObject *)PyFunction_GET_CODE(fn))->co_filename)
+            : PyUnicode_FromFormat("a %s", Py_TYPE(fn)->tp_name);
+    Py_DECREF(fn);
+    PyObject *out =
+        where ? PyUnicode_FromFormat("%U.%U resolves to %U, not the recorded code"
+                                     " (%U in %U)",
+                                     module, qualname, where, qualname, file ? file : Py_None)
+              : NULL;
+    Py_XDECREF(where);
+    return out;
 }
 
 PyObject *ct_resolve(ct_state *st, PyObject *record_tape, PyObject *module, PyObject *qualname,
@@ -528,6 +667,14 @@ PyObject *ct_resolve(ct_state *st, PyObject *record_tape, PyObject *module, PyOb
         out = PyUnicode_FromFormat("%U.%U is no longer callable (it is a %s)", module, qualname,
                                    Py_TYPE(fn)->tp_name);
         goto done;
+    }
+    if (file && PyUnicode_Check(file) && PyUnicode_GET_LENGTH(file) > 0) {
+        fn = recorded_code(st, fn, module, qualname, file);
+        if (!fn || PyUnicode_Check(fn)) {
+            out = fn;
+            fn = NULL;
+            goto done;
+        }
     }
     int kind = KIND_PLAIN;
     if (PyFunction_Check(fn)) {

@@ -725,6 +725,34 @@ static PyObject *Call_get_result(ct_call *c, void *which)
     return Py_XNewRef(call_outcome_value(c));
 }
 
+/* Which parameters Bound leaves out (keep[i] = 0): those that took their
+ * default, so that the call made again takes today's default object itself
+ * (a sentinel keeps its identity).  A positional-only parameter before a
+ * kept positional-only one, and every positional one when *args holds
+ * values, cannot be left out. */
+static void bound_keep(ct_call *c, PyObject *values, PyObject *names, const uint8_t *kinds,
+                       Py_ssize_t n, uint8_t *keep)
+{
+    Py_ssize_t last_posonly = -1, varargs = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        int dflt = c->defaults && PySet_Contains(c->defaults, name) == 1;
+        keep[i] = (uint8_t)!dflt;
+        if (kinds[i] == 0 && !dflt)
+            last_posonly = i;
+        if (kinds[i] == 2)
+            varargs = i;
+    }
+    PyErr_Clear();
+    PyObject *extra =
+        varargs >= 0 ? PyDict_GetItemWithError(values, PyTuple_GET_ITEM(names, varargs)) : NULL;
+    int extra_args = extra && PyTuple_Check(extra) && PyTuple_GET_SIZE(extra) > 0;
+    PyErr_Clear();
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((kinds[i] == 0 && i < last_posonly) || (extra_args && kinds[i] <= 1))
+            keep[i] = 1;
+}
+
 static PyObject *Call_get_bound(ct_call *c, void *unused)
 {
     (void)unused;
@@ -737,24 +765,32 @@ static PyObject *Call_get_bound(ct_call *c, void *unused)
     const uint8_t *kinds = unbound ? raw_kinds : c->fn->kinds;
     ct_bound *b = NULL;
     PyObject *pos = PyList_New(0), *kw = PyDict_New(), *names = NULL;
-    if (!pos || !kw)
+    uint8_t keep_small[32], *keep = n <= 32 ? keep_small : PyMem_Malloc((size_t)n);
+    if (!keep)
+        PyErr_NoMemory();
+    if (!pos || !kw || !keep)
         goto error;
     names = unbound ? Py_BuildValue("(ss)", "args", "kwargs") : Py_NewRef(c->fn->names);
     if (!names)
         goto error;
+    bound_keep(c, values, names, kinds, n, keep);
+    int gap = 0; /* a positional parameter was left out: the next go by keyword */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name = PyTuple_GET_ITEM(names, i);
-        PyObject *v = PyDict_GetItemWithError(values, name);
+        PyObject *v = keep[i] ? PyDict_GetItemWithError(values, name) : NULL;
         if (!v) {
             if (PyErr_Occurred())
                 goto error;
+            gap |= kinds[i] <= 1;
             continue;
         }
         int rc;
         switch (kinds[i]) {
         case 0: /* positional-only */
-        case 1: /* positional or keyword */
             rc = PyList_Append(pos, v);
+            break;
+        case 1: /* positional or keyword */
+            rc = gap ? PyDict_SetItem(kw, name, v) : PyList_Append(pos, v);
             break;
         case 2: /* *args */
             rc = PyList_SetSlice(pos, PyList_GET_SIZE(pos), PyList_GET_SIZE(pos), v);
@@ -779,6 +815,8 @@ static PyObject *Call_get_bound(ct_call *c, void *unused)
     if (!b->args)
         Py_CLEAR(b);
 error:
+    if (keep != keep_small)
+        PyMem_Free(keep);
     Py_XDECREF(names);
     Py_XDECREF(pos);
     Py_XDECREF(kw);
@@ -1046,8 +1084,8 @@ static PyGetSetDef Call_getset[] = {
     {"args", (getter)Call_get_args, NULL, "parameter name -> rebuilt value", NULL},
     {"defaults", (getter)Call_get_defaults, NULL, "names of arguments that took their default",
      NULL},
-    {"bound", (getter)Call_get_bound, NULL, "Bound: args and kwargs to call the function again",
-     NULL},
+    {"bound", (getter)Call_get_bound, NULL,
+     "Bound: args and kwargs to call the function again (defaulted parameters left out)", NULL},
     {"result", (getter)Call_get_result, NULL, "the rebuilt return value (None if it raised)", NULL},
     {"exception", (getter)Call_get_result, NULL, "ExceptionInfo when the call raised, else None",
      (void *)1},
