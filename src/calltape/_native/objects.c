@@ -751,23 +751,16 @@ int ct_capture_object(ct_capture *c, wbuf *b, PyObject *v, int depth)
     case CT_BY_NDARRAY:
         if (put_ndarray(b, v) == 0 || put_ndarray_copy(b, v) == 0)
             return 0;
-        ct_put_unencodable(c->st, b, tp->tp_name,
-                           "a numpy array of objects or of a layout calltape does not store;"
-                           " record it with pickle=[numpy.ndarray]");
+        ct_put_unencodable(c->st, b, tp->tp_name, "an array of objects (pickle= opts in)");
         return 0;
     case CT_BY_OBJECT:
         return put_object(c, b, v, e, depth);
     case CT_BY_GLOBAL:
         return ct_capture_global(c, b, v);
-    default: {
-        char why[300];
-        snprintf(why, sizeof why,
-                 "calltape does not read a %.100s without running its code; record it with"
-                 " pickle=[%.100s] or register_codec()",
-                 tp->tp_name, tp->tp_name);
-        ct_put_unencodable(c->st, b, tp->tp_name, why);
+    default:
+        /* short: it is written with every call that passes one */
+        ct_put_unencodable(c->st, b, tp->tp_name, "opaque C state (pickle= opts in)");
         return 0;
-    }
     }
 }
 
