@@ -218,7 +218,7 @@ def prepare(name: str, suite: Suite, cache: Path) -> Env:
     if not stamped(where / "deps.stamp", wanted):
         proc = pip(python, "install", str(root), suite.pytest, *suite.deps)
         if proc.returncode != 0:
-            raise Skip(f"the {name} suite is skipped: its package or test requirements"
+            raise Skip(f"its package or test requirements"
                        f" ({', '.join([suite.pytest, *suite.deps])}) cannot be installed"
                        f" ({last_line(proc)})")
         (where / "deps.stamp").write_text(wanted)
@@ -239,7 +239,7 @@ def prepare(name: str, suite: Suite, cache: Path) -> Env:
                 raise Skip(f"calltape cannot be installed into {where} ({last_line(proc)})")
             (where / "calltape.stamp").write_text(wheel.name + str(wheel.parent))
     except Skip as exc:
-        print(f"{exc}: the calltape run and the replay of {name} are skipped")
+        print(f"{exc}: the calltape run and the replay of {name} are skipped, the rest runs")
         return Env(python, root, calltape=False)
     return Env(python, root, calltape=True)
 
@@ -526,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             figures.append(run_suite(name, SUITES[name], args, cache))
         except Skip as exc:
-            print(str(exc))
+            print(f"the {name} suite is skipped: {exc}")
     if figures:
         summary_table(figures)
     return 0
