@@ -28,6 +28,21 @@ def same(a, b):
     return a is b
 
 
+class UnsetClass:
+    """A module-level sentinel instance, as dateutil's UnsetTz."""
+
+
+UNSET = UnsetClass()
+
+
+def current(value=None):
+    return UNSET if value is None else value
+
+
+def is_unset(v):
+    return v is UNSET
+
+
 class Tree:
     def __init__(self):
         self.children = []
@@ -107,6 +122,7 @@ def run():
     x = [3]
     same(x, x)
     same([1], [1])
+    is_unset(current())
     t = Tree()
     adopt(t, Tree())
     scale(4)
@@ -150,6 +166,32 @@ def test_identity_between_arguments_survives_replay(recorded):
     tape, _ = recorded
     assert [o.status for o in outcomes(tape, "same")] == ["passed", "passed"]
     assert [o.status for o in outcomes(tape, "adopt")] == ["passed"]
+
+
+def test_module_level_sentinels_come_back_as_themselves(recorded):
+    tape, mod = recorded
+    assert tape.calls("current")[0].result is mod.UNSET
+    assert tape.calls("is_unset")[0].args["v"] is mod.UNSET
+    assert [o.status for o in outcomes(tape, "current")] == ["passed"]
+    assert [o.status for o in outcomes(tape, "is_unset")] == ["passed"]
+
+
+def test_aware_datetimes_compare_by_fields_and_zone():
+    import datetime
+
+    class Zone(datetime.tzinfo):
+        def __init__(self, hours):
+            self.hours = hours
+
+        def utcoffset(self, dt):
+            return datetime.timedelta(hours=self.hours)
+
+    def at(zone, minute=30):
+        return datetime.datetime(2015, 11, 1, 1, minute, fold=1, tzinfo=zone)
+
+    assert calltape.compare(at(Zone(1)), at(Zone(1))) is None
+    assert calltape.compare(at(Zone(1)), at(Zone(2))) == "value.tzinfo.hours: 1 != 2"
+    assert calltape.compare(at(Zone(1)), at(Zone(1), minute=31)) is not None
 
 
 def test_the_recorded_function_behind_wrappers(recorded):

@@ -80,6 +80,8 @@ typedef struct ct_typeinfo {
     size_t header_len;
     struct PyMemberDef **slots; /* the __slots__ of its Python classes */
     size_t nslots;
+    PyObject *module_dict; /* of its module, when it has module-level instances */
+    PyObject *singletons;  /* tuple: the names those instances have there */
 } ct_typeinfo;
 
 /* Open-addressing table of ct_typeinfo keyed by type pointer. */

@@ -362,6 +362,53 @@ static int both_nan_decimals(PyObject *a, PyObject *b)
     return both;
 }
 
+/* Aware datetimes (or times) whose tzinfo objects differ: == compares them
+ * as instants, and an ambiguous one (fold=1) never equals another zone's;
+ * a replayed value's zone is a rebuilt copy of the recorded one, so they
+ * are compared by their fields, fold included, and their zones by value.
+ * Returns 0 or 1 as cmp_values does, or 2 when this rule does not apply. */
+static int cmp_aware_datetimes(cmp *c, PyObject *a, PyObject *b, int depth)
+{
+    const char *n = Py_TYPE(a)->tp_name;
+    if (strcmp(n, "datetime.datetime") != 0 && strcmp(n, "datetime.time") != 0)
+        return 2;
+    PyObject *za = PyObject_GetAttrString(a, "tzinfo");
+    PyObject *zb = za ? PyObject_GetAttrString(b, "tzinfo") : NULL;
+    int rc = 2;
+    if (za && zb && za != zb && za != Py_None && zb != Py_None) {
+        PyObject *kw = Py_BuildValue("{sO}", "tzinfo", Py_None);
+        PyObject *ra = kw ? PyObject_GetAttrString(a, "replace") : NULL;
+        PyObject *rb = ra ? PyObject_GetAttrString(b, "replace") : NULL;
+        PyObject *none = PyTuple_New(0);
+        PyObject *na = rb && none ? PyObject_Call(ra, none, kw) : NULL;
+        PyObject *nb = na ? PyObject_Call(rb, none, kw) : NULL;
+        Py_XDECREF(none);
+        Py_XDECREF(ra);
+        Py_XDECREF(rb);
+        Py_XDECREF(kw);
+        PyObject *fa = na ? PyObject_GetAttrString(a, "fold") : NULL;
+        PyObject *fb = fa ? PyObject_GetAttrString(b, "fold") : NULL;
+        int same = nb && fb && PyObject_RichCompareBool(na, nb, Py_EQ) == 1 &&
+                   PyObject_RichCompareBool(fa, fb, Py_EQ) == 1;
+        PyErr_Clear();
+        if (same) {
+            size_t plen = c->plen;
+            path_put(c, ".tzinfo", 7);
+            rc = cmp_values(c, za, zb, depth + 1);
+            c->plen = plen;
+            c->path[plen] = 0;
+        }
+        Py_XDECREF(na);
+        Py_XDECREF(nb);
+        Py_XDECREF(fa);
+        Py_XDECREF(fb);
+    }
+    Py_XDECREF(za);
+    Py_XDECREF(zb);
+    PyErr_Clear();
+    return rc;
+}
+
 static int has_own_eq(PyTypeObject *tp)
 {
     return tp->tp_richcompare && tp->tp_richcompare != PyBaseObject_Type.tp_richcompare;
@@ -401,6 +448,9 @@ static int cmp_values(cmp *c, PyObject *a, PyObject *b, int depth)
         return differ_values(c, a, b);
     if (both_nan_decimals(a, b))
         return 0;
+    int rc = cmp_aware_datetimes(c, a, b, depth);
+    if (rc != 2)
+        return rc;
     if (ta == &PyList_Type || ta == &PyTuple_Type)
         return cmp_sequences(c, a, b, depth);
     if (ta == &PyDict_Type)

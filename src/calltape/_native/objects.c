@@ -64,6 +64,8 @@ static void typeinfo_release(ct_typeinfo *e)
 {
     Py_CLEAR(e->alive);
     Py_CLEAR(e->codec);
+    Py_CLEAR(e->module_dict);
+    Py_CLEAR(e->singletons);
     PyMem_Free(e->header);
     PyMem_Free(e->slots);
     memset(e, 0, sizeof *e);
@@ -84,6 +86,8 @@ int ct_typecache_traverse(ct_typecache *tc, visitproc visit, void *arg)
     for (size_t i = 0; i < tc->cap; i++) {
         Py_VISIT(tc->v[i].alive);
         Py_VISIT(tc->v[i].codec);
+        Py_VISIT(tc->v[i].module_dict);
+        Py_VISIT(tc->v[i].singletons);
     }
     return 0;
 }
@@ -277,6 +281,32 @@ static int typeinfo_slots(ct_typeinfo *e, const ct_state *st, PyTypeObject *tp)
     return 0;
 }
 
+/* Finds the module-level instances of the Python class `tp` (sentinels
+ * such as `UNSET = Unset()`): they are recorded by name, so that they come
+ * back as themselves.  0, or -1 with MemoryError. */
+static int typeinfo_singletons(ct_typeinfo *e, PyTypeObject *tp)
+{
+    PyObject *mod = tp->tp_dict ? PyDict_GetItemString(tp->tp_dict, "__module__") : NULL;
+    PyObject *modules = PySys_GetObject("modules"); /* borrowed */
+    PyObject *m =
+        mod && PyUnicode_Check(mod) && modules ? PyDict_GetItemWithError(modules, mod) : NULL;
+    PyObject *dict = m && PyModule_Check(m) ? PyModule_GetDict(m) : NULL; /* borrowed */
+    PyErr_Clear();
+    if (!dict)
+        return 0;
+    PyObject *names = PyList_New(0), *k, *v;
+    Py_ssize_t pos = 0;
+    while (names && PyDict_Next(dict, &pos, &k, &v))
+        if (Py_TYPE(v) == tp && PyUnicode_Check(k) && PyList_Append(names, k) < 0)
+            Py_CLEAR(names);
+    if (names && PyList_GET_SIZE(names) > 0 && PyList_GET_SIZE(names) <= 8) {
+        e->singletons = PyList_AsTuple(names);
+        e->module_dict = Py_NewRef(dict);
+    }
+    Py_XDECREF(names);
+    return e->singletons || !PyErr_Occurred() ? 0 : -1;
+}
+
 /* Fills `e` with how instances of `tp` are captured.  0, or -1 with an
  * exception (memory). */
 static int typeinfo_decide(ct_capture *c, ct_typeinfo *e, PyTypeObject *tp)
@@ -338,6 +368,8 @@ static int typeinfo_decide(ct_capture *c, ct_typeinfo *e, PyTypeObject *tp)
         }
     }
     if (e->how == CT_BY_OBJECT && typeinfo_slots(e, st, tp) < 0)
+        return -1;
+    if (e->how == CT_BY_OBJECT && e->kind == WIRE_KIND_PLAIN && typeinfo_singletons(e, tp) < 0)
         return -1;
     return 0;
 }
@@ -662,9 +694,39 @@ static PyObject *instance_dict(PyObject *v)
     return dict;
 }
 
+/* A module-level instance of its class (`e->singletons`) as a GLOBAL: 1
+ * when written, 0 when `v` is not one. */
+static int put_singleton(wbuf *b, PyObject *v, const ct_typeinfo *e)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(e->singletons); i++) {
+        PyObject *name = PyTuple_GET_ITEM(e->singletons, i);
+        PyObject *bound = PyDict_GetItemWithError(e->module_dict, name);
+        if (bound != v)
+            continue;
+        wreader r;
+        wreader_init(&r, e->header, e->header_len);
+        uint64_t n = wreader_varint(&r);
+        const uint8_t *mod = wreader_take(&r, n);
+        if (!mod)
+            return 0;
+        Py_ssize_t nn;
+        const char *s = PyUnicode_AsUTF8AndSize(name, &nn);
+        if (!s)
+            break;
+        wbuf_byte(b, WIRE_GLOBAL);
+        put_name(b, (const char *)mod, (size_t)n);
+        put_name(b, s, (size_t)nn);
+        return 1;
+    }
+    PyErr_Clear();
+    return 0;
+}
+
 /* An OBJECT of a class described by `e`. */
 static int put_object(ct_capture *c, wbuf *b, PyObject *v, const ct_typeinfo *e, int depth)
 {
+    if (e->singletons && put_singleton(b, v, e))
+        return 0;
     if (depth >= WIRE_MAX_DEPTH - 4) {
         ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "nested too deeply");
         return 0;
