@@ -5,6 +5,7 @@
  * SQLite tape.  Its parts, one file each:
  *   wire.c          the tape value format: byte buffers, varints, tagged values
  *   hash.c          128-bit content hash for the blob store
+ *   crc32c.c        CRC-32C, the checksum of each segment
  *   queue.c         the producer buffer and the hand-off to the writer
  *   segment.c       columnar segments: many calls of one function in one row
  *   store_sqlite.c  schema, migrations, prepared statements, WAL
@@ -28,7 +29,7 @@
 #include <string.h>
 
 #define CALLTAPE_SCHEMA_VERSION 2
-#define CALLTAPE_SEGMENT_FORMAT 1
+#define CALLTAPE_SEGMENT_FORMAT 2 /* 2: a CRC-32C ends each segment; 1 is still read */
 
 /* ------------------------------------------------------------------------ */
 /* Growable byte buffer (wire.c).                                           */
@@ -265,6 +266,15 @@ const uint8_t *wire_literal(const uint8_t *p, const uint8_t *end, wbuf *out);
 void hash128(const void *p, size_t n, uint8_t out[WIRE_HASH_BYTES]);
 
 /* ------------------------------------------------------------------------ */
+/* Checksum (crc32c.c).                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Returns the CRC-32C of `n` bytes at `p` continuing from `crc`, the
+ * CRC-32C of the bytes before them (0 for none): crc32c(crc32c(0, a), b)
+ * is the CRC-32C of a followed by b.  Cannot fail. */
+uint32_t crc32c(uint32_t crc, const void *p, size_t n);
+
+/* ------------------------------------------------------------------------ */
 /* Records: what producers append (layout), parsed by the writer.           */
 /* ------------------------------------------------------------------------ */
 
@@ -376,7 +386,9 @@ typedef struct seg_call {
  * outcome | flags << 2, extras (cpu, memory, energy varints as flagged), args
  * (varint n + values when flagged), result (likewise, followed by the
  * locals, the globals and the yields, each varint n + one value, when
- * flagged). */
+ * flagged); then, in format 2, the CRC-32C of every byte before it (4
+ * bytes, little-endian).  Format 1 (older tapes) is the same without the
+ * checksum; readers accept both. */
 typedef struct seg_builder {
     size_t n;
     int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;
@@ -400,24 +412,42 @@ typedef struct seg_reader {
     int64_t last_id, last_start;
 } seg_reader;
 
-/* Opens the serialized segment `data` for iteration.  Returns 0, or -1 when
- * the header is malformed or of an unknown format version. */
+/* Why a segment cannot be read: the negative returns of the seg_* readers
+ * (every one is < 0, so callers may test `< 0`). */
+enum seg_status {
+    SEG_MALFORMED = -1, /* its bytes do not decode (format 1, or a writer bug) */
+    SEG_CHECKSUM = -2,  /* its CRC-32C does not match: the bytes were damaged */
+    SEG_NEWER = -3,     /* a format this engine does not know */
+};
+
+/* A phrase for a seg_status, to follow "segment N": "fails its checksum",
+ * ...  Never NULL. */
+const char *seg_strerror(int status);
+
+/* Opens the serialized segment `data` for iteration, verifying its
+ * checksum (format 2).  Returns 0, or a seg_status. */
 int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n);
 /* Returns 1 when some call of the serialized segment starts within
  * [since, until] and lasts within [min_duration, max_duration], 0 when none
- * does, -1 when the segment is corrupt.  Reads only two columns: a cheap
- * test before decoding a segment whole. */
+ * does, a seg_status when the segment is damaged (its checksum is verified
+ * first).  Reads only two columns: a cheap test before decoding a segment
+ * whole. */
 int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t until,
                         int64_t min_duration, int64_t max_duration);
+/* The same test on an open reader, for the calls it has not passed yet;
+ * the reader is not moved.  Returns 1, 0 or SEG_MALFORMED. */
+int seg_reader_any_within(const seg_reader *r, int64_t since, int64_t until, int64_t min_duration,
+                          int64_t max_duration);
 
 /* Decodes the next call into `c` (pointers into `data`).  Returns 1 for a
- * call, 0 at the end, -1 when the segment is corrupt. */
+ * call, 0 at the end (every column then read to its end), SEG_MALFORMED
+ * when the segment is corrupt. */
 int seg_reader_next(seg_reader *r, seg_call *c);
 
 /* Like seg_reader_next, for the next call that starts within [since, until]
  * and lasts within [min_duration, max_duration]: the calls before it are
- * passed over without being decoded whole.  Returns 1, 0 at the end, -1
- * when the segment is corrupt. */
+ * passed over without being decoded whole.  Returns 1, 0 at the end,
+ * SEG_MALFORMED when the segment is corrupt. */
 int seg_reader_next_within(seg_reader *r, seg_call *c, int64_t since, int64_t until,
                            int64_t min_duration, int64_t max_duration);
 
@@ -596,6 +626,15 @@ int query_next(query *q, seg_call *out, int64_t *session, int64_t *function);
 
 /* The message of the last error. */
 const char *query_error(const query *q);
+
+/* After an error: 1 when it was a damaged segment (its id, its function's
+ * tape id and the seg_status in the out parameters), 0 when SQLite
+ * failed (query_error has its message). */
+int query_error_segment(const query *q, int64_t *segment, int64_t *function, int *status);
+
+/* After an error that was not a damaged segment: SQLite's (extended)
+ * result code, or 0 (out of memory). */
+int query_error_sqlite(const query *q);
 
 void query_close(query *q);
 

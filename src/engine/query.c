@@ -20,7 +20,9 @@
  *
  * Invariants: a loaded segment's bytes stay alive while any of its calls is
  * in the heap (reference count per segment); every SQLite error is reported
- * with its message; no call is returned twice.
+ * with its message; a damaged segment (its checksum, its decoding, or a
+ * call count other than its row's) is an error naming the segment and its
+ * function, never calls left out; no call is returned twice.
  */
 #include "engine.h"
 
@@ -55,6 +57,9 @@ struct query {
     int has_cutoff; /* with a limit: calls not before `cutoff` can never be returned */
     pending cutoff;
     seg_buf *current; /* segment of the call returned last, released at the next call */
+    int64_t bad_segment, bad_function; /* the damaged segment of the last error, 0: none */
+    int bad_status;                    /* its seg_status */
+    int sql_rc;                        /* the SQLite result code of the last error, 0: none */
     char err[256];
 };
 
@@ -173,6 +178,7 @@ static int matches(const query *q, const seg_call *c)
 
 static int set_sql_error(query *q, const char *what)
 {
+    q->sql_rc = sqlite3_extended_errcode(store_db(q->st));
     snprintf(q->err, sizeof q->err, "%s: %s", what, sqlite3_errmsg(store_db(q->st)));
     return -1;
 }
@@ -192,31 +198,56 @@ static int advance_listing(query *q)
     return rc == SQLITE_DONE ? 0 : set_sql_error(q, "cannot list the tape's segments");
 }
 
-/* Loads segment next_id, pushes its matching calls. */
+/* Records that segment next_id of `function` is damaged (`status`, a
+ * seg_status).  Returns -1. */
+static int set_damaged(query *q, int64_t function, int status)
+{
+    q->bad_segment = q->next_id;
+    q->bad_function = function;
+    q->bad_status = status;
+    snprintf(q->err, sizeof q->err, "segment %lld of function %lld %s", (long long)q->next_id,
+             (long long)function, seg_strerror(status));
+    return -1;
+}
+
+/* Pushes the calls of the open segment `r` (held by `s`) that match and
+ * can still be returned.  Returns 0, or -1 with the error set. */
+static int push_matching(query *q, seg_reader *r, seg_buf *s, int64_t since, int64_t until)
+{
+    seg_call c;
+    int rc;
+    while ((rc = seg_reader_next_within(r, &c, since, until, q->f.min_duration,
+                                        q->f.max_duration)) == 1) {
+        if (!matches(q, &c))
+            continue;
+        pending p = {c, s};
+        if (q->has_cutoff && !before(q, &p, &q->cutoff))
+            continue;
+        if (heap_push(q, &p) < 0) {
+            snprintf(q->err, sizeof q->err, "out of memory searching the tape");
+            return -1;
+        }
+        s->refs++;
+    }
+    return rc < 0 ? set_damaged(q, s->function, rc) : 0;
+}
+
+/* Loads segment next_id (verifying it), pushes its matching calls. */
 static int load_next(query *q)
 {
     sqlite3_bind_int64(q->load, 1, q->next_id);
     int rc = sqlite3_step(q->load);
     if (rc != SQLITE_ROW) {
+        if (rc == SQLITE_DONE) {
+            q->sql_rc = SQLITE_CORRUPT; /* the index lists a row the table lacks */
+            snprintf(q->err, sizeof q->err, "segment %lld is listed but missing",
+                     (long long)q->next_id);
+        } else
+            set_sql_error(q, "cannot read a segment");
         sqlite3_reset(q->load);
-        return set_sql_error(q, "cannot read a segment");
+        return -1;
     }
     size_t n = (size_t)sqlite3_column_bytes(q->load, 0);
-    /* Once a limit fixed a cutoff, most segments hold no call that could
-     * still be returned: test the start and duration columns first. */
-    int64_t since = q->f.since, until = q->f.until;
-    if (q->has_cutoff) {
-        if (q->f.newest_first && q->cutoff.c.start > since)
-            since = q->cutoff.c.start;
-        if (!q->f.newest_first && q->cutoff.c.start < until)
-            until = q->cutoff.c.start;
-    }
-    int any = seg_has_call_within(sqlite3_column_blob(q->load, 0), n, since, until,
-                                  q->f.min_duration, q->f.max_duration);
-    if (any == 0) {
-        sqlite3_reset(q->load);
-        return advance_listing(q);
-    }
     seg_buf *s = calloc(1, sizeof *s);
     uint8_t *data = malloc(n ? n : 1);
     if (!s || !data) {
@@ -226,40 +257,39 @@ static int load_next(query *q)
         snprintf(q->err, sizeof q->err, "out of memory reading the tape");
         return -1;
     }
-    memcpy(data, sqlite3_column_blob(q->load, 0), n);
+    if (n)
+        memcpy(data, sqlite3_column_blob(q->load, 0), n);
     s->data = data;
     s->session = sqlite3_column_int64(q->load, 1);
     s->function = sqlite3_column_int64(q->load, 2);
+    int64_t listed_n = sqlite3_column_int64(q->load, 3);
     sqlite3_reset(q->load);
     s->refs = 1; /* held while loading */
     seg_reader r;
-    seg_call c;
-    if (seg_reader_open(&r, data, n) < 0) {
-        release(s);
-        snprintf(q->err, sizeof q->err, "the tape holds a corrupt segment (id %lld)",
-                 (long long)q->next_id);
-        return -1;
+    rc = seg_reader_open(&r, data, n);
+    if (rc == 0 && (int64_t)r.n != listed_n)
+        rc = SEG_MALFORMED; /* the row and its bytes disagree */
+    /* Once a limit fixed a cutoff, most segments hold no call that could
+     * still be returned: test the start and duration columns first. */
+    int64_t since = q->f.since, until = q->f.until;
+    if (q->has_cutoff) {
+        if (q->f.newest_first && q->cutoff.c.start > since)
+            since = q->cutoff.c.start;
+        if (!q->f.newest_first && q->cutoff.c.start < until)
+            until = q->cutoff.c.start;
     }
-    while ((rc = seg_reader_next_within(&r, &c, since, until, q->f.min_duration,
-                                        q->f.max_duration)) == 1) {
-        if (!matches(q, &c))
-            continue;
-        pending p = {c, s};
-        if (q->has_cutoff && !before(q, &p, &q->cutoff))
-            continue;
-        if (heap_push(q, &p) < 0) {
-            release(s);
-            snprintf(q->err, sizeof q->err, "out of memory searching the tape");
-            return -1;
-        }
-        s->refs++;
+    if (rc == 0)
+        rc = seg_reader_any_within(&r, since, until, q->f.min_duration, q->f.max_duration);
+    if (rc < 0) {
+        int64_t function = s->function;
+        release(s);
+        return set_damaged(q, function, rc);
+    }
+    if (rc == 1 && push_matching(q, &r, s, since, until) < 0) {
+        release(s);
+        return -1;
     }
     release(s);
-    if (rc < 0) {
-        snprintf(q->err, sizeof q->err, "the tape holds a corrupt segment (id %lld)",
-                 (long long)q->next_id);
-        return -1;
-    }
     prune(q);
     return advance_listing(q);
 }
@@ -302,7 +332,7 @@ query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
              f->newest_first ? "DESC" : "ASC", f->newest_first ? "DESC" : "ASC");
     sqlite3 *db = store_db(st);
     if (sqlite3_prepare_v2(db, sql, -1, &q->list, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT data, session, function FROM segments WHERE id = ?", -1,
+        sqlite3_prepare_v2(db, "SELECT data, session, function, n FROM segments WHERE id = ?", -1,
                            &q->load, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot search the tape: %s", sqlite3_errmsg(db));
         query_close(q);
@@ -369,6 +399,21 @@ int query_next(query *q, seg_call *out, int64_t *session, int64_t *function)
 const char *query_error(const query *q)
 {
     return q->err;
+}
+
+int query_error_sqlite(const query *q)
+{
+    return q->sql_rc;
+}
+
+int query_error_segment(const query *q, int64_t *segment, int64_t *function, int *status)
+{
+    if (!q->bad_segment)
+        return 0;
+    *segment = q->bad_segment;
+    *function = q->bad_function;
+    *status = q->bad_status;
+    return 1;
 }
 
 void query_close(query *q)

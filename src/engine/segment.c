@@ -7,6 +7,12 @@
  * row per few thousand calls, which is what makes millions of recorded calls
  * per second possible.  The segment row carries the zone maps (id, start
  * and duration ranges) that searches use to skip segments.
+ *
+ * A segment of format 2 ends with the CRC-32C of its bytes, verified
+ * whenever a reader opens it, so damaged bytes are reported as damage
+ * rather than read as other values; format 1 (no checksum) is still read.
+ * Readers never read outside the bytes given, and a segment reads to its
+ * end only when every column is used up exactly.
  */
 #include "engine.h"
 
@@ -125,6 +131,7 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
 
 int seg_builder_finish(const seg_builder *s, wbuf *out)
 {
+    size_t start = out->len;
     wbuf_byte(out, CALLTAPE_SEGMENT_FORMAT);
     wbuf_varint(out, s->n);
     wbuf_varint(out, zigzag(s->first_id));
@@ -133,16 +140,45 @@ int seg_builder_finish(const seg_builder *s, wbuf *out)
         wbuf_varint(out, s->col[i].len);
         wbuf_put(out, s->col[i].data, s->col[i].len);
     }
+    if (out->failed)
+        return -1;
+    uint32_t crc = crc32c(0, out->data + start, out->len - start);
+    uint8_t le[4] = {(uint8_t)crc, (uint8_t)(crc >> 8), (uint8_t)(crc >> 16), (uint8_t)(crc >> 24)};
+    wbuf_put(out, le, sizeof le);
     return out->failed ? -1 : 0;
+}
+
+const char *seg_strerror(int status)
+{
+    switch (status) {
+    case SEG_CHECKSUM:
+        return "fails its checksum";
+    case SEG_NEWER:
+        return "is of a newer segment format (written by a newer calltape)";
+    default:
+        return "cannot be decoded";
+    }
 }
 
 int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n)
 {
     wreader h;
     memset(r, 0, sizeof *r);
-    wreader_init(&h, data, n);
-    if (wreader_byte(&h) != CALLTAPE_SEGMENT_FORMAT)
-        return -1;
+    if (n < 1)
+        return SEG_MALFORMED;
+    if (data[0] == 2) {
+        if (n < 5)
+            return SEG_MALFORMED;
+        n -= 4;
+        const uint8_t *t = data + n;
+        uint32_t want =
+            (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
+        if (crc32c(0, data, n) != want)
+            return SEG_CHECKSUM;
+    } else if (data[0] != 1) {
+        return data[0] > CALLTAPE_SEGMENT_FORMAT ? SEG_NEWER : SEG_MALFORMED;
+    }
+    wreader_init(&h, data + 1, n - 1);
     r->n = (size_t)wreader_varint(&h);
     r->last_id = unzigzag(wreader_varint(&h));
     r->last_start = unzigzag(wreader_varint(&h));
@@ -150,16 +186,29 @@ int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n)
         uint64_t len = wreader_varint(&h);
         const uint8_t *p = wreader_take(&h, len);
         if (h.bad)
-            return -1;
+            return SEG_MALFORMED;
         wreader_init(&r->col[i], p, (size_t)len);
     }
-    return h.bad ? -1 : 0;
+    /* every call takes at least one byte of the id column */
+    if (h.bad || h.p != h.end || r->n > (size_t)(r->col[COL_ID].end - r->col[COL_ID].p))
+        return SEG_MALFORMED;
+    return 0;
+}
+
+/* At the end of a segment: 0 when every column was read to its end,
+ * SEG_MALFORMED when bytes are left over (a wrong count). */
+static int seg_end(const seg_reader *r)
+{
+    for (int i = 0; i < NCOLS; i++)
+        if (r->col[i].p != r->col[i].end)
+            return SEG_MALFORMED;
+    return 0;
 }
 
 int seg_reader_next(seg_reader *r, seg_call *c)
 {
     if (r->i >= r->n)
-        return 0;
+        return seg_end(r);
     memset(c, 0, sizeof *c);
     c->id = r->last_id + unzigzag(wreader_varint(&r->col[COL_ID]));
     uint64_t back = wreader_varint(&r->col[COL_PARENT]);
@@ -169,6 +218,8 @@ int seg_reader_next(seg_reader *r, seg_call *c)
     c->start = r->last_start + unzigzag(wreader_varint(&r->col[COL_START]));
     c->duration = (int64_t)wreader_varint(&r->col[COL_DUR]);
     uint64_t of = wreader_varint(&r->col[COL_FLAGS]);
+    if ((of & 3) > OUTCOME_CLOSED || (of >> 2) > 0xffff)
+        return SEG_MALFORMED;
     c->outcome = (uint8_t)(of & 3);
     c->flags = (uint16_t)(of >> 2);
     wreader *x = &r->col[COL_EXTRA];
@@ -205,30 +256,35 @@ int seg_reader_next(seg_reader *r, seg_call *c)
     }
     for (int i = 0; i < NCOLS; i++)
         if (r->col[i].bad)
-            return -1;
+            return SEG_MALFORMED;
     r->last_id = c->id;
     r->last_start = c->start;
     r->i++;
     return 1;
 }
 
-int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t until,
-                        int64_t min_duration, int64_t max_duration)
+int seg_reader_any_within(const seg_reader *r, int64_t since, int64_t until, int64_t min_duration,
+                          int64_t max_duration)
 {
-    seg_reader r;
-    if (seg_reader_open(&r, data, n) < 0)
-        return -1;
-    wreader *st = &r.col[COL_START], *du = &r.col[COL_DUR];
-    int64_t start = r.last_start;
-    for (size_t i = 0; i < r.n; i++) {
-        start += unzigzag(wreader_varint(st));
-        int64_t d = (int64_t)wreader_varint(du);
-        if (st->bad || du->bad)
-            return -1;
+    wreader st = r->col[COL_START], du = r->col[COL_DUR];
+    int64_t start = r->last_start;
+    for (size_t i = r->i; i < r->n; i++) {
+        start += unzigzag(wreader_varint(&st));
+        int64_t d = (int64_t)wreader_varint(&du);
+        if (st.bad || du.bad)
+            return SEG_MALFORMED;
         if (start >= since && start <= until && d >= min_duration && d <= max_duration)
             return 1;
     }
     return 0;
+}
+
+int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t until,
+                        int64_t min_duration, int64_t max_duration)
+{
+    seg_reader r;
+    int rc = seg_reader_open(&r, data, n);
+    return rc < 0 ? rc : seg_reader_any_within(&r, since, until, min_duration, max_duration);
 }
 
 static inline void skip_varint(wreader *r)
@@ -247,7 +303,10 @@ static int skip_rest(seg_reader *r)
     skip_varint(&r->col[COL_PARENT]);
     skip_varint(&r->col[COL_DEPTH]);
     skip_varint(&r->col[COL_THREAD]);
-    uint16_t flags = (uint16_t)(wreader_varint(&r->col[COL_FLAGS]) >> 2);
+    uint64_t of = wreader_varint(&r->col[COL_FLAGS]);
+    if ((of & 3) > OUTCOME_CLOSED || (of >> 2) > 0xffff)
+        return SEG_MALFORMED;
+    uint16_t flags = (uint16_t)(of >> 2);
     int extras = ((flags & REC_HAS_CPU) ? 1 : 0) + ((flags & REC_HAS_MEMORY) ? 3 : 0) +
                  ((flags & REC_HAS_ENERGY) ? 2 : 0);
     for (int k = 0; k < extras; k++)
@@ -261,7 +320,7 @@ static int skip_rest(seg_reader *r)
         wreader_take(&r->col[COL_RESULT], wreader_varint(&r->col[COL_RESULT]));
     for (int i = 0; i < NCOLS; i++)
         if (r->col[i].bad)
-            return -1;
+            return SEG_MALFORMED;
     r->i++;
     return 0;
 }
@@ -275,7 +334,7 @@ int seg_reader_next_within(seg_reader *r, seg_call *c, int64_t since, int64_t un
         int64_t start = r->last_start + unzigzag(wreader_varint(st));
         int64_t d = (int64_t)wreader_varint(du);
         if (st->bad || du->bad)
-            return -1;
+            return SEG_MALFORMED;
         if (start >= since && start <= until && d >= min_duration && d <= max_duration) {
             st->p = st_at; /* decode this one whole */
             du->p = du_at;
@@ -283,7 +342,7 @@ int seg_reader_next_within(seg_reader *r, seg_call *c, int64_t since, int64_t un
         }
         r->last_start = start;
         if (skip_rest(r) < 0)
-            return -1;
+            return SEG_MALFORMED;
     }
-    return 0;
+    return seg_end(r);
 }

@@ -276,6 +276,13 @@ store *store_open_read(const char *path, char *err, size_t errlen)
         snprintf(s->err, sizeof s->err, "%s is not a calltape tape (empty database)", path);
         goto error;
     }
+    /* every table there and its root page readable: a damaged schema or
+     * root page is reported here rather than at the first search */
+    if (exec_sql(s, "SELECT 1 FROM meta, sessions, threads, functions, segments, blobs"
+                    " LIMIT 0") < 0) {
+        snprintf(s->err, sizeof s->err, "the tape %s is damaged: %s", path, sqlite3_errmsg(s->db));
+        goto error;
+    }
     /* Older formats differ only by indexes the migrations add, so they are
      * read as they are (opening never modifies a tape); the next recording
      * onto the tape upgrades it. */

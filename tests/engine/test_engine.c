@@ -1,6 +1,7 @@
 /*
  * test_engine.c - tests of the plain-C engine, without Python: the value
- * format, segments, the content hash, and the engine end to end onto a real
+ * format, segments (their checksum and the older format without one), the
+ * content hash, CRC-32C, and the engine end to end onto a real
  * SQLite tape (append, flush, fork-free reopen, read back), and the energy
  * bounds of a search.
  * Prints "N passed, N failed" and exits non-zero on any failure.
@@ -294,7 +295,137 @@ static void test_segment_roundtrip(void)
     CHECK(i == 1000);
     /* corrupt input is refused */
     out.data[0] = 99;
-    CHECK(seg_reader_open(&r, out.data, out.len) < 0);
+    CHECK(seg_reader_open(&r, out.data, out.len) == SEG_NEWER);
+    out.data[0] = 0;
+    CHECK(seg_reader_open(&r, out.data, out.len) == SEG_MALFORMED);
+    wbuf_free(&out);
+    seg_builder_free(&s);
+}
+
+/* The bitwise definition of CRC-32C, to check the sliced tables against. */
+static uint32_t crc32c_bitwise(const uint8_t *p, size_t n)
+{
+    uint32_t crc = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0x82f63b78u & (0u - (crc & 1)));
+    }
+    return ~crc;
+}
+
+static void test_crc32c(void)
+{
+    /* published vectors: the check value, and RFC 3720 B.4 */
+    CHECK(crc32c(0, "", 0) == 0);
+    CHECK(crc32c(0, "123456789", 9) == 0xe3069283u);
+    uint8_t buf[48];
+    memset(buf, 0, 32);
+    CHECK(crc32c(0, buf, 32) == 0x8a9136aau);
+    memset(buf, 0xff, 32);
+    CHECK(crc32c(0, buf, 32) == 0x62a8ab43u);
+    for (int i = 0; i < 32; i++)
+        buf[i] = (uint8_t)i;
+    CHECK(crc32c(0, buf, 32) == 0x46dd794eu);
+    for (int i = 0; i < 32; i++)
+        buf[i] = (uint8_t)(31 - i);
+    CHECK(crc32c(0, buf, 32) == 0x113fdb5cu);
+    static const uint8_t iscsi[48] = {0x01, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,    0, 0, 0, 0,
+                                      0x14, 0,    0, 0, 0, 0, 4, 0, 0, 0, 0, 0x14, 0, 0, 0, 0x18,
+                                      0x28, 0,    0, 0, 0, 0, 0, 0, 2, 0, 0, 0,    0, 0, 0, 0};
+    CHECK(crc32c(0, iscsi, sizeof iscsi) == 0xd9963a56u);
+    /* every length and alignment of random bytes, and in two parts */
+    uint8_t *rnd = malloc(4096 + 16);
+    if (!rnd)
+        return;
+    uint32_t x = 12345;
+    for (size_t i = 0; i < 4096 + 16; i++) {
+        x = x * 1103515245u + 12345u;
+        rnd[i] = (uint8_t)(x >> 16);
+    }
+    int same = 1, parts = 1;
+    for (size_t off = 0; off < 9; off++)
+        for (size_t n = 0; n <= 200; n++)
+            same &= crc32c(0, rnd + off, n) == crc32c_bitwise(rnd + off, n);
+    same &= crc32c(0, rnd, 4096) == crc32c_bitwise(rnd, 4096);
+    for (size_t cut = 0; cut <= 100; cut++)
+        parts &= crc32c(crc32c(0, rnd, cut), rnd + cut, 100 - cut) == crc32c(0, rnd, 100);
+    CHECK(same);
+    CHECK(parts);
+    free(rnd);
+}
+
+/* Format 2 segments end with a CRC-32C: any flipped byte is SEG_CHECKSUM;
+ * format 1 (the same without it) is still read; a wrong count or bytes
+ * left in a column are malformed. */
+static void test_segment_checksum_and_format_1(void)
+{
+    seg_builder s;
+    seg_builder_init(&s);
+    uint8_t args[3] = {WIRE_INT, 4, WIRE_NONE};
+    for (int i = 0; i < 50; i++) {
+        seg_call c = {0};
+        c.id = 10 + i;
+        c.start = 1000 + i;
+        c.duration = 5;
+        c.flags = REC_HAS_ARGS;
+        c.args = args;
+        c.args_len = sizeof args;
+        CHECK(seg_builder_add(&s, &c) == 0);
+    }
+    wbuf out;
+    wbuf_init(&out, NULL, 0);
+    CHECK(seg_builder_finish(&s, &out) == 0);
+    CHECK(out.data[0] == CALLTAPE_SEGMENT_FORMAT && CALLTAPE_SEGMENT_FORMAT == 2);
+    seg_reader r;
+    seg_call c;
+    CHECK(seg_reader_open(&r, out.data, out.len) == 0);
+    int all_caught = 1;
+    for (size_t i = 1; i < out.len; i++)
+        for (int bit = 0; bit < 8; bit++) {
+            out.data[i] ^= (uint8_t)(1 << bit);
+            all_caught &= seg_reader_open(&r, out.data, out.len) == SEG_CHECKSUM;
+            all_caught &= seg_has_call_within(out.data, out.len, INT64_MIN, INT64_MAX, 0,
+                                              INT64_MAX) == SEG_CHECKSUM;
+            out.data[i] ^= (uint8_t)(1 << bit);
+        }
+    CHECK(all_caught);
+    CHECK(seg_reader_open(&r, out.data, out.len - 1) == SEG_CHECKSUM); /* truncated */
+    CHECK(seg_reader_open(&r, out.data, 3) == SEG_MALFORMED);
+    CHECK(strcmp(seg_strerror(SEG_CHECKSUM), "fails its checksum") == 0);
+
+    /* format 1: no checksum, read as before */
+    uint8_t *old = malloc(out.len);
+    if (!old)
+        return;
+    memcpy(old, out.data, out.len - 4);
+    old[0] = 1;
+    size_t n1 = out.len - 4;
+    CHECK(seg_reader_open(&r, old, n1) == 0);
+    int i = 0, ok = 1;
+    while (seg_reader_next(&r, &c) == 1) {
+        ok &= c.id == 10 + i && c.start == 1000 + i && c.args_len == 3;
+        i++;
+    }
+    CHECK(ok && i == 50);
+    CHECK(seg_reader_next(&r, &c) == 0);
+    CHECK(seg_has_call_within(old, n1, 1049, 1049, 0, INT64_MAX) == 1);
+    /* a count one too small leaves bytes in every column: malformed at the end */
+    CHECK(old[1] == 50);
+    old[1] = 49;
+    CHECK(seg_reader_open(&r, old, n1) == 0);
+    int rc;
+    while ((rc = seg_reader_next(&r, &c)) == 1)
+        ;
+    CHECK(rc == SEG_MALFORMED);
+    CHECK(seg_reader_open(&r, old, n1) == 0);
+    while ((rc = seg_reader_next_within(&r, &c, 2000, 3000, 0, INT64_MAX)) == 1)
+        ;
+    CHECK(rc == SEG_MALFORMED);
+    /* a count larger than the id column can hold */
+    old[1] = 0x7f;
+    CHECK(seg_reader_open(&r, old, n1) == SEG_MALFORMED);
+    free(old);
     wbuf_free(&out);
     seg_builder_free(&s);
 }
@@ -616,6 +747,8 @@ int main(void)
     test_locals_globals_roundtrip();
     test_hash();
     test_segment_roundtrip();
+    test_crc32c();
+    test_segment_checksum_and_format_1();
     test_segment_next_within();
     test_engine_end_to_end();
     test_unwritable_tape_drops_and_counts();
