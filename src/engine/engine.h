@@ -417,7 +417,8 @@ typedef struct seg_reader {
 enum seg_status {
     SEG_MALFORMED = -1, /* its bytes do not decode (format 1, or a writer bug) */
     SEG_CHECKSUM = -2,  /* its CRC-32C does not match: the bytes were damaged */
-    SEG_NEWER = -3,     /* a format this engine does not know */
+    SEG_NEWER = -3,     /* a format this engine does not know (newer, or damaged) */
+    SEG_COUNT = -4,     /* its row in the tape counts another number of calls */
 };
 
 /* A phrase for a seg_status, to follow "segment N": "fails its checksum",
@@ -615,8 +616,9 @@ enum query_energy_bound { QUERY_MAX_PKG = 1, QUERY_MAX_DRAM = 2 };
 
 typedef struct query query;
 
-/* Starts a search of `st` (copied filter).  Returns NULL with a message in
- * `err` when SQLite refuses.  The store must outlive the query. */
+/* Prepares a search of `st` (copied filter); it reads the tape from the
+ * first query_next on.  Returns NULL with a message in `err` when SQLite
+ * refuses.  The store must outlive the query. */
 query *query_open(store *st, const query_filter *f, char *err, size_t errlen);
 
 /* Returns 1 with the next call in `out` (its byte ranges valid until the

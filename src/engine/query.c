@@ -22,7 +22,11 @@
  * in the heap (reference count per segment); every SQLite error is reported
  * with its message; a damaged segment (its checksum, its decoding, or a
  * call count other than its row's) is an error naming the segment and its
- * function, never calls left out; no call is returned twice.
+ * function, never calls left out; a listing of every segment of some
+ * functions (no time, duration, session or outcome bound) that holds fewer
+ * calls than the functions' totals counted before it (a damaged index
+ * hides rows without SQLite noticing) is an error too, found when the
+ * listing ends; no call is returned twice.
  */
 #include "engine.h"
 
@@ -48,7 +52,12 @@ struct query {
     sqlite3_stmt *list; /* segment ids and bounds, in merge order */
     sqlite3_stmt *load; /* one segment's data */
     int listed_done;
-    int64_t next_bound; /* the bound of the next unloaded segment */
+    int started;          /* the listing was stepped (at the first query_next) */
+    char *json;           /* the function ids as a JSON array, owned, or NULL */
+    int check_total;      /* the listing must cover expect_calls calls */
+    int64_t expect_calls; /* the functions' call totals, read before the listing */
+    int64_t listed_calls; /* the calls of the segments listed so far */
+    int64_t next_bound;   /* the bound of the next unloaded segment */
     int have_next;
     int64_t next_id;
     pending *heap;
@@ -191,11 +200,48 @@ static int advance_listing(query *q)
         q->have_next = 1;
         q->next_id = sqlite3_column_int64(q->list, 0);
         q->next_bound = sqlite3_column_int64(q->list, 1);
+        q->listed_calls += sqlite3_column_int64(q->list, 2);
         return 0;
     }
     q->have_next = 0;
     q->listed_done = 1;
-    return rc == SQLITE_DONE ? 0 : set_sql_error(q, "cannot list the tape's segments");
+    if (rc != SQLITE_DONE)
+        return set_sql_error(q, "cannot list the tape's segments");
+    /* segments are only ever added, and the totals were read first: fewer
+     * calls listed than counted means rows the index does not show */
+    if (q->check_total && q->listed_calls < q->expect_calls) {
+        q->sql_rc = SQLITE_CORRUPT;
+        snprintf(q->err, sizeof q->err,
+                 "its segments hold %lld calls where its function table counts %lld",
+                 (long long)q->listed_calls, (long long)q->expect_calls);
+        return -1;
+    }
+    return 0;
+}
+
+/* With no bound but functions, reads the call totals the listing must
+ * cover.  Returns 0, or -1 with the error set. */
+static int read_totals(query *q, const char *json)
+{
+    const query_filter *f = &q->f;
+    if (f->since != INT64_MIN || f->until != INT64_MAX || f->min_duration > 0 ||
+        f->max_duration != INT64_MAX || f->session > 0 || f->outcome >= 0)
+        return 0;
+    sqlite3_stmt *st = NULL;
+    const char *sql = f->nfunctions ? "SELECT coalesce(sum(calls), 0) FROM functions"
+                                      " WHERE id IN (SELECT value FROM json_each(?1))"
+                                    : "SELECT coalesce(sum(calls), 0) FROM functions";
+    int rc = sqlite3_prepare_v2(store_db(q->st), sql, -1, &st, NULL);
+    if (rc == SQLITE_OK && f->nfunctions)
+        rc = sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        q->expect_calls = sqlite3_column_int64(st, 0);
+        q->check_total = 1;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : set_sql_error(q, "cannot read the tape's functions");
 }
 
 /* Records that segment next_id of `function` is damaged (`status`, a
@@ -268,7 +314,7 @@ static int load_next(query *q)
     seg_reader r;
     rc = seg_reader_open(&r, data, n);
     if (rc == 0 && (int64_t)r.n != listed_n)
-        rc = SEG_MALFORMED; /* the row and its bytes disagree */
+        rc = SEG_COUNT; /* the row and its bytes disagree */
     /* Once a limit fixed a cutoff, most segments hold no call that could
      * still be returned: test the start and duration columns first. */
     int64_t since = q->f.since, until = q->f.until;
@@ -316,7 +362,7 @@ query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
     }
     /* The listing carries the merge bound of each segment. */
     int n = snprintf(sql, sizeof sql,
-                     "SELECT id, %s FROM segments WHERE start_max >= ?1"
+                     "SELECT id, %s, n FROM segments WHERE start_max >= ?1"
                      " AND start_min <= ?2 AND dur_max >= ?3 AND dur_min <= ?4",
                      f->newest_first ? "start_max" : "start_min");
     if (f->session > 0)
@@ -347,7 +393,7 @@ query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
     if (f->nfunctions) {
         /* a JSON array of ids: one parameter whatever the count */
         size_t cap = f->nfunctions * 21 + 3, len = 0;
-        char *json = malloc(cap);
+        char *json = q->json = malloc(cap);
         if (!json) {
             snprintf(err, errlen, "out of memory");
             query_close(q);
@@ -358,14 +404,22 @@ query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
             len += (size_t)snprintf(json + len, cap - len, "%s%lld", i ? "," : "",
                                     (long long)f->functions[i]);
         json[len++] = ']';
-        sqlite3_bind_text(q->list, 6, json, (int)len, free);
-    }
-    if (advance_listing(q) < 0) {
-        snprintf(err, errlen, "%s", q->err);
-        query_close(q);
-        return NULL;
+        json[len] = 0;
+        sqlite3_bind_text(q->list, 6, json, (int)len, SQLITE_STATIC);
     }
     return q;
+}
+
+/* Reads the call totals, then the listing's first segment: at the first
+ * query_next, so that their errors come from query_next.  Returns 0 or
+ * -1 with the error set. */
+static int start(query *q)
+{
+    q->started = 1;
+    /* the totals first: a snapshot no newer than the listing's */
+    if (read_totals(q, q->json) < 0)
+        return -1;
+    return advance_listing(q);
 }
 
 int query_next(query *q, seg_call *out, int64_t *session, int64_t *function)
@@ -374,6 +428,8 @@ int query_next(query *q, seg_call *out, int64_t *session, int64_t *function)
     q->current = NULL;
     if (q->f.limit >= 0 && q->emitted >= q->f.limit)
         return 0;
+    if (!q->started && start(q) < 0)
+        return -1;
     for (;;) {
         if (q->nheap) {
             const seg_call *top = &q->heap[0].c;
@@ -426,6 +482,7 @@ void query_close(query *q)
     free(q->heap);
     sqlite3_finalize(q->list);
     sqlite3_finalize(q->load);
+    free(q->json);
     free(q->functions);
     free(q);
 }

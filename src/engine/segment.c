@@ -153,31 +153,30 @@ const char *seg_strerror(int status)
     switch (status) {
     case SEG_CHECKSUM:
         return "fails its checksum";
+    case SEG_COUNT:
+        return "holds another number of calls than its row says";
     case SEG_NEWER:
-        return "is of a newer segment format (written by a newer calltape)";
+        return "has an unknown segment format (damaged, or written by a newer calltape)";
     default:
         return "cannot be decoded";
     }
 }
 
-int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n)
+/* 1 when the `n` bytes at `data` (n >= 5) end with the CRC-32C of the
+ * bytes before, taken with `format` as their first byte. */
+static int checksum_holds(const uint8_t *data, size_t n, uint8_t format)
+{
+    const uint8_t *t = data + n - 4;
+    uint32_t want =
+        (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
+    return crc32c(crc32c(0, &format, 1), data + 1, n - 5) == want;
+}
+
+/* Parses the header and column lengths of the `n` bytes at `data` (from
+ * byte 1 on; no checksum among them).  Returns 0 or SEG_MALFORMED. */
+static int open_columns(seg_reader *r, const uint8_t *data, size_t n)
 {
     wreader h;
-    memset(r, 0, sizeof *r);
-    if (n < 1)
-        return SEG_MALFORMED;
-    if (data[0] == 2) {
-        if (n < 5)
-            return SEG_MALFORMED;
-        n -= 4;
-        const uint8_t *t = data + n;
-        uint32_t want =
-            (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
-        if (crc32c(0, data, n) != want)
-            return SEG_CHECKSUM;
-    } else if (data[0] != 1) {
-        return data[0] > CALLTAPE_SEGMENT_FORMAT ? SEG_NEWER : SEG_MALFORMED;
-    }
     wreader_init(&h, data + 1, n - 1);
     r->n = (size_t)wreader_varint(&h);
     r->last_id = unzigzag(wreader_varint(&h));
@@ -193,6 +192,24 @@ int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n)
     if (h.bad || h.p != h.end || r->n > (size_t)(r->col[COL_ID].end - r->col[COL_ID].p))
         return SEG_MALFORMED;
     return 0;
+}
+
+int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n)
+{
+    memset(r, 0, sizeof *r);
+    if (n < 1)
+        return SEG_MALFORMED;
+    if (data[0] == 2) {
+        if (n < 5)
+            return SEG_MALFORMED;
+        return checksum_holds(data, n, 2) ? open_columns(r, data, n - 4) : SEG_CHECKSUM;
+    }
+    int rc = data[0] == 1 ? open_columns(r, data, n) : SEG_MALFORMED;
+    if (rc < 0 && n >= 5 && checksum_holds(data, n, 2))
+        return SEG_CHECKSUM; /* a format 2 segment whose first byte changed */
+    if (rc < 0 && data[0] > CALLTAPE_SEGMENT_FORMAT)
+        return SEG_NEWER;
+    return rc;
 }
 
 /* At the end of a segment: 0 when every column was read to its end,

@@ -151,10 +151,14 @@ static int check_header(store *s, const char *path, int64_t *version)
     if (pragma_int(s, "PRAGMA application_id", &app) < 0 ||
         pragma_int(s, "PRAGMA user_version", version) < 0 ||
         pragma_int(s, "SELECT count(*) FROM sqlite_master", &tables) < 0) {
-        snprintf(s->err, sizeof s->err,
-                 "%s is not a calltape tape (not an SQLite database"
-                 " or damaged: %s)",
-                 path, sqlite3_errmsg(s->db));
+        if ((sqlite3_errcode(s->db) & 0xff) == SQLITE_CORRUPT)
+            snprintf(s->err, sizeof s->err, "the tape %s is damaged: %s", path,
+                     sqlite3_errmsg(s->db));
+        else
+            snprintf(s->err, sizeof s->err,
+                     "%s is not a calltape tape (not an SQLite database"
+                     " or damaged: %s)",
+                     path, sqlite3_errmsg(s->db));
         return -1;
     }
     if (app != CALLTAPE_APP_ID && (app != 0 || tables != 0)) {

@@ -293,10 +293,16 @@ static void test_segment_roundtrip(void)
     }
     CHECK(ok);
     CHECK(i == 1000);
-    /* corrupt input is refused */
+    /* a changed format byte fails the checksum; a segment of another
+     * format (its own checksum, say) is newer or malformed */
     out.data[0] = 99;
+    CHECK(seg_reader_open(&r, out.data, out.len) == SEG_CHECKSUM);
+    uint32_t crc = crc32c(0, out.data, out.len - 4);
+    memcpy(out.data + out.len - 4, &crc, 4);
     CHECK(seg_reader_open(&r, out.data, out.len) == SEG_NEWER);
     out.data[0] = 0;
+    crc = crc32c(0, out.data, out.len - 4);
+    memcpy(out.data + out.len - 4, &crc, 4);
     CHECK(seg_reader_open(&r, out.data, out.len) == SEG_MALFORMED);
     wbuf_free(&out);
     seg_builder_free(&s);
@@ -381,7 +387,7 @@ static void test_segment_checksum_and_format_1(void)
     seg_call c;
     CHECK(seg_reader_open(&r, out.data, out.len) == 0);
     int all_caught = 1;
-    for (size_t i = 1; i < out.len; i++)
+    for (size_t i = 0; i < out.len; i++)
         for (int bit = 0; bit < 8; bit++) {
             out.data[i] ^= (uint8_t)(1 << bit);
             all_caught &= seg_reader_open(&r, out.data, out.len) == SEG_CHECKSUM;
@@ -739,6 +745,133 @@ static void test_query_energy(void)
     unlink(path);
 }
 
+/* Runs `sql` on the tape at `path` as a writer would not: to damage it. */
+static void damage_with(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* Flips the lowest bit of byte `at` of segment `id`'s data. */
+static void flip_segment_byte(const char *path, int64_t id, int at)
+{
+    sqlite3 *db;
+    sqlite3_stmt *q = NULL;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_prepare_v2(db, "SELECT data FROM segments WHERE id = ?", -1, &q, NULL) ==
+          SQLITE_OK);
+    sqlite3_bind_int64(q, 1, id);
+    uint8_t data[4096];
+    int n = 0;
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        n = sqlite3_column_bytes(q, 0);
+        CHECK(n > at && n <= (int)sizeof data);
+        memcpy(data, sqlite3_column_blob(q, 0), (size_t)n);
+    }
+    sqlite3_finalize(q);
+    data[at] ^= 1;
+    CHECK(sqlite3_prepare_v2(db, "UPDATE segments SET data = ? WHERE id = ?", -1, &q, NULL) ==
+          SQLITE_OK);
+    sqlite3_bind_blob(q, 1, data, n, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, id);
+    CHECK(sqlite3_step(q) == SQLITE_DONE);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+}
+
+/* Runs a query over the whole tape (or from `since` on): 1 when it read
+ * to the end, 0 when it failed (*segment is then the damaged segment, 0
+ * for an SQLite-level error, *status its seg_status). */
+static int query_all(store *st, int64_t since, int64_t *segment, int *status)
+{
+    query_filter f = {0};
+    f.thread = -1;
+    f.since = since;
+    f.until = INT64_MAX;
+    f.max_duration = INT64_MAX;
+    f.outcome = -1;
+    f.limit = -1;
+    char err[256];
+    *segment = 0;
+    *status = 0;
+    query *q = query_open(st, &f, err, sizeof err);
+    if (!q)
+        return 0;
+    seg_call c;
+    int64_t session, function;
+    int rc;
+    while ((rc = query_next(q, &c, &session, &function)) == 1)
+        ;
+    if (rc < 0 && !query_error_segment(q, segment, &function, status))
+        *status = query_error_sqlite(q);
+    query_close(q);
+    return rc == 0;
+}
+
+/* A search reports a segment that fails its checksum, a row whose call
+ * count disagrees with its segment, and a listing that holds fewer calls
+ * than the function table counts (rows an index hides). */
+static void test_query_reports_damage(void)
+{
+    char path[] = "/tmp/calltape-damage-test-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    unlink(path);
+    engine *e = start_engine(path, 0, 0);
+    if (!e)
+        return;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    for (uint64_t i = 1; i <= 20; i++) {
+        call_rec c = {0};
+        c.fn = 1;
+        c.seq = i;
+        c.start = 1000 + i;
+        b.len = 0;
+        rec_put_call(&b, &c);
+        CHECK(engine_append(e, b.data, b.len) == ENGINE_APPENDED);
+        if (i == 10)
+            CHECK(engine_flush(e, 10000000000ull) == 0); /* two segments */
+    }
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_free(e);
+    wbuf_free(&b);
+    CHECK(query_int(path, "SELECT count(*) FROM segments") == 2);
+    char err[256];
+    int64_t segment;
+    int status;
+    store *st = store_open_read(path, err, sizeof err);
+    CHECK(st && query_all(st, INT64_MIN, &segment, &status) == 1);
+    store_close(st);
+    /* a flipped byte in the second segment */
+    flip_segment_byte(path, 2, 5);
+    st = store_open_read(path, err, sizeof err);
+    CHECK(st && query_all(st, INT64_MIN, &segment, &status) == 0);
+    CHECK(segment == 2 && status == SEG_CHECKSUM);
+    store_close(st);
+    damage_with(path, "UPDATE segments SET data = (SELECT data FROM segments WHERE id = 1),"
+                      " n = n + 1 WHERE id = 2");
+    st = store_open_read(path, err, sizeof err);
+    CHECK(st && query_all(st, INT64_MIN, &segment, &status) == 0);
+    CHECK(segment == 2 && status == SEG_COUNT);
+    store_close(st);
+    /* rows missing from the listing: only a listing of everything can tell */
+    damage_with(path, "DELETE FROM segments WHERE id = 2");
+    st = store_open_read(path, err, sizeof err);
+    CHECK(st && query_all(st, INT64_MIN, &segment, &status) == 0);
+    CHECK(segment == 0 && status == SQLITE_CORRUPT);
+    CHECK(st && query_all(st, 0, &segment, &status) == 1);
+    store_close(st);
+    char side[300];
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+    unlink(path);
+}
+
 int main(void)
 {
     test_varint_and_skip();
@@ -753,6 +886,7 @@ int main(void)
     test_engine_end_to_end();
     test_unwritable_tape_drops_and_counts();
     test_query_energy();
+    test_query_reports_damage();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
