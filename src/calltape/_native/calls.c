@@ -333,9 +333,16 @@ static PyObject *rebuild_arg(ct_call *c, PyObject *name)
     const uint8_t *p = c->data, *end = c->data + c->args_len;
     for (Py_ssize_t i = 0; i < index && p && p < end; i++)
         p = wire_skip(p, end);
-    if (index < 0 || !p || p >= end)
+    if (index >= 0 && !p)
+        return ct_tape_damaged(c->tape, 0, "call %lld (%U), its arguments cannot be decoded",
+                               (long long)c->id, c->fn->full);
+    if (index < 0 || p >= end)
         return NULL;
-    return ct_tape_rebuild(c->tape, &p, end);
+    PyObject *v = ct_tape_rebuild(c->tape, &p, end);
+    if (!v)
+        ct_tape_damaged(c->tape, 0, "call %lld (%U), its argument %U", (long long)c->id,
+                        c->fn->full, name);
+    return v;
 }
 
 /* 1 when every argument named in `want` equals the recorded one, 0 when
@@ -696,7 +703,7 @@ static PyObject *CallIter_next(PyObject *self)
         if (c->pairs && !thread_selected(c, session, row.thread))
             continue;
         if (!it->last_fn || fid != it->last_fid) {
-            ct_function *fn = ct_tape_function(c->tape, fid);
+            ct_function *fn = ct_tape_function(c->tape, fid, row.id);
             if (!fn)
                 break;
             Py_XSETREF(it->last_fn, (ct_function *)Py_NewRef((PyObject *)fn));
