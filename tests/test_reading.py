@@ -152,7 +152,8 @@ def test_call_objects(shop):
     assert all(k.parent == o.id and k.depth == 1 for k in kids)
     c = t.search(function="price", args={"currency": "USD"}, limit=1)[0]
     assert c.bound.args == (c.args["qty"], 2.0, "USD")
-    assert c.bound.kwargs == {"discount": 0.0}
+    assert c.bound.kwargs == {}  # discount took its default: left to the function
+    assert c.defaults == {"discount"}
     assert price(*c.bound.args, **c.bound.kwargs) == c.result
     assert "price(" in repr(c) and "USD" in c.preview
     assert t.call(c.id).args == c.args

@@ -227,3 +227,98 @@ def test_each_name_variant(tape, name):
     c = only_call(tape)
     assert is_redacted(c.args[name])
     assert c.args["other"] == 5
+
+
+# ---- redaction at every depth where there is a name -------------------------
+
+
+def test_kwargs_keys_and_nested_dict_keys_are_redacted(tape):
+    tag = uuid.uuid4().hex
+
+    @calltape.record(redact=["pin"])
+    def handle(user, config, **options):
+        return {"session": {"Token": f"tok-{tag}", "user": user}, "pin": f"pin-{tag}"}
+
+    handle("ann", {"db": {"password": f"pw-{tag}", "host": "h"}, "list": [{"cookie": f"c-{tag}"}]},
+           api_key=f"k-{tag}", verbose=True)
+    c = only_call(tape)
+    assert is_redacted(c.args["options"]["api_key"]) and c.args["options"]["verbose"] is True
+    assert is_redacted(c.args["config"]["db"]["password"]) and c.args["config"]["db"]["host"] == "h"
+    assert is_redacted(c.args["config"]["list"][0]["cookie"])
+    assert is_redacted(c.result["session"]["Token"]) and c.result["session"]["user"] == "ann"
+    assert is_redacted(c.result["pin"])
+    assert tag.encode() not in tape_bytes(tape)
+
+
+def test_a_call_that_fails_to_bind_keeps_its_keyword_secrets_out(tape):
+    tag = uuid.uuid4().hex
+
+    @calltape.record
+    def login(user):
+        return user
+
+    with pytest.raises(TypeError):
+        login("ann", password=f"pw-{tag}")
+    c = only_call(tape)
+    assert c.outcome == "raised"
+    assert is_redacted(c.args["kwargs"]["password"])
+    assert tag.encode() not in tape_bytes(tape)
+
+
+def test_partial_and_callable_objects_redact_by_their_signature(tape):
+    import functools
+
+    tag = uuid.uuid4().hex
+
+    def connect(host, password, port=5432):
+        return host
+
+    class Client:
+        def __call__(self, token, path):
+            return path
+
+    calltape.record(functools.partial(connect, "db"))(f"pw-{tag}")
+    calltape.record(functools.partial(connect, "db"))(password=f"pw2-{tag}")
+    calltape.record(Client())(f"tok-{tag}", "/x")
+    calls = read_calls(tape)
+    assert len(calls) == 3
+    assert is_redacted(calls[0].args["args"][0])
+    assert is_redacted(calls[1].args["kwargs"]["password"])
+    assert is_redacted(calls[2].args["args"][0]) and calls[2].args["args"][1] == "/x"
+    assert tag.encode() not in tape_bytes(tape)
+
+
+def test_nested_secrets_in_locals_and_globals(tape):
+    tag = uuid.uuid4().hex
+    ns = {"calltape": calltape, "SETTINGS": {"secret": f"g-{tag}", "name": "app"}}
+    exec(
+        "@calltape.record(locals=True, globals=True)\n"
+        "def work(n):\n"
+        f"    creds = {{'private_key': 'l-{tag}', 'user': 'u'}}\n"
+        "    return SETTINGS['name'] * n\n",
+        ns,
+    )
+    ns["work"](1)
+    c = only_call(tape)
+    assert is_redacted(c.locals["creds"]["private_key"]) and c.locals["creds"]["user"] == "u"
+    assert is_redacted(c.globals["SETTINGS"]["secret"])
+    assert tag.encode() not in tape_bytes(tape)
+
+
+def test_calltape_run_redacts_kwargs_keys(tmp_path):
+    tag = uuid.uuid4().hex
+    (tmp_path / "prog.py").write_text(
+        "def send(url, **headers):\n    return len(headers)\n\n"
+        f"send('u', authorization='Bearer {tag}', accept='json')\n"
+        f"send('u', extra={{'token': 't-{tag}'}})\n"
+    )
+    run_python(tmp_path, f"""
+        import subprocess, sys
+        subprocess.run([sys.executable, "-m", "calltape", "run", "--quiet", "--tape",
+                        {str(tmp_path / "r.db")!r}, {str(tmp_path / "prog.py")!r}], check=True)
+    """)
+    calls = calltape.open(tmp_path / "r.db").calls("send")
+    assert is_redacted(calls[0].args["headers"]["authorization"])
+    assert calls[0].args["headers"]["accept"] == "json"
+    assert is_redacted(calls[1].args["headers"]["extra"]["token"])
+    assert tag.encode() not in tape_bytes(tmp_path / "r.db")

@@ -101,11 +101,12 @@ def test_usage_errors_exit_2_with_one_sentence(tmp_path):
     assert bad_tol.returncode == 2 and "rel and abs" in bad_tol.stderr
 
 
-def test_nothing_to_replay_exits_0(tmp_path):
+def test_nothing_to_replay_exits_5_with_a_sentence(tmp_path):
     tape = recorded(tmp_path)
     proc = cli(tmp_path, "replay", tape, "--function", "nothing_like_this", "--trust")
-    assert proc.returncode == 0
+    assert proc.returncode == 5
     assert proc.stdout.strip() == "0 passed, 0 changed, 0 failed, 0 skipped"
+    assert proc.stderr.strip() == "calltape: no recorded call matches, so nothing was replayed"
 
 
 def test_script_functions_are_skipped_with_the_reason(tmp_path):
@@ -117,8 +118,11 @@ def test_script_functions_are_skipped_with_the_reason(tmp_path):
             return x
         local(1)
     """), tape=tape)
+    (tmp_path / "script.py").unlink()  # the script is gone: nothing to load it from
     proc = cli(tmp_path, "replay", tape, "--trust", "--json")
-    assert proc.returncode == 0
+    assert proc.returncode == 5
     reason = json.loads(proc.stdout)["outcomes"][0]["reason"]
-    assert reason.startswith("__main__.local was not found")
-    assert "recorded in a script run as __main__" in reason
+    assert reason == (f"__main__.local cannot be found: it was recorded in the script"
+                      f" {tmp_path / 'script.py'} run as __main__, which is not here to load")
+    assert proc.stderr.strip() == ("calltape: nothing was replayed: the one selected call was"
+                                   " skipped: " + reason)

@@ -216,9 +216,9 @@ def test_reader_does_not_modify_the_tape(tmp_path):
 
 
 def test_older_tape_is_read_as_it_is_and_migrated_by_the_next_recording(tmp_path):
-    """A tape of format 1 (without the index on start_max) is read without
-    being modified, and upgraded in place by the next process that records
-    onto it, keeping its calls."""
+    """A tape of format 1 (without the index on start_max, nor the sessions'
+    folders) is read without being modified, and upgraded in place by the next
+    process that records onto it, keeping its calls."""
     path = tmp_path / "old.db"
     code = ("import calltape\nf = calltape.record(lambda x: x)\n"
             "[f(i) for i in range(3)]\ncalltape.flush()\n")
@@ -226,17 +226,24 @@ def test_older_tape_is_read_as_it_is_and_migrated_by_the_next_recording(tmp_path
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
     with sqlite3.connect(path) as con:
         con.execute("DROP INDEX segments_by_start_max")
+        con.execute("ALTER TABLE sessions DROP COLUMN sys_path0")
+        con.execute("ALTER TABLE sessions DROP COLUMN cwd")
         con.execute("PRAGMA user_version = 1")
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     before = path.read_bytes()
     old = calltape.open(path)
     assert [c.args["x"] for c in old.search()] == [2, 1, 0]           # newest first
     assert [c.args["x"] for c in old.search(order="oldest", limit=2)] == [0, 1]
+    assert [(s.sys_path0, s.cwd) for s in old.sessions()] == [(None, None)]
     old.close()
     assert path.read_bytes() == before
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60, cwd=tmp_path)
     with sqlite3.connect(path) as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 3
         names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "segments_by_start_max" in names
     assert len(calltape.open(path).search()) == 6
+    # python -c: sys.path[0] is "", the working folder
+    newest, oldest = calltape.open(path).sessions()
+    assert (newest.sys_path0, newest.cwd) == (str(tmp_path), str(tmp_path))
+    assert (oldest.sys_path0, oldest.cwd) == (None, None)

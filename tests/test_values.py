@@ -158,12 +158,20 @@ def test_pickled_value_round_trips_with_its_type(tape, name, value):
         assert [type(x) for x in got] == [type(x) for x in value]
 
 
-def test_pickle_fallback_is_counted(tape, stats_delta):
+def test_pickling_only_when_opted_in_and_counted(tape, stats_delta):
     ident(decimal.Decimal("2.5"))
     ident(Point(1, 2.0))
+    assert stats_delta("pickled") == 0
+    calltape.configure(pickle=[Point])
+    try:
+        ident(Point(3, 4.0))
+    finally:
+        calltape.configure(pickle=[])
     ident(3)
-    assert stats_delta("pickled") >= 2
-    assert len(read_calls(tape)) == 3
+    assert stats_delta("pickled") == 2  # the argument and the result
+    calls = read_calls(tape)
+    assert len(calls) == 4
+    assert calls[2].args["v"] == Point(3, 4.0) and calls[1].args["v"] == Point(1, 2.0)
 
 
 def test_untrusted_tape_never_runs_pickled_globals(tape, tmp_path):
@@ -363,6 +371,17 @@ def test_codec_returning_non_bytes_records_unencodable(tape):
 
 # --------------------------------------------------------- unencodable ----
 
+
+def test_reduce_and_repr_that_raise_are_never_called(tape):
+    """Values are read structurally: a __reduce__ or __repr__ that raises does not matter."""
+    a, b = BadReduce(), BadEverything()
+    a.n, b.n = 1, 2
+    ident(a)
+    ident(b)
+    calls = read_calls(tape)
+    assert type(calls[0].args["v"]) is BadReduce and calls[0].args["v"].n == 1
+    assert type(calls[1].args["v"]) is BadEverything and calls[1].args["v"].n == 2
+
 class BadReduce:
     def __reduce__(self):
         raise TypeError("no pickling for you")
@@ -384,8 +403,6 @@ UNENCODABLE = [
     ("lock", lambda: threading.Lock(), "lock"),
     ("rlock", lambda: threading.RLock(), "RLock"),
     ("generator", lambda: _gen(), "generator"),
-    ("reduce_raises", lambda: BadReduce(), "BadReduce"),
-    ("reduce_and_repr_raise", lambda: BadEverything(), "BadEverything"),
     ("lambda", lambda: (lambda: 1), "function"),
     ("file", lambda: open(__file__), "TextIOWrapper"),
 ]

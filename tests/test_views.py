@@ -240,7 +240,7 @@ def test_reprs(ledger):
                                f" at {fn.file}:{fn.line}: 17 calls, 0 raised, mean ")
     s = ledger.sessions()[0]
     assert repr(s).startswith(f"<Session {s.id}: pid {s.pid} on {s.host}, started ")
-    assert repr(c.bound) == "Bound(args=(9, 'USD'), kwargs={'note': None})"
+    assert repr(c.bound) == "Bound(args=(9, 'USD'), kwargs={})"  # note took its default
     ledger.close()
     assert repr(ledger).endswith("(closed)>")
 

@@ -28,6 +28,7 @@ from ._markers import (
     TapeError,
     Truncated,
     Unencodable,
+    Unreadable,
 )
 from ._monitor import monitor
 
@@ -38,7 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Bound", "Call", "Calls", "ExceptionInfo", "Function", "Monitor", "Outcome", "Recorder",
     "RecordingWarning", "Redacted", "RefusedGlobal", "ReplayRefused", "Report", "Session",
-    "Tape", "TapeError", "Truncated", "Unencodable", "compare", "configure", "flush", "monitor", "open",
+    "Tape", "TapeError", "Truncated", "Unencodable", "Unreadable", "compare", "configure", "flush", "monitor", "open",
     "record", "register_codec", "stats",
 ]
 
@@ -60,7 +61,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _native._bind(
     {"RecordingWarning": RecordingWarning, "TapeError": TapeError,
      "RefusedGlobal": RefusedGlobal, "ReplayRefused": ReplayRefused, "Redacted": Redacted, "Truncated": Truncated,
-     "Unencodable": Unencodable, "ExceptionInfo": ExceptionInfo},
+     "Unencodable": Unencodable, "Unreadable": Unreadable, "ExceptionInfo": ExceptionInfo},
     {"host": os.uname().nodename, "python": sys.version.split()[0], "version": __version__},
 )
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import Redacted, Truncated, Unencodable, __version__, _native
+from . import Redacted, RefusedGlobal, TapeError, Truncated, Unencodable, __version__, _native
 from ._native import Call, Tape
+from ._replay import recorded_imports
 
 _MARKERS = (Redacted, Truncated, Unencodable)
 
@@ -65,6 +66,23 @@ def _skip_reason(call: Call, nparams: int) -> str | None:
     return None
 
 
+def _import_folders(tape: Tape, sessions: set[int], out: str) -> list[str]:
+    """The folders the tests import from, as the recorded program did (for a
+    tape that does not say, the current folder): each relative to the test
+    module's folder when the module lies inside it (a project's tests/
+    folder: ".."), else absolute."""
+    here = os.path.dirname(os.path.abspath(out))
+    rows = [s for s in reversed(tape.sessions()) if s.id in sessions]
+    recorded = _native.recorded_folders(rows, current=False) or _native.recorded_folders(())
+    folders: list[str] = []
+    for folder in recorded:
+        inside = os.path.commonpath([here, folder]) == folder
+        text = os.path.relpath(folder, here) if inside else folder
+        if text not in folders:
+            folders.append(text)
+    return folders
+
+
 def _arguments(call: Call, values: _Values) -> list[str]:
     bound = call.bound
     out = [values.source(v) for v in bound.args]
@@ -79,12 +97,74 @@ def _arguments(call: Call, values: _Values) -> list[str]:
     return out
 
 
+def _text(s: str) -> str:
+    """A str literal for ``s``, made by the same C routine as the values: text from
+    a tape never reaches generated code any other way."""
+    lit = _native.literal(str(s))
+    assert lit is not None  # every str has one
+    return lit
+
+
+def _identifier(qualname: str, taken: set[str]) -> str:
+    """A Python identifier for the function ``qualname``, distinct from ``taken``."""
+    base = re.sub(r"\W", "_", qualname.replace(".", "_"), flags=re.ASCII)
+    if not base.isidentifier() or keyword.iskeyword(base):
+        base = f"f_{base}"
+    return base if base not in taken else f"{base}_{len(taken)}"
+
+
 def _call_source(fn: str, args: list[str]) -> str:
     one_line = f"call({', '.join([fn, *args])})"
     if len(one_line) <= 80:
         return one_line
     inner = "".join(f"\n        {a}," for a in [fn, *args])
     return f"call({inner}\n    )"
+
+
+def _test_source(c: Call, fn: str, values: _Values) -> str:
+    """One test function: the call with the recorded arguments and its check."""
+    invocation = _call_source(fn, _arguments(c, values))
+    head = (f"def test_{fn}_call_{c.id}():\n"
+            f"    # call {c.id}, {c.start:%Y-%m-%d %H:%M:%S} UTC, session {c.session}\n")
+    if c.outcome == "raised":
+        exc = c.exception
+        return head + (f"    assert_raised(lambda: {invocation},\n"
+                       f"                  {_text(exc.type)}, {_text(exc.message)})\n")
+    return head + (f"    result = {invocation}\n"
+                   f"    assert_same(result, {values.source(c.result)})\n")
+
+
+def _tests(tape: Tape, calls: list[Call], out: str
+           ) -> tuple[Written, dict[tuple[str, str], str], _Values, list[str]]:
+    """The tests for `calls`, the names of their functions and the values
+    they need; a call whose values cannot be rebuilt here is skipped with the
+    reason (a value the reader may not rebuild, or a damaged tape, refuses the
+    whole run)."""
+    nparams = {(f.module, f.qualname): len(f.parameters) for f in tape.functions()}
+    values = _Values()
+    names: dict[tuple[str, str], str] = {}
+    tests: list[str] = []
+    written = Written(out, None)
+    for c in calls:
+        key = (c.module, c.qualname)
+        fn = names.get(key) or _identifier(c.qualname, set(names.values()))
+        stored = len(values.stored)
+        try:
+            reason = _skip_reason(c, nparams.get(key, 0))
+            source = None if reason else _test_source(c, fn, values)
+        except (RefusedGlobal, TapeError):  # a refusal, or a damaged tape: no test run
+            raise
+        except Exception as exc:  # noqa: BLE001 - the tape's value failed to rebuild here
+            reason = f"its values cannot be rebuilt here: {type(exc).__name__}: {exc}"
+            source = None
+        if reason or source is None:
+            del values.stored[stored:]
+            written.skipped.append((c.id, reason or "no test"))
+            continue
+        names.setdefault(key, fn)
+        tests.append(source)
+        written.tests.append(c.id)
+    return written, names, values, tests
 
 
 def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None,
@@ -97,70 +177,60 @@ def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise ValueError(f"cannot write {out}: the folder {folder} does not exist")
+    stem = os.path.splitext(os.path.basename(out))[0]
+    data_path = os.path.join(folder, stem + ".calltape")
     calls = list(tape.search(function=function, order="oldest", limit=limit))
     if not calls:
         raise ValueError(f"no recorded calls of {function!r} in {tape.path}")
-    nparams = {(f.module, f.qualname): len(f.parameters) for f in tape.functions()}
-    stem = os.path.splitext(os.path.basename(out))[0]
-    data_path = os.path.join(folder, stem + ".calltape")
-    values = _Values()
-    names: dict[tuple[str, str], str] = {}
-    tests: list[str] = []
-    written = Written(out, None)
-    for c in calls:
-        reason = _skip_reason(c, nparams.get((c.module, c.qualname), 0))
-        if reason:
-            written.skipped.append((c.id, reason))
-            continue
-        key = (c.module, c.qualname)
-        if key not in names:
-            base = re.sub(r"\W", "_", c.qualname.replace(".", "_"))
-            names[key] = base if base not in names.values() else f"{base}_{len(names)}"
-        fn = names[key]
-        invocation = _call_source(fn, _arguments(c, values))
-        head = (f"def test_{fn}_call_{c.id}():\n"
-                f"    # call {c.id}, {c.start:%Y-%m-%d %H:%M:%S} UTC, session {c.session}\n")
-        if c.outcome == "raised":
-            exc = c.exception
-            body = (f"    assert_raised(lambda: {invocation},\n"
-                    f"                  {exc.type!r}, {exc.message!r})\n")
-        else:
-            body = (f"    result = {invocation}\n"
-                    f"    assert_same(result, {values.source(c.result)})\n")
-        tests.append(head + body)
-        written.tests.append(c.id)
+    sessions = {c.session for c in calls}
+    folders = _import_folders(tape, sessions, out)
+    with recorded_imports(tape, sessions):
+        written, names, values, tests = _tests(tape, calls, out)
     if not tests:
         why = "; ".join(f"call {i}: {r}" for i, r in written.skipped[:3])
         raise ValueError(f"none of the {len(calls)} recorded calls of {function!r} can become"
                          f" a test ({why})")
     modules = sorted({m for m, _ in names} | set(tape.allow))
-    helpers = ["assert_raised", "assert_same", "call", "resolve"]
+    helpers = ["add_import_path", "assert_raised", "assert_same", "call", "resolve"]
+    if values.stored:
+        helpers.append("load_values")
     lines = [
         f'"""Regression tests made by calltape make-tests from {len(tests)} recorded calls.',
-        "",
-        f"Tape:      {tape.path}",
-        f"Functions: {', '.join(f'{m}.{q}' for m, q in names)}",
-        f"Made:      {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by calltape {__version__}"
-        + (f": {command}" if command else ""),
         "",
         "Each test calls today's function (the original, not a @calltape.record",
         "wrapper) with the arguments of one recorded call and checks the recorded",
         "result or exception with calltape.compare's rules (floats exactly, numpy",
         "arrays element-wise, objects without __eq__ by their encoded form).",
+        "The project's modules are imported from where the recorded program found",
+        "them (its sys.path[0] and working folder), so plain `pytest` runs these",
+        "tests as `python -m pytest` does. MADE_FROM below says which tape, functions",
+        "and command made them and which calls were left out and why."
+        + (" Values with no Python literal are read from the .calltape file of the"
+           " same name next to this one by calltape's restricted rebuild."
+           if values.stored else ""),
+        "",
+        "Regenerate rather than edit.",
+        '"""',
+        "",
+        f"from calltape.testing import {', '.join(sorted(helpers))}",
+        "",
+        f"add_import_path(__file__, {', '.join(_text(f) for f in folders)})",
+        "",
+        "MADE_FROM = {",
+        f"    'tape': {_text(tape.path)},",
+        f"    'functions': [{', '.join(_text(f'{m}.{q}') for m, q in names)}],",
+        f"    'made': {_text(f'{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by calltape {__version__}')},",
+        f"    'command': {_text(command)},",
+        "    'skipped': {" + "".join(f"\n        {i}: {_text(r)}," for i, r in written.skipped)
+        + ("\n    }," if written.skipped else "},"),
+        "}",
+        "",
     ]
+    lines += [f"{var} = resolve({_text(m)}, {_text(q)})" for (m, q), var in names.items()]
     if values.stored:
-        helpers.append("load_values")
-        lines += [f"Values with no Python literal are read from {stem}.calltape next to this",
-                  "file by calltape's restricted rebuild"
-                  + (" (trusted)." if tape.trust else f" (allowed modules: {', '.join(modules)}).")]
-    if written.skipped:
-        lines += ["", "Calls not made into tests:"]
-        lines += [f"  call {i}: {r}" for i, r in written.skipped]
-    lines += ["", "Regenerate rather than edit.", '"""', "",
-              f"from calltape.testing import {', '.join(sorted(helpers))}", ""]
-    lines += [f"{var} = resolve({m!r}, {q!r})" for (m, q), var in names.items()]
-    if values.stored:
-        opts = "trust=True" if tape.trust else f"allow={tuple(modules)!r}"
+        lits = [_text(m) for m in modules]
+        opts = ("trust=True" if tape.trust
+                else f"allow=({', '.join(lits)}{',' if len(lits) == 1 else ''})")
         lines.append(f"VALUES = load_values(__file__, {opts})")
     text = "\n".join(lines) + "\n\n\n" + "\n\n".join(tests)
     try:

@@ -51,6 +51,19 @@ class Unencodable:
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """A recorded value that cannot be rebuilt here (``Call.readable()``): the type
+    it names, the preview the tape gives and the reason, in one sentence."""
+
+    type: str
+    preview: str
+    reason: str
+
+    def __repr__(self) -> str:
+        return f"{self.preview}  ({self.type}, not rebuilt: {self.reason})"
+
+
+@dataclass(frozen=True)
 class ExceptionInfo:
     """An exception raised by a recorded call.
 

@@ -16,7 +16,8 @@ loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Coroutine, Iterator
+from collections.abc import AsyncIterator, Collection, Coroutine, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from . import _native
@@ -138,6 +139,21 @@ def _parameters(tape: Tape) -> dict[tuple[str, str], int]:
     return {(f.module, f.qualname): len(f.parameters) for f in tape.functions()}
 
 
+@contextmanager
+def recorded_imports(tape: Tape, sessions: Iterable[int] | None = None) -> Iterator[list[str]]:
+    """Within the block, modules are imported as the recorded program imported
+    them: the sys.path[0] and working folder of the given sessions of ``tape``
+    (default: all), oldest first, then the current folder, are put in front
+    of sys.path where they are missing, and taken out again afterwards."""
+    wanted = None if sessions is None else set(sessions)
+    rows = [s for s in reversed(tape.sessions()) if wanted is None or s.id in wanted]
+    added = _native.push_import_path(_native.recorded_folders(rows))
+    try:
+        yield added
+    finally:
+        _native.pop_import_path(added)
+
+
 def replay_calls(tape: Tape, calls: Collection[Call], *, rel: float = 0.0, abs: float = 0.0,
                  globals: str | None = None, record: bool = False) -> Report:
     """Replay `calls` of `tape` (refusing before running any when one is not allowed).
@@ -151,11 +167,16 @@ def replay_calls(tape: Tape, calls: Collection[Call], *, rel: float = 0.0, abs: 
                                 recorded_globals=globals == "recorded")
     # Two passes over a search (each streams it again): every module is checked
     # before any call runs, and no Call is kept alive (a lighter heap for the GC).
-    for module in {c.module for c in calls}:
+    modules, sessions = set(), set()
+    for c in calls:
+        modules.add(c.module)
+        sessions.add(c.session)
+    for module in modules:
         replayer.check(module)
     nparams = _parameters(tape)
-    outcomes = [replayer.replay(c, parameters=nparams.get((c.module, c.qualname), -1))
-                for c in calls]
+    with recorded_imports(tape, sessions):
+        outcomes = [replayer.replay(c, parameters=nparams.get((c.module, c.qualname), -1))
+                    for c in calls]
     session = None
     if record and outcomes:
         _native.flush()

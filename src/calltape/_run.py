@@ -20,7 +20,7 @@ import sys
 import traceback
 from typing import Any
 
-from . import configure, flush, stats
+from . import _native, configure, flush, stats
 from ._monitor import monitor
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -102,12 +102,16 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
     else:
         if not os.path.exists(target):
             raise RunError(f"cannot open the script {target!r}: no such file")
+        if os.path.isdir(target) and not os.path.isfile(os.path.join(target, "__main__.py")):
+            raise RunError(f"cannot run the folder {target!r}: it has no __main__.py"
+                           " (name a script in it, or a package with -m)")
         add_path(target if os.path.isdir(target) else os.path.dirname(os.path.abspath(target)),
                  folder=True)
     tape = os.path.abspath(tape or os.environ.get("CALLTAPE_TAPE") or "calltape.db")
     if not os.path.isdir(os.path.dirname(tape)):
         raise RunError(f"cannot write the tape {tape}: the folder {os.path.dirname(tape)}"
                        " does not exist")
+    _native.check_writable(tape)  # TapeError: not a tape, newer, damaged or unwritable
     configure(tape=tape)
     options = {"include": include, "exclude": list(exclude or ()), "paths": paths,
                "args": args, "result": result, "cpu": cpu, "memory": memory, "energy": energy,

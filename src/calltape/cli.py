@@ -4,7 +4,7 @@
     calltape search [TAPE] --function price --since 2h --min-duration 0.01
     calltape show [TAPE] CALL_ID
     calltape sessions [TAPE]
-    calltape replay [TAPE] [CALL_ID ...] --function price --trust
+    calltape replay [TAPE] [CALL_ID ...] --function price --trust   (exit 5: nothing replayed)
     calltape make-tests [TAPE] --function price --out tests/test_recorded_price.py
     calltape run [--tape PATH] [--include PKG] ... (script.py | -m module) [args ...]
 
@@ -23,9 +23,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import RefusedGlobal, ReplayRefused, Tape, TapeError
+from . import ExceptionInfo, RefusedGlobal, ReplayRefused, Tape, TapeError
 from . import open as open_tape
 
+NOTHING_REPLAYED = 5  # as pytest's "no tests ran": a CI gate must not pass on nothing
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -90,18 +91,39 @@ def _local(dt: datetime) -> str:
     return dt.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def _call_json(c: Any, values: bool) -> dict[str, Any]:
+def _repr(value: Any) -> str:
+    """repr() for reading: a repr that raises is said in words, not a traceback."""
+    try:
+        return repr(value)
+    except Exception as exc:  # noqa: BLE001 - the value's own code failed
+        return f"<{type(value).__qualname__} whose repr() raised {type(exc).__name__}: {exc}>"
+
+
+def _readable(tape: Tape, c: Any) -> tuple[dict[str, Any], frozenset[str], Any]:
+    """The call's arguments and outcome rebuilt one by one, importing as the
+    recorded program did; values that cannot be rebuilt are Unreadable."""
+    from ._replay import recorded_imports
+
+    with recorded_imports(tape, [c.session]):
+        return c.readable()
+
+
+def _call_json(c: Any, readable: tuple[dict[str, Any], frozenset[str], Any] | None = None
+               ) -> dict[str, Any]:
     out = {"id": c.id, "session": c.session, "thread": c.thread, "parent": c.parent,
            "depth": c.depth, "module": c.module, "qualname": c.qualname, "file": c.file,
            "line": c.line, "start": c.start.isoformat(), "duration": c.duration,
            "outcome": c.outcome, "preview": c.preview, "cpu_time": c.cpu_time,
            "memory": c.memory, "energy": c.energy}
-    if values:
-        out["args"] = {k: repr(v) for k, v in c.args.items()}
-        out["result"] = repr(c.result)
-        exc = c.exception
-        out["exception"] = None if exc is None else {"type": exc.type, "message": exc.message,
-                                                    "traceback": exc.traceback}
+    if readable is not None:
+        values, _, outcome = readable
+        out["args"] = {k: _repr(v) for k, v in values.items()}
+        out["result"] = None if c.outcome == "raised" else _repr(outcome)
+        out["exception"] = None
+        if c.outcome == "raised":
+            out["exception"] = ({"type": outcome.type, "message": outcome.message,
+                                 "traceback": outcome.traceback}
+                                if isinstance(outcome, ExceptionInfo) else _repr(outcome))
     return out
 
 
@@ -129,7 +151,7 @@ def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> None:
                         outcome=args.outcome, session=args.session, thread=args.thread,
                         energy=parse_energy(args.energy), order=args.order, limit=args.limit)
     if args.json:
-        print(json.dumps([_call_json(c, values=False) for c in calls], indent=2))
+        print(json.dumps([_call_json(c) for c in calls], indent=2))
         return
     rows = [[str(c.id), _local(c.start), format_duration(c.duration), c.outcome,
              f"{c.qualname}({c.preview})"[:120]] for c in calls]
@@ -141,14 +163,12 @@ def cmd_show(tape: Tape, args: argparse.Namespace, color: bool) -> None:
         c = tape.call(args.call_id)
     except KeyError:
         raise UsageError(f"there is no call with id {args.call_id} in {tape.path}") from None
-    try:
-        values = {k: repr(v) for k, v in c.args.items()}
-        outcome = repr(c.result) if c.outcome != "raised" else c.exception.traceback
-    except RefusedGlobal as exc:
-        raise UsageError(f"{exc} (on the command line: --trust or --allow MODULE)") from None
+    readable = _readable(tape, c)
+    sys.set_int_max_str_digits(0)  # a recorded int of any size is shown in full
     if args.json:
-        print(json.dumps(_call_json(c, values=True), indent=2))
+        print(json.dumps(_call_json(c, readable), indent=2))
         return
+    values, defaults, outcome = readable
     bold = (lambda s: f"\033[1m{s}\033[0m") if color else (lambda s: s)
     print(bold(f"call {c.id}: {c.module}.{c.qualname}") + f"  ({c.file}:{c.line})")
     print(f"  start     {_local(c.start)}   duration {format_duration(c.duration)}"
@@ -158,11 +178,23 @@ def cmd_show(tape: Tape, args: argparse.Namespace, color: bool) -> None:
         print(f"  cpu       {format_duration(c.cpu_time)}")
     if c.energy is not None:
         print("  energy    " + ", ".join(f"{k} {v:.1f} uJ" for k, v in c.energy.items()))
-    for name, text in values.items():
-        marker = "  (default)" if name in c.defaults else ""
-        print(f"  {name} = {text}{marker}")
-    print(("  raised:\n" + "\n".join("    " + ln for ln in outcome.splitlines()))
-          if c.outcome == "raised" else f"  -> {outcome}")
+    for name, value in values.items():
+        marker = "  (default)" if name in defaults else ""
+        print(f"  {name} = {_repr(value)}{marker}")
+    if c.outcome != "raised":
+        print(f"  -> {_repr(outcome)}")
+        return
+    text = outcome.traceback if isinstance(outcome, ExceptionInfo) else _repr(outcome)
+    print("  raised:\n" + "\n".join("    " + ln for ln in text.splitlines()))
+
+
+def _argv_text(argv: Any) -> str:
+    """The recorded argv as one line, whatever its items are (str or not)."""
+    if isinstance(argv, str):
+        return argv
+    if not isinstance(argv, (list, tuple)):
+        return _repr(argv)
+    return " ".join(a if isinstance(a, str) else _repr(a) for a in argv)
 
 
 def cmd_sessions(tape: Tape, args: argparse.Namespace, color: bool) -> None:
@@ -171,10 +203,12 @@ def cmd_sessions(tape: Tape, args: argparse.Namespace, color: bool) -> None:
         print(json.dumps([{"id": s.id, "pid": s.pid, "ppid": s.ppid, "parent": s.parent,
                            "host": s.host, "argv": s.argv, "python": s.python,
                            "calltape": s.version, "start": s.start.isoformat(),
-                           "counters": s.counters} for s in sessions], indent=2))
+                           "sys_path0": s.sys_path0, "cwd": s.cwd,
+                           "counters": s.counters} for s in sessions],
+                         indent=2, default=_repr))
         return
     rows = [[str(s.id), _local(s.start), str(s.pid), str(s.parent or "-"), s.host,
-             " ".join(s.argv)[:60], str(s.counters["dropped"])] for s in sessions]
+             _argv_text(s.argv)[:60], str(s.counters["dropped"])] for s in sessions]
     print(_table(rows, ["session", "start", "pid", "parent", "host", "argv", "dropped"],
                  {0, 2, 6}, color))
 
@@ -196,18 +230,42 @@ def cmd_replay(tape: Tape, args: argparse.Namespace, color: bool) -> int:
                              globals=args.globals, record=args.record, **filters)
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
+    status = (0 if report.ok else 1) if _replayed(report) else NOTHING_REPLAYED
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
-        return 0 if report.ok else 1
-    marks = {"passed": "32", "changed": "33", "failed": "31", "skipped": "2"}
-    paint = ((lambda s, st: f"\033[{marks[st]}m{s}\033[0m") if color else (lambda s, st: s))
-    rows = [[paint(o.status.ljust(7), o.status), str(o.call_id), o.function,
-             format_duration(o.duration), (o.diff or o.reason or "")[:160]] for o in report]
-    if rows:
-        print(_table(rows, ["status", "id", "function", "took", "detail"], {1, 3}, color))
-    print(", ".join(f"{n} {s}" for s, n in report.counts.items())
-          + (f"; recorded as session {report.session}" if report.session else ""))
-    return 0 if report.ok else 1
+    else:
+        marks = {"passed": "32", "changed": "33", "failed": "31", "skipped": "2"}
+        paint = ((lambda s, st: f"\033[{marks[st]}m{s}\033[0m") if color
+                 else (lambda s, st: s))
+        rows = [[paint(o.status.ljust(7), o.status), str(o.call_id), o.function,
+                 format_duration(o.duration), (o.diff or o.reason or "")[:160]]
+                for o in report]
+        if rows:
+            print(_table(rows, ["status", "id", "function", "took", "detail"], {1, 3}, color))
+        print(", ".join(f"{n} {s}" for s, n in report.counts.items())
+              + (f"; recorded as session {report.session}" if report.session else ""))
+    if status == NOTHING_REPLAYED:
+        print(f"calltape: {_nothing_replayed(report)}", file=sys.stderr)
+    return status
+
+
+def _replayed(report: Any) -> int:
+    """How many calls of the report were run (passed, changed or failed)."""
+    return sum(n for s, n in report.counts.items() if s != "skipped")
+
+
+def _nothing_replayed(report: Any) -> str:
+    """The sentence for a replay that ran no call."""
+    if not len(report):
+        return "no recorded call matches, so nothing was replayed"
+    reasons: dict[str, int] = {}
+    for o in report:
+        reasons[o.reason] = reasons.get(o.reason, 0) + 1
+    reason, n = max(reasons.items(), key=lambda item: item[1])
+    more = f" ({n} of them: {reason})" if len(reasons) > 1 else f": {reason}"
+    if len(report) == 1:
+        return f"nothing was replayed: the one selected call was skipped: {reason}"
+    return f"nothing was replayed: all {len(report)} selected calls were skipped" + more
 
 
 def cmd_make_tests(tape: Tape, args: argparse.Namespace, color: bool) -> None:

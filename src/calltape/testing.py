@@ -1,6 +1,7 @@
 """Helpers for the regression tests that ``calltape make-tests`` writes.
 
->>> from calltape.testing import assert_same, call, resolve
+>>> from calltape.testing import add_import_path, assert_same, call, resolve
+>>> add_import_path(__file__, "..")             # the project's folder, as the program had it
 >>> price = resolve("shop", "price")          # the original, without @calltape.record
 >>> assert_same(call(price, 3, 9.5), 28.5)    # AssertionError says where values differ
 """
@@ -14,9 +15,18 @@ from typing import Any
 from . import _native
 from ._replay import _run_asyncgen, _run_coroutine
 
-__all__ = ["assert_raised", "assert_same", "call", "load_values", "resolve"]
+__all__ = ["add_import_path", "assert_raised", "assert_same", "call", "load_values", "resolve"]
 
-resolve: Callable[[str, str], Callable[..., Any]] = _native.resolve
+resolve: Callable[..., Callable[..., Any]] = _native.resolve
+
+
+def add_import_path(test_file: str, *folders: str) -> list[str]:
+    """Put ``folders`` (relative to the folder of ``test_file``, or absolute) in
+    front of sys.path where they are missing, so that the test imports the
+    project's modules as the recorded program did, under plain ``pytest`` as
+    under ``python -m pytest``.  Returns the folders it added."""
+    here = os.path.dirname(os.path.abspath(test_file))
+    return _native.push_import_path([os.path.normpath(os.path.join(here, f)) for f in folders])
 
 
 def call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

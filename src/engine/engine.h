@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define CALLTAPE_SCHEMA_VERSION 2
+#define CALLTAPE_SCHEMA_VERSION 3
 #define CALLTAPE_SEGMENT_FORMAT 2 /* 2: a CRC-32C ends each segment; 1 is still read */
 
 /* ------------------------------------------------------------------------ */
@@ -191,6 +191,24 @@ static inline const uint8_t *wreader_take(wreader *r, uint64_t n)
  *   EXCEPTION                STR qualified type, STR message, LIST of frames
  *                            (TUPLE of STR file, INT line, STR function)
  *   DEFAULT                  value: an argument that took its default value
+ *   OBJECT                   an instance read without running its code:
+ *                            varint n + module, varint n + qualname (of its
+ *                            class), byte kind, varint ndict, varint nslots,
+ *                            then the contents value when the kind has one
+ *                            (wire_kind_has_contents), then ndict and nslots
+ *                            pairs (STR name, value): its __dict__ and its
+ *                            __slots__
+ *   GLOBAL                   varint n + module, varint n + qualname: a class,
+ *                            function or module named where it is defined
+ *                            (an empty qualname: the module itself)
+ *   REF                      varint d: the same object as the d-th value
+ *                            back among the memoized values of this group
+ *
+ * Identity: within one group of values encoded together (the arguments of a
+ * call; its result; its locals; ...), every LIST, DICT, SET and OBJECT takes
+ * the next index as it starts, in encoding order, and a later occurrence of
+ * the same object is a REF (d = next index - its index), so aliasing and
+ * cycles survive.  Readers count the same way.
  */
 enum wire_tag {
     WIRE_NONE = 0x00,
@@ -215,7 +233,75 @@ enum wire_tag {
     WIRE_UNENCODABLE = 0x16,
     WIRE_EXCEPTION = 0x17,
     WIRE_DEFAULT = 0x18,
+    WIRE_OBJECT = 0x19,
+    WIRE_GLOBAL = 0x1a,
+    WIRE_REF = 0x1b,
 };
+
+/* How an OBJECT is built back (its class's solid base, or a protocol). */
+enum wire_kind {
+    WIRE_KIND_PLAIN = 0,      /* object.__new__(cls), then its attributes */
+    WIRE_KIND_LIST = 1,       /* a list subclass: contents LIST */
+    WIRE_KIND_DICT = 2,       /* a dict subclass: contents DICT */
+    WIRE_KIND_SET = 3,        /* a set subclass: contents SET */
+    WIRE_KIND_TUPLE = 4,      /* a tuple subclass: contents TUPLE */
+    WIRE_KIND_FROZENSET = 5,  /* a frozenset subclass: contents FROZENSET */
+    WIRE_KIND_STR = 6,        /* a str subclass: contents STR */
+    WIRE_KIND_BYTES = 7,      /* a bytes subclass: contents BYTES */
+    WIRE_KIND_INT = 8,        /* an int subclass: contents INT or BIGINT */
+    WIRE_KIND_FLOAT = 9,      /* a float subclass: contents FLOAT */
+    WIRE_KIND_EXCEPTION = 10, /* an exception: contents TUPLE of its args */
+    WIRE_KIND_ENUM = 11,      /* an enum member: contents its value */
+    WIRE_KIND_REDUCE = 12,    /* a standard-library type, by its own reduce:
+                                 contents TUPLE(callable, args, state,
+                                 list items, dict items) */
+    WIRE_KIND_MAX = 12,
+};
+
+/* 1 when OBJECTs of `kind` carry a contents value. */
+static inline int wire_kind_has_contents(uint8_t kind)
+{
+    return kind != WIRE_KIND_PLAIN && kind <= WIRE_KIND_MAX;
+}
+
+/* 1 when a value of `tag` (OBJECT: also `kind` when it has mutable
+ * contents or none) takes a memo index as it starts. */
+static inline int wire_memoized(uint8_t tag)
+{
+    return tag == WIRE_LIST || tag == WIRE_DICT || tag == WIRE_SET || tag == WIRE_OBJECT;
+}
+
+/* One token of the value format: a value's tag and own fields, without the
+ * values it contains (its children, which follow it). */
+typedef struct wire_tok {
+    uint8_t tag;
+    uint8_t kind;     /* OBJECT: an enum wire_kind */
+    uint64_t u;       /* INT: the zigzagged value; LIST, TUPLE, SET,
+                         FROZENSET, DICT: the count; TRUNCATED, BLOB: the
+                         size; REF: the distance; OBJECT: ndict */
+    uint64_t u2;      /* OBJECT: nslots */
+    double d;         /* FLOAT */
+    const uint8_t *s; /* STR, BYTES, BIGINT, PICKLE, BLOB_INLINE: the
+                         payload; CODEC: the name; TRUNCATED,
+                         UNENCODABLE, EXCEPTION: the type name; OBJECT,
+                         GLOBAL: the module; BLOB: the hash */
+    size_t n;
+    const uint8_t *s2; /* CODEC: the data; UNENCODABLE: the reason;
+                          EXCEPTION: the message; OBJECT, GLOBAL: the
+                          qualname */
+    size_t n2;
+    uint64_t children; /* how many values follow that belong to it */
+} wire_tok;
+
+/* How many memo indices the value at `p` takes (engine.h, "Identity"), or
+ * -1 when it is malformed.  For readers that skip a value of a group. */
+int64_t wire_memo_count(const uint8_t *p, const uint8_t *end);
+
+/* Reads the token of the value at `p` (bounded by `end`) into `t`.
+ * Returns where its children (or the next value) start, or NULL when the
+ * bytes are not a well-formed token.  The one tokenizer of the format:
+ * skipping, previews and scans walk values with it. */
+const uint8_t *wire_next(const uint8_t *p, const uint8_t *end, wire_tok *t);
 
 #define WIRE_HASH_BYTES 16
 #define WIRE_MAX_DEPTH 64
@@ -471,6 +557,8 @@ typedef struct engine_options {
     const char *calltape_version;
     const uint8_t *argv; /* a wire LIST of STR */
     size_t argv_len;
+    const char *sys_path0; /* where the program found its modules: sys.path[0], absolute */
+    const char *cwd;       /* its working folder */
     int64_t mpi_rank;      /* -1 when not under MPI */
     int64_t clock_mono_ns; /* a pair of readings taken together, used to */
     int64_t clock_wall_ns; /* turn monotonic starts into wall times */
@@ -552,6 +640,13 @@ store *store_open_write(const char *path, char *err, size_t errlen);
  * in `err` (missing file, not a tape, newer schema, corrupt). */
 store *store_open_read(const char *path, char *err, size_t errlen);
 
+/* Checks, without creating anything, that a recording could write the tape
+ * at `path`: an existing file must open for writing as a tape (a tape of an
+ * older format is upgraded, as recording would), a missing one needs a
+ * writable folder.  Returns 0, or -1 with one sentence in `err` (not a
+ * tape, newer, unwritable, not a file). */
+int store_check_write(const char *path, char *err, size_t errlen);
+
 void store_close(store *s);
 
 /* The underlying sqlite3 handle, for the reader's queries. */
@@ -560,11 +655,16 @@ struct sqlite3 *store_db(store *s);
 /* Last SQLite error message of `s`. */
 const char *store_errmsg(store *s);
 
+/* The schema version of the tape `s` reads (older tapes are read as they
+ * are: the session columns sys_path0 and cwd exist from version 3). */
+int64_t store_version(store *s);
+
 typedef struct store_session {
     int64_t start_ns;
     const char *host, *python_version, *calltape_version;
     const uint8_t *argv;
     size_t argv_len;
+    const char *sys_path0, *cwd; /* NULL when unknown */
     int64_t pid, ppid, parent_session, mpi_rank;
 } store_session;
 

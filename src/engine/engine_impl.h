@@ -63,7 +63,7 @@ typedef struct writer_state {
 
 struct engine {
     engine_options opt; /* strings point into owned copies below */
-    char *path, *host, *python_version, *calltape_version;
+    char *path, *host, *python_version, *calltape_version, *sys_path0, *cwd;
     uint8_t *argv;
 
     pthread_mutex_t mu;

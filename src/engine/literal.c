@@ -46,8 +46,9 @@ static size_t utf8_len(const uint8_t *s, size_t n)
     return len;
 }
 
-/* A quoted str (or bytes) literal; returns 0, or -1 for text Python cannot
- * write as a literal without surrogate escapes we do not decode. */
+/* A quoted str (or bytes) literal (lone surrogates, which str keeps with
+ * surrogatepass, as \uXXXX escapes); returns 0, or -1 for bytes of a STR
+ * that are not UTF-8. */
 static int put_quoted(wbuf *out, const uint8_t *s, size_t n, int is_bytes)
 {
     char esc[12];
@@ -70,8 +71,17 @@ static int put_quoted(wbuf *out, const uint8_t *s, size_t n, int is_bytes)
             put_str(out, esc);
         } else if (c >= 0x80) {
             size_t len = utf8_len(s + i, n - i);
+            if (!len && !is_bytes && c == 0xed && n - i >= 3 && s[i + 1] >= 0xa0 &&
+                s[i + 1] < 0xc0 && (s[i + 2] & 0xc0) == 0x80) { /* a lone surrogate */
+                unsigned cp = (unsigned)(c & 0x0f) << 12 | (unsigned)(s[i + 1] & 0x3f) << 6 |
+                              (unsigned)(s[i + 2] & 0x3f);
+                snprintf(esc, sizeof esc, "\\u%04x", cp);
+                put_str(out, esc);
+                i += 2;
+                continue;
+            }
             if (!len)
-                return -1;                      /* a lone surrogate (surrogatepass) */
+                return -1;                      /* not UTF-8 */
             if (c == 0xc2 && s[i + 1] < 0xa0) { /* C1 controls: escape */
                 snprintf(esc, sizeof esc, "\\x%02x", s[i + 1]);
                 put_str(out, esc);

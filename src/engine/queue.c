@@ -49,6 +49,8 @@ static void free_owned(engine *e)
     free(e->host);
     free(e->python_version);
     free(e->calltape_version);
+    free(e->sys_path0);
+    free(e->cwd);
     free(e->argv);
     free(e);
 }
@@ -65,6 +67,8 @@ engine *engine_new(const engine_options *o, char *err, size_t errlen)
     e->host = dup_str(o->host);
     e->python_version = dup_str(o->python_version);
     e->calltape_version = dup_str(o->calltape_version);
+    e->sys_path0 = dup_str(o->sys_path0);
+    e->cwd = dup_str(o->cwd);
     if (o->argv_len) {
         e->argv = malloc(o->argv_len);
         if (e->argv)
@@ -78,6 +82,8 @@ engine *engine_new(const engine_options *o, char *err, size_t errlen)
     e->opt.host = e->host;
     e->opt.python_version = e->python_version;
     e->opt.calltape_version = e->calltape_version;
+    e->opt.sys_path0 = e->sys_path0;
+    e->opt.cwd = e->cwd;
     e->opt.argv = e->argv;
     if (!e->opt.flush_interval_ns)
         e->opt.flush_interval_ns = DEFAULT_FLUSH_NS;

@@ -42,7 +42,7 @@ enum {
 
 static const char *const stmt_sql[NSTMT] = {
     [ST_SESSION] = "INSERT INTO sessions(start_ns, host, pid, ppid, parent, argv, python,"
-                   " calltape, mpi_rank) VALUES (?,?,?,?,?,?,?,?,?)",
+                   " calltape, mpi_rank, sys_path0, cwd) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
     [ST_SESSION_UPDATE] = "UPDATE sessions SET end_ns = max(coalesce(end_ns, 0), ?),"
                           " unencodable = unencodable + ?, pickled = pickled + ?,"
                           " redacted = redacted + ?, truncated = truncated + ?,"
@@ -101,13 +101,18 @@ static const char schema_v1[] =
 /* 2: newest-first searches walk segments by their last start, lazily */
 static const char schema_v2[] = "CREATE INDEX segments_by_start_max ON segments(start_max);";
 
+/* 3: where the recorded program found its modules (replay imports from there) */
+static const char schema_v3[] = "ALTER TABLE sessions ADD COLUMN sys_path0 TEXT;"
+                                "ALTER TABLE sessions ADD COLUMN cwd TEXT;";
+
 /* migrations[v] turns schema v into v + 1; index 0 creates the schema. */
-static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1, schema_v2};
+static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3};
 
 struct store {
     sqlite3 *db;
     sqlite3_stmt *st[NSTMT];
     int readonly;
+    int64_t version; /* the tape's schema version (a reader reads older ones as they are) */
     char err[256];
 };
 
@@ -237,9 +242,22 @@ store *store_open_write(const char *path, char *err, size_t errlen)
      * there, so retry for as long as the busy timeout. */
     for (int waited_ms = 0;; waited_ms += 10) {
         if (exec_sql(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL") == 0 &&
-            migrate(s, path) == 0)
+            migrate(s, path) == 0) {
+            s->version = CALLTAPE_SCHEMA_VERSION;
             break;
+        }
         int code = sqlite3_errcode(s->db) & 0xff;
+        if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT) {
+            snprintf(s->err, sizeof s->err,
+                     "%s is not a calltape tape (not an SQLite database or damaged: %s)", path,
+                     sqlite3_errmsg(s->db));
+            goto error;
+        }
+        if (code == SQLITE_READONLY || code == SQLITE_CANTOPEN || code == SQLITE_IOERR) {
+            snprintf(s->err, sizeof s->err, "cannot write the tape %s: %s", path,
+                     sqlite3_errmsg(s->db));
+            goto error;
+        }
         if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) || waited_ms >= BUSY_TIMEOUT_MS)
             goto error;
         struct timespec pause = {0, 10000000};
@@ -259,6 +277,90 @@ error:
     return NULL;
 }
 
+/* 1 when the folder holding `path` cannot be written (a read-only mount, or
+ * its permissions), so SQLite cannot create the -shm index a WAL reader needs. */
+static int folder_unwritable(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    if (n >= sizeof dir)
+        return 0;
+    if (slash && n == 0)
+        n = 1; /* "/tape.db" */
+    memcpy(dir, slash ? path : ".", slash ? n : 1);
+    dir[slash ? n : 1] = 0;
+    return access(dir, W_OK) != 0;
+}
+
+/* The size of `path` + `suffix`, or -1 when it does not exist. */
+static long long file_size(const char *path, const char *suffix)
+{
+    char name[4200];
+    struct stat sb;
+    snprintf(name, sizeof name, "%s%s", path, suffix);
+    return stat(name, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
+/* Writes "file:<path>?immutable=1" with the URI's special characters
+ * escaped.  Returns 0, or -1 when `out` is too small. */
+static int immutable_uri(const char *path, char *out, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t k = (size_t)snprintf(out, n, "file:");
+    for (const unsigned char *c = (const unsigned char *)path; *c; c++) {
+        if (k + 4 >= n)
+            return -1;
+        if (*c == '%' || *c == '?' || *c == '#' || *c <= ' ' || *c >= 0x7f) {
+            out[k++] = '%';
+            out[k++] = hex[*c >> 4];
+            out[k++] = hex[*c & 15];
+        } else {
+            out[k++] = (char)*c;
+        }
+    }
+    return (size_t)snprintf(out + k, n - k, "?immutable=1") < n - k ? 0 : -1;
+}
+
+/* Opens the tape read-only, as an immutable file when its folder is
+ * read-only and nothing waits in its write-ahead log (nobody can write
+ * there, and SQLite could not create the -shm index).  NULL with `err`. */
+static store *open_read_store(const char *path, char *err, size_t errlen)
+{
+    store *s = open_common(path, SQLITE_OPEN_READONLY, err, errlen);
+    if (!s)
+        return NULL;
+    if (check_header(s, path, &s->version) == 0)
+        return s;
+    int code = sqlite3_errcode(s->db) & 0xff;
+    if ((code != SQLITE_CANTOPEN && code != SQLITE_READONLY) || !folder_unwritable(path)) {
+        snprintf(err, errlen, "%s", s->err);
+        store_close(s);
+        return NULL;
+    }
+    store_close(s);
+    if (file_size(path, "-wal") > 0) {
+        snprintf(err, errlen,
+                 "cannot read %s: its folder is read-only and its write-ahead log %s-wal"
+                 " holds calls that SQLite reads only through an index file it cannot"
+                 " create there; copy the tape and its -wal file to a writable folder",
+                 path, path);
+        return NULL;
+    }
+    char uri[8400];
+    if (immutable_uri(path, uri, sizeof uri) < 0) {
+        snprintf(err, errlen, "cannot read %s: the path is too long", path);
+        return NULL;
+    }
+    s = open_common(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, err, errlen);
+    if (s && check_header(s, path, &s->version) < 0) {
+        snprintf(err, errlen, "%s", s->err);
+        store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
 store *store_open_read(const char *path, char *err, size_t errlen)
 {
     struct stat sb;
@@ -270,33 +372,53 @@ store *store_open_read(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s is not a file", path);
         return NULL;
     }
-    store *s = open_common(path, SQLITE_OPEN_READONLY, err, errlen);
+    store *s = open_read_store(path, err, errlen);
     if (!s)
         return NULL;
-    int64_t version = 0;
-    if (check_header(s, path, &version) < 0)
-        goto error;
-    if (version < 1) {
-        snprintf(s->err, sizeof s->err, "%s is not a calltape tape (empty database)", path);
-        goto error;
+    if (s->version < 1) {
+        snprintf(err, errlen, "%s is not a calltape tape (empty database)", path);
+        store_close(s);
+        return NULL;
     }
     /* every table there and its root page readable: a damaged schema or
      * root page is reported here rather than at the first search */
     if (exec_sql(s, "SELECT 1 FROM meta, sessions, threads, functions, segments, blobs"
                     " LIMIT 0") < 0) {
-        snprintf(s->err, sizeof s->err, "the tape %s is damaged: %s", path, sqlite3_errmsg(s->db));
-        goto error;
+        snprintf(err, errlen, "the tape %s is damaged: %s", path, sqlite3_errmsg(s->db));
+        store_close(s);
+        return NULL;
     }
-    /* Older formats differ only by indexes the migrations add, so they are
-     * read as they are (opening never modifies a tape); the next recording
-     * onto the tape upgrades it. */
+    /* Older formats differ by indexes and session columns the migrations
+     * add, so they are read as they are (opening never modifies a tape;
+     * store_version tells the reader which columns there are); the next
+     * recording onto the tape upgrades it. */
     /* a larger page cache for repeated searches (64 MiB) */
     exec_sql(s, "PRAGMA cache_size = -65536");
     return s;
-error:
-    snprintf(err, errlen, "%s", s->err);
+}
+
+int store_check_write(const char *path, char *err, size_t errlen)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (errno != ENOENT) {
+            snprintf(err, errlen, "cannot write the tape %s: %s", path, strerror(errno));
+            return -1;
+        }
+        if (folder_unwritable(path)) {
+            snprintf(err, errlen, "cannot write the tape %s: its folder is not writable (%s)", path,
+                     strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        snprintf(err, errlen, "cannot write the tape %s: it is not a file", path);
+        return -1;
+    }
+    store *s = store_open_write(path, err, errlen);
     store_close(s);
-    return NULL;
+    return s ? 0 : -1;
 }
 
 void store_close(store *s)
@@ -317,6 +439,11 @@ sqlite3 *store_db(store *s)
 const char *store_errmsg(store *s)
 {
     return s->err;
+}
+
+int64_t store_version(store *s)
+{
+    return s->version;
 }
 
 /* Runs a statement that returns no row (binding already done); resets it. */
@@ -372,6 +499,8 @@ int store_add_session(store *s, const store_session *ss, int64_t *id)
     bind_text(st, 8, ss->calltape_version, ss->calltape_version ? strlen(ss->calltape_version) : 0);
     if (ss->mpi_rank >= 0)
         sqlite3_bind_int64(st, 9, ss->mpi_rank);
+    bind_text(st, 10, ss->sys_path0, ss->sys_path0 ? strlen(ss->sys_path0) : 0);
+    bind_text(st, 11, ss->cwd, ss->cwd ? strlen(ss->cwd) : 0);
     if (run(s, ST_SESSION, "cannot add the session") < 0)
         return -1;
     *id = sqlite3_last_insert_rowid(s->db);

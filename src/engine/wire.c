@@ -53,93 +53,137 @@ void wbuf_release_heap(wbuf *b)
     b->on_heap = 0;
 }
 
-static const uint8_t *skip_at(const uint8_t *p, const uint8_t *end, int depth);
+/* ---- the tokenizer ------------------------------------------------------ */
 
-static const uint8_t *skip_sized(wreader *r)
+/* Reads varint n and n bytes: the slice into (*s, *n).  0, or -1 (bad). */
+static int tok_sized(wreader *r, const uint8_t **s, size_t *n)
 {
-    uint64_t n = wreader_varint(r);
+    uint64_t len = wreader_varint(r);
+    const uint8_t *p = r->bad ? NULL : wreader_take(r, len);
     if (r->bad)
-        return NULL;
-    wreader_take(r, n);
-    return r->bad ? NULL : r->p;
+        return -1;
+    *s = p;
+    *n = (size_t)len;
+    return 0;
 }
 
-static const uint8_t *skip_many(wreader *r, uint64_t count, int depth)
+const uint8_t *wire_next(const uint8_t *p, const uint8_t *end, wire_tok *t)
 {
-    const uint8_t *p = r->p;
-    for (uint64_t i = 0; i < count; i++) {
-        p = skip_at(p, r->end, depth + 1);
-        if (!p)
-            return NULL;
-    }
-    return p;
-}
-
-static const uint8_t *skip_at(const uint8_t *p, const uint8_t *end, int depth)
-{
-    if (depth > WIRE_MAX_DEPTH || p >= end)
+    if (p >= end)
         return NULL;
+    memset(t, 0, sizeof *t);
+    t->tag = *p;
     wreader r;
     wreader_init(&r, p + 1, (size_t)(end - p - 1));
-    switch (*p) {
+    switch (t->tag) {
     case WIRE_NONE:
     case WIRE_FALSE:
     case WIRE_TRUE:
     case WIRE_REDACTED:
-        return p + 1;
+        break;
     case WIRE_INT:
-        wreader_varint(&r);
-        return r.bad ? NULL : r.p;
-    case WIRE_FLOAT:
-        wreader_take(&r, 8);
-        return r.bad ? NULL : r.p;
+    case WIRE_REF:
+        t->u = wreader_varint(&r);
+        break;
+    case WIRE_FLOAT: {
+        const uint8_t *f = wreader_take(&r, 8);
+        if (f)
+            memcpy(&t->d, f, 8); /* the engine targets little-endian hosts */
+        break;
+    }
     case WIRE_BIGINT:
     case WIRE_STR:
     case WIRE_BYTES:
     case WIRE_PICKLE:
     case WIRE_BLOB_INLINE:
-        return skip_sized(&r);
+        tok_sized(&r, &t->s, &t->n);
+        break;
     case WIRE_CODEC:
-        if (!skip_sized(&r))
-            return NULL;
-        return skip_sized(&r);
-    case WIRE_BLOB:
-        wreader_take(&r, WIRE_HASH_BYTES);
-        wreader_varint(&r);
-        return r.bad ? NULL : r.p;
-    case WIRE_TRUNCATED:
-        if (!skip_sized(&r))
-            return NULL;
-        wreader_varint(&r);
-        return r.bad ? NULL : r.p;
     case WIRE_UNENCODABLE:
-        if (!skip_sized(&r))
-            return NULL;
-        return skip_sized(&r);
+        if (tok_sized(&r, &t->s, &t->n) == 0)
+            tok_sized(&r, &t->s2, &t->n2);
+        break;
+    case WIRE_GLOBAL:
+        if (tok_sized(&r, &t->s, &t->n) == 0)
+            tok_sized(&r, &t->s2, &t->n2);
+        break;
     case WIRE_EXCEPTION:
-        if (!skip_sized(&r) || !skip_sized(&r))
-            return NULL;
-        return skip_at(r.p, end, depth + 1);
+        if (tok_sized(&r, &t->s, &t->n) == 0)
+            tok_sized(&r, &t->s2, &t->n2);
+        t->children = 1; /* the frames */
+        break;
+    case WIRE_BLOB:
+        t->s = wreader_take(&r, WIRE_HASH_BYTES);
+        t->n = WIRE_HASH_BYTES;
+        t->u = wreader_varint(&r);
+        break;
+    case WIRE_TRUNCATED:
+        if (tok_sized(&r, &t->s, &t->n) == 0)
+            t->u = wreader_varint(&r);
+        break;
     case WIRE_DEFAULT:
-        return skip_at(r.p, end, depth + 1);
+        t->children = 1;
+        break;
     case WIRE_LIST:
     case WIRE_TUPLE:
     case WIRE_SET:
-    case WIRE_FROZENSET: {
-        uint64_t count = wreader_varint(&r);
-        if (r.bad || count > (uint64_t)(end - p))
-            return NULL;
-        return skip_many(&r, count, depth);
-    }
-    case WIRE_DICT: {
-        uint64_t count = wreader_varint(&r);
-        if (r.bad || count > (uint64_t)(end - p))
-            return NULL;
-        return skip_many(&r, count * 2, depth);
-    }
+    case WIRE_FROZENSET:
+    case WIRE_DICT:
+        t->u = wreader_varint(&r);
+        t->children = t->tag == WIRE_DICT ? 2 * t->u : t->u;
+        if (t->u > (uint64_t)(end - p))
+            r.bad = 1;
+        break;
+    case WIRE_OBJECT:
+        if (tok_sized(&r, &t->s, &t->n) < 0 || tok_sized(&r, &t->s2, &t->n2) < 0)
+            break;
+        t->kind = wreader_byte(&r);
+        t->u = wreader_varint(&r);
+        t->u2 = wreader_varint(&r);
+        if (t->kind > WIRE_KIND_MAX || t->u > (uint64_t)(end - p) || t->u2 > (uint64_t)(end - p))
+            r.bad = 1;
+        t->children = (uint64_t)wire_kind_has_contents(t->kind) + 2 * (t->u + t->u2);
+        break;
     default:
         return NULL;
     }
+    if (r.bad || t->children > (uint64_t)(end - r.p))
+        return NULL;
+    return r.p;
+}
+
+static const uint8_t *skip_at(const uint8_t *p, const uint8_t *end, int depth)
+{
+    wire_tok t;
+    if (depth > WIRE_MAX_DEPTH || !(p = wire_next(p, end, &t)))
+        return NULL;
+    for (uint64_t i = 0; i < t.children && p; i++)
+        p = skip_at(p, end, depth + 1);
+    return p;
+}
+
+/* Counts the memo indices of the value at *p (advanced past it);
+ * `contents`: it is the contents of an OBJECT, not memoized itself. */
+static int64_t memo_count_at(const uint8_t **p, const uint8_t *end, int depth, int contents)
+{
+    wire_tok t;
+    if (depth > WIRE_MAX_DEPTH || !(*p = wire_next(*p, end, &t)))
+        return -1;
+    int64_t n = wire_memoized(t.tag) && !contents;
+    int inner = t.tag == WIRE_OBJECT &&
+                (t.kind == WIRE_KIND_LIST || t.kind == WIRE_KIND_DICT || t.kind == WIRE_KIND_SET);
+    for (uint64_t i = 0; i < t.children; i++) {
+        int64_t k = memo_count_at(p, end, depth + 1, inner && i == 0);
+        if (k < 0)
+            return -1;
+        n += k;
+    }
+    return n;
+}
+
+int64_t wire_memo_count(const uint8_t *p, const uint8_t *end)
+{
+    return memo_count_at(&p, end, 0, 0);
 }
 
 const uint8_t *wire_skip(const uint8_t *p, const uint8_t *end)
@@ -204,186 +248,238 @@ static void pv_quoted(preview *pv, const uint8_t *s, size_t n, int is_bytes)
 
 static const uint8_t *pv_value(preview *pv, const uint8_t *p, const uint8_t *end, int depth);
 
-static const uint8_t *pv_items(preview *pv, wreader *r, const uint8_t *end, int depth,
-                               const char *open, const char *close, int pairs, int one_tuple)
+/* The `count` children at `p`, separated by ", " (pairs joined by `sep`). */
+static const uint8_t *pv_children(preview *pv, const uint8_t *p, const uint8_t *end, int depth,
+                                  uint64_t count, int pairs, const char *sep)
 {
-    uint64_t count = wreader_varint(r);
-    if (r->bad || count > (uint64_t)(end - r->p))
-        return NULL;
-    const uint8_t *p = r->p;
-    pv_str(pv, open);
-    for (uint64_t i = 0; i < count; i++) {
+    for (uint64_t i = 0; i < count && p; i++) {
         if (i)
             pv_put(pv, ", ", 2);
         p = pv_value(pv, p, end, depth + 1);
-        if (!p)
-            return NULL;
-        if (pairs) {
-            pv_put(pv, ": ", 2);
+        if (p && pairs) {
+            pv_str(pv, sep);
             p = pv_value(pv, p, end, depth + 1);
-            if (!p)
-                return NULL;
         }
     }
-    if (one_tuple && count == 1)
-        pv_put(pv, ",", 1);
-    pv_str(pv, close);
     return p;
+}
+
+/* The last dotted part of a qualname (Point for shop.Point). */
+static void pv_short_name(preview *pv, const uint8_t *s, size_t n)
+{
+    size_t at = n;
+    while (at > 0 && s[at - 1] != '.')
+        at--;
+    pv_put(pv, (const char *)s + at, n - at);
+}
+
+/* The contents of a REDUCE object: its reduce arguments, as in
+ * datetime(b'...', None). */
+static const uint8_t *pv_reduce_args(preview *pv, const uint8_t *p, const uint8_t *end, int depth)
+{
+    wire_tok c, args;
+    const uint8_t *q = wire_next(p, end, &c);
+    if (!q || c.tag != WIRE_TUPLE || c.u != 5)
+        return pv_value(pv, p, end, depth + 1);
+    q = skip_at(q, end, depth + 2); /* the callable */
+    const uint8_t *a = q ? wire_next(q, end, &args) : NULL;
+    if (!a || args.tag != WIRE_TUPLE || !pv_children(pv, a, end, depth + 2, args.u, 0, ""))
+        return NULL;
+    return skip_at(p, end, depth + 1);
+}
+
+/* An OBJECT: Name(contents, attr=value, ...); an enum member Name.MEMBER. */
+static const uint8_t *pv_object(preview *pv, const wire_tok *t, const uint8_t *p,
+                                const uint8_t *end, int depth)
+{
+    pv_short_name(pv, t->s2, t->n2);
+    if (t->kind == WIRE_KIND_ENUM && t->u == 1) { /* contents, then _name_ */
+        const uint8_t *q = skip_at(p, end, depth + 1);
+        wire_tok key, name;
+        const uint8_t *v = q ? wire_next(q, end, &key) : NULL;
+        if (v && wire_next(v, end, &name) && name.tag == WIRE_STR) {
+            pv_put(pv, ".", 1);
+            pv_put(pv, (const char *)name.s, name.n);
+            return skip_at(v, end, depth + 1);
+        }
+    }
+    pv_put(pv, "(", 1);
+    int first = 1;
+    if (wire_kind_has_contents(t->kind)) {
+        p = t->kind == WIRE_KIND_REDUCE ? pv_reduce_args(pv, p, end, depth)
+                                        : pv_value(pv, p, end, depth + 1);
+        first = 0;
+    }
+    for (uint64_t i = 0; p && i < t->u + t->u2; i++) {
+        wire_tok key;
+        const uint8_t *v = wire_next(p, end, &key);
+        if (!v || key.tag != WIRE_STR)
+            return NULL;
+        if (!first)
+            pv_put(pv, ", ", 2);
+        first = 0;
+        pv_put(pv, (const char *)key.s, key.n);
+        pv_put(pv, "=", 1);
+        p = pv_value(pv, v, end, depth + 1);
+    }
+    pv_put(pv, ")", 1);
+    return p;
+}
+
+static void pv_float(preview *pv, double d)
+{
+    char num[64];
+    if (isnan(d)) {
+        pv_str(pv, "nan");
+        return;
+    }
+    if (isinf(d)) {
+        pv_str(pv, d > 0 ? "inf" : "-inf");
+        return;
+    }
+    snprintf(num, sizeof num, "%.17g", d);
+    /* shortest form that round-trips, like Python's repr */
+    for (int prec = 1; prec <= 17; prec++) {
+        char tmp[64];
+        snprintf(tmp, sizeof tmp, "%.*g", prec, d);
+        if (strtod(tmp, NULL) == d) {
+            memcpy(num, tmp, sizeof tmp);
+            /* Python writes exponents only below 1e-4 and from 1e16 */
+            char sci[64];
+            snprintf(sci, sizeof sci, "%.*e", prec - 1, d);
+            int exp = atoi(strchr(sci, 'e') + 1);
+            if (exp < -4 || exp >= 16)
+                memcpy(num, sci, sizeof sci);
+            else if (strchr(num, 'e'))
+                snprintf(num, sizeof num, "%.*f", prec - 1 - exp > 0 ? prec - 1 - exp : 0, d);
+            break;
+        }
+    }
+    if (!strpbrk(num, ".eninf"))
+        strncat(num, ".0", sizeof num - strlen(num) - 1);
+    pv_str(pv, num);
+}
+
+/* Writes a token without children; returns 0, or -1 for a tag it does not
+ * render (or a malformed blob). */
+static int pv_atom(preview *pv, const wire_tok *t, int depth)
+{
+    char num[64];
+    switch (t->tag) {
+    case WIRE_NONE:
+        pv_str(pv, "None");
+        return 0;
+    case WIRE_FALSE:
+        pv_str(pv, "False");
+        return 0;
+    case WIRE_TRUE:
+        pv_str(pv, "True");
+        return 0;
+    case WIRE_INT:
+        snprintf(num, sizeof num, "%lld", (long long)unzigzag(t->u));
+        pv_str(pv, num);
+        return 0;
+    case WIRE_BIGINT:
+        snprintf(num, sizeof num, "<int of %zu bytes>", t->n);
+        pv_str(pv, num);
+        return 0;
+    case WIRE_FLOAT:
+        pv_float(pv, t->d);
+        return 0;
+    case WIRE_STR:
+    case WIRE_BYTES:
+        pv_quoted(pv, t->s, t->n, t->tag == WIRE_BYTES);
+        return 0;
+    case WIRE_PICKLE:
+        snprintf(num, sizeof num, "<pickled, %zu bytes>", t->n);
+        pv_str(pv, num);
+        return 0;
+    case WIRE_CODEC:
+        pv_put(pv, "<", 1);
+        pv_put(pv, (const char *)t->s, t->n);
+        snprintf(num, sizeof num, ", %zu bytes>", t->n2);
+        pv_str(pv, num);
+        return 0;
+    case WIRE_BLOB_INLINE:
+        return pv_value(pv, t->s, t->s + t->n, depth + 1) ? 0 : -1;
+    case WIRE_BLOB:
+        snprintf(num, sizeof num, "<stored value, %llu bytes>", (unsigned long long)t->u);
+        pv_str(pv, num);
+        return 0;
+    case WIRE_REDACTED:
+        pv_str(pv, "<redacted>");
+        return 0;
+    case WIRE_TRUNCATED:
+        pv_str(pv, "<truncated ");
+        pv_put(pv, (const char *)t->s, t->n);
+        snprintf(num, sizeof num, ", %llu bytes>", (unsigned long long)t->u);
+        pv_str(pv, num);
+        return 0;
+    case WIRE_UNENCODABLE:
+        pv_str(pv, "<unencodable ");
+        pv_put(pv, (const char *)t->s, t->n);
+        pv_put(pv, ": ", 2);
+        pv_put(pv, (const char *)t->s2, t->n2);
+        pv_put(pv, ">", 1);
+        return 0;
+    case WIRE_GLOBAL:
+        pv_put(pv, (const char *)t->s, t->n);
+        if (t->n2) {
+            pv_put(pv, ".", 1);
+            pv_put(pv, (const char *)t->s2, t->n2);
+        }
+        return 0;
+    case WIRE_REF:
+        pv_str(pv, "<the same object as before>");
+        return 0;
+    default:
+        return -1;
+    }
 }
 
 static const uint8_t *pv_value(preview *pv, const uint8_t *p, const uint8_t *end, int depth)
 {
-    if (depth > WIRE_MAX_DEPTH || p >= end)
-        return NULL;
-    const uint8_t *next = wire_skip(p, end);
-    if (!next)
+    wire_tok t;
+    const uint8_t *q;
+    if (depth > WIRE_MAX_DEPTH || !(q = wire_next(p, end, &t)))
         return NULL;
     if (pv->full)
-        return next;
-    wreader r;
-    wreader_init(&r, p + 1, (size_t)(end - p - 1));
-    char num[64];
-    switch (*p) {
-    case WIRE_NONE:
-        pv_str(pv, "None");
-        break;
-    case WIRE_FALSE:
-        pv_str(pv, "False");
-        break;
-    case WIRE_TRUE:
-        pv_str(pv, "True");
-        break;
-    case WIRE_INT:
-        snprintf(num, sizeof num, "%lld", (long long)unzigzag(wreader_varint(&r)));
-        pv_str(pv, num);
-        break;
-    case WIRE_BIGINT: {
-        uint64_t n = wreader_varint(&r);
-        snprintf(num, sizeof num, "<int of %llu bytes>", (unsigned long long)n);
-        pv_str(pv, num);
-        break;
-    }
-    case WIRE_FLOAT: {
-        double d;
-        memcpy(&d, wreader_take(&r, 8), 8);
-        if (isnan(d))
-            pv_str(pv, "nan");
-        else if (isinf(d))
-            pv_str(pv, d > 0 ? "inf" : "-inf");
-        else {
-            snprintf(num, sizeof num, "%.17g", d);
-            /* shortest form that round-trips, like Python's repr */
-            for (int prec = 1; prec <= 17; prec++) {
-                char tmp[64];
-                snprintf(tmp, sizeof tmp, "%.*g", prec, d);
-                if (strtod(tmp, NULL) == d) {
-                    memcpy(num, tmp, sizeof tmp);
-                    /* Python writes exponents only below 1e-4 and from 1e16 */
-                    char sci[64];
-                    snprintf(sci, sizeof sci, "%.*e", prec - 1, d);
-                    int exp = atoi(strchr(sci, 'e') + 1);
-                    if (exp < -4 || exp >= 16)
-                        memcpy(num, sci, sizeof sci);
-                    else if (strchr(num, 'e'))
-                        snprintf(num, sizeof num, "%.*f", prec - 1 - exp > 0 ? prec - 1 - exp : 0,
-                                 d);
-                    break;
-                }
-            }
-            if (!strpbrk(num, ".eninf"))
-                strncat(num, ".0", sizeof num - strlen(num) - 1);
-            pv_str(pv, num);
-        }
-        break;
-    }
-    case WIRE_STR:
-    case WIRE_BYTES: {
-        uint64_t n = wreader_varint(&r);
-        pv_quoted(pv, wreader_take(&r, n), (size_t)n, *p == WIRE_BYTES);
-        break;
-    }
+        return skip_at(p, end, depth);
+    switch (t.tag) {
     case WIRE_LIST:
-        return pv_items(pv, &r, end, depth, "[", "]", 0, 0) ? next : NULL;
-    case WIRE_TUPLE:
-        return pv_items(pv, &r, end, depth, "(", ")", 0, 1) ? next : NULL;
     case WIRE_SET:
-        return pv_items(pv, &r, end, depth, "{", "}", 0, 0) ? next : NULL;
+        pv_str(pv, t.tag == WIRE_LIST ? "[" : "{");
+        q = pv_children(pv, q, end, depth, t.u, 0, "");
+        pv_str(pv, t.tag == WIRE_LIST ? "]" : "}");
+        return q;
+    case WIRE_TUPLE:
+        pv_str(pv, "(");
+        q = pv_children(pv, q, end, depth, t.u, 0, "");
+        pv_str(pv, t.u == 1 ? ",)" : ")");
+        return q;
     case WIRE_FROZENSET:
-        return pv_items(pv, &r, end, depth, "frozenset({", "})", 0, 0) ? next : NULL;
+        pv_str(pv, "frozenset({");
+        q = pv_children(pv, q, end, depth, t.u, 0, "");
+        pv_str(pv, "})");
+        return q;
     case WIRE_DICT:
-        return pv_items(pv, &r, end, depth, "{", "}", 1, 0) ? next : NULL;
-    case WIRE_PICKLE: {
-        uint64_t n = wreader_varint(&r);
-        snprintf(num, sizeof num, "<pickled, %llu bytes>", (unsigned long long)n);
-        pv_str(pv, num);
-        break;
-    }
-    case WIRE_CODEC: {
-        uint64_t n = wreader_varint(&r);
-        const uint8_t *name = wreader_take(&r, n);
-        uint64_t size = wreader_varint(&r);
-        pv_put(pv, "<", 1);
-        pv_put(pv, (const char *)name, (size_t)n);
-        snprintf(num, sizeof num, ", %llu bytes>", (unsigned long long)size);
-        pv_str(pv, num);
-        break;
-    }
-    case WIRE_BLOB_INLINE: {
-        uint64_t n = wreader_varint(&r);
-        const uint8_t *inner = wreader_take(&r, n);
-        if (!pv_value(pv, inner, inner + n, depth + 1))
-            return NULL;
-        break;
-    }
-    case WIRE_BLOB: {
-        wreader_take(&r, WIRE_HASH_BYTES);
-        uint64_t size = wreader_varint(&r);
-        snprintf(num, sizeof num, "<stored value, %llu bytes>", (unsigned long long)size);
-        pv_str(pv, num);
-        break;
-    }
-    case WIRE_REDACTED:
-        pv_str(pv, "<redacted>");
-        break;
-    case WIRE_TRUNCATED: {
-        uint64_t n = wreader_varint(&r);
-        const uint8_t *name = wreader_take(&r, n);
-        uint64_t size = wreader_varint(&r);
-        pv_str(pv, "<truncated ");
-        pv_put(pv, (const char *)name, (size_t)n);
-        snprintf(num, sizeof num, ", %llu bytes>", (unsigned long long)size);
-        pv_str(pv, num);
-        break;
-    }
-    case WIRE_UNENCODABLE: {
-        uint64_t n = wreader_varint(&r);
-        const uint8_t *name = wreader_take(&r, n);
-        uint64_t m = wreader_varint(&r);
-        const uint8_t *why = wreader_take(&r, m);
-        pv_str(pv, "<unencodable ");
-        pv_put(pv, (const char *)name, (size_t)n);
-        pv_put(pv, ": ", 2);
-        pv_put(pv, (const char *)why, (size_t)m);
-        pv_put(pv, ">", 1);
-        break;
-    }
-    case WIRE_EXCEPTION: {
-        uint64_t n = wreader_varint(&r);
-        const uint8_t *name = wreader_take(&r, n);
-        uint64_t m = wreader_varint(&r);
-        const uint8_t *msg = wreader_take(&r, m);
-        pv_put(pv, (const char *)name, (size_t)n);
+        pv_str(pv, "{");
+        q = pv_children(pv, q, end, depth, t.u, 1, ": ");
+        pv_str(pv, "}");
+        return q;
+    case WIRE_EXCEPTION:
+        pv_put(pv, (const char *)t.s, t.n);
         pv_put(pv, "(", 1);
-        pv_quoted(pv, msg, (size_t)m, 0);
+        pv_quoted(pv, t.s2, t.n2, 0);
         pv_put(pv, ")", 1);
-        break;
-    }
+        return skip_at(q, end, depth + 1); /* the frames */
     case WIRE_DEFAULT:
-        return pv_value(pv, r.p, end, depth + 1) ? next : NULL;
+        return pv_value(pv, q, end, depth + 1);
+    case WIRE_OBJECT:
+        return pv_object(pv, &t, q, end, depth);
     default:
-        return NULL;
+        return pv_atom(pv, &t, depth) < 0 ? NULL : q;
     }
-    return next;
 }
 
 const uint8_t *wire_preview(const uint8_t *p, const uint8_t *end, wbuf *out, size_t limit)

@@ -74,6 +74,8 @@ static int ensure_store(engine *e)
             .calltape_version = e->calltape_version,
             .argv = e->argv,
             .argv_len = e->opt.argv_len,
+            .sys_path0 = e->sys_path0,
+            .cwd = e->cwd,
             .pid = getpid(),
             .ppid = getppid(),
             .parent_session = w->parent_session,

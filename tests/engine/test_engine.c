@@ -125,7 +125,7 @@ static void test_literals(void)
     wbuf_byte(&b, WIRE_TRUE);
     literal_of(&b, lit, sizeof lit);
     CHECK(strcmp(lit, "{frozenset(): {1}, 'k': True}") == 0);
-    /* no literal: a pickled value inside a list; a lone surrogate */
+    /* no literal: a pickled value inside a list; a STR that is not UTF-8 */
     b.len = 0;
     wbuf_byte(&b, WIRE_LIST);
     wbuf_varint(&b, 1);
@@ -133,9 +133,14 @@ static void test_literals(void)
     literal_of(&b, lit, sizeof lit);
     CHECK(lit[0] == 0);
     b.len = 0;
-    wire_tagged_bytes(&b, WIRE_STR, "\xed\xa0\x80", 3);
+    wire_tagged_bytes(&b, WIRE_STR, "\xff", 1);
     literal_of(&b, lit, sizeof lit);
     CHECK(lit[0] == 0);
+    /* a lone surrogate (kept by surrogatepass) is an escape */
+    b.len = 0;
+    wire_tagged_bytes(&b, WIRE_STR, "a\xed\xa0\x80", 4);
+    literal_of(&b, lit, sizeof lit);
+    CHECK(strcmp(lit, "'a\\ud800'") == 0);
     /* malformed: a list that promises more than it holds */
     b.len = 0;
     wbuf_byte(&b, WIRE_LIST);

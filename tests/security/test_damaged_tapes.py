@@ -59,7 +59,7 @@ def price(qty, unit, currency="EUR", *, discount=0.0, password=None):
             "exact": decimal.Decimal("1.25") * qty, "limit": LIMIT}
 
 
-@calltape.record
+@calltape.record(pickle=[Point])
 def shape(p, tags=frozenset({"a", "b"}), *args, **kwargs):
     return [p, fractions.Fraction(qty_of(p), 3), args, kwargs, {1, 2, 3}, (None, True, b"\\x00")]
 

@@ -29,7 +29,7 @@ class Secret:
         self.n = n
 
 
-@calltape.record
+@calltape.record(pickle=[fractions.Fraction])
 def f(label, ratio, lock, pair_key):
     return label
 

@@ -59,6 +59,34 @@ typedef struct ct_energy {
     ct_energy_counter pkg, dram;
 } ct_energy;
 
+/* How instances of one type are captured (objects.c), decided once. */
+enum ct_how {
+    CT_BY_UNDECIDED = 0,
+    CT_BY_CODEC,
+    CT_BY_PICKLE,
+    CT_BY_NDARRAY,
+    CT_BY_OBJECT,
+    CT_BY_REFUSE,
+};
+
+typedef struct ct_typeinfo {
+    PyTypeObject *tp; /* the key, borrowed; NULL: a free slot */
+    PyObject *alive;  /* weak reference to tp (heap types), else NULL */
+    uint8_t how;      /* enum ct_how */
+    uint8_t kind;     /* CT_BY_OBJECT: an enum wire_kind */
+    PyObject *codec;  /* CT_BY_CODEC: (name, encode, decode) */
+    uint8_t *header;  /* varint n + module, varint n + qualname */
+    size_t header_len;
+    struct PyMemberDef **slots; /* the __slots__ of its Python classes */
+    size_t nslots;
+} ct_typeinfo;
+
+/* Open-addressing table of ct_typeinfo keyed by type pointer. */
+typedef struct ct_typecache {
+    ct_typeinfo *v;
+    size_t cap, n;
+} ct_typecache;
+
 typedef struct ct_state {
     PyTypeObject *Recorder_type;
     PyTypeObject *Pending_type;
@@ -73,16 +101,18 @@ typedef struct ct_state {
     PyTypeObject *RestrictedUnpickler_type;
     PyTypeObject *Replayer_type;
     PyTypeObject *Monitor_type;
-    PyObject *module;         /* borrowed: the module owns the state */
-    PyObject *codecs;         /* dict: type -> (name, encode, decode) */
-    PyObject *codec_decoders; /* dict: name -> decode */
-    PyObject *codec_cache;    /* dict: type -> (name, encode) or None */
+    PyObject *module;           /* borrowed: the module owns the state */
+    PyObject *codecs;           /* dict: type -> (name, encode, decode) */
+    PyObject *codec_decoders;   /* dict: name -> decode */
+    ct_typecache types;         /* how each type seen is captured (objects.c) */
+    PyObject *pickle_types;     /* set of types to pickle (configure(pickle=)), or NULL */
+    destructor subtype_dealloc; /* tp_dealloc of every class defined in Python */
     PyObject *pickle_dumps, *pickle_loads, *pickle_Unpickler, *bytes_io;
-    PyObject *current_allow; /* borrowed: allowlist of the load running now */
-    PyObject *np_load;       /* numpy.load, imported on first ndarray rebuilt */
-    PyObject *dt_datetime;   /* datetime.datetime */
-    PyObject *dt_timedelta;  /* datetime.timedelta */
-    PyObject *dt_epoch;      /* datetime(1970, 1, 1, tzinfo=timezone.utc) */
+    Py_ssize_t unpickler_rules_offset; /* where a RestrictedUnpickler keeps its rules */
+    PyObject *np_load;                 /* numpy.load, imported on first ndarray rebuilt */
+    PyObject *dt_datetime;             /* datetime.datetime */
+    PyObject *dt_timedelta;            /* datetime.timedelta */
+    PyObject *dt_epoch;                /* datetime(1970, 1, 1, tzinfo=timezone.utc) */
     PyObject *protocol5;
     PyObject *redact_exact;    /* frozenset of lower-case names */
     PyObject *redact_patterns; /* tuple of lower-case glob patterns */
@@ -140,10 +170,41 @@ int ct_energy_read(const ct_energy *en, uint64_t *pkg, uint64_t *dram);
 uint64_t ct_energy_delta(const ct_energy_counter *c, uint64_t start, uint64_t end);
 
 /* capture.c */
+
+/* Which names are secrets: the built-in and configured names (when
+ * use_default) and the extra exact names and glob patterns of one capture
+ * path (lower-case; NULL for none). */
+typedef struct ct_redact {
+    PyObject *exact;    /* frozenset of str, or NULL */
+    PyObject *patterns; /* tuple of str, or NULL */
+    int use_default;
+} ct_redact;
+
+/* The objects of one group of values encoded together (the arguments of a
+ * call, its result, ...), by memo index (engine.h, "Identity"): strong
+ * references, and a hash index once there are many. */
+typedef struct ct_memo {
+    PyObject **objs;
+    uint8_t *open; /* per index: 1 while its contents are being written */
+    size_t n, cap;
+    uint32_t *table; /* index + 1 by object address; 0: empty */
+    size_t tcap;
+} ct_memo;
+/* Starts an empty memo (no allocation until an object is added). */
+#define CT_MEMO_START(m)                                                                           \
+    ((m)->objs = NULL, (m)->open = NULL, (m)->n = (m)->cap = 0, (m)->table = NULL, (m)->tcap = 0)
+/* Releases the references and memory of `m`. */
+void ct_memo_free(ct_memo *m);
+
 typedef struct ct_capture {
     ct_state *st;
-    Py_ssize_t limit; /* max encoded bytes of one top-level value */
-    int top;          /* top-level values may go to the blob store */
+    Py_ssize_t limit;        /* max encoded bytes of one top-level value */
+    int top;                 /* top-level values may go to the blob store */
+    const ct_redact *redact; /* the values of dict keys that name secrets are
+                                REDACTED at any depth; NULL: none */
+    ct_memo *memo;           /* the group's memo; NULL: each value is a group */
+    PyObject *pickle;        /* tuple of types to pickle (record(pickle=)), or NULL */
+    size_t top_start;        /* where the top-level value being written starts */
 } ct_capture;
 /* Encodes `v` as one wire value onto `b`.  Never raises: failures become
  * UNENCODABLE or TRUNCATED markers and are counted.  Returns 0, or -1 when
@@ -204,11 +265,27 @@ static inline void ct_put_redacted(ct_state *st, wbuf *b)
     st->counters_dirty = 1;
 }
 
+/* The types `types` (a type or an iterable of types) as a new tuple, or
+ * NULL with TypeError naming `option`. */
+PyObject *ct_type_tuple(PyObject *types, const char *option);
+
 /* Encodes an exception (type, message, frames) as a WIRE_EXCEPTION. */
 void ct_capture_exception(ct_state *st, wbuf *b, PyObject *exc);
-/* 1 when the parameter name should be redacted under (extra, use_default). */
-int ct_should_redact(ct_state *st, PyObject *name, PyObject *extra_exact, PyObject *extra_patterns,
-                     int use_default);
+/* 1 when `name` (a parameter, a keyword, a dict key, a local or a global)
+ * names a secret under the rules `rd`; 0 otherwise, also for a non-str.
+ * Runs no code of the program (str subclasses are read as str).  Never
+ * raises. */
+int ct_should_redact(ct_state *st, PyObject *name, const ct_redact *rd);
+/* The rules `rd` when some name can match them, else NULL (nothing to
+ * check inside values). */
+static inline const ct_redact *ct_redact_active(const ct_state *st, const ct_redact *rd)
+{
+    int configured = st->redact_default || (st->redact_exact && PySet_GET_SIZE(st->redact_exact)) ||
+                     (st->redact_patterns && PyTuple_GET_SIZE(st->redact_patterns));
+    int extra = (rd->exact && PySet_GET_SIZE(rd->exact)) ||
+                (rd->patterns && PyTuple_GET_SIZE(rd->patterns));
+    return extra || (rd->use_default && configured) ? rd : NULL;
+}
 
 /* Splits an iterable of names into a frozenset of exact lower-case names
  * and a tuple of lower-case glob patterns (new references).  Returns 0, or
@@ -226,23 +303,63 @@ static inline PyObject *ct_marker_type(const ct_state *st, const char *name)
  * message is "<prefix>: <the original message>" (prefix may be NULL), with
  * the original as its __cause__.  A pending TapeError is always turned;
  * with `any`, so is any other Exception except RefusedGlobal (a refusal,
- * not damage) and MemoryError; everything else (KeyboardInterrupt, ...)
- * stays pending as it was.  With nothing pending, sets TapeError(prefix).
- * Returns NULL. */
+ * not damage), ImportError (a module not installed here) and MemoryError;
+ * everything else (KeyboardInterrupt, ...) stays pending as it was.  With nothing pending, sets
+ * TapeError(prefix). Returns NULL. */
 PyObject *ct_damage(ct_state *st, int any, PyObject *prefix);
 
 /* rebuild.c */
 typedef struct ct_rebuild {
     ct_state *st;
     int trust;
-    PyObject *allow;       /* tuple of module prefixes */
+    PyObject *allow;       /* tuple of allowed names: modules or module.name */
     PyObject *blob_loader; /* callable(hash bytes) -> bytes, or NULL */
+    PyObject *memo;        /* list: the group's objects by memo index (None:
+                              reserved); NULL: each value is a group */
 } ct_rebuild;
 /* Decodes one value at *p (advancing it).  New reference, or NULL with an
  * exception set (TapeError for malformed bytes, UnpicklingError naming a
  * refused global). */
 PyObject *ct_rebuild_value(ct_rebuild *r, const uint8_t **p, const uint8_t *end);
-PyObject *ct_restricted_unpickler_spec_type(PyObject *module, PyObject *base);
+/* Decodes the value at rd (one nested at `depth`) with r->memo set.  New
+ * reference, or NULL with an exception. */
+PyObject *ct_rebuild_nested(ct_rebuild *r, wreader *rd, int depth);
+
+/* rebuild_object.c: after the tag byte of an OBJECT, GLOBAL or REF.  New
+ * reference, or NULL with an exception (TapeError when malformed,
+ * RefusedGlobal for a name not allowed). */
+PyObject *ct_rebuild_object(ct_rebuild *r, wreader *rd, int depth);
+PyObject *ct_rebuild_global(ct_rebuild *r, wreader *rd);
+PyObject *ct_rebuild_ref(ct_rebuild *r, wreader *rd);
+/* Gives `v` (NULL: reserved for now, filled later) the next memo index.
+ * 0, or -1 with an exception. */
+int ct_rebuild_memo_push(ct_rebuild *r, PyObject *v, Py_ssize_t *index);
+
+/* A session's argv (a wire LIST) as a list of str, without rebuilding
+ * anything: a STR item is its text, any other its preview.  New
+ * reference, or NULL with TapeError when malformed. */
+PyObject *ct_rebuild_texts(ct_state *st, const uint8_t *p, size_t n);
+
+/* allow.c */
+/* The object a tape value names as `module`.`name`, when the rules of `r`
+ * allow it (new reference): a name on the built-in list of data types or
+ * on r->allow, or an object defined in an allowed module and reached from
+ * it through classes only; anything with r->trust.  NULL with RefusedGlobal
+ * naming the global when refused, or the ImportError or AttributeError of an
+ * allowed one that cannot be found here. */
+PyObject *ct_allow_resolve(const ct_rebuild *r, const char *module, const char *name);
+/* 1 when `obj` is one of the built-in list of data types and pure
+ * functions (by its __module__ and __qualname__): what a recorded reduce
+ * may call.  Never raises. */
+int ct_allow_is_safe(PyObject *obj);
+/* Loads pickle bytes under the rules of `r` (pickle.loads when trusted).
+ * New reference, or NULL with the unpickler's exception (RefusedGlobal for
+ * a refused global). */
+PyObject *ct_unpickle(const ct_rebuild *r, const uint8_t *p, size_t n);
+/* Creates the RestrictedUnpickler type, a subclass of `base`
+ * (pickle.Unpickler) whose instances keep their rules at *offset.  New
+ * reference, or NULL with an exception set. */
+PyObject *ct_restricted_unpickler_type(PyObject *module, PyObject *base, Py_ssize_t *offset);
 
 /* compare.c */
 /* Compares a recorded value with a replayed one (rules in compare.c).
@@ -265,11 +382,36 @@ PyObject *ct_decode_py(PyObject *module, PyObject *args, PyObject *kw);
 /* literal(value) -> Python source evaluating to an equal value, or None. */
 PyObject *ct_literal_py(PyObject *module, PyObject *v);
 
-/* replay.c */
-/* resolve(module, qualname) -> the function replay would call (imported,
- * @calltape.record, classmethod and staticmethod unwrapped), or LookupError
- * with the reason it cannot be found. */
-PyObject *ct_resolve_py(PyObject *module, PyObject *args);
+/* tape.c */
+/* check_writable(path) -> None when a recording could write the tape at
+ * `path` (see store_check_write), else TapeError with the reason. */
+PyObject *ct_check_writable_py(PyObject *module, PyObject *path);
+
+/* resolve.c */
+/* What replay calls for a recorded module + qualname, found as the recorded
+ * program found it (see resolve.c; `file`, the recorded source file or
+ * NULL, finds a script run as __main__): a new tuple indexed by CT_R_*
+ * (the callable, wrapped in a Recorder writing to `record_tape` when that
+ * is not NULL; its KIND_*; the function or None; its varnames or None; for
+ * __main__ the script's module, else None), or a new str saying why it
+ * cannot be replayed, or NULL with an exception (memory, KeyboardInterrupt). */
+enum { CT_R_CALLABLE, CT_R_KIND, CT_R_FN, CT_R_NAMES, CT_R_MAIN, CT_R_SIZE };
+PyObject *ct_resolve(ct_state *st, PyObject *record_tape, PyObject *module, PyObject *qualname,
+                     PyObject *file);
+/* resolve(module, qualname, file=None) -> the function replay would call
+ * (imported, @calltape.record, classmethod and staticmethod unwrapped), or
+ * LookupError with the reason it cannot be found. */
+PyObject *ct_resolve_py(PyObject *module, PyObject *args, PyObject *kw);
+/* push_import_path(folders) -> the list of those folders that were not on
+ * sys.path and are now in front of it, in the order given. */
+PyObject *ct_import_path_push_py(PyObject *module, PyObject *folders);
+/* pop_import_path(added): takes out of sys.path what push_import_path
+ * added.  Keeps a pending exception (then returns NULL). */
+PyObject *ct_import_path_pop_py(PyObject *module, PyObject *added);
+/* recorded_folders(sessions, *, current=True) -> the sys_path0 and cwd of
+ * each session, then (when `current`) the current folder, each once: where
+ * replay imports from. */
+PyObject *ct_recorded_folders_py(PyObject *module, PyObject *args, PyObject *kw);
 
 /* recorder.c / pending.c / replay.c */
 extern PyType_Spec Replayer_spec;

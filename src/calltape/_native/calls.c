@@ -308,8 +308,9 @@ static int select_energy(ct_calls *c, PyObject *energy)
     return 0;
 }
 
-/* The recorded value of argument `name`, rebuilt alone (new reference);
- * NULL without an exception when the call has no such argument. */
+/* The recorded value of argument `name`, rebuilt alone, or with the
+ * arguments before it when it refers to one of them (new reference); NULL
+ * without an exception when the call has no such argument. */
 static PyObject *rebuild_arg(ct_call *c, PyObject *name)
 {
     if (c->rebuilt)
@@ -331,14 +332,26 @@ static PyObject *rebuild_arg(ct_call *c, PyObject *name)
         PyErr_Clear(); /* a non-str key: no such argument */
     }
     const uint8_t *p = c->data, *end = c->data + c->args_len;
-    for (Py_ssize_t i = 0; i < index && p && p < end; i++)
-        p = wire_skip(p, end);
-    if (index >= 0 && !p)
+    const uint8_t *at = p;
+    for (Py_ssize_t i = 0; i < index && at && at < end; i++)
+        at = wire_skip(at, end);
+    if (index >= 0 && !at)
         return ct_tape_damaged(c->tape, 0, "call %lld (%U), its arguments cannot be decoded",
                                (long long)c->id, c->fn->full);
-    if (index < 0 || p >= end)
+    if (index < 0 || at >= end)
         return NULL;
-    PyObject *v = ct_tape_rebuild(c->tape, &p, end);
+    PyObject *v = ct_tape_rebuild(c->tape, &at, end, NULL);
+    if (!v && index > 0) {
+        /* it may refer to an earlier argument: rebuild them too, as one group */
+        PyErr_Clear();
+        PyObject *memo = PyList_New(0);
+        for (Py_ssize_t i = 0; memo && i <= index; i++) {
+            Py_XSETREF(v, ct_tape_rebuild(c->tape, &p, end, memo));
+            if (!v)
+                break;
+        }
+        Py_XDECREF(memo);
+    }
     if (!v)
         ct_tape_damaged(c->tape, 0, "call %lld (%U), its argument %U", (long long)c->id,
                         c->fn->full, name);

@@ -1,309 +1,273 @@
 /*
- * capture.c - Python objects to tape values (the wire format of engine.h).
+ * capture.c - Python values to tape values (the wire format of engine.h):
+ * the built-in data types, containers, identity between values, and the
+ * rules of a top-level value (its size limit, the blob store).
  *
- * Exact built-in types take C fast paths; other types go through the codec
- * registry (nearest registered base class wins, cached per type), the
- * built-in numpy codec (.npy bytes straight from the buffer protocol,
- * without importing numpy), then pickle protocol 5.  Nothing here raises
- * into the caller: a value that cannot be encoded becomes UNENCODABLE, one
- * over the size limit TRUNCATED, and both are counted.
+ * Exact built-in types take C fast paths; every other value is left to
+ * objects.c, which decides per type.  Nothing here raises into the caller:
+ * a value that cannot be encoded becomes UNENCODABLE, one over the size
+ * limit TRUNCATED, and both are counted.  Encoding stops as soon as the
+ * limit is passed, and nesting is bounded, so a value costs at most its
+ * budget whatever the size of the object graph behind it.
  *
- * Invariants: a failed encoding rewinds the buffer to where the value
- * started, so the output is always a sequence of whole values; any
- * exception raised by user code (a codec, __reduce__, sanitize) is cleared
- * here after being turned into a marker.
+ * Invariants: a failed encoding rewinds the buffer (and the memo) to where
+ * the value started, so the output is always a sequence of whole values and
+ * the memo describes exactly what was written; containers are read from
+ * their own storage (PyList_GET_ITEM, PyDict_Next, set's C iterator), never
+ * through a method a subclass may override; an exception raised by user
+ * code (a codec, an opted-in pickle, sanitize) is cleared here after being
+ * turned into a marker, except that a KeyboardInterrupt is raised again at
+ * the program's next bytecode.
  */
-#include "binding.h"
+#include "capture.h"
 
-#include <fnmatch.h>
+#include <signal.h>
 
-static const char *const default_secret_names[] = {
-    "password",      "passwd", "secret",     "token",       "api_key", "apikey",
-    "authorization", "cookie", "credential", "private_key", NULL};
+/* ---- identity: the memo of a group of values ------------------------------ */
 
-int ct_should_redact(ct_state *st, PyObject *name, PyObject *extra_exact, PyObject *extra_patterns,
-                     int use_default)
+void ct_memo_free(ct_memo *m)
 {
-    PyObject *lower = PyObject_CallMethod(name, "lower", NULL);
-    if (!lower) {
-        PyErr_Clear();
+    for (size_t i = 0; i < m->n; i++)
+        Py_DECREF(m->objs[i]);
+    PyMem_Free(m->objs);
+    PyMem_Free(m->open);
+    PyMem_Free(m->table);
+    CT_MEMO_START(m);
+}
+
+static size_t memo_hash(const ct_memo *m, const PyObject *v)
+{
+    uintptr_t h = (uintptr_t)v >> 4;
+    return (size_t)((h ^ (h >> 15)) * 0x9E3779B97F4A7C15ull) & (m->tcap - 1);
+}
+
+static void memo_index(ct_memo *m, size_t i)
+{
+    size_t j = memo_hash(m, m->objs[i]);
+    while (m->table[j])
+        j = (j + 1) & (m->tcap - 1);
+    m->table[j] = (uint32_t)(i + 1);
+}
+
+/* Rebuilds the hash index for the first m->n objects (tcap slots). */
+static int memo_reindex(ct_memo *m, size_t tcap)
+{
+    uint32_t *t = PyMem_Calloc(tcap, sizeof *t);
+    if (!t)
+        return -1;
+    PyMem_Free(m->table);
+    m->table = t;
+    m->tcap = tcap;
+    for (size_t i = 0; i < m->n; i++)
+        memo_index(m, i);
+    return 0;
+}
+
+/* Forgets the objects from index `n` on (a value that was rewound). */
+static void memo_rollback(ct_memo *m, size_t n)
+{
+    if (n >= m->n)
+        return;
+    for (size_t i = n; i < m->n; i++)
+        Py_DECREF(m->objs[i]);
+    m->n = n;
+    if (m->table && memo_reindex(m, m->tcap) < 0) {
+        PyMem_Free(m->table); /* no memory: fall back to scanning */
+        m->table = NULL;
+        m->tcap = 0;
+    }
+}
+
+int ct_memo_find(ct_capture *c, PyObject *v, size_t *index)
+{
+    ct_memo *m = c->memo;
+    if (!m || !m->n)
+        return 0;
+    if (!m->table) {
+        for (size_t i = 0; i < m->n; i++)
+            if (m->objs[i] == v) {
+                *index = i;
+                return 1;
+            }
         return 0;
     }
-    const char *s = PyUnicode_AsUTF8(lower);
-    int hit = 0;
-    if (!s) {
-        PyErr_Clear();
-        goto done;
-    }
-    if (use_default && st->redact_default) {
-        for (int i = 0; default_secret_names[i] && !hit; i++)
-            hit = strcmp(s, default_secret_names[i]) == 0;
-    }
-    PyObject *sets[2] = {st->redact_exact, extra_exact};
-    for (int k = 0; k < 2 && !hit; k++) {
-        if (sets[k] && sets[k] != Py_None && (k == 1 || use_default))
-            hit = PySet_Contains(sets[k], lower) == 1;
-    }
-    PyObject *pats[2] = {st->redact_patterns, extra_patterns};
-    for (int k = 0; k < 2 && !hit; k++) {
-        if (!pats[k] || pats[k] == Py_None || (k == 0 && !use_default))
-            continue;
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pats[k]) && !hit; i++) {
-            const char *pat = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pats[k], i));
-            hit = pat && fnmatch(pat, s, 0) == 0;
+    for (size_t j = memo_hash(m, v); m->table[j]; j = (j + 1) & (m->tcap - 1))
+        if (m->objs[m->table[j] - 1] == v) {
+            *index = m->table[j] - 1;
+            return 1;
         }
-    }
-    PyErr_Clear();
-done:
-    Py_DECREF(lower);
-    return hit;
-}
-
-int ct_split_redact(PyObject *names, PyObject **exact, PyObject **patterns)
-{
-    PyObject *ex = PySet_New(NULL), *pats = PyList_New(0), *it = NULL, *item = NULL;
-    if (PyUnicode_Check(names)) {
-        PyErr_SetString(PyExc_TypeError, "redact must be a list of parameter names, not a str");
-        goto error;
-    }
-    if (!ex || !pats || !(it = PyObject_GetIter(names)))
-        goto error;
-    while ((item = PyIter_Next(it))) {
-        if (!PyUnicode_Check(item)) {
-            PyErr_Format(PyExc_TypeError, "redact names must be str, not %.100s",
-                         Py_TYPE(item)->tp_name);
-            goto error;
-        }
-        PyObject *lower = PyObject_CallMethod(item, "lower", NULL);
-        if (!lower)
-            goto error;
-        const char *s = PyUnicode_AsUTF8(lower);
-        int rc = s && strpbrk(s, "*?[") ? PyList_Append(pats, lower) : PySet_Add(ex, lower);
-        Py_DECREF(lower);
-        if (!s || rc < 0)
-            goto error;
-        Py_CLEAR(item);
-    }
-    if (PyErr_Occurred())
-        goto error;
-    Py_DECREF(it);
-    *exact = PyFrozenSet_New(ex);
-    Py_DECREF(ex);
-    *patterns = PyList_AsTuple(pats);
-    Py_DECREF(pats);
-    if (!*exact || !*patterns) {
-        Py_CLEAR(*exact);
-        Py_CLEAR(*patterns);
-        return -1;
-    }
     return 0;
-error:
-    Py_XDECREF(item);
-    Py_XDECREF(it);
-    Py_XDECREF(ex);
-    Py_XDECREF(pats);
-    return -1;
 }
 
-static void put_text(wbuf *b, const char *s, size_t n)
+int ct_memo_add(ct_capture *c, PyObject *v, int open, size_t *index)
 {
-    wbuf_varint(b, n);
-    wbuf_put(b, s, n);
+    ct_memo *m = c->memo;
+    if (!m)
+        return 0;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? 2 * m->cap : 8;
+        PyObject **objs = PyMem_Realloc(m->objs, cap * sizeof *objs);
+        if (objs)
+            m->objs = objs;
+        uint8_t *o = objs ? PyMem_Realloc(m->open, cap) : NULL;
+        if (!o)
+            return -1;
+        m->open = o;
+        m->cap = cap;
+    }
+    *index = m->n;
+    m->objs[m->n] = Py_NewRef(v);
+    m->open[m->n] = (uint8_t)open;
+    m->n++;
+    if (m->n > 16 && m->n * 2 > m->tcap)
+        return memo_reindex(m, m->tcap ? 2 * m->tcap : 64);
+    if (m->table)
+        memo_index(m, m->n - 1);
+    return 0;
 }
 
-static void put_unencodable(ct_state *st, wbuf *b, PyObject *v, const char *why)
+void ct_memo_close(ct_capture *c, size_t index)
 {
-    const char *tname = Py_TYPE(v)->tp_name;
-    char reason[CT_PREVIEW_LIMIT + 1];
-    snprintf(reason, sizeof reason, "%s", why);
-    wbuf_byte(b, WIRE_UNENCODABLE);
-    put_text(b, tname, strlen(tname));
-    put_text(b, reason, strlen(reason));
-    st->counters[CT_UNENCODABLE]++;
-    st->counters_dirty = 1;
+    if (c->memo && index < c->memo->n)
+        c->memo->open[index] = 0;
 }
 
-/* Builds the reason of an UNENCODABLE marker from the pending exception
- * (cleared) and a bounded repr of the value. */
+int ct_put_ref(ct_capture *c, wbuf *b, size_t index)
+{
+    ct_memo *m = c->memo;
+    if (m->open[index]) {
+        ct_put_unencodable(c->st, b, Py_TYPE(m->objs[index])->tp_name,
+                           "a cycle back into a value whose contents are built first");
+        return 0;
+    }
+    wbuf_byte(b, WIRE_REF);
+    wbuf_varint(b, m->n - index);
+    return 0;
+}
+
+/* ---- markers ------------------------------------------------------------ */
+
+/* Turns the pending exception (cleared) into an UNENCODABLE marker for `v`.
+ * A KeyboardInterrupt is the program's: it is raised again at its next
+ * bytecode. */
 static void unencodable_from_error(ct_state *st, wbuf *b, PyObject *v)
 {
     char why[CT_PREVIEW_LIMIT + 1] = "";
     PyObject *exc = ct_fetch_exc();
-    PyObject *text = exc ? PyObject_Str(exc) : NULL;
+    PyObject *text = exc ? PyObject_Str(exc) : NULL; /* checks signals: before re-arming */
     const char *msg = text ? PyUnicode_AsUTF8(text) : NULL;
     PyErr_Clear();
-    PyObject *r = PyObject_Repr(v);
-    const char *rs = r ? PyUnicode_AsUTF8(r) : NULL;
-    PyErr_Clear();
-    snprintf(why, sizeof why, "%s%s%.120s", msg ? msg : "cannot encode", rs ? "; repr: " : "",
-             rs ? rs : "");
-    Py_XDECREF(r);
+    snprintf(why, sizeof why, "%s: %s", exc ? Py_TYPE(exc)->tp_name : "error",
+             msg ? msg : "cannot encode");
+    int interrupted = exc && PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
     Py_XDECREF(text);
     Py_XDECREF(exc);
-    put_unencodable(st, b, v, why);
+    ct_put_unencodable(st, b, Py_TYPE(v)->tp_name, why);
+    if (interrupted)
+        PyErr_SetInterruptEx(SIGINT);
 }
 
-static const char *npy_descr(const char *fmt, Py_ssize_t itemsize, char out[8])
+/* ---- built-in values ------------------------------------------------------ */
+
+static int capture_at(ct_capture *c, wbuf *b, PyObject *v, int depth);
+
+int ct_capture_nested(ct_capture *c, wbuf *b, PyObject *v, int depth)
 {
-    char order = '<';
-    if (*fmt == '<' || *fmt == '=' || *fmt == '@')
-        fmt++;
-    else if (*fmt == '>' || *fmt == '!') {
-        order = '>';
-        fmt++;
-    }
-    char kind;
-    if (strcmp(fmt, "?") == 0)
-        kind = 'b';
-    else if (strchr("bhilq", *fmt) && fmt[1] == 0)
-        kind = 'i';
-    else if (strchr("BHILQ", *fmt) && fmt[1] == 0)
-        kind = 'u';
-    else if (strchr("efd", *fmt) && fmt[1] == 0)
-        kind = 'f';
-    else if (fmt[0] == 'Z' && strchr("fd", fmt[1]) && fmt[2] == 0)
-        kind = 'c';
-    else
-        return NULL;
-    if (itemsize == 1)
-        order = '|';
-    snprintf(out, 8, "%c%c%d", order, kind, (int)itemsize);
-    return out;
+    return capture_at(c, b, v, depth);
 }
 
-/* The built-in numpy codec: 0 done, 1 not applicable (use pickle). */
-static int capture_ndarray(wbuf *b, PyObject *v)
+/* Room left under the limit of the top-level value being written. */
+static Py_ssize_t room(const ct_capture *c, const wbuf *b)
 {
-    Py_buffer view;
-    if (PyObject_GetBuffer(v, &view, PyBUF_RECORDS_RO) < 0) {
-        PyErr_Clear();
-        return 1;
-    }
-    int fortran = 0;
-    char descr[8];
-    if (!PyBuffer_IsContiguous(&view, 'C')) {
-        if (!PyBuffer_IsContiguous(&view, 'F'))
-            goto not_mine;
-        fortran = 1;
-    }
-    if (!view.format || !npy_descr(view.format, view.itemsize, descr))
-        goto not_mine;
-    char header[512];
-    int n = snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': %s, 'shape': (",
-                     descr, fortran ? "True" : "False");
-    for (int i = 0; i < view.ndim && n < 400; i++)
-        n += snprintf(header + n, sizeof header - (size_t)n, "%zd,%s", view.shape[i],
-                      i + 1 < view.ndim ? " " : "");
-    if (view.ndim > 1)
-        n--; /* numpy writes (2, 3) but (5,) */
-    n += snprintf(header + n, sizeof header - (size_t)n, "), }");
-    if (n > 480)
-        goto not_mine;
-    int total = 10 + n + 1;
-    int pad = (64 - total % 64) % 64;
-    uint16_t hlen = (uint16_t)(n + pad + 1);
-    static const char codec_name[] = "numpy.ndarray";
-    size_t payload = 10 + (size_t)hlen + (size_t)view.len;
-    wbuf_byte(b, WIRE_CODEC);
-    put_text(b, codec_name, sizeof codec_name - 1);
-    wbuf_varint(b, payload);
-    wbuf_put(b, "\x93NUMPY\x01\x00", 8);
-    uint8_t le[2] = {(uint8_t)(hlen & 0xff), (uint8_t)(hlen >> 8)};
-    wbuf_put(b, le, 2);
-    wbuf_put(b, header, (size_t)n);
-    for (int i = 0; i < pad; i++)
-        wbuf_byte(b, ' ');
-    wbuf_byte(b, '\n');
-    wbuf_put(b, view.buf, (size_t)view.len);
-    PyBuffer_Release(&view);
-    return 0;
-not_mine:
-    PyBuffer_Release(&view);
-    return 1;
+    size_t used = b->len - c->top_start;
+    return used >= (size_t)c->limit ? 0 : c->limit - (Py_ssize_t)used;
 }
 
-static int is_ndarray_type(PyTypeObject *tp)
+int ct_capture_builtin(ct_capture *c, wbuf *b, PyObject *v, uint8_t kind)
 {
-    PyObject *mro = tp->tp_mro;
-    if (!mro)
-        return 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++)
-        if (strcmp(((PyTypeObject *)PyTuple_GET_ITEM(mro, i))->tp_name, "numpy.ndarray") == 0)
-            return 1;
-    return 0;
-}
-
-/* Finds the codec for `tp`: (name, encode) borrowed from the cache, Py_None
- * for "no codec", NULL on error. */
-static PyObject *codec_for(ct_state *st, PyTypeObject *tp)
-{
-    PyObject *hit = PyDict_GetItemWithError(st->codec_cache, (PyObject *)tp);
-    if (hit || PyErr_Occurred())
-        return hit;
-    PyObject *found = Py_None;
-    PyObject *mro = tp->tp_mro;
-    for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
-        PyObject *entry = PyDict_GetItemWithError(st->codecs, PyTuple_GET_ITEM(mro, i));
-        if (entry) {
-            found = entry;
-            break;
+    if (kind == WIRE_KIND_INT) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (!overflow) {
+            wire_int(b, x);
+            return b->failed ? -1 : 0;
         }
-        if (PyErr_Occurred())
-            return NULL;
-    }
-    if (PyDict_SetItem(st->codec_cache, (PyObject *)tp, found) < 0)
-        return NULL;
-    return found;
-}
-
-static int capture_fallback(ct_capture *c, wbuf *b, PyObject *v, size_t start)
-{
-    ct_state *st = c->st;
-    PyObject *entry = codec_for(st, Py_TYPE(v));
-    if (!entry)
-        goto error;
-    if (entry != Py_None) {
-        PyObject *name = PyTuple_GET_ITEM(entry, 0);
-        PyObject *data = PyObject_CallOneArg(PyTuple_GET_ITEM(entry, 1), v);
-        if (!data)
-            goto error;
-        Py_buffer view;
-        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-            Py_DECREF(data);
-            goto error;
+        size_t nbytes = (_PyLong_NumBits(v) + 8) / 8;
+        if ((Py_ssize_t)nbytes > room(c, b))
+            return -4;
+        if (wbuf_reserve(b, nbytes + 12) < 0)
+            return -1;
+        wbuf_byte(b, WIRE_BIGINT);
+        wbuf_varint(b, nbytes);
+#if PY_VERSION_HEX >= 0x030D0000
+        if (PyLong_AsNativeBytes(v, b->data + b->len, (Py_ssize_t)nbytes,
+                                 Py_ASNATIVEBYTES_LITTLE_ENDIAN) < 0)
+            return -3;
+#else
+        if (_PyLong_AsByteArray((PyLongObject *)v, b->data + b->len, nbytes, 1, 1) < 0)
+            return -3;
+#endif
+        b->len += nbytes;
+    } else if (kind == WIRE_KIND_FLOAT) {
+        wire_float(b, PyFloat_AS_DOUBLE(v));
+    } else if (kind == WIRE_KIND_BYTES) {
+        if (PyBytes_GET_SIZE(v) > room(c, b))
+            return -4;
+        wire_tagged_bytes(b, WIRE_BYTES, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
+    } else {
+        if (PyUnicode_GET_LENGTH(v) > room(c, b))
+            return -4;
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+        if (s) {
+            if (n > room(c, b))
+                return -4;
+            wire_tagged_bytes(b, WIRE_STR, s, (size_t)n);
+        } else {
+            PyErr_Clear(); /* lone surrogates */
+            PyObject *raw = PyUnicode_AsEncodedString(v, "utf-8", "surrogatepass");
+            if (!raw)
+                return -3;
+            int over = PyBytes_GET_SIZE(raw) > room(c, b);
+            if (!over)
+                wire_tagged_bytes(b, WIRE_STR, PyBytes_AS_STRING(raw),
+                                  (size_t)PyBytes_GET_SIZE(raw));
+            Py_DECREF(raw);
+            if (over)
+                return -4;
         }
-        Py_ssize_t nlen;
-        const char *ns = PyUnicode_AsUTF8AndSize(name, &nlen);
-        wbuf_byte(b, WIRE_CODEC);
-        put_text(b, ns, (size_t)nlen);
-        put_text(b, view.buf, (size_t)view.len);
-        PyBuffer_Release(&view);
-        Py_DECREF(data);
-        return 0;
     }
-    if (is_ndarray_type(Py_TYPE(v)) && capture_ndarray(b, v) == 0)
-        return 0;
-    PyObject *args[2] = {v, st->protocol5};
-    PyObject *data = PyObject_Vectorcall(st->pickle_dumps, args, 2, NULL);
-    if (!data)
-        goto error;
-    wire_tagged_bytes(b, WIRE_PICKLE, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
-    Py_DECREF(data);
-    st->counters[CT_PICKLED]++;
-    st->counters_dirty = 1;
-    return 0;
-error:
-    b->len = start;
-    unencodable_from_error(st, b, v);
-    return 0;
+    return b->failed ? -1 : 0;
 }
 
-static int capture_at(ct_capture *c, wbuf *b, PyObject *v, int depth, size_t top_start);
-
-static int capture_items(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth,
-                         size_t top_start)
+/* The items of a set or frozenset, through set's own C iterator (never an
+ * __iter__ a subclass defines). */
+static int capture_set_items(ct_capture *c, wbuf *b, PyObject *v, Py_ssize_t n, int depth)
 {
-    Py_ssize_t n = PySet_Check(v) || PyFrozenSet_Check(v) ? PySet_GET_SIZE(v) : PyObject_Size(v);
+    PyObject *it = PySet_Type.tp_iter(v), *key;
+    if (!it)
+        return -3;
+    Py_ssize_t seen = 0;
+    int rc = 0;
+    while (rc == 0 && seen < n && (key = PyIter_Next(it))) {
+        rc = capture_at(c, b, key, depth + 1);
+        Py_DECREF(key);
+        seen++;
+    }
+    Py_DECREF(it);
+    if (rc == 0 && PyErr_Occurred())
+        rc = -3;
+    return rc < 0 ? rc : seen == n ? 0 : -2;
+}
+
+int ct_capture_items(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth)
+{
+    Py_ssize_t n = tag == WIRE_LIST    ? PyList_GET_SIZE(v)
+                   : tag == WIRE_TUPLE ? PyTuple_GET_SIZE(v)
+                   : tag == WIRE_DICT  ? PyDict_GET_SIZE(v)
+                                       : PySet_GET_SIZE(v);
+    if (n > room(c, b))
+        return -4; /* every item takes a byte at least */
     wbuf_byte(b, tag);
     wbuf_varint(b, (uint64_t)n);
     if (tag == WIRE_LIST || tag == WIRE_TUPLE) {
@@ -312,169 +276,152 @@ static int capture_items(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int d
                 return -2; /* shrank while encoding */
             PyObject *item = tag == WIRE_LIST ? PyList_GET_ITEM(v, i) : PyTuple_GET_ITEM(v, i);
             Py_INCREF(item);
-            int rc = capture_at(c, b, item, depth + 1, top_start);
+            int rc = capture_at(c, b, item, depth + 1);
             Py_DECREF(item);
             if (rc < 0)
                 return rc;
         }
         return 0;
     }
-    if (tag == WIRE_DICT) {
-        Py_ssize_t pos = 0, seen = 0;
-        PyObject *k, *val;
-        while (seen < n && PyDict_Next(v, &pos, &k, &val)) {
-            Py_INCREF(k);
-            Py_INCREF(val);
-            int rc = capture_at(c, b, k, depth + 1, top_start);
-            if (rc == 0)
-                rc = capture_at(c, b, val, depth + 1, top_start);
-            Py_DECREF(k);
-            Py_DECREF(val);
-            if (rc < 0)
-                return rc;
-            seen++;
-        }
-        return seen == n ? 0 : -2;
-    }
-    PyObject *it = PyObject_GetIter(v);
-    if (!it)
-        return -3;
-    Py_ssize_t seen = 0;
-    PyObject *item;
-    while (seen < n && (item = PyIter_Next(it))) {
-        int rc = capture_at(c, b, item, depth + 1, top_start);
-        Py_DECREF(item);
-        if (rc < 0) {
-            Py_DECREF(it);
+    if (tag != WIRE_DICT)
+        return capture_set_items(c, b, v, n, depth);
+    Py_ssize_t pos = 0, seen = 0;
+    PyObject *k, *val;
+    while (seen < n && PyDict_Next(v, &pos, &k, &val)) {
+        Py_INCREF(k);
+        Py_INCREF(val);
+        int rc = capture_at(c, b, k, depth + 1);
+        if (rc == 0 && c->redact && ct_should_redact(c->st, k, c->redact))
+            ct_put_redacted(c->st, b);
+        else if (rc == 0)
+            rc = capture_at(c, b, val, depth + 1);
+        Py_DECREF(k);
+        Py_DECREF(val);
+        if (rc < 0)
             return rc;
-        }
         seen++;
     }
-    Py_DECREF(it);
-    if (PyErr_Occurred())
-        return -3;
     return seen == n ? 0 : -2;
 }
 
-/* Returns 0, -1 (out of memory), -2 (container changed size), -3 (error
- * set), -4 (over the size limit). */
-static int capture_at(ct_capture *c, wbuf *b, PyObject *v, int depth, size_t top_start)
+/* An exact list, tuple, dict, set or frozenset. */
+static int capture_container(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth)
 {
-    PyTypeObject *tp = Py_TYPE(v);
+    if (depth >= WIRE_MAX_DEPTH - 2) {
+        ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "nested too deeply");
+        return 0;
+    }
+    size_t index;
+    if (wire_memoized(tag)) {
+        if (ct_memo_find(c, v, &index))
+            return ct_put_ref(c, b, index);
+        if (ct_memo_add(c, v, 0, &index) < 0)
+            return -1;
+    }
+    if (Py_EnterRecursiveCall(" while recording a value") < 0)
+        return -3;
+    int rc = ct_capture_items(c, b, v, tag, depth);
+    Py_LeaveRecursiveCall();
+    return rc;
+}
+
+/* Returns 0, or one of the codes of capture.h. */
+static int capture_at(ct_capture *c, wbuf *b, PyObject *v, int depth)
+{
     if (b->failed)
         return -1;
-    if (b->len - top_start > (size_t)c->limit)
+    if (b->len - c->top_start > (size_t)c->limit)
         return -4;
-    if (v == Py_None) {
-        wbuf_byte(b, WIRE_NONE);
-    } else if (v == Py_True) {
-        wbuf_byte(b, WIRE_TRUE);
-    } else if (v == Py_False) {
-        wbuf_byte(b, WIRE_FALSE);
-    } else if (tp == &PyLong_Type) {
-        int overflow = 0;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (!overflow) {
-            wire_int(b, x);
-        } else {
-            size_t nbytes = (_PyLong_NumBits(v) + 8) / 8;
-            if ((Py_ssize_t)nbytes > c->limit)
-                return -4;
-            if (wbuf_reserve(b, nbytes + 12) < 0)
-                return -1;
-            wbuf_byte(b, WIRE_BIGINT);
-            wbuf_varint(b, nbytes);
-#if PY_VERSION_HEX >= 0x030D0000
-            if (PyLong_AsNativeBytes(v, b->data + b->len, (Py_ssize_t)nbytes,
-                                     Py_ASNATIVEBYTES_LITTLE_ENDIAN) < 0)
-                return -3;
-#else
-            if (_PyLong_AsByteArray((PyLongObject *)v, b->data + b->len, nbytes, 1, 1) < 0)
-                return -3;
-#endif
-            b->len += nbytes;
-        }
-    } else if (tp == &PyFloat_Type) {
-        wire_float(b, PyFloat_AS_DOUBLE(v));
-    } else if (tp == &PyUnicode_Type) {
-        Py_ssize_t n;
-        const char *s = PyUnicode_AsUTF8AndSize(v, &n);
-        if (s) {
-            if (n > c->limit)
-                return -4;
-            wire_tagged_bytes(b, WIRE_STR, s, (size_t)n);
-        } else {
-            PyErr_Clear(); /* lone surrogates */
-            PyObject *raw = PyUnicode_AsEncodedString(v, "utf-8", "surrogatepass");
-            if (!raw)
-                return -3;
-            if (PyBytes_GET_SIZE(raw) > c->limit) {
-                Py_DECREF(raw);
-                return -4;
-            }
-            wire_tagged_bytes(b, WIRE_STR, PyBytes_AS_STRING(raw), (size_t)PyBytes_GET_SIZE(raw));
-            Py_DECREF(raw);
-        }
-    } else if (tp == &PyBytes_Type) {
-        if (PyBytes_GET_SIZE(v) > c->limit)
-            return -4;
-        wire_tagged_bytes(b, WIRE_BYTES, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
-    } else if ((tp == &PyList_Type || tp == &PyTuple_Type || tp == &PyDict_Type ||
-                tp == &PySet_Type || tp == &PyFrozenSet_Type) &&
-               depth < WIRE_MAX_DEPTH - 2) {
-        uint8_t tag = tp == &PyList_Type    ? WIRE_LIST
-                      : tp == &PyTuple_Type ? WIRE_TUPLE
-                      : tp == &PyDict_Type  ? WIRE_DICT
-                      : tp == &PySet_Type   ? WIRE_SET
-                                            : WIRE_FROZENSET;
-        if (Py_EnterRecursiveCall(" while recording a value") < 0)
-            return -3;
-        int rc = capture_items(c, b, v, tag, depth, top_start);
-        Py_LeaveRecursiveCall();
-        return rc;
-    } else {
-        size_t start = b->len;
-        capture_fallback(c, b, v, start);
+    if (ct_capture_small(b, v))
+        return 0;
+    if (v == Py_None || v == Py_True || v == Py_False) {
+        wbuf_byte(b, v == Py_None ? WIRE_NONE : v == Py_True ? WIRE_TRUE : WIRE_FALSE);
+        return b->failed ? -1 : 0;
     }
-    return b->failed ? -1 : 0;
+    PyTypeObject *tp = Py_TYPE(v);
+    if (tp == &PyLong_Type)
+        return ct_capture_builtin(c, b, v, WIRE_KIND_INT);
+    if (tp == &PyFloat_Type)
+        return ct_capture_builtin(c, b, v, WIRE_KIND_FLOAT);
+    if (tp == &PyUnicode_Type)
+        return ct_capture_builtin(c, b, v, WIRE_KIND_STR);
+    if (tp == &PyBytes_Type)
+        return ct_capture_builtin(c, b, v, WIRE_KIND_BYTES);
+    if (tp == &PyList_Type)
+        return capture_container(c, b, v, WIRE_LIST, depth);
+    if (tp == &PyTuple_Type)
+        return capture_container(c, b, v, WIRE_TUPLE, depth);
+    if (tp == &PyDict_Type)
+        return capture_container(c, b, v, WIRE_DICT, depth);
+    if (tp == &PySet_Type)
+        return capture_container(c, b, v, WIRE_SET, depth);
+    if (tp == &PyFrozenSet_Type)
+        return capture_container(c, b, v, WIRE_FROZENSET, depth);
+    size_t start = b->len, memo_n = c->memo ? c->memo->n : 0;
+    if (Py_EnterRecursiveCall(" while recording a value") < 0)
+        return -3;
+    int rc = ct_capture_object(c, b, v, depth);
+    Py_LeaveRecursiveCall();
+    if (rc == -3) { /* this value only: a marker in its place */
+        b->len = start;
+        if (c->memo)
+            memo_rollback(c->memo, memo_n);
+        unencodable_from_error(c->st, b, v);
+        rc = 0;
+    }
+    return rc;
 }
+
+/* ---- top-level values ------------------------------------------------------ */
 
 int ct_capture_value(ct_capture *c, wbuf *b, PyObject *v)
 {
     return ct_capture_small(b, v) ? 0 : ct_capture_other(c, b, v);
 }
 
+/* The size of `v` for a TRUNCATED marker written after encoding stopped at
+ * `size` bytes: at least the length of a str or bytes. */
+static size_t truncated_size(PyObject *v, size_t size)
+{
+    Py_ssize_t n = -1;
+    if (PyUnicode_Check(v))
+        n = PyUnicode_GET_LENGTH(v);
+    else if (PyBytes_Check(v))
+        n = PyBytes_GET_SIZE(v);
+    return n > (Py_ssize_t)size ? (size_t)n : size;
+}
+
 int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)
 {
-    size_t start = b->len;
-    int rc = capture_at(c, b, v, 0, start);
-    if (rc == -1)
-        return -1;
+    ct_memo local, *memo = c->memo;
+    if (!memo) {
+        CT_MEMO_START(&local);
+        c->memo = &local;
+    }
+    size_t start = b->len, memo_n = c->memo->n;
+    c->top_start = start;
+    int rc = capture_at(c, b, v, 0);
     if (rc == -2 || rc == -3) {
         b->len = start;
+        memo_rollback(c->memo, memo_n);
         if (rc == -2)
-            put_unencodable(c->st, b, v, "container changed size while being recorded");
+            ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name,
+                               "container changed size while being recorded");
         else
             unencodable_from_error(c->st, b, v);
-    } else if (rc == -4 || b->len - start > (size_t)c->limit) {
-        size_t size = b->len - start;
-        if (rc == -4) {
-            Py_ssize_t n = -1;
-            if (PyUnicode_Check(v))
-                n = PyUnicode_GET_LENGTH(v);
-            else if (PyBytes_Check(v))
-                n = PyBytes_GET_SIZE(v);
-            size = n > (Py_ssize_t)size ? (size_t)n : size;
-        }
+    } else if (rc == -4 || (rc == 0 && b->len - start > (size_t)c->limit)) {
+        size_t size = truncated_size(v, b->len - start);
         PyErr_Clear();
         b->len = start;
+        memo_rollback(c->memo, memo_n);
         const char *tname = Py_TYPE(v)->tp_name;
         wbuf_byte(b, WIRE_TRUNCATED);
-        put_text(b, tname, strlen(tname));
+        wbuf_varint(b, strlen(tname));
+        wbuf_put(b, tname, strlen(tname));
         wbuf_varint(b, size);
         c->st->counters[CT_TRUNCATED]++;
         c->st->counters_dirty = 1;
-    } else if (c->top && b->len - start >= CT_BLOB_MIN) {
+    } else if (rc == 0 && c->top && b->len - start >= CT_BLOB_MIN) {
         /* Large value: let the writer store it once by content. */
         size_t n = b->len - start;
         uint8_t head[11];
@@ -482,11 +429,15 @@ int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)
         wbuf_init(&hb, head, sizeof head);
         wbuf_byte(&hb, WIRE_BLOB_INLINE);
         wbuf_varint(&hb, n);
-        if (wbuf_reserve(b, hb.len) < 0)
-            return -1;
-        memmove(b->data + start + hb.len, b->data + start, n);
-        memcpy(b->data + start, head, hb.len);
-        b->len += hb.len;
+        if (wbuf_reserve(b, hb.len) == 0) {
+            memmove(b->data + start + hb.len, b->data + start, n);
+            memcpy(b->data + start, head, hb.len);
+            b->len += hb.len;
+        }
+    }
+    if (!memo) {
+        ct_memo_free(&local);
+        c->memo = NULL;
     }
     return b->failed ? -1 : 0;
 }
@@ -500,7 +451,8 @@ static void put_pystr(wbuf *b, PyObject *s)
         p = "";
         n = 0;
     }
-    put_text(b, p, (size_t)n);
+    wbuf_varint(b, (uint64_t)n);
+    wbuf_put(b, p, (size_t)n);
 }
 
 void ct_capture_exception(ct_state *st, wbuf *b, PyObject *exc)

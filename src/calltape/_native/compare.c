@@ -7,7 +7,7 @@
  *     path: their == is element-wise);
  *   - numpy arrays: same dtype and shape, then element-wise (NaN equals NaN;
  *     floating dtypes within the tolerance);
- *   - floats (and float/int pairs): NaN equals NaN, and
+ *   - floats (and float/int pairs): NaN equals NaN (decimal NaNs too), and
  *     |a - b| <= max(rel * max(|a|, |b|), abs);
  *   - lists and tuples item by item, dicts key by key, sets as sets;
  *   - an object whose type has no __eq__ of its own, or whose == fails,
@@ -347,6 +347,21 @@ static int same_encoding(cmp *c, PyObject *a, PyObject *b)
     return same;
 }
 
+/* 1 when `a` and `b` are both decimal.Decimal NaNs (which == never
+ * finds equal, as float NaNs, which compare equal here too). */
+static int both_nan_decimals(PyObject *a, PyObject *b)
+{
+    if (strcmp(Py_TYPE(a)->tp_name, "decimal.Decimal") != 0)
+        return 0;
+    PyObject *x = PyObject_CallMethod(a, "is_nan", NULL);
+    PyObject *y = x == Py_True ? PyObject_CallMethod(b, "is_nan", NULL) : NULL;
+    int both = x == Py_True && y == Py_True;
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    PyErr_Clear();
+    return both;
+}
+
 static int has_own_eq(PyTypeObject *tp)
 {
     return tp->tp_richcompare && tp->tp_richcompare != PyBaseObject_Type.tp_richcompare;
@@ -384,6 +399,8 @@ static int cmp_values(cmp *c, PyObject *a, PyObject *b, int depth)
     }
     if (ta != tb)
         return differ_values(c, a, b);
+    if (both_nan_decimals(a, b))
+        return 0;
     if (ta == &PyList_Type || ta == &PyTuple_Type)
         return cmp_sequences(c, a, b, depth);
     if (ta == &PyDict_Type)
@@ -395,10 +412,11 @@ static int cmp_values(cmp *c, PyObject *a, PyObject *b, int depth)
             return 0;
     }
     /* look inside objects of one type to say where they differ */
-    PyObject **dpa = ta->tp_dictoffset ? _PyObject_GetDictPtr(a) : NULL;
-    PyObject **dpb = ta->tp_dictoffset ? _PyObject_GetDictPtr(b) : NULL;
-    if (dpa && dpb && *dpa && *dpb && PyDict_Check(*dpa) && PyDict_Check(*dpb)) {
-        PyObject *da = Py_NewRef(*dpa), *db = Py_NewRef(*dpb);
+    int has_dict = ta->tp_dictoffset != 0 || (ta->tp_flags & Py_TPFLAGS_MANAGED_DICT);
+    PyObject *da = has_dict ? PyObject_GenericGetDict(a, NULL) : NULL;
+    PyObject *db = da ? PyObject_GenericGetDict(b, NULL) : NULL;
+    PyErr_Clear();
+    if (da && db && PyDict_Check(da) && PyDict_Check(db)) {
         int rc = cmp_dicts(c, da, db, depth, 1);
         Py_DECREF(da);
         Py_DECREF(db);
@@ -409,6 +427,8 @@ static int cmp_values(cmp *c, PyObject *a, PyObject *b, int depth)
             return differ_values(c, a, b);
         return 0;
     }
+    Py_XDECREF(da);
+    Py_XDECREF(db);
     return differ_values(c, a, b);
 }
 

@@ -296,3 +296,43 @@ PyObject *ct_locals_end(ct_locals_watch *w, PyObject *exc)
     w->snapshot = NULL;
     return d;
 }
+
+/* ---- the function of a running frame ---------------------------------------- */
+
+/* CPython keeps the function of a running frame in its interpreter frame,
+ * which no public API of 3.11-3.13 exposes.  These mirror the first fields
+ * of the private structs (Include/internal/pycore_frame.h): the frame
+ * object's pointer to its interpreter frame, and there the function; the
+ * result is checked before use (a function whose code is the frame's). */
+struct ct_frame_head {
+    PyObject_HEAD PyFrameObject *f_back;
+    void *f_frame;
+};
+#if PY_VERSION_HEX >= 0x030C0000
+struct ct_iframe_head {
+    PyObject *f_code_or_executable;
+    void *previous;
+    PyObject *f_funcobj;
+};
+#define CT_IFRAME_FUNC(h) ((h)->f_funcobj)
+#else
+struct ct_iframe_head {
+    PyObject *f_func;
+};
+#define CT_IFRAME_FUNC(h) ((h)->f_func)
+#endif
+
+PyObject *ct_frame_function(PyFrameObject *frame, PyCodeObject *code)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    (void)frame;
+    (void)code;
+    return NULL; /* the layout above is known for 3.11 to 3.13 only */
+#else
+    struct ct_iframe_head *h = ((struct ct_frame_head *)frame)->f_frame;
+    PyObject *fn = h ? CT_IFRAME_FUNC(h) : NULL;
+    if (!fn || !PyFunction_Check(fn) || PyFunction_GET_CODE(fn) != (PyObject *)code)
+        return NULL;
+    return fn;
+#endif
+}

@@ -8,6 +8,7 @@
  * calls use; nothing here raises into a recorded call (ct_append and
  * ct_warn_once save and restore the pending exception).
  */
+#include "capture.h"
 #include "reader.h"
 #include "recorder.h"
 
@@ -61,7 +62,56 @@ static PyObject *absolute_path(PyObject *path)
     return r;
 }
 
-static void build_options(ct_state *st, engine_options *o, wbuf *argv)
+/* Writes sys.argv as a wire LIST of STR: text only, never a pickle, so that
+ * reading a session runs nothing.  An int, float, bool, bytes or None item
+ * is written as its repr, any other non-str as its type name in angle
+ * brackets. */
+static void put_argv(wbuf *b, PyObject *argv)
+{
+    Py_ssize_t n = argv && PyList_Check(argv) ? PyList_GET_SIZE(argv) : 0;
+    wbuf_byte(b, WIRE_LIST);
+    wbuf_varint(b, (uint64_t)n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(argv, i);
+        PyTypeObject *tp = Py_TYPE(item);
+        int plain = item == Py_None || tp == &PyLong_Type || tp == &PyFloat_Type ||
+                    tp == &PyBool_Type || tp == &PyBytes_Type; /* repr runs no program code */
+        PyObject *raw = PyUnicode_Check(item)
+                            ? PyUnicode_AsEncodedString(item, "utf-8", "surrogatepass")
+                        : plain ? PyObject_Repr(item)
+                                : PyUnicode_FromFormat("<%s>", tp->tp_name);
+        if (raw && PyUnicode_Check(raw))
+            Py_SETREF(raw, PyUnicode_AsUTF8String(raw));
+        if (!raw) {
+            PyErr_Clear();
+            wire_tagged_bytes(b, WIRE_STR, "", 0);
+            continue;
+        }
+        wire_tagged_bytes(b, WIRE_STR, PyBytes_AS_STRING(raw), (size_t)PyBytes_GET_SIZE(raw));
+        Py_DECREF(raw);
+    }
+}
+
+/* Where the program finds its modules, for the session row: sys.path[0]
+ * made absolute (the script's folder; the working folder for -m, -c and
+ * ""), and the working folder.  New references in folders[0] and [1], each
+ * NULL when unknown; never leaves an exception set. */
+static void program_folders(PyObject *folders[2])
+{
+    PyObject *path = PySys_GetObject("path"); /* borrowed */
+    PyObject *first =
+        path && PyList_Check(path) && PyList_GET_SIZE(path) > 0 ? PyList_GET_ITEM(path, 0) : NULL;
+    folders[0] = first && PyUnicode_Check(first) ? absolute_path(first) : NULL;
+    PyObject *here = PyUnicode_FromString(".");
+    folders[1] = here ? absolute_path(here) : NULL;
+    Py_XDECREF(here);
+    PyErr_Clear();
+}
+
+/* Fills `o` from the module state; the session description points into
+ * `argv` (filled here) and `folders` (new references the caller releases
+ * after engine_new copied them). */
+static void build_options(ct_state *st, engine_options *o, wbuf *argv, PyObject *folders[2])
 {
     memset(o, 0, sizeof *o);
     o->flush_interval_ns = (uint64_t)(st->flush_interval * 1e9);
@@ -79,13 +129,12 @@ static void build_options(ct_state *st, engine_options *o, wbuf *argv)
     o->host = (v = PyDict_GetItemString(info, "host")) ? PyUnicode_AsUTF8(v) : NULL;
     o->python_version = (v = PyDict_GetItemString(info, "python")) ? PyUnicode_AsUTF8(v) : NULL;
     o->calltape_version = (v = PyDict_GetItemString(info, "version")) ? PyUnicode_AsUTF8(v) : NULL;
-    PyObject *sys_argv = PySys_GetObject("argv");
-    if (sys_argv) {
-        ct_capture cap = {st, 1 << 20, 0};
-        ct_capture_value(&cap, argv, sys_argv);
-        o->argv = argv->data;
-        o->argv_len = argv->len;
-    }
+    put_argv(argv, PySys_GetObject("argv"));
+    o->argv = argv->data;
+    o->argv_len = argv->len;
+    program_folders(folders);
+    o->sys_path0 = folders[0] ? PyUnicode_AsUTF8(folders[0]) : NULL;
+    o->cwd = folders[1] ? PyUnicode_AsUTF8(folders[1]) : NULL;
     PyErr_Clear();
 }
 
@@ -130,12 +179,15 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
     }
     engine_options o;
     wbuf argv;
+    PyObject *folders[2];
     wbuf_init(&argv, NULL, 0);
-    build_options(st, &o, &argv);
+    build_options(st, &o, &argv, folders);
     o.path = PyUnicode_AsUTF8(abs);
     char err[300];
     engine *e = o.path ? engine_new(&o, err, sizeof err) : NULL;
     wbuf_free(&argv);
+    Py_XDECREF(folders[0]);
+    Py_XDECREF(folders[1]);
     if (!e) {
         PyMem_Free(slot);
         Py_DECREF(abs);
@@ -156,14 +208,24 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
 
 static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"tape",   "flush_interval",  "on_full", "buffer_bytes",
-                             "redact", "max_value_bytes", "energy",  NULL};
+    static char *kwlist[] = {"tape",         "flush_interval", "on_full",
+                             "buffer_bytes", "redact",         "max_value_bytes",
+                             "energy",       "pickle",         NULL};
     PyObject *tape = Py_None, *flush = Py_None, *on_full = Py_None, *buf = Py_None;
-    PyObject *redact = Py_None, *maxb = Py_None, *energy = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOOOOO:configure", kwlist, &tape, &flush,
-                                     &on_full, &buf, &redact, &maxb, &energy))
+    PyObject *redact = Py_None, *maxb = Py_None, *energy = Py_None, *pickle = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOOOOOO:configure", kwlist, &tape, &flush,
+                                     &on_full, &buf, &redact, &maxb, &energy, &pickle))
         return NULL;
     ct_state *st = get_state(m);
+    if (pickle != Py_None) {
+        PyObject *types = ct_type_tuple(pickle, "pickle");
+        PyObject *set = types ? PySet_New(types) : NULL;
+        Py_XDECREF(types);
+        if (!set)
+            return NULL;
+        Py_XSETREF(st->pickle_types, set);
+        ct_typecache_clear(&st->types);
+    }
     if (energy != Py_None) {
         int on = PyObject_IsTrue(energy);
         if (on < 0)
@@ -349,7 +411,7 @@ static PyObject *register_codec(PyObject *m, PyObject *args)
         return NULL;
     }
     Py_DECREF(entry);
-    PyDict_Clear(st->codec_cache);
+    ct_typecache_clear(&st->types);
     Py_RETURN_NONE;
 }
 
@@ -439,8 +501,19 @@ static PyMethodDef module_methods[] = {
      "decode(data, *, trust=False, allow=()) -> the value"},
     {"literal", ct_literal_py, METH_O,
      "literal(value) -> Python source for an equal value, or None when it has none"},
-    {"resolve", ct_resolve_py, METH_VARARGS,
-     "resolve(module, qualname) -> the original function; LookupError says why not"},
+    {"check_writable", ct_check_writable_py, METH_O,
+     "check_writable(path): TapeError unless a recording could write the tape at path"},
+    {"resolve", (PyCFunction)(void (*)(void))ct_resolve_py, METH_VARARGS | METH_KEYWORDS,
+     "resolve(module, qualname, file=None) -> the original function, found as replay finds"
+     " it (file: the recorded script of a __main__ function); LookupError says why not"},
+    {"push_import_path", ct_import_path_push_py, METH_O,
+     "push_import_path(folders) -> the folders put in front of sys.path (those not on it)"},
+    {"pop_import_path", ct_import_path_pop_py, METH_O,
+     "pop_import_path(added): takes out of sys.path what push_import_path put there"},
+    {"recorded_folders", (PyCFunction)(void (*)(void))ct_recorded_folders_py,
+     METH_VARARGS | METH_KEYWORDS,
+     "recorded_folders(sessions, *, current=True) -> their sys.path[0] and working folders,"
+     " then the current folder"},
     {"_bind", bind_python, METH_VARARGS, NULL},
     {"_after_fork_child", after_fork_child, METH_NOARGS, NULL},
     {"_shutdown", shutdown, METH_NOARGS, NULL},
@@ -458,15 +531,20 @@ static int module_exec(PyObject *m)
     st->redact_default = 1;
     st->codecs = PyDict_New();
     st->codec_decoders = PyDict_New();
-    st->codec_cache = PyDict_New();
     st->warned = PySet_New(NULL);
     st->protocol5 = PyLong_FromLong(5);
     st->session_info = PyDict_New();
     st->decorated_codes = PySet_New(NULL);
     st->monitor.extra_index = -1;
-    if (!st->decorated_codes || !st->codecs || !st->codec_decoders || !st->codec_cache ||
-        !st->warned || !st->protocol5 || !st->session_info)
+    if (!st->decorated_codes || !st->codecs || !st->codec_decoders || !st->warned ||
+        !st->protocol5 || !st->session_info)
         return -1;
+    PyObject *probe =
+        PyObject_CallFunction((PyObject *)&PyType_Type, "s()N", "_calltape_probe", PyDict_New());
+    if (!probe)
+        return -1;
+    st->subtype_dealloc = ((PyTypeObject *)probe)->tp_dealloc; /* that of every Python class */
+    Py_DECREF(probe);
     PyObject *pickle = PyImport_ImportModule("pickle");
     if (!pickle)
         return -1;
@@ -517,8 +595,8 @@ static int module_exec(PyObject *m)
     ADD_TYPE(Session_type, Session_spec, NULL);
     ADD_TYPE(Bound_type, Bound_spec, NULL);
     ADD_TYPE(Monitor_type, Monitor_spec, NULL);
-    st->RestrictedUnpickler_type =
-        (PyTypeObject *)ct_restricted_unpickler_spec_type(m, st->pickle_Unpickler);
+    st->RestrictedUnpickler_type = (PyTypeObject *)ct_restricted_unpickler_type(
+        m, st->pickle_Unpickler, &st->unpickler_rules_offset);
     if (!st->RestrictedUnpickler_type)
         return -1;
 #undef ADD_TYPE
@@ -545,7 +623,9 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->RestrictedUnpickler_type);
     Py_VISIT(st->codecs);
     Py_VISIT(st->codec_decoders);
-    Py_VISIT(st->codec_cache);
+    Py_VISIT(st->pickle_types);
+    if (ct_typecache_traverse(&st->types, visit, arg) < 0)
+        return -1;
     Py_VISIT(st->marker_types);
     Py_VISIT(st->warn_category);
     Py_VISIT(st->session_info);
@@ -576,7 +656,8 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->RestrictedUnpickler_type);
     Py_CLEAR(st->codecs);
     Py_CLEAR(st->codec_decoders);
-    Py_CLEAR(st->codec_cache);
+    Py_CLEAR(st->pickle_types);
+    ct_typecache_clear(&st->types);
     Py_CLEAR(st->pickle_dumps);
     Py_CLEAR(st->pickle_loads);
     Py_CLEAR(st->pickle_Unpickler);

@@ -35,6 +35,9 @@
 #include <fnmatch.h>
 #include <pthread.h>
 
+/* calltape run redacts the built-in and configured names of secrets. */
+static const ct_redact mon_redact = {NULL, NULL, 1};
+
 #if PY_VERSION_HEX >= 0x030C0000
 #define CT_SYS_MONITORING 1
 #else
@@ -254,7 +257,7 @@ static int describe_code(ct_state *st, ct_codeinfo *info, PyCodeObject *co, PyOb
     }
     for (Py_ssize_t i = 0; i < n; i++)
         info->redacted[i] =
-            (uint8_t)ct_should_redact(st, PyTuple_GET_ITEM(info->names, i), NULL, NULL, 1);
+            (uint8_t)ct_should_redact(st, PyTuple_GET_ITEM(info->names, i), &mon_redact);
     wbuf b;
     wbuf_init(&b, NULL, 0);
     ct_put_text(&b, mod);
@@ -343,13 +346,21 @@ static void capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thre
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
     if (!frame)
         return;
-    ct_capture cap = {a->st, limit, 1};
+    ct_memo memo; /* one group: identity between the arguments survives */
+    CT_MEMO_START(&memo);
+    ct_capture cap = {a->st, limit, 1, ct_redact_active(a->st, &mon_redact), &memo, NULL};
     wbuf *b = &s->arena;
     Py_ssize_t n = PyTuple_GET_SIZE(info->names);
     t->busy++;
 #if PY_VERSION_HEX < 0x030C0000
     PyObject *locals = PyFrame_GetLocals(frame);
 #endif
+    /* an argument that is its parameter's default object took the default */
+    PyCodeObject *co = PyFrame_GetCode(frame);
+    PyObject *fn = ct_frame_function(frame, co);
+    PyObject *defaults = fn ? PyFunction_GET_DEFAULTS(fn) : NULL;
+    PyObject *kwdefaults = fn ? PyFunction_GET_KW_DEFAULTS(fn) : NULL;
+    Py_ssize_t first_default = co->co_argcount - (defaults ? PyTuple_GET_SIZE(defaults) : 0);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name = PyTuple_GET_ITEM(info->names, i);
         if (info->redacted[i]) {
@@ -366,13 +377,23 @@ static void capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thre
             wbuf_byte(b, WIRE_NONE);
             continue;
         }
+        PyObject *dflt = NULL;
+        if (defaults && i >= first_default && i < co->co_argcount)
+            dflt = PyTuple_GET_ITEM(defaults, i - first_default);
+        else if (kwdefaults && ct_param_kind(co, i) == 3)
+            dflt = PyDict_GetItemWithError(kwdefaults, name);
+        if (dflt == v)
+            wbuf_byte(b, WIRE_DEFAULT);
+        PyErr_Clear();
         if (!ct_capture_small(b, v))
             ct_capture_other(&cap, b, v);
         Py_DECREF(v);
     }
+    Py_DECREF(co);
 #if PY_VERSION_HEX < 0x030C0000
     Py_XDECREF(locals);
 #endif
+    ct_memo_free(&memo);
     PyErr_Clear();
     t->busy--;
 }
@@ -391,7 +412,7 @@ static void capture_globals(mon_active *a, mon_stack *s, ct_codeinfo *info, PyOb
                       : NULL;
     if (d) {
         size_t before = s->arena.len;
-        ct_encode_named(a->st, &s->arena, d, limit, NULL, NULL, 1, NULL);
+        ct_encode_named(a->st, &s->arena, d, limit, &mon_redact, NULL);
         if (s->arena.failed)
             s->arena.len = before;
         Py_DECREF(d);
@@ -415,7 +436,7 @@ static int capture_locals(mon_active *a, wbuf *b, ct_thread *t, Py_ssize_t limit
     else if (locals && (d = PyDict_New()) && PyDict_Update(d, locals) < 0)
         Py_CLEAR(d); /* 3.13: a proxy, copied */
     if (d)
-        ct_encode_named(a->st, b, d, limit, NULL, NULL, 1, NULL);
+        ct_encode_named(a->st, b, d, limit, &mon_redact, NULL);
     int rc = d && !b->failed ? 0 : -1;
     Py_XDECREF(d);
     Py_XDECREF(locals);
@@ -558,7 +579,8 @@ static __attribute__((noinline)) void emit_full(mon_active *a, Monitor *m, mon_s
     wbuf gb;
     wbuf_init(&gb, s->arena.data + e->args_at + e->args_len, e->globals_len);
     gb.len = e->globals_len;
-    ct_site site = {e->info->fn_id, NULL, m->max_value_bytes, m->opt_result};
+    ct_site site = {e->info->fn_id,     NULL,         ct_redact_active(a->st, &mon_redact), NULL,
+                    m->max_value_bytes, m->opt_result};
     ct_emit_site_call(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at, e->args_len, end,
                       outcome, res, exc, have_locals ? &lb : NULL, e->globals_len ? &gb : NULL);
     Py_DECREF(m);
@@ -606,7 +628,7 @@ static void emit_abandoned(mon_active *a, PyObject *entry)
     memcpy(&e, PyBytes_AS_STRING(entry), sizeof e);
     if (!e.info || !a->mon || e.generation != a->generation)
         return;
-    ct_site site = {e.info->fn_id, NULL, a->mon->max_value_bytes, 0};
+    ct_site site = {e.info->fn_id, NULL, NULL, NULL, a->mon->max_value_bytes, 0};
     ct_emit_site_call(a->st, &site, a->slot, &e.ci,
                       (const uint8_t *)PyBytes_AS_STRING(entry) + sizeof e, e.args_len, ct_now_ns(),
                       OUTCOME_CLOSED, NULL, NULL, NULL, NULL);

@@ -38,7 +38,8 @@ static void keep_yield(ct_deferred *d, PyObject *v)
         return;
     }
     ct_thread *t = ct_thread_get();
-    ct_capture cap = {r->st, r->max_value_bytes, 0};
+    ct_capture cap = {r->st, r->max_value_bytes, 0, ct_redact_active(r->st, &r->redact),
+                      NULL,  r->pickle};
     t->busy++;
     ct_capture_value(&cap, &d->yields, v);
     t->busy--;

@@ -118,10 +118,12 @@ void ct_tape_query_close(ct_tape *t, query *q);
 int ct_tape_query_next(ct_tape *t, query *q, seg_call *c, int64_t *session, int64_t *function);
 
 /* Rebuilds one value at *p (advancing it) with the tape's trust, allow
- * list and blob table.  New reference, or NULL with an exception set
- * (TapeError, without the tape's name, for damage: callers name the call
- * with ct_tape_damaged). */
-PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end);
+ * list and blob table; `memo` (a list, or NULL for a value alone) is the
+ * group it belongs to, shared by the values of one group (the arguments of
+ * a call).  New reference, or NULL with an exception set (TapeError,
+ * without the tape's name, for damage: callers name the call with
+ * ct_tape_damaged). */
+PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end, PyObject *memo);
 
 /* ---- views.c ---- */
 
@@ -133,15 +135,26 @@ ct_call *ct_call_new(ct_tape *t, ct_function *fn, const seg_call *c, int64_t ses
  * NULL with an exception set (RefusedGlobal, TapeError). */
 PyObject *ct_call_args(ct_call *c);
 
+/* ---- readable.c ---- */
+
+/* call.readable(): a new tuple (args, defaults, outcome) of the call's
+ * values, each rebuilt on its own (one that cannot be rebuilt is a
+ * calltape.Unreadable marker), and the frozenset of argument names that
+ * took their default.  NULL with an exception (memory, KeyboardInterrupt, a malformed
+ * value). */
+PyObject *ct_call_readable(ct_call *c);
+
 /* A new Function from a row of "SELECT id, module, qualname, file, line,
  * signature, calls, raised, total_ns, min_ns, max_ns FROM functions".
  * NULL with an exception set (TapeError for an unreadable signature). */
 PyObject *ct_function_from_row(ct_tape *t, sqlite3_stmt *row);
 
-/* A new Session from a row of CT_SESSION_COLUMNS.  NULL with an exception. */
-#define CT_SESSION_COLUMNS                                                                         \
+/* A new Session from a row of CT_SESSION_COLUMNS (CT_SESSION_COLUMNS_V2 for
+ * a tape of format 2, without the folders).  NULL with an exception. */
+#define CT_SESSION_COLUMNS_V2                                                                      \
     "id, start_ns, end_ns, host, pid, ppid, parent, argv, python, calltape, mpi_rank,"             \
     " unencodable, pickled, redacted, truncated, dropped"
+#define CT_SESSION_COLUMNS CT_SESSION_COLUMNS_V2 ", sys_path0, cwd"
 PyObject *ct_session_from_row(ct_tape *t, sqlite3_stmt *row);
 
 /* A timezone-aware (UTC) datetime for `ns` nanoseconds since the epoch,

@@ -1,105 +1,20 @@
 /*
  * rebuild.c - tape values back to Python objects, safely.
  *
- * Pickled values are loaded by a restricted unpickler (a subclass of
- * pickle.Unpickler whose find_class is implemented here) that allows plain
- * data types of builtins and of a few standard-library modules, plus the
- * modules the reader allowed; any other global is refused with an error
- * naming it and saying how to allow it.  trust=True uses pickle.loads.
+ * Pickled values are loaded by the restricted unpickler of allow.c, which
+ * admits only the globals the reader allowed (by full name, or defined in an
+ * allowed module); trust=True uses pickle.loads.
  * Markers (redacted, truncated, unencodable) rebuild to marker objects,
  * never to None.
+ *
+ * Damage: bytes that do not rebuild (malformed values, text that is not
+ * UTF-8, pickles that do not load, codec values their decoder refuses,
+ * unhashable keys) raise TapeError, never another exception type; a
+ * RefusedGlobal is a refusal and an ImportError (an allowed module that
+ * is not installed) a fact of this machine, not damage: they stay as they
+ * are.
  */
 #include "binding.h"
-
-static const char *const safe_modules[] = {
-    "datetime",  "decimal", "fractions", "collections", "uuid", "pathlib", "zoneinfo",
-    "ipaddress", "copyreg", "_codecs",   "array",       "re",   NULL};
-
-static const char *const safe_builtins[] = {
-    "int", "float",     "complex", "str",   "bytes", "bytearray", "list",     "tuple",    "dict",
-    "set", "frozenset", "bool",    "slice", "range", "object",    "NoneType", "Ellipsis", NULL};
-
-static int module_allowed(PyObject *allow, const char *mod)
-{
-    for (int i = 0; safe_modules[i]; i++)
-        if (strcmp(mod, safe_modules[i]) == 0)
-            return 1;
-    if (!allow)
-        return 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(allow); i++) {
-        const char *a = PyUnicode_AsUTF8(PyTuple_GET_ITEM(allow, i));
-        size_t n = a ? strlen(a) : 0;
-        if (a && strncmp(mod, a, n) == 0 && (mod[n] == 0 || mod[n] == '.'))
-            return 1;
-    }
-    return 0;
-}
-
-static PyObject *Restricted_find_class(PyObject *self, PyObject *args)
-{
-    const char *mod, *name;
-    if (!PyArg_ParseTuple(args, "ss:find_class", &mod, &name))
-        return NULL;
-    ct_state *st = PyType_GetModuleState(Py_TYPE(self));
-    PyObject *allow = st->current_allow; /* borrowed, set around load() */
-    int ok = 0;
-    if (strcmp(mod, "builtins") == 0) {
-        for (int i = 0; safe_builtins[i] && !ok; i++)
-            ok = strcmp(name, safe_builtins[i]) == 0;
-        if (!ok) {
-            PyObject *b = PyImport_ImportModule("builtins");
-            PyObject *obj = b ? PyObject_GetAttrString(b, name) : NULL;
-            ok = obj && PyType_Check(obj) &&
-                 PyType_IsSubtype((PyTypeObject *)obj, (PyTypeObject *)PyExc_BaseException);
-            Py_XDECREF(obj);
-            Py_XDECREF(b);
-            PyErr_Clear();
-        }
-    } else {
-        ok = module_allowed(allow, mod);
-    }
-    if (!ok) {
-        PyObject *cls = ct_marker_type(st, "RefusedGlobal");
-        char top[128];
-        snprintf(top, sizeof top, "%s", mod);
-        char *dot = strchr(top, '.');
-        if (dot)
-            *dot = 0;
-        PyErr_Format(cls ? cls : PyExc_RuntimeError,
-                     "refused to load the global %s.%s from the tape: pass allow=['%s'] (or"
-                     " trust=True for a tape you made yourself) to rebuild it",
-                     mod, name, top);
-        return NULL;
-    }
-    PyObject *super = PyObject_GetAttrString(st->pickle_Unpickler, "find_class");
-    if (!super)
-        return NULL;
-    PyObject *r = PyObject_CallFunction(super, "Oss", self, mod, name);
-    Py_DECREF(super);
-    return r;
-}
-
-static PyMethodDef Restricted_methods[] = {
-    {"find_class", Restricted_find_class, METH_VARARGS, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot Restricted_slots[] = {
-    {Py_tp_methods, Restricted_methods},
-    {0, NULL},
-};
-
-static PyType_Spec Restricted_spec = {
-    .name = "calltape.RestrictedUnpickler",
-    .basicsize = 0,
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .slots = Restricted_slots,
-};
-
-PyObject *ct_restricted_unpickler_spec_type(PyObject *module, PyObject *base)
-{
-    return PyType_FromModuleAndSpec(module, &Restricted_spec, base);
-}
 
 static PyObject *tape_error(ct_state *st, const char *msg)
 {
@@ -117,7 +32,7 @@ static int is_damage(ct_state *st, int any)
         return 1;
     return any && PyErr_ExceptionMatches(PyExc_Exception) &&
            !(refused && PyErr_ExceptionMatches(refused)) &&
-           !PyErr_ExceptionMatches(PyExc_MemoryError);
+           !PyErr_ExceptionMatches(PyExc_ImportError) && !PyErr_ExceptionMatches(PyExc_MemoryError);
 }
 
 /* "Type: message" of `exc`, or its message alone for a TapeError. */
@@ -167,9 +82,13 @@ PyObject *ct_damage(ct_state *st, int any, PyObject *prefix)
     return NULL;
 }
 
-/* ct_damage with a prefix from a C string. */
+/* ct_damage with a prefix from a C string; a TapeError already pending
+ * (from a value inside) is left as it is. */
 static PyObject *damage(ct_state *st, const char *prefix)
 {
+    PyObject *tape = ct_marker_type(st, "TapeError");
+    if (tape && PyErr_ExceptionMatches(tape))
+        return NULL;
     PyObject *p = PyUnicode_FromString(prefix);
     if (!p)
         return NULL;
@@ -203,42 +122,6 @@ static PyObject *pair(PyObject *a, PyObject *b)
     Py_XDECREF(a);
     Py_XDECREF(b);
     return t;
-}
-
-static PyObject *load_pickle(ct_rebuild *r, const uint8_t *p, size_t n)
-{
-    ct_state *st = r->st;
-    PyObject *data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
-    if (!data)
-        return NULL;
-    if (r->trust) {
-        PyObject *v = PyObject_CallOneArg(st->pickle_loads, data);
-        Py_DECREF(data);
-        return v;
-    }
-    if (!st->bytes_io) {
-        PyObject *io = PyImport_ImportModule("io");
-        st->bytes_io = io ? PyObject_GetAttrString(io, "BytesIO") : NULL;
-        Py_XDECREF(io);
-        if (!st->bytes_io) {
-            Py_DECREF(data);
-            return NULL;
-        }
-    }
-    PyObject *f = PyObject_CallOneArg(st->bytes_io, data);
-    Py_DECREF(data);
-    if (!f)
-        return NULL;
-    PyObject *u = PyObject_CallOneArg((PyObject *)st->RestrictedUnpickler_type, f);
-    Py_DECREF(f);
-    if (!u)
-        return NULL;
-    PyObject *prev = st->current_allow;
-    st->current_allow = r->allow;
-    PyObject *v = PyObject_CallMethod(u, "load", NULL);
-    st->current_allow = prev;
-    Py_DECREF(u);
-    return v;
 }
 
 static PyObject *load_codec(ct_rebuild *r, PyObject *name, const uint8_t *p, size_t n)
@@ -330,18 +213,26 @@ static PyObject *rebuild_items(ct_rebuild *r, wreader *rd, int depth, uint8_t ta
     uint64_t n = wreader_varint(rd);
     if (rd->bad || n > (uint64_t)(rd->end - rd->p))
         return tape_error(r->st, "malformed value on the tape");
-    PyObject *out = tag == WIRE_LIST    ? PyList_New((Py_ssize_t)n)
+    PyObject *out = tag == WIRE_LIST    ? PyList_New(0)
                     : tag == WIRE_TUPLE ? PyTuple_New((Py_ssize_t)n)
                     : tag == WIRE_DICT  ? PyDict_New()
                                         : PySet_New(NULL);
     if (!out)
         return NULL;
+    Py_ssize_t index;
+    if (wire_memoized(tag) && ct_rebuild_memo_push(r, NULL, &index) < 0)
+        goto error;
+    if (wire_memoized(tag))
+        PyList_SetItem(r->memo, index, Py_NewRef(out));
     for (uint64_t i = 0; i < n; i++) {
         PyObject *v = rebuild_at(r, rd, depth + 1);
         if (!v)
             goto error;
         if (tag == WIRE_LIST) {
-            PyList_SET_ITEM(out, (Py_ssize_t)i, v);
+            int rc = PyList_Append(out, v);
+            Py_DECREF(v);
+            if (rc < 0)
+                goto error;
         } else if (tag == WIRE_TUPLE) {
             PyTuple_SET_ITEM(out, (Py_ssize_t)i, v);
         } else if (tag == WIRE_DICT) {
@@ -425,7 +316,7 @@ static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
         if (tag == WIRE_BYTES)
             return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
         if (tag == WIRE_PICKLE) {
-            PyObject *v = load_pickle(r, p, (size_t)n);
+            PyObject *v = ct_unpickle(r, p, (size_t)n);
             return v ? v : damage(st, "a pickled value on the tape cannot be loaded");
         }
         wreader inner;
@@ -518,16 +409,79 @@ static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
     }
     case WIRE_DEFAULT:
         return rebuild_at(r, rd, depth + 1);
+    case WIRE_OBJECT:
+        return ct_rebuild_object(r, rd, depth);
+    case WIRE_GLOBAL:
+        return ct_rebuild_global(r, rd);
+    case WIRE_REF:
+        return ct_rebuild_ref(r, rd);
     default:
         return tape_error(st, "unknown value tag on the tape (written by a newer calltape?)");
     }
+}
+
+PyObject *ct_rebuild_nested(ct_rebuild *r, wreader *rd, int depth)
+{
+    return rebuild_at(r, rd, depth);
 }
 
 PyObject *ct_rebuild_value(ct_rebuild *r, const uint8_t **p, const uint8_t *end)
 {
     wreader rd;
     wreader_init(&rd, *p, (size_t)(end - *p));
+    PyObject *own = NULL;
+    if (!r->memo && !(r->memo = own = PyList_New(0)))
+        return NULL;
     PyObject *v = rebuild_at(r, &rd, 0);
+    if (own) {
+        r->memo = NULL;
+        Py_DECREF(own);
+    }
     *p = rd.p;
     return v;
+}
+
+PyObject *ct_rebuild_texts(ct_state *st, const uint8_t *p, size_t n)
+{
+    PyObject *out = PyList_New(0);
+    if (!out || !p || !n)
+        return out;
+    const uint8_t *end = p + n;
+    wreader rd;
+    wreader_init(&rd, p, n);
+    uint64_t count = wreader_byte(&rd) == WIRE_LIST ? wreader_varint(&rd) : 0;
+    for (uint64_t i = 0; i < count && !rd.bad; i++) {
+        const uint8_t *item = rd.p;
+        PyObject *s = NULL;
+        if (!item)
+            break;
+        if (item < end && *item == WIRE_STR) {
+            rd.p++;
+            uint64_t len = wreader_varint(&rd);
+            const uint8_t *txt = wreader_take(&rd, len);
+            s = txt || !len ? text(st, txt, len) : NULL;
+        } else {
+            uint8_t store[256];
+            wbuf pv;
+            wbuf_init(&pv, store, sizeof store);
+            const uint8_t *next = wire_preview(item, end, &pv, CT_PREVIEW_LIMIT);
+            if (next)
+                rd.p = next;
+            else
+                rd.bad = 1;
+            s = pv.failed ? NULL : text(st, pv.data, pv.len);
+            wbuf_free(&pv);
+        }
+        if (!s || PyList_Append(out, s) < 0) {
+            Py_XDECREF(s);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(s);
+    }
+    if (rd.bad) {
+        Py_DECREF(out);
+        return tape_error(st, "malformed argv in a session row");
+    }
+    return out;
 }

@@ -144,7 +144,7 @@ static PyObject *describe_function(Recorder *r)
     PyObject *defaults = PyFunction_Check(r->func) ? PyFunction_GET_DEFAULTS(r->func) : NULL;
     PyObject *kwdefaults = PyFunction_Check(r->func) ? PyFunction_GET_KW_DEFAULTS(r->func) : NULL;
     Py_ssize_t ndef = defaults ? PyTuple_GET_SIZE(defaults) : 0;
-    ct_capture cap = {st, r->max_value_bytes, 0};
+    ct_capture cap = {st, r->max_value_bytes, 0, ct_redact_active(st, &r->redact), NULL, r->pickle};
     for (Py_ssize_t i = 0; i < r->nparams; i++) {
         PyObject *name = PyTuple_GET_ITEM(r->names, i);
         PyObject *dflt = NULL;
@@ -258,6 +258,21 @@ static void put_arg(Recorder *r, ct_capture *cap, wbuf *b, Py_ssize_t i, PyObjec
         ct_capture_value(cap, b, v);
 }
 
+/* The positional arguments of a callable that is not a function, as one
+ * TUPLE, those at the place of a parameter named as a secret REDACTED. */
+static void put_positional(Recorder *r, ct_capture *cap, wbuf *b, PyObject *t)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(t);
+    wbuf_byte(b, WIRE_TUPLE);
+    wbuf_varint(b, (uint64_t)n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i < r->npos_secret && r->pos_secret[i])
+            ct_put_redacted(r->st, b);
+        else
+            ct_capture_value(cap, b, PyTuple_GET_ITEM(t, i));
+    }
+}
+
 static Py_ssize_t find_param(Recorder *r, PyObject *name)
 {
     Py_ssize_t hi = r->argcount + r->kwonly;
@@ -308,7 +323,10 @@ static int encode_args(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *a
         PyObject *t, *d;
         if (raw_arguments(args, nargs, kwnames, &t, &d) < 0)
             return 1;
-        put_arg(r, cap, b, 0, t, 0);
+        if (r->pos_secret)
+            put_positional(r, cap, b, t);
+        else
+            put_arg(r, cap, b, 0, t, 0);
         put_arg(r, cap, b, 1, d, 0);
         Py_DECREF(t);
         Py_DECREF(d);
@@ -501,7 +519,7 @@ emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct
         ct_capture_exception(st, &res, exc);
         flags |= REC_HAS_RESULT;
     } else if (result && site->result) {
-        ct_capture cap = {st, site->max_value_bytes, 1};
+        ct_capture cap = {st, site->max_value_bytes, 1, site->redact, NULL, site->pickle};
         if (site->sanitize) {
             PyObject *name = PyUnicode_FromString("return");
             PyObject *clean =
@@ -577,7 +595,8 @@ emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct
 void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
                   uint64_t end, int outcome, PyObject *result, PyObject *exc)
 {
-    ct_site site = {r->fn_id, r->sanitize, r->max_value_bytes, r->opt_result};
+    ct_site site = {r->fn_id,  r->sanitize,        ct_redact_active(r->st, &r->redact),
+                    r->pickle, r->max_value_bytes, r->opt_result};
     emit_site_call(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc, NULL,
                    NULL, NULL);
 }
@@ -595,25 +614,25 @@ void ct_emit_call_frame(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci
                         uint64_t end, int outcome, PyObject *result, PyObject *exc,
                         const wbuf *locals, const wbuf *globals, const wbuf *yields)
 {
-    ct_site site = {r->fn_id, r->sanitize, r->max_value_bytes, r->opt_result};
+    ct_site site = {r->fn_id,  r->sanitize,        ct_redact_active(r->st, &r->redact),
+                    r->pickle, r->max_value_bytes, r->opt_result};
     emit_site_call(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc, locals,
                    globals, yields);
 }
 
 /* ---- locals and globals (framedata.c finds them) --------------------------- */
 
-void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, PyObject *redact_exact,
-                     PyObject *redact_patterns, int redact_default, PyObject *sanitize)
+void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, const ct_redact *rd,
+                     PyObject *sanitize)
 {
-    ct_capture cap = {st, limit, 0};
+    ct_capture cap = {st, limit, 0, ct_redact_active(st, rd)};
     PyObject *name, *v;
     Py_ssize_t pos = 0;
     wbuf_byte(b, WIRE_DICT);
     wbuf_varint(b, (uint64_t)PyDict_GET_SIZE(d));
     while (PyDict_Next(d, &pos, &name, &v)) {
         ct_capture_value(&cap, b, name);
-        if (PyUnicode_Check(name) &&
-            ct_should_redact(st, name, redact_exact, redact_patterns, redact_default)) {
+        if (cap.redact && ct_should_redact(st, name, cap.redact)) {
             ct_put_redacted(st, b);
         } else if (sanitize) {
             PyObject *clean = PyObject_CallFunctionObjArgs(sanitize, name, v, NULL);
@@ -633,8 +652,7 @@ void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, PyObj
 /* ct_encode_named with the recorder's redaction and sanitize. */
 static void encode_named(Recorder *r, wbuf *b, PyObject *d)
 {
-    ct_encode_named(r->st, b, d, r->max_value_bytes, r->redact_exact, r->redact_patterns,
-                    r->redact_default, r->sanitize);
+    ct_encode_named(r->st, b, d, r->max_value_bytes, &r->redact, r->sanitize);
 }
 
 /* Before the call (locals=True / globals=True; out of the common path):
@@ -724,11 +742,15 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     ct_callinfo ci;
     ci.flags = 0;
     if (r->opt_args) {
-        ct_capture cap = {st, r->max_value_bytes, 1};
+        ct_memo memo; /* one group: identity between the arguments survives */
+        CT_MEMO_START(&memo);
+        ct_capture cap = {st,    r->max_value_bytes, 1, ct_redact_active(st, &r->redact),
+                          &memo, r->pickle};
         t->busy++;
         ci.flags |= REC_HAS_ARGS;
         if (encode_args(r, &cap, &ab, args, nargs, kwnames))
             ci.flags |= REC_UNBOUND;
+        ct_memo_free(&memo);
         t->busy--;
     }
     ci.seq = ++st->seq;
@@ -823,18 +845,66 @@ static int setup_signature(Recorder *r)
     return r->names ? 0 : -1;
 }
 
+/* For a callable that is not a function (a functools.partial, an object
+ * with __call__): which leading positional arguments take parameters named
+ * as secrets, from inspect.signature, once.  Returns 0 (also when there is
+ * no signature), or -1 with MemoryError. */
+static int find_positional_secrets(Recorder *r)
+{
+    PyObject *inspect = PyImport_ImportModule("inspect");
+    PyObject *sig = inspect ? PyObject_CallMethod(inspect, "signature", "O", r->func) : NULL;
+    PyObject *params = sig ? PyObject_GetAttrString(sig, "parameters") : NULL;
+    PyObject *values = params ? PyMapping_Values(params) : NULL;
+    Py_ssize_t n = values ? PyList_GET_SIZE(values) : 0;
+    int rc = 0, any = 0;
+    uint8_t *secret = n ? PyMem_Calloc((size_t)n, 1) : NULL;
+    if (n && !secret) {
+        rc = -1;
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t i = 0;
+    for (; i < n; i++) {
+        PyObject *p = PyList_GET_ITEM(values, i);
+        PyObject *kind = PyObject_GetAttrString(p, "kind");
+        long k = kind ? PyLong_AsLong(kind) : -1; /* 0 positional-only, 1 positional or keyword */
+        Py_XDECREF(kind);
+        if (k != 0 && k != 1)
+            break;
+        PyObject *name = PyObject_GetAttrString(p, "name");
+        secret[i] = name ? (uint8_t)ct_should_redact(r->st, name, &r->redact) : 0;
+        any |= secret[i];
+        Py_XDECREF(name);
+    }
+    if (any) {
+        r->pos_secret = secret;
+        r->npos_secret = i;
+        secret = NULL;
+    }
+done:
+    if (rc == 0)
+        PyErr_Clear(); /* no signature: nothing is known by name */
+    PyMem_Free(secret);
+    Py_XDECREF(values);
+    Py_XDECREF(params);
+    Py_XDECREF(sig);
+    Py_XDECREF(inspect);
+    return rc;
+}
+
 static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"func",   "args",   "result",   "cpu",    "memory",
                              "tape",   "redact", "sanitize", "energy", "max_value_bytes",
-                             "sample", "locals", "globals",  "yields", NULL};
+                             "sample", "locals", "globals",  "yields", "pickle",
+                             NULL};
     PyObject *func, *tape = Py_None, *redact = Py_None, *sanitize = Py_None;
-    PyObject *max_bytes = Py_None, *energy = Py_None;
+    PyObject *max_bytes = Py_None, *energy = Py_None, *pickle = Py_None;
     int a = 1, res = 1, cpu = 0, mem = 0, want_locals = 0, want_globals = 0, want_yields = 0;
     Py_ssize_t sample = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOOnppp:record", kwlist, &func, &a, &res,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOOnpppO:record", kwlist, &func, &a, &res,
                                      &cpu, &mem, &tape, &redact, &sanitize, &energy, &max_bytes,
-                                     &sample, &want_locals, &want_globals, &want_yields))
+                                     &sample, &want_locals, &want_globals, &want_yields, &pickle))
         return NULL;
     int want_energy = energy == Py_None ? -1 : PyObject_IsTrue(energy);
     if (energy != Py_None && want_energy < 0)
@@ -852,6 +922,8 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         return NULL;
     r->vectorcall = Recorder_vectorcall;
     r->st = st;
+    if (pickle != Py_None && !(r->pickle = ct_type_tuple(pickle, "pickle")))
+        goto error;
     r->module_ref = Py_NewRef(st->module);
     r->wrapped = Py_NewRef(func);
     r->wrap = WRAP_FUNCTION;
@@ -905,9 +977,9 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
             goto error;
         }
     }
-    r->redact_default = redact != Py_False;
+    r->redact.use_default = redact != Py_False;
     if (redact != Py_None && redact != Py_False && redact != Py_True) {
-        if (ct_split_redact(redact, &r->redact_exact, &r->redact_patterns) < 0)
+        if (ct_split_redact(redact, &r->redact.exact, &r->redact.patterns) < 0)
             goto error;
     }
     if (setup_signature(r) < 0)
@@ -945,9 +1017,9 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         goto error;
     }
     for (Py_ssize_t i = 0; r->bound && i < r->nparams; i++)
-        r->redacted[i] =
-            (uint8_t)ct_should_redact(st, PyTuple_GET_ITEM(r->names, i), r->redact_exact,
-                                      r->redact_patterns, r->redact_default);
+        r->redacted[i] = (uint8_t)ct_should_redact(st, PyTuple_GET_ITEM(r->names, i), &r->redact);
+    if (!r->bound && find_positional_secrets(r) < 0)
+        goto error;
     r->fn_id = ++st->next_fn;
     PyObject *fdict = PyObject_GetAttrString(inner, "__dict__");
     if (fdict && PyDict_Check(fdict))
@@ -972,6 +1044,7 @@ static int Recorder_traverse(Recorder *r, visitproc visit, void *arg)
     Py_VISIT(r->wrapped);
     Py_VISIT(r->dict);
     Py_VISIT(r->sanitize);
+    Py_VISIT(r->pickle);
     return 0;
 }
 
@@ -981,9 +1054,10 @@ static int Recorder_clear(Recorder *r)
     Py_CLEAR(r->wrapped);
     Py_CLEAR(r->dict);
     Py_CLEAR(r->sanitize);
+    Py_CLEAR(r->pickle);
     Py_CLEAR(r->tape);
-    Py_CLEAR(r->redact_exact);
-    Py_CLEAR(r->redact_patterns);
+    Py_CLEAR(r->redact.exact);
+    Py_CLEAR(r->redact.patterns);
     Py_CLEAR(r->names);
     Py_CLEAR(r->fn_record);
     Py_CLEAR(r->global_names);
@@ -997,6 +1071,7 @@ static void Recorder_dealloc(Recorder *r)
     PyObject_GC_UnTrack(r);
     Recorder_clear(r);
     PyMem_Free(r->redacted);
+    PyMem_Free(r->pos_secret);
     tp->tp_free((PyObject *)r);
     Py_DECREF(tp);
 }

@@ -16,19 +16,23 @@ typedef struct Recorder {
     PyObject *func;       /* what is called */
     PyObject *wrapped;    /* what was decorated (__wrapped__) */
     PyObject *dict;
-    PyObject *tape;                           /* str or NULL */
-    PyObject *sanitize;                       /* callable or NULL */
-    PyObject *redact_exact, *redact_patterns; /* extra names, or NULL */
-    ct_engine_slot *slot;                     /* cached engine of `tape` */
-    PyObject *names;                          /* tuple of parameter names */
-    uint8_t *redacted;                        /* per parameter */
-    PyObject *fn_record;                      /* bytes: REC_FUNCTION body after the fn id */
-    PyObject *global_names;                   /* tuple of str (globals=True), or NULL */
+    PyObject *tape;       /* str or NULL */
+    PyObject *sanitize;   /* callable or NULL */
+    PyObject *pickle;     /* tuple of types to pickle (record(pickle=)), or NULL */
+    ct_redact redact;     /* its names of secrets */
+    ct_engine_slot *slot; /* cached engine of `tape` */
+    PyObject *names;      /* tuple of parameter names */
+    uint8_t *redacted;    /* per parameter */
+    uint8_t *pos_secret;  /* not a function: per leading positional argument, 1
+                             when inspect.signature names it a secret; or NULL */
+    Py_ssize_t npos_secret;
+    PyObject *fn_record;    /* bytes: REC_FUNCTION body after the fn id */
+    PyObject *global_names; /* tuple of str (globals=True), or NULL */
     Py_ssize_t argcount, posonly, kwonly, nparams, max_value_bytes;
     uint64_t fn_id, announced_serial;
     uint32_t sample, sample_counter;
     int kind, wrap, bound; /* bound: names come from a code object */
-    int has_varargs, has_varkw, redact_default;
+    int has_varargs, has_varkw;
     uint8_t opt_args, opt_result, opt_cpu, opt_memory, opt_locals, opt_globals;
     uint8_t opt_frame;  /* opt_locals or opt_globals: the one test on the common path */
     uint8_t opt_yields; /* generators: record what they yield */
@@ -49,6 +53,8 @@ typedef struct ct_callinfo {
 typedef struct ct_site {
     uint64_t fn_id;
     PyObject *sanitize;
+    const ct_redact *redact; /* ct_redact_active() rules, or NULL */
+    PyObject *pickle;        /* tuple of types to pickle, or NULL */
     Py_ssize_t max_value_bytes;
     int result; /* record the return value */
 } ct_site;
@@ -148,11 +154,15 @@ PyObject *ct_global_names(PyObject *code);
 PyObject *ct_globals_snapshot(ct_state *st, PyObject *globals, PyObject *names);
 
 /* Encodes the dict `d` of named values (locals, globals) as one DICT onto
- * `b`: names that match the redaction rules (extra names and patterns may
- * be NULL) become REDACTED, `sanitize` (or NULL) filters the others.
+ * `b`: names that match the redaction rules `rd` become REDACTED (at any
+ * depth), `sanitize` (or NULL) filters the others.
  * Never raises. */
-void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, PyObject *redact_exact,
-                     PyObject *redact_patterns, int redact_default, PyObject *sanitize);
+void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, const ct_redact *rd,
+                     PyObject *sanitize);
+
+/* The function running in `frame`, whose code is `code` (borrowed), or NULL
+ * when it cannot be told.  Never raises. */
+PyObject *ct_frame_function(PyFrameObject *frame, PyCodeObject *code);
 
 /* One call watching for its frame's locals; lives on the C stack. */
 typedef struct ct_locals_watch {

@@ -7,11 +7,14 @@
  *   1. refuses (ReplayRefused) unless the Replayer trusts the tape or its
  *      allowlist covers the function's module: replaying runs code;
  *   2. resolves module + qualname to the callable once per function
- *      (cached): imports the module, walks the qualname, takes the raw
- *      class attribute for methods, and unwraps @calltape.record
- *      (Recorder.__wrapped__), classmethod and staticmethod, so the original
- *      function is called with the recorded bound arguments, `self` or `cls`
- *      included;
+ *      (cached; resolve.c): imports the module as the recorded program did
+ *      (a function of a script run as __main__ from that script's file),
+ *      walks the qualname, takes the raw class attribute for methods, and
+ *      unwraps @calltape.record (Recorder.__wrapped__), classmethod and
+ *      staticmethod, so the original function is called with the recorded
+ *      bound arguments, `self` or `cls` included; while a call of a script
+ *      is replayed, the script's module stands in for sys.modules["__main__"]
+ *      so that values of its classes rebuild;
  *   3. skips, with a reason, what cannot be replayed faithfully: a function
  *      that cannot be imported or has moved, a nested function, arguments
  *      not recorded or recorded as markers, a signature that no longer binds
@@ -28,14 +31,14 @@
  *      (raises where it did not, or another exception), skipped.
  *
  * Invariants: one call never raises out of replay() except ReplayRefused,
- * KeyboardInterrupt and memory errors; the thread's recording context and
- * the patched globals are restored on every exit path.
+ * KeyboardInterrupt and memory errors; the thread's recording context, the
+ * patched globals and sys.modules["__main__"] are restored on every exit
+ * path.
  */
 #include "recorder.h"
 
 #include <math.h>
 
-enum { RK_PLAIN, RK_GENERATOR, RK_COROUTINE, RK_ASYNC_GENERATOR };
 enum { ST_PASSED, ST_CHANGED, ST_FAILED, ST_SKIPPED };
 static const char *const status_names[] = {"passed", "changed", "failed", "skipped"};
 /* The Call attributes replay reads, interned once per Replayer. */
@@ -51,11 +54,12 @@ enum {
     A_KWARGS,
     A_GLOBALS,
     A_YIELDED,
+    A_FILE,
     A_COUNT
 };
 static const char *const attr_names[] = {"id",        "module",  "qualname", "outcome",
                                          "exception", "result",  "args",     "bound",
-                                         "kwargs",    "globals", "yielded"};
+                                         "kwargs",    "globals", "yielded",  "file"};
 
 typedef struct Replayer {
     PyObject_HEAD ct_state *st;
@@ -75,9 +79,10 @@ typedef struct Replayer {
 } Replayer;
 
 /* A cache entry: (callable or None, kind, function or None, varnames or
- * None, "module.qualname", reason or None): callable None means the function
- * cannot be replayed, for `reason`. */
-enum { E_CALLABLE, E_KIND, E_FN, E_NAMES, E_NAME, E_REASON, E_SIZE };
+ * None, "module.qualname", reason or None, the script module standing in
+ * for __main__ or None): callable None means the function cannot be
+ * replayed, for `reason`. */
+enum { E_CALLABLE, E_KIND, E_FN, E_NAMES, E_NAME, E_REASON, E_MAIN, E_SIZE };
 
 static int module_covered(PyObject *allow, PyObject *module)
 {
@@ -110,25 +115,7 @@ static int check_allowed(Replayer *self, PyObject *module)
     return -1;
 }
 
-/* ---- resolving module + qualname ----------------------------------------- */
-
-/* The raw attribute `name` of class `cls` (first in the MRO), or NULL
- * without an exception when absent. */
-static PyObject *class_attr(PyObject *cls, PyObject *name)
-{
-    PyObject *mro = ((PyTypeObject *)cls)->tp_mro;
-    if (!mro)
-        return NULL;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
-        PyObject *d = ((PyTypeObject *)PyTuple_GET_ITEM(mro, i))->tp_dict;
-        PyObject *v = d ? PyDict_GetItemWithError(d, name) : NULL;
-        if (v)
-            return Py_NewRef(v);
-        if (PyErr_Occurred())
-            return NULL;
-    }
-    return NULL;
-}
+/* ---- resolving module + qualname (resolve.c) ----------------------------- */
 
 /* "ExcType: message" of the pending exception, which is cleared. */
 static PyObject *describe_pending(void)
@@ -143,136 +130,23 @@ static PyObject *describe_pending(void)
     return r ? r : PyUnicode_FromString("error");
 }
 
-static PyObject *moved(PyObject *module, PyObject *qualname, PyObject *where, PyObject *part)
+/* The uniform cache entry for module.qualname (recorded in `file`).  New
+ * reference or NULL. */
+static PyObject *resolve(ct_state *st, PyObject *record_tape, PyObject *module, PyObject *qualname,
+                         PyObject *file)
 {
-    const char *hint = PyUnicode_CompareWithASCIIString(module, "__main__") == 0
-                           ? " (it was recorded in a script run as __main__; replay from that"
-                             " script or move the function into a module)"
-                           : ": it moved or was renamed";
-    return PyUnicode_FromFormat("%U.%U was not found: %U has no attribute %R%s", module, qualname,
-                                where, part, hint);
-}
-
-/* Returns a new cache entry tuple, or a str saying why the function cannot
- * be replayed, or NULL with an exception (only for errors of our own). */
-static PyObject *resolve_raw(ct_state *st, PyObject *record_tape, PyObject *module,
-                             PyObject *qualname)
-{
-    PyObject *parts = NULL, *obj = NULL, *where = NULL, *fn = NULL, *names = NULL;
-    PyObject *callable = NULL, *out = NULL;
-    Py_ssize_t lt = PyUnicode_FindChar(qualname, '<', 0, PyUnicode_GET_LENGTH(qualname), 1);
-    if (lt == -2)
-        return NULL;
-    if (lt >= 0) {
-        return PyUnicode_FromFormat("%U.%U is defined inside another function (its qualname"
-                                    " has <locals>) or is a lambda, so it cannot be imported",
-                                    module, qualname);
-    }
-    obj = PyImport_Import(module);
-    if (!obj) {
-        PyObject *why = describe_pending();
-        out = PyUnicode_FromFormat("cannot import module %U: %U", module, why);
-        Py_XDECREF(why);
-        return out;
-    }
-    where = Py_NewRef(module);
-    PyObject *dot = PyUnicode_FromStringAndSize(".", 1);
-    parts = dot ? PyUnicode_Split(qualname, dot, -1) : NULL;
-    Py_XDECREF(dot);
-    if (!parts)
-        goto error;
-    Py_ssize_t n = PyList_GET_SIZE(parts);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *part = PyList_GET_ITEM(parts, i);
-        PyObject *next = NULL;
-        if (PyType_Check(obj)) {
-            next = class_attr(obj, part);
-        } else {
-            next = PyObject_GetAttr(obj, part);
-            if (!next && !PyErr_ExceptionMatches(PyExc_AttributeError))
-                goto error; /* a module whose __getattr__ fails otherwise */
-        }
-        if (!next) {
-            if (PyErr_Occurred())
-                PyErr_Clear();
-            out = moved(module, qualname, where, part);
-            goto done;
-        }
-        Py_SETREF(obj, next);
-        Py_SETREF(where, PyUnicode_FromFormat("%U.%U", where, part));
-        if (!where)
-            goto error;
-    }
-    fn = Py_NewRef(obj);
-    for (int guard = 0; guard < 16; guard++) {
-        PyObject *inner = NULL;
-        if (PyObject_TypeCheck(fn, st->Recorder_type))
-            inner = Py_NewRef(((Recorder *)fn)->wrapped);
-        else if (PyObject_TypeCheck(fn, &PyClassMethod_Type) ||
-                 PyObject_TypeCheck(fn, &PyStaticMethod_Type))
-            inner = PyObject_GetAttrString(fn, "__func__");
-        else
-            break;
-        if (!inner)
-            goto error;
-        Py_SETREF(fn, inner);
-    }
-    if (!PyCallable_Check(fn)) {
-        out = PyUnicode_FromFormat("%U.%U is no longer callable (it is a %s)", module, qualname,
-                                   Py_TYPE(fn)->tp_name);
-        goto done;
-    }
-    int kind = RK_PLAIN;
-    if (PyFunction_Check(fn)) {
-        PyCodeObject *co = (PyCodeObject *)PyFunction_GetCode(fn);
-        kind = co->co_flags & CO_GENERATOR         ? RK_GENERATOR
-               : co->co_flags & CO_COROUTINE       ? RK_COROUTINE
-               : co->co_flags & CO_ASYNC_GENERATOR ? RK_ASYNC_GENERATOR
-                                                   : RK_PLAIN;
-        names = PyCode_GetVarnames(co);
-        if (!names)
-            goto error;
-    }
-    if (record_tape) {
-        PyObject *kw = Py_BuildValue("{s:O}", "tape", record_tape);
-        PyObject *a = kw ? PyTuple_Pack(1, fn) : NULL;
-        callable = a ? PyObject_Call((PyObject *)st->Recorder_type, a, kw) : NULL;
-        Py_XDECREF(kw);
-        Py_XDECREF(a);
-        if (!callable)
-            goto error;
-    } else {
-        callable = Py_NewRef(fn);
-    }
-    out = Py_BuildValue("(NiOO)", callable, kind, PyFunction_Check(fn) ? fn : Py_None,
-                        names ? names : Py_None);
-    callable = NULL;
-    goto done;
-error:
-    Py_CLEAR(out);
-done:
-    Py_XDECREF(parts);
-    Py_XDECREF(obj);
-    Py_XDECREF(where);
-    Py_XDECREF(fn);
-    Py_XDECREF(names);
-    Py_XDECREF(callable);
-    return out;
-}
-
-/* The uniform cache entry for module.qualname.  New reference or NULL. */
-static PyObject *resolve(ct_state *st, PyObject *record_tape, PyObject *module, PyObject *qualname)
-{
-    PyObject *raw = resolve_raw(st, record_tape, module, qualname);
+    PyObject *raw = ct_resolve(st, record_tape, module, qualname, file);
     if (!raw)
         return NULL;
     PyObject *name = PyUnicode_FromFormat("%U.%U", module, qualname);
     PyObject *out = NULL;
     if (name && PyUnicode_Check(raw))
-        out = Py_BuildValue("(OiOOOO)", Py_None, RK_PLAIN, Py_None, Py_None, name, raw);
+        out = Py_BuildValue("(OiOOOOO)", Py_None, KIND_PLAIN, Py_None, Py_None, name, raw, Py_None);
     else if (name)
-        out = Py_BuildValue("(OOOOOO)", PyTuple_GET_ITEM(raw, 0), PyTuple_GET_ITEM(raw, 1),
-                            PyTuple_GET_ITEM(raw, 2), PyTuple_GET_ITEM(raw, 3), name, Py_None);
+        out = Py_BuildValue("(OOOOOOO)", PyTuple_GET_ITEM(raw, CT_R_CALLABLE),
+                            PyTuple_GET_ITEM(raw, CT_R_KIND), PyTuple_GET_ITEM(raw, CT_R_FN),
+                            PyTuple_GET_ITEM(raw, CT_R_NAMES), name, Py_None,
+                            PyTuple_GET_ITEM(raw, CT_R_MAIN));
     Py_XDECREF(name);
     Py_DECREF(raw);
     return out;
@@ -343,9 +217,11 @@ static PyObject *bind_problem(PyObject *fn, PyObject *names, PyObject *args, PyO
     return NULL;
 }
 
-/* 1 when `v` is (or holds, inside lists, tuples, sets and dicts) a marker of
- * a value that was not recorded; *found then names it (borrowed). */
-static int find_marker(ct_state *st, PyObject *v, PyObject **found, int depth)
+/* 1 when `v` is (or holds, at any depth, inside lists, tuples, sets, dicts
+ * and the attributes of objects) a marker of a value that was not
+ * recorded; *found then names it (borrowed).  `seen` (a set of ids, or
+ * NULL at the top) keeps shared and cyclic values from being walked twice. */
+static int find_marker_in(ct_state *st, PyObject *v, PyObject **found, int depth, PyObject *seen)
 {
     static const char *const names[] = {"Redacted", "Truncated", "Unencodable"};
     for (int i = 0; i < 3; i++) {
@@ -355,20 +231,43 @@ static int find_marker(ct_state *st, PyObject *v, PyObject **found, int depth)
             return 1;
         }
     }
-    if (depth > 8)
+    if (depth > WIRE_MAX_DEPTH || PyUnicode_Check(v) || PyLong_Check(v) || PyFloat_Check(v))
         return 0;
+    PyObject *id = PyLong_FromVoidPtr(v);
+    int fresh = id ? PySet_Contains(seen, id) == 0 && PySet_Add(seen, id) == 0 : 0;
+    Py_XDECREF(id);
+    PyErr_Clear();
+    if (!fresh)
+        return 0;
+    PyObject *items = NULL, *k, *x;
+    Py_ssize_t pos = 0;
+    int hit = 0;
     if (PyList_Check(v) || PyTuple_Check(v)) {
-        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(v); i++)
-            if (find_marker(st, PySequence_Fast_GET_ITEM(v, i), found, depth + 1))
-                return 1;
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(v) && !hit; i++)
+            hit = find_marker_in(st, PySequence_Fast_GET_ITEM(v, i), found, depth + 1, seen);
     } else if (PyDict_Check(v)) {
-        PyObject *k, *x;
-        Py_ssize_t pos = 0;
-        while (PyDict_Next(v, &pos, &k, &x))
-            if (find_marker(st, x, found, depth + 1))
-                return 1;
+        while (!hit && PyDict_Next(v, &pos, &k, &x))
+            hit = find_marker_in(st, k, found, depth + 1, seen) ||
+                  find_marker_in(st, x, found, depth + 1, seen);
+    } else if (PyAnySet_Check(v)) {
+        items = PySequence_List(v);
+    } else if (Py_TYPE(v)->tp_dictoffset != 0 || (Py_TYPE(v)->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
+        items = PyObject_GenericGetDict(v, NULL);
     }
-    return 0;
+    if (items && !hit)
+        hit = find_marker_in(st, items, found, depth + 1, seen);
+    Py_XDECREF(items);
+    PyErr_Clear();
+    return hit;
+}
+
+static int find_marker(ct_state *st, PyObject *v, PyObject **found, int depth)
+{
+    PyObject *seen = PySet_New(NULL);
+    int hit = seen ? find_marker_in(st, v, found, depth, seen) : 0;
+    Py_XDECREF(seen);
+    PyErr_Clear();
+    return hit;
 }
 
 /* ---- the call ------------------------------------------------------------ */
@@ -441,9 +340,9 @@ static int run_call(Replayer *self, PyObject *entry, PyObject *args, PyObject *k
                     PyObject *patch, PyObject **result, PyObject **exc, PyObject **yielded,
                     uint64_t *duration)
 {
-    PyObject *callable = PyTuple_GET_ITEM(entry, 0);
-    int kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(entry, 1));
-    PyObject *fn = PyTuple_GET_ITEM(entry, 2);
+    PyObject *callable = PyTuple_GET_ITEM(entry, E_CALLABLE);
+    int kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(entry, E_KIND));
+    PyObject *fn = PyTuple_GET_ITEM(entry, E_FN);
     PyObject *saved = NULL, *absent = NULL, *globals = NULL;
     if (patch && fn != Py_None) {
         globals = PyFunction_GetGlobals(fn);
@@ -464,11 +363,11 @@ static int run_call(Replayer *self, PyObject *entry, PyObject *args, PyObject *k
         t->busy++;
     uint64_t start = ct_now_ns();
     PyObject *r = PyObject_Call(callable, args, kwargs);
-    if (r && kind == RK_GENERATOR && PyIter_Check(r)) {
+    if (r && kind == KIND_GENERATOR && PyIter_Check(r)) {
         Py_SETREF(r, drain(r, yielded));
-    } else if (r && kind == RK_COROUTINE) {
+    } else if (r && kind == KIND_COROUTINE) {
         Py_SETREF(r, PyObject_CallOneArg(self->run_coroutine, r));
-    } else if (r && kind == RK_ASYNC_GENERATOR) {
+    } else if (r && kind == KIND_ASYNC_GENERATOR) {
         PyObject *values = PyObject_CallOneArg(self->run_asyncgen, r);
         Py_SETREF(r, values ? Py_NewRef(Py_None) : NULL);
         *yielded = values;
@@ -635,21 +534,48 @@ static PyObject *Replayer_check(Replayer *self, PyObject *module)
     Py_RETURN_NONE;
 }
 
-/* The cached entry (borrowed) or reason for module.qualname. */
-static PyObject *lookup(Replayer *self, PyObject *module, PyObject *qualname)
+/* The cached entry (borrowed) for module.qualname recorded in `file`. */
+static PyObject *lookup(Replayer *self, PyObject *module, PyObject *qualname, PyObject *file)
 {
-    PyObject *key = PyTuple_Pack(2, module, qualname);
+    PyObject *key = PyTuple_Pack(3, module, qualname, file);
     if (!key)
         return NULL;
     PyObject *entry = PyDict_GetItemWithError(self->cache, key);
     if (!entry && !PyErr_Occurred()) {
-        PyObject *fresh = resolve(self->st, self->record_tape, module, qualname);
+        PyObject *fresh = resolve(self->st, self->record_tape, module, qualname, file);
         if (fresh && PyDict_SetItem(self->cache, key, fresh) == 0)
             entry = fresh; /* the cache keeps it alive */
         Py_XDECREF(fresh);
     }
     Py_DECREF(key);
     return entry;
+}
+
+/* Stands `script` (a module) in for sys.modules["__main__"] while a call of
+ * the script is replayed, so that values of its classes rebuild; returns
+ * the module it replaced (new reference; Py_None when there was none), or
+ * NULL with an exception. */
+static PyObject *main_swap(PyObject *script)
+{
+    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
+    PyObject *old = PyDict_GetItemString(modules, "__main__");
+    old = Py_NewRef(old ? old : Py_None);
+    if (PyDict_SetItemString(modules, "__main__", script) < 0)
+        Py_CLEAR(old);
+    return old;
+}
+
+/* Puts back what main_swap() replaced (`old` is consumed).  Keeps a pending
+ * exception. */
+static void main_restore(PyObject *old)
+{
+    PyObject *exc = ct_fetch_exc();
+    PyObject *modules = PyImport_GetModuleDict();
+    if ((old == Py_None ? PyDict_DelItemString(modules, "__main__")
+                        : PyDict_SetItemString(modules, "__main__", old)) < 0)
+        PyErr_Clear();
+    Py_DECREF(old);
+    ct_restore_exc(exc);
 }
 
 /* Builds the Outcome.  Steals nothing. */
@@ -725,35 +651,19 @@ static int compare_yields(Replayer *self, PyObject *call, PyObject *now, PyObjec
     return rc;
 }
 
-static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
+/* Replays `call` whose function's cache entry is `entry` (borrowed).
+ * Returns the Outcome, or NULL with an exception. */
+static PyObject *replay_entry(Replayer *self, PyObject *call, PyObject *call_id, PyObject *entry,
+                              Py_ssize_t nparams)
 {
-    static char *kwlist[] = {"call", "parameters", NULL};
-    PyObject *call, *patch = NULL;
-    Py_ssize_t nparams = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$n:replay", kwlist, &call, &nparams))
-        return NULL;
     ct_state *st = self->st;
-    PyObject *call_id = NULL, *module = NULL, *qualname = NULL, *function = NULL;
+    PyObject *patch = NULL, *function = NULL;
     PyObject *outcome = NULL, *expected = NULL, *named = NULL, *bound = NULL;
     PyObject *pargs = NULL, *pkwargs = NULL, *reason = NULL, *result = NULL, *exc = NULL;
     PyObject *yielded = NULL, *diff = NULL, *out = NULL;
     int status = ST_SKIPPED;
     double seconds = -1;
 
-    call_id = PyObject_GetAttr(call, self->attr[A_ID]);
-    module = PyObject_GetAttr(call, self->attr[A_MODULE]);
-    qualname = PyObject_GetAttr(call, self->attr[A_QUALNAME]);
-    if (!call_id || !module || !qualname)
-        goto error;
-    if (!PyUnicode_Check(module) || !PyUnicode_Check(qualname)) {
-        PyErr_SetString(PyExc_TypeError, "call.module and call.qualname must be str");
-        goto error;
-    }
-    if (check_allowed(self, module) < 0) /* before the import runs any code */
-        goto error;
-    PyObject *entry = lookup(self, module, qualname); /* borrowed */
-    if (!entry)
-        goto error;
     function = Py_NewRef(PyTuple_GET_ITEM(entry, E_NAME));
     if (PyTuple_GET_ITEM(entry, E_REASON) != Py_None) {
         reason = Py_NewRef(PyTuple_GET_ITEM(entry, E_REASON));
@@ -824,7 +734,7 @@ static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
             PyErr_SetString(PyExc_TypeError, "call.bound must have a tuple args, a dict kwargs");
         goto error;
     }
-    PyObject *fn = PyTuple_GET_ITEM(entry, 2), *names = PyTuple_GET_ITEM(entry, 3);
+    PyObject *fn = PyTuple_GET_ITEM(entry, E_FN), *names = PyTuple_GET_ITEM(entry, E_NAMES);
     if (fn != Py_None) {
         reason = bind_problem(fn, names, pargs, pkwargs);
         if (reason || PyErr_Occurred())
@@ -897,9 +807,6 @@ finish:
 error:
     Py_CLEAR(out);
 done:
-    Py_XDECREF(call_id);
-    Py_XDECREF(module);
-    Py_XDECREF(qualname);
     Py_XDECREF(function);
     Py_XDECREF(outcome);
     Py_XDECREF(expected);
@@ -913,6 +820,48 @@ done:
     Py_XDECREF(exc);
     Py_XDECREF(yielded);
     Py_XDECREF(diff);
+    return out;
+}
+
+static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"call", "parameters", NULL};
+    PyObject *call;
+    Py_ssize_t nparams = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$n:replay", kwlist, &call, &nparams))
+        return NULL;
+    PyObject *call_id = PyObject_GetAttr(call, self->attr[A_ID]);
+    PyObject *module = PyObject_GetAttr(call, self->attr[A_MODULE]);
+    PyObject *qualname = PyObject_GetAttr(call, self->attr[A_QUALNAME]);
+    PyObject *file = PyObject_GetAttr(call, self->attr[A_FILE]);
+    PyObject *out = NULL, *entry = NULL;
+    if (!file && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear(); /* a call-like object without a file */
+        file = Py_NewRef(Py_None);
+    }
+    if (!call_id || !module || !qualname || !file)
+        goto done;
+    if (!PyUnicode_Check(module) || !PyUnicode_Check(qualname)) {
+        PyErr_SetString(PyExc_TypeError, "call.module and call.qualname must be str");
+        goto done;
+    }
+    if (check_allowed(self, module) < 0) /* before the import runs any code */
+        goto done;
+    entry = lookup(self, module, qualname, file); /* borrowed */
+    if (!entry)
+        goto done;
+    PyObject *script = PyTuple_GET_ITEM(entry, E_MAIN);
+    PyObject *old_main = script != Py_None ? main_swap(script) : NULL;
+    if (script != Py_None && !old_main)
+        goto done;
+    out = replay_entry(self, call, call_id, entry, nparams);
+    if (old_main)
+        main_restore(old_main);
+done:
+    Py_XDECREF(call_id);
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    Py_XDECREF(file);
     return out;
 }
 
@@ -961,21 +910,3 @@ PyType_Spec Replayer_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .slots = Replayer_slots,
 };
-
-PyObject *ct_resolve_py(PyObject *module, PyObject *args)
-{
-    PyObject *mod, *qualname;
-    if (!PyArg_ParseTuple(args, "UU:resolve", &mod, &qualname))
-        return NULL;
-    PyObject *entry = resolve_raw(PyModule_GetState(module), NULL, mod, qualname);
-    if (!entry)
-        return NULL;
-    if (PyUnicode_Check(entry)) { /* a reason */
-        PyErr_SetObject(PyExc_LookupError, entry);
-        Py_DECREF(entry);
-        return NULL;
-    }
-    PyObject *fn = Py_NewRef(PyTuple_GET_ITEM(entry, 0));
-    Py_DECREF(entry);
-    return fn;
-}

@@ -99,6 +99,33 @@ static sqlite3_stmt *prepare(ct_tape *t, const char *sql, const char *what)
     return q;
 }
 
+PyObject *ct_check_writable_py(PyObject *module, PyObject *arg)
+{
+    ct_state *st = PyModule_GetState(module);
+    PyObject *p = PyOS_FSPath(arg);
+    if (!p)
+        return NULL;
+    const char *path = PyUnicode_Check(p) ? PyUnicode_AsUTF8(p) : NULL;
+    if (!path) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_TypeError, "the tape path must be str, not %R", arg);
+        Py_DECREF(p);
+        return NULL;
+    }
+    char err[400];
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+        rc = store_check_write(path, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(p);
+    if (rc < 0) {
+        PyObject *cls = ct_marker_type(st, "TapeError");
+        PyErr_SetString(cls ? cls : PyExc_ValueError, err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"path", "trust", "allow", NULL};
@@ -473,12 +500,12 @@ static PyObject *Tape_load_blob(PyObject *self, PyObject *args)
     return out;
 }
 
-PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end)
+PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end, PyObject *memo)
 {
     PyObject *loader = PyObject_GetAttrString((PyObject *)t, "load_blob");
     if (!loader)
         return NULL;
-    ct_rebuild rb = {PyType_GetModuleState(Py_TYPE(t)), t->trust, t->allow, loader};
+    ct_rebuild rb = {PyType_GetModuleState(Py_TYPE(t)), t->trust, t->allow, loader, memo};
     PyObject *v = ct_rebuild_value(&rb, p, end);
     Py_DECREF(loader);
     return v;
@@ -490,8 +517,14 @@ static PyObject *Tape_sessions(PyObject *self, PyObject *unused)
 {
     (void)unused;
     ct_tape *t = (ct_tape *)self;
-    sqlite3_stmt *q =
-        prepare(t, "SELECT " CT_SESSION_COLUMNS " FROM sessions ORDER BY id DESC", "its sessions");
+    if (ct_tape_check_open(t) < 0)
+        return NULL;
+    sqlite3_stmt *q = prepare(t,
+                              store_version(t->st) >= 3
+                                  ? "SELECT " CT_SESSION_COLUMNS " FROM sessions ORDER BY id DESC"
+                                  : "SELECT " CT_SESSION_COLUMNS_V2 ", NULL, NULL FROM sessions"
+                                    " ORDER BY id DESC",
+                              "its sessions");
     if (!q)
         return NULL;
     PyObject *out = PyList_New(0);

@@ -343,10 +343,10 @@ PyType_Spec Function_spec = {
 
 typedef struct ct_session {
     PyObject_HEAD PyObject *id, *pid, *ppid, *parent, *host, *argv, *python, *version, *start, *end,
-        *mpi_rank, *counters;
+        *mpi_rank, *counters, *sys_path0, *cwd;
 } ct_session;
 
-#define SESSION_NFIELDS 12
+#define SESSION_NFIELDS 14
 
 static PyObject **session_fields(ct_session *s)
 {
@@ -358,17 +358,6 @@ static PyObject *int_or_none(sqlite3_stmt *q, int i)
     if (sqlite3_column_type(q, i) == SQLITE_NULL)
         Py_RETURN_NONE;
     return PyLong_FromLongLong(sqlite3_column_int64(q, i));
-}
-
-/* 1 when `argv` is a list of str, as a session records it. */
-static int argv_well_formed(PyObject *argv)
-{
-    if (!PyList_Check(argv))
-        return 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(argv); i++)
-        if (!PyUnicode_Check(PyList_GET_ITEM(argv, i)))
-            return 0;
-    return 1;
 }
 
 PyObject *ct_session_from_row(ct_tape *t, sqlite3_stmt *row)
@@ -402,14 +391,13 @@ PyObject *ct_session_from_row(ct_tape *t, sqlite3_stmt *row)
             Py_CLEAR(s->counters);
         Py_XDECREF(v);
     }
+    s->sys_path0 =
+        sqlite3_column_type(row, 16) == SQLITE_NULL ? Py_NewRef(Py_None) : column_text(row, 16);
+    s->cwd =
+        sqlite3_column_type(row, 17) == SQLITE_NULL ? Py_NewRef(Py_None) : column_text(row, 17);
     const uint8_t *argv = sqlite3_column_blob(row, 7);
     int n = sqlite3_column_bytes(row, 7);
-    s->argv = argv && n ? ct_tape_rebuild(t, &argv, argv + n) : PyList_New(0);
-    if (s->argv && !argv_well_formed(s->argv)) {
-        Py_CLEAR(s->argv);
-        PyObject *cls = ct_marker_type(st, "TapeError");
-        PyErr_SetString(cls ? cls : PyExc_ValueError, "its argv is not a list of text");
-    }
+    s->argv = ct_rebuild_texts(PyType_GetModuleState(Py_TYPE(t)), argv, (size_t)n);
     for (int i = 0; i < SESSION_NFIELDS; i++)
         if (!session_fields(s)[i]) {
             /* a text, a time or the argv the row does not hold */
@@ -471,6 +459,9 @@ static PyMemberDef Session_members[] = {
     {"mpi_rank", T_OBJECT, offsetof(ct_session, mpi_rank), READONLY, "MPI rank, or None"},
     {"counters", T_OBJECT, offsetof(ct_session, counters), READONLY,
      "unencodable, pickled, redacted, truncated and dropped values"},
+    {"sys_path0", T_OBJECT, offsetof(ct_session, sys_path0), READONLY,
+     "the program's sys.path[0], absolute (where it found its modules), or None"},
+    {"cwd", T_OBJECT, offsetof(ct_session, cwd), READONLY, "the program's working folder, or None"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -662,7 +653,7 @@ static PyObject *call_damaged(ct_call *c, const char *what)
 static PyObject *call_value(ct_call *c, const char *what, const uint8_t *p, size_t n)
 {
     const uint8_t *end = p + n;
-    PyObject *v = ct_tape_rebuild(c->tape, &p, end);
+    PyObject *v = ct_tape_rebuild(c->tape, &p, end, NULL);
     if (v && p != end) {
         Py_CLEAR(v);
         PyObject *cls = ct_marker_type(state_of((PyObject *)c), "TapeError");
@@ -678,7 +669,8 @@ PyObject *ct_call_args(ct_call *c)
     if (call_alive(c) < 0)
         return NULL;
     PyObject *args = PyDict_New(), *defaults = PySet_New(NULL), *v = NULL;
-    if (!args || !defaults)
+    PyObject *memo = PyList_New(0); /* the arguments are one group */
+    if (!args || !defaults || !memo)
         goto error;
     if (c->flags & REC_HAS_ARGS) {
         PyObject *raw_names = NULL;
@@ -693,7 +685,7 @@ PyObject *ct_call_args(ct_call *c)
         Py_ssize_t i = 0;
         for (; p < end; i++) {
             int was_default = *p == WIRE_DEFAULT;
-            v = ct_tape_rebuild(c->tape, &p, end);
+            v = ct_tape_rebuild(c->tape, &p, end, memo);
             if (!v) {
                 Py_XDECREF(raw_names);
                 call_damaged(c, "its arguments");
@@ -718,6 +710,7 @@ PyObject *ct_call_args(ct_call *c)
             goto error;
         }
     }
+    Py_CLEAR(memo);
     PyObject *frozen = PyFrozenSet_New(defaults);
     Py_DECREF(defaults);
     if (!frozen) {
@@ -736,6 +729,7 @@ PyObject *ct_call_args(ct_call *c)
     return c->args;
 error:
     Py_XDECREF(v);
+    Py_XDECREF(memo);
     Py_XDECREF(args);
     Py_XDECREF(defaults);
     return NULL;
@@ -786,6 +780,34 @@ static PyObject *Call_get_result(ct_call *c, void *which)
     return Py_XNewRef(call_outcome_value(c));
 }
 
+/* Which parameters Bound leaves out (keep[i] = 0): those that took their
+ * default, so that the call made again takes today's default object itself
+ * (a sentinel keeps its identity).  A positional-only parameter before a
+ * kept positional-only one, and every positional one when *args holds
+ * values, cannot be left out. */
+static void bound_keep(ct_call *c, PyObject *values, PyObject *names, const uint8_t *kinds,
+                       Py_ssize_t n, uint8_t *keep)
+{
+    Py_ssize_t last_posonly = -1, varargs = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        int dflt = c->defaults && PySet_Contains(c->defaults, name) == 1;
+        keep[i] = (uint8_t)!dflt;
+        if (kinds[i] == 0 && !dflt)
+            last_posonly = i;
+        if (kinds[i] == 2)
+            varargs = i;
+    }
+    PyErr_Clear();
+    PyObject *extra =
+        varargs >= 0 ? PyDict_GetItemWithError(values, PyTuple_GET_ITEM(names, varargs)) : NULL;
+    int extra_args = extra && PyTuple_Check(extra) && PyTuple_GET_SIZE(extra) > 0;
+    PyErr_Clear();
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((kinds[i] == 0 && i < last_posonly) || (extra_args && kinds[i] <= 1))
+            keep[i] = 1;
+}
+
 static PyObject *Call_get_bound(ct_call *c, void *unused)
 {
     (void)unused;
@@ -798,24 +820,32 @@ static PyObject *Call_get_bound(ct_call *c, void *unused)
     const uint8_t *kinds = unbound ? raw_kinds : c->fn->kinds;
     ct_bound *b = NULL;
     PyObject *pos = PyList_New(0), *kw = PyDict_New(), *names = NULL;
-    if (!pos || !kw)
+    uint8_t keep_small[32], *keep = n <= 32 ? keep_small : PyMem_Malloc((size_t)n);
+    if (!keep)
+        PyErr_NoMemory();
+    if (!pos || !kw || !keep)
         goto error;
     names = unbound ? Py_BuildValue("(ss)", "args", "kwargs") : Py_NewRef(c->fn->names);
     if (!names)
         goto error;
+    bound_keep(c, values, names, kinds, n, keep);
+    int gap = 0; /* a positional parameter was left out: the next go by keyword */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name = PyTuple_GET_ITEM(names, i);
-        PyObject *v = PyDict_GetItemWithError(values, name);
+        PyObject *v = keep[i] ? PyDict_GetItemWithError(values, name) : NULL;
         if (!v) {
             if (PyErr_Occurred())
                 goto error;
+            gap |= kinds[i] <= 1;
             continue;
         }
         int rc;
         switch (kinds[i]) {
         case 0: /* positional-only */
-        case 1: /* positional or keyword */
             rc = PyList_Append(pos, v);
+            break;
+        case 1: /* positional or keyword */
+            rc = gap ? PyDict_SetItem(kw, name, v) : PyList_Append(pos, v);
             break;
         case 2: /* *args */
             rc = PyList_SetSlice(pos, PyList_GET_SIZE(pos), PyList_GET_SIZE(pos), v);
@@ -840,6 +870,8 @@ static PyObject *Call_get_bound(ct_call *c, void *unused)
     if (!b->args)
         Py_CLEAR(b);
 error:
+    if (keep != keep_small)
+        PyMem_Free(keep);
     Py_XDECREF(names);
     Py_XDECREF(pos);
     Py_XDECREF(kw);
@@ -1112,8 +1144,8 @@ static PyGetSetDef Call_getset[] = {
     {"args", (getter)Call_get_args, NULL, "parameter name -> rebuilt value", NULL},
     {"defaults", (getter)Call_get_defaults, NULL, "names of arguments that took their default",
      NULL},
-    {"bound", (getter)Call_get_bound, NULL, "Bound: args and kwargs to call the function again",
-     NULL},
+    {"bound", (getter)Call_get_bound, NULL,
+     "Bound: args and kwargs to call the function again (defaulted parameters left out)", NULL},
     {"result", (getter)Call_get_result, NULL, "the rebuilt return value (None if it raised)", NULL},
     {"exception", (getter)Call_get_result, NULL, "ExceptionInfo when the call raised, else None",
      (void *)1},
@@ -1131,7 +1163,18 @@ static PyGetSetDef Call_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+static PyObject *Call_readable(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return ct_call_readable((ct_call *)self);
+}
+
 static PyMethodDef Call_methods[] = {
+    {"readable", Call_readable, METH_NOARGS,
+     "readable() -> (args, defaults, outcome): the values for reading, each rebuilt on its\n"
+     "own (one that cannot be rebuilt here is calltape.Unreadable(type, preview, reason)),\n"
+     "the names of arguments that took their default, and the result or ExceptionInfo.\n\n"
+     ">>> args, defaults, result = tape.call(42).readable()"},
     {"children", Call_children, METH_NOARGS,
      "children() -> list of the recorded calls this call made directly, oldest first."},
     {"replay", (PyCFunction)(void (*)(void))Call_replay, METH_VARARGS | METH_KEYWORDS,

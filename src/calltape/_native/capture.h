@@ -1,0 +1,46 @@
+/*
+ * capture.h - what capture.c (built-in values, containers, identity) and
+ * objects.c (every other type) share.  Return codes of the ct_capture_*
+ * functions below: 0, -1 (out of memory), -2 (a container changed size
+ * while it was written), -3 (an exception is set), -4 (over the size limit).
+ */
+#ifndef CALLTAPE_CAPTURE_H
+#define CALLTAPE_CAPTURE_H
+
+#include "binding.h"
+
+/* Writes one value nested at `depth` inside the value being captured. */
+int ct_capture_nested(ct_capture *c, wbuf *b, PyObject *v, int depth);
+/* Writes the items of the list, tuple, dict, set or frozenset `v` (or of
+ * an instance of a subclass: read from the base's storage, never through
+ * an overridden method) as a value tagged `tag`. */
+int ct_capture_items(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth);
+/* Writes the str, bytes, int or float (or subclass instance) `v` as the
+ * built-in value of OBJECT kind `kind`. */
+int ct_capture_builtin(ct_capture *c, wbuf *b, PyObject *v, uint8_t kind);
+/* Writes `v`, not a built-in data value, as its type's decision says
+ * (objects.c). */
+int ct_capture_object(ct_capture *c, wbuf *b, PyObject *v, int depth);
+/* Writes the class, function, builtin function or module `v` as a GLOBAL
+ * (or UNENCODABLE when it has no importable name). */
+int ct_capture_global(ct_capture *c, wbuf *b, PyObject *v);
+/* Writes an UNENCODABLE marker and counts it. */
+void ct_put_unencodable(ct_state *st, wbuf *b, const char *type, const char *why);
+
+/* 1 (with *index) when `v` was already written in this group. */
+int ct_memo_find(ct_capture *c, PyObject *v, size_t *index);
+/* Gives `v` the next memo index (*index); `open`: its contents are being
+ * written and it cannot be referred to until ct_memo_close.  0, or -1. */
+int ct_memo_add(ct_capture *c, PyObject *v, int open, size_t *index);
+void ct_memo_close(ct_capture *c, size_t index);
+/* Writes a REF to memo `index` (an UNENCODABLE marker when it is still
+ * open: a cycle through an immutable value).  Returns 0. */
+int ct_put_ref(ct_capture *c, wbuf *b, size_t index);
+
+/* Frees every decision (module clear, or when codecs or pickle types
+ * change). */
+void ct_typecache_clear(ct_typecache *tc);
+/* Visits the references the decisions hold (module traverse). */
+int ct_typecache_traverse(ct_typecache *tc, visitproc visit, void *arg);
+
+#endif

@@ -1,0 +1,851 @@
+/*
+ * objects.c - values that are not built-in data: how each type is captured,
+ * decided once per type, without running the program's code.
+ *
+ * In order, the first that applies:
+ *   CODEC   a codec registered for the type or a base (register_codec);
+ *   PICKLE  a type the user opted into pickling (configure(pickle=[...]));
+ *   NDARRAY numpy arrays, as .npy bytes from the buffer protocol;
+ *   ENUM    an enum member: its class and value;
+ *   REDUCE  a data type of the standard library (datetime, Decimal, deque,
+ *           OrderedDict, ...; numpy scalars and dtypes): the type's own C
+ *           reduce, whose parts are then captured like any value;
+ *   OBJECT  an instance of a class defined in Python: its class by name and
+ *           its __dict__ and __slots__ read directly, and the contents of a
+ *           built-in base (list, dict, tuple, str, int, an exception's args);
+ *   REFUSE  anything else (a C object whose state only its code can read):
+ *           UNENCODABLE, with the way to opt in.
+ * Classes, functions, builtins and modules are GLOBALs: their name.
+ *
+ * Invariants: deciding and capturing call no method of the value or of its
+ * class (no __reduce__, __getstate__, __iter__, __getattr__, __eq__ or
+ * __hash__ defined in Python), so recording neither changes the program nor
+ * emits its warnings; only codecs and opted-in pickling run user code.  The
+ * per-type decisions hold types weakly: a class that is no longer used is
+ * freed, and its entry is recognised as stale by its weak reference.
+ */
+#include "capture.h"
+
+#include <structmember.h>
+
+/* ---- the decision per type ------------------------------------------------- */
+
+/* Data types of the standard library captured by their own (C, or stdlib
+ * Python without side effects) reduce, by exact type. */
+static const char *const objects_reduce_names[] = {
+    "datetime.date",
+    "datetime.datetime",
+    "datetime.time",
+    "datetime.timedelta",
+    "datetime.timezone",
+    "decimal.Decimal",
+    "collections.OrderedDict",
+    "collections.deque",
+    "collections.defaultdict",
+    "re.Pattern",
+    "array.array",
+    "builtins.complex",
+    "builtins.bytearray",
+    "builtins.range",
+    "builtins.slice",
+    "zoneinfo.ZoneInfo",
+    "functools.partial",
+    "types.SimpleNamespace",
+    "pathlib.PurePath",
+    "pathlib.PurePosixPath",
+    "pathlib.PureWindowsPath",
+    "pathlib.Path",
+    "pathlib.PosixPath",
+    "pathlib.WindowsPath",
+    NULL,
+};
+
+static void typeinfo_release(ct_typeinfo *e)
+{
+    Py_CLEAR(e->alive);
+    Py_CLEAR(e->codec);
+    PyMem_Free(e->header);
+    PyMem_Free(e->slots);
+    memset(e, 0, sizeof *e);
+}
+
+void ct_typecache_clear(ct_typecache *tc)
+{
+    for (size_t i = 0; i < tc->cap; i++)
+        if (tc->v[i].tp)
+            typeinfo_release(&tc->v[i]);
+    PyMem_Free(tc->v);
+    tc->v = NULL;
+    tc->cap = tc->n = 0;
+}
+
+int ct_typecache_traverse(ct_typecache *tc, visitproc visit, void *arg)
+{
+    for (size_t i = 0; i < tc->cap; i++) {
+        Py_VISIT(tc->v[i].alive);
+        Py_VISIT(tc->v[i].codec);
+    }
+    return 0;
+}
+
+static size_t typecache_slot(const ct_typecache *tc, const PyTypeObject *tp)
+{
+    uintptr_t h = (uintptr_t)tp >> 4;
+    h ^= h >> 17;
+    return (size_t)(h * 0x9E3779B97F4A7C15ull) & (tc->cap - 1);
+}
+
+/* 1 when entry `e` still describes a live type (its weak reference, when it
+ * has one, still points at it). */
+static int typeinfo_alive(const ct_typeinfo *e)
+{
+    if (!e->alive)
+        return 1;
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *o = NULL;
+    if (PyWeakref_GetRef(e->alive, &o) < 0)
+        PyErr_Clear();
+    int same = o == (PyObject *)e->tp;
+    Py_XDECREF(o);
+    return same;
+#else
+    return PyWeakref_GET_OBJECT(e->alive) == (PyObject *)e->tp;
+#endif
+}
+
+/* Grows the table to `cap` slots, dropping stale entries.  0, or -1. */
+static int typecache_grow(ct_typecache *tc, size_t cap)
+{
+    ct_typeinfo *old = tc->v;
+    size_t oldcap = tc->cap;
+    ct_typeinfo *v = PyMem_Calloc(cap, sizeof *v);
+    if (!v)
+        return -1;
+    tc->v = v;
+    tc->cap = cap;
+    tc->n = 0;
+    for (size_t i = 0; i < oldcap; i++) {
+        if (!old[i].tp)
+            continue;
+        if (!typeinfo_alive(&old[i])) {
+            typeinfo_release(&old[i]);
+            continue;
+        }
+        size_t j = typecache_slot(tc, old[i].tp);
+        while (v[j].tp)
+            j = (j + 1) & (cap - 1);
+        v[j] = old[i];
+        tc->n++;
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+/* "varint n + module, varint n + qualname" of type `tp` into e->header. */
+static int typeinfo_name(ct_typeinfo *e, PyTypeObject *tp)
+{
+    PyObject *mod = NULL, *qual = NULL;
+    const char *m = "builtins", *q = tp->tp_name, *dot = strrchr(tp->tp_name, '.');
+    Py_ssize_t mn = 8, qn = (Py_ssize_t)strlen(q);
+    if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        mod = PyDict_GetItemString(tp->tp_dict, "__module__"); /* borrowed */
+        qual = ((PyHeapTypeObject *)tp)->ht_qualname;
+        m = mod && PyUnicode_Check(mod) ? PyUnicode_AsUTF8AndSize(mod, &mn) : NULL;
+        q = qual && PyUnicode_Check(qual) ? PyUnicode_AsUTF8AndSize(qual, &qn) : NULL;
+        if (!m || !q) {
+            PyErr_Clear();
+            m = "builtins";
+            mn = 8;
+            q = tp->tp_name;
+            qn = (Py_ssize_t)strlen(q);
+        }
+    } else if (dot) {
+        m = tp->tp_name;
+        mn = (Py_ssize_t)(dot - tp->tp_name);
+        q = dot + 1;
+        qn = (Py_ssize_t)strlen(q);
+    }
+    uint8_t *h = PyMem_Malloc((size_t)mn + (size_t)qn + 20);
+    if (!h)
+        return -1;
+    uint8_t *p = put_varint_raw(h, (uint64_t)mn);
+    memcpy(p, m, (size_t)mn);
+    p = put_varint_raw(p + mn, (uint64_t)qn);
+    memcpy(p, q, (size_t)qn);
+    e->header = h;
+    e->header_len = (size_t)(p + qn - h);
+    return 0;
+}
+
+/* 1 when a type named `full` (module.qualname) is in objects_reduce_names. */
+static int reduce_known(const char *full)
+{
+    for (int i = 0; objects_reduce_names[i]; i++)
+        if (strcmp(full, objects_reduce_names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* 1 when some type in the MRO of `tp` has tp_name `name`. */
+static int mro_has_name(PyTypeObject *tp, const char *name)
+{
+    PyObject *mro = tp->tp_mro;
+    for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++)
+        if (strcmp(((PyTypeObject *)PyTuple_GET_ITEM(mro, i))->tp_name, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* The built-in base that lays out instances of the Python class `tp`. */
+static PyTypeObject *solid_base(const ct_state *st, PyTypeObject *tp)
+{
+    while (tp->tp_base && tp->tp_dealloc == st->subtype_dealloc)
+        tp = tp->tp_base;
+    return tp;
+}
+
+static const struct {
+    PyTypeObject *type;
+    uint8_t kind;
+} objects_bases[] = {
+    {&PyBaseObject_Type, WIRE_KIND_PLAIN}, {&PyList_Type, WIRE_KIND_LIST},
+    {&PyDict_Type, WIRE_KIND_DICT},        {&PySet_Type, WIRE_KIND_SET},
+    {&PyTuple_Type, WIRE_KIND_TUPLE},      {&PyFrozenSet_Type, WIRE_KIND_FROZENSET},
+    {&PyUnicode_Type, WIRE_KIND_STR},      {&PyBytes_Type, WIRE_KIND_BYTES},
+    {&PyLong_Type, WIRE_KIND_INT},         {&PyFloat_Type, WIRE_KIND_FLOAT},
+};
+
+/* Collects the __slots__ of the Python classes in tp's MRO into e->slots. */
+static int typeinfo_slots(ct_typeinfo *e, const ct_state *st, PyTypeObject *tp)
+{
+    PyObject *mro = tp->tp_mro;
+    size_t n = 0, cap = 0;
+    PyMemberDef **v = NULL;
+    for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (t->tp_dealloc != st->subtype_dealloc || !t->tp_dict)
+            continue;
+        PyObject *k, *d;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(t->tp_dict, &pos, &k, &d)) {
+            if (Py_TYPE(d) != &PyMemberDescr_Type)
+                continue;
+            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+            if (m->type != T_OBJECT_EX || (m->flags & READONLY))
+                continue;
+            if (n == cap) {
+                cap = cap ? 2 * cap : 4;
+                PyMemberDef **g = PyMem_Realloc(v, cap * sizeof *v);
+                if (!g) {
+                    PyMem_Free(v);
+                    return -1;
+                }
+                v = g;
+            }
+            v[n++] = m;
+        }
+    }
+    e->slots = v;
+    e->nslots = n;
+    return 0;
+}
+
+/* Fills `e` with how instances of `tp` are captured.  0, or -1 with an
+ * exception (memory). */
+static int typeinfo_decide(ct_capture *c, ct_typeinfo *e, PyTypeObject *tp)
+{
+    ct_state *st = c->st;
+    PyObject *mro = tp->tp_mro;
+    for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *base = PyTuple_GET_ITEM(mro, i);
+        PyObject *entry = PyDict_GetItemWithError(st->codecs, base);
+        if (entry) {
+            e->how = CT_BY_CODEC;
+            e->codec = Py_NewRef(entry);
+            return 0;
+        }
+        int picked = st->pickle_types ? PySet_Contains(st->pickle_types, base) : 0;
+        if (picked < 0 || PyErr_Occurred())
+            return -1;
+        if (picked) {
+            e->how = CT_BY_PICKLE;
+            return 0;
+        }
+    }
+    if (typeinfo_name(e, tp) < 0)
+        return -1;
+    char full[300];
+    wreader r;
+    wreader_init(&r, e->header, e->header_len);
+    uint64_t mn = wreader_varint(&r);
+    const uint8_t *m = wreader_take(&r, mn);
+    uint64_t qn = wreader_varint(&r);
+    const uint8_t *q = wreader_take(&r, qn);
+    snprintf(full, sizeof full, "%.*s.%.*s", (int)mn, m ? (const char *)m : "", (int)qn,
+             q ? (const char *)q : "");
+    if (mro_has_name(tp, "numpy.ndarray")) {
+        e->how = CT_BY_NDARRAY;
+    } else if (mro_has_name(Py_TYPE(tp), "EnumType") || mro_has_name(Py_TYPE(tp), "EnumMeta")) {
+        e->how = CT_BY_OBJECT;
+        e->kind = WIRE_KIND_ENUM;
+    } else if (reduce_known(full) || mro_has_name(tp, "numpy.generic") ||
+               mro_has_name(tp, "numpy.dtype")) {
+        e->how = CT_BY_OBJECT;
+        e->kind = WIRE_KIND_REDUCE;
+    } else if (PyType_IsSubtype(tp, (PyTypeObject *)PyExc_BaseException)) {
+        e->how = CT_BY_OBJECT;
+        e->kind = WIRE_KIND_EXCEPTION;
+    } else {
+        PyTypeObject *solid = solid_base(st, tp);
+        e->how = CT_BY_REFUSE;
+        for (size_t i = 0; i < sizeof objects_bases / sizeof objects_bases[0]; i++)
+            if (objects_bases[i].type == solid) {
+                e->how = CT_BY_OBJECT;
+                e->kind = objects_bases[i].kind;
+            }
+    }
+    if (e->how == CT_BY_OBJECT && typeinfo_slots(e, st, tp) < 0)
+        return -1;
+    return 0;
+}
+
+/* How instances of `tp` are captured (borrowed entry), or NULL with an
+ * exception set. */
+static ct_typeinfo *typeinfo_for(ct_capture *c, PyTypeObject *tp)
+{
+    ct_typecache *tc = &c->st->types;
+    ct_typeinfo *e;
+    if (tc->cap) {
+        for (size_t j = typecache_slot(tc, tp); tc->v[j].tp; j = (j + 1) & (tc->cap - 1)) {
+            e = &tc->v[j];
+            if (e->tp != tp)
+                continue;
+            if (e->how != CT_BY_UNDECIDED && typeinfo_alive(e))
+                return e;
+            typeinfo_release(e); /* a freed class's address reused: decide again */
+            e->tp = tp;
+            goto decide;
+        }
+    }
+    if ((tc->n + 1) * 2 > tc->cap && typecache_grow(tc, tc->cap ? 2 * tc->cap : 64) < 0) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    size_t j = typecache_slot(tc, tp);
+    while (tc->v[j].tp)
+        j = (j + 1) & (tc->cap - 1);
+    e = &tc->v[j];
+    e->tp = tp;
+    tc->n++;
+decide:
+    if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        e->alive = PyWeakref_NewRef((PyObject *)tp, NULL);
+        if (!e->alive)
+            goto error;
+    }
+    if (typeinfo_decide(c, e, tp) < 0)
+        goto error;
+    return e;
+error:
+    typeinfo_release(e);
+    e->tp = tp; /* keep the slot occupied so probing stays valid; decided again */
+    e->how = CT_BY_UNDECIDED;
+    return NULL;
+}
+
+/* ---- writing objects ------------------------------------------------------- */
+
+static void put_name(wbuf *b, const char *s, size_t n)
+{
+    wbuf_varint(b, n);
+    wbuf_put(b, s, n);
+}
+
+void ct_put_unencodable(ct_state *st, wbuf *b, const char *type, const char *why)
+{
+    wbuf_byte(b, WIRE_UNENCODABLE);
+    put_name(b, type, strlen(type));
+    put_name(b, why, strlen(why));
+    st->counters[CT_UNENCODABLE]++;
+    st->counters_dirty = 1;
+}
+
+/* A GLOBAL naming `module`.`qualname` (str objects, or NULL: unknown). */
+static int put_global(ct_capture *c, wbuf *b, PyObject *v, PyObject *module, PyObject *qualname)
+{
+    Py_ssize_t mn = 0, qn = 0;
+    const char *m = module && PyUnicode_Check(module) ? PyUnicode_AsUTF8AndSize(module, &mn) : NULL;
+    const char *q =
+        qualname && PyUnicode_Check(qualname) ? PyUnicode_AsUTF8AndSize(qualname, &qn) : NULL;
+    if (!m || (!q && qualname)) {
+        PyErr_Clear();
+        ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "its module or name is unknown");
+        return 0;
+    }
+    if (q && strchr(q, '<')) {
+        char why[300];
+        snprintf(why, sizeof why, "%.200s is nested or a lambda: it has no importable name", q);
+        ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, why);
+        return 0;
+    }
+    wbuf_byte(b, WIRE_GLOBAL);
+    put_name(b, m, (size_t)mn);
+    put_name(b, q ? q : "", (size_t)qn);
+    return 0;
+}
+
+int ct_capture_global(ct_capture *c, wbuf *b, PyObject *v)
+{
+    if (PyType_Check(v)) {
+        ct_typeinfo *e = typeinfo_for(c, (PyTypeObject *)v);
+        if (!e)
+            return -3;
+        if (memchr(e->header, '<', e->header_len)) {
+            ct_put_unencodable(c->st, b, "type", "a class defined inside a function");
+            return 0;
+        }
+        wbuf_byte(b, WIRE_GLOBAL);
+        wbuf_put(b, e->header, e->header_len);
+        return 0;
+    }
+    if (PyFunction_Check(v)) {
+        PyFunctionObject *f = (PyFunctionObject *)v;
+        return put_global(c, b, v, f->func_module, f->func_qualname);
+    }
+    if (PyCFunction_Check(v)) {
+        PyObject *self = PyCFunction_GET_SELF(v);
+        PyObject *mod = ((PyCFunctionObject *)v)->m_module;
+        if (self && !PyModule_Check(self)) {
+            ct_put_unencodable(c->st, b, "builtin_function_or_method", "a method of an object");
+            return 0;
+        }
+        PyObject *name = PyUnicode_FromString(((PyCFunctionObject *)v)->m_ml->ml_name);
+        if (!name)
+            return -3;
+        PyObject *modname = !mod                  ? PyUnicode_FromString("builtins")
+                            : PyModule_Check(mod) ? PyModule_GetNameObject(mod)
+                                                  : Py_NewRef(mod);
+        PyErr_Clear();
+        int rc = put_global(c, b, v, modname, name);
+        Py_XDECREF(modname);
+        Py_DECREF(name);
+        return rc;
+    }
+    PyObject *name = PyModule_GetNameObject(v);
+    if (!name)
+        return -3;
+    int rc = put_global(c, b, v, name, NULL);
+    Py_DECREF(name);
+    return rc;
+}
+
+/* The number of __slots__ of `e` set in `v` (a direct read of each). */
+static uint64_t slots_set(PyObject *v, const ct_typeinfo *e)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < e->nslots; i++)
+        n += *(PyObject **)((char *)v + e->slots[i]->offset) != NULL;
+    return n;
+}
+
+/* One attribute pair: the name, then the value (REDACTED when the name is
+ * a secret). */
+static int put_attribute(ct_capture *c, wbuf *b, PyObject *name, PyObject *value, int depth)
+{
+    int rc = ct_capture_nested(c, b, name, depth + 1);
+    if (rc < 0)
+        return rc;
+    if (c->redact && ct_should_redact(c->st, name, c->redact)) {
+        ct_put_redacted(c->st, b);
+        return 0;
+    }
+    return ct_capture_nested(c, b, value, depth + 1);
+}
+
+/* The attribute pairs of `v`: its __dict__ items (`dict`, or NULL), then
+ * its set __slots__, read directly.  Writes exactly `ndict` and `nslots`
+ * pairs, or returns -2 when the dict changed size meanwhile. */
+static int put_attributes(ct_capture *c, wbuf *b, PyObject *v, const ct_typeinfo *e, int depth,
+                          PyObject *dict, Py_ssize_t ndict, uint64_t nslots)
+{
+    Py_ssize_t pos = 0, seen = 0;
+    PyObject *k, *val;
+    while (dict && seen < ndict && PyDict_Next(dict, &pos, &k, &val)) {
+        Py_INCREF(k);
+        Py_INCREF(val);
+        int rc = put_attribute(c, b, k, val, depth);
+        Py_DECREF(k);
+        Py_DECREF(val);
+        if (rc < 0)
+            return rc;
+        seen++;
+    }
+    if (seen != ndict)
+        return -2;
+    uint64_t written = 0;
+    for (size_t i = 0; i < e->nslots && written < nslots; i++) {
+        PyObject *sv = *(PyObject **)((char *)v + e->slots[i]->offset);
+        if (!sv)
+            continue;
+        Py_INCREF(sv);
+        PyObject *name = PyUnicode_FromString(e->slots[i]->name);
+        int rc = name ? put_attribute(c, b, name, sv, depth) : -3;
+        Py_XDECREF(name);
+        Py_DECREF(sv);
+        if (rc < 0)
+            return rc;
+        written++;
+    }
+    return written == nslots ? 0 : -2;
+}
+
+/* The contents of an OBJECT of a built-in base `kind`, read from the base's
+ * own storage (not through methods a subclass may override). */
+static int put_contents(ct_capture *c, wbuf *b, PyObject *v, uint8_t kind, int depth)
+{
+    switch (kind) {
+    case WIRE_KIND_LIST:
+        return ct_capture_items(c, b, v, WIRE_LIST, depth);
+    case WIRE_KIND_DICT:
+        return ct_capture_items(c, b, v, WIRE_DICT, depth);
+    case WIRE_KIND_SET:
+        return ct_capture_items(c, b, v, WIRE_SET, depth);
+    case WIRE_KIND_TUPLE:
+        return ct_capture_items(c, b, v, WIRE_TUPLE, depth);
+    case WIRE_KIND_FROZENSET:
+        return ct_capture_items(c, b, v, WIRE_FROZENSET, depth);
+    case WIRE_KIND_STR:
+    case WIRE_KIND_BYTES:
+    case WIRE_KIND_INT:
+    case WIRE_KIND_FLOAT:
+        return ct_capture_builtin(c, b, v, kind);
+    case WIRE_KIND_EXCEPTION: {
+        PyObject *args = ((PyBaseExceptionObject *)v)->args;
+        if (!args || !PyTuple_Check(args))
+            args = PyTuple_New(0);
+        else
+            Py_INCREF(args);
+        if (!args)
+            return -3;
+        int rc = ct_capture_items(c, b, args, WIRE_TUPLE, depth);
+        Py_DECREF(args);
+        return rc;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* An enum member (after the OBJECT head up to the kind): no slots, one
+ * dict pair _name_ for previews when it has a name, contents its _value_. */
+static int put_enum(ct_capture *c, wbuf *b, PyObject *v, int depth)
+{
+    PyObject *dict = PyObject_GenericGetDict(v, NULL);
+    PyObject *value = dict ? PyDict_GetItemString(dict, "_value_") : NULL;
+    PyObject *name = dict ? PyDict_GetItemString(dict, "_name_") : NULL;
+    PyErr_Clear();
+    int named = name && PyUnicode_Check(name);
+    wbuf_varint(b, (uint64_t)named);
+    wbuf_varint(b, 0);
+    int rc = ct_capture_nested(c, b, value ? value : Py_None, depth + 1);
+    if (rc == 0 && named) {
+        PyObject *key = PyUnicode_FromString("_name_");
+        rc = key ? ct_capture_nested(c, b, key, depth + 1) : -3;
+        if (rc == 0)
+            rc = ct_capture_nested(c, b, name, depth + 1);
+        Py_XDECREF(key);
+    }
+    Py_XDECREF(dict);
+    return rc;
+}
+
+/* A standard-library data type by its own reduce: contents TUPLE(callable,
+ * args, state, list items, dict items). */
+static int put_reduce(ct_capture *c, wbuf *b, PyObject *v, int depth)
+{
+    PyObject *red = PyObject_CallMethod(v, "__reduce_ex__", "i", 4);
+    if (!red)
+        return -3;
+    if (!PyTuple_Check(red) || PyTuple_GET_SIZE(red) < 2) {
+        Py_DECREF(red);
+        PyErr_SetString(PyExc_TypeError, "its reduce is not a tuple");
+        return -3;
+    }
+    wbuf_byte(b, WIRE_TUPLE);
+    wbuf_varint(b, 5);
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < 5 && rc == 0; i++) {
+        PyObject *part = i < PyTuple_GET_SIZE(red) ? PyTuple_GET_ITEM(red, i) : Py_None;
+        if (i >= 3 && part != Py_None) { /* iterators of items: materialize */
+            PyObject *items = PySequence_List(part);
+            if (!items) {
+                rc = -3;
+                break;
+            }
+            rc = ct_capture_items(c, b, items, WIRE_LIST, depth + 1);
+            Py_DECREF(items);
+        } else {
+            rc = ct_capture_nested(c, b, part, depth + 1);
+        }
+    }
+    Py_DECREF(red);
+    return rc;
+}
+
+/* The instance __dict__ of `v` (new reference), or NULL when it has none. */
+static PyObject *instance_dict(PyObject *v)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    if (tp->tp_dictoffset == 0 && !(tp->tp_flags & Py_TPFLAGS_MANAGED_DICT))
+        return NULL;
+    PyObject *dict = PyObject_GenericGetDict(v, NULL);
+    if (dict && !PyDict_Check(dict))
+        Py_CLEAR(dict);
+    PyErr_Clear();
+    return dict;
+}
+
+/* An OBJECT of a class described by `e`. */
+static int put_object(ct_capture *c, wbuf *b, PyObject *v, const ct_typeinfo *e, int depth)
+{
+    if (depth >= WIRE_MAX_DEPTH - 4) {
+        ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "nested too deeply");
+        return 0;
+    }
+    size_t index;
+    if (ct_memo_find(c, v, &index))
+        return ct_put_ref(c, b, index);
+    /* kinds whose contents are built before the object cannot be reached
+     * again while those contents are written */
+    int immutable = e->kind != WIRE_KIND_PLAIN && e->kind != WIRE_KIND_LIST &&
+                    e->kind != WIRE_KIND_DICT && e->kind != WIRE_KIND_SET;
+    if (ct_memo_add(c, v, immutable, &index) < 0)
+        return -1;
+    wbuf_byte(b, WIRE_OBJECT);
+    wbuf_put(b, e->header, e->header_len);
+    wbuf_byte(b, e->kind);
+    int rc;
+    if (e->kind == WIRE_KIND_ENUM || e->kind == WIRE_KIND_REDUCE) {
+        if (e->kind == WIRE_KIND_REDUCE) {
+            wbuf_varint(b, 0);
+            wbuf_varint(b, 0);
+        }
+        rc = e->kind == WIRE_KIND_ENUM ? put_enum(c, b, v, depth) : put_reduce(c, b, v, depth);
+        ct_memo_close(c, index);
+        return rc;
+    }
+    PyObject *dict = instance_dict(v);
+    Py_ssize_t ndict = dict ? PyDict_GET_SIZE(dict) : 0;
+    uint64_t nslots = slots_set(v, e);
+    wbuf_varint(b, (uint64_t)ndict);
+    wbuf_varint(b, nslots);
+    rc = put_contents(c, b, v, e->kind, depth);
+    ct_memo_close(c, index);
+    if (rc == 0)
+        rc = put_attributes(c, b, v, e, depth, dict, ndict, nslots);
+    Py_XDECREF(dict);
+    return rc;
+}
+
+/* The built-in numpy codec: 0 done, 1 not applicable. */
+static int put_ndarray(wbuf *b, PyObject *v);
+
+/* A strided numpy array, through a C-contiguous copy made by
+ * numpy.ndarray.copy itself (not a subclass's override).  0, or 1. */
+static int put_ndarray_copy(wbuf *b, PyObject *v)
+{
+    PyObject *mro = Py_TYPE(v)->tp_mro;
+    for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *t = PyTuple_GET_ITEM(mro, i);
+        if (strcmp(((PyTypeObject *)t)->tp_name, "numpy.ndarray") != 0)
+            continue;
+        PyObject *copy = PyObject_CallMethod(t, "copy", "O", v);
+        int rc = copy ? put_ndarray(b, copy) : 1;
+        Py_XDECREF(copy);
+        PyErr_Clear();
+        return rc;
+    }
+    return 1;
+}
+
+/* A user codec's bytes. */
+static int put_codec(ct_capture *c, wbuf *b, PyObject *v, PyObject *entry)
+{
+    (void)c;
+    PyObject *name = PyTuple_GET_ITEM(entry, 0);
+    PyObject *data = PyObject_CallOneArg(PyTuple_GET_ITEM(entry, 1), v);
+    if (!data)
+        return -3;
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(data);
+        return -3;
+    }
+    Py_ssize_t nlen;
+    const char *ns = PyUnicode_AsUTF8AndSize(name, &nlen);
+    wbuf_byte(b, WIRE_CODEC);
+    put_name(b, ns ? ns : "", ns ? (size_t)nlen : 0);
+    put_name(b, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    Py_DECREF(data);
+    return 0;
+}
+
+static int put_pickled(ct_capture *c, wbuf *b, PyObject *v)
+{
+    ct_state *st = c->st;
+    PyObject *args[2] = {v, st->protocol5};
+    PyObject *data = PyObject_Vectorcall(st->pickle_dumps, args, 2, NULL);
+    if (!data)
+        return -3;
+    wire_tagged_bytes(b, WIRE_PICKLE, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
+    Py_DECREF(data);
+    st->counters[CT_PICKLED]++;
+    st->counters_dirty = 1;
+    return 0;
+}
+
+/* 1 when record(pickle=...) named a base of `tp`. */
+static int pickle_asked(const ct_capture *c, PyTypeObject *tp)
+{
+    if (!c->pickle)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(c->pickle); i++)
+        if (PyType_IsSubtype(tp, (PyTypeObject *)PyTuple_GET_ITEM(c->pickle, i)))
+            return 1;
+    return 0;
+}
+
+int ct_capture_object(ct_capture *c, wbuf *b, PyObject *v, int depth)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    if (PyType_Check(v) || PyFunction_Check(v) || PyCFunction_Check(v) || PyModule_Check(v))
+        return ct_capture_global(c, b, v);
+    if (pickle_asked(c, tp))
+        return put_pickled(c, b, v);
+    ct_typeinfo *e = typeinfo_for(c, tp);
+    if (!e)
+        return -3;
+    switch (e->how) {
+    case CT_BY_CODEC:
+        return put_codec(c, b, v, e->codec);
+    case CT_BY_PICKLE:
+        return put_pickled(c, b, v);
+    case CT_BY_NDARRAY:
+        if (put_ndarray(b, v) == 0 || put_ndarray_copy(b, v) == 0)
+            return 0;
+        ct_put_unencodable(c->st, b, tp->tp_name,
+                           "a numpy array of objects or of a layout calltape does not store;"
+                           " record it with pickle=[numpy.ndarray]");
+        return 0;
+    case CT_BY_OBJECT:
+        return put_object(c, b, v, e, depth);
+    default: {
+        char why[300];
+        snprintf(why, sizeof why,
+                 "calltape does not read a %.100s without running its code; record it with"
+                 " pickle=[%.100s] or register_codec()",
+                 tp->tp_name, tp->tp_name);
+        ct_put_unencodable(c->st, b, tp->tp_name, why);
+        return 0;
+    }
+    }
+}
+
+PyObject *ct_type_tuple(PyObject *types, const char *option)
+{
+    PyObject *t = PyType_Check(types) ? PyTuple_Pack(1, types) : PySequence_Tuple(types);
+    if (!t) {
+        PyErr_Format(PyExc_TypeError, "%s must be a list of types, not %.100s", option,
+                     Py_TYPE(types)->tp_name);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++)
+        if (!PyType_Check(PyTuple_GET_ITEM(t, i))) {
+            PyErr_Format(PyExc_TypeError, "%s must be a list of types, not one holding %R", option,
+                         PyTuple_GET_ITEM(t, i));
+            Py_DECREF(t);
+            return NULL;
+        }
+    return t;
+}
+
+/* ---- numpy arrays ------------------------------------------------------- */
+
+static const char *npy_descr(const char *fmt, Py_ssize_t itemsize, char out[8])
+{
+    char order = '<';
+    if (*fmt == '<' || *fmt == '=' || *fmt == '@')
+        fmt++;
+    else if (*fmt == '>' || *fmt == '!') {
+        order = '>';
+        fmt++;
+    }
+    char kind;
+    if (strcmp(fmt, "?") == 0)
+        kind = 'b';
+    else if (strchr("bhilq", *fmt) && fmt[1] == 0)
+        kind = 'i';
+    else if (strchr("BHILQ", *fmt) && fmt[1] == 0)
+        kind = 'u';
+    else if (strchr("efd", *fmt) && fmt[1] == 0)
+        kind = 'f';
+    else if (fmt[0] == 'Z' && strchr("fd", fmt[1]) && fmt[2] == 0)
+        kind = 'c';
+    else
+        return NULL;
+    if (itemsize == 1)
+        order = '|';
+    snprintf(out, 8, "%c%c%d", order, kind, (int)itemsize);
+    return out;
+}
+
+static int put_ndarray(wbuf *b, PyObject *v)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(v, &view, PyBUF_RECORDS_RO) < 0) {
+        PyErr_Clear();
+        return 1;
+    }
+    int fortran = 0;
+    char descr[8];
+    if (!PyBuffer_IsContiguous(&view, 'C')) {
+        if (!PyBuffer_IsContiguous(&view, 'F'))
+            goto not_mine;
+        fortran = 1;
+    }
+    if (!view.format || !npy_descr(view.format, view.itemsize, descr))
+        goto not_mine;
+    char header[512];
+    int n = snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': %s, 'shape': (",
+                     descr, fortran ? "True" : "False");
+    for (int i = 0; i < view.ndim && n < 400; i++)
+        n += snprintf(header + n, sizeof header - (size_t)n, "%zd,%s", view.shape[i],
+                      i + 1 < view.ndim ? " " : "");
+    if (view.ndim > 1)
+        n--; /* numpy writes (2, 3) but (5,) */
+    n += snprintf(header + n, sizeof header - (size_t)n, "), }");
+    if (n > 480)
+        goto not_mine;
+    int total = 10 + n + 1;
+    int pad = (64 - total % 64) % 64;
+    uint16_t hlen = (uint16_t)(n + pad + 1);
+    static const char codec_name[] = "numpy.ndarray";
+    size_t payload = 10 + (size_t)hlen + (size_t)view.len;
+    wbuf_byte(b, WIRE_CODEC);
+    put_name(b, codec_name, sizeof codec_name - 1);
+    wbuf_varint(b, payload);
+    wbuf_put(b, "\x93NUMPY\x01\x00", 8);
+    uint8_t le[2] = {(uint8_t)(hlen & 0xff), (uint8_t)(hlen >> 8)};
+    wbuf_put(b, le, 2);
+    wbuf_put(b, header, (size_t)n);
+    for (int i = 0; i < pad; i++)
+        wbuf_byte(b, ' ');
+    wbuf_byte(b, '\n');
+    wbuf_put(b, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return 0;
+not_mine:
+    PyBuffer_Release(&view);
+    return 1;
+}

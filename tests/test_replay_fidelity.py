@@ -1,0 +1,207 @@
+"""Replay keeps what programs rely on: sentinel defaults, identity between
+arguments, the recorded function behind wrappers, private and property names,
+structural comparison, and markers at any depth."""
+
+import decimal
+import importlib
+import sys
+import textwrap
+
+import pytest
+
+import calltape
+
+SUBJECT = '''
+import contextlib
+import functools
+
+_NO = object()
+
+
+def first(xs, default=_NO, *, strict=False):
+    if default is _NO:
+        return xs[0]
+    return default
+
+
+def same(a, b):
+    return a is b
+
+
+class Tree:
+    def __init__(self):
+        self.children = []
+
+
+def adopt(parent, child):
+    if child in parent.children:
+        raise ValueError("twice")
+    parent.children.append(child)
+    child.owner = parent
+    return child.owner is parent
+
+
+class curry:
+    """A class wrapper like toolz.curry: the module attribute is not the function."""
+
+    def __init__(self, func):
+        self.func = func
+        functools.update_wrapper(self, func)
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)
+
+
+@curry
+def scale(x, factor=2):
+    return x * factor
+
+
+@contextlib.contextmanager
+def opened(name):
+    yield name.upper()
+    return None
+
+
+def use_opened():
+    with opened("file") as f:
+        return f
+
+
+class Rule:
+    def __init__(self, n):
+        self.n = n
+
+    def __distance(self, k):
+        return abs(self.n - k)
+
+    def check(self, k):
+        return self.__distance(k) < 3
+
+    @property
+    def double(self):
+        return self.n * 2
+
+    @functools.cached_property
+    def triple(self):
+        return self.n * 3
+
+
+class Opaque:
+    def __init__(self, v):
+        self.v = v
+
+
+def make(v):
+    return Opaque(v)
+
+
+def deep(value):
+    return 1
+
+
+def run():
+    first([1])
+    first([], 5)
+    first([2], strict=True)
+    x = [3]
+    same(x, x)
+    same([1], [1])
+    t = Tree()
+    adopt(t, Tree())
+    scale(4)
+    use_opened()
+    r = Rule(5)
+    r.check(4)
+    r.double
+    r.triple
+    make([1, 2])
+'''
+
+
+@pytest.fixture
+def recorded(tmp_path, monkeypatch):
+    (tmp_path / "fidelity_subject.py").write_text(SUBJECT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("fidelity_subject", None)
+    mod = importlib.import_module("fidelity_subject")
+    tape = tmp_path / "t.db"
+    with calltape.monitor(include=["fidelity_subject"], tape=tape):
+        mod.run()
+    assert calltape.flush(timeout=30)
+    yield calltape.open(tape, allow=["fidelity_subject"]), mod
+    sys.modules.pop("fidelity_subject", None)
+
+
+def outcomes(tape, function):
+    return [o for o in tape.replay(function=function)]
+
+
+def test_sentinel_defaults_are_left_to_the_function(recorded):
+    tape, _ = recorded
+    calls = tape.calls("first")
+    assert calls[0].defaults == {"default", "strict"}
+    assert calls[0].bound.args == ([1],) and calls[0].bound.kwargs == {}
+    assert calls[2].bound.kwargs == {"strict": True}
+    assert [o.status for o in outcomes(tape, "first")] == ["passed"] * 3
+
+
+def test_identity_between_arguments_survives_replay(recorded):
+    tape, _ = recorded
+    assert [o.status for o in outcomes(tape, "same")] == ["passed", "passed"]
+    assert [o.status for o in outcomes(tape, "adopt")] == ["passed"]
+
+
+def test_the_recorded_function_behind_wrappers(recorded):
+    tape, _ = recorded
+    assert [o.status for o in outcomes(tape, "scale")] == ["passed"]
+    assert [o.status for o in outcomes(tape, "opened")] == ["passed"]
+
+
+def test_private_methods_and_properties(recorded):
+    tape, _ = recorded
+    names = {c.qualname for c in tape.calls()}
+    assert {"Rule._Rule__distance", "Rule.__distance"} & names
+    for fn in ("Rule.check", "Rule.*distance", "Rule.double", "Rule.triple"):
+        got = outcomes(tape, fn)
+        assert got and all(o.status == "passed" for o in got), (fn, got)
+
+
+def test_objects_without_eq_compare_structurally(recorded):
+    tape, _ = recorded
+    assert [o.status for o in outcomes(tape, "make")] == ["passed"]
+    assert calltape.compare(decimal.Decimal("NaN"), decimal.Decimal("NaN")) is None
+    assert calltape.compare(decimal.Decimal("NaN"), decimal.Decimal(1)) is not None
+
+
+def test_resolving_to_other_code_is_a_skip(recorded, tmp_path):
+    tape, _mod = recorded
+    source = (tmp_path / "fidelity_subject.py").read_text()
+    (tmp_path / "fidelity_subject.py").write_text(
+        source + "\nfrom json import dumps as same\n")
+    sys.modules.pop("fidelity_subject", None)
+    o = outcomes(tape, "same")[0]
+    assert o.status == "skipped" and "not the recorded code" in o.reason
+
+
+def test_a_marker_at_any_depth_is_a_skip(tmp_path, monkeypatch):
+    import threading
+
+    (tmp_path / "deep_subject.py").write_text(textwrap.dedent("""
+        def deep(value):
+            return 1
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("deep_subject", None)
+    mod = importlib.import_module("deep_subject")
+    nested = inner = []
+    for _ in range(50):
+        inner.append([])
+        inner = inner[0]
+    inner.append(threading.Lock())
+    tape = tmp_path / "d.db"
+    with calltape.monitor(include=["deep_subject"], tape=tape):
+        mod.deep(nested)
+    assert calltape.flush(timeout=30)
+    o = calltape.open(tape, allow=["deep_subject"]).replay()[0]
+    assert o.status == "skipped" and "was not recorded" in o.reason

@@ -1,0 +1,234 @@
+"""Capturing a value never runs the program's code: objects are read structurally
+(their __dict__ and __slots__), identity between values survives, and encoding
+stops at the budget whatever the size of the object graph."""
+
+import collections
+import dataclasses
+import datetime
+import decimal
+import enum
+import itertools
+import signal
+import warnings
+
+import pytest
+from _util import is_redacted, only_call, read_calls
+
+import calltape
+from calltape import _native
+
+
+class Stream:
+    """Like requests.Response: pickling it would read (and consume) the body."""
+
+    def __init__(self):
+        self.consumed = False
+        self.url = "http://example"
+
+    def __getstate__(self):
+        self.consumed = True
+        return {"url": self.url, "body": "everything"}
+
+    def __reduce_ex__(self, protocol):
+        self.consumed = True
+        return object.__reduce_ex__(self, protocol)
+
+
+class Node:
+    def __init__(self, parent=None):
+        self.parent = parent
+        self.children = []
+        self.label = "n" * 20
+        if parent is not None:
+            parent.children.append(self)
+
+
+class Slotted:
+    __slots__ = ("__secret", "a", "b")
+
+    def __init__(self):
+        self.a = 1
+        self.__secret = 2  # name-mangled slot: _Slotted__secret
+
+
+class Endless(dict):
+    def items(self):
+        return itertools.count()
+
+    def __iter__(self):
+        return itertools.count()
+
+
+Pt = collections.namedtuple("Pt", "x y")
+
+
+class Creds:
+    pass
+
+
+class Color(enum.Enum):
+    RED = 1
+    GREEN = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Frozen:
+    x: int
+    tags: tuple = ()
+
+
+class Strict:
+    def __setattr__(self, name, value):
+        raise AttributeError("read-only")
+
+
+class MyList(list):
+    def __iter__(self):
+        raise RuntimeError("must not be called")
+
+
+@calltape.record
+def ident(v):
+    return v
+
+
+@calltape.record
+def same(a, b):
+    return a is b
+
+
+def test_getstate_and_reduce_are_never_called(tape):
+    s = Stream()
+    ident(s)
+    assert s.consumed is False
+    back = only_call(tape).args["v"]
+    assert type(back) is Stream and back.url == "http://example" and back.consumed is False
+
+
+def test_recording_emits_none_of_the_programs_warnings(tape):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ident(itertools.count(3))  # pickling it warns on 3.12
+        ident(zip([1], [2]))
+    calls = read_calls(tape)
+    assert all(isinstance(c.args["v"], calltape.Unencodable) for c in calls)
+    assert "pickle=" in calls[0].args["v"].reason
+
+
+def test_identity_and_cycles_survive(tape):
+    shared = [1, 2]
+    same(shared, shared)
+    node = Node()
+    Node(node)
+    ident(node)
+    calls = read_calls(tape)
+    args = calls[0].args
+    assert args["a"] is args["b"] and args["a"] == [1, 2]
+    root = calls[1].args["v"]
+    assert root.children[0].parent is root
+
+
+def test_a_huge_graph_costs_only_the_budget(tape):
+    root = Node()
+    nodes = [root]
+    for i in range(200_000):
+        nodes.append(Node(nodes[i // 3]))
+
+    @calltape.record(max_value_bytes=4096)
+    def visit(n):
+        return None
+
+    visit(nodes[-1])  # through its parent pointers it reaches all 200,001 nodes
+    value = read_calls(tape)[-1].args["n"]
+    assert isinstance(value, calltape.Truncated)
+    # encoding stopped at the budget instead of walking the graph
+    assert 3000 < value.size < 4096 + 512
+
+
+def test_slots_frozen_dataclasses_and_setattr_guards(tape):
+    ident(Slotted())
+    ident(Frozen(3, ("a",)))
+    s = Strict()
+    object.__setattr__(s, "x", 5)
+    ident(s)
+    calls = read_calls(tape)
+    sl = calls[0].args["v"]
+    assert sl.a == 1 and not hasattr(sl, "b") and sl._Slotted__secret == 2
+    assert calls[1].args["v"] == Frozen(3, ("a",))
+    assert type(calls[2].args["v"]) is Strict and calls[2].args["v"].x == 5
+
+
+def test_builtin_subclasses_are_read_from_their_storage(tape):
+    e = Endless(a=1)
+    ident(e)
+    ident(MyList([1, 2]))
+    calls = read_calls(tape)
+    d = calls[0].args["v"]
+    assert type(d) is Endless and dict.items(d) == {"a": 1}.items()
+    ml = calls[1].args["v"]
+    assert type(ml) is MyList and list.__len__(ml) == 2
+
+
+def test_standard_types_enums_and_functions(tape):
+    values = [datetime.datetime(2026, 12, 1, 8, 30, tzinfo=datetime.UTC),
+              datetime.timedelta(days=2), decimal.Decimal("1.25"),
+              collections.deque([1, 2], maxlen=3), collections.OrderedDict(b=1, a=2),
+              collections.Counter("abca"), Color.GREEN, len, sorted, Node, ValueError("x", 1),
+              range(2, 9, 3), complex(1, -2), bytearray(b"ab"), frozenset({1}), Pt(1, 2)]
+    for v in values:
+        ident(v)
+    calls = read_calls(tape)
+    for v, c in zip(values, calls):
+        back = c.args["v"]
+        if isinstance(v, BaseException):
+            assert type(back) is ValueError and back.args == ("x", 1)
+        else:
+            assert back == v and type(back) is type(v), (v, back)
+    assert calls[6].args["v"] is Color.GREEN
+    assert calls[0].preview.startswith("datetime(")
+    assert "Color.GREEN" in calls[6].preview
+
+
+def test_attribute_names_that_are_secrets_are_redacted(tape):
+    c = Creds()
+    c.user, c.password = "ann", "hunter2-s3cret"
+    ident(c)
+    back = only_call(tape).args["v"]
+    assert back.user == "ann" and is_redacted(back.password)
+
+
+def test_a_keyboard_interrupt_in_a_codec_reaches_the_program(tape):
+    class Slow:
+        pass
+
+    def encode(v):
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C while the codec runs
+        for _ in range(1000):
+            pass
+        return b""
+
+    calltape.register_codec(Slow, "tests.slow", encode, lambda b: Slow())
+    with pytest.raises(KeyboardInterrupt):
+        ident(Slow())
+        for _ in range(1000):  # the program's next bytecodes
+            pass
+
+
+def test_opted_in_pickling_and_refusals_name_the_way(tape):
+    calltape.configure(pickle=[Stream])
+    try:
+        s = Stream()
+        ident(s)
+        assert s.consumed is True  # the user asked for pickling: it runs
+    finally:
+        calltape.configure(pickle=[])
+    with pytest.raises(TypeError, match="pickle must be a list of types"):
+        calltape.configure(pickle=["Stream"])
+    assert read_calls(tape)[0].args["v"].url == "http://example"
+
+
+def test_encode_and_decode_agree_on_shared_references():
+    inner = {"k": [1]}
+    value = [inner, inner, (inner,)]
+    back = _native.decode(_native.encode(value))
+    assert back[0] is back[1] is back[2][0]
