@@ -78,9 +78,10 @@ int ct_tape_check_open(ct_tape *t);
 PyObject *ct_tape_damaged(ct_tape *t, int any, const char *fmt, ...);
 
 /* Sets TapeError for SQLite's result code `rc` while reading `what` ("its
- * sessions"): "the tape <path> is damaged: ..." for a corrupt file,
- * "cannot read <what> from the tape <path>: ..." for other failures.
- * Returns NULL. */
+ * sessions"): "the tape <path> is damaged: ..." for a corrupt file (and for
+ * an SQL error, which the reader's fixed statements meet only on a damaged
+ * schema), "cannot read <what> from the tape <path>: ..." for other
+ * failures (I/O, locks).  Returns NULL. */
 PyObject *ct_tape_sql_error(ct_tape *t, int rc, const char *what);
 
 /* The Function with tape id `id` (borrowed), loading the function table

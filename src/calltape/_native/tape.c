@@ -52,12 +52,17 @@ static int damage_code(int rc)
 
 PyObject *ct_tape_sql_error(ct_tape *t, int rc, const char *what)
 {
-    if (damage_code(rc))
-        return ct_tape_damaged(t, 0, "reading %s, SQLite reports: %s", what, sqlite3_errstr(rc));
+    /* the connection's message when it is still about this error (another
+     * thread may have used the connection since), else the code's */
+    sqlite3 *db = t->st ? store_db(t->st) : NULL;
+    const char *msg =
+        db && sqlite3_extended_errcode(db) == rc ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    if (damage_code(rc) || (rc & 0xff) == SQLITE_ERROR)
+        return ct_tape_damaged(t, 0, "reading %s, SQLite reports: %s", what, msg);
     ct_state *st = PyType_GetModuleState(Py_TYPE(t));
     PyObject *cls = st ? ct_marker_type(st, "TapeError") : NULL;
     PyErr_Format(cls ? cls : PyExc_ValueError, "cannot read %s from the tape %U: %s", what, t->path,
-                 sqlite3_errstr(rc));
+                 msg);
     return NULL;
 }
 
