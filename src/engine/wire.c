@@ -100,9 +100,6 @@ const uint8_t *wire_next(const uint8_t *p, const uint8_t *end, wire_tok *t)
         break;
     case WIRE_CODEC:
     case WIRE_UNENCODABLE:
-        if (tok_sized(&r, &t->s, &t->n) == 0)
-            tok_sized(&r, &t->s2, &t->n2);
-        break;
     case WIRE_GLOBAL:
         if (tok_sized(&r, &t->s, &t->n) == 0)
             tok_sized(&r, &t->s2, &t->n2);

@@ -66,6 +66,7 @@ enum ct_how {
     CT_BY_PICKLE,
     CT_BY_NDARRAY,
     CT_BY_OBJECT,
+    CT_BY_GLOBAL, /* builtin functions and modules: by name */
     CT_BY_REFUSE,
 };
 

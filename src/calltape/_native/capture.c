@@ -28,7 +28,7 @@
 void ct_memo_free(ct_memo *m)
 {
     for (size_t i = 0; i < m->n; i++)
-        Py_DECREF(m->objs[i]);
+        Py_XDECREF(m->objs[i]);
     PyMem_Free(m->objs);
     PyMem_Free(m->open);
     PyMem_Free(m->table);
@@ -59,7 +59,8 @@ static int memo_reindex(ct_memo *m, size_t tcap)
     m->table = t;
     m->tcap = tcap;
     for (size_t i = 0; i < m->n; i++)
-        memo_index(m, i);
+        if (m->objs[i])
+            memo_index(m, i);
     return 0;
 }
 
@@ -69,7 +70,7 @@ static void memo_rollback(ct_memo *m, size_t n)
     if (n >= m->n)
         return;
     for (size_t i = n; i < m->n; i++)
-        Py_DECREF(m->objs[i]);
+        Py_XDECREF(m->objs[i]);
     m->n = n;
     if (m->table && memo_reindex(m, m->tcap) < 0) {
         PyMem_Free(m->table); /* no memory: fall back to scanning */
@@ -99,6 +100,13 @@ int ct_memo_find(ct_capture *c, PyObject *v, size_t *index)
     return 0;
 }
 
+int ct_memo_shared(PyObject *v, int depth)
+{
+    /* below the top a value carries the temporary reference of the caller
+     * and one of its container: two references mean it is seen only here */
+    return depth == 0 || Py_REFCNT(v) > 2;
+}
+
 int ct_memo_add(ct_capture *c, PyObject *v, int open, size_t *index)
 {
     ct_memo *m = c->memo;
@@ -106,7 +114,7 @@ int ct_memo_add(ct_capture *c, PyObject *v, int open, size_t *index)
         return 0;
     if (m->n == m->cap) {
         size_t cap = m->cap ? 2 * m->cap : 8;
-        PyObject **objs = PyMem_Realloc(m->objs, cap * sizeof *objs);
+        PyObject **objs = PyMem_Realloc(m->objs, cap * sizeof(PyObject *));
         if (objs)
             m->objs = objs;
         uint8_t *o = objs ? PyMem_Realloc(m->open, cap) : NULL;
@@ -116,9 +124,11 @@ int ct_memo_add(ct_capture *c, PyObject *v, int open, size_t *index)
         m->cap = cap;
     }
     *index = m->n;
-    m->objs[m->n] = Py_NewRef(v);
+    m->objs[m->n] = Py_XNewRef(v); /* NULL: counted, never referred to */
     m->open[m->n] = (uint8_t)open;
     m->n++;
+    if (!v)
+        return 0;
     if (m->n > 16 && m->n * 2 > m->tcap)
         return memo_reindex(m, m->tcap ? 2 * m->tcap : 64);
     if (m->table)
@@ -313,16 +323,13 @@ static int capture_container(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, i
     }
     size_t index;
     if (wire_memoized(tag)) {
-        if (ct_memo_find(c, v, &index))
+        int shared = ct_memo_shared(v, depth);
+        if (shared && ct_memo_find(c, v, &index))
             return ct_put_ref(c, b, index);
-        if (ct_memo_add(c, v, 0, &index) < 0)
+        if (ct_memo_add(c, shared ? v : NULL, 0, &index) < 0)
             return -1;
     }
-    if (Py_EnterRecursiveCall(" while recording a value") < 0)
-        return -3;
-    int rc = ct_capture_items(c, b, v, tag, depth);
-    Py_LeaveRecursiveCall();
-    return rc;
+    return ct_capture_items(c, b, v, tag, depth); /* depth bounds the C stack */
 }
 
 /* Returns 0, or one of the codes of capture.h. */
@@ -358,10 +365,7 @@ static int capture_at(ct_capture *c, wbuf *b, PyObject *v, int depth)
     if (tp == &PyFrozenSet_Type)
         return capture_container(c, b, v, WIRE_FROZENSET, depth);
     size_t start = b->len, memo_n = c->memo ? c->memo->n : 0;
-    if (Py_EnterRecursiveCall(" while recording a value") < 0)
-        return -3;
     int rc = ct_capture_object(c, b, v, depth);
-    Py_LeaveRecursiveCall();
     if (rc == -3) { /* this value only: a marker in its place */
         b->len = start;
         if (c->memo)
@@ -388,6 +392,8 @@ static size_t truncated_size(PyObject *v, size_t size)
         n = PyUnicode_GET_LENGTH(v);
     else if (PyBytes_Check(v))
         n = PyBytes_GET_SIZE(v);
+    else if (PyByteArray_Check(v))
+        n = PyByteArray_GET_SIZE(v);
     return n > (Py_ssize_t)size ? (size_t)n : size;
 }
 

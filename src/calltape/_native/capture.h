@@ -27,10 +27,15 @@ int ct_capture_global(ct_capture *c, wbuf *b, PyObject *v);
 /* Writes an UNENCODABLE marker and counts it. */
 void ct_put_unencodable(ct_state *st, wbuf *b, const char *type, const char *why);
 
+/* 0 when `v`, nested at `depth` (where its writer holds a temporary
+ * reference), has no other owner than its container: it cannot occur again
+ * in the group, so it needs no memo entry, only an index. */
+int ct_memo_shared(PyObject *v, int depth);
 /* 1 (with *index) when `v` was already written in this group. */
 int ct_memo_find(ct_capture *c, PyObject *v, size_t *index);
-/* Gives `v` the next memo index (*index); `open`: its contents are being
- * written and it cannot be referred to until ct_memo_close.  0, or -1. */
+/* Gives `v` (NULL: an unshared value, counted only) the next memo index
+ * (*index); `open`: its contents are being written and it cannot be
+ * referred to until ct_memo_close.  0, or -1. */
 int ct_memo_add(ct_capture *c, PyObject *v, int open, size_t *index);
 void ct_memo_close(ct_capture *c, size_t index);
 /* Writes a REF to memo `index` (an UNENCODABLE marker when it is still

@@ -235,7 +235,7 @@ static int typeinfo_slots(ct_typeinfo *e, const ct_state *st, PyTypeObject *tp)
                 continue;
             if (n == cap) {
                 cap = cap ? 2 * cap : 4;
-                PyMemberDef **g = PyMem_Realloc(v, cap * sizeof *v);
+                PyMemberDef **g = PyMem_Realloc(v, cap * sizeof(PyMemberDef *));
                 if (!g) {
                     PyMem_Free(v);
                     return -1;
@@ -283,7 +283,9 @@ static int typeinfo_decide(ct_capture *c, ct_typeinfo *e, PyTypeObject *tp)
     const uint8_t *q = wreader_take(&r, qn);
     snprintf(full, sizeof full, "%.*s.%.*s", (int)mn, m ? (const char *)m : "", (int)qn,
              q ? (const char *)q : "");
-    if (mro_has_name(tp, "numpy.ndarray")) {
+    if (PyType_IsSubtype(tp, &PyCFunction_Type) || PyType_IsSubtype(tp, &PyModule_Type)) {
+        e->how = CT_BY_GLOBAL;
+    } else if (mro_has_name(tp, "numpy.ndarray")) {
         e->how = CT_BY_NDARRAY;
     } else if (mro_has_name(Py_TYPE(tp), "EnumType") || mro_has_name(Py_TYPE(tp), "EnumMeta")) {
         e->how = CT_BY_OBJECT;
@@ -547,7 +549,9 @@ static int put_enum(ct_capture *c, wbuf *b, PyObject *v, int depth)
     int named = name && PyUnicode_Check(name);
     wbuf_varint(b, (uint64_t)named);
     wbuf_varint(b, 0);
+    Py_XINCREF(value); /* nested values carry a temporary reference */
     int rc = ct_capture_nested(c, b, value ? value : Py_None, depth + 1);
+    Py_XDECREF(value);
     if (rc == 0 && named) {
         PyObject *key = PyUnicode_FromString("_name_");
         rc = key ? ct_capture_nested(c, b, key, depth + 1) : -3;
@@ -563,6 +567,15 @@ static int put_enum(ct_capture *c, wbuf *b, PyObject *v, int depth)
  * args, state, list items, dict items). */
 static int put_reduce(ct_capture *c, wbuf *b, PyObject *v, int depth)
 {
+    /* a sized container (bytearray, deque, array, ...) over the budget stops
+     * here, before its reduce copies it: every item takes a byte at least */
+    if ((Py_TYPE(v)->tp_as_sequence || Py_TYPE(v)->tp_as_mapping) && !PyRange_Check(v)) {
+        Py_ssize_t n = PyObject_Length(v);
+        if (n < 0)
+            PyErr_Clear();
+        else if (n > c->limit - (Py_ssize_t)(b->len - c->top_start))
+            return -4;
+    }
     PyObject *red = PyObject_CallMethod(v, "__reduce_ex__", "i", 4);
     if (!red)
         return -3;
@@ -582,10 +595,12 @@ static int put_reduce(ct_capture *c, wbuf *b, PyObject *v, int depth)
                 rc = -3;
                 break;
             }
-            rc = ct_capture_items(c, b, items, WIRE_LIST, depth + 1);
+            rc = ct_capture_nested(c, b, items, depth + 1);
             Py_DECREF(items);
         } else {
+            Py_INCREF(part); /* nested values carry a temporary reference */
             rc = ct_capture_nested(c, b, part, depth + 1);
+            Py_DECREF(part);
         }
     }
     Py_DECREF(red);
@@ -599,9 +614,10 @@ static PyObject *instance_dict(PyObject *v)
     if (tp->tp_dictoffset == 0 && !(tp->tp_flags & Py_TPFLAGS_MANAGED_DICT))
         return NULL;
     PyObject *dict = PyObject_GenericGetDict(v, NULL);
-    if (dict && !PyDict_Check(dict))
+    if (!dict)
+        PyErr_Clear();
+    else if (!PyDict_Check(dict))
         Py_CLEAR(dict);
-    PyErr_Clear();
     return dict;
 }
 
@@ -613,13 +629,14 @@ static int put_object(ct_capture *c, wbuf *b, PyObject *v, const ct_typeinfo *e,
         return 0;
     }
     size_t index;
-    if (ct_memo_find(c, v, &index))
+    int shared = ct_memo_shared(v, depth);
+    if (shared && ct_memo_find(c, v, &index))
         return ct_put_ref(c, b, index);
     /* kinds whose contents are built before the object cannot be reached
      * again while those contents are written */
     int immutable = e->kind != WIRE_KIND_PLAIN && e->kind != WIRE_KIND_LIST &&
                     e->kind != WIRE_KIND_DICT && e->kind != WIRE_KIND_SET;
-    if (ct_memo_add(c, v, immutable, &index) < 0)
+    if (ct_memo_add(c, shared ? v : NULL, immutable, &index) < 0)
         return -1;
     wbuf_byte(b, WIRE_OBJECT);
     wbuf_put(b, e->header, e->header_len);
@@ -719,7 +736,7 @@ static int pickle_asked(const ct_capture *c, PyTypeObject *tp)
 int ct_capture_object(ct_capture *c, wbuf *b, PyObject *v, int depth)
 {
     PyTypeObject *tp = Py_TYPE(v);
-    if (PyType_Check(v) || PyFunction_Check(v) || PyCFunction_Check(v) || PyModule_Check(v))
+    if (PyType_Check(v) || PyFunction_Check(v))
         return ct_capture_global(c, b, v);
     if (pickle_asked(c, tp))
         return put_pickled(c, b, v);
@@ -740,6 +757,8 @@ int ct_capture_object(ct_capture *c, wbuf *b, PyObject *v, int depth)
         return 0;
     case CT_BY_OBJECT:
         return put_object(c, b, v, e, depth);
+    case CT_BY_GLOBAL:
+        return ct_capture_global(c, b, v);
     default: {
         char why[300];
         snprintf(why, sizeof why,

@@ -219,7 +219,7 @@ static PyObject *rebuild_items(ct_rebuild *r, wreader *rd, int depth, uint8_t ta
                                         : PySet_New(NULL);
     if (!out)
         return NULL;
-    Py_ssize_t index;
+    Py_ssize_t index = 0;
     if (wire_memoized(tag) && ct_rebuild_memo_push(r, NULL, &index) < 0)
         goto error;
     if (wire_memoized(tag))
