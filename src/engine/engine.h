@@ -472,9 +472,10 @@ typedef struct seg_call {
  * outcome | flags << 2, extras (cpu, memory, energy varints as flagged), args
  * (varint n + values when flagged), result (likewise, followed by the
  * locals, the globals and the yields, each varint n + one value, when
- * flagged); then, in format 2, the CRC-32C of every byte before it (4
- * bytes, little-endian).  Format 1 (older tapes) is the same without the
- * checksum; readers accept both. */
+ * flagged); then, in format 2, eleven CRC-32Cs (4 bytes each, little-endian):
+ * of the header (the format byte, the three varints and the ten column
+ * lengths, in order), then of each column's bytes.  Format 1 (older tapes)
+ * is the same without the checksums; readers accept both. */
 typedef struct seg_builder {
     size_t n;
     int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;
@@ -496,7 +497,13 @@ typedef struct seg_reader {
     size_t n, i;
     wreader col[10];
     int64_t last_id, last_start;
+    const uint8_t *crc; /* format 2: the ten column checksums; NULL: format 1 */
+    unsigned verified;  /* bit i: column i matched its checksum */
 } seg_reader;
+
+/* Format 2 ends with this many CRC-32Cs; a reader checks them all. */
+#define SEG_CHECKSUMS 11
+#define SEG_ALL_COLUMNS 0x3ffu
 
 /* Why a segment cannot be read: the negative returns of the seg_* readers
  * (every one is < 0, so callers may test `< 0`). */
@@ -512,18 +519,25 @@ enum seg_status {
 const char *seg_strerror(int status);
 
 /* Opens the serialized segment `data` for iteration, verifying its
- * checksum (format 2).  Returns 0, or a seg_status. */
+ * header's checksum (format 2); each column is verified before it is read
+ * (seg_reader_next, seg_reader_any_within).  Returns 0, or a seg_status. */
 int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n);
+
+/* Verifies the columns in the bit mask `columns` (bit i: column i, in the
+ * order of the layout) not verified yet; must come before they are read.
+ * Returns 0, or SEG_CHECKSUM.  Format 1 has nothing to verify: 0. */
+int seg_reader_verify(seg_reader *r, unsigned columns);
 /* Returns 1 when some call of the serialized segment starts within
  * [since, until] and lasts within [min_duration, max_duration], 0 when none
- * does, a seg_status when the segment is damaged (its checksum is verified
- * first).  Reads only two columns: a cheap test before decoding a segment
- * whole. */
+ * does, a seg_status when the segment is damaged (the header and the two
+ * columns it reads are verified first).  Reads only two columns: a cheap
+ * test before decoding a segment whole. */
 int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t until,
                         int64_t min_duration, int64_t max_duration);
-/* The same test on an open reader, for the calls it has not passed yet;
- * the reader is not moved.  Returns 1, 0 or SEG_MALFORMED. */
-int seg_reader_any_within(const seg_reader *r, int64_t since, int64_t until, int64_t min_duration,
+/* The same test on an open reader, for the calls it has not passed yet
+ * (verifying the start and duration columns); the reader is not moved.
+ * Returns 1, 0, SEG_CHECKSUM or SEG_MALFORMED. */
+int seg_reader_any_within(seg_reader *r, int64_t since, int64_t until, int64_t min_duration,
                           int64_t max_duration);
 
 /* Decodes the next call into `c` (pointers into `data`).  Returns 1 for a

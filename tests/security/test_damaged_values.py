@@ -54,12 +54,12 @@ except ValueError:
 
 
 def _as_format_1(path, *replacements):
-    """Rewrites every segment of `path` in format 1 (no checksum), with the
+    """Rewrites every segment of `path` in format 1 (no checksums), with the
     byte replacements given (same lengths) applied to its data."""
     db = sqlite3.connect(path)
     for row, data in db.execute("SELECT id, data FROM segments").fetchall():
         assert data[0] == 2
-        old = b"\x01" + data[1:-4]
+        old = b"\x01" + data[1:-4 * 11]  # no header and column checksums
         for a, b in replacements:
             assert len(a) == len(b)
             old = old.replace(a, b)
