@@ -59,5 +59,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             "whole programs (a mixed workload, recursive fib) plain, under calltape run,"
             " cProfile and VizTracer: slowdowns and ns per recorded call",
         ),
+        Benchmark(
+            "suite",
+            "bench.suite",
+            "real test suites (more-itertools, python-dateutil, attrs, toolz from the index)"
+            " plain, under cProfile and calltape run: times, calls, tape size; then the"
+            " tape replayed, with what replay loses",
+        ),
     )
 }

@@ -41,7 +41,7 @@ def shop(tape):
     mid = datetime.now(UTC)
     time.sleep(0.01)
     slow(0.02)
-    slow(0.03)
+    slow(0.08)
     with pytest.raises(ValueError):
         price(-1, 1.0)
     outer(3)
@@ -91,7 +91,7 @@ def test_search_by_duration_and_outcome(shop):
     tape, _ = shop
     t = calltape.open(tape)
     slow_calls = t.search(min_duration=0.015)
-    assert sorted(c.args["seconds"] for c in slow_calls) == [0.02, 0.03]
+    assert sorted(c.args["seconds"] for c in slow_calls) == [0.02, 0.08]
     assert all(c.duration < 0.015 for c in t.search(max_duration=0.015))
     raised = t.search(outcome="raised")
     assert len(raised) == 1
@@ -121,7 +121,7 @@ def test_filters_combine(shop):
                      limit=7, order="oldest")
     assert len(found) == 7
     assert all(c.args["currency"] == "EUR" and c.start <= mid for c in found)
-    assert len(t.search(function="slow", min_duration=0.025)) == 1
+    assert len(t.search(function="slow", min_duration=0.05)) == 1
 
 
 def test_order_and_limit_and_streaming(shop):
@@ -293,18 +293,18 @@ def test_cli_tables_and_json(shop):
     found = json.loads(cli("search", tape, "--function", "slow", "--json").stdout)
     assert [r["qualname"] for r in found] == ["slow", "slow"]
     assert found[0]["start"] > found[1]["start"]
-    out = cli("search", tape, "--min-duration", "0.025", "--since", "1h").stdout
-    assert len(out.strip().splitlines()) == 2 and "slow(0.03)" in out
-    quick = json.loads(cli("search", tape, "--function", "slow", "--max-duration", "0.025",
+    out = cli("search", tape, "--min-duration", "0.05", "--since", "1h").stdout
+    assert len(out.strip().splitlines()) == 2 and "slow(0.08)" in out
+    quick = json.loads(cli("search", tape, "--function", "slow", "--max-duration", "0.05",
                            "--json").stdout)
-    assert [r["qualname"] for r in quick] == ["slow"] and quick[0]["duration"] < 0.025
+    assert [r["qualname"] for r in quick] == ["slow"] and quick[0]["duration"] < 0.05
     me = found[0]["thread"]
     assert len(json.loads(cli("search", tape, "--thread", me, "--limit", "1000",
                               "--json").stdout)) == 307
     assert json.loads(cli("search", tape, "--thread", 1, "--json").stdout) == []
     call_id = found[0]["id"]
     shown = cli("show", tape, call_id).stdout
-    assert f"call {call_id}" in shown and "seconds = 0.03" in shown
+    assert f"call {call_id}" in shown and "seconds = 0.08" in shown
     env = dict(os.environ, CALLTAPE_TAPE=str(tape))
     assert json.loads(cli("show", call_id, "--json", env=env).stdout)["id"] == call_id
     sessions = json.loads(cli("sessions", tape, "--json").stdout)

@@ -184,6 +184,29 @@ def test_resolving_to_other_code_is_a_skip(recorded, tmp_path):
     assert o.status == "skipped" and "not the recorded code" in o.reason
 
 
+def test_a_marker_in_slots_is_a_skip(tmp_path, monkeypatch):
+    import threading
+
+    (tmp_path / "slot_subject.py").write_text(textwrap.dedent("""
+        class Holder:
+            __slots__ = ("lock", "n")
+
+        def use(h):
+            return h.n
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("slot_subject", None)
+    mod = importlib.import_module("slot_subject")
+    h = mod.Holder()
+    h.lock, h.n = threading.Lock(), 3
+    tape = tmp_path / "s.db"
+    with calltape.monitor(include=["slot_subject"], tape=tape):
+        mod.use(h)
+    assert calltape.flush(timeout=30)
+    o = calltape.open(tape, allow=["slot_subject"]).replay()[0]
+    assert o.status == "skipped" and "was not recorded" in o.reason
+
+
 def test_a_marker_at_any_depth_is_a_skip(tmp_path, monkeypatch):
     import threading
 

@@ -66,6 +66,20 @@ class Creds:
     pass
 
 
+class Zone(datetime.tzinfo):
+    """A Python tzinfo, as dateutil's: its C base holds no state of its own."""
+
+    def __init__(self, hours):
+        self.hours = hours
+
+    def utcoffset(self, dt):
+        return datetime.timedelta(hours=self.hours)
+
+
+class WithSignature:
+    __slots__ = ("sig",)
+
+
 class Color(enum.Enum):
     RED = 1
     GREEN = 2
@@ -232,3 +246,29 @@ def test_encode_and_decode_agree_on_shared_references():
     value = [inner, inner, (inner,)]
     back = _native.decode(_native.encode(value))
     assert back[0] is back[1] is back[2][0]
+
+
+def test_python_tzinfo_patterns_and_partials(tape):
+    import functools
+    import inspect
+    import re
+
+    ident(datetime.datetime(2026, 1, 2, 3, 4, tzinfo=Zone(2)))
+    ident(re.compile(r"a|b+", re.IGNORECASE))
+    ident(functools.partial(max, 1, key=abs))
+
+    def local(x):
+        return x
+
+    ident(functools.partial(local, 1))
+    w = WithSignature()
+    w.sig = inspect.signature(local)
+    ident(w)
+    calls = read_calls(tape)
+    when = calls[0].args["v"]
+    assert when.utcoffset() == datetime.timedelta(hours=2) and when.tzinfo.hours == 2
+    assert calls[1].args["v"] == re.compile(r"a|b+", re.IGNORECASE)
+    assert calls[2].args["v"](-5, 3) == -5  # max(1, -5, 3, key=abs)
+    made = calls[3].args["v"]  # a partial of a nested function cannot be made again
+    assert isinstance(made, calltape.Unencodable) and "not recorded" in made.reason
+    assert type(calls[4].args["v"]) is WithSignature

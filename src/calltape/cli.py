@@ -348,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_RUN_VALUED = {"--tape", "--include", "--exclude", "--max-depth", "--sample"}
+_RUN_VALUED = {"--tape", "--include", "--exclude", "--max-depth", "--sample",
+               "--max-value-bytes"}
 
 
 def build_run_parser() -> argparse.ArgumentParser:
@@ -379,6 +380,9 @@ def build_run_parser() -> argparse.ArgumentParser:
                    help="record no call nested deeper than N recorded calls (0: no limit)")
     p.add_argument("--sample", type=int, default=1, metavar="N",
                    help="record one call in N of each function (default 1: all)")
+    p.add_argument("--max-value-bytes", type=int, default=4096, metavar="N",
+                   help="record a value larger than N bytes once encoded as Truncated, and stop"
+                        " encoding it there (default 4096)")
     p.add_argument("--quiet", action="store_true", help="no summary line at exit")
     return p
 
@@ -419,12 +423,15 @@ def run_main(argv: list[str]) -> int:
         parser.error("name a script or -m module to run")
     if args.max_depth < 0 or args.sample < 1:
         parser.error("--max-depth must be >= 0 and --sample >= 1")
+    if args.max_value_bytes < 16:
+        parser.error(f"--max-value-bytes must be at least 16, not {args.max_value_bytes}")
     try:
         return run(target, module=is_module, argv=program_args, tape=args.tape,
                    include=args.include, exclude=args.exclude, args=not args.no_args,
                    result=not args.no_result, cpu=args.cpu, memory=args.memory,
                    energy=args.energy, locals=args.locals, globals=args.globals,
-                   max_depth=args.max_depth, sample=args.sample, summary=not args.quiet)
+                   max_depth=args.max_depth, sample=args.sample,
+                   max_value_bytes=args.max_value_bytes, summary=not args.quiet)
     except (RunError, TapeError) as exc:
         print(f"calltape: {exc}", file=sys.stderr)
         return 2

@@ -65,6 +65,8 @@ static const char *const allow_safe_names[] = {
     "collections.deque",
     "collections.Counter",
     "collections.ChainMap",
+    "functools.partial",
+    "types.SimpleNamespace",
     "uuid.UUID",
     "uuid.SafeUUID",
     "pathlib.PurePath",

@@ -266,6 +266,15 @@ static inline void ct_put_redacted(ct_state *st, wbuf *b)
     st->counters_dirty = 1;
 }
 
+/* 1 when the C type `solid` (the built-in base of a Python class) holds
+ * no state of its own beyond object's (datetime.tzinfo, say): instances of
+ * the class are then recorded and made like plain objects. */
+int ct_stateless_base(const PyTypeObject *solid);
+
+/* The values of the set __slots__ of `v` (those of its classes defined in
+ * Python), read directly: a new list, or NULL with MemoryError. */
+PyObject *ct_slot_values(const ct_state *st, PyObject *v);
+
 /* The types `types` (a type or an iterable of types) as a new tuple, or
  * NULL with TypeError naming `option`. */
 PyObject *ct_type_tuple(PyObject *types, const char *option);

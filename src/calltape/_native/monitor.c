@@ -17,8 +17,11 @@
  * thread-local array, freed by a pthread key destructor when the thread
  * ends); encoded arguments wait in a per-thread LIFO byte arena.  Events are
  * not trusted to arrive balanced: a return is matched against the stack by
- * code object, unmatched returns (calls that began before monitoring) are
- * ignored, and entries above a match are dropped.  A generator or coroutine
+ * code object (and, for a generator or coroutine, by the generator running
+ * it: one being closed while it is freed may run its frame once more after
+ * its entry was recorded as closed, and must not be taken for another
+ * generator of the same code below it), unmatched returns (calls that began
+ * before monitoring) are ignored, and entries above a match are dropped.  A generator or coroutine
  * that suspends leaves the stack: its entry is parked in a dict keyed by the
  * address of its generator, with a weak reference to the generator whose
  * callback records it as closed if it is freed without resuming, until it
@@ -89,6 +92,7 @@ static void codeinfo_free(void *p)
 
 typedef struct mon_entry {
     PyCodeObject *code;  /* identity only */
+    void *gen;           /* identity only: the generator or coroutine running it, or NULL */
     ct_codeinfo *info;   /* NULL: a call that is not recorded (sampled out, too deep) */
     uint64_t generation; /* of the monitor that pushed it */
     uint64_t saved_parent, saved_depth; /* the thread's, when it was pushed */
@@ -446,6 +450,18 @@ static int capture_locals(mon_active *a, wbuf *b, ct_thread *t, Py_ssize_t limit
     return rc;
 }
 
+/* The generator or coroutine running the current frame of `co`, for a
+ * generator code (identity only; NULL otherwise). */
+static void *running_gen(PyCodeObject *co)
+{
+    if (!(co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)))
+        return NULL;
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
+    PyObject *gen = frame ? PyFrame_GetGenerator(frame) : NULL;
+    Py_XDECREF(gen); /* the frame keeps it alive; only its address is kept */
+    return gen;
+}
+
 /* A call of `co` starts.  Never raises. */
 static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
 {
@@ -459,6 +475,7 @@ static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
     if (!e)
         return;
     e->code = co;
+    e->gen = info->is_gen ? running_gen(co) : NULL;
     e->info = NULL;
     e->generation = a->generation;
     e->saved_parent = t->parent;
@@ -520,13 +537,15 @@ static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
     e->ci.start = ct_now_ns();
 }
 
-/* Finds the entry of `co` near the top of the stack `s` (NULL: the thread
- * has none yet): its index, or -1. */
-static Py_ssize_t find_entry(const mon_stack *s, PyCodeObject *co)
+/* Finds the entry of `co` run by `gen` near the top of the stack `s`
+ * (NULL: the thread has none yet): its index, or -1. */
+static Py_ssize_t find_entry(const mon_stack *s, PyCodeObject *co, void *gen)
 {
-    for (size_t k = 0; s && k < s->n && k < MON_SCAN; k++)
-        if (s->v[s->n - 1 - k].code == co)
+    for (size_t k = 0; s && k < s->n && k < MON_SCAN; k++) {
+        const mon_entry *e = &s->v[s->n - 1 - k];
+        if (e->code == co && e->gen == gen)
             return (Py_ssize_t)(s->n - 1 - k);
+    }
     return -1;
 }
 
@@ -592,7 +611,7 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
 {
     uint64_t end = ct_now_ns();
     mon_stack *s = tls_stack;
-    Py_ssize_t i = find_entry(s, co);
+    Py_ssize_t i = find_entry(s, co, running_gen(co));
     if (i < 0)
         return;
     mon_entry *e = &s->v[i];
@@ -691,7 +710,7 @@ static void park(mon_active *a, PyFrameObject *frame, PyObject *entry)
 static void on_suspend(mon_active *a, PyCodeObject *co)
 {
     mon_stack *s = tls_stack;
-    Py_ssize_t i = find_entry(s, co);
+    Py_ssize_t i = find_entry(s, co, running_gen(co));
     if (i < 0)
         return;
     mon_entry *e = &s->v[i];
@@ -791,7 +810,8 @@ mon_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs, int ev)
     if (ev == EV_RETURN) {
         /* the common case: the call on top of this thread's stack returns */
         mon_stack *s = tls_stack;
-        if (s && s->n && s->v[s->n - 1].code == co && a->mon && !ct_tls_thread.busy) {
+        if (s && s->n && s->v[s->n - 1].code == co && !s->v[s->n - 1].gen && a->mon &&
+            !ct_tls_thread.busy) {
             on_end(a, co, OUTCOME_RETURNED, args[2]);
             return Py_NewRef(Py_None);
         }

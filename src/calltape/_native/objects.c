@@ -215,6 +215,33 @@ static const struct {
     {&PyLong_Type, WIRE_KIND_INT},         {&PyFloat_Type, WIRE_KIND_FLOAT},
 };
 
+int ct_stateless_base(const PyTypeObject *solid)
+{
+    return solid->tp_basicsize == PyBaseObject_Type.tp_basicsize && solid->tp_itemsize == 0 &&
+           solid->tp_new != NULL;
+}
+
+PyObject *ct_slot_values(const ct_state *st, PyObject *v)
+{
+    PyObject *out = PyList_New(0), *mro = Py_TYPE(v)->tp_mro;
+    for (Py_ssize_t i = 0; out && mro && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (t->tp_dealloc != st->subtype_dealloc || !t->tp_dict)
+            continue;
+        PyObject *k, *d;
+        Py_ssize_t pos = 0;
+        while (out && PyDict_Next(t->tp_dict, &pos, &k, &d)) {
+            if (Py_TYPE(d) != &PyMemberDescr_Type)
+                continue;
+            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+            PyObject *sv = m->type == T_OBJECT_EX ? *(PyObject **)((char *)v + m->offset) : NULL;
+            if (sv && PyList_Append(out, sv) < 0)
+                Py_CLEAR(out);
+        }
+    }
+    return out;
+}
+
 /* Collects the __slots__ of the Python classes in tp's MRO into e->slots. */
 static int typeinfo_slots(ct_typeinfo *e, const ct_state *st, PyTypeObject *tp)
 {
@@ -305,6 +332,10 @@ static int typeinfo_decide(ct_capture *c, ct_typeinfo *e, PyTypeObject *tp)
                 e->how = CT_BY_OBJECT;
                 e->kind = objects_bases[i].kind;
             }
+        if (e->how == CT_BY_REFUSE && solid != tp && ct_stateless_base(solid)) {
+            e->how = CT_BY_OBJECT; /* a Python class over a C base with no state of its own */
+            e->kind = WIRE_KIND_PLAIN;
+        }
     }
     if (e->how == CT_BY_OBJECT && typeinfo_slots(e, st, tp) < 0)
         return -1;
@@ -576,7 +607,17 @@ static int put_reduce(ct_capture *c, wbuf *b, PyObject *v, int depth)
         else if (n > c->limit - (Py_ssize_t)(b->len - c->top_start))
             return -4;
     }
-    PyObject *red = PyObject_CallMethod(v, "__reduce_ex__", "i", 4);
+    /* as pickle does: a reducer registered with copyreg (re.Pattern's) first */
+    PyObject *copyreg = PyImport_ImportModule("copyreg");
+    PyObject *table = copyreg ? PyObject_GetAttrString(copyreg, "dispatch_table") : NULL;
+    PyObject *reducer = table && PyDict_Check(table)
+                            ? PyDict_GetItemWithError(table, (PyObject *)Py_TYPE(v))
+                            : NULL;
+    PyObject *red = reducer            ? PyObject_CallOneArg(reducer, v)
+                    : PyErr_Occurred() ? NULL
+                                       : PyObject_CallMethod(v, "__reduce_ex__", "i", 4);
+    Py_XDECREF(table);
+    Py_XDECREF(copyreg);
     if (!red)
         return -3;
     if (!PyTuple_Check(red) || PyTuple_GET_SIZE(red) < 2) {
@@ -751,23 +792,16 @@ int ct_capture_object(ct_capture *c, wbuf *b, PyObject *v, int depth)
     case CT_BY_NDARRAY:
         if (put_ndarray(b, v) == 0 || put_ndarray_copy(b, v) == 0)
             return 0;
-        ct_put_unencodable(c->st, b, tp->tp_name,
-                           "a numpy array of objects or of a layout calltape does not store;"
-                           " record it with pickle=[numpy.ndarray]");
+        ct_put_unencodable(c->st, b, tp->tp_name, "an array of objects (pickle= opts in)");
         return 0;
     case CT_BY_OBJECT:
         return put_object(c, b, v, e, depth);
     case CT_BY_GLOBAL:
         return ct_capture_global(c, b, v);
-    default: {
-        char why[300];
-        snprintf(why, sizeof why,
-                 "calltape does not read a %.100s without running its code; record it with"
-                 " pickle=[%.100s] or register_codec()",
-                 tp->tp_name, tp->tp_name);
-        ct_put_unencodable(c->st, b, tp->tp_name, why);
+    default:
+        /* short: it is written with every call that passes one */
+        ct_put_unencodable(c->st, b, tp->tp_name, "opaque C state (pickle= opts in)");
         return 0;
-    }
     }
 }
 

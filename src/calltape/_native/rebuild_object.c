@@ -124,6 +124,8 @@ static int robj_kind_fits(const ct_state *st, PyTypeObject *cls, uint8_t kind)
         return robj_is_enum(cls);
     if (kind == WIRE_KIND_REDUCE)
         return 1;
+    if (kind == WIRE_KIND_PLAIN && solid != cls && ct_stateless_base(solid))
+        return 1;
     return kind < sizeof robj_bases / sizeof robj_bases[0] && solid == robj_bases[kind];
 }
 
@@ -254,10 +256,33 @@ static int robj_reduce_rest(PyObject *obj, PyObject *state, PyObject *items, PyO
     return 0;
 }
 
+/* 1 when `v` is a marker of a value that was not recorded, or a tuple,
+ * list or dict holding one directly. */
+static int robj_holds_marker(const ct_state *st, PyObject *v)
+{
+    static const char *const names[] = {"Redacted", "Truncated", "Unencodable"};
+    PyObject *items = PyTuple_Check(v) || PyList_Check(v) ? v
+                      : PyDict_Check(v)                   ? PyDict_Values(v)
+                                                          : NULL;
+    int hit = 0;
+    Py_ssize_t n = items ? PySequence_Fast_GET_SIZE(items) : 1;
+    for (Py_ssize_t i = 0; i < n && !hit; i++) {
+        PyObject *x = items ? PySequence_Fast_GET_ITEM(items, i) : v;
+        for (int k = 0; k < 3 && !hit; k++) {
+            PyObject *cls = ct_marker_type(st, names[k]);
+            hit = cls && Py_TYPE(x) == (PyTypeObject *)cls;
+        }
+    }
+    if (items && items != v)
+        Py_DECREF(items);
+    PyErr_Clear();
+    return hit;
+}
+
 /* An instance of a kind whose contents come first (tuple, str, ..., an
  * exception's args, an enum value, a reduce). */
 static PyObject *robj_from_contents(ct_rebuild *r, wreader *rd, int depth, PyTypeObject *cls,
-                                    uint8_t kind)
+                                    const char *name, uint8_t kind)
 {
     PyObject *contents = ct_rebuild_nested(r, rd, depth + 1);
     if (!contents)
@@ -272,13 +297,21 @@ static PyObject *robj_from_contents(ct_rebuild *r, wreader *rd, int depth, PyTyp
             return robj_error(r, "malformed reduce on the tape");
         }
         PyObject *fn = PyTuple_GET_ITEM(contents, 0);
+        if (robj_holds_marker(r->st, PyTuple_GET_ITEM(contents, 1)) ||
+            robj_holds_marker(r->st, PyTuple_GET_ITEM(contents, 2))) {
+            Py_DECREF(contents); /* made of a value that was not recorded: not made */
+            PyObject *m = ct_marker_type(r->st, "Unencodable");
+            return m ? PyObject_CallFunction(m, "ss", name,
+                                             "it holds a value that was not recorded")
+                     : robj_error(r, "calltape markers are not bound");
+        }
         if (!r->trust && !ct_allow_is_safe(fn)) {
             Py_DECREF(contents);
             PyObject *refused = ct_marker_type(r->st, "RefusedGlobal");
             PyErr_Format(refused ? refused : PyExc_RuntimeError,
                          "refused to rebuild a %s from the tape: its reduce names %R, which is not"
                          " a standard data type",
-                         cls->tp_name, fn);
+                         name, fn);
             return NULL;
         }
         obj = PyObject_Call(fn, PyTuple_GET_ITEM(contents, 1), NULL);
@@ -314,7 +347,16 @@ PyObject *ct_rebuild_object(ct_rebuild *r, wreader *rd, int depth)
     Py_ssize_t index;
     if (ct_rebuild_memo_push(r, NULL, &index) < 0)
         return NULL;
-    PyObject *cls = ct_allow_resolve(r, mod, qual), *obj = NULL;
+    PyObject *obj = NULL;
+    if (kind == WIRE_KIND_REDUCE) { /* made by its reduce, whose callable is checked */
+        if (!(obj = robj_from_contents(r, rd, depth, NULL, qual, kind)))
+            return NULL;
+        robj_memo_set(r, index, obj);
+        if (robj_attributes(r, rd, depth, obj, ndict, nslots, 1) < 0)
+            Py_CLEAR(obj);
+        return obj;
+    }
+    PyObject *cls = ct_allow_resolve(r, mod, qual);
     if (!cls)
         return NULL;
     if (!PyType_Check(cls) || !robj_kind_fits(r->st, (PyTypeObject *)cls, kind)) {
@@ -330,7 +372,8 @@ PyObject *ct_rebuild_object(ct_rebuild *r, wreader *rd, int depth)
                   kind == WIRE_KIND_SET;
     if (mutable) {
         PyObject *empty = PyTuple_New(0);
-        obj = empty ? robj_bases[kind]->tp_new(tp, empty, NULL) : NULL;
+        PyTypeObject *maker = kind == WIRE_KIND_PLAIN ? robj_solid(r->st, tp) : robj_bases[kind];
+        obj = empty ? maker->tp_new(tp, empty, NULL) : NULL;
         Py_XDECREF(empty);
         if (!obj)
             goto error;
@@ -338,7 +381,7 @@ PyObject *ct_rebuild_object(ct_rebuild *r, wreader *rd, int depth)
         if (kind != WIRE_KIND_PLAIN && robj_fill(r, rd, depth, obj, kind) < 0)
             goto error;
     } else {
-        if (!(obj = robj_from_contents(r, rd, depth, tp, kind)))
+        if (!(obj = robj_from_contents(r, rd, depth, tp, qual, kind)))
             goto error;
         robj_memo_set(r, index, obj);
     }
