@@ -502,7 +502,7 @@ typedef struct seg_reader {
 } seg_reader;
 
 /* Format 2 ends with this many CRC-32Cs; a reader checks them all. */
-#define SEG_CHECKSUMS 11
+#define SEG_CHECKSUMS ((size_t)11)
 #define SEG_ALL_COLUMNS 0x3ffu
 
 /* Why a segment cannot be read: the negative returns of the seg_* readers

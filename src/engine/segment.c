@@ -254,7 +254,7 @@ int seg_reader_verify(seg_reader *r, unsigned columns)
             continue;
         /* columns are checked before any is read: p is still their start */
         const wreader *c = &r->col[i];
-        if (crc32c(0, c->p, (size_t)(c->end - c->p)) != get_le32(r->crc + 4 * i))
+        if (crc32c(0, c->p, (size_t)(c->end - c->p)) != get_le32(r->crc + 4 * (size_t)i))
             return SEG_CHECKSUM;
         r->verified |= bit;
     }
