@@ -1,4 +1,4 @@
-"""Recording leaks neither references nor memory."""
+"""Recording and reading leak neither references nor memory."""
 
 import asyncio
 import gc
@@ -140,3 +140,40 @@ def test_rss_does_not_grow(tmp_path):
     """, tape=tmp_path / "rss.db", timeout=120)
     grown = last_json(proc)["grown"]
     assert grown < 5 * 1024 * 1024, f"RSS grew by {grown} bytes over 200000 calls"
+
+
+def test_values_of_an_unregistered_codec_do_not_leak(tmp_path):
+    # recorded with a codec this process never registers: each read of the
+    # value rebuilds an Unencodable marker naming the codec
+    path = tmp_path / "codec.db"
+    run_python(tmp_path, """
+        import calltape
+        class Opaque:
+            pass
+        calltape.register_codec(Opaque, "leakcheck.opaque", lambda o: b"x", lambda b: Opaque())
+        @calltape.record
+        def f(o):
+            return 1
+        f(Opaque())
+    """, tape=path)
+    tape = calltape.open(path)
+    call_id = tape.calls()[0].id
+
+    def read(n):
+        for _ in range(n):
+            value = tape.call(call_id).args["o"]
+            assert value == calltape.Unencodable(
+                "leakcheck.opaque", "no codec named 'leakcheck.opaque' is registered")
+
+    read(200)
+    tracemalloc.start()
+    try:
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        read(5000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+        tape.close()
+    assert grown < 64 * 1024, f"Python allocations grew by {grown} bytes over 5000 reads"

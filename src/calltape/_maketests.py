@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import Redacted, RefusedGlobal, Truncated, Unencodable, __version__, _native
+from . import Redacted, RefusedGlobal, TapeError, Truncated, Unencodable, __version__, _native
 from ._native import Call, Tape
 from ._replay import recorded_imports
 
@@ -138,7 +138,8 @@ def _tests(tape: Tape, calls: list[Call], out: str
            ) -> tuple[Written, dict[tuple[str, str], str], _Values, list[str]]:
     """The tests for `calls`, the names of their functions and the values
     they need; a call whose values cannot be rebuilt here is skipped with the
-    reason (a value the reader may not rebuild refuses the whole run)."""
+    reason (a value the reader may not rebuild, or a damaged tape, refuses the
+    whole run)."""
     nparams = {(f.module, f.qualname): len(f.parameters) for f in tape.functions()}
     values = _Values()
     names: dict[tuple[str, str], str] = {}
@@ -151,7 +152,7 @@ def _tests(tape: Tape, calls: list[Call], out: str
         try:
             reason = _skip_reason(c, nparams.get(key, 0))
             source = None if reason else _test_source(c, fn, values)
-        except RefusedGlobal:
+        except (RefusedGlobal, TapeError):  # a refusal, or a damaged tape: no test run
             raise
         except Exception as exc:  # noqa: BLE001 - the tape's value failed to rebuild here
             reason = f"its values cannot be rebuilt here: {type(exc).__name__}: {exc}"

@@ -9,7 +9,8 @@
     calltape run [--tape PATH] [--include PKG] ... (script.py | -m module) [args ...]
 
 TAPE defaults to $CALLTAPE_TAPE, then ./calltape.db.  --json prints JSON for
-scripts.  Every error a user can cause prints one sentence and exits 2.
+scripts.  Every error a user can cause, a damaged tape included (TapeError,
+on every command), prints one sentence and exits 2.
 """
 
 from __future__ import annotations
@@ -457,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         with open_tape(path, trust=args.trust, allow=args.allow) as tape:
             status = commands[args.command](tape, args, color)
     except (TapeError, UsageError, ValueError, ReplayRefused) as exc:
-        print(f"calltape: {exc}", file=sys.stderr)
+        # one line, whatever a damaged tape put into the names it quotes
+        print("calltape: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0

@@ -5,6 +5,7 @@
  * SQLite tape.  Its parts, one file each:
  *   wire.c          the tape value format: byte buffers, varints, tagged values
  *   hash.c          128-bit content hash for the blob store
+ *   crc32c.c        CRC-32C, the checksum of each segment
  *   queue.c         the producer buffer and the hand-off to the writer
  *   segment.c       columnar segments: many calls of one function in one row
  *   store_sqlite.c  schema, migrations, prepared statements, WAL
@@ -28,7 +29,7 @@
 #include <string.h>
 
 #define CALLTAPE_SCHEMA_VERSION 3
-#define CALLTAPE_SEGMENT_FORMAT 1
+#define CALLTAPE_SEGMENT_FORMAT 2 /* 2: a CRC-32C ends each segment; 1 is still read */
 
 /* ------------------------------------------------------------------------ */
 /* Growable byte buffer (wire.c).                                           */
@@ -351,6 +352,15 @@ const uint8_t *wire_literal(const uint8_t *p, const uint8_t *end, wbuf *out);
 void hash128(const void *p, size_t n, uint8_t out[WIRE_HASH_BYTES]);
 
 /* ------------------------------------------------------------------------ */
+/* Checksum (crc32c.c).                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Returns the CRC-32C of `n` bytes at `p` continuing from `crc`, the
+ * CRC-32C of the bytes before them (0 for none): crc32c(crc32c(0, a), b)
+ * is the CRC-32C of a followed by b.  Cannot fail. */
+uint32_t crc32c(uint32_t crc, const void *p, size_t n);
+
+/* ------------------------------------------------------------------------ */
 /* Records: what producers append (layout), parsed by the writer.           */
 /* ------------------------------------------------------------------------ */
 
@@ -462,7 +472,10 @@ typedef struct seg_call {
  * outcome | flags << 2, extras (cpu, memory, energy varints as flagged), args
  * (varint n + values when flagged), result (likewise, followed by the
  * locals, the globals and the yields, each varint n + one value, when
- * flagged). */
+ * flagged); then, in format 2, eleven CRC-32Cs (4 bytes each, little-endian):
+ * of the header (the format byte, the three varints and the ten column
+ * lengths, in order), then of each column's bytes.  Format 1 (older tapes)
+ * is the same without the checksums; readers accept both. */
 typedef struct seg_builder {
     size_t n;
     int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;
@@ -484,26 +497,58 @@ typedef struct seg_reader {
     size_t n, i;
     wreader col[10];
     int64_t last_id, last_start;
+    const uint8_t *crc; /* format 2: the ten column checksums; NULL: format 1 */
+    unsigned verified;  /* bit i: column i matched its checksum */
 } seg_reader;
 
-/* Opens the serialized segment `data` for iteration.  Returns 0, or -1 when
- * the header is malformed or of an unknown format version. */
+/* Format 2 ends with this many CRC-32Cs; a reader checks them all. */
+#define SEG_CHECKSUMS ((size_t)11)
+#define SEG_ALL_COLUMNS 0x3ffu
+
+/* Why a segment cannot be read: the negative returns of the seg_* readers
+ * (every one is < 0, so callers may test `< 0`). */
+enum seg_status {
+    SEG_MALFORMED = -1, /* its bytes do not decode (format 1, or a writer bug) */
+    SEG_CHECKSUM = -2,  /* its CRC-32C does not match: the bytes were damaged */
+    SEG_NEWER = -3,     /* a format this engine does not know (newer, or damaged) */
+    SEG_COUNT = -4,     /* its row in the tape counts another number of calls */
+};
+
+/* A phrase for a seg_status, to follow "segment N": "fails its checksum",
+ * ...  Never NULL. */
+const char *seg_strerror(int status);
+
+/* Opens the serialized segment `data` for iteration, verifying its
+ * header's checksum (format 2); each column is verified before it is read
+ * (seg_reader_next, seg_reader_any_within).  Returns 0, or a seg_status. */
 int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n);
+
+/* Verifies the columns in the bit mask `columns` (bit i: column i, in the
+ * order of the layout) not verified yet; must come before they are read.
+ * Returns 0, or SEG_CHECKSUM.  Format 1 has nothing to verify: 0. */
+int seg_reader_verify(seg_reader *r, unsigned columns);
 /* Returns 1 when some call of the serialized segment starts within
  * [since, until] and lasts within [min_duration, max_duration], 0 when none
- * does, -1 when the segment is corrupt.  Reads only two columns: a cheap
+ * does, a seg_status when the segment is damaged (the header and the two
+ * columns it reads are verified first).  Reads only two columns: a cheap
  * test before decoding a segment whole. */
 int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t until,
                         int64_t min_duration, int64_t max_duration);
+/* The same test on an open reader, for the calls it has not passed yet
+ * (verifying the start and duration columns); the reader is not moved.
+ * Returns 1, 0, SEG_CHECKSUM or SEG_MALFORMED. */
+int seg_reader_any_within(seg_reader *r, int64_t since, int64_t until, int64_t min_duration,
+                          int64_t max_duration);
 
 /* Decodes the next call into `c` (pointers into `data`).  Returns 1 for a
- * call, 0 at the end, -1 when the segment is corrupt. */
+ * call, 0 at the end (every column then read to its end), SEG_MALFORMED
+ * when the segment is corrupt. */
 int seg_reader_next(seg_reader *r, seg_call *c);
 
 /* Like seg_reader_next, for the next call that starts within [since, until]
  * and lasts within [min_duration, max_duration]: the calls before it are
- * passed over without being decoded whole.  Returns 1, 0 at the end, -1
- * when the segment is corrupt. */
+ * passed over without being decoded whole.  Returns 1, 0 at the end,
+ * SEG_MALFORMED when the segment is corrupt. */
 int seg_reader_next_within(seg_reader *r, seg_call *c, int64_t since, int64_t until,
                            int64_t min_duration, int64_t max_duration);
 
@@ -685,8 +730,9 @@ enum query_energy_bound { QUERY_MAX_PKG = 1, QUERY_MAX_DRAM = 2 };
 
 typedef struct query query;
 
-/* Starts a search of `st` (copied filter).  Returns NULL with a message in
- * `err` when SQLite refuses.  The store must outlive the query. */
+/* Prepares a search of `st` (copied filter); it reads the tape from the
+ * first query_next on.  Returns NULL with a message in `err` when SQLite
+ * refuses.  The store must outlive the query. */
 query *query_open(store *st, const query_filter *f, char *err, size_t errlen);
 
 /* Returns 1 with the next call in `out` (its byte ranges valid until the
@@ -696,6 +742,15 @@ int query_next(query *q, seg_call *out, int64_t *session, int64_t *function);
 
 /* The message of the last error. */
 const char *query_error(const query *q);
+
+/* After an error: 1 when it was a damaged segment (its id, its function's
+ * tape id and the seg_status in the out parameters), 0 when SQLite
+ * failed (query_error has its message). */
+int query_error_segment(const query *q, int64_t *segment, int64_t *function, int *status);
+
+/* After an error that was not a damaged segment: SQLite's (extended)
+ * result code, or 0 (out of memory). */
+int query_error_sqlite(const query *q);
 
 void query_close(query *q);
 

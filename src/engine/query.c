@@ -20,7 +20,13 @@
  *
  * Invariants: a loaded segment's bytes stay alive while any of its calls is
  * in the heap (reference count per segment); every SQLite error is reported
- * with its message; no call is returned twice.
+ * with its message; a damaged segment (its checksum, its decoding, or a
+ * call count other than its row's) is an error naming the segment and its
+ * function, never calls left out; a listing of every segment of some
+ * functions (no time, duration, session or outcome bound) that holds fewer
+ * calls than the functions' totals counted before it (a damaged index
+ * hides rows without SQLite noticing) is an error too, found when the
+ * listing ends; no call is returned twice.
  */
 #include "engine.h"
 
@@ -46,7 +52,12 @@ struct query {
     sqlite3_stmt *list; /* segment ids and bounds, in merge order */
     sqlite3_stmt *load; /* one segment's data */
     int listed_done;
-    int64_t next_bound; /* the bound of the next unloaded segment */
+    int started;          /* the listing was stepped (at the first query_next) */
+    char *json;           /* the function ids as a JSON array, owned, or NULL */
+    int check_total;      /* the listing must cover expect_calls calls */
+    int64_t expect_calls; /* the functions' call totals, read before the listing */
+    int64_t listed_calls; /* the calls of the segments listed so far */
+    int64_t next_bound;   /* the bound of the next unloaded segment */
     int have_next;
     int64_t next_id;
     pending *heap;
@@ -55,6 +66,9 @@ struct query {
     int has_cutoff; /* with a limit: calls not before `cutoff` can never be returned */
     pending cutoff;
     seg_buf *current; /* segment of the call returned last, released at the next call */
+    int64_t bad_segment, bad_function; /* the damaged segment of the last error, 0: none */
+    int bad_status;                    /* its seg_status */
+    int sql_rc;                        /* the SQLite result code of the last error, 0: none */
     char err[256];
 };
 
@@ -173,6 +187,7 @@ static int matches(const query *q, const seg_call *c)
 
 static int set_sql_error(query *q, const char *what)
 {
+    q->sql_rc = sqlite3_extended_errcode(store_db(q->st));
     snprintf(q->err, sizeof q->err, "%s: %s", what, sqlite3_errmsg(store_db(q->st)));
     return -1;
 }
@@ -185,38 +200,100 @@ static int advance_listing(query *q)
         q->have_next = 1;
         q->next_id = sqlite3_column_int64(q->list, 0);
         q->next_bound = sqlite3_column_int64(q->list, 1);
+        q->listed_calls += sqlite3_column_int64(q->list, 2);
         return 0;
     }
     q->have_next = 0;
     q->listed_done = 1;
-    return rc == SQLITE_DONE ? 0 : set_sql_error(q, "cannot list the tape's segments");
+    if (rc != SQLITE_DONE)
+        return set_sql_error(q, "cannot list the tape's segments");
+    /* segments are only ever added, and the totals were read first: fewer
+     * calls listed than counted means rows the index does not show */
+    if (q->check_total && q->listed_calls < q->expect_calls) {
+        q->sql_rc = SQLITE_CORRUPT;
+        snprintf(q->err, sizeof q->err,
+                 "its segments hold %lld calls where its function table counts %lld",
+                 (long long)q->listed_calls, (long long)q->expect_calls);
+        return -1;
+    }
+    return 0;
 }
 
-/* Loads segment next_id, pushes its matching calls. */
+/* With no bound but functions, reads the call totals the listing must
+ * cover.  Returns 0, or -1 with the error set. */
+static int read_totals(query *q, const char *json)
+{
+    const query_filter *f = &q->f;
+    if (f->since != INT64_MIN || f->until != INT64_MAX || f->min_duration > 0 ||
+        f->max_duration != INT64_MAX || f->session > 0 || f->outcome >= 0)
+        return 0;
+    sqlite3_stmt *st = NULL;
+    const char *sql = f->nfunctions ? "SELECT coalesce(sum(calls), 0) FROM functions"
+                                      " WHERE id IN (SELECT value FROM json_each(?1))"
+                                    : "SELECT coalesce(sum(calls), 0) FROM functions";
+    int rc = sqlite3_prepare_v2(store_db(q->st), sql, -1, &st, NULL);
+    if (rc == SQLITE_OK && f->nfunctions)
+        rc = sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        q->expect_calls = sqlite3_column_int64(st, 0);
+        q->check_total = 1;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : set_sql_error(q, "cannot read the tape's functions");
+}
+
+/* Records that segment next_id of `function` is damaged (`status`, a
+ * seg_status).  Returns -1. */
+static int set_damaged(query *q, int64_t function, int status)
+{
+    q->bad_segment = q->next_id;
+    q->bad_function = function;
+    q->bad_status = status;
+    snprintf(q->err, sizeof q->err, "segment %lld of function %lld %s", (long long)q->next_id,
+             (long long)function, seg_strerror(status));
+    return -1;
+}
+
+/* Pushes the calls of the open segment `r` (held by `s`) that match and
+ * can still be returned.  Returns 0, or -1 with the error set. */
+static int push_matching(query *q, seg_reader *r, seg_buf *s, int64_t since, int64_t until)
+{
+    seg_call c;
+    int rc;
+    while ((rc = seg_reader_next_within(r, &c, since, until, q->f.min_duration,
+                                        q->f.max_duration)) == 1) {
+        if (!matches(q, &c))
+            continue;
+        pending p = {c, s};
+        if (q->has_cutoff && !before(q, &p, &q->cutoff))
+            continue;
+        if (heap_push(q, &p) < 0) {
+            snprintf(q->err, sizeof q->err, "out of memory searching the tape");
+            return -1;
+        }
+        s->refs++;
+    }
+    return rc < 0 ? set_damaged(q, s->function, rc) : 0;
+}
+
+/* Loads segment next_id (verifying it), pushes its matching calls. */
 static int load_next(query *q)
 {
     sqlite3_bind_int64(q->load, 1, q->next_id);
     int rc = sqlite3_step(q->load);
     if (rc != SQLITE_ROW) {
+        if (rc == SQLITE_DONE) {
+            q->sql_rc = SQLITE_CORRUPT; /* the index lists a row the table lacks */
+            snprintf(q->err, sizeof q->err, "segment %lld is listed but missing",
+                     (long long)q->next_id);
+        } else
+            set_sql_error(q, "cannot read a segment");
         sqlite3_reset(q->load);
-        return set_sql_error(q, "cannot read a segment");
+        return -1;
     }
     size_t n = (size_t)sqlite3_column_bytes(q->load, 0);
-    /* Once a limit fixed a cutoff, most segments hold no call that could
-     * still be returned: test the start and duration columns first. */
-    int64_t since = q->f.since, until = q->f.until;
-    if (q->has_cutoff) {
-        if (q->f.newest_first && q->cutoff.c.start > since)
-            since = q->cutoff.c.start;
-        if (!q->f.newest_first && q->cutoff.c.start < until)
-            until = q->cutoff.c.start;
-    }
-    int any = seg_has_call_within(sqlite3_column_blob(q->load, 0), n, since, until,
-                                  q->f.min_duration, q->f.max_duration);
-    if (any == 0) {
-        sqlite3_reset(q->load);
-        return advance_listing(q);
-    }
     seg_buf *s = calloc(1, sizeof *s);
     uint8_t *data = malloc(n ? n : 1);
     if (!s || !data) {
@@ -226,40 +303,39 @@ static int load_next(query *q)
         snprintf(q->err, sizeof q->err, "out of memory reading the tape");
         return -1;
     }
-    memcpy(data, sqlite3_column_blob(q->load, 0), n);
+    if (n)
+        memcpy(data, sqlite3_column_blob(q->load, 0), n);
     s->data = data;
     s->session = sqlite3_column_int64(q->load, 1);
     s->function = sqlite3_column_int64(q->load, 2);
+    int64_t listed_n = sqlite3_column_int64(q->load, 3);
     sqlite3_reset(q->load);
     s->refs = 1; /* held while loading */
     seg_reader r;
-    seg_call c;
-    if (seg_reader_open(&r, data, n) < 0) {
-        release(s);
-        snprintf(q->err, sizeof q->err, "the tape holds a corrupt segment (id %lld)",
-                 (long long)q->next_id);
-        return -1;
+    rc = seg_reader_open(&r, data, n);
+    if (rc == 0 && (int64_t)r.n != listed_n)
+        rc = SEG_COUNT; /* the row and its bytes disagree */
+    /* Once a limit fixed a cutoff, most segments hold no call that could
+     * still be returned: test the start and duration columns first. */
+    int64_t since = q->f.since, until = q->f.until;
+    if (q->has_cutoff) {
+        if (q->f.newest_first && q->cutoff.c.start > since)
+            since = q->cutoff.c.start;
+        if (!q->f.newest_first && q->cutoff.c.start < until)
+            until = q->cutoff.c.start;
     }
-    while ((rc = seg_reader_next_within(&r, &c, since, until, q->f.min_duration,
-                                        q->f.max_duration)) == 1) {
-        if (!matches(q, &c))
-            continue;
-        pending p = {c, s};
-        if (q->has_cutoff && !before(q, &p, &q->cutoff))
-            continue;
-        if (heap_push(q, &p) < 0) {
-            release(s);
-            snprintf(q->err, sizeof q->err, "out of memory searching the tape");
-            return -1;
-        }
-        s->refs++;
+    if (rc == 0)
+        rc = seg_reader_any_within(&r, since, until, q->f.min_duration, q->f.max_duration);
+    if (rc < 0) {
+        int64_t function = s->function;
+        release(s);
+        return set_damaged(q, function, rc);
+    }
+    if (rc == 1 && push_matching(q, &r, s, since, until) < 0) {
+        release(s);
+        return -1;
     }
     release(s);
-    if (rc < 0) {
-        snprintf(q->err, sizeof q->err, "the tape holds a corrupt segment (id %lld)",
-                 (long long)q->next_id);
-        return -1;
-    }
     prune(q);
     return advance_listing(q);
 }
@@ -286,7 +362,7 @@ query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
     }
     /* The listing carries the merge bound of each segment. */
     int n = snprintf(sql, sizeof sql,
-                     "SELECT id, %s FROM segments WHERE start_max >= ?1"
+                     "SELECT id, %s, n FROM segments WHERE start_max >= ?1"
                      " AND start_min <= ?2 AND dur_max >= ?3 AND dur_min <= ?4",
                      f->newest_first ? "start_max" : "start_min");
     if (f->session > 0)
@@ -302,7 +378,7 @@ query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
              f->newest_first ? "DESC" : "ASC", f->newest_first ? "DESC" : "ASC");
     sqlite3 *db = store_db(st);
     if (sqlite3_prepare_v2(db, sql, -1, &q->list, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT data, session, function FROM segments WHERE id = ?", -1,
+        sqlite3_prepare_v2(db, "SELECT data, session, function, n FROM segments WHERE id = ?", -1,
                            &q->load, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot search the tape: %s", sqlite3_errmsg(db));
         query_close(q);
@@ -317,7 +393,7 @@ query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
     if (f->nfunctions) {
         /* a JSON array of ids: one parameter whatever the count */
         size_t cap = f->nfunctions * 21 + 3, len = 0;
-        char *json = malloc(cap);
+        char *json = q->json = malloc(cap);
         if (!json) {
             snprintf(err, errlen, "out of memory");
             query_close(q);
@@ -328,14 +404,22 @@ query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
             len += (size_t)snprintf(json + len, cap - len, "%s%lld", i ? "," : "",
                                     (long long)f->functions[i]);
         json[len++] = ']';
-        sqlite3_bind_text(q->list, 6, json, (int)len, free);
-    }
-    if (advance_listing(q) < 0) {
-        snprintf(err, errlen, "%s", q->err);
-        query_close(q);
-        return NULL;
+        json[len] = 0;
+        sqlite3_bind_text(q->list, 6, json, (int)len, SQLITE_STATIC);
     }
     return q;
+}
+
+/* Reads the call totals, then the listing's first segment: at the first
+ * query_next, so that their errors come from query_next.  Returns 0 or
+ * -1 with the error set. */
+static int start(query *q)
+{
+    q->started = 1;
+    /* the totals first: a snapshot no newer than the listing's */
+    if (read_totals(q, q->json) < 0)
+        return -1;
+    return advance_listing(q);
 }
 
 int query_next(query *q, seg_call *out, int64_t *session, int64_t *function)
@@ -344,6 +428,8 @@ int query_next(query *q, seg_call *out, int64_t *session, int64_t *function)
     q->current = NULL;
     if (q->f.limit >= 0 && q->emitted >= q->f.limit)
         return 0;
+    if (!q->started && start(q) < 0)
+        return -1;
     for (;;) {
         if (q->nheap) {
             const seg_call *top = &q->heap[0].c;
@@ -371,6 +457,21 @@ const char *query_error(const query *q)
     return q->err;
 }
 
+int query_error_sqlite(const query *q)
+{
+    return q->sql_rc;
+}
+
+int query_error_segment(const query *q, int64_t *segment, int64_t *function, int *status)
+{
+    if (!q->bad_segment)
+        return 0;
+    *segment = q->bad_segment;
+    *function = q->bad_function;
+    *status = q->bad_status;
+    return 1;
+}
+
 void query_close(query *q)
 {
     if (!q)
@@ -381,6 +482,7 @@ void query_close(query *q)
     free(q->heap);
     sqlite3_finalize(q->list);
     sqlite3_finalize(q->load);
+    free(q->json);
     free(q->functions);
     free(q);
 }

@@ -7,6 +7,14 @@
  * row per few thousand calls, which is what makes millions of recorded calls
  * per second possible.  The segment row carries the zone maps (id, start
  * and duration ranges) that searches use to skip segments.
+ *
+ * A segment of format 2 ends with CRC-32Cs of its header and of each
+ * column: a reader checks the header when it opens a segment and each
+ * column before it reads it (a search that only tests start and duration
+ * checks only those two), so damaged bytes are reported as damage rather
+ * than read as other values; format 1 (no checksums) is still read.
+ * Readers never read outside the bytes given, and a segment reads to its
+ * end only when every column is used up exactly.
  */
 #include "engine.h"
 
@@ -23,6 +31,9 @@ enum {
     COL_RESULT,
     NCOLS
 };
+
+_Static_assert(SEG_CHECKSUMS == NCOLS + 1 && SEG_ALL_COLUMNS == (1u << NCOLS) - 1,
+               "one checksum for the header and one for each column");
 
 void seg_builder_init(seg_builder *s)
 {
@@ -123,43 +134,152 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
     return 0;
 }
 
+static void put_le32(wbuf *out, uint32_t v)
+{
+    uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    wbuf_put(out, le, sizeof le);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 int seg_builder_finish(const seg_builder *s, wbuf *out)
 {
+    size_t start = out->len;
     wbuf_byte(out, CALLTAPE_SEGMENT_FORMAT);
     wbuf_varint(out, s->n);
     wbuf_varint(out, zigzag(s->first_id));
     wbuf_varint(out, zigzag(s->first_start));
+    /* the header checksum covers these bytes and each column's length */
+    uint32_t head = out->failed ? 0 : crc32c(0, out->data + start, out->len - start);
     for (int i = 0; i < NCOLS; i++) {
+        size_t at = out->len;
         wbuf_varint(out, s->col[i].len);
+        if (!out->failed)
+            head = crc32c(head, out->data + at, out->len - at);
         wbuf_put(out, s->col[i].data, s->col[i].len);
     }
+    put_le32(out, head);
+    for (int i = 0; i < NCOLS; i++)
+        put_le32(out, crc32c(0, s->col[i].data, s->col[i].len));
     return out->failed ? -1 : 0;
+}
+
+const char *seg_strerror(int status)
+{
+    switch (status) {
+    case SEG_CHECKSUM:
+        return "fails its checksum";
+    case SEG_COUNT:
+        return "holds another number of calls than its row says";
+    case SEG_NEWER:
+        return "has an unknown segment format (damaged, or written by a newer calltape)";
+    default:
+        return "cannot be decoded";
+    }
+}
+
+/* Parses the header and the column lengths of the segment in the `n`
+ * bytes at `data` (from byte 1 on), taking `format` as its first byte.
+ * For format 2, `n` excludes the checksums, and the header's CRC-32C goes
+ * to *head.  Returns 0 or SEG_MALFORMED. */
+static int open_columns(seg_reader *r, const uint8_t *data, size_t n, uint8_t format,
+                        uint32_t *head)
+{
+    wreader h;
+    wreader_init(&h, data + 1, n - 1);
+    r->n = (size_t)wreader_varint(&h);
+    r->last_id = unzigzag(wreader_varint(&h));
+    r->last_start = unzigzag(wreader_varint(&h));
+    uint32_t crc = crc32c(crc32c(0, &format, 1), data + 1, (size_t)(h.p - data - 1));
+    for (int i = 0; i < NCOLS && !h.bad; i++) {
+        const uint8_t *at = h.p;
+        uint64_t len = wreader_varint(&h);
+        crc = crc32c(crc, at, (size_t)(h.p - at));
+        const uint8_t *p = wreader_take(&h, len);
+        wreader_init(&r->col[i], p, p ? (size_t)len : 0);
+    }
+    *head = crc;
+    /* every call takes at least one byte of the id column */
+    if (h.bad || h.p != h.end || r->n > (size_t)(r->col[COL_ID].end - r->col[COL_ID].p))
+        return SEG_MALFORMED;
+    return 0;
+}
+
+/* Opens `data` as a format 2 segment whose first byte is taken to be 2.
+ * Returns 0, or SEG_CHECKSUM (also when it is too short to hold its
+ * checksums: it was cut). */
+static int open_format_2(seg_reader *r, const uint8_t *data, size_t n)
+{
+    if (n < 1 + SEG_CHECKSUMS * 4)
+        return SEG_CHECKSUM;
+    size_t body = n - SEG_CHECKSUMS * 4;
+    uint32_t head;
+    /* the writer always writes a header that parses: one that does not
+     * was damaged, as is one whose checksum differs */
+    if (open_columns(r, data, body, 2, &head) < 0 || head != get_le32(data + body))
+        return SEG_CHECKSUM;
+    r->crc = data + body + 4;
+    return 0;
 }
 
 int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n)
 {
-    wreader h;
     memset(r, 0, sizeof *r);
-    wreader_init(&h, data, n);
-    if (wreader_byte(&h) != CALLTAPE_SEGMENT_FORMAT)
-        return -1;
-    r->n = (size_t)wreader_varint(&h);
-    r->last_id = unzigzag(wreader_varint(&h));
-    r->last_start = unzigzag(wreader_varint(&h));
-    for (int i = 0; i < NCOLS; i++) {
-        uint64_t len = wreader_varint(&h);
-        const uint8_t *p = wreader_take(&h, len);
-        if (h.bad)
-            return -1;
-        wreader_init(&r->col[i], p, (size_t)len);
+    if (n < 1)
+        return SEG_MALFORMED;
+    if (data[0] == 2)
+        return open_format_2(r, data, n);
+    uint32_t head;
+    int rc = data[0] == 1 ? open_columns(r, data, n, 1, &head) : SEG_MALFORMED;
+    if (rc == 0)
+        return 0;
+    if (open_format_2(r, data, n) == 0) {
+        memset(r, 0, sizeof *r);
+        return SEG_CHECKSUM; /* a format 2 segment whose first byte changed */
     }
-    return h.bad ? -1 : 0;
+    memset(r, 0, sizeof *r);
+    return data[0] > CALLTAPE_SEGMENT_FORMAT ? SEG_NEWER : rc;
+}
+
+int seg_reader_verify(seg_reader *r, unsigned columns)
+{
+    if (!r->crc)
+        return 0; /* format 1: nothing to check against */
+    for (int i = 0; i < NCOLS; i++) {
+        unsigned bit = 1u << i;
+        if (!(columns & bit) || (r->verified & bit))
+            continue;
+        /* columns are checked before any is read: p is still their start */
+        const wreader *c = &r->col[i];
+        if (crc32c(0, c->p, (size_t)(c->end - c->p)) != get_le32(r->crc + 4 * (size_t)i))
+            return SEG_CHECKSUM;
+        r->verified |= bit;
+    }
+    return 0;
+}
+
+/* At the end of a segment: 0 when every column was read to its end,
+ * SEG_MALFORMED when bytes are left over (a wrong count). */
+static int seg_end(const seg_reader *r)
+{
+    for (int i = 0; i < NCOLS; i++)
+        if (r->col[i].p != r->col[i].end)
+            return SEG_MALFORMED;
+    return 0;
 }
 
 int seg_reader_next(seg_reader *r, seg_call *c)
 {
+    if (r->verified != SEG_ALL_COLUMNS) {
+        int rc = seg_reader_verify(r, SEG_ALL_COLUMNS);
+        if (rc < 0)
+            return rc;
+    }
     if (r->i >= r->n)
-        return 0;
+        return seg_end(r);
     memset(c, 0, sizeof *c);
     c->id = r->last_id + unzigzag(wreader_varint(&r->col[COL_ID]));
     uint64_t back = wreader_varint(&r->col[COL_PARENT]);
@@ -169,6 +289,8 @@ int seg_reader_next(seg_reader *r, seg_call *c)
     c->start = r->last_start + unzigzag(wreader_varint(&r->col[COL_START]));
     c->duration = (int64_t)wreader_varint(&r->col[COL_DUR]);
     uint64_t of = wreader_varint(&r->col[COL_FLAGS]);
+    if ((of & 3) > OUTCOME_CLOSED || (of >> 2) > 0xffff)
+        return SEG_MALFORMED;
     c->outcome = (uint8_t)(of & 3);
     c->flags = (uint16_t)(of >> 2);
     wreader *x = &r->col[COL_EXTRA];
@@ -205,30 +327,38 @@ int seg_reader_next(seg_reader *r, seg_call *c)
     }
     for (int i = 0; i < NCOLS; i++)
         if (r->col[i].bad)
-            return -1;
+            return SEG_MALFORMED;
     r->last_id = c->id;
     r->last_start = c->start;
     r->i++;
     return 1;
 }
 
-int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t until,
-                        int64_t min_duration, int64_t max_duration)
+int seg_reader_any_within(seg_reader *r, int64_t since, int64_t until, int64_t min_duration,
+                          int64_t max_duration)
 {
-    seg_reader r;
-    if (seg_reader_open(&r, data, n) < 0)
-        return -1;
-    wreader *st = &r.col[COL_START], *du = &r.col[COL_DUR];
-    int64_t start = r.last_start;
-    for (size_t i = 0; i < r.n; i++) {
-        start += unzigzag(wreader_varint(st));
-        int64_t d = (int64_t)wreader_varint(du);
-        if (st->bad || du->bad)
-            return -1;
+    int rc = seg_reader_verify(r, 1u << COL_START | 1u << COL_DUR);
+    if (rc < 0)
+        return rc;
+    wreader st = r->col[COL_START], du = r->col[COL_DUR];
+    int64_t start = r->last_start;
+    for (size_t i = r->i; i < r->n; i++) {
+        start += unzigzag(wreader_varint(&st));
+        int64_t d = (int64_t)wreader_varint(&du);
+        if (st.bad || du.bad)
+            return SEG_MALFORMED;
         if (start >= since && start <= until && d >= min_duration && d <= max_duration)
             return 1;
     }
     return 0;
+}
+
+int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t until,
+                        int64_t min_duration, int64_t max_duration)
+{
+    seg_reader r;
+    int rc = seg_reader_open(&r, data, n);
+    return rc < 0 ? rc : seg_reader_any_within(&r, since, until, min_duration, max_duration);
 }
 
 static inline void skip_varint(wreader *r)
@@ -247,7 +377,10 @@ static int skip_rest(seg_reader *r)
     skip_varint(&r->col[COL_PARENT]);
     skip_varint(&r->col[COL_DEPTH]);
     skip_varint(&r->col[COL_THREAD]);
-    uint16_t flags = (uint16_t)(wreader_varint(&r->col[COL_FLAGS]) >> 2);
+    uint64_t of = wreader_varint(&r->col[COL_FLAGS]);
+    if ((of & 3) > OUTCOME_CLOSED || (of >> 2) > 0xffff)
+        return SEG_MALFORMED;
+    uint16_t flags = (uint16_t)(of >> 2);
     int extras = ((flags & REC_HAS_CPU) ? 1 : 0) + ((flags & REC_HAS_MEMORY) ? 3 : 0) +
                  ((flags & REC_HAS_ENERGY) ? 2 : 0);
     for (int k = 0; k < extras; k++)
@@ -261,7 +394,7 @@ static int skip_rest(seg_reader *r)
         wreader_take(&r->col[COL_RESULT], wreader_varint(&r->col[COL_RESULT]));
     for (int i = 0; i < NCOLS; i++)
         if (r->col[i].bad)
-            return -1;
+            return SEG_MALFORMED;
     r->i++;
     return 0;
 }
@@ -269,13 +402,18 @@ static int skip_rest(seg_reader *r)
 int seg_reader_next_within(seg_reader *r, seg_call *c, int64_t since, int64_t until,
                            int64_t min_duration, int64_t max_duration)
 {
+    if (r->verified != SEG_ALL_COLUMNS) {
+        int rc = seg_reader_verify(r, SEG_ALL_COLUMNS);
+        if (rc < 0)
+            return rc;
+    }
     wreader *st = &r->col[COL_START], *du = &r->col[COL_DUR];
     while (r->i < r->n) {
         const uint8_t *st_at = st->p, *du_at = du->p;
         int64_t start = r->last_start + unzigzag(wreader_varint(st));
         int64_t d = (int64_t)wreader_varint(du);
         if (st->bad || du->bad)
-            return -1;
+            return SEG_MALFORMED;
         if (start >= since && start <= until && d >= min_duration && d <= max_duration) {
             st->p = st_at; /* decode this one whole */
             du->p = du_at;
@@ -283,7 +421,7 @@ int seg_reader_next_within(seg_reader *r, seg_call *c, int64_t since, int64_t un
         }
         r->last_start = start;
         if (skip_rest(r) < 0)
-            return -1;
+            return SEG_MALFORMED;
     }
-    return 0;
+    return seg_end(r);
 }

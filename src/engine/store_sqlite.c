@@ -156,10 +156,14 @@ static int check_header(store *s, const char *path, int64_t *version)
     if (pragma_int(s, "PRAGMA application_id", &app) < 0 ||
         pragma_int(s, "PRAGMA user_version", version) < 0 ||
         pragma_int(s, "SELECT count(*) FROM sqlite_master", &tables) < 0) {
-        snprintf(s->err, sizeof s->err,
-                 "%s is not a calltape tape (not an SQLite database"
-                 " or damaged: %s)",
-                 path, sqlite3_errmsg(s->db));
+        if ((sqlite3_errcode(s->db) & 0xff) == SQLITE_CORRUPT)
+            snprintf(s->err, sizeof s->err, "the tape %s is damaged: %s", path,
+                     sqlite3_errmsg(s->db));
+        else
+            snprintf(s->err, sizeof s->err,
+                     "%s is not a calltape tape (not an SQLite database"
+                     " or damaged: %s)",
+                     path, sqlite3_errmsg(s->db));
         return -1;
     }
     if (app != CALLTAPE_APP_ID && (app != 0 || tables != 0)) {
@@ -373,6 +377,14 @@ store *store_open_read(const char *path, char *err, size_t errlen)
         return NULL;
     if (s->version < 1) {
         snprintf(err, errlen, "%s is not a calltape tape (empty database)", path);
+        store_close(s);
+        return NULL;
+    }
+    /* every table there and its root page readable: a damaged schema or
+     * root page is reported here rather than at the first search */
+    if (exec_sql(s, "SELECT 1 FROM meta, sessions, threads, functions, segments, blobs"
+                    " LIMIT 0") < 0) {
+        snprintf(err, errlen, "the tape %s is damaged: %s", path, sqlite3_errmsg(s->db));
         store_close(s);
         return NULL;
     }

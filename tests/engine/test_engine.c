@@ -1,6 +1,7 @@
 /*
  * test_engine.c - tests of the plain-C engine, without Python: the value
- * format, segments, the content hash, and the engine end to end onto a real
+ * format, segments (their checksum and the older format without one), the
+ * content hash, CRC-32C, and the engine end to end onto a real
  * SQLite tape (append, flush, fork-free reopen, read back), and the energy
  * bounds of a search.
  * Prints "N passed, N failed" and exits non-zero on any failure.
@@ -297,9 +298,159 @@ static void test_segment_roundtrip(void)
     }
     CHECK(ok);
     CHECK(i == 1000);
-    /* corrupt input is refused */
+    /* a changed format byte fails the checksum; a segment of another
+     * format (its own checksum, say) is newer or malformed */
     out.data[0] = 99;
-    CHECK(seg_reader_open(&r, out.data, out.len) < 0);
+    CHECK(seg_reader_open(&r, out.data, out.len) == SEG_CHECKSUM);
+    out.data[out.len - 4 * SEG_CHECKSUMS] ^= 1; /* its header checksum, as another format's */
+    CHECK(seg_reader_open(&r, out.data, out.len) == SEG_NEWER);
+    out.data[0] = 0;
+    CHECK(seg_reader_open(&r, out.data, out.len) == SEG_MALFORMED);
+    wbuf_free(&out);
+    seg_builder_free(&s);
+}
+
+/* The bitwise definition of CRC-32C, to check the sliced tables against. */
+static uint32_t crc32c_bitwise(const uint8_t *p, size_t n)
+{
+    uint32_t crc = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0x82f63b78u & (0u - (crc & 1)));
+    }
+    return ~crc;
+}
+
+static void test_crc32c(void)
+{
+    /* published vectors: the check value, and RFC 3720 B.4 */
+    CHECK(crc32c(0, "", 0) == 0);
+    CHECK(crc32c(0, "123456789", 9) == 0xe3069283u);
+    uint8_t buf[48];
+    memset(buf, 0, 32);
+    CHECK(crc32c(0, buf, 32) == 0x8a9136aau);
+    memset(buf, 0xff, 32);
+    CHECK(crc32c(0, buf, 32) == 0x62a8ab43u);
+    for (int i = 0; i < 32; i++)
+        buf[i] = (uint8_t)i;
+    CHECK(crc32c(0, buf, 32) == 0x46dd794eu);
+    for (int i = 0; i < 32; i++)
+        buf[i] = (uint8_t)(31 - i);
+    CHECK(crc32c(0, buf, 32) == 0x113fdb5cu);
+    static const uint8_t iscsi[48] = {0x01, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,    0, 0, 0, 0,
+                                      0x14, 0,    0, 0, 0, 0, 4, 0, 0, 0, 0, 0x14, 0, 0, 0, 0x18,
+                                      0x28, 0,    0, 0, 0, 0, 0, 0, 2, 0, 0, 0,    0, 0, 0, 0};
+    CHECK(crc32c(0, iscsi, sizeof iscsi) == 0xd9963a56u);
+    /* every length and alignment of random bytes, and in two parts */
+    uint8_t *rnd = malloc(4096 + 16);
+    if (!rnd)
+        return;
+    uint32_t x = 12345;
+    for (size_t i = 0; i < 4096 + 16; i++) {
+        x = x * 1103515245u + 12345u;
+        rnd[i] = (uint8_t)(x >> 16);
+    }
+    int same = 1, parts = 1;
+    for (size_t off = 0; off < 9; off++)
+        for (size_t n = 0; n <= 200; n++)
+            same &= crc32c(0, rnd + off, n) == crc32c_bitwise(rnd + off, n);
+    same &= crc32c(0, rnd, 4096) == crc32c_bitwise(rnd, 4096);
+    for (size_t cut = 0; cut <= 100; cut++)
+        parts &= crc32c(crc32c(0, rnd, cut), rnd + cut, 100 - cut) == crc32c(0, rnd, 100);
+    CHECK(same);
+    CHECK(parts);
+    free(rnd);
+}
+
+/* Reads the segment whole; 0 at its end, or the seg_status met. */
+static int read_whole(const uint8_t *data, size_t n)
+{
+    seg_reader r;
+    seg_call c;
+    int rc = seg_reader_open(&r, data, n);
+    while (rc == 0 && (rc = seg_reader_next(&r, &c)) == 1)
+        rc = 0;
+    return rc;
+}
+
+/* Format 2 segments end with CRC-32Cs of the header and of each column:
+ * any flipped byte is SEG_CHECKSUM by the time the segment is read whole,
+ * and the start/duration test sees either the undamaged answer or the
+ * damage; format 1 (the same without them) is still read; a wrong count
+ * or bytes left in a column are malformed. */
+static void test_segment_checksum_and_format_1(void)
+{
+    seg_builder s;
+    seg_builder_init(&s);
+    uint8_t args[3] = {WIRE_INT, 4, WIRE_NONE};
+    for (int i = 0; i < 50; i++) {
+        seg_call c = {0};
+        c.id = 10 + i;
+        c.start = 1000 + i;
+        c.duration = 5;
+        c.flags = REC_HAS_ARGS;
+        c.args = args;
+        c.args_len = sizeof args;
+        CHECK(seg_builder_add(&s, &c) == 0);
+    }
+    wbuf out;
+    wbuf_init(&out, NULL, 0);
+    CHECK(seg_builder_finish(&s, &out) == 0);
+    CHECK(out.data[0] == CALLTAPE_SEGMENT_FORMAT && CALLTAPE_SEGMENT_FORMAT == 2);
+    seg_reader r;
+    seg_call c;
+    CHECK(seg_reader_open(&r, out.data, out.len) == 0);
+    CHECK(read_whole(out.data, out.len) == 0);
+    int all_caught = 1, within_ok = 1, within_caught = 0;
+    for (size_t i = 0; i < out.len; i++)
+        for (int bit = 0; bit < 8; bit++) {
+            out.data[i] ^= (uint8_t)(1 << bit);
+            all_caught &= read_whole(out.data, out.len) == SEG_CHECKSUM;
+            int any = seg_has_call_within(out.data, out.len, 1010, 1010, 0, INT64_MAX);
+            within_ok &= any == 1 || any == SEG_CHECKSUM;
+            within_caught += any == SEG_CHECKSUM;
+            out.data[i] ^= (uint8_t)(1 << bit);
+        }
+    CHECK(all_caught);
+    CHECK(within_ok);
+    CHECK(within_caught > 8 * 100); /* the header and the start and duration columns */
+    CHECK(read_whole(out.data, out.len - 1) == SEG_CHECKSUM); /* truncated */
+    CHECK(seg_reader_open(&r, out.data, 3) == SEG_CHECKSUM);  /* cut before its checksums */
+    CHECK(strcmp(seg_strerror(SEG_CHECKSUM), "fails its checksum") == 0);
+
+    /* format 1: no checksum, read as before */
+    uint8_t *old = malloc(out.len);
+    if (!old)
+        return;
+    size_t n1 = out.len - 4 * SEG_CHECKSUMS;
+    memcpy(old, out.data, n1);
+    old[0] = 1;
+    CHECK(seg_reader_open(&r, old, n1) == 0);
+    int i = 0, ok = 1;
+    while (seg_reader_next(&r, &c) == 1) {
+        ok &= c.id == 10 + i && c.start == 1000 + i && c.args_len == 3;
+        i++;
+    }
+    CHECK(ok && i == 50);
+    CHECK(seg_reader_next(&r, &c) == 0);
+    CHECK(seg_has_call_within(old, n1, 1049, 1049, 0, INT64_MAX) == 1);
+    /* a count one too small leaves bytes in every column: malformed at the end */
+    CHECK(old[1] == 50);
+    old[1] = 49;
+    CHECK(seg_reader_open(&r, old, n1) == 0);
+    int rc;
+    while ((rc = seg_reader_next(&r, &c)) == 1)
+        ;
+    CHECK(rc == SEG_MALFORMED);
+    CHECK(seg_reader_open(&r, old, n1) == 0);
+    while ((rc = seg_reader_next_within(&r, &c, 2000, 3000, 0, INT64_MAX)) == 1)
+        ;
+    CHECK(rc == SEG_MALFORMED);
+    /* a count larger than the id column can hold */
+    old[1] = 0x7f;
+    CHECK(seg_reader_open(&r, old, n1) == SEG_MALFORMED);
+    free(old);
     wbuf_free(&out);
     seg_builder_free(&s);
 }
@@ -613,6 +764,133 @@ static void test_query_energy(void)
     unlink(path);
 }
 
+/* Runs `sql` on the tape at `path` as a writer would not: to damage it. */
+static void damage_with(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* Flips the lowest bit of byte `at` of segment `id`'s data. */
+static void flip_segment_byte(const char *path, int64_t id, int at)
+{
+    sqlite3 *db;
+    sqlite3_stmt *q = NULL;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_prepare_v2(db, "SELECT data FROM segments WHERE id = ?", -1, &q, NULL) ==
+          SQLITE_OK);
+    sqlite3_bind_int64(q, 1, id);
+    uint8_t data[4096];
+    int n = 0;
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        n = sqlite3_column_bytes(q, 0);
+        CHECK(n > at && n <= (int)sizeof data);
+        memcpy(data, sqlite3_column_blob(q, 0), (size_t)n);
+    }
+    sqlite3_finalize(q);
+    data[at] ^= 1;
+    CHECK(sqlite3_prepare_v2(db, "UPDATE segments SET data = ? WHERE id = ?", -1, &q, NULL) ==
+          SQLITE_OK);
+    sqlite3_bind_blob(q, 1, data, n, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, id);
+    CHECK(sqlite3_step(q) == SQLITE_DONE);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+}
+
+/* Runs a query over the whole tape (or from `since` on): 1 when it read
+ * to the end, 0 when it failed (*segment is then the damaged segment, 0
+ * for an SQLite-level error, *status its seg_status). */
+static int query_all(store *st, int64_t since, int64_t *segment, int *status)
+{
+    query_filter f = {0};
+    f.thread = -1;
+    f.since = since;
+    f.until = INT64_MAX;
+    f.max_duration = INT64_MAX;
+    f.outcome = -1;
+    f.limit = -1;
+    char err[256];
+    *segment = 0;
+    *status = 0;
+    query *q = query_open(st, &f, err, sizeof err);
+    if (!q)
+        return 0;
+    seg_call c;
+    int64_t session, function;
+    int rc;
+    while ((rc = query_next(q, &c, &session, &function)) == 1)
+        ;
+    if (rc < 0 && !query_error_segment(q, segment, &function, status))
+        *status = query_error_sqlite(q);
+    query_close(q);
+    return rc == 0;
+}
+
+/* A search reports a segment that fails its checksum, a row whose call
+ * count disagrees with its segment, and a listing that holds fewer calls
+ * than the function table counts (rows an index hides). */
+static void test_query_reports_damage(void)
+{
+    char path[] = "/tmp/calltape-damage-test-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    unlink(path);
+    engine *e = start_engine(path, 0, 0);
+    if (!e)
+        return;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    for (uint64_t i = 1; i <= 20; i++) {
+        call_rec c = {0};
+        c.fn = 1;
+        c.seq = i;
+        c.start = 1000 + i;
+        b.len = 0;
+        rec_put_call(&b, &c);
+        CHECK(engine_append(e, b.data, b.len) == ENGINE_APPENDED);
+        if (i == 10)
+            CHECK(engine_flush(e, 10000000000ull) == 0); /* two segments */
+    }
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_free(e);
+    wbuf_free(&b);
+    CHECK(query_int(path, "SELECT count(*) FROM segments") == 2);
+    char err[256];
+    int64_t segment;
+    int status;
+    store *st = store_open_read(path, err, sizeof err);
+    CHECK(st && query_all(st, INT64_MIN, &segment, &status) == 1);
+    store_close(st);
+    /* a flipped byte in the second segment */
+    flip_segment_byte(path, 2, 5);
+    st = store_open_read(path, err, sizeof err);
+    CHECK(st && query_all(st, INT64_MIN, &segment, &status) == 0);
+    CHECK(segment == 2 && status == SEG_CHECKSUM);
+    store_close(st);
+    damage_with(path, "UPDATE segments SET data = (SELECT data FROM segments WHERE id = 1),"
+                      " n = n + 1 WHERE id = 2");
+    st = store_open_read(path, err, sizeof err);
+    CHECK(st && query_all(st, INT64_MIN, &segment, &status) == 0);
+    CHECK(segment == 2 && status == SEG_COUNT);
+    store_close(st);
+    /* rows missing from the listing: only a listing of everything can tell */
+    damage_with(path, "DELETE FROM segments WHERE id = 2");
+    st = store_open_read(path, err, sizeof err);
+    CHECK(st && query_all(st, INT64_MIN, &segment, &status) == 0);
+    CHECK(segment == 0 && status == SQLITE_CORRUPT);
+    CHECK(st && query_all(st, 0, &segment, &status) == 1);
+    store_close(st);
+    char side[300];
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+    unlink(path);
+}
+
 int main(void)
 {
     test_varint_and_skip();
@@ -621,10 +899,13 @@ int main(void)
     test_locals_globals_roundtrip();
     test_hash();
     test_segment_roundtrip();
+    test_crc32c();
+    test_segment_checksum_and_format_1();
     test_segment_next_within();
     test_engine_end_to_end();
     test_unwritable_tape_drops_and_counts();
     test_query_energy();
+    test_query_reports_damage();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

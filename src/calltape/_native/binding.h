@@ -311,6 +311,15 @@ static inline PyObject *ct_marker_type(const ct_state *st, const char *name)
     return st->marker_types ? PyDict_GetItemString(st->marker_types, name) : NULL;
 }
 
+/* Turns the pending exception into damage (rebuild.c): a TapeError whose
+ * message is "<prefix>: <the original message>" (prefix may be NULL), with
+ * the original as its __cause__.  A pending TapeError is always turned;
+ * with `any`, so is any other Exception except RefusedGlobal (a refusal,
+ * not damage), ImportError (a module not installed here) and MemoryError;
+ * everything else (KeyboardInterrupt, ...) stays pending as it was.  With nothing pending, sets
+ * TapeError(prefix). Returns NULL. */
+PyObject *ct_damage(ct_state *st, int any, PyObject *prefix);
+
 /* rebuild.c */
 typedef struct ct_rebuild {
     ct_state *st;

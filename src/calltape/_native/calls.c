@@ -335,20 +335,26 @@ static PyObject *rebuild_arg(ct_call *c, PyObject *name)
     const uint8_t *at = p;
     for (Py_ssize_t i = 0; i < index && at && at < end; i++)
         at = wire_skip(at, end);
-    if (index < 0 || !at || at >= end)
+    if (index >= 0 && !at)
+        return ct_tape_damaged(c->tape, 0, "call %lld (%U), its arguments cannot be decoded",
+                               (long long)c->id, c->fn->full);
+    if (index < 0 || at >= end)
         return NULL;
     PyObject *v = ct_tape_rebuild(c->tape, &at, end, NULL);
-    if (v || index == 0)
-        return v;
-    /* it may refer to an earlier argument: rebuild them too, as one group */
-    PyErr_Clear();
-    PyObject *memo = PyList_New(0);
-    for (Py_ssize_t i = 0; memo && i <= index; i++) {
-        Py_XSETREF(v, ct_tape_rebuild(c->tape, &p, end, memo));
-        if (!v)
-            break;
+    if (!v && index > 0) {
+        /* it may refer to an earlier argument: rebuild them too, as one group */
+        PyErr_Clear();
+        PyObject *memo = PyList_New(0);
+        for (Py_ssize_t i = 0; memo && i <= index; i++) {
+            Py_XSETREF(v, ct_tape_rebuild(c->tape, &p, end, memo));
+            if (!v)
+                break;
+        }
+        Py_XDECREF(memo);
     }
-    Py_XDECREF(memo);
+    if (!v)
+        ct_tape_damaged(c->tape, 0, "call %lld (%U), its argument %U", (long long)c->id,
+                        c->fn->full, name);
     return v;
 }
 
@@ -710,7 +716,7 @@ static PyObject *CallIter_next(PyObject *self)
         if (c->pairs && !thread_selected(c, session, row.thread))
             continue;
         if (!it->last_fn || fid != it->last_fid) {
-            ct_function *fn = ct_tape_function(c->tape, fid);
+            ct_function *fn = ct_tape_function(c->tape, fid, row.id);
             if (!fn)
                 break;
             Py_XSETREF(it->last_fn, (ct_function *)Py_NewRef((PyObject *)fn));

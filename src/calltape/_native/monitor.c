@@ -724,7 +724,8 @@ static void on_suspend(mon_active *a, PyCodeObject *co)
         if (parked) {
             char *p = PyBytes_AS_STRING(parked);
             memcpy(p, e, sizeof *e);
-            memcpy(p + sizeof *e, s->arena.data + e->args_at, e->args_len + e->globals_len);
+            if (e->args_len + e->globals_len) /* the arena is NULL when nothing was kept */
+                memcpy(p + sizeof *e, s->arena.data + e->args_at, e->args_len + e->globals_len);
             park(a, frame, parked);
             Py_DECREF(parked);
         }

@@ -11,10 +11,11 @@
  * Call.readable() returns (args, defaults, outcome): name -> value, the
  * names that took their default, and the result or ExceptionInfo.
  *
- * Invariants: only memory errors and KeyboardInterrupt raise; everything a
- * tape's value can do while being rebuilt becomes a reason.  The call's
- * cached args and result are neither used nor set (they keep raising as
- * before).
+ * Invariants: only memory errors, KeyboardInterrupt and damage raise (a
+ * TapeError naming the call: bytes that do not decode are not a reason
+ * but a damaged tape); everything else a tape's value can do while being
+ * rebuilt becomes a reason.  The call's cached args and result are neither
+ * used nor set (they keep raising as before).
  */
 #include "reader.h"
 
@@ -196,7 +197,8 @@ static PyObject *readable_value(ct_call *c, const uint8_t **p, const uint8_t *en
     PyObject *v = ct_tape_rebuild(c->tape, p, end, memo);
     if (v)
         return v;
-    if (!next)
+    PyObject *damaged = ct_marker_type(st, "TapeError");
+    if (!next || (damaged && PyErr_ExceptionMatches(damaged)))
         return NULL; /* a malformed value: TapeError as everywhere */
     *p = next;
     /* keep the group's memo counting as the tape does: the value's indices
@@ -240,8 +242,11 @@ PyObject *ct_call_readable(ct_call *c)
         const uint8_t *p = c->data, *end = c->data + c->args_len;
         for (Py_ssize_t i = 0; p < end; i++) {
             v = readable_value(c, &p, end, &was_default, memo);
-            if (!v)
+            if (!v) {
+                ct_tape_damaged(c->tape, 0, "call %lld (%U), its arguments", (long long)c->id,
+                                c->fn->full);
                 goto error;
+            }
             PyObject *name = i < PyTuple_GET_SIZE(names) ? PyTuple_GET_ITEM(names, i) : NULL;
             if (name && (PyDict_SetItem(args, name, v) < 0 ||
                          (was_default && PySet_Add(defaults, name) < 0)))
@@ -252,6 +257,9 @@ PyObject *ct_call_readable(ct_call *c)
     if (c->result_len) {
         const uint8_t *p = c->data + c->args_len;
         outcome = readable_value(c, &p, p + c->result_len, &was_default, NULL);
+        if (!outcome)
+            ct_tape_damaged(c->tape, 0, "call %lld (%U), its %s", (long long)c->id, c->fn->full,
+                            c->outcome == OUTCOME_RAISED ? "exception" : "result");
     } else {
         outcome = Py_NewRef(Py_None);
     }

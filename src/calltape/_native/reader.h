@@ -37,6 +37,7 @@ typedef struct ct_function {
     PyObject *names;                           /* tuple of parameter names */
     PyObject *sig;                             /* bytes: the signature as recorded */
     PyObject *allow;                           /* tuple or NULL: for rebuilding defaults */
+    PyObject *tape_path;                       /* str: the tape, for messages */
     PyObject *defaults;                        /* dict, rebuilt on first use */
     Py_ssize_t nparams;
     uint8_t *kinds;       /* inspect.Parameter kind of each parameter */
@@ -69,13 +70,25 @@ typedef struct ct_call {
 /* Returns 0 when the tape is open, -1 with ValueError when closed. */
 int ct_tape_check_open(ct_tape *t);
 
-/* Sets TapeError "<msg>: <path>" and returns NULL. */
-PyObject *ct_tape_error(ct_tape *t, const char *msg);
+/* Sets TapeError "the tape <path> is damaged: <where>" (`fmt` and its
+ * arguments as for PyUnicode_FromFormat make <where>), followed by ": " and
+ * the message of the pending exception when one is pending; that one
+ * becomes its cause.  A pending exception that is not damage (see
+ * ct_damage; `any` as there) stays as it was.  Returns NULL. */
+PyObject *ct_tape_damaged(ct_tape *t, int any, const char *fmt, ...);
+
+/* Sets TapeError for SQLite's result code `rc` while reading `what` ("its
+ * sessions"): "the tape <path> is damaged: ..." for a corrupt file (and for
+ * an SQL error, which the reader's fixed statements meet only on a damaged
+ * schema), "cannot read <what> from the tape <path>: ..." for other
+ * failures (I/O, locks).  Returns NULL. */
+PyObject *ct_tape_sql_error(ct_tape *t, int rc, const char *what);
 
 /* The Function with tape id `id` (borrowed), loading the function table
  * again when it is not known yet (a tape being recorded grows).  NULL with
- * TapeError when the tape has no such function. */
-ct_function *ct_tape_function(ct_tape *t, int64_t id);
+ * TapeError naming `call` (the call id that needs it) when the tape has no
+ * such function. */
+ct_function *ct_tape_function(ct_tape *t, int64_t id, int64_t call);
 
 /* The function table as a dict id -> Function (borrowed), loaded on first
  * use; `fresh` reloads it: CT_FUNCTIONS_RELOAD always (aggregates change
@@ -108,7 +121,9 @@ int ct_tape_query_next(ct_tape *t, query *q, seg_call *c, int64_t *session, int6
 /* Rebuilds one value at *p (advancing it) with the tape's trust, allow
  * list and blob table; `memo` (a list, or NULL for a value alone) is the
  * group it belongs to, shared by the values of one group (the arguments of
- * a call).  New reference, or NULL with an exception set. */
+ * a call).  New reference, or NULL with an exception set (TapeError,
+ * without the tape's name, for damage: callers name the call with
+ * ct_tape_damaged). */
 PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end, PyObject *memo);
 
 /* ---- views.c ---- */

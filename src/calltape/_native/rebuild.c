@@ -6,6 +6,13 @@
  * allowed module); trust=True uses pickle.loads.
  * Markers (redacted, truncated, unencodable) rebuild to marker objects,
  * never to None.
+ *
+ * Damage: bytes that do not rebuild (malformed values, text that is not
+ * UTF-8, pickles that do not load, codec values their decoder refuses,
+ * unhashable keys) raise TapeError, never another exception type; a
+ * RefusedGlobal is a refusal and an ImportError (an allowed module that
+ * is not installed) a fact of this machine, not damage: they stay as they
+ * are.
  */
 #include "binding.h"
 
@@ -16,16 +23,105 @@ static PyObject *tape_error(ct_state *st, const char *msg)
     return NULL;
 }
 
+/* Whether the pending exception is one ct_damage turns into a TapeError. */
+static int is_damage(ct_state *st, int any)
+{
+    PyObject *tape = ct_marker_type(st, "TapeError");
+    PyObject *refused = ct_marker_type(st, "RefusedGlobal");
+    if (tape && PyErr_ExceptionMatches(tape))
+        return 1;
+    return any && PyErr_ExceptionMatches(PyExc_Exception) &&
+           !(refused && PyErr_ExceptionMatches(refused)) &&
+           !PyErr_ExceptionMatches(PyExc_ImportError) && !PyErr_ExceptionMatches(PyExc_MemoryError);
+}
+
+/* "Type: message" of `exc`, or its message alone for a TapeError. */
+static PyObject *describe(ct_state *st, PyObject *exc)
+{
+    PyObject *tape = ct_marker_type(st, "TapeError");
+    PyObject *msg = PyObject_Str(exc);
+    if (!msg || (tape && PyObject_TypeCheck(exc, (PyTypeObject *)tape)))
+        return msg;
+    PyObject *name = PyType_GetName(Py_TYPE(exc));
+    PyObject *out = !name                           ? NULL
+                    : PyUnicode_GET_LENGTH(msg) > 0 ? PyUnicode_FromFormat("%U: %U", name, msg)
+                                                    : Py_NewRef(name);
+    Py_XDECREF(name);
+    Py_DECREF(msg);
+    return out;
+}
+
+PyObject *ct_damage(ct_state *st, int any, PyObject *prefix)
+{
+    PyObject *cls = ct_marker_type(st, "TapeError");
+    if (!cls)
+        return tape_error(st, "calltape markers are not bound");
+    if (!PyErr_Occurred()) {
+        if (prefix)
+            PyErr_SetObject(cls, prefix);
+        else
+            PyErr_SetString(cls, "the tape is damaged");
+        return NULL;
+    }
+    if (!is_damage(st, any))
+        return NULL;
+    PyObject *exc = ct_fetch_exc(), *err = NULL;
+    PyObject *msg = describe(st, exc);
+    PyObject *text = !msg     ? NULL
+                     : prefix ? PyUnicode_FromFormat("%U: %U", prefix, msg)
+                              : Py_NewRef(msg);
+    Py_XDECREF(msg);
+    err = text ? PyObject_CallOneArg(cls, text) : NULL;
+    Py_XDECREF(text);
+    if (!err) {
+        Py_DECREF(exc); /* the error of making the TapeError stands */
+        return NULL;
+    }
+    PyException_SetCause(err, exc); /* steals exc */
+    ct_restore_exc(err);
+    return NULL;
+}
+
+/* ct_damage with a prefix from a C string; a TapeError already pending
+ * (from a value inside) is left as it is. */
+static PyObject *damage(ct_state *st, const char *prefix)
+{
+    PyObject *tape = ct_marker_type(st, "TapeError");
+    if (tape && PyErr_ExceptionMatches(tape))
+        return NULL;
+    PyObject *p = PyUnicode_FromString(prefix);
+    if (!p)
+        return NULL;
+    ct_damage(st, 1, p);
+    Py_DECREF(p);
+    return NULL;
+}
+
+/* Calls the marker class `name` with the tuple `args` (a new reference,
+ * stolen).  NULL `args` means that building them failed: its exception
+ * stands and NULL is returned. */
 static PyObject *marker(ct_state *st, const char *name, PyObject *args)
 {
+    if (!args)
+        return NULL;
     PyObject *cls = ct_marker_type(st, name);
     if (!cls) {
-        Py_XDECREF(args);
+        Py_DECREF(args);
         return tape_error(st, "calltape markers are not bound");
     }
-    PyObject *r = args ? PyObject_Call(cls, args, NULL) : PyObject_CallNoArgs(cls);
-    Py_XDECREF(args);
+    PyObject *r = PyObject_Call(cls, args, NULL);
+    Py_DECREF(args);
     return r;
+}
+
+/* A new tuple of `a` and `b`, whose references it steals; NULL when either
+ * is NULL (its exception then stands) or on failure. */
+static PyObject *pair(PyObject *a, PyObject *b)
+{
+    PyObject *t = a && b ? PyTuple_Pack(2, a, b) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    return t;
 }
 
 static PyObject *load_codec(ct_rebuild *r, PyObject *name, const uint8_t *p, size_t n)
@@ -60,22 +156,58 @@ static PyObject *load_codec(ct_rebuild *r, PyObject *name, const uint8_t *p, siz
         if (dec)
             v = PyObject_CallOneArg(dec, data);
         else if (!PyErr_Occurred())
-            v = marker(
-                st, "Unencodable",
-                Py_BuildValue("(OO)", name,
-                              PyUnicode_FromFormat("no codec named %R is registered", name)));
+            v = marker(st, "Unencodable",
+                       pair(Py_NewRef(name),
+                            PyUnicode_FromFormat("no codec named %R is registered", name)));
     }
     Py_DECREF(data);
+    if (!v) {
+        PyObject *what = PyUnicode_FromFormat("a value of the codec %R cannot be decoded", name);
+        if (what) {
+            ct_damage(st, 1, what);
+            Py_DECREF(what);
+        }
+    }
     return v;
 }
 
-static PyObject *text(const uint8_t *p, uint64_t n)
+/* The text of `n` UTF-8 bytes at `p`; TapeError when they are not UTF-8. */
+static PyObject *text(ct_state *st, const uint8_t *p, uint64_t n)
 {
-    return PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "surrogatepass");
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "surrogatepass");
+    return s ? s : damage(st, "malformed text on the tape");
 }
 
 static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth);
 
+/* The one value that fills `rd` whole; TapeError when bytes are left. */
+static PyObject *rebuild_whole(ct_rebuild *r, wreader *rd, int depth)
+{
+    PyObject *v = rebuild_at(r, rd, depth);
+    if (v && rd->p != rd->end) {
+        Py_DECREF(v);
+        return tape_error(r->st, "malformed value on the tape (bytes after its end)");
+    }
+    return v;
+}
+
+/* 1 when `frames` is a list of (file str, line int, function str). */
+static int frames_well_formed(PyObject *frames)
+{
+    if (!PyList_Check(frames))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(frames); i++) {
+        PyObject *f = PyList_GET_ITEM(frames, i);
+        if (!PyTuple_Check(f) || PyTuple_GET_SIZE(f) != 3 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(f, 0)) || !PyLong_Check(PyTuple_GET_ITEM(f, 1)) ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(f, 2)))
+            return 0;
+    }
+    return 1;
+}
+
+/* A list, tuple, dict, set or frozenset of `tag` at `rd`; TapeError for
+ * malformed bytes and for keys or members that cannot be hashed. */
 static PyObject *rebuild_items(ct_rebuild *r, wreader *rd, int depth, uint8_t tag)
 {
     uint64_t n = wreader_varint(rd);
@@ -108,13 +240,18 @@ static PyObject *rebuild_items(ct_rebuild *r, wreader *rd, int depth, uint8_t ta
             int rc = val ? PyDict_SetItem(out, v, val) : -1;
             Py_DECREF(v);
             Py_XDECREF(val);
-            if (rc < 0)
+            if (rc < 0) {
+                if (val)
+                    damage(r->st, "a dict key on the tape cannot be used");
                 goto error;
+            }
         } else {
             int rc = PySet_Add(out, v);
             Py_DECREF(v);
-            if (rc < 0)
+            if (rc < 0) {
+                damage(r->st, "a set member on the tape cannot be used");
                 goto error;
+            }
         }
     }
     if (tag == WIRE_FROZENSET) {
@@ -175,14 +312,16 @@ static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
         if (!p && n)
             return tape_error(st, "malformed value on the tape");
         if (tag == WIRE_STR)
-            return text(p, n);
+            return text(st, p, n);
         if (tag == WIRE_BYTES)
             return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
-        if (tag == WIRE_PICKLE)
-            return ct_unpickle(r, p, (size_t)n);
+        if (tag == WIRE_PICKLE) {
+            PyObject *v = ct_unpickle(r, p, (size_t)n);
+            return v ? v : damage(st, "a pickled value on the tape cannot be loaded");
+        }
         wreader inner;
         wreader_init(&inner, p, (size_t)n);
-        return rebuild_at(r, &inner, depth + 1);
+        return rebuild_whole(r, &inner, depth + 1);
     }
     case WIRE_LIST:
     case WIRE_TUPLE:
@@ -197,7 +336,7 @@ static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
         const uint8_t *p = wreader_take(rd, m);
         if (rd->bad)
             return tape_error(st, "malformed codec value");
-        PyObject *pyname = text(name, n);
+        PyObject *pyname = text(st, name, n);
         if (!pyname)
             return NULL;
         PyObject *v = load_codec(r, pyname, p, (size_t)m);
@@ -224,20 +363,19 @@ static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
         }
         wreader inner;
         wreader_init(&inner, bp, (size_t)bn);
-        PyObject *v = rebuild_at(r, &inner, depth + 1);
+        PyObject *v = rebuild_whole(r, &inner, depth + 1);
         Py_DECREF(data);
         return v;
     }
     case WIRE_REDACTED:
-        return marker(st, "Redacted", NULL);
+        return marker(st, "Redacted", PyTuple_New(0));
     case WIRE_TRUNCATED: {
         uint64_t n = wreader_varint(rd);
         const uint8_t *name = wreader_take(rd, n);
         uint64_t size = wreader_varint(rd);
         if (rd->bad)
             return tape_error(st, "malformed truncated marker");
-        return marker(st, "Truncated",
-                      Py_BuildValue("(NK)", text(name, n), (unsigned long long)size));
+        return marker(st, "Truncated", pair(text(st, name, n), PyLong_FromUnsignedLongLong(size)));
     }
     case WIRE_UNENCODABLE: {
         uint64_t n = wreader_varint(rd);
@@ -246,7 +384,7 @@ static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
         const uint8_t *why = wreader_take(rd, m);
         if (rd->bad)
             return tape_error(st, "malformed unencodable marker");
-        return marker(st, "Unencodable", Py_BuildValue("(NN)", text(name, n), text(why, m)));
+        return marker(st, "Unencodable", pair(text(st, name, n), text(st, why, m)));
     }
     case WIRE_EXCEPTION: {
         uint64_t n = wreader_varint(rd);
@@ -258,8 +396,16 @@ static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
         PyObject *frames = rebuild_at(r, rd, depth + 1);
         if (!frames)
             return NULL;
-        return marker(st, "ExceptionInfo",
-                      Py_BuildValue("(NNN)", text(name, n), text(msg, m), frames));
+        if (!frames_well_formed(frames)) {
+            Py_DECREF(frames);
+            return tape_error(st, "malformed exception frames");
+        }
+        PyObject *type = text(st, name, n), *message = type ? text(st, msg, m) : NULL;
+        PyObject *args = message ? PyTuple_Pack(3, type, message, frames) : NULL;
+        Py_XDECREF(type);
+        Py_XDECREF(message);
+        Py_DECREF(frames);
+        return marker(st, "ExceptionInfo", args);
     }
     case WIRE_DEFAULT:
         return rebuild_at(r, rd, depth + 1);
@@ -313,7 +459,7 @@ PyObject *ct_rebuild_texts(ct_state *st, const uint8_t *p, size_t n)
             rd.p++;
             uint64_t len = wreader_varint(&rd);
             const uint8_t *txt = wreader_take(&rd, len);
-            s = txt || !len ? text(txt, len) : NULL;
+            s = txt || !len ? text(st, txt, len) : NULL;
         } else {
             uint8_t store[256];
             wbuf pv;
@@ -323,7 +469,7 @@ PyObject *ct_rebuild_texts(ct_state *st, const uint8_t *p, size_t n)
                 rd.p = next;
             else
                 rd.bad = 1;
-            s = pv.failed ? NULL : text(pv.data, pv.len);
+            s = pv.failed ? NULL : text(st, pv.data, pv.len);
             wbuf_free(&pv);
         }
         if (!s || PyList_Append(out, s) < 0) {

@@ -602,12 +602,15 @@ static PyObject *make_outcome(Replayer *self, PyObject *call_id, PyObject *funct
     return out;
 }
 
-/* A skipped outcome whose reason is the pending exception (cleared). */
+/* A skipped outcome whose reason is the pending exception (cleared).  A
+ * damaged tape (TapeError) is not a reason to skip: it stays pending and
+ * NULL is returned, as for KeyboardInterrupt and MemoryError. */
 static PyObject *skip_pending(Replayer *self, PyObject *call_id, PyObject *function,
                               const char *what)
 {
+    PyObject *damaged = ct_marker_type(self->st, "TapeError");
     if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
-        PyErr_ExceptionMatches(PyExc_MemoryError))
+        PyErr_ExceptionMatches(PyExc_MemoryError) || (damaged && PyErr_ExceptionMatches(damaged)))
         return NULL;
     PyObject *why = describe_pending();
     PyObject *reason = why ? PyUnicode_FromFormat("%s: %U", what, why) : NULL;

@@ -5,21 +5,64 @@
  * results (calls.c) and of the Call views (views.c).
  *
  * Invariants: the store is opened read-only (opening never modifies a
- * tape); every SQLite call runs with the GIL released; a malformed segment
- * raises TapeError naming the tape rather than returning partial data; the
- * store is closed only when no query of it is open (close() during an
- * iteration takes effect when that iteration ends, and the iteration
- * raises ValueError at its next step).
+ * tape); every SQLite call runs with the GIL released; damage anywhere (a
+ * segment failing its checksum, a value that does not rebuild, a blob
+ * whose content does not match its hash, an SQLite error) raises one
+ * TapeError naming the tape and the call, segment, function, session or
+ * table concerned, rather than returning partial data; the store is
+ * closed only when no query of it is open (close() during an iteration
+ * takes effect when that iteration ends, and the iteration raises
+ * ValueError at its next step).
  */
 #include "reader.h"
 
 #include <sqlite3.h>
+#include <stdarg.h>
 
-PyObject *ct_tape_error(ct_tape *t, const char *msg)
+PyObject *ct_tape_damaged(ct_tape *t, int any, const char *fmt, ...)
 {
     ct_state *st = PyType_GetModuleState(Py_TYPE(t));
+    if (!st)
+        return NULL;
+    PyObject *saved = PyErr_Occurred() ? ct_fetch_exc() : NULL;
+    va_list va;
+    va_start(va, fmt);
+    PyObject *where = PyUnicode_FromFormatV(fmt, va);
+    va_end(va);
+    PyObject *prefix =
+        where ? PyUnicode_FromFormat("the tape %U is damaged: %U", t->path, where) : NULL;
+    Py_XDECREF(where);
+    if (!prefix) {
+        Py_XDECREF(saved);
+        return NULL;
+    }
+    ct_restore_exc(saved);
+    ct_damage(st, any, prefix);
+    Py_DECREF(prefix);
+    return NULL;
+}
+
+/* 1 when SQLite's result code `rc` says the file is damaged. */
+static int damage_code(int rc)
+{
+    int code = rc & 0xff;
+    return code == SQLITE_CORRUPT || code == SQLITE_NOTADB || code == SQLITE_FORMAT ||
+           code == SQLITE_RANGE || code == SQLITE_MISMATCH;
+}
+
+PyObject *ct_tape_sql_error(ct_tape *t, int rc, const char *what)
+{
+    /* the connection's message when it is still about this error (another
+     * thread may have used the connection since), else the code's */
+    sqlite3 *db = t->st ? store_db(t->st) : NULL;
+    const char *msg =
+        db && sqlite3_extended_errcode(db) == rc ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    if (damage_code(rc) || (rc & 0xff) == SQLITE_ERROR)
+        return ct_tape_damaged(t, 0, "reading %s, SQLite reports: %s", what, msg);
+    ct_state *st = PyType_GetModuleState(Py_TYPE(t));
     PyObject *cls = st ? ct_marker_type(st, "TapeError") : NULL;
-    PyErr_Format(cls ? cls : PyExc_ValueError, "%s: %U", msg, t->path);
+    PyErr_Format(cls ? cls : PyExc_ValueError, "cannot read %s from the tape %U: %s", what, t->path,
+                 msg);
     return NULL;
 }
 
@@ -41,8 +84,9 @@ static int step(sqlite3_stmt *q)
     return rc;
 }
 
-/* Prepares `sql` on the tape (GIL released).  NULL with TapeError. */
-static sqlite3_stmt *prepare(ct_tape *t, const char *sql)
+/* Prepares `sql` on the tape (GIL released) to read `what` ("its
+ * sessions").  NULL with TapeError. */
+static sqlite3_stmt *prepare(ct_tape *t, const char *sql, const char *what)
 {
     if (ct_tape_check_open(t) < 0)
         return NULL;
@@ -54,7 +98,7 @@ static sqlite3_stmt *prepare(ct_tape *t, const char *sql)
     Py_END_ALLOW_THREADS
     if (rc != SQLITE_OK) {
         sqlite3_finalize(q);
-        ct_tape_error(t, sqlite3_errmsg(db));
+        ct_tape_sql_error(t, rc, what);
         return NULL;
     }
     return q;
@@ -171,6 +215,43 @@ static void Tape_dealloc(ct_tape *t)
 
 /* ---- queries ---- */
 
+/* The qualified name of function `id` for a message: the cached
+ * Function's, else "function <id>" (the table is not read again here). */
+static PyObject *function_label(ct_tape *t, int64_t id)
+{
+    PyObject *key = t->functions ? PyLong_FromLongLong(id) : NULL;
+    PyObject *fn = key ? PyDict_GetItemWithError(t->functions, key) : NULL;
+    Py_XDECREF(key);
+    PyErr_Clear();
+    if (fn)
+        return PyUnicode_FromFormat("%U", ((ct_function *)fn)->full);
+    return PyUnicode_FromFormat("function %lld", (long long)id);
+}
+
+/* Sets the TapeError of a failed query: a damaged segment named with its
+ * function, or the SQLite message. */
+static void query_failed(ct_tape *t, query *q)
+{
+    int64_t segment, function;
+    int status;
+    if (!query_error_segment(q, &segment, &function, &status)) {
+        int rc = query_error_sqlite(q);
+        if (damage_code(rc))
+            ct_tape_damaged(t, 0, "%s", query_error(q));
+        else if (rc)
+            ct_tape_sql_error(t, rc, "its segments");
+        else
+            PyErr_SetString(PyExc_MemoryError, query_error(q));
+        return;
+    }
+    PyObject *label = function_label(t, function);
+    if (label) {
+        ct_tape_damaged(t, 0, "segment %lld (calls of %U) %s", (long long)segment, label,
+                        seg_strerror(status));
+        Py_DECREF(label);
+    }
+}
+
 query *ct_tape_query_open(ct_tape *t, const query_filter *f)
 {
     if (ct_tape_check_open(t) < 0)
@@ -181,7 +262,9 @@ query *ct_tape_query_open(ct_tape *t, const query_filter *f)
         q = query_open(t->st, f, err, sizeof err);
     Py_END_ALLOW_THREADS
     if (!q) {
-        ct_tape_error(t, err);
+        ct_state *st = PyType_GetModuleState(Py_TYPE(t));
+        PyObject *cls = st ? ct_marker_type(st, "TapeError") : NULL;
+        PyErr_Format(cls ? cls : PyExc_ValueError, "cannot search the tape %U: %s", t->path, err);
         return NULL;
     }
     t->nqueries++;
@@ -211,7 +294,7 @@ int ct_tape_query_next(ct_tape *t, query *q, seg_call *c, int64_t *session, int6
         rc = query_next(q, c, session, function);
     Py_END_ALLOW_THREADS
     if (rc < 0)
-        ct_tape_error(t, query_error(q));
+        query_failed(t, q);
     return rc;
 }
 
@@ -224,7 +307,7 @@ PyObject *ct_tape_functions(ct_tape *t, int fresh)
     PyObject *out = NULL, *fn = NULL, *key = NULL;
     sqlite3_stmt *q;
     if (t->functions && fresh == CT_FUNCTIONS_IF_GROWN) {
-        q = prepare(t, "SELECT count(*) FROM functions");
+        q = prepare(t, "SELECT count(*) FROM functions", "its functions");
         if (!q)
             return NULL;
         int grown = step(q) != SQLITE_ROW ||
@@ -233,8 +316,10 @@ PyObject *ct_tape_functions(ct_tape *t, int fresh)
         if (!grown)
             return t->functions;
     }
-    q = prepare(t, "SELECT id, module, qualname, file, line, signature, calls,"
-                   " raised, total_ns, min_ns, max_ns FROM functions ORDER BY id");
+    q = prepare(t,
+                "SELECT id, module, qualname, file, line, signature, calls,"
+                " raised, total_ns, min_ns, max_ns FROM functions ORDER BY id",
+                "its functions");
     if (!q)
         return NULL;
     out = PyDict_New();
@@ -250,7 +335,7 @@ PyObject *ct_tape_functions(ct_tape *t, int fresh)
         Py_CLEAR(key);
     }
     if (rc != SQLITE_DONE) {
-        ct_tape_error(t, sqlite3_errmsg(store_db(t->st)));
+        ct_tape_sql_error(t, rc, "its functions");
         goto error;
     }
     sqlite3_finalize(q);
@@ -274,7 +359,7 @@ static ct_function *lookup_function(PyObject *table, int64_t id)
     return (ct_function *)fn;
 }
 
-ct_function *ct_tape_function(ct_tape *t, int64_t id)
+ct_function *ct_tape_function(ct_tape *t, int64_t id, int64_t call)
 {
     PyObject *table = ct_tape_functions(t, 0);
     ct_function *fn = table ? lookup_function(table, id) : NULL;
@@ -284,14 +369,15 @@ ct_function *ct_tape_function(ct_tape *t, int64_t id)
     table = ct_tape_functions(t, 1);
     fn = table ? lookup_function(table, id) : NULL;
     if (!fn && !PyErr_Occurred())
-        ct_tape_error(t, "the tape is damaged (a call names a function it does not hold)");
+        ct_tape_damaged(t, 0, "call %lld names function %lld, which the tape does not hold",
+                        (long long)call, (long long)id);
     return fn;
 }
 
 static int load_threads(ct_tape *t)
 {
     PyObject *out = NULL, *key = NULL, *val = NULL;
-    sqlite3_stmt *q = prepare(t, "SELECT session, idx, ident, name FROM threads");
+    sqlite3_stmt *q = prepare(t, "SELECT session, idx, ident, name FROM threads", "its threads");
     if (!q)
         return -1;
     out = PyDict_New();
@@ -300,16 +386,20 @@ static int load_threads(ct_tape *t)
     int rc;
     while ((rc = step(q)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(q, 3);
-        key = Py_BuildValue("(LL)", (long long)sqlite3_column_int64(q, 0),
-                            (long long)sqlite3_column_int64(q, 1));
-        val = Py_BuildValue("(Ls)", (long long)sqlite3_column_int64(q, 2), name ? name : "");
+        long long session = sqlite3_column_int64(q, 0), idx = sqlite3_column_int64(q, 1);
+        key = Py_BuildValue("(LL)", session, idx);
+        val = Py_BuildValue("(Ls#)", (long long)sqlite3_column_int64(q, 2), name ? name : "",
+                            (Py_ssize_t)(name ? sqlite3_column_bytes(q, 3) : 0));
+        if (!val)
+            ct_tape_damaged(t, 1, "thread %lld of session %lld has a name that is not text", idx,
+                            session);
         if (!key || !val || PyDict_SetItem(out, key, val) < 0)
             goto error;
         Py_CLEAR(key);
         Py_CLEAR(val);
     }
     if (rc != SQLITE_DONE) {
-        ct_tape_error(t, sqlite3_errmsg(store_db(t->st)));
+        ct_tape_sql_error(t, rc, "its threads");
         goto error;
     }
     sqlite3_finalize(q);
@@ -361,20 +451,54 @@ PyObject *ct_tape_thread_rows(ct_tape *t)
 
 /* ---- values ---- */
 
+/* Sets TapeError (a detail, without the tape: the value's reader names
+ * the call) about the blob `h`.  Returns NULL. */
+static PyObject *blob_error(ct_tape *t, const uint8_t *h, const char *what)
+{
+    ct_state *st = PyType_GetModuleState(Py_TYPE(t));
+    PyObject *cls = st ? ct_marker_type(st, "TapeError") : NULL;
+    char hex[2 * WIRE_HASH_BYTES + 1];
+    for (size_t i = 0; i < WIRE_HASH_BYTES; i++)
+        snprintf(hex + 2 * i, 3, "%02x", h[i]);
+    PyErr_Format(cls ? cls : PyExc_ValueError, "its stored value %s %s", hex, what);
+    return NULL;
+}
+
+/* load_blob(hash) -> the bytes stored under `hash` in the blob table,
+ * verified: TapeError when they are missing or do not hash to it. */
 static PyObject *Tape_load_blob(PyObject *self, PyObject *args)
 {
     ct_tape *t = (ct_tape *)self;
     Py_buffer h;
     if (!PyArg_ParseTuple(args, "y*:load_blob", &h))
         return NULL;
+    if (h.len != WIRE_HASH_BYTES) {
+        PyBuffer_Release(&h);
+        PyErr_Format(PyExc_ValueError, "a blob hash has %d bytes", WIRE_HASH_BYTES);
+        return NULL;
+    }
     PyObject *out = NULL;
-    sqlite3_stmt *q = prepare(t, "SELECT data FROM blobs WHERE hash = ?");
+    sqlite3_stmt *q = prepare(t, "SELECT data FROM blobs WHERE hash = ?", "its blob table");
     if (q) {
         sqlite3_bind_blob(q, 1, h.buf, (int)h.len, SQLITE_STATIC);
-        if (step(q) == SQLITE_ROW)
-            out = PyBytes_FromStringAndSize(sqlite3_column_blob(q, 0), sqlite3_column_bytes(q, 0));
-        if (!out && !PyErr_Occurred())
-            ct_tape_error(t, "a stored value is missing from the blob table");
+        int rc = step(q);
+        if (rc == SQLITE_ROW) {
+            const void *data = sqlite3_column_blob(q, 0);
+            int n = sqlite3_column_bytes(q, 0);
+            uint8_t got[WIRE_HASH_BYTES];
+            hash128(data, (size_t)n, got);
+            if (memcmp(got, h.buf, WIRE_HASH_BYTES) != 0)
+                blob_error(t, h.buf, "in the blob table does not match its hash");
+            else
+                out = PyBytes_FromStringAndSize(data, n);
+        } else if (rc == SQLITE_DONE) {
+            blob_error(t, h.buf, "is missing from the blob table");
+        } else {
+            char why[160];
+            snprintf(why, sizeof why, "cannot be read from the blob table (SQLite: %s)",
+                     sqlite3_errstr(rc));
+            blob_error(t, h.buf, why);
+        }
         sqlite3_finalize(q);
     }
     PyBuffer_Release(&h);
@@ -400,11 +524,12 @@ static PyObject *Tape_sessions(PyObject *self, PyObject *unused)
     ct_tape *t = (ct_tape *)self;
     if (ct_tape_check_open(t) < 0)
         return NULL;
-    sqlite3_stmt *q =
-        prepare(t, store_version(t->st) >= 3
-                       ? "SELECT " CT_SESSION_COLUMNS " FROM sessions ORDER BY id DESC"
-                       : "SELECT " CT_SESSION_COLUMNS_V2 ", NULL, NULL FROM sessions"
-                         " ORDER BY id DESC");
+    sqlite3_stmt *q = prepare(t,
+                              store_version(t->st) >= 3
+                                  ? "SELECT " CT_SESSION_COLUMNS " FROM sessions ORDER BY id DESC"
+                                  : "SELECT " CT_SESSION_COLUMNS_V2 ", NULL, NULL FROM sessions"
+                                    " ORDER BY id DESC",
+                              "its sessions");
     if (!q)
         return NULL;
     PyObject *out = PyList_New(0);
@@ -417,7 +542,7 @@ static PyObject *Tape_sessions(PyObject *self, PyObject *unused)
     }
     if (out && rc != SQLITE_DONE) {
         Py_CLEAR(out);
-        ct_tape_error(t, sqlite3_errmsg(store_db(t->st)));
+        ct_tape_sql_error(t, rc, "its sessions");
     }
     sqlite3_finalize(q);
     return out;
@@ -456,8 +581,10 @@ static PyObject *Tape_call(PyObject *self, PyObject *arg)
     long long id = PyLong_AsLongLong(arg);
     if (id == -1 && PyErr_Occurred())
         return NULL;
-    sqlite3_stmt *q = prepare(t, "SELECT session, function, data FROM segments"
-                                 " WHERE id_min <= ?1 AND id_max >= ?1");
+    sqlite3_stmt *q = prepare(t,
+                              "SELECT session, function, data, id, n FROM segments"
+                              " WHERE id_min <= ?1 AND id_max >= ?1",
+                              "its segments");
     if (!q)
         return NULL;
     sqlite3_bind_int64(q, 1, id);
@@ -466,23 +593,29 @@ static PyObject *Tape_call(PyObject *self, PyObject *arg)
     seg_call c;
     while ((rc = step(q)) == SQLITE_ROW) {
         seg_reader r;
-        if (seg_reader_open(&r, sqlite3_column_blob(q, 2), (size_t)sqlite3_column_bytes(q, 2)) <
-            0) {
-            more = -1;
+        more = seg_reader_open(&r, sqlite3_column_blob(q, 2), (size_t)sqlite3_column_bytes(q, 2));
+        if (more == 0 && (int64_t)r.n != sqlite3_column_int64(q, 4))
+            more = SEG_COUNT; /* the row and its bytes disagree */
+        if (more < 0)
             break;
-        }
         while ((more = seg_reader_next(&r, &c)) == 1 && c.id != id)
             ;
         if (more != 0)
             break;
     }
     if (more == 1) {
-        ct_function *fn = ct_tape_function(t, sqlite3_column_int64(q, 1));
+        ct_function *fn = ct_tape_function(t, sqlite3_column_int64(q, 1), id);
         found = fn ? (PyObject *)ct_call_new(t, fn, &c, sqlite3_column_int64(q, 0)) : NULL;
     } else if (more < 0) {
-        ct_tape_error(t, "the tape is damaged (a segment cannot be read)");
+        /* the function table first: the message names the function */
+        PyObject *table = ct_tape_functions(t, CT_FUNCTIONS_CACHED);
+        PyObject *label = table ? function_label(t, sqlite3_column_int64(q, 1)) : NULL;
+        if (label)
+            ct_tape_damaged(t, 0, "segment %lld (calls of %U) %s",
+                            (long long)sqlite3_column_int64(q, 3), label, seg_strerror(more));
+        Py_XDECREF(label);
     } else if (rc != SQLITE_DONE) {
-        ct_tape_error(t, sqlite3_errmsg(store_db(t->st)));
+        ct_tape_sql_error(t, rc, "its segments");
     } else {
         PyObject *msg = PyUnicode_FromFormat("no call with id %lld in %U", id, t->path);
         if (msg) {
@@ -545,13 +678,16 @@ static PyObject *Tape_repr(PyObject *self)
     ct_tape *t = (ct_tape *)self;
     if (!t->st || t->closing)
         return PyUnicode_FromFormat("<calltape.Tape %R (closed)>", t->path);
-    sqlite3_stmt *q = prepare(t, "SELECT (SELECT coalesce(sum(calls), 0) FROM functions),"
-                                 " (SELECT count(*) FROM functions),"
-                                 " (SELECT count(*) FROM sessions)");
+    sqlite3_stmt *q = prepare(t,
+                              "SELECT (SELECT coalesce(sum(calls), 0) FROM functions),"
+                              " (SELECT count(*) FROM functions),"
+                              " (SELECT count(*) FROM sessions)",
+                              "its totals");
     if (!q)
         return NULL;
     PyObject *out = NULL;
-    if (step(q) == SQLITE_ROW) {
+    int rc = step(q);
+    if (rc == SQLITE_ROW) {
         long long calls = sqlite3_column_int64(q, 0), fns = sqlite3_column_int64(q, 1),
                   sessions = sqlite3_column_int64(q, 2);
         out = PyUnicode_FromFormat("<calltape.Tape %R: %lld call%s of %lld function%s"
@@ -559,7 +695,7 @@ static PyObject *Tape_repr(PyObject *self)
                                    t->path, calls, calls == 1 ? "" : "s", fns, fns == 1 ? "" : "s",
                                    sessions, sessions == 1 ? "" : "s");
     } else {
-        ct_tape_error(t, sqlite3_errmsg(store_db(t->st)));
+        ct_tape_sql_error(t, rc, "its totals");
     }
     sqlite3_finalize(q);
     return out;

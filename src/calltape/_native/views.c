@@ -9,6 +9,9 @@
  * values stored in the blob table then need the tape open); rebuilt values
  * are cached on the object and never rebuilt twice; times are exact to the
  * microsecond in datetimes and to the nanosecond in *_ns attributes.
+ * Anything the tape's bytes do not rebuild (a value, a name that is not
+ * text, a signature, a time out of range) is a TapeError naming the tape
+ * and the call, function or session, never another exception type.
  */
 #include "reader.h"
 
@@ -53,6 +56,8 @@ static ct_state *state_of(PyObject *o)
 /* Function                                                                 */
 /* ======================================================================== */
 
+/* The text of column `i`; NULL with UnicodeDecodeError when it is not
+ * UTF-8 (callers report it as damage). */
 static PyObject *column_text(sqlite3_stmt *q, int i)
 {
     const char *s = (const char *)sqlite3_column_text(q, i);
@@ -122,6 +127,7 @@ PyObject *ct_function_from_row(ct_tape *t, sqlite3_stmt *row)
     f->max_ns = sqlite3_column_int64(row, 10);
     f->trust = t->trust;
     f->allow = Py_XNewRef(t->allow);
+    f->tape_path = Py_NewRef(t->path);
     f->names = f->defaults = NULL;
     f->kinds = NULL;
     f->dflt_off = NULL;
@@ -133,11 +139,14 @@ PyObject *ct_function_from_row(ct_tape *t, sqlite3_stmt *row)
     f->full =
         f->module && f->qualname ? PyUnicode_FromFormat("%U.%U", f->module, f->qualname) : NULL;
     PyObject_GC_Track(f);
-    if (!f->module || !f->qualname || !f->file || !f->sig || !f->full)
+    if (!f->module || !f->qualname || !f->file || !f->sig || !f->full) {
+        ct_tape_damaged(t, 1, "function %lld has a name or file that is not text",
+                        (long long)f->id);
         goto error;
+    }
     if (parse_signature(f) < 0) {
-        if (!PyErr_Occurred())
-            ct_tape_error(t, "the tape is damaged (a function signature cannot be read)");
+        ct_tape_damaged(t, 1, "function %lld (%U), its signature cannot be read", (long long)f->id,
+                        f->full);
         goto error;
     }
     return (PyObject *)f;
@@ -162,6 +171,7 @@ static int Function_clear(ct_function *f)
     Py_CLEAR(f->names);
     Py_CLEAR(f->sig);
     Py_CLEAR(f->allow);
+    Py_CLEAR(f->tape_path);
     Py_CLEAR(f->defaults);
     return 0;
 }
@@ -177,13 +187,16 @@ static void Function_dealloc(ct_function *f)
     Py_DECREF(tp);
 }
 
-/* The defaults dict, rebuilt on first use (borrowed). */
+/* The defaults dict, rebuilt on first use (borrowed).  NULL with an
+ * exception: TapeError naming the tape, the function and the parameter
+ * for a default that does not rebuild. */
 static PyObject *function_defaults(ct_function *f)
 {
     if (f->defaults)
         return f->defaults;
+    ct_state *st = state_of((PyObject *)f);
     PyObject *d = PyDict_New();
-    ct_rebuild rb = {state_of((PyObject *)f), f->trust, f->allow, NULL};
+    ct_rebuild rb = {st, f->trust, f->allow, NULL};
     const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(f->sig);
     const uint8_t *end = base + PyBytes_GET_SIZE(f->sig);
     for (Py_ssize_t i = 0; d && i < f->nparams; i++) {
@@ -191,6 +204,14 @@ static PyObject *function_defaults(ct_function *f)
             continue;
         const uint8_t *p = base + f->dflt_off[i];
         PyObject *v = ct_rebuild_value(&rb, &p, end);
+        if (!v) {
+            PyObject *where = PyUnicode_FromFormat(
+                "the tape %U is damaged: function %lld (%U), the default of %U", f->tape_path,
+                (long long)f->id, f->full, PyTuple_GET_ITEM(f->names, i));
+            if (where)
+                ct_damage(st, 0, where);
+            Py_XDECREF(where);
+        }
         if (!v || PyDict_SetItem(d, PyTuple_GET_ITEM(f->names, i), v) < 0)
             Py_CLEAR(d);
         Py_XDECREF(v);
@@ -379,6 +400,9 @@ PyObject *ct_session_from_row(ct_tape *t, sqlite3_stmt *row)
     s->argv = ct_rebuild_texts(PyType_GetModuleState(Py_TYPE(t)), argv, (size_t)n);
     for (int i = 0; i < SESSION_NFIELDS; i++)
         if (!session_fields(s)[i]) {
+            /* a text, a time or the argv the row does not hold */
+            ct_tape_damaged(t, 1, "session %lld cannot be read",
+                            (long long)sqlite3_column_int64(row, 0));
             Py_DECREF(s);
             return NULL;
         }
@@ -615,6 +639,29 @@ static int call_alive(ct_call *c)
     return -1;
 }
 
+/* Sets the TapeError of call `c`, whose `what` ("its result") does not
+ * rebuild, after the pending TapeError if any (see ct_tape_damaged).
+ * Returns NULL. */
+static PyObject *call_damaged(ct_call *c, const char *what)
+{
+    return ct_tape_damaged(c->tape, 0, "call %lld (%U), %s", (long long)c->id, c->fn->full, what);
+}
+
+/* The one value in the `n` bytes at `p` of call `c`, rebuilt: a new
+ * reference, or NULL with call_damaged's TapeError (or RefusedGlobal, ...)
+ * when it does not rebuild or does not fill the bytes. */
+static PyObject *call_value(ct_call *c, const char *what, const uint8_t *p, size_t n)
+{
+    const uint8_t *end = p + n;
+    PyObject *v = ct_tape_rebuild(c->tape, &p, end, NULL);
+    if (v && p != end) {
+        Py_CLEAR(v);
+        PyObject *cls = ct_marker_type(state_of((PyObject *)c), "TapeError");
+        PyErr_SetString(cls ? cls : PyExc_ValueError, "bytes are left after its value");
+    }
+    return v ? v : call_damaged(c, what);
+}
+
 PyObject *ct_call_args(ct_call *c)
 {
     if (c->rebuilt)
@@ -635,11 +682,13 @@ PyObject *ct_call_args(ct_call *c)
             names = raw_names;
         }
         const uint8_t *p = c->data, *end = c->data + c->args_len;
-        for (Py_ssize_t i = 0; p < end; i++) {
+        Py_ssize_t i = 0;
+        for (; p < end; i++) {
             int was_default = *p == WIRE_DEFAULT;
             v = ct_tape_rebuild(c->tape, &p, end, memo);
             if (!v) {
                 Py_XDECREF(raw_names);
+                call_damaged(c, "its arguments");
                 goto error;
             }
             if (i < PyTuple_GET_SIZE(names)) {
@@ -652,7 +701,14 @@ PyObject *ct_call_args(ct_call *c)
             }
             Py_CLEAR(v);
         }
+        Py_ssize_t want = PyTuple_GET_SIZE(names);
         Py_XDECREF(raw_names);
+        if (i != want) {
+            ct_tape_damaged(c->tape, 0,
+                            "call %lld (%U) holds %zd argument values for %zd parameters",
+                            (long long)c->id, c->fn->full, i, want);
+            goto error;
+        }
     }
     Py_CLEAR(memo);
     PyObject *frozen = PyFrozenSet_New(defaults);
@@ -687,12 +743,11 @@ static PyObject *call_outcome_value(ct_call *c)
     if (call_alive(c) < 0)
         return NULL;
     PyObject *v;
-    if (c->result_len) {
-        const uint8_t *p = c->data + c->args_len;
-        v = ct_tape_rebuild(c->tape, &p, p + c->result_len, NULL);
-    } else {
+    if (c->result_len)
+        v = call_value(c, c->outcome == OUTCOME_RAISED ? "its exception" : "its result",
+                       c->data + c->args_len, c->result_len);
+    else
         v = Py_NewRef(Py_None);
-    }
     if (!v)
         return NULL;
     if (c->result_set) {
@@ -861,7 +916,11 @@ static PyObject *Call_get_fn_attr(ct_call *c, void *which)
 
 static PyObject *Call_get_time(ct_call *c, void *end)
 {
-    return ct_datetime_from_ns(state_of((PyObject *)c), c->start + (end ? c->duration : 0));
+    PyObject *t = ct_datetime_from_ns(state_of((PyObject *)c), c->start + (end ? c->duration : 0));
+    if (!t && c->tape && c->fn)
+        ct_tape_damaged(c->tape, 1, "call %lld (%U), its %s time is out of range", (long long)c->id,
+                        c->fn->full, end ? "end" : "start");
+    return t;
 }
 
 static PyObject *Call_get_duration(ct_call *c, void *unused)
@@ -925,7 +984,8 @@ static PyObject *Call_get_frame_data(ct_call *c, void *which)
     if (call_alive(c) < 0)
         return NULL;
     const uint8_t *p = c->data + c->args_len + c->result_len + (globals ? c->locals_len : 0);
-    return ct_tape_rebuild(c->tape, &p, p + (globals ? c->globals_len : c->locals_len), NULL);
+    return call_value(c, globals ? "its globals" : "its locals", p,
+                      globals ? c->globals_len : c->locals_len);
 }
 
 /* call.yielded: the list of values a generator recorded with yields=True
@@ -938,7 +998,7 @@ static PyObject *Call_get_yielded(ct_call *c, void *unused)
     if (call_alive(c) < 0)
         return NULL;
     const uint8_t *p = c->data + c->args_len + c->result_len + c->locals_len + c->globals_len;
-    return ct_tape_rebuild(c->tape, &p, p + c->yields_len, NULL);
+    return call_value(c, "what it yielded", p, c->yields_len);
 }
 
 /* The bounded preview of the arguments (values in parameter order). */
