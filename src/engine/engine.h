@@ -29,7 +29,7 @@
 #include <string.h>
 
 #define CALLTAPE_SCHEMA_VERSION 3
-#define CALLTAPE_SEGMENT_FORMAT 2 /* 2: a CRC-32C ends each segment; 1 is still read */
+#define CALLTAPE_SEGMENT_FORMAT 3 /* 3: packed value columns; 2: checksums; 1, 2 still read */
 
 /* ------------------------------------------------------------------------ */
 /* Growable byte buffer (wire.c).                                           */
@@ -345,6 +345,20 @@ const uint8_t *wire_preview(const uint8_t *p, const uint8_t *end, wbuf *out, siz
 const uint8_t *wire_literal(const uint8_t *p, const uint8_t *end, wbuf *out);
 
 /* ------------------------------------------------------------------------ */
+/* Compression of value columns (lz.c).                                      */
+/* ------------------------------------------------------------------------ */
+
+/* The most bytes lz_compress can write for `n` input bytes. */
+size_t lz_bound(size_t n);
+/* Compresses `n` bytes of `src` into `dst` (cap >= lz_bound(n)).  Returns
+ * the compressed size, or 0 when cap is too small or memory ran out. */
+size_t lz_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap);
+/* Decompresses `n` bytes of `src` into exactly `out_n` bytes at `dst`.
+ * Returns 0, or -1 when the bytes are not a block of that size (never
+ * reading or writing out of bounds). */
+int lz_decompress(const uint8_t *src, size_t n, uint8_t *dst, size_t out_n);
+
+/* ------------------------------------------------------------------------ */
 /* Content hash (hash.c).                                                   */
 /* ------------------------------------------------------------------------ */
 
@@ -474,8 +488,12 @@ typedef struct seg_call {
  * locals, the globals and the yields, each varint n + one value, when
  * flagged); then, in format 2, eleven CRC-32Cs (4 bytes each, little-endian):
  * of the header (the format byte, the three varints and the ten column
- * lengths, in order), then of each column's bytes.  Format 1 (older tapes)
- * is the same without the checksums; readers accept both. */
+ * lengths, in order), then of each column's bytes.  Format 3 adds a varint
+ * after the first start: bit i set when column i is packed, stored as
+ * varint raw length + an lz.c block (the args and result columns, when
+ * that is smaller); lengths and checksums are of the stored bytes.  Format
+ * 1 (older tapes) is format 2 without the checksums; readers accept all
+ * three. */
 typedef struct seg_builder {
     size_t n;
     int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;
@@ -499,6 +517,8 @@ typedef struct seg_reader {
     int64_t last_id, last_start;
     const uint8_t *crc; /* format 2: the ten column checksums; NULL: format 1 */
     unsigned verified;  /* bit i: column i matched its checksum */
+    unsigned packed;    /* bit i: column i is packed (format 3), until unpacked */
+    uint8_t *unpacked;  /* the unpacked columns, owned (seg_reader_close) */
 } seg_reader;
 
 /* Format 2 ends with this many CRC-32Cs; a reader checks them all. */
@@ -517,6 +537,13 @@ enum seg_status {
 /* A phrase for a seg_status, to follow "segment N": "fails its checksum",
  * ...  Never NULL. */
 const char *seg_strerror(int status);
+
+/* Frees what the reader owns (the unpacked columns); the calls it
+ * returned point into them, so close it after their last use. */
+void seg_reader_close(seg_reader *r);
+/* Hands the reader's unpacked columns (or NULL) to the caller, who frees
+ * them with free() after the last use of the calls read. */
+uint8_t *seg_reader_detach(seg_reader *r);
 
 /* Opens the serialized segment `data` for iteration, verifying its
  * header's checksum (format 2); each column is verified before it is read

@@ -36,6 +36,7 @@
 
 typedef struct seg_buf {
     uint8_t *data;
+    uint8_t *unpacked; /* the segment's unpacked value columns, or NULL */
     size_t refs;
     int64_t session, function;
 } seg_buf;
@@ -158,6 +159,7 @@ static void release(seg_buf *s)
 {
     if (s && --s->refs == 0) {
         free(s->data);
+        free(s->unpacked);
         free(s);
     }
 }
@@ -328,10 +330,13 @@ static int load_next(query *q)
         rc = seg_reader_any_within(&r, since, until, q->f.min_duration, q->f.max_duration);
     if (rc < 0) {
         int64_t function = s->function;
+        seg_reader_close(&r);
         release(s);
         return set_damaged(q, function, rc);
     }
-    if (rc == 1 && push_matching(q, &r, s, since, until) < 0) {
+    rc = rc == 1 ? push_matching(q, &r, s, since, until) : 0;
+    s->unpacked = seg_reader_detach(&r); /* the pushed calls point into it */
+    if (rc < 0) {
         release(s);
         return -1;
     }

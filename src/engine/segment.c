@@ -13,10 +13,17 @@
  * column before it reads it (a search that only tests start and duration
  * checks only those two), so damaged bytes are reported as damage rather
  * than read as other values; format 1 (no checksums) is still read.
+ *
+ * Format 3 packs the arguments and results columns (lz.c) when that makes
+ * them smaller: calls of one function repeat much of their values.  A
+ * reader unpacks them, after their checksums, the first time it needs
+ * either, into one buffer it owns (seg_reader_close, seg_reader_detach).
  * Readers never read outside the bytes given, and a segment reads to its
  * end only when every column is used up exactly.
  */
 #include "engine.h"
+
+#include <stdlib.h>
 
 enum {
     COL_ID,
@@ -145,25 +152,53 @@ static uint32_t get_le32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* Packs column `c` into `packed` (varint raw length + lz block) when that
+ * is at least an eighth smaller.  Returns 1 when packed, 0 when not. */
+static int pack_column(const wbuf *c, wbuf *packed)
+{
+    if (c->len < 256 || wbuf_reserve(packed, lz_bound(c->len) + 10) < 0)
+        return 0;
+    wbuf_varint(packed, c->len);
+    size_t n = lz_compress(c->data, c->len, packed->data + packed->len, packed->cap - packed->len);
+    if (!n || packed->len + n > c->len - c->len / 8)
+        return 0;
+    packed->len += n;
+    return 1;
+}
+
 int seg_builder_finish(const seg_builder *s, wbuf *out)
 {
+    wbuf packed[NCOLS];
+    const wbuf *stored[NCOLS];
+    unsigned mask = 0;
+    for (int i = 0; i < NCOLS; i++) {
+        wbuf_init(&packed[i], NULL, 0);
+        stored[i] = &s->col[i];
+        if ((i == COL_ARGS || i == COL_RESULT) && pack_column(&s->col[i], &packed[i])) {
+            stored[i] = &packed[i];
+            mask |= 1u << i;
+        }
+    }
     size_t start = out->len;
     wbuf_byte(out, CALLTAPE_SEGMENT_FORMAT);
     wbuf_varint(out, s->n);
     wbuf_varint(out, zigzag(s->first_id));
     wbuf_varint(out, zigzag(s->first_start));
+    wbuf_varint(out, mask);
     /* the header checksum covers these bytes and each column's length */
     uint32_t head = out->failed ? 0 : crc32c(0, out->data + start, out->len - start);
     for (int i = 0; i < NCOLS; i++) {
         size_t at = out->len;
-        wbuf_varint(out, s->col[i].len);
+        wbuf_varint(out, stored[i]->len);
         if (!out->failed)
             head = crc32c(head, out->data + at, out->len - at);
-        wbuf_put(out, s->col[i].data, s->col[i].len);
+        wbuf_put(out, stored[i]->data, stored[i]->len);
     }
     put_le32(out, head);
     for (int i = 0; i < NCOLS; i++)
-        put_le32(out, crc32c(0, s->col[i].data, s->col[i].len));
+        put_le32(out, crc32c(0, stored[i]->data, stored[i]->len));
+    for (int i = 0; i < NCOLS; i++)
+        wbuf_free(&packed[i]);
     return out->failed ? -1 : 0;
 }
 
@@ -193,6 +228,10 @@ static int open_columns(seg_reader *r, const uint8_t *data, size_t n, uint8_t fo
     r->n = (size_t)wreader_varint(&h);
     r->last_id = unzigzag(wreader_varint(&h));
     r->last_start = unzigzag(wreader_varint(&h));
+    uint64_t packed = format >= 3 ? wreader_varint(&h) : 0;
+    if (packed & ~(uint64_t)(1u << COL_ARGS | 1u << COL_RESULT))
+        h.bad = 1; /* only the value columns are ever packed */
+    r->packed = (unsigned)packed;
     uint32_t crc = crc32c(crc32c(0, &format, 1), data + 1, (size_t)(h.p - data - 1));
     for (int i = 0; i < NCOLS && !h.bad; i++) {
         const uint8_t *at = h.p;
@@ -208,10 +247,10 @@ static int open_columns(seg_reader *r, const uint8_t *data, size_t n, uint8_t fo
     return 0;
 }
 
-/* Opens `data` as a format 2 segment whose first byte is taken to be 2.
- * Returns 0, or SEG_CHECKSUM (also when it is too short to hold its
- * checksums: it was cut). */
-static int open_format_2(seg_reader *r, const uint8_t *data, size_t n)
+/* Opens `data` as a segment with checksums whose first byte is taken to
+ * be `format` (2 or 3).  Returns 0, or SEG_CHECKSUM (also when it is too
+ * short to hold its checksums: it was cut). */
+static int open_checked(seg_reader *r, const uint8_t *data, size_t n, uint8_t format)
 {
     if (n < 1 + SEG_CHECKSUMS * 4)
         return SEG_CHECKSUM;
@@ -219,10 +258,59 @@ static int open_format_2(seg_reader *r, const uint8_t *data, size_t n)
     uint32_t head;
     /* the writer always writes a header that parses: one that does not
      * was damaged, as is one whose checksum differs */
-    if (open_columns(r, data, body, 2, &head) < 0 || head != get_le32(data + body))
+    if (open_columns(r, data, body, format, &head) < 0 || head != get_le32(data + body))
         return SEG_CHECKSUM;
     r->crc = data + body + 4;
     return 0;
+}
+
+/* Unpacks the packed columns (verified) into one owned buffer and points
+ * the readers at it.  Returns 0 or SEG_MALFORMED. */
+static int unpack_columns(seg_reader *r)
+{
+    uint64_t raw[NCOLS] = {0}, total = 0;
+    wreader body[NCOLS];
+    for (int i = 0; i < NCOLS; i++) {
+        if (!(r->packed & 1u << i))
+            continue;
+        body[i] = r->col[i];
+        raw[i] = wreader_varint(&body[i]);
+        size_t stored = (size_t)(body[i].end - body[i].p);
+        if (body[i].bad || raw[i] > (uint64_t)stored * 256 + 64) /* lz expands at most so */
+            return SEG_MALFORMED;
+        total += raw[i];
+    }
+    uint8_t *buf = malloc(total ? (size_t)total : 1);
+    if (!buf)
+        return SEG_MALFORMED;
+    size_t at = 0;
+    for (int i = 0; i < NCOLS; i++) {
+        if (!(r->packed & 1u << i))
+            continue;
+        if (lz_decompress(body[i].p, (size_t)(body[i].end - body[i].p), buf + at, (size_t)raw[i]) <
+            0) {
+            free(buf);
+            return SEG_MALFORMED;
+        }
+        wreader_init(&r->col[i], buf + at, (size_t)raw[i]);
+        at += (size_t)raw[i];
+    }
+    r->unpacked = buf;
+    r->packed = 0;
+    return 0;
+}
+
+void seg_reader_close(seg_reader *r)
+{
+    free(r->unpacked);
+    r->unpacked = NULL;
+}
+
+uint8_t *seg_reader_detach(seg_reader *r)
+{
+    uint8_t *p = r->unpacked;
+    r->unpacked = NULL;
+    return p;
 }
 
 int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n)
@@ -230,22 +318,25 @@ int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n)
     memset(r, 0, sizeof *r);
     if (n < 1)
         return SEG_MALFORMED;
-    if (data[0] == 2)
-        return open_format_2(r, data, n);
+    if (data[0] == 2 || data[0] == 3)
+        return open_checked(r, data, n, data[0]);
     uint32_t head;
     int rc = data[0] == 1 ? open_columns(r, data, n, 1, &head) : SEG_MALFORMED;
     if (rc == 0)
         return 0;
-    if (open_format_2(r, data, n) == 0) {
-        memset(r, 0, sizeof *r);
-        return SEG_CHECKSUM; /* a format 2 segment whose first byte changed */
-    }
+    for (uint8_t format = 2; format <= 3; format++)
+        if (open_checked(r, data, n, format) == 0) {
+            memset(r, 0, sizeof *r);
+            return SEG_CHECKSUM; /* a segment with checksums whose first byte changed */
+        }
     memset(r, 0, sizeof *r);
     return data[0] > CALLTAPE_SEGMENT_FORMAT ? SEG_NEWER : rc;
 }
 
 int seg_reader_verify(seg_reader *r, unsigned columns)
 {
+    if (r->packed & columns)
+        columns |= r->packed; /* the packed columns are unpacked together */
     if (!r->crc)
         return 0; /* format 1: nothing to check against */
     for (int i = 0; i < NCOLS; i++) {
@@ -258,7 +349,7 @@ int seg_reader_verify(seg_reader *r, unsigned columns)
             return SEG_CHECKSUM;
         r->verified |= bit;
     }
-    return 0;
+    return r->packed & columns ? unpack_columns(r) : 0;
 }
 
 /* At the end of a segment: 0 when every column was read to its end,
@@ -358,7 +449,10 @@ int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t un
 {
     seg_reader r;
     int rc = seg_reader_open(&r, data, n);
-    return rc < 0 ? rc : seg_reader_any_within(&r, since, until, min_duration, max_duration);
+    if (rc == 0)
+        rc = seg_reader_any_within(&r, since, until, min_duration, max_duration);
+    seg_reader_close(&r);
+    return rc;
 }
 
 static inline void skip_varint(wreader *r)

@@ -234,6 +234,7 @@ static void test_locals_globals_roundtrip(void)
         i++;
     }
     CHECK(ok && i == 10);
+    seg_reader_close(&sr);
     /* a search passing over calls skips their locals and globals too */
     CHECK(seg_reader_open(&sr, seg.data, seg.len) == 0);
     int found = 0;
@@ -245,6 +246,7 @@ static void test_locals_globals_roundtrip(void)
         found++;
     }
     CHECK(ok && found == 5);
+    seg_reader_close(&sr);
     wbuf_free(&seg);
     seg_builder_free(&s);
     wbuf_free(&b);
@@ -298,6 +300,7 @@ static void test_segment_roundtrip(void)
     }
     CHECK(ok);
     CHECK(i == 1000);
+    seg_reader_close(&r);
     /* a changed format byte fails the checksum; a segment of another
      * format (its own checksum, say) is newer or malformed */
     out.data[0] = 99;
@@ -371,6 +374,7 @@ static int read_whole(const uint8_t *data, size_t n)
     int rc = seg_reader_open(&r, data, n);
     while (rc == 0 && (rc = seg_reader_next(&r, &c)) == 1)
         rc = 0;
+    seg_reader_close(&r);
     return rc;
 }
 
@@ -397,7 +401,7 @@ static void test_segment_checksum_and_format_1(void)
     wbuf out;
     wbuf_init(&out, NULL, 0);
     CHECK(seg_builder_finish(&s, &out) == 0);
-    CHECK(out.data[0] == CALLTAPE_SEGMENT_FORMAT && CALLTAPE_SEGMENT_FORMAT == 2);
+    CHECK(out.data[0] == CALLTAPE_SEGMENT_FORMAT && CALLTAPE_SEGMENT_FORMAT == 3);
     seg_reader r;
     seg_call c;
     CHECK(seg_reader_open(&r, out.data, out.len) == 0);
@@ -419,12 +423,19 @@ static void test_segment_checksum_and_format_1(void)
     CHECK(seg_reader_open(&r, out.data, 3) == SEG_CHECKSUM);  /* cut before its checksums */
     CHECK(strcmp(seg_strerror(SEG_CHECKSUM), "fails its checksum") == 0);
 
-    /* format 1: no checksum, read as before */
+    /* format 1: no packing mask, no checksums, read as before */
     uint8_t *old = malloc(out.len);
     if (!old)
         return;
-    size_t n1 = out.len - 4 * SEG_CHECKSUMS;
-    memcpy(old, out.data, n1);
+    wreader h;
+    wreader_init(&h, out.data + 1, out.len - 1);
+    for (int k = 0; k < 3; k++)
+        wreader_varint(&h); /* n, first id, first start: then the mask, one byte */
+    size_t at = (size_t)(h.p - out.data);
+    CHECK(out.data[at] == 0); /* nothing packed: 200 bytes of values */
+    size_t n1 = out.len - 4 * SEG_CHECKSUMS - 1;
+    memcpy(old, out.data, at);
+    memcpy(old + at, out.data + at + 1, n1 - at);
     old[0] = 1;
     CHECK(seg_reader_open(&r, old, n1) == 0);
     int i = 0, ok = 1;
@@ -514,6 +525,8 @@ static void test_segment_next_within(void)
         }
         CHECK(same);
         CHECK(seg_reader_next_within(&some, &y, b[0], b[1], b[2], b[3]) == 0);
+        seg_reader_close(&all);
+        seg_reader_close(&some);
         CHECK(w != 0 || n == 3000);
         CHECK(w != 4 || n == 0);
         CHECK(w != 1 || (n > 0 && n < 100));
@@ -523,6 +536,7 @@ static void test_segment_next_within(void)
     seg_call c;
     CHECK(seg_reader_open(&r, out.data, out.len - 5) < 0 ||
           seg_reader_next_within(&r, &c, INT64_MAX, INT64_MAX, 0, 0) < 0);
+    seg_reader_close(&r);
     wbuf_free(&out);
     seg_builder_free(&s);
 }
@@ -891,6 +905,88 @@ static void test_query_reports_damage(void)
     unlink(path);
 }
 
+/* lz.c: round trips of repetitive, random and tiny inputs, and a
+ * decompressor that never leaves its bounds on damaged or hostile blocks. */
+static void test_lz(void)
+{
+    static uint8_t src[70000], packed[80000], back[70000];
+    uint32_t x = 12345;
+    for (size_t i = 0; i < sizeof src; i++) { /* a repetitive half, then noise */
+        x = x * 1103515245u + 12345u;
+        src[i] = i < 35000 ? (uint8_t)("recorded call values "[i % 21]) : (uint8_t)(x >> 16);
+    }
+    const size_t sizes[] = {0, 1, 5, 12, 13, 100, 4096, 35000, sizeof src};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k];
+        size_t m = lz_compress(src, n, packed, sizeof packed);
+        CHECK(m > 0 && m <= lz_bound(n));
+        CHECK(lz_decompress(packed, m, back, n) == 0 && memcmp(back, src, n) == 0);
+        if (n)
+            CHECK(lz_decompress(packed, m, back, n - 1) == -1); /* the size is part of it */
+    }
+    size_t m = lz_compress(src, 35000, packed, sizeof packed);
+    CHECK(m < 35000 / 20);                         /* repeats pack well */
+    CHECK(lz_compress(src, 100, packed, 50) == 0); /* too small an output */
+    int safe = 1;
+    for (int trial = 0; trial < 2000; trial++) { /* damaged blocks */
+        size_t n = 1 + (size_t)trial % 200;
+        memcpy(back, packed, m);
+        x = x * 1103515245u + 12345u;
+        back[x % m] ^= (uint8_t)(1 + (x >> 24) % 255);
+        uint8_t out[40000];
+        int rc = lz_decompress(back, trial % 2 ? m : n, out, sizeof out);
+        safe &= rc == 0 || rc == -1;
+    }
+    CHECK(safe);
+}
+
+/* Format 3 packs a large arguments column and reads it back unpacked. */
+static void test_segment_packed(void)
+{
+    seg_builder s;
+    seg_builder_init(&s);
+    uint8_t args[40];
+    memset(args, 0, sizeof args);
+    args[0] = WIRE_STR;
+    args[1] = 38;
+    memcpy(args + 2, "the same self, call after call .......", 38);
+    for (int i = 0; i < 500; i++) {
+        seg_call c = {0};
+        c.id = 1 + i;
+        c.start = 1000 + i;
+        c.flags = REC_HAS_ARGS;
+        c.args = args;
+        c.args_len = sizeof args;
+        CHECK(seg_builder_add(&s, &c) == 0);
+    }
+    wbuf out;
+    wbuf_init(&out, NULL, 0);
+    CHECK(seg_builder_finish(&s, &out) == 0);
+    CHECK(out.len < 500 * 40 / 5); /* packed */
+    seg_reader r;
+    seg_call c;
+    CHECK(seg_reader_open(&r, out.data, out.len) == 0 && r.packed != 0);
+    CHECK(seg_has_call_within(out.data, out.len, 1200, 1200, 0, INT64_MAX) == 1);
+    int n = 0, ok = 1;
+    while (seg_reader_next(&r, &c) == 1) {
+        ok &= c.args_len == sizeof args && memcmp(c.args, args, sizeof args) == 0;
+        n++;
+    }
+    CHECK(ok && n == 500 && r.unpacked != NULL);
+    uint8_t *kept = seg_reader_detach(&r);
+    CHECK(kept != NULL && r.unpacked == NULL);
+    free(kept);
+    int caught = 1;
+    for (size_t i = 0; i < out.len; i += 7) {
+        out.data[i] ^= 0x20;
+        caught &= read_whole(out.data, out.len) < 0;
+        out.data[i] ^= 0x20;
+    }
+    CHECK(caught);
+    wbuf_free(&out);
+    seg_builder_free(&s);
+}
+
 int main(void)
 {
     test_varint_and_skip();
@@ -901,6 +997,8 @@ int main(void)
     test_segment_roundtrip();
     test_crc32c();
     test_segment_checksum_and_format_1();
+    test_lz();
+    test_segment_packed();
     test_segment_next_within();
     test_engine_end_to_end();
     test_unwritable_tape_drops_and_counts();

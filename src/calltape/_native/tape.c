@@ -591,8 +591,9 @@ static PyObject *Tape_call(PyObject *self, PyObject *arg)
     PyObject *found = NULL;
     int rc, more = 0;
     seg_call c;
+    seg_reader r = {0}; /* c points into it (its unpacked columns) until closed */
     while ((rc = step(q)) == SQLITE_ROW) {
-        seg_reader r;
+        seg_reader_close(&r);
         more = seg_reader_open(&r, sqlite3_column_blob(q, 2), (size_t)sqlite3_column_bytes(q, 2));
         if (more == 0 && (int64_t)r.n != sqlite3_column_int64(q, 4))
             more = SEG_COUNT; /* the row and its bytes disagree */
@@ -606,6 +607,10 @@ static PyObject *Tape_call(PyObject *self, PyObject *arg)
     if (more == 1) {
         ct_function *fn = ct_tape_function(t, sqlite3_column_int64(q, 1), id);
         found = fn ? (PyObject *)ct_call_new(t, fn, &c, sqlite3_column_int64(q, 0)) : NULL;
+    }
+    seg_reader_close(&r);
+    if (more == 1) {
+        /* found, or an error set making it */
     } else if (more < 0) {
         /* the function table first: the message names the function */
         PyObject *table = ct_tape_functions(t, CT_FUNCTIONS_CACHED);

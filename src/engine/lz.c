@@ -1,0 +1,154 @@
+/*
+ * lz.c - a small, fast LZ77 compressor for the value columns of segments
+ * (the arguments and results of a function's calls repeat much of
+ * themselves from call to call: the same `self`, the same keys).
+ *
+ * Block format (LZ4's, without its frame): a sequence of
+ *   token      one byte: literal count (high 4 bits), match length - 4
+ *              (low 4 bits); 15 in either means more bytes follow
+ *   [lit ext]  bytes of 255 while they continue, then one below 255
+ *   literals
+ *   offset     2 bytes little-endian, 1..65535 back (absent after the
+ *              last sequence, which holds literals only)
+ *   [len ext]  as for literals
+ * The input ends after the last sequence's literals.
+ *
+ * Invariants: lz_decompress never reads past its input or writes past its
+ * output, whatever the bytes (a tape may be hostile or damaged); it
+ * succeeds only when the input decodes to exactly the size it was told.
+ */
+#include "engine.h"
+
+#include <stdlib.h>
+
+#define LZ_MIN_MATCH 4
+#define LZ_HASH_BITS 14
+#define LZ_MAX_OFFSET 65535
+
+static uint32_t lz_read32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static uint32_t lz_hash(uint32_t v)
+{
+    return (v * 2654435761u) >> (32 - LZ_HASH_BITS);
+}
+
+/* Writes `n` as the 4-bit field rest: bytes of 255 then the remainder. */
+static uint8_t *lz_put_extra(uint8_t *q, size_t n)
+{
+    for (; n >= 255; n -= 255)
+        *q++ = 255;
+    *q++ = (uint8_t)n;
+    return q;
+}
+
+size_t lz_bound(size_t n)
+{
+    return n + n / 255 + 16;
+}
+
+/* One sequence: `lit` literals from `src`, then (when `match` > 0) a match
+ * of `match` bytes `offset` back. */
+static uint8_t *lz_sequence(uint8_t *q, const uint8_t *src, size_t lit, size_t offset, size_t match)
+{
+    uint8_t *token = q++;
+    size_t ml = match ? match - LZ_MIN_MATCH : 0;
+    *token = (uint8_t)((lit >= 15 ? 15 : lit) << 4 | (ml >= 15 ? 15 : ml));
+    if (lit >= 15)
+        q = lz_put_extra(q, lit - 15);
+    memcpy(q, src, lit);
+    q += lit;
+    if (!match)
+        return q;
+    *q++ = (uint8_t)(offset & 0xff);
+    *q++ = (uint8_t)(offset >> 8);
+    if (ml >= 15)
+        q = lz_put_extra(q, ml - 15);
+    return q;
+}
+
+size_t lz_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap)
+{
+    if (cap < lz_bound(n))
+        return 0;
+    uint32_t *table = calloc((size_t)1 << LZ_HASH_BITS, sizeof *table);
+    if (!table)
+        return 0;
+    uint8_t *q = dst;
+    size_t anchor = 0, ip = 0;
+    while (n >= 12 && ip + 8 <= n) {
+        uint32_t seq = lz_read32(src + ip);
+        uint32_t h = lz_hash(seq);
+        size_t ref = table[h];
+        table[h] = (uint32_t)ip;
+        if (ref >= ip || ip - ref > LZ_MAX_OFFSET || lz_read32(src + ref) != seq) {
+            ip += 1 + ((ip - anchor) >> 6); /* skip faster through what does not repeat */
+            continue;
+        }
+        size_t len = LZ_MIN_MATCH;
+        while (ip + len < n && src[ref + len] == src[ip + len])
+            len++;
+        while (ip > anchor && ref > 0 && src[ip - 1] == src[ref - 1]) {
+            ip--; /* the match may start earlier */
+            ref--;
+            len++;
+        }
+        q = lz_sequence(q, src + anchor, ip - anchor, ip - ref, len);
+        ip += len;
+        anchor = ip;
+        if (ip >= 2 && ip - 2 + 4 <= n) /* seed the table inside the match */
+            table[lz_hash(lz_read32(src + ip - 2))] = (uint32_t)(ip - 2);
+    }
+    q = lz_sequence(q, src + anchor, n - anchor, 0, 0);
+    free(table);
+    return (size_t)(q - dst);
+}
+
+/* Reads a 4-bit field's extension onto *n.  0, or -1 past the end. */
+static int lz_get_extra(const uint8_t **p, const uint8_t *end, size_t *n)
+{
+    uint8_t b;
+    do {
+        if (*p >= end)
+            return -1;
+        b = *(*p)++;
+        *n += b;
+    } while (b == 255);
+    return 0;
+}
+
+int lz_decompress(const uint8_t *src, size_t n, uint8_t *dst, size_t out_n)
+{
+    const uint8_t *p = src, *end = src + n;
+    size_t o = 0;
+    while (p < end) {
+        uint8_t token = *p++;
+        size_t lit = token >> 4;
+        if (lit == 15 && lz_get_extra(&p, end, &lit) < 0)
+            return -1;
+        if (lit > (size_t)(end - p) || lit > out_n - o)
+            return -1;
+        memcpy(dst + o, p, lit);
+        p += lit;
+        o += lit;
+        if (p == end)
+            break; /* the last sequence: literals only */
+        if (end - p < 2)
+            return -1;
+        size_t offset = (size_t)p[0] | (size_t)p[1] << 8;
+        p += 2;
+        size_t len = token & 15;
+        if (len == 15 && lz_get_extra(&p, end, &len) < 0)
+            return -1;
+        len += LZ_MIN_MATCH;
+        if (offset == 0 || offset > o || len > out_n - o)
+            return -1;
+        for (size_t k = 0; k < len; k++, o++) /* byte by byte: the match may overlap */
+            dst[o] = dst[o - offset];
+    }
+    return o == out_n ? 0 : -1;
+}
