@@ -272,3 +272,26 @@ def test_python_tzinfo_patterns_and_partials(tape):
     made = calls[3].args["v"]  # a partial of a nested function cannot be made again
     assert isinstance(made, calltape.Unencodable) and "not recorded" in made.reason
     assert type(calls[4].args["v"]) is WithSignature
+
+
+def test_the_depth_budget_of_a_monitor(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "depth_subject.py").write_text("def walk(node):\n    return node is None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("depth_subject", None)
+    mod = importlib.import_module("depth_subject")
+    chain = None
+    for i in range(100):
+        chain = [i, chain]
+    tape = tmp_path / "d.db"
+    with calltape.monitor(include=["depth_subject"], tape=tape, max_value_depth=5):
+        mod.walk(chain)
+    assert calltape.flush(timeout=30)
+    value = calltape.open(tape).calls()[0].args["node"]
+    for _ in range(5):  # the outer list is at depth 0
+        value = value[1]
+    assert isinstance(value, calltape.Unencodable) and value.reason == "nested too deeply"
+    with pytest.raises(ValueError, match="max_value_depth"):
+        calltape.monitor(max_value_depth=-1)

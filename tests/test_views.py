@@ -359,11 +359,11 @@ def test_a_refused_default_does_not_break_searching(tape):
         found[0].args
     fn = found[0].func
     assert fn.parameters == ["amount", "to"]
-    with pytest.raises(calltape.RefusedGlobal, match=f"{__name__}.EURO"):
-        fn.defaults  # a module-level instance is recorded by its name
+    with pytest.raises(calltape.RefusedGlobal, match=f"{__name__}.Currency"):
+        fn.defaults
     allowed = calltape.open(tape, allow=[__name__.split(".")[0]])
     fn = allowed.search(function="*convert", limit=1)[0].func
-    assert fn.defaults == {"to": Currency("EUR")} and fn.defaults["to"] is EURO
+    assert fn.defaults == {"to": Currency("EUR")}
     assert allowed.search(function="*convert", args={"to": Currency("EUR")})[0].args["amount"] == 1
 
 

@@ -83,7 +83,7 @@ def record(*, args: bool = ..., result: bool = ..., cpu: bool = ..., memory: boo
            energy: bool | None = ..., tape: str | os.PathLike[str] | None = ..., redact: Any = ...,
            sanitize: Callable[[str, Any], Any] | None = ...,
            max_value_bytes: int | None = ..., sample: int = ..., locals: bool = ...,
-           globals: bool = ..., yields: bool = ...) -> Callable[[F], F]: ...
+           globals: bool = ..., yields: bool = ..., pickle: Any = ...) -> Callable[[F], F]: ...
 def record(func: Any = None, /, **options: Any) -> Any:
     """Record every call of ``func`` onto the tape.
 

@@ -44,7 +44,7 @@ def monitor(include: str | Iterable[str] = (), *, exclude: str | Iterable[str] =
             result: bool = True, cpu: bool = False, memory: bool = False, energy: bool = False,
             locals: bool = False, globals: bool = False,
             tape: str | os.PathLike[str] | None = None, max_depth: int = 0, sample: int = 1,
-            max_value_bytes: int | None = None) -> _native.Monitor:
+            max_value_bytes: int | None = None, max_value_depth: int = 0) -> _native.Monitor:
     """A monitor that records the calls of the chosen code while it runs.
 
     ``include``: packages or modules to record (``"shop"`` covers ``shop.*``);
@@ -74,7 +74,8 @@ def monitor(include: str | Iterable[str] = (), *, exclude: str | Iterable[str] =
                            result=result, cpu=cpu, memory=memory, energy=energy, locals=locals,
                            globals=globals, tape=tape,
                            max_depth=max_depth, sample=sample,
-                           max_value_bytes=-1 if max_value_bytes is None else max_value_bytes)
+                           max_value_bytes=-1 if max_value_bytes is None else max_value_bytes,
+                           max_value_depth=max_value_depth)
 
 
 def _start_from_environment() -> None:

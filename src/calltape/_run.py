@@ -71,7 +71,8 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         include: list[str] | None = None, exclude: list[str] | None = None,
         args: bool = True, result: bool = True, cpu: bool = False, memory: bool = False,
         energy: bool = False, locals: bool = False, globals: bool = False, max_depth: int = 0,
-        sample: int = 1, max_value_bytes: int = 4096, summary: bool = True) -> int:
+        sample: int = 1, max_value_bytes: int = 4096, max_value_depth: int = 20,
+        summary: bool = True) -> int:
     """Run ``target`` (a script path, or a module name when ``module``) under
     a monitor; returns its exit status (SystemExit passes through).
 
@@ -117,7 +118,8 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
     options = {"include": include, "exclude": list(exclude or ()), "paths": paths,
                "args": args, "result": result, "cpu": cpu, "memory": memory, "energy": energy,
                "locals": locals, "globals": globals,
-               "max_depth": max_depth, "sample": sample, "max_value_bytes": max_value_bytes}
+               "max_depth": max_depth, "sample": sample, "max_value_bytes": max_value_bytes,
+               "max_value_depth": max_value_depth}
     _export(options)  # the same monitor in child processes
     mon = monitor(**options)
 

@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _RUN_VALUED = {"--tape", "--include", "--exclude", "--max-depth", "--sample",
-               "--max-value-bytes"}
+               "--max-value-bytes", "--max-value-depth"}
 
 
 def build_run_parser() -> argparse.ArgumentParser:
@@ -383,6 +383,9 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-value-bytes", type=int, default=4096, metavar="N",
                    help="record a value larger than N bytes once encoded as Truncated, and stop"
                         " encoding it there (default 4096)")
+    p.add_argument("--max-value-depth", type=int, default=20, metavar="N",
+                   help="record what a value holds N levels down as Unencodable (nested too"
+                        " deeply), and stop there (default 20)")
     p.add_argument("--quiet", action="store_true", help="no summary line at exit")
     return p
 
@@ -425,13 +428,16 @@ def run_main(argv: list[str]) -> int:
         parser.error("--max-depth must be >= 0 and --sample >= 1")
     if args.max_value_bytes < 16:
         parser.error(f"--max-value-bytes must be at least 16, not {args.max_value_bytes}")
+    if args.max_value_depth < 1:
+        parser.error(f"--max-value-depth must be at least 1, not {args.max_value_depth}")
     try:
         return run(target, module=is_module, argv=program_args, tape=args.tape,
                    include=args.include, exclude=args.exclude, args=not args.no_args,
                    result=not args.no_result, cpu=args.cpu, memory=args.memory,
                    energy=args.energy, locals=args.locals, globals=args.globals,
                    max_depth=args.max_depth, sample=args.sample,
-                   max_value_bytes=args.max_value_bytes, summary=not args.quiet)
+                   max_value_bytes=args.max_value_bytes, max_value_depth=args.max_value_depth,
+                   summary=not args.quiet)
     except (RunError, TapeError) as exc:
         print(f"calltape: {exc}", file=sys.stderr)
         return 2

@@ -184,18 +184,27 @@ typedef struct ct_redact {
 } ct_redact;
 
 /* The objects of one group of values encoded together (the arguments of a
- * call, its result, ...), by memo index (engine.h, "Identity"): strong
- * references, and a hash index once there are many. */
+ * call, its result, ...), by memo index (engine.h, "Identity"): `next` is
+ * the next index; only values that may occur again (ct_memo_shared) have an
+ * entry (a strong reference), and a hash index once there are many. */
+#define CT_MEMO_INLINE 16
+typedef struct ct_memo_entry {
+    PyObject *obj;
+    size_t index;
+    uint8_t open; /* its contents are being written: it cannot be referred to */
+} ct_memo_entry;
 typedef struct ct_memo {
-    PyObject **objs;
-    uint8_t *open; /* per index: 1 while its contents are being written */
+    size_t next;
+    ct_memo_entry *v; /* inline_v until it grows */
     size_t n, cap;
-    uint32_t *table; /* index + 1 by object address; 0: empty */
+    uint32_t *table; /* entry + 1 by object address; 0: empty */
     size_t tcap;
+    ct_memo_entry inline_v[CT_MEMO_INLINE];
 } ct_memo;
-/* Starts an empty memo (no allocation until an object is added). */
+/* Starts an empty memo (no allocation until it outgrows its inline room). */
 #define CT_MEMO_START(m)                                                                           \
-    ((m)->objs = NULL, (m)->open = NULL, (m)->n = (m)->cap = 0, (m)->table = NULL, (m)->tcap = 0)
+    ((m)->next = 0, (m)->v = (m)->inline_v, (m)->n = 0, (m)->cap = CT_MEMO_INLINE,                 \
+     (m)->table = NULL, (m)->tcap = 0)
 /* Releases the references and memory of `m`. */
 void ct_memo_free(ct_memo *m);
 
@@ -208,7 +217,15 @@ typedef struct ct_capture {
     ct_memo *memo;           /* the group's memo; NULL: each value is a group */
     PyObject *pickle;        /* tuple of types to pickle (record(pickle=)), or NULL */
     size_t top_start;        /* where the top-level value being written starts */
+    int max_depth;           /* deepest nesting written; 0: as deep as the format allows */
 } ct_capture;
+
+/* The nesting a capture writes to (the format's bound when unset). */
+static inline int ct_capture_depth(const ct_capture *c)
+{
+    return c->max_depth > 0 && c->max_depth < WIRE_MAX_DEPTH - 4 ? c->max_depth
+                                                                 : WIRE_MAX_DEPTH - 4;
+}
 /* Encodes `v` as one wire value onto `b`.  Never raises: failures become
  * UNENCODABLE or TRUNCATED markers and are counted.  Returns 0, or -1 when
  * `b` ran out of memory. */

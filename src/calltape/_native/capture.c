@@ -28,9 +28,9 @@
 void ct_memo_free(ct_memo *m)
 {
     for (size_t i = 0; i < m->n; i++)
-        Py_XDECREF(m->objs[i]);
-    PyMem_Free(m->objs);
-    PyMem_Free(m->open);
+        Py_DECREF(m->v[i].obj);
+    if (m->v != m->inline_v)
+        PyMem_Free(m->v);
     PyMem_Free(m->table);
     CT_MEMO_START(m);
 }
@@ -43,13 +43,13 @@ static size_t memo_hash(const ct_memo *m, const PyObject *v)
 
 static void memo_index(ct_memo *m, size_t i)
 {
-    size_t j = memo_hash(m, m->objs[i]);
+    size_t j = memo_hash(m, m->v[i].obj);
     while (m->table[j])
         j = (j + 1) & (m->tcap - 1);
     m->table[j] = (uint32_t)(i + 1);
 }
 
-/* Rebuilds the hash index for the first m->n objects (tcap slots). */
+/* Rebuilds the hash index of the entries (tcap slots). */
 static int memo_reindex(ct_memo *m, size_t tcap)
 {
     uint32_t *t = PyMem_Calloc(tcap, sizeof *t);
@@ -59,19 +59,22 @@ static int memo_reindex(ct_memo *m, size_t tcap)
     m->table = t;
     m->tcap = tcap;
     for (size_t i = 0; i < m->n; i++)
-        if (m->objs[i])
-            memo_index(m, i);
+        memo_index(m, i);
     return 0;
 }
 
-/* Forgets the objects from index `n` on (a value that was rewound). */
-static void memo_rollback(ct_memo *m, size_t n)
+/* Forgets the indices from `next` on (a value that was rewound). */
+static void memo_rollback(ct_memo *m, size_t next)
 {
-    if (n >= m->n)
+    if (next >= m->next)
         return;
-    for (size_t i = n; i < m->n; i++)
-        Py_XDECREF(m->objs[i]);
-    m->n = n;
+    m->next = next;
+    size_t keep = m->n;
+    while (keep > 0 && m->v[keep - 1].index >= next)
+        Py_DECREF(m->v[--keep].obj);
+    if (keep == m->n)
+        return;
+    m->n = keep;
     if (m->table && memo_reindex(m, m->tcap) < 0) {
         PyMem_Free(m->table); /* no memory: fall back to scanning */
         m->table = NULL;
@@ -79,25 +82,28 @@ static void memo_rollback(ct_memo *m, size_t n)
     }
 }
 
+/* The entry of `v`, or NULL. */
+static ct_memo_entry *memo_entry(ct_memo *m, const PyObject *v)
+{
+    if (!m->table) {
+        for (size_t i = 0; i < m->n; i++)
+            if (m->v[i].obj == v)
+                return &m->v[i];
+        return NULL;
+    }
+    for (size_t j = memo_hash(m, v); m->table[j]; j = (j + 1) & (m->tcap - 1))
+        if (m->v[m->table[j] - 1].obj == v)
+            return &m->v[m->table[j] - 1];
+    return NULL;
+}
+
 int ct_memo_find(ct_capture *c, PyObject *v, size_t *index)
 {
     ct_memo *m = c->memo;
-    if (!m || !m->n)
-        return 0;
-    if (!m->table) {
-        for (size_t i = 0; i < m->n; i++)
-            if (m->objs[i] == v) {
-                *index = i;
-                return 1;
-            }
-        return 0;
-    }
-    for (size_t j = memo_hash(m, v); m->table[j]; j = (j + 1) & (m->tcap - 1))
-        if (m->objs[m->table[j] - 1] == v) {
-            *index = m->table[j] - 1;
-            return 1;
-        }
-    return 0;
+    ct_memo_entry *e = m && m->n ? memo_entry(m, v) : NULL;
+    if (e)
+        *index = e->index;
+    return e != NULL;
 }
 
 int ct_memo_shared(PyObject *v, int depth)
@@ -112,24 +118,25 @@ int ct_memo_add(ct_capture *c, PyObject *v, int open, size_t *index)
     ct_memo *m = c->memo;
     if (!m)
         return 0;
+    *index = m->next++;
+    if (!v)
+        return 0; /* counted only: nothing can refer to it */
     if (m->n == m->cap) {
-        size_t cap = m->cap ? 2 * m->cap : 8;
-        PyObject **objs = PyMem_Realloc(m->objs, cap * sizeof(PyObject *));
-        if (objs)
-            m->objs = objs;
-        uint8_t *o = objs ? PyMem_Realloc(m->open, cap) : NULL;
-        if (!o)
+        size_t cap = 2 * m->cap;
+        ct_memo_entry *grown = PyMem_Malloc(cap * sizeof(ct_memo_entry));
+        if (!grown)
             return -1;
-        m->open = o;
+        memcpy(grown, m->v, m->n * sizeof(ct_memo_entry));
+        if (m->v != m->inline_v)
+            PyMem_Free(m->v);
+        m->v = grown;
         m->cap = cap;
     }
-    *index = m->n;
-    m->objs[m->n] = Py_XNewRef(v); /* NULL: counted, never referred to */
-    m->open[m->n] = (uint8_t)open;
+    m->v[m->n].obj = Py_NewRef(v);
+    m->v[m->n].index = *index;
+    m->v[m->n].open = (uint8_t)open;
     m->n++;
-    if (!v)
-        return 0;
-    if (m->n > 16 && m->n * 2 > m->tcap)
+    if (m->n > CT_MEMO_INLINE && m->n * 2 > m->tcap)
         return memo_reindex(m, m->tcap ? 2 * m->tcap : 64);
     if (m->table)
         memo_index(m, m->n - 1);
@@ -138,20 +145,30 @@ int ct_memo_add(ct_capture *c, PyObject *v, int open, size_t *index)
 
 void ct_memo_close(ct_capture *c, size_t index)
 {
-    if (c->memo && index < c->memo->n)
-        c->memo->open[index] = 0;
+    ct_memo *m = c->memo;
+    for (size_t i = m ? m->n : 0; i > 0; i--) /* it is among the last added */
+        if (m->v[i - 1].index == index) {
+            m->v[i - 1].open = 0;
+            return;
+        }
 }
 
 int ct_put_ref(ct_capture *c, wbuf *b, size_t index)
 {
     ct_memo *m = c->memo;
-    if (m->open[index]) {
-        ct_put_unencodable(c->st, b, Py_TYPE(m->objs[index])->tp_name,
-                           "a cycle back into a value whose contents are built first");
-        return 0;
+    for (size_t i = m->n; i > 0; i--) {
+        const ct_memo_entry *e = &m->v[i - 1];
+        if (e->index != index)
+            continue;
+        if (e->open) {
+            ct_put_unencodable(c->st, b, Py_TYPE(e->obj)->tp_name,
+                               "a cycle back into a value whose contents are built first");
+            return 0;
+        }
+        break;
     }
     wbuf_byte(b, WIRE_REF);
-    wbuf_varint(b, m->n - index);
+    wbuf_varint(b, m->next - index);
     return 0;
 }
 
@@ -317,7 +334,7 @@ int ct_capture_items(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth
 /* An exact list, tuple, dict, set or frozenset. */
 static int capture_container(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth)
 {
-    if (depth >= WIRE_MAX_DEPTH - 2) {
+    if (depth >= ct_capture_depth(c)) {
         ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "nested too deeply");
         return 0;
     }
@@ -364,7 +381,7 @@ static int capture_at(ct_capture *c, wbuf *b, PyObject *v, int depth)
         return capture_container(c, b, v, WIRE_SET, depth);
     if (tp == &PyFrozenSet_Type)
         return capture_container(c, b, v, WIRE_FROZENSET, depth);
-    size_t start = b->len, memo_n = c->memo ? c->memo->n : 0;
+    size_t start = b->len, memo_n = c->memo ? c->memo->next : 0;
     int rc = ct_capture_object(c, b, v, depth);
     if (rc == -3) { /* this value only: a marker in its place */
         b->len = start;
@@ -404,7 +421,7 @@ int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)
         CT_MEMO_START(&local);
         c->memo = &local;
     }
-    size_t start = b->len, memo_n = c->memo->n;
+    size_t start = b->len, memo_n = c->memo->next;
     c->top_start = start;
     int rc = capture_at(c, b, v, 0);
     if (rc == -2 || rc == -3) {

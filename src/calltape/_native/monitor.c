@@ -159,6 +159,7 @@ typedef struct Monitor {
     PyObject *module_ref;
     ct_state *st;
     Py_ssize_t max_value_bytes, max_depth;
+    int max_value_depth; /* nesting of the values written; 0: the format's */
     uint32_t sample;
     uint8_t opt_args, opt_result, opt_cpu, opt_memory, opt_energy, opt_locals, opt_globals;
     int running;
@@ -353,6 +354,7 @@ static void capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thre
     ct_memo memo; /* one group: identity between the arguments survives */
     CT_MEMO_START(&memo);
     ct_capture cap = {a->st, limit, 1, ct_redact_active(a->st, &mon_redact), &memo, NULL};
+    cap.max_depth = a->mon->max_value_depth;
     wbuf *b = &s->arena;
     Py_ssize_t n = PyTuple_GET_SIZE(info->names);
     t->busy++;
@@ -416,7 +418,7 @@ static void capture_globals(mon_active *a, mon_stack *s, ct_codeinfo *info, PyOb
                       : NULL;
     if (d) {
         size_t before = s->arena.len;
-        ct_encode_named(a->st, &s->arena, d, limit, &mon_redact, NULL);
+        ct_encode_named(a->st, &s->arena, d, limit, a->mon->max_value_depth, &mon_redact, NULL);
         if (s->arena.failed)
             s->arena.len = before;
         Py_DECREF(d);
@@ -440,7 +442,7 @@ static int capture_locals(mon_active *a, wbuf *b, ct_thread *t, Py_ssize_t limit
     else if (locals && (d = PyDict_New()) && PyDict_Update(d, locals) < 0)
         Py_CLEAR(d); /* 3.13: a proxy, copied */
     if (d)
-        ct_encode_named(a->st, b, d, limit, &mon_redact, NULL);
+        ct_encode_named(a->st, b, d, limit, a->mon->max_value_depth, &mon_redact, NULL);
     int rc = d && !b->failed ? 0 : -1;
     Py_XDECREF(d);
     Py_XDECREF(locals);
@@ -598,8 +600,13 @@ static __attribute__((noinline)) void emit_full(mon_active *a, Monitor *m, mon_s
     wbuf gb;
     wbuf_init(&gb, s->arena.data + e->args_at + e->args_len, e->globals_len);
     gb.len = e->globals_len;
-    ct_site site = {e->info->fn_id,     NULL,         ct_redact_active(a->st, &mon_redact), NULL,
-                    m->max_value_bytes, m->opt_result};
+    ct_site site = {e->info->fn_id,
+                    NULL,
+                    ct_redact_active(a->st, &mon_redact),
+                    NULL,
+                    m->max_value_bytes,
+                    m->opt_result,
+                    m->max_value_depth};
     ct_emit_site_call(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at, e->args_len, end,
                       outcome, res, exc, have_locals ? &lb : NULL, e->globals_len ? &gb : NULL);
     Py_DECREF(m);
@@ -1217,18 +1224,22 @@ static PyObject *str_tuple(PyObject *v, const char *what)
 
 static PyObject *Monitor_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"include",   "exclude",         "paths",   "never",
-                             "args",      "result",          "cpu",     "memory",
-                             "energy",    "locals",          "globals", "tape",
-                             "max_depth", "max_value_bytes", "sample",  NULL};
+    static char *kwlist[] = {"include",         "exclude", "paths",     "never",           "args",
+                             "result",          "cpu",     "memory",    "energy",          "locals",
+                             "globals",         "tape",    "max_depth", "max_value_bytes", "sample",
+                             "max_value_depth", NULL};
     PyObject *include = Py_None, *exclude = Py_None, *paths = Py_None, *never = Py_None;
     PyObject *tape = Py_None;
     int a = 1, res = 1, cpu = 0, mem = 0, energy = 0, locals = 0, globals = 0;
-    Py_ssize_t max_depth = 0, max_bytes = -1, sample = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO$OOpppppppOnnn:monitor", kwlist, &include,
+    Py_ssize_t max_depth = 0, max_bytes = -1, sample = 1, value_depth = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO$OOpppppppOnnnn:monitor", kwlist, &include,
                                      &exclude, &paths, &never, &a, &res, &cpu, &mem, &energy,
-                                     &locals, &globals, &tape, &max_depth, &max_bytes, &sample))
+                                     &locals, &globals, &tape, &max_depth, &max_bytes, &sample,
+                                     &value_depth))
         return NULL;
+    if (value_depth < 0)
+        return PyErr_Format(PyExc_ValueError, "max_value_depth must be >= 0 (0: no limit), not %zd",
+                            value_depth);
     if (sample < 1)
         return PyErr_Format(PyExc_ValueError, "sample must be an integer >= 1, not %zd", sample);
     if (max_depth < 0)
@@ -1270,6 +1281,7 @@ static PyObject *Monitor_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (energy)
         ct_energy_open(st); /* an unavailable counter is reported now, once */
     m->max_depth = max_depth;
+    m->max_value_depth = (int)(value_depth > 1000 ? 1000 : value_depth);
     m->max_value_bytes = max_bytes == -1 ? st->max_value_bytes : max_bytes;
     m->sample = (uint32_t)(sample > UINT32_MAX ? UINT32_MAX : sample);
     return (PyObject *)m;

@@ -282,8 +282,8 @@ static int typeinfo_slots(ct_typeinfo *e, const ct_state *st, PyTypeObject *tp)
 }
 
 /* Finds the module-level instances of the Python class `tp` (sentinels
- * such as `UNSET = Unset()`): they are recorded by name, so that they come
- * back as themselves.  0, or -1 with MemoryError. */
+ * such as `UNSET = Unset()`): while they hold no state they are recorded by
+ * name, so that they come back as themselves.  0, or -1 with MemoryError. */
 static int typeinfo_singletons(ct_typeinfo *e, PyTypeObject *tp)
 {
     PyObject *mod = tp->tp_dict ? PyDict_GetItemString(tp->tp_dict, "__module__") : NULL;
@@ -694,10 +694,18 @@ static PyObject *instance_dict(PyObject *v)
     return dict;
 }
 
-/* A module-level instance of its class (`e->singletons`) as a GLOBAL: 1
- * when written, 0 when `v` is not one. */
+/* A module-level instance of its class (`e->singletons`) without state of
+ * its own (a sentinel; one with attributes is recorded by its state) as a
+ * GLOBAL: 1 when written, 0 when `v` is not one. */
 static int put_singleton(wbuf *b, PyObject *v, const ct_typeinfo *e)
 {
+    if (slots_set(v, e))
+        return 0;
+    PyObject *dict = instance_dict(v);
+    Py_ssize_t attrs = dict ? PyDict_GET_SIZE(dict) : 0;
+    Py_XDECREF(dict);
+    if (attrs)
+        return 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(e->singletons); i++) {
         PyObject *name = PyTuple_GET_ITEM(e->singletons, i);
         PyObject *bound = PyDict_GetItemWithError(e->module_dict, name);
@@ -727,7 +735,7 @@ static int put_object(ct_capture *c, wbuf *b, PyObject *v, const ct_typeinfo *e,
 {
     if (e->singletons && put_singleton(b, v, e))
         return 0;
-    if (depth >= WIRE_MAX_DEPTH - 4) {
+    if (depth >= ct_capture_depth(c)) {
         ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "nested too deeply");
         return 0;
     }

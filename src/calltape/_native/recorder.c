@@ -520,6 +520,7 @@ emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct
         flags |= REC_HAS_RESULT;
     } else if (result && site->result) {
         ct_capture cap = {st, site->max_value_bytes, 1, site->redact, NULL, site->pickle};
+        cap.max_depth = site->max_depth;
         if (site->sanitize) {
             PyObject *name = PyUnicode_FromString("return");
             PyObject *clean =
@@ -622,10 +623,11 @@ void ct_emit_call_frame(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci
 
 /* ---- locals and globals (framedata.c finds them) --------------------------- */
 
-void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, const ct_redact *rd,
-                     PyObject *sanitize)
+void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, int max_depth,
+                     const ct_redact *rd, PyObject *sanitize)
 {
     ct_capture cap = {st, limit, 0, ct_redact_active(st, rd)};
+    cap.max_depth = max_depth;
     PyObject *name, *v;
     Py_ssize_t pos = 0;
     wbuf_byte(b, WIRE_DICT);
@@ -652,7 +654,7 @@ void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, const
 /* ct_encode_named with the recorder's redaction and sanitize. */
 static void encode_named(Recorder *r, wbuf *b, PyObject *d)
 {
-    ct_encode_named(r->st, b, d, r->max_value_bytes, &r->redact, r->sanitize);
+    ct_encode_named(r->st, b, d, r->max_value_bytes, 0, &r->redact, r->sanitize);
 }
 
 /* Before the call (locals=True / globals=True; out of the common path):

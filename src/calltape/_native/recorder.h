@@ -56,7 +56,8 @@ typedef struct ct_site {
     const ct_redact *redact; /* ct_redact_active() rules, or NULL */
     PyObject *pickle;        /* tuple of types to pickle, or NULL */
     Py_ssize_t max_value_bytes;
-    int result; /* record the return value */
+    int result;    /* record the return value */
+    int max_depth; /* of the values written (ct_capture.max_depth); 0: the format's */
 } ct_site;
 
 /* Builds and appends the REC_CALL of a finished call of `site`: `args`
@@ -154,11 +155,12 @@ PyObject *ct_global_names(PyObject *code);
 PyObject *ct_globals_snapshot(ct_state *st, PyObject *globals, PyObject *names);
 
 /* Encodes the dict `d` of named values (locals, globals) as one DICT onto
- * `b`: names that match the redaction rules `rd` become REDACTED (at any
+ * `b`, values at most `limit` bytes and `max_depth` deep (0: the format's):
+ * names that match the redaction rules `rd` become REDACTED (at any
  * depth), `sanitize` (or NULL) filters the others.
  * Never raises. */
-void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, const ct_redact *rd,
-                     PyObject *sanitize);
+void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, int max_depth,
+                     const ct_redact *rd, PyObject *sanitize);
 
 /* The function running in `frame`, whose code is `code` (borrowed), or NULL
  * when it cannot be told.  Never raises. */
