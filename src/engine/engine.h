@@ -423,6 +423,7 @@ enum rec_flags {
     REC_HAS_LOCALS = 1 << 7,  /* the frame's locals at return or raise */
     REC_HAS_GLOBALS = 1 << 8, /* the module globals the function reads */
     REC_HAS_YIELDS = 1 << 9,  /* the values a generator yielded */
+    REC_HAS_BLOBS = 1 << 10,  /* a top-level value is a BLOB_INLINE: the writer looks */
 };
 
 /* Energy (REC_HAS_ENERGY) is two counters in microjoules: the RAPL package

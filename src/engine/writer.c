@@ -204,11 +204,17 @@ static int seq_to_id(engine *e, txn *t, uint64_t seq, int64_t *id)
 }
 
 /* Copies `n` bytes of consecutive values to `out`, moving every top-level
- * BLOB_INLINE (also under DEFAULT) into the blob store.  Returns the bytes
- * to store (`p` itself when nothing moved) or NULL on error. */
-static const uint8_t *externalize(engine *e, const uint8_t *p, size_t n, wbuf *out, size_t *outn)
+ * BLOB_INLINE (also under DEFAULT) into the blob store, when the producer
+ * flagged the call as holding one (`blobs`: REC_HAS_BLOBS; without it the
+ * values are not walked at all).  Returns the bytes to store (`p` itself
+ * when nothing moved) or NULL on error. */
+static const uint8_t *externalize(engine *e, int blobs, const uint8_t *p, size_t n, wbuf *out,
+                                  size_t *outn)
 {
     const uint8_t *end = p + n;
+    *outn = n;
+    if (!blobs)
+        return p;
     int any = 0;
     for (const uint8_t *q = p; q < end;) {
         const uint8_t *v = (*q == WIRE_DEFAULT) ? q + 1 : q;
@@ -299,8 +305,9 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     s.rss_peak = (int64_t)c.rss_peak;
     s.energy_pkg = (int64_t)c.energy_pkg;
     s.energy_dram = (int64_t)c.energy_dram;
+    int blobs = (c.flags & REC_HAS_BLOBS) != 0;
     if (c.flags & REC_HAS_ARGS) {
-        s.args = externalize(e, c.args, c.args_len, &w->scratch, &s.args_len);
+        s.args = externalize(e, blobs, c.args, c.args_len, &w->scratch, &s.args_len);
         if (!s.args)
             return -1;
     }
@@ -311,19 +318,20 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     wbuf_init(&yields_scratch, NULL, 0);
     int rc = 0;
     if (c.flags & REC_HAS_RESULT) {
-        s.result = externalize(e, c.result, c.result_len, &result_scratch, &s.result_len);
+        s.result = externalize(e, blobs, c.result, c.result_len, &result_scratch, &s.result_len);
         rc = s.result ? 0 : -1;
     }
     if (rc == 0 && (c.flags & REC_HAS_LOCALS)) {
-        s.locals = externalize(e, c.locals, c.locals_len, &locals_scratch, &s.locals_len);
+        s.locals = externalize(e, blobs, c.locals, c.locals_len, &locals_scratch, &s.locals_len);
         rc = s.locals ? 0 : -1;
     }
     if (rc == 0 && (c.flags & REC_HAS_GLOBALS)) {
-        s.globals = externalize(e, c.globals, c.globals_len, &globals_scratch, &s.globals_len);
+        s.globals =
+            externalize(e, blobs, c.globals, c.globals_len, &globals_scratch, &s.globals_len);
         rc = s.globals ? 0 : -1;
     }
     if (rc == 0 && (c.flags & REC_HAS_YIELDS)) {
-        s.yields = externalize(e, c.yields, c.yields_len, &yields_scratch, &s.yields_len);
+        s.yields = externalize(e, blobs, c.yields, c.yields_len, &yields_scratch, &s.yields_len);
         rc = s.yields ? 0 : -1;
     }
     if (rc == 0)

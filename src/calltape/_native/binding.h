@@ -218,6 +218,7 @@ typedef struct ct_capture {
     PyObject *pickle;        /* tuple of types to pickle (record(pickle=)), or NULL */
     size_t top_start;        /* where the top-level value being written starts */
     int max_depth;           /* deepest nesting written; 0: as deep as the format allows */
+    int blobbed;             /* set when a top-level value went to the blob store */
 } ct_capture;
 
 /* The nesting a capture writes to (the format's bound when unset). */

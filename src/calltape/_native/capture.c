@@ -456,6 +456,7 @@ int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)
             memmove(b->data + start + hb.len, b->data + start, n);
             memcpy(b->data + start, head, hb.len);
             b->len += hb.len;
+            c->blobbed = 1; /* the record says so: REC_HAS_BLOBS */
         }
     }
     if (!memo) {

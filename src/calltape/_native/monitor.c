@@ -344,13 +344,14 @@ static inline int decided(const mon_active *a, const ct_codeinfo *info)
 
 /* ---- recording ---------------------------------------------------------- */
 
-/* Encodes the arguments of the running frame of `co` into the arena. */
-static void capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thread *t,
-                         Py_ssize_t limit)
+/* Encodes the arguments of the running frame of `co` into the arena.
+ * Returns REC_HAS_BLOBS when one went to the blob store, else 0. */
+static int capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thread *t,
+                        Py_ssize_t limit)
 {
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
     if (!frame)
-        return;
+        return 0;
     ct_memo memo; /* one group: identity between the arguments survives */
     CT_MEMO_START(&memo);
     ct_capture cap = {a->st, limit, 1, ct_redact_active(a->st, &mon_redact), &memo, NULL};
@@ -402,6 +403,7 @@ static void capture_args(mon_active *a, mon_stack *s, ct_codeinfo *info, ct_thre
     ct_memo_free(&memo);
     PyErr_Clear();
     t->busy--;
+    return cap.blobbed ? REC_HAS_BLOBS : 0;
 }
 
 /* Encodes the module globals the code `co` reads (names cached in `info`)
@@ -522,10 +524,10 @@ static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
          * entry is found again by index, the monitor kept alive */
         size_t at = s->n - 1;
         Py_INCREF(m);
-        capture_args(a, s, info, t, m->max_value_bytes);
+        int blobs = capture_args(a, s, info, t, m->max_value_bytes);
         e = &s->v[at];
         e->args_len = s->arena.len - e->args_at;
-        e->ci.flags |= REC_HAS_ARGS;
+        e->ci.flags |= REC_HAS_ARGS | blobs;
         Py_DECREF(m);
     }
     if (m->opt_globals) {

@@ -536,6 +536,8 @@ emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct
         } else if (!ct_capture_small(&res, result)) {
             ct_capture_other(&cap, &res, result);
         }
+        if (cap.blobbed)
+            flags |= REC_HAS_BLOBS;
         flags |= REC_HAS_RESULT;
     }
     t->busy--;
@@ -752,6 +754,8 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         ci.flags |= REC_HAS_ARGS;
         if (encode_args(r, &cap, &ab, args, nargs, kwnames))
             ci.flags |= REC_UNBOUND;
+        if (cap.blobbed)
+            ci.flags |= REC_HAS_BLOBS;
         ct_memo_free(&memo);
         t->busy--;
     }
