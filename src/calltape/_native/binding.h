@@ -99,6 +99,7 @@ typedef struct ct_typeinfo {
     uint8_t *header;  /* varint n + module, varint n + qualname */
     size_t header_len;
     struct PyMemberDef **slots; /* the __slots__ of its Python classes */
+    PyObject **slot_names;      /* their names (str, owned), in the same order */
     size_t nslots;
     PyObject *module_dict; /* of its module, when it has module-level instances */
     PyObject *singletons;  /* tuple: the names those instances have there */
@@ -140,12 +141,17 @@ typedef struct ct_state {
     PyObject *redact_exact;    /* frozenset of lower-case names */
     PyObject *redact_patterns; /* tuple of lower-case glob patterns */
     int redact_default;        /* the built-in list applies */
-    PyObject *marker_types;    /* dict name -> class, set by _bind() */
-    PyObject *warn_category;   /* RecordingWarning */
-    PyObject *warned;          /* set of problem kinds already reported */
-    PyObject *tape_path;       /* str: the configured default tape */
-    PyObject *session_info;    /* dict with host, argv, python, version */
-    ct_engine_slot **engines;  /* one per tape path; the slots never move */
+    struct ct_redact_memo {    /* decisions for names under the configured rules alone */
+        PyObject **names;      /* str, owned; NULL: a free slot */
+        uint8_t *hit;
+        size_t cap, n;
+    } redact_memo;
+    PyObject *marker_types;   /* dict name -> class, set by _bind() */
+    PyObject *warn_category;  /* RecordingWarning */
+    PyObject *warned;         /* set of problem kinds already reported */
+    PyObject *tape_path;      /* str: the configured default tape */
+    PyObject *session_info;   /* dict with host, argv, python, version */
+    ct_engine_slot **engines; /* one per tape path; the slots never move */
     size_t capengines;
     ct_engine_slot *default_slot; /* engine of tape_path, once used */
     size_t nengines;
@@ -341,6 +347,13 @@ static inline const ct_redact *ct_redact_active(const ct_state *st, const ct_red
  * and a tuple of lower-case glob patterns (new references).  Returns 0, or
  * -1 with TypeError naming the bad item. */
 int ct_split_redact(PyObject *names, PyObject **exact, PyObject **patterns);
+
+/* Forgets the decisions ct_should_redact remembered (the configured rules
+ * changed, or the module is cleared).  Never fails. */
+void ct_redact_memo_clear(ct_state *st);
+
+/* Visits the names the decisions are remembered for (GC support). */
+int ct_redact_memo_traverse(const ct_state *st, visitproc visit, void *arg);
 
 /* The class the Python layer bound under `name` (TapeError, Redacted, ...),
  * borrowed, or NULL before _bind(). */

@@ -270,8 +270,12 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
                                 n);
         st->max_value_bytes = n;
     }
-    if (redact == Py_False) {
+    if (redact != Py_None)
+        ct_redact_memo_clear(st); /* the rules change: decide names again */
+    if (redact == Py_False) { /* off: the built-in names and those configured */
         st->redact_default = 0;
+        Py_CLEAR(st->redact_exact);
+        Py_CLEAR(st->redact_patterns);
     } else if (redact == Py_True) {
         st->redact_default = 1;
     } else if (redact != Py_None) {
@@ -631,6 +635,8 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->session_info);
     Py_VISIT(st->Monitor_type);
     Py_VISIT(st->decorated_codes);
+    if (ct_redact_memo_traverse(st, visit, arg) < 0)
+        return -1;
     return ct_monitor_traverse(st, visit, arg);
 }
 
@@ -664,6 +670,7 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->protocol5);
     Py_CLEAR(st->redact_exact);
     Py_CLEAR(st->redact_patterns);
+    ct_redact_memo_clear(st);
     Py_CLEAR(st->marker_types);
     Py_CLEAR(st->warn_category);
     Py_CLEAR(st->warned);
