@@ -33,12 +33,32 @@ typedef struct ct_engine_slot {
     size_t nseen;
 } ct_engine_slot;
 
+/* One generator's place in the parking table (parking.c). */
+typedef struct ct_park_slot {
+    Py_hash_t hash; /* of the generator */
+    PyObject *wr;   /* weak reference to it, with the monitor's callback */
+    uint8_t *bytes; /* the parked entry (malloc'd, cap bytes) */
+    size_t len, cap;
+    uint8_t state;  /* empty, live, dead */
+    uint8_t parked; /* 1: bytes[0:len] waits for the next resume */
+} ct_park_slot;
+
+/* Suspended generators' entries, by generator (parking.c). */
+typedef struct ct_parking {
+    ct_park_slot *v;
+    size_t cap;     /* a power of two, or 0 */
+    size_t used;    /* live and dead slots */
+    size_t live;    /* live slots */
+    size_t nparked; /* live slots holding an entry */
+} ct_parking;
+
 /* The running calltape.monitor, read by its hooks (monitor.c). */
 typedef struct ct_monitor_state {
     struct Monitor *mon; /* strong while running, else NULL */
     struct ct_state *st;
     ct_engine_slot *slot;
-    PyObject *parked;       /* dict: frame -> bytes (suspended generator entries) */
+    ct_parking parked;      /* suspended generators' entries */
+    PyObject *park_gone;    /* the weak references' callback (self: the module) */
     PyObject *disable;      /* sys.monitoring.DISABLE */
     Py_ssize_t extra_index; /* code extra slot of the decisions, -1: none yet */
     pthread_key_t key;      /* frees a thread's shadow stack when it ends */
@@ -483,6 +503,39 @@ extern PyType_Spec Monitor_spec;
 
 /* Releases what the monitor state holds (module clear). */
 void ct_monitor_clear(ct_state *st);
+
+/* Visits what the running monitor's state owns (GC support). */
+int ct_monitor_traverse(const ct_state *st, visitproc visit, void *arg);
+
+/* ---- parking.c: suspended generators' entries --------------------------- */
+
+/* Parks `n1` + `n2` bytes (`b1` then `b2`) under generator `gen` (borrowed),
+ * with `callback` (borrowed) called when the generator is freed.  Returns 0,
+ * or -1 with an exception set (nothing is parked). */
+int ct_park_put(ct_parking *p, PyObject *gen, PyObject *callback, const void *b1, size_t n1,
+                const void *b2, size_t n2);
+
+/* The entry parked under `gen`, no longer parked (borrowed: valid until the
+ * next call on `p`), its length in *len; NULL when none.  Never raises. */
+const uint8_t *ct_park_take(ct_parking *p, PyObject *gen, size_t *len);
+
+/* 1 when an entry is parked under `gen`, else 0.  Never raises. */
+int ct_park_has(const ct_parking *p, PyObject *gen);
+
+/* Generator `gen` finished: its slot, if any, is freed.  Never raises. */
+void ct_park_forget(ct_parking *p, PyObject *gen);
+
+/* The generator of weak reference `wr` is gone: its slot is freed; returns
+ * the entry that was parked (malloc'd: the caller frees it, length in *len)
+ * or NULL.  Never raises. */
+uint8_t *ct_park_gone(ct_parking *p, PyObject *wr, size_t *len);
+
+/* Calls fn(ctx, entry, len) for each parked entry (fn may be NULL), then
+ * empties the table and releases its weak references. */
+void ct_park_drain(ct_parking *p, void (*fn)(void *, const uint8_t *, size_t), void *ctx);
+
+/* Visits the weak references `p` owns.  Returns what `visit` returned. */
+int ct_park_traverse(const ct_parking *p, visitproc visit, void *arg);
 /* Stops the running calltape.monitor, if any.  Never raises. */
 void ct_monitor_stop_running(ct_state *st);
 

@@ -649,9 +649,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->sigterm_prev);
     Py_VISIT(st->Monitor_type);
     Py_VISIT(st->decorated_codes);
-    Py_VISIT((PyObject *)st->monitor.mon);
-    Py_VISIT(st->monitor.parked);
-    return 0;
+    return ct_monitor_traverse(st, visit, arg);
 }
 
 static int module_clear(PyObject *m)
