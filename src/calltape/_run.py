@@ -67,6 +67,29 @@ def _export(spec: dict[str, Any]) -> None:
     os.environ["PYTHONPATH"] = boot + (os.pathsep + old if old else "")
 
 
+def _with_children(tape: str, s: dict[str, Any]) -> tuple[int, int, int, int]:
+    """The calls written and dropped by this process and the child processes
+    below it (sessions whose parent chain leads to this one), how many child
+    sessions, and how many calls they wrote."""
+    calls, lost = s["written"], s["dropped"]
+    try:
+        t = _native.Tape(tape)
+    except Exception:  # noqa: BLE001 - the summary is best effort; the tape says why
+        return calls, lost, 0, 0
+    with t:
+        sessions = t.sessions()
+        mine = {s["session"]} if s["session"] else set()
+        grew = True
+        while grew:
+            below = {x.id for x in sessions if x.parent in mine} - mine
+            grew = bool(below)
+            mine |= below
+        children = [x for x in sessions if x.id in mine and x.id != s["session"]]
+        in_children = sum(len(t.search(session=x.id)) for x in children)
+        lost += sum(x.counters["dropped"] for x in children)
+    return calls + in_children, lost, len(children), in_children
+
+
 def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         include: list[str] | None = None, exclude: list[str] | None = None,
         args: bool = True, result: bool = True, cpu: bool = False, memory: bool = False,
@@ -130,9 +153,13 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         flush()
         if summary:
             s = stats()
-            dropped = f", {s['dropped']:,} dropped" if s["dropped"] else ""
-            print(f"calltape: recorded {s['written']:,} calls of {mon.functions:,} functions"
-                  f" onto {tape}{dropped} (see: calltape functions {tape})", file=sys.stderr)
+            calls, lost, nchildren, in_children = _with_children(tape, s)
+            dropped = f", {lost:,} dropped" if lost else ""
+            kids = (f" ({in_children:,} of them in {nchildren:,} child process"
+                    f"{'es' if nchildren > 1 else ''})" if nchildren else "")
+            print(f"calltape: recorded {calls:,} calls of {mon.functions:,} functions"
+                  f" onto {tape}{kids}{dropped} (see: calltape functions {tape})",
+                  file=sys.stderr)
 
     # after the program's non-daemon threads ended, before calltape's own exit hook
     atexit.register(finish)
@@ -141,6 +168,7 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         sys.path[0] = os.getcwd()
     else:
         sys.path[0] = os.path.dirname(os.path.abspath(target))
+    _native._begin_session(None)  # the parent session of every child, whenever it starts
     mon.start()
     try:
         if module:

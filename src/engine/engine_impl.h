@@ -77,9 +77,10 @@ struct engine {
     size_t queued_bytes; /* capacity of live + sealed chunks */
 
     pthread_t thread;
-    int running; /* the writer thread exists */
-    int stop;    /* asks the writer to finish */
-    int closed;  /* shut down: appends are dropped */
+    long thread_tid; /* the writer's kernel thread id, set by the writer itself */
+    int running;     /* the writer thread exists */
+    int stop;        /* asks the writer to finish */
+    int closed;      /* shut down: appends are dropped */
     uint64_t flush_req, flush_done;
     int store_failing;
 

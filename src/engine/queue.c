@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_CHUNK (1u << 20)
 #define DEFAULT_MAX_BUFFER (64u << 20)
@@ -99,7 +100,7 @@ engine *engine_new(const engine_options *o, char *err, size_t errlen)
         e->opt.clock_mono_ns = (int64_t)engine_now_ns(CLOCK_MONOTONIC);
         e->opt.clock_wall_ns = (int64_t)engine_now_ns(CLOCK_REALTIME);
     }
-    e->w.parent_session = 0;
+    e->w.parent_session = o->parent_session;
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->io_mu, NULL);
     pthread_cond_init(&e->wake_writer, NULL);
@@ -219,6 +220,32 @@ static uint64_t losses(const engine *e)
     return e->producer_dropped + e->writer_dropped + e->write_errors;
 }
 
+/* With mu held and the writer running: asks for a round that writes
+ * everything appended so far and waits for it.  Returns 0, or 1 on timeout. */
+static int wait_for_round(engine *e, uint64_t timeout_ns)
+{
+    uint64_t mine = ++e->flush_req;
+    pthread_cond_signal(&e->wake_writer);
+    struct timespec until;
+    uint64_t deadline = engine_now_ns(CLOCK_REALTIME) + timeout_ns;
+    until.tv_sec = (time_t)(deadline / 1000000000ull);
+    until.tv_nsec = (long)(deadline % 1000000000ull);
+    while (e->flush_done < mine && e->running)
+        if (pthread_cond_timedwait(&e->wake_waiters, &e->mu, &until) == ETIMEDOUT)
+            return 1;
+    return 0;
+}
+
+int64_t engine_begin(engine *e, uint64_t timeout_ns)
+{
+    pthread_mutex_lock(&e->mu);
+    if (e->running || (!e->closed && writer_start(e) == 0))
+        wait_for_round(e, timeout_ns);
+    int64_t id = e->w.session_id;
+    pthread_mutex_unlock(&e->mu);
+    return id;
+}
+
 int engine_flush(engine *e, uint64_t timeout_ns)
 {
     int rc = 0;
@@ -229,18 +256,7 @@ int engine_flush(engine *e, uint64_t timeout_ns)
         pthread_mutex_unlock(&e->mu);
         return rc;
     }
-    uint64_t mine = ++e->flush_req;
-    pthread_cond_signal(&e->wake_writer);
-    struct timespec until;
-    uint64_t deadline = engine_now_ns(CLOCK_REALTIME) + timeout_ns;
-    until.tv_sec = (time_t)(deadline / 1000000000ull);
-    until.tv_nsec = (long)(deadline % 1000000000ull);
-    while (e->flush_done < mine && e->running) {
-        if (pthread_cond_timedwait(&e->wake_waiters, &e->mu, &until) == ETIMEDOUT) {
-            rc = 1;
-            break;
-        }
-    }
+    rc = wait_for_round(e, timeout_ns);
     if (rc == 0 && (e->store_failing || losses(e) != e->losses_at_flush))
         rc = -1;
     e->losses_at_flush = losses(e);
@@ -308,10 +324,9 @@ void engine_shutdown(engine *e, uint64_t timeout_ns)
 
 static void free_chunks(chunk *c);
 
-void engine_park(engine *e, uint64_t timeout_ns)
+/* After stop_writer(e, 0): frees the chunks nothing needs any more. */
+static void free_idle_chunks(engine *e)
 {
-    engine_flush(e, timeout_ns);
-    stop_writer(e, 0);
     pthread_mutex_lock(&e->mu);
     /* everything published was consumed by the final round of the writer */
     if (e->live && !e->full_head) {
@@ -322,6 +337,44 @@ void engine_park(engine *e, uint64_t timeout_ns)
     free_chunks(e->free_list);
     e->free_list = NULL;
     pthread_mutex_unlock(&e->mu);
+}
+
+void engine_park(engine *e, uint64_t timeout_ns)
+{
+    engine_flush(e, timeout_ns);
+    stop_writer(e, 0);
+    free_idle_chunks(e);
+}
+
+/* pthread_join() returns when the thread cleared its id, a moment before
+ * the kernel forgets it: until then the process still counts it among its
+ * threads (/proc/self/stat, which CPython reads to warn about forking a
+ * multi-threaded process).  Waits for that, at most about 50 ms. */
+static void wait_thread_gone(long tid)
+{
+#ifdef __linux__
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%ld", tid);
+    struct timespec pause = {0, 50000};
+    for (int i = 0; i < 1000 && access(path, F_OK) == 0; i++)
+        nanosleep(&pause, NULL);
+#else
+    (void)tid;
+#endif
+}
+
+void engine_pause(engine *e, uint64_t timeout_ns)
+{
+    pthread_mutex_lock(&e->mu);
+    int running = e->running;
+    if (running)
+        wait_for_round(e, timeout_ns);
+    pthread_mutex_unlock(&e->mu);
+    if (running) {
+        stop_writer(e, 0);
+        free_idle_chunks(e);
+        wait_thread_gone(e->thread_tid);
+    }
 }
 
 static void free_chunks(chunk *c)

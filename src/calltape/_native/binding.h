@@ -27,6 +27,8 @@ typedef struct ct_engine_slot {
     PyObject *path; /* str */
     uint64_t serial;
     int pinned;    /* a Recorder with tape= uses it */
+    int begun;     /* this process's session was begun (lifecycle.c; reset by fork) */
+    int exported;  /* ... and exported to child processes as CALLTAPE_SESSION */
     uint8_t *seen; /* by thread index: its REC_THREAD was sent (reset by fork) */
     size_t nseen;
 } ct_engine_slot;
@@ -151,6 +153,8 @@ typedef struct ct_state {
     PyObject *warned;         /* set of problem kinds already reported */
     PyObject *tape_path;      /* str: the configured default tape */
     PyObject *session_info;   /* dict with host, argv, python, version */
+    PyObject *sigterm_prev;   /* the SIGTERM handler calltape's replaced, or NULL */
+    int watching_children;    /* the audit hook of lifecycle.c is installed */
     ct_engine_slot **engines; /* one per tape path; the slots never move */
     size_t capengines;
     ct_engine_slot *default_slot; /* engine of tape_path, once used */
@@ -185,6 +189,32 @@ void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n)
 /* Issues a RecordingWarning for problem `kind` once per process.  Never
  * raises; saves and restores a pending exception. */
 void ct_warn_once(ct_state *st, const char *kind, const char *msg);
+
+/* lifecycle.c */
+/* Begins this process's session on `slot` at its first record (starts the
+ * writer, never waits) and, once the writer created it, exports it as
+ * CALLTAPE_SESSION when `slot` is the default tape's, so that child
+ * processes name it as their parent.  Never raises; saves and restores a
+ * pending exception. */
+void ct_session_begin(ct_state *st, ct_engine_slot *slot);
+/* The session a parent process exported for the tape `path` (absolute), or
+ * 0 when none (CALLTAPE_SESSION unset, malformed or naming another tape). */
+int64_t ct_inherited_session(const char *path);
+/* Writes the module name `mod` of a recorded function as ct_put_text does,
+ * "__main__" for "__mp_main__" when that is the program's main module (a
+ * multiprocessing spawn or forkserver child): the name the parent used. */
+void ct_put_module(wbuf *b, PyObject *mod);
+/* _native._before_fork(), _native._begin_session(tape),
+ * _native._install_sigterm() and _native._on_sigterm(signum, frame). */
+PyObject *ct_before_fork_py(PyObject *m, PyObject *unused);
+PyObject *ct_begin_session_py(PyObject *m, PyObject *tape);
+PyObject *ct_install_sigterm_py(PyObject *m, PyObject *unused);
+PyObject *ct_on_sigterm_py(PyObject *m, PyObject *args);
+/* _native._children_session(): before a child process starts, the session
+ * it will name as parent is written and exported.  _native._watch_children():
+ * installs the audit hook that does so for subprocesses, exec and spawn. */
+PyObject *ct_children_session_py(PyObject *m, PyObject *unused);
+PyObject *ct_watch_children_py(PyObject *m, PyObject *unused);
 
 /* energy.c */
 /* Opens the RAPL counters on first use.  Returns 1 when they can be read,

@@ -264,7 +264,7 @@ static int describe_code(ct_state *st, ct_codeinfo *info, PyCodeObject *co, PyOb
             (uint8_t)ct_should_redact(st, PyTuple_GET_ITEM(info->names, i), &mon_redact);
     wbuf b;
     wbuf_init(&b, NULL, 0);
-    ct_put_text(&b, mod);
+    ct_put_module(&b, mod);
     ct_put_text(&b, co->co_qualname);
     ct_put_text(&b, co->co_filename);
     wbuf_varint(&b, (uint64_t)co->co_firstlineno);
