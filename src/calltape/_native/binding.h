@@ -106,7 +106,9 @@ typedef struct ct_typeinfo {
     struct PyMemberDef **slots; /* the __slots__ of its Python classes */
     PyObject **slot_names;      /* their names (str, owned), in the same order */
     size_t nslots;
-    uint8_t *refused; /* CT_BY_REFUSE: its UNENCODABLE marker, encoded once */
+    uint8_t over_streak; /* top-level values of it over the budget in a row */
+    uint32_t over_skip;  /* of those to come, how many are not encoded */
+    uint8_t *refused;    /* CT_BY_REFUSE: its UNENCODABLE marker, encoded once */
     size_t refused_len;
     PyObject *module_dict; /* of its module, when it has module-level instances */
     PyObject *singletons;  /* tuple: the names those instances have there */

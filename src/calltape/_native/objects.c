@@ -861,6 +861,44 @@ static int pickle_asked(const ct_capture *c, PyTypeObject *tp)
     return 0;
 }
 
+/* The decided entry of `tp` in the type cache, or NULL (not looked up
+ * before, or its class was freed); decides nothing. */
+static ct_typeinfo *typeinfo_known(ct_typecache *tc, const PyTypeObject *tp)
+{
+    if (!tc->cap)
+        return NULL;
+    for (size_t j = typecache_slot(tc, tp); tc->v[j].tp; j = (j + 1) & (tc->cap - 1))
+        if (tc->v[j].tp == tp)
+            return tc->v[j].how == CT_BY_OBJECT && typeinfo_alive(&tc->v[j]) ? &tc->v[j] : NULL;
+    return NULL;
+}
+
+int ct_over_budget_skip(ct_capture *c, PyObject *v)
+{
+    ct_typeinfo *e = typeinfo_known(&c->st->types, Py_TYPE(v));
+    if (!e || !e->over_skip)
+        return 0;
+    e->over_skip--;
+    return 1;
+}
+
+void ct_over_budget_note(ct_capture *c, PyObject *v, int over)
+{
+    ct_typeinfo *e = typeinfo_known(&c->st->types, Py_TYPE(v));
+    if (!e)
+        return;
+    if (!over) {
+        e->over_streak = 0;
+        return;
+    }
+    if (e->over_streak < 255)
+        e->over_streak++;
+    if (e->over_streak >= CT_OVER_STREAK) {
+        unsigned shift = e->over_streak - CT_OVER_STREAK;
+        e->over_skip = shift >= 10 ? CT_OVER_SKIP_MAX : 1u << shift;
+    }
+}
+
 /* The UNENCODABLE marker of a type that is not recorded, encoded the first
  * time and copied after. */
 static void put_refused(ct_state *st, wbuf *b, ct_typeinfo *e)
