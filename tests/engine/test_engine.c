@@ -7,6 +7,7 @@
  * Prints "N passed, N failed" and exits non-zero on any failure.
  */
 #include "engine.h"
+#include "store.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -816,7 +817,7 @@ static void flip_segment_byte(const char *path, int64_t id, int at)
 
 /* Runs a query over the whole tape (or from `since` on): 1 when it read
  * to the end, 0 when it failed (*segment is then the damaged segment, 0
- * for an SQLite-level error, *status its seg_status). */
+ * for another error, *status its seg_status, or else the store_err kind). */
 static int query_all(store *st, int64_t since, int64_t *segment, int *status)
 {
     query_filter f = {0};
@@ -838,7 +839,7 @@ static int query_all(store *st, int64_t since, int64_t *segment, int *status)
     while ((rc = query_next(q, &c, &session, &function)) == 1)
         ;
     if (rc < 0 && !query_error_segment(q, segment, &function, status))
-        *status = query_error_sqlite(q);
+        *status = query_error_store(q)->kind;
     query_close(q);
     return rc == 0;
 }
@@ -894,7 +895,7 @@ static void test_query_reports_damage(void)
     damage_with(path, "DELETE FROM segments WHERE id = 2");
     st = store_open_read(path, err, sizeof err);
     CHECK(st && query_all(st, INT64_MIN, &segment, &status) == 0);
-    CHECK(segment == 0 && status == SQLITE_CORRUPT);
+    CHECK(segment == 0 && status == STORE_DAMAGED);
     CHECK(st && query_all(st, 0, &segment, &status) == 1);
     store_close(st);
     char side[300];
