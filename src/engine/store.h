@@ -182,6 +182,7 @@ typedef struct store_ops {
                        const uint8_t *data, size_t n);
     /* the reader's side */
     int (*totals)(store *s, store_counts *out, store_err *e);
+    int (*function_count)(store *s, int64_t *n, store_err *e);
     int (*call_total)(store *s, const int64_t *functions, size_t n, int64_t *calls, store_err *e);
     store_cursor *(*read_sessions)(store *s, store_err *e);
     store_cursor *(*read_functions)(store *s, store_err *e);
@@ -348,6 +349,14 @@ static inline int store_add_segment(store *s, int64_t session, int64_t function,
 static inline int store_totals(store *s, store_counts *out, store_err *e)
 {
     return s->ops->totals(s, out, e);
+}
+
+/* Sets *n to the number of functions on the tape (cheaper than
+ * store_totals: a reader checks it before reading the table again).
+ * Returns 0, or -1 with `e` set. */
+static inline int store_function_count(store *s, int64_t *n, store_err *e)
+{
+    return s->ops->function_count(s, n, e);
 }
 
 /* Sets *calls to the calls the function rows of the `n` ids count (every

@@ -657,6 +657,7 @@ static const store_ops sq_ops = {
     .put_blob = sq_put_blob,
     .add_segment = sq_add_segment,
     .totals = sq_totals,
+    .function_count = sq_function_count,
     .call_total = sq_call_total,
     .read_sessions = sq_read_sessions,
     .read_functions = sq_read_functions,

@@ -22,6 +22,7 @@ sqlite3 *sq_db(store *s);
 /* The reader's side (store_sqlite_read.c), each with the contract of the
  * store.h function of the same name after "store_". */
 int sq_totals(store *s, store_counts *out, store_err *e);
+int sq_function_count(store *s, int64_t *n, store_err *e);
 int sq_call_total(store *s, const int64_t *functions, size_t n, int64_t *calls, store_err *e);
 store_cursor *sq_read_sessions(store *s, store_err *e);
 store_cursor *sq_read_functions(store *s, store_err *e);

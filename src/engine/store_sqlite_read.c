@@ -1,8 +1,9 @@
 /*
  * store_sqlite_read.c - the reader's side of the SQLite store: the
- * statements behind store_totals, store_call_total and the cursors of
- * store.h (sessions, functions, threads, a blob, the segments holding a
- * call id, the segment listing of a search), and what their rows mean.
+ * statements behind store_totals, store_function_count, store_call_total
+ * and the cursors of store.h (sessions, functions, threads, a blob, the
+ * segments holding a call id, the segment listing of a search), and what
+ * their rows mean.
  *
  * Invariants: every statement is prepared on the cursor that steps it, so
  * threads sharing the connection (SQLITE_OPEN_FULLMUTEX) never share a
@@ -136,6 +137,15 @@ int sq_totals(store *s, store_counts *out, store_err *e)
     out->functions = v[1];
     out->sessions = v[2];
     return 0;
+}
+
+int sq_function_count(store *s, int64_t *n, store_err *e)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(sq_db(s), "SELECT count(*) FROM functions", -1, &q, NULL);
+    rc = rc == SQLITE_OK ? one_row(s, q, n, 1, e) : fail(s, rc, e);
+    sqlite3_finalize(q);
+    return rc;
 }
 
 /* The ids as a JSON array ("[1,2,3]"), one statement parameter whatever

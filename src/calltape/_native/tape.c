@@ -303,9 +303,13 @@ PyObject *ct_tape_functions(ct_tape *t, int fresh)
     if (t->functions && fresh == CT_FUNCTIONS_IF_GROWN) {
         if (ct_tape_check_open(t) < 0)
             return NULL;
-        store_counts n;
-        int grown =
-            read_counts(t, &n, &e) < 0 || n.functions != (int64_t)PyDict_GET_SIZE(t->functions);
+        store *s = t->st;
+        int64_t n = 0;
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+            rc = store_function_count(s, &n, &e);
+        Py_END_ALLOW_THREADS
+        int grown = rc < 0 || n != (int64_t)PyDict_GET_SIZE(t->functions);
         if (!grown)
             return t->functions;
     }
