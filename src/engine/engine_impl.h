@@ -19,6 +19,7 @@
 #define CALLTAPE_ENGINE_IMPL_H
 
 #include "engine.h"
+#include "store.h"
 
 #include <pthread.h>
 #include <semaphore.h>

@@ -275,7 +275,7 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
     }
     if (redact != Py_None)
         ct_redact_memo_clear(st); /* the rules change: decide names again */
-    if (redact == Py_False) { /* off: the built-in names and those configured */
+    if (redact == Py_False) {     /* off: the built-in names and those configured */
         st->redact_default = 0;
         Py_CLEAR(st->redact_exact);
         Py_CLEAR(st->redact_patterns);
@@ -322,8 +322,8 @@ static PyObject *flush_all(ct_state *st, double timeout)
     int rc = 0;
     for (size_t i = 0; i < st->nengines; i++) {
         ct_engine_slot *slot = st->engines[i];
-        if (st->counters_dirty)
-            ct_emit_counters(st, slot);
+        if (slot->counters_dirty || (st->counters_dirty && i == 0))
+            ct_emit_counters(st, slot); /* (values of no call: on the first tape) */
         int r;
         Py_BEGIN_ALLOW_THREADS
             r = engine_flush(slot->eng, (uint64_t)(timeout * 1e9));
@@ -354,7 +354,10 @@ static PyObject *flush(PyObject *m, PyObject *args, PyObject *kw)
 
 static long long value_count(const ct_state *st, int which)
 {
-    return (long long)st->counters[which] + (long long)st->totals[which];
+    long long n = (long long)st->counters[which] + (long long)st->totals[which];
+    for (size_t i = 0; i < st->nengines; i++)
+        n += (long long)st->engines[i]->counters[which];
+    return n;
 }
 
 static PyObject *stats(PyObject *m, PyObject *unused)
@@ -452,6 +455,10 @@ static PyObject *after_fork_child(PyObject *m, PyObject *unused)
     }
     memset(st->counters, 0, sizeof st->counters);
     st->counters_dirty = 0;
+    for (size_t i = 0; i < st->nengines; i++) { /* the parent's, sent by the parent */
+        memset(st->engines[i]->counters, 0, sizeof st->engines[i]->counters);
+        st->engines[i]->counters_dirty = 0;
+    }
     PySet_Clear(st->warned);
     Py_RETURN_NONE;
 }
