@@ -280,6 +280,61 @@ def test_sigterm_chains_to_the_programs_own_handler(tmp_path):
     assert len(tape_of(tmp_path).calls("step")) == 50
 
 
+def test_sigterm_kills_a_process_whose_main_thread_waits_in_c(tmp_path):
+    # the signal lands in another thread while the main thread waits on a
+    # lock: a Python-level handler would only note it (it runs when the main
+    # thread next runs bytecode) and the process would live on forever, as a
+    # Pool worker did when terminate()'s SIGTERM came just before it waited
+    # on its queue's lock
+    write(tmp_path, {"prog.py": """
+        import os, signal, threading, time
+        import calltape
+
+        @calltape.record
+        def step(i):
+            return i
+
+        for i in range(50):
+            step(i)
+
+        def send():
+            time.sleep(0.2)  # the main thread is waiting by then
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+        threading.Thread(target=send).start()
+        threading.Event().wait()
+    """})
+    proc = subprocess.run([sys.executable, "prog.py"], cwd=tmp_path, capture_output=True, text=True,
+                          env=user_env(CALLTAPE_TAPE=str(tmp_path / "t.db")), timeout=60)
+    assert (proc.returncode, proc.stderr) == (-signal.SIGTERM, "")
+    assert sorted(c.args["i"] for c in tape_of(tmp_path).calls("step")) == list(range(50))
+
+
+def test_sigterm_before_anything_was_recorded_kills_at_once(tmp_path):
+    # no writer runs: the handler itself ends the process
+    write(tmp_path, {"prog.py": """
+        import os, signal
+        import calltape
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("survived")
+    """})
+    proc = recorded(tmp_path, "prog.py", rc=-signal.SIGTERM)
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pool_with_block_never_hangs_on_terminate(tmp_path, method):
+    # terminate()'s SIGTERM can reach a worker at any point of its loop,
+    # including just before it blocks on the task queue: run the program
+    # several times, each with a timeout, so that a lost SIGTERM fails here
+    write(tmp_path, {"prog.py": POOL_RECORDED})
+    for _ in range(8):
+        proc = subprocess.run([sys.executable, "prog.py", method], cwd=tmp_path, capture_output=True,
+                              text=True, env=user_env(CALLTAPE_TAPE=str(tmp_path / "t.db")), timeout=30)
+        assert (proc.returncode, proc.stdout.split()[0]) == (0, "55"), proc.stderr
+    assert len(tape_of(tmp_path).calls("square")) == 8 * 7
+
+
 def test_an_ignored_sigterm_stays_ignored(tmp_path):
     write(tmp_path, {"prog.py": """
         import os, signal

@@ -674,6 +674,20 @@ void engine_free(engine *e);
  * name calls of the parent session and are not resolved. */
 void engine_set_seq_floor(engine *e, uint64_t seq_floor);
 
+/* What engine_final_round() runs after the final round. */
+typedef void (*engine_final_fn)(void);
+
+/* For a signal handler (async-signal-safe; any thread; never waits): asks
+ * every running writer, of every engine, for a final round writing what was
+ * appended before the call.  Returns 1 when a writer runs: the first writer
+ * to answer then waits up to `timeout_ns` for each other engine's flush and
+ * calls `then` in its own thread, every signal blocked (`then` is expected
+ * to end the process; if it returns, recording goes on).  Returns 0 when no
+ * writer runs, so nothing appended is unwritten: the caller does what
+ * follows itself.  Engines freed while a handler runs are not supported
+ * (engines live until the interpreter ends).  A fork child is not asked. */
+int engine_final_round(engine_final_fn then, uint64_t timeout_ns);
+
 /* Flushes, stops the writer and closes the tape, keeping the engine usable:
  * the next append starts a writer again.  For tapes no longer in use. */
 void engine_park(engine *e, uint64_t timeout_ns);

@@ -11,6 +11,9 @@
  *     whoever holds `io_mu` while the writer is stopped.
  *   - chunks are recycled only by the writer, after they were sealed and
  *     fully consumed.
+ *   - the writer sleeps on the semaphore `wake_writer`, so that a signal
+ *     handler can wake it (sem_post is async-signal-safe); `alive` is what
+ *     such a handler reads to know whether a writer will see its request.
  */
 #ifndef CALLTAPE_ENGINE_IMPL_H
 #define CALLTAPE_ENGINE_IMPL_H
@@ -19,6 +22,7 @@
 #include "store.h"
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 
 typedef struct chunk {
@@ -68,7 +72,7 @@ struct engine {
     uint8_t *argv;
 
     pthread_mutex_t mu;
-    pthread_cond_t wake_writer;
+    sem_t wake_writer; /* posted by every waker, a signal handler included */
     pthread_cond_t wake_waiters;
     pthread_mutex_t io_mu;
 
@@ -78,10 +82,12 @@ struct engine {
     size_t queued_bytes; /* capacity of live + sealed chunks */
 
     pthread_t thread;
-    long thread_tid; /* the writer's kernel thread id, set by the writer itself */
-    int running;     /* the writer thread exists */
-    int stop;        /* asks the writer to finish */
-    int closed;      /* shut down: appends are dropped */
+    long thread_tid;  /* the writer's kernel thread id, set by the writer itself */
+    int running;      /* the writer thread exists */
+    atomic_int alive; /* 1 from writer_start until the writer's last round */
+    int final_done;   /* the writer answered engine_final_round() */
+    int stop;         /* asks the writer to finish */
+    int closed;       /* shut down: appends are dropped */
     uint64_t flush_req, flush_done;
     int store_failing;
 
@@ -103,5 +109,11 @@ void writer_fork_reset(engine *e);  /* in the child, single-threaded */
 void writer_free_state(engine *e);  /* writer stopped */
 void writer_close_store(engine *e); /* io_mu held, writer idle */
 uint64_t engine_now_ns(int clock);
+
+/* queue.c, for the writer thread: whether engine_final_round() was asked
+ * (read before a round: that round is then final), and what the writer does
+ * after a final round (mu not held; returns only when nothing was asked). */
+int engine_final_asked(void);
+void engine_after_final_round(engine *e);
 
 #endif

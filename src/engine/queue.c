@@ -103,7 +103,7 @@ engine *engine_new(const engine_options *o, char *err, size_t errlen)
     e->w.parent_session = o->parent_session;
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->io_mu, NULL);
-    pthread_cond_init(&e->wake_writer, NULL);
+    sem_init(&e->wake_writer, 0, 0);
     pthread_cond_init(&e->wake_waiters, NULL);
     registry_add(e);
     return e;
@@ -170,7 +170,7 @@ static int append_slow(engine *e, const uint8_t *rec, size_t n)
                 else
                     e->full_head = c;
                 e->full_tail = c;
-                pthread_cond_signal(&e->wake_writer);
+                sem_post(&e->wake_writer);
             }
             e->queued_bytes += fresh->cap;
             e->live = fresh;
@@ -178,7 +178,7 @@ static int append_slow(engine *e, const uint8_t *rec, size_t n)
         }
         if (e->opt.on_full_drop || e->store_failing || e->stop)
             goto drop;
-        pthread_cond_signal(&e->wake_writer);
+        sem_post(&e->wake_writer);
         pthread_cond_wait(&e->wake_waiters, &e->mu);
         if (e->closed)
             goto drop;
@@ -225,7 +225,7 @@ static uint64_t losses(const engine *e)
 static int wait_for_round(engine *e, uint64_t timeout_ns)
 {
     uint64_t mine = ++e->flush_req;
-    pthread_cond_signal(&e->wake_writer);
+    sem_post(&e->wake_writer);
     struct timespec until;
     uint64_t deadline = engine_now_ns(CLOCK_REALTIME) + timeout_ns;
     until.tv_sec = (time_t)(deadline / 1000000000ull);
@@ -302,7 +302,7 @@ static void stop_writer(engine *e, int for_good)
         e->closed = 1;
         pthread_cond_broadcast(&e->wake_waiters);
     }
-    pthread_cond_broadcast(&e->wake_writer);
+    sem_post(&e->wake_writer);
     pthread_mutex_unlock(&e->mu);
     if (running)
         pthread_join(e->thread, NULL);
@@ -398,7 +398,7 @@ void engine_free(engine *e)
     free(e->live);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->io_mu);
-    pthread_cond_destroy(&e->wake_writer);
+    sem_destroy(&e->wake_writer);
     pthread_cond_destroy(&e->wake_waiters);
     free_owned(e);
 }
@@ -413,13 +413,19 @@ void engine_free(engine *e)
  */
 
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
-static engine *registry_head;
+/* changed under registry_mu; read without it by engine_final_round() */
+static _Atomic(engine *) registry_head;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* engine_final_round(): process-wide by nature, like the registry */
+static atomic_int final_asked, final_elected;
+static _Atomic(engine_final_fn) final_then;
+static _Atomic uint64_t final_timeout_ns;
 
 static void fork_prepare(void)
 {
     pthread_mutex_lock(&registry_mu);
-    for (engine *e = registry_head; e; e = e->next_live) {
+    for (engine *e = atomic_load(&registry_head); e; e = e->next_live) {
         /* Wait for the writer to be between transactions, then close its
          * connection: the child must inherit no SQLite state at all.  The
          * parent reopens the tape at its next commit. */
@@ -431,7 +437,7 @@ static void fork_prepare(void)
 
 static void fork_parent(void)
 {
-    for (engine *e = registry_head; e; e = e->next_live) {
+    for (engine *e = atomic_load(&registry_head); e; e = e->next_live) {
         pthread_mutex_unlock(&e->mu);
         pthread_mutex_unlock(&e->io_mu);
     }
@@ -443,7 +449,7 @@ static void reset_in_child(engine *e)
     /* Only the forking thread exists here; it owns both mutexes. */
     pthread_mutex_unlock(&e->mu);
     pthread_mutex_unlock(&e->io_mu);
-    pthread_cond_init(&e->wake_writer, NULL);
+    sem_init(&e->wake_writer, 0, 0);
     pthread_cond_init(&e->wake_waiters, NULL);
     /* What the parent had not written is the parent's to write. */
     free_chunks(e->full_head);
@@ -455,6 +461,8 @@ static void reset_in_child(engine *e)
     }
     e->queued_bytes = 0;
     e->running = e->stop = 0;
+    atomic_store(&e->alive, 0);
+    e->final_done = 0;
     e->flush_req = e->flush_done = 0;
     e->store_failing = 0;
     e->appended_records = e->appended_bytes = e->producer_dropped = 0;
@@ -467,13 +475,16 @@ static void reset_in_child(engine *e)
 
 static void fork_child(void)
 {
-    for (engine *e = registry_head; e; e = e->next_live)
+    for (engine *e = atomic_load(&registry_head); e; e = e->next_live)
         if (!e->closed)
             reset_in_child(e);
         else {
             pthread_mutex_unlock(&e->mu);
             pthread_mutex_unlock(&e->io_mu);
         }
+    /* what the parent was asked before fork() is the parent's */
+    atomic_store(&final_asked, 0);
+    atomic_store(&final_elected, 0);
     pthread_mutex_unlock(&registry_mu);
 }
 
@@ -486,23 +497,73 @@ static void registry_add(engine *e)
 {
     pthread_once(&atfork_once, install_atfork);
     pthread_mutex_lock(&registry_mu);
-    e->next_live = registry_head;
-    registry_head = e;
+    e->next_live = atomic_load(&registry_head);
+    atomic_store(&registry_head, e); /* e complete before a handler can see it */
     pthread_mutex_unlock(&registry_mu);
 }
 
 static void registry_remove(engine *e)
 {
     pthread_mutex_lock(&registry_mu);
-    for (engine **p = &registry_head; *p; p = &(*p)->next_live)
-        if (*p == e) {
-            *p = e->next_live;
-            break;
-        }
+    if (atomic_load(&registry_head) == e)
+        atomic_store(&registry_head, e->next_live);
+    else
+        for (engine *p = atomic_load(&registry_head); p; p = p->next_live)
+            if (p->next_live == e) {
+                p->next_live = e->next_live;
+                break;
+            }
     pthread_mutex_unlock(&registry_mu);
 }
 
 void engine_set_seq_floor(engine *e, uint64_t seq_floor)
 {
     e->w.seq_floor = seq_floor;
+}
+
+/* ---- the final round -----------------------------------------------------
+ *
+ * A signal handler cannot lock `mu` (the thread it interrupted may hold it)
+ * nor wait for the writer.  It sets final_asked and posts the semaphore of
+ * every live writer.  Each writer answers with a round that writes all it
+ * finds published; the first to answer is elected, flushes the other
+ * engines and calls `then`.  A writer ending its last round clears `alive`
+ * and then reads final_asked, while the handler sets final_asked and then
+ * reads `alive` (both sequentially consistent): either the handler sees the
+ * writer alive and the writer sees the request, or the writer had already
+ * written everything the handler could want.
+ */
+
+int engine_final_round(engine_final_fn then, uint64_t timeout_ns)
+{
+    atomic_store(&final_then, then);
+    atomic_store(&final_timeout_ns, timeout_ns);
+    atomic_store(&final_asked, 1);
+    int any = 0;
+    for (engine *e = atomic_load(&registry_head); e; e = e->next_live)
+        if (atomic_load(&e->alive)) {
+            sem_post(&e->wake_writer);
+            any = 1;
+        }
+    return any;
+}
+
+int engine_final_asked(void)
+{
+    return atomic_load(&final_asked);
+}
+
+void engine_after_final_round(engine *e)
+{
+    if (atomic_exchange(&final_elected, 1))
+        return; /* another writer answers; this one goes on as before */
+    uint64_t timeout_ns = atomic_load(&final_timeout_ns);
+    pthread_mutex_lock(&registry_mu);
+    for (engine *o = atomic_load(&registry_head); o; o = o->next_live)
+        if (o != e)
+            engine_flush(o, timeout_ns);
+    pthread_mutex_unlock(&registry_mu);
+    engine_final_fn then = atomic_load(&final_then);
+    if (then)
+        then();
 }

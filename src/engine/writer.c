@@ -16,6 +16,7 @@
  */
 #include "engine_impl.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -526,8 +527,15 @@ static void *writer_main(void *arg)
         struct timespec until = {(time_t)(deadline / 1000000000ull),
                                  (long)(deadline % 1000000000ull)};
         int timed_out = 0;
-        while (!e->stop && e->flush_req == e->flush_done && !e->full_head && !timed_out)
-            timed_out = pthread_cond_timedwait(&e->wake_writer, &e->mu, &until) != 0;
+        while (!e->stop && e->flush_req == e->flush_done && !e->full_head && !timed_out &&
+               !(engine_final_asked() && !e->final_done)) {
+            pthread_mutex_unlock(&e->mu);
+            /* every signal is blocked here: no EINTR */
+            timed_out = sem_timedwait(&e->wake_writer, &until) != 0 && errno == ETIMEDOUT;
+            pthread_mutex_lock(&e->mu);
+        }
+        /* what was published before engine_final_round() is seen below */
+        int final = engine_final_asked() && !e->final_done;
         uint64_t req = e->flush_req;
         int stopping = e->stop;
         chunk *full = e->full_head;
@@ -537,7 +545,7 @@ static void *writer_main(void *arg)
 
         pthread_mutex_lock(&e->io_mu);
         uint64_t now = engine_now_ns(CLOCK_MONOTONIC);
-        int finish = stopping || req != e->flush_done ||
+        int finish = stopping || final || req != e->flush_done ||
                      now - e->w.last_commit_ns >= e->opt.flush_interval_ns;
         process(e, full, live, finish);
         if (finish)
@@ -562,10 +570,23 @@ static void *writer_main(void *arg)
         }
         e->flush_done = req;
         pthread_cond_broadcast(&e->wake_waiters);
+        if (final) {
+            e->final_done = 1;
+            pthread_mutex_unlock(&e->mu);
+            engine_after_final_round(e);
+            pthread_mutex_lock(&e->mu);
+        }
         if (stopping)
             break;
     }
     pthread_mutex_unlock(&e->mu);
+    /* a final round asked after this writer's last one saw nothing its last
+     * one did not write: the request is answered here (see queue.c) */
+    atomic_store(&e->alive, 0);
+    if (engine_final_asked() && !e->final_done) {
+        e->final_done = 1;
+        engine_after_final_round(e);
+    }
     return NULL;
 }
 
@@ -575,9 +596,11 @@ int writer_start(engine *e)
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     e->stop = 0;
+    atomic_store(&e->alive, 1);
     int rc = pthread_create(&e->thread, NULL, writer_main, e);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
+        atomic_store(&e->alive, 0);
         snprintf(e->last_error, sizeof e->last_error, "cannot start the writer thread");
         e->write_errors++;
         e->unreported_errors++;

@@ -16,16 +16,27 @@
  *   - the SIGTERM handler is installed only over the default disposition
  *     or a Python handler, only from the main thread, and always chains to
  *     what it replaced: the process ends exactly as it would have;
+ *   - over the default disposition it is a C handler, not a Python one: a
+ *     Python handler runs only when the main thread next runs bytecode, so
+ *     a SIGTERM arriving just before a blocking call (a Pool worker about
+ *     to wait on its queue's lock) would never be acted on.  The C handler
+ *     only asks the writers for a final round (engine_final_round, which is
+ *     async-signal-safe); the writer that answers first ends the process
+ *     with SIGTERM, as the default disposition would have at once;
  *   - nothing here raises into the user's program.
  */
 #include "recorder.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define CT_BEGIN_TIMEOUT_NS 2000000000ull /* the session row of a new process */
 #define CT_FORK_TIMEOUT_NS 5000000000ull  /* writing what is pending before fork */
 #define CT_SIGTERM_FLUSH_S 5.0
+#define CT_SIGTERM_FLUSH_NS 5000000000ull
 
 static ct_state *state_of(PyObject *m)
 {
@@ -195,6 +206,62 @@ static int set_handler(PyObject *handler)
     return r ? 0 : -1;
 }
 
+/* Dies of SIGTERM: the default disposition back, the signal raised and
+ * let through.  Async-signal-safe; called in the handler or in a writer. */
+static void die_of_sigterm(void)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(SIGTERM, &dfl, NULL);
+    raise(SIGTERM);
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_UNBLOCK, &term, NULL); /* delivered here at the latest */
+}
+
+/* 1 when called from the main thread, 0 otherwise or on error (cleared). */
+static int in_main_thread(void)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *cur = threading ? PyObject_CallMethod(threading, "current_thread", NULL) : NULL;
+    PyObject *main = threading ? PyObject_CallMethod(threading, "main_thread", NULL) : NULL;
+    int r = cur && main && cur == main;
+    Py_XDECREF(main);
+    Py_XDECREF(cur);
+    Py_XDECREF(threading);
+    PyErr_Clear();
+    return r;
+}
+
+/* The C SIGTERM handler, in whichever thread the kernel chose. */
+static void on_sigterm_c(int signum)
+{
+    (void)signum;
+    int saved_errno = errno;
+    if (!engine_final_round(die_of_sigterm, CT_SIGTERM_FLUSH_NS))
+        die_of_sigterm(); /* nothing is pending */
+    errno = saved_errno;
+}
+
+/* Installs on_sigterm_c over the default disposition.  Returns 1, or 0
+ * when SIGTERM is not at its default in the kernel (a C handler Python
+ * does not know of) or cannot be set. */
+static int install_c_handler(void)
+{
+    struct sigaction cur, mine;
+    if (sigaction(SIGTERM, NULL, &cur) != 0 || (cur.sa_flags & SA_SIGINFO) ||
+        cur.sa_handler != SIG_DFL)
+        return 0;
+    memset(&mine, 0, sizeof mine);
+    mine.sa_handler = on_sigterm_c;
+    sigemptyset(&mine.sa_mask);
+    mine.sa_flags = SA_RESTART; /* the program's calls are not disturbed */
+    return sigaction(SIGTERM, &mine, NULL) == 0;
+}
+
 PyObject *ct_install_sigterm_py(PyObject *m, PyObject *unused)
 {
     (void)unused;
@@ -211,6 +278,11 @@ PyObject *ct_install_sigterm_py(PyObject *m, PyObject *unused)
     if (is_dfl < 0 || (!is_dfl && !PyCallable_Check(cur)) ||
         PyObject_RichCompareBool(cur, mine, Py_EQ) == 1)
         goto done;
+    if (is_dfl) {
+        /* only from the main thread, as signal.signal() would */
+        installed = in_main_thread() && install_c_handler();
+        goto done;
+    }
     if (set_handler(mine) < 0)
         goto done;
     Py_XSETREF(st->sigterm_prev, Py_NewRef(cur));
@@ -230,16 +302,9 @@ PyObject *ct_on_sigterm_py(PyObject *m, PyObject *args)
     PyObject *r = PyObject_CallMethod(m, "flush", "d", CT_SIGTERM_FLUSH_S);
     Py_XDECREF(r);
     PyErr_Clear(); /* what could not be written is counted; the signal goes on */
-    PyObject *prev = st->sigterm_prev;
+    PyObject *prev = st->sigterm_prev; /* installed over a Python handler only */
     if (prev && PyCallable_Check(prev))
         return PyObject_CallObject(prev, args);
-    /* the default disposition: die of SIGTERM, as without calltape */
-    PyObject *dfl = signal_attr("SIG_DFL");
-    int rc = dfl ? set_handler(dfl) : -1;
-    Py_XDECREF(dfl);
-    if (rc < 0)
-        return NULL;
-    raise(SIGTERM); /* delivered before raise() returns: this thread does not block it */
     Py_RETURN_NONE;
 }
 
