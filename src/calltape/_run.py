@@ -131,7 +131,8 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         if summary:
             s = stats()
             dropped = f", {s['dropped']:,} dropped" if s["dropped"] else ""
-            print(f"calltape: recorded {s['written']:,} calls of {mon.functions:,} functions"
+            # the functions of the calls written, decorated ones included
+            print(f"calltape: recorded {s['written']:,} calls of {s['functions']:,} functions"
                   f" onto {tape}{dropped} (see: calltape functions {tape})", file=sys.stderr)
 
     # after the program's non-daemon threads ended, before calltape's own exit hook

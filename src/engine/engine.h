@@ -609,7 +609,8 @@ typedef struct engine_options {
 typedef struct engine_stats {
     uint64_t appended_records, appended_bytes;
     uint64_t written_calls, written_segments, written_bytes;
-    uint64_t dropped_calls; /* by on_full="drop" or a failing store */
+    uint64_t written_functions; /* functions with calls on the tape */
+    uint64_t dropped_calls;     /* by on_full="drop" or a failing store */
     uint64_t write_errors;
     int64_t session_id;   /* 0 until the writer created the session */
     char last_error[256]; /* "" when none */
@@ -644,10 +645,21 @@ void engine_get_stats(engine *e, engine_stats *out);
  * caller, copying the latest message into `msg`. */
 uint64_t engine_take_errors(engine *e, char *msg, size_t msglen);
 
-/* Flushes (waiting at most `timeout_ns`), stops the writer and closes the
+/* Flushes (waiting at most `timeout_ns`), stops the writer, copies the
+ * write-ahead log into the tape file (store_checkpoint) and closes the
  * tape; later appends are dropped and counted.  The engine stays valid, so a
  * late producer (a daemon thread at exit) never touches freed memory. */
 void engine_shutdown(engine *e, uint64_t timeout_ns);
+
+/* Shuts down every engine of the process not freed yet; the engine calls
+ * it itself at process exit (atexit), so engines nobody freed write their
+ * last calls.  Waits at most `timeout_ns` for each. */
+void engine_shutdown_all(uint64_t timeout_ns);
+
+/* Counts `n` calls the producer could not record (made too late, after
+ * recording ended): they go onto the session row with the next commit.
+ * Safe from any thread. */
+void engine_count_dropped(engine *e, uint64_t n);
 
 /* Shuts down (if not yet) and frees `e`.  No producer may use it after. */
 void engine_free(engine *e);
@@ -660,9 +672,16 @@ void engine_free(engine *e);
  * name calls of the parent session and are not resolved. */
 void engine_set_seq_floor(engine *e, uint64_t seq_floor);
 
-/* Flushes, stops the writer and closes the tape, keeping the engine usable:
- * the next append starts a writer again.  For tapes no longer in use. */
+/* Flushes, stops the writer, checkpoints and closes the tape, keeping the
+ * engine usable: the next append starts a writer again (producers that
+ * append meanwhile wait for the stop, never drop).  Safe with producers
+ * running; call engine_trim afterwards.  For tapes no longer in use. */
 void engine_park(engine *e, uint64_t timeout_ns);
+
+/* After engine_park, called as the producer (no append may run at the same
+ * time; under the GIL): frees the buffers of a parked engine, or starts its
+ * writer again when calls were appended while it stopped. */
+void engine_trim(engine *e);
 
 /* The tape path the engine writes. */
 const char *engine_path(const engine *e);
@@ -688,6 +707,17 @@ store *store_open_read(const char *path, char *err, size_t errlen);
  * writable folder.  Returns 0, or -1 with one sentence in `err` (not a
  * tape, newer, unwritable, not a file). */
 int store_check_write(const char *path, char *err, size_t errlen);
+
+/* 1 while `path` still names the file the writer `s` opened, 0 when it
+ * was deleted or replaced by another file (the writer then writes onto a
+ * file nobody can read).  When it cannot tell: 1. */
+int store_same_file(const store *s, const char *path);
+
+/* Copies the write-ahead log into the database file and truncates it
+ * (waiting a little for other connections; when they hold it, copies what
+ * they allow), so that the file alone holds every commit.  Returns 0, or
+ * -1 with a message in store_errmsg.  A read-only store: 0. */
+int store_checkpoint(store *s);
 
 void store_close(store *s);
 

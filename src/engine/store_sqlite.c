@@ -22,6 +22,7 @@
 
 #define CALLTAPE_APP_ID 0x43546170 /* "CTap" */
 #define BUSY_TIMEOUT_MS 10000
+#define CHECKPOINT_TIMEOUT_MS 2000
 
 enum {
     ST_SESSION,
@@ -113,6 +114,8 @@ struct store {
     sqlite3_stmt *st[NSTMT];
     int readonly;
     int64_t version; /* the tape's schema version (a reader reads older ones as they are) */
+    dev_t dev;       /* the file a writer opened (store_same_file) */
+    ino_t ino;
     char err[256];
 };
 
@@ -233,10 +236,16 @@ store *store_open_write(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "cannot write the tape %s: %s", path, strerror(errno));
         return NULL;
     }
+    struct stat sb;
+    int stat_rc = fstat(fd, &sb);
     close(fd);
     store *s = open_common(path, SQLITE_OPEN_READWRITE, err, errlen);
     if (!s)
         return NULL;
+    if (stat_rc == 0) {
+        s->dev = sb.st_dev;
+        s->ino = sb.st_ino;
+    }
     /* Switching a new file to WAL and creating the schema can meet another
      * process doing the same; SQLite does not always call the busy handler
      * there, so retry for as long as the busy timeout. */
@@ -419,6 +428,33 @@ int store_check_write(const char *path, char *err, size_t errlen)
     store *s = store_open_write(path, err, errlen);
     store_close(s);
     return s ? 0 : -1;
+}
+
+int store_same_file(const store *s, const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return errno == ENOENT || errno == ENOTDIR ? 0 : 1; /* cannot tell: assume so */
+    return !s->ino || (sb.st_dev == s->dev && sb.st_ino == s->ino);
+}
+
+int store_checkpoint(store *s)
+{
+    if (!s || s->readonly)
+        return 0;
+    /* TRUNCATE waits for readers and writers of other processes: not for
+     * long, at exit.  When it cannot, PASSIVE still copies every frame no
+     * reader needs into the database file. */
+    sqlite3_busy_timeout(s->db, CHECKPOINT_TIMEOUT_MS);
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (rc == SQLITE_BUSY)
+        rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    if (rc != SQLITE_OK) {
+        set_err(s, "cannot copy the write-ahead log into the tape");
+        return -1;
+    }
+    return 0;
 }
 
 void store_close(store *s)
