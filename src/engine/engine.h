@@ -713,6 +713,10 @@ int store_check_write(const char *path, char *err, size_t errlen);
  * file nobody can read).  When it cannot tell: 1. */
 int store_same_file(const store *s, const char *path);
 
+/* The device and inode of the file the writer `s` opened (0 and 0 when
+ * unknown).  Cannot fail. */
+void store_file_id(const store *s, uint64_t *dev, uint64_t *ino);
+
 /* Copies the write-ahead log into the database file and truncates it
  * (waiting a little for other connections; when they hold it, copies what
  * they allow), so that the file alone holds every commit.  Returns 0, or

@@ -57,7 +57,8 @@ typedef struct writer_state {
     size_t nblocks;
     int64_t counters[5];
     uint64_t dropped_reported;    /* drops already added to the session row */
-    uint64_t written_before_open; /* e->written_calls when the tape was opened */
+    uint64_t written_before_open; /* e->written_calls when the session was created */
+    uint64_t file_dev, file_ino;  /* the file the session is on */
     wbuf scratch;
     wbuf segment;
     uint64_t last_open_try_ns;

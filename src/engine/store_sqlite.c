@@ -438,6 +438,12 @@ int store_same_file(const store *s, const char *path)
     return !s->ino || (sb.st_dev == s->dev && sb.st_ino == s->ino);
 }
 
+void store_file_id(const store *s, uint64_t *dev, uint64_t *ino)
+{
+    *dev = (uint64_t)s->dev;
+    *ino = (uint64_t)s->ino;
+}
+
 int store_checkpoint(store *s)
 {
     if (!s || s->readonly)

@@ -56,17 +56,16 @@ static void forget_tape(writer_state *w);
 
 /* The tape file was deleted (or replaced) while recording: what was
  * committed onto it is gone.  Counts those calls as dropped, reports it,
- * and forgets the file, so that the next round creates the tape again
- * with a new session.  io_mu held. */
-static void tape_gone(engine *e)
+ * and forgets what the writer resolved in it, so that the session is
+ * created again on the file the path names now.  io_mu held. */
+static void tape_lost(engine *e)
 {
     writer_state *w = &e->w;
-    writer_close_store(e);
     pthread_mutex_lock(&e->mu);
     uint64_t lost = e->written_calls - w->written_before_open;
     e->written_calls -= lost;
     e->writer_dropped += lost;
-    w->written_before_open = e->written_calls;
+    w->session_id = 0;
     pthread_mutex_unlock(&e->mu);
     char msg[200];
     snprintf(msg, sizeof msg,
@@ -75,17 +74,16 @@ static void tape_gone(engine *e)
              (unsigned long long)lost);
     set_error(e, msg);
     forget_tape(w);
-    pthread_mutex_lock(&e->mu);
-    w->session_id = 0;
-    pthread_mutex_unlock(&e->mu);
 }
 
 /* Opens the tape and creates this process's session.  Returns 0 or -1. */
 static int ensure_store(engine *e)
 {
     writer_state *w = &e->w;
-    if (w->st && !store_same_file(w->st, e->path))
-        tape_gone(e);
+    if (w->st && !store_same_file(w->st, e->path)) {
+        writer_close_store(e);
+        tape_lost(e);
+    }
     if (w->st)
         return 0;
     uint64_t now = engine_now_ns(CLOCK_MONOTONIC);
@@ -98,9 +96,10 @@ static int ensure_store(engine *e)
         set_error(e, err);
         return -1;
     }
-    pthread_mutex_lock(&e->mu);
-    w->written_before_open = e->written_calls;
-    pthread_mutex_unlock(&e->mu);
+    uint64_t dev = 0, ino = 0;
+    store_file_id(w->st, &dev, &ino);
+    if (w->session_id && (dev != w->file_dev || ino != w->file_ino))
+        tape_lost(e); /* replaced while the writer had it closed (a park, a fork) */
     if (w->session_id == 0) {
         store_session ss = {
             .start_ns =
@@ -127,7 +126,10 @@ static int ensure_store(engine *e)
         }
         pthread_mutex_lock(&e->mu);
         w->session_id = id;
+        w->written_before_open = e->written_calls;
         pthread_mutex_unlock(&e->mu);
+        w->file_dev = dev;
+        w->file_ino = ino;
     }
     w->last_open_try_ns = 0; /* only failures are throttled */
     pthread_mutex_lock(&e->mu);
