@@ -6,7 +6,10 @@ side in interleaved rounds (the median round is reported):
 * ``mixed``: many small functions doing real work (parsing lines, dataclasses,
   a JSON round trip, string formatting);
 * ``fib``: recursive fib, whose calls arrive faster than any store can write
-  them.
+  them;
+* ``gen``: generators feeding generators and generator expressions (the
+  shape of itertools-style code), where every ``yield`` suspends a recorded
+  call and every ``next()`` resumes it.
 
 under these variants: plain ``python``; ``calltape run --no-args
 --no-result``; ``calltape run`` (arguments and results); ``calltape run
@@ -17,8 +20,8 @@ so, when it is not).
 
 ``--callgrind`` instead counts the instructions of the program's own thread
 under ``valgrind --tool=callgrind --separate-threads=yes``, for two sizes of
-each program so that start-up cancels out: the added instructions per call
-are stable on a shared, noisy machine where times are not.
+each program so that start-up cancels out (a generator's resume counts as a
+call, as in ``sys.setprofile``): the added instructions per call are stable on a shared, noisy machine where times are not.
 
 Three times per run: ``program``, the wall time measured by the program itself
 around its work; ``program thread CPU``, the CPU time of the program's thread
@@ -104,6 +107,34 @@ def fib(n):
 
 t0, c0 = time.perf_counter(), time.thread_time()
 out = fib(int(sys.argv[1]))
+print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": time.thread_time() - c0,
+                  "out": out}))
+'''
+
+GEN = '''
+import json, sys, time
+
+def numbers(n):
+    for i in range(n):
+        yield i
+
+def evens(items):
+    for x in items:
+        if x % 2 == 0:
+            yield x
+
+def squares(n):
+    return sum(x * x for x in numbers(n))
+
+def main(n):
+    total = 0
+    for _ in range(n // 1000):
+        total += sum(evens(numbers(1000)))
+        total += squares(100)
+    return total
+
+t0, c0 = time.perf_counter(), time.thread_time()
+out = main(int(sys.argv[1]))
 print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": time.thread_time() - c0,
                   "out": out}))
 '''
@@ -285,25 +316,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     p.add_argument("--orders", type=int, default=10_000, help="orders of the mixed program")
     p.add_argument("--fib", type=int, default=25, help="n of fib(n)")
+    p.add_argument("--gen", type=int, default=200_000, help="size of the generator program")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     p.add_argument("--callgrind", action="store_true",
                    help="count the program thread's instructions per call under callgrind")
+    p.add_argument("--program", action="append", choices=["mixed", "fib", "gen"],
+                   help="run only this program (repeatable; default: all three)")
+    p.add_argument("--variant", action="append", metavar="TEXT",
+                   help="run only the variants whose name contains TEXT (repeatable;"
+                        " plain python always runs)")
     args = p.parse_args(argv)
+    programs = args.program or ["mixed", "fib", "gen"]
+
+    def chosen(vs: list[Variant]) -> list[Variant]:
+        return [v for v in vs if v.name == "python" or not args.variant
+                or any(t in v.name for t in args.variant)]
+
     if args.callgrind:
         if not shutil.which("valgrind"):
             print("valgrind is not installed: --callgrind needs it", file=sys.stderr)
             return 2
         have = have_viztracer()
-        vs = [v for v in variants(have) if "sample" not in v.name]
-        callgrind("mixed", MIXED, ("500", "1500"), vs)
-        callgrind("fib", FIB, ("15", "18"), vs)
+        vs = chosen([v for v in variants(have) if "sample" not in v.name])
+        if "mixed" in programs:
+            callgrind("mixed", MIXED, ("500", "1500"), vs)
+        if "fib" in programs:
+            callgrind("fib", FIB, ("15", "18"), vs)
+        if "gen" in programs:
+            callgrind("gen", GEN, ("2000", "6000"), vs)
         return 0
     if args.quick:
-        args.rounds, args.orders, args.fib = 1, 2_000, 15
+        args.rounds, args.orders, args.fib, args.gen = 1, 2_000, 15, 20_000
     have_viz = have_viztracer()
     print(f"Python {sys.version.split()[0]}; rounds: {args.rounds} (median)")
-    vs = variants(have_viz)
-    report(f"mixed workload ({args.orders:,} orders)",
-           measure("mixed", MIXED, str(args.orders), args.rounds, vs))
-    report(f"fib({args.fib})", measure("fib", FIB, str(args.fib), args.rounds, vs))
+    vs = chosen(variants(have_viz))
+    if "mixed" in programs:
+        report(f"mixed workload ({args.orders:,} orders)",
+               measure("mixed", MIXED, str(args.orders), args.rounds, vs))
+    if "fib" in programs:
+        report(f"fib({args.fib})", measure("fib", FIB, str(args.fib), args.rounds, vs))
+    if "gen" in programs:
+        report(f"generators ({args.gen:,} values)",
+               measure("gen", GEN, str(args.gen), args.rounds, vs))
     return 0

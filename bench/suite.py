@@ -465,7 +465,8 @@ def run_suite(name: str, suite: Suite, args: argparse.Namespace, cache: Path) ->
                "runs": report_runs(runs)}
     tape = work / "tape.db"
     if env.calltape and tape.exists():
-        result = replay(env, tape, work / "replay.json", args.replay_timeout)
+        result = None if args.no_replay else replay(env, tape, work / "replay.json",
+                                                    args.replay_timeout)
         if result is not None:
             report_replay(result, runs["calltape run"][-1].calls)
             figures["replay"] = result
@@ -512,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; 1 with --quick)")
     p.add_argument("--replay-timeout", type=float, default=3600, metavar="SECONDS",
                    help="stop a replay after this long (default 3600)")
+    p.add_argument("--no-replay", action="store_true",
+                   help="measure the runs only; do not replay the last tape")
     p.add_argument("--keep-tape", action="store_true", help="keep the last tape of each suite")
     args = p.parse_args(argv)
     if args.rounds is None:

@@ -133,10 +133,8 @@ def test_multiprocessing_pool_children_are_own_sessions(tmp_path, method):
             return x * x
         if __name__ == "__main__":
             ctx = mp.get_context("{method}")
-            with ctx.Pool(2) as pool:
+            with ctx.Pool(2) as pool:  # as users write it: terminate() at the end
                 print(sum(pool.map(square, range(6))), os.getpid())
-                pool.close()
-                pool.join()
     """})
     proc = calltape_run(tmp_path, ["prog.py"])
     total, main_pid = proc.stdout.split()
@@ -145,8 +143,10 @@ def test_multiprocessing_pool_children_are_own_sessions(tmp_path, method):
     squares = calls["square"]
     assert sorted(c.args["x"] for c in squares) == list(range(6))
     sessions = {s.id: s for s in tape.sessions()}
+    (main,) = [s for s in sessions.values() if s.pid == int(main_pid)]
     for c in squares:
         assert sessions[c.session].pid != int(main_pid)
+        assert sessions[c.session].parent == main.id  # the program's session
         if method != "forkserver":  # forkserver workers are the server's children
             assert sessions[c.session].ppid == int(main_pid)
 

@@ -1,5 +1,6 @@
 """Redaction of secret-looking parameter names and the sanitize callable."""
 
+import textwrap
 import uuid
 
 import pytest
@@ -118,6 +119,41 @@ def test_global_redact_configuration(tmp_path):
     assert is_redacted(c.args["ssn"]) and is_redacted(c.args["card_pin"])
     assert is_redacted(c.args["password"])
     assert c.args["name"] == "dave"
+
+
+def test_attribute_names_follow_configure_changes_between_calls(tmp_path, monkeypatch):
+    """The decision for an attribute name is remembered between calls; changing
+    the rules with configure() applies to the very next call."""
+    path = tmp_path / "g.db"
+    (tmp_path / "redact_accounts.py").write_text(textwrap.dedent("""
+        class Account:
+            __slots__ = ("ssn", "owner")
+            def __init__(self, ssn, owner):
+                self.ssn, self.owner = ssn, owner
+        class Card:
+            def __init__(self, pin, password):
+                self.pin, self.password = pin, password
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_python(tmp_path, """
+        import calltape
+        from redact_accounts import Account, Card
+        @calltape.record
+        def f(account, card):
+            return account.owner
+        f(Account("1", "ann"), Card("0000", "pw"))
+        calltape.configure(redact=["ssn", "pin"])
+        f(Account("2", "bob"), Card("1111", "pw"))
+        calltape.configure(redact=False)
+        f(Account("3", "cy"), Card("2222", "pw"))
+    """, tape=path)
+    calls = read_calls(path, "f")
+    accounts = [c.args["account"] for c in calls]
+    cards = [c.args["card"] for c in calls]
+    assert accounts[0].ssn == "1" and cards[0].pin == "0000" and is_redacted(cards[0].password)
+    assert is_redacted(accounts[1].ssn) and is_redacted(cards[1].pin)
+    assert accounts[1].owner == "bob" and is_redacted(cards[1].password)
+    assert accounts[2].ssn == "3" and cards[2].pin == "2222" and cards[2].password == "pw"
 
 
 def test_global_redact_false(tmp_path):

@@ -130,22 +130,46 @@ _mp_registered = False
 
 
 def _flush_at_multiprocessing_exit(_: object = None) -> None:
-    # multiprocessing children leave through os._exit(), which skips atexit;
-    # their own finalizers still run, registered after Process._bootstrap
-    # cleared the parent's.
+    # multiprocessing children (fork, spawn and forkserver alike) leave
+    # through os._exit() or after multiprocessing's own exit path, which
+    # skips atexit; their finalizers still run, registered after
+    # Process._bootstrap cleared the parent's.
     util = sys.modules["multiprocessing.util"]
     util.Finalize(None, _native.flush, exitpriority=-100)
 
 
-def _before_fork() -> None:
+def _register_multiprocessing() -> None:
+    # Process._bootstrap runs the after-fork hooks in every child it starts,
+    # after clearing the finalizers: registered once multiprocessing is
+    # imported (here, or at the next fork), they reach every child.  Spawn
+    # and forkserver children are started after get_preparation_data(), in
+    # the parent: the session they will name as parent is exported first
+    # (coverage.py hooks the same function).
     global _mp_registered
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None and not _mp_registered:
-        util.register_after_fork(_fork_anchor, _flush_at_multiprocessing_exit)
-        _mp_registered = True
+    if _mp_registered or "multiprocessing" not in sys.modules:
+        return
+    from multiprocessing import spawn, util
+
+    util.register_after_fork(_fork_anchor, _flush_at_multiprocessing_exit)
+    prepare = spawn.get_preparation_data
+
+    def get_preparation_data(name: str) -> dict[str, Any]:
+        _native._children_session()
+        return prepare(name)
+
+    spawn.get_preparation_data = get_preparation_data
+    _mp_registered = True
+
+
+def _before_fork() -> None:
+    _register_multiprocessing()
+    _native._before_fork()  # everything written, no writer thread while fork() runs
 
 
 os.register_at_fork(before=_before_fork, after_in_child=_native._after_fork_child)
 atexit.register(_native._shutdown)
+_native._install_sigterm()  # writes what is pending, then SIGTERM does what it did
+_native._watch_children()  # subprocesses and exec name this process's session as parent
+_register_multiprocessing()
 if "multiprocessing.util" in sys.modules and sys.modules["multiprocessing"].parent_process():
-    _flush_at_multiprocessing_exit()  # a spawned or forkserver child
+    _flush_at_multiprocessing_exit()  # imported by a child after its _bootstrap began

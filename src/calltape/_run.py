@@ -67,6 +67,39 @@ def _export(spec: dict[str, Any]) -> None:
     os.environ["PYTHONPATH"] = boot + (os.pathsep + old if old else "")
 
 
+def _with_children(tape: str, s: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    """The calls written and dropped by this process and the child processes
+    below it (sessions whose parent chain leads to this one), how many child
+    sessions, how many calls they wrote, and the functions of all those
+    calls (this process's own count when it has no children)."""
+    calls, lost = s["written"], s["dropped"]
+    try:
+        t = _native.Tape(tape)
+    except Exception:  # noqa: BLE001 - the summary is best effort; the tape says why
+        return calls, lost, 0, 0, s["functions"]
+    with t:
+        sessions = t.sessions()
+        mine = {s["session"]} if s["session"] else set()
+        grew = True
+        while grew:
+            below = {x.id for x in sessions if x.parent in mine} - mine
+            grew = bool(below)
+            mine |= below
+        children = [x for x in sessions if x.id in mine and x.id != s["session"]]
+        in_children = 0
+        functions = s["functions"]
+        if children:  # the functions of the whole tree, by name
+            names: set[tuple[str, str]] = set()
+            for x in [*children, *(y for y in sessions if y.id == s["session"])]:
+                found = t.search(session=x.id)
+                names.update((c.module, c.qualname) for c in found)
+                if x.id != s["session"]:
+                    in_children += len(found)
+            functions = len(names)
+        lost += sum(x.counters["dropped"] for x in children)
+    return calls + in_children, lost, len(children), in_children, functions
+
+
 def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         include: list[str] | None = None, exclude: list[str] | None = None,
         args: bool = True, result: bool = True, cpu: bool = False, memory: bool = False,
@@ -130,10 +163,14 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         flush()
         if summary:
             s = stats()
-            dropped = f", {s['dropped']:,} dropped" if s["dropped"] else ""
+            calls, lost, nchildren, in_children, functions = _with_children(tape, s)
+            dropped = f", {lost:,} dropped" if lost else ""
+            kids = (f" ({in_children:,} of them in {nchildren:,} child process"
+                    f"{'es' if nchildren > 1 else ''})" if nchildren else "")
             # the functions of the calls written, decorated ones included
-            print(f"calltape: recorded {s['written']:,} calls of {s['functions']:,} functions"
-                  f" onto {tape}{dropped} (see: calltape functions {tape})", file=sys.stderr)
+            print(f"calltape: recorded {calls:,} calls of {functions:,} functions"
+                  f" onto {tape}{kids}{dropped} (see: calltape functions {tape})",
+                  file=sys.stderr)
 
     # after the program's non-daemon threads ended, before calltape's own exit hook
     atexit.register(finish)
@@ -142,6 +179,7 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         sys.path[0] = os.getcwd()
     else:
         sys.path[0] = os.path.dirname(os.path.abspath(target))
+    _native._begin_session(None)  # the parent session of every child, whenever it starts
     mon.start()
     try:
         if module:

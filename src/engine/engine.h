@@ -599,11 +599,12 @@ typedef struct engine_options {
     const char *calltape_version;
     const uint8_t *argv; /* a wire LIST of STR */
     size_t argv_len;
-    const char *sys_path0; /* where the program found its modules: sys.path[0], absolute */
-    const char *cwd;       /* its working folder */
-    int64_t mpi_rank;      /* -1 when not under MPI */
-    int64_t clock_mono_ns; /* a pair of readings taken together, used to */
-    int64_t clock_wall_ns; /* turn monotonic starts into wall times */
+    const char *sys_path0;  /* where the program found its modules: sys.path[0], absolute */
+    const char *cwd;        /* its working folder */
+    int64_t mpi_rank;       /* -1 when not under MPI */
+    int64_t parent_session; /* the session of the nearest recording ancestor process, 0: none */
+    int64_t clock_mono_ns;  /* a pair of readings taken together, used to */
+    int64_t clock_wall_ns;  /* turn monotonic starts into wall times */
 } engine_options;
 
 typedef struct engine_stats {
@@ -631,6 +632,13 @@ engine *engine_new(const engine_options *o, char *err, size_t errlen);
  * wait for the writer when the buffer is full and on_full is "wait" and the
  * writer is healthy.  Returns an engine_append_result. */
 int engine_append(engine *e, const uint8_t *rec, size_t n);
+
+/* Starts the writer now (otherwise it starts at the first append) and
+ * waits up to `timeout_ns` for it to open the tape and create this
+ * process's session.  Returns the session id, or 0 when it was not created
+ * in time or the tape cannot be written (the writer tries again at its next
+ * rounds, as for any record).  Does not change what engine_flush reports. */
+int64_t engine_begin(engine *e, uint64_t timeout_ns);
 
 /* Waits until every record appended before the call is committed to the
  * tape, or `timeout_ns` passed.  Returns 0 when committed, 1 on timeout, -1
@@ -667,7 +675,10 @@ void engine_free(engine *e);
 /* fork() support is automatic (pthread_atfork): before fork the writer is
  * brought between transactions and its SQLite connection closed; the child
  * drops what the parent had not written, gets a new session whose parent is
- * the old one, and starts its own writer at its first append.  The caller
+ * the old one (or, when the parent had none on this tape, the parent's own
+ * parent_session), and starts its own writer at its first append.  A
+ * binding that can run code before fork() calls engine_pause first, so
+ * that nothing is left unwritten and no writer thread exists.  The caller
  * tells the child's engine the first seq it will use: parent links below it
  * name calls of the parent session and are not resolved. */
 void engine_set_seq_floor(engine *e, uint64_t seq_floor);
@@ -682,6 +693,13 @@ void engine_park(engine *e, uint64_t timeout_ns);
  * time; under the GIL): frees the buffers of a parked engine, or starts its
  * writer again when calls were appended while it stopped. */
 void engine_trim(engine *e);
+
+/* Before a fork: waits up to `timeout_ns` until everything appended is
+ * written, then stops the writer and closes the tape (a session is created
+ * first if the engine has a writer).  The next append, in the parent or the
+ * child, starts a writer again.  Does not change what engine_flush reports.
+ * The caller keeps producers out (holds the lock they append under). */
+void engine_pause(engine *e, uint64_t timeout_ns);
 
 /* The tape path the engine writes. */
 const char *engine_path(const engine *e);
@@ -717,10 +735,11 @@ int store_same_file(const store *s, const char *path);
  * unknown).  Cannot fail. */
 void store_file_id(const store *s, uint64_t *dev, uint64_t *ino);
 
-/* Copies the write-ahead log into the database file and truncates it
- * (waiting a little for other connections; when they hold it, copies what
- * they allow), so that the file alone holds every commit.  Returns 0, or
- * -1 with a message in store_errmsg.  A read-only store: 0. */
+/* Copies the write-ahead log into the database file and empties it, as far
+ * as other connections allow (waiting for them a quarter of a second at
+ * most), so that the file alone holds every commit.  Returns 0 (also when
+ * others kept part of the log), or -1 with a message in store_errmsg.  A
+ * read-only store: 0. */
 int store_checkpoint(store *s);
 
 void store_close(store *s);

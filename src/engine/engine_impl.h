@@ -81,6 +81,7 @@ struct engine {
     size_t queued_bytes; /* capacity of live + sealed chunks */
 
     pthread_t thread;
+    long thread_tid;           /* the writer's kernel thread id, set by the writer itself */
     int running;               /* the writer thread exists */
     int stop;                  /* asks the writer to finish */
     int closed;                /* shut down: appends are dropped */

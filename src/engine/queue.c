@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_CHUNK (1u << 20)
 #define DEFAULT_MAX_BUFFER (64u << 20)
@@ -100,7 +101,7 @@ engine *engine_new(const engine_options *o, char *err, size_t errlen)
         e->opt.clock_mono_ns = (int64_t)engine_now_ns(CLOCK_MONOTONIC);
         e->opt.clock_wall_ns = (int64_t)engine_now_ns(CLOCK_REALTIME);
     }
-    e->w.parent_session = 0;
+    e->w.parent_session = o->parent_session;
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->io_mu, NULL);
     pthread_cond_init(&e->wake_writer, NULL);
@@ -256,6 +257,32 @@ static uint64_t losses(const engine *e)
     return e->producer_dropped + e->writer_dropped + e->write_errors;
 }
 
+/* With mu held and the writer running: asks for a round that writes
+ * everything appended so far and waits for it.  Returns 0, or 1 on timeout. */
+static int wait_for_round(engine *e, uint64_t timeout_ns)
+{
+    uint64_t mine = ++e->flush_req;
+    pthread_cond_signal(&e->wake_writer);
+    struct timespec until;
+    uint64_t deadline = engine_now_ns(CLOCK_REALTIME) + timeout_ns;
+    until.tv_sec = (time_t)(deadline / 1000000000ull);
+    until.tv_nsec = (long)(deadline % 1000000000ull);
+    while (e->flush_done < mine && e->running)
+        if (pthread_cond_timedwait(&e->wake_waiters, &e->mu, &until) == ETIMEDOUT)
+            return 1;
+    return 0;
+}
+
+int64_t engine_begin(engine *e, uint64_t timeout_ns)
+{
+    pthread_mutex_lock(&e->mu);
+    if (e->running || (!e->closed && writer_start(e) == 0))
+        wait_for_round(e, timeout_ns);
+    int64_t id = e->w.session_id;
+    pthread_mutex_unlock(&e->mu);
+    return id;
+}
+
 int engine_flush(engine *e, uint64_t timeout_ns)
 {
     int rc = 0;
@@ -269,18 +296,7 @@ int engine_flush(engine *e, uint64_t timeout_ns)
         pthread_mutex_unlock(&e->mu);
         return rc;
     }
-    uint64_t mine = ++e->flush_req;
-    pthread_cond_signal(&e->wake_writer);
-    struct timespec until;
-    uint64_t deadline = engine_now_ns(CLOCK_REALTIME) + timeout_ns;
-    until.tv_sec = (time_t)(deadline / 1000000000ull);
-    until.tv_nsec = (long)(deadline % 1000000000ull);
-    while (e->flush_done < mine && e->running) {
-        if (pthread_cond_timedwait(&e->wake_waiters, &e->mu, &until) == ETIMEDOUT) {
-            rc = 1;
-            break;
-        }
-    }
+    rc = wait_for_round(e, timeout_ns);
     if (rc == 0 && (e->store_failing || losses(e) != e->losses_at_flush))
         rc = -1;
     e->losses_at_flush = losses(e);
@@ -317,11 +333,11 @@ uint64_t engine_take_errors(engine *e, char *msg, size_t msglen)
 }
 
 /* Stops the writer thread after its final round and waits for it, then
- * copies the write-ahead log into the tape file and closes it.  With
- * `for_good`, later appends are dropped; else the next append starts a
- * writer again.  Several threads may stop it at once: one joins, the
- * others wait for it. */
-static void stop_writer(engine *e, int for_good)
+ * (with `checkpoint`) copies the write-ahead log into the tape file, and
+ * closes it.  With `for_good`, later appends are dropped; else the next
+ * append starts a writer again.  Several threads may stop it at once: one
+ * joins, the others wait for it. */
+static void stop_writer(engine *e, int for_good, int checkpoint)
 {
     pthread_mutex_lock(&e->mu);
     while (e->joining)
@@ -345,7 +361,7 @@ static void stop_writer(engine *e, int for_good)
     pthread_cond_broadcast(&e->wake_waiters); /* producers waiting for the stop */
     pthread_mutex_unlock(&e->mu);
     pthread_mutex_lock(&e->io_mu);
-    if (e->w.st)
+    if (checkpoint && e->w.st)
         (void)store_checkpoint(e->w.st); /* a failure loses nothing: the commits
                                             stay in the -wal file */
     writer_close_store(e);
@@ -355,35 +371,74 @@ static void stop_writer(engine *e, int for_good)
 void engine_shutdown(engine *e, uint64_t timeout_ns)
 {
     engine_flush(e, timeout_ns);
-    stop_writer(e, 1);
+    stop_writer(e, 1, 1);
 }
 
 static void free_chunks(chunk *c);
 
+/* After stop_writer(e, 0, ...), with mu held and no append running: frees
+ * the free list, and the live chunk when everything published in it was
+ * consumed (the next append then takes the slow path, which starts a
+ * writer).  Returns 1 when published bytes still wait for a writer. */
+static int free_idle_chunks(engine *e)
+{
+    int pending = has_pending(e);
+    if (!pending && e->live) {
+        e->queued_bytes -= e->live->cap;
+        free(e->live);
+        e->live = NULL;
+    }
+    free_chunks(e->free_list);
+    e->free_list = NULL;
+    return pending;
+}
+
 void engine_park(engine *e, uint64_t timeout_ns)
 {
     engine_flush(e, timeout_ns);
-    stop_writer(e, 0);
+    stop_writer(e, 0, 1);
 }
 
 void engine_trim(engine *e)
 {
     pthread_mutex_lock(&e->mu);
-    if (!e->running && !e->closed) {
-        chunk *c = e->live;
-        if (has_pending(e)) {
-            /* calls appended while the writer stopped: write them */
-            (void)writer_start(e);
-        } else if (c) {
-            /* the next append takes the slow path, which starts a writer */
-            e->queued_bytes -= c->cap;
-            free(c);
-            e->live = NULL;
-        }
-    }
-    free_chunks(e->free_list);
-    e->free_list = NULL;
+    /* a producer may have started a writer again since the park */
+    if (!e->running && !e->closed && free_idle_chunks(e))
+        (void)writer_start(e); /* calls appended while the writer stopped */
     pthread_mutex_unlock(&e->mu);
+}
+
+/* pthread_join() returns when the thread cleared its id, a moment before
+ * the kernel forgets it: until then the process still counts it among its
+ * threads (/proc/self/stat, which CPython reads to warn about forking a
+ * multi-threaded process).  Waits for that, at most about 50 ms. */
+static void wait_thread_gone(long tid)
+{
+#ifdef __linux__
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%ld", tid);
+    struct timespec pause = {0, 50000};
+    for (int i = 0; i < 1000 && access(path, F_OK) == 0; i++)
+        nanosleep(&pause, NULL);
+#else
+    (void)tid;
+#endif
+}
+
+void engine_pause(engine *e, uint64_t timeout_ns)
+{
+    pthread_mutex_lock(&e->mu);
+    int running = e->running;
+    if (running)
+        wait_for_round(e, timeout_ns);
+    pthread_mutex_unlock(&e->mu);
+    if (running) {
+        stop_writer(e, 0, 0); /* no checkpoint: a fork must not wait for other processes */
+        pthread_mutex_lock(&e->mu);
+        (void)free_idle_chunks(e); /* what is left waits for the next writer */
+        pthread_mutex_unlock(&e->mu);
+        wait_thread_gone(e->thread_tid);
+    }
 }
 
 static void free_chunks(chunk *c)

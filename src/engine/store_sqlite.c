@@ -22,7 +22,7 @@
 
 #define CALLTAPE_APP_ID 0x43546170 /* "CTap" */
 #define BUSY_TIMEOUT_MS 10000
-#define CHECKPOINT_TIMEOUT_MS 2000
+#define CHECKPOINT_TIMEOUT_MS 250
 
 enum {
     ST_SESSION,
@@ -448,15 +448,23 @@ int store_checkpoint(store *s)
 {
     if (!s || s->readonly)
         return 0;
-    /* TRUNCATE waits for readers and writers of other processes: not for
-     * long, at exit.  When it cannot, PASSIVE still copies every frame no
-     * reader needs into the database file. */
-    sqlite3_busy_timeout(s->db, CHECKPOINT_TIMEOUT_MS);
-    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-    if (rc == SQLITE_BUSY)
-        rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    /* PASSIVE never waits: it copies every frame no reader still needs.
+     * Only when that left some (a reader of another process mid-read) does
+     * TRUNCATE wait for it, briefly: at exit and when leaving a tape,
+     * never long.  When the log is all copied, TRUNCATE empties it if
+     * nobody else uses it right now. */
+    int log = 0, done = 0;
+    sqlite3_busy_timeout(s->db, 0);
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    if (rc == SQLITE_OK && done < log)
+        sqlite3_busy_timeout(s->db, CHECKPOINT_TIMEOUT_MS);
+    if (rc == SQLITE_OK || rc == SQLITE_BUSY) {
+        int r2 = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        if (rc == SQLITE_BUSY || r2 != SQLITE_BUSY)
+            rc = r2;
+    }
     sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
-    if (rc != SQLITE_OK) {
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
         set_err(s, "cannot copy the write-ahead log into the tape");
         return -1;
     }

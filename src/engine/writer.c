@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define ID_BLOCK 65536
@@ -567,6 +568,7 @@ static void *writer_main(void *arg)
 {
     engine *e = arg;
     pthread_mutex_lock(&e->mu);
+    e->thread_tid = (long)syscall(SYS_gettid);
     for (;;) {
         uint64_t deadline = engine_now_ns(CLOCK_REALTIME) + e->opt.flush_interval_ns;
         struct timespec until = {(time_t)(deadline / 1000000000ull),
@@ -657,8 +659,9 @@ static void forget_tape(writer_state *w)
 void writer_fork_reset(engine *e)
 {
     writer_state *w = &e->w;
-    w->st = NULL; /* closed by engine_fork_prepare */
-    w->parent_session = w->session_id;
+    w->st = NULL;      /* closed by engine_fork_prepare */
+    if (w->session_id) /* else the parent's own parent stays the child's */
+        w->parent_session = w->session_id;
     w->session_id = 0;
     w->written_before_open = 0;
     for (size_t i = 0; i < w->nfns; i++) {

@@ -27,16 +27,38 @@ typedef struct ct_engine_slot {
     PyObject *path; /* str */
     uint64_t serial;
     int pinned;    /* a Recorder with tape= uses it */
+    int begun;     /* this process's session was begun (lifecycle.c; reset by fork) */
+    int exported;  /* ... and exported to child processes as CALLTAPE_SESSION */
     uint8_t *seen; /* by thread index: its REC_THREAD was sent (reset by fork) */
     size_t nseen;
 } ct_engine_slot;
+
+/* One generator's place in the parking table (parking.c). */
+typedef struct ct_park_slot {
+    Py_hash_t hash; /* of the generator */
+    PyObject *wr;   /* weak reference to it, with the monitor's callback */
+    uint8_t *bytes; /* the parked entry (malloc'd, cap bytes) */
+    size_t len, cap;
+    uint8_t state;  /* empty, live, dead */
+    uint8_t parked; /* 1: bytes[0:len] waits for the next resume */
+} ct_park_slot;
+
+/* Suspended generators' entries, by generator (parking.c). */
+typedef struct ct_parking {
+    ct_park_slot *v;
+    size_t cap;     /* a power of two, or 0 */
+    size_t used;    /* live and dead slots */
+    size_t live;    /* live slots */
+    size_t nparked; /* live slots holding an entry */
+} ct_parking;
 
 /* The running calltape.monitor, read by its hooks (monitor.c). */
 typedef struct ct_monitor_state {
     struct Monitor *mon; /* strong while running, else NULL */
     struct ct_state *st;
     ct_engine_slot *slot;
-    PyObject *parked;       /* dict: frame -> bytes (suspended generator entries) */
+    ct_parking parked;      /* suspended generators' entries */
+    PyObject *park_gone;    /* the weak references' callback (self: the module) */
     PyObject *disable;      /* sys.monitoring.DISABLE */
     Py_ssize_t extra_index; /* code extra slot of the decisions, -1: none yet */
     pthread_key_t key;      /* frees a thread's shadow stack when it ends */
@@ -79,6 +101,7 @@ typedef struct ct_typeinfo {
     uint8_t *header;  /* varint n + module, varint n + qualname */
     size_t header_len;
     struct PyMemberDef **slots; /* the __slots__ of its Python classes */
+    PyObject **slot_names;      /* their names (str, owned), in the same order */
     size_t nslots;
     PyObject *module_dict; /* of its module, when it has module-level instances */
     PyObject *singletons;  /* tuple: the names those instances have there */
@@ -120,12 +143,19 @@ typedef struct ct_state {
     PyObject *redact_exact;    /* frozenset of lower-case names */
     PyObject *redact_patterns; /* tuple of lower-case glob patterns */
     int redact_default;        /* the built-in list applies */
-    PyObject *marker_types;    /* dict name -> class, set by _bind() */
-    PyObject *warn_category;   /* RecordingWarning */
-    PyObject *warned;          /* set of problem kinds already reported */
-    PyObject *tape_path;       /* str: the configured default tape */
-    PyObject *session_info;    /* dict with host, argv, python, version */
-    ct_engine_slot **engines;  /* one per tape path; the slots never move */
+    struct ct_redact_memo {    /* decisions for names under the configured rules alone */
+        PyObject **names;      /* str, owned; NULL: a free slot */
+        uint8_t *hit;
+        size_t cap, n;
+    } redact_memo;
+    PyObject *marker_types;   /* dict name -> class, set by _bind() */
+    PyObject *warn_category;  /* RecordingWarning */
+    PyObject *warned;         /* set of problem kinds already reported */
+    PyObject *tape_path;      /* str: the configured default tape */
+    PyObject *session_info;   /* dict with host, argv, python, version */
+    PyObject *sigterm_prev;   /* the SIGTERM handler calltape's replaced, or NULL */
+    int watching_children;    /* the audit hook of lifecycle.c is installed */
+    ct_engine_slot **engines; /* one per tape path; the slots never move */
     size_t capengines;
     ct_engine_slot *default_slot; /* engine of tape_path, once used */
     size_t nengines;
@@ -166,6 +196,32 @@ void ct_count_late_call(ct_state *st, ct_engine_slot *slot);
 /* Issues a RecordingWarning for problem `kind` once per process.  Never
  * raises; saves and restores a pending exception. */
 void ct_warn_once(ct_state *st, const char *kind, const char *msg);
+
+/* lifecycle.c */
+/* Begins this process's session on `slot` at its first record (starts the
+ * writer, never waits) and, once the writer created it, exports it as
+ * CALLTAPE_SESSION when `slot` is the default tape's, so that child
+ * processes name it as their parent.  Never raises; saves and restores a
+ * pending exception. */
+void ct_session_begin(ct_state *st, ct_engine_slot *slot);
+/* The session a parent process exported for the tape `path` (absolute), or
+ * 0 when none (CALLTAPE_SESSION unset, malformed or naming another tape). */
+int64_t ct_inherited_session(const char *path);
+/* Writes the module name `mod` of a recorded function as ct_put_text does,
+ * "__main__" for "__mp_main__" when that is the program's main module (a
+ * multiprocessing spawn or forkserver child): the name the parent used. */
+void ct_put_module(wbuf *b, PyObject *mod);
+/* _native._before_fork(), _native._begin_session(tape),
+ * _native._install_sigterm() and _native._on_sigterm(signum, frame). */
+PyObject *ct_before_fork_py(PyObject *m, PyObject *unused);
+PyObject *ct_begin_session_py(PyObject *m, PyObject *tape);
+PyObject *ct_install_sigterm_py(PyObject *m, PyObject *unused);
+PyObject *ct_on_sigterm_py(PyObject *m, PyObject *args);
+/* _native._children_session(): before a child process starts, the session
+ * it will name as parent is written and exported.  _native._watch_children():
+ * installs the audit hook that does so for subprocesses, exec and spawn. */
+PyObject *ct_children_session_py(PyObject *m, PyObject *unused);
+PyObject *ct_watch_children_py(PyObject *m, PyObject *unused);
 
 /* energy.c */
 /* Opens the RAPL counters on first use.  Returns 1 when they can be read,
@@ -329,6 +385,13 @@ static inline const ct_redact *ct_redact_active(const ct_state *st, const ct_red
  * -1 with TypeError naming the bad item. */
 int ct_split_redact(PyObject *names, PyObject **exact, PyObject **patterns);
 
+/* Forgets the decisions ct_should_redact remembered (the configured rules
+ * changed, or the module is cleared).  Never fails. */
+void ct_redact_memo_clear(ct_state *st);
+
+/* Visits the names the decisions are remembered for (GC support). */
+int ct_redact_memo_traverse(const ct_state *st, visitproc visit, void *arg);
+
 /* The class the Python layer bound under `name` (TapeError, Redacted, ...),
  * borrowed, or NULL before _bind(). */
 static inline PyObject *ct_marker_type(const ct_state *st, const char *name)
@@ -460,6 +523,39 @@ extern PyType_Spec Monitor_spec;
 
 /* Releases what the monitor state holds (module clear). */
 void ct_monitor_clear(ct_state *st);
+
+/* Visits what the running monitor's state owns (GC support). */
+int ct_monitor_traverse(const ct_state *st, visitproc visit, void *arg);
+
+/* ---- parking.c: suspended generators' entries --------------------------- */
+
+/* Parks `n1` + `n2` bytes (`b1` then `b2`) under generator `gen` (borrowed),
+ * with `callback` (borrowed) called when the generator is freed.  Returns 0,
+ * or -1 with an exception set (nothing is parked). */
+int ct_park_put(ct_parking *p, PyObject *gen, PyObject *callback, const void *b1, size_t n1,
+                const void *b2, size_t n2);
+
+/* The entry parked under `gen`, no longer parked (borrowed: valid until the
+ * next call on `p`), its length in *len; NULL when none.  Never raises. */
+const uint8_t *ct_park_take(ct_parking *p, PyObject *gen, size_t *len);
+
+/* 1 when an entry is parked under `gen`, else 0.  Never raises. */
+int ct_park_has(const ct_parking *p, PyObject *gen);
+
+/* Generator `gen` finished: its slot, if any, is freed.  Never raises. */
+void ct_park_forget(ct_parking *p, PyObject *gen);
+
+/* The generator of weak reference `wr` is gone: its slot is freed; returns
+ * the entry that was parked (malloc'd: the caller frees it, length in *len)
+ * or NULL.  Never raises. */
+uint8_t *ct_park_gone(ct_parking *p, PyObject *wr, size_t *len);
+
+/* Calls fn(ctx, entry, len) for each parked entry (fn may be NULL), then
+ * empties the table and releases its weak references. */
+void ct_park_drain(ct_parking *p, void (*fn)(void *, const uint8_t *, size_t), void *ctx);
+
+/* Visits the weak references `p` owns.  Returns what `visit` returned. */
+int ct_park_traverse(const ct_parking *p, visitproc visit, void *arg);
 /* Stops the running calltape.monitor, if any.  Never raises. */
 void ct_monitor_stop_running(ct_state *st);
 

@@ -47,6 +47,8 @@ static void report_errors(ct_state *st, ct_engine_slot *slot)
 
 void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n)
 {
+    if (!slot->exported && (!slot->begun || (st->seq & 255) == 0))
+        ct_session_begin(st, slot);
     int rc = engine_append(slot->eng, rec, n);
     if (rc == ENGINE_DROPPED || (st->seq & 1023) == 0)
         report_errors(st, slot);
@@ -183,6 +185,7 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
     wbuf_init(&argv, NULL, 0);
     build_options(st, &o, &argv, folders);
     o.path = PyUnicode_AsUTF8(abs);
+    o.parent_session = ct_inherited_session(o.path);
     char err[300];
     engine *e = o.path ? engine_new(&o, err, sizeof err) : NULL;
     wbuf_free(&argv);
@@ -270,8 +273,12 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
                                 n);
         st->max_value_bytes = n;
     }
-    if (redact == Py_False) {
+    if (redact != Py_None)
+        ct_redact_memo_clear(st); /* the rules change: decide names again */
+    if (redact == Py_False) {     /* off: the built-in names and those configured */
         st->redact_default = 0;
+        Py_CLEAR(st->redact_exact);
+        Py_CLEAR(st->redact_patterns);
     } else if (redact == Py_True) {
         st->redact_default = 1;
     } else if (redact != Py_None) {
@@ -437,6 +444,11 @@ static PyObject *after_fork_child(PyObject *m, PyObject *unused)
     ct_state *st = get_state(m);
     for (size_t i = 0; i < st->nengines; i++) {
         engine_set_seq_floor(st->engines[i]->eng, st->seq + 1);
+        /* the child begins (and exports) a session of its own, and announces
+         * every function again: what the parent had announced but not yet
+         * written is the parent's, dropped in the child */
+        st->engines[i]->begun = st->engines[i]->exported = 0;
+        st->engines[i]->serial = ++st->next_serial;
         /* native thread ids changed: announce threads again */
         if (st->engines[i]->seen)
             memset(st->engines[i]->seen, 0, st->engines[i]->nseen);
@@ -524,6 +536,15 @@ static PyMethodDef module_methods[] = {
      " then the current folder"},
     {"_bind", bind_python, METH_VARARGS, NULL},
     {"_after_fork_child", after_fork_child, METH_NOARGS, NULL},
+    {"_before_fork", ct_before_fork_py, METH_NOARGS, NULL},
+    {"_begin_session", ct_begin_session_py, METH_O,
+     "_begin_session(tape) -> the id of this process's session on tape (None: the default),"
+     " begun now; 0 when the tape cannot be written"},
+    {"_install_sigterm", ct_install_sigterm_py, METH_NOARGS,
+     "_install_sigterm() -> True when calltape's SIGTERM handler was installed"},
+    {"_on_sigterm", ct_on_sigterm_py, METH_VARARGS, NULL},
+    {"_children_session", ct_children_session_py, METH_NOARGS, NULL},
+    {"_watch_children", ct_watch_children_py, METH_NOARGS, NULL},
     {"_shutdown", shutdown, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
@@ -638,11 +659,12 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->marker_types);
     Py_VISIT(st->warn_category);
     Py_VISIT(st->session_info);
+    Py_VISIT(st->sigterm_prev);
     Py_VISIT(st->Monitor_type);
     Py_VISIT(st->decorated_codes);
-    Py_VISIT((PyObject *)st->monitor.mon);
-    Py_VISIT(st->monitor.parked);
-    return 0;
+    if (ct_redact_memo_traverse(st, visit, arg) < 0)
+        return -1;
+    return ct_monitor_traverse(st, visit, arg);
 }
 
 static int module_clear(PyObject *m)
@@ -678,11 +700,13 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->protocol5);
     Py_CLEAR(st->redact_exact);
     Py_CLEAR(st->redact_patterns);
+    ct_redact_memo_clear(st);
     Py_CLEAR(st->marker_types);
     Py_CLEAR(st->warn_category);
     Py_CLEAR(st->warned);
     Py_CLEAR(st->tape_path);
     Py_CLEAR(st->session_info);
+    Py_CLEAR(st->sigterm_prev);
     Py_CLEAR(st->Monitor_type);
     Py_CLEAR(st->decorated_codes);
     ct_monitor_clear(st);

@@ -22,11 +22,10 @@
  * its entry was recorded as closed, and must not be taken for another
  * generator of the same code below it), unmatched returns (calls that began
  * before monitoring) are ignored, and entries above a match are dropped.  A generator or coroutine
- * that suspends leaves the stack: its entry is parked in a dict keyed by the
- * address of its generator, with a weak reference to the generator whose
- * callback records it as closed if it is freed without resuming, until it
- * resumes, so one record covers its whole life, as with the
- * decorator.
+ * that suspends leaves the stack: its entry is parked (parking.c) under its
+ * generator, whose weak reference's callback records it as closed if it is
+ * freed without resuming, until it resumes, so one record covers its whole
+ * life, as with the decorator.
  *
  * Invariants: callbacks never raise and never leave an exception set; while
  * calltape runs its own or user code for capture (ct_thread.busy), events
@@ -91,10 +90,10 @@ static void codeinfo_free(void *p)
 /* ---- the shadow stack --------------------------------------------------- */
 
 typedef struct mon_entry {
-    PyCodeObject *code;  /* identity only */
-    void *gen;           /* identity only: the generator or coroutine running it, or NULL */
-    ct_codeinfo *info;   /* NULL: a call that is not recorded (sampled out, too deep) */
-    uint64_t generation; /* of the monitor that pushed it */
+    PyCodeObject *code; /* identity only */
+    PyObject *gen;     /* the generator or coroutine running it (borrowed while it runs), or NULL */
+    ct_codeinfo *info; /* NULL: a call that is not recorded (sampled out, too deep) */
+    uint64_t generation;                /* of the monitor that pushed it */
     uint64_t saved_parent, saved_depth; /* the thread's, when it was pushed */
     ct_callinfo ci;
     size_t args_at, args_len; /* in the arena */
@@ -265,7 +264,7 @@ static int describe_code(ct_state *st, ct_codeinfo *info, PyCodeObject *co, PyOb
             (uint8_t)ct_should_redact(st, PyTuple_GET_ITEM(info->names, i), &mon_redact);
     wbuf b;
     wbuf_init(&b, NULL, 0);
-    ct_put_text(&b, mod);
+    ct_put_module(&b, mod);
     ct_put_text(&b, co->co_qualname);
     ct_put_text(&b, co->co_filename);
     wbuf_varint(&b, (uint64_t)co->co_firstlineno);
@@ -456,7 +455,7 @@ static int capture_locals(mon_active *a, wbuf *b, ct_thread *t, Py_ssize_t limit
 
 /* The generator or coroutine running the current frame of `co`, for a
  * generator code (identity only; NULL otherwise). */
-static void *running_gen(PyCodeObject *co)
+static PyObject *running_gen(PyCodeObject *co)
 {
     if (!(co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)))
         return NULL;
@@ -541,7 +540,7 @@ static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
 
 /* Finds the entry of `co` run by `gen` near the top of the stack `s`
  * (NULL: the thread has none yet): its index, or -1. */
-static Py_ssize_t find_entry(const mon_stack *s, PyCodeObject *co, void *gen)
+static Py_ssize_t find_entry(const mon_stack *s, PyCodeObject *co, PyObject *gen)
 {
     for (size_t k = 0; s && k < s->n && k < MON_SCAN; k++) {
         const mon_entry *e = &s->v[s->n - 1 - k];
@@ -623,6 +622,7 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
     if (i < 0)
         return;
     mon_entry *e = &s->v[i];
+    PyObject *gen = e->gen; /* e may move while the call is emitted */
     ct_thread *t = ct_thread_get();
     if (e->info && e->generation == a->generation) {
         Monitor *m = a->mon;
@@ -644,39 +644,40 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
         else
             emit_full(a, m, s, (size_t)i, end, outcome, res, exc);
     }
+    if (gen)
+        ct_park_forget(&a->parked, gen); /* it finished: its slot is no longer needed */
     unwind_to(s, (size_t)i, t);
 }
 
-/* The entry `e` (bytes: a mon_entry and its encoded values) of a parked
+/* The entry (a mon_entry and its encoded values, `len` bytes) of a parked
  * generator or coroutine whose object is gone without finishing: recorded
- * as closed now. */
-static void emit_abandoned(mon_active *a, PyObject *entry)
+ * as closed now.  `ctx` is the mon_active. */
+static void emit_abandoned(void *ctx, const uint8_t *entry, size_t len)
 {
+    mon_active *a = ctx;
     mon_entry e;
-    memcpy(&e, PyBytes_AS_STRING(entry), sizeof e);
+    if (len < sizeof e)
+        return;
+    memcpy(&e, entry, sizeof e);
     if (!e.info || !a->mon || e.generation != a->generation)
         return;
     ct_site site = {e.info->fn_id, NULL, NULL, NULL, a->mon->max_value_bytes, 0};
     e.ci.cpu_end = ct_thread_cpu_ns();
-    ct_emit_site_call(a->st, &site, a->slot, &e.ci,
-                      (const uint8_t *)PyBytes_AS_STRING(entry) + sizeof e, e.args_len, ct_now_ns(),
+    ct_emit_site_call(a->st, &site, a->slot, &e.ci, entry + sizeof e, e.args_len, ct_now_ns(),
                       OUTCOME_CLOSED, NULL, NULL, NULL, NULL);
 }
 
-/* Weak reference callback (self: (module, key)): the generator of a parked
+/* Weak reference callback (self: the module): the generator of a parked
  * entry was freed without finishing. */
-static PyObject *parked_gone(PyObject *self, PyObject *wr)
+static PyObject *parked_gone(PyObject *module, PyObject *wr)
 {
-    (void)wr;
     PyObject *saved = ct_fetch_exc();
-    mon_active *a = active_of(PyTuple_GET_ITEM(self, 0));
-    PyObject *item =
-        a->parked ? PyDict_GetItemWithError(a->parked, PyTuple_GET_ITEM(self, 1)) : NULL;
-    if (item) {
-        Py_INCREF(item);
-        (void)PyDict_DelItem(a->parked, PyTuple_GET_ITEM(self, 1));
-        emit_abandoned(a, PyTuple_GET_ITEM(item, 0));
-        Py_DECREF(item);
+    mon_active *a = active_of(module);
+    size_t len = 0;
+    uint8_t *entry = ct_park_gone(&a->parked, wr, &len);
+    if (entry) {
+        emit_abandoned(a, entry, len);
+        free(entry);
     }
     PyErr_Clear();
     ct_restore_exc(saved);
@@ -685,100 +686,53 @@ static PyObject *parked_gone(PyObject *self, PyObject *wr)
 
 static PyMethodDef parked_gone_def = {"_calltape_parked_gone", parked_gone, METH_O, NULL};
 
-/* The parked dict's key for generator frame `frame`: the address of its
- * generator, which lives as long as it (a frame object may not, and the
- * object itself would be kept alive).  New reference or NULL. */
-static PyObject *park_key(PyFrameObject *frame)
-{
-    PyObject *gen = PyFrame_GetGenerator(frame);
-    PyObject *key = PyLong_FromVoidPtr(gen ? (void *)gen : (void *)frame);
-    Py_XDECREF(gen);
-    return key;
-}
-
-/* Parks `entry` under `frame` with a weak reference to its generator.
- * Never raises. */
-static void park(mon_active *a, PyFrameObject *frame, PyObject *entry)
-{
-    PyObject *key = park_key(frame), *gen = PyFrame_GetGenerator(frame);
-    PyObject *self = key ? PyTuple_Pack(2, a->st->module, key) : NULL;
-    PyObject *cb = self ? PyCFunction_NewEx(&parked_gone_def, self, NULL) : NULL;
-    PyObject *wr = cb && gen ? PyWeakref_NewRef(gen, cb) : NULL;
-    PyObject *item = wr ? PyTuple_Pack(2, entry, wr) : NULL;
-    if (!item || PyDict_SetItem(a->parked, key, item) < 0)
-        PyErr_Clear();
-    Py_XDECREF(item);
-    Py_XDECREF(wr);
-    Py_XDECREF(cb);
-    Py_XDECREF(self);
-    Py_XDECREF(gen);
-    Py_XDECREF(key);
-}
-
 /* A generator or coroutine of `co` suspends: its entry leaves the stack
- * and waits in a->parked under its frame. */
-static void on_suspend(mon_active *a, PyCodeObject *co)
+ * and waits in the parking table under its generator.  Returns 1, or 0
+ * when it has no entry on this thread's stack. */
+static int on_suspend(mon_active *a, PyCodeObject *co)
 {
     mon_stack *s = tls_stack;
     Py_ssize_t i = find_entry(s, co, running_gen(co));
     if (i < 0)
-        return;
+        return 0;
     mon_entry *e = &s->v[i];
     ct_thread *t = ct_thread_get();
     /* parked even when not recorded (sampled out, too deep): its next
-     * yield or return must not be taken for an outer call of the same code */
-    PyFrameObject *frame = PyEval_GetFrame();
-    if (frame) {
-        size_t n = sizeof *e + e->args_len + e->globals_len;
-        PyObject *parked = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
-        if (parked) {
-            char *p = PyBytes_AS_STRING(parked);
-            memcpy(p, e, sizeof *e);
-            if (e->args_len + e->globals_len) /* the arena is NULL when nothing was kept */
-                memcpy(p + sizeof *e, s->arena.data + e->args_at, e->args_len + e->globals_len);
-            park(a, frame, parked);
-            Py_DECREF(parked);
-        }
+     * yield or return must not be taken for an outer call of the same code.
+     * The arena is NULL when nothing was kept. */
+    size_t n = e->args_len + e->globals_len;
+    if (e->gen && ct_park_put(&a->parked, e->gen, a->park_gone, e, sizeof *e,
+                              n ? s->arena.data + e->args_at : NULL, n) < 0)
         PyErr_Clear();
-    }
     unwind_to(s, (size_t)i, t);
+    return 1;
 }
 
 /* A generator or coroutine of `co` resumes: its parked entry, if any,
- * goes back on this thread's stack. */
-static void on_resume(mon_active *a, PyCodeObject *co)
+ * goes back on this thread's stack.  Returns 1, or 0 when it had none. */
+static int on_resume(mon_active *a, PyCodeObject *co)
 {
-    PyFrameObject *frame = PyEval_GetFrame();
-    if (!frame || PyDict_GET_SIZE(a->parked) == 0)
-        return;
-    PyObject *key = park_key(frame);
-    PyObject *item = key ? PyDict_GetItemWithError(a->parked, key) : NULL;
-    mon_stack *s = item ? stack_get(a->key) : NULL;
-    if (!s) {
-        Py_XDECREF(key);
-        PyErr_Clear();
-        return;
+    if (!a->parked.nparked)
+        return 0;
+    PyObject *gen = running_gen(co);
+    mon_stack *s = gen ? stack_get(a->key) : NULL;
+    size_t len = 0;
+    const uint8_t *p = s ? ct_park_take(&a->parked, gen, &len) : NULL;
+    mon_entry *e = p && len >= sizeof *e ? stack_push(s) : NULL;
+    if (!e)
+        return 0;
+    memcpy(e, p, sizeof *e);
+    e->code = co;
+    e->args_at = s->arena.len;
+    wbuf_put(&s->arena, p + sizeof *e, e->args_len + e->globals_len);
+    ct_thread *t = ct_thread_get();
+    e->saved_parent = t->parent; /* this caller gets the thread back */
+    e->saved_depth = t->depth;
+    if (e->info) {
+        t->parent = e->ci.seq;
+        t->depth = e->ci.depth + 1;
     }
-    PyObject *parked = Py_NewRef(PyTuple_GET_ITEM(item, 0));
-    (void)PyDict_DelItem(a->parked, key); /* drops the weak reference too */
-    Py_DECREF(key);
-    PyErr_Clear();
-    mon_entry *e = stack_push(s);
-    if (e) {
-        const char *p = PyBytes_AS_STRING(parked);
-        memcpy(e, p, sizeof *e);
-        e->code = co;
-        e->args_at = s->arena.len;
-        wbuf_put(&s->arena, p + sizeof *e, e->args_len + e->globals_len);
-        ct_thread *t = ct_thread_get();
-        e->saved_parent = t->parent; /* this caller gets the thread back */
-        e->saved_depth = t->depth;
-        if (e->info) {
-            t->parent = e->ci.seq;
-            t->depth = e->ci.depth + 1;
-        }
-    }
-    Py_DECREF(parked);
+    return 1;
 }
 
 /* ---- hooks: sys.monitoring (3.12+) ------------------------------------- */
@@ -827,6 +781,9 @@ mon_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs, int ev)
             return Py_NewRef(Py_None);
         }
     }
+    if ((ev == EV_YIELD || ev == EV_RESUME) && a->mon && !ct_tls_thread.busy &&
+        (ev == EV_YIELD ? on_suspend(a, co) : on_resume(a, co)))
+        return Py_NewRef(Py_None); /* a recorded generator: no decision to look up */
     ct_codeinfo *info = hook_info(a, args[0], &disable);
     if (info) {
         PyObject *saved;
@@ -834,14 +791,11 @@ mon_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs, int ev)
         case EV_START:
             on_start(a, co, info);
             break;
-        case EV_RESUME:
-            on_resume(a, co);
+        case EV_RESUME: /* tried above: nothing parked */
+        case EV_YIELD:  /* tried above: not on the stack */
             break;
         case EV_RETURN:
             on_end(a, co, OUTCOME_RETURNED, args[2]);
-            break;
-        case EV_YIELD:
-            on_suspend(a, co);
             break;
         default: /* an exception is on its way: keep it as it is */
             saved = ct_fetch_exc();
@@ -999,10 +953,9 @@ static void hooks_remove(PyObject *module, mon_active *a)
 /* 1 when the generator frame `frame` has a parked entry. */
 static int is_parked(mon_active *a, PyFrameObject *frame)
 {
-    PyObject *key = park_key(frame);
-    int r = key ? PyDict_Contains(a->parked, key) == 1 : 0;
-    Py_XDECREF(key);
-    PyErr_Clear();
+    PyObject *gen = PyFrame_GetGenerator(frame);
+    int r = gen ? ct_park_has(&a->parked, gen) : 0;
+    Py_XDECREF(gen);
     return r;
 }
 
@@ -1035,7 +988,7 @@ static int profile_hook(PyObject *module, PyFrameObject *frame, int what, PyObje
     }
     if (info && info->record) {
         if (what == PyTrace_CALL) {
-            if (info->is_gen && PyDict_GET_SIZE(a->parked) && is_parked(a, frame))
+            if (info->is_gen && a->parked.nparked && is_parked(a, frame))
                 on_resume(a, co);
             else if (!info->is_gen || !frame_yielded(frame, co))
                 on_start(a, co, info); /* (a generator resumed at a yield is no start) */
@@ -1153,7 +1106,7 @@ static PyObject *Monitor_start(PyObject *self, PyObject *unused)
         if (a->extra_index < 0)
             return PyErr_Format(PyExc_RuntimeError, "no code extra slot is left for calltape");
     }
-    if (!a->parked && !(a->parked = PyDict_New()))
+    if (!a->park_gone && !(a->park_gone = PyCFunction_NewEx(&parked_gone_def, st->module, NULL)))
         return NULL;
     a->st = st;
     a->slot = slot;
@@ -1170,11 +1123,7 @@ static PyObject *Monitor_start(PyObject *self, PyObject *unused)
 /* Records the generators still parked as closed (they never finished). */
 static void close_parked(mon_active *a)
 {
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(a->parked, &pos, &key, &value))
-        emit_abandoned(a, PyTuple_GET_ITEM(value, 0));
-    PyDict_Clear(a->parked);
+    ct_park_drain(&a->parked, emit_abandoned, a);
 }
 
 static PyObject *Monitor_stop(PyObject *self, PyObject *unused)
@@ -1391,6 +1340,15 @@ void ct_monitor_clear(ct_state *st)
 {
     mon_active *a = &st->monitor;
     Py_CLEAR(a->mon);
-    Py_CLEAR(a->parked);
+    ct_park_drain(&a->parked, NULL, NULL);
+    Py_CLEAR(a->park_gone);
     Py_CLEAR(a->disable);
+}
+
+int ct_monitor_traverse(const ct_state *st, visitproc visit, void *arg)
+{
+    const mon_active *a = &st->monitor;
+    Py_VISIT((PyObject *)a->mon);
+    Py_VISIT(a->park_gone);
+    return ct_park_traverse(&a->parked, visit, arg);
 }

@@ -67,6 +67,9 @@ static void typeinfo_release(ct_typeinfo *e)
     Py_CLEAR(e->module_dict);
     Py_CLEAR(e->singletons);
     PyMem_Free(e->header);
+    for (size_t i = 0; e->slot_names && i < e->nslots; i++)
+        Py_XDECREF(e->slot_names[i]);
+    PyMem_Free(e->slot_names);
     PyMem_Free(e->slots);
     memset(e, 0, sizeof *e);
 }
@@ -88,6 +91,8 @@ int ct_typecache_traverse(ct_typecache *tc, visitproc visit, void *arg)
         Py_VISIT(tc->v[i].codec);
         Py_VISIT(tc->v[i].module_dict);
         Py_VISIT(tc->v[i].singletons);
+        for (size_t k = 0; tc->v[i].slot_names && k < tc->v[i].nslots; k++)
+            Py_VISIT(tc->v[i].slot_names[k]);
     }
     return 0;
 }
@@ -246,12 +251,14 @@ PyObject *ct_slot_values(const ct_state *st, PyObject *v)
     return out;
 }
 
-/* Collects the __slots__ of the Python classes in tp's MRO into e->slots. */
+/* Collects the __slots__ of the Python classes in tp's MRO into e->slots,
+ * and their names into e->slot_names.  0, or -1 when out of memory. */
 static int typeinfo_slots(ct_typeinfo *e, const ct_state *st, PyTypeObject *tp)
 {
     PyObject *mro = tp->tp_mro;
     size_t n = 0, cap = 0;
     PyMemberDef **v = NULL;
+    PyObject **names = NULL;
     for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
         PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
         if (t->tp_dealloc != st->subtype_dealloc || !t->tp_dict)
@@ -267,18 +274,29 @@ static int typeinfo_slots(ct_typeinfo *e, const ct_state *st, PyTypeObject *tp)
             if (n == cap) {
                 cap = cap ? 2 * cap : 4;
                 PyMemberDef **g = PyMem_Realloc(v, cap * sizeof(PyMemberDef *));
-                if (!g) {
-                    PyMem_Free(v);
-                    return -1;
-                }
-                v = g;
+                PyObject **h = g ? PyMem_Realloc(names, cap * sizeof(PyObject *)) : NULL;
+                if (g)
+                    v = g;
+                if (h)
+                    names = h;
+                if (!g || !h)
+                    goto error;
             }
-            v[n++] = m;
+            v[n] = m;
+            names[n++] = Py_NewRef(k);
         }
     }
     e->slots = v;
+    e->slot_names = names;
     e->nslots = n;
     return 0;
+error:
+    for (size_t i = 0; i < n; i++)
+        Py_DECREF(names[i]);
+    PyMem_Free(names);
+    PyMem_Free(v);
+    PyErr_NoMemory();
+    return -1;
 }
 
 /* Finds the module-level instances of the Python class `tp` (sentinels
@@ -553,9 +571,7 @@ static int put_attributes(ct_capture *c, wbuf *b, PyObject *v, const ct_typeinfo
         if (!sv)
             continue;
         Py_INCREF(sv);
-        PyObject *name = PyUnicode_FromString(e->slots[i]->name);
-        int rc = name ? put_attribute(c, b, name, sv, depth) : -3;
-        Py_XDECREF(name);
+        int rc = put_attribute(c, b, e->slot_names[i], sv, depth);
         Py_DECREF(sv);
         if (rc < 0)
             return rc;

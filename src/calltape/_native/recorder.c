@@ -132,7 +132,7 @@ static PyObject *describe_function(Recorder *r)
     }
     wbuf b;
     wbuf_init(&b, NULL, 0);
-    ct_put_text(&b, module);
+    ct_put_module(&b, module);
     ct_put_text(&b, qualname);
     ct_put_text(&b, file);
     wbuf_varint(&b, (uint64_t)line);

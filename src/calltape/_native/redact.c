@@ -10,15 +10,25 @@
 
 #include <fnmatch.h>
 
-static const char *const default_secret_names[] = {
-    "password",      "passwd", "secret",     "token",       "api_key", "apikey",
-    "authorization", "cookie", "credential", "private_key", NULL};
+static const struct {
+    const char *name;
+    size_t len;
+} default_secret_names[] = {
+#define SECRET(s)                                                                                  \
+    {                                                                                              \
+        s, sizeof s - 1                                                                            \
+    }
+    SECRET("password"),   SECRET("passwd"),      SECRET("secret"),        SECRET("token"),
+    SECRET("api_key"),    SECRET("apikey"),      SECRET("authorization"), SECRET("cookie"),
+    SECRET("credential"), SECRET("private_key"),
+#undef SECRET
+};
 
 /* 1 when the lower-case `s` (n bytes) is one of the built-in names. */
 static int redact_default_name(const char *s, size_t n)
 {
-    for (int i = 0; default_secret_names[i]; i++)
-        if (strlen(default_secret_names[i]) == n && memcmp(s, default_secret_names[i], n) == 0)
+    for (size_t i = 0; i < sizeof default_secret_names / sizeof *default_secret_names; i++)
+        if (default_secret_names[i].len == n && memcmp(s, default_secret_names[i].name, n) == 0)
             return 1;
     return 0;
 }
@@ -38,7 +48,93 @@ static int redact_listed(PyObject *lower, const char *s, PyObject *exact, PyObje
     return 0;
 }
 
+/* ---- remembered decisions -------------------------------------------------
+ * A capture path without names of its own decides by the configured rules
+ * alone, so its decision for one str object holds until configure() changes
+ * them: attribute names, keyword names and dict keys are the same interned
+ * objects at every call.  An open-addressing table by address, emptied when
+ * it is half full, so it stays bounded. */
+
+#define REDACT_MEMO_CAP 2048
+
+static size_t memo_slot(const PyObject *name)
+{
+    uintptr_t h = (uintptr_t)name >> 4;
+    return (size_t)((h ^ (h >> 15)) * 0x9E3779B97F4A7C15ull) & (REDACT_MEMO_CAP - 1);
+}
+
+/* The remembered decision for `name`, or -1. */
+static int memo_get(const struct ct_redact_memo *m, const PyObject *name)
+{
+    if (!m->names)
+        return -1;
+    for (size_t i = memo_slot(name); m->names[i]; i = (i + 1) & (REDACT_MEMO_CAP - 1))
+        if (m->names[i] == name)
+            return m->hit[i];
+    return -1;
+}
+
+static void memo_put(ct_state *st, PyObject *name, int hit)
+{
+    struct ct_redact_memo *m = &st->redact_memo;
+    if (m->n * 2 >= REDACT_MEMO_CAP)
+        ct_redact_memo_clear(st);
+    if (!m->names) {
+        m->names = calloc(REDACT_MEMO_CAP, sizeof *m->names);
+        m->hit = calloc(REDACT_MEMO_CAP, 1);
+        if (!m->names || !m->hit) {
+            ct_redact_memo_clear(st);
+            return; /* not remembered: decided again next time */
+        }
+        m->cap = REDACT_MEMO_CAP;
+    }
+    size_t i = memo_slot(name);
+    while (m->names[i])
+        i = (i + 1) & (REDACT_MEMO_CAP - 1);
+    m->names[i] = Py_NewRef(name);
+    m->hit[i] = (uint8_t)hit;
+    m->n++;
+}
+
+void ct_redact_memo_clear(ct_state *st)
+{
+    struct ct_redact_memo *m = &st->redact_memo;
+    PyObject **names = m->names;
+    size_t cap = m->cap;
+    free(m->hit);
+    memset(m, 0, sizeof *m);
+    for (size_t i = 0; names && i < cap; i++)
+        Py_XDECREF(names[i]);
+    free(names);
+}
+
+int ct_redact_memo_traverse(const ct_state *st, visitproc visit, void *arg)
+{
+    for (size_t i = 0; st->redact_memo.names && i < st->redact_memo.cap; i++)
+        Py_VISIT(st->redact_memo.names[i]);
+    return 0;
+}
+
+static int should_redact(ct_state *st, PyObject *name, const ct_redact *rd);
+
 int ct_should_redact(ct_state *st, PyObject *name, const ct_redact *rd)
+{
+    int own = (rd->exact && PySet_GET_SIZE(rd->exact)) ||
+              (rd->patterns && PyTuple_GET_SIZE(rd->patterns));
+    if (!own && !rd->use_default)
+        return 0;
+    if (own || !PyUnicode_CheckExact(name))
+        return should_redact(st, name, rd);
+    int hit = memo_get(&st->redact_memo, name);
+    if (hit < 0) {
+        hit = should_redact(st, name, rd);
+        memo_put(st, name, hit);
+    }
+    return hit;
+}
+
+/* ct_should_redact, decided now. */
+static int should_redact(ct_state *st, PyObject *name, const ct_redact *rd)
 {
     if (!PyUnicode_Check(name))
         return 0;
