@@ -79,25 +79,20 @@ def test_memory_of_a_forked_child_is_the_childs(tmp_path):
     script = write_script(tmp_path, """
         import calltape
         @calltape.record(memory=True)
-        def in_parent():
-            return 0
-        @calltape.record(memory=True)
-        def in_child():
-            return 1
-        in_parent()                   # the parent opens its /proc file
+        def where(who):
+            return who
+        where("parent")               # the parent opens its /proc file
         pid = os.fork()
         if pid == 0:
             big = bytearray(300 << 20)    # touched: resident in the child only
-            in_child()
+            where("child")
             calltape.flush(timeout=30)
             os._exit(0)
         assert os.waitpid(pid, 0)[1] == 0
     """)
-    subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", str(script)],
-                   env=child_env(path), check=True, timeout=120)
-    tp = calltape.open(path)
-    (child,) = tp.calls("in_child")
-    (parent,) = tp.calls("in_parent")
+    subprocess.run([sys.executable, str(script)], env=child_env(path), check=True, timeout=120)
+    calls = {c.args["who"]: c for c in calltape.open(path).calls("where")}
+    child, parent = calls["child"], calls["parent"]
     assert child.memory["rss_before"] >= 300 << 20
     assert parent.memory["rss_before"] < 300 << 20
 
@@ -136,3 +131,23 @@ def test_exit_line_counts_decorated_functions(tmp_path):
     names = sorted(fn.qualname for fn in calltape.open(path).functions())
     assert names == ["decorated", "plain"]
     assert "recorded 20 calls of 2 functions" in proc.stderr
+
+
+def test_exit_line_counts_the_functions_of_child_processes(tmp_path):
+    (tmp_path / "prog.py").write_text(
+        "import os\n"
+        "def parent_work(x):\n    return x\n"
+        "def child_work(x):\n    return x\n"
+        "parent_work(1)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    child_work(2)\n"
+        "else:\n"
+        "    os.waitpid(pid, 0)\n")
+    path = tmp_path / "t.db"
+    proc = subprocess.run([*_calltape_command(), "run", "--tape", str(path), "prog.py"],
+                          cwd=tmp_path, env=child_env(), check=True, capture_output=True,
+                          text=True, timeout=120)
+    names = sorted(fn.qualname for fn in calltape.open(path).functions())
+    assert names == ["child_work", "parent_work"]
+    assert "recorded 2 calls of 2 functions" in proc.stderr.splitlines()[-1], proc.stderr
