@@ -138,8 +138,9 @@ static int record_is_call(const uint8_t *rec, size_t n)
     return !r.bad && r.p < r.end && *r.p == REC_CALL;
 }
 
-/* How many bytes may wait for the writer before the producer waits (or
- * drops, with on_full_drop): what the writer writes in one flush interval
+/* How many bytes may wait for the writer before the producer waits
+ * (on_full "wait"; "drop" drops only past max_buffer_bytes): what the
+ * writer writes in one flush interval
  * at the rate it was measured to write (chunks taken by a round count
  * until the round ends), at least two chunks, at most max_buffer_bytes.
  * So a process killed with SIGKILL loses about one flush interval of
@@ -174,7 +175,8 @@ static int append_slow(engine *e, const uint8_t *rec, size_t n)
         size_t cap = n > e->opt.chunk_bytes ? n : e->opt.chunk_bytes;
         /* definitions are never refused: a call announced once must find
          * its function whenever the tape can be written again */
-        if (!is_call || !e->live || e->queued_bytes + cap <= backlog_bound(e)) {
+        size_t bound = e->opt.on_full_drop ? e->opt.max_buffer_bytes : backlog_bound(e);
+        if (!is_call || !e->live || e->queued_bytes + cap <= bound) {
             chunk *fresh = NULL;
             if (e->free_list && e->free_list->cap >= cap) {
                 fresh = e->free_list;
