@@ -16,7 +16,7 @@ static const struct {
 } default_secret_names[] = {
 #define SECRET(s)                                                                                  \
     {                                                                                              \
-        s, sizeof s - 1                                                                            \
+        (s), sizeof(s) - 1                                                                         \
     }
     SECRET("password"),   SECRET("passwd"),      SECRET("secret"),        SECRET("token"),
     SECRET("api_key"),    SECRET("apikey"),      SECRET("authorization"), SECRET("cookie"),
@@ -80,7 +80,7 @@ static void memo_put(ct_state *st, PyObject *name, int hit)
     if (m->n * 2 >= REDACT_MEMO_CAP)
         ct_redact_memo_clear(st);
     if (!m->names) {
-        m->names = calloc(REDACT_MEMO_CAP, sizeof *m->names);
+        m->names = calloc(REDACT_MEMO_CAP, sizeof(PyObject *));
         m->hit = calloc(REDACT_MEMO_CAP, 1);
         if (!m->names || !m->hit) {
             ct_redact_memo_clear(st);
