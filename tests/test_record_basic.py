@@ -284,3 +284,27 @@ for k in range(70):
     assert c.thread_name == "MainThread"
 """], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_value_counters_are_exact_per_tape_when_sent_in_batches(tmp_path):
+    """Counters (here: unencodable values) are sent with calls at most every
+    few milliseconds, not with each: each tape's session still counts exactly
+    the values of the calls on it, across a tape switch and at exit."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    run_python(tmp_path, f"""
+        import threading, calltape
+        @calltape.record
+        def hold(lock, n):
+            return n
+        lock = threading.Lock()
+        for i in range(2500):
+            hold(lock, i)
+        calltape.configure(tape={str(b)!r})
+        for i in range(1500):
+            hold(lock, i)
+    """, tape=a)
+    for path, n in ((a, 2500), (b, 1500)):
+        tp = calltape.open(path)
+        (s,) = tp.sessions()
+        assert len(tp.calls("hold")) == n
+        assert s.counters.get("unencodable") == n, (path.name, s.counters)

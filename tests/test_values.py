@@ -506,3 +506,38 @@ def test_per_function_max_value_bytes(tape):
     assert calls[1].result.size >= 4000
     assert calls[2].args["v"] == b"c" * 200_000
     assert calls[2].result == 200_000
+
+
+class _Grove:
+    """Instances as large as asked: a class whose values are over a small budget."""
+
+    def __init__(self, n):
+        self.items = list(range(n))
+
+
+def test_a_class_over_the_budget_is_not_encoded_every_time(tape):
+    """Encoding a value over the budget costs the budget before it is dropped;
+    after a few in a row of one class, the next are not encoded (Truncated with
+    size 0) until a try fits again."""
+
+    @calltape.record(max_value_bytes=256)
+    def plant(grove):
+        return len(grove.items)
+
+    for _ in range(40):
+        plant(_Grove(1000))
+    for _ in range(40):
+        plant(_Grove(2))
+    calls = [c for c in read_calls(tape) if c.qualname.endswith(".plant")]
+    assert len(calls) == 80
+    big = [c.args["grove"] for c in calls[:40]]
+    assert all(isinstance(v, calltape.Truncated) and v.type == "_Grove" for v in big)
+    measured = [v.size for v in big if v.size]
+    assert [v.size > 0 for v in big[:4]] == [True] * 4  # the first ones are always encoded
+    assert 5 <= len(measured) < 20                  # then fewer and fewer
+    small = [c.args["grove"] for c in calls[40:]]
+    fits = [i for i, v in enumerate(small) if not isinstance(v, calltape.Truncated)]
+    assert fits and fits[0] < 40
+    assert fits == list(range(fits[0], 40))         # once one fits, every one is encoded
+    assert all(small[i].items == [0, 1] for i in fits)
+    assert all(v.size == 0 for v in small[:fits[0]])

@@ -36,7 +36,12 @@ class Redacted:
 
 @dataclass(frozen=True)
 class Truncated:
-    """A value over ``max_value_bytes``: its type name and encoded size in bytes."""
+    """A value over ``max_value_bytes``: its type name and encoded size in bytes.
+
+    ``size`` is how far encoding got before it stopped (the bytes encoded
+    when it saw the value would not fit), or 0 when the value was not encoded at all: the last values of its class
+    were over the budget, so calltape skipped encoding some of the next ones.
+    """
 
     type: str
     size: int

@@ -1,16 +1,19 @@
 /*
  * engine.h - the calltape engine's C API (plain C, no Python.h).
  *
- * The engine turns call records produced by a capture path into rows of an
- * SQLite tape.  Its parts, one file each:
+ * The engine turns call records produced by a capture path into rows of a
+ * tape (an SQLite file today: store.h).  Its parts, one file each:
  *   wire.c          the tape value format: byte buffers, varints, tagged values
  *   hash.c          128-bit content hash for the blob store
  *   crc32c.c        CRC-32C, the checksum of each segment
  *   queue.c         the producer buffer and the hand-off to the writer
  *   segment.c       columnar segments: many calls of one function in one row
- *   store_sqlite.c  schema, migrations, prepared statements, WAL
+ *   store.h         the store contract: what the writer and the reader ask
+ *                   of the place a tape lives (store.c picks the kind)
+ *   store_sqlite*.c the SQLite file store: schema, migrations, statements,
+ *                   WAL; the only files that know SQL
  *   writer.c        the writer thread: decode records, build segments, commit
- *   reader.c        open a tape read-only, iterate its calls
+ *   query.c         searches: the store's segment listings merged in order
  *
  * Invariants shared by every part:
  *   - Producers (capture paths) call engine_append() with the GIL held, so at
@@ -705,90 +708,6 @@ void engine_pause(engine *e, uint64_t timeout_ns);
 const char *engine_path(const engine *e);
 
 /* ------------------------------------------------------------------------ */
-/* Store (store_sqlite.c): used by writer.c and reader.c.                   */
-/* ------------------------------------------------------------------------ */
-
-typedef struct store store;
-
-/* Opens `path` for writing, creating it with mode 0600 and the current
- * schema when missing, migrating an older schema.  Returns NULL with a
- * message in `err` on failure (unwritable, not a tape, newer schema). */
-store *store_open_write(const char *path, char *err, size_t errlen);
-
-/* Opens `path` read-only without modifying it.  Returns NULL with a message
- * in `err` (missing file, not a tape, newer schema, corrupt). */
-store *store_open_read(const char *path, char *err, size_t errlen);
-
-/* Checks, without creating anything, that a recording could write the tape
- * at `path`: an existing file must open for writing as a tape (a tape of an
- * older format is upgraded, as recording would), a missing one needs a
- * writable folder.  Returns 0, or -1 with one sentence in `err` (not a
- * tape, newer, unwritable, not a file). */
-int store_check_write(const char *path, char *err, size_t errlen);
-
-/* 1 while `path` still names the file the writer `s` opened, 0 when it
- * was deleted or replaced by another file (the writer then writes onto a
- * file nobody can read).  When it cannot tell: 1. */
-int store_same_file(const store *s, const char *path);
-
-/* The device and inode of the file the writer `s` opened (0 and 0 when
- * unknown).  Cannot fail. */
-void store_file_id(const store *s, uint64_t *dev, uint64_t *ino);
-
-/* Copies the write-ahead log into the database file and empties it, as far
- * as other connections allow (waiting for them a quarter of a second at
- * most), so that the file alone holds every commit.  Returns 0 (also when
- * others kept part of the log), or -1 with a message in store_errmsg.  A
- * read-only store: 0. */
-int store_checkpoint(store *s);
-
-void store_close(store *s);
-
-/* The underlying sqlite3 handle, for the reader's queries. */
-struct sqlite3 *store_db(store *s);
-
-/* Last SQLite error message of `s`. */
-const char *store_errmsg(store *s);
-
-/* The schema version of the tape `s` reads (older tapes are read as they
- * are: the session columns sys_path0 and cwd exist from version 3). */
-int64_t store_version(store *s);
-
-typedef struct store_session {
-    int64_t start_ns;
-    const char *host, *python_version, *calltape_version;
-    const uint8_t *argv;
-    size_t argv_len;
-    const char *sys_path0, *cwd; /* NULL when unknown */
-    int64_t pid, ppid, parent_session, mpi_rank;
-} store_session;
-
-/* All store_* writes below run inside store_begin()/store_commit(); each
- * returns 0 or -1 (message in store_errmsg) and the caller then calls
- * store_rollback(). */
-int store_begin(store *s);
-int store_commit(store *s);
-void store_rollback(store *s);
-
-/* Inserts a session row; sets *id. */
-int store_add_session(store *s, const store_session *ss, int64_t *id);
-/* Adds counter deltas and the end time to a session row. */
-int store_update_session(store *s, int64_t id, int64_t end_ns, const int64_t counters[5]);
-/* Finds or inserts the function; sets *id. */
-int store_function(store *s, const char *module, size_t module_len, const char *qualname,
-                   size_t qualname_len, const char *file, size_t file_len, int64_t line,
-                   const uint8_t *sig, size_t sig_len, int64_t *id);
-int store_add_thread(store *s, int64_t session, int64_t idx, int64_t ident, int64_t native_id,
-                     const char *name, size_t name_len);
-/* Reserves `count` consecutive call ids tape-wide; sets *first. */
-int store_reserve_ids(store *s, int64_t count, int64_t *first);
-/* Stores a blob under its hash unless present. */
-int store_put_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t *data, size_t n);
-/* Inserts a finished segment and updates its function's aggregates. */
-int store_add_segment(store *s, int64_t session, int64_t function, const seg_builder *b,
-                      const uint8_t *data, size_t n);
-
-/* ------------------------------------------------------------------------ */
 /* Search (query.c).                                                        */
 /* ------------------------------------------------------------------------ */
 
@@ -810,10 +729,13 @@ typedef struct query_filter {
 enum query_energy_bound { QUERY_MAX_PKG = 1, QUERY_MAX_DRAM = 2 };
 
 typedef struct query query;
+typedef struct store store;         /* store.h */
+typedef struct store_err store_err; /* store.h */
 
-/* Prepares a search of `st` (copied filter); it reads the tape from the
- * first query_next on.  Returns NULL with a message in `err` when SQLite
- * refuses.  The store must outlive the query. */
+/* Prepares a search of `st` (copied filter): opens the store's listing of
+ * the segments the filter needs, which it reads from the first query_next
+ * on.  Returns NULL with a message in `err` when the store refuses.  The
+ * store must outlive the query. */
 query *query_open(store *st, const query_filter *f, char *err, size_t errlen);
 
 /* Returns 1 with the next call in `out` (its byte ranges valid until the
@@ -825,13 +747,15 @@ int query_next(query *q, seg_call *out, int64_t *session, int64_t *function);
 const char *query_error(const query *q);
 
 /* After an error: 1 when it was a damaged segment (its id, its function's
- * tape id and the seg_status in the out parameters), 0 when SQLite
- * failed (query_error has its message). */
+ * tape id and the seg_status in the out parameters), 0 otherwise
+ * (query_error_store tells what failed). */
 int query_error_segment(const query *q, int64_t *segment, int64_t *function, int *status);
 
-/* After an error that was not a damaged segment: SQLite's (extended)
- * result code, or 0 (out of memory). */
-int query_error_sqlite(const query *q);
+/* After an error that was not a damaged segment: its kind and phrase as a
+ * store_err (STORE_DAMAGED also for a listing that disagrees with the
+ * function table or names a missing segment; STORE_NOMEM for memory).
+ * Never NULL; valid until the next query_next or query_close. */
+const store_err *query_error_store(const query *q);
 
 void query_close(query *q);
 

@@ -16,6 +16,7 @@
 #define CALLTAPE_ENGINE_IMPL_H
 
 #include "engine.h"
+#include "store.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

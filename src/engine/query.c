@@ -1,6 +1,8 @@
 /*
- * query.c - searching a tape: filters to SQL over the segments' zone maps,
- * then a streaming merge of the matching calls in start-time order.
+ * query.c - searching a tape: the store lists the segments whose zone maps
+ * allow a match (store_list_segments), then a streaming merge of the
+ * matching calls in start-time order.  No store's language here: the
+ * same merge runs over any store of store.h.
  *
  * Segments are listed (ids and zone maps only, never their data) in the
  * order of their earliest possible call: start_min ascending for "oldest",
@@ -19,18 +21,17 @@
  * bound needs never matches it.
  *
  * Invariants: a loaded segment's bytes stay alive while any of its calls is
- * in the heap (reference count per segment); every SQLite error is reported
- * with its message; a damaged segment (its checksum, its decoding, or a
+ * in the heap (reference count per segment); every store error is reported
+ * with its kind and message; a damaged segment (its checksum, its decoding, or a
  * call count other than its row's) is an error naming the segment and its
  * function, never calls left out; a listing of every segment of some
  * functions (no time, duration, session or outcome bound) that holds fewer
  * calls than the functions' totals counted before it (a damaged index
- * hides rows without SQLite noticing) is an error too, found when the
+ * hides rows without the store noticing) is an error too, found when the
  * listing ends; no call is returned twice.
  */
-#include "engine.h"
+#include "store.h"
 
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -50,11 +51,9 @@ struct query {
     store *st;
     query_filter f;
     int64_t *functions; /* owned copy */
-    sqlite3_stmt *list; /* segment ids and bounds, in merge order */
-    sqlite3_stmt *load; /* one segment's data */
+    store_cursor *list; /* segment ids and zone maps, in merge order */
     int listed_done;
     int started;          /* the listing was stepped (at the first query_next) */
-    char *json;           /* the function ids as a JSON array, owned, or NULL */
     int check_total;      /* the listing must cover expect_calls calls */
     int64_t expect_calls; /* the functions' call totals, read before the listing */
     int64_t listed_calls; /* the calls of the segments listed so far */
@@ -69,8 +68,8 @@ struct query {
     seg_buf *current; /* segment of the call returned last, released at the next call */
     int64_t bad_segment, bad_function; /* the damaged segment of the last error, 0: none */
     int bad_status;                    /* its seg_status */
-    int sql_rc;                        /* the SQLite result code of the last error, 0: none */
-    char err[256];
+    store_err serr;                    /* the kind and phrase of the last error */
+    char err[300];
 };
 
 /* Heap order: the call to return first sits on top. */
@@ -187,63 +186,66 @@ static int matches(const query *q, const seg_call *c)
     return 1;
 }
 
-static int set_sql_error(query *q, const char *what)
+/* Keeps the store's error `e` met doing `what`.  Returns -1. */
+static int set_store_error(query *q, const store_err *e, const char *what)
 {
-    q->sql_rc = sqlite3_extended_errcode(store_db(q->st));
-    snprintf(q->err, sizeof q->err, "%s: %s", what, sqlite3_errmsg(store_db(q->st)));
+    q->serr = *e;
+    snprintf(q->err, sizeof q->err, "%s: %s", what, e->msg);
+    return -1;
+}
+
+/* Sets an error of `kind` (a store_err_kind) that the query found itself.
+ * Returns -1. */
+static int set_error(query *q, int kind, const char *msg)
+{
+    q->serr.kind = kind;
+    snprintf(q->serr.msg, sizeof q->serr.msg, "%s", msg);
+    snprintf(q->err, sizeof q->err, "%s", msg);
     return -1;
 }
 
 /* Reads the next segment of the listing into next_id / next_bound. */
 static int advance_listing(query *q)
 {
-    int rc = sqlite3_step(q->list);
-    if (rc == SQLITE_ROW) {
+    store_row row;
+    store_err e;
+    int rc = store_next(q->list, &row, &e);
+    if (rc == 1) {
         q->have_next = 1;
-        q->next_id = sqlite3_column_int64(q->list, 0);
-        q->next_bound = sqlite3_column_int64(q->list, 1);
-        q->listed_calls += sqlite3_column_int64(q->list, 2);
+        q->next_id = row.segment.id;
+        q->next_bound = q->f.newest_first ? row.segment.start_max : row.segment.start_min;
+        q->listed_calls += row.segment.n;
         return 0;
     }
     q->have_next = 0;
     q->listed_done = 1;
-    if (rc != SQLITE_DONE)
-        return set_sql_error(q, "cannot list the tape's segments");
+    if (rc < 0)
+        return set_store_error(q, &e, "cannot list the tape's segments");
     /* segments are only ever added, and the totals were read first: fewer
      * calls listed than counted means rows the index does not show */
     if (q->check_total && q->listed_calls < q->expect_calls) {
-        q->sql_rc = SQLITE_CORRUPT;
-        snprintf(q->err, sizeof q->err,
+        char msg[160];
+        snprintf(msg, sizeof msg,
                  "its segments hold %lld calls where its function table counts %lld",
                  (long long)q->listed_calls, (long long)q->expect_calls);
-        return -1;
+        return set_error(q, STORE_DAMAGED, msg);
     }
     return 0;
 }
 
 /* With no bound but functions, reads the call totals the listing must
  * cover.  Returns 0, or -1 with the error set. */
-static int read_totals(query *q, const char *json)
+static int read_totals(query *q)
 {
     const query_filter *f = &q->f;
     if (f->since != INT64_MIN || f->until != INT64_MAX || f->min_duration > 0 ||
         f->max_duration != INT64_MAX || f->session > 0 || f->outcome >= 0)
         return 0;
-    sqlite3_stmt *st = NULL;
-    const char *sql = f->nfunctions ? "SELECT coalesce(sum(calls), 0) FROM functions"
-                                      " WHERE id IN (SELECT value FROM json_each(?1))"
-                                    : "SELECT coalesce(sum(calls), 0) FROM functions";
-    int rc = sqlite3_prepare_v2(store_db(q->st), sql, -1, &st, NULL);
-    if (rc == SQLITE_OK && f->nfunctions)
-        rc = sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        q->expect_calls = sqlite3_column_int64(st, 0);
-        q->check_total = 1;
-    }
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : set_sql_error(q, "cannot read the tape's functions");
+    store_err e;
+    if (store_call_total(q->st, f->functions, f->nfunctions, &q->expect_calls, &e) < 0)
+        return set_store_error(q, &e, "cannot read the tape's functions");
+    q->check_total = 1;
+    return 0;
 }
 
 /* Records that segment next_id of `function` is damaged (`status`, a
@@ -253,9 +255,10 @@ static int set_damaged(query *q, int64_t function, int status)
     q->bad_segment = q->next_id;
     q->bad_function = function;
     q->bad_status = status;
-    snprintf(q->err, sizeof q->err, "segment %lld of function %lld %s", (long long)q->next_id,
+    char msg[160];
+    snprintf(msg, sizeof msg, "segment %lld of function %lld %s", (long long)q->next_id,
              (long long)function, seg_strerror(status));
-    return -1;
+    return set_error(q, STORE_DAMAGED, msg);
 }
 
 /* Pushes the calls of the open segment `r` (held by `s`) that match and
@@ -271,10 +274,8 @@ static int push_matching(query *q, seg_reader *r, seg_buf *s, int64_t since, int
         pending p = {c, s};
         if (q->has_cutoff && !before(q, &p, &q->cutoff))
             continue;
-        if (heap_push(q, &p) < 0) {
-            snprintf(q->err, sizeof q->err, "out of memory searching the tape");
-            return -1;
-        }
+        if (heap_push(q, &p) < 0)
+            return set_error(q, STORE_NOMEM, "out of memory searching the tape");
         s->refs++;
     }
     return rc < 0 ? set_damaged(q, s->function, rc) : 0;
@@ -283,35 +284,27 @@ static int push_matching(query *q, seg_reader *r, seg_buf *s, int64_t since, int
 /* Loads segment next_id (verifying it), pushes its matching calls. */
 static int load_next(query *q)
 {
-    sqlite3_bind_int64(q->load, 1, q->next_id);
-    int rc = sqlite3_step(q->load);
-    if (rc != SQLITE_ROW) {
-        if (rc == SQLITE_DONE) {
-            q->sql_rc = SQLITE_CORRUPT; /* the index lists a row the table lacks */
-            snprintf(q->err, sizeof q->err, "segment %lld is listed but missing",
-                     (long long)q->next_id);
-        } else
-            set_sql_error(q, "cannot read a segment");
-        sqlite3_reset(q->load);
-        return -1;
+    store_segment g;
+    store_err e;
+    int rc = store_load_listed(q->list, q->next_id, &g, &e);
+    if (rc < 0)
+        return set_store_error(q, &e, "cannot read a segment");
+    if (rc == 0) { /* the index lists a row the table lacks */
+        char msg[80];
+        snprintf(msg, sizeof msg, "segment %lld is listed but missing", (long long)q->next_id);
+        return set_error(q, STORE_DAMAGED, msg);
     }
-    size_t n = (size_t)sqlite3_column_bytes(q->load, 0);
+    uint8_t *data = (uint8_t *)g.data; /* ours to free */
+    size_t n = g.len;
     seg_buf *s = calloc(1, sizeof *s);
-    uint8_t *data = malloc(n ? n : 1);
-    if (!s || !data) {
-        free(s);
+    if (!s) {
         free(data);
-        sqlite3_reset(q->load);
-        snprintf(q->err, sizeof q->err, "out of memory reading the tape");
-        return -1;
+        return set_error(q, STORE_NOMEM, "out of memory reading the tape");
     }
-    if (n)
-        memcpy(data, sqlite3_column_blob(q->load, 0), n);
     s->data = data;
-    s->session = sqlite3_column_int64(q->load, 1);
-    s->function = sqlite3_column_int64(q->load, 2);
-    int64_t listed_n = sqlite3_column_int64(q->load, 3);
-    sqlite3_reset(q->load);
+    s->session = g.session;
+    s->function = g.function;
+    int64_t listed_n = g.n;
     s->refs = 1; /* held while loading */
     seg_reader r;
     rc = seg_reader_open(&r, data, n);
@@ -348,7 +341,6 @@ static int load_next(query *q)
 query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
 {
     query *q = calloc(1, sizeof *q);
-    char sql[1024];
     if (!q) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -365,52 +357,15 @@ query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
         memcpy(q->functions, f->functions, f->nfunctions * sizeof(int64_t));
         q->f.functions = q->functions;
     }
-    /* The listing carries the merge bound of each segment. */
-    int n = snprintf(sql, sizeof sql,
-                     "SELECT id, %s, n FROM segments WHERE start_max >= ?1"
-                     " AND start_min <= ?2 AND dur_max >= ?3 AND dur_min <= ?4",
-                     f->newest_first ? "start_max" : "start_min");
-    if (f->session > 0)
-        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND session = ?5");
-    if (f->outcome == OUTCOME_RAISED)
-        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND raised > 0");
-    else if (f->outcome == OUTCOME_RETURNED)
-        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND raised < n");
-    if (f->nfunctions)
-        n += snprintf(sql + n, sizeof sql - (size_t)n,
-                      " AND function IN (SELECT value FROM json_each(?6))");
-    snprintf(sql + n, sizeof sql - (size_t)n, " ORDER BY 2 %s, id %s",
-             f->newest_first ? "DESC" : "ASC", f->newest_first ? "DESC" : "ASC");
-    sqlite3 *db = store_db(st);
-    if (sqlite3_prepare_v2(db, sql, -1, &q->list, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT data, session, function, n FROM segments WHERE id = ?", -1,
-                           &q->load, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot search the tape: %s", sqlite3_errmsg(db));
+    store_segment_filter sf = {q->f.functions,  f->nfunctions, f->session,
+                               f->since,        f->until,      f->min_duration,
+                               f->max_duration, f->outcome,    f->newest_first};
+    store_err e;
+    q->list = store_list_segments(st, &sf, &e);
+    if (!q->list) {
+        snprintf(err, errlen, "%s", e.msg);
         query_close(q);
         return NULL;
-    }
-    sqlite3_bind_int64(q->list, 1, f->since);
-    sqlite3_bind_int64(q->list, 2, f->until);
-    sqlite3_bind_int64(q->list, 3, f->min_duration);
-    sqlite3_bind_int64(q->list, 4, f->max_duration);
-    if (f->session > 0)
-        sqlite3_bind_int64(q->list, 5, f->session);
-    if (f->nfunctions) {
-        /* a JSON array of ids: one parameter whatever the count */
-        size_t cap = f->nfunctions * 21 + 3, len = 0;
-        char *json = q->json = malloc(cap);
-        if (!json) {
-            snprintf(err, errlen, "out of memory");
-            query_close(q);
-            return NULL;
-        }
-        json[len++] = '[';
-        for (size_t i = 0; i < f->nfunctions; i++)
-            len += (size_t)snprintf(json + len, cap - len, "%s%lld", i ? "," : "",
-                                    (long long)f->functions[i]);
-        json[len++] = ']';
-        json[len] = 0;
-        sqlite3_bind_text(q->list, 6, json, (int)len, SQLITE_STATIC);
     }
     return q;
 }
@@ -422,7 +377,7 @@ static int start(query *q)
 {
     q->started = 1;
     /* the totals first: a snapshot no newer than the listing's */
-    if (read_totals(q, q->json) < 0)
+    if (read_totals(q) < 0)
         return -1;
     return advance_listing(q);
 }
@@ -462,9 +417,9 @@ const char *query_error(const query *q)
     return q->err;
 }
 
-int query_error_sqlite(const query *q)
+const store_err *query_error_store(const query *q)
 {
-    return q->sql_rc;
+    return &q->serr;
 }
 
 int query_error_segment(const query *q, int64_t *segment, int64_t *function, int *status)
@@ -485,9 +440,7 @@ void query_close(query *q)
     for (size_t i = 0; i < q->nheap; i++)
         release(q->heap[i].seg);
     free(q->heap);
-    sqlite3_finalize(q->list);
-    sqlite3_finalize(q->load);
-    free(q->json);
+    store_cursor_close(q->list);
     free(q->functions);
     free(q);
 }

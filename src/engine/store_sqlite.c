@@ -9,11 +9,10 @@
  * files are created with mode 0600 (SQLite gives the WAL and shared-memory
  * files the database file's mode).  A read-only store never writes.
  */
-#include "engine.h"
+#include "store_sqlite.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -109,7 +108,8 @@ static const char schema_v3[] = "ALTER TABLE sessions ADD COLUMN sys_path0 TEXT;
 /* migrations[v] turns schema v into v + 1; index 0 creates the schema. */
 static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3};
 
-struct store {
+typedef struct sq_store {
+    store base; /* first: the handle's head */
     sqlite3 *db;
     sqlite3_stmt *st[NSTMT];
     int readonly;
@@ -117,14 +117,17 @@ struct store {
     dev_t dev;       /* the file a writer opened (store_same_file) */
     ino_t ino;
     char err[256];
-};
+} sq_store;
 
-static void set_err(store *s, const char *what)
+static void sq_close(store *base);
+static const store_ops sq_ops;
+
+static void set_err(sq_store *s, const char *what)
 {
     snprintf(s->err, sizeof s->err, "%s: %s", what, s->db ? sqlite3_errmsg(s->db) : "no database");
 }
 
-static int exec_sql(store *s, const char *sql)
+static int exec_sql(sq_store *s, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
@@ -135,7 +138,7 @@ static int exec_sql(store *s, const char *sql)
     return 0;
 }
 
-static int pragma_int(store *s, const char *sql, int64_t *out)
+static int pragma_int(sq_store *s, const char *sql, int64_t *out)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
@@ -153,7 +156,7 @@ static int pragma_int(store *s, const char *sql, int64_t *out)
 
 /* Checks application id and version.  Sets *version; -1 with a message when
  * the file is not a tape or is newer than this calltape. */
-static int check_header(store *s, const char *path, int64_t *version)
+static int check_header(sq_store *s, const char *path, int64_t *version)
 {
     int64_t app = 0, tables = 0;
     if (pragma_int(s, "PRAGMA application_id", &app) < 0 ||
@@ -183,7 +186,7 @@ static int check_header(store *s, const char *path, int64_t *version)
     return 0;
 }
 
-static int migrate(store *s, const char *path)
+static int migrate(sq_store *s, const char *path)
 {
     int64_t version = 0;
     if (exec_sql(s, "BEGIN IMMEDIATE") < 0)
@@ -206,13 +209,14 @@ error:
     return -1;
 }
 
-static store *open_common(const char *path, int flags, char *err, size_t errlen)
+static sq_store *open_common(const char *path, int flags, char *err, size_t errlen)
 {
-    store *s = calloc(1, sizeof *s);
+    sq_store *s = calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "out of memory opening %s", path);
         return NULL;
     }
+    s->base.ops = &sq_ops;
     s->readonly = !(flags & SQLITE_OPEN_READWRITE);
     /* writers are used by one thread; readers may be shared by Python
      * threads with the GIL released, so SQLite serializes their calls */
@@ -220,7 +224,7 @@ static store *open_common(const char *path, int flags, char *err, size_t errlen)
     if (sqlite3_open_v2(path, &s->db, flags | threading, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot open %s: %s", path,
                  s->db ? sqlite3_errmsg(s->db) : "out of memory");
-        store_close(s);
+        sq_close(&s->base);
         return NULL;
     }
     sqlite3_extended_result_codes(s->db, 1);
@@ -228,7 +232,7 @@ static store *open_common(const char *path, int flags, char *err, size_t errlen)
     return s;
 }
 
-store *store_open_write(const char *path, char *err, size_t errlen)
+static store *sq_open_write(const char *path, char *err, size_t errlen)
 {
     /* Create the file ourselves so that it gets mode 0600 whatever the umask. */
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -239,7 +243,7 @@ store *store_open_write(const char *path, char *err, size_t errlen)
     struct stat sb;
     int stat_rc = fstat(fd, &sb);
     close(fd);
-    store *s = open_common(path, SQLITE_OPEN_READWRITE, err, errlen);
+    sq_store *s = open_common(path, SQLITE_OPEN_READWRITE, err, errlen);
     if (!s)
         return NULL;
     if (stat_rc == 0) {
@@ -279,10 +283,10 @@ store *store_open_write(const char *path, char *err, size_t errlen)
             goto error;
         }
     }
-    return s;
+    return &s->base;
 error:
     snprintf(err, errlen, "%s", s->err);
-    store_close(s);
+    sq_close(&s->base);
     return NULL;
 }
 
@@ -334,9 +338,9 @@ static int immutable_uri(const char *path, char *out, size_t n)
 /* Opens the tape read-only, as an immutable file when its folder is
  * read-only and nothing waits in its write-ahead log (nobody can write
  * there, and SQLite could not create the -shm index).  NULL with `err`. */
-static store *open_read_store(const char *path, char *err, size_t errlen)
+static sq_store *open_read_store(const char *path, char *err, size_t errlen)
 {
-    store *s = open_common(path, SQLITE_OPEN_READONLY, err, errlen);
+    sq_store *s = open_common(path, SQLITE_OPEN_READONLY, err, errlen);
     if (!s)
         return NULL;
     if (check_header(s, path, &s->version) == 0)
@@ -344,10 +348,10 @@ static store *open_read_store(const char *path, char *err, size_t errlen)
     int code = sqlite3_errcode(s->db) & 0xff;
     if ((code != SQLITE_CANTOPEN && code != SQLITE_READONLY) || !folder_unwritable(path)) {
         snprintf(err, errlen, "%s", s->err);
-        store_close(s);
+        sq_close(&s->base);
         return NULL;
     }
-    store_close(s);
+    sq_close(&s->base);
     if (file_size(path, "-wal") > 0) {
         snprintf(err, errlen,
                  "cannot read %s: its folder is read-only and its write-ahead log %s-wal"
@@ -364,13 +368,13 @@ static store *open_read_store(const char *path, char *err, size_t errlen)
     s = open_common(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, err, errlen);
     if (s && check_header(s, path, &s->version) < 0) {
         snprintf(err, errlen, "%s", s->err);
-        store_close(s);
+        sq_close(&s->base);
         return NULL;
     }
     return s;
 }
 
-store *store_open_read(const char *path, char *err, size_t errlen)
+static store *sq_open_read(const char *path, char *err, size_t errlen)
 {
     struct stat sb;
     if (stat(path, &sb) != 0) {
@@ -381,12 +385,12 @@ store *store_open_read(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s is not a file", path);
         return NULL;
     }
-    store *s = open_read_store(path, err, errlen);
+    sq_store *s = open_read_store(path, err, errlen);
     if (!s)
         return NULL;
     if (s->version < 1) {
         snprintf(err, errlen, "%s is not a calltape tape (empty database)", path);
-        store_close(s);
+        sq_close(&s->base);
         return NULL;
     }
     /* every table there and its root page readable: a damaged schema or
@@ -394,7 +398,7 @@ store *store_open_read(const char *path, char *err, size_t errlen)
     if (exec_sql(s, "SELECT 1 FROM meta, sessions, threads, functions, segments, blobs"
                     " LIMIT 0") < 0) {
         snprintf(err, errlen, "the tape %s is damaged: %s", path, sqlite3_errmsg(s->db));
-        store_close(s);
+        sq_close(&s->base);
         return NULL;
     }
     /* Older formats differ by indexes and session columns the migrations
@@ -403,10 +407,10 @@ store *store_open_read(const char *path, char *err, size_t errlen)
      * recording onto the tape upgrades it. */
     /* a larger page cache for repeated searches (64 MiB) */
     exec_sql(s, "PRAGMA cache_size = -65536");
-    return s;
+    return &s->base;
 }
 
-int store_check_write(const char *path, char *err, size_t errlen)
+static int sq_check_write(const char *path, char *err, size_t errlen)
 {
     struct stat sb;
     if (stat(path, &sb) != 0) {
@@ -425,27 +429,30 @@ int store_check_write(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "cannot write the tape %s: it is not a file", path);
         return -1;
     }
-    store *s = store_open_write(path, err, errlen);
+    store *s = sq_open_write(path, err, errlen);
     store_close(s);
     return s ? 0 : -1;
 }
 
-int store_same_file(const store *s, const char *path)
+static int sq_same_file(const store *base, const char *path)
 {
+    const sq_store *s = (const sq_store *)base;
     struct stat sb;
     if (stat(path, &sb) != 0)
         return errno == ENOENT || errno == ENOTDIR ? 0 : 1; /* cannot tell: assume so */
     return !s->ino || (sb.st_dev == s->dev && sb.st_ino == s->ino);
 }
 
-void store_file_id(const store *s, uint64_t *dev, uint64_t *ino)
+static void sq_file_id(const store *base, uint64_t *dev, uint64_t *ino)
 {
+    const sq_store *s = (const sq_store *)base;
     *dev = (uint64_t)s->dev;
     *ino = (uint64_t)s->ino;
 }
 
-int store_checkpoint(store *s)
+static int sq_checkpoint(store *base)
 {
+    sq_store *s = (sq_store *)base;
     if (!s || s->readonly)
         return 0;
     /* PASSIVE never waits: it copies every frame no reader still needs.
@@ -471,8 +478,9 @@ int store_checkpoint(store *s)
     return 0;
 }
 
-void store_close(store *s)
+static void sq_close(store *base)
 {
+    sq_store *s = (sq_store *)base;
     if (!s)
         return;
     for (int i = 0; i < NSTMT; i++)
@@ -481,23 +489,23 @@ void store_close(store *s)
     free(s);
 }
 
-sqlite3 *store_db(store *s)
+sqlite3 *sq_db(store *s)
 {
-    return s->db;
+    return ((sq_store *)s)->db;
 }
 
-const char *store_errmsg(store *s)
+static const char *sq_errmsg(store *s)
 {
-    return s->err;
+    return ((sq_store *)s)->err;
 }
 
-int64_t store_version(store *s)
+static int64_t sq_version(store *s)
 {
-    return s->version;
+    return ((sq_store *)s)->version;
 }
 
 /* Runs a statement that returns no row (binding already done); resets it. */
-static int run(store *s, int which, const char *what)
+static int run(sq_store *s, int which, const char *what)
 {
     sqlite3_stmt *st = s->st[which];
     int rc = sqlite3_step(st);
@@ -510,18 +518,21 @@ static int run(store *s, int which, const char *what)
     return 0;
 }
 
-int store_begin(store *s)
+static int sq_begin(store *base)
 {
+    sq_store *s = (sq_store *)base;
     return run(s, ST_BEGIN, "cannot start a transaction on the tape");
 }
 
-int store_commit(store *s)
+static int sq_commit(store *base)
 {
+    sq_store *s = (sq_store *)base;
     return run(s, ST_COMMIT, "cannot commit to the tape");
 }
 
-void store_rollback(store *s)
+static void sq_rollback(store *base)
 {
+    sq_store *s = (sq_store *)base;
     if (!sqlite3_get_autocommit(s->db))
         run(s, ST_ROLLBACK, "cannot roll back");
 }
@@ -534,8 +545,9 @@ static void bind_text(sqlite3_stmt *st, int i, const char *p, size_t n)
         sqlite3_bind_null(st, i);
 }
 
-int store_add_session(store *s, const store_session *ss, int64_t *id)
+static int sq_add_session(store *base, const store_session *ss, int64_t *id)
 {
+    sq_store *s = (sq_store *)base;
     sqlite3_stmt *st = s->st[ST_SESSION];
     sqlite3_bind_int64(st, 1, ss->start_ns);
     bind_text(st, 2, ss->host, ss->host ? strlen(ss->host) : 0);
@@ -557,8 +569,9 @@ int store_add_session(store *s, const store_session *ss, int64_t *id)
     return 0;
 }
 
-int store_update_session(store *s, int64_t id, int64_t end_ns, const int64_t counters[5])
+static int sq_update_session(store *base, int64_t id, int64_t end_ns, const int64_t counters[5])
 {
+    sq_store *s = (sq_store *)base;
     sqlite3_stmt *st = s->st[ST_SESSION_UPDATE];
     sqlite3_bind_int64(st, 1, end_ns);
     for (int i = 0; i < 5; i++)
@@ -567,10 +580,11 @@ int store_update_session(store *s, int64_t id, int64_t end_ns, const int64_t cou
     return run(s, ST_SESSION_UPDATE, "cannot update the session");
 }
 
-int store_function(store *s, const char *module, size_t module_len, const char *qualname,
-                   size_t qualname_len, const char *file, size_t file_len, int64_t line,
-                   const uint8_t *sig, size_t sig_len, int64_t *id)
+static int sq_function(store *base, const char *module, size_t module_len, const char *qualname,
+                       size_t qualname_len, const char *file, size_t file_len, int64_t line,
+                       const uint8_t *sig, size_t sig_len, int64_t *id)
 {
+    sq_store *s = (sq_store *)base;
     for (int which = ST_FN_FIND; which <= ST_FN_INSERT; which++) {
         sqlite3_stmt *st = s->st[which];
         sqlite3_bind_text(st, 1, module, (int)module_len, SQLITE_STATIC);
@@ -599,9 +613,10 @@ int store_function(store *s, const char *module, size_t module_len, const char *
     return 0;
 }
 
-int store_add_thread(store *s, int64_t session, int64_t idx, int64_t ident, int64_t native_id,
-                     const char *name, size_t name_len)
+static int sq_add_thread(store *base, int64_t session, int64_t idx, int64_t ident,
+                         int64_t native_id, const char *name, size_t name_len)
 {
+    sq_store *s = (sq_store *)base;
     sqlite3_stmt *st = s->st[ST_THREAD];
     sqlite3_bind_int64(st, 1, session);
     sqlite3_bind_int64(st, 2, idx);
@@ -611,8 +626,9 @@ int store_add_thread(store *s, int64_t session, int64_t idx, int64_t ident, int6
     return run(s, ST_THREAD, "cannot add a thread");
 }
 
-int store_reserve_ids(store *s, int64_t count, int64_t *first)
+static int sq_reserve_ids(store *base, int64_t count, int64_t *first)
 {
+    sq_store *s = (sq_store *)base;
     sqlite3_stmt *st = s->st[ST_NEXT_ID_GET];
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
@@ -626,8 +642,10 @@ int store_reserve_ids(store *s, int64_t count, int64_t *first)
     return run(s, ST_NEXT_ID_SET, "cannot reserve call ids");
 }
 
-int store_put_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t *data, size_t n)
+static int sq_put_blob(store *base, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t *data,
+                       size_t n)
 {
+    sq_store *s = (sq_store *)base;
     sqlite3_stmt *st = s->st[ST_BLOB];
     sqlite3_bind_blob(st, 1, hash, WIRE_HASH_BYTES, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (int64_t)n);
@@ -635,9 +653,10 @@ int store_put_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t 
     return run(s, ST_BLOB, "cannot store a blob");
 }
 
-int store_add_segment(store *s, int64_t session, int64_t function, const seg_builder *b,
-                      const uint8_t *data, size_t n)
+static int sq_add_segment(store *base, int64_t session, int64_t function, const seg_builder *b,
+                          const uint8_t *data, size_t n)
 {
+    sq_store *s = (sq_store *)base;
     sqlite3_stmt *st = s->st[ST_SEGMENT];
     sqlite3_bind_int64(st, 1, session);
     sqlite3_bind_int64(st, 2, function);
@@ -668,3 +687,49 @@ int store_add_segment(store *s, int64_t session, int64_t function, const seg_bui
     sqlite3_bind_int64(st, 12, function);
     return run(s, ST_FN_AGG, "cannot update function totals");
 }
+
+static int sq_claims(const char *path)
+{
+    (void)path;
+    return 1;
+}
+
+static const store_ops sq_ops = {
+    .name = "SQLite",
+    .same_file = sq_same_file,
+    .file_id = sq_file_id,
+    .checkpoint = sq_checkpoint,
+    .close = sq_close,
+    .errmsg = sq_errmsg,
+    .version = sq_version,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .add_session = sq_add_session,
+    .update_session = sq_update_session,
+    .function = sq_function,
+    .add_thread = sq_add_thread,
+    .reserve_ids = sq_reserve_ids,
+    .put_blob = sq_put_blob,
+    .add_segment = sq_add_segment,
+    .totals = sq_totals,
+    .function_count = sq_function_count,
+    .call_total = sq_call_total,
+    .read_sessions = sq_read_sessions,
+    .read_functions = sq_read_functions,
+    .read_threads = sq_read_threads,
+    .read_blob = sq_read_blob,
+    .find_call = sq_find_call,
+    .list_segments = sq_list_segments,
+    .next = sq_next,
+    .load_listed = sq_load_listed,
+    .cursor_close = sq_cursor_close,
+};
+
+const store_backend store_sqlite_backend = {
+    .name = "SQLite",
+    .claims = sq_claims,
+    .open_write = sq_open_write,
+    .open_read = sq_open_read,
+    .check_write = sq_check_write,
+};

@@ -7,6 +7,7 @@
  * Prints "N passed, N failed" and exits non-zero on any failure.
  */
 #include "engine.h"
+#include "store.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -922,7 +923,7 @@ static void flip_segment_byte(const char *path, int64_t id, int at)
 
 /* Runs a query over the whole tape (or from `since` on): 1 when it read
  * to the end, 0 when it failed (*segment is then the damaged segment, 0
- * for an SQLite-level error, *status its seg_status). */
+ * for another error, *status its seg_status, or else the store_err kind). */
 static int query_all(store *st, int64_t since, int64_t *segment, int *status)
 {
     query_filter f = {0};
@@ -944,7 +945,7 @@ static int query_all(store *st, int64_t since, int64_t *segment, int *status)
     while ((rc = query_next(q, &c, &session, &function)) == 1)
         ;
     if (rc < 0 && !query_error_segment(q, segment, &function, status))
-        *status = query_error_sqlite(q);
+        *status = query_error_store(q)->kind;
     query_close(q);
     return rc == 0;
 }
@@ -1000,7 +1001,7 @@ static void test_query_reports_damage(void)
     damage_with(path, "DELETE FROM segments WHERE id = 2");
     st = store_open_read(path, err, sizeof err);
     CHECK(st && query_all(st, INT64_MIN, &segment, &status) == 0);
-    CHECK(segment == 0 && status == SQLITE_CORRUPT);
+    CHECK(segment == 0 && status == STORE_DAMAGED);
     CHECK(st && query_all(st, 0, &segment, &status) == 1);
     store_close(st);
     char side[300];
@@ -1093,6 +1094,92 @@ static void test_segment_packed(void)
     seg_builder_free(&s);
 }
 
+/* Reads back through every reading call of store.h (store.h's contract,
+ * whatever the store): counts, function and session rows, a call found by
+ * id, a missing blob, a listing and its loads. */
+static void test_store_reader(void)
+{
+    char path[] = "/tmp/calltape-store-test-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    unlink(path);
+    engine *e = start_engine(path, 0, 0);
+    if (!e)
+        return;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    for (uint64_t i = 1; i <= 30; i++)
+        CHECK(append_bare_call(e, &b, i));
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_free(e);
+    wbuf_free(&b);
+    char err[256];
+    store *st = store_open_read(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    store_err se;
+    store_counts n;
+    CHECK(store_totals(st, &n, &se) == 0 && n.calls == 30 && n.functions == 1 && n.sessions == 1);
+    int64_t count = 0, calls = 0;
+    CHECK(store_function_count(st, &count, &se) == 0 && count == 1);
+    store_row row;
+    store_cursor *c = store_read_functions(st, &se);
+    CHECK(c && store_next(c, &row, &se) == 1);
+    int64_t fid = c ? row.function.id : 0;
+    CHECK(c && row.function.calls == 30 && row.function.line == 7 && row.function.min_ns == 0 &&
+          row.function.qualname.n == 1 && memcmp(row.function.qualname.p, "f", 1) == 0);
+    CHECK(c && store_next(c, &row, &se) == 0 && store_next(c, &row, &se) == 0);
+    store_cursor_close(c);
+    CHECK(store_call_total(st, &fid, 1, &calls, &se) == 0 && calls == 30);
+    c = store_read_sessions(st, &se);
+    CHECK(c && store_next(c, &row, &se) == 1 && row.session.mpi_rank == STORE_NONE &&
+          row.session.end_ns != STORE_NONE && row.session.pid == getpid());
+    store_cursor_close(c);
+    /* call 5 by id: a segment whose bytes hold it; no segment for 999 */
+    c = store_find_call(st, 5, &se);
+    CHECK(c && store_next(c, &row, &se) == 1 && row.segment.function == fid && row.segment.data);
+    seg_reader r;
+    seg_call call;
+    int found = 0;
+    if (c && row.segment.data && seg_reader_open(&r, row.segment.data, row.segment.len) == 0) {
+        while (seg_reader_next(&r, &call) == 1)
+            found += call.id == 5;
+        seg_reader_close(&r);
+    }
+    CHECK(found == 1);
+    store_cursor_close(c);
+    c = store_find_call(st, 999, &se);
+    CHECK(c && store_next(c, &row, &se) == 0);
+    store_cursor_close(c);
+    uint8_t hash[WIRE_HASH_BYTES] = {0};
+    c = store_read_blob(st, hash, &se);
+    CHECK(c && store_next(c, &row, &se) == 0);
+    store_cursor_close(c);
+    /* the listing of every segment covers every call; each one loads */
+    store_segment_filter f = {&fid, 1, 0, INT64_MIN, INT64_MAX, 0, INT64_MAX, -1, 0};
+    c = store_list_segments(st, &f, &se);
+    int64_t listed = 0;
+    while (c && store_next(c, &row, &se) == 1) {
+        store_segment g;
+        listed += row.segment.n;
+        CHECK(row.segment.data == NULL);
+        CHECK(store_load_listed(c, row.segment.id, &g, &se) == 1 && g.n == row.segment.n);
+        free((void *)g.data);
+    }
+    CHECK(listed == 30);
+    store_segment g;
+    CHECK(c && store_load_listed(c, 999999, &g, &se) == 0);
+    store_cursor_close(c);
+    store_close(st);
+    unlink(path);
+    char side[300];
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+}
+
 int main(void)
 {
     test_varint_and_skip();
@@ -1112,6 +1199,7 @@ int main(void)
     test_deleted_tape_is_noticed();
     test_query_energy();
     test_query_reports_damage();
+    test_store_reader();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

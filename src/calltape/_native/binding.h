@@ -30,6 +30,9 @@ typedef struct ct_engine_slot {
     int begun;     /* this process's session was begun (lifecycle.c; reset by fork) */
     int exported;  /* ... and exported to child processes as CALLTAPE_SESSION */
     uint8_t *seen; /* by thread index: its REC_THREAD was sent (reset by fork) */
+    int64_t counters[CT_NCOUNTERS]; /* of the calls on this tape, not yet sent */
+    int counters_dirty;
+    uint64_t counters_sent_ns; /* when they were last sent (ct_now_ns) */
     size_t nseen;
 } ct_engine_slot;
 
@@ -103,6 +106,10 @@ typedef struct ct_typeinfo {
     struct PyMemberDef **slots; /* the __slots__ of its Python classes */
     PyObject **slot_names;      /* their names (str, owned), in the same order */
     size_t nslots;
+    uint8_t over_streak; /* top-level values of it over the budget in a row */
+    uint32_t over_skip;  /* of those to come, how many are not encoded */
+    uint8_t *refused;    /* CT_BY_REFUSE: its UNENCODABLE marker, encoded once */
+    size_t refused_len;
     PyObject *module_dict; /* of its module, when it has module-level instances */
     PyObject *singletons;  /* tuple: the names those instances have there */
 } ct_typeinfo;
@@ -163,7 +170,7 @@ typedef struct ct_state {
     uint64_t next_fn;               /* next process-local function id */
     uint64_t next_thread;           /* next process-local thread index */
     uint64_t next_serial;           /* engine serials */
-    int64_t counters[CT_NCOUNTERS]; /* not yet sent to the writer */
+    int64_t counters[CT_NCOUNTERS]; /* of the value being captured, not yet a call's */
     int64_t totals[CT_NCOUNTERS];   /* sent so far, for stats() */
     int counters_dirty;
     Py_ssize_t max_value_bytes;
@@ -559,10 +566,34 @@ int ct_park_traverse(const ct_parking *p, visitproc visit, void *arg);
 /* Stops the running calltape.monitor, if any.  Never raises. */
 void ct_monitor_stop_running(ct_state *st);
 
-/* Sends the value counters gathered since the last call (unencodable,
- * pickled, ...) to `slot`'s writer as a REC_COUNTERS record and adds them to
- * the totals that stats() reports.  Never raises. */
+/* Sends `slot`'s value counters (unencodable, pickled, ...) and those not
+ * yet given to a call to `slot`'s writer as a REC_COUNTERS record, and adds
+ * them to the totals that stats() reports.  Never raises. */
 void ct_emit_counters(ct_state *st, ct_engine_slot *slot);
+
+/* Value counters are sent with a call at most this often (and always by
+ * flush() and when the default tape changes), not with every call that
+ * changed them: a program whose every call holds an unencodable value would
+ * otherwise send a counters record per call. */
+#define CT_COUNTERS_EVERY_NS 20000000ull
+
+/* A call goes to `slot`: the counters of its values become the tape's, and
+ * the tape's are sent when CT_COUNTERS_EVERY_NS passed since they last were
+ * (before `now`).  Never raises. */
+static inline void ct_counters_due(ct_state *st, ct_engine_slot *slot, uint64_t now)
+{
+    if (st->counters_dirty) {
+        for (int i = 0; i < CT_NCOUNTERS; i++)
+            slot->counters[i] += st->counters[i];
+        memset(st->counters, 0, sizeof st->counters);
+        st->counters_dirty = 0;
+        slot->counters_dirty = 1;
+    }
+    if (slot->counters_dirty && now - slot->counters_sent_ns >= CT_COUNTERS_EVERY_NS) {
+        ct_emit_counters(st, slot);
+        slot->counters_sent_ns = now;
+    }
+}
 
 /* Per-thread recording context (recorder.c). */
 typedef struct ct_thread {

@@ -414,6 +414,19 @@ static size_t truncated_size(PyObject *v, size_t size)
     return n > (Py_ssize_t)size ? (size_t)n : size;
 }
 
+/* A TRUNCATED marker for `v`: its type and `size`, the bytes its encoding
+ * took when it stopped (0: not measured). */
+static void put_truncated(ct_state *st, wbuf *b, PyObject *v, size_t size)
+{
+    const char *tname = Py_TYPE(v)->tp_name;
+    wbuf_byte(b, WIRE_TRUNCATED);
+    wbuf_varint(b, strlen(tname));
+    wbuf_put(b, tname, strlen(tname));
+    wbuf_varint(b, size);
+    st->counters[CT_TRUNCATED]++;
+    st->counters_dirty = 1;
+}
+
 int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)
 {
     ct_memo local, *memo = c->memo;
@@ -423,7 +436,13 @@ int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)
     }
     size_t start = b->len, memo_n = c->memo->next;
     c->top_start = start;
+    if (ct_over_budget_skip(c, v)) {
+        put_truncated(c->st, b, v, 0); /* not measured: its class's last values were over */
+        goto done;
+    }
     int rc = capture_at(c, b, v, 0);
+    if (rc == 0 || rc == -4)
+        ct_over_budget_note(c, v, rc == -4 || b->len - start > (size_t)c->limit);
     if (rc == -2 || rc == -3) {
         b->len = start;
         memo_rollback(c->memo, memo_n);
@@ -437,13 +456,7 @@ int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)
         PyErr_Clear();
         b->len = start;
         memo_rollback(c->memo, memo_n);
-        const char *tname = Py_TYPE(v)->tp_name;
-        wbuf_byte(b, WIRE_TRUNCATED);
-        wbuf_varint(b, strlen(tname));
-        wbuf_put(b, tname, strlen(tname));
-        wbuf_varint(b, size);
-        c->st->counters[CT_TRUNCATED]++;
-        c->st->counters_dirty = 1;
+        put_truncated(c->st, b, v, size);
     } else if (rc == 0 && c->top && b->len - start >= CT_BLOB_MIN) {
         /* Large value: let the writer store it once by content. */
         size_t n = b->len - start;
@@ -459,6 +472,7 @@ int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)
             c->blobbed = 1; /* the record says so: REC_HAS_BLOBS */
         }
     }
+done:
     if (!memo) {
         ct_memo_free(&local);
         c->memo = NULL;

@@ -21,6 +21,21 @@ int ct_capture_builtin(ct_capture *c, wbuf *b, PyObject *v, uint8_t kind);
 /* Writes `v`, not a built-in data value, as its type's decision says
  * (objects.c). */
 int ct_capture_object(ct_capture *c, wbuf *b, PyObject *v, int depth);
+
+/* Values over the budget cost the budget before they are dropped for a
+ * TRUNCATED marker.  When the top-level values of one class were over it
+ * CT_OVER_STREAK times in a row, the next ones are not encoded (a marker of
+ * size 0: not measured), 1, 2, 4, ... up to CT_OVER_SKIP_MAX of them, each
+ * try that fits the budget starting again.  Returns 1 when `v` is not to be
+ * encoded now.  Never raises. */
+int ct_over_budget_skip(ct_capture *c, PyObject *v);
+
+/* What encoding the top-level `v` gave: `over` 1 when it was over the
+ * budget.  Never raises. */
+void ct_over_budget_note(ct_capture *c, PyObject *v, int over);
+
+#define CT_OVER_STREAK 4
+#define CT_OVER_SKIP_MAX 1024
 /* Writes the class, function, builtin function or module `v` as a GLOBAL
  * (or UNENCODABLE when it has no importable name). */
 int ct_capture_global(ct_capture *c, wbuf *b, PyObject *v);

@@ -323,8 +323,8 @@ static PyObject *flush_all(ct_state *st, double timeout)
     int rc = 0;
     for (size_t i = 0; i < st->nengines; i++) {
         ct_engine_slot *slot = st->engines[i];
-        if (st->counters_dirty)
-            ct_emit_counters(st, slot);
+        if (slot->counters_dirty || (st->counters_dirty && i == 0))
+            ct_emit_counters(st, slot); /* (values of no call: on the first tape) */
         int r;
         Py_BEGIN_ALLOW_THREADS
             r = engine_flush(slot->eng, (uint64_t)(timeout * 1e9));
@@ -355,7 +355,10 @@ static PyObject *flush(PyObject *m, PyObject *args, PyObject *kw)
 
 static long long value_count(const ct_state *st, int which)
 {
-    return (long long)st->counters[which] + (long long)st->totals[which];
+    long long n = (long long)st->counters[which] + (long long)st->totals[which];
+    for (size_t i = 0; i < st->nengines; i++)
+        n += (long long)st->engines[i]->counters[which];
+    return n;
 }
 
 static PyObject *stats(PyObject *m, PyObject *unused)
@@ -455,6 +458,10 @@ static PyObject *after_fork_child(PyObject *m, PyObject *unused)
     }
     memset(st->counters, 0, sizeof st->counters);
     st->counters_dirty = 0;
+    for (size_t i = 0; i < st->nengines; i++) { /* the parent's, sent by the parent */
+        memset(st->engines[i]->counters, 0, sizeof st->engines[i]->counters);
+        st->engines[i]->counters_dirty = 0;
+    }
     ct_rss_forget(st); /* /proc/self/statm named the parent */
     PySet_Clear(st->warned);
     Py_RETURN_NONE;

@@ -578,8 +578,7 @@ static void emit_plain(mon_active *a, const mon_entry *e, const uint8_t *args, u
         q += e->args_len;
     }
     buf[0] = (uint8_t)(q - buf - 1);
-    if (a->st->counters_dirty)
-        ct_emit_counters(a->st, a->slot);
+    ct_counters_due(a->st, a->slot, end);
     ct_append(a->st, a->slot, buf, (size_t)(q - buf));
 }
 

@@ -67,6 +67,7 @@ static void typeinfo_release(ct_typeinfo *e)
     Py_CLEAR(e->module_dict);
     Py_CLEAR(e->singletons);
     PyMem_Free(e->header);
+    PyMem_Free(e->refused);
     for (size_t i = 0; e->slot_names && i < e->nslots; i++)
         Py_XDECREF(e->slot_names[i]);
     PyMem_Free(e->slot_names);
@@ -860,6 +861,64 @@ static int pickle_asked(const ct_capture *c, PyTypeObject *tp)
     return 0;
 }
 
+/* The decided entry of `tp` in the type cache, or NULL (not looked up
+ * before, or its class was freed); decides nothing. */
+static ct_typeinfo *typeinfo_known(ct_typecache *tc, const PyTypeObject *tp)
+{
+    if (!tc->cap)
+        return NULL;
+    for (size_t j = typecache_slot(tc, tp); tc->v[j].tp; j = (j + 1) & (tc->cap - 1))
+        if (tc->v[j].tp == tp)
+            return tc->v[j].how == CT_BY_OBJECT && typeinfo_alive(&tc->v[j]) ? &tc->v[j] : NULL;
+    return NULL;
+}
+
+int ct_over_budget_skip(ct_capture *c, PyObject *v)
+{
+    ct_typeinfo *e = typeinfo_known(&c->st->types, Py_TYPE(v));
+    if (!e || !e->over_skip)
+        return 0;
+    e->over_skip--;
+    return 1;
+}
+
+void ct_over_budget_note(ct_capture *c, PyObject *v, int over)
+{
+    ct_typeinfo *e = typeinfo_known(&c->st->types, Py_TYPE(v));
+    if (!e)
+        return;
+    if (!over) {
+        e->over_streak = 0;
+        return;
+    }
+    if (e->over_streak < 255)
+        e->over_streak++;
+    if (e->over_streak >= CT_OVER_STREAK) {
+        unsigned shift = e->over_streak - CT_OVER_STREAK;
+        e->over_skip = shift >= 10 ? CT_OVER_SKIP_MAX : 1u << shift;
+    }
+}
+
+/* The UNENCODABLE marker of a type that is not recorded, encoded the first
+ * time and copied after. */
+static void put_refused(ct_state *st, wbuf *b, ct_typeinfo *e)
+{
+    /* short: it is written with every call that passes one */
+    static const char why[] = "opaque C state (pickle= opts in)";
+    if (!e->refused) {
+        size_t at = b->len;
+        ct_put_unencodable(st, b, e->tp->tp_name, why);
+        if (!b->failed && (e->refused = PyMem_Malloc(b->len - at)) != NULL) {
+            memcpy(e->refused, b->data + at, b->len - at);
+            e->refused_len = b->len - at;
+        }
+        return;
+    }
+    wbuf_put(b, e->refused, e->refused_len);
+    st->counters[CT_UNENCODABLE]++;
+    st->counters_dirty = 1;
+}
+
 int ct_capture_object(ct_capture *c, wbuf *b, PyObject *v, int depth)
 {
     PyTypeObject *tp = Py_TYPE(v);
@@ -885,8 +944,7 @@ int ct_capture_object(ct_capture *c, wbuf *b, PyObject *v, int depth)
     case CT_BY_GLOBAL:
         return ct_capture_global(c, b, v);
     default:
-        /* short: it is written with every call that passes one */
-        ct_put_unencodable(c->st, b, tp->tp_name, "opaque C state (pickle= opts in)");
+        put_refused(c->st, b, e);
         return 0;
     }
 }

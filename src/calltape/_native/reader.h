@@ -10,13 +10,14 @@
  * the trust and allow list copied from it), so there is no cycle between
  * a Tape and its caches.  The store of a Tape stays open while any query
  * of it is open: close() waits for the last one (see ct_tape_query_close).
+ * The reader sees the tape only through store.h (no SQL here): every
+ * store call that may do I/O runs with the GIL released.
  */
 #ifndef CALLTAPE_READER_H
 #define CALLTAPE_READER_H
 
+#include "../../engine/store.h"
 #include "binding.h"
-
-#include <sqlite3.h>
 
 typedef struct ct_tape {
     PyObject_HEAD store *st; /* NULL once closed */
@@ -77,12 +78,12 @@ int ct_tape_check_open(ct_tape *t);
  * ct_damage; `any` as there) stays as it was.  Returns NULL. */
 PyObject *ct_tape_damaged(ct_tape *t, int any, const char *fmt, ...);
 
-/* Sets TapeError for SQLite's result code `rc` while reading `what` ("its
- * sessions"): "the tape <path> is damaged: ..." for a corrupt file (and for
- * an SQL error, which the reader's fixed statements meet only on a damaged
- * schema), "cannot read <what> from the tape <path>: ..." for other
- * failures (I/O, locks).  Returns NULL. */
-PyObject *ct_tape_sql_error(ct_tape *t, int rc, const char *what);
+/* Sets the exception for the store's error `e` met while reading `what`
+ * ("its sessions"): TapeError "the tape <path> is damaged: reading <what>,
+ * ..." for damage, TapeError "cannot read <what> from the tape <path>:
+ * ..." for other failures (I/O, locks), MemoryError for memory.  Returns
+ * NULL. */
+PyObject *ct_tape_store_error(ct_tape *t, const store_err *e, const char *what);
 
 /* The Function with tape id `id` (borrowed), loading the function table
  * again when it is not known yet (a tape being recorded grows).  NULL with
@@ -145,18 +146,13 @@ PyObject *ct_call_args(ct_call *c);
  * value). */
 PyObject *ct_call_readable(ct_call *c);
 
-/* A new Function from a row of "SELECT id, module, qualname, file, line,
- * signature, calls, raised, total_ns, min_ns, max_ns FROM functions".
+/* A new Function from a function row of the store (its bytes copied).
  * NULL with an exception set (TapeError for an unreadable signature). */
-PyObject *ct_function_from_row(ct_tape *t, sqlite3_stmt *row);
+PyObject *ct_function_from_row(ct_tape *t, const store_function_row *row);
 
-/* A new Session from a row of CT_SESSION_COLUMNS (CT_SESSION_COLUMNS_V2 for
- * a tape of format 2, without the folders).  NULL with an exception. */
-#define CT_SESSION_COLUMNS_V2                                                                      \
-    "id, start_ns, end_ns, host, pid, ppid, parent, argv, python, calltape, mpi_rank,"             \
-    " unencodable, pickled, redacted, truncated, dropped"
-#define CT_SESSION_COLUMNS CT_SESSION_COLUMNS_V2 ", sys_path0, cwd"
-PyObject *ct_session_from_row(ct_tape *t, sqlite3_stmt *row);
+/* A new Session from a session row of the store (its bytes copied).  NULL
+ * with an exception set. */
+PyObject *ct_session_from_row(ct_tape *t, const store_session_row *row);
 
 /* A timezone-aware (UTC) datetime for `ns` nanoseconds since the epoch,
  * exact to the microsecond (truncated).  New reference or NULL. */

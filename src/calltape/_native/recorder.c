@@ -473,12 +473,15 @@ void ct_emit_counters(ct_state *st, ct_engine_slot *slot)
     wbuf b;
     frame_begin(&b, storage, sizeof storage);
     wbuf_byte(&b, REC_COUNTERS);
+    for (int i = 0; i < CT_NCOUNTERS; i++) {
+        slot->counters[i] += st->counters[i];
+        st->totals[i] += slot->counters[i];
+    }
     for (int i = 0; i < 5; i++)
-        wbuf_varint(&b, (uint64_t)st->counters[i]);
-    for (int i = 0; i < CT_NCOUNTERS; i++)
-        st->totals[i] += st->counters[i];
+        wbuf_varint(&b, (uint64_t)slot->counters[i]);
     memset(st->counters, 0, sizeof st->counters);
-    st->counters_dirty = 0;
+    memset(slot->counters, 0, sizeof slot->counters);
+    st->counters_dirty = slot->counters_dirty = 0;
     append_framed(st, slot, &b);
 }
 
@@ -604,8 +607,7 @@ emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct
         wbuf_put(&b, yields->data, yields->len);
     }
     if (!res.failed) {
-        if (st->counters_dirty)
-            ct_emit_counters(st, slot);
+        ct_counters_due(st, slot, end);
         append_framed(st, slot, &b);
     }
     wbuf_free(&b);

@@ -14,14 +14,8 @@ static const struct {
     const char *name;
     size_t len;
 } default_secret_names[] = {
-#define SECRET(s)                                                                                  \
-    {                                                                                              \
-        (s), sizeof(s) - 1                                                                         \
-    }
-    SECRET("password"),   SECRET("passwd"),      SECRET("secret"),        SECRET("token"),
-    SECRET("api_key"),    SECRET("apikey"),      SECRET("authorization"), SECRET("cookie"),
-    SECRET("credential"), SECRET("private_key"),
-#undef SECRET
+    {"password", 8}, {"passwd", 6},         {"secret", 6}, {"token", 5},       {"api_key", 7},
+    {"apikey", 6},   {"authorization", 13}, {"cookie", 6}, {"credential", 10}, {"private_key", 11},
 };
 
 /* 1 when the lower-case `s` (n bytes) is one of the built-in names. */

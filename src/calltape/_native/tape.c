@@ -5,9 +5,10 @@
  * results (calls.c) and of the Call views (views.c).
  *
  * Invariants: the store is opened read-only (opening never modifies a
- * tape); every SQLite call runs with the GIL released; damage anywhere (a
- * segment failing its checksum, a value that does not rebuild, a blob
- * whose content does not match its hash, an SQLite error) raises one
+ * tape) and seen only through store.h; every store call that may do I/O
+ * runs with the GIL released; damage anywhere (a segment failing its
+ * checksum, a value that does not rebuild, a blob whose content does not
+ * match its hash, damage the store reports) raises one
  * TapeError naming the tape and the call, segment, function, session or
  * table concerned, rather than returning partial data; the store is
  * closed only when no query of it is open (close() during an iteration
@@ -16,7 +17,6 @@
  */
 #include "reader.h"
 
-#include <sqlite3.h>
 #include <stdarg.h>
 
 PyObject *ct_tape_damaged(ct_tape *t, int any, const char *fmt, ...)
@@ -42,27 +42,16 @@ PyObject *ct_tape_damaged(ct_tape *t, int any, const char *fmt, ...)
     return NULL;
 }
 
-/* 1 when SQLite's result code `rc` says the file is damaged. */
-static int damage_code(int rc)
+PyObject *ct_tape_store_error(ct_tape *t, const store_err *e, const char *what)
 {
-    int code = rc & 0xff;
-    return code == SQLITE_CORRUPT || code == SQLITE_NOTADB || code == SQLITE_FORMAT ||
-           code == SQLITE_RANGE || code == SQLITE_MISMATCH;
-}
-
-PyObject *ct_tape_sql_error(ct_tape *t, int rc, const char *what)
-{
-    /* the connection's message when it is still about this error (another
-     * thread may have used the connection since), else the code's */
-    sqlite3 *db = t->st ? store_db(t->st) : NULL;
-    const char *msg =
-        db && sqlite3_extended_errcode(db) == rc ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-    if (damage_code(rc) || (rc & 0xff) == SQLITE_ERROR)
-        return ct_tape_damaged(t, 0, "reading %s, SQLite reports: %s", what, msg);
+    if (e->kind == STORE_NOMEM)
+        return PyErr_NoMemory();
+    if (e->kind == STORE_DAMAGED)
+        return ct_tape_damaged(t, 0, "reading %s, %s", what, e->msg);
     ct_state *st = PyType_GetModuleState(Py_TYPE(t));
     PyObject *cls = st ? ct_marker_type(st, "TapeError") : NULL;
     PyErr_Format(cls ? cls : PyExc_ValueError, "cannot read %s from the tape %U: %s", what, t->path,
-                 msg);
+                 e->msg);
     return NULL;
 }
 
@@ -75,33 +64,44 @@ int ct_tape_check_open(ct_tape *t)
     return 0;
 }
 
-static int step(sqlite3_stmt *q)
+/* The next row of `c` (GIL released): 1, 0 at the end, -1 with `e`. */
+static int next_row(store_cursor *c, store_row *row, store_err *e)
 {
     int rc;
     Py_BEGIN_ALLOW_THREADS
-        rc = sqlite3_step(q);
+        rc = store_next(c, row, e);
     Py_END_ALLOW_THREADS
     return rc;
 }
 
-/* Prepares `sql` on the tape (GIL released) to read `what` ("its
- * sessions").  NULL with TapeError. */
-static sqlite3_stmt *prepare(ct_tape *t, const char *sql, const char *what)
+/* Opens one of the store's table cursors (store_read_sessions, ...) on the
+ * tape (GIL released) to read `what` ("its sessions").  NULL with
+ * TapeError (ValueError when the tape is closed). */
+static store_cursor *open_table(ct_tape *t, store_cursor *(*open)(store *, store_err *),
+                                const char *what)
 {
     if (ct_tape_check_open(t) < 0)
         return NULL;
-    sqlite3 *db = store_db(t->st);
-    sqlite3_stmt *q = NULL;
+    store *s = t->st;
+    store_err e;
+    store_cursor *c;
+    Py_BEGIN_ALLOW_THREADS
+        c = open(s, &e);
+    Py_END_ALLOW_THREADS
+    if (!c)
+        ct_tape_store_error(t, &e, what);
+    return c;
+}
+
+/* The tape's counts (GIL released).  Returns 0, or -1 with `e`. */
+static int read_counts(ct_tape *t, store_counts *out, store_err *e)
+{
+    store *s = t->st;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-        rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
+        rc = store_totals(s, out, e);
     Py_END_ALLOW_THREADS
-    if (rc != SQLITE_OK) {
-        sqlite3_finalize(q);
-        ct_tape_sql_error(t, rc, what);
-        return NULL;
-    }
-    return q;
+    return rc;
 }
 
 PyObject *ct_check_writable_py(PyObject *module, PyObject *arg)
@@ -229,19 +229,13 @@ static PyObject *function_label(ct_tape *t, int64_t id)
 }
 
 /* Sets the TapeError of a failed query: a damaged segment named with its
- * function, or the SQLite message. */
+ * function, or the store's error. */
 static void query_failed(ct_tape *t, query *q)
 {
     int64_t segment, function;
     int status;
     if (!query_error_segment(q, &segment, &function, &status)) {
-        int rc = query_error_sqlite(q);
-        if (damage_code(rc))
-            ct_tape_damaged(t, 0, "%s", query_error(q));
-        else if (rc)
-            ct_tape_sql_error(t, rc, "its segments");
-        else
-            PyErr_SetString(PyExc_MemoryError, query_error(q));
+        ct_tape_store_error(t, query_error_store(q), "its segments");
         return;
     }
     PyObject *label = function_label(t, function);
@@ -305,44 +299,45 @@ PyObject *ct_tape_functions(ct_tape *t, int fresh)
     if (t->functions && !fresh)
         return t->functions;
     PyObject *out = NULL, *fn = NULL, *key = NULL;
-    sqlite3_stmt *q;
+    store_err e;
     if (t->functions && fresh == CT_FUNCTIONS_IF_GROWN) {
-        q = prepare(t, "SELECT count(*) FROM functions", "its functions");
-        if (!q)
+        if (ct_tape_check_open(t) < 0)
             return NULL;
-        int grown = step(q) != SQLITE_ROW ||
-                    sqlite3_column_int64(q, 0) != (int64_t)PyDict_GET_SIZE(t->functions);
-        sqlite3_finalize(q);
+        store *s = t->st;
+        int64_t n = 0;
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+            rc = store_function_count(s, &n, &e);
+        Py_END_ALLOW_THREADS
+        int grown = rc < 0 || n != (int64_t)PyDict_GET_SIZE(t->functions);
         if (!grown)
             return t->functions;
     }
-    q = prepare(t,
-                "SELECT id, module, qualname, file, line, signature, calls,"
-                " raised, total_ns, min_ns, max_ns FROM functions ORDER BY id",
-                "its functions");
-    if (!q)
+    store_cursor *c = open_table(t, store_read_functions, "its functions");
+    if (!c)
         return NULL;
     out = PyDict_New();
     if (!out)
         goto error;
+    store_row row;
     int rc;
-    while ((rc = step(q)) == SQLITE_ROW) {
-        fn = ct_function_from_row(t, q);
+    while ((rc = next_row(c, &row, &e)) == 1) {
+        fn = ct_function_from_row(t, &row.function);
         key = fn ? PyLong_FromLongLong(((ct_function *)fn)->id) : NULL;
         if (!key || PyDict_SetItem(out, key, fn) < 0)
             goto error;
         Py_CLEAR(fn);
         Py_CLEAR(key);
     }
-    if (rc != SQLITE_DONE) {
-        ct_tape_sql_error(t, rc, "its functions");
+    if (rc < 0) {
+        ct_tape_store_error(t, &e, "its functions");
         goto error;
     }
-    sqlite3_finalize(q);
+    store_cursor_close(c);
     Py_XSETREF(t->functions, out);
     return out;
 error:
-    sqlite3_finalize(q);
+    store_cursor_close(c);
     Py_XDECREF(fn);
     Py_XDECREF(key);
     Py_XDECREF(out);
@@ -377,19 +372,22 @@ ct_function *ct_tape_function(ct_tape *t, int64_t id, int64_t call)
 static int load_threads(ct_tape *t)
 {
     PyObject *out = NULL, *key = NULL, *val = NULL;
-    sqlite3_stmt *q = prepare(t, "SELECT session, idx, ident, name FROM threads", "its threads");
-    if (!q)
+    store_cursor *c = open_table(t, store_read_threads, "its threads");
+    if (!c)
         return -1;
     out = PyDict_New();
     if (!out)
         goto error;
+    store_row row;
+    store_err e;
     int rc;
-    while ((rc = step(q)) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(q, 3);
-        long long session = sqlite3_column_int64(q, 0), idx = sqlite3_column_int64(q, 1);
+    while ((rc = next_row(c, &row, &e)) == 1) {
+        const store_thread_row *r = &row.thread;
+        const char *name = (const char *)r->name.p;
+        long long session = r->session, idx = r->idx;
         key = Py_BuildValue("(LL)", session, idx);
-        val = Py_BuildValue("(Ls#)", (long long)sqlite3_column_int64(q, 2), name ? name : "",
-                            (Py_ssize_t)(name ? sqlite3_column_bytes(q, 3) : 0));
+        val = Py_BuildValue("(Ls#)", (long long)r->ident, name ? name : "",
+                            (Py_ssize_t)(name ? r->name.n : 0));
         if (!val)
             ct_tape_damaged(t, 1, "thread %lld of session %lld has a name that is not text", idx,
                             session);
@@ -398,15 +396,15 @@ static int load_threads(ct_tape *t)
         Py_CLEAR(key);
         Py_CLEAR(val);
     }
-    if (rc != SQLITE_DONE) {
-        ct_tape_sql_error(t, rc, "its threads");
+    if (rc < 0) {
+        ct_tape_store_error(t, &e, "its threads");
         goto error;
     }
-    sqlite3_finalize(q);
+    store_cursor_close(c);
     Py_XSETREF(t->threads, out);
     return 0;
 error:
-    sqlite3_finalize(q);
+    store_cursor_close(c);
     Py_XDECREF(key);
     Py_XDECREF(val);
     Py_XDECREF(out);
@@ -478,28 +476,34 @@ static PyObject *Tape_load_blob(PyObject *self, PyObject *args)
         return NULL;
     }
     PyObject *out = NULL;
-    sqlite3_stmt *q = prepare(t, "SELECT data FROM blobs WHERE hash = ?", "its blob table");
-    if (q) {
-        sqlite3_bind_blob(q, 1, h.buf, (int)h.len, SQLITE_STATIC);
-        int rc = step(q);
-        if (rc == SQLITE_ROW) {
-            const void *data = sqlite3_column_blob(q, 0);
-            int n = sqlite3_column_bytes(q, 0);
+    store_cursor *c = NULL;
+    store_err e;
+    store_row row;
+    int rc = -1;
+    if (ct_tape_check_open(t) == 0) {
+        store *s = t->st;
+        const uint8_t *hash = h.buf;
+        Py_BEGIN_ALLOW_THREADS
+            c = store_read_blob(s, hash, &e);
+            rc = c ? store_next(c, &row, &e) : -1;
+        Py_END_ALLOW_THREADS
+        if (rc == 1) {
             uint8_t got[WIRE_HASH_BYTES];
-            hash128(data, (size_t)n, got);
+            hash128(row.blob.data, row.blob.len, got);
             if (memcmp(got, h.buf, WIRE_HASH_BYTES) != 0)
                 blob_error(t, h.buf, "in the blob table does not match its hash");
             else
-                out = PyBytes_FromStringAndSize(data, n);
-        } else if (rc == SQLITE_DONE) {
+                out = PyBytes_FromStringAndSize((const char *)row.blob.data,
+                                                (Py_ssize_t)row.blob.len);
+        } else if (rc == 0) {
             blob_error(t, h.buf, "is missing from the blob table");
         } else {
-            char why[160];
-            snprintf(why, sizeof why, "cannot be read from the blob table (SQLite: %s)",
-                     sqlite3_errstr(rc));
+            char why[320];
+            snprintf(why, sizeof why, "cannot be read from the blob table (%s: %s)", store_name(s),
+                     e.msg);
             blob_error(t, h.buf, why);
         }
-        sqlite3_finalize(q);
+        store_cursor_close(c);
     }
     PyBuffer_Release(&h);
     return out;
@@ -524,27 +528,24 @@ static PyObject *Tape_sessions(PyObject *self, PyObject *unused)
     ct_tape *t = (ct_tape *)self;
     if (ct_tape_check_open(t) < 0)
         return NULL;
-    sqlite3_stmt *q = prepare(t,
-                              store_version(t->st) >= 3
-                                  ? "SELECT " CT_SESSION_COLUMNS " FROM sessions ORDER BY id DESC"
-                                  : "SELECT " CT_SESSION_COLUMNS_V2 ", NULL, NULL FROM sessions"
-                                    " ORDER BY id DESC",
-                              "its sessions");
-    if (!q)
+    store_cursor *c = open_table(t, store_read_sessions, "its sessions");
+    if (!c)
         return NULL;
     PyObject *out = PyList_New(0);
-    int rc = SQLITE_DONE;
-    while (out && (rc = step(q)) == SQLITE_ROW) {
-        PyObject *s = ct_session_from_row(t, q);
+    store_row row;
+    store_err e;
+    int rc = 0;
+    while (out && (rc = next_row(c, &row, &e)) == 1) {
+        PyObject *s = ct_session_from_row(t, &row.session);
         if (!s || PyList_Append(out, s) < 0)
             Py_CLEAR(out);
         Py_XDECREF(s);
     }
-    if (out && rc != SQLITE_DONE) {
+    if (out && rc < 0) {
         Py_CLEAR(out);
-        ct_tape_sql_error(t, rc, "its sessions");
+        ct_tape_store_error(t, &e, "its sessions");
     }
-    sqlite3_finalize(q);
+    store_cursor_close(c);
     return out;
 }
 
@@ -574,6 +575,29 @@ static PyObject *Tape_threads(PyObject *self, PyObject *unused)
     return out;
 }
 
+/* Sets the TapeError of segment `g` (the calls of a function), damaged
+ * (`status`, a seg_status). */
+static void segment_damaged(ct_tape *t, const store_segment *g, int status)
+{
+    /* the function table first: the message names the function */
+    PyObject *table = ct_tape_functions(t, CT_FUNCTIONS_CACHED);
+    PyObject *label = table ? function_label(t, g->function) : NULL;
+    if (label)
+        ct_tape_damaged(t, 0, "segment %lld (calls of %U) %s", (long long)g->id, label,
+                        seg_strerror(status));
+    Py_XDECREF(label);
+}
+
+/* Sets KeyError: the tape holds no call `id`. */
+static void no_such_call(ct_tape *t, long long id)
+{
+    PyObject *msg = PyUnicode_FromFormat("no call with id %lld in %U", id, t->path);
+    if (msg) {
+        PyErr_SetObject(PyExc_KeyError, msg);
+        Py_DECREF(msg);
+    }
+}
+
 /* call(call_id) -> the Call, or KeyError naming the id and the tape */
 static PyObject *Tape_call(PyObject *self, PyObject *arg)
 {
@@ -581,21 +605,27 @@ static PyObject *Tape_call(PyObject *self, PyObject *arg)
     long long id = PyLong_AsLongLong(arg);
     if (id == -1 && PyErr_Occurred())
         return NULL;
-    sqlite3_stmt *q = prepare(t,
-                              "SELECT session, function, data, id, n FROM segments"
-                              " WHERE id_min <= ?1 AND id_max >= ?1",
-                              "its segments");
-    if (!q)
+    if (ct_tape_check_open(t) < 0)
         return NULL;
-    sqlite3_bind_int64(q, 1, id);
+    store *s = t->st;
+    store_err e;
+    store_cursor *cur;
+    Py_BEGIN_ALLOW_THREADS
+        cur = store_find_call(s, id, &e);
+    Py_END_ALLOW_THREADS
+    if (!cur)
+        return ct_tape_store_error(t, &e, "its segments");
     PyObject *found = NULL;
     int rc, more = 0;
     seg_call c;
+    store_row row;
+    store_segment g = {0};
     seg_reader r = {0}; /* c points into it (its unpacked columns) until closed */
-    while ((rc = step(q)) == SQLITE_ROW) {
+    while ((rc = next_row(cur, &row, &e)) == 1) {
+        g = row.segment;
         seg_reader_close(&r);
-        more = seg_reader_open(&r, sqlite3_column_blob(q, 2), (size_t)sqlite3_column_bytes(q, 2));
-        if (more == 0 && (int64_t)r.n != sqlite3_column_int64(q, 4))
+        more = seg_reader_open(&r, g.data, g.len);
+        if (more == 0 && (int64_t)r.n != g.n)
             more = SEG_COUNT; /* the row and its bytes disagree */
         if (more < 0)
             break;
@@ -605,30 +635,17 @@ static PyObject *Tape_call(PyObject *self, PyObject *arg)
             break;
     }
     if (more == 1) {
-        ct_function *fn = ct_tape_function(t, sqlite3_column_int64(q, 1), id);
-        found = fn ? (PyObject *)ct_call_new(t, fn, &c, sqlite3_column_int64(q, 0)) : NULL;
+        ct_function *fn = ct_tape_function(t, g.function, id);
+        found = fn ? (PyObject *)ct_call_new(t, fn, &c, g.session) : NULL;
     }
     seg_reader_close(&r);
-    if (more == 1) {
-        /* found, or an error set making it */
-    } else if (more < 0) {
-        /* the function table first: the message names the function */
-        PyObject *table = ct_tape_functions(t, CT_FUNCTIONS_CACHED);
-        PyObject *label = table ? function_label(t, sqlite3_column_int64(q, 1)) : NULL;
-        if (label)
-            ct_tape_damaged(t, 0, "segment %lld (calls of %U) %s",
-                            (long long)sqlite3_column_int64(q, 3), label, seg_strerror(more));
-        Py_XDECREF(label);
-    } else if (rc != SQLITE_DONE) {
-        ct_tape_sql_error(t, rc, "its segments");
-    } else {
-        PyObject *msg = PyUnicode_FromFormat("no call with id %lld in %U", id, t->path);
-        if (msg) {
-            PyErr_SetObject(PyExc_KeyError, msg);
-            Py_DECREF(msg);
-        }
-    }
-    sqlite3_finalize(q);
+    if (more < 0)
+        segment_damaged(t, &g, more);
+    else if (more == 0 && rc < 0)
+        ct_tape_store_error(t, &e, "its segments");
+    else if (more == 0)
+        no_such_call(t, id);
+    store_cursor_close(cur);
     return found;
 }
 
@@ -683,27 +700,15 @@ static PyObject *Tape_repr(PyObject *self)
     ct_tape *t = (ct_tape *)self;
     if (!t->st || t->closing)
         return PyUnicode_FromFormat("<calltape.Tape %R (closed)>", t->path);
-    sqlite3_stmt *q = prepare(t,
-                              "SELECT (SELECT coalesce(sum(calls), 0) FROM functions),"
-                              " (SELECT count(*) FROM functions),"
-                              " (SELECT count(*) FROM sessions)",
-                              "its totals");
-    if (!q)
-        return NULL;
-    PyObject *out = NULL;
-    int rc = step(q);
-    if (rc == SQLITE_ROW) {
-        long long calls = sqlite3_column_int64(q, 0), fns = sqlite3_column_int64(q, 1),
-                  sessions = sqlite3_column_int64(q, 2);
-        out = PyUnicode_FromFormat("<calltape.Tape %R: %lld call%s of %lld function%s"
-                                   " from %lld session%s>",
-                                   t->path, calls, calls == 1 ? "" : "s", fns, fns == 1 ? "" : "s",
-                                   sessions, sessions == 1 ? "" : "s");
-    } else {
-        ct_tape_sql_error(t, rc, "its totals");
-    }
-    sqlite3_finalize(q);
-    return out;
+    store_counts n;
+    store_err e;
+    if (read_counts(t, &n, &e) < 0)
+        return ct_tape_store_error(t, &e, "its totals");
+    long long calls = n.calls, fns = n.functions, sessions = n.sessions;
+    return PyUnicode_FromFormat("<calltape.Tape %R: %lld call%s of %lld function%s"
+                                " from %lld session%s>",
+                                t->path, calls, calls == 1 ? "" : "s", fns, fns == 1 ? "" : "s",
+                                sessions, sessions == 1 ? "" : "s");
 }
 
 static PyObject *Tape_get_path(ct_tape *t, void *c)

@@ -15,7 +15,6 @@
  */
 #include "reader.h"
 
-#include <sqlite3.h>
 #include <stddef.h>
 #include <structmember.h>
 
@@ -56,12 +55,12 @@ static ct_state *state_of(PyObject *o)
 /* Function                                                                 */
 /* ======================================================================== */
 
-/* The text of column `i`; NULL with UnicodeDecodeError when it is not
- * UTF-8 (callers report it as damage). */
-static PyObject *column_text(sqlite3_stmt *q, int i)
+/* The text of a column (none: ""); NULL with UnicodeDecodeError when it
+ * is not UTF-8 (callers report it as damage). */
+static PyObject *column_text(store_bytes b)
 {
-    const char *s = (const char *)sqlite3_column_text(q, i);
-    return PyUnicode_DecodeUTF8(s ? s : "", s ? sqlite3_column_bytes(q, i) : 0, "surrogatepass");
+    const char *s = (const char *)b.p;
+    return PyUnicode_DecodeUTF8(s ? s : "", s ? (Py_ssize_t)b.n : 0, "surrogatepass");
 }
 
 /* Reads names, kinds and default offsets from the recorded signature: a
@@ -110,21 +109,21 @@ static int parse_signature(ct_function *f)
     return 0;
 }
 
-PyObject *ct_function_from_row(ct_tape *t, sqlite3_stmt *row)
+PyObject *ct_function_from_row(ct_tape *t, const store_function_row *row)
 {
     ct_state *st = state_of((PyObject *)t);
     ct_function *f = PyObject_GC_New(ct_function, st->Function_type);
     if (!f)
         return NULL;
     /* every field set before the first exit */
-    f->id = sqlite3_column_int64(row, 0);
-    f->line = sqlite3_column_int64(row, 4);
-    f->calls = sqlite3_column_int64(row, 6);
-    f->raised = sqlite3_column_int64(row, 7);
-    f->total_ns = sqlite3_column_int64(row, 8);
-    f->has_durations = sqlite3_column_type(row, 9) != SQLITE_NULL;
-    f->min_ns = sqlite3_column_int64(row, 9);
-    f->max_ns = sqlite3_column_int64(row, 10);
+    f->id = row->id;
+    f->line = row->line;
+    f->calls = row->calls;
+    f->raised = row->raised;
+    f->total_ns = row->total_ns;
+    f->has_durations = row->min_ns != STORE_NONE;
+    f->min_ns = row->min_ns != STORE_NONE ? row->min_ns : 0;
+    f->max_ns = row->max_ns != STORE_NONE ? row->max_ns : 0;
     f->trust = t->trust;
     f->allow = Py_XNewRef(t->allow);
     f->tape_path = Py_NewRef(t->path);
@@ -132,10 +131,11 @@ PyObject *ct_function_from_row(ct_tape *t, sqlite3_stmt *row)
     f->kinds = NULL;
     f->dflt_off = NULL;
     f->nparams = 0;
-    f->module = column_text(row, 1);
-    f->qualname = column_text(row, 2);
-    f->file = column_text(row, 3);
-    f->sig = PyBytes_FromStringAndSize(sqlite3_column_blob(row, 5), sqlite3_column_bytes(row, 5));
+    f->module = column_text(row->module);
+    f->qualname = column_text(row->qualname);
+    f->file = column_text(row->file);
+    f->sig =
+        PyBytes_FromStringAndSize((const char *)row->signature.p, (Py_ssize_t)row->signature.n);
     f->full =
         f->module && f->qualname ? PyUnicode_FromFormat("%U.%U", f->module, f->qualname) : NULL;
     PyObject_GC_Track(f);
@@ -353,14 +353,20 @@ static PyObject **session_fields(ct_session *s)
     return &s->id;
 }
 
-static PyObject *int_or_none(sqlite3_stmt *q, int i)
+static PyObject *int_or_none(int64_t v)
 {
-    if (sqlite3_column_type(q, i) == SQLITE_NULL)
+    if (v == STORE_NONE)
         Py_RETURN_NONE;
-    return PyLong_FromLongLong(sqlite3_column_int64(q, i));
+    return PyLong_FromLongLong(v);
 }
 
-PyObject *ct_session_from_row(ct_tape *t, sqlite3_stmt *row)
+/* The text of a column, or None when the tape holds none. */
+static PyObject *text_or_none(store_bytes b)
+{
+    return b.p ? column_text(b) : Py_NewRef(Py_None);
+}
+
+PyObject *ct_session_from_row(ct_tape *t, const store_session_row *row)
 {
     ct_state *st = state_of((PyObject *)t);
     ct_session *s = PyObject_GC_New(ct_session, st->Session_type);
@@ -370,39 +376,32 @@ PyObject *ct_session_from_row(ct_tape *t, sqlite3_stmt *row)
     PyObject_GC_Track(s);
     static const char *const counters[] = {"unencodable", "pickled", "redacted", "truncated",
                                            "dropped"};
-    s->id = PyLong_FromLongLong(sqlite3_column_int64(row, 0));
-    s->start = ct_datetime_from_ns(st, sqlite3_column_int64(row, 1));
-    s->end = sqlite3_column_type(row, 2) == SQLITE_NULL
-                 ? Py_NewRef(Py_None)
-                 : ct_datetime_from_ns(st, sqlite3_column_int64(row, 2));
-    s->host = column_text(row, 3);
-    s->pid = int_or_none(row, 4);
-    s->ppid = int_or_none(row, 5);
-    s->parent = int_or_none(row, 6);
-    s->python = column_text(row, 8);
-    s->version = column_text(row, 9);
-    s->mpi_rank = int_or_none(row, 10);
+    s->id = PyLong_FromLongLong(row->id);
+    s->start = ct_datetime_from_ns(st, row->start_ns);
+    s->end = row->end_ns == STORE_NONE ? Py_NewRef(Py_None) : ct_datetime_from_ns(st, row->end_ns);
+    s->host = column_text(row->host);
+    s->pid = int_or_none(row->pid);
+    s->ppid = int_or_none(row->ppid);
+    s->parent = int_or_none(row->parent);
+    s->python = column_text(row->python);
+    s->version = column_text(row->calltape);
+    s->mpi_rank = int_or_none(row->mpi_rank);
     if (s->mpi_rank && PyLong_Check(s->mpi_rank) && PyLong_AsLong(s->mpi_rank) < 0)
         Py_SETREF(s->mpi_rank, Py_NewRef(Py_None));
     s->counters = PyDict_New();
     for (int i = 0; s->counters && i < 5; i++) {
-        PyObject *v = PyLong_FromLongLong(sqlite3_column_int64(row, 11 + i));
+        PyObject *v = PyLong_FromLongLong(row->counters[i]);
         if (!v || PyDict_SetItemString(s->counters, counters[i], v) < 0)
             Py_CLEAR(s->counters);
         Py_XDECREF(v);
     }
-    s->sys_path0 =
-        sqlite3_column_type(row, 16) == SQLITE_NULL ? Py_NewRef(Py_None) : column_text(row, 16);
-    s->cwd =
-        sqlite3_column_type(row, 17) == SQLITE_NULL ? Py_NewRef(Py_None) : column_text(row, 17);
-    const uint8_t *argv = sqlite3_column_blob(row, 7);
-    int n = sqlite3_column_bytes(row, 7);
-    s->argv = ct_rebuild_texts(PyType_GetModuleState(Py_TYPE(t)), argv, (size_t)n);
+    s->sys_path0 = text_or_none(row->sys_path0);
+    s->cwd = text_or_none(row->cwd);
+    s->argv = ct_rebuild_texts(PyType_GetModuleState(Py_TYPE(t)), row->argv.p, row->argv.n);
     for (int i = 0; i < SESSION_NFIELDS; i++)
         if (!session_fields(s)[i]) {
             /* a text, a time or the argv the row does not hold */
-            ct_tape_damaged(t, 1, "session %lld cannot be read",
-                            (long long)sqlite3_column_int64(row, 0));
+            ct_tape_damaged(t, 1, "session %lld cannot be read", (long long)row->id);
             Py_DECREF(s);
             return NULL;
         }

@@ -1,0 +1,37 @@
+/*
+ * store_sqlite.h - private to the SQLite store: what store_sqlite.c (the
+ * file, its schema and the writer's statements) and store_sqlite_read.c
+ * (the reader's statements and cursors) share.  No other file includes
+ * it; everyone else sees the store through store.h.
+ *
+ * Invariants: a `store` of this kind is an sq_store (store_sqlite.c)
+ * whose connection sq_db returns; reading handles are opened with
+ * SQLITE_OPEN_FULLMUTEX, so several threads may step their own
+ * statements on one connection.
+ */
+#ifndef CALLTAPE_STORE_SQLITE_H
+#define CALLTAPE_STORE_SQLITE_H
+
+#include "store.h"
+
+#include <sqlite3.h>
+
+/* The connection of the SQLite store `s`.  Cannot fail. */
+sqlite3 *sq_db(store *s);
+
+/* The reader's side (store_sqlite_read.c), each with the contract of the
+ * store.h function of the same name after "store_". */
+int sq_totals(store *s, store_counts *out, store_err *e);
+int sq_function_count(store *s, int64_t *n, store_err *e);
+int sq_call_total(store *s, const int64_t *functions, size_t n, int64_t *calls, store_err *e);
+store_cursor *sq_read_sessions(store *s, store_err *e);
+store_cursor *sq_read_functions(store *s, store_err *e);
+store_cursor *sq_read_threads(store *s, store_err *e);
+store_cursor *sq_read_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], store_err *e);
+store_cursor *sq_find_call(store *s, int64_t id, store_err *e);
+store_cursor *sq_list_segments(store *s, const store_segment_filter *f, store_err *e);
+int sq_next(store_cursor *c, store_row *row, store_err *e);
+int sq_load_listed(store_cursor *c, int64_t id, store_segment *out, store_err *e);
+void sq_cursor_close(store_cursor *c);
+
+#endif

@@ -1,0 +1,427 @@
+/*
+ * store_sqlite_read.c - the reader's side of the SQLite store: the
+ * statements behind store_totals, store_function_count, store_call_total
+ * and the cursors of store.h (sessions, functions, threads, a blob, the
+ * segments holding a call id, the segment listing of a search), and what
+ * their rows mean.
+ *
+ * Invariants: every statement is prepared on the cursor that steps it, so
+ * threads sharing the connection (SQLITE_OPEN_FULLMUTEX) never share a
+ * statement; a cursor that reached its end stays there (SQLite would start
+ * the statement over); rows point into the statement until its next step;
+ * an error's message is the connection's when it is still about that
+ * error (another thread may have used the connection since), else the
+ * result code's; the file's damage (corrupt, not a database, a schema the
+ * fixed statements do not fit) is STORE_DAMAGED, everything else
+ * STORE_FAILED or STORE_NOMEM.
+ */
+#include "store_sqlite.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* What a cursor's rows are. */
+enum sq_kind { SQ_SESSIONS, SQ_FUNCTIONS, SQ_THREADS, SQ_BLOB, SQ_SEGMENTS };
+
+typedef struct sq_cursor {
+    store_cursor base; /* first: the cursor's head */
+    enum sq_kind kind;
+    sqlite3_stmt *q;
+    sqlite3_stmt *load; /* a listing: one segment's row and bytes */
+    char *json;         /* a listing: its function ids as a JSON array, or NULL */
+    int done;
+    int with_data; /* SQ_SEGMENTS: rows carry the segment's bytes */
+} sq_cursor;
+
+/* The columns of a segment row, then (when loaded) its bytes. */
+#define SEGMENT_COLUMNS "id, session, function, n, start_min, start_max, dur_min, dur_max, raised"
+#define SEGMENT_DATA_COLUMN 9
+
+#define SESSION_COLUMNS_V2                                                                         \
+    "id, start_ns, end_ns, host, pid, ppid, parent, argv, python, calltape, mpi_rank,"             \
+    " unencodable, pickled, redacted, truncated, dropped"
+
+/* Fills `e` for SQLite's result code `rc` on the connection of `s`.
+ * Returns -1. */
+static int fail(store *s, int rc, store_err *e)
+{
+    sqlite3 *db = sq_db(s);
+    const char *msg = sqlite3_extended_errcode(db) == rc ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    int code = rc & 0xff;
+    if (code == SQLITE_NOMEM) {
+        e->kind = STORE_NOMEM;
+        snprintf(e->msg, sizeof e->msg, "out of memory reading the tape");
+    } else if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB || code == SQLITE_FORMAT ||
+               code == SQLITE_RANGE || code == SQLITE_MISMATCH || code == SQLITE_ERROR) {
+        /* the reader's statements are fixed: an SQL error means a damaged schema */
+        e->kind = STORE_DAMAGED;
+        snprintf(e->msg, sizeof e->msg, "SQLite reports: %s", msg);
+    } else {
+        e->kind = STORE_FAILED;
+        snprintf(e->msg, sizeof e->msg, "%s", msg);
+    }
+    return -1;
+}
+
+static void set_nomem(store_err *e)
+{
+    e->kind = STORE_NOMEM;
+    snprintf(e->msg, sizeof e->msg, "out of memory reading the tape");
+}
+
+static int64_t int_or_none(sqlite3_stmt *q, int i)
+{
+    return sqlite3_column_type(q, i) == SQLITE_NULL ? STORE_NONE : sqlite3_column_int64(q, i);
+}
+
+static store_bytes text_at(sqlite3_stmt *q, int i)
+{
+    store_bytes b = {sqlite3_column_text(q, i), 0};
+    b.n = (size_t)sqlite3_column_bytes(q, i);
+    return b;
+}
+
+static store_bytes blob_at(sqlite3_stmt *q, int i)
+{
+    store_bytes b = {sqlite3_column_blob(q, i), 0};
+    b.n = (size_t)sqlite3_column_bytes(q, i);
+    return b;
+}
+
+/* Prepares `sql` for a new cursor of `kind` on `s`.  NULL with `e`. */
+static sq_cursor *cursor_new(store *s, enum sq_kind kind, const char *sql, store_err *e)
+{
+    sq_cursor *c = calloc(1, sizeof *c);
+    if (!c) {
+        set_nomem(e);
+        return NULL;
+    }
+    c->base.s = s;
+    c->kind = kind;
+    int rc = sqlite3_prepare_v2(sq_db(s), sql, -1, &c->q, NULL);
+    if (rc != SQLITE_OK) {
+        fail(s, rc, e);
+        sq_cursor_close(&c->base);
+        return NULL;
+    }
+    return c;
+}
+
+/* Runs a statement of one integer row per column, `n` columns, into
+ * `out`.  Returns 0, or -1 with `e`. */
+static int one_row(store *s, sqlite3_stmt *q, int64_t *out, int n, store_err *e)
+{
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW)
+        return fail(s, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, e);
+    for (int i = 0; i < n; i++)
+        out[i] = sqlite3_column_int64(q, i);
+    return 0;
+}
+
+int sq_totals(store *s, store_counts *out, store_err *e)
+{
+    sqlite3_stmt *q = NULL;
+    int64_t v[3] = {0, 0, 0};
+    int rc = sqlite3_prepare_v2(sq_db(s),
+                                "SELECT (SELECT coalesce(sum(calls), 0) FROM functions),"
+                                " (SELECT count(*) FROM functions),"
+                                " (SELECT count(*) FROM sessions)",
+                                -1, &q, NULL);
+    rc = rc == SQLITE_OK ? one_row(s, q, v, 3, e) : fail(s, rc, e);
+    sqlite3_finalize(q);
+    if (rc < 0)
+        return -1;
+    out->calls = v[0];
+    out->functions = v[1];
+    out->sessions = v[2];
+    return 0;
+}
+
+int sq_function_count(store *s, int64_t *n, store_err *e)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(sq_db(s), "SELECT count(*) FROM functions", -1, &q, NULL);
+    rc = rc == SQLITE_OK ? one_row(s, q, n, 1, e) : fail(s, rc, e);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* The ids as a JSON array ("[1,2,3]"), one statement parameter whatever
+ * their count; malloc'ed, or NULL when memory ran out. */
+static char *ids_json(const int64_t *ids, size_t n)
+{
+    size_t cap = n * 21 + 3, len = 0;
+    char *json = malloc(cap);
+    if (!json)
+        return NULL;
+    json[len++] = '[';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(json + len, cap - len, "%s%lld", i ? "," : "", (long long)ids[i]);
+    json[len++] = ']';
+    json[len] = 0;
+    return json;
+}
+
+int sq_call_total(store *s, const int64_t *functions, size_t n, int64_t *calls, store_err *e)
+{
+    const char *sql = n ? "SELECT coalesce(sum(calls), 0) FROM functions"
+                          " WHERE id IN (SELECT value FROM json_each(?1))"
+                        : "SELECT coalesce(sum(calls), 0) FROM functions";
+    char *json = n ? ids_json(functions, n) : NULL;
+    if (n && !json) {
+        set_nomem(e);
+        return -1;
+    }
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(sq_db(s), sql, -1, &q, NULL);
+    if (rc == SQLITE_OK && n)
+        rc = sqlite3_bind_text(q, 1, json, -1, SQLITE_STATIC);
+    rc = rc == SQLITE_OK ? one_row(s, q, calls, 1, e) : fail(s, rc, e);
+    sqlite3_finalize(q);
+    free(json);
+    return rc;
+}
+
+store_cursor *sq_read_sessions(store *s, store_err *e)
+{
+    /* the folders exist from schema version 3 on */
+    const char *sql = store_version(s) >= 3
+                          ? "SELECT " SESSION_COLUMNS_V2 ", sys_path0, cwd FROM sessions"
+                            " ORDER BY id DESC"
+                          : "SELECT " SESSION_COLUMNS_V2 ", NULL, NULL FROM sessions"
+                            " ORDER BY id DESC";
+    sq_cursor *c = cursor_new(s, SQ_SESSIONS, sql, e);
+    return c ? &c->base : NULL;
+}
+
+store_cursor *sq_read_functions(store *s, store_err *e)
+{
+    sq_cursor *c = cursor_new(s, SQ_FUNCTIONS,
+                              "SELECT id, module, qualname, file, line, signature, calls,"
+                              " raised, total_ns, min_ns, max_ns FROM functions ORDER BY id",
+                              e);
+    return c ? &c->base : NULL;
+}
+
+store_cursor *sq_read_threads(store *s, store_err *e)
+{
+    sq_cursor *c = cursor_new(s, SQ_THREADS, "SELECT session, idx, ident, name FROM threads", e);
+    return c ? &c->base : NULL;
+}
+
+store_cursor *sq_read_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], store_err *e)
+{
+    sq_cursor *c = cursor_new(s, SQ_BLOB, "SELECT data FROM blobs WHERE hash = ?", e);
+    if (!c)
+        return NULL;
+    int rc = sqlite3_bind_blob(c->q, 1, hash, WIRE_HASH_BYTES, SQLITE_TRANSIENT);
+    if (rc != SQLITE_OK) {
+        fail(s, rc, e);
+        sq_cursor_close(&c->base);
+        return NULL;
+    }
+    return &c->base;
+}
+
+store_cursor *sq_find_call(store *s, int64_t id, store_err *e)
+{
+    sq_cursor *c = cursor_new(s, SQ_SEGMENTS,
+                              "SELECT " SEGMENT_COLUMNS ", data FROM segments"
+                              " WHERE id_min <= ?1 AND id_max >= ?1",
+                              e);
+    if (!c)
+        return NULL;
+    c->with_data = 1;
+    int rc = sqlite3_bind_int64(c->q, 1, id);
+    if (rc != SQLITE_OK) {
+        fail(s, rc, e);
+        sq_cursor_close(&c->base);
+        return NULL;
+    }
+    return &c->base;
+}
+
+/* The listing's statement for `f`, into `sql` (`n` bytes). */
+static void listing_sql(const store_segment_filter *f, char *sql, size_t cap)
+{
+    const char *dir = f->newest_first ? "DESC" : "ASC";
+    int n = snprintf(sql, cap,
+                     "SELECT " SEGMENT_COLUMNS " FROM segments WHERE start_max >= ?1"
+                     " AND start_min <= ?2 AND dur_max >= ?3 AND dur_min <= ?4");
+    if (f->session > 0)
+        n += snprintf(sql + n, cap - (size_t)n, " AND session = ?5");
+    if (f->outcome == OUTCOME_RAISED)
+        n += snprintf(sql + n, cap - (size_t)n, " AND raised > 0");
+    else if (f->outcome == OUTCOME_RETURNED)
+        n += snprintf(sql + n, cap - (size_t)n, " AND raised < n");
+    if (f->nfunctions)
+        n += snprintf(sql + n, cap - (size_t)n,
+                      " AND function IN (SELECT value FROM json_each(?6))");
+    snprintf(sql + n, cap - (size_t)n, " ORDER BY %s %s, id %s",
+             f->newest_first ? "start_max" : "start_min", dir, dir);
+}
+
+/* Binds the bounds of `f` to the listing of `c`.  Returns SQLite's code. */
+static int bind_listing(sq_cursor *c, const store_segment_filter *f)
+{
+    int rc = sqlite3_bind_int64(c->q, 1, f->since);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(c->q, 2, f->until);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(c->q, 3, f->min_duration);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(c->q, 4, f->max_duration);
+    if (rc == SQLITE_OK && f->session > 0)
+        rc = sqlite3_bind_int64(c->q, 5, f->session);
+    if (rc == SQLITE_OK && f->nfunctions)
+        rc = c->json ? sqlite3_bind_text(c->q, 6, c->json, -1, SQLITE_STATIC) : SQLITE_NOMEM;
+    return rc;
+}
+
+store_cursor *sq_list_segments(store *s, const store_segment_filter *f, store_err *e)
+{
+    char sql[1024];
+    listing_sql(f, sql, sizeof sql);
+    sq_cursor *c = cursor_new(s, SQ_SEGMENTS, sql, e);
+    if (!c)
+        return NULL;
+    if (f->nfunctions)
+        c->json = ids_json(f->functions, f->nfunctions);
+    int rc =
+        sqlite3_prepare_v2(sq_db(s), "SELECT " SEGMENT_COLUMNS ", data FROM segments WHERE id = ?",
+                           -1, &c->load, NULL);
+    if (rc == SQLITE_OK)
+        rc = bind_listing(c, f);
+    if (rc != SQLITE_OK) {
+        fail(s, rc, e);
+        sq_cursor_close(&c->base);
+        return NULL;
+    }
+    return &c->base;
+}
+
+static void read_segment(sqlite3_stmt *q, int with_data, store_segment *g)
+{
+    g->id = sqlite3_column_int64(q, 0);
+    g->session = sqlite3_column_int64(q, 1);
+    g->function = sqlite3_column_int64(q, 2);
+    g->n = sqlite3_column_int64(q, 3);
+    g->start_min = sqlite3_column_int64(q, 4);
+    g->start_max = sqlite3_column_int64(q, 5);
+    g->dur_min = sqlite3_column_int64(q, 6);
+    g->dur_max = sqlite3_column_int64(q, 7);
+    g->raised = sqlite3_column_int64(q, 8);
+    g->data = NULL;
+    g->len = 0;
+    if (with_data) {
+        store_bytes b = blob_at(q, SEGMENT_DATA_COLUMN);
+        g->data = b.p;
+        g->len = b.n;
+    }
+}
+
+static void read_session(sqlite3_stmt *q, store_session_row *r)
+{
+    r->id = sqlite3_column_int64(q, 0);
+    r->start_ns = sqlite3_column_int64(q, 1);
+    r->end_ns = int_or_none(q, 2);
+    r->host = text_at(q, 3);
+    r->pid = int_or_none(q, 4);
+    r->ppid = int_or_none(q, 5);
+    r->parent = int_or_none(q, 6);
+    r->argv = blob_at(q, 7);
+    r->python = text_at(q, 8);
+    r->calltape = text_at(q, 9);
+    r->mpi_rank = int_or_none(q, 10);
+    for (int i = 0; i < STORE_NCOUNTERS; i++)
+        r->counters[i] = sqlite3_column_int64(q, 11 + i);
+    r->sys_path0 = text_at(q, 16);
+    r->cwd = text_at(q, 17);
+}
+
+static void read_function(sqlite3_stmt *q, store_function_row *r)
+{
+    r->id = sqlite3_column_int64(q, 0);
+    r->module = text_at(q, 1);
+    r->qualname = text_at(q, 2);
+    r->file = text_at(q, 3);
+    r->line = sqlite3_column_int64(q, 4);
+    r->signature = blob_at(q, 5);
+    r->calls = sqlite3_column_int64(q, 6);
+    r->raised = sqlite3_column_int64(q, 7);
+    r->total_ns = sqlite3_column_int64(q, 8);
+    r->min_ns = int_or_none(q, 9);
+    r->max_ns = int_or_none(q, 10);
+}
+
+int sq_next(store_cursor *base, store_row *row, store_err *e)
+{
+    sq_cursor *c = (sq_cursor *)base;
+    if (c->done)
+        return 0;
+    int rc = sqlite3_step(c->q);
+    if (rc != SQLITE_ROW) {
+        c->done = 1;
+        return rc == SQLITE_DONE ? 0 : fail(base->s, rc, e);
+    }
+    switch (c->kind) {
+    case SQ_SESSIONS:
+        read_session(c->q, &row->session);
+        break;
+    case SQ_FUNCTIONS:
+        read_function(c->q, &row->function);
+        break;
+    case SQ_THREADS:
+        row->thread.session = sqlite3_column_int64(c->q, 0);
+        row->thread.idx = sqlite3_column_int64(c->q, 1);
+        row->thread.ident = sqlite3_column_int64(c->q, 2);
+        row->thread.name = text_at(c->q, 3);
+        break;
+    case SQ_BLOB: {
+        store_bytes b = blob_at(c->q, 0);
+        row->blob.data = b.p;
+        row->blob.len = b.n;
+        break;
+    }
+    case SQ_SEGMENTS:
+        read_segment(c->q, c->with_data, &row->segment);
+        break;
+    }
+    return 1;
+}
+
+int sq_load_listed(store_cursor *base, int64_t id, store_segment *out, store_err *e)
+{
+    sq_cursor *c = (sq_cursor *)base;
+    int rc = sqlite3_bind_int64(c->load, 1, id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(c->load);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(c->load);
+        return rc == SQLITE_DONE ? 0 : fail(base->s, rc, e);
+    }
+    read_segment(c->load, 1, out);
+    uint8_t *data = malloc(out->len ? out->len : 1);
+    if (data && out->len)
+        memcpy(data, out->data, out->len);
+    out->data = data;
+    sqlite3_reset(c->load);
+    if (!data) {
+        set_nomem(e);
+        return -1;
+    }
+    return 1;
+}
+
+void sq_cursor_close(store_cursor *base)
+{
+    sq_cursor *c = (sq_cursor *)base;
+    if (!c)
+        return;
+    sqlite3_finalize(c->q);
+    sqlite3_finalize(c->load);
+    free(c->json);
+    free(c);
+}
