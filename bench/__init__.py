@@ -60,6 +60,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             " cProfile and VizTracer: slowdowns and ns per recorded call",
         ),
         Benchmark(
+            "lifecycle",
+            "bench.lifecycle",
+            "what a SIGKILL loses while producers outrun the writer (ms of calls), and how"
+            " long configure(tape=...) blocks while threads record",
+        ),
+        Benchmark(
             "suite",
             "bench.suite",
             "real test suites (more-itertools, python-dateutil, attrs, toolz from the index)"

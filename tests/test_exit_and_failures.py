@@ -423,3 +423,47 @@ def test_full_disk_never_breaks_the_program(tmp_path):
     assert "Traceback" not in proc.stderr
     # the tape still opens and keeps what was written before
     assert len(_xs(path)) >= 1000
+
+
+# ------------------------------------------------ the .db file alone ----
+
+def test_tape_file_alone_holds_everything_after_exit(tmp_path):
+    """A program that records and still holds a calltape.open() tape at exit:
+    the .db file, copied without its -wal, holds every call."""
+    path = tmp_path / "t.db"
+    run_python(tmp_path, """
+        import calltape
+        @calltape.record
+        def f(x):
+            return x + 1
+        for i in range(5000):
+            f(i)
+        calltape.flush()
+        tape = calltape.open()          # still open at exit
+        print(len(tape.calls()))
+        for i in range(5000, 6000):
+            f(i)
+    """, tape=path)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "t.db").write_bytes(path.read_bytes())     # the .db alone
+    assert sorted(c.args["x"] for c in calltape.open(copy / "t.db").calls()) == list(range(6000))
+
+
+def test_tape_file_alone_holds_everything_after_a_switch(tmp_path):
+    """configure(tape=...) to another tape writes the first one out whole."""
+    first, second = tmp_path / "a.db", tmp_path / "b.db"
+    run_python(tmp_path, f"""
+        import shutil, calltape
+        @calltape.record
+        def f(x):
+            return x
+        for i in range(3000):
+            f(i)
+        calltape.flush()
+        reader = calltape.open({str(first)!r})   # a reader of it stays open
+        len(reader.calls())
+        calltape.configure(tape={str(second)!r})
+        shutil.copyfile({str(first)!r}, {str(tmp_path / "copy.db")!r})
+    """, tape=first)
+    assert len(calltape.open(tmp_path / "copy.db").calls()) == 3000

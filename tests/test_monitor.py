@@ -418,7 +418,10 @@ def test_monitor_start_stop_does_not_leak(tape):
 
 def test_readme_main_command_records_the_shop(tmp_path):
     proc = calltape_run(tmp_path, ["-m", "calltape.examples.shop"])
-    assert "6,001 calls of 3 functions" in proc.stderr  # main, parse_line, a genexpr
+    # the exit line counts the functions on the tape, the decorated ones too
+    # (main, parse_line, a genexpr; checkout and price under @calltape.record)
+    assert "6,001 calls of 5 functions" in proc.stderr
+    assert len(calltape.open(tmp_path / "t.db").functions()) == 5
     _, calls = calls_by_name(tmp_path / "t.db")
     assert len(calls["parse_line"]) == 2000 and len(calls["checkout"]) == 1000
     line = calls["parse_line"][0]

@@ -67,15 +67,16 @@ def _export(spec: dict[str, Any]) -> None:
     os.environ["PYTHONPATH"] = boot + (os.pathsep + old if old else "")
 
 
-def _with_children(tape: str, s: dict[str, Any]) -> tuple[int, int, int, int]:
+def _with_children(tape: str, s: dict[str, Any]) -> tuple[int, int, int, int, int]:
     """The calls written and dropped by this process and the child processes
     below it (sessions whose parent chain leads to this one), how many child
-    sessions, and how many calls they wrote."""
+    sessions, how many calls they wrote, and the functions of all those
+    calls (this process's own count when it has no children)."""
     calls, lost = s["written"], s["dropped"]
     try:
         t = _native.Tape(tape)
     except Exception:  # noqa: BLE001 - the summary is best effort; the tape says why
-        return calls, lost, 0, 0
+        return calls, lost, 0, 0, s["functions"]
     with t:
         sessions = t.sessions()
         mine = {s["session"]} if s["session"] else set()
@@ -85,9 +86,18 @@ def _with_children(tape: str, s: dict[str, Any]) -> tuple[int, int, int, int]:
             grew = bool(below)
             mine |= below
         children = [x for x in sessions if x.id in mine and x.id != s["session"]]
-        in_children = sum(len(t.search(session=x.id)) for x in children)
+        in_children = 0
+        functions = s["functions"]
+        if children:  # the functions of the whole tree, by name
+            names: set[tuple[str, str]] = set()
+            for x in [*children, *(y for y in sessions if y.id == s["session"])]:
+                found = t.search(session=x.id)
+                names.update((c.module, c.qualname) for c in found)
+                if x.id != s["session"]:
+                    in_children += len(found)
+            functions = len(names)
         lost += sum(x.counters["dropped"] for x in children)
-    return calls + in_children, lost, len(children), in_children
+    return calls + in_children, lost, len(children), in_children, functions
 
 
 def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
@@ -153,11 +163,12 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         flush()
         if summary:
             s = stats()
-            calls, lost, nchildren, in_children = _with_children(tape, s)
+            calls, lost, nchildren, in_children, functions = _with_children(tape, s)
             dropped = f", {lost:,} dropped" if lost else ""
             kids = (f" ({in_children:,} of them in {nchildren:,} child process"
                     f"{'es' if nchildren > 1 else ''})" if nchildren else "")
-            print(f"calltape: recorded {calls:,} calls of {mon.functions:,} functions"
+            # the functions of the calls written, decorated ones included
+            print(f"calltape: recorded {calls:,} calls of {functions:,} functions"
                   f" onto {tape}{kids}{dropped} (see: calltape functions {tape})",
                   file=sys.stderr)
 

@@ -613,7 +613,8 @@ typedef struct engine_options {
 typedef struct engine_stats {
     uint64_t appended_records, appended_bytes;
     uint64_t written_calls, written_segments, written_bytes;
-    uint64_t dropped_calls; /* by on_full="drop" or a failing store */
+    uint64_t written_functions; /* functions with calls on the tape */
+    uint64_t dropped_calls;     /* by on_full="drop" or a failing store */
     uint64_t write_errors;
     int64_t session_id;   /* 0 until the writer created the session */
     char last_error[256]; /* "" when none */
@@ -655,10 +656,21 @@ void engine_get_stats(engine *e, engine_stats *out);
  * caller, copying the latest message into `msg`. */
 uint64_t engine_take_errors(engine *e, char *msg, size_t msglen);
 
-/* Flushes (waiting at most `timeout_ns`), stops the writer and closes the
+/* Flushes (waiting at most `timeout_ns`), stops the writer, copies the
+ * write-ahead log into the tape file (store_checkpoint) and closes the
  * tape; later appends are dropped and counted.  The engine stays valid, so a
  * late producer (a daemon thread at exit) never touches freed memory. */
 void engine_shutdown(engine *e, uint64_t timeout_ns);
+
+/* Shuts down every engine of the process not freed yet; the engine calls
+ * it itself at process exit (atexit), so engines nobody freed write their
+ * last calls.  Waits at most `timeout_ns` for each. */
+void engine_shutdown_all(uint64_t timeout_ns);
+
+/* Counts `n` calls the producer could not record (made too late, after
+ * recording ended): they go onto the session row with the next commit.
+ * Safe from any thread. */
+void engine_count_dropped(engine *e, uint64_t n);
 
 /* Shuts down (if not yet) and frees `e`.  No producer may use it after. */
 void engine_free(engine *e);
@@ -688,9 +700,16 @@ typedef void (*engine_final_fn)(void);
  * (engines live until the interpreter ends).  A fork child is not asked. */
 int engine_final_round(engine_final_fn then, uint64_t timeout_ns);
 
-/* Flushes, stops the writer and closes the tape, keeping the engine usable:
- * the next append starts a writer again.  For tapes no longer in use. */
+/* Flushes, stops the writer, checkpoints and closes the tape, keeping the
+ * engine usable: the next append starts a writer again (producers that
+ * append meanwhile wait for the stop, never drop).  Safe with producers
+ * running; call engine_trim afterwards.  For tapes no longer in use. */
 void engine_park(engine *e, uint64_t timeout_ns);
+
+/* After engine_park, called as the producer (no append may run at the same
+ * time; under the GIL): frees the buffers of a parked engine, or starts its
+ * writer again when calls were appended while it stopped. */
+void engine_trim(engine *e);
 
 /* Before a fork: waits up to `timeout_ns` until everything appended is
  * written, then stops the writer and closes the tape (a session is created

@@ -38,6 +38,8 @@ typedef struct fn_def {
     size_t len;
     int64_t tape_id; /* 0: not yet resolved in the tape */
     seg_builder seg;
+    uint8_t written; /* some call of it is committed (stats: written_functions) */
+    uint8_t in_txn;  /* its first calls are in the open transaction */
 } fn_def;
 
 typedef struct thread_def {
@@ -59,7 +61,9 @@ typedef struct writer_state {
     int64_t *id_blocks; /* tape id of the first seq of each block, 0: none */
     size_t nblocks;
     int64_t counters[5];
-    uint64_t dropped_reported; /* drops already added to the session row */
+    uint64_t dropped_reported;    /* drops already added to the session row */
+    uint64_t written_before_open; /* e->written_calls when the session was created */
+    uint64_t file_dev, file_ino;  /* the file the session is on */
     wbuf scratch;
     wbuf segment;
     uint64_t last_open_try_ns;
@@ -82,12 +86,14 @@ struct engine {
     size_t queued_bytes; /* capacity of live + sealed chunks */
 
     pthread_t thread;
-    long thread_tid;  /* the writer's kernel thread id, set by the writer itself */
-    int running;      /* the writer thread exists */
-    atomic_int alive; /* 1 from writer_start until the writer's last round */
-    int final_done;   /* the writer answered engine_final_round() */
-    int stop;         /* asks the writer to finish */
-    int closed;       /* shut down: appends are dropped */
+    long thread_tid;           /* the writer's kernel thread id, set by the writer itself */
+    int running;               /* the writer thread exists */
+    atomic_int alive;          /* 1 from writer_start until the writer's last round */
+    int final_done;            /* the writer answered engine_final_round() */
+    int stop;                  /* asks the writer to finish */
+    int closed;                /* shut down: appends are dropped */
+    int joining;               /* a thread is joining the writer (stop_writer) */
+    double drain_bytes_per_ns; /* the writer's measured rate, 0: not yet */
     uint64_t flush_req, flush_done;
     int store_failing;
 
@@ -95,6 +101,7 @@ struct engine {
      * producer; the others under mu. */
     uint64_t appended_records, appended_bytes, producer_dropped;
     uint64_t written_calls, written_segments, written_bytes, writer_dropped;
+    uint64_t written_functions;
     uint64_t write_errors, unreported_errors;
     uint64_t losses_at_flush; /* drops + errors when the last flush returned */
     char last_error[256];

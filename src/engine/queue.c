@@ -21,6 +21,7 @@
 #define DEFAULT_MAX_BUFFER (64u << 20)
 #define DEFAULT_FLUSH_NS 100000000ull
 #define DEFAULT_BLOB_MIN 4096
+#define INITIAL_BACKLOG (8u << 20) /* until the writer's rate is measured */
 
 static void registry_add(engine *e);
 static void registry_remove(engine *e);
@@ -137,21 +138,45 @@ static int record_is_call(const uint8_t *rec, size_t n)
     return !r.bad && r.p < r.end && *r.p == REC_CALL;
 }
 
+/* How many bytes may wait for the writer before the producer waits
+ * (on_full "wait"; "drop" drops only past max_buffer_bytes): what the
+ * writer writes in one flush interval
+ * at the rate it was measured to write (chunks taken by a round count
+ * until the round ends), at least two chunks, at most max_buffer_bytes.
+ * So a process killed with SIGKILL loses about one flush interval of
+ * calls, whatever the producers' speed.  Under mu. */
+static size_t backlog_bound(const engine *e)
+{
+    size_t bound = e->opt.max_buffer_bytes;
+    double rate = e->drain_bytes_per_ns;
+    double want = rate > 0 ? rate * (double)e->opt.flush_interval_ns : (double)INITIAL_BACKLOG;
+    size_t floor = 2 * e->opt.chunk_bytes;
+    if (want < (double)floor)
+        want = (double)floor;
+    if (want < (double)bound)
+        bound = (size_t)want;
+    return bound;
+}
+
 /* Slow path of engine_append: seal the live chunk, find room, start the
  * writer.  Called by the producer. */
 static int append_slow(engine *e, const uint8_t *rec, size_t n)
 {
+    int is_call = record_is_call(rec, n);
     pthread_mutex_lock(&e->mu);
-    if (e->closed)
-        goto drop;
-    if (!e->running && writer_start(e) < 0)
-        goto drop;
     for (;;) {
+        if (e->closed)
+            goto drop;
+        if (!e->running && writer_start(e) < 0)
+            goto drop;
         chunk *c = e->live;
         if (c && c->cap - atomic_load_explicit(&c->committed, memory_order_relaxed) >= n)
             break; /* room appeared (cannot happen for the producer, kept for safety) */
         size_t cap = n > e->opt.chunk_bytes ? n : e->opt.chunk_bytes;
-        if (e->queued_bytes + cap <= e->opt.max_buffer_bytes || !e->live) {
+        /* definitions are never refused: a call announced once must find
+         * its function whenever the tape can be written again */
+        size_t bound = e->opt.on_full_drop ? e->opt.max_buffer_bytes : backlog_bound(e);
+        if (!is_call || !e->live || e->queued_bytes + cap <= bound) {
             chunk *fresh = NULL;
             if (e->free_list && e->free_list->cap >= cap) {
                 fresh = e->free_list;
@@ -176,12 +201,10 @@ static int append_slow(engine *e, const uint8_t *rec, size_t n)
             e->live = fresh;
             break;
         }
-        if (e->opt.on_full_drop || e->store_failing || e->stop)
+        if (e->opt.on_full_drop || e->store_failing)
             goto drop;
         sem_post(&e->wake_writer);
         pthread_cond_wait(&e->wake_waiters, &e->mu);
-        if (e->closed)
-            goto drop;
     }
     chunk *c = e->live;
     size_t at = atomic_load_explicit(&c->committed, memory_order_relaxed);
@@ -192,7 +215,7 @@ static int append_slow(engine *e, const uint8_t *rec, size_t n)
     pthread_mutex_unlock(&e->mu);
     return ENGINE_APPENDED;
 drop:
-    if (record_is_call(rec, n))
+    if (is_call)
         e->producer_dropped++;
     pthread_mutex_unlock(&e->mu);
     return ENGINE_DROPPED;
@@ -212,6 +235,22 @@ int engine_append(engine *e, const uint8_t *rec, size_t n)
         }
     }
     return append_slow(e, rec, n);
+}
+
+/* 1 when published bytes wait for a writer that is not running.  Under
+ * mu, the writer stopped (`consumed` is then nobody's). */
+static int has_pending(const engine *e)
+{
+    const chunk *c = e->live;
+    return e->full_head ||
+           (c && atomic_load_explicit(&c->committed, memory_order_acquire) > c->consumed);
+}
+
+void engine_count_dropped(engine *e, uint64_t n)
+{
+    pthread_mutex_lock(&e->mu);
+    e->producer_dropped += n;
+    pthread_mutex_unlock(&e->mu);
 }
 
 /* Calls lost so far; a flush fails when this grew since the previous one. */
@@ -250,6 +289,9 @@ int engine_flush(engine *e, uint64_t timeout_ns)
 {
     int rc = 0;
     pthread_mutex_lock(&e->mu);
+    if (!e->running && !e->closed && has_pending(e))
+        (void)writer_start(e); /* calls appended while a park stopped the writer;
+                                  a failure is counted in write_errors */
     if (!e->running) {
         rc = e->store_failing || losses(e) != e->losses_at_flush ? -1 : 0;
         e->losses_at_flush = losses(e);
@@ -273,6 +315,7 @@ void engine_get_stats(engine *e, engine_stats *out)
     out->written_calls = e->written_calls;
     out->written_segments = e->written_segments;
     out->written_bytes = e->written_bytes;
+    out->written_functions = e->written_functions;
     out->dropped_calls = e->producer_dropped + e->writer_dropped;
     out->write_errors = e->write_errors;
     out->session_id = e->w.session_id;
@@ -291,13 +334,19 @@ uint64_t engine_take_errors(engine *e, char *msg, size_t msglen)
     return n;
 }
 
-/* Stops the writer thread after its final round and waits for it.  With
- * `for_good`, later appends are dropped; else the next append restarts it. */
-static void stop_writer(engine *e, int for_good)
+/* Stops the writer thread after its final round and waits for it, then
+ * (with `checkpoint`) copies the write-ahead log into the tape file, and
+ * closes it.  With `for_good`, later appends are dropped; else the next
+ * append starts a writer again.  Several threads may stop it at once: one
+ * joins, the others wait for it. */
+static void stop_writer(engine *e, int for_good, int checkpoint)
 {
     pthread_mutex_lock(&e->mu);
+    while (e->joining)
+        pthread_cond_wait(&e->wake_waiters, &e->mu);
     int running = e->running;
     e->stop = 1;
+    e->joining = running;
     if (for_good) {
         e->closed = 1;
         pthread_cond_broadcast(&e->wake_waiters);
@@ -308,10 +357,15 @@ static void stop_writer(engine *e, int for_good)
         pthread_join(e->thread, NULL);
     pthread_mutex_lock(&e->mu);
     e->running = 0;
+    e->joining = 0;
     if (!for_good)
         e->stop = 0;
+    pthread_cond_broadcast(&e->wake_waiters); /* producers waiting for the stop */
     pthread_mutex_unlock(&e->mu);
     pthread_mutex_lock(&e->io_mu);
+    if (checkpoint && e->w.st)
+        (void)store_checkpoint(e->w.st); /* a failure loses nothing: the commits
+                                            stay in the -wal file */
     writer_close_store(e);
     pthread_mutex_unlock(&e->io_mu);
 }
@@ -319,31 +373,41 @@ static void stop_writer(engine *e, int for_good)
 void engine_shutdown(engine *e, uint64_t timeout_ns)
 {
     engine_flush(e, timeout_ns);
-    stop_writer(e, 1);
+    stop_writer(e, 1, 1);
 }
 
 static void free_chunks(chunk *c);
 
-/* After stop_writer(e, 0): frees the chunks nothing needs any more. */
-static void free_idle_chunks(engine *e)
+/* After stop_writer(e, 0, ...), with mu held and no append running: frees
+ * the free list, and the live chunk when everything published in it was
+ * consumed (the next append then takes the slow path, which starts a
+ * writer).  Returns 1 when published bytes still wait for a writer. */
+static int free_idle_chunks(engine *e)
 {
-    pthread_mutex_lock(&e->mu);
-    /* everything published was consumed by the final round of the writer */
-    if (e->live && !e->full_head) {
+    int pending = has_pending(e);
+    if (!pending && e->live) {
         e->queued_bytes -= e->live->cap;
         free(e->live);
         e->live = NULL;
     }
     free_chunks(e->free_list);
     e->free_list = NULL;
-    pthread_mutex_unlock(&e->mu);
+    return pending;
 }
 
 void engine_park(engine *e, uint64_t timeout_ns)
 {
     engine_flush(e, timeout_ns);
-    stop_writer(e, 0);
-    free_idle_chunks(e);
+    stop_writer(e, 0, 1);
+}
+
+void engine_trim(engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    /* a producer may have started a writer again since the park */
+    if (!e->running && !e->closed && free_idle_chunks(e))
+        (void)writer_start(e); /* calls appended while the writer stopped */
+    pthread_mutex_unlock(&e->mu);
 }
 
 /* pthread_join() returns when the thread cleared its id, a moment before
@@ -371,8 +435,10 @@ void engine_pause(engine *e, uint64_t timeout_ns)
         wait_for_round(e, timeout_ns);
     pthread_mutex_unlock(&e->mu);
     if (running) {
-        stop_writer(e, 0);
-        free_idle_chunks(e);
+        stop_writer(e, 0, 0); /* no checkpoint: a fork must not wait for other processes */
+        pthread_mutex_lock(&e->mu);
+        (void)free_idle_chunks(e); /* what is left waits for the next writer */
+        pthread_mutex_unlock(&e->mu);
         wait_thread_gone(e->thread_tid);
     }
 }
@@ -467,6 +533,7 @@ static void reset_in_child(engine *e)
     e->store_failing = 0;
     e->appended_records = e->appended_bytes = e->producer_dropped = 0;
     e->written_calls = e->written_segments = e->written_bytes = e->writer_dropped = 0;
+    e->written_functions = 0;
     e->write_errors = e->unreported_errors = 0;
     e->losses_at_flush = 0;
     e->last_error[0] = 0;
@@ -488,9 +555,17 @@ static void fork_child(void)
     pthread_mutex_unlock(&registry_mu);
 }
 
+static void shutdown_at_exit(void)
+{
+    engine_shutdown_all(5000000000ull);
+}
+
 static void install_atfork(void)
 {
     pthread_atfork(fork_prepare, fork_parent, fork_child);
+    /* engines nobody freed (an interpreter that leaks its modules) still
+     * write their last calls when the process exits */
+    atexit(shutdown_at_exit);
 }
 
 static void registry_add(engine *e)
@@ -513,6 +588,14 @@ static void registry_remove(engine *e)
                 p->next_live = e->next_live;
                 break;
             }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+void engine_shutdown_all(uint64_t timeout_ns)
+{
+    pthread_mutex_lock(&registry_mu);
+    for (engine *e = registry_head; e; e = e->next_live)
+        engine_shutdown(e, timeout_ns);
     pthread_mutex_unlock(&registry_mu);
 }
 

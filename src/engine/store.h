@@ -180,6 +180,9 @@ typedef struct store_ops {
     int (*put_blob)(store *s, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t *data, size_t n);
     int (*add_segment)(store *s, int64_t session, int64_t function, const seg_builder *b,
                        const uint8_t *data, size_t n);
+    int (*same_file)(const store *s, const char *path);
+    void (*file_id)(const store *s, uint64_t *dev, uint64_t *ino);
+    int (*checkpoint)(store *s);
     /* the reader's side */
     int (*totals)(store *s, store_counts *out, store_err *e);
     int (*function_count)(store *s, int64_t *n, store_err *e);
@@ -268,6 +271,31 @@ static inline int64_t store_version(store *s)
 /* ------------------------------------------------------------------------ */
 /* The writer's side.                                                       */
 /* ------------------------------------------------------------------------ */
+
+/* 1 while `path` still names the file the writer `s` opened, 0 when it
+ * was deleted or replaced by another file (the writer then writes onto a
+ * file nobody can read).  When it cannot tell: 1. */
+static inline int store_same_file(const store *s, const char *path)
+{
+    return s->ops->same_file(s, path);
+}
+
+/* The device and inode of the file the writer `s` opened (0 and 0 when
+ * unknown).  Cannot fail. */
+static inline void store_file_id(const store *s, uint64_t *dev, uint64_t *ino)
+{
+    s->ops->file_id(s, dev, ino);
+}
+
+/* Copies the write-ahead log into the database file and empties it, as far
+ * as other connections allow (waiting for them a quarter of a second at
+ * most), so that the file alone holds every commit.  Returns 0 (also when
+ * others kept part of the log), or -1 with a message in store_errmsg.  A
+ * read-only store: 0. */
+static inline int store_checkpoint(store *s)
+{
+    return s->ops->checkpoint(s);
+}
 
 /* All writes below run inside store_begin()/store_commit(); each returns 0
  * or -1 (message in store_errmsg) and the caller then calls

@@ -21,6 +21,7 @@
 
 #define CALLTAPE_APP_ID 0x43546170 /* "CTap" */
 #define BUSY_TIMEOUT_MS 10000
+#define CHECKPOINT_TIMEOUT_MS 250
 
 enum {
     ST_SESSION,
@@ -113,6 +114,8 @@ typedef struct sq_store {
     sqlite3_stmt *st[NSTMT];
     int readonly;
     int64_t version; /* the tape's schema version (a reader reads older ones as they are) */
+    dev_t dev;       /* the file a writer opened (store_same_file) */
+    ino_t ino;
     char err[256];
 } sq_store;
 
@@ -237,10 +240,16 @@ static store *sq_open_write(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "cannot write the tape %s: %s", path, strerror(errno));
         return NULL;
     }
+    struct stat sb;
+    int stat_rc = fstat(fd, &sb);
     close(fd);
     sq_store *s = open_common(path, SQLITE_OPEN_READWRITE, err, errlen);
     if (!s)
         return NULL;
+    if (stat_rc == 0) {
+        s->dev = sb.st_dev;
+        s->ino = sb.st_ino;
+    }
     /* Switching a new file to WAL and creating the schema can meet another
      * process doing the same; SQLite does not always call the busy handler
      * there, so retry for as long as the busy timeout. */
@@ -423,6 +432,50 @@ static int sq_check_write(const char *path, char *err, size_t errlen)
     store *s = sq_open_write(path, err, errlen);
     store_close(s);
     return s ? 0 : -1;
+}
+
+static int sq_same_file(const store *base, const char *path)
+{
+    const sq_store *s = (const sq_store *)base;
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return errno == ENOENT || errno == ENOTDIR ? 0 : 1; /* cannot tell: assume so */
+    return !s->ino || (sb.st_dev == s->dev && sb.st_ino == s->ino);
+}
+
+static void sq_file_id(const store *base, uint64_t *dev, uint64_t *ino)
+{
+    const sq_store *s = (const sq_store *)base;
+    *dev = (uint64_t)s->dev;
+    *ino = (uint64_t)s->ino;
+}
+
+static int sq_checkpoint(store *base)
+{
+    sq_store *s = (sq_store *)base;
+    if (!s || s->readonly)
+        return 0;
+    /* PASSIVE never waits: it copies every frame no reader still needs.
+     * Only when that left some (a reader of another process mid-read) does
+     * TRUNCATE wait for it, briefly: at exit and when leaving a tape,
+     * never long.  When the log is all copied, TRUNCATE empties it if
+     * nobody else uses it right now. */
+    int log = 0, done = 0;
+    sqlite3_busy_timeout(s->db, 0);
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    if (rc == SQLITE_OK && done < log)
+        sqlite3_busy_timeout(s->db, CHECKPOINT_TIMEOUT_MS);
+    if (rc == SQLITE_OK || rc == SQLITE_BUSY) {
+        int r2 = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        if (rc == SQLITE_BUSY || r2 != SQLITE_BUSY)
+            rc = r2;
+    }
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+        set_err(s, "cannot copy the write-ahead log into the tape");
+        return -1;
+    }
+    return 0;
 }
 
 static void sq_close(store *base)
@@ -643,6 +696,9 @@ static int sq_claims(const char *path)
 
 static const store_ops sq_ops = {
     .name = "SQLite",
+    .same_file = sq_same_file,
+    .file_id = sq_file_id,
+    .checkpoint = sq_checkpoint,
     .close = sq_close,
     .errmsg = sq_errmsg,
     .version = sq_version,

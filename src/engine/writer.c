@@ -28,10 +28,13 @@
 #define SEG_MAX_CALLS 2048
 #define MAX_FREE_CHUNKS 4
 #define REOPEN_EVERY_NS 1000000000ull
+#define RATE_MIN_BYTES (1u << 20) /* rounds that measure the writer's rate */
 
 typedef struct txn {
     uint64_t calls, segments, bytes, dropped;
-    size_t *blocks; /* id blocks reserved in this transaction */
+    uint64_t functions; /* functions whose first calls it holds (fn_def.in_txn) */
+    size_t taken;       /* bytes of records taken from the chunks */
+    size_t *blocks;     /* id blocks reserved in this transaction */
     size_t nblocks, capblocks;
 } txn;
 
@@ -51,10 +54,38 @@ void writer_close_store(engine *e)
     e->w.st = NULL;
 }
 
+static void forget_tape(writer_state *w);
+
+/* The tape file was deleted (or replaced) while recording: what was
+ * committed onto it is gone.  Counts those calls as dropped, reports it,
+ * and forgets what the writer resolved in it, so that the session is
+ * created again on the file the path names now.  io_mu held. */
+static void tape_lost(engine *e)
+{
+    writer_state *w = &e->w;
+    pthread_mutex_lock(&e->mu);
+    uint64_t lost = e->written_calls - w->written_before_open;
+    e->written_calls -= lost;
+    e->writer_dropped += lost;
+    w->session_id = 0;
+    pthread_mutex_unlock(&e->mu);
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "the tape was deleted or replaced while recording (%llu calls written onto it"
+             " are lost); recording goes on onto a new tape there",
+             (unsigned long long)lost);
+    set_error(e, msg);
+    forget_tape(w);
+}
+
 /* Opens the tape and creates this process's session.  Returns 0 or -1. */
 static int ensure_store(engine *e)
 {
     writer_state *w = &e->w;
+    if (w->st && !store_same_file(w->st, e->path)) {
+        writer_close_store(e);
+        tape_lost(e);
+    }
     if (w->st)
         return 0;
     uint64_t now = engine_now_ns(CLOCK_MONOTONIC);
@@ -67,6 +98,10 @@ static int ensure_store(engine *e)
         set_error(e, err);
         return -1;
     }
+    uint64_t dev = 0, ino = 0;
+    store_file_id(w->st, &dev, &ino);
+    if (w->session_id && (dev != w->file_dev || ino != w->file_ino))
+        tape_lost(e); /* replaced while the writer had it closed (a park, a fork) */
     if (w->session_id == 0) {
         store_session ss = {
             .start_ns =
@@ -93,7 +128,10 @@ static int ensure_store(engine *e)
         }
         pthread_mutex_lock(&e->mu);
         w->session_id = id;
+        w->written_before_open = e->written_calls;
         pthread_mutex_unlock(&e->mu);
+        w->file_dev = dev;
+        w->file_ino = ino;
     }
     w->last_open_try_ns = 0; /* only failures are throttled */
     pthread_mutex_lock(&e->mu);
@@ -270,6 +308,10 @@ static int write_segment(engine *e, txn *t, fn_def *f)
         return -1;
     t->calls += f->seg.n;
     t->segments++;
+    if (!f->written && !f->in_txn) {
+        f->in_txn = 1;
+        t->functions++;
+    }
     t->bytes += w->segment.len;
     seg_builder_reset(&f->seg);
     return 0;
@@ -284,17 +326,16 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
         return 0;
     }
     fn_def *f = &w->fns[c.fn];
-    if (!f->tape_id && resolve_function(e, f) < 0)
-        return -1;
-    if (c.thread < w->nthreads && w->threads[c.thread].bytes && !w->threads[c.thread].stored &&
-        store_thread(e, &w->threads[c.thread], (int64_t)c.thread) < 0)
-        return -1;
     seg_call s;
     memset(&s, 0, sizeof s);
-    if (seq_to_id(e, t, c.seq, &s.id) < 0)
+    if ((!f->tape_id && resolve_function(e, f) < 0) ||
+        (c.thread < w->nthreads && w->threads[c.thread].bytes && !w->threads[c.thread].stored &&
+         store_thread(e, &w->threads[c.thread], (int64_t)c.thread) < 0) ||
+        seq_to_id(e, t, c.seq, &s.id) < 0 ||
+        (c.parent && c.parent >= w->seq_floor && seq_to_id(e, t, c.parent, &s.parent) < 0)) {
+        t->dropped++; /* not in a builder: after_rollback does not see it */
         return -1;
-    if (c.parent && c.parent >= w->seq_floor && seq_to_id(e, t, c.parent, &s.parent) < 0)
-        return -1;
+    }
     s.depth = (int64_t)c.depth;
     s.thread = (int64_t)c.thread;
     s.start = e->opt.clock_wall_ns + ((int64_t)c.start - e->opt.clock_mono_ns);
@@ -310,8 +351,10 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     int blobs = (c.flags & REC_HAS_BLOBS) != 0;
     if (c.flags & REC_HAS_ARGS) {
         s.args = externalize(e, blobs, c.args, c.args_len, &w->scratch, &s.args_len);
-        if (!s.args)
+        if (!s.args) {
+            t->dropped++;
             return -1;
+        }
     }
     wbuf result_scratch, locals_scratch, globals_scratch, yields_scratch;
     wbuf_init(&result_scratch, NULL, 0);
@@ -342,16 +385,21 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     wbuf_free(&locals_scratch);
     wbuf_free(&globals_scratch);
     wbuf_free(&yields_scratch);
-    if (rc < 0)
+    if (rc < 0) {
+        t->dropped++;
         return -1;
+    }
+    /* from here on the call is in the builder, counted by after_rollback */
     if (f->seg.n >= SEG_MAX_CALLS)
         return write_segment(e, t, f);
     return 0;
 }
 
-/* Consumes `n` bytes of whole records.  Returns 0, or -1 when the store
- * failed (the transaction must be rolled back). */
-static int consume(engine *e, txn *t, const uint8_t *p, size_t n)
+/* Consumes `n` bytes of whole records.  While *ok, calls go into the
+ * transaction; once the store failed (*ok cleared here or before), calls
+ * are only counted as dropped, but definitions of functions and threads
+ * are still kept, so that the calls after an outage find them. */
+static void consume(engine *e, txn *t, const uint8_t *p, size_t n, int *ok)
 {
     writer_state *w = &e->w;
     wreader r;
@@ -360,13 +408,15 @@ static int consume(engine *e, txn *t, const uint8_t *p, size_t n)
         uint64_t len = wreader_varint(&r);
         const uint8_t *body = wreader_take(&r, len);
         if (!body || !len)
-            return 0; /* cannot happen with whole records; stop rather than guess */
+            return; /* cannot happen with whole records; stop rather than guess */
         wreader b;
         wreader_init(&b, body + 1, (size_t)len - 1);
         switch (body[0]) {
         case REC_CALL:
-            if (take_call(e, t, body + 1, (size_t)len - 1) < 0)
-                return -1;
+            if (!*ok)
+                t->dropped++;
+            else if (take_call(e, t, body + 1, (size_t)len - 1) < 0)
+                *ok = 0;
             break;
         case REC_FUNCTION: {
             uint64_t fn = wreader_varint(&b);
@@ -378,8 +428,14 @@ static int consume(engine *e, txn *t, const uint8_t *p, size_t n)
             if (!f->bytes)
                 seg_builder_init(&f->seg);
             int changed = define(&f->bytes, &f->len, body, (size_t)len);
-            if (changed > 0 && f->seg.n && write_segment(e, t, f) < 0)
-                return -1;
+            if (changed > 0 && f->seg.n) {
+                if (*ok && write_segment(e, t, f) < 0) {
+                    *ok = 0; /* the builder keeps them: after_rollback counts them */
+                } else if (!*ok) {
+                    t->dropped += f->seg.n;
+                    seg_builder_reset(&f->seg);
+                }
+            }
             if (changed > 0)
                 f->tape_id = 0;
             break;
@@ -402,22 +458,6 @@ static int consume(engine *e, txn *t, const uint8_t *p, size_t n)
             break;
         }
     }
-    return 0;
-}
-
-static uint64_t count_calls(const uint8_t *p, size_t n)
-{
-    wreader r;
-    uint64_t calls = 0;
-    wreader_init(&r, p, n);
-    while (r.p < r.end) {
-        uint64_t len = wreader_varint(&r);
-        const uint8_t *body = wreader_take(&r, len);
-        if (!body || !len)
-            break;
-        calls += body[0] == REC_CALL;
-    }
-    return calls;
 }
 
 /* Forgets everything resolved in a failed transaction and drops the calls
@@ -433,12 +473,15 @@ static void after_rollback(engine *e, txn *t)
     }
     for (size_t i = 0; i < w->nthreads; i++)
         w->threads[i].stored = 0;
+    for (size_t i = 0; i < w->nfns; i++)
+        w->fns[i].in_txn = 0;
+    t->functions = 0;
     for (size_t i = 0; i < t->nblocks; i++)
         w->id_blocks[t->blocks[i]] = 0;
 }
 
-/* Takes the published bytes of one chunk: into the transaction when `ok`,
- * else only counted as dropped. */
+/* Takes the published bytes of one chunk: into the transaction while
+ * `ok`, else only their definitions (calls counted as dropped). */
 static void take_chunk(engine *e, txn *t, chunk *c, int *ok)
 {
     size_t committed = atomic_load_explicit(&c->committed, memory_order_acquire);
@@ -447,16 +490,13 @@ static void take_chunk(engine *e, txn *t, chunk *c, int *ok)
     const uint8_t *p = c->data + c->consumed;
     size_t n = committed - c->consumed;
     c->consumed = committed;
-    if (*ok && consume(e, t, p, n) < 0) {
-        *ok = 0;
-        t->dropped += count_calls(p, n);
-    } else if (!*ok) {
-        t->dropped += count_calls(p, n);
-    }
+    t->taken += n;
+    consume(e, t, p, n, ok);
 }
 
-/* One round of work: everything published in `full` and `live`. */
-static void process(engine *e, chunk *full, chunk *live, int finish)
+/* One round of work: everything published in `full` and `live`.
+ * Returns the bytes of records it took. */
+static size_t process(engine *e, chunk *full, chunk *live, int finish)
 {
     writer_state *w = &e->w;
     txn t;
@@ -491,12 +531,18 @@ static void process(engine *e, chunk *full, chunk *live, int finish)
         } else {
             memset(w->counters, 0, sizeof w->counters);
             w->dropped_reported = dropped;
+            for (size_t i = 0; t.functions && i < w->nfns; i++)
+                if (w->fns[i].in_txn) {
+                    w->fns[i].in_txn = 0;
+                    w->fns[i].written = 1;
+                }
         }
     }
     if (!ok && began) {
         set_error(e, store_errmsg(w->st));
         store_rollback(w->st);
         after_rollback(e, &t);
+        t.dropped += t.calls; /* in segments of the transaction rolled back */
         t.calls = t.segments = t.bytes = 0;
     }
     if (!ok && !w->st) {
@@ -511,10 +557,12 @@ static void process(engine *e, chunk *full, chunk *live, int finish)
     e->written_calls += t.calls;
     e->written_segments += t.segments;
     e->written_bytes += t.bytes;
+    e->written_functions += t.functions;
     e->writer_dropped += t.dropped;
     e->store_failing = !ok;
     pthread_mutex_unlock(&e->mu);
     free(t.blocks);
+    return t.taken;
 }
 
 static void *writer_main(void *arg)
@@ -547,12 +595,19 @@ static void *writer_main(void *arg)
         uint64_t now = engine_now_ns(CLOCK_MONOTONIC);
         int finish = stopping || final || req != e->flush_done ||
                      now - e->w.last_commit_ns >= e->opt.flush_interval_ns;
-        process(e, full, live, finish);
+        size_t taken = process(e, full, live, finish);
+        uint64_t spent = engine_now_ns(CLOCK_MONOTONIC) - now;
         if (finish)
             e->w.last_commit_ns = now;
         pthread_mutex_unlock(&e->io_mu);
 
         pthread_mutex_lock(&e->mu);
+        if (taken >= RATE_MIN_BYTES && spent > 0) {
+            /* rounds this large measure the writer, not the commit */
+            double rate = (double)taken / (double)spent;
+            e->drain_bytes_per_ns =
+                e->drain_bytes_per_ns > 0 ? 0.7 * e->drain_bytes_per_ns + 0.3 * rate : rate;
+        }
         size_t nfree = 0;
         for (chunk *c = e->free_list; c; c = c->next)
             nfree++;
@@ -610,6 +665,20 @@ int writer_start(engine *e)
     return 0;
 }
 
+/* Forgets what the writer resolved in the tape it wrote (function and call
+ * ids, threads, counters reported): for a new session on another file. */
+static void forget_tape(writer_state *w)
+{
+    for (size_t i = 0; i < w->nfns; i++)
+        w->fns[i].tape_id = 0;
+    for (size_t i = 0; i < w->nthreads; i++)
+        w->threads[i].stored = 0;
+    if (w->id_blocks)
+        memset(w->id_blocks, 0, w->nblocks * sizeof(int64_t));
+    w->dropped_reported = 0;
+    w->last_open_try_ns = 0;
+}
+
 void writer_fork_reset(engine *e)
 {
     writer_state *w = &e->w;
@@ -617,8 +686,10 @@ void writer_fork_reset(engine *e)
     if (w->session_id) /* else the parent's own parent stays the child's */
         w->parent_session = w->session_id;
     w->session_id = 0;
+    w->written_before_open = 0;
     for (size_t i = 0; i < w->nfns; i++) {
         w->fns[i].tape_id = 0;
+        w->fns[i].written = w->fns[i].in_txn = 0;
         if (w->fns[i].bytes)
             seg_builder_reset(&w->fns[i].seg);
     }

@@ -9,6 +9,7 @@
 #include "engine.h"
 #include "store.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -681,6 +682,111 @@ static void test_engine_end_to_end(void)
     wbuf_free(&b);
 }
 
+/* A producer appending while the main thread parks the engine again and
+ * again; `gil` stands for the GIL: appends and engine_trim hold it,
+ * engine_park runs without it (as configure(tape=...) does). */
+typedef struct park_producer {
+    engine *e;
+    pthread_mutex_t *gil;
+    int n, appended;
+} park_producer;
+
+static void *park_produce(void *arg)
+{
+    park_producer *p = arg;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    for (int i = 1; i <= p->n; i++) {
+        if (i % 64 == 1)
+            pthread_mutex_lock(p->gil);
+        p->appended += append_bare_call(p->e, &b, (uint64_t)i);
+        if (i % 64 == 0 || i == p->n)
+            pthread_mutex_unlock(p->gil);
+    }
+    wbuf_free(&b);
+    return NULL;
+}
+
+static void test_park_while_a_producer_appends(void)
+{
+    char path[] = "/tmp/calltape-park-test-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    unlink(path);
+    engine *e = start_engine(path, 4096, 1 << 16);
+    if (!e)
+        return;
+    pthread_mutex_t gil = PTHREAD_MUTEX_INITIALIZER;
+    park_producer p = {e, &gil, 300000, 0};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, park_produce, &p) == 0);
+    for (int k = 0; k < 40; k++) {
+        engine_park(e, 10000000000ull);
+        pthread_mutex_lock(&gil);
+        engine_trim(e);
+        pthread_mutex_unlock(&gil);
+    }
+    pthread_join(t, NULL);
+    CHECK(p.appended == p.n);
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_stats s;
+    engine_get_stats(e, &s);
+    CHECK(s.dropped_calls == 0);
+    CHECK(s.written_calls == (uint64_t)p.n);
+    CHECK(s.written_functions == 1);
+    engine_free(e);
+    CHECK(query_int(path, "SELECT sum(n) FROM segments") == p.n);
+    /* the checkpoint at shutdown left the log empty: the file alone holds it */
+    char wal[300];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    struct stat sb;
+    CHECK(stat(wal, &sb) != 0 || sb.st_size == 0);
+    unlink(wal);
+    snprintf(wal, sizeof wal, "%s-shm", path);
+    unlink(wal);
+    unlink(path);
+}
+
+/* A tape deleted under a running engine: noticed, the calls that were on
+ * it counted as dropped, the tape made again for the calls after. */
+static void test_deleted_tape_is_noticed(void)
+{
+    char path[] = "/tmp/calltape-deleted-test-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    unlink(path);
+    engine *e = start_engine(path, 0, 0);
+    if (!e)
+        return;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    for (int i = 1; i <= 100; i++)
+        append_bare_call(e, &b, (uint64_t)i);
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    char side[300];
+    unlink(path);
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+    for (int i = 101; i <= 150; i++)
+        append_bare_call(e, &b, (uint64_t)i);
+    CHECK(engine_flush(e, 10000000000ull) == -1);
+    engine_stats s;
+    engine_get_stats(e, &s);
+    CHECK(s.dropped_calls == 100 && s.written_calls == 50);
+    CHECK(strstr(s.last_error, "deleted") != NULL);
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_free(e);
+    CHECK(query_int(path, "SELECT sum(n) FROM segments") == 50);
+    CHECK(query_int(path, "SELECT dropped FROM sessions") == 100);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    unlink(path);
+    wbuf_free(&b);
+}
+
 static void test_unwritable_tape_drops_and_counts(void)
 {
     engine *e = start_engine("/proc/calltape-cannot-exist/tape.db", 0, 0);
@@ -1089,6 +1195,8 @@ int main(void)
     test_segment_next_within();
     test_engine_end_to_end();
     test_unwritable_tape_drops_and_counts();
+    test_park_while_a_producer_appends();
+    test_deleted_tape_is_noticed();
     test_query_energy();
     test_query_reports_damage();
     test_store_reader();

@@ -178,12 +178,16 @@ typedef struct ct_state {
     Py_ssize_t buffer_bytes;
     int on_full_drop;
     int enabled;
+    int finalized;             /* the module was cleared: calls are counted, not recorded */
     int locals_tool_ready;     /* sys.monitoring tool for locals=True claimed */
     PyObject *decorated_codes; /* set: code objects of @record functions */
     uint64_t monitor_generation;
     ct_monitor_state monitor;
     uint8_t energy_default; /* CT_ENERGY_CONFIGURED after configure(energy=True), else 0 */
     ct_energy energy;
+    int statm_fd;    /* /proc/self/statm for memory=True (ct_read_rss) */
+    int statm_state; /* 0: not opened yet, 1: open, -1: cannot be read */
+    long page_size;
 } ct_state;
 
 /* module.c */
@@ -193,6 +197,9 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path);
 /* Appends a record to `slot`'s engine and reports store trouble once as a
  * RecordingWarning.  Never raises; any pending exception is preserved. */
 void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n);
+/* A call made after the module was cleared (interpreter finalization):
+ * counted as dropped on `slot`'s engine (may be NULL).  Never raises. */
+void ct_count_late_call(ct_state *st, ct_engine_slot *slot);
 /* Issues a RecordingWarning for problem `kind` once per process.  Never
  * raises; saves and restores a pending exception. */
 void ct_warn_once(ct_state *st, const char *kind, const char *msg);

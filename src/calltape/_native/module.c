@@ -304,15 +304,16 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
         ct_engine_slot *old = st->default_slot;
         int same = PyUnicode_Compare(abs, st->tape_path) == 0;
         Py_SETREF(st->tape_path, abs);
+        if (!same)
+            st->default_slot = NULL; /* threads recording meanwhile use the new tape */
         if (!same && old && !old->pinned) {
             /* the old default tape is no longer used: write it out and stop
              * its writer; it starts again if a late call still uses it */
             Py_BEGIN_ALLOW_THREADS
                 engine_park(old->eng, 30000000000ull);
             Py_END_ALLOW_THREADS
+            engine_trim(old->eng); /* with the GIL: no append runs */
         }
-        if (!same)
-            st->default_slot = NULL;
     }
     Py_RETURN_NONE;
 }
@@ -376,6 +377,7 @@ static PyObject *stats(PyObject *m, PyObject *unused)
         total.written_calls += one.written_calls;
         total.written_segments += one.written_segments;
         total.written_bytes += one.written_bytes;
+        total.written_functions += one.written_functions;
         total.dropped_calls += one.dropped_calls;
         total.write_errors += one.write_errors;
         if (i == 0)
@@ -391,8 +393,9 @@ static PyObject *stats(PyObject *m, PyObject *unused)
         }
     }
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:L,s:L,s:L,s:L,s:N,s:O}", "recorded",
-        (unsigned long long)st->seq, "written", (unsigned long long)total.written_calls, "segments",
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:L,s:L,s:L,s:L,s:N,s:O}", "recorded",
+        (unsigned long long)st->seq, "written", (unsigned long long)total.written_calls,
+        "functions", (unsigned long long)total.written_functions, "segments",
         (unsigned long long)total.written_segments, "bytes",
         (unsigned long long)total.written_bytes, "dropped", (unsigned long long)total.dropped_calls,
         "write_errors", (unsigned long long)total.write_errors, "unencodable",
@@ -459,6 +462,7 @@ static PyObject *after_fork_child(PyObject *m, PyObject *unused)
         memset(st->engines[i]->counters, 0, sizeof st->engines[i]->counters);
         st->engines[i]->counters_dirty = 0;
     }
+    ct_rss_forget(st); /* /proc/self/statm named the parent */
     PySet_Clear(st->warned);
     Py_RETURN_NONE;
 }
@@ -471,13 +475,17 @@ static PyObject *shutdown(PyObject *m, PyObject *unused)
     PyObject *r = flush_all(st, 30.0);
     Py_XDECREF(r);
     PyErr_Clear();
-    for (size_t i = 0; i < st->nengines; i++) {
-        Py_BEGIN_ALLOW_THREADS
-            engine_shutdown(st->engines[i]->eng, 5000000000ull);
-        Py_END_ALLOW_THREADS
-    }
-    st->enabled = 0;
+    /* The engines stay open: calls made after this hook (exit handlers
+     * registered before calltape's, daemon threads, finalizers) are still
+     * recorded, and written when the module is freed (or, if the
+     * interpreter never frees it, by the engine's own exit hook). */
     Py_RETURN_NONE;
+}
+
+void ct_count_late_call(ct_state *st, ct_engine_slot *slot)
+{
+    if (st->finalized && slot)
+        engine_count_dropped(slot->eng, 1);
 }
 
 static PyObject *preview(PyObject *m, PyObject *args)
@@ -564,6 +572,7 @@ static int module_exec(PyObject *m)
     st->session_info = PyDict_New();
     st->decorated_codes = PySet_New(NULL);
     st->monitor.extra_index = -1;
+    st->statm_fd = -1;
     if (!st->decorated_codes || !st->codecs || !st->codec_decoders || !st->warned ||
         !st->protocol5 || !st->session_info)
         return -1;
@@ -668,6 +677,9 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
 static int module_clear(PyObject *m)
 {
     ct_state *st = get_state(m);
+    /* calls from here on are only counted (ct_count_late_call) */
+    st->enabled = 0;
+    st->finalized = 1;
     Py_CLEAR(st->Recorder_type);
     Py_CLEAR(st->Pending_type);
     Py_CLEAR(st->AsyncGenProxy_type);
@@ -720,6 +732,7 @@ static void module_free(void *m)
     PyMem_Free(st->engines);
     st->engines = NULL;
     ct_energy_close(st);
+    ct_rss_forget(st);
     st->nengines = 0;
     module_clear(m);
 }

@@ -502,13 +502,11 @@ static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
     m->calls_seen++;
     ct_callinfo *ci = &e->ci;
     ci->flags = info->is_gen ? REC_ASYNC : 0;
-    if (m->opt_cpu) {
-        ci->flags |= REC_HAS_CPU;
-        ci->cpu_start = ct_thread_cpu_ns();
-    }
+    if (m->opt_cpu)
+        ci->flags |= REC_HAS_CPU; /* the clock is read by ct_call_begin */
     if (m->opt_memory) {
         ci->flags |= REC_HAS_MEMORY;
-        ci->rss_before = ct_read_rss();
+        ci->rss_before = ct_read_rss(a->st);
     }
     if (m->opt_energy)
         ct_energy_start(a->st, ci);
@@ -537,7 +535,7 @@ static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
         e->globals_len = s->arena.len - e->args_at - e->args_len;
         Py_DECREF(m);
     }
-    e->ci.start = ct_now_ns();
+    ct_call_begin(&e->ci);
 }
 
 /* Finds the entry of `co` run by `gen` near the top of the stack `s`
@@ -616,6 +614,7 @@ static __attribute__((noinline)) void emit_full(mon_active *a, Monitor *m, mon_s
 /* A call of `co` ends with `outcome` (`value`: result or exception). */
 static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value)
 {
+    uint64_t cpu_end = a->mon && a->mon->opt_cpu ? ct_thread_cpu_ns() : 0; /* nested in end */
     uint64_t end = ct_now_ns();
     mon_stack *s = tls_stack;
     Py_ssize_t i = find_entry(s, co, running_gen(co));
@@ -626,6 +625,7 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
     ct_thread *t = ct_thread_get();
     if (e->info && e->generation == a->generation) {
         Monitor *m = a->mon;
+        e->ci.cpu_end = cpu_end;
         PyObject *res = outcome == OUTCOME_RETURNED ? value : NULL;
         PyObject *exc = outcome == OUTCOME_RAISED ? value : NULL;
         if (outcome == OUTCOME_RAISED && exc &&
@@ -661,6 +661,7 @@ static void emit_abandoned(void *ctx, const uint8_t *entry, size_t len)
     if (!e.info || !a->mon || e.generation != a->generation)
         return;
     ct_site site = {e.info->fn_id, NULL, NULL, NULL, a->mon->max_value_bytes, 0};
+    e.ci.cpu_end = ct_thread_cpu_ns();
     ct_emit_site_call(a->st, &site, a->slot, &e.ci, entry + sizeof e, e.args_len, ct_now_ns(),
                       OUTCOME_CLOSED, NULL, NULL, NULL, NULL);
 }

@@ -51,6 +51,7 @@ void ct_deferred_finish(ct_deferred *d, int outcome, PyObject *result, PyObject 
     if (d->done || !d->recorder)
         return;
     d->done = 1;
+    uint64_t end = ct_call_end(&d->ci);
     PyObject *saved = ct_fetch_exc();
     if (d->want_yields && !d->yields.failed) {
         /* LIST of the values kept, then Truncated("yields", n) when n were left out */
@@ -63,11 +64,11 @@ void ct_deferred_finish(ct_deferred *d, int outcome, PyObject *result, PyObject 
             wire_tagged_bytes(&list, WIRE_TRUNCATED, "yields", 6);
             wbuf_varint(&list, d->nomitted);
         }
-        ct_emit_call_frame(d->recorder, d->slot, &d->ci, &d->args, ct_now_ns(), outcome, result,
-                           exc, NULL, NULL, list.failed ? NULL : &list);
+        ct_emit_call_frame(d->recorder, d->slot, &d->ci, &d->args, end, outcome, result, exc, NULL,
+                           NULL, list.failed ? NULL : &list);
         wbuf_free(&list);
     } else {
-        ct_emit_call(d->recorder, d->slot, &d->ci, &d->args, ct_now_ns(), outcome, result, exc);
+        ct_emit_call(d->recorder, d->slot, &d->ci, &d->args, end, outcome, result, exc);
     }
     PyErr_Clear();
     ct_restore_exc(saved);

@@ -432,21 +432,32 @@ done:
 
 /* ---- records ------------------------------------------------------------ */
 
-int64_t ct_read_rss(void)
+int64_t ct_read_rss(ct_state *st)
 {
-    long pages = 0, resident = 0;
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (st->statm_state == 0) {
+        st->statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+        st->statm_state = st->statm_fd >= 0 ? 1 : -1;
+        st->page_size = sysconf(_SC_PAGESIZE);
+    }
+    if (st->statm_state < 0)
         return 0;
     char buf[128];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
+    ssize_t n = pread(st->statm_fd, buf, sizeof buf - 1, 0);
     if (n <= 0)
         return 0;
     buf[n] = 0;
+    long pages = 0, resident = 0;
     if (sscanf(buf, "%ld %ld", &pages, &resident) != 2)
         return 0;
-    return (int64_t)resident * (int64_t)sysconf(_SC_PAGESIZE);
+    return (int64_t)resident * (int64_t)st->page_size;
+}
+
+void ct_rss_forget(ct_state *st)
+{
+    if (st->statm_state > 0)
+        close(st->statm_fd);
+    st->statm_fd = -1;
+    st->statm_state = 0;
 }
 
 uint64_t ct_thread_cpu_ns(void)
@@ -546,13 +557,19 @@ emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct
     t->busy--;
     uint64_t cpu = 0;
     int64_t rss_after = 0, peak = 0;
-    if (flags & REC_HAS_CPU)
-        cpu = ct_thread_cpu_ns() - ci->cpu_start;
+    if (flags & REC_HAS_CPU) /* read by the caller, inside the wall interval */
+        cpu = ci->cpu_end > ci->cpu_start ? ci->cpu_end - ci->cpu_start : 0;
     if (flags & REC_HAS_MEMORY) {
         struct rusage ru;
-        rss_after = ct_read_rss();
+        rss_after = ct_read_rss(st);
         if (getrusage(RUSAGE_SELF, &ru) == 0)
             peak = (int64_t)ru.ru_maxrss * 1024;
+        /* the high-water mark is kept in other units and updated lazily by
+         * the kernel: the peak is at least what was seen around the call */
+        if (peak < ci->rss_before)
+            peak = ci->rss_before;
+        if (peak < rss_after)
+            peak = rss_after;
     }
     uint8_t store[512];
     wbuf b;
@@ -720,8 +737,11 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     Recorder *r = (Recorder *)op;
     ct_state *st = r->st;
     ct_thread *t = &ct_tls_thread;
-    if (!st->enabled || t->busy)
+    if (!st->enabled || t->busy) {
+        if (st->finalized && !t->busy) /* too late to record: counted */
+            ct_count_late_call(st, r->tape ? r->slot : st->default_slot);
         return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
+    }
     if (r->sample > 1 && (r->sample_counter++ % r->sample) != 0)
         return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
     ct_engine_slot *slot = r->tape ? r->slot : st->default_slot;
@@ -765,13 +785,11 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     ci.parent = t->parent;
     ci.depth = t->depth;
     ci.thread = t->index;
-    if (r->opt_cpu) {
-        ci.flags |= REC_HAS_CPU;
-        ci.cpu_start = ct_thread_cpu_ns();
-    }
+    if (r->opt_cpu)
+        ci.flags |= REC_HAS_CPU; /* the clock is read by ct_call_begin */
     if (r->opt_memory) {
         ci.flags |= REC_HAS_MEMORY;
-        ci.rss_before = ct_read_rss();
+        ci.rss_before = ct_read_rss(st);
     }
     /* on: CT_ENERGY_ON, or CT_ENERGY_CONFIGURED while configure(energy=True) */
     if (r->opt_energy & (CT_ENERGY_ON | st->energy_default))
@@ -784,9 +802,9 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         frame_begin_call(r, &gb, &watch);
     t->parent = ci.seq;
     t->depth = ci.depth + 1;
-    ci.start = ct_now_ns();
+    ct_call_begin(&ci);
     PyObject *res = PyObject_Vectorcall(r->func, args, nargsf, kwnames);
-    uint64_t end = ct_now_ns();
+    uint64_t end = ct_call_end(&ci);
     t->parent = ci.parent;
     t->depth = ci.depth;
 

@@ -43,7 +43,7 @@ typedef struct Recorder {
 typedef struct ct_callinfo {
     uint64_t seq, parent, depth, thread, start;
     uint16_t flags;
-    uint64_t cpu_start;
+    uint64_t cpu_start, cpu_end; /* thread CPU clock, read inside [start, end] */
     int64_t rss_before;
     uint64_t energy_pkg, energy_dram; /* counters at the start */
 } ct_callinfo;
@@ -80,10 +80,34 @@ int ct_emit_function(ct_state *st, ct_engine_slot *slot, uint64_t fn_id, PyObjec
  * Never raises. */
 void ct_energy_start(ct_state *st, ct_callinfo *ci);
 
-/* The resident set size of this process in bytes (0 when unknown). */
-int64_t ct_read_rss(void);
+/* The resident set size of this process in bytes (0 when unknown), read
+ * with pread from /proc/self/statm opened once per process (st->statm_fd;
+ * ct_rss_forget closes it in a forked child).  Never raises. */
+int64_t ct_read_rss(ct_state *st);
+/* Closes the statm file of the parent (in a forked child). */
+void ct_rss_forget(ct_state *st);
 /* CPU time of the calling thread in ns. */
 uint64_t ct_thread_cpu_ns(void);
+
+/* Starts the measured interval of a call: the wall clock, then the thread
+ * CPU clock, so that the CPU interval lies inside the wall interval.  What
+ * calltape does before (reading RSS, encoding the arguments) is outside
+ * both. */
+static inline void ct_call_begin(ct_callinfo *ci)
+{
+    ci->start = ct_now_ns();
+    if (ci->flags & REC_HAS_CPU)
+        ci->cpu_start = ct_thread_cpu_ns();
+}
+
+/* Ends it in the nested order: the thread CPU clock, then the wall clock.
+ * Returns the wall end. */
+static inline uint64_t ct_call_end(ct_callinfo *ci)
+{
+    if (ci->flags & REC_HAS_CPU)
+        ci->cpu_end = ct_thread_cpu_ns();
+    return ct_now_ns();
+}
 
 /* The parameters of code object `co`: positional, keyword-only, *args and
  * **kwargs, in that order (as in co_varnames). */
