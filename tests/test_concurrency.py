@@ -12,7 +12,7 @@ import threading
 import warnings
 
 import _workers
-from _util import child_env, open_tape, read_calls, write_script
+from _util import child_env, last_json, open_tape, read_calls, run_python, write_script
 
 import calltape
 
@@ -91,6 +91,44 @@ def test_threads_record_in_parallel_without_loss(tape):
         mine = [c.args["i"] for c in calls if c.args["tid"] == tid]
         assert mine == list(range(n_calls))
     assert len({c.id for c in calls}) == len(calls)
+
+
+def test_threads_first_recording_onto_a_tape_at_once_share_one_session(tmp_path):
+    """Threads that make their first records onto a tape at the same moment
+    (each round onto a new tape) give the process one session on it, which
+    holds every call."""
+    proc = run_python(tmp_path, """
+        import json, threading, calltape
+        sys.setswitchinterval(1e-6)      # threads switch as often as they can
+        @calltape.record
+        def f(t, i):
+            return i
+        n = 8
+        barrier = threading.Barrier(n)
+        def run(t):
+            for k in range(10):
+                if t == 0:
+                    calltape.configure(tape=f"t{k}.db")
+                barrier.wait()
+                for i in range(50):
+                    f(t, i)
+                barrier.wait()
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(json.dumps({"pid": os.getpid()}))
+    """, cwd=tmp_path)
+    pid = last_json(proc)["pid"]
+    for k in range(10):
+        tp = calltape.open(tmp_path / f"t{k}.db", trust=True)
+        sessions = tp.sessions()
+        assert [s.pid for s in sessions] == [pid], f"t{k}.db: {len(sessions)} sessions"
+        calls = tp.calls("f")
+        assert {c.session for c in calls} == {sessions[0].id}
+        assert sorted((c.args["t"], c.args["i"]) for c in calls) == [
+            (t, i) for t in range(8) for i in range(50)]
 
 
 # ---------------------------------------------------------------- fork ----

@@ -140,6 +140,69 @@ static void build_options(ct_state *st, engine_options *o, wbuf *argv, PyObject 
     PyErr_Clear();
 }
 
+/* The slot of the engine for the absolute path `abs`, or NULL (never an
+ * exception).  Runs no Python code: the GIL is not let go. */
+static ct_engine_slot *find_slot(ct_state *st, PyObject *abs)
+{
+    for (size_t i = 0; i < st->nengines; i++)
+        if (PyUnicode_Compare(st->engines[i]->path, abs) == 0)
+            return st->engines[i];
+    PyErr_Clear();
+    return NULL;
+}
+
+/* Creates the engine for the absolute path `abs` (a new reference, always
+ * taken).  Returns its slot (borrowed), or NULL with an exception set.
+ * build_options() runs Python code (os.path.abspath), where another thread
+ * may take the GIL and make its own first record onto the same tape: the
+ * table is looked up again after it, and from there to the insertion
+ * nothing lets the GIL go, so a path never gets two engines (two sessions
+ * of one process). */
+static ct_engine_slot *new_slot(ct_state *st, PyObject *abs)
+{
+    engine_options o;
+    wbuf argv;
+    PyObject *folders[2];
+    wbuf_init(&argv, NULL, 0);
+    build_options(st, &o, &argv, folders);
+    ct_engine_slot *slot = find_slot(st, abs); /* made meanwhile by another thread */
+    engine *e = NULL;
+    char err[300] = "out of memory";
+    if (slot)
+        goto done;
+    /* The table may grow; the slots it points to never move (Recorders and
+     * pending generators keep pointers to them). */
+    if (st->nengines == st->capengines) {
+        size_t cap = st->capengines ? 2 * st->capengines : 8;
+        ct_engine_slot **grown = PyMem_Realloc(st->engines, cap * sizeof(ct_engine_slot *));
+        if (!grown)
+            goto done;
+        st->engines = grown;
+        st->capengines = cap;
+    }
+    slot = PyMem_Calloc(1, sizeof *slot);
+    o.path = slot ? PyUnicode_AsUTF8(abs) : NULL;
+    o.parent_session = ct_inherited_session(o.path);
+    e = o.path ? engine_new(&o, err, sizeof err) : NULL;
+    if (!e) {
+        PyMem_Free(slot);
+        slot = NULL;
+        goto done;
+    }
+    st->engines[st->nengines++] = slot;
+    slot->eng = e;
+    slot->path = Py_NewRef(abs);
+    slot->serial = ++st->next_serial;
+done:
+    wbuf_free(&argv);
+    Py_XDECREF(folders[0]);
+    Py_XDECREF(folders[1]);
+    Py_DECREF(abs);
+    if (!slot && !PyErr_Occurred())
+        PyErr_SetString(PyExc_MemoryError, err);
+    return slot;
+}
+
 ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
 {
     int is_default = path == NULL;
@@ -148,61 +211,15 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
             return st->default_slot;
         path = st->tape_path;
     }
-    PyObject *abs = absolute_path(path);
+    PyObject *abs = absolute_path(path); /* Python code: other threads may run */
     if (!abs)
         return NULL;
-    for (size_t i = 0; i < st->nengines; i++) {
-        if (PyUnicode_Compare(st->engines[i]->path, abs) == 0) {
-            Py_DECREF(abs);
-            if (is_default)
-                st->default_slot = st->engines[i];
-            return st->engines[i];
-        }
-    }
-    PyErr_Clear();
-    /* The table may grow; the slots it points to never move (Recorders and
-     * pending generators keep pointers to them). */
-    if (st->nengines == st->capengines) {
-        size_t cap = st->capengines ? 2 * st->capengines : 8;
-        ct_engine_slot **grown = PyMem_Realloc(st->engines, cap * sizeof(ct_engine_slot *));
-        if (!grown) {
-            Py_DECREF(abs);
-            PyErr_NoMemory();
-            return NULL;
-        }
-        st->engines = grown;
-        st->capengines = cap;
-    }
-    ct_engine_slot *slot = PyMem_Calloc(1, sizeof *slot);
-    if (!slot) {
+    ct_engine_slot *slot = find_slot(st, abs);
+    if (slot)
         Py_DECREF(abs);
-        PyErr_NoMemory();
-        return NULL;
-    }
-    engine_options o;
-    wbuf argv;
-    PyObject *folders[2];
-    wbuf_init(&argv, NULL, 0);
-    build_options(st, &o, &argv, folders);
-    o.path = PyUnicode_AsUTF8(abs);
-    o.parent_session = ct_inherited_session(o.path);
-    char err[300];
-    engine *e = o.path ? engine_new(&o, err, sizeof err) : NULL;
-    wbuf_free(&argv);
-    Py_XDECREF(folders[0]);
-    Py_XDECREF(folders[1]);
-    if (!e) {
-        PyMem_Free(slot);
-        Py_DECREF(abs);
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_MemoryError, err);
-        return NULL;
-    }
-    st->engines[st->nengines++] = slot;
-    slot->eng = e;
-    slot->path = abs;
-    slot->serial = ++st->next_serial;
-    if (is_default)
+    else
+        slot = new_slot(st, abs);
+    if (slot && is_default)
         st->default_slot = slot;
     return slot;
 }
