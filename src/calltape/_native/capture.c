@@ -436,13 +436,15 @@ int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)
     }
     size_t start = b->len, memo_n = c->memo->next;
     c->top_start = start;
-    if (ct_over_budget_skip(c, v)) {
+    if (ct_over_budget_skip(ct_over_budget_entry(c, v))) {
         put_truncated(c->st, b, v, 0); /* not measured: its class's last values were over */
         goto done;
     }
     int rc = capture_at(c, b, v, 0);
     if (rc == 0 || rc == -4)
-        ct_over_budget_note(c, v, rc == -4 || b->len - start > (size_t)c->limit);
+        /* looked up again: the capture may have made the entry or grown the cache */
+        ct_over_budget_note(ct_over_budget_entry(c, v),
+                            rc == -4 || b->len - start > (size_t)c->limit);
     if (rc == -2 || rc == -3) {
         b->len = start;
         memo_rollback(c->memo, memo_n);

@@ -26,13 +26,18 @@ int ct_capture_object(ct_capture *c, wbuf *b, PyObject *v, int depth);
  * TRUNCATED marker.  When the top-level values of one class were over it
  * CT_OVER_STREAK times in a row, the next ones are not encoded (a marker of
  * size 0: not measured), 1, 2, 4, ... up to CT_OVER_SKIP_MAX of them, each
- * try that fits the budget starting again.  Returns 1 when `v` is not to be
- * encoded now.  Never raises. */
-int ct_over_budget_skip(ct_capture *c, PyObject *v);
+ * try that fits the budget starting again.  The entry of v's class that
+ * keeps count (borrowed), or NULL when its class is not recorded by its
+ * structure (yet).  Never raises. */
+ct_typeinfo *ct_over_budget_entry(ct_capture *c, PyObject *v);
 
-/* What encoding the top-level `v` gave: `over` 1 when it was over the
- * budget.  Never raises. */
-void ct_over_budget_note(ct_capture *c, PyObject *v, int over);
+/* 1 when the value whose class has entry `e` (or NULL) is not to be
+ * encoded now, counting it.  Never raises. */
+int ct_over_budget_skip(ct_typeinfo *e);
+
+/* What encoding a top-level value of entry `e`'s class (or NULL) gave:
+ * `over` 1 when it was over the budget.  Never raises. */
+void ct_over_budget_note(ct_typeinfo *e, int over);
 
 #define CT_OVER_STREAK 4
 #define CT_OVER_SKIP_MAX 1024

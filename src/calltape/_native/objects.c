@@ -395,21 +395,27 @@ static int typeinfo_decide(ct_capture *c, ct_typeinfo *e, PyTypeObject *tp)
 
 /* How instances of `tp` are captured (borrowed entry), or NULL with an
  * exception set. */
+/* The entry holding `tp` in the type cache, or NULL. */
+static ct_typeinfo *typecache_find(const ct_typecache *tc, const PyTypeObject *tp)
+{
+    if (!tc->cap)
+        return NULL;
+    for (size_t j = typecache_slot(tc, tp); tc->v[j].tp; j = (j + 1) & (tc->cap - 1))
+        if (tc->v[j].tp == tp)
+            return &tc->v[j];
+    return NULL;
+}
+
 static ct_typeinfo *typeinfo_for(ct_capture *c, PyTypeObject *tp)
 {
     ct_typecache *tc = &c->st->types;
-    ct_typeinfo *e;
-    if (tc->cap) {
-        for (size_t j = typecache_slot(tc, tp); tc->v[j].tp; j = (j + 1) & (tc->cap - 1)) {
-            e = &tc->v[j];
-            if (e->tp != tp)
-                continue;
-            if (e->how != CT_BY_UNDECIDED && typeinfo_alive(e))
-                return e;
-            typeinfo_release(e); /* a freed class's address reused: decide again */
-            e->tp = tp;
-            goto decide;
-        }
+    ct_typeinfo *e = typecache_find(tc, tp);
+    if (e) {
+        if (e->how != CT_BY_UNDECIDED && typeinfo_alive(e))
+            return e;
+        typeinfo_release(e); /* a freed class's address reused: decide again */
+        e->tp = tp;
+        goto decide;
     }
     if ((tc->n + 1) * 2 > tc->cap && typecache_grow(tc, tc->cap ? 2 * tc->cap : 64) < 0) {
         PyErr_NoMemory();
@@ -861,30 +867,26 @@ static int pickle_asked(const ct_capture *c, PyTypeObject *tp)
     return 0;
 }
 
-/* The decided entry of `tp` in the type cache, or NULL (not looked up
- * before, or its class was freed); decides nothing. */
-static ct_typeinfo *typeinfo_known(ct_typecache *tc, const PyTypeObject *tp)
+ct_typeinfo *ct_over_budget_entry(ct_capture *c, PyObject *v)
 {
-    if (!tc->cap)
-        return NULL;
-    for (size_t j = typecache_slot(tc, tp); tc->v[j].tp; j = (j + 1) & (tc->cap - 1))
-        if (tc->v[j].tp == tp)
-            return tc->v[j].how == CT_BY_OBJECT && typeinfo_alive(&tc->v[j]) ? &tc->v[j] : NULL;
-    return NULL;
+    PyTypeObject *tp = Py_TYPE(v);
+    if (tp == &PyList_Type || tp == &PyDict_Type || tp == &PyTuple_Type || tp == &PyUnicode_Type ||
+        tp == &PyBytes_Type || tp == &PyLong_Type)
+        return NULL; /* built-in data: captured without an entry, never skipped */
+    ct_typeinfo *e = typecache_find(&c->st->types, tp);
+    return e && e->how == CT_BY_OBJECT && typeinfo_alive(e) ? e : NULL;
 }
 
-int ct_over_budget_skip(ct_capture *c, PyObject *v)
+int ct_over_budget_skip(ct_typeinfo *e)
 {
-    ct_typeinfo *e = typeinfo_known(&c->st->types, Py_TYPE(v));
     if (!e || !e->over_skip)
         return 0;
     e->over_skip--;
     return 1;
 }
 
-void ct_over_budget_note(ct_capture *c, PyObject *v, int over)
+void ct_over_budget_note(ct_typeinfo *e, int over)
 {
-    ct_typeinfo *e = typeinfo_known(&c->st->types, Py_TYPE(v));
     if (!e)
         return;
     if (!over) {
