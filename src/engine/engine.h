@@ -713,8 +713,10 @@ void engine_trim(engine *e);
 
 /* Before a fork: waits up to `timeout_ns` until everything appended is
  * written, then stops the writer and closes the tape (a session is created
- * first if the engine has a writer).  The next append, in the parent or the
- * child, starts a writer again.  Does not change what engine_flush reports.
+ * first if the engine has a writer).  No writer starts again until fork()
+ * ends (appends meanwhile are buffered, up to max_buffer_bytes); then the
+ * next append, in the parent or the child, starts one.  Does not change
+ * what engine_flush reports.
  * The caller keeps producers out (holds the lock they append under). */
 void engine_pause(engine *e, uint64_t timeout_ns);
 

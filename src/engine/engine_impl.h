@@ -88,6 +88,7 @@ struct engine {
     pthread_t thread;
     long thread_tid;           /* the writer's kernel thread id, set by the writer itself */
     int running;               /* the writer thread exists */
+    int fork_paused;           /* engine_pause until fork() ends: no writer starts */
     atomic_int alive;          /* 1 from writer_start until the writer's last round */
     int final_done;            /* the writer answered engine_final_round() */
     int stop;                  /* asks the writer to finish */

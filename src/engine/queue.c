@@ -167,7 +167,7 @@ static int append_slow(engine *e, const uint8_t *rec, size_t n)
     for (;;) {
         if (e->closed)
             goto drop;
-        if (!e->running && writer_start(e) < 0)
+        if (!e->running && !e->fork_paused && writer_start(e) < 0)
             goto drop;
         chunk *c = e->live;
         if (c && c->cap - atomic_load_explicit(&c->committed, memory_order_relaxed) >= n)
@@ -175,7 +175,8 @@ static int append_slow(engine *e, const uint8_t *rec, size_t n)
         size_t cap = n > e->opt.chunk_bytes ? n : e->opt.chunk_bytes;
         /* definitions are never refused: a call announced once must find
          * its function whenever the tape can be written again */
-        size_t bound = e->opt.on_full_drop ? e->opt.max_buffer_bytes : backlog_bound(e);
+        size_t bound = e->opt.on_full_drop || e->fork_paused ? e->opt.max_buffer_bytes
+                                                             : backlog_bound(e);
         if (!is_call || !e->live || e->queued_bytes + cap <= bound) {
             chunk *fresh = NULL;
             if (e->free_list && e->free_list->cap >= cap) {
@@ -201,8 +202,8 @@ static int append_slow(engine *e, const uint8_t *rec, size_t n)
             e->live = fresh;
             break;
         }
-        if (e->opt.on_full_drop || e->store_failing)
-            goto drop;
+        if (e->opt.on_full_drop || e->store_failing || e->fork_paused)
+            goto drop; /* nobody would wake a wait before fork() ends */
         sem_post(&e->wake_writer);
         pthread_cond_wait(&e->wake_waiters, &e->mu);
     }
@@ -278,7 +279,7 @@ static int wait_for_round(engine *e, uint64_t timeout_ns)
 int64_t engine_begin(engine *e, uint64_t timeout_ns)
 {
     pthread_mutex_lock(&e->mu);
-    if (e->running || (!e->closed && writer_start(e) == 0))
+    if (e->running || (!e->closed && !e->fork_paused && writer_start(e) == 0))
         wait_for_round(e, timeout_ns);
     int64_t id = e->w.session_id;
     pthread_mutex_unlock(&e->mu);
@@ -289,7 +290,7 @@ int engine_flush(engine *e, uint64_t timeout_ns)
 {
     int rc = 0;
     pthread_mutex_lock(&e->mu);
-    if (!e->running && !e->closed && has_pending(e))
+    if (!e->running && !e->closed && !e->fork_paused && has_pending(e))
         (void)writer_start(e); /* calls appended while a park stopped the writer;
                                   a failure is counted in write_errors */
     if (!e->running) {
@@ -405,7 +406,7 @@ void engine_trim(engine *e)
 {
     pthread_mutex_lock(&e->mu);
     /* a producer may have started a writer again since the park */
-    if (!e->running && !e->closed && free_idle_chunks(e))
+    if (!e->running && !e->closed && !e->fork_paused && free_idle_chunks(e))
         (void)writer_start(e); /* calls appended while the writer stopped */
     pthread_mutex_unlock(&e->mu);
 }
@@ -441,6 +442,12 @@ void engine_pause(engine *e, uint64_t timeout_ns)
         pthread_mutex_unlock(&e->mu);
         wait_thread_gone(e->thread_tid);
     }
+    /* Python code may run before fork() (other fork hooks, a thread taking
+     * the GIL at a switch): an append must not start a writer, which could
+     * hold a lock of an allocator that is not fork-safe at the fork. */
+    pthread_mutex_lock(&e->mu);
+    e->fork_paused = 1;
+    pthread_mutex_unlock(&e->mu);
 }
 
 static void free_chunks(chunk *c)
@@ -504,6 +511,7 @@ static void fork_prepare(void)
 static void fork_parent(void)
 {
     for (engine *e = atomic_load(&registry_head); e; e = e->next_live) {
+        e->fork_paused = 0; /* the next append starts a writer */
         pthread_mutex_unlock(&e->mu);
         pthread_mutex_unlock(&e->io_mu);
     }
@@ -526,7 +534,7 @@ static void reset_in_child(engine *e)
         e->live = NULL;
     }
     e->queued_bytes = 0;
-    e->running = e->stop = 0;
+    e->running = e->stop = e->fork_paused = 0;
     atomic_store(&e->alive, 0);
     e->final_done = 0;
     e->flush_req = e->flush_done = 0;
