@@ -201,6 +201,33 @@ def test_fork_soon_after_the_first_calls_keeps_the_childs_calls(tmp_path):
     assert by_session == {parent.id: [10], child.id: list(range(1000))}
 
 
+def test_a_forked_child_under_calltape_run_prints_no_exit_line_of_its_own(tmp_path):
+    """A plain os.fork() child that ends normally runs the exit handlers it
+    inherited: its calls are counted by the parent's one exit line."""
+    write(tmp_path, {"prog.py": """
+        import os
+
+        def job(n):
+            return n
+
+        def main():
+            job(-1)
+            pid = os.fork()
+            for i in range(5):
+                job(i)
+            if pid:
+                os.waitpid(pid, 0)
+
+        main()
+    """})
+    proc = calltape_run(tmp_path, "prog.py")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("calltape:")]
+    assert len(lines) == 1, proc.stderr
+    assert "recorded 13 calls" in lines[0] and "1 child process" in lines[0]
+    assert sorted(c.args["n"] for c in tape_of(tmp_path).calls("job")) == sorted(
+        [-1, *range(5), *range(5)])
+
+
 def test_fork_after_the_writer_started_does_not_warn(tmp_path):
     # CPython 3.12+ warns when a multi-threaded process forks: calltape's
     # writer must not be a thread at that moment

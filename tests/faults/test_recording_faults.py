@@ -181,6 +181,49 @@ def test_calls_after_calltapes_exit_hook_are_recorded(tmp_path):
     assert xs == list(range(-1, 110))
 
 
+LATE_PROGRAM = """
+import atexit
+def f(x):
+    return x
+def at_exit():
+    for i in range(100):
+        f(i)
+class Late:
+    def __del__(self):
+        for i in range(100, 110):
+            f(i)
+late = Late()
+f(-1)
+"""
+
+
+def test_monitored_calls_after_calltapes_exit_hook_are_recorded(tmp_path):
+    """A monitor the program never stops keeps recording after calltape's
+    exit hook: an exit handler registered before calltape was imported and
+    a __del__ at teardown are on the tape."""
+    tape = tmp_path / "t.db"
+    run_python(tmp_path, "import atexit\n" + LATE_PROGRAM.replace(
+        "late = Late()", "late = Late()\natexit.register(at_exit)\nimport calltape\n"
+        "calltape.monitor(include=['__main__']).start()"), tape=tape)
+    xs = sorted(c.args["x"] for c in calltape.open(tape).calls(function="f"))
+    assert xs == list(range(-1, 110))
+
+
+def test_calltape_run_records_calls_after_its_exit_line(tmp_path):
+    """Under `calltape run`, the program's exit handler (which runs before
+    the exit line) and a __del__ at teardown (after it) are on the tape."""
+    tape = tmp_path / "t.db"
+    script = tmp_path / "prog.py"
+    script.write_text(LATE_PROGRAM + "atexit.register(at_exit)\n")
+    proc = subprocess.run([sys.executable, "-m", "calltape", "run", "--tape", str(tape),
+                           str(script)], env=child_env(), cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert "calltape: recorded" in proc.stderr
+    xs = sorted(c.args["x"] for c in calltape.open(tape).calls(function="f"))
+    assert xs == list(range(-1, 110))
+
+
 def test_threads_with_forks_and_signals(tmp_path):
     """Threads record while the main thread forks children that record, and
     signals whose handlers record arrive throughout: nothing hangs, every

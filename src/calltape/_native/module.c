@@ -488,14 +488,14 @@ static PyObject *shutdown(PyObject *m, PyObject *unused)
 {
     (void)unused;
     ct_state *st = get_state(m);
-    ct_monitor_stop_running(st); /* one still running at exit: its calls so far are kept */
     PyObject *r = flush_all(st, 30.0);
     Py_XDECREF(r);
     PyErr_Clear();
-    /* The engines stay open: calls made after this hook (exit handlers
-     * registered before calltape's, daemon threads, finalizers) are still
-     * recorded, and written when the module is freed (or, if the
-     * interpreter never frees it, by the engine's own exit hook). */
+    /* The engines stay open and a running monitor keeps running: calls made
+     * after this hook (exit handlers registered before calltape's, daemon
+     * threads, __del__ and finalizers at teardown) are still recorded, and
+     * written when the module is freed (or, if the interpreter never frees
+     * it, by the engine's own exit hook). */
     Py_RETURN_NONE;
 }
 
@@ -694,6 +694,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
 static int module_clear(PyObject *m)
 {
     ct_state *st = get_state(m);
+    ct_monitor_stop_running(st); /* one still running at exit: its calls so far are kept */
     /* calls from here on are only counted (ct_count_late_call) */
     st->enabled = 0;
     st->finalized = 1;
