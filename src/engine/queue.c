@@ -175,8 +175,8 @@ static int append_slow(engine *e, const uint8_t *rec, size_t n)
         size_t cap = n > e->opt.chunk_bytes ? n : e->opt.chunk_bytes;
         /* definitions are never refused: a call announced once must find
          * its function whenever the tape can be written again */
-        size_t bound = e->opt.on_full_drop || e->fork_paused ? e->opt.max_buffer_bytes
-                                                             : backlog_bound(e);
+        size_t bound =
+            e->opt.on_full_drop || e->fork_paused ? e->opt.max_buffer_bytes : backlog_bound(e);
         if (!is_call || !e->live || e->queued_bytes + cap <= bound) {
             chunk *fresh = NULL;
             if (e->free_list && e->free_list->cap >= cap) {
