@@ -156,14 +156,13 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
     _export(options)  # the same monitor in child processes
     mon = monitor(**options)
 
-    finished, parent = [], os.getpid()
+    parent = os.getpid()
 
     def finish() -> None:
         # The monitor keeps running: calls after this line (exit handlers
         # registered before it, __del__ at teardown) go onto the tape too.
-        if finished or not mon.running:
+        if not mon.running:
             return
-        finished.append(True)
         flush()
         if os.getpid() != parent:
             return  # a forked child that exits normally: the parent's line counts it

@@ -158,6 +158,14 @@ static size_t backlog_bound(const engine *e)
     return bound;
 }
 
+/* writer_start(), unless engine_pause() holds writers off until fork()
+ * ends: returns 0 (started), 1 (not now) or -1 (failed, counted).  Under mu,
+ * no writer running.  Every place that starts a writer goes through here. */
+static int start_writer(engine *e)
+{
+    return e->fork_paused ? 1 : writer_start(e);
+}
+
 /* Slow path of engine_append: seal the live chunk, find room, start the
  * writer.  Called by the producer. */
 static int append_slow(engine *e, const uint8_t *rec, size_t n)
@@ -167,7 +175,7 @@ static int append_slow(engine *e, const uint8_t *rec, size_t n)
     for (;;) {
         if (e->closed)
             goto drop;
-        if (!e->running && !e->fork_paused && writer_start(e) < 0)
+        if (!e->running && start_writer(e) < 0)
             goto drop;
         chunk *c = e->live;
         if (c && c->cap - atomic_load_explicit(&c->committed, memory_order_relaxed) >= n)
@@ -279,7 +287,7 @@ static int wait_for_round(engine *e, uint64_t timeout_ns)
 int64_t engine_begin(engine *e, uint64_t timeout_ns)
 {
     pthread_mutex_lock(&e->mu);
-    if (e->running || (!e->closed && !e->fork_paused && writer_start(e) == 0))
+    if (e->running || (!e->closed && start_writer(e) == 0))
         wait_for_round(e, timeout_ns);
     int64_t id = e->w.session_id;
     pthread_mutex_unlock(&e->mu);
@@ -290,8 +298,8 @@ int engine_flush(engine *e, uint64_t timeout_ns)
 {
     int rc = 0;
     pthread_mutex_lock(&e->mu);
-    if (!e->running && !e->closed && !e->fork_paused && has_pending(e))
-        (void)writer_start(e); /* calls appended while a park stopped the writer;
+    if (!e->running && !e->closed && has_pending(e))
+        (void)start_writer(e); /* calls appended while a park stopped the writer;
                                   a failure is counted in write_errors */
     if (!e->running) {
         rc = e->store_failing || losses(e) != e->losses_at_flush ? -1 : 0;
@@ -406,8 +414,8 @@ void engine_trim(engine *e)
 {
     pthread_mutex_lock(&e->mu);
     /* a producer may have started a writer again since the park */
-    if (!e->running && !e->closed && !e->fork_paused && free_idle_chunks(e))
-        (void)writer_start(e); /* calls appended while the writer stopped */
+    if (!e->running && !e->closed && free_idle_chunks(e))
+        (void)start_writer(e); /* calls appended while the writer stopped */
     pthread_mutex_unlock(&e->mu);
 }
 

@@ -155,39 +155,17 @@ def test_tape_deleted_while_recording(tmp_path):
     assert out["written"] == 700
 
 
-def test_calls_after_calltapes_exit_hook_are_recorded(tmp_path):
-    """An exit handler registered before calltape was imported runs after
-    calltape's own, and an object freed at exit runs its __del__ even later:
-    their calls are on the tape."""
-    tape = tmp_path / "t.db"
-    run_python(tmp_path, """
-        import atexit
-        def at_exit():
-            for i in range(100):
-                f(i)
-        atexit.register(at_exit)      # runs after calltape's hook
-        import calltape
-        @calltape.record
-        def f(x):
-            return x
-        class Late:
-            def __del__(self):
-                for i in range(100, 110):
-                    f(i)
-        late = Late()
-        f(-1)
-    """, tape=tape)
-    xs = sorted(c.args["x"] for c in calltape.open(tape).calls())
-    assert xs == list(range(-1, 110))
-
-
+# {setup} imports calltape (or not, under `calltape run`, which imported it
+# first): the handler registered above it runs after calltape's own hook.
 LATE_PROGRAM = """
 import atexit
-def f(x):
-    return x
 def at_exit():
     for i in range(100):
         f(i)
+atexit.register(at_exit)
+{setup}
+def f(x):
+    return x
 class Late:
     def __del__(self):
         for i in range(100, 110):
@@ -197,14 +175,24 @@ f(-1)
 """
 
 
+def test_calls_after_calltapes_exit_hook_are_recorded(tmp_path):
+    """An exit handler registered before calltape was imported runs after
+    calltape's own, and an object freed at exit runs its __del__ even later:
+    their calls are on the tape."""
+    tape = tmp_path / "t.db"
+    run_python(tmp_path, LATE_PROGRAM.format(setup="import calltape\n@calltape.record"),
+               tape=tape)
+    xs = sorted(c.args["x"] for c in calltape.open(tape).calls())
+    assert xs == list(range(-1, 110))
+
+
 def test_monitored_calls_after_calltapes_exit_hook_are_recorded(tmp_path):
     """A monitor the program never stops keeps recording after calltape's
     exit hook: an exit handler registered before calltape was imported and
     a __del__ at teardown are on the tape."""
     tape = tmp_path / "t.db"
-    run_python(tmp_path, "import atexit\n" + LATE_PROGRAM.replace(
-        "late = Late()", "late = Late()\natexit.register(at_exit)\nimport calltape\n"
-        "calltape.monitor(include=['__main__']).start()"), tape=tape)
+    run_python(tmp_path, LATE_PROGRAM.format(
+        setup="import calltape\ncalltape.monitor(include=['__main__']).start()"), tape=tape)
     xs = sorted(c.args["x"] for c in calltape.open(tape).calls(function="f"))
     assert xs == list(range(-1, 110))
 
@@ -214,7 +202,7 @@ def test_calltape_run_records_calls_after_its_exit_line(tmp_path):
     the exit line) and a __del__ at teardown (after it) are on the tape."""
     tape = tmp_path / "t.db"
     script = tmp_path / "prog.py"
-    script.write_text(LATE_PROGRAM + "atexit.register(at_exit)\n")
+    script.write_text(LATE_PROGRAM.format(setup=""))
     proc = subprocess.run([sys.executable, "-m", "calltape", "run", "--tape", str(tape),
                            str(script)], env=child_env(), cwd=str(tmp_path),
                           capture_output=True, text=True, timeout=90)
