@@ -341,6 +341,64 @@ def test_locked_tape_does_not_block_calls(tmp_path):
     assert xs == [-1] + list(range(2000))
 
 
+def test_back_pressure_waits_without_the_gil(tmp_path):
+    """A thread that waits for buffer space (on_full="wait", the writer locked
+    out of the tape) waits with the GIL released: another Python thread runs
+    on meanwhile, and once the tape is free again nothing was lost."""
+    path = tmp_path / "full.db"
+    run_python(tmp_path, "import calltape\ncalltape.record(lambda x: x)(-1)\n", tape=path)
+    con = _locked(path)      # the writer cannot commit: the buffer fills up
+    script = write_script(tmp_path, """
+        import json, threading, time, warnings, calltape
+        warnings.simplefilter("ignore")
+        calltape.configure(buffer_bytes=4 << 20)
+        N = 200000
+        @calltape.record
+        def f(x, pad):
+            return x
+        done = [0]
+        def produce():
+            pad = "p" * 300
+            for i in range(N):
+                f(i, pad)
+                done[0] = i + 1
+        t = threading.Thread(target=produce)
+        t.start()
+        t0 = last = time.monotonic()
+        gap, seen = 0.0, []
+        while last - t0 < 2.0:
+            time.sleep(0.005)
+            now = time.monotonic()
+            gap, last = max(gap, now - last), now
+            seen.append((now, done[0]))
+        still = [n for at, n in seen if at > last - 0.5]
+        print(json.dumps({"gap": gap, "stalled": len(set(still)) == 1 and still[0] < N}),
+              flush=True)
+        t.join()
+        print(json.dumps({"flushed": calltape.flush(timeout=30),
+                          "dropped": calltape.stats()["dropped"]}), flush=True)
+    """, name="full.py")
+    proc = subprocess.Popen([sys.executable, str(script)], env=child_env(path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = _Lines(proc)
+        first = lines.next_json()
+        con.execute("ROLLBACK")
+        assert first["stalled"] is True, "the producer never waited for the writer"
+        assert first["gap"] < 1.0, "the other thread stopped while the producer waited"
+        assert lines.next_json() == {"flushed": True, "dropped": 0}
+        proc.wait(60)
+    finally:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        con.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, proc.stderr.read()
+    assert _xs(path) == [-1] + list(range(200000))
+
+
 def test_on_full_drop_counts_instead_of_waiting(tmp_path):
     path = tmp_path / "drop.db"
     run_python(tmp_path, "import calltape\ncalltape.record(lambda x: x)(-1)\n", tape=path)

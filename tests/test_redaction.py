@@ -358,3 +358,36 @@ def test_calltape_run_redacts_kwargs_keys(tmp_path):
     assert calls[0].args["headers"]["accept"] == "json"
     assert is_redacted(calls[1].args["headers"]["extra"]["token"])
     assert tag.encode() not in tape_bytes(tmp_path / "r.db")
+
+
+SECRET_CARD = "4111111111111111"
+BROKEN_SANITIZE_GLOBAL = f"global {SECRET_CARD}"
+
+
+def test_failing_sanitize_gives_one_marker_in_every_slot(tape, stats_delta):
+    """A sanitizer that raises makes the value Unencodable(type, "sanitize raised
+    <type>") wherever it stands: argument, default (in the call and in the
+    function's signature), result, local and global; neither the value nor the
+    exception's message (which may hold it) reaches the tape."""
+    def broken(name, value):
+        raise RuntimeError(f"sanitizer bug on {value!r}")
+
+    @calltape.record(sanitize=broken, locals=True, globals=True)
+    def charge(card, note=f"fallback {SECRET_CARD}"):
+        here = f"local {SECRET_CARD}"
+        return len(here) + len(BROKEN_SANITIZE_GLOBAL) + len(card)
+
+    assert charge(SECRET_CARD) == charge.__wrapped__(SECRET_CARD)
+    c = only_call(tape)
+    marker = calltape.Unencodable
+    slots = {"card": c.args["card"], "note": c.args["note"], "return": c.result,
+             "local": c.locals["here"], "global": c.globals["BROKEN_SANITIZE_GLOBAL"]}
+    for slot, value in slots.items():
+        assert isinstance(value, marker), (slot, value)
+        assert value.reason == "sanitize raised RuntimeError", (slot, value)
+    assert c.result.type == "int" and c.args["card"].type == "str"
+    (fn,) = [f for f in calltape.open(tape).functions() if f.qualname.endswith("charge")]
+    assert isinstance(fn.defaults["note"], marker), fn.defaults
+    assert SECRET_CARD.encode() not in tape_bytes(tape)
+    assert b"sanitizer bug" not in tape_bytes(tape)
+    assert stats_delta("unencodable") >= 6

@@ -17,8 +17,10 @@
  *
  * Invariants shared by every part:
  *   - Producers (capture paths) call engine_append() with the GIL held, so at
- *     most one producer appends at a time; the engine itself never needs the
- *     GIL and the writer thread never runs Python code.
+ *     most one producer appends at a time; one that must wait for buffer
+ *     space waits in engine_wait_room() with the GIL released.  The engine
+ *     itself never needs the GIL and the writer thread never runs Python
+ *     code.
  *   - Records are self-delimiting byte strings (layout below); a record is
  *     either wholly visible to the writer or not at all.
  *   - No function here prints, exits or aborts; errors come back as return
@@ -623,6 +625,7 @@ typedef struct engine_stats {
 enum engine_append_result {
     ENGINE_APPENDED = 0,
     ENGINE_DROPPED = 1, /* the record was not kept (counted) */
+    ENGINE_FULL = 2,    /* not kept yet: engine_wait_room(), then append again */
 };
 
 /* Creates an engine for o->path.  The tape is opened (created with mode 0600
@@ -631,10 +634,19 @@ enum engine_append_result {
  * or a path too long). */
 engine *engine_new(const engine_options *o, char *err, size_t errlen);
 
-/* Appends one record (length prefix included).  Never blocks on I/O; may
- * wait for the writer when the buffer is full and on_full is "wait" and the
- * writer is healthy.  Returns an engine_append_result. */
+/* Appends one record (length prefix included).  Never blocks on I/O nor
+ * waits for the writer: when the buffer is full, on_full is "wait" and the
+ * writer is healthy, a call record is not kept and ENGINE_FULL is returned.
+ * Returns an engine_append_result. */
 int engine_append(engine *e, const uint8_t *rec, size_t n);
+
+/* After ENGINE_FULL for a record of `n` bytes: waits until the writer made
+ * room for it, failed, stopped, or the engine was shut down (the next
+ * engine_append then keeps or drops the record).  Meant to be called with
+ * whatever serializes producers released (the GIL), so that other threads
+ * run meanwhile; it touches no chunk.  engine_free() waits for the callers
+ * to leave it. */
+void engine_wait_room(engine *e, size_t n);
 
 /* Starts the writer now (otherwise it starts at the first append) and
  * waits up to `timeout_ns` for it to open the tape and create this

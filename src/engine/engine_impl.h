@@ -94,6 +94,7 @@ struct engine {
     int stop;                  /* asks the writer to finish */
     int closed;                /* shut down: appends are dropped */
     int joining;               /* a thread is joining the writer (stop_writer) */
+    int room_waiters;          /* producers in engine_wait_room */
     double drain_bytes_per_ns; /* the writer's measured rate, 0: not yet */
     uint64_t flush_req, flush_done;
     int store_failing;

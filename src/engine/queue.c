@@ -166,9 +166,24 @@ static int start_writer(engine *e)
     return e->fork_paused ? 1 : writer_start(e);
 }
 
+/* 1 when a call of `n` bytes does not fit and must wait for the writer to
+ * free buffer space (on_full "wait", the writer running and healthy).
+ * Under mu. */
+static int must_wait(const engine *e, size_t n)
+{
+    const chunk *c = e->live;
+    if (e->closed || !e->running || !c || e->opt.on_full_drop || e->store_failing)
+        return 0;
+    if (c->cap - atomic_load_explicit(&c->committed, memory_order_relaxed) >= n)
+        return 0;
+    size_t cap = n > e->opt.chunk_bytes ? n : e->opt.chunk_bytes;
+    return e->queued_bytes + cap > backlog_bound(e);
+}
+
 /* Slow path of engine_append: seal the live chunk, find room, start the
- * writer.  Called by the producer. */
-static int append_slow(engine *e, const uint8_t *rec, size_t n)
+ * writer.  Called by the producer; never waits (ENGINE_FULL instead).  Not
+ * inlined: the fast path then saves no registers. */
+static __attribute__((noinline)) int append_slow(engine *e, const uint8_t *rec, size_t n)
 {
     int is_call = record_is_call(rec, n);
     pthread_mutex_lock(&e->mu);
@@ -213,7 +228,8 @@ static int append_slow(engine *e, const uint8_t *rec, size_t n)
         if (e->opt.on_full_drop || e->store_failing || e->fork_paused)
             goto drop; /* nobody would wake a wait before fork() ends */
         sem_post(&e->wake_writer);
-        pthread_cond_wait(&e->wake_waiters, &e->mu);
+        pthread_mutex_unlock(&e->mu);
+        return ENGINE_FULL; /* the caller waits in engine_wait_room, unlocked */
     }
     chunk *c = e->live;
     size_t at = atomic_load_explicit(&c->committed, memory_order_relaxed);
@@ -244,6 +260,19 @@ int engine_append(engine *e, const uint8_t *rec, size_t n)
         }
     }
     return append_slow(e, rec, n);
+}
+
+void engine_wait_room(engine *e, size_t n)
+{
+    pthread_mutex_lock(&e->mu);
+    e->room_waiters++;
+    while (must_wait(e, n)) {
+        sem_post(&e->wake_writer);
+        pthread_cond_wait(&e->wake_waiters, &e->mu);
+    }
+    if (--e->room_waiters == 0 && e->closed)
+        pthread_cond_broadcast(&e->wake_waiters); /* engine_free may wait for this */
+    pthread_mutex_unlock(&e->mu);
 }
 
 /* 1 when published bytes wait for a writer that is not running.  Under
@@ -472,6 +501,10 @@ void engine_free(engine *e)
     if (!e)
         return;
     engine_shutdown(e, 5000000000ull);
+    pthread_mutex_lock(&e->mu);
+    while (e->room_waiters) /* woken by the close: they leave without appending */
+        pthread_cond_wait(&e->wake_waiters, &e->mu);
+    pthread_mutex_unlock(&e->mu);
     registry_remove(e);
     writer_free_state(e);
     free_chunks(e->full_head);
@@ -542,6 +575,7 @@ static void reset_in_child(engine *e)
         e->live = NULL;
     }
     e->queued_bytes = 0;
+    e->room_waiters = 0; /* threads of the parent */
     e->running = e->stop = e->fork_paused = 0;
     atomic_store(&e->alive, 0);
     e->final_done = 0;
@@ -562,6 +596,7 @@ static void fork_child(void)
         if (!e->closed)
             reset_in_child(e);
         else {
+            e->room_waiters = 0; /* threads of the parent */
             pthread_mutex_unlock(&e->mu);
             pthread_mutex_unlock(&e->io_mu);
         }

@@ -10,6 +10,7 @@
 #include "store.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -583,15 +584,32 @@ static engine *start_engine(const char *path, size_t chunk_bytes, size_t max_buf
     return e;
 }
 
-/* Appends a call of function 1 with no values; 1 when appended. */
-static int append_bare_call(engine *e, wbuf *b, uint64_t seq)
+/* Appends a record as the binding does: on ENGINE_FULL, waits for room
+ * with `gil` (the lock producers append under, or NULL) released, and
+ * appends again.  Returns the last engine_append_result. */
+static int append_waiting(engine *e, const wbuf *b, pthread_mutex_t *gil)
+{
+    int rc;
+    while ((rc = engine_append(e, b->data, b->len)) == ENGINE_FULL) {
+        if (gil)
+            pthread_mutex_unlock(gil);
+        engine_wait_room(e, b->len);
+        if (gil)
+            pthread_mutex_lock(gil);
+    }
+    return rc;
+}
+
+/* Appends a call of function 1 with no values (as append_waiting); 1 when
+ * appended. */
+static int append_bare_call(engine *e, wbuf *b, uint64_t seq, pthread_mutex_t *gil)
 {
     call_rec c = {0};
     c.fn = 1;
     c.seq = seq;
     b->len = 0;
     rec_put_call(b, &c);
-    return engine_append(e, b->data, b->len) == ENGINE_APPENDED;
+    return append_waiting(e, b, gil) == ENGINE_APPENDED;
 }
 
 static int64_t query_int(const char *path, const char *sql)
@@ -635,7 +653,7 @@ static void test_engine_end_to_end(void)
         c.args_len = sizeof args;
         b.len = 0;
         rec_put_call(&b, &c);
-        appended += engine_append(e, b.data, b.len) == ENGINE_APPENDED;
+        appended += append_waiting(e, &b, NULL) == ENGINE_APPENDED;
     }
     CHECK(appended == N);
     CHECK(engine_flush(e, 10000000000ull) == 0);
@@ -647,7 +665,7 @@ static void test_engine_end_to_end(void)
     /* a parked engine writes again at its next append, in the same session */
     engine_park(e, 10000000000ull);
     for (int i = N + 1; i <= N + 10; i++)
-        appended += append_bare_call(e, &b, (uint64_t)i);
+        appended += append_bare_call(e, &b, (uint64_t)i, NULL);
     CHECK(appended == N + 10);
     CHECK(engine_flush(e, 10000000000ull) == 0);
     engine_get_stats(e, &s);
@@ -699,7 +717,7 @@ static void *park_produce(void *arg)
     for (int i = 1; i <= p->n; i++) {
         if (i % 64 == 1)
             pthread_mutex_lock(p->gil);
-        p->appended += append_bare_call(p->e, &b, (uint64_t)i);
+        p->appended += append_bare_call(p->e, &b, (uint64_t)i, p->gil);
         if (i % 64 == 0 || i == p->n)
             pthread_mutex_unlock(p->gil);
     }
@@ -747,6 +765,79 @@ static void test_park_while_a_producer_appends(void)
     unlink(path);
 }
 
+typedef struct room_waiter {
+    engine *e;
+    size_t n;
+    atomic_int done;
+} room_waiter;
+
+static void *wait_for_room(void *arg)
+{
+    room_waiter *w = arg;
+    engine_wait_room(w->e, w->n);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+/* Back-pressure: while the writer cannot commit (another connection holds
+ * the tape's write lock), a call that does not fit is not kept but answered
+ * ENGINE_FULL at once; engine_wait_room returns once the writer made room,
+ * and nothing is lost. */
+static void test_back_pressure_answers_full(void)
+{
+    char path[] = "/tmp/calltape-full-test-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    unlink(path);
+    engine *e = start_engine(path, 4096, 1 << 16);
+    if (!e)
+        return;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    int appended = append_bare_call(e, &b, 1, NULL);
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    sqlite3 *lock = NULL;
+    CHECK(sqlite3_open(path, &lock) == SQLITE_OK &&
+          sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL) == SQLITE_OK);
+    int rc = ENGINE_APPENDED;
+    uint64_t seq = 2;
+    for (; seq < 1000000 && rc == ENGINE_APPENDED; seq++) {
+        call_rec c = {0};
+        c.fn = 1;
+        c.seq = seq;
+        b.len = 0;
+        rec_put_call(&b, &c);
+        rc = engine_append(e, b.data, b.len);
+        appended += rc == ENGINE_APPENDED;
+    }
+    CHECK(rc == ENGINE_FULL);
+    room_waiter w = {e, b.len, 0};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, wait_for_room, &w) == 0);
+    struct timespec pause = {0, 200000000};
+    nanosleep(&pause, NULL);
+    CHECK(atomic_load(&w.done) == 0); /* the writer is still locked out */
+    CHECK(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
+    pthread_join(t, NULL);
+    CHECK(atomic_load(&w.done) == 1);
+    CHECK(engine_append(e, b.data, b.len) == ENGINE_APPENDED); /* the call refused above */
+    appended++;
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_stats s;
+    engine_get_stats(e, &s);
+    CHECK(s.dropped_calls == 0 && s.written_calls == (uint64_t)appended);
+    engine_free(e);
+    sqlite3_close(lock);
+    CHECK(query_int(path, "SELECT sum(n) FROM segments") == appended);
+    char side[300];
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+    unlink(path);
+    wbuf_free(&b);
+}
+
 /* A tape deleted under a running engine: noticed, the calls that were on
  * it counted as dropped, the tape made again for the calls after. */
 static void test_deleted_tape_is_noticed(void)
@@ -761,7 +852,7 @@ static void test_deleted_tape_is_noticed(void)
     wbuf b;
     wbuf_init(&b, NULL, 0);
     for (int i = 1; i <= 100; i++)
-        append_bare_call(e, &b, (uint64_t)i);
+        append_bare_call(e, &b, (uint64_t)i, NULL);
     CHECK(engine_flush(e, 10000000000ull) == 0);
     char side[300];
     unlink(path);
@@ -770,7 +861,7 @@ static void test_deleted_tape_is_noticed(void)
     snprintf(side, sizeof side, "%s-shm", path);
     unlink(side);
     for (int i = 101; i <= 150; i++)
-        append_bare_call(e, &b, (uint64_t)i);
+        append_bare_call(e, &b, (uint64_t)i, NULL);
     CHECK(engine_flush(e, 10000000000ull) == -1);
     engine_stats s;
     engine_get_stats(e, &s);
@@ -794,7 +885,7 @@ static void test_unwritable_tape_drops_and_counts(void)
         return;
     wbuf b;
     wbuf_init(&b, NULL, 0);
-    append_bare_call(e, &b, 1);
+    append_bare_call(e, &b, 1, NULL);
     CHECK(engine_flush(e, 5000000000ull) == -1);
     engine_stats s;
     engine_get_stats(e, &s);
@@ -1109,7 +1200,7 @@ static void test_store_reader(void)
     wbuf b;
     wbuf_init(&b, NULL, 0);
     for (uint64_t i = 1; i <= 30; i++)
-        CHECK(append_bare_call(e, &b, i));
+        CHECK(append_bare_call(e, &b, i, NULL));
     CHECK(engine_flush(e, 10000000000ull) == 0);
     engine_free(e);
     wbuf_free(&b);
@@ -1196,6 +1287,7 @@ int main(void)
     test_engine_end_to_end();
     test_unwritable_tape_drops_and_counts();
     test_park_while_a_producer_appends();
+    test_back_pressure_answers_full();
     test_deleted_tape_is_noticed();
     test_query_energy();
     test_query_reports_damage();

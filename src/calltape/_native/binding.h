@@ -303,6 +303,14 @@ static inline int ct_capture_depth(const ct_capture *c)
 int ct_capture_value(ct_capture *c, wbuf *b, PyObject *v);
 /* The same for a value ct_capture_small() already declined. */
 int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v);
+/* Encodes what `sanitize(name, v)` returns in place of `v` (`name` a str,
+ * or NULL for "return").  A sanitizer that raises is never a reason to write
+ * `v`: the value becomes UNENCODABLE(type of v, "sanitize raised <exception
+ * type>") and is counted, whichever slot it fills (an argument, a default, the
+ * result, a local or a global); the exception is cleared, except that a
+ * KeyboardInterrupt is raised again at the program's next bytecode.  Returns
+ * 0, or -1 when `b` ran out of memory. */
+int ct_capture_sanitized(ct_capture *c, wbuf *b, PyObject *sanitize, PyObject *name, PyObject *v);
 /* The commonest small values, written without the general checks: they can
  * neither fail nor come near the size or blob thresholds.  Returns 1 when
  * done. */

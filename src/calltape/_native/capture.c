@@ -482,6 +482,29 @@ done:
     return b->failed ? -1 : 0;
 }
 
+int ct_capture_sanitized(ct_capture *c, wbuf *b, PyObject *sanitize, PyObject *name, PyObject *v)
+{
+    PyObject *ret = name ? NULL : PyUnicode_FromString("return");
+    PyObject *clean =
+        name || ret ? PyObject_CallFunctionObjArgs(sanitize, name ? name : ret, v, NULL) : NULL;
+    Py_XDECREF(ret);
+    if (clean) {
+        int rc = ct_capture_value(c, b, clean);
+        Py_DECREF(clean);
+        return rc;
+    }
+    /* not the exception's message: a sanitizer may put the value in it */
+    char why[128];
+    PyObject *exc = ct_fetch_exc();
+    snprintf(why, sizeof why, "sanitize raised %.100s", exc ? Py_TYPE(exc)->tp_name : "an error");
+    int interrupted = exc && PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
+    Py_XDECREF(exc);
+    ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, why);
+    if (interrupted)
+        PyErr_SetInterruptEx(SIGINT);
+    return b->failed ? -1 : 0;
+}
+
 static void put_pystr(wbuf *b, PyObject *s)
 {
     Py_ssize_t n = 0;

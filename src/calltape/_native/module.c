@@ -45,13 +45,27 @@ static void report_errors(ct_state *st, ct_engine_slot *slot)
     }
 }
 
+/* After an append that did not simply succeed (or every 1,024th record):
+ * back-pressure waits with the GIL released, then errors are reported. */
+static __attribute__((noinline)) void append_after(ct_state *st, ct_engine_slot *slot,
+                                                   const uint8_t *rec, size_t n, int rc)
+{
+    while (rc == ENGINE_FULL) {
+        Py_BEGIN_ALLOW_THREADS
+            engine_wait_room(slot->eng, n);
+        Py_END_ALLOW_THREADS
+        rc = engine_append(slot->eng, rec, n);
+    }
+    report_errors(st, slot);
+}
+
 void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n)
 {
     if (!slot->exported && (!slot->begun || (st->seq & 255) == 0))
         ct_session_begin(st, slot);
     int rc = engine_append(slot->eng, rec, n);
-    if (rc == ENGINE_DROPPED || (st->seq & 1023) == 0)
-        report_errors(st, slot);
+    if (rc != ENGINE_APPENDED || (st->seq & 1023) == 0)
+        append_after(st, slot, rec, n, rc);
 }
 
 static PyObject *absolute_path(PyObject *path)
@@ -742,7 +756,9 @@ static void module_free(void *m)
 {
     ct_state *st = get_state(m);
     for (size_t i = 0; i < st->nengines; i++) {
-        engine_free(st->engines[i]->eng);
+        Py_BEGIN_ALLOW_THREADS /* up to 5 s: its last round, the join */
+            engine_free(st->engines[i]->eng);
+        Py_END_ALLOW_THREADS
         Py_CLEAR(st->engines[i]->path);
         PyMem_Free(st->engines[i]->seen);
         PyMem_Free(st->engines[i]);

@@ -164,14 +164,7 @@ static PyObject *describe_function(Recorder *r)
             if (r->redacted[i]) {
                 wbuf_byte(&sig, WIRE_REDACTED);
             } else if (r->sanitize) {
-                PyObject *clean = PyObject_CallFunctionObjArgs(r->sanitize, name, dflt, NULL);
-                if (clean) {
-                    ct_capture_value(&cap, &sig, clean);
-                    Py_DECREF(clean);
-                } else {
-                    PyErr_Clear();
-                    wbuf_byte(&sig, WIRE_REDACTED);
-                }
+                ct_capture_sanitized(&cap, &sig, r->sanitize, name, dflt);
             } else {
                 ct_capture_value(&cap, &sig, dflt);
             }
@@ -236,20 +229,7 @@ static void put_arg(Recorder *r, ct_capture *cap, wbuf *b, Py_ssize_t i, PyObjec
         return;
     }
     if (r->sanitize) {
-        PyObject *clean =
-            PyObject_CallFunctionObjArgs(r->sanitize, PyTuple_GET_ITEM(r->names, i), v, NULL);
-        if (!clean) {
-            PyErr_Clear();
-            wbuf_byte(b, WIRE_UNENCODABLE);
-            static const char tn[] = "sanitize", why[] = "the sanitize callable raised";
-            wbuf_varint(b, sizeof tn - 1);
-            wbuf_put(b, tn, sizeof tn - 1);
-            wbuf_varint(b, sizeof why - 1);
-            wbuf_put(b, why, sizeof why - 1);
-            return;
-        }
-        ct_capture_value(cap, b, clean);
-        Py_DECREF(clean);
+        ct_capture_sanitized(cap, b, r->sanitize, PyTuple_GET_ITEM(r->names, i), v);
         return;
     }
     if (plain)
@@ -536,17 +516,7 @@ emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct
         ct_capture cap = {st, site->max_value_bytes, 1, site->redact, NULL, site->pickle};
         cap.max_depth = site->max_depth;
         if (site->sanitize) {
-            PyObject *name = PyUnicode_FromString("return");
-            PyObject *clean =
-                name ? PyObject_CallFunctionObjArgs(site->sanitize, name, result, NULL) : NULL;
-            Py_XDECREF(name);
-            if (clean) {
-                ct_capture_value(&cap, &res, clean);
-                Py_DECREF(clean);
-            } else {
-                PyErr_Clear();
-                wbuf_byte(&res, WIRE_REDACTED);
-            }
+            ct_capture_sanitized(&cap, &res, site->sanitize, NULL, result);
         } else if (!ct_capture_small(&res, result)) {
             ct_capture_other(&cap, &res, result);
         }
@@ -658,14 +628,7 @@ void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, int m
         if (cap.redact && ct_should_redact(st, name, cap.redact)) {
             ct_put_redacted(st, b);
         } else if (sanitize) {
-            PyObject *clean = PyObject_CallFunctionObjArgs(sanitize, name, v, NULL);
-            if (clean) {
-                ct_capture_value(&cap, b, clean);
-                Py_DECREF(clean);
-            } else {
-                PyErr_Clear();
-                wbuf_byte(b, WIRE_REDACTED);
-            }
+            ct_capture_sanitized(&cap, b, sanitize, name, v);
         } else {
             ct_capture_value(&cap, b, v);
         }
