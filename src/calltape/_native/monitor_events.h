@@ -306,7 +306,8 @@ static __attribute__((noinline)) void emit_full(mon_active *a, Monitor *m, mon_s
 /* A call of `co` ends with `outcome` (`value`: result or exception). */
 static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value)
 {
-    uint64_t cpu_end = a->mon && a->mon->opt_cpu ? ct_thread_cpu_ns() : 0; /* nested in end */
+    Monitor *m = a->mon;                                    /* running: every caller checked */
+    uint64_t cpu_end = m->opt_cpu ? ct_thread_cpu_ns() : 0; /* nested in end */
     uint64_t end = ct_now_ns();
     mon_stack *s = ct_mon_tls_stack;
     Py_ssize_t i = find_entry(s, co, running_gen(co));
@@ -316,7 +317,6 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
     PyObject *gen = e->gen; /* e may move while the call is emitted */
     ct_thread *t = ct_thread_get();
     if (e->info && e->generation == a->generation) {
-        Monitor *m = a->mon;
         e->ci.cpu_end = cpu_end;
         PyObject *res = outcome == OUTCOME_RETURNED ? value : NULL;
         PyObject *exc = outcome == OUTCOME_RAISED ? value : NULL;

@@ -158,86 +158,88 @@ error:
     return -1;
 }
 
-/* Encodes the arguments in parameter order.  Returns 0, or 1 when they do
- * not bind (the call will raise TypeError): then a TUPLE and a DICT of the
- * raw arguments are written instead. */
-static int encode_args(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *args,
-                       Py_ssize_t nargs, PyObject *kwnames)
+/* The arguments of a callable that is not a function: TUPLE and DICT as
+ * passed.  Returns 0, or 1 when they could not be read. */
+static int encode_unbound(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *args,
+                          Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *t, *d;
+    if (raw_arguments(args, nargs, kwnames, &t, &d) < 0)
+        return 1;
+    if (r->pos_secret)
+        put_positional(r, cap, b, t);
+    else
+        put_arg(r, cap, b, 0, t, 0);
+    put_arg(r, cap, b, 1, d, 0);
+    Py_DECREF(t);
+    Py_DECREF(d);
+    return 0;
+}
+
+/* Arguments bound to parameters: slots[i] the value given for parameter i
+ * (NULL: its default), the extra positional and keyword arguments (new
+ * references, or NULL). */
+typedef struct bound_args {
+    PyObject **slots;
+    PyObject *extra_pos, *extra_kw;
+} bound_args;
+
+/* Binds the arguments as the call will: returns 0, or 1 when they do not
+ * bind (too many, an unknown or repeated keyword, a missing parameter
+ * without a default), never with an exception left set. */
+static int bind_args(Recorder *r, bound_args *ba, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames)
 {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (!r->bound) {
-        PyObject *t, *d;
-        if (raw_arguments(args, nargs, kwnames, &t, &d) < 0)
-            return 1;
-        if (r->pos_secret)
-            put_positional(r, cap, b, t);
-        else
-            put_arg(r, cap, b, 0, t, 0);
-        put_arg(r, cap, b, 1, d, 0);
-        Py_DECREF(t);
-        Py_DECREF(d);
-        return 0;
-    }
-    /* fast path: positional only, exactly the positional parameters */
-    if (nkw == 0 && nargs == r->argcount && r->nparams == r->argcount) {
-        for (Py_ssize_t i = 0; i < nargs; i++)
-            put_arg(r, cap, b, i, args[i], 0);
-        return 0;
-    }
-    PyObject *slots_small[16];
-    PyObject **slots =
-        r->nparams <= 16 ? slots_small : PyMem_Calloc((size_t)r->nparams, sizeof(PyObject *));
-    if (!slots)
-        return 1;
-    memset(slots, 0, sizeof(PyObject *) * (size_t)(r->nparams <= 16 ? 16 : 0));
-    PyObject *extra_kw = NULL, *extra_pos = NULL;
-    int rc = 1;
     Py_ssize_t npos = nargs < r->argcount ? nargs : r->argcount;
     for (Py_ssize_t i = 0; i < npos; i++)
-        slots[i] = args[i];
+        ba->slots[i] = args[i];
     if (nargs > r->argcount) {
-        if (!r->has_varargs)
-            goto done;
-        extra_pos = PyTuple_New(nargs - r->argcount);
-        if (!extra_pos)
-            goto done;
+        if (!r->has_varargs || !(ba->extra_pos = PyTuple_New(nargs - r->argcount)))
+            return 1;
         for (Py_ssize_t i = r->argcount; i < nargs; i++)
-            PyTuple_SET_ITEM(extra_pos, i - r->argcount, Py_NewRef(args[i]));
+            PyTuple_SET_ITEM(ba->extra_pos, i - r->argcount, Py_NewRef(args[i]));
     }
     for (Py_ssize_t j = 0; j < nkw; j++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, j);
         Py_ssize_t i = find_param(r, name);
-        if (i >= 0 && !slots[i]) {
-            slots[i] = args[nargs + j];
+        if (i >= 0 && !ba->slots[i]) {
+            ba->slots[i] = args[nargs + j];
         } else if (i < 0 && r->has_varkw) {
-            if (!extra_kw && !(extra_kw = PyDict_New()))
-                goto done;
-            if (PyDict_SetItem(extra_kw, name, args[nargs + j]) < 0)
-                goto done;
+            if (!ba->extra_kw && !(ba->extra_kw = PyDict_New()))
+                return 1;
+            if (PyDict_SetItem(ba->extra_kw, name, args[nargs + j]) < 0)
+                return 1;
         } else {
-            goto done;
+            return 1;
         }
     }
     PyObject *defaults = PyFunction_GET_DEFAULTS(r->func);
     PyObject *kwdefaults = PyFunction_GET_KW_DEFAULTS(r->func);
     Py_ssize_t ndef = defaults ? PyTuple_GET_SIZE(defaults) : 0;
     for (Py_ssize_t i = 0; i < r->argcount + r->kwonly; i++) {
-        if (slots[i])
+        if (ba->slots[i])
             continue;
         PyObject *d = NULL;
         if (i < r->argcount && i >= r->argcount - ndef)
             d = PyTuple_GET_ITEM(defaults, i - (r->argcount - ndef));
         else if (i >= r->argcount && kwdefaults)
             d = PyDict_GetItemWithError(kwdefaults, PyTuple_GET_ITEM(r->names, i));
-        if (!d) {
-            PyErr_Clear();
-            goto done;
-        }
+        if (!d)
+            return 1;
     }
-    rc = 0;
+    return 0;
+}
+
+/* Writes the bound arguments in parameter order (defaults marked). */
+static void put_bound(Recorder *r, ct_capture *cap, wbuf *b, bound_args *ba)
+{
+    PyObject *defaults = PyFunction_GET_DEFAULTS(r->func);
+    PyObject *kwdefaults = PyFunction_GET_KW_DEFAULTS(r->func);
+    Py_ssize_t ndef = defaults ? PyTuple_GET_SIZE(defaults) : 0;
     for (Py_ssize_t i = 0; i < r->argcount + r->kwonly; i++) {
-        if (slots[i]) {
-            put_arg(r, cap, b, i, slots[i], 0);
+        if (ba->slots[i]) {
+            put_arg(r, cap, b, i, ba->slots[i], 0);
         } else {
             PyObject *d = i < r->argcount
                               ? PyTuple_GET_ITEM(defaults, i - (r->argcount - ndef))
@@ -247,20 +249,35 @@ static int encode_args(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *a
     }
     Py_ssize_t i = r->argcount + r->kwonly;
     if (r->has_varargs) {
-        if (!extra_pos)
-            extra_pos = PyTuple_New(0);
-        put_arg(r, cap, b, i++, extra_pos ? extra_pos : Py_None, 0);
+        if (!ba->extra_pos)
+            ba->extra_pos = PyTuple_New(0);
+        put_arg(r, cap, b, i++, ba->extra_pos ? ba->extra_pos : Py_None, 0);
     }
     if (r->has_varkw) {
-        if (!extra_kw)
-            extra_kw = PyDict_New();
-        put_arg(r, cap, b, i, extra_kw ? extra_kw : Py_None, 0);
+        if (!ba->extra_kw)
+            ba->extra_kw = PyDict_New();
+        put_arg(r, cap, b, i, ba->extra_kw ? ba->extra_kw : Py_None, 0);
     }
-done:
-    Py_XDECREF(extra_pos);
-    Py_XDECREF(extra_kw);
-    if (slots != slots_small)
-        PyMem_Free(slots);
+}
+
+/* encode_args beyond its fast path: binds keywords, defaults, *args and
+ * **kwargs; when they do not bind, writes the raw TUPLE and DICT instead
+ * and returns 1. */
+static int encode_bound(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *args,
+                        Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *slots_small[16] = {NULL};
+    bound_args ba = {slots_small, NULL, NULL};
+    if (r->nparams > 16 && !(ba.slots = PyMem_Calloc((size_t)r->nparams, sizeof(PyObject *))))
+        return 1;
+    int rc = bind_args(r, &ba, args, nargs, kwnames);
+    PyErr_Clear();
+    if (rc == 0)
+        put_bound(r, cap, b, &ba);
+    Py_XDECREF(ba.extra_pos);
+    Py_XDECREF(ba.extra_kw);
+    if (ba.slots != slots_small)
+        PyMem_Free(ba.slots);
     PyErr_Clear();
     if (rc) {
         /* raw form: what the caller passed */
@@ -274,6 +291,24 @@ done:
         }
     }
     return rc;
+}
+
+/* Encodes the arguments in parameter order.  Returns 0, or 1 when they do
+ * not bind (the call will raise TypeError): then a TUPLE and a DICT of the
+ * raw arguments are written instead. */
+static int encode_args(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *args,
+                       Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (!r->bound)
+        return encode_unbound(r, cap, b, args, nargs, kwnames);
+    /* fast path: positional only, exactly the positional parameters */
+    if ((!kwnames || PyTuple_GET_SIZE(kwnames) == 0) && nargs == r->argcount &&
+        r->nparams == r->argcount) {
+        for (Py_ssize_t i = 0; i < nargs; i++)
+            put_arg(r, cap, b, i, args[i], 0);
+        return 0;
+    }
+    return encode_bound(r, cap, b, args, nargs, kwnames);
 }
 
 /* ---- records ------------------------------------------------------------ */
@@ -352,6 +387,48 @@ static __attribute__((noinline)) void frame_end_call(Recorder *r, ct_engine_slot
 
 /* ---- the call ------------------------------------------------------------ */
 
+/* The engine of r's tape at the first call that needs it (kept when the
+ * tape is r's own); NULL when it cannot be made (the call runs
+ * unrecorded).  Never leaves an exception set. */
+static __attribute__((noinline)) ct_engine_slot *first_slot(Recorder *r)
+{
+    ct_engine_slot *slot = ct_engine_for(r->st, r->tape);
+    if (!slot) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (r->tape) {
+        r->slot = slot;
+        slot->pinned = 1;
+    }
+    return slot;
+}
+
+/* The call returned a generator, coroutine or async generator `res`
+ * (owned): it is recorded when that finishes.  Returns what the caller
+ * gets (the wrapper, or `res` when it could not be wrapped: then the call
+ * is recorded as closed now). */
+static __attribute__((noinline)) PyObject *
+defer_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *ab, PyObject *res)
+{
+    ct_deferred d;
+    memset(&d, 0, sizeof d);
+    d.recorder = (Recorder *)Py_NewRef(r);
+    d.slot = slot;
+    d.ci = *ci;
+    d.want_yields = r->opt_yields;
+    wbuf_init(&d.args, NULL, 0);
+    wbuf_put(&d.args, ab->data, ab->len);
+    PyObject *wrapped = ct_pending_wrap(r->st, res, &d, r->kind);
+    if (wrapped) {
+        Py_SETREF(res, wrapped);
+    } else {
+        PyErr_Clear();
+        ct_deferred_finish(&d, OUTCOME_CLOSED, NULL, NULL);
+    }
+    return res;
+}
+
 static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
                                      PyObject *kwnames)
 {
@@ -366,17 +443,8 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     if (r->sample > 1 && (r->sample_counter++ % r->sample) != 0)
         return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
     ct_engine_slot *slot = r->tape ? r->slot : st->default_slot;
-    if (!slot) {
-        slot = ct_engine_for(st, r->tape);
-        if (!slot) {
-            PyErr_Clear();
-            return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
-        }
-        if (r->tape) {
-            r->slot = slot;
-            slot->pinned = 1;
-        }
-    }
+    if (!slot && !(slot = first_slot(r)))
+        return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
     if (r->announced_serial != slot->serial)
         announce_function(r, slot);
     if (!ct_thread_known(slot, t))
@@ -438,21 +506,7 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         ct_restore_exc(exc);
     } else if (r->kind != KIND_PLAIN &&
                (PyGen_CheckExact(res) || PyCoro_CheckExact(res) || PyAsyncGen_CheckExact(res))) {
-        ct_deferred d;
-        memset(&d, 0, sizeof d);
-        d.recorder = (Recorder *)Py_NewRef(op);
-        d.slot = slot;
-        d.ci = ci;
-        d.want_yields = r->opt_yields;
-        wbuf_init(&d.args, NULL, 0);
-        wbuf_put(&d.args, ab.data, ab.len);
-        PyObject *wrapped = ct_pending_wrap(st, res, &d, r->kind);
-        if (wrapped) {
-            Py_SETREF(res, wrapped);
-        } else {
-            PyErr_Clear();
-            ct_deferred_finish(&d, OUTCOME_CLOSED, NULL, NULL);
-        }
+        res = defer_call(r, slot, &ci, &ab, res);
     } else {
         emit_call(r, slot, &ci, &ab, end, OUTCOME_RETURNED, res, NULL);
     }
