@@ -339,7 +339,7 @@ def test_bad_program_names_are_one_sentence(tmp_path):
     proc = calltape_run(tmp_path, [], rc=2)
     assert "name a script or -m module to run" in proc.stderr
     proc = calltape_run(tmp_path, ["--sample", "0", "x.py"], rc=2)
-    assert "--sample" in proc.stderr
+    assert "sample must be an integer >= 1, not 0" in proc.stderr  # as monitor() says it
     (tmp_path / "x.py").write_text("print('ran')\n")
     proc = calltape_run(tmp_path, ["x.py"], rc=2, tape="no/such/dir/t.db")
     assert proc.stdout == ""  # the program did not run

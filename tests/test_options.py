@@ -4,10 +4,12 @@ max_value_bytes (see test_values), and rejection of bad options."""
 import mmap
 import os
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
-from _util import only_call, read_calls
+from _util import child_env, only_call, read_calls
 
 import calltape
 
@@ -205,3 +207,60 @@ def test_sanitize_must_be_callable():
     with pytest.raises(TypeError):
         calltape.record(sanitize=42)(lambda: None)
 
+
+
+# One set of options: the same bad value gets the same exception and message
+# from configure(), @calltape.record, calltape.monitor() and `calltape run`.
+SAME_MESSAGE = [
+    ("sample", 0, "--sample", "0", ValueError),
+    ("sample", "often", None, None, TypeError),
+    ("max_value_bytes", 8, "--max-value-bytes", "8", ValueError),
+    ("max_depth", -1, "--max-depth", "-1", ValueError),
+    ("tape", 42, None, None, TypeError),
+]
+
+
+def _message(call):
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    return info.type, str(info.value)
+
+
+@pytest.mark.parametrize(("option", "value", "flag", "text", "kind"), SAME_MESSAGE)
+def test_a_bad_option_gets_one_message_everywhere(tmp_path, option, value, flag, text, kind):
+    from calltape import _native
+
+    got = {"monitor": _message(lambda: calltape.monitor(**{option: value})),
+           "check_options": _message(lambda: _native.check_options(**{option: value}))}
+    if option != "max_depth":  # a monitor option only
+        got["record"] = _message(lambda: calltape.record(**{option: value})(lambda: None))
+    if option in ("tape", "max_value_bytes"):  # those configure() takes
+        got["configure"] = _message(lambda: calltape.configure(**{option: value}))
+    assert {kind} == {k for k, _ in got.values()}, got
+    messages = {m for _, m in got.values()}
+    assert len(messages) == 1, got
+    (message,) = messages
+    assert option in message
+    if flag is not None:
+        proc = subprocess.run([sys.executable, "-m", "calltape", "run", flag, text, "prog.py"],
+                              cwd=tmp_path, capture_output=True, text=True,
+                              env=child_env(tmp_path / "t.db"), timeout=60)
+        assert proc.returncode == 2
+        assert message in proc.stderr, proc.stderr
+
+
+def test_default_tape_rule_is_one(tmp_path):
+    from calltape import _native
+
+    env = child_env()
+    code = ("import calltape, os; from calltape import _native; "
+            "print(_native.default_tape()); print(calltape.stats()['tape'])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, env=env, timeout=60).stdout.split("\n")
+    assert out[0] == "calltape.db"
+    assert out[1] == str(tmp_path / "calltape.db")
+    env["CALLTAPE_TAPE"] = str(tmp_path / "x.db")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, env=env, timeout=60).stdout.split("\n")
+    assert out[:2] == [str(tmp_path / "x.db")] * 2
+    assert _native.default_tape()  # in this process too

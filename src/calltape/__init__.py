@@ -117,7 +117,7 @@ def open(path: str | os.PathLike[str] | None = None, *, trust: bool = False,
          allow: list[str] | tuple[str, ...] = ()) -> Tape:
     """Open a tape for reading (default: ``$CALLTAPE_TAPE``, then ``./calltape.db``)."""
     if path is None:
-        path = os.environ.get("CALLTAPE_TAPE") or "calltape.db"
+        path = _native.default_tape()
     return Tape(path, trust=trust, allow=allow)
 
 

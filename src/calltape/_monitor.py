@@ -74,7 +74,7 @@ def monitor(include: str | Iterable[str] = (), *, exclude: str | Iterable[str] =
                            result=result, cpu=cpu, memory=memory, energy=energy, locals=locals,
                            globals=globals, tape=tape,
                            max_depth=max_depth, sample=sample,
-                           max_value_bytes=-1 if max_value_bytes is None else max_value_bytes,
+                           max_value_bytes=max_value_bytes,
                            max_value_depth=max_value_depth)
 
 

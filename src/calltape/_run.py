@@ -142,7 +142,7 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
                            " (name a script in it, or a package with -m)")
         add_path(target if os.path.isdir(target) else os.path.dirname(os.path.abspath(target)),
                  folder=True)
-    tape = os.path.abspath(tape or os.environ.get("CALLTAPE_TAPE") or "calltape.db")
+    tape = os.path.abspath(tape or _native.default_tape())
     if not os.path.isdir(os.path.dirname(tape)):
         raise RunError(f"cannot write the tape {tape}: the folder {os.path.dirname(tape)}"
                        " does not exist")

@@ -23,7 +23,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import ExceptionInfo, RefusedGlobal, ReplayRefused, Tape, TapeError
+from . import ExceptionInfo, RefusedGlobal, ReplayRefused, Tape, TapeError, _native
 from . import open as open_tape
 
 NOTHING_REPLAYED = 5  # as pytest's "no tests ran": a CI gate must not pass on nothing
@@ -424,10 +424,11 @@ def run_main(argv: list[str]) -> int:
     args = parser.parse_args(options)
     if target is None:
         parser.error("name a script or -m module to run")
-    if args.max_depth < 0 or args.sample < 1:
-        parser.error("--max-depth must be >= 0 and --sample >= 1")
-    if args.max_value_bytes < 16:
-        parser.error(f"--max-value-bytes must be at least 16, not {args.max_value_bytes}")
+    try:  # the same check, and message, as monitor() and @calltape.record
+        _native.check_options(tape=args.tape, max_depth=args.max_depth, sample=args.sample,
+                              max_value_bytes=args.max_value_bytes)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
     if args.max_value_depth < 1:
         parser.error(f"--max-value-depth must be at least 1, not {args.max_value_depth}")
     try:
@@ -455,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
             and not os.path.exists(args.tape)):
         args.call_ids.insert(0, int(args.tape))  # `calltape replay 12 13`: ids, default tape
         args.tape = None
-    path = args.tape or os.environ.get("CALLTAPE_TAPE") or "calltape.db"
+    path = args.tape or _native.default_tape()
     color = sys.stdout.isatty() and not args.json and "NO_COLOR" not in os.environ
     commands = {"functions": cmd_functions, "search": cmd_search, "show": cmd_show,
                 "sessions": cmd_sessions, "replay": cmd_replay,

@@ -190,58 +190,6 @@ typedef struct ct_state {
     long page_size;
 } ct_state;
 
-/* module.c */
-/* Returns the engine for `path` (NULL: the default tape), creating it on
- * first use.  Returns NULL with an exception set on failure. Borrowed. */
-ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path);
-/* Appends a record to `slot`'s engine and reports store trouble once as a
- * RecordingWarning.  Never raises; any pending exception is preserved. */
-void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n);
-/* A call made after the module was cleared (interpreter finalization):
- * counted as dropped on `slot`'s engine (may be NULL).  Never raises. */
-void ct_count_late_call(ct_state *st, ct_engine_slot *slot);
-/* Issues a RecordingWarning for problem `kind` once per process.  Never
- * raises; saves and restores a pending exception. */
-void ct_warn_once(ct_state *st, const char *kind, const char *msg);
-
-/* lifecycle.c */
-/* Begins this process's session on `slot` at its first record (starts the
- * writer, never waits) and, once the writer created it, exports it as
- * CALLTAPE_SESSION when `slot` is the default tape's, so that child
- * processes name it as their parent.  Never raises; saves and restores a
- * pending exception. */
-void ct_session_begin(ct_state *st, ct_engine_slot *slot);
-/* The session a parent process exported for the tape `path` (absolute), or
- * 0 when none (CALLTAPE_SESSION unset, malformed or naming another tape). */
-int64_t ct_inherited_session(const char *path);
-/* Writes the module name `mod` of a recorded function as ct_put_text does,
- * "__main__" for "__mp_main__" when that is the program's main module (a
- * multiprocessing spawn or forkserver child): the name the parent used. */
-void ct_put_module(wbuf *b, PyObject *mod);
-/* _native._before_fork(), _native._begin_session(tape),
- * _native._install_sigterm() and _native._on_sigterm(signum, frame). */
-PyObject *ct_before_fork_py(PyObject *m, PyObject *unused);
-PyObject *ct_begin_session_py(PyObject *m, PyObject *tape);
-PyObject *ct_install_sigterm_py(PyObject *m, PyObject *unused);
-PyObject *ct_on_sigterm_py(PyObject *m, PyObject *args);
-/* _native._children_session(): before a child process starts, the session
- * it will name as parent is written and exported.  _native._watch_children():
- * installs the audit hook that does so for subprocesses, exec and spawn. */
-PyObject *ct_children_session_py(PyObject *m, PyObject *unused);
-PyObject *ct_watch_children_py(PyObject *m, PyObject *unused);
-
-/* energy.c */
-/* Opens the RAPL counters on first use.  Returns 1 when they can be read,
- * -1 when not (a RecordingWarning names the path, once).  Never raises. */
-int ct_energy_open(ct_state *st);
-/* Closes the counters (module teardown). */
-void ct_energy_close(ct_state *st);
-/* Reads the package and DRAM counters (dram 0 without a DRAM zone).
- * Returns 0, or -1 when a counter cannot be read. */
-int ct_energy_read(const ct_energy *en, uint64_t *pkg, uint64_t *dram);
-/* Microjoules from `start` to `end` of counter `c`, across a wrap. */
-uint64_t ct_energy_delta(const ct_energy_counter *c, uint64_t start, uint64_t end);
-
 /* capture.c */
 
 /* Which names are secrets: the built-in and configured names (when
@@ -528,19 +476,13 @@ PyObject *ct_import_path_pop_py(PyObject *module, PyObject *added);
  * replay imports from. */
 PyObject *ct_recorded_folders_py(PyObject *module, PyObject *args, PyObject *kw);
 
-/* recorder.c / pending.c / replay.c */
+/* The types: recorder.c, pending.c, replay.c, tape.c, monitor.c */
 extern PyType_Spec Replayer_spec;
 extern PyType_Spec Recorder_spec;
 extern PyType_Spec Pending_spec;
 extern PyType_Spec AsyncGenProxy_spec;
 extern PyType_Spec Tape_spec;
 extern PyType_Spec Monitor_spec;
-
-/* Releases what the monitor state holds (module clear). */
-void ct_monitor_clear(ct_state *st);
-
-/* Visits what the running monitor's state owns (GC support). */
-int ct_monitor_traverse(const ct_state *st, visitproc visit, void *arg);
 
 /* ---- parking.c: suspended generators' entries --------------------------- */
 
@@ -571,38 +513,6 @@ void ct_park_drain(ct_parking *p, void (*fn)(void *, const uint8_t *, size_t), v
 
 /* Visits the weak references `p` owns.  Returns what `visit` returned. */
 int ct_park_traverse(const ct_parking *p, visitproc visit, void *arg);
-/* Stops the running calltape.monitor, if any.  Never raises. */
-void ct_monitor_stop_running(ct_state *st);
-
-/* Sends `slot`'s value counters (unencodable, pickled, ...) and those not
- * yet given to a call to `slot`'s writer as a REC_COUNTERS record, and adds
- * them to the totals that stats() reports.  Never raises. */
-void ct_emit_counters(ct_state *st, ct_engine_slot *slot);
-
-/* Value counters are sent with a call at most this often (and always by
- * flush() and when the default tape changes), not with every call that
- * changed them: a program whose every call holds an unencodable value would
- * otherwise send a counters record per call. */
-#define CT_COUNTERS_EVERY_NS 20000000ull
-
-/* A call goes to `slot`: the counters of its values become the tape's, and
- * the tape's are sent when CT_COUNTERS_EVERY_NS passed since they last were
- * (before `now`).  Never raises. */
-static inline void ct_counters_due(ct_state *st, ct_engine_slot *slot, uint64_t now)
-{
-    if (st->counters_dirty) {
-        for (int i = 0; i < CT_NCOUNTERS; i++)
-            slot->counters[i] += st->counters[i];
-        memset(st->counters, 0, sizeof st->counters);
-        st->counters_dirty = 0;
-        slot->counters_dirty = 1;
-    }
-    if (slot->counters_dirty && now - slot->counters_sent_ns >= CT_COUNTERS_EVERY_NS) {
-        ct_emit_counters(st, slot);
-        slot->counters_sent_ns = now;
-    }
-}
-
 /* Per-thread recording context (recorder.c). */
 typedef struct ct_thread {
     uint64_t parent; /* seq of the innermost recorded call running */
@@ -623,9 +533,6 @@ static inline int ct_thread_known(const ct_engine_slot *slot, const ct_thread *t
 {
     return t->index && t->index < slot->nseen && slot->seen[t->index];
 }
-
-/* Announces the current thread to `slot`'s engine if needed. */
-void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t);
 
 static inline uint64_t ct_now_ns(void)
 {

@@ -15,7 +15,8 @@
  * into a recorded call; the descriptors are closed when the module is
  * freed.
  */
-#include "binding.h"
+#include "instruments.h"
+#include "sink.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -24,7 +24,7 @@
  * no locals for that call; the watch stack and the profile function are
  * restored on every path.
  */
-#include "recorder.h"
+#include "framedata.h"
 
 #define CT_LOCALS_TOOL 4
 #define CT_LOCALS_TOOL_NAME "calltape locals"
@@ -335,4 +335,27 @@ PyObject *ct_frame_function(PyFrameObject *frame, PyCodeObject *code)
         return NULL;
     return fn;
 #endif
+}
+
+/* ---- encoding named values --------------------------------------------- */
+
+void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, int max_depth,
+                     const ct_redact *rd, PyObject *sanitize)
+{
+    ct_capture cap = {st, limit, 0, ct_redact_active(st, rd)};
+    cap.max_depth = max_depth;
+    PyObject *name, *v;
+    Py_ssize_t pos = 0;
+    wbuf_byte(b, WIRE_DICT);
+    wbuf_varint(b, (uint64_t)PyDict_GET_SIZE(d));
+    while (PyDict_Next(d, &pos, &name, &v)) {
+        ct_capture_value(&cap, b, name);
+        if (cap.redact && ct_should_redact(st, name, cap.redact)) {
+            ct_put_redacted(st, b);
+        } else if (sanitize) {
+            ct_capture_sanitized(&cap, b, sanitize, name, v);
+        } else {
+            ct_capture_value(&cap, b, v);
+        }
+    }
 }

@@ -2,8 +2,8 @@
  * lifecycle.c - the recording across the life of a process and its
  * children: the session begun before the first record and exported to
  * child processes, the writer parked around fork(), SIGTERM flushing what
- * is pending before the process dies as it would have, and the name a
- * spawned child's main module is recorded under.
+ * is pending before the process dies as it would have, and the counters
+ * and thread announcements a forked child starts again.
  *
  * Invariants:
  *   - a process's session is begun (its writer started) at its first
@@ -23,9 +23,13 @@
  *     only asks the writers for a final round (engine_final_round, which is
  *     async-signal-safe); the writer that answers first ends the process
  *     with SIGTERM, as the default disposition would have at once;
- *   - nothing here raises into the user's program.
+ *   - nothing here raises into the user's program;
+ *   - layering: this file calls the engine and instruments.c only (sink.c
+ *     calls it at a tape's first record).
  */
-#include "recorder.h"
+#include "lifecycle.h"
+
+#include "instruments.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -155,17 +159,13 @@ int64_t ct_inherited_session(const char *path)
     return (int64_t)id;
 }
 
-PyObject *ct_begin_session_py(PyObject *m, PyObject *tape)
+int64_t ct_session_begin_now(ct_state *st, ct_engine_slot *slot)
 {
-    ct_state *st = state_of(m);
-    ct_engine_slot *slot = ct_engine_for(st, tape == Py_None ? NULL : tape);
-    if (!slot)
-        return NULL;
     slot->begun = 1;
     export_when_known(st, slot, CT_BEGIN_TIMEOUT_NS);
     engine_stats s;
     engine_get_stats(slot->eng, &s);
-    return PyLong_FromLongLong((long long)s.session_id);
+    return s.session_id;
 }
 
 /* ---- fork ---------------------------------------------------------------- */
@@ -181,6 +181,32 @@ PyObject *ct_before_fork_py(PyObject *m, PyObject *unused)
         if (st->engines[i]->begun && !st->engines[i]->exported) /* for later children */
             export_when_known(st, st->engines[i], 0);
     }
+    Py_RETURN_NONE;
+}
+
+PyObject *ct_after_fork_child_py(PyObject *m, PyObject *unused)
+{
+    (void)unused;
+    ct_state *st = state_of(m);
+    for (size_t i = 0; i < st->nengines; i++) {
+        engine_set_seq_floor(st->engines[i]->eng, st->seq + 1);
+        /* the child begins (and exports) a session of its own, and announces
+         * every function again: what the parent had announced but not yet
+         * written is the parent's, dropped in the child */
+        st->engines[i]->begun = st->engines[i]->exported = 0;
+        st->engines[i]->serial = ++st->next_serial;
+        /* native thread ids changed: announce threads again */
+        if (st->engines[i]->seen)
+            memset(st->engines[i]->seen, 0, st->engines[i]->nseen);
+    }
+    memset(st->counters, 0, sizeof st->counters);
+    st->counters_dirty = 0;
+    for (size_t i = 0; i < st->nengines; i++) { /* the parent's, sent by the parent */
+        memset(st->engines[i]->counters, 0, sizeof st->engines[i]->counters);
+        st->engines[i]->counters_dirty = 0;
+    }
+    ct_rss_forget(st); /* /proc/self/statm named the parent */
+    PySet_Clear(st->warned);
     Py_RETURN_NONE;
 }
 
@@ -306,21 +332,4 @@ PyObject *ct_on_sigterm_py(PyObject *m, PyObject *args)
     if (prev && PyCallable_Check(prev))
         return PyObject_CallObject(prev, args);
     Py_RETURN_NONE;
-}
-
-/* ---- names --------------------------------------------------------------- */
-
-void ct_put_module(wbuf *b, PyObject *mod)
-{
-    if (mod && PyUnicode_Check(mod) && PyUnicode_CompareWithASCIIString(mod, "__mp_main__") == 0) {
-        PyObject *modules = PySys_GetObject("modules"); /* borrowed */
-        PyObject *main = modules ? PyDict_GetItemString(modules, "__main__") : NULL;
-        PyObject *mp = modules ? PyDict_GetItemString(modules, "__mp_main__") : NULL;
-        if (main && main == mp) {
-            wbuf_varint(b, 8);
-            wbuf_put(b, "__main__", 8);
-            return;
-        }
-    }
-    ct_put_text(b, mod);
 }

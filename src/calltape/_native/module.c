@@ -1,439 +1,27 @@
 /*
- * module.c - the _native module: multi-phase init, module state, the
- * engines (one per tape path), configuration, flush, statistics, codecs,
- * fork and exit hooks.
+ * module.c - the _native module: multi-phase init, the module state (made,
+ * traversed, cleared, freed), the method table, and the few functions that
+ * only set state (register_codec, _bind) or join the parts at exit
+ * (_shutdown).  configure() and the recording options: options.c.  Where records go: sink.c; the
+ * ways in: recorder.c, monitor*.c; the ways out: tape.c, views.c, replay.c.
  *
- * Invariants: every engine slot lives until the module is freed (a
- * Recorder may cache a pointer to it); configure() only changes what later
- * calls use; nothing here raises into a recorded call (ct_append and
- * ct_warn_once save and restore the pending exception).
+ * Invariants: this file is the top of the binding: it calls the other
+ * files, none calls it.
  */
 #include "capture.h"
+#include "instruments.h"
+#include "lifecycle.h"
+#include "monitor.h"
+#include "options.h"
 #include "reader.h"
-#include "recorder.h"
-
-#include <unistd.h>
+#include "sink.h"
 
 static ct_state *get_state(PyObject *m)
 {
     return (ct_state *)PyModule_GetState(m);
 }
 
-void ct_warn_once(ct_state *st, const char *kind, const char *msg)
-{
-    PyObject *saved = ct_fetch_exc();
-    PyObject *key = PyUnicode_FromString(kind);
-    if (key && PySet_Contains(st->warned, key) == 0 && PySet_Add(st->warned, key) == 0) {
-        if (PyErr_WarnEx(st->warn_category ? st->warn_category : PyExc_RuntimeWarning, msg, 1) < 0)
-            PyErr_Clear();
-    }
-    Py_XDECREF(key);
-    PyErr_Clear();
-    ct_restore_exc(saved);
-}
-
-static void report_errors(ct_state *st, ct_engine_slot *slot)
-{
-    char msg[300];
-    char full[400];
-    if (engine_take_errors(slot->eng, msg, sizeof msg)) {
-        snprintf(full, sizeof full,
-                 "calltape cannot write to %s: %s (calls are still run;"
-                 " unrecorded ones are counted in calltape.stats())",
-                 engine_path(slot->eng), msg);
-        ct_warn_once(st, "store", full);
-    }
-}
-
-/* After an append that did not simply succeed (or every 1,024th record):
- * back-pressure waits with the GIL released, then errors are reported. */
-static __attribute__((noinline)) void append_after(ct_state *st, ct_engine_slot *slot,
-                                                   const uint8_t *rec, size_t n, int rc)
-{
-    while (rc == ENGINE_FULL) {
-        Py_BEGIN_ALLOW_THREADS
-            engine_wait_room(slot->eng, n);
-        Py_END_ALLOW_THREADS
-        rc = engine_append(slot->eng, rec, n);
-    }
-    report_errors(st, slot);
-}
-
-void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n)
-{
-    if (!slot->exported && (!slot->begun || (st->seq & 255) == 0))
-        ct_session_begin(st, slot);
-    int rc = engine_append(slot->eng, rec, n);
-    if (rc != ENGINE_APPENDED || (st->seq & 1023) == 0)
-        append_after(st, slot, rec, n, rc);
-}
-
-static PyObject *absolute_path(PyObject *path)
-{
-    PyObject *os_path = PyImport_ImportModule("os.path");
-    if (!os_path)
-        return NULL;
-    PyObject *r = PyObject_CallMethod(os_path, "abspath", "O", path);
-    Py_DECREF(os_path);
-    return r;
-}
-
-/* Writes sys.argv as a wire LIST of STR: text only, never a pickle, so that
- * reading a session runs nothing.  An int, float, bool, bytes or None item
- * is written as its repr, any other non-str as its type name in angle
- * brackets. */
-static void put_argv(wbuf *b, PyObject *argv)
-{
-    Py_ssize_t n = argv && PyList_Check(argv) ? PyList_GET_SIZE(argv) : 0;
-    wbuf_byte(b, WIRE_LIST);
-    wbuf_varint(b, (uint64_t)n);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(argv, i);
-        PyTypeObject *tp = Py_TYPE(item);
-        int plain = item == Py_None || tp == &PyLong_Type || tp == &PyFloat_Type ||
-                    tp == &PyBool_Type || tp == &PyBytes_Type; /* repr runs no program code */
-        PyObject *raw = PyUnicode_Check(item)
-                            ? PyUnicode_AsEncodedString(item, "utf-8", "surrogatepass")
-                        : plain ? PyObject_Repr(item)
-                                : PyUnicode_FromFormat("<%s>", tp->tp_name);
-        if (raw && PyUnicode_Check(raw))
-            Py_SETREF(raw, PyUnicode_AsUTF8String(raw));
-        if (!raw) {
-            PyErr_Clear();
-            wire_tagged_bytes(b, WIRE_STR, "", 0);
-            continue;
-        }
-        wire_tagged_bytes(b, WIRE_STR, PyBytes_AS_STRING(raw), (size_t)PyBytes_GET_SIZE(raw));
-        Py_DECREF(raw);
-    }
-}
-
-/* Where the program finds its modules, for the session row: sys.path[0]
- * made absolute (the script's folder; the working folder for -m, -c and
- * ""), and the working folder.  New references in folders[0] and [1], each
- * NULL when unknown; never leaves an exception set. */
-static void program_folders(PyObject *folders[2])
-{
-    PyObject *path = PySys_GetObject("path"); /* borrowed */
-    PyObject *first =
-        path && PyList_Check(path) && PyList_GET_SIZE(path) > 0 ? PyList_GET_ITEM(path, 0) : NULL;
-    folders[0] = first && PyUnicode_Check(first) ? absolute_path(first) : NULL;
-    PyObject *here = PyUnicode_FromString(".");
-    folders[1] = here ? absolute_path(here) : NULL;
-    Py_XDECREF(here);
-    PyErr_Clear();
-}
-
-/* Fills `o` from the module state; the session description points into
- * `argv` (filled here) and `folders` (new references the caller releases
- * after engine_new copied them). */
-static void build_options(ct_state *st, engine_options *o, wbuf *argv, PyObject *folders[2])
-{
-    memset(o, 0, sizeof *o);
-    o->flush_interval_ns = (uint64_t)(st->flush_interval * 1e9);
-    o->max_buffer_bytes = (size_t)st->buffer_bytes;
-    o->on_full_drop = st->on_full_drop;
-    o->blob_min_bytes = CT_BLOB_MIN;
-    o->mpi_rank = -1;
-    const char *rank = getenv("OMPI_COMM_WORLD_RANK");
-    if (!rank)
-        rank = getenv("PMI_RANK");
-    if (rank)
-        o->mpi_rank = atoll(rank);
-    PyObject *info = st->session_info;
-    PyObject *v;
-    o->host = (v = PyDict_GetItemString(info, "host")) ? PyUnicode_AsUTF8(v) : NULL;
-    o->python_version = (v = PyDict_GetItemString(info, "python")) ? PyUnicode_AsUTF8(v) : NULL;
-    o->calltape_version = (v = PyDict_GetItemString(info, "version")) ? PyUnicode_AsUTF8(v) : NULL;
-    put_argv(argv, PySys_GetObject("argv"));
-    o->argv = argv->data;
-    o->argv_len = argv->len;
-    program_folders(folders);
-    o->sys_path0 = folders[0] ? PyUnicode_AsUTF8(folders[0]) : NULL;
-    o->cwd = folders[1] ? PyUnicode_AsUTF8(folders[1]) : NULL;
-    PyErr_Clear();
-}
-
-/* The slot of the engine for the absolute path `abs`, or NULL (never an
- * exception).  Runs no Python code: the GIL is not let go. */
-static ct_engine_slot *find_slot(ct_state *st, PyObject *abs)
-{
-    for (size_t i = 0; i < st->nengines; i++)
-        if (PyUnicode_Compare(st->engines[i]->path, abs) == 0)
-            return st->engines[i];
-    PyErr_Clear();
-    return NULL;
-}
-
-/* Creates the engine for the absolute path `abs` (a new reference, always
- * taken).  Returns its slot (borrowed), or NULL with an exception set.
- * build_options() runs Python code (os.path.abspath), where another thread
- * may take the GIL and make its own first record onto the same tape: the
- * table is looked up again after it, and from there to the insertion
- * nothing lets the GIL go, so a path never gets two engines (two sessions
- * of one process). */
-static ct_engine_slot *new_slot(ct_state *st, PyObject *abs)
-{
-    engine_options o;
-    wbuf argv;
-    PyObject *folders[2];
-    wbuf_init(&argv, NULL, 0);
-    build_options(st, &o, &argv, folders);
-    ct_engine_slot *slot = find_slot(st, abs); /* made meanwhile by another thread */
-    engine *e = NULL;
-    char err[300] = "out of memory";
-    if (slot)
-        goto done;
-    /* The table may grow; the slots it points to never move (Recorders and
-     * pending generators keep pointers to them). */
-    if (st->nengines == st->capengines) {
-        size_t cap = st->capengines ? 2 * st->capengines : 8;
-        ct_engine_slot **grown = PyMem_Realloc(st->engines, cap * sizeof(ct_engine_slot *));
-        if (!grown)
-            goto done;
-        st->engines = grown;
-        st->capengines = cap;
-    }
-    slot = PyMem_Calloc(1, sizeof *slot);
-    o.path = slot ? PyUnicode_AsUTF8(abs) : NULL;
-    o.parent_session = ct_inherited_session(o.path);
-    e = o.path ? engine_new(&o, err, sizeof err) : NULL;
-    if (!e) {
-        PyMem_Free(slot);
-        slot = NULL;
-        goto done;
-    }
-    st->engines[st->nengines++] = slot;
-    slot->eng = e;
-    slot->path = Py_NewRef(abs);
-    slot->serial = ++st->next_serial;
-done:
-    wbuf_free(&argv);
-    Py_XDECREF(folders[0]);
-    Py_XDECREF(folders[1]);
-    Py_DECREF(abs);
-    if (!slot && !PyErr_Occurred())
-        PyErr_SetString(PyExc_MemoryError, err);
-    return slot;
-}
-
-ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
-{
-    int is_default = path == NULL;
-    if (is_default) {
-        if (st->default_slot)
-            return st->default_slot;
-        path = st->tape_path;
-    }
-    PyObject *abs = absolute_path(path); /* Python code: other threads may run */
-    if (!abs)
-        return NULL;
-    ct_engine_slot *slot = find_slot(st, abs);
-    if (slot)
-        Py_DECREF(abs);
-    else
-        slot = new_slot(st, abs);
-    if (slot && is_default)
-        st->default_slot = slot;
-    return slot;
-}
-
 /* ---- Python-facing functions ---- */
-
-static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
-{
-    static char *kwlist[] = {"tape",         "flush_interval", "on_full",
-                             "buffer_bytes", "redact",         "max_value_bytes",
-                             "energy",       "pickle",         NULL};
-    PyObject *tape = Py_None, *flush = Py_None, *on_full = Py_None, *buf = Py_None;
-    PyObject *redact = Py_None, *maxb = Py_None, *energy = Py_None, *pickle = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOOOOOO:configure", kwlist, &tape, &flush,
-                                     &on_full, &buf, &redact, &maxb, &energy, &pickle))
-        return NULL;
-    ct_state *st = get_state(m);
-    if (pickle != Py_None) {
-        PyObject *types = ct_type_tuple(pickle, "pickle");
-        PyObject *set = types ? PySet_New(types) : NULL;
-        Py_XDECREF(types);
-        if (!set)
-            return NULL;
-        Py_XSETREF(st->pickle_types, set);
-        ct_typecache_clear(&st->types);
-    }
-    if (energy != Py_None) {
-        int on = PyObject_IsTrue(energy);
-        if (on < 0)
-            return NULL;
-        st->energy_default = on ? CT_ENERGY_CONFIGURED : 0;
-        if (on)
-            ct_energy_open(st); /* an unavailable counter is reported now, once */
-    }
-    if (flush != Py_None) {
-        double f = PyFloat_AsDouble(flush);
-        if (f == -1.0 && PyErr_Occurred())
-            return NULL;
-        if (!(f > 0 && f <= 3600))
-            return PyErr_Format(PyExc_ValueError,
-                                "flush_interval must be between 0 and 3600"
-                                " seconds, not %R",
-                                flush);
-        st->flush_interval = f;
-    }
-    if (on_full != Py_None) {
-        if (!PyUnicode_Check(on_full) || (PyUnicode_CompareWithASCIIString(on_full, "wait") &&
-                                          PyUnicode_CompareWithASCIIString(on_full, "drop")))
-            return PyErr_Format(PyExc_ValueError, "on_full must be 'wait' or 'drop', not %R",
-                                on_full);
-        st->on_full_drop = PyUnicode_CompareWithASCIIString(on_full, "drop") == 0;
-    }
-    if (buf != Py_None) {
-        Py_ssize_t n = PyLong_AsSsize_t(buf);
-        if (n == -1 && PyErr_Occurred())
-            return NULL;
-        if (n < (4 << 20))
-            return PyErr_Format(PyExc_ValueError, "buffer_bytes must be at least 4 MiB, not %zd",
-                                n);
-        st->buffer_bytes = n;
-    }
-    if (maxb != Py_None) {
-        Py_ssize_t n = PyLong_AsSsize_t(maxb);
-        if (n == -1 && PyErr_Occurred())
-            return NULL;
-        if (n < 16)
-            return PyErr_Format(PyExc_ValueError, "max_value_bytes must be at least 16, not %zd",
-                                n);
-        st->max_value_bytes = n;
-    }
-    if (redact != Py_None)
-        ct_redact_memo_clear(st); /* the rules change: decide names again */
-    if (redact == Py_False) {     /* off: the built-in names and those configured */
-        st->redact_default = 0;
-        Py_CLEAR(st->redact_exact);
-        Py_CLEAR(st->redact_patterns);
-    } else if (redact == Py_True) {
-        st->redact_default = 1;
-    } else if (redact != Py_None) {
-        PyObject *ex, *pats;
-        if (ct_split_redact(redact, &ex, &pats) < 0)
-            return NULL;
-        Py_XSETREF(st->redact_exact, ex);
-        Py_XSETREF(st->redact_patterns, pats);
-        st->redact_default = 1;
-    }
-    if (tape != Py_None) {
-        PyObject *p = PyOS_FSPath(tape);
-        if (!p)
-            return NULL;
-        if (!PyUnicode_Check(p)) {
-            Py_DECREF(p);
-            return PyErr_Format(PyExc_TypeError, "tape must be a str path, not %R", tape);
-        }
-        PyObject *abs = absolute_path(p);
-        Py_DECREF(p);
-        if (!abs)
-            return NULL;
-        ct_engine_slot *old = st->default_slot;
-        int same = PyUnicode_Compare(abs, st->tape_path) == 0;
-        Py_SETREF(st->tape_path, abs);
-        if (!same)
-            st->default_slot = NULL; /* threads recording meanwhile use the new tape */
-        if (!same && old && !old->pinned) {
-            /* the old default tape is no longer used: write it out and stop
-             * its writer; it starts again if a late call still uses it */
-            Py_BEGIN_ALLOW_THREADS
-                engine_park(old->eng, 30000000000ull);
-            Py_END_ALLOW_THREADS
-            engine_trim(old->eng); /* with the GIL: no append runs */
-        }
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *flush_all(ct_state *st, double timeout)
-{
-    int rc = 0;
-    for (size_t i = 0; i < st->nengines; i++) {
-        ct_engine_slot *slot = st->engines[i];
-        if (slot->counters_dirty || (st->counters_dirty && i == 0))
-            ct_emit_counters(st, slot); /* (values of no call: on the first tape) */
-        int r;
-        Py_BEGIN_ALLOW_THREADS
-            r = engine_flush(slot->eng, (uint64_t)(timeout * 1e9));
-        Py_END_ALLOW_THREADS
-        report_errors(st, slot);
-        if (r != 0)
-            rc = 1;
-    }
-    return PyBool_FromLong(rc == 0);
-}
-
-static PyObject *flush(PyObject *m, PyObject *args, PyObject *kw)
-{
-    static char *kwlist[] = {"timeout", NULL};
-    PyObject *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:flush", kwlist, &timeout))
-        return NULL;
-    double t = 60.0;
-    if (timeout != Py_None) {
-        t = PyFloat_AsDouble(timeout);
-        if (t == -1.0 && PyErr_Occurred())
-            return NULL;
-        if (t < 0)
-            return PyErr_Format(PyExc_ValueError, "timeout must be >= 0, not %R", timeout);
-    }
-    return flush_all(get_state(m), t);
-}
-
-static long long value_count(const ct_state *st, int which)
-{
-    long long n = (long long)st->counters[which] + (long long)st->totals[which];
-    for (size_t i = 0; i < st->nengines; i++)
-        n += (long long)st->engines[i]->counters[which];
-    return n;
-}
-
-static PyObject *stats(PyObject *m, PyObject *unused)
-{
-    (void)unused;
-    ct_state *st = get_state(m);
-    engine_stats total, one;
-    memset(&total, 0, sizeof total);
-    PyObject *errors = PyList_New(0);
-    if (!errors)
-        return NULL;
-    int64_t session = 0;
-    for (size_t i = 0; i < st->nengines; i++) {
-        engine_get_stats(st->engines[i]->eng, &one);
-        total.appended_records += one.appended_records;
-        total.written_calls += one.written_calls;
-        total.written_segments += one.written_segments;
-        total.written_bytes += one.written_bytes;
-        total.written_functions += one.written_functions;
-        total.dropped_calls += one.dropped_calls;
-        total.write_errors += one.write_errors;
-        if (i == 0)
-            session = one.session_id;
-        if (one.last_error[0]) {
-            PyObject *s = PyUnicode_FromString(one.last_error);
-            if (!s || PyList_Append(errors, s) < 0) {
-                Py_XDECREF(s);
-                Py_DECREF(errors);
-                return NULL;
-            }
-            Py_DECREF(s);
-        }
-    }
-    return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:L,s:L,s:L,s:L,s:N,s:O}", "recorded",
-        (unsigned long long)st->seq, "written", (unsigned long long)total.written_calls,
-        "functions", (unsigned long long)total.written_functions, "segments",
-        (unsigned long long)total.written_segments, "bytes",
-        (unsigned long long)total.written_bytes, "dropped", (unsigned long long)total.dropped_calls,
-        "write_errors", (unsigned long long)total.write_errors, "unencodable",
-        value_count(st, CT_UNENCODABLE), "pickled", value_count(st, CT_PICKLED), "redacted",
-        value_count(st, CT_REDACTED), "truncated", value_count(st, CT_TRUNCATED), "session",
-        (long long)session, "errors", errors, "tape", st->tape_path);
-}
 
 static PyObject *register_codec(PyObject *m, PyObject *args)
 {
@@ -472,37 +60,11 @@ static PyObject *bind_python(PyObject *m, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *after_fork_child(PyObject *m, PyObject *unused)
-{
-    (void)unused;
-    ct_state *st = get_state(m);
-    for (size_t i = 0; i < st->nengines; i++) {
-        engine_set_seq_floor(st->engines[i]->eng, st->seq + 1);
-        /* the child begins (and exports) a session of its own, and announces
-         * every function again: what the parent had announced but not yet
-         * written is the parent's, dropped in the child */
-        st->engines[i]->begun = st->engines[i]->exported = 0;
-        st->engines[i]->serial = ++st->next_serial;
-        /* native thread ids changed: announce threads again */
-        if (st->engines[i]->seen)
-            memset(st->engines[i]->seen, 0, st->engines[i]->nseen);
-    }
-    memset(st->counters, 0, sizeof st->counters);
-    st->counters_dirty = 0;
-    for (size_t i = 0; i < st->nengines; i++) { /* the parent's, sent by the parent */
-        memset(st->engines[i]->counters, 0, sizeof st->engines[i]->counters);
-        st->engines[i]->counters_dirty = 0;
-    }
-    ct_rss_forget(st); /* /proc/self/statm named the parent */
-    PySet_Clear(st->warned);
-    Py_RETURN_NONE;
-}
-
 static PyObject *shutdown(PyObject *m, PyObject *unused)
 {
     (void)unused;
     ct_state *st = get_state(m);
-    PyObject *r = flush_all(st, 30.0);
+    PyObject *r = ct_flush_all(st, 30.0);
     Py_XDECREF(r);
     PyErr_Clear();
     /* The engines stay open and a running monitor keeps running: calls made
@@ -511,12 +73,6 @@ static PyObject *shutdown(PyObject *m, PyObject *unused)
      * written when the module is freed (or, if the interpreter never frees
      * it, by the engine's own exit hook). */
     Py_RETURN_NONE;
-}
-
-void ct_count_late_call(ct_state *st, ct_engine_slot *slot)
-{
-    if (st->finalized && slot)
-        engine_count_dropped(slot->eng, 1);
 }
 
 static PyObject *preview(PyObject *m, PyObject *args)
@@ -543,12 +99,18 @@ static PyObject *preview(PyObject *m, PyObject *args)
 }
 
 static PyMethodDef module_methods[] = {
-    {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
+    {"configure", (PyCFunction)(void (*)(void))ct_configure_py, METH_VARARGS | METH_KEYWORDS,
      "configure(*, tape=None, flush_interval=None, on_full=None, buffer_bytes=None,"
      " redact=None, max_value_bytes=None, energy=None)"},
-    {"flush", (PyCFunction)(void (*)(void))flush, METH_VARARGS | METH_KEYWORDS,
+    {"check_options", (PyCFunction)(void (*)(void))ct_check_options_py,
+     METH_VARARGS | METH_KEYWORDS,
+     "check_options(**options): the error record() or monitor() would raise for a bad"
+     " recording option, else None"},
+    {"default_tape", ct_default_tape_py, METH_NOARGS,
+     "default_tape() -> $CALLTAPE_TAPE when set, else 'calltape.db'"},
+    {"flush", (PyCFunction)(void (*)(void))ct_flush_py, METH_VARARGS | METH_KEYWORDS,
      "flush(timeout=None) -> bool"},
-    {"stats", stats, METH_NOARGS, "stats() -> dict of recording counters"},
+    {"stats", ct_stats_py, METH_NOARGS, "stats() -> dict of recording counters"},
     {"register_codec", register_codec, METH_VARARGS, "register_codec(type, name, encode, decode)"},
     {"preview", preview, METH_VARARGS, "preview(wire_bytes, limit=200) -> str"},
     {"compare", (PyCFunction)(void (*)(void))ct_compare_py, METH_VARARGS | METH_KEYWORDS,
@@ -573,7 +135,7 @@ static PyMethodDef module_methods[] = {
      "recorded_folders(sessions, *, current=True) -> their sys.path[0] and working folders,"
      " then the current folder"},
     {"_bind", bind_python, METH_VARARGS, NULL},
-    {"_after_fork_child", after_fork_child, METH_NOARGS, NULL},
+    {"_after_fork_child", ct_after_fork_child_py, METH_NOARGS, NULL},
     {"_before_fork", ct_before_fork_py, METH_NOARGS, NULL},
     {"_begin_session", ct_begin_session_py, METH_O,
      "_begin_session(tape) -> the id of this process's session on tape (None: the default),"
@@ -637,11 +199,10 @@ static int module_exec(PyObject *m)
     Py_XDECREF(utc);
     if (!st->dt_datetime || !st->dt_timedelta || !st->dt_epoch)
         return -1;
-    const char *env = getenv("CALLTAPE_TAPE");
-    PyObject *p = PyUnicode_DecodeFSDefault(env && *env ? env : "calltape.db");
+    PyObject *p = ct_default_tape();
     if (!p)
         return -1;
-    st->tape_path = absolute_path(p);
+    st->tape_path = ct_absolute_path(p);
     Py_DECREF(p);
     if (!st->tape_path)
         return -1;
@@ -755,19 +316,9 @@ static int module_clear(PyObject *m)
 static void module_free(void *m)
 {
     ct_state *st = get_state(m);
-    for (size_t i = 0; i < st->nengines; i++) {
-        Py_BEGIN_ALLOW_THREADS /* up to 5 s: its last round, the join */
-            engine_free(st->engines[i]->eng);
-        Py_END_ALLOW_THREADS
-        Py_CLEAR(st->engines[i]->path);
-        PyMem_Free(st->engines[i]->seen);
-        PyMem_Free(st->engines[i]);
-    }
-    PyMem_Free(st->engines);
-    st->engines = NULL;
+    ct_sink_free(st);
     ct_energy_close(st);
     ct_rss_forget(st);
-    st->nengines = 0;
     module_clear(m);
 }
 

@@ -12,7 +12,7 @@
  * While the inner object runs, the per-thread parent is the recorded call,
  * so calls made inside a generator link to it.
  */
-#include "recorder.h"
+#include "pending.h"
 
 enum { MODE_ITER, MODE_STEP, MODE_CLOSE_STEP };
 
@@ -53,6 +53,7 @@ void ct_deferred_finish(ct_deferred *d, int outcome, PyObject *result, PyObject 
     d->done = 1;
     uint64_t end = ct_call_end(&d->ci);
     PyObject *saved = ct_fetch_exc();
+    ct_site site = ct_recorder_site(d->recorder);
     if (d->want_yields && !d->yields.failed) {
         /* LIST of the values kept, then Truncated("yields", n) when n were left out */
         wbuf list;
@@ -64,11 +65,12 @@ void ct_deferred_finish(ct_deferred *d, int outcome, PyObject *result, PyObject 
             wire_tagged_bytes(&list, WIRE_TRUNCATED, "yields", 6);
             wbuf_varint(&list, d->nomitted);
         }
-        ct_emit_call_frame(d->recorder, d->slot, &d->ci, &d->args, end, outcome, result, exc, NULL,
-                           NULL, list.failed ? NULL : &list);
+        ct_emit_site_call(d->recorder->st, &site, d->slot, &d->ci, d->args.data, d->args.len, end,
+                          outcome, result, exc, NULL, NULL, list.failed ? NULL : &list);
         wbuf_free(&list);
     } else {
-        ct_emit_call(d->recorder, d->slot, &d->ci, &d->args, end, outcome, result, exc);
+        ct_emit_site_call(d->recorder->st, &site, d->slot, &d->ci, d->args.data, d->args.len, end,
+                          outcome, result, exc, NULL, NULL, NULL);
     }
     PyErr_Clear();
     ct_restore_exc(saved);

@@ -16,170 +16,37 @@
  */
 #include "recorder.h"
 
-#include <structmember.h>
+#include "options.h"
+#include "pending.h"
 
-#include <fcntl.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#include <structmember.h>
 
 __attribute__((tls_model("initial-exec"))) _Thread_local ct_thread ct_tls_thread;
 
-/* ---- records --------------------------------------------------------------- */
-
-/* Every record is built in a wbuf whose first CT_FRAME_ROOM bytes are left
- * free; append_framed writes the length prefix into them and appends. */
-#define CT_FRAME_ROOM 10
-
-static void frame_begin(wbuf *b, uint8_t *storage, size_t cap)
-{
-    wbuf_init(b, storage, cap);
-    if (wbuf_reserve(b, CT_FRAME_ROOM) == 0)
-        b->len = CT_FRAME_ROOM;
-}
-
-static void append_framed(ct_state *st, ct_engine_slot *slot, wbuf *b)
-{
-    if (b->failed)
-        return;
-    size_t body = b->len - CT_FRAME_ROOM;
-    size_t n = 1;
-    for (size_t v = body; v >= 0x80; v >>= 7)
-        n++;
-    uint8_t *start = b->data + CT_FRAME_ROOM - n;
-    put_varint_raw(start, body); /* exactly n bytes, ending where the body starts */
-    ct_append(st, slot, start, body + n);
-}
-
-void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t)
-{
-    if (t->index == 0)
-        t->index = ++st->next_thread;
-    if (ct_thread_known(slot, t))
-        return;
-    if (t->index >= slot->nseen) {
-        size_t n = slot->nseen ? slot->nseen : 16;
-        while (n <= t->index)
-            n *= 2;
-        uint8_t *seen = PyMem_Realloc(slot->seen, n);
-        if (!seen)
-            return; /* the thread row is missing; its calls are still recorded */
-        memset(seen + slot->nseen, 0, n - slot->nseen);
-        slot->seen = seen;
-        slot->nseen = n;
-    }
-    slot->seen[t->index] = 1;
-    uint8_t storage[256];
-    wbuf body;
-    frame_begin(&body, storage, sizeof storage);
-    wbuf_byte(&body, REC_THREAD);
-    wbuf_varint(&body, t->index);
-    wbuf_varint(&body, (uint64_t)PyThread_get_thread_ident());
-    wbuf_varint(&body, (uint64_t)syscall(SYS_gettid));
-    /* The thread's name, from threading when it is already imported. */
-    const char *name = "";
-    Py_ssize_t nlen = 0;
-    PyObject *saved = ct_fetch_exc();
-    PyObject *mod = PySys_GetObject("modules"); /* borrowed */
-    PyObject *th = mod ? PyDict_GetItemString(mod, "threading") : NULL;
-    PyObject *cur = th ? PyObject_CallMethod(th, "current_thread", NULL) : NULL;
-    PyObject *pyname = cur ? PyObject_GetAttrString(cur, "name") : NULL;
-    if (pyname && PyUnicode_Check(pyname))
-        name = PyUnicode_AsUTF8AndSize(pyname, &nlen);
-    if (!name) {
-        name = "";
-        nlen = 0;
-    }
-    wbuf_varint(&body, (uint64_t)nlen);
-    wbuf_put(&body, name, (size_t)nlen);
-    Py_XDECREF(pyname);
-    Py_XDECREF(cur);
-    PyErr_Clear();
-    ct_restore_exc(saved);
-    append_framed(st, slot, &body);
-    wbuf_free(&body);
-}
-
-/* ---- function descriptions -------------------------------------------- */
-
-void ct_put_text(wbuf *b, PyObject *s)
-{
-    Py_ssize_t n = 0;
-    const char *p = (s && PyUnicode_Check(s)) ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
-    if (!p) {
-        PyErr_Clear();
-        p = "";
-        n = 0;
-    }
-    wbuf_varint(b, (uint64_t)n);
-    wbuf_put(b, p, (size_t)n);
-}
-
-/* Builds the REC_FUNCTION body (after kind and id): module, qualname, file,
- * line, signature.  Returns a new bytes object or NULL with an error. */
+/* Builds the REC_FUNCTION body of the recorded function (emit.c).
+ * Returns a new bytes object or NULL with an error. */
 static PyObject *describe_function(Recorder *r)
 {
     ct_state *st = r->st;
     PyObject *module = PyObject_GetAttrString(r->func, "__module__");
     PyObject *qualname = PyObject_GetAttrString(r->func, "__qualname__");
     PyErr_Clear();
-    PyObject *file = NULL;
-    long line = 0;
-    if (PyFunction_Check(r->func)) {
-        PyCodeObject *co = (PyCodeObject *)PyFunction_GET_CODE(r->func);
-        file = Py_NewRef(co->co_filename);
-        line = co->co_firstlineno;
-    }
-    wbuf b;
-    wbuf_init(&b, NULL, 0);
-    ct_put_module(&b, module);
-    ct_put_text(&b, qualname);
-    ct_put_text(&b, file);
-    wbuf_varint(&b, (uint64_t)line);
-    /* signature: LIST of TUPLE(name, kind[, default]) */
-    wbuf sig;
-    wbuf_init(&sig, NULL, 0);
-    wbuf_byte(&sig, WIRE_LIST);
-    wbuf_varint(&sig, (uint64_t)r->nparams);
-    PyObject *defaults = PyFunction_Check(r->func) ? PyFunction_GET_DEFAULTS(r->func) : NULL;
-    PyObject *kwdefaults = PyFunction_Check(r->func) ? PyFunction_GET_KW_DEFAULTS(r->func) : NULL;
-    Py_ssize_t ndef = defaults ? PyTuple_GET_SIZE(defaults) : 0;
+    int is_fn = PyFunction_Check(r->func);
+    PyCodeObject *co = is_fn ? (PyCodeObject *)PyFunction_GET_CODE(r->func) : NULL;
     ct_capture cap = {st, r->max_value_bytes, 0, ct_redact_active(st, &r->redact), NULL, r->pickle};
-    for (Py_ssize_t i = 0; i < r->nparams; i++) {
-        PyObject *name = PyTuple_GET_ITEM(r->names, i);
-        PyObject *dflt = NULL;
-        int kind = r->bound ? ct_param_kind((PyCodeObject *)PyFunction_GET_CODE(r->func), i)
-                            : (i == 0 ? 2 : 4); /* (*args, **kwargs) of a callable */
-        if (r->bound && i < r->argcount && i >= r->argcount - ndef)
-            dflt = PyTuple_GET_ITEM(defaults, i - (r->argcount - ndef));
-        if (kind == 3 && kwdefaults)
-            dflt = PyDict_GetItemWithError(kwdefaults, name);
-        PyErr_Clear();
-        wbuf_byte(&sig, WIRE_TUPLE);
-        wbuf_varint(&sig, dflt ? 3 : 2);
-        wbuf_byte(&sig, WIRE_STR);
-        ct_put_text(&sig, name);
-        wire_int(&sig, kind);
-        if (dflt) {
-            if (r->redacted[i]) {
-                wbuf_byte(&sig, WIRE_REDACTED);
-            } else if (r->sanitize) {
-                ct_capture_sanitized(&cap, &sig, r->sanitize, name, dflt);
-            } else {
-                ct_capture_value(&cap, &sig, dflt);
-            }
-        }
-    }
-    wbuf_varint(&b, sig.len);
-    wbuf_put(&b, sig.data, sig.len);
-    PyObject *out = b.failed || sig.failed
-                        ? PyErr_NoMemory()
-                        : PyBytes_FromStringAndSize((char *)b.data, (Py_ssize_t)b.len);
-    wbuf_free(&sig);
-    wbuf_free(&b);
+    ct_fn_desc d = {.module = module,
+                    .qualname = qualname,
+                    .file = co ? co->co_filename : NULL,
+                    .line = co ? co->co_firstlineno : 0,
+                    .names = r->names,
+                    .code = r->bound ? co : NULL,
+                    .func = r->bound ? r->func : NULL,
+                    .redacted = r->redacted,
+                    .sanitize = r->sanitize,
+                    .cap = &cap};
+    PyObject *out = ct_describe_function(st, &d);
     Py_XDECREF(module);
     Py_XDECREF(qualname);
-    Py_XDECREF(file);
     return out;
 }
 
@@ -198,20 +65,6 @@ static void announce_function(Recorder *r, ct_engine_slot *slot)
     }
     if (ct_emit_function(r->st, slot, r->fn_id, r->fn_record) == 0)
         r->announced_serial = slot->serial;
-}
-
-int ct_emit_function(ct_state *st, ct_engine_slot *slot, uint64_t fn_id, PyObject *body)
-{
-    wbuf b;
-    frame_begin(&b, NULL, 0);
-    wbuf_byte(&b, REC_FUNCTION);
-    wbuf_varint(&b, fn_id);
-    wbuf_put(&b, PyBytes_AS_STRING(body), (size_t)PyBytes_GET_SIZE(body));
-    int rc = b.failed ? -1 : 0;
-    if (rc == 0)
-        append_framed(st, slot, &b);
-    wbuf_free(&b);
-    return rc;
 }
 
 /* ---- argument binding --------------------------------------------------- */
@@ -292,86 +145,88 @@ error:
     return -1;
 }
 
-/* Encodes the arguments in parameter order.  Returns 0, or 1 when they do
- * not bind (the call will raise TypeError): then a TUPLE and a DICT of the
- * raw arguments are written instead. */
-static int encode_args(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *args,
-                       Py_ssize_t nargs, PyObject *kwnames)
+/* The arguments of a callable that is not a function: TUPLE and DICT as
+ * passed.  Returns 0, or 1 when they could not be read. */
+static int encode_unbound(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *args,
+                          Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *t, *d;
+    if (raw_arguments(args, nargs, kwnames, &t, &d) < 0)
+        return 1;
+    if (r->pos_secret)
+        put_positional(r, cap, b, t);
+    else
+        put_arg(r, cap, b, 0, t, 0);
+    put_arg(r, cap, b, 1, d, 0);
+    Py_DECREF(t);
+    Py_DECREF(d);
+    return 0;
+}
+
+/* Arguments bound to parameters: slots[i] the value given for parameter i
+ * (NULL: its default), the extra positional and keyword arguments (new
+ * references, or NULL). */
+typedef struct bound_args {
+    PyObject **slots;
+    PyObject *extra_pos, *extra_kw;
+} bound_args;
+
+/* Binds the arguments as the call will: returns 0, or 1 when they do not
+ * bind (too many, an unknown or repeated keyword, a missing parameter
+ * without a default), never with an exception left set. */
+static int bind_args(Recorder *r, bound_args *ba, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames)
 {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (!r->bound) {
-        PyObject *t, *d;
-        if (raw_arguments(args, nargs, kwnames, &t, &d) < 0)
-            return 1;
-        if (r->pos_secret)
-            put_positional(r, cap, b, t);
-        else
-            put_arg(r, cap, b, 0, t, 0);
-        put_arg(r, cap, b, 1, d, 0);
-        Py_DECREF(t);
-        Py_DECREF(d);
-        return 0;
-    }
-    /* fast path: positional only, exactly the positional parameters */
-    if (nkw == 0 && nargs == r->argcount && r->nparams == r->argcount) {
-        for (Py_ssize_t i = 0; i < nargs; i++)
-            put_arg(r, cap, b, i, args[i], 0);
-        return 0;
-    }
-    PyObject *slots_small[16];
-    PyObject **slots =
-        r->nparams <= 16 ? slots_small : PyMem_Calloc((size_t)r->nparams, sizeof(PyObject *));
-    if (!slots)
-        return 1;
-    memset(slots, 0, sizeof(PyObject *) * (size_t)(r->nparams <= 16 ? 16 : 0));
-    PyObject *extra_kw = NULL, *extra_pos = NULL;
-    int rc = 1;
     Py_ssize_t npos = nargs < r->argcount ? nargs : r->argcount;
     for (Py_ssize_t i = 0; i < npos; i++)
-        slots[i] = args[i];
+        ba->slots[i] = args[i];
     if (nargs > r->argcount) {
-        if (!r->has_varargs)
-            goto done;
-        extra_pos = PyTuple_New(nargs - r->argcount);
-        if (!extra_pos)
-            goto done;
+        if (!r->has_varargs || !(ba->extra_pos = PyTuple_New(nargs - r->argcount)))
+            return 1;
         for (Py_ssize_t i = r->argcount; i < nargs; i++)
-            PyTuple_SET_ITEM(extra_pos, i - r->argcount, Py_NewRef(args[i]));
+            PyTuple_SET_ITEM(ba->extra_pos, i - r->argcount, Py_NewRef(args[i]));
     }
     for (Py_ssize_t j = 0; j < nkw; j++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, j);
         Py_ssize_t i = find_param(r, name);
-        if (i >= 0 && !slots[i]) {
-            slots[i] = args[nargs + j];
+        if (i >= 0 && !ba->slots[i]) {
+            ba->slots[i] = args[nargs + j];
         } else if (i < 0 && r->has_varkw) {
-            if (!extra_kw && !(extra_kw = PyDict_New()))
-                goto done;
-            if (PyDict_SetItem(extra_kw, name, args[nargs + j]) < 0)
-                goto done;
+            if (!ba->extra_kw && !(ba->extra_kw = PyDict_New()))
+                return 1;
+            if (PyDict_SetItem(ba->extra_kw, name, args[nargs + j]) < 0)
+                return 1;
         } else {
-            goto done;
+            return 1;
         }
     }
     PyObject *defaults = PyFunction_GET_DEFAULTS(r->func);
     PyObject *kwdefaults = PyFunction_GET_KW_DEFAULTS(r->func);
     Py_ssize_t ndef = defaults ? PyTuple_GET_SIZE(defaults) : 0;
     for (Py_ssize_t i = 0; i < r->argcount + r->kwonly; i++) {
-        if (slots[i])
+        if (ba->slots[i])
             continue;
         PyObject *d = NULL;
         if (i < r->argcount && i >= r->argcount - ndef)
             d = PyTuple_GET_ITEM(defaults, i - (r->argcount - ndef));
         else if (i >= r->argcount && kwdefaults)
             d = PyDict_GetItemWithError(kwdefaults, PyTuple_GET_ITEM(r->names, i));
-        if (!d) {
-            PyErr_Clear();
-            goto done;
-        }
+        if (!d)
+            return 1;
     }
-    rc = 0;
+    return 0;
+}
+
+/* Writes the bound arguments in parameter order (defaults marked). */
+static void put_bound(Recorder *r, ct_capture *cap, wbuf *b, bound_args *ba)
+{
+    PyObject *defaults = PyFunction_GET_DEFAULTS(r->func);
+    PyObject *kwdefaults = PyFunction_GET_KW_DEFAULTS(r->func);
+    Py_ssize_t ndef = defaults ? PyTuple_GET_SIZE(defaults) : 0;
     for (Py_ssize_t i = 0; i < r->argcount + r->kwonly; i++) {
-        if (slots[i]) {
-            put_arg(r, cap, b, i, slots[i], 0);
+        if (ba->slots[i]) {
+            put_arg(r, cap, b, i, ba->slots[i], 0);
         } else {
             PyObject *d = i < r->argcount
                               ? PyTuple_GET_ITEM(defaults, i - (r->argcount - ndef))
@@ -381,20 +236,35 @@ static int encode_args(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *a
     }
     Py_ssize_t i = r->argcount + r->kwonly;
     if (r->has_varargs) {
-        if (!extra_pos)
-            extra_pos = PyTuple_New(0);
-        put_arg(r, cap, b, i++, extra_pos ? extra_pos : Py_None, 0);
+        if (!ba->extra_pos)
+            ba->extra_pos = PyTuple_New(0);
+        put_arg(r, cap, b, i++, ba->extra_pos ? ba->extra_pos : Py_None, 0);
     }
     if (r->has_varkw) {
-        if (!extra_kw)
-            extra_kw = PyDict_New();
-        put_arg(r, cap, b, i, extra_kw ? extra_kw : Py_None, 0);
+        if (!ba->extra_kw)
+            ba->extra_kw = PyDict_New();
+        put_arg(r, cap, b, i, ba->extra_kw ? ba->extra_kw : Py_None, 0);
     }
-done:
-    Py_XDECREF(extra_pos);
-    Py_XDECREF(extra_kw);
-    if (slots != slots_small)
-        PyMem_Free(slots);
+}
+
+/* encode_args beyond its fast path: binds keywords, defaults, *args and
+ * **kwargs; when they do not bind, writes the raw TUPLE and DICT instead
+ * and returns 1. */
+static int encode_bound(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *args,
+                        Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *slots_small[16] = {NULL};
+    bound_args ba = {slots_small, NULL, NULL};
+    if (r->nparams > 16 && !(ba.slots = PyMem_Calloc((size_t)r->nparams, sizeof(PyObject *))))
+        return 1;
+    int rc = bind_args(r, &ba, args, nargs, kwnames);
+    PyErr_Clear();
+    if (rc == 0)
+        put_bound(r, cap, b, &ba);
+    Py_XDECREF(ba.extra_pos);
+    Py_XDECREF(ba.extra_kw);
+    if (ba.slots != slots_small)
+        PyMem_Free(ba.slots);
     PyErr_Clear();
     if (rc) {
         /* raw form: what the caller passed */
@@ -410,230 +280,37 @@ done:
     return rc;
 }
 
+/* Encodes the arguments in parameter order.  Returns 0, or 1 when they do
+ * not bind (the call will raise TypeError): then a TUPLE and a DICT of the
+ * raw arguments are written instead. */
+static int encode_args(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *args,
+                       Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (!r->bound)
+        return encode_unbound(r, cap, b, args, nargs, kwnames);
+    /* fast path: positional only, exactly the positional parameters */
+    if ((!kwnames || PyTuple_GET_SIZE(kwnames) == 0) && nargs == r->argcount &&
+        r->nparams == r->argcount) {
+        for (Py_ssize_t i = 0; i < nargs; i++)
+            put_arg(r, cap, b, i, args[i], 0);
+        return 0;
+    }
+    return encode_bound(r, cap, b, args, nargs, kwnames);
+}
+
 /* ---- records ------------------------------------------------------------ */
 
-int64_t ct_read_rss(ct_state *st)
+/* The REC_CALL of a call of Recorder `r` with its options (the hot path:
+ * the builder is inlined here). */
+static void emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
+                      uint64_t end, int outcome, PyObject *result, PyObject *exc)
 {
-    if (st->statm_state == 0) {
-        st->statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-        st->statm_state = st->statm_fd >= 0 ? 1 : -1;
-        st->page_size = sysconf(_SC_PAGESIZE);
-    }
-    if (st->statm_state < 0)
-        return 0;
-    char buf[128];
-    ssize_t n = pread(st->statm_fd, buf, sizeof buf - 1, 0);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    long pages = 0, resident = 0;
-    if (sscanf(buf, "%ld %ld", &pages, &resident) != 2)
-        return 0;
-    return (int64_t)resident * (int64_t)st->page_size;
-}
-
-void ct_rss_forget(ct_state *st)
-{
-    if (st->statm_state > 0)
-        close(st->statm_fd);
-    st->statm_fd = -1;
-    st->statm_state = 0;
-}
-
-uint64_t ct_thread_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-void ct_emit_counters(ct_state *st, ct_engine_slot *slot)
-{
-    uint8_t storage[64];
-    wbuf b;
-    frame_begin(&b, storage, sizeof storage);
-    wbuf_byte(&b, REC_COUNTERS);
-    for (int i = 0; i < CT_NCOUNTERS; i++) {
-        slot->counters[i] += st->counters[i];
-        st->totals[i] += slot->counters[i];
-    }
-    for (int i = 0; i < 5; i++)
-        wbuf_varint(&b, (uint64_t)slot->counters[i]);
-    memset(st->counters, 0, sizeof st->counters);
-    memset(slot->counters, 0, sizeof slot->counters);
-    st->counters_dirty = slot->counters_dirty = 0;
-    append_framed(st, slot, &b);
-}
-
-__attribute__((noinline)) void ct_energy_start(ct_state *st, ct_callinfo *ci)
-{
-    if ((st->energy.state == 1 || ct_energy_open(st) == 1) &&
-        ct_energy_read(&st->energy, &ci->energy_pkg, &ci->energy_dram) == 0)
-        ci->flags |= REC_HAS_ENERGY;
-}
-
-/* Reads the counters at the end of a call and writes the package uJ and the
- * DRAM uJ + 1 (or ENERGY_DRAM_NONE) onto `b`; when they cannot be read,
- * writes nothing and clears REC_HAS_ENERGY in the record's flags byte at
- * `flags_at`.  Out of line: the hot path only tests the flag. */
-static __attribute__((noinline)) void energy_end(ct_state *st, const ct_callinfo *ci, wbuf *b,
-                                                 uint8_t *flags_at)
-{
-    uint64_t pkg_end, dram_end;
-    if (ct_energy_read(&st->energy, &pkg_end, &dram_end) < 0) {
-        *flags_at &= (uint8_t)~REC_HAS_ENERGY;
-        return;
-    }
-    wbuf_varint(b, ct_energy_delta(&st->energy.pkg, ci->energy_pkg, pkg_end));
-    wbuf_varint(b, st->energy.dram.fd >= 0
-                       ? ct_energy_delta(&st->energy.dram, ci->energy_dram, dram_end) + 1
-                       : ENERGY_DRAM_NONE);
-}
-
-/* The record builder; always inlined, so that the callers that pass no
- * locals or globals compile without their code. */
-static inline __attribute__((always_inline)) void
-emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct_callinfo *ci,
-               const uint8_t *args, size_t args_len, uint64_t end, int outcome, PyObject *result,
-               PyObject *exc, const wbuf *locals, const wbuf *globals, const wbuf *yields)
-{
-    ct_thread *t = &ct_tls_thread;
-    uint8_t rstore[256];
-    wbuf res;
-    wbuf_init(&res, rstore, sizeof rstore);
-    uint16_t flags = ci->flags;
-    if (locals)
-        flags |= REC_HAS_LOCALS;
-    if (globals)
-        flags |= REC_HAS_GLOBALS;
-    if (yields)
-        flags |= REC_HAS_YIELDS;
-    t->busy++;
-    if (exc) {
-        ct_capture_exception(st, &res, exc);
-        flags |= REC_HAS_RESULT;
-    } else if (result && site->result) {
-        ct_capture cap = {st, site->max_value_bytes, 1, site->redact, NULL, site->pickle};
-        cap.max_depth = site->max_depth;
-        if (site->sanitize) {
-            ct_capture_sanitized(&cap, &res, site->sanitize, NULL, result);
-        } else if (!ct_capture_small(&res, result)) {
-            ct_capture_other(&cap, &res, result);
-        }
-        if (cap.blobbed)
-            flags |= REC_HAS_BLOBS;
-        flags |= REC_HAS_RESULT;
-    }
-    t->busy--;
-    uint64_t cpu = 0;
-    int64_t rss_after = 0, peak = 0;
-    if (flags & REC_HAS_CPU) /* read by the caller, inside the wall interval */
-        cpu = ci->cpu_end > ci->cpu_start ? ci->cpu_end - ci->cpu_start : 0;
-    if (flags & REC_HAS_MEMORY) {
-        struct rusage ru;
-        rss_after = ct_read_rss(st);
-        if (getrusage(RUSAGE_SELF, &ru) == 0)
-            peak = (int64_t)ru.ru_maxrss * 1024;
-        /* the high-water mark is kept in other units and updated lazily by
-         * the kernel: the peak is at least what was seen around the call */
-        if (peak < ci->rss_before)
-            peak = ci->rss_before;
-        if (peak < rss_after)
-            peak = rss_after;
-    }
-    uint8_t store[512];
-    wbuf b;
-    frame_begin(&b, store, sizeof store);
-    uint8_t *q = ct_put_call_head(b.data + b.len, site->fn_id, ci, end, outcome, flags);
-    size_t flags_at = (size_t)(q - b.data) - (flags < 0x80 ? 1 : 2); /* its first byte */
-    b.len = (size_t)(q - b.data);
-    if (flags & REC_HAS_CPU)
-        wbuf_varint(&b, cpu);
-    if (flags & REC_HAS_MEMORY) {
-        wbuf_varint(&b, (uint64_t)ci->rss_before);
-        wbuf_varint(&b, (uint64_t)rss_after);
-        wbuf_varint(&b, (uint64_t)peak);
-    }
-    if (flags & REC_HAS_ENERGY)
-        energy_end(st, ci, &b, &b.data[flags_at]);
-    if (flags & REC_HAS_ARGS) {
-        wbuf_varint(&b, args_len);
-        wbuf_put(&b, args, args_len);
-    }
-    if (flags & REC_HAS_RESULT) {
-        wbuf_varint(&b, res.len);
-        wbuf_put(&b, res.data, res.len);
-    }
-    if (locals) {
-        wbuf_varint(&b, locals->len);
-        wbuf_put(&b, locals->data, locals->len);
-    }
-    if (globals) {
-        wbuf_varint(&b, globals->len);
-        wbuf_put(&b, globals->data, globals->len);
-    }
-    if (yields) {
-        wbuf_varint(&b, yields->len);
-        wbuf_put(&b, yields->data, yields->len);
-    }
-    if (!res.failed) {
-        ct_counters_due(st, slot, end);
-        append_framed(st, slot, &b);
-    }
-    wbuf_free(&b);
-    wbuf_free(&res);
-}
-
-void ct_emit_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
-                  uint64_t end, int outcome, PyObject *result, PyObject *exc)
-{
-    ct_site site = {r->fn_id,  r->sanitize,        ct_redact_active(r->st, &r->redact),
-                    r->pickle, r->max_value_bytes, r->opt_result};
-    emit_site_call(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc, NULL,
-                   NULL, NULL);
-}
-
-void ct_emit_site_call(ct_state *st, const ct_site *site, ct_engine_slot *slot,
-                       const ct_callinfo *ci, const uint8_t *args, size_t args_len, uint64_t end,
-                       int outcome, PyObject *result, PyObject *exc, const wbuf *locals,
-                       const wbuf *globals)
-{
-    emit_site_call(st, site, slot, ci, args, args_len, end, outcome, result, exc, locals, globals,
-                   NULL);
-}
-
-void ct_emit_call_frame(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *args,
-                        uint64_t end, int outcome, PyObject *result, PyObject *exc,
-                        const wbuf *locals, const wbuf *globals, const wbuf *yields)
-{
-    ct_site site = {r->fn_id,  r->sanitize,        ct_redact_active(r->st, &r->redact),
-                    r->pickle, r->max_value_bytes, r->opt_result};
-    emit_site_call(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc, locals,
-                   globals, yields);
+    ct_site site = ct_recorder_site(r);
+    ct_emit_build(r->st, &site, slot, ci, args->data, args->len, end, outcome, result, exc, NULL,
+                  NULL, NULL);
 }
 
 /* ---- locals and globals (framedata.c finds them) --------------------------- */
-
-void ct_encode_named(ct_state *st, wbuf *b, PyObject *d, Py_ssize_t limit, int max_depth,
-                     const ct_redact *rd, PyObject *sanitize)
-{
-    ct_capture cap = {st, limit, 0, ct_redact_active(st, rd)};
-    cap.max_depth = max_depth;
-    PyObject *name, *v;
-    Py_ssize_t pos = 0;
-    wbuf_byte(b, WIRE_DICT);
-    wbuf_varint(b, (uint64_t)PyDict_GET_SIZE(d));
-    while (PyDict_Next(d, &pos, &name, &v)) {
-        ct_capture_value(&cap, b, name);
-        if (cap.redact && ct_should_redact(st, name, cap.redact)) {
-            ct_put_redacted(st, b);
-        } else if (sanitize) {
-            ct_capture_sanitized(&cap, b, sanitize, name, v);
-        } else {
-            ct_capture_value(&cap, b, v);
-        }
-    }
-}
 
 /* ct_encode_named with the recorder's redaction and sanitize. */
 static void encode_named(Recorder *r, wbuf *b, PyObject *d)
@@ -683,16 +360,61 @@ static __attribute__((noinline)) void frame_end_call(Recorder *r, ct_engine_slot
         t->busy--;
         Py_DECREF(locals);
     }
-    if (res || exc)
-        ct_emit_call_frame(r, slot, ci, ab, end, res ? OUTCOME_RETURNED : OUTCOME_RAISED, res, exc,
-                           locals && !lb.failed ? &lb : NULL,
-                           r->opt_globals && !gb->failed ? gb : NULL, NULL);
+    if (res || exc) {
+        ct_site site = ct_recorder_site(r);
+        ct_emit_site_call(r->st, &site, slot, ci, ab->data, ab->len, end,
+                          res ? OUTCOME_RETURNED : OUTCOME_RAISED, res, exc,
+                          locals && !lb.failed ? &lb : NULL,
+                          r->opt_globals && !gb->failed ? gb : NULL, NULL);
+    }
     ct_restore_exc(exc);
     wbuf_free(&lb);
     wbuf_free(gb);
 }
 
 /* ---- the call ------------------------------------------------------------ */
+
+/* The engine of r's tape at the first call that needs it (kept when the
+ * tape is r's own); NULL when it cannot be made (the call runs
+ * unrecorded).  Never leaves an exception set. */
+static __attribute__((noinline)) ct_engine_slot *first_slot(Recorder *r)
+{
+    ct_engine_slot *slot = ct_engine_for(r->st, r->tape);
+    if (!slot) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (r->tape) {
+        r->slot = slot;
+        slot->pinned = 1;
+    }
+    return slot;
+}
+
+/* The call returned a generator, coroutine or async generator `res`
+ * (owned): it is recorded when that finishes.  Returns what the caller
+ * gets (the wrapper, or `res` when it could not be wrapped: then the call
+ * is recorded as closed now). */
+static __attribute__((noinline)) PyObject *
+defer_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *ab, PyObject *res)
+{
+    ct_deferred d;
+    memset(&d, 0, sizeof d);
+    d.recorder = (Recorder *)Py_NewRef(r);
+    d.slot = slot;
+    d.ci = *ci;
+    d.want_yields = r->opt_yields;
+    wbuf_init(&d.args, NULL, 0);
+    wbuf_put(&d.args, ab->data, ab->len);
+    PyObject *wrapped = ct_pending_wrap(r->st, res, &d, r->kind);
+    if (wrapped) {
+        Py_SETREF(res, wrapped);
+    } else {
+        PyErr_Clear();
+        ct_deferred_finish(&d, OUTCOME_CLOSED, NULL, NULL);
+    }
+    return res;
+}
 
 static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
                                      PyObject *kwnames)
@@ -708,17 +430,8 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     if (r->sample > 1 && (r->sample_counter++ % r->sample) != 0)
         return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
     ct_engine_slot *slot = r->tape ? r->slot : st->default_slot;
-    if (!slot) {
-        slot = ct_engine_for(st, r->tape);
-        if (!slot) {
-            PyErr_Clear();
-            return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
-        }
-        if (r->tape) {
-            r->slot = slot;
-            slot->pinned = 1;
-        }
-    }
+    if (!slot && !(slot = first_slot(r)))
+        return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
     if (r->announced_serial != slot->serial)
         announce_function(r, slot);
     if (!ct_thread_known(slot, t))
@@ -776,27 +489,13 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     } else if (!res) {
         PyObject *exc = ct_fetch_exc();
         if (exc)
-            ct_emit_call(r, slot, &ci, &ab, end, OUTCOME_RAISED, NULL, exc);
+            emit_call(r, slot, &ci, &ab, end, OUTCOME_RAISED, NULL, exc);
         ct_restore_exc(exc);
     } else if (r->kind != KIND_PLAIN &&
                (PyGen_CheckExact(res) || PyCoro_CheckExact(res) || PyAsyncGen_CheckExact(res))) {
-        ct_deferred d;
-        memset(&d, 0, sizeof d);
-        d.recorder = (Recorder *)Py_NewRef(op);
-        d.slot = slot;
-        d.ci = ci;
-        d.want_yields = r->opt_yields;
-        wbuf_init(&d.args, NULL, 0);
-        wbuf_put(&d.args, ab.data, ab.len);
-        PyObject *wrapped = ct_pending_wrap(st, res, &d, r->kind);
-        if (wrapped) {
-            Py_SETREF(res, wrapped);
-        } else {
-            PyErr_Clear();
-            ct_deferred_finish(&d, OUTCOME_CLOSED, NULL, NULL);
-        }
+        res = defer_call(r, slot, &ci, &ab, res);
     } else {
-        ct_emit_call(r, slot, &ci, &ab, end, OUTCOME_RETURNED, res, NULL);
+        emit_call(r, slot, &ci, &ab, end, OUTCOME_RETURNED, res, NULL);
     }
     wbuf_free(&ab);
     return res;
@@ -881,148 +580,143 @@ done:
     return rc;
 }
 
-static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+/* What is called for what was decorated: the function inside a
+ * classmethod or staticmethod, else `func` itself, which must be callable.
+ * Returns 0, or -1 with an exception. */
+static int recorder_unwrap(Recorder *r, PyObject *func)
 {
-    static char *kwlist[] = {"func",   "args",   "result",   "cpu",    "memory",
-                             "tape",   "redact", "sanitize", "energy", "max_value_bytes",
-                             "sample", "locals", "globals",  "yields", "pickle",
-                             NULL};
-    PyObject *func, *tape = Py_None, *redact = Py_None, *sanitize = Py_None;
-    PyObject *max_bytes = Py_None, *energy = Py_None, *pickle = Py_None;
-    int a = 1, res = 1, cpu = 0, mem = 0, want_locals = 0, want_globals = 0, want_yields = 0;
-    Py_ssize_t sample = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$ppppOOOOOnpppO:record", kwlist, &func, &a, &res,
-                                     &cpu, &mem, &tape, &redact, &sanitize, &energy, &max_bytes,
-                                     &sample, &want_locals, &want_globals, &want_yields, &pickle))
-        return NULL;
-    int want_energy = energy == Py_None ? -1 : PyObject_IsTrue(energy);
-    if (energy != Py_None && want_energy < 0)
-        return NULL;
-    ct_state *st = PyType_GetModuleState(type);
-    if (!st)
-        return NULL;
-    if (sample < 1)
-        return PyErr_Format(PyExc_ValueError, "sample must be an integer >= 1, not %zd", sample);
-    if (sanitize != Py_None && !PyCallable_Check(sanitize))
-        return PyErr_Format(PyExc_TypeError, "sanitize must be callable, not %.100s",
-                            Py_TYPE(sanitize)->tp_name);
-    Recorder *r = (Recorder *)type->tp_alloc(type, 0);
-    if (!r)
-        return NULL;
-    r->vectorcall = Recorder_vectorcall;
-    r->st = st;
-    if (pickle != Py_None && !(r->pickle = ct_type_tuple(pickle, "pickle")))
-        goto error;
-    r->module_ref = Py_NewRef(st->module);
     r->wrapped = Py_NewRef(func);
     r->wrap = WRAP_FUNCTION;
-    PyObject *inner = NULL;
     if (PyObject_TypeCheck(func, &PyClassMethod_Type) ||
         PyObject_TypeCheck(func, &PyStaticMethod_Type)) {
         r->wrap =
             PyObject_TypeCheck(func, &PyClassMethod_Type) ? WRAP_CLASSMETHOD : WRAP_STATICMETHOD;
-        inner = PyObject_GetAttrString(func, "__func__");
-        if (!inner)
-            goto error;
-    } else {
-        if (!PyCallable_Check(func)) {
-            PyErr_Format(PyExc_TypeError,
-                         "calltape.record needs a function or other callable,"
-                         " not %.100s",
-                         Py_TYPE(func)->tp_name);
-            goto error;
-        }
-        inner = Py_NewRef(func);
+        r->func = PyObject_GetAttrString(func, "__func__");
+        return r->func ? 0 : -1;
     }
-    r->func = inner;
-    r->opt_args = (uint8_t)a;
-    r->opt_result = (uint8_t)res;
-    r->opt_cpu = (uint8_t)cpu;
-    r->opt_memory = (uint8_t)mem;
-    r->opt_energy = want_energy < 0 ? CT_ENERGY_CONFIGURED
-                    : want_energy   ? CT_ENERGY_ON
-                                    : CT_ENERGY_OFF;
-    if (want_energy > 0)
+    if (!PyCallable_Check(func)) {
+        PyErr_Format(PyExc_TypeError,
+                     "calltape.record needs a function or other callable, not %.100s",
+                     Py_TYPE(func)->tp_name);
+        return -1;
+    }
+    r->func = Py_NewRef(func);
+    return 0;
+}
+
+/* Takes the options that need nothing of the function (o's references
+ * move to `r`). */
+static void recorder_options(Recorder *r, ct_options *o)
+{
+    ct_state *st = r->st;
+    r->opt_args = (uint8_t)o->args;
+    r->opt_result = (uint8_t)o->result;
+    r->opt_cpu = (uint8_t)o->cpu;
+    r->opt_memory = (uint8_t)o->memory;
+    r->opt_energy = o->energy < 0 ? CT_ENERGY_CONFIGURED : o->energy ? CT_ENERGY_ON : CT_ENERGY_OFF;
+    if (o->energy > 0)
         ct_energy_open(st); /* an unavailable counter is reported now, once */
-    r->sample = (uint32_t)(sample > UINT32_MAX ? UINT32_MAX : sample);
-    r->sanitize = sanitize == Py_None ? NULL : Py_NewRef(sanitize);
-    if (tape != Py_None) {
-        r->tape = PyOS_FSPath(tape);
-        if (!r->tape)
-            goto error;
-        if (!PyUnicode_Check(r->tape)) {
-            PyErr_SetString(PyExc_TypeError, "tape must be a str path");
-            goto error;
-        }
-    }
-    r->max_value_bytes = st->max_value_bytes;
-    if (max_bytes != Py_None) {
-        r->max_value_bytes = PyLong_AsSsize_t(max_bytes);
-        if (r->max_value_bytes == -1 && PyErr_Occurred())
-            goto error;
-        if (r->max_value_bytes < 16) {
-            PyErr_Format(PyExc_ValueError, "max_value_bytes must be at least 16, not %zd",
-                         r->max_value_bytes);
-            goto error;
-        }
-    }
-    r->redact.use_default = redact != Py_False;
-    if (redact != Py_None && redact != Py_False && redact != Py_True) {
-        if (ct_split_redact(redact, &r->redact.exact, &r->redact.patterns) < 0)
-            goto error;
-    }
-    if (setup_signature(r) < 0)
-        goto error;
+    r->sample = (uint32_t)(o->sample > UINT32_MAX ? UINT32_MAX : o->sample);
+    r->sanitize = o->sanitize;
+    r->tape = o->tape;
+    r->max_value_bytes = o->max_value_bytes < 0 ? st->max_value_bytes : o->max_value_bytes;
+    r->redact.use_default = o->redact != 0;
+    r->redact.exact = o->redact_exact;
+    r->redact.patterns = o->redact_patterns;
+    memset(o, 0, sizeof *o); /* its references are r's now */
+}
+
+/* yields=, locals= and globals=, which only some functions can have.
+ * Returns 0, or -1 with TypeError naming the function. */
+static int recorder_frame_options(Recorder *r, int want_yields, int want_locals, int want_globals)
+{
     if (want_yields) {
         if (r->kind != KIND_GENERATOR) {
             PyErr_Format(PyExc_TypeError,
-                         "yields=True is recorded for generator functions, not for %R", inner);
-            goto error;
+                         "yields=True is recorded for generator functions, not for %R", r->func);
+            return -1;
         }
         r->opt_yields = 1;
     }
-    if (want_locals || want_globals) {
-        if (!PyFunction_Check(inner) || r->kind != KIND_PLAIN) {
-            PyErr_Format(PyExc_TypeError,
-                         "locals=True and globals=True are recorded for plain Python functions,"
-                         " not for %R (a generator, coroutine or non-Python callable)",
-                         inner);
-            goto error;
-        }
-        r->opt_locals = (uint8_t)want_locals;
-        r->opt_globals = (uint8_t)want_globals;
-        r->opt_frame = 1;
-        if (want_globals && !(r->global_names = ct_global_names(PyFunction_GET_CODE(inner))))
-            goto error;
-        if (want_locals && ct_locals_enable(st, inner) < 0)
-            goto error;
+    if (!want_locals && !want_globals)
+        return 0;
+    if (!PyFunction_Check(r->func) || r->kind != KIND_PLAIN) {
+        PyErr_Format(PyExc_TypeError,
+                     "locals=True and globals=True are recorded for plain Python functions,"
+                     " not for %R (a generator, coroutine or non-Python callable)",
+                     r->func);
+        return -1;
     }
+    r->opt_locals = (uint8_t)want_locals;
+    r->opt_globals = (uint8_t)want_globals;
+    r->opt_frame = 1;
+    if (want_globals && !(r->global_names = ct_global_names(PyFunction_GET_CODE(r->func))))
+        return -1;
+    if (want_locals && ct_locals_enable(r->st, r->func) < 0)
+        return -1;
+    return 0;
+}
+
+/* Which parameters name secrets, and the function's id and __dict__.
+ * Returns 0, or -1 with an exception. */
+static int recorder_finish(Recorder *r)
+{
+    ct_state *st = r->st;
     /* calltape.monitor leaves the calls of this function to the Recorder */
-    if (PyFunction_Check(inner) && PySet_Add(st->decorated_codes, PyFunction_GET_CODE(inner)) < 0)
-        goto error;
+    if (PyFunction_Check(r->func) &&
+        PySet_Add(st->decorated_codes, PyFunction_GET_CODE(r->func)) < 0)
+        return -1;
     r->redacted = PyMem_Calloc((size_t)r->nparams + 1, 1);
     if (!r->redacted) {
         PyErr_NoMemory();
-        goto error;
+        return -1;
     }
     for (Py_ssize_t i = 0; r->bound && i < r->nparams; i++)
         r->redacted[i] = (uint8_t)ct_should_redact(st, PyTuple_GET_ITEM(r->names, i), &r->redact);
     if (!r->bound && find_positional_secrets(r) < 0)
-        goto error;
+        return -1;
     r->fn_id = ++st->next_fn;
-    PyObject *fdict = PyObject_GetAttrString(inner, "__dict__");
+    PyObject *fdict = PyObject_GetAttrString(r->func, "__dict__");
     if (fdict && PyDict_Check(fdict))
         r->dict = PyDict_Copy(fdict);
     else
         r->dict = PyDict_New();
     Py_XDECREF(fdict);
     PyErr_Clear();
-    if (!r->dict)
-        goto error;
+    return r->dict ? 0 : -1;
+}
+
+static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"func", "pickle", NULL};
+    PyObject *func, *pickle = Py_None, *v[CT_NOPTS], *rest;
+    ct_options o;
+    unsigned accepted = CT_OPT_ALL & ~CT_OPT_BIT(CT_OPT_MAX_DEPTH);
+    if (ct_options_take(kw, accepted, v, &rest) < 0)
+        return NULL;
+    int ok = PyArg_ParseTupleAndKeywords(args, rest, "O|$O:record", kwlist, &func, &pickle);
+    Py_XDECREF(rest);
+    ct_state *st = ok ? PyType_GetModuleState(type) : NULL;
+    if (!st || ct_options_read(v, &o) < 0)
+        return NULL;
+    Recorder *r = (Recorder *)type->tp_alloc(type, 0);
+    if (!r) {
+        ct_options_release(&o);
+        return NULL;
+    }
+    r->vectorcall = Recorder_vectorcall;
+    r->st = st;
+    r->module_ref = Py_NewRef(st->module);
+    int want_yields = o.yields, want_locals = o.locals, want_globals = o.globals;
+    recorder_options(r, &o);
+    if ((pickle != Py_None && !(r->pickle = ct_type_tuple(pickle, "pickle"))) ||
+        recorder_unwrap(r, func) < 0 || setup_signature(r) < 0 ||
+        recorder_frame_options(r, want_yields, want_locals, want_globals) < 0 ||
+        recorder_finish(r) < 0) {
+        Py_DECREF(r);
+        return NULL;
+    }
     return (PyObject *)r;
-error:
-    Py_DECREF(r);
-    return NULL;
 }
 
 static int Recorder_traverse(Recorder *r, visitproc visit, void *arg)

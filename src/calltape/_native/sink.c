@@ -1,0 +1,398 @@
+/*
+ * sink.c - where the records of every capture path go: the engines (one
+ * per tape path, created at first use), appending a framed record, the
+ * value counters record, RecordingWarnings (once per problem), flush()
+ * and stats().
+ *
+ * Invariants: every engine slot lives until the module is freed (a
+ * Recorder, a pending generator or the monitor may keep a pointer to it);
+ * a path never gets two engines (two sessions of one process); nothing
+ * here raises into a recorded call (ct_append and ct_warn_once save and
+ * restore the pending exception).
+ */
+#include "sink.h"
+
+#include "lifecycle.h"
+
+#include <stdlib.h>
+
+static ct_state *get_state(PyObject *m)
+{
+    return (ct_state *)PyModule_GetState(m);
+}
+
+/* ---- warnings ------------------------------------------------------------ */
+
+void ct_warn_once(ct_state *st, const char *kind, const char *msg)
+{
+    PyObject *saved = ct_fetch_exc();
+    PyObject *key = PyUnicode_FromString(kind);
+    if (key && PySet_Contains(st->warned, key) == 0 && PySet_Add(st->warned, key) == 0) {
+        if (PyErr_WarnEx(st->warn_category ? st->warn_category : PyExc_RuntimeWarning, msg, 1) < 0)
+            PyErr_Clear();
+    }
+    Py_XDECREF(key);
+    PyErr_Clear();
+    ct_restore_exc(saved);
+}
+
+static void report_errors(ct_state *st, ct_engine_slot *slot)
+{
+    char msg[300];
+    char full[400];
+    if (engine_take_errors(slot->eng, msg, sizeof msg)) {
+        snprintf(full, sizeof full,
+                 "calltape cannot write to %s: %s (calls are still run;"
+                 " unrecorded ones are counted in calltape.stats())",
+                 engine_path(slot->eng), msg);
+        ct_warn_once(st, "store", full);
+    }
+}
+
+/* After an append that did not simply succeed (or every 1,024th record):
+ * back-pressure waits with the GIL released, then errors are reported. */
+static __attribute__((noinline)) void append_after(ct_state *st, ct_engine_slot *slot,
+                                                   const uint8_t *rec, size_t n, int rc)
+{
+    while (rc == ENGINE_FULL) {
+        Py_BEGIN_ALLOW_THREADS
+            engine_wait_room(slot->eng, n);
+        Py_END_ALLOW_THREADS
+        rc = engine_append(slot->eng, rec, n);
+    }
+    report_errors(st, slot);
+}
+
+void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n)
+{
+    if (!slot->exported && (!slot->begun || (st->seq & 255) == 0))
+        ct_session_begin(st, slot);
+    int rc = engine_append(slot->eng, rec, n);
+    if (rc != ENGINE_APPENDED || (st->seq & 1023) == 0)
+        append_after(st, slot, rec, n, rc);
+}
+
+/* ---- engines ------------------------------------------------------------- */
+
+PyObject *ct_absolute_path(PyObject *path)
+{
+    PyObject *os_path = PyImport_ImportModule("os.path");
+    if (!os_path)
+        return NULL;
+    PyObject *r = PyObject_CallMethod(os_path, "abspath", "O", path);
+    Py_DECREF(os_path);
+    return r;
+}
+
+/* Writes sys.argv as a wire LIST of STR: text only, never a pickle, so that
+ * reading a session runs nothing.  An int, float, bool, bytes or None item
+ * is written as its repr, any other non-str as its type name in angle
+ * brackets. */
+static void put_argv(wbuf *b, PyObject *argv)
+{
+    Py_ssize_t n = argv && PyList_Check(argv) ? PyList_GET_SIZE(argv) : 0;
+    wbuf_byte(b, WIRE_LIST);
+    wbuf_varint(b, (uint64_t)n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(argv, i);
+        PyTypeObject *tp = Py_TYPE(item);
+        int plain = item == Py_None || tp == &PyLong_Type || tp == &PyFloat_Type ||
+                    tp == &PyBool_Type || tp == &PyBytes_Type; /* repr runs no program code */
+        PyObject *raw = PyUnicode_Check(item)
+                            ? PyUnicode_AsEncodedString(item, "utf-8", "surrogatepass")
+                        : plain ? PyObject_Repr(item)
+                                : PyUnicode_FromFormat("<%s>", tp->tp_name);
+        if (raw && PyUnicode_Check(raw))
+            Py_SETREF(raw, PyUnicode_AsUTF8String(raw));
+        if (!raw) {
+            PyErr_Clear();
+            wire_tagged_bytes(b, WIRE_STR, "", 0);
+            continue;
+        }
+        wire_tagged_bytes(b, WIRE_STR, PyBytes_AS_STRING(raw), (size_t)PyBytes_GET_SIZE(raw));
+        Py_DECREF(raw);
+    }
+}
+
+/* Where the program finds its modules, for the session row: sys.path[0]
+ * made absolute (the script's folder; the working folder for -m, -c and
+ * ""), and the working folder.  New references in folders[0] and [1], each
+ * NULL when unknown; never leaves an exception set. */
+static void program_folders(PyObject *folders[2])
+{
+    PyObject *path = PySys_GetObject("path"); /* borrowed */
+    PyObject *first =
+        path && PyList_Check(path) && PyList_GET_SIZE(path) > 0 ? PyList_GET_ITEM(path, 0) : NULL;
+    folders[0] = first && PyUnicode_Check(first) ? ct_absolute_path(first) : NULL;
+    PyObject *here = PyUnicode_FromString(".");
+    folders[1] = here ? ct_absolute_path(here) : NULL;
+    Py_XDECREF(here);
+    PyErr_Clear();
+}
+
+/* Fills `o` from the module state; the session description points into
+ * `argv` (filled here) and `folders` (new references the caller releases
+ * after engine_new copied them). */
+static void build_options(ct_state *st, engine_options *o, wbuf *argv, PyObject *folders[2])
+{
+    memset(o, 0, sizeof *o);
+    o->flush_interval_ns = (uint64_t)(st->flush_interval * 1e9);
+    o->max_buffer_bytes = (size_t)st->buffer_bytes;
+    o->on_full_drop = st->on_full_drop;
+    o->blob_min_bytes = CT_BLOB_MIN;
+    o->mpi_rank = -1;
+    const char *rank = getenv("OMPI_COMM_WORLD_RANK");
+    if (!rank)
+        rank = getenv("PMI_RANK");
+    if (rank)
+        o->mpi_rank = atoll(rank);
+    PyObject *info = st->session_info;
+    PyObject *v;
+    o->host = (v = PyDict_GetItemString(info, "host")) ? PyUnicode_AsUTF8(v) : NULL;
+    o->python_version = (v = PyDict_GetItemString(info, "python")) ? PyUnicode_AsUTF8(v) : NULL;
+    o->calltape_version = (v = PyDict_GetItemString(info, "version")) ? PyUnicode_AsUTF8(v) : NULL;
+    put_argv(argv, PySys_GetObject("argv"));
+    o->argv = argv->data;
+    o->argv_len = argv->len;
+    program_folders(folders);
+    o->sys_path0 = folders[0] ? PyUnicode_AsUTF8(folders[0]) : NULL;
+    o->cwd = folders[1] ? PyUnicode_AsUTF8(folders[1]) : NULL;
+    PyErr_Clear();
+}
+
+/* The slot of the engine for the absolute path `abs`, or NULL (never an
+ * exception).  Runs no Python code: the GIL is not let go. */
+static ct_engine_slot *find_slot(ct_state *st, PyObject *abs)
+{
+    for (size_t i = 0; i < st->nengines; i++)
+        if (PyUnicode_Compare(st->engines[i]->path, abs) == 0)
+            return st->engines[i];
+    PyErr_Clear();
+    return NULL;
+}
+
+/* Creates the engine for the absolute path `abs` (a new reference, always
+ * taken).  Returns its slot (borrowed), or NULL with an exception set.
+ * build_options() runs Python code (os.path.abspath), where another thread
+ * may take the GIL and make its own first record onto the same tape: the
+ * table is looked up again after it, and from there to the insertion
+ * nothing lets the GIL go, so a path never gets two engines (two sessions
+ * of one process). */
+static ct_engine_slot *new_slot(ct_state *st, PyObject *abs)
+{
+    engine_options o;
+    wbuf argv;
+    PyObject *folders[2];
+    wbuf_init(&argv, NULL, 0);
+    build_options(st, &o, &argv, folders);
+    ct_engine_slot *slot = find_slot(st, abs); /* made meanwhile by another thread */
+    engine *e = NULL;
+    char err[300] = "out of memory";
+    if (slot)
+        goto done;
+    /* The table may grow; the slots it points to never move (Recorders and
+     * pending generators keep pointers to them). */
+    if (st->nengines == st->capengines) {
+        size_t cap = st->capengines ? 2 * st->capengines : 8;
+        ct_engine_slot **grown = PyMem_Realloc(st->engines, cap * sizeof(ct_engine_slot *));
+        if (!grown)
+            goto done;
+        st->engines = grown;
+        st->capengines = cap;
+    }
+    slot = PyMem_Calloc(1, sizeof *slot);
+    o.path = slot ? PyUnicode_AsUTF8(abs) : NULL;
+    o.parent_session = ct_inherited_session(o.path);
+    e = o.path ? engine_new(&o, err, sizeof err) : NULL;
+    if (!e) {
+        PyMem_Free(slot);
+        slot = NULL;
+        goto done;
+    }
+    st->engines[st->nengines++] = slot;
+    slot->eng = e;
+    slot->path = Py_NewRef(abs);
+    slot->serial = ++st->next_serial;
+done:
+    wbuf_free(&argv);
+    Py_XDECREF(folders[0]);
+    Py_XDECREF(folders[1]);
+    Py_DECREF(abs);
+    if (!slot && !PyErr_Occurred())
+        PyErr_SetString(PyExc_MemoryError, err);
+    return slot;
+}
+
+ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
+{
+    int is_default = path == NULL;
+    if (is_default) {
+        if (st->default_slot)
+            return st->default_slot;
+        path = st->tape_path;
+    }
+    PyObject *abs = ct_absolute_path(path); /* Python code: other threads may run */
+    if (!abs)
+        return NULL;
+    ct_engine_slot *slot = find_slot(st, abs);
+    if (slot)
+        Py_DECREF(abs);
+    else
+        slot = new_slot(st, abs);
+    if (slot && is_default)
+        st->default_slot = slot;
+    return slot;
+}
+
+void ct_sink_set_default(ct_state *st, PyObject *abs)
+{
+    ct_engine_slot *old = st->default_slot;
+    int same = PyUnicode_Compare(abs, st->tape_path) == 0;
+    Py_SETREF(st->tape_path, Py_NewRef(abs));
+    if (!same)
+        st->default_slot = NULL; /* threads recording meanwhile use the new tape */
+    if (!same && old && !old->pinned) {
+        /* the old default tape is no longer used: write it out and stop
+         * its writer; it starts again if a late call still uses it */
+        Py_BEGIN_ALLOW_THREADS
+            engine_park(old->eng, 30000000000ull);
+        Py_END_ALLOW_THREADS
+        engine_trim(old->eng); /* with the GIL: no append runs */
+    }
+}
+
+void ct_sink_free(ct_state *st)
+{
+    for (size_t i = 0; i < st->nengines; i++) {
+        Py_BEGIN_ALLOW_THREADS /* up to 5 s: its last round, the join */
+            engine_free(st->engines[i]->eng);
+        Py_END_ALLOW_THREADS
+        Py_CLEAR(st->engines[i]->path);
+        PyMem_Free(st->engines[i]->seen);
+        PyMem_Free(st->engines[i]);
+    }
+    PyMem_Free(st->engines);
+    st->engines = NULL;
+    st->nengines = 0;
+}
+
+void ct_count_late_call(ct_state *st, ct_engine_slot *slot)
+{
+    if (st->finalized && slot)
+        engine_count_dropped(slot->eng, 1);
+}
+
+PyObject *ct_begin_session_py(PyObject *m, PyObject *tape)
+{
+    ct_state *st = get_state(m);
+    ct_engine_slot *slot = ct_engine_for(st, tape == Py_None ? NULL : tape);
+    if (!slot)
+        return NULL;
+    return PyLong_FromLongLong((long long)ct_session_begin_now(st, slot));
+}
+
+/* ---- counters, flush, stats ---------------------------------------------- */
+
+void ct_emit_counters(ct_state *st, ct_engine_slot *slot)
+{
+    uint8_t storage[64];
+    wbuf b;
+    ct_frame_begin(&b, storage, sizeof storage);
+    wbuf_byte(&b, REC_COUNTERS);
+    for (int i = 0; i < CT_NCOUNTERS; i++) {
+        slot->counters[i] += st->counters[i];
+        st->totals[i] += slot->counters[i];
+    }
+    for (int i = 0; i < 5; i++)
+        wbuf_varint(&b, (uint64_t)slot->counters[i]);
+    memset(st->counters, 0, sizeof st->counters);
+    memset(slot->counters, 0, sizeof slot->counters);
+    st->counters_dirty = slot->counters_dirty = 0;
+    ct_append_framed(st, slot, &b);
+}
+
+PyObject *ct_flush_all(ct_state *st, double timeout)
+{
+    int rc = 0;
+    for (size_t i = 0; i < st->nengines; i++) {
+        ct_engine_slot *slot = st->engines[i];
+        if (slot->counters_dirty || (st->counters_dirty && i == 0))
+            ct_emit_counters(st, slot); /* (values of no call: on the first tape) */
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+            r = engine_flush(slot->eng, (uint64_t)(timeout * 1e9));
+        Py_END_ALLOW_THREADS
+        report_errors(st, slot);
+        if (r != 0)
+            rc = 1;
+    }
+    return PyBool_FromLong(rc == 0);
+}
+
+PyObject *ct_flush_py(PyObject *m, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:flush", kwlist, &timeout))
+        return NULL;
+    double t = 60.0;
+    if (timeout != Py_None) {
+        t = PyFloat_AsDouble(timeout);
+        if (t == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (t < 0)
+            return PyErr_Format(PyExc_ValueError, "timeout must be >= 0, not %R", timeout);
+    }
+    return ct_flush_all(get_state(m), t);
+}
+
+static long long value_count(const ct_state *st, int which)
+{
+    long long n = (long long)st->counters[which] + (long long)st->totals[which];
+    for (size_t i = 0; i < st->nengines; i++)
+        n += (long long)st->engines[i]->counters[which];
+    return n;
+}
+
+PyObject *ct_stats_py(PyObject *m, PyObject *unused)
+{
+    (void)unused;
+    ct_state *st = get_state(m);
+    engine_stats total, one;
+    memset(&total, 0, sizeof total);
+    PyObject *errors = PyList_New(0);
+    if (!errors)
+        return NULL;
+    int64_t session = 0;
+    for (size_t i = 0; i < st->nengines; i++) {
+        engine_get_stats(st->engines[i]->eng, &one);
+        total.appended_records += one.appended_records;
+        total.written_calls += one.written_calls;
+        total.written_segments += one.written_segments;
+        total.written_bytes += one.written_bytes;
+        total.written_functions += one.written_functions;
+        total.dropped_calls += one.dropped_calls;
+        total.write_errors += one.write_errors;
+        if (i == 0)
+            session = one.session_id;
+        if (one.last_error[0]) {
+            PyObject *s = PyUnicode_FromString(one.last_error);
+            if (!s || PyList_Append(errors, s) < 0) {
+                Py_XDECREF(s);
+                Py_DECREF(errors);
+                return NULL;
+            }
+            Py_DECREF(s);
+        }
+    }
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:L,s:L,s:L,s:L,s:N,s:O}", "recorded",
+        (unsigned long long)st->seq, "written", (unsigned long long)total.written_calls,
+        "functions", (unsigned long long)total.written_functions, "segments",
+        (unsigned long long)total.written_segments, "bytes",
+        (unsigned long long)total.written_bytes, "dropped", (unsigned long long)total.dropped_calls,
+        "write_errors", (unsigned long long)total.write_errors, "unencodable",
+        value_count(st, CT_UNENCODABLE), "pickled", value_count(st, CT_PICKLED), "redacted",
+        value_count(st, CT_REDACTED), "truncated", value_count(st, CT_TRUNCATED), "session",
+        (long long)session, "errors", errors, "tape", st->tape_path);
+}
