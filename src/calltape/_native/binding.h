@@ -432,12 +432,13 @@ PyObject *ct_rebuild_value(ct_rebuild *r, const uint8_t **p, const uint8_t *end)
  * reference, or NULL with an exception. */
 PyObject *ct_rebuild_nested(ct_rebuild *r, wreader *rd, int depth);
 
-/* rebuild_object.c: after the tag byte of an OBJECT, GLOBAL or REF.  New
- * reference, or NULL with an exception (TapeError when malformed,
- * RefusedGlobal for a name not allowed). */
-PyObject *ct_rebuild_object(ct_rebuild *r, wreader *rd, int depth);
-PyObject *ct_rebuild_global(ct_rebuild *r, wreader *rd);
-PyObject *ct_rebuild_ref(ct_rebuild *r, wreader *rd);
+/* rebuild_object.c: the OBJECT, GLOBAL or REF of the token `t` (read by
+ * wire_next; an OBJECT's children follow at `rd`).  New reference, or NULL
+ * with an exception (TapeError when malformed, RefusedGlobal for a name
+ * not allowed). */
+PyObject *ct_rebuild_object(ct_rebuild *r, wreader *rd, int depth, const wire_tok *t);
+PyObject *ct_rebuild_global(ct_rebuild *r, const wire_tok *t);
+PyObject *ct_rebuild_ref(ct_rebuild *r, const wire_tok *t);
 /* Gives `v` (NULL: reserved for now, filled later) the next memo index.
  * 0, or -1 with an exception. */
 int ct_rebuild_memo_push(ct_rebuild *r, PyObject *v, Py_ssize_t *index);

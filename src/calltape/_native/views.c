@@ -63,49 +63,53 @@ static PyObject *column_text(store_bytes b)
     return PyUnicode_DecodeUTF8(s ? s : "", s ? (Py_ssize_t)b.n : 0, "surrogatepass");
 }
 
+/* Reads the parameter at *p of a recorded signature, TUPLE(STR name, INT
+ * kind[, default]), into slot `i` of `f` (*p advanced past it).  Returns
+ * 0, or -1 (an exception set only when Python failed). */
+static int parse_parameter(ct_function *f, Py_ssize_t i, const uint8_t **p, const uint8_t *end,
+                           const uint8_t *base)
+{
+    wire_tok tuple, name, kind;
+    const uint8_t *q = wire_next(*p, end, &tuple);
+    if (!q || tuple.tag != WIRE_TUPLE || (tuple.u != 2 && tuple.u != 3))
+        return -1;
+    q = wire_next(q, end, &name);
+    if (!q || name.tag != WIRE_STR)
+        return -1;
+    q = wire_next(q, end, &kind);
+    int64_t k = q && kind.tag == WIRE_INT ? unzigzag(kind.u) : -1;
+    if (k < 0 || k > 4)
+        return -1;
+    PyObject *text =
+        PyUnicode_DecodeUTF8((const char *)name.s, (Py_ssize_t)name.n, "surrogatepass");
+    if (!text)
+        return -1;
+    PyTuple_SET_ITEM(f->names, i, text);
+    f->kinds[i] = (uint8_t)k;
+    f->dflt_off[i] = tuple.u == 3 ? (Py_ssize_t)(q - base) : -1;
+    *p = tuple.u == 3 ? wire_skip(q, end) : q;
+    return *p ? 0 : -1;
+}
+
 /* Reads names, kinds and default offsets from the recorded signature: a
  * LIST of TUPLE(STR name, INT kind[, default]).  Returns 0, or -1. */
 static int parse_signature(ct_function *f)
 {
     const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(f->sig);
-    wreader r;
-    wreader_init(&r, base, (size_t)PyBytes_GET_SIZE(f->sig));
-    if (wreader_byte(&r) != WIRE_LIST)
+    const uint8_t *end = base + PyBytes_GET_SIZE(f->sig);
+    wire_tok list;
+    const uint8_t *p = wire_next(base, end, &list);
+    if (!p || list.tag != WIRE_LIST)
         return -1;
-    uint64_t n = wreader_varint(&r);
-    if (r.bad || n > (uint64_t)(r.end - r.p))
-        return -1;
-    f->nparams = (Py_ssize_t)n;
+    f->nparams = (Py_ssize_t)list.u;
     f->names = PyTuple_New(f->nparams);
-    f->kinds = PyMem_Calloc((size_t)n + 1, 1);
-    f->dflt_off = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
+    f->kinds = PyMem_Calloc((size_t)list.u + 1, 1);
+    f->dflt_off = PyMem_Calloc((size_t)list.u + 1, sizeof(Py_ssize_t));
     if (!f->names || !f->kinds || !f->dflt_off)
         return -1;
-    for (Py_ssize_t i = 0; i < f->nparams; i++) {
-        uint8_t tag = wreader_byte(&r);
-        uint64_t items = wreader_varint(&r);
-        if (tag != WIRE_TUPLE || (items != 2 && items != 3) || wreader_byte(&r) != WIRE_STR)
+    for (Py_ssize_t i = 0; i < f->nparams; i++)
+        if (parse_parameter(f, i, &p, end, base) < 0)
             return -1;
-        uint64_t len = wreader_varint(&r);
-        const uint8_t *s = wreader_take(&r, len);
-        if (r.bad || wreader_byte(&r) != WIRE_INT)
-            return -1;
-        int64_t kind = unzigzag(wreader_varint(&r));
-        if (r.bad || kind < 0 || kind > 4)
-            return -1;
-        PyObject *name = PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)len, "surrogatepass");
-        if (!name)
-            return -1;
-        PyTuple_SET_ITEM(f->names, i, name);
-        f->kinds[i] = (uint8_t)kind;
-        f->dflt_off[i] = -1;
-        if (items == 3) {
-            f->dflt_off[i] = (Py_ssize_t)(r.p - base);
-            r.p = wire_skip(r.p, r.end);
-            if (!r.p)
-                return -1;
-        }
-    }
     return 0;
 }
 
