@@ -192,4 +192,12 @@ extern PyType_Spec Bound_spec;
 extern PyType_Spec Calls_spec;
 extern PyType_Spec CallIter_spec;
 
+/* Writes `seconds` in the unit a person reads best, three figures: "850
+ * ns", "12.50 us", "150.0 us", "3.20 ms", "1.50 s" (views.c).  The one
+ * duration formatter of the views (reprs) and the command line. */
+void ct_format_duration(char *buf, size_t n, double seconds);
+/* format_duration(seconds or None) -> str: ct_format_duration, "-" for
+ * None.  New reference, or NULL with TypeError for a non-number. */
+PyObject *ct_format_duration_py(PyObject *module, PyObject *seconds);
+
 #endif

@@ -33,17 +33,39 @@ PyObject *ct_datetime_from_ns(ct_state *st, int64_t ns)
     return dt;
 }
 
-/* "850 ns", "12.5 us", "3.20 ms", "1.50 s" */
+void ct_format_duration(char *buf, size_t n, double seconds)
+{
+    static const struct {
+        const char *unit;
+        double scale;
+    } units[] = {{"s", 1.0}, {"ms", 1e-3}, {"us", 1e-6}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (seconds >= units[i].scale) {
+            double v = seconds / units[i].scale;
+            snprintf(buf, n, v < 100 ? "%.2f %s" : "%.1f %s", v, units[i].unit);
+            return;
+        }
+    }
+    snprintf(buf, n, "%.0f ns", seconds * 1e9);
+}
+
+PyObject *ct_format_duration_py(PyObject *module, PyObject *seconds)
+{
+    (void)module;
+    if (seconds == Py_None)
+        return PyUnicode_FromString("-");
+    double v = PyFloat_AsDouble(seconds);
+    if (v == -1.0 && PyErr_Occurred())
+        return NULL;
+    char buf[64];
+    ct_format_duration(buf, sizeof buf, v);
+    return PyUnicode_FromString(buf);
+}
+
+/* ct_format_duration of `ns` nanoseconds. */
 static void format_ns(char *buf, size_t n, int64_t ns)
 {
-    if (ns < 1000)
-        snprintf(buf, n, "%lld ns", (long long)ns);
-    else if (ns < 1000000)
-        snprintf(buf, n, "%.1f us", (double)ns / 1e3);
-    else if (ns < 1000000000)
-        snprintf(buf, n, "%.2f ms", (double)ns / 1e6);
-    else
-        snprintf(buf, n, "%.2f s", (double)ns / 1e9);
+    ct_format_duration(buf, n, (double)ns / 1e9);
 }
 
 static ct_state *state_of(PyObject *o)
