@@ -399,6 +399,16 @@ void ct_redact_memo_clear(ct_state *st);
 /* Visits the names the decisions are remembered for (GC support). */
 int ct_redact_memo_traverse(const ct_state *st, visitproc visit, void *arg);
 
+/* 1 when the module named by the `n` bytes at `mod` is the one named by
+ * the `pn` bytes at `pkg` or lies inside it as a package ("shop.cart" in
+ * "shop", not "shopping"), else 0.  The one "module inside package"
+ * matcher: allow lists (allow.c), replay's allow list and the monitor's
+ * include and exclude lists. */
+static inline int ct_module_within(const char *mod, size_t n, const char *pkg, size_t pn)
+{
+    return n >= pn && memcmp(mod, pkg, pn) == 0 && (n == pn || mod[pn] == '.');
+}
+
 /* The class the Python layer bound under `name` (TapeError, Redacted, ...),
  * borrowed, or NULL before _bind(). */
 static inline PyObject *ct_marker_type(const ct_state *st, const char *name)

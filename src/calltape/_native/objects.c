@@ -445,17 +445,11 @@ error:
 
 /* ---- writing objects ------------------------------------------------------- */
 
-static void put_name(wbuf *b, const char *s, size_t n)
-{
-    wbuf_varint(b, n);
-    wbuf_put(b, s, n);
-}
-
 void ct_put_unencodable(ct_state *st, wbuf *b, const char *type, const char *why)
 {
     wbuf_byte(b, WIRE_UNENCODABLE);
-    put_name(b, type, strlen(type));
-    put_name(b, why, strlen(why));
+    wire_sized(b, type, strlen(type));
+    wire_sized(b, why, strlen(why));
     st->counters[CT_UNENCODABLE]++;
     st->counters_dirty = 1;
 }
@@ -479,8 +473,8 @@ static int put_global(ct_capture *c, wbuf *b, PyObject *v, PyObject *module, PyO
         return 0;
     }
     wbuf_byte(b, WIRE_GLOBAL);
-    put_name(b, m, (size_t)mn);
-    put_name(b, q ? q : "", (size_t)qn);
+    wire_sized(b, m, (size_t)mn);
+    wire_sized(b, q ? q : "", (size_t)qn);
     return 0;
 }
 
@@ -745,8 +739,8 @@ static int put_singleton(wbuf *b, PyObject *v, const ct_typeinfo *e)
         if (!s)
             break;
         wbuf_byte(b, WIRE_GLOBAL);
-        put_name(b, (const char *)mod, (size_t)n);
-        put_name(b, s, (size_t)nn);
+        wire_sized(b, (const char *)mod, (size_t)n);
+        wire_sized(b, s, (size_t)nn);
         return 1;
     }
     PyErr_Clear();
@@ -835,8 +829,8 @@ static int put_codec(ct_capture *c, wbuf *b, PyObject *v, PyObject *entry)
     Py_ssize_t nlen;
     const char *ns = PyUnicode_AsUTF8AndSize(name, &nlen);
     wbuf_byte(b, WIRE_CODEC);
-    put_name(b, ns ? ns : "", ns ? (size_t)nlen : 0);
-    put_name(b, view.buf, (size_t)view.len);
+    wire_sized(b, ns ? ns : "", ns ? (size_t)nlen : 0);
+    wire_sized(b, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     Py_DECREF(data);
     return 0;
@@ -1032,7 +1026,7 @@ static int put_ndarray(wbuf *b, PyObject *v)
     static const char codec_name[] = "numpy.ndarray";
     size_t payload = 10 + (size_t)hlen + (size_t)view.len;
     wbuf_byte(b, WIRE_CODEC);
-    put_name(b, codec_name, sizeof codec_name - 1);
+    wire_sized(b, codec_name, sizeof codec_name - 1);
     wbuf_varint(b, payload);
     wbuf_put(b, "\x93NUMPY\x01\x00", 8);
     uint8_t le[2] = {(uint8_t)(hlen & 0xff), (uint8_t)(hlen >> 8)};
