@@ -399,6 +399,20 @@ void ct_redact_memo_clear(ct_state *st);
 /* Visits the names the decisions are remembered for (GC support). */
 int ct_redact_memo_traverse(const ct_state *st, visitproc visit, void *arg);
 
+/* 1 with *out (a new reference) when `o` has the attribute `name`, 0 with
+ * *out NULL when it has not (the AttributeError cleared), -1 with another
+ * exception. */
+static inline int ct_optional_attr(PyObject *o, const char *name, PyObject **out)
+{
+    *out = PyObject_GetAttrString(o, name);
+    if (*out)
+        return 1;
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
 /* 1 when the module named by the `n` bytes at `mod` is the one named by
  * the `pn` bytes at `pkg` or lies inside it as a package ("shop.cart" in
  * "shop", not "shopping"), else 0.  The one "module inside package"

@@ -142,11 +142,7 @@ static PyObject *preview_text(const uint8_t *p, const uint8_t *end)
     wbuf out;
     wbuf_init(&out, NULL, 0);
     wire_preview(p, end, &out, CT_PREVIEW_LIMIT);
-    PyObject *s =
-        out.failed ? PyErr_NoMemory()
-                   : PyUnicode_DecodeUTF8((const char *)out.data, (Py_ssize_t)out.len, "replace");
-    wbuf_free(&out);
-    return s;
+    return ct_wbuf_text(&out);
 }
 
 /* The sentence saying why the pending exception kept a value of type `type`

@@ -89,19 +89,6 @@ static PyTypeObject *const robj_bases[] = {
     [WIRE_KIND_INT] = &PyLong_Type,         [WIRE_KIND_FLOAT] = &PyFloat_Type,
 };
 
-/* 1 with *out (new reference) when `o` has the attribute, 0 when not, -1
- * on another error. */
-static int robj_optional_attr(PyObject *o, const char *name, PyObject **out)
-{
-    *out = PyObject_GetAttrString(o, name);
-    if (*out)
-        return 1;
-    if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-        return -1;
-    PyErr_Clear();
-    return 0;
-}
-
 /* 1 when `cls` is an enum class (its metaclass is enum's). */
 static int robj_is_enum(PyTypeObject *cls)
 {
@@ -214,7 +201,7 @@ static int robj_reduce_rest(PyObject *obj, PyObject *state, PyObject *items, PyO
 {
     if (state != Py_None) {
         PyObject *setstate = NULL;
-        if (robj_optional_attr(obj, "__setstate__", &setstate) < 0)
+        if (ct_optional_attr(obj, "__setstate__", &setstate) < 0)
             return -1;
         PyObject *res = NULL;
         if (setstate) {
