@@ -177,3 +177,30 @@ def test_values_of_an_unregistered_codec_do_not_leak(tmp_path):
         tracemalloc.stop()
         tape.close()
     assert grown < 64 * 1024, f"Python allocations grew by {grown} bytes over 5000 reads"
+
+
+def test_decoding_an_unregistered_codec_value_leaks_nothing():
+    # the same path without a tape: one CODEC value (name, data) decoded
+    # directly, many times; neither memory nor the marker class's references grow
+    name = b"leakcheck.unregistered"
+    data = bytes([0x11, len(name)]) + name + bytes([3]) + b"abc"
+    marker = calltape.Unencodable
+    expected = calltape.Unencodable(name.decode(), f"no codec named {name.decode()!r} is registered")
+
+    def decode(n):
+        for _ in range(n):
+            assert calltape._native.decode(data) == expected
+
+    decode(200)
+    refs = _refcounts([marker])
+    tracemalloc.start()
+    try:
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        decode(20000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert _refcounts([marker]) == refs
+    assert grown < 64 * 1024, f"Python allocations grew by {grown} bytes over 20000 decodes"

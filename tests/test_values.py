@@ -541,3 +541,15 @@ def test_a_class_over_the_budget_is_not_encoded_every_time(tape):
     assert fits == list(range(fits[0], 40))         # once one fits, every one is encoded
     assert all(small[i].items == [0, 1] for i in fits)
     assert all(v.size == 0 for v in small[:fits[0]])
+
+
+@pytest.mark.parametrize("value", [
+    0.1, 2.0, -0.0, 1e15, 1e16, 1.5e-05, 0.00015, 123456789.125, 1 / 3,
+    "a\rb\x85\ud800\t\u00e9", b"\x00\xff\r\n", [1.0, ("x",), {2: b"y"}],
+])
+def test_previews_and_literals_write_floats_and_text_as_repr_does(value):
+    # one float repr and one quoting routine serve both (no single quote
+    # inside: Python would switch to double quotes, the tape's text does not)
+    wire = calltape._native.encode(value)
+    assert calltape._native.preview(wire) == repr(value)
+    assert calltape._native.literal(value) == repr(value)

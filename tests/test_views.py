@@ -245,6 +245,16 @@ def test_reprs(ledger):
     assert repr(ledger).endswith("(closed)>")
 
 
+def test_durations_read_alike_in_reprs_and_on_the_command_line(ledger):
+    from calltape.cli import format_duration
+    assert [format_duration(s) for s in (None, 850e-9, 12.5e-6, 150e-6, 3.2e-3, 1.5, 250.0)] == [
+        "-", "850 ns", "12.50 us", "150.0 us", "3.20 ms", "1.50 s", "250.0 s"]
+    c = ledger.search(function="pay", limit=1)[0]
+    assert f" in {format_duration(c.duration)}" in repr(c)
+    fn = {f.qualname: f for f in ledger.functions()}["pay"]
+    assert f", max {format_duration(fn.max)}>" in repr(fn)
+
+
 def test_function_and_session_views(ledger):
     fn = {f.qualname: f for f in ledger.functions()}["pay"]
     assert fn.parameters == ["amount", "currency", "note", "extra", "meta"]

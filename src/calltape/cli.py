@@ -64,14 +64,10 @@ def parse_energy(items: list[str] | None) -> dict[str, float] | None:
 
 
 def format_duration(seconds: float | None) -> str:
-    """Seconds in the unit a person reads best: 850 ns, 12.5 us, 3.20 ms, 1.50 s."""
-    if seconds is None:
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            value = seconds / scale
-            return f"{value:.2f} {unit}" if value < 100 else f"{value:.1f} {unit}"
-    return f"{seconds * 1e9:.0f} ns"
+    """Seconds in the unit a person reads best: 850 ns, 12.50 us, 3.20 ms, 1.50 s.
+
+    The views' formatter (Call and Function reprs), so both read alike."""
+    return _native.format_duration(seconds)
 
 
 def _table(rows: list[list[str]], header: list[str], right: set[int], color: bool) -> str:

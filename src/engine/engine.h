@@ -311,11 +311,19 @@ const uint8_t *wire_next(const uint8_t *p, const uint8_t *end, wire_tok *t);
 #define WIRE_HASH_BYTES 16
 #define WIRE_MAX_DEPTH 64
 
+/* Writes varint n, then the n bytes at `s`: the "length + text" of every
+ * sized payload and name of the format (STR, BYTES, OBJECT and GLOBAL
+ * names, CODEC parts, ...). */
+static inline void wire_sized(wbuf *b, const void *s, size_t n)
+{
+    wbuf_varint(b, n);
+    wbuf_put(b, s, n);
+}
+
 static inline void wire_tagged_bytes(wbuf *b, uint8_t tag, const void *s, size_t n)
 {
     wbuf_byte(b, tag);
-    wbuf_varint(b, n);
-    wbuf_put(b, s, n);
+    wire_sized(b, s, n);
 }
 
 static inline void wire_int(wbuf *b, int64_t v)
@@ -341,6 +349,32 @@ const uint8_t *wire_skip(const uint8_t *p, const uint8_t *end);
  * stopping after about `limit` bytes with "...".  Returns the end of the
  * value, or NULL when malformed (the preview then ends in "<malformed>"). */
 const uint8_t *wire_preview(const uint8_t *p, const uint8_t *end, wbuf *out, size_t limit);
+
+/* How wire_quote writes text. */
+enum wire_quote_flags {
+    WIRE_QUOTE_BYTES = 1,   /* a bytes literal: b'...', every byte from 0x80 as \xNN */
+    WIRE_QUOTE_LENIENT = 2, /* bytes of a str that are not UTF-8 become \xNN
+                               instead of failing (previews) */
+};
+
+/* Appends the `n` bytes at `s` quoted as Python writes a str (or, with
+ * WIRE_QUOTE_BYTES, a bytes) literal in single quotes: ' and \ escaped,
+ * \n \r \t, other control characters (C1 included) as \xNN, lone
+ * surrogates (a str keeps them with surrogatepass) as \uXXXX, other UTF-8
+ * text as it is.  The one quoting routine of previews and literals.  Stops,
+ * without the closing quote, once out->len exceeds `stop` (SIZE_MAX: never),
+ * for bounded previews.  Returns 0, or -1 for bytes of a str that are not
+ * UTF-8 without WIRE_QUOTE_LENIENT (what was appended is then partial: the
+ * caller rolls `out` back). */
+int wire_quote(wbuf *out, const uint8_t *s, size_t n, unsigned flags, size_t stop);
+
+#define WIRE_FLOAT_REPR_MAX 32
+
+/* Writes Python's repr of `d` into `buf` (WIRE_FLOAT_REPR_MAX bytes): the
+ * shortest text that reads back as `d`, with an exponent below 1e-4 and
+ * from 1e16, ".0" on whole numbers, "nan", "inf" and "-inf".  The one
+ * float repr of previews and literals.  Returns its length; cannot fail. */
+size_t wire_float_repr(double d, char *buf);
 
 /* Appends Python source that evaluates to the value at `p` (literal.c):
  * None, bools, ints, floats, str, bytes, list, tuple, dict, set, frozenset.

@@ -1,6 +1,9 @@
 /*
- * wire.c - byte buffers and the tape value format: skipping values and
- * rendering bounded previews.  Encoding from Python objects lives in the
+ * wire.c - byte buffers and the tape value format: the one tokenizer of
+ * the format (wire_next), which skipping, memo counting, previews,
+ * literals (literal.c), rebuilding (rebuild.c) and signature parsing all
+ * walk values with; the one quoting routine and float repr of previews and
+ * literals; bounded previews.  Encoding from Python objects lives in the
  * binding (capture.c) and decoding into Python objects in rebuild.c; this
  * file holds what needs no interpreter.
  *
@@ -188,6 +191,130 @@ const uint8_t *wire_skip(const uint8_t *p, const uint8_t *end)
     return skip_at(p, end, 0);
 }
 
+/* ---- text: quoting and float repr ---------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at s (a code point other than a
+ * surrogate), or 0. */
+static size_t utf8_len(const uint8_t *s, size_t n)
+{
+    uint8_t c = s[0];
+    size_t len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+    if (!len || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if (len == 3 && c == 0xed && s[1] >= 0xa0) /* surrogates */
+        return 0;
+    if (len == 3 && c == 0xe0 && s[1] < 0xa0) /* overlong */
+        return 0;
+    if (len == 4 && ((c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] >= 0x90)))
+        return 0;
+    return len;
+}
+
+/* Appends \xNN. */
+static void quote_hex(wbuf *out, uint8_t c)
+{
+    static const char digits[] = "0123456789abcdef";
+    char esc[4] = {'\\', 'x', digits[c >> 4], digits[c & 15]};
+    wbuf_put(out, esc, 4);
+}
+
+/* The code point of the lone surrogate (ED A0..BF xx) at s[0..n), or 0. */
+static unsigned lone_surrogate(const uint8_t *s, size_t n)
+{
+    if (n < 3 || s[0] != 0xed || s[1] < 0xa0 || s[1] >= 0xc0 || (s[2] & 0xc0) != 0x80)
+        return 0;
+    return (unsigned)(s[0] & 0x0f) << 12 | (unsigned)(s[1] & 0x3f) << 6 | (unsigned)(s[2] & 0x3f);
+}
+
+/* Appends the character of text at s[0..n) that starts at byte 0x80 or
+ * above; returns how many bytes it took, or 0 when they are not UTF-8. */
+static size_t quote_utf8(wbuf *out, const uint8_t *s, size_t n, unsigned flags)
+{
+    size_t len = utf8_len(s, n);
+    unsigned cp = len ? 0 : lone_surrogate(s, n);
+    if (cp) {
+        char esc[8];
+        snprintf(esc, sizeof esc, "\\u%04x", cp);
+        wbuf_put(out, esc, 6);
+        return 3;
+    }
+    if (!len) {
+        if (!(flags & WIRE_QUOTE_LENIENT))
+            return 0;
+        quote_hex(out, s[0]);
+        return 1;
+    }
+    if (s[0] == 0xc2 && s[1] < 0xa0) /* C1 controls: escape */
+        quote_hex(out, s[1]);
+    else
+        wbuf_put(out, s, len);
+    return len;
+}
+
+int wire_quote(wbuf *out, const uint8_t *s, size_t n, unsigned flags, size_t stop)
+{
+    int is_bytes = (flags & WIRE_QUOTE_BYTES) != 0;
+    if (is_bytes)
+        wbuf_byte(out, 'b');
+    wbuf_byte(out, '\'');
+    for (size_t i = 0; i < n; i++) {
+        if (out->len > stop)
+            return 0;
+        uint8_t c = s[i];
+        if (c == '\'' || c == '\\') {
+            wbuf_byte(out, '\\');
+            wbuf_byte(out, c);
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            wbuf_byte(out, '\\');
+            wbuf_byte(out, c == '\n' ? 'n' : c == '\r' ? 'r' : 't');
+        } else if (c < 0x20 || c == 0x7f || (is_bytes && c >= 0x80)) {
+            quote_hex(out, c);
+        } else if (c < 0x80) {
+            wbuf_byte(out, c);
+        } else {
+            size_t len = quote_utf8(out, s + i, n - i, flags);
+            if (!len)
+                return -1; /* not UTF-8 */
+            i += len - 1;
+        }
+    }
+    wbuf_byte(out, '\'');
+    return 0;
+}
+
+size_t wire_float_repr(double d, char *buf)
+{
+    if (isnan(d) || isinf(d)) {
+        const char *s = isnan(d) ? "nan" : d > 0 ? "inf" : "-inf";
+        memcpy(buf, s, strlen(s) + 1);
+        return strlen(s);
+    }
+    snprintf(buf, WIRE_FLOAT_REPR_MAX, "%.17g", d);
+    /* the shortest form that round-trips, like Python's repr */
+    for (int prec = 1; prec <= 17; prec++) {
+        char tmp[WIRE_FLOAT_REPR_MAX];
+        snprintf(tmp, sizeof tmp, "%.*g", prec, d);
+        if (strtod(tmp, NULL) != d)
+            continue;
+        memcpy(buf, tmp, sizeof tmp);
+        /* Python writes exponents only below 1e-4 and from 1e16 */
+        char sci[WIRE_FLOAT_REPR_MAX];
+        snprintf(sci, sizeof sci, "%.*e", prec - 1, d);
+        int exp = atoi(strchr(sci, 'e') + 1);
+        if (exp < -4 || exp >= 16)
+            memcpy(buf, sci, sizeof sci);
+        else if (strchr(buf, 'e'))
+            snprintf(buf, WIRE_FLOAT_REPR_MAX, "%.*f", prec - 1 - exp > 0 ? prec - 1 - exp : 0, d);
+        break;
+    }
+    if (!strpbrk(buf, ".e"))
+        strncat(buf, ".0", WIRE_FLOAT_REPR_MAX - strlen(buf) - 1);
+    return strlen(buf);
+}
+
 /* ---- previews ---------------------------------------------------------- */
 
 typedef struct preview {
@@ -215,32 +342,18 @@ static void pv_str(preview *pv, const char *s)
     pv_put(pv, s, strlen(s));
 }
 
-/* Quotes text like Python's repr of str (b_prefix for bytes), escaping
- * control characters and non-UTF-8 bytes. */
+/* Quotes text as wire_quote does (invalid UTF-8 escaped), cut at the
+ * limit like pv_put. */
 static void pv_quoted(preview *pv, const uint8_t *s, size_t n, int is_bytes)
 {
-    if (is_bytes)
-        pv_put(pv, "b", 1);
-    pv_put(pv, "'", 1);
-    for (size_t i = 0; i < n && !pv->full; i++) {
-        uint8_t c = s[i];
-        char esc[8];
-        if (c == '\'' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            pv_put(pv, esc, 2);
-        } else if (c == '\n') {
-            pv_put(pv, "\\n", 2);
-        } else if (c == '\t') {
-            pv_put(pv, "\\t", 2);
-        } else if (c < 0x20 || c == 0x7f || (is_bytes && c >= 0x80)) {
-            snprintf(esc, sizeof esc, "\\x%02x", c);
-            pv_put(pv, esc, 4);
-        } else {
-            pv_put(pv, (const char *)&c, 1);
-        }
+    if (pv->full)
+        return;
+    wire_quote(pv->out, s, n, WIRE_QUOTE_LENIENT | (is_bytes ? WIRE_QUOTE_BYTES : 0u), pv->limit);
+    if (pv->out->len > pv->limit) {
+        pv->out->len = pv->limit;
+        wbuf_put(pv->out, "...", 3);
+        pv->full = 1;
     }
-    pv_put(pv, "'", 1);
 }
 
 static const uint8_t *pv_value(preview *pv, const uint8_t *p, const uint8_t *end, int depth);
@@ -323,40 +436,6 @@ static const uint8_t *pv_object(preview *pv, const wire_tok *t, const uint8_t *p
     return p;
 }
 
-static void pv_float(preview *pv, double d)
-{
-    char num[64];
-    if (isnan(d)) {
-        pv_str(pv, "nan");
-        return;
-    }
-    if (isinf(d)) {
-        pv_str(pv, d > 0 ? "inf" : "-inf");
-        return;
-    }
-    snprintf(num, sizeof num, "%.17g", d);
-    /* shortest form that round-trips, like Python's repr */
-    for (int prec = 1; prec <= 17; prec++) {
-        char tmp[64];
-        snprintf(tmp, sizeof tmp, "%.*g", prec, d);
-        if (strtod(tmp, NULL) == d) {
-            memcpy(num, tmp, sizeof tmp);
-            /* Python writes exponents only below 1e-4 and from 1e16 */
-            char sci[64];
-            snprintf(sci, sizeof sci, "%.*e", prec - 1, d);
-            int exp = atoi(strchr(sci, 'e') + 1);
-            if (exp < -4 || exp >= 16)
-                memcpy(num, sci, sizeof sci);
-            else if (strchr(num, 'e'))
-                snprintf(num, sizeof num, "%.*f", prec - 1 - exp > 0 ? prec - 1 - exp : 0, d);
-            break;
-        }
-    }
-    if (!strpbrk(num, ".eninf"))
-        strncat(num, ".0", sizeof num - strlen(num) - 1);
-    pv_str(pv, num);
-}
-
 /* Writes a token without children; returns 0, or -1 for a tag it does not
  * render (or a malformed blob). */
 static int pv_atom(preview *pv, const wire_tok *t, int depth)
@@ -381,7 +460,7 @@ static int pv_atom(preview *pv, const wire_tok *t, int depth)
         pv_str(pv, num);
         return 0;
     case WIRE_FLOAT:
-        pv_float(pv, t->d);
+        pv_put(pv, num, wire_float_repr(t->d, num));
         return 0;
     case WIRE_STR:
     case WIRE_BYTES:

@@ -80,6 +80,109 @@ static void test_preview_bounded(void)
     wbuf_free(&b);
 }
 
+/* wire_next: each tag's own fields and how many children follow it. */
+static void test_tokenizer(void)
+{
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    wbuf_byte(&b, WIRE_DICT); /* {'k': [-3, 2.5]} */
+    wbuf_varint(&b, 1);
+    wire_tagged_bytes(&b, WIRE_STR, "k", 1);
+    wbuf_byte(&b, WIRE_LIST);
+    wbuf_varint(&b, 2);
+    wire_int(&b, -3);
+    wire_float(&b, 2.5);
+    wbuf_byte(&b, WIRE_CODEC); /* name, data */
+    wire_sized(&b, "np", 2);
+    wire_sized(&b, "xyz", 3);
+    wbuf_byte(&b, WIRE_OBJECT); /* shop.Point, plain, 1 dict pair, 0 slots */
+    wire_sized(&b, "shop", 4);
+    wire_sized(&b, "Point", 5);
+    wbuf_byte(&b, WIRE_KIND_PLAIN);
+    wbuf_varint(&b, 1);
+    wbuf_varint(&b, 0);
+    wire_tagged_bytes(&b, WIRE_STR, "x", 1);
+    wire_int(&b, 7);
+    wbuf_byte(&b, WIRE_REF);
+    wbuf_varint(&b, 1);
+    CHECK(!b.failed);
+    const uint8_t *p = b.data, *end = b.data + b.len;
+    wire_tok t;
+    p = wire_next(p, end, &t);
+    CHECK(p && t.tag == WIRE_DICT && t.u == 1 && t.children == 2);
+    p = wire_next(p, end, &t);
+    CHECK(p && t.tag == WIRE_STR && t.n == 1 && t.s[0] == 'k' && t.children == 0);
+    p = wire_next(p, end, &t);
+    CHECK(p && t.tag == WIRE_LIST && t.u == 2 && t.children == 2);
+    p = wire_next(p, end, &t);
+    CHECK(p && t.tag == WIRE_INT && unzigzag(t.u) == -3);
+    p = wire_next(p, end, &t);
+    CHECK(p && t.tag == WIRE_FLOAT && t.d == 2.5);
+    p = wire_next(p, end, &t);
+    CHECK(p && t.tag == WIRE_CODEC && t.n == 2 && memcmp(t.s, "np", 2) == 0 && t.n2 == 3 &&
+          memcmp(t.s2, "xyz", 3) == 0);
+    const uint8_t *object = p;
+    p = wire_next(p, end, &t);
+    CHECK(p && t.tag == WIRE_OBJECT && t.kind == WIRE_KIND_PLAIN && t.u == 1 && t.u2 == 0 &&
+          t.children == 2 && t.n == 4 && t.n2 == 5 && memcmp(t.s2, "Point", 5) == 0);
+    CHECK(wire_skip(object, end) == end - 2); /* the object ends before the REF */
+    CHECK(wire_memo_count(object, end - 2) == 1);
+    p = wire_skip(object, end);
+    p = wire_next(p, end, &t);
+    CHECK(p == end && t.tag == WIRE_REF && t.u == 1);
+    /* malformed: an unknown tag, a cut payload, more children than bytes */
+    uint8_t unknown = 0x7f, cut[] = {WIRE_STR, 5, 'a'}, many[] = {WIRE_LIST, 9, WIRE_NONE};
+    CHECK(wire_next(&unknown, &unknown + 1, &t) == NULL);
+    CHECK(wire_next(cut, cut + sizeof cut, &t) == NULL);
+    CHECK(wire_next(many, many + sizeof many, &t) == NULL);
+    CHECK(wire_next(end, end, &t) == NULL);
+    wbuf_free(&b);
+}
+
+/* The quoting and float repr that previews and literals share. */
+static void test_quote_and_float_repr(void)
+{
+    static const struct {
+        double d;
+        const char *repr;
+    } floats[] = {{0.1, "0.1"},
+                  {2.0, "2.0"},
+                  {-0.0, "-0.0"},
+                  {1e15, "1000000000000000.0"},
+                  {1e16, "1e+16"},
+                  {1.5e-5, "1.5e-05"},
+                  {0.00015, "0.00015"},
+                  {123456789.125, "123456789.125"},
+                  {1.0 / 3, "0.3333333333333333"}};
+    char buf[WIRE_FLOAT_REPR_MAX];
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
+        size_t n = wire_float_repr(floats[i].d, buf);
+        CHECK(n == strlen(floats[i].repr) && strcmp(buf, floats[i].repr) == 0);
+    }
+    wire_float_repr(-1.0 / 0.0, buf);
+    CHECK(strcmp(buf, "-inf") == 0);
+    wbuf out;
+    wbuf_init(&out, NULL, 0);
+    /* control characters, C1, a lone surrogate; then not UTF-8 */
+    const char *text = "a'\\\r\x01\xc2\x85\xc3\xa9\xed\xa0\x80";
+    CHECK(wire_quote(&out, (const uint8_t *)text, strlen(text), 0, SIZE_MAX) == 0);
+    wbuf_byte(&out, 0);
+    CHECK(strcmp((char *)out.data, "'a\\'\\\\\\r\\x01\\x85\xc3\xa9\\ud800'") == 0);
+    out.len = 0;
+    CHECK(wire_quote(&out, (const uint8_t *)"\xff", 1, 0, SIZE_MAX) < 0);
+    out.len = 0;
+    CHECK(wire_quote(&out, (const uint8_t *)"\xff", 1, WIRE_QUOTE_LENIENT, SIZE_MAX) == 0);
+    CHECK(out.len == 6 && memcmp(out.data, "'\\xff'", 6) == 0);
+    out.len = 0;
+    CHECK(wire_quote(&out, (const uint8_t *)"\xff", 1, WIRE_QUOTE_BYTES, SIZE_MAX) == 0);
+    CHECK(out.len == 7 && memcmp(out.data, "b'\\xff'", 7) == 0);
+    /* stops once past `stop`, without the closing quote */
+    out.len = 0;
+    CHECK(wire_quote(&out, (const uint8_t *)"abcdefgh", 8, 0, 3) == 0);
+    CHECK(out.len == 4 && memcmp(out.data, "'abc", 4) == 0);
+    wbuf_free(&out);
+}
+
 /* The literal of the value built by `fill`, or "" when it has none. */
 static void literal_of(const wbuf *b, char *buf, size_t n)
 {
@@ -144,6 +247,15 @@ static void test_literals(void)
     wire_tagged_bytes(&b, WIRE_STR, "a\xed\xa0\x80", 4);
     literal_of(&b, lit, sizeof lit);
     CHECK(strcmp(lit, "'a\\ud800'") == 0);
+    /* floats are written as their repr; nan and infinities as calls */
+    b.len = 0;
+    wbuf_byte(&b, WIRE_TUPLE);
+    wbuf_varint(&b, 3);
+    wire_float(&b, 1e15);
+    wire_float(&b, 1e-7);
+    wire_float(&b, -1.0 / 0.0);
+    literal_of(&b, lit, sizeof lit);
+    CHECK(strcmp(lit, "(1000000000000000.0, 1e-07, -float('inf'))") == 0);
     /* malformed: a list that promises more than it holds */
     b.len = 0;
     wbuf_byte(&b, WIRE_LIST);
@@ -1275,6 +1387,8 @@ int main(void)
 {
     test_varint_and_skip();
     test_preview_bounded();
+    test_tokenizer();
+    test_quote_and_float_repr();
     test_literals();
     test_locals_globals_roundtrip();
     test_hash();

@@ -145,8 +145,7 @@ enum allow_kind {
 /* 1 when `mod` equals the allow entry `a` or lies inside it (a package). */
 static int allow_inside(const char *mod, const char *a)
 {
-    size_t n = strlen(a);
-    return n && strncmp(mod, a, n) == 0 && (mod[n] == 0 || mod[n] == '.');
+    return a[0] && ct_module_within(mod, strlen(mod), a, strlen(a));
 }
 
 /* 1 when `name` names an exception class of builtins (no dots). */

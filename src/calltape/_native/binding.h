@@ -355,6 +355,30 @@ void ct_redact_memo_clear(ct_state *st);
 /* Visits the names the decisions are remembered for (GC support). */
 int ct_redact_memo_traverse(const ct_state *st, visitproc visit, void *arg);
 
+/* 1 with *out (a new reference) when `o` has the attribute `name`, 0 with
+ * *out NULL when it has not (the AttributeError cleared), -1 with another
+ * exception. */
+static inline int ct_optional_attr(PyObject *o, const char *name, PyObject **out)
+{
+    *out = PyObject_GetAttrString(o, name);
+    if (*out)
+        return 1;
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+/* 1 when the module named by the `n` bytes at `mod` is the one named by
+ * the `pn` bytes at `pkg` or lies inside it as a package ("shop.cart" in
+ * "shop", not "shopping"), else 0.  The one "module inside package"
+ * matcher: allow lists (allow.c), replay's allow list and the monitor's
+ * include and exclude lists. */
+static inline int ct_module_within(const char *mod, size_t n, const char *pkg, size_t pn)
+{
+    return n >= pn && memcmp(mod, pkg, pn) == 0 && (n == pn || mod[pn] == '.');
+}
+
 /* The class the Python layer bound under `name` (TapeError, Redacted, ...),
  * borrowed, or NULL before _bind(). */
 static inline PyObject *ct_marker_type(const ct_state *st, const char *name)
@@ -388,12 +412,13 @@ PyObject *ct_rebuild_value(ct_rebuild *r, const uint8_t **p, const uint8_t *end)
  * reference, or NULL with an exception. */
 PyObject *ct_rebuild_nested(ct_rebuild *r, wreader *rd, int depth);
 
-/* rebuild_object.c: after the tag byte of an OBJECT, GLOBAL or REF.  New
- * reference, or NULL with an exception (TapeError when malformed,
- * RefusedGlobal for a name not allowed). */
-PyObject *ct_rebuild_object(ct_rebuild *r, wreader *rd, int depth);
-PyObject *ct_rebuild_global(ct_rebuild *r, wreader *rd);
-PyObject *ct_rebuild_ref(ct_rebuild *r, wreader *rd);
+/* rebuild_object.c: the OBJECT, GLOBAL or REF of the token `t` (read by
+ * wire_next; an OBJECT's children follow at `rd`).  New reference, or NULL
+ * with an exception (TapeError when malformed, RefusedGlobal for a name
+ * not allowed). */
+PyObject *ct_rebuild_object(ct_rebuild *r, wreader *rd, int depth, const wire_tok *t);
+PyObject *ct_rebuild_global(ct_rebuild *r, const wire_tok *t);
+PyObject *ct_rebuild_ref(ct_rebuild *r, const wire_tok *t);
 /* Gives `v` (NULL: reserved for now, filled later) the next memo index.
  * 0, or -1 with an exception. */
 int ct_rebuild_memo_push(ct_rebuild *r, PyObject *v, Py_ssize_t *index);

@@ -62,6 +62,10 @@ void ct_memo_close(ct_capture *c, size_t index);
  * open: a cycle through an immutable value).  Returns 0. */
 int ct_put_ref(ct_capture *c, wbuf *b, size_t index);
 
+/* How instances of `tp` are captured (typeinfo.c): its entry in the type
+ * cache (borrowed), decided the first time it is asked for, or NULL with
+ * an exception set. */
+ct_typeinfo *ct_typeinfo_for(ct_capture *c, PyTypeObject *tp);
 /* Frees every decision (module clear, or when codecs or pickle types
  * change). */
 void ct_typecache_clear(ct_typecache *tc);

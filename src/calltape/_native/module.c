@@ -113,6 +113,8 @@ static PyMethodDef module_methods[] = {
     {"stats", ct_stats_py, METH_NOARGS, "stats() -> dict of recording counters"},
     {"register_codec", register_codec, METH_VARARGS, "register_codec(type, name, encode, decode)"},
     {"preview", preview, METH_VARARGS, "preview(wire_bytes, limit=200) -> str"},
+    {"format_duration", ct_format_duration_py, METH_O,
+     "format_duration(seconds or None) -> str: 850 ns, 12.50 us, 3.20 ms, 1.50 s, or -"},
     {"compare", (PyCFunction)(void (*)(void))ct_compare_py, METH_VARARGS | METH_KEYWORDS,
      "compare(expected, actual, *, rel=0.0, abs=0.0) -> None when equal, else where they"
      " differ"},

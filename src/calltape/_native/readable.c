@@ -110,25 +110,21 @@ static PyObject *value_type(const uint8_t *p, const uint8_t *end)
                   {WIRE_BYTES, "bytes"},
                   {WIRE_BLOB, "stored value"},
                   {WIRE_EXCEPTION, "exception"}};
-    while (p < end && *p == WIRE_DEFAULT)
-        p++;
-    if (p >= end)
+    wire_tok t;
+    const uint8_t *q = wire_next(p, end, &t);
+    while (q && t.tag == WIRE_DEFAULT)
+        q = wire_next(q, end, &t);
+    if (!q)
         return PyUnicode_FromString("?");
-    wreader r;
-    wreader_init(&r, p + 1, (size_t)(end - p - 1));
-    if (*p == WIRE_PICKLE || *p == WIRE_CODEC) {
-        uint64_t n = wreader_varint(&r);
-        if (r.bad || n > (uint64_t)(end - r.p))
-            return PyUnicode_FromString("?");
+    if (t.tag == WIRE_CODEC)
+        return PyUnicode_DecodeUTF8((const char *)t.s, (Py_ssize_t)t.n, "replace");
+    if (t.tag == WIRE_PICKLE) {
         char name[256];
-        if (*p == WIRE_CODEC)
-            return PyUnicode_DecodeUTF8((const char *)r.p, (Py_ssize_t)n, "replace");
-        if (pickle_global(r.p, r.p + n, name, sizeof name) == 0)
+        if (pickle_global(t.s, t.s + t.n, name, sizeof name) == 0)
             return PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name), "replace");
         return PyUnicode_FromString("pickled object");
     }
-    wire_tok t;
-    if ((*p == WIRE_OBJECT || *p == WIRE_GLOBAL) && wire_next(p, end, &t)) {
+    if (t.tag == WIRE_OBJECT || t.tag == WIRE_GLOBAL) {
         char name[512];
         int n = snprintf(name, sizeof name, "%.*s.%.*s", (int)t.n, (const char *)t.s, (int)t.n2,
                          (const char *)t.s2);
@@ -136,7 +132,7 @@ static PyObject *value_type(const uint8_t *p, const uint8_t *end)
                                     "replace");
     }
     for (size_t i = 0; i < sizeof native / sizeof native[0]; i++)
-        if (native[i].tag == *p)
+        if (native[i].tag == t.tag)
             return PyUnicode_FromString(native[i].name);
     return PyUnicode_FromString("?");
 }
@@ -146,11 +142,7 @@ static PyObject *preview_text(const uint8_t *p, const uint8_t *end)
     wbuf out;
     wbuf_init(&out, NULL, 0);
     wire_preview(p, end, &out, CT_PREVIEW_LIMIT);
-    PyObject *s =
-        out.failed ? PyErr_NoMemory()
-                   : PyUnicode_DecodeUTF8((const char *)out.data, (Py_ssize_t)out.len, "replace");
-    wbuf_free(&out);
-    return s;
+    return ct_wbuf_text(&out);
 }
 
 /* The sentence saying why the pending exception kept a value of type `type`

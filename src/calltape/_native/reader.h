@@ -1,8 +1,8 @@
 /*
  * reader.h - the reading side of the binding, shared by tape.c (the Tape
- * type: opening, caches, queries), views.c (the Call, Function, Session
- * and Bound types) and calls.c (search arguments, matching, the Calls
- * result and its iterator).
+ * type: opening, caches, queries), callview.c (the Call type), views.c
+ * (the Function, Session and Bound types), calls.c (search arguments,
+ * matching, the Calls result and its iterator) and readable.c.
  *
  * Ownership: a Call holds strong references to its Tape and its Function;
  * a Tape holds its caches (functions by id, threads by (session, index));
@@ -191,5 +191,36 @@ extern PyType_Spec Session_spec;
 extern PyType_Spec Bound_spec;
 extern PyType_Spec Calls_spec;
 extern PyType_Spec CallIter_spec;
+
+/* Bound: arguments ready for function(*bound.args, **bound.kwargs). */
+typedef struct ct_bound {
+    PyObject_HEAD PyObject *args; /* tuple */
+    PyObject *kwargs;             /* dict */
+} ct_bound;
+
+/* The module state of the type of `o` (a view or a Tape), borrowed. */
+static inline ct_state *ct_state_of(PyObject *o)
+{
+    return PyType_GetModuleState(Py_TYPE(o));
+}
+
+/* "returned", "raised" or "closed": the name of a call's rec_outcome. */
+static inline const char *ct_outcome_name(int outcome)
+{
+    static const char *const names[] = {"returned", "raised", "closed"};
+    return names[outcome >= 0 && outcome < 3 ? outcome : 2];
+}
+
+/* The text in `b` (UTF-8, invalid bytes replaced) as a str, and frees `b`
+ * (views.c).  New reference, or NULL with MemoryError when `b` failed. */
+PyObject *ct_wbuf_text(wbuf *b);
+
+/* Writes `seconds` in the unit a person reads best, three figures: "850
+ * ns", "12.50 us", "150.0 us", "3.20 ms", "1.50 s" (views.c).  The one
+ * duration formatter of the views (reprs) and the command line. */
+void ct_format_duration(char *buf, size_t n, double seconds);
+/* format_duration(seconds or None) -> str: ct_format_duration, "-" for
+ * None.  New reference, or NULL with TypeError for a non-number. */
+PyObject *ct_format_duration_py(PyObject *module, PyObject *seconds);
 
 #endif

@@ -206,13 +206,12 @@ static int frames_well_formed(PyObject *frames)
     return 1;
 }
 
-/* A list, tuple, dict, set or frozenset of `tag` at `rd`; TapeError for
- * malformed bytes and for keys or members that cannot be hashed. */
-static PyObject *rebuild_items(ct_rebuild *r, wreader *rd, int depth, uint8_t tag)
+/* A list, tuple, dict, set or frozenset of the token `t`, whose items
+ * follow at `rd`; TapeError for keys or members that cannot be hashed. */
+static PyObject *rebuild_items(ct_rebuild *r, wreader *rd, int depth, const wire_tok *t)
 {
-    uint64_t n = wreader_varint(rd);
-    if (rd->bad || n > (uint64_t)(rd->end - rd->p))
-        return tape_error(r->st, "malformed value on the tape");
+    uint8_t tag = t->tag;
+    uint64_t n = t->u;
     PyObject *out = tag == WIRE_LIST    ? PyList_New(0)
                     : tag == WIRE_TUPLE ? PyTuple_New((Py_ssize_t)n)
                     : tag == WIRE_DICT  ? PyDict_New()
@@ -265,158 +264,161 @@ error:
     return NULL;
 }
 
-static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
+/* The one value of `n` bytes at `p` (a blob, inline or stored). */
+static PyObject *rebuild_inner(ct_rebuild *r, const uint8_t *p, size_t n, int depth)
+{
+    wreader inner;
+    wreader_init(&inner, p, n);
+    return rebuild_whole(r, &inner, depth + 1);
+}
+
+/* A BLOB: the value stored in the tape's blob table under its hash. */
+static PyObject *rebuild_blob(ct_rebuild *r, const wire_tok *t, int depth)
+{
+    if (!r->blob_loader)
+        return tape_error(
+            r->st, "this value is stored in the tape's blob table; open the tape to read it");
+    PyObject *data = PyObject_CallFunction(r->blob_loader, "y#", t->s, (Py_ssize_t)WIRE_HASH_BYTES);
+    if (!data)
+        return NULL;
+    char *bp;
+    Py_ssize_t bn;
+    PyObject *v = PyBytes_AsStringAndSize(data, &bp, &bn) < 0
+                      ? NULL
+                      : rebuild_inner(r, (const uint8_t *)bp, (size_t)bn, depth);
+    Py_DECREF(data);
+    return v;
+}
+
+/* A CODEC value: decoded by its registered decoder (numpy's own). */
+static PyObject *rebuild_codec(ct_rebuild *r, const wire_tok *t)
+{
+    PyObject *name = text(r->st, t->s, t->n);
+    if (!name)
+        return NULL;
+    PyObject *v = load_codec(r, name, t->s2, t->n2);
+    Py_DECREF(name);
+    return v;
+}
+
+/* An EXCEPTION: its frames follow at `rd`. */
+static PyObject *rebuild_exception(ct_rebuild *r, wreader *rd, int depth, const wire_tok *t)
 {
     ct_state *st = r->st;
-    if (depth > WIRE_MAX_DEPTH)
-        return tape_error(st, "value nested too deeply on the tape");
-    uint8_t tag = wreader_byte(rd);
-    if (rd->bad)
-        return tape_error(st, "malformed value on the tape");
-    switch (tag) {
+    PyObject *frames = rebuild_at(r, rd, depth + 1);
+    if (!frames)
+        return NULL;
+    if (!frames_well_formed(frames)) {
+        Py_DECREF(frames);
+        return tape_error(st, "malformed exception frames");
+    }
+    PyObject *type = text(st, t->s, t->n), *message = type ? text(st, t->s2, t->n2) : NULL;
+    PyObject *args = message ? PyTuple_Pack(3, type, message, frames) : NULL;
+    Py_XDECREF(type);
+    Py_XDECREF(message);
+    Py_DECREF(frames);
+    return marker(st, "ExceptionInfo", args);
+}
+
+/* A value without children: scalars, text, pickles, blobs, codecs and
+ * the markers of values not recorded. */
+static PyObject *rebuild_atom(ct_rebuild *r, const wire_tok *t, int depth)
+{
+    ct_state *st = r->st;
+    switch (t->tag) {
     case WIRE_NONE:
         Py_RETURN_NONE;
     case WIRE_TRUE:
         Py_RETURN_TRUE;
     case WIRE_FALSE:
         Py_RETURN_FALSE;
-    case WIRE_INT: {
-        int64_t v = unzigzag(wreader_varint(rd));
-        return rd->bad ? tape_error(st, "malformed int") : PyLong_FromLongLong(v);
-    }
-    case WIRE_BIGINT: {
-        uint64_t n = wreader_varint(rd);
-        const uint8_t *p = wreader_take(rd, n);
-        if (!p)
-            return tape_error(st, "malformed int");
+    case WIRE_INT:
+        return PyLong_FromLongLong(unzigzag(t->u));
+    case WIRE_BIGINT:
 #if PY_VERSION_HEX >= 0x030D0000
-        return PyLong_FromNativeBytes(p, (size_t)n, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+        return PyLong_FromNativeBytes(t->s, t->n, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
 #else
-        return _PyLong_FromByteArray(p, (size_t)n, 1, 1);
+        return _PyLong_FromByteArray(t->s, t->n, 1, 1);
 #endif
-    }
-    case WIRE_FLOAT: {
-        const uint8_t *p = wreader_take(rd, 8);
-        if (!p)
-            return tape_error(st, "malformed float");
-        double d;
-        memcpy(&d, p, 8);
-        return PyFloat_FromDouble(d);
-    }
+    case WIRE_FLOAT:
+        return PyFloat_FromDouble(t->d);
     case WIRE_STR:
+        return text(st, t->s, t->n);
     case WIRE_BYTES:
-    case WIRE_PICKLE:
-    case WIRE_BLOB_INLINE: {
-        uint64_t n = wreader_varint(rd);
-        const uint8_t *p = wreader_take(rd, n);
-        if (!p && n)
-            return tape_error(st, "malformed value on the tape");
-        if (tag == WIRE_STR)
-            return text(st, p, n);
-        if (tag == WIRE_BYTES)
-            return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
-        if (tag == WIRE_PICKLE) {
-            PyObject *v = ct_unpickle(r, p, (size_t)n);
-            return v ? v : damage(st, "a pickled value on the tape cannot be loaded");
-        }
-        wreader inner;
-        wreader_init(&inner, p, (size_t)n);
-        return rebuild_whole(r, &inner, depth + 1);
+        return PyBytes_FromStringAndSize((const char *)t->s, (Py_ssize_t)t->n);
+    case WIRE_PICKLE: {
+        PyObject *v = ct_unpickle(r, t->s, t->n);
+        return v ? v : damage(st, "a pickled value on the tape cannot be loaded");
     }
+    case WIRE_BLOB_INLINE:
+        return rebuild_inner(r, t->s, t->n, depth);
+    case WIRE_BLOB:
+        return rebuild_blob(r, t, depth);
+    case WIRE_CODEC:
+        return rebuild_codec(r, t);
+    case WIRE_REDACTED:
+        return marker(st, "Redacted", PyTuple_New(0));
+    case WIRE_TRUNCATED:
+        return marker(st, "Truncated",
+                      pair(text(st, t->s, t->n), PyLong_FromUnsignedLongLong(t->u)));
+    case WIRE_UNENCODABLE:
+        return marker(st, "Unencodable", pair(text(st, t->s, t->n), text(st, t->s2, t->n2)));
+    default:
+        return tape_error(st, "unknown value tag on the tape (written by a newer calltape?)");
+    }
+}
+
+/* The TapeError for the value at `p` that does not tokenize. */
+static PyObject *malformed(ct_state *st, const uint8_t *p, const uint8_t *end)
+{
+    static const char *const what[] = {
+        [WIRE_INT] = "malformed int",
+        [WIRE_BIGINT] = "malformed int",
+        [WIRE_FLOAT] = "malformed float",
+        [WIRE_CODEC] = "malformed codec value",
+        [WIRE_BLOB] = "malformed blob reference",
+        [WIRE_TRUNCATED] = "malformed truncated marker",
+        [WIRE_UNENCODABLE] = "malformed unencodable marker",
+        [WIRE_EXCEPTION] = "malformed exception",
+        [WIRE_OBJECT] = "malformed object on the tape",
+        [WIRE_GLOBAL] = "malformed global on the tape",
+        [WIRE_REF] = "a value on the tape refers to one that does not exist",
+    };
+    uint8_t tag = p < end ? *p : WIRE_NONE;
+    if (tag > WIRE_REF || (tag > WIRE_FROZENSET && tag < WIRE_PICKLE))
+        return tape_error(st, "unknown value tag on the tape (written by a newer calltape?)");
+    const char *msg = tag < sizeof what / sizeof what[0] ? what[tag] : NULL;
+    return tape_error(st, msg ? msg : "malformed value on the tape");
+}
+
+static PyObject *rebuild_at(ct_rebuild *r, wreader *rd, int depth)
+{
+    wire_tok t;
+    if (depth > WIRE_MAX_DEPTH)
+        return tape_error(r->st, "value nested too deeply on the tape");
+    const uint8_t *q = wire_next(rd->p, rd->end, &t);
+    if (!q)
+        return malformed(r->st, rd->p, rd->end);
+    rd->p = q;
+    switch (t.tag) {
     case WIRE_LIST:
     case WIRE_TUPLE:
     case WIRE_DICT:
     case WIRE_SET:
     case WIRE_FROZENSET:
-        return rebuild_items(r, rd, depth, tag);
-    case WIRE_CODEC: {
-        uint64_t n = wreader_varint(rd);
-        const uint8_t *name = wreader_take(rd, n);
-        uint64_t m = wreader_varint(rd);
-        const uint8_t *p = wreader_take(rd, m);
-        if (rd->bad)
-            return tape_error(st, "malformed codec value");
-        PyObject *pyname = text(st, name, n);
-        if (!pyname)
-            return NULL;
-        PyObject *v = load_codec(r, pyname, p, (size_t)m);
-        Py_DECREF(pyname);
-        return v;
-    }
-    case WIRE_BLOB: {
-        const uint8_t *h = wreader_take(rd, WIRE_HASH_BYTES);
-        wreader_varint(rd);
-        if (rd->bad)
-            return tape_error(st, "malformed blob reference");
-        if (!r->blob_loader)
-            return tape_error(
-                st, "this value is stored in the tape's blob table; open the tape to read it");
-        PyObject *data =
-            PyObject_CallFunction(r->blob_loader, "y#", h, (Py_ssize_t)WIRE_HASH_BYTES);
-        if (!data)
-            return NULL;
-        char *bp;
-        Py_ssize_t bn;
-        if (PyBytes_AsStringAndSize(data, &bp, &bn) < 0) {
-            Py_DECREF(data);
-            return NULL;
-        }
-        wreader inner;
-        wreader_init(&inner, bp, (size_t)bn);
-        PyObject *v = rebuild_whole(r, &inner, depth + 1);
-        Py_DECREF(data);
-        return v;
-    }
-    case WIRE_REDACTED:
-        return marker(st, "Redacted", PyTuple_New(0));
-    case WIRE_TRUNCATED: {
-        uint64_t n = wreader_varint(rd);
-        const uint8_t *name = wreader_take(rd, n);
-        uint64_t size = wreader_varint(rd);
-        if (rd->bad)
-            return tape_error(st, "malformed truncated marker");
-        return marker(st, "Truncated", pair(text(st, name, n), PyLong_FromUnsignedLongLong(size)));
-    }
-    case WIRE_UNENCODABLE: {
-        uint64_t n = wreader_varint(rd);
-        const uint8_t *name = wreader_take(rd, n);
-        uint64_t m = wreader_varint(rd);
-        const uint8_t *why = wreader_take(rd, m);
-        if (rd->bad)
-            return tape_error(st, "malformed unencodable marker");
-        return marker(st, "Unencodable", pair(text(st, name, n), text(st, why, m)));
-    }
-    case WIRE_EXCEPTION: {
-        uint64_t n = wreader_varint(rd);
-        const uint8_t *name = wreader_take(rd, n);
-        uint64_t m = wreader_varint(rd);
-        const uint8_t *msg = wreader_take(rd, m);
-        if (rd->bad)
-            return tape_error(st, "malformed exception");
-        PyObject *frames = rebuild_at(r, rd, depth + 1);
-        if (!frames)
-            return NULL;
-        if (!frames_well_formed(frames)) {
-            Py_DECREF(frames);
-            return tape_error(st, "malformed exception frames");
-        }
-        PyObject *type = text(st, name, n), *message = type ? text(st, msg, m) : NULL;
-        PyObject *args = message ? PyTuple_Pack(3, type, message, frames) : NULL;
-        Py_XDECREF(type);
-        Py_XDECREF(message);
-        Py_DECREF(frames);
-        return marker(st, "ExceptionInfo", args);
-    }
+        return rebuild_items(r, rd, depth, &t);
+    case WIRE_EXCEPTION:
+        return rebuild_exception(r, rd, depth, &t);
     case WIRE_DEFAULT:
         return rebuild_at(r, rd, depth + 1);
     case WIRE_OBJECT:
-        return ct_rebuild_object(r, rd, depth);
+        return ct_rebuild_object(r, rd, depth, &t);
     case WIRE_GLOBAL:
-        return ct_rebuild_global(r, rd);
+        return ct_rebuild_global(r, &t);
     case WIRE_REF:
-        return ct_rebuild_ref(r, rd);
+        return ct_rebuild_ref(r, &t);
     default:
-        return tape_error(st, "unknown value tag on the tape (written by a newer calltape?)");
+        return rebuild_atom(r, &t, depth);
     }
 }
 
@@ -441,45 +443,49 @@ PyObject *ct_rebuild_value(ct_rebuild *r, const uint8_t **p, const uint8_t *end)
     return v;
 }
 
+/* The text of the argv item at *p (advanced past it): a STR's own text,
+ * any other value's preview.  New reference, or NULL (*p set to NULL when
+ * the item is malformed). */
+static PyObject *argv_item(ct_state *st, const uint8_t **p, const uint8_t *end)
+{
+    wire_tok t;
+    const uint8_t *next = wire_next(*p, end, &t);
+    if (next && t.tag == WIRE_STR) {
+        *p = next;
+        return text(st, t.s, t.n);
+    }
+    uint8_t store[256];
+    wbuf pv;
+    wbuf_init(&pv, store, sizeof store);
+    *p = wire_preview(*p, end, &pv, CT_PREVIEW_LIMIT);
+    PyObject *s = !*p ? NULL : pv.failed ? PyErr_NoMemory() : text(st, pv.data, pv.len);
+    wbuf_free(&pv);
+    return s;
+}
+
 PyObject *ct_rebuild_texts(ct_state *st, const uint8_t *p, size_t n)
 {
     PyObject *out = PyList_New(0);
     if (!out || !p || !n)
         return out;
     const uint8_t *end = p + n;
-    wreader rd;
-    wreader_init(&rd, p, n);
-    uint64_t count = wreader_byte(&rd) == WIRE_LIST ? wreader_varint(&rd) : 0;
-    for (uint64_t i = 0; i < count && !rd.bad; i++) {
-        const uint8_t *item = rd.p;
-        PyObject *s = NULL;
-        if (!item)
-            break;
-        if (item < end && *item == WIRE_STR) {
-            rd.p++;
-            uint64_t len = wreader_varint(&rd);
-            const uint8_t *txt = wreader_take(&rd, len);
-            s = txt || !len ? text(st, txt, len) : NULL;
-        } else {
-            uint8_t store[256];
-            wbuf pv;
-            wbuf_init(&pv, store, sizeof store);
-            const uint8_t *next = wire_preview(item, end, &pv, CT_PREVIEW_LIMIT);
-            if (next)
-                rd.p = next;
-            else
-                rd.bad = 1;
-            s = pv.failed ? NULL : text(st, pv.data, pv.len);
-            wbuf_free(&pv);
-        }
-        if (!s || PyList_Append(out, s) < 0) {
-            Py_XDECREF(s);
+    wire_tok list;
+    p = wire_next(p, end, &list);
+    uint64_t count = p && list.tag == WIRE_LIST ? list.u : 0;
+    for (uint64_t i = 0; i < count && p; i++) {
+        PyObject *s = argv_item(st, &p, end);
+        if (!s && p) {
             Py_DECREF(out);
             return NULL;
         }
-        Py_DECREF(s);
+        if (s && PyList_Append(out, s) < 0) {
+            Py_DECREF(s);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_XDECREF(s);
     }
-    if (rd.bad) {
+    if (!p) {
         Py_DECREF(out);
         return tape_error(st, "malformed argv in a session row");
     }

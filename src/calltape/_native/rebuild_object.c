@@ -27,15 +27,14 @@ static PyObject *robj_error(const ct_rebuild *r, const char *msg)
     return NULL;
 }
 
-/* Reads "varint n + bytes" as a NUL-terminated copy into `out` (size cap).
- * 0, or -1 when malformed or too long. */
-static int robj_name(wreader *rd, char *out, size_t cap)
+/* Copies the `n` bytes at `s` (a name of a token) NUL-terminated into
+ * `out` (size cap).  0, or -1 when too long. */
+static int robj_name(const uint8_t *s, size_t n, char *out, size_t cap)
 {
-    uint64_t n = wreader_varint(rd);
-    const uint8_t *s = rd->bad ? NULL : wreader_take(rd, n);
-    if (rd->bad || n >= cap || (n && !s))
+    if (n >= cap)
         return -1;
-    memcpy(out, s, (size_t)n);
+    if (n)
+        memcpy(out, s, n);
     out[n] = 0;
     return 0;
 }
@@ -52,11 +51,11 @@ static void robj_memo_set(ct_rebuild *r, Py_ssize_t index, PyObject *v)
     PyList_SetItem(r->memo, index, Py_NewRef(v));
 }
 
-PyObject *ct_rebuild_ref(ct_rebuild *r, wreader *rd)
+PyObject *ct_rebuild_ref(ct_rebuild *r, const wire_tok *t)
 {
-    uint64_t d = wreader_varint(rd);
+    uint64_t d = t->u;
     Py_ssize_t n = PyList_GET_SIZE(r->memo);
-    if (rd->bad || d == 0 || d > (uint64_t)n)
+    if (d == 0 || d > (uint64_t)n)
         return robj_error(r, "a value on the tape refers to one that does not exist");
     PyObject *v = PyList_GET_ITEM(r->memo, n - (Py_ssize_t)d);
     if (v == Py_None)
@@ -64,10 +63,11 @@ PyObject *ct_rebuild_ref(ct_rebuild *r, wreader *rd)
     return Py_NewRef(v);
 }
 
-PyObject *ct_rebuild_global(ct_rebuild *r, wreader *rd)
+PyObject *ct_rebuild_global(ct_rebuild *r, const wire_tok *t)
 {
     char mod[256], qual[512];
-    if (robj_name(rd, mod, sizeof mod) < 0 || robj_name(rd, qual, sizeof qual) < 0)
+    if (robj_name(t->s, t->n, mod, sizeof mod) < 0 ||
+        robj_name(t->s2, t->n2, qual, sizeof qual) < 0)
         return robj_error(r, "malformed global on the tape");
     return ct_allow_resolve(r, mod, qual);
 }
@@ -88,19 +88,6 @@ static PyTypeObject *const robj_bases[] = {
     [WIRE_KIND_STR] = &PyUnicode_Type,      [WIRE_KIND_BYTES] = &PyBytes_Type,
     [WIRE_KIND_INT] = &PyLong_Type,         [WIRE_KIND_FLOAT] = &PyFloat_Type,
 };
-
-/* 1 with *out (new reference) when `o` has the attribute, 0 when not, -1
- * on another error. */
-static int robj_optional_attr(PyObject *o, const char *name, PyObject **out)
-{
-    *out = PyObject_GetAttrString(o, name);
-    if (*out)
-        return 1;
-    if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-        return -1;
-    PyErr_Clear();
-    return 0;
-}
 
 /* 1 when `cls` is an enum class (its metaclass is enum's). */
 static int robj_is_enum(PyTypeObject *cls)
@@ -185,12 +172,14 @@ static int robj_fill(ct_rebuild *r, wreader *rd, int depth, PyObject *obj, uint8
 {
     static const uint8_t tags[] = {
         [WIRE_KIND_LIST] = WIRE_LIST, [WIRE_KIND_DICT] = WIRE_DICT, [WIRE_KIND_SET] = WIRE_SET};
-    uint8_t tag = wreader_byte(rd);
-    uint64_t n = wreader_varint(rd);
-    if (rd->bad || tag != tags[kind] || n > (uint64_t)(rd->end - rd->p)) {
+    wire_tok t;
+    const uint8_t *q = wire_next(rd->p, rd->end, &t);
+    if (!q || t.tag != tags[kind]) {
         robj_error(r, "malformed object contents on the tape");
         return -1;
     }
+    rd->p = q;
+    uint64_t n = t.u;
     for (uint64_t i = 0; i < n; i++) {
         PyObject *k = ct_rebuild_nested(r, rd, depth + 1);
         PyObject *v = k && kind == WIRE_KIND_DICT ? ct_rebuild_nested(r, rd, depth + 1) : NULL;
@@ -212,7 +201,7 @@ static int robj_reduce_rest(PyObject *obj, PyObject *state, PyObject *items, PyO
 {
     if (state != Py_None) {
         PyObject *setstate = NULL;
-        if (robj_optional_attr(obj, "__setstate__", &setstate) < 0)
+        if (ct_optional_attr(obj, "__setstate__", &setstate) < 0)
             return -1;
         PyObject *res = NULL;
         if (setstate) {
@@ -334,16 +323,14 @@ static PyObject *robj_from_contents(ct_rebuild *r, wreader *rd, int depth, PyTyp
     return obj;
 }
 
-PyObject *ct_rebuild_object(ct_rebuild *r, wreader *rd, int depth)
+PyObject *ct_rebuild_object(ct_rebuild *r, wreader *rd, int depth, const wire_tok *t)
 {
     char mod[256], qual[512];
-    if (robj_name(rd, mod, sizeof mod) < 0 || robj_name(rd, qual, sizeof qual) < 0)
+    if (robj_name(t->s, t->n, mod, sizeof mod) < 0 ||
+        robj_name(t->s2, t->n2, qual, sizeof qual) < 0)
         return robj_error(r, "malformed object on the tape");
-    uint8_t kind = wreader_byte(rd);
-    uint64_t ndict = wreader_varint(rd), nslots = wreader_varint(rd);
-    if (rd->bad || kind > WIRE_KIND_MAX || ndict > (uint64_t)(rd->end - rd->p) ||
-        nslots > (uint64_t)(rd->end - rd->p))
-        return robj_error(r, "malformed object on the tape");
+    uint8_t kind = t->kind;
+    uint64_t ndict = t->u, nslots = t->u2;
     Py_ssize_t index;
     if (ct_rebuild_memo_push(r, NULL, &index) < 0)
         return NULL;

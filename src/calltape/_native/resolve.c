@@ -399,19 +399,6 @@ static PyObject *script_module(PyObject *file)
 
 /* ---- module + qualname --------------------------------------------------- */
 
-/* 1 with *out (new reference) when `o` has attribute `name`, 0 when not, -1
- * on another error. */
-static int res_optional_attr(PyObject *o, const char *name, PyObject **out)
-{
-    *out = PyObject_GetAttrString(o, name);
-    if (*out)
-        return 1;
-    if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-        return -1;
-    PyErr_Clear();
-    return 0;
-}
-
 /* The raw attribute `name` of class `cls` (first in the MRO), or NULL
  * without an exception when absent. */
 static PyObject *class_attr(PyObject *cls, PyObject *name)
@@ -609,8 +596,8 @@ static PyObject *recorded_code(ct_state *st, PyObject *fn, PyObject *module, PyO
             return cur;
         }
         PyObject *inner = NULL;
-        if (res_optional_attr(cur, "__wrapped__", &inner) < 0 ||
-            (!inner && res_optional_attr(cur, "func", &inner) < 0))
+        if (ct_optional_attr(cur, "__wrapped__", &inner) < 0 ||
+            (!inner && ct_optional_attr(cur, "func", &inner) < 0))
             break;
         if (inner)
             inner = unwrap(st, inner);

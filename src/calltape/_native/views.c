@@ -1,24 +1,20 @@
 /*
- * views.c - what reading a tape returns: Call (one recorded call, its
- * values rebuilt lazily, once), Function (a recorded function and its
- * aggregates), Session (one recording process) and Bound (arguments ready
- * to call a function again).
+ * views.c - what reading a tape returns besides calls: Function (a recorded
+ * function and its aggregates), Session (one recording process) and Bound
+ * (arguments ready to call a function again), and what every view shares:
+ * times as datetimes, durations for a person (ct_format_duration, also the
+ * command line's), encoded text as str.  The Call view is callview.c.
  *
- * Invariants: a Call copies its encoded values when it is made, so it
- * stays valid after its search moved on or its tape was closed (only
- * values stored in the blob table then need the tape open); rebuilt values
- * are cached on the object and never rebuilt twice; times are exact to the
- * microsecond in datetimes and to the nanosecond in *_ns attributes.
- * Anything the tape's bytes do not rebuild (a value, a name that is not
- * text, a signature, a time out of range) is a TapeError naming the tape
- * and the call, function or session, never another exception type.
+ * Invariants: times are exact to the microsecond in datetimes and to the
+ * nanosecond in *_ns attributes.  Anything the tape's bytes do not rebuild
+ * (a value, a name that is not text, a signature, a time out of range) is a
+ * TapeError naming the tape and the function or session, never another
+ * exception type.
  */
 #include "reader.h"
 
 #include <stddef.h>
 #include <structmember.h>
-
-static const char *const outcome_names[] = {"returned", "raised", "closed"};
 
 PyObject *ct_datetime_from_ns(ct_state *st, int64_t ns)
 {
@@ -33,22 +29,48 @@ PyObject *ct_datetime_from_ns(ct_state *st, int64_t ns)
     return dt;
 }
 
-/* "850 ns", "12.5 us", "3.20 ms", "1.50 s" */
-static void format_ns(char *buf, size_t n, int64_t ns)
+void ct_format_duration(char *buf, size_t n, double seconds)
 {
-    if (ns < 1000)
-        snprintf(buf, n, "%lld ns", (long long)ns);
-    else if (ns < 1000000)
-        snprintf(buf, n, "%.1f us", (double)ns / 1e3);
-    else if (ns < 1000000000)
-        snprintf(buf, n, "%.2f ms", (double)ns / 1e6);
-    else
-        snprintf(buf, n, "%.2f s", (double)ns / 1e9);
+    static const struct {
+        const char *unit;
+        double scale;
+    } units[] = {{"s", 1.0}, {"ms", 1e-3}, {"us", 1e-6}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (seconds >= units[i].scale) {
+            double v = seconds / units[i].scale;
+            snprintf(buf, n, v < 100 ? "%.2f %s" : "%.1f %s", v, units[i].unit);
+            return;
+        }
+    }
+    snprintf(buf, n, "%.0f ns", seconds * 1e9);
 }
 
-static ct_state *state_of(PyObject *o)
+PyObject *ct_format_duration_py(PyObject *module, PyObject *seconds)
 {
-    return PyType_GetModuleState(Py_TYPE(o));
+    (void)module;
+    if (seconds == Py_None)
+        return PyUnicode_FromString("-");
+    double v = PyFloat_AsDouble(seconds);
+    if (v == -1.0 && PyErr_Occurred())
+        return NULL;
+    char buf[64];
+    ct_format_duration(buf, sizeof buf, v);
+    return PyUnicode_FromString(buf);
+}
+
+/* ct_format_duration of `ns` nanoseconds. */
+static void format_ns(char *buf, size_t n, int64_t ns)
+{
+    ct_format_duration(buf, n, (double)ns / 1e9);
+}
+
+PyObject *ct_wbuf_text(wbuf *b)
+{
+    PyObject *s = b->failed
+                      ? PyErr_NoMemory()
+                      : PyUnicode_DecodeUTF8((const char *)b->data, (Py_ssize_t)b->len, "replace");
+    wbuf_free(b);
+    return s;
 }
 
 /* ======================================================================== */
@@ -63,55 +85,59 @@ static PyObject *column_text(store_bytes b)
     return PyUnicode_DecodeUTF8(s ? s : "", s ? (Py_ssize_t)b.n : 0, "surrogatepass");
 }
 
+/* Reads the parameter at *p of a recorded signature, TUPLE(STR name, INT
+ * kind[, default]), into slot `i` of `f` (*p advanced past it).  Returns
+ * 0, or -1 (an exception set only when Python failed). */
+static int parse_parameter(ct_function *f, Py_ssize_t i, const uint8_t **p, const uint8_t *end,
+                           const uint8_t *base)
+{
+    wire_tok tuple, name, kind;
+    const uint8_t *q = wire_next(*p, end, &tuple);
+    if (!q || tuple.tag != WIRE_TUPLE || (tuple.u != 2 && tuple.u != 3))
+        return -1;
+    q = wire_next(q, end, &name);
+    if (!q || name.tag != WIRE_STR)
+        return -1;
+    q = wire_next(q, end, &kind);
+    int64_t k = q && kind.tag == WIRE_INT ? unzigzag(kind.u) : -1;
+    if (k < 0 || k > 4)
+        return -1;
+    PyObject *text =
+        PyUnicode_DecodeUTF8((const char *)name.s, (Py_ssize_t)name.n, "surrogatepass");
+    if (!text)
+        return -1;
+    PyTuple_SET_ITEM(f->names, i, text);
+    f->kinds[i] = (uint8_t)k;
+    f->dflt_off[i] = tuple.u == 3 ? (Py_ssize_t)(q - base) : -1;
+    *p = tuple.u == 3 ? wire_skip(q, end) : q;
+    return *p ? 0 : -1;
+}
+
 /* Reads names, kinds and default offsets from the recorded signature: a
  * LIST of TUPLE(STR name, INT kind[, default]).  Returns 0, or -1. */
 static int parse_signature(ct_function *f)
 {
     const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(f->sig);
-    wreader r;
-    wreader_init(&r, base, (size_t)PyBytes_GET_SIZE(f->sig));
-    if (wreader_byte(&r) != WIRE_LIST)
+    const uint8_t *end = base + PyBytes_GET_SIZE(f->sig);
+    wire_tok list;
+    const uint8_t *p = wire_next(base, end, &list);
+    if (!p || list.tag != WIRE_LIST)
         return -1;
-    uint64_t n = wreader_varint(&r);
-    if (r.bad || n > (uint64_t)(r.end - r.p))
-        return -1;
-    f->nparams = (Py_ssize_t)n;
+    f->nparams = (Py_ssize_t)list.u;
     f->names = PyTuple_New(f->nparams);
-    f->kinds = PyMem_Calloc((size_t)n + 1, 1);
-    f->dflt_off = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
+    f->kinds = PyMem_Calloc((size_t)list.u + 1, 1);
+    f->dflt_off = PyMem_Calloc((size_t)list.u + 1, sizeof(Py_ssize_t));
     if (!f->names || !f->kinds || !f->dflt_off)
         return -1;
-    for (Py_ssize_t i = 0; i < f->nparams; i++) {
-        uint8_t tag = wreader_byte(&r);
-        uint64_t items = wreader_varint(&r);
-        if (tag != WIRE_TUPLE || (items != 2 && items != 3) || wreader_byte(&r) != WIRE_STR)
+    for (Py_ssize_t i = 0; i < f->nparams; i++)
+        if (parse_parameter(f, i, &p, end, base) < 0)
             return -1;
-        uint64_t len = wreader_varint(&r);
-        const uint8_t *s = wreader_take(&r, len);
-        if (r.bad || wreader_byte(&r) != WIRE_INT)
-            return -1;
-        int64_t kind = unzigzag(wreader_varint(&r));
-        if (r.bad || kind < 0 || kind > 4)
-            return -1;
-        PyObject *name = PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)len, "surrogatepass");
-        if (!name)
-            return -1;
-        PyTuple_SET_ITEM(f->names, i, name);
-        f->kinds[i] = (uint8_t)kind;
-        f->dflt_off[i] = -1;
-        if (items == 3) {
-            f->dflt_off[i] = (Py_ssize_t)(r.p - base);
-            r.p = wire_skip(r.p, r.end);
-            if (!r.p)
-                return -1;
-        }
-    }
     return 0;
 }
 
 PyObject *ct_function_from_row(ct_tape *t, const store_function_row *row)
 {
-    ct_state *st = state_of((PyObject *)t);
+    ct_state *st = ct_state_of((PyObject *)t);
     ct_function *f = PyObject_GC_New(ct_function, st->Function_type);
     if (!f)
         return NULL;
@@ -194,7 +220,7 @@ static PyObject *function_defaults(ct_function *f)
 {
     if (f->defaults)
         return f->defaults;
-    ct_state *st = state_of((PyObject *)f);
+    ct_state *st = ct_state_of((PyObject *)f);
     PyObject *d = PyDict_New();
     ct_rebuild rb = {st, f->trust, f->allow, NULL};
     const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(f->sig);
@@ -368,7 +394,7 @@ static PyObject *text_or_none(store_bytes b)
 
 PyObject *ct_session_from_row(ct_tape *t, const store_session_row *row)
 {
-    ct_state *st = state_of((PyObject *)t);
+    ct_state *st = ct_state_of((PyObject *)t);
     ct_session *s = PyObject_GC_New(ct_session, st->Session_type);
     if (!s)
         return NULL;
@@ -485,11 +511,6 @@ PyType_Spec Session_spec = {
 /* Bound                                                                    */
 /* ======================================================================== */
 
-typedef struct ct_bound {
-    PyObject_HEAD PyObject *args; /* tuple */
-    PyObject *kwargs;             /* dict */
-} ct_bound;
-
 static int Bound_traverse(ct_bound *b, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(b));
@@ -541,669 +562,4 @@ PyType_Spec Bound_spec = {
     .basicsize = sizeof(ct_bound),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = Bound_slots,
-};
-
-/* ======================================================================== */
-/* Call                                                                     */
-/* ======================================================================== */
-
-ct_call *ct_call_new(ct_tape *t, ct_function *fn, const seg_call *c, int64_t session)
-{
-    ct_state *st = state_of((PyObject *)t);
-    size_t args_len = (c->flags & REC_HAS_ARGS) ? c->args_len : 0;
-    size_t result_len = (c->flags & REC_HAS_RESULT) ? c->result_len : 0;
-    size_t locals_len = (c->flags & REC_HAS_LOCALS) ? c->locals_len : 0;
-    size_t globals_len = (c->flags & REC_HAS_GLOBALS) ? c->globals_len : 0;
-    size_t yields_len = (c->flags & REC_HAS_YIELDS) ? c->yields_len : 0;
-    ct_call *call = PyObject_GC_NewVar(
-        ct_call, st->Call_type,
-        (Py_ssize_t)(args_len + result_len + locals_len + globals_len + yields_len));
-    if (!call)
-        return NULL;
-    call->tape = (ct_tape *)Py_NewRef((PyObject *)t);
-    call->fn = (ct_function *)Py_NewRef((PyObject *)fn);
-    call->id = c->id;
-    call->session = session;
-    call->parent = c->parent;
-    call->depth = c->depth;
-    call->thread = c->thread;
-    call->start = c->start;
-    call->duration = c->duration;
-    call->cpu_ns = c->cpu_ns;
-    call->rss_before = c->rss_before;
-    call->rss_after = c->rss_after;
-    call->rss_peak = c->rss_peak;
-    call->energy_pkg = c->energy_pkg;
-    call->energy_dram = c->energy_dram;
-    call->outcome = c->outcome;
-    call->flags = c->flags;
-    call->args_len = args_len;
-    call->result_len = result_len;
-    call->locals_len = locals_len;
-    call->globals_len = globals_len;
-    call->yields_len = yields_len;
-    call->rebuilt = call->result_set = 0;
-    call->args = call->defaults = call->result = NULL;
-    if (args_len)
-        memcpy(call->data, c->args, args_len);
-    if (result_len)
-        memcpy(call->data + args_len, c->result, result_len);
-    if (locals_len)
-        memcpy(call->data + args_len + result_len, c->locals, locals_len);
-    if (globals_len)
-        memcpy(call->data + args_len + result_len + locals_len, c->globals, globals_len);
-    if (yields_len)
-        memcpy(call->data + args_len + result_len + locals_len + globals_len, c->yields,
-               yields_len);
-    PyObject_GC_Track(call);
-    return call;
-}
-
-static int Call_traverse(ct_call *c, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(c));
-    Py_VISIT(c->tape);
-    Py_VISIT(c->fn);
-    Py_VISIT(c->args);
-    Py_VISIT(c->defaults);
-    Py_VISIT(c->result);
-    return 0;
-}
-
-static int Call_clear(ct_call *c)
-{
-    Py_CLEAR(c->tape);
-    Py_CLEAR(c->fn);
-    Py_CLEAR(c->args);
-    Py_CLEAR(c->defaults);
-    Py_CLEAR(c->result);
-    c->rebuilt = c->result_set = 0;
-    return 0;
-}
-
-static void Call_dealloc(ct_call *c)
-{
-    PyTypeObject *tp = Py_TYPE(c);
-    PyObject_GC_UnTrack(c);
-    Call_clear(c);
-    tp->tp_free((PyObject *)c);
-    Py_DECREF(tp);
-}
-
-static int call_alive(ct_call *c)
-{
-    if (c->tape && c->fn)
-        return 0;
-    PyErr_SetString(PyExc_ValueError, "this Call was cleared");
-    return -1;
-}
-
-/* Sets the TapeError of call `c`, whose `what` ("its result") does not
- * rebuild, after the pending TapeError if any (see ct_tape_damaged).
- * Returns NULL. */
-static PyObject *call_damaged(ct_call *c, const char *what)
-{
-    return ct_tape_damaged(c->tape, 0, "call %lld (%U), %s", (long long)c->id, c->fn->full, what);
-}
-
-/* The one value in the `n` bytes at `p` of call `c`, rebuilt: a new
- * reference, or NULL with call_damaged's TapeError (or RefusedGlobal, ...)
- * when it does not rebuild or does not fill the bytes. */
-static PyObject *call_value(ct_call *c, const char *what, const uint8_t *p, size_t n)
-{
-    const uint8_t *end = p + n;
-    PyObject *v = ct_tape_rebuild(c->tape, &p, end, NULL);
-    if (v && p != end) {
-        Py_CLEAR(v);
-        PyObject *cls = ct_marker_type(state_of((PyObject *)c), "TapeError");
-        PyErr_SetString(cls ? cls : PyExc_ValueError, "bytes are left after its value");
-    }
-    return v ? v : call_damaged(c, what);
-}
-
-PyObject *ct_call_args(ct_call *c)
-{
-    if (c->rebuilt)
-        return c->args;
-    if (call_alive(c) < 0)
-        return NULL;
-    PyObject *args = PyDict_New(), *defaults = PySet_New(NULL), *v = NULL;
-    PyObject *memo = PyList_New(0); /* the arguments are one group */
-    if (!args || !defaults || !memo)
-        goto error;
-    if (c->flags & REC_HAS_ARGS) {
-        PyObject *raw_names = NULL;
-        PyObject *names = c->fn->names;
-        if (c->flags & REC_UNBOUND) {
-            raw_names = Py_BuildValue("(ss)", "args", "kwargs");
-            if (!raw_names)
-                goto error;
-            names = raw_names;
-        }
-        const uint8_t *p = c->data, *end = c->data + c->args_len;
-        Py_ssize_t i = 0;
-        for (; p < end; i++) {
-            int was_default = *p == WIRE_DEFAULT;
-            v = ct_tape_rebuild(c->tape, &p, end, memo);
-            if (!v) {
-                Py_XDECREF(raw_names);
-                call_damaged(c, "its arguments");
-                goto error;
-            }
-            if (i < PyTuple_GET_SIZE(names)) {
-                PyObject *name = PyTuple_GET_ITEM(names, i);
-                if (PyDict_SetItem(args, name, v) < 0 ||
-                    (was_default && PySet_Add(defaults, name) < 0)) {
-                    Py_XDECREF(raw_names);
-                    goto error;
-                }
-            }
-            Py_CLEAR(v);
-        }
-        Py_ssize_t want = PyTuple_GET_SIZE(names);
-        Py_XDECREF(raw_names);
-        if (i != want) {
-            ct_tape_damaged(c->tape, 0,
-                            "call %lld (%U) holds %zd argument values for %zd parameters",
-                            (long long)c->id, c->fn->full, i, want);
-            goto error;
-        }
-    }
-    Py_CLEAR(memo);
-    PyObject *frozen = PyFrozenSet_New(defaults);
-    Py_DECREF(defaults);
-    if (!frozen) {
-        Py_DECREF(args);
-        return NULL;
-    }
-    if (c->rebuilt) {
-        /* another thread rebuilt them while unpickling let it run: keep one */
-        Py_DECREF(args);
-        Py_DECREF(frozen);
-        return c->args;
-    }
-    c->args = args;
-    c->defaults = frozen;
-    c->rebuilt = 1;
-    return c->args;
-error:
-    Py_XDECREF(v);
-    Py_XDECREF(memo);
-    Py_XDECREF(args);
-    Py_XDECREF(defaults);
-    return NULL;
-}
-
-/* The return value or the ExceptionInfo, rebuilt once (borrowed). */
-static PyObject *call_outcome_value(ct_call *c)
-{
-    if (c->result_set)
-        return c->result;
-    if (call_alive(c) < 0)
-        return NULL;
-    PyObject *v;
-    if (c->result_len)
-        v = call_value(c, c->outcome == OUTCOME_RAISED ? "its exception" : "its result",
-                       c->data + c->args_len, c->result_len);
-    else
-        v = Py_NewRef(Py_None);
-    if (!v)
-        return NULL;
-    if (c->result_set) {
-        /* another thread rebuilt it meanwhile: keep one */
-        Py_DECREF(v);
-        return c->result;
-    }
-    c->result = v;
-    c->result_set = 1;
-    return v;
-}
-
-static PyObject *Call_get_args(ct_call *c, void *unused)
-{
-    (void)unused;
-    return Py_XNewRef(ct_call_args(c));
-}
-
-static PyObject *Call_get_defaults(ct_call *c, void *unused)
-{
-    (void)unused;
-    return ct_call_args(c) ? Py_NewRef(c->defaults) : NULL;
-}
-
-static PyObject *Call_get_result(ct_call *c, void *which)
-{
-    int want_exception = which != NULL;
-    if ((c->outcome == OUTCOME_RAISED) != want_exception)
-        Py_RETURN_NONE;
-    return Py_XNewRef(call_outcome_value(c));
-}
-
-/* Which parameters Bound leaves out (keep[i] = 0): those that took their
- * default, so that the call made again takes today's default object itself
- * (a sentinel keeps its identity).  A positional-only parameter before a
- * kept positional-only one, and every positional one when *args holds
- * values, cannot be left out. */
-static void bound_keep(ct_call *c, PyObject *values, PyObject *names, const uint8_t *kinds,
-                       Py_ssize_t n, uint8_t *keep)
-{
-    Py_ssize_t last_posonly = -1, varargs = -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *name = PyTuple_GET_ITEM(names, i);
-        int dflt = c->defaults && PySet_Contains(c->defaults, name) == 1;
-        keep[i] = (uint8_t)!dflt;
-        if (kinds[i] == 0 && !dflt)
-            last_posonly = i;
-        if (kinds[i] == 2)
-            varargs = i;
-    }
-    PyErr_Clear();
-    PyObject *extra =
-        varargs >= 0 ? PyDict_GetItemWithError(values, PyTuple_GET_ITEM(names, varargs)) : NULL;
-    int extra_args = extra && PyTuple_Check(extra) && PyTuple_GET_SIZE(extra) > 0;
-    PyErr_Clear();
-    for (Py_ssize_t i = 0; i < n; i++)
-        if ((kinds[i] == 0 && i < last_posonly) || (extra_args && kinds[i] <= 1))
-            keep[i] = 1;
-}
-
-static PyObject *Call_get_bound(ct_call *c, void *unused)
-{
-    (void)unused;
-    PyObject *values = ct_call_args(c);
-    if (!values)
-        return NULL;
-    static const uint8_t raw_kinds[2] = {2, 4}; /* *args, **kwargs */
-    int unbound = (c->flags & REC_UNBOUND) != 0;
-    Py_ssize_t n = unbound ? 2 : c->fn->nparams;
-    const uint8_t *kinds = unbound ? raw_kinds : c->fn->kinds;
-    ct_bound *b = NULL;
-    PyObject *pos = PyList_New(0), *kw = PyDict_New(), *names = NULL;
-    uint8_t keep_small[32], *keep = n <= 32 ? keep_small : PyMem_Malloc((size_t)n);
-    if (!keep)
-        PyErr_NoMemory();
-    if (!pos || !kw || !keep)
-        goto error;
-    names = unbound ? Py_BuildValue("(ss)", "args", "kwargs") : Py_NewRef(c->fn->names);
-    if (!names)
-        goto error;
-    bound_keep(c, values, names, kinds, n, keep);
-    int gap = 0; /* a positional parameter was left out: the next go by keyword */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *name = PyTuple_GET_ITEM(names, i);
-        PyObject *v = keep[i] ? PyDict_GetItemWithError(values, name) : NULL;
-        if (!v) {
-            if (PyErr_Occurred())
-                goto error;
-            gap |= kinds[i] <= 1;
-            continue;
-        }
-        int rc;
-        switch (kinds[i]) {
-        case 0: /* positional-only */
-            rc = PyList_Append(pos, v);
-            break;
-        case 1: /* positional or keyword */
-            rc = gap ? PyDict_SetItem(kw, name, v) : PyList_Append(pos, v);
-            break;
-        case 2: /* *args */
-            rc = PyList_SetSlice(pos, PyList_GET_SIZE(pos), PyList_GET_SIZE(pos), v);
-            break;
-        case 3: /* keyword-only */
-            rc = PyDict_SetItem(kw, name, v);
-            break;
-        default: /* **kwargs */
-            rc = PyDict_Update(kw, v);
-            break;
-        }
-        if (rc < 0)
-            goto error;
-    }
-    ct_state *st = state_of((PyObject *)c);
-    b = PyObject_GC_New(ct_bound, st->Bound_type);
-    if (!b)
-        goto error;
-    b->args = PyList_AsTuple(pos);
-    b->kwargs = Py_NewRef(kw);
-    PyObject_GC_Track(b);
-    if (!b->args)
-        Py_CLEAR(b);
-error:
-    if (keep != keep_small)
-        PyMem_Free(keep);
-    Py_XDECREF(names);
-    Py_XDECREF(pos);
-    Py_XDECREF(kw);
-    return (PyObject *)b;
-}
-
-static PyObject *Call_get_int(ct_call *c, void *which)
-{
-    switch ((int)(intptr_t)which) {
-    case 0:
-        return PyLong_FromLongLong(c->id);
-    case 1:
-        return PyLong_FromLongLong(c->session);
-    case 2:
-        if (!c->parent)
-            Py_RETURN_NONE;
-        return PyLong_FromLongLong(c->parent);
-    case 3:
-        return PyLong_FromLongLong(c->depth);
-    case 4:
-        return PyLong_FromLongLong(c->start);
-    default:
-        return PyLong_FromLongLong(c->duration);
-    }
-}
-
-static PyObject *Call_get_fn_attr(ct_call *c, void *which)
-{
-    if (call_alive(c) < 0)
-        return NULL;
-    switch ((int)(intptr_t)which) {
-    case 0:
-        return Py_NewRef(c->fn->qualname);
-    case 1:
-        return Py_NewRef(c->fn->module);
-    case 2:
-        return Py_NewRef(c->fn->file);
-    default:
-        return PyLong_FromLongLong(c->fn->line);
-    }
-}
-
-static PyObject *Call_get_time(ct_call *c, void *end)
-{
-    PyObject *t = ct_datetime_from_ns(state_of((PyObject *)c), c->start + (end ? c->duration : 0));
-    if (!t && c->tape && c->fn)
-        ct_tape_damaged(c->tape, 1, "call %lld (%U), its %s time is out of range", (long long)c->id,
-                        c->fn->full, end ? "end" : "start");
-    return t;
-}
-
-static PyObject *Call_get_duration(ct_call *c, void *unused)
-{
-    (void)unused;
-    return PyFloat_FromDouble((double)c->duration / 1e9);
-}
-
-static PyObject *Call_get_outcome(ct_call *c, void *unused)
-{
-    (void)unused;
-    return PyUnicode_FromString(outcome_names[c->outcome < 3 ? c->outcome : 2]);
-}
-
-static PyObject *Call_get_cpu_time(ct_call *c, void *unused)
-{
-    (void)unused;
-    if (!(c->flags & REC_HAS_CPU))
-        Py_RETURN_NONE;
-    return PyFloat_FromDouble((double)c->cpu_ns / 1e9);
-}
-
-static PyObject *Call_get_memory(ct_call *c, void *unused)
-{
-    (void)unused;
-    if (!(c->flags & REC_HAS_MEMORY))
-        Py_RETURN_NONE;
-    return Py_BuildValue("{s:L,s:L,s:L}", "rss_before", (long long)c->rss_before, "rss_after",
-                         (long long)c->rss_after, "peak", (long long)c->rss_peak);
-}
-
-static PyObject *Call_get_energy(ct_call *c, void *unused)
-{
-    (void)unused;
-    if (!(c->flags & REC_HAS_ENERGY))
-        Py_RETURN_NONE;
-    if (c->energy_dram == ENERGY_DRAM_NONE)
-        return Py_BuildValue("{s:d}", "pkg", (double)c->energy_pkg);
-    return Py_BuildValue("{s:d,s:d}", "pkg", (double)c->energy_pkg, "dram",
-                         (double)(c->energy_dram - 1));
-}
-
-static PyObject *Call_get_thread(ct_call *c, void *name)
-{
-    if (call_alive(c) < 0)
-        return NULL;
-    PyObject *row = ct_tape_thread(c->tape, c->session, c->thread);
-    if (!row)
-        return NULL;
-    if (row == Py_None)
-        Py_RETURN_NONE;
-    return Py_NewRef(PyTuple_GET_ITEM(row, name ? 1 : 0));
-}
-
-/* call.locals (which NULL) or call.globals: a new dict each time. */
-static PyObject *Call_get_frame_data(ct_call *c, void *which)
-{
-    int globals = which != NULL;
-    if (!(c->flags & (globals ? REC_HAS_GLOBALS : REC_HAS_LOCALS)))
-        Py_RETURN_NONE;
-    if (call_alive(c) < 0)
-        return NULL;
-    const uint8_t *p = c->data + c->args_len + c->result_len + (globals ? c->locals_len : 0);
-    return call_value(c, globals ? "its globals" : "its locals", p,
-                      globals ? c->globals_len : c->locals_len);
-}
-
-/* call.yielded: the list of values a generator recorded with yields=True
- * yielded (a new list each time), else None. */
-static PyObject *Call_get_yielded(ct_call *c, void *unused)
-{
-    (void)unused;
-    if (!(c->flags & REC_HAS_YIELDS))
-        Py_RETURN_NONE;
-    if (call_alive(c) < 0)
-        return NULL;
-    const uint8_t *p = c->data + c->args_len + c->result_len + c->locals_len + c->globals_len;
-    return call_value(c, "what it yielded", p, c->yields_len);
-}
-
-/* The bounded preview of the arguments (values in parameter order). */
-static PyObject *call_preview(ct_call *c, size_t limit)
-{
-    wbuf out;
-    wbuf_init(&out, NULL, 0);
-    const uint8_t *p = c->data, *end = c->data + c->args_len;
-    for (int first = 1; p && p < end; first = 0) {
-        if (!first)
-            wbuf_put(&out, ", ", 2);
-        p = wire_preview(p, end, &out, limit);
-    }
-    PyObject *s =
-        out.failed ? PyErr_NoMemory()
-                   : PyUnicode_DecodeUTF8((const char *)out.data, (Py_ssize_t)out.len, "replace");
-    wbuf_free(&out);
-    return s;
-}
-
-static PyObject *Call_get_preview(ct_call *c, void *unused)
-{
-    (void)unused;
-    return call_preview(c, CT_PREVIEW_LIMIT);
-}
-
-static PyObject *Call_get_function_obj(ct_call *c, void *unused)
-{
-    (void)unused;
-    if (call_alive(c) < 0)
-        return NULL;
-    return Py_NewRef((PyObject *)c->fn);
-}
-
-static PyObject *Call_children(PyObject *self, PyObject *unused)
-{
-    (void)unused;
-    if (call_alive((ct_call *)self) < 0)
-        return NULL;
-    return ct_call_children((ct_call *)self);
-}
-
-static PyObject *Call_replay(PyObject *self, PyObject *args, PyObject *kw)
-{
-    ct_call *c = (ct_call *)self;
-    if (PyTuple_GET_SIZE(args)) {
-        PyErr_SetString(PyExc_TypeError, "Call.replay() takes keyword arguments only");
-        return NULL;
-    }
-    if (call_alive(c) < 0)
-        return NULL;
-    PyObject *calls = PyList_New(1), *report = NULL, *outcomes = NULL, *first = NULL;
-    if (!calls)
-        return NULL;
-    PyList_SET_ITEM(calls, 0, Py_NewRef(self));
-    report = ct_replay_calls(c->tape, calls, kw);
-    outcomes = report ? PyObject_GetAttrString(report, "outcomes") : NULL;
-    first = outcomes ? PySequence_GetItem(outcomes, 0) : NULL;
-    Py_XDECREF(outcomes);
-    Py_XDECREF(report);
-    Py_DECREF(calls);
-    return first;
-}
-
-/* Two Calls are equal when they are the same call of the same tape file. */
-static PyObject *Call_richcompare(PyObject *a, PyObject *b, int op)
-{
-    if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b))
-        Py_RETURN_NOTIMPLEMENTED;
-    ct_call *x = (ct_call *)a, *y = (ct_call *)b;
-    int same = x->id == y->id;
-    if (same && x->tape != y->tape) {
-        if (!x->tape || !y->tape)
-            same = 0;
-        else if ((same = PyObject_RichCompareBool(x->tape->path, y->tape->path, Py_EQ)) < 0)
-            return NULL;
-    }
-    return PyBool_FromLong(op == Py_EQ ? same : !same);
-}
-
-static Py_hash_t Call_hash(PyObject *self)
-{
-    Py_hash_t h = (Py_hash_t)((ct_call *)self)->id;
-    return h == -1 ? -2 : h;
-}
-
-static PyObject *Call_repr(PyObject *self)
-{
-    ct_call *c = (ct_call *)self;
-    if (call_alive(c) < 0)
-        return NULL;
-    char dur[32];
-    format_ns(dur, sizeof dur, c->duration);
-    PyObject *args = call_preview(c, 120), *outcome = NULL, *out = NULL;
-    if (!args)
-        return NULL;
-    if (c->result_len) {
-        wbuf res;
-        wbuf_init(&res, NULL, 0);
-        const uint8_t *p = c->data + c->args_len;
-        wire_preview(p, p + c->result_len, &res, 80);
-        PyObject *text = res.failed ? PyErr_NoMemory()
-                                    : PyUnicode_DecodeUTF8((const char *)res.data,
-                                                           (Py_ssize_t)res.len, "replace");
-        outcome = text ? PyUnicode_FromFormat("%s %U", outcome_names[c->outcome % 3], text) : NULL;
-        Py_XDECREF(text);
-        wbuf_free(&res);
-    } else {
-        outcome = PyUnicode_FromString(outcome_names[c->outcome % 3]);
-    }
-    if (outcome)
-        out = PyUnicode_FromFormat("<Call %lld %U(%U) %U in %s>", (long long)c->id, c->fn->qualname,
-                                   args, outcome, dur);
-    Py_DECREF(args);
-    Py_XDECREF(outcome);
-    return out;
-}
-
-static PyGetSetDef Call_getset[] = {
-    {"id", (getter)Call_get_int, NULL, "the call's id on the tape", (void *)0},
-    {"session", (getter)Call_get_int, NULL, "the id of the recording session", (void *)1},
-    {"parent", (getter)Call_get_int, NULL, "id of the nearest recorded caller, or None", (void *)2},
-    {"depth", (getter)Call_get_int, NULL, "recorded callers above this call", (void *)3},
-    {"start_ns", (getter)Call_get_int, NULL, "start, ns since the epoch", (void *)4},
-    {"duration_ns", (getter)Call_get_int, NULL, "duration in ns", (void *)5},
-    {"qualname", (getter)Call_get_fn_attr, NULL, "the function's qualified name", (void *)0},
-    {"function", (getter)Call_get_fn_attr, NULL, "the function's qualified name", (void *)0},
-    {"module", (getter)Call_get_fn_attr, NULL, "the function's module", (void *)1},
-    {"file", (getter)Call_get_fn_attr, NULL, "the function's source file", (void *)2},
-    {"line", (getter)Call_get_fn_attr, NULL, "the function's first line", (void *)3},
-    {"func", (getter)Call_get_function_obj, NULL, "the recorded Function", NULL},
-    {"start", (getter)Call_get_time, NULL, "start time (UTC datetime)", NULL},
-    {"end", (getter)Call_get_time, NULL, "end time (UTC datetime)", (void *)1},
-    {"duration", (getter)Call_get_duration, NULL, "duration in seconds", NULL},
-    {"outcome", (getter)Call_get_outcome, NULL, "'returned', 'raised' or 'closed'", NULL},
-    {"cpu_time", (getter)Call_get_cpu_time, NULL, "thread CPU seconds, None unless recorded", NULL},
-    {"memory", (getter)Call_get_memory, NULL,
-     "{'rss_before', 'rss_after', 'peak'} in bytes, None unless recorded", NULL},
-    {"energy", (getter)Call_get_energy, NULL,
-     "{'pkg': uJ, 'dram': uJ} (dram when the machine has it), None unless recorded", NULL},
-    {"thread", (getter)Call_get_thread, NULL, "the thread's ident (threading.get_ident())", NULL},
-    {"thread_name", (getter)Call_get_thread, NULL, "the thread's name", (void *)1},
-    {"args", (getter)Call_get_args, NULL, "parameter name -> rebuilt value", NULL},
-    {"defaults", (getter)Call_get_defaults, NULL, "names of arguments that took their default",
-     NULL},
-    {"bound", (getter)Call_get_bound, NULL,
-     "Bound: args and kwargs to call the function again (defaulted parameters left out)", NULL},
-    {"result", (getter)Call_get_result, NULL, "the rebuilt return value (None if it raised)", NULL},
-    {"exception", (getter)Call_get_result, NULL, "ExceptionInfo when the call raised, else None",
-     (void *)1},
-    {"locals", (getter)Call_get_frame_data, NULL,
-     "dict of the locals at return or raise; None unless recorded with locals=True", NULL},
-    {"globals", (getter)Call_get_frame_data, NULL,
-     "dict of the module globals the function read, at entry; None unless recorded with"
-     " globals=True",
-     (void *)1},
-    {"yielded", (getter)Call_get_yielded, NULL,
-     "list of what a generator recorded with yields=True yielded (ending in"
-     " Truncated('yields', n) when n more were left out); None otherwise",
-     NULL},
-    {"preview", (getter)Call_get_preview, NULL, "bounded, sanitized text of the arguments", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyObject *Call_readable(PyObject *self, PyObject *unused)
-{
-    (void)unused;
-    return ct_call_readable((ct_call *)self);
-}
-
-static PyMethodDef Call_methods[] = {
-    {"readable", Call_readable, METH_NOARGS,
-     "readable() -> (args, defaults, outcome): the values for reading, each rebuilt on its\n"
-     "own (one that cannot be rebuilt here is calltape.Unreadable(type, preview, reason)),\n"
-     "the names of arguments that took their default, and the result or ExceptionInfo.\n\n"
-     ">>> args, defaults, result = tape.call(42).readable()"},
-    {"children", Call_children, METH_NOARGS,
-     "children() -> list of the recorded calls this call made directly, oldest first."},
-    {"replay", (PyCFunction)(void (*)(void))Call_replay, METH_VARARGS | METH_KEYWORDS,
-     "replay(*, rel=0.0, abs=0.0, globals=None, record=False) -> Outcome\n\n"
-     "Calls the function again, today's code, with the recorded arguments, and compares\n"
-     "with what was recorded; see Tape.replay.\n\n"
-     ">>> outcome = tape.call(42).replay(rel=1e-9)\n"
-     ">>> outcome.ok, outcome.result, outcome.expected, outcome.diff"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot Call_slots[] = {
-    {Py_tp_dealloc, Call_dealloc},
-    {Py_tp_traverse, Call_traverse},
-    {Py_tp_clear, Call_clear},
-    {Py_tp_getset, Call_getset},
-    {Py_tp_methods, Call_methods},
-    {Py_tp_repr, Call_repr},
-    {Py_tp_richcompare, Call_richcompare},
-    {Py_tp_hash, Call_hash},
-    {Py_tp_doc, "One recorded call; its values are rebuilt on first access, once.\n\n"
-                ">>> c = tape.search(function='price', limit=1)[0]\n"
-                ">>> c.args, c.result, c.duration, c.thread"},
-    {0, NULL},
-};
-
-PyType_Spec Call_spec = {
-    .name = "calltape.Call",
-    .basicsize = offsetof(ct_call, data),
-    .itemsize = 1,
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = Call_slots,
 };
