@@ -389,3 +389,38 @@ def test_globals_recorded_needs_recorded_globals(tape):
     o = calltape.open(tape, allow=["_replay_subjects"]).replay(globals="recorded")[0]
     assert o.status == "skipped"
     assert o.reason.startswith("the globals it read were not recorded (record it with globals=True")
+
+
+def test_an_old_call_is_judged_by_its_own_function_row(tape, tmp_path, monkeypatch):
+    """A tape with two versions of f: the call of the older f() had no
+    parameters, so its empty arguments were recorded, not left out; the
+    newer row f(a, b) must not make it look recorded with args=False."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    write_module(tmp_path, "twice_v", """
+        import calltape
+        @calltape.record
+        def f():
+            return 1
+    """)
+    import twice_v
+    twice_v.f()
+    sys.modules.pop("twice_v")
+    write_module(tmp_path, "twice_v", """
+        import calltape
+        @calltape.record
+        def f(a, b):
+            return a + b
+    """)
+    importlib.invalidate_caches()
+    importlib.import_module("twice_v").f(1, 2)
+    calltape.flush()
+    t = calltape.open(tape, trust=True)
+    rows = [fn for fn in t.functions() if fn.qualname == "f" and fn.module == "twice_v"]
+    assert sorted(len(fn.parameters) for fn in rows) == [0, 2]
+    old, new = t.replay(function="twice_v.f", order="oldest")
+    assert old.status == "skipped"
+    assert old.reason == ("the signature no longer binds the recorded arguments: the"
+                          " required parameter 'a' was not recorded")
+    assert new.status == "passed" and new.result == 3
+    sys.modules.pop("twice_v", None)

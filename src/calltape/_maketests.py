@@ -140,7 +140,6 @@ def _tests(tape: Tape, calls: list[Call], out: str
     they need; a call whose values cannot be rebuilt here is skipped with the
     reason (a value the reader may not rebuild, or a damaged tape, refuses the
     whole run)."""
-    nparams = {(f.module, f.qualname): len(f.parameters) for f in tape.functions()}
     values = _Values()
     names: dict[tuple[str, str], str] = {}
     tests: list[str] = []
@@ -150,7 +149,7 @@ def _tests(tape: Tape, calls: list[Call], out: str
         fn = names.get(key) or _identifier(c.qualname, set(names.values()))
         stored = len(values.stored)
         try:
-            reason = _skip_reason(c, nparams.get(key, 0))
+            reason = _skip_reason(c, len(c.func.parameters))
             source = None if reason else _test_source(c, fn, values)
         except (RefusedGlobal, TapeError):  # a refusal, or a damaged tape: no test run
             raise

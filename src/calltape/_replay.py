@@ -134,11 +134,6 @@ def _run_asyncgen(agen: AsyncIterator[Any]) -> list[Any]:
     return _run_coroutine(_collect(agen))
 
 
-def _parameters(tape: Tape) -> dict[tuple[str, str], int]:
-    """Number of recorded parameters per (module, qualname)."""
-    return {(f.module, f.qualname): len(f.parameters) for f in tape.functions()}
-
-
 @contextmanager
 def recorded_imports(tape: Tape, sessions: Iterable[int] | None = None) -> Iterator[list[str]]:
     """Within the block, modules are imported as the recorded program imported
@@ -173,10 +168,8 @@ def replay_calls(tape: Tape, calls: Collection[Call], *, rel: float = 0.0, abs: 
         sessions.add(c.session)
     for module in modules:
         replayer.check(module)
-    nparams = _parameters(tape)
     with recorded_imports(tape, sessions):
-        outcomes = [replayer.replay(c, parameters=nparams.get((c.module, c.qualname), -1))
-                    for c in calls]
+        outcomes = [replayer.replay(c) for c in calls]
     session = None
     if record and outcomes:
         _native.flush()

@@ -35,6 +35,7 @@
  * patched globals and sys.modules["__main__"] are restored on every exit
  * path.
  */
+#include "reader.h"
 #include "recorder.h"
 
 #include <math.h>
@@ -55,11 +56,13 @@ enum {
     A_GLOBALS,
     A_YIELDED,
     A_FILE,
+    A_FUNC,
+    A_PARAMETERS,
     A_COUNT
 };
-static const char *const attr_names[] = {"id",        "module",  "qualname", "outcome",
-                                         "exception", "result",  "args",     "bound",
-                                         "kwargs",    "globals", "yielded",  "file"};
+static const char *const attr_names[] = {"id",      "module", "qualname", "outcome",   "exception",
+                                         "result",  "args",   "bound",    "kwargs",    "globals",
+                                         "yielded", "file",   "func",     "parameters"};
 
 typedef struct Replayer {
     PyObject_HEAD ct_state *st;
@@ -828,12 +831,32 @@ done:
     return out;
 }
 
-static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
+/* How many parameters the call's own function row has (call.func.parameters:
+ * the row of the version of the function that made this call, not of a newer
+ * one of the same name), -1 when the call does not say.  -2 with an
+ * exception. */
+static Py_ssize_t recorded_parameters(Replayer *self, PyObject *call)
 {
-    static char *kwlist[] = {"call", "parameters", NULL};
-    PyObject *call;
-    Py_ssize_t nparams = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$n:replay", kwlist, &call, &nparams))
+    if (Py_TYPE(call) == self->st->Call_type)
+        return ((ct_call *)call)->fn->nparams;
+    PyObject *fn = PyObject_GetAttr(call, self->attr[A_FUNC]);
+    PyObject *names = fn ? PyObject_GetAttr(fn, self->attr[A_PARAMETERS]) : NULL;
+    Py_XDECREF(fn);
+    if (!names) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -2;
+        PyErr_Clear(); /* a call-like object without its function row */
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Length(names);
+    Py_DECREF(names);
+    return n < 0 ? -2 : n;
+}
+
+static PyObject *Replayer_replay(Replayer *self, PyObject *call)
+{
+    Py_ssize_t nparams = recorded_parameters(self, call);
+    if (nparams == -2)
         return NULL;
     PyObject *call_id = PyObject_GetAttr(call, self->attr[A_ID]);
     PyObject *module = PyObject_GetAttr(call, self->attr[A_MODULE]);
@@ -891,9 +914,8 @@ static PyMethodDef Replayer_methods[] = {
      "session() -> the session id the replayed calls were recorded in, or None"},
     {"check", (PyCFunction)Replayer_check, METH_O,
      "check(module): raise ReplayRefused unless calls of `module` may be replayed"},
-    {"replay", (PyCFunction)(void (*)(void))Replayer_replay, METH_VARARGS | METH_KEYWORDS,
-     "replay(call, *, parameters=-1) -> Outcome (parameters: how many the recording"
-     " has, to tell unrecorded arguments from none)"},
+    {"replay", (PyCFunction)Replayer_replay, METH_O,
+     "replay(call) -> Outcome (judged by the call's own function row)"},
     {NULL, NULL, 0, NULL},
 };
 
