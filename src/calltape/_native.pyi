@@ -231,19 +231,27 @@ class Replayer:
 
     def __init__(
         self,
-        outcome: Callable[..., Any],
-        run_coroutine: Callable[[Any], Any],
-        run_asyncgen: Callable[[Any], list[Any]],
+        tape: Tape | None = None,
         *,
-        trust: bool = False,
-        allow: tuple[str, ...] | list[str] = (),
         rel: float = 0.0,
         abs: float = 0.0,
-        record_tape: str | None = None,
-        recorded_globals: bool = False,
+        globals: str | None = None,
+        record: bool = False,
     ) -> None: ...
+    @classmethod
+    def bind(
+        cls,
+        outcome: Callable[..., Any],
+        report: Callable[..., Any],
+        run_coroutine: Callable[[Any], Any],
+        run_asyncgen: Callable[[Any], list[Any]],
+    ) -> None: ...
+    def run(self, calls: Any) -> Any: ...
     def check(self, module: str) -> None: ...
     def replay(self, call: Any) -> Any: ...
+    def skip_reason(self, call: Any, *, strict: bool = False) -> str | None: ...
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any: ...
+    def raised(self, exc: BaseException) -> tuple[str, str]: ...
     def session(self) -> int | None: ...
 
 def compare(expected: Any, actual: Any, *, rel: float = 0.0, abs: float = 0.0) -> str | None: ...
