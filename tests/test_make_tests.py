@@ -184,3 +184,102 @@ def test_script_functions_are_skipped(tmp_path):
                "--trust")
     assert proc.returncode == 2
     assert "recorded in a script run as __main__" in proc.stderr
+
+
+def write_module(tmp_path, name, source):
+    import textwrap
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+
+
+def test_skip_reasons_are_the_replayers(tape, tmp_path, monkeypatch):
+    """make-tests asks the Replayer why a call cannot be replayed: one reason
+    for a call whichever way out it takes (a marker deep inside an argument
+    included), and an old f() call is judged by its own function row, not by
+    the newer f(a, b) of the same name."""
+    from calltape._maketests import write_tests
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    write_module(tmp_path, "mt_skips", """
+        import threading
+        import calltape
+        @calltape.record
+        def f():
+            return 1
+        @calltape.record
+        def nested(box):
+            return len(box)
+        @calltape.record
+        def gen():
+            yield 1
+            yield 2
+        f()
+        nested([1, [threading.Lock()]])
+        g = gen()
+        next(g)
+        g.close()
+    """)
+    import mt_skips  # noqa: F401 - its calls are recorded at import
+    sys.modules.pop("mt_skips")
+    write_module(tmp_path, "mt_skips", """
+        import calltape
+        @calltape.record
+        def f(a, b):
+            return a + b
+        @calltape.record
+        def nested(box):
+            return len(box)
+        @calltape.record
+        def gen():
+            yield 1
+            yield 2
+        f(1, 2)
+    """)
+    import importlib
+    importlib.invalidate_caches()
+    importlib.import_module("mt_skips")
+    calltape.flush()
+    t = calltape.open(tape, trust=True)
+    replayed = {o.call_id: o.reason for o in t.replay(function="mt_skips.*")}
+    written = write_tests(t, "mt_skips.*", str(tmp_path / "test_mt.py"))
+    skipped = dict(written.skipped)
+    assert set(skipped) | set(written.tests) == set(replayed)
+    for call_id, reason in skipped.items():
+        assert reason == replayed[call_id]
+    reasons = sorted(skipped.values())
+    assert reasons[0].startswith("the argument box was not recorded (Unencodable(type=")
+    assert reasons[1].startswith("the recorded generator or coroutine was closed")
+    assert len(skipped) == 2 and len(written.tests) == 2  # both calls of f became tests
+    assert all("args=False" not in r for r in replayed.values() if r)
+    old_f = min(written.tests)
+    assert replayed[old_f] == ("the signature no longer binds the recorded arguments: the"
+                               " required parameter 'a' was not recorded")
+    sys.modules.pop("mt_skips", None)
+
+
+def test_testing_helpers_run_and_name_as_replay_does():
+    from calltape.testing import assert_raised, call
+
+    def gen(n):
+        yield from range(n)
+        return n * 2
+
+    async def coro(x):
+        return x + 1
+
+    async def agen():
+        yield 1
+
+    assert call(gen, 3) == 6
+    assert call(coro, 1) == 2
+    assert call(agen) is None
+    assert call(lambda *a, **k: (a, k), 1, b=2) == ((1,), {"b": 2})
+
+    def boom():
+        raise KeyError("x" * 3000)
+
+    assert_raised(boom, "builtins.KeyError", repr("x" * 3000)[:2000])
+    with pytest.raises(AssertionError, match="recorded builtins.ValueError: no, raised now"):
+        assert_raised(boom, "builtins.ValueError", "no")
+    with pytest.raises(AssertionError, match="returned 1 now"):
+        assert_raised(lambda: 1, "builtins.KeyError", "x")

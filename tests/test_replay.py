@@ -389,3 +389,98 @@ def test_globals_recorded_needs_recorded_globals(tape):
     o = calltape.open(tape, allow=["_replay_subjects"]).replay(globals="recorded")[0]
     assert o.status == "skipped"
     assert o.reason.startswith("the globals it read were not recorded (record it with globals=True")
+
+
+def test_an_old_call_is_judged_by_its_own_function_row(tape, tmp_path, monkeypatch):
+    """A tape with two versions of f: the call of the older f() had no
+    parameters, so its empty arguments were recorded, not left out; the
+    newer row f(a, b) must not make it look recorded with args=False."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    write_module(tmp_path, "twice_v", """
+        import calltape
+        @calltape.record
+        def f():
+            return 1
+    """)
+    import twice_v
+    twice_v.f()
+    sys.modules.pop("twice_v")
+    write_module(tmp_path, "twice_v", """
+        import calltape
+        @calltape.record
+        def f(a, b):
+            return a + b
+    """)
+    importlib.invalidate_caches()
+    importlib.import_module("twice_v").f(1, 2)
+    calltape.flush()
+    t = calltape.open(tape, trust=True)
+    rows = [fn for fn in t.functions() if fn.qualname == "f" and fn.module == "twice_v"]
+    assert sorted(len(fn.parameters) for fn in rows) == [0, 2]
+    old, new = t.replay(function="twice_v.f", order="oldest")
+    assert old.status == "skipped"
+    assert old.reason == ("the signature no longer binds the recorded arguments: the"
+                          " required parameter 'a' was not recorded")
+    assert new.status == "passed" and new.result == 3
+    sys.modules.pop("twice_v", None)
+
+
+def test_replaying_leaks_no_python_objects(tape, tmp_path, monkeypatch):
+    """Every path of one replay (passed, changed, failed, skipped for the
+    recording, for the signature, for a value that does not rebuild) returns
+    what it took: replaying the same calls again allocates nothing lasting."""
+    import gc
+    import tracemalloc
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    write_module(tmp_path, "leak_v", """
+        import threading
+        import calltape
+        @calltape.record
+        def ok(a, b=2):
+            return {"sum": a + b, "items": [a, b]}
+        @calltape.record
+        def boom(a):
+            raise ValueError(f"bad {a}")
+        @calltape.record
+        def gen(n):
+            yield from range(n)
+            return n
+        @calltape.record
+        def locked(lock):
+            return 1
+        for i in range(30):
+            ok(i)
+            try:
+                boom(i)
+            except ValueError:
+                pass
+            list(gen(3))
+            locked(threading.Lock())
+    """)
+    import leak_v  # noqa: F401 - its calls are recorded at import
+    calltape.flush()
+    t = calltape.open(tape, trust=True)
+    calls = list(t.search(function="leak_v.*"))
+    leak_v.boom = lambda a: a  # now returns: changed
+    leak_v.ok.__wrapped__.__defaults__ = (3,)  # another result: changed
+
+    def run(rounds):
+        for _ in range(rounds):
+            report = t.replay(*[c.id for c in calls])
+            assert len(report) == len(calls)
+        gc.collect()
+
+    run(5)
+    tracemalloc.start()
+    try:
+        run(2)  # the caches tracemalloc's own start disturbs settle again
+        base = tracemalloc.get_traced_memory()[0]
+        run(30)
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    # one object kept per replayed call would be 100 KB and more
+    assert grown < 48 * 1024, f"replaying {30 * len(calls)} calls kept {grown} bytes"
+    sys.modules.pop("leak_v", None)

@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import Redacted, RefusedGlobal, TapeError, Truncated, Unencodable, __version__, _native
+from . import RefusedGlobal, TapeError, __version__, _native
 from ._native import Call, Tape
 from ._replay import recorded_imports
-
-_MARKERS = (Redacted, Truncated, Unencodable)
 
 
 @dataclass
@@ -49,21 +47,15 @@ class _Values:
         return f"VALUES[{len(self.stored) - 1}]"
 
 
-def _skip_reason(call: Call, nparams: int) -> str | None:
+def _skip_reason(replayer: _native.Replayer, call: Call) -> str | None:
+    """Why `call` cannot become a test: what a test module cannot import, then
+    the Replayer's rules (the same reasons replay gives).  Values that do not
+    rebuild raise (strict)."""
     if "<" in call.qualname:
         return f"{call.qualname} is nested or a lambda and cannot be imported"
     if call.module == "__main__":
         return "recorded in a script run as __main__, which a test cannot import"
-    if call.outcome == "closed":
-        return "the recorded generator was closed before it finished"
-    if not call.args and nparams:
-        return "the arguments were not recorded (args=False)"
-    for name, value in call.args.items():
-        if isinstance(value, _MARKERS):
-            return f"the argument {name} was not recorded ({value!r})"
-    if call.outcome == "returned" and isinstance(call.result, _MARKERS):
-        return f"the recorded result is {call.result!r}"
-    return None
+    return replayer.skip_reason(call, strict=True)
 
 
 def _import_folders(tape: Tape, sessions: set[int], out: str) -> list[str]:
@@ -140,7 +132,7 @@ def _tests(tape: Tape, calls: list[Call], out: str
     they need; a call whose values cannot be rebuilt here is skipped with the
     reason (a value the reader may not rebuild, or a damaged tape, refuses the
     whole run)."""
-    nparams = {(f.module, f.qualname): len(f.parameters) for f in tape.functions()}
+    replayer = _native.Replayer(tape)  # its rules only: nothing is replayed here
     values = _Values()
     names: dict[tuple[str, str], str] = {}
     tests: list[str] = []
@@ -150,7 +142,7 @@ def _tests(tape: Tape, calls: list[Call], out: str
         fn = names.get(key) or _identifier(c.qualname, set(names.values()))
         stored = len(values.stored)
         try:
-            reason = _skip_reason(c, nparams.get(key, 0))
+            reason = _skip_reason(replayer, c)
             source = None if reason else _test_source(c, fn, values)
         except (RefusedGlobal, TapeError):  # a refusal, or a damaged tape: no test run
             raise

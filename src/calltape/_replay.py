@@ -1,8 +1,8 @@
 """Replay: re-execute recorded calls and compare (the work is in C, ``_native.Replayer``).
 
-This module holds only the glue the C code needs from Python: the Outcome and
-Report shapes, and running coroutines and async generators on a fresh event
-loop.
+This module holds only what the C code needs from Python, handed to it at
+import (``Replayer.bind``): the Outcome and Report shapes, and running
+coroutines and async generators on a fresh event loop.
 
 >>> tape = calltape.open("calltape.db", trust=True)
 >>> outcome = tape.search(function="price", limit=1)[0].replay()
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from ._native import Call, Tape
 
 STATUSES = ("passed", "changed", "failed", "skipped")
-GLOBALS_MODES = (None, "recorded")
 
 
 class Outcome:
@@ -134,11 +133,6 @@ def _run_asyncgen(agen: AsyncIterator[Any]) -> list[Any]:
     return _run_coroutine(_collect(agen))
 
 
-def _parameters(tape: Tape) -> dict[tuple[str, str], int]:
-    """Number of recorded parameters per (module, qualname)."""
-    return {(f.module, f.qualname): len(f.parameters) for f in tape.functions()}
-
-
 @contextmanager
 def recorded_imports(tape: Tape, sessions: Iterable[int] | None = None) -> Iterator[list[str]]:
     """Within the block, modules are imported as the recorded program imported
@@ -158,27 +152,9 @@ def replay_calls(tape: Tape, calls: Collection[Call], *, rel: float = 0.0, abs: 
                  globals: str | None = None, record: bool = False) -> Report:
     """Replay `calls` of `tape` (refusing before running any when one is not allowed).
 
-    `calls` is iterated twice: a list, or a search (which streams twice)."""
-    if globals not in GLOBALS_MODES:
-        raise ValueError(f"globals must be None or 'recorded', not {globals!r}")
-    replayer = _native.Replayer(Outcome, _run_coroutine, _run_asyncgen, trust=tape.trust,
-                                allow=tape.allow, rel=rel, abs=abs,
-                                record_tape=tape.path if record else None,
-                                recorded_globals=globals == "recorded")
-    # Two passes over a search (each streams it again): every module is checked
-    # before any call runs, and no Call is kept alive (a lighter heap for the GC).
-    modules, sessions = set(), set()
-    for c in calls:
-        modules.add(c.module)
-        sessions.add(c.session)
-    for module in modules:
-        replayer.check(module)
-    nparams = _parameters(tape)
-    with recorded_imports(tape, sessions):
-        outcomes = [replayer.replay(c, parameters=nparams.get((c.module, c.qualname), -1))
-                    for c in calls]
-    session = None
-    if record and outcomes:
-        _native.flush()
-        session = replayer.session()
-    return Report(outcomes, session)
+    `calls` is iterated twice: a list, or a search (which streams twice).  The
+    loop, the checks and the comparison are the Replayer's (replay.c)."""
+    return _native.Replayer(tape, rel=rel, abs=abs, globals=globals, record=record).run(calls)
+
+
+_native.Replayer.bind(Outcome, Report, _run_coroutine, _run_asyncgen)

@@ -13,7 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _native
-from ._replay import _run_asyncgen, _run_coroutine
+
+# Replay's rules, asked rather than repeated: how a call is run to its end
+# and how an exception is named (a Replayer of no tape replays nothing).
+_REPLAYER = _native.Replayer()
 
 __all__ = ["add_import_path", "assert_raised", "assert_same", "call", "load_values", "resolve"]
 
@@ -32,19 +35,7 @@ def add_import_path(test_file: str, *folders: str) -> list[str]:
 def call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` as replay does: a generator runs to its end and gives its return
     value, a coroutine runs on a fresh event loop, an async generator is exhausted."""
-    result = fn(*args, **kwargs)
-    if hasattr(result, "__await__") and hasattr(result, "send"):
-        return _run_coroutine(result)
-    if hasattr(result, "__anext__"):
-        _run_asyncgen(result)
-        return None
-    if hasattr(result, "__next__") and hasattr(result, "send"):
-        try:
-            while True:
-                next(result)
-        except StopIteration as stop:
-            return stop.value
-    return result
+    return _REPLAYER.call(fn, *args, **kwargs)
 
 
 def assert_same(actual: Any, expected: Any, *, rel: float = 0.0, abs: float = 0.0) -> None:
@@ -60,8 +51,7 @@ def assert_raised(thunk: Callable[[], Any], type: str, message: str) -> None:
     try:
         result = thunk()
     except Exception as exc:
-        kind = f"{exc.__class__.__module__}.{exc.__class__.__qualname__}"
-        now = str(exc)[:2000]
+        kind, now = _REPLAYER.raised(exc)  # as the recorder wrote the recorded one
         if (kind, now) != (type, message):
             raise AssertionError(f"recorded {type}: {message}, raised now {kind}: {now}") from exc
         return

@@ -134,85 +134,69 @@ static int close_enough(const cmp *c, double x, double y)
     return d <= c->abs || d <= c->rel * scale;
 }
 
-/* numpy arrays: dtype, shape, then element-wise. */
-static int cmp_arrays(cmp *c, PyObject *a, PyObject *b)
+/* numpy arrays' dtype and shape: 0 when the same (*dtype then holds a's,
+ * a new reference), 1 with the diff when not, -1 with an exception. */
+static int cmp_array_layout(cmp *c, PyObject *a, PyObject *b, PyObject **dtype)
 {
-    PyObject *np = NULL, *da = NULL, *db = NULL, *sa = NULL, *sb = NULL, *mask = NULL;
-    PyObject *all = NULL, *bad = NULL, *idx = NULL, *ea = NULL, *eb = NULL, *kind = NULL;
+    PyObject *da = PyObject_GetAttrString(a, "dtype"), *db = PyObject_GetAttrString(b, "dtype");
+    PyObject *sa = PyObject_GetAttrString(a, "shape"), *sb = PyObject_GetAttrString(b, "shape");
     int rc = -1;
-    np = PyImport_ImportModule("numpy");
-    if (!np)
-        goto error;
-    da = PyObject_GetAttrString(a, "dtype");
-    db = PyObject_GetAttrString(b, "dtype");
-    sa = PyObject_GetAttrString(a, "shape");
-    sb = PyObject_GetAttrString(b, "shape");
     if (!da || !db || !sa || !sb)
-        goto error;
+        goto done;
     int same = PyObject_RichCompareBool(da, db, Py_EQ);
-    if (same < 0)
-        goto error;
-    if (!same) {
-        rc = differ(c, PyUnicode_FromFormat("dtype %S != dtype %S", da, db));
+    if (same <= 0) {
+        rc = same < 0 ? -1 : differ(c, PyUnicode_FromFormat("dtype %S != dtype %S", da, db));
         goto done;
     }
     same = PyObject_RichCompareBool(sa, sb, Py_EQ);
-    if (same < 0)
-        goto error;
-    if (!same) {
-        rc = differ(c, PyUnicode_FromFormat("shape %S != shape %S", sa, sb));
+    if (same <= 0) {
+        rc = same < 0 ? -1 : differ(c, PyUnicode_FromFormat("shape %S != shape %S", sa, sb));
         goto done;
     }
-    kind = PyObject_GetAttrString(da, "kind");
+    *dtype = Py_NewRef(da);
+    rc = 0;
+done:
+    Py_XDECREF(da);
+    Py_XDECREF(db);
+    Py_XDECREF(sa);
+    Py_XDECREF(sb);
+    return rc;
+}
+
+/* The element-wise mask of equal elements: numpy.isclose within the
+ * tolerance (NaN equal to NaN) for floating and complex dtypes, == for the
+ * rest.  New reference or NULL. */
+static PyObject *array_equal_mask(cmp *c, PyObject *np, PyObject *a, PyObject *b, PyObject *dtype)
+{
+    PyObject *kind = PyObject_GetAttrString(dtype, "kind");
     if (!kind)
-        goto error;
-    if (PyUnicode_CompareWithASCIIString(kind, "f") == 0 ||
-        PyUnicode_CompareWithASCIIString(kind, "c") == 0) {
-        PyObject *isclose = PyObject_GetAttrString(np, "isclose");
-        PyObject *args = PyTuple_Pack(2, a, b);
-        PyObject *kw =
-            Py_BuildValue("{s:d,s:d,s:O}", "rtol", c->rel, "atol", c->abs, "equal_nan", Py_True);
-        mask = isclose && args && kw ? PyObject_Call(isclose, args, kw) : NULL;
-        Py_XDECREF(isclose);
-        Py_XDECREF(args);
-        Py_XDECREF(kw);
-    } else {
-        mask = PyObject_RichCompare(a, b, Py_EQ);
-    }
-    if (!mask)
-        goto error;
-    all = PyObject_CallMethod(mask, "all", NULL);
-    if (!all)
-        goto error;
-    int ok = PyObject_IsTrue(all);
-    if (ok < 0)
-        goto error;
-    if (ok) {
-        rc = 0;
-        goto done;
-    }
-    PyObject *inv = PyNumber_Invert(mask);
-    bad = inv ? PyObject_CallMethod(np, "argwhere", "O", inv) : NULL;
-    Py_XDECREF(inv);
-    if (!bad)
-        goto error;
-    PyObject *first = PySequence_GetItem(bad, 0);
-    idx = first ? PySequence_Tuple(first) : NULL;
-    Py_XDECREF(first);
-    if (!idx)
-        goto error;
-    Py_ssize_t nbad = PyObject_Length(bad);
-    ea = PyObject_GetItem(a, idx);
-    eb = PyObject_GetItem(b, idx);
-    if (!ea || !eb || nbad < 0)
-        goto error;
+        return NULL;
+    int inexact = PyUnicode_CompareWithASCIIString(kind, "f") == 0 ||
+                  PyUnicode_CompareWithASCIIString(kind, "c") == 0;
+    Py_DECREF(kind);
+    if (!inexact)
+        return PyObject_RichCompare(a, b, Py_EQ);
+    PyObject *isclose = PyObject_GetAttrString(np, "isclose");
+    PyObject *args = PyTuple_Pack(2, a, b);
+    PyObject *kw =
+        Py_BuildValue("{s:d,s:d,s:O}", "rtol", c->rel, "atol", c->abs, "equal_nan", Py_True);
+    PyObject *mask = isclose && args && kw ? PyObject_Call(isclose, args, kw) : NULL;
+    Py_XDECREF(isclose);
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
+    return mask;
+}
+
+/* Appends "[i, j, ...]" of the index tuple `idx` to the path.  0 or -1. */
+static int path_push_index(cmp *c, PyObject *idx)
+{
     path_put(c, "[", 1);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(idx); i++) {
         PyObject *s = PyObject_Str(PyTuple_GET_ITEM(idx, i));
         const char *t = s ? PyUnicode_AsUTF8(s) : NULL;
         if (!t) {
             Py_XDECREF(s);
-            goto error;
+            return -1;
         }
         if (i)
             path_put(c, ", ", 2);
@@ -220,6 +204,30 @@ static int cmp_arrays(cmp *c, PyObject *a, PyObject *b)
         Py_DECREF(s);
     }
     path_put(c, "]", 1);
+    return 0;
+}
+
+/* The arrays differ where `mask` is false: the diff names the first such
+ * element and how many differ.  Returns 1 or -1. */
+static int differ_elements(cmp *c, PyObject *np, PyObject *a, PyObject *b, PyObject *mask)
+{
+    PyObject *bad = NULL, *idx = NULL, *ea = NULL, *eb = NULL;
+    int rc = -1;
+    PyObject *inv = PyNumber_Invert(mask);
+    bad = inv ? PyObject_CallMethod(np, "argwhere", "O", inv) : NULL;
+    Py_XDECREF(inv);
+    if (!bad)
+        goto done;
+    PyObject *first = PySequence_GetItem(bad, 0);
+    idx = first ? PySequence_Tuple(first) : NULL;
+    Py_XDECREF(first);
+    if (!idx)
+        goto done;
+    Py_ssize_t nbad = PyObject_Length(bad);
+    ea = PyObject_GetItem(a, idx);
+    eb = PyObject_GetItem(b, idx);
+    if (!ea || !eb || nbad < 0 || path_push_index(c, idx) < 0)
+        goto done;
     PyObject *ra = short_repr(ea), *rb = short_repr(eb);
     PyObject *size = PyObject_GetAttrString(a, "size");
     rc = differ(c, ra && rb && size ? PyUnicode_FromFormat("%U != %U (%zd of %S elements differ)",
@@ -228,22 +236,32 @@ static int cmp_arrays(cmp *c, PyObject *a, PyObject *b)
     Py_XDECREF(ra);
     Py_XDECREF(rb);
     Py_XDECREF(size);
-    goto done;
-error:
-    rc = -1;
 done:
-    Py_XDECREF(np);
-    Py_XDECREF(da);
-    Py_XDECREF(db);
-    Py_XDECREF(sa);
-    Py_XDECREF(sb);
-    Py_XDECREF(kind);
-    Py_XDECREF(mask);
-    Py_XDECREF(all);
     Py_XDECREF(bad);
     Py_XDECREF(idx);
     Py_XDECREF(ea);
     Py_XDECREF(eb);
+    return rc;
+}
+
+/* numpy arrays: dtype, shape, then element-wise. */
+static int cmp_arrays(cmp *c, PyObject *a, PyObject *b)
+{
+    PyObject *np = NULL, *dtype = NULL, *mask = NULL, *all = NULL;
+    int rc = cmp_array_layout(c, a, b, &dtype);
+    if (rc != 0)
+        return rc;
+    rc = -1;
+    np = PyImport_ImportModule("numpy");
+    mask = np ? array_equal_mask(c, np, a, b, dtype) : NULL;
+    all = mask ? PyObject_CallMethod(mask, "all", NULL) : NULL;
+    int ok = all ? PyObject_IsTrue(all) : -1;
+    if (ok >= 0)
+        rc = ok ? 0 : differ_elements(c, np, a, b, mask);
+    Py_XDECREF(np);
+    Py_XDECREF(dtype);
+    Py_XDECREF(mask);
+    Py_XDECREF(all);
     return rc;
 }
 

@@ -2,87 +2,60 @@
  * replay.c - the Replayer type: re-executes recorded calls in today's code
  * and compares what they do now with what the tape says they did.
  *
- * For one call (any object with the public Call attributes: id, module,
- * qualname, outcome, args, bound, result, exception) it
- *   1. refuses (ReplayRefused) unless the Replayer trusts the tape or its
- *      allowlist covers the function's module: replaying runs code;
- *   2. resolves module + qualname to the callable once per function
- *      (cached; resolve.c): imports the module as the recorded program did
- *      (a function of a script run as __main__ from that script's file),
- *      walks the qualname, takes the raw class attribute for methods, and
- *      unwraps @calltape.record (Recorder.__wrapped__), classmethod and
- *      staticmethod, so the original function is called with the recorded
- *      bound arguments, `self` or `cls` included; while a call of a script
- *      is replayed, the script's module stands in for sys.modules["__main__"]
- *      so that values of its classes rebuild;
- *   3. skips, with a reason, what cannot be replayed faithfully: a function
- *      that cannot be imported or has moved, a nested function, arguments
- *      not recorded or recorded as markers, a signature that no longer binds
- *      the recorded arguments, a recorded result that is a marker, a
- *      generator closed early;
- *   4. calls it with recording suspended on this thread (unless record_tape
- *      is set: then the function is wrapped by a Recorder writing to that
- *      tape), runs generators to the end (collecting what they yield) and
- *      coroutines and async generators through the Python helpers given;
- *      optionally with recorded module globals patched in and restored
- *      afterwards, on every path;
- *   5. compares (compare.c) and returns an Outcome built by the Python class
- *      given: status passed, changed (returns something else), failed
- *      (raises where it did not, or another exception), skipped.
+ * Replayer(tape, *, rel, abs, globals, record).run(calls) is what
+ * Tape.replay and Call.replay run (through calltape._replay.replay_calls):
+ *   1. a first pass over `calls` (a list, or a search, which streams again)
+ *      refuses (ReplayRefused) before any call runs unless the tape is
+ *      trusted or its allowlist covers every module: replaying runs code;
+ *      and notes the sessions, whose folders are put in front of sys.path
+ *      (as the recorded program had them) for the second pass;
+ *   2. the second pass replays each call (no Call is kept alive: a lighter
+ *      heap for the GC); for one call it
+ *      - resolves module + qualname to the callable once per function
+ *        (cached; resolve.c: imports the module as the recorded program
+ *        did, unwraps @calltape.record and the descriptors); while a call of
+ *        a script is replayed, the script's module stands in for
+ *        sys.modules["__main__"] so that values of its classes rebuild;
+ *      - skips, with a reason, what cannot be replayed faithfully: a
+ *        function that cannot be imported or has moved (resolve.c), and
+ *        what the recording or today's signature rules out (replay_judge.c:
+ *        judged by the call's own function row, not by a newer version of
+ *        the function of the same name);
+ *      - calls it (replay_run.c) with recording suspended on this thread
+ *        unless the replay records (record=True: the function is wrapped by
+ *        a Recorder writing to the tape);
+ *      - compares (replay_judge.c, compare.c) and builds an Outcome;
+ *   3. returns a Report of the outcomes (and the session the replayed calls
+ *      were recorded in).
+ * Outcome and Report are Python classes (calltape._replay) handed to C by
+ * Replayer.bind() when that module is imported, with the helpers that run
+ * coroutines and async generators on a fresh event loop.  make-tests and
+ * calltape.testing ask a Replayer too: skip_reason(call) (the recording's
+ * rules), call(fn, ...) (how a call is run to its end) and raised(exc) (an
+ * exception as the recorder names it).
  *
  * Invariants: one call never raises out of replay() except ReplayRefused,
- * KeyboardInterrupt and memory errors; the thread's recording context, the
- * patched globals and sys.modules["__main__"] are restored on every exit
- * path.
+ * TapeError, KeyboardInterrupt and memory errors; the thread's recording
+ * context, the patched globals, sys.path and sys.modules["__main__"] are
+ * restored on every exit path.
  */
-#include "recorder.h"
+#include "replay.h"
 
-#include <math.h>
-
-enum { ST_PASSED, ST_CHANGED, ST_FAILED, ST_SKIPPED };
-static const char *const status_names[] = {"passed", "changed", "failed", "skipped"};
-/* The Call attributes replay reads, interned once per Replayer. */
-enum {
-    A_ID,
-    A_MODULE,
-    A_QUALNAME,
-    A_OUTCOME,
-    A_EXCEPTION,
-    A_RESULT,
-    A_ARGS,
-    A_BOUND,
-    A_KWARGS,
-    A_GLOBALS,
-    A_YIELDED,
-    A_FILE,
-    A_COUNT
-};
-static const char *const attr_names[] = {"id",        "module",  "qualname", "outcome",
-                                         "exception", "result",  "args",     "bound",
-                                         "kwargs",    "globals", "yielded",  "file"};
-
-typedef struct Replayer {
-    PyObject_HEAD ct_state *st;
-    PyObject *module_ref;
-    PyObject *outcome_type;  /* callable(call_id, function, status, result, expected,
-                                exception, duration, diff, reason, yielded) */
-    PyObject *run_coroutine; /* callable(coroutine) -> its result */
-    PyObject *run_asyncgen;  /* callable(async generator) -> list of values */
-    PyObject *allow;         /* tuple of module prefixes */
-    PyObject *record_tape;   /* str, or NULL: do not record */
-    PyObject *cache;         /* dict (module, qualname) -> entry tuple */
-    PyObject *status[4];     /* "passed", "changed", "failed", "skipped" */
-    PyObject *attr[A_COUNT]; /* attribute names */
-    double rel, abs;
-    int trust;
-    int recorded_globals; /* patch call.globals in for each call */
-} Replayer;
+static const char *const status_names[RP_NSTATUS] = {"passed", "changed", "failed", "skipped"};
+static const char *const attr_names[RP_A_COUNT] = {
+    "id",     "module",  "qualname", "outcome", "exception", "result",     "args",   "bound",
+    "kwargs", "globals", "yielded",  "file",    "func",      "parameters", "session"};
+/* The names under which Replayer.bind() keeps the Python side in the
+ * module's dict of bound classes (ct_marker_type). */
+static const char *const bound_names[] = {"Outcome", "Report", "_run_coroutine", "_run_asyncgen"};
 
 /* A cache entry: (callable or None, kind, function or None, varnames or
  * None, "module.qualname", reason or None, the script module standing in
  * for __main__ or None): callable None means the function cannot be
  * replayed, for `reason`. */
 enum { E_CALLABLE, E_KIND, E_FN, E_NAMES, E_NAME, E_REASON, E_MAIN, E_SIZE };
+
+/* ---- may this module's code run? ----------------------------------------- */
 
 static int module_covered(PyObject *allow, PyObject *module)
 {
@@ -100,7 +73,7 @@ static int module_covered(PyObject *allow, PyObject *module)
     return 0;
 }
 
-static int check_allowed(Replayer *self, PyObject *module)
+static int check_allowed(rp_replayer *self, PyObject *module)
 {
     if (self->trust)
         return 0;
@@ -116,19 +89,6 @@ static int check_allowed(Replayer *self, PyObject *module)
 }
 
 /* ---- resolving module + qualname (resolve.c) ----------------------------- */
-
-/* "ExcType: message" of the pending exception, which is cleared. */
-static PyObject *describe_pending(void)
-{
-    PyObject *exc = ct_fetch_exc();
-    if (!exc)
-        return PyUnicode_FromString("unknown error");
-    PyObject *r = PyUnicode_FromFormat("%s: %S", Py_TYPE(exc)->tp_name, exc);
-    Py_DECREF(exc);
-    if (!r)
-        PyErr_Clear();
-    return r ? r : PyUnicode_FromString("error");
-}
 
 /* The uniform cache entry for module.qualname (recorded in `file`).  New
  * reference or NULL. */
@@ -152,395 +112,8 @@ static PyObject *resolve(ct_state *st, PyObject *record_tape, PyObject *module, 
     return out;
 }
 
-/* ---- checks before the call ---------------------------------------------- */
-
-/* Returns a str reason when the recorded arguments no longer bind to the
- * parameters of function `fn` (names: its varnames), NULL when they do (or
- * NULL with an exception). */
-static PyObject *bind_problem(PyObject *fn, PyObject *names, PyObject *args, PyObject *kwargs)
-{
-    PyCodeObject *co = (PyCodeObject *)PyFunction_GetCode(fn);
-    Py_ssize_t argc = co->co_argcount, posonly = co->co_posonlyargcount;
-    Py_ssize_t kwonly = co->co_kwonlyargcount, nparams = argc + kwonly;
-    int varargs = (co->co_flags & CO_VARARGS) != 0, varkw = (co->co_flags & CO_VARKEYWORDS) != 0;
-    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
-    uint8_t filled[256];
-    if (nparams > (Py_ssize_t)sizeof filled)
-        return NULL; /* unusual: the call itself will tell */
-    memset(filled, 0, sizeof filled);
-    if (nargs > argc && !varargs)
-        return PyUnicode_FromFormat("the signature no longer binds the recorded arguments: it"
-                                    " takes %zd positional arguments, %zd were recorded",
-                                    argc, nargs);
-    for (Py_ssize_t i = 0; i < nargs && i < argc; i++)
-        filled[i] = 1;
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
-    while (kwargs && PyDict_Next(kwargs, &pos, &key, &value)) {
-        Py_ssize_t j = -1;
-        for (Py_ssize_t i = posonly; i < nparams && j < 0; i++) {
-            int eq = PyUnicode_Compare(PyTuple_GET_ITEM(names, i), key);
-            if (eq == -1 && PyErr_Occurred())
-                return NULL;
-            if (eq == 0)
-                j = i;
-        }
-        if (j < 0 && !varkw)
-            return PyUnicode_FromFormat("the signature no longer binds the recorded arguments:"
-                                        " it has no parameter %R any more",
-                                        key);
-        if (j >= 0 && filled[j])
-            return PyUnicode_FromFormat("the signature no longer binds the recorded arguments:"
-                                        " %R would get two values",
-                                        key);
-        if (j >= 0)
-            filled[j] = 1;
-    }
-    PyObject *defaults = PyFunction_GetDefaults(fn);
-    PyObject *kwdefaults = PyFunction_GetKwDefaults(fn);
-    Py_ssize_t ndef = defaults ? PyTuple_GET_SIZE(defaults) : 0;
-    for (Py_ssize_t i = 0; i < nparams; i++) {
-        if (filled[i] || (i < argc && i >= argc - ndef))
-            continue;
-        PyObject *name = PyTuple_GET_ITEM(names, i);
-        if (i >= argc && kwdefaults) {
-            int has = PyDict_Contains(kwdefaults, name);
-            if (has < 0)
-                return NULL;
-            if (has)
-                continue;
-        }
-        return PyUnicode_FromFormat("the signature no longer binds the recorded arguments: the"
-                                    " required parameter %R was not recorded",
-                                    name);
-    }
-    return NULL;
-}
-
-/* 1 when `v` is (or holds, at any depth, inside lists, tuples, sets, dicts
- * and the attributes of objects) a marker of a value that was not
- * recorded; *found then names it (borrowed).  `seen` (a set of ids, or
- * NULL at the top) keeps shared and cyclic values from being walked twice. */
-static int find_marker_in(ct_state *st, PyObject *v, PyObject **found, int depth, PyObject *seen)
-{
-    static const char *const names[] = {"Redacted", "Truncated", "Unencodable"};
-    for (int i = 0; i < 3; i++) {
-        PyObject *cls = ct_marker_type(st, names[i]);
-        if (cls && Py_TYPE(v) == (PyTypeObject *)cls) {
-            *found = v;
-            return 1;
-        }
-    }
-    if (depth > WIRE_MAX_DEPTH || PyUnicode_Check(v) || PyLong_Check(v) || PyFloat_Check(v))
-        return 0;
-    PyObject *id = PyLong_FromVoidPtr(v);
-    int fresh = id ? PySet_Contains(seen, id) == 0 && PySet_Add(seen, id) == 0 : 0;
-    Py_XDECREF(id);
-    PyErr_Clear();
-    if (!fresh)
-        return 0;
-    PyObject *items = NULL, *k, *x;
-    Py_ssize_t pos = 0;
-    int hit = 0;
-    if (PyList_Check(v) || PyTuple_Check(v)) {
-        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(v) && !hit; i++)
-            hit = find_marker_in(st, PySequence_Fast_GET_ITEM(v, i), found, depth + 1, seen);
-    } else if (PyDict_Check(v)) {
-        while (!hit && PyDict_Next(v, &pos, &k, &x))
-            hit = find_marker_in(st, k, found, depth + 1, seen) ||
-                  find_marker_in(st, x, found, depth + 1, seen);
-    } else if (PyAnySet_Check(v)) {
-        items = PySequence_List(v);
-    } else if (Py_TYPE(v)->tp_dictoffset != 0 || (Py_TYPE(v)->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
-        items = PyObject_GenericGetDict(v, NULL);
-    }
-    if (items && !hit)
-        hit = find_marker_in(st, items, found, depth + 1, seen);
-    Py_XDECREF(items);
-    if (!hit && Py_TYPE(v)->tp_dealloc == st->subtype_dealloc) {
-        PyObject *slots = ct_slot_values(st, v);
-        hit = slots && find_marker_in(st, slots, found, depth + 1, seen);
-        Py_XDECREF(slots);
-    }
-    PyErr_Clear();
-    return hit;
-}
-
-static int find_marker(ct_state *st, PyObject *v, PyObject **found, int depth)
-{
-    PyObject *seen = PySet_New(NULL);
-    int hit = seen ? find_marker_in(st, v, found, depth, seen) : 0;
-    Py_XDECREF(seen);
-    PyErr_Clear();
-    return hit;
-}
-
-/* ---- the call ------------------------------------------------------------ */
-
-/* Patches `patch` into `globals`; fills `saved` (name -> old value) and
- * `absent` (names not there before).  Returns 0 or -1. */
-static int patch_globals(PyObject *globals, PyObject *patch, PyObject *saved, PyObject *absent)
-{
-    PyObject *name, *value;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(patch, &pos, &name, &value)) {
-        PyObject *old = PyDict_GetItemWithError(globals, name);
-        if (!old && PyErr_Occurred())
-            return -1;
-        if (old ? PyDict_SetItem(saved, name, old) : PyList_Append(absent, name))
-            return -1;
-        if (PyDict_SetItem(globals, name, value) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-/* Puts back what patch_globals() replaced.  Never fails; keeps a pending
- * exception. */
-static void restore_globals(PyObject *globals, PyObject *saved, PyObject *absent)
-{
-    PyObject *exc = ct_fetch_exc();
-    PyObject *name, *value;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(saved, &pos, &name, &value))
-        if (PyDict_SetItem(globals, name, value) < 0)
-            PyErr_Clear();
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(absent); i++)
-        if (PyDict_DelItem(globals, PyList_GET_ITEM(absent, i)) < 0)
-            PyErr_Clear();
-    ct_restore_exc(exc);
-}
-
-/* Runs a generator to its end: *yielded gets the list of values.  Returns
- * the return value (new reference) or NULL with an exception. */
-static PyObject *drain(PyObject *gen, PyObject **yielded)
-{
-    PyObject *list = PyList_New(0);
-    if (!list)
-        return NULL;
-    for (;;) {
-        PyObject *v = NULL;
-        PySendResult r = PyIter_Send(gen, Py_None, &v);
-        if (r == PYGEN_NEXT) {
-            int rc = PyList_Append(list, v);
-            Py_DECREF(v);
-            if (rc < 0)
-                break;
-            continue;
-        }
-        if (r == PYGEN_RETURN) {
-            *yielded = list;
-            return v;
-        }
-        break;
-    }
-    Py_DECREF(list);
-    return NULL;
-}
-
-/* Calls the entry with the arguments; the outcome goes to *result or to
- * *exc (new references), *yielded for generators.  Returns -1 only for a
- * KeyboardInterrupt, which is left pending. */
-static int run_call(Replayer *self, PyObject *entry, PyObject *args, PyObject *kwargs,
-                    PyObject *patch, PyObject **result, PyObject **exc, PyObject **yielded,
-                    uint64_t *duration)
-{
-    PyObject *callable = PyTuple_GET_ITEM(entry, E_CALLABLE);
-    int kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(entry, E_KIND));
-    PyObject *fn = PyTuple_GET_ITEM(entry, E_FN);
-    PyObject *saved = NULL, *absent = NULL, *globals = NULL;
-    if (patch && fn != Py_None) {
-        globals = PyFunction_GetGlobals(fn);
-        saved = PyDict_New();
-        absent = PyList_New(0);
-        if (!saved || !absent || patch_globals(globals, patch, saved, absent) < 0) {
-            if (saved && absent)
-                restore_globals(globals, saved, absent);
-            Py_XDECREF(saved);
-            Py_XDECREF(absent);
-            *exc = ct_fetch_exc();
-            return 0;
-        }
-    }
-    ct_thread *t = ct_thread_get();
-    int quiet = self->record_tape == NULL;
-    if (quiet)
-        t->busy++;
-    uint64_t start = ct_now_ns();
-    PyObject *r = PyObject_Call(callable, args, kwargs);
-    if (r && kind == KIND_GENERATOR && PyIter_Check(r)) {
-        Py_SETREF(r, drain(r, yielded));
-    } else if (r && kind == KIND_COROUTINE) {
-        Py_SETREF(r, PyObject_CallOneArg(self->run_coroutine, r));
-    } else if (r && kind == KIND_ASYNC_GENERATOR) {
-        PyObject *values = PyObject_CallOneArg(self->run_asyncgen, r);
-        Py_SETREF(r, values ? Py_NewRef(Py_None) : NULL);
-        *yielded = values;
-    }
-    *duration = ct_now_ns() - start;
-    if (quiet)
-        t->busy--;
-    if (saved) {
-        restore_globals(globals, saved, absent);
-        Py_DECREF(saved);
-        Py_DECREF(absent);
-    }
-    if (r) {
-        *result = r;
-        return 0;
-    }
-    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
-        return -1;
-    *exc = ct_fetch_exc();
-    return 0;
-}
-
-/* "module.Qualname" of an exception's type, as the recorder writes it. */
-static PyObject *exc_type_name(PyObject *exc)
-{
-    PyTypeObject *tp = Py_TYPE(exc);
-    PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
-    PyObject *qual = PyObject_GetAttrString((PyObject *)tp, "__qualname__");
-    PyObject *full = NULL;
-    if (mod && qual && PyUnicode_Check(mod) && PyUnicode_Check(qual))
-        full = PyUnicode_FromFormat("%U.%U", mod, qual);
-    PyErr_Clear();
-    Py_XDECREF(mod);
-    Py_XDECREF(qual);
-    return full ? full : PyUnicode_FromString(tp->tp_name);
-}
-
-static PyObject *exc_message(PyObject *exc)
-{
-    PyObject *msg = PyObject_Str(exc);
-    if (!msg) {
-        PyErr_Clear();
-        return PyUnicode_FromString("<str() failed>");
-    }
-    if (PyUnicode_GET_LENGTH(msg) > 2000) /* the recorder keeps 2000 characters */
-        Py_SETREF(msg, PyUnicode_Substring(msg, 0, 2000));
-    return msg;
-}
-
-/* ---- the Replayer type --------------------------------------------------- */
-
-static PyObject *Replayer_new(PyTypeObject *type, PyObject *args, PyObject *kw)
-{
-    static char *kwlist[] = {
-        "outcome", "run_coroutine", "run_asyncgen",     "trust", "allow", "rel",
-        "abs",     "record_tape",   "recorded_globals", NULL};
-    PyObject *outcome, *run_coro, *run_agen, *allow = NULL, *record_tape = NULL;
-    int trust = 0, recorded_globals = 0;
-    double rel = 0.0, abs_tol = 0.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|$pOddOp:Replayer", kwlist, &outcome, &run_coro,
-                                     &run_agen, &trust, &allow, &rel, &abs_tol, &record_tape,
-                                     &recorded_globals))
-        return NULL;
-    if (ct_check_tolerance(rel, abs_tol) < 0)
-        return NULL;
-    PyObject *allow_t = allow && allow != Py_None ? PySequence_Tuple(allow) : PyTuple_New(0);
-    if (!allow_t)
-        return NULL;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(allow_t); i++) {
-        if (!PyUnicode_Check(PyTuple_GET_ITEM(allow_t, i))) {
-            PyErr_Format(PyExc_TypeError, "allow must hold module names (str), not %R",
-                         PyTuple_GET_ITEM(allow_t, i));
-            Py_DECREF(allow_t);
-            return NULL;
-        }
-    }
-    Replayer *self = (Replayer *)type->tp_alloc(type, 0);
-    if (!self) {
-        Py_DECREF(allow_t);
-        return NULL;
-    }
-    PyObject *m = PyType_GetModule(type);
-    self->st = PyModule_GetState(m);
-    self->module_ref = Py_NewRef(m);
-    self->outcome_type = Py_NewRef(outcome);
-    self->run_coroutine = Py_NewRef(run_coro);
-    self->run_asyncgen = Py_NewRef(run_agen);
-    self->allow = allow_t;
-    self->record_tape = record_tape && record_tape != Py_None ? Py_NewRef(record_tape) : NULL;
-    self->cache = PyDict_New();
-    self->rel = rel;
-    self->abs = abs_tol;
-    self->trust = trust;
-    self->recorded_globals = recorded_globals;
-    for (int i = 0; i < 4; i++) {
-        self->status[i] = PyUnicode_InternFromString(status_names[i]);
-        if (!self->status[i]) {
-            Py_DECREF(self);
-            return NULL;
-        }
-    }
-    for (int i = 0; i < A_COUNT; i++) {
-        self->attr[i] = PyUnicode_InternFromString(attr_names[i]);
-        if (!self->attr[i]) {
-            Py_DECREF(self);
-            return NULL;
-        }
-    }
-    if (!self->cache) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    return (PyObject *)self;
-}
-
-static int Replayer_traverse(Replayer *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->module_ref);
-    Py_VISIT(self->outcome_type);
-    Py_VISIT(self->run_coroutine);
-    Py_VISIT(self->run_asyncgen);
-    Py_VISIT(self->allow);
-    Py_VISIT(self->record_tape);
-    Py_VISIT(self->cache);
-    for (int i = 0; i < 4; i++)
-        Py_VISIT(self->status[i]);
-    for (int i = 0; i < A_COUNT; i++)
-        Py_VISIT(self->attr[i]);
-    return 0;
-}
-
-static int Replayer_clear(Replayer *self)
-{
-    Py_CLEAR(self->module_ref);
-    Py_CLEAR(self->outcome_type);
-    Py_CLEAR(self->run_coroutine);
-    Py_CLEAR(self->run_asyncgen);
-    Py_CLEAR(self->allow);
-    Py_CLEAR(self->record_tape);
-    Py_CLEAR(self->cache);
-    for (int i = 0; i < 4; i++)
-        Py_CLEAR(self->status[i]);
-    for (int i = 0; i < A_COUNT; i++)
-        Py_CLEAR(self->attr[i]);
-    return 0;
-}
-
-static void Replayer_dealloc(Replayer *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    Replayer_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyObject *Replayer_check(Replayer *self, PyObject *module)
-{
-    if (!PyUnicode_Check(module))
-        return PyErr_Format(PyExc_TypeError, "module must be a str, not %R", module);
-    if (check_allowed(self, module) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
 /* The cached entry (borrowed) for module.qualname recorded in `file`. */
-static PyObject *lookup(Replayer *self, PyObject *module, PyObject *qualname, PyObject *file)
+static PyObject *lookup(rp_replayer *self, PyObject *module, PyObject *qualname, PyObject *file)
 {
     PyObject *key = PyTuple_Pack(3, module, qualname, file);
     if (!key)
@@ -556,289 +129,149 @@ static PyObject *lookup(Replayer *self, PyObject *module, PyObject *qualname, Py
     return entry;
 }
 
-/* Stands `script` (a module) in for sys.modules["__main__"] while a call of
- * the script is replayed, so that values of its classes rebuild; returns
- * the module it replaced (new reference; Py_None when there was none), or
- * NULL with an exception. */
-static PyObject *main_swap(PyObject *script)
-{
-    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
-    PyObject *old = PyDict_GetItemString(modules, "__main__");
-    old = Py_NewRef(old ? old : Py_None);
-    if (PyDict_SetItemString(modules, "__main__", script) < 0)
-        Py_CLEAR(old);
-    return old;
-}
+/* ---- one call ------------------------------------------------------------ */
 
-/* Puts back what main_swap() replaced (`old` is consumed).  Keeps a pending
+/* How many parameters the call's own function row has (call.func.parameters:
+ * the row of the version of the function that made this call, not of a newer
+ * one of the same name), -1 when the call does not say.  -2 with an
  * exception. */
-static void main_restore(PyObject *old)
+static Py_ssize_t recorded_parameters(rp_replayer *self, PyObject *call)
 {
-    PyObject *exc = ct_fetch_exc();
-    PyObject *modules = PyImport_GetModuleDict();
-    if ((old == Py_None ? PyDict_DelItemString(modules, "__main__")
-                        : PyDict_SetItemString(modules, "__main__", old)) < 0)
-        PyErr_Clear();
-    Py_DECREF(old);
-    ct_restore_exc(exc);
+    if (Py_TYPE(call) == self->st->Call_type)
+        return ((ct_call *)call)->fn->nparams;
+    PyObject *fn = PyObject_GetAttr(call, self->attr[RP_A_FUNC]);
+    PyObject *names = fn ? PyObject_GetAttr(fn, self->attr[RP_A_PARAMETERS]) : NULL;
+    Py_XDECREF(fn);
+    if (!names) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -2;
+        PyErr_Clear(); /* a call-like object without its function row */
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Length(names);
+    Py_DECREF(names);
+    return n < 0 ? -2 : n;
 }
 
 /* Builds the Outcome.  Steals nothing. */
-static PyObject *make_outcome(Replayer *self, PyObject *call_id, PyObject *function, int status,
-                              PyObject *result, PyObject *expected, PyObject *exc, double duration,
-                              PyObject *diff, PyObject *reason, PyObject *yielded)
+static PyObject *make_outcome(rp_replayer *self, PyObject *call_id, PyObject *function, int status,
+                              const rp_ran *ran, PyObject *expected, PyObject *diff,
+                              PyObject *reason)
 {
     PyObject *st = self->status[status];
-    PyObject *dur = duration >= 0 ? PyFloat_FromDouble(duration) : Py_NewRef(Py_None);
+    PyObject *dur =
+        status != RP_SKIPPED ? PyFloat_FromDouble((double)ran->ns / 1e9) : Py_NewRef(Py_None);
     if (!dur)
         return NULL;
 #define OR_NONE(x) ((x) ? (x) : Py_None)
-    PyObject *argv[10] = {call_id,           function,        st,  OR_NONE(result),
-                          OR_NONE(expected), OR_NONE(exc),    dur, OR_NONE(diff),
-                          OR_NONE(reason),   OR_NONE(yielded)};
+    PyObject *argv[10] = {call_id,
+                          function,
+                          st,
+                          OR_NONE(ran->result),
+                          OR_NONE(expected),
+                          OR_NONE(ran->exc),
+                          dur,
+                          OR_NONE(diff),
+                          OR_NONE(reason),
+                          OR_NONE(ran->yielded)};
 #undef OR_NONE
     PyObject *out = PyObject_Vectorcall(self->outcome_type, argv, 10, NULL);
     Py_DECREF(dur);
     return out;
 }
 
-/* A skipped outcome whose reason is the pending exception (cleared).  A
- * damaged tape (TapeError) is not a reason to skip: it stays pending and
- * NULL is returned, as for KeyboardInterrupt and MemoryError. */
-static PyObject *skip_pending(Replayer *self, PyObject *call_id, PyObject *function,
-                              const char *what)
+/* The recorded bound arguments (call.bound.args, .kwargs: new references).
+ * Returns 0 (with *reason set when they cannot be rebuilt) or -1. */
+static int bound_arguments(rp_replayer *self, PyObject *call, PyObject **pargs, PyObject **pkwargs,
+                           PyObject **reason)
 {
-    PyObject *damaged = ct_marker_type(self->st, "TapeError");
-    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
-        PyErr_ExceptionMatches(PyExc_MemoryError) || (damaged && PyErr_ExceptionMatches(damaged)))
-        return NULL;
-    PyObject *why = describe_pending();
-    PyObject *reason = why ? PyUnicode_FromFormat("%s: %U", what, why) : NULL;
-    Py_XDECREF(why);
-    if (!reason)
-        return NULL;
-    PyObject *out =
-        make_outcome(self, call_id, function, ST_SKIPPED, NULL, NULL, NULL, -1, NULL, reason, NULL);
-    Py_DECREF(reason);
-    return out;
-}
-
-/* A generator recorded with yields=True: compares what it yielded then
- * (call.yielded; when it ends in a Truncated marker, only the values kept)
- * with what it yields now.  Returns 0 when the same or not recorded, 1 with
- * *diff set when not, -1 with an exception. */
-static int compare_yields(Replayer *self, PyObject *call, PyObject *now, PyObject **diff)
-{
-    PyObject *then = PyObject_GetAttr(call, self->attr[A_YIELDED]);
-    if (!then) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+    PyObject *bound = PyObject_GetAttr(call, self->attr[RP_A_BOUND]);
+    if (!bound) {
+        PyObject *damaged = ct_marker_type(self->st, "TapeError");
+        if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
+            PyErr_ExceptionMatches(PyExc_MemoryError) ||
+            (damaged && PyErr_ExceptionMatches(damaged)))
             return -1;
-        PyErr_Clear(); /* a Call without yielded */
-        return 0;
+        PyObject *exc = ct_fetch_exc();
+        *reason = exc ? PyUnicode_FromFormat("the recorded arguments cannot be rebuilt: %s: %S",
+                                             Py_TYPE(exc)->tp_name, exc)
+                      : NULL;
+        Py_XDECREF(exc);
+        return *reason ? 0 : -1;
     }
-    int rc = 0;
-    if (PyList_Check(then)) {
-        Py_ssize_t n = PyList_GET_SIZE(then);
-        PyObject *cls = ct_marker_type(self->st, "Truncated");
-        PyObject *a = NULL, *b = NULL;
-        if (n && cls && PyObject_TypeCheck(PyList_GET_ITEM(then, n - 1), (PyTypeObject *)cls)) {
-            a = PyList_GetSlice(then, 0, n - 1);
-            b = PyList_GetSlice(now, 0, n - 1);
-        } else {
-            a = Py_NewRef(then);
-            b = Py_NewRef(now);
-        }
-        rc = a && b ? ct_compare(self->st, a, b, self->rel, self->abs, "yielded", diff) : -1;
-        Py_XDECREF(a);
-        Py_XDECREF(b);
+    *pargs = PyObject_GetAttr(bound, self->attr[RP_A_ARGS]);
+    *pkwargs = PyObject_GetAttr(bound, self->attr[RP_A_KWARGS]);
+    Py_DECREF(bound);
+    if (!*pargs || !*pkwargs || !PyTuple_Check(*pargs) || !PyDict_Check(*pkwargs)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "call.bound must have a tuple args, a dict kwargs");
+        return -1;
     }
-    Py_DECREF(then);
-    return rc;
+    return 0;
 }
 
 /* Replays `call` whose function's cache entry is `entry` (borrowed).
  * Returns the Outcome, or NULL with an exception. */
-static PyObject *replay_entry(Replayer *self, PyObject *call, PyObject *call_id, PyObject *entry,
+static PyObject *replay_entry(rp_replayer *self, PyObject *call, PyObject *call_id, PyObject *entry,
                               Py_ssize_t nparams)
 {
-    ct_state *st = self->st;
-    PyObject *patch = NULL, *function = NULL;
-    PyObject *outcome = NULL, *expected = NULL, *named = NULL, *bound = NULL;
-    PyObject *pargs = NULL, *pkwargs = NULL, *reason = NULL, *result = NULL, *exc = NULL;
-    PyObject *yielded = NULL, *diff = NULL, *out = NULL;
-    int status = ST_SKIPPED;
-    double seconds = -1;
+    PyObject *function = PyTuple_GET_ITEM(entry, E_NAME), *fn = PyTuple_GET_ITEM(entry, E_FN);
+    PyObject *pargs = NULL, *pkwargs = NULL, *reason = NULL, *diff = NULL, *out = NULL;
+    rp_recorded rec = {0};
+    rp_ran ran = {0};
+    int status = RP_SKIPPED;
 
-    function = Py_NewRef(PyTuple_GET_ITEM(entry, E_NAME));
     if (PyTuple_GET_ITEM(entry, E_REASON) != Py_None) {
         reason = Py_NewRef(PyTuple_GET_ITEM(entry, E_REASON));
         goto finish;
     }
-    outcome = PyObject_GetAttr(call, self->attr[A_OUTCOME]);
-    if (!outcome)
-        goto error;
-    if (PyUnicode_CompareWithASCIIString(outcome, "closed") == 0) {
-        reason = PyUnicode_FromString("the recorded generator or coroutine was closed before it"
-                                      " finished, so there is no outcome to compare");
+    if (rp_judge_recording(self, call, nparams, 0, &rec, &reason) < 0)
+        goto done;
+    if (reason)
+        goto finish;
+    if (bound_arguments(self, call, &pargs, &pkwargs, &reason) < 0)
+        goto done;
+    if (reason) {
+        Py_CLEAR(rec.expected); /* not shown for arguments that do not rebuild */
         goto finish;
     }
-    int raised = PyUnicode_CompareWithASCIIString(outcome, "raised") == 0;
-    expected = PyObject_GetAttr(call, self->attr[raised ? A_EXCEPTION : A_RESULT]);
-    if (!expected) {
-        out = skip_pending(self, call_id, function, "the recorded outcome cannot be rebuilt");
-        goto done;
-    }
-    PyObject *marker = NULL;
-    if (!raised && find_marker(st, expected, &marker, 0)) {
-        reason = PyUnicode_FromFormat("the recorded result is %R, so there is nothing to compare",
-                                      marker);
-        goto finish;
-    }
-    named = PyObject_GetAttr(call, self->attr[A_ARGS]);
-    if (!named || !PyDict_Check(named)) {
-        if (!named)
-            out = skip_pending(self, call_id, function, "the recorded arguments cannot be rebuilt");
-        else
-            PyErr_SetString(PyExc_TypeError, "call.args must be a dict");
-        goto done;
-    }
-    if (PyDict_GET_SIZE(named) == 0 && nparams > 0) {
-        reason = PyUnicode_FromString("the arguments were not recorded (recorded with"
-                                      " args=False)");
-        goto finish;
-    }
-    PyObject *name, *value;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(named, &pos, &name, &value)) {
-        if (find_marker(st, value, &marker, 0)) {
-            reason = PyUnicode_FromFormat("the argument %U was not recorded (%R)", name, marker);
-            goto finish;
-        }
-    }
-    if (self->recorded_globals) {
-        patch = PyObject_GetAttr(call, self->attr[A_GLOBALS]);
-        if (!patch) {
-            out = skip_pending(self, call_id, function, "the recorded globals cannot be rebuilt");
-            goto done;
-        }
-        if (!PyDict_Check(patch)) {
-            reason = PyUnicode_FromString("the globals it read were not recorded (record it with"
-                                          " globals=True to replay with globals='recorded')");
-            goto finish;
-        }
-    }
-    bound = PyObject_GetAttr(call, self->attr[A_BOUND]);
-    if (!bound) {
-        out = skip_pending(self, call_id, function, "the recorded arguments cannot be rebuilt");
-        goto done;
-    }
-    pargs = PyObject_GetAttr(bound, self->attr[A_ARGS]);
-    pkwargs = PyObject_GetAttr(bound, self->attr[A_KWARGS]);
-    if (!pargs || !pkwargs || !PyTuple_Check(pargs) || !PyDict_Check(pkwargs)) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "call.bound must have a tuple args, a dict kwargs");
-        goto error;
-    }
-    PyObject *fn = PyTuple_GET_ITEM(entry, E_FN), *names = PyTuple_GET_ITEM(entry, E_NAMES);
     if (fn != Py_None) {
-        reason = bind_problem(fn, names, pargs, pkwargs);
+        reason = rp_bind_problem(fn, PyTuple_GET_ITEM(entry, E_NAMES), pargs, pkwargs);
         if (reason || PyErr_Occurred())
             goto finish;
     }
-    uint64_t ns = 0;
-    if (run_call(self, entry, pargs, pkwargs, patch, &result, &exc, &yielded, &ns) < 0)
-        goto error;
-    seconds = (double)ns / 1e9;
-    if (exc) {
-        PyObject *tn = exc_type_name(exc), *msg = exc_message(exc);
-        if (!tn || !msg) {
-            Py_XDECREF(tn);
-            Py_XDECREF(msg);
-            goto error;
-        }
-        if (raised) {
-            PyObject *et = PyObject_GetAttrString(expected, "type");
-            PyObject *em = PyObject_GetAttrString(expected, "message");
-            int same = et && em && PyUnicode_Check(et) && PyUnicode_Check(em) &&
-                       PyUnicode_Compare(et, tn) == 0 && PyUnicode_Compare(em, msg) == 0;
-            PyErr_Clear();
-            status = same ? ST_PASSED : ST_FAILED;
-            if (!same)
-                diff = PyUnicode_FromFormat("exception: recorded %S: %S, raised now %U: %U", et, em,
-                                            tn, msg);
-            Py_XDECREF(et);
-            Py_XDECREF(em);
-        } else {
-            status = ST_FAILED;
-            diff = PyUnicode_FromFormat("raised %U: %U, recorded a result", tn, msg);
-        }
-        Py_DECREF(tn);
-        Py_DECREF(msg);
-        if (status == ST_FAILED && !diff)
-            goto error;
-    } else if (raised) {
-        PyObject *et = PyObject_GetAttrString(expected, "type");
-        PyObject *r = PyObject_Repr(result);
-        if (et && r) {
-            PyObject *cut = PyUnicode_GET_LENGTH(r) > 80 ? PyUnicode_Substring(r, 0, 77) : NULL;
-            diff = PyUnicode_FromFormat("result: recorded a raise of %S, returned %U%s now", et,
-                                        cut ? cut : r, cut ? "..." : "");
-            Py_XDECREF(cut);
-        }
-        PyErr_Clear();
-        Py_XDECREF(et);
-        Py_XDECREF(r);
-        status = ST_CHANGED;
-        if (!diff)
-            diff = PyUnicode_FromString("result: recorded a raise, returned now");
-    } else {
-        int rc = ct_compare(st, expected, result, self->rel, self->abs, "result", &diff);
-        if (rc < 0)
-            goto error;
-        status = rc ? ST_CHANGED : ST_PASSED;
-        if (rc == 0 && yielded && PyList_Check(yielded)) {
-            rc = compare_yields(self, call, yielded, &diff);
-            if (rc < 0)
-                goto error;
-            status = rc ? ST_CHANGED : ST_PASSED;
-        }
-    }
+    int kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(entry, E_KIND));
+    if (rp_run(self, PyTuple_GET_ITEM(entry, E_CALLABLE), kind, fn, pargs, pkwargs, rec.patch,
+               self->record_tape == NULL, &ran) < 0)
+        goto done;
+    status = rp_judge_outcome(self, call, &rec, &ran, &diff);
 finish:
-    if (PyErr_Occurred())
-        goto error;
-    out = make_outcome(self, call_id, function, status, result, expected, exc, seconds, diff,
-                       reason, yielded);
-    goto done;
-error:
-    Py_CLEAR(out);
+    if (status >= 0 && !PyErr_Occurred())
+        out = make_outcome(self, call_id, function, status, &ran, rec.expected, diff, reason);
 done:
-    Py_XDECREF(function);
-    Py_XDECREF(outcome);
-    Py_XDECREF(expected);
-    Py_XDECREF(named);
-    Py_XDECREF(patch);
-    Py_XDECREF(bound);
+    rp_recorded_clear(&rec);
     Py_XDECREF(pargs);
     Py_XDECREF(pkwargs);
     Py_XDECREF(reason);
-    Py_XDECREF(result);
-    Py_XDECREF(exc);
-    Py_XDECREF(yielded);
+    Py_XDECREF(ran.result);
+    Py_XDECREF(ran.exc);
+    Py_XDECREF(ran.yielded);
     Py_XDECREF(diff);
     return out;
 }
 
-static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
+/* Replays one call: its module checked, its function resolved, the
+ * script's module standing in for __main__ when it was a script's.  New
+ * Outcome or NULL with an exception. */
+static PyObject *replay_one(rp_replayer *self, PyObject *call)
 {
-    static char *kwlist[] = {"call", "parameters", NULL};
-    PyObject *call;
-    Py_ssize_t nparams = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$n:replay", kwlist, &call, &nparams))
+    Py_ssize_t nparams = recorded_parameters(self, call);
+    if (nparams == -2)
         return NULL;
-    PyObject *call_id = PyObject_GetAttr(call, self->attr[A_ID]);
-    PyObject *module = PyObject_GetAttr(call, self->attr[A_MODULE]);
-    PyObject *qualname = PyObject_GetAttr(call, self->attr[A_QUALNAME]);
-    PyObject *file = PyObject_GetAttr(call, self->attr[A_FILE]);
+    PyObject *call_id = PyObject_GetAttr(call, self->attr[RP_A_ID]);
+    PyObject *module = PyObject_GetAttr(call, self->attr[RP_A_MODULE]);
+    PyObject *qualname = PyObject_GetAttr(call, self->attr[RP_A_QUALNAME]);
+    PyObject *file = PyObject_GetAttr(call, self->attr[RP_A_FILE]);
     PyObject *out = NULL, *entry = NULL;
     if (!file && PyErr_ExceptionMatches(PyExc_AttributeError)) {
         PyErr_Clear(); /* a call-like object without a file */
@@ -856,12 +289,12 @@ static PyObject *Replayer_replay(Replayer *self, PyObject *args, PyObject *kw)
     if (!entry)
         goto done;
     PyObject *script = PyTuple_GET_ITEM(entry, E_MAIN);
-    PyObject *old_main = script != Py_None ? main_swap(script) : NULL;
+    PyObject *old_main = script != Py_None ? rp_main_swap(script) : NULL;
     if (script != Py_None && !old_main)
         goto done;
     out = replay_entry(self, call, call_id, entry, nparams);
     if (old_main)
-        main_restore(old_main);
+        rp_main_restore(old_main);
 done:
     Py_XDECREF(call_id);
     Py_XDECREF(module);
@@ -870,8 +303,80 @@ done:
     return out;
 }
 
+/* ---- many calls ---------------------------------------------------------- */
+
+/* The first pass: every module checked (in the order first met), and the
+ * set of sessions the calls were recorded in (new reference, or NULL). */
+static PyObject *first_pass(rp_replayer *self, PyObject *calls)
+{
+    PyObject *modules = PyDict_New(), *sessions = PySet_New(NULL), *it = NULL, *c = NULL;
+    if (!modules || !sessions || !(it = PyObject_GetIter(calls)))
+        goto error;
+    while ((c = PyIter_Next(it))) {
+        PyObject *m = PyObject_GetAttr(c, self->attr[RP_A_MODULE]);
+        PyObject *s = m ? PyObject_GetAttr(c, self->attr[RP_A_SESSION]) : NULL;
+        int rc = s ? PyDict_SetItem(modules, m, Py_None) | PySet_Add(sessions, s) : -1;
+        Py_XDECREF(m);
+        Py_XDECREF(s);
+        Py_CLEAR(c);
+        if (rc < 0)
+            goto error;
+    }
+    if (PyErr_Occurred())
+        goto error;
+    PyObject *m, *unused;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(modules, &pos, &m, &unused)) {
+        if (!PyUnicode_Check(m)) {
+            PyErr_SetString(PyExc_TypeError, "call.module must be a str");
+            goto error;
+        }
+        if (check_allowed(self, m) < 0)
+            goto error;
+    }
+    Py_DECREF(modules);
+    Py_DECREF(it);
+    return sessions;
+error:
+    Py_XDECREF(modules);
+    Py_XDECREF(sessions);
+    Py_XDECREF(it);
+    return NULL;
+}
+
+/* Puts the folders of `sessions` of the tape (oldest first), then the
+ * current folder, in front of sys.path where they are missing, as
+ * calltape._replay.recorded_imports does.  Returns the list of folders
+ * added (new reference) or NULL. */
+static PyObject *push_recorded_folders(rp_replayer *self, PyObject *sessions)
+{
+    PyObject *all = self->tape ? PyObject_CallMethod(self->tape, "sessions", NULL) : PyList_New(0);
+    PyObject *rows = all ? PyList_New(0) : NULL, *folders = NULL, *args = NULL, *added = NULL;
+    for (Py_ssize_t i = rows ? PySequence_Length(all) - 1 : -1; i >= 0; i--) {
+        PyObject *row = PySequence_GetItem(all, i);
+        PyObject *id = row ? PyObject_GetAttrString(row, "id") : NULL;
+        int keep = id ? PySet_Contains(sessions, id) : -1;
+        int rc = keep > 0 ? PyList_Append(rows, row) : keep;
+        Py_XDECREF(row);
+        Py_XDECREF(id);
+        if (rc < 0) {
+            Py_CLEAR(rows);
+            break;
+        }
+    }
+    if (rows && !PyErr_Occurred() && (args = PyTuple_Pack(1, rows)))
+        folders = ct_recorded_folders_py(self->module_ref, args, NULL);
+    if (folders)
+        added = ct_import_path_push_py(self->module_ref, folders);
+    Py_XDECREF(all);
+    Py_XDECREF(rows);
+    Py_XDECREF(args);
+    Py_XDECREF(folders);
+    return added;
+}
+
 /* The session this process records the replayed calls in, or None. */
-static PyObject *Replayer_session(Replayer *self, PyObject *unused)
+static PyObject *Replayer_session(rp_replayer *self, PyObject *unused)
 {
     (void)unused;
     if (!self->record_tape)
@@ -886,14 +391,314 @@ static PyObject *Replayer_session(Replayer *self, PyObject *unused)
     return PyLong_FromLongLong(s.session_id);
 }
 
+/* The Report of `outcomes`: with the session they were recorded in when
+ * the replay records (after a flush, so that the session is on the tape). */
+static PyObject *make_report(rp_replayer *self, PyObject *outcomes)
+{
+    PyObject *session = NULL;
+    if (self->record_tape && PyList_GET_SIZE(outcomes)) {
+        PyObject *flushed = PyObject_CallMethod(self->module_ref, "flush", NULL);
+        session = flushed ? Replayer_session(self, NULL) : NULL;
+        Py_XDECREF(flushed);
+        if (!session)
+            return NULL;
+    }
+    PyObject *argv[2] = {outcomes, session ? session : Py_None};
+    PyObject *report = PyObject_Vectorcall(self->report_type, argv, 2, NULL);
+    Py_XDECREF(session);
+    return report;
+}
+
+static PyObject *Replayer_run(rp_replayer *self, PyObject *calls)
+{
+    PyObject *sessions = first_pass(self, calls);
+    PyObject *added = sessions ? push_recorded_folders(self, sessions) : NULL;
+    PyObject *outcomes = added ? PyList_New(0) : NULL, *it = NULL, *c, *report = NULL;
+    Py_XDECREF(sessions);
+    if (!outcomes || !(it = PyObject_GetIter(calls)))
+        goto done;
+    while ((c = PyIter_Next(it))) {
+        PyObject *o = replay_one(self, c);
+        int rc = o ? PyList_Append(outcomes, o) : -1;
+        Py_XDECREF(o);
+        Py_DECREF(c);
+        if (rc < 0)
+            goto done;
+    }
+done:
+    if (added) {
+        PyObject *r = ct_import_path_pop_py(self->module_ref, added); /* keeps a pending error */
+        Py_XDECREF(r);
+    }
+    if (outcomes && !PyErr_Occurred())
+        report = make_report(self, outcomes);
+    Py_XDECREF(it);
+    Py_XDECREF(added);
+    Py_XDECREF(outcomes);
+    return report;
+}
+
+/* ---- what make-tests and calltape.testing ask ---------------------------- */
+
+static PyObject *Replayer_skip_reason(rp_replayer *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"call", "strict", NULL};
+    PyObject *call, *reason = NULL;
+    int strict = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$p:skip_reason", kwlist, &call, &strict))
+        return NULL;
+    Py_ssize_t nparams = recorded_parameters(self, call);
+    if (nparams == -2)
+        return NULL;
+    rp_recorded rec = {0};
+    int rc = rp_judge_recording(self, call, nparams, strict, &rec, &reason);
+    rp_recorded_clear(&rec);
+    if (rc < 0)
+        return NULL;
+    return reason ? reason : Py_NewRef(Py_None);
+}
+
+static PyObject *Replayer_call(rp_replayer *self, PyObject *args, PyObject *kw)
+{
+    if (PyTuple_GET_SIZE(args) < 1) {
+        PyErr_SetString(PyExc_TypeError, "call() needs the function to call");
+        return NULL;
+    }
+    PyObject *fn = PyTuple_GET_ITEM(args, 0);
+    PyObject *rest = PyTuple_GetSlice(args, 1, PyTuple_GET_SIZE(args));
+    if (!rest)
+        return NULL;
+    rp_ran ran = {0};
+    /* as replay runs a call, but recording is not suspended: a test's
+     * recorded callees record as they did */
+    int rc = rp_run(self, fn, rp_kind_of(fn), PyFunction_Check(fn) ? fn : Py_None, rest, kw, NULL,
+                    0, &ran);
+    Py_DECREF(rest);
+    Py_XDECREF(ran.yielded);
+    if (rc < 0)
+        return NULL;
+    if (ran.exc) {
+        ct_restore_exc(ran.exc);
+        return NULL;
+    }
+    return ran.result;
+}
+
+static PyObject *Replayer_raised(rp_replayer *self, PyObject *exc)
+{
+    (void)self;
+    if (!PyExceptionInstance_Check(exc))
+        return PyErr_Format(PyExc_TypeError, "raised() needs an exception, not %R", exc);
+    PyObject *tn = rp_exc_type_name(exc), *msg = tn ? rp_exc_message(exc) : NULL;
+    PyObject *out = msg ? PyTuple_Pack(2, tn, msg) : NULL;
+    Py_XDECREF(tn);
+    Py_XDECREF(msg);
+    return out;
+}
+
+static PyObject *Replayer_replay(rp_replayer *self, PyObject *call)
+{
+    return replay_one(self, call);
+}
+
+static PyObject *Replayer_check(rp_replayer *self, PyObject *module)
+{
+    if (!PyUnicode_Check(module))
+        return PyErr_Format(PyExc_TypeError, "module must be a str, not %R", module);
+    if (check_allowed(self, module) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Replayer.bind(outcome, report, run_coroutine, run_asyncgen): keeps the
+ * Python side of replay in the module's dict of bound classes. */
+static PyObject *Replayer_bind(PyObject *cls, PyObject *args)
+{
+    PyObject *given[4];
+    if (!PyArg_ParseTuple(args, "OOOO:bind", &given[0], &given[1], &given[2], &given[3]))
+        return NULL;
+    ct_state *st = PyType_GetModuleState((PyTypeObject *)cls);
+    if (!st)
+        return NULL;
+    if (!st->marker_types) {
+        PyErr_SetString(PyExc_RuntimeError, "calltape is not initialised (_bind was not called)");
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (!PyCallable_Check(given[i]))
+            return PyErr_Format(PyExc_TypeError, "%s must be callable, not %R", bound_names[i],
+                                given[i]);
+        if (PyDict_SetItemString(st->marker_types, bound_names[i], given[i]) < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---- the Replayer type --------------------------------------------------- */
+
+/* Reads the options of a replay of `tape` (or of no tape) into `self`.
+ * Returns 0 or -1 with an exception. */
+static int replayer_options(rp_replayer *self, PyObject *tape, PyObject *globals, int record)
+{
+    PyObject *allow = NULL, *trust = NULL;
+    if (tape != Py_None) {
+        trust = PyObject_GetAttrString(tape, "trust");
+        allow = trust ? PyObject_GetAttrString(tape, "allow") : NULL;
+        self->trust = trust ? PyObject_IsTrue(trust) : -1;
+        if (self->trust >= 0 && allow && record)
+            self->record_tape = PyObject_GetAttrString(tape, "path");
+        if (self->trust < 0 || !allow || (record && !self->record_tape))
+            goto error;
+        self->tape = Py_NewRef(tape);
+    }
+    self->allow = allow && allow != Py_None ? PySequence_Tuple(allow) : PyTuple_New(0);
+    if (!self->allow)
+        goto error;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->allow); i++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(self->allow, i))) {
+            PyErr_Format(PyExc_TypeError, "allow must hold module names (str), not %R",
+                         PyTuple_GET_ITEM(self->allow, i));
+            goto error;
+        }
+    self->recorded_globals = globals != Py_None;
+    Py_XDECREF(trust);
+    Py_XDECREF(allow);
+    return 0;
+error:
+    Py_XDECREF(trust);
+    Py_XDECREF(allow);
+    return -1;
+}
+
+/* Takes the Python side given to bind() (importing calltape._replay, which
+ * binds it, on first use).  Returns 0 or -1. */
+static int replayer_bound(rp_replayer *self)
+{
+    PyObject **slots[4] = {&self->outcome_type, &self->report_type, &self->run_coroutine,
+                           &self->run_asyncgen};
+    if (!ct_marker_type(self->st, bound_names[0])) {
+        PyObject *m = PyImport_ImportModule("calltape._replay");
+        if (!m)
+            return -1;
+        Py_DECREF(m);
+    }
+    for (int i = 0; i < 4; i++) {
+        PyObject *v = ct_marker_type(self->st, bound_names[i]);
+        if (!v) {
+            PyErr_Format(PyExc_RuntimeError, "calltape._replay did not bind %s", bound_names[i]);
+            return -1;
+        }
+        *slots[i] = Py_NewRef(v);
+    }
+    return 0;
+}
+
+static PyObject *Replayer_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"tape", "rel", "abs", "globals", "record", NULL};
+    PyObject *tape = Py_None, *globals = Py_None;
+    int record = 0;
+    double rel = 0.0, abs_tol = 0.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$ddOp:Replayer", kwlist, &tape, &rel, &abs_tol,
+                                     &globals, &record))
+        return NULL;
+    if (globals != Py_None &&
+        (!PyUnicode_Check(globals) || PyUnicode_CompareWithASCIIString(globals, "recorded")))
+        return PyErr_Format(PyExc_ValueError, "globals must be None or 'recorded', not %R",
+                            globals);
+    if (ct_check_tolerance(rel, abs_tol) < 0)
+        return NULL;
+    rp_replayer *self = (rp_replayer *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    PyObject *m = PyType_GetModule(type);
+    self->st = PyModule_GetState(m);
+    self->module_ref = Py_NewRef(m);
+    self->rel = rel;
+    self->abs = abs_tol;
+    self->cache = PyDict_New();
+    if (!self->cache || replayer_options(self, tape, globals, record) < 0 ||
+        replayer_bound(self) < 0)
+        goto error;
+    for (int i = 0; i < RP_NSTATUS; i++)
+        if (!(self->status[i] = PyUnicode_InternFromString(status_names[i])))
+            goto error;
+    for (int i = 0; i < RP_A_COUNT; i++)
+        if (!(self->attr[i] = PyUnicode_InternFromString(attr_names[i])))
+            goto error;
+    return (PyObject *)self;
+error:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static int Replayer_traverse(rp_replayer *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->module_ref);
+    Py_VISIT(self->outcome_type);
+    Py_VISIT(self->report_type);
+    Py_VISIT(self->run_coroutine);
+    Py_VISIT(self->run_asyncgen);
+    Py_VISIT(self->tape);
+    Py_VISIT(self->allow);
+    Py_VISIT(self->record_tape);
+    Py_VISIT(self->cache);
+    for (int i = 0; i < RP_NSTATUS; i++)
+        Py_VISIT(self->status[i]);
+    for (int i = 0; i < RP_A_COUNT; i++)
+        Py_VISIT(self->attr[i]);
+    return 0;
+}
+
+static int Replayer_clear(rp_replayer *self)
+{
+    Py_CLEAR(self->module_ref);
+    Py_CLEAR(self->outcome_type);
+    Py_CLEAR(self->report_type);
+    Py_CLEAR(self->run_coroutine);
+    Py_CLEAR(self->run_asyncgen);
+    Py_CLEAR(self->tape);
+    Py_CLEAR(self->allow);
+    Py_CLEAR(self->record_tape);
+    Py_CLEAR(self->cache);
+    for (int i = 0; i < RP_NSTATUS; i++)
+        Py_CLEAR(self->status[i]);
+    for (int i = 0; i < RP_A_COUNT; i++)
+        Py_CLEAR(self->attr[i]);
+    return 0;
+}
+
+static void Replayer_dealloc(rp_replayer *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Replayer_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
 static PyMethodDef Replayer_methods[] = {
-    {"session", (PyCFunction)Replayer_session, METH_NOARGS,
-     "session() -> the session id the replayed calls were recorded in, or None"},
+    {"run", (PyCFunction)Replayer_run, METH_O,
+     "run(calls) -> Report: every module checked before any call runs, then each call"
+     " replayed (calls is iterated twice: a list, or a search)"},
+    {"replay", (PyCFunction)Replayer_replay, METH_O,
+     "replay(call) -> Outcome (judged by the call's own function row)"},
     {"check", (PyCFunction)Replayer_check, METH_O,
      "check(module): raise ReplayRefused unless calls of `module` may be replayed"},
-    {"replay", (PyCFunction)(void (*)(void))Replayer_replay, METH_VARARGS | METH_KEYWORDS,
-     "replay(call, *, parameters=-1) -> Outcome (parameters: how many the recording"
-     " has, to tell unrecorded arguments from none)"},
+    {"skip_reason", (PyCFunction)(void (*)(void))Replayer_skip_reason, METH_VARARGS | METH_KEYWORDS,
+     "skip_reason(call, *, strict=False) -> why the recording of `call` rules out a faithful"
+     " replay, or None (nothing imported or run; strict: values that do not rebuild raise)"},
+    {"call", (PyCFunction)(void (*)(void))Replayer_call, METH_VARARGS | METH_KEYWORDS,
+     "call(fn, *args, **kwargs) -> what fn returns when run as replay runs it (a generator"
+     " to its end, a coroutine or an async generator on a fresh event loop)"},
+    {"raised", (PyCFunction)Replayer_raised, METH_O,
+     "raised(exc) -> (type, message) of an exception as the recorder writes them"},
+    {"session", (PyCFunction)Replayer_session, METH_NOARGS,
+     "session() -> the session id the replayed calls were recorded in, or None"},
+    {"bind", (PyCFunction)Replayer_bind, METH_VARARGS | METH_CLASS,
+     "bind(outcome, report, run_coroutine, run_asyncgen): the Python side of replay,"
+     " given by calltape._replay when it is imported"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -903,15 +708,14 @@ static PyType_Slot Replayer_slots[] = {
     {Py_tp_traverse, Replayer_traverse},
     {Py_tp_clear, Replayer_clear},
     {Py_tp_methods, Replayer_methods},
-    {Py_tp_doc, "Replayer(outcome, run_coroutine, run_asyncgen, *, trust=False, allow=(),"
-                " rel=0.0, abs=0.0, record_tape=None, recorded_globals=False): re-executes recorded"
-                " calls"},
+    {Py_tp_doc, "Replayer(tape=None, *, rel=0.0, abs=0.0, globals=None, record=False):"
+                " re-executes recorded calls of the tape under its trust and allow list"},
     {0, NULL},
 };
 
 PyType_Spec Replayer_spec = {
     .name = "calltape._native.Replayer",
-    .basicsize = sizeof(Replayer),
+    .basicsize = sizeof(rp_replayer),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .slots = Replayer_slots,
 };
