@@ -459,7 +459,7 @@ def test_replaying_leaks_no_python_objects(tape, tmp_path, monkeypatch):
             list(gen(3))
             locked(threading.Lock())
     """)
-    import leak_v  # noqa: F401 - its calls are recorded at import
+    import leak_v  # its calls are recorded at import
     calltape.flush()
     t = calltape.open(tape, trust=True)
     calls = list(t.search(function="leak_v.*"))
