@@ -22,8 +22,11 @@ setup(
     ext_modules=[
         Extension(
             "calltape._native",
-            sources=sorted(glob("src/engine/*.c")) + sorted(glob("src/calltape/_native/*.c")),
-            include_dirs=["src/engine"],
+            # the engine, then the binding: module.c, sink.c and lifecycle.c at
+            # the top, the ways in (record/, instruments/) and out (read/, replay/)
+            sources=sorted(glob("src/engine/*.c"))
+            + sorted(glob("src/calltape/_native/**/*.c", recursive=True)),
+            include_dirs=["src/engine", "src/calltape/_native"],
             extra_compile_args=flags,
             extra_link_args=link,
         )

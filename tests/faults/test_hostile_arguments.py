@@ -1,5 +1,5 @@
 """Hostile argument values at recording time (the fault suite's), beyond
-tests/test_values.py's raising __reduce__/__repr__, unencodable C objects
+tests/read/test_values.py's raising __reduce__/__repr__, unencodable C objects
 and deep or cyclic values: objects whose every dunder raises or lies.  The
 call runs and returns as without calltape, none of the object's code runs,
 and the tape holds the call."""

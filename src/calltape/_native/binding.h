@@ -14,7 +14,7 @@
 
 #include <pthread.h>
 
-#include "../../engine/engine.h"
+#include "engine.h"
 
 #define CT_VALUE_LIMIT_DEFAULT 65536
 #define CT_BLOB_MIN 4096

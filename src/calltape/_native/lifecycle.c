@@ -29,7 +29,7 @@
  */
 #include "lifecycle.h"
 
-#include "instruments.h"
+#include "instruments/instruments.h"
 
 #include <errno.h>
 #include <pthread.h>

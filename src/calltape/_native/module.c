@@ -8,12 +8,12 @@
  * Invariants: this file is the top of the binding: it calls the other
  * files, none calls it.
  */
-#include "capture.h"
-#include "instruments.h"
+#include "record/capture.h"
+#include "instruments/instruments.h"
 #include "lifecycle.h"
-#include "monitor.h"
-#include "options.h"
-#include "reader.h"
+#include "record/monitor.h"
+#include "record/options.h"
+#include "read/reader.h"
 #include "sink.h"
 
 static ct_state *get_state(PyObject *m)

@@ -16,7 +16,7 @@
 #ifndef CALLTAPE_READER_H
 #define CALLTAPE_READER_H
 
-#include "../../engine/store.h"
+#include "store.h"
 #include "binding.h"
 
 typedef struct ct_tape {

@@ -36,7 +36,7 @@
  * exception only for our own errors and KeyboardInterrupt.  sys.path and
  * sys.modules["__main__"] are never left changed by resolving itself.
  */
-#include "recorder.h"
+#include "record/recorder.h"
 
 #include <sys/stat.h>
 

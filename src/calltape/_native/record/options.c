@@ -17,7 +17,7 @@
 #include "options.h"
 
 #include "capture.h"
-#include "instruments.h"
+#include "instruments/instruments.h"
 #include "sink.h"
 
 #include <stdlib.h>

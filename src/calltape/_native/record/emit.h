@@ -12,7 +12,7 @@
 #define CALLTAPE_EMIT_H
 
 #include "binding.h"
-#include "instruments.h"
+#include "instruments/instruments.h"
 #include "sink.h"
 
 #include <sys/resource.h>

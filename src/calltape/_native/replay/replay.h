@@ -15,8 +15,8 @@
 #ifndef CALLTAPE_REPLAY_H
 #define CALLTAPE_REPLAY_H
 
-#include "reader.h"
-#include "recorder.h"
+#include "read/reader.h"
+#include "record/recorder.h"
 
 enum { RP_PASSED, RP_CHANGED, RP_FAILED, RP_SKIPPED, RP_NSTATUS };
 

@@ -158,8 +158,8 @@ def test_function_matching(ledger):
 
 def test_file_matching(ledger):
     assert len(ledger.search(file="test_views.py")) == 21
-    assert len(ledger.search(file="*/tests/test_v*.py")) == 21
-    assert len(ledger.search(file="tests/test_views")) == 21
+    assert len(ledger.search(file="*/tests/read/test_v*.py")) == 21
+    assert len(ledger.search(file="tests/read/test_views")) == 21
     assert len(ledger.search(file="*.txt")) == 0
     assert len(ledger.search(function="refund", file="test_views.py")) == 3
     assert len(ledger.search(function="refund", file="other.py")) == 0
