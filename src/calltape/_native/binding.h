@@ -251,6 +251,9 @@ static inline int ct_capture_depth(const ct_capture *c)
 int ct_capture_value(ct_capture *c, wbuf *b, PyObject *v);
 /* The same for a value ct_capture_small() already declined. */
 int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v);
+/* Writes the str `s` as varint length + UTF-8 bytes ("" when not a str).
+ * Never raises. */
+void ct_put_text(wbuf *b, PyObject *s);
 /* Encodes what `sanitize(name, v)` returns in place of `v` (`name` a str,
  * or NULL for "return").  A sanitizer that raises is never a reason to write
  * `v`: the value becomes UNENCODABLE(type of v, "sanitize raised <exception
@@ -591,5 +594,23 @@ static inline void ct_restore_exc(PyObject *v)
 #define ct_fetch_exc() PyErr_GetRaisedException()
 #define ct_restore_exc(v) PyErr_SetRaisedException(v)
 #endif
+
+/* "ExcType: message" of the pending exception, which is cleared: a new
+ * reference.  NULL with the exception kept pending when it is a
+ * KeyboardInterrupt or a MemoryError (never a reason to go on). */
+static inline PyObject *ct_describe_pending(void)
+{
+    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
+        PyErr_ExceptionMatches(PyExc_MemoryError))
+        return NULL;
+    PyObject *exc = ct_fetch_exc();
+    if (!exc)
+        return PyUnicode_FromString("unknown error");
+    PyObject *r = PyUnicode_FromFormat("%s: %S", Py_TYPE(exc)->tp_name, exc);
+    Py_DECREF(exc);
+    if (!r)
+        PyErr_Clear();
+    return r ? r : PyUnicode_FromString("error");
+}
 
 #endif

@@ -42,23 +42,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-/* "ExcType: message" of the pending exception, which is cleared; NULL with
- * the exception kept when it is a KeyboardInterrupt or a MemoryError. */
-static PyObject *describe_pending(void)
-{
-    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
-        PyErr_ExceptionMatches(PyExc_MemoryError))
-        return NULL;
-    PyObject *exc = ct_fetch_exc();
-    if (!exc)
-        return PyUnicode_FromString("unknown error");
-    PyObject *r = PyUnicode_FromFormat("%s: %S", Py_TYPE(exc)->tp_name, exc);
-    Py_DECREF(exc);
-    if (!r)
-        PyErr_Clear();
-    return r ? r : PyUnicode_FromString("error");
-}
-
 /* stat() of a str path with the GIL released: 0, or -1 (no exception). */
 static int stat_path(PyObject *path, struct stat *sb)
 {
@@ -292,7 +275,7 @@ static PyObject *import_if_file(PyObject *name, PyObject *file)
     mod = PyImport_Import(name);
     if (mod)
         return mod;
-    PyObject *why = describe_pending();
+    PyObject *why = ct_describe_pending();
     PyObject *out =
         why ? PyUnicode_FromFormat("cannot import %U (the script %U): %U", name, file, why) : NULL;
     Py_XDECREF(why);
@@ -336,7 +319,7 @@ static PyObject *load_as_mp_main(PyObject *file)
     goto done;
 failed:
     if (PyErr_Occurred()) {
-        PyObject *why = describe_pending();
+        PyObject *why = ct_describe_pending();
         out = why ? PyUnicode_FromFormat("cannot load the script %U as a module: %U", file, why)
                   : NULL;
         Py_XDECREF(why);
@@ -453,7 +436,7 @@ static PyObject *find_module(PyObject *module, PyObject *qualname, PyObject *fil
     PyObject *m = PyImport_Import(module);
     if (m)
         return m;
-    PyObject *why = describe_pending();
+    PyObject *why = ct_describe_pending();
     PyObject *out = why ? PyUnicode_FromFormat("cannot import module %U: %U", module, why) : NULL;
     Py_XDECREF(why);
     return out;
@@ -609,7 +592,7 @@ static PyObject *recorded_code(ct_state *st, PyObject *fn, PyObject *module, PyO
         Py_XDECREF(cur);
     if (PyErr_Occurred()) {
         Py_DECREF(fn);
-        return describe_pending();
+        return ct_describe_pending();
     }
     PyObject *where =
         PyFunction_Check(fn)

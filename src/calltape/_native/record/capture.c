@@ -505,10 +505,10 @@ int ct_capture_sanitized(ct_capture *c, wbuf *b, PyObject *sanitize, PyObject *n
     return b->failed ? -1 : 0;
 }
 
-static void put_pystr(wbuf *b, PyObject *s)
+void ct_put_text(wbuf *b, PyObject *s)
 {
     Py_ssize_t n = 0;
-    const char *p = s ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
+    const char *p = (s && PyUnicode_Check(s)) ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
     if (!p) {
         PyErr_Clear();
         p = "";
@@ -538,8 +538,8 @@ void ct_capture_exception(ct_state *st, wbuf *b, PyObject *exc)
         Py_SETREF(msg, cut);
     }
     wbuf_byte(b, WIRE_EXCEPTION);
-    put_pystr(b, full);
-    put_pystr(b, msg);
+    ct_put_text(b, full);
+    ct_put_text(b, msg);
     /* frames, outermost first, at most 64 */
     PyObject *tb = PyException_GetTraceback(exc);
     PyObject *frames[64];
@@ -564,11 +564,11 @@ void ct_capture_exception(ct_state *st, wbuf *b, PyObject *exc)
         wbuf_byte(b, WIRE_TUPLE);
         wbuf_varint(b, 3);
         wbuf_byte(b, WIRE_STR);
-        put_pystr(b, code ? code->co_filename : NULL);
+        ct_put_text(b, code ? code->co_filename : NULL);
         wire_int(b, lineno ? PyLong_AsLongLong(lineno) : 0);
         PyErr_Clear();
         wbuf_byte(b, WIRE_STR);
-        put_pystr(b, code ? code->co_qualname : NULL);
+        ct_put_text(b, code ? code->co_qualname : NULL);
         Py_XDECREF((PyObject *)code);
         Py_XDECREF(frame);
         Py_XDECREF(lineno);

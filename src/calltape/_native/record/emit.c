@@ -15,19 +15,6 @@
 
 /* ---- function descriptions ----------------------------------------------- */
 
-void ct_put_text(wbuf *b, PyObject *s)
-{
-    Py_ssize_t n = 0;
-    const char *p = (s && PyUnicode_Check(s)) ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
-    if (!p) {
-        PyErr_Clear();
-        p = "";
-        n = 0;
-    }
-    wbuf_varint(b, (uint64_t)n);
-    wbuf_put(b, p, (size_t)n);
-}
-
 void ct_put_module(wbuf *b, PyObject *mod)
 {
     if (mod && PyUnicode_Check(mod) && PyUnicode_CompareWithASCIIString(mod, "__mp_main__") == 0) {

@@ -54,9 +54,6 @@ static inline int ct_param_kind(const PyCodeObject *co, Py_ssize_t i)
     return 4;
 }
 
-/* Writes the str `s` as varint length + UTF-8 bytes ("" when not a str).
- * Never raises. */
-void ct_put_text(wbuf *b, PyObject *s);
 /* Writes the module name `mod` of a recorded function as ct_put_text does,
  * "__main__" for "__mp_main__" when that is the program's main module (a
  * multiprocessing spawn or forkserver child): the name the parent used. */

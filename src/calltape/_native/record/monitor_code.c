@@ -42,13 +42,17 @@ static int text_starts(PyObject *s, PyObject *prefix)
     return PyUnicode_Tailmatch(s, prefix, 0, PY_SSIZE_T_MAX, -1) == 1;
 }
 
-/* 1 when module `mod` is `prefix` or inside package `prefix`. */
+/* 1 when module `mod` is `prefix` or inside package `prefix` (both str). */
 static int module_within(PyObject *mod, PyObject *prefix)
 {
-    if (!text_starts(mod, prefix))
+    Py_ssize_t n = 0, pn = 0;
+    const char *m = PyUnicode_AsUTF8AndSize(mod, &n);
+    const char *p = m ? PyUnicode_AsUTF8AndSize(prefix, &pn) : NULL;
+    if (!p) {
+        PyErr_Clear();
         return 0;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(prefix);
-    return PyUnicode_GET_LENGTH(mod) == n || PyUnicode_READ_CHAR(mod, n) == '.';
+    }
+    return ct_module_within(m, (size_t)n, p, (size_t)pn);
 }
 
 static int any_glob(PyObject *patterns, const char *text)

@@ -57,17 +57,19 @@ enum { E_CALLABLE, E_KIND, E_FN, E_NAMES, E_NAME, E_REASON, E_MAIN, E_SIZE };
 
 /* ---- may this module's code run? ----------------------------------------- */
 
+/* 1 when `module` is one of `allow` (a tuple of str) or inside one of them, 0
+ * when not, -1 with an exception set. */
 static int module_covered(PyObject *allow, PyObject *module)
 {
-    const char *mod = PyUnicode_AsUTF8(module);
+    Py_ssize_t n = 0, an = 0;
+    const char *mod = PyUnicode_AsUTF8AndSize(module, &n);
     if (!mod)
         return -1;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(allow); i++) {
-        const char *a = PyUnicode_AsUTF8(PyTuple_GET_ITEM(allow, i));
+        const char *a = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(allow, i), &an);
         if (!a)
             return -1;
-        size_t n = strlen(a);
-        if (strncmp(mod, a, n) == 0 && (mod[n] == 0 || mod[n] == '.'))
+        if (ct_module_within(mod, (size_t)n, a, (size_t)an))
             return 1;
     }
     return 0;

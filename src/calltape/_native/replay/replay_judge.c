@@ -146,19 +146,6 @@ static int find_marker(ct_state *st, PyObject *v, PyObject **found, int depth)
     return hit;
 }
 
-/* "ExcType: message" of the pending exception, which is cleared. */
-static PyObject *describe_pending(void)
-{
-    PyObject *exc = ct_fetch_exc();
-    if (!exc)
-        return PyUnicode_FromString("unknown error");
-    PyObject *r = PyUnicode_FromFormat("%s: %S", Py_TYPE(exc)->tp_name, exc);
-    Py_DECREF(exc);
-    if (!r)
-        PyErr_Clear();
-    return r ? r : PyUnicode_FromString("error");
-}
-
 /* A recorded value could not be rebuilt (the pending exception): *reason
  * becomes "<what>: ExcType: message" and the exception is cleared; returns
  * 0.  A damaged tape (TapeError), KeyboardInterrupt and MemoryError are
@@ -169,7 +156,7 @@ static int pending_reason(rp_replayer *self, const char *what, int strict, PyObj
     if (strict || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
         PyErr_ExceptionMatches(PyExc_MemoryError) || (damaged && PyErr_ExceptionMatches(damaged)))
         return -1;
-    PyObject *why = describe_pending();
+    PyObject *why = ct_describe_pending();
     *reason = why ? PyUnicode_FromFormat("%s: %U", what, why) : NULL;
     Py_XDECREF(why);
     return *reason ? 0 : -1;
