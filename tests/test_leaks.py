@@ -204,3 +204,25 @@ def test_decoding_an_unregistered_codec_value_leaks_nothing():
         tracemalloc.stop()
     assert _refcounts([marker]) == refs
     assert grown < 64 * 1024, f"Python allocations grew by {grown} bytes over 20000 decodes"
+
+
+
+def test_the_module_state_shows_the_collector_every_reference_it_holds(tmp_path):
+    """What the module state holds is visible to the cycle collector (the
+    module's traverse), so a cycle through it can be collected: the
+    imported helpers, the default tape's path and the redaction rules among
+    them, which the traverse used to leave out."""
+    out = run_python(tmp_path, """
+        import gc, json, pickle
+        import calltape
+        from calltape import _native
+        calltape.configure(tape="visible.db", redact=["visible_secret"])
+        held = gc.get_referents(_native)
+        ids = {id(o) for o in held}
+        print(json.dumps({
+            "helpers": [id(o) in ids for o in (pickle.dumps, pickle.loads)],
+            "tape": any(isinstance(o, str) and o.endswith("visible.db") for o in held),
+            "rules": any(isinstance(o, frozenset) and "visible_secret" in o for o in held),
+        }))
+    """)
+    assert last_json(out) == {"helpers": [True, True], "tape": True, "rules": True}

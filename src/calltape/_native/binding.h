@@ -120,74 +120,82 @@ typedef struct ct_typecache {
     size_t cap, n;
 } ct_typecache;
 
+/* The module state, grouped by the part that owns each field.  Every
+ * reference in it is listed once in module.c (CT_STATE_REFS), which both
+ * module_traverse and module_clear follow. */
 typedef struct ct_state {
-    PyTypeObject *Recorder_type;
-    PyTypeObject *Pending_type;
-    PyTypeObject *AsyncGenProxy_type;
-    PyTypeObject *Tape_type;
-    PyTypeObject *Call_type;
-    PyTypeObject *Calls_type;
-    PyTypeObject *CallIter_type;
-    PyTypeObject *Function_type;
-    PyTypeObject *Session_type;
-    PyTypeObject *Bound_type;
-    PyTypeObject *RestrictedUnpickler_type;
-    PyTypeObject *Replayer_type;
-    PyTypeObject *Monitor_type;
-    PyObject *module;           /* borrowed: the module owns the state */
-    PyObject *codecs;           /* dict: type -> (name, encode, decode) */
-    PyObject *codec_decoders;   /* dict: name -> decode */
-    ct_typecache types;         /* how each type seen is captured (objects.c) */
-    PyObject *pickle_types;     /* set of types to pickle (configure(pickle=)), or NULL */
-    destructor subtype_dealloc; /* tp_dealloc of every class defined in Python */
-    PyObject *pickle_dumps, *pickle_loads, *pickle_Unpickler, *bytes_io;
-    Py_ssize_t unpickler_rules_offset; /* where a RestrictedUnpickler keeps its rules */
-    PyObject *np_load;                 /* numpy.load, imported on first ndarray rebuilt */
-    PyObject *dt_datetime;             /* datetime.datetime */
-    PyObject *dt_timedelta;            /* datetime.timedelta */
-    PyObject *dt_epoch;                /* datetime(1970, 1, 1, tzinfo=timezone.utc) */
-    PyObject *protocol5;
-    PyObject *redact_exact;    /* frozenset of lower-case names */
-    PyObject *redact_patterns; /* tuple of lower-case glob patterns */
-    int redact_default;        /* the built-in list applies */
-    struct ct_redact_memo {    /* decisions for names under the configured rules alone */
-        PyObject **names;      /* str, owned; NULL: a free slot */
-        uint8_t *hit;
-        size_t cap, n;
-    } redact_memo;
-    PyObject *marker_types;   /* dict name -> class, set by _bind() */
-    PyObject *warn_category;  /* RecordingWarning */
-    PyObject *warned;         /* set of problem kinds already reported */
-    PyObject *tape_path;      /* str: the configured default tape */
-    PyObject *session_info;   /* dict with host, argv, python, version */
-    PyObject *sigterm_prev;   /* the SIGTERM handler calltape's replaced, or NULL */
-    int watching_children;    /* the audit hook of lifecycle.c is installed */
-    ct_engine_slot **engines; /* one per tape path; the slots never move */
-    size_t capengines;
-    ct_engine_slot *default_slot; /* engine of tape_path, once used */
-    size_t nengines;
-    uint64_t seq;                   /* last call seq handed out in this process */
-    uint64_t next_fn;               /* next process-local function id */
-    uint64_t next_thread;           /* next process-local thread index */
-    uint64_t next_serial;           /* engine serials */
-    int64_t counters[CT_NCOUNTERS]; /* of the value being captured, not yet a call's */
-    int64_t totals[CT_NCOUNTERS];   /* sent so far, for stats() */
-    int counters_dirty;
-    Py_ssize_t max_value_bytes;
-    double flush_interval;
-    Py_ssize_t buffer_bytes;
-    int on_full_drop;
-    int enabled;
-    int finalized;             /* the module was cleared: calls are counted, not recorded */
-    int locals_tool_ready;     /* sys.monitoring tool for locals=True claimed */
-    PyObject *decorated_codes; /* set: code objects of @record functions */
-    uint64_t monitor_generation;
-    ct_monitor_state monitor;
-    uint8_t energy_default; /* CT_ENERGY_CONFIGURED after configure(energy=True), else 0 */
-    ct_energy energy;
-    int statm_fd;    /* /proc/self/statm for memory=True (ct_read_rss) */
-    int statm_state; /* 0: not opened yet, 1: open, -1: cannot be read */
-    long page_size;
+    PyObject *module;       /* borrowed: the module owns the state */
+    PyObject *marker_types; /* dict name -> class, set by _bind() */
+    struct {                /* the module's heap types */
+        PyTypeObject *Recorder, *Pending, *AsyncGenProxy, *Monitor;
+        PyTypeObject *Tape, *Call, *Calls, *CallIter, *Function, *Session, *Bound;
+        PyTypeObject *RestrictedUnpickler, *Replayer;
+    } type;
+    struct {                        /* how values other than built-in data are written */
+        PyObject *codecs;           /* dict: type -> (name, encode, decode) */
+        PyObject *codec_decoders;   /* dict: name -> decode */
+        ct_typecache types;         /* how each type seen is captured (typeinfo.c) */
+        PyObject *pickle_types;     /* set of types to pickle (configure(pickle=)), or NULL */
+        destructor subtype_dealloc; /* tp_dealloc of every class defined in Python */
+    } objects;
+    struct { /* what the binding uses of other modules, imported at init */
+        PyObject *pickle_dumps, *pickle_loads, *pickle_Unpickler, *bytes_io;
+        Py_ssize_t unpickler_rules_offset; /* where a RestrictedUnpickler keeps its rules */
+        PyObject *np_load;                 /* numpy.load, imported on first ndarray rebuilt */
+        PyObject *dt_datetime;             /* datetime.datetime */
+        PyObject *dt_timedelta;            /* datetime.timedelta */
+        PyObject *dt_epoch;                /* datetime(1970, 1, 1, tzinfo=timezone.utc) */
+        PyObject *protocol5;
+    } imported;
+    struct {                    /* which names are secrets (redact.c) */
+        PyObject *exact;        /* frozenset of lower-case names */
+        PyObject *patterns;     /* tuple of lower-case glob patterns */
+        int builtin;            /* the built-in list applies */
+        struct ct_redact_memo { /* decisions for names under the configured rules alone */
+            PyObject **names;   /* str, owned; NULL: a free slot */
+            uint8_t *hit;
+            size_t cap, n;
+        } memo;
+    } redaction;
+    struct {                      /* where records go (sink.c) */
+        PyObject *tape_path;      /* str: the configured default tape */
+        PyObject *session_info;   /* dict with host, argv, python, version */
+        PyObject *warn_category;  /* RecordingWarning */
+        PyObject *warned;         /* set of problem kinds already reported */
+        ct_engine_slot **engines; /* one per tape path; the slots never move */
+        size_t nengines, capengines;
+        ct_engine_slot *default_slot;   /* engine of tape_path, once used */
+        uint64_t next_serial;           /* engine serials */
+        int64_t counters[CT_NCOUNTERS]; /* of the value being captured, not yet a call's */
+        int64_t totals[CT_NCOUNTERS];   /* sent so far, for stats() */
+        int counters_dirty;
+        double flush_interval;
+        Py_ssize_t buffer_bytes;
+        int on_full_drop;
+    } sink;
+    struct {                    /* the process's life and children (lifecycle.c) */
+        PyObject *sigterm_prev; /* the SIGTERM handler calltape's replaced, or NULL */
+        int watching_children;  /* the audit hook of lifecycle.c is installed */
+    } life;
+    struct {                  /* the recording: ids, switches, the monitor */
+        uint64_t seq;         /* last call seq handed out in this process */
+        uint64_t next_fn;     /* next process-local function id */
+        uint64_t next_thread; /* next process-local thread index */
+        Py_ssize_t max_value_bytes;
+        int enabled;
+        int finalized;             /* the module was cleared: calls are counted, not recorded */
+        int locals_tool_ready;     /* sys.monitoring tool for locals=True claimed */
+        uint8_t energy_default;    /* CT_ENERGY_CONFIGURED after configure(energy=True), else 0 */
+        PyObject *decorated_codes; /* set: code objects of @record functions */
+        uint64_t monitor_generation;
+        ct_monitor_state monitor;
+    } rec;
+    struct { /* instruments shared by every capture path (instruments/) */
+        ct_energy energy;
+        int statm_fd;    /* /proc/self/statm for memory=True (ct_read_rss) */
+        int statm_state; /* 0: not opened yet, 1: open, -1: cannot be read */
+        long page_size;
+    } instr;
 } ct_state;
 
 /* capture.c */
@@ -311,8 +319,8 @@ static inline int ct_capture_small(wbuf *b, PyObject *v)
 static inline void ct_put_redacted(ct_state *st, wbuf *b)
 {
     wbuf_byte(b, WIRE_REDACTED);
-    st->counters[CT_REDACTED]++;
-    st->counters_dirty = 1;
+    st->sink.counters[CT_REDACTED]++;
+    st->sink.counters_dirty = 1;
 }
 
 /* 1 when the C type `solid` (the built-in base of a Python class) holds
@@ -339,8 +347,9 @@ int ct_should_redact(ct_state *st, PyObject *name, const ct_redact *rd);
  * check inside values). */
 static inline const ct_redact *ct_redact_active(const ct_state *st, const ct_redact *rd)
 {
-    int configured = st->redact_default || (st->redact_exact && PySet_GET_SIZE(st->redact_exact)) ||
-                     (st->redact_patterns && PyTuple_GET_SIZE(st->redact_patterns));
+    int configured = st->redaction.builtin ||
+                     (st->redaction.exact && PySet_GET_SIZE(st->redaction.exact)) ||
+                     (st->redaction.patterns && PyTuple_GET_SIZE(st->redaction.patterns));
     int extra = (rd->exact && PySet_GET_SIZE(rd->exact)) ||
                 (rd->patterns && PyTuple_GET_SIZE(rd->patterns));
     return extra || (rd->use_default && configured) ? rd : NULL;

@@ -74,7 +74,7 @@ static void export_session(int64_t id, PyObject *path)
  * exported (children record onto CALLTAPE_TAPE). */
 static void export_when_known(ct_state *st, ct_engine_slot *slot, uint64_t timeout_ns)
 {
-    if (!st->tape_path || PyUnicode_Compare(slot->path, st->tape_path) != 0) {
+    if (!st->sink.tape_path || PyUnicode_Compare(slot->path, st->sink.tape_path) != 0) {
         slot->exported = 1; /* (two str compare without error) */
         return;
     }
@@ -102,7 +102,7 @@ void ct_session_begin(ct_state *st, ct_engine_slot *slot)
  * parent is written and exported (waiting briefly for the writer). */
 static void session_for_children(ct_state *st)
 {
-    ct_engine_slot *slot = st->default_slot;
+    ct_engine_slot *slot = st->sink.default_slot;
     if (slot && slot->begun && !slot->exported)
         export_when_known(st, slot, CT_BEGIN_TIMEOUT_NS);
 }
@@ -136,14 +136,14 @@ PyObject *ct_watch_children_py(PyObject *m, PyObject *unused)
 {
     (void)unused;
     ct_state *st = state_of(m);
-    if (st->watching_children)
+    if (st->life.watching_children)
         Py_RETURN_NONE;
     /* the hook lives as long as the interpreter: it keeps the module alive */
     if (PySys_AddAuditHook(audit_hook, Py_NewRef(m)) < 0) {
         Py_DECREF(m);
         return NULL;
     }
-    st->watching_children = 1;
+    st->life.watching_children = 1;
     Py_RETURN_NONE;
 }
 
@@ -176,10 +176,10 @@ PyObject *ct_before_fork_py(PyObject *m, PyObject *unused)
     ct_state *st = state_of(m);
     /* The GIL stays held: no producer can append (and restart a writer)
      * until fork() is done; the writer is plain C and never waits for it. */
-    for (size_t i = 0; i < st->nengines; i++) {
-        engine_pause(st->engines[i]->eng, CT_FORK_TIMEOUT_NS);
-        if (st->engines[i]->begun && !st->engines[i]->exported) /* for later children */
-            export_when_known(st, st->engines[i], 0);
+    for (size_t i = 0; i < st->sink.nengines; i++) {
+        engine_pause(st->sink.engines[i]->eng, CT_FORK_TIMEOUT_NS);
+        if (st->sink.engines[i]->begun && !st->sink.engines[i]->exported) /* for later children */
+            export_when_known(st, st->sink.engines[i], 0);
     }
     Py_RETURN_NONE;
 }
@@ -188,25 +188,25 @@ PyObject *ct_after_fork_child_py(PyObject *m, PyObject *unused)
 {
     (void)unused;
     ct_state *st = state_of(m);
-    for (size_t i = 0; i < st->nengines; i++) {
-        engine_set_seq_floor(st->engines[i]->eng, st->seq + 1);
+    for (size_t i = 0; i < st->sink.nengines; i++) {
+        engine_set_seq_floor(st->sink.engines[i]->eng, st->rec.seq + 1);
         /* the child begins (and exports) a session of its own, and announces
          * every function again: what the parent had announced but not yet
          * written is the parent's, dropped in the child */
-        st->engines[i]->begun = st->engines[i]->exported = 0;
-        st->engines[i]->serial = ++st->next_serial;
+        st->sink.engines[i]->begun = st->sink.engines[i]->exported = 0;
+        st->sink.engines[i]->serial = ++st->sink.next_serial;
         /* native thread ids changed: announce threads again */
-        if (st->engines[i]->seen)
-            memset(st->engines[i]->seen, 0, st->engines[i]->nseen);
+        if (st->sink.engines[i]->seen)
+            memset(st->sink.engines[i]->seen, 0, st->sink.engines[i]->nseen);
     }
-    memset(st->counters, 0, sizeof st->counters);
-    st->counters_dirty = 0;
-    for (size_t i = 0; i < st->nengines; i++) { /* the parent's, sent by the parent */
-        memset(st->engines[i]->counters, 0, sizeof st->engines[i]->counters);
-        st->engines[i]->counters_dirty = 0;
+    memset(st->sink.counters, 0, sizeof st->sink.counters);
+    st->sink.counters_dirty = 0;
+    for (size_t i = 0; i < st->sink.nengines; i++) { /* the parent's, sent by the parent */
+        memset(st->sink.engines[i]->counters, 0, sizeof st->sink.engines[i]->counters);
+        st->sink.engines[i]->counters_dirty = 0;
     }
     ct_rss_forget(st); /* /proc/self/statm named the parent */
-    PySet_Clear(st->warned);
+    PySet_Clear(st->sink.warned);
     Py_RETURN_NONE;
 }
 
@@ -311,7 +311,7 @@ PyObject *ct_install_sigterm_py(PyObject *m, PyObject *unused)
     }
     if (set_handler(mine) < 0)
         goto done;
-    Py_XSETREF(st->sigterm_prev, Py_NewRef(cur));
+    Py_XSETREF(st->life.sigterm_prev, Py_NewRef(cur));
     installed = 1;
 done:
     PyErr_Clear(); /* a failure to install leaves SIGTERM as it was */
@@ -328,7 +328,7 @@ PyObject *ct_on_sigterm_py(PyObject *m, PyObject *args)
     PyObject *r = PyObject_CallMethod(m, "flush", "d", CT_SIGTERM_FLUSH_S);
     Py_XDECREF(r);
     PyErr_Clear(); /* what could not be written is counted; the signal goes on */
-    PyObject *prev = st->sigterm_prev; /* installed over a Python handler only */
+    PyObject *prev = st->life.sigterm_prev; /* installed over a Python handler only */
     if (prev && PyCallable_Check(prev))
         return PyObject_CallObject(prev, args);
     Py_RETURN_NONE;

@@ -37,13 +37,13 @@ static PyObject *register_codec(PyObject *m, PyObject *args)
         return PyErr_Format(PyExc_ValueError, "the codec name %R is reserved", name);
     ct_state *st = get_state(m);
     PyObject *entry = PyTuple_Pack(3, name, enc, dec);
-    if (!entry || PyDict_SetItem(st->codecs, type, entry) < 0 ||
-        PyDict_SetItem(st->codec_decoders, name, dec) < 0) {
+    if (!entry || PyDict_SetItem(st->objects.codecs, type, entry) < 0 ||
+        PyDict_SetItem(st->objects.codec_decoders, name, dec) < 0) {
         Py_XDECREF(entry);
         return NULL;
     }
     Py_DECREF(entry);
-    ct_typecache_clear(&st->types);
+    ct_typecache_clear(&st->objects.types);
     Py_RETURN_NONE;
 }
 
@@ -54,9 +54,9 @@ static PyObject *bind_python(PyObject *m, PyObject *args)
         return NULL;
     ct_state *st = get_state(m);
     Py_XSETREF(st->marker_types, Py_NewRef(markers));
-    Py_XSETREF(st->session_info, Py_NewRef(info));
+    Py_XSETREF(st->sink.session_info, Py_NewRef(info));
     PyObject *w = PyDict_GetItemString(markers, "RecordingWarning");
-    Py_XSETREF(st->warn_category, Py_XNewRef(w));
+    Py_XSETREF(st->sink.warn_category, Py_XNewRef(w));
     Py_RETURN_NONE;
 }
 
@@ -155,114 +155,133 @@ static int module_exec(PyObject *m)
 {
     ct_state *st = get_state(m);
     st->module = m;
-    st->enabled = 1;
-    st->max_value_bytes = CT_VALUE_LIMIT_DEFAULT;
-    st->flush_interval = 0.1;
-    st->buffer_bytes = 64 << 20;
-    st->redact_default = 1;
-    st->codecs = PyDict_New();
-    st->codec_decoders = PyDict_New();
-    st->warned = PySet_New(NULL);
-    st->protocol5 = PyLong_FromLong(5);
-    st->session_info = PyDict_New();
-    st->decorated_codes = PySet_New(NULL);
-    st->monitor.extra_index = -1;
-    st->statm_fd = -1;
-    if (!st->decorated_codes || !st->codecs || !st->codec_decoders || !st->warned ||
-        !st->protocol5 || !st->session_info)
+    st->rec.enabled = 1;
+    st->rec.max_value_bytes = CT_VALUE_LIMIT_DEFAULT;
+    st->sink.flush_interval = 0.1;
+    st->sink.buffer_bytes = 64 << 20;
+    st->redaction.builtin = 1;
+    st->objects.codecs = PyDict_New();
+    st->objects.codec_decoders = PyDict_New();
+    st->sink.warned = PySet_New(NULL);
+    st->imported.protocol5 = PyLong_FromLong(5);
+    st->sink.session_info = PyDict_New();
+    st->rec.decorated_codes = PySet_New(NULL);
+    st->rec.monitor.extra_index = -1;
+    st->instr.statm_fd = -1;
+    if (!st->rec.decorated_codes || !st->objects.codecs || !st->objects.codec_decoders ||
+        !st->sink.warned || !st->imported.protocol5 || !st->sink.session_info)
         return -1;
     PyObject *probe =
         PyObject_CallFunction((PyObject *)&PyType_Type, "s()N", "_calltape_probe", PyDict_New());
     if (!probe)
         return -1;
-    st->subtype_dealloc = ((PyTypeObject *)probe)->tp_dealloc; /* that of every Python class */
+    st->objects.subtype_dealloc =
+        ((PyTypeObject *)probe)->tp_dealloc; /* that of every Python class */
     Py_DECREF(probe);
     PyObject *pickle = PyImport_ImportModule("pickle");
     if (!pickle)
         return -1;
-    st->pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
-    st->pickle_loads = PyObject_GetAttrString(pickle, "loads");
-    st->pickle_Unpickler = PyObject_GetAttrString(pickle, "Unpickler");
+    st->imported.pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
+    st->imported.pickle_loads = PyObject_GetAttrString(pickle, "loads");
+    st->imported.pickle_Unpickler = PyObject_GetAttrString(pickle, "Unpickler");
     Py_DECREF(pickle);
-    if (!st->pickle_dumps || !st->pickle_loads || !st->pickle_Unpickler)
+    if (!st->imported.pickle_dumps || !st->imported.pickle_loads || !st->imported.pickle_Unpickler)
         return -1;
     PyObject *dt = PyImport_ImportModule("datetime");
     if (!dt)
         return -1;
-    st->dt_datetime = PyObject_GetAttrString(dt, "datetime");
-    st->dt_timedelta = PyObject_GetAttrString(dt, "timedelta");
+    st->imported.dt_datetime = PyObject_GetAttrString(dt, "datetime");
+    st->imported.dt_timedelta = PyObject_GetAttrString(dt, "timedelta");
     PyObject *tz = PyObject_GetAttrString(dt, "timezone");
     PyObject *utc = tz ? PyObject_GetAttrString(tz, "utc") : NULL;
     Py_XDECREF(tz);
     Py_DECREF(dt);
-    if (utc && st->dt_datetime)
-        st->dt_epoch =
-            PyObject_CallFunction(st->dt_datetime, "iiiiiiiO", 1970, 1, 1, 0, 0, 0, 0, utc);
+    if (utc && st->imported.dt_datetime)
+        st->imported.dt_epoch = PyObject_CallFunction(st->imported.dt_datetime, "iiiiiiiO", 1970, 1,
+                                                      1, 0, 0, 0, 0, utc);
     Py_XDECREF(utc);
-    if (!st->dt_datetime || !st->dt_timedelta || !st->dt_epoch)
+    if (!st->imported.dt_datetime || !st->imported.dt_timedelta || !st->imported.dt_epoch)
         return -1;
     PyObject *p = ct_default_tape();
     if (!p)
         return -1;
-    st->tape_path = ct_absolute_path(p);
+    st->sink.tape_path = ct_absolute_path(p);
     Py_DECREF(p);
-    if (!st->tape_path)
+    if (!st->sink.tape_path)
         return -1;
 #define ADD_TYPE(field, spec, base)                                                                \
     do {                                                                                           \
-        st->field = (PyTypeObject *)PyType_FromModuleAndSpec(m, &(spec), base);                    \
-        if (!st->field || PyModule_AddType(m, st->field) < 0)                                      \
+        st->type.field = (PyTypeObject *)PyType_FromModuleAndSpec(m, &(spec), base);               \
+        if (!st->type.field || PyModule_AddType(m, st->type.field) < 0)                            \
             return -1;                                                                             \
     } while (0)
-    ADD_TYPE(Recorder_type, Recorder_spec, NULL);
-    ADD_TYPE(Pending_type, Pending_spec, NULL);
-    ADD_TYPE(AsyncGenProxy_type, AsyncGenProxy_spec, NULL);
-    ADD_TYPE(Tape_type, Tape_spec, NULL);
-    ADD_TYPE(Replayer_type, Replayer_spec, NULL);
-    ADD_TYPE(Call_type, Call_spec, NULL);
-    ADD_TYPE(Calls_type, Calls_spec, NULL);
-    ADD_TYPE(CallIter_type, CallIter_spec, NULL);
-    ADD_TYPE(Function_type, Function_spec, NULL);
-    ADD_TYPE(Session_type, Session_spec, NULL);
-    ADD_TYPE(Bound_type, Bound_spec, NULL);
-    ADD_TYPE(Monitor_type, Monitor_spec, NULL);
-    st->RestrictedUnpickler_type = (PyTypeObject *)ct_restricted_unpickler_type(
-        m, st->pickle_Unpickler, &st->unpickler_rules_offset);
-    if (!st->RestrictedUnpickler_type)
+    ADD_TYPE(Recorder, Recorder_spec, NULL);
+    ADD_TYPE(Pending, Pending_spec, NULL);
+    ADD_TYPE(AsyncGenProxy, AsyncGenProxy_spec, NULL);
+    ADD_TYPE(Tape, Tape_spec, NULL);
+    ADD_TYPE(Replayer, Replayer_spec, NULL);
+    ADD_TYPE(Call, Call_spec, NULL);
+    ADD_TYPE(Calls, Calls_spec, NULL);
+    ADD_TYPE(CallIter, CallIter_spec, NULL);
+    ADD_TYPE(Function, Function_spec, NULL);
+    ADD_TYPE(Session, Session_spec, NULL);
+    ADD_TYPE(Bound, Bound_spec, NULL);
+    ADD_TYPE(Monitor, Monitor_spec, NULL);
+    st->type.RestrictedUnpickler = (PyTypeObject *)ct_restricted_unpickler_type(
+        m, st->imported.pickle_Unpickler, &st->imported.unpickler_rules_offset);
+    if (!st->type.RestrictedUnpickler)
         return -1;
 #undef ADD_TYPE
     return 0;
 }
 
+/* Every reference the module state owns, once: module_traverse visits and
+ * module_clear releases this one list, so the two cannot disagree.  (The
+ * type cache, the redaction memo and the monitor have their own pairs.) */
+#define CT_STATE_REFS(X)                                                                           \
+    X(marker_types)                                                                                \
+    X(type.Recorder)                                                                               \
+    X(type.Pending)                                                                                \
+    X(type.AsyncGenProxy)                                                                          \
+    X(type.Monitor)                                                                                \
+    X(type.Tape)                                                                                   \
+    X(type.Call)                                                                                   \
+    X(type.Calls)                                                                                  \
+    X(type.CallIter)                                                                               \
+    X(type.Function)                                                                               \
+    X(type.Session)                                                                                \
+    X(type.Bound)                                                                                  \
+    X(type.RestrictedUnpickler)                                                                    \
+    X(type.Replayer)                                                                               \
+    X(objects.codecs)                                                                              \
+    X(objects.codec_decoders)                                                                      \
+    X(objects.pickle_types)                                                                        \
+    X(imported.pickle_dumps)                                                                       \
+    X(imported.pickle_loads)                                                                       \
+    X(imported.pickle_Unpickler)                                                                   \
+    X(imported.bytes_io)                                                                           \
+    X(imported.np_load)                                                                            \
+    X(imported.dt_datetime)                                                                        \
+    X(imported.dt_timedelta)                                                                       \
+    X(imported.dt_epoch)                                                                           \
+    X(imported.protocol5)                                                                          \
+    X(redaction.exact)                                                                             \
+    X(redaction.patterns)                                                                          \
+    X(sink.tape_path)                                                                              \
+    X(sink.session_info)                                                                           \
+    X(sink.warn_category)                                                                          \
+    X(sink.warned)                                                                                 \
+    X(life.sigterm_prev)                                                                           \
+    X(rec.decorated_codes)
+
 static int module_traverse(PyObject *m, visitproc visit, void *arg)
 {
     ct_state *st = get_state(m);
-    Py_VISIT(st->Recorder_type);
-    Py_VISIT(st->Pending_type);
-    Py_VISIT(st->AsyncGenProxy_type);
-    Py_VISIT(st->Tape_type);
-    Py_VISIT(st->Replayer_type);
-    Py_VISIT(st->Call_type);
-    Py_VISIT(st->Calls_type);
-    Py_VISIT(st->CallIter_type);
-    Py_VISIT(st->Function_type);
-    Py_VISIT(st->Session_type);
-    Py_VISIT(st->Bound_type);
-    Py_VISIT(st->dt_datetime);
-    Py_VISIT(st->dt_timedelta);
-    Py_VISIT(st->dt_epoch);
-    Py_VISIT(st->RestrictedUnpickler_type);
-    Py_VISIT(st->codecs);
-    Py_VISIT(st->codec_decoders);
-    Py_VISIT(st->pickle_types);
-    if (ct_typecache_traverse(&st->types, visit, arg) < 0)
+#define VISIT_REF(field) Py_VISIT(st->field);
+    CT_STATE_REFS(VISIT_REF)
+#undef VISIT_REF
+    if (ct_typecache_traverse(&st->objects.types, visit, arg) < 0)
         return -1;
-    Py_VISIT(st->marker_types);
-    Py_VISIT(st->warn_category);
-    Py_VISIT(st->session_info);
-    Py_VISIT(st->sigterm_prev);
-    Py_VISIT(st->Monitor_type);
-    Py_VISIT(st->decorated_codes);
     if (ct_redact_memo_traverse(st, visit, arg) < 0)
         return -1;
     return ct_monitor_traverse(st, visit, arg);
@@ -273,44 +292,13 @@ static int module_clear(PyObject *m)
     ct_state *st = get_state(m);
     ct_monitor_stop_running(st); /* one still running at exit: its calls so far are kept */
     /* calls from here on are only counted (ct_count_late_call) */
-    st->enabled = 0;
-    st->finalized = 1;
-    Py_CLEAR(st->Recorder_type);
-    Py_CLEAR(st->Pending_type);
-    Py_CLEAR(st->AsyncGenProxy_type);
-    Py_CLEAR(st->Tape_type);
-    Py_CLEAR(st->Replayer_type);
-    Py_CLEAR(st->Call_type);
-    Py_CLEAR(st->Calls_type);
-    Py_CLEAR(st->CallIter_type);
-    Py_CLEAR(st->Function_type);
-    Py_CLEAR(st->Session_type);
-    Py_CLEAR(st->Bound_type);
-    Py_CLEAR(st->dt_datetime);
-    Py_CLEAR(st->dt_timedelta);
-    Py_CLEAR(st->dt_epoch);
-    Py_CLEAR(st->RestrictedUnpickler_type);
-    Py_CLEAR(st->codecs);
-    Py_CLEAR(st->codec_decoders);
-    Py_CLEAR(st->pickle_types);
-    ct_typecache_clear(&st->types);
-    Py_CLEAR(st->pickle_dumps);
-    Py_CLEAR(st->pickle_loads);
-    Py_CLEAR(st->pickle_Unpickler);
-    Py_CLEAR(st->bytes_io);
-    Py_CLEAR(st->np_load);
-    Py_CLEAR(st->protocol5);
-    Py_CLEAR(st->redact_exact);
-    Py_CLEAR(st->redact_patterns);
+    st->rec.enabled = 0;
+    st->rec.finalized = 1;
+#define CLEAR_REF(field) Py_CLEAR(st->field);
+    CT_STATE_REFS(CLEAR_REF)
+#undef CLEAR_REF
+    ct_typecache_clear(&st->objects.types);
     ct_redact_memo_clear(st);
-    Py_CLEAR(st->marker_types);
-    Py_CLEAR(st->warn_category);
-    Py_CLEAR(st->warned);
-    Py_CLEAR(st->tape_path);
-    Py_CLEAR(st->session_info);
-    Py_CLEAR(st->sigterm_prev);
-    Py_CLEAR(st->Monitor_type);
-    Py_CLEAR(st->decorated_codes);
     ct_monitor_clear(st);
     return 0;
 }

@@ -27,8 +27,9 @@ void ct_warn_once(ct_state *st, const char *kind, const char *msg)
 {
     PyObject *saved = ct_fetch_exc();
     PyObject *key = PyUnicode_FromString(kind);
-    if (key && PySet_Contains(st->warned, key) == 0 && PySet_Add(st->warned, key) == 0) {
-        if (PyErr_WarnEx(st->warn_category ? st->warn_category : PyExc_RuntimeWarning, msg, 1) < 0)
+    if (key && PySet_Contains(st->sink.warned, key) == 0 && PySet_Add(st->sink.warned, key) == 0) {
+        if (PyErr_WarnEx(st->sink.warn_category ? st->sink.warn_category : PyExc_RuntimeWarning,
+                         msg, 1) < 0)
             PyErr_Clear();
     }
     Py_XDECREF(key);
@@ -65,10 +66,10 @@ static __attribute__((noinline)) void append_after(ct_state *st, ct_engine_slot 
 
 void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n)
 {
-    if (!slot->exported && (!slot->begun || (st->seq & 255) == 0))
+    if (!slot->exported && (!slot->begun || (st->rec.seq & 255) == 0))
         ct_session_begin(st, slot);
     int rc = engine_append(slot->eng, rec, n);
-    if (rc != ENGINE_APPENDED || (st->seq & 1023) == 0)
+    if (rc != ENGINE_APPENDED || (st->rec.seq & 1023) == 0)
         append_after(st, slot, rec, n, rc);
 }
 
@@ -136,9 +137,9 @@ static void program_folders(PyObject *folders[2])
 static void build_options(ct_state *st, engine_options *o, wbuf *argv, PyObject *folders[2])
 {
     memset(o, 0, sizeof *o);
-    o->flush_interval_ns = (uint64_t)(st->flush_interval * 1e9);
-    o->max_buffer_bytes = (size_t)st->buffer_bytes;
-    o->on_full_drop = st->on_full_drop;
+    o->flush_interval_ns = (uint64_t)(st->sink.flush_interval * 1e9);
+    o->max_buffer_bytes = (size_t)st->sink.buffer_bytes;
+    o->on_full_drop = st->sink.on_full_drop;
     o->blob_min_bytes = CT_BLOB_MIN;
     o->mpi_rank = -1;
     const char *rank = getenv("OMPI_COMM_WORLD_RANK");
@@ -146,7 +147,7 @@ static void build_options(ct_state *st, engine_options *o, wbuf *argv, PyObject 
         rank = getenv("PMI_RANK");
     if (rank)
         o->mpi_rank = atoll(rank);
-    PyObject *info = st->session_info;
+    PyObject *info = st->sink.session_info;
     PyObject *v;
     o->host = (v = PyDict_GetItemString(info, "host")) ? PyUnicode_AsUTF8(v) : NULL;
     o->python_version = (v = PyDict_GetItemString(info, "python")) ? PyUnicode_AsUTF8(v) : NULL;
@@ -164,9 +165,9 @@ static void build_options(ct_state *st, engine_options *o, wbuf *argv, PyObject 
  * exception).  Runs no Python code: the GIL is not let go. */
 static ct_engine_slot *find_slot(ct_state *st, PyObject *abs)
 {
-    for (size_t i = 0; i < st->nengines; i++)
-        if (PyUnicode_Compare(st->engines[i]->path, abs) == 0)
-            return st->engines[i];
+    for (size_t i = 0; i < st->sink.nengines; i++)
+        if (PyUnicode_Compare(st->sink.engines[i]->path, abs) == 0)
+            return st->sink.engines[i];
     PyErr_Clear();
     return NULL;
 }
@@ -192,13 +193,13 @@ static ct_engine_slot *new_slot(ct_state *st, PyObject *abs)
         goto done;
     /* The table may grow; the slots it points to never move (Recorders and
      * pending generators keep pointers to them). */
-    if (st->nengines == st->capengines) {
-        size_t cap = st->capengines ? 2 * st->capengines : 8;
-        ct_engine_slot **grown = PyMem_Realloc(st->engines, cap * sizeof(ct_engine_slot *));
+    if (st->sink.nengines == st->sink.capengines) {
+        size_t cap = st->sink.capengines ? 2 * st->sink.capengines : 8;
+        ct_engine_slot **grown = PyMem_Realloc(st->sink.engines, cap * sizeof(ct_engine_slot *));
         if (!grown)
             goto done;
-        st->engines = grown;
-        st->capengines = cap;
+        st->sink.engines = grown;
+        st->sink.capengines = cap;
     }
     slot = PyMem_Calloc(1, sizeof *slot);
     o.path = slot ? PyUnicode_AsUTF8(abs) : NULL;
@@ -209,10 +210,10 @@ static ct_engine_slot *new_slot(ct_state *st, PyObject *abs)
         slot = NULL;
         goto done;
     }
-    st->engines[st->nengines++] = slot;
+    st->sink.engines[st->sink.nengines++] = slot;
     slot->eng = e;
     slot->path = Py_NewRef(abs);
-    slot->serial = ++st->next_serial;
+    slot->serial = ++st->sink.next_serial;
 done:
     wbuf_free(&argv);
     Py_XDECREF(folders[0]);
@@ -227,9 +228,9 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
 {
     int is_default = path == NULL;
     if (is_default) {
-        if (st->default_slot)
-            return st->default_slot;
-        path = st->tape_path;
+        if (st->sink.default_slot)
+            return st->sink.default_slot;
+        path = st->sink.tape_path;
     }
     PyObject *abs = ct_absolute_path(path); /* Python code: other threads may run */
     if (!abs)
@@ -240,17 +241,17 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
     else
         slot = new_slot(st, abs);
     if (slot && is_default)
-        st->default_slot = slot;
+        st->sink.default_slot = slot;
     return slot;
 }
 
 void ct_sink_set_default(ct_state *st, PyObject *abs)
 {
-    ct_engine_slot *old = st->default_slot;
-    int same = PyUnicode_Compare(abs, st->tape_path) == 0;
-    Py_SETREF(st->tape_path, Py_NewRef(abs));
+    ct_engine_slot *old = st->sink.default_slot;
+    int same = PyUnicode_Compare(abs, st->sink.tape_path) == 0;
+    Py_SETREF(st->sink.tape_path, Py_NewRef(abs));
     if (!same)
-        st->default_slot = NULL; /* threads recording meanwhile use the new tape */
+        st->sink.default_slot = NULL; /* threads recording meanwhile use the new tape */
     if (!same && old && !old->pinned) {
         /* the old default tape is no longer used: write it out and stop
          * its writer; it starts again if a late call still uses it */
@@ -263,22 +264,22 @@ void ct_sink_set_default(ct_state *st, PyObject *abs)
 
 void ct_sink_free(ct_state *st)
 {
-    for (size_t i = 0; i < st->nengines; i++) {
+    for (size_t i = 0; i < st->sink.nengines; i++) {
         Py_BEGIN_ALLOW_THREADS /* up to 5 s: its last round, the join */
-            engine_free(st->engines[i]->eng);
+            engine_free(st->sink.engines[i]->eng);
         Py_END_ALLOW_THREADS
-        Py_CLEAR(st->engines[i]->path);
-        PyMem_Free(st->engines[i]->seen);
-        PyMem_Free(st->engines[i]);
+        Py_CLEAR(st->sink.engines[i]->path);
+        PyMem_Free(st->sink.engines[i]->seen);
+        PyMem_Free(st->sink.engines[i]);
     }
-    PyMem_Free(st->engines);
-    st->engines = NULL;
-    st->nengines = 0;
+    PyMem_Free(st->sink.engines);
+    st->sink.engines = NULL;
+    st->sink.nengines = 0;
 }
 
 void ct_count_late_call(ct_state *st, ct_engine_slot *slot)
 {
-    if (st->finalized && slot)
+    if (st->rec.finalized && slot)
         engine_count_dropped(slot->eng, 1);
 }
 
@@ -300,23 +301,23 @@ void ct_emit_counters(ct_state *st, ct_engine_slot *slot)
     ct_frame_begin(&b, storage, sizeof storage);
     wbuf_byte(&b, REC_COUNTERS);
     for (int i = 0; i < CT_NCOUNTERS; i++) {
-        slot->counters[i] += st->counters[i];
-        st->totals[i] += slot->counters[i];
+        slot->counters[i] += st->sink.counters[i];
+        st->sink.totals[i] += slot->counters[i];
     }
     for (int i = 0; i < 5; i++)
         wbuf_varint(&b, (uint64_t)slot->counters[i]);
-    memset(st->counters, 0, sizeof st->counters);
+    memset(st->sink.counters, 0, sizeof st->sink.counters);
     memset(slot->counters, 0, sizeof slot->counters);
-    st->counters_dirty = slot->counters_dirty = 0;
+    st->sink.counters_dirty = slot->counters_dirty = 0;
     ct_append_framed(st, slot, &b);
 }
 
 PyObject *ct_flush_all(ct_state *st, double timeout)
 {
     int rc = 0;
-    for (size_t i = 0; i < st->nengines; i++) {
-        ct_engine_slot *slot = st->engines[i];
-        if (slot->counters_dirty || (st->counters_dirty && i == 0))
+    for (size_t i = 0; i < st->sink.nengines; i++) {
+        ct_engine_slot *slot = st->sink.engines[i];
+        if (slot->counters_dirty || (st->sink.counters_dirty && i == 0))
             ct_emit_counters(st, slot); /* (values of no call: on the first tape) */
         int r;
         Py_BEGIN_ALLOW_THREADS
@@ -348,9 +349,9 @@ PyObject *ct_flush_py(PyObject *m, PyObject *args, PyObject *kw)
 
 static long long value_count(const ct_state *st, int which)
 {
-    long long n = (long long)st->counters[which] + (long long)st->totals[which];
-    for (size_t i = 0; i < st->nengines; i++)
-        n += (long long)st->engines[i]->counters[which];
+    long long n = (long long)st->sink.counters[which] + (long long)st->sink.totals[which];
+    for (size_t i = 0; i < st->sink.nengines; i++)
+        n += (long long)st->sink.engines[i]->counters[which];
     return n;
 }
 
@@ -364,8 +365,8 @@ PyObject *ct_stats_py(PyObject *m, PyObject *unused)
     if (!errors)
         return NULL;
     int64_t session = 0;
-    for (size_t i = 0; i < st->nengines; i++) {
-        engine_get_stats(st->engines[i]->eng, &one);
+    for (size_t i = 0; i < st->sink.nengines; i++) {
+        engine_get_stats(st->sink.engines[i]->eng, &one);
         total.appended_records += one.appended_records;
         total.written_calls += one.written_calls;
         total.written_segments += one.written_segments;
@@ -387,12 +388,12 @@ PyObject *ct_stats_py(PyObject *m, PyObject *unused)
     }
     return Py_BuildValue(
         "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:L,s:L,s:L,s:L,s:N,s:O}", "recorded",
-        (unsigned long long)st->seq, "written", (unsigned long long)total.written_calls,
+        (unsigned long long)st->rec.seq, "written", (unsigned long long)total.written_calls,
         "functions", (unsigned long long)total.written_functions, "segments",
         (unsigned long long)total.written_segments, "bytes",
         (unsigned long long)total.written_bytes, "dropped", (unsigned long long)total.dropped_calls,
         "write_errors", (unsigned long long)total.write_errors, "unencodable",
         value_count(st, CT_UNENCODABLE), "pickled", value_count(st, CT_PICKLED), "redacted",
         value_count(st, CT_REDACTED), "truncated", value_count(st, CT_TRUNCATED), "session",
-        (long long)session, "errors", errors, "tape", st->tape_path);
+        (long long)session, "errors", errors, "tape", st->sink.tape_path);
 }

@@ -92,11 +92,11 @@ void ct_emit_counters(ct_state *st, ct_engine_slot *slot);
  * (before `now`).  Never raises. */
 static inline void ct_counters_due(ct_state *st, ct_engine_slot *slot, uint64_t now)
 {
-    if (st->counters_dirty) {
+    if (st->sink.counters_dirty) {
         for (int i = 0; i < CT_NCOUNTERS; i++)
-            slot->counters[i] += st->counters[i];
-        memset(st->counters, 0, sizeof st->counters);
-        st->counters_dirty = 0;
+            slot->counters[i] += st->sink.counters[i];
+        memset(st->sink.counters, 0, sizeof st->sink.counters);
+        st->sink.counters_dirty = 0;
         slot->counters_dirty = 1;
     }
     if (slot->counters_dirty && now - slot->counters_sent_ns >= CT_COUNTERS_EVERY_NS) {

@@ -120,7 +120,7 @@ static void open_dram(const char *pkg_dir, ct_energy_counter *dram)
 
 int ct_energy_open(ct_state *st)
 {
-    ct_energy *en = &st->energy;
+    ct_energy *en = &st->instr.energy;
     if (en->state)
         return en->state;
     const char *root = getenv("CALLTAPE_POWERCAP_ROOT");
@@ -147,7 +147,7 @@ int ct_energy_open(ct_state *st)
 
 void ct_energy_close(ct_state *st)
 {
-    ct_energy *en = &st->energy;
+    ct_energy *en = &st->instr.energy;
     if (en->state == 1) {
         close(en->pkg.fd);
         if (en->dram.fd >= 0)

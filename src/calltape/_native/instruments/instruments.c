@@ -15,30 +15,30 @@
 
 int64_t ct_read_rss(ct_state *st)
 {
-    if (st->statm_state == 0) {
-        st->statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-        st->statm_state = st->statm_fd >= 0 ? 1 : -1;
-        st->page_size = sysconf(_SC_PAGESIZE);
+    if (st->instr.statm_state == 0) {
+        st->instr.statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+        st->instr.statm_state = st->instr.statm_fd >= 0 ? 1 : -1;
+        st->instr.page_size = sysconf(_SC_PAGESIZE);
     }
-    if (st->statm_state < 0)
+    if (st->instr.statm_state < 0)
         return 0;
     char buf[128];
-    ssize_t n = pread(st->statm_fd, buf, sizeof buf - 1, 0);
+    ssize_t n = pread(st->instr.statm_fd, buf, sizeof buf - 1, 0);
     if (n <= 0)
         return 0;
     buf[n] = 0;
     long pages = 0, resident = 0;
     if (sscanf(buf, "%ld %ld", &pages, &resident) != 2)
         return 0;
-    return (int64_t)resident * (int64_t)st->page_size;
+    return (int64_t)resident * (int64_t)st->instr.page_size;
 }
 
 void ct_rss_forget(ct_state *st)
 {
-    if (st->statm_state > 0)
-        close(st->statm_fd);
-    st->statm_fd = -1;
-    st->statm_state = 0;
+    if (st->instr.statm_state > 0)
+        close(st->instr.statm_fd);
+    st->instr.statm_fd = -1;
+    st->instr.statm_state = 0;
 }
 
 uint64_t ct_thread_cpu_ns(void)
@@ -50,8 +50,8 @@ uint64_t ct_thread_cpu_ns(void)
 
 __attribute__((noinline)) void ct_energy_start(ct_state *st, ct_callinfo *ci)
 {
-    if ((st->energy.state == 1 || ct_energy_open(st) == 1) &&
-        ct_energy_read(&st->energy, &ci->energy_pkg, &ci->energy_dram) == 0)
+    if ((st->instr.energy.state == 1 || ct_energy_open(st) == 1) &&
+        ct_energy_read(&st->instr.energy, &ci->energy_pkg, &ci->energy_dram) == 0)
         ci->flags |= REC_HAS_ENERGY;
 }
 
@@ -59,12 +59,12 @@ __attribute__((noinline)) void ct_energy_end(ct_state *st, const ct_callinfo *ci
                                              uint8_t *flags_at)
 {
     uint64_t pkg_end, dram_end;
-    if (ct_energy_read(&st->energy, &pkg_end, &dram_end) < 0) {
+    if (ct_energy_read(&st->instr.energy, &pkg_end, &dram_end) < 0) {
         *flags_at &= (uint8_t)~REC_HAS_ENERGY;
         return;
     }
-    wbuf_varint(b, ct_energy_delta(&st->energy.pkg, ci->energy_pkg, pkg_end));
-    wbuf_varint(b, st->energy.dram.fd >= 0
-                       ? ct_energy_delta(&st->energy.dram, ci->energy_dram, dram_end) + 1
+    wbuf_varint(b, ct_energy_delta(&st->instr.energy.pkg, ci->energy_pkg, pkg_end));
+    wbuf_varint(b, st->instr.energy.dram.fd >= 0
+                       ? ct_energy_delta(&st->instr.energy.dram, ci->energy_dram, dram_end) + 1
                        : ENERGY_DRAM_NONE);
 }

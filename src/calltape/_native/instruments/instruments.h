@@ -44,7 +44,7 @@ static inline uint64_t ct_call_end(ct_callinfo *ci)
 }
 
 /* The resident set size of this process in bytes (0 when unknown), read
- * with pread from /proc/self/statm opened once per process (st->statm_fd;
+ * with pread from /proc/self/statm opened once per process (st->instr.statm_fd;
  * ct_rss_forget closes it in a forked child).  Never raises. */
 int64_t ct_read_rss(ct_state *st);
 /* Closes the statm file of the parent (in a forked child). */

@@ -314,7 +314,7 @@ PyObject *ct_allow_resolve(const ct_rebuild *r, const char *module, const char *
  * fields, at the offset recorded in the type's module state. */
 static const ct_rebuild **allow_slot(PyObject *self, const ct_state *st)
 {
-    return (const ct_rebuild **)((char *)self + st->unpickler_rules_offset);
+    return (const ct_rebuild **)((char *)self + st->imported.unpickler_rules_offset);
 }
 
 static PyObject *Restricted_find_class(PyObject *self, PyObject *args)
@@ -368,19 +368,19 @@ PyObject *ct_unpickle(const ct_rebuild *r, const uint8_t *p, size_t n)
     if (!(data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n)))
         goto error;
     if (r->trust) {
-        v = PyObject_CallOneArg(st->pickle_loads, data);
+        v = PyObject_CallOneArg(st->imported.pickle_loads, data);
         goto error; /* done either way */
     }
-    if (!st->bytes_io) {
+    if (!st->imported.bytes_io) {
         PyObject *io = PyImport_ImportModule("io");
-        st->bytes_io = io ? PyObject_GetAttrString(io, "BytesIO") : NULL;
+        st->imported.bytes_io = io ? PyObject_GetAttrString(io, "BytesIO") : NULL;
         Py_XDECREF(io);
-        if (!st->bytes_io)
+        if (!st->imported.bytes_io)
             goto error;
     }
-    if (!(f = PyObject_CallOneArg(st->bytes_io, data)))
+    if (!(f = PyObject_CallOneArg(st->imported.bytes_io, data)))
         goto error;
-    if (!(u = PyObject_CallOneArg((PyObject *)st->RestrictedUnpickler_type, f)))
+    if (!(u = PyObject_CallOneArg((PyObject *)st->type.RestrictedUnpickler, f)))
         goto error;
     *allow_slot(u, st) = r;
     v = PyObject_CallMethod(u, "load", NULL);

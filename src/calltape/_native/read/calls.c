@@ -57,7 +57,7 @@ static int64_t clamp_ns(double ns)
 
 int ct_time_to_ns(ct_state *st, PyObject *v, const char *name, int64_t *out)
 {
-    int is_dt = PyObject_IsInstance(v, st->dt_datetime);
+    int is_dt = PyObject_IsInstance(v, st->imported.dt_datetime);
     if (is_dt < 0)
         return -1;
     if (!is_dt) {
@@ -82,7 +82,7 @@ int ct_time_to_ns(ct_state *st, PyObject *v, const char *name, int64_t *out)
     /* a naive time is local time, as datetime.now() gives */
     aware = tz == Py_None ? PyObject_CallMethod(v, "astimezone", NULL) : Py_NewRef(v);
     Py_DECREF(tz);
-    td = aware ? PyNumber_Subtract(aware, st->dt_epoch) : NULL;
+    td = aware ? PyNumber_Subtract(aware, st->imported.dt_epoch) : NULL;
     Py_XDECREF(aware);
     if (!td)
         return -1;
@@ -388,7 +388,7 @@ static int args_match(ct_call *c, PyObject *want)
 static ct_calls *calls_new(ct_tape *t)
 {
     ct_state *st = PyType_GetModuleState(Py_TYPE(t));
-    ct_calls *c = PyObject_GC_New(ct_calls, st->Calls_type);
+    ct_calls *c = PyObject_GC_New(ct_calls, st->type.Calls);
     if (!c)
         return NULL;
     c->tape = (ct_tape *)Py_NewRef((PyObject *)t);
@@ -546,7 +546,7 @@ static PyObject *Calls_iter(PyObject *self)
         if (!q)
             return NULL;
     }
-    ct_call_iter *it = PyObject_GC_New(ct_call_iter, st->CallIter_type);
+    ct_call_iter *it = PyObject_GC_New(ct_call_iter, st->type.CallIter);
     if (!it) {
         ct_tape_query_close(c->tape, q);
         return NULL;

@@ -25,7 +25,7 @@ ct_call *ct_call_new(ct_tape *t, ct_function *fn, const seg_call *c, int64_t ses
     size_t globals_len = (c->flags & REC_HAS_GLOBALS) ? c->globals_len : 0;
     size_t yields_len = (c->flags & REC_HAS_YIELDS) ? c->yields_len : 0;
     ct_call *call = PyObject_GC_NewVar(
-        ct_call, st->Call_type,
+        ct_call, st->type.Call,
         (Py_ssize_t)(args_len + result_len + locals_len + globals_len + yields_len));
     if (!call)
         return NULL;
@@ -329,7 +329,7 @@ static PyObject *Call_get_bound(ct_call *c, void *unused)
             goto error;
     }
     ct_state *st = ct_state_of((PyObject *)c);
-    b = PyObject_GC_New(ct_bound, st->Bound_type);
+    b = PyObject_GC_New(ct_bound, st->type.Bound);
     if (!b)
         goto error;
     b->args = PyList_AsTuple(pos);

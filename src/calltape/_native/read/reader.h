@@ -20,12 +20,12 @@
 #include "binding.h"
 
 typedef struct ct_tape {
-    PyObject_HEAD store *st; /* NULL once closed */
-    PyObject *path;          /* str */
-    PyObject *allow;         /* tuple of module names, or NULL */
+    PyObject_HEAD store *sto; /* NULL once closed (`st` is always the module state) */
+    PyObject *path;           /* str */
+    PyObject *allow;          /* tuple of module names, or NULL */
     int trust;
     int closing;         /* close() was called while queries were open */
-    Py_ssize_t nqueries; /* open queries on st */
+    Py_ssize_t nqueries; /* open queries on sto */
     PyObject *functions; /* dict: function id -> Function, or NULL before use */
     PyObject *threads;   /* dict: (session, index) -> (ident, name), or NULL */
 } ct_tape;

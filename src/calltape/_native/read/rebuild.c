@@ -132,27 +132,29 @@ static PyObject *load_codec(ct_rebuild *r, PyObject *name, const uint8_t *p, siz
         return NULL;
     PyObject *v = NULL;
     if (PyUnicode_CompareWithASCIIString(name, "numpy.ndarray") == 0) {
-        if (!st->np_load) {
+        if (!st->imported.np_load) {
             PyObject *np = PyImport_ImportModule("numpy");
-            st->np_load = np ? PyObject_GetAttrString(np, "load") : NULL;
+            st->imported.np_load = np ? PyObject_GetAttrString(np, "load") : NULL;
             Py_XDECREF(np);
         }
-        if (!st->bytes_io) {
+        if (!st->imported.bytes_io) {
             PyObject *io = PyImport_ImportModule("io");
-            st->bytes_io = io ? PyObject_GetAttrString(io, "BytesIO") : NULL;
+            st->imported.bytes_io = io ? PyObject_GetAttrString(io, "BytesIO") : NULL;
             Py_XDECREF(io);
         }
-        PyObject *f = st->np_load && st->bytes_io ? PyObject_CallOneArg(st->bytes_io, data) : NULL;
+        PyObject *f = st->imported.np_load && st->imported.bytes_io
+                          ? PyObject_CallOneArg(st->imported.bytes_io, data)
+                          : NULL;
         if (f) {
             PyObject *kw = Py_BuildValue("{s:O}", "allow_pickle", Py_False);
             PyObject *a = PyTuple_Pack(1, f);
-            v = kw && a ? PyObject_Call(st->np_load, a, kw) : NULL;
+            v = kw && a ? PyObject_Call(st->imported.np_load, a, kw) : NULL;
             Py_XDECREF(kw);
             Py_XDECREF(a);
             Py_DECREF(f);
         }
     } else {
-        PyObject *dec = PyDict_GetItemWithError(st->codec_decoders, name);
+        PyObject *dec = PyDict_GetItemWithError(st->objects.codec_decoders, name);
         if (dec)
             v = PyObject_CallOneArg(dec, data);
         else if (!PyErr_Occurred())

@@ -76,7 +76,7 @@ PyObject *ct_rebuild_global(ct_rebuild *r, const wire_tok *t)
  * tp_base chain not defined by a class statement). */
 static PyTypeObject *robj_solid(const ct_state *st, PyTypeObject *tp)
 {
-    while (tp->tp_base && tp->tp_dealloc == st->subtype_dealloc)
+    while (tp->tp_base && tp->tp_dealloc == st->objects.subtype_dealloc)
         tp = tp->tp_base;
     return tp;
 }

@@ -515,7 +515,7 @@ static PyObject *unwrap(ct_state *st, PyObject *fn)
 {
     for (int guard = 0; guard < 16; guard++) {
         PyObject *inner = NULL;
-        if (PyObject_TypeCheck(fn, st->Recorder_type))
+        if (PyObject_TypeCheck(fn, st->type.Recorder))
             inner = Py_NewRef(((Recorder *)fn)->wrapped);
         else if (PyObject_TypeCheck(fn, &PyClassMethod_Type) ||
                  PyObject_TypeCheck(fn, &PyStaticMethod_Type))
@@ -660,7 +660,7 @@ PyObject *ct_resolve(ct_state *st, PyObject *record_tape, PyObject *module, PyOb
     if (record_tape) {
         PyObject *kw = Py_BuildValue("{s:O}", "tape", record_tape);
         PyObject *a = kw ? PyTuple_Pack(1, fn) : NULL;
-        callable = a ? PyObject_Call((PyObject *)st->Recorder_type, a, kw) : NULL;
+        callable = a ? PyObject_Call((PyObject *)st->type.Recorder, a, kw) : NULL;
         Py_XDECREF(kw);
         Py_XDECREF(a);
         if (!callable)

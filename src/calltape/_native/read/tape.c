@@ -57,7 +57,7 @@ PyObject *ct_tape_store_error(ct_tape *t, const store_err *e, const char *what)
 
 int ct_tape_check_open(ct_tape *t)
 {
-    if (!t->st || t->closing) {
+    if (!t->sto || t->closing) {
         PyErr_Format(PyExc_ValueError, "the tape %U is closed", t->path);
         return -1;
     }
@@ -82,7 +82,7 @@ static store_cursor *open_table(ct_tape *t, store_cursor *(*open)(store *, store
 {
     if (ct_tape_check_open(t) < 0)
         return NULL;
-    store *s = t->st;
+    store *s = t->sto;
     store_err e;
     store_cursor *c;
     Py_BEGIN_ALLOW_THREADS
@@ -96,7 +96,7 @@ static store_cursor *open_table(ct_tape *t, store_cursor *(*open)(store *, store
 /* The tape's counts (GIL released).  Returns 0, or -1 with `e`. */
 static int read_counts(ct_tape *t, store_counts *out, store_err *e)
 {
-    store *s = t->st;
+    store *s = t->sto;
     int rc;
     Py_BEGIN_ALLOW_THREADS
         rc = store_totals(s, out, e);
@@ -138,7 +138,7 @@ static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     int trust = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$pO:open", kwlist, &path, &trust, &allow))
         return NULL;
-    ct_state *cst = PyType_GetModuleState(type);
+    ct_state *st = PyType_GetModuleState(type);
     p = PyOS_FSPath(path);
     if (!p)
         goto error;
@@ -166,7 +166,7 @@ static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         s = store_open_read(cpath, err, sizeof err);
     Py_END_ALLOW_THREADS
     if (!s) {
-        PyObject *cls = ct_marker_type(cst, "TapeError");
+        PyObject *cls = ct_marker_type(st, "TapeError");
         PyErr_SetString(cls ? cls : PyExc_ValueError, err);
         goto error;
     }
@@ -175,7 +175,7 @@ static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         store_close(s);
         goto error;
     }
-    t->st = s;
+    t->sto = s;
     t->path = p;
     t->allow = allow_t;
     t->trust = trust;
@@ -206,7 +206,7 @@ static void Tape_dealloc(ct_tape *t)
     PyTypeObject *tp = Py_TYPE(t);
     PyObject_GC_UnTrack(t);
     Tape_clear(t);
-    store_close(t->st); /* no query is open: each holds a reference */
+    store_close(t->sto); /* no query is open: each holds a reference */
     Py_CLEAR(t->path);
     Py_CLEAR(t->allow);
     tp->tp_free((PyObject *)t);
@@ -253,7 +253,7 @@ query *ct_tape_query_open(ct_tape *t, const query_filter *f)
     char err[300];
     query *q;
     Py_BEGIN_ALLOW_THREADS
-        q = query_open(t->st, f, err, sizeof err);
+        q = query_open(t->sto, f, err, sizeof err);
     Py_END_ALLOW_THREADS
     if (!q) {
         ct_state *st = PyType_GetModuleState(Py_TYPE(t));
@@ -271,8 +271,8 @@ void ct_tape_query_close(ct_tape *t, query *q)
         return;
     query_close(q);
     if (--t->nqueries == 0 && t->closing) {
-        store_close(t->st);
-        t->st = NULL;
+        store_close(t->sto);
+        t->sto = NULL;
         t->closing = 0;
     }
 }
@@ -303,7 +303,7 @@ PyObject *ct_tape_functions(ct_tape *t, int fresh)
     if (t->functions && fresh == CT_FUNCTIONS_IF_GROWN) {
         if (ct_tape_check_open(t) < 0)
             return NULL;
-        store *s = t->st;
+        store *s = t->sto;
         int64_t n = 0;
         int rc;
         Py_BEGIN_ALLOW_THREADS
@@ -481,7 +481,7 @@ static PyObject *Tape_load_blob(PyObject *self, PyObject *args)
     store_row row;
     int rc = -1;
     if (ct_tape_check_open(t) == 0) {
-        store *s = t->st;
+        store *s = t->sto;
         const uint8_t *hash = h.buf;
         Py_BEGIN_ALLOW_THREADS
             c = store_read_blob(s, hash, &e);
@@ -607,7 +607,7 @@ static PyObject *Tape_call(PyObject *self, PyObject *arg)
         return NULL;
     if (ct_tape_check_open(t) < 0)
         return NULL;
-    store *s = t->st;
+    store *s = t->sto;
     store_err e;
     store_cursor *cur;
     Py_BEGIN_ALLOW_THREADS
@@ -675,8 +675,8 @@ static PyObject *Tape_close(PyObject *self, PyObject *unused)
     if (t->nqueries) {
         t->closing = 1; /* the last open query closes the store */
     } else {
-        store_close(t->st);
-        t->st = NULL;
+        store_close(t->sto);
+        t->sto = NULL;
     }
     Py_RETURN_NONE;
 }
@@ -698,7 +698,7 @@ static PyObject *Tape_exit(PyObject *self, PyObject *args)
 static PyObject *Tape_repr(PyObject *self)
 {
     ct_tape *t = (ct_tape *)self;
-    if (!t->st || t->closing)
+    if (!t->sto || t->closing)
         return PyUnicode_FromFormat("<calltape.Tape %R (closed)>", t->path);
     store_counts n;
     store_err e;
@@ -732,7 +732,7 @@ static PyObject *Tape_get_allow(ct_tape *t, void *c)
 static PyObject *Tape_get_closed(ct_tape *t, void *c)
 {
     (void)c;
-    return PyBool_FromLong(!t->st || t->closing);
+    return PyBool_FromLong(!t->sto || t->closing);
 }
 
 static PyMethodDef Tape_methods[] = {

@@ -20,11 +20,11 @@ PyObject *ct_datetime_from_ns(ct_state *st, int64_t ns)
 {
     int64_t us = ns >= 0 ? ns / 1000 : -((-ns + 999) / 1000);
     int64_t sec = us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000);
-    PyObject *td = PyObject_CallFunction(st->dt_timedelta, "iLL", 0, (long long)sec,
+    PyObject *td = PyObject_CallFunction(st->imported.dt_timedelta, "iLL", 0, (long long)sec,
                                          (long long)(us - sec * 1000000));
     if (!td)
         return NULL;
-    PyObject *dt = PyNumber_Add(st->dt_epoch, td);
+    PyObject *dt = PyNumber_Add(st->imported.dt_epoch, td);
     Py_DECREF(td);
     return dt;
 }
@@ -138,7 +138,7 @@ static int parse_signature(ct_function *f)
 PyObject *ct_function_from_row(ct_tape *t, const store_function_row *row)
 {
     ct_state *st = ct_state_of((PyObject *)t);
-    ct_function *f = PyObject_GC_New(ct_function, st->Function_type);
+    ct_function *f = PyObject_GC_New(ct_function, st->type.Function);
     if (!f)
         return NULL;
     /* every field set before the first exit */
@@ -395,7 +395,7 @@ static PyObject *text_or_none(store_bytes b)
 PyObject *ct_session_from_row(ct_tape *t, const store_session_row *row)
 {
     ct_state *st = ct_state_of((PyObject *)t);
-    ct_session *s = PyObject_GC_New(ct_session, st->Session_type);
+    ct_session *s = PyObject_GC_New(ct_session, st->type.Session);
     if (!s)
         return NULL;
     memset(session_fields(s), 0, SESSION_NFIELDS * sizeof(PyObject *));

@@ -423,8 +423,8 @@ static void put_truncated(ct_state *st, wbuf *b, PyObject *v, size_t size)
     wbuf_varint(b, strlen(tname));
     wbuf_put(b, tname, strlen(tname));
     wbuf_varint(b, size);
-    st->counters[CT_TRUNCATED]++;
-    st->counters_dirty = 1;
+    st->sink.counters[CT_TRUNCATED]++;
+    st->sink.counters_dirty = 1;
 }
 
 int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)

@@ -113,7 +113,7 @@ int ct_emit_function(ct_state *st, ct_engine_slot *slot, uint64_t fn_id, PyObjec
 void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t)
 {
     if (t->index == 0)
-        t->index = ++st->next_thread;
+        t->index = ++st->rec.next_thread;
     if (ct_thread_known(slot, t))
         return;
     if (t->index >= slot->nseen) {

@@ -75,7 +75,7 @@ PyObject *ct_global_names(PyObject *code)
 static int is_data(ct_state *st, PyObject *v)
 {
     return !(PyModule_Check(v) || PyType_Check(v) || PyFunction_Check(v) || PyCFunction_Check(v) ||
-             PyMethod_Check(v) || PyObject_TypeCheck(v, st->Recorder_type));
+             PyMethod_Check(v) || PyObject_TypeCheck(v, st->type.Recorder));
 }
 
 PyObject *ct_globals_snapshot(ct_state *st, PyObject *globals, PyObject *names)
@@ -153,7 +153,7 @@ static PyMethodDef on_return_def = {"_locals_on_return", (PyCFunction)(void (*)(
 /* Claims the tool id and registers the callback once per process. */
 static int monitoring_ready(ct_state *st, PyObject *mon)
 {
-    if (st->locals_tool_ready)
+    if (st->rec.locals_tool_ready)
         return 0;
     PyObject *name = PyObject_CallMethod(mon, "get_tool", "i", CT_LOCALS_TOOL);
     if (!name)
@@ -187,7 +187,7 @@ static int monitoring_ready(ct_state *st, PyObject *mon)
     if (!r)
         return -1;
     Py_DECREF(r);
-    st->locals_tool_ready = 1;
+    st->rec.locals_tool_ready = 1;
     return 0;
 }
 

@@ -43,7 +43,7 @@ static PyObject *Monitor_start(PyObject *self, PyObject *unused)
     (void)unused;
     Monitor *m = (Monitor *)self;
     ct_state *st = m->st;
-    mon_active *a = &st->monitor;
+    mon_active *a = &st->rec.monitor;
     if (a->mon) {
         PyErr_SetString(PyExc_RuntimeError,
                         a->mon == m ? "this calltape.monitor is already running"
@@ -71,7 +71,7 @@ static PyObject *Monitor_start(PyObject *self, PyObject *unused)
         return NULL;
     a->st = st;
     a->slot = slot;
-    a->generation = ++st->monitor_generation;
+    a->generation = ++st->rec.monitor_generation;
     a->mon = (Monitor *)Py_NewRef(self);
     if (ct_mon_hooks_install(st->module, a) < 0) {
         Py_CLEAR(a->mon);
@@ -91,7 +91,7 @@ static PyObject *Monitor_stop(PyObject *self, PyObject *unused)
 {
     (void)unused;
     Monitor *m = (Monitor *)self;
-    mon_active *a = &m->st->monitor;
+    mon_active *a = &m->st->rec.monitor;
     if (a->mon != m)
         return Py_NewRef(Py_None);
     ct_mon_hooks_remove(m->st->module, a);
@@ -103,7 +103,7 @@ static PyObject *Monitor_stop(PyObject *self, PyObject *unused)
     }
     m->running = 0;
     Py_CLEAR(a->mon);
-    a->generation = ++m->st->monitor_generation;
+    a->generation = ++m->st->rec.monitor_generation;
     return Py_NewRef(Py_None);
 }
 
@@ -150,7 +150,7 @@ static void monitor_options(Monitor *m, ct_options *o)
     if (o->energy > 0)
         ct_energy_open(m->st); /* an unavailable counter is reported now, once */
     m->max_depth = o->max_depth;
-    m->max_value_bytes = o->max_value_bytes < 0 ? m->st->max_value_bytes : o->max_value_bytes;
+    m->max_value_bytes = o->max_value_bytes < 0 ? m->st->rec.max_value_bytes : o->max_value_bytes;
     m->sample = (uint32_t)(o->sample > UINT32_MAX ? UINT32_MAX : o->sample);
     ct_options_release(o);
 }
@@ -279,7 +279,7 @@ PyType_Spec Monitor_spec = {
 
 void ct_monitor_stop_running(ct_state *st)
 {
-    PyObject *mon = (PyObject *)st->monitor.mon;
+    PyObject *mon = (PyObject *)st->rec.monitor.mon;
     if (!mon)
         return;
     PyObject *saved = ct_fetch_exc();
@@ -293,7 +293,7 @@ void ct_monitor_stop_running(ct_state *st)
 
 void ct_monitor_clear(ct_state *st)
 {
-    mon_active *a = &st->monitor;
+    mon_active *a = &st->rec.monitor;
     Py_CLEAR(a->mon);
     ct_park_drain(&a->parked, NULL, NULL);
     Py_CLEAR(a->park_gone);
@@ -302,7 +302,7 @@ void ct_monitor_clear(ct_state *st)
 
 int ct_monitor_traverse(const ct_state *st, visitproc visit, void *arg)
 {
-    const mon_active *a = &st->monitor;
+    const mon_active *a = &st->rec.monitor;
     Py_VISIT((PyObject *)a->mon);
     Py_VISIT(a->park_gone);
     return ct_park_traverse(&a->parked, visit, arg);

@@ -140,7 +140,7 @@ static int describe_code(ct_state *st, ct_codeinfo *info, PyCodeObject *co, PyOb
     info->fn_record = ct_describe_function(st, &d);
     if (!info->fn_record)
         return -1;
-    info->fn_id = ++st->next_fn;
+    info->fn_id = ++st->rec.next_fn;
     return 0;
 }
 
@@ -162,7 +162,7 @@ ct_codeinfo *ct_mon_decide(mon_active *a, PyCodeObject *co, ct_codeinfo *info, P
     if (mod && !PyUnicode_Check(mod))
         mod = NULL;
     info->record =
-        wants(a->mon, co, mod) && PySet_Contains(a->st->decorated_codes, (PyObject *)co) == 0;
+        wants(a->mon, co, mod) && PySet_Contains(a->st->rec.decorated_codes, (PyObject *)co) == 0;
     PyErr_Clear();
     if (info->record && !info->fn_record && describe_code(a->st, info, co, mod) < 0) {
         PyErr_Clear();

@@ -214,7 +214,7 @@ static void on_start(mon_active *a, PyCodeObject *co, ct_codeinfo *info)
     }
     if (m->opt_energy)
         ct_energy_start(a->st, ci);
-    ci->seq = ++a->st->seq;
+    ci->seq = ++a->st->rec.seq;
     ci->parent = t->parent;
     ci->depth = t->depth;
     ci->thread = t->index;

@@ -124,7 +124,7 @@ typedef ct_monitor_state mon_active;
 
 static inline mon_active *active_of(PyObject *module)
 {
-    return &((ct_state *)PyModule_GetState(module))->monitor;
+    return &((ct_state *)PyModule_GetState(module))->rec.monitor;
 }
 
 /* The info kept in `co`'s extra slot (a decision of any generation), or

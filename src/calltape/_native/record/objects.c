@@ -35,8 +35,8 @@ void ct_put_unencodable(ct_state *st, wbuf *b, const char *type, const char *why
     wbuf_byte(b, WIRE_UNENCODABLE);
     wire_sized(b, type, strlen(type));
     wire_sized(b, why, strlen(why));
-    st->counters[CT_UNENCODABLE]++;
-    st->counters_dirty = 1;
+    st->sink.counters[CT_UNENCODABLE]++;
+    st->sink.counters_dirty = 1;
 }
 
 /* A GLOBAL naming `module`.`qualname` (str objects, or NULL: unknown). */
@@ -424,14 +424,14 @@ static int put_codec(ct_capture *c, wbuf *b, PyObject *v, PyObject *entry)
 static int put_pickled(ct_capture *c, wbuf *b, PyObject *v)
 {
     ct_state *st = c->st;
-    PyObject *args[2] = {v, st->protocol5};
-    PyObject *data = PyObject_Vectorcall(st->pickle_dumps, args, 2, NULL);
+    PyObject *args[2] = {v, st->imported.protocol5};
+    PyObject *data = PyObject_Vectorcall(st->imported.pickle_dumps, args, 2, NULL);
     if (!data)
         return -3;
     wire_tagged_bytes(b, WIRE_PICKLE, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
     Py_DECREF(data);
-    st->counters[CT_PICKLED]++;
-    st->counters_dirty = 1;
+    st->sink.counters[CT_PICKLED]++;
+    st->sink.counters_dirty = 1;
     return 0;
 }
 
@@ -462,8 +462,8 @@ static void put_refused(ct_state *st, wbuf *b, ct_typeinfo *e)
         return;
     }
     wbuf_put(b, e->refused, e->refused_len);
-    st->counters[CT_UNENCODABLE]++;
-    st->counters_dirty = 1;
+    st->sink.counters[CT_UNENCODABLE]++;
+    st->sink.counters_dirty = 1;
 }
 
 int ct_capture_object(ct_capture *c, wbuf *b, PyObject *v, int depth)

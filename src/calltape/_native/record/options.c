@@ -283,23 +283,23 @@ static int read_config(PyObject *flush, PyObject *on_full, PyObject *buf, PyObje
 static int apply_options(ct_state *st, ct_options *o)
 {
     if (o->energy >= 0) {
-        st->energy_default = o->energy ? CT_ENERGY_CONFIGURED : 0;
+        st->rec.energy_default = o->energy ? CT_ENERGY_CONFIGURED : 0;
         if (o->energy)
             ct_energy_open(st); /* an unavailable counter is reported now, once */
     }
     if (o->max_value_bytes >= 0)
-        st->max_value_bytes = o->max_value_bytes;
+        st->rec.max_value_bytes = o->max_value_bytes;
     if (o->redact >= 0)
         ct_redact_memo_clear(st); /* the rules change: decide names again */
     if (o->redact == 0) {         /* off: the built-in names and those configured */
-        st->redact_default = 0;
-        Py_CLEAR(st->redact_exact);
-        Py_CLEAR(st->redact_patterns);
+        st->redaction.builtin = 0;
+        Py_CLEAR(st->redaction.exact);
+        Py_CLEAR(st->redaction.patterns);
     } else if (o->redact == 1) {
-        st->redact_default = 1;
+        st->redaction.builtin = 1;
         if (o->redact_exact) { /* names given (not just True) */
-            Py_XSETREF(st->redact_exact, Py_NewRef(o->redact_exact));
-            Py_XSETREF(st->redact_patterns, Py_XNewRef(o->redact_patterns));
+            Py_XSETREF(st->redaction.exact, Py_NewRef(o->redact_exact));
+            Py_XSETREF(st->redaction.patterns, Py_XNewRef(o->redact_patterns));
         }
     }
     if (o->tape) {
@@ -336,15 +336,15 @@ PyObject *ct_configure_py(PyObject *m, PyObject *args, PyObject *kw)
         return NULL;
     }
     if (c.pickle_types) {
-        Py_XSETREF(st->pickle_types, c.pickle_types);
-        ct_typecache_clear(&st->types);
+        Py_XSETREF(st->objects.pickle_types, c.pickle_types);
+        ct_typecache_clear(&st->objects.types);
     }
     if (c.flush_interval > 0)
-        st->flush_interval = c.flush_interval;
+        st->sink.flush_interval = c.flush_interval;
     if (c.on_full_drop >= 0)
-        st->on_full_drop = c.on_full_drop;
+        st->sink.on_full_drop = c.on_full_drop;
     if (c.buffer_bytes)
-        st->buffer_bytes = c.buffer_bytes;
+        st->sink.buffer_bytes = c.buffer_bytes;
     int rc = apply_options(st, &o);
     ct_options_release(&o);
     if (rc < 0)

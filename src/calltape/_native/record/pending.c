@@ -265,7 +265,7 @@ static PyObject *agen_step(PyObject *self, const char *method, PyObject *args, i
     if (!awaitable)
         return NULL;
     ct_state *st = PyType_GetModuleState(Py_TYPE(self));
-    return make_pending(st->Pending_type, awaitable, self, mode);
+    return make_pending(st->type.Pending, awaitable, self, mode);
 }
 
 static PyObject *AGen_anext(PyObject *self)
@@ -294,7 +294,7 @@ static PyObject *AGen_aclose(PyObject *self, PyObject *unused)
 
 PyObject *ct_pending_wrap(ct_state *st, PyObject *inner, ct_deferred *d, int kind)
 {
-    PyTypeObject *tp = kind == KIND_ASYNC_GENERATOR ? st->AsyncGenProxy_type : st->Pending_type;
+    PyTypeObject *tp = kind == KIND_ASYNC_GENERATOR ? st->type.AsyncGenProxy : st->type.Pending;
     Pending *p = (Pending *)make_pending(tp, Py_NewRef(inner), NULL, MODE_ITER);
     if (!p) {
         Py_DECREF(inner);

@@ -422,14 +422,14 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     Recorder *r = (Recorder *)op;
     ct_state *st = r->st;
     ct_thread *t = &ct_tls_thread;
-    if (!st->enabled || t->busy) {
-        if (st->finalized && !t->busy) /* too late to record: counted */
-            ct_count_late_call(st, r->tape ? r->slot : st->default_slot);
+    if (!st->rec.enabled || t->busy) {
+        if (st->rec.finalized && !t->busy) /* too late to record: counted */
+            ct_count_late_call(st, r->tape ? r->slot : st->sink.default_slot);
         return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
     }
     if (r->sample > 1 && (r->sample_counter++ % r->sample) != 0)
         return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
-    ct_engine_slot *slot = r->tape ? r->slot : st->default_slot;
+    ct_engine_slot *slot = r->tape ? r->slot : st->sink.default_slot;
     if (!slot && !(slot = first_slot(r)))
         return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
     if (r->announced_serial != slot->serial)
@@ -457,7 +457,7 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         ct_memo_free(&memo);
         t->busy--;
     }
-    ci.seq = ++st->seq;
+    ci.seq = ++st->rec.seq;
     ci.parent = t->parent;
     ci.depth = t->depth;
     ci.thread = t->index;
@@ -468,7 +468,7 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         ci.rss_before = ct_read_rss(st);
     }
     /* on: CT_ENERGY_ON, or CT_ENERGY_CONFIGURED while configure(energy=True) */
-    if (r->opt_energy & (CT_ENERGY_ON | st->energy_default))
+    if (r->opt_energy & (CT_ENERGY_ON | st->rec.energy_default))
         ct_energy_start(st, &ci);
     if (r->kind != KIND_PLAIN)
         ci.flags |= REC_ASYNC;
@@ -619,7 +619,7 @@ static void recorder_options(Recorder *r, ct_options *o)
     r->sample = (uint32_t)(o->sample > UINT32_MAX ? UINT32_MAX : o->sample);
     r->sanitize = o->sanitize;
     r->tape = o->tape;
-    r->max_value_bytes = o->max_value_bytes < 0 ? st->max_value_bytes : o->max_value_bytes;
+    r->max_value_bytes = o->max_value_bytes < 0 ? st->rec.max_value_bytes : o->max_value_bytes;
     r->redact.use_default = o->redact != 0;
     r->redact.exact = o->redact_exact;
     r->redact.patterns = o->redact_patterns;
@@ -664,7 +664,7 @@ static int recorder_finish(Recorder *r)
     ct_state *st = r->st;
     /* calltape.monitor leaves the calls of this function to the Recorder */
     if (PyFunction_Check(r->func) &&
-        PySet_Add(st->decorated_codes, PyFunction_GET_CODE(r->func)) < 0)
+        PySet_Add(st->rec.decorated_codes, PyFunction_GET_CODE(r->func)) < 0)
         return -1;
     r->redacted = PyMem_Calloc((size_t)r->nparams + 1, 1);
     if (!r->redacted) {
@@ -675,7 +675,7 @@ static int recorder_finish(Recorder *r)
         r->redacted[i] = (uint8_t)ct_should_redact(st, PyTuple_GET_ITEM(r->names, i), &r->redact);
     if (!r->bound && find_positional_secrets(r) < 0)
         return -1;
-    r->fn_id = ++st->next_fn;
+    r->fn_id = ++st->rec.next_fn;
     PyObject *fdict = PyObject_GetAttrString(r->func, "__dict__");
     if (fdict && PyDict_Check(fdict))
         r->dict = PyDict_Copy(fdict);

@@ -70,7 +70,7 @@ static int memo_get(const struct ct_redact_memo *m, const PyObject *name)
 
 static void memo_put(ct_state *st, PyObject *name, int hit)
 {
-    struct ct_redact_memo *m = &st->redact_memo;
+    struct ct_redact_memo *m = &st->redaction.memo;
     if (m->n * 2 >= REDACT_MEMO_CAP)
         ct_redact_memo_clear(st);
     if (!m->names) {
@@ -92,7 +92,7 @@ static void memo_put(ct_state *st, PyObject *name, int hit)
 
 void ct_redact_memo_clear(ct_state *st)
 {
-    struct ct_redact_memo *m = &st->redact_memo;
+    struct ct_redact_memo *m = &st->redaction.memo;
     PyObject **names = m->names;
     size_t cap = m->cap;
     free(m->hit);
@@ -104,8 +104,8 @@ void ct_redact_memo_clear(ct_state *st)
 
 int ct_redact_memo_traverse(const ct_state *st, visitproc visit, void *arg)
 {
-    for (size_t i = 0; st->redact_memo.names && i < st->redact_memo.cap; i++)
-        Py_VISIT(st->redact_memo.names[i]);
+    for (size_t i = 0; st->redaction.memo.names && i < st->redaction.memo.cap; i++)
+        Py_VISIT(st->redaction.memo.names[i]);
     return 0;
 }
 
@@ -119,7 +119,7 @@ int ct_should_redact(ct_state *st, PyObject *name, const ct_redact *rd)
         return 0;
     if (own || !PyUnicode_CheckExact(name))
         return should_redact(st, name, rd);
-    int hit = memo_get(&st->redact_memo, name);
+    int hit = memo_get(&st->redaction.memo, name);
     if (hit < 0) {
         hit = should_redact(st, name, rd);
         memo_put(st, name, hit);
@@ -143,11 +143,11 @@ static int should_redact(ct_state *st, PyObject *name, const ct_redact *rd)
             small[i] = (char)(raw[i] >= 'A' && raw[i] <= 'Z' ? raw[i] + 32 : raw[i]);
         small[n] = 0;
         s = small;
-        if (rd->use_default && st->redact_default && redact_default_name(s, (size_t)n))
+        if (rd->use_default && st->redaction.builtin && redact_default_name(s, (size_t)n))
             return 1;
         int sets = (rd->exact && PySet_GET_SIZE(rd->exact)) ||
                    (rd->patterns && PyTuple_GET_SIZE(rd->patterns)) ||
-                   (rd->use_default && (st->redact_exact || st->redact_patterns));
+                   (rd->use_default && (st->redaction.exact || st->redaction.patterns));
         if (!sets)
             return 0;
         lower = PyUnicode_FromStringAndSize(small, n);
@@ -157,13 +157,14 @@ static int should_redact(ct_state *st, PyObject *name, const ct_redact *rd)
         s = lower ? PyUnicode_AsUTF8(lower) : NULL;
         if (!s)
             goto done;
-        if (rd->use_default && st->redact_default && redact_default_name(s, strlen(s)))
+        if (rd->use_default && st->redaction.builtin && redact_default_name(s, strlen(s)))
             hit = 1;
     }
     if (!lower)
         goto done;
     if (!hit && rd->use_default)
-        hit = redact_listed(lower, PyUnicode_AsUTF8(lower), st->redact_exact, st->redact_patterns);
+        hit = redact_listed(lower, PyUnicode_AsUTF8(lower), st->redaction.exact,
+                            st->redaction.patterns);
     if (!hit)
         hit = redact_listed(lower, PyUnicode_AsUTF8(lower), rd->exact, rd->patterns);
 done:

@@ -201,7 +201,7 @@ static int mro_has_name(PyTypeObject *tp, const char *name)
 /* The built-in base that lays out instances of the Python class `tp`. */
 static PyTypeObject *solid_base(const ct_state *st, PyTypeObject *tp)
 {
-    while (tp->tp_base && tp->tp_dealloc == st->subtype_dealloc)
+    while (tp->tp_base && tp->tp_dealloc == st->objects.subtype_dealloc)
         tp = tp->tp_base;
     return tp;
 }
@@ -228,7 +228,7 @@ PyObject *ct_slot_values(const ct_state *st, PyObject *v)
     PyObject *out = PyList_New(0), *mro = Py_TYPE(v)->tp_mro;
     for (Py_ssize_t i = 0; out && mro && i < PyTuple_GET_SIZE(mro); i++) {
         PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
-        if (t->tp_dealloc != st->subtype_dealloc || !t->tp_dict)
+        if (t->tp_dealloc != st->objects.subtype_dealloc || !t->tp_dict)
             continue;
         PyObject *k, *d;
         Py_ssize_t pos = 0;
@@ -254,7 +254,7 @@ static int typeinfo_slots(ct_typeinfo *e, const ct_state *st, PyTypeObject *tp)
     PyObject **names = NULL;
     for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
         PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
-        if (t->tp_dealloc != st->subtype_dealloc || !t->tp_dict)
+        if (t->tp_dealloc != st->objects.subtype_dealloc || !t->tp_dict)
             continue;
         PyObject *k, *d;
         Py_ssize_t pos = 0;
@@ -326,13 +326,13 @@ static int typeinfo_decide(ct_capture *c, ct_typeinfo *e, PyTypeObject *tp)
     PyObject *mro = tp->tp_mro;
     for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
         PyObject *base = PyTuple_GET_ITEM(mro, i);
-        PyObject *entry = PyDict_GetItemWithError(st->codecs, base);
+        PyObject *entry = PyDict_GetItemWithError(st->objects.codecs, base);
         if (entry) {
             e->how = CT_BY_CODEC;
             e->codec = Py_NewRef(entry);
             return 0;
         }
-        int picked = st->pickle_types ? PySet_Contains(st->pickle_types, base) : 0;
+        int picked = st->objects.pickle_types ? PySet_Contains(st->objects.pickle_types, base) : 0;
         if (picked < 0 || PyErr_Occurred())
             return -1;
         if (picked) {
@@ -398,7 +398,7 @@ static ct_typeinfo *typecache_find(const ct_typecache *tc, const PyTypeObject *t
 
 ct_typeinfo *ct_typeinfo_for(ct_capture *c, PyTypeObject *tp)
 {
-    ct_typecache *tc = &c->st->types;
+    ct_typecache *tc = &c->st->objects.types;
     ct_typeinfo *e = typecache_find(tc, tp);
     if (e) {
         if (e->how != CT_BY_UNDECIDED && typeinfo_alive(e))
@@ -439,7 +439,7 @@ ct_typeinfo *ct_over_budget_entry(ct_capture *c, PyObject *v)
     if (tp == &PyList_Type || tp == &PyDict_Type || tp == &PyTuple_Type || tp == &PyUnicode_Type ||
         tp == &PyBytes_Type || tp == &PyLong_Type)
         return NULL; /* built-in data: captured without an entry, never skipped */
-    ct_typeinfo *e = typecache_find(&c->st->types, tp);
+    ct_typeinfo *e = typecache_find(&c->st->objects.types, tp);
     return e && e->how == CT_BY_OBJECT && typeinfo_alive(e) ? e : NULL;
 }
 

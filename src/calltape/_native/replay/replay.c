@@ -139,7 +139,7 @@ static PyObject *lookup(rp_replayer *self, PyObject *module, PyObject *qualname,
  * exception. */
 static Py_ssize_t recorded_parameters(rp_replayer *self, PyObject *call)
 {
-    if (Py_TYPE(call) == self->st->Call_type)
+    if (Py_TYPE(call) == self->st->type.Call)
         return ((ct_call *)call)->fn->nparams;
     PyObject *fn = PyObject_GetAttr(call, self->attr[RP_A_FUNC]);
     PyObject *names = fn ? PyObject_GetAttr(fn, self->attr[RP_A_PARAMETERS]) : NULL;
@@ -160,22 +160,15 @@ static PyObject *make_outcome(rp_replayer *self, PyObject *call_id, PyObject *fu
                               const rp_ran *ran, PyObject *expected, PyObject *diff,
                               PyObject *reason)
 {
-    PyObject *st = self->status[status];
+    PyObject *name = self->status[status];
     PyObject *dur =
         status != RP_SKIPPED ? PyFloat_FromDouble((double)ran->ns / 1e9) : Py_NewRef(Py_None);
     if (!dur)
         return NULL;
 #define OR_NONE(x) ((x) ? (x) : Py_None)
-    PyObject *argv[10] = {call_id,
-                          function,
-                          st,
-                          OR_NONE(ran->result),
-                          OR_NONE(expected),
-                          OR_NONE(ran->exc),
-                          dur,
-                          OR_NONE(diff),
-                          OR_NONE(reason),
-                          OR_NONE(ran->yielded)};
+    PyObject *argv[10] = {
+        call_id,           function, name,          OR_NONE(ran->result), OR_NONE(expected),
+        OR_NONE(ran->exc), dur,      OR_NONE(diff), OR_NONE(reason),      OR_NONE(ran->yielded)};
 #undef OR_NONE
     PyObject *out = PyObject_Vectorcall(self->outcome_type, argv, 10, NULL);
     Py_DECREF(dur);

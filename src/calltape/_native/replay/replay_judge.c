@@ -128,7 +128,7 @@ static int find_marker_in(ct_state *st, PyObject *v, PyObject **found, int depth
     if (items && !hit)
         hit = find_marker_in(st, items, found, depth + 1, seen);
     Py_XDECREF(items);
-    if (!hit && Py_TYPE(v)->tp_dealloc == st->subtype_dealloc) {
+    if (!hit && Py_TYPE(v)->tp_dealloc == st->objects.subtype_dealloc) {
         PyObject *slots = ct_slot_values(st, v);
         hit = slots && find_marker_in(st, slots, found, depth + 1, seen);
         Py_XDECREF(slots);
