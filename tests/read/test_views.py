@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from _util import run_python
 
 import calltape
 
@@ -429,3 +430,24 @@ def test_reading_allocations_do_not_grow(ledger):
     finally:
         tracemalloc.stop()
     assert grown < 256 * 1024, f"reading grew Python allocations by {grown} bytes"
+
+
+@pytest.mark.parametrize("variable, value, rank", [
+    ("OMPI_COMM_WORLD_RANK", "3", 3),
+    ("PMI_RANK", "0", 0),
+    ("OMPI_COMM_WORLD_RANK", "rank-3", None),
+    ("PMI_RANK", "-1", None),
+])
+def test_a_session_keeps_the_mpi_rank_its_launcher_gave(tmp_path, variable, value, rank):
+    path = tmp_path / "mpi.db"
+    proc = run_python(tmp_path, """
+        import calltape
+        @calltape.record
+        def f():
+            return 1
+        f()
+    """, tape=path, env_extra={variable: value})
+    (session,) = calltape.open(path).sessions()
+    assert session.mpi_rank == rank
+    warned = f"{variable}={value} is not an MPI rank (a number from 0)" in proc.stderr
+    assert warned == (rank is None), proc.stderr

@@ -14,6 +14,7 @@
 
 #include "lifecycle.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 static ct_state *get_state(PyObject *m)
@@ -131,6 +132,30 @@ static void program_folders(PyObject *folders[2])
     PyErr_Clear();
 }
 
+/* The MPI rank Open MPI or an MPICH-style launcher gave this process, or
+ * -1 (none).  A value that is not a rank is reported once and left out. */
+static long long mpi_rank(ct_state *st)
+{
+    const char *name = "OMPI_COMM_WORLD_RANK";
+    const char *rank = getenv(name);
+    if (!rank)
+        rank = getenv(name = "PMI_RANK");
+    if (!rank)
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    long long r = strtoll(rank, &end, 10);
+    if (end != rank && *end == 0 && errno == 0 && r >= 0)
+        return r;
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "calltape: %s=%.40s is not an MPI rank (a number from 0);"
+             " sessions of this process have no rank",
+             name, rank);
+    ct_warn_once(st, "mpi_rank", msg);
+    return -1;
+}
+
 /* Fills `o` from the module state; the session description points into
  * `argv` (filled here) and `folders` (new references the caller releases
  * after engine_new copied them). */
@@ -141,12 +166,7 @@ static void build_options(ct_state *st, engine_options *o, wbuf *argv, PyObject 
     o->max_buffer_bytes = (size_t)st->sink.buffer_bytes;
     o->on_full_drop = st->sink.on_full_drop;
     o->blob_min_bytes = CT_BLOB_MIN;
-    o->mpi_rank = -1;
-    const char *rank = getenv("OMPI_COMM_WORLD_RANK");
-    if (!rank)
-        rank = getenv("PMI_RANK");
-    if (rank)
-        o->mpi_rank = atoll(rank);
+    o->mpi_rank = mpi_rank(st);
     PyObject *info = st->sink.session_info;
     PyObject *v;
     o->host = (v = PyDict_GetItemString(info, "host")) ? PyUnicode_AsUTF8(v) : NULL;
