@@ -134,6 +134,10 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         include.append(target.partition(".")[0])
         if spec.origin and os.path.isfile(spec.origin):
             add_path(spec.origin, folder=False)
+        # the project `python -m` runs in: `calltape run -m pytest` records the
+        # code and tests of the current folder (installed and standard code
+        # below it stays out, as everywhere)
+        add_path(os.getcwd(), folder=True)
     else:
         if not os.path.exists(target):
             raise RunError(f"cannot open the script {target!r}: no such file")

@@ -251,6 +251,29 @@ def test_run_module_records_its_package(tmp_path):
     assert p.parent == m.id
 
 
+
+def test_run_m_pytest_records_the_projects_code_and_tests(tmp_path):
+    """`calltape run -m pytest` in a project: pytest is installed code, the
+    project's module and its tests are under the current folder."""
+    write(tmp_path, {
+        "mylib.py": """
+            def add(a, b):
+                return a + b
+        """,
+        "test_mylib.py": """
+            import mylib
+            def test_add():
+                assert mylib.add(1, 2) == 3
+        """})
+    proc = calltape_run(tmp_path, ["-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                   "test_mylib.py"])
+    assert "1 passed" in proc.stdout
+    _, calls = calls_by_name(tmp_path / "t.db")
+    (add,) = calls["add"]
+    assert add.args == {"a": 1, "b": 2} and add.result == 3
+    assert add.parent == calls["test_add"][0].id
+    assert not [c for cs in calls.values() for c in cs if c.module.startswith("_pytest")]
+
 def test_include_exclude_and_standard_library(tmp_path):
     write(tmp_path, {"prog.py": """
         import json
