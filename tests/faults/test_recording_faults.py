@@ -1,7 +1,7 @@
 """Faults while recording: SIGKILL while producers outrun the writer, the
-default tape switched while threads record, the tape deleted under a
-running program, calls after calltape's exit hook, threads with forks and
-signals.  Every child runs under a timeout, so a hang fails."""
+default tape switched while threads record (and during a first record),
+the tape deleted under a running program, calls after calltape's exit hook,
+threads with forks and signals.  Every child runs under a timeout, so a hang fails."""
 
 import signal
 import sqlite3
@@ -120,6 +120,35 @@ def test_switching_the_tape_while_threads_record(tmp_path):
     assert out["dropped"] == 0
     assert on_tapes == out["made"] == out["written"]
 
+
+def test_the_tape_switched_during_another_threads_first_record(tmp_path):
+    """Opening the first tape runs Python code (the path made absolute),
+    where another thread may take the GIL and configure another tape: the
+    call that was opening the old one still goes there, and every later
+    call goes to the tape configured last.  The other thread is played
+    deterministically by os.path.abspath itself."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    run_python(tmp_path, f"""
+        import os.path, calltape
+        calltape.configure(tape={str(a)!r})
+        real_abspath = os.path.abspath
+        switched = []
+        def abspath(p):
+            if not switched and str(p).endswith("a.db"):
+                switched.append(p)  # as another thread would, while the GIL is let go
+                calltape.configure(tape={str(b)!r})
+            return real_abspath(p)
+        os.path.abspath = abspath
+        @calltape.record
+        def f(i):
+            return i
+        for i in range(5):
+            f(i)
+        os.path.abspath = real_abspath
+        assert switched and calltape.flush(timeout=60)
+    """, timeout=120)
+    assert [c.args["i"] for c in calltape.open(a).calls()] == [0]
+    assert [c.args["i"] for c in calltape.open(b).calls()] == [1, 2, 3, 4]
 
 def test_tape_deleted_while_recording(tmp_path):
     tape = tmp_path / "t.db"

@@ -252,16 +252,18 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
             return st->sink.default_slot;
         path = st->sink.tape_path;
     }
+    Py_INCREF(path);                        /* configure() may replace the default meanwhile */
     PyObject *abs = ct_absolute_path(path); /* Python code: other threads may run */
-    if (!abs)
-        return NULL;
-    ct_engine_slot *slot = find_slot(st, abs);
+    ct_engine_slot *slot = abs ? find_slot(st, abs) : NULL;
     if (slot)
         Py_DECREF(abs);
-    else
-        slot = new_slot(st, abs);
-    if (slot && is_default)
+    else if (abs)
+        slot = new_slot(st, abs); /* Python code again */
+    /* the default only when it is still the configured tape: a configure(tape=)
+     * that ran meanwhile chose another, which the next call opens */
+    if (slot && is_default && path == st->sink.tape_path)
         st->sink.default_slot = slot;
+    Py_DECREF(path);
     return slot;
 }
 
