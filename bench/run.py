@@ -19,7 +19,8 @@ of excluded code); ``python -m cProfile``; and VizTracer without and with
 so, when it is not).
 
 ``--callgrind`` instead counts the instructions of the program's own thread
-under ``valgrind --tool=callgrind --separate-threads=yes``, for two sizes of
+under ``valgrind --tool=callgrind --separate-threads=yes`` (PYTHONHASHSEED=0:
+the same dict probes every run), for two sizes of
 each program so that start-up cancels out (a generator's resume counts as a
 call, as in ``sys.setprofile``): the added instructions per call are stable on a shared, noisy machine where times are not.
 
@@ -247,7 +248,7 @@ def main_thread_instructions(v: Variant, script: str, arg: str, work: str, i: in
     proc = subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
                            f"--callgrind-out-file={out}", *argv, script, arg], check=False,
                           capture_output=True, text=True, cwd=work,
-                          env={**os.environ, "CALLTAPE_TAPE": tape})
+                          env={**os.environ, "CALLTAPE_TAPE": tape, "PYTHONHASHSEED": "0"})
     if proc.returncode != 0:
         raise RuntimeError(f"{v.name} failed under callgrind:\n{proc.stderr[-2000:]}")
     with open(out + "-01") as f:
