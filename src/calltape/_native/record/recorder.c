@@ -50,7 +50,7 @@ static PyObject *describe_function(Recorder *r)
     return out;
 }
 
-static void announce_function(Recorder *r, ct_engine_slot *slot)
+static __attribute__((noinline)) void announce_function(Recorder *r, ct_engine_slot *slot)
 {
     if (!r->fn_record) {
         PyObject *saved = ct_fetch_exc();
@@ -147,8 +147,9 @@ error:
 
 /* The arguments of a callable that is not a function: TUPLE and DICT as
  * passed.  Returns 0, or 1 when they could not be read. */
-static int encode_unbound(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *args,
-                          Py_ssize_t nargs, PyObject *kwnames)
+static __attribute__((noinline)) int encode_unbound(Recorder *r, ct_capture *cap, wbuf *b,
+                                                    PyObject *const *args, Py_ssize_t nargs,
+                                                    PyObject *kwnames)
 {
     PyObject *t, *d;
     if (raw_arguments(args, nargs, kwnames, &t, &d) < 0)
@@ -250,8 +251,9 @@ static void put_bound(Recorder *r, ct_capture *cap, wbuf *b, bound_args *ba)
 /* encode_args beyond its fast path: binds keywords, defaults, *args and
  * **kwargs; when they do not bind, writes the raw TUPLE and DICT instead
  * and returns 1. */
-static int encode_bound(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *args,
-                        Py_ssize_t nargs, PyObject *kwnames)
+static __attribute__((noinline)) int encode_bound(Recorder *r, ct_capture *cap, wbuf *b,
+                                                  PyObject *const *args, Py_ssize_t nargs,
+                                                  PyObject *kwnames)
 {
     PyObject *slots_small[16] = {NULL};
     bound_args ba = {slots_small, NULL, NULL};
