@@ -376,6 +376,97 @@ static void test_locals_globals_roundtrip(void)
     wbuf_free(&b);
 }
 
+/* Every value slot, and some of them, through the record builder and
+ * parser and then a segment's builder and reader, checked slot by slot by
+ * enum value_slot (absent slots come back {NULL, 0}). */
+static int slots_match(const value_bytes *got, const value_bytes *want, uint16_t flags)
+{
+    int ok = 1;
+    for (int i = 0; i < VALUE_NSLOTS; i++) {
+        if (flags & value_flag((enum value_slot)i))
+            ok &= got[i].len == want[i].len && memcmp(got[i].data, want[i].data, want[i].len) == 0;
+        else
+            ok &= got[i].data == NULL && got[i].len == 0;
+    }
+    return ok;
+}
+
+static void test_value_slots_roundtrip(void)
+{
+    static const uint8_t bytes[VALUE_NSLOTS][8] = {
+        [VALUE_ARGS] = {WIRE_INT, 1, WIRE_INT, 2},
+        [VALUE_RESULT] = {WIRE_INT, 3},
+        [VALUE_LOCALS] = {WIRE_DICT, 1, WIRE_STR, 1, 'x', WIRE_TRUE},
+        [VALUE_GLOBALS] = {WIRE_DICT, 1, WIRE_STR, 1, 'g', WIRE_INT, 2},
+        [VALUE_YIELDS] = {WIRE_LIST, 1, WIRE_INT, 8},
+    };
+    static const size_t lens[VALUE_NSLOTS] = {4, 2, 6, 7, 4};
+    value_bytes want[VALUE_NSLOTS];
+    uint16_t all = 0;
+    for (int i = 0; i < VALUE_NSLOTS; i++) {
+        want[i].data = bytes[i];
+        want[i].len = lens[i];
+        CHECK((all & value_flag((enum value_slot)i)) == 0); /* one flag per slot */
+        all |= value_flag((enum value_slot)i);
+    }
+    CHECK(all ==
+          (REC_HAS_ARGS | REC_HAS_RESULT | REC_HAS_LOCALS | REC_HAS_GLOBALS | REC_HAS_YIELDS));
+    const uint16_t cases[] = {all, 0, REC_HAS_ARGS | REC_HAS_GLOBALS,
+                              REC_HAS_RESULT | REC_HAS_YIELDS, REC_HAS_LOCALS};
+    const int ncases = (int)(sizeof cases / sizeof cases[0]);
+    seg_builder s;
+    seg_builder_init(&s);
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    for (int k = 0; k < ncases; k++) {
+        call_rec in = {0};
+        in.fn = 1;
+        in.seq = (uint64_t)k + 1;
+        in.flags = cases[k];
+        for (int i = 0; i < VALUE_NSLOTS; i++)
+            in.value[i] = want[i]; /* unflagged slots must not be written */
+        b.len = 0;
+        rec_put_call(&b, &in);
+        wreader r;
+        wreader_init(&r, b.data, b.len);
+        uint64_t n = wreader_varint(&r);
+        CHECK(n == (uint64_t)(r.end - r.p) && *r.p == REC_CALL);
+        call_rec out;
+        CHECK(rec_parse_call(r.p + 1, (size_t)n - 1, &out) == 0);
+        CHECK(out.flags == cases[k] && out.seq == in.seq);
+        CHECK(slots_match(out.value, want, cases[k]));
+        seg_call c = {0};
+        c.id = k + 1;
+        c.start = 1000 + k;
+        c.flags = out.flags;
+        memcpy(c.value, out.value, sizeof c.value);
+        CHECK(seg_builder_add(&s, &c) == 0);
+    }
+    wbuf seg;
+    wbuf_init(&seg, NULL, 0);
+    CHECK(seg_builder_finish(&s, &seg) == 0);
+    seg_reader sr;
+    CHECK(seg_reader_open(&sr, seg.data, seg.len) == 0);
+    seg_call c;
+    int k = 0, ok = 1;
+    while (seg_reader_next(&sr, &c) == 1) {
+        ok &= k < ncases && c.flags == cases[k] && slots_match(c.value, want, cases[k]);
+        k++;
+    }
+    CHECK(ok && k == ncases);
+    seg_reader_close(&sr);
+    /* passing over calls skips every slot: the last one still decodes */
+    CHECK(seg_reader_open(&sr, seg.data, seg.len) == 0);
+    k = 0;
+    while (seg_reader_next_within(&sr, &c, 1000 + ncases - 1, INT64_MAX, 0, INT64_MAX) == 1)
+        k++;
+    CHECK(k == 1 && c.flags == cases[ncases - 1] && slots_match(c.value, want, cases[ncases - 1]));
+    seg_reader_close(&sr);
+    wbuf_free(&seg);
+    wbuf_free(&b);
+    seg_builder_free(&s);
+}
+
 static void test_hash(void)
 {
     uint8_t a[WIRE_HASH_BYTES], b[WIRE_HASH_BYTES], c[WIRE_HASH_BYTES];
@@ -1402,6 +1493,7 @@ int main(void)
     test_quote_and_float_repr();
     test_literals();
     test_locals_globals_roundtrip();
+    test_value_slots_roundtrip();
     test_hash();
     test_segment_roundtrip();
     test_crc32c();
