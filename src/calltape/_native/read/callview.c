@@ -429,21 +429,27 @@ static PyObject *Call_get_thread(ct_call *c, void *name)
     return Py_NewRef(PyTuple_GET_ITEM(row, name ? 1 : 0));
 }
 
-/* call.locals, call.globals, call.yielded: the value slot the closure
- * names, rebuilt (a new dict or list each time), or None when not recorded. */
+/* The value slots a getter of its own shows, and how a message names them. */
+typedef struct call_slot {
+    enum value_slot slot;
+    const char *what;
+} call_slot;
+
+static const call_slot CALL_LOCALS = {VALUE_LOCALS, "its locals"};
+static const call_slot CALL_GLOBALS = {VALUE_GLOBALS, "its globals"};
+static const call_slot CALL_YIELDS = {VALUE_YIELDS, "what it yielded"};
+
+/* call.locals, call.globals, call.yielded: the value slot the closure (a
+ * call_slot) names, rebuilt (a new dict or list each time), or None when
+ * not recorded. */
 static PyObject *Call_get_value_slot(ct_call *c, void *closure)
 {
-    static const char *const what[VALUE_NSLOTS] = {
-        [VALUE_ARGS] = "its arguments",     [VALUE_RESULT] = "its result",
-        [VALUE_LOCALS] = "its locals",      [VALUE_GLOBALS] = "its globals",
-        [VALUE_YIELDS] = "what it yielded",
-    };
-    enum value_slot slot = (enum value_slot)(intptr_t)closure;
-    if (!(c->flags & value_flag(slot)))
+    const call_slot *s = closure;
+    if (!(c->flags & value_flag(s->slot)))
         Py_RETURN_NONE;
     if (call_alive(c) < 0)
         return NULL;
-    return call_value(c, what[slot], ct_call_value(c, slot), ct_call_value_len(c, slot));
+    return call_value(c, s->what, ct_call_value(c, s->slot), ct_call_value_len(c, s->slot));
 }
 
 /* The bounded preview of the arguments (values in parameter order). */
@@ -590,15 +596,15 @@ static PyGetSetDef Call_getset[] = {
      (void *)1},
     {"locals", (getter)Call_get_value_slot, NULL,
      "dict of the locals at return or raise; None unless recorded with locals=True",
-     (void *)VALUE_LOCALS},
+     (void *)&CALL_LOCALS},
     {"globals", (getter)Call_get_value_slot, NULL,
      "dict of the module globals the function read, at entry; None unless recorded with"
      " globals=True",
-     (void *)VALUE_GLOBALS},
+     (void *)&CALL_GLOBALS},
     {"yielded", (getter)Call_get_value_slot, NULL,
      "list of what a generator recorded with yields=True yielded (ending in"
      " Truncated('yields', n) when n more were left out); None otherwise",
-     (void *)VALUE_YIELDS},
+     (void *)&CALL_YIELDS},
     {"preview", (getter)Call_get_preview, NULL, "bounded, sanitized text of the arguments", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
