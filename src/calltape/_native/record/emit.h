@@ -130,12 +130,13 @@ ct_emit_build(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct_
     wbuf res;
     wbuf_init(&res, rstore, sizeof rstore);
     uint16_t flags = ci->flags;
-    if (locals)
-        flags |= REC_HAS_LOCALS;
-    if (globals)
-        flags |= REC_HAS_GLOBALS;
-    if (yields)
-        flags |= REC_HAS_YIELDS;
+    /* the value slots after the result: NULL when absent (constants on the
+     * hot path, so these loops compile to nothing there) */
+    const wbuf *frame[VALUE_NSLOTS] = {
+        [VALUE_LOCALS] = locals, [VALUE_GLOBALS] = globals, [VALUE_YIELDS] = yields};
+    for (int i = VALUE_LOCALS; i < VALUE_NSLOTS; i++)
+        if (frame[i])
+            flags |= value_flag((enum value_slot)i);
     t->busy++;
     if (exc) {
         ct_capture_exception(st, &res, exc);
@@ -184,25 +185,20 @@ ct_emit_build(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct_
     }
     if (flags & REC_HAS_ENERGY)
         ct_energy_end(st, ci, &b, &b.data[flags_at]);
-    if (flags & REC_HAS_ARGS) {
+    /* the slots in enum value_slot order: args, result, then the frame's */
+    if (flags & value_flag(VALUE_ARGS)) {
         wbuf_varint(&b, args_len);
         wbuf_put(&b, args, args_len);
     }
-    if (flags & REC_HAS_RESULT) {
+    if (flags & value_flag(VALUE_RESULT)) {
         wbuf_varint(&b, res.len);
         wbuf_put(&b, res.data, res.len);
     }
-    if (locals) {
-        wbuf_varint(&b, locals->len);
-        wbuf_put(&b, locals->data, locals->len);
-    }
-    if (globals) {
-        wbuf_varint(&b, globals->len);
-        wbuf_put(&b, globals->data, globals->len);
-    }
-    if (yields) {
-        wbuf_varint(&b, yields->len);
-        wbuf_put(&b, yields->data, yields->len);
+    for (int i = VALUE_LOCALS; i < VALUE_NSLOTS; i++) {
+        if (frame[i]) {
+            wbuf_varint(&b, frame[i]->len);
+            wbuf_put(&b, frame[i]->data, frame[i]->len);
+        }
     }
     if (!res.failed) {
         ct_counters_due(st, slot, end);
