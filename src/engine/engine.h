@@ -465,6 +465,36 @@ enum rec_flags {
     REC_HAS_BLOBS = 1 << 10,  /* a top-level value is a BLOB_INLINE: the writer looks */
 };
 
+/* The per-call values, in the order a REC_CALL and a segment store them
+ * (each varint n + bytes, present when its REC_HAS_* flag is set).  A new
+ * value is one entry here, one in value_flag() and its flag: the record
+ * builder, the parser, the segment and the writer loop over the slots. */
+enum value_slot {
+    VALUE_ARGS,
+    VALUE_RESULT,
+    VALUE_LOCALS,
+    VALUE_GLOBALS,
+    VALUE_YIELDS,
+    VALUE_NSLOTS,
+};
+
+/* The bytes of one value slot; they point into a record or a segment. */
+typedef struct value_bytes {
+    const uint8_t *data;
+    size_t len;
+} value_bytes;
+
+/* The REC_HAS_* flag that says `slot` is present. */
+static inline uint16_t value_flag(enum value_slot slot)
+{
+    static const uint16_t flag[VALUE_NSLOTS] = {
+        [VALUE_ARGS] = REC_HAS_ARGS,     [VALUE_RESULT] = REC_HAS_RESULT,
+        [VALUE_LOCALS] = REC_HAS_LOCALS, [VALUE_GLOBALS] = REC_HAS_GLOBALS,
+        [VALUE_YIELDS] = REC_HAS_YIELDS,
+    };
+    return flag[slot];
+}
+
 /* Energy (REC_HAS_ENERGY) is two counters in microjoules: the RAPL package
  * domain, and the DRAM domain stored plus one, ENERGY_DRAM_NONE (0) when the
  * machine has no DRAM counter. */
@@ -476,23 +506,14 @@ typedef struct call_rec {
     uint8_t outcome;
     uint16_t flags;
     uint64_t cpu_ns, rss_before, rss_after, rss_peak, energy_pkg, energy_dram;
-    const uint8_t *args;
-    size_t args_len;
-    const uint8_t *result;
-    size_t result_len;
-    const uint8_t *locals;
-    size_t locals_len;
-    const uint8_t *globals;
-    size_t globals_len;
-    const uint8_t *yields;
-    size_t yields_len;
+    value_bytes value[VALUE_NSLOTS]; /* by enum value_slot; {NULL, 0} when not flagged */
 } call_rec;
 
 /* Parses the body of a REC_CALL (after the kind byte).  Returns 0, or -1 when
  * the bytes are malformed. */
 int rec_parse_call(const uint8_t *p, size_t n, call_rec *out);
 
-/* Appends a REC_CALL with the fields of `c` (args/result copied) to `b`,
+/* Appends a REC_CALL with the fields of `c` (values copied) to `b`,
  * length prefix included. */
 void rec_put_call(wbuf *b, const call_rec *c);
 
@@ -507,16 +528,9 @@ typedef struct seg_call {
     uint8_t outcome;
     uint16_t flags;
     int64_t cpu_ns, rss_before, rss_after, rss_peak, energy_pkg, energy_dram;
-    const uint8_t *args;
-    size_t args_len;
-    const uint8_t *result;
-    size_t result_len;
-    const uint8_t *locals; /* in the result column, after the result */
-    size_t locals_len;
-    const uint8_t *globals; /* likewise, after the locals */
-    size_t globals_len;
-    const uint8_t *yields; /* likewise, after the globals */
-    size_t yields_len;
+    /* by enum value_slot; the args in the args column, the others in the
+     * result column, in slot order */
+    value_bytes value[VALUE_NSLOTS];
 } seg_call;
 
 /* Serialized layout: byte CALLTAPE_SEGMENT_FORMAT, varint n, varint first

@@ -33,25 +33,11 @@ int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
         c->energy_pkg = wreader_varint(&r);
         c->energy_dram = wreader_varint(&r);
     }
-    if (c->flags & REC_HAS_ARGS) {
-        c->args_len = (size_t)wreader_varint(&r);
-        c->args = wreader_take(&r, c->args_len);
-    }
-    if (c->flags & REC_HAS_RESULT) {
-        c->result_len = (size_t)wreader_varint(&r);
-        c->result = wreader_take(&r, c->result_len);
-    }
-    if (c->flags & REC_HAS_LOCALS) {
-        c->locals_len = (size_t)wreader_varint(&r);
-        c->locals = wreader_take(&r, c->locals_len);
-    }
-    if (c->flags & REC_HAS_GLOBALS) {
-        c->globals_len = (size_t)wreader_varint(&r);
-        c->globals = wreader_take(&r, c->globals_len);
-    }
-    if (c->flags & REC_HAS_YIELDS) {
-        c->yields_len = (size_t)wreader_varint(&r);
-        c->yields = wreader_take(&r, c->yields_len);
+    for (int i = 0; i < VALUE_NSLOTS; i++) {
+        if (c->flags & value_flag((enum value_slot)i)) {
+            c->value[i].len = (size_t)wreader_varint(&r);
+            c->value[i].data = wreader_take(&r, c->value[i].len);
+        }
     }
     return (r.bad || r.p != r.end) ? -1 : 0;
 }
@@ -93,37 +79,16 @@ void rec_put_call(wbuf *b, const call_rec *c)
         wbuf_varint(&body, c->energy_dram);
     }
     size_t extra = 0;
-    if (c->flags & REC_HAS_ARGS)
-        extra += varint_size(c->args_len) + c->args_len;
-    if (c->flags & REC_HAS_RESULT)
-        extra += varint_size(c->result_len) + c->result_len;
-    if (c->flags & REC_HAS_LOCALS)
-        extra += varint_size(c->locals_len) + c->locals_len;
-    if (c->flags & REC_HAS_GLOBALS)
-        extra += varint_size(c->globals_len) + c->globals_len;
-    if (c->flags & REC_HAS_YIELDS)
-        extra += varint_size(c->yields_len) + c->yields_len;
+    for (int i = 0; i < VALUE_NSLOTS; i++)
+        if (c->flags & value_flag((enum value_slot)i))
+            extra += varint_size(c->value[i].len) + c->value[i].len;
     wbuf_varint(b, body.len + extra);
     wbuf_put(b, body.data, body.len);
-    if (c->flags & REC_HAS_ARGS) {
-        wbuf_varint(b, c->args_len);
-        wbuf_put(b, c->args, c->args_len);
-    }
-    if (c->flags & REC_HAS_RESULT) {
-        wbuf_varint(b, c->result_len);
-        wbuf_put(b, c->result, c->result_len);
-    }
-    if (c->flags & REC_HAS_LOCALS) {
-        wbuf_varint(b, c->locals_len);
-        wbuf_put(b, c->locals, c->locals_len);
-    }
-    if (c->flags & REC_HAS_GLOBALS) {
-        wbuf_varint(b, c->globals_len);
-        wbuf_put(b, c->globals, c->globals_len);
-    }
-    if (c->flags & REC_HAS_YIELDS) {
-        wbuf_varint(b, c->yields_len);
-        wbuf_put(b, c->yields, c->yields_len);
+    for (int i = 0; i < VALUE_NSLOTS; i++) {
+        if (c->flags & value_flag((enum value_slot)i)) {
+            wbuf_varint(b, c->value[i].len);
+            wbuf_put(b, c->value[i].data, c->value[i].len);
+        }
     }
     if (body.failed)
         b->failed = 1;

@@ -39,6 +39,13 @@ enum {
     NCOLS
 };
 
+/* The column a value slot is stored in: the args in their own, the other
+ * values one after another in the result column, in slot order. */
+static int value_column(enum value_slot slot)
+{
+    return slot == VALUE_ARGS ? COL_ARGS : COL_RESULT;
+}
+
 _Static_assert(SEG_CHECKSUMS == NCOLS + 1 && SEG_ALL_COLUMNS == (1u << NCOLS) - 1,
                "one checksum for the header and one for each column");
 
@@ -95,25 +102,12 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
         wbuf_varint(x, (uint64_t)c->energy_pkg);
         wbuf_varint(x, (uint64_t)c->energy_dram);
     }
-    if (c->flags & REC_HAS_ARGS) {
-        wbuf_varint(&s->col[COL_ARGS], c->args_len);
-        wbuf_put(&s->col[COL_ARGS], c->args, c->args_len);
-    }
-    if (c->flags & REC_HAS_RESULT) {
-        wbuf_varint(&s->col[COL_RESULT], c->result_len);
-        wbuf_put(&s->col[COL_RESULT], c->result, c->result_len);
-    }
-    if (c->flags & REC_HAS_LOCALS) {
-        wbuf_varint(&s->col[COL_RESULT], c->locals_len);
-        wbuf_put(&s->col[COL_RESULT], c->locals, c->locals_len);
-    }
-    if (c->flags & REC_HAS_GLOBALS) {
-        wbuf_varint(&s->col[COL_RESULT], c->globals_len);
-        wbuf_put(&s->col[COL_RESULT], c->globals, c->globals_len);
-    }
-    if (c->flags & REC_HAS_YIELDS) {
-        wbuf_varint(&s->col[COL_RESULT], c->yields_len);
-        wbuf_put(&s->col[COL_RESULT], c->yields, c->yields_len);
+    for (int i = 0; i < VALUE_NSLOTS; i++) {
+        if (c->flags & value_flag((enum value_slot)i)) {
+            wbuf *col = &s->col[value_column((enum value_slot)i)];
+            wbuf_varint(col, c->value[i].len);
+            wbuf_put(col, c->value[i].data, c->value[i].len);
+        }
     }
     for (int i = 0; i < NCOLS; i++)
         if (s->col[i].failed)
@@ -396,25 +390,12 @@ int seg_reader_next(seg_reader *r, seg_call *c)
         c->energy_pkg = (int64_t)wreader_varint(x);
         c->energy_dram = (int64_t)wreader_varint(x);
     }
-    if (c->flags & REC_HAS_ARGS) {
-        c->args_len = (size_t)wreader_varint(&r->col[COL_ARGS]);
-        c->args = wreader_take(&r->col[COL_ARGS], c->args_len);
-    }
-    if (c->flags & REC_HAS_RESULT) {
-        c->result_len = (size_t)wreader_varint(&r->col[COL_RESULT]);
-        c->result = wreader_take(&r->col[COL_RESULT], c->result_len);
-    }
-    if (c->flags & REC_HAS_LOCALS) {
-        c->locals_len = (size_t)wreader_varint(&r->col[COL_RESULT]);
-        c->locals = wreader_take(&r->col[COL_RESULT], c->locals_len);
-    }
-    if (c->flags & REC_HAS_GLOBALS) {
-        c->globals_len = (size_t)wreader_varint(&r->col[COL_RESULT]);
-        c->globals = wreader_take(&r->col[COL_RESULT], c->globals_len);
-    }
-    if (c->flags & REC_HAS_YIELDS) {
-        c->yields_len = (size_t)wreader_varint(&r->col[COL_RESULT]);
-        c->yields = wreader_take(&r->col[COL_RESULT], c->yields_len);
+    for (int i = 0; i < VALUE_NSLOTS; i++) {
+        if (c->flags & value_flag((enum value_slot)i)) {
+            wreader *col = &r->col[value_column((enum value_slot)i)];
+            c->value[i].len = (size_t)wreader_varint(col);
+            c->value[i].data = wreader_take(col, c->value[i].len);
+        }
     }
     for (int i = 0; i < NCOLS; i++)
         if (r->col[i].bad)
@@ -479,13 +460,12 @@ static int skip_rest(seg_reader *r)
                  ((flags & REC_HAS_ENERGY) ? 2 : 0);
     for (int k = 0; k < extras; k++)
         skip_varint(&r->col[COL_EXTRA]);
-    if (flags & REC_HAS_ARGS)
-        wreader_take(&r->col[COL_ARGS], wreader_varint(&r->col[COL_ARGS]));
-    /* the result column holds the result, then locals, globals, yields */
-    int values = ((flags & REC_HAS_RESULT) ? 1 : 0) + ((flags & REC_HAS_LOCALS) ? 1 : 0) +
-                 ((flags & REC_HAS_GLOBALS) ? 1 : 0) + ((flags & REC_HAS_YIELDS) ? 1 : 0);
-    for (int k = 0; k < values; k++)
-        wreader_take(&r->col[COL_RESULT], wreader_varint(&r->col[COL_RESULT]));
+    for (int i = 0; i < VALUE_NSLOTS; i++) {
+        if (flags & value_flag((enum value_slot)i)) {
+            wreader *col = &r->col[value_column((enum value_slot)i)];
+            wreader_take(col, wreader_varint(col));
+        }
+    }
     for (int i = 0; i < NCOLS; i++)
         if (r->col[i].bad)
             return SEG_MALFORMED;

@@ -349,42 +349,23 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     s.energy_pkg = (int64_t)c.energy_pkg;
     s.energy_dram = (int64_t)c.energy_dram;
     int blobs = (c.flags & REC_HAS_BLOBS) != 0;
-    if (c.flags & REC_HAS_ARGS) {
-        s.args = externalize(e, blobs, c.args, c.args_len, &w->scratch, &s.args_len);
-        if (!s.args) {
-            t->dropped++;
-            return -1;
-        }
-    }
-    wbuf result_scratch, locals_scratch, globals_scratch, yields_scratch;
-    wbuf_init(&result_scratch, NULL, 0);
-    wbuf_init(&locals_scratch, NULL, 0);
-    wbuf_init(&globals_scratch, NULL, 0);
-    wbuf_init(&yields_scratch, NULL, 0);
+    /* the args use the writer's scratch, the other values their own */
+    wbuf scratch[VALUE_NSLOTS];
+    for (int i = 1; i < VALUE_NSLOTS; i++)
+        wbuf_init(&scratch[i], NULL, 0);
     int rc = 0;
-    if (c.flags & REC_HAS_RESULT) {
-        s.result = externalize(e, blobs, c.result, c.result_len, &result_scratch, &s.result_len);
-        rc = s.result ? 0 : -1;
-    }
-    if (rc == 0 && (c.flags & REC_HAS_LOCALS)) {
-        s.locals = externalize(e, blobs, c.locals, c.locals_len, &locals_scratch, &s.locals_len);
-        rc = s.locals ? 0 : -1;
-    }
-    if (rc == 0 && (c.flags & REC_HAS_GLOBALS)) {
-        s.globals =
-            externalize(e, blobs, c.globals, c.globals_len, &globals_scratch, &s.globals_len);
-        rc = s.globals ? 0 : -1;
-    }
-    if (rc == 0 && (c.flags & REC_HAS_YIELDS)) {
-        s.yields = externalize(e, blobs, c.yields, c.yields_len, &yields_scratch, &s.yields_len);
-        rc = s.yields ? 0 : -1;
+    for (int i = 0; rc == 0 && i < VALUE_NSLOTS; i++) {
+        if (c.flags & value_flag((enum value_slot)i)) {
+            wbuf *out = i == VALUE_ARGS ? &w->scratch : &scratch[i];
+            s.value[i].data =
+                externalize(e, blobs, c.value[i].data, c.value[i].len, out, &s.value[i].len);
+            rc = s.value[i].data ? 0 : -1;
+        }
     }
     if (rc == 0)
         rc = seg_builder_add(&f->seg, &s);
-    wbuf_free(&result_scratch);
-    wbuf_free(&locals_scratch);
-    wbuf_free(&globals_scratch);
-    wbuf_free(&yields_scratch);
+    for (int i = 1; i < VALUE_NSLOTS; i++)
+        wbuf_free(&scratch[i]);
     if (rc < 0) {
         t->dropped++;
         return -1;

@@ -279,14 +279,14 @@ static void test_locals_globals_roundtrip(void)
     in.fn = 1;
     in.seq = 7;
     in.flags = REC_HAS_RESULT | REC_HAS_LOCALS | REC_HAS_GLOBALS | REC_HAS_YIELDS;
-    in.result = result;
-    in.result_len = sizeof result;
-    in.locals = locals;
-    in.locals_len = sizeof locals;
-    in.globals = globals;
-    in.globals_len = sizeof globals;
-    in.yields = yields;
-    in.yields_len = sizeof yields;
+    in.value[VALUE_RESULT].data = result;
+    in.value[VALUE_RESULT].len = sizeof result;
+    in.value[VALUE_LOCALS].data = locals;
+    in.value[VALUE_LOCALS].len = sizeof locals;
+    in.value[VALUE_GLOBALS].data = globals;
+    in.value[VALUE_GLOBALS].len = sizeof globals;
+    in.value[VALUE_YIELDS].data = yields;
+    in.value[VALUE_YIELDS].len = sizeof yields;
     wbuf b;
     wbuf_init(&b, NULL, 0);
     rec_put_call(&b, &in);
@@ -297,10 +297,14 @@ static void test_locals_globals_roundtrip(void)
     call_rec out;
     CHECK(rec_parse_call(r.p + 1, (size_t)n - 1, &out) == 0);
     CHECK(out.flags == in.flags && out.seq == 7);
-    CHECK(out.result_len == sizeof result && memcmp(out.result, result, sizeof result) == 0);
-    CHECK(out.locals_len == sizeof locals && memcmp(out.locals, locals, sizeof locals) == 0);
-    CHECK(out.globals_len == sizeof globals && memcmp(out.globals, globals, sizeof globals) == 0);
-    CHECK(out.yields_len == sizeof yields && memcmp(out.yields, yields, sizeof yields) == 0);
+    CHECK(out.value[VALUE_RESULT].len == sizeof result &&
+          memcmp(out.value[VALUE_RESULT].data, result, sizeof result) == 0);
+    CHECK(out.value[VALUE_LOCALS].len == sizeof locals &&
+          memcmp(out.value[VALUE_LOCALS].data, locals, sizeof locals) == 0);
+    CHECK(out.value[VALUE_GLOBALS].len == sizeof globals &&
+          memcmp(out.value[VALUE_GLOBALS].data, globals, sizeof globals) == 0);
+    CHECK(out.value[VALUE_YIELDS].len == sizeof yields &&
+          memcmp(out.value[VALUE_YIELDS].data, yields, sizeof yields) == 0);
     /* below 0x80 the flags are the single byte older producers wrote */
     b.len = 0;
     in.flags = REC_HAS_RESULT | REC_ASYNC;
@@ -308,7 +312,8 @@ static void test_locals_globals_roundtrip(void)
     CHECK(b.data[b.len - sizeof result - 2] == (REC_HAS_RESULT | REC_ASYNC));
     wreader_init(&r, b.data, b.len);
     n = wreader_varint(&r);
-    CHECK(rec_parse_call(r.p + 1, (size_t)n - 1, &out) == 0 && out.locals == NULL);
+    CHECK(rec_parse_call(r.p + 1, (size_t)n - 1, &out) == 0 &&
+          out.value[VALUE_LOCALS].data == NULL);
     /* a flags varint beyond 16 bits is refused */
     uint8_t bad[] = {1, 7, 0, 0, 0, 0, 0, 0, 0x80, 0x80, 0x04};
     CHECK(rec_parse_call(bad, sizeof bad, &out) < 0);
@@ -321,12 +326,12 @@ static void test_locals_globals_roundtrip(void)
         c.id = i + 1;
         c.start = 1000 + i;
         c.flags = REC_HAS_RESULT | (i % 2 ? REC_HAS_LOCALS : 0) | (i % 3 ? 0 : REC_HAS_GLOBALS);
-        c.result = result;
-        c.result_len = sizeof result;
-        c.locals = locals;
-        c.locals_len = sizeof locals;
-        c.globals = globals;
-        c.globals_len = sizeof globals;
+        c.value[VALUE_RESULT].data = result;
+        c.value[VALUE_RESULT].len = sizeof result;
+        c.value[VALUE_LOCALS].data = locals;
+        c.value[VALUE_LOCALS].len = sizeof locals;
+        c.value[VALUE_GLOBALS].data = globals;
+        c.value[VALUE_GLOBALS].len = sizeof globals;
         CHECK(seg_builder_add(&s, &c) == 0);
     }
     wbuf seg;
@@ -337,13 +342,14 @@ static void test_locals_globals_roundtrip(void)
     seg_call c;
     int i = 0, ok = 1;
     while (seg_reader_next(&sr, &c) == 1) {
-        ok &= c.result_len == sizeof result && memcmp(c.result, result, sizeof result) == 0;
-        ok &= (i % 2)
-                  ? c.locals_len == sizeof locals && memcmp(c.locals, locals, sizeof locals) == 0
-                  : c.locals == NULL;
-        ok &= (i % 3) ? c.globals == NULL
-                      : c.globals_len == sizeof globals &&
-                            memcmp(c.globals, globals, sizeof globals) == 0;
+        ok &= c.value[VALUE_RESULT].len == sizeof result &&
+              memcmp(c.value[VALUE_RESULT].data, result, sizeof result) == 0;
+        ok &= (i % 2) ? c.value[VALUE_LOCALS].len == sizeof locals &&
+                            memcmp(c.value[VALUE_LOCALS].data, locals, sizeof locals) == 0
+                      : c.value[VALUE_LOCALS].data == NULL;
+        ok &= (i % 3) ? c.value[VALUE_GLOBALS].data == NULL
+                      : c.value[VALUE_GLOBALS].len == sizeof globals &&
+                            memcmp(c.value[VALUE_GLOBALS].data, globals, sizeof globals) == 0;
         ok &= c.flags ==
               (REC_HAS_RESULT | (i % 2 ? REC_HAS_LOCALS : 0) | (i % 3 ? 0 : REC_HAS_GLOBALS));
         i++;
@@ -356,8 +362,11 @@ static void test_locals_globals_roundtrip(void)
     ok = 1;
     while (seg_reader_next_within(&sr, &c, 1005, 1009, 0, INT64_MAX) == 1) {
         ok &= c.start == 1005 + found && c.id == 6 + found;
-        ok &= c.result_len == sizeof result && memcmp(c.result, result, sizeof result) == 0;
-        ok &= (c.flags & REC_HAS_LOCALS) ? memcmp(c.locals, locals, sizeof locals) == 0 : 1;
+        ok &= c.value[VALUE_RESULT].len == sizeof result &&
+              memcmp(c.value[VALUE_RESULT].data, result, sizeof result) == 0;
+        ok &= (c.flags & REC_HAS_LOCALS)
+                  ? memcmp(c.value[VALUE_LOCALS].data, locals, sizeof locals) == 0
+                  : 1;
         found++;
     }
     CHECK(ok && found == 5);
@@ -365,6 +374,97 @@ static void test_locals_globals_roundtrip(void)
     wbuf_free(&seg);
     seg_builder_free(&s);
     wbuf_free(&b);
+}
+
+/* Every value slot, and some of them, through the record builder and
+ * parser and then a segment's builder and reader, checked slot by slot by
+ * enum value_slot (absent slots come back {NULL, 0}). */
+static int slots_match(const value_bytes *got, const value_bytes *want, uint16_t flags)
+{
+    int ok = 1;
+    for (int i = 0; i < VALUE_NSLOTS; i++) {
+        if (flags & value_flag((enum value_slot)i))
+            ok &= got[i].len == want[i].len && memcmp(got[i].data, want[i].data, want[i].len) == 0;
+        else
+            ok &= got[i].data == NULL && got[i].len == 0;
+    }
+    return ok;
+}
+
+static void test_value_slots_roundtrip(void)
+{
+    static const uint8_t bytes[VALUE_NSLOTS][8] = {
+        [VALUE_ARGS] = {WIRE_INT, 1, WIRE_INT, 2},
+        [VALUE_RESULT] = {WIRE_INT, 3},
+        [VALUE_LOCALS] = {WIRE_DICT, 1, WIRE_STR, 1, 'x', WIRE_TRUE},
+        [VALUE_GLOBALS] = {WIRE_DICT, 1, WIRE_STR, 1, 'g', WIRE_INT, 2},
+        [VALUE_YIELDS] = {WIRE_LIST, 1, WIRE_INT, 8},
+    };
+    static const size_t lens[VALUE_NSLOTS] = {4, 2, 6, 7, 4};
+    value_bytes want[VALUE_NSLOTS];
+    uint16_t all = 0;
+    for (int i = 0; i < VALUE_NSLOTS; i++) {
+        want[i].data = bytes[i];
+        want[i].len = lens[i];
+        CHECK((all & value_flag((enum value_slot)i)) == 0); /* one flag per slot */
+        all |= value_flag((enum value_slot)i);
+    }
+    CHECK(all ==
+          (REC_HAS_ARGS | REC_HAS_RESULT | REC_HAS_LOCALS | REC_HAS_GLOBALS | REC_HAS_YIELDS));
+    const uint16_t cases[] = {all, 0, REC_HAS_ARGS | REC_HAS_GLOBALS,
+                              REC_HAS_RESULT | REC_HAS_YIELDS, REC_HAS_LOCALS};
+    const int ncases = (int)(sizeof cases / sizeof cases[0]);
+    seg_builder s;
+    seg_builder_init(&s);
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    for (int k = 0; k < ncases; k++) {
+        call_rec in = {0};
+        in.fn = 1;
+        in.seq = (uint64_t)k + 1;
+        in.flags = cases[k];
+        for (int i = 0; i < VALUE_NSLOTS; i++)
+            in.value[i] = want[i]; /* unflagged slots must not be written */
+        b.len = 0;
+        rec_put_call(&b, &in);
+        wreader r;
+        wreader_init(&r, b.data, b.len);
+        uint64_t n = wreader_varint(&r);
+        CHECK(n == (uint64_t)(r.end - r.p) && *r.p == REC_CALL);
+        call_rec out;
+        CHECK(rec_parse_call(r.p + 1, (size_t)n - 1, &out) == 0);
+        CHECK(out.flags == cases[k] && out.seq == in.seq);
+        CHECK(slots_match(out.value, want, cases[k]));
+        seg_call c = {0};
+        c.id = k + 1;
+        c.start = 1000 + k;
+        c.flags = out.flags;
+        memcpy(c.value, out.value, sizeof c.value);
+        CHECK(seg_builder_add(&s, &c) == 0);
+    }
+    wbuf seg;
+    wbuf_init(&seg, NULL, 0);
+    CHECK(seg_builder_finish(&s, &seg) == 0);
+    seg_reader sr;
+    CHECK(seg_reader_open(&sr, seg.data, seg.len) == 0);
+    seg_call c;
+    int k = 0, ok = 1;
+    while (seg_reader_next(&sr, &c) == 1) {
+        ok &= k < ncases && c.flags == cases[k] && slots_match(c.value, want, cases[k]);
+        k++;
+    }
+    CHECK(ok && k == ncases);
+    seg_reader_close(&sr);
+    /* passing over calls skips every slot: the last one still decodes */
+    CHECK(seg_reader_open(&sr, seg.data, seg.len) == 0);
+    k = 0;
+    while (seg_reader_next_within(&sr, &c, 1000 + ncases - 1, INT64_MAX, 0, INT64_MAX) == 1)
+        k++;
+    CHECK(k == 1 && c.flags == cases[ncases - 1] && slots_match(c.value, want, cases[ncases - 1]));
+    seg_reader_close(&sr);
+    wbuf_free(&seg);
+    wbuf_free(&b);
+    seg_builder_free(&s);
 }
 
 static void test_hash(void)
@@ -393,8 +493,8 @@ static void test_segment_roundtrip(void)
         c.outcome = (uint8_t)(i % 10 == 0 ? OUTCOME_RAISED : OUTCOME_RETURNED);
         c.flags = REC_HAS_ARGS | (i % 2 ? REC_HAS_CPU : 0);
         c.cpu_ns = i;
-        c.args = args;
-        c.args_len = sizeof args;
+        c.value[VALUE_ARGS].data = args;
+        c.value[VALUE_ARGS].len = sizeof args;
         CHECK(seg_builder_add(&s, &c) == 0);
     }
     CHECK(s.n == 1000 && s.n_raised == 100);
@@ -409,7 +509,7 @@ static void test_segment_roundtrip(void)
     while (seg_reader_next(&r, &c) == 1) {
         ok &= c.id == 100 + i * 3 && c.parent == (i ? 100 + (i - 1) * 3 : 0);
         ok &= c.start == 1700000000000000000ll + i * 150 && c.duration == 90 + i % 7;
-        ok &= c.args_len == 3 && memcmp(c.args, args, 3) == 0;
+        ok &= c.value[VALUE_ARGS].len == 3 && memcmp(c.value[VALUE_ARGS].data, args, 3) == 0;
         ok &= (c.flags & REC_HAS_CPU) ? c.cpu_ns == i : 1;
         i++;
     }
@@ -509,8 +609,8 @@ static void test_segment_checksum_and_format_1(void)
         c.start = 1000 + i;
         c.duration = 5;
         c.flags = REC_HAS_ARGS;
-        c.args = args;
-        c.args_len = sizeof args;
+        c.value[VALUE_ARGS].data = args;
+        c.value[VALUE_ARGS].len = sizeof args;
         CHECK(seg_builder_add(&s, &c) == 0);
     }
     wbuf out;
@@ -555,7 +655,7 @@ static void test_segment_checksum_and_format_1(void)
     CHECK(seg_reader_open(&r, old, n1) == 0);
     int i = 0, ok = 1;
     while (seg_reader_next(&r, &c) == 1) {
-        ok &= c.id == 10 + i && c.start == 1000 + i && c.args_len == 3;
+        ok &= c.id == 10 + i && c.start == 1000 + i && c.value[VALUE_ARGS].len == 3;
         i++;
     }
     CHECK(ok && i == 50);
@@ -604,10 +704,10 @@ static void test_segment_next_within(void)
         c.rss_before = c.rss_after = c.rss_peak = 4096 * i;
         c.energy_pkg = i;
         c.energy_dram = i + 1;
-        c.args = args;
-        c.args_len = sizeof args;
-        c.result = result;
-        c.result_len = sizeof result;
+        c.value[VALUE_ARGS].data = args;
+        c.value[VALUE_ARGS].len = sizeof args;
+        c.value[VALUE_RESULT].data = result;
+        c.value[VALUE_RESULT].len = sizeof result;
         CHECK(seg_builder_add(&s, &c) == 0);
     }
     wbuf out;
@@ -635,7 +735,8 @@ static void test_segment_next_within(void)
                     x.thread == y.thread && x.start == y.start && x.duration == y.duration &&
                     x.flags == y.flags && x.cpu_ns == y.cpu_ns && x.rss_peak == y.rss_peak &&
                     x.energy_pkg == y.energy_pkg && x.energy_dram == y.energy_dram &&
-                    x.args_len == y.args_len && x.result_len == y.result_len;
+                    x.value[VALUE_ARGS].len == y.value[VALUE_ARGS].len &&
+                    x.value[VALUE_RESULT].len == y.value[VALUE_RESULT].len;
             n++;
         }
         CHECK(same);
@@ -761,8 +862,8 @@ static void test_engine_end_to_end(void)
         c.start = 1000 + (uint64_t)i * 100;
         c.duration = 50;
         c.flags = REC_HAS_ARGS;
-        c.args = args;
-        c.args_len = sizeof args;
+        c.value[VALUE_ARGS].data = args;
+        c.value[VALUE_ARGS].len = sizeof args;
         b.len = 0;
         rec_put_call(&b, &c);
         appended += append_waiting(e, &b, NULL) == ENGINE_APPENDED;
@@ -1265,8 +1366,8 @@ static void test_segment_packed(void)
         c.id = 1 + i;
         c.start = 1000 + i;
         c.flags = REC_HAS_ARGS;
-        c.args = args;
-        c.args_len = sizeof args;
+        c.value[VALUE_ARGS].data = args;
+        c.value[VALUE_ARGS].len = sizeof args;
         CHECK(seg_builder_add(&s, &c) == 0);
     }
     wbuf out;
@@ -1279,7 +1380,8 @@ static void test_segment_packed(void)
     CHECK(seg_has_call_within(out.data, out.len, 1200, 1200, 0, INT64_MAX) == 1);
     int n = 0, ok = 1;
     while (seg_reader_next(&r, &c) == 1) {
-        ok &= c.args_len == sizeof args && memcmp(c.args, args, sizeof args) == 0;
+        ok &= c.value[VALUE_ARGS].len == sizeof args &&
+              memcmp(c.value[VALUE_ARGS].data, args, sizeof args) == 0;
         n++;
     }
     CHECK(ok && n == 500 && r.unpacked != NULL);
@@ -1391,6 +1493,7 @@ int main(void)
     test_quote_and_float_repr();
     test_literals();
     test_locals_globals_roundtrip();
+    test_value_slots_roundtrip();
     test_hash();
     test_segment_roundtrip();
     test_crc32c();

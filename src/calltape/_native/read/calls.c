@@ -331,7 +331,8 @@ static PyObject *rebuild_arg(ct_call *c, PyObject *name)
         }
         PyErr_Clear(); /* a non-str key: no such argument */
     }
-    const uint8_t *p = c->data, *end = c->data + c->args_len;
+    const uint8_t *p = ct_call_value(c, VALUE_ARGS);
+    const uint8_t *end = p + ct_call_value_len(c, VALUE_ARGS);
     const uint8_t *at = p;
     for (Py_ssize_t i = 0; i < index && at && at < end; i++)
         at = wire_skip(at, end);

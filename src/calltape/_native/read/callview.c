@@ -19,14 +19,10 @@
 ct_call *ct_call_new(ct_tape *t, ct_function *fn, const seg_call *c, int64_t session)
 {
     ct_state *st = ct_state_of((PyObject *)t);
-    size_t args_len = (c->flags & REC_HAS_ARGS) ? c->args_len : 0;
-    size_t result_len = (c->flags & REC_HAS_RESULT) ? c->result_len : 0;
-    size_t locals_len = (c->flags & REC_HAS_LOCALS) ? c->locals_len : 0;
-    size_t globals_len = (c->flags & REC_HAS_GLOBALS) ? c->globals_len : 0;
-    size_t yields_len = (c->flags & REC_HAS_YIELDS) ? c->yields_len : 0;
-    ct_call *call = PyObject_GC_NewVar(
-        ct_call, st->type.Call,
-        (Py_ssize_t)(args_len + result_len + locals_len + globals_len + yields_len));
+    size_t at[VALUE_NSLOTS + 1] = {0};
+    for (int i = 0; i < VALUE_NSLOTS; i++)
+        at[i + 1] = at[i] + ((c->flags & value_flag((enum value_slot)i)) ? c->value[i].len : 0);
+    ct_call *call = PyObject_GC_NewVar(ct_call, st->type.Call, (Py_ssize_t)at[VALUE_NSLOTS]);
     if (!call)
         return NULL;
     call->tape = (ct_tape *)Py_NewRef((PyObject *)t);
@@ -46,24 +42,12 @@ ct_call *ct_call_new(ct_tape *t, ct_function *fn, const seg_call *c, int64_t ses
     call->energy_dram = c->energy_dram;
     call->outcome = c->outcome;
     call->flags = c->flags;
-    call->args_len = args_len;
-    call->result_len = result_len;
-    call->locals_len = locals_len;
-    call->globals_len = globals_len;
-    call->yields_len = yields_len;
+    memcpy(call->value_at, at, sizeof at);
     call->rebuilt = call->result_set = 0;
     call->args = call->defaults = call->result = NULL;
-    if (args_len)
-        memcpy(call->data, c->args, args_len);
-    if (result_len)
-        memcpy(call->data + args_len, c->result, result_len);
-    if (locals_len)
-        memcpy(call->data + args_len + result_len, c->locals, locals_len);
-    if (globals_len)
-        memcpy(call->data + args_len + result_len + locals_len, c->globals, globals_len);
-    if (yields_len)
-        memcpy(call->data + args_len + result_len + locals_len + globals_len, c->yields,
-               yields_len);
+    for (int i = 0; i < VALUE_NSLOTS; i++)
+        if (at[i + 1] > at[i])
+            memcpy(call->data + at[i], c->value[i].data, at[i + 1] - at[i]);
     PyObject_GC_Track(call);
     return call;
 }
@@ -149,7 +133,8 @@ PyObject *ct_call_args(ct_call *c)
                 goto error;
             names = raw_names;
         }
-        const uint8_t *p = c->data, *end = c->data + c->args_len;
+        const uint8_t *p = ct_call_value(c, VALUE_ARGS);
+        const uint8_t *end = p + ct_call_value_len(c, VALUE_ARGS);
         Py_ssize_t i = 0;
         for (; p < end; i++) {
             int was_default = *p == WIRE_DEFAULT;
@@ -211,9 +196,9 @@ static PyObject *call_outcome_value(ct_call *c)
     if (call_alive(c) < 0)
         return NULL;
     PyObject *v;
-    if (c->result_len)
+    if (ct_call_value_len(c, VALUE_RESULT))
         v = call_value(c, c->outcome == OUTCOME_RAISED ? "its exception" : "its result",
-                       c->data + c->args_len, c->result_len);
+                       ct_call_value(c, VALUE_RESULT), ct_call_value_len(c, VALUE_RESULT));
     else
         v = Py_NewRef(Py_None);
     if (!v)
@@ -444,30 +429,27 @@ static PyObject *Call_get_thread(ct_call *c, void *name)
     return Py_NewRef(PyTuple_GET_ITEM(row, name ? 1 : 0));
 }
 
-/* call.locals (which NULL) or call.globals: a new dict each time. */
-static PyObject *Call_get_frame_data(ct_call *c, void *which)
-{
-    int globals = which != NULL;
-    if (!(c->flags & (globals ? REC_HAS_GLOBALS : REC_HAS_LOCALS)))
-        Py_RETURN_NONE;
-    if (call_alive(c) < 0)
-        return NULL;
-    const uint8_t *p = c->data + c->args_len + c->result_len + (globals ? c->locals_len : 0);
-    return call_value(c, globals ? "its globals" : "its locals", p,
-                      globals ? c->globals_len : c->locals_len);
-}
+/* The value slots a getter of its own shows, and how a message names them. */
+typedef struct call_slot {
+    enum value_slot slot;
+    const char *what;
+} call_slot;
 
-/* call.yielded: the list of values a generator recorded with yields=True
- * yielded (a new list each time), else None. */
-static PyObject *Call_get_yielded(ct_call *c, void *unused)
+static const call_slot CALL_LOCALS = {VALUE_LOCALS, "its locals"};
+static const call_slot CALL_GLOBALS = {VALUE_GLOBALS, "its globals"};
+static const call_slot CALL_YIELDS = {VALUE_YIELDS, "what it yielded"};
+
+/* call.locals, call.globals, call.yielded: the value slot the closure (a
+ * call_slot) names, rebuilt (a new dict or list each time), or None when
+ * not recorded. */
+static PyObject *Call_get_value_slot(ct_call *c, void *closure)
 {
-    (void)unused;
-    if (!(c->flags & REC_HAS_YIELDS))
+    const call_slot *s = closure;
+    if (!(c->flags & value_flag(s->slot)))
         Py_RETURN_NONE;
     if (call_alive(c) < 0)
         return NULL;
-    const uint8_t *p = c->data + c->args_len + c->result_len + c->locals_len + c->globals_len;
-    return call_value(c, "what it yielded", p, c->yields_len);
+    return call_value(c, s->what, ct_call_value(c, s->slot), ct_call_value_len(c, s->slot));
 }
 
 /* The bounded preview of the arguments (values in parameter order). */
@@ -475,7 +457,8 @@ static PyObject *call_preview(ct_call *c, size_t limit)
 {
     wbuf out;
     wbuf_init(&out, NULL, 0);
-    const uint8_t *p = c->data, *end = c->data + c->args_len;
+    const uint8_t *p = ct_call_value(c, VALUE_ARGS);
+    const uint8_t *end = p + ct_call_value_len(c, VALUE_ARGS);
     for (int first = 1; p && p < end; first = 0) {
         if (!first)
             wbuf_put(&out, ", ", 2);
@@ -560,11 +543,11 @@ static PyObject *Call_repr(PyObject *self)
     PyObject *args = call_preview(c, 120), *outcome = NULL, *out = NULL;
     if (!args)
         return NULL;
-    if (c->result_len) {
+    if (ct_call_value_len(c, VALUE_RESULT)) {
         wbuf res;
         wbuf_init(&res, NULL, 0);
-        const uint8_t *p = c->data + c->args_len;
-        wire_preview(p, p + c->result_len, &res, 80);
+        const uint8_t *p = ct_call_value(c, VALUE_RESULT);
+        wire_preview(p, p + ct_call_value_len(c, VALUE_RESULT), &res, 80);
         PyObject *text = ct_wbuf_text(&res);
         outcome = text ? PyUnicode_FromFormat("%s %U", ct_outcome_name(c->outcome), text) : NULL;
         Py_XDECREF(text);
@@ -611,16 +594,17 @@ static PyGetSetDef Call_getset[] = {
     {"result", (getter)Call_get_result, NULL, "the rebuilt return value (None if it raised)", NULL},
     {"exception", (getter)Call_get_result, NULL, "ExceptionInfo when the call raised, else None",
      (void *)1},
-    {"locals", (getter)Call_get_frame_data, NULL,
-     "dict of the locals at return or raise; None unless recorded with locals=True", NULL},
-    {"globals", (getter)Call_get_frame_data, NULL,
+    {"locals", (getter)Call_get_value_slot, NULL,
+     "dict of the locals at return or raise; None unless recorded with locals=True",
+     (void *)&CALL_LOCALS},
+    {"globals", (getter)Call_get_value_slot, NULL,
      "dict of the module globals the function read, at entry; None unless recorded with"
      " globals=True",
-     (void *)1},
-    {"yielded", (getter)Call_get_yielded, NULL,
+     (void *)&CALL_GLOBALS},
+    {"yielded", (getter)Call_get_value_slot, NULL,
      "list of what a generator recorded with yields=True yielded (ending in"
      " Truncated('yields', n) when n more were left out); None otherwise",
-     NULL},
+     (void *)&CALL_YIELDS},
     {"preview", (getter)Call_get_preview, NULL, "bounded, sanitized text of the arguments", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -231,7 +231,8 @@ PyObject *ct_call_readable(ct_call *c)
                                        : Py_NewRef(c->fn->names);
         if (!names)
             goto error;
-        const uint8_t *p = c->data, *end = c->data + c->args_len;
+        const uint8_t *p = ct_call_value(c, VALUE_ARGS);
+        const uint8_t *end = p + ct_call_value_len(c, VALUE_ARGS);
         for (Py_ssize_t i = 0; p < end; i++) {
             v = readable_value(c, &p, end, &was_default, memo);
             if (!v) {
@@ -246,9 +247,9 @@ PyObject *ct_call_readable(ct_call *c)
             Py_CLEAR(v);
         }
     }
-    if (c->result_len) {
-        const uint8_t *p = c->data + c->args_len;
-        outcome = readable_value(c, &p, p + c->result_len, &was_default, NULL);
+    if (ct_call_value_len(c, VALUE_RESULT)) {
+        const uint8_t *p = ct_call_value(c, VALUE_RESULT);
+        outcome = readable_value(c, &p, p + ct_call_value_len(c, VALUE_RESULT), &was_default, NULL);
         if (!outcome)
             ct_tape_damaged(c->tape, 0, "call %lld (%U), its %s", (long long)c->id, c->fn->full,
                             c->outcome == OUTCOME_RAISED ? "exception" : "result");

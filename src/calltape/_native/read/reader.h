@@ -45,17 +45,16 @@ typedef struct ct_function {
     Py_ssize_t *dflt_off; /* offset of each default value in sig, -1: none */
 } ct_function;
 
-/* One recorded call.  The encoded arguments, result, locals and globals
- * follow the struct (args_len + result_len + locals_len + globals_len +
- * yields_len
- * bytes), so a Call is one allocation; arguments and result are rebuilt on
- * first access and kept. */
+/* One recorded call.  The encoded values follow the struct, slot after slot
+ * in enum value_slot order (slot i from value_at[i] to value_at[i + 1],
+ * empty when not recorded), so a Call is one allocation; arguments and
+ * result are rebuilt on first access and kept. */
 typedef struct ct_call {
     PyObject_VAR_HEAD ct_tape *tape; /* strong */
     ct_function *fn;                 /* strong */
     int64_t id, session, parent, depth, thread, start, duration;
     int64_t cpu_ns, rss_before, rss_after, rss_peak, energy_pkg, energy_dram;
-    size_t args_len, result_len, locals_len, globals_len, yields_len;
+    size_t value_at[VALUE_NSLOTS + 1]; /* offsets in data, by enum value_slot */
     uint8_t outcome;
     uint16_t flags;
     uint8_t rebuilt;    /* args and defaults are set */
@@ -63,8 +62,20 @@ typedef struct ct_call {
     PyObject *args;     /* dict: name -> value */
     PyObject *defaults; /* frozenset of names that took their default */
     PyObject *result;   /* the return value or ExceptionInfo */
-    uint8_t data[];     /* args, result, locals, globals bytes */
+    uint8_t data[];     /* the value slots' bytes */
 } ct_call;
+
+/* The encoded bytes of `slot` in a Call, and their length (0 when not
+ * recorded). */
+static inline const uint8_t *ct_call_value(const ct_call *c, enum value_slot slot)
+{
+    return c->data + c->value_at[slot];
+}
+
+static inline size_t ct_call_value_len(const ct_call *c, enum value_slot slot)
+{
+    return c->value_at[slot + 1] - c->value_at[slot];
+}
 
 /* ---- tape.c ---- */
 

@@ -130,12 +130,14 @@ ct_emit_build(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct_
     wbuf res;
     wbuf_init(&res, rstore, sizeof rstore);
     uint16_t flags = ci->flags;
+    /* explicit per slot, not a loop: a loop over the slots keeps an array on
+     * the hot path's stack (measured), where these NULL tests compile away */
     if (locals)
-        flags |= REC_HAS_LOCALS;
+        flags |= value_flag(VALUE_LOCALS);
     if (globals)
-        flags |= REC_HAS_GLOBALS;
+        flags |= value_flag(VALUE_GLOBALS);
     if (yields)
-        flags |= REC_HAS_YIELDS;
+        flags |= value_flag(VALUE_YIELDS);
     t->busy++;
     if (exc) {
         ct_capture_exception(st, &res, exc);
@@ -184,11 +186,12 @@ ct_emit_build(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct_
     }
     if (flags & REC_HAS_ENERGY)
         ct_energy_end(st, ci, &b, &b.data[flags_at]);
-    if (flags & REC_HAS_ARGS) {
+    /* the slots in enum value_slot order: args, result, then the frame's */
+    if (flags & value_flag(VALUE_ARGS)) {
         wbuf_varint(&b, args_len);
         wbuf_put(&b, args, args_len);
     }
-    if (flags & REC_HAS_RESULT) {
+    if (flags & value_flag(VALUE_RESULT)) {
         wbuf_varint(&b, res.len);
         wbuf_put(&b, res.data, res.len);
     }
