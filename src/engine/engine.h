@@ -4,8 +4,11 @@
  * The engine turns call records produced by a capture path into rows of a
  * tape (an SQLite file today: store.h).  Its parts, one file each:
  *   wire.c          the tape value format: byte buffers, varints, tagged values
+ *   literal.c       a value as Python source, when it has a literal form
+ *   lz.c            compression of the segments' value columns
  *   hash.c          128-bit content hash for the blob store
  *   crc32c.c        CRC-32C, the checksum of each segment
+ *   record.c        the call records producers append: layout, parse, build
  *   queue.c         the producer buffer and the hand-off to the writer
  *   segment.c       columnar segments: many calls of one function in one row
  *   store.h         the store contract: what the writer and the reader ask
@@ -13,6 +16,7 @@
  *   store_sqlite*.c the SQLite file store: schema, migrations, statements,
  *                   WAL; the only files that know SQL
  *   writer.c        the writer thread: decode records, build segments, commit
+ *                   (engine_impl.h: the state queue.c and writer.c share)
  *   query.c         searches: the store's segment listings merged in order
  *
  * Invariants shared by every part:
@@ -642,10 +646,9 @@ typedef struct engine engine;
 typedef struct engine_options {
     const char *path;           /* the tape file */
     uint64_t flush_interval_ns; /* how often the writer commits (default 100 ms) */
-    size_t chunk_bytes;         /* producer chunk size (default 256 KiB) */
+    size_t chunk_bytes;         /* producer chunk size (default 1 MiB) */
     size_t max_buffer_bytes;    /* bound on queued bytes (default 64 MiB) */
     int on_full_drop;           /* 1: drop and count when full; 0: wait */
-    size_t blob_min_bytes;      /* values this large go to the blob store */
     /* session description, copied */
     const char *host;
     const char *python_version;
@@ -678,8 +681,7 @@ enum engine_append_result {
 
 /* Creates an engine for o->path.  The tape is opened (created with mode 0600
  * when missing) by the writer thread, which starts at the first append.
- * Returns the engine, or NULL with a message in `err` (allocation failure
- * or a path too long). */
+ * Returns the engine, or NULL with a message in `err` (allocation failure). */
 engine *engine_new(const engine_options *o, char *err, size_t errlen);
 
 /* Appends one record (length prefix included).  Never blocks on I/O nor
@@ -736,7 +738,7 @@ void engine_count_dropped(engine *e, uint64_t n);
 void engine_free(engine *e);
 
 /* fork() support is automatic (pthread_atfork): before fork the writer is
- * brought between transactions and its SQLite connection closed; the child
+ * brought between transactions and its store closed; the child
  * drops what the parent had not written, gets a new session whose parent is
  * the old one (or, when the parent had none on this tape, the parent's own
  * parent_session), and starts its own writer at its first append.  A
@@ -808,11 +810,11 @@ typedef struct query query;
 typedef struct store store;         /* store.h */
 typedef struct store_err store_err; /* store.h */
 
-/* Prepares a search of `st` (copied filter): opens the store's listing of
+/* Prepares a search of `sto` (copied filter): opens the store's listing of
  * the segments the filter needs, which it reads from the first query_next
  * on.  Returns NULL with a message in `err` when the store refuses.  The
  * store must outlive the query. */
-query *query_open(store *st, const query_filter *f, char *err, size_t errlen);
+query *query_open(store *sto, const query_filter *f, char *err, size_t errlen);
 
 /* Returns 1 with the next call in `out` (its byte ranges valid until the
  * next query_next or query_close) and its session and function ids, 0 at

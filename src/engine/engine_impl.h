@@ -3,14 +3,17 @@
  * side) and writer.c (writer thread).  Not part of the API.
  *
  * Ownership and locking:
- *   - `live` is written only by the producer, under `mu`; the producer's fast
- *     path reads it without the lock (it is the only writer of it).
+ *   - `live` is written only by the producer, under `mu` (or with no append
+ *     running: engine_trim, a fork child); the producer's fast path reads it
+ *     without the lock (it is the only writer of it).  `closed` is written
+ *     under `mu` and read by the fast path without it: an atomic.
  *   - bytes below a chunk's `committed` never change; the producer publishes
  *     with a release store, the writer reads with an acquire load.
  *   - `consumed` and everything under `w` belong to the writer thread, or to
  *     whoever holds `io_mu` while the writer is stopped.
- *   - chunks are recycled only by the writer, after they were sealed and
- *     fully consumed.
+ *   - sealed chunks are recycled only by the writer, after they were fully
+ *     consumed; idle chunks are freed only while no writer runs
+ *     (engine_trim) and handed to the free list only by a fork child.
  *   - the writer sleeps on the semaphore `wake_writer`, so that a signal
  *     handler can wake it (sem_post is async-signal-safe); `alive` is what
  *     such a handler reads to know whether a writer will see its request.
@@ -50,7 +53,7 @@ typedef struct thread_def {
 
 /* Writer-private state. */
 typedef struct writer_state {
-    store *st;
+    store *store; /* the tape, open while the writer has it */
     int64_t session_id;
     int64_t parent_session;
     uint64_t seq_floor;
@@ -92,7 +95,7 @@ struct engine {
     atomic_int alive;          /* 1 from writer_start until the writer's last round */
     int final_done;            /* the writer answered engine_final_round() */
     int stop;                  /* asks the writer to finish */
-    int closed;                /* shut down: appends are dropped */
+    atomic_int closed;         /* shut down: appends are dropped (written under mu) */
     int joining;               /* a thread is joining the writer (stop_writer) */
     int room_waiters;          /* producers in engine_wait_room */
     double drain_bytes_per_ns; /* the writer's measured rate, 0: not yet */
@@ -117,6 +120,8 @@ int writer_start(engine *e);        /* with mu held; 0 or -1 */
 void writer_fork_reset(engine *e);  /* in the child, single-threaded */
 void writer_free_state(engine *e);  /* writer stopped */
 void writer_close_store(engine *e); /* io_mu held, writer idle */
+
+/* queue.c: the time of `clock` in ns.  Cannot fail. */
 uint64_t engine_now_ns(int clock);
 
 /* queue.c, for the writer thread: whether engine_final_round() was asked

@@ -48,7 +48,7 @@ typedef struct pending {
 } pending;
 
 struct query {
-    store *st;
+    store *store;
     query_filter f;
     int64_t *functions; /* owned copy */
     store_cursor *list; /* segment ids and zone maps, in merge order */
@@ -242,7 +242,7 @@ static int read_totals(query *q)
         f->max_duration != INT64_MAX || f->session > 0 || f->outcome >= 0)
         return 0;
     store_err e;
-    if (store_call_total(q->st, f->functions, f->nfunctions, &q->expect_calls, &e) < 0)
+    if (store_call_total(q->store, f->functions, f->nfunctions, &q->expect_calls, &e) < 0)
         return set_store_error(q, &e, "cannot read the tape's functions");
     q->check_total = 1;
     return 0;
@@ -338,14 +338,14 @@ static int load_next(query *q)
     return advance_listing(q);
 }
 
-query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
+query *query_open(store *sto, const query_filter *f, char *err, size_t errlen)
 {
     query *q = calloc(1, sizeof *q);
     if (!q) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    q->st = st;
+    q->store = sto;
     q->f = *f;
     if (f->nfunctions) {
         q->functions = malloc(f->nfunctions * sizeof(int64_t));
@@ -361,7 +361,7 @@ query *query_open(store *st, const query_filter *f, char *err, size_t errlen)
                                f->since,        f->until,      f->min_duration,
                                f->max_duration, f->outcome,    f->newest_first};
     store_err e;
-    q->list = store_list_segments(st, &sf, &e);
+    q->list = store_list_segments(sto, &sf, &e);
     if (!q->list) {
         snprintf(err, errlen, "%s", e.msg);
         query_close(q);

@@ -20,10 +20,19 @@
 #define DEFAULT_CHUNK (1u << 20)
 #define DEFAULT_MAX_BUFFER (64u << 20)
 #define DEFAULT_FLUSH_NS 100000000ull
-#define DEFAULT_BLOB_MIN 4096
 #define INITIAL_BACKLOG (8u << 20) /* until the writer's rate is measured */
 
 static void registry_add(engine *e);
+
+/* Whether `e` is shut down.  Written under `mu`; the fast path of
+ * engine_append reads it without the lock, hence an atomic, relaxed: it
+ * orders nothing (a plain load on x86 and ARM), it only makes the racy read
+ * defined. */
+static inline int is_closed(const engine *e)
+{
+    return atomic_load_explicit(&e->closed, memory_order_relaxed);
+}
+
 static void registry_remove(engine *e);
 
 uint64_t engine_now_ns(int clock)
@@ -95,8 +104,6 @@ engine *engine_new(const engine_options *o, char *err, size_t errlen)
         e->opt.max_buffer_bytes = DEFAULT_MAX_BUFFER;
     if (e->opt.max_buffer_bytes < 2 * e->opt.chunk_bytes)
         e->opt.max_buffer_bytes = 2 * e->opt.chunk_bytes;
-    if (!e->opt.blob_min_bytes)
-        e->opt.blob_min_bytes = DEFAULT_BLOB_MIN;
     if (!e->opt.clock_mono_ns) {
         e->opt.clock_mono_ns = (int64_t)engine_now_ns(CLOCK_MONOTONIC);
         e->opt.clock_wall_ns = (int64_t)engine_now_ns(CLOCK_REALTIME);
@@ -172,7 +179,7 @@ static int start_writer(engine *e)
 static int must_wait(const engine *e, size_t n)
 {
     const chunk *c = e->live;
-    if (e->closed || !e->running || !c || e->opt.on_full_drop || e->store_failing)
+    if (is_closed(e) || !e->running || !c || e->opt.on_full_drop || e->store_failing)
         return 0;
     if (c->cap - atomic_load_explicit(&c->committed, memory_order_relaxed) >= n)
         return 0;
@@ -188,7 +195,7 @@ static __attribute__((noinline)) int append_slow(engine *e, const uint8_t *rec, 
     int is_call = record_is_call(rec, n);
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        if (e->closed)
+        if (is_closed(e))
             goto drop;
         if (!e->running && start_writer(e) < 0)
             goto drop;
@@ -249,7 +256,7 @@ drop:
 int engine_append(engine *e, const uint8_t *rec, size_t n)
 {
     chunk *c = e->live;
-    if (c && !e->closed) {
+    if (c && !is_closed(e)) {
         size_t at = atomic_load_explicit(&c->committed, memory_order_relaxed);
         if (c->cap - at >= n) {
             memcpy(c->data + at, rec, n);
@@ -270,7 +277,7 @@ void engine_wait_room(engine *e, size_t n)
         sem_post(&e->wake_writer);
         pthread_cond_wait(&e->wake_waiters, &e->mu);
     }
-    if (--e->room_waiters == 0 && e->closed)
+    if (--e->room_waiters == 0 && is_closed(e))
         pthread_cond_broadcast(&e->wake_waiters); /* engine_free may wait for this */
     pthread_mutex_unlock(&e->mu);
 }
@@ -316,7 +323,7 @@ static int wait_for_round(engine *e, uint64_t timeout_ns)
 int64_t engine_begin(engine *e, uint64_t timeout_ns)
 {
     pthread_mutex_lock(&e->mu);
-    if (e->running || (!e->closed && start_writer(e) == 0))
+    if (e->running || (!is_closed(e) && start_writer(e) == 0))
         wait_for_round(e, timeout_ns);
     int64_t id = e->w.session_id;
     pthread_mutex_unlock(&e->mu);
@@ -327,7 +334,7 @@ int engine_flush(engine *e, uint64_t timeout_ns)
 {
     int rc = 0;
     pthread_mutex_lock(&e->mu);
-    if (!e->running && !e->closed && has_pending(e))
+    if (!e->running && !is_closed(e) && has_pending(e))
         (void)start_writer(e); /* calls appended while a park stopped the writer;
                                   a failure is counted in write_errors */
     if (!e->running) {
@@ -386,7 +393,7 @@ static void stop_writer(engine *e, int for_good, int checkpoint)
     e->stop = 1;
     e->joining = running;
     if (for_good) {
-        e->closed = 1;
+        atomic_store_explicit(&e->closed, 1, memory_order_relaxed); /* under mu */
         pthread_cond_broadcast(&e->wake_waiters);
     }
     sem_post(&e->wake_writer);
@@ -401,8 +408,8 @@ static void stop_writer(engine *e, int for_good, int checkpoint)
     pthread_cond_broadcast(&e->wake_waiters); /* producers waiting for the stop */
     pthread_mutex_unlock(&e->mu);
     pthread_mutex_lock(&e->io_mu);
-    if (checkpoint && e->w.st)
-        (void)store_checkpoint(e->w.st); /* a failure loses nothing: the commits
+    if (checkpoint && e->w.store)
+        (void)store_checkpoint(e->w.store); /* a failure loses nothing: the commits
                                             stay in the -wal file */
     writer_close_store(e);
     pthread_mutex_unlock(&e->io_mu);
@@ -443,7 +450,7 @@ void engine_trim(engine *e)
 {
     pthread_mutex_lock(&e->mu);
     /* a producer may have started a writer again since the park */
-    if (!e->running && !e->closed && free_idle_chunks(e))
+    if (!e->running && !is_closed(e) && free_idle_chunks(e))
         (void)start_writer(e); /* calls appended while the writer stopped */
     pthread_mutex_unlock(&e->mu);
 }
@@ -593,7 +600,7 @@ static void reset_in_child(engine *e)
 static void fork_child(void)
 {
     for (engine *e = atomic_load(&registry_head); e; e = e->next_live)
-        if (!e->closed)
+        if (!is_closed(e))
             reset_in_child(e);
         else {
             e->room_waiters = 0; /* threads of the parent */

@@ -1,7 +1,8 @@
 /*
  * record.c - the producer records of engine.h: building and parsing a
- * REC_CALL.  Producers that need speed build records inline (recorder.c);
- * this is the reference form used by the writer and the C tests.
+ * REC_CALL.  Producers that need speed build records inline (the
+ * binding's record/emit.h); this is the reference form used by the writer
+ * and the C tests.
  */
 #include "engine.h"
 

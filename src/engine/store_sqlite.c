@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,49 +25,49 @@
 #define CHECKPOINT_TIMEOUT_MS 250
 
 enum {
-    ST_SESSION,
-    ST_SESSION_UPDATE,
-    ST_FN_FIND,
-    ST_FN_INSERT,
-    ST_THREAD,
-    ST_NEXT_ID_GET,
-    ST_NEXT_ID_SET,
-    ST_BLOB,
-    ST_SEGMENT,
-    ST_FN_AGG,
-    ST_BEGIN,
-    ST_COMMIT,
-    ST_ROLLBACK,
+    STMT_SESSION,
+    STMT_SESSION_UPDATE,
+    STMT_FN_FIND,
+    STMT_FN_INSERT,
+    STMT_THREAD,
+    STMT_NEXT_ID_GET,
+    STMT_NEXT_ID_SET,
+    STMT_BLOB,
+    STMT_SEGMENT,
+    STMT_FN_AGG,
+    STMT_BEGIN,
+    STMT_COMMIT,
+    STMT_ROLLBACK,
     NSTMT
 };
 
 static const char *const stmt_sql[NSTMT] = {
-    [ST_SESSION] = "INSERT INTO sessions(start_ns, host, pid, ppid, parent, argv, python,"
-                   " calltape, mpi_rank, sys_path0, cwd) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-    [ST_SESSION_UPDATE] = "UPDATE sessions SET end_ns = max(coalesce(end_ns, 0), ?),"
-                          " unencodable = unencodable + ?, pickled = pickled + ?,"
-                          " redacted = redacted + ?, truncated = truncated + ?,"
-                          " dropped = dropped + ? WHERE id = ?",
-    [ST_FN_FIND] = "SELECT id FROM functions WHERE module = ? AND qualname = ? AND file = ?"
-                   " AND line = ? AND signature = ?",
-    [ST_FN_INSERT] = "INSERT INTO functions(module, qualname, file, line, signature)"
-                     " VALUES (?,?,?,?,?)",
-    [ST_THREAD] = "INSERT OR REPLACE INTO threads(session, idx, ident, native_id, name)"
-                  " VALUES (?,?,?,?,?)",
-    [ST_NEXT_ID_GET] = "SELECT value FROM meta WHERE key = 'next_id'",
-    [ST_NEXT_ID_SET] = "UPDATE meta SET value = ? WHERE key = 'next_id'",
-    [ST_BLOB] = "INSERT OR IGNORE INTO blobs(hash, size, data) VALUES (?,?,?)",
-    [ST_SEGMENT] = "INSERT INTO segments(session, function, n, id_min, id_max, start_min,"
-                   " start_max, end_max, dur_min, dur_max, raised, data)"
-                   " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-    [ST_FN_AGG] = "UPDATE functions SET calls = calls + ?, raised = raised + ?,"
-                  " total_ns = total_ns + ?, min_ns = min(coalesce(min_ns, ?), ?),"
-                  " max_ns = max(coalesce(max_ns, ?), ?),"
-                  " first_ns = min(coalesce(first_ns, ?), ?),"
-                  " last_ns = max(coalesce(last_ns, ?), ?) WHERE id = ?",
-    [ST_BEGIN] = "BEGIN IMMEDIATE",
-    [ST_COMMIT] = "COMMIT",
-    [ST_ROLLBACK] = "ROLLBACK",
+    [STMT_SESSION] = "INSERT INTO sessions(start_ns, host, pid, ppid, parent, argv, python,"
+                     " calltape, mpi_rank, sys_path0, cwd) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    [STMT_SESSION_UPDATE] = "UPDATE sessions SET end_ns = max(coalesce(end_ns, 0), ?),"
+                            " unencodable = unencodable + ?, pickled = pickled + ?,"
+                            " redacted = redacted + ?, truncated = truncated + ?,"
+                            " dropped = dropped + ? WHERE id = ?",
+    [STMT_FN_FIND] = "SELECT id FROM functions WHERE module = ? AND qualname = ? AND file = ?"
+                     " AND line = ? AND signature = ?",
+    [STMT_FN_INSERT] = "INSERT INTO functions(module, qualname, file, line, signature)"
+                       " VALUES (?,?,?,?,?)",
+    [STMT_THREAD] = "INSERT OR REPLACE INTO threads(session, idx, ident, native_id, name)"
+                    " VALUES (?,?,?,?,?)",
+    [STMT_NEXT_ID_GET] = "SELECT value FROM meta WHERE key = 'next_id'",
+    [STMT_NEXT_ID_SET] = "UPDATE meta SET value = ? WHERE key = 'next_id'",
+    [STMT_BLOB] = "INSERT OR IGNORE INTO blobs(hash, size, data) VALUES (?,?,?)",
+    [STMT_SEGMENT] = "INSERT INTO segments(session, function, n, id_min, id_max, start_min,"
+                     " start_max, end_max, dur_min, dur_max, raised, data)"
+                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+    [STMT_FN_AGG] = "UPDATE functions SET calls = calls + ?, raised = raised + ?,"
+                    " total_ns = total_ns + ?, min_ns = min(coalesce(min_ns, ?), ?),"
+                    " max_ns = max(coalesce(max_ns, ?), ?),"
+                    " first_ns = min(coalesce(first_ns, ?), ?),"
+                    " last_ns = max(coalesce(last_ns, ?), ?) WHERE id = ?",
+    [STMT_BEGIN] = "BEGIN IMMEDIATE",
+    [STMT_COMMIT] = "COMMIT",
+    [STMT_ROLLBACK] = "ROLLBACK",
 };
 
 static const char schema_v1[] =
@@ -111,7 +112,8 @@ static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1, schem
 typedef struct sq_store {
     store base; /* first: the handle's head */
     sqlite3 *db;
-    sqlite3_stmt *st[NSTMT];
+    sqlite3_stmt *stmt[NSTMT];
+    int bind_rc; /* the first failed bind of the statement being bound, else SQLITE_OK */
     int readonly;
     int64_t version; /* the tape's schema version (a reader reads older ones as they are) */
     dev_t dev;       /* the file a writer opened (store_same_file) */
@@ -121,6 +123,21 @@ typedef struct sq_store {
 
 static void sq_close(store *base);
 static const store_ops sq_ops;
+
+/* The text of errno value `err`, in `buf` (`n` bytes) or in the C
+ * library's static storage; thread-safe, unlike strerror (the writer thread
+ * opens tapes).  glibc with _GNU_SOURCE has the GNU strerror_r, which
+ * returns the text; elsewhere it is the XSI one, which fills `buf`. */
+static const char *errno_text(int err, char *buf, size_t n)
+{
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+    return strerror_r(err, buf, n);
+#else
+    if (strerror_r(err, buf, n) != 0)
+        snprintf(buf, n, "error %d", err);
+    return buf;
+#endif
+}
 
 static void set_err(sq_store *s, const char *what)
 {
@@ -140,17 +157,17 @@ static int exec_sql(sq_store *s, const char *sql)
 
 static int pragma_int(sq_store *s, const char *sql, int64_t *out)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
+        rc = sqlite3_step(stmt);
     if (rc != SQLITE_ROW) {
         set_err(s, "cannot read the tape header");
-        sqlite3_finalize(st);
+        sqlite3_finalize(stmt);
         return -1;
     }
-    *out = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    *out = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
     return 0;
 }
 
@@ -237,7 +254,9 @@ static store *sq_open_write(const char *path, char *err, size_t errlen)
     /* Create the file ourselves so that it gets mode 0600 whatever the umask. */
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot write the tape %s: %s", path, strerror(errno));
+        char why[128];
+        snprintf(err, errlen, "cannot write the tape %s: %s", path,
+                 errno_text(errno, why, sizeof why));
         return NULL;
     }
     struct stat sb;
@@ -277,7 +296,7 @@ static store *sq_open_write(const char *path, char *err, size_t errlen)
         nanosleep(&pause, NULL);
     }
     for (int i = 0; i < NSTMT; i++) {
-        if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+        if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i],
                                NULL) != SQLITE_OK) {
             set_err(s, "cannot prepare the tape statements");
             goto error;
@@ -378,7 +397,8 @@ static store *sq_open_read(const char *path, char *err, size_t errlen)
 {
     struct stat sb;
     if (stat(path, &sb) != 0) {
-        snprintf(err, errlen, "no tape at %s: %s", path, strerror(errno));
+        char why[128];
+        snprintf(err, errlen, "no tape at %s: %s", path, errno_text(errno, why, sizeof why));
         return NULL;
     }
     if (!S_ISREG(sb.st_mode)) {
@@ -413,14 +433,16 @@ static store *sq_open_read(const char *path, char *err, size_t errlen)
 static int sq_check_write(const char *path, char *err, size_t errlen)
 {
     struct stat sb;
+    char why[128];
     if (stat(path, &sb) != 0) {
         if (errno != ENOENT) {
-            snprintf(err, errlen, "cannot write the tape %s: %s", path, strerror(errno));
+            snprintf(err, errlen, "cannot write the tape %s: %s", path,
+                     errno_text(errno, why, sizeof why));
             return -1;
         }
         if (folder_unwritable(path)) {
             snprintf(err, errlen, "cannot write the tape %s: its folder is not writable (%s)", path,
-                     strerror(errno));
+                     errno_text(errno, why, sizeof why));
             return -1;
         }
         return 0;
@@ -484,7 +506,7 @@ static void sq_close(store *base)
     if (!s)
         return;
     for (int i = 0; i < NSTMT; i++)
-        sqlite3_finalize(s->st[i]);
+        sqlite3_finalize(s->stmt[i]);
     sqlite3_close_v2(s->db);
     free(s);
 }
@@ -504,13 +526,67 @@ static int64_t sq_version(store *s)
     return ((sq_store *)s)->version;
 }
 
-/* Runs a statement that returns no row (binding already done); resets it. */
+/* Remembers the first failed bind of the statement being bound (the
+ * statement then fails when it would run). */
+static void note_bind(sq_store *s, int rc)
+{
+    if (rc != SQLITE_OK && s->bind_rc == SQLITE_OK)
+        s->bind_rc = rc;
+}
+
+static void bind_int(sq_store *s, sqlite3_stmt *stmt, int i, int64_t v)
+{
+    note_bind(s, sqlite3_bind_int64(stmt, i, v));
+}
+
+/* Binds `n` bytes of text at `p`, or NULL when `p` is NULL; SQLite copies
+ * them when `copy`, else they must live until the statement is reset. */
+static void bind_text(sq_store *s, sqlite3_stmt *stmt, int i, const char *p, size_t n, int copy)
+{
+    if (p)
+        note_bind(s, sqlite3_bind_text64(stmt, i, p, (sqlite3_uint64)n,
+                                         copy ? SQLITE_TRANSIENT : SQLITE_STATIC, SQLITE_UTF8));
+    else
+        note_bind(s, sqlite3_bind_null(stmt, i));
+}
+
+/* Binds the NUL-terminated text `p` (copied), or NULL when `p` is NULL. */
+static void bind_str(sq_store *s, sqlite3_stmt *stmt, int i, const char *p)
+{
+    bind_text(s, stmt, i, p, p ? strlen(p) : 0, 1);
+}
+
+/* Binds `n` bytes at `p` as a blob (NULL when `p` is NULL), as bind_text. */
+static void bind_blob(sq_store *s, sqlite3_stmt *stmt, int i, const void *p, size_t n, int copy)
+{
+    note_bind(s, sqlite3_bind_blob64(stmt, i, p, (sqlite3_uint64)n,
+                                     copy ? SQLITE_TRANSIENT : SQLITE_STATIC));
+}
+
+/* When a bind of `stmt` failed: resets it, sets the error ("what: reason")
+ * and returns -1; else 0.  Either way the next statement binds afresh. */
+static int bind_failed(sq_store *s, sqlite3_stmt *stmt, const char *what)
+{
+    int rc = s->bind_rc;
+    s->bind_rc = SQLITE_OK;
+    if (rc == SQLITE_OK)
+        return 0;
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    snprintf(s->err, sizeof s->err, "%s: %s", what, sqlite3_errstr(rc));
+    return -1;
+}
+
+/* Runs a statement that returns no row (binding already done, through the
+ * helpers above); resets it.  A failed bind fails it unrun. */
 static int run(sq_store *s, int which, const char *what)
 {
-    sqlite3_stmt *st = s->st[which];
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    sqlite3_stmt *stmt = s->stmt[which];
+    if (bind_failed(s, stmt, what) < 0)
+        return -1;
+    int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
         set_err(s, what);
         return -1;
@@ -521,49 +597,41 @@ static int run(sq_store *s, int which, const char *what)
 static int sq_begin(store *base)
 {
     sq_store *s = (sq_store *)base;
-    return run(s, ST_BEGIN, "cannot start a transaction on the tape");
+    return run(s, STMT_BEGIN, "cannot start a transaction on the tape");
 }
 
 static int sq_commit(store *base)
 {
     sq_store *s = (sq_store *)base;
-    return run(s, ST_COMMIT, "cannot commit to the tape");
+    return run(s, STMT_COMMIT, "cannot commit to the tape");
 }
 
 static void sq_rollback(store *base)
 {
     sq_store *s = (sq_store *)base;
     if (!sqlite3_get_autocommit(s->db))
-        run(s, ST_ROLLBACK, "cannot roll back");
-}
-
-static void bind_text(sqlite3_stmt *st, int i, const char *p, size_t n)
-{
-    if (p)
-        sqlite3_bind_text(st, i, p, (int)n, SQLITE_TRANSIENT);
-    else
-        sqlite3_bind_null(st, i);
+        run(s, STMT_ROLLBACK, "cannot roll back");
 }
 
 static int sq_add_session(store *base, const store_session *ss, int64_t *id)
 {
     sq_store *s = (sq_store *)base;
-    sqlite3_stmt *st = s->st[ST_SESSION];
-    sqlite3_bind_int64(st, 1, ss->start_ns);
-    bind_text(st, 2, ss->host, ss->host ? strlen(ss->host) : 0);
-    sqlite3_bind_int64(st, 3, ss->pid);
-    sqlite3_bind_int64(st, 4, ss->ppid);
+    sqlite3_stmt *stmt = s->stmt[STMT_SESSION];
+    bind_int(s, stmt, 1, ss->start_ns);
+    bind_str(s, stmt, 2, ss->host);
+    bind_int(s, stmt, 3, ss->pid);
+    bind_int(s, stmt, 4, ss->ppid);
     if (ss->parent_session > 0)
-        sqlite3_bind_int64(st, 5, ss->parent_session);
+        bind_int(s, stmt, 5, ss->parent_session);
     if (ss->argv)
-        sqlite3_bind_blob(st, 6, ss->argv, (int)ss->argv_len, SQLITE_TRANSIENT);
-    bind_text(st, 7, ss->python_version, ss->python_version ? strlen(ss->python_version) : 0);
-    bind_text(st, 8, ss->calltape_version, ss->calltape_version ? strlen(ss->calltape_version) : 0);
+        bind_blob(s, stmt, 6, ss->argv, ss->argv_len, 1);
+    bind_str(s, stmt, 7, ss->python_version);
+    bind_str(s, stmt, 8, ss->calltape_version);
     if (ss->mpi_rank >= 0)
-        sqlite3_bind_int64(st, 9, ss->mpi_rank);
-    bind_text(st, 10, ss->sys_path0, ss->sys_path0 ? strlen(ss->sys_path0) : 0);
-    bind_text(st, 11, ss->cwd, ss->cwd ? strlen(ss->cwd) : 0);
-    if (run(s, ST_SESSION, "cannot add the session") < 0)
+        bind_int(s, stmt, 9, ss->mpi_rank);
+    bind_str(s, stmt, 10, ss->sys_path0);
+    bind_str(s, stmt, 11, ss->cwd);
+    if (run(s, STMT_SESSION, "cannot add the session") < 0)
         return -1;
     *id = sqlite3_last_insert_rowid(s->db);
     return 0;
@@ -572,12 +640,12 @@ static int sq_add_session(store *base, const store_session *ss, int64_t *id)
 static int sq_update_session(store *base, int64_t id, int64_t end_ns, const int64_t counters[5])
 {
     sq_store *s = (sq_store *)base;
-    sqlite3_stmt *st = s->st[ST_SESSION_UPDATE];
-    sqlite3_bind_int64(st, 1, end_ns);
+    sqlite3_stmt *stmt = s->stmt[STMT_SESSION_UPDATE];
+    bind_int(s, stmt, 1, end_ns);
     for (int i = 0; i < 5; i++)
-        sqlite3_bind_int64(st, 2 + i, counters[i]);
-    sqlite3_bind_int64(st, 7, id);
-    return run(s, ST_SESSION_UPDATE, "cannot update the session");
+        bind_int(s, stmt, 2 + i, counters[i]);
+    bind_int(s, stmt, 7, id);
+    return run(s, STMT_SESSION_UPDATE, "cannot update the session");
 }
 
 static int sq_function(store *base, const char *module, size_t module_len, const char *qualname,
@@ -585,19 +653,21 @@ static int sq_function(store *base, const char *module, size_t module_len, const
                        const uint8_t *sig, size_t sig_len, int64_t *id)
 {
     sq_store *s = (sq_store *)base;
-    for (int which = ST_FN_FIND; which <= ST_FN_INSERT; which++) {
-        sqlite3_stmt *st = s->st[which];
-        sqlite3_bind_text(st, 1, module, (int)module_len, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, qualname, (int)qualname_len, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, file, (int)file_len, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, line);
-        sqlite3_bind_blob(st, 5, sig, (int)sig_len, SQLITE_STATIC);
-        if (which == ST_FN_FIND) {
-            int rc = sqlite3_step(st);
+    for (int which = STMT_FN_FIND; which <= STMT_FN_INSERT; which++) {
+        sqlite3_stmt *stmt = s->stmt[which];
+        bind_text(s, stmt, 1, module, module_len, 0);
+        bind_text(s, stmt, 2, qualname, qualname_len, 0);
+        bind_text(s, stmt, 3, file, file_len, 0);
+        bind_int(s, stmt, 4, line);
+        bind_blob(s, stmt, 5, sig, sig_len, 0);
+        if (which == STMT_FN_FIND) {
+            if (bind_failed(s, stmt, "cannot look up a function") < 0)
+                return -1;
+            int rc = sqlite3_step(stmt);
             if (rc == SQLITE_ROW)
-                *id = sqlite3_column_int64(st, 0);
-            sqlite3_reset(st);
-            sqlite3_clear_bindings(st);
+                *id = sqlite3_column_int64(stmt, 0);
+            sqlite3_reset(stmt);
+            sqlite3_clear_bindings(stmt);
             if (rc == SQLITE_ROW)
                 return 0;
             if (rc != SQLITE_DONE) {
@@ -605,7 +675,7 @@ static int sq_function(store *base, const char *module, size_t module_len, const
                 return -1;
             }
         } else {
-            if (run(s, ST_FN_INSERT, "cannot add a function") < 0)
+            if (run(s, STMT_FN_INSERT, "cannot add a function") < 0)
                 return -1;
             *id = sqlite3_last_insert_rowid(s->db);
         }
@@ -617,75 +687,75 @@ static int sq_add_thread(store *base, int64_t session, int64_t idx, int64_t iden
                          int64_t native_id, const char *name, size_t name_len)
 {
     sq_store *s = (sq_store *)base;
-    sqlite3_stmt *st = s->st[ST_THREAD];
-    sqlite3_bind_int64(st, 1, session);
-    sqlite3_bind_int64(st, 2, idx);
-    sqlite3_bind_int64(st, 3, ident);
-    sqlite3_bind_int64(st, 4, native_id);
-    bind_text(st, 5, name, name_len);
-    return run(s, ST_THREAD, "cannot add a thread");
+    sqlite3_stmt *stmt = s->stmt[STMT_THREAD];
+    bind_int(s, stmt, 1, session);
+    bind_int(s, stmt, 2, idx);
+    bind_int(s, stmt, 3, ident);
+    bind_int(s, stmt, 4, native_id);
+    bind_text(s, stmt, 5, name, name_len, 1);
+    return run(s, STMT_THREAD, "cannot add a thread");
 }
 
 static int sq_reserve_ids(store *base, int64_t count, int64_t *first)
 {
     sq_store *s = (sq_store *)base;
-    sqlite3_stmt *st = s->st[ST_NEXT_ID_GET];
-    int rc = sqlite3_step(st);
+    sqlite3_stmt *stmt = s->stmt[STMT_NEXT_ID_GET];
+    int rc = sqlite3_step(stmt);
     if (rc == SQLITE_ROW)
-        *first = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+        *first = sqlite3_column_int64(stmt, 0);
+    sqlite3_reset(stmt);
     if (rc != SQLITE_ROW) {
         set_err(s, "cannot reserve call ids");
         return -1;
     }
-    sqlite3_bind_int64(s->st[ST_NEXT_ID_SET], 1, *first + count);
-    return run(s, ST_NEXT_ID_SET, "cannot reserve call ids");
+    bind_int(s, s->stmt[STMT_NEXT_ID_SET], 1, *first + count);
+    return run(s, STMT_NEXT_ID_SET, "cannot reserve call ids");
 }
 
 static int sq_put_blob(store *base, const uint8_t hash[WIRE_HASH_BYTES], const uint8_t *data,
                        size_t n)
 {
     sq_store *s = (sq_store *)base;
-    sqlite3_stmt *st = s->st[ST_BLOB];
-    sqlite3_bind_blob(st, 1, hash, WIRE_HASH_BYTES, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (int64_t)n);
-    sqlite3_bind_blob64(st, 3, data, n, SQLITE_STATIC);
-    return run(s, ST_BLOB, "cannot store a blob");
+    sqlite3_stmt *stmt = s->stmt[STMT_BLOB];
+    bind_blob(s, stmt, 1, hash, WIRE_HASH_BYTES, 0);
+    bind_int(s, stmt, 2, (int64_t)n);
+    bind_blob(s, stmt, 3, data, n, 0);
+    return run(s, STMT_BLOB, "cannot store a blob");
 }
 
 static int sq_add_segment(store *base, int64_t session, int64_t function, const seg_builder *b,
                           const uint8_t *data, size_t n)
 {
     sq_store *s = (sq_store *)base;
-    sqlite3_stmt *st = s->st[ST_SEGMENT];
-    sqlite3_bind_int64(st, 1, session);
-    sqlite3_bind_int64(st, 2, function);
-    sqlite3_bind_int64(st, 3, (int64_t)b->n);
-    sqlite3_bind_int64(st, 4, b->id_min);
-    sqlite3_bind_int64(st, 5, b->id_max);
-    sqlite3_bind_int64(st, 6, b->start_min);
-    sqlite3_bind_int64(st, 7, b->start_max);
-    sqlite3_bind_int64(st, 8, b->end_max);
-    sqlite3_bind_int64(st, 9, b->dur_min);
-    sqlite3_bind_int64(st, 10, b->dur_max);
-    sqlite3_bind_int64(st, 11, b->n_raised);
-    sqlite3_bind_blob64(st, 12, data, n, SQLITE_STATIC);
-    if (run(s, ST_SEGMENT, "cannot store calls") < 0)
+    sqlite3_stmt *stmt = s->stmt[STMT_SEGMENT];
+    bind_int(s, stmt, 1, session);
+    bind_int(s, stmt, 2, function);
+    bind_int(s, stmt, 3, (int64_t)b->n);
+    bind_int(s, stmt, 4, b->id_min);
+    bind_int(s, stmt, 5, b->id_max);
+    bind_int(s, stmt, 6, b->start_min);
+    bind_int(s, stmt, 7, b->start_max);
+    bind_int(s, stmt, 8, b->end_max);
+    bind_int(s, stmt, 9, b->dur_min);
+    bind_int(s, stmt, 10, b->dur_max);
+    bind_int(s, stmt, 11, b->n_raised);
+    bind_blob(s, stmt, 12, data, n, 0);
+    if (run(s, STMT_SEGMENT, "cannot store calls") < 0)
         return -1;
-    st = s->st[ST_FN_AGG];
-    sqlite3_bind_int64(st, 1, (int64_t)b->n);
-    sqlite3_bind_int64(st, 2, b->n_raised);
-    sqlite3_bind_int64(st, 3, b->total_dur);
-    sqlite3_bind_int64(st, 4, b->dur_min);
-    sqlite3_bind_int64(st, 5, b->dur_min);
-    sqlite3_bind_int64(st, 6, b->dur_max);
-    sqlite3_bind_int64(st, 7, b->dur_max);
-    sqlite3_bind_int64(st, 8, b->start_min);
-    sqlite3_bind_int64(st, 9, b->start_min);
-    sqlite3_bind_int64(st, 10, b->start_max);
-    sqlite3_bind_int64(st, 11, b->start_max);
-    sqlite3_bind_int64(st, 12, function);
-    return run(s, ST_FN_AGG, "cannot update function totals");
+    stmt = s->stmt[STMT_FN_AGG];
+    bind_int(s, stmt, 1, (int64_t)b->n);
+    bind_int(s, stmt, 2, b->n_raised);
+    bind_int(s, stmt, 3, b->total_dur);
+    bind_int(s, stmt, 4, b->dur_min);
+    bind_int(s, stmt, 5, b->dur_min);
+    bind_int(s, stmt, 6, b->dur_max);
+    bind_int(s, stmt, 7, b->dur_max);
+    bind_int(s, stmt, 8, b->start_min);
+    bind_int(s, stmt, 9, b->start_min);
+    bind_int(s, stmt, 10, b->start_max);
+    bind_int(s, stmt, 11, b->start_max);
+    bind_int(s, stmt, 12, function);
+    return run(s, STMT_FN_AGG, "cannot update function totals");
 }
 
 static int sq_claims(const char *path)

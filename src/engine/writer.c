@@ -50,8 +50,8 @@ static void set_error(engine *e, const char *msg)
 
 void writer_close_store(engine *e)
 {
-    store_close(e->w.st);
-    e->w.st = NULL;
+    store_close(e->w.store);
+    e->w.store = NULL;
 }
 
 static void forget_tape(writer_state *w);
@@ -82,24 +82,24 @@ static void tape_lost(engine *e)
 static int ensure_store(engine *e)
 {
     writer_state *w = &e->w;
-    if (w->st && !store_same_file(w->st, e->path)) {
+    if (w->store && !store_same_file(w->store, e->path)) {
         writer_close_store(e);
         tape_lost(e);
     }
-    if (w->st)
+    if (w->store)
         return 0;
     uint64_t now = engine_now_ns(CLOCK_MONOTONIC);
     if (w->last_open_try_ns && now - w->last_open_try_ns < REOPEN_EVERY_NS)
         return -1;
     w->last_open_try_ns = now;
     char err[300];
-    w->st = store_open_write(e->path, err, sizeof err);
-    if (!w->st) {
+    w->store = store_open_write(e->path, err, sizeof err);
+    if (!w->store) {
         set_error(e, err);
         return -1;
     }
     uint64_t dev = 0, ino = 0;
-    store_file_id(w->st, &dev, &ino);
+    store_file_id(w->store, &dev, &ino);
     if (w->session_id && (dev != w->file_dev || ino != w->file_ino))
         tape_lost(e); /* replaced while the writer had it closed (a park, a fork) */
     if (w->session_id == 0) {
@@ -119,10 +119,10 @@ static int ensure_store(engine *e)
             .mpi_rank = e->opt.mpi_rank,
         };
         int64_t id = 0;
-        if (store_begin(w->st) < 0 || store_add_session(w->st, &ss, &id) < 0 ||
-            store_commit(w->st) < 0) {
-            set_error(e, store_errmsg(w->st));
-            store_rollback(w->st);
+        if (store_begin(w->store) < 0 || store_add_session(w->store, &ss, &id) < 0 ||
+            store_commit(w->store) < 0) {
+            set_error(e, store_errmsg(w->store));
+            store_rollback(w->store);
             writer_close_store(e);
             return -1;
         }
@@ -197,8 +197,8 @@ static int resolve_function(engine *e, fn_def *f)
         set_error(e, "malformed function record");
         return -1;
     }
-    return store_function(e->w.st, module, (size_t)n1, qualname, (size_t)n2, file, (size_t)n3, line,
-                          sig, (size_t)n4, &f->tape_id);
+    return store_function(e->w.store, module, (size_t)n1, qualname, (size_t)n2, file, (size_t)n3,
+                          line, sig, (size_t)n4, &f->tape_id);
 }
 
 static int store_thread(engine *e, thread_def *t, int64_t idx)
@@ -213,7 +213,7 @@ static int store_thread(engine *e, thread_def *t, int64_t idx)
     const char *name = (const char *)wreader_take(&r, n);
     if (r.bad)
         return -1;
-    if (store_add_thread(e->w.st, e->w.session_id, idx, ident, native, name, (size_t)n) < 0)
+    if (store_add_thread(e->w.store, e->w.session_id, idx, ident, native, name, (size_t)n) < 0)
         return -1;
     t->stored = 1;
     return 0;
@@ -230,7 +230,7 @@ static int seq_to_id(engine *e, txn *t, uint64_t seq, int64_t *id)
     w->nblocks = have;
     if (!w->id_blocks[block]) {
         int64_t first = 0;
-        if (store_reserve_ids(w->st, ID_BLOCK, &first) < 0)
+        if (store_reserve_ids(w->store, ID_BLOCK, &first) < 0)
             return -1;
         size_t cap = t->capblocks;
         if (grow((void **)&t->blocks, &cap, t->nblocks + 1, sizeof(size_t)) < 0)
@@ -282,7 +282,7 @@ static const uint8_t *externalize(engine *e, int blobs, const uint8_t *p, size_t
             const uint8_t *inner = wreader_take(&r, len);
             uint8_t h[WIRE_HASH_BYTES];
             hash128(inner, (size_t)len, h);
-            if (store_put_blob(e->w.st, h, inner, (size_t)len) < 0)
+            if (store_put_blob(e->w.store, h, inner, (size_t)len) < 0)
                 return NULL;
             wbuf_byte(out, WIRE_BLOB);
             wbuf_put(out, h, WIRE_HASH_BYTES);
@@ -303,7 +303,7 @@ static int write_segment(engine *e, txn *t, fn_def *f)
         return 0;
     w->segment.len = 0;
     if (seg_builder_finish(&f->seg, &w->segment) < 0 ||
-        store_add_segment(w->st, w->session_id, f->tape_id, &f->seg, w->segment.data,
+        store_add_segment(w->store, w->session_id, f->tape_id, &f->seg, w->segment.data,
                           w->segment.len) < 0)
         return -1;
     t->calls += f->seg.n;
@@ -483,8 +483,8 @@ static size_t process(engine *e, chunk *full, chunk *live, int finish)
     txn t;
     memset(&t, 0, sizeof t);
     int ok = ensure_store(e) == 0;
-    if (ok && store_begin(w->st) < 0) {
-        set_error(e, store_errmsg(w->st));
+    if (ok && store_begin(w->store) < 0) {
+        set_error(e, store_errmsg(w->store));
         ok = 0;
     }
     int began = ok;
@@ -505,8 +505,8 @@ static size_t process(engine *e, chunk *full, chunk *live, int finish)
         uint64_t dropped = e->producer_dropped + e->writer_dropped + t.dropped;
         pthread_mutex_unlock(&e->mu);
         w->counters[4] += (int64_t)(dropped - w->dropped_reported);
-        if (store_update_session(w->st, w->session_id, end, w->counters) < 0 ||
-            store_commit(w->st) < 0) {
+        if (store_update_session(w->store, w->session_id, end, w->counters) < 0 ||
+            store_commit(w->store) < 0) {
             w->counters[4] -= (int64_t)(dropped - w->dropped_reported);
             ok = 0;
         } else {
@@ -520,13 +520,13 @@ static size_t process(engine *e, chunk *full, chunk *live, int finish)
         }
     }
     if (!ok && began) {
-        set_error(e, store_errmsg(w->st));
-        store_rollback(w->st);
+        set_error(e, store_errmsg(w->store));
+        store_rollback(w->store);
         after_rollback(e, &t);
         t.dropped += t.calls; /* in segments of the transaction rolled back */
         t.calls = t.segments = t.bytes = 0;
     }
-    if (!ok && !w->st) {
+    if (!ok && !w->store) {
         /* nothing can be stored: builders must not grow without bound */
         for (size_t i = 0; i < w->nfns; i++)
             if (w->fns[i].bytes) {
@@ -663,7 +663,7 @@ static void forget_tape(writer_state *w)
 void writer_fork_reset(engine *e)
 {
     writer_state *w = &e->w;
-    w->st = NULL;      /* closed by engine_fork_prepare */
+    w->store = NULL;   /* closed by engine_fork_prepare */
     if (w->session_id) /* else the parent's own parent stays the child's */
         w->parent_session = w->session_id;
     w->session_id = 0;

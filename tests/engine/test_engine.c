@@ -8,6 +8,7 @@
  */
 #include "engine.h"
 #include "store.h"
+#include "store_sqlite.h" /* sq_db: to lower SQLite's limits */
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -1485,6 +1486,64 @@ static void test_store_reader(void)
     unlink(side);
 }
 
+/* Removes the tape `path` and its -wal and -shm files. */
+static void remove_tape(const char *path)
+{
+    char side[300];
+    unlink(path);
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+}
+
+/* A bind SQLite refuses (a value over its length limit) fails the
+ * statement with the store's error, unrun, and leaves it usable; on the
+ * reader's side the cursor is not made. */
+static void test_store_bind_failure(void)
+{
+    char path[] = "/tmp/calltape-engine-bind-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    char err[256];
+    store *sto = store_open_write(path, err, sizeof err);
+    CHECK(sto != NULL);
+    if (!sto)
+        return;
+    sqlite3 *db = sq_db(sto);
+    uint8_t hash[WIRE_HASH_BYTES] = {1}, data[200] = {0};
+    int64_t id = 0;
+    CHECK(store_begin(sto) == 0);
+    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 100);
+    CHECK(store_put_blob(sto, hash, data, sizeof data) < 0);
+    CHECK(strstr(store_errmsg(sto), "cannot store a blob: ") == store_errmsg(sto));
+    CHECK(strstr(store_errmsg(sto), "too big") != NULL);
+    char name[150];
+    memset(name, 'f', sizeof name);
+    CHECK(store_function(sto, "m", 1, name, sizeof name, "m.py", 4, 1, (const uint8_t *)"", 0,
+                         &id) < 0);
+    CHECK(strstr(store_errmsg(sto), "cannot look up a function: ") == store_errmsg(sto));
+    /* the next statement binds afresh: nothing of the failed one is left */
+    CHECK(store_put_blob(sto, hash, data, 10) == 0);
+    CHECK(store_function(sto, "m", 1, "f", 1, "m.py", 4, 1, (const uint8_t *)"", 0, &id) == 0);
+    CHECK(id > 0);
+    CHECK(store_commit(sto) == 0);
+    store_close(sto);
+    CHECK(query_int(path, "SELECT count(*) FROM blobs") == 1);
+    CHECK(query_int(path, "SELECT size FROM blobs") == 10);
+    sto = store_open_read(path, err, sizeof err);
+    CHECK(sto != NULL);
+    if (sto) {
+        store_err se;
+        sqlite3_limit(sq_db(sto), SQLITE_LIMIT_LENGTH, WIRE_HASH_BYTES - 1);
+        CHECK(store_read_blob(sto, hash, &se) == NULL);
+        CHECK(se.kind == STORE_FAILED && strstr(se.msg, "too big") != NULL);
+        store_close(sto);
+    }
+    remove_tape(path);
+}
+
 int main(void)
 {
     test_varint_and_skip();
@@ -1509,6 +1568,7 @@ int main(void)
     test_query_energy();
     test_query_reports_damage();
     test_store_reader();
+    test_store_bind_failure();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
