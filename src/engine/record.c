@@ -34,6 +34,7 @@ int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
         c->energy_pkg = wreader_varint(&r);
         c->energy_dram = wreader_varint(&r);
     }
+#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
     for (int i = 0; i < VALUE_NSLOTS; i++) {
         if (c->flags & value_flag((enum value_slot)i)) {
             c->value[i].len = (size_t)wreader_varint(&r);
@@ -80,11 +81,13 @@ void rec_put_call(wbuf *b, const call_rec *c)
         wbuf_varint(&body, c->energy_dram);
     }
     size_t extra = 0;
+#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
     for (int i = 0; i < VALUE_NSLOTS; i++)
         if (c->flags & value_flag((enum value_slot)i))
             extra += varint_size(c->value[i].len) + c->value[i].len;
     wbuf_varint(b, body.len + extra);
     wbuf_put(b, body.data, body.len);
+#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
     for (int i = 0; i < VALUE_NSLOTS; i++) {
         if (c->flags & value_flag((enum value_slot)i)) {
             wbuf_varint(b, c->value[i].len);

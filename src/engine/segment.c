@@ -102,6 +102,7 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
         wbuf_varint(x, (uint64_t)c->energy_pkg);
         wbuf_varint(x, (uint64_t)c->energy_dram);
     }
+#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
     for (int i = 0; i < VALUE_NSLOTS; i++) {
         if (c->flags & value_flag((enum value_slot)i)) {
             wbuf *col = &s->col[value_column((enum value_slot)i)];
@@ -390,6 +391,7 @@ int seg_reader_next(seg_reader *r, seg_call *c)
         c->energy_pkg = (int64_t)wreader_varint(x);
         c->energy_dram = (int64_t)wreader_varint(x);
     }
+#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
     for (int i = 0; i < VALUE_NSLOTS; i++) {
         if (c->flags & value_flag((enum value_slot)i)) {
             wreader *col = &r->col[value_column((enum value_slot)i)];
@@ -460,6 +462,7 @@ static int skip_rest(seg_reader *r)
                  ((flags & REC_HAS_ENERGY) ? 2 : 0);
     for (int k = 0; k < extras; k++)
         skip_varint(&r->col[COL_EXTRA]);
+#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
     for (int i = 0; i < VALUE_NSLOTS; i++) {
         if (flags & value_flag((enum value_slot)i)) {
             wreader *col = &r->col[value_column((enum value_slot)i)];

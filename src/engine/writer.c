@@ -351,9 +351,11 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     int blobs = (c.flags & REC_HAS_BLOBS) != 0;
     /* the args use the writer's scratch, the other values their own */
     wbuf scratch[VALUE_NSLOTS];
+#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
     for (int i = 1; i < VALUE_NSLOTS; i++)
         wbuf_init(&scratch[i], NULL, 0);
     int rc = 0;
+#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
     for (int i = 0; rc == 0 && i < VALUE_NSLOTS; i++) {
         if (c.flags & value_flag((enum value_slot)i)) {
             wbuf *out = i == VALUE_ARGS ? &w->scratch : &scratch[i];
@@ -364,6 +366,7 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     }
     if (rc == 0)
         rc = seg_builder_add(&f->seg, &s);
+#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
     for (int i = 1; i < VALUE_NSLOTS; i++)
         wbuf_free(&scratch[i]);
     if (rc < 0) {

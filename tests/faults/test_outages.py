@@ -107,14 +107,14 @@ def test_full_disk_while_recording(tmp_path, small_disk):
     exactly those not on the tape."""
     tape = small_disk / "t.db"
     proc = run_python(tmp_path, """
-        import json, warnings, calltape
+        import json, os, warnings, calltape
         warnings.simplefilter("ignore")
         @calltape.record
         def f(x, pad):
             return x
         made = 0
-        for i in range(40000):
-            f(i, "p" * 300)
+        for i in range(40000):  # about 6 MB even compressed: the 1 MB disk fills
+            f(i, os.urandom(150).hex())
             made += 1
         flushed = calltape.flush(timeout=30)
         st = calltape.stats()
