@@ -100,6 +100,11 @@ def _with_children(tape: str, s: dict[str, Any]) -> tuple[int, int, int, int, in
     return calls + in_children, lost, len(children), in_children, functions
 
 
+def _count(n: int, word: str) -> str:
+    """``_count(1, "call")`` is "1 call", ``_count(6001, "call")`` "6,001 calls"."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         include: list[str] | None = None, exclude: list[str] | None = None,
         args: bool = True, result: bool = True, cpu: bool = False, memory: bool = False,
@@ -177,7 +182,7 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
             kids = (f" ({in_children:,} of them in {nchildren:,} child process"
                     f"{'es' if nchildren > 1 else ''})" if nchildren else "")
             # the functions of the calls written, decorated ones included
-            print(f"calltape: recorded {calls:,} calls of {functions:,} functions"
+            print(f"calltape: recorded {_count(calls, 'call')} of {_count(functions, 'function')}"
                   f" onto {tape}{kids}{dropped} (see: calltape functions {tape})",
                   file=sys.stderr)
 

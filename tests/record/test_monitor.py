@@ -64,7 +64,7 @@ def test_script_sees_argv_main_and_exit_status(tmp_path):
     """})
     proc = calltape_run(tmp_path, ["prog.py", "a", "--flag"], rc=3)
     assert proc.stdout.strip() == "['prog.py', 'a', '--flag'] 42 True"
-    assert "calltape: recorded 1 calls of 1 functions onto" in proc.stderr
+    assert "calltape: recorded 1 call of 1 function onto" in proc.stderr
     _, calls = calls_by_name(tmp_path / "t.db")
     (c,) = calls["double"]
     assert c.args == {"x": 21} and c.result == 42 and c.module == "__main__"
