@@ -781,6 +781,17 @@ static void append_function(engine *e)
     wbuf_free(&body);
 }
 
+/* Fills `path` (64 bytes) with the name of a file that does not exist yet,
+ * /tmp/calltape-<what>-XXXXXX made unique by mkstemp. */
+static void fresh_path(char path[64], const char *what)
+{
+    snprintf(path, 64, "/tmp/calltape-%s-XXXXXX", what);
+    int fd = mkstemp(path);
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+}
+
 /* An engine for `path` whose process-local function 1 is defined; NULL
  * (counted as a failure) when it cannot be made. */
 static engine *start_engine(const char *path, size_t chunk_bytes, size_t max_buffer_bytes)
@@ -843,10 +854,8 @@ static int64_t query_int(const char *path, const char *sql)
 
 static void test_engine_end_to_end(void)
 {
-    char path[] = "/tmp/calltape-engine-test-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    unlink(path);
+    char path[64];
+    fresh_path(path, "engine-test");
     engine *e = start_engine(path, 4096 /* many chunk hand-offs */, 1 << 16);
     if (!e)
         return;
@@ -897,7 +906,7 @@ static void test_engine_end_to_end(void)
     CHECK(st != NULL);
     store_close(st);
     char bad[] = "/tmp/calltape-engine-bad-XXXXXX";
-    fd = mkstemp(bad);
+    int fd = mkstemp(bad);
     CHECK(write(fd, "not a database at all, just some text.....", 42) == 42);
     close(fd);
     CHECK(store_open_read(bad, err, sizeof err) == NULL);
@@ -941,10 +950,8 @@ static void *park_produce(void *arg)
 
 static void test_park_while_a_producer_appends(void)
 {
-    char path[] = "/tmp/calltape-park-test-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    unlink(path);
+    char path[64];
+    fresh_path(path, "park-test");
     engine *e = start_engine(path, 4096, 1 << 16);
     if (!e)
         return;
@@ -999,10 +1006,8 @@ static void *wait_for_room(void *arg)
  * and nothing is lost. */
 static void test_back_pressure_answers_full(void)
 {
-    char path[] = "/tmp/calltape-full-test-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    unlink(path);
+    char path[64];
+    fresh_path(path, "full-test");
     engine *e = start_engine(path, 4096, 1 << 16);
     if (!e)
         return;
@@ -1056,10 +1061,8 @@ static void test_back_pressure_answers_full(void)
  * it counted as dropped, the tape made again for the calls after. */
 static void test_deleted_tape_is_noticed(void)
 {
-    char path[] = "/tmp/calltape-deleted-test-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    unlink(path);
+    char path[64];
+    fresh_path(path, "deleted-test");
     engine *e = start_engine(path, 0, 0);
     if (!e)
         return;
@@ -1144,10 +1147,8 @@ static int count_energy(store *st, int bounds, int64_t pkg, int64_t dram)
  * even ones only), two calls without energy. */
 static void test_query_energy(void)
 {
-    char path[] = "/tmp/calltape-energy-test-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    unlink(path);
+    char path[64];
+    fresh_path(path, "energy-test");
     engine *e = start_engine(path, 0, 0);
     if (!e)
         return;
@@ -1260,10 +1261,8 @@ static int query_all(store *st, int64_t since, int64_t *segment, int *status)
  * than the function table counts (rows an index hides). */
 static void test_query_reports_damage(void)
 {
-    char path[] = "/tmp/calltape-damage-test-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    unlink(path);
+    char path[64];
+    fresh_path(path, "damage-test");
     engine *e = start_engine(path, 0, 0);
     if (!e)
         return;
@@ -1405,10 +1404,8 @@ static void test_segment_packed(void)
  * id, a missing blob, a listing and its loads. */
 static void test_store_reader(void)
 {
-    char path[] = "/tmp/calltape-store-test-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    unlink(path);
+    char path[64];
+    fresh_path(path, "store-test");
     engine *e = start_engine(path, 0, 0);
     if (!e)
         return;
