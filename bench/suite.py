@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -270,6 +271,7 @@ class Run:
     seconds: float
     counts: dict[str, int]
     status: int
+    cpu: float = 0.0  # user + system seconds of the process and its children
     calls: int = 0
     dropped: int = 0
     tape_bytes: int = 0
@@ -308,12 +310,15 @@ def variants(env: Env, suite: Suite, tape: Path) -> dict[str, list[str]]:
 def run_once(env: Env, argv: list[str], tape: Path | None) -> Run:
     """Run one variant in the suite's folder; a tape it wrote is measured."""
     shutil.rmtree(env.root / ".hypothesis", ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(argv, check=False, capture_output=True, text=True, cwd=env.root,
                           env=clean_env(), stdin=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     output = proc.stdout + proc.stderr
-    run = Run(seconds, outcomes(proc.stdout), proc.returncode, tail=output[-3000:])
+    run = Run(seconds, outcomes(proc.stdout), proc.returncode, cpu=cpu, tail=output[-3000:])
     if tape is not None:
         run.calls, run.dropped, run.tape_bytes = tape_figures(tape)
     return run
@@ -336,7 +341,8 @@ def measure(env: Env, suite: Suite, args: argparse.Namespace, work: Path) -> dic
                 remove_tape(tape)
             run = run_once(env, [*vs[name], *pytest_args], tape if records else None)
             runs[name].append(run)
-            print(f"  round {r + 1}/{args.rounds} {name}: {run.seconds:.1f} s,"
+            print(f"  round {r + 1}/{args.rounds} {name}: {run.seconds:.1f} s"
+                  f" ({run.cpu:.1f} s CPU),"
                   f" {outcome_text(run.counts)}", flush=True)
     return runs
 
@@ -353,20 +359,24 @@ def human(n: float) -> str:
 def report_runs(runs: dict[str, list[Run]]) -> dict[str, Any]:
     """Print the side-by-side table and any change of outcomes; return the medians."""
     base = statistics.median(r.seconds for r in runs["python -m pytest"])
+    base_cpu = statistics.median(r.cpu for r in runs["python -m pytest"]) or 1e-9
     plain = runs["python -m pytest"][0].counts
-    print("\n| variant | wall s (median) | x plain | outcomes | warnings | calls recorded"
-          " | tape | bytes per call |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|")
+    print("\n| variant | wall s (median) | x plain | CPU s (median) | x plain | outcomes"
+          " | warnings | calls recorded | tape | bytes per call |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     summary: dict[str, Any] = {}
     for name, rs in runs.items():
         med = statistics.median(r.seconds for r in rs)
+        cpu = statistics.median(r.cpu for r in rs)
         last = rs[-1]
         calls = f"{last.calls:,}" + (f" ({last.dropped:,} dropped)" if last.dropped else "")
         per = f"{last.tape_bytes / last.calls:,.0f}" if last.calls else ""
-        print(f"| {name} | {med:.1f} | {med / base:.2f} | {outcome_text(last.counts)} |"
+        print(f"| {name} | {med:.1f} | {med / base:.2f} | {cpu:.1f} | {cpu / base_cpu:.2f} |"
+              f" {outcome_text(last.counts)} |"
               f" {last.counts.get('warnings', 0):,} | {calls if last.calls else ''} |"
               f" {human(last.tape_bytes) if last.calls else ''} | {per} |")
         summary[name] = {"seconds": [r.seconds for r in rs], "median": med,
+                         "cpu": [r.cpu for r in rs], "cpu_median": cpu,
                          "counts": [r.counts for r in rs], "calls": last.calls,
                          "dropped": last.dropped, "tape_bytes": last.tape_bytes}
     strip = {k: v for k, v in plain.items() if k != "warnings"}
@@ -483,22 +493,27 @@ def run_suite(name: str, suite: Suite, args: argparse.Namespace, cache: Path) ->
 
 def summary_table(all_figures: list[dict[str, Any]]) -> None:
     """One line per suite: times, ratios, calls, tape and replay counts."""
-    print("\n## summary (medians; x: ratio to plain python -m pytest)\n")
-    print("| suite | plain s | cProfile s | calltape s | calls | tape | B/call"
+    print("\n## summary (medians; x: ratio to plain python -m pytest; CPU: user + system"
+          " seconds, the figure to trust on a loaded machine)\n")
+    print("| suite | plain s | cProfile s | calltape s | plain CPU s | cProfile CPU s"
+          " | calltape CPU s | calltape / cProfile CPU | calls | tape | B/call"
           " | replay passed | changed | failed | skipped |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for f in all_figures:
         r = f["runs"]
-        base = r["python -m pytest"]["median"]
-        prof = r["cProfile"]["median"]
+        base, base_cpu = r["python -m pytest"]["median"], r["python -m pytest"]["cpu_median"]
+        prof, prof_cpu = r["cProfile"]["median"], r["cProfile"]["cpu_median"]
         ct = r.get("calltape run")
         cts = f"{ct['median']:.1f} ({ct['median'] / base:.1f}x)" if ct else "skipped"
+        ct_cpu = (f"{ct['cpu_median']:.1f} ({ct['cpu_median'] / base_cpu:.1f}x) |"
+                  f" {ct['cpu_median'] / prof_cpu:.2f}") if ct else "skipped | -"
         calls = ct["calls"] if ct else 0
         c = f.get("replay", {}).get("counts", {})
         rep = " | ".join(f"{c[s]:,}" if c else "-" for s in ("passed", "changed", "failed",
                                                               "skipped"))
         print(f"| {f['suite']} {f['version']} | {base:.1f} | {prof:.1f} ({prof / base:.1f}x) |"
-              f" {cts} | {calls:,} | {human(ct['tape_bytes']) if calls else '-'} |"
+              f" {cts} | {base_cpu:.1f} | {prof_cpu:.1f} ({prof_cpu / base_cpu:.1f}x) |"
+              f" {ct_cpu} | {calls:,} | {human(ct['tape_bytes']) if calls else '-'} |"
               f" {ct['tape_bytes'] / calls if calls else 0:,.0f} | {rep} |")
 
 
