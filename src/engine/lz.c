@@ -37,6 +37,27 @@ static uint32_t lz_hash(uint32_t v)
     return (v * 2654435761u) >> (32 - LZ_HASH_BITS);
 }
 
+/* How many bytes `a` and `b` have in common from their start, at most
+ * `max`: eight at a time where the machine is little-endian (the first
+ * differing byte is the lowest set byte of their XOR), the same answer as
+ * comparing byte by byte. */
+static size_t lz_common(const uint8_t *a, const uint8_t *b, size_t max)
+{
+    size_t len = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    for (; len + 8 <= max; len += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + len, 8);
+        memcpy(&y, b + len, 8);
+        if (x != y)
+            return len + ((size_t)__builtin_ctzll(x ^ y) >> 3);
+    }
+#endif
+    while (len < max && a[len] == b[len])
+        len++;
+    return len;
+}
+
 /* Writes `n` as the 4-bit field rest: bytes of 255 then the remainder. */
 static uint8_t *lz_put_extra(uint8_t *q, size_t n)
 {
@@ -89,9 +110,9 @@ size_t lz_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap)
             ip += 1 + ((ip - anchor) >> 6); /* skip faster through what does not repeat */
             continue;
         }
-        size_t len = LZ_MIN_MATCH;
-        while (ip + len < n && src[ref + len] == src[ip + len])
-            len++;
+        size_t len = LZ_MIN_MATCH +
+                     lz_common(src + ref + LZ_MIN_MATCH, src + ip + LZ_MIN_MATCH,
+                               n - ip - LZ_MIN_MATCH);
         while (ip > anchor && ref > 0 && src[ip - 1] == src[ref - 1]) {
             ip--; /* the match may start earlier */
             ref--;

@@ -1349,6 +1349,21 @@ static void test_lz(void)
         safe &= rc == 0 || rc == -1;
     }
     CHECK(safe);
+    /* matches that end at every byte of a word, and at the input's end:
+     * 40-byte records repeating with the byte at `at` changed each time */
+    int whole = 1, packs = 1;
+    for (size_t at = 0; at < 40; at++) {
+        static uint8_t rec[4000];
+        for (size_t i = 0; i < sizeof rec; i++)
+            rec[i] = i % 40 == at ? (uint8_t)(i / 40)
+                                  : (uint8_t)"a repeated call record of forty bytes..."[i % 40];
+        size_t r = lz_compress(rec, sizeof rec, packed, sizeof packed);
+        whole &= r > 0 && lz_decompress(packed, r, back, sizeof rec) == 0 &&
+                 memcmp(back, rec, sizeof rec) == 0;
+        packs &= r < sizeof rec / 4;
+    }
+    CHECK(whole);
+    CHECK(packs);
 }
 
 /* Format 3 packs a large arguments column and reads it back unpacked. */

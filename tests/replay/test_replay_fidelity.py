@@ -111,6 +111,32 @@ def make(v):
     return Opaque(v)
 
 
+class Loader:
+    pass
+
+
+class Spec:
+    """As importlib's ModuleSpec: == compares the loader, which has no ==, by identity."""
+
+    def __init__(self, name, loader):
+        self.name, self.loader = name, loader
+
+    def __eq__(self, other):
+        return self.name == other.name and self.loader == other.loader
+
+
+def find_spec(loader, name):
+    return Spec(name, loader)
+
+
+COUNTER = [0]
+
+
+def numbered(loader):
+    COUNTER[0] += 1
+    return Spec(f"n{COUNTER[0]}", loader)
+
+
 def deep(value):
     return 1
 
@@ -132,6 +158,8 @@ def run():
     r.double
     r.triple
     make([1, 2])
+    find_spec(Loader(), "pkg.mod")
+    numbered(Loader())
 '''
 
 
@@ -212,6 +240,11 @@ def test_private_methods_and_properties(recorded):
 def test_objects_without_eq_compare_structurally(recorded):
     tape, _ = recorded
     assert [o.status for o in outcomes(tape, "make")] == ["passed"]
+    # an own == that compares a part by identity: the same state is equal...
+    assert [o.status for o in outcomes(tape, "find_spec")] == ["passed"]
+    # ...and a different state is still a change, said where
+    (changed,) = outcomes(tape, "numbered")
+    assert changed.status == "changed" and "name" in changed.diff, changed
     assert calltape.compare(decimal.Decimal("NaN"), decimal.Decimal("NaN")) is None
     assert calltape.compare(decimal.Decimal("NaN"), decimal.Decimal(1)) is not None
 

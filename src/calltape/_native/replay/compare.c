@@ -10,8 +10,9 @@
  *   - floats (and float/int pairs): NaN equals NaN (decimal NaNs too), and
  *     |a - b| <= max(rel * max(|a|, |b|), abs);
  *   - lists and tuples item by item, dicts key by key, sets as sets;
- *   - an object whose type has no __eq__ of its own, or whose == fails,
- *     compares by its encoded wire form (what the tape would hold);
+ *   - an object of the same type as the recorded one with the same encoded
+ *     wire form (what the tape would hold: its type and state) is equal,
+ *     whether its type has no __eq__, its == fails or its == says no;
  *   - objects of one type with a __dict__ are searched attribute by
  *     attribute to say where they differ.
  * The diff names the place, Python-style, recorded value first:
@@ -475,10 +476,11 @@ static int cmp_values(cmp *c, PyObject *a, PyObject *b, int depth)
         return cmp_dicts(c, a, b, depth, 0);
     if (ta == &PySet_Type || ta == &PyFrozenSet_Type)
         return cmp_sets(c, a, b);
-    if (!has_own_eq(ta) || eq_failed) {
-        if (same_encoding(c, a, b))
-            return 0;
-    }
+    /* the same type and the same state, as the tape would hold it: equal,
+     * whatever an own == says (one that compares parts by identity, such as
+     * ModuleSpec's loader, can never hold for a rebuilt copy) */
+    if (same_encoding(c, a, b))
+        return 0;
     /* look inside objects of one type to say where they differ */
     int has_dict = ta->tp_dictoffset != 0 || (ta->tp_flags & Py_TPFLAGS_MANAGED_DICT);
     PyObject *da = has_dict ? PyObject_GenericGetDict(a, NULL) : NULL;
