@@ -110,9 +110,8 @@ size_t lz_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap)
             ip += 1 + ((ip - anchor) >> 6); /* skip faster through what does not repeat */
             continue;
         }
-        size_t len = LZ_MIN_MATCH +
-                     lz_common(src + ref + LZ_MIN_MATCH, src + ip + LZ_MIN_MATCH,
-                               n - ip - LZ_MIN_MATCH);
+        size_t len = LZ_MIN_MATCH + lz_common(src + ref + LZ_MIN_MATCH, src + ip + LZ_MIN_MATCH,
+                                              n - ip - LZ_MIN_MATCH);
         while (ip > anchor && ref > 0 && src[ip - 1] == src[ref - 1]) {
             ip--; /* the match may start earlier */
             ref--;

@@ -1356,7 +1356,7 @@ static void test_lz(void)
         static uint8_t rec[4000];
         for (size_t i = 0; i < sizeof rec; i++)
             rec[i] = i % 40 == at ? (uint8_t)(i / 40)
-                                  : (uint8_t)"a repeated call record of forty bytes..."[i % 40];
+                                  : (uint8_t) "a repeated call record of forty bytes..."[i % 40];
         size_t r = lz_compress(rec, sizeof rec, packed, sizeof packed);
         whole &= r > 0 && lz_decompress(packed, r, back, sizeof rec) == 0 &&
                  memcmp(back, rec, sizeof rec) == 0;

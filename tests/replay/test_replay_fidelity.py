@@ -303,3 +303,36 @@ def test_a_marker_at_any_depth_is_a_skip(tmp_path, monkeypatch):
     assert calltape.flush(timeout=30)
     o = calltape.open(tape, allow=["deep_subject"]).replay()[0]
     assert o.status == "skipped" and "was not recorded" in o.reason
+
+
+def test_a_marker_inside_a_partial_or_a_deque_is_a_skip(tmp_path, monkeypatch):
+    """toolz' curry holds a functools.partial: a lambda among its keywords is not recorded."""
+    import collections
+    import functools
+
+    (tmp_path / "partial_subject.py").write_text(textwrap.dedent("""
+        def apply(p, x):
+            return p(x)
+
+        def total(d):
+            return sum(f() for f in d)
+
+        def add(x, f):
+            return f(x)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("partial_subject", None)
+    mod = importlib.import_module("partial_subject")
+    tape = tmp_path / "p.db"
+    with calltape.monitor(include=["partial_subject"], tape=tape):
+        mod.apply(functools.partial(mod.add, f=lambda v: v + 1), 3)
+        mod.total(collections.deque([lambda: 1, lambda: 2]))
+        mod.apply(functools.partial(mod.add, f=abs), -3)
+    assert calltape.flush(timeout=30)
+    t = calltape.open(tape, allow=["partial_subject"])
+    apply_a, apply_b = t.replay(function="apply")
+    (total,) = t.replay(function="total")
+    assert apply_b.status == "passed", apply_b
+    for o in (apply_a, total):
+        assert o.status == "skipped", o
+        assert "was not recorded" in o.reason and "lambda" in o.reason, o.reason

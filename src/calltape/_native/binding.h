@@ -95,6 +95,11 @@ enum ct_how {
     CT_BY_REFUSE,
 };
 
+/* 1 when the type named `full` (module.qualname, or a built-in type's
+ * tp_name) is a standard-library data type captured by its own reduce,
+ * which runs no user code (typeinfo.c's list), 0 when not.  Never raises. */
+int ct_reduce_known(const char *full);
+
 typedef struct ct_typeinfo {
     PyTypeObject *tp; /* the key, borrowed; NULL: a free slot */
     PyObject *alive;  /* weak reference to tp (heap types), else NULL */

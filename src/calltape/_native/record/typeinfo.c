@@ -179,8 +179,7 @@ static int typeinfo_name(ct_typeinfo *e, PyTypeObject *tp)
     return 0;
 }
 
-/* 1 when a type named `full` (module.qualname) is in objects_reduce_names. */
-static int reduce_known(const char *full)
+int ct_reduce_known(const char *full)
 {
     for (int i = 0; objects_reduce_names[i]; i++)
         if (strcmp(full, objects_reduce_names[i]) == 0)
@@ -358,7 +357,7 @@ static int typeinfo_decide(ct_capture *c, ct_typeinfo *e, PyTypeObject *tp)
     } else if (mro_has_name(Py_TYPE(tp), "EnumType") || mro_has_name(Py_TYPE(tp), "EnumMeta")) {
         e->how = CT_BY_OBJECT;
         e->kind = WIRE_KIND_ENUM;
-    } else if (reduce_known(full) || mro_has_name(tp, "numpy.generic") ||
+    } else if (ct_reduce_known(full) || mro_has_name(tp, "numpy.generic") ||
                mro_has_name(tp, "numpy.dtype")) {
         e->how = CT_BY_OBJECT;
         e->kind = WIRE_KIND_REDUCE;

@@ -88,8 +88,35 @@ PyObject *rp_bind_problem(PyObject *fn, PyObject *names, PyObject *args, PyObjec
     return NULL;
 }
 
-/* 1 when `v` is (or holds, at any depth, inside lists, tuples, sets, dicts
- * and the attributes of objects) a marker of a value that was not
+/* The parts of a standard-library value that keeps them in C (a partial's
+ * func, args and keywords, a deque's items), from its own reduce, which runs
+ * no user code, with the iterators of the reduce made lists; NULL (no
+ * exception) when `v` is not one of those. */
+static PyObject *reduced_parts(ct_state *st, PyObject *v)
+{
+    PyTypeObject *tp = Py_TYPE(v); /* a type made in C: its tp_name is module.name */
+    if (tp->tp_dealloc == st->objects.subtype_dealloc || !ct_reduce_known(tp->tp_name))
+        return NULL;
+    PyObject *parts = NULL, *red = PyObject_CallMethod(v, "__reduce_ex__", "i", 4);
+    if (!red || !PyTuple_Check(red))
+        goto done;
+    parts = PyList_New(0);
+    for (Py_ssize_t i = 1; parts && i < PyTuple_GET_SIZE(red); i++) {
+        PyObject *item = PyTuple_GET_ITEM(red, i);
+        PyObject *part = PyIter_Check(item) ? PySequence_List(item) : Py_NewRef(item);
+        if (!part || PyList_Append(parts, part) < 0)
+            Py_CLEAR(parts);
+        Py_XDECREF(part);
+    }
+done:
+    Py_XDECREF(red);
+    PyErr_Clear();
+    return parts;
+}
+
+/* 1 when `v` is (or holds, at any depth, inside lists, tuples, sets, dicts,
+ * the attributes of objects and the parts of standard-library values such
+ * as a partial's keywords) a marker of a value that was not
  * recorded; *found then names it (borrowed).  `seen` (a set of ids, or
  * NULL at the top) keeps shared and cyclic values from being walked twice. */
 static int find_marker_in(ct_state *st, PyObject *v, PyObject **found, int depth, PyObject *seen)
@@ -128,6 +155,10 @@ static int find_marker_in(ct_state *st, PyObject *v, PyObject **found, int depth
     if (items && !hit)
         hit = find_marker_in(st, items, found, depth + 1, seen);
     Py_XDECREF(items);
+    PyObject *parts = hit || PyList_Check(v) || PyTuple_Check(v) ? NULL : reduced_parts(st, v);
+    if (parts)
+        hit = find_marker_in(st, parts, found, depth + 1, seen);
+    Py_XDECREF(parts);
     if (!hit && Py_TYPE(v)->tp_dealloc == st->objects.subtype_dealloc) {
         PyObject *slots = ct_slot_values(st, v);
         hit = slots && find_marker_in(st, slots, found, depth + 1, seen);
