@@ -452,16 +452,29 @@ static PyObject *Call_get_value_slot(ct_call *c, void *closure)
     return call_value(c, s->what, ct_call_value(c, s->slot), ct_call_value_len(c, s->slot));
 }
 
-/* The bounded preview of the arguments (values in parameter order). */
-static PyObject *call_preview(ct_call *c, size_t limit)
+/* The bounded preview of the arguments (values in parameter order), each
+ * keyword-only one as name=value when `named`. */
+static PyObject *call_preview(ct_call *c, size_t limit, int named)
 {
     wbuf out;
     wbuf_init(&out, NULL, 0);
     const uint8_t *p = ct_call_value(c, VALUE_ARGS);
     const uint8_t *end = p + ct_call_value_len(c, VALUE_ARGS);
-    for (int first = 1; p && p < end; first = 0) {
-        if (!first)
+    named = named && !(c->flags & REC_UNBOUND) && c->fn->kinds;
+    for (Py_ssize_t i = 0; p && p < end; i++) {
+        if (i)
             wbuf_put(&out, ", ", 2);
+        if (named && i < c->fn->nparams && i < PyTuple_GET_SIZE(c->fn->names) &&
+            c->fn->kinds[i] == 3) { /* keyword-only */
+            Py_ssize_t n = 0;
+            const char *name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(c->fn->names, i), &n);
+            if (!name) {
+                wbuf_free(&out);
+                return NULL;
+            }
+            wbuf_put(&out, name, (size_t)n);
+            wbuf_put(&out, "=", 1);
+        }
         p = wire_preview(p, end, &out, limit);
     }
     return ct_wbuf_text(&out);
@@ -470,7 +483,7 @@ static PyObject *call_preview(ct_call *c, size_t limit)
 static PyObject *Call_get_preview(ct_call *c, void *unused)
 {
     (void)unused;
-    return call_preview(c, CT_PREVIEW_LIMIT);
+    return call_preview(c, CT_PREVIEW_LIMIT, 0);
 }
 
 static PyObject *Call_get_function_obj(ct_call *c, void *unused)
@@ -540,7 +553,7 @@ static PyObject *Call_repr(PyObject *self)
         return NULL;
     char dur[32];
     ct_format_duration(dur, sizeof dur, (double)c->duration / 1e9);
-    PyObject *args = call_preview(c, 120), *outcome = NULL, *out = NULL;
+    PyObject *args = call_preview(c, 120, 1), *outcome = NULL, *out = NULL;
     if (!args)
         return NULL;
     if (ct_call_value_len(c, VALUE_RESULT)) {
