@@ -628,12 +628,28 @@ static PyObject *Call_readable(PyObject *self, PyObject *unused)
     return ct_call_readable((ct_call *)self);
 }
 
+/* call.readable_slot(name): "locals", "globals" or "yielded". */
+static PyObject *Call_readable_slot(PyObject *self, PyObject *name)
+{
+    static const call_slot *const slots[] = {&CALL_LOCALS, &CALL_GLOBALS, &CALL_YIELDS};
+    static const char *const names[] = {"locals", "globals", "yielded"};
+    for (int i = 0; i < 3; i++)
+        if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, names[i]) == 0)
+            return ct_call_readable_slot((ct_call *)self, slots[i]->slot);
+    return PyErr_Format(PyExc_ValueError,
+                        "readable_slot() takes 'locals', 'globals' or 'yielded', not %.200R", name);
+}
+
 static PyMethodDef Call_methods[] = {
     {"readable", Call_readable, METH_NOARGS,
      "readable() -> (args, defaults, outcome): the values for reading, each rebuilt on its\n"
      "own (one that cannot be rebuilt here is calltape.Unreadable(type, preview, reason)),\n"
      "the names of arguments that took their default, and the result or ExceptionInfo.\n\n"
      ">>> args, defaults, result = tape.call(42).readable()"},
+    {"readable_slot", Call_readable_slot, METH_O,
+     "readable_slot(name) -> the call's 'locals' or 'globals' (a dict) or what it 'yielded'\n"
+     "(a list), each entry rebuilt on its own as readable() does, or None when not recorded.\n\n"
+     ">>> tape.call(42).readable_slot('locals')"},
     {"children", Call_children, METH_NOARGS,
      "children() -> list of the recorded calls this call made directly, oldest first."},
     {"replay", (PyCFunction)(void (*)(void))Call_replay, METH_VARARGS | METH_KEYWORDS,
