@@ -452,29 +452,63 @@ static PyObject *Call_get_value_slot(ct_call *c, void *closure)
     return call_value(c, s->what, ct_call_value(c, s->slot), ct_call_value_len(c, s->slot));
 }
 
-/* The bounded preview of the arguments (values in parameter order), each
- * keyword-only one as name=value when `named`. */
+/* How the repr writes the argument value at `p` of parameter kind `kind`
+ * (inspect.Parameter's): its prefix ("*", "**", or the name and "=" of a
+ * keyword-only one, put in `out`), or 0 to leave it out (an empty *args or
+ * **kwargs).  -1 with an exception. */
+static int call_arg_prefix(ct_call *c, Py_ssize_t i, const uint8_t *p, const uint8_t *end,
+                           wbuf *out)
+{
+    uint8_t kind = c->fn->kinds[i];
+    if (kind == 2 || kind == 4) { /* *args, **kwargs */
+        wire_tok t;
+        const uint8_t *q = wire_next(p, end, &t);
+        while (q && t.tag == WIRE_DEFAULT)
+            q = wire_next(q, end, &t);
+        if (q && (t.tag == WIRE_TUPLE || t.tag == WIRE_DICT) && t.u == 0)
+            return 0;
+        wbuf_put(out, "**", kind == 2 ? 1 : 2);
+    } else if (kind == 3) { /* keyword-only */
+        Py_ssize_t n = 0;
+        const char *name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(c->fn->names, i), &n);
+        if (!name)
+            return -1;
+        wbuf_put(out, name, (size_t)n);
+        wbuf_put(out, "=", 1);
+    }
+    return 1;
+}
+
+/* The bounded preview of the arguments (values in parameter order); when
+ * `named`, as a call is written: each keyword-only one as name=value,
+ * *args and **kwargs unpacked with * and ** (left out when empty). */
 static PyObject *call_preview(ct_call *c, size_t limit, int named)
 {
-    wbuf out;
+    wbuf out, prefix;
     wbuf_init(&out, NULL, 0);
     const uint8_t *p = ct_call_value(c, VALUE_ARGS);
     const uint8_t *end = p + ct_call_value_len(c, VALUE_ARGS);
     named = named && !(c->flags & REC_UNBOUND) && c->fn->kinds;
-    for (Py_ssize_t i = 0; p && p < end; i++) {
-        if (i)
-            wbuf_put(&out, ", ", 2);
-        if (named && i < c->fn->nparams && i < PyTuple_GET_SIZE(c->fn->names) &&
-            c->fn->kinds[i] == 3) { /* keyword-only */
-            Py_ssize_t n = 0;
-            const char *name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(c->fn->names, i), &n);
-            if (!name) {
-                wbuf_free(&out);
-                return NULL;
-            }
-            wbuf_put(&out, name, (size_t)n);
-            wbuf_put(&out, "=", 1);
+    Py_ssize_t nnames = named ? PyTuple_GET_SIZE(c->fn->names) : 0;
+    for (Py_ssize_t i = 0, shown = 0; p && p < end; i++) {
+        uint8_t store[128];
+        wbuf_init(&prefix, store, sizeof store);
+        int rc =
+            named && i < c->fn->nparams && i < nnames ? call_arg_prefix(c, i, p, end, &prefix) : 1;
+        if (rc < 0) {
+            wbuf_free(&prefix);
+            wbuf_free(&out);
+            return NULL;
         }
+        if (rc == 0) {
+            wbuf_free(&prefix);
+            p = wire_skip(p, end);
+            continue;
+        }
+        if (shown++)
+            wbuf_put(&out, ", ", 2);
+        wbuf_put(&out, prefix.data, prefix.len);
+        wbuf_free(&prefix);
         p = wire_preview(p, end, &out, limit);
     }
     return ct_wbuf_text(&out);
