@@ -459,17 +459,23 @@ def _print_replay(report: Any, verbose: bool, color: bool) -> None:
     marks = {"passed": "32", "changed": "33", "failed": "31", "skipped": "2"}
     shown = [o for o in report if verbose or o.status in ("changed", "failed")]
     if shown:
-        rows = [[o.status, str(o.call_id), o.function, format_duration(o.duration)]
+        rows = [[o.status, str(o.call_id), _cell(o.function, 60), format_duration(o.duration)]
                 for o in shown]
-        table = _table(rows, ["status", "id", "function", "took"], {1, 3}, color).splitlines()
-        print(table[0])
-        width = max(40, _terminal_width() - 6)
-        for o, line in zip(shown, table[1:]):
-            if color:
-                line = f"\033[{marks[o.status]}m{o.status}\033[0m" + line[len(o.status):]
-            print(line)
-            for text in _wrap(o.diff or o.reason or "", width):
-                print("      " + text)
+        table = _table(rows, ["status", "id", "function", "took"], {1, 3}, False).splitlines()
+        at = max(_width(ln) for ln in table) + 2  # the detail column
+        room = _terminal_width() - at
+        if room < 30:  # a narrow terminal: the detail goes under the call, indented
+            at, room = 6, _terminal_width() - 6
+        head = table[0].ljust(at) + "detail"
+        print(f"\033[1m{head}\033[0m" if color else head)
+        for o, plain in zip(shown, table[1:]):
+            line = (f"\033[{marks[o.status]}m{o.status}\033[0m" + plain[len(o.status):]
+                    if color else plain)
+            detail = _wrap(o.diff or o.reason or "", room)
+            first = detail.pop(0) if detail and at > 6 else ""
+            print((line + " " * (at - _width(plain)) + first).rstrip())
+            for text in detail:
+                print(" " * at + text)
     hidden = len(report) - len(shown)
     print(", ".join(f"{n} {s}" for s, n in report.counts.items())
           + (f"; recorded as session {report.session}" if report.session else "")
