@@ -201,7 +201,7 @@ def test_reprs_of_calls_and_exceptions(recorded):
     assert repr(tape.call(ids["scaled"][1])).startswith(
         f"<Call {ids['scaled'][1]} scaled(1, by=2) returned 6 in ")
     bad = tape.call(ids["bad"][0])
-    assert f"bad('bad') raised KeyError('bad') in " in repr(bad)
+    assert "bad('bad') raised KeyError('bad') in " in repr(bad)
     assert repr(bad.exception) == "KeyError('bad')"
     assert repr(calltape.ExceptionInfo("builtins.ValueError", "no")) == "ValueError('no')"
     assert repr(calltape.ExceptionInfo("app.core.OutOfStock", "")) == "OutOfStock()"
@@ -302,7 +302,7 @@ def test_search_says_how_many_more_calls_and_how_to_see_them(searched):
 def test_search_that_finds_nothing_says_so_and_exits_1(searched):
     proc = calltape_cmd(searched, "search", "t.db", "--function", "nothing")
     assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.splitlines() == [f"calltape: no recorded call matches in t.db"]
+    assert proc.stderr.splitlines() == ["calltape: no recorded call matches in t.db"]
     as_json = calltape_cmd(searched, "search", "t.db", "--function", "nothing", "--json")
     assert as_json.returncode == 1 and json.loads(as_json.stdout) == []
 
@@ -436,10 +436,10 @@ def test_warnings_of_calltape_run_never_point_into_calltape(tmp_path):
 
 def test_a_bad_option_value_names_the_option():
     cases = {
-        "buffer_bytes": ("64 MiB", "buffer_bytes must be an integer number of bytes, at least"
-                                   " 4 MiB (such as 64 << 20 for 64 MiB), not str '64 MiB'"),
-        "flush_interval": ("1s", "flush_interval must be a number of seconds between 0 and"
-                                 " 3600 (such as 0.5), not str '1s'"),
+        "buffer_bytes": ("64 MiB", ("buffer_bytes must be an integer number of bytes, at least"
+                                    " 4 MiB (such as 64 << 20 for 64 MiB), not str '64 MiB'")),
+        "flush_interval": ("1s", ("flush_interval must be a number of seconds between 0 and"
+                                  " 3600 (such as 0.5), not str '1s'")),
         "max_value_bytes": ("4k", "max_value_bytes must be an integer >= 16, not str '4k'"),
     }
     for option, (value, message) in cases.items():
