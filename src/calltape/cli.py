@@ -1,16 +1,24 @@
 """The ``calltape`` command: argument parsing and printing only.
 
     calltape functions [TAPE]
-    calltape search [TAPE] --function price --since 2h --min-duration 0.01
-    calltape show [TAPE] CALL_ID
+    calltape search [TAPE] --function price --since 2h --min-duration 0.01   (exit 1: no match)
+    calltape show [TAPE] CALL_ID          (every field the tape holds for the call)
     calltape sessions [TAPE]
-    calltape replay [TAPE] [CALL_ID ...] --function price --trust   (exit 5: nothing replayed)
-    calltape make-tests [TAPE] --function price --out tests/test_recorded_price.py
+    calltape replay [TAPE] [CALL_ID ...] --function price --trust [-v]  (exit 5: nothing replayed)
+    calltape make-tests [TAPE] --function price --out tests/test_recorded_price.py [--all]
     calltape run [--tape PATH] [--include PKG] ... (script.py | -m module) [args ...]
+    calltape --version
 
 TAPE defaults to $CALLTAPE_TAPE, then ./calltape.db.  --json prints JSON for
 scripts.  Every error a user can cause, a damaged tape included (TapeError,
 on every command), prints one sentence and exits 2.
+
+Output scales with the tape: search prints at most --limit calls and says how
+many more matched; replay lists the calls that changed or failed (-v: all)
+and a summary line; make-tests writes one test per distinct function and
+arguments.  Table cells are escaped (one value, one line) and cut with "…";
+diffs and reasons wrap between words.  Each subcommand's --help ends with
+examples (EXAMPLES).
 """
 
 from __future__ import annotations

@@ -187,7 +187,9 @@ PyObject *ct_tape_search(ct_tape *t, PyObject *args, PyObject *kw);
  * list.  NULL with an exception set. */
 PyObject *ct_tape_calls_by_id(ct_tape *t, PyObject *function);
 
-/* The calls `c` made directly, oldest first: a new list, or NULL. */
+/* The calls `c` made directly, oldest first: a new list, or NULL.  The
+ * search is of c's session and thread within its time span, and a call
+ * whose parent is not `c` is passed over before a Call is made. */
 PyObject *ct_call_children(ct_call *c);
 
 /* Seconds (int or float) or a datetime as ns since the epoch; `name` is
