@@ -153,14 +153,21 @@ def cmd_functions(tape: Tape, args: argparse.Namespace, color: bool) -> None:
 
 def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> int:
     limit = args.limit
-    calls = tape.search(function=args.function, file=args.file,
-                        since=parse_time(args.since) if args.since else None,
-                        until=parse_time(args.until) if args.until else None,
-                        min_duration=args.min_duration, max_duration=args.max_duration,
-                        outcome=args.outcome, session=args.session, thread=args.thread,
-                        energy=parse_energy(args.energy), order=args.order,
-                        limit=None if limit is None else limit + _MORE_COUNTED + 1)
+    filters = dict(function=args.function, file=args.file,
+                   since=parse_time(args.since) if args.since else None,
+                   until=parse_time(args.until) if args.until else None,
+                   min_duration=args.min_duration, max_duration=args.max_duration,
+                   outcome=args.outcome, session=args.session, thread=args.thread,
+                   energy=parse_energy(args.energy))
+    unfiltered = all(v is None for v in filters.values())
+    # the calls past the limit: every call of the tape's function totals when
+    # nothing filters, else counted up to _MORE_COUNTED by the search itself
+    calls = tape.search(**filters, order=args.order,
+                        limit=None if limit is None else limit + (1 if unfiltered
+                                                                  else _MORE_COUNTED + 1))
     found, more = _take(calls, limit)
+    if more and unfiltered:
+        more = sum(f.calls for f in tape.functions()) - len(found)
     if not found:
         if args.json:
             print("[]")
@@ -173,13 +180,14 @@ def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> int:
                  _cell(f"{c.qualname}({c.preview})", 100)] for c in found]
         print(_table(rows, ["id", "start", "duration", "outcome", "call"], {0, 2}, color))
     if more:
-        many = f"over {_MORE_COUNTED:,}" if more > _MORE_COUNTED else f"{more:,}"
+        counted = unfiltered or more <= _MORE_COUNTED
+        many = f"{more:,}" if counted else f"over {_MORE_COUNTED:,}"
         print(f"calltape: {many} more call{'s' if more > 1 else ''}; use --limit"
-              f" {limit + more if more <= _MORE_COUNTED else 'N'} to see more", file=sys.stderr)
+              f" {len(found) + more if counted else 'N'} to see more", file=sys.stderr)
     return 0
 
 
-_MORE_COUNTED = 10_000  # search counts this many calls past its limit, at most
+_MORE_COUNTED = 100  # a filtered search counts this many calls past its limit, at most
 
 
 def _take(calls: Any, limit: int | None) -> tuple[list[Any], int]:

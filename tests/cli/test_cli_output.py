@@ -295,6 +295,8 @@ def test_search_says_how_many_more_calls_and_how_to_see_them(searched):
     assert proc.stderr == "calltape: 28 more calls; use --limit 33 to see more\n"
     every = ok(calltape_cmd(searched, "search", "t.db", "--limit", "33"))
     assert len(every.stdout.splitlines()) == 34 and every.stderr == ""
+    filtered = ok(calltape_cmd(searched, "search", "t.db", "--function", "echo", "--limit", "5"))
+    assert filtered.stderr == "calltape: 28 more calls; use --limit 33 to see more\n"
     as_json = ok(calltape_cmd(searched, "search", "t.db", "--limit", "5", "--json"))
     assert len(json.loads(as_json.stdout)) == 5 and "28 more calls" in as_json.stderr
 
