@@ -153,12 +153,13 @@ def cmd_functions(tape: Tape, args: argparse.Namespace, color: bool) -> None:
 
 def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> int:
     limit = args.limit
-    filters = dict(function=args.function, file=args.file,
-                   since=parse_time(args.since) if args.since else None,
-                   until=parse_time(args.until) if args.until else None,
-                   min_duration=args.min_duration, max_duration=args.max_duration,
-                   outcome=args.outcome, session=args.session, thread=args.thread,
-                   energy=parse_energy(args.energy))
+    filters: dict[str, Any] = {
+        "function": args.function, "file": args.file,
+        "since": parse_time(args.since) if args.since else None,
+        "until": parse_time(args.until) if args.until else None,
+        "min_duration": args.min_duration, "max_duration": args.max_duration,
+        "outcome": args.outcome, "session": args.session, "thread": args.thread,
+        "energy": parse_energy(args.energy)}
     unfiltered = all(v is None for v in filters.values())
     # the calls past the limit: every call of the tape's function totals when
     # nothing filters, else counted up to _MORE_COUNTED by the search itself
