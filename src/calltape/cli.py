@@ -305,7 +305,7 @@ def _value_text(value: Any) -> str:
         text = _repr(value)
     else:
         text = f"{_repr(value)}  ({_type_name(value)})"
-    return text.replace("\n", "\n      ")
+    return _escape(text, keep_newlines=True).replace("\n", "\n      ")
 
 
 def _readable_slots(tape: Tape, c: Any) -> dict[str, Any]:
@@ -342,7 +342,7 @@ def _show_fields(c: Any, family: dict[str, Any], outcome: Any) -> list[tuple[str
     kids = family["children"]
     shown = ", ".join(f"{k['id']} {k['function']}" for k in kids[:_CHILDREN_SHOWN])
     if len(kids) > _CHILDREN_SHOWN:
-        shown += f", ... {len(kids) - _CHILDREN_SHOWN:,} more (calltape search --json)"
+        shown += f", … {len(kids) - _CHILDREN_SHOWN:,} more (show --json lists them all)"
     ended = f"raised {outcome!r}" if isinstance(outcome, ExceptionInfo) else c.outcome
     rows = [("start", f"{_local(c.start)}   duration {format_duration(c.duration)}   {ended}"),
             ("session", f"{c.session}   thread {thread}   depth {c.depth}"),
