@@ -25,26 +25,56 @@ from ._replay import recorded_imports
 @dataclass
 class Written:
     """What make-tests wrote: the module, the data file (or None), and the calls
-    that became tests or were skipped (id and reason)."""
+    that became tests, were skipped (id and reason) or were left out as
+    duplicates of a test (the same function and arguments)."""
 
     module: str
     data: str | None
     tests: list[int] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)  # same function and arguments as a test
 
 
 class _Values:
-    """Literals where possible, ``VALUES[i]`` references to the data file otherwise."""
+    """Literals where possible, ``VALUES[i]`` references to the data file
+    otherwise, each with a note saying what it is (its type and a short repr)."""
 
     def __init__(self) -> None:
         self.stored: list[Any] = []
+        self.notes: dict[int, str] = {}
 
     def source(self, value: Any) -> str:
         lit = _native.literal(value)
         if lit is not None:
             return lit
         self.stored.append(value)
+        self.notes[len(self.stored) - 1] = _note(value)
         return f"VALUES[{len(self.stored) - 1}]"
+
+    def comment(self, source: str) -> str:
+        """``  # Item: Item(name='tea')`` for the stored values `source` names, or ""."""
+        notes = [self.notes[int(i)] for i in re.findall(r"VALUES\[(\d+)\]", source)
+                 if int(i) in self.notes]
+        return f"  # {'; '.join(notes)}" if notes else ""
+
+
+_NOTE_WIDTH = 70
+
+
+def _note(value: Any) -> str:
+    """What a value without a literal is, for a comment: its class and its
+    repr cut to one short line, every character that is not printable
+    escaped (a comment cannot end early, so text of the tape stays in it)."""
+    cls = type(value)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - the value's own repr failed: its class says enough
+        text = ""
+    note = f"{name}: {text}" if text and not text.startswith(name) else text or name
+    note = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in note)
+    return note if len(note) <= _NOTE_WIDTH else note[:_NOTE_WIDTH - 1] + "…"
 
 
 def _skip_reason(replayer: _native.Replayer, call: Call) -> str | None:
@@ -105,44 +135,65 @@ def _identifier(qualname: str, taken: set[str]) -> str:
     return base if base not in taken else f"{base}_{len(taken)}"
 
 
-def _call_source(fn: str, args: list[str]) -> str:
+def _call_source(fn: str, args: list[str], values: _Values) -> str:
     one_line = f"call({', '.join([fn, *args])})"
-    if len(one_line) <= 80:
+    if len(one_line) <= 80 and not any(values.comment(a) for a in args):
         return one_line
-    inner = "".join(f"\n        {a}," for a in [fn, *args])
+    inner = "".join(f"\n        {a},{values.comment(a)}" for a in [fn, *args])
     return f"call({inner}\n    )"
 
 
 def _test_source(c: Call, fn: str, values: _Values) -> str:
     """One test function: the call with the recorded arguments and its check."""
-    invocation = _call_source(fn, _arguments(c, values))
+    invocation = _call_source(fn, _arguments(c, values), values)
     head = (f"def test_{fn}_call_{c.id}():\n"
             f"    # call {c.id}, {c.start:%Y-%m-%d %H:%M:%S} UTC, session {c.session}\n")
     if c.outcome == "raised":
         exc = c.exception
         return head + (f"    assert_raised(lambda: {invocation},\n"
                        f"                  {_text(exc.type)}, {_text(exc.message)})\n")
+    expected = values.source(c.result)
     return head + (f"    result = {invocation}\n"
-                   f"    assert_same(result, {values.source(c.result)})\n")
+                   f"    assert_same(result, {expected}){values.comment(expected)}\n")
 
 
-def _tests(tape: Tape, calls: list[Call], out: str
+def _arguments_key(c: Call) -> tuple[str, str, bytes | int]:
+    """What makes two calls the same test: the function and the arguments
+    (encoded as the tape encodes them; a call whose arguments do not encode
+    again is its own)."""
+    bound = c.bound
+    try:
+        key: bytes | int = _native.encode((bound.args, sorted(bound.kwargs.items())))
+    except Exception:  # noqa: BLE001 - not encodable here: never merged with another
+        key = c.id
+    return c.module, c.qualname, key
+
+
+def _tests(tape: Tape, calls: list[Call], out: str, every: bool = False
            ) -> tuple[Written, dict[tuple[str, str], str], _Values, list[str]]:
     """The tests for `calls`, the names of their functions and the values
-    they need; a call whose values cannot be rebuilt here is skipped with the
-    reason (a value the reader may not rebuild, or a damaged tape, refuses the
-    whole run)."""
+    they need: one per distinct function and arguments unless `every`; a
+    call whose values cannot be rebuilt here is skipped with the reason (a
+    value the reader may not rebuild, or a damaged tape, refuses the whole
+    run)."""
     replayer = _native.Replayer(tape)  # its rules only: nothing is replayed here
     values = _Values()
     names: dict[tuple[str, str], str] = {}
     tests: list[str] = []
     written = Written(out, None)
+    seen: set[tuple[str, str, bytes | int]] = set()
     for c in calls:
         key = (c.module, c.qualname)
         fn = names.get(key) or _identifier(c.qualname, set(names.values()))
         stored = len(values.stored)
         try:
             reason = _skip_reason(replayer, c)
+            same = None if reason or every else _arguments_key(c)
+            if same is not None and same in seen:
+                written.duplicates.append(c.id)
+                continue
+            if same is not None:
+                seen.add(same)
             source = None if reason else _test_source(c, fn, values)
         except (RefusedGlobal, TapeError):  # a refusal, or a damaged tape: no test run
             raise
@@ -160,10 +211,12 @@ def _tests(tape: Tape, calls: list[Call], out: str
 
 
 def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None,
-                command: str = "") -> Written:
-    """Write a pytest module at ``out`` with one test per recorded call of ``function``
-    (oldest first, at most ``limit``).  Raises ValueError naming the problem when
-    there is nothing to write or ``out`` cannot be written."""
+                command: str = "", every: bool = False) -> Written:
+    """Write a pytest module at ``out`` with one test per distinct function and
+    arguments among the recorded calls of ``function`` (oldest first, at most
+    ``limit`` calls; the oldest call of each), or per call when ``every``.
+    Raises ValueError naming the problem when there is nothing to write or
+    ``out`` cannot be written."""
     if not out.endswith(".py"):
         raise ValueError(f"the test module must be a .py file, not {out!r}")
     folder = os.path.dirname(os.path.abspath(out))
@@ -177,7 +230,7 @@ def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None
     sessions = {c.session for c in calls}
     folders = _import_folders(tape, sessions, out)
     with recorded_imports(tape, sessions):
-        written, names, values, tests = _tests(tape, calls, out)
+        written, names, values, tests = _tests(tape, calls, out, every)
     if not tests:
         why = "; ".join(f"call {i}: {r}" for i, r in written.skipped[:3])
         raise ValueError(f"none of the {len(calls)} recorded calls of {function!r} can become"

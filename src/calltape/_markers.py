@@ -79,11 +79,23 @@ class ExceptionInfo:
     message: str
     frames: list = field(default_factory=list, compare=False)
 
+    def __repr__(self) -> str:
+        """As Python's repr of the exception: ``KeyError('bad')``, ``ValueError('no')``
+        (the class's own name; the message is ``str(exc)``, for a KeyError the
+        repr of its key already)."""
+        name = self.type.rpartition(".")[2]
+        if self.type == "builtins.KeyError" and self.message.isprintable():
+            return f"{name}({self.message})"
+        return f"{name}({self.message!r})" if self.message else f"{name}()"
+
     @property
     def traceback(self) -> str:
-        """The traceback as Python prints it, outermost frame first."""
+        """The traceback as Python prints it, outermost frame first (the type
+        without ``builtins.`` or ``__main__.``, as Python writes it)."""
         lines = ["Traceback (most recent call last):"]
         for file, line, func in self.frames:
             lines.append(f'  File "{file}", line {line}, in {func}')
-        lines.append(f"{self.type}: {self.message}")
+        module, _, name = self.type.rpartition(".")
+        shown = name if module in ("builtins", "__main__", "") else self.type
+        lines.append(f"{shown}: {self.message}" if self.message else shown)
         return "\n".join(lines)

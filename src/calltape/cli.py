@@ -1,16 +1,24 @@
 """The ``calltape`` command: argument parsing and printing only.
 
     calltape functions [TAPE]
-    calltape search [TAPE] --function price --since 2h --min-duration 0.01
-    calltape show [TAPE] CALL_ID
+    calltape search [TAPE] --function price --since 2h --min-duration 0.01   (exit 1: no match)
+    calltape show [TAPE] CALL_ID          (every field the tape holds for the call)
     calltape sessions [TAPE]
-    calltape replay [TAPE] [CALL_ID ...] --function price --trust   (exit 5: nothing replayed)
-    calltape make-tests [TAPE] --function price --out tests/test_recorded_price.py
+    calltape replay [TAPE] [CALL_ID ...] --function price --trust [-v]  (exit 5: nothing replayed)
+    calltape make-tests [TAPE] --function price --out tests/test_recorded_price.py [--all]
     calltape run [--tape PATH] [--include PKG] ... (script.py | -m module) [args ...]
+    calltape --version
 
 TAPE defaults to $CALLTAPE_TAPE, then ./calltape.db.  --json prints JSON for
 scripts.  Every error a user can cause, a damaged tape included (TapeError,
 on every command), prints one sentence and exits 2.
+
+Output scales with the tape: search prints at most --limit calls and says how
+many more matched; replay lists the calls that changed or failed (-v: all)
+and a summary line; make-tests writes one test per distinct function and
+arguments.  Table cells are escaped (one value, one line) and cut with "…";
+diffs and reasons wrap between words.  Each subcommand's --help ends with
+examples (EXAMPLES).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import ExceptionInfo, RefusedGlobal, ReplayRefused, Tape, TapeError, _native
+from . import ExceptionInfo, RefusedGlobal, ReplayRefused, Tape, TapeError, __version__, _native
 from . import open as open_tape
 
 NOTHING_REPLAYED = 5  # as pytest's "no tests ran": a CI gate must not pass on nothing
@@ -71,10 +79,14 @@ def format_duration(seconds: float | None) -> str:
 
 
 def _table(rows: list[list[str]], header: list[str], right: set[int], color: bool) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    widths = [max(_width(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def pad(c: str, w: int, i: int) -> str:  # by the columns the text takes, not len()
+        gap = " " * (w - _width(c))
+        return gap + c if i in right else c + gap
 
     def line(cells: list[str]) -> str:
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+        return "  ".join(pad(str(c), w, i)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     head = line(header)
@@ -139,19 +151,104 @@ def cmd_functions(tape: Tape, args: argparse.Namespace, color: bool) -> None:
                  {1, 2, 3, 4, 5}, color))
 
 
-def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> None:
-    calls = tape.search(function=args.function, file=args.file,
-                        since=parse_time(args.since) if args.since else None,
-                        until=parse_time(args.until) if args.until else None,
-                        min_duration=args.min_duration, max_duration=args.max_duration,
-                        outcome=args.outcome, session=args.session, thread=args.thread,
-                        energy=parse_energy(args.energy), order=args.order, limit=args.limit)
+def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> int:
+    limit = args.limit
+    filters: dict[str, Any] = {
+        "function": args.function, "file": args.file,
+        "since": parse_time(args.since) if args.since else None,
+        "until": parse_time(args.until) if args.until else None,
+        "min_duration": args.min_duration, "max_duration": args.max_duration,
+        "outcome": args.outcome, "session": args.session, "thread": args.thread,
+        "energy": parse_energy(args.energy)}
+    unfiltered = all(v is None for v in filters.values())
+    # the calls past the limit: every call of the tape's function totals when
+    # nothing filters, else counted up to _MORE_COUNTED by the search itself
+    calls = tape.search(**filters, order=args.order,
+                        limit=None if limit is None else limit + (1 if unfiltered
+                                                                  else _MORE_COUNTED + 1))
+    found, more = _take(calls, limit)
+    if more and unfiltered:
+        more = sum(f.calls for f in tape.functions()) - len(found)
+    if not found:
+        if args.json:
+            print("[]")
+        print(f"calltape: no recorded call matches in {tape.path}", file=sys.stderr)
+        return 1
     if args.json:
-        print(json.dumps([_call_json(c) for c in calls], indent=2))
-        return
-    rows = [[str(c.id), _local(c.start), format_duration(c.duration), c.outcome,
-             f"{c.qualname}({c.preview})"[:120]] for c in calls]
-    print(_table(rows, ["id", "start", "duration", "outcome", "call"], {0, 2}, color))
+        print(json.dumps([_call_json(c) for c in found], indent=2))
+    else:
+        rows = [[str(c.id), _local(c.start), format_duration(c.duration), _outcome_text(c),
+                 _cell(f"{c.qualname}({c.preview})", 100)] for c in found]
+        print(_table(rows, ["id", "start", "duration", "outcome", "call"], {0, 2}, color))
+    if more:
+        counted = unfiltered or more <= _MORE_COUNTED
+        many = f"{more:,}" if counted else f"over {_MORE_COUNTED:,}"
+        print(f"calltape: {many} more call{'s' if more > 1 else ''}; use --limit"
+              f" {len(found) + more if counted else 'N'} to see more", file=sys.stderr)
+    return 0
+
+
+_MORE_COUNTED = 100  # a filtered search counts this many calls past its limit, at most
+
+
+def _take(calls: Any, limit: int | None) -> tuple[list[Any], int]:
+    """The first `limit` calls of a search, and how many more it found."""
+    found, more = [], 0
+    for c in calls:
+        if limit is None or len(found) < limit:
+            found.append(c)
+        else:
+            more += 1
+    return found, more
+
+
+def _outcome_text(c: Any) -> str:
+    """`returned`, `closed`, or `raised KeyError('bad')`."""
+    if c.outcome != "raised":
+        return c.outcome
+    try:
+        exc = c.exception
+    except Exception:  # noqa: BLE001 - a damaged value: the outcome alone
+        return c.outcome
+    return _cell(f"raised {exc!r}", 40) if isinstance(exc, ExceptionInfo) else c.outcome
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(text: str, keep_newlines: bool = False) -> str:
+    """Control characters shown escaped (\\n, \\t, \\x1b), so that one value is
+    one line and cannot move the terminal's cursor; newlines kept when asked."""
+    return "".join(ch if ch.isprintable() or (keep_newlines and ch == "\n")
+                   else _ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 256
+                                             else f"\\u{ord(ch):04x}")
+                   for ch in text)
+
+
+def _width(text: str) -> int:
+    """The columns `text` takes on a terminal (East Asian wide characters two,
+    combining marks none)."""
+    import unicodedata
+
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(ch) else
+               2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _cell(text: str, width: int) -> str:
+    """A table cell: escaped, and cut to `width` columns with "…"."""
+    text = _escape(text)
+    if _width(text) <= width:
+        return text
+    out, used = [], 0
+    for ch in text:
+        w = _width(ch)
+        if used + w > width - 1:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + "…"
 
 
 def cmd_show(tape: Tape, args: argparse.Namespace, color: bool) -> None:
@@ -161,27 +258,163 @@ def cmd_show(tape: Tape, args: argparse.Namespace, color: bool) -> None:
         raise UsageError(f"there is no call with id {args.call_id} in {tape.path}") from None
     readable = _readable(tape, c)
     sys.set_int_max_str_digits(0)  # a recorded int of any size is shown in full
+    slots = _readable_slots(tape, c)
+    family = _family(tape, c)
     if args.json:
-        print(json.dumps(_call_json(c, readable), indent=2))
+        print(json.dumps(_show_json(c, readable, slots, family), indent=2))
         return
     values, defaults, outcome = readable
     bold = (lambda s: f"\033[1m{s}\033[0m") if color else (lambda s: s)
     print(bold(f"call {c.id}: {c.module}.{c.qualname}") + f"  ({c.file}:{c.line})")
-    print(f"  start     {_local(c.start)}   duration {format_duration(c.duration)}"
-          f"   {c.outcome}")
-    print(f"  session   {c.session}   thread {c.thread}   parent {c.parent}   depth {c.depth}")
-    if c.cpu_time is not None:
-        print(f"  cpu       {format_duration(c.cpu_time)}")
-    if c.energy is not None:
-        print("  energy    " + ", ".join(f"{k} {v:.1f} uJ" for k, v in c.energy.items()))
+    for label, text in _show_fields(c, family, outcome):
+        print(f"  {label:<9} {text}")
     for name, value in values.items():
         marker = "  (default)" if name in defaults else ""
-        print(f"  {name} = {_repr(value)}{marker}")
+        print(f"  {name} = {_value_text(value)}{marker}")
     if c.outcome != "raised":
-        print(f"  -> {_repr(outcome)}")
-        return
-    text = outcome.traceback if isinstance(outcome, ExceptionInfo) else _repr(outcome)
-    print("  raised:\n" + "\n".join("    " + ln for ln in text.splitlines()))
+        print(f"  -> {_value_text(outcome)}")
+    else:
+        text = outcome.traceback if isinstance(outcome, ExceptionInfo) else _repr(outcome)
+        print("  raised:\n" + "\n".join("    " + ln for ln in text.splitlines()))
+    for slot, held in slots.items():
+        if held is None:
+            continue
+        print(f"  {slot}:" + ("  (none)" if not held else ""))
+        items = held.items() if isinstance(held, dict) else enumerate(held)
+        for name, value in items:
+            print(f"    {name} = {_value_text(value)}" if isinstance(held, dict)
+                  else f"    [{name}] {_value_text(value)}")
+    missing = _not_recorded(c, slots)
+    if missing:
+        print(f"  not recorded: {', '.join(missing)}")
+
+
+def _type_name(value: Any) -> str:
+    """The value's class as a person writes it: int, datetime.date, app.core.Item."""
+    cls = type(value)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _value_text(value: Any) -> str:
+    """A value's repr and type for `show` (an Unreadable says its own type and
+    reason; a marker of a value not recorded says what it is); the lines of a
+    repr that spans several are indented under the first."""
+    from ._markers import Redacted, Truncated, Unencodable, Unreadable
+
+    if isinstance(value, (Unreadable, Redacted, Truncated, Unencodable)):
+        text = _repr(value)
+    else:
+        text = f"{_repr(value)}  ({_type_name(value)})"
+    return _escape(text, keep_newlines=True).replace("\n", "\n      ")
+
+
+def _readable_slots(tape: Tape, c: Any) -> dict[str, Any]:
+    """The call's locals, globals and yielded values (None when not recorded),
+    each entry rebuilt on its own as the arguments are."""
+    from ._replay import recorded_imports
+
+    with recorded_imports(tape, [c.session]):
+        return {slot: c.readable_slot(slot) for slot in ("locals", "globals", "yielded")}
+
+
+def _family(tape: Tape, c: Any) -> dict[str, Any]:
+    """The call's parent and children: ids and function names (the children
+    from the engine's search of the call's session, thread and time span)."""
+    parent = None
+    if c.parent is not None:
+        try:
+            p = tape.call(c.parent)
+            parent = {"id": p.id, "function": f"{p.module}.{p.qualname}"}
+        except KeyError:  # recorded by a sampled or dropped call
+            parent = {"id": c.parent, "function": None}
+    children = [{"id": k.id, "function": f"{k.module}.{k.qualname}"} for k in c.children()]
+    return {"parent": parent, "children": children}
+
+
+_CHILDREN_SHOWN = 20
+
+
+def _show_fields(c: Any, family: dict[str, Any], outcome: Any) -> list[tuple[str, str]]:
+    """The labelled lines of `show` before the values: times, where it ran,
+    its parent and children, and the measurements recorded."""
+    thread = f"{c.thread}" + (f" ({c.thread_name})" if c.thread_name else "")
+    parent = family["parent"]
+    kids = family["children"]
+    shown = ", ".join(f"{k['id']} {k['function']}" for k in kids[:_CHILDREN_SHOWN])
+    if len(kids) > _CHILDREN_SHOWN:
+        shown += f", … {len(kids) - _CHILDREN_SHOWN:,} more (show --json lists them all)"
+    ended = f"raised {outcome!r}" if isinstance(outcome, ExceptionInfo) else c.outcome
+    rows = [("start", f"{_local(c.start)}   duration {format_duration(c.duration)}   {ended}"),
+            ("session", f"{c.session}   thread {thread}   depth {c.depth}"),
+            ("parent", "none (a top-level call)" if parent is None
+             else f"{parent['id']} {parent['function'] or '(not on the tape)'}"),
+            ("children", f"{len(kids)}: {shown}" if kids else "none")]
+    if c.cpu_time is not None:
+        rows.append(("cpu", format_duration(c.cpu_time)))
+    if c.memory is not None:
+        m = c.memory
+        rss = (f"rss {_bytes(m['rss_before'])} before, {_bytes(m['rss_after'])} after,"
+               f" peak {_bytes(m['peak'])}")
+        rows.append(("memory", rss))
+    if c.energy is not None:
+        rows.append(("energy", ", ".join(f"{k} {v:.1f} uJ" for k, v in c.energy.items())))
+    return rows
+
+
+def _bytes(n: int) -> str:
+    """A byte count as a person reads it: 512 B, 18.5 MiB."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _not_recorded(c: Any, slots: dict[str, Any]) -> list[str]:
+    """What the call was recorded without, with the option that records it."""
+    missing = []
+    if c.cpu_time is None:
+        missing.append("cpu (--cpu)")
+    if c.memory is None:
+        missing.append("memory (--memory)")
+    if c.energy is None:
+        missing.append("energy (--energy)")
+    if slots["locals"] is None:
+        missing.append("locals (--locals)")
+    if slots["globals"] is None:
+        missing.append("globals (--globals)")
+    return missing
+
+
+def _value_json(value: Any, default: bool = False) -> dict[str, Any]:
+    """A value for `show --json`: its repr and type, and when it cannot be
+    rebuilt here, the preview the tape gives and the reason."""
+    from ._markers import Unreadable
+
+    if isinstance(value, Unreadable):
+        return {"repr": value.preview, "type": value.type, "rebuilt": False,
+                "reason": value.reason, "default": default}
+    return {"repr": _repr(value), "type": _type_name(value), "rebuilt": True, "reason": None,
+            "default": default}
+
+
+def _show_json(c: Any, readable: tuple[dict[str, Any], frozenset[str], Any],
+               slots: dict[str, Any], family: dict[str, Any]) -> dict[str, Any]:
+    """Every field `show` prints, for scripts."""
+    out = _call_json(c, readable)
+    values, defaults, outcome = readable
+    out["thread_name"] = c.thread_name
+    out["parent_function"] = family["parent"]["function"] if family["parent"] else None
+    out["children"] = family["children"]
+    out["defaults"] = sorted(defaults)
+    out["values"] = {"args": {k: _value_json(v, k in defaults) for k, v in values.items()},
+                     "result": None if c.outcome == "raised" else _value_json(outcome)}
+    for slot, held in slots.items():
+        out["values"][slot] = (None if held is None
+                               else {str(k): _value_json(v) for k, v in held.items()}
+                               if isinstance(held, dict) else [_value_json(v) for v in held])
+    return out
 
 
 def _argv_text(argv: Any) -> str:
@@ -230,19 +463,61 @@ def cmd_replay(tape: Tape, args: argparse.Namespace, color: bool) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        marks = {"passed": "32", "changed": "33", "failed": "31", "skipped": "2"}
-        paint = ((lambda s, st: f"\033[{marks[st]}m{s}\033[0m") if color
-                 else (lambda s, st: s))
-        rows = [[paint(o.status.ljust(7), o.status), str(o.call_id), o.function,
-                 format_duration(o.duration), (o.diff or o.reason or "")[:160]]
-                for o in report]
-        if rows:
-            print(_table(rows, ["status", "id", "function", "took", "detail"], {1, 3}, color))
-        print(", ".join(f"{n} {s}" for s, n in report.counts.items())
-              + (f"; recorded as session {report.session}" if report.session else ""))
+        _print_replay(report, args.verbose, color)
     if status == NOTHING_REPLAYED:
         print(f"calltape: {_nothing_replayed(report)}", file=sys.stderr)
     return status
+
+
+def _print_replay(report: Any, verbose: bool, color: bool) -> None:
+    """The calls that changed or failed (every call when `verbose`), each with
+    its diff or reason wrapped at word boundaries under its line, then the
+    summary line."""
+    marks = {"passed": "32", "changed": "33", "failed": "31", "skipped": "2"}
+    shown = [o for o in report if verbose or o.status in ("changed", "failed")]
+    if shown:
+        rows = [[o.status, str(o.call_id), _cell(o.function, 60), format_duration(o.duration)]
+                for o in shown]
+        table = _table(rows, ["status", "id", "function", "took"], {1, 3}, False).splitlines()
+        at = max(_width(ln) for ln in table) + 2  # the detail column
+        room = _terminal_width() - at
+        if room < 30:  # a narrow terminal: the detail goes under the call, indented
+            at, room = 6, _terminal_width() - 6
+        head = table[0].ljust(at) + "detail"
+        print(f"\033[1m{head}\033[0m" if color else head)
+        for o, plain in zip(shown, table[1:]):
+            line = (f"\033[{marks[o.status]}m{o.status}\033[0m" + plain[len(o.status):]
+                    if color else plain)
+            detail = _wrap(o.diff or o.reason or "", room)
+            first = detail.pop(0) if detail and at > 6 else ""
+            print((line + " " * (at - _width(plain)) + first).rstrip())
+            for text in detail:
+                print(" " * at + text)
+    hidden = len(report) - len(shown)
+    print(", ".join(f"{n} {s}" for s, n in report.counts.items())
+          + (f"; recorded as session {report.session}" if report.session else "")
+          + (f" (-v lists the {hidden:,} other calls)" if hidden and shown else ""))
+
+
+def _terminal_width() -> int:
+    """The width to wrap to: the terminal's, or 100 when not a terminal."""
+    return os.get_terminal_size().columns if sys.stdout.isatty() else 100
+
+
+def _wrap(text: str, width: int, max_lines: int = 12) -> list[str]:
+    """`text` in lines of at most `width` columns, broken between words (a
+    word longer than a line stays whole on its own line), at most
+    `max_lines` lines, the last ending in "…" when more was left out."""
+    import textwrap
+
+    lines: list[str] = []
+    for paragraph in _escape(text, keep_newlines=True).splitlines() or [""]:
+        lines += textwrap.wrap(paragraph, width, break_long_words=False,
+                               break_on_hyphens=False) or [""]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] += " …"
+    return [ln for ln in lines if ln] if text else []
 
 
 def _replayed(report: Any) -> int:
@@ -269,24 +544,34 @@ def cmd_make_tests(tape: Tape, args: argparse.Namespace, color: bool) -> None:
 
     try:
         w = write_tests(tape, args.function, args.out, limit=args.limit,
-                        command=args.command_line)
+                        command=args.command_line, every=args.all)
     except RefusedGlobal as exc:
         raise UsageError(f"{exc} (on the command line: --trust or --allow MODULE)") from None
     if args.json:
         print(json.dumps({"module": w.module, "data": w.data, "tests": w.tests,
-                          "skipped": [{"call_id": i, "reason": r} for i, r in w.skipped]},
-                         indent=2))
+                          "skipped": [{"call_id": i, "reason": r} for i, r in w.skipped],
+                          "duplicates": w.duplicates}, indent=2))
         return
     print(f"wrote {len(w.tests)} tests to {w.module}"
           + (f" (values in {w.data})" if w.data else ""))
+    if w.duplicates:
+        n = len(w.duplicates)
+        print(f"  {n:,} call{'s' if n > 1 else ''} with the same function and arguments as"
+              " a test left out (--all writes every call)")
+    by_reason: dict[str, list[int]] = {}
     for i, reason in w.skipped:
-        print(f"  call {i} skipped: {reason}")
+        by_reason.setdefault(reason, []).append(i)
+    for reason, ids in by_reason.items():  # one line per reason, however many calls
+        shown = ", ".join(map(str, ids[:5])) + (f", … {ids[-1]}" if len(ids) > 5 else "")
+        print(f"  call {shown} skipped: {reason}" if len(ids) == 1
+              else f"  {len(ids):,} calls skipped ({shown}): {reason}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calltape", description="Read a calltape tape: the calls a program recorded.",
         epilog="TAPE defaults to $CALLTAPE_TAPE, then ./calltape.db.")
+    parser.add_argument("--version", action="version", version=f"calltape {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
@@ -334,14 +619,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run with the recorded module globals patched in (globals=True recordings)")
     p.add_argument("--record", action="store_true",
                    help="record the replayed calls onto the tape as a new session")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="list every call (default: those that changed or failed)")
     p = add("make-tests", "write recorded calls out as a pytest module of regression tests")
     p.add_argument("--function", required=True,
                    help="qualname, module.qualname or a glob such as 'shop.*'")
     p.add_argument("--out", required=True, metavar="PATH", help="the test module to write (.py)")
     p.add_argument("--limit", type=int, help="at most this many calls, oldest first")
+    p.add_argument("--all", action="store_true",
+                   help="one test per call (default: one per distinct function and arguments)")
     sub.add_parser("run", help="run a Python program, recording its calls"
                                " (see: calltape run --help)", add_help=False)
+    _add_examples(sub)
     return parser
+
+
+EXAMPLES = {
+    "functions": "calltape functions\ncalltape functions app.db --json",
+    "search": "calltape search --function price --since 2h --min-duration 0.01\n"
+              "calltape search app.db --outcome raised --limit 100",
+    "show": "calltape show 1234\ncalltape show app.db 1234 --json",
+    "sessions": "calltape sessions\ncalltape sessions app.db --json",
+    "replay": "calltape replay --function 'shop.*' --trust\n"
+              "calltape replay app.db 12 13 --allow shop -v",
+    "make-tests": "calltape make-tests --function price --out tests/test_recorded_price.py"
+                  " --allow shop",
+    "tree": "calltape tree 1234 --depth 3\ncalltape tree --last --min-duration 0.001",
+}
+
+
+def _add_examples(sub: Any) -> None:
+    """Each subcommand's --help ends with examples (EXAMPLES, printed as written)."""
+    for name, p in sub.choices.items():
+        if name in EXAMPLES:
+            p.formatter_class = argparse.RawDescriptionHelpFormatter
+            lines = "\n".join("  " + ln for ln in EXAMPLES[name].splitlines())
+            p.epilog = f"example{'s' if chr(10) in EXAMPLES[name] else ''}:\n{lines}"
 
 
 _RUN_VALUED = {"--tape", "--include", "--exclude", "--max-depth", "--sample",
@@ -355,7 +668,10 @@ def build_run_parser() -> argparse.ArgumentParser:
         description="Run a Python program as `python` would, recording the calls of its own"
                     " code (the script's directory, or the package of -m) onto a tape. At exit"
                     " one summary line goes to stderr; `calltape functions` shows the rest.",
-        epilog="Options go before the program; everything after it is the program's own.")
+        epilog="Options go before the program; everything after it is the program's own.\n\n"
+               "examples:\n  calltape run --cpu --locals app.py --port 8080\n"
+               "  calltape run --tape /tmp/t.db --include mylib -m app.main",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tape", metavar="PATH",
                    help="the tape file (default: $CALLTAPE_TAPE, then ./calltape.db)")
     p.add_argument("--include", action="append", default=[], metavar="PKG",

@@ -383,6 +383,32 @@ static void pv_short_name(preview *pv, const uint8_t *s, size_t n)
     pv_put(pv, (const char *)s + at, n - at);
 }
 
+/* Printable ASCII only: text a preview may show as it is. */
+static int pv_plain(const uint8_t *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+/* An EXCEPTION as Python's repr shows it: KeyError('bad'), ValueError('no'),
+ * shop.OutOfStock as OutOfStock(...), ValueError() for an empty message.
+ * The message recorded is str(exc); a KeyError's is already the repr of
+ * its key, so it is shown as it is (when printable). */
+static void pv_exception(preview *pv, const wire_tok *t)
+{
+    static const char key_error[] = "builtins.KeyError";
+    pv_short_name(pv, t->s, t->n);
+    pv_put(pv, "(", 1);
+    int is_key_error = t->n == sizeof key_error - 1 && memcmp(t->s, key_error, t->n) == 0;
+    if (is_key_error && pv_plain(t->s2, t->n2))
+        pv_put(pv, (const char *)t->s2, t->n2);
+    else if (t->n2)
+        pv_quoted(pv, t->s2, t->n2, 0);
+    pv_put(pv, ")", 1);
+}
+
 /* The contents of a REDUCE object: its reduce arguments, as in
  * datetime(b'...', None). */
 static const uint8_t *pv_reduce_args(preview *pv, const uint8_t *p, const uint8_t *end, int depth)
@@ -544,10 +570,7 @@ static const uint8_t *pv_value(preview *pv, const uint8_t *p, const uint8_t *end
         pv_str(pv, "}");
         return q;
     case WIRE_EXCEPTION:
-        pv_put(pv, (const char *)t.s, t.n);
-        pv_put(pv, "(", 1);
-        pv_quoted(pv, t.s2, t.n2, 0);
-        pv_put(pv, ")", 1);
+        pv_exception(pv, &t);
         return skip_at(q, end, depth + 1); /* the frames */
     case WIRE_DEFAULT:
         return pv_value(pv, q, end, depth + 1);

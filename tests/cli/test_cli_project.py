@@ -178,7 +178,8 @@ def test_a_script_function_is_never_calltapes_own_main(tmp_path):
     """The README's set-up: the shop example recorded with -m, then replayed by
     the `calltape` command, whose own __main__ has a main() too."""
     assert calltape_cmd(tmp_path, "run", "-m", "calltape.examples.shop").returncode == 0
-    proc = calltape_cmd(tmp_path, "replay", "--trust", "--function", "main", timeout=300)
+    proc = calltape_cmd(tmp_path, "replay", "--trust", "--function", "main", "-v",
+                        timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert proc.stdout.count("__main__.main") == 1
     assert "usage: calltape" not in proc.stdout + proc.stderr

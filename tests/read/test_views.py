@@ -224,9 +224,10 @@ def test_reprs(ledger):
     assert text.startswith("<calltape.Tape ") and str(ledger.path) in text
     assert "21 calls of 3 functions from 1 session" in text
     c = ledger.search(function="pay", args={"currency": "USD"}, limit=1)[0]
-    assert repr(c).startswith(f"<Call {c.id} pay(9, 'USD', None, (), {{}}) returned 10.8 in ")
+    # as the call is written: keyword-only by name, empty *extra and **meta left out
+    assert repr(c).startswith(f"<Call {c.id} pay(9, 'USD', note=None) returned 10.8 in ")
     r = ledger.search(outcome="raised")[0]
-    assert "refund(500) raised builtins.ValueError('refund too large: 500')" in repr(r)
+    assert "refund(500) raised ValueError('refund too large: 500')" in repr(r)
     streamed = repr(ledger.search())
     assert streamed.startswith("<Calls: more than 10; the first 10:>")
     assert streamed.count("<Call ") == 10

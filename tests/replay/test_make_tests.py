@@ -109,10 +109,13 @@ def test_generated_module_passes_then_fails_after_a_change(tmp_path, recorded):
     assert "call(price, 2, 0.1, currency='USD', urgent=True)" in text
     assert "assert_raised(lambda: call(price, -1, 1.0)" in text
     assert "'builtins.ValueError', 'negative quantity -1'" in text
-    assert "result = call(line_total, VALUES[0], 4)\n    assert_same(result, VALUES[1])" in text
+    # a value without a literal says what it is in a comment beside it
+    assert ("    result = call(\n        line_total,\n        VALUES[0],  # shop_mt.Line:"
+            " Line(sku='pen', unit=Decimal('1.25'))\n        4,\n    )\n"
+            "    assert_same(result, VALUES[1])  # decimal.Decimal: Decimal('5.00')\n") in text
     assert "result = call(pairs, 3)\n    assert_same(result, 3)" in text
     assert "Cart_total = resolve('shop_mt', 'Cart.total')" in text
-    assert "result = call(Cart_total, VALUES[2], 2.5)\n    assert_same(result, 7.5)" in text
+    assert "        VALUES[2],  # shop_mt.Cart: " in text and "    assert_same(result, 7.5)" in text
     assert "result = call(fetch, 'ab')\n    assert_same(result, 'AB')" in text
     assert "price = resolve('shop_mt', 'price')" in text
     assert f"    'tape': '{recorded}'," in text and "calltape make-tests" in text

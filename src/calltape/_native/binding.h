@@ -476,6 +476,10 @@ int ct_compare(ct_state *st, PyObject *expected, PyObject *actual, double rel, d
 /* Returns 0 when rel and abs are usable tolerances (>= 0, not NaN), or -1
  * with ValueError naming them. */
 int ct_check_tolerance(double rel, double abs);
+/* `text` (a str, stolen) cut to at most `max` characters at a word
+ * boundary, ending in "\u2026" when cut (a single word longer than `max`
+ * is cut where it must).  New reference, or NULL with an exception. */
+PyObject *ct_cut_words(PyObject *text, Py_ssize_t max);
 /* compare(expected, actual, *, rel=0.0, abs=0.0) -> None or the diff. */
 PyObject *ct_compare_py(PyObject *module, PyObject *args, PyObject *kw);
 

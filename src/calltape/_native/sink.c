@@ -24,13 +24,71 @@ static ct_state *get_state(PyObject *m)
 
 /* ---- warnings ------------------------------------------------------------ */
 
+/* Whether `code` is calltape's own or its launcher's: a file of the
+ * package (`prefix`: its folder and a slash), runpy (python -m calltape),
+ * or the `calltape` console script. */
+static int launcher_code(PyCodeObject *code, PyObject *prefix)
+{
+    PyObject *file = code->co_filename;
+    if (!PyUnicode_Check(file))
+        return 0;
+    if (PyUnicode_Tailmatch(file, prefix, 0, PY_SSIZE_T_MAX, -1) == 1 ||
+        PyUnicode_CompareWithASCIIString(file, "<frozen runpy>") == 0)
+        return 1;
+    static const char *const tails[] = {"/runpy.py", "/bin/calltape", NULL};
+    for (int i = 0; tails[i]; i++) {
+        PyObject *tail = PyUnicode_FromString(tails[i]);
+        int match = tail && PyUnicode_Tailmatch(file, tail, 0, PY_SSIZE_T_MAX, 1) == 1;
+        Py_XDECREF(tail);
+        if (match)
+            return 1;
+    }
+    PyErr_Clear();
+    return 0;
+}
+
+/* The stacklevel that points a warning at the user's line: 1 (the running
+ * frame) plus the frames of calltape's own code and its launcher on top of
+ * it (a warning issued while calltape's Python code runs: flush(), or
+ * `calltape run` starting to record, where no user frame is left and
+ * Python says sys:1).  Never fails (1 when the package is not found). */
+static int user_stacklevel(void)
+{
+    PyObject *name = PyUnicode_FromString("calltape");
+    PyObject *mod = name ? PyImport_GetModule(name) : NULL;
+    PyObject *paths = mod ? PyObject_GetAttrString(mod, "__path__") : NULL;
+    PyObject *first = paths ? PySequence_GetItem(paths, 0) : NULL;
+    PyObject *prefix = first ? PyUnicode_FromFormat("%U/", first) : NULL;
+    Py_XDECREF(name);
+    Py_XDECREF(mod);
+    Py_XDECREF(paths);
+    Py_XDECREF(first);
+    PyErr_Clear();
+    int level = 1;
+    PyFrameObject *f = prefix ? PyEval_GetFrame() : NULL; /* borrowed */
+    Py_XINCREF(f);
+    while (f) {
+        PyCodeObject *code = PyFrame_GetCode(f);
+        int ours = launcher_code(code, prefix);
+        Py_DECREF(code);
+        if (!ours)
+            break;
+        level++;
+        Py_SETREF(f, PyFrame_GetBack(f));
+    }
+    Py_XDECREF(f);
+    Py_XDECREF(prefix);
+    PyErr_Clear();
+    return level;
+}
+
 void ct_warn_once(ct_state *st, const char *kind, const char *msg)
 {
     PyObject *saved = ct_fetch_exc();
     PyObject *key = PyUnicode_FromString(kind);
     if (key && PySet_Contains(st->sink.warned, key) == 0 && PySet_Add(st->sink.warned, key) == 0) {
         if (PyErr_WarnEx(st->sink.warn_category ? st->sink.warn_category : PyExc_RuntimeWarning,
-                         msg, 1) < 0)
+                         msg, user_stacklevel()) < 0)
             PyErr_Clear();
     }
     Py_XDECREF(key);

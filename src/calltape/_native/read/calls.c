@@ -31,6 +31,7 @@ typedef struct ct_calls {
     int64_t *pairs; /* thread filter: (session, index) pairs, or NULL */
     size_t npairs;
     PyObject *args_filter; /* dict name -> wanted value, or NULL */
+    int64_t parent;        /* children(): only the calls this call id made; 0: any */
     int64_t limit;         /* after every filter; -1: none */
     PyObject *list;        /* the calls, once read whole */
 } ct_calls;
@@ -406,6 +407,7 @@ static ct_calls *calls_new(ct_tape *t)
     c->pairs = NULL;
     c->npairs = 0;
     c->args_filter = NULL;
+    c->parent = 0;
     c->limit = -1;
     c->list = NULL;
     PyObject_GC_Track(c);
@@ -716,6 +718,8 @@ static PyObject *CallIter_next(PyObject *self)
             break;
         if (c->pairs && !thread_selected(c, session, row.thread))
             continue;
+        if (c->parent && row.parent != c->parent)
+            continue; /* before a Call is made: children() of a long call stays quick */
         if (!it->last_fn || fid != it->last_fid) {
             ct_function *fn = ct_tape_function(c->tape, fid, row.id);
             if (!fn)
@@ -792,9 +796,10 @@ PyObject *ct_call_children(ct_call *call)
     c->f.since = call->start;
     c->f.until = call->start + call->duration;
     c->f.newest_first = 0;
+    c->parent = call->id;
     PyObject *all = Calls_iter((PyObject *)c), *out = PyList_New(0), *item;
     while (all && out && (item = PyIter_Next(all))) {
-        if (((ct_call *)item)->parent == call->id && PyList_Append(out, item) < 0)
+        if (PyList_Append(out, item) < 0)
             Py_CLEAR(out);
         Py_DECREF(item);
     }

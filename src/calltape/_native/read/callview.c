@@ -452,16 +452,63 @@ static PyObject *Call_get_value_slot(ct_call *c, void *closure)
     return call_value(c, s->what, ct_call_value(c, s->slot), ct_call_value_len(c, s->slot));
 }
 
-/* The bounded preview of the arguments (values in parameter order). */
-static PyObject *call_preview(ct_call *c, size_t limit)
+/* How the repr writes the argument value at `p` of parameter kind `kind`
+ * (inspect.Parameter's): its prefix ("*", "**", or the name and "=" of a
+ * keyword-only one, put in `out`), or 0 to leave it out (an empty *args or
+ * **kwargs).  -1 with an exception. */
+static int call_arg_prefix(ct_call *c, Py_ssize_t i, const uint8_t *p, const uint8_t *end,
+                           wbuf *out)
 {
-    wbuf out;
+    uint8_t kind = c->fn->kinds[i];
+    if (kind == 2 || kind == 4) { /* *args, **kwargs */
+        wire_tok t;
+        const uint8_t *q = wire_next(p, end, &t);
+        while (q && t.tag == WIRE_DEFAULT)
+            q = wire_next(q, end, &t);
+        if (q && (t.tag == WIRE_TUPLE || t.tag == WIRE_DICT) && t.u == 0)
+            return 0;
+        wbuf_put(out, "**", kind == 2 ? 1 : 2);
+    } else if (kind == 3) { /* keyword-only */
+        Py_ssize_t n = 0;
+        const char *name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(c->fn->names, i), &n);
+        if (!name)
+            return -1;
+        wbuf_put(out, name, (size_t)n);
+        wbuf_put(out, "=", 1);
+    }
+    return 1;
+}
+
+/* The bounded preview of the arguments (values in parameter order); when
+ * `named`, as a call is written: each keyword-only one as name=value,
+ * *args and **kwargs unpacked with * and ** (left out when empty). */
+static PyObject *call_preview(ct_call *c, size_t limit, int named)
+{
+    wbuf out, prefix;
     wbuf_init(&out, NULL, 0);
     const uint8_t *p = ct_call_value(c, VALUE_ARGS);
     const uint8_t *end = p + ct_call_value_len(c, VALUE_ARGS);
-    for (int first = 1; p && p < end; first = 0) {
-        if (!first)
+    named = named && !(c->flags & REC_UNBOUND) && c->fn->kinds;
+    Py_ssize_t nnames = named ? PyTuple_GET_SIZE(c->fn->names) : 0;
+    for (Py_ssize_t i = 0, shown = 0; p && p < end; i++) {
+        uint8_t store[128];
+        wbuf_init(&prefix, store, sizeof store);
+        int rc =
+            named && i < c->fn->nparams && i < nnames ? call_arg_prefix(c, i, p, end, &prefix) : 1;
+        if (rc < 0) {
+            wbuf_free(&prefix);
+            wbuf_free(&out);
+            return NULL;
+        }
+        if (rc == 0) {
+            wbuf_free(&prefix);
+            p = wire_skip(p, end);
+            continue;
+        }
+        if (shown++)
             wbuf_put(&out, ", ", 2);
+        wbuf_put(&out, prefix.data, prefix.len);
+        wbuf_free(&prefix);
         p = wire_preview(p, end, &out, limit);
     }
     return ct_wbuf_text(&out);
@@ -470,7 +517,7 @@ static PyObject *call_preview(ct_call *c, size_t limit)
 static PyObject *Call_get_preview(ct_call *c, void *unused)
 {
     (void)unused;
-    return call_preview(c, CT_PREVIEW_LIMIT);
+    return call_preview(c, CT_PREVIEW_LIMIT, 0);
 }
 
 static PyObject *Call_get_function_obj(ct_call *c, void *unused)
@@ -540,7 +587,7 @@ static PyObject *Call_repr(PyObject *self)
         return NULL;
     char dur[32];
     ct_format_duration(dur, sizeof dur, (double)c->duration / 1e9);
-    PyObject *args = call_preview(c, 120), *outcome = NULL, *out = NULL;
+    PyObject *args = call_preview(c, 120, 1), *outcome = NULL, *out = NULL;
     if (!args)
         return NULL;
     if (ct_call_value_len(c, VALUE_RESULT)) {
@@ -615,12 +662,28 @@ static PyObject *Call_readable(PyObject *self, PyObject *unused)
     return ct_call_readable((ct_call *)self);
 }
 
+/* call.readable_slot(name): "locals", "globals" or "yielded". */
+static PyObject *Call_readable_slot(PyObject *self, PyObject *name)
+{
+    static const call_slot *const slots[] = {&CALL_LOCALS, &CALL_GLOBALS, &CALL_YIELDS};
+    static const char *const names[] = {"locals", "globals", "yielded"};
+    for (int i = 0; i < 3; i++)
+        if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, names[i]) == 0)
+            return ct_call_readable_slot((ct_call *)self, slots[i]->slot);
+    return PyErr_Format(PyExc_ValueError,
+                        "readable_slot() takes 'locals', 'globals' or 'yielded', not %.200R", name);
+}
+
 static PyMethodDef Call_methods[] = {
     {"readable", Call_readable, METH_NOARGS,
      "readable() -> (args, defaults, outcome): the values for reading, each rebuilt on its\n"
      "own (one that cannot be rebuilt here is calltape.Unreadable(type, preview, reason)),\n"
      "the names of arguments that took their default, and the result or ExceptionInfo.\n\n"
      ">>> args, defaults, result = tape.call(42).readable()"},
+    {"readable_slot", Call_readable_slot, METH_O,
+     "readable_slot(name) -> the call's 'locals' or 'globals' (a dict) or what it 'yielded'\n"
+     "(a list), each entry rebuilt on its own as readable() does, or None when not recorded.\n\n"
+     ">>> tape.call(42).readable_slot('locals')"},
     {"children", Call_children, METH_NOARGS,
      "children() -> list of the recorded calls this call made directly, oldest first."},
     {"replay", (PyCFunction)(void (*)(void))Call_replay, METH_VARARGS | METH_KEYWORDS,

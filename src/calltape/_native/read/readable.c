@@ -9,7 +9,9 @@
  * and the reason in one sentence.
  *
  * Call.readable() returns (args, defaults, outcome): name -> value, the
- * names that took their default, and the result or ExceptionInfo.
+ * names that took their default, and the result or ExceptionInfo;
+ * Call.readable_slot() the locals, globals or yielded values, entry by
+ * entry.
  *
  * Invariants: only memory errors, KeyboardInterrupt and damage raise (a
  * TapeError naming the call: bytes that do not decode are not a reason
@@ -271,4 +273,62 @@ error:
     Py_XDECREF(defaults);
     Py_XDECREF(outcome);
     return NULL;
+}
+
+/* The `n` entries of the container whose children start at `p` (a dict's
+ * as pairs) into `out`, each rebuilt on its own; the container's own memo
+ * index is taken first, as the tape counts it (a reference to the
+ * container itself reads as None).  0, or -1 with an exception. */
+static int readable_entries(ct_call *c, const uint8_t *p, const uint8_t *end, uint64_t n,
+                            PyObject *out)
+{
+    int was_default = 0, rc = -1;
+    PyObject *memo = PyList_New(0), *k = NULL, *v = NULL;
+    if (!memo || PyList_Append(memo, Py_None) < 0)
+        goto error;
+    for (uint64_t i = 0; i < n; i++) {
+        if (PyDict_Check(out) && !(k = readable_value(c, &p, end, &was_default, memo)))
+            goto error;
+        if (!(v = readable_value(c, &p, end, &was_default, memo)))
+            goto error;
+        if ((k ? PyDict_SetItem(out, k, v) : PyList_Append(out, v)) < 0)
+            goto error;
+        Py_CLEAR(k);
+        Py_CLEAR(v);
+    }
+    rc = 0;
+error:
+    Py_XDECREF(k);
+    Py_XDECREF(v);
+    Py_XDECREF(memo);
+    return rc;
+}
+
+PyObject *ct_call_readable_slot(ct_call *c, enum value_slot slot)
+{
+    if (!c->tape || !c->fn) {
+        PyErr_SetString(PyExc_ValueError, "this Call was cleared");
+        return NULL;
+    }
+    if (!(c->flags & value_flag(slot)))
+        Py_RETURN_NONE;
+    const uint8_t *p = ct_call_value(c, slot), *end = p + ct_call_value_len(c, slot);
+    wire_tok t;
+    const uint8_t *items = wire_next(p, end, &t);
+    PyObject *out = NULL;
+    int was_default = 0;
+    if (items && (t.tag == WIRE_DICT || t.tag == WIRE_LIST)) {
+        out = t.tag == WIRE_DICT ? PyDict_New() : PyList_New(0);
+        if (out && readable_entries(c, items, end, t.u, out) < 0)
+            Py_CLEAR(out);
+    } else {
+        out = readable_value(c, &p, end, &was_default, NULL);
+    }
+    if (!out && !PyErr_ExceptionMatches(PyExc_MemoryError) &&
+        !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        ct_tape_damaged(c->tape, 0, "call %lld (%U), its %s", (long long)c->id, c->fn->full,
+                        slot == VALUE_LOCALS    ? "locals"
+                        : slot == VALUE_GLOBALS ? "globals"
+                                                : "yielded values");
+    return out;
 }

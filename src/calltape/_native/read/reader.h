@@ -157,6 +157,12 @@ PyObject *ct_call_args(ct_call *c);
  * value). */
 PyObject *ct_call_readable(ct_call *c);
 
+/* call.readable_slot(name): the locals or globals (a new dict) or what the
+ * call yielded (a new list) with each entry rebuilt on its own as
+ * ct_call_readable does, or None when the slot was not recorded.  NULL
+ * with an exception as ct_call_readable. */
+PyObject *ct_call_readable_slot(ct_call *c, enum value_slot slot);
+
 /* A new Function from a function row of the store (its bytes copied).
  * NULL with an exception set (TapeError for an unreadable signature). */
 PyObject *ct_function_from_row(ct_tape *t, const store_function_row *row);
@@ -181,7 +187,9 @@ PyObject *ct_tape_search(ct_tape *t, PyObject *args, PyObject *kw);
  * list.  NULL with an exception set. */
 PyObject *ct_tape_calls_by_id(ct_tape *t, PyObject *function);
 
-/* The calls `c` made directly, oldest first: a new list, or NULL. */
+/* The calls `c` made directly, oldest first: a new list, or NULL.  The
+ * search is of c's session and thread within its time span, and a call
+ * whose parent is not `c` is passed over before a Call is made. */
 PyObject *ct_call_children(ct_call *c);
 
 /* Seconds (int or float) or a datetime as ns since the epoch; `name` is

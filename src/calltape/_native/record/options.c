@@ -91,8 +91,8 @@ static int read_count(PyObject *v, const char *name, Py_ssize_t min, const char 
     if (!given(v))
         return 0;
     if (!PyIndex_Check(v)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an integer %s, not %.100s", name, what,
-                     Py_TYPE(v)->tp_name);
+        PyErr_Format(PyExc_TypeError, "%s must be an integer %s, not %.100s %.200R", name, what,
+                     Py_TYPE(v)->tp_name, v);
         return -1;
     }
     Py_ssize_t n = PyNumber_AsSsize_t(v, PyExc_OverflowError);
@@ -241,6 +241,13 @@ static int read_config(PyObject *flush, PyObject *on_full, PyObject *buf, PyObje
     c->buffer_bytes = 0;
     c->pickle_types = NULL;
     if (flush != Py_None) {
+        if (!PyFloat_Check(flush) && !PyIndex_Check(flush)) {
+            PyErr_Format(PyExc_TypeError,
+                         "flush_interval must be a number of seconds between 0 and 3600"
+                         " (such as 0.5), not %.100s %R",
+                         Py_TYPE(flush)->tp_name, flush);
+            return -1;
+        }
         double f = PyFloat_AsDouble(flush);
         if (f == -1.0 && PyErr_Occurred())
             return -1;
@@ -260,11 +267,21 @@ static int read_config(PyObject *flush, PyObject *on_full, PyObject *buf, PyObje
         c->on_full_drop = PyUnicode_CompareWithASCIIString(on_full, "drop") == 0;
     }
     if (buf != Py_None) {
-        Py_ssize_t n = PyLong_AsSsize_t(buf);
+        if (!PyIndex_Check(buf) || PyBool_Check(buf)) {
+            PyErr_Format(PyExc_TypeError,
+                         "buffer_bytes must be an integer number of bytes, at least 4 MiB"
+                         " (such as 64 << 20 for 64 MiB), not %.100s %R",
+                         Py_TYPE(buf)->tp_name, buf);
+            return -1;
+        }
+        Py_ssize_t n = PyNumber_AsSsize_t(buf, PyExc_OverflowError);
         if (n == -1 && PyErr_Occurred())
             return -1;
         if (n < (4 << 20)) {
-            PyErr_Format(PyExc_ValueError, "buffer_bytes must be at least 4 MiB, not %zd", n);
+            PyErr_Format(PyExc_ValueError,
+                         "buffer_bytes must be an integer number of bytes, at least 4 MiB"
+                         " (4194304), not %zd",
+                         n);
             return -1;
         }
         c->buffer_bytes = n;

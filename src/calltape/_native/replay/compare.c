@@ -73,8 +73,39 @@ static void path_push(cmp *c, PyObject *key, int attr)
     Py_XDECREF(r);
 }
 
-/* A repr of at most REPR_MAX characters; never fails for a misbehaving
- * __repr__ (a placeholder naming the type instead).  New reference or NULL. */
+static int word_char(Py_UCS4 ch)
+{
+    return Py_UNICODE_ISALNUM(ch) || ch == '_';
+}
+
+PyObject *ct_cut_words(PyObject *text, Py_ssize_t max)
+{
+    if (!text || PyUnicode_GET_LENGTH(text) <= max)
+        return text;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t at = max - 1; /* room for the ellipsis */
+    /* back to a boundary: not between two word characters */
+    Py_ssize_t end = at;
+    while (end > max / 2 && word_char(PyUnicode_READ(kind, data, end - 1)) &&
+           word_char(PyUnicode_READ(kind, data, end)))
+        end--;
+    if (end > max / 2)
+        at = end;
+    while (at > 1 && PyUnicode_READ(kind, data, at - 1) == ' ')
+        at--;
+    PyObject *cut = PyUnicode_Substring(text, 0, at);
+    Py_DECREF(text);
+    if (!cut)
+        return NULL;
+    PyObject *out = PyUnicode_FromFormat("%U%s", cut, "\xe2\x80\xa6"); /* U+2026 */
+    Py_DECREF(cut);
+    return out;
+}
+
+/* A repr of at most REPR_MAX characters, cut at a word boundary; never
+ * fails for a misbehaving __repr__ (a placeholder naming the type
+ * instead).  New reference or NULL. */
 static PyObject *short_repr(PyObject *v)
 {
     PyObject *r = PyObject_Repr(v);
@@ -82,12 +113,7 @@ static PyObject *short_repr(PyObject *v)
         PyErr_Clear();
         return PyUnicode_FromFormat("<%s object>", Py_TYPE(v)->tp_name);
     }
-    if (PyUnicode_GET_LENGTH(r) > REPR_MAX) {
-        PyObject *cut = PyUnicode_Substring(r, 0, REPR_MAX - 3);
-        Py_SETREF(r, cut ? PyUnicode_FromFormat("%U...", cut) : NULL);
-        Py_XDECREF(cut);
-    }
-    return r;
+    return ct_cut_words(r, REPR_MAX);
 }
 
 /* Sets the diff to "<path>: <what>".  Returns 1 (different) or -1. */

@@ -344,13 +344,9 @@ done:
 static int judge_returned_now(const rp_recorded *rec, PyObject *result, PyObject **diff)
 {
     PyObject *et = PyObject_GetAttrString(rec->expected, "type");
-    PyObject *r = PyObject_Repr(result);
-    if (et && r) {
-        PyObject *cut = PyUnicode_GET_LENGTH(r) > 80 ? PyUnicode_Substring(r, 0, 77) : NULL;
-        *diff = PyUnicode_FromFormat("result: recorded a raise of %S, returned %U%s now", et,
-                                     cut ? cut : r, cut ? "..." : "");
-        Py_XDECREF(cut);
-    }
+    PyObject *r = ct_cut_words(PyObject_Repr(result), 80);
+    if (et && r)
+        *diff = PyUnicode_FromFormat("result: recorded a raise of %S, returned %U now", et, r);
     PyErr_Clear();
     Py_XDECREF(et);
     Py_XDECREF(r);
