@@ -160,10 +160,11 @@ def _tests(tape: Tape, calls: list[Call], out: str
 
 
 def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None,
-                command: str = "") -> Written:
+                command: str = "", session: int | list[int] | None = None) -> Written:
     """Write a pytest module at ``out`` with one test per recorded call of ``function``
-    (oldest first, at most ``limit``).  Raises ValueError naming the problem when
-    there is nothing to write or ``out`` cannot be written."""
+    (oldest first, at most ``limit``; of the ``session`` id or ids given, else of
+    every session).  Raises ValueError naming the problem when there is nothing
+    to write or ``out`` cannot be written."""
     if not out.endswith(".py"):
         raise ValueError(f"the test module must be a .py file, not {out!r}")
     folder = os.path.dirname(os.path.abspath(out))
@@ -171,7 +172,7 @@ def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None
         raise ValueError(f"cannot write {out}: the folder {folder} does not exist")
     stem = os.path.splitext(os.path.basename(out))[0]
     data_path = os.path.join(folder, stem + ".calltape")
-    calls = list(tape.search(function=function, order="oldest", limit=limit))
+    calls = list(tape.search(function=function, order="oldest", limit=limit, session=session))
     if not calls:
         raise ValueError(f"no recorded calls of {function!r} in {tape.path}")
     sessions = {c.session for c in calls}
