@@ -7,10 +7,14 @@ with medians of ``--repeat`` runs:
 - ``tape.functions()``
 - ``tape.search(function=..., since=..., until=..., limit=100)``
 - ``tape.search(min_duration=..., limit=100)``
-- a full iteration of one function's calls, values left unrebuilt.
+- a full iteration of one function's calls, values left unrebuilt;
+- ``calltape functions TAPE`` as a user runs it (the console script in a
+  subprocess: interpreter start, import, the tape, the table), for every
+  session, ``--last`` and ``--session ID``.
 
 Goals (issue 3): functions() under 10 ms, each limited search under 20 ms,
-full iteration at least 1 million calls per second.
+full iteration at least 1 million calls per second; (issue 13) each
+``calltape functions`` command under 100 ms.
 
     python -m bench read [--calls N] [--tape PATH] [--repeat 7]
 """
@@ -22,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -132,6 +137,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.repeat)
     rows.append((f"search(min_duration={threshold * 1e6:.1f} us, limit=100)", qsec,
                  f"{len(found)} calls", 0.020))
+
+    # the command line, as its user runs it
+    script = os.path.join(sysconfig.get_path("scripts"), "calltape")
+    command = [script] if os.path.exists(script) else [sys.executable, "-m", "calltape"]
+    sessions = sorted(s.id for s in tape.sessions())
+    for extra in ([], ["--last"], ["--session", str(sessions[0])]):
+        argv = [*command, "functions", path, *extra]
+
+        def cli(argv: list[str] = argv) -> object:
+            return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+        sec, out = timed(cli, args.repeat)
+        label = " ".join(["calltape functions TAPE", *extra])
+        rows.append((label, sec, f"{len(str(out).splitlines())} lines", 0.100))
 
     print(f"{'operation':<52} {'median':>10}  {'result':<14} goal")
     print("-" * 86)
