@@ -13,8 +13,9 @@ functions, search, replay and make-tests read one with --session ID, or the
 newest with --last (that session and its child processes' sessions), and
 all of them without either.  --function NAME takes a qualname, a
 module.qualname, a glob, or a bare name (no dot) naming the last part of
-qualnames (`take` finds Inventory.take).  --json prints JSON for scripts.  Every error a user can cause, a damaged tape included (TapeError,
-on every command), prints one sentence and exits 2.
+qualnames (`take` finds Inventory.take).  --json prints JSON for scripts.
+Every error a user can cause, a damaged tape included (TapeError, on every
+command), prints one sentence and exits 2.
 """
 
 from __future__ import annotations

@@ -23,9 +23,10 @@
 #define SELFTIME_MIN_CAP 64
 #define SELFTIME_MAX_ENTRIES ((size_t)1 << 20)
 
-static size_t slot_of(const selftime *t, uint64_t seq)
+/* The home slot of `seq` in a table of `cap` slots (a power of two). */
+static size_t home_of(uint64_t seq, size_t cap)
 {
-    return (size_t)((seq * 0x9E3779B97F4A7C15ull) >> 32) & (t->cap - 1);
+    return (size_t)((seq * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
 }
 
 /* Empties the table, keeping its memory. */
@@ -34,6 +35,16 @@ static void clear(selftime *t)
     if (t->keys)
         memset(t->keys, 0, t->cap * sizeof *t->keys);
     t->n = 0;
+}
+
+/* The slot of `seq` in `keys` of `cap` slots (a power of two): its own,
+ * or the first free one after it. */
+static size_t probe(const uint64_t *keys, size_t cap, uint64_t seq)
+{
+    size_t i = home_of(seq, cap);
+    while (keys[i] && keys[i] != seq)
+        i = (i + 1) & (cap - 1);
+    return i;
 }
 
 /* Doubles the table (or makes the first one).  Returns 0 or -1. */
@@ -47,20 +58,20 @@ static int grow_table(selftime *t)
         free(ns);
         return -1;
     }
-    selftime bigger = {keys, ns, cap, 0};
+    uint64_t *old_keys = t->keys;
+    int64_t *old_ns = t->ns;
     for (size_t i = 0; i < t->cap; i++) {
-        if (!t->keys[i])
+        if (!old_keys[i])
             continue;
-        size_t j = slot_of(&bigger, t->keys[i]);
-        while (keys[j])
-            j = (j + 1) & (cap - 1);
-        keys[j] = t->keys[i];
-        ns[j] = t->ns[i];
-        bigger.n++;
+        size_t j = probe(keys, cap, old_keys[i]);
+        keys[j] = old_keys[i];
+        ns[j] = old_ns[i];
     }
-    free(t->keys);
-    free(t->ns);
-    *t = bigger;
+    free(old_keys);
+    free(old_ns);
+    t->keys = keys;
+    t->ns = ns;
+    t->cap = cap;
     return 0;
 }
 
@@ -68,9 +79,7 @@ int64_t selftime_take(selftime *t, uint64_t seq)
 {
     if (!t->n)
         return 0;
-    size_t i = slot_of(t, seq);
-    while (t->keys[i] && t->keys[i] != seq)
-        i = (i + 1) & (t->cap - 1);
+    size_t i = probe(t->keys, t->cap, seq);
     if (!t->keys[i])
         return 0;
     int64_t ns = t->ns[i];
@@ -78,7 +87,7 @@ int64_t selftime_take(selftime *t, uint64_t seq)
      * in the freed slot */
     size_t hole = i;
     for (size_t j = (i + 1) & (t->cap - 1); t->keys[j]; j = (j + 1) & (t->cap - 1)) {
-        size_t home = slot_of(t, t->keys[j]);
+        size_t home = home_of(t->keys[j], t->cap);
         /* j may move to the hole when its home is not in (hole, j] */
         int stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
         if (!stays) {
@@ -101,9 +110,7 @@ void selftime_add(selftime *t, uint64_t parent, int64_t ns)
         if (!t->cap)
             return;
     }
-    size_t i = slot_of(t, parent);
-    while (t->keys[i] && t->keys[i] != parent)
-        i = (i + 1) & (t->cap - 1);
+    size_t i = probe(t->keys, t->cap, parent);
     if (!t->keys[i]) {
         t->keys[i] = parent;
         t->ns[i] = 0;

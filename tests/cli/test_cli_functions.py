@@ -7,6 +7,7 @@ and a process pool, so each run is several sessions), then `functions`,
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -363,3 +364,21 @@ def test_the_tape_knows_self_time_without_the_command_line(tmp_path):
     assert len(tape.search(session=[last])) == 4 and len(tape.search(session=[])) == 0
     with pytest.raises(TypeError, match="session must be a session id"):
         tape.functions(session="1")
+
+
+def test_an_older_tape_shows_self_time_as_unknown(tmp_path):
+    """A tape of format 3 (before self time and the per-session totals) reads as it
+    is: self time '-', and for one session the total and mean too."""
+    (tmp_path / "p.py").write_text("def f(x):\n    return x\n\nf(1)\nf(2)\n")
+    ok(calltape_cmd(tmp_path, "run", "p.py"))
+    with sqlite3.connect(tmp_path / "calltape.db") as con:
+        con.execute("ALTER TABLE functions DROP COLUMN self_ns")
+        con.execute("DROP TABLE function_sessions")
+        con.execute("PRAGMA user_version = 3")
+    line = ok(calltape_cmd(tmp_path, "functions")).stdout.splitlines()[1]
+    assert re.fullmatch(r"__main__\.f +2 +0 +[\d.]+ \w+ +- +[\d.]+ \w+ +[\d.]+ \w+ +p\.py:1",
+                        line), line
+    line = ok(calltape_cmd(tmp_path, "functions", "--last")).stdout.splitlines()[1]
+    assert re.fullmatch(r"__main__\.f +2 +0 +- +- +- +[\d.]+ \w+ +p\.py:1", line), line
+    [f] = json.loads(ok(calltape_cmd(tmp_path, "functions", "--last", "--json")).stdout)
+    assert (f["calls"], f["total"], f["self"], f["mean"]) == (2, None, None, None)
