@@ -7,10 +7,14 @@ with medians of ``--repeat`` runs:
 - ``tape.functions()``
 - ``tape.search(function=..., since=..., until=..., limit=100)``
 - ``tape.search(min_duration=..., limit=100)``
-- a full iteration of one function's calls, values left unrebuilt.
+- a full iteration of one function's calls, values left unrebuilt;
+- ``calltape functions TAPE`` as a user runs it (the console script in a
+  subprocess: interpreter start, import, the tape, the table), for every
+  session, ``--last`` and ``--session ID``.
 
 Goals (issue 3): functions() under 10 ms, each limited search under 20 ms,
-full iteration at least 1 million calls per second.
+full iteration at least 1 million calls per second; (issue 13) each
+``calltape functions`` command under 100 ms.
 
     python -m bench read [--calls N] [--tape PATH] [--repeat 7]
 """
@@ -22,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -133,6 +138,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.append((f"search(min_duration={threshold * 1e6:.1f} us, limit=100)", qsec,
                  f"{len(found)} calls", 0.020))
 
+    # the command line, as its user runs it
+    script = os.path.join(sysconfig.get_path("scripts"), "calltape")
+    command = [script] if os.path.exists(script) else [sys.executable, "-m", "calltape"]
+    sessions = sorted(s.id for s in tape.sessions())
+    for extra in ([], ["--last"], ["--session", str(sessions[0])]):
+        argv = [*command, "functions", path, *extra]
+
+        def cli(argv: list[str] = argv) -> object:
+            return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+        sec, out = timed(cli, args.repeat)
+        label = " ".join(["calltape functions TAPE", *extra])
+        rows.append((label, sec, f"{len(str(out).splitlines())} lines", 0.100))
+    # what every command pays before it opens the tape
+    floor, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import calltape.cli"],
+                                            check=True), args.repeat)
+
     print(f"{'operation':<52} {'median':>10}  {'result':<14} goal")
     print("-" * 86)
     ok = True
@@ -141,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok &= passed
         print(f"{label:<52} {s * 1e3:>7.2f} ms  {result:<14} <= {goal * 1e3:.0f} ms"
               f" {'PASS' if passed else 'FAIL'}")
+    print(f"{'  of which interpreter start + import calltape.cli':<52} {floor * 1e3:>7.2f} ms")
     passed = rate >= 1_000_000 and n == total // FUNCTIONS
     ok &= passed
     print(f"{'full iteration of ' + name + ' (values unrebuilt)':<52} {sec * 1e3:>7.0f} ms"

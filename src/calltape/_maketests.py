@@ -211,12 +211,14 @@ def _tests(tape: Tape, calls: list[Call], out: str, every: bool = False
 
 
 def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None,
-                command: str = "", every: bool = False) -> Written:
+                command: str = "", every: bool = False,
+                session: int | list[int] | None = None) -> Written:
     """Write a pytest module at ``out`` with one test per distinct function and
     arguments among the recorded calls of ``function`` (oldest first, at most
-    ``limit`` calls; the oldest call of each), or per call when ``every``.
-    Raises ValueError naming the problem when there is nothing to write or
-    ``out`` cannot be written."""
+    ``limit`` calls; the oldest call of each), or per call when ``every``; of
+    the ``session`` id or ids given, else of every session.  Raises ValueError
+    naming the problem when there is nothing to write or ``out`` cannot be
+    written."""
     if not out.endswith(".py"):
         raise ValueError(f"the test module must be a .py file, not {out!r}")
     folder = os.path.dirname(os.path.abspath(out))
@@ -224,7 +226,7 @@ def write_tests(tape: Tape, function: str, out: str, *, limit: int | None = None
         raise ValueError(f"cannot write {out}: the folder {folder} does not exist")
     stem = os.path.splitext(os.path.basename(out))[0]
     data_path = os.path.join(folder, stem + ".calltape")
-    calls = list(tape.search(function=function, order="oldest", limit=limit))
+    calls = list(tape.search(function=function, order="oldest", limit=limit, session=session))
     if not calls:
         raise ValueError(f"no recorded calls of {function!r} in {tape.path}")
     sessions = {c.session for c in calls}

@@ -103,7 +103,13 @@ class Function:
     @property
     def defaults(self) -> dict[str, Any]: ...
     @property
-    def total(self) -> float: ...
+    def total(self) -> float | None:
+        """Seconds in its calls, inclusive (None: the tape does not know it, as for a
+        session of a tape recorded before calltape kept per-session totals)."""
+    @property
+    def self_time(self) -> float | None:
+        """Seconds in its calls less the durations of the calls they made that were
+        recorded (exclusive); None on calls recorded before calltape kept it."""
     @property
     def min(self) -> float | None: ...
     @property
@@ -197,7 +203,8 @@ class Tape:
         self, path: str | os.PathLike[str], *, trust: bool = False, allow: Sequence[str] | str = ()
     ) -> None: ...
     def sessions(self) -> list[Session]: ...
-    def functions(self) -> list[Function]: ...
+    def functions(self, *, session: int | Sequence[int] | None = None) -> list[Function]: ...
+    def last_run(self) -> list[int]: ...
     def threads(self) -> list[dict[str, Any]]: ...
     def search(
         self,
@@ -209,7 +216,7 @@ class Tape:
         min_duration: float | None = None,
         max_duration: float | None = None,
         outcome: str | None = None,
-        session: int | None = None,
+        session: int | Sequence[int] | None = None,
         thread: int | None = None,
         args: dict[str, Any] | None = None,
         energy: dict[str, float] | None = None,

@@ -68,36 +68,44 @@ def _export(spec: dict[str, Any]) -> None:
 
 
 def _with_children(tape: str, s: dict[str, Any]) -> tuple[int, int, int, int, int]:
-    """The calls written and dropped by this process and the child processes
-    below it (sessions whose parent chain leads to this one), how many child
-    sessions, how many calls they wrote, and the functions of all those
-    calls (this process's own count when it has no children)."""
+    """This run's calls on the tape, written by this process and the child
+    processes below it (sessions whose parent chain leads to this one), the
+    calls dropped, how many child sessions, how many calls they wrote, and
+    the functions those calls are of (decorated ones included), all read
+    from the tape's per-session totals (this process's own counts when the
+    tape cannot be read)."""
     calls, lost = s["written"], s["dropped"]
     try:
         t = _native.Tape(tape)
     except Exception:  # noqa: BLE001 - the summary is best effort; the tape says why
         return calls, lost, 0, 0, s["functions"]
     with t:
+        if not s["session"]:
+            return calls, lost, 0, 0, s["functions"]
         sessions = t.sessions()
-        mine = {s["session"]} if s["session"] else set()
+        mine = {s["session"]}
         grew = True
         while grew:
             below = {x.id for x in sessions if x.parent in mine} - mine
             grew = bool(below)
             mine |= below
-        children = [x for x in sessions if x.id in mine and x.id != s["session"]]
-        in_children = 0
-        functions = s["functions"]
-        if children:  # the functions of the whole tree, by name
-            names: set[tuple[str, str]] = set()
-            for x in [*children, *(y for y in sessions if y.id == s["session"])]:
-                found = t.search(session=x.id)
-                names.update((c.module, c.qualname) for c in found)
-                if x.id != s["session"]:
-                    in_children += len(found)
-            functions = len(names)
-        lost += sum(x.counters["dropped"] for x in children)
-    return calls + in_children, lost, len(children), in_children, functions
+        children = sorted(mine - {s["session"]})
+        fns = t.functions(session=sorted(mine))
+        in_children = (sum(f.calls for f in t.functions(session=children)) if children else 0)
+        lost += sum(x.counters["dropped"] for x in sessions if x.id in children)
+    return sum(f.calls for f in fns), lost, len(children), in_children, len(fns)
+
+
+def _remove_tape(tape: str) -> None:
+    """Removes the tape and its write-ahead log and index (--fresh)."""
+    for path in (tape, tape + "-wal", tape + "-shm"):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise RunError(f"cannot start a fresh tape: cannot remove {path}"
+                           f" ({exc.strerror})") from None
 
 
 def _count(n: int, word: str) -> str:
@@ -110,9 +118,11 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         args: bool = True, result: bool = True, cpu: bool = False, memory: bool = False,
         energy: bool = False, locals: bool = False, globals: bool = False, max_depth: int = 0,
         sample: int = 1, max_value_bytes: int = 4096, max_value_depth: int = 20,
-        summary: bool = True) -> int:
+        summary: bool = True, fresh: bool = False) -> int:
     """Run ``target`` (a script path, or a module name when ``module``) under
-    a monitor; returns its exit status (SystemExit passes through).
+    a monitor; returns its exit status (SystemExit passes through).  With
+    ``fresh`` the tape starts empty (the old one is removed) instead of
+    keeping the runs before.
 
     >>> run("shop.py", module=False, argv=["--days", "3"])
     """
@@ -156,6 +166,8 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
         raise RunError(f"cannot write the tape {tape}: the folder {os.path.dirname(tape)}"
                        " does not exist")
     _native.check_writable(tape)  # TapeError: not a tape, newer, damaged or unwritable
+    if fresh:
+        _remove_tape(tape)
     configure(tape=tape)
     options = {"include": include, "exclude": list(exclude or ()), "paths": paths,
                "args": args, "result": result, "cpu": cpu, "memory": memory, "energy": energy,
@@ -183,7 +195,7 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
                     f"{'es' if nchildren > 1 else ''})" if nchildren else "")
             # the functions of the calls written, decorated ones included
             print(f"calltape: recorded {_count(calls, 'call')} of {_count(functions, 'function')}"
-                  f" onto {tape}{kids}{dropped} (see: calltape functions {tape})",
+                  f" onto {tape}{kids}{dropped} (see: calltape functions --last {tape})",
                   file=sys.stderr)
 
     # after the program's non-daemon threads ended, before calltape's own exit hook

@@ -1,17 +1,22 @@
 """The ``calltape`` command: argument parsing and printing only.
 
-    calltape functions [TAPE]
-    calltape search [TAPE] --function price --since 2h --min-duration 0.01   (exit 1: no match)
+    calltape functions [TAPE] [--last | --session ID] [--sort self] [--limit 20]
+    calltape search [TAPE] --function price --since 2h --min-duration 0.01 --last  (exit 1: no match)
     calltape show [TAPE] CALL_ID          (every field the tape holds for the call)
     calltape sessions [TAPE]
     calltape replay [TAPE] [CALL_ID ...] --function price --trust [-v]  (exit 5: nothing replayed)
     calltape make-tests [TAPE] --function price --out tests/test_recorded_price.py [--all]
-    calltape run [--tape PATH] [--include PKG] ... (script.py | -m module) [args ...]
+    calltape run [--tape PATH] [--fresh] [--include PKG] ... (script.py | -m module) [args ...]
     calltape --version
 
-TAPE defaults to $CALLTAPE_TAPE, then ./calltape.db.  --json prints JSON for
-scripts.  Every error a user can cause, a damaged tape included (TapeError,
-on every command), prints one sentence and exits 2.
+TAPE defaults to $CALLTAPE_TAPE, then ./calltape.db.  A tape keeps every run:
+functions, search, replay and make-tests read one with --session ID, or the
+newest with --last (that session and its child processes' sessions), and
+all of them without either.  --function NAME takes a qualname, a
+module.qualname, a glob, or a bare name (no dot) naming the last part of
+qualnames (`take` finds Inventory.take).  --json prints JSON for scripts.
+Every error a user can cause, a damaged tape included (TapeError, on every
+command), prints one sentence and exits 2.
 
 Output scales with the tape: search prints at most --limit calls and says how
 many more matched; replay lists the calls that changed or failed (-v: all)
@@ -135,20 +140,73 @@ def _call_json(c: Any, readable: tuple[dict[str, Any], frozenset[str], Any] | No
     return out
 
 
+def add_selection(p: argparse.ArgumentParser) -> None:
+    """--session ID and --last: which run a command reads (every session without)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--session", type=int, metavar="ID",
+                   help="only the calls of this session (see: calltape sessions)")
+    g.add_argument("--last", action="store_true",
+                   help="only the newest run: the newest session and its child processes'")
+
+
+def selected_sessions(tape: Tape, args: argparse.Namespace) -> list[int] | None:
+    """The session ids --session or --last name, None for every session."""
+    if getattr(args, "last", False):
+        return tape.last_run()
+    if getattr(args, "session", None) is None:
+        return None
+    if args.session not in {s.id for s in tape.sessions()}:
+        raise UsageError(f"there is no session {args.session} in {tape.path}"
+                         " (see: calltape sessions)")
+    return [args.session]
+
+
+def _where(path: str, line: int) -> str:
+    """``path:line``, the path relative to the working folder when under it."""
+    cwd = os.getcwd()
+    if path.startswith(cwd.rstrip(os.sep) + os.sep):
+        path = os.path.relpath(path, cwd)
+    return f"{path}:{line}"
+
+
+_SORTS: dict[str, Any] = {  # pstats' sort_stats: the largest first, names A to Z
+    "calls": lambda f: -f.calls,
+    "total": lambda f: -(f.total or 0.0),
+    "self": lambda f: -(f.self_time if f.self_time is not None else -1.0),
+    "mean": lambda f: -(f.mean or 0.0),
+    "max": lambda f: -(f.max or 0.0),
+    "name": lambda f: (f.module, f.qualname),
+}
+
+
 def cmd_functions(tape: Tape, args: argparse.Namespace, color: bool) -> None:
-    fns = sorted(tape.functions(), key=lambda f: f.total, reverse=True)
+    sessions = selected_sessions(tape, args)
+    fns = tape.functions() if sessions is None else tape.functions(session=sessions)
+    fns.sort(key=lambda f: (_SORTS[args.sort](f), f.module, f.qualname))
+    shown = fns if args.limit is None else fns[:max(args.limit, 0)]
     if args.json:
         print(json.dumps([{"id": f.id, "module": f.module, "qualname": f.qualname,
                            "file": f.file, "line": f.line, "parameters": f.parameters,
                            "calls": f.calls, "raised": f.raised, "total": f.total,
-                           "mean": f.mean,
-                           "min": f.min, "max": f.max} for f in fns], indent=2))
+                           "self": f.self_time, "mean": f.mean,
+                           "min": f.min, "max": f.max} for f in shown], indent=2))
         return
+    if sessions is None:
+        n = len(tape.sessions())
+        if n > 1:
+            print(f"{n} sessions summed; pick one run with --last (the newest) or"
+                  " --session ID (see: calltape sessions)")
+    elif args.last and len(sessions) > 1:
+        print(f"the last run: session {sessions[0]} and {len(sessions) - 1} child process"
+              f"{'es' if len(sessions) > 2 else ''} ({', '.join(map(str, sessions[1:]))})")
     rows = [[f"{f.module}.{f.qualname}", f"{f.calls:,}", f"{f.raised:,}",
-             format_duration(f.total), format_duration(f.mean),
-             format_duration(f.max), f"{os.path.basename(f.file)}:{f.line}"] for f in fns]
-    print(_table(rows, ["function", "calls", "raised", "total", "mean", "max", "where"],
-                 {1, 2, 3, 4, 5}, color))
+             format_duration(f.total), format_duration(f.self_time), format_duration(f.mean),
+             format_duration(f.max), _where(f.file, f.line)] for f in shown]
+    print(_table(rows, ["function", "calls", "raised", "total", "self", "mean", "max", "where"],
+                 {1, 2, 3, 4, 5, 6}, color))
+    if len(shown) < len(fns):
+        more = len(fns) - len(shown)
+        print(f"{more:,} more function{'' if more == 1 else 's'}; use --limit")
 
 
 def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> int:
@@ -158,7 +216,7 @@ def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> int:
         "since": parse_time(args.since) if args.since else None,
         "until": parse_time(args.until) if args.until else None,
         "min_duration": args.min_duration, "max_duration": args.max_duration,
-        "outcome": args.outcome, "session": args.session, "thread": args.thread,
+        "outcome": args.outcome, "session": selected_sessions(tape, args), "thread": args.thread,
         "energy": parse_energy(args.energy)}
     unfiltered = all(v is None for v in filters.values())
     # the calls past the limit: every call of the tape's function totals when
@@ -426,6 +484,15 @@ def _argv_text(argv: Any) -> str:
     return " ".join(a if isinstance(a, str) else _repr(a) for a in argv)
 
 
+def cut_middle(text: str, width: int = 60) -> str:
+    """``text`` at most ``width`` characters long, its middle cut out:
+    ``head ... tail`` (the program and its last arguments both stay)."""
+    if len(text) <= width:
+        return text
+    keep = width - 5
+    return f"{text[:(keep + 1) // 2]} ... {text[len(text) - keep // 2:]}"
+
+
 def cmd_sessions(tape: Tape, args: argparse.Namespace, color: bool) -> None:
     sessions = tape.sessions()
     if args.json:
@@ -437,7 +504,7 @@ def cmd_sessions(tape: Tape, args: argparse.Namespace, color: bool) -> None:
                          indent=2, default=_repr))
         return
     rows = [[str(s.id), _local(s.start), str(s.pid), str(s.parent or "-"), s.host,
-             _argv_text(s.argv)[:60], str(s.counters["dropped"])] for s in sessions]
+             cut_middle(_argv_text(s.argv)), str(s.counters["dropped"])] for s in sessions]
     print(_table(rows, ["session", "start", "pid", "parent", "host", "argv", "dropped"],
                  {0, 2, 6}, color))
 
@@ -452,8 +519,12 @@ def cmd_replay(tape: Tape, args: argparse.Namespace, color: bool) -> int:
         filters["until"] = parse_time(args.until)
     if args.limit is not None:
         filters["limit"] = args.limit
+    sessions = selected_sessions(tape, args)
+    if sessions is not None:
+        filters["session"] = sessions
     if args.call_ids and filters:
-        raise UsageError("give call ids or --function/--since/--until/--limit, not both")
+        raise UsageError("give call ids or --function/--since/--until/--limit/--session/--last,"
+                         " not both")
     try:
         report = tape.replay(*args.call_ids, rel=args.rel, abs=args.abs,
                              globals=args.globals, record=args.record, **filters)
@@ -544,7 +615,8 @@ def cmd_make_tests(tape: Tape, args: argparse.Namespace, color: bool) -> None:
 
     try:
         w = write_tests(tape, args.function, args.out, limit=args.limit,
-                        command=args.command_line, every=args.all)
+                        command=args.command_line, every=args.all,
+                        session=selected_sessions(tape, args))
     except RefusedGlobal as exc:
         raise UsageError(f"{exc} (on the command line: --trust or --allow MODULE)") from None
     if args.json:
@@ -584,7 +656,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also rebuild pickled values of this module (repeatable)")
         return p
 
-    add("functions", "each recorded function: calls, total, mean and max duration")
+    p = add("functions", "each recorded function: calls, total, self, mean and max duration")
+    add_selection(p)
+    p.add_argument("--sort", choices=sorted(_SORTS), default="total",
+                   help="the order, largest first (name: A to Z; default total); self is"
+                        " total minus the recorded calls it made")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N functions")
     p = add("search", "find recorded calls, newest first")
     p.add_argument("--function", help="qualname, module.qualname or a glob such as 'shop.*'")
     p.add_argument("--file", help="glob or part of the source file path")
@@ -593,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-duration", type=float, metavar="SECONDS")
     p.add_argument("--max-duration", type=float, metavar="SECONDS")
     p.add_argument("--outcome", choices=["returned", "raised", "closed"])
-    p.add_argument("--session", type=int)
+    add_selection(p)
     p.add_argument("--thread", type=int, metavar="IDENT", help="a thread ident")
     p.add_argument("--energy", action="append", metavar="DOMAIN=UJ",
                    help="at most this energy in microjoules: pkg=100 or dram=50 (repeatable);"
@@ -611,6 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="ISO date/time or relative time (10m, 2h, 3d)")
     p.add_argument("--until", help="ISO date/time or relative time")
     p.add_argument("--limit", type=int, help="at most this many calls, oldest first")
+    add_selection(p)
     p.add_argument("--rel", type=float, default=0.0, metavar="X",
                    help="relative tolerance for floats (default 0: exact)")
     p.add_argument("--abs", type=float, default=0.0, metavar="X",
@@ -628,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="at most this many calls, oldest first")
     p.add_argument("--all", action="store_true",
                    help="one test per call (default: one per distinct function and arguments)")
+    add_selection(p)
     sub.add_parser("run", help="run a Python program, recording its calls"
                                " (see: calltape run --help)", add_help=False)
     _add_examples(sub)
@@ -674,6 +753,9 @@ def build_run_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tape", metavar="PATH",
                    help="the tape file (default: $CALLTAPE_TAPE, then ./calltape.db)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start a new tape instead of adding this run to it (the old tape"
+                        " and its -wal and -shm files are removed)")
     p.add_argument("--include", action="append", default=[], metavar="PKG",
                    help="also record this package or module (repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
@@ -750,7 +832,7 @@ def run_main(argv: list[str]) -> int:
                    energy=args.energy, locals=args.locals, globals=args.globals,
                    max_depth=args.max_depth, sample=args.sample,
                    max_value_bytes=args.max_value_bytes, max_value_depth=args.max_value_depth,
-                   summary=not args.quiet)
+                   summary=not args.quiet, fresh=args.fresh)
     except (RunError, TapeError) as exc:
         print(f"calltape: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@
  *   store_sqlite*.c the SQLite file store: schema, migrations, statements,
  *                   WAL; the only files that know SQL
  *   writer.c        the writer thread: decode records, build segments, commit
+ *   selftime.c      self time: each call's recorded children's durations
  *                   (engine_impl.h: the state queue.c and writer.c share)
  *   query.c         searches: the store's segment listings merged in order
  *
@@ -37,7 +38,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define CALLTAPE_SCHEMA_VERSION 3
+#define CALLTAPE_SCHEMA_VERSION 4
 #define CALLTAPE_SEGMENT_FORMAT 3 /* 3: packed value columns; 2: checksums; 1, 2 still read */
 
 /* ------------------------------------------------------------------------ */
@@ -535,6 +536,8 @@ typedef struct seg_call {
     /* by enum value_slot; the args in the args column, the others in the
      * result column, in slot order */
     value_bytes value[VALUE_NSLOTS];
+    int64_t self_ns; /* the builder's input only (not stored per call): the
+                        duration minus its recorded direct children's */
 } seg_call;
 
 /* Serialized layout: byte CALLTAPE_SEGMENT_FORMAT, varint n, varint first
@@ -556,6 +559,7 @@ typedef struct seg_builder {
     size_t n;
     int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;
     int64_t n_raised, total_dur, first_id, first_start;
+    int64_t total_self; /* the sum of its calls' self_ns */
     int64_t last_id, last_start;
     wbuf col[10];
 } seg_builder;
@@ -802,6 +806,8 @@ typedef struct query_filter {
     int energy_bounds;                       /* QUERY_MAX_PKG | QUERY_MAX_DRAM, 0: none */
     int64_t max_energy_pkg, max_energy_dram; /* uJ, inclusive; calls without the
                                                 reading never match a bound on it */
+    const int64_t *sessions; /* any of these sessions (with `session` 0); none: any */
+    size_t nsessions;
 } query_filter;
 
 enum query_energy_bound { QUERY_MAX_PKG = 1, QUERY_MAX_DRAM = 2 };

@@ -51,6 +51,22 @@ typedef struct thread_def {
     int stored;
 } thread_def;
 
+/* Self time (selftime.c): the durations of the recorded children seen so
+ * far, by their parent's seq. */
+typedef struct selftime {
+    uint64_t *keys; /* seq, 0: free */
+    int64_t *ns;
+    size_t cap, n;
+} selftime;
+
+/* Takes the children's durations added under `seq` out of `t` (0 when
+ * none).  Cannot fail. */
+int64_t selftime_take(selftime *t, uint64_t seq);
+/* Adds a child's `ns` under its `parent` seq.  Best effort: when memory
+ * runs out the table starts over.  Cannot fail. */
+void selftime_add(selftime *t, uint64_t parent, int64_t ns);
+void selftime_free(selftime *t);
+
 /* Writer-private state. */
 typedef struct writer_state {
     store *store; /* the tape, open while the writer has it */
@@ -69,6 +85,7 @@ typedef struct writer_state {
     uint64_t file_dev, file_ino;  /* the file the session is on */
     wbuf scratch;
     wbuf segment;
+    selftime kids; /* children's durations of calls not seen yet */
     uint64_t last_open_try_ns;
     uint64_t last_commit_ns;
 } writer_state;

@@ -51,6 +51,7 @@ struct query {
     store *store;
     query_filter f;
     int64_t *functions; /* owned copy */
+    int64_t *sessions;  /* owned copy */
     store_cursor *list; /* segment ids and zone maps, in merge order */
     int listed_done;
     int started;          /* the listing was stepped (at the first query_next) */
@@ -239,7 +240,7 @@ static int read_totals(query *q)
 {
     const query_filter *f = &q->f;
     if (f->since != INT64_MIN || f->until != INT64_MAX || f->min_duration > 0 ||
-        f->max_duration != INT64_MAX || f->session > 0 || f->outcome >= 0)
+        f->max_duration != INT64_MAX || f->session > 0 || f->nsessions || f->outcome >= 0)
         return 0;
     store_err e;
     if (store_call_total(q->store, f->functions, f->nfunctions, &q->expect_calls, &e) < 0)
@@ -357,9 +358,22 @@ query *query_open(store *sto, const query_filter *f, char *err, size_t errlen)
         memcpy(q->functions, f->functions, f->nfunctions * sizeof(int64_t));
         q->f.functions = q->functions;
     }
-    store_segment_filter sf = {q->f.functions,  f->nfunctions, f->session,
-                               f->since,        f->until,      f->min_duration,
-                               f->max_duration, f->outcome,    f->newest_first};
+    q->f.sessions = NULL;
+    q->f.nsessions = 0;
+    if (f->nsessions) {
+        q->sessions = malloc(f->nsessions * sizeof(int64_t));
+        if (!q->sessions) {
+            snprintf(err, errlen, "out of memory");
+            query_close(q);
+            return NULL;
+        }
+        memcpy(q->sessions, f->sessions, f->nsessions * sizeof(int64_t));
+        q->f.sessions = q->sessions;
+        q->f.nsessions = f->nsessions;
+    }
+    store_segment_filter sf = {q->f.functions,  f->nfunctions,   f->session,      f->since,
+                               f->until,        f->min_duration, f->max_duration, f->outcome,
+                               f->newest_first, q->f.sessions,   q->f.nsessions};
     store_err e;
     q->list = store_list_segments(sto, &sf, &e);
     if (!q->list) {
@@ -442,5 +456,6 @@ void query_close(query *q)
     free(q->heap);
     store_cursor_close(q->list);
     free(q->functions);
+    free(q->sessions);
     free(q);
 }

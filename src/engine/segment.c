@@ -132,6 +132,7 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
     if (c->outcome == OUTCOME_RAISED)
         s->n_raised++;
     s->total_dur += c->duration;
+    s->total_self += c->self_ns;
     s->n++;
     return 0;
 }

@@ -75,10 +75,14 @@ typedef struct store_session_row {
 } store_session_row;
 
 /* A function as read back, with its aggregates over every call on the
- * tape (store_read_functions).  min_ns and max_ns are STORE_NONE while
- * the function has no call. */
+ * tape (store_read_functions) or over the calls of some sessions
+ * (store_read_session_functions).  min_ns and max_ns are STORE_NONE while
+ * the function has no call; total_ns is STORE_NONE when the tape does not
+ * know it (sessions of a tape written before it kept per-session totals),
+ * self_ns likewise (also calls recorded before self time was kept): the
+ * calls' durations minus those of their recorded direct children. */
 typedef struct store_function_row {
-    int64_t id, line, calls, raised, total_ns, min_ns, max_ns;
+    int64_t id, line, calls, raised, total_ns, min_ns, max_ns, self_ns;
     store_bytes module, qualname, file;
     store_bytes signature; /* a wire LIST, as in a REC_FUNCTION record */
 } store_function_row;
@@ -127,6 +131,8 @@ typedef struct store_segment_filter {
                                            OUTCOME_RETURNED: with another, -1: any */
     int newest_first;                   /* order: start_max descending (else start_min
                                            ascending), then id likewise */
+    const int64_t *sessions;            /* any of these (with `session` 0); none: any */
+    size_t nsessions;
 } store_segment_filter;
 
 /* Tape-wide counts (store_totals). */
@@ -170,7 +176,8 @@ typedef struct store_ops {
     int (*commit)(store *s);
     void (*rollback)(store *s);
     int (*add_session)(store *s, const store_session *ss, int64_t *id);
-    int (*update_session)(store *s, int64_t id, int64_t end_ns, const int64_t counters[5]);
+    int (*update_session)(store *s, int64_t id, int64_t start_ns, int64_t end_ns,
+                          const int64_t counters[5]);
     int (*function)(store *s, const char *module, size_t module_len, const char *qualname,
                     size_t qualname_len, const char *file, size_t file_len, int64_t line,
                     const uint8_t *sig, size_t sig_len, int64_t *id);
@@ -189,6 +196,8 @@ typedef struct store_ops {
     int (*call_total)(store *s, const int64_t *functions, size_t n, int64_t *calls, store_err *e);
     store_cursor *(*read_sessions)(store *s, store_err *e);
     store_cursor *(*read_functions)(store *s, store_err *e);
+    store_cursor *(*read_session_functions)(store *s, const int64_t *sessions, size_t n,
+                                            store_err *e);
     store_cursor *(*read_threads)(store *s, store_err *e);
     store_cursor *(*read_blob)(store *s, const uint8_t hash[WIRE_HASH_BYTES], store_err *e);
     store_cursor *(*find_call)(store *s, int64_t id, store_err *e);
@@ -322,11 +331,13 @@ static inline int store_add_session(store *s, const store_session *ss, int64_t *
 }
 
 /* Adds counter deltas (STORE_UNENCODABLE ...) and the end time to a
- * session row. */
-static inline int store_update_session(store *s, int64_t id, int64_t end_ns,
+ * session row, and moves its start back to `start_ns` when that is earlier
+ * (the first call of a session may start before the session row was made:
+ * INT64_MAX leaves it). */
+static inline int store_update_session(store *s, int64_t id, int64_t start_ns, int64_t end_ns,
                                        const int64_t counters[5])
 {
-    return s->ops->update_session(s, id, end_ns, counters);
+    return s->ops->update_session(s, id, start_ns, end_ns, counters);
 }
 
 /* Finds or inserts the function (all five fields equal); sets *id. */
@@ -360,7 +371,8 @@ static inline int store_put_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], 
 }
 
 /* Inserts a finished segment (its zone map from `b`, its bytes `data`)
- * and adds its calls to its function's aggregates. */
+ * and adds its calls to its function's aggregates, tape-wide and of the
+ * session (calls, raised, total, self, min, max). */
 static inline int store_add_segment(store *s, int64_t session, int64_t function,
                                     const seg_builder *b, const uint8_t *data, size_t n)
 {
@@ -407,6 +419,15 @@ static inline store_cursor *store_read_sessions(store *s, store_err *e)
 static inline store_cursor *store_read_functions(store *s, store_err *e)
 {
     return s->ops->read_functions(s, e);
+}
+
+/* A cursor over the functions that have calls in any of the `n` sessions
+ * (n >= 1), by id (rows: function), their aggregates over those sessions'
+ * calls only.  NULL with `e` set. */
+static inline store_cursor *store_read_session_functions(store *s, const int64_t *sessions,
+                                                         size_t n, store_err *e)
+{
+    return s->ops->read_session_functions(s, sessions, n, e);
 }
 
 static inline store_cursor *store_read_threads(store *s, store_err *e)

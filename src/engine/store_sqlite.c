@@ -35,6 +35,7 @@ enum {
     STMT_BLOB,
     STMT_SEGMENT,
     STMT_FN_AGG,
+    STMT_FN_SESSION_AGG,
     STMT_BEGIN,
     STMT_COMMIT,
     STMT_ROLLBACK,
@@ -44,14 +45,15 @@ enum {
 static const char *const stmt_sql[NSTMT] = {
     [STMT_SESSION] = "INSERT INTO sessions(start_ns, host, pid, ppid, parent, argv, python,"
                      " calltape, mpi_rank, sys_path0, cwd) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-    [STMT_SESSION_UPDATE] = "UPDATE sessions SET end_ns = max(coalesce(end_ns, 0), ?),"
+    [STMT_SESSION_UPDATE] = "UPDATE sessions SET start_ns = min(start_ns, ?),"
+                            " end_ns = max(coalesce(end_ns, 0), ?),"
                             " unencodable = unencodable + ?, pickled = pickled + ?,"
                             " redacted = redacted + ?, truncated = truncated + ?,"
                             " dropped = dropped + ? WHERE id = ?",
     [STMT_FN_FIND] = "SELECT id FROM functions WHERE module = ? AND qualname = ? AND file = ?"
                      " AND line = ? AND signature = ?",
-    [STMT_FN_INSERT] = "INSERT INTO functions(module, qualname, file, line, signature)"
-                       " VALUES (?,?,?,?,?)",
+    [STMT_FN_INSERT] = "INSERT INTO functions(module, qualname, file, line, signature, self_ns)"
+                       " VALUES (?,?,?,?,?,0)",
     [STMT_THREAD] = "INSERT OR REPLACE INTO threads(session, idx, ident, native_id, name)"
                     " VALUES (?,?,?,?,?)",
     [STMT_NEXT_ID_GET] = "SELECT value FROM meta WHERE key = 'next_id'",
@@ -61,10 +63,18 @@ static const char *const stmt_sql[NSTMT] = {
                      " start_max, end_max, dur_min, dur_max, raised, data)"
                      " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
     [STMT_FN_AGG] = "UPDATE functions SET calls = calls + ?, raised = raised + ?,"
-                    " total_ns = total_ns + ?, min_ns = min(coalesce(min_ns, ?), ?),"
+                    " total_ns = total_ns + ?, self_ns = self_ns + ?,"
+                    " min_ns = min(coalesce(min_ns, ?), ?),"
                     " max_ns = max(coalesce(max_ns, ?), ?),"
                     " first_ns = min(coalesce(first_ns, ?), ?),"
                     " last_ns = max(coalesce(last_ns, ?), ?) WHERE id = ?",
+    /* self_ns and total_ns stay NULL (unknown) on rows from before v4 */
+    [STMT_FN_SESSION_AGG] =
+        "INSERT INTO function_sessions(session, function, calls, raised, total_ns, self_ns,"
+        " min_ns, max_ns) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(session, function) DO UPDATE"
+        " SET calls = calls + excluded.calls, raised = raised + excluded.raised,"
+        " total_ns = total_ns + excluded.total_ns, self_ns = self_ns + excluded.self_ns,"
+        " min_ns = min(min_ns, excluded.min_ns), max_ns = max(max_ns, excluded.max_ns)",
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
     [STMT_COMMIT] = "COMMIT",
     [STMT_ROLLBACK] = "ROLLBACK",
@@ -106,8 +116,22 @@ static const char schema_v2[] = "CREATE INDEX segments_by_start_max ON segments(
 static const char schema_v3[] = "ALTER TABLE sessions ADD COLUMN sys_path0 TEXT;"
                                 "ALTER TABLE sessions ADD COLUMN cwd TEXT;";
 
+/* 4: self time (a call's duration minus its recorded direct children's),
+ * and each function's aggregates per session.  Functions that already have
+ * calls keep self_ns NULL (unknown) forever; the sessions already on the
+ * tape get their counts from the segments, with total and self unknown. */
+static const char schema_v4[] =
+    "ALTER TABLE functions ADD COLUMN self_ns INTEGER;"
+    "UPDATE functions SET self_ns = 0 WHERE calls = 0;"
+    "CREATE TABLE function_sessions(session INTEGER NOT NULL, function INTEGER NOT NULL,"
+    " calls INTEGER NOT NULL, raised INTEGER NOT NULL, total_ns INTEGER, self_ns INTEGER,"
+    " min_ns INTEGER, max_ns INTEGER, PRIMARY KEY(session, function)) WITHOUT ROWID;"
+    "INSERT INTO function_sessions SELECT session, function, sum(n), sum(raised), NULL, NULL,"
+    " min(dur_min), max(dur_max) FROM segments GROUP BY session, function;";
+
 /* migrations[v] turns schema v into v + 1; index 0 creates the schema. */
-static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3};
+static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
+                                                                schema_v4};
 
 typedef struct sq_store {
     store base; /* first: the handle's head */
@@ -637,14 +661,16 @@ static int sq_add_session(store *base, const store_session *ss, int64_t *id)
     return 0;
 }
 
-static int sq_update_session(store *base, int64_t id, int64_t end_ns, const int64_t counters[5])
+static int sq_update_session(store *base, int64_t id, int64_t start_ns, int64_t end_ns,
+                             const int64_t counters[5])
 {
     sq_store *s = (sq_store *)base;
     sqlite3_stmt *stmt = s->stmt[STMT_SESSION_UPDATE];
-    bind_int(s, stmt, 1, end_ns);
+    bind_int(s, stmt, 1, start_ns);
+    bind_int(s, stmt, 2, end_ns);
     for (int i = 0; i < 5; i++)
-        bind_int(s, stmt, 2 + i, counters[i]);
-    bind_int(s, stmt, 7, id);
+        bind_int(s, stmt, 3 + i, counters[i]);
+    bind_int(s, stmt, 8, id);
     return run(s, STMT_SESSION_UPDATE, "cannot update the session");
 }
 
@@ -746,16 +772,28 @@ static int sq_add_segment(store *base, int64_t session, int64_t function, const 
     bind_int(s, stmt, 1, (int64_t)b->n);
     bind_int(s, stmt, 2, b->n_raised);
     bind_int(s, stmt, 3, b->total_dur);
-    bind_int(s, stmt, 4, b->dur_min);
+    bind_int(s, stmt, 4, b->total_self);
     bind_int(s, stmt, 5, b->dur_min);
-    bind_int(s, stmt, 6, b->dur_max);
+    bind_int(s, stmt, 6, b->dur_min);
     bind_int(s, stmt, 7, b->dur_max);
-    bind_int(s, stmt, 8, b->start_min);
+    bind_int(s, stmt, 8, b->dur_max);
     bind_int(s, stmt, 9, b->start_min);
-    bind_int(s, stmt, 10, b->start_max);
+    bind_int(s, stmt, 10, b->start_min);
     bind_int(s, stmt, 11, b->start_max);
-    bind_int(s, stmt, 12, function);
-    return run(s, STMT_FN_AGG, "cannot update function totals");
+    bind_int(s, stmt, 12, b->start_max);
+    bind_int(s, stmt, 13, function);
+    if (run(s, STMT_FN_AGG, "cannot update function totals") < 0)
+        return -1;
+    stmt = s->stmt[STMT_FN_SESSION_AGG];
+    bind_int(s, stmt, 1, session);
+    bind_int(s, stmt, 2, function);
+    bind_int(s, stmt, 3, (int64_t)b->n);
+    bind_int(s, stmt, 4, b->n_raised);
+    bind_int(s, stmt, 5, b->total_dur);
+    bind_int(s, stmt, 6, b->total_self);
+    bind_int(s, stmt, 7, b->dur_min);
+    bind_int(s, stmt, 8, b->dur_max);
+    return run(s, STMT_FN_SESSION_AGG, "cannot update the session's function totals");
 }
 
 static int sq_claims(const char *path)
@@ -787,6 +825,7 @@ static const store_ops sq_ops = {
     .call_total = sq_call_total,
     .read_sessions = sq_read_sessions,
     .read_functions = sq_read_functions,
+    .read_session_functions = sq_read_session_functions,
     .read_threads = sq_read_threads,
     .read_blob = sq_read_blob,
     .find_call = sq_find_call,

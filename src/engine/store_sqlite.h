@@ -26,6 +26,7 @@ int sq_function_count(store *s, int64_t *n, store_err *e);
 int sq_call_total(store *s, const int64_t *functions, size_t n, int64_t *calls, store_err *e);
 store_cursor *sq_read_sessions(store *s, store_err *e);
 store_cursor *sq_read_functions(store *s, store_err *e);
+store_cursor *sq_read_session_functions(store *s, const int64_t *sessions, size_t n, store_err *e);
 store_cursor *sq_read_threads(store *s, store_err *e);
 store_cursor *sq_read_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], store_err *e);
 store_cursor *sq_find_call(store *s, int64_t id, store_err *e);

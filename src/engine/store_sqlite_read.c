@@ -1,7 +1,8 @@
 /*
  * store_sqlite_read.c - the reader's side of the SQLite store: the
  * statements behind store_totals, store_function_count, store_call_total
- * and the cursors of store.h (sessions, functions, threads, a blob, the
+ * and the cursors of store.h (sessions, functions, the functions of some
+ * sessions, threads, a blob, the
  * segments holding a call id, the segment listing of a search), and what
  * their rows mean.
  *
@@ -28,8 +29,10 @@ typedef struct sq_cursor {
     store_cursor base; /* first: the cursor's head */
     enum sq_kind kind;
     sqlite3_stmt *q;
-    sqlite3_stmt *load; /* a listing: one segment's row and bytes */
-    char *json;         /* a listing: its function ids as a JSON array, or NULL */
+    sqlite3_stmt *load;  /* a listing: one segment's row and bytes */
+    char *json;          /* a listing: its function ids as a JSON array, or NULL;
+                            functions of sessions: the session ids */
+    char *sessions_json; /* a listing: its session ids as a JSON array, or NULL */
     int done;
     int with_data; /* SQ_SEGMENTS: rows carry the segment's bytes */
 } sq_cursor;
@@ -37,6 +40,11 @@ typedef struct sq_cursor {
 /* The columns of a segment row, then (when loaded) its bytes. */
 #define SEGMENT_COLUMNS "id, session, function, n, start_min, start_max, dur_min, dur_max, raised"
 #define SEGMENT_DATA_COLUMN 9
+
+/* The columns of a function row before its aggregates. */
+#define FUNCTION_COLUMNS_OF(t)                                                                     \
+    t ".id, " t ".module, " t ".qualname, " t ".file, " t ".line, " t ".signature"
+#define FUNCTION_COLUMNS "id, module, qualname, file, line, signature"
 
 #define SESSION_COLUMNS_V2                                                                         \
     "id, start_ns, end_ns, host, pid, ppid, parent, argv, python, calltape, mpi_rank,"             \
@@ -198,11 +206,47 @@ store_cursor *sq_read_sessions(store *s, store_err *e)
 
 store_cursor *sq_read_functions(store *s, store_err *e)
 {
-    sq_cursor *c = cursor_new(s, SQ_FUNCTIONS,
-                              "SELECT id, module, qualname, file, line, signature, calls,"
-                              " raised, total_ns, min_ns, max_ns FROM functions ORDER BY id",
-                              e);
+    /* self time exists from schema version 4 on */
+    const char *sql = store_version(s) >= 4
+                          ? "SELECT " FUNCTION_COLUMNS ", calls, raised, total_ns, min_ns, max_ns,"
+                            " self_ns FROM functions ORDER BY id"
+                          : "SELECT " FUNCTION_COLUMNS ", calls, raised, total_ns, min_ns, max_ns,"
+                            " NULL FROM functions ORDER BY id";
+    sq_cursor *c = cursor_new(s, SQ_FUNCTIONS, sql, e);
     return c ? &c->base : NULL;
+}
+
+store_cursor *sq_read_session_functions(store *s, const int64_t *sessions, size_t n, store_err *e)
+{
+    /* a sum over rows of which one does not know it (NULL) is not known */
+    const char *sql =
+        store_version(s) >= 4
+            ? "SELECT " FUNCTION_COLUMNS_OF(
+                  "f") ", sum(a.calls), sum(a.raised),"
+                       " CASE WHEN count(a.total_ns) = count(*) THEN sum(a.total_ns) END,"
+                       " min(a.min_ns), max(a.max_ns),"
+                       " CASE WHEN count(a.self_ns) = count(*) THEN sum(a.self_ns) END"
+                       " FROM function_sessions a JOIN functions f ON f.id = a.function"
+                       " WHERE a.session IN (SELECT value FROM json_each(?1)) GROUP BY f.id ORDER "
+                       "BY f.id"
+            /* older tapes: the segments' zone maps, without total and self */
+            : "SELECT " FUNCTION_COLUMNS_OF(
+                  "f") ", sum(g.n), sum(g.raised), NULL,"
+                       " min(g.dur_min), max(g.dur_max), NULL"
+                       " FROM segments g JOIN functions f ON f.id = g.function"
+                       " WHERE g.session IN (SELECT value FROM json_each(?1)) GROUP BY f.id ORDER "
+                       "BY f.id";
+    sq_cursor *c = cursor_new(s, SQ_FUNCTIONS, sql, e);
+    if (!c)
+        return NULL;
+    c->json = ids_json(sessions, n);
+    int rc = c->json ? sqlite3_bind_text(c->q, 1, c->json, -1, SQLITE_STATIC) : SQLITE_NOMEM;
+    if (rc != SQLITE_OK) {
+        fail(s, rc, e);
+        sq_cursor_close(&c->base);
+        return NULL;
+    }
+    return &c->base;
 }
 
 store_cursor *sq_read_threads(store *s, store_err *e)
@@ -252,6 +296,9 @@ static void listing_sql(const store_segment_filter *f, char *sql, size_t cap)
                      " AND start_min <= ?2 AND dur_max >= ?3 AND dur_min <= ?4");
     if (f->session > 0)
         n += snprintf(sql + n, cap - (size_t)n, " AND session = ?5");
+    else if (f->nsessions)
+        n +=
+            snprintf(sql + n, cap - (size_t)n, " AND session IN (SELECT value FROM json_each(?7))");
     if (f->outcome == OUTCOME_RAISED)
         n += snprintf(sql + n, cap - (size_t)n, " AND raised > 0");
     else if (f->outcome == OUTCOME_RETURNED)
@@ -277,6 +324,9 @@ static int bind_listing(sq_cursor *c, const store_segment_filter *f)
         rc = sqlite3_bind_int64(c->q, 5, f->session);
     if (rc == SQLITE_OK && f->nfunctions)
         rc = c->json ? sqlite3_bind_text(c->q, 6, c->json, -1, SQLITE_STATIC) : SQLITE_NOMEM;
+    if (rc == SQLITE_OK && f->session <= 0 && f->nsessions)
+        rc = c->sessions_json ? sqlite3_bind_text(c->q, 7, c->sessions_json, -1, SQLITE_STATIC)
+                              : SQLITE_NOMEM;
     return rc;
 }
 
@@ -289,6 +339,8 @@ store_cursor *sq_list_segments(store *s, const store_segment_filter *f, store_er
         return NULL;
     if (f->nfunctions)
         c->json = ids_json(f->functions, f->nfunctions);
+    if (f->session <= 0 && f->nsessions)
+        c->sessions_json = ids_json(f->sessions, f->nsessions);
     int rc =
         sqlite3_prepare_v2(sq_db(s), "SELECT " SEGMENT_COLUMNS ", data FROM segments WHERE id = ?",
                            -1, &c->load, NULL);
@@ -351,9 +403,10 @@ static void read_function(sqlite3_stmt *q, store_function_row *r)
     r->signature = blob_at(q, 5);
     r->calls = sqlite3_column_int64(q, 6);
     r->raised = sqlite3_column_int64(q, 7);
-    r->total_ns = sqlite3_column_int64(q, 8);
+    r->total_ns = int_or_none(q, 8);
     r->min_ns = int_or_none(q, 9);
     r->max_ns = int_or_none(q, 10);
+    r->self_ns = int_or_none(q, 11);
 }
 
 int sq_next(store_cursor *base, store_row *row, store_err *e)
@@ -423,5 +476,6 @@ void sq_cursor_close(store_cursor *base)
     sqlite3_finalize(c->q);
     sqlite3_finalize(c->load);
     free(c->json);
+    free(c->sessions_json);
     free(c);
 }

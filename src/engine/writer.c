@@ -32,9 +32,10 @@
 
 typedef struct txn {
     uint64_t calls, segments, bytes, dropped;
-    uint64_t functions; /* functions whose first calls it holds (fn_def.in_txn) */
-    size_t taken;       /* bytes of records taken from the chunks */
-    size_t *blocks;     /* id blocks reserved in this transaction */
+    uint64_t functions;  /* functions whose first calls it holds (fn_def.in_txn) */
+    int64_t first_start; /* the earliest start of its calls, INT64_MAX: none */
+    size_t taken;        /* bytes of records taken from the chunks */
+    size_t *blocks;      /* id blocks reserved in this transaction */
     size_t nblocks, capblocks;
 } txn;
 
@@ -336,10 +337,17 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
         t->dropped++; /* not in a builder: after_rollback does not see it */
         return -1;
     }
+    /* self time: children end, and reach the writer, before their parent */
+    int64_t kids = selftime_take(&w->kids, c.seq);
+    s.self_ns = (int64_t)c.duration > kids ? (int64_t)c.duration - kids : 0;
+    if (c.parent)
+        selftime_add(&w->kids, c.parent, (int64_t)c.duration);
     s.depth = (int64_t)c.depth;
     s.thread = (int64_t)c.thread;
     s.start = e->opt.clock_wall_ns + ((int64_t)c.start - e->opt.clock_mono_ns);
     s.duration = (int64_t)c.duration;
+    if (s.start < t->first_start)
+        t->first_start = s.start;
     s.outcome = c.outcome;
     s.flags = c.flags;
     s.cpu_ns = (int64_t)c.cpu_ns;
@@ -485,6 +493,7 @@ static size_t process(engine *e, chunk *full, chunk *live, int finish)
     writer_state *w = &e->w;
     txn t;
     memset(&t, 0, sizeof t);
+    t.first_start = INT64_MAX;
     int ok = ensure_store(e) == 0;
     if (ok && store_begin(w->store) < 0) {
         set_error(e, store_errmsg(w->store));
@@ -508,7 +517,7 @@ static size_t process(engine *e, chunk *full, chunk *live, int finish)
         uint64_t dropped = e->producer_dropped + e->writer_dropped + t.dropped;
         pthread_mutex_unlock(&e->mu);
         w->counters[4] += (int64_t)(dropped - w->dropped_reported);
-        if (store_update_session(w->store, w->session_id, end, w->counters) < 0 ||
+        if (store_update_session(w->store, w->session_id, t.first_start, end, w->counters) < 0 ||
             store_commit(w->store) < 0) {
             w->counters[4] -= (int64_t)(dropped - w->dropped_reported);
             ok = 0;
@@ -702,5 +711,6 @@ void writer_free_state(engine *e)
     free(w->id_blocks);
     wbuf_free(&w->scratch);
     wbuf_free(&w->segment);
+    selftime_free(&w->kids);
     memset(w, 0, sizeof *w);
 }

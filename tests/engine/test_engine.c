@@ -2,11 +2,12 @@
  * test_engine.c - tests of the plain-C engine, without Python: the value
  * format, segments (their checksum and the older format without one), the
  * content hash, CRC-32C, and the engine end to end onto a real
- * SQLite tape (append, flush, fork-free reopen, read back), and the energy
- * bounds of a search.
+ * SQLite tape (append, flush, fork-free reopen, read back), the energy
+ * bounds of a search, and self time (the table, and the totals per session).
  * Prints "N passed, N failed" and exits non-zero on any failure.
  */
 #include "engine.h"
+#include "engine_impl.h" /* selftime.c's table */
 #include "store.h"
 #include "store_sqlite.h" /* sq_db: to lower SQLite's limits */
 
@@ -1498,6 +1499,101 @@ static void test_store_reader(void)
     unlink(side);
 }
 
+/* The self-time table: many parents open at once (it grows), taken back
+ * in any order (removals keep every other entry findable). */
+static void test_selftime_table(void)
+{
+    selftime t = {0};
+    const uint64_t n = 5000;
+    for (uint64_t seq = 1; seq <= n; seq++) {
+        selftime_add(&t, seq * 7, (int64_t)seq);
+        selftime_add(&t, seq * 7, 1);
+    }
+    CHECK(t.n == n);
+    int ok = 1;
+    for (int64_t seq = (int64_t)n - 1; seq >= 1; seq -= 2) /* odd ones, from the end */
+        ok &= selftime_take(&t, (uint64_t)seq * 7) == seq + 1;
+    for (uint64_t seq = 2; seq <= n; seq += 2)
+        ok &= selftime_take(&t, seq * 7) == (int64_t)seq + 1;
+    CHECK(ok);
+    CHECK(t.n == 0 && selftime_take(&t, 7) == 0 && selftime_take(&t, 12345) == 0);
+    selftime_free(&t);
+}
+
+/* Appends a call of function 1: seq, parent seq, duration (ns). */
+static int append_timed_call(engine *e, wbuf *b, uint64_t seq, uint64_t parent, uint64_t dur)
+{
+    call_rec c = {0};
+    c.fn = 1;
+    c.seq = seq;
+    c.parent = parent;
+    c.depth = parent ? 1 : 0;
+    c.duration = dur;
+    b->len = 0;
+    rec_put_call(b, &c);
+    return append_waiting(e, b, NULL) == ENGINE_APPENDED;
+}
+
+/* Self time onto a tape: a parent (100 ns) whose two children (30, 20 ns)
+ * ended, and were appended, before it; tape-wide and for its session. */
+static void test_self_time_totals(void)
+{
+    char path[64];
+    fresh_path(path, "selftime-test");
+    engine *e = start_engine(path, 0, 0);
+    if (!e)
+        return;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    CHECK(append_timed_call(e, &b, 2, 1, 30) && append_timed_call(e, &b, 3, 1, 20) &&
+          append_timed_call(e, &b, 1, 0, 100));
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_free(e);
+    wbuf_free(&b);
+    char err[256];
+    store *st = store_open_read(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    store_err se;
+    store_row row;
+    store_cursor *c = store_read_functions(st, &se);
+    CHECK(c && store_next(c, &row, &se) == 1 && row.function.calls == 3 &&
+          row.function.total_ns == 150 && row.function.self_ns == 30 + 20 + 50);
+    store_cursor_close(c);
+    int64_t sessions[2] = {1, 999};
+    c = store_read_session_functions(st, sessions, 2, &se);
+    CHECK(c && store_next(c, &row, &se) == 1 && row.function.calls == 3 &&
+          row.function.total_ns == 150 && row.function.self_ns == 100 &&
+          row.function.min_ns == 20 && row.function.max_ns == 100);
+    CHECK(c && store_next(c, &row, &se) == 0);
+    store_cursor_close(c);
+    c = store_read_session_functions(st, sessions + 1, 1, &se); /* no such session */
+    CHECK(c && store_next(c, &row, &se) == 0);
+    store_cursor_close(c);
+    store_segment_filter f = {NULL, 0, 0, INT64_MIN, INT64_MAX, 0, INT64_MAX, -1, 0};
+    f.sessions = sessions;
+    f.nsessions = 2;
+    c = store_list_segments(st, &f, &se);
+    int64_t listed = 0;
+    while (c && store_next(c, &row, &se) == 1)
+        listed += row.segment.n;
+    CHECK(listed == 3);
+    store_cursor_close(c);
+    f.sessions = sessions + 1;
+    f.nsessions = 1;
+    c = store_list_segments(st, &f, &se);
+    CHECK(c && store_next(c, &row, &se) == 0);
+    store_cursor_close(c);
+    store_close(st);
+    char side[300];
+    unlink(path);
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+}
+
 /* Removes the tape `path` and its -wal and -shm files. */
 static void remove_tape(const char *path)
 {
@@ -1581,6 +1677,8 @@ int main(void)
     test_query_reports_damage();
     test_store_reader();
     test_store_bind_failure();
+    test_selftime_table();
+    test_self_time_totals();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

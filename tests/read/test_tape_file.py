@@ -217,8 +217,10 @@ def test_reader_does_not_modify_the_tape(tmp_path):
 
 def test_older_tape_is_read_as_it_is_and_migrated_by_the_next_recording(tmp_path):
     """A tape of format 1 (without the index on start_max, nor the sessions'
-    folders) is read without being modified, and upgraded in place by the next
-    process that records onto it, keeping its calls."""
+    folders, nor self time and the per-session totals) is read without being
+    modified, and upgraded in place by the next process that records onto it,
+    keeping its calls; what it did not keep (self time, the old session's total)
+    reads None."""
     path = tmp_path / "old.db"
     code = ("import calltape\nf = calltape.record(lambda x: x)\n"
             "[f(i) for i in range(3)]\ncalltape.flush()\n")
@@ -228,6 +230,8 @@ def test_older_tape_is_read_as_it_is_and_migrated_by_the_next_recording(tmp_path
         con.execute("DROP INDEX segments_by_start_max")
         con.execute("ALTER TABLE sessions DROP COLUMN sys_path0")
         con.execute("ALTER TABLE sessions DROP COLUMN cwd")
+        con.execute("ALTER TABLE functions DROP COLUMN self_ns")
+        con.execute("DROP TABLE function_sessions")
         con.execute("PRAGMA user_version = 1")
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     before = path.read_bytes()
@@ -235,11 +239,16 @@ def test_older_tape_is_read_as_it_is_and_migrated_by_the_next_recording(tmp_path
     assert [c.args["x"] for c in old.search()] == [2, 1, 0]           # newest first
     assert [c.args["x"] for c in old.search(order="oldest", limit=2)] == [0, 1]
     assert [(s.sys_path0, s.cwd) for s in old.sessions()] == [(None, None)]
+    [fn] = old.functions()
+    assert fn.calls == 3 and fn.total > 0 and fn.self_time is None
+    [fn] = old.functions(session=old.last_run())  # from the segments' zone maps
+    assert fn.calls == 3 and fn.max > 0 and fn.total is None and fn.self_time is None
+    assert fn.mean is None and "mean -" in repr(fn)
     old.close()
     assert path.read_bytes() == before
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60, cwd=tmp_path)
     with sqlite3.connect(path) as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 4
         names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "segments_by_start_max" in names
     assert len(calltape.open(path).search()) == 6
@@ -247,3 +256,12 @@ def test_older_tape_is_read_as_it_is_and_migrated_by_the_next_recording(tmp_path
     newest, oldest = calltape.open(path).sessions()
     assert (newest.sys_path0, newest.cwd) == (str(tmp_path), str(tmp_path))
     assert (oldest.sys_path0, oldest.cwd) == (None, None)
+    tape = calltape.open(path)
+    [fn] = tape.functions()
+    assert fn.calls == 6 and fn.self_time is None  # the old calls' self time is unknown
+    [fn] = tape.functions(session=newest.id)
+    assert fn.calls == 3 and fn.total > 0 and fn.self_time == fn.total  # no recorded children
+    [fn] = tape.functions(session=oldest.id)
+    assert fn.calls == 3 and fn.total is None and fn.max > 0
+    [fn] = tape.functions(session=[oldest.id, newest.id])
+    assert fn.calls == 6 and fn.total is None

@@ -174,6 +174,41 @@ static void put_argv(wbuf *b, PyObject *argv)
     }
 }
 
+/* sys.argv as the program was typed: `-m app.child 50` rather than the
+ * module's file that runpy put in sys.argv[0], when sys.orig_argv says the
+ * program ran with -m and its arguments are still those (a program that
+ * rewrote sys.argv keeps its own).  New reference, or NULL (no argv) with
+ * no exception set. */
+static PyObject *typed_argv(void)
+{
+    PyObject *argv = PySys_GetObject("argv"), *orig = PySys_GetObject("orig_argv");
+    if (!argv || !PyList_Check(argv))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(argv),
+               m = orig && PyList_Check(orig) ? PyList_GET_SIZE(orig) : 0;
+    Py_ssize_t i = 1;
+    while (i < m && !(PyUnicode_Check(PyList_GET_ITEM(orig, i)) &&
+                      PyUnicode_CompareWithASCIIString(PyList_GET_ITEM(orig, i), "-m") == 0))
+        i++;
+    if (n < 1 || i + 1 >= m || m - (i + 2) != n - 1)
+        return Py_NewRef(argv);
+    PyObject *tail = PyList_GetSlice(orig, i + 2, m), *mine = PyList_GetSlice(argv, 1, n);
+    int same = tail && mine ? PyObject_RichCompareBool(tail, mine, Py_EQ) : -1;
+    PyObject *out = same == 1 ? PyList_New(0) : NULL;
+    if (out) {
+        PyObject *flag = PyUnicode_FromString("-m");
+        if (!flag || PyList_Append(out, flag) < 0 ||
+            PyList_Append(out, PyList_GET_ITEM(orig, i + 1)) < 0 ||
+            PyList_SetSlice(out, 2, 2, mine) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(flag);
+    }
+    Py_XDECREF(tail);
+    Py_XDECREF(mine);
+    PyErr_Clear();
+    return out ? out : Py_NewRef(argv);
+}
+
 /* Where the program finds its modules, for the session row: sys.path[0]
  * made absolute (the script's folder; the working folder for -m, -c and
  * ""), and the working folder.  New references in folders[0] and [1], each
@@ -229,7 +264,9 @@ static void build_options(ct_state *st, engine_options *o, wbuf *argv, PyObject 
     o->host = (v = PyDict_GetItemString(info, "host")) ? PyUnicode_AsUTF8(v) : NULL;
     o->python_version = (v = PyDict_GetItemString(info, "python")) ? PyUnicode_AsUTF8(v) : NULL;
     o->calltape_version = (v = PyDict_GetItemString(info, "version")) ? PyUnicode_AsUTF8(v) : NULL;
-    put_argv(argv, PySys_GetObject("argv"));
+    PyObject *typed = typed_argv();
+    put_argv(argv, typed);
+    Py_XDECREF(typed);
     o->argv = argv->data;
     o->argv_len = argv->len;
     program_folders(folders);

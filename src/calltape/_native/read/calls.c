@@ -5,7 +5,8 @@
  * streams Call objects.
  *
  * Matching: `function` is an exact qualname, a module-qualified name, a
- * glob (POSIX fnmatch(3)) on either, or a callable given each Function;
+ * glob (POSIX fnmatch(3)) on either, a bare name (no dot, a glob too) that
+ * matches the last part of a qualname, or a callable given each Function;
  * `file` is a glob on the path, a glob on its tail, or a substring.  Both
  * become the list of function ids the query reads.  `args` compares the
  * rebuilt argument values with PyObject_RichCompareBool (a TypeError or
@@ -25,10 +26,11 @@
 
 typedef struct ct_calls {
     PyObject_HEAD ct_tape *tape;
-    query_filter f; /* f.functions points into ids */
-    int64_t *ids;   /* owned */
-    int empty;      /* no call can match */
-    int64_t *pairs; /* thread filter: (session, index) pairs, or NULL */
+    query_filter f;    /* f.functions points into ids */
+    int64_t *ids;      /* owned */
+    int empty;         /* no call can match */
+    int64_t *sessions; /* owned: f.sessions points into it, or NULL */
+    int64_t *pairs;    /* thread filter: (session, index) pairs, or NULL */
     size_t npairs;
     PyObject *args_filter; /* dict name -> wanted value, or NULL */
     int64_t parent;        /* children(): only the calls this call id made; 0: any */
@@ -151,7 +153,12 @@ static int function_matches(ct_function *f, PyObject *function)
     if (!want || !qualname || !full)
         return -1;
     int glob = is_glob(want);
-    return text_matches(want, glob, qualname) || text_matches(want, glob, full);
+    if (text_matches(want, glob, qualname) || text_matches(want, glob, full))
+        return 1;
+    /* a bare name (no dot) names the last part of a qualname: `take` is
+     * Inventory.take, and every other method or nested function so named */
+    const char *last = strrchr(qualname, '.');
+    return !strchr(want, '.') && last && text_matches(want, glob, last + 1);
 }
 
 /* 1 when the file of `f` matches `file`: a glob on the whole path or on
@@ -222,6 +229,47 @@ static int select_functions(ct_calls *c, PyObject *function, PyObject *file)
 
 /* ---- the other filters ---- */
 
+/* `session`: one id (the query's session) or several (its session list;
+ * ids that cannot be a session's dropped).  Returns 0 or -1. */
+static int select_sessions(ct_calls *c, PyObject *session)
+{
+    int64_t *ids = NULL;
+    size_t n = 0;
+    if (ct_session_ids(session, &ids, &n) < 0)
+        return -1;
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] > 0)
+            ids[kept++] = ids[i];
+    if (kept == 0)
+        c->empty = 1;
+    if (kept == 1) {
+        c->f.session = ids[0];
+        PyMem_Free(ids);
+        return 0;
+    }
+    PyMem_Free(c->sessions);
+    c->sessions = ids;
+    c->f.sessions = ids;
+    c->f.nsessions = kept;
+    if (!kept) {
+        c->f.session = -1; /* matches nothing (empty says so already) */
+        c->f.nsessions = 0;
+    }
+    return 0;
+}
+
+/* 1 when session `s` is one the search selected. */
+static int session_selected(const ct_calls *c, int64_t s)
+{
+    if (c->f.session > 0)
+        return c->f.session == s;
+    for (size_t i = 0; i < c->f.nsessions; i++)
+        if (c->f.sessions[i] == s)
+            return 1;
+    return c->f.nsessions == 0;
+}
+
 static int select_thread(ct_calls *c, PyObject *thread)
 {
     if (!PyLong_Check(thread) || PyBool_Check(thread)) {
@@ -246,7 +294,7 @@ static int select_thread(ct_calls *c, PyObject *thread)
             Py_DECREF(rows);
             return -1;
         }
-        if (eq && (c->f.session == 0 || c->f.session == session)) {
+        if (eq && session_selected(c, session)) {
             c->pairs[2 * c->npairs] = session;
             c->pairs[2 * c->npairs + 1] = PyLong_AsLongLong(PyTuple_GET_ITEM(row, 1));
             c->npairs++;
@@ -403,6 +451,7 @@ static ct_calls *calls_new(ct_tape *t)
     c->f.newest_first = 1;
     c->f.limit = -1;
     c->ids = NULL;
+    c->sessions = NULL;
     c->empty = 0;
     c->pairs = NULL;
     c->npairs = 0;
@@ -470,17 +519,8 @@ PyObject *ct_tape_search(ct_tape *t, PyObject *args, PyObject *kw)
         goto error;
     if (max_d != Py_None && duration_to_ns(max_d, "max_duration", &f->max_duration) < 0)
         goto error;
-    if (session != Py_None) {
-        long long s = PyLong_Check(session) ? PyLong_AsLongLong(session) : -1;
-        if (PyErr_Occurred() || PyBool_Check(session) || !PyLong_Check(session)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "session must be a session id (an int), not %R", session);
-            goto error;
-        }
-        if (s <= 0)
-            c->empty = 1;
-        f->session = s;
-    }
+    if (session != Py_None && select_sessions(c, session) < 0)
+        goto error;
     if (select_functions(c, function, file) < 0)
         goto error;
     if (thread != Py_None && select_thread(c, thread) < 0)
@@ -530,6 +570,7 @@ static void Calls_dealloc(ct_calls *c)
     PyObject_GC_UnTrack(c);
     Calls_clear(c);
     PyMem_Free(c->ids);
+    PyMem_Free(c->sessions);
     PyMem_Free(c->pairs);
     tp->tp_free((PyObject *)c);
     Py_DECREF(tp);

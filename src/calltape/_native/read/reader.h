@@ -31,8 +31,10 @@ typedef struct ct_tape {
 } ct_tape;
 
 typedef struct ct_function {
-    PyObject_HEAD int64_t id, line, calls, raised, total_ns, min_ns, max_ns;
+    PyObject_HEAD int64_t id, line, calls, raised, total_ns, min_ns, max_ns, self_ns;
     int has_durations; /* min_ns and max_ns are known (calls > 0) */
+    int has_total;     /* total_ns is known (not on sessions of older tapes) */
+    int has_self;      /* self_ns is known (not on tapes older than self time) */
     int trust;
     PyObject *module, *qualname, *file, *full; /* str; full is "module.qualname" */
     PyObject *names;                           /* tuple of parameter names */
@@ -174,6 +176,24 @@ PyObject *ct_session_from_row(ct_tape *t, const store_session_row *row);
 /* A timezone-aware (UTC) datetime for `ns` nanoseconds since the epoch,
  * exact to the microsecond (truncated).  New reference or NULL. */
 PyObject *ct_datetime_from_ns(ct_state *st, int64_t ns);
+
+/* ---- runs.c ---- */
+
+/* The `session=` argument of the reader's methods (an id, or a list or
+ * tuple of ids) as a new PyMem array of *n ids (*n may be 0).  Returns 0,
+ * or -1 with TypeError. */
+int ct_session_ids(PyObject *session, int64_t **ids, size_t *n);
+
+/* Tape.last_run(): a new list of the session ids of the newest session's
+ * run, oldest first (the ancestor it descends from and every session
+ * below that one); empty for a tape without sessions.  NULL with
+ * TapeError. */
+PyObject *ct_tape_last_run(ct_tape *t, PyObject *unused);
+
+/* Tape.functions(session=...): a new list of new Functions with their
+ * aggregates over the calls of those sessions only, by id.  NULL with
+ * TypeError or TapeError. */
+PyObject *ct_tape_functions_of(ct_tape *t, PyObject *session);
 
 /* ---- calls.c ---- */
 

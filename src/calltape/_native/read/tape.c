@@ -549,11 +549,21 @@ static PyObject *Tape_sessions(PyObject *self, PyObject *unused)
     return out;
 }
 
-static PyObject *Tape_functions(PyObject *self, PyObject *unused)
+static PyObject *Tape_functions(PyObject *self, PyObject *args, PyObject *kw)
 {
-    (void)unused;
+    static char *kwlist[] = {"session", NULL};
+    PyObject *session = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$O:functions", kwlist, &session))
+        return NULL;
+    if (session != Py_None)
+        return ct_tape_functions_of((ct_tape *)self, session);
     PyObject *table = ct_tape_functions((ct_tape *)self, 1);
     return table ? PyDict_Values(table) : NULL;
+}
+
+static PyObject *Tape_last_run(PyObject *self, PyObject *unused)
+{
+    return ct_tape_last_run((ct_tape *)self, unused);
 }
 
 static PyObject *Tape_threads(PyObject *self, PyObject *unused)
@@ -738,8 +748,14 @@ static PyObject *Tape_get_closed(ct_tape *t, void *c)
 static PyMethodDef Tape_methods[] = {
     {"sessions", Tape_sessions, METH_NOARGS,
      "sessions() -> list of Session: the processes that recorded, newest first."},
-    {"functions", Tape_functions, METH_NOARGS,
-     "functions() -> list of Function: every recorded function with its aggregates."},
+    {"functions", (PyCFunction)(void (*)(void))Tape_functions, METH_VARARGS | METH_KEYWORDS,
+     "functions(*, session=None) -> list of Function: every recorded function with its\n"
+     "aggregates; with session (an id or a list of ids), the functions called in those\n"
+     "sessions, with their aggregates over those sessions' calls only.\n\n"
+     ">>> tape.functions(session=tape.last_run())"},
+    {"last_run", Tape_last_run, METH_NOARGS,
+     "last_run() -> list of session ids: the newest session's run, oldest first (the\n"
+     "session it descends from and its child processes' sessions); [] without sessions."},
     {"threads", Tape_threads, METH_NOARGS,
      "threads() -> list of dicts (session, index, ident, name)."},
     {"search", (PyCFunction)(void (*)(void))Tape_search, METH_VARARGS | METH_KEYWORDS,

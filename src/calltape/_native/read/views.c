@@ -146,7 +146,10 @@ PyObject *ct_function_from_row(ct_tape *t, const store_function_row *row)
     f->line = row->line;
     f->calls = row->calls;
     f->raised = row->raised;
-    f->total_ns = row->total_ns;
+    f->has_total = row->total_ns != STORE_NONE;
+    f->total_ns = f->has_total ? row->total_ns : 0;
+    f->has_self = row->self_ns != STORE_NONE;
+    f->self_ns = f->has_self ? row->self_ns : 0;
     f->has_durations = row->min_ns != STORE_NONE;
     f->min_ns = row->min_ns != STORE_NONE ? row->min_ns : 0;
     f->max_ns = row->max_ns != STORE_NONE ? row->max_ns : 0;
@@ -285,13 +288,15 @@ static PyObject *Function_get_seconds(ct_function *f, void *which)
 {
     switch ((int)(intptr_t)which) {
     case 0:
-        return PyFloat_FromDouble((double)f->total_ns / 1e9);
+        return seconds_or_none(f->has_total, f->total_ns);
     case 1:
         return seconds_or_none(f->has_durations, f->min_ns);
     case 2:
         return seconds_or_none(f->has_durations, f->max_ns);
+    case 4:
+        return seconds_or_none(f->has_self, f->self_ns);
     default:
-        if (f->calls <= 0)
+        if (f->calls <= 0 || !f->has_total)
             Py_RETURN_NONE;
         return PyFloat_FromDouble((double)f->total_ns / 1e9 / (double)f->calls);
     }
@@ -301,7 +306,7 @@ static PyObject *Function_repr(PyObject *self)
 {
     ct_function *f = (ct_function *)self;
     char mean[32] = "-", max[32] = "-";
-    if (f->calls > 0)
+    if (f->calls > 0 && f->has_total)
         format_ns(mean, sizeof mean, f->total_ns / f->calls);
     if (f->has_durations)
         format_ns(max, sizeof max, f->max_ns);
@@ -335,7 +340,12 @@ static PyGetSetDef Function_getset[] = {
     {"kinds", (getter)Function_get_kinds, NULL, "inspect.Parameter kinds, in parameter order",
      NULL},
     {"defaults", (getter)Function_get_defaults, NULL, "parameter name -> default value", NULL},
-    {"total", (getter)Function_get_seconds, NULL, "total duration in seconds", (void *)0},
+    {"total", (getter)Function_get_seconds, NULL,
+     "total duration in seconds (inclusive); None when the tape does not know it", (void *)0},
+    {"self_time", (getter)Function_get_seconds, NULL,
+     "total duration minus that of the recorded direct children, in seconds (exclusive);"
+     " None when the tape does not know it (calls recorded before calltape kept it)",
+     (void *)4},
     {"min", (getter)Function_get_seconds, NULL, "shortest call in seconds, None before any",
      (void *)1},
     {"max", (getter)Function_get_seconds, NULL, "longest call in seconds, None before any",
