@@ -259,6 +259,9 @@ def test_search_replay_and_make_tests_take_the_selection(runs, tmp_path):
     assert proc.stdout.startswith("wrote 3 tests to")
     proc = ok(calltape_cmd(proj, "make-tests", "--trust", "--function", "square", "--out", out,
                            "--last"))
+    assert proc.stdout.startswith("wrote 5 tests to")  # 10 calls, 5 distinct arguments
+    proc = ok(calltape_cmd(proj, "make-tests", "--trust", "--function", "square", "--out", out,
+                           "--last", "--all"))
     assert proc.stdout.startswith("wrote 10 tests to")
 
 
