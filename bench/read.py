@@ -7,10 +7,15 @@ with medians of ``--repeat`` runs:
 - ``tape.functions()``
 - ``tape.search(function=..., since=..., until=..., limit=100)``
 - ``tape.search(min_duration=..., limit=100)``
-- a full iteration of one function's calls, values left unrebuilt.
+- a full iteration of one function's calls, values left unrebuilt;
+- ``calltape tree TAPE --depth 3`` as a user runs it: the venv's console
+  script in a subprocess, interpreter start and import included, its
+  output to /dev/null (the newest session's first 25 roots, and the count
+  of the rest, from the children index).
 
 Goals (issue 3): functions() under 10 ms, each limited search under 20 ms,
-full iteration at least 1 million calls per second.
+full iteration at least 1 million calls per second; (issue 13) the tree
+command under 100 ms.
 
     python -m bench read [--calls N] [--tape PATH] [--repeat 7]
 """
@@ -22,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -132,6 +138,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.repeat)
     rows.append((f"search(min_duration={threshold * 1e6:.1f} us, limit=100)", qsec,
                  f"{len(found)} calls", 0.020))
+
+    command = [os.path.join(sysconfig.get_path("scripts"), "calltape"), "tree", path,
+               "--depth", "3"]
+
+    def tree_command() -> int:
+        return subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              check=True).returncode
+
+    tree_lines = len(subprocess.run(command, capture_output=True, text=True,
+                                    check=True).stdout.splitlines())
+    tsec, _ = timed(tree_command, args.repeat)
+    rows.append(("calltape tree TAPE --depth 3 (a new process)", tsec, f"{tree_lines} lines",
+                 0.100))
 
     print(f"{'operation':<52} {'median':>10}  {'result':<14} goal")
     print("-" * 86)

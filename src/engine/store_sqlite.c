@@ -35,6 +35,7 @@ enum {
     STMT_BLOB,
     STMT_SEGMENT,
     STMT_FN_AGG,
+    STMT_CHILD,
     STMT_BEGIN,
     STMT_COMMIT,
     STMT_ROLLBACK,
@@ -65,6 +66,8 @@ static const char *const stmt_sql[NSTMT] = {
                     " max_ns = max(coalesce(max_ns, ?), ?),"
                     " first_ns = min(coalesce(first_ns, ?), ?),"
                     " last_ns = max(coalesce(last_ns, ?), ?) WHERE id = ?",
+    [STMT_CHILD] = "INSERT INTO children(lo, start_min, segment, hi, kids, session, function, n,"
+                   " start_max, dur_min, dur_max, raised) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
     [STMT_COMMIT] = "COMMIT",
     [STMT_ROLLBACK] = "ROLLBACK",
@@ -106,8 +109,24 @@ static const char schema_v2[] = "CREATE INDEX segments_by_start_max ON segments(
 static const char schema_v3[] = "ALTER TABLE sessions ADD COLUMN sys_path0 TEXT;"
                                 "ALTER TABLE sessions ADD COLUMN cwd TEXT;";
 
+/* 4: the children index (engine.h, seg_link): one row per parent range of
+ * a segment, lo and hi the range's parent ids (both minus the session for
+ * its roots), kids the calls naming a parent in it, then a copy of the
+ * segment's zone map, so that a listing by parent reads this table alone,
+ * in start order within one lo.  Segments written before (ids below meta
+ * 'children_from') have no rows: readers find their children by the
+ * session and the time window (store_sqlite_read.c). */
+static const char schema_v4[] =
+    "CREATE TABLE children(lo INTEGER NOT NULL, start_min INTEGER NOT NULL,"
+    " segment INTEGER NOT NULL, hi INTEGER NOT NULL, kids INTEGER NOT NULL,"
+    " session INTEGER NOT NULL, function INTEGER NOT NULL, n INTEGER NOT NULL,"
+    " start_max INTEGER NOT NULL, dur_min INTEGER NOT NULL, dur_max INTEGER NOT NULL,"
+    " raised INTEGER NOT NULL, PRIMARY KEY(lo, start_min, segment)) WITHOUT ROWID;"
+    "INSERT INTO meta VALUES ('children_from', (SELECT coalesce(max(id), 0) + 1 FROM segments));";
+
 /* migrations[v] turns schema v into v + 1; index 0 creates the schema. */
-static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3};
+static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
+                                                                schema_v4};
 
 typedef struct sq_store {
     store base; /* first: the handle's head */
@@ -115,8 +134,9 @@ typedef struct sq_store {
     sqlite3_stmt *stmt[NSTMT];
     int bind_rc; /* the first failed bind of the statement being bound, else SQLITE_OK */
     int readonly;
-    int64_t version; /* the tape's schema version (a reader reads older ones as they are) */
-    dev_t dev;       /* the file a writer opened (store_same_file) */
+    int64_t version;       /* the tape's schema version (a reader reads older ones as they are) */
+    int64_t children_from; /* a reader: the first segment the children index covers */
+    dev_t dev;             /* the file a writer opened (store_same_file) */
     ino_t ino;
     char err[256];
 } sq_store;
@@ -421,6 +441,14 @@ static store *sq_open_read(const char *path, char *err, size_t errlen)
         sq_close(&s->base);
         return NULL;
     }
+    s->children_from = INT64_MAX; /* before schema 4 (or without the row): none */
+    sqlite3_stmt *q = NULL;
+    if (s->version >= 4 &&
+        sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'children_from'", -1, &q,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_INTEGER)
+        s->children_from = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
     /* Older formats differ by indexes and session columns the migrations
      * add, so they are read as they are (opening never modifies a tape;
      * store_version tells the reader which columns there are); the next
@@ -514,6 +542,11 @@ static void sq_close(store *base)
 sqlite3 *sq_db(store *s)
 {
     return ((sq_store *)s)->db;
+}
+
+int64_t sq_children_from(store *s)
+{
+    return ((sq_store *)s)->children_from;
 }
 
 static const char *sq_errmsg(store *s)
@@ -723,6 +756,36 @@ static int sq_put_blob(store *base, const uint8_t hash[WIRE_HASH_BYTES], const u
     return run(s, STMT_BLOB, "cannot store a blob");
 }
 
+/* The children-index rows of the segment just inserted (seg_link ranges
+ * of `b`, made by seg_builder_links); its roots under minus `session`. */
+static int add_children(sq_store *s, int64_t session, int64_t function, const seg_builder *b)
+{
+    int64_t segment = sqlite3_last_insert_rowid(s->db);
+    sqlite3_stmt *stmt = s->stmt[STMT_CHILD];
+    size_t n = b->links.len / sizeof(seg_link);
+    for (size_t i = 0; i < n; i++) {
+        seg_link k;
+        memcpy(&k, b->links.data + i * sizeof k, sizeof k);
+        const int64_t v[12] = {k.lo ? k.lo : -session,
+                               b->start_min,
+                               segment,
+                               k.lo ? k.hi : -session,
+                               k.n,
+                               session,
+                               function,
+                               (int64_t)b->n,
+                               b->start_max,
+                               b->dur_min,
+                               b->dur_max,
+                               b->n_raised};
+        for (int j = 0; j < 12; j++)
+            bind_int(s, stmt, j + 1, v[j]);
+        if (run(s, STMT_CHILD, "cannot store the children index") < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int sq_add_segment(store *base, int64_t session, int64_t function, const seg_builder *b,
                           const uint8_t *data, size_t n)
 {
@@ -755,7 +818,9 @@ static int sq_add_segment(store *base, int64_t session, int64_t function, const 
     bind_int(s, stmt, 10, b->start_max);
     bind_int(s, stmt, 11, b->start_max);
     bind_int(s, stmt, 12, function);
-    return run(s, STMT_FN_AGG, "cannot update function totals");
+    if (run(s, STMT_FN_AGG, "cannot update function totals") < 0)
+        return -1;
+    return add_children(s, session, function, b);
 }
 
 static int sq_claims(const char *path)
