@@ -565,15 +565,19 @@ typedef struct seg_builder {
 /* The children index: which segments hold the children of a call.  The
  * parent ids of a segment's calls, sorted, are cut into disjoint ranges
  * [lo, hi] of at most SEG_LINK_SPAN ids, each with how many of the calls
- * name a parent in it; a range of one parent (lo == hi) counts that
- * parent's children in the segment exactly.  The calls without a parent
- * (roots) make one range of lo == hi == 0.  A store keeps one row per
- * range, so "the segments with children of P" is the rows whose lo lies
- * in [P - SEG_LINK_SPAN, P] and whose hi is at least P: a bounded range
- * of an index, whatever the tape's size. */
+ * name a parent in it and a bitmap of which ids of the range are parents;
+ * a range of one parent (lo == hi) counts that parent's children in the
+ * segment exactly.  The calls without a parent (roots) make one range of
+ * lo == hi == 0.  A store keeps one row per range, so "the segments with
+ * children of P" is the rows whose lo lies in [P - SEG_LINK_SPAN, P],
+ * whose hi is at least P and whose bitmap has P: a bounded range of an
+ * index, whatever the tape's size, naming no segment without one. */
 #define SEG_LINK_SPAN 4096
+#define SEG_LINK_BYTES (SEG_LINK_SPAN / 8 + 1)
 typedef struct seg_link {
     int64_t lo, hi, n;
+    uint8_t parents[SEG_LINK_BYTES]; /* bit i % 8 of byte i / 8: id lo + i is a parent;
+                                        (hi - lo) / 8 + 1 bytes are used */
 } seg_link;
 
 void seg_builder_init(seg_builder *s);

@@ -165,10 +165,14 @@ int64_t seg_builder_links(seg_builder *s)
         qsort(p, n, sizeof *p, by_value);
     int64_t count = 0;
     for (i = 0; i < n; count++) {
-        seg_link k = {p[i], p[i], 0};
+        seg_link k;
+        memset(&k, 0, sizeof k);
+        k.lo = k.hi = p[i];
         /* roots form their own range; a parent joins the range while it
          * stays within SEG_LINK_SPAN ids of its first */
         while (i < n && (p[i] == k.lo || (k.lo > 0 && p[i] - k.lo <= SEG_LINK_SPAN))) {
+            int64_t bit = p[i] - k.lo;
+            k.parents[bit / 8] |= (uint8_t)(1u << (bit % 8));
             k.hi = p[i++];
             k.n++;
         }

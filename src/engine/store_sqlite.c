@@ -67,7 +67,8 @@ static const char *const stmt_sql[NSTMT] = {
                     " first_ns = min(coalesce(first_ns, ?), ?),"
                     " last_ns = max(coalesce(last_ns, ?), ?) WHERE id = ?",
     [STMT_CHILD] = "INSERT INTO children(lo, start_min, segment, hi, kids, session, function, n,"
-                   " start_max, dur_min, dur_max, raised) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                   " start_max, dur_min, dur_max, raised, parents)"
+                   " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
     [STMT_COMMIT] = "COMMIT",
     [STMT_ROLLBACK] = "ROLLBACK",
@@ -112,7 +113,8 @@ static const char schema_v3[] = "ALTER TABLE sessions ADD COLUMN sys_path0 TEXT;
 /* 4: the children index (engine.h, seg_link): one row per parent range of
  * a segment, lo and hi the range's parent ids (both minus the session for
  * its roots), kids the calls naming a parent in it, then a copy of the
- * segment's zone map, so that a listing by parent reads this table alone,
+ * segment's zone map and, for a range of several parents, the bitmap of
+ * which ids are parents, so that a listing by parent reads this table alone,
  * in start order within one lo.  Segments written before (ids below meta
  * 'children_from') have no rows: readers find their children by the
  * session and the time window (store_sqlite_read.c). */
@@ -121,7 +123,8 @@ static const char schema_v4[] =
     " segment INTEGER NOT NULL, hi INTEGER NOT NULL, kids INTEGER NOT NULL,"
     " session INTEGER NOT NULL, function INTEGER NOT NULL, n INTEGER NOT NULL,"
     " start_max INTEGER NOT NULL, dur_min INTEGER NOT NULL, dur_max INTEGER NOT NULL,"
-    " raised INTEGER NOT NULL, PRIMARY KEY(lo, start_min, segment)) WITHOUT ROWID;"
+    " raised INTEGER NOT NULL, parents BLOB, PRIMARY KEY(lo, start_min, segment))"
+    " WITHOUT ROWID;"
     "INSERT INTO meta VALUES ('children_from', (SELECT coalesce(max(id), 0) + 1 FROM segments));";
 
 /* migrations[v] turns schema v into v + 1; index 0 creates the schema. */
@@ -780,6 +783,8 @@ static int add_children(sq_store *s, int64_t session, int64_t function, const se
                                b->n_raised};
         for (int j = 0; j < 12; j++)
             bind_int(s, stmt, j + 1, v[j]);
+        if (k.lo != k.hi)
+            bind_blob(s, stmt, 13, k.parents, (size_t)((k.hi - k.lo) / 8 + 1), 0);
         if (run(s, STMT_CHILD, "cannot store the children index") < 0)
             return -1;
     }

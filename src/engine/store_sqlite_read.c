@@ -34,6 +34,7 @@ typedef struct sq_cursor {
     int done;
     int with_data;  /* SQ_SEGMENTS: rows carry the segment's bytes */
     int with_links; /* SQ_SEGMENTS: rows carry the children index's count */
+    int64_t key;    /* with_links: the index key (a parent id, or minus a session) */
 } sq_cursor;
 
 /* The columns of a segment row, then (when loaded) its bytes. */
@@ -279,7 +280,7 @@ static void listing_sql(store *s, const store_segment_filter *f, char *sql, size
         n = snprintf(sql, cap, "SELECT " SEGMENT_COLUMNS " FROM segments WHERE %s", bounds);
     if (f->parent && from > 1)
         n = snprintf(sql, cap,
-                     "SELECT " SEGMENT_COLUMNS ", NULL FROM segments NOT INDEXED"
+                     "SELECT " SEGMENT_COLUMNS ", NULL, NULL, NULL FROM segments NOT INDEXED"
                      " WHERE id < ?10 AND start_min <= ?9 AND %s",
                      bounds);
     if (f->parent && from > 1 && from != INT64_MAX)
@@ -287,7 +288,8 @@ static void listing_sql(store *s, const store_segment_filter *f, char *sql, size
     if (f->parent && from != INT64_MAX)
         n += snprintf(sql + n, cap - (size_t)n,
                       "SELECT segment AS id, session, function, n, start_min, start_max, dur_min,"
-                      " dur_max, raised, CASE WHEN lo = hi THEN kids END FROM children"
+                      " dur_max, raised, CASE WHEN lo = hi THEN kids END, lo, parents"
+                      " FROM children"
                       " WHERE %s AND hi >= ?7 AND %s",
                       f->parent > 0 ? "lo BETWEEN ?7 - ?8 AND ?7" : "lo = ?7", bounds);
     snprintf(sql + n, cap - (size_t)n, " ORDER BY %s %s, id %s",
@@ -328,6 +330,7 @@ store_cursor *sq_list_segments(store *s, const store_segment_filter *f, store_er
     if (!c)
         return NULL;
     c->with_links = f->parent != 0;
+    c->key = f->parent;
     if (f->nfunctions)
         c->json = ids_json(f->functions, f->nfunctions);
     int rc =
@@ -398,12 +401,27 @@ static void read_function(sqlite3_stmt *q, store_function_row *r)
     r->max_ns = int_or_none(q, 10);
 }
 
+/* A listing by parent: 0 when the row's bitmap says the range holds no
+ * child of the cursor's key (the row's lo and parents columns), else 1. */
+static int has_key(const sq_cursor *c)
+{
+    store_bytes bits = blob_at(c->q, SEGMENT_DATA_COLUMN + 2);
+    if (!bits.p)
+        return 1; /* one parent, or a segment the index does not cover */
+    int64_t at = c->key - sqlite3_column_int64(c->q, SEGMENT_DATA_COLUMN + 1);
+    if (at < 0 || (size_t)(at / 8) >= bits.n)
+        return 0;
+    return (bits.p[at / 8] >> (at % 8)) & 1;
+}
+
 int sq_next(store_cursor *base, store_row *row, store_err *e)
 {
     sq_cursor *c = (sq_cursor *)base;
     if (c->done)
         return 0;
-    int rc = sqlite3_step(c->q);
+    int rc;
+    while ((rc = sqlite3_step(c->q)) == SQLITE_ROW && c->with_links && !has_key(c))
+        ;
     if (rc != SQLITE_ROW) {
         c->done = 1;
         return rc == SQLITE_DONE ? 0 : fail(base->s, rc, e);

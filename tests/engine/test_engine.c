@@ -1209,7 +1209,9 @@ static void test_segment_links(void)
     /* 3 and 5 are within the span of 3: one range; 9000 within that of 7000 */
     CHECK(k[0].lo == 0 && k[0].hi == 0 && k[0].n == 3);
     CHECK(k[1].lo == 3 && k[1].hi == 5 && k[1].n == 3);
+    CHECK(k[1].parents[0] == ((1u << 0) | (1u << 2))); /* 3 + 0 and 3 + 2 */
     CHECK(k[2].lo == 7000 && k[2].hi == 9000 && k[2].n == 2);
+    CHECK(k[2].parents[0] == 1 && k[2].parents[2000 / 8] == 1u << (2000 % 8));
     CHECK(k[3].lo == 20000 && k[3].hi == 20000 && k[3].n == 1);
     seg_builder_reset(&s);
     CHECK(seg_builder_links(&s) == 0);
