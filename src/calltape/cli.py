@@ -321,12 +321,21 @@ def _tree_selection(tape: Tape, args: argparse.Namespace) -> tuple[list[Any], st
     return family, note
 
 
+def _tree_utf() -> bool:
+    """Whether stdout takes the tree's box-drawing characters and the ellipsis."""
+    return (sys.stdout.encoding or "").lower().replace("-", "").replace("_", "") == "utf8"
+
+
+def _tree_ellipsis() -> str:
+    return "\u2026" if _tree_utf() else "..."
+
+
 def _tree_middle(text: str, width: int) -> str:
     """`text` cut in the middle to `width` characters: both ends stay readable."""
     if len(text) <= width:
         return text
     head = (width - 1) // 2
-    return text[:head] + "\u2026" + text[len(text) - (width - 1 - head):]
+    return text[:head] + _tree_ellipsis() + text[len(text) - (width - 1 - head):]
 
 
 def _tree_line(c: Any, width: int) -> str:
@@ -334,7 +343,7 @@ def _tree_line(c: Any, width: int) -> str:
     name = f"{c.module}.{c.qualname}" if c.module else c.qualname
     preview = c.preview
     if len(preview) > width:
-        preview = preview[:width - 1] + "\u2026"
+        preview = preview[:width - 1] + _tree_ellipsis()
     mark = {"raised": "  [raised]", "closed": "  [closed]"}.get(c.outcome, "")
     return f"{format_duration(c.duration)}  {name}({preview}){mark}"
 
@@ -346,7 +355,7 @@ def _tree_print(node: Any, prefix: str, glyphs: tuple[str, str, str, str], color
     tee, last, bar, blank = glyphs
     folded = []
     if node.more:
-        folded.append(f"\u2026 {node.more:,} more call{'s' if node.more != 1 else ''}")
+        folded.append(f"{_tree_ellipsis()} {node.more:,} more call{'s' if node.more != 1 else ''}")
     if node.short:
         folded.append(f"{node.short:,} call{'s' if node.short != 1 else ''}"
                       f" under {format_duration(min_duration)}")
@@ -379,8 +388,7 @@ def cmd_tree(tape: Tape, args: argparse.Namespace, color: bool) -> None:
         print(json.dumps([{"session": s.id if s else node.call.session, "argv": _argv_text(s.argv)
                            if s else None, **to_json(node)} for s, node in trees], indent=2))
         return
-    utf = (sys.stdout.encoding or "").lower().replace("-", "") in {"utf8", "utf_8"}
-    glyphs = (("\u251c\u2500 ", "\u2514\u2500 ", "\u2502  ", "   ") if utf
+    glyphs = (("\u251c\u2500 ", "\u2514\u2500 ", "\u2502  ", "   ") if _tree_utf()
               else ("|- ", "`- ", "|  ", "   "))
     bold = (lambda s: f"\033[1m{s}\033[0m") if color else (lambda s: s)
     for s, node in trees:

@@ -62,9 +62,9 @@ def record(tmp_path, source, name="prog.py"):
     return tape
 
 
-def tree(tape, *args, status=0):
+def tree(tape, *args, status=0, encoding="utf-8"):
     """`calltape tree TAPE ARGS`: (stdout lines, stderr)."""
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    env = dict(os.environ, PYTHONIOENCODING=encoding)
     env.pop("CALLTAPE_TAPE", None)
     p = subprocess.run([CALLTAPE, "tree", str(tape), *args], capture_output=True, text=True,
                        timeout=120, env=env)
@@ -116,6 +116,8 @@ def test_depth_cuts_the_tree_and_says_how_many_calls_it_hides(tmp_path):
     tape = record(tmp_path, NESTED)
     lines, _ = tree(tape, "--depth", "1")
     assert shape(lines) == [("", "__main__.main(3)"), ("└─ ", "… 4 more calls")]
+    lines, _ = tree(tape, "--depth", "1", encoding="ascii")  # a terminal without UTF-8
+    assert lines[1].endswith("__main__.main(3)") and lines[2] == "`- ... 4 more calls"
     lines, _ = tree(tape, "--depth", "2")
     assert shape(lines) == [
         ("", "__main__.main(3)"),
