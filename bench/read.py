@@ -11,10 +11,14 @@ with medians of ``--repeat`` runs:
 - ``calltape functions TAPE`` as a user runs it (the console script in a
   subprocess: interpreter start, import, the tape, the table), for every
   session, ``--last`` and ``--session ID``.
+- ``calltape tree TAPE --depth 3`` as a user runs it: the venv's console
+  script in a subprocess, interpreter start and import included, its
+  output to /dev/null (the newest session's first 25 roots, and the count
+  of the rest, from the children index).
 
 Goals (issue 3): functions() under 10 ms, each limited search under 20 ms,
 full iteration at least 1 million calls per second; (issue 13) each
-``calltape functions`` command under 100 ms.
+``calltape functions`` command and the tree command under 100 ms.
 
     python -m bench read [--calls N] [--tape PATH] [--repeat 7]
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -154,6 +159,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     # what every command pays before it opens the tape
     floor, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import calltape.cli"],
                                             check=True), args.repeat)
+    tree = [*command, "tree", path, "--depth", "3"]
+
+    cpu: list[float] = []  # the command's own user + sys time: what a busy machine moves least
+
+    def tree_command() -> int:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        rc = subprocess.run(tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            check=True).returncode
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        return rc
+
+    tree_lines = len(subprocess.run(tree, capture_output=True, text=True,
+                                    check=True).stdout.splitlines())
+    tsec, _ = timed(tree_command, args.repeat)
+    rows.append(("calltape tree TAPE --depth 3 (a new process)", tsec, f"{tree_lines} lines",
+                 0.100))
 
     print(f"{'operation':<52} {'median':>10}  {'result':<14} goal")
     print("-" * 86)
@@ -168,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok &= passed
     print(f"{'full iteration of ' + name + ' (values unrebuilt)':<52} {sec * 1e3:>7.0f} ms"
           f"  {n:,} calls  {rate / 1e6:.2f} M calls/s (>= 1 M/s) {'PASS' if passed else 'FAIL'}")
+    print(f"(calltape tree: {statistics.median(cpu) * 1e3:.1f} ms of CPU, user + sys, median;"
+          f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     print("\n| operation | median | goal |\n|---|---:|---:|")
     for label, s, _, goal in rows:
         print(f"| `{label}` | {s * 1e3:.2f} ms | {goal * 1e3:.0f} ms |")

@@ -174,7 +174,8 @@ class Call:
     globals: dict[str, Any] | None
     yielded: list[Any] | None
     preview: str
-    def children(self) -> list[Call]: ...
+    def children(self) -> list[Call]:
+        """The calls this call made directly (any thread), oldest first: tape.children(self)."""
     def readable(self) -> tuple[dict[str, Any], frozenset[str], Any]: ...
     def readable_slot(self, name: str) -> dict[str, Any] | list[Any] | None: ...
     def replay(
@@ -191,6 +192,8 @@ class Calls:
     def __getitem__(self, index: int) -> Call: ...
     @overload
     def __getitem__(self, index: slice) -> list[Call]: ...
+    def count(self) -> int:
+        """How many calls the search finds, its limit aside, without making them."""
 
 class Tape:
     """A tape opened read-only."""
@@ -223,6 +226,15 @@ class Tape:
         order: str = "newest",
         limit: int | None = None,
     ) -> Calls: ...
+    def children(
+        self,
+        parent: Call | int | None = None,
+        *,
+        session: int | None = None,
+        min_duration: float | None = None,
+        limit: int | None = None,
+    ) -> Calls:
+        """The calls `parent` made directly (any thread), or a session's roots; oldest first."""
     def call(self, call_id: int) -> Call: ...
     def calls(self, function: str | Callable[[Function], object] | None = None) -> list[Call]: ...
     def replay(

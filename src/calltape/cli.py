@@ -6,6 +6,7 @@
     calltape sessions [TAPE]
     calltape replay [TAPE] [CALL_ID ...] --function price --trust [-v]  (exit 5: nothing replayed)
     calltape make-tests [TAPE] --function price --out tests/test_recorded_price.py [--all]
+    calltape tree [TAPE] [CALL_ID | --session ID | --last] [--depth N] [--min-duration T]
     calltape run [--tape PATH] [--fresh] [--include PKG] ... (script.py | -m module) [args ...]
     calltape --version
 
@@ -639,6 +640,117 @@ def cmd_make_tests(tape: Tape, args: argparse.Namespace, color: bool) -> None:
               else f"  {len(ids):,} calls skipped ({shown}): {reason}")
 
 
+def _tree_selection(tape: Tape, args: argparse.Namespace) -> tuple[list[Any], str | None]:
+    """What `calltape tree` shows: [a Call] for CALL_ID, else the sessions whose
+    roots it shows (--session ID; --last, or neither: the last run, as
+    selected_sessions() reads it), and the note to say when it picked among
+    several runs."""
+    if args.call_id is not None:
+        if args.session is not None or args.last:
+            raise UsageError("give a CALL_ID or --session/--last, not both")
+        try:
+            return [tape.call(args.call_id)], None
+        except KeyError:
+            raise UsageError(f"there is no call with id {args.call_id} in {tape.path}") from None
+    sessions = tape.sessions()  # newest first
+    ids = selected_sessions(tape, args) or tape.last_run()
+    by_id = {s.id: s for s in sessions}
+    family = [by_id[i] for i in ids if i in by_id]
+    runs = sum(1 for s in sessions if s.parent not in by_id)  # a run's first process
+    note = None
+    if args.session is None and not args.last and runs > 1 and family:
+        note = (f"showing session {family[0].id}, the last of {runs} runs"
+                + (f" (with its {len(family) - 1} child process"
+                   f"{'es' if len(family) > 2 else ''})" if len(family) > 1 else "")
+                + "; pick one with --session ID or --last")
+    return family, note
+
+
+def _tree_utf() -> bool:
+    """Whether stdout takes the tree's box-drawing characters and the ellipsis."""
+    return (sys.stdout.encoding or "").lower().replace("-", "").replace("_", "") == "utf8"
+
+
+def _tree_ellipsis() -> str:
+    return "\u2026" if _tree_utf() else "..."
+
+
+def _tree_middle(text: str, width: int) -> str:
+    """`text` cut in the middle to `width` characters: both ends stay readable."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + _tree_ellipsis() + text[len(text) - (width - 1 - head):]
+
+
+def _tree_line(c: Any, width: int) -> str:
+    """One call of the tree: duration, function, arguments (cut to `width`), outcome."""
+    name = f"{c.module}.{c.qualname}" if c.module else c.qualname
+    preview = c.preview
+    if len(preview) > width:
+        preview = preview[:width - 1] + _tree_ellipsis()
+    mark = {"raised": "  [raised]", "closed": "  [closed]"}.get(c.outcome, "")
+    return f"{format_duration(c.duration)}  {name}({preview}){mark}"
+
+
+def _tree_print(node: Any, prefix: str, glyphs: tuple[str, str, str, str], color: bool,
+                min_duration: float | None) -> None:
+    """Prints the children of `node` below `prefix`, then its folded lines;
+    with no glyphs (a session's roots), each at the left margin."""
+    tee, last, bar, blank = glyphs
+    folded = []
+    if node.more:
+        folded.append(f"{_tree_ellipsis()} {node.more:,} more call{'s' if node.more != 1 else ''}")
+    if node.short:
+        folded.append(f"{node.short:,} call{'s' if node.short != 1 else ''}"
+                      f" under {format_duration(min_duration)}")
+    dim = (lambda s: f"\033[2m{s}\033[0m") if color else (lambda s: s)
+    for i, child in enumerate(node.children):
+        end = i == len(node.children) - 1 and not folded
+        print(prefix + (last if end else tee) + _tree_line(child.call, 80))
+        _tree_print(child, prefix + (blank if end else bar), glyphs, color, min_duration)
+    for i, text in enumerate(folded):
+        print(prefix + (last if i == len(folded) - 1 else tee) + dim(text))
+
+
+def cmd_tree(tape: Tape, args: argparse.Namespace, color: bool) -> None:
+    from ._tree import level, subtree, to_json
+
+    if args.depth is not None and args.depth < 1:
+        raise UsageError(f"--depth must be at least 1, not {args.depth}")
+    if args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {args.limit}")
+    chosen, note = _tree_selection(tape, args)
+    if note:
+        print(f"calltape: {note}", file=sys.stderr)
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))  # deep recursion, recorded
+    opts = {"depth": args.depth, "min_duration": args.min_duration, "limit": args.limit}
+    if args.call_id is not None:
+        trees = [(None, subtree(tape, chosen[0], **opts))]
+    else:
+        trees = [(s, level(tape, session=s.id, **opts)) for s in chosen]
+    if args.json:
+        print(json.dumps([{"session": s.id if s else node.call.session, "argv": _argv_text(s.argv)
+                           if s else None, **to_json(node)} for s, node in trees], indent=2))
+        return
+    glyphs = (("\u251c\u2500 ", "\u2514\u2500 ", "\u2502  ", "   ") if _tree_utf()
+              else ("|- ", "`- ", "|  ", "   "))
+    bold = (lambda s: f"\033[1m{s}\033[0m") if color else (lambda s: s)
+    for s, node in trees:
+        if s is None:
+            print(bold(_tree_line(node.call, 80)))
+            _tree_print(node, "", glyphs, color, args.min_duration)
+            continue
+        print(bold(f"session {s.id}: {_tree_middle(_argv_text(s.argv), 60)} (pid {s.pid})"))
+        if not node.children and not node.more and not node.short:
+            print("no calls recorded")
+        for root in node.children:  # the roots at the left margin, their calls below
+            print(_tree_line(root.call, 80))
+            _tree_print(root, "", glyphs, color, args.min_duration)
+        node.children = []
+        _tree_print(node, "", ("", "", "", ""), color, args.min_duration)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calltape", description="Read a calltape tape: the calls a program recorded.",
@@ -707,6 +819,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true",
                    help="one test per call (default: one per distinct function and arguments)")
     add_selection(p)
+    p = add("tree", "the recorded calls as a tree: each call's duration, function and"
+                    " arguments, the calls it made below it, oldest first")
+    p.add_argument("call_id", nargs="?", type=int, metavar="CALL_ID",
+                   help="show this call and the calls below it")
+    add_selection(p)
+    p.add_argument("--depth", type=int, metavar="N", help="show N levels (default: all)")
+    p.add_argument("--min-duration", type=float, metavar="SECONDS",
+                   help="fold the calls shorter than this into one line per parent")
+    p.add_argument("--limit", type=int, default=25, metavar="N",
+                   help="show at most N calls under each parent, oldest first (default 25)")
     sub.add_parser("run", help="run a Python program, recording its calls"
                                " (see: calltape run --help)", add_help=False)
     _add_examples(sub)
@@ -850,11 +972,14 @@ def main(argv: list[str] | None = None) -> int:
             and not os.path.exists(args.tape)):
         args.call_ids.insert(0, int(args.tape))  # `calltape replay 12 13`: ids, default tape
         args.tape = None
+    if (args.command == "tree" and args.tape and args.tape.isdigit() and args.call_id is None
+            and not os.path.exists(args.tape)):
+        args.call_id, args.tape = int(args.tape), None  # `calltape tree 12`: an id, default tape
     path = args.tape or _native.default_tape()
     color = sys.stdout.isatty() and not args.json and "NO_COLOR" not in os.environ
     commands = {"functions": cmd_functions, "search": cmd_search, "show": cmd_show,
                 "sessions": cmd_sessions, "replay": cmd_replay,
-                "make-tests": cmd_make_tests}
+                "make-tests": cmd_make_tests, "tree": cmd_tree}
     try:
         with open_tape(path, trust=args.trust, allow=args.allow) as tape:
             status = commands[args.command](tape, args, color)

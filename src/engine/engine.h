@@ -38,7 +38,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define CALLTAPE_SCHEMA_VERSION 4
+#define CALLTAPE_SCHEMA_VERSION 4 /* 4: self time, per-session totals, the children index */
 #define CALLTAPE_SEGMENT_FORMAT 3 /* 3: packed value columns; 2: checksums; 1, 2 still read */
 
 /* ------------------------------------------------------------------------ */
@@ -562,7 +562,27 @@ typedef struct seg_builder {
     int64_t total_self; /* the sum of its calls' self_ns */
     int64_t last_id, last_start;
     wbuf col[10];
+    wbuf parents; /* each call's parent id (int64_t, 0: none), in add order */
+    wbuf links;   /* seg_link rows, made by seg_builder_links */
 } seg_builder;
+
+/* The children index: which segments hold the children of a call.  The
+ * parent ids of a segment's calls, sorted, are cut into disjoint ranges
+ * [lo, hi] of at most SEG_LINK_SPAN ids, each with how many of the calls
+ * name a parent in it and a bitmap of which ids of the range are parents;
+ * a range of one parent (lo == hi) counts that parent's children in the
+ * segment exactly.  The calls without a parent (roots) make one range of
+ * lo == hi == 0.  A store keeps one row per range, so "the segments with
+ * children of P" is the rows whose lo lies in [P - SEG_LINK_SPAN, P],
+ * whose hi is at least P and whose bitmap has P: a bounded range of an
+ * index, whatever the tape's size, naming no segment without one. */
+#define SEG_LINK_SPAN 4096
+#define SEG_LINK_BYTES (SEG_LINK_SPAN / 8 + 1)
+typedef struct seg_link {
+    int64_t lo, hi, n;
+    uint8_t parents[SEG_LINK_BYTES]; /* bit i % 8 of byte i / 8: id lo + i is a parent;
+                                        (hi - lo) / 8 + 1 bytes are used */
+} seg_link;
 
 void seg_builder_init(seg_builder *s);
 void seg_builder_free(seg_builder *s);
@@ -572,6 +592,10 @@ void seg_builder_reset(seg_builder *s);
 int seg_builder_add(seg_builder *s, const seg_call *c);
 /* Serializes the segment into `out` (appended).  Returns 0 or -1. */
 int seg_builder_finish(const seg_builder *s, wbuf *out);
+/* Makes the segment's children-index ranges (seg_link, ascending lo) in
+ * s->links, sorting s->parents in place.  Returns the number of ranges, or
+ * -1 on allocation failure. */
+int64_t seg_builder_links(seg_builder *s);
 
 typedef struct seg_reader {
     size_t n, i;
@@ -808,6 +832,9 @@ typedef struct query_filter {
                                                 reading never match a bound on it */
     const int64_t *sessions; /* any of these sessions (with `session` 0); none: any */
     size_t nsessions;
+    int64_t parent;     /* 0: any; > 0: only the children of that call (give its
+                           session too); < 0: only the roots of session -parent */
+    int64_t parent_end; /* with parent > 0: its end, wall ns (INT64_MAX: unknown) */
 } query_filter;
 
 enum query_energy_bound { QUERY_MAX_PKG = 1, QUERY_MAX_DRAM = 2 };
@@ -826,6 +853,13 @@ query *query_open(store *sto, const query_filter *f, char *err, size_t errlen);
  * next query_next or query_close) and its session and function ids, 0 at
  * the end, -1 on error (query_error). */
 int query_next(query *q, seg_call *out, int64_t *session, int64_t *function);
+
+/* Counts the calls `q` would return, limit aside, without returning them;
+ * for a query query_next was never called on (it is used up after).  A
+ * segment the children index counts exactly, whose zone map holds every
+ * other bound, is counted without being read.  Returns 0 with *n set, or
+ * -1 on error (query_error). */
+int query_count(query *q, int64_t *n);
 
 /* The message of the last error. */
 const char *query_error(const query *q);

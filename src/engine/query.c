@@ -20,6 +20,10 @@
  * the energy (package and DRAM microjoules); a call without the reading a
  * bound needs never matches it.
  *
+ * A search by parent (a call's children, or a session's roots) lists only
+ * the segments the store's children index names; query_count counts such a
+ * search, adding the index's exact counts without loading those segments.
+ *
  * Invariants: a loaded segment's bytes stay alive while any of its calls is
  * in the heap (reference count per segment); every store error is reported
  * with its kind and message; a damaged segment (its checksum, its decoding, or a
@@ -175,6 +179,8 @@ static int matches(const query *q, const seg_call *c)
         return 0;
     if (f->thread >= 0 && c->thread != f->thread)
         return 0;
+    if (f->parent && c->parent != (f->parent > 0 ? f->parent : 0))
+        return 0;
     if (f->energy_bounds) {
         if (!(c->flags & REC_HAS_ENERGY))
             return 0;
@@ -240,7 +246,8 @@ static int read_totals(query *q)
 {
     const query_filter *f = &q->f;
     if (f->since != INT64_MIN || f->until != INT64_MAX || f->min_duration > 0 ||
-        f->max_duration != INT64_MAX || f->session > 0 || f->nsessions || f->outcome >= 0)
+        f->max_duration != INT64_MAX || f->session > 0 || f->nsessions || f->outcome >= 0 ||
+        f->parent)
         return 0;
     store_err e;
     if (store_call_total(q->store, f->functions, f->nfunctions, &q->expect_calls, &e) < 0)
@@ -373,7 +380,8 @@ query *query_open(store *sto, const query_filter *f, char *err, size_t errlen)
     }
     store_segment_filter sf = {q->f.functions,  f->nfunctions,   f->session,      f->since,
                                f->until,        f->min_duration, f->max_duration, f->outcome,
-                               f->newest_first, q->f.sessions,   q->f.nsessions};
+                               f->newest_first, q->f.sessions,   q->f.nsessions,  f->parent,
+                               f->parent_end};
     store_err e;
     q->list = store_list_segments(sto, &sf, &e);
     if (!q->list) {
@@ -424,6 +432,61 @@ int query_next(query *q, seg_call *out, int64_t *session, int64_t *function)
     q->current = p.seg; /* keeps out's byte ranges valid until the next call */
     q->emitted++;
     return 1;
+}
+
+/* Adds to *n the matching calls of listed segment `id` of `function`,
+ * read whole.  Returns 0, or -1 with the error set. */
+static int count_segment(query *q, int64_t id, int64_t function, int64_t *n)
+{
+    store_segment g;
+    store_err e;
+    q->next_id = id; /* for set_damaged */
+    int rc = store_load_listed(q->list, id, &g, &e);
+    if (rc < 0)
+        return set_store_error(q, &e, "cannot read a segment");
+    if (rc == 0) {
+        char msg[80];
+        snprintf(msg, sizeof msg, "segment %lld is listed but missing", (long long)id);
+        return set_error(q, STORE_DAMAGED, msg);
+    }
+    seg_reader r;
+    rc = seg_reader_open(&r, g.data, g.len);
+    if (rc == 0 && (int64_t)r.n != g.n)
+        rc = SEG_COUNT;
+    seg_call c;
+    while (rc == 0 && (rc = seg_reader_next_within(&r, &c, q->f.since, q->f.until,
+                                                   q->f.min_duration, q->f.max_duration)) == 1) {
+        *n += matches(q, &c);
+        rc = 0;
+    }
+    seg_reader_close(&r);
+    free((void *)g.data);
+    return rc < 0 ? set_damaged(q, function, rc) : 0;
+}
+
+int query_count(query *q, int64_t *n)
+{
+    const query_filter *f = &q->f;
+    *n = 0;
+    q->started = 1;
+    /* calls a zone map cannot vouch for: read them */
+    int by_map = f->thread < 0 && f->outcome < 0 && !f->energy_bounds;
+    store_row row;
+    store_err e;
+    int rc;
+    while ((rc = store_next(q->list, &row, &e)) == 1) {
+        const store_segment *g = &row.segment;
+        if (by_map && g->links != STORE_NONE && f->since <= g->start_min &&
+            f->until >= g->start_max && f->min_duration <= g->dur_min &&
+            f->max_duration >= g->dur_max) {
+            *n += g->links;
+            continue;
+        }
+        if (count_segment(q, g->id, g->function, n) < 0)
+            return -1;
+    }
+    q->listed_done = 1;
+    return rc < 0 ? set_store_error(q, &e, "cannot list the tape's segments") : 0;
 }
 
 const char *query_error(const query *q)

@@ -54,18 +54,22 @@ void seg_builder_init(seg_builder *s)
     memset(s, 0, sizeof *s);
     for (int i = 0; i < NCOLS; i++)
         wbuf_init(&s->col[i], NULL, 0);
+    wbuf_init(&s->parents, NULL, 0);
+    wbuf_init(&s->links, NULL, 0);
 }
 
 void seg_builder_free(seg_builder *s)
 {
     for (int i = 0; i < NCOLS; i++)
         wbuf_free(&s->col[i]);
+    wbuf_free(&s->parents);
+    wbuf_free(&s->links);
     memset(s, 0, sizeof *s);
 }
 
 void seg_builder_reset(seg_builder *s)
 {
-    wbuf keep[NCOLS];
+    wbuf keep[NCOLS], parents = s->parents, links = s->links;
     memcpy(keep, s->col, sizeof keep);
     memset(s, 0, sizeof *s);
     for (int i = 0; i < NCOLS; i++) {
@@ -73,6 +77,10 @@ void seg_builder_reset(seg_builder *s)
         s->col[i].len = 0;
         s->col[i].failed = 0;
     }
+    s->parents = parents;
+    s->links = links;
+    s->parents.len = s->links.len = 0;
+    s->parents.failed = s->links.failed = 0;
 }
 
 int seg_builder_add(seg_builder *s, const seg_call *c)
@@ -110,9 +118,12 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
             wbuf_put(col, c->value[i].data, c->value[i].len);
         }
     }
+    wbuf_put(&s->parents, &c->parent, sizeof c->parent);
     for (int i = 0; i < NCOLS; i++)
         if (s->col[i].failed)
             return -1;
+    if (s->parents.failed)
+        return -1;
     s->last_id = c->id;
     s->last_start = c->start;
     if (c->id < s->id_min)
@@ -135,6 +146,40 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
     s->total_self += c->self_ns;
     s->n++;
     return 0;
+}
+
+static int by_value(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+int64_t seg_builder_links(seg_builder *s)
+{
+    size_t n = s->parents.len / sizeof(int64_t);
+    int64_t *p = (int64_t *)(void *)s->parents.data;
+    s->links.len = 0;
+    size_t i = 1;
+    while (i < n && p[i - 1] <= p[i]) /* mostly already sorted: calls end in order */
+        i++;
+    if (i < n)
+        qsort(p, n, sizeof *p, by_value);
+    int64_t count = 0;
+    for (i = 0; i < n; count++) {
+        seg_link k;
+        memset(&k, 0, sizeof k);
+        k.lo = k.hi = p[i];
+        /* roots form their own range; a parent joins the range while it
+         * stays within SEG_LINK_SPAN ids of its first */
+        while (i < n && (p[i] == k.lo || (k.lo > 0 && p[i] - k.lo <= SEG_LINK_SPAN))) {
+            int64_t bit = p[i] - k.lo;
+            k.parents[bit / 8] |= (uint8_t)(1u << (bit % 8));
+            k.hi = p[i++];
+            k.n++;
+        }
+        wbuf_put(&s->links, &k, sizeof k);
+    }
+    return s->links.failed ? -1 : count;
 }
 
 static void put_le32(wbuf *out, uint32_t v)

@@ -100,6 +100,9 @@ typedef struct store_segment {
     int64_t dur_min, dur_max, raised; /* ns; how many of its calls raised */
     const uint8_t *data;              /* its serialized bytes (segment.c), or NULL */
     size_t len;
+    int64_t links; /* in a listing by parent: how many of its calls are that
+                      parent's children, when the children index counts them
+                      exactly; else STORE_NONE */
 } store_segment;
 
 /* A stored value (store_read_blob): the bytes kept under its hash, as
@@ -133,6 +136,10 @@ typedef struct store_segment_filter {
                                            ascending), then id likewise */
     const int64_t *sessions;            /* any of these (with `session` 0); none: any */
     size_t nsessions;
+    int64_t parent;     /* 0: any; > 0: the segments holding children of that call;
+                           < 0: those holding roots (no parent) of session -parent */
+    int64_t parent_end; /* with parent > 0: the parent's end (wall ns), which bounds
+                           the starts of segments the children index misses */
 } store_segment_filter;
 
 /* Tape-wide counts (store_totals). */
@@ -370,9 +377,10 @@ static inline int store_put_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], 
     return s->ops->put_blob(s, hash, data, n);
 }
 
-/* Inserts a finished segment (its zone map from `b`, its bytes `data`)
- * and adds its calls to its function's aggregates, tape-wide and of the
- * session (calls, raised, total, self, min, max). */
+/* Inserts a finished segment (its zone map from `b`, its bytes `data`),
+ * adds its calls to its function's aggregates, tape-wide and of the
+ * session (calls, raised, total, self, min, max), and its parent ranges
+ * (b->links, seg_builder_links) to the children index. */
 static inline int store_add_segment(store *s, int64_t session, int64_t function,
                                     const seg_builder *b, const uint8_t *data, size_t n)
 {
@@ -451,7 +459,12 @@ static inline store_cursor *store_find_call(store *s, int64_t id, store_err *e)
 }
 
 /* A cursor over the segments `f` needs (rows: segment, zone map only,
- * data NULL), in the order of `f`.  The filter is copied.  NULL with `e`. */
+ * data NULL), in the order of `f`.  The filter is copied.  NULL with `e`.
+ * With a parent, the children index names the segments (a bounded index
+ * range, whatever the tape's size); segments older than the index (a tape
+ * of an older schema, or written before its upgrade) are listed by the
+ * filter's session and the parent's time window instead, which is slower
+ * and lists more. */
 static inline store_cursor *store_list_segments(store *s, const store_segment_filter *f,
                                                 store_err *e)
 {

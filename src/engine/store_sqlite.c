@@ -36,6 +36,7 @@ enum {
     STMT_SEGMENT,
     STMT_FN_AGG,
     STMT_FN_SESSION_AGG,
+    STMT_CHILD,
     STMT_BEGIN,
     STMT_COMMIT,
     STMT_ROLLBACK,
@@ -75,6 +76,9 @@ static const char *const stmt_sql[NSTMT] = {
         " SET calls = calls + excluded.calls, raised = raised + excluded.raised,"
         " total_ns = total_ns + excluded.total_ns, self_ns = self_ns + excluded.self_ns,"
         " min_ns = min(min_ns, excluded.min_ns), max_ns = max(max_ns, excluded.max_ns)",
+    [STMT_CHILD] = "INSERT INTO children(lo, start_min, segment, hi, kids, session, function, n,"
+                   " start_max, dur_min, dur_max, raised, parents)"
+                   " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
     [STMT_COMMIT] = "COMMIT",
     [STMT_ROLLBACK] = "ROLLBACK",
@@ -117,9 +121,18 @@ static const char schema_v3[] = "ALTER TABLE sessions ADD COLUMN sys_path0 TEXT;
                                 "ALTER TABLE sessions ADD COLUMN cwd TEXT;";
 
 /* 4: self time (a call's duration minus its recorded direct children's),
- * and each function's aggregates per session.  Functions that already have
- * calls keep self_ns NULL (unknown) forever; the sessions already on the
- * tape get their counts from the segments, with total and self unknown. */
+ * each function's aggregates per session, and the children index.
+ * Functions that already have calls keep self_ns NULL (unknown) forever;
+ * the sessions already on the tape get their counts from the segments,
+ * with total and self unknown.  The children index (engine.h, seg_link):
+ * one row per parent range of a segment, lo and hi the range's parent ids
+ * (both minus the session for its roots), kids the calls naming a parent
+ * in it, then a copy of the segment's zone map and, for a range of several
+ * parents, the bitmap of which ids are parents, so that a listing by
+ * parent reads this table alone, in start order within one lo.  Segments
+ * written before (ids below meta 'children_from') have no rows: readers
+ * find their children by the session and the time window
+ * (store_sqlite_read.c). */
 static const char schema_v4[] =
     "ALTER TABLE functions ADD COLUMN self_ns INTEGER;"
     "UPDATE functions SET self_ns = 0 WHERE calls = 0;"
@@ -127,7 +140,14 @@ static const char schema_v4[] =
     " calls INTEGER NOT NULL, raised INTEGER NOT NULL, total_ns INTEGER, self_ns INTEGER,"
     " min_ns INTEGER, max_ns INTEGER, PRIMARY KEY(session, function)) WITHOUT ROWID;"
     "INSERT INTO function_sessions SELECT session, function, sum(n), sum(raised), NULL, NULL,"
-    " min(dur_min), max(dur_max) FROM segments GROUP BY session, function;";
+    " min(dur_min), max(dur_max) FROM segments GROUP BY session, function;"
+    "CREATE TABLE children(lo INTEGER NOT NULL, start_min INTEGER NOT NULL,"
+    " segment INTEGER NOT NULL, hi INTEGER NOT NULL, kids INTEGER NOT NULL,"
+    " session INTEGER NOT NULL, function INTEGER NOT NULL, n INTEGER NOT NULL,"
+    " start_max INTEGER NOT NULL, dur_min INTEGER NOT NULL, dur_max INTEGER NOT NULL,"
+    " raised INTEGER NOT NULL, parents BLOB, PRIMARY KEY(lo, start_min, segment))"
+    " WITHOUT ROWID;"
+    "INSERT INTO meta VALUES ('children_from', (SELECT coalesce(max(id), 0) + 1 FROM segments));";
 
 /* migrations[v] turns schema v into v + 1; index 0 creates the schema. */
 static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
@@ -139,8 +159,9 @@ typedef struct sq_store {
     sqlite3_stmt *stmt[NSTMT];
     int bind_rc; /* the first failed bind of the statement being bound, else SQLITE_OK */
     int readonly;
-    int64_t version; /* the tape's schema version (a reader reads older ones as they are) */
-    dev_t dev;       /* the file a writer opened (store_same_file) */
+    int64_t version;       /* the tape's schema version (a reader reads older ones as they are) */
+    int64_t children_from; /* a reader: the first segment the children index covers */
+    dev_t dev;             /* the file a writer opened (store_same_file) */
     ino_t ino;
     char err[256];
 } sq_store;
@@ -445,6 +466,14 @@ static store *sq_open_read(const char *path, char *err, size_t errlen)
         sq_close(&s->base);
         return NULL;
     }
+    s->children_from = INT64_MAX; /* before schema 4 (or without the row): none */
+    sqlite3_stmt *q = NULL;
+    if (s->version >= 4 &&
+        sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'children_from'", -1, &q,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_INTEGER)
+        s->children_from = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
     /* Older formats differ by indexes and session columns the migrations
      * add, so they are read as they are (opening never modifies a tape;
      * store_version tells the reader which columns there are); the next
@@ -538,6 +567,11 @@ static void sq_close(store *base)
 sqlite3 *sq_db(store *s)
 {
     return ((sq_store *)s)->db;
+}
+
+int64_t sq_children_from(store *s)
+{
+    return ((sq_store *)s)->children_from;
 }
 
 static const char *sq_errmsg(store *s)
@@ -749,6 +783,38 @@ static int sq_put_blob(store *base, const uint8_t hash[WIRE_HASH_BYTES], const u
     return run(s, STMT_BLOB, "cannot store a blob");
 }
 
+/* The children-index rows of the segment just inserted (seg_link ranges
+ * of `b`, made by seg_builder_links); its roots under minus `session`. */
+static int add_children(sq_store *s, int64_t session, int64_t function, const seg_builder *b)
+{
+    int64_t segment = sqlite3_last_insert_rowid(s->db);
+    sqlite3_stmt *stmt = s->stmt[STMT_CHILD];
+    size_t n = b->links.len / sizeof(seg_link);
+    for (size_t i = 0; i < n; i++) {
+        seg_link k;
+        memcpy(&k, b->links.data + i * sizeof k, sizeof k);
+        const int64_t v[12] = {k.lo ? k.lo : -session,
+                               b->start_min,
+                               segment,
+                               k.lo ? k.hi : -session,
+                               k.n,
+                               session,
+                               function,
+                               (int64_t)b->n,
+                               b->start_max,
+                               b->dur_min,
+                               b->dur_max,
+                               b->n_raised};
+        for (int j = 0; j < 12; j++)
+            bind_int(s, stmt, j + 1, v[j]);
+        if (k.lo != k.hi)
+            bind_blob(s, stmt, 13, k.parents, (size_t)((k.hi - k.lo) / 8 + 1), 0);
+        if (run(s, STMT_CHILD, "cannot store the children index") < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int sq_add_segment(store *base, int64_t session, int64_t function, const seg_builder *b,
                           const uint8_t *data, size_t n)
 {
@@ -793,7 +859,9 @@ static int sq_add_segment(store *base, int64_t session, int64_t function, const 
     bind_int(s, stmt, 6, b->total_self);
     bind_int(s, stmt, 7, b->dur_min);
     bind_int(s, stmt, 8, b->dur_max);
-    return run(s, STMT_FN_SESSION_AGG, "cannot update the session's function totals");
+    if (run(s, STMT_FN_SESSION_AGG, "cannot update the session's function totals") < 0)
+        return -1;
+    return add_children(s, session, function, b);
 }
 
 static int sq_claims(const char *path)

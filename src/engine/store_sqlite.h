@@ -19,6 +19,10 @@
 /* The connection of the SQLite store `s`.  Cannot fail. */
 sqlite3 *sq_db(store *s);
 
+/* A reading store: the id of the first segment the children index covers
+ * (meta 'children_from'; INT64_MAX before schema 4).  Cannot fail. */
+int64_t sq_children_from(store *s);
+
 /* The reader's side (store_sqlite_read.c), each with the contract of the
  * store.h function of the same name after "store_". */
 int sq_totals(store *s, store_counts *out, store_err *e);

@@ -2,9 +2,9 @@
  * store_sqlite_read.c - the reader's side of the SQLite store: the
  * statements behind store_totals, store_function_count, store_call_total
  * and the cursors of store.h (sessions, functions, the functions of some
- * sessions, threads, a blob, the
- * segments holding a call id, the segment listing of a search), and what
- * their rows mean.
+ * sessions, threads, a blob, the segments holding a call id, the segment
+ * listing of a search, by the children index when it asks for a parent's
+ * children), and what their rows mean.
  *
  * Invariants: every statement is prepared on the cursor that steps it, so
  * threads sharing the connection (SQLITE_OPEN_FULLMUTEX) never share a
@@ -34,7 +34,9 @@ typedef struct sq_cursor {
                             functions of sessions: the session ids */
     char *sessions_json; /* a listing: its session ids as a JSON array, or NULL */
     int done;
-    int with_data; /* SQ_SEGMENTS: rows carry the segment's bytes */
+    int with_data;  /* SQ_SEGMENTS: rows carry the segment's bytes */
+    int with_links; /* SQ_SEGMENTS: rows carry the children index's count */
+    int64_t key;    /* with_links: the index key (a parent id, or minus a session) */
 } sq_cursor;
 
 /* The columns of a segment row, then (when loaded) its bytes. */
@@ -287,25 +289,55 @@ store_cursor *sq_find_call(store *s, int64_t id, store_err *e)
     return &c->base;
 }
 
-/* The listing's statement for `f`, into `sql` (`n` bytes). */
-static void listing_sql(const store_segment_filter *f, char *sql, size_t cap)
+/* The bounds of `f` on a segment row, into `out` (`cap` bytes). */
+static void listing_bounds(const store_segment_filter *f, char *out, size_t cap)
+{
+    int n = snprintf(out, cap,
+                     "start_max >= ?1 AND start_min <= ?2 AND dur_max >= ?3 AND dur_min <= ?4");
+    if (f->session > 0)
+        n += snprintf(out + n, cap - (size_t)n, " AND session = ?5");
+    else if (f->nsessions)
+        n += snprintf(out + n, cap - (size_t)n,
+                      " AND session IN (SELECT value FROM json_each(?11))");
+    if (f->outcome == OUTCOME_RAISED)
+        n += snprintf(out + n, cap - (size_t)n, " AND raised > 0");
+    else if (f->outcome == OUTCOME_RETURNED)
+        n += snprintf(out + n, cap - (size_t)n, " AND raised < n");
+    if (f->nfunctions)
+        snprintf(out + n, cap - (size_t)n, " AND function IN (SELECT value FROM json_each(?6))");
+}
+
+/* The listing's statement for `f`, into `sql` (`n` bytes).  By parent
+ * (?7 the index key: the parent's id, or minus the session for its roots;
+ * ?8 for a parent, how far below it a range may start; ?9 the parent's end; ?10 the
+ * first segment the index covers): the rows of the children index, which
+ * repeat their segment's zone map (for roots, one key: read in start order
+ * without sorting), then the segments the index does not cover (written
+ * before the tape's upgrade to schema 4, or every segment of an older tape)
+ * by session and time window: the slow way, by rowid. */
+static void listing_sql(store *s, const store_segment_filter *f, char *sql, size_t cap)
 {
     const char *dir = f->newest_first ? "DESC" : "ASC";
-    int n = snprintf(sql, cap,
-                     "SELECT " SEGMENT_COLUMNS " FROM segments WHERE start_max >= ?1"
-                     " AND start_min <= ?2 AND dur_max >= ?3 AND dur_min <= ?4");
-    if (f->session > 0)
-        n += snprintf(sql + n, cap - (size_t)n, " AND session = ?5");
-    else if (f->nsessions)
-        n +=
-            snprintf(sql + n, cap - (size_t)n, " AND session IN (SELECT value FROM json_each(?7))");
-    if (f->outcome == OUTCOME_RAISED)
-        n += snprintf(sql + n, cap - (size_t)n, " AND raised > 0");
-    else if (f->outcome == OUTCOME_RETURNED)
-        n += snprintf(sql + n, cap - (size_t)n, " AND raised < n");
-    if (f->nfunctions)
+    char bounds[400];
+    listing_bounds(f, bounds, sizeof bounds);
+    int n = 0;
+    int64_t from = sq_children_from(s);
+    if (!f->parent)
+        n = snprintf(sql, cap, "SELECT " SEGMENT_COLUMNS " FROM segments WHERE %s", bounds);
+    if (f->parent && from > 1)
+        n = snprintf(sql, cap,
+                     "SELECT " SEGMENT_COLUMNS ", NULL, NULL, NULL FROM segments NOT INDEXED"
+                     " WHERE id < ?10 AND start_min <= ?9 AND %s",
+                     bounds);
+    if (f->parent && from > 1 && from != INT64_MAX)
+        n += snprintf(sql + n, cap - (size_t)n, " UNION ALL ");
+    if (f->parent && from != INT64_MAX)
         n += snprintf(sql + n, cap - (size_t)n,
-                      " AND function IN (SELECT value FROM json_each(?6))");
+                      "SELECT segment AS id, session, function, n, start_min, start_max, dur_min,"
+                      " dur_max, raised, CASE WHEN lo = hi THEN kids END, lo, parents"
+                      " FROM children"
+                      " WHERE %s AND hi >= ?7 AND %s",
+                      f->parent > 0 ? "lo BETWEEN ?7 - ?8 AND ?7" : "lo = ?7", bounds);
     snprintf(sql + n, cap - (size_t)n, " ORDER BY %s %s, id %s",
              f->newest_first ? "start_max" : "start_min", dir, dir);
 }
@@ -325,18 +357,29 @@ static int bind_listing(sq_cursor *c, const store_segment_filter *f)
     if (rc == SQLITE_OK && f->nfunctions)
         rc = c->json ? sqlite3_bind_text(c->q, 6, c->json, -1, SQLITE_STATIC) : SQLITE_NOMEM;
     if (rc == SQLITE_OK && f->session <= 0 && f->nsessions)
-        rc = c->sessions_json ? sqlite3_bind_text(c->q, 7, c->sessions_json, -1, SQLITE_STATIC)
+        rc = c->sessions_json ? sqlite3_bind_text(c->q, 11, c->sessions_json, -1, SQLITE_STATIC)
                               : SQLITE_NOMEM;
+    int64_t from = sq_children_from(c->base.s);
+    if (rc == SQLITE_OK && f->parent && from != INT64_MAX)
+        rc = sqlite3_bind_int64(c->q, 7, f->parent);
+    if (rc == SQLITE_OK && f->parent > 0 && from != INT64_MAX)
+        rc = sqlite3_bind_int64(c->q, 8, SEG_LINK_SPAN);
+    if (rc == SQLITE_OK && f->parent && from > 1)
+        rc = sqlite3_bind_int64(c->q, 9, f->parent > 0 ? f->parent_end : INT64_MAX);
+    if (rc == SQLITE_OK && f->parent && from > 1)
+        rc = sqlite3_bind_int64(c->q, 10, from);
     return rc;
 }
 
 store_cursor *sq_list_segments(store *s, const store_segment_filter *f, store_err *e)
 {
-    char sql[1024];
-    listing_sql(f, sql, sizeof sql);
+    char sql[2048];
+    listing_sql(s, f, sql, sizeof sql);
     sq_cursor *c = cursor_new(s, SQ_SEGMENTS, sql, e);
     if (!c)
         return NULL;
+    c->with_links = f->parent != 0;
+    c->key = f->parent;
     if (f->nfunctions)
         c->json = ids_json(f->functions, f->nfunctions);
     if (f->session <= 0 && f->nsessions)
@@ -367,6 +410,7 @@ static void read_segment(sqlite3_stmt *q, int with_data, store_segment *g)
     g->raised = sqlite3_column_int64(q, 8);
     g->data = NULL;
     g->len = 0;
+    g->links = STORE_NONE;
     if (with_data) {
         store_bytes b = blob_at(q, SEGMENT_DATA_COLUMN);
         g->data = b.p;
@@ -409,12 +453,27 @@ static void read_function(sqlite3_stmt *q, store_function_row *r)
     r->self_ns = int_or_none(q, 11);
 }
 
+/* A listing by parent: 0 when the row's bitmap says the range holds no
+ * child of the cursor's key (the row's lo and parents columns), else 1. */
+static int has_key(const sq_cursor *c)
+{
+    store_bytes bits = blob_at(c->q, SEGMENT_DATA_COLUMN + 2);
+    if (!bits.p)
+        return 1; /* one parent, or a segment the index does not cover */
+    int64_t at = c->key - sqlite3_column_int64(c->q, SEGMENT_DATA_COLUMN + 1);
+    if (at < 0 || (size_t)(at / 8) >= bits.n)
+        return 0;
+    return (bits.p[at / 8] >> (at % 8)) & 1;
+}
+
 int sq_next(store_cursor *base, store_row *row, store_err *e)
 {
     sq_cursor *c = (sq_cursor *)base;
     if (c->done)
         return 0;
-    int rc = sqlite3_step(c->q);
+    int rc;
+    while ((rc = sqlite3_step(c->q)) == SQLITE_ROW && c->with_links && !has_key(c))
+        ;
     if (rc != SQLITE_ROW) {
         c->done = 1;
         return rc == SQLITE_DONE ? 0 : fail(base->s, rc, e);
@@ -440,6 +499,8 @@ int sq_next(store_cursor *base, store_row *row, store_err *e)
     }
     case SQ_SEGMENTS:
         read_segment(c->q, c->with_data, &row->segment);
+        if (c->with_links)
+            row->segment.links = int_or_none(c->q, SEGMENT_DATA_COLUMN);
         break;
     }
     return 1;

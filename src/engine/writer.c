@@ -303,7 +303,7 @@ static int write_segment(engine *e, txn *t, fn_def *f)
     if (!f->seg.n)
         return 0;
     w->segment.len = 0;
-    if (seg_builder_finish(&f->seg, &w->segment) < 0 ||
+    if (seg_builder_finish(&f->seg, &w->segment) < 0 || seg_builder_links(&f->seg) < 0 ||
         store_add_segment(w->store, w->session_id, f->tape_id, &f->seg, w->segment.data,
                           w->segment.len) < 0)
         return -1;

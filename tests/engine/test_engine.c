@@ -1192,6 +1192,136 @@ static void test_query_energy(void)
     unlink(path);
 }
 
+/* A segment's parent ids become the children index's ranges: sorted,
+ * the roots apart, each range at most SEG_LINK_SPAN ids wide, counted. */
+static void test_segment_links(void)
+{
+    seg_builder s;
+    seg_builder_init(&s);
+    const int64_t parents[] = {0, 9000, 5, 3, 7000, 3, 0, 20000, 0};
+    for (size_t i = 0; i < sizeof parents / sizeof *parents; i++) {
+        seg_call c = {0};
+        c.id = 30000 + (int64_t)i;
+        c.parent = parents[i];
+        CHECK(seg_builder_add(&s, &c) == 0);
+    }
+    CHECK(seg_builder_links(&s) == 4);
+    const seg_link *k = (const seg_link *)(const void *)s.links.data;
+    /* 3 and 5 are within the span of 3: one range; 9000 within that of 7000 */
+    CHECK(k[0].lo == 0 && k[0].hi == 0 && k[0].n == 3);
+    CHECK(k[1].lo == 3 && k[1].hi == 5 && k[1].n == 3);
+    CHECK(k[1].parents[0] == ((1u << 0) | (1u << 2))); /* 3 + 0 and 3 + 2 */
+    CHECK(k[2].lo == 7000 && k[2].hi == 9000 && k[2].n == 2);
+    CHECK(k[2].parents[0] == 1 && k[2].parents[2000 / 8] == 1u << (2000 % 8));
+    CHECK(k[3].lo == 20000 && k[3].hi == 20000 && k[3].n == 1);
+    seg_builder_reset(&s);
+    CHECK(seg_builder_links(&s) == 0);
+    seg_builder_free(&s);
+}
+
+/* Opens a query of the children of `parent` (or roots: minus the session). */
+static query *children_query(store *st, int64_t session, int64_t parent, int64_t limit)
+{
+    query_filter f = {0};
+    f.session = session;
+    f.thread = -1;
+    f.since = INT64_MIN;
+    f.until = INT64_MAX;
+    f.max_duration = INT64_MAX;
+    f.outcome = -1;
+    f.limit = limit;
+    f.parent = parent;
+    f.parent_end = INT64_MAX;
+    char err[256];
+    query *q = query_open(st, &f, err, sizeof err);
+    CHECK(q != NULL);
+    return q;
+}
+
+/* A root with 3000 children (two segments of them), each with one child,
+ * and a second root: the children index finds a call's children and a
+ * session's roots in start order, and counts them without reading. */
+static void test_children_index(void)
+{
+    char path[64];
+    fresh_path(path, "children-test");
+    engine *e = start_engine(path, 0, 0);
+    if (!e)
+        return;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    enum { KIDS = 3000 };
+    for (int i = 0; i < 2 * KIDS + 2; i++) {
+        call_rec c = {0};
+        c.fn = 1;
+        if (i < 2 * KIDS) { /* child k (seq 2 + 2k) and its grandchild (seq 3 + 2k) */
+            int k = i / 2;
+            c.seq = (uint64_t)(2 + 2 * k + (i % 2 == 0));
+            c.parent = i % 2 == 0 ? c.seq - 1 : 1;
+            c.depth = i % 2 == 0 ? 2 : 1;
+            c.start = 1000 + (uint64_t)(2 * k + (i % 2 == 0));
+            c.duration = 1;
+        } else if (i == 2 * KIDS) { /* the first root ends after its calls */
+            c.seq = 1;
+            c.start = 999;
+            c.duration = 100000;
+        } else {
+            c.seq = 2 + 2 * KIDS;
+            c.start = 200000;
+        }
+        b.len = 0;
+        rec_put_call(&b, &c);
+        CHECK(append_waiting(e, &b, NULL) == ENGINE_APPENDED);
+    }
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_free(e);
+    wbuf_free(&b);
+    CHECK(query_int(path, "SELECT count(*) FROM children") < 20);
+    char err[256];
+    store *st = store_open_read(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    seg_call c;
+    int64_t session, function, n = -1, root = 0, child = 0, t0 = 0;
+    query *q = children_query(st, 1, -1, -1);
+    CHECK(q && query_next(q, &c, &session, &function) == 1 && c.parent == 0);
+    root = c.id;
+    t0 = c.start - 999; /* starts are stored as wall-clock times */
+    CHECK(q && query_next(q, &c, &session, &function) == 1 && c.start == t0 + 200000);
+    CHECK(q && query_next(q, &c, &session, &function) == 0);
+    query_close(q);
+    q = children_query(st, 1, root, 5);
+    for (int i = 0; q && i < 5; i++) {
+        CHECK(query_next(q, &c, &session, &function) == 1 && c.parent == root);
+        CHECK(c.start == t0 + 1000 + 2 * i);
+        if (i == 1)
+            child = c.id;
+    }
+    CHECK(q && query_next(q, &c, &session, &function) == 0);
+    query_close(q);
+    q = children_query(st, 1, root, -1);
+    CHECK(q && query_count(q, &n) == 0 && n == KIDS);
+    query_close(q);
+    q = children_query(st, 1, child, -1);
+    CHECK(q && query_next(q, &c, &session, &function) == 1 && c.parent == child);
+    CHECK(q && query_next(q, &c, &session, &function) == 0);
+    query_close(q);
+    q = children_query(st, 1, child, -1);
+    CHECK(q && query_count(q, &n) == 0 && n == 1);
+    query_close(q);
+    q = children_query(st, 1, -1, -1);
+    CHECK(q && query_count(q, &n) == 0 && n == 2);
+    query_close(q);
+    store_close(st);
+    char side[300];
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+    unlink(path);
+}
+
 /* Runs `sql` on the tape at `path` as a writer would not: to damage it. */
 static void damage_with(const char *path, const char *sql)
 {
@@ -1674,6 +1804,8 @@ int main(void)
     test_back_pressure_answers_full();
     test_deleted_tape_is_noticed();
     test_query_energy();
+    test_segment_links();
+    test_children_index();
     test_query_reports_damage();
     test_store_reader();
     test_store_bind_failure();

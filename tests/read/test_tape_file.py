@@ -232,6 +232,9 @@ def test_older_tape_is_read_as_it_is_and_migrated_by_the_next_recording(tmp_path
         con.execute("ALTER TABLE sessions DROP COLUMN cwd")
         con.execute("ALTER TABLE functions DROP COLUMN self_ns")
         con.execute("DROP TABLE function_sessions")
+        con.execute("DELETE FROM meta WHERE key = 'children_from'")
+        con.commit()
+        con.execute("DROP TABLE children")
         con.execute("PRAGMA user_version = 1")
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     before = path.read_bytes()
@@ -252,6 +255,10 @@ def test_older_tape_is_read_as_it_is_and_migrated_by_the_next_recording(tmp_path
         names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "segments_by_start_max" in names
     assert len(calltape.open(path).search()) == 6
+    # the children index covers the new segments; the old ones are found by time
+    old_session, new_session = sorted(s.id for s in calltape.open(path).sessions())
+    for sid in (old_session, new_session):
+        assert calltape.open(path).children(session=sid).count() == 3
     # python -c: sys.path[0] is "", the working folder
     newest, oldest = calltape.open(path).sessions()
     assert (newest.sys_path0, newest.cwd) == (str(tmp_path), str(tmp_path))

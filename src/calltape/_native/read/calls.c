@@ -14,6 +14,10 @@
  * becomes the query's (session, thread index) when one thread has that
  * ident, else a filter on the pairs; `energy` bounds go into the query.
  *
+ * Children (Tape.children, Call.children) are a search by parent, which the
+ * store answers from its children index (store.h); Calls.count() counts
+ * without making Call objects (query_count).
+ *
  * Invariants: iterating a Calls runs the search again in bounded memory
  * (one Call at a time, segments as query.c loads them); len() and indexing
  * read it once into a list that is kept; a limit counts calls after every
@@ -33,7 +37,6 @@ typedef struct ct_calls {
     int64_t *pairs;    /* thread filter: (session, index) pairs, or NULL */
     size_t npairs;
     PyObject *args_filter; /* dict name -> wanted value, or NULL */
-    int64_t parent;        /* children(): only the calls this call id made; 0: any */
     int64_t limit;         /* after every filter; -1: none */
     PyObject *list;        /* the calls, once read whole */
 } ct_calls;
@@ -456,7 +459,6 @@ static ct_calls *calls_new(ct_tape *t)
     c->pairs = NULL;
     c->npairs = 0;
     c->args_filter = NULL;
-    c->parent = 0;
     c->limit = -1;
     c->list = NULL;
     PyObject_GC_Track(c);
@@ -698,7 +700,48 @@ done:
     return out;
 }
 
+static PyObject *Calls_count(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    ct_calls *c = (ct_calls *)self;
+    if (!c->tape) {
+        PyErr_SetString(PyExc_ValueError, "this search was cleared");
+        return NULL;
+    }
+    if (c->empty)
+        return PyLong_FromLong(0);
+    if (c->pairs || c->args_filter) { /* filters after the query: count what it returns */
+        int64_t keep = c->limit, n = 0;
+        c->limit = -1;
+        PyObject *it = Calls_iter(self), *item;
+        c->limit = keep;
+        while (it && (item = PyIter_Next(it))) {
+            n++;
+            Py_DECREF(item);
+        }
+        Py_XDECREF(it);
+        return !it || PyErr_Occurred() ? NULL : PyLong_FromLongLong(n);
+    }
+    query_filter f = c->f;
+    f.limit = -1;
+    query *q = ct_tape_query_open(c->tape, &f);
+    if (!q)
+        return NULL;
+    int64_t n = 0;
+    int rc = ct_tape_query_count(c->tape, q, &n);
+    ct_tape_query_close(c->tape, q);
+    return rc < 0 ? NULL : PyLong_FromLongLong(n);
+}
+
+static PyMethodDef Calls_methods[] = {
+    {"count", Calls_count, METH_NOARGS,
+     "count() -> int: how many calls the search finds, its limit aside, counted without\n"
+     "making them (a parent's children the children index counts are not even read)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyType_Slot Calls_slots[] = {
+    {Py_tp_methods, Calls_methods},
     {Py_tp_dealloc, Calls_dealloc},
     {Py_tp_traverse, Calls_traverse},
     {Py_tp_clear, Calls_clear},
@@ -759,8 +802,6 @@ static PyObject *CallIter_next(PyObject *self)
             break;
         if (c->pairs && !thread_selected(c, session, row.thread))
             continue;
-        if (c->parent && row.parent != c->parent)
-            continue; /* before a Call is made: children() of a long call stays quick */
         if (!it->last_fn || fid != it->last_fid) {
             ct_function *fn = ct_tape_function(c->tape, fid, row.id);
             if (!fn)
@@ -827,28 +868,83 @@ PyType_Spec CallIter_spec = {
 
 /* ---- searches made for a Call or a Tape ---- */
 
+/* The filter of the children of `call` (through the children index). */
+static void children_of(ct_calls *c, const ct_call *call)
+{
+    c->f.session = call->session;
+    c->f.since = call->start; /* a child starts after its parent did */
+    c->f.parent = call->id;
+    c->f.parent_end = call->start + call->duration;
+    c->f.newest_first = 0;
+}
+
 PyObject *ct_call_children(ct_call *call)
 {
     ct_calls *c = calls_new(call->tape);
     if (!c)
         return NULL;
-    c->f.session = call->session;
-    c->f.thread = call->thread;
-    c->f.since = call->start;
-    c->f.until = call->start + call->duration;
-    c->f.newest_first = 0;
-    c->parent = call->id;
-    PyObject *all = Calls_iter((PyObject *)c), *out = PyList_New(0), *item;
-    while (all && out && (item = PyIter_Next(all))) {
-        if (PyList_Append(out, item) < 0)
-            Py_CLEAR(out);
-        Py_DECREF(item);
-    }
-    if (!all || PyErr_Occurred())
-        Py_CLEAR(out);
-    Py_XDECREF(all);
+    children_of(c, call);
+    PyObject *out = PySequence_List((PyObject *)c);
     Py_DECREF(c);
     return out;
+}
+
+PyObject *ct_tape_children(ct_tape *t, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"parent", "session", "min_duration", "limit", NULL};
+    PyObject *parent = Py_None, *session = Py_None, *min_d = Py_None, *limit = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOO:children", kwlist, &parent, &session, &min_d,
+                                     &limit))
+        return NULL;
+    if (ct_tape_check_open(t) < 0)
+        return NULL;
+    ct_state *st = PyType_GetModuleState(Py_TYPE(t));
+    if ((parent == Py_None) == (session == Py_None)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "children() takes a parent (a Call or a call id) or a session, not both");
+        return NULL;
+    }
+    ct_calls *c = calls_new(t);
+    PyObject *call = NULL;
+    if (!c)
+        return NULL;
+    if (parent != Py_None) {
+        call = Py_IS_TYPE(parent, st->type.Call)
+                   ? Py_NewRef(parent)
+                   : PyObject_CallMethod((PyObject *)t, "call", "O", parent);
+        if (!call)
+            goto error;
+        children_of(c, (ct_call *)call);
+    } else {
+        long long sid =
+            PyLong_Check(session) && !PyBool_Check(session) ? PyLong_AsLongLong(session) : -1;
+        if (sid <= 0) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "session must be a session id (an int > 0), not %R",
+                         session);
+            goto error;
+        }
+        c->f.session = sid;
+        c->f.parent = -sid;
+        c->f.newest_first = 0;
+    }
+    if (min_d != Py_None && duration_to_ns(min_d, "min_duration", &c->f.min_duration) < 0)
+        goto error;
+    if (limit != Py_None) {
+        long long n = PyLong_Check(limit) ? PyLong_AsLongLong(limit) : -1;
+        if (PyErr_Occurred() || n < 0) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "limit must be an int >= 0 or None, not %R", limit);
+            goto error;
+        }
+        c->limit = c->f.limit = n;
+    }
+    Py_XDECREF(call);
+    return (PyObject *)c;
+error:
+    Py_XDECREF(call);
+    Py_DECREF(c);
+    return NULL;
 }
 
 static int by_id(const void *a, const void *b)

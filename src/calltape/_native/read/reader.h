@@ -132,6 +132,10 @@ void ct_tape_query_close(ct_tape *t, query *q);
  * function filled in, 0 at the end, -1 with TapeError set. */
 int ct_tape_query_next(ct_tape *t, query *q, seg_call *c, int64_t *session, int64_t *function);
 
+/* query_count of `q` (GIL released inside): 0 with *n set, or -1 with
+ * TapeError set. */
+int ct_tape_query_count(ct_tape *t, query *q, int64_t *n);
+
 /* Rebuilds one value at *p (advancing it) with the tape's trust, allow
  * list and blob table; `memo` (a list, or NULL for a value alone) is the
  * group it belongs to, shared by the values of one group (the arguments of
@@ -207,10 +211,15 @@ PyObject *ct_tape_search(ct_tape *t, PyObject *args, PyObject *kw);
  * list.  NULL with an exception set. */
 PyObject *ct_tape_calls_by_id(ct_tape *t, PyObject *function);
 
-/* The calls `c` made directly, oldest first: a new list, or NULL.  The
- * search is of c's session and thread within its time span, and a call
- * whose parent is not `c` is passed over before a Call is made. */
+/* The calls `c` made directly (in any thread), oldest first: a new list,
+ * or NULL. */
 PyObject *ct_call_children(ct_call *c);
+
+/* Tape.children(parent=None, *, session=None, min_duration=None,
+ * limit=None): the calls a Call (or call id) made directly, or a session's
+ * roots, oldest first, as a new Calls; NULL with TypeError, ValueError,
+ * KeyError (no such call) or TapeError. */
+PyObject *ct_tape_children(ct_tape *t, PyObject *args, PyObject *kw);
 
 /* Seconds (int or float) or a datetime as ns since the epoch; `name` is
  * the parameter, for the TypeError.  Returns 0 or -1. */

@@ -292,6 +292,17 @@ int ct_tape_query_next(ct_tape *t, query *q, seg_call *c, int64_t *session, int6
     return rc;
 }
 
+int ct_tape_query_count(ct_tape *t, query *q, int64_t *n)
+{
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+        rc = query_count(q, n);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        query_failed(t, q);
+    return rc;
+}
+
 /* ---- caches ---- */
 
 PyObject *ct_tape_functions(ct_tape *t, int fresh)
@@ -664,6 +675,11 @@ static PyObject *Tape_search(PyObject *self, PyObject *args, PyObject *kw)
     return ct_tape_search((ct_tape *)self, args, kw);
 }
 
+static PyObject *Tape_children(PyObject *self, PyObject *args, PyObject *kw)
+{
+    return ct_tape_children((ct_tape *)self, args, kw);
+}
+
 static PyObject *Tape_calls(PyObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"function", NULL};
@@ -765,6 +781,13 @@ static PyMethodDef Tape_methods[] = {
      "Calls matching every filter given, in start order.\n\n"
      ">>> tape.search(function='price', since=datetime(2026, 1, 1), limit=100)\n"
      ">>> tape.search(min_duration=0.01, outcome='raised', energy={'pkg': 100.0})"},
+    {"children", (PyCFunction)(void (*)(void))Tape_children, METH_VARARGS | METH_KEYWORDS,
+     "children(parent=None, *, session=None, min_duration=None, limit=None) -> Calls\n\n"
+     "The calls `parent` (a Call or a call id) made directly, in any thread, or with\n"
+     "session=ID that session's roots (its calls without a parent); oldest first.  The\n"
+     "tape's children index finds them without reading the rest of the tape.\n\n"
+     ">>> kids = tape.children(42, limit=20); kids.count()\n"
+     ">>> roots = tape.children(session=3)"},
     {"call", Tape_call, METH_O,
      "call(call_id) -> Call; KeyError names the id and the tape when there is none."},
     {"calls", (PyCFunction)(void (*)(void))Tape_calls, METH_VARARGS | METH_KEYWORDS,
