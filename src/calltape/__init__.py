@@ -15,8 +15,6 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _native
 from ._markers import (
@@ -32,8 +30,17 @@ from ._markers import (
 )
 from ._monitor import monitor
 
+TYPE_CHECKING = False  # typing loads on demand: `import calltape` stays quick (the CLI's start)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar, overload
+
     from ._replay import Outcome, Report
+
+    F = TypeVar("F", bound=Callable[..., Any])
+else:
+    def overload(func):  # what typing.overload leaves at run time: the last definition wins
+        return func
 
 __version__ = "0.1.0"
 __all__ = [
@@ -56,8 +63,6 @@ stats = _native.stats
 register_codec = _native.register_codec
 compare = _native.compare
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 _native._bind(
     {"RecordingWarning": RecordingWarning, "TapeError": TapeError,
      "RefusedGlobal": RefusedGlobal, "ReplayRefused": ReplayRefused, "Redacted": Redacted, "Truncated": Truncated,
@@ -79,12 +84,12 @@ def __getattr__(name: str) -> Any:
 @overload
 def record(func: F, /) -> F: ...
 @overload
-def record(*, args: bool = ..., result: bool = ..., cpu: bool = ..., memory: bool = ...,
+def record(*, args: bool = ..., result: bool = ..., cpu: bool = ..., memory: bool = ...,  # noqa: F811
            energy: bool | None = ..., tape: str | os.PathLike[str] | None = ..., redact: Any = ...,
            sanitize: Callable[[str, Any], Any] | None = ...,
            max_value_bytes: int | None = ..., sample: int = ..., locals: bool = ...,
            globals: bool = ..., yields: bool = ..., pickle: Any = ...) -> Callable[[F], F]: ...
-def record(func: Any = None, /, **options: Any) -> Any:
+def record(func: Any = None, /, **options: Any) -> Any:  # noqa: F811
     """Record every call of ``func`` onto the tape.
 
     >>> @calltape.record

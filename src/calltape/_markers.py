@@ -1,12 +1,68 @@
 """Value markers and errors that the C engine returns or raises.
 
-These are plain data types: the engine decides when to produce them.
+These are plain data types: the engine decides when to produce them.  They
+behave as frozen dataclasses (positional or keyword fields, a repr of the
+fields, equality and hash by the compared fields, no assignment), without
+importing dataclasses and inspect: every ``calltape`` command imports this.
 """
 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class _Frozen:
+    """A frozen record of ``_fields`` (``_compared`` of them in == and hash)."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+    _compared: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(self._fields):
+            raise TypeError(f"{type(self).__name__}() takes {len(self._fields)} arguments,"
+                            f" not {len(args)}")
+        values = dict(zip(self._fields, args))
+        for name, value in kwargs.items():
+            if name not in self._fields or name in values:
+                raise TypeError(f"{type(self).__name__}() got an unexpected or repeated"
+                                f" argument {name!r}")
+            values[name] = value
+        for name in self._fields:
+            if name not in values:
+                values[name] = self._default(name)
+            object.__setattr__(self, name, values[name])
+
+    def _default(self, name: str) -> Any:
+        raise TypeError(f"{type(self).__name__}() is missing the argument {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
+
+    def _key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, n) for n in self._compared)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._key()))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields)
+        return f"{type(self).__qualname__}({inner})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), tuple(getattr(self, n) for n in self._fields)
 
 
 class RecordingWarning(RuntimeWarning):
@@ -26,16 +82,16 @@ class RefusedGlobal(pickle.UnpicklingError):
     """A recorded value names a global that is not allowed; the message says how to allow it."""
 
 
-@dataclass(frozen=True)
-class Redacted:
+class Redacted(_Frozen):
     """A value that was not recorded because its parameter name looks secret."""
+
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return "<redacted>"
 
 
-@dataclass(frozen=True)
-class Truncated:
+class Truncated(_Frozen):
     """A value over ``max_value_bytes``: its type name and encoded size in bytes.
 
     ``size`` is how far encoding got before it stopped (the bytes encoded
@@ -43,23 +99,27 @@ class Truncated:
     were over the budget, so calltape skipped encoding some of the next ones.
     """
 
+    __slots__ = ("size", "type")
+    _fields = _compared = ("type", "size")
     type: str
     size: int
 
 
-@dataclass(frozen=True)
-class Unencodable:
+class Unencodable(_Frozen):
     """A value that could not be encoded: its type name and the reason."""
 
+    __slots__ = ("reason", "type")
+    _fields = _compared = ("type", "reason")
     type: str
     reason: str
 
 
-@dataclass(frozen=True)
-class Unreadable:
+class Unreadable(_Frozen):
     """A recorded value that cannot be rebuilt here (``Call.readable()``): the type
     it names, the preview the tape gives and the reason, in one sentence."""
 
+    __slots__ = ("preview", "reason", "type")
+    _fields = _compared = ("type", "preview", "reason")
     type: str
     preview: str
     reason: str
@@ -68,16 +128,21 @@ class Unreadable:
         return f"{self.preview}  ({self.type}, not rebuilt: {self.reason})"
 
 
-@dataclass(frozen=True)
-class ExceptionInfo:
+class ExceptionInfo(_Frozen):
     """An exception raised by a recorded call.
 
     >>> info.type, info.message   # ('builtins.ValueError', 'bad input')
     """
 
+    __slots__ = ("frames", "message", "type")
+    _fields = ("type", "message", "frames")
+    _compared = ("type", "message")  # frames: where it was raised, not what
     type: str
     message: str
-    frames: list = field(default_factory=list, compare=False)
+    frames: list
+
+    def _default(self, name: str) -> Any:
+        return [] if name == "frames" else super()._default(name)
 
     def __repr__(self) -> str:
         """As Python's repr of the exception: ``KeyError('bad')``, ``ValueError('no')``

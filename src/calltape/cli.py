@@ -35,10 +35,13 @@ import os
 import re
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from . import ExceptionInfo, RefusedGlobal, ReplayRefused, Tape, TapeError, __version__, _native
 from . import open as open_tape
+
+TYPE_CHECKING = False  # typing is not loaded: every command pays its import
+if TYPE_CHECKING:
+    from typing import Any
 
 NOTHING_REPLAYED = 5  # as pytest's "no tests ran": a CI gate must not pass on nothing
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")

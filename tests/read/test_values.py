@@ -553,3 +553,33 @@ def test_previews_and_literals_write_floats_and_text_as_repr_does(value):
     wire = calltape._native.encode(value)
     assert calltape._native.preview(wire) == repr(value)
     assert calltape._native.literal(value) == repr(value)
+
+
+def test_markers_behave_as_frozen_records():
+    import pickle
+
+    from calltape import ExceptionInfo, Redacted, Truncated, Unencodable
+
+    t = Truncated("bytearray", 65536)
+    assert t == Truncated(type="bytearray", size=65536) and hash(t) == hash(Truncated("bytearray", 65536))
+    assert t != Truncated("bytearray", 1) and t != Unencodable("bytearray", "65536")
+    assert repr(t) == "Truncated(type='bytearray', size=65536)"
+    assert repr(Redacted()) == "<redacted>" and Redacted() == Redacted()
+    with pytest.raises(AttributeError):
+        t.size = 1
+    with pytest.raises(TypeError):
+        Unencodable("x")
+    e = ExceptionInfo("builtins.KeyError", "'bad'", [("f.py", 3, "g")])
+    assert e == ExceptionInfo("builtins.KeyError", "'bad'") and e.frames == [("f.py", 3, "g")]
+    assert ExceptionInfo("builtins.ValueError", "no").frames == []
+    assert pickle.loads(pickle.dumps(t)) == t and pickle.loads(pickle.dumps(e)).frames == e.frames
+
+
+def test_the_command_line_starts_without_typing_or_dataclasses():
+    """What every `calltape` command pays before it opens the tape (issue 13's 100 ms)."""
+    import subprocess
+    import sys
+
+    code = "import sys, calltape.cli; print(sorted(m for m in ('typing', 'dataclasses', 'inspect') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
