@@ -9,18 +9,21 @@ and those shorter than the minimum duration (``short``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+TYPE_CHECKING = False  # no typing nor dataclasses: the command's start is part of its time
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass
 class Node:
     """One recorded call with the calls it made that are shown, and how many are not."""
 
-    call: Any
-    children: list[Node] = field(default_factory=list)
-    more: int = 0   # calls it made directly, not shown: past the limit or below the depth
-    short: int = 0  # calls it made directly, shorter than the minimum duration (folded)
+    __slots__ = ("call", "children", "more", "short")
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.children: list[Node] = []
+        self.more = 0   # calls it made directly, not shown: past the limit or below the depth
+        self.short = 0  # calls it made directly, shorter than the minimum duration (folded)
 
 
 def level(tape: Any, *, parent: Any = None, session: int | None = None,

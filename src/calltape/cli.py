@@ -754,15 +754,30 @@ def cmd_tree(tape: Tape, args: argparse.Namespace, color: bool) -> None:
         _tree_print(node, "", ("", "", "", ""), color, args.min_duration)
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unbuilt:
+    """Stands for the options of a subcommand this run does not use: argparse
+    spends a formatter on every option it adds, and each command pays that."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def add_mutually_exclusive_group(self) -> _Unbuilt:
+        return self
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``calltape`` parser; with `only`, the options of that subcommand
+    alone are built (the others are listed, with their help line)."""
     parser = argparse.ArgumentParser(
         prog="calltape", description="Read a calltape tape: the calls a program recorded.",
         epilog="TAPE defaults to $CALLTAPE_TAPE, then ./calltape.db.")
     parser.add_argument("--version", action="version", version=f"calltape {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help: str) -> argparse.ArgumentParser:
+    def add(name: str, help: str) -> Any:
         p = sub.add_parser(name, help=help, description=help)
+        if only is not None and name != only:
+            return _Unbuilt()
         p.add_argument("tape", nargs="?", metavar="TAPE", help="the tape file")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         p.add_argument("--trust", action="store_true",
@@ -860,6 +875,8 @@ def _add_examples(sub: Any) -> None:
             lines = "\n".join("  " + ln for ln in EXAMPLES[name].splitlines())
             p.epilog = f"example{'s' if chr(10) in EXAMPLES[name] else ''}:\n{lines}"
 
+
+_COMMANDS = ("functions", "search", "show", "sessions", "replay", "make-tests", "tree")
 
 _RUN_VALUED = {"--tape", "--include", "--exclude", "--max-depth", "--sample",
                "--max-value-bytes", "--max-value-depth"}
@@ -968,7 +985,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return run_main(argv[1:])
-    parser = build_parser()
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first if first in _COMMANDS else None)
     args = parser.parse_args(argv)
     args.command_line = "calltape " + " ".join(sys.argv[1:] if argv is None else argv)
     if (args.command == "replay" and args.tape and args.tape.isdigit()
