@@ -567,9 +567,11 @@ typedef struct seg_builder {
 } seg_builder;
 
 /* The children index: which segments hold the children of a call.  The
- * parent ids of a segment's calls, sorted, are cut into disjoint ranges
- * [lo, hi] of at most SEG_LINK_SPAN ids, each with how many of the calls
- * name a parent in it and a bitmap of which ids of the range are parents;
+ * parent ids of a segment's calls are grouped by their block of
+ * SEG_LINK_SPAN ids (id / SEG_LINK_SPAN: no sorting, one pass), each group a
+ * range [lo, hi] of the lowest and highest parent in it, with how many of
+ * the calls name a parent in it and a bitmap of which ids of the range are
+ * parents;
  * a range of one parent (lo == hi) counts that parent's children in the
  * segment exactly.  The calls without a parent (roots) make one range of
  * lo == hi == 0.  A store keeps one row per range, so "the segments with
@@ -593,8 +595,8 @@ int seg_builder_add(seg_builder *s, const seg_call *c);
 /* Serializes the segment into `out` (appended).  Returns 0 or -1. */
 int seg_builder_finish(const seg_builder *s, wbuf *out);
 /* Makes the segment's children-index ranges (seg_link, ascending lo) in
- * s->links, sorting s->parents in place.  Returns the number of ranges, or
- * -1 on allocation failure. */
+ * s->links from s->parents.  Returns the number of ranges, or -1 on
+ * allocation failure. */
 int64_t seg_builder_links(seg_builder *s);
 
 typedef struct seg_reader {

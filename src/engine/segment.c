@@ -148,38 +148,66 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
     return 0;
 }
 
-static int by_value(const void *a, const void *b)
+/* 1 when parent id `p` belongs in the range `k` is building: the roots
+ * together, any other parent with those of its block of SEG_LINK_SPAN ids. */
+static int same_block(const seg_link *k, int64_t p)
 {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
+    return p ? k->lo > 0 && p / SEG_LINK_SPAN == k->lo / SEG_LINK_SPAN : k->lo == 0;
+}
+
+/* Moves the bitmap of `k`, built from its block's first id, to start at k->lo. */
+static void align_bits(seg_link *k)
+{
+    size_t shift = (size_t)(k->lo % SEG_LINK_SPAN), by = shift / 8, bit = shift % 8;
+    for (size_t j = 0; j < SEG_LINK_BYTES; j++) {
+        unsigned v = j + by < SEG_LINK_BYTES ? k->parents[j + by] >> bit : 0;
+        if (bit && j + by + 1 < SEG_LINK_BYTES)
+            v |= (unsigned)k->parents[j + by + 1] << (8 - bit);
+        k->parents[j] = (uint8_t)v;
+    }
 }
 
 int64_t seg_builder_links(seg_builder *s)
 {
-    size_t n = s->parents.len / sizeof(int64_t);
-    int64_t *p = (int64_t *)(void *)s->parents.data;
+    size_t n = s->parents.len / sizeof(int64_t), nlinks = 0, last = 0;
+    const int64_t *p = (const int64_t *)(const void *)s->parents.data;
     s->links.len = 0;
-    size_t i = 1;
-    while (i < n && p[i - 1] <= p[i]) /* mostly already sorted: calls end in order */
-        i++;
-    if (i < n)
-        qsort(p, n, sizeof *p, by_value);
-    int64_t count = 0;
-    for (i = 0; i < n; count++) {
-        seg_link k;
-        memset(&k, 0, sizeof k);
-        k.lo = k.hi = p[i];
-        /* roots form their own range; a parent joins the range while it
-         * stays within SEG_LINK_SPAN ids of its first */
-        while (i < n && (p[i] == k.lo || (k.lo > 0 && p[i] - k.lo <= SEG_LINK_SPAN))) {
-            int64_t bit = p[i] - k.lo;
-            k.parents[bit / 8] |= (uint8_t)(1u << (bit % 8));
-            k.hi = p[i++];
-            k.n++;
+    for (size_t i = 0; i < n; i++) {
+        seg_link *k = (seg_link *)(void *)s->links.data;
+        size_t at = last;
+        /* the block of the previous call's parent, else the others, newest first */
+        if (nlinks == 0 || !same_block(&k[at], p[i]))
+            for (at = nlinks; at-- > 0 && !same_block(&k[at], p[i]);)
+                ;
+        if (at >= nlinks) { /* a new block: none held this parent's */
+            seg_link fresh;
+            memset(&fresh, 0, sizeof fresh);
+            fresh.lo = fresh.hi = p[i];
+            wbuf_put(&s->links, &fresh, sizeof fresh);
+            if (s->links.failed)
+                return -1;
+            k = (seg_link *)(void *)s->links.data;
+            at = nlinks++;
         }
-        wbuf_put(&s->links, &k, sizeof k);
+        if (p[i] < k[at].lo)
+            k[at].lo = p[i];
+        if (p[i] > k[at].hi)
+            k[at].hi = p[i];
+        int64_t bit = p[i] % SEG_LINK_SPAN; /* from the block's first id, for now */
+        k[at].parents[bit / 8] |= (uint8_t)(1u << (bit % 8));
+        k[at].n++;
+        last = at;
     }
-    return s->links.failed ? -1 : count;
+    seg_link *k = (seg_link *)(void *)s->links.data;
+    for (size_t i = 0; i < nlinks; i++)
+        align_bits(&k[i]);
+    for (size_t i = 1; i < nlinks; i++) /* ascending lo; a segment has few blocks */
+        for (size_t j = i; j > 0 && k[j - 1].lo > k[j].lo; j--) {
+            seg_link t = k[j];
+            k[j] = k[j - 1];
+            k[j - 1] = t;
+        }
+    return (int64_t)nlinks;
 }
 
 static void put_le32(wbuf *out, uint32_t v)

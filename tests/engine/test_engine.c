@@ -1198,22 +1198,23 @@ static void test_segment_links(void)
 {
     seg_builder s;
     seg_builder_init(&s);
-    const int64_t parents[] = {0, 9000, 5, 3, 7000, 3, 0, 20000, 0};
+    const int64_t parents[] = {0, 9000, 5, 3, 4110, 3, 0, 20000, 0, 4100};
     for (size_t i = 0; i < sizeof parents / sizeof *parents; i++) {
         seg_call c = {0};
         c.id = 30000 + (int64_t)i;
         c.parent = parents[i];
         CHECK(seg_builder_add(&s, &c) == 0);
     }
-    CHECK(seg_builder_links(&s) == 4);
+    CHECK(seg_builder_links(&s) == 5);
     const seg_link *k = (const seg_link *)(const void *)s.links.data;
-    /* 3 and 5 are within the span of 3: one range; 9000 within that of 7000 */
     CHECK(k[0].lo == 0 && k[0].hi == 0 && k[0].n == 3);
+    /* 3 and 5: the block 0 - 4095; 4100 and 4110: the block 4096 - 8191 */
     CHECK(k[1].lo == 3 && k[1].hi == 5 && k[1].n == 3);
     CHECK(k[1].parents[0] == ((1u << 0) | (1u << 2))); /* 3 + 0 and 3 + 2 */
-    CHECK(k[2].lo == 7000 && k[2].hi == 9000 && k[2].n == 2);
-    CHECK(k[2].parents[0] == 1 && k[2].parents[2000 / 8] == 1u << (2000 % 8));
-    CHECK(k[3].lo == 20000 && k[3].hi == 20000 && k[3].n == 1);
+    CHECK(k[2].lo == 4100 && k[2].hi == 4110 && k[2].n == 2);
+    CHECK(k[2].parents[0] == 1 && k[2].parents[1] == 1u << 2); /* 4100 + 0 and 4100 + 10 */
+    CHECK(k[3].lo == 9000 && k[3].hi == 9000 && k[3].n == 1);
+    CHECK(k[4].lo == 20000 && k[4].hi == 20000 && k[4].n == 1);
     seg_builder_reset(&s);
     CHECK(seg_builder_links(&s) == 0);
     seg_builder_free(&s);
