@@ -137,7 +137,7 @@ def _call_json(c: Any, readable: tuple[dict[str, Any], frozenset[str], Any] | No
         out["args"] = {k: _repr(v) for k, v in values.items()}
         out["result"] = None if c.outcome == "raised" else _repr(outcome)
         out["exception"] = None
-        if c.outcome == "raised":
+        if c.outcome == "raised" and outcome is not None:  # None: not seen (3.11's monitor)
             out["exception"] = ({"type": outcome.type, "message": outcome.message,
                                  "traceback": outcome.traceback}
                                 if isinstance(outcome, ExceptionInfo) else _repr(outcome))
@@ -335,6 +335,9 @@ def cmd_show(tape: Tape, args: argparse.Namespace, color: bool) -> None:
         print(f"  {name} = {_value_text(value)}{marker}")
     if c.outcome != "raised":
         print(f"  -> {_value_text(outcome)}")
+    elif outcome is None:  # calltape.monitor on 3.11: its profile hook does not see it
+        print("  raised:   the exception was not recorded (on Python 3.11 calltape run sees"
+              " that a call raised, not what)")
     else:
         text = outcome.traceback if isinstance(outcome, ExceptionInfo) else _repr(outcome)
         print("  raised:\n" + "\n".join("    " + ln for ln in text.splitlines()))

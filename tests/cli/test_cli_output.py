@@ -148,9 +148,17 @@ def test_show_prints_every_recorded_field(recorded):
     assert re.search(r"thread \d+ \(worker\)", threaded), threaded
 
 
+# 3.11's profile hook sees that a call raised, not the exception (README: Recording)
+SEES_EXCEPTIONS = sys.version_info >= (3, 12)
+
+
 def test_show_a_raised_call_a_generator_and_a_value_it_cannot_rebuild(recorded):
     root, ids = recorded
     raised = show(root, ids["bad"][0])
+    if not SEES_EXCEPTIONS:
+        assert "  raised:   the exception was not recorded (on Python 3.11" in raised
+        assert "\n  locals:\n    key = 'bad'  (str)\n" in raised
+        return
     assert "   raised KeyError('bad')\n" in raised
     assert "  key = 'bad'  (str)\n  raised:\n    Traceback (most recent call last):\n" in raised
     line = PROG.splitlines().index("    return {}[key]") + 1
@@ -189,8 +197,12 @@ def test_show_json_holds_the_same_fields(recorded):
     assert boxed["rebuilt"] is False and boxed["type"] == "__main__.Box"
     assert boxed["repr"] == "Box(v=5)" and "refused to load the global" in boxed["reason"]
     raised = json.loads(show(root, ids["bad"][0], "--json"))
-    assert raised["exception"]["type"] == "builtins.KeyError"
-    assert raised["exception"]["traceback"].endswith("KeyError: 'bad'")
+    assert raised["outcome"] == "raised"
+    if SEES_EXCEPTIONS:
+        assert raised["exception"]["type"] == "builtins.KeyError"
+        assert raised["exception"]["traceback"].endswith("KeyError: 'bad'")
+    else:
+        assert raised["exception"] is None
     squares = json.loads(show(root, ids["squares"][0], "--json"))["values"]["yielded"]
     assert [v["repr"] for v in squares] == ["0", "1", "4"]
 
@@ -201,12 +213,18 @@ def test_reprs_of_calls_and_exceptions(recorded):
     assert repr(tape.call(ids["scaled"][1])).startswith(
         f"<Call {ids['scaled'][1]} scaled(1, by=2) returned 6 in ")
     bad = tape.call(ids["bad"][0])
-    assert "bad('bad') raised KeyError('bad') in " in repr(bad)
-    assert repr(bad.exception) == "KeyError('bad')"
+    if SEES_EXCEPTIONS:
+        assert "bad('bad') raised KeyError('bad') in " in repr(bad)
+        assert repr(bad.exception) == "KeyError('bad')"
+    else:
+        assert "bad('bad') raised in " in repr(bad) and bad.exception is None
     assert repr(calltape.ExceptionInfo("builtins.ValueError", "no")) == "ValueError('no')"
     assert repr(calltape.ExceptionInfo("app.core.OutOfStock", "")) == "OutOfStock()"
     search = ok(calltape_cmd(root, "search", "--outcome", "raised")).stdout
-    assert "raised KeyError('bad')  bad('bad')" in search
+    if SEES_EXCEPTIONS:
+        assert "raised KeyError('bad')  bad('bad')" in search
+    else:
+        assert re.search(r" raised +bad\('bad'\)", search), search
 
 
 SUBJECT = '''
