@@ -850,6 +850,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="fold the calls shorter than this into one line per parent")
     p.add_argument("--limit", type=int, default=25, metavar="N",
                    help="show at most N calls under each parent, oldest first (default 25)")
+    p = sub.add_parser("completion", help="print the shell completion of calltape"
+                                          ' (eval "$(calltape completion bash)")')
+    p.add_argument("shell", choices=["bash"], help="bash (zsh loads it after bashcompinit)")
     sub.add_parser("run", help="run a Python program, recording its calls"
                                " (see: calltape run --help)", add_help=False)
     _add_examples(sub)
@@ -867,6 +870,8 @@ EXAMPLES = {
     "make-tests": "calltape make-tests --function price --out tests/test_recorded_price.py"
                   " --allow shop",
     "tree": "calltape tree 1234 --depth 3\ncalltape tree --last --min-duration 0.001",
+    "completion": "calltape completion bash > ~/.local/share/bash-completion/completions/calltape\n"
+                  'eval "$(calltape completion bash)"   # or this line in ~/.bashrc',
 }
 
 
@@ -880,6 +885,39 @@ def _add_examples(sub: Any) -> None:
 
 
 _COMMANDS = ("functions", "search", "show", "sessions", "replay", "make-tests", "tree")
+
+_COMPLETION = """# calltape's bash completion (zsh: autoload bashcompinit && bashcompinit first)
+_calltape() {
+    local cur=${COMP_WORDS[COMP_CWORD]} opts
+    if [ "$COMP_CWORD" -eq 1 ]; then
+        COMPREPLY=($(compgen -W "%(commands)s" -- "$cur"))
+        return
+    fi
+    case "${COMP_WORDS[1]}" in
+%(cases)s
+    esac
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+    else
+        COMPREPLY=($(compgen -f -- "$cur"))
+    fi
+}
+complete -o filenames -F _calltape calltape
+"""
+
+
+def completion_script() -> str:
+    """The bash completion of the subcommands and each one's options, read
+    from the parsers themselves (``eval "$(calltape completion bash)"``)."""
+    def options(p: argparse.ArgumentParser) -> str:
+        return " ".join(sorted(o for a in p._actions for o in a.option_strings))
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parsers = {name: p for name, p in sub.choices.items() if name != "run"}
+    parsers["run"] = build_run_parser()
+    cases = "\n".join(f"        {name}) opts=\"{options(p)}\" ;;" for name, p in parsers.items())
+    commands = " ".join([*sub.choices, "--help", "--version"])
+    return _COMPLETION % {"commands": commands, "cases": cases}
 
 _RUN_VALUED = {"--tape", "--include", "--exclude", "--max-depth", "--sample",
                "--max-value-bytes", "--max-value-depth"}
@@ -988,6 +1026,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return run_main(argv[1:])
+    if argv[:1] == ["completion"]:
+        build_parser("completion").parse_args(argv)  # its usage errors and --help
+        print(completion_script(), end="")
+        return 0
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(first if first in _COMMANDS else None)
     args = parser.parse_args(argv)

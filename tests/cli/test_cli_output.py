@@ -486,3 +486,24 @@ def test_version_and_an_example_in_every_help(tmp_path):
         assert re.search(r"\nexamples?:\n  calltape " + re.escape(name) + r"\b", text), text
         if name in EXAMPLES:
             assert EXAMPLES[name].splitlines()[0] in text
+
+
+def test_bash_completion_of_subcommands_and_their_options(tmp_path):
+    script = ok(calltape_cmd(tmp_path, "completion", "bash")).stdout
+    (tmp_path / "c.sh").write_text(script)
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(f"'{w}'" for w in words)
+        code = (f"source {tmp_path / 'c.sh'}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1};"
+                " _calltape; printf '%s\\n' \"${COMPREPLY[@]}\"")
+        out = subprocess.run(["bash", "-c", code], capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    assert complete("calltape", "fun") == ["functions"]
+    assert set(complete("calltape", "")) >= {"functions", "tree", "run", "replay", "--version"}
+    assert complete("calltape", "tree", "--de") == ["--depth"]
+    assert complete("calltape", "functions", "--so") == ["--sort"]
+    assert complete("calltape", "run", "--fr") == ["--fresh"]
+    assert "--all" in complete("calltape", "make-tests", "--")
+    proc = calltape_cmd(tmp_path, "completion", "fish")
+    assert proc.returncode == 2 and "invalid choice: 'fish'" in proc.stderr
