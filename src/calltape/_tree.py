@@ -9,6 +9,10 @@ and those shorter than the minimum duration (``short``).
 
 from __future__ import annotations
 
+import sys
+
+from . import _native
+
 TYPE_CHECKING = False  # no typing nor dataclasses: the command's start is part of its time
 if TYPE_CHECKING:
     from typing import Any
@@ -67,3 +71,44 @@ def to_json(node: Node) -> dict[str, Any]:
     out["more"] = node.more
     out["short"] = node.short
     return out
+
+
+# ---- printing, for calltape tree ----
+
+def utf() -> bool:
+    """Whether stdout takes the tree's box-drawing characters and the ellipsis."""
+    return (sys.stdout.encoding or "").lower().replace("-", "").replace("_", "") == "utf8"
+
+
+def ellipsis() -> str:
+    return "\u2026" if utf() else "..."
+
+
+def line(c: Any, width: int) -> str:
+    """One call of the tree: duration, function, arguments (cut to `width`), outcome."""
+    name = f"{c.module}.{c.qualname}" if c.module else c.qualname
+    preview = c.preview
+    if len(preview) > width:
+        preview = preview[:width - 1] + ellipsis()
+    mark = {"raised": "  [raised]", "closed": "  [closed]"}.get(c.outcome, "")
+    return f"{_native.format_duration(c.duration)}  {name}({preview}){mark}"
+
+
+def print_children(node: Any, prefix: str, glyphs: tuple[str, str, str, str], color: bool,
+                min_duration: float | None) -> None:
+    """Prints the children of `node` below `prefix`, then its folded lines;
+    with no glyphs (a session's roots), each at the left margin."""
+    tee, last, bar, blank = glyphs
+    folded = []
+    if node.more:
+        folded.append(f"{ellipsis()} {node.more:,} more call{'s' if node.more != 1 else ''}")
+    if node.short:
+        folded.append(f"{node.short:,} call{'s' if node.short != 1 else ''}"
+                      f" under {_native.format_duration(min_duration)}")
+    dim = (lambda s: f"\033[2m{s}\033[0m") if color else (lambda s: s)
+    for i, child in enumerate(node.children):
+        end = i == len(node.children) - 1 and not folded
+        print(prefix + (last if end else tee) + line(child.call, 80))
+        print_children(child, prefix + (blank if end else bar), glyphs, color, min_duration)
+    for i, text in enumerate(folded):
+        print(prefix + (last if i == len(folded) - 1 else tee) + dim(text))

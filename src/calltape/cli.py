@@ -672,55 +672,8 @@ def _tree_selection(tape: Tape, args: argparse.Namespace) -> tuple[list[Any], st
     return family, note
 
 
-def _tree_utf() -> bool:
-    """Whether stdout takes the tree's box-drawing characters and the ellipsis."""
-    return (sys.stdout.encoding or "").lower().replace("-", "").replace("_", "") == "utf8"
-
-
-def _tree_ellipsis() -> str:
-    return "\u2026" if _tree_utf() else "..."
-
-
-def _tree_middle(text: str, width: int) -> str:
-    """`text` cut in the middle to `width` characters: both ends stay readable."""
-    if len(text) <= width:
-        return text
-    head = (width - 1) // 2
-    return text[:head] + _tree_ellipsis() + text[len(text) - (width - 1 - head):]
-
-
-def _tree_line(c: Any, width: int) -> str:
-    """One call of the tree: duration, function, arguments (cut to `width`), outcome."""
-    name = f"{c.module}.{c.qualname}" if c.module else c.qualname
-    preview = c.preview
-    if len(preview) > width:
-        preview = preview[:width - 1] + _tree_ellipsis()
-    mark = {"raised": "  [raised]", "closed": "  [closed]"}.get(c.outcome, "")
-    return f"{format_duration(c.duration)}  {name}({preview}){mark}"
-
-
-def _tree_print(node: Any, prefix: str, glyphs: tuple[str, str, str, str], color: bool,
-                min_duration: float | None) -> None:
-    """Prints the children of `node` below `prefix`, then its folded lines;
-    with no glyphs (a session's roots), each at the left margin."""
-    tee, last, bar, blank = glyphs
-    folded = []
-    if node.more:
-        folded.append(f"{_tree_ellipsis()} {node.more:,} more call{'s' if node.more != 1 else ''}")
-    if node.short:
-        folded.append(f"{node.short:,} call{'s' if node.short != 1 else ''}"
-                      f" under {format_duration(min_duration)}")
-    dim = (lambda s: f"\033[2m{s}\033[0m") if color else (lambda s: s)
-    for i, child in enumerate(node.children):
-        end = i == len(node.children) - 1 and not folded
-        print(prefix + (last if end else tee) + _tree_line(child.call, 80))
-        _tree_print(child, prefix + (blank if end else bar), glyphs, color, min_duration)
-    for i, text in enumerate(folded):
-        print(prefix + (last if i == len(folded) - 1 else tee) + dim(text))
-
-
 def cmd_tree(tape: Tape, args: argparse.Namespace, color: bool) -> None:
-    from ._tree import level, subtree, to_json
+    from ._tree import level, line, print_children, subtree, to_json, utf
 
     if args.depth is not None and args.depth < 1:
         raise UsageError(f"--depth must be at least 1, not {args.depth}")
@@ -739,22 +692,22 @@ def cmd_tree(tape: Tape, args: argparse.Namespace, color: bool) -> None:
         print(json.dumps([{"session": s.id if s else node.call.session, "argv": _argv_text(s.argv)
                            if s else None, **to_json(node)} for s, node in trees], indent=2))
         return
-    glyphs = (("\u251c\u2500 ", "\u2514\u2500 ", "\u2502  ", "   ") if _tree_utf()
+    glyphs = (("\u251c\u2500 ", "\u2514\u2500 ", "\u2502  ", "   ") if utf()
               else ("|- ", "`- ", "|  ", "   "))
     bold = (lambda s: f"\033[1m{s}\033[0m") if color else (lambda s: s)
     for s, node in trees:
         if s is None:
-            print(bold(_tree_line(node.call, 80)))
-            _tree_print(node, "", glyphs, color, args.min_duration)
+            print(bold(line(node.call, 80)))
+            print_children(node, "", glyphs, color, args.min_duration)
             continue
-        print(bold(f"session {s.id}: {_tree_middle(_argv_text(s.argv), 60)} (pid {s.pid})"))
+        print(bold(f"session {s.id}: {cut_middle(_argv_text(s.argv))} (pid {s.pid})"))
         if not node.children and not node.more and not node.short:
             print("no calls recorded")
         for root in node.children:  # the roots at the left margin, their calls below
-            print(_tree_line(root.call, 80))
-            _tree_print(root, "", glyphs, color, args.min_duration)
+            print(line(root.call, 80))
+            print_children(root, "", glyphs, color, args.min_duration)
         node.children = []
-        _tree_print(node, "", ("", "", "", ""), color, args.min_duration)
+        print_children(node, "", ("", "", "", ""), color, args.min_duration)
 
 
 class _Unbuilt:
@@ -886,39 +839,6 @@ def _add_examples(sub: Any) -> None:
 
 _COMMANDS = ("functions", "search", "show", "sessions", "replay", "make-tests", "tree")
 
-_COMPLETION = """# calltape's bash completion (zsh: autoload bashcompinit && bashcompinit first)
-_calltape() {
-    local cur=${COMP_WORDS[COMP_CWORD]} opts
-    if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W "%(commands)s" -- "$cur"))
-        return
-    fi
-    case "${COMP_WORDS[1]}" in
-%(cases)s
-    esac
-    if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
-    else
-        COMPREPLY=($(compgen -f -- "$cur"))
-    fi
-}
-complete -o filenames -F _calltape calltape
-"""
-
-
-def completion_script() -> str:
-    """The bash completion of the subcommands and each one's options, read
-    from the parsers themselves (``eval "$(calltape completion bash)"``)."""
-    def options(p: argparse.ArgumentParser) -> str:
-        return " ".join(sorted(o for a in p._actions for o in a.option_strings))
-
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    parsers = {name: p for name, p in sub.choices.items() if name != "run"}
-    parsers["run"] = build_run_parser()
-    cases = "\n".join(f"        {name}) opts=\"{options(p)}\" ;;" for name, p in parsers.items())
-    commands = " ".join([*sub.choices, "--help", "--version"])
-    return _COMPLETION % {"commands": commands, "cases": cases}
-
 _RUN_VALUED = {"--tape", "--include", "--exclude", "--max-depth", "--sample",
                "--max-value-bytes", "--max-value-depth"}
 
@@ -1028,7 +948,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(argv[1:])
     if argv[:1] == ["completion"]:
         build_parser("completion").parse_args(argv)  # its usage errors and --help
-        print(completion_script(), end="")
+        from ._completion import completion_script
+
+        print(completion_script(build_parser(), build_run_parser()), end="")
         return 0
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(first if first in _COMMANDS else None)

@@ -465,6 +465,19 @@ static ct_calls *calls_new(ct_tape *t)
     return c;
 }
 
+/* `limit` (an int >= 0) into *out: 0, or -1 with ValueError. */
+static int parse_limit(PyObject *limit, int64_t *out)
+{
+    long long n = PyLong_Check(limit) ? PyLong_AsLongLong(limit) : -1;
+    if (PyErr_Occurred() || n < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "limit must be an int >= 0 or None, not %R", limit);
+        return -1;
+    }
+    *out = (int64_t)n;
+    return 0;
+}
+
 static int outcome_code(PyObject *outcome)
 {
     static const char *const names[] = {"returned", "raised", "closed"};
@@ -504,15 +517,8 @@ PyObject *ct_tape_search(ct_tape *t, PyObject *args, PyObject *kw)
     f->newest_first = !order || PyUnicode_CompareWithASCIIString(order, "newest") == 0;
     if (outcome != Py_None && (f->outcome = outcome_code(outcome)) < 0)
         goto error;
-    if (limit != Py_None) {
-        long long n = PyLong_Check(limit) ? PyLong_AsLongLong(limit) : -1;
-        if (PyErr_Occurred() || n < 0) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "limit must be an int >= 0 or None, not %R", limit);
-            goto error;
-        }
-        c->limit = n;
-    }
+    if (limit != Py_None && parse_limit(limit, &c->limit) < 0)
+        goto error;
     if (since != Py_None && ct_time_to_ns(st, since, "since", &f->since) < 0)
         goto error;
     if (until != Py_None && ct_time_to_ns(st, until, "until", &f->until) < 0)
@@ -930,15 +936,9 @@ PyObject *ct_tape_children(ct_tape *t, PyObject *args, PyObject *kw)
     }
     if (min_d != Py_None && duration_to_ns(min_d, "min_duration", &c->f.min_duration) < 0)
         goto error;
-    if (limit != Py_None) {
-        long long n = PyLong_Check(limit) ? PyLong_AsLongLong(limit) : -1;
-        if (PyErr_Occurred() || n < 0) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "limit must be an int >= 0 or None, not %R", limit);
-            goto error;
-        }
-        c->limit = c->f.limit = n;
-    }
+    if (limit != Py_None && parse_limit(limit, &c->limit) < 0)
+        goto error;
+    c->f.limit = c->limit;
     Py_XDECREF(call);
     return (PyObject *)c;
 error:
@@ -970,68 +970,4 @@ PyObject *ct_tape_calls_by_id(ct_tape *t, PyObject *function)
     Py_XDECREF(it);
     Py_DECREF(c);
     return out;
-}
-
-/* ---- replay (calltape._replay runs it; these only forward) ---- */
-
-PyObject *ct_replay_calls(ct_tape *t, PyObject *calls, PyObject *options)
-{
-    PyObject *mod = PyImport_ImportModule("calltape._replay");
-    PyObject *fn = mod ? PyObject_GetAttrString(mod, "replay_calls") : NULL;
-    PyObject *args = fn ? PyTuple_Pack(2, (PyObject *)t, calls) : NULL;
-    PyObject *report = args ? PyObject_Call(fn, args, options) : NULL;
-    Py_XDECREF(args);
-    Py_XDECREF(fn);
-    Py_XDECREF(mod);
-    return report;
-}
-
-PyObject *ct_tape_replay(ct_tape *t, PyObject *ids, PyObject *kw)
-{
-    static const char *const options[] = {"rel", "abs", "globals", "record", NULL};
-    PyObject *opts = PyDict_New(), *filters = PyDict_New(), *calls = NULL, *report = NULL;
-    PyObject *key, *value, *empty = NULL;
-    Py_ssize_t pos = 0;
-    if (!opts || !filters)
-        goto error;
-    while (kw && PyDict_Next(kw, &pos, &key, &value)) {
-        int is_option = 0;
-        for (int i = 0; options[i] && !is_option; i++)
-            is_option = PyUnicode_CompareWithASCIIString(key, options[i]) == 0;
-        if (PyDict_SetItem(is_option ? opts : filters, key, value) < 0)
-            goto error;
-    }
-    if (PyTuple_GET_SIZE(ids) && PyDict_GET_SIZE(filters)) {
-        PyErr_SetString(PyExc_ValueError, "give call ids or search filters, not both");
-        goto error;
-    }
-    if (PyTuple_GET_SIZE(ids)) {
-        calls = PyList_New(0);
-        for (Py_ssize_t i = 0; calls && i < PyTuple_GET_SIZE(ids); i++) {
-            PyObject *c = PyObject_CallMethod((PyObject *)t, "call", "O", PyTuple_GET_ITEM(ids, i));
-            if (!c || PyList_Append(calls, c) < 0)
-                Py_CLEAR(calls);
-            Py_XDECREF(c);
-        }
-    } else {
-        /* the calls a search finds, oldest first unless the filters say */
-        PyObject *oldest = PyUnicode_FromString("oldest");
-        int rc = !oldest ? -1
-                 : PyDict_GetItemString(filters, "order")
-                     ? 0
-                     : PyDict_SetItemString(filters, "order", oldest);
-        Py_XDECREF(oldest);
-        if (rc < 0)
-            goto error;
-        empty = PyTuple_New(0);
-        calls = empty ? ct_tape_search(t, empty, filters) : NULL;
-    }
-    if (calls)
-        report = ct_replay_calls(t, calls, opts);
-error:
-    Py_XDECREF(opts);
-    Py_XDECREF(filters);
-    Py_XDECREF(calls);
-    Py_XDECREF(empty);
-    return report;
 }

@@ -229,6 +229,9 @@ int ct_time_to_ns(ct_state *st, PyObject *v, const char *name, int64_t *out);
  * calls with those ids, or those a search with the filters finds (oldest
  * first), replayed by calltape._replay.replay_calls.  New Report or NULL. */
 PyObject *ct_tape_replay(ct_tape *t, PyObject *ids, PyObject *kw);
+/* The next row of the store cursor `c`, read with the GIL released: 1, 0
+ * at the end, -1 with `e` filled (no exception set). */
+int ct_tape_next_row(store_cursor *c, store_row *row, store_err *e);
 
 /* calltape._replay.replay_calls(t, calls, **options): new Report or NULL. */
 PyObject *ct_replay_calls(ct_tape *t, PyObject *calls, PyObject *options);

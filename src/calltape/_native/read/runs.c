@@ -19,13 +19,8 @@ int ct_session_ids(PyObject *session, int64_t **ids, size_t *n)
     *n = 0;
     int one = PyLong_Check(session) && !PyBool_Check(session);
     PyObject *seq = one ? NULL : PySequence_Fast(session, "");
-    if (!one && (!seq || PyUnicode_Check(session) || PyBytes_Check(session))) {
-        Py_XDECREF(seq);
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError,
-                     "session must be a session id (an int) or a list of them, not %R", session);
-        return -1;
-    }
+    if (!one && (!seq || PyUnicode_Check(session) || PyBytes_Check(session)))
+        goto bad;
     Py_ssize_t count = one ? 1 : PySequence_Fast_GET_SIZE(seq);
     *ids = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(int64_t));
     if (!*ids) {
@@ -37,20 +32,21 @@ int ct_session_ids(PyObject *session, int64_t **ids, size_t *n)
         PyObject *item = one ? session : PySequence_Fast_GET_ITEM(seq, i);
         long long v = PyLong_Check(item) && !PyBool_Check(item) ? PyLong_AsLongLong(item) : -1;
         if (!PyLong_Check(item) || PyBool_Check(item) || (v == -1 && PyErr_Occurred())) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError,
-                         "session must be a session id (an int) or a list of"
-                         " them, not %R",
-                         session);
-            Py_XDECREF(seq);
             PyMem_Free(*ids);
             *ids = NULL;
-            return -1;
+            *n = 0;
+            goto bad;
         }
         (*ids)[(*n)++] = (int64_t)v;
     }
     Py_XDECREF(seq);
     return 0;
+bad:
+    Py_XDECREF(seq);
+    PyErr_Clear();
+    PyErr_Format(PyExc_TypeError, "session must be a session id (an int) or a list of them, not %R",
+                 session);
+    return -1;
 }
 
 /* The store error of a cursor call as TapeError (`what`: "its sessions"). */
@@ -62,15 +58,6 @@ static store_cursor *open_cursor(ct_tape *t, const int64_t *ids, size_t n, store
         c = ids ? store_read_session_functions(s, ids, n, e) : store_read_sessions(s, e);
     Py_END_ALLOW_THREADS
     return c;
-}
-
-static int step(store_cursor *c, store_row *row, store_err *e)
-{
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-        rc = store_next(c, row, e);
-    Py_END_ALLOW_THREADS
-    return rc;
 }
 
 /* The (id, parent) pairs of every session, newest first, into a new
@@ -89,7 +76,7 @@ static int session_links(ct_tape *t, int64_t **out, size_t *n)
     size_t cap = 0;
     store_row row;
     int rc;
-    while ((rc = step(c, &row, &e)) == 1) {
+    while ((rc = ct_tape_next_row(c, &row, &e)) == 1) {
         if (*n == cap) {
             cap = cap ? cap * 2 : 64;
             int64_t *bigger = PyMem_Realloc(*out, cap * 2 * sizeof(int64_t));
@@ -202,7 +189,7 @@ PyObject *ct_tape_functions_of(ct_tape *t, PyObject *session)
     }
     store_row row;
     int rc;
-    while ((rc = step(c, &row, &e)) == 1) {
+    while ((rc = ct_tape_next_row(c, &row, &e)) == 1) {
         PyObject *fn = ct_function_from_row(t, &row.function);
         if (!fn || PyList_Append(out, fn) < 0) {
             Py_XDECREF(fn);

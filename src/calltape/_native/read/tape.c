@@ -64,8 +64,7 @@ int ct_tape_check_open(ct_tape *t)
     return 0;
 }
 
-/* The next row of `c` (GIL released): 1, 0 at the end, -1 with `e`. */
-static int next_row(store_cursor *c, store_row *row, store_err *e)
+int ct_tape_next_row(store_cursor *c, store_row *row, store_err *e)
 {
     int rc;
     Py_BEGIN_ALLOW_THREADS
@@ -332,7 +331,7 @@ PyObject *ct_tape_functions(ct_tape *t, int fresh)
         goto error;
     store_row row;
     int rc;
-    while ((rc = next_row(c, &row, &e)) == 1) {
+    while ((rc = ct_tape_next_row(c, &row, &e)) == 1) {
         fn = ct_function_from_row(t, &row.function);
         key = fn ? PyLong_FromLongLong(((ct_function *)fn)->id) : NULL;
         if (!key || PyDict_SetItem(out, key, fn) < 0)
@@ -392,7 +391,7 @@ static int load_threads(ct_tape *t)
     store_row row;
     store_err e;
     int rc;
-    while ((rc = next_row(c, &row, &e)) == 1) {
+    while ((rc = ct_tape_next_row(c, &row, &e)) == 1) {
         const store_thread_row *r = &row.thread;
         const char *name = (const char *)r->name.p;
         long long session = r->session, idx = r->idx;
@@ -546,7 +545,7 @@ static PyObject *Tape_sessions(PyObject *self, PyObject *unused)
     store_row row;
     store_err e;
     int rc = 0;
-    while (out && (rc = next_row(c, &row, &e)) == 1) {
+    while (out && (rc = ct_tape_next_row(c, &row, &e)) == 1) {
         PyObject *s = ct_session_from_row(t, &row.session);
         if (!s || PyList_Append(out, s) < 0)
             Py_CLEAR(out);
@@ -642,7 +641,7 @@ static PyObject *Tape_call(PyObject *self, PyObject *arg)
     store_row row;
     store_segment g = {0};
     seg_reader r = {0}; /* c points into it (its unpacked columns) until closed */
-    while ((rc = next_row(cur, &row, &e)) == 1) {
+    while ((rc = ct_tape_next_row(cur, &row, &e)) == 1) {
         g = row.segment;
         seg_reader_close(&r);
         more = seg_reader_open(&r, g.data, g.len);

@@ -714,3 +714,67 @@ PyType_Spec Replayer_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .slots = Replayer_slots,
 };
+
+/* ---- Tape.replay and Call.replay: calltape._replay runs them; these only forward ---- */
+
+PyObject *ct_replay_calls(ct_tape *t, PyObject *calls, PyObject *options)
+{
+    PyObject *mod = PyImport_ImportModule("calltape._replay");
+    PyObject *fn = mod ? PyObject_GetAttrString(mod, "replay_calls") : NULL;
+    PyObject *args = fn ? PyTuple_Pack(2, (PyObject *)t, calls) : NULL;
+    PyObject *report = args ? PyObject_Call(fn, args, options) : NULL;
+    Py_XDECREF(args);
+    Py_XDECREF(fn);
+    Py_XDECREF(mod);
+    return report;
+}
+
+PyObject *ct_tape_replay(ct_tape *t, PyObject *ids, PyObject *kw)
+{
+    static const char *const options[] = {"rel", "abs", "globals", "record", NULL};
+    PyObject *opts = PyDict_New(), *filters = PyDict_New(), *calls = NULL, *report = NULL;
+    PyObject *key, *value, *empty = NULL;
+    Py_ssize_t pos = 0;
+    if (!opts || !filters)
+        goto error;
+    while (kw && PyDict_Next(kw, &pos, &key, &value)) {
+        int is_option = 0;
+        for (int i = 0; options[i] && !is_option; i++)
+            is_option = PyUnicode_CompareWithASCIIString(key, options[i]) == 0;
+        if (PyDict_SetItem(is_option ? opts : filters, key, value) < 0)
+            goto error;
+    }
+    if (PyTuple_GET_SIZE(ids) && PyDict_GET_SIZE(filters)) {
+        PyErr_SetString(PyExc_ValueError, "give call ids or search filters, not both");
+        goto error;
+    }
+    if (PyTuple_GET_SIZE(ids)) {
+        calls = PyList_New(0);
+        for (Py_ssize_t i = 0; calls && i < PyTuple_GET_SIZE(ids); i++) {
+            PyObject *c = PyObject_CallMethod((PyObject *)t, "call", "O", PyTuple_GET_ITEM(ids, i));
+            if (!c || PyList_Append(calls, c) < 0)
+                Py_CLEAR(calls);
+            Py_XDECREF(c);
+        }
+    } else {
+        /* the calls a search finds, oldest first unless the filters say */
+        PyObject *oldest = PyUnicode_FromString("oldest");
+        int rc = !oldest ? -1
+                 : PyDict_GetItemString(filters, "order")
+                     ? 0
+                     : PyDict_SetItemString(filters, "order", oldest);
+        Py_XDECREF(oldest);
+        if (rc < 0)
+            goto error;
+        empty = PyTuple_New(0);
+        calls = empty ? ct_tape_search(t, empty, filters) : NULL;
+    }
+    if (calls)
+        report = ct_replay_calls(t, calls, opts);
+error:
+    Py_XDECREF(opts);
+    Py_XDECREF(filters);
+    Py_XDECREF(calls);
+    Py_XDECREF(empty);
+    return report;
+}
