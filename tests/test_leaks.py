@@ -207,6 +207,40 @@ def test_decoding_an_unregistered_codec_value_leaks_nothing():
 
 
 
+def test_reading_values_as_stored_leaks_nothing(tmp_path):
+    path = tmp_path / "stored.db"
+    calltape.configure(tape=path)
+    try:
+        deep = calltape.record(lambda a, *r, k=None, **kw: {"r": [a, (a, {a})]}, locals=True)
+        deep(Payload([1, {"x": (2.5, None)}]), "s", b"b", k=True, z=[[[]]])
+        calltape.flush(timeout=30)
+    finally:
+        calltape.configure(tape=None)
+    with calltape.open(path) as tape:
+        c = tape.search()[0]
+
+        def read(n):
+            for _ in range(n):
+                for slot in ("args", "result", "locals", "globals", "yielded"):
+                    c.stored(slot)
+
+        read(100)
+        objs = [c, True, None]
+        refs = _refcounts(objs)
+        tracemalloc.start()
+        try:
+            gc.collect()
+            base = tracemalloc.get_traced_memory()[0]
+            read(5000)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        assert _refcounts(objs) == refs
+        assert grown < 64 * 1024, f"Python allocations grew by {grown} bytes"
+        assert c.stored("args")["a"]["attributes"]["n"]["items"][1]["type"] == "dict"
+
+
 def test_the_module_state_shows_the_collector_every_reference_it_holds(tmp_path):
     """What the module state holds is visible to the cycle collector (the
     module's traverse), so a cycle through it can be collected: the

@@ -687,7 +687,28 @@ static PyObject *Call_readable_slot(PyObject *self, PyObject *name)
                         "readable_slot() takes 'locals', 'globals' or 'yielded', not %.200R", name);
 }
 
+/* call.stored(name): "args", "result", "locals", "globals" or "yielded". */
+static PyObject *Call_stored(PyObject *self, PyObject *name)
+{
+    static const char *const names[VALUE_NSLOTS] = {
+        [VALUE_ARGS] = "args",       [VALUE_RESULT] = "result",  [VALUE_LOCALS] = "locals",
+        [VALUE_GLOBALS] = "globals", [VALUE_YIELDS] = "yielded",
+    };
+    for (int i = 0; i < VALUE_NSLOTS; i++)
+        if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, names[i]) == 0)
+            return ct_call_stored((ct_call *)self, (enum value_slot)i);
+    return PyErr_Format(PyExc_ValueError,
+                        "stored() takes 'args', 'result', 'locals', 'globals' or 'yielded', not "
+                        "%.200R",
+                        name);
+}
+
 static PyMethodDef Call_methods[] = {
+    {"stored", Call_stored, METH_O,
+     "stored(name) -> the call's 'args', 'result', 'locals', 'globals' or 'yielded' as the\n"
+     "tape stores them, nothing rebuilt: each value {'type', 'preview'} with its 'items',\n"
+     "'attributes' or 'contents' to any depth; None when not recorded.\n\n"
+     ">>> tape.call(42).stored('args')['cart']['attributes']['items']"},
     {"readable", Call_readable, METH_NOARGS,
      "readable() -> (args, defaults, outcome): the values for reading, each rebuilt on its\n"
      "own (one that cannot be rebuilt here is calltape.Unreadable(type, preview, reason)),\n"

@@ -97,7 +97,7 @@ static int pickle_global(const uint8_t *p, const uint8_t *end, char *out, size_t
 }
 
 /* The type name of the encoded value at p, as far as the bytes tell. */
-static PyObject *value_type(const uint8_t *p, const uint8_t *end)
+PyObject *ct_value_type(const uint8_t *p, const uint8_t *end)
 {
     static const struct {
         uint8_t tag;
@@ -107,18 +107,25 @@ static PyObject *value_type(const uint8_t *p, const uint8_t *end)
                   {WIRE_DICT, "dict"},
                   {WIRE_SET, "set"},
                   {WIRE_FROZENSET, "frozenset"},
+                  {WIRE_NONE, "NoneType"},
+                  {WIRE_FALSE, "bool"},
+                  {WIRE_TRUE, "bool"},
+                  {WIRE_INT, "int"},
+                  {WIRE_FLOAT, "float"},
+                  {WIRE_REDACTED, "redacted"},
+                  {WIRE_BLOB_INLINE, "stored value"},
                   {WIRE_BIGINT, "int"},
                   {WIRE_STR, "str"},
                   {WIRE_BYTES, "bytes"},
-                  {WIRE_BLOB, "stored value"},
-                  {WIRE_EXCEPTION, "exception"}};
+                  {WIRE_BLOB, "stored value"}};
     wire_tok t;
     const uint8_t *q = wire_next(p, end, &t);
     while (q && t.tag == WIRE_DEFAULT)
         q = wire_next(q, end, &t);
     if (!q)
         return PyUnicode_FromString("?");
-    if (t.tag == WIRE_CODEC)
+    if (t.tag == WIRE_CODEC || t.tag == WIRE_TRUNCATED || t.tag == WIRE_UNENCODABLE ||
+        t.tag == WIRE_EXCEPTION)
         return PyUnicode_DecodeUTF8((const char *)t.s, (Py_ssize_t)t.n, "replace");
     if (t.tag == WIRE_PICKLE) {
         char name[256];
@@ -139,7 +146,7 @@ static PyObject *value_type(const uint8_t *p, const uint8_t *end)
     return PyUnicode_FromString("?");
 }
 
-static PyObject *preview_text(const uint8_t *p, const uint8_t *end)
+PyObject *ct_preview_text(const uint8_t *p, const uint8_t *end)
 {
     wbuf out;
     wbuf_init(&out, NULL, 0);
@@ -203,10 +210,10 @@ static PyObject *readable_value(ct_call *c, const uint8_t **p, const uint8_t *en
     for (int64_t i = 0; memo && i < taken; i++)
         if (PyList_Append(memo, Py_None) < 0)
             return NULL;
-    PyObject *type = value_type(start, next), *preview = NULL, *reason = NULL, *out = NULL;
+    PyObject *type = ct_value_type(start, next), *preview = NULL, *reason = NULL, *out = NULL;
     PyObject *cls = ct_marker_type(st, "Unreadable");
     reason = type ? reason_of_pending(st, type) : NULL;
-    preview = reason ? preview_text(start, next) : NULL;
+    preview = reason ? ct_preview_text(start, next) : NULL;
     if (preview && cls)
         out = PyObject_CallFunction(cls, "OOO", type, preview, reason);
     else if (preview)

@@ -163,6 +163,23 @@ PyObject *ct_call_args(ct_call *c);
  * value). */
 PyObject *ct_call_readable(ct_call *c);
 
+/* The type name of the encoded value at p (bounded by end), as far as the
+ * bytes tell ("list", "shop.Cart", "?").  New reference, or NULL with
+ * MemoryError. */
+PyObject *ct_value_type(const uint8_t *p, const uint8_t *end);
+
+/* The bounded preview text of the encoded value at p.  New reference, or
+ * NULL with MemoryError. */
+PyObject *ct_preview_text(const uint8_t *p, const uint8_t *end);
+
+/* ---- stored.c ---- */
+
+/* call.stored(name): the slot's values as the tape stores them (type,
+ * preview and parts to any depth, nothing rebuilt; layout in stored.c),
+ * None when the slot was not recorded.  New reference, or NULL with
+ * TapeError when the bytes do not decode. */
+PyObject *ct_call_stored(ct_call *c, enum value_slot slot);
+
 /* call.readable_slot(name): the locals or globals (a new dict) or what the
  * call yielded (a new list) with each entry rebuilt on its own as
  * ct_call_readable does, or None when the slot was not recorded.  NULL
