@@ -161,11 +161,16 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
                            " (name a script in it, or a package with -m)")
         add_path(target if os.path.isdir(target) else os.path.dirname(os.path.abspath(target)),
                  folder=True)
-    tape = os.path.abspath(tape or _native.default_tape())
-    if not os.path.isdir(os.path.dirname(tape)):
+    tape = tape or _native.default_tape()
+    url = "://" in tape  # a server's URL (postgresql://...): no folder to check
+    tape = tape if url else os.path.abspath(tape)
+    if not url and not os.path.isdir(os.path.dirname(tape)):
         raise RunError(f"cannot write the tape {tape}: the folder {os.path.dirname(tape)}"
                        " does not exist")
     _native.check_writable(tape)  # TapeError: not a tape, newer, damaged or unwritable
+    if fresh and url:
+        raise RunError("--fresh removes a tape file; a PostgreSQL tape is kept (drop its"
+                       " tables to start afresh)")
     if fresh:
         _remove_tape(tape)
     configure(tape=tape)

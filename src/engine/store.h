@@ -235,6 +235,15 @@ typedef struct store_backend {
 /* The SQLite file store (store_sqlite.c): claims every path. */
 extern const store_backend store_sqlite_backend;
 
+/* The PostgreSQL store (store_pg.c): claims postgresql:// and postgres://
+ * URLs. */
+extern const store_backend store_pg_backend;
+
+/* Writes `path` into `out` (`n` bytes) as messages show it: a URL's
+ * password (in its user part, or a password= parameter) replaced by ***.
+ * Cannot fail (cuts to fit). */
+void store_redact(const char *path, char *out, size_t n);
+
 /* The kind of store `path` names (store.c).  Never NULL. */
 const store_backend *store_backend_for(const char *path);
 

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 static ct_state *get_state(PyObject *m)
 {
@@ -136,6 +137,11 @@ void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n)
 
 PyObject *ct_absolute_path(PyObject *path)
 {
+    const char *text = PyUnicode_Check(path) ? PyUnicode_AsUTF8(path) : NULL;
+    if (!text)
+        PyErr_Clear(); /* not text: os.path.abspath says why */
+    if (text && strstr(text, "://"))
+        return Py_NewRef(path); /* a server's URL (postgresql://...): as given */
     PyObject *os_path = PyImport_ImportModule("os.path");
     if (!os_path)
         return NULL;

@@ -18,6 +18,7 @@
 #include "reader.h"
 
 #include <stdarg.h>
+#include <string.h>
 
 PyObject *ct_tape_damaged(ct_tape *t, int any, const char *fmt, ...)
 {
@@ -175,6 +176,16 @@ static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         goto error;
     }
     t->sto = s;
+    char shown[512];
+    store_redact(cpath, shown, sizeof shown); /* a URL's password never leaves */
+    if (strcmp(shown, cpath) != 0) {
+        PyObject *redacted = PyUnicode_FromString(shown);
+        if (!redacted) {
+            Py_DECREF(t);
+            goto error;
+        }
+        Py_SETREF(p, redacted);
+    }
     t->path = p;
     t->allow = allow_t;
     t->trust = trust;
