@@ -577,21 +577,23 @@ static int pg_function(store *base, const char *module, size_t module_len, const
     pg_text(&pp, file, file_len);
     pg_int(&pp, line);
     pg_bytea(&pp, sig ? sig : (const uint8_t *)"", sig_len);
+    static const char find[] = "SELECT id FROM functions WHERE module = $1 AND qualname = $2"
+                               " AND file = $3 AND line = $4 AND signature = $5";
     int found = 0;
+    if (pg_returning(s, find, &pp, "cannot look up a function", id, &found) < 0 || found)
+        return found ? 0 : -1;
     if (pg_returning(s,
-                     "SELECT id FROM functions WHERE module = $1 AND qualname = $2 AND file = $3"
-                     " AND line = $4 AND signature = $5",
-                     &pp, "cannot look up a function", id, &found) < 0)
+                     "INSERT INTO functions(module, qualname, file, line, signature)"
+                     " VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING RETURNING id",
+                     &pp, "cannot add a function", id, &found) < 0 || found)
+        return found ? 0 : -1;
+    /* another writer inserted it meanwhile (and committed: the insert waited
+     * for it); a new statement sees its row */
+    if (pg_returning(s, find, &pp, "cannot look up a function", id, &found) < 0)
         return -1;
-    if (found)
-        return 0;
-    /* another writer may insert it meanwhile: then read its row */
-    return pg_returning(s,
-                        "WITH n AS (INSERT INTO functions(module, qualname, file, line, signature)"
-                        " VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING RETURNING id)"
-                        " SELECT id FROM n UNION ALL SELECT id FROM functions WHERE module = $1"
-                        " AND qualname = $2 AND file = $3 AND line = $4 AND signature = $5",
-                        &pp, "cannot add a function", id, &found);
+    if (!found)
+        snprintf(s->err, sizeof s->err, "cannot add a function on the PostgreSQL tape %s", s->shown);
+    return found ? 0 : -1;
 }
 
 static int pg_add_thread(store *base, int64_t session, int64_t idx, int64_t ident,
