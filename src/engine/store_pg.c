@@ -45,7 +45,7 @@ static void load_api(void)
     void *f = NULL;
     const char *missing = NULL;
 #define LOAD(field, name)                                                                          \
-    if (!missing && !(f = dlsym(h, name)))                                                          \
+    if (!missing && !(f = dlsym(h, name)))                                                         \
         missing = name;                                                                            \
     if (!missing)                                                                                  \
         memcpy(&api.field, &f, sizeof f);
@@ -53,6 +53,7 @@ static void load_api(void)
     LOAD(status, "PQstatus")
     LOAD(error_message, "PQerrorMessage")
     LOAD(finish, "PQfinish")
+    LOAD(reset, "PQreset")
     LOAD(db, "PQdb")
     LOAD(user, "PQuser")
     LOAD(exec, "PQexec")
@@ -137,16 +138,15 @@ void pg_int_array(pg_params *pp, const char *literal)
     int i = pp->n++;
     pp->v[i] = literal;
     pp->len[i] = 0;
-    pp->fmt[i] = 0;     /* text: "{1,2,3}" */
+    pp->fmt[i] = 0;    /* text: "{1,2,3}" */
     pp->oid[i] = 1016; /* int8[] */
 }
 
 PGresult *pg_run(PGconn *c, const char *sql, const pg_params *pp, char *why, size_t n,
                  char state[6])
 {
-    PGresult *r = pq()->exec_params(c, sql, pp ? pp->n : 0, pp ? pp->oid : NULL,
-                                    pp ? pp->v : NULL, pp ? pp->len : NULL,
-                                    pp ? pp->fmt : NULL, 1);
+    PGresult *r = pq()->exec_params(c, sql, pp ? pp->n : 0, pp ? pp->oid : NULL, pp ? pp->v : NULL,
+                                    pp ? pp->len : NULL, pp ? pp->fmt : NULL, 1);
     int st = r ? pq()->result_status(r) : -1;
     if (st == PQ_COMMAND_OK || st == PQ_TUPLES_OK)
         return r;
@@ -390,8 +390,9 @@ static int migrate(pg_store *s)
                  s->shown, (long long)v, PG_SCHEMA_VERSION);
         goto error;
     }
-    if (v == 0 && pg_exec(s, "CREATE TABLE calltape_version(version bigint NOT NULL);"
-                             "INSERT INTO calltape_version VALUES (0)",
+    if (v == 0 && pg_exec(s,
+                          "CREATE TABLE calltape_version(version bigint NOT NULL);"
+                          "INSERT INTO calltape_version VALUES (0)",
                           NULL, "cannot create the schema") < 0)
         goto error;
     for (int64_t k = v; k < PG_SCHEMA_VERSION; k++)
@@ -487,9 +488,32 @@ static int pg_checkpoint(store *s)
     return 0;
 }
 
+/* Each round of the writer starts here: a connection the server dropped
+ * (a restart, a network outage) is made again, so recording goes on once
+ * the server is back (the rounds that failed meanwhile count as dropped). */
 static int pg_begin(store *base)
 {
-    return pg_exec((pg_store *)base, "BEGIN", NULL, "cannot start a transaction");
+    pg_store *s = (pg_store *)base;
+    /* a connection found broken at BEGIN (the server restarted since the
+     * last round) is made again once, and BEGIN tried again */
+    for (int attempt = 0;; attempt++) {
+        if (pq()->status(s->conn) != PQ_CONNECTION_OK)
+            pq()->reset(s->conn);
+        if (pq()->status(s->conn) != PQ_CONNECTION_OK) {
+            char why[300];
+            snprintf(why, sizeof why, "%s", pq()->error_message(s->conn));
+            for (char *c = why; *c; c++)
+                if (*c == '\n')
+                    *c = ' ';
+            snprintf(s->err, sizeof s->err,
+                     "the PostgreSQL server of the tape %s cannot be reached: %s", s->shown, why);
+            return -1;
+        }
+        if (pg_exec(s, "BEGIN", NULL, "cannot start a transaction") == 0)
+            return 0;
+        if (attempt || pq()->status(s->conn) == PQ_CONNECTION_OK)
+            return -1;
+    }
 }
 
 static int pg_commit(store *base)
@@ -585,14 +609,16 @@ static int pg_function(store *base, const char *module, size_t module_len, const
     if (pg_returning(s,
                      "INSERT INTO functions(module, qualname, file, line, signature)"
                      " VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING RETURNING id",
-                     &pp, "cannot add a function", id, &found) < 0 || found)
+                     &pp, "cannot add a function", id, &found) < 0 ||
+        found)
         return found ? 0 : -1;
     /* another writer inserted it meanwhile (and committed: the insert waited
      * for it); a new statement sees its row */
     if (pg_returning(s, find, &pp, "cannot look up a function", id, &found) < 0)
         return -1;
     if (!found)
-        snprintf(s->err, sizeof s->err, "cannot add a function on the PostgreSQL tape %s", s->shown);
+        snprintf(s->err, sizeof s->err, "cannot add a function on the PostgreSQL tape %s",
+                 s->shown);
     return found ? 0 : -1;
 }
 

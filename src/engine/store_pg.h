@@ -34,6 +34,7 @@ typedef struct pq_api {
     int (*status)(const PGconn *c);
     char *(*error_message)(const PGconn *c);
     void (*finish)(PGconn *c);
+    void (*reset)(PGconn *c);
     char *(*db)(const PGconn *c);
     char *(*user)(const PGconn *c);
     PGresult *(*exec)(PGconn *c, const char *sql);
@@ -94,8 +95,7 @@ int pgr_function_count(store *s, int64_t *n, store_err *e);
 int pgr_call_total(store *s, const int64_t *functions, size_t n, int64_t *calls, store_err *e);
 store_cursor *pgr_read_sessions(store *s, store_err *e);
 store_cursor *pgr_read_functions(store *s, store_err *e);
-store_cursor *pgr_read_session_functions(store *s, const int64_t *sessions, size_t n,
-                                         store_err *e);
+store_cursor *pgr_read_session_functions(store *s, const int64_t *sessions, size_t n, store_err *e);
 store_cursor *pgr_read_threads(store *s, store_err *e);
 store_cursor *pgr_read_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], store_err *e);
 store_cursor *pgr_find_call(store *s, int64_t id, store_err *e);

@@ -148,8 +148,8 @@ int pgr_call_total(store *s, const int64_t *functions, size_t n, int64_t *calls,
 }
 
 /* A cursor of `kind` over the result of `sql`.  NULL with `e`. */
-static store_cursor *cursor_new(store *s, enum pgr_kind kind, const char *sql,
-                                const pg_params *pp, store_err *e)
+static store_cursor *cursor_new(store *s, enum pgr_kind kind, const char *sql, const pg_params *pp,
+                                store_err *e)
 {
     pgr_cursor *c = calloc(1, sizeof *c);
     if (!c) {
@@ -184,8 +184,7 @@ store_cursor *pgr_read_functions(store *s, store_err *e)
                       NULL, e);
 }
 
-store_cursor *pgr_read_session_functions(store *s, const int64_t *sessions, size_t n,
-                                         store_err *e)
+store_cursor *pgr_read_session_functions(store *s, const int64_t *sessions, size_t n, store_err *e)
 {
     char *a = ids_array(sessions, n);
     if (!a) {
@@ -368,8 +367,8 @@ int pgr_load_listed(store_cursor *base, int64_t id, store_segment *out, store_er
 {
     pg_params pp = {0};
     pg_int(&pp, id);
-    PGresult *r = pgr_query(base->s, "SELECT " SEGMENT_COLUMNS ", data FROM segments WHERE id = $1",
-                        &pp, e);
+    PGresult *r =
+        pgr_query(base->s, "SELECT " SEGMENT_COLUMNS ", data FROM segments WHERE id = $1", &pp, e);
     if (!r)
         return -1;
     if (pq()->ntuples(r) < 1) {

@@ -30,6 +30,9 @@ class Server:
     bindir: str
     folder: str
     port: int
+    as_user: list[str]
+    data: str
+    opts: str
 
     def url(self, db: str, password: bool = True) -> str:
         auth = f"{USER}:{PASSWORD}" if password else USER
@@ -38,9 +41,18 @@ class Server:
     def socket_url(self, db: str) -> str:
         return f"postgresql:///{db}?host={self.folder}&port={self.port}&user={USER}"
 
+    def restart(self) -> None:
+        """Stops the server (dropping every connection) and starts it again."""
+        ctl = [*self.as_user, os.path.join(self.bindir, "pg_ctl"), "-D", self.data]
+        subprocess.run([*ctl, "-m", "fast", "-w", "stop"], check=True, capture_output=True,
+                       env=_server_env())
+        subprocess.run([*ctl, "-o", self.opts, "-l", os.path.join(self.folder, "log"), "-w",
+                        "start"], check=True, capture_output=True, env=_server_env())
+
     def createdb(self, db: str) -> None:
         subprocess.run([os.path.join(self.bindir, "createdb"), "-h", self.folder, "-p",
-                        str(self.port), "-U", USER, db], check=True, capture_output=True)
+                        str(self.port), "-U", USER, db], check=True, capture_output=True,
+                       env=_server_env())
 
 
 def _bindir() -> str | None:
@@ -52,6 +64,11 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _server_env() -> dict[str, str]:
+    """The server's environment: without the sanitizers CI preloads into Python."""
+    return {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
 
 
 @pytest.fixture(scope="session")
@@ -72,17 +89,18 @@ def pg_server():
     data = os.path.join(folder, "data")
     subprocess.run([*as_user, os.path.join(bindir, "initdb"), "-D", data, "-U", USER,
                     "--pwfile", pwfile, "--auth-local=trust", "--auth-host=scram-sha-256",
-                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True, env=_server_env())
     port = _free_port()
     opts = (f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
             " -c synchronous_commit=off -c full_page_writes=off")
     subprocess.run([*as_user, os.path.join(bindir, "pg_ctl"), "-D", data, "-o", opts, "-l",
-                    os.path.join(folder, "log"), "-w", "start"], check=True, capture_output=True)
+                    os.path.join(folder, "log"), "-w", "start"], check=True, capture_output=True,
+                   env=_server_env())
     try:
-        yield Server(bindir, folder, port)
+        yield Server(bindir, folder, port, as_user, data, opts)
     finally:
         subprocess.run([*as_user, os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate",
-                        "-w", "stop"], capture_output=True)
+                        "-w", "stop"], capture_output=True, env=_server_env())
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -14,10 +14,9 @@ import sys
 import textwrap
 
 import pytest
+from conftest import PASSWORD
 
 import calltape
-
-from conftest import PASSWORD
 
 PROGRAM = textwrap.dedent("""
     import calltape, sys
@@ -156,3 +155,45 @@ def test_refused_login_missing_database_and_redaction(pg_server):
     assert PASSWORD not in out.stderr
     with pytest.raises(calltape.TapeError, match="holds no calltape tables"):
         calltape.open(pg_server.url("postgres"))
+
+
+RESTARTED = textwrap.dedent("""
+    import calltape, os, sys, time
+
+    @calltape.record
+    def step(i):
+        return i
+
+    for i in range(100):
+        step(i)
+    assert calltape.flush(timeout=30)
+    open(sys.argv[1] + ".1", "w").close()
+    while not os.path.exists(sys.argv[1] + ".2"):
+        time.sleep(0.05)
+    for i in range(100, 200):
+        step(i)
+    calltape.flush(timeout=30)  # False when a round failed during the restart
+""")
+
+
+def test_server_restart_while_recording(pg_server, pg_url, tmp_path):
+    script = tmp_path / "restarted.py"
+    script.write_text(RESTARTED)
+    mark = str(tmp_path / "mark")
+    env = dict(os.environ, CALLTAPE_TAPE=pg_url)
+    child = subprocess.Popen([sys.executable, str(script), mark], env=env,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if os.path.exists(mark + ".1") or child.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.05"])
+        pg_server.restart()  # the child's connection is gone
+        open(mark + ".2", "w").close()
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err
+    assert PASSWORD not in err
+    with calltape.open(pg_url) as tape:
+        assert sorted(c.args["i"] for c in tape.calls("step")) == list(range(200))

@@ -13,6 +13,7 @@
 #include "sink.h"
 
 #include "lifecycle.h"
+#include "store.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -100,12 +101,13 @@ void ct_warn_once(ct_state *st, const char *kind, const char *msg)
 static void report_errors(ct_state *st, ct_engine_slot *slot)
 {
     char msg[300];
-    char full[400];
+    char full[800], shown[256];
     if (engine_take_errors(slot->eng, msg, sizeof msg)) {
+        store_redact(engine_path(slot->eng), shown, sizeof shown); /* a URL's password */
         snprintf(full, sizeof full,
                  "calltape cannot write to %s: %s (calls are still run;"
                  " unrecorded ones are counted in calltape.stats())",
-                 engine_path(slot->eng), msg);
+                 shown, msg);
         ct_warn_once(st, "store", full);
     }
 }
