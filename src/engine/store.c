@@ -2,9 +2,10 @@
  * store.c - which kind of store a tape path names, and opening it: the
  * rest of the store contract (store.h) dispatches through the handle.
  *
- * Invariants: the kinds are tried in the order of `backends`, the last
- * one (SQLite files) claiming every path, so a path always has a kind;
- * no SQL here.
+ * Invariants: the kinds are tried in the order of `backends` (PostgreSQL
+ * URLs, then SQLite files), the last one claiming every path, so a path
+ * always has a kind; store_redact hides a URL's password in messages; no
+ * SQL here.
  */
 #include "store.h"
 

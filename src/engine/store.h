@@ -1,11 +1,11 @@
 /*
  * store.h - the store contract: everything the engine and the reader ask
  * of the place a tape lives, the writer's side and the reader's side.
- * Plain C, no SQL: a store (today store_sqlite*.c, SQLite files; later a
- * PostgreSQL server) implements a store_ops table and hands out handles
- * whose first member is `store` (and cursors whose first member is
- * `store_cursor`); every other file calls the store_* functions below,
- * which dispatch through the table.
+ * Plain C, no SQL: a store (store_sqlite*.c, SQLite files; store_pg*.c,
+ * a PostgreSQL database named by a postgresql:// URL) implements a
+ * store_ops table and hands out handles whose first member is `store`
+ * (and cursors whose first member is `store_cursor`); every other file
+ * calls the store_* functions below, which dispatch through the table.
  *
  * Why a table and not plain functions: one process may read and write
  * tapes of several kinds at once (a file given by path, a server given by

@@ -36,7 +36,10 @@ static pthread_once_t api_once = PTHREAD_ONCE_INIT;
 
 static void load_api(void)
 {
-    void *h = dlopen("libpq.so.5", RTLD_NOW | RTLD_LOCAL);
+    /* CALLTAPE_LIBPQ names another file (a libpq outside the linker's
+     * paths, or macOS's libpq.5.dylib) */
+    const char *name = getenv("CALLTAPE_LIBPQ");
+    void *h = dlopen(name && *name ? name : "libpq.so.5", RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         snprintf(api_err, sizeof api_err, "%s", dlerror());
         api_state = -1;
