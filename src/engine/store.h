@@ -197,6 +197,7 @@ typedef struct store_ops {
     int (*same_file)(const store *s, const char *path);
     void (*file_id)(const store *s, uint64_t *dev, uint64_t *ino);
     int (*checkpoint)(store *s);
+    int (*prune)(store *s, int64_t before_ns, int64_t *sessions, int64_t *calls);
     /* the reader's side */
     int (*totals)(store *s, store_counts *out, store_err *e);
     int (*function_count)(store *s, int64_t *n, store_err *e);
@@ -394,6 +395,19 @@ static inline int store_add_segment(store *s, int64_t session, int64_t function,
                                     const seg_builder *b, const uint8_t *data, size_t n)
 {
     return s->ops->add_segment(s, session, function, b, data, n);
+}
+
+/* Retention: deletes, in one transaction of its own (not inside
+ * store_begin), the sessions that ended before `before_ns` (wall ns; a
+ * session that never committed a call: started before) and everything
+ * recorded in them: their segments, children-index rows, per-session
+ * totals and threads; the functions' tape-wide totals lose those calls.
+ * Blobs stay (shared by content across sessions); function rows stay.
+ * Sets *sessions and *calls to what it deleted.  Returns 0, or -1 with a
+ * message in store_errmsg. */
+static inline int store_prune(store *s, int64_t before_ns, int64_t *sessions, int64_t *calls)
+{
+    return s->ops->prune(s, before_ns, sessions, calls);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -699,7 +699,43 @@ static int pg_add_segment(store *base, int64_t session, int64_t function, const 
         &pp, "cannot store calls");
 }
 
+static int pg_prune(store *base, int64_t before_ns, int64_t *sessions, int64_t *calls)
+{
+    pg_store *s = (pg_store *)base;
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "BEGIN; CREATE TEMP TABLE pruned ON COMMIT DROP AS SELECT id FROM sessions"
+             " WHERE coalesce(end_ns, start_ns) < %lld",
+             (long long)before_ns);
+    if (pg_exec(s, sql, NULL, "cannot prune") < 0)
+        goto error;
+    char why[400], state[6];
+    PGresult *r = pg_run(s->conn,
+                         "SELECT count(*), (SELECT coalesce(sum(n), 0)::bigint FROM segments"
+                         " WHERE session IN (SELECT id FROM pruned)) FROM pruned",
+                         NULL, why, sizeof why, state);
+    if (!r) {
+        snprintf(s->err, sizeof s->err, "cannot prune the PostgreSQL tape %s: %s", s->shown, why);
+        goto error;
+    }
+    *sessions = pg_get_int(r, 0, 0);
+    *calls = pg_get_int(r, 0, 1);
+    pq()->clear(r);
+    if (pg_exec(s,
+                "DELETE FROM segments WHERE session IN (SELECT id FROM pruned);"
+                "DELETE FROM function_sessions WHERE session IN (SELECT id FROM pruned);"
+                "DELETE FROM threads WHERE session IN (SELECT id FROM pruned);"
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM pruned); COMMIT",
+                NULL, "cannot prune") < 0)
+        goto error;
+    return 0;
+error:
+    pg_rollback(base);
+    return -1;
+}
+
 static const store_ops pg_ops = {
+    .prune = pg_prune,
     .name = "PostgreSQL",
     .same_file = pg_same_file,
     .file_id = pg_file_id,

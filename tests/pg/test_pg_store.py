@@ -7,6 +7,7 @@ carrying the host name, and the messages of a refused login, a missing
 database and a URL's password (never shown).
 """
 
+import datetime
 import os
 import socket
 import subprocess
@@ -248,3 +249,27 @@ def test_without_libpq_one_sentence(tmp_path):
     assert out.returncode == 2
     assert "libpq, PostgreSQL's client library, is not installed" in out.stderr
     assert "apt-get install libpq5" in out.stderr and PASSWORD not in out.stderr
+
+
+@pytest.mark.parametrize("store", ["sqlite", "pg"])
+def test_prune_older_sessions(store, pg_url, tmp_path):
+    tape_name = str(tmp_path / "t.db") if store == "sqlite" else pg_url
+    record(tape_name, tmp_path, n=10)
+    record(tape_name, tmp_path, n=20)
+    with calltape.open(tape_name) as tape:
+        old, new = sorted(tape.sessions(), key=lambda s: s.id)
+        kept = len(tape.calls()) - (1 + 1 + 10 + 30)
+    # after the first run ended, before the second started
+    cutoff = (old.end + datetime.timedelta(milliseconds=1)).astimezone().isoformat()
+    out = cli("prune", tape_name, "--older-than", cutoff)
+    assert out.returncode == 0, out.stderr
+    assert "pruned 1 session (42 calls)" in out.stdout and PASSWORD not in out.stdout
+    with calltape.open(tape_name) as tape:
+        assert [s.id for s in tape.sessions()] == [new.id]
+        calls = tape.calls()
+        assert len(calls) == kept == 1 + 1 + 20 + 60
+        fns = {f.qualname: f.calls for f in tape.functions()}
+        assert fns["leaf"] == 60 and fns["middle"] == 20
+        raised = sum(1 for i in range(20) for j in range(3) if (i + j) % 7 == 3)
+        assert len(tape.search("leaf", outcome="raised")) == raised
+    assert cli("functions", tape_name).returncode == 0
