@@ -66,6 +66,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             " long configure(tape=...) blocks while threads record",
         ),
         Benchmark(
+            "pg",
+            "bench.pg",
+            "recording into PostgreSQL beside SQLite: the calling thread's ns per call and"
+            " calls per second from 1, 2 and 4 processes (a server of its own, or --url)",
+        ),
+        Benchmark(
             "suite",
             "bench.suite",
             "real test suites (more-itertools, python-dateutil, attrs, toolz from the index)"

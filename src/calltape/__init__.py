@@ -115,7 +115,9 @@ def configure(*, tape: str | os.PathLike[str] | None = None, **options: Any) -> 
     """
     _native.configure(tape=tape, **options)
     if tape is not None:
-        os.environ["CALLTAPE_TAPE"] = os.path.abspath(os.fspath(tape))
+        text = os.fspath(tape)
+        # a server's URL (postgresql://...) as given, a file's path absolute
+        os.environ["CALLTAPE_TAPE"] = text if "://" in text else os.path.abspath(text)
 
 
 def open(path: str | os.PathLike[str] | None = None, *, trust: bool = False,

@@ -108,6 +108,15 @@ def _remove_tape(tape: str) -> None:
                            f" ({exc.strerror})") from None
 
 
+def redact(tape: str) -> str:
+    """`tape` as messages show it: a URL's password (postgresql://u:PW@...,
+    ?password=PW) replaced by ***, as the engine's store_redact does."""
+    import re
+
+    tape = re.sub(r"(://[^/?#@]*?:)[^/?#]*@", r"\1***@", tape, count=1)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", tape)
+
+
 def _count(n: int, word: str) -> str:
     """``_count(1, "call")`` is "1 call", ``_count(6001, "call")`` "6,001 calls"."""
     return f"{n:,} {word}{'' if n == 1 else 's'}"
@@ -161,11 +170,16 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
                            " (name a script in it, or a package with -m)")
         add_path(target if os.path.isdir(target) else os.path.dirname(os.path.abspath(target)),
                  folder=True)
-    tape = os.path.abspath(tape or _native.default_tape())
-    if not os.path.isdir(os.path.dirname(tape)):
+    tape = tape or _native.default_tape()
+    url = "://" in tape  # a server's URL (postgresql://...): no folder to check
+    tape = tape if url else os.path.abspath(tape)
+    if not url and not os.path.isdir(os.path.dirname(tape)):
         raise RunError(f"cannot write the tape {tape}: the folder {os.path.dirname(tape)}"
                        " does not exist")
     _native.check_writable(tape)  # TapeError: not a tape, newer, damaged or unwritable
+    if fresh and url:
+        raise RunError("--fresh removes a tape file; a PostgreSQL tape is kept (drop its"
+                       " tables to start afresh)")
     if fresh:
         _remove_tape(tape)
     configure(tape=tape)
@@ -193,9 +207,10 @@ def run(target: str, *, module: bool, argv: list[str], tape: str | None = None,
             dropped = f", {lost:,} dropped" if lost else ""
             kids = (f" ({in_children:,} of them in {nchildren:,} child process"
                     f"{'es' if nchildren > 1 else ''})" if nchildren else "")
+            shown = redact(tape)
             # the functions of the calls written, decorated ones included
             print(f"calltape: recorded {_count(calls, 'call')} of {_count(functions, 'function')}"
-                  f" onto {tape}{kids}{dropped} (see: calltape functions --last {tape})",
+                  f" onto {shown}{kids}{dropped} (see: calltape functions --last {shown})",
                   file=sys.stderr)
 
     # after the program's non-daemon threads ended, before calltape's own exit hook

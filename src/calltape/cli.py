@@ -7,6 +7,7 @@
     calltape replay [TAPE] [CALL_ID ...] --function price --trust [-v]  (exit 5: nothing replayed)
     calltape make-tests [TAPE] --function price --out tests/test_recorded_price.py [--all]
     calltape tree [TAPE] [CALL_ID | --session ID | --last] [--depth N] [--min-duration T]
+    calltape prune [TAPE] --older-than 7d   (sessions that ended before then go, with their calls)
     calltape run [--tape PATH] [--fresh] [--include PKG] ... (script.py | -m module) [args ...]
     calltape --version
 
@@ -811,6 +812,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="fold the calls shorter than this into one line per parent")
     p.add_argument("--limit", type=int, default=25, metavar="N",
                    help="show at most N calls under each parent, oldest first (default 25)")
+    p = add("prune", "delete the sessions that ended before a time, and their calls")
+    p.add_argument("--older-than", required=True, metavar="AGE",
+                   help="a relative time (12h, 7d) or an ISO date: sessions ended before it go")
     p = sub.add_parser("completion", help="print the shell completion of calltape"
                                           ' (eval "$(calltape completion bash)")')
     p.add_argument("shell", choices=["bash"], help="bash (zsh loads it after bashcompinit)")
@@ -831,6 +835,7 @@ EXAMPLES = {
     "make-tests": "calltape make-tests --function price --out tests/test_recorded_price.py"
                   " --allow shop",
     "tree": "calltape tree 1234 --depth 3\ncalltape tree --last --min-duration 0.001",
+    "prune": "calltape prune --older-than 7d\ncalltape prune postgresql:///calls --older-than 12h",
     "completion": "calltape completion bash > ~/.local/share/bash-completion/completions/calltape\n"
                   'eval "$(calltape completion bash)"   # or this line in ~/.bashrc',
 }
@@ -845,7 +850,8 @@ def _add_examples(sub: Any) -> None:
             p.epilog = f"example{'s' if chr(10) in EXAMPLES[name] else ''}:\n{lines}"
 
 
-_COMMANDS = ("functions", "search", "show", "sessions", "replay", "make-tests", "tree")
+_COMMANDS = ("functions", "search", "show", "sessions", "replay", "make-tests", "tree",
+             "prune")
 
 _RUN_VALUED = {"--tape", "--include", "--exclude", "--max-depth", "--sample",
                "--max-value-bytes", "--max-value-depth"}
@@ -949,6 +955,19 @@ def run_main(argv: list[str]) -> int:
         return 2
 
 
+def cmd_prune(tape: Tape, args: argparse.Namespace, color: bool) -> None:
+    """Retention: the sessions that ended before --older-than go, with their calls."""
+    when = parse_time(args.older_than)
+    if when.tzinfo is None:
+        when = when.astimezone()
+    sessions, calls = _native.prune(args.path, int(when.timestamp() * 1e9))
+    if args.json:
+        print(json.dumps({"sessions": sessions, "calls": calls}))
+    else:
+        print(f"calltape: pruned {sessions:,} session{'s' if sessions != 1 else ''}"
+              f" ({calls:,} call{'s' if calls != 1 else ''}) from {tape.path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``calltape`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -975,7 +994,8 @@ def main(argv: list[str] | None = None) -> int:
     color = sys.stdout.isatty() and not args.json and "NO_COLOR" not in os.environ
     commands = {"functions": cmd_functions, "search": cmd_search, "show": cmd_show,
                 "sessions": cmd_sessions, "replay": cmd_replay,
-                "make-tests": cmd_make_tests, "tree": cmd_tree}
+                "make-tests": cmd_make_tests, "tree": cmd_tree, "prune": cmd_prune}
+    args.path = path
     try:
         with open_tape(path, trust=args.trust, allow=args.allow) as tape:
             status = commands[args.command](tape, args, color)

@@ -1,11 +1,11 @@
 /*
  * store.h - the store contract: everything the engine and the reader ask
  * of the place a tape lives, the writer's side and the reader's side.
- * Plain C, no SQL: a store (today store_sqlite*.c, SQLite files; later a
- * PostgreSQL server) implements a store_ops table and hands out handles
- * whose first member is `store` (and cursors whose first member is
- * `store_cursor`); every other file calls the store_* functions below,
- * which dispatch through the table.
+ * Plain C, no SQL: a store (store_sqlite*.c, SQLite files; store_pg*.c,
+ * a PostgreSQL database named by a postgresql:// URL) implements a
+ * store_ops table and hands out handles whose first member is `store`
+ * (and cursors whose first member is `store_cursor`); every other file
+ * calls the store_* functions below, which dispatch through the table.
  *
  * Why a table and not plain functions: one process may read and write
  * tapes of several kinds at once (a file given by path, a server given by
@@ -197,6 +197,7 @@ typedef struct store_ops {
     int (*same_file)(const store *s, const char *path);
     void (*file_id)(const store *s, uint64_t *dev, uint64_t *ino);
     int (*checkpoint)(store *s);
+    int (*prune)(store *s, int64_t before_ns, int64_t *sessions, int64_t *calls);
     /* the reader's side */
     int (*totals)(store *s, store_counts *out, store_err *e);
     int (*function_count)(store *s, int64_t *n, store_err *e);
@@ -234,6 +235,15 @@ typedef struct store_backend {
 
 /* The SQLite file store (store_sqlite.c): claims every path. */
 extern const store_backend store_sqlite_backend;
+
+/* The PostgreSQL store (store_pg.c): claims postgresql:// and postgres://
+ * URLs. */
+extern const store_backend store_pg_backend;
+
+/* Writes `path` into `out` (`n` bytes) as messages show it: a URL's
+ * password (in its user part, or a password= parameter) replaced by ***.
+ * Cannot fail (cuts to fit). */
+void store_redact(const char *path, char *out, size_t n);
 
 /* The kind of store `path` names (store.c).  Never NULL. */
 const store_backend *store_backend_for(const char *path);
@@ -385,6 +395,19 @@ static inline int store_add_segment(store *s, int64_t session, int64_t function,
                                     const seg_builder *b, const uint8_t *data, size_t n)
 {
     return s->ops->add_segment(s, session, function, b, data, n);
+}
+
+/* Retention: deletes, in one transaction of its own (not inside
+ * store_begin), the sessions that ended before `before_ns` (wall ns; a
+ * session that never committed a call: started before) and everything
+ * recorded in them: their segments, children-index rows, per-session
+ * totals and threads; the functions' tape-wide totals lose those calls.
+ * Blobs stay (shared by content across sessions); function rows stay.
+ * Sets *sessions and *calls to what it deleted.  Returns 0, or -1 with a
+ * message in store_errmsg. */
+static inline int store_prune(store *s, int64_t before_ns, int64_t *sessions, int64_t *calls)
+{
+    return s->ops->prune(s, before_ns, sessions, calls);
 }
 
 /* ------------------------------------------------------------------------ */

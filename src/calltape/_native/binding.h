@@ -495,6 +495,10 @@ PyObject *ct_literal_py(PyObject *module, PyObject *v);
 /* check_writable(path) -> None when a recording could write the tape at
  * `path` (see store_check_write), else TapeError with the reason. */
 PyObject *ct_check_writable_py(PyObject *module, PyObject *path);
+/* prune(path, before_ns) -> (sessions, calls) deleted: the sessions of the
+ * tape at `path` that ended before `before_ns` (see store_prune), the
+ * store opened for writing with the GIL released; TapeError says why not. */
+PyObject *ct_prune_py(PyObject *module, PyObject *args);
 
 /* resolve.c */
 /* What replay calls for a recorded module + qualname, found as the recorded

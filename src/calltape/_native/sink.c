@@ -13,9 +13,11 @@
 #include "sink.h"
 
 #include "lifecycle.h"
+#include "store.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 static ct_state *get_state(PyObject *m)
 {
@@ -99,12 +101,13 @@ void ct_warn_once(ct_state *st, const char *kind, const char *msg)
 static void report_errors(ct_state *st, ct_engine_slot *slot)
 {
     char msg[300];
-    char full[400];
+    char full[800], shown[256];
     if (engine_take_errors(slot->eng, msg, sizeof msg)) {
+        store_redact(engine_path(slot->eng), shown, sizeof shown); /* a URL's password */
         snprintf(full, sizeof full,
                  "calltape cannot write to %s: %s (calls are still run;"
                  " unrecorded ones are counted in calltape.stats())",
-                 engine_path(slot->eng), msg);
+                 shown, msg);
         ct_warn_once(st, "store", full);
     }
 }
@@ -136,6 +139,11 @@ void ct_append(ct_state *st, ct_engine_slot *slot, const uint8_t *rec, size_t n)
 
 PyObject *ct_absolute_path(PyObject *path)
 {
+    const char *text = PyUnicode_Check(path) ? PyUnicode_AsUTF8(path) : NULL;
+    if (!text)
+        PyErr_Clear(); /* not text: os.path.abspath says why */
+    if (text && strstr(text, "://"))
+        return Py_NewRef(path); /* a server's URL (postgresql://...): as given */
     PyObject *os_path = PyImport_ImportModule("os.path");
     if (!os_path)
         return NULL;

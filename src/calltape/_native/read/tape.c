@@ -18,6 +18,7 @@
 #include "reader.h"
 
 #include <stdarg.h>
+#include <string.h>
 
 PyObject *ct_tape_damaged(ct_tape *t, int any, const char *fmt, ...)
 {
@@ -130,6 +131,33 @@ PyObject *ct_check_writable_py(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+PyObject *ct_prune_py(PyObject *module, PyObject *args)
+{
+    ct_state *st = PyModule_GetState(module);
+    const char *path = NULL;
+    long long before = 0;
+    if (!PyArg_ParseTuple(args, "sL:prune", &path, &before))
+        return NULL;
+    char err[600];
+    int64_t sessions = 0, calls = 0;
+    int rc = -1;
+    Py_BEGIN_ALLOW_THREADS
+        store *s = store_open_write(path, err, sizeof err);
+        if (s) {
+            rc = store_prune(s, (int64_t)before, &sessions, &calls);
+            if (rc < 0)
+                snprintf(err, sizeof err, "cannot prune the tape: %s", store_errmsg(s));
+            store_close(s);
+        }
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        PyObject *cls = ct_marker_type(st, "TapeError");
+        PyErr_SetString(cls ? cls : PyExc_ValueError, err);
+        return NULL;
+    }
+    return Py_BuildValue("(LL)", (long long)sessions, (long long)calls);
+}
+
 static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"path", "trust", "allow", NULL};
@@ -175,6 +203,16 @@ static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         goto error;
     }
     t->sto = s;
+    char shown[512];
+    store_redact(cpath, shown, sizeof shown); /* a URL's password never leaves */
+    if (strcmp(shown, cpath) != 0) {
+        PyObject *redacted = PyUnicode_FromString(shown);
+        if (!redacted) {
+            Py_DECREF(t);
+            goto error;
+        }
+        Py_SETREF(p, redacted);
+    }
     t->path = p;
     t->allow = allow_t;
     t->trust = trust;

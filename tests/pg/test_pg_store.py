@@ -1,0 +1,275 @@
+"""The PostgreSQL store against a real server (conftest.py starts one).
+
+Recording from several processes at once into one database, reading back
+through the API and the CLI exactly as from an SQLite file (the same
+program recorded onto both stores gives the same answers), sessions
+carrying the host name, and the messages of a refused login, a missing
+database and a URL's password (never shown).
+"""
+
+import datetime
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import PASSWORD
+
+import calltape
+
+PROGRAM = textwrap.dedent("""
+    import calltape, sys
+
+    @calltape.record
+    def leaf(i):
+        if i % 7 == 3:
+            raise ValueError(i)
+        return i * 2
+
+    @calltape.record
+    def middle(i):
+        total = 0
+        for j in range(3):
+            try:
+                total += leaf(i + j)
+            except ValueError:
+                pass
+        return total
+
+    @calltape.record
+    def big(data):
+        return len(data)
+
+    @calltape.record
+    def main(n):
+        big(b"x" * 50_000)
+        return sum(middle(i) for i in range(n))
+
+    main(int(sys.argv[1]))
+    assert calltape.flush(timeout=30)
+""")
+
+
+def record(tape, tmp_path, n=50, procs=1):
+    """Runs PROGRAM in `procs` processes at once onto `tape`."""
+    script = tmp_path / "prog.py"
+    script.write_text(PROGRAM)
+    env = dict(os.environ, CALLTAPE_TAPE=str(tape))
+    children = [subprocess.Popen([sys.executable, str(script), str(n)], env=env,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(procs)]
+    for c in children:
+        _, err = c.communicate(timeout=60)
+        assert c.returncode == 0, err
+        assert "Warning" not in err, err
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "calltape", *args], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def summary(tape):
+    """What the reader API answers, in a store-independent form."""
+    fns = {f.qualname: (f.calls, f.raised) for f in tape.functions()}
+    roots = list(tape.children(session=tape.sessions()[0].id))
+    main = roots[0]
+    kids = [(c.function, c.args) for c in main.children()]
+    raised = sorted(c.args["i"] for c in tape.search("leaf", outcome="raised", order="oldest"))
+    newest = [c.args for c in tape.search("middle", limit=3)]
+    one = tape.call(main.id)
+    big = tape.search("big")[0]
+    return {"functions": fns, "roots": [r.function for r in roots], "kids": kids,
+            "raised": raised, "newest": newest, "main": (one.args, one.result),
+            "big": len(big.args["data"]), "threads": len(tape.threads()),
+            "sessions": len(tape.sessions()),
+            "session_fns": len(tape.functions(session=tape.last_run()))}
+
+
+def test_both_stores_answer_alike(pg_url, tmp_path):
+    file = tmp_path / "t.db"
+    record(file, tmp_path)
+    record(pg_url, tmp_path)
+    with calltape.open(str(file), trust=True) as a, calltape.open(pg_url, trust=True) as b:
+        expected = summary(a)
+        assert summary(b) == expected
+        assert expected["raised"] and expected["big"] == 50_000
+    for args in (["functions"], ["search", "--function", "leaf", "--limit", "3"],
+                 ["tree", "--last", "--depth", "2"]):
+        on_file, on_pg = cli(args[0], str(file), *args[1:]), cli(args[0], pg_url, *args[1:])
+        assert on_pg.returncode == on_file.returncode == 0, on_pg.stderr
+        # times differ between the two recordings; the shape does not
+        assert len(on_pg.stdout.splitlines()) == len(on_file.stdout.splitlines())
+        assert PASSWORD not in on_pg.stdout + on_pg.stderr
+
+
+def test_concurrent_writers_unique_ids_and_host(pg_url, tmp_path):
+    record(pg_url, tmp_path, n=200, procs=4)
+    with calltape.open(pg_url) as tape:
+        sessions = tape.sessions()
+        assert len(sessions) == 4
+        assert {s.host for s in sessions} == {socket.gethostname()}
+        calls = tape.calls()
+        per_process = 1 + 1 + 200 + 600  # main, big, middle, leaf
+        assert len(calls) == 4 * per_process
+        assert len({c.id for c in calls}) == len(calls)
+        assert {f.qualname: f.calls for f in tape.functions()}["leaf"] == 4 * 600
+        shown = cli("show", pg_url, str(calls[0].id))
+        assert shown.returncode == 0, shown.stderr
+        assert calls[0].function in shown.stdout
+        assert PASSWORD not in shown.stdout + shown.stderr
+        assert PASSWORD not in tape.path and "***" in tape.path and PASSWORD not in repr(tape)
+
+
+def test_socket_form_and_pgpassword(pg_server, tmp_path):
+    db = f"sock{os.getpid()}"
+    pg_server.createdb(db)
+    record(pg_server.socket_url(db), tmp_path, n=5)
+    with calltape.open(pg_server.socket_url(db)) as tape:
+        assert len(tape.calls("leaf")) == 15
+    env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+    refused = cli("sessions", pg_server.url(db, password=False), env=env)
+    assert refused.returncode == 2 and "refused the login" in refused.stderr
+    out = cli("sessions", pg_server.url(db, password=False), env=dict(env, PGPASSWORD=PASSWORD))
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr
+    assert PASSWORD not in out.stdout + out.stderr
+
+
+def test_run_command_onto_a_server(pg_url, tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text("def work(x):\n    return x + 1\n\nfor i in range(5):\n    work(i)\n")
+    out = cli("run", "--tape", pg_url, str(script))
+    assert out.returncode == 0, out.stderr
+    assert PASSWORD not in out.stdout + out.stderr
+    with calltape.open(pg_url) as tape:
+        assert len(tape.calls("work")) == 5
+    fresh = cli("run", "--fresh", "--tape", pg_url, str(script))
+    assert fresh.returncode != 0 and "a PostgreSQL tape is kept" in fresh.stderr
+
+
+def test_refused_login_missing_database_and_redaction(pg_server):
+    wrong = f"postgresql://calltape:wrong-{PASSWORD}@127.0.0.1:{pg_server.port}/postgres"
+    with pytest.raises(calltape.TapeError) as info:
+        calltape.open(wrong)
+    msg = str(info.value)
+    assert "the server refused the login of user calltape" in msg
+    assert PASSWORD not in msg and "postgresql://calltape:***@127.0.0.1" in msg
+    with pytest.raises(calltape.TapeError, match="the database nosuchdb does not exist"):
+        calltape.open(pg_server.url("nosuchdb"))
+    out = cli("functions", pg_server.url("nosuchdb"))
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert PASSWORD not in out.stderr
+    with pytest.raises(calltape.TapeError, match="holds no calltape tables"):
+        calltape.open(pg_server.url("postgres"))
+
+
+RESTARTED = textwrap.dedent("""
+    import calltape, os, sys, time
+
+    @calltape.record
+    def step(i):
+        return i
+
+    for i in range(100):
+        step(i)
+    assert calltape.flush(timeout=30)
+    open(sys.argv[1] + ".1", "w").close()
+    while not os.path.exists(sys.argv[1] + ".2"):
+        time.sleep(0.05)
+    for i in range(100, 200):
+        step(i)
+    calltape.flush(timeout=30)  # False when a round failed during the restart
+""")
+
+
+def test_server_restart_while_recording(pg_server, pg_url, tmp_path):
+    script = tmp_path / "restarted.py"
+    script.write_text(RESTARTED)
+    mark = str(tmp_path / "mark")
+    env = dict(os.environ, CALLTAPE_TAPE=pg_url)
+    child = subprocess.Popen([sys.executable, str(script), mark], env=env,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if os.path.exists(mark + ".1") or child.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.05"])
+        pg_server.restart()  # the child's connection is gone
+        open(mark + ".2", "w").close()
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err
+    assert PASSWORD not in err
+    with calltape.open(pg_url) as tape:
+        assert sorted(c.args["i"] for c in tape.calls("step")) == list(range(200))
+
+
+FORKED = textwrap.dedent("""
+    import calltape, multiprocessing as mp
+
+    @calltape.record
+    def work(i):
+        return i
+
+    def child(k):
+        for i in range(50):
+            work(k * 1000 + i)
+
+    work(-1)
+    assert calltape.flush(timeout=30)
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=child, args=(k,)) for k in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    work(-2)
+    assert calltape.flush(timeout=30)
+""")
+
+
+def test_forked_children_record_onto_the_server(pg_url, tmp_path):
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED)
+    out = subprocess.run([sys.executable, str(script)], env=dict(os.environ, CALLTAPE_TAPE=pg_url),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    with calltape.open(pg_url) as tape:
+        assert len(tape.sessions()) == 3
+        got = sorted(c.args["i"] for c in tape.calls("work"))
+        assert got == [-2, -1, *range(1000, 1050), *range(2000, 2050)]
+
+
+def test_without_libpq_one_sentence(tmp_path):
+    env = dict(os.environ, CALLTAPE_LIBPQ=str(tmp_path / "libpq.so.5"))
+    out = cli("functions", f"postgresql://bob:{PASSWORD}@127.0.0.1/calls", env=env)
+    assert out.returncode == 2
+    assert "libpq, PostgreSQL's client library, is not installed" in out.stderr
+    assert "apt-get install libpq5" in out.stderr and PASSWORD not in out.stderr
+
+
+@pytest.mark.parametrize("store", ["sqlite", "pg"])
+def test_prune_older_sessions(store, pg_url, tmp_path):
+    tape_name = str(tmp_path / "t.db") if store == "sqlite" else pg_url
+    record(tape_name, tmp_path, n=10)
+    record(tape_name, tmp_path, n=20)
+    with calltape.open(tape_name) as tape:
+        old, new = sorted(tape.sessions(), key=lambda s: s.id)
+        kept = len(tape.calls()) - (1 + 1 + 10 + 30)
+    # after the first run ended, before the second started
+    cutoff = (old.end + datetime.timedelta(milliseconds=1)).astimezone().isoformat()
+    out = cli("prune", tape_name, "--older-than", cutoff)
+    assert out.returncode == 0, out.stderr
+    assert "pruned 1 session (42 calls)" in out.stdout and PASSWORD not in out.stdout
+    with calltape.open(tape_name) as tape:
+        assert [s.id for s in tape.sessions()] == [new.id]
+        calls = tape.calls()
+        assert len(calls) == kept == 1 + 1 + 20 + 60
+        fns = {f.qualname: f.calls for f in tape.functions()}
+        assert fns["leaf"] == 60 and fns["middle"] == 20
+        raised = sum(1 for i in range(20) for j in range(3) if (i + j) % 7 == 3)
+        assert len(tape.search("leaf", outcome="raised")) == raised
+    assert cli("functions", tape_name).returncode == 0
