@@ -1,0 +1,1 @@
+"""Facades of the systems calltape unites: one thin module per seed system (names only)."""
