@@ -7,7 +7,7 @@
 >>> p.start(); ...; p.stop()
 
 On CPython 3.12+ a started probe sets sys.monitoring LOCAL events on the
-target's code object alone (tool id ``_native.probe_tool()``, 4; the monitor
+target's code object alone (tool id ``_native.probe_tool()``, 3; the monitor
 and ``calltape run`` use PROFILER_ID, 2, so both run together): nothing is
 patched, every reference to the function is instrumented however it was
 imported, and a stopped probe (or one with no instruments left) costs nothing.

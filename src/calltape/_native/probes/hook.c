@@ -3,8 +3,9 @@
  * and the instruments hung on it, fired from sys.monitoring callbacks on
  * CPython 3.12+.  A started hook sets LOCAL events (PY_START, and
  * PY_RETURN when an instrument fires at return, error or end) on its code
- * object alone, with calltape's probe tool id PROBE_TOOL_ID (4: the
- * monitor and `calltape run` hold PROFILER_ID, 2, so both run together);
+ * object alone, with calltape's probe tool id PROBE_TOOL_ID (3: the
+ * monitor and `calltape run` hold PROFILER_ID, 2, and locals=True holds 4:
+ * all run together);
  * PY_UNWIND, which sys.monitoring only has as a global event, is set while
  * some started hook needs it.  A stopped hook has no events at all: the
  * target runs as if no probe existed.
@@ -31,7 +32,7 @@
 #define PROBE_SYSMON 0
 #endif
 
-#define PROBE_TOOL_ID 4
+#define PROBE_TOOL_ID 3
 
 typedef struct ProbeHook {
     PyObject_HEAD PyObject *module; /* the _native module (its state) */
@@ -184,7 +185,8 @@ error:
 /* Fires the instruments of `h` on event `ev` with namespace *ns (built by
  * `build` on first need when NULL).  Calls on_expire for those whose
  * lifespan ended.  Leaves no exception set. */
-static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, double wall)
+static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, double wall,
+                     ct_probe_call *call)
 {
     PyObject *insts = Py_NewRef(h->instruments);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(insts); i++) {
@@ -208,7 +210,21 @@ static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, 
         }
         PyObject *value = in->constant ? Py_NewRef(in->constant)
                                        : PyEval_EvalCode(in->code, h->globals, *ns);
-        if (!value || ct_probe_accumulate(in, value, *ns) < 0)
+        int rc = -1;
+        if (value && in->kind == PKIND_RECORD) {
+            in->fired++;
+            rc = 0;
+            int truth = PyObject_IsTrue(value);
+            if (truth < 0)
+                rc = -1;
+            else if (truth && call) {
+                call->ns = *ns;
+                rc = ct_probe_record((ct_state *)PyModule_GetState(h->module), in, call);
+            }
+        } else if (value) {
+            rc = ct_probe_accumulate(in, value, *ns);
+        }
+        if (rc < 0)
             ct_probe_fail(in, ev);
         Py_XDECREF(value);
     }
@@ -244,7 +260,7 @@ static void on_call(ProbeHook *h)
         ns = ns_for_call(h, frame, wall);
     PyErr_Clear();
     if (h->mask & PEV_CALL)
-        fire_all(h, PEV_CALL, &ns, frame, wall);
+        fire_all(h, PEV_CALL, &ns, frame, wall, NULL);
     if (h->stacked && stack_push(h, ns, ct_now_ns(), wall) < 0)
         PyErr_Clear();
     Py_XDECREF(ns);
@@ -279,14 +295,17 @@ static void on_end(PyCodeObject *co, PyObject *value, int raised)
             PyErr_Clear();
         Py_XDECREF(end);
         Py_XDECREF(elapsed);
+        ct_probe_call call = {h->code, PyFrame_GetGlobals(frame), ns, raised ? NULL : value,
+                              raised ? value : NULL, f.start_ns, end_ns};
+        Py_XDECREF(call.globals_of_target); /* the frame keeps them */
         if (h->mask & ev)
-            fire_all(h, ev, &ns, frame, wall);
+            fire_all(h, ev, &ns, frame, wall, &call);
         if (h->mask & PEV_END) {
             PyObject *locals = PyObject_GetAttrString((PyObject *)frame, "f_locals");
             if (!locals || PyDict_Merge(ns, locals, 1) < 0)
                 PyErr_Clear();
             Py_XDECREF(locals);
-            fire_all(h, PEV_END, &ns, frame, wall);
+            fire_all(h, PEV_END, &ns, frame, wall, &call);
         }
     }
     PyErr_Clear();

@@ -471,6 +471,8 @@ static int Instrument_clear(ProbeInstrument *self)
     Py_CLEAR(self->constant);
     Py_CLEAR(self->fire);
     Py_CLEAR(self->errors);
+    Py_CLEAR(self->rec_names);
+    Py_CLEAR(self->rec_body);
     return 0;
 }
 

@@ -20,7 +20,7 @@ enum probe_event { PEV_CALL = 1, PEV_RETURN = 2, PEV_ERROR = 4, PEV_END = 8 };
 
 /* What an instrument does with its value: in C (count, histogram), or by
  * calling the Python method fire(value, namespace). */
-enum probe_kind { PKIND_PY = 0, PKIND_COUNT = 1, PKIND_HIST = 2 };
+enum probe_kind { PKIND_PY = 0, PKIND_COUNT = 1, PKIND_HIST = 2, PKIND_RECORD = 3 };
 
 /* The most errors an instrument keeps (the oldest are dropped; nerrors
  * counts them all). */
@@ -46,7 +46,23 @@ typedef struct ProbeInstrument {
     double *samples;
     size_t nsamples;
     uint64_t rng;
+    /* PKIND_RECORD (record.c): the function's description, once */
+    PyObject *rec_names, *rec_body; /* tuple of parameter names; REC_FUNCTION body */
+    uint64_t rec_fn_id, rec_serial;
 } ProbeInstrument;
+
+/* One call of a probed function at its end, for the record instrument. */
+typedef struct ct_probe_call {
+    PyCodeObject *code;
+    PyObject *globals_of_target; /* the frame's globals (borrowed) */
+    PyObject *ns;                /* the namespace, or NULL */
+    PyObject *result, *exc;      /* one of them (borrowed), or neither */
+    uint64_t start_ns, end_ns;
+} ct_probe_call;
+
+/* Writes `call` as a call record (CAPTURE_PROBE) onto the default tape for
+ * record instrument `in`.  Returns 0, or -1 with an exception set. */
+int ct_probe_record(ct_state *st, ProbeInstrument *in, const ct_probe_call *call);
 
 /* 1 when `o` is an Instrument (or a subclass). */
 int ct_probe_is_instrument(ct_state *st, PyObject *o);
