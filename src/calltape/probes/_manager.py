@@ -19,7 +19,6 @@ import datetime
 import os
 import socket
 import threading
-import traceback
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -69,7 +68,7 @@ def _utc(t: Any) -> datetime.datetime | None:
 
 
 def _describe(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _Applied:
@@ -126,18 +125,20 @@ class InstrumentManager:
                 if done is not None and done.lastmodified == lm:
                     self._report(done, spec)
                     continue
-                if done is not None:
-                    self._detach(self._applied.pop(spec_id))
-                done = _Applied(spec_id, lm)
+                old, done = done, _Applied(spec_id, lm)
                 self._applied[spec_id] = done
                 try:
                     inst = self._make(spec)
                     probe = attach_to(spec["target"])
                     done.probe, done.key, done.instrument = probe, f"spec:{spec_id}", inst
-                    probe.instruments[done.key] = inst
+                    if old is not None and old.probe is not probe:
+                        self._detach(old)  # another target now
+                    probe.instruments[done.key] = inst  # replaces the old one in place
                     probe.start()
                     self._mark(done, spec, None)
                 except Exception as exc:  # reported in applied, never raised
+                    if old is not None:
+                        self._detach(old)
                     self._mark(done, spec, _describe(exc))
 
     def _make(self, spec: dict[str, Any]) -> Any:
