@@ -66,6 +66,13 @@ BENCHMARKS: dict[str, Benchmark] = {
             " long configure(tape=...) blocks while threads record",
         ),
         Benchmark(
+            "probes",
+            "bench.probes",
+            "cost per call of a small function with no probe, a stopped probe, a count and"
+            " a log instrument, calltape.probes beside the original diagnose"
+            " (--callgrind: instructions per call)",
+        ),
+        Benchmark(
             "suite",
             "bench.suite",
             "real test suites (more-itertools, python-dateutil, attrs, toolz from the index)"

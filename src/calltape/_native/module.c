@@ -261,6 +261,7 @@ static int module_exec(PyObject *m)
     X(type.ProbeInstrument)                                                                        \
     X(type.ProbeHook)                                                                              \
     X(probes.registry)                                                                             \
+    X(probes.keys)                                                                                 \
     X(objects.codecs)                                                                              \
     X(objects.codec_decoders)                                                                      \
     X(objects.pickle_types)                                                                        \
@@ -302,6 +303,9 @@ static int module_clear(PyObject *m)
     /* calls from here on are only counted (ct_count_late_call) */
     st->rec.enabled = 0;
     st->rec.finalized = 1;
+    PyMem_Free(st->probes.started); /* the registry's hooks go with it */
+    st->probes.started = NULL;
+    st->probes.nstarted = 0;
 #define CLEAR_REF(field) Py_CLEAR(st->field);
     CT_STATE_REFS(CLEAR_REF)
 #undef CLEAR_REF

@@ -56,6 +56,7 @@ class Instrument(_native.Instrument):
     its first error."""
 
     _kind = 0
+    _namespace_now = True  # fire() may read namespace["now"]; False: only when value names it
 
     def fire(self, value: Any, namespace: dict[str, Any] | None) -> None:
         raise NotImplementedError(f"{type(self).__name__} defines no fire()")
@@ -96,6 +97,7 @@ class LogInstrument(Instrument):
 
     max_chars = 2000
     level = logging.INFO
+    _namespace_now = False
 
     def fire(self, value: Any, namespace: dict[str, Any] | None) -> None:
         if value is None:
@@ -106,7 +108,11 @@ class LogInstrument(Instrument):
         self.emit(self.name, text)
 
     def emit(self, name: str, text: str) -> None:
-        logger.log(self.level, "Probe (%s) = %s", name, text)
+        # the record is made here rather than by logger.log, whose caller
+        # lookup (a walk of the stack) would cost more than the rest together
+        if logger.isEnabledFor(self.level):
+            logger.handle(logger.makeRecord(logger.name, self.level, "<probe>", 0,
+                                            "Probe (%s) = %s", (name, text), None))
 
 
 def _code_of(obj: Any) -> types.CodeType | None:

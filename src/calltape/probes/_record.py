@@ -15,6 +15,7 @@ class RecordInstrument(Instrument):
     the call is recorded when it is true ("1", the default: every call)."""
 
     _kind = 3
+    _namespace_now = False
 
     def __init__(self, name: str, value: str = "1", event: str = "return|error",
                  **kw: Any) -> None:

@@ -37,12 +37,14 @@
 typedef struct ProbeHook {
     PyObject_HEAD PyObject *module; /* the _native module (its state) */
     PyCodeObject *code;
+    PyObject *varnames;    /* code.co_varnames, read once */
     PyObject *instruments; /* tuple of Instrument */
     PyObject *globals;     /* dict: the manager's global namespace */
     PyObject *now_fn;      /* callable() -> now, or None */
     PyObject *on_expire;   /* callable(instrument), or None */
     int mask;              /* the events of the instruments */
     int ns_at_call;        /* some instrument needs the namespace */
+    int need_now;          /* ... and `now` in it */
     int stacked;           /* calls push a stack entry (return/error/end) */
     int running;
 } ProbeHook;
@@ -56,7 +58,7 @@ typedef struct probe_frame {
     double start_wall;
 } probe_frame;
 
-static _Thread_local struct {
+static __attribute__((tls_model("initial-exec"))) _Thread_local struct {
     probe_frame *v;
     size_t n, cap;
     int busy;
@@ -104,11 +106,23 @@ PyObject *ct_probe_tool_py(PyObject *module, PyObject *unused)
 
 /* ---- firing ------------------------------------------------------------------ */
 
-static int ns_set(PyObject *ns, const char *key, PyObject *v)
+/* The namespace's names, interned once (module state probes.keys). */
+enum probe_key { PK_ARGS, PK_KWARGS, PK_START, PK_FRAME, PK_NOW, PK_END, PK_ELAPSED, PK_RESULT,
+                 PK_EXCEPTION, PK_COUNT };
+static const char *const key_names[PK_COUNT] = {"args", "kwargs", "start", "frame", "now",
+                                                "end", "elapsed", "result", "exception"};
+
+static PyObject *key(ProbeHook *h, enum probe_key k)
+{
+    return PyTuple_GET_ITEM(((ct_state *)PyModule_GetState(h->module))->probes.keys, k);
+}
+
+/* Sets ns[key] = v and releases v (a new reference or NULL: -1). */
+static int ns_set(ProbeHook *h, PyObject *ns, enum probe_key k, PyObject *v)
 {
     if (!v)
         return -1;
-    int r = PyDict_SetItemString(ns, key, v);
+    int r = PyDict_SetItem(ns, key(h, k), v);
     Py_DECREF(v);
     return r;
 }
@@ -118,24 +132,24 @@ static int ns_set(PyObject *ns, const char *key, PyObject *v)
 static PyObject *ns_for_call(ProbeHook *h, PyFrameObject *frame, double wall)
 {
     PyCodeObject *co = h->code;
-    PyObject *ns = PyDict_New(), *args = NULL, *kwargs = NULL, *v = NULL;
+    PyObject *ns = PyDict_New(), *args = NULL, *kwargs = NULL, *v = NULL, *locals = NULL;
     if (!ns || !(kwargs = PyDict_New()))
         goto error;
     int nargs = co->co_argcount, nkw = co->co_kwonlyargcount;
     int varargs = (co->co_flags & CO_VARARGS) != 0, varkw = (co->co_flags & CO_VARKEYWORDS) != 0;
-    PyObject *names = PyCode_GetVarnames(co);
-    if (!names)
-        goto error;
+    PyObject *names = Py_NewRef(h->varnames);
+    locals = PyFrame_GetLocals(frame); /* 3.12: a dict; 3.13: a proxy */
+    if (!locals)
+        goto error_names;
     Py_ssize_t extra = 0;
     PyObject *star = NULL;
     for (int i = 0; i < nargs + nkw + varargs + varkw; i++) {
         PyObject *name = PyTuple_GET_ITEM(names, i);
-#if PROBE_SYSMON
-        v = PyFrame_GetVar(frame, name);
-#else
-        v = NULL;
-        PyErr_SetString(PyExc_RuntimeError, "no frame variables before 3.12");
-#endif
+        if (PyDict_CheckExact(locals)) {
+            v = Py_XNewRef(PyDict_GetItemWithError(locals, name));
+        } else {
+            v = PyObject_GetItem(locals, name);
+        }
         if (!v) { /* deleted already: left out */
             PyErr_Clear();
             continue;
@@ -152,6 +166,7 @@ static PyObject *ns_for_call(ProbeHook *h, PyFrameObject *frame, double wall)
             goto error_names;
         Py_CLEAR(v);
     }
+    Py_CLEAR(locals);
     args = PyTuple_New(nargs + extra);
     if (!args)
         goto error_names;
@@ -162,18 +177,19 @@ static PyObject *ns_for_call(ProbeHook *h, PyFrameObject *frame, double wall)
     for (Py_ssize_t i = 0; i < extra; i++)
         PyTuple_SET_ITEM(args, nargs + i, Py_NewRef(PyTuple_GET_ITEM(star, i)));
     Py_DECREF(names);
-    if (PyDict_SetItemString(ns, "args", args) < 0 ||
-        PyDict_SetItemString(ns, "kwargs", kwargs) < 0 ||
-        ns_set(ns, "start", PyFloat_FromDouble(wall)) < 0 ||
-        PyDict_SetItemString(ns, "frame", (PyObject *)frame) < 0)
+    if (PyDict_SetItem(ns, key(h, PK_ARGS), args) < 0 ||
+        PyDict_SetItem(ns, key(h, PK_KWARGS), kwargs) < 0 ||
+        ns_set(h, ns, PK_START, PyFloat_FromDouble(wall)) < 0 ||
+        PyDict_SetItem(ns, key(h, PK_FRAME), (PyObject *)frame) < 0)
         goto error;
-    if (h->now_fn != Py_None && ns_set(ns, "now", PyObject_CallNoArgs(h->now_fn)) < 0)
+    if (h->need_now && h->now_fn != Py_None && ns_set(h, ns, PK_NOW, PyObject_CallNoArgs(h->now_fn)) < 0)
         goto error;
     Py_DECREF(args);
     Py_DECREF(kwargs);
     return ns;
 error_names:
     Py_XDECREF(v);
+    Py_XDECREF(locals);
     Py_DECREF(names);
 error:
     Py_XDECREF(args);
@@ -287,14 +303,11 @@ static void on_end(PyCodeObject *co, PyObject *value, int raised)
     PyObject *ns = f.ns ? f.ns : ns_for_call(h, frame, f.start_wall);
     int ev = raised ? PEV_ERROR : PEV_RETURN;
     if (ns && (h->mask & (ev | PEV_END))) {
-        PyObject *end = PyFloat_FromDouble(wall);
-        PyObject *elapsed = PyFloat_FromDouble((double)(end_ns - f.start_ns) * 1e-9);
-        if (!end || !elapsed || PyDict_SetItemString(ns, "end", end) < 0 ||
-            PyDict_SetItemString(ns, "elapsed", elapsed) < 0 ||
-            PyDict_SetItemString(ns, raised ? "exception" : "result", value) < 0)
+        if (ns_set(h, ns, PK_END, PyFloat_FromDouble(wall)) < 0 ||
+            ns_set(h, ns, PK_ELAPSED, PyFloat_FromDouble((double)(end_ns - f.start_ns) * 1e-9)) <
+                0 ||
+            PyDict_SetItem(ns, key(h, raised ? PK_EXCEPTION : PK_RESULT), value) < 0)
             PyErr_Clear();
-        Py_XDECREF(end);
-        Py_XDECREF(elapsed);
         ct_probe_call call = {h->code, PyFrame_GetGlobals(frame), ns, raised ? NULL : value,
                               raised ? value : NULL, f.start_ns, end_ns};
         Py_XDECREF(call.globals_of_target); /* the frame keeps them */
@@ -313,15 +326,36 @@ static void on_end(PyCodeObject *co, PyObject *value, int raised)
     Py_DECREF(h);
 }
 
+/* The started hook of `code`: a scan of the started hooks (few; the
+ * registry dict owns them), not a dict lookup (code objects hash their
+ * contents on every lookup). */
 static ProbeHook *hook_of(PyObject *module, PyObject *code)
 {
     ct_state *st = (ct_state *)PyModule_GetState(module);
-    if (!st || !st->probes.registry)
-        return NULL;
-    PyObject *h = PyDict_GetItemWithError(st->probes.registry, code);
-    if (!h)
-        PyErr_Clear();
-    return (ProbeHook *)h;
+    for (size_t i = 0; st && i < st->probes.nstarted; i++)
+        if (st->probes.started[i]->code == (PyCodeObject *)code)
+            return st->probes.started[i];
+    return NULL;
+}
+
+/* Rebuilds st->probes.started from the registry.  Returns 0, or -1 with
+ * MemoryError (the old list kept). */
+static int started_rebuild(ct_state *st)
+{
+    Py_ssize_t n = st->probes.registry ? PyDict_GET_SIZE(st->probes.registry) : 0;
+    ProbeHook **v = n ? PyMem_Malloc((size_t)n * sizeof *v) : NULL;
+    if (n && !v) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *k, *h;
+    while (n && PyDict_Next(st->probes.registry, &pos, &k, &h))
+        v[i++] = (ProbeHook *)h;
+    PyMem_Free(st->probes.started);
+    st->probes.started = v;
+    st->probes.nstarted = (size_t)i;
+    return 0;
 }
 
 static PyObject *cb_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -451,16 +485,18 @@ static int set_local(ProbeHook *h, int on)
 /* Recomputes what calls of `h` must do from its instruments. */
 static void hook_summarize(ProbeHook *h)
 {
-    int mask = 0, ns = 0;
+    int mask = 0, ns = 0, now = 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(h->instruments); i++) {
         ProbeInstrument *in = (ProbeInstrument *)PyTuple_GET_ITEM(h->instruments, i);
         mask |= in->events;
+        now |= in->uses_now;
         if ((in->events & (PEV_RETURN | PEV_ERROR | PEV_END)) &&
             (!in->constant || in->kind == PKIND_PY))
             ns = 1;
     }
     int gen = (h->code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) != 0;
     h->mask = mask;
+    h->need_now = now;
     h->stacked = !gen && (mask & (PEV_RETURN | PEV_ERROR | PEV_END));
     h->ns_at_call = ns && h->stacked;
 }
@@ -482,11 +518,13 @@ static PyObject *Hook_start(ProbeHook *self, PyObject *unused)
     if (PyDict_SetItem(st->probes.registry, (PyObject *)self->code, (PyObject *)self) < 0)
         return NULL;
     self->running = 1;
-    if (set_local(self, 1) < 0 || tool_update(st) < 0) {
+    if (started_rebuild(st) < 0 || set_local(self, 1) < 0 || tool_update(st) < 0) {
         PyObject *saved = ct_fetch_exc();
         self->running = 0;
         PyDict_DelItem(st->probes.registry, (PyObject *)self->code);
         PyErr_Clear();
+        if (started_rebuild(st) < 0)
+            PyErr_Clear();
         ct_restore_exc(saved);
         return NULL;
     }
@@ -503,7 +541,7 @@ static PyObject *Hook_stop(ProbeHook *self, PyObject *unused)
     int bad = set_local(self, 0) < 0;
     if (PyDict_DelItem(st->probes.registry, (PyObject *)self->code) < 0)
         bad = 1;
-    if (tool_update(st) < 0)
+    if (started_rebuild(st) < 0 || tool_update(st) < 0)
         bad = 1;
     if (bad)
         return NULL;
@@ -539,8 +577,25 @@ static int Hook_init(ProbeHook *self, PyObject *args, PyObject *kw)
         return -1;
     if (!PyModule_Check(module) || !PyModule_GetState(module))
         return PyErr_Format(PyExc_TypeError, "ProbeHook needs calltape._native"), -1;
+    ct_state *st = (ct_state *)PyModule_GetState(module);
+    if (!st->probes.keys) {
+        PyObject *keys = PyTuple_New(PK_COUNT);
+        for (int i = 0; keys && i < PK_COUNT; i++) {
+            PyObject *k = PyUnicode_InternFromString(key_names[i]);
+            if (!k)
+                Py_CLEAR(keys);
+            else
+                PyTuple_SET_ITEM(keys, i, k);
+        }
+        if (!keys)
+            return -1;
+        st->probes.keys = keys;
+    }
     Py_XSETREF(self->module, Py_NewRef(module));
     Py_XSETREF(self->code, (PyCodeObject *)Py_NewRef(code));
+    Py_XSETREF(self->varnames, PyCode_GetVarnames((PyCodeObject *)code));
+    if (!self->varnames)
+        return -1;
     Py_XSETREF(self->globals, Py_NewRef(globals));
     Py_XSETREF(self->now_fn, Py_NewRef(now));
     Py_XSETREF(self->on_expire, Py_NewRef(on_expire));
@@ -565,6 +620,7 @@ static int Hook_clear(ProbeHook *self)
 {
     Py_CLEAR(self->module);
     Py_CLEAR(self->code);
+    Py_CLEAR(self->varnames);
     Py_CLEAR(self->instruments);
     Py_CLEAR(self->globals);
     Py_CLEAR(self->now_fn);

@@ -80,6 +80,20 @@ static int names_nothing(PyCodeObject *co)
     return 1;
 }
 
+/* 1 when code object `co` (or one inside it) names `name`. */
+static int names_name(PyCodeObject *co, const char *name)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_names); i++)
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(co->co_names, i), name) == 0)
+            return 1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
+        PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
+        if (PyCode_Check(c) && names_name((PyCodeObject *)c, name))
+            return 1;
+    }
+    return 0;
+}
+
 /* Compiles self->value; evaluates it once when it is a constant (and
  * evaluating it did not fail). */
 static int compile_value(ProbeInstrument *self)
@@ -93,6 +107,7 @@ static int compile_value(ProbeInstrument *self)
         return -1;
     Py_XSETREF(self->code, code);
     Py_CLEAR(self->constant);
+    self->uses_now = self->uses_now || names_name((PyCodeObject *)code, "now");
     if (names_nothing((PyCodeObject *)code)) {
         PyObject *g = Py_BuildValue("{s:{}}", "__builtins__");
         self->constant = g ? PyEval_EvalCode(code, g, g) : NULL;
@@ -165,6 +180,10 @@ static int Instrument_init(ProbeInstrument *self, PyObject *args, PyObject *kw)
     Py_XDECREF(kind);
     if (self->kind == -1 && PyErr_Occurred())
         return -1;
+    PyObject *wants = PyObject_GetAttrString((PyObject *)Py_TYPE(self), "_namespace_now");
+    self->uses_now = self->kind == PKIND_PY && (!wants || PyObject_IsTrue(wants) == 1);
+    Py_XDECREF(wants);
+    PyErr_Clear();
     if (self->kind == PKIND_PY) {
         Py_CLEAR(self->fire);
         self->fire = PyObject_GetAttrString((PyObject *)self, "fire");

@@ -36,6 +36,7 @@ typedef struct ProbeInstrument {
     double expires;     /* unix time after which it detaches; 0: never */
     int64_t nerrors, fired;
     int events, kind, disable_on_error, disabled, expired;
+    int uses_now; /* its expression names `now`, or its fire() wants it */
     /* PKIND_COUNT: the sum of the values (int until a float comes) */
     int64_t isum;
     double fsum;
