@@ -7,8 +7,11 @@ Diagnose side by side:
 - no probe; a stopped probe (attached, started, stopped);
 - a count instrument (``"1"`` at call; Diagnose: an Instrument subclass
   adding the value, as its IncrementInstrument without statsd);
-- a log instrument of ``x`` at call, written to a null handler (Diagnose's
-  LogInstrument writes to os.devnull).
+- a log instrument of ``x`` at call, calltape's to the ``calltape.probes``
+  logger with a null handler (logging's LogRecord is most of it), Diagnose's
+  LogInstrument to os.devnull;
+- "print": the same line written to os.devnull on both sides (calltape:
+  calltape.compat.diagnose.LogInstrument, Diagnose: its LogInstrument).
 
 It prints ns per call (the best of ``--rounds``) and, with ``--callgrind``,
 instructions per call (valgrind: a run of N calls and one of 2N, the
@@ -30,7 +33,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-KINDS = ("none", "stopped", "count", "log")
+KINDS = ("none", "stopped", "count", "log", "print")
 
 WORKER = textwrap.dedent('''
     import json, logging, os, sys, time
@@ -46,8 +49,11 @@ WORKER = textwrap.dedent('''
         log.addHandler(logging.NullHandler())
         log.propagate = False
         log.setLevel(logging.INFO)
+        from calltape.compat import diagnose as facade
+        facade.LogInstrument.out = open(os.devnull, "w")
         make = {"count": lambda: probes.CountInstrument("n", "1", event="call"),
-                "log": lambda: probes.LogInstrument("x", "x", event="call")}
+                "log": lambda: probes.LogInstrument("x", "x", event="call"),
+                "print": lambda: facade.LogInstrument("x", "x", event="call")}
         attach = probes.attach_to
     else:
         import diagnose
@@ -61,7 +67,8 @@ WORKER = textwrap.dedent('''
         class Log(instruments.LogInstrument):
             out = open(os.devnull, "w")
 
-        make = {"count": lambda: Count("n", "1", "call"), "log": lambda: Log("x", "x", "call")}
+        make = {"count": lambda: Count("n", "1", "call"), "log": lambda: Log("x", "x", "call"),
+                "print": lambda: Log("x", "x", "call")}
         attach = probes.attach_to
     if kind != "none":
         p = attach("__main__.f")
@@ -101,7 +108,8 @@ def run_case(python: str, impl: str, kind: str, loops: int, rounds: int,
 def diagnose_python(given: str | None) -> str | None:
     """The interpreter that can import diagnose, or None."""
     for cand in (given, os.environ.get("DIAGNOSE_PYTHON"), sys.executable):
-        if cand and subprocess.run([cand, "-c", "import diagnose"], capture_output=True).returncode == 0:
+        if cand and subprocess.run([cand, "-c", "import diagnose"], capture_output=True,
+                                check=False).returncode == 0:
             return cand
     return None
 
@@ -149,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             base_d = ns[("diagnose", "none")]
             add_c = ns[("calltape", k)] - base_c
             add_d = ns[("diagnose", k)] - base_d
-            ratio = f"{add_d / add_c:.0f}x" if k in ("count", "log") and add_c > 0 else "-"
+            ratio = f"{add_d / add_c:.1f}x" if k in ("count", "log", "print") and add_c > 0 else "-"
             row += f" {ns[('diagnose', k)]:.1f} | {add_d:+.1f} | {ratio} |"
         if ins:
             row += f" {ins[('calltape', k)]:.1f} |" + (f" {ins[('diagnose', k)]:.1f} |" if dpy else "")

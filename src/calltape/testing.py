@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from . import _native
 
@@ -128,12 +128,12 @@ class Breakpoint:
             self._cv.notify_all()
             self._cv.wait_for(lambda: self._released)
 
-    def start(self) -> Breakpoint:
+    def start(self) -> Self:
         self._probe.instruments[self._key] = self._instrument
         self._probe.start()
         return self
 
-    def __enter__(self) -> Breakpoint:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -14,7 +14,7 @@ collect_ignore_glob = [] if sys.version_info >= (3, 12) else ["test_*.py"]
 
 @pytest.fixture(autouse=True)
 def _no_probes_left():
-    import calltape.probes as probes
+    from calltape import probes
 
     yield
     for p in list(probes.active_probes.values()):

@@ -1,6 +1,5 @@
 """calltape.compat.diagnose: the seed document's examples with only the import changed."""
 
-import sys
 import textwrap
 
 from _util import run_python

@@ -6,14 +6,14 @@ import socket
 
 import probe_subjects as S
 
-import calltape.probes as probes
+from calltape import probes
 from calltape.probes import InstrumentManager, MemoryStore
 
 
 def spec(target, type_="count", value="1", event="call", lifespan=None, when=None):
     return {"target": target,
             "instrument": {"type": type_, "name": "m", "value": value, "event": event, "custom": {}},
-            "lifespan": lifespan, "lastmodified": when or datetime.datetime.now(datetime.timezone.utc),
+            "lifespan": lifespan, "lastmodified": when or datetime.datetime.now(datetime.UTC),
             "applied": {}}
 
 
@@ -63,7 +63,7 @@ def test_errors_at_apply_and_fire_time_show_in_applied():
 
 def test_lifespan_from_lastmodified():
     m = probes.manager
-    old = (datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)  # naive UTC, as utcnow()
+    old = (datetime.datetime.now(datetime.UTC).replace(tzinfo=None)  # naive UTC, as utcnow()
            - datetime.timedelta(minutes=5))
     m.specs["old"] = spec("probe_subjects.Cart.add", lifespan=1, when=old)
     m.apply()

@@ -7,10 +7,10 @@ import time
 
 import probe_subjects as S
 import pytest
+from probe_subjects import decorated as imported_alias
 
 import calltape
-import calltape.probes as probes
-from probe_subjects import decorated as imported_alias
+from calltape import probes
 
 
 def probe_with(target, **instruments):

@@ -137,9 +137,9 @@ typedef struct ct_state {
         PyTypeObject *RestrictedUnpickler, *Replayer;
         PyTypeObject *ProbeInstrument, *ProbeHook; /* probes/ */
     } type;
-    struct {                /* run-time probes (probes/hook.c) */
-        PyObject *registry; /* dict: code -> started ProbeHook, or NULL */
-        PyObject *keys;     /* tuple: the namespace's interned names, or NULL */
+    struct {                        /* run-time probes (probes/hook.c) */
+        PyObject *registry;         /* dict: code -> started ProbeHook, or NULL */
+        PyObject *keys;             /* tuple: the namespace's interned names, or NULL */
         struct ProbeHook **started; /* the registry's hooks, for the callbacks' scan */
         size_t nstarted;
         int tool_held; /* the probe tool id is ours */

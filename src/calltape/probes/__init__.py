@@ -214,7 +214,7 @@ def resolve_code(target: Any) -> types.CodeType:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 class _Instruments(dict):
@@ -331,7 +331,7 @@ manager = InstrumentManager()
 """The process's manager: configure ``instrument_classes`` and
 ``global_namespace``, put specs in ``specs``, call ``apply()``."""
 
-from ._record import RecordInstrument  # noqa: E402
+from ._record import RecordInstrument
 
 manager.instrument_classes.update({"log": LogInstrument, "count": CountInstrument,
                                    "incr": CountInstrument, "hist": HistogramInstrument,

@@ -16,11 +16,14 @@ was given (``InstrumentManager(store=...)`` or ``manager.specs = store``).
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import socket
 import threading
 from collections.abc import Iterator
 from typing import Any, Protocol
+
+_log = logging.getLogger("calltape.probes")
 
 
 class SpecStore(Protocol):
@@ -59,11 +62,11 @@ def _utc(t: Any) -> datetime.datetime | None:
     if t is None:
         return None
     if isinstance(t, (int, float)):
-        return datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+        return datetime.datetime.fromtimestamp(t, datetime.UTC)
     if isinstance(t, str):
         t = datetime.datetime.fromisoformat(t)
     if t.tzinfo is None:  # utcnow(), as Diagnose's documents write it
-        t = t.replace(tzinfo=datetime.timezone.utc)
+        t = t.replace(tzinfo=datetime.UTC)
     return t
 
 
@@ -72,7 +75,7 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Applied:
-    __slots__ = ("spec_id", "probe", "key", "instrument", "lastmodified", "reported")
+    __slots__ = ("instrument", "key", "lastmodified", "probe", "reported", "spec_id")
 
     def __init__(self, spec_id: str, lastmodified: Any) -> None:
         self.spec_id = spec_id
@@ -136,7 +139,7 @@ class InstrumentManager:
                     probe.instruments[done.key] = inst  # replaces the old one in place
                     probe.start()
                     self._mark(done, spec, None)
-                except Exception as exc:  # reported in applied, never raised
+                except Exception as exc:  # noqa: BLE001 - reported in applied, never raised
                     if old is not None:
                         self._detach(old)
                     self._mark(done, spec, _describe(exc))
@@ -151,7 +154,7 @@ class InstrumentManager:
         expires = None
         lifespan = spec.get("lifespan")
         if lifespan is not None:
-            base = _utc(spec.get("lastmodified")) or datetime.datetime.now(datetime.timezone.utc)
+            base = _utc(spec.get("lastmodified")) or datetime.datetime.now(datetime.UTC)
             expires = (base + datetime.timedelta(minutes=float(lifespan))).timestamp()
         return cls(ins.get("name") or spec.get("target"), ins.get("value", "1"),
                    event=ins.get("event", "return"), expires=expires,
@@ -167,14 +170,15 @@ class InstrumentManager:
     def _mark(self, done: _Applied, spec: dict[str, Any], error: str | None) -> None:
         inst = done.instrument
         info = {"lastmodified": spec.get("lastmodified"), "error": error,
-                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "time": datetime.datetime.now(datetime.UTC).isoformat(),
                 "errors": list(inst.errors) if inst is not None else [],
                 "expired": bool(inst.expired) if inst is not None else False}
         done.reported = inst.nerrors if inst is not None else 0
         try:
             self.specs.mark(done.spec_id, self.process, info)
-        except Exception:  # a store that cannot take the report: the probes still run
-            pass
+        except Exception:  # noqa: BLE001 - a store that cannot take it: the probes still run
+            _log.warning("probe spec %r: the store refused the applied report", done.spec_id,
+                         exc_info=True)
 
     def _report(self, done: _Applied, spec: dict[str, Any]) -> None:
         inst = done.instrument
@@ -198,8 +202,8 @@ class InstrumentManager:
             while True:
                 try:
                     self.apply()
-                except Exception:
-                    pass
+                except Exception:  # noqa: BLE001 - the next period tries again
+                    _log.warning("applying the probe specs failed", exc_info=True)
                 if self._stop.wait(period):
                     return
 

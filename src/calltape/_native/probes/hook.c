@@ -107,10 +107,20 @@ PyObject *ct_probe_tool_py(PyObject *module, PyObject *unused)
 /* ---- firing ------------------------------------------------------------------ */
 
 /* The namespace's names, interned once (module state probes.keys). */
-enum probe_key { PK_ARGS, PK_KWARGS, PK_START, PK_FRAME, PK_NOW, PK_END, PK_ELAPSED, PK_RESULT,
-                 PK_EXCEPTION, PK_COUNT };
-static const char *const key_names[PK_COUNT] = {"args", "kwargs", "start", "frame", "now",
-                                                "end", "elapsed", "result", "exception"};
+enum probe_key {
+    PK_ARGS,
+    PK_KWARGS,
+    PK_START,
+    PK_FRAME,
+    PK_NOW,
+    PK_END,
+    PK_ELAPSED,
+    PK_RESULT,
+    PK_EXCEPTION,
+    PK_COUNT
+};
+static const char *const key_names[PK_COUNT] = {"args", "kwargs",  "start",  "frame",    "now",
+                                                "end",  "elapsed", "result", "exception"};
 
 static PyObject *key(ProbeHook *h, enum probe_key k)
 {
@@ -182,7 +192,8 @@ static PyObject *ns_for_call(ProbeHook *h, PyFrameObject *frame, double wall)
         ns_set(h, ns, PK_START, PyFloat_FromDouble(wall)) < 0 ||
         PyDict_SetItem(ns, key(h, PK_FRAME), (PyObject *)frame) < 0)
         goto error;
-    if (h->need_now && h->now_fn != Py_None && ns_set(h, ns, PK_NOW, PyObject_CallNoArgs(h->now_fn)) < 0)
+    if (h->need_now && h->now_fn != Py_None &&
+        ns_set(h, ns, PK_NOW, PyObject_CallNoArgs(h->now_fn)) < 0)
         goto error;
     Py_DECREF(args);
     Py_DECREF(kwargs);
@@ -224,8 +235,8 @@ static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, 
             ct_probe_fail(in, ev);
             continue;
         }
-        PyObject *value = in->constant ? Py_NewRef(in->constant)
-                                       : PyEval_EvalCode(in->code, h->globals, *ns);
+        PyObject *value =
+            in->constant ? Py_NewRef(in->constant) : PyEval_EvalCode(in->code, h->globals, *ns);
         int rc = -1;
         if (value && in->kind == PKIND_RECORD) {
             in->fired++;
@@ -308,8 +319,13 @@ static void on_end(PyCodeObject *co, PyObject *value, int raised)
                 0 ||
             PyDict_SetItem(ns, key(h, raised ? PK_EXCEPTION : PK_RESULT), value) < 0)
             PyErr_Clear();
-        ct_probe_call call = {h->code, PyFrame_GetGlobals(frame), ns, raised ? NULL : value,
-                              raised ? value : NULL, f.start_ns, end_ns};
+        ct_probe_call call = {h->code,
+                              PyFrame_GetGlobals(frame),
+                              ns,
+                              raised ? NULL : value,
+                              raised ? value : NULL,
+                              f.start_ns,
+                              end_ns};
         Py_XDECREF(call.globals_of_target); /* the frame keeps them */
         if (h->mask & ev)
             fire_all(h, ev, &ns, frame, wall, &call);
@@ -343,7 +359,7 @@ static ProbeHook *hook_of(PyObject *module, PyObject *code)
 static int started_rebuild(ct_state *st)
 {
     Py_ssize_t n = st->probes.registry ? PyDict_GET_SIZE(st->probes.registry) : 0;
-    ProbeHook **v = n ? PyMem_Malloc((size_t)n * sizeof *v) : NULL;
+    ProbeHook **v = n ? PyMem_Malloc((size_t)n * sizeof(ProbeHook *)) : NULL;
     if (n && !v) {
         PyErr_NoMemory();
         return -1;
@@ -571,9 +587,8 @@ static int Hook_init(ProbeHook *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"module", "code", "globals", "now", "on_expire", NULL};
     PyObject *module, *code, *globals, *now = Py_None, *on_expire = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!O!|OO:ProbeHook", kwlist, &module,
-                                     &PyCode_Type, &code, &PyDict_Type, &globals, &now,
-                                     &on_expire))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!O!|OO:ProbeHook", kwlist, &module, &PyCode_Type,
+                                     &code, &PyDict_Type, &globals, &now, &on_expire))
         return -1;
     if (!PyModule_Check(module) || !PyModule_GetState(module))
         return PyErr_Format(PyExc_TypeError, "ProbeHook needs calltape._native"), -1;

@@ -120,8 +120,8 @@ static int compile_value(ProbeInstrument *self)
 
 static int Instrument_init(ProbeInstrument *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"name",    "value",           "event", "lifespan",
-                             "expires", "disable_on_error", "custom", NULL};
+    static char *kwlist[] = {"name",   "value", "event", "lifespan", "expires", "disable_on_error",
+                             "custom", NULL};
     PyObject *name, *value = NULL, *event = NULL, *lifespan = Py_None, *expires = Py_None;
     PyObject *custom = Py_None;
     int disable = 0;
@@ -284,8 +284,7 @@ int ct_probe_fail(ProbeInstrument *in, int ev)
         in->disabled = 1;
     PyObject *entry = Py_BuildValue("(dsN)", ct_probe_wall(), ct_probe_event_name(ev), msg);
     if (!entry || PyList_Append(in->errors, entry) < 0 ||
-        (PyList_GET_SIZE(in->errors) > PROBE_MAX_ERRORS &&
-         PySequence_DelItem(in->errors, 0) < 0))
+        (PyList_GET_SIZE(in->errors) > PROBE_MAX_ERRORS && PySequence_DelItem(in->errors, 0) < 0))
         PyErr_Clear();
     Py_XDECREF(entry);
     return 0;
@@ -441,8 +440,7 @@ static PyGetSetDef Instrument_getset[] = {
     {"event", (getter)get_event, NULL, "when it fires: call, return, error or end", NULL},
     {"errors", (getter)get_errors, NULL, "[(unix time, event, 'Type: message')], last 20", NULL},
     {"status", (getter)get_status, NULL, "None, or the last error's message", NULL},
-    {"expires", (getter)get_expires, (setter)set_expires, "unix time it detaches, or None",
-     NULL},
+    {"expires", (getter)get_expires, (setter)set_expires, "unix time it detaches, or None", NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

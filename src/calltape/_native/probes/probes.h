@@ -27,13 +27,13 @@ enum probe_kind { PKIND_PY = 0, PKIND_COUNT = 1, PKIND_HIST = 2, PKIND_RECORD = 
 #define PROBE_MAX_ERRORS 20
 
 typedef struct ProbeInstrument {
-    PyObject_HEAD PyObject *dict; /* instance __dict__ (subclasses) */
+    PyObject_HEAD PyObject *dict;    /* instance __dict__ (subclasses) */
     PyObject *name, *value, *custom; /* str, str, dict */
-    PyObject *code;     /* the value compiled ("eval" mode), or NULL */
-    PyObject *constant; /* the value when it is a constant expression, or NULL */
-    PyObject *fire;     /* bound fire() of a PKIND_PY instrument, or NULL */
-    PyObject *errors;   /* list of (unix time, event, "Type: message") */
-    double expires;     /* unix time after which it detaches; 0: never */
+    PyObject *code;                  /* the value compiled ("eval" mode), or NULL */
+    PyObject *constant;              /* the value when it is a constant expression, or NULL */
+    PyObject *fire;                  /* bound fire() of a PKIND_PY instrument, or NULL */
+    PyObject *errors;                /* list of (unix time, event, "Type: message") */
+    double expires;                  /* unix time after which it detaches; 0: never */
     int64_t nerrors, fired;
     int events, kind, disable_on_error, disabled, expired;
     int uses_now; /* its expression names `now`, or its fire() wants it */

@@ -50,8 +50,8 @@ static int encode_args(ct_state *st, ProbeInstrument *in, PyObject *ns, wbuf *b)
 {
     ct_memo memo;
     CT_MEMO_START(&memo);
-    ct_capture cap = {st, st->rec.max_value_bytes, 1, ct_redact_active(st, &probe_redact),
-                      &memo, NULL};
+    ct_capture cap = {st,  st->rec.max_value_bytes, 1, ct_redact_active(st, &probe_redact), &memo,
+                      NULL};
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(in->rec_names); i++) {
         PyObject *name = PyTuple_GET_ITEM(in->rec_names, i);
         PyObject *v = ns ? PyDict_GetItemWithError(ns, name) : NULL;
@@ -105,8 +105,8 @@ int ct_probe_record(ct_state *st, ProbeInstrument *in, const ct_probe_call *call
 #endif
     PyObject *exc = call->exc && PyExceptionInstance_Check(call->exc) ? call->exc : NULL;
     ct_emit_site_call(st, &site, slot, &ci, args.data, args.len, call->end_ns,
-                      exc ? OUTCOME_RAISED : OUTCOME_RETURNED, exc ? NULL : call->result, exc,
-                      NULL, NULL, NULL);
+                      exc ? OUTCOME_RAISED : OUTCOME_RETURNED, exc ? NULL : call->result, exc, NULL,
+                      NULL, NULL);
     t->busy--;
     wbuf_free(&args);
     return 0;
