@@ -96,7 +96,8 @@ def run_case(python: str, impl: str, kind: str, loops: int, rounds: int,
         assert workdir is not None
         out = workdir / f"cg.{impl}.{kind}.{loops}"
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dicts in every run
+        subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
         for line in out.read_text().splitlines():
             if line.startswith(("summary:", "totals:")):
                 return float(line.split()[1])

@@ -246,3 +246,22 @@ def test_stopped_probe_has_no_events():
     p.stop()
     assert sys.monitoring.get_local_events(tool, S.Cart.add.__code__) == 0
     assert sys.monitoring.get_tool(tool) is None
+
+
+def test_one_name_values_are_found_as_eval_finds_them():
+    seen = []
+
+    class Keep(probes.Instrument):
+        def fire(self, value, ns):
+            seen.append(value)
+
+    probes.manager.global_namespace["limit"] = 7
+    try:
+        p = probe_with(S.Cart.add, a=Keep("a", "a", event="call"), g=Keep("g", " limit ", event="call"),
+                       b=Keep("b", "len", event="call"), m=count("call", "missing_name"))
+        S.Cart.add(1, 2)
+        assert seen == [1, 7, len]
+        assert p.instruments["m"].status == "NameError: name 'missing_name' is not defined"
+        p.stop()
+    finally:
+        del probes.manager.global_namespace["limit"]

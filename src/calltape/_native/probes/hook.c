@@ -209,6 +209,23 @@ error:
     return NULL;
 }
 
+/* The value of a one-name expression, found as eval would find it (the
+ * namespace, the globals, the builtins) without running it: a new
+ * reference, or NULL without an exception when it must be run (not a bare
+ * name, or not found: eval raises the NameError). */
+static PyObject *bare_value(ProbeHook *h, ProbeInstrument *in, PyObject *ns)
+{
+    if (!in->bare)
+        return NULL;
+    PyObject *v = PyDict_GetItemWithError(ns, in->bare);
+    if (!v && !PyErr_Occurred())
+        v = PyDict_GetItemWithError(h->globals, in->bare);
+    if (!v && !PyErr_Occurred())
+        v = PyDict_GetItemWithError(PyEval_GetBuiltins(), in->bare);
+    PyErr_Clear();
+    return Py_XNewRef(v);
+}
+
 /* Fires the instruments of `h` on event `ev` with namespace *ns (built by
  * `build` on first need when NULL).  Calls on_expire for those whose
  * lifespan ended.  Leaves no exception set. */
@@ -235,8 +252,9 @@ static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, 
             ct_probe_fail(in, ev);
             continue;
         }
-        PyObject *value =
-            in->constant ? Py_NewRef(in->constant) : PyEval_EvalCode(in->code, h->globals, *ns);
+        PyObject *value = in->constant ? Py_NewRef(in->constant) : bare_value(h, in, *ns);
+        if (!value && !PyErr_Occurred())
+            value = PyEval_EvalCode(in->code, h->globals, *ns);
         int rc = -1;
         if (value && in->kind == PKIND_RECORD) {
             in->fired++;

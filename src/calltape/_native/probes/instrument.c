@@ -107,6 +107,17 @@ static int compile_value(ProbeInstrument *self)
         return -1;
     Py_XSETREF(self->code, code);
     Py_CLEAR(self->constant);
+    Py_CLEAR(self->bare);
+    PyObject *stripped = PyObject_CallMethod(self->value, "strip", NULL);
+    if (!stripped)
+        return -1;
+    PyCodeObject *co = (PyCodeObject *)code;
+    if (PyUnicode_IsIdentifier(stripped) && PyTuple_GET_SIZE(co->co_names) == 1 &&
+        PyUnicode_Compare(PyTuple_GET_ITEM(co->co_names, 0), stripped) == 0) {
+        self->bare = Py_NewRef(PyTuple_GET_ITEM(co->co_names, 0));
+        PyUnicode_InternInPlace(&self->bare);
+    }
+    Py_DECREF(stripped);
     self->uses_now = self->uses_now || names_name((PyCodeObject *)code, "now");
     if (names_nothing((PyCodeObject *)code)) {
         PyObject *g = Py_BuildValue("{s:{}}", "__builtins__");
@@ -487,6 +498,7 @@ static int Instrument_clear(ProbeInstrument *self)
     Py_CLEAR(self->custom);
     Py_CLEAR(self->code);
     Py_CLEAR(self->constant);
+    Py_CLEAR(self->bare);
     Py_CLEAR(self->fire);
     Py_CLEAR(self->errors);
     Py_CLEAR(self->rec_names);

@@ -31,9 +31,10 @@ typedef struct ProbeInstrument {
     PyObject *name, *value, *custom; /* str, str, dict */
     PyObject *code;                  /* the value compiled ("eval" mode), or NULL */
     PyObject *constant;              /* the value when it is a constant expression, or NULL */
-    PyObject *fire;                  /* bound fire() of a PKIND_PY instrument, or NULL */
-    PyObject *errors;                /* list of (unix time, event, "Type: message") */
-    double expires;                  /* unix time after which it detaches; 0: never */
+    PyObject *bare;   /* the value when it is one name (interned str): looked up, not run */
+    PyObject *fire;   /* bound fire() of a PKIND_PY instrument, or NULL */
+    PyObject *errors; /* list of (unix time, event, "Type: message") */
+    double expires;   /* unix time after which it detaches; 0: never */
     int64_t nerrors, fired;
     int events, kind, disable_on_error, disabled, expired;
     int uses_now; /* its expression names `now`, or its fire() wants it */
