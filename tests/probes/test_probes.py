@@ -257,7 +257,7 @@ def test_one_name_values_are_found_as_eval_finds_them():
 
     probes.manager.global_namespace["limit"] = 7
     try:
-        p = probe_with(S.Cart.add, a=Keep("a", "a", event="call"), g=Keep("g", " limit ", event="call"),
+        p = probe_with(S.Cart.add, a=Keep("a", "a", event="call"), g=Keep("g", "limit ", event="call"),
                        b=Keep("b", "len", event="call"), m=count("call", "missing_name"))
         S.Cart.add(1, 2)
         assert seen == [1, 7, len]
