@@ -160,6 +160,7 @@ class Call:
     end: datetime
     duration: float
     outcome: str
+    captured: str | None
     cpu_time: float | None
     memory: dict[str, int] | None
     energy: dict[str, float] | None
@@ -225,6 +226,7 @@ class Tape:
         energy: dict[str, float] | None = None,
         order: str = "newest",
         limit: int | None = None,
+        captured: str | None = None,
     ) -> Calls: ...
     def children(
         self,

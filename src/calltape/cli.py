@@ -130,7 +130,8 @@ def _call_json(c: Any, readable: tuple[dict[str, Any], frozenset[str], Any] | No
     out = {"id": c.id, "session": c.session, "thread": c.thread, "parent": c.parent,
            "depth": c.depth, "module": c.module, "qualname": c.qualname, "file": c.file,
            "line": c.line, "start": c.start.isoformat(), "duration": c.duration,
-           "outcome": c.outcome, "preview": c.preview, "cpu_time": c.cpu_time,
+           "outcome": c.outcome, "captured": c.captured, "preview": c.preview,
+           "cpu_time": c.cpu_time,
            "memory": c.memory, "energy": c.energy}
     if readable is not None:
         values, _, outcome = readable
@@ -221,7 +222,7 @@ def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> int:
         "until": parse_time(args.until) if args.until else None,
         "min_duration": args.min_duration, "max_duration": args.max_duration,
         "outcome": args.outcome, "session": selected_sessions(tape, args), "thread": args.thread,
-        "energy": parse_energy(args.energy)}
+        "energy": parse_energy(args.energy), "captured": args.captured}
     unfiltered = all(v is None for v in filters.values())
     # the calls past the limit: every call of the tape's function totals when
     # nothing filters, else counted up to _MORE_COUNTED by the search itself
@@ -399,6 +400,10 @@ def _family(tape: Tape, c: Any) -> dict[str, Any]:
 _CHILDREN_SHOWN = 20
 
 
+_CAPTURED_BY = {"decorator": "@calltape.record", "monitor": "the monitor (calltape run)",
+                "flat": "calltape.flat_profile", "probe": "a probe", "timer": "calltape.timer"}
+
+
 def _show_fields(c: Any, family: dict[str, Any], outcome: Any) -> list[tuple[str, str]]:
     """The labelled lines of `show` before the values: times, where it ran,
     its parent and children, and the measurements recorded."""
@@ -410,7 +415,8 @@ def _show_fields(c: Any, family: dict[str, Any], outcome: Any) -> list[tuple[str
         shown += f", … {len(kids) - _CHILDREN_SHOWN:,} more (show --json lists them all)"
     ended = f"raised {outcome!r}" if isinstance(outcome, ExceptionInfo) else c.outcome
     rows = [("start", f"{_local(c.start)}   duration {format_duration(c.duration)}   {ended}"),
-            ("session", f"{c.session}   thread {thread}   depth {c.depth}"),
+            ("session", f"{c.session}   thread {thread}   depth {c.depth}"
+             + (f"   captured by {_CAPTURED_BY[c.captured]}" if c.captured else "")),
             ("parent", "none (a top-level call)" if parent is None
              else f"{parent['id']} {parent['function'] or '(not on the tape)'}"),
             ("children", f"{len(kids)}: {shown}" if kids else "none")]
@@ -756,6 +762,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--min-duration", type=float, metavar="SECONDS")
     p.add_argument("--max-duration", type=float, metavar="SECONDS")
     p.add_argument("--outcome", choices=["returned", "raised", "closed"])
+    p.add_argument("--captured", choices=["decorator", "monitor", "flat", "probe", "timer"],
+                   help="only the calls captured this way")
     add_selection(p)
     p.add_argument("--thread", type=int, metavar="IDENT", help="a thread ident")
     p.add_argument("--energy", action="append", metavar="DOMAIN=UJ",

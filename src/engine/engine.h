@@ -39,7 +39,8 @@
 #include <string.h>
 
 #define CALLTAPE_SCHEMA_VERSION 4 /* 4: self time, per-session totals, the children index */
-#define CALLTAPE_SEGMENT_FORMAT 3 /* 3: packed value columns; 2: checksums; 1, 2 still read */
+/* 4: the capture in the flags' byte; 3: packed value columns; 2: checksums; 1 to 3 still read */
+#define CALLTAPE_SEGMENT_FORMAT 4
 
 /* ------------------------------------------------------------------------ */
 /* Growable byte buffer (wire.c).                                           */
@@ -468,7 +469,34 @@ enum rec_flags {
     REC_HAS_GLOBALS = 1 << 8, /* the module globals the function reads */
     REC_HAS_YIELDS = 1 << 9,  /* the values a generator yielded */
     REC_HAS_BLOBS = 1 << 10,  /* a top-level value is a BLOB_INLINE: the writer looks */
+    /* bits 11..13: the enum rec_capture (REC_CAPTURE_SHIFT) */
 };
+
+/* How a call was captured: which way in wrote its record.  Stored in bits
+ * 11..13 of its flags; CAPTURE_UNKNOWN on records older than the field. */
+enum rec_capture {
+    CAPTURE_UNKNOWN = 0,
+    CAPTURE_DECORATOR = 1, /* @calltape.record */
+    CAPTURE_MONITOR = 2,   /* calltape.monitor() and calltape run */
+    CAPTURE_FLAT = 3,      /* an inner call timed by calltape.flat_profile */
+    CAPTURE_PROBE = 4,     /* a probe's record instrument */
+    CAPTURE_TIMER = 5,     /* calltape.timer */
+    CAPTURE_LAST = CAPTURE_TIMER,
+};
+#define REC_CAPTURE_SHIFT 11
+#define REC_CAPTURE_MASK ((uint16_t)(7u << REC_CAPTURE_SHIFT))
+
+/* The flag bits that say a call was captured by `c`. */
+static inline uint16_t rec_capture_flags(enum rec_capture c)
+{
+    return (uint16_t)((unsigned)c << REC_CAPTURE_SHIFT);
+}
+
+/* The way in that captured a call with `flags`. */
+static inline enum rec_capture rec_capture_of(uint16_t flags)
+{
+    return (enum rec_capture)((flags & REC_CAPTURE_MASK) >> REC_CAPTURE_SHIFT);
+}
 
 /* The per-call values, in the order a REC_CALL and a segment store them
  * (each varint n + bytes, present when its REC_HAS_* flag is set).  A new
@@ -553,8 +581,11 @@ typedef struct seg_call {
  * after the first start: bit i set when column i is packed, stored as
  * varint raw length + an lz.c block (the args and result columns, when
  * that is smaller); lengths and checksums are of the stored bytes.  Format
- * 1 (older tapes) is format 2 without the checksums; readers accept all
- * three. */
+ * 4 lays the flags column out so that a common call fits one byte: bits
+ * 0-1 outcome, 2 REC_HAS_ARGS, 3 REC_HAS_RESULT, 4-6 the capture, then
+ * the other flags at their own bit positions shifted by 7.  Format 1
+ * (older tapes) is format 2 without the checksums; readers accept all
+ * four. */
 typedef struct seg_builder {
     size_t n;
     int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;
@@ -606,6 +637,7 @@ typedef struct seg_reader {
     const uint8_t *crc; /* format 2: the ten column checksums; NULL: format 1 */
     unsigned verified;  /* bit i: column i matched its checksum */
     unsigned packed;    /* bit i: column i is packed (format 3), until unpacked */
+    uint8_t format;     /* the segment's format byte */
     uint8_t *unpacked;  /* the unpacked columns, owned (seg_reader_close) */
 } seg_reader;
 
@@ -827,6 +859,7 @@ typedef struct query_filter {
     int64_t since, until;               /* wall ns, inclusive */
     int64_t min_duration, max_duration; /* ns, inclusive */
     int outcome;                        /* an rec_outcome, -1: any */
+    int capture;                        /* an rec_capture; CAPTURE_UNKNOWN (0): any */
     int newest_first;
     int64_t limit;                           /* -1: no limit */
     int energy_bounds;                       /* QUERY_MAX_PKG | QUERY_MAX_DRAM, 0: none */

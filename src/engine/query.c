@@ -177,6 +177,8 @@ static int matches(const query *q, const seg_call *c)
         return 0;
     if (f->outcome >= 0 && c->outcome != f->outcome)
         return 0;
+    if (f->capture && (int)rec_capture_of(c->flags) != f->capture)
+        return 0;
     if (f->thread >= 0 && c->thread != f->thread)
         return 0;
     if (f->parent && c->parent != (f->parent > 0 ? f->parent : 0))

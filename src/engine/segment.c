@@ -18,6 +18,8 @@
  * them smaller: calls of one function repeat much of their values.  A
  * reader unpacks them, after their checksums, the first time it needs
  * either, into one buffer it owns (seg_reader_close, seg_reader_detach).
+ * Format 4 only lays the flags column out anew (pack_flags), so that the
+ * capture of a common call fits the same one byte as before it.
  * Readers never read outside the bytes given, and a segment reads to its
  * end only when every column is used up exactly.
  */
@@ -38,6 +40,39 @@ enum {
     COL_RESULT,
     NCOLS
 };
+
+/* The flags column of format 4: outcome, REC_HAS_ARGS, REC_HAS_RESULT and
+ * the capture in the low 7 bits (one varint byte for a common call), the
+ * other flags above them at their own positions. */
+#define SEG_LOW_FLAGS ((uint16_t)(REC_HAS_ARGS | REC_HAS_RESULT | REC_CAPTURE_MASK))
+_Static_assert(REC_HAS_ARGS == 1 << 3 && REC_HAS_RESULT == 1 << 4, "the packed flag layout");
+
+static uint64_t pack_flags(uint8_t outcome, uint16_t flags)
+{
+    return (uint64_t)outcome | (uint64_t)((flags >> 3) & 3u) << 2 |
+           (uint64_t)rec_capture_of(flags) << 4 | (uint64_t)(flags & ~SEG_LOW_FLAGS) << 7;
+}
+
+/* Reads one call's outcome and flags from the flags column value `v` of a
+ * segment of `format`.  Returns 0, or SEG_MALFORMED. */
+static int unpack_flags(uint64_t v, uint8_t format, uint8_t *outcome, uint16_t *flags)
+{
+    if ((v & 3) > OUTCOME_CLOSED)
+        return SEG_MALFORMED;
+    *outcome = (uint8_t)(v & 3);
+    if (format < 4) {
+        if ((v >> 2) > 0xffff)
+            return SEG_MALFORMED;
+        *flags = (uint16_t)(v >> 2);
+        return 0;
+    }
+    uint64_t high = v >> 7;
+    if (high > 0xffff || (high & SEG_LOW_FLAGS) || ((v >> 4) & 7) > CAPTURE_LAST)
+        return SEG_MALFORMED;
+    *flags = (uint16_t)(high | ((v >> 2) & 3) << 3 |
+                        rec_capture_flags((enum rec_capture)((v >> 4) & 7)));
+    return 0;
+}
 
 /* The column a value slot is stored in: the args in their own, the other
  * values one after another in the result column, in slot order. */
@@ -97,7 +132,7 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
     wbuf_varint(&s->col[COL_THREAD], (uint64_t)c->thread);
     wbuf_varint(&s->col[COL_START], zigzag(c->start - s->last_start));
     wbuf_varint(&s->col[COL_DUR], (uint64_t)c->duration);
-    wbuf_varint(&s->col[COL_FLAGS], (uint64_t)c->outcome | ((uint64_t)c->flags << 2));
+    wbuf_varint(&s->col[COL_FLAGS], pack_flags(c->outcome, c->flags));
     wbuf *x = &s->col[COL_EXTRA];
     if (c->flags & REC_HAS_CPU)
         wbuf_varint(x, (uint64_t)c->cpu_ns);
@@ -387,13 +422,14 @@ int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n)
     memset(r, 0, sizeof *r);
     if (n < 1)
         return SEG_MALFORMED;
-    if (data[0] == 2 || data[0] == 3)
+    r->format = data[0];
+    if (data[0] >= 2 && data[0] <= CALLTAPE_SEGMENT_FORMAT)
         return open_checked(r, data, n, data[0]);
     uint32_t head;
     int rc = data[0] == 1 ? open_columns(r, data, n, 1, &head) : SEG_MALFORMED;
     if (rc == 0)
         return 0;
-    for (uint8_t format = 2; format <= 3; format++)
+    for (uint8_t format = 2; format <= CALLTAPE_SEGMENT_FORMAT; format++)
         if (open_checked(r, data, n, format) == 0) {
             memset(r, 0, sizeof *r);
             return SEG_CHECKSUM; /* a segment with checksums whose first byte changed */
@@ -448,11 +484,8 @@ int seg_reader_next(seg_reader *r, seg_call *c)
     c->thread = (int64_t)wreader_varint(&r->col[COL_THREAD]);
     c->start = r->last_start + unzigzag(wreader_varint(&r->col[COL_START]));
     c->duration = (int64_t)wreader_varint(&r->col[COL_DUR]);
-    uint64_t of = wreader_varint(&r->col[COL_FLAGS]);
-    if ((of & 3) > OUTCOME_CLOSED || (of >> 2) > 0xffff)
+    if (unpack_flags(wreader_varint(&r->col[COL_FLAGS]), r->format, &c->outcome, &c->flags) < 0)
         return SEG_MALFORMED;
-    c->outcome = (uint8_t)(of & 3);
-    c->flags = (uint16_t)(of >> 2);
     wreader *x = &r->col[COL_EXTRA];
     if (c->flags & REC_HAS_CPU)
         c->cpu_ns = (int64_t)wreader_varint(x);
@@ -528,10 +561,10 @@ static int skip_rest(seg_reader *r)
     skip_varint(&r->col[COL_PARENT]);
     skip_varint(&r->col[COL_DEPTH]);
     skip_varint(&r->col[COL_THREAD]);
-    uint64_t of = wreader_varint(&r->col[COL_FLAGS]);
-    if ((of & 3) > OUTCOME_CLOSED || (of >> 2) > 0xffff)
+    uint8_t outcome;
+    uint16_t flags;
+    if (unpack_flags(wreader_varint(&r->col[COL_FLAGS]), r->format, &outcome, &flags) < 0)
         return SEG_MALFORMED;
-    uint16_t flags = (uint16_t)(of >> 2);
     int extras = ((flags & REC_HAS_CPU) ? 1 : 0) + ((flags & REC_HAS_MEMORY) ? 3 : 0) +
                  ((flags & REC_HAS_ENERGY) ? 2 : 0);
     for (int k = 0; k < extras; k++)

@@ -595,6 +595,72 @@ static int read_whole(const uint8_t *data, size_t n)
     return rc;
 }
 
+/* Format 4 keeps every flag and the capture of each call, in one byte of
+ * the flags column for a call with arguments and a result. */
+static void test_segment_capture(void)
+{
+    static const uint16_t flags[] = {
+        REC_HAS_ARGS | REC_HAS_RESULT,
+        REC_HAS_ARGS | REC_HAS_RESULT | REC_HAS_CPU | REC_UNBOUND | REC_HAS_YIELDS,
+        0,
+        REC_HAS_RESULT | REC_ASYNC | REC_HAS_LOCALS | REC_HAS_GLOBALS | REC_HAS_MEMORY,
+    };
+    uint8_t val[2] = {WIRE_INT, 4};
+    seg_builder s;
+    seg_builder_init(&s);
+    int n = 0;
+    for (int cap = CAPTURE_UNKNOWN; cap <= CAPTURE_LAST; cap++)
+        for (size_t k = 0; k < sizeof flags / sizeof *flags; k++) {
+            seg_call c = {0};
+            c.id = 1 + n;
+            c.start = 1000 + n;
+            c.outcome = (uint8_t)(n % 3);
+            c.flags = flags[k] | rec_capture_flags((enum rec_capture)cap);
+            for (int i = 0; i < VALUE_NSLOTS; i++)
+                if (c.flags & value_flag((enum value_slot)i)) {
+                    c.value[i].data = val;
+                    c.value[i].len = sizeof val;
+                }
+            CHECK(seg_builder_add(&s, &c) == 0);
+            n++;
+        }
+    wbuf out;
+    wbuf_init(&out, NULL, 0);
+    CHECK(seg_builder_finish(&s, &out) == 0);
+    seg_reader r;
+    seg_call c;
+    CHECK(seg_reader_open(&r, out.data, out.len) == 0);
+    int i = 0, ok = 1;
+    while (seg_reader_next(&r, &c) == 1) {
+        int cap = i / (int)(sizeof flags / sizeof *flags);
+        uint16_t want = flags[i % (int)(sizeof flags / sizeof *flags)];
+        ok &= c.flags == (want | rec_capture_flags((enum rec_capture)cap)) &&
+              rec_capture_of(c.flags) == (enum rec_capture)cap && c.outcome == i % 3;
+        i++;
+    }
+    CHECK(ok && i == n);
+    seg_reader_close(&r);
+    CHECK(rec_capture_of(rec_capture_flags(CAPTURE_TIMER) | REC_HAS_BLOBS) == CAPTURE_TIMER);
+
+    /* a decorator's call with arguments and a result: one byte of flags */
+    seg_builder_reset(&s);
+    seg_call one = {.id = 7, .start = 5, .flags = flags[0] | rec_capture_flags(CAPTURE_DECORATOR)};
+    one.value[VALUE_ARGS] = (value_bytes){val, sizeof val};
+    one.value[VALUE_RESULT] = (value_bytes){val, sizeof val};
+    CHECK(seg_builder_add(&s, &one) == 0);
+    out.len = 0;
+    CHECK(seg_builder_finish(&s, &out) == 0);
+    wreader h;
+    wreader_init(&h, out.data + 1, out.len - 1);
+    for (int k = 0; k < 4; k++)
+        wreader_varint(&h); /* n, first id, first start, the packing mask */
+    for (int col = 0; col < 6; col++)
+        wreader_take(&h, wreader_varint(&h));
+    CHECK(wreader_varint(&h) == 1);
+    wbuf_free(&out);
+    seg_builder_free(&s);
+}
+
 /* Format 2 segments end with CRC-32Cs of the header and of each column:
  * any flipped byte is SEG_CHECKSUM by the time the segment is read whole,
  * and the start/duration test sees either the undamaged answer or the
@@ -618,7 +684,7 @@ static void test_segment_checksum_and_format_1(void)
     wbuf out;
     wbuf_init(&out, NULL, 0);
     CHECK(seg_builder_finish(&s, &out) == 0);
-    CHECK(out.data[0] == CALLTAPE_SEGMENT_FORMAT && CALLTAPE_SEGMENT_FORMAT == 3);
+    CHECK(out.data[0] == CALLTAPE_SEGMENT_FORMAT && CALLTAPE_SEGMENT_FORMAT == 4);
     seg_reader r;
     seg_call c;
     CHECK(seg_reader_open(&r, out.data, out.len) == 0);
@@ -654,6 +720,15 @@ static void test_segment_checksum_and_format_1(void)
     memcpy(old, out.data, at);
     memcpy(old + at, out.data + at + 1, n1 - at);
     old[0] = 1;
+    /* and the flags column as before format 4: REC_HAS_ARGS << 2, not 1 << 2 */
+    wreader_init(&h, old + at, n1 - at);
+    for (int col = 0; col < 6; col++)
+        wreader_take(&h, wreader_varint(&h));
+    uint64_t flags_len = wreader_varint(&h);
+    uint8_t *flags_col = old + (h.p - old);
+    CHECK(flags_len == 50 && flags_col[0] == 1 << 2);
+    for (uint64_t k = 0; k < flags_len; k++)
+        flags_col[k] = (uint8_t)(REC_HAS_ARGS << 2);
     CHECK(seg_reader_open(&r, old, n1) == 0);
     int i = 0, ok = 1;
     while (seg_reader_next(&r, &c) == 1) {
@@ -1796,6 +1871,7 @@ int main(void)
     test_segment_roundtrip();
     test_crc32c();
     test_segment_checksum_and_format_1();
+    test_segment_capture();
     test_lz();
     test_segment_packed();
     test_segment_next_within();

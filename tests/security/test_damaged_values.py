@@ -54,20 +54,56 @@ except ValueError:
 '''
 
 
+def _varint(data, at):
+    """The varint at data[at] and the offset after it."""
+    v = shift = 0
+    while True:
+        v |= (data[at] & 0x7F) << shift
+        shift += 7
+        at += 1
+        if not data[at - 1] & 0x80:
+            return v, at
+
+
+def _put_varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append(v & 0x7F | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _flags_as_before_format_4(column):
+    """The flags column of a format-4 segment laid out as formats 1 to 3 had
+    it (outcome | flags << 2, without the capture)."""
+    out, at = b"", 0
+    while at < len(column):
+        v, at = _varint(column, at)
+        flags = v >> 7 | ((v >> 2) & 3) << 3
+        out += _put_varint(v & 3 | flags << 2)
+    return out
+
+
 def _as_format_1(path, *replacements):
     """Rewrites every segment of `path` in format 1 (no checksums), with the
     byte replacements given (same lengths) applied to its data."""
     db = sqlite3.connect(path)
     for row, data in db.execute("SELECT id, data FROM segments").fetchall():
-        assert data[0] == 3
+        assert data[0] == 4
         at = 1
         for _ in range(3):  # n, first id, first start: then the packing mask
-            while data[at] & 0x80:
-                at += 1
-            at += 1
+            _, at = _varint(data, at)
         assert data[at] == 0, "a small recording packs nothing"
-        # no packing mask, no header and column checksums
-        old = b"\x01" + data[1:at] + data[at + 1:-4 * 11]
+        # no packing mask, no header and column checksums, the old flags
+        columns, col_at = [], at + 1
+        for _ in range(10):
+            n, col_at = _varint(data, col_at)
+            columns.append(data[col_at:col_at + n])
+            col_at += n
+        assert col_at == len(data) - 4 * 11
+        columns[6] = _flags_as_before_format_4(columns[6])
+        old = b"\x01" + data[1:at] + b"".join(_put_varint(len(c)) + c for c in columns)
         for a, b in replacements:
             assert len(a) == len(b)
             old = old.replace(a, b)

@@ -489,18 +489,31 @@ static int outcome_code(PyObject *outcome)
     return -1;
 }
 
+/* The enum rec_capture named `captured`.  Returns it, or -1 with
+ * ValueError. */
+static int capture_code(PyObject *captured)
+{
+    for (int i = 1; PyUnicode_Check(captured) && i <= CAPTURE_LAST; i++)
+        if (PyUnicode_CompareWithASCIIString(captured, ct_capture_names[i]) == 0)
+            return i;
+    PyErr_Format(PyExc_ValueError,
+                 "captured must be 'decorator', 'monitor', 'flat', 'probe' or 'timer', not %R",
+                 captured);
+    return -1;
+}
+
 PyObject *ct_tape_search(ct_tape *t, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"function",     "file",    "since",   "until",  "min_duration",
-                             "max_duration", "outcome", "session", "thread", "args",
-                             "energy",       "order",   "limit",   NULL};
+    static char *kwlist[] = {"function",     "file",    "since",   "until",    "min_duration",
+                             "max_duration", "outcome", "session", "thread",   "args",
+                             "energy",       "order",   "limit",   "captured", NULL};
     PyObject *function = Py_None, *file = Py_None, *since = Py_None, *until = Py_None;
     PyObject *min_d = Py_None, *max_d = Py_None, *outcome = Py_None, *session = Py_None;
     PyObject *thread = Py_None, *args_f = Py_None, *energy = Py_None, *order = NULL;
-    PyObject *limit = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOOOOOOOOO:search", kwlist, &function, &file,
+    PyObject *limit = Py_None, *captured = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOOOOOOOOOO:search", kwlist, &function, &file,
                                      &since, &until, &min_d, &max_d, &outcome, &session, &thread,
-                                     &args_f, &energy, &order, &limit))
+                                     &args_f, &energy, &order, &limit, &captured))
         return NULL;
     if (ct_tape_check_open(t) < 0)
         return NULL;
@@ -516,6 +529,8 @@ PyObject *ct_tape_search(ct_tape *t, PyObject *args, PyObject *kw)
     }
     f->newest_first = !order || PyUnicode_CompareWithASCIIString(order, "newest") == 0;
     if (outcome != Py_None && (f->outcome = outcome_code(outcome)) < 0)
+        goto error;
+    if (captured != Py_None && (f->capture = capture_code(captured)) < 0)
         goto error;
     if (limit != Py_None && parse_limit(limit, &c->limit) < 0)
         goto error;

@@ -389,6 +389,15 @@ static PyObject *Call_get_outcome(ct_call *c, void *unused)
     return PyUnicode_FromString(ct_outcome_name(c->outcome));
 }
 
+static PyObject *Call_get_captured(ct_call *c, void *unused)
+{
+    (void)unused;
+    const char *name = ct_capture_names[rec_capture_of(c->flags)];
+    if (!name)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(name);
+}
+
 static PyObject *Call_get_cpu_time(ct_call *c, void *unused)
 {
     (void)unused;
@@ -626,6 +635,10 @@ static PyGetSetDef Call_getset[] = {
     {"end", (getter)Call_get_time, NULL, "end time (UTC datetime)", (void *)1},
     {"duration", (getter)Call_get_duration, NULL, "duration in seconds", NULL},
     {"outcome", (getter)Call_get_outcome, NULL, "'returned', 'raised' or 'closed'", NULL},
+    {"captured", (getter)Call_get_captured, NULL,
+     "how the call was captured: 'decorator', 'monitor', 'flat', 'probe' or 'timer'; None on"
+     " tapes recorded before the field",
+     NULL},
     {"cpu_time", (getter)Call_get_cpu_time, NULL, "thread CPU seconds, None unless recorded", NULL},
     {"memory", (getter)Call_get_memory, NULL,
      "{'rss_before', 'rss_after', 'peak'} in bytes, None unless recorded", NULL},

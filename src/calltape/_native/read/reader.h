@@ -262,6 +262,12 @@ static inline const char *ct_outcome_name(int outcome)
     return names[outcome >= 0 && outcome < 3 ? outcome : 2];
 }
 
+/* The names of the enum rec_capture values, by value; NULL: unknown. */
+static const char *const ct_capture_names[CAPTURE_LAST + 1] = {
+    [CAPTURE_DECORATOR] = "decorator", [CAPTURE_MONITOR] = "monitor", [CAPTURE_FLAT] = "flat",
+    [CAPTURE_PROBE] = "probe",         [CAPTURE_TIMER] = "timer",
+};
+
 /* The text in `b` (UTF-8, invalid bytes replaced) as a str, and frees `b`
  * (views.c).  New reference, or NULL with MemoryError when `b` failed. */
 PyObject *ct_wbuf_text(wbuf *b);

@@ -25,8 +25,9 @@ typedef struct ct_site {
     const ct_redact *redact; /* ct_redact_active() rules, or NULL */
     PyObject *pickle;        /* tuple of types to pickle, or NULL */
     Py_ssize_t max_value_bytes;
-    int result;    /* record the return value */
-    int max_depth; /* of the values written (ct_capture.max_depth); 0: the format's */
+    int result;      /* record the return value */
+    int max_depth;   /* of the values written (ct_capture.max_depth); 0: the format's */
+    uint8_t capture; /* the enum rec_capture its records carry */
 } ct_site;
 
 /* ---- function descriptions ----------------------------------------------- */
@@ -93,6 +94,7 @@ void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t);
 /* Writes the fixed fields of a REC_CALL (kind to flags) at `q`, which must
  * have CT_CALL_HEAD_MAX bytes of room; returns the end. */
 #define CT_CALL_HEAD_MAX (1 + 7 * 10 + 1 + 3)
+_Static_assert(REC_CAPTURE_SHIFT + 3 <= 14, "a call's flags take at most two varint bytes");
 static inline uint8_t *ct_put_call_head(uint8_t *q, uint64_t fn_id, const ct_callinfo *ci,
                                         uint64_t end, int outcome, uint16_t flags)
 {
@@ -105,10 +107,13 @@ static inline uint8_t *ct_put_call_head(uint8_t *q, uint64_t fn_id, const ct_cal
     q = put_varint_raw(q, ci->start);
     q = put_varint_raw(q, end - ci->start);
     *q++ = (uint8_t)outcome;
-    if (flags < 0x80) /* one byte, as before locals/globals */
+    if (flags < 0x80) { /* one byte, as before locals/globals */
         *q++ = (uint8_t)flags;
-    else
-        q = put_varint_raw(q, flags);
+    } else { /* two: every flag is below bit 14 */
+        q[0] = (uint8_t)(flags | 0x80);
+        q[1] = (uint8_t)(flags >> 7);
+        q += 2;
+    }
     return q;
 }
 
@@ -129,7 +134,7 @@ ct_emit_build(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct_
     uint8_t rstore[256];
     wbuf res;
     wbuf_init(&res, rstore, sizeof rstore);
-    uint16_t flags = ci->flags;
+    uint16_t flags = ci->flags | rec_capture_flags((enum rec_capture)site->capture);
     /* explicit per slot, not a loop: a loop over the slots keeps an array on
      * the hot path's stack (measured), where these NULL tests compile away */
     if (locals)

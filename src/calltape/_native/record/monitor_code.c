@@ -182,7 +182,8 @@ void ct_mon_emit_abandoned(void *ctx, const uint8_t *entry, size_t len)
     memcpy(&e, entry, sizeof e);
     if (!e.info || !a->mon || e.generation != a->generation)
         return;
-    ct_site site = {e.info->fn_id, NULL, NULL, NULL, a->mon->max_value_bytes, 0};
+    ct_site site = {e.info->fn_id,           NULL, NULL, NULL,
+                    a->mon->max_value_bytes, 0,    0,    CAPTURE_MONITOR};
     e.ci.cpu_end = ct_thread_cpu_ns();
     ct_emit_site_call(a->st, &site, a->slot, &e.ci, entry + sizeof e, e.args_len, ct_now_ns(),
                       OUTCOME_CLOSED, NULL, NULL, NULL, NULL, NULL);

@@ -295,7 +295,8 @@ static __attribute__((noinline)) void emit_full(mon_active *a, Monitor *m, mon_s
                     NULL,
                     m->max_value_bytes,
                     m->opt_result,
-                    m->max_value_depth};
+                    m->max_value_depth,
+                    CAPTURE_MONITOR};
     ct_emit_site_call(a->st, &site, a->slot, &e->ci, s->arena.data + e->args_at, e->args_len, end,
                       outcome, res, exc, have_locals ? &lb : NULL, e->globals_len ? &gb : NULL,
                       NULL);

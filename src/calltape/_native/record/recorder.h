@@ -48,7 +48,8 @@ typedef struct Recorder {
 static inline ct_site ct_recorder_site(const Recorder *r)
 {
     ct_site site = {r->fn_id,  r->sanitize,        ct_redact_active(r->st, &r->redact),
-                    r->pickle, r->max_value_bytes, r->opt_result};
+                    r->pickle, r->max_value_bytes, r->opt_result,
+                    0,         CAPTURE_DECORATOR};
     return site;
 }
 
