@@ -226,8 +226,8 @@ def test_record_instrument_writes_a_call(tape):
     assert [c.args for c in calls] == [{"v": 4}, {"v": -2}]
     assert calls[0].result == 40
     assert calls[1].exception is not None
-    if hasattr(calls[0], "captured"):
-        assert calls[0].captured == "probe"
+    assert [c.captured for c in calls] == ["probe", "probe"]
+    assert len(list(calltape.open(tape).search(captured="probe"))) == 2
 
 
 def test_active_probes_and_reuse():

@@ -99,10 +99,8 @@ int ct_probe_record(ct_state *st, ProbeInstrument *in, const ct_probe_call *call
     ct_site site = {.fn_id = in->rec_fn_id,
                     .redact = ct_redact_active(st, &probe_redact),
                     .max_value_bytes = st->rec.max_value_bytes,
-                    .result = 1};
-#ifdef REC_CAPTURE_SHIFT /* the capture field (main, 2026-12-02) */
-    site.capture = CAPTURE_PROBE;
-#endif
+                    .result = 1,
+                    .capture = CAPTURE_PROBE};
     PyObject *exc = call->exc && PyExceptionInstance_Check(call->exc) ? call->exc : NULL;
     ct_emit_site_call(st, &site, slot, &ci, args.data, args.len, call->end_ns,
                       exc ? OUTCOME_RAISED : OUTCOME_RETURNED, exc ? NULL : call->result, exc, NULL,
