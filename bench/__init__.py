@@ -72,6 +72,13 @@ BENCHMARKS: dict[str, Benchmark] = {
             " calls per second from 1, 2 and 4 processes (a server of its own, or --url)",
         ),
         Benchmark(
+            "probes",
+            "bench.probes",
+            "cost per call of a small function with no probe, a stopped probe, a count and"
+            " a log instrument, calltape.probes beside the original diagnose"
+            " (--callgrind: instructions per call)",
+        ),
+        Benchmark(
             "suite",
             "bench.suite",
             "real test suites (more-itertools, python-dateutil, attrs, toolz from the index)"

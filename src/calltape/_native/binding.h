@@ -135,7 +135,15 @@ typedef struct ct_state {
         PyTypeObject *Recorder, *Pending, *AsyncGenProxy, *Monitor;
         PyTypeObject *Tape, *Call, *Calls, *CallIter, *Function, *Session, *Bound;
         PyTypeObject *RestrictedUnpickler, *Replayer;
+        PyTypeObject *ProbeInstrument, *ProbeHook; /* probes/ */
     } type;
+    struct {                        /* run-time probes (probes/hook.c) */
+        PyObject *registry;         /* dict: code -> started ProbeHook, or NULL */
+        PyObject *keys;             /* tuple: the namespace's interned names, or NULL */
+        struct ProbeHook **started; /* the registry's hooks, for the callbacks' scan */
+        size_t nstarted;
+        int tool_held; /* the probe tool id is ours */
+    } probes;
     struct {                        /* how values other than built-in data are written */
         PyObject *codecs;           /* dict: type -> (name, encode, decode) */
         PyObject *codec_decoders;   /* dict: name -> decode */

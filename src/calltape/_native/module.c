@@ -13,6 +13,7 @@
 #include "lifecycle.h"
 #include "record/monitor.h"
 #include "record/options.h"
+#include "probes/probes.h"
 #include "read/reader.h"
 #include "sink.h"
 
@@ -138,6 +139,8 @@ static PyMethodDef module_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "recorded_folders(sessions, *, current=True) -> their sys.path[0] and working folders,"
      " then the current folder"},
+    {"probe_tool", ct_probe_tool_py, METH_NOARGS,
+     "probe_tool() -> the sys.monitoring tool id of calltape's probes, or None before 3.12"},
     {"_bind", bind_python, METH_VARARGS, NULL},
     {"_after_fork_child", ct_after_fork_child_py, METH_NOARGS, NULL},
     {"_before_fork", ct_before_fork_py, METH_NOARGS, NULL},
@@ -229,6 +232,8 @@ static int module_exec(PyObject *m)
     ADD_TYPE(Session, Session_spec, NULL);
     ADD_TYPE(Bound, Bound_spec, NULL);
     ADD_TYPE(Monitor, Monitor_spec, NULL);
+    ADD_TYPE(ProbeInstrument, ProbeInstrument_spec, NULL);
+    ADD_TYPE(ProbeHook, ProbeHook_spec, NULL);
     st->type.RestrictedUnpickler = (PyTypeObject *)ct_restricted_unpickler_type(
         m, st->imported.pickle_Unpickler, &st->imported.unpickler_rules_offset);
     if (!st->type.RestrictedUnpickler)
@@ -255,6 +260,10 @@ static int module_exec(PyObject *m)
     X(type.Bound)                                                                                  \
     X(type.RestrictedUnpickler)                                                                    \
     X(type.Replayer)                                                                               \
+    X(type.ProbeInstrument)                                                                        \
+    X(type.ProbeHook)                                                                              \
+    X(probes.registry)                                                                             \
+    X(probes.keys)                                                                                 \
     X(objects.codecs)                                                                              \
     X(objects.codec_decoders)                                                                      \
     X(objects.pickle_types)                                                                        \
@@ -296,6 +305,9 @@ static int module_clear(PyObject *m)
     /* calls from here on are only counted (ct_count_late_call) */
     st->rec.enabled = 0;
     st->rec.finalized = 1;
+    PyMem_Free(st->probes.started); /* the registry's hooks go with it */
+    st->probes.started = NULL;
+    st->probes.nstarted = 0;
 #define CLEAR_REF(field) Py_CLEAR(st->field);
     CT_STATE_REFS(CLEAR_REF)
 #undef CLEAR_REF

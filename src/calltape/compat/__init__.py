@@ -2,6 +2,7 @@
 that code written against them runs with only its import line changed.
 
 >>> from calltape.compat import reanimator      # was: import monitoringpy.reanimator
+>>> from calltape.compat import diagnose        # was: import diagnose
 
 The facades hold names and shapes only: the recording, reading and replay are
 calltape's own.

@@ -1,0 +1,169 @@
+"""Benchmark "probes": what a probe costs per call of a small function.
+
+``python -m bench probes`` times ``f(x) -> x + 1`` called in a loop, in a
+fresh interpreter per case, for calltape.probes and for the original
+Diagnose side by side:
+
+- no probe; a stopped probe (attached, started, stopped);
+- a count instrument (``"1"`` at call; Diagnose: an Instrument subclass
+  adding the value, as its IncrementInstrument without statsd);
+- a log instrument of ``x`` at call, calltape's to the ``calltape.probes``
+  logger with a null handler (logging's LogRecord is most of it), Diagnose's
+  LogInstrument to os.devnull;
+- "print": the same line written to os.devnull on both sides (calltape:
+  calltape.compat.diagnose.LogInstrument, Diagnose: its LogInstrument).
+
+It prints ns per call (the best of ``--rounds``) and, with ``--callgrind``,
+instructions per call (valgrind: a run of N calls and one of 2N, the
+difference over N, so that start-up cancels).  Diagnose runs from the
+interpreter ``--diagnose-python`` (default $DIAGNOSE_PYTHON, else this one
+when it can import diagnose; its rows are left out when none can).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+KINDS = ("none", "stopped", "count", "log", "print")
+
+WORKER = textwrap.dedent('''
+    import json, logging, os, sys, time
+    impl, kind, loops, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+    def f(x):
+        return x + 1
+
+    sys.modules["__main__"].f = f
+    if impl == "calltape":
+        import calltape.probes as probes
+        log = logging.getLogger("calltape.probes")
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        from calltape.compat import diagnose as facade
+        facade.LogInstrument.out = open(os.devnull, "w")
+        make = {"count": lambda: probes.CountInstrument("n", "1", event="call"),
+                "log": lambda: probes.LogInstrument("x", "x", event="call"),
+                "print": lambda: facade.LogInstrument("x", "x", event="call")}
+        attach = probes.attach_to
+    else:
+        import diagnose
+        from diagnose import instruments, probes
+
+        class Count(instruments.Instrument):
+            n = 0
+            def fire(self, _globals, _locals):
+                self.n += self.evaluate(self.value, _globals, _locals)
+
+        class Log(instruments.LogInstrument):
+            out = open(os.devnull, "w")
+
+        make = {"count": lambda: Count("n", "1", "call"), "log": lambda: Log("x", "x", "call"),
+                "print": lambda: Log("x", "x", "call")}
+        attach = probes.attach_to
+    if kind != "none":
+        p = attach("__main__.f")
+        p.instruments["i"] = make.get(kind, make["count"])()
+        p.start()
+        if kind == "stopped":
+            p.stop()
+    g = sys.modules["__main__"].f   # what the module holds now (Diagnose patches it)
+    best = None
+    for _ in range(rounds):
+        t0 = time.perf_counter_ns()
+        for i in range(loops):
+            g(i)
+        dt = (time.perf_counter_ns() - t0) / loops
+        best = dt if best is None else min(best, dt)
+    print(json.dumps({"ns": best}))
+''')
+
+
+def run_case(python: str, impl: str, kind: str, loops: int, rounds: int,
+             valgrind: bool = False, workdir: Path | None = None) -> float:
+    """ns per call, or with ``valgrind`` the instructions of the whole run."""
+    cmd = [python, "-c", WORKER, impl, kind, str(loops), str(rounds)]
+    if valgrind:
+        assert workdir is not None
+        out = workdir / f"cg.{impl}.{kind}.{loops}"
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dicts in every run
+        subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+        for line in out.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return float(line.split()[1])
+        raise RuntimeError(f"callgrind wrote no totals in {out}")
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return float(json.loads(proc.stdout.splitlines()[-1])["ns"])
+
+
+def diagnose_python(given: str | None) -> str | None:
+    """The interpreter that can import diagnose, or None."""
+    for cand in (given, os.environ.get("DIAGNOSE_PYTHON"), sys.executable):
+        if cand and subprocess.run([cand, "-c", "import diagnose"], capture_output=True,
+                                check=False).returncode == 0:
+            return cand
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench probes", description=__doc__.split("\n")[0])
+    ap.add_argument("--loops", type=int, default=200_000, help="calls per round (default 200,000)")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds; the best is kept (default 5)")
+    ap.add_argument("--callgrind", action="store_true", help="also instructions per call")
+    ap.add_argument("--callgrind-loops", type=int, default=20_000,
+                    help="calls of the shorter callgrind run (default 20,000)")
+    ap.add_argument("--diagnose-python", help="an interpreter with diagnose 5.0.1 installed")
+    args = ap.parse_args(argv)
+    dpy = diagnose_python(args.diagnose_python)
+    impls = {"calltape": sys.executable, **({"diagnose": dpy} if dpy else {})}
+    if not dpy:
+        print("(diagnose not importable: its column is left out; see --diagnose-python)")
+    ns = {(impl, k): run_case(py, impl, k, args.loops, args.rounds)
+          for impl, py in impls.items() for k in KINDS}
+    ins: dict[tuple[str, str], float] = {}
+    if args.callgrind:
+        if not shutil.which("valgrind"):
+            print("valgrind not found: no instruction counts", file=sys.stderr)
+        else:
+            n = args.callgrind_loops
+            with tempfile.TemporaryDirectory(prefix="calltape-probes-cg-") as tmp:
+                for impl, py in impls.items():
+                    for k in KINDS:
+                        a = run_case(py, impl, k, n, 1, True, Path(tmp))
+                        b = run_case(py, impl, k, 2 * n, 1, True, Path(tmp))
+                        ins[(impl, k)] = (b - a) / n
+    print(f"== probes: f(x) -> x + 1, {args.loops:,} calls per round, best of {args.rounds}"
+          f" (Python {sys.version.split()[0]})")
+    head = "| case | calltape ns/call | added |"
+    if dpy:
+        head += " diagnose ns/call | added | diagnose / calltape (added) |"
+    if ins:
+        head += " calltape instr/call |" + (" diagnose instr/call |" if dpy else "")
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for k in KINDS:
+        base_c = ns[("calltape", "none")]
+        row = f"| {k} | {ns[('calltape', k)]:.1f} | {ns[('calltape', k)] - base_c:+.1f} |"
+        if dpy:
+            base_d = ns[("diagnose", "none")]
+            add_c = ns[("calltape", k)] - base_c
+            add_d = ns[("diagnose", k)] - base_d
+            ratio = f"{add_d / add_c:.1f}x" if k in ("count", "log", "print") and add_c > 0 else "-"
+            row += f" {ns[('diagnose', k)]:.1f} | {add_d:+.1f} | {ratio} |"
+        if ins:
+            row += f" {ins[('calltape', k)]:.1f} |" + (f" {ins[('diagnose', k)]:.1f} |" if dpy else "")
+        print(row)
+    if ins:
+        c0, c1 = ins[("calltape", "none")], ins[("calltape", "stopped")]
+        print(f"stopped probe vs no probe: {100 * (c1 - c0) / c0:+.2f}% instructions per call")
+    return 0

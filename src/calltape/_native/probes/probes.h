@@ -1,0 +1,96 @@
+/*
+ * probes.h - run-time probes (calltape.probes): the Instrument type
+ * (instrument.c: an expression compiled once, its event, lifespan, status
+ * and errors, and the count and histogram accumulators kept in C) and the
+ * ProbeHook type (hook.c: one target's code object, its instruments, and
+ * the sys.monitoring callbacks that fire them).
+ *
+ * Invariants: firing an instrument never changes what the target does: an
+ * error is caught, stored in the instrument (errors, status) and never
+ * reaches the target's frame; a hook that is not started has no event set
+ * on its code object, so the target runs at full speed.
+ */
+#ifndef CALLTAPE_PROBES_H
+#define CALLTAPE_PROBES_H
+
+#include "binding.h"
+
+/* The events an instrument fires on (a bit mask). */
+enum probe_event { PEV_CALL = 1, PEV_RETURN = 2, PEV_ERROR = 4, PEV_END = 8 };
+
+/* What an instrument does with its value: in C (count, histogram), or by
+ * calling the Python method fire(value, namespace). */
+enum probe_kind { PKIND_PY = 0, PKIND_COUNT = 1, PKIND_HIST = 2, PKIND_RECORD = 3 };
+
+/* The most errors an instrument keeps (the oldest are dropped; nerrors
+ * counts them all). */
+#define PROBE_MAX_ERRORS 20
+
+typedef struct ProbeInstrument {
+    PyObject_HEAD PyObject *dict;    /* instance __dict__ (subclasses) */
+    PyObject *name, *value, *custom; /* str, str, dict */
+    PyObject *code;                  /* the value compiled ("eval" mode), or NULL */
+    PyObject *constant;              /* the value when it is a constant expression, or NULL */
+    PyObject *bare;   /* the value when it is one name (interned str): looked up, not run */
+    PyObject *fire;   /* bound fire() of a PKIND_PY instrument, or NULL */
+    PyObject *errors; /* list of (unix time, event, "Type: message") */
+    double expires;   /* unix time after which it detaches; 0: never */
+    int64_t nerrors, fired;
+    int events, kind, disable_on_error, disabled, expired;
+    int uses_now; /* its expression names `now`, or its fire() wants it */
+    /* PKIND_COUNT: the sum of the values (int until a float comes) */
+    int64_t isum;
+    double fsum;
+    int is_float;
+    /* PKIND_HIST: exact count/min/max/sum, percentiles over a reservoir */
+    int64_t n;
+    double min, max, sum;
+    double *samples;
+    size_t nsamples;
+    uint64_t rng;
+    /* PKIND_RECORD (record.c): the function's description, once */
+    PyObject *rec_names, *rec_body; /* tuple of parameter names; REC_FUNCTION body */
+    uint64_t rec_fn_id, rec_serial;
+} ProbeInstrument;
+
+/* One call of a probed function at its end, for the record instrument. */
+typedef struct ct_probe_call {
+    PyCodeObject *code;
+    PyObject *globals_of_target; /* the frame's globals (borrowed) */
+    PyObject *ns;                /* the namespace, or NULL */
+    PyObject *result, *exc;      /* one of them (borrowed), or neither */
+    uint64_t start_ns, end_ns;
+} ct_probe_call;
+
+/* Writes `call` as a call record (CAPTURE_PROBE) onto the default tape for
+ * record instrument `in`.  Returns 0, or -1 with an exception set. */
+int ct_probe_record(ct_state *st, ProbeInstrument *in, const ct_probe_call *call);
+
+/* 1 when `o` is an Instrument (or a subclass). */
+int ct_probe_is_instrument(ct_state *st, PyObject *o);
+
+/* Fires instrument `in` with `value` (borrowed) and namespace `ns` (borrowed,
+ * may be NULL for C kinds).  Returns 0, or -1 with an exception set (the
+ * caller records it with ct_probe_fail). */
+int ct_probe_accumulate(ProbeInstrument *in, PyObject *value, PyObject *ns);
+
+/* Records the pending exception as an error of `in` at event `ev` (one
+ * enum probe_event bit), clearing it; disables `in` under its policy.
+ * Returns 0, or -1 when the error must propagate (KeyboardInterrupt,
+ * MemoryError: left pending). */
+int ct_probe_fail(ProbeInstrument *in, int ev);
+
+/* The event name of bit `ev` ("call", "return", "error", "end"). */
+const char *ct_probe_event_name(int ev);
+
+/* Wall clock, seconds since the epoch. */
+double ct_probe_wall(void);
+
+extern PyType_Spec ProbeInstrument_spec;
+extern PyType_Spec ProbeHook_spec;
+
+/* _native.probe_tool() -> the sys.monitoring tool id probes use, or None
+ * before 3.12. */
+PyObject *ct_probe_tool_py(PyObject *module, PyObject *unused);
+
+#endif

@@ -1,0 +1,267 @@
+"""calltape.probes: targets of every kind, every event, the C instruments, errors, lifespans."""
+
+import logging
+import sys
+import threading
+import time
+
+import probe_subjects as S
+import pytest
+from probe_subjects import decorated as imported_alias
+
+import calltape
+from calltape import probes
+
+
+def probe_with(target, **instruments):
+    p = probes.attach_to(target)
+    for k, inst in instruments.items():
+        p.instruments[k] = inst
+    p.start()
+    return p
+
+
+def count(event="call", value="1"):
+    return probes.CountInstrument("n", value, event=event)
+
+
+@pytest.mark.parametrize("target,call", [
+    ("probe_subjects.Cart.total", lambda: S.Cart([1, 2]).total()),
+    ("probe_subjects.Cart.empty", lambda: S.Cart.empty()),
+    ("probe_subjects.Cart.add", lambda: S.Cart.add(1, 2)),
+    ("probe_subjects.Cart.size", lambda: S.Cart([1]).size),
+    ("probe_subjects.Cart.Line.cost", lambda: S.Cart.Line().cost(2, 3)),
+    ("probe_subjects.outer.<locals>.inner", lambda: S.outer(1)),
+    ("probe_subjects.decorated", lambda: imported_alias(1, 2)),
+    ("probe_subjects.recorded", lambda: S.recorded(2)),
+    (S.fails, lambda: S.fails(1)),
+    ((S.Cart, "total"), lambda: S.Cart().total()),
+])
+def test_every_target_kind_fires_through_every_reference(target, call, tape):
+    p = probe_with(target, n=count())
+    call()
+    call()
+    assert p.instruments["n"].count == 2
+    p.stop()
+    call()
+    assert p.instruments["n"].count == 2
+    assert not p.running
+
+
+def test_unknown_target_says_what_is_missing():
+    with pytest.raises(LookupError, match="no attribute 'nope'"):
+        probes.attach_to("probe_subjects.Cart.nope")
+    with pytest.raises(LookupError, match="cannot import"):
+        probes.attach_to("no_such_module_xyz.f")
+
+
+def test_namespace_at_each_event():
+    seen = {}
+
+    class Keep(probes.Instrument):
+        def fire(self, value, ns):
+            seen.setdefault(self.name, []).append(value)
+
+    p = probe_with(S.decorated,
+                   c=Keep("call", "(n, args, kwargs, type(start).__name__, frame.f_code.co_name,"
+                          " now.tzinfo is not None)", event="call"),
+                   r=Keep("return", "(result, elapsed >= 0, end >= start)", event="return"))
+    S.decorated(5, 6, 7, key="k", z=1)
+    assert seen["call"] == [(5, (5, 6, 7), {"key": "k", "z": 1}, "float", "decorated", True)]
+    assert seen["return"] == [(7, True, True)]
+    p.stop()
+
+
+def test_error_and_end_events_leave_the_exception_alone():
+    seen = []
+
+    class Keep(probes.Instrument):
+        def fire(self, value, ns):
+            seen.append((self.name, value))
+
+    p = probe_with(S.fails, e=Keep("error", "type(exception).__name__", event="error"),
+                   x=Keep("end", "local", event="end"), r=count("return"))
+    with pytest.raises(ValueError, match="negative: -1"):
+        S.fails(-1)
+    assert S.fails(2) == 20
+    assert seen == [("error", "ValueError"), ("end", 20)]
+    assert p.instruments["r"].count == 1
+    p.stop()
+
+
+def test_histogram_of_ints_and_floats():
+    p = probe_with(S.Cart.add, h=probes.HistogramInstrument("h", "a + b", event="call"))
+    for i in range(100):
+        S.Cart.add(i, 0.5)
+    h = p.instruments["h"]
+    assert h.stats() == {"count": 100, "min": 0.5, "max": 99.5, "mean": 50.0, "sum": 5000.0}
+    assert h.percentile(50) == pytest.approx(50.0)
+    assert h.percentiles([0, 100]) == [0.5, 99.5]
+    assert h.status is None
+    p.stop()
+
+
+def test_count_adds_values_ints_then_floats():
+    p = probe_with(S.Cart.add, n=count("call", "a"))
+    S.Cart.add(2, 0)
+    S.Cart.add(3, 0)
+    assert p.instruments["n"].count == 5
+    S.Cart.add(0.5, 0)
+    assert p.instruments["n"].count == 5.5
+    p.stop()
+
+
+def test_log_instrument_bounded(caplog):
+    p = probe_with(S.Cart.add, log=probes.LogInstrument("sum", "'x' * a", event="call"))
+    with caplog.at_level(logging.INFO, logger="calltape.probes"):
+        S.Cart.add(3, 0)
+        S.Cart.add(5000, 0)
+    assert caplog.messages[0] == "Probe (sum) = xxx"
+    assert len(caplog.messages[1]) == len("Probe (sum) = ") + 2000
+    assert caplog.messages[1].endswith("...")
+    p.stop()
+
+
+def test_errors_never_reach_the_target_and_are_kept_with_their_time():
+    class Boom(probes.Instrument):
+        def fire(self, value, ns):
+            raise RuntimeError("instrument broke")
+
+    p = probe_with(S.Cart.add, bad=count("call", "undefined_name + 1"), boom=Boom("b", "1", event="return"),
+                   hist=probes.HistogramInstrument("h", "'text'", event="call"),
+                   off=probes.CountInstrument("off", "1 / 0", event="call", disable_on_error=True))
+    t0 = time.time()
+    assert [S.Cart.add(1, 2) for _ in range(3)] == [3, 3, 3]
+    bad, boom, hist, off = (p.instruments[k] for k in ("bad", "boom", "hist", "off"))
+    assert bad.status == "NameError: name 'undefined_name' is not defined" and bad.nerrors == 3
+    when, event, msg = boom.errors[0]
+    assert t0 <= when <= time.time() and event == "return" and msg == "RuntimeError: instrument broke"
+    assert hist.status == "TypeError: a histogram takes ints and floats, not str"
+    assert off.disabled and off.nerrors == 1
+    p.stop()
+
+
+def test_expression_syntax_error_at_construction():
+    with pytest.raises(SyntaxError):
+        probes.CountInstrument("n", "1 +", event="call")
+    with pytest.raises(ValueError, match="unknown probe event"):
+        probes.CountInstrument("n", "1", event="sometimes")
+
+
+def test_lifespan_expires_and_detaches():
+    inst = probes.CountInstrument("n", "1", event="call", expires=time.time() + 0.2)
+    p = probe_with(S.Cart.add, n=inst)
+    S.Cart.add(1, 1)
+    assert inst.count == 1 and p.running
+    time.sleep(0.25)
+    S.Cart.add(1, 1)
+    assert inst.expired and inst.count == 1
+    assert "n" not in p.instruments and not p.running  # nothing left: no events
+    p.stop()
+
+
+def test_lifespan_in_minutes():
+    inst = probes.CountInstrument("n", "1", lifespan=2)
+    assert 119 < inst.expires - time.time() <= 120
+
+
+def test_threads_count_every_call():
+    p = probe_with(S.Cart.add, n=count(), h=probes.HistogramInstrument("h", "elapsed", event="return"))
+
+    def work():
+        for i in range(2000):
+            S.Cart.add(i, i)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert p.instruments["n"].count == 8000
+    assert p.instruments["h"].stats()["count"] == 8000
+    p.stop()
+
+
+def test_recursion_and_instrument_calling_its_target():
+    def fib(n):
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    probes.manager.global_namespace["fib"] = fib  # the expression calls the target
+    try:
+        p = probe_with(fib, n=count(), r=probes.CountInstrument("r", "fib(2)", event="return"))
+        assert fib(10) == 55
+        assert p.instruments["n"].count == 177  # fib(2) inside the instrument: not counted
+        assert p.instruments["r"].count == 177
+        assert p.instruments["r"].status is None
+        p.stop()
+    finally:
+        del probes.manager.global_namespace["fib"]
+
+
+def test_generator_call_event():
+    p = probe_with(S.gen, n=count())
+    assert list(S.gen(3)) == [0, 1, 2]
+    assert p.instruments["n"].count == 1
+    p.stop()
+
+
+def test_probe_and_monitor_together(tape):
+    p = probe_with(S.fails, n=count())
+    with calltape.monitor(include=["probe_subjects"]):
+        S.fails(3)
+    calltape.flush()
+    assert p.instruments["n"].count == 1
+    assert [c.result for c in calltape.open(tape).calls("fails")] == [30]
+    p.stop()
+
+
+def test_record_instrument_writes_a_call(tape):
+    p = probe_with(S.fails, r=probes.RecordInstrument("fails"))
+    S.fails(4)
+    with pytest.raises(ValueError):
+        S.fails(-2)
+    p.stop()
+    calltape.flush()
+    calls = list(calltape.open(tape).calls("fails"))
+    assert [c.args for c in calls] == [{"v": 4}, {"v": -2}]
+    assert calls[0].result == 40
+    assert calls[1].exception is not None
+    assert [c.captured for c in calls] == ["probe", "probe"]
+    assert len(list(calltape.open(tape).search(captured="probe"))) == 2
+
+
+def test_active_probes_and_reuse():
+    p = probe_with("probe_subjects.Cart.total", n=count())
+    assert probes.active_probes["probe_subjects.Cart.total"] is p
+    assert probes.attach_to("probe_subjects.Cart.total") is p
+    assert probes.attach_to(S.Cart.total) is p  # the same code object
+    p.stop()
+    assert "probe_subjects.Cart.total" not in probes.active_probes
+
+
+def test_stopped_probe_has_no_events():
+    p = probe_with(S.Cart.add, n=count())
+    tool = calltape._native.probe_tool()
+    assert sys.monitoring.get_local_events(tool, S.Cart.add.__code__) != 0
+    p.stop()
+    assert sys.monitoring.get_local_events(tool, S.Cart.add.__code__) == 0
+    assert sys.monitoring.get_tool(tool) is None
+
+
+def test_one_name_values_are_found_as_eval_finds_them():
+    seen = []
+
+    class Keep(probes.Instrument):
+        def fire(self, value, ns):
+            seen.append(value)
+
+    probes.manager.global_namespace["limit"] = 7
+    try:
+        p = probe_with(S.Cart.add, a=Keep("a", "a", event="call"), g=Keep("g", "limit ", event="call"),
+                       b=Keep("b", "len", event="call"), m=count("call", "missing_name"))
+        S.Cart.add(1, 2)
+        assert seen == [1, 7, len]
+        assert p.instruments["m"].status == "NameError: name 'missing_name' is not defined"
+        p.stop()
+    finally:
+        del probes.manager.global_namespace["limit"]
