@@ -156,6 +156,7 @@ class _Recording:
         item.stash[_BEGAN] = self.began
         yield
 
+    @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: unknown without it
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         out = getattr(node, "workeroutput", {})
         if out.get("calltape_session"):
