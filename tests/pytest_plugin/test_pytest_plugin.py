@@ -81,7 +81,9 @@ def test_no_flag_loads_no_engine_and_changes_nothing(project):
 
 def test_records_each_test_with_fixture_and_failure_section(project):
     tape = project.path / "run.db"
-    result = run(project, f"--calltape={tape}", "--calltape-exclude", "test_shop")
+    # -p no:xdist: as where pytest-xdist is not installed (its hooks are unknown)
+    result = run(project, f"--calltape={tape}", "--calltape-exclude", "test_shop",
+                 "-p", "no:xdist")
     result.assert_outcomes(passed=2, failed=1)
     out = result.stdout.str()
     # the failed test's section: its recorded calls that raised, and the command for the rest
