@@ -244,6 +244,12 @@ class TestCalls:
 
     def __init__(self, tape: str, began: float) -> None:
         self.path, self.began = tape, began
+        self._tape: Any = None  # opened on first use, closed at the test's teardown
+
+    def close(self) -> None:
+        if self._tape is not None:
+            self._tape.close()
+            self._tape = None
 
     def calls(self, function: str | None = None, **filters: Any) -> list[Any]:
         """The calls of this process made since the test began, oldest first
@@ -254,13 +260,14 @@ class TestCalls:
         session = int(_native.stats()["session"])
         if not session:
             return []
-        t = _native.Tape(self.path)
+        if self._tape is None:
+            self._tape = _native.Tape(self.path)
         filters.setdefault("order", "oldest")
-        return list(t.search(function, session=session, since=self.began, **filters))
+        return list(self._tape.search(function, session=session, since=self.began, **filters))
 
 
 @pytest.fixture
-def calltape_tape(request: pytest.FixtureRequest) -> TestCalls:
+def calltape_tape(request: pytest.FixtureRequest) -> Iterator[TestCalls]:
     """The calls recorded so far in this test (needs --calltape or the calltape marker)."""
     rec = request.config.stash.get(_STATE, None)
     if rec is None and request.node.get_closest_marker("calltape") is None:
@@ -269,7 +276,9 @@ def calltape_tape(request: pytest.FixtureRequest) -> TestCalls:
     request.node.stash[_BEGAN] = began
     from calltape import _native
 
-    return TestCalls(rec.tape if rec is not None else _native.default_tape(), began)
+    calls = TestCalls(rec.tape if rec is not None else _native.default_tape(), began)
+    yield calls
+    calls.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -287,11 +296,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
 
 def _raised_section(item: pytest.Item, rec: _Recording) -> str:
     from calltape import _native
-    from calltape.cli import cut_middle
 
     began = item.stash.get(_BEGAN, rec.began)
     session = rec.session()
-    t = _native.Tape(rec.tape)
+    with _native.Tape(rec.tape) as t:
+        return _raised_lines(t, rec.tape, session, began)
+
+
+def _raised_lines(t: Any, path: str, session: int, began: float) -> str:
+    from calltape.cli import cut_middle
+
     raised = list(t.search(session=session, since=began, outcome="raised", order="oldest",
                            limit=_SECTION_CALLS + 1))
     lines = []
@@ -309,7 +323,7 @@ def _raised_section(item: pytest.Item, rec: _Recording) -> str:
     if not lines:
         lines.append("no recorded call of this test raised")
     since = datetime.fromtimestamp(began).isoformat(timespec="milliseconds")
-    lines.append(f"see all of them: calltape search {rec.tape} --session {session}"
+    lines.append(f"see all of them: calltape search {path} --session {session}"
                  f" --since {since} --order oldest")
     return "\n".join(lines)
 
