@@ -82,6 +82,17 @@ def pytest_configure(config: pytest.Config) -> None:
         rec.start()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The per-test hooks are registered only when something records: a suite
+    without --calltape and without a calltape marker runs no hook of ours per test."""
+    if config.pluginmanager.has_plugin("calltape-tests"):
+        return
+    if config.stash.get(_STATE, None) is not None or any(
+            item.get_closest_marker("calltape") is not None for item in items):
+        config.pluginmanager.register(_PerTest(), "calltape-tests")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     rec = config.stash.get(_STATE, None)
     if rec is not None:
@@ -207,7 +218,7 @@ def _count(n: int, word: str) -> str:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+def _runtest_call(item: pytest.Item) -> Iterator[None]:
     """A test marked ``calltape`` is recorded without --calltape (its own monitor)."""
     mark = item.get_closest_marker("calltape")
     rec = item.config.stash.get(_STATE, None)
@@ -282,7 +293,7 @@ def calltape_tape(request: pytest.FixtureRequest) -> Iterator[TestCalls]:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+def _makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
     rec = item.config.stash.get(_STATE, None)
@@ -401,3 +412,9 @@ class ReplayItem(pytest.Item):
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, 0, f"call {self.call_id}"
 
+
+class _PerTest:
+    """The hooks run for every test while something records."""
+
+    pytest_runtest_call = staticmethod(_runtest_call)
+    pytest_runtest_makereport = staticmethod(_makereport)
