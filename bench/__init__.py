@@ -85,5 +85,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             " plain, under cProfile and calltape run: times, calls, tape size; then the"
             " tape replayed, with what replay loses",
         ),
+        Benchmark(
+            "pytest",
+            "bench.pytest_suite",
+            "a real test suite (toolz; --suite more-itertools) plain, under pytest --calltape,"
+            " --calltape --calltape-no-args and pytest-cov: times, outcomes, calls",
+        ),
     )
 }

@@ -63,3 +63,6 @@ def stats_delta():
         return calltape.stats()[name] - before[name]
 
     return delta
+
+# the pytest plugin's tests (tests/pytest_plugin) run pytest sessions in subprocesses
+pytest_plugins = ("pytester",)
