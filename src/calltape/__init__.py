@@ -8,6 +8,11 @@
 >>> calltape.flush()                    # also happens at exit
 >>> calltape.open("calltape.db").calls("price")[0].args
 {'qty': 3, 'unit': 9.5, 'currency': 'EUR', 'discount': 0.1}
+
+PYTEST_DONT_REWRITE: pytest marks every package of a distribution that ships a
+pytest plugin for assertion rewriting, and warns (an error under
+``filterwarnings = error``) when the package is already imported, as it is
+under ``calltape run -m pytest``; calltape's modules are not tests.
 """
 
 from __future__ import annotations

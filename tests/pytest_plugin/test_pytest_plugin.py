@@ -3,6 +3,7 @@ sessions in subprocesses (pytester) over a small project, recording onto real
 tapes that are then read with calltape.open, and replaying them."""
 
 import os
+import sysconfig
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -77,6 +78,26 @@ def test_no_flag_loads_no_engine_and_changes_nothing(project):
     result.stderr.fnmatch_lines(["engine loaded: False"])
     assert "calltape" not in result.stdout.str().replace("plugins: calltape", "")
     assert not (project.path / "calltape.db").exists()
+
+
+def test_calltape_run_of_pytest_is_not_disturbed_by_the_plugin(project):
+    """Under `calltape run -m pytest` calltape is imported before pytest looks at
+    the plugin's distribution: no assertion-rewrite warning (fatal under
+    filterwarnings = error), and the run records as without the plugin."""
+    project.makeini("[pytest]\npythonpath = .\nfilterwarnings =\n    error\n")
+    calltape_cmd = os.path.join(sysconfig.get_path("scripts"), "calltape")
+    env_tape = os.environ.pop("CALLTAPE_TAPE", None)
+    try:
+        result = project.run(calltape_cmd, "run", "--tape", "run.db", "-m", "pytest",
+                             "-p", "no:cacheprovider", "-k", "not thread", timeout=120)
+    finally:
+        if env_tape is not None:
+            os.environ["CALLTAPE_TAPE"] = env_tape
+    out = result.stdout.str() + result.stderr.str()
+    assert "PytestAssertRewriteWarning" not in out, out
+    result.stdout.fnmatch_lines(["*1 failed, 1 passed*"])
+    with calltape.open(project.path / "run.db") as tape:
+        assert {c.qualname for c in tape.search()} >= {"price", "total", "test_total"}
 
 
 def test_records_each_test_with_fixture_and_failure_section(project):
