@@ -136,7 +136,12 @@ typedef struct ct_state {
         PyTypeObject *Tape, *Call, *Calls, *CallIter, *Function, *Session, *Bound;
         PyTypeObject *RestrictedUnpickler, *Replayer;
         PyTypeObject *ProbeInstrument, *ProbeHook; /* probes/ */
+        PyTypeObject *FlatProfile;                 /* record/flat.c */
     } type;
+    struct {             /* calltape.flat_profile (record/flat.c) */
+        PyObject *codes; /* dict: code -> how many FlatProfiles wrap it, or NULL */
+        int tool_held;   /* the flat profiler's tool id is ours */
+    } flat;
     struct {                        /* run-time probes (probes/hook.c) */
         PyObject *registry;         /* dict: code -> started ProbeHook, or NULL */
         PyObject *keys;             /* tuple: the namespace's interned names, or NULL */
@@ -537,6 +542,7 @@ PyObject *ct_recorded_folders_py(PyObject *module, PyObject *args, PyObject *kw)
 /* The types: recorder.c, pending.c, replay.c, tape.c, monitor.c */
 extern PyType_Spec Replayer_spec;
 extern PyType_Spec Recorder_spec;
+extern PyType_Spec FlatProfile_spec; /* record/flat.c */
 extern PyType_Spec Pending_spec;
 extern PyType_Spec AsyncGenProxy_spec;
 extern PyType_Spec Tape_spec;

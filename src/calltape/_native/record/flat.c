@@ -1,0 +1,729 @@
+/*
+ * flat.c - calltape.flat_profile: the FlatProfile type, a wrapper (like
+ * Recorder: vectorcall, descriptor, GC) that times every call made
+ * directly inside one function, per activation, from sys.monitoring CALL
+ * events set on that function's code object alone (tool FLAT_TOOL_ID).
+ *
+ * An activation starts and ends in the wrapper, so it is exact and
+ * balanced whatever the function does (returns, raises, recurses).  In
+ * between, each CALL event of the function's frame ends the inner call
+ * timed before it and starts timing the new one, and the return ends the
+ * last: an inner call's time runs from its CALL to the next direct call or
+ * the return, so the function's own bytecode between two calls counts for
+ * the call before it, and calls deeper down count inside the direct call
+ * that made them.  The inner calls' times never add up to more than the
+ * total.  Each activation aggregates its calls by call site and callee
+ * (count, total, maximum) in a small open-addressing table on this
+ * thread's activation stack, reused from one activation to the next.
+ *
+ * Invariants: code outside profiled functions has no event set (the
+ * events are local to the code objects that some FlatProfile wraps, and
+ * removed when the last one goes); the callbacks never raise into the
+ * program; a user callback that raises is reported once (per profile) as a
+ * RecordingWarning and the call's own result or exception is unchanged.
+ * On 3.11 (no sys.monitoring) the total is measured and no breakdown is
+ * made: the README says so.
+ */
+#include "binding.h"
+#include "sink.h"
+
+#include <pthread.h>
+#include <structmember.h>
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define FLAT_SYSMON 1
+#else
+#define FLAT_SYSMON 0
+#endif
+
+/* sys.monitoring's OPTIMIZER_ID: the monitor holds 2, probes 3, locals 4 */
+#define FLAT_TOOL_ID 5
+
+typedef struct FlatProfile {
+    PyObject_HEAD vectorcallfunc vectorcall;
+    PyObject *module_ref;    /* the _native module: its state */
+    PyObject *func;          /* the function called */
+    PyObject *code;          /* its code object (events set on it), or NULL */
+    PyObject *result_cls;    /* callable(function, total, limit, calls) */
+    PyObject *below, *above; /* callables, or None */
+    PyObject *logger;        /* gates the levels below, or None */
+    PyObject *is_enabled;    /* "isEnabledFor", interned */
+    PyObject *keep;          /* frozenset of callables and names (only=), or NULL */
+    PyObject *drop;          /* the same for ignore=, or NULL */
+    PyObject *dict;
+    double limit;                 /* seconds; < 0: no limit (never above) */
+    int below_level, above_level; /* logging levels: skip when not enabled */
+    int ignore_builtins, warned, wrap_kind;
+} FlatProfile;
+
+enum { FLAT_FUNCTION, FLAT_CLASSMETHOD, FLAT_STATICMETHOD };
+
+/* ---- the per-thread activation stack -------------------------------------- */
+
+typedef struct flat_site {
+    PyObject *callee; /* strong; NULL: a free slot */
+    long offset;      /* of the CALL instruction in the code */
+    uint64_t count, total_ns, max_ns;
+} flat_site;
+
+typedef struct flat_act {
+    PyObject *code; /* borrowed: its FlatProfile holds it */
+    flat_site *sites;
+    size_t cap, n;      /* cap a power of two, n used */
+    flat_site *pending; /* the inner call being timed, or NULL */
+    uint64_t since;     /* when it started */
+} flat_act;
+
+typedef struct flat_stack {
+    flat_act *v;
+    size_t n, cap;
+} flat_stack;
+
+static __attribute__((tls_model("initial-exec"))) _Thread_local flat_stack *flat_tls;
+static pthread_key_t flat_key;
+static pthread_once_t flat_key_once = PTHREAD_ONCE_INIT;
+
+/* A thread's stack when the thread ends: its tables (every callee was
+ * released when its activation ended). */
+static void stack_free(void *p)
+{
+    flat_stack *s = p;
+    for (size_t i = 0; i < s->cap; i++)
+        free(s->v[i].sites);
+    free(s->v);
+    free(s);
+}
+
+static void key_make(void)
+{
+    (void)pthread_key_create(&flat_key, stack_free);
+}
+
+/* This thread's stack, made on first use; NULL when memory ran out. */
+static flat_stack *stack_get(void)
+{
+    if (flat_tls)
+        return flat_tls;
+    pthread_once(&flat_key_once, key_make);
+    flat_stack *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    flat_tls = s;
+    (void)pthread_setspecific(flat_key, s);
+    return s;
+}
+
+/* Pushes an activation of `code`.  Returns it, or NULL (memory). */
+static flat_act *act_push(flat_stack *s, PyObject *code)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 8;
+        flat_act *v = realloc(s->v, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        memset(v + s->cap, 0, (cap - s->cap) * sizeof *v);
+        s->v = v;
+        s->cap = cap;
+    }
+    flat_act *a = &s->v[s->n];
+    if (!a->sites) {
+        if (!(a->sites = calloc(16, sizeof *a->sites)))
+            return NULL;
+        a->cap = 16;
+    }
+    a->code = code;
+    a->n = 0;
+    a->pending = NULL;
+    s->n++;
+    return a;
+}
+
+/* Releases the callees of the top activation and pops it. */
+static void act_pop(flat_stack *s)
+{
+    flat_act *a = &s->v[--s->n];
+    if (a->n)
+        for (size_t i = 0; i < a->cap; i++)
+            Py_CLEAR(a->sites[i].callee);
+    a->n = 0;
+    a->pending = NULL;
+}
+
+static void act_close(flat_act *a, uint64_t now)
+{
+    flat_site *p = a->pending;
+    if (!p)
+        return;
+    uint64_t d = now - a->since;
+    p->total_ns += d;
+    if (d > p->max_ns)
+        p->max_ns = d;
+    a->pending = NULL;
+}
+
+static size_t site_hash(PyObject *callee, long offset, size_t mask)
+{
+    uint64_t h = ((uint64_t)(uintptr_t)callee >> 4) ^ ((uint64_t)offset * 0x9E3779B97F4A7C15ull);
+    return (size_t)(h ^ (h >> 29)) & mask;
+}
+
+/* Doubles the table of `a`.  Returns 0, or -1 (memory: the table stays). */
+static int act_grow(flat_act *a)
+{
+    size_t cap = a->cap * 2;
+    flat_site *v = calloc(cap, sizeof *v);
+    if (!v)
+        return -1;
+    for (size_t i = 0; i < a->cap; i++) {
+        flat_site *o = &a->sites[i];
+        if (!o->callee)
+            continue;
+        size_t j = site_hash(o->callee, o->offset, cap - 1);
+        while (v[j].callee)
+            j = (j + 1) & (cap - 1);
+        v[j] = *o;
+    }
+    free(a->sites);
+    a->sites = v;
+    a->cap = cap;
+    return 0;
+}
+
+/* The site of (callee, offset) in `a`, added when new; NULL (memory). */
+static flat_site *act_site(flat_act *a, PyObject *callee, long offset)
+{
+    if (4 * (a->n + 1) > 3 * a->cap && act_grow(a) < 0)
+        return NULL;
+    size_t mask = a->cap - 1, i = site_hash(callee, offset, mask);
+    for (;; i = (i + 1) & mask) {
+        flat_site *s = &a->sites[i];
+        if (s->callee == callee && s->offset == offset)
+            return s;
+        if (!s->callee) {
+            s->callee = Py_NewRef(callee);
+            s->offset = offset;
+            s->count = s->total_ns = s->max_ns = 0;
+            a->n++;
+            return s;
+        }
+    }
+}
+
+/* ---- sys.monitoring -------------------------------------------------------- */
+
+/* CALL(code, offset, callable, arg0): a direct call of the activation on
+ * top of this thread's stack begins. */
+static PyObject *cb_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    flat_stack *s = flat_tls;
+    if (!s || !s->n || nargs < 3)
+        Py_RETURN_NONE;
+    flat_act *a = &s->v[s->n - 1];
+    if (a->code != args[0]) /* the code run outside its wrapper */
+        Py_RETURN_NONE;
+    uint64_t now = ct_now_ns();
+    act_close(a, now);
+    PyObject *callee = args[2];
+    if (PyMethod_Check(callee)) /* a new bound method each time: its function */
+        callee = PyMethod_GET_FUNCTION(callee);
+    long offset = PyLong_AsLong(args[1]);
+    flat_site *site = act_site(a, callee, offset);
+    if (site) {
+        site->count++;
+        a->pending = site;
+        a->since = now;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef cb_call_def = {"CALL", (PyCFunction)(void (*)(void))cb_call, METH_FASTCALL,
+                                  NULL};
+
+/* sys.monitoring.<name>(*args built from fmt): new reference or NULL. */
+static PyObject *sysmon(const char *name, const char *fmt, ...)
+{
+    PyObject *sm = PySys_GetObject("monitoring"); /* borrowed */
+    if (!sm)
+        return PyErr_Format(PyExc_RuntimeError, "flat_profile needs sys.monitoring");
+    PyObject *fn = PyObject_GetAttrString(sm, name);
+    if (!fn)
+        return NULL;
+    va_list va;
+    va_start(va, fmt);
+    PyObject *a = Py_VaBuildValue(fmt, va);
+    va_end(va);
+    PyObject *r = a ? PyObject_CallObject(fn, a) : NULL;
+    Py_XDECREF(a);
+    Py_DECREF(fn);
+    return r;
+}
+
+static long event_bit(const char *name)
+{
+    PyObject *sm = PySys_GetObject("monitoring");
+    PyObject *ev = sm ? PyObject_GetAttrString(sm, "events") : NULL;
+    PyObject *bit = ev ? PyObject_GetAttrString(ev, name) : NULL;
+    long r = bit ? PyLong_AsLong(bit) : -1;
+    Py_XDECREF(bit);
+    Py_XDECREF(ev);
+    return r;
+}
+
+/* Claims the tool id and registers the CALL callback (first profile).
+ * Returns 0, or -1 with an exception. */
+static int tool_claim(ct_state *st, PyObject *module)
+{
+    if (st->flat.tool_held)
+        return 0;
+    PyObject *holder = sysmon("get_tool", "(i)", FLAT_TOOL_ID);
+    if (!holder)
+        return -1;
+    if (holder != Py_None) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "cannot profile with calltape.flat_profile: sys.monitoring tool id %d is"
+                     " held by %R",
+                     FLAT_TOOL_ID, holder);
+        Py_DECREF(holder);
+        return -1;
+    }
+    Py_DECREF(holder);
+    PyObject *r = sysmon("use_tool_id", "(is)", FLAT_TOOL_ID, "calltape flat_profile");
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    PyObject *fn = PyCFunction_NewEx(&cb_call_def, module, NULL);
+    r = fn ? sysmon("register_callback", "(ilO)", FLAT_TOOL_ID, event_bit("CALL"), fn) : NULL;
+    Py_XDECREF(fn);
+    if (!r) {
+        PyObject *saved = ct_fetch_exc();
+        Py_XDECREF(sysmon("free_tool_id", "(i)", FLAT_TOOL_ID));
+        PyErr_Clear();
+        ct_restore_exc(saved);
+        return -1;
+    }
+    Py_DECREF(r);
+    st->flat.tool_held = 1;
+    return 0;
+}
+
+/* One more (delta 1) or one fewer (-1) FlatProfile of `code`: the CALL
+ * event is set on it with the first and removed with the last (and the
+ * tool id freed with the last of all).  Returns 0, or -1 with an exception. */
+static int code_count(ct_state *st, PyObject *module, PyObject *code, int delta)
+{
+    if (!st->flat.codes && (delta < 0 || !(st->flat.codes = PyDict_New())))
+        return delta < 0 ? 0 : -1; /* after the module's state was cleared: nothing */
+    PyObject *n = PyDict_GetItemWithError(st->flat.codes, code); /* borrowed */
+    if (!n && PyErr_Occurred())
+        return -1;
+    long now = (n ? PyLong_AsLong(n) : 0) + delta;
+    if (delta > 0 && now == 1) {
+        if (tool_claim(st, module) < 0)
+            return -1;
+        PyObject *r = sysmon("set_local_events", "(iOl)", FLAT_TOOL_ID, code, event_bit("CALL"));
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+    }
+    if (now <= 0) {
+        if (PyDict_DelItem(st->flat.codes, code) < 0)
+            return -1;
+        PyObject *r = sysmon("set_local_events", "(iOi)", FLAT_TOOL_ID, code, 0);
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+        if (PyDict_GET_SIZE(st->flat.codes) == 0 && st->flat.tool_held) {
+            r = sysmon("free_tool_id", "(i)", FLAT_TOOL_ID);
+            if (!r)
+                return -1;
+            Py_DECREF(r);
+            st->flat.tool_held = 0;
+        }
+        return 0;
+    }
+    PyObject *v = PyLong_FromLong(now);
+    int rc = v ? PyDict_SetItem(st->flat.codes, code, v) : -1;
+    Py_XDECREF(v);
+    return rc;
+}
+
+/* ---- after an activation ----------------------------------------------------- */
+
+/* 1 when `o` is in the name set `set`: itself, or its "module.qualname"
+ * or its qualname.  0 when not; never raises. */
+static int in_names(PyObject *set, PyObject *o)
+{
+    int r = PySet_Contains(set, o);
+    if (r != 0) {
+        PyErr_Clear();
+        return r > 0;
+    }
+    PyObject *q = PyObject_GetAttrString(o, "__qualname__");
+    PyObject *m = q ? PyObject_GetAttrString(o, "__module__") : NULL;
+    PyErr_Clear();
+    PyObject *full = q && m && PyUnicode_Check(m) ? PyUnicode_FromFormat("%U.%S", m, q) : NULL;
+    PyErr_Clear();
+    r = (q && PySet_Contains(set, q) > 0) || (full && PySet_Contains(set, full) > 0);
+    PyErr_Clear();
+    Py_XDECREF(full);
+    Py_XDECREF(m);
+    Py_XDECREF(q);
+    return r;
+}
+
+/* A callable written in C (len, list.append, a C method), or whose module
+ * is builtins. */
+static int is_builtin(PyObject *o)
+{
+    if (PyCFunction_Check(o) || Py_IS_TYPE(o, &PyMethodDescr_Type) ||
+        Py_IS_TYPE(o, &PyWrapperDescr_Type) || Py_IS_TYPE(o, &PyClassMethodDescr_Type))
+        return 1;
+    PyObject *m = PyObject_GetAttrString(o, "__module__");
+    PyErr_Clear();
+    int r = m && PyUnicode_Check(m) && PyUnicode_CompareWithASCIIString(m, "builtins") == 0;
+    Py_XDECREF(m);
+    return r;
+}
+
+static int kept(FlatProfile *fp, PyObject *callee)
+{
+    if (fp->ignore_builtins && is_builtin(callee))
+        return 0;
+    if (fp->drop && in_names(fp->drop, callee))
+        return 0;
+    return !fp->keep || in_names(fp->keep, callee);
+}
+
+static int by_total(const void *x, const void *y)
+{
+    const flat_site *a = *(flat_site *const *)x, *b = *(flat_site *const *)y;
+    return a->total_ns < b->total_ns ? 1 : a->total_ns > b->total_ns ? -1 : 0;
+}
+
+/* The breakdown of `a`: a list of (callee, line, count, total, max), the
+ * slowest first (times in seconds).  New reference or NULL. */
+static PyObject *breakdown(FlatProfile *fp, flat_act *a)
+{
+    flat_site **order = PyMem_Malloc((a->n ? a->n : 1) * sizeof(flat_site *));
+    PyObject *rows = order ? PyList_New(0) : NULL;
+    if (!rows)
+        goto error;
+    size_t n = 0;
+    for (size_t i = 0; i < a->cap; i++)
+        if (a->sites[i].callee && kept(fp, a->sites[i].callee))
+            order[n++] = &a->sites[i];
+    qsort((void *)order, n, sizeof(flat_site *), by_total);
+    for (size_t i = 0; i < n; i++) {
+        flat_site *s = order[i];
+        int line = PyCode_Addr2Line((PyCodeObject *)a->code, (int)s->offset);
+        PyObject *row = Py_BuildValue("(OiKdd)", s->callee, line, (unsigned long long)s->count,
+                                      (double)s->total_ns / 1e9, (double)s->max_ns / 1e9);
+        if (!row || PyList_Append(rows, row) < 0) {
+            Py_XDECREF(row);
+            goto error;
+        }
+        Py_DECREF(row);
+    }
+    PyMem_Free(order);
+    return rows;
+error:
+    PyMem_Free(order);
+    Py_XDECREF(rows);
+    if (!PyErr_Occurred())
+        PyErr_NoMemory();
+    return NULL;
+}
+
+/* 1 when the callback's `level` gate lets it run (no gate, or the logger
+ * is enabled for it); 0 when not; -1 with an exception. */
+static int gate_open(FlatProfile *fp, int level)
+{
+    if (!level || fp->logger == Py_None)
+        return 1;
+    PyObject *lvl = PyLong_FromLong(level); /* a small int: cached by CPython */
+    PyObject *argv[2] = {fp->logger, lvl};
+    PyObject *r = lvl ? PyObject_VectorcallMethod(fp->is_enabled, argv,
+                                                  2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL)
+                      : NULL;
+    int open = r ? PyObject_IsTrue(r) : -1;
+    Py_XDECREF(r);
+    Py_XDECREF(lvl);
+    return open;
+}
+
+/* Runs the above or below callback for the activation `a` that took
+ * `total_ns`.  Never raises (but a KeyboardInterrupt is left pending). */
+static void report(FlatProfile *fp, flat_act *a, uint64_t total_ns)
+{
+    double total = (double)total_ns / 1e9;
+    int above = fp->limit >= 0 && total >= fp->limit;
+    PyObject *cb = above ? fp->above : fp->below;
+    if (cb == Py_None)
+        return;
+    PyObject *rows = NULL, *res = NULL, *r = NULL, *limit = NULL;
+    int open = gate_open(fp, above ? fp->above_level : fp->below_level);
+    if (open <= 0)
+        goto done;
+    rows = a ? breakdown(fp, a) : PyList_New(0);
+    if (!rows)
+        goto done;
+    limit = fp->limit >= 0 ? PyFloat_FromDouble(fp->limit) : Py_NewRef(Py_None);
+    res =
+        limit ? PyObject_CallFunction(fp->result_cls, "OdOO", fp->func, total, limit, rows) : NULL;
+    if (res)
+        r = PyObject_CallOneArg(cb, res);
+done:
+    if (!r && PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        PyObject *what = ct_describe_pending();
+        if (what && !fp->warned) {
+            fp->warned = 1;
+            ct_state *st = (ct_state *)PyModule_GetState(fp->module_ref);
+            PyObject *msg = PyUnicode_FromFormat(
+                "calltape.flat_profile: the %s callback of %R raised %U; the call's result is"
+                " unchanged (reported once)",
+                above ? "above" : "below", fp->func, what);
+            if (!msg || PyErr_WarnEx(st->sink.warn_category, PyUnicode_AsUTF8(msg), 1) < 0)
+                PyErr_Clear();
+            Py_XDECREF(msg);
+        }
+        Py_XDECREF(what);
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(res);
+    Py_XDECREF(limit);
+    Py_XDECREF(rows);
+}
+
+/* ---- the call ---------------------------------------------------------------- */
+
+static PyObject *Flat_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames)
+{
+    FlatProfile *fp = (FlatProfile *)op;
+    flat_stack *s = FLAT_SYSMON && fp->code ? stack_get() : NULL;
+    size_t depth = s && act_push(s, fp->code) ? s->n : 0;
+    uint64_t start = ct_now_ns();
+    PyObject *res = PyObject_Vectorcall(fp->func, args, nargsf, kwnames);
+    uint64_t end = ct_now_ns();
+    flat_act *a = NULL;
+    if (depth) {
+        while (s->n > depth) /* never expected: every activation pops its own */
+            act_pop(s);
+        a = &s->v[depth - 1]; /* found again: inner activations may have moved it */
+        act_close(a, end);
+    }
+    PyObject *exc = res ? NULL : ct_fetch_exc();
+    report(fp, a, end - start);
+    if (depth)
+        act_pop(s);
+    if (PyErr_Occurred()) { /* a KeyboardInterrupt in a callback */
+        Py_XDECREF(exc);
+        Py_CLEAR(res);
+        return NULL;
+    }
+    ct_restore_exc(exc);
+    return res;
+}
+
+/* ---- the type ------------------------------------------------------------------ */
+
+/* FlatProfile(func, result_cls, limit=None, below=None, above=None,
+ * logger=None, below_level=0, above_level=0, ignore_builtins=False,
+ * only=None, ignore=None, kind=0) */
+static PyObject *Flat_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {
+        "func",        "result_cls", "limit",  "below",           "above", "logger", "below_level",
+        "above_level", "only",       "ignore", "ignore_builtins", "kind",  NULL};
+    PyObject *func, *result_cls, *limit = Py_None, *below = Py_None, *above = Py_None;
+    PyObject *logger = Py_None, *only = Py_None, *ignore = Py_None;
+    int below_level = 0, above_level = 0, ignore_builtins = 0, kind = FLAT_FUNCTION;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OOOOiiOOpi:FlatProfile", kwlist, &func,
+                                     &result_cls, &limit, &below, &above, &logger, &below_level,
+                                     &above_level, &only, &ignore, &ignore_builtins, &kind))
+        return NULL;
+    PyObject *module = PyType_GetModule(type);
+    ct_state *st = module ? (ct_state *)PyModule_GetState(module) : NULL;
+    if (!st)
+        return NULL;
+    double lim = -1;
+    if (limit != Py_None && (lim = PyFloat_AsDouble(limit)) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "flat_profile: limit must be 0 or more seconds, not %R",
+                         limit);
+        return NULL;
+    }
+    FlatProfile *fp = (FlatProfile *)type->tp_alloc(type, 0);
+    if (!fp)
+        return NULL;
+    fp->vectorcall = Flat_vectorcall;
+    fp->module_ref = Py_NewRef(module);
+    fp->func = Py_NewRef(func);
+    fp->result_cls = Py_NewRef(result_cls);
+    fp->below = Py_NewRef(below);
+    fp->above = Py_NewRef(above);
+    fp->logger = Py_NewRef(logger);
+    if (!(fp->is_enabled = PyUnicode_InternFromString("isEnabledFor")))
+        goto error;
+    fp->limit = lim;
+    fp->below_level = below_level;
+    fp->above_level = above_level;
+    fp->ignore_builtins = ignore_builtins;
+    fp->wrap_kind = kind;
+    if ((only != Py_None && !(fp->keep = PyFrozenSet_New(only))) ||
+        (ignore != Py_None && !(fp->drop = PyFrozenSet_New(ignore))))
+        goto error;
+    if (FLAT_SYSMON && PyFunction_Check(func)) {
+        PyObject *code = PyFunction_GET_CODE(func);
+        if (code_count(st, module, code, 1) < 0)
+            goto error;
+        fp->code = Py_NewRef(code);
+    }
+    return (PyObject *)fp;
+error:
+    Py_DECREF(fp);
+    return NULL;
+}
+
+static int Flat_traverse(FlatProfile *fp, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(fp));
+    Py_VISIT(fp->module_ref);
+    Py_VISIT(fp->func);
+    Py_VISIT(fp->code);
+    Py_VISIT(fp->result_cls);
+    Py_VISIT(fp->below);
+    Py_VISIT(fp->above);
+    Py_VISIT(fp->logger);
+    Py_VISIT(fp->keep);
+    Py_VISIT(fp->drop);
+    Py_VISIT(fp->dict);
+    return 0;
+}
+
+/* Takes the CALL event off the code when this was its last profile. */
+static void release_code(FlatProfile *fp)
+{
+    if (!fp->code || !fp->module_ref)
+        return;
+    ct_state *st = (ct_state *)PyModule_GetState(fp->module_ref);
+    PyObject *saved = ct_fetch_exc();
+    if (st && code_count(st, fp->module_ref, fp->code, -1) < 0)
+        PyErr_Clear(); /* at interpreter exit sys.monitoring may be gone */
+    ct_restore_exc(saved);
+}
+
+static int Flat_clear(FlatProfile *fp)
+{
+    release_code(fp);
+    Py_CLEAR(fp->code);
+    Py_CLEAR(fp->module_ref);
+    Py_CLEAR(fp->func);
+    Py_CLEAR(fp->result_cls);
+    Py_CLEAR(fp->below);
+    Py_CLEAR(fp->above);
+    Py_CLEAR(fp->logger);
+    Py_CLEAR(fp->is_enabled);
+    Py_CLEAR(fp->keep);
+    Py_CLEAR(fp->drop);
+    Py_CLEAR(fp->dict);
+    return 0;
+}
+
+static void Flat_dealloc(FlatProfile *fp)
+{
+    PyTypeObject *tp = Py_TYPE(fp);
+    PyObject_GC_UnTrack(fp);
+    Flat_clear(fp);
+    tp->tp_free((PyObject *)fp);
+    Py_DECREF(tp);
+}
+
+static PyObject *Flat_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    FlatProfile *fp = (FlatProfile *)self;
+    if (fp->wrap_kind == FLAT_STATICMETHOD)
+        return Py_NewRef(self);
+    if (fp->wrap_kind == FLAT_CLASSMETHOD)
+        return PyMethod_New(self, type ? type : (PyObject *)Py_TYPE(obj));
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *Flat_get_forwarded(FlatProfile *fp, void *name)
+{
+    return PyObject_GetAttrString(fp->func, (const char *)name);
+}
+
+static PyObject *Flat_get_wrapped(FlatProfile *fp, void *c)
+{
+    (void)c;
+    return Py_NewRef(fp->func);
+}
+
+static PyObject *Flat_get_limit(FlatProfile *fp, void *c)
+{
+    (void)c;
+    return fp->limit >= 0 ? PyFloat_FromDouble(fp->limit) : Py_NewRef(Py_None);
+}
+
+static PyObject *Flat_getattro(PyObject *self, PyObject *name)
+{
+    PyObject *v = PyObject_GenericGetAttr(self, name);
+    if (v || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return v;
+    PyErr_Clear();
+    return PyObject_GetAttr(((FlatProfile *)self)->func, name);
+}
+
+static PyObject *Flat_repr(PyObject *self)
+{
+    PyObject *q = Flat_get_forwarded((FlatProfile *)self, "__qualname__");
+    if (!q) {
+        PyErr_Clear();
+        return PyUnicode_FromFormat("<calltape.flat_profile of %R>", ((FlatProfile *)self)->func);
+    }
+    PyObject *out = PyUnicode_FromFormat("<calltape.flat_profile %S>", q);
+    Py_DECREF(q);
+    return out;
+}
+
+static PyGetSetDef Flat_getset[] = {
+    {"__name__", (getter)Flat_get_forwarded, NULL, NULL, "__name__"},
+    {"__qualname__", (getter)Flat_get_forwarded, NULL, NULL, "__qualname__"},
+    {"__module__", (getter)Flat_get_forwarded, NULL, NULL, "__module__"},
+    {"__doc__", (getter)Flat_get_forwarded, NULL, NULL, "__doc__"},
+    {"__wrapped__", (getter)Flat_get_wrapped, NULL, NULL, NULL},
+    {"limit", (getter)Flat_get_limit, NULL, "the limit in seconds, or None", NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Flat_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(FlatProfile, vectorcall), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(FlatProfile, dict), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Flat_slots[] = {
+    {Py_tp_new, Flat_new},
+    {Py_tp_dealloc, Flat_dealloc},
+    {Py_tp_traverse, Flat_traverse},
+    {Py_tp_clear, Flat_clear},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, Flat_descr_get},
+    {Py_tp_getattro, Flat_getattro},
+    {Py_tp_getset, Flat_getset},
+    {Py_tp_members, Flat_members},
+    {Py_tp_repr, Flat_repr},
+    {0, NULL},
+};
+
+PyType_Spec FlatProfile_spec = {
+    .name = "calltape.FlatProfile",
+    .basicsize = sizeof(FlatProfile),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .slots = Flat_slots,
+};

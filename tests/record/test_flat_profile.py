@@ -1,0 +1,357 @@
+"""calltape.flat_profile: every call made directly inside a function, timed
+per activation, with the above/below callbacks and the default log records."""
+
+import gc
+import inspect
+import logging
+import sys
+import threading
+import time
+import traceback
+import tracemalloc
+import warnings
+from typing import ClassVar
+
+import pytest
+
+import calltape
+
+SYSMON = sys.version_info >= (3, 12)
+needs_sysmon = pytest.mark.skipif(not SYSMON, reason="the breakdown needs sys.monitoring (3.12+)")
+FLAT_TOOL = 5
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def quick(x):
+    return x + 1
+
+
+def deeper(x):
+    return quick(quick(x))
+
+
+def collect():
+    """A list, and a callback that appends each result to it."""
+    got = []
+    return got, got.append
+
+
+def by_name(result):
+    return {c.name.rsplit(".", 1)[-1]: c for c in result.calls}
+
+
+@needs_sysmon
+def test_inner_calls_are_attributed_their_time():
+    got, keep = collect()
+
+    @calltape.flat_profile(below=keep)
+    def handle():
+        nap(0.02)
+        nap(0.05)
+        quick(1)
+        return deeper(2)
+
+    assert handle() == 4
+    (r,) = got
+    calls = by_name(r)
+    # one site per call site: nap has two, listed slowest first
+    naps = [c for c in r.calls if c.name.endswith("nap")]
+    assert [c.line for c in naps] == sorted([c.line for c in naps], reverse=True)
+    assert 0.05 <= naps[0].total < 0.08 and 0.02 <= naps[1].total < 0.045
+    assert naps[0].count == naps[1].count == 1
+    # deeper's own inner calls are not timed apart: only the direct call
+    assert set(calls) == {"nap", "quick", "deeper"}
+    assert calls["deeper"].count == 1 and calls["quick"].count == 1
+    assert sum(c.total for c in r.calls) <= r.total
+    assert r.function is handle.__wrapped__ and r.limit is None
+    assert r.calls[0].line == inspect.getsourcelines(handle.__wrapped__)[1] + 3
+
+
+@needs_sysmon
+def test_counts_and_maximum_of_a_call_in_a_loop():
+    got, keep = collect()
+
+    @calltape.flat_profile(below=keep)
+    def loop(n):
+        for i in range(n):
+            nap(0.002 if i != 3 else 0.03)
+
+    loop(5)
+    c = by_name(got[0])["nap"]
+    assert c.count == 5
+    assert 0.03 <= c.max < 0.05 and c.total >= 0.038
+
+
+def test_limit_chooses_the_callback():
+    seen: ClassVar[list] = []
+
+    @calltape.flat_profile(limit=0.03, above=lambda r: seen.append(("above", r.total)),
+                           below=lambda r: seen.append(("below", r.total)))
+    def work(t):
+        nap(t)
+
+    work(0)
+    work(0.04)
+    assert [k for k, _ in seen] == ["below", "above"]
+    assert seen[1][1] >= 0.04 and work.limit == 0.03
+
+
+def test_default_records_go_to_the_calltape_flat_logger(caplog):
+    @calltape.flat_profile(limit=0.02)
+    def work(t):
+        return nap(t)
+
+    with caplog.at_level(logging.DEBUG, logger="calltape.flat"):
+        work(0)
+        work(0.03)
+    recs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "calltape.flat"]
+    assert [lvl for lvl, _ in recs] == [logging.DEBUG, logging.WARNING]
+    warning = recs[1][1]
+    assert warning.startswith("test_default_records_go_to_the_calltape_flat_logger.<locals>.work"
+                              " took 0.0") and "(limit 0.02s)" in warning
+    if SYSMON:
+        assert "x  max" in warning and "nap" in warning and "return nap(t)" in warning
+
+
+def test_a_quiet_logger_builds_no_result(caplog):
+    # below the limit with DEBUG off, the default record's result is never built
+    made = []
+
+    def spy(*a):
+        made.append(a)
+        return calltape.FlatResult(*a)
+
+    log = logging.getLogger("calltape.flat")
+    prof = calltape._native.FlatProfile(quick, spy, limit=10, below=lambda r: None, logger=log,
+                                        below_level=logging.DEBUG)
+    with caplog.at_level(logging.WARNING, logger="calltape.flat"):
+        assert prof(1) == 2
+    assert made == []
+    with caplog.at_level(logging.DEBUG, logger="calltape.flat"):
+        assert prof(1) == 2
+    assert len(made) == 1 and made[0][0] is quick
+
+
+def test_a_raising_callback_is_reported_once_and_never_reaches_the_caller():
+    def bad(result):
+        raise ValueError("boom")
+
+    @calltape.flat_profile(below=bad)
+    def work(x):
+        return x * 2
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert work(2) == 4
+        assert work(3) == 6
+    mine = [x for x in w if issubclass(x.category, calltape.RecordingWarning)]
+    assert len(mine) == 1 and "ValueError: boom" in str(mine[0].message)
+
+
+def test_an_exception_of_the_function_passes_unchanged():
+    got, keep = collect()
+
+    @calltape.flat_profile(below=keep)
+    def fails():
+        quick(1)
+        raise KeyError("k")
+
+    with pytest.raises(KeyError) as info:
+        fails()
+    assert info.value.args == ("k",)
+    assert len(got) == 1
+    if SYSMON:
+        # building the exception is a call made inside it too
+        assert {c.name.rsplit(".", 1)[-1] for c in got[0].calls} == {"quick", "KeyError"}
+    # the traceback points at the function's own line, not at calltape
+    last = traceback.extract_tb(info.tb)[-1]
+    assert last.name == "fails" and last.line == 'raise KeyError("k")'
+
+
+class Base:
+    def greet(self, x):
+        return f"base {x}"
+
+
+class Child(Base):
+    @calltape.flat_profile(below=lambda r: Child.seen.append(r))
+    def greet(self, x):
+        return "child " + super().greet(x)
+
+    @calltape.flat_profile(below=lambda r: Child.seen.append(r))
+    @classmethod
+    def make(cls, n):
+        return [cls.__name__] * n
+
+    @calltape.flat_profile(below=lambda r: Child.seen.append(r))
+    @staticmethod
+    def twice(n):
+        return abs(n) * 2
+
+    seen: ClassVar[list] = []
+
+
+def test_methods_super_classmethods_and_staticmethods():
+    Child.seen.clear()
+    assert Child().greet(1) == "child base 1"
+    assert Child.make(2) == ["Child", "Child"] and Child().make(1) == ["Child"]
+    assert Child.twice(-2) == 4 and Child().twice(3) == 6
+    assert len(Child.seen) == 5
+    if SYSMON:
+        names = {c.name for c in Child.seen[0].calls}
+        assert {"super", f"{__name__}.Base.greet"} <= names, names
+        assert {c.name for c in Child.seen[3].calls} == {"abs"}
+
+
+def test_closures_defined_many_times_each_profile_their_own():
+    results = []
+
+    def make(k):
+        @calltape.flat_profile(below=results.append)
+        def inner(x):
+            return quick(x) * k
+        return inner
+
+    fns = [make(k) for k in range(20)]
+    assert [f(1) for f in fns] == [2 * k for k in range(20)]
+    assert len(results) == 20
+    if SYSMON:
+        assert all([c.name.rsplit(".", 1)[-1] for c in r.calls] == ["quick"] for r in results)
+
+
+@needs_sysmon
+def test_recursion_gives_one_breakdown_per_activation():
+    got, keep = collect()
+
+    @calltape.flat_profile(below=keep)
+    def fib(n):
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    assert fib(6) == 8
+    assert len(got) == 25  # the activations of fib(6)
+    for r in got:
+        assert sum(c.count for c in r.calls) in (0, 2)  # its own two calls, or none
+        assert sum(c.total for c in r.calls) <= r.total
+
+
+@needs_sysmon
+def test_threads_each_get_their_own_breakdown():
+    got, keep = collect()
+    lock = threading.Lock()
+
+    def keep_locked(r):
+        with lock:
+            keep(r)
+
+    @calltape.flat_profile(below=keep_locked)
+    def work(t):
+        nap(t)
+        return quick(1)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in (0.01, 0.06, 0.03)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    naps = sorted(by_name(r)["nap"].total for r in got)
+    assert len(got) == 3 and all(by_name(r)["quick"].count == 1 for r in got)
+    assert 0.01 <= naps[0] < 0.03 and 0.03 <= naps[1] < 0.06 and 0.06 <= naps[2] < 0.09
+
+
+def test_vars_locals_and_signature_are_as_without_profiling():
+    def plain(a, b=2, *rest, key=None, **kw):
+        c = a + b
+        return sorted(vars()), sorted(locals())
+
+    profiled = calltape.flat_profile(plain)
+    assert profiled(1) == plain(1)
+    assert inspect.signature(profiled) == inspect.signature(plain)
+    assert profiled.__name__ == "plain" and profiled.__wrapped__ is plain
+    assert profiled.__doc__ == plain.__doc__
+
+
+@needs_sysmon
+def test_only_ignore_and_ignore_builtins():
+    got, keep = collect()
+
+    def body():
+        quick(1)
+        deeper(1)
+        len("abc")
+        return sorted([2, 1])
+
+    calltape.flat_profile(body, below=keep, ignore_builtins=True)()
+    calltape.flat_profile(body, below=keep, only=[quick, "deeper"])()
+    calltape.flat_profile(body, below=keep, ignore=[f"{__name__}.quick", len])()
+    names = [sorted(c.name.rsplit(".", 1)[-1] for c in r.calls) for r in got]
+    assert names == [["deeper", "quick"], ["deeper", "quick"], ["deeper", "sorted"]]
+
+
+def test_wrong_options_say_what_is_wrong():
+    with pytest.raises(TypeError, match="limit must be a number of seconds"):
+        calltape.flat_profile(limit="1s")
+    with pytest.raises(ValueError, match="limit must be 0 or more seconds"):
+        calltape.flat_profile(quick, limit=-1)
+    with pytest.raises(TypeError, match="above= must be callable"):
+        calltape.flat_profile(above=3)
+    with pytest.raises(TypeError, match="only= takes a list"):
+        calltape.flat_profile(only="quick")
+
+    def gen():
+        yield 1
+
+    with pytest.raises(TypeError, match="gen is a generator or async function"):
+        calltape.flat_profile(gen)
+
+
+@needs_sysmon
+def test_code_outside_profiled_functions_has_no_event():
+    mon = sys.monitoring
+
+    def target():
+        return quick(1)
+
+    profiled = calltape.flat_profile(target, below=lambda r: None)
+    again = calltape.flat_profile(target, below=lambda r: None)  # the same code twice
+    assert mon.get_tool(FLAT_TOOL) == "calltape flat_profile"
+    assert mon.get_local_events(FLAT_TOOL, target.__code__) == mon.events.CALL
+    assert mon.get_local_events(FLAT_TOOL, quick.__code__) == 0
+    assert mon.get_events(FLAT_TOOL) == 0  # nothing global
+    profiled()
+    del profiled
+    gc.collect()
+    assert mon.get_local_events(FLAT_TOOL, target.__code__) == mon.events.CALL
+    del again
+    gc.collect()
+    assert mon.get_local_events(FLAT_TOOL, target.__code__) == 0
+
+
+@needs_sysmon
+def test_many_calls_keep_no_references_and_no_memory():
+    class Callee:
+        def __call__(self, x):
+            return x
+
+    callee = Callee()
+
+    @calltape.flat_profile(below=lambda r: None)
+    def work(x):
+        return callee(quick(x))
+
+    for _ in range(200):
+        work(1)
+    gc.collect()
+    refs = sys.getrefcount(callee)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(20000):
+        work(1)
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert sys.getrefcount(callee) == refs
+    assert grown < 64 * 1024, grown
