@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import linecache
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
 
@@ -119,7 +120,7 @@ def flat_profile(func: Any = None, /, *, limit: float | None = None,
                  below: Callable[[FlatResult], Any] | None = None,
                  above: Callable[[FlatResult], Any] | None = None,
                  ignore_builtins: bool = False, only: Iterable[Any] | None = None,
-                 ignore: Iterable[Any] | None = None) -> Any:
+                 ignore: Iterable[Any] | None = None, record: bool | None = None) -> Any:
     """Time every call made directly inside ``func``, at each of its calls.
 
     ``limit`` (seconds, or None for no limit) splits calls between the
@@ -127,6 +128,10 @@ def flat_profile(func: Any = None, /, *, limit: float | None = None,
     ``only`` / ``ignore`` keep or leave out callees, given as callables,
     qualified names (``"Cart.total"``) or ``"module.qualname"``;
     ``ignore_builtins`` leaves out functions written in C and builtins.
+    ``record=True`` (the default when a tape is configured: ``CALLTAPE_TAPE``
+    set, as ``calltape.configure(tape=...)`` and ``calltape run`` do) also
+    records each call onto the tape, with its inner calls as its children
+    (``Call.children()``), all ``captured="flat"``.
 
     >>> @calltape.flat_profile(limit=0.1, above=lambda r: print(r.text()))
     ... def handle(req): ...
@@ -137,6 +142,8 @@ def flat_profile(func: Any = None, /, *, limit: float | None = None,
         if cb is not None and not callable(cb):
             raise TypeError(f"flat_profile: {name}= must be callable, not {cb!r}")
     keep, drop = _names(only, "only"), _names(ignore, "ignore")
+    if record is None:
+        record = bool(os.environ.get("CALLTAPE_TAPE"))
 
     def decorate(f: F) -> F:
         kind = "function"
@@ -150,12 +157,17 @@ def flat_profile(func: Any = None, /, *, limit: float | None = None,
                 or inspect.isasyncgenfunction(f)):
             raise TypeError(f"flat_profile: {f.__qualname__} is a generator or async function,"
                             " which flat_profile does not profile yet")
-        return _native.FlatProfile(
+        prof = _native.FlatProfile(
             f, FlatResult, limit=limit,
             below=_log_below if below is None else below,
             above=_log_above if above is None else above,
             logger=logger, below_level=logging.DEBUG if below is None else 0,
             above_level=logging.WARNING if above is None else 0,
-            only=keep, ignore=drop, ignore_builtins=ignore_builtins, kind=_KIND[kind])
+            only=keep, ignore=drop, ignore_builtins=ignore_builtins,
+            kind=_KIND[kind] if not record else 0)
+        if not record:
+            return prof
+        method = {"classmethod": classmethod, "staticmethod": staticmethod}.get(kind)
+        return _native.Recorder(method(f) if method else f, flat=prof)
 
     return decorate if func is None else decorate(func)

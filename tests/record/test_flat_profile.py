@@ -12,6 +12,8 @@ import tracemalloc
 import warnings
 from typing import ClassVar
 
+from _util import open_tape, run_python
+
 import pytest
 
 import calltape
@@ -90,7 +92,7 @@ def test_limit_chooses_the_callback():
     seen: ClassVar[list] = []
 
     @calltape.flat_profile(limit=0.03, above=lambda r: seen.append(("above", r.total)),
-                           below=lambda r: seen.append(("below", r.total)))
+                           below=lambda r: seen.append(("below", r.total)), record=False)
     def work(t):
         nap(t)
 
@@ -355,3 +357,48 @@ def test_many_calls_keep_no_references_and_no_memory():
     tracemalloc.stop()
     assert sys.getrefcount(callee) == refs
     assert grown < 64 * 1024, grown
+
+
+@needs_sysmon
+def test_record_puts_the_call_and_its_inner_calls_on_the_tape(tape):
+    @calltape.flat_profile(record=True, below=lambda r: None)
+    def handle(i, k=2):
+        for _ in range(3):
+            nap(0.005)
+        return quick(i) * k
+
+    assert handle(5) == 12
+    t = open_tape(tape)
+    (call,) = t.calls("handle")
+    assert call.args == {"i": 5, "k": 2} and call.result == 12 and call.captured == "flat"
+    kids = {c.function: c for c in call.children()}
+    assert set(kids) == {"range", "nap", "quick"}
+    assert kids["nap"].result["count"] == 3 and kids["nap"].captured == "flat"
+    assert kids["nap"].duration >= 0.015 and kids["nap"].result["max"] >= 0.005
+    assert kids["nap"].result["line"] == inspect.getsourcelines(handle.__wrapped__)[1] + 3
+    assert sum(c.duration for c in kids.values()) <= call.duration
+    assert all(c.depth == call.depth + 1 for c in kids.values())
+    assert {c.id for c in t.search(captured="flat")} == {call.id, *(c.id for c in kids.values())}
+
+
+def test_record_is_the_default_when_a_tape_is_configured(tmp_path):
+    prog = """
+        import calltape
+
+        def inner():
+            return 1
+
+        @calltape.flat_profile(below=lambda r: None)
+        def outer():
+            return inner() + 1
+
+        print(outer())
+    """
+    (tmp_path / "a").mkdir()
+    assert run_python(tmp_path, prog, cwd=tmp_path / "a").stdout == "2\n"
+    assert list((tmp_path / "a").iterdir()) == []  # no tape chosen: nothing written
+    run_python(tmp_path, prog, tape=tmp_path / "t.db")
+    (call,) = open_tape(tmp_path / "t.db").calls("outer")
+    assert call.captured == "flat"
+    if SYSMON:
+        assert [c.function for c in call.children()] == ["inner"]

@@ -140,6 +140,7 @@ typedef struct ct_state {
     } type;
     struct {             /* calltape.flat_profile (record/flat.c) */
         PyObject *codes; /* dict: code -> how many FlatProfiles wrap it, or NULL */
+        PyObject *fns;   /* dict: code or callable -> capsule of its flat_fn, or NULL */
         int tool_held;   /* the flat profiler's tool id is ours */
     } flat;
     struct {                        /* run-time probes (probes/hook.c) */

@@ -265,6 +265,7 @@ static int module_exec(PyObject *m)
     X(type.ProbeHook)                                                                              \
     X(type.FlatProfile)                                                                            \
     X(flat.codes)                                                                                  \
+    X(flat.fns)                                                                                    \
     X(probes.registry)                                                                             \
     X(probes.keys)                                                                                 \
     X(objects.codecs)                                                                              \

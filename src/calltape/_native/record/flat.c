@@ -24,8 +24,9 @@
  * On 3.11 (no sys.monitoring) the total is measured and no breakdown is
  * made: the README says so.
  */
-#include "binding.h"
-#include "sink.h"
+#include "flat.h"
+
+#include "emit.h"
 
 #include <pthread.h>
 #include <structmember.h>
@@ -63,7 +64,7 @@ enum { FLAT_FUNCTION, FLAT_CLASSMETHOD, FLAT_STATICMETHOD };
 typedef struct flat_site {
     PyObject *callee; /* strong; NULL: a free slot */
     long offset;      /* of the CALL instruction in the code */
-    uint64_t count, total_ns, max_ns;
+    uint64_t count, total_ns, max_ns, first_ns;
 } flat_site;
 
 typedef struct flat_act {
@@ -230,7 +231,8 @@ static PyObject *cb_call(PyObject *module, PyObject *const *args, Py_ssize_t nar
     long offset = PyLong_AsLong(args[1]);
     flat_site *site = act_site(a, callee, offset);
     if (site) {
-        site->count++;
+        if (!site->count++)
+            site->first_ns = now;
         a->pending = site;
         a->since = now;
     }
@@ -495,12 +497,145 @@ done:
     Py_XDECREF(rows);
 }
 
+/* ---- onto the tape ------------------------------------------------------------ */
+
+/* How a callee is known on tapes: its process-local function id and its
+ * description, announced again to each new engine (serial). */
+typedef struct flat_fn {
+    uint64_t fn_id, serial;
+    PyObject *body; /* bytes: the REC_FUNCTION body */
+} flat_fn;
+
+static void fn_free(PyObject *capsule)
+{
+    flat_fn *f = PyCapsule_GetPointer(capsule, "calltape.flat_fn");
+    if (f) {
+        Py_XDECREF(f->body);
+        PyMem_Free(f);
+    }
+}
+
+/* What a callee is filed under: a Python function by its code (shared by
+ * every closure made of it), anything else by itself. */
+static PyObject *fn_key(PyObject *callee)
+{
+    return PyFunction_Check(callee) ? PyFunction_GET_CODE(callee) : callee;
+}
+
+/* The description of `callee` (module, qualname, file, line; parameters
+ * as (*args, **kwargs): the flat profiler records no arguments).  New
+ * reference or NULL with an exception. */
+static PyObject *fn_describe(ct_state *st, PyObject *callee)
+{
+    PyObject *mod = PyObject_GetAttrString(callee, "__module__");
+    PyErr_Clear();
+    if (!mod || !PyUnicode_Check(mod)) {
+        PyObject *owner = PyObject_GetAttrString(callee, "__objclass__"); /* list.append */
+        PyErr_Clear();
+        Py_XSETREF(mod, owner ? PyObject_GetAttrString(owner, "__module__") : NULL);
+        PyErr_Clear();
+        Py_XDECREF(owner);
+    }
+    PyObject *qual = PyObject_GetAttrString(callee, "__qualname__");
+    PyErr_Clear();
+    if (!qual || !PyUnicode_Check(qual))
+        Py_XSETREF(qual, PyUnicode_FromString(Py_TYPE(callee)->tp_name));
+    PyObject *names = Py_BuildValue("(ss)", "args", "kwargs");
+    PyCodeObject *co =
+        PyFunction_Check(callee) ? (PyCodeObject *)PyFunction_GET_CODE(callee) : NULL;
+    PyObject *out = NULL;
+    if (qual && names) {
+        ct_fn_desc d = {.module = mod && PyUnicode_Check(mod) ? mod : NULL,
+                        .qualname = qual,
+                        .file = co ? co->co_filename : NULL,
+                        .line = co ? co->co_firstlineno : 0,
+                        .names = names};
+        out = ct_describe_function(st, &d);
+    }
+    Py_XDECREF(names);
+    Py_XDECREF(qual);
+    Py_XDECREF(mod);
+    return out;
+}
+
+/* The function id of `callee` on `slot`'s tape, announced there when
+ * new.  Returns 0 with *id set, or -1 with an exception. */
+static int fn_id_of(ct_state *st, ct_engine_slot *slot, PyObject *callee, uint64_t *id)
+{
+    if (!st->flat.fns && !(st->flat.fns = PyDict_New()))
+        return -1;
+    PyObject *key = fn_key(callee);
+    PyObject *cap = PyDict_GetItemWithError(st->flat.fns, key); /* borrowed */
+    flat_fn *f = cap ? PyCapsule_GetPointer(cap, "calltape.flat_fn") : NULL;
+    if (!f) {
+        if (PyErr_Occurred() || !(f = PyMem_Calloc(1, sizeof *f)))
+            return PyErr_Occurred() ? -1 : (PyErr_NoMemory(), -1);
+        PyObject *c = PyCapsule_New(f, "calltape.flat_fn", fn_free);
+        if (!c) {
+            PyMem_Free(f);
+            return -1;
+        }
+        int rc = PyDict_SetItem(st->flat.fns, key, c);
+        Py_DECREF(c);
+        if (rc < 0 || !(f->body = fn_describe(st, callee)))
+            return -1;
+        f->fn_id = ++st->rec.next_fn;
+    }
+    if (f->serial != slot->serial) {
+        if (ct_emit_function(st, slot, f->fn_id, f->body) < 0)
+            return PyErr_NoMemory(), -1;
+        f->serial = slot->serial;
+    }
+    *id = f->fn_id;
+    return 0;
+}
+
+/* Writes each kept call site of activation `a` as a call record
+ * (CAPTURE_FLAT) child of the recorded call running on this thread: the
+ * callee's function, starting at its first call, lasting its total, its
+ * result a dict of count, max (seconds) and line.  Never raises. */
+static void emit_children(FlatProfile *fp, flat_act *a, ct_engine_slot *slot)
+{
+    ct_state *st = (ct_state *)PyModule_GetState(fp->module_ref);
+    ct_thread *t = &ct_tls_thread;
+    PyObject *saved = ct_fetch_exc();
+    t->busy++;
+    for (size_t i = 0; i < a->cap; i++) {
+        flat_site *s = &a->sites[i];
+        uint64_t fn_id;
+        if (!s->callee || !kept(fp, s->callee) || fn_id_of(st, slot, s->callee, &fn_id) < 0) {
+            PyErr_Clear();
+            continue;
+        }
+        int line = PyCode_Addr2Line((PyCodeObject *)a->code, (int)s->offset);
+        PyObject *row = Py_BuildValue("{sKsdsi}", "count", (unsigned long long)s->count, "max",
+                                      (double)s->max_ns / 1e9, "line", line);
+        if (!row) {
+            PyErr_Clear();
+            continue;
+        }
+        ct_callinfo ci;
+        memset(&ci, 0, sizeof ci);
+        ci.seq = ++st->rec.seq;
+        ci.parent = t->parent;
+        ci.depth = t->depth;
+        ci.thread = t->index;
+        ci.start = s->first_ns;
+        ct_site site = {fn_id, NULL, NULL, NULL, st->rec.max_value_bytes, 1, 0, CAPTURE_FLAT};
+        ct_emit_site_call(st, &site, slot, &ci, NULL, 0, s->first_ns + s->total_ns,
+                          OUTCOME_RETURNED, row, NULL, NULL, NULL, NULL);
+        Py_DECREF(row);
+    }
+    t->busy--;
+    ct_restore_exc(saved);
+}
+
 /* ---- the call ---------------------------------------------------------------- */
 
-static PyObject *Flat_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
-                                 PyObject *kwnames)
+PyObject *ct_flat_call(PyObject *flat, PyObject *const *args, size_t nargsf, PyObject *kwnames,
+                       ct_engine_slot *slot)
 {
-    FlatProfile *fp = (FlatProfile *)op;
+    FlatProfile *fp = (FlatProfile *)flat;
     flat_stack *s = FLAT_SYSMON && fp->code ? stack_get() : NULL;
     size_t depth = s && act_push(s, fp->code) ? s->n : 0;
     uint64_t start = ct_now_ns();
@@ -514,6 +649,8 @@ static PyObject *Flat_vectorcall(PyObject *op, PyObject *const *args, size_t nar
         act_close(a, end);
     }
     PyObject *exc = res ? NULL : ct_fetch_exc();
+    if (a && slot)
+        emit_children(fp, a, slot);
     report(fp, a, end - start);
     if (depth)
         act_pop(s);
@@ -524,6 +661,17 @@ static PyObject *Flat_vectorcall(PyObject *op, PyObject *const *args, size_t nar
     }
     ct_restore_exc(exc);
     return res;
+}
+
+static PyObject *Flat_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames)
+{
+    return ct_flat_call(op, args, nargsf, kwnames, NULL);
+}
+
+int ct_flat_check(ct_state *st, PyObject *o)
+{
+    return PyObject_TypeCheck(o, st->type.FlatProfile);
 }
 
 /* ---- the type ------------------------------------------------------------------ */
