@@ -12,9 +12,8 @@ import tracemalloc
 import warnings
 from typing import ClassVar
 
-from _util import open_tape, run_python
-
 import pytest
+from _util import open_tape, run_python
 
 import calltape
 
