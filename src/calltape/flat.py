@@ -153,10 +153,9 @@ def flat_profile(func: Any = None, /, *, limit: float | None = None,
             kind, f = "staticmethod", f.__func__
         if not callable(f):
             raise TypeError(f"flat_profile: cannot profile {f!r}, which is not callable")
-        if (inspect.isgeneratorfunction(f) or inspect.iscoroutinefunction(f)
-                or inspect.isasyncgenfunction(f)):
-            raise TypeError(f"flat_profile: {f.__qualname__} is a generator or async function,"
-                            " which flat_profile does not profile yet")
+        if inspect.isasyncgenfunction(f):
+            raise TypeError(f"flat_profile: {f.__qualname__} is an async generator function,"
+                            " which flat_profile does not profile")
         prof = _native.FlatProfile(
             f, FlatResult, limit=limit,
             below=_log_below if below is None else below,

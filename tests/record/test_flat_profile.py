@@ -1,6 +1,7 @@
 """calltape.flat_profile: every call made directly inside a function, timed
 per activation, with the above/below callbacks and the default log records."""
 
+import asyncio
 import gc
 import inspect
 import logging
@@ -302,11 +303,11 @@ def test_wrong_options_say_what_is_wrong():
     with pytest.raises(TypeError, match="only= takes a list"):
         calltape.flat_profile(only="quick")
 
-    def gen():
+    async def agen():
         yield 1
 
-    with pytest.raises(TypeError, match="gen is a generator or async function"):
-        calltape.flat_profile(gen)
+    with pytest.raises(TypeError, match="agen is an async generator function"):
+        calltape.flat_profile(agen)
 
 
 @needs_sysmon
@@ -343,14 +344,21 @@ def test_many_calls_keep_no_references_and_no_memory():
     def work(x):
         return callee(quick(x))
 
+    @calltape.flat_profile(below=lambda r: None)
+    def gen(x):
+        yield callee(quick(x))
+
     for _ in range(200):
         work(1)
+        list(gen(1))
     gc.collect()
     refs = sys.getrefcount(callee)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for _ in range(20000):
         work(1)
+        list(gen(1))
+        next(gen(2))  # dropped unfinished
     gc.collect()
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
@@ -401,3 +409,67 @@ def test_record_is_the_default_when_a_tape_is_configured(tmp_path):
     assert call.captured == "flat"
     if SYSMON:
         assert [c.function for c in call.children()] == ["inner"]
+
+
+@needs_sysmon
+def test_a_generator_is_timed_while_it_runs_not_while_it_waits():
+    got, keep = collect()
+
+    @calltape.flat_profile(below=keep, record=False)
+    def gen(n):
+        for i in range(n):
+            nap(0.01)
+            yield quick(i)
+
+    out = []
+    for v in gen(3):
+        time.sleep(0.03)  # the consumer's time, between resumes
+        out.append(v)
+    assert out == [1, 2, 3] and len(got) == 1
+    r = got[0]
+    calls = by_name(r)
+    assert calls["nap"].count == 3 and calls["quick"].count == 3
+    assert 0.03 <= calls["nap"].total < 0.06 and 0.03 <= r.total < 0.07
+    g = gen(5)
+    next(g)
+    g.close()  # closed early: its activation ends there
+    assert len(got) == 2 and by_name(got[1])["nap"].count == 1
+
+
+@needs_sysmon
+def test_a_coroutine_counts_what_it_awaits_for_the_inner_call():
+    got, keep = collect()
+
+    @calltape.flat_profile(below=keep, record=False)
+    async def handler():
+        await asyncio.sleep(0.03)
+        nap(0.01)
+        return quick(1)
+
+    assert asyncio.run(handler()) == 2
+    (r,) = got
+    calls = by_name(r)
+    assert calls["sleep"].count == 1 and calls["sleep"].total >= 0.03
+    assert 0.01 <= calls["nap"].total < 0.03
+    assert r.total >= 0.04 and sum(c.total for c in r.calls) <= r.total
+
+
+@needs_sysmon
+def test_generators_and_coroutines_on_the_tape(tape):
+    @calltape.flat_profile(below=lambda r: None, record=True)
+    def gen(n):
+        for i in range(n):
+            yield quick(i)
+
+    @calltape.flat_profile(below=lambda r: None, record=True)
+    async def coro():
+        await asyncio.sleep(0)
+        return quick(1)
+
+    assert list(gen(3)) == [1, 2, 3] and asyncio.run(coro()) == 2
+    t = open_tape(tape)
+    (g,) = t.calls("gen")
+    (c,) = t.calls("coro")
+    assert g.captured == c.captured == "flat" and c.result == 2
+    assert {k.function: k.result["count"] for k in g.children()} == {"range": 1, "quick": 3}
+    assert {k.function: k.result["count"] for k in c.children()} == {"sleep": 1, "quick": 1}

@@ -27,6 +27,7 @@
 #include "flat.h"
 
 #include "emit.h"
+#include "pending.h"
 
 #include <pthread.h>
 #include <structmember.h>
@@ -55,9 +56,14 @@ typedef struct FlatProfile {
     double limit;                 /* seconds; < 0: no limit (never above) */
     int below_level, above_level; /* logging levels: skip when not enabled */
     int ignore_builtins, warned, wrap_kind;
+    int body; /* FLAT_BODY_*: what calling func returns */
 } FlatProfile;
 
 enum { FLAT_FUNCTION, FLAT_CLASSMETHOD, FLAT_STATICMETHOD };
+
+/* What the profiled function's body is: run at the call, or later by a
+ * generator or coroutine it returns (each resume a part of the activation). */
+enum { FLAT_BODY_PLAIN, FLAT_BODY_GENERATOR, FLAT_BODY_COROUTINE };
 
 /* ---- the per-thread activation stack -------------------------------------- */
 
@@ -630,12 +636,144 @@ static void emit_children(FlatProfile *fp, flat_act *a, ct_engine_slot *slot)
     ct_restore_exc(saved);
 }
 
+/* ---- activations that suspend: generators and coroutines ---------------------- */
+
+struct ct_flat_run {
+    FlatProfile *fp; /* strong */
+    flat_act act;    /* while suspended: the activation's table (its callees strong) */
+    uint64_t first_ns, resumed_ns, running_ns;
+    size_t depth; /* on the stack while resumed: its position + 1; 0 when not */
+    int started, finished;
+};
+
+ct_flat_run *ct_flat_run_new(PyObject *flat)
+{
+    FlatProfile *fp = (FlatProfile *)flat;
+    if (!FLAT_SYSMON || fp->body == FLAT_BODY_PLAIN || !fp->code)
+        return NULL;
+    ct_flat_run *run = PyMem_Calloc(1, sizeof *run);
+    if (!run || !(run->act.sites = calloc(16, sizeof(flat_site)))) {
+        PyMem_Free(run);
+        return NULL;
+    }
+    run->act.cap = 16;
+    run->act.code = fp->code;
+    run->fp = (FlatProfile *)Py_NewRef(flat);
+    return run;
+}
+
+/* Swaps the table of stack entry `e` with the run's (O(1)). */
+static void run_swap(ct_flat_run *run, flat_act *e)
+{
+    flat_act tmp = *e;
+    *e = run->act;
+    run->act = tmp;
+}
+
+void ct_flat_run_resume(ct_flat_run *run)
+{
+    if (!run || run->finished || run->depth)
+        return;
+    flat_stack *s = stack_get();
+    if (!s || !act_push(s, run->fp->code))
+        return;
+    run_swap(run, &s->v[s->n - 1]); /* the entry now holds the run's table */
+    run->depth = s->n;
+    run->resumed_ns = ct_now_ns();
+    if (!run->started) {
+        run->started = 1;
+        run->first_ns = run->resumed_ns;
+    }
+}
+
+void ct_flat_run_suspend(ct_flat_run *run, int finished, ct_engine_slot *slot)
+{
+    flat_stack *s = flat_tls;
+    if (!run || !run->depth || !s || s->n < run->depth)
+        return;
+    uint64_t now = ct_now_ns();
+    while (s->n > run->depth) /* never expected: every activation pops its own */
+        act_pop(s);
+    flat_act *e = &s->v[s->n - 1];
+    /* a generator's inner call ends at its yield; a coroutine's goes on
+     * while it waits: the time awaited inside an inner call counts for it */
+    if (run->fp->body == FLAT_BODY_GENERATOR || finished)
+        act_close(e, now);
+    run_swap(run, e); /* the entry gets back the clean table it lent */
+    e->n = 0;
+    e->pending = NULL;
+    s->n--;
+    run->depth = 0;
+    run->running_ns += now - run->resumed_ns;
+    if (!finished)
+        return;
+    run->finished = 1;
+    PyObject *exc = ct_fetch_exc();
+    if (slot)
+        emit_children(run->fp, &run->act, slot);
+    /* a generator took the time it ran; a coroutine, the time until it was done */
+    report(run->fp, &run->act,
+           run->fp->body == FLAT_BODY_GENERATOR ? run->running_ns : now - run->first_ns);
+    if (PyErr_Occurred()) /* a KeyboardInterrupt in a callback: it wins */
+        Py_XDECREF(exc);
+    else
+        ct_restore_exc(exc);
+    for (size_t i = 0; i < run->act.cap; i++)
+        Py_CLEAR(run->act.sites[i].callee);
+    run->act.n = 0;
+}
+
+void ct_flat_run_free(ct_flat_run *run)
+{
+    if (!run)
+        return;
+    for (size_t i = 0; i < run->act.cap; i++)
+        Py_CLEAR(run->act.sites[i].callee);
+    free(run->act.sites);
+    Py_CLEAR(run->fp);
+    PyMem_Free(run);
+}
+
+int ct_flat_run_traverse(ct_flat_run *run, visitproc visit, void *arg)
+{
+    if (run)
+        Py_VISIT(run->fp);
+    return 0;
+}
+
+int ct_flat_suspends(PyObject *flat)
+{
+    return ((FlatProfile *)flat)->body != FLAT_BODY_PLAIN;
+}
+
 /* ---- the call ---------------------------------------------------------------- */
 
 PyObject *ct_flat_call(PyObject *flat, PyObject *const *args, size_t nargsf, PyObject *kwnames,
                        ct_engine_slot *slot)
 {
     FlatProfile *fp = (FlatProfile *)flat;
+    if (fp->body != FLAT_BODY_PLAIN) {
+        /* the body runs later, in the generator or coroutine returned */
+        PyObject *res = PyObject_Vectorcall(fp->func, args, nargsf, kwnames);
+        if (slot || !res || !(PyGen_CheckExact(res) || PyCoro_CheckExact(res)))
+            return res; /* slot: the Recorder wraps it itself (pending.c) */
+        ct_state *st = (ct_state *)PyModule_GetState(fp->module_ref);
+        ct_deferred d;
+        memset(&d, 0, sizeof d);
+        d.done = 1; /* nothing recorded: only timed */
+        d.flat = ct_flat_run_new(flat);
+        if (!d.flat)
+            return res;
+        PyObject *w = ct_pending_wrap(
+            st, res, &d, fp->body == FLAT_BODY_COROUTINE ? KIND_COROUTINE : KIND_GENERATOR);
+        if (!w) { /* runs untimed */
+            PyErr_Clear();
+            ct_flat_run_free(d.flat);
+            return res;
+        }
+        Py_DECREF(res); /* the wrapper holds it */
+        return w;
+    }
     flat_stack *s = FLAT_SYSMON && fp->code ? stack_get() : NULL;
     size_t depth = s && act_push(s, fp->code) ? s->n : 0;
     uint64_t start = ct_now_ns();
@@ -727,6 +865,17 @@ static PyObject *Flat_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         if (code_count(st, module, code, 1) < 0)
             goto error;
         fp->code = Py_NewRef(code);
+        int flags = ((PyCodeObject *)code)->co_flags;
+        fp->body = (flags & CO_COROUTINE)   ? FLAT_BODY_COROUTINE
+                   : (flags & CO_GENERATOR) ? FLAT_BODY_GENERATOR
+                                            : FLAT_BODY_PLAIN;
+        if (flags & CO_ASYNC_GENERATOR) {
+            PyErr_Format(PyExc_TypeError,
+                         "flat_profile: %R is an async generator function, which flat_profile"
+                         " does not profile",
+                         func);
+            goto error;
+        }
     }
     return (PyObject *)fp;
 error:

@@ -90,6 +90,7 @@ static PyObject *step(Pending *p, int how, PyObject *arg)
     }
     PyObject *res = NULL;
     int status;
+    ct_flat_run_resume(d->flat);
     if (how == 0) {
         status = PyIter_Send(p->inner, arg ? arg : Py_None, &res);
     } else {
@@ -104,6 +105,8 @@ static PyObject *step(Pending *p, int how, PyObject *arg)
             status = res ? PYGEN_RETURN : PYGEN_ERROR;
         }
     }
+    /* inside the recorded call still: the inner calls are its children */
+    ct_flat_run_suspend(d->flat, status != PYGEN_NEXT, d->recorder && !d->done ? d->slot : NULL);
     t->parent = parent;
     t->depth = depth;
     if (status == PYGEN_NEXT) {
@@ -176,8 +179,10 @@ static PyObject *Pending_close(PyObject *self, PyObject *unused)
 {
     (void)unused;
     Pending *p = (Pending *)self;
-    PyObject *res = PyObject_CallMethod(p->inner, "close", NULL);
     ct_deferred *d = deferred_of(p);
+    ct_flat_run_resume(d->flat);
+    PyObject *res = PyObject_CallMethod(p->inner, "close", NULL);
+    ct_flat_run_suspend(d->flat, 1, NULL);
     if (res && p->mode == MODE_ITER)
         ct_deferred_finish(d, OUTCOME_CLOSED, NULL, NULL);
     return res;
@@ -209,7 +214,7 @@ static int Pending_traverse(Pending *p, visitproc visit, void *arg)
     Py_VISIT(p->inner);
     Py_VISIT(p->owner);
     Py_VISIT((PyObject *)p->d.recorder);
-    return 0;
+    return ct_flat_run_traverse(p->d.flat, visit, arg);
 }
 
 static int Pending_clear(Pending *p)
@@ -217,6 +222,8 @@ static int Pending_clear(Pending *p)
     Py_CLEAR(p->inner);
     Py_CLEAR(p->owner);
     Py_CLEAR(p->d.recorder);
+    ct_flat_run_free(p->d.flat);
+    p->d.flat = NULL;
     return 0;
 }
 

@@ -407,6 +407,7 @@ defer_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf 
     d.slot = slot;
     d.ci = *ci;
     d.want_yields = r->opt_yields;
+    d.flat = r->flat ? ct_flat_run_new(r->flat) : NULL;
     wbuf_init(&d.args, NULL, 0);
     wbuf_put(&d.args, ab->data, ab->len);
     PyObject *wrapped = ct_pending_wrap(r->st, res, &d, r->kind);
@@ -415,6 +416,7 @@ defer_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf 
     } else {
         PyErr_Clear();
         ct_deferred_finish(&d, OUTCOME_CLOSED, NULL, NULL);
+        ct_flat_run_free(d.flat);
     }
     return res;
 }
