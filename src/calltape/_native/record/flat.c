@@ -16,6 +16,9 @@
  * (count, total, maximum) in a small open-addressing table on this
  * thread's activation stack, reused from one activation to the next.
  *
+ * What an activation gives (the breakdown, the callbacks, the tape's
+ * records) is flat_out.c's.
+ *
  * Invariants: code outside profiled functions has no event set (the
  * events are local to the code objects that some FlatProfile wraps, and
  * removed when the last one goes); the callbacks never raise into the
@@ -24,9 +27,8 @@
  * On 3.11 (no sys.monitoring) the total is measured and no breakdown is
  * made: the README says so.
  */
-#include "flat.h"
+#include "flat_impl.h"
 
-#include "emit.h"
 #include "pending.h"
 
 #include <pthread.h>
@@ -41,45 +43,7 @@
 /* sys.monitoring's OPTIMIZER_ID: the monitor holds 2, probes 3, locals 4 */
 #define FLAT_TOOL_ID 5
 
-typedef struct FlatProfile {
-    PyObject_HEAD vectorcallfunc vectorcall;
-    PyObject *module_ref;    /* the _native module: its state */
-    PyObject *func;          /* the function called */
-    PyObject *code;          /* its code object (events set on it), or NULL */
-    PyObject *result_cls;    /* callable(function, total, limit, calls) */
-    PyObject *below, *above; /* callables, or None */
-    PyObject *logger;        /* gates the levels below, or None */
-    PyObject *is_enabled;    /* "isEnabledFor", interned */
-    PyObject *keep;          /* frozenset of callables and names (only=), or NULL */
-    PyObject *drop;          /* the same for ignore=, or NULL */
-    PyObject *dict;
-    double limit;                 /* seconds; < 0: no limit (never above) */
-    int below_level, above_level; /* logging levels: skip when not enabled */
-    int ignore_builtins, warned, wrap_kind;
-    int body; /* FLAT_BODY_*: what calling func returns */
-} FlatProfile;
-
-enum { FLAT_FUNCTION, FLAT_CLASSMETHOD, FLAT_STATICMETHOD };
-
-/* What the profiled function's body is: run at the call, or later by a
- * generator or coroutine it returns (each resume a part of the activation). */
-enum { FLAT_BODY_PLAIN, FLAT_BODY_GENERATOR, FLAT_BODY_COROUTINE };
-
 /* ---- the per-thread activation stack -------------------------------------- */
-
-typedef struct flat_site {
-    PyObject *callee; /* strong; NULL: a free slot */
-    long offset;      /* of the CALL instruction in the code */
-    uint64_t count, total_ns, max_ns, first_ns;
-} flat_site;
-
-typedef struct flat_act {
-    PyObject *code; /* borrowed: its FlatProfile holds it */
-    flat_site *sites;
-    size_t cap, n;      /* cap a power of two, n used */
-    flat_site *pending; /* the inner call being timed, or NULL */
-    uint64_t since;     /* when it started */
-} flat_act;
 
 typedef struct flat_stack {
     flat_act *v;
@@ -156,18 +120,6 @@ static void act_pop(flat_stack *s)
     a->pending = NULL;
 }
 
-static void act_close(flat_act *a, uint64_t now)
-{
-    flat_site *p = a->pending;
-    if (!p)
-        return;
-    uint64_t d = now - a->since;
-    p->total_ns += d;
-    if (d > p->max_ns)
-        p->max_ns = d;
-    a->pending = NULL;
-}
-
 static size_t site_hash(PyObject *callee, long offset, size_t mask)
 {
     uint64_t h = ((uint64_t)(uintptr_t)callee >> 4) ^ ((uint64_t)offset * 0x9E3779B97F4A7C15ull);
@@ -230,7 +182,7 @@ static PyObject *cb_call(PyObject *module, PyObject *const *args, Py_ssize_t nar
     if (a->code != args[0]) /* the code run outside its wrapper */
         Py_RETURN_NONE;
     uint64_t now = ct_now_ns();
-    act_close(a, now);
+    flat_act_close(a, now);
     PyObject *callee = args[2];
     if (PyMethod_Check(callee)) /* a new bound method each time: its function */
         callee = PyMethod_GET_FUNCTION(callee);
@@ -356,286 +308,6 @@ static int code_count(ct_state *st, PyObject *module, PyObject *code, int delta)
     return rc;
 }
 
-/* ---- after an activation ----------------------------------------------------- */
-
-/* 1 when `o` is in the name set `set`: itself, or its "module.qualname"
- * or its qualname.  0 when not; never raises. */
-static int in_names(PyObject *set, PyObject *o)
-{
-    int r = PySet_Contains(set, o);
-    if (r != 0) {
-        PyErr_Clear();
-        return r > 0;
-    }
-    PyObject *q = PyObject_GetAttrString(o, "__qualname__");
-    PyObject *m = q ? PyObject_GetAttrString(o, "__module__") : NULL;
-    PyErr_Clear();
-    PyObject *full = q && m && PyUnicode_Check(m) ? PyUnicode_FromFormat("%U.%S", m, q) : NULL;
-    PyErr_Clear();
-    r = (q && PySet_Contains(set, q) > 0) || (full && PySet_Contains(set, full) > 0);
-    PyErr_Clear();
-    Py_XDECREF(full);
-    Py_XDECREF(m);
-    Py_XDECREF(q);
-    return r;
-}
-
-/* A callable written in C (len, list.append, a C method), or whose module
- * is builtins. */
-static int is_builtin(PyObject *o)
-{
-    if (PyCFunction_Check(o) || Py_IS_TYPE(o, &PyMethodDescr_Type) ||
-        Py_IS_TYPE(o, &PyWrapperDescr_Type) || Py_IS_TYPE(o, &PyClassMethodDescr_Type))
-        return 1;
-    PyObject *m = PyObject_GetAttrString(o, "__module__");
-    PyErr_Clear();
-    int r = m && PyUnicode_Check(m) && PyUnicode_CompareWithASCIIString(m, "builtins") == 0;
-    Py_XDECREF(m);
-    return r;
-}
-
-static int kept(FlatProfile *fp, PyObject *callee)
-{
-    if (fp->ignore_builtins && is_builtin(callee))
-        return 0;
-    if (fp->drop && in_names(fp->drop, callee))
-        return 0;
-    return !fp->keep || in_names(fp->keep, callee);
-}
-
-static int by_total(const void *x, const void *y)
-{
-    const flat_site *a = *(flat_site *const *)x, *b = *(flat_site *const *)y;
-    return a->total_ns < b->total_ns ? 1 : a->total_ns > b->total_ns ? -1 : 0;
-}
-
-/* The breakdown of `a`: a list of (callee, line, count, total, max), the
- * slowest first (times in seconds).  New reference or NULL. */
-static PyObject *breakdown(FlatProfile *fp, flat_act *a)
-{
-    flat_site **order = PyMem_Malloc((a->n ? a->n : 1) * sizeof(flat_site *));
-    PyObject *rows = order ? PyList_New(0) : NULL;
-    if (!rows)
-        goto error;
-    size_t n = 0;
-    for (size_t i = 0; i < a->cap; i++)
-        if (a->sites[i].callee && kept(fp, a->sites[i].callee))
-            order[n++] = &a->sites[i];
-    qsort((void *)order, n, sizeof(flat_site *), by_total);
-    for (size_t i = 0; i < n; i++) {
-        flat_site *s = order[i];
-        int line = PyCode_Addr2Line((PyCodeObject *)a->code, (int)s->offset);
-        PyObject *row = Py_BuildValue("(OiKdd)", s->callee, line, (unsigned long long)s->count,
-                                      (double)s->total_ns / 1e9, (double)s->max_ns / 1e9);
-        if (!row || PyList_Append(rows, row) < 0) {
-            Py_XDECREF(row);
-            goto error;
-        }
-        Py_DECREF(row);
-    }
-    PyMem_Free(order);
-    return rows;
-error:
-    PyMem_Free(order);
-    Py_XDECREF(rows);
-    if (!PyErr_Occurred())
-        PyErr_NoMemory();
-    return NULL;
-}
-
-/* 1 when the callback's `level` gate lets it run (no gate, or the logger
- * is enabled for it); 0 when not; -1 with an exception. */
-static int gate_open(FlatProfile *fp, int level)
-{
-    if (!level || fp->logger == Py_None)
-        return 1;
-    PyObject *lvl = PyLong_FromLong(level); /* a small int: cached by CPython */
-    PyObject *argv[2] = {fp->logger, lvl};
-    PyObject *r = lvl ? PyObject_VectorcallMethod(fp->is_enabled, argv,
-                                                  2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL)
-                      : NULL;
-    int open = r ? PyObject_IsTrue(r) : -1;
-    Py_XDECREF(r);
-    Py_XDECREF(lvl);
-    return open;
-}
-
-/* Runs the above or below callback for the activation `a` that took
- * `total_ns`.  Never raises (but a KeyboardInterrupt is left pending). */
-static void report(FlatProfile *fp, flat_act *a, uint64_t total_ns)
-{
-    double total = (double)total_ns / 1e9;
-    int above = fp->limit >= 0 && total >= fp->limit;
-    PyObject *cb = above ? fp->above : fp->below;
-    if (cb == Py_None)
-        return;
-    PyObject *rows = NULL, *res = NULL, *r = NULL, *limit = NULL;
-    int open = gate_open(fp, above ? fp->above_level : fp->below_level);
-    if (open <= 0)
-        goto done;
-    rows = a ? breakdown(fp, a) : PyList_New(0);
-    if (!rows)
-        goto done;
-    limit = fp->limit >= 0 ? PyFloat_FromDouble(fp->limit) : Py_NewRef(Py_None);
-    res =
-        limit ? PyObject_CallFunction(fp->result_cls, "OdOO", fp->func, total, limit, rows) : NULL;
-    if (res)
-        r = PyObject_CallOneArg(cb, res);
-done:
-    if (!r && PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-        PyObject *what = ct_describe_pending();
-        if (what && !fp->warned) {
-            fp->warned = 1;
-            ct_state *st = (ct_state *)PyModule_GetState(fp->module_ref);
-            PyObject *msg = PyUnicode_FromFormat(
-                "calltape.flat_profile: the %s callback of %R raised %U; the call's result is"
-                " unchanged (reported once)",
-                above ? "above" : "below", fp->func, what);
-            if (!msg || PyErr_WarnEx(st->sink.warn_category, PyUnicode_AsUTF8(msg), 1) < 0)
-                PyErr_Clear();
-            Py_XDECREF(msg);
-        }
-        Py_XDECREF(what);
-    }
-    Py_XDECREF(r);
-    Py_XDECREF(res);
-    Py_XDECREF(limit);
-    Py_XDECREF(rows);
-}
-
-/* ---- onto the tape ------------------------------------------------------------ */
-
-/* How a callee is known on tapes: its process-local function id and its
- * description, announced again to each new engine (serial). */
-typedef struct flat_fn {
-    uint64_t fn_id, serial;
-    PyObject *body; /* bytes: the REC_FUNCTION body */
-} flat_fn;
-
-static void fn_free(PyObject *capsule)
-{
-    flat_fn *f = PyCapsule_GetPointer(capsule, "calltape.flat_fn");
-    if (f) {
-        Py_XDECREF(f->body);
-        PyMem_Free(f);
-    }
-}
-
-/* What a callee is filed under: a Python function by its code (shared by
- * every closure made of it), anything else by itself. */
-static PyObject *fn_key(PyObject *callee)
-{
-    return PyFunction_Check(callee) ? PyFunction_GET_CODE(callee) : callee;
-}
-
-/* The description of `callee` (module, qualname, file, line; parameters
- * as (*args, **kwargs): the flat profiler records no arguments).  New
- * reference or NULL with an exception. */
-static PyObject *fn_describe(ct_state *st, PyObject *callee)
-{
-    PyObject *mod = PyObject_GetAttrString(callee, "__module__");
-    PyErr_Clear();
-    if (!mod || !PyUnicode_Check(mod)) {
-        PyObject *owner = PyObject_GetAttrString(callee, "__objclass__"); /* list.append */
-        PyErr_Clear();
-        Py_XSETREF(mod, owner ? PyObject_GetAttrString(owner, "__module__") : NULL);
-        PyErr_Clear();
-        Py_XDECREF(owner);
-    }
-    PyObject *qual = PyObject_GetAttrString(callee, "__qualname__");
-    PyErr_Clear();
-    if (!qual || !PyUnicode_Check(qual))
-        Py_XSETREF(qual, PyUnicode_FromString(Py_TYPE(callee)->tp_name));
-    PyObject *names = Py_BuildValue("(ss)", "args", "kwargs");
-    PyCodeObject *co =
-        PyFunction_Check(callee) ? (PyCodeObject *)PyFunction_GET_CODE(callee) : NULL;
-    PyObject *out = NULL;
-    if (qual && names) {
-        ct_fn_desc d = {.module = mod && PyUnicode_Check(mod) ? mod : NULL,
-                        .qualname = qual,
-                        .file = co ? co->co_filename : NULL,
-                        .line = co ? co->co_firstlineno : 0,
-                        .names = names};
-        out = ct_describe_function(st, &d);
-    }
-    Py_XDECREF(names);
-    Py_XDECREF(qual);
-    Py_XDECREF(mod);
-    return out;
-}
-
-/* The function id of `callee` on `slot`'s tape, announced there when
- * new.  Returns 0 with *id set, or -1 with an exception. */
-static int fn_id_of(ct_state *st, ct_engine_slot *slot, PyObject *callee, uint64_t *id)
-{
-    if (!st->flat.fns && !(st->flat.fns = PyDict_New()))
-        return -1;
-    PyObject *key = fn_key(callee);
-    PyObject *cap = PyDict_GetItemWithError(st->flat.fns, key); /* borrowed */
-    flat_fn *f = cap ? PyCapsule_GetPointer(cap, "calltape.flat_fn") : NULL;
-    if (!f) {
-        if (PyErr_Occurred() || !(f = PyMem_Calloc(1, sizeof *f)))
-            return PyErr_Occurred() ? -1 : (PyErr_NoMemory(), -1);
-        PyObject *c = PyCapsule_New(f, "calltape.flat_fn", fn_free);
-        if (!c) {
-            PyMem_Free(f);
-            return -1;
-        }
-        int rc = PyDict_SetItem(st->flat.fns, key, c);
-        Py_DECREF(c);
-        if (rc < 0 || !(f->body = fn_describe(st, callee)))
-            return -1;
-        f->fn_id = ++st->rec.next_fn;
-    }
-    if (f->serial != slot->serial) {
-        if (ct_emit_function(st, slot, f->fn_id, f->body) < 0)
-            return PyErr_NoMemory(), -1;
-        f->serial = slot->serial;
-    }
-    *id = f->fn_id;
-    return 0;
-}
-
-/* Writes each kept call site of activation `a` as a call record
- * (CAPTURE_FLAT) child of the recorded call running on this thread: the
- * callee's function, starting at its first call, lasting its total, its
- * result a dict of count, max (seconds) and line.  Never raises. */
-static void emit_children(FlatProfile *fp, flat_act *a, ct_engine_slot *slot)
-{
-    ct_state *st = (ct_state *)PyModule_GetState(fp->module_ref);
-    ct_thread *t = &ct_tls_thread;
-    PyObject *saved = ct_fetch_exc();
-    t->busy++;
-    for (size_t i = 0; i < a->cap; i++) {
-        flat_site *s = &a->sites[i];
-        uint64_t fn_id;
-        if (!s->callee || !kept(fp, s->callee) || fn_id_of(st, slot, s->callee, &fn_id) < 0) {
-            PyErr_Clear();
-            continue;
-        }
-        int line = PyCode_Addr2Line((PyCodeObject *)a->code, (int)s->offset);
-        PyObject *row = Py_BuildValue("{sKsdsi}", "count", (unsigned long long)s->count, "max",
-                                      (double)s->max_ns / 1e9, "line", line);
-        if (!row) {
-            PyErr_Clear();
-            continue;
-        }
-        ct_callinfo ci;
-        memset(&ci, 0, sizeof ci);
-        ci.seq = ++st->rec.seq;
-        ci.parent = t->parent;
-        ci.depth = t->depth;
-        ci.thread = t->index;
-        ci.start = s->first_ns;
-        ct_site site = {fn_id, NULL, NULL, NULL, st->rec.max_value_bytes, 1, 0, CAPTURE_FLAT};
-        ct_emit_site_call(st, &site, slot, &ci, NULL, 0, s->first_ns + s->total_ns,
-                          OUTCOME_RETURNED, row, NULL, NULL, NULL, NULL);
-        Py_DECREF(row);
-    }
-    t->busy--;
-    ct_restore_exc(saved);
-}
-
 /* ---- activations that suspend: generators and coroutines ---------------------- */
 
 struct ct_flat_run {
@@ -698,7 +370,7 @@ void ct_flat_run_suspend(ct_flat_run *run, int finished, ct_engine_slot *slot)
     /* a generator's inner call ends at its yield; a coroutine's goes on
      * while it waits: the time awaited inside an inner call counts for it */
     if (run->fp->body == FLAT_BODY_GENERATOR || finished)
-        act_close(e, now);
+        flat_act_close(e, now);
     run_swap(run, e); /* the entry gets back the clean table it lent */
     e->n = 0;
     e->pending = NULL;
@@ -710,10 +382,10 @@ void ct_flat_run_suspend(ct_flat_run *run, int finished, ct_engine_slot *slot)
     run->finished = 1;
     PyObject *exc = ct_fetch_exc();
     if (slot)
-        emit_children(run->fp, &run->act, slot);
+        flat_emit_children(run->fp, &run->act, slot);
     /* a generator took the time it ran; a coroutine, the time until it was done */
-    report(run->fp, &run->act,
-           run->fp->body == FLAT_BODY_GENERATOR ? run->running_ns : now - run->first_ns);
+    flat_report(run->fp, &run->act,
+                run->fp->body == FLAT_BODY_GENERATOR ? run->running_ns : now - run->first_ns);
     if (PyErr_Occurred()) /* a KeyboardInterrupt in a callback: it wins */
         Py_XDECREF(exc);
     else
@@ -784,12 +456,12 @@ PyObject *ct_flat_call(PyObject *flat, PyObject *const *args, size_t nargsf, PyO
         while (s->n > depth) /* never expected: every activation pops its own */
             act_pop(s);
         a = &s->v[depth - 1]; /* found again: inner activations may have moved it */
-        act_close(a, end);
+        flat_act_close(a, end);
     }
     PyObject *exc = res ? NULL : ct_fetch_exc();
     if (a && slot)
-        emit_children(fp, a, slot);
-    report(fp, a, end - start);
+        flat_emit_children(fp, a, slot);
+    flat_report(fp, a, end - start);
     if (depth)
         act_pop(s);
     if (PyErr_Occurred()) { /* a KeyboardInterrupt in a callback */

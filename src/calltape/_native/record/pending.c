@@ -33,6 +33,8 @@ static ct_deferred *deferred_of(Pending *p)
 static void keep_yield(ct_deferred *d, PyObject *v)
 {
     Recorder *r = d->recorder;
+    if (!r) /* only timed (flat_profile): nothing is kept */
+        return;
     if (d->yields.len >= (size_t)r->max_value_bytes) {
         d->nomitted++;
         return;
