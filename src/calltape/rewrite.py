@@ -352,8 +352,8 @@ class _Compiler:
     def fail(self, why: str) -> TypeError:
         return TypeError(f"{self.plan.name} cannot rewrite {self.where}: {why}")
 
-    def read(self) -> tuple[str, str, int]:
-        """(the def's source as in the file, the same padded to its real line, first line)."""
+    def read(self) -> tuple[list[str], str, int]:
+        """(the def's lines as in the file, their text padded to its real line, first line)."""
         import inspect
 
         if self.code.co_name == "<lambda>":
@@ -365,18 +365,18 @@ class _Compiler:
                             " or in a file that is gone); define it in a file") from None
         text = "".join(lines)
         if not lines or lines[0][:1] not in (" ", "\t"):
-            return text, "\n" * (first - 1) + text, first
+            return lines, "\n" * (first - 1) + text, first
         if first < 2:
             raise self.fail("its source starts indented on the file's first line")
         # an indented def parses under "if 1:" at its own columns; the blank
         # lines put every node at its line in the file
-        return text, "\n" * (first - 2) + "if 1:\n" + text, first
+        return lines, "\n" * (first - 2) + "if 1:\n" + text, first
 
     def template(self) -> _Template:
         import ast
         import warnings
 
-        source, padded, _first = self.read()
+        lines, padded, first = self.read()
         try:
             tree = ast.parse(padded, filename=self.code.co_filename)
         except SyntaxError as exc:
@@ -386,8 +386,8 @@ class _Compiler:
             node = node.body[0]
         cls = _enclosing_class(self.code.co_qualname)
         self.check(node, cls)
-        rewriter = _CallRewriter(self.plan, padded, self.shadowed(node), self.func.__builtins__,
-                                 "__class__" in self.code.co_freevars)
+        rewriter = _CallRewriter(self.plan, lines, first, self.shadowed(node),
+                                 self.func.__builtins__, "__class__" in self.code.co_freevars)
         rewriter.rewrite_def(node)
         module = self.factory(node, cls)
         with warnings.catch_warnings():
@@ -401,7 +401,7 @@ class _Compiler:
             raise self.stale()
         code = _replace_consts(found, rewriter.constants,
                                (found.co_qualname, self.code.co_qualname))
-        return _Template(code, source, functools.partial(rewriter.display, node))
+        return _Template(code, "".join(lines), functools.partial(rewriter.display, node))
 
     def check(self, node: ast.stmt, cls: str | None) -> None:
         """The parsed def is the running function's (its name, kind and arguments)."""
@@ -531,9 +531,9 @@ class _CallRewriter:
     decorators and defaults are not run again: the original's are kept).
     """
 
-    def __init__(self, plan: _Plan, padded: str, shadowed: frozenset[str],
+    def __init__(self, plan: _Plan, lines: list[str], first: int, shadowed: frozenset[str],
                  builtins: dict[str, Any], class_cell: bool) -> None:
-        self.plan, self.padded, self.shadowed = plan, padded, shadowed
+        self.plan, self.lines, self.first, self.shadowed = plan, lines, first, shadowed
         self.builtins = builtins
         self.scopes = [_Scope(None, class_cell)]
         self.constants: dict[str, Any] = {}
@@ -653,16 +653,26 @@ class _CallRewriter:
             return None
         start, end = node.lineno, node.end_lineno
         ln_range = (start,) if end is None or end == start else (start, end)
-        if self.plan.unparse:
-            source = ast.unparse(node)
-        else:
-            source = ast.get_source_segment(self.padded, node) or ast.unparse(node)
+        source = ast.unparse(node) if self.plan.unparse else self.segment(node)
         if self.plan.shape == "fresh":
             return ast.Dict([ast.Constant("ln_range"), ast.Constant("source")],
                             [ast.Constant(ln_range), ast.Constant(source)])
         placeholder = f"{_TOKEN}.extras.{len(self.constants)}"
         self.constants[placeholder] = CallExtras(ln_range=ln_range, source=source)
         return ast.Constant(placeholder)
+
+    def segment(self, node: ast.expr) -> str:
+        """The node's text as written (its columns are UTF-8 byte offsets)."""
+        import ast
+
+        assert node.end_lineno is not None and node.end_col_offset is not None
+        rows = [line.encode() for line in
+                self.lines[node.lineno - self.first:node.end_lineno - self.first + 1]]
+        if not rows:
+            return ast.unparse(node)
+        rows[-1] = rows[-1][:node.end_col_offset]
+        rows[0] = rows[0][node.col_offset:]
+        return b"".join(rows).decode(errors="replace")
 
     # -- Recompyle's rewrite_details["new_source"] -------------------------
     def display(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:

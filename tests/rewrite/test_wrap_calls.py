@@ -96,6 +96,17 @@ def test_extras_give_the_line_range_in_the_file_and_stay_one_readonly_object():
     assert hash(extras) == hash(CallExtras(dict(extras)))
 
 
+def test_the_source_text_is_the_call_as_written_with_non_ascii_text():
+    log = Log()
+
+    @calltape.wrap_calls(log)
+    def f():
+        return "·".join(["café", str( "naïve" )])  # noqa: UP018
+
+    assert f() == "café·naïve"
+    assert log.sources() == ["str( \"naïve\" )", '"·".join(["café", str( "naïve" )])']
+
+
 def change_args_and_result(call, extras, /, *args, **kwargs):
     if call is double:
         args = (args[0] + 100,)
