@@ -6,6 +6,7 @@ import asyncio
 import functools
 import importlib
 import inspect
+import linecache
 import pickle
 import sys
 import textwrap
@@ -17,7 +18,8 @@ import pytest
 import calltape
 from calltape.rewrite import CallExtras
 
-HERE_LINES = open(__file__).read().splitlines()
+with open(__file__, encoding="utf-8") as _f:
+    HERE_LINES = _f.read().splitlines()
 
 
 def line_of(marker):
@@ -601,8 +603,6 @@ def test_a_source_edited_since_import_is_refused(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     mod = importlib.import_module("edited_mod")
     path.write_text("def g(a):\n    return a\n")
-    import linecache
-
     linecache.checkcache(str(path))
     with pytest.raises(TypeError, match=r"cannot rewrite f .*does not match the running code"):
         calltape.wrap_calls(Log())(mod.f)
