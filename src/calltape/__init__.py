@@ -34,7 +34,6 @@ from ._markers import (
     Unreadable,
 )
 from ._monitor import monitor
-from .rewrite import wrap_calls as wrap_calls
 
 TYPE_CHECKING = False  # typing loads on demand: `import calltape` stays quick (the CLI's start)
 if TYPE_CHECKING:
@@ -42,6 +41,8 @@ if TYPE_CHECKING:
     from typing import Any, TypeVar, overload
 
     from ._replay import Outcome, Report
+    from .flat import FlatResult, flat_profile
+    from .rewrite import wrap_calls
 
     F = TypeVar("F", bound=Callable[..., Any])
 else:
@@ -54,6 +55,7 @@ __all__ = [
     "Recorder", "RecordingWarning", "Redacted", "RefusedGlobal", "ReplayRefused", "Report",
     "Session", "Tape", "TapeError", "Truncated", "Unencodable", "Unreadable", "compare",
     "configure", "flat_profile", "flush", "monitor", "open", "record", "register_codec", "stats",
+    "wrap_calls",
 ]
 
 Recorder = _native.Recorder
@@ -88,6 +90,10 @@ def __getattr__(name: str) -> Any:
         from . import flat
 
         return getattr(flat, name)
+    if name == "wrap_calls":  # loads ast and inspect: on first use
+        from .rewrite import wrap_calls
+
+        return wrap_calls
     raise AttributeError(f"module 'calltape' has no attribute {name!r}")
 
 

@@ -32,6 +32,34 @@ class Recorder:
         globals: bool = False,
         yields: bool = False,
         pickle: Any = None,
+        flat: FlatProfile | None = None,
+    ) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any: ...
+
+class FlatProfile:
+    """A function whose direct inner calls are timed at each call (calltape.flat_profile)."""
+
+    __wrapped__: Any
+    __name__: str
+    __qualname__: str
+    __module__: str
+    __doc__: str | None
+    limit: float | None
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        result_cls: Callable[..., Any],
+        limit: float | None = None,
+        below: Callable[[Any], Any] | None = None,
+        above: Callable[[Any], Any] | None = None,
+        logger: Any = None,
+        below_level: int = 0,
+        above_level: int = 0,
+        only: Any = None,
+        ignore: Any = None,
+        ignore_builtins: bool = False,
+        kind: int = 0,
     ) -> None: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: Any, objtype: type | None = None) -> Any: ...

@@ -123,6 +123,39 @@ def _names(items: Iterable[Any] | None, what: str) -> list[Any] | None:
     return list(items)
 
 
+def _decorator(limit: float | None, below: Callable[[FlatResult], Any] | None,
+               above: Callable[[FlatResult], Any] | None, gate: logging.Logger | None,
+               below_level: int, above_level: int, keep: list[Any] | None,
+               drop: list[Any] | None, ignore_builtins: bool, record: bool,
+               name: str = "flat_profile") -> Callable[[F], F]:
+    """The decorator of flat_profile and of the Recompyle facade: ``below`` and
+    ``above`` are called as given (None: nothing); a non-zero level skips
+    its callback while ``gate`` is not enabled for it."""
+
+    def decorate(f: F) -> F:
+        kind = "function"
+        if isinstance(f, classmethod):
+            kind, f = "classmethod", f.__func__
+        elif isinstance(f, staticmethod):
+            kind, f = "staticmethod", f.__func__
+        if not callable(f):
+            raise TypeError(f"{name}: cannot profile {f!r}, which is not callable")
+        if inspect.isasyncgenfunction(f):
+            raise TypeError(f"{name}: {f.__qualname__} is an async generator function,"
+                            " which flat_profile does not profile")
+        prof = _native.FlatProfile(
+            f, FlatResult, limit=limit, below=below, above=above, logger=gate,
+            below_level=below_level, above_level=above_level,
+            only=keep, ignore=drop, ignore_builtins=ignore_builtins,
+            kind=_KIND[kind] if not record else 0)
+        if not record:
+            return prof
+        method = {"classmethod": classmethod, "staticmethod": staticmethod}.get(kind)
+        return _native.Recorder(method(f) if method else f, flat=prof)
+
+    return decorate
+
+
 def flat_profile(func: Any = None, /, *, limit: float | None = None,
                  below: Callable[[FlatResult], Any] | None = None,
                  above: Callable[[FlatResult], Any] | None = None,
@@ -152,28 +185,9 @@ def flat_profile(func: Any = None, /, *, limit: float | None = None,
     if record is None:
         record = bool(os.environ.get("CALLTAPE_TAPE"))
 
-    def decorate(f: F) -> F:
-        kind = "function"
-        if isinstance(f, classmethod):
-            kind, f = "classmethod", f.__func__
-        elif isinstance(f, staticmethod):
-            kind, f = "staticmethod", f.__func__
-        if not callable(f):
-            raise TypeError(f"flat_profile: cannot profile {f!r}, which is not callable")
-        if inspect.isasyncgenfunction(f):
-            raise TypeError(f"flat_profile: {f.__qualname__} is an async generator function,"
-                            " which flat_profile does not profile")
-        prof = _native.FlatProfile(
-            f, FlatResult, limit=limit,
-            below=_log_below if below is None else below,
-            above=_log_above if above is None else above,
-            logger=logger, below_level=logging.DEBUG if below is None else 0,
-            above_level=logging.WARNING if above is None else 0,
-            only=keep, ignore=drop, ignore_builtins=ignore_builtins,
-            kind=_KIND[kind] if not record else 0)
-        if not record:
-            return prof
-        method = {"classmethod": classmethod, "staticmethod": staticmethod}.get(kind)
-        return _native.Recorder(method(f) if method else f, flat=prof)
-
+    decorate = _decorator(limit, _log_below if below is None else below,
+                          _log_above if above is None else above, logger,
+                          logging.DEBUG if below is None else 0,
+                          logging.WARNING if above is None else 0,
+                          keep, drop, ignore_builtins, record)
     return decorate if func is None else decorate(func)

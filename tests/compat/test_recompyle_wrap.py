@@ -128,8 +128,12 @@ def test_the_021_readme_example_with_rewrite_wrap_calls(tmp_path):
     assert proc.stderr == ""
 
 
-def test_only_the_two_names():
-    assert recompyle.__all__ == ["rewrite_wrap_calls", "wrap_calls"]
+def test_the_original_names_and_parameters():
+    assert recompyle.__all__ == ["default_above_log", "default_below_log", "flat_profile",
+                                 "rewrite_wrap_calls", "shallow_call_profiler", "wrap_calls"]
+    assert list(inspect.signature(recompyle.flat_profile).parameters) == [
+        "time_limit", "below_callback", "above_callback", "ignore_builtins", "blacklist",
+        "whitelist", "rewrite_details"]
     params = inspect.signature(wrap_calls).parameters
     assert list(params) == ["wrapper", "ignore_builtins", "blacklist", "whitelist",
                             "rewrite_details"]

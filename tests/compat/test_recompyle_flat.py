@@ -1,0 +1,116 @@
+"""calltape.compat.recompyle's flat profiler: Recompyle 0.2's flat_profile and
+shallow_call_profiler, called as the original calls its callbacks, with its log
+texts, over calltape.flat_profile (so closures, super() and async work)."""
+
+import asyncio
+import logging
+import sys
+import time
+
+import pytest
+
+from calltape.compat.recompyle import flat_profile, shallow_call_profiler
+
+SYSMON = sys.version_info >= (3, 12)
+
+
+def nap(t):
+    time.sleep(t)
+
+
+def test_the_original_log_texts(caplog):
+    @flat_profile(time_limit=0.02)
+    def handle(t):
+        nap(t)
+        nap(t / 2)
+        return len("ab")
+
+    with caplog.at_level(logging.INFO, logger="recompyle.applied.flat_profiler"):
+        assert handle(0.001) == 2
+        handle(0.03)
+    below, above = (r.getMessage() for r in caplog.records
+                    if r.name == "recompyle.applied.flat_profiler")
+    assert below.startswith("test_the_original_log_texts.<locals>.handle finished in 0.00")
+    assert below.endswith("s, below limit of 0.02s")
+    head, times = above.split("\n", 1)
+    assert head.endswith("s, above limit of 0.02s") and " finished in 0.04" in head
+    # the breakdown: the names' sums, slowest first, as the original's pformat
+    assert times.startswith("('nap: 0.04") and "'len: " in times
+
+
+def test_callbacks_get_total_limit_times_and_the_function():
+    got = []
+
+    @shallow_call_profiler(time_limit=1, below_callback=lambda *a: got.append(a))
+    def work():
+        nap(0.01)
+        nap(0.01)
+        return abs(-1)
+
+    assert work() == 1
+    ((total, limit, times, func),) = got
+    assert limit == 1 and func.__name__ == "work" and total >= 0.02
+    assert set(times) == {"nap", "abs"}
+    # one total per call site: their sum is what the original sums
+    assert len(times["nap"]) == 2 and 0.02 <= sum(times["nap"]) <= total
+
+
+def test_at_least_one_callback_and_a_real_limit():
+    with pytest.raises(ValueError, match="At least one of below_callback and above_callback"):
+        flat_profile(time_limit=1, below_callback=None, above_callback=None)
+    with pytest.raises(ValueError, match="time_limit must be 0 or more seconds"):
+        flat_profile(time_limit="1")
+
+
+def test_blacklist_and_whitelist_filter_and_stay_as_given():
+    got = []
+    black, white = {"len"}, {"nap"}
+
+    def body():
+        nap(0)
+        len("a")
+        return abs(-2)
+
+    flat_profile(time_limit=1, below_callback=lambda *a: got.append(a[2]), blacklist=black)(body)()
+    flat_profile(time_limit=1, below_callback=lambda *a: got.append(a[2]), whitelist=white)(body)()
+    flat_profile(time_limit=1, below_callback=lambda *a: got.append(a[2]),
+                 ignore_builtins=True)(body)()
+    assert [sorted(t) for t in got] == [["abs", "nap"], ["nap"], ["nap"]]
+    assert black == {"len"} and white == {"nap"}
+
+
+class Base:
+    def total(self, x):
+        return x * 2
+
+
+def test_what_the_original_rejects_works():
+    got = []
+    keep = lambda *a: got.append(a[2])
+    k = 3
+
+    class Cart(Base):
+        @flat_profile(time_limit=1, below_callback=keep)
+        def total(self, x):  # a closure using super(): the original refuses both
+            return super().total(x) + k
+
+    @flat_profile(time_limit=1, below_callback=keep)
+    async def fetch():
+        await asyncio.sleep(0.01)
+        return k
+
+    assert Cart().total(2) == 7 and asyncio.run(fetch()) == 3
+    assert "Base.total" in got[0] and (not SYSMON or "super" in got[0])
+    assert "sleep" in got[1] and sum(got[1]["sleep"]) >= 0.01
+
+
+def test_rewrite_details_tell_nothing_was_rewritten():
+    details = {}
+
+    def plain(x):
+        return abs(x)
+
+    flat_profile(time_limit=1, rewrite_details=details)(plain)
+    assert details["original_func"] is plain
+    assert details["original_source"] == details["new_source"]
+    assert details["original_source"].lstrip().startswith("def plain(x):")
