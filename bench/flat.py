@@ -5,7 +5,8 @@ calls (``g(x) -> x + 1`` in a loop), in a fresh interpreter per case:
 
 - plain;
 - under ``calltape.flat_profile`` (a limit never reached: the production
-  case, the DEBUG record off);
+  case, the DEBUG record off), and under its Recompyle facade
+  (``calltape.compat.recompyle.flat_profile``, its INFO record off);
 - under ``cProfile`` switched on around the calls;
 - under the original ``recompyle.flat_profile`` 0.2.1 (its INFO records
   off), from ``--recompyle-python`` (default $RECOMPYLE_PYTHON, else this
@@ -32,7 +33,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-CASES = ("plain", "calltape", "cprofile", "recompyle")
+CASES = ("plain", "calltape", "facade", "cprofile", "recompyle")
 
 # recompyle rewrites the function from its source file: the worker is a file
 WORKER = textwrap.dedent('''
@@ -57,6 +58,9 @@ WORKER = textwrap.dedent('''
     if case == "calltape":
         import calltape
         fn = calltape.flat_profile(fn, limit=3600)
+    elif case == "facade":
+        from calltape.compat.recompyle import flat_profile as facade
+        fn = facade(time_limit=3600)(fn)
     elif case == "recompyle":  # it rewrites the source: the decorator must be written there
         from recompyle import flat_profile
 
