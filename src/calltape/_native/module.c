@@ -234,6 +234,7 @@ static int module_exec(PyObject *m)
     ADD_TYPE(Monitor, Monitor_spec, NULL);
     ADD_TYPE(ProbeInstrument, ProbeInstrument_spec, NULL);
     ADD_TYPE(ProbeHook, ProbeHook_spec, NULL);
+    ADD_TYPE(Context, Context_spec, NULL);
     st->type.RestrictedUnpickler = (PyTypeObject *)ct_restricted_unpickler_type(
         m, st->imported.pickle_Unpickler, &st->imported.unpickler_rules_offset);
     if (!st->type.RestrictedUnpickler)
@@ -262,6 +263,7 @@ static int module_exec(PyObject *m)
     X(type.Replayer)                                                                               \
     X(type.ProbeInstrument)                                                                        \
     X(type.ProbeHook)                                                                              \
+    X(type.Context)                                                                                \
     X(probes.registry)                                                                             \
     X(probes.keys)                                                                                 \
     X(objects.codecs)                                                                              \
