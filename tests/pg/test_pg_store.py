@@ -15,7 +15,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import PASSWORD
+from conftest import PASSWORD, _server_env
 
 import calltape
 
@@ -312,7 +312,7 @@ def test_tests_on_the_server_and_an_older_schema(pg_server, pg_url, tmp_path):
     subprocess.run([os.path.join(pg_server.bindir, "psql"), "-h", pg_server.folder, "-p",
                     str(pg_server.port), "-U", "calltape", "-d", db, "-c",
                     "DROP TABLE contexts; UPDATE calltape_version SET version = 1"],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env=_server_env(), timeout=60)
     with calltape.open(pg_url) as tape:
         assert len(tape.calls()) == 4 and {c.test for c in tape.calls()} == {None}
         assert tape.tests() == [] and len(tape.search(test="t.py::two")) == 0
