@@ -2,6 +2,9 @@
 the pytest plugin does for each test), Call.test and search(test=) on a tape
 still being recorded, a Tape kept open across tests, and bad arguments."""
 
+import sqlite3
+import threading
+
 import pytest
 from _util import open_tape
 
@@ -62,3 +65,44 @@ def test_context_spans_and_their_arguments(tape):
     with pytest.raises(TypeError, match="monotonic_ns"):
         ctx.end(at="soon")
     assert t.tests(session=[]) == [] and len(t.tests(session=t.last_run())) == 1
+
+
+def test_threads_share_a_tapes_tests(tape):
+    for i in range(50):
+        with _native.Context(f"t.py::test_{i}"):
+            work(i)
+        work(-1)
+    t = open_tape(tape)
+    calls = list(t.search(limit=None))
+    errors = []
+
+    def read():
+        try:
+            for c in calls:
+                want = None if c.args["x"] < 0 else f"t.py::test_{c.args['x']}"
+                assert c.test == want
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == [] and len(calls) == 100
+
+
+def test_damaged_spans_read_as_they_are(tape):
+    with _native.Context("t.py::ok"):
+        work(1)
+    work(2)
+    calltape.flush()
+    with sqlite3.connect(tape) as con:  # not UTF-8, and ending before it starts
+        [sid] = con.execute("SELECT session FROM contexts").fetchone()
+        con.execute("INSERT INTO contexts VALUES (?, 99, 'test', CAST(X'ff61' AS TEXT), ?, ?)",
+                    (sid, 2**62, 2**61))
+    t = calltape.open(tape)
+    assert {c.args["x"]: c.test for c in t.search()} == {1: "t.py::ok", 2: None}
+    assert [r["test"] for r in t.tests()] == ["t.py::ok", "\ufffda"]
+    assert len(t.search(test="*a")) == 0  # the glob matches it; its span holds no time
+    assert len(t.search(test="t.py::ok")) == 1

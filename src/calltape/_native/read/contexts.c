@@ -16,7 +16,9 @@
  * Invariants: each session's spans are read once into a table the Tape
  * keeps (t->contexts), ordered by id and so by start, with reach[i] the
  * latest end among spans 0..i, so that a lookup is a binary search even
- * where spans overlap; a lookup that may depend on spans written after the
+ * where spans overlap; a table is only ever grown or updated in place
+ * (never replaced: threads reading one Tape share it), and its users hold
+ * its capsule while they use it; a lookup that may depend on spans written after the
  * table was read (a call after the last span's start, or in a span still
  * open) reads the session's newer spans first (the last one again, for its
  * end), so a tape being recorded is answered as it is now; every store
@@ -72,9 +74,11 @@ static int spans_grow(ct_spans *s)
 }
 
 /* The row's name as a str (invalid UTF-8 replaced, as a damaged tape may
- * hold).  New reference or NULL. */
+ * hold; none: "").  New reference or NULL. */
 static PyObject *row_name(const store_context *r)
 {
+    if (!r->name.p)
+        return PyUnicode_FromStringAndSize("", 0);
     return PyUnicode_DecodeUTF8((const char *)r->name.p, (Py_ssize_t)r->name.n, "replace");
 }
 
@@ -110,17 +114,36 @@ static int each_span(ct_tape *t, const store_context_filter *f, span_fn fn, void
 
 /* ---- one session's spans, for Call.test ---- */
 
-/* Adds (or, for the id of the last one, replaces) a span of the table. */
+/* Where span `id` is in `s`, or where it goes (ids ascend). */
+static size_t table_slot(const ct_spans *s, int64_t id)
+{
+    size_t a = 0, b = s->n;
+    while (a < b) {
+        size_t m = a + (b - a) / 2;
+        if (s->id[m] < id)
+            a = m + 1;
+        else
+            b = m;
+    }
+    return a;
+}
+
+/* Adds a span to the table, or replaces the one of its id (the table is
+ * read again from its last span on, maybe by two threads at once: a row
+ * may come that the table holds already). */
 static int add_to_table(void *ctx, const store_context *r)
 {
     ct_spans *s = ctx;
-    size_t i = s->n && s->id[s->n - 1] == r->id ? s->n - 1 : s->n;
-    if (i == s->n && spans_grow(s) < 0)
+    size_t i = table_slot(s, r->id);
+    int known = i < s->n && s->id[i] == r->id;
+    if (!known && i < s->n)
+        return 0; /* older than the table's last span, yet not in it: not a row of ours */
+    if (!known && spans_grow(s) < 0)
         return -1;
     PyObject *name = row_name(r);
     if (!name)
         return -1;
-    if (i == s->n) {
+    if (!known) {
         int rc = PyList_Append(s->names, name);
         Py_DECREF(name);
         if (rc < 0)
@@ -132,7 +155,8 @@ static int add_to_table(void *ctx, const store_context *r)
     s->id[i] = r->id;
     s->start[i] = r->start_ns;
     s->end[i] = r->end_ns == STORE_NONE ? INT64_MAX : r->end_ns;
-    s->reach[i] = i && s->reach[i - 1] > s->end[i] ? s->reach[i - 1] : s->end[i];
+    for (size_t k = i; k < s->n; k++) /* an end known now lowers the reach after it */
+        s->reach[k] = k && s->reach[k - 1] > s->end[k] ? s->reach[k - 1] : s->end[k];
     return 0;
 }
 
@@ -143,33 +167,39 @@ static int read_table(ct_tape *t, int64_t session, int64_t from, ct_spans *s)
     return each_span(t, &f, add_to_table, s);
 }
 
-/* The cached table of `session`, read on first use.  Borrowed, or NULL
- * with an exception set. */
-static ct_spans *session_table(ct_tape *t, int64_t session)
+/* The cached table of `session`, read on first use, as a new reference to
+ * its capsule, which the caller holds while it uses the table (*out).
+ * NULL with an exception set. */
+static PyObject *session_table(ct_tape *t, int64_t session, ct_spans **out)
 {
     if (!t->contexts && !(t->contexts = PyDict_New()))
         return NULL;
     PyObject *key = PyLong_FromLongLong((long long)session);
     PyObject *held = key ? PyDict_GetItemWithError(t->contexts, key) : NULL;
-    if (held || !key) {
+    if (held || !key || PyErr_Occurred()) {
         Py_XDECREF(key);
-        return held ? PyCapsule_GetPointer(held, "calltape.spans") : NULL;
+        *out = held ? PyCapsule_GetPointer(held, "calltape.spans") : NULL;
+        return Py_XNewRef(held);
     }
-    ct_spans *s = PyErr_Occurred() ? NULL : PyMem_Calloc(1, sizeof *s);
-    PyObject *capsule = NULL;
+    ct_spans *s = PyMem_Calloc(1, sizeof *s);
+    if (!s)
+        PyErr_NoMemory();
     if (s && (!(s->names = PyList_New(0)) || read_table(t, session, 0, s) < 0)) {
         spans_free(s);
         s = NULL;
     }
-    if (!s && !PyErr_Occurred())
-        PyErr_NoMemory();
-    capsule = s ? PyCapsule_New(s, "calltape.spans", spans_capsule_free) : NULL;
+    PyObject *capsule = s ? PyCapsule_New(s, "calltape.spans", spans_capsule_free) : NULL;
     if (s && !capsule)
         spans_free(s);
-    int rc = capsule ? PyDict_SetItem(t->contexts, key, capsule) : -1;
+    /* the store was read with the GIL released: another thread may have
+     * made the table meanwhile, and the first one made stays */
+    PyObject *kept = capsule && t->contexts ? PyDict_SetDefault(t->contexts, key, capsule) : NULL;
+    if (capsule && !t->contexts)
+        PyErr_Format(PyExc_ValueError, "the tape %U is closed", t->path);
     Py_DECREF(key);
-    Py_XDECREF(capsule); /* the dict holds it */
-    return rc == 0 ? s : NULL;
+    Py_XDECREF(capsule);
+    *out = kept ? PyCapsule_GetPointer(kept, "calltape.spans") : NULL;
+    return Py_XNewRef(kept);
 }
 
 /* The span of `s` holding `at`, latest start first; -1 when none does. */
@@ -191,8 +221,9 @@ static Py_ssize_t find_span(const ct_spans *s, int64_t at)
 
 PyObject *ct_tape_test_of(ct_tape *t, int64_t session, int64_t at)
 {
-    ct_spans *s = session_table(t, session);
-    if (!s)
+    ct_spans *s = NULL;
+    PyObject *owner = session_table(t, session, &s);
+    if (!owner)
         return NULL;
     Py_ssize_t i = find_span(s, at);
     /* spans written since the table was read could hold it: read them (the
@@ -200,11 +231,15 @@ PyObject *ct_tape_test_of(ct_tape *t, int64_t session, int64_t at)
      * what was read stands */
     int newer = s->n == 0 || at > s->start[s->n - 1];
     if ((newer && (i < 0 || s->end[i] == INT64_MAX)) && t->sto && !t->closing) {
-        if (read_table(t, session, s->n ? s->id[s->n - 1] : 0, s) < 0)
+        if (read_table(t, session, s->n ? s->id[s->n - 1] : 0, s) < 0) {
+            Py_DECREF(owner);
             return NULL;
+        }
         i = find_span(s, at);
     }
-    return i < 0 ? Py_NewRef(Py_None) : Py_NewRef(PyList_GET_ITEM(s->names, i));
+    PyObject *out = i < 0 ? Py_NewRef(Py_None) : Py_NewRef(PyList_GET_ITEM(s->names, i));
+    Py_DECREF(owner);
+    return out;
 }
 
 /* ---- selecting tests by name, for search(test=) and tests() ---- */
@@ -218,7 +253,8 @@ static int name_selected(const char *want, size_t wn, int glob, const uint8_t *n
         char *text = n < sizeof stack ? stack : PyMem_Malloc(n + 1);
         if (!text)
             return 0;
-        memcpy(text, name, n);
+        if (n)
+            memcpy(text, name, n);
         text[n] = 0;
         int hit = fnmatch(want, text, 0) == 0;
         if (text != stack)
