@@ -79,6 +79,13 @@ BENCHMARKS: dict[str, Benchmark] = {
             " (--callgrind: instructions per call)",
         ),
         Benchmark(
+            "flat",
+            "bench.flat",
+            "a function making 10 and 100 inner calls plain, under calltape.flat_profile,"
+            " cProfile and the original recompyle 0.2.1: ns and instructions added per"
+            " inner call, and what code outside a profiled function pays",
+        ),
+        Benchmark(
             "suite",
             "bench.suite",
             "real test suites (more-itertools, python-dateutil, attrs, toolz from the index)"

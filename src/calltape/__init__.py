@@ -49,10 +49,10 @@ else:
 
 __version__ = "0.1.0"
 __all__ = [
-    "Bound", "Call", "Calls", "ExceptionInfo", "Function", "Monitor", "Outcome", "Recorder",
-    "RecordingWarning", "Redacted", "RefusedGlobal", "ReplayRefused", "Report", "Session",
-    "Tape", "TapeError", "Truncated", "Unencodable", "Unreadable", "compare", "configure", "flush", "monitor", "open",
-    "record", "register_codec", "stats",
+    "Bound", "Call", "Calls", "ExceptionInfo", "FlatResult", "Function", "Monitor", "Outcome",
+    "Recorder", "RecordingWarning", "Redacted", "RefusedGlobal", "ReplayRefused", "Report",
+    "Session", "Tape", "TapeError", "Truncated", "Unencodable", "Unreadable", "compare",
+    "configure", "flat_profile", "flush", "monitor", "open", "record", "register_codec", "stats",
 ]
 
 Recorder = _native.Recorder
@@ -83,6 +83,10 @@ def __getattr__(name: str) -> Any:
         from . import _replay
 
         return getattr(_replay, name)
+    if name in ("flat_profile", "FlatResult"):  # loads logging: on first use
+        from . import flat
+
+        return getattr(flat, name)
     raise AttributeError(f"module 'calltape' has no attribute {name!r}")
 
 

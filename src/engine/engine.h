@@ -490,7 +490,7 @@ enum rec_capture {
     CAPTURE_UNKNOWN = 0,
     CAPTURE_DECORATOR = 1, /* @calltape.record */
     CAPTURE_MONITOR = 2,   /* calltape.monitor() and calltape run */
-    CAPTURE_FLAT = 3,      /* an inner call timed by calltape.flat_profile */
+    CAPTURE_FLAT = 3,      /* calltape.flat_profile: a profiled call and its inner calls */
     CAPTURE_PROBE = 4,     /* a probe's record instrument */
     CAPTURE_TIMER = 5,     /* calltape.timer */
     CAPTURE_LAST = CAPTURE_TIMER,

@@ -699,11 +699,12 @@ void engine_after_final_round(engine *e)
     if (atomic_exchange(&final_elected, 1))
         return; /* another writer answers; this one goes on as before */
     uint64_t timeout_ns = atomic_load(&final_timeout_ns);
-    pthread_mutex_lock(&registry_mu);
+    /* Walked without registry_mu, as the handler walks it: the thread that
+     * holds it may be waiting for this writer (engine_shutdown_all, run by
+     * exit() while the signal's final round runs, joins it). */
     for (engine *o = atomic_load(&registry_head); o; o = o->next_live)
         if (o != e)
             engine_flush(o, timeout_ns);
-    pthread_mutex_unlock(&registry_mu);
     engine_final_fn then = atomic_load(&final_then);
     if (then)
         then();

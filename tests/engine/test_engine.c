@@ -4,7 +4,8 @@
  * content hash, CRC-32C, and the engine end to end onto a real
  * SQLite tape (append, flush, fork-free reopen, read back), the energy
  * bounds of a search, self time (the table, and the totals per session),
- * and named spans (a test's time: the records, rows, a search within them).
+ * named spans (a test's time: the records, rows, a search within them),
+ * and a final round asked while the process exits.
  * Prints "N passed, N failed" and exits non-zero on any failure.
  */
 #include "engine.h"
@@ -2049,6 +2050,44 @@ static void test_contexts(void)
     remove_tape(path);
 }
 
+static atomic_int final_then_calls;
+
+static void count_final_then(void)
+{
+    atomic_fetch_add(&final_then_calls, 1);
+}
+
+/* A SIGTERM's final round while the process exits: exit() runs
+ * engine_shutdown_all, which joins the writer that answers the round.
+ * That writer must not wait for anything the exiting thread holds (it once
+ * waited for the registry lock: a Pool worker terminated while exiting hung
+ * for good).  alarm() ends the test binary if it hangs.  Run last: the
+ * final round is asked of the whole process. */
+static void test_final_round_while_shutting_down(void)
+{
+    char path[64];
+    fresh_path(path, "final-test");
+    engine *e = start_engine(path, 4096, 1 << 20);
+    if (!e)
+        return;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    for (uint64_t i = 1; i <= 100; i++)
+        CHECK(append_bare_call(e, &b, i, NULL) == 1);
+    wbuf_free(&b);
+    alarm(30);
+    CHECK(engine_final_round(count_final_then, 5000000000ull) == 1);
+    engine_shutdown_all(5000000000ull);
+    alarm(0);
+    CHECK(atomic_load(&final_then_calls) == 1);
+    engine_stats s;
+    engine_get_stats(e, &s);
+    CHECK(s.written_calls == 100 && s.dropped_calls == 0);
+    engine_free(e);
+    CHECK(query_int(path, "SELECT sum(n) FROM segments") == 100);
+    unlink(path);
+}
+
 int main(void)
 {
     test_varint_and_skip();
@@ -2080,6 +2119,7 @@ int main(void)
     test_selftime_table();
     test_self_time_totals();
     test_contexts();
+    test_final_round_while_shutting_down(); /* last: see there */
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

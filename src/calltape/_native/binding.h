@@ -137,7 +137,13 @@ typedef struct ct_state {
         PyTypeObject *RestrictedUnpickler, *Replayer;
         PyTypeObject *ProbeInstrument, *ProbeHook; /* probes/ */
         PyTypeObject *Context;                     /* record/context.c */
+        PyTypeObject *FlatProfile;                 /* record/flat.c */
     } type;
+    struct {             /* calltape.flat_profile (record/flat.c) */
+        PyObject *codes; /* dict: code -> how many FlatProfiles wrap it, or NULL */
+        PyObject *fns;   /* dict: code or callable -> capsule of its flat_fn, or NULL */
+        int tool_held;   /* the flat profiler's tool id is ours */
+    } flat;
     struct {                        /* run-time probes (probes/hook.c) */
         PyObject *registry;         /* dict: code -> started ProbeHook, or NULL */
         PyObject *keys;             /* tuple: the namespace's interned names, or NULL */
@@ -539,6 +545,7 @@ PyObject *ct_recorded_folders_py(PyObject *module, PyObject *args, PyObject *kw)
 /* The types: recorder.c, pending.c, replay.c, tape.c, monitor.c */
 extern PyType_Spec Replayer_spec;
 extern PyType_Spec Recorder_spec;
+extern PyType_Spec FlatProfile_spec; /* record/flat.c */
 extern PyType_Spec Pending_spec;
 extern PyType_Spec AsyncGenProxy_spec;
 extern PyType_Spec Tape_spec;

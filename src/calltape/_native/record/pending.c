@@ -33,6 +33,8 @@ static ct_deferred *deferred_of(Pending *p)
 static void keep_yield(ct_deferred *d, PyObject *v)
 {
     Recorder *r = d->recorder;
+    if (!r) /* only timed (flat_profile): nothing is kept */
+        return;
     if (d->yields.len >= (size_t)r->max_value_bytes) {
         d->nomitted++;
         return;
@@ -90,6 +92,7 @@ static PyObject *step(Pending *p, int how, PyObject *arg)
     }
     PyObject *res = NULL;
     int status;
+    ct_flat_run_resume(d->flat);
     if (how == 0) {
         status = PyIter_Send(p->inner, arg ? arg : Py_None, &res);
     } else {
@@ -104,6 +107,8 @@ static PyObject *step(Pending *p, int how, PyObject *arg)
             status = res ? PYGEN_RETURN : PYGEN_ERROR;
         }
     }
+    /* inside the recorded call still: the inner calls are its children */
+    ct_flat_run_suspend(d->flat, status != PYGEN_NEXT, d->recorder && !d->done ? d->slot : NULL);
     t->parent = parent;
     t->depth = depth;
     if (status == PYGEN_NEXT) {
@@ -176,8 +181,10 @@ static PyObject *Pending_close(PyObject *self, PyObject *unused)
 {
     (void)unused;
     Pending *p = (Pending *)self;
-    PyObject *res = PyObject_CallMethod(p->inner, "close", NULL);
     ct_deferred *d = deferred_of(p);
+    ct_flat_run_resume(d->flat);
+    PyObject *res = PyObject_CallMethod(p->inner, "close", NULL);
+    ct_flat_run_suspend(d->flat, 1, NULL);
     if (res && p->mode == MODE_ITER)
         ct_deferred_finish(d, OUTCOME_CLOSED, NULL, NULL);
     return res;
@@ -209,7 +216,7 @@ static int Pending_traverse(Pending *p, visitproc visit, void *arg)
     Py_VISIT(p->inner);
     Py_VISIT(p->owner);
     Py_VISIT((PyObject *)p->d.recorder);
-    return 0;
+    return ct_flat_run_traverse(p->d.flat, visit, arg);
 }
 
 static int Pending_clear(Pending *p)
@@ -217,6 +224,8 @@ static int Pending_clear(Pending *p)
     Py_CLEAR(p->inner);
     Py_CLEAR(p->owner);
     Py_CLEAR(p->d.recorder);
+    ct_flat_run_free(p->d.flat);
+    p->d.flat = NULL;
     return 0;
 }
 

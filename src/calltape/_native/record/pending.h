@@ -5,6 +5,7 @@
 #ifndef CALLTAPE_PENDING_H
 #define CALLTAPE_PENDING_H
 
+#include "flat.h"
 #include "recorder.h"
 
 /* A call whose record waits for its generator or coroutine to finish. */
@@ -19,6 +20,7 @@ typedef struct ct_deferred {
     wbuf yields;
     uint64_t nyields, nomitted;
     int want_yields;
+    ct_flat_run *flat; /* flat_profile of a generator or coroutine: owned, or NULL */
 } ct_deferred;
 
 /* Records the outcome (once) and releases the arguments. */

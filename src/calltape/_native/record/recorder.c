@@ -16,6 +16,7 @@
  */
 #include "recorder.h"
 
+#include "flat.h"
 #include "options.h"
 #include "pending.h"
 
@@ -406,6 +407,7 @@ defer_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf 
     d.slot = slot;
     d.ci = *ci;
     d.want_yields = r->opt_yields;
+    d.flat = r->flat ? ct_flat_run_new(r->flat) : NULL;
     wbuf_init(&d.args, NULL, 0);
     wbuf_put(&d.args, ab->data, ab->len);
     PyObject *wrapped = ct_pending_wrap(r->st, res, &d, r->kind);
@@ -414,8 +416,19 @@ defer_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf 
     } else {
         PyErr_Clear();
         ct_deferred_finish(&d, OUTCOME_CLOSED, NULL, NULL);
+        ct_flat_run_free(d.flat);
     }
     return res;
+}
+
+/* The call itself: through the flat profiler when `r` has one (its inner
+ * calls written onto `slot`'s tape when not NULL). */
+static inline PyObject *call_func(Recorder *r, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames, ct_engine_slot *slot)
+{
+    if (r->flat)
+        return ct_flat_call(r->flat, args, nargsf, kwnames, slot);
+    return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
 }
 
 static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
@@ -427,13 +440,13 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     if (!st->rec.enabled || t->busy) {
         if (st->rec.finalized && !t->busy) /* too late to record: counted */
             ct_count_late_call(st, r->tape ? r->slot : st->sink.default_slot);
-        return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
+        return call_func(r, args, nargsf, kwnames, NULL);
     }
     if (r->sample > 1 && (r->sample_counter++ % r->sample) != 0)
-        return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
+        return call_func(r, args, nargsf, kwnames, NULL);
     ct_engine_slot *slot = r->tape ? r->slot : st->sink.default_slot;
     if (!slot && !(slot = first_slot(r)))
-        return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
+        return call_func(r, args, nargsf, kwnames, NULL);
     if (r->announced_serial != slot->serial)
         announce_function(r, slot);
     if (!ct_thread_known(slot, t))
@@ -481,7 +494,7 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     t->parent = ci.seq;
     t->depth = ci.depth + 1;
     ct_call_begin(&ci);
-    PyObject *res = PyObject_Vectorcall(r->func, args, nargsf, kwnames);
+    PyObject *res = call_func(r, args, nargsf, kwnames, slot);
     uint64_t end = ct_call_end(&ci);
     t->parent = ci.parent;
     t->depth = ci.depth;
@@ -690,13 +703,13 @@ static int recorder_finish(Recorder *r)
 
 static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"func", "pickle", NULL};
-    PyObject *func, *pickle = Py_None, *v[CT_NOPTS], *rest;
+    static char *kwlist[] = {"func", "pickle", "flat", NULL};
+    PyObject *func, *pickle = Py_None, *flat = Py_None, *v[CT_NOPTS], *rest;
     ct_options o;
     unsigned accepted = CT_OPT_ALL & ~CT_OPT_BIT(CT_OPT_MAX_DEPTH);
     if (ct_options_take(kw, accepted, v, &rest) < 0)
         return NULL;
-    int ok = PyArg_ParseTupleAndKeywords(args, rest, "O|$O:record", kwlist, &func, &pickle);
+    int ok = PyArg_ParseTupleAndKeywords(args, rest, "O|$OO:record", kwlist, &func, &pickle, &flat);
     Py_XDECREF(rest);
     ct_state *st = ok ? PyType_GetModuleState(type) : NULL;
     if (!st || ct_options_read(v, &o) < 0)
@@ -711,6 +724,14 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     r->module_ref = Py_NewRef(st->module);
     int want_yields = o.yields, want_locals = o.locals, want_globals = o.globals;
     recorder_options(r, &o);
+    if (flat != Py_None) { /* calltape.flat_profile(record=True): flat wraps func */
+        if (!ct_flat_check(st, flat)) {
+            PyErr_Format(PyExc_TypeError, "record(flat=) takes a FlatProfile, not %R", flat);
+            Py_DECREF(r);
+            return NULL;
+        }
+        r->flat = Py_NewRef(flat);
+    }
     if ((pickle != Py_None && !(r->pickle = ct_type_tuple(pickle, "pickle"))) ||
         recorder_unwrap(r, func) < 0 || setup_signature(r) < 0 ||
         recorder_frame_options(r, want_yields, want_locals, want_globals) < 0 ||
@@ -730,6 +751,7 @@ static int Recorder_traverse(Recorder *r, visitproc visit, void *arg)
     Py_VISIT(r->dict);
     Py_VISIT(r->sanitize);
     Py_VISIT(r->pickle);
+    Py_VISIT(r->flat);
     return 0;
 }
 
@@ -740,6 +762,7 @@ static int Recorder_clear(Recorder *r)
     Py_CLEAR(r->dict);
     Py_CLEAR(r->sanitize);
     Py_CLEAR(r->pickle);
+    Py_CLEAR(r->flat);
     Py_CLEAR(r->tape);
     Py_CLEAR(r->redact.exact);
     Py_CLEAR(r->redact.patterns);

@@ -24,6 +24,7 @@ typedef struct Recorder {
     PyObject *tape;       /* str or NULL */
     PyObject *sanitize;   /* callable or NULL */
     PyObject *pickle;     /* tuple of types to pickle (record(pickle=)), or NULL */
+    PyObject *flat;       /* flat_profile(record=True): calls go through it, or NULL */
     ct_redact redact;     /* its names of secrets */
     ct_engine_slot *slot; /* cached engine of `tape` */
     PyObject *names;      /* tuple of parameter names */
@@ -47,9 +48,14 @@ typedef struct Recorder {
 /* The capture settings of Recorder `r`'s values. */
 static inline ct_site ct_recorder_site(const Recorder *r)
 {
-    ct_site site = {r->fn_id,  r->sanitize,        ct_redact_active(r->st, &r->redact),
-                    r->pickle, r->max_value_bytes, r->opt_result,
-                    0,         CAPTURE_DECORATOR};
+    ct_site site = {r->fn_id,
+                    r->sanitize,
+                    ct_redact_active(r->st, &r->redact),
+                    r->pickle,
+                    r->max_value_bytes,
+                    r->opt_result,
+                    0,
+                    r->flat ? CAPTURE_FLAT : CAPTURE_DECORATOR};
     return site;
 }
 

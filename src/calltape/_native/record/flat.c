@@ -1,0 +1,698 @@
+/*
+ * flat.c - calltape.flat_profile: the FlatProfile type, a wrapper (like
+ * Recorder: vectorcall, descriptor, GC) that times every call made
+ * directly inside one function, per activation, from sys.monitoring CALL
+ * events set on that function's code object alone (tool FLAT_TOOL_ID).
+ *
+ * An activation starts and ends in the wrapper, so it is exact and
+ * balanced whatever the function does (returns, raises, recurses).  In
+ * between, each CALL event of the function's frame ends the inner call
+ * timed before it and starts timing the new one, and the return ends the
+ * last: an inner call's time runs from its CALL to the next direct call or
+ * the return, so the function's own bytecode between two calls counts for
+ * the call before it, and calls deeper down count inside the direct call
+ * that made them.  The inner calls' times never add up to more than the
+ * total.  Each activation aggregates its calls by call site and callee
+ * (count, total, maximum) in a small open-addressing table on this
+ * thread's activation stack, reused from one activation to the next.
+ *
+ * What an activation gives (the breakdown, the callbacks, the tape's
+ * records) is flat_out.c's.
+ *
+ * Invariants: code outside profiled functions has no event set (the
+ * events are local to the code objects that some FlatProfile wraps, and
+ * removed when the last one goes); the callbacks never raise into the
+ * program; a user callback that raises is reported once (per profile) as a
+ * RecordingWarning and the call's own result or exception is unchanged.
+ * On 3.11 (no sys.monitoring) the total is measured and no breakdown is
+ * made: the README says so.
+ */
+#include "flat_impl.h"
+
+#include "pending.h"
+
+#include <pthread.h>
+#include <structmember.h>
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define FLAT_SYSMON 1
+#else
+#define FLAT_SYSMON 0
+#endif
+
+/* sys.monitoring's OPTIMIZER_ID: the monitor holds 2, probes 3, locals 4 */
+#define FLAT_TOOL_ID 5
+
+/* ---- the per-thread activation stack -------------------------------------- */
+
+typedef struct flat_stack {
+    flat_act *v;
+    size_t n, cap;
+} flat_stack;
+
+static __attribute__((tls_model("initial-exec"))) _Thread_local flat_stack *flat_tls;
+static pthread_key_t flat_key;
+static pthread_once_t flat_key_once = PTHREAD_ONCE_INIT;
+
+/* A thread's stack when the thread ends: its tables (every callee was
+ * released when its activation ended). */
+static void stack_free(void *p)
+{
+    flat_stack *s = p;
+    for (size_t i = 0; i < s->cap; i++)
+        free(s->v[i].sites);
+    free(s->v);
+    free(s);
+}
+
+static void key_make(void)
+{
+    (void)pthread_key_create(&flat_key, stack_free);
+}
+
+/* This thread's stack, made on first use; NULL when memory ran out. */
+static flat_stack *stack_get(void)
+{
+    if (flat_tls)
+        return flat_tls;
+    pthread_once(&flat_key_once, key_make);
+    flat_stack *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    flat_tls = s;
+    (void)pthread_setspecific(flat_key, s);
+    return s;
+}
+
+/* Pushes an activation of `code`.  Returns it, or NULL (memory). */
+static flat_act *act_push(flat_stack *s, PyObject *code)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 8;
+        flat_act *v = realloc(s->v, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        memset(v + s->cap, 0, (cap - s->cap) * sizeof *v);
+        s->v = v;
+        s->cap = cap;
+    }
+    flat_act *a = &s->v[s->n];
+    if (!a->sites) {
+        if (!(a->sites = calloc(16, sizeof *a->sites)))
+            return NULL;
+        a->cap = 16;
+    }
+    a->code = code;
+    a->n = 0;
+    a->pending = NULL;
+    s->n++;
+    return a;
+}
+
+/* Releases the callees of the top activation and pops it. */
+static void act_pop(flat_stack *s)
+{
+    flat_act *a = &s->v[--s->n];
+    if (a->n)
+        for (size_t i = 0; i < a->cap; i++)
+            Py_CLEAR(a->sites[i].callee);
+    a->n = 0;
+    a->pending = NULL;
+}
+
+static size_t site_hash(PyObject *callee, long offset, size_t mask)
+{
+    uint64_t h = ((uint64_t)(uintptr_t)callee >> 4) ^ ((uint64_t)offset * 0x9E3779B97F4A7C15ull);
+    return (size_t)(h ^ (h >> 29)) & mask;
+}
+
+/* Doubles the table of `a`.  Returns 0, or -1 (memory: the table stays). */
+static int act_grow(flat_act *a)
+{
+    size_t cap = a->cap * 2;
+    flat_site *v = calloc(cap, sizeof *v);
+    if (!v)
+        return -1;
+    for (size_t i = 0; i < a->cap; i++) {
+        flat_site *o = &a->sites[i];
+        if (!o->callee)
+            continue;
+        size_t j = site_hash(o->callee, o->offset, cap - 1);
+        while (v[j].callee)
+            j = (j + 1) & (cap - 1);
+        v[j] = *o;
+    }
+    free(a->sites);
+    a->sites = v;
+    a->cap = cap;
+    return 0;
+}
+
+/* The site of (callee, offset) in `a`, added when new; NULL (memory). */
+static flat_site *act_site(flat_act *a, PyObject *callee, long offset)
+{
+    if (4 * (a->n + 1) > 3 * a->cap && act_grow(a) < 0)
+        return NULL;
+    size_t mask = a->cap - 1, i = site_hash(callee, offset, mask);
+    for (;; i = (i + 1) & mask) {
+        flat_site *s = &a->sites[i];
+        if (s->callee == callee && s->offset == offset)
+            return s;
+        if (!s->callee) {
+            s->callee = Py_NewRef(callee);
+            s->offset = offset;
+            s->count = s->total_ns = s->max_ns = 0;
+            a->n++;
+            return s;
+        }
+    }
+}
+
+/* ---- sys.monitoring -------------------------------------------------------- */
+
+/* CALL(code, offset, callable, arg0): a direct call of the activation on
+ * top of this thread's stack begins. */
+static PyObject *cb_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    flat_stack *s = flat_tls;
+    if (!s || !s->n || nargs < 3)
+        Py_RETURN_NONE;
+    flat_act *a = &s->v[s->n - 1];
+    if (a->code != args[0]) /* the code run outside its wrapper */
+        Py_RETURN_NONE;
+    uint64_t now = ct_now_ns();
+    flat_act_close(a, now);
+    PyObject *callee = args[2];
+    if (PyMethod_Check(callee)) /* a new bound method each time: its function */
+        callee = PyMethod_GET_FUNCTION(callee);
+    long offset = PyLong_AsLong(args[1]);
+    flat_site *site = act_site(a, callee, offset);
+    if (site) {
+        if (!site->count++)
+            site->first_ns = now;
+        a->pending = site;
+        a->since = now;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef cb_call_def = {"CALL", (PyCFunction)(void (*)(void))cb_call, METH_FASTCALL,
+                                  NULL};
+
+/* sys.monitoring.<name>(*args built from fmt): new reference or NULL. */
+static PyObject *sysmon(const char *name, const char *fmt, ...)
+{
+    PyObject *sm = PySys_GetObject("monitoring"); /* borrowed */
+    if (!sm)
+        return PyErr_Format(PyExc_RuntimeError, "flat_profile needs sys.monitoring");
+    PyObject *fn = PyObject_GetAttrString(sm, name);
+    if (!fn)
+        return NULL;
+    va_list va;
+    va_start(va, fmt);
+    PyObject *a = Py_VaBuildValue(fmt, va);
+    va_end(va);
+    PyObject *r = a ? PyObject_CallObject(fn, a) : NULL;
+    Py_XDECREF(a);
+    Py_DECREF(fn);
+    return r;
+}
+
+static long event_bit(const char *name)
+{
+    PyObject *sm = PySys_GetObject("monitoring");
+    PyObject *ev = sm ? PyObject_GetAttrString(sm, "events") : NULL;
+    PyObject *bit = ev ? PyObject_GetAttrString(ev, name) : NULL;
+    long r = bit ? PyLong_AsLong(bit) : -1;
+    Py_XDECREF(bit);
+    Py_XDECREF(ev);
+    return r;
+}
+
+/* Claims the tool id and registers the CALL callback (first profile).
+ * Returns 0, or -1 with an exception. */
+static int tool_claim(ct_state *st, PyObject *module)
+{
+    if (st->flat.tool_held)
+        return 0;
+    PyObject *holder = sysmon("get_tool", "(i)", FLAT_TOOL_ID);
+    if (!holder)
+        return -1;
+    if (holder != Py_None) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "cannot profile with calltape.flat_profile: sys.monitoring tool id %d is"
+                     " held by %R",
+                     FLAT_TOOL_ID, holder);
+        Py_DECREF(holder);
+        return -1;
+    }
+    Py_DECREF(holder);
+    PyObject *r = sysmon("use_tool_id", "(is)", FLAT_TOOL_ID, "calltape flat_profile");
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    PyObject *fn = PyCFunction_NewEx(&cb_call_def, module, NULL);
+    r = fn ? sysmon("register_callback", "(ilO)", FLAT_TOOL_ID, event_bit("CALL"), fn) : NULL;
+    Py_XDECREF(fn);
+    if (!r) {
+        PyObject *saved = ct_fetch_exc();
+        Py_XDECREF(sysmon("free_tool_id", "(i)", FLAT_TOOL_ID));
+        PyErr_Clear();
+        ct_restore_exc(saved);
+        return -1;
+    }
+    Py_DECREF(r);
+    st->flat.tool_held = 1;
+    return 0;
+}
+
+/* One more (delta 1) or one fewer (-1) FlatProfile of `code`: the CALL
+ * event is set on it with the first and removed with the last (and the
+ * tool id freed with the last of all).  Returns 0, or -1 with an exception. */
+static int code_count(ct_state *st, PyObject *module, PyObject *code, int delta)
+{
+    if (!st->flat.codes && (delta < 0 || !(st->flat.codes = PyDict_New())))
+        return delta < 0 ? 0 : -1; /* after the module's state was cleared: nothing */
+    PyObject *n = PyDict_GetItemWithError(st->flat.codes, code); /* borrowed */
+    if (!n && PyErr_Occurred())
+        return -1;
+    long now = (n ? PyLong_AsLong(n) : 0) + delta;
+    if (delta > 0 && now == 1) {
+        if (tool_claim(st, module) < 0)
+            return -1;
+        PyObject *r = sysmon("set_local_events", "(iOl)", FLAT_TOOL_ID, code, event_bit("CALL"));
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+    }
+    if (now <= 0) {
+        if (PyDict_DelItem(st->flat.codes, code) < 0)
+            return -1;
+        PyObject *r = sysmon("set_local_events", "(iOi)", FLAT_TOOL_ID, code, 0);
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+        if (PyDict_GET_SIZE(st->flat.codes) == 0 && st->flat.tool_held) {
+            r = sysmon("free_tool_id", "(i)", FLAT_TOOL_ID);
+            if (!r)
+                return -1;
+            Py_DECREF(r);
+            st->flat.tool_held = 0;
+        }
+        return 0;
+    }
+    PyObject *v = PyLong_FromLong(now);
+    int rc = v ? PyDict_SetItem(st->flat.codes, code, v) : -1;
+    Py_XDECREF(v);
+    return rc;
+}
+
+/* ---- activations that suspend: generators and coroutines ---------------------- */
+
+struct ct_flat_run {
+    FlatProfile *fp; /* strong */
+    flat_act act;    /* while suspended: the activation's table (its callees strong) */
+    uint64_t first_ns, resumed_ns, running_ns;
+    size_t depth; /* on the stack while resumed: its position + 1; 0 when not */
+    int started, finished;
+};
+
+ct_flat_run *ct_flat_run_new(PyObject *flat)
+{
+    FlatProfile *fp = (FlatProfile *)flat;
+    if (!FLAT_SYSMON || fp->body == FLAT_BODY_PLAIN || !fp->code)
+        return NULL;
+    ct_flat_run *run = PyMem_Calloc(1, sizeof *run);
+    if (!run || !(run->act.sites = calloc(16, sizeof(flat_site)))) {
+        PyMem_Free(run);
+        return NULL;
+    }
+    run->act.cap = 16;
+    run->act.code = fp->code;
+    run->fp = (FlatProfile *)Py_NewRef(flat);
+    return run;
+}
+
+/* Swaps the table of stack entry `e` with the run's (O(1)). */
+static void run_swap(ct_flat_run *run, flat_act *e)
+{
+    flat_act tmp = *e;
+    *e = run->act;
+    run->act = tmp;
+}
+
+void ct_flat_run_resume(ct_flat_run *run)
+{
+    if (!run || run->finished || run->depth)
+        return;
+    flat_stack *s = stack_get();
+    if (!s || !act_push(s, run->fp->code))
+        return;
+    run_swap(run, &s->v[s->n - 1]); /* the entry now holds the run's table */
+    run->depth = s->n;
+    run->resumed_ns = ct_now_ns();
+    if (!run->started) {
+        run->started = 1;
+        run->first_ns = run->resumed_ns;
+    }
+}
+
+void ct_flat_run_suspend(ct_flat_run *run, int finished, ct_engine_slot *slot)
+{
+    flat_stack *s = flat_tls;
+    if (!run || !run->depth || !s || s->n < run->depth)
+        return;
+    uint64_t now = ct_now_ns();
+    while (s->n > run->depth) /* never expected: every activation pops its own */
+        act_pop(s);
+    flat_act *e = &s->v[s->n - 1];
+    /* a generator's inner call ends at its yield; a coroutine's goes on
+     * while it waits: the time awaited inside an inner call counts for it */
+    if (run->fp->body == FLAT_BODY_GENERATOR || finished)
+        flat_act_close(e, now);
+    run_swap(run, e); /* the entry gets back the clean table it lent */
+    e->n = 0;
+    e->pending = NULL;
+    s->n--;
+    run->depth = 0;
+    run->running_ns += now - run->resumed_ns;
+    if (!finished)
+        return;
+    run->finished = 1;
+    PyObject *exc = ct_fetch_exc();
+    if (slot)
+        flat_emit_children(run->fp, &run->act, slot);
+    /* a generator took the time it ran; a coroutine, the time until it was done */
+    flat_report(run->fp, &run->act,
+                run->fp->body == FLAT_BODY_GENERATOR ? run->running_ns : now - run->first_ns);
+    if (PyErr_Occurred()) /* a KeyboardInterrupt in a callback: it wins */
+        Py_XDECREF(exc);
+    else
+        ct_restore_exc(exc);
+    for (size_t i = 0; i < run->act.cap; i++)
+        Py_CLEAR(run->act.sites[i].callee);
+    run->act.n = 0;
+}
+
+void ct_flat_run_free(ct_flat_run *run)
+{
+    if (!run)
+        return;
+    for (size_t i = 0; i < run->act.cap; i++)
+        Py_CLEAR(run->act.sites[i].callee);
+    free(run->act.sites);
+    Py_CLEAR(run->fp);
+    PyMem_Free(run);
+}
+
+int ct_flat_run_traverse(ct_flat_run *run, visitproc visit, void *arg)
+{
+    if (run)
+        Py_VISIT(run->fp);
+    return 0;
+}
+
+int ct_flat_suspends(PyObject *flat)
+{
+    return ((FlatProfile *)flat)->body != FLAT_BODY_PLAIN;
+}
+
+/* ---- the call ---------------------------------------------------------------- */
+
+PyObject *ct_flat_call(PyObject *flat, PyObject *const *args, size_t nargsf, PyObject *kwnames,
+                       ct_engine_slot *slot)
+{
+    FlatProfile *fp = (FlatProfile *)flat;
+    if (fp->body != FLAT_BODY_PLAIN) {
+        /* the body runs later, in the generator or coroutine returned */
+        PyObject *res = PyObject_Vectorcall(fp->func, args, nargsf, kwnames);
+        if (slot || !res || !(PyGen_CheckExact(res) || PyCoro_CheckExact(res)))
+            return res; /* slot: the Recorder wraps it itself (pending.c) */
+        ct_state *st = (ct_state *)PyModule_GetState(fp->module_ref);
+        ct_deferred d;
+        memset(&d, 0, sizeof d);
+        d.done = 1; /* nothing recorded: only timed */
+        d.flat = ct_flat_run_new(flat);
+        if (!d.flat)
+            return res;
+        PyObject *w = ct_pending_wrap(
+            st, res, &d, fp->body == FLAT_BODY_COROUTINE ? KIND_COROUTINE : KIND_GENERATOR);
+        if (!w) { /* runs untimed */
+            PyErr_Clear();
+            ct_flat_run_free(d.flat);
+            return res;
+        }
+        Py_DECREF(res); /* the wrapper holds it */
+        return w;
+    }
+    flat_stack *s = FLAT_SYSMON && fp->code ? stack_get() : NULL;
+    size_t depth = s && act_push(s, fp->code) ? s->n : 0;
+    uint64_t start = ct_now_ns();
+    PyObject *res = PyObject_Vectorcall(fp->func, args, nargsf, kwnames);
+    uint64_t end = ct_now_ns();
+    flat_act *a = NULL;
+    if (depth) {
+        while (s->n > depth) /* never expected: every activation pops its own */
+            act_pop(s);
+        a = &s->v[depth - 1]; /* found again: inner activations may have moved it */
+        flat_act_close(a, end);
+    }
+    PyObject *exc = res ? NULL : ct_fetch_exc();
+    if (a && slot)
+        flat_emit_children(fp, a, slot);
+    flat_report(fp, a, end - start);
+    if (depth)
+        act_pop(s);
+    if (PyErr_Occurred()) { /* a KeyboardInterrupt in a callback */
+        Py_XDECREF(exc);
+        Py_CLEAR(res);
+        return NULL;
+    }
+    ct_restore_exc(exc);
+    return res;
+}
+
+static PyObject *Flat_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames)
+{
+    return ct_flat_call(op, args, nargsf, kwnames, NULL);
+}
+
+int ct_flat_check(ct_state *st, PyObject *o)
+{
+    return PyObject_TypeCheck(o, st->type.FlatProfile);
+}
+
+/* ---- the type ------------------------------------------------------------------ */
+
+/* FlatProfile(func, result_cls, limit=None, below=None, above=None,
+ * logger=None, below_level=0, above_level=0, ignore_builtins=False,
+ * only=None, ignore=None, kind=0) */
+static PyObject *Flat_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {
+        "func",        "result_cls", "limit",  "below",           "above", "logger", "below_level",
+        "above_level", "only",       "ignore", "ignore_builtins", "kind",  NULL};
+    PyObject *func, *result_cls, *limit = Py_None, *below = Py_None, *above = Py_None;
+    PyObject *logger = Py_None, *only = Py_None, *ignore = Py_None;
+    int below_level = 0, above_level = 0, ignore_builtins = 0, kind = FLAT_FUNCTION;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OOOOiiOOpi:FlatProfile", kwlist, &func,
+                                     &result_cls, &limit, &below, &above, &logger, &below_level,
+                                     &above_level, &only, &ignore, &ignore_builtins, &kind))
+        return NULL;
+    PyObject *module = PyType_GetModule(type);
+    ct_state *st = module ? (ct_state *)PyModule_GetState(module) : NULL;
+    if (!st)
+        return NULL;
+    double lim = -1;
+    if (limit != Py_None && (lim = PyFloat_AsDouble(limit)) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "flat_profile: limit must be 0 or more seconds, not %R",
+                         limit);
+        return NULL;
+    }
+    FlatProfile *fp = (FlatProfile *)type->tp_alloc(type, 0);
+    if (!fp)
+        return NULL;
+    fp->vectorcall = Flat_vectorcall;
+    fp->module_ref = Py_NewRef(module);
+    fp->func = Py_NewRef(func);
+    fp->result_cls = Py_NewRef(result_cls);
+    fp->below = Py_NewRef(below);
+    fp->above = Py_NewRef(above);
+    fp->logger = Py_NewRef(logger);
+    if (!(fp->is_enabled = PyUnicode_InternFromString("isEnabledFor")))
+        goto error;
+    fp->limit = lim;
+    fp->below_level = below_level;
+    fp->above_level = above_level;
+    fp->ignore_builtins = ignore_builtins;
+    fp->wrap_kind = kind;
+    if ((only != Py_None && !(fp->keep = PyFrozenSet_New(only))) ||
+        (ignore != Py_None && !(fp->drop = PyFrozenSet_New(ignore))))
+        goto error;
+    if (FLAT_SYSMON && PyFunction_Check(func)) {
+        PyObject *code = PyFunction_GET_CODE(func);
+        if (code_count(st, module, code, 1) < 0)
+            goto error;
+        fp->code = Py_NewRef(code);
+        int flags = ((PyCodeObject *)code)->co_flags;
+        fp->body = (flags & CO_COROUTINE)   ? FLAT_BODY_COROUTINE
+                   : (flags & CO_GENERATOR) ? FLAT_BODY_GENERATOR
+                                            : FLAT_BODY_PLAIN;
+        if (flags & CO_ASYNC_GENERATOR) {
+            PyErr_Format(PyExc_TypeError,
+                         "flat_profile: %R is an async generator function, which flat_profile"
+                         " does not profile",
+                         func);
+            goto error;
+        }
+    }
+    return (PyObject *)fp;
+error:
+    Py_DECREF(fp);
+    return NULL;
+}
+
+static int Flat_traverse(FlatProfile *fp, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(fp));
+    Py_VISIT(fp->module_ref);
+    Py_VISIT(fp->func);
+    Py_VISIT(fp->code);
+    Py_VISIT(fp->result_cls);
+    Py_VISIT(fp->below);
+    Py_VISIT(fp->above);
+    Py_VISIT(fp->logger);
+    Py_VISIT(fp->keep);
+    Py_VISIT(fp->drop);
+    Py_VISIT(fp->dict);
+    return 0;
+}
+
+/* Takes the CALL event off the code when this was its last profile. */
+static void release_code(FlatProfile *fp)
+{
+    if (!fp->code || !fp->module_ref)
+        return;
+    ct_state *st = (ct_state *)PyModule_GetState(fp->module_ref);
+    PyObject *saved = ct_fetch_exc();
+    if (st && code_count(st, fp->module_ref, fp->code, -1) < 0)
+        PyErr_Clear(); /* at interpreter exit sys.monitoring may be gone */
+    ct_restore_exc(saved);
+}
+
+static int Flat_clear(FlatProfile *fp)
+{
+    release_code(fp);
+    Py_CLEAR(fp->code);
+    Py_CLEAR(fp->module_ref);
+    Py_CLEAR(fp->func);
+    Py_CLEAR(fp->result_cls);
+    Py_CLEAR(fp->below);
+    Py_CLEAR(fp->above);
+    Py_CLEAR(fp->logger);
+    Py_CLEAR(fp->is_enabled);
+    Py_CLEAR(fp->keep);
+    Py_CLEAR(fp->drop);
+    Py_CLEAR(fp->dict);
+    return 0;
+}
+
+static void Flat_dealloc(FlatProfile *fp)
+{
+    PyTypeObject *tp = Py_TYPE(fp);
+    PyObject_GC_UnTrack(fp);
+    Flat_clear(fp);
+    tp->tp_free((PyObject *)fp);
+    Py_DECREF(tp);
+}
+
+static PyObject *Flat_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    FlatProfile *fp = (FlatProfile *)self;
+    if (fp->wrap_kind == FLAT_STATICMETHOD)
+        return Py_NewRef(self);
+    if (fp->wrap_kind == FLAT_CLASSMETHOD)
+        return PyMethod_New(self, type ? type : (PyObject *)Py_TYPE(obj));
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *Flat_get_forwarded(FlatProfile *fp, void *name)
+{
+    return PyObject_GetAttrString(fp->func, (const char *)name);
+}
+
+static PyObject *Flat_get_wrapped(FlatProfile *fp, void *c)
+{
+    (void)c;
+    return Py_NewRef(fp->func);
+}
+
+static PyObject *Flat_get_limit(FlatProfile *fp, void *c)
+{
+    (void)c;
+    return fp->limit >= 0 ? PyFloat_FromDouble(fp->limit) : Py_NewRef(Py_None);
+}
+
+static PyObject *Flat_getattro(PyObject *self, PyObject *name)
+{
+    PyObject *v = PyObject_GenericGetAttr(self, name);
+    if (v || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return v;
+    PyErr_Clear();
+    return PyObject_GetAttr(((FlatProfile *)self)->func, name);
+}
+
+static PyObject *Flat_repr(PyObject *self)
+{
+    PyObject *q = Flat_get_forwarded((FlatProfile *)self, "__qualname__");
+    if (!q) {
+        PyErr_Clear();
+        return PyUnicode_FromFormat("<calltape.flat_profile of %R>", ((FlatProfile *)self)->func);
+    }
+    PyObject *out = PyUnicode_FromFormat("<calltape.flat_profile %S>", q);
+    Py_DECREF(q);
+    return out;
+}
+
+static PyGetSetDef Flat_getset[] = {
+    {"__name__", (getter)Flat_get_forwarded, NULL, NULL, "__name__"},
+    {"__qualname__", (getter)Flat_get_forwarded, NULL, NULL, "__qualname__"},
+    {"__module__", (getter)Flat_get_forwarded, NULL, NULL, "__module__"},
+    {"__doc__", (getter)Flat_get_forwarded, NULL, NULL, "__doc__"},
+    {"__wrapped__", (getter)Flat_get_wrapped, NULL, NULL, NULL},
+    {"limit", (getter)Flat_get_limit, NULL, "the limit in seconds, or None", NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Flat_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(FlatProfile, vectorcall), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(FlatProfile, dict), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Flat_slots[] = {
+    {Py_tp_new, Flat_new},
+    {Py_tp_dealloc, Flat_dealloc},
+    {Py_tp_traverse, Flat_traverse},
+    {Py_tp_clear, Flat_clear},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, Flat_descr_get},
+    {Py_tp_getattro, Flat_getattro},
+    {Py_tp_getset, Flat_getset},
+    {Py_tp_members, Flat_members},
+    {Py_tp_repr, Flat_repr},
+    {0, NULL},
+};
+
+PyType_Spec FlatProfile_spec = {
+    .name = "calltape.FlatProfile",
+    .basicsize = sizeof(FlatProfile),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .slots = Flat_slots,
+};

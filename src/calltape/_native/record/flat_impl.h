@@ -1,0 +1,73 @@
+/*
+ * flat_impl.h - what flat.c (the wrapper, the activation stack, the events)
+ * and flat_out.c (what an activation gives: the breakdown, the callbacks,
+ * the tape's records) share of calltape.flat_profile.
+ */
+#ifndef CALLTAPE_FLAT_IMPL_H
+#define CALLTAPE_FLAT_IMPL_H
+
+#include "flat.h"
+
+typedef struct FlatProfile {
+    PyObject_HEAD vectorcallfunc vectorcall;
+    PyObject *module_ref;    /* the _native module: its state */
+    PyObject *func;          /* the function called */
+    PyObject *code;          /* its code object (events set on it), or NULL */
+    PyObject *result_cls;    /* callable(function, total, limit, calls) */
+    PyObject *below, *above; /* callables, or None */
+    PyObject *logger;        /* gates the levels below, or None */
+    PyObject *is_enabled;    /* "isEnabledFor", interned */
+    PyObject *keep;          /* frozenset of callables and names (only=), or NULL */
+    PyObject *drop;          /* the same for ignore=, or NULL */
+    PyObject *dict;
+    double limit;                 /* seconds; < 0: no limit (never above) */
+    int below_level, above_level; /* logging levels: skip when not enabled */
+    int ignore_builtins, warned, wrap_kind;
+    int body; /* FLAT_BODY_*: what calling func returns */
+} FlatProfile;
+
+enum { FLAT_FUNCTION, FLAT_CLASSMETHOD, FLAT_STATICMETHOD };
+
+/* What the profiled function's body is: run at the call, or later by a
+ * generator or coroutine it returns (each resume a part of the activation). */
+enum { FLAT_BODY_PLAIN, FLAT_BODY_GENERATOR, FLAT_BODY_COROUTINE };
+
+/* ---- one activation's calls, by call site and callee ---------------------- */
+
+typedef struct flat_site {
+    PyObject *callee; /* strong; NULL: a free slot */
+    long offset;      /* of the CALL instruction in the code */
+    uint64_t count, total_ns, max_ns, first_ns;
+} flat_site;
+
+typedef struct flat_act {
+    PyObject *code; /* borrowed: its FlatProfile holds it */
+    flat_site *sites;
+    size_t cap, n;      /* cap a power of two, n used */
+    flat_site *pending; /* the inner call being timed, or NULL */
+    uint64_t since;     /* when it started */
+} flat_act;
+
+/* Ends the inner call being timed in `a` at `now`. */
+static inline void flat_act_close(flat_act *a, uint64_t now)
+{
+    flat_site *p = a->pending;
+    if (!p)
+        return;
+    uint64_t d = now - a->since;
+    p->total_ns += d;
+    if (d > p->max_ns)
+        p->max_ns = d;
+    a->pending = NULL;
+}
+
+/* Runs the above or below callback for the activation `a` (NULL: no
+ * breakdown, as on 3.11) that took `total_ns`.  Never raises (but a
+ * KeyboardInterrupt is left pending). */
+void flat_report(FlatProfile *fp, flat_act *a, uint64_t total_ns);
+
+/* Writes each kept call site of `a` onto `slot`'s tape as a child call of
+ * the recorded call running on this thread.  Never raises. */
+void flat_emit_children(FlatProfile *fp, flat_act *a, ct_engine_slot *slot);
+
+#endif
