@@ -86,6 +86,13 @@ BENCHMARKS: dict[str, Benchmark] = {
             " inner call, and what code outside a profiled function pays",
         ),
         Benchmark(
+            "wrapcalls",
+            "bench.wrapcalls",
+            "a function making 10 and 100 inner calls plain, under calltape.wrap_calls, its"
+            " Recompyle facade and recompyle 0.4.1's wrap_calls: ns added per inner call"
+            " (--callgrind: instructions)",
+        ),
+        Benchmark(
             "suite",
             "bench.suite",
             "real test suites (more-itertools, python-dateutil, attrs, toolz from the index)"

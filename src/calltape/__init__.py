@@ -34,6 +34,7 @@ from ._markers import (
     Unreadable,
 )
 from ._monitor import monitor
+from .rewrite import wrap_calls as wrap_calls
 
 TYPE_CHECKING = False  # typing loads on demand: `import calltape` stays quick (the CLI's start)
 if TYPE_CHECKING:

@@ -22,6 +22,7 @@ import inspect
 import linecache
 import logging
 import os
+import types
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
 
@@ -34,7 +35,11 @@ _KIND = {"function": 0, "classmethod": 1, "staticmethod": 2}
 
 
 class InnerCall(NamedTuple):
-    """One call site's calls inside a profiled call (times in seconds)."""
+    """One call site's calls inside a profiled call (times in seconds).
+
+    ``callee`` is what was called; on CPython 3.11 a Python callee is known
+    by its code object (``.name`` is then its qualified name, without module).
+    """
 
     callee: Any
     line: int
@@ -90,6 +95,8 @@ class FlatResult:
 
 
 def _name_of(callee: Any) -> str:
+    if isinstance(callee, types.CodeType):  # 3.11 knows a Python callee by its code
+        return callee.co_qualname
     qual = getattr(callee, "__qualname__", None) or getattr(callee, "__name__", None)
     if qual is None:
         return repr(callee)

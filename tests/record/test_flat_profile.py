@@ -19,7 +19,7 @@ from _util import open_tape, run_python
 import calltape
 
 SYSMON = sys.version_info >= (3, 12)
-needs_sysmon = pytest.mark.skipif(not SYSMON, reason="the breakdown needs sys.monitoring (3.12+)")
+needs_sysmon = pytest.mark.skipif(not SYSMON, reason="sys.monitoring's events (3.12+)")
 FLAT_TOOL = 5
 
 
@@ -46,7 +46,6 @@ def by_name(result):
     return {c.name.rsplit(".", 1)[-1]: c for c in result.calls}
 
 
-@needs_sysmon
 def test_inner_calls_are_attributed_their_time():
     got, keep = collect()
 
@@ -73,7 +72,6 @@ def test_inner_calls_are_attributed_their_time():
     assert r.calls[0].line == inspect.getsourcelines(handle.__wrapped__)[1] + 3
 
 
-@needs_sysmon
 def test_counts_and_maximum_of_a_call_in_a_loop():
     got, keep = collect()
 
@@ -115,8 +113,7 @@ def test_default_records_go_to_the_calltape_flat_logger(caplog):
     warning = recs[1][1]
     assert warning.startswith("test_default_records_go_to_the_calltape_flat_logger.<locals>.work"
                               " took 0.0") and "(limit 0.02s)" in warning
-    if SYSMON:
-        assert "x  max" in warning and "nap" in warning and "return nap(t)" in warning
+    assert "x  max" in warning and "nap" in warning and "return nap(t)" in warning
 
 
 def test_a_quiet_logger_builds_no_result(caplog):
@@ -166,9 +163,9 @@ def test_an_exception_of_the_function_passes_unchanged():
         fails()
     assert info.value.args == ("k",)
     assert len(got) == 1
-    if SYSMON:
-        # building the exception is a call made inside it too
-        assert {c.name.rsplit(".", 1)[-1] for c in got[0].calls} == {"quick", "KeyError"}
+    # building the exception is a call made inside it too (3.11's hook sees no class called)
+    expected = {"quick", "KeyError"} if SYSMON else {"quick"}
+    assert {c.name.rsplit(".", 1)[-1] for c in got[0].calls} == expected
     # the traceback points at the function's own line, not at calltape
     last = traceback.extract_tb(info.tb)[-1]
     assert last.name == "fails" and last.line == 'raise KeyError("k")'
@@ -203,10 +200,10 @@ def test_methods_super_classmethods_and_staticmethods():
     assert Child.make(2) == ["Child", "Child"] and Child().make(1) == ["Child"]
     assert Child.twice(-2) == 4 and Child().twice(3) == 6
     assert len(Child.seen) == 5
-    if SYSMON:
-        names = {c.name for c in Child.seen[0].calls}
-        assert {"super", f"{__name__}.Base.greet"} <= names, names
-        assert {c.name for c in Child.seen[3].calls} == {"abs"}
+    names = {c.name for c in Child.seen[0].calls}
+    assert any(n.endswith("Base.greet") for n in names), names
+    assert not SYSMON or "super" in names
+    assert {c.name for c in Child.seen[3].calls} == {"abs"}
 
 
 def test_closures_defined_many_times_each_profile_their_own():
@@ -221,11 +218,9 @@ def test_closures_defined_many_times_each_profile_their_own():
     fns = [make(k) for k in range(20)]
     assert [f(1) for f in fns] == [2 * k for k in range(20)]
     assert len(results) == 20
-    if SYSMON:
-        assert all([c.name.rsplit(".", 1)[-1] for c in r.calls] == ["quick"] for r in results)
+    assert all([c.name.rsplit(".", 1)[-1] for c in r.calls] == ["quick"] for r in results)
 
 
-@needs_sysmon
 def test_recursion_gives_one_breakdown_per_activation():
     got, keep = collect()
 
@@ -240,7 +235,6 @@ def test_recursion_gives_one_breakdown_per_activation():
         assert sum(c.total for c in r.calls) <= r.total
 
 
-@needs_sysmon
 def test_threads_each_get_their_own_breakdown():
     got, keep = collect()
     lock = threading.Lock()
@@ -276,7 +270,6 @@ def test_vars_locals_and_signature_are_as_without_profiling():
     assert profiled.__doc__ == plain.__doc__
 
 
-@needs_sysmon
 def test_only_ignore_and_ignore_builtins():
     got, keep = collect()
 
@@ -332,7 +325,6 @@ def test_code_outside_profiled_functions_has_no_event():
     assert mon.get_local_events(FLAT_TOOL, target.__code__) == 0
 
 
-@needs_sysmon
 def test_many_calls_keep_no_references_and_no_memory():
     class Callee:
         def __call__(self, x):
@@ -366,7 +358,6 @@ def test_many_calls_keep_no_references_and_no_memory():
     assert grown < 64 * 1024, grown
 
 
-@needs_sysmon
 def test_record_puts_the_call_and_its_inner_calls_on_the_tape(tape):
     @calltape.flat_profile(record=True, below=lambda r: None)
     def handle(i, k=2):
@@ -378,14 +369,16 @@ def test_record_puts_the_call_and_its_inner_calls_on_the_tape(tape):
     t = open_tape(tape)
     (call,) = t.calls("handle")
     assert call.args == {"i": 5, "k": 2} and call.result == 12 and call.captured == "flat"
-    kids = {c.function: c for c in call.children()}
-    assert set(kids) == {"range", "nap", "quick"}
+    # range is a class: 3.11's profile hook sees no call of it
+    kids = {c.function: c for c in call.children() if c.function != "range"}
+    assert set(kids) == {"nap", "quick"}
     assert kids["nap"].result["count"] == 3 and kids["nap"].captured == "flat"
     assert kids["nap"].duration >= 0.015 and kids["nap"].result["max"] >= 0.005
     assert kids["nap"].result["line"] == inspect.getsourcelines(handle.__wrapped__)[1] + 3
     assert sum(c.duration for c in kids.values()) <= call.duration
     assert all(c.depth == call.depth + 1 for c in kids.values())
-    assert {c.id for c in t.search(captured="flat")} == {call.id, *(c.id for c in kids.values())}
+    flat = {c.id for c in t.search(captured="flat")}
+    assert flat == {call.id, *(c.id for c in call.children())} and len(flat) >= 3
 
 
 def test_record_is_the_default_when_a_tape_is_configured(tmp_path):
@@ -407,11 +400,9 @@ def test_record_is_the_default_when_a_tape_is_configured(tmp_path):
     run_python(tmp_path, prog, tape=tmp_path / "t.db")
     (call,) = open_tape(tmp_path / "t.db").calls("outer")
     assert call.captured == "flat"
-    if SYSMON:
-        assert [c.function for c in call.children()] == ["inner"]
+    assert [c.function for c in call.children()] == ["inner"]
 
 
-@needs_sysmon
 def test_a_generator_is_timed_while_it_runs_not_while_it_waits():
     got, keep = collect()
 
@@ -436,7 +427,6 @@ def test_a_generator_is_timed_while_it_runs_not_while_it_waits():
     assert len(got) == 2 and by_name(got[1])["nap"].count == 1
 
 
-@needs_sysmon
 def test_a_coroutine_counts_what_it_awaits_for_the_inner_call():
     got, keep = collect()
 
@@ -454,7 +444,6 @@ def test_a_coroutine_counts_what_it_awaits_for_the_inner_call():
     assert r.total >= 0.04 and sum(c.total for c in r.calls) <= r.total
 
 
-@needs_sysmon
 def test_generators_and_coroutines_on_the_tape(tape):
     @calltape.flat_profile(below=lambda r: None, record=True)
     def gen(n):
@@ -471,5 +460,6 @@ def test_generators_and_coroutines_on_the_tape(tape):
     (g,) = t.calls("gen")
     (c,) = t.calls("coro")
     assert g.captured == c.captured == "flat" and c.result == 2
-    assert {k.function: k.result["count"] for k in g.children()} == {"range": 1, "quick": 3}
+    counts = {k.function: k.result["count"] for k in g.children() if k.function != "range"}
+    assert counts == {"quick": 3}
     assert {k.function: k.result["count"] for k in c.children()} == {"sleep": 1, "quick": 1}

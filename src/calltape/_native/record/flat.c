@@ -24,8 +24,10 @@
  * removed when the last one goes); the callbacks never raise into the
  * program; a user callback that raises is reported once (per profile) as a
  * RecordingWarning and the call's own result or exception is unchanged.
- * On 3.11 (no sys.monitoring) the total is measured and no breakdown is
- * made: the README says so.
+ * On 3.11 (no sys.monitoring) the events come from a profile hook set on
+ * the thread while a profiled activation runs (none while none runs, and
+ * never over another profiler's): a direct call is timed exactly, from its
+ * CALL or C_CALL to its RETURN or C_RETURN.
  */
 #include "flat_impl.h"
 
@@ -48,6 +50,7 @@
 typedef struct flat_stack {
     flat_act *v;
     size_t n, cap;
+    size_t hooked; /* 3.11: the depth whose activation set the profile hook, or 0 */
 } flat_stack;
 
 static __attribute__((tls_model("initial-exec"))) _Thread_local flat_stack *flat_tls;
@@ -105,6 +108,7 @@ static flat_act *act_push(flat_stack *s, PyObject *code)
     a->code = code;
     a->n = 0;
     a->pending = NULL;
+    a->frame = NULL;
     s->n++;
     return a;
 }
@@ -166,6 +170,110 @@ static flat_site *act_site(flat_act *a, PyObject *callee, long offset)
             return s;
         }
     }
+}
+
+/* ---- CPython 3.11: a profile hook while an activation runs ------------------ */
+
+#if !FLAT_SYSMON
+/* flat_act.frame once the activation's frame returned or yielded. */
+#define FLAT_FRAME_DONE ((void *)1)
+
+/* The hook of this thread while a profiled function runs on it: a direct
+ * call of the activation on top is a Python frame whose parent is the
+ * activation's frame (from its CALL to its RETURN), or a C function called
+ * from that frame (C_CALL to C_RETURN or C_EXCEPTION).  The activation's
+ * frame is the first frame of its code to start after it was pushed. */
+static int profile_cb(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    (void)obj;
+    flat_stack *s = flat_tls;
+    if (!s || !s->n)
+        return 0;
+    flat_act *a = &s->v[s->n - 1];
+    if (!a->frame) {
+        if (what == PyTrace_CALL) {
+            PyCodeObject *co = PyFrame_GetCode(frame); /* new reference */
+            if ((PyObject *)co == a->code)
+                a->frame = frame;
+            Py_DECREF(co);
+        }
+        return 0;
+    }
+    if (a->frame == FLAT_FRAME_DONE)
+        return 0;
+    if (what == PyTrace_RETURN && (void *)frame == a->frame) {
+        /* its own return (or yield): no frame of its may match any more */
+        a->frame = FLAT_FRAME_DONE;
+        return 0;
+    }
+    PyObject *callee = NULL;
+    int suspends = 0; /* a generator or coroutine's frame: it returns at each yield */
+    if (what == PyTrace_CALL || what == PyTrace_RETURN) {
+        PyFrameObject *from = PyFrame_GetBack(frame); /* new reference */
+        Py_XDECREF(from);                             /* compared, never used */
+        if ((void *)from != a->frame)
+            return 0;
+        PyCodeObject *co = PyFrame_GetCode(frame);
+        Py_DECREF(co); /* the frame holds it */
+        callee = (PyObject *)co;
+        suspends = (co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) != 0;
+    } else if ((void *)frame != a->frame) {
+        return 0;
+    }
+    uint64_t now = ct_now_ns();
+    if (what == PyTrace_CALL || what == PyTrace_C_CALL) {
+        if (suspends && a->pending && a->pending->callee == callee)
+            return 0; /* resumed: the same inner call goes on (an await) */
+        flat_act_close(a, now);
+        flat_site *site = act_site(a, what == PyTrace_CALL ? callee : arg,
+                                   (long)PyFrame_GetLasti((PyFrameObject *)a->frame));
+        if (site) {
+            if (!site->count++)
+                site->first_ns = now;
+            a->pending = site;
+            a->since = now;
+        }
+    } else if (!suspends && (what == PyTrace_RETURN || what == PyTrace_C_RETURN ||
+                             what == PyTrace_C_EXCEPTION)) {
+        flat_act_close(a, now); /* a suspended one ends at the next call or the end */
+    }
+    return 0;
+}
+#endif
+
+/* After a push: sets the 3.11 hook unless it is set (by an activation
+ * below, or by another profiler: then only the total is measured). */
+static void hook_on(flat_stack *s)
+{
+#if !FLAT_SYSMON
+    if (s->hooked || PyThreadState_Get()->c_profilefunc)
+        return;
+    PyObject *saved = ct_fetch_exc();
+    PyEval_SetProfile(profile_cb, NULL);
+    PyErr_Clear(); /* an audit hook's refusal: left unhooked */
+    ct_restore_exc(saved);
+    if (PyThreadState_Get()->c_profilefunc == profile_cb)
+        s->hooked = s->n;
+#else
+    (void)s;
+#endif
+}
+
+/* Before the pop of the activation that set the hook: takes it off. */
+static void hook_off(flat_stack *s)
+{
+#if !FLAT_SYSMON
+    if (!s->hooked || s->hooked != s->n)
+        return;
+    s->hooked = 0;
+    PyObject *saved = ct_fetch_exc();
+    if (PyThreadState_Get()->c_profilefunc == profile_cb)
+        PyEval_SetProfile(NULL, NULL);
+    PyErr_Clear();
+    ct_restore_exc(saved);
+#else
+    (void)s;
+#endif
 }
 
 /* ---- sys.monitoring -------------------------------------------------------- */
@@ -321,7 +429,7 @@ struct ct_flat_run {
 ct_flat_run *ct_flat_run_new(PyObject *flat)
 {
     FlatProfile *fp = (FlatProfile *)flat;
-    if (!FLAT_SYSMON || fp->body == FLAT_BODY_PLAIN || !fp->code)
+    if (fp->body == FLAT_BODY_PLAIN || !fp->code)
         return NULL;
     ct_flat_run *run = PyMem_Calloc(1, sizeof *run);
     if (!run || !(run->act.sites = calloc(16, sizeof(flat_site)))) {
@@ -351,6 +459,8 @@ void ct_flat_run_resume(ct_flat_run *run)
         return;
     run_swap(run, &s->v[s->n - 1]); /* the entry now holds the run's table */
     run->depth = s->n;
+    s->v[s->n - 1].frame = NULL; /* 3.11: the frame resumed is found again */
+    hook_on(s);
     run->resumed_ns = ct_now_ns();
     if (!run->started) {
         run->started = 1;
@@ -364,8 +474,11 @@ void ct_flat_run_suspend(ct_flat_run *run, int finished, ct_engine_slot *slot)
     if (!run || !run->depth || !s || s->n < run->depth)
         return;
     uint64_t now = ct_now_ns();
-    while (s->n > run->depth) /* never expected: every activation pops its own */
+    while (s->n > run->depth) { /* never expected: every activation pops its own */
+        hook_off(s);
         act_pop(s);
+    }
+    hook_off(s);
     flat_act *e = &s->v[s->n - 1];
     /* a generator's inner call ends at its yield; a coroutine's goes on
      * while it waits: the time awaited inside an inner call counts for it */
@@ -446,19 +559,25 @@ PyObject *ct_flat_call(PyObject *flat, PyObject *const *args, size_t nargsf, PyO
         Py_DECREF(res); /* the wrapper holds it */
         return w;
     }
-    flat_stack *s = FLAT_SYSMON && fp->code ? stack_get() : NULL;
+    flat_stack *s = fp->code ? stack_get() : NULL;
     size_t depth = s && act_push(s, fp->code) ? s->n : 0;
+    if (depth)
+        hook_on(s);
     uint64_t start = ct_now_ns();
     PyObject *res = PyObject_Vectorcall(fp->func, args, nargsf, kwnames);
     uint64_t end = ct_now_ns();
     flat_act *a = NULL;
     if (depth) {
-        while (s->n > depth) /* never expected: every activation pops its own */
+        while (s->n > depth) { /* never expected: every activation pops its own */
+            hook_off(s);
             act_pop(s);
+        }
         a = &s->v[depth - 1]; /* found again: inner activations may have moved it */
         flat_act_close(a, end);
     }
     PyObject *exc = res ? NULL : ct_fetch_exc();
+    if (depth)
+        hook_off(s); /* before any code of the report runs */
     if (a && slot)
         flat_emit_children(fp, a, slot);
     flat_report(fp, a, end - start);
@@ -532,9 +651,9 @@ static PyObject *Flat_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     if ((only != Py_None && !(fp->keep = PyFrozenSet_New(only))) ||
         (ignore != Py_None && !(fp->drop = PyFrozenSet_New(ignore))))
         goto error;
-    if (FLAT_SYSMON && PyFunction_Check(func)) {
+    if (PyFunction_Check(func)) {
         PyObject *code = PyFunction_GET_CODE(func);
-        if (code_count(st, module, code, 1) < 0)
+        if (FLAT_SYSMON && code_count(st, module, code, 1) < 0)
             goto error;
         fp->code = Py_NewRef(code);
         int flags = ((PyCodeObject *)code)->co_flags;
@@ -574,7 +693,7 @@ static int Flat_traverse(FlatProfile *fp, visitproc visit, void *arg)
 /* Takes the CALL event off the code when this was its last profile. */
 static void release_code(FlatProfile *fp)
 {
-    if (!fp->code || !fp->module_ref)
+    if (!FLAT_SYSMON || !fp->code || !fp->module_ref)
         return;
     ct_state *st = (ct_state *)PyModule_GetState(fp->module_ref);
     PyObject *saved = ct_fetch_exc();

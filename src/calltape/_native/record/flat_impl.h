@@ -46,6 +46,7 @@ typedef struct flat_act {
     size_t cap, n;      /* cap a power of two, n used */
     flat_site *pending; /* the inner call being timed, or NULL */
     uint64_t since;     /* when it started */
+    void *frame;        /* 3.11: the activation's frame (identity only), or NULL */
 } flat_act;
 
 /* Ends the inner call being timed in `a` at `now`. */

@@ -15,6 +15,28 @@
 
 /* ---- after an activation ----------------------------------------------------- */
 
+/* 1 when code object `co` is in `set`: its qualname, or a name ending with
+ * "." and its qualname (its module is not known), or a function of it. */
+static int code_in_names(PyObject *set, PyCodeObject *co)
+{
+    PyObject *it = PyObject_GetIter(set), *item;
+    int found = 0;
+    Py_ssize_t q = PyUnicode_GET_LENGTH(co->co_qualname);
+    while (it && !found && (item = PyIter_Next(it))) {
+        if (PyFunction_Check(item)) {
+            found = PyFunction_GET_CODE(item) == (PyObject *)co;
+        } else if (PyUnicode_Check(item)) {
+            Py_ssize_t n = PyUnicode_GET_LENGTH(item);
+            found = n >= q && PyUnicode_Tailmatch(item, co->co_qualname, n - q, n, 1) == 1 &&
+                    (n == q || PyUnicode_READ_CHAR(item, n - q - 1) == '.');
+        }
+        Py_DECREF(item);
+    }
+    Py_XDECREF(it);
+    PyErr_Clear();
+    return found;
+}
+
 /* 1 when `o` is in the name set `set`: itself, or its "module.qualname"
  * or its qualname.  0 when not; never raises. */
 static int in_names(PyObject *set, PyObject *o)
@@ -24,6 +46,8 @@ static int in_names(PyObject *set, PyObject *o)
         PyErr_Clear();
         return r > 0;
     }
+    if (PyCode_Check(o)) /* 3.11: a Python callee known by its code */
+        return code_in_names(set, (PyCodeObject *)o);
     PyObject *q = PyObject_GetAttrString(o, "__qualname__");
     PyObject *m = q ? PyObject_GetAttrString(o, "__module__") : NULL;
     PyErr_Clear();
@@ -199,13 +223,16 @@ static PyObject *fn_describe(ct_state *st, PyObject *callee)
         PyErr_Clear();
         Py_XDECREF(owner);
     }
-    PyObject *qual = PyObject_GetAttrString(callee, "__qualname__");
+    /* 3.11's profile hook knows a Python callee by its code alone */
+    PyCodeObject *co = PyFunction_Check(callee) ? (PyCodeObject *)PyFunction_GET_CODE(callee)
+                       : PyCode_Check(callee)   ? (PyCodeObject *)callee
+                                                : NULL;
+    PyObject *qual = PyCode_Check(callee) ? Py_NewRef(co->co_qualname)
+                                          : PyObject_GetAttrString(callee, "__qualname__");
     PyErr_Clear();
     if (!qual || !PyUnicode_Check(qual))
         Py_XSETREF(qual, PyUnicode_FromString(Py_TYPE(callee)->tp_name));
     PyObject *names = Py_BuildValue("(ss)", "args", "kwargs");
-    PyCodeObject *co =
-        PyFunction_Check(callee) ? (PyCodeObject *)PyFunction_GET_CODE(callee) : NULL;
     PyObject *out = NULL;
     if (qual && names) {
         ct_fn_desc d = {.module = mod && PyUnicode_Check(mod) ? mod : NULL,
