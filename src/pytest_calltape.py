@@ -14,15 +14,20 @@ suite without them runs as it did.
   as items, one per call, replayed by ``Tape.replay`` (the C Replayer).
 
 A test's calls are those of this process's session that started between the
-test's setup and its teardown (threads the test started included).
+test's setup and its teardown (threads the test started included), less the
+time spent setting up or tearing down fixtures of a wider scope (class,
+module, package, session), whose calls belong to no test.  The plugin writes
+that time onto the tape as the test's spans (``_native.Context``, named by
+the node id: two records per span, nothing per call), which
+``Tape.search(test=)`` and ``Call.test`` read.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +119,10 @@ class _Recording:
         self.monitor: Any = None
         self.sessions: list[int] = []  # the workers' sessions (the controller)
         self.began: float = 0.0  # when the current test's setup began (time.time())
+        self.span: Any = None  # the running test's _native.Context, while one runs
+        self.wider = 0  # fixtures of a wider scope being set up (the span paused)
+        self.teardown_end: int | None = None  # tearing down: where the test's part ends
+        self.wider_torn = False  # ... and a wider fixture was torn down since
 
     def options(self) -> dict[str, Any]:
         opt = self.config.option
@@ -151,6 +160,9 @@ class _Recording:
     def stop(self) -> None:
         from calltape import flush
 
+        if self.span is not None:  # interrupted inside a test
+            self.span.end()
+            self.span = None
         if self.monitor is not None and self.monitor.running:
             self.monitor.stop()
             flush()
@@ -165,7 +177,45 @@ class _Recording:
     def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
         self.began = time.time()
         item.stash[_BEGAN] = self.began
+        if self.monitor is not None:
+            from calltape import _native
+
+            self.span = _native.Context(item.nodeid)
+            self.span.begin()
         yield
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any) -> Iterator[None]:
+        """A fixture of a wider scope is set up outside the test's span."""
+        wider = self.span is not None and fixturedef.scope != "function"
+        if wider:
+            self.wider += 1
+            if self.wider == 1:
+                self.span.end()
+        yield
+        if wider:
+            self.wider -= 1
+            if self.wider == 0:
+                self.span.begin()
+
+    def pytest_fixture_post_finalizer(self, fixturedef: Any) -> None:
+        """Tearing down: the test's part ends after its own fixtures' teardown,
+        before the first of a wider scope (which pytest tears down after them)."""
+        if self.teardown_end is None or self.wider_torn:
+            return
+        if fixturedef.scope == "function":
+            self.teardown_end = time.monotonic_ns()  # the clock of the calls' starts
+        else:
+            self.wider_torn = True
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Iterator[None]:
+        self.teardown_end, self.wider_torn = time.monotonic_ns(), False
+        yield
+        if self.span is not None:
+            self.span.end(at=self.teardown_end if self.wider_torn else None)
+            self.span = None
+        self.teardown_end = None
 
     @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: unknown without it
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -235,11 +285,14 @@ def _runtest_call(item: pytest.Item) -> Iterator[None]:
     m = monitor(include, paths=paths)
     item.stash.setdefault(_BEGAN, time.time())
     item.stash[_MARKED] = m
+    span = _native.Context(item.nodeid)
+    span.begin()
     m.start()
     try:
         yield
     finally:
         m.stop()
+        span.end()
         _native.flush()
 
 
@@ -253,8 +306,8 @@ class TestCalls:
 
     __test__ = False  # not a test class for pytest
 
-    def __init__(self, tape: str, began: float) -> None:
-        self.path, self.began = tape, began
+    def __init__(self, tape: str, began: float, test: str) -> None:
+        self.path, self.began, self.test = tape, began, test
         self._tape: Any = None  # opened on first use, closed at the test's teardown
 
     def close(self) -> None:
@@ -263,8 +316,9 @@ class TestCalls:
             self._tape = None
 
     def calls(self, function: str | None = None, **filters: Any) -> list[Any]:
-        """The calls of this process made since the test began, oldest first
-        (``function`` and the filters of ``Tape.search``)."""
+        """The calls of this test so far, oldest first (``function`` and the
+        filters of ``Tape.search``): this process's calls within the test's
+        spans since it began (a rerun's own)."""
         from calltape import _native
 
         _native.flush()
@@ -274,7 +328,8 @@ class TestCalls:
         if self._tape is None:
             self._tape = _native.Tape(self.path)
         filters.setdefault("order", "oldest")
-        return list(self._tape.search(function, session=session, since=self.began, **filters))
+        return list(self._tape.search(function, session=session, since=self.began,
+                                      test=self.test, **filters))
 
 
 @pytest.fixture
@@ -287,7 +342,8 @@ def calltape_tape(request: pytest.FixtureRequest) -> Iterator[TestCalls]:
     request.node.stash[_BEGAN] = began
     from calltape import _native
 
-    calls = TestCalls(rec.tape if rec is not None else _native.default_tape(), began)
+    calls = TestCalls(rec.tape if rec is not None else _native.default_tape(), began,
+                      request.node.nodeid)
     yield calls
     calls.close()
 
@@ -311,14 +367,14 @@ def _raised_section(item: pytest.Item, rec: _Recording) -> str:
     began = item.stash.get(_BEGAN, rec.began)
     session = rec.session()
     with _native.Tape(rec.tape) as t:
-        return _raised_lines(t, rec.tape, session, began)
+        return _raised_lines(t, rec.tape, session, began, item.nodeid)
 
 
-def _raised_lines(t: Any, path: str, session: int, began: float) -> str:
+def _raised_lines(t: Any, path: str, session: int, began: float, test: str) -> str:
     from calltape.cli import cut_middle
 
-    raised = list(t.search(session=session, since=began, outcome="raised", order="oldest",
-                           limit=_SECTION_CALLS + 1))
+    raised = list(t.search(session=session, since=began, test=test, outcome="raised",
+                           order="oldest", limit=_SECTION_CALLS + 1))
     lines = []
     for c in raised[:_SECTION_CALLS]:
         try:
@@ -333,9 +389,8 @@ def _raised_lines(t: Any, path: str, session: int, began: float) -> str:
         lines.append("... and more")
     if not lines:
         lines.append("no recorded call of this test raised")
-    since = datetime.fromtimestamp(began).isoformat(timespec="milliseconds")
-    lines.append(f"see all of them: calltape search {path} --session {session}"
-                 f" --since {since} --order oldest")
+    lines.append(f"see all of them: calltape search {shlex.quote(path)} --test"
+                 f" {shlex.quote(test)} --session {session} --order oldest")
     return "\n".join(lines)
 
 

@@ -194,6 +194,7 @@ class Call:
     energy: dict[str, float] | None
     thread: int | None
     thread_name: str | None
+    test: str | None  # the pytest node id of the test it was made in (pytest --calltape)
     args: dict[str, Any]
     defaults: frozenset[str]
     bound: Bound
@@ -239,6 +240,10 @@ class Tape:
     def functions(self, *, session: int | Sequence[int] | None = None) -> list[Function]: ...
     def last_run(self) -> list[int]: ...
     def threads(self) -> list[dict[str, Any]]: ...
+    def tests(
+        self, test: str | None = None, *, session: int | Sequence[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """The tests pytest --calltape ran: dicts of test, session, start, end (None: open)."""
     def search(
         self,
         function: str | Callable[[Function], object] | None = None,
@@ -256,6 +261,7 @@ class Tape:
         order: str = "newest",
         limit: int | None = None,
         captured: str | None = None,
+        test: str | None = None,
     ) -> Calls: ...
     def children(
         self,
@@ -276,6 +282,21 @@ class Tape:
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> bool: ...
+
+class Context:
+    """A named span of this process's time on the tape (the pytest plugin names each
+    test's by its node id): search(test=) and Call.test find the calls made in it."""
+
+    name: str
+    kind: str
+    open: bool
+    def __init__(
+        self, name: str, kind: str = "test", *, tape: str | os.PathLike[str] | None = None
+    ) -> None: ...
+    def begin(self) -> None: ...
+    def end(self, *, at: int | None = None) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 class Replayer:
     """Re-executes recorded calls and compares their outcomes (replay.c)."""

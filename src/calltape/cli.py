@@ -2,6 +2,7 @@
 
     calltape functions [TAPE] [--last | --session ID] [--sort self] [--limit 20]
     calltape search [TAPE] --function price --since 2h --min-duration 0.01 --last  (exit 1: no match)
+    calltape search [TAPE] --test tests/test_cart.py::test_total   (the calls a pytest test made)
     calltape show [TAPE] CALL_ID          (every field the tape holds for the call)
     calltape sessions [TAPE]
     calltape replay [TAPE] [CALL_ID ...] --function price --trust [-v]  (exit 5: nothing replayed)
@@ -131,7 +132,7 @@ def _call_json(c: Any, readable: tuple[dict[str, Any], frozenset[str], Any] | No
     out = {"id": c.id, "session": c.session, "thread": c.thread, "parent": c.parent,
            "depth": c.depth, "module": c.module, "qualname": c.qualname, "file": c.file,
            "line": c.line, "start": c.start.isoformat(), "duration": c.duration,
-           "outcome": c.outcome, "captured": c.captured, "preview": c.preview,
+           "outcome": c.outcome, "captured": c.captured, "test": c.test, "preview": c.preview,
            "cpu_time": c.cpu_time,
            "memory": c.memory, "energy": c.energy}
     if readable is not None:
@@ -223,7 +224,7 @@ def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> int:
         "until": parse_time(args.until) if args.until else None,
         "min_duration": args.min_duration, "max_duration": args.max_duration,
         "outcome": args.outcome, "session": selected_sessions(tape, args), "thread": args.thread,
-        "energy": parse_energy(args.energy), "captured": args.captured}
+        "energy": parse_energy(args.energy), "captured": args.captured, "test": args.test}
     unfiltered = all(v is None for v in filters.values())
     # the calls past the limit: every call of the tape's function totals when
     # nothing filters, else counted up to _MORE_COUNTED by the search itself
@@ -236,7 +237,11 @@ def cmd_search(tape: Tape, args: argparse.Namespace, color: bool) -> int:
     if not found:
         if args.json:
             print("[]")
-        print(f"calltape: no recorded call matches in {tape.path}", file=sys.stderr)
+        if args.test is not None and not tape.tests(args.test):
+            print(f"calltape: no test {args.test} on {tape.path} (the calls of a test are"
+                  " tagged with it under pytest --calltape)", file=sys.stderr)
+        else:
+            print(f"calltape: no recorded call matches in {tape.path}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps([_call_json(c) for c in found], indent=2))
@@ -418,6 +423,7 @@ def _show_fields(c: Any, family: dict[str, Any], outcome: Any) -> list[tuple[str
     rows = [("start", f"{_local(c.start)}   duration {format_duration(c.duration)}   {ended}"),
             ("session", f"{c.session}   thread {thread}   depth {c.depth}"
              + (f"   captured by {_CAPTURED_BY[c.captured]}" if c.captured else "")),
+            *([("test", c.test)] if c.test is not None else []),
             ("parent", "none (a top-level call)" if parent is None
              else f"{parent['id']} {parent['function'] or '(not on the tape)'}"),
             ("children", f"{len(kids)}: {shown}" if kids else "none")]
@@ -767,6 +773,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="only the calls captured this way")
     add_selection(p)
     p.add_argument("--thread", type=int, metavar="IDENT", help="a thread ident")
+    p.add_argument("--test", metavar="NODEID",
+                   help="the calls of a pytest test (pytest --calltape): its node id, a node"
+                        " above tests (a file, a class) or a glob")
     p.add_argument("--energy", action="append", metavar="DOMAIN=UJ",
                    help="at most this energy in microjoules: pkg=100 or dram=50 (repeatable);"
                         " calls recorded without energy never match")
@@ -827,7 +836,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 EXAMPLES = {
     "functions": "calltape functions\ncalltape functions app.db --json",
     "search": "calltape search --function price --since 2h --min-duration 0.01\n"
-              "calltape search app.db --outcome raised --limit 100",
+              "calltape search app.db --outcome raised --limit 100\n"
+              "calltape search --test tests/test_cart.py::test_total --last",
     "show": "calltape show 1234\ncalltape show app.db 1234 --json",
     "sessions": "calltape sessions\ncalltape sessions app.db --json",
     "replay": "calltape replay --function 'shop.*' --trust\n"

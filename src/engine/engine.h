@@ -38,7 +38,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define CALLTAPE_SCHEMA_VERSION 4 /* 4: self time, per-session totals, the children index */
+#define CALLTAPE_SCHEMA_VERSION 5 /* 5: named spans (tests); 4: self time, the children index */
 /* 4: the capture in the flags' byte; 3: packed value columns; 2: checksums; 1 to 3 still read */
 #define CALLTAPE_SEGMENT_FORMAT 4
 
@@ -448,8 +448,20 @@ uint32_t crc32c(uint32_t crc, const void *p, size_t n);
  *   there were more than the size limit allowed).
  * REC_COUNTERS: varint unencodable, varint pickled, varint redacted,
  *   varint truncated, varint dropped: deltas for the session counters.
+ * REC_CONTEXT: varint id (>= 1, process-wide, in the order spans begin),
+ *   varint start (CLOCK_MONOTONIC ns), varint end (likewise; 0 while the
+ *   span is still open), varint n + kind bytes, varint n + name bytes: a
+ *   span of this process's time the program named (a pytest test: kind
+ *   "test", its node id), the whole row each time, so the record that
+ *   closes a span also stands for the one that opened it.
  */
-enum rec_kind { REC_FUNCTION = 1, REC_THREAD = 2, REC_CALL = 3, REC_COUNTERS = 4 };
+enum rec_kind {
+    REC_FUNCTION = 1,
+    REC_THREAD = 2,
+    REC_CALL = 3,
+    REC_COUNTERS = 4,
+    REC_CONTEXT = 5,
+};
 
 enum rec_outcome {
     OUTCOME_RETURNED = 0,
@@ -549,6 +561,21 @@ int rec_parse_call(const uint8_t *p, size_t n, call_rec *out);
 /* Appends a REC_CALL with the fields of `c` (values copied) to `b`,
  * length prefix included. */
 void rec_put_call(wbuf *b, const call_rec *c);
+
+/* A parsed REC_CONTEXT; the texts point into the record. */
+typedef struct context_rec {
+    uint64_t id, start, end; /* end 0: open */
+    const uint8_t *kind, *name;
+    size_t kind_len, name_len;
+} context_rec;
+
+/* Parses the body of a REC_CONTEXT (after the kind byte).  Returns 0, or
+ * -1 when the bytes are malformed (an id of 0 included). */
+int rec_parse_context(const uint8_t *p, size_t n, context_rec *out);
+
+/* Appends a REC_CONTEXT with the fields of `c` (texts copied) to `b`,
+ * length prefix included. */
+void rec_put_context(wbuf *b, const context_rec *c);
 
 /* ------------------------------------------------------------------------ */
 /* Segments (segment.c): the calls of one function, stored column by column. */
@@ -851,6 +878,11 @@ const char *engine_path(const engine *e);
 /* Search (query.c).                                                        */
 /* ------------------------------------------------------------------------ */
 
+/* A session's calls that start within [since, until] (wall ns). */
+typedef struct query_span {
+    int64_t session, since, until;
+} query_span;
+
 typedef struct query_filter {
     const int64_t *functions; /* tape function ids; none: every function */
     size_t nfunctions;
@@ -867,9 +899,12 @@ typedef struct query_filter {
                                                 reading never match a bound on it */
     const int64_t *sessions; /* any of these sessions (with `session` 0); none: any */
     size_t nsessions;
-    int64_t parent;     /* 0: any; > 0: only the children of that call (give its
-                           session too); < 0: only the roots of session -parent */
-    int64_t parent_end; /* with parent > 0: its end, wall ns (INT64_MAX: unknown) */
+    int64_t parent;          /* 0: any; > 0: only the children of that call (give its
+                                session too); < 0: only the roots of session -parent */
+    int64_t parent_end;      /* with parent > 0: its end, wall ns (INT64_MAX: unknown) */
+    const query_span *spans; /* only calls within one of these spans (a test's time in
+                                its session), besides every other bound; none: any */
+    size_t nspans;
 } query_filter;
 
 enum query_energy_bound { QUERY_MAX_PKG = 1, QUERY_MAX_DRAM = 2 };
@@ -878,10 +913,12 @@ typedef struct query query;
 typedef struct store store;         /* store.h */
 typedef struct store_err store_err; /* store.h */
 
-/* Prepares a search of `sto` (copied filter): opens the store's listing of
- * the segments the filter needs, which it reads from the first query_next
- * on.  Returns NULL with a message in `err` when the store refuses.  The
- * store must outlive the query. */
+/* Prepares a search of `sto` (copied filter, spans included): opens the
+ * store's listing of the segments the filter needs, which it reads from
+ * the first query_next on.  With spans, the listing is of their sessions
+ * and the time they cover together, and a listed segment that overlaps
+ * none of its session's spans is passed over unread.  Returns NULL with a message in `err` when the
+ * store refuses.  The store must outlive the query. */
 query *query_open(store *sto, const query_filter *f, char *err, size_t errlen);
 
 /* Returns 1 with the next call in `out` (its byte ranges valid until the

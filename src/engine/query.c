@@ -20,6 +20,13 @@
  * the energy (package and DRAM microjoules); a call without the reading a
  * bound needs never matches it.
  *
+ * A search within spans (a test's time in its session, query_span) lists
+ * the segments of the spans' sessions over the time they cover together,
+ * passes over the listed segments whose zone map overlaps none of their
+ * session's spans, and keeps the calls that start in one.  The spans are
+ * sorted and merged when the query opens, so that each test is a binary
+ * search.
+ *
  * A search by parent (a call's children, or a session's roots) lists only
  * the segments the store's children index names; query_count counts such a
  * search, adding the index's exact counts without loading those segments.
@@ -56,6 +63,8 @@ struct query {
     query_filter f;
     int64_t *functions; /* owned copy */
     int64_t *sessions;  /* owned copy */
+    query_span *spans;  /* owned: sorted by session and since, merged (no overlap) */
+    int none;           /* no call can match (no span within the other bounds) */
     store_cursor *list; /* segment ids and zone maps, in merge order */
     int listed_done;
     int started;          /* the listing was stepped (at the first query_next) */
@@ -195,6 +204,40 @@ static int matches(const query *q, const seg_call *c)
     return 1;
 }
 
+/* The first span of `session` that ends at `lo` or later (spans are merged,
+ * so their ends ascend as their starts do), or NULL. */
+static const query_span *span_from(const query *q, int64_t session, int64_t lo)
+{
+    size_t a = 0, b = q->f.nspans;
+    while (a < b) {
+        size_t m = a + (b - a) / 2;
+        const query_span *p = &q->spans[m];
+        if (p->session < session || (p->session == session && p->until < lo))
+            a = m + 1;
+        else
+            b = m;
+    }
+    return a < q->f.nspans && q->spans[a].session == session ? &q->spans[a] : NULL;
+}
+
+/* 1 when some span of `session` overlaps [lo, hi] (no spans: 1). */
+static int spans_overlap(const query *q, int64_t session, int64_t lo, int64_t hi)
+{
+    if (!q->f.nspans)
+        return 1;
+    const query_span *p = span_from(q, session, lo);
+    return p && p->since <= hi;
+}
+
+/* 1 when one span of `session` holds all of [lo, hi] (no spans: 1). */
+static int spans_cover(const query *q, int64_t session, int64_t lo, int64_t hi)
+{
+    if (!q->f.nspans)
+        return 1;
+    const query_span *p = span_from(q, session, lo);
+    return p && p->since <= lo && p->until >= hi;
+}
+
 /* Keeps the store's error `e` met doing `what`.  Returns -1. */
 static int set_store_error(query *q, const store_err *e, const char *what)
 {
@@ -218,7 +261,10 @@ static int advance_listing(query *q)
 {
     store_row row;
     store_err e;
-    int rc = store_next(q->list, &row, &e);
+    int rc;
+    while ((rc = store_next(q->list, &row, &e)) == 1 &&
+           !spans_overlap(q, row.segment.session, row.segment.start_min, row.segment.start_max))
+        ;
     if (rc == 1) {
         q->have_next = 1;
         q->next_id = row.segment.id;
@@ -249,7 +295,7 @@ static int read_totals(query *q)
     const query_filter *f = &q->f;
     if (f->since != INT64_MIN || f->until != INT64_MAX || f->min_duration > 0 ||
         f->max_duration != INT64_MAX || f->session > 0 || f->nsessions || f->outcome >= 0 ||
-        f->parent)
+        f->parent || f->nspans)
         return 0;
     store_err e;
     if (store_call_total(q->store, f->functions, f->nfunctions, &q->expect_calls, &e) < 0)
@@ -279,7 +325,7 @@ static int push_matching(query *q, seg_reader *r, seg_buf *s, int64_t since, int
     int rc;
     while ((rc = seg_reader_next_within(r, &c, since, until, q->f.min_duration,
                                         q->f.max_duration)) == 1) {
-        if (!matches(q, &c))
+        if (!matches(q, &c) || !spans_cover(q, s->session, c.start, c.start))
             continue;
         pending p = {c, s};
         if (q->has_cutoff && !before(q, &p, &q->cutoff))
@@ -348,6 +394,77 @@ static int load_next(query *q)
     return advance_listing(q);
 }
 
+static int span_order(const void *a, const void *b)
+{
+    const query_span *x = a, *y = b;
+    if (x->session != y->session)
+        return x->session < y->session ? -1 : 1;
+    return (x->since > y->since) - (x->since < y->since);
+}
+
+/* 1 when the filter's session bound (`session`, or the list) admits `s`. */
+static int session_admitted(const query_filter *f, int64_t s)
+{
+    if (f->session)
+        return f->session == s;
+    for (size_t i = 0; i < f->nsessions; i++)
+        if (f->sessions[i] == s)
+            return 1;
+    return f->nsessions == 0;
+}
+
+/* Copies the spans of `f` that its session and time bounds admit (cut to
+ * the time bounds), sorted and merged, and narrows q->f to them: their
+ * sessions (one, or a list in q->sessions) and the time they cover
+ * together.  No span left: q->none.  Returns 0, or -1 out of memory. */
+static int take_spans(query *q, const query_filter *f)
+{
+    q->spans = malloc(f->nspans * sizeof *q->spans);
+    int64_t *ids = malloc(f->nspans * sizeof *ids);
+    if (!q->spans || !ids) {
+        free(ids);
+        return -1;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < f->nspans; i++) {
+        query_span p = f->spans[i];
+        p.since = p.since > f->since ? p.since : f->since;
+        p.until = p.until < f->until ? p.until : f->until;
+        if (p.since <= p.until && session_admitted(f, p.session))
+            q->spans[n++] = p;
+    }
+    qsort(q->spans, n, sizeof *q->spans, span_order);
+    size_t kept = 0, nids = 0;
+    for (size_t i = 0; i < n; i++) {
+        query_span *last = kept ? &q->spans[kept - 1] : NULL;
+        if (last && last->session == q->spans[i].session && q->spans[i].since <= last->until) {
+            if (q->spans[i].until > last->until)
+                last->until = q->spans[i].until;
+            continue;
+        }
+        if (!last || last->session != q->spans[i].session)
+            ids[nids++] = q->spans[i].session;
+        q->spans[kept++] = q->spans[i];
+    }
+    q->f.spans = q->spans;
+    q->f.nspans = kept;
+    q->none = kept == 0;
+    q->f.since = INT64_MAX;
+    q->f.until = INT64_MIN;
+    for (size_t i = 0; i < kept; i++) {
+        q->f.since = q->spans[i].since < q->f.since ? q->spans[i].since : q->f.since;
+        q->f.until = q->spans[i].until > q->f.until ? q->spans[i].until : q->f.until;
+    }
+    free(q->sessions);
+    q->sessions = nids > 1 ? ids : NULL;
+    q->f.session = nids == 1 ? ids[0] : 0;
+    q->f.sessions = q->sessions;
+    q->f.nsessions = nids > 1 ? nids : 0;
+    if (nids <= 1)
+        free(ids);
+    return 0;
+}
+
 query *query_open(store *sto, const query_filter *f, char *err, size_t errlen)
 {
     query *q = calloc(1, sizeof *q);
@@ -380,8 +497,17 @@ query *query_open(store *sto, const query_filter *f, char *err, size_t errlen)
         q->f.sessions = q->sessions;
         q->f.nsessions = f->nsessions;
     }
-    store_segment_filter sf = {q->f.functions,  f->nfunctions,   f->session,      f->since,
-                               f->until,        f->min_duration, f->max_duration, f->outcome,
+    q->f.spans = NULL;
+    q->f.nspans = 0;
+    if (f->nspans && take_spans(q, f) < 0) {
+        snprintf(err, errlen, "out of memory");
+        query_close(q);
+        return NULL;
+    }
+    if (q->none)
+        return q; /* nothing to list: query_next and query_count find no call */
+    store_segment_filter sf = {q->f.functions,  f->nfunctions,   q->f.session,    q->f.since,
+                               q->f.until,      f->min_duration, f->max_duration, f->outcome,
                                f->newest_first, q->f.sessions,   q->f.nsessions,  f->parent,
                                f->parent_end};
     store_err e;
@@ -410,7 +536,7 @@ int query_next(query *q, seg_call *out, int64_t *session, int64_t *function)
 {
     release(q->current);
     q->current = NULL;
-    if (q->f.limit >= 0 && q->emitted >= q->f.limit)
+    if ((q->f.limit >= 0 && q->emitted >= q->f.limit) || q->none)
         return 0;
     if (!q->started && start(q) < 0)
         return -1;
@@ -458,7 +584,7 @@ static int count_segment(query *q, int64_t id, int64_t function, int64_t *n)
     seg_call c;
     while (rc == 0 && (rc = seg_reader_next_within(&r, &c, q->f.since, q->f.until,
                                                    q->f.min_duration, q->f.max_duration)) == 1) {
-        *n += matches(q, &c);
+        *n += matches(q, &c) && spans_cover(q, g.session, c.start, c.start);
         rc = 0;
     }
     seg_reader_close(&r);
@@ -475,10 +601,13 @@ int query_count(query *q, int64_t *n)
     int by_map = f->thread < 0 && f->outcome < 0 && !f->energy_bounds;
     store_row row;
     store_err e;
-    int rc;
-    while ((rc = store_next(q->list, &row, &e)) == 1) {
+    int rc = 0;
+    while (!q->none && (rc = store_next(q->list, &row, &e)) == 1) {
         const store_segment *g = &row.segment;
-        if (by_map && g->links != STORE_NONE && f->since <= g->start_min &&
+        if (!spans_overlap(q, g->session, g->start_min, g->start_max))
+            continue;
+        if (by_map && g->links != STORE_NONE &&
+            spans_cover(q, g->session, g->start_min, g->start_max) && f->since <= g->start_min &&
             f->until >= g->start_max && f->min_duration <= g->dur_min &&
             f->max_duration >= g->dur_max) {
             *n += g->links;
@@ -488,7 +617,7 @@ int query_count(query *q, int64_t *n)
             return -1;
     }
     q->listed_done = 1;
-    return rc < 0 ? set_store_error(q, &e, "cannot list the tape's segments") : 0;
+    return !q->none && rc < 0 ? set_store_error(q, &e, "cannot list the tape's segments") : 0;
 }
 
 const char *query_error(const query *q)
@@ -522,5 +651,6 @@ void query_close(query *q)
     store_cursor_close(q->list);
     free(q->functions);
     free(q->sessions);
+    free(q->spans);
     free(q);
 }

@@ -1,6 +1,6 @@
 /*
  * record.c - the producer records of engine.h: building and parsing a
- * REC_CALL.  Producers that need speed build records inline (the
+ * REC_CALL and a REC_CONTEXT.  Producers that need speed build records inline (the
  * binding's record/emit.h); this is the reference form used by the writer
  * and the C tests.
  */
@@ -97,4 +97,32 @@ void rec_put_call(wbuf *b, const call_rec *c)
     if (body.failed)
         b->failed = 1;
     wbuf_free(&body);
+}
+
+int rec_parse_context(const uint8_t *p, size_t n, context_rec *c)
+{
+    wreader r;
+    wreader_init(&r, p, n);
+    memset(c, 0, sizeof *c);
+    c->id = wreader_varint(&r);
+    c->start = wreader_varint(&r);
+    c->end = wreader_varint(&r);
+    c->kind_len = (size_t)wreader_varint(&r);
+    c->kind = wreader_take(&r, c->kind_len);
+    c->name_len = (size_t)wreader_varint(&r);
+    c->name = wreader_take(&r, c->name_len);
+    return (r.bad || r.p != r.end || c->id == 0) ? -1 : 0;
+}
+
+void rec_put_context(wbuf *b, const context_rec *c)
+{
+    size_t body = 1 + varint_size(c->id) + varint_size(c->start) + varint_size(c->end) +
+                  varint_size(c->kind_len) + c->kind_len + varint_size(c->name_len) + c->name_len;
+    wbuf_varint(b, body);
+    wbuf_byte(b, REC_CONTEXT);
+    wbuf_varint(b, c->id);
+    wbuf_varint(b, c->start);
+    wbuf_varint(b, c->end);
+    wire_sized(b, c->kind, c->kind_len);
+    wire_sized(b, c->name, c->name_len);
 }

@@ -112,6 +112,25 @@ typedef struct store_blob {
     size_t len;
 } store_blob;
 
+/* A span of a session's time the program named (a pytest test), as the
+ * writer adds it (store_add_context) and a reader reads it back
+ * (store_read_contexts).  `id` numbers the session's spans in the order
+ * they began (so by start); end_ns is STORE_NONE while the span is open
+ * (its process still in it, or killed in it). */
+typedef struct store_context {
+    int64_t session, id;
+    int64_t start_ns, end_ns; /* wall ns */
+    store_bytes kind, name;   /* "test", and a pytest node id */
+} store_context;
+
+/* Which spans store_read_contexts lists. */
+typedef struct store_context_filter {
+    store_bytes kind; /* required */
+    store_bytes name; /* p NULL: any name */
+    int64_t session;  /* 0: any */
+    int64_t from_id;  /* with a session: only spans with this id or a later one */
+} store_context_filter;
+
 /* One row of a cursor; which member depends on the cursor. */
 typedef union store_row {
     store_session_row session;
@@ -119,6 +138,7 @@ typedef union store_row {
     store_thread_row thread;
     store_segment segment;
     store_blob blob;
+    store_context context;
 } store_row;
 
 /* Which segments a search needs (store_list_segments): those whose zone
@@ -198,6 +218,7 @@ typedef struct store_ops {
     void (*file_id)(const store *s, uint64_t *dev, uint64_t *ino);
     int (*checkpoint)(store *s);
     int (*prune)(store *s, int64_t before_ns, int64_t *sessions, int64_t *calls);
+    int (*add_context)(store *s, const store_context *c);
     /* the reader's side */
     int (*totals)(store *s, store_counts *out, store_err *e);
     int (*function_count)(store *s, int64_t *n, store_err *e);
@@ -210,6 +231,7 @@ typedef struct store_ops {
     store_cursor *(*read_blob)(store *s, const uint8_t hash[WIRE_HASH_BYTES], store_err *e);
     store_cursor *(*find_call)(store *s, int64_t id, store_err *e);
     store_cursor *(*list_segments)(store *s, const store_segment_filter *f, store_err *e);
+    store_cursor *(*read_contexts)(store *s, const store_context_filter *f, store_err *e);
     int (*next)(store_cursor *c, store_row *row, store_err *e);
     int (*load_listed)(store_cursor *c, int64_t id, store_segment *out, store_err *e);
     void (*cursor_close)(store_cursor *c);
@@ -397,11 +419,19 @@ static inline int store_add_segment(store *s, int64_t session, int64_t function,
     return s->ops->add_segment(s, session, function, b, data, n);
 }
 
+/* Adds the span `c` (its kind, name and times) to its session, or, when
+ * the session has a span of that id already, replaces that one's end,
+ * name and kind: the record that closes a span repeats the whole row. */
+static inline int store_add_context(store *s, const store_context *c)
+{
+    return s->ops->add_context(s, c);
+}
+
 /* Retention: deletes, in one transaction of its own (not inside
  * store_begin), the sessions that ended before `before_ns` (wall ns; a
  * session that never committed a call: started before) and everything
  * recorded in them: their segments, children-index rows, per-session
- * totals and threads; the functions' tape-wide totals lose those calls.
+ * totals, threads and spans; the functions' tape-wide totals lose those calls.
  * Blobs stay (shared by content across sessions); function rows stay.
  * Sets *sessions and *calls to what it deleted.  Returns 0, or -1 with a
  * message in store_errmsg. */
@@ -492,6 +522,16 @@ static inline store_cursor *store_list_segments(store *s, const store_segment_fi
                                                 store_err *e)
 {
     return s->ops->list_segments(s, f, e);
+}
+
+/* A cursor over the spans `f` names (rows: context), by session, then id
+ * (so in start order within a session).  The filter and its texts are
+ * copied.  A tape of a schema older than the spans (before 5) has none:
+ * an empty cursor.  NULL with `e`. */
+static inline store_cursor *store_read_contexts(store *s, const store_context_filter *f,
+                                                store_err *e)
+{
+    return s->ops->read_contexts(s, f, e);
 }
 
 /* The next row of `c` into `row`.  Returns 1, 0 at the end, -1 with `e`. */

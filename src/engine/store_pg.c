@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2    /* 2: named spans (contexts) */
 #define PG_LOCK_KEY 0x43546170 /* "CTap": the advisory lock of migrations */
 #define PG_ID_BLOCK 65536      /* writer.c's ID_BLOCK */
 
@@ -194,11 +194,17 @@ typedef struct pg_store {
     store base; /* first: the handle's head */
     PGconn *conn;
     pthread_mutex_t mu; /* a reader: one statement at a time on conn */
+    int64_t schema;     /* the database's schema version (a reader reads older ones) */
     char shown[256];    /* the URL, password redacted */
     char err[1024];
 } pg_store;
 
 static const store_ops pg_ops;
+
+int64_t pg_schema_of(store *s)
+{
+    return ((pg_store *)s)->schema;
+}
 
 PGconn *pg_conn_of(store *s, pthread_mutex_t **mu)
 {
@@ -342,6 +348,10 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     "CREATE INDEX segments_by_id ON segments(id_min);"
     "CREATE INDEX segments_by_session ON segments(session, start_min);"
     "CREATE TABLE blobs(hash bytea PRIMARY KEY, size bigint NOT NULL, data bytea NOT NULL);",
+    /* 2: the spans of a session's time the program named (store_context) */
+    "CREATE TABLE contexts(session bigint NOT NULL, id bigint NOT NULL, kind text NOT NULL,"
+    " name text NOT NULL, start_ns bigint NOT NULL, end_ns bigint, PRIMARY KEY(session, id));"
+    "CREATE INDEX contexts_by_name ON contexts(kind, name);",
 };
 
 /* The schema version of the database (0: no tape there), -1 on error. */
@@ -421,6 +431,7 @@ static store *pg_open_write(const char *url, char *err, size_t errlen)
         pg_close(&s->base);
         return NULL;
     }
+    s->schema = PG_SCHEMA_VERSION;
     return &s->base;
 }
 
@@ -439,10 +450,11 @@ static store *pg_open_read(const char *url, char *err, size_t errlen)
                  s->shown, (long long)v, PG_SCHEMA_VERSION);
     else if (v < 0)
         snprintf(err, errlen, "%s", s->err);
-    if (v != PG_SCHEMA_VERSION) {
+    if (v < 1 || v > PG_SCHEMA_VERSION) {
         pg_close(&s->base);
         return NULL;
     }
+    s->schema = v; /* an older schema is read as it is (store.h) */
     return &s->base;
 }
 
@@ -699,6 +711,22 @@ static int pg_add_segment(store *base, int64_t session, int64_t function, const 
         &pp, "cannot store calls");
 }
 
+static int pg_add_context(store *base, const store_context *c)
+{
+    pg_params pp = {0};
+    pg_int(&pp, c->session);
+    pg_int(&pp, c->id);
+    pg_text(&pp, (const char *)c->kind.p, c->kind.n);
+    pg_text(&pp, (const char *)c->name.p, c->name.n);
+    pg_int(&pp, c->start_ns);
+    pg_int_or_null(&pp, c->end_ns);
+    return pg_exec((pg_store *)base,
+                   "INSERT INTO contexts(session, id, kind, name, start_ns, end_ns)"
+                   " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT(session, id) DO UPDATE SET"
+                   " kind = excluded.kind, name = excluded.name, end_ns = excluded.end_ns",
+                   &pp, "cannot store a test's span");
+}
+
 static int pg_prune(store *base, int64_t before_ns, int64_t *sessions, int64_t *calls)
 {
     pg_store *s = (pg_store *)base;
@@ -725,6 +753,7 @@ static int pg_prune(store *base, int64_t before_ns, int64_t *sessions, int64_t *
                 "DELETE FROM segments WHERE session IN (SELECT id FROM pruned);"
                 "DELETE FROM function_sessions WHERE session IN (SELECT id FROM pruned);"
                 "DELETE FROM threads WHERE session IN (SELECT id FROM pruned);"
+                "DELETE FROM contexts WHERE session IN (SELECT id FROM pruned);"
                 "DELETE FROM sessions WHERE id IN (SELECT id FROM pruned); COMMIT",
                 NULL, "cannot prune") < 0)
         goto error;
@@ -753,6 +782,7 @@ static const store_ops pg_ops = {
     .reserve_ids = pg_reserve_ids,
     .put_blob = pg_put_blob,
     .add_segment = pg_add_segment,
+    .add_context = pg_add_context,
     .totals = pgr_totals,
     .function_count = pgr_function_count,
     .call_total = pgr_call_total,
@@ -763,6 +793,7 @@ static const store_ops pg_ops = {
     .read_blob = pgr_read_blob,
     .find_call = pgr_find_call,
     .list_segments = pgr_list_segments,
+    .read_contexts = pgr_read_contexts,
     .next = pgr_next,
     .load_listed = pgr_load_listed,
     .cursor_close = pgr_cursor_close,

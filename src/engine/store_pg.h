@@ -87,6 +87,9 @@ store_bytes pg_get_bytes(const PGresult *r, int row, int col);
 
 /* A reading handle's connection and its mutex (store_pg.c). */
 PGconn *pg_conn_of(store *s, pthread_mutex_t **mu);
+/* The schema version of the database `s` reads (1: before the spans of
+ * contexts).  Cannot fail. */
+int64_t pg_schema_of(store *s);
 
 /* The reader's side (store_pg_read.c), each with the contract of the
  * store.h function of the same name after "store_". */
@@ -100,6 +103,7 @@ store_cursor *pgr_read_threads(store *s, store_err *e);
 store_cursor *pgr_read_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], store_err *e);
 store_cursor *pgr_find_call(store *s, int64_t id, store_err *e);
 store_cursor *pgr_list_segments(store *s, const store_segment_filter *f, store_err *e);
+store_cursor *pgr_read_contexts(store *s, const store_context_filter *f, store_err *e);
 int pgr_next(store_cursor *c, store_row *row, store_err *e);
 int pgr_load_listed(store_cursor *c, int64_t id, store_segment *out, store_err *e);
 void pgr_cursor_close(store_cursor *c);

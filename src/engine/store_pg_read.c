@@ -3,7 +3,7 @@
  * statements behind store_totals, store_function_count, store_call_total
  * and the cursors of store.h (sessions, functions, the functions of some
  * sessions, threads, a blob, the segments holding a call id, the segment
- * listing of a search).
+ * listing of a search, the named spans of sessions).
  *
  * Invariants: a cursor runs its statement when it is made, under the
  * handle's mutex, and keeps the whole result (binary), so cursors of
@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum pgr_kind { PGR_SESSIONS, PGR_FUNCTIONS, PGR_THREADS, PGR_BLOB, PGR_SEGMENTS };
+enum pgr_kind { PGR_SESSIONS, PGR_FUNCTIONS, PGR_THREADS, PGR_BLOB, PGR_SEGMENTS, PGR_CONTEXTS };
 
 typedef struct pgr_cursor {
     store_cursor base; /* first: the cursor's head */
@@ -274,6 +274,33 @@ store_cursor *pgr_list_segments(store *s, const store_segment_filter *f, store_e
     return c;
 }
 
+store_cursor *pgr_read_contexts(store *s, const store_context_filter *f, store_err *e)
+{
+    if (pg_schema_of(s) < 2) /* no spans before schema 2: no row */
+        return cursor_new(s, PGR_CONTEXTS,
+                          "SELECT NULL::bigint, NULL::bigint, NULL::text, NULL::text,"
+                          " NULL::bigint, NULL::bigint WHERE false",
+                          NULL, e);
+    char sql[300];
+    pg_params pp = {0};
+    pg_text(&pp, (const char *)f->kind.p, f->kind.n);
+    int n = snprintf(sql, sizeof sql,
+                     "SELECT session, id, kind, name, start_ns, end_ns FROM contexts"
+                     " WHERE kind = $1");
+    if (f->name.p) {
+        pg_text(&pp, (const char *)f->name.p, f->name.n);
+        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND name = $%d", pp.n);
+    }
+    if (f->session > 0) {
+        pg_int(&pp, f->session);
+        pg_int(&pp, f->from_id);
+        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND session = $%d AND id >= $%d", pp.n - 1,
+                      pp.n);
+    }
+    snprintf(sql + n, sizeof sql - (size_t)n, " ORDER BY session, id");
+    return cursor_new(s, PGR_CONTEXTS, sql, &pp, e);
+}
+
 static void read_segment(const PGresult *r, int i, int with_data, store_segment *g)
 {
     g->id = pg_get_int(r, i, 0);
@@ -358,6 +385,14 @@ int pgr_next(store_cursor *base, store_row *row, store_err *e)
     }
     case PGR_SEGMENTS:
         read_segment(c->r, i, c->with_data, &row->segment);
+        break;
+    case PGR_CONTEXTS:
+        row->context.session = pg_get_int(c->r, i, 0);
+        row->context.id = pg_get_int(c->r, i, 1);
+        row->context.kind = pg_get_bytes(c->r, i, 2);
+        row->context.name = pg_get_bytes(c->r, i, 3);
+        row->context.start_ns = pg_get_int(c->r, i, 4);
+        row->context.end_ns = pg_get_int(c->r, i, 5);
         break;
     }
     return 1;

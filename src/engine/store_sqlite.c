@@ -37,6 +37,7 @@ enum {
     STMT_FN_AGG,
     STMT_FN_SESSION_AGG,
     STMT_CHILD,
+    STMT_CONTEXT,
     STMT_BEGIN,
     STMT_COMMIT,
     STMT_ROLLBACK,
@@ -79,6 +80,9 @@ static const char *const stmt_sql[NSTMT] = {
     [STMT_CHILD] = "INSERT INTO children(lo, start_min, segment, hi, kids, session, function, n,"
                    " start_max, dur_min, dur_max, raised, parents)"
                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [STMT_CONTEXT] = "INSERT INTO contexts(session, id, kind, name, start_ns, end_ns)"
+                     " VALUES (?,?,?,?,?,?) ON CONFLICT(session, id) DO UPDATE SET"
+                     " kind = excluded.kind, name = excluded.name, end_ns = excluded.end_ns",
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
     [STMT_COMMIT] = "COMMIT",
     [STMT_ROLLBACK] = "ROLLBACK",
@@ -149,9 +153,18 @@ static const char schema_v4[] =
     " WITHOUT ROWID;"
     "INSERT INTO meta VALUES ('children_from', (SELECT coalesce(max(id), 0) + 1 FROM segments));";
 
+/* 5: the spans of a session's time the program named (store_context: a
+ * pytest test and its node id), by session and id (ids follow the starts),
+ * and by name for a search by test. */
+static const char schema_v5[] =
+    "CREATE TABLE contexts(session INTEGER NOT NULL, id INTEGER NOT NULL, kind TEXT NOT NULL,"
+    " name TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER,"
+    " PRIMARY KEY(session, id)) WITHOUT ROWID;"
+    "CREATE INDEX contexts_by_name ON contexts(kind, name);";
+
 /* migrations[v] turns schema v into v + 1; index 0 creates the schema. */
 static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
-                                                                schema_v4};
+                                                                schema_v4, schema_v5};
 
 typedef struct sq_store {
     store base; /* first: the handle's head */
@@ -864,6 +877,20 @@ static int sq_add_segment(store *base, int64_t session, int64_t function, const 
     return add_children(s, session, function, b);
 }
 
+static int sq_add_context(store *base, const store_context *c)
+{
+    sq_store *s = (sq_store *)base;
+    sqlite3_stmt *stmt = s->stmt[STMT_CONTEXT];
+    bind_int(s, stmt, 1, c->session);
+    bind_int(s, stmt, 2, c->id);
+    bind_text(s, stmt, 3, (const char *)c->kind.p, c->kind.n, 0);
+    bind_text(s, stmt, 4, (const char *)c->name.p, c->name.n, 0);
+    bind_int(s, stmt, 5, c->start_ns);
+    if (c->end_ns != STORE_NONE)
+        bind_int(s, stmt, 6, c->end_ns);
+    return run(s, STMT_CONTEXT, "cannot store a test's span");
+}
+
 /* Retention (sq_prune): the functions lose the pruned sessions' calls
  * (their per-session rows), then those sessions' rows go. */
 static const char prune_sql[] =
@@ -885,6 +912,7 @@ static const char prune_sql[] =
     "DELETE FROM children WHERE session IN temp.pruned;"
     "DELETE FROM function_sessions WHERE session IN temp.pruned;"
     "DELETE FROM threads WHERE session IN temp.pruned;"
+    "DELETE FROM contexts WHERE session IN temp.pruned;"
     "DELETE FROM sessions WHERE id IN temp.pruned;"
     "DELETE FROM temp.pruned; COMMIT";
 
@@ -936,6 +964,7 @@ static const store_ops sq_ops = {
     .reserve_ids = sq_reserve_ids,
     .put_blob = sq_put_blob,
     .add_segment = sq_add_segment,
+    .add_context = sq_add_context,
     .totals = sq_totals,
     .function_count = sq_function_count,
     .call_total = sq_call_total,
@@ -946,6 +975,7 @@ static const store_ops sq_ops = {
     .read_blob = sq_read_blob,
     .find_call = sq_find_call,
     .list_segments = sq_list_segments,
+    .read_contexts = sq_read_contexts,
     .next = sq_next,
     .load_listed = sq_load_listed,
     .cursor_close = sq_cursor_close,

@@ -35,6 +35,7 @@ store_cursor *sq_read_threads(store *s, store_err *e);
 store_cursor *sq_read_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], store_err *e);
 store_cursor *sq_find_call(store *s, int64_t id, store_err *e);
 store_cursor *sq_list_segments(store *s, const store_segment_filter *f, store_err *e);
+store_cursor *sq_read_contexts(store *s, const store_context_filter *f, store_err *e);
 int sq_next(store_cursor *c, store_row *row, store_err *e);
 int sq_load_listed(store_cursor *c, int64_t id, store_segment *out, store_err *e);
 void sq_cursor_close(store_cursor *c);

@@ -4,7 +4,7 @@
  * and the cursors of store.h (sessions, functions, the functions of some
  * sessions, threads, a blob, the segments holding a call id, the segment
  * listing of a search, by the children index when it asks for a parent's
- * children), and what their rows mean.
+ * children, the named spans of sessions), and what their rows mean.
  *
  * Invariants: every statement is prepared on the cursor that steps it, so
  * threads sharing the connection (SQLITE_OPEN_FULLMUTEX) never share a
@@ -23,7 +23,7 @@
 #include <string.h>
 
 /* What a cursor's rows are. */
-enum sq_kind { SQ_SESSIONS, SQ_FUNCTIONS, SQ_THREADS, SQ_BLOB, SQ_SEGMENTS };
+enum sq_kind { SQ_SESSIONS, SQ_FUNCTIONS, SQ_THREADS, SQ_BLOB, SQ_SEGMENTS, SQ_CONTEXTS };
 
 typedef struct sq_cursor {
     store_cursor base; /* first: the cursor's head */
@@ -397,6 +397,37 @@ store_cursor *sq_list_segments(store *s, const store_segment_filter *f, store_er
     return &c->base;
 }
 
+store_cursor *sq_read_contexts(store *s, const store_context_filter *f, store_err *e)
+{
+    char sql[300];
+    if (store_version(s) < 5) /* no spans before schema 5: no row */
+        snprintf(sql, sizeof sql, "SELECT NULL, NULL, NULL, NULL, NULL, NULL WHERE 0");
+    else
+        snprintf(sql, sizeof sql,
+                 "SELECT session, id, kind, name, start_ns, end_ns FROM contexts"
+                 " WHERE kind = ?1%s%s ORDER BY session, id",
+                 f->name.p ? " AND name = ?2" : "",
+                 f->session > 0 ? " AND session = ?3 AND id >= ?4" : "");
+    sq_cursor *c = cursor_new(s, SQ_CONTEXTS, sql, e);
+    if (!c || store_version(s) < 5)
+        return c ? &c->base : NULL;
+    int rc = sqlite3_bind_text64(c->q, 1, (const char *)f->kind.p, f->kind.n, SQLITE_TRANSIENT,
+                                 SQLITE_UTF8);
+    if (rc == SQLITE_OK && f->name.p)
+        rc = sqlite3_bind_text64(c->q, 2, (const char *)f->name.p, f->name.n, SQLITE_TRANSIENT,
+                                 SQLITE_UTF8);
+    if (rc == SQLITE_OK && f->session > 0)
+        rc = sqlite3_bind_int64(c->q, 3, f->session);
+    if (rc == SQLITE_OK && f->session > 0)
+        rc = sqlite3_bind_int64(c->q, 4, f->from_id);
+    if (rc != SQLITE_OK) {
+        fail(s, rc, e);
+        sq_cursor_close(&c->base);
+        return NULL;
+    }
+    return &c->base;
+}
+
 static void read_segment(sqlite3_stmt *q, int with_data, store_segment *g)
 {
     g->id = sqlite3_column_int64(q, 0);
@@ -501,6 +532,14 @@ int sq_next(store_cursor *base, store_row *row, store_err *e)
         read_segment(c->q, c->with_data, &row->segment);
         if (c->with_links)
             row->segment.links = int_or_none(c->q, SEGMENT_DATA_COLUMN);
+        break;
+    case SQ_CONTEXTS:
+        row->context.session = sqlite3_column_int64(c->q, 0);
+        row->context.id = sqlite3_column_int64(c->q, 1);
+        row->context.kind = text_at(c->q, 2);
+        row->context.name = text_at(c->q, 3);
+        row->context.start_ns = sqlite3_column_int64(c->q, 4);
+        row->context.end_ns = int_or_none(c->q, 5);
         break;
     }
     return 1;

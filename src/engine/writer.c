@@ -387,10 +387,32 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     return 0;
 }
 
+/* Writes the span of a REC_CONTEXT body (`n` bytes at `body`) into the
+ * transaction, its monotonic times made wall times as the calls' are.  A
+ * malformed record is passed over.  Returns 0, or -1 when the store
+ * failed. */
+static int take_context(engine *e, const uint8_t *body, size_t n)
+{
+    context_rec c;
+    if (rec_parse_context(body, n, &c) < 0)
+        return 0;
+    int64_t shift = e->opt.clock_wall_ns - e->opt.clock_mono_ns;
+    store_context row = {
+        .session = e->w.session_id,
+        .id = (int64_t)c.id,
+        .start_ns = (int64_t)c.start + shift,
+        .end_ns = c.end ? (int64_t)c.end + shift : STORE_NONE,
+        .kind = {c.kind, c.kind_len},
+        .name = {c.name, c.name_len},
+    };
+    return store_add_context(e->w.store, &row);
+}
+
 /* Consumes `n` bytes of whole records.  While *ok, calls go into the
  * transaction; once the store failed (*ok cleared here or before), calls
- * are only counted as dropped, but definitions of functions and threads
- * are still kept, so that the calls after an outage find them. */
+ * are only counted as dropped (spans are lost), but definitions of
+ * functions and threads are still kept, so that the calls after an outage
+ * find them. */
 static void consume(engine *e, txn *t, const uint8_t *p, size_t n, int *ok)
 {
     writer_state *w = &e->w;
@@ -445,6 +467,10 @@ static void consume(engine *e, txn *t, const uint8_t *p, size_t n, int *ok)
         case REC_COUNTERS:
             for (int i = 0; i < 5; i++)
                 w->counters[i] += (int64_t)wreader_varint(&b);
+            break;
+        case REC_CONTEXT:
+            if (*ok && take_context(e, body + 1, (size_t)len - 1) < 0)
+                *ok = 0;
             break;
         default:
             break;

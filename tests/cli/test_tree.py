@@ -363,12 +363,13 @@ def test_a_tape_older_than_the_children_index_is_read_the_slow_way(tmp_path):
         con.execute("DELETE FROM meta WHERE key = 'children_from'")
         con.execute("ALTER TABLE functions DROP COLUMN self_ns")  # the rest of format 4
         con.execute("DROP TABLE function_sessions")
+        con.execute("DROP TABLE contexts")  # format 5
         con.execute("PRAGMA user_version = 3")
     lines, _ = tree(tape, "--depth", "2")
     assert lines == expected
     record(tmp_path, NESTED, name="again.py")  # upgrades the tape to the index
     with sqlite3.connect(tape) as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 5
     old, new = sorted(s.id for s in calltape.open(tape).sessions())
     lines, _ = tree(tape, "--session", str(old), "--depth", "2")
     assert lines[1:] == expected[1:]

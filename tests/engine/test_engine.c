@@ -3,8 +3,9 @@
  * format, segments (their checksum and the older format without one), the
  * content hash, CRC-32C, and the engine end to end onto a real
  * SQLite tape (append, flush, fork-free reopen, read back), the energy
- * bounds of a search, self time (the table, and the totals per session), and
- * a final round asked while the process exits.
+ * bounds of a search, self time (the table, and the totals per session),
+ * named spans (a test's time: the records, rows, a search within them),
+ * and a final round asked while the process exits.
  * Prints "N passed, N failed" and exits non-zero on any failure.
  */
 #include "engine.h"
@@ -1859,6 +1860,196 @@ static void test_store_bind_failure(void)
     remove_tape(path);
 }
 
+/* Appends a REC_CONTEXT of kind "test" (as append_waiting); 1 when appended. */
+static int append_span(engine *e, wbuf *b, uint64_t id, const char *name, uint64_t start,
+                       uint64_t end)
+{
+    context_rec c = {id, start,       end, (const uint8_t *)"test", (const uint8_t *)name,
+                     4,  strlen(name)};
+    b->len = 0;
+    rec_put_context(b, &c);
+    return append_waiting(e, b, NULL) == ENGINE_APPENDED;
+}
+
+/* Appends a call of function 1 at monotonic `start`, lasting 10 ns. */
+static int append_call_at(engine *e, wbuf *b, uint64_t seq, uint64_t start)
+{
+    call_rec c = {0};
+    c.fn = 1;
+    c.seq = seq;
+    c.start = start;
+    c.duration = 10;
+    b->len = 0;
+    rec_put_call(b, &c);
+    return append_waiting(e, b, NULL) == ENGINE_APPENDED;
+}
+
+/* The calls a search within `spans` finds (oldest or newest first): their
+ * starts minus `base` into `out` (up to `cap`); returns how many, or -1.
+ * The query's count must agree. */
+static int span_search(store *st, const query_span *spans, size_t n, int64_t session, int newest,
+                       int64_t base, int64_t *out, int cap)
+{
+    query_filter f = {0};
+    f.thread = -1;
+    f.since = INT64_MIN;
+    f.until = INT64_MAX;
+    f.max_duration = INT64_MAX;
+    f.outcome = -1;
+    f.limit = -1;
+    f.newest_first = newest;
+    f.session = session;
+    f.spans = spans;
+    f.nspans = n;
+    char err[256];
+    query *q = query_open(st, &f, err, sizeof err);
+    CHECK(q != NULL);
+    if (!q)
+        return -1;
+    seg_call c;
+    int64_t sid, fid;
+    int found = 0;
+    while (query_next(q, &c, &sid, &fid) == 1) {
+        if (found < cap)
+            out[found] = c.start - base;
+        found++;
+    }
+    query_close(q);
+    int64_t counted = -1;
+    q = query_open(st, &f, err, sizeof err);
+    CHECK(q && query_count(q, &counted) == 0 && counted == found);
+    query_close(q);
+    return found;
+}
+
+/* Reads the "test" spans `name` (NULL: all) of `session` (0: all) from
+ * id `from` on into `rows` (up to `cap`, names not kept); returns how many. */
+static int read_spans(store *st, const char *name, int64_t session, int64_t from,
+                      store_context *rows, int cap)
+{
+    store_context_filter f = {{(const uint8_t *)"test", 4},
+                              {(const uint8_t *)name, name ? strlen(name) : 0},
+                              session,
+                              from};
+    store_err se;
+    store_cursor *c = store_read_contexts(st, &f, &se);
+    CHECK(c != NULL);
+    store_row row;
+    int n = 0;
+    while (c && store_next(c, &row, &se) == 1) {
+        if (n < cap) {
+            rows[n] = row.context;
+            rows[n].name.p = NULL;
+        }
+        n++;
+    }
+    store_cursor_close(c);
+    return n;
+}
+
+/* Named spans (a pytest test's time in its session): REC_CONTEXT records
+ * through the engine, rows of the store (one per span: the closing record
+ * replaces the opening one's end), a search within spans that finds
+ * exactly the calls started in them across segments and sessions, and a
+ * tape of schema 4 (no spans) that reads, then upgrades. */
+static void test_contexts(void)
+{
+    /* the record: round trip; id 0 and trailing bytes are malformed */
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    context_rec in = {7, 100, 0, (const uint8_t *)"test", (const uint8_t *)"t.py::a", 4, 7}, out;
+    rec_put_context(&b, &in);
+    wreader r;
+    wreader_init(&r, b.data, b.len);
+    uint64_t len = wreader_varint(&r);
+    CHECK(len == (uint64_t)(r.end - r.p) && *r.p == REC_CONTEXT);
+    CHECK(rec_parse_context(r.p + 1, (size_t)len - 1, &out) == 0 && out.id == 7 &&
+          out.start == 100 && out.end == 0 && out.name_len == 7 &&
+          memcmp(out.name, "t.py::a", 7) == 0);
+    CHECK(rec_parse_context(r.p + 1, (size_t)len - 2, &out) == -1);
+    in.id = 0;
+    b.len = 0;
+    rec_put_context(&b, &in);
+    CHECK(rec_parse_context(b.data + 2, b.len - 2, &out) == -1);
+
+    char path[64];
+    fresh_path(path, "contexts-test");
+    engine *e = start_engine(path, 0, 0);
+    if (!e)
+        return;
+    /* session 1: a call before any test, t::a (5,000 calls over three
+     * segments, the span around 200 of them), a call between, t::b open */
+    int ok = append_call_at(e, &b, 1, 1000);
+    for (uint64_t i = 0; i < 5000; i++) {
+        if (i == 2100)
+            ok += append_span(e, &b, 1, "t::a", 2000 + i * 10 - 5, 0);
+        ok += append_call_at(e, &b, 2 + i, 2000 + i * 10);
+        if (i == 2299)
+            ok += append_span(e, &b, 1, "t::a", 2000 + 2100 * 10 - 5, 2000 + i * 10 + 5);
+    }
+    ok += append_span(e, &b, 2, "t::b", 90000, 0);
+    ok += append_call_at(e, &b, 6000, 90001);
+    CHECK(ok == 1 + 5000 + 3 + 1);
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_free(e);
+    /* session 2: its own span 1, named t::a too */
+    e = start_engine(path, 0, 0);
+    ok = e ? append_span(e, &b, 1, "t::a", 500, 0) + append_call_at(e, &b, 1, 600) : 0;
+    CHECK(ok == 2);
+    if (e) {
+        CHECK(engine_flush(e, 10000000000ull) == 0);
+        engine_free(e);
+    }
+    char err[256];
+    store *st = store_open_read(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    store_context rows[4];
+    CHECK(read_spans(st, NULL, 0, 0, rows, 4) == 3);
+    CHECK(rows[0].session == 1 && rows[0].id == 1 && rows[0].end_ns != STORE_NONE);
+    CHECK(rows[1].session == 1 && rows[1].id == 2 && rows[1].end_ns == STORE_NONE);
+    CHECK(rows[2].session == 2 && rows[2].id == 1 && rows[2].end_ns == STORE_NONE);
+    int64_t a0 = rows[0].start_ns, a1 = rows[0].end_ns, b0 = rows[1].start_ns;
+    /* the times are the calls' clock: t::a began 5 ns before its first call */
+    CHECK(a1 - a0 == 2000 - 5 + 5);
+    CHECK(read_spans(st, "t::a", 0, 0, rows, 4) == 2 && rows[1].session == 2);
+    CHECK(read_spans(st, "t::b", 0, 0, rows, 4) == 1 && rows[0].id == 2);
+    CHECK(read_spans(st, NULL, 1, 2, rows, 4) == 1 && rows[0].id == 2);
+    CHECK(read_spans(st, "nope", 0, 0, rows, 4) == 0);
+    int64_t got[300];
+    query_span spans[3] = {{1, a0, a1}, {1, b0, INT64_MAX}, {2, INT64_MIN, INT64_MAX}};
+    int n = span_search(st, spans, 1, 0, 0, a0, got, 300);
+    CHECK(n == 200 && got[0] == 5 && got[199] == 5 + 199 * 10);
+    n = span_search(st, spans, 2, 0, 1, a0, got, 300); /* newest first: t::b's call first */
+    CHECK(n == 201 && got[0] == b0 - a0 + 1 && got[1] == 5 + 199 * 10);
+    CHECK(span_search(st, spans, 3, 0, 0, a0, got, 300) == 202);
+    CHECK(span_search(st, spans, 3, 2, 0, a0, got, 300) == 1); /* and session 2 only */
+    CHECK(span_search(st, spans, 1, 2, 0, a0, got, 300) == 0);
+    query_span overlapping[2] = {{1, a0, a0 + 1000}, {1, a0 + 500, a1}}; /* merged: once each */
+    CHECK(span_search(st, overlapping, 2, 0, 0, a0, got, 300) == 200);
+    store_close(st);
+
+    /* a tape of schema 4 has no spans: read as it is, upgraded by a writer */
+    sqlite3 *db;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK &&
+          sqlite3_exec(db, "DROP TABLE contexts; PRAGMA user_version = 4", NULL, NULL, NULL) ==
+              SQLITE_OK);
+    sqlite3_close(db);
+    st = store_open_read(path, err, sizeof err);
+    CHECK(st != NULL && store_version(st) == 4);
+    if (st)
+        CHECK(read_spans(st, NULL, 0, 0, rows, 4) == 0);
+    store_close(st);
+    st = store_open_write(path, err, sizeof err);
+    CHECK(st != NULL);
+    store_close(st);
+    CHECK(query_int(path, "PRAGMA user_version") == CALLTAPE_SCHEMA_VERSION);
+    CHECK(query_int(path, "SELECT count(*) FROM contexts") == 0);
+    wbuf_free(&b);
+    remove_tape(path);
+}
+
 static atomic_int final_then_calls;
 
 static void count_final_then(void)
@@ -1927,6 +2118,7 @@ int main(void)
     test_store_bind_failure();
     test_selftime_table();
     test_self_time_totals();
+    test_contexts();
     test_final_round_while_shutting_down(); /* last: see there */
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -15,7 +15,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import PASSWORD
+from conftest import PASSWORD, _server_env
 
 import calltape
 
@@ -273,3 +273,51 @@ def test_prune_older_sessions(store, pg_url, tmp_path):
         raised = sum(1 for i in range(20) for j in range(3) if (i + j) % 7 == 3)
         assert len(tape.search("leaf", outcome="raised")) == raised
     assert cli("functions", tape_name).returncode == 0
+
+
+TESTS_PROGRAM = textwrap.dedent("""
+    import calltape
+    from calltape import _native
+
+    @calltape.record
+    def price(q):
+        return q
+
+    price(0)
+    with _native.Context("t.py::one"):
+        price(1)
+    with _native.Context("t.py::two"):
+        price(2)
+    _native.Context("t.py::three").begin()  # never ended: as a process killed in a test
+    price(3)
+    assert calltape.flush(timeout=30)
+""")
+
+
+def test_tests_on_the_server_and_an_older_schema(pg_server, pg_url, tmp_path):
+    """The spans of tests (the pytest plugin's contexts) on PostgreSQL: search(test=),
+    Call.test, Tape.tests(); a database of schema 1 (before them) still reads, and
+    the next recording upgrades it."""
+    script = tmp_path / "tests_prog.py"
+    script.write_text(TESTS_PROGRAM)
+    env = dict(os.environ, CALLTAPE_TAPE=pg_url)
+    subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=60)
+    with calltape.open(pg_url) as tape:
+        assert [(c.args["q"], c.test) for c in tape.search(order="oldest")] == [
+            (0, None), (1, "t.py::one"), (2, "t.py::two"), (3, "t.py::three")]
+        assert [c.args["q"] for c in tape.search(test="t.py::two")] == [2]
+        assert [c.args["q"] for c in tape.search(test="t.py", order="oldest")] == [1, 2, 3]
+        assert [r["end"] is None for r in tape.tests()] == [False, False, True]
+    db = pg_url.rsplit("/", 1)[1]
+    subprocess.run([os.path.join(pg_server.bindir, "psql"), "-h", pg_server.folder, "-p",
+                    str(pg_server.port), "-U", "calltape", "-d", db, "-c",
+                    "DROP TABLE contexts; UPDATE calltape_version SET version = 1"],
+                   check=True, capture_output=True, env=_server_env(), timeout=60)
+    with calltape.open(pg_url) as tape:
+        assert len(tape.calls()) == 4 and {c.test for c in tape.calls()} == {None}
+        assert tape.tests() == [] and len(tape.search(test="t.py::two")) == 0
+    subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=60)
+    with calltape.open(pg_url) as tape:
+        new = max(s.id for s in tape.sessions())
+        assert [(r["test"], r["session"]) for r in tape.tests()] == [
+            ("t.py::one", new), ("t.py::two", new), ("t.py::three", new)]

@@ -111,7 +111,7 @@ def test_records_each_test_with_fixture_and_failure_section(project):
     result.stdout.fnmatch_lines([
         "*calltape: calls that raised*",
         "call * price(qty=-1, unit=2.0) raised *",  # on 3.11 the exception is not kept
-        f"see all of them: calltape search {tape} --session * --since *",
+        f"see all of them: calltape search {tape} --test test_shop.py::test_fail --session *",
     ])
     assert f"calltape: recorded 8 calls of 4 functions onto {tape}" in out
     with calltape.open(tape) as t:

@@ -136,6 +136,7 @@ typedef struct ct_state {
         PyTypeObject *Tape, *Call, *Calls, *CallIter, *Function, *Session, *Bound;
         PyTypeObject *RestrictedUnpickler, *Replayer;
         PyTypeObject *ProbeInstrument, *ProbeHook; /* probes/ */
+        PyTypeObject *Context;                     /* record/context.c */
         PyTypeObject *FlatProfile;                 /* record/flat.c */
     } type;
     struct {             /* calltape.flat_profile (record/flat.c) */
@@ -196,10 +197,11 @@ typedef struct ct_state {
         PyObject *sigterm_prev; /* the SIGTERM handler calltape's replaced, or NULL */
         int watching_children;  /* the audit hook of lifecycle.c is installed */
     } life;
-    struct {                  /* the recording: ids, switches, the monitor */
-        uint64_t seq;         /* last call seq handed out in this process */
-        uint64_t next_fn;     /* next process-local function id */
-        uint64_t next_thread; /* next process-local thread index */
+    struct {                   /* the recording: ids, switches, the monitor */
+        uint64_t seq;          /* last call seq handed out in this process */
+        uint64_t next_fn;      /* next process-local function id */
+        uint64_t next_thread;  /* next process-local thread index */
+        uint64_t next_context; /* last span id handed out (record/context.c) */
         Py_ssize_t max_value_bytes;
         int enabled;
         int finalized;             /* the module was cleared: calls are counted, not recorded */
@@ -548,6 +550,7 @@ extern PyType_Spec Pending_spec;
 extern PyType_Spec AsyncGenProxy_spec;
 extern PyType_Spec Tape_spec;
 extern PyType_Spec Monitor_spec;
+extern PyType_Spec Context_spec; /* record/context.c */
 
 /* ---- parking.c: suspended generators' entries --------------------------- */
 

@@ -234,6 +234,7 @@ static int module_exec(PyObject *m)
     ADD_TYPE(Monitor, Monitor_spec, NULL);
     ADD_TYPE(ProbeInstrument, ProbeInstrument_spec, NULL);
     ADD_TYPE(ProbeHook, ProbeHook_spec, NULL);
+    ADD_TYPE(Context, Context_spec, NULL);
     ADD_TYPE(FlatProfile, FlatProfile_spec, NULL);
     st->type.RestrictedUnpickler = (PyTypeObject *)ct_restricted_unpickler_type(
         m, st->imported.pickle_Unpickler, &st->imported.unpickler_rules_offset);
@@ -263,6 +264,7 @@ static int module_exec(PyObject *m)
     X(type.Replayer)                                                                               \
     X(type.ProbeInstrument)                                                                        \
     X(type.ProbeHook)                                                                              \
+    X(type.Context)                                                                                \
     X(type.FlatProfile)                                                                            \
     X(flat.codes)                                                                                  \
     X(flat.fns)                                                                                    \

@@ -12,7 +12,10 @@
  * rebuilt argument values with PyObject_RichCompareBool (a TypeError or
  * ValueError while comparing, as numpy arrays raise, is no match); `thread`
  * becomes the query's (session, thread index) when one thread has that
- * ident, else a filter on the pairs; `energy` bounds go into the query.
+ * ident, else a filter on the pairs; `energy` bounds go into the query;
+ * `test` becomes the query's spans (contexts.c resolves a node id into
+ * its tests' time in their sessions), which the query intersects with the
+ * session and time bounds.
  *
  * Children (Tape.children, Call.children) are a search by parent, which the
  * store answers from its children index (store.h); Calls.count() counts
@@ -34,6 +37,7 @@ typedef struct ct_calls {
     int64_t *ids;      /* owned */
     int empty;         /* no call can match */
     int64_t *sessions; /* owned: f.sessions points into it, or NULL */
+    query_span *spans; /* owned: f.spans points into it, or NULL */
     int64_t *pairs;    /* thread filter: (session, index) pairs, or NULL */
     size_t npairs;
     PyObject *args_filter; /* dict name -> wanted value, or NULL */
@@ -317,6 +321,19 @@ static int select_thread(ct_calls *c, PyObject *thread)
     return 0;
 }
 
+/* `test`: the spans of the tests it selects; none: no call matches. */
+static int select_test(ct_calls *c, PyObject *test)
+{
+    size_t n = 0;
+    if (ct_tape_test_spans(c->tape, test, &c->spans, &n) < 0)
+        return -1;
+    if (n == 0)
+        c->empty = 1;
+    c->f.spans = c->spans;
+    c->f.nspans = n;
+    return 0;
+}
+
 static int select_energy(ct_calls *c, PyObject *energy)
 {
     if (!PyDict_Check(energy)) {
@@ -455,6 +472,7 @@ static ct_calls *calls_new(ct_tape *t)
     c->f.limit = -1;
     c->ids = NULL;
     c->sessions = NULL;
+    c->spans = NULL;
     c->empty = 0;
     c->pairs = NULL;
     c->npairs = 0;
@@ -504,16 +522,16 @@ static int capture_code(PyObject *captured)
 
 PyObject *ct_tape_search(ct_tape *t, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"function",     "file",    "since",   "until",    "min_duration",
-                             "max_duration", "outcome", "session", "thread",   "args",
-                             "energy",       "order",   "limit",   "captured", NULL};
+    static char *kwlist[] = {
+        "function", "file", "since",  "until", "min_duration", "max_duration", "outcome", "session",
+        "thread",   "args", "energy", "order", "limit",        "captured",     "test",    NULL};
     PyObject *function = Py_None, *file = Py_None, *since = Py_None, *until = Py_None;
     PyObject *min_d = Py_None, *max_d = Py_None, *outcome = Py_None, *session = Py_None;
     PyObject *thread = Py_None, *args_f = Py_None, *energy = Py_None, *order = NULL;
-    PyObject *limit = Py_None, *captured = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOOOOOOOOOO:search", kwlist, &function, &file,
+    PyObject *limit = Py_None, *captured = Py_None, *test = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$OOOOOOOOOOOOOO:search", kwlist, &function, &file,
                                      &since, &until, &min_d, &max_d, &outcome, &session, &thread,
-                                     &args_f, &energy, &order, &limit, &captured))
+                                     &args_f, &energy, &order, &limit, &captured, &test))
         return NULL;
     if (ct_tape_check_open(t) < 0)
         return NULL;
@@ -547,6 +565,8 @@ PyObject *ct_tape_search(ct_tape *t, PyObject *args, PyObject *kw)
     if (select_functions(c, function, file) < 0)
         goto error;
     if (thread != Py_None && select_thread(c, thread) < 0)
+        goto error;
+    if (test != Py_None && select_test(c, test) < 0)
         goto error;
     if (args_f != Py_None) {
         if (!PyDict_Check(args_f)) {
@@ -594,6 +614,7 @@ static void Calls_dealloc(ct_calls *c)
     Calls_clear(c);
     PyMem_Free(c->ids);
     PyMem_Free(c->sessions);
+    PyMem_Free(c->spans);
     PyMem_Free(c->pairs);
     tp->tp_free((PyObject *)c);
     Py_DECREF(tp);

@@ -438,6 +438,14 @@ static PyObject *Call_get_thread(ct_call *c, void *name)
     return Py_NewRef(PyTuple_GET_ITEM(row, name ? 1 : 0));
 }
 
+static PyObject *Call_get_test(ct_call *c, void *unused)
+{
+    (void)unused;
+    if (call_alive(c) < 0)
+        return NULL;
+    return ct_tape_test_of(c->tape, c->session, c->start);
+}
+
 /* The value slots a getter of its own shows, and how a message names them. */
 typedef struct call_slot {
     enum value_slot slot;
@@ -646,6 +654,8 @@ static PyGetSetDef Call_getset[] = {
      "{'pkg': uJ, 'dram': uJ} (dram when the machine has it), None unless recorded", NULL},
     {"thread", (getter)Call_get_thread, NULL, "the thread's ident (threading.get_ident())", NULL},
     {"thread_name", (getter)Call_get_thread, NULL, "the thread's name", (void *)1},
+    {"test", (getter)Call_get_test, NULL,
+     "the node id of the pytest test it was made in (pytest --calltape), or None", NULL},
     {"args", (getter)Call_get_args, NULL, "parameter name -> rebuilt value", NULL},
     {"defaults", (getter)Call_get_defaults, NULL, "names of arguments that took their default",
      NULL},

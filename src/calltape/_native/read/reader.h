@@ -2,7 +2,8 @@
  * reader.h - the reading side of the binding, shared by tape.c (the Tape
  * type: opening, caches, queries), callview.c (the Call type), views.c
  * (the Function, Session and Bound types), calls.c (search arguments,
- * matching, the Calls result and its iterator) and readable.c.
+ * matching, the Calls result and its iterator), contexts.c (the tests'
+ * spans) and readable.c.
  *
  * Ownership: a Call holds strong references to its Tape and its Function;
  * a Tape holds its caches (functions by id, threads by (session, index));
@@ -28,6 +29,7 @@ typedef struct ct_tape {
     Py_ssize_t nqueries; /* open queries on sto */
     PyObject *functions; /* dict: function id -> Function, or NULL before use */
     PyObject *threads;   /* dict: (session, index) -> (ident, name), or NULL */
+    PyObject *contexts;  /* dict: session -> its test spans (contexts.c), or NULL */
 } ct_tape;
 
 typedef struct ct_function {
@@ -216,10 +218,29 @@ PyObject *ct_tape_last_run(ct_tape *t, PyObject *unused);
  * TypeError or TapeError. */
 PyObject *ct_tape_functions_of(ct_tape *t, PyObject *session);
 
+/* ---- contexts.c ---- */
+
+/* The node id of the test whose span in `session` holds `at` (a call's
+ * start, wall ns): a new str, or None outside every test (and on tapes
+ * older than the spans).  NULL with TapeError, or ValueError when the tape
+ * is closed and the session's spans were never read. */
+PyObject *ct_tape_test_of(ct_tape *t, int64_t session, int64_t at);
+
+/* The spans `test` (a node id, a node above tests, or a glob on node ids)
+ * selects, as a new PyMem array of *n query_spans (*n may be 0: no such
+ * test).  Returns 0, or -1 with TypeError (not a str) or TapeError. */
+int ct_tape_test_spans(ct_tape *t, PyObject *test, query_span **spans, size_t *n);
+
+/* Tape.tests(test=None, *, session=None): a new list of dicts (test,
+ * session, start, end) of the tests those select, by session and start.
+ * NULL with TypeError or TapeError. */
+PyObject *ct_tape_tests(ct_tape *t, PyObject *args, PyObject *kw);
+
 /* ---- calls.c ---- */
 
 /* Tape.search(function=None, *, file, since, until, min_duration,
- * max_duration, outcome, session, thread, args, energy, order, limit):
+ * max_duration, outcome, session, thread, args, energy, order, limit,
+ * captured, test):
  * validates the arguments and returns a new Calls.  NULL with ValueError or
  * TypeError naming the bad value. */
 PyObject *ct_tape_search(ct_tape *t, PyObject *args, PyObject *kw);

@@ -228,6 +228,7 @@ static int Tape_traverse(ct_tape *t, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(t));
     Py_VISIT(t->functions);
     Py_VISIT(t->threads);
+    Py_VISIT(t->contexts);
     return 0;
 }
 
@@ -235,6 +236,7 @@ static int Tape_clear(ct_tape *t)
 {
     Py_CLEAR(t->functions);
     Py_CLEAR(t->threads);
+    Py_CLEAR(t->contexts);
     return 0;
 }
 
@@ -707,6 +709,11 @@ static PyObject *Tape_call(PyObject *self, PyObject *arg)
     return found;
 }
 
+static PyObject *Tape_tests(PyObject *self, PyObject *args, PyObject *kw)
+{
+    return ct_tape_tests((ct_tape *)self, args, kw);
+}
+
 static PyObject *Tape_search(PyObject *self, PyObject *args, PyObject *kw)
 {
     return ct_tape_search((ct_tape *)self, args, kw);
@@ -811,12 +818,19 @@ static PyMethodDef Tape_methods[] = {
      "session it descends from and its child processes' sessions); [] without sessions."},
     {"threads", Tape_threads, METH_NOARGS,
      "threads() -> list of dicts (session, index, ident, name)."},
+    {"tests", (PyCFunction)(void (*)(void))Tape_tests, METH_VARARGS | METH_KEYWORDS,
+     "tests(test=None, *, session=None) -> list of dicts (test, session, start, end):\n"
+     "the tests pytest --calltape ran, by session and start (end None: still running,\n"
+     "or its process died in it); test= selects as search(test=) does.\n\n"
+     ">>> tape.tests('tests/test_cart.py', session=tape.last_run())"},
     {"search", (PyCFunction)(void (*)(void))Tape_search, METH_VARARGS | METH_KEYWORDS,
      "search(function=None, *, file=None, since=None, until=None, min_duration=None,\n"
      "       max_duration=None, outcome=None, session=None, thread=None, args=None,\n"
-     "       energy=None, order='newest', limit=None) -> Calls\n\n"
-     "Calls matching every filter given, in start order.\n\n"
+     "       energy=None, captured=None, test=None, order='newest', limit=None) -> Calls\n\n"
+     "Calls matching every filter given, in start order.  test= is a pytest node id\n"
+     "(or a node above tests, or a glob): the calls made within its tests.\n\n"
      ">>> tape.search(function='price', since=datetime(2026, 1, 1), limit=100)\n"
+     ">>> tape.search(test='tests/test_cart.py::test_total')\n"
      ">>> tape.search(min_duration=0.01, outcome='raised', energy={'pkg': 100.0})"},
     {"children", (PyCFunction)(void (*)(void))Tape_children, METH_VARARGS | METH_KEYWORDS,
      "children(parent=None, *, session=None, min_duration=None, limit=None) -> Calls\n\n"
