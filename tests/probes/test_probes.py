@@ -265,3 +265,24 @@ def test_one_name_values_are_found_as_eval_finds_them():
         p.stop()
     finally:
         del probes.manager.global_namespace["limit"]
+
+
+def test_ctrl_c_in_an_instrument_reaches_the_program():
+    # an instrument's own errors never reach the target, but a KeyboardInterrupt
+    # (the user pressed Ctrl-C while it ran) is not swallowed
+    def interrupt():
+        raise KeyboardInterrupt
+
+    def target(x):
+        return x + 1
+
+    probes.manager.global_namespace["interrupt"] = interrupt
+    try:
+        for event in ("call", "return"):
+            p = probe_with(target, i=probes.CountInstrument("i", "interrupt()", event=event))
+            with pytest.raises(KeyboardInterrupt):
+                target(1)
+            p.stop()
+            assert target(1) == 2  # stopped: nothing fires
+    finally:
+        del probes.manager.global_namespace["interrupt"]

@@ -226,9 +226,20 @@ static PyObject *bare_value(ProbeHook *h, ProbeInstrument *in, PyObject *ns)
     return Py_XNewRef(v);
 }
 
+/* Clears a pending exception unless the user must see it: a
+ * KeyboardInterrupt (Ctrl-C while an instrument ran) or a MemoryError,
+ * which the callbacks hand on to the target's frame. */
+static void clear_unless_interrupt(void)
+{
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) &&
+        !PyErr_ExceptionMatches(PyExc_MemoryError))
+        PyErr_Clear();
+}
+
 /* Fires the instruments of `h` on event `ev` with namespace *ns (built by
  * `build` on first need when NULL).  Calls on_expire for those whose
- * lifespan ended.  Leaves no exception set. */
+ * lifespan ended.  Leaves no exception set but a KeyboardInterrupt or a
+ * MemoryError (the instruments after it do not fire). */
 static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, double wall,
                      ct_probe_call *call)
 {
@@ -249,7 +260,8 @@ static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, 
         if (!*ns && (!in->constant || in->kind == PKIND_PY))
             *ns = ns_for_call(h, frame, wall);
         if (!in->constant && !*ns) {
-            ct_probe_fail(in, ev);
+            if (ct_probe_fail(in, ev) < 0)
+                break;
             continue;
         }
         PyObject *value = in->constant ? Py_NewRef(in->constant) : bare_value(h, in, *ns);
@@ -269,12 +281,12 @@ static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, 
         } else if (value) {
             rc = ct_probe_accumulate(in, value, *ns);
         }
-        if (rc < 0)
-            ct_probe_fail(in, ev);
         Py_XDECREF(value);
+        if (rc < 0 && ct_probe_fail(in, ev) < 0)
+            break; /* a KeyboardInterrupt (or MemoryError): it goes on to the target */
     }
     Py_DECREF(insts);
-    PyErr_Clear();
+    clear_unless_interrupt();
 }
 
 static int stack_push(ProbeHook *h, PyObject *ns, uint64_t start_ns, double wall)
@@ -303,11 +315,11 @@ static void on_call(ProbeHook *h)
     PyObject *ns = NULL;
     if (h->ns_at_call)
         ns = ns_for_call(h, frame, wall);
-    PyErr_Clear();
-    if (h->mask & PEV_CALL)
+    clear_unless_interrupt();
+    if (!PyErr_Occurred() && (h->mask & PEV_CALL))
         fire_all(h, PEV_CALL, &ns, frame, wall, NULL);
     if (h->stacked && stack_push(h, ns, ct_now_ns(), wall) < 0)
-        PyErr_Clear();
+        clear_unless_interrupt();
     Py_XDECREF(ns);
 }
 
@@ -352,10 +364,11 @@ static void on_end(PyCodeObject *co, PyObject *value, int raised)
             if (!locals || PyDict_Merge(ns, locals, 1) < 0)
                 PyErr_Clear();
             Py_XDECREF(locals);
-            fire_all(h, PEV_END, &ns, frame, wall, &call);
+            if (!PyErr_Occurred())
+                fire_all(h, PEV_END, &ns, frame, wall, &call);
         }
     }
-    PyErr_Clear();
+    clear_unless_interrupt();
     Py_XDECREF(ns);
     Py_DECREF(h);
 }
@@ -404,6 +417,8 @@ static PyObject *cb_start(PyObject *module, PyObject *const *args, Py_ssize_t na
         Py_DECREF(h);
         probe_tls.busy--;
     }
+    if (PyErr_Occurred()) /* a KeyboardInterrupt: raised in the target, as Ctrl-C would */
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -415,6 +430,8 @@ static PyObject *cb_return(PyObject *module, PyObject *const *args, Py_ssize_t n
     probe_tls.busy++;
     on_end((PyCodeObject *)args[0], args[2], 0);
     probe_tls.busy--;
+    if (PyErr_Occurred()) /* a KeyboardInterrupt: raised in the target */
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -427,6 +444,10 @@ static PyObject *cb_unwind(PyObject *module, PyObject *const *args, Py_ssize_t n
     probe_tls.busy++;
     on_end((PyCodeObject *)args[0], args[2], 1);
     probe_tls.busy--;
+    if (PyErr_Occurred()) { /* a KeyboardInterrupt replaces the exception unwinding */
+        Py_XDECREF(saved);
+        return NULL;
+    }
     ct_restore_exc(saved);
     Py_RETURN_NONE;
 }
