@@ -406,7 +406,8 @@ def _family(tape: Tape, c: Any) -> dict[str, Any]:
 _CHILDREN_SHOWN = 20
 
 
-_CAPTURED_BY = {"decorator": "@calltape.record", "monitor": "the monitor (calltape run)",
+_CAPTURED_BY = {"decorator": "@calltape.record",
+                "monitor": "the monitor (calltape run, calltape.monitor, pytest --calltape)",
                 "flat": "calltape.flat_profile", "probe": "a probe", "timer": "calltape.timer"}
 
 
