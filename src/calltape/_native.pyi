@@ -289,7 +289,7 @@ def check_writable(path: str) -> None: ...
 def prune(path: str, before_ns: int) -> tuple[int, int]: ...
 def configure(
     *,
-    tape: str | None = None,
+    tape: str | os.PathLike[str] | Callable[[], str | os.PathLike[str]] | None = None,
     flush_interval: float | None = None,
     on_full: str | None = None,
     buffer_bytes: int | None = None,

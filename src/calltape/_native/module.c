@@ -279,6 +279,7 @@ static int module_exec(PyObject *m)
     X(redaction.exact)                                                                             \
     X(redaction.patterns)                                                                          \
     X(sink.tape_path)                                                                              \
+    X(sink.tape_namer)                                                                             \
     X(sink.session_info)                                                                           \
     X(sink.warn_category)                                                                          \
     X(sink.warned)                                                                                 \

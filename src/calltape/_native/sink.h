@@ -31,6 +31,10 @@ PyObject *ct_absolute_path(PyObject *path);
  * it holds and stops (unless a Recorder or monitor pinned it).  Releases
  * the GIL while it waits.  Never fails. */
 void ct_sink_set_default(ct_state *st, PyObject *abs);
+/* configure(tape=namer): the default tape is named by calling `namer`
+ * (borrowed) with no argument when a call first needs it; the old default
+ * tape is left as ct_sink_set_default leaves it.  Never fails. */
+void ct_sink_set_namer(ct_state *st, PyObject *namer);
 /* Frees every engine (module free): what they hold is written first, with
  * the GIL released (up to 5 s each). */
 void ct_sink_free(ct_state *st);
