@@ -256,8 +256,9 @@ static long long mpi4py_rank(void)
 
 /* The MPI rank of this process: mpi4py's when the program uses it, else
  * what Open MPI (OMPI_COMM_WORLD_RANK), an MPICH-style launcher (PMI_RANK)
- * or Slurm's srun (SLURM_PROCID) gave it, or -1 (none).  A value that is
- * not a rank is reported once and left out. */
+ * or Slurm's srun (SLURM_PROCID) gave it, or -1 (none); an empty variable
+ * counts as unset.  A value that is not a rank is reported once and left
+ * out. */
 static long long mpi_rank(ct_state *st)
 {
     long long r = mpi4py_rank();
@@ -266,7 +267,8 @@ static long long mpi_rank(ct_state *st)
     static const char *const names[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"};
     const char *name = NULL, *rank = NULL;
     for (size_t i = 0; i < sizeof names / sizeof names[0] && !rank; i++)
-        rank = getenv(name = names[i]);
+        if ((rank = getenv(name = names[i])) && !*rank)
+            rank = NULL; /* set but empty: as unset */
     if (!rank)
         return -1;
     char *end = NULL;
@@ -281,6 +283,13 @@ static long long mpi_rank(ct_state *st)
              name, rank);
     ct_warn_once(st, "mpi_rank", msg);
     return -1;
+}
+
+PyObject *ct_mpi_rank_py(PyObject *m, PyObject *unused)
+{
+    (void)unused;
+    long long r = mpi_rank(get_state(m));
+    return r >= 0 ? PyLong_FromLongLong(r) : Py_NewRef(Py_None);
 }
 
 /* Fills `o` from the module state; the session description points into

@@ -45,6 +45,9 @@ PyObject *ct_flush_all(ct_state *st, double timeout);
 /* _native.flush(timeout=None) -> bool and _native.stats() -> dict. */
 PyObject *ct_flush_py(PyObject *m, PyObject *args, PyObject *kw);
 PyObject *ct_stats_py(PyObject *m, PyObject *unused);
+/* _native.mpi_rank() -> the MPI rank a session begun now would name, or
+ * None (a malformed launcher variable is reported once). */
+PyObject *ct_mpi_rank_py(PyObject *m, PyObject *unused);
 /* _native._begin_session(tape) -> the id of this process's session on
  * `tape` (None: the default), begun now; 0 when it cannot be written. */
 PyObject *ct_begin_session_py(PyObject *m, PyObject *tape);
