@@ -518,6 +518,13 @@ static void test_segment_roundtrip(void)
     CHECK(ok);
     CHECK(i == 1000);
     seg_reader_close(&r);
+    /* seg_reader_has_id reads the id column only and leaves the reader where it is */
+    CHECK(seg_reader_open(&r, out.data, out.len) == 0);
+    CHECK(seg_reader_has_id(&r, 100) == 1 && seg_reader_has_id(&r, 100 + 999 * 3) == 1);
+    CHECK(seg_reader_has_id(&r, 101) == 0 && seg_reader_has_id(&r, 99) == 0);
+    CHECK(r.verified == 1u && seg_reader_next(&r, &c) == 1 && c.id == 100);
+    CHECK(seg_reader_has_id(&r, 100) == 0 && seg_reader_has_id(&r, 103) == 1);
+    seg_reader_close(&r);
     /* a changed format byte fails the checksum; a segment of another
      * format (its own checksum, say) is newer or malformed */
     out.data[0] = 99;
@@ -1778,6 +1785,65 @@ static void test_store_reader(void)
     unlink(side);
 }
 
+/* Finding a call by id reads the id index around the id, as wide as the
+ * newest segments are: a call in an older, wider segment is still found
+ * (the rest of the index), and a call in no segment is not. */
+static void test_find_call_in_a_wide_old_segment(void)
+{
+    char path[64];
+    fresh_path(path, "wide-test");
+    engine *e = start_engine(path, 0, 0);
+    if (!e)
+        return;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    /* the first segment holds calls 1 and 600; then 299 segments of two */
+    CHECK(append_bare_call(e, &b, 1, NULL) && append_bare_call(e, &b, 600, NULL));
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    for (uint64_t i = 2; i < 600; i += 2) {
+        CHECK(append_bare_call(e, &b, i, NULL) && append_bare_call(e, &b, i + 1, NULL));
+        CHECK(engine_flush(e, 10000000000ull) == 0);
+    }
+    engine_free(e);
+    wbuf_free(&b);
+    CHECK(query_int(path, "SELECT count(*) FROM segments") == 300);
+    CHECK(query_int(path, "SELECT id_max - id_min FROM segments WHERE id = 1") == 599);
+    int64_t base =
+        query_int(path, "SELECT id_min FROM segments WHERE id = 1") - 1; /* id of seq 0 */
+    char err[256];
+    store *st = store_open_read(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    int64_t wanted[] = {base + 600, base + 1, base + 301, base + 600, base + 599};
+    for (size_t k = 0; k < sizeof wanted / sizeof wanted[0]; k++) {
+        store_err se;
+        store_row row;
+        store_cursor *c = store_find_call(st, wanted[k], &se);
+        int found = 0;
+        while (c && !found && store_next(c, &row, &se) == 1) {
+            seg_reader r;
+            if (seg_reader_open(&r, row.segment.data, row.segment.len) == 0)
+                found = seg_reader_has_id(&r, wanted[k]) == 1;
+            seg_reader_close(&r);
+        }
+        CHECK(found);
+        store_cursor_close(c);
+    }
+    store_err se;
+    store_row row;
+    store_cursor *c = store_find_call(st, base + 601, &se);
+    CHECK(c && store_next(c, &row, &se) == 0);
+    store_cursor_close(c);
+    store_close(st);
+    unlink(path);
+    char side[300];
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+}
+
 /* The self-time table: many parents open at once (it grows), taken back
  * in any order (removals keep every other entry findable). */
 static void test_selftime_table(void)
@@ -1959,6 +2025,7 @@ int main(void)
     test_children_index();
     test_query_reports_damage();
     test_store_reader();
+    test_find_call_in_a_wide_old_segment();
     test_store_bind_failure();
     test_selftime_table();
     test_self_time_totals();
