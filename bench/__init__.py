@@ -93,6 +93,13 @@ BENCHMARKS: dict[str, Benchmark] = {
             " (--callgrind: instructions)",
         ),
         Benchmark(
+            "compat",
+            "bench.compat",
+            "time per call under calltape.compat.callmonitor.intercept beside the original"
+            " callmonitor; the reanimator's search and get_call_details on the tape of"
+            " bench read",
+        ),
+        Benchmark(
             "suite",
             "bench.suite",
             "real test suites (more-itertools, python-dateutil, attrs, toolz from the index)"

@@ -120,17 +120,21 @@ def record(func: Any = None, /, **options: Any) -> Any:  # noqa: F811
     return Recorder(func, **options)
 
 
-def configure(*, tape: str | os.PathLike[str] | None = None, **options: Any) -> None:
+def configure(*, tape: str | os.PathLike[str] | Callable[[], str | os.PathLike[str]] | None = None,
+              **options: Any) -> None:
     """Set the default tape and recording options for later calls.
 
     ``tape`` is also exported as ``CALLTAPE_TAPE`` so that child processes
-    record onto the same tape.
+    record onto the same tape.  A callable is a *namer*: it is called with
+    no argument when a call first needs the default tape, and the path it
+    returns becomes the tape (and is exported then).
 
     >>> calltape.configure(tape="/tmp/run.db", flush_interval=0.5, on_full="drop")
     >>> calltape.configure(energy=True)     # RAPL energy for record(energy=None) functions
+    >>> calltape.configure(tape=lambda: f"/tmp/run-{os.getpid()}.db")   # named at first use
     """
     _native.configure(tape=tape, **options)
-    if tape is not None:
+    if tape is not None and not (callable(tape) and not hasattr(tape, "__fspath__")):
         text = os.fspath(tape)
         # a server's URL (postgresql://...) as given, a file's path absolute
         os.environ["CALLTAPE_TAPE"] = text if "://" in text else os.path.abspath(text)

@@ -714,6 +714,12 @@ int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t un
 int seg_reader_any_within(seg_reader *r, int64_t since, int64_t until, int64_t min_duration,
                           int64_t max_duration);
 
+/* Returns 1 when a call the open reader has not passed yet has the id
+ * `id`, 0 when none has, SEG_CHECKSUM or SEG_MALFORMED; reads (and
+ * verifies) the id column only, and does not move the reader: a cheap test
+ * before decoding a segment whole. */
+int seg_reader_has_id(seg_reader *r, int64_t id);
+
 /* Decodes the next call into `c` (pointers into `data`).  Returns 1 for a
  * call, 0 at the end (every column then read to its end), SEG_MALFORMED
  * when the segment is corrupt. */

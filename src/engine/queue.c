@@ -165,6 +165,16 @@ static size_t backlog_bound(const engine *e)
     return bound;
 }
 
+/* 1 when a chunk of `cap` bytes may join the backlog under `bound`: it
+ * fits, or nothing but the live chunk waits for the writer (a record
+ * larger than the bound itself is let in alone: it could never fit, and
+ * its producer would wait forever).  Under mu. */
+static int backlog_admits(const engine *e, size_t cap, size_t bound)
+{
+    size_t live = e->live ? e->live->cap : 0;
+    return e->queued_bytes + cap <= bound || e->queued_bytes <= live;
+}
+
 /* writer_start(), unless engine_pause() holds writers off until fork()
  * ends: returns 0 (started), 1 (not now) or -1 (failed, counted).  Under mu,
  * no writer running.  Every place that starts a writer goes through here. */
@@ -184,7 +194,7 @@ static int must_wait(const engine *e, size_t n)
     if (c->cap - atomic_load_explicit(&c->committed, memory_order_relaxed) >= n)
         return 0;
     size_t cap = n > e->opt.chunk_bytes ? n : e->opt.chunk_bytes;
-    return e->queued_bytes + cap > backlog_bound(e);
+    return !backlog_admits(e, cap, backlog_bound(e));
 }
 
 /* Slow path of engine_append: seal the live chunk, find room, start the
@@ -207,7 +217,7 @@ static __attribute__((noinline)) int append_slow(engine *e, const uint8_t *rec, 
          * its function whenever the tape can be written again */
         size_t bound =
             e->opt.on_full_drop || e->fork_paused ? e->opt.max_buffer_bytes : backlog_bound(e);
-        if (!is_call || !e->live || e->queued_bytes + cap <= bound) {
+        if (!is_call || !e->live || backlog_admits(e, cap, bound)) {
             chunk *fresh = NULL;
             if (e->free_list && e->free_list->cap >= cap) {
                 fresh = e->free_list;

@@ -534,6 +534,23 @@ int seg_reader_any_within(seg_reader *r, int64_t since, int64_t until, int64_t m
     return 0;
 }
 
+int seg_reader_has_id(seg_reader *r, int64_t id)
+{
+    int rc = seg_reader_verify(r, 1u << COL_ID);
+    if (rc < 0)
+        return rc;
+    wreader ids = r->col[COL_ID];
+    int64_t at = r->last_id;
+    for (size_t i = r->i; i < r->n; i++) {
+        at += unzigzag(wreader_varint(&ids));
+        if (ids.bad)
+            return SEG_MALFORMED;
+        if (at == id)
+            return 1;
+    }
+    return 0;
+}
+
 int seg_has_call_within(const uint8_t *data, size_t n, int64_t since, int64_t until,
                         int64_t min_duration, int64_t max_duration)
 {

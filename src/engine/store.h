@@ -505,7 +505,9 @@ static inline store_cursor *store_read_blob(store *s, const uint8_t hash[WIRE_HA
 }
 
 /* A cursor over the segments whose id range holds call `id` (rows:
- * segment, with its bytes), for finding a call by id.  NULL with `e`. */
+ * segment, with its bytes), for finding a call by id; the segments likeliest
+ * to hold it come first, so a caller that found the call stops reading.
+ * NULL with `e`. */
 static inline store_cursor *store_find_call(store *s, int64_t id, store_err *e)
 {
     return s->ops->find_call(s, id, e);

@@ -174,6 +174,7 @@ typedef struct sq_store {
     int readonly;
     int64_t version;       /* the tape's schema version (a reader reads older ones as they are) */
     int64_t children_from; /* a reader: the first segment the children index covers */
+    sq_id_width ids;       /* a reader: see store_sqlite.h */
     dev_t dev;             /* the file a writer opened (store_same_file) */
     ino_t ino;
     char err[256];
@@ -292,6 +293,7 @@ static sq_store *open_common(const char *path, int flags, char *err, size_t errl
         return NULL;
     }
     s->base.ops = &sq_ops;
+    pthread_mutex_init(&s->ids.mu, NULL);
     s->readonly = !(flags & SQLITE_OPEN_READWRITE);
     /* writers are used by one thread; readers may be shared by Python
      * threads with the GIL released, so SQLite serializes their calls */
@@ -574,12 +576,18 @@ static void sq_close(store *base)
     for (int i = 0; i < NSTMT; i++)
         sqlite3_finalize(s->stmt[i]);
     sqlite3_close_v2(s->db);
+    pthread_mutex_destroy(&s->ids.mu);
     free(s);
 }
 
 sqlite3 *sq_db(store *s)
 {
     return ((sq_store *)s)->db;
+}
+
+sq_id_width *sq_id_width_of(store *s)
+{
+    return &((sq_store *)s)->ids;
 }
 
 int64_t sq_children_from(store *s)

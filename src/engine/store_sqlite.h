@@ -14,6 +14,7 @@
 
 #include "store.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 
 /* The connection of the SQLite store `s`.  Cannot fail. */
@@ -22,6 +23,20 @@ sqlite3 *sq_db(store *s);
 /* A reading store: the id of the first segment the children index covers
  * (meta 'children_from'; INT64_MAX before schema 4).  Cannot fail. */
 int64_t sq_children_from(store *s);
+
+/* A reader's estimate of the widest id range of a segment (id_max -
+ * id_min), from segments up to rowid `seen`, so that finding a call by id
+ * reads a range of the id index instead of its whole lower part.  It only
+ * grows, and any value is correct: sq_find_call looks at the rest of the
+ * index when the call was not in the range.  Reading threads share the
+ * store: under `mu`. */
+typedef struct sq_id_width {
+    pthread_mutex_t mu;
+    int64_t seen, width;
+} sq_id_width;
+
+/* The id width of the reading store `s`.  Cannot fail. */
+sq_id_width *sq_id_width_of(store *s);
 
 /* The reader's side (store_sqlite_read.c), each with the contract of the
  * store.h function of the same name after "store_". */

@@ -30,6 +30,8 @@ typedef struct sq_cursor {
     enum sq_kind kind;
     sqlite3_stmt *q;
     sqlite3_stmt *load;  /* a listing: one segment's row and bytes */
+    sqlite3_stmt *then;  /* stepped when q is done (finding a call: the rest), or NULL */
+    int widening;        /* q is finding a call's rest: its rows widen the id width */
     char *json;          /* a listing: its function ids as a JSON array, or NULL;
                             functions of sessions: the session ids */
     char *sessions_json; /* a listing: its session ids as a JSON array, or NULL */
@@ -271,16 +273,84 @@ store_cursor *sq_read_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], store_
     return &c->base;
 }
 
+/* The newest segments id_width() reads at most. */
+#define ID_WIDTH_ROWS "256"
+
+/* The widest id range of a segment as far as known, brought up to date
+ * with the segments written since it was last asked, at most the newest
+ * ID_WIDTH_ROWS of them (a range of rowids: a tape's first call by id does
+ * not read every segment row; a wider segment is still found, by the rest
+ * of the index, and widens it).  0, or -1 with `e`. */
+static int id_width(store *s, int64_t *width, store_err *e)
+{
+    sq_id_width *w = sq_id_width_of(s);
+    pthread_mutex_lock(&w->mu);
+    int64_t from = w->seen;
+    pthread_mutex_unlock(&w->mu);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(sq_db(s),
+                                "SELECT max(id), max(id_max - id_min) FROM segments WHERE id >"
+                                " max(?1, (SELECT max(id) FROM segments) - " ID_WIDTH_ROWS ")",
+                                -1, &q, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(q, 1, from);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(q);
+    int64_t seen = 0, wide = 0;
+    if (rc == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_INTEGER) {
+        seen = sqlite3_column_int64(q, 0);
+        wide = sqlite3_column_int64(q, 1);
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_ROW)
+        return fail(s, rc, e);
+    pthread_mutex_lock(&w->mu);
+    if (seen > w->seen)
+        w->seen = seen;
+    if (wide > w->width)
+        w->width = wide;
+    *width = w->width;
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
+/* A segment `width` ids wide was found outside the known width: the next
+ * calls by id look that far. */
+static void widen(store *s, int64_t width)
+{
+    sq_id_width *w = sq_id_width_of(s);
+    pthread_mutex_lock(&w->mu);
+    if (width > w->width)
+        w->width = width;
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* The segments that may hold call `id`: first those whose id range starts
+ * within the widest range known below it (a range of the id index), then,
+ * should the caller read on (the call was not there: a segment written
+ * since, or no such call), the others whose range covers it. */
 store_cursor *sq_find_call(store *s, int64_t id, store_err *e)
 {
+    int64_t width = 0;
+    if (id_width(s, &width, e) < 0)
+        return NULL;
     sq_cursor *c = cursor_new(s, SQ_SEGMENTS,
                               "SELECT " SEGMENT_COLUMNS ", data FROM segments"
-                              " WHERE id_min <= ?1 AND id_max >= ?1",
+                              " WHERE id_min BETWEEN ?1 - ?2 AND ?1 AND id_max >= ?1",
                               e);
     if (!c)
         return NULL;
     c->with_data = 1;
-    int rc = sqlite3_bind_int64(c->q, 1, id);
+    int rc = sqlite3_prepare_v2(sq_db(s),
+                                "SELECT " SEGMENT_COLUMNS ", data, id_max - id_min FROM segments"
+                                " WHERE id_min < ?1 - ?2 AND id_max >= ?1",
+                                -1, &c->then, NULL);
+    for (int i = 0; i < 2 && rc == SQLITE_OK; i++) {
+        sqlite3_stmt *q = i ? c->then : c->q;
+        rc = sqlite3_bind_int64(q, 1, id);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(q, 2, width);
+    }
     if (rc != SQLITE_OK) {
         fail(s, rc, e);
         sq_cursor_close(&c->base);
@@ -505,6 +575,15 @@ int sq_next(store_cursor *base, store_row *row, store_err *e)
     int rc;
     while ((rc = sqlite3_step(c->q)) == SQLITE_ROW && c->with_links && !has_key(c))
         ;
+    if (rc == SQLITE_DONE && c->then) {
+        sqlite3_finalize(c->q);
+        c->q = c->then;
+        c->then = NULL;
+        c->widening = 1;
+        rc = sqlite3_step(c->q);
+    }
+    if (rc == SQLITE_ROW && c->widening)
+        widen(base->s, sqlite3_column_int64(c->q, SEGMENT_DATA_COLUMN + 1));
     if (rc != SQLITE_ROW) {
         c->done = 1;
         return rc == SQLITE_DONE ? 0 : fail(base->s, rc, e);
@@ -575,6 +654,7 @@ void sq_cursor_close(store_cursor *base)
         return;
     sqlite3_finalize(c->q);
     sqlite3_finalize(c->load);
+    sqlite3_finalize(c->then);
     free(c->json);
     free(c->sessions_json);
     free(c);

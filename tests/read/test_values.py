@@ -18,6 +18,7 @@ import pytest
 from _util import last_json, only_call, read_calls, run_python, same_value
 
 import calltape
+from calltape import _native
 
 
 @calltape.record
@@ -324,6 +325,27 @@ def test_register_codec_beats_builtin_fast_path_for_subclasses(tape):
                             lambda b: ("tagged", b.decode()))
     ident(Tagged(a=1))
     assert only_call(tape).args["v"] == ("tagged", "[('a', 1)]")
+
+
+def test_unregister_codec_captures_the_type_as_before(tape):
+    """_native.unregister_codec(type): the next values of the type are
+    captured as they were before (an object, a numpy array's own codec), and
+    the values the codec encoded still decode."""
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    name = f"test.point.{uuid.uuid4().hex}"
+    calltape.register_codec(Point, name, lambda p: str(p.x).encode(), lambda b: ("pt", b))
+    ident(Point(1))
+    assert _native.unregister_codec(Point) is True
+    assert _native.unregister_codec(Point) is False
+    ident(Point(2))
+    first, second = read_calls(tape)
+    assert first.args["v"] == ("pt", b"1")
+    assert second.stored("args")["v"]["attributes"]["x"]["preview"] == "2"
+    with pytest.raises(TypeError, match="unregister_codec needs a type, not 3"):
+        _native.unregister_codec(3)
 
 
 def test_codec_that_raises_records_unencodable_and_warns_at_most_once(tape, stats_delta):

@@ -436,6 +436,7 @@ def test_reading_allocations_do_not_grow(ledger):
 @pytest.mark.parametrize("variable, value, rank", [
     ("OMPI_COMM_WORLD_RANK", "3", 3),
     ("PMI_RANK", "0", 0),
+    ("SLURM_PROCID", "5", 5),
     ("OMPI_COMM_WORLD_RANK", "rank-3", None),
     ("PMI_RANK", "-1", None),
 ])
@@ -452,3 +453,22 @@ def test_a_session_keeps_the_mpi_rank_its_launcher_gave(tmp_path, variable, valu
     assert session.mpi_rank == rank
     warned = f"{variable}={value} is not an MPI rank (a number from 0)" in proc.stderr
     assert warned == (rank is None), proc.stderr
+
+
+def test_a_session_takes_the_rank_mpi4py_gives_when_the_program_imported_it(tmp_path):
+    """mpi4py.MPI, once the program imported it, names the rank (over the
+    launcher's variables); a stand-in mpi4py on the path plays MPI here."""
+    pkg = tmp_path / "mpi4py"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "MPI.py").write_text(
+        "class _Comm:\n    def Get_rank(self):\n        return 7\nCOMM_WORLD = _Comm()\n")
+    path = tmp_path / "mpi.db"
+    run_python(tmp_path, """
+        sys.path.insert(0, os.getcwd())
+        import mpi4py.MPI
+        import calltape
+        calltape.record(lambda: 1)()
+    """, tape=path, env_extra={"PMI_RANK": "2"})
+    (session,) = calltape.open(path).sessions()
+    assert session.mpi_rank == 7

@@ -87,6 +87,39 @@ def test_configure_exports_env_and_accepts_str(tmp_path):
         calltape.flush(timeout=30)
 
 
+def test_configure_with_a_namer_names_the_tape_at_the_first_call(tmp_path):
+    """configure(tape=callable): asked once, when a call first needs the
+    tape (not at configure), and what it names is exported like a path."""
+    run_python(tmp_path, """
+        import calltape, warnings
+        asked = []
+        def namer():
+            asked.append(len(asked))
+            return os.path.join(os.getcwd(), f"named-{len(asked)}.db")
+        calltape.configure(tape=namer)
+        assert asked == [] and "CALLTAPE_TAPE" not in os.environ
+        f = calltape.record(lambda x: x)
+        f(1), f(2)
+        assert asked == [0], asked
+        assert os.environ["CALLTAPE_TAPE"] == os.path.join(os.getcwd(), "named-1.db")
+        calltape.configure(tape=lambda: 1 / 0)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            assert f(3) == 3 and f(4) == 4      # the calls run, unrecorded
+        (msg,) = [str(x.message) for x in w]
+        assert "failed (ZeroDivisionError: division by zero)" in msg, msg
+        assert "calls are not recorded until it names a tape" in msg
+        calltape.configure(tape="after.db")
+        f(5)
+        assert calltape.flush(timeout=30)
+        print([c.args["x"] for c in calltape.open("named-1.db").calls()],
+              [c.args["x"] for c in calltape.open("after.db").calls()])
+    """)
+    assert calltape.open(tmp_path / "named-1.db").functions()[0].calls == 2
+    assert [c.args["x"] for c in calltape.open(tmp_path / "after.db").calls()] == [5]
+    assert not (tmp_path / "named-2.db").exists()
+
+
 def test_reconfigure_moves_recording_to_new_tape(tmp_path):
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     calltape.configure(tape=a)

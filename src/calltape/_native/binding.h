@@ -179,6 +179,8 @@ typedef struct ct_state {
     } redaction;
     struct {                      /* where records go (sink.c) */
         PyObject *tape_path;      /* str: the configured default tape */
+        PyObject *tape_namer;     /* configure(tape=callable): asked for the default
+                                     tape at its first use, then cleared; or NULL */
         PyObject *session_info;   /* dict with host, argv, python, version */
         PyObject *warn_category;  /* RecordingWarning */
         PyObject *warned;         /* set of problem kinds already reported */

@@ -99,6 +99,21 @@ static PyObject *preview(PyObject *m, PyObject *args)
     return s;
 }
 
+static PyObject *unregister_codec(PyObject *m, PyObject *type)
+{
+    if (!PyType_Check(type))
+        return PyErr_Format(PyExc_TypeError, "unregister_codec needs a type, not %R", type);
+    ct_state *st = get_state(m);
+    PyObject *entry = PyDict_GetItemWithError(st->objects.codecs, type); /* borrowed */
+    if (!entry)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_False);
+    /* its decoder stays: values recorded with it still rebuild */
+    if (PyDict_DelItem(st->objects.codecs, type) < 0)
+        return NULL;
+    ct_typecache_clear(&st->objects.types);
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef module_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))ct_configure_py, METH_VARARGS | METH_KEYWORDS,
      "configure(*, tape=None, flush_interval=None, on_full=None, buffer_bytes=None,"
@@ -113,6 +128,12 @@ static PyMethodDef module_methods[] = {
      "flush(timeout=None) -> bool"},
     {"stats", ct_stats_py, METH_NOARGS, "stats() -> dict of recording counters"},
     {"register_codec", register_codec, METH_VARARGS, "register_codec(type, name, encode, decode)"},
+    {"unregister_codec", unregister_codec, METH_O,
+     "unregister_codec(type) -> whether a codec was registered for type: its values are"
+     " captured as before it was (its decoder stays, for the values it encoded)"},
+    {"mpi_rank", ct_mpi_rank_py, METH_NOARGS,
+     "mpi_rank() -> the MPI rank a session begun now names (mpi4py, launcher variables), or"
+     " None"},
     {"preview", preview, METH_VARARGS, "preview(wire_bytes, limit=200) -> str"},
     {"format_duration", ct_format_duration_py, METH_O,
      "format_duration(seconds or None) -> str: 850 ns, 12.50 us, 3.20 ms, 1.50 s, or -"},
@@ -285,6 +306,7 @@ static int module_exec(PyObject *m)
     X(redaction.exact)                                                                             \
     X(redaction.patterns)                                                                          \
     X(sink.tape_path)                                                                              \
+    X(sink.tape_namer)                                                                             \
     X(sink.session_info)                                                                           \
     X(sink.warn_category)                                                                          \
     X(sink.warned)                                                                                 \

@@ -4,6 +4,9 @@
  * value counters record, RecordingWarnings (once per problem), flush()
  * and stats().
  *
+ * The default tape is a path, or (configure(tape=callable)) a namer asked
+ * for the path when a call first needs the tape.
+ *
  * Invariants: every engine slot lives until the module is freed (a
  * Recorder, a pending generator or the monitor may keep a pointer to it);
  * a path never gets two engines (two sessions of one process); nothing
@@ -233,19 +236,44 @@ static void program_folders(PyObject *folders[2])
     PyErr_Clear();
 }
 
-/* The MPI rank Open MPI or an MPICH-style launcher gave this process, or
- * -1 (none).  A value that is not a rank is reported once and left out. */
+/* The rank mpi4py gives this process when the program imported mpi4py.MPI
+ * (MPI is then initialized: importing it here would initialize MPI in a
+ * program that does not use it), or -1.  Never leaves an exception set. */
+static long long mpi4py_rank(void)
+{
+    PyObject *name = PyUnicode_FromString("mpi4py.MPI");
+    PyObject *mpi = name ? PyImport_GetModule(name) : NULL;
+    PyObject *comm = mpi ? PyObject_GetAttrString(mpi, "COMM_WORLD") : NULL;
+    PyObject *rank = comm ? PyObject_CallMethod(comm, "Get_rank", NULL) : NULL;
+    long long r = rank && PyLong_Check(rank) ? PyLong_AsLongLong(rank) : -1;
+    Py_XDECREF(rank);
+    Py_XDECREF(comm);
+    Py_XDECREF(mpi);
+    Py_XDECREF(name);
+    PyErr_Clear();
+    return r >= 0 ? r : -1;
+}
+
+/* The MPI rank of this process: mpi4py's when the program uses it, else
+ * what Open MPI (OMPI_COMM_WORLD_RANK), an MPICH-style launcher (PMI_RANK)
+ * or Slurm's srun (SLURM_PROCID) gave it, or -1 (none); an empty variable
+ * counts as unset.  A value that is not a rank is reported once and left
+ * out. */
 static long long mpi_rank(ct_state *st)
 {
-    const char *name = "OMPI_COMM_WORLD_RANK";
-    const char *rank = getenv(name);
-    if (!rank)
-        rank = getenv(name = "PMI_RANK");
+    long long r = mpi4py_rank();
+    if (r >= 0)
+        return r;
+    static const char *const names[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"};
+    const char *name = NULL, *rank = NULL;
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !rank; i++)
+        if ((rank = getenv(name = names[i])) && !*rank)
+            rank = NULL; /* set but empty: as unset */
     if (!rank)
         return -1;
     char *end = NULL;
     errno = 0;
-    long long r = strtoll(rank, &end, 10);
+    r = strtoll(rank, &end, 10);
     if (end != rank && *end == 0 && errno == 0 && r >= 0)
         return r;
     char msg[200];
@@ -255,6 +283,13 @@ static long long mpi_rank(ct_state *st)
              name, rank);
     ct_warn_once(st, "mpi_rank", msg);
     return -1;
+}
+
+PyObject *ct_mpi_rank_py(PyObject *m, PyObject *unused)
+{
+    (void)unused;
+    long long r = mpi_rank(get_state(m));
+    return r >= 0 ? PyLong_FromLongLong(r) : Py_NewRef(Py_None);
 }
 
 /* Fills `o` from the module state; the session description points into
@@ -346,12 +381,86 @@ done:
     return slot;
 }
 
+/* Sets os.environ["CALLTAPE_TAPE"] to `abs`, as calltape.configure(tape=)
+ * does, so that child processes record onto the same tape.  Never raises. */
+static void export_tape(PyObject *abs)
+{
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *environ = os ? PyObject_GetAttrString(os, "environ") : NULL;
+    PyObject *key = PyUnicode_FromString("CALLTAPE_TAPE");
+    if (environ && key)
+        PyObject_SetItem(environ, key, abs);
+    Py_XDECREF(key);
+    Py_XDECREF(environ);
+    Py_XDECREF(os);
+    PyErr_Clear();
+}
+
+/* Asks the namer of configure(tape=namer) for the default tape: its
+ * answer (a str path or an os.PathLike), made absolute, becomes the
+ * default tape, exported as CALLTAPE_TAPE, and the namer is dropped.  The
+ * namer runs with calltape's busy flag set: the calls it makes are not
+ * recorded.  Returns 0, or -1 with an exception set when it raised or
+ * answered something else (reported once; it is asked again at the next
+ * call that needs the tape). */
+static __attribute__((noinline)) int name_default_tape(ct_state *st)
+{
+    PyObject *namer = Py_NewRef(st->sink.tape_namer), *got = NULL, *path = NULL, *abs = NULL;
+    ct_thread *t = &ct_tls_thread;
+    t->busy++;
+    got = PyObject_CallNoArgs(namer);
+    t->busy--;
+    path = got ? PyOS_FSPath(got) : NULL;
+    if (path && !PyUnicode_Check(path)) {
+        PyErr_Format(PyExc_TypeError, "it answered %.100s, not a str path", Py_TYPE(path)->tp_name);
+        Py_CLEAR(path);
+    }
+    abs = path ? ct_absolute_path(path) : NULL;
+    if (!abs)
+        goto error;
+    if (st->sink.tape_namer == namer) { /* not replaced while it ran */
+        Py_CLEAR(st->sink.tape_namer);
+        Py_SETREF(st->sink.tape_path, Py_NewRef(abs));
+        export_tape(abs);
+    }
+    Py_DECREF(abs);
+    Py_DECREF(path);
+    Py_DECREF(got);
+    Py_DECREF(namer);
+    return 0;
+error:;
+    PyObject *exc = ct_fetch_exc();
+    PyObject *text = exc ? PyObject_Str(exc) : NULL;
+    const char *said = text && PyUnicode_Check(text) ? PyUnicode_AsUTF8(text) : NULL;
+    PyObject *who = PyObject_Repr(namer);
+    const char *name = who ? PyUnicode_AsUTF8(who) : NULL;
+    char msg[400];
+    snprintf(msg, sizeof msg,
+             "calltape: the tape namer %.100s given to configure(tape=...) failed (%.60s: %.200s);"
+             " calls are not recorded until it names a tape",
+             name ? name : "?", exc ? Py_TYPE(exc)->tp_name : "?", said ? said : "");
+    PyErr_Clear();
+    Py_XDECREF(who);
+    Py_XDECREF(text);
+    ct_warn_once(st, "tape_namer", msg);
+    if (exc)
+        ct_restore_exc(exc);
+    else
+        PyErr_SetString(PyExc_RuntimeError, "the tape namer failed");
+    Py_XDECREF(got);
+    Py_XDECREF(path);
+    Py_DECREF(namer);
+    return -1;
+}
+
 ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
 {
     int is_default = path == NULL;
     if (is_default) {
         if (st->sink.default_slot)
             return st->sink.default_slot;
+        if (st->sink.tape_namer && name_default_tape(st) < 0)
+            return NULL;
         path = st->sink.tape_path;
     }
     Py_INCREF(path);                        /* configure() may replace the default meanwhile */
@@ -363,10 +472,23 @@ ct_engine_slot *ct_engine_for(ct_state *st, PyObject *path)
         slot = new_slot(st, abs); /* Python code again */
     /* the default only when it is still the configured tape: a configure(tape=)
      * that ran meanwhile chose another, which the next call opens */
-    if (slot && is_default && path == st->sink.tape_path)
+    if (slot && is_default && path == st->sink.tape_path && !st->sink.tape_namer)
         st->sink.default_slot = slot;
     Py_DECREF(path);
     return slot;
+}
+
+/* The default tape `old` (may be NULL) is no longer used: its writer
+ * writes out what it holds and stops (it starts again if a late call still
+ * uses it), unless a Recorder or monitor pinned it. */
+static void leave_default(ct_engine_slot *old)
+{
+    if (!old || old->pinned)
+        return;
+    Py_BEGIN_ALLOW_THREADS
+        engine_park(old->eng, 30000000000ull);
+    Py_END_ALLOW_THREADS
+    engine_trim(old->eng); /* with the GIL: no append runs */
 }
 
 void ct_sink_set_default(ct_state *st, PyObject *abs)
@@ -374,16 +496,19 @@ void ct_sink_set_default(ct_state *st, PyObject *abs)
     ct_engine_slot *old = st->sink.default_slot;
     int same = PyUnicode_Compare(abs, st->sink.tape_path) == 0;
     Py_SETREF(st->sink.tape_path, Py_NewRef(abs));
-    if (!same)
+    Py_CLEAR(st->sink.tape_namer); /* a path given names the tape now */
+    if (!same) {
         st->sink.default_slot = NULL; /* threads recording meanwhile use the new tape */
-    if (!same && old && !old->pinned) {
-        /* the old default tape is no longer used: write it out and stop
-         * its writer; it starts again if a late call still uses it */
-        Py_BEGIN_ALLOW_THREADS
-            engine_park(old->eng, 30000000000ull);
-        Py_END_ALLOW_THREADS
-        engine_trim(old->eng); /* with the GIL: no append runs */
+        leave_default(old);
     }
+}
+
+void ct_sink_set_namer(ct_state *st, PyObject *namer)
+{
+    ct_engine_slot *old = st->sink.default_slot;
+    Py_XSETREF(st->sink.tape_namer, Py_NewRef(namer));
+    st->sink.default_slot = NULL;
+    leave_default(old);
 }
 
 void ct_sink_free(ct_state *st)

@@ -31,6 +31,10 @@ PyObject *ct_absolute_path(PyObject *path);
  * it holds and stops (unless a Recorder or monitor pinned it).  Releases
  * the GIL while it waits.  Never fails. */
 void ct_sink_set_default(ct_state *st, PyObject *abs);
+/* configure(tape=namer): the default tape is named by calling `namer`
+ * (borrowed) with no argument when a call first needs it; the old default
+ * tape is left as ct_sink_set_default leaves it.  Never fails. */
+void ct_sink_set_namer(ct_state *st, PyObject *namer);
 /* Frees every engine (module free): what they hold is written first, with
  * the GIL released (up to 5 s each). */
 void ct_sink_free(ct_state *st);
@@ -41,6 +45,9 @@ PyObject *ct_flush_all(ct_state *st, double timeout);
 /* _native.flush(timeout=None) -> bool and _native.stats() -> dict. */
 PyObject *ct_flush_py(PyObject *m, PyObject *args, PyObject *kw);
 PyObject *ct_stats_py(PyObject *m, PyObject *unused);
+/* _native.mpi_rank() -> the MPI rank a session begun now would name, or
+ * None (a malformed launcher variable is reported once). */
+PyObject *ct_mpi_rank_py(PyObject *m, PyObject *unused);
 /* _native._begin_session(tape) -> the id of this process's session on
  * `tape` (None: the default), begun now; 0 when it cannot be written. */
 PyObject *ct_begin_session_py(PyObject *m, PyObject *tape);

@@ -689,6 +689,12 @@ static PyObject *Tape_call(PyObject *self, PyObject *arg)
             more = SEG_COUNT; /* the row and its bytes disagree */
         if (more < 0)
             break;
+        /* ~100 segments span the id on a tape of many functions: the id
+         * column alone says which one holds it (the others are not decoded) */
+        if ((more = seg_reader_has_id(&r, id)) == 0)
+            continue;
+        if (more < 0)
+            break;
         while ((more = seg_reader_next(&r, &c)) == 1 && c.id != id)
             ;
         if (more != 0)

@@ -346,6 +346,13 @@ PyObject *ct_configure_py(PyObject *m, PyObject *args, PyObject *kw)
     ct_state *st = (ct_state *)PyModule_GetState(m);
     ct_options o;
     ct_config c;
+    /* tape=callable: a namer asked for the tape when a call first needs it */
+    PyObject *namer = v[CT_OPT_TAPE];
+    if (namer && namer != Py_None && !PyUnicode_Check(namer) && PyCallable_Check(namer) &&
+        !PyObject_HasAttrString(namer, "__fspath__"))
+        v[CT_OPT_TAPE] = NULL;
+    else
+        namer = NULL;
     if (ct_options_read(v, &o) < 0)
         return NULL;
     if (read_config(flush, on_full, buf, pickle, &c) < 0) {
@@ -366,5 +373,7 @@ PyObject *ct_configure_py(PyObject *m, PyObject *args, PyObject *kw)
     ct_options_release(&o);
     if (rc < 0)
         return NULL;
+    if (namer)
+        ct_sink_set_namer(st, namer);
     Py_RETURN_NONE;
 }
