@@ -406,8 +406,7 @@ def _family(tape: Tape, c: Any) -> dict[str, Any]:
 _CHILDREN_SHOWN = 20
 
 
-_CAPTURED_BY = {"decorator": "@calltape.record",
-                "monitor": "the monitor (calltape run, calltape.monitor, pytest --calltape)",
+_CAPTURED_BY = {"decorator": "@calltape.record", "monitor": "the monitor (calltape.monitor)",
                 "flat": "calltape.flat_profile", "probe": "a probe", "timer": "calltape.timer"}
 
 

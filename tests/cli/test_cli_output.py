@@ -127,7 +127,7 @@ def test_show_prints_every_recorded_field(recorded):
     assert text.startswith(f"call {outer}: __main__.outer  (")
     assert re.search(r"\n  start     \S+ \S+   duration \S+ \S+   returned\n", text), text
     assert re.search(r"\n  session   1   thread \d+ \(MainThread\)   depth 0"
-                     r"   captured by the monitor \(calltape run\)\n", text), text
+                     r"   captured by the monitor \(calltape\.monitor\)\n", text), text
     assert "\n  parent    none (a top-level call)\n" in text
     kids = ", ".join(f"{i} __main__.scaled" for i in scaled[:3])
     assert f"\n  children  3: {kids}\n" in text
