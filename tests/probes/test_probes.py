@@ -286,3 +286,29 @@ def test_ctrl_c_in_an_instrument_reaches_the_program():
             assert target(1) == 2  # stopped: nothing fires
     finally:
         del probes.manager.global_namespace["interrupt"]
+
+
+def test_threads_that_ended_keep_no_probe_stack():
+    # each thread that ran a probed call had a stack of its own: it goes with the thread
+    def target(x):
+        return x + 1
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    p = probe_with(target, h=probes.HistogramInstrument("h", "elapsed", event="return"))
+
+    def threads(n):
+        for _ in range(n):
+            t = threading.Thread(target=target, args=(1,))
+            t.start()
+            t.join()
+
+    threads(1000)
+    before = rss()
+    threads(8000)  # 8000 stacks of 16 entries kept would be 5 MB
+    grown = rss() - before
+    p.stop()
+    assert p.instruments["h"].stats()["count"] == 9000
+    assert grown < 2 * 1024 * 1024, grown

@@ -24,6 +24,7 @@
  */
 #include "probes.h"
 
+#include <pthread.h>
 #include <structmember.h>
 
 #if PY_VERSION_HEX >= 0x030C0000
@@ -63,6 +64,26 @@ static __attribute__((tls_model("initial-exec"))) _Thread_local struct {
     size_t n, cap;
     int busy;
 } probe_tls;
+
+/* The probe stack's array when its thread ends (its entries hold Python
+ * references only while a probed call runs: a thread that ends has none). */
+static pthread_key_t probe_key;
+static pthread_once_t probe_key_once = PTHREAD_ONCE_INIT;
+
+static void stack_release(void *p)
+{
+    (void)p;
+    if (probe_tls.n == 0) {
+        PyMem_RawFree(probe_tls.v);
+        probe_tls.v = NULL;
+        probe_tls.cap = 0;
+    }
+}
+
+static void key_make(void)
+{
+    (void)pthread_key_create(&probe_key, stack_release);
+}
 
 /* ---- sys.monitoring --------------------------------------------------------- */
 
@@ -296,6 +317,10 @@ static int stack_push(ProbeHook *h, PyObject *ns, uint64_t start_ns, double wall
         probe_frame *v = PyMem_RawRealloc(probe_tls.v, cap * sizeof *v);
         if (!v)
             return -1;
+        if (!probe_tls.v) { /* first use on this thread: freed when it ends */
+            pthread_once(&probe_key_once, key_make);
+            (void)pthread_setspecific(probe_key, v);
+        }
         probe_tls.v = v;
         probe_tls.cap = cap;
     }
