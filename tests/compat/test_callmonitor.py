@@ -354,28 +354,33 @@ def test_mpi_ranks_name_the_folder_and_the_session(tmp_path, variable, rank, fol
     assert session.mpi_rank == rank
 
 
-def test_mpi4py_names_the_rank_when_importable(tmp_path):
-    (tmp_path / "mpi4py").mkdir()
-    (tmp_path / "mpi4py" / "__init__.py").write_text("")
-    (tmp_path / "mpi4py" / "MPI.py").write_text(textwrap.dedent("""\
-        class _Comm:
-            def Get_rank(self):
-                return 4
-        COMM_WORLD = _Comm()
-    """))
-    record(tmp_path, """
-        sys.path.insert(0, os.getcwd())  # a stand-in mpi4py: this machine has no MPI
-        from calltape.compat.callmonitor import intercept
+def test_mpi4py_names_the_rank_when_the_program_imported_it(tmp_path):
+    for folder, args, rank in (("imported", ["import"], 4), ("not", [], 2)):
+        where = tmp_path / folder
+        (where / "mpi4py").mkdir(parents=True)
+        (where / "mpi4py" / "__init__.py").write_text("")
+        (where / "mpi4py" / "MPI.py").write_text(textwrap.dedent("""\
+            class _Comm:
+                def Get_rank(self):
+                    return 4
+            COMM_WORLD = _Comm()
+        """))
+        record(where, """
+            sys.path.insert(0, os.getcwd())  # a stand-in mpi4py: this machine has no MPI
+            if sys.argv[1:] == ["import"]:
+                import mpi4py.MPI
+            from calltape.compat.callmonitor import intercept
 
-        @intercept
-        def f():
-            return 1
+            @intercept
+            def f():
+                return 1
 
-        f()
-        assert "mpi4py.MPI" in sys.modules
-    """, env={"PMI_RANK": "2"})
-    (session,) = callmonitor.load(tmp_path / "call-monitor-tid=4").tape.sessions()
-    assert session.mpi_rank == 4
+            f()
+            # calltape never imports it itself: that would start MPI in the program
+            assert ("mpi4py.MPI" in sys.modules) == (sys.argv[1:] == ["import"])
+        """, env={"PMI_RANK": "2"}, args=args)
+        (session,) = callmonitor.load(where / f"call-monitor-tid={rank}").tape.sessions()
+        assert session.mpi_rank == rank
 
 
 def test_nothing_is_written_before_the_first_call(tmp_path):

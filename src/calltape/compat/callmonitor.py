@@ -26,10 +26,8 @@ and functions are told apart by module and qualname.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -127,13 +125,11 @@ class Settings:
 
 
 def mpi_rank() -> int | None:
-    """This process's MPI rank: mpi4py's when it can be imported (importing
-    ``mpi4py.MPI`` starts MPI, as the original does), else the launcher's
-    ``OMPI_COMM_WORLD_RANK``, ``PMI_RANK`` or ``SLURM_PROCID``; None without MPI.
-    The sessions of the tape name the same rank."""
-    if "mpi4py.MPI" not in sys.modules and importlib.util.find_spec("mpi4py") is not None:
-        with contextlib.suppress(ImportError, RuntimeError, OSError):
-            import mpi4py.MPI  # noqa: F401  (without a working MPI: the variables tell)
+    """This process's MPI rank: mpi4py's when the program imported
+    ``mpi4py.MPI``, else the launcher's ``OMPI_COMM_WORLD_RANK``, ``PMI_RANK``
+    or ``SLURM_PROCID``; None without MPI.  calltape never imports mpi4py
+    itself: that would start MPI (and its signal handlers) in a program that
+    did not ask for it.  The sessions of the tape name the same rank."""
     return _native.mpi_rank()
 
 
