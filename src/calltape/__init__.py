@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TypeVar, overload
 
-    from ._replay import Outcome, Report
     from ._export import export
+    from ._replay import Outcome, Report
     from .flat import FlatResult, flat_profile
     from .rewrite import wrap_calls
 

@@ -29,7 +29,7 @@ FORMATS = ("chrome", "jsonl", "csv")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _ns(when: datetime | float | int | None, name: str) -> int | None:
+def _ns(when: datetime | float | None, name: str) -> int | None:
     """A datetime or seconds since the epoch as wall ns; None stays None."""
     if when is None:
         return None
