@@ -82,7 +82,7 @@ def ns(dt):
 
 
 def test_chrome_trace_is_valid_and_matches_the_tape(recorded):
-    d, tape, calls = recorded
+    _, tape, calls = recorded
     out = d / "trace.json"
     proc = run(CALLTAPE, "export", tape, "--format", "chrome", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -144,7 +144,7 @@ def test_chrome_trace_is_valid_and_matches_the_tape(recorded):
 
 
 def test_jsonl_reads_back_as_the_calls(recorded):
-    d, tape, calls = recorded
+    _, tape, calls = recorded
     out = d / "calls.jsonl"
     n = calltape.export(tape, format="jsonl", out=out)
     assert n == len(calls)
@@ -162,7 +162,7 @@ def test_jsonl_reads_back_as_the_calls(recorded):
 
 
 def test_csv_reads_back_as_the_calls(recorded):
-    d, tape, calls = recorded
+    _, tape, calls = recorded
     out = d / "calls.csv"
     proc = run(CALLTAPE, "export", tape, "--format", "csv", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -180,7 +180,7 @@ def test_csv_reads_back_as_the_calls(recorded):
 
 
 def test_session_selection(recorded, tmp_path):
-    d, tape, calls = recorded
+    _, tape, calls = recorded
     out = tmp_path / "one.jsonl"
     proc = run(CALLTAPE, "export", tape, "--last", "--format", "jsonl", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -192,7 +192,7 @@ def test_session_selection(recorded, tmp_path):
 
 
 def test_user_errors_are_one_sentence(recorded, tmp_path):
-    d, tape, _ = recorded
+    _, tape, _ = recorded
     missing = tmp_path / "nope.db"
     proc = run(CALLTAPE, "export", str(missing), "--out", str(tmp_path / "x.json"))
     assert proc.returncode == 2 and "nope.db" in one_sentence(proc)
