@@ -82,7 +82,7 @@ def ns(dt):
 
 
 def test_chrome_trace_is_valid_and_matches_the_tape(recorded):
-    _, tape, calls = recorded
+    d, tape, calls = recorded
     out = d / "trace.json"
     proc = run(CALLTAPE, "export", tape, "--format", "chrome", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -144,7 +144,7 @@ def test_chrome_trace_is_valid_and_matches_the_tape(recorded):
 
 
 def test_jsonl_reads_back_as_the_calls(recorded):
-    _, tape, calls = recorded
+    d, tape, calls = recorded
     out = d / "calls.jsonl"
     n = calltape.export(tape, format="jsonl", out=out)
     assert n == len(calls)
@@ -162,7 +162,7 @@ def test_jsonl_reads_back_as_the_calls(recorded):
 
 
 def test_csv_reads_back_as_the_calls(recorded):
-    _, tape, calls = recorded
+    d, tape, calls = recorded
     out = d / "calls.csv"
     proc = run(CALLTAPE, "export", tape, "--format", "csv", "--out", str(out))
     assert proc.returncode == 0, proc.stderr

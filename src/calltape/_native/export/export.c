@@ -82,22 +82,39 @@ static void put_str(wbuf *b, const char *s)
     wbuf_put(b, s, strlen(s));
 }
 
+/* The decimal digits of `v` at the end of buf[24]; returns where they
+ * start (no printf: the exports write several numbers a call). */
+static char *digits_of(uint64_t v, char *buf)
+{
+    char *p = buf + 24;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return p;
+}
+
 static void put_int(wbuf *b, int64_t v)
 {
-    char buf[24];
-    int n = snprintf(buf, sizeof buf, "%lld", (long long)v);
-    wbuf_put(b, buf, (size_t)n);
+    char buf[25];
+    char *p = digits_of(v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, buf + 1);
+    if (v < 0)
+        *--p = '-';
+    wbuf_put(b, p, (size_t)(buf + 25 - p));
 }
 
 /* Microseconds with three decimals, exact from ns. */
 static void put_us(wbuf *b, int64_t ns)
 {
-    char buf[32];
-    const char *sign = ns < 0 ? "-" : "";
     uint64_t a = ns < 0 ? (uint64_t)0 - (uint64_t)ns : (uint64_t)ns;
-    int n = snprintf(buf, sizeof buf, "%s%llu.%03u", sign, (unsigned long long)(a / 1000),
-                     (unsigned)(a % 1000));
-    wbuf_put(b, buf, (size_t)n);
+    char frac[4] = {'.', (char)('0' + a / 100 % 10), (char)('0' + a / 10 % 10),
+                    (char)('0' + a % 10)};
+    if (ns < 0)
+        wbuf_byte(b, '-');
+    char buf[24];
+    char *p = digits_of(a / 1000, buf);
+    wbuf_put(b, p, (size_t)(buf + 24 - p));
+    wbuf_put(b, frac, 4);
 }
 
 /* `n` bytes of UTF-8 at `s` as a JSON string, quotes included. */
