@@ -187,6 +187,8 @@ def test_session_selection(recorded, tmp_path):
     assert len(out.read_text().splitlines()) == len(calls)
     proc = run(CALLTAPE, "export", tape, "--session", "999", "--out", str(out))
     assert proc.returncode == 2 and "no session 999" in one_sentence(proc)
+    assert calltape.export(tape, format="jsonl", out=out, session=[]) == 0  # none chosen
+    assert out.read_text() == ""
     assert calltape.export(tape, format="jsonl", out=out, since=calls[-1].start) >= 1
     assert len(out.read_text().splitlines()) < len(calls)
 

@@ -434,7 +434,7 @@ static int load_functions(ct_tape *t, export_ctx *x)
         export_fn *e = &x->fns[id];
         if (id < 0 || !(e->full = dup_utf8(f->full)) || !(e->module = dup_utf8(f->module)))
             return -1;
-        e->names = PyMem_Calloc((size_t)f->nparams + 1, sizeof *e->names);
+        e->names = PyMem_Calloc((size_t)PyTuple_GET_SIZE(f->names) + 1, sizeof *e->names);
         if (!e->names) {
             PyErr_NoMemory();
             return -1;
@@ -618,8 +618,9 @@ PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
                       .limit = -1,
                       .sessions = ids,
                       .nsessions = nids};
-    q = ct_tape_query_open(t, &f);
-    if (!q || export_stream(t, q, &x) < 0 || export_end(&x) < 0)
+    int none = session != Py_None && nids == 0; /* no session chosen: no call */
+    q = none ? NULL : ct_tape_query_open(t, &f);
+    if ((!none && !q) || (q && export_stream(t, q, &x) < 0) || export_end(&x) < 0)
         goto error;
     ct_tape_query_close(t, q);
     PyMem_Free(ids);
