@@ -48,6 +48,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             " calls over 50 functions and 4 sessions",
         ),
         Benchmark(
+            "export",
+            "bench.export",
+            "calltape.export of the read benchmark's tape (10 million calls; --calls) as a"
+            " Chrome trace, JSON lines and CSV: calls per second, file size, peak RSS",
+        ),
+        Benchmark(
             "replay",
             "bench.replay",
             "replay fidelity over 35+ standard-library functions with varied argument"

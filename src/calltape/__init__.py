@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TypeVar, overload
 
+    from ._export import export
     from ._replay import Outcome, Report
     from .flat import FlatResult, flat_profile
     from .rewrite import wrap_calls
@@ -54,7 +55,7 @@ __all__ = [
     "Bound", "Call", "Calls", "ExceptionInfo", "FlatResult", "Function", "Monitor", "Outcome",
     "Recorder", "RecordingWarning", "Redacted", "RefusedGlobal", "ReplayRefused", "Report",
     "Session", "Tape", "TapeError", "Truncated", "Unencodable", "Unreadable", "compare",
-    "configure", "flat_profile", "flush", "monitor", "open", "record", "register_codec", "stats",
+    "configure", "export", "flat_profile", "flush", "monitor", "open", "record", "register_codec", "stats",
     "wrap_calls",
 ]
 
@@ -90,6 +91,10 @@ def __getattr__(name: str) -> Any:
         from . import flat
 
         return getattr(flat, name)
+    if name == "export":  # calltape.export(tape, format=..., out=...): on first use
+        from ._export import export
+
+        return export
     if name == "wrap_calls":  # loads ast and inspect: on first use
         from .rewrite import wrap_calls
 

@@ -821,6 +821,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="fold the calls shorter than this into one line per parent")
     p.add_argument("--limit", type=int, default=25, metavar="N",
                    help="show at most N calls under each parent, oldest first (default 25)")
+    p = add("export", "write the calls out for other tools: a Chrome trace (Perfetto,"
+                      " chrome://tracing), JSON lines or CSV")
+    p.add_argument("--format", choices=["chrome", "jsonl", "csv"], default="chrome",
+                   help="chrome: a trace event file (default); jsonl: one object per call;"
+                        " csv: one row per call")
+    p.add_argument("--out", metavar="FILE", help="the file to write (default: stdout)")
+    add_selection(p)
+    p.add_argument("--since", help="ISO date/time or relative time (10m, 2h, 3d)")
+    p.add_argument("--until", help="ISO date/time or relative time")
     p = add("prune", "delete the sessions that ended before a time, and their calls")
     p.add_argument("--older-than", required=True, metavar="AGE",
                    help="a relative time (12h, 7d) or an ISO date: sessions ended before it go")
@@ -845,6 +854,8 @@ EXAMPLES = {
     "make-tests": "calltape make-tests --function price --out tests/test_recorded_price.py"
                   " --allow shop",
     "tree": "calltape tree 1234 --depth 3\ncalltape tree --last --min-duration 0.001",
+    "export": "calltape export --format chrome --out trace.json   (open it in ui.perfetto.dev)\n"
+              "calltape export app.db --last --format jsonl --out calls.jsonl",
     "prune": "calltape prune --older-than 7d\ncalltape prune postgresql:///calls --older-than 12h",
     "completion": "calltape completion bash > ~/.local/share/bash-completion/completions/calltape\n"
                   'eval "$(calltape completion bash)"   # or this line in ~/.bashrc',
@@ -861,7 +872,7 @@ def _add_examples(sub: Any) -> None:
 
 
 _COMMANDS = ("functions", "search", "show", "sessions", "replay", "make-tests", "tree",
-             "prune")
+             "export", "prune")
 
 _RUN_VALUED = {"--tape", "--include", "--exclude", "--max-depth", "--sample",
                "--max-value-bytes", "--max-value-depth"}
@@ -965,6 +976,25 @@ def run_main(argv: list[str]) -> int:
         return 2
 
 
+def cmd_export(tape: Tape, args: argparse.Namespace, color: bool) -> None:
+    """The calls of the selection written to --out (or stdout) by calltape.export."""
+    from ._export import export
+
+    try:
+        n = export(tape, args.format, args.out, session=selected_sessions(tape, args),
+                   since=parse_time(args.since) if args.since else None,
+                   until=parse_time(args.until) if args.until else None)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if not args.out:
+            raise UsageError(f"cannot write the export to stdout: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    if args.out:
+        print(f"calltape: wrote {n:,} call{'s' if n != 1 else ''} to {args.out}"
+              f" ({args.format})", file=sys.stderr)
+
+
 def cmd_prune(tape: Tape, args: argparse.Namespace, color: bool) -> None:
     """Retention: the sessions that ended before --older-than go, with their calls."""
     when = parse_time(args.older_than)
@@ -1004,7 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
     color = sys.stdout.isatty() and not args.json and "NO_COLOR" not in os.environ
     commands = {"functions": cmd_functions, "search": cmd_search, "show": cmd_show,
                 "sessions": cmd_sessions, "replay": cmd_replay,
-                "make-tests": cmd_make_tests, "tree": cmd_tree, "prune": cmd_prune}
+                "make-tests": cmd_make_tests, "tree": cmd_tree, "export": cmd_export, "prune": cmd_prune}
     args.path = path
     try:
         with open_tape(path, trust=args.trust, allow=args.allow) as tape:

@@ -285,8 +285,61 @@ int wire_quote(wbuf *out, const uint8_t *s, size_t n, unsigned flags, size_t sto
     return 0;
 }
 
+/* Python's repr of `d` when an integer m below 2^52 and a k from 0 to 6
+ * have m / 10^k == d (IEEE division: the decimal m / 10^k reads back as d)
+ * and 1e-4 <= |d| < 1e16.  With its fraction's trailing zeros dropped it is
+ * the shortest such text: another lies at least 10^-k away from it, more
+ * than the ulp of d (below 10^-k as m < 2^52), so it reads back as another
+ * double.  Written with integer arithmetic, without printf and strtod
+ * (the previews of the exports write millions).  Returns its length, or 0
+ * when `d` is not such a float (the caller takes the general path). */
+static size_t float_repr_short(double d, char *buf)
+{
+    static const double pow10[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6};
+    double a = fabs(d);
+    if (!(a >= 1e-4 && a < 1e16))
+        return 0;
+    for (int k = 0; k <= 6; k++) {
+        double m = a * pow10[k];
+        if (m >= 4503599627370496.0)
+            return 0;
+        if (m != floor(m) || m / pow10[k] != a)
+            continue;
+        uint64_t v = (uint64_t)m;
+        int f = k; /* the fraction's digits */
+        while (f > 0 && v % 10 == 0) {
+            v /= 10;
+            f--;
+        }
+        char digits[24];
+        int n = 0;
+        do {
+            digits[n++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        while (n <= f)
+            digits[n++] = '0'; /* 0.05: the leading zeros */
+        size_t len = 0;
+        if (d < 0)
+            buf[len++] = '-';
+        for (int i = n - 1; i >= f; i--)
+            buf[len++] = digits[i];
+        buf[len++] = '.';
+        if (f == 0)
+            buf[len++] = '0';
+        for (int i = f - 1; i >= 0; i--)
+            buf[len++] = digits[i];
+        buf[len] = 0;
+        return len;
+    }
+    return 0;
+}
+
 size_t wire_float_repr(double d, char *buf)
 {
+    size_t fast = float_repr_short(d, buf);
+    if (fast)
+        return fast;
     if (isnan(d) || isinf(d)) {
         const char *s = isnan(d) ? "nan" : d > 0 ? "inf" : "-inf";
         memcpy(buf, s, strlen(s) + 1);

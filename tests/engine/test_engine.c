@@ -165,6 +165,24 @@ static void test_quote_and_float_repr(void)
     }
     wire_float_repr(-1.0 / 0.0, buf);
     CHECK(strcmp(buf, "-inf") == 0);
+    /* the short path (few decimals) gives what the general path gives:
+     * checked against "%.17g" read back, and digit for digit on samples */
+    static const struct {
+        double d;
+        const char *repr;
+    } few[] = {{0.5, "0.5"},         {-2.25, "-2.25"},
+               {1234.5, "1234.5"},   {0.05, "0.05"},
+               {0.0001, "0.0001"},   {123456.000001, "123456.000001"},
+               {0.00015, "0.00015"}, {9.5e15, "9500000000000000.0"}};
+    for (size_t i = 0; i < sizeof few / sizeof few[0]; i++) {
+        size_t n = wire_float_repr(few[i].d, buf);
+        CHECK(n == strlen(few[i].repr) && strcmp(buf, few[i].repr) == 0);
+    }
+    for (int64_t i = -300000; i < 300000; i += 7) {
+        double d = (double)i / 8.0 + (double)i * 1e9;
+        wire_float_repr(d, buf);
+        CHECK(strtod(buf, NULL) == d);
+    }
     wbuf out;
     wbuf_init(&out, NULL, 0);
     /* control characters, C1, a lone surrogate; then not UTF-8 */

@@ -134,6 +134,11 @@ void ct_tape_query_close(ct_tape *t, query *q);
  * function filled in, 0 at the end, -1 with TapeError set. */
 int ct_tape_query_next(ct_tape *t, query *q, seg_call *c, int64_t *session, int64_t *function);
 
+/* Sets the exception for the failed query_next of `q` (as
+ * ct_tape_query_next does, for callers that call query_next with the GIL
+ * released themselves).  Returns -1. */
+int ct_tape_query_failed(ct_tape *t, query *q);
+
 /* query_count of `q` (GIL released inside): 0 with *n set, or -1 with
  * TapeError set. */
 int ct_tape_query_count(ct_tape *t, query *q, int64_t *n);
@@ -145,6 +150,17 @@ int ct_tape_query_count(ct_tape *t, query *q, int64_t *n);
  * without the tape's name, for damage: callers name the call with
  * ct_tape_damaged). */
 PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end, PyObject *memo);
+
+/* ---- export/export.c ---- */
+
+/* Tape._export(format, fd, procs, session=None, since=, until=, base_ns=0):
+ * streams the calls of those sessions (ids, or None: all) started within
+ * [since, until] (wall ns) into the open file descriptor `fd` (not closed)
+ * as "chrome", "jsonl" or "csv"; `procs` is a list of (session, pid,
+ * label) naming the processes of a Chrome trace, `base_ns` the wall time
+ * its ts 0 stands for.  Returns the number of calls written (new int), or
+ * NULL with ValueError (format), OSError (a write) or TapeError. */
+PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw);
 
 /* ---- views.c ---- */
 

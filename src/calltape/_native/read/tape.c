@@ -285,6 +285,12 @@ static void query_failed(ct_tape *t, query *q)
     }
 }
 
+int ct_tape_query_failed(ct_tape *t, query *q)
+{
+    query_failed(t, q);
+    return -1;
+}
+
 query *ct_tape_query_open(ct_tape *t, const query_filter *f)
 {
     if (ct_tape_check_open(t) < 0)
@@ -829,6 +835,9 @@ static PyMethodDef Tape_methods[] = {
      "the tests pytest --calltape ran, by session and start (end None: still running,\n"
      "or its process died in it); test= selects as search(test=) does.\n\n"
      ">>> tape.tests('tests/test_cart.py', session=tape.last_run())"},
+    {"_export", (PyCFunction)(void (*)(void))ct_tape_export, METH_VARARGS | METH_KEYWORDS,
+     "_export(format, fd, procs, session=None, since=, until=, base_ns=0) -> calls written"
+     " (calltape.export is the public face)"},
     {"search", (PyCFunction)(void (*)(void))Tape_search, METH_VARARGS | METH_KEYWORDS,
      "search(function=None, *, file=None, since=None, until=None, min_duration=None,\n"
      "       max_duration=None, outcome=None, session=None, thread=None, args=None,\n"

@@ -1,0 +1,635 @@
+/*
+ * export.c - the binding's way out of a tape into other tools' formats:
+ * calltape.export() and `calltape export` stream the calls of a search
+ * into a file as a Chrome trace (the trace event format Perfetto and
+ * chrome://tracing open), JSON lines or CSV.
+ *
+ * Design: the lookup tables a call needs (function names and parameter
+ * names by function id, thread idents and names by (session, index), the
+ * process of each session) are copied into plain C arrays under the GIL
+ * first; then the calls come from query_next() and are formatted into a
+ * buffered writer with the GIL released, a batch at a time (signals are
+ * checked between batches).  Values are written as the bounded previews
+ * wire_preview() gives (redaction was applied when recording), so memory
+ * stays bounded whatever the tape's size: one call's bytes, one preview,
+ * and the writer's buffer.
+ *
+ * Invariants: the writer never holds more than EXPORT_BUF bytes plus one
+ * call's text; the file descriptor belongs to the caller (not closed
+ * here); the output is UTF-8 (previews quote invalid bytes as \xNN).
+ */
+#include "read/reader.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+#define EXPORT_BUF (1 << 20)
+#define EXPORT_BATCH 8192
+
+enum export_format { EXPORT_CHROME, EXPORT_JSONL, EXPORT_CSV };
+
+typedef struct export_fn {
+    char *full, *module;
+    char **names; /* parameter names, UTF-8 */
+    Py_ssize_t nnames;
+} export_fn;
+
+typedef struct export_thread {
+    int64_t session, index, ident;
+} export_thread;
+
+typedef struct export_proc {
+    int64_t session, pid;
+} export_proc;
+
+typedef struct export_ctx {
+    int fd;
+    int format;
+    int err;      /* errno of a failed write, 0 */
+    wbuf out;     /* the writer's buffer */
+    wbuf scratch; /* one preview */
+    int64_t base_ns;
+    int64_t written;
+    export_fn *fns; /* by function id */
+    int64_t nfns;
+    export_thread *threads; /* by session, index */
+    size_t nthreads;
+    export_proc *procs; /* by session */
+    size_t nprocs;
+} export_ctx;
+
+/* Writes the buffer to the file (GIL released by the caller).  0, or -1
+ * with ctx->err set. */
+static int export_flush(export_ctx *x)
+{
+    size_t at = 0;
+    while (at < x->out.len) {
+        ssize_t n = write(x->fd, x->out.data + at, x->out.len - at);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            x->err = errno;
+            return -1;
+        }
+        at += (size_t)n;
+    }
+    x->out.len = 0;
+    return 0;
+}
+
+static void put_str(wbuf *b, const char *s)
+{
+    wbuf_put(b, s, strlen(s));
+}
+
+/* The decimal digits of `v` at the end of buf[24]; returns where they
+ * start (no printf: the exports write several numbers a call). */
+static char *digits_of(uint64_t v, char *buf)
+{
+    char *p = buf + 24;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return p;
+}
+
+static void put_int(wbuf *b, int64_t v)
+{
+    char buf[25];
+    char *p = digits_of(v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, buf + 1);
+    if (v < 0)
+        *--p = '-';
+    wbuf_put(b, p, (size_t)(buf + 25 - p));
+}
+
+/* Microseconds with three decimals, exact from ns. */
+static void put_us(wbuf *b, int64_t ns)
+{
+    uint64_t a = ns < 0 ? (uint64_t)0 - (uint64_t)ns : (uint64_t)ns;
+    char frac[4] = {'.', (char)('0' + a / 100 % 10), (char)('0' + a / 10 % 10),
+                    (char)('0' + a % 10)};
+    if (ns < 0)
+        wbuf_byte(b, '-');
+    char buf[24];
+    char *p = digits_of(a / 1000, buf);
+    wbuf_put(b, p, (size_t)(buf + 24 - p));
+    wbuf_put(b, frac, 4);
+}
+
+/* `n` bytes of UTF-8 at `s` as a JSON string, quotes included. */
+static void put_json(wbuf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    wbuf_byte(b, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        wbuf_put(b, s + run, i - run);
+        run = i + 1;
+        char esc[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+        if (ch == '"' || ch == '\\') {
+            esc[1] = (char)ch;
+            wbuf_put(b, esc, 2);
+        } else if (ch == '\n') {
+            wbuf_put(b, "\\n", 2);
+        } else {
+            wbuf_put(b, esc, 6);
+        }
+    }
+    wbuf_put(b, s + run, n - run);
+    wbuf_byte(b, '"');
+}
+
+static void put_json_z(wbuf *b, const char *s)
+{
+    put_json(b, s, strlen(s));
+}
+
+/* The preview of the value at *p (advanced; NULL when malformed) in
+ * x->scratch. */
+static void preview(export_ctx *x, const uint8_t **p, const uint8_t *end)
+{
+    x->scratch.len = 0;
+    *p = wire_preview(*p, end, &x->scratch, CT_PREVIEW_LIMIT);
+}
+
+static const export_fn *fn_of(const export_ctx *x, int64_t id)
+{
+    return id >= 0 && id < x->nfns && x->fns[id].full ? &x->fns[id] : NULL;
+}
+
+static int64_t ident_of(const export_ctx *x, int64_t session, int64_t index)
+{
+    size_t lo = 0, hi = x->nthreads;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const export_thread *t = &x->threads[mid];
+        if (t->session < session || (t->session == session && t->index < index))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < x->nthreads && x->threads[lo].session == session && x->threads[lo].index == index)
+        return x->threads[lo].ident;
+    return index;
+}
+
+static int64_t pid_of(const export_ctx *x, int64_t session)
+{
+    for (size_t i = 0; i < x->nprocs; i++)
+        if (x->procs[i].session == session)
+            return x->procs[i].pid;
+    return session;
+}
+
+/* The call's arguments as a JSON object of previews into `b`, "null" when
+ * not recorded. */
+static void put_args(export_ctx *x, wbuf *b, const seg_call *c, const export_fn *fn)
+{
+    if (!(c->flags & REC_HAS_ARGS)) {
+        put_str(b, "null");
+        return;
+    }
+    static const char *unbound[] = {"args", "kwargs"};
+    const uint8_t *p = c->value[VALUE_ARGS].data, *end = p + c->value[VALUE_ARGS].len;
+    wbuf_byte(b, '{');
+    for (Py_ssize_t i = 0; p && p < end; i++) {
+        const char *name = c->flags & REC_UNBOUND ? (i < 2 ? unbound[i] : NULL)
+                           : fn && i < fn->nnames ? fn->names[i]
+                                                  : NULL;
+        preview(x, &p, end);
+        if (i)
+            wbuf_byte(b, ',');
+        char alt[24];
+        if (!name) {
+            snprintf(alt, sizeof alt, "%lld", (long long)i);
+            name = alt;
+        }
+        put_json_z(b, name);
+        wbuf_byte(b, ':');
+        put_json(b, (const char *)x->scratch.data, x->scratch.len);
+    }
+    wbuf_byte(b, '}');
+}
+
+/* The result (or exception) preview as a JSON string into `b`, "null"
+ * when not recorded. */
+static void put_result(export_ctx *x, wbuf *b, const seg_call *c)
+{
+    const uint8_t *p = c->value[VALUE_RESULT].data, *end = p + c->value[VALUE_RESULT].len;
+    if (!(c->flags & REC_HAS_RESULT) || p == end) {
+        put_str(b, "null");
+        return;
+    }
+    preview(x, &p, end);
+    put_json(b, (const char *)x->scratch.data, x->scratch.len);
+}
+
+static const char *captured_of(const seg_call *c)
+{
+    const char *name = ct_capture_names[rec_capture_of(c->flags)];
+    return name ? name : "call";
+}
+
+static void write_chrome(export_ctx *x, const seg_call *c, int64_t session, const export_fn *fn)
+{
+    wbuf *b = &x->out;
+    put_str(b, x->written ? ",\n{\"ph\":\"X\",\"name\":" : "\n{\"ph\":\"X\",\"name\":");
+    put_json_z(b, fn ? fn->full : "?");
+    put_str(b, ",\"cat\":");
+    put_json_z(b, captured_of(c));
+    put_str(b, ",\"ts\":");
+    put_us(b, c->start - x->base_ns);
+    put_str(b, ",\"dur\":");
+    put_us(b, c->duration);
+    put_str(b, ",\"pid\":");
+    put_int(b, pid_of(x, session));
+    put_str(b, ",\"tid\":");
+    put_int(b, ident_of(x, session, c->thread));
+    put_str(b, ",\"args\":{\"call\":");
+    put_int(b, c->id);
+    put_str(b, ",\"session\":");
+    put_int(b, session);
+    put_str(b, ",\"outcome\":\"");
+    put_str(b, ct_outcome_name(c->outcome));
+    put_str(b, "\",\"args\":");
+    put_args(x, b, c, fn);
+    put_str(b, c->outcome == OUTCOME_RAISED ? ",\"exception\":" : ",\"result\":");
+    put_result(x, b, c);
+    put_str(b, "}}");
+}
+
+/* The common fields of a JSON line into `b`, without the braces. */
+static void write_fields(export_ctx *x, wbuf *b, const seg_call *c, int64_t session,
+                         const export_fn *fn)
+{
+    put_str(b, "\"id\":");
+    put_int(b, c->id);
+    put_str(b, ",\"session\":");
+    put_int(b, session);
+    put_str(b, ",\"thread\":");
+    put_int(b, ident_of(x, session, c->thread));
+    put_str(b, ",\"function\":");
+    put_json_z(b, fn ? fn->full : "?");
+    put_str(b, ",\"module\":");
+    put_json_z(b, fn ? fn->module : "?");
+    put_str(b, ",\"start\":");
+    put_int(b, c->start);
+    put_str(b, ",\"duration\":");
+    put_int(b, c->duration);
+    put_str(b, ",\"outcome\":\"");
+    put_str(b, ct_outcome_name(c->outcome));
+    put_str(b, "\",\"captured\":");
+    put_json_z(b, captured_of(c));
+}
+
+static void write_jsonl(export_ctx *x, const seg_call *c, int64_t session, const export_fn *fn)
+{
+    wbuf *b = &x->out;
+    wbuf_byte(b, '{');
+    write_fields(x, b, c, session, fn);
+    put_str(b, ",\"args\":");
+    put_args(x, b, c, fn);
+    put_str(b, ",\"result\":");
+    put_result(x, b, c);
+    put_str(b, "}\n");
+}
+
+/* `n` bytes at `s` as one RFC 4180 field into x->out. */
+static void put_csv(export_ctx *x, const uint8_t *s, size_t n)
+{
+    wbuf *b = &x->out;
+    wbuf_byte(b, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '"') {
+            wbuf_put(b, s + run, i + 1 - run);
+            run = i;
+        }
+    wbuf_put(b, s + run, n - run);
+    wbuf_byte(b, '"');
+}
+
+static void write_csv(export_ctx *x, const seg_call *c, int64_t session, const export_fn *fn)
+{
+    wbuf *b = &x->out;
+    put_int(b, c->id);
+    wbuf_byte(b, ',');
+    put_int(b, session);
+    wbuf_byte(b, ',');
+    put_int(b, ident_of(x, session, c->thread));
+    wbuf_byte(b, ',');
+    const char *full = fn ? fn->full : "?", *module = fn ? fn->module : "?";
+    put_csv(x, (const uint8_t *)full, strlen(full));
+    wbuf_byte(b, ',');
+    put_csv(x, (const uint8_t *)module, strlen(module));
+    wbuf_byte(b, ',');
+    put_int(b, c->start);
+    wbuf_byte(b, ',');
+    put_int(b, c->duration);
+    wbuf_byte(b, ',');
+    put_str(b, ct_outcome_name(c->outcome));
+    wbuf_byte(b, ',');
+    put_str(b, captured_of(c));
+    wbuf_byte(b, ',');
+    wbuf cell; /* the args' JSON object, then the result's preview */
+    wbuf_init(&cell, NULL, 0);
+    put_args(x, &cell, c, fn);
+    put_csv(x, cell.data, cell.len);
+    wbuf_byte(b, ',');
+    if ((c->flags & REC_HAS_RESULT) && c->value[VALUE_RESULT].len) {
+        const uint8_t *p = c->value[VALUE_RESULT].data;
+        preview(x, &p, p + c->value[VALUE_RESULT].len);
+        put_csv(x, x->scratch.data, x->scratch.len);
+    }
+    put_str(b, "\r\n");
+    wbuf_free(&cell);
+}
+
+/* Streams the query's calls into the file, a batch at a time with the GIL
+ * released.  Returns 0, or -1 with an exception set. */
+static int export_stream(ct_tape *t, query *q, export_ctx *x)
+{
+    seg_call c;
+    int64_t session, function;
+    for (;;) {
+        int rc = 1, wrote = 0;
+        Py_BEGIN_ALLOW_THREADS
+            for (int k = 0; k < EXPORT_BATCH; k++) {
+                rc = query_next(q, &c, &session, &function);
+                if (rc <= 0)
+                    break;
+                const export_fn *fn = fn_of(x, function);
+                if (x->format == EXPORT_CHROME)
+                    write_chrome(x, &c, session, fn);
+                else if (x->format == EXPORT_JSONL)
+                    write_jsonl(x, &c, session, fn);
+                else
+                    write_csv(x, &c, session, fn);
+                x->written++;
+                if (x->out.len >= EXPORT_BUF && (wrote = export_flush(x)) < 0)
+                    break;
+            }
+        Py_END_ALLOW_THREADS
+        if (rc < 0)
+            return ct_tape_query_failed(t, q);
+        if (wrote < 0 || x->out.failed || x->scratch.failed) {
+            if (wrote < 0) {
+                errno = x->err;
+                PyErr_SetFromErrno(PyExc_OSError);
+            } else {
+                PyErr_NoMemory();
+            }
+            return -1;
+        }
+        if (rc == 0)
+            return 0;
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+        if (t->closing) {
+            PyErr_Format(PyExc_ValueError, "the tape %U was closed during the export", t->path);
+            return -1;
+        }
+    }
+}
+
+/* A PyMem copy of the UTF-8 of str `s`, or NULL with an exception. */
+static char *dup_utf8(PyObject *s)
+{
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    char *out = u ? PyMem_Malloc((size_t)n + 1) : NULL;
+    if (u && !out)
+        PyErr_NoMemory();
+    if (out)
+        memcpy(out, u, (size_t)n + 1);
+    return out;
+}
+
+/* Copies the function table into x->fns.  0 or -1 with an exception. */
+static int load_functions(ct_tape *t, export_ctx *x)
+{
+    PyObject *fns = ct_tape_functions(t, CT_FUNCTIONS_RELOAD), *key, *val;
+    if (!fns)
+        return -1;
+    Py_ssize_t pos = 0;
+    int64_t top = 0;
+    while (PyDict_Next(fns, &pos, &key, &val)) {
+        int64_t id = PyLong_AsLongLong(key);
+        top = id > top ? id : top;
+    }
+    x->fns = PyMem_Calloc((size_t)top + 1, sizeof *x->fns);
+    if (!x->fns) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    x->nfns = top + 1;
+    pos = 0;
+    while (PyDict_Next(fns, &pos, &key, &val)) {
+        int64_t id = PyLong_AsLongLong(key);
+        ct_function *f = (ct_function *)val;
+        export_fn *e = &x->fns[id];
+        if (id < 0 || !(e->full = dup_utf8(f->full)) || !(e->module = dup_utf8(f->module)))
+            return -1;
+        e->names = PyMem_Calloc((size_t)PyTuple_GET_SIZE(f->names) + 1, sizeof *e->names);
+        if (!e->names) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(f->names); i++, e->nnames++)
+            if (!(e->names[i] = dup_utf8(PyTuple_GET_ITEM(f->names, i))))
+                return -1;
+    }
+    return 0;
+}
+
+static int thread_cmp(const void *a, const void *b)
+{
+    const export_thread *l = a, *r = b;
+    if (l->session != r->session)
+        return l->session < r->session ? -1 : 1;
+    return l->index < r->index ? -1 : l->index > r->index;
+}
+
+/* Copies the thread table into x->threads (sorted).  0 or -1. */
+static int load_threads(ct_tape *t, export_ctx *x)
+{
+    PyObject *rows = ct_tape_thread_rows(t);
+    if (!rows)
+        return -1;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    x->threads = PyMem_Calloc((size_t)n + 1, sizeof *x->threads);
+    int rc = x->threads ? 0 : -1;
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+        export_thread *e = &x->threads[i];
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(rows, i), "LLL", &e->session, &e->index, &e->ident))
+            rc = -1;
+    }
+    Py_DECREF(rows);
+    if (rc < 0) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        return -1;
+    }
+    x->nthreads = (size_t)n;
+    qsort(x->threads, x->nthreads, sizeof *x->threads, thread_cmp);
+    return 0;
+}
+
+/* The Chrome trace's opening and its metadata events: a process_name for
+ * each (session, pid, label) of `procs` and a thread_name for each thread
+ * of those sessions.  0 or -1 with an exception. */
+static int chrome_head(ct_tape *t, export_ctx *x, PyObject *procs)
+{
+    wbuf *b = &x->out;
+    put_str(b, "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"calltape_base_ns\":");
+    put_int(b, x->base_ns);
+    put_str(b, "},\"traceEvents\":[");
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(procs); i++) {
+        long long session, pid;
+        const char *label;
+        Py_ssize_t n;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(procs, i), "LLs#", &session, &pid, &label, &n))
+            return -1;
+        put_str(b, x->written ? ",\n" : "\n");
+        put_str(b, "{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":");
+        put_int(b, pid);
+        put_str(b, ",\"tid\":0,\"args\":{\"name\":");
+        put_json(b, label, (size_t)n);
+        put_str(b, "}}");
+        x->written++;
+        for (size_t k = 0; k < x->nthreads; k++) {
+            const export_thread *th = &x->threads[k];
+            if (th->session != session)
+                continue;
+            PyObject *row = ct_tape_thread(t, th->session, th->index);
+            if (!row)
+                return -1;
+            const char *name = row != Py_None ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(row, 1)) : "";
+            if (!name)
+                return -1;
+            put_str(b, ",\n{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":");
+            put_int(b, pid);
+            put_str(b, ",\"tid\":");
+            put_int(b, th->ident);
+            put_str(b, ",\"args\":{\"name\":");
+            put_json_z(b, *name ? name : "thread");
+            put_str(b, "}}");
+        }
+    }
+    return 0;
+}
+
+static void export_ctx_free(export_ctx *x)
+{
+    for (int64_t i = 0; x->fns && i < x->nfns; i++) {
+        PyMem_Free(x->fns[i].full);
+        PyMem_Free(x->fns[i].module);
+        for (Py_ssize_t k = 0; x->fns[i].names && k < x->fns[i].nnames; k++)
+            PyMem_Free(x->fns[i].names[k]);
+        PyMem_Free(x->fns[i].names);
+    }
+    PyMem_Free(x->fns);
+    PyMem_Free(x->threads);
+    PyMem_Free(x->procs);
+    wbuf_free(&x->out);
+    wbuf_free(&x->scratch);
+}
+
+/* Writes the ending of the format and the rest of the buffer (GIL released
+ * for the write).  0 or -1 with OSError. */
+static int export_end(export_ctx *x)
+{
+    if (x->format == EXPORT_CHROME)
+        put_str(&x->out, "\n]}\n");
+    if (x->out.failed) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+        rc = export_flush(x);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        errno = x->err;
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return rc;
+}
+
+static const char *const export_csv_header =
+    "id,session,thread,function,module,start,duration,outcome,captured,args,result\r\n";
+
+PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"format", "fd", "procs", "session", "since", "until", "base_ns", NULL};
+    const char *format;
+    int fd;
+    PyObject *procs, *session = Py_None;
+    long long since = INT64_MIN, until = INT64_MAX, base = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "siO!|OLLL:_export", kwlist, &format, &fd,
+                                     &PyList_Type, &procs, &session, &since, &until, &base))
+        return NULL;
+    export_ctx x = {.fd = fd, .base_ns = base};
+    int64_t *ids = NULL;
+    size_t nids = 0;
+    query *q = NULL;
+    wbuf_init(&x.out, NULL, 0);
+    wbuf_init(&x.scratch, NULL, 0);
+    if (strcmp(format, "chrome") == 0)
+        x.format = EXPORT_CHROME;
+    else if (strcmp(format, "jsonl") == 0)
+        x.format = EXPORT_JSONL;
+    else if (strcmp(format, "csv") == 0)
+        x.format = EXPORT_CSV;
+    else {
+        PyErr_Format(PyExc_ValueError, "format must be 'chrome', 'jsonl' or 'csv', not %R",
+                     PyTuple_GET_ITEM(args, 0));
+        return NULL;
+    }
+    if (ct_tape_check_open(t) < 0 ||
+        (session != Py_None && ct_session_ids(session, &ids, &nids) < 0))
+        goto error;
+    if (load_functions(t, &x) < 0 || load_threads(t, &x) < 0)
+        goto error;
+    x.procs = PyMem_Calloc((size_t)PyList_GET_SIZE(procs) + 1, sizeof *x.procs);
+    if (!x.procs) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(procs); i++, x.nprocs++) {
+        const char *label;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(procs, i), "LL|s", &x.procs[i].session,
+                              &x.procs[i].pid, &label))
+            goto error;
+    }
+    if (x.format == EXPORT_CHROME && chrome_head(t, &x, procs) < 0)
+        goto error;
+    if (x.format == EXPORT_CSV)
+        put_str(&x.out, export_csv_header);
+    query_filter f = {.thread = -1,
+                      .since = since,
+                      .until = until,
+                      .max_duration = INT64_MAX,
+                      .outcome = -1,
+                      .limit = -1,
+                      .sessions = ids,
+                      .nsessions = nids};
+    int none = session != Py_None && nids == 0; /* no session chosen: no call */
+    q = none ? NULL : ct_tape_query_open(t, &f);
+    if ((!none && !q) || (q && export_stream(t, q, &x) < 0) || export_end(&x) < 0)
+        goto error;
+    ct_tape_query_close(t, q);
+    PyMem_Free(ids);
+    int64_t calls = x.format == EXPORT_CHROME ? x.written - (int64_t)x.nprocs : x.written;
+    export_ctx_free(&x);
+    return PyLong_FromLongLong(calls);
+error:
+    ct_tape_query_close(t, q);
+    PyMem_Free(ids);
+    export_ctx_free(&x);
+    return NULL;
+}
