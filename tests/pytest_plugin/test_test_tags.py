@@ -185,6 +185,17 @@ def test_with_xdist_each_worker_tags_its_tests(project):
         check_tags(t)
         sessions = {r["session"] for r in t.tests()}
         assert sessions == {s.id for s in t.sessions()}  # both workers ran tests
+        tests = {c.id: c.test for c in t.calls()}
+    # the exports carry each call's test, as Call.test gives it
+    out = project.path / "calls.jsonl"
+    assert calltape.export(tape, format="jsonl", out=out) == len(tests)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["id"]: r["test"] for r in rows} == tests
+    assert set(tests.values()) == {None, *PRICES}
+    trace = project.path / "trace.json"
+    calltape.export(tape, format="chrome", out=trace)
+    events = [e for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"]
+    assert {e["args"]["call"]: e["args"].get("test") for e in events} == tests
 
 
 def test_failure_section_command_lists_the_tests_calls(project):

@@ -156,6 +156,7 @@ def test_jsonl_reads_back_as_the_calls(recorded):
         assert r["start"] == pytest.approx(ns(c.start), abs=1000)
         assert r["duration"] == round(c.duration * 1e9)
         assert r["outcome"] == c.outcome and r["captured"] == c.captured
+        assert r["test"] is None and c.test is None  # no pytest here: see tests/pytest_plugin
         assert set(r["args"]) == set(c.args)
     leaf = next(r for r, c in zip(rows, calls, strict=True) if c.qualname == "leaf")
     assert leaf["args"]["x"] == repr(calls[[r["id"] for r in rows].index(leaf["id"])].args["x"])
@@ -169,7 +170,7 @@ def test_csv_reads_back_as_the_calls(recorded):
     with open(out, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["id", "session", "thread", "function", "module", "start",
-                             "duration", "outcome", "captured", "args", "result"]
+                             "duration", "outcome", "captured", "test", "args", "result"]
     assert [int(r["id"]) for r in rows] == [c.id for c in calls]
     for r, c in zip(rows, calls, strict=True):
         assert int(r["thread"]) == c.thread and r["outcome"] == c.outcome

@@ -40,6 +40,7 @@ typedef struct export_thread {
 
 typedef struct export_proc {
     int64_t session, pid;
+    ct_test_spans tests; /* the pytest tests of the session (contexts.c) */
 } export_proc;
 
 typedef struct export_ctx {
@@ -185,6 +186,27 @@ static int64_t pid_of(const export_ctx *x, int64_t session)
     return session;
 }
 
+/* The node id of the test whose span holds call `c` of `session`
+ * (`*len` bytes), or NULL outside every test. */
+static const char *test_of(const export_ctx *x, const seg_call *c, int64_t session, Py_ssize_t *len)
+{
+    for (size_t i = 0; i < x->nprocs; i++)
+        if (x->procs[i].session == session)
+            return ct_test_spans_find(&x->procs[i].tests, c->start, len);
+    return NULL;
+}
+
+/* The test of call `c` as a JSON value (null outside every test). */
+static void put_test(const export_ctx *x, wbuf *b, const seg_call *c, int64_t session)
+{
+    Py_ssize_t len = 0;
+    const char *name = test_of(x, c, session, &len);
+    if (name)
+        put_json(b, name, (size_t)len);
+    else
+        put_str(b, "null");
+}
+
 /* The call's arguments as a JSON object of previews into `b`, "null" when
  * not recorded. */
 static void put_args(export_ctx *x, wbuf *b, const seg_call *c, const export_fn *fn)
@@ -253,6 +275,12 @@ static void write_chrome(export_ctx *x, const seg_call *c, int64_t session, cons
     put_int(b, c->id);
     put_str(b, ",\"session\":");
     put_int(b, session);
+    Py_ssize_t tlen = 0;
+    const char *test = test_of(x, c, session, &tlen);
+    if (test) { /* only where there is one: most traces have no tests */
+        put_str(b, ",\"test\":");
+        put_json(b, test, (size_t)tlen);
+    }
     put_str(b, ",\"outcome\":\"");
     put_str(b, ct_outcome_name(c->outcome));
     put_str(b, "\",\"args\":");
@@ -284,6 +312,8 @@ static void write_fields(export_ctx *x, wbuf *b, const seg_call *c, int64_t sess
     put_str(b, ct_outcome_name(c->outcome));
     put_str(b, "\",\"captured\":");
     put_json_z(b, captured_of(c));
+    put_str(b, ",\"test\":");
+    put_test(x, b, c, session);
 }
 
 static void write_jsonl(export_ctx *x, const seg_call *c, int64_t session, const export_fn *fn)
@@ -334,6 +364,11 @@ static void write_csv(export_ctx *x, const seg_call *c, int64_t session, const e
     put_str(b, ct_outcome_name(c->outcome));
     wbuf_byte(b, ',');
     put_str(b, captured_of(c));
+    wbuf_byte(b, ',');
+    Py_ssize_t tlen = 0;
+    const char *test = test_of(x, c, session, &tlen);
+    if (test)
+        put_csv(x, (const uint8_t *)test, (size_t)tlen);
     wbuf_byte(b, ',');
     wbuf cell; /* the args' JSON object, then the result's preview */
     wbuf_init(&cell, NULL, 0);
@@ -534,6 +569,8 @@ static void export_ctx_free(export_ctx *x)
     }
     PyMem_Free(x->fns);
     PyMem_Free(x->threads);
+    for (size_t i = 0; x->procs && i < x->nprocs; i++)
+        ct_test_spans_free(&x->procs[i].tests);
     PyMem_Free(x->procs);
     wbuf_free(&x->out);
     wbuf_free(&x->scratch);
@@ -561,7 +598,7 @@ static int export_end(export_ctx *x)
 }
 
 static const char *const export_csv_header =
-    "id,session,thread,function,module,start,duration,outcome,captured,args,result\r\n";
+    "id,session,thread,function,module,start,duration,outcome,captured,test,args,result\r\n";
 
 PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
 {
@@ -603,7 +640,8 @@ PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(procs); i++, x.nprocs++) {
         const char *label;
         if (!PyArg_ParseTuple(PyList_GET_ITEM(procs, i), "LL|s", &x.procs[i].session,
-                              &x.procs[i].pid, &label))
+                              &x.procs[i].pid, &label) ||
+            ct_tape_test_spans_copy(t, x.procs[i].session, &x.procs[i].tests) < 0)
             goto error;
     }
     if (x.format == EXPORT_CHROME && chrome_head(t, &x, procs) < 0)

@@ -202,21 +202,86 @@ static PyObject *session_table(ct_tape *t, int64_t session, ct_spans **out)
     return Py_XNewRef(kept);
 }
 
-/* The span of `s` holding `at`, latest start first; -1 when none does. */
-static Py_ssize_t find_span(const ct_spans *s, int64_t at)
+/* The span of the `n` spans (by start; reach[i] the latest end of 0..i)
+ * holding `at`, latest start first; -1 when none does. */
+static Py_ssize_t span_at(const int64_t *start, const int64_t *end, const int64_t *reach, size_t n,
+                          int64_t at)
 {
-    size_t a = 0, b = s->n; /* the first span starting after `at` */
+    size_t a = 0, b = n; /* the first span starting after `at` */
     while (a < b) {
         size_t m = a + (b - a) / 2;
-        if (s->start[m] <= at)
+        if (start[m] <= at)
             a = m + 1;
         else
             b = m;
     }
-    for (size_t i = a; i > 0 && s->reach[i - 1] >= at; i--)
-        if (s->end[i - 1] >= at)
+    for (size_t i = a; i > 0 && reach[i - 1] >= at; i--)
+        if (end[i - 1] >= at)
             return (Py_ssize_t)(i - 1);
     return -1;
+}
+
+static Py_ssize_t find_span(const ct_spans *s, int64_t at)
+{
+    return span_at(s->start, s->end, s->reach, s->n, at);
+}
+
+int ct_tape_test_spans_copy(ct_tape *t, int64_t session, ct_test_spans *out)
+{
+    memset(out, 0, sizeof *out);
+    ct_spans *s = NULL;
+    PyObject *owner = session_table(t, session, &s);
+    if (!owner)
+        return -1;
+    /* what was written since the table was read (a tape being recorded) */
+    if (t->sto && !t->closing && read_table(t, session, s->n ? s->id[s->n - 1] : 0, s) < 0) {
+        Py_DECREF(owner);
+        return -1;
+    }
+    size_t n = s->n;
+    out->start = PyMem_Malloc((n ? n : 1) * sizeof(int64_t));
+    out->end = PyMem_Malloc((n ? n : 1) * sizeof(int64_t));
+    out->reach = PyMem_Malloc((n ? n : 1) * sizeof(int64_t));
+    out->name = PyMem_Malloc((n ? n : 1) * sizeof(const char *));
+    out->len = PyMem_Malloc((n ? n : 1) * sizeof(Py_ssize_t));
+    out->names = PyList_GetSlice(s->names, 0, (Py_ssize_t)n); /* the strs stay alive */
+    int ok = out->start && out->end && out->reach && out->name && out->len && out->names;
+    for (size_t i = 0; ok && i < n; i++) {
+        out->start[i] = s->start[i];
+        out->end[i] = s->end[i];
+        out->reach[i] = s->reach[i];
+        out->name[i] = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(out->names, i), &out->len[i]);
+        ok = out->name[i] != NULL;
+    }
+    out->n = n;
+    Py_DECREF(owner);
+    if (!ok) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        ct_test_spans_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+const char *ct_test_spans_find(const ct_test_spans *s, int64_t at, Py_ssize_t *len)
+{
+    Py_ssize_t i = s->n ? span_at(s->start, s->end, s->reach, s->n, at) : -1;
+    if (i < 0)
+        return NULL;
+    *len = s->len[i];
+    return s->name[i];
+}
+
+void ct_test_spans_free(ct_test_spans *s)
+{
+    PyMem_Free(s->start);
+    PyMem_Free(s->end);
+    PyMem_Free(s->reach);
+    PyMem_Free(s->name);
+    PyMem_Free(s->len);
+    Py_CLEAR(s->names);
+    memset(s, 0, sizeof *s);
 }
 
 PyObject *ct_tape_test_of(ct_tape *t, int64_t session, int64_t at)

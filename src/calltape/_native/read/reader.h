@@ -242,6 +242,29 @@ PyObject *ct_tape_functions_of(ct_tape *t, PyObject *session);
  * is closed and the session's spans were never read. */
 PyObject *ct_tape_test_of(ct_tape *t, int64_t session, int64_t at);
 
+/* A copy of one session's test spans that the exporter reads with the GIL
+ * released: by start, reach[i] the latest end of spans 0..i, name[i] the
+ * UTF-8 of the node id (len[i] bytes), kept alive by `names`. */
+typedef struct ct_test_spans {
+    int64_t *start, *end, *reach;
+    const char **name;
+    Py_ssize_t *len;
+    PyObject *names; /* list of str, strong */
+    size_t n;
+} ct_test_spans;
+
+/* Copies the test spans of `session` (read now, newer ones included) into
+ * `out`.  Returns 0, or -1 with TapeError or MemoryError (`out` then
+ * empty).  Release it with ct_test_spans_free. */
+int ct_tape_test_spans_copy(ct_tape *t, int64_t session, ct_test_spans *out);
+
+/* The node id of the span of `s` holding `at` (a call's start, wall ns),
+ * UTF-8, `*len` bytes; NULL outside every test.  Needs no GIL. */
+const char *ct_test_spans_find(const ct_test_spans *s, int64_t at, Py_ssize_t *len);
+
+/* Releases what ct_tape_test_spans_copy made (needs the GIL). */
+void ct_test_spans_free(ct_test_spans *s);
+
 /* The spans `test` (a node id, a node above tests, or a glob on node ids)
  * selects, as a new PyMem array of *n query_spans (*n may be 0: no such
  * test).  Returns 0, or -1 with TypeError (not a str) or TapeError. */
