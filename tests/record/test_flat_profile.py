@@ -132,7 +132,17 @@ def test_a_quiet_logger_builds_no_result(caplog):
     assert made == []
     with caplog.at_level(logging.DEBUG, logger="calltape.flat"):
         assert prof(1) == 2
-    assert len(made) == 1 and made[0][0] is quick
+        assert len(made) == 1 and made[0][0] is quick
+        log.disabled = True  # as logging.config's disable_existing_loggers does
+        try:
+            assert prof(1) == 2
+        finally:
+            log.disabled = False
+        assert len(made) == 1
+        assert prof(1) == 2
+    assert len(made) == 2
+    assert prof(1) == 2  # the level is back to what it was: no result again
+    assert len(made) == 2
 
 
 def test_a_raising_callback_is_reported_once_and_never_reaches_the_caller():

@@ -641,8 +641,22 @@ static PyObject *Flat_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     fp->below = Py_NewRef(below);
     fp->above = Py_NewRef(above);
     fp->logger = Py_NewRef(logger);
-    if (!(fp->is_enabled = PyUnicode_InternFromString("isEnabledFor")))
+    if (!(fp->is_enabled = PyUnicode_InternFromString("isEnabledFor")) ||
+        !(fp->str_disabled = PyUnicode_InternFromString("disabled")))
         goto error;
+    if (logger != Py_None) {
+        /* logging answers isEnabledFor from the logger's _cache, cleared in
+         * place when levels change: read there first (flat_out.c gate_open) */
+        PyObject *cache = PyObject_GetAttrString(logger, "_cache");
+        PyObject *dict = PyObject_GetAttrString(logger, "__dict__");
+        PyErr_Clear();
+        if (cache && PyDict_CheckExact(cache) && dict && PyDict_Check(dict)) {
+            fp->log_cache = Py_NewRef(cache);
+            fp->log_dict = Py_NewRef(dict);
+        }
+        Py_XDECREF(cache);
+        Py_XDECREF(dict);
+    }
     fp->limit = lim;
     fp->below_level = below_level;
     fp->above_level = above_level;
@@ -684,6 +698,8 @@ static int Flat_traverse(FlatProfile *fp, visitproc visit, void *arg)
     Py_VISIT(fp->below);
     Py_VISIT(fp->above);
     Py_VISIT(fp->logger);
+    Py_VISIT(fp->log_cache);
+    Py_VISIT(fp->log_dict);
     Py_VISIT(fp->keep);
     Py_VISIT(fp->drop);
     Py_VISIT(fp->dict);
@@ -713,6 +729,9 @@ static int Flat_clear(FlatProfile *fp)
     Py_CLEAR(fp->above);
     Py_CLEAR(fp->logger);
     Py_CLEAR(fp->is_enabled);
+    Py_CLEAR(fp->log_cache);
+    Py_CLEAR(fp->log_dict);
+    Py_CLEAR(fp->str_disabled);
     Py_CLEAR(fp->keep);
     Py_CLEAR(fp->drop);
     Py_CLEAR(fp->dict);

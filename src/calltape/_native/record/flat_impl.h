@@ -17,6 +17,9 @@ typedef struct FlatProfile {
     PyObject *below, *above; /* callables, or None */
     PyObject *logger;        /* gates the levels below, or None */
     PyObject *is_enabled;    /* "isEnabledFor", interned */
+    PyObject *log_cache;     /* logger._cache (level -> bool), or NULL */
+    PyObject *log_dict;      /* logger.__dict__ (its `disabled`), or NULL */
+    PyObject *str_disabled;  /* "disabled", interned */
     PyObject *keep;          /* frozenset of callables and names (only=), or NULL */
     PyObject *drop;          /* the same for ignore=, or NULL */
     PyObject *dict;

@@ -131,6 +131,15 @@ static int gate_open(FlatProfile *fp, int level)
     if (!level || fp->logger == Py_None)
         return 1;
     PyObject *lvl = PyLong_FromLong(level); /* a small int: cached by CPython */
+    if (lvl && fp->log_cache) {             /* what isEnabledFor would answer, without the call */
+        PyObject *off = PyDict_GetItemWithError(fp->log_dict, fp->str_disabled);
+        PyObject *v = off == Py_False ? PyDict_GetItemWithError(fp->log_cache, lvl) : NULL;
+        PyErr_Clear();
+        if (v == Py_True || v == Py_False) {
+            Py_DECREF(lvl);
+            return v == Py_True;
+        }
+    }
     PyObject *argv[2] = {fp->logger, lvl};
     PyObject *r = lvl ? PyObject_VectorcallMethod(fp->is_enabled, argv,
                                                   2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL)
