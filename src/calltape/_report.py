@@ -139,13 +139,18 @@ def _figures(plt: Any, out: str, agg: list[dict[str, str]], calls_csv: str,
 
     top = [r["function"] for r in agg[:HISTOGRAMS]]
     timeline, durations = _scan_calls(calls_csv, set(top))
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(12, max(3.0, 0.5 * len({t for _, _, t, _ in timeline}) + 2)))
     t0 = min(s for s, _, _, _ in timeline)
     lanes = {th: i for i, th in enumerate(dict.fromkeys(th for _, _, th, _ in timeline))}
     colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(r["function"] for r in agg)}
-    for s, d, th, fn in timeline:
-        ax.barh(lanes[th], max(d, 1e-9), left=s - t0, height=0.8, color=colours.get(fn, "grey"),
-                edgecolor="none")
+    bars: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for s, d, th, fn in timeline:  # one broken_barh per (thread, function): quick to draw
+        bars.setdefault((th, fn), []).append((s - t0, max(d, 1e-9)))
+    for (th, fn), spans in bars.items():  # outer calls first: the calls they make on top
+        ax.broken_barh(spans, (lanes[th] - 0.4, 0.8), color=colours.get(fn, "grey"))
+    legend = [plt.Rectangle((0, 0), 1, 1, color=colours[r["function"]]) for r in agg[:10]]
+    ax.legend(legend, [_short(r["function"], 32) for r in agg[:10]], fontsize=7,
+              loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_yticks(list(lanes.values()), [f"thread {th}" for th in lanes])
     ax.set_xlabel("seconds since the first call")
     cut = f" (the first {TIMELINE_CALLS:,} calls)" if len(timeline) == TIMELINE_CALLS else ""
