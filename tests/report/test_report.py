@@ -218,7 +218,7 @@ def test_python_api_session_and_formats(recorded, tmp_path):
 
 
 def test_errors_are_one_sentence(recorded, tmp_path):
-    d, tape, _, _, _ = recorded
+    _, tape, _, _, _ = recorded
     msg = one_sentence(run(CALLTAPE, "report", tape, "--out", str(tmp_path / "x"),
                            "--format", "png,pdf"))
     assert "png, svg and html, not pdf" in msg
