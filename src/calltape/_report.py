@@ -132,7 +132,9 @@ def _figures(plt: Any, out: str, agg: list[dict[str, str]], calls_csv: str,
                zorder=3)
     ax.scatter([float(r["max_s"]) for r in shown][::-1], names, color="#c44e52", marker="|",
                s=120, label="max", zorder=3)
-    ax.set_xlabel("seconds per call")
+    if min(means) > 0 and max(means) / min(means) > 100:  # a wide spread: every bar visible
+        ax.set_xscale("log")
+    ax.set_xlabel("seconds per call" + (" (log scale)" if ax.get_xscale() == "log" else ""))
     ax.set_title(f"{title}: execution time per function")
     ax.legend(loc="lower right")
     save(fig, "time_per_function")

@@ -217,6 +217,23 @@ def test_python_api_session_and_formats(recorded, tmp_path):
     assert r.calls == len(everything) and os.path.exists(r.index)
 
 
+def test_without_cpu_and_memory(tmp_path):
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    tape = str(tmp_path / "plain.db")
+    p = run(CALLTAPE, "run", "--quiet", "--tape", tape, "prog.py", "5", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    r = calltape.report(tape, out=tmp_path / "r", title="plain")
+    assert r.calls == 2 * 5 * 11 + 2
+    rows = read_csv(tmp_path / "r" / "results.csv")
+    assert {row["cpu_s"] for row in rows} == {""} == {row["memory_change_bytes"] for row in rows}
+    agg = read_csv(tmp_path / "r" / "results_aggregate.csv")
+    assert {a["mean_cpu_s"] for a in agg} == {""} == {a["mean_memory_change_bytes"] for a in agg}
+    # no memory figure without memory; the others are there
+    assert "memory_per_function.png" not in r.files and "timeline.png" in r.files
+    assert not (tmp_path / "r" / "memory_per_function.png").exists()
+    assert "memory_per_function" not in open(r.index).read()
+
+
 def test_errors_are_one_sentence(recorded, tmp_path):
     _, tape, _, _, _ = recorded
     msg = one_sentence(run(CALLTAPE, "report", tape, "--out", str(tmp_path / "x"),
