@@ -32,6 +32,7 @@ from ._export import _ns
 FORMATS = ("png", "svg", "html")
 TIMELINE_CALLS = 20_000  # the timeline draws the first calls only (bounded)
 HISTOGRAMS = 6  # the duration histograms: of the functions with the largest totals
+HISTOGRAM_CALLS = 200_000  # at most about this many durations a histogram (every k-th call)
 AGG_COLUMNS = ("function", "count", "total_s", "mean_s", "median_s", "p95_s", "max_s",
                "mean_cpu_s", "mean_memory_change_bytes", "errors")
 FIGURES = {  # file stem: the caption of the page
@@ -87,19 +88,25 @@ def _read_aggregate(path: str) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _scan_calls(path: str, top: set[str]) -> tuple[list[tuple[float, float, str, str]],
+def _scan_calls(path: str, top: dict[str, int]) -> tuple[list[tuple[float, float, str, str]],
                                                    dict[str, list[float]]]:
     """From results.csv: the first TIMELINE_CALLS (start, duration, thread, function) and
-    the durations of the functions in `top` (bounded by their call counts)."""
+    the durations of the functions of `top` (name: call count), every k-th call of those
+    with more than HISTOGRAM_CALLS (memory stays bounded)."""
     timeline: list[tuple[float, float, str, str]] = []
     durations: dict[str, list[float]] = {name: [] for name in top}
+    step = {name: -(-count // HISTOGRAM_CALLS) for name, count in top.items()}
+    seen = dict.fromkeys(top, 0)
     with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            d = float(row["duration_s"])
+        rows = csv.reader(f)
+        next(rows, None)
+        for _id, _session, thread, fn, start, duration, *_ in rows:
             if len(timeline) < TIMELINE_CALLS:
-                timeline.append((float(row["start"]), d, row["thread"], row["function"]))
-            if row["function"] in durations:
-                durations[row["function"]].append(d)
+                timeline.append((float(start), float(duration), thread, fn))
+            if fn in durations:
+                if seen[fn] % step[fn] == 0:
+                    durations[fn].append(float(duration))
+                seen[fn] += 1
     return timeline, durations
 
 
@@ -140,7 +147,8 @@ def _figures(plt: Any, out: str, agg: list[dict[str, str]], calls_csv: str,
     save(fig, "time_per_function")
 
     top = [r["function"] for r in agg[:HISTOGRAMS]]
-    timeline, durations = _scan_calls(calls_csv, set(top))
+    timeline, durations = _scan_calls(calls_csv, {r["function"]: int(r["count"])
+                                                  for r in agg[:HISTOGRAMS]})
     fig, ax = plt.subplots(figsize=(12, max(3.0, 0.5 * len({t for _, _, t, _ in timeline}) + 2)))
     t0 = min(s for s, _, _, _ in timeline)
     lanes = {th: i for i, th in enumerate(dict.fromkeys(th for _, _, th, _ in timeline))}
