@@ -217,6 +217,18 @@ def test_python_api_session_and_formats(recorded, tmp_path):
     assert r.calls == len(everything) and os.path.exists(r.index)
 
 
+def test_cli_time_range_reports_every_session(recorded, tmp_path):
+    _, tape, _, _, everything = recorded
+    p = run(CALLTAPE, "report", tape, "--since", "1h", "--out", str(tmp_path / "r"),
+            "--format", "html")
+    assert p.returncode == 0, p.stderr
+    assert f"reported {len(everything):,} calls" in p.stderr
+    rows = read_csv(tmp_path / "r" / "results.csv")
+    assert len({r["session"] for r in rows}) == 2 and len(rows) == len(everything)
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "2 sessions" in page and "timeline.png" in page
+
+
 def test_without_cpu_and_memory(tmp_path):
     (tmp_path / "prog.py").write_text(PROGRAM)
     tape = str(tmp_path / "plain.db")
