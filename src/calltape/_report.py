@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import html
 import os
+import sys
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -239,12 +240,14 @@ def report(tape: Tape | str | os.PathLike[str], out: str | os.PathLike[str] = "c
            *, session: int | list[int] | tuple[int, ...] | None = None,
            since: datetime | float | None = None, until: datetime | float | None = None,
            title: str | None = None,
-           formats: str | list[str] | tuple[str, ...] = ("png", "html")) -> ReportFiles:
+           formats: str | list[str] | tuple[str, ...] = ("png", "html"),
+           progress: bool | None = None) -> ReportFiles:
     """Write a report of the calls of `session` (an id or ids; by default the
     newest run, tape.last_run(), unless since/until choose a time range of
     every session) into the folder `out`: results.csv, results_aggregate.csv,
     the figures as png and/or svg and index.html (formats "png", "svg",
-    "html"; html alone draws png figures).
+    "html"; html alone draws png figures).  `progress` (default: when
+    stderr is a terminal) shows each stage on stderr.
 
     >>> calltape.report("calltape.db", out="report").index
     'report/index.html'
@@ -257,7 +260,13 @@ def report(tape: Tape | str | os.PathLike[str], out: str | os.PathLike[str] = "c
     if not isinstance(tape, Tape):
         with open_tape(tape) as opened:
             return report(opened, out, session=session, since=since, until=until, title=title,
-                          formats=wanted)
+                          formats=wanted, progress=progress)
+    show = sys.stderr.isatty() if progress is None else progress
+
+    def stage(text: str) -> None:
+        if show:
+            print(f"calltape: report: {text}", file=sys.stderr, flush=True)
+
     exts = [f for f in wanted if f != "html"] or ["png"]
     plt = _pyplot()
     if session is None and since is None and until is None:
@@ -273,11 +282,13 @@ def report(tape: Tape | str | os.PathLike[str], out: str | os.PathLike[str] = "c
     os.makedirs(out, exist_ok=True)
     calls_csv = os.path.join(out, "results.csv")
     agg_csv = os.path.join(out, "results_aggregate.csv")
+    stage(f"writing {calls_csv} and {agg_csv}")
     with open(calls_csv, "wb") as f, open(agg_csv, "wb") as g:
         n = tape._export("results", f.fileno(), [], session=ids, aggregate_fd=g.fileno(), **bounds)
     agg = _read_aggregate(agg_csv)
     title = title or ("calltape report: " + (" ".join(map(str, sessions[0].argv or []))
                                              if len(sessions) == 1 else f"{len(sessions)} sessions"))
+    stage(f"{n:,} calls; drawing the figures ({', '.join(exts)})")
     figures = _figures(plt, out, agg, calls_csv, exts, title)
     files = ["results.csv", "results_aggregate.csv"] + [f"{s}.{x}" for s in figures for x in exts]
     if "html" in wanted:

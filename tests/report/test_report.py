@@ -213,8 +213,18 @@ def test_python_api_session_and_formats(recorded, tmp_path):
     assert sorted(os.listdir(tmp_path / "r")) == sorted(r.files)
     assert "time_per_function.svg" in r.files and "time_per_function.png" not in r.files
     # a time range without a session: every session's calls started in it
-    r = calltape.report(tape, out=tmp_path / "all", since=0, formats="html")
+    r = calltape.report(tape, out=tmp_path / "all", since=0, formats="html", progress=False)
     assert r.calls == len(everything) and os.path.exists(r.index)
+
+
+def test_progress_on_stderr(recorded, tmp_path, capsys):
+    tape = recorded[1]
+    calltape.report(tape, out=tmp_path / "r", formats="html", progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert [ln.split(":")[1] for ln in err] == [" report"] * 2
+    assert "results.csv" in err[0] and "drawing the figures (png)" in err[1]
+    calltape.report(tape, out=tmp_path / "q", formats="html")  # stderr is no terminal here
+    assert capsys.readouterr().err == ""
 
 
 def test_cli_time_range_reports_every_session(recorded, tmp_path):
