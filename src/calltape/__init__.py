@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from ._export import export
     from ._replay import Outcome, Report
+    from ._report import report
     from .flat import FlatResult, flat_profile
     from .rewrite import wrap_calls
 
@@ -55,7 +56,8 @@ __all__ = [
     "Bound", "Call", "Calls", "ExceptionInfo", "FlatResult", "Function", "Monitor", "Outcome",
     "Recorder", "RecordingWarning", "Redacted", "RefusedGlobal", "ReplayRefused", "Report",
     "Session", "Tape", "TapeError", "Truncated", "Unencodable", "Unreadable", "compare",
-    "configure", "export", "flat_profile", "flush", "monitor", "open", "record", "register_codec", "stats",
+    "configure", "export", "flat_profile", "flush", "monitor", "open", "record", "register_codec", "report",
+    "stats",
     "wrap_calls",
 ]
 
@@ -95,6 +97,10 @@ def __getattr__(name: str) -> Any:
         from ._export import export
 
         return export
+    if name == "report":  # calltape.report(tape, out=...): loads matplotlib, on first use
+        from ._report import report
+
+        return report
     if name == "wrap_calls":  # loads ast and inspect: on first use
         from .rewrite import wrap_calls
 

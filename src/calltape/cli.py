@@ -830,6 +830,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     add_selection(p)
     p.add_argument("--since", help="ISO date/time or relative time (10m, 2h, 3d)")
     p.add_argument("--until", help="ISO date/time or relative time")
+    p = add("report", "a report of a run: results.csv, results_aggregate.csv, figures and an"
+                      " index.html to open in a browser (the newest run by default)")
+    p.add_argument("--out", metavar="DIR", default="calltape-report",
+                   help="the folder to write (default: calltape-report)")
+    p.add_argument("--title", help="the title of the page and figures")
+    p.add_argument("--format", default="png,html", metavar="LIST",
+                   help="comma-separated: png, svg, html (default: png,html)")
+    add_selection(p)
+    p.add_argument("--since", help="ISO date/time or relative time (10m, 2h, 3d): every"
+                                   " session's calls from then, unless --session/--last")
+    p.add_argument("--until", help="ISO date/time or relative time")
     p = add("prune", "delete the sessions that ended before a time, and their calls")
     p.add_argument("--older-than", required=True, metavar="AGE",
                    help="a relative time (12h, 7d) or an ISO date: sessions ended before it go")
@@ -856,6 +867,8 @@ EXAMPLES = {
     "tree": "calltape tree 1234 --depth 3\ncalltape tree --last --min-duration 0.001",
     "export": "calltape export --format chrome --out trace.json   (open it in ui.perfetto.dev)\n"
               "calltape export app.db --last --format jsonl --out calls.jsonl",
+    "report": "calltape report            (the newest run, into calltape-report/index.html)\n"
+              "calltape report app.db --session 3 --out report --format svg,html",
     "prune": "calltape prune --older-than 7d\ncalltape prune postgresql:///calls --older-than 12h",
     "completion": "calltape completion bash > ~/.local/share/bash-completion/completions/calltape\n"
                   'eval "$(calltape completion bash)"   # or this line in ~/.bashrc',
@@ -872,7 +885,7 @@ def _add_examples(sub: Any) -> None:
 
 
 _COMMANDS = ("functions", "search", "show", "sessions", "replay", "make-tests", "tree",
-             "export", "prune")
+             "export", "report", "prune")
 
 _RUN_VALUED = {"--tape", "--include", "--exclude", "--max-depth", "--sample",
                "--max-value-bytes", "--max-value-depth"}
@@ -995,6 +1008,23 @@ def cmd_export(tape: Tape, args: argparse.Namespace, color: bool) -> None:
               f" ({args.format})", file=sys.stderr)
 
 
+def cmd_report(tape: Tape, args: argparse.Namespace, color: bool) -> None:
+    """The report of the selection (the newest run by default) written by calltape.report."""
+    from ._report import report
+
+    try:
+        r = report(tape, args.out, session=selected_sessions(tape, args),
+                   since=parse_time(args.since) if args.since else None,
+                   until=parse_time(args.until) if args.until else None,
+                   title=args.title, formats=args.format)
+    except OSError as exc:
+        raise UsageError(f"cannot write the report into {args.out}:"
+                         f" {exc.strerror or exc}") from None
+    where = r.index or r.directory
+    print(f"calltape: reported {r.calls:,} call{'s' if r.calls != 1 else ''} in {where}",
+          file=sys.stderr)
+
+
 def cmd_prune(tape: Tape, args: argparse.Namespace, color: bool) -> None:
     """Retention: the sessions that ended before --older-than go, with their calls."""
     when = parse_time(args.older_than)
@@ -1034,7 +1064,8 @@ def main(argv: list[str] | None = None) -> int:
     color = sys.stdout.isatty() and not args.json and "NO_COLOR" not in os.environ
     commands = {"functions": cmd_functions, "search": cmd_search, "show": cmd_show,
                 "sessions": cmd_sessions, "replay": cmd_replay,
-                "make-tests": cmd_make_tests, "tree": cmd_tree, "export": cmd_export, "prune": cmd_prune}
+                "make-tests": cmd_make_tests, "tree": cmd_tree, "export": cmd_export,
+                "report": cmd_report, "prune": cmd_prune}
     args.path = path
     try:
         with open_tape(path, trust=args.trust, allow=args.allow) as tape:

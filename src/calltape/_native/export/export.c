@@ -2,7 +2,10 @@
  * export.c - the binding's way out of a tape into other tools' formats:
  * calltape.export() and `calltape export` stream the calls of a search
  * into a file as a Chrome trace (the trace event format Perfetto and
- * chrome://tracing open), JSON lines or CSV.
+ * chrome://tracing open), JSON lines or CSV; and, for calltape.report(),
+ * results.csv with results_aggregate.csv (per function: count, total,
+ * mean, median, p95 and max duration, mean CPU and memory change, errors)
+ * aggregated while the calls stream by.
  *
  * Design: the lookup tables a call needs (function names and parameter
  * names by function id, thread idents and names by (session, index), the
@@ -26,7 +29,17 @@
 #define EXPORT_BUF (1 << 20)
 #define EXPORT_BATCH 8192
 
-enum export_format { EXPORT_CHROME, EXPORT_JSONL, EXPORT_CSV };
+enum export_format { EXPORT_CHROME, EXPORT_JSONL, EXPORT_CSV, EXPORT_RESULTS };
+
+/* One function's figures for results_aggregate.csv (format "results"):
+ * the durations are kept (a growable array bounded by the call count) for
+ * the median and the 95th percentile. */
+typedef struct export_agg {
+    int64_t *durs;
+    size_t n, cap;
+    int64_t total, max, errors;
+    int64_t cpu_sum, cpu_n, mem_sum, mem_n;
+} export_agg;
 
 typedef struct export_fn {
     char *full, *module;
@@ -57,6 +70,8 @@ typedef struct export_ctx {
     size_t nthreads;
     export_proc *procs; /* by session */
     size_t nprocs;
+    export_agg *aggs; /* by function id (format "results"), malloc'd */
+    int nomem;        /* an aggregate could not grow */
 } export_ctx;
 
 /* Writes the buffer to the file (GIL released by the caller).  0, or -1
@@ -384,6 +399,81 @@ static void write_csv(export_ctx *x, const seg_call *c, int64_t session, const e
     wbuf_free(&cell);
 }
 
+/* Seconds with nine decimals, exact from ns. */
+static void put_sec(wbuf *b, int64_t ns)
+{
+    uint64_t a = ns < 0 ? (uint64_t)0 - (uint64_t)ns : (uint64_t)ns;
+    if (ns < 0)
+        wbuf_byte(b, '-');
+    char buf[24], frac[10] = {'.'};
+    char *p = digits_of(a / 1000000000, buf);
+    wbuf_put(b, p, (size_t)(buf + 24 - p));
+    uint64_t f = a % 1000000000;
+    for (int i = 9; i >= 1; i--, f /= 10)
+        frac[i] = (char)('0' + f % 10);
+    wbuf_put(b, frac, 10);
+}
+
+/* Adds call `c` to the aggregate of its function (GIL released: malloc). */
+static void aggregate(export_ctx *x, const seg_call *c, int64_t function)
+{
+    if (function < 0 || function >= x->nfns)
+        return;
+    export_agg *a = &x->aggs[function];
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        int64_t *grown = realloc(a->durs, cap * sizeof *grown);
+        if (!grown) {
+            x->nomem = 1;
+            return;
+        }
+        a->durs = grown;
+        a->cap = cap;
+    }
+    a->durs[a->n++] = c->duration;
+    a->total += c->duration;
+    a->max = c->duration > a->max ? c->duration : a->max;
+    a->errors += c->outcome == OUTCOME_RAISED;
+    if (c->flags & REC_HAS_CPU) {
+        a->cpu_sum += c->cpu_ns;
+        a->cpu_n++;
+    }
+    if (c->flags & REC_HAS_MEMORY) {
+        a->mem_sum += c->rss_after - c->rss_before;
+        a->mem_n++;
+    }
+}
+
+/* One row of results.csv: id, session, thread, function, start (wall
+ * seconds), duration_s, cpu_s, memory_change_bytes, outcome. */
+static void write_results(export_ctx *x, const seg_call *c, int64_t session, const export_fn *fn,
+                          int64_t function)
+{
+    wbuf *b = &x->out;
+    put_int(b, c->id);
+    wbuf_byte(b, ',');
+    put_int(b, session);
+    wbuf_byte(b, ',');
+    put_int(b, ident_of(x, session, c->thread));
+    wbuf_byte(b, ',');
+    const char *full = fn ? fn->full : "?";
+    put_csv(x, (const uint8_t *)full, strlen(full));
+    wbuf_byte(b, ',');
+    put_sec(b, c->start);
+    wbuf_byte(b, ',');
+    put_sec(b, c->duration);
+    wbuf_byte(b, ',');
+    if (c->flags & REC_HAS_CPU)
+        put_sec(b, c->cpu_ns);
+    wbuf_byte(b, ',');
+    if (c->flags & REC_HAS_MEMORY)
+        put_int(b, c->rss_after - c->rss_before);
+    wbuf_byte(b, ',');
+    put_str(b, ct_outcome_name(c->outcome));
+    put_str(b, "\r\n");
+    aggregate(x, c, function);
+}
+
 /* Streams the query's calls into the file, a batch at a time with the GIL
  * released.  Returns 0, or -1 with an exception set. */
 static int export_stream(ct_tape *t, query *q, export_ctx *x)
@@ -402,8 +492,10 @@ static int export_stream(ct_tape *t, query *q, export_ctx *x)
                     write_chrome(x, &c, session, fn);
                 else if (x->format == EXPORT_JSONL)
                     write_jsonl(x, &c, session, fn);
-                else
+                else if (x->format == EXPORT_CSV)
                     write_csv(x, &c, session, fn);
+                else
+                    write_results(x, &c, session, fn, function);
                 x->written++;
                 if (x->out.len >= EXPORT_BUF && (wrote = export_flush(x)) < 0)
                     break;
@@ -411,7 +503,7 @@ static int export_stream(ct_tape *t, query *q, export_ctx *x)
         Py_END_ALLOW_THREADS
         if (rc < 0)
             return ct_tape_query_failed(t, q);
-        if (wrote < 0 || x->out.failed || x->scratch.failed) {
+        if (wrote < 0 || x->out.failed || x->scratch.failed || x->nomem) {
             if (wrote < 0) {
                 errno = x->err;
                 PyErr_SetFromErrno(PyExc_OSError);
@@ -567,6 +659,9 @@ static void export_ctx_free(export_ctx *x)
             PyMem_Free(x->fns[i].names[k]);
         PyMem_Free(x->fns[i].names);
     }
+    for (int64_t i = 0; x->aggs && i < x->nfns; i++)
+        free(x->aggs[i].durs);
+    free(x->aggs);
     PyMem_Free(x->fns);
     PyMem_Free(x->threads);
     for (size_t i = 0; x->procs && i < x->nprocs; i++)
@@ -597,18 +692,110 @@ static int export_end(export_ctx *x)
     return rc;
 }
 
+static int dur_cmp(const void *a, const void *b)
+{
+    int64_t l = *(const int64_t *)a, r = *(const int64_t *)b;
+    return l < r ? -1 : l > r;
+}
+
+static const export_agg *agg_base; /* for agg_cmp (sorting under the GIL) */
+
+/* The functions by total time, the largest first, then by id. */
+static int agg_cmp(const void *a, const void *b)
+{
+    int64_t l = *(const int64_t *)a, r = *(const int64_t *)b;
+    if (agg_base[l].total != agg_base[r].total)
+        return agg_base[l].total > agg_base[r].total ? -1 : 1;
+    return l < r ? -1 : l > r;
+}
+
+static void put_double(wbuf *b, double v, const char *fmt)
+{
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, fmt, v);
+    wbuf_put(b, buf, n > 0 ? (size_t)n : 0);
+}
+
+/* One row of results_aggregate.csv for function `id` (median: the mean of
+ * the middle two of an even count; p95: the nearest rank, ceil(0.95 n)). */
+static void write_agg_row(export_ctx *x, int64_t id)
+{
+    wbuf *b = &x->out;
+    export_agg *a = &x->aggs[id];
+    qsort(a->durs, a->n, sizeof *a->durs, dur_cmp);
+    const char *full = x->fns[id].full ? x->fns[id].full : "?";
+    put_csv(x, (const uint8_t *)full, strlen(full));
+    wbuf_byte(b, ',');
+    put_int(b, (int64_t)a->n);
+    wbuf_byte(b, ',');
+    put_sec(b, a->total);
+    wbuf_byte(b, ',');
+    put_double(b, (double)a->total / (double)a->n / 1e9, "%.9f");
+    wbuf_byte(b, ',');
+    size_t m = a->n / 2;
+    double median =
+        a->n % 2 ? (double)a->durs[m] : ((double)a->durs[m - 1] + (double)a->durs[m]) / 2;
+    put_double(b, median / 1e9, "%.9f");
+    wbuf_byte(b, ',');
+    put_sec(b, a->durs[(95 * a->n + 99) / 100 - 1]);
+    wbuf_byte(b, ',');
+    put_sec(b, a->max);
+    wbuf_byte(b, ',');
+    if (a->cpu_n)
+        put_double(b, (double)a->cpu_sum / (double)a->cpu_n / 1e9, "%.9f");
+    wbuf_byte(b, ',');
+    if (a->mem_n)
+        put_double(b, (double)a->mem_sum / (double)a->mem_n, "%.1f");
+    wbuf_byte(b, ',');
+    put_int(b, a->errors);
+    put_str(b, "\r\n");
+}
+
+static const char *const export_agg_header =
+    "function,count,total_s,mean_s,median_s,p95_s,max_s,mean_cpu_s,mean_memory_change_bytes,"
+    "errors\r\n";
+
+/* results_aggregate.csv into `fd`, one row per function called, by total
+ * time.  0 or -1 with an exception. */
+static int export_aggregate(export_ctx *x, int fd)
+{
+    int64_t *order = PyMem_Calloc((size_t)x->nfns + 1, sizeof *order);
+    if (!order) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t n = 0;
+    for (int64_t i = 0; i < x->nfns; i++)
+        if (x->aggs[i].n)
+            order[n++] = i;
+    agg_base = x->aggs;
+    qsort(order, n, sizeof *order, agg_cmp);
+    x->fd = fd;
+    x->format = EXPORT_CSV;
+    put_str(&x->out, export_agg_header);
+    for (size_t i = 0; i < n; i++)
+        write_agg_row(x, order[i]);
+    PyMem_Free(order);
+    return export_end(x);
+}
+
+static const char *const export_results_header =
+    "id,session,thread,function,start,duration_s,cpu_s,memory_change_bytes,outcome\r\n";
+
 static const char *const export_csv_header =
     "id,session,thread,function,module,start,duration,outcome,captured,test,args,result\r\n";
 
 PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"format", "fd", "procs", "session", "since", "until", "base_ns", NULL};
+    static char *kwlist[] = {"format", "fd",      "procs",        "session", "since",
+                             "until",  "base_ns", "aggregate_fd", NULL};
     const char *format;
-    int fd;
+    int fd, agg_fd = -1;
     PyObject *procs, *session = Py_None;
     long long since = INT64_MIN, until = INT64_MAX, base = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "siO!|OLLL:_export", kwlist, &format, &fd,
-                                     &PyList_Type, &procs, &session, &since, &until, &base))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "siO!|OLLLi:_export", kwlist, &format, &fd,
+                                     &PyList_Type, &procs, &session, &since, &until, &base,
+                                     &agg_fd))
         return NULL;
     export_ctx x = {.fd = fd, .base_ns = base};
     int64_t *ids = NULL;
@@ -622,8 +809,12 @@ PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
         x.format = EXPORT_JSONL;
     else if (strcmp(format, "csv") == 0)
         x.format = EXPORT_CSV;
+    else if (strcmp(format, "results") == 0 && agg_fd >= 0)
+        x.format = EXPORT_RESULTS;
     else {
-        PyErr_Format(PyExc_ValueError, "format must be 'chrome', 'jsonl' or 'csv', not %R",
+        PyErr_Format(PyExc_ValueError,
+                     "format must be 'chrome', 'jsonl', 'csv' or 'results' (with aggregate_fd),"
+                     " not %R",
                      PyTuple_GET_ITEM(args, 0));
         return NULL;
     }
@@ -632,6 +823,10 @@ PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
         goto error;
     if (load_functions(t, &x) < 0 || load_threads(t, &x) < 0)
         goto error;
+    if (x.format == EXPORT_RESULTS && !(x.aggs = calloc((size_t)x.nfns + 1, sizeof *x.aggs))) {
+        PyErr_NoMemory();
+        goto error;
+    }
     x.procs = PyMem_Calloc((size_t)PyList_GET_SIZE(procs) + 1, sizeof *x.procs);
     if (!x.procs) {
         PyErr_NoMemory();
@@ -648,6 +843,8 @@ PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
         goto error;
     if (x.format == EXPORT_CSV)
         put_str(&x.out, export_csv_header);
+    if (x.format == EXPORT_RESULTS)
+        put_str(&x.out, export_results_header);
     query_filter f = {.thread = -1,
                       .since = since,
                       .until = until,
@@ -658,7 +855,8 @@ PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
                       .nsessions = nids};
     int none = session != Py_None && nids == 0; /* no session chosen: no call */
     q = none ? NULL : ct_tape_query_open(t, &f);
-    if ((!none && !q) || (q && export_stream(t, q, &x) < 0) || export_end(&x) < 0)
+    if ((!none && !q) || (q && export_stream(t, q, &x) < 0) || export_end(&x) < 0 ||
+        (x.aggs && export_aggregate(&x, agg_fd) < 0))
         goto error;
     ct_tape_query_close(t, q);
     PyMem_Free(ids);

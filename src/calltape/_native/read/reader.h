@@ -153,12 +153,15 @@ PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end, PyO
 
 /* ---- export/export.c ---- */
 
-/* Tape._export(format, fd, procs, session=None, since=, until=, base_ns=0):
+/* Tape._export(format, fd, procs, session=None, since=, until=, base_ns=0,
+ * aggregate_fd=-1):
  * streams the calls of those sessions (ids, or None: all) started within
  * [since, until] (wall ns) into the open file descriptor `fd` (not closed)
  * as "chrome", "jsonl" or "csv"; `procs` is a list of (session, pid,
  * label) naming the processes of a Chrome trace, `base_ns` the wall time
- * its ts 0 stands for.  Returns the number of calls written (new int), or
+ * its ts 0 stands for; "results" writes results.csv to `fd` and the per
+ * function results_aggregate.csv to `aggregate_fd` (both needed), the
+ * aggregate computed while streaming.  Returns the number of calls written (new int), or
  * NULL with ValueError (format), OSError (a write) or TapeError. */
 PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw);
 

@@ -836,8 +836,8 @@ static PyMethodDef Tape_methods[] = {
      "or its process died in it); test= selects as search(test=) does.\n\n"
      ">>> tape.tests('tests/test_cart.py', session=tape.last_run())"},
     {"_export", (PyCFunction)(void (*)(void))ct_tape_export, METH_VARARGS | METH_KEYWORDS,
-     "_export(format, fd, procs, session=None, since=, until=, base_ns=0) -> calls written"
-     " (calltape.export is the public face)"},
+     "_export(format, fd, procs, session=None, since=, until=, base_ns=0, aggregate_fd=-1)"
+     " -> calls written (calltape.export and calltape.report are the public faces)"},
     {"search", (PyCFunction)(void (*)(void))Tape_search, METH_VARARGS | METH_KEYWORDS,
      "search(function=None, *, file=None, since=None, until=None, min_duration=None,\n"
      "       max_duration=None, outcome=None, session=None, thread=None, args=None,\n"
