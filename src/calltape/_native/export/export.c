@@ -698,14 +698,13 @@ static int dur_cmp(const void *a, const void *b)
     return l < r ? -1 : l > r;
 }
 
-static const export_agg *agg_base; /* for agg_cmp (sorting under the GIL) */
-
-/* The functions by total time, the largest first, then by id. */
+/* The functions by total time, the largest first, then by id (their
+ * order in the aggregates array): the elements are export_agg pointers. */
 static int agg_cmp(const void *a, const void *b)
 {
-    int64_t l = *(const int64_t *)a, r = *(const int64_t *)b;
-    if (agg_base[l].total != agg_base[r].total)
-        return agg_base[l].total > agg_base[r].total ? -1 : 1;
+    const export_agg *l = *(const export_agg *const *)a, *r = *(const export_agg *const *)b;
+    if (l->total != r->total)
+        return l->total > r->total ? -1 : 1;
     return l < r ? -1 : l > r;
 }
 
@@ -759,7 +758,7 @@ static const char *const export_agg_header =
  * time.  0 or -1 with an exception. */
 static int export_aggregate(export_ctx *x, int fd)
 {
-    int64_t *order = PyMem_Calloc((size_t)x->nfns + 1, sizeof *order);
+    const export_agg **order = PyMem_Calloc((size_t)x->nfns + 1, sizeof(export_agg *));
     if (!order) {
         PyErr_NoMemory();
         return -1;
@@ -767,15 +766,14 @@ static int export_aggregate(export_ctx *x, int fd)
     size_t n = 0;
     for (int64_t i = 0; i < x->nfns; i++)
         if (x->aggs[i].n)
-            order[n++] = i;
-    agg_base = x->aggs;
-    qsort(order, n, sizeof *order, agg_cmp);
+            order[n++] = &x->aggs[i];
+    qsort((void *)order, n, sizeof(export_agg *), agg_cmp);
     x->fd = fd;
     x->format = EXPORT_CSV;
     put_str(&x->out, export_agg_header);
     for (size_t i = 0; i < n; i++)
-        write_agg_row(x, order[i]);
-    PyMem_Free(order);
+        write_agg_row(x, (int64_t)(order[i] - x->aggs));
+    PyMem_Free((void *)order);
     return export_end(x);
 }
 
