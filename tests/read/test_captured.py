@@ -55,6 +55,28 @@ def test_each_call_names_its_way_in(both):
     assert {c.captured for c in calls} <= {"decorator", "monitor"}
 
 
+def test_the_monitors_shortest_records_name_it_too(tmp_path):
+    # without results, and raised calls, take the monitor's short record path
+    (tmp_path / "app.py").write_text(textwrap.dedent("""
+        def plain(x):
+            return x + 1
+
+        def bad():
+            raise ValueError("no")
+
+        plain(1)
+        try:
+            bad()
+        except ValueError:
+            pass
+    """))
+    cli(tmp_path, "run", "--no-result", "--tape", tmp_path / "t.db", "app.py")
+    with open_tape(tmp_path / "t.db", flush=False) as tape:
+        got = {(c.qualname, c.outcome, c.captured) for c in tape.search()}
+    assert ("plain", "returned", "monitor") in got and ("bad", "raised", "monitor") in got
+    assert {cap for _, _, cap in got} == {"monitor"}
+
+
 def test_search_filters_on_the_capture(both):
     with open_tape(both / "t.db", flush=False) as tape:
         monitor = list(tape.search(captured="monitor"))

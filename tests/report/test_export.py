@@ -125,7 +125,11 @@ def test_chrome_trace_is_valid_and_matches_the_tape(recorded):
     assert leaf["args"]["args"]["note"] == repr('a"b,c\nd')
     assert "result" in leaf["args"]
     raised = next(e for e in xs if e["name"].endswith(".bad"))
-    assert raised["args"]["outcome"] == "raised" and "ValueError" in raised["args"]["exception"]
+    assert raised["args"]["outcome"] == "raised"
+    if sys.version_info >= (3, 12):  # 3.11's profile hook does not see the exception
+        assert "ValueError" in raised["args"]["exception"]
+    else:
+        assert raised["args"]["exception"] is None
     # nesting: on each thread, every event lies within the one that encloses it
     per_tid = {}
     for e in xs:

@@ -262,7 +262,8 @@ static void emit_plain(mon_active *a, const mon_entry *e, const uint8_t *args, u
                        int outcome)
 {
     uint8_t buf[1 + CT_CALL_HEAD_MAX + 1 + 40];
-    uint8_t *q = ct_put_call_head(buf + 1, e->info->fn_id, &e->ci, end, outcome, e->ci.flags);
+    uint16_t flags = e->ci.flags | rec_capture_flags(CAPTURE_MONITOR);
+    uint8_t *q = ct_put_call_head(buf + 1, e->info->fn_id, &e->ci, end, outcome, flags);
     if (e->ci.flags & REC_HAS_ARGS) {
         *q++ = (uint8_t)e->args_len;
         memcpy(q, args, e->args_len);
