@@ -416,6 +416,16 @@ static int code_count(ct_state *st, PyObject *module, PyObject *code, int delta)
     return rc;
 }
 
+/* Pops the activations above `depth` (never expected: every activation
+ * pops its own), taking off the 3.11 hook an activation among them set. */
+static void unwind_to(flat_stack *s, size_t depth)
+{
+    while (s->n > depth) {
+        hook_off(s);
+        act_pop(s);
+    }
+}
+
 /* ---- activations that suspend: generators and coroutines ---------------------- */
 
 struct ct_flat_run {
@@ -474,10 +484,7 @@ void ct_flat_run_suspend(ct_flat_run *run, int finished, ct_engine_slot *slot)
     if (!run || !run->depth || !s || s->n < run->depth)
         return;
     uint64_t now = ct_now_ns();
-    while (s->n > run->depth) { /* never expected: every activation pops its own */
-        hook_off(s);
-        act_pop(s);
-    }
+    unwind_to(s, run->depth);
     hook_off(s);
     flat_act *e = &s->v[s->n - 1];
     /* a generator's inner call ends at its yield; a coroutine's goes on
@@ -568,10 +575,7 @@ PyObject *ct_flat_call(PyObject *flat, PyObject *const *args, size_t nargsf, PyO
     uint64_t end = ct_now_ns();
     flat_act *a = NULL;
     if (depth) {
-        while (s->n > depth) { /* never expected: every activation pops its own */
-            hook_off(s);
-            act_pop(s);
-        }
+        unwind_to(s, depth);
         a = &s->v[depth - 1]; /* found again: inner activations may have moved it */
         flat_act_close(a, end);
     }
