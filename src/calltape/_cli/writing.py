@@ -1,0 +1,62 @@
+"""``calltape export``, ``report`` and ``prune``: what writes files or changes
+the tape."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .. import Tape, _native
+from .common import UsageError, parse_time, selected_sessions
+
+TYPE_CHECKING = False  # typing is not loaded: every command pays its import
+
+
+def cmd_export(tape: Tape, args: argparse.Namespace, color: bool) -> None:
+    """The calls of the selection written to --out (or stdout) by calltape.export."""
+    from .._export import export
+
+    try:
+        n = export(tape, args.format, args.out, session=selected_sessions(tape, args),
+                   since=parse_time(args.since) if args.since else None,
+                   until=parse_time(args.until) if args.until else None)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if not args.out:
+            raise UsageError(f"cannot write the export to stdout: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    if args.out:
+        print(f"calltape: wrote {n:,} call{'s' if n != 1 else ''} to {args.out}"
+              f" ({args.format})", file=sys.stderr)
+
+
+def cmd_report(tape: Tape, args: argparse.Namespace, color: bool) -> None:
+    """The report of the selection (the newest run by default) written by calltape.report."""
+    from .._report import report
+
+    try:
+        r = report(tape, args.out, session=selected_sessions(tape, args),
+                   since=parse_time(args.since) if args.since else None,
+                   until=parse_time(args.until) if args.until else None,
+                   title=args.title, formats=args.format)
+    except OSError as exc:
+        raise UsageError(f"cannot write the report into {args.out}:"
+                         f" {exc.strerror or exc}") from None
+    where = r.index or r.directory
+    print(f"calltape: reported {r.calls:,} call{'s' if r.calls != 1 else ''} in {where}",
+          file=sys.stderr)
+
+
+def cmd_prune(tape: Tape, args: argparse.Namespace, color: bool) -> None:
+    """Retention: the sessions that ended before --older-than go, with their calls."""
+    when = parse_time(args.older_than)
+    if when.tzinfo is None:
+        when = when.astimezone()
+    sessions, calls = _native.prune(args.path, int(when.timestamp() * 1e9))
+    if args.json:
+        print(json.dumps({"sessions": sessions, "calls": calls}))
+    else:
+        print(f"calltape: pruned {sessions:,} session{'s' if sessions != 1 else ''}"
+              f" ({calls:,} call{'s' if calls != 1 else ''}) from {tape.path}")
