@@ -23,7 +23,6 @@ inner call; with ``--callgrind``, instructions per inner call added
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -32,6 +31,8 @@ import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+
+from bench._measure import run_worker
 
 CASES = ("plain", "calltape", "facade", "cprofile", "recompyle")
 
@@ -105,17 +106,7 @@ WORKER = textwrap.dedent('''
 def run_case(python: str, script: Path, case: str, inner: int, loops: int, rounds: int,
              cg_out: Path | None = None) -> float:
     """ns per outer call, or with ``cg_out`` the instructions of the whole run."""
-    cmd = [python, str(script), case, str(inner), str(loops), str(rounds)]
-    if cg_out is not None:
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg_out}", *cmd]
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-        for line in cg_out.read_text().splitlines():
-            if line.startswith(("summary:", "totals:")):
-                return float(line.split()[1])
-        raise RuntimeError(f"callgrind wrote no totals in {cg_out}")
-    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return float(json.loads(proc.stdout.splitlines()[-1])["ns"])
+    return run_worker([python, str(script), case, str(inner), str(loops), str(rounds)], cg_out)
 
 
 def recompyle_python(given: str | None) -> str | None:

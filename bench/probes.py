@@ -23,7 +23,6 @@ when it can import diagnose; its rows are left out when none can).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -32,6 +31,8 @@ import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+
+from bench._measure import run_worker
 
 KINDS = ("none", "stopped", "count", "log", "print")
 
@@ -91,19 +92,11 @@ WORKER = textwrap.dedent('''
 def run_case(python: str, impl: str, kind: str, loops: int, rounds: int,
              valgrind: bool = False, workdir: Path | None = None) -> float:
     """ns per call, or with ``valgrind`` the instructions of the whole run."""
-    cmd = [python, "-c", WORKER, impl, kind, str(loops), str(rounds)]
+    out = None
     if valgrind:
         assert workdir is not None
         out = workdir / f"cg.{impl}.{kind}.{loops}"
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd]
-        env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dicts in every run
-        subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-        for line in out.read_text().splitlines():
-            if line.startswith(("summary:", "totals:")):
-                return float(line.split()[1])
-        raise RuntimeError(f"callgrind wrote no totals in {out}")
-    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return float(json.loads(proc.stdout.splitlines()[-1])["ns"])
+    return run_worker([python, "-c", WORKER, impl, kind, str(loops), str(rounds)], out)
 
 
 def diagnose_python(given: str | None) -> str | None:

@@ -26,7 +26,6 @@ it has recompyle 0.4); its rows are left out, saying so, when none has it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -35,6 +34,8 @@ import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+
+from bench._measure import run_worker
 
 SIZES = (10, 100)
 IMPLS = ("plain", "by hand", "calltape", "facade", "recompyle")
@@ -85,16 +86,7 @@ def run_case(python: str, impl: str, n: int, loops: int, rounds: int, root: Path
     """ns per call of the function, or with ``valgrind`` the instructions of the whole run."""
     cmd = [python, "-c", WORKER, impl, str(n), str(loops), str(rounds)]
     env = {**os.environ, "PYTHONPATH": str(root), "PYTHONHASHSEED": "0"}
-    if valgrind:
-        out = root / f"cg.{impl}.{n}.{loops}"
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-        for line in out.read_text().splitlines():
-            if line.startswith(("summary:", "totals:")):
-                return float(line.split()[1])
-        raise RuntimeError(f"callgrind wrote no totals in {out}")
-    proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-    return float(json.loads(proc.stdout.splitlines()[-1])["ns"])
+    return run_worker(cmd, root / f"cg.{impl}.{n}.{loops}" if valgrind else None, env)
 
 
 def recompyle_python(given: str | None) -> str | None:
