@@ -57,7 +57,7 @@ __all__ = [
     "Recorder", "RecordingWarning", "Redacted", "RefusedGlobal", "ReplayRefused", "Report",
     "Session", "Tape", "TapeError", "Truncated", "Unencodable", "Unreadable", "compare",
     "configure", "export", "flat_profile", "flush", "monitor", "open", "record", "register_codec", "report",
-    "stats",
+    "stats", "timer", "catch_errors", "metrics_start", "metrics_end",
     "wrap_calls",
 ]
 
@@ -101,6 +101,10 @@ def __getattr__(name: str) -> Any:
         from ._report import report
 
         return report
+    if name in ("timer", "catch_errors", "metrics_start", "metrics_end"):  # loads logging
+        from . import _timer
+
+        return getattr(_timer, name)
     if name == "wrap_calls":  # loads ast and inspect: on first use
         from .rewrite import wrap_calls
 
