@@ -44,7 +44,7 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
     whose file was rotated by another reopens the path before its next line.
     """
 
-    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
         """Reopen when another process rotated, then the size test."""
         if self.stream is not None:
             try:
@@ -57,7 +57,7 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
                 self.stream = self._open()
         return bool(super().shouldRollover(record))
 
-    def doRollover(self) -> None:  # noqa: N802
+    def doRollover(self) -> None:
         """Rotate under the lock file, when the file is still over the size."""
         with open(self.baseFilename + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -115,7 +115,7 @@ class _ParquetRows:
 
     def __init__(self, folder: str, columns: tuple[str, ...], batch: int = 1000) -> None:
         try:
-            import pyarrow  # noqa: F401
+            import pyarrow
             import pyarrow.parquet  # noqa: F401
         except ImportError:
             raise ImportError('results="parquet" needs pyarrow: pip install "calltape[parquet]"'
@@ -127,9 +127,9 @@ class _ParquetRows:
         self.pid = os.getpid()
         self.lock = threading.Lock()
         atexit.register(self.close)
-        if "multiprocessing.util" in sys.modules or True:
-            import multiprocessing.util as mpu
-            mpu.Finalize(self, self.close, exitpriority=-50)
+        import multiprocessing.util as mpu  # children leave through os._exit: finalizers run
+
+        mpu.Finalize(self, self.close, exitpriority=-50)
 
     def __call__(self, row: tuple[Any, ...]) -> None:
         with self.lock:
@@ -264,7 +264,7 @@ def catch_errors(func: Any = None, /, *, log_to_console: bool = True, log_to_fil
 class MetricsStart:
     """What :func:`metrics_start` returns: pass it to :func:`metrics_end`."""
 
-    __slots__ = ("name", "token", "recorder")
+    __slots__ = ("name", "recorder", "token")
 
     def __init__(self, name: str, token: Any, recorder: Any) -> None:
         self.name, self.token, self.recorder = name, token, recorder

@@ -150,9 +150,8 @@ def test_parquet(tmp_path: Path) -> None:
     assert isinstance(t, pa.Table) and t.num_rows == 2500
     (part,) = list((tmp_path / "logs" / "timing_results.parquet").iterdir())
     assert pq.ParquetFile(part).num_row_groups == 3  # written as calls came, 1000 at a time
-    uuids = set(calltape.open(tmp_path / "t.db").search(function="f").__iter__().__next__().uuid
-                for _ in [0])
-    assert uuids <= set(t.column("UUID").to_pylist())
+    uuids = {c.uuid for c in calltape.open(tmp_path / "t.db").search(function="f")}
+    assert uuids == set(t.column("UUID").to_pylist())
 
 
 SEED = '''

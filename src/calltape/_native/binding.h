@@ -553,7 +553,7 @@ extern PyType_Spec Pending_spec;
 extern PyType_Spec AsyncGenProxy_spec;
 extern PyType_Spec Tape_spec;
 extern PyType_Spec Monitor_spec;
-extern PyType_Spec Context_spec; /* record/context.c */
+extern PyType_Spec Context_spec;   /* record/context.c */
 extern PyType_Spec TimerSink_spec; /* record/timer.c */
 
 /* Appends the `n` bytes of UTF-8 at `s` as a JSON string, quotes included
@@ -594,8 +594,8 @@ int ct_park_traverse(const ct_parking *p, visitproc visit, void *arg);
 typedef struct ct_thread {
     uint64_t parent; /* seq of the innermost recorded call running */
     uint64_t depth;
-    uint64_t index; /* process-local thread index, 0: not assigned */
-    int busy;       /* inside calltape's own code: do not record */
+    uint64_t index;      /* process-local thread index, 0: not assigned */
+    int busy;            /* inside calltape's own code: do not record */
     uint64_t last_start; /* monotonic start of this thread's last @record call: the next
                             one starts later (a call's UUID names its start) */
     int64_t rss_after;   /* RSS read at the end of the last call recorded with memory */

@@ -303,8 +303,9 @@ static void put_log_line(ct_timer_sink *s, const timer_call *c, wbuf *b)
 {
     put_z(b, "{\"timestamp\": \"");
     put_local_time(b, c->end_wall, 1);
-    put_z(b, c->raised ? "\", \"level\": \"ERROR\", \"message\": " : "\", \"level\": \"INFO\", "
-                                                                      "\"message\": ");
+    put_z(b, c->raised ? "\", \"level\": \"ERROR\", \"message\": "
+                       : "\", \"level\": \"INFO\", "
+                         "\"message\": ");
     ct_put_json(b, (const char *)c->message.data, c->message.len);
     put_z(b, ", \"function\": ");
     put_json_str(b, c->name);
@@ -420,10 +421,11 @@ static void write_row(ct_state *st, ct_timer_sink *s, const wbuf *b)
     if (b->failed)
         return;
     ssize_t n;
-    Py_BEGIN_ALLOW_THREADS;
-    do
-        n = write(s->csv_fd, b->data, b->len);
-    while (n < 0 && errno == EINTR);
+    Py_BEGIN_ALLOW_THREADS
+        ;
+        do
+            n = write(s->csv_fd, b->data, b->len);
+        while (n < 0 && errno == EINTR);
     Py_END_ALLOW_THREADS;
     if (n != (ssize_t)b->len) {
         char msg[300];
@@ -544,26 +546,27 @@ static int open_csv(PyObject *path, const char *header)
         return -1;
     const char *p = PyBytes_AS_STRING(b);
     int fd = -1, err = 0;
-    Py_BEGIN_ALLOW_THREADS;
-    fd = open(p, O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) {
-        /* the header in a private file, then link(): the results file never
-         * exists without it, whichever process creates it */
-        char tmp[4200];
-        snprintf(tmp, sizeof tmp, "%s.%ld.tmp", p, (long)getpid());
-        int tfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (tfd >= 0) {
-            ssize_t n = write(tfd, header, strlen(header));
-            close(tfd);
-            if (n == (ssize_t)strlen(header) && link(tmp, p) < 0 && errno != EEXIST)
-                err = errno;
-            unlink(tmp);
-            if (!err)
-                fd = open(p, O_WRONLY | O_APPEND | O_CLOEXEC);
+    Py_BEGIN_ALLOW_THREADS
+        ;
+        fd = open(p, O_WRONLY | O_APPEND | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT) {
+            /* the header in a private file, then link(): the results file never
+             * exists without it, whichever process creates it */
+            char tmp[4200];
+            snprintf(tmp, sizeof tmp, "%s.%ld.tmp", p, (long)getpid());
+            int tfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            if (tfd >= 0) {
+                ssize_t n = write(tfd, header, strlen(header));
+                close(tfd);
+                if (n == (ssize_t)strlen(header) && link(tmp, p) < 0 && errno != EEXIST)
+                    err = errno;
+                unlink(tmp);
+                if (!err)
+                    fd = open(p, O_WRONLY | O_APPEND | O_CLOEXEC);
+            }
         }
-    }
-    if (fd < 0 && !err)
-        err = errno;
+        if (fd < 0 && !err)
+            err = errno;
     Py_END_ALLOW_THREADS;
     if (fd < 0) {
         PyErr_Format(PyExc_OSError, "calltape.timer cannot write its results file %R: %s", path,
@@ -589,7 +592,7 @@ static PyObject *optional_callable(PyObject *v, const char *name)
 
 static PyObject *TimerSink_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"csv",  "log",    "console",   "rows", "sanitize", "max_arg_length",
+    static char *kwlist[] = {"csv",    "log",       "console", "rows", "sanitize", "max_arg_length",
                              "errors", "resources", NULL};
     PyObject *csv = Py_None, *log = Py_None, *console = Py_None, *rows = Py_None;
     PyObject *sanitize = Py_None, *max_len = Py_None;
@@ -631,8 +634,8 @@ static PyObject *TimerSink_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         goto error;
     if (csv != Py_None) {
         s->csv_path = PyOS_FSPath(csv);
-        if (!s->csv_path || (s->csv_fd = open_csv(s->csv_path, errors ? ERROR_HEADER
-                                                                      : TIMER_HEADER)) < 0)
+        if (!s->csv_path ||
+            (s->csv_fd = open_csv(s->csv_path, errors ? ERROR_HEADER : TIMER_HEADER)) < 0)
             goto error;
     }
     return (PyObject *)s;

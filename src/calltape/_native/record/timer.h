@@ -15,9 +15,9 @@
 typedef struct Recorder Recorder;
 
 typedef struct ct_timer_sink {
-    PyObject_HEAD int csv_fd; /* the results CSV opened O_APPEND, or -1 */
-    int errors;               /* catch_errors: raised calls only, the error row layout */
-    int resources;            /* the message and row carry CPU time and memory */
+    PyObject_HEAD int csv_fd;  /* the results CSV opened O_APPEND, or -1 */
+    int errors;                /* catch_errors: raised calls only, the error row layout */
+    int resources;             /* the message and row carry CPU time and memory */
     Py_ssize_t max_arg_length; /* each argument's text cut to it (+ "..."), or -1 */
     PyObject *csv_path;        /* str, or NULL */
     PyObject *text_sanitize;   /* callable(str) -> str for argument texts, or NULL */

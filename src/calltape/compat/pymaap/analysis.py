@@ -64,7 +64,8 @@ def analysis(args: list[str] | None = None) -> Path | None:
         subtitle = ""
     report = calltape.report(tape_path, out=str(out / "_calltape"), title=subtitle or "run",
                              session=sorted({c.session for c in calls}), formats=("png",))
-    rows = list(csv.DictReader(open(out / "_calltape" / "results_aggregate.csv")))
+    with open(out / "_calltape" / "results_aggregate.csv", newline="") as agg:
+        rows = list(csv.DictReader(agg))
     with open(out / "results_aggregate.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["Function", "Perf Duration (s)_count", "Perf Duration (s)_sum",
@@ -80,12 +81,13 @@ def analysis(args: list[str] | None = None) -> Path | None:
         for log in sorted(Path(a.logdir).glob("timing.log*")):
             if log.suffix == ".lock":
                 continue
-            for line in open(log, errors="replace"):
-                try:
-                    if json.loads(line).get("uuid") in uuids:
-                        f.write(line)
-                except ValueError:
-                    continue
+            with open(log, errors="replace") as lines:
+                for line in lines:
+                    try:
+                        if json.loads(line).get("uuid") in uuids:
+                            f.write(line)
+                    except ValueError:
+                        continue
     names = {"time_per_function": "execution_time_per_function", "timeline": "function_calls_over_time",
              "memory_per_function": "memory_change_per_function_call",
              "top_total": "top10_functions_by_total_time", "histograms": "hist_perf_duration"}
