@@ -99,6 +99,13 @@ BENCHMARKS: dict[str, Benchmark] = {
             " (--callgrind: instructions)",
         ),
         Benchmark(
+            "timer",
+            "bench.timer",
+            "time per call of a small function under calltape.timer with and without"
+            " track_resources (log output off) beside PyMAAP 0.2.1's Timer"
+            " (--callgrind: instructions per call)",
+        ),
+        Benchmark(
             "compat",
             "bench.compat",
             "time per call under calltape.compat.callmonitor.intercept beside the original"

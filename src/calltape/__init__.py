@@ -53,11 +53,41 @@ else:
 
 __version__ = "0.1.0"
 __all__ = [
-    "Bound", "Call", "Calls", "ExceptionInfo", "FlatResult", "Function", "Monitor", "Outcome",
-    "Recorder", "RecordingWarning", "Redacted", "RefusedGlobal", "ReplayRefused", "Report",
-    "Session", "Tape", "TapeError", "Truncated", "Unencodable", "Unreadable", "compare",
-    "configure", "export", "flat_profile", "flush", "monitor", "open", "record", "register_codec", "report",
+    "Bound",
+    "Call",
+    "Calls",
+    "ExceptionInfo",
+    "FlatResult",
+    "Function",
+    "Monitor",
+    "Outcome",
+    "Recorder",
+    "RecordingWarning",
+    "Redacted",
+    "RefusedGlobal",
+    "ReplayRefused",
+    "Report",
+    "Session",
+    "Tape",
+    "TapeError",
+    "Truncated",
+    "Unencodable",
+    "Unreadable",
+    "catch_errors",
+    "compare",
+    "configure",
+    "export",
+    "flat_profile",
+    "flush",
+    "metrics_end",
+    "metrics_start",
+    "monitor",
+    "open",
+    "record",
+    "register_codec",
+    "report",
     "stats",
+    "timer",
     "wrap_calls",
 ]
 
@@ -101,6 +131,10 @@ def __getattr__(name: str) -> Any:
         from ._report import report
 
         return report
+    if name in ("timer", "catch_errors", "metrics_start", "metrics_end"):  # loads logging
+        from . import _timer
+
+        return getattr(_timer, name)
     if name == "wrap_calls":  # loads ast and inspect: on first use
         from .rewrite import wrap_calls
 

@@ -880,6 +880,17 @@ void engine_pause(engine *e, uint64_t timeout_ns);
 /* The tape path the engine writes. */
 const char *engine_path(const engine *e);
 
+/* The wall time (ns since the epoch) that the tape stores as the start of
+ * a call whose monotonic start is `mono_ns`: the writer's own conversion. */
+int64_t engine_wall_ns(const engine *e, uint64_t mono_ns);
+
+/* The UUID of a call (uuid.c): version 8 (RFC 9562), its 122 free bits a
+ * MurmurHash3 of the recording process's pid, the call's process-local
+ * thread index and its start on the tape (wall ns), which together name one
+ * call (@record and @timer keep a thread's starts strictly increasing).
+ * Written as 36 characters and a NUL into `out`. */
+void call_uuid(int64_t pid, uint64_t thread_index, int64_t start_wall_ns, char out[37]);
+
 /* ------------------------------------------------------------------------ */
 /* Search (query.c).                                                        */
 /* ------------------------------------------------------------------------ */

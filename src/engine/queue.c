@@ -120,6 +120,11 @@ error:
     return NULL;
 }
 
+int64_t engine_wall_ns(const engine *e, uint64_t mono_ns)
+{
+    return e->opt.clock_wall_ns + ((int64_t)mono_ns - e->opt.clock_mono_ns);
+}
+
 const char *engine_path(const engine *e)
 {
     return e->path;

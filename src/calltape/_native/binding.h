@@ -138,6 +138,7 @@ typedef struct ct_state {
         PyTypeObject *ProbeInstrument, *ProbeHook; /* probes/ */
         PyTypeObject *Context;                     /* record/context.c */
         PyTypeObject *FlatProfile;                 /* record/flat.c */
+        PyTypeObject *TimerSink;                   /* record/timer.c */
     } type;
     struct {             /* calltape.flat_profile (record/flat.c) */
         PyObject *codes; /* dict: code -> how many FlatProfiles wrap it, or NULL */
@@ -552,7 +553,13 @@ extern PyType_Spec Pending_spec;
 extern PyType_Spec AsyncGenProxy_spec;
 extern PyType_Spec Tape_spec;
 extern PyType_Spec Monitor_spec;
-extern PyType_Spec Context_spec; /* record/context.c */
+extern PyType_Spec Context_spec;   /* record/context.c */
+extern PyType_Spec TimerSink_spec; /* record/timer.c */
+
+/* Appends the `n` bytes of UTF-8 at `s` as a JSON string, quotes included
+ * (export.c; also the lines of @calltape.timer).  Never fails (a failed
+ * allocation marks `b` failed). */
+void ct_put_json(wbuf *b, const char *s, size_t n);
 
 /* ---- parking.c: suspended generators' entries --------------------------- */
 
@@ -587,8 +594,11 @@ int ct_park_traverse(const ct_parking *p, visitproc visit, void *arg);
 typedef struct ct_thread {
     uint64_t parent; /* seq of the innermost recorded call running */
     uint64_t depth;
-    uint64_t index; /* process-local thread index, 0: not assigned */
-    int busy;       /* inside calltape's own code: do not record */
+    uint64_t index;      /* process-local thread index, 0: not assigned */
+    int busy;            /* inside calltape's own code: do not record */
+    uint64_t last_start; /* monotonic start of this thread's last @record call: the next
+                            one starts later (a call's UUID names its start) */
+    int64_t rss_after;   /* RSS read at the end of the last call recorded with memory */
 } ct_thread;
 /* The per-thread context (recorder.c).  A C11 thread-local with the
  * initial-exec model: reaching it costs one instruction. */

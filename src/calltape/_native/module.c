@@ -15,6 +15,7 @@
 #include "record/options.h"
 #include "probes/probes.h"
 #include "read/reader.h"
+#include "record/timer.h"
 #include "sink.h"
 
 static ct_state *get_state(PyObject *m)
@@ -162,6 +163,13 @@ static PyMethodDef module_methods[] = {
      " then the current folder"},
     {"probe_tool", ct_probe_tool_py, METH_NOARGS,
      "probe_tool() -> the sys.monitoring tool id of calltape's probes, or None before 3.12"},
+    {"timer_begin", ct_timer_begin_py, METH_O,
+     "timer_begin(recorder) -> the start of a block measured as a call of recorder's function"
+     " (None when not recorded)"},
+    {"timer_end", ct_timer_end_py, METH_VARARGS,
+     "timer_end(recorder, start) -> the block's UUID: records it and writes its outputs"},
+    {"call_uuid", ct_call_uuid_py, METH_VARARGS,
+     "call_uuid(pid, thread_index, start_ns) -> the UUID of the call these name"},
     {"_bind", bind_python, METH_VARARGS, NULL},
     {"_after_fork_child", ct_after_fork_child_py, METH_NOARGS, NULL},
     {"_before_fork", ct_before_fork_py, METH_NOARGS, NULL},
@@ -257,6 +265,7 @@ static int module_exec(PyObject *m)
     ADD_TYPE(ProbeHook, ProbeHook_spec, NULL);
     ADD_TYPE(Context, Context_spec, NULL);
     ADD_TYPE(FlatProfile, FlatProfile_spec, NULL);
+    ADD_TYPE(TimerSink, TimerSink_spec, NULL);
     st->type.RestrictedUnpickler = (PyTypeObject *)ct_restricted_unpickler_type(
         m, st->imported.pickle_Unpickler, &st->imported.unpickler_rules_offset);
     if (!st->type.RestrictedUnpickler)
@@ -287,6 +296,7 @@ static int module_exec(PyObject *m)
     X(type.ProbeHook)                                                                              \
     X(type.Context)                                                                                \
     X(type.FlatProfile)                                                                            \
+    X(type.TimerSink)                                                                              \
     X(flat.codes)                                                                                  \
     X(flat.fns)                                                                                    \
     X(probes.registry)                                                                             \

@@ -133,8 +133,7 @@ static void put_us(wbuf *b, int64_t ns)
     wbuf_put(b, frac, 4);
 }
 
-/* `n` bytes of UTF-8 at `s` as a JSON string, quotes included. */
-static void put_json(wbuf *b, const char *s, size_t n)
+void ct_put_json(wbuf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     wbuf_byte(b, '"');
@@ -161,7 +160,7 @@ static void put_json(wbuf *b, const char *s, size_t n)
 
 static void put_json_z(wbuf *b, const char *s)
 {
-    put_json(b, s, strlen(s));
+    ct_put_json(b, s, strlen(s));
 }
 
 /* The preview of the value at *p (advanced; NULL when malformed) in
@@ -217,7 +216,7 @@ static void put_test(const export_ctx *x, wbuf *b, const seg_call *c, int64_t se
     Py_ssize_t len = 0;
     const char *name = test_of(x, c, session, &len);
     if (name)
-        put_json(b, name, (size_t)len);
+        ct_put_json(b, name, (size_t)len);
     else
         put_str(b, "null");
 }
@@ -247,7 +246,7 @@ static void put_args(export_ctx *x, wbuf *b, const seg_call *c, const export_fn 
         }
         put_json_z(b, name);
         wbuf_byte(b, ':');
-        put_json(b, (const char *)x->scratch.data, x->scratch.len);
+        ct_put_json(b, (const char *)x->scratch.data, x->scratch.len);
     }
     wbuf_byte(b, '}');
 }
@@ -262,7 +261,7 @@ static void put_result(export_ctx *x, wbuf *b, const seg_call *c)
         return;
     }
     preview(x, &p, end);
-    put_json(b, (const char *)x->scratch.data, x->scratch.len);
+    ct_put_json(b, (const char *)x->scratch.data, x->scratch.len);
 }
 
 static const char *captured_of(const seg_call *c)
@@ -294,7 +293,7 @@ static void write_chrome(export_ctx *x, const seg_call *c, int64_t session, cons
     const char *test = test_of(x, c, session, &tlen);
     if (test) { /* only where there is one: most traces have no tests */
         put_str(b, ",\"test\":");
-        put_json(b, test, (size_t)tlen);
+        ct_put_json(b, test, (size_t)tlen);
     }
     put_str(b, ",\"outcome\":\"");
     put_str(b, ct_outcome_name(c->outcome));
@@ -625,7 +624,7 @@ static int chrome_head(ct_tape *t, export_ctx *x, PyObject *procs)
         put_str(b, "{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":");
         put_int(b, pid);
         put_str(b, ",\"tid\":0,\"args\":{\"name\":");
-        put_json(b, label, (size_t)n);
+        ct_put_json(b, label, (size_t)n);
         put_str(b, "}}");
         x->written++;
         for (size_t k = 0; k < x->nthreads; k++) {

@@ -438,6 +438,42 @@ static PyObject *Call_get_thread(ct_call *c, void *name)
     return Py_NewRef(PyTuple_GET_ITEM(row, name ? 1 : 0));
 }
 
+/* call.uuid: what calltape.timer wrote in its logs and results for this
+ * call (engine's call_uuid of the session's pid, thread index and start). */
+static PyObject *Call_get_uuid(ct_call *c, void *unused)
+{
+    (void)unused;
+    if (call_alive(c) < 0)
+        return NULL;
+    PyObject *sessions = PyObject_CallMethod((PyObject *)c->tape, "sessions", NULL);
+    PyObject *it = sessions ? PyObject_GetIter(sessions) : NULL;
+    PyObject *s, *pid = NULL;
+    while (it && !pid && (s = PyIter_Next(it))) {
+        PyObject *id = PyObject_GetAttrString(s, "id");
+        long long v = id ? PyLong_AsLongLong(id) : -1;
+        Py_XDECREF(id);
+        if (v == c->session)
+            pid = PyObject_GetAttrString(s, "pid");
+        Py_DECREF(s);
+    }
+    Py_XDECREF(it);
+    Py_XDECREF(sessions);
+    if (PyErr_Occurred()) {
+        Py_XDECREF(pid);
+        return NULL;
+    }
+    long long p = pid && pid != Py_None ? PyLong_AsLongLong(pid) : -1;
+    Py_XDECREF(pid);
+    if (p < 0) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    char out[37];
+    call_uuid((int64_t)p, (uint64_t)c->thread, c->start, out);
+    return PyUnicode_FromString(out);
+}
+
 static PyObject *Call_get_test(ct_call *c, void *unused)
 {
     (void)unused;
@@ -653,6 +689,8 @@ static PyGetSetDef Call_getset[] = {
     {"energy", (getter)Call_get_energy, NULL,
      "{'pkg': uJ, 'dram': uJ} (dram when the machine has it), None unless recorded", NULL},
     {"thread", (getter)Call_get_thread, NULL, "the thread's ident (threading.get_ident())", NULL},
+    {"uuid", (getter)Call_get_uuid, NULL,
+     "the call's UUID (str), as calltape.timer wrote it in its logs and results", NULL},
     {"thread_name", (getter)Call_get_thread, NULL, "the thread's name", (void *)1},
     {"test", (getter)Call_get_test, NULL,
      "the node id of the pytest test it was made in (pytest --calltape), or None", NULL},

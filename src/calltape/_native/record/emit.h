@@ -167,6 +167,7 @@ ct_emit_build(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct_
     if (flags & REC_HAS_MEMORY) {
         struct rusage ru;
         rss_after = ct_read_rss(st);
+        t->rss_after = rss_after; /* for @timer's lines (timer.c) */
         if (getrusage(RUSAGE_SELF, &ru) == 0)
             peak = (int64_t)ru.ru_maxrss * 1024;
         /* the high-water mark is kept in other units and updated lazily by

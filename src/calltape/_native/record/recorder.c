@@ -19,6 +19,7 @@
 #include "flat.h"
 #include "options.h"
 #include "pending.h"
+#include "timer.h"
 
 #include <structmember.h>
 
@@ -494,6 +495,9 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     t->parent = ci.seq;
     t->depth = ci.depth + 1;
     ct_call_begin(&ci);
+    if (ci.start <= t->last_start) /* (pid, thread, start) names the call: see call_uuid */
+        ci.start = t->last_start + 1;
+    t->last_start = ci.start;
     PyObject *res = call_func(r, args, nargsf, kwnames, slot);
     uint64_t end = ct_call_end(&ci);
     t->parent = ci.parent;
@@ -503,17 +507,64 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         frame_end_call(r, slot, &ci, &ab, end, res, &gb, &watch);
     } else if (!res) {
         PyObject *exc = ct_fetch_exc();
-        if (exc)
+        if (exc) {
             emit_call(r, slot, &ci, &ab, end, OUTCOME_RAISED, NULL, exc);
+            if (r->timer)
+                ct_timer_after(r, slot, &ci, end, args, nargs, kwnames, exc);
+        }
         ct_restore_exc(exc);
     } else if (r->kind != KIND_PLAIN &&
                (PyGen_CheckExact(res) || PyCoro_CheckExact(res) || PyAsyncGen_CheckExact(res))) {
         res = defer_call(r, slot, &ci, &ab, res);
     } else {
         emit_call(r, slot, &ci, &ab, end, OUTCOME_RETURNED, res, NULL);
+        if (r->timer)
+            ct_timer_after(r, slot, &ci, end, args, nargs, kwnames, NULL);
     }
     wbuf_free(&ab);
     return res;
+}
+
+int ct_recorder_block_begin(Recorder *r, ct_callinfo *ci, ct_engine_slot **slotp)
+{
+    ct_state *st = r->st;
+    ct_thread *t = &ct_tls_thread;
+    if (!st->rec.enabled || t->busy)
+        return -1;
+    ct_engine_slot *slot = r->tape ? r->slot : st->sink.default_slot;
+    if (!slot && !(slot = first_slot(r)))
+        return -1;
+    if (r->announced_serial != slot->serial)
+        announce_function(r, slot);
+    if (!ct_thread_known(slot, t))
+        ct_thread_announce(st, slot, t);
+    memset(ci, 0, sizeof *ci);
+    ci->seq = ++st->rec.seq;
+    ci->parent = t->parent;
+    ci->depth = t->depth;
+    ci->thread = t->index;
+    if (r->opt_cpu)
+        ci->flags |= REC_HAS_CPU;
+    if (r->opt_memory) {
+        ci->flags |= REC_HAS_MEMORY;
+        ci->rss_before = ct_read_rss(st);
+    }
+    ct_call_begin(ci);
+    if (ci->start <= t->last_start)
+        ci->start = t->last_start + 1;
+    t->last_start = ci->start;
+    *slotp = slot;
+    return 0;
+}
+
+void ct_recorder_block_end(Recorder *r, ct_engine_slot *slot, ct_callinfo *ci)
+{
+    uint64_t end = ct_call_end(ci);
+    wbuf none;
+    wbuf_init(&none, NULL, 0);
+    emit_call(r, slot, ci, &none, end, OUTCOME_RETURNED, NULL, NULL);
+    if (r->timer)
+        ct_timer_after(r, slot, ci, end, NULL, 0, NULL, NULL);
 }
 
 /* ---- type ------------------------------------------------------------------ */
@@ -703,13 +754,14 @@ static int recorder_finish(Recorder *r)
 
 static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"func", "pickle", "flat", NULL};
-    PyObject *func, *pickle = Py_None, *flat = Py_None, *v[CT_NOPTS], *rest;
+    static char *kwlist[] = {"func", "pickle", "flat", "timer", NULL};
+    PyObject *func, *pickle = Py_None, *flat = Py_None, *timer = Py_None, *v[CT_NOPTS], *rest;
     ct_options o;
     unsigned accepted = CT_OPT_ALL & ~CT_OPT_BIT(CT_OPT_MAX_DEPTH);
     if (ct_options_take(kw, accepted, v, &rest) < 0)
         return NULL;
-    int ok = PyArg_ParseTupleAndKeywords(args, rest, "O|$OO:record", kwlist, &func, &pickle, &flat);
+    int ok = PyArg_ParseTupleAndKeywords(args, rest, "O|$OOO:record", kwlist, &func, &pickle, &flat,
+                                         &timer);
     Py_XDECREF(rest);
     ct_state *st = ok ? PyType_GetModuleState(type) : NULL;
     if (!st || ct_options_read(v, &o) < 0)
@@ -732,6 +784,14 @@ static PyObject *Recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         }
         r->flat = Py_NewRef(flat);
     }
+    if (timer != Py_None) { /* calltape.timer / catch_errors: the outputs besides the tape */
+        if (!ct_timer_sink_check(st, timer)) {
+            PyErr_Format(PyExc_TypeError, "record(timer=) takes a TimerSink, not %R", timer);
+            Py_DECREF(r);
+            return NULL;
+        }
+        r->timer = Py_NewRef(timer);
+    }
     if ((pickle != Py_None && !(r->pickle = ct_type_tuple(pickle, "pickle"))) ||
         recorder_unwrap(r, func) < 0 || setup_signature(r) < 0 ||
         recorder_frame_options(r, want_yields, want_locals, want_globals) < 0 ||
@@ -752,6 +812,7 @@ static int Recorder_traverse(Recorder *r, visitproc visit, void *arg)
     Py_VISIT(r->sanitize);
     Py_VISIT(r->pickle);
     Py_VISIT(r->flat);
+    Py_VISIT(r->timer);
     return 0;
 }
 
@@ -763,6 +824,7 @@ static int Recorder_clear(Recorder *r)
     Py_CLEAR(r->sanitize);
     Py_CLEAR(r->pickle);
     Py_CLEAR(r->flat);
+    Py_CLEAR(r->timer);
     Py_CLEAR(r->tape);
     Py_CLEAR(r->redact.exact);
     Py_CLEAR(r->redact.patterns);

@@ -25,6 +25,7 @@ typedef struct Recorder {
     PyObject *sanitize;   /* callable or NULL */
     PyObject *pickle;     /* tuple of types to pickle (record(pickle=)), or NULL */
     PyObject *flat;       /* flat_profile(record=True): calls go through it, or NULL */
+    PyObject *timer;      /* @timer / @catch_errors: its TimerSink (timer.c), or NULL */
     ct_redact redact;     /* its names of secrets */
     ct_engine_slot *slot; /* cached engine of `tape` */
     PyObject *names;      /* tuple of parameter names */
@@ -55,8 +56,20 @@ static inline ct_site ct_recorder_site(const Recorder *r)
                     r->max_value_bytes,
                     r->opt_result,
                     0,
-                    r->flat ? CAPTURE_FLAT : CAPTURE_DECORATOR};
+                    r->flat    ? CAPTURE_FLAT
+                    : r->timer ? CAPTURE_TIMER
+                               : CAPTURE_DECORATOR};
     return site;
 }
+
+/* A block of code measured as a call of `r`'s function (metrics_start /
+ * metrics_end): begins it into *ci (its engine slot in *slot).  Returns 0,
+ * or -1 when it is not recorded (recording off, no tape); never raises.
+ * The block is not made the parent of the calls made inside it (its end
+ * may never come). */
+int ct_recorder_block_begin(Recorder *r, ct_callinfo *ci, ct_engine_slot **slot);
+/* Ends the block begun into `ci`: records it (returned, no arguments, no
+ * result) and writes r's timer outputs.  Never raises. */
+void ct_recorder_block_end(Recorder *r, ct_engine_slot *slot, ct_callinfo *ci);
 
 #endif
