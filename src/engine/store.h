@@ -217,7 +217,8 @@ typedef struct store_ops {
     int (*same_file)(const store *s, const char *path);
     void (*file_id)(const store *s, uint64_t *dev, uint64_t *ino);
     int (*checkpoint)(store *s);
-    int (*prune)(store *s, int64_t before_ns, int64_t *sessions, int64_t *calls);
+    int (*prune)(store *s, int64_t before_ns, int64_t keep_sessions, int64_t *sessions,
+                 int64_t *calls);
     int (*add_context)(store *s, const store_context *c);
     /* the reader's side */
     int (*totals)(store *s, store_counts *out, store_err *e);
@@ -429,15 +430,18 @@ static inline int store_add_context(store *s, const store_context *c)
 
 /* Retention: deletes, in one transaction of its own (not inside
  * store_begin), the sessions that ended before `before_ns` (wall ns; a
- * session that never committed a call: started before) and everything
+ * session that never committed a call: started before; INT64_MIN: none by
+ * age) and, when `keep_sessions` >= 0, those that are not among the
+ * `keep_sessions` newest (by start, then id), and everything
  * recorded in them: their segments, children-index rows, per-session
  * totals, threads and spans; the functions' tape-wide totals lose those calls.
  * Blobs stay (shared by content across sessions); function rows stay.
  * Sets *sessions and *calls to what it deleted.  Returns 0, or -1 with a
  * message in store_errmsg. */
-static inline int store_prune(store *s, int64_t before_ns, int64_t *sessions, int64_t *calls)
+static inline int store_prune(store *s, int64_t before_ns, int64_t keep_sessions, int64_t *sessions,
+                              int64_t *calls)
 {
-    return s->ops->prune(s, before_ns, sessions, calls);
+    return s->ops->prune(s, before_ns, keep_sessions, sessions, calls);
 }
 
 /* ------------------------------------------------------------------------ */

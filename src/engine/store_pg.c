@@ -727,14 +727,15 @@ static int pg_add_context(store *base, const store_context *c)
                    &pp, "cannot store a test's span");
 }
 
-static int pg_prune(store *base, int64_t before_ns, int64_t *sessions, int64_t *calls)
+static int pg_prune(store *base, int64_t before_ns, int64_t keep, int64_t *sessions, int64_t *calls)
 {
     pg_store *s = (pg_store *)base;
-    char sql[256];
+    char sql[400];
     snprintf(sql, sizeof sql,
              "BEGIN; CREATE TEMP TABLE pruned ON COMMIT DROP AS SELECT id FROM sessions"
-             " WHERE coalesce(end_ns, start_ns) < %lld",
-             (long long)before_ns);
+             " WHERE coalesce(end_ns, start_ns) < %lld OR (%lld >= 0 AND id NOT IN (SELECT id"
+             " FROM sessions ORDER BY start_ns DESC, id DESC LIMIT %lld))",
+             (long long)before_ns, (long long)keep, (long long)(keep < 0 ? 0 : keep));
     if (pg_exec(s, sql, NULL, "cannot prune") < 0)
         goto error;
     char why[400], state[6];

@@ -924,10 +924,10 @@ static const char prune_sql[] =
     "DELETE FROM sessions WHERE id IN temp.pruned;"
     "DELETE FROM temp.pruned; COMMIT";
 
-static int sq_prune(store *base, int64_t before_ns, int64_t *sessions, int64_t *calls)
+static int sq_prune(store *base, int64_t before_ns, int64_t keep, int64_t *sessions, int64_t *calls)
 {
     sq_store *s = (sq_store *)base;
-    char sql[256];
+    char sql[400];
     if (s->readonly) {
         snprintf(s->err, sizeof s->err, "the tape is open read-only");
         return -1;
@@ -935,8 +935,9 @@ static int sq_prune(store *base, int64_t before_ns, int64_t *sessions, int64_t *
     snprintf(sql, sizeof sql,
              "BEGIN IMMEDIATE; CREATE TEMP TABLE IF NOT EXISTS pruned(id INTEGER PRIMARY KEY);"
              " DELETE FROM temp.pruned; INSERT INTO temp.pruned SELECT id FROM sessions"
-             " WHERE coalesce(end_ns, start_ns) < %lld",
-             (long long)before_ns);
+             " WHERE coalesce(end_ns, start_ns) < %lld OR (%lld >= 0 AND id NOT IN (SELECT id"
+             " FROM sessions ORDER BY start_ns DESC, id DESC LIMIT %lld))",
+             (long long)before_ns, (long long)keep, (long long)(keep < 0 ? 0 : keep));
     if (exec_sql(s, sql) < 0 || pragma_int(s, "SELECT count(*) FROM temp.pruned", sessions) < 0 ||
         pragma_int(s, "SELECT coalesce(sum(n), 0) FROM segments WHERE session IN temp.pruned",
                    calls) < 0 ||

@@ -275,6 +275,29 @@ def test_prune_older_sessions(store, pg_url, tmp_path):
     assert cli("functions", tape_name).returncode == 0
 
 
+
+@pytest.mark.parametrize("store", ["sqlite", "pg"])
+def test_prune_keep_sessions(store, pg_url, tmp_path):
+    tape_name = str(tmp_path / "t.db") if store == "sqlite" else pg_url
+    for n in (10, 20, 5):
+        record(tape_name, tmp_path, n=n)
+    with calltape.open(tape_name) as tape:
+        ids = sorted(s.id for s in tape.sessions())
+    out = cli("prune", tape_name, "--keep-sessions", "2")
+    assert out.returncode == 0, out.stderr
+    assert "pruned 1 session (42 calls)" in out.stdout
+    with calltape.open(tape_name) as tape:
+        assert sorted(s.id for s in tape.sessions()) == ids[1:]
+        fns = {f.qualname: f.calls for f in tape.functions()}
+        assert fns["leaf"] == 60 + 15 and fns["middle"] == 20 + 5
+    out = cli("prune", tape_name, "--keep-sessions", "2")
+    assert out.returncode == 0 and "pruned 0 sessions (0 calls)" in out.stdout
+    out = cli("prune", tape_name)
+    assert out.returncode == 2
+    assert "calltape prune needs --older-than AGE or --keep-sessions N" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 TESTS_PROGRAM = textwrap.dedent("""
     import calltape
     from calltape import _native

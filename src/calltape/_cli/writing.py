@@ -50,11 +50,22 @@ def cmd_report(tape: Tape, args: argparse.Namespace, color: bool) -> None:
 
 
 def cmd_prune(tape: Tape, args: argparse.Namespace, color: bool) -> None:
-    """Retention: the sessions that ended before --older-than go, with their calls."""
-    when = parse_time(args.older_than)
-    if when.tzinfo is None:
-        when = when.astimezone()
-    sessions, calls = _native.prune(args.path, int(when.timestamp() * 1e9))
+    """Retention: the sessions that ended before --older-than, and those older
+    than the --keep-sessions newest, go with their calls (either rule alone, or both)."""
+    if args.older_than is None and args.keep_sessions is None:
+        raise UsageError("calltape prune needs --older-than AGE or --keep-sessions N"
+                         " (say which sessions go)")
+    if args.keep_sessions is not None and args.keep_sessions < 0:
+        raise UsageError(f"--keep-sessions {args.keep_sessions} is negative"
+                         " (give how many of the newest sessions stay)")
+    before = -(2**63)
+    if args.older_than is not None:
+        when = parse_time(args.older_than)
+        if when.tzinfo is None:
+            when = when.astimezone()
+        before = int(when.timestamp() * 1e9)
+    keep = -1 if args.keep_sessions is None else args.keep_sessions
+    sessions, calls = _native.prune(args.path, before, keep)
     if args.json:
         print(json.dumps({"sessions": sessions, "calls": calls}))
     else:

@@ -514,8 +514,9 @@ PyObject *ct_literal_py(PyObject *module, PyObject *v);
 /* check_writable(path) -> None when a recording could write the tape at
  * `path` (see store_check_write), else TapeError with the reason. */
 PyObject *ct_check_writable_py(PyObject *module, PyObject *path);
-/* prune(path, before_ns) -> (sessions, calls) deleted: the sessions of the
- * tape at `path` that ended before `before_ns` (see store_prune), the
+/* prune(path, before_ns, keep_sessions=-1) -> (sessions, calls) deleted: the
+ * sessions of the tape at `path` that ended before `before_ns` and, when
+ * keep_sessions >= 0, those not among the newest keep_sessions (see store_prune), the
  * store opened for writing with the GIL released; TapeError says why not. */
 PyObject *ct_prune_py(PyObject *module, PyObject *args);
 

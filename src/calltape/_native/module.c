@@ -149,7 +149,8 @@ static PyMethodDef module_methods[] = {
     {"check_writable", ct_check_writable_py, METH_O,
      "check_writable(path): TapeError unless a recording could write the tape at path"},
     {"prune", ct_prune_py, METH_VARARGS,
-     "prune(path, before_ns) -> (sessions, calls): deletes the sessions that ended before"},
+     "prune(path, before_ns, keep_sessions=-1) -> (sessions, calls): deletes the sessions"
+     " that ended before before_ns or are not among the newest keep_sessions"},
     {"resolve", (PyCFunction)(void (*)(void))ct_resolve_py, METH_VARARGS | METH_KEYWORDS,
      "resolve(module, qualname, file=None) -> the original function, found as replay finds"
      " it (file: the recorded script of a __main__ function); LookupError says why not"},

@@ -135,8 +135,8 @@ PyObject *ct_prune_py(PyObject *module, PyObject *args)
 {
     ct_state *st = PyModule_GetState(module);
     const char *path = NULL;
-    long long before = 0;
-    if (!PyArg_ParseTuple(args, "sL:prune", &path, &before))
+    long long before = 0, keep = -1;
+    if (!PyArg_ParseTuple(args, "sL|L:prune", &path, &before, &keep))
         return NULL;
     char err[600];
     int64_t sessions = 0, calls = 0;
@@ -144,7 +144,7 @@ PyObject *ct_prune_py(PyObject *module, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
         store *s = store_open_write(path, err, sizeof err);
         if (s) {
-            rc = store_prune(s, (int64_t)before, &sessions, &calls);
+            rc = store_prune(s, (int64_t)before, (int64_t)keep, &sessions, &calls);
             if (rc < 0)
                 snprintf(err, sizeof err, "cannot prune the tape: %s", store_errmsg(s));
             store_close(s);
