@@ -199,6 +199,8 @@ static void put_arg(ct_timer_sink *s, wbuf *b, PyObject *v)
 static void put_arguments(ct_timer_sink *s, wbuf *b, PyObject *const *args, Py_ssize_t nargs,
                           PyObject *kwnames)
 {
+    if (!args) /* a block of metrics_start/end: no arguments */
+        nargs = 0, kwnames = NULL;
     put_z(b, "{\"args\": [");
     for (Py_ssize_t i = 0; i < nargs; i++) {
         if (i)
@@ -299,7 +301,7 @@ static void put_message(ct_timer_sink *s, timer_call *c)
 }
 
 /* The JSON line of the log: PyMAAP's fields, then the numbers. */
-static void put_log_line(ct_timer_sink *s, const timer_call *c, wbuf *b)
+static void put_log_line(const timer_call *c, wbuf *b)
 {
     put_z(b, "{\"timestamp\": \"");
     put_local_time(b, c->end_wall, 1);
@@ -514,7 +516,7 @@ void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, ui
     if (s->log) {
         wbuf line;
         wbuf_init(&line, NULL, 0);
-        put_log_line(s, &c, &line);
+        put_log_line(&c, &line);
         call_output(st, s->log, &line, c.raised, "log line");
         wbuf_free(&line);
     }
