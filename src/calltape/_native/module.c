@@ -162,6 +162,8 @@ static PyMethodDef module_methods[] = {
      " then the current folder"},
     {"probe_tool", ct_probe_tool_py, METH_NOARGS,
      "probe_tool() -> the sys.monitoring tool id of calltape's probes, or None before 3.12"},
+    {"probe_specs", ct_probe_specs_py, METH_VARARGS,
+     "probe_specs(path, op, *args): the probe specs of a tape (version, read, put, delete, mark)"},
     {"_bind", bind_python, METH_VARARGS, NULL},
     {"_after_fork_child", ct_after_fork_child_py, METH_NOARGS, NULL},
     {"_before_fork", ct_before_fork_py, METH_NOARGS, NULL},
