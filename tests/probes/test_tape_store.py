@@ -116,3 +116,19 @@ def test_user_errors_are_one_sentence(tmp_path: Path) -> None:
         assert r.returncode == 2
         assert word in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "nowhere")
+
+
+def test_an_older_tape_reads_as_no_specs_and_a_writer_upgrades_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    tape = str(tmp_path / "t.db")
+    TapeStore(tape)["a"] = {"target": "os.getcwd", "instrument": {"type": "count"}}
+    with sqlite3.connect(tape) as con:  # back to tape format 5
+        con.executescript("DROP TABLE specs; DROP TABLE spec_applied;"
+                          " DELETE FROM meta WHERE key = 'specs_version'; PRAGMA user_version = 5")
+    store = TapeStore(tape)
+    assert store.snapshot() == {} and store._version == 0  # read as it is
+    store["b"] = {"target": "os.getcwd", "instrument": {"type": "count"}}
+    assert list(store.snapshot()) == ["b"]
+    with sqlite3.connect(tape) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 6
