@@ -16,11 +16,12 @@
 
 /* 3: probe specs and the reports of the processes that applied them */
 const char pg_schema_v3[] =
-    "CREATE TABLE specs(id text PRIMARY KEY, spec text NOT NULL);"
-    "CREATE TABLE spec_applied(spec text NOT NULL REFERENCES specs(id) ON DELETE CASCADE,"
+    "CREATE TABLE IF NOT EXISTS specs(id text PRIMARY KEY, spec text NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS spec_applied(spec text NOT NULL REFERENCES specs(id) ON DELETE "
+    "CASCADE,"
     " process text NOT NULL, info text NOT NULL, PRIMARY KEY(spec, process));"
-    "CREATE TABLE spec_meta(version bigint NOT NULL);"
-    "INSERT INTO spec_meta VALUES (0);";
+    "CREATE TABLE IF NOT EXISTS spec_meta(version bigint NOT NULL);"
+    "INSERT INTO spec_meta SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM spec_meta);";
 
 /* Runs `sql` with the texts a, b, c (NULL: fewer) under the handle's
  * mutex.  Returns the result, or NULL with `e` set. */

@@ -4,10 +4,11 @@
  *
  * Invariants: `specs` holds one row per spec id and its JSON text;
  * `spec_applied` one row per (spec, process) report, removed with its spec
- * and whenever the spec's text is replaced; meta 'specs_version' grows by
+ * and whenever the spec's text is replaced; meta 'spec_changes' grows by
  * one with every put and delete (never with a report), so a reader learns
  * whether anything changed from one query.  A tape older than schema 6 has
- * no specs: readers see version 0 and none (writers migrate it first).
+ * no specs: readers see version 0 and none (writers migrate it first; the
+ * migration keeps spec tables a downgraded tape still has).
  */
 #include "store_sqlite.h"
 
@@ -16,13 +17,14 @@
 
 /* 6: probe specs and the reports of the processes that applied them */
 const char sq_schema_v6[] =
-    "CREATE TABLE specs(id TEXT PRIMARY KEY, spec TEXT NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE spec_applied(spec TEXT NOT NULL, process TEXT NOT NULL, info TEXT NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS specs(id TEXT PRIMARY KEY, spec TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS spec_applied(spec TEXT NOT NULL, process TEXT NOT NULL, info TEXT "
+    "NOT NULL,"
     " PRIMARY KEY(spec, process)) WITHOUT ROWID;"
-    "INSERT INTO meta VALUES ('specs_version', 0);";
+    "INSERT OR IGNORE INTO meta VALUES ('spec_changes', 0);";
 
-static const char version_sql[] = "SELECT value FROM meta WHERE key = 'specs_version'";
-static const char bump_sql[] = "UPDATE meta SET value = value + 1 WHERE key = 'specs_version'";
+static const char version_sql[] = "SELECT value FROM meta WHERE key = 'spec_changes'";
+static const char bump_sql[] = "UPDATE meta SET value = value + 1 WHERE key = 'spec_changes'";
 
 /* Fills `e` from the connection of `s` after result `rc`.  Returns -1. */
 static int spec_fail(store *s, int rc, store_err *e)

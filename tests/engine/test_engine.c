@@ -2192,7 +2192,7 @@ static void test_contexts(void)
     CHECK(sqlite3_open(path, &db) == SQLITE_OK &&
           sqlite3_exec(db,
                        "DROP TABLE contexts; DROP TABLE specs; DROP TABLE spec_applied;"
-                       " DELETE FROM meta WHERE key = 'specs_version'; PRAGMA user_version = 4",
+                       " DELETE FROM meta WHERE key = 'spec_changes'; PRAGMA user_version = 4",
                        NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(db);
     st = store_open_read(path, err, sizeof err);

@@ -71,6 +71,17 @@ def test_probe_add_list_remove_drives_another_process(tmp_path: Path) -> None:
         listed = json.loads(cli("list", tape, "--json").stdout)
         assert listed["w"]["applied"]["target"]["error"] is None
         assert listed["w"]["applied"]["target"]["lastmodified"] == listed["w"]["lastmodified"]
+        r = cli("add", tape, "z", "__main__.work", "--type", "count", "--value", "x / 0")
+        assert r.returncode == 0, r.stderr
+
+        def fire_error() -> bool:
+            info = json.loads(cli("list", tape, "--json").stdout)["z"]["applied"]
+            return bool(info.get("target", {}).get("errors"))
+
+        assert wait_for(fire_error)  # the error at fire time, written back to the tape
+        assert "ZeroDivisionError" in cli("list", tape).stdout
+        r = cli("remove", tape, "z")
+        assert r.returncode == 0, r.stderr
         r = cli("remove", tape, "w")
         assert r.returncode == 0, r.stderr
         assert json.loads(cli("list", tape, "--json").stdout) == {}
@@ -125,7 +136,7 @@ def test_an_older_tape_reads_as_no_specs_and_a_writer_upgrades_it(tmp_path: Path
     TapeStore(tape)["a"] = {"target": "os.getcwd", "instrument": {"type": "count"}}
     with sqlite3.connect(tape) as con:  # back to tape format 5
         con.executescript("DROP TABLE specs; DROP TABLE spec_applied;"
-                          " DELETE FROM meta WHERE key = 'specs_version'; PRAGMA user_version = 5")
+                          " DELETE FROM meta WHERE key = 'spec_changes'; PRAGMA user_version = 5")
     store = TapeStore(tape)
     assert store.snapshot() == {} and store._version == 0  # read as it is
     store["b"] = {"target": "os.getcwd", "instrument": {"type": "count"}}

@@ -31,8 +31,14 @@ class _Error(Exception):
 
 def build_probe_parser() -> argparse.ArgumentParser:
     """The parser of ``calltape probe``."""
+    from ..cli import EXAMPLES
+
+    lines = "\n".join("  " + ln for ln in EXAMPLES["probe"].splitlines())
     parser = argparse.ArgumentParser(prog="calltape probe",
-                                     description="probe specs kept on a tape")
+                                     description="probe specs kept on a tape: every process"
+                                     " whose manager reads the tape (TapeStore) applies them",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"examples:\n{lines}")
     sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("add", help="add or replace a spec: calltape probe add [TAPE] ID TARGET")
     p.add_argument("words", nargs="+", metavar="[TAPE] ID TARGET")
