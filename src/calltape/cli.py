@@ -9,6 +9,7 @@
     calltape make-tests [TAPE] --function price --out tests/test_recorded_price.py [--all]
     calltape tree [TAPE] [CALL_ID | --session ID | --last] [--depth N] [--min-duration T]
     calltape prune [TAPE] --older-than 7d | --keep-sessions N   (old sessions go, with their calls)
+    calltape probe add|list|remove [TAPE] ...  (probe specs every recording process applies)
     calltape run [--tape PATH] [--fresh] [--include PKG] ... (script.py | -m module) [args ...]
     calltape --version
 
@@ -179,6 +180,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("completion", help="print the shell completion of calltape"
                                           ' (eval "$(calltape completion bash)")')
     p.add_argument("shell", choices=["bash"], help="bash (zsh loads it after bashcompinit)")
+    sub.add_parser("probe", help="probe specs on the tape: add, list, remove"
+                                 " (see: calltape probe --help)", add_help=False)
     sub.add_parser("run", help="run a Python program, recording its calls"
                                " (see: calltape run --help)", add_help=False)
     _add_examples(sub)
@@ -201,7 +204,10 @@ EXAMPLES = {
               "calltape export app.db --last --format jsonl --out calls.jsonl",
     "report": "calltape report            (the newest run, into calltape-report/index.html)\n"
               "calltape report app.db --session 3 --out report --format svg,html",
-    "prune": "calltape prune --older-than 7d\ncalltape prune --keep-sessions 20\ncalltape prune postgresql:///calls --older-than 12h",
+    "prune": "calltape prune --older-than 7d\ncalltape prune --keep-sessions 20\n"
+             "calltape prune postgresql:///calls --older-than 12h",
+    "probe": "calltape probe add app.db cart shop.cart.Cart.total --type log --value result\n"
+             "calltape probe list app.db\ncalltape probe remove app.db cart",
     "completion": "calltape completion bash > ~/.local/share/bash-completion/completions/calltape\n"
                   'eval "$(calltape completion bash)"   # or this line in ~/.bashrc',
 }
@@ -238,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return run_main(argv[1:])
+    if argv[:1] == ["probe"]:
+        from ._cli.probe import main as probe_main
+
+        return probe_main(argv[1:])
     if argv[:1] == ["completion"]:
         build_parser("completion").parse_args(argv)  # its usage errors and --help
         from ._completion import completion_script

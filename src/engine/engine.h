@@ -38,7 +38,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define CALLTAPE_SCHEMA_VERSION 5 /* 5: named spans (tests); 4: self time, the children index */
+#define CALLTAPE_SCHEMA_VERSION 6 /* 6: probe specs; 5: named spans (tests); 4: self time, ... */
 /* 4: the capture in the flags' byte; 3: packed value columns; 2: checksums; 1 to 3 still read */
 #define CALLTAPE_SEGMENT_FORMAT 4
 

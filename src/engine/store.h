@@ -187,6 +187,25 @@ typedef struct store_err {
 typedef struct store store;
 typedef struct store_cursor store_cursor;
 
+/* Probe specs (calltape.probes.TapeStore): each spec is an id and its JSON
+ * text; each process that applied it reports one JSON text under its name.
+ * read_specs calls `fn` once per (spec, process) pair in id order, with
+ * process and info NULL for a spec no process reported on; `fn` returns 0,
+ * or -1 to stop (read_specs then returns -1 with e->kind 0). */
+typedef int (*store_spec_fn)(void *ctx, const char *id, const char *spec, const char *process,
+                             const char *info);
+
+/* What a store that keeps probe specs implements (store_ops.specs; NULL
+ * for one that keeps none).  Each entry has the contract of the store_*
+ * function of the same name below, which calls it. */
+typedef struct store_spec_ops {
+    int (*spec_version)(store *s, int64_t *version, store_err *e);
+    int (*read_specs)(store *s, int64_t *version, store_spec_fn fn, void *ctx, store_err *e);
+    int (*put_spec)(store *s, const char *id, const char *spec, store_err *e);
+    int (*delete_spec)(store *s, const char *id, int *found, store_err *e);
+    int (*mark_spec)(store *s, const char *id, const char *process, const char *info, store_err *e);
+} store_spec_ops;
+
 /* ------------------------------------------------------------------------ */
 /* What a store implements.                                                 */
 /* ------------------------------------------------------------------------ */
@@ -236,6 +255,7 @@ typedef struct store_ops {
     int (*next)(store_cursor *c, store_row *row, store_err *e);
     int (*load_listed)(store_cursor *c, int64_t id, store_segment *out, store_err *e);
     void (*cursor_close)(store_cursor *c);
+    const store_spec_ops *specs; /* NULL: this kind keeps no probe specs */
 } store_ops;
 
 /* The head of every store handle and cursor. */
@@ -315,6 +335,60 @@ static inline const char *store_errmsg(store *s)
 static inline int64_t store_version(store *s)
 {
     return s->ops->version(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Probe specs (the tape-backed spec store of calltape.probes).             */
+/* ------------------------------------------------------------------------ */
+
+/* 1 when the store `s` keeps probe specs (its kind does), else 0. */
+static inline int store_has_specs(const store *s)
+{
+    return s->ops->specs != NULL;
+}
+
+/* The specs' version of `s` into *version: a number that grows with every
+ * put_spec and delete_spec (0 on a tape that has none, or whose format
+ * predates them).  One query.  Returns 0, or -1 with `e` set.  Requires
+ * store_has_specs(s). */
+static inline int store_spec_version(store *s, int64_t *version, store_err *e)
+{
+    return s->ops->specs->spec_version(s, version, e);
+}
+
+/* Calls `fn` with every spec of `s` and every process's report on it (see
+ * store_spec_fn), and sets *version to the version read, in one
+ * transaction.  Returns 0, or -1 with `e` set (kind 0: `fn` stopped it).
+ * Requires store_has_specs(s). */
+static inline int store_read_specs(store *s, int64_t *version, store_spec_fn fn, void *ctx,
+                                   store_err *e)
+{
+    return s->ops->specs->read_specs(s, version, fn, ctx, e);
+}
+
+/* A writer: adds or replaces the spec `id` (JSON text `spec`), forgets
+ * every report on its previous text, and bumps the version.  Returns 0, or
+ * -1 with `e` set.  Requires store_has_specs(s). */
+static inline int store_put_spec(store *s, const char *id, const char *spec, store_err *e)
+{
+    return s->ops->specs->put_spec(s, id, spec, e);
+}
+
+/* A writer: removes the spec `id` and its reports, bumps the version, and
+ * sets *found to 1 when there was one, else 0.  Returns 0, or -1
+ * with `e` set.  Requires store_has_specs(s). */
+static inline int store_delete_spec(store *s, const char *id, int *found, store_err *e)
+{
+    return s->ops->specs->delete_spec(s, id, found, e);
+}
+
+/* A writer: stores `info` (JSON text) as what `process` reports on the
+ * spec `id` (nothing when there is no such spec); leaves the version as it
+ * is.  Returns 0, or -1 with `e` set.  Requires store_has_specs(s). */
+static inline int store_mark_spec(store *s, const char *id, const char *process, const char *info,
+                                  store_err *e)
+{
+    return s->ops->specs->mark_spec(s, id, process, info, e);
 }
 
 /* ------------------------------------------------------------------------ */

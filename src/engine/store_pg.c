@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PG_SCHEMA_VERSION 2    /* 2: named spans (contexts) */
+#define PG_SCHEMA_VERSION 3    /* 3: probe specs; 2: named spans (contexts) */
 #define PG_LOCK_KEY 0x43546170 /* "CTap": the advisory lock of migrations */
 #define PG_ID_BLOCK 65536      /* writer.c's ID_BLOCK */
 
@@ -352,6 +352,7 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     "CREATE TABLE contexts(session bigint NOT NULL, id bigint NOT NULL, kind text NOT NULL,"
     " name text NOT NULL, start_ns bigint NOT NULL, end_ns bigint, PRIMARY KEY(session, id));"
     "CREATE INDEX contexts_by_name ON contexts(kind, name);",
+    pg_schema_v3, /* store_pg_specs.c */
 };
 
 /* The schema version of the database (0: no tape there), -1 on error. */
@@ -798,6 +799,7 @@ static const store_ops pg_ops = {
     .next = pgr_next,
     .load_listed = pgr_load_listed,
     .cursor_close = pgr_cursor_close,
+    .specs = &pg_spec_ops,
 };
 
 const store_backend store_pg_backend = {

@@ -108,4 +108,9 @@ int pgr_next(store_cursor *c, store_row *row, store_err *e);
 int pgr_load_listed(store_cursor *c, int64_t id, store_segment *out, store_err *e);
 void pgr_cursor_close(store_cursor *c);
 
+/* The probe specs (store_pg_specs.c): schema 3's SQL, which the migrations
+ * of store_pg.c run, and the store_spec_ops of PostgreSQL tapes. */
+extern const char pg_schema_v3[];
+extern const store_spec_ops pg_spec_ops;
+
 #endif

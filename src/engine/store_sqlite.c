@@ -163,8 +163,8 @@ static const char schema_v5[] =
     "CREATE INDEX contexts_by_name ON contexts(kind, name);";
 
 /* migrations[v] turns schema v into v + 1; index 0 creates the schema. */
-static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
-                                                                schema_v4, schema_v5};
+static const char *const migrations[CALLTAPE_SCHEMA_VERSION] = {
+    schema_v1, schema_v2, schema_v3, schema_v4, schema_v5, sq_schema_v6 /* store_sqlite_specs.c */};
 
 typedef struct sq_store {
     store base; /* first: the handle's head */
@@ -950,8 +950,7 @@ static int sq_prune(store *base, int64_t before_ns, int64_t keep, int64_t *sessi
 
 static int sq_claims(const char *path)
 {
-    (void)path;
-    return 1;
+    return path != NULL; /* every path that no other backend claims */
 }
 
 static const store_ops sq_ops = {
@@ -988,6 +987,7 @@ static const store_ops sq_ops = {
     .next = sq_next,
     .load_listed = sq_load_listed,
     .cursor_close = sq_cursor_close,
+    .specs = &sq_spec_ops,
 };
 
 const store_backend store_sqlite_backend = {

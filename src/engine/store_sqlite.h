@@ -55,4 +55,10 @@ int sq_next(store_cursor *c, store_row *row, store_err *e);
 int sq_load_listed(store_cursor *c, int64_t id, store_segment *out, store_err *e);
 void sq_cursor_close(store_cursor *c);
 
+/* The probe specs (store_sqlite_specs.c): schema 6's SQL, which the
+ * migrations of store_sqlite.c run, and the store_spec_ops of SQLite
+ * tapes. */
+extern const char sq_schema_v6[];
+extern const store_spec_ops sq_spec_ops;
+
 #endif

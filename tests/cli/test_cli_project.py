@@ -303,7 +303,7 @@ def test_run_refuses_a_tape_it_could_not_write_before_running(project):
         "notes.db": f"{project / 'notes.db'} is not a calltape tape (not an SQLite database or"
                     " damaged: file is not a database)",
         "newer.db": f"{newer} was written by a newer calltape (tape format 99; this calltape"
-                    " reads up to 5): upgrade calltape to read it",
+                    " reads up to 6): upgrade calltape to read it",
         "damaged.db": f"{damaged} is not a calltape tape (not an SQLite database or damaged:"
                       " database disk image is malformed)",
     }

@@ -369,7 +369,7 @@ def test_a_tape_older_than_the_children_index_is_read_the_slow_way(tmp_path):
     assert lines == expected
     record(tmp_path, NESTED, name="again.py")  # upgrades the tape to the index
     with sqlite3.connect(tape) as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 6
     old, new = sorted(s.id for s in calltape.open(tape).sessions())
     lines, _ = tree(tape, "--session", str(old), "--depth", "2")
     assert lines[1:] == expected[1:]

@@ -2190,8 +2190,10 @@ static void test_contexts(void)
     /* a tape of schema 4 has no spans: read as it is, upgraded by a writer */
     sqlite3 *db;
     CHECK(sqlite3_open(path, &db) == SQLITE_OK &&
-          sqlite3_exec(db, "DROP TABLE contexts; PRAGMA user_version = 4", NULL, NULL, NULL) ==
-              SQLITE_OK);
+          sqlite3_exec(db,
+                       "DROP TABLE contexts; DROP TABLE specs; DROP TABLE spec_applied;"
+                       " DELETE FROM meta WHERE key = 'spec_changes'; PRAGMA user_version = 4",
+                       NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(db);
     st = store_open_read(path, err, sizeof err);
     CHECK(st != NULL && store_version(st) == 4);
@@ -2204,6 +2206,51 @@ static void test_contexts(void)
     CHECK(query_int(path, "PRAGMA user_version") == CALLTAPE_SCHEMA_VERSION);
     CHECK(query_int(path, "SELECT count(*) FROM contexts") == 0);
     wbuf_free(&b);
+    remove_tape(path);
+}
+
+/* Collects read_specs rows as "id=spec|process=info;" */
+static int spec_collect(void *ctx, const char *id, const char *spec, const char *process,
+                        const char *info)
+{
+    char *out = ctx;
+    size_t n = strlen(out);
+    snprintf(out + n, 512 - n, "%s=%s|%s=%s;", id, spec, process ? process : "-",
+             info ? info : "-");
+    return 0;
+}
+
+static void test_probe_specs(void)
+{
+    char path[] = "/tmp/calltape-specs-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    unlink(path);
+    char err[400], rows[512] = "";
+    store_err e = {0, ""};
+    store *st = store_open_write(path, err, sizeof err);
+    CHECK(st != NULL && store_has_specs(st));
+    if (!st)
+        return;
+    int64_t v0 = -1, v1 = -1, v2 = -1;
+    int found = -1;
+    CHECK(store_spec_version(st, &v0, &e) == 0 && v0 == 0);
+    CHECK(store_put_spec(st, "a", "{}", &e) == 0);
+    CHECK(store_mark_spec(st, "a", "h:1", "{\"e\":1}", &e) == 0);
+    CHECK(store_mark_spec(st, "nope", "h:1", "{}", &e) == 0); /* no such spec: nothing */
+    CHECK(store_spec_version(st, &v1, &e) == 0 && v1 == 1);   /* a report does not move it */
+    CHECK(store_read_specs(st, &v2, spec_collect, rows, &e) == 0 && v2 == 1);
+    CHECK(strcmp(rows, "a={}|h:1={\"e\":1};") == 0);
+    CHECK(store_put_spec(st, "a", "{\"x\":2}", &e) == 0); /* a new text forgets the reports */
+    rows[0] = 0;
+    CHECK(store_read_specs(st, &v2, spec_collect, rows, &e) == 0 && v2 == 2);
+    CHECK(strcmp(rows, "a={\"x\":2}|-=-;") == 0);
+    CHECK(store_delete_spec(st, "a", &found, &e) == 0 && found == 1);
+    CHECK(store_delete_spec(st, "a", &found, &e) == 0 && found == 0);
+    rows[0] = 0;
+    CHECK(store_read_specs(st, &v2, spec_collect, rows, &e) == 0 && v2 == 4 && rows[0] == 0);
+    store_close(st);
     remove_tape(path);
 }
 
@@ -2278,6 +2325,7 @@ int main(void)
     test_selftime_table();
     test_self_time_totals();
     test_contexts();
+    test_probe_specs();
     test_final_round_while_shutting_down(); /* last: see there */
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -334,7 +334,8 @@ def test_tests_on_the_server_and_an_older_schema(pg_server, pg_url, tmp_path):
     db = pg_url.rsplit("/", 1)[1]
     subprocess.run([os.path.join(pg_server.bindir, "psql"), "-h", pg_server.folder, "-p",
                     str(pg_server.port), "-U", "calltape", "-d", db, "-c",
-                    "DROP TABLE contexts; UPDATE calltape_version SET version = 1"],
+                    ("DROP TABLE contexts, spec_applied, specs, spec_meta;"
+                     " UPDATE calltape_version SET version = 1")],
                    check=True, capture_output=True, env=_server_env(), timeout=60)
     with calltape.open(pg_url) as tape:
         assert len(tape.calls()) == 4 and {c.test for c in tape.calls()} == {None}
@@ -344,3 +345,24 @@ def test_tests_on_the_server_and_an_older_schema(pg_server, pg_url, tmp_path):
         new = max(s.id for s in tape.sessions())
         assert [(r["test"], r["session"]) for r in tape.tests()] == [
             ("t.py::one", new), ("t.py::two", new), ("t.py::three", new)]
+
+
+def test_probe_specs_on_a_server(pg_url):
+    """The tape-backed probe spec store works on PostgreSQL (schema 3) as on a file."""
+    from calltape.probes import TapeStore
+
+    store = TapeStore(pg_url)
+    store["a"] = {"target": "os.getcwd", "instrument": {"type": "count", "value": "1"}}
+    assert list(store.snapshot()) == ["a"]
+    v = store._version
+    assert v > 0
+    store.mark("a", "host:1", {"error": None, "lastmodified": "x"})
+    assert store["a"]["applied"] == {"host:1": {"error": None, "lastmodified": "x"}}
+    store.snapshot()
+    assert store._version == v  # a report does not move the version
+    store["a"] = {"target": "os.getpid", "instrument": {"type": "count", "value": "1"}}
+    assert store["a"]["applied"] == {} and store["a"]["target"] == "os.getpid"
+    del store["a"]
+    assert store.snapshot() == {}
+    with pytest.raises(KeyError):
+        del store["a"]

@@ -252,7 +252,7 @@ def test_older_tape_is_read_as_it_is_and_migrated_by_the_next_recording(tmp_path
     assert path.read_bytes() == before
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60, cwd=tmp_path)
     with sqlite3.connect(path) as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 6
         names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "segments_by_start_max" in names
     assert len(calltape.open(path).search()) == 6

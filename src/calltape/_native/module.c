@@ -171,6 +171,8 @@ static PyMethodDef module_methods[] = {
      "timer_end(recorder, start) -> the block's UUID: records it and writes its outputs"},
     {"call_uuid", ct_call_uuid_py, METH_VARARGS,
      "call_uuid(pid, thread_index, start_ns) -> the UUID of the call these name"},
+    {"probe_specs", ct_probe_specs_py, METH_VARARGS,
+     "probe_specs(path, op, *args): the probe specs of a tape (version, read, put, delete, mark)"},
     {"_bind", bind_python, METH_VARARGS, NULL},
     {"_after_fork_child", ct_after_fork_child_py, METH_NOARGS, NULL},
     {"_before_fork", ct_before_fork_py, METH_NOARGS, NULL},

@@ -27,11 +27,11 @@ import types
 from typing import Any
 
 from .. import _native
-from ._manager import InstrumentManager, MemoryStore, SpecStore
+from ._manager import InstrumentManager, MemoryStore, SpecStore, TapeStore
 
 __all__ = [
     "CountInstrument", "HistogramInstrument", "Instrument", "InstrumentManager", "LogInstrument",
-    "MemoryStore", "Probe", "SpecStore", "active_probes", "attach_to", "manager", "resolve_code",
+    "MemoryStore", "Probe", "SpecStore", "TapeStore", "active_probes", "attach_to", "manager", "resolve_code",
 ]
 
 logger = logging.getLogger("calltape.probes")

@@ -58,6 +58,98 @@ class MemoryStore(dict):
             spec.setdefault("applied", {})[process] = info
 
 
+def _json_default(v: Any) -> Any:
+    if isinstance(v, datetime.datetime):
+        return v.isoformat()
+    raise TypeError(f"a probe spec holds {type(v).__name__}, which a tape cannot keep")
+
+
+class TapeStore:
+    """Specs kept on a tape (SQLite file or PostgreSQL URL), shared by every
+    process recording onto it and by ``calltape probe add|list|remove``.
+
+    ``snapshot()`` costs one query when nothing changed since the last one
+    (the tape's specs version), and one read otherwise; ``mark()`` writes
+    this process's report onto the tape, where ``calltape probe list`` shows
+    it.  Usage::
+
+        manager.specs = calltape.probes.TapeStore("run.tape")
+        manager.apply_in_background(30)
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._version = -1
+        self._specs: dict[str, dict[str, Any]] = {}
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        import json
+
+        from .. import _native
+
+        version, rows = _native.probe_specs(self.path, "read")
+        specs: dict[str, dict[str, Any]] = {}
+        for spec_id, text, process, info in rows:
+            spec = specs.get(spec_id)
+            if spec is None:
+                spec = specs[spec_id] = json.loads(text)
+                spec["applied"] = {}
+            if process is not None:
+                spec["applied"][process] = json.loads(info)
+        self._version = version
+        return specs
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        from .. import _native
+
+        if _native.probe_specs(self.path, "version") != self._version or self._version < 0:
+            self._specs = self._read()
+        return {k: dict(v) for k, v in self._specs.items()}
+
+    def items(self) -> Any:
+        """Every spec with every process's report, read now."""
+        return self._read().items()
+
+    def get(self, spec_id: str, default: Any = None) -> Any:
+        return self._read().get(spec_id, default)
+
+    def __getitem__(self, spec_id: str) -> dict[str, Any]:
+        return self._read()[spec_id]
+
+    def __contains__(self, spec_id: object) -> bool:
+        return spec_id in self._read()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __setitem__(self, spec_id: str, spec: dict[str, Any]) -> None:
+        import json
+
+        from .. import _native
+
+        spec = {k: v for k, v in spec.items() if k != "applied"}
+        spec.setdefault("lastmodified", datetime.datetime.now(datetime.UTC).isoformat())
+        _native.probe_specs(self.path, "put", spec_id,
+                            json.dumps(spec, default=_json_default, sort_keys=True))
+
+    def __delitem__(self, spec_id: str) -> None:
+        from .. import _native
+
+        if not _native.probe_specs(self.path, "delete", spec_id):
+            raise KeyError(spec_id)
+
+    def mark(self, spec_id: str, process: str, info: dict[str, Any]) -> None:
+        import json
+
+        from .. import _native
+
+        _native.probe_specs(self.path, "mark", spec_id, process,
+                            json.dumps(info, default=_json_default, sort_keys=True))
+
+
 def _utc(t: Any) -> datetime.datetime | None:
     if t is None:
         return None
@@ -221,4 +313,4 @@ class InstrumentManager:
         return iter(self._applied)
 
 
-__all__ = ["InstrumentManager", "MemoryStore", "SpecStore"]
+__all__ = ["InstrumentManager", "MemoryStore", "SpecStore", "TapeStore"]

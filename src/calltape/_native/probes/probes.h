@@ -93,4 +93,9 @@ extern PyType_Spec ProbeHook_spec;
  * before 3.12. */
 PyObject *ct_probe_tool_py(PyObject *module, PyObject *unused);
 
+/* _native.probe_specs(path, op, *args): the probe specs of a tape
+ * (specs.c, which documents the operations).  Returns what the operation
+ * returns, or NULL with TapeError set. */
+PyObject *ct_probe_specs_py(PyObject *module, PyObject *args);
+
 #endif

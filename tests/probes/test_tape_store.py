@@ -1,0 +1,145 @@
+"""The tape-backed spec store: `calltape probe add|list|remove` from one
+process instruments another process recording onto the tape."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from calltape import probes
+from calltape.probes import InstrumentManager, TapeStore
+
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 12), reason="probes need 3.12+ here")
+
+TARGET = textwrap.dedent("""
+    import logging, sys, time
+    import calltape.probes as probes
+
+    def work(x):
+        return x * 2
+
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    probes.manager.specs = probes.TapeStore(sys.argv[1])
+    probes.manager.process = "target"
+    probes.manager.apply_in_background(0.05)
+    print("ready", flush=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        work(21)
+        time.sleep(0.01)
+""")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "calltape.cli", "probe", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def wait_for(pred, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_probe_add_list_remove_drives_another_process(tmp_path: Path) -> None:
+    tape = str(tmp_path / "t.db")
+    script = tmp_path / "target.py"
+    script.write_text(TARGET)
+    proc = subprocess.Popen([sys.executable, str(script), tape], stdout=subprocess.PIPE,
+                            text=True, cwd=str(tmp_path))
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        r = cli("add", tape, "w", "__main__.work", "--type", "log", "--value", "result + 1")
+        assert r.returncode == 0, r.stderr
+        line = ""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "43" not in line:
+            line = proc.stdout.readline()
+        assert "43" in line  # the instrument fired in the target
+        assert wait_for(lambda: "target: applied" in cli("list", tape).stdout)
+        listed = json.loads(cli("list", tape, "--json").stdout)
+        assert listed["w"]["applied"]["target"]["error"] is None
+        assert listed["w"]["applied"]["target"]["lastmodified"] == listed["w"]["lastmodified"]
+        r = cli("add", tape, "z", "__main__.work", "--type", "count", "--value", "x / 0")
+        assert r.returncode == 0, r.stderr
+
+        def fire_error() -> bool:
+            info = json.loads(cli("list", tape, "--json").stdout)["z"]["applied"]
+            return bool(info.get("target", {}).get("errors"))
+
+        assert wait_for(fire_error)  # the error at fire time, written back to the tape
+        assert "ZeroDivisionError" in cli("list", tape).stdout
+        r = cli("remove", tape, "z")
+        assert r.returncode == 0, r.stderr
+        r = cli("remove", tape, "w")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(cli("list", tape, "--json").stdout) == {}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_apply_error_is_reported_on_the_tape(tmp_path: Path) -> None:
+    tape = str(tmp_path / "t.db")
+    store = TapeStore(tape)
+    store["bad"] = {"target": "no_such_module_xyz.f",
+                    "instrument": {"type": "log", "value": "result", "event": "return"}}
+    m = InstrumentManager(store, process="me")
+    m.instrument_classes.update(probes.manager.instrument_classes)
+    m.apply()
+    info = store["bad"]["applied"]["me"]
+    assert info["error"] and "no_such_module_xyz" in info["error"]
+    assert "me: error:" in cli("list", tape).stdout
+    m.remove_all()
+
+
+def test_snapshot_reads_again_only_when_the_version_moves(tmp_path: Path) -> None:
+    tape = str(tmp_path / "t.db")
+    store = TapeStore(tape)
+    store["a"] = {"target": "os.getcwd", "instrument": {"type": "count", "value": "1"}}
+    first = store.snapshot()
+    assert list(first) == ["a"]
+    store.mark("a", "p", {"error": None})  # a report does not move the version
+    v = store._version
+    store.snapshot()
+    assert store._version == v
+    store["b"] = {"target": "os.getcwd", "instrument": {"type": "count", "value": "1"}}
+    assert sorted(store.snapshot()) == ["a", "b"] and store._version > v
+
+
+def test_user_errors_are_one_sentence(tmp_path: Path) -> None:
+    tape = str(tmp_path / "t.db")
+    for args, word in ((("remove", tape, "nope"), "no probe spec 'nope'"),
+                       (("add", tape, "x", "not a target"), "not a dotted target"),
+                       (("add", tape, "x", "m.f", "--value", "1 +"), "not valid Python")):
+        r = cli(*args)
+        assert r.returncode == 2
+        assert word in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "nowhere")
+
+
+def test_an_older_tape_reads_as_no_specs_and_a_writer_upgrades_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    tape = str(tmp_path / "t.db")
+    TapeStore(tape)["a"] = {"target": "os.getcwd", "instrument": {"type": "count"}}
+    with sqlite3.connect(tape) as con:  # back to tape format 5
+        con.executescript("DROP TABLE specs; DROP TABLE spec_applied;"
+                          " DELETE FROM meta WHERE key = 'spec_changes'; PRAGMA user_version = 5")
+    store = TapeStore(tape)
+    assert store.snapshot() == {} and store._version == 0  # read as it is
+    store["b"] = {"target": "os.getcwd", "instrument": {"type": "count"}}
+    assert list(store.snapshot()) == ["b"]
+    with sqlite3.connect(tape) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 6
