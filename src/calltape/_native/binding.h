@@ -562,6 +562,12 @@ extern PyType_Spec TimerSink_spec; /* record/timer.c */
  * allocation marks `b` failed). */
 void ct_put_json(wbuf *b, const char *s, size_t n);
 
+/* Appends the `n` bytes at `s` as one RFC 4180 CSV field: quoted (quotes
+ * doubled) always, or with `always_quoted` 0 only when it holds a comma, a
+ * quote or a line end (export.c; also the rows of @calltape.timer).  Never
+ * fails (a failed allocation marks `b` failed). */
+void ct_put_csv(wbuf *b, const char *s, size_t n, int always_quoted);
+
 /* ---- parking.c: suspended generators' entries --------------------------- */
 
 /* Parks `n1` + `n2` bytes (`b1` then `b2`) under generator `gen` (borrowed),

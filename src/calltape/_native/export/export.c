@@ -342,10 +342,13 @@ static void write_jsonl(export_ctx *x, const seg_call *c, int64_t session, const
     put_str(b, "}\n");
 }
 
-/* `n` bytes at `s` as one RFC 4180 field into x->out. */
-static void put_csv(export_ctx *x, const uint8_t *s, size_t n)
+void ct_put_csv(wbuf *b, const char *s, size_t n, int always_quoted)
 {
-    wbuf *b = &x->out;
+    if (!always_quoted && !memchr(s, ',', n) && !memchr(s, '"', n) && !memchr(s, '\n', n) &&
+        !memchr(s, '\r', n)) {
+        wbuf_put(b, s, n);
+        return;
+    }
     wbuf_byte(b, '"');
     size_t run = 0;
     for (size_t i = 0; i < n; i++)
@@ -355,6 +358,12 @@ static void put_csv(export_ctx *x, const uint8_t *s, size_t n)
         }
     wbuf_put(b, s + run, n - run);
     wbuf_byte(b, '"');
+}
+
+/* `n` bytes at `s` as one RFC 4180 field into x->out, always quoted. */
+static void put_csv(export_ctx *x, const uint8_t *s, size_t n)
+{
+    ct_put_csv(&x->out, (const char *)s, n, 1);
 }
 
 static void write_csv(export_ctx *x, const seg_call *c, int64_t session, const export_fn *fn)

@@ -73,19 +73,7 @@ static void put_double(wbuf *b, double v)
 /* A CSV field (RFC 4180): quoted when it holds a comma, quote or line end. */
 static void put_csv(wbuf *b, const char *s, size_t n)
 {
-    if (!memchr(s, ',', n) && !memchr(s, '"', n) && !memchr(s, '\n', n) && !memchr(s, '\r', n)) {
-        wbuf_put(b, s, n);
-        return;
-    }
-    wbuf_byte(b, '"');
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == '"') {
-            wbuf_put(b, s + run, i + 1 - run);
-            run = i;
-        }
-    wbuf_put(b, s + run, n - run);
-    wbuf_byte(b, '"');
+    ct_put_csv(b, s, n, 0);
 }
 
 static void put_csv_buf(wbuf *b, const wbuf *v)
