@@ -19,16 +19,17 @@ from pathlib import Path
 
 
 def run_worker(cmd: Sequence[str], callgrind_out: Path | None = None,
-               env: Mapping[str, str] | None = None) -> float:
+               env: Mapping[str, str] | None = None, cwd: str | None = None) -> float:
     """ns per call the worker printed, or with `callgrind_out` the instructions
     of its whole run (counted by ``valgrind --tool=callgrind`` into that file)."""
     env = dict(os.environ if env is None else env)
     if callgrind_out is None:
-        proc = subprocess.run(list(cmd), check=True, capture_output=True, text=True, env=env)
+        proc = subprocess.run(list(cmd), check=True, capture_output=True, text=True, env=env,
+                              cwd=cwd)
         return float(json.loads(proc.stdout.splitlines()[-1])["ns"])
     env["PYTHONHASHSEED"] = "0"
     subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind_out}",
-                    *cmd], check=True, capture_output=True, text=True, env=env)
+                    *cmd], check=True, capture_output=True, text=True, env=env, cwd=cwd)
     for line in callgrind_out.read_text().splitlines():
         if line.startswith(("summary:", "totals:")):
             return float(line.split()[1])

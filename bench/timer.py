@@ -13,7 +13,6 @@ N calls and one of 2N, the difference over N), the stable figure.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from bench._measure import run_worker
 
 WORKER = '''
 import json, sys, time, os
@@ -50,17 +51,8 @@ CASES = ("plain", "calltape", "calltape+res", "pymaap", "pymaap+res")
 
 def run_case(python: str, script: Path, case: str, loops: int, rounds: int, cwd: str,
              cg_out: Path | None = None) -> float:
-    cmd = [python, str(script), case, str(loops), str(rounds)]
-    if cg_out is not None:
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg_out}", *cmd]
-    p = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=cwd,
-                       env={**os.environ, "PYTHONHASHSEED": "0"})
-    if cg_out is not None:
-        for line in cg_out.read_text().splitlines():
-            if line.startswith(("summary:", "totals:")):
-                return float(line.split()[1])
-        raise RuntimeError(f"callgrind wrote no totals in {cg_out}")
-    return float(json.loads(p.stdout.splitlines()[-1])["ns"])
+    return run_worker([python, str(script), case, str(loops), str(rounds)], cg_out,
+                      {**os.environ, "PYTHONHASHSEED": "0"}, cwd)
 
 
 def pymaap_python(given: str | None) -> str | None:
