@@ -29,12 +29,13 @@ typedef struct sq_cursor {
     store_cursor base; /* first: the cursor's head */
     enum sq_kind kind;
     sqlite3_stmt *q;
-    sqlite3_stmt *load;  /* a listing: one segment's row and bytes */
-    sqlite3_stmt *then;  /* stepped when q is done (finding a call: the rest), or NULL */
-    int widening;        /* q is finding a call's rest: its rows widen the id width */
-    char *json;          /* a listing: its function ids as a JSON array, or NULL;
-                            functions of sessions: the session ids */
-    char *sessions_json; /* a listing: its session ids as a JSON array, or NULL */
+    sqlite3_stmt *load;    /* a listing: one segment's row and bytes */
+    sqlite3_stmt *then[2]; /* stepped in turn when q is done (finding a call: the rest
+                              by the id index, then by the table itself), or NULL */
+    int widening;          /* q is finding a call's rest: its rows widen the id width */
+    char *json;            /* a listing: its function ids as a JSON array, or NULL;
+                              functions of sessions: the session ids */
+    char *sessions_json;   /* a listing: its session ids as a JSON array, or NULL */
     int done;
     int with_data;  /* SQ_SEGMENTS: rows carry the segment's bytes */
     int with_links; /* SQ_SEGMENTS: rows carry the children index's count */
@@ -328,7 +329,10 @@ static void widen(store *s, int64_t width)
 /* The segments that may hold call `id`: first those whose id range starts
  * within the widest range known below it (a range of the id index), then,
  * should the caller read on (the call was not there: a segment written
- * since, or no such call), the others whose range covers it. */
+ * since, or no such call), the others whose range covers it, and last,
+ * should it read on again, every segment whose range covers it found by
+ * the table alone, without the index: a damaged index never hides a call
+ * that the table holds (a call that is absent costs that scan). */
 store_cursor *sq_find_call(store *s, int64_t id, store_err *e)
 {
     int64_t width = 0;
@@ -344,11 +348,16 @@ store_cursor *sq_find_call(store *s, int64_t id, store_err *e)
     int rc = sqlite3_prepare_v2(sq_db(s),
                                 "SELECT " SEGMENT_COLUMNS ", data, id_max - id_min FROM segments"
                                 " WHERE id_min < ?1 - ?2 AND id_max >= ?1",
-                                -1, &c->then, NULL);
-    for (int i = 0; i < 2 && rc == SQLITE_OK; i++) {
-        sqlite3_stmt *q = i ? c->then : c->q;
+                                -1, &c->then[0], NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(sq_db(s),
+                                "SELECT " SEGMENT_COLUMNS ", data, id_max - id_min FROM segments"
+                                " NOT INDEXED WHERE id_min <= ?1 AND id_max >= ?1",
+                                -1, &c->then[1], NULL);
+    for (int i = 0; i < 3 && rc == SQLITE_OK; i++) {
+        sqlite3_stmt *q = i ? c->then[i - 1] : c->q;
         rc = sqlite3_bind_int64(q, 1, id);
-        if (rc == SQLITE_OK)
+        if (rc == SQLITE_OK && i < 2)
             rc = sqlite3_bind_int64(q, 2, width);
     }
     if (rc != SQLITE_OK) {
@@ -575,10 +584,11 @@ int sq_next(store_cursor *base, store_row *row, store_err *e)
     int rc;
     while ((rc = sqlite3_step(c->q)) == SQLITE_ROW && c->with_links && !has_key(c))
         ;
-    if (rc == SQLITE_DONE && c->then) {
+    while (rc == SQLITE_DONE && c->then[0]) {
         sqlite3_finalize(c->q);
-        c->q = c->then;
-        c->then = NULL;
+        c->q = c->then[0];
+        c->then[0] = c->then[1];
+        c->then[1] = NULL;
         c->widening = 1;
         rc = sqlite3_step(c->q);
     }
@@ -654,7 +664,8 @@ void sq_cursor_close(store_cursor *base)
         return;
     sqlite3_finalize(c->q);
     sqlite3_finalize(c->load);
-    sqlite3_finalize(c->then);
+    sqlite3_finalize(c->then[0]);
+    sqlite3_finalize(c->then[1]);
     free(c->json);
     free(c->sessions_json);
     free(c);

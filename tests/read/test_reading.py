@@ -274,6 +274,33 @@ def test_truncated_tape(shop, tmp_path):
     assert "damaged.db" in _err(proc)
 
 
+def test_a_damaged_id_index_hides_no_call(shop, tmp_path):
+    """The id index pointing at another index's pages (a swapped root page):
+    call(id) still finds every call the table holds, and an absent id is
+    still a KeyError naming the id."""
+    tape, _ = shop
+    calltape.flush()
+    damaged = tmp_path / "swapped.db"
+    with sqlite3.connect(tape) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    damaged.write_bytes(tape.read_bytes())
+    db = sqlite3.connect(damaged)
+    roots = dict(db.execute("SELECT name, rootpage FROM sqlite_master WHERE type = 'index'"))
+    db.execute("PRAGMA writable_schema = ON")
+    for name, other in (("segments_by_id", "segments_by_start"),
+                        ("segments_by_start", "segments_by_id")):
+        db.execute("UPDATE sqlite_master SET rootpage = ? WHERE name = ?", (roots[other], name))
+    db.commit()
+    db.close()
+    with calltape.open(tape) as good, calltape.open(damaged) as bad:
+        ids = [c.id for c in good.calls()]
+        assert len(ids) == 307
+        assert [bad.call(i).args for i in ids] == [good.call(i).args for i in ids]
+        with pytest.raises(KeyError, match="no call with id 999999"):
+            bad.call(999999)
+
+
 def test_unknown_call_id_and_malformed_time(shop):
     tape, _ = shop
     assert "no call with id 999999" in _err(cli("show", tape, 999999, check=False))
