@@ -910,8 +910,10 @@ typedef struct query_filter {
     int outcome;                        /* an rec_outcome, -1: any */
     int capture;                        /* an rec_capture; CAPTURE_UNKNOWN (0): any */
     int newest_first;
-    int64_t limit;                           /* -1: no limit */
-    int energy_bounds;                       /* QUERY_MAX_PKG | QUERY_MAX_DRAM, 0: none */
+    int any_order;     /* segment by segment (each one's calls in start order), not merged
+                          into one order: no heap, memory one segment's calls */
+    int64_t limit;     /* -1: no limit */
+    int energy_bounds; /* QUERY_MAX_PKG | QUERY_MAX_DRAM, 0: none */
     int64_t max_energy_pkg, max_energy_dram; /* uJ, inclusive; calls without the
                                                 reading never match a bound on it */
     const int64_t *sessions; /* any of these sessions (with `session` 0); none: any */

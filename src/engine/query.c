@@ -12,6 +12,11 @@
  * bounded by the segments that overlap in time, not by the tape; a limit
  * stops loading as soon as it is met.
  *
+ * A search in any order (any_order: an export whose reader sorts, such as
+ * a Chrome trace) skips the merge: each loaded segment's matching calls
+ * are returned in turn, in the segment's own start order, before the next
+ * segment is loaded, so memory is one segment's calls.
+ *
  * Inside a loaded segment, calls outside the time and duration window are
  * passed over column by column without being decoded whole
  * (seg_reader_next_within).
@@ -76,6 +81,7 @@ struct query {
     int64_t next_id;
     pending *heap;
     size_t nheap, capheap;
+    size_t head; /* any_order: the heap is a queue, its first call not yet returned */
     int64_t emitted;
     int has_cutoff; /* with a limit: calls not before `cutoff` can never be returned */
     pending cutoff;
@@ -106,7 +112,7 @@ static int heap_push(query *q, const pending *p)
     }
     size_t i = q->nheap++;
     q->heap[i] = *p;
-    while (i > 0) {
+    while (i > 0 && !q->f.any_order) {
         size_t parent = (i - 1) / 2;
         if (!before(q, &q->heap[i], &q->heap[parent]))
             break;
@@ -153,7 +159,7 @@ static void release(seg_buf *s);
  * worst of them, so that later segments push only calls that beat it. */
 static void prune(query *q)
 {
-    if (q->f.limit < 0)
+    if (q->f.limit < 0 || q->f.any_order)
         return;
     size_t keep = (size_t)(q->f.limit - q->emitted);
     if (q->nheap <= 4 * keep + 64)
@@ -541,6 +547,8 @@ int query_next(query *q, seg_call *out, int64_t *session, int64_t *function)
     if (!q->started && start(q) < 0)
         return -1;
     for (;;) {
+        if (q->nheap && q->f.any_order)
+            break;
         if (q->nheap) {
             const seg_call *top = &q->heap[0].c;
             int safe = !q->have_next || (q->f.newest_first ? top->start > q->next_bound
@@ -553,7 +561,14 @@ int query_next(query *q, seg_call *out, int64_t *session, int64_t *function)
         if (load_next(q) < 0)
             return -1;
     }
-    pending p = heap_pop(q);
+    pending p;
+    if (q->f.any_order) { /* the queue of one segment's calls */
+        p = q->heap[q->head++];
+        if (q->head == q->nheap)
+            q->head = q->nheap = 0;
+    } else {
+        p = heap_pop(q);
+    }
     *out = p.c;
     *session = p.seg->session;
     *function = p.seg->function;
@@ -645,7 +660,7 @@ void query_close(query *q)
     if (!q)
         return;
     release(q->current);
-    for (size_t i = 0; i < q->nheap; i++)
+    for (size_t i = q->head; i < q->nheap; i++)
         release(q->heap[i].seg);
     free(q->heap);
     store_cursor_close(q->list);

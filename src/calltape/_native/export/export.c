@@ -10,7 +10,9 @@
  * Design: the lookup tables a call needs (function names and parameter
  * names by function id, thread idents and names by (session, index), the
  * process of each session) are copied into plain C arrays under the GIL
- * first; then the calls come from query_next() and are formatted into a
+ * first; then the calls come from query_next() (for a Chrome trace in
+ * segment order, not merged: the trace event format does not need its
+ * events sorted, and its viewers sort them) and are formatted into a
  * buffered writer with the GIL released, a batch at a time (signals are
  * checked between batches).  Values are written as the bounded previews
  * wire_preview() gives (redaction was applied when recording), so memory
@@ -43,7 +45,8 @@ typedef struct export_agg {
 
 typedef struct export_fn {
     char *full, *module;
-    char **names; /* parameter names, UTF-8 */
+    wbuf full_json; /* full as a JSON string, quotes included (written at every call) */
+    char **names;   /* parameter names, UTF-8 */
     Py_ssize_t nnames;
 } export_fn;
 
@@ -97,6 +100,9 @@ static void put_str(wbuf *b, const char *s)
 {
     wbuf_put(b, s, strlen(s));
 }
+
+/* A string literal's bytes, its length known when compiling. */
+#define put_lit(b, lit) wbuf_put((b), (lit), sizeof(lit) - 1)
 
 /* The decimal digits of `v` at the end of buf[24]; returns where they
  * start (no printf: the exports write several numbers a call). */
@@ -171,6 +177,15 @@ static void preview(export_ctx *x, const uint8_t **p, const uint8_t *end)
     *p = wire_preview(*p, end, &x->scratch, CT_PREVIEW_LIMIT);
 }
 
+/* The function's full name as a JSON string ("?" when unknown). */
+static void put_full_json(wbuf *b, const export_fn *fn)
+{
+    if (fn)
+        wbuf_put(b, fn->full_json.data, fn->full_json.len);
+    else
+        put_lit(b, "\"?\"");
+}
+
 static const export_fn *fn_of(const export_ctx *x, int64_t id)
 {
     return id >= 0 && id < x->nfns && x->fns[id].full ? &x->fns[id] : NULL;
@@ -218,7 +233,7 @@ static void put_test(const export_ctx *x, wbuf *b, const seg_call *c, int64_t se
     if (name)
         ct_put_json(b, name, (size_t)len);
     else
-        put_str(b, "null");
+        put_lit(b, "null");
 }
 
 /* The call's arguments as a JSON object of previews into `b`, "null" when
@@ -226,7 +241,7 @@ static void put_test(const export_ctx *x, wbuf *b, const seg_call *c, int64_t se
 static void put_args(export_ctx *x, wbuf *b, const seg_call *c, const export_fn *fn)
 {
     if (!(c->flags & REC_HAS_ARGS)) {
-        put_str(b, "null");
+        put_lit(b, "null");
         return;
     }
     static const char *unbound[] = {"args", "kwargs"};
@@ -257,7 +272,7 @@ static void put_result(export_ctx *x, wbuf *b, const seg_call *c)
 {
     const uint8_t *p = c->value[VALUE_RESULT].data, *end = p + c->value[VALUE_RESULT].len;
     if (!(c->flags & REC_HAS_RESULT) || p == end) {
-        put_str(b, "null");
+        put_lit(b, "null");
         return;
     }
     preview(x, &p, end);
@@ -274,59 +289,59 @@ static void write_chrome(export_ctx *x, const seg_call *c, int64_t session, cons
 {
     wbuf *b = &x->out;
     put_str(b, x->written ? ",\n{\"ph\":\"X\",\"name\":" : "\n{\"ph\":\"X\",\"name\":");
-    put_json_z(b, fn ? fn->full : "?");
-    put_str(b, ",\"cat\":");
+    put_full_json(b, fn);
+    put_lit(b, ",\"cat\":");
     put_json_z(b, captured_of(c));
-    put_str(b, ",\"ts\":");
+    put_lit(b, ",\"ts\":");
     put_us(b, c->start - x->base_ns);
-    put_str(b, ",\"dur\":");
+    put_lit(b, ",\"dur\":");
     put_us(b, c->duration);
-    put_str(b, ",\"pid\":");
+    put_lit(b, ",\"pid\":");
     put_int(b, pid_of(x, session));
-    put_str(b, ",\"tid\":");
+    put_lit(b, ",\"tid\":");
     put_int(b, ident_of(x, session, c->thread));
-    put_str(b, ",\"args\":{\"call\":");
+    put_lit(b, ",\"args\":{\"call\":");
     put_int(b, c->id);
-    put_str(b, ",\"session\":");
+    put_lit(b, ",\"session\":");
     put_int(b, session);
     Py_ssize_t tlen = 0;
     const char *test = test_of(x, c, session, &tlen);
     if (test) { /* only where there is one: most traces have no tests */
-        put_str(b, ",\"test\":");
+        put_lit(b, ",\"test\":");
         ct_put_json(b, test, (size_t)tlen);
     }
-    put_str(b, ",\"outcome\":\"");
+    put_lit(b, ",\"outcome\":\"");
     put_str(b, ct_outcome_name(c->outcome));
-    put_str(b, "\",\"args\":");
+    put_lit(b, "\",\"args\":");
     put_args(x, b, c, fn);
     put_str(b, c->outcome == OUTCOME_RAISED ? ",\"exception\":" : ",\"result\":");
     put_result(x, b, c);
-    put_str(b, "}}");
+    put_lit(b, "}}");
 }
 
 /* The common fields of a JSON line into `b`, without the braces. */
 static void write_fields(export_ctx *x, wbuf *b, const seg_call *c, int64_t session,
                          const export_fn *fn)
 {
-    put_str(b, "\"id\":");
+    put_lit(b, "\"id\":");
     put_int(b, c->id);
-    put_str(b, ",\"session\":");
+    put_lit(b, ",\"session\":");
     put_int(b, session);
-    put_str(b, ",\"thread\":");
+    put_lit(b, ",\"thread\":");
     put_int(b, ident_of(x, session, c->thread));
-    put_str(b, ",\"function\":");
-    put_json_z(b, fn ? fn->full : "?");
-    put_str(b, ",\"module\":");
+    put_lit(b, ",\"function\":");
+    put_full_json(b, fn);
+    put_lit(b, ",\"module\":");
     put_json_z(b, fn ? fn->module : "?");
-    put_str(b, ",\"start\":");
+    put_lit(b, ",\"start\":");
     put_int(b, c->start);
-    put_str(b, ",\"duration\":");
+    put_lit(b, ",\"duration\":");
     put_int(b, c->duration);
-    put_str(b, ",\"outcome\":\"");
+    put_lit(b, ",\"outcome\":\"");
     put_str(b, ct_outcome_name(c->outcome));
-    put_str(b, "\",\"captured\":");
+    put_lit(b, "\",\"captured\":");
     put_json_z(b, captured_of(c));
-    put_str(b, ",\"test\":");
+    put_lit(b, ",\"test\":");
     put_test(x, b, c, session);
 }
 
@@ -335,11 +350,11 @@ static void write_jsonl(export_ctx *x, const seg_call *c, int64_t session, const
     wbuf *b = &x->out;
     wbuf_byte(b, '{');
     write_fields(x, b, c, session, fn);
-    put_str(b, ",\"args\":");
+    put_lit(b, ",\"args\":");
     put_args(x, b, c, fn);
-    put_str(b, ",\"result\":");
+    put_lit(b, ",\"result\":");
     put_result(x, b, c);
-    put_str(b, "}\n");
+    put_lit(b, "}\n");
 }
 
 void ct_put_csv(wbuf *b, const char *s, size_t n, int always_quoted)
@@ -403,7 +418,7 @@ static void write_csv(export_ctx *x, const seg_call *c, int64_t session, const e
         preview(x, &p, p + c->value[VALUE_RESULT].len);
         put_csv(x, x->scratch.data, x->scratch.len);
     }
-    put_str(b, "\r\n");
+    put_lit(b, "\r\n");
     wbuf_free(&cell);
 }
 
@@ -478,7 +493,7 @@ static void write_results(export_ctx *x, const seg_call *c, int64_t session, con
         put_int(b, c->rss_after - c->rss_before);
     wbuf_byte(b, ',');
     put_str(b, ct_outcome_name(c->outcome));
-    put_str(b, "\r\n");
+    put_lit(b, "\r\n");
     aggregate(x, c, function);
 }
 
@@ -569,6 +584,12 @@ static int load_functions(ct_tape *t, export_ctx *x)
         export_fn *e = &x->fns[id];
         if (id < 0 || !(e->full = dup_utf8(f->full)) || !(e->module = dup_utf8(f->module)))
             return -1;
+        wbuf_init(&e->full_json, NULL, 0);
+        ct_put_json(&e->full_json, e->full, strlen(e->full));
+        if (e->full_json.failed) {
+            PyErr_NoMemory();
+            return -1;
+        }
         e->names = PyMem_Calloc((size_t)PyTuple_GET_SIZE(f->names) + 1, sizeof *e->names);
         if (!e->names) {
             PyErr_NoMemory();
@@ -620,9 +641,9 @@ static int load_threads(ct_tape *t, export_ctx *x)
 static int chrome_head(ct_tape *t, export_ctx *x, PyObject *procs)
 {
     wbuf *b = &x->out;
-    put_str(b, "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"calltape_base_ns\":");
+    put_lit(b, "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"calltape_base_ns\":");
     put_int(b, x->base_ns);
-    put_str(b, "},\"traceEvents\":[");
+    put_lit(b, "},\"traceEvents\":[");
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(procs); i++) {
         long long session, pid;
         const char *label;
@@ -630,11 +651,11 @@ static int chrome_head(ct_tape *t, export_ctx *x, PyObject *procs)
         if (!PyArg_ParseTuple(PyList_GET_ITEM(procs, i), "LLs#", &session, &pid, &label, &n))
             return -1;
         put_str(b, x->written ? ",\n" : "\n");
-        put_str(b, "{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":");
+        put_lit(b, "{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":");
         put_int(b, pid);
-        put_str(b, ",\"tid\":0,\"args\":{\"name\":");
+        put_lit(b, ",\"tid\":0,\"args\":{\"name\":");
         ct_put_json(b, label, (size_t)n);
-        put_str(b, "}}");
+        put_lit(b, "}}");
         x->written++;
         for (size_t k = 0; k < x->nthreads; k++) {
             const export_thread *th = &x->threads[k];
@@ -646,13 +667,13 @@ static int chrome_head(ct_tape *t, export_ctx *x, PyObject *procs)
             const char *name = row != Py_None ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(row, 1)) : "";
             if (!name)
                 return -1;
-            put_str(b, ",\n{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":");
+            put_lit(b, ",\n{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":");
             put_int(b, pid);
-            put_str(b, ",\"tid\":");
+            put_lit(b, ",\"tid\":");
             put_int(b, th->ident);
-            put_str(b, ",\"args\":{\"name\":");
+            put_lit(b, ",\"args\":{\"name\":");
             put_json_z(b, *name ? name : "thread");
-            put_str(b, "}}");
+            put_lit(b, "}}");
         }
     }
     return 0;
@@ -663,6 +684,7 @@ static void export_ctx_free(export_ctx *x)
     for (int64_t i = 0; x->fns && i < x->nfns; i++) {
         PyMem_Free(x->fns[i].full);
         PyMem_Free(x->fns[i].module);
+        wbuf_free(&x->fns[i].full_json);
         for (Py_ssize_t k = 0; x->fns[i].names && k < x->fns[i].nnames; k++)
             PyMem_Free(x->fns[i].names[k]);
         PyMem_Free(x->fns[i].names);
@@ -684,7 +706,7 @@ static void export_ctx_free(export_ctx *x)
 static int export_end(export_ctx *x)
 {
     if (x->format == EXPORT_CHROME)
-        put_str(&x->out, "\n]}\n");
+        put_lit(&x->out, "\n]}\n");
     if (x->out.failed) {
         PyErr_NoMemory();
         return -1;
@@ -755,7 +777,7 @@ static void write_agg_row(export_ctx *x, int64_t id)
         put_double(b, (double)a->mem_sum / (double)a->mem_n, "%.1f");
     wbuf_byte(b, ',');
     put_int(b, a->errors);
-    put_str(b, "\r\n");
+    put_lit(b, "\r\n");
 }
 
 static const char *const export_agg_header =
@@ -857,6 +879,7 @@ PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
                       .max_duration = INT64_MAX,
                       .outcome = -1,
                       .limit = -1,
+                      .any_order = x.format == EXPORT_CHROME,
                       .sessions = ids,
                       .nsessions = nids};
     int none = session != Py_None && nids == 0; /* no session chosen: no call */
