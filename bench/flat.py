@@ -7,6 +7,9 @@ calls (``g(x) -> x + 1`` in a loop), in a fresh interpreter per case:
 - under ``calltape.flat_profile`` (a limit never reached: the production
   case, the DEBUG record off), and under its Recompyle facade
   (``calltape.compat.recompyle.flat_profile``, its INFO record off);
+- "events only": the profiled function's own code run outside its wrapper
+  (``__wrapped__``), so CPython dispatches every CALL event to calltape's
+  callback, which returns at once: the floor of any sys.monitoring profiler;
 - under ``cProfile`` switched on around the calls;
 - under the original ``recompyle.flat_profile`` 0.2.1 (its INFO records
   off), from ``--recompyle-python`` (default $RECOMPYLE_PYTHON, else this
@@ -34,7 +37,7 @@ from pathlib import Path
 
 from bench._measure import run_worker
 
-CASES = ("plain", "calltape", "facade", "cprofile", "recompyle")
+CASES = ("plain", "events", "calltape", "facade", "cprofile", "recompyle")
 
 # recompyle rewrites the function from its source file: the worker is a file
 WORKER = textwrap.dedent('''
@@ -59,6 +62,10 @@ WORKER = textwrap.dedent('''
     if case == "calltape":
         import calltape
         fn = calltape.flat_profile(fn, limit=3600)
+    elif case == "events":  # the events set, no activation: the callback returns at once
+        import calltape
+        keep = calltape.flat_profile(fn, limit=3600)  # its events live while it does
+        fn = keep.__wrapped__
     elif case == "facade":
         from calltape.compat.recompyle import flat_profile as facade
         fn = facade(time_limit=3600)(fn)

@@ -74,6 +74,10 @@ typedef struct export_ctx {
     export_proc *procs; /* by session */
     size_t nprocs;
     export_agg *aggs; /* by function id (format "results"), malloc'd */
+    /* the Chrome events' ,"pid":P,"tid":T of the thread of the last call */
+    int64_t track_session, track_thread;
+    char track[64];
+    size_t track_len; /* 0: none made yet */
     int nomem;        /* an aggregate could not grow */
 } export_ctx;
 
@@ -108,11 +112,23 @@ static void put_str(wbuf *b, const char *s)
  * start (no printf: the exports write several numbers a call). */
 static char *digits_of(uint64_t v, char *buf)
 {
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
     char *p = buf + 24;
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
+    while (v >= 100) { /* two digits a division */
+        const char *d = pairs + 2 * (v % 100);
+        v /= 100;
+        *--p = d[1];
+        *--p = d[0];
+    }
+    if (v >= 10) {
+        *--p = pairs[2 * v + 1];
+        *--p = pairs[2 * v];
+    } else {
+        *--p = (char)('0' + v);
+    }
     return p;
 }
 
@@ -285,6 +301,24 @@ static const char *captured_of(const seg_call *c)
     return name ? name : "call";
 }
 
+/* ,"pid":P,"tid":T of thread `index` of `session` into `b` (the text of
+ * the last thread kept: consecutive calls are mostly of one thread). */
+static void put_track(export_ctx *x, wbuf *b, int64_t session, int64_t index)
+{
+    if (!x->track_len || x->track_session != session || x->track_thread != index) {
+        wbuf t;
+        wbuf_init(&t, (uint8_t *)x->track, sizeof x->track);
+        put_lit(&t, ",\"pid\":");
+        put_int(&t, pid_of(x, session));
+        put_lit(&t, ",\"tid\":");
+        put_int(&t, ident_of(x, session, index)); /* at most 54 bytes: never on the heap */
+        x->track_len = t.len;
+        x->track_session = session;
+        x->track_thread = index;
+    }
+    wbuf_put(b, x->track, x->track_len);
+}
+
 static void write_chrome(export_ctx *x, const seg_call *c, int64_t session, const export_fn *fn)
 {
     wbuf *b = &x->out;
@@ -296,10 +330,7 @@ static void write_chrome(export_ctx *x, const seg_call *c, int64_t session, cons
     put_us(b, c->start - x->base_ns);
     put_lit(b, ",\"dur\":");
     put_us(b, c->duration);
-    put_lit(b, ",\"pid\":");
-    put_int(b, pid_of(x, session));
-    put_lit(b, ",\"tid\":");
-    put_int(b, ident_of(x, session, c->thread));
+    put_track(x, b, session, c->thread);
     put_lit(b, ",\"args\":{\"call\":");
     put_int(b, c->id);
     put_lit(b, ",\"session\":");
