@@ -34,6 +34,7 @@
 #ifndef CALLTAPE_ENGINE_H
 #define CALLTAPE_ENGINE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -418,6 +419,44 @@ void hash128(const void *p, size_t n, uint8_t out[WIRE_HASH_BYTES]);
  * CRC-32C of the bytes before them (0 for none): crc32c(crc32c(0, a), b)
  * is the CRC-32C of a followed by b.  Cannot fail. */
 uint32_t crc32c(uint32_t crc, const void *p, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Background file writer (bgwrite.c).                                       */
+/* ------------------------------------------------------------------------ */
+
+/* One thread writing a buffer to a file descriptor while its producer fills
+ * the next one (an export: formatting and the disk's time overlap).  At
+ * most one buffer is in flight; the producer's wbuf and the writer's swap
+ * storage, so nothing is copied.  The fd stays the caller's. */
+typedef struct bgwrite {
+    int fd;
+    int locks;     /* mu and cv were made (else every write is bgw_submit's own) */
+    int started;   /* the thread runs */
+    int no_thread; /* it could not be started: bgw_submit writes */
+    int busy;      /* `job` holds bytes not yet written */
+    int stop;
+    int err; /* errno of the first failed write, 0 */
+    wbuf job;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} bgwrite;
+
+/* Prepares `w` to write to `fd`; the thread starts at the first submit (or
+ * never, when it or its lock cannot be made: bgw_submit then writes the
+ * bytes itself).  Cannot fail. */
+void bgw_init(bgwrite *w, int fd);
+
+/* Hands the bytes of `b` to the writer and gives `b` empty storage back
+ * (the previous buffer's, already written), waiting first for that one.
+ * Returns 0, or the errno of a write that failed (this one's or an
+ * earlier one's: then nothing more is written). */
+int bgw_submit(bgwrite *w, wbuf *b);
+
+/* Waits for the last buffer, stops the thread, frees the storage.  Returns
+ * 0, or the errno of the first write that failed.  Call once per
+ * bgw_init. */
+int bgw_finish(bgwrite *w);
 
 /* ------------------------------------------------------------------------ */
 /* Records: what producers append (layout), parsed by the writer.           */

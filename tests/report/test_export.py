@@ -209,6 +209,11 @@ def test_user_errors_are_one_sentence(recorded, tmp_path):
     assert proc.returncode == 2 and "not a calltape tape" in one_sentence(proc)
     proc = run(CALLTAPE, "export", tape, "--out", str(tmp_path / "no" / "such" / "x.json"))
     assert proc.returncode == 2 and "cannot write" in one_sentence(proc)
+    if os.path.exists("/dev/full"):  # the disk full: the background writer's error
+        proc = run(CALLTAPE, "export", tape, "--out", "/dev/full")
+        assert proc.returncode == 2 and "No space left" in one_sentence(proc)
+        with pytest.raises(OSError, match="No space left"):
+            calltape.export(tape, format="jsonl", out="/dev/full")
     with pytest.raises(ValueError, match="format must be"):
         calltape.export(tape, format="xml", out=tmp_path / "x")
 

@@ -19,8 +19,11 @@
  * stays bounded whatever the tape's size: one call's bytes, one preview,
  * and the writer's buffer.
  *
- * Invariants: the writer never holds more than EXPORT_BUF bytes plus one
- * call's text; the file descriptor belongs to the caller (not closed
+ * Full buffers go to a background writer (bgwrite.c) while the next one
+ * fills, so the formatting and the disk's time overlap.
+ *
+ * Invariants: the export never holds more than two buffers of EXPORT_BUF
+ * bytes plus one call's text each; the file descriptor belongs to the caller (not closed
  * here); the output is UTF-8 (previews quote invalid bytes as \xNN).
  */
 #include "read/reader.h"
@@ -60,10 +63,11 @@ typedef struct export_proc {
 } export_proc;
 
 typedef struct export_ctx {
-    int fd;
     int format;
     int err;      /* errno of a failed write, 0 */
-    wbuf out;     /* the writer's buffer */
+    wbuf out;     /* the buffer being filled */
+    bgwrite bg;   /* writes the full buffers while the next one fills */
+    int bg_done;  /* bg finished (by export_end) */
     wbuf scratch; /* one preview */
     int64_t base_ns;
     int64_t written;
@@ -81,23 +85,19 @@ typedef struct export_ctx {
     int nomem;        /* an aggregate could not grow */
 } export_ctx;
 
-/* Writes the buffer to the file (GIL released by the caller).  0, or -1
- * with ctx->err set. */
+/* Hands the buffer to the background writer (GIL released by the
+ * caller).  0, or -1 with x->err set (this write's errno or an earlier
+ * one's). */
 static int export_flush(export_ctx *x)
 {
-    size_t at = 0;
-    while (at < x->out.len) {
-        ssize_t n = write(x->fd, x->out.data + at, x->out.len - at);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            x->err = errno;
-            return -1;
-        }
-        at += (size_t)n;
+    if (x->out.failed) { /* bytes were dropped: never written as if whole */
+        x->err = ENOMEM;
+        return -1;
     }
-    x->out.len = 0;
-    return 0;
+    int err = bgw_submit(&x->bg, &x->out);
+    if (err)
+        x->err = err;
+    return err ? -1 : 0;
 }
 
 static void put_str(wbuf *b, const char *s)
@@ -728,6 +728,12 @@ static void export_ctx_free(export_ctx *x)
     for (size_t i = 0; x->procs && i < x->nprocs; i++)
         ct_test_spans_free(&x->procs[i].tests);
     PyMem_Free(x->procs);
+    if (!x->bg_done) {
+        Py_BEGIN_ALLOW_THREADS(void)
+            bgw_finish(&x->bg); /* an error's path: its write error is not the news */
+        Py_END_ALLOW_THREADS
+        x->bg_done = 1;
+    }
     wbuf_free(&x->out);
     wbuf_free(&x->scratch);
 }
@@ -742,10 +748,16 @@ static int export_end(export_ctx *x)
         PyErr_NoMemory();
         return -1;
     }
-    int rc;
+    int rc, err;
     Py_BEGIN_ALLOW_THREADS
         rc = export_flush(x);
+        err = bgw_finish(&x->bg); /* the last buffer written */
     Py_END_ALLOW_THREADS
+    x->bg_done = 1;
+    if (rc == 0 && err) {
+        x->err = err;
+        rc = -1;
+    }
     if (rc < 0) {
         errno = x->err;
         PyErr_SetFromErrno(PyExc_OSError);
@@ -829,7 +841,8 @@ static int export_aggregate(export_ctx *x, int fd)
         if (x->aggs[i].n)
             order[n++] = &x->aggs[i];
     qsort((void *)order, n, sizeof(export_agg *), agg_cmp);
-    x->fd = fd;
+    bgw_init(&x->bg, fd); /* the first was finished by the calls' export_end */
+    x->bg_done = 0;
     x->format = EXPORT_CSV;
     put_str(&x->out, export_agg_header);
     for (size_t i = 0; i < n; i++)
@@ -856,7 +869,7 @@ PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
                                      &PyList_Type, &procs, &session, &since, &until, &base,
                                      &agg_fd))
         return NULL;
-    export_ctx x = {.fd = fd, .base_ns = base};
+    export_ctx x = {.base_ns = base};
     int64_t *ids = NULL;
     size_t nids = 0;
     query *q = NULL;
@@ -877,6 +890,7 @@ PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
                      PyTuple_GET_ITEM(args, 0));
         return NULL;
     }
+    bgw_init(&x.bg, fd); /* finished by export_end, or by export_ctx_free */
     if (ct_tape_check_open(t) < 0 ||
         (session != Py_None && ct_session_ids(session, &ids, &nids) < 0))
         goto error;
