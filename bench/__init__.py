@@ -72,6 +72,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             " long configure(tape=...) blocks while threads record",
         ),
         Benchmark(
+            "soak",
+            "bench.soak",
+            "20 million calls from 3 threads with the RSS sampled every second, then 20"
+            " SIGKILLs at full speed: memory against the buffer, and the calls each loses",
+        ),
+        Benchmark(
             "pg",
             "bench.pg",
             "recording into PostgreSQL beside SQLite: the calling thread's ns per call and"
