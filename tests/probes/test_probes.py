@@ -14,6 +14,11 @@ import calltape
 from calltape import probes
 
 
+LOCAL_NEEDS_SYSMON = pytest.mark.skipif(
+    sys.version_info < (3, 12),
+    reason="3.11 patches function objects: a local function is made anew at each call")
+
+
 def probe_with(target, **instruments):
     p = probes.attach_to(target)
     for k, inst in instruments.items():
@@ -32,7 +37,7 @@ def count(event="call", value="1"):
     ("probe_subjects.Cart.add", lambda: S.Cart.add(1, 2)),
     ("probe_subjects.Cart.size", lambda: S.Cart([1]).size),
     ("probe_subjects.Cart.Line.cost", lambda: S.Cart.Line().cost(2, 3)),
-    ("probe_subjects.outer.<locals>.inner", lambda: S.outer(1)),
+    pytest.param("probe_subjects.outer.<locals>.inner", lambda: S.outer(1), marks=LOCAL_NEEDS_SYSMON),
     ("probe_subjects.decorated", lambda: imported_alias(1, 2)),
     ("probe_subjects.recorded", lambda: S.recorded(2)),
     (S.fails, lambda: S.fails(1)),
@@ -240,6 +245,7 @@ def test_active_probes_and_reuse():
     assert "probe_subjects.Cart.total" not in probes.active_probes
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring's events: 3.12+")
 def test_stopped_probe_has_no_events():
     p = probe_with(S.Cart.add, n=count())
     tool = calltape._native.probe_tool()
@@ -247,6 +253,26 @@ def test_stopped_probe_has_no_events():
     p.stop()
     assert sys.monitoring.get_local_events(tool, S.Cart.add.__code__) == 0
     assert sys.monitoring.get_tool(tool) is None
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ patches nothing")
+def test_stopped_probe_puts_every_reference_back():
+    # 3.11: start() replaced the staticmethod in the class, the module's
+    # function and the alias another module imported; stop() puts them back
+    add, fails, alias = S.Cart.__dict__["add"], S.fails, imported_alias
+    p = probe_with(S.Cart.add, n=count())
+    q = probe_with("probe_subjects.decorated", n=count())
+    f = probe_with(S.fails, n=count())
+    assert S.Cart.__dict__["add"] is not add and type(S.Cart.__dict__["add"]) is staticmethod
+    assert "calltape probe" in repr(S.Cart.__dict__["add"].__func__)
+    assert "calltape probe" in repr(S.fails)
+    assert S.fails.__name__ == "fails" and S.fails.__wrapped__ is fails
+    assert "calltape probe" in repr(S.decorated.__closure__[0].cell_contents)
+    for probe in (p, q, f):
+        probe.stop()
+    assert S.Cart.__dict__["add"] is add and S.fails is fails
+    assert globals()["imported_alias"] is alias
+    assert "calltape probe" not in repr(S.decorated.__closure__[0].cell_contents)
 
 
 def test_one_name_values_are_found_as_eval_finds_them():
@@ -274,17 +300,14 @@ def test_ctrl_c_in_an_instrument_reaches_the_program():
     def interrupt():
         raise KeyboardInterrupt
 
-    def target(x):
-        return x + 1
-
     probes.manager.global_namespace["interrupt"] = interrupt
     try:
         for event in ("call", "return"):
-            p = probe_with(target, i=probes.CountInstrument("i", "interrupt()", event=event))
+            p = probe_with(S.fails, i=probes.CountInstrument("i", "interrupt()", event=event))
             with pytest.raises(KeyboardInterrupt):
-                target(1)
+                S.fails(1)
             p.stop()
-            assert target(1) == 2  # stopped: nothing fires
+            assert S.fails(1) == 10  # stopped: nothing fires
     finally:
         del probes.manager.global_namespace["interrupt"]
 

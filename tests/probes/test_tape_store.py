@@ -16,7 +16,6 @@ import pytest
 from calltape import probes
 from calltape.probes import InstrumentManager, TapeStore
 
-pytestmark = pytest.mark.skipif(sys.version_info < (3, 12), reason="probes need 3.12+ here")
 
 TARGET = textwrap.dedent("""
     import logging, sys, time

@@ -314,8 +314,6 @@ def _key(target: Any) -> str:
 def attach_to(target: Any) -> Probe:
     """The probe of ``target`` (see resolve_code): the active one of that
     target or code object when there is one, else a new, stopped probe."""
-    if _native.probe_tool() is None:
-        raise RuntimeError("calltape probes need Python 3.12+ (sys.monitoring)")
     code = resolve_code(target)
     with _lock:
         p = active_probes.get(_key(target))
