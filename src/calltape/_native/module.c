@@ -266,6 +266,7 @@ static int module_exec(PyObject *m)
     ADD_TYPE(Monitor, Monitor_spec, NULL);
     ADD_TYPE(ProbeInstrument, ProbeInstrument_spec, NULL);
     ADD_TYPE(ProbeHook, ProbeHook_spec, NULL);
+    ADD_TYPE(SpecReader, SpecReader_spec, NULL);
 #if PY_VERSION_HEX < 0x030C0000
     ADD_TYPE(ProbeWrapper, ProbeWrapper_spec, NULL);
 #endif
@@ -301,6 +302,7 @@ static int module_exec(PyObject *m)
     X(type.ProbeInstrument)                                                                        \
     X(type.ProbeHook)                                                                              \
     X(type.ProbeWrapper)                                                                           \
+    X(type.SpecReader)                                                                             \
     X(type.Context)                                                                                \
     X(type.FlatProfile)                                                                            \
     X(type.TimerSink)                                                                              \

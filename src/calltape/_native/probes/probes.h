@@ -109,6 +109,7 @@ double ct_probe_wall(void);
 extern PyType_Spec ProbeInstrument_spec;
 extern PyType_Spec ProbeHook_spec;
 extern PyType_Spec ProbeWrapper_spec;
+extern PyType_Spec SpecReader_spec; /* specs.c */
 
 /* 3.11 (hook.c): calls `func` (a function running h->code) for a
  * ProbeWrapper of `h`, firing the instruments of `h` when it is running.
