@@ -338,3 +338,47 @@ def test_threads_that_ended_keep_no_probe_stack():
     p.stop()
     assert p.instruments["h"].stats()["count"] == 9000
     assert grown < 2 * 1024 * 1024, grown
+
+
+def test_a_profiler_running_meanwhile_sees_every_call():
+    # 3.11 catches the target's frame with a profile function set for one
+    # event: the profiler in place before gets that event and the rest
+    seen = []
+
+    def profiler(frame, event, arg):
+        if frame.f_code is S.fails.__code__ or frame.f_code.co_name == "fails":
+            seen.append((event, arg if event == "return" else None))
+
+    p = probe_with(S.fails, r=count("return", "result"), c=count("call", "v"))
+    sys.setprofile(profiler)
+    try:
+        S.fails(2)
+        S.fails(3)
+    finally:
+        sys.setprofile(None)
+    p.stop()
+    assert seen == [("call", None), ("return", 20), ("call", None), ("return", 30)]
+    assert p.instruments["r"].count == 50 and p.instruments["c"].count == 5
+
+
+def test_a_recorded_function_is_still_recorded_while_probed(tape):
+    p = probe_with("probe_subjects.recorded", r=count("return", "result"))
+    assert S.recorded(2) == 6
+    p.stop()
+    assert S.recorded(3) == 9
+    calltape.flush()
+    assert [c.args for c in calltape.open(tape).calls("recorded")] == [{"v": 2}, {"v": 3}]
+    assert p.instruments["r"].count == 6
+
+
+def test_a_registry_dict_and_an_instance_attribute_are_probed_too():
+    registry = {"handler": S.fails}
+    holder = type("Holder", (), {})()
+    holder.cb = S.fails
+    p = probe_with(S.fails, n=count())
+    registry["handler"](1)
+    holder.cb(1)
+    assert p.instruments["n"].count == 2
+    p.stop()
+    assert registry["handler"] is holder.cb is S.fails
+    assert "calltape probe" not in repr(S.fails)

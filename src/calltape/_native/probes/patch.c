@@ -6,7 +6,8 @@
  * functions that can be found with gc.get_referrers and replaced:
  *
  *   - values of dicts: module globals (`from m import f as g` included),
- *     class __dict__s (through setattr on the class), instance and
+ *     class __dict__s (through setattr on the class), instance
+ *     attributes (an instance keeping them without a dict gets one) and
  *     registry dicts, the __wrapped__ of functools.wraps;
  *   - closure cells (the `func` a decorator's wrapper calls);
  *   - classmethod, staticmethod and property objects, which cannot be
@@ -270,6 +271,11 @@ static int replace_everywhere(patcher *p, PyObject *old, PyObject *new, int dept
                 r = PyCell_Set(ref, new) < 0 || note(p, PATCH_CELL, ref, NULL, old, new, NULL) < 0
                         ? -1
                         : 0;
+        } else if (Py_TYPE(ref)->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
+            /* an instance keeping its attributes without a dict: made now */
+            PyObject *d = PyObject_GenericGetDict(ref, NULL);
+            r = d ? replace_in_dict(p, d, old, new) : -1;
+            Py_XDECREF(d);
         } else if (depth >= PATCH_DEPTH) {
             continue;
         } else if (Py_IS_TYPE(ref, &PyClassMethod_Type) || Py_IS_TYPE(ref, &PyStaticMethod_Type)) {
