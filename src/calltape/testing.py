@@ -87,7 +87,8 @@ class Breakpoint:
     probe namespace (or a callable taking it) that must hold for a call to
     pause.  ``hits`` counts the paused calls, ``calls`` every call seen; both
     are updated under one lock, and ``wait`` sleeps on a condition variable
-    (no polling).  Needs Python 3.12+ (sys.monitoring)."""
+    (no polling).  On 3.11 the probe patches the target's references (see
+    calltape.probes)."""
 
     def __init__(self, target: Any, event: str = "call", condition: Any = None,
                  timeout: float = 10.0) -> None:

@@ -13,7 +13,6 @@ from probe_subjects import decorated as imported_alias
 import calltape
 from calltape import probes
 
-
 LOCAL_NEEDS_SYSMON = pytest.mark.skipif(
     sys.version_info < (3, 12),
     reason="3.11 patches function objects: a local function is made anew at each call")

@@ -11,11 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
 from calltape import probes
 from calltape.probes import InstrumentManager, TapeStore
-
 
 TARGET = textwrap.dedent("""
     import logging, sys, time

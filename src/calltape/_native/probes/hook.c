@@ -35,7 +35,6 @@
 
 #define PROBE_TOOL_ID 3
 
-
 /* One call of a probed function on this thread's stack. */
 typedef struct probe_frame {
     PyCodeObject *code; /* borrowed: the hook holds it */
@@ -577,10 +576,10 @@ static int hook_switch(ProbeHook *h, ct_state *st, int on)
  * event and handed the event itself, so a profiler running meanwhile (the
  * monitor on 3.11) misses nothing. */
 typedef struct probe_catch {
-    ProbeHook *hook;        /* borrowed: the wrapper's call holds it */
-    Py_tracefunc saved_fn;  /* the profile function before, or NULL */
-    PyObject *saved_obj;    /* its object (strong), or NULL */
-    PyFrameObject *frame;   /* the target's (strong) once caught, or NULL */
+    ProbeHook *hook;       /* borrowed: the wrapper's call holds it */
+    Py_tracefunc saved_fn; /* the profile function before, or NULL */
+    PyObject *saved_obj;   /* its object (strong), or NULL */
+    PyFrameObject *frame;  /* the target's (strong) once caught, or NULL */
     int armed;
 } probe_catch;
 
@@ -624,8 +623,8 @@ static int catch_event(PyObject *obj, PyFrameObject *frame, int what, PyObject *
     return r;
 }
 
-PyObject *ct_probe_wrapper_call(ProbeHook *h, PyObject *func, PyObject *const *args,
-                                size_t nargsf, PyObject *kwnames)
+PyObject *ct_probe_wrapper_call(ProbeHook *h, PyObject *func, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames)
 {
     if (!h->running || !h->mask || probe_tls.busy || probe_catching)
         return PyObject_Vectorcall(func, args, nargsf, kwnames);
@@ -649,7 +648,7 @@ PyObject *ct_probe_wrapper_call(ProbeHook *h, PyObject *func, PyObject *const *a
         }
     }
     PyObject *res = PyObject_Vectorcall(func, args, nargsf, kwnames);
-    catch_disarm(&c); /* the call failed before its frame began */
+    catch_disarm(&c);          /* the call failed before its frame began */
     if (probe_tls.n > depth) { /* this call's entry is on the stack */
         probe_tls.busy++;
         if (res) {

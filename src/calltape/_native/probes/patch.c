@@ -159,8 +159,8 @@ typedef struct patcher {
     PyObject *patches;   /* h->patches */
 } patcher;
 
-static int note(patcher *p, int kind, PyObject *where, PyObject *key, PyObject *old,
-                PyObject *new, PyObject *owner)
+static int note(patcher *p, int kind, PyObject *where, PyObject *key, PyObject *old, PyObject *new,
+                PyObject *owner)
 {
     PyObject *t = Py_BuildValue("(iOOOOO)", kind, where, key ? key : Py_None, old, new,
                                 owner ? owner : Py_None);
@@ -324,8 +324,7 @@ int ct_probe_patch(ProbeHook *h)
             goto error;
     }
     if (PyList_GET_SIZE(h->patches) == 0) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "cannot probe %U on Python 3.11: %s", h->code->co_qualname,
+        PyErr_Format(PyExc_RuntimeError, "cannot probe %U on Python 3.11: %s", h->code->co_qualname,
                      nfuncs ? "no reference to its function could be patched (only local"
                               " variables, tuples or lists hold it)"
                             : "no function runs its code now (a local function made at each"

@@ -114,8 +114,8 @@ extern PyType_Spec SpecReader_spec; /* specs.c */
 /* 3.11 (hook.c): calls `func` (a function running h->code) for a
  * ProbeWrapper of `h`, firing the instruments of `h` when it is running.
  * Returns what the call returns (NULL with its exception set). */
-PyObject *ct_probe_wrapper_call(ProbeHook *h, PyObject *func, PyObject *const *args,
-                                size_t nargsf, PyObject *kwnames);
+PyObject *ct_probe_wrapper_call(ProbeHook *h, PyObject *func, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames);
 
 /* 3.11 (patch.c): replaces every reference to the functions running
  * h->code that can be replaced by a ProbeWrapper (h->patches lists them).

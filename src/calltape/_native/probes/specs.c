@@ -129,8 +129,8 @@ PyObject *ct_probe_specs_py(PyObject *module, PyObject *args)
 typedef struct SpecReader {
     PyObject_HEAD PyObject *module;
     char *path;
-    store *s;   /* open, or NULL */
-    pid_t pid;  /* the process that opened `s` */
+    store *s;  /* open, or NULL */
+    pid_t pid; /* the process that opened `s` */
     PyThread_type_lock lock;
     long long opens, queries;
 } SpecReader;
