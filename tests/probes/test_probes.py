@@ -381,3 +381,23 @@ def test_a_registry_dict_and_an_instance_attribute_are_probed_too():
     p.stop()
     assert registry["handler"] is holder.cb is S.fails
     assert "calltape probe" not in repr(S.fails)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ probes any code object")
+def test_on_311_what_cannot_be_patched_is_refused_in_one_sentence():
+    def only_here(x):
+        return x
+
+    p = probes.attach_to(only_here)
+    p.instruments["n"] = count()
+    with pytest.raises(RuntimeError, match=r"cannot probe .*only_here on Python 3\.11: no"
+                                           r" reference to its function could be patched"):
+        p.start()
+    p.stop()
+    p = probes.attach_to("probe_subjects.outer.<locals>.inner")
+    p.instruments["n"] = count()
+    with pytest.raises(RuntimeError, match=r"outer\.<locals>\.inner on Python 3\.11: no function"
+                                           r" runs its code now"):
+        p.start()
+    p.stop()
+    assert not p.running and S.outer(1) == 3

@@ -263,6 +263,10 @@ class Probe:
     Instrument); ``start()`` makes them fire, ``stop()`` makes them stop and
     detaches the probe (``active_probes``)."""
 
+    # slots, not a __dict__: on 3.11 start() patches the dicts that hold the
+    # target function, and the probe's own reference is not one to count
+    __slots__ = ("__weakref__", "_hook", "code", "instruments", "started", "target")
+
     def __init__(self, target: Any, code: types.CodeType) -> None:
         self.target = target
         self.code = code
