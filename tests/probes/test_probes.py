@@ -401,3 +401,16 @@ def test_on_311_what_cannot_be_patched_is_refused_in_one_sentence():
         p.start()
     p.stop()
     assert not p.running and S.outer(1) == 3
+
+
+def test_the_monitor_records_a_probed_function(tape):
+    # 3.11: the monitor's profile function is put back at the target's first
+    # event and handed it; 3.12+: the two sys.monitoring tools run side by side
+    p = probe_with(S.fails, r=count("return", "result"), c=count("call", "v"))
+    with calltape.monitor(paths=[os.path.dirname(S.__file__)]):
+        assert S.fails(1) == 10 and S.fails(2) == 20
+    p.stop()
+    calltape.flush()
+    calls = [c for c in calltape.open(tape).calls() if c.qualname == "fails"]
+    assert [(c.args["v"], c.result) for c in calls] == [(1, 10), (2, 20)]
+    assert p.instruments["r"].count == 30 and p.instruments["c"].count == 3
