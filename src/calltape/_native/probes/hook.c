@@ -10,6 +10,12 @@
  * some started hook needs it.  A stopped hook has no events at all: the
  * target runs as if no probe existed.
  *
+ * On CPython 3.11 a started hook has every reference to its function
+ * replaced by a ProbeWrapper (patch.c), whose call (ct_probe_wrapper_call)
+ * fires the instruments through the same on_call and on_end as the
+ * callbacks: the target's frame is caught by a profile function set for
+ * the one call, taken off at the call's first event.
+ *
  * At a call the namespace (the arguments by name, args, kwargs, start,
  * now, frame) is built only when an instrument needs one (an expression
  * naming something, or a Python instrument); each call that has return,
