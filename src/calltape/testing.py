@@ -87,7 +87,8 @@ class Breakpoint:
     probe namespace (or a callable taking it) that must hold for a call to
     pause.  ``hits`` counts the paused calls, ``calls`` every call seen; both
     are updated under one lock, and ``wait`` sleeps on a condition variable
-    (no polling).  Needs Python 3.12+ (sys.monitoring)."""
+    (no polling).  On 3.11 the probe patches the target's references (see
+    calltape.probes)."""
 
     def __init__(self, target: Any, event: str = "call", condition: Any = None,
                  timeout: float = 10.0) -> None:
@@ -97,7 +98,7 @@ class Breakpoint:
 
         if event not in ("call", "return", "error"):
             raise ValueError(f"a breakpoint's event is 'call', 'return' or 'error', not {event!r}")
-        self.target = target
+        self._target = (target,)  # a tuple, which 3.11's probes do not patch
         self.event = event
         self.timeout = timeout
         self.condition = condition
@@ -113,6 +114,11 @@ class Breakpoint:
         expr = condition if isinstance(condition, str) else "1"
         self._instrument = _break_type()(f"breakpoint {probes._key(target)}", expr, event=event)
         self._instrument.bp = self
+
+    @property
+    def target(self) -> Any:
+        """What the breakpoint was given."""
+        return self._target[0]
 
     def _fire(self, value: Any, namespace: dict[str, Any] | None) -> None:
         with self._cv:

@@ -1,4 +1,4 @@
-"""Probes need sys.monitoring (3.12+); the subjects module lives beside this file."""
+"""The probe tests (3.11 and 3.12+); the subjects module lives beside this file."""
 
 import os
 import sys
@@ -8,8 +8,6 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
-
-collect_ignore_glob = [] if sys.version_info >= (3, 12) else ["test_*.py"]
 
 
 @pytest.fixture(autouse=True)

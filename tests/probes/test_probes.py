@@ -13,6 +13,10 @@ from probe_subjects import decorated as imported_alias
 import calltape
 from calltape import probes
 
+LOCAL_NEEDS_SYSMON = pytest.mark.skipif(
+    sys.version_info < (3, 12),
+    reason="3.11 patches function objects: a local function is made anew at each call")
+
 
 def probe_with(target, **instruments):
     p = probes.attach_to(target)
@@ -32,7 +36,7 @@ def count(event="call", value="1"):
     ("probe_subjects.Cart.add", lambda: S.Cart.add(1, 2)),
     ("probe_subjects.Cart.size", lambda: S.Cart([1]).size),
     ("probe_subjects.Cart.Line.cost", lambda: S.Cart.Line().cost(2, 3)),
-    ("probe_subjects.outer.<locals>.inner", lambda: S.outer(1)),
+    pytest.param("probe_subjects.outer.<locals>.inner", lambda: S.outer(1), marks=LOCAL_NEEDS_SYSMON),
     ("probe_subjects.decorated", lambda: imported_alias(1, 2)),
     ("probe_subjects.recorded", lambda: S.recorded(2)),
     (S.fails, lambda: S.fails(1)),
@@ -240,6 +244,7 @@ def test_active_probes_and_reuse():
     assert "probe_subjects.Cart.total" not in probes.active_probes
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring's events: 3.12+")
 def test_stopped_probe_has_no_events():
     p = probe_with(S.Cart.add, n=count())
     tool = calltape._native.probe_tool()
@@ -247,6 +252,26 @@ def test_stopped_probe_has_no_events():
     p.stop()
     assert sys.monitoring.get_local_events(tool, S.Cart.add.__code__) == 0
     assert sys.monitoring.get_tool(tool) is None
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ patches nothing")
+def test_stopped_probe_puts_every_reference_back():
+    # 3.11: start() replaced the staticmethod in the class, the module's
+    # function and the alias another module imported; stop() puts them back
+    add, fails, alias = S.Cart.__dict__["add"], S.fails, imported_alias
+    p = probe_with(S.Cart.add, n=count())
+    q = probe_with("probe_subjects.decorated", n=count())
+    f = probe_with(S.fails, n=count())
+    assert S.Cart.__dict__["add"] is not add and type(S.Cart.__dict__["add"]) is staticmethod
+    assert "calltape probe" in repr(S.Cart.__dict__["add"].__func__)
+    assert "calltape probe" in repr(S.fails)
+    assert S.fails.__name__ == "fails" and S.fails.__wrapped__ is fails
+    assert "calltape probe" in repr(S.decorated.__closure__[0].cell_contents)
+    for probe in (p, q, f):
+        probe.stop()
+    assert S.Cart.__dict__["add"] is add and S.fails is fails
+    assert globals()["imported_alias"] is alias
+    assert "calltape probe" not in repr(S.decorated.__closure__[0].cell_contents)
 
 
 def test_one_name_values_are_found_as_eval_finds_them():
@@ -274,17 +299,14 @@ def test_ctrl_c_in_an_instrument_reaches_the_program():
     def interrupt():
         raise KeyboardInterrupt
 
-    def target(x):
-        return x + 1
-
     probes.manager.global_namespace["interrupt"] = interrupt
     try:
         for event in ("call", "return"):
-            p = probe_with(target, i=probes.CountInstrument("i", "interrupt()", event=event))
+            p = probe_with(S.fails, i=probes.CountInstrument("i", "interrupt()", event=event))
             with pytest.raises(KeyboardInterrupt):
-                target(1)
+                S.fails(1)
             p.stop()
-            assert target(1) == 2  # stopped: nothing fires
+            assert S.fails(1) == 10  # stopped: nothing fires
     finally:
         del probes.manager.global_namespace["interrupt"]
 
@@ -315,3 +337,80 @@ def test_threads_that_ended_keep_no_probe_stack():
     p.stop()
     assert p.instruments["h"].stats()["count"] == 9000
     assert grown < 2 * 1024 * 1024, grown
+
+
+def test_a_profiler_running_meanwhile_sees_every_call():
+    # 3.11 catches the target's frame with a profile function set for one
+    # event: the profiler in place before gets that event and the rest
+    seen = []
+
+    def profiler(frame, event, arg):
+        if frame.f_code is S.fails.__code__ or frame.f_code.co_name == "fails":
+            seen.append((event, arg if event == "return" else None))
+
+    p = probe_with(S.fails, r=count("return", "result"), c=count("call", "v"))
+    sys.setprofile(profiler)
+    try:
+        S.fails(2)
+        S.fails(3)
+    finally:
+        sys.setprofile(None)
+    p.stop()
+    assert seen == [("call", None), ("return", 20), ("call", None), ("return", 30)]
+    assert p.instruments["r"].count == 50 and p.instruments["c"].count == 5
+
+
+def test_a_recorded_function_is_still_recorded_while_probed(tape):
+    p = probe_with("probe_subjects.recorded", r=count("return", "result"))
+    assert S.recorded(2) == 6
+    p.stop()
+    assert S.recorded(3) == 9
+    calltape.flush()
+    assert [c.args for c in calltape.open(tape).calls("recorded")] == [{"v": 2}, {"v": 3}]
+    assert p.instruments["r"].count == 6
+
+
+def test_a_registry_dict_and_an_instance_attribute_are_probed_too():
+    registry = {"handler": S.fails}
+    holder = type("Holder", (), {})()
+    holder.cb = S.fails
+    p = probe_with(S.fails, n=count())
+    registry["handler"](1)
+    holder.cb(1)
+    assert p.instruments["n"].count == 2
+    p.stop()
+    assert registry["handler"] is holder.cb is S.fails
+    assert "calltape probe" not in repr(S.fails)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ probes any code object")
+def test_on_311_what_cannot_be_patched_is_refused_in_one_sentence():
+    def only_here(x):
+        return x
+
+    p = probes.attach_to(only_here)
+    p.instruments["n"] = count()
+    with pytest.raises(RuntimeError, match=r"cannot probe .*only_here on Python 3\.11: no"
+                                           r" reference to its function could be patched"):
+        p.start()
+    p.stop()
+    p = probes.attach_to("probe_subjects.outer.<locals>.inner")
+    p.instruments["n"] = count()
+    with pytest.raises(RuntimeError, match=r"outer\.<locals>\.inner on Python 3\.11: no function"
+                                           r" runs its code now"):
+        p.start()
+    p.stop()
+    assert not p.running and S.outer(1) == 3
+
+
+def test_the_monitor_records_a_probed_function(tape):
+    # 3.11: the monitor's profile function is put back at the target's first
+    # event and handed it; 3.12+: the two sys.monitoring tools run side by side
+    p = probe_with(S.fails, r=count("return", "result"), c=count("call", "v"))
+    with calltape.monitor(paths=[os.path.dirname(S.__file__)]):
+        assert S.fails(1) == 10 and S.fails(2) == 20
+    p.stop()
+    calltape.flush()
+    calls = [c for c in calltape.open(tape).calls() if c.qualname == "fails"]
+    assert [(c.args["v"], c.result) for c in calls] == [(1, 10), (2, 20)]
+    assert p.instruments["r"].count == 30 and p.instruments["c"].count == 3

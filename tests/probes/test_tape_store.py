@@ -11,12 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
 from calltape import probes
 from calltape.probes import InstrumentManager, TapeStore
-
-pytestmark = pytest.mark.skipif(sys.version_info < (3, 12), reason="probes need 3.12+ here")
 
 TARGET = textwrap.dedent("""
     import logging, sys, time
@@ -143,3 +139,55 @@ def test_an_older_tape_reads_as_no_specs_and_a_writer_upgrades_it(tmp_path: Path
     assert list(store.snapshot()) == ["b"]
     with sqlite3.connect(tape) as con:
         assert con.execute("PRAGMA user_version").fetchone()[0] == 6
+
+
+def _count_spec(target: str = "probe_subjects.Cart.add") -> dict:
+    return {"target": target, "instrument": {"type": "count", "value": "1", "event": "call"}}
+
+
+def test_one_read_connection_and_one_query_per_apply(tmp_path: Path) -> None:
+    store = TapeStore(str(tmp_path / "t.db"))
+    assert store.snapshot() == {} and store.reader.opens == 0  # no tape yet: no specs
+    store["a"] = _count_spec()
+    m = InstrumentManager(store, process="me")
+    m.instrument_classes.update(probes.manager.instrument_classes)
+    m.apply()
+    queries = store.reader.queries
+    for _ in range(5):
+        m.apply()
+    assert store.reader.opens == 1  # the same connection every time
+    assert store.reader.queries == queries + 5  # nothing changed: the version alone
+    store["b"] = _count_spec("probe_subjects.Cart.total")
+    m.apply()
+    assert store.reader.queries == queries + 7  # the version, then one read of every spec
+    assert sorted(m) == ["a", "b"] and store.reader.opens == 1
+    m.remove_all()
+
+
+FORKER = textwrap.dedent("""
+    import os, sys
+    from calltape.probes import TapeStore
+
+    spec = {"target": "os.getcwd", "instrument": {"type": "count", "value": "1"}}
+    store = TapeStore(sys.argv[1])
+    store["a"] = spec
+    assert sorted(store.snapshot()) == ["a"] and store.reader.opens == 1
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's connection is not used, nor closed
+        store["b"] = spec
+        ok = sorted(store.snapshot()) == ["a", "b"] and store.reader.opens == 2
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    assert sorted(store.snapshot()) == ["a", "b"] and store.reader.opens == 1
+    print("ok")
+""")
+
+
+def test_a_forked_child_reads_over_a_connection_of_its_own(tmp_path: Path) -> None:
+    # in a process of its own: this one has threads, and fork() wants none
+    script = tmp_path / "forker.py"
+    script.write_text(FORKER)
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "t.db")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

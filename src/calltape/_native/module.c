@@ -266,6 +266,10 @@ static int module_exec(PyObject *m)
     ADD_TYPE(Monitor, Monitor_spec, NULL);
     ADD_TYPE(ProbeInstrument, ProbeInstrument_spec, NULL);
     ADD_TYPE(ProbeHook, ProbeHook_spec, NULL);
+    ADD_TYPE(SpecReader, SpecReader_spec, NULL);
+#if PY_VERSION_HEX < 0x030C0000
+    ADD_TYPE(ProbeWrapper, ProbeWrapper_spec, NULL);
+#endif
     ADD_TYPE(Context, Context_spec, NULL);
     ADD_TYPE(FlatProfile, FlatProfile_spec, NULL);
     ADD_TYPE(TimerSink, TimerSink_spec, NULL);
@@ -297,6 +301,8 @@ static int module_exec(PyObject *m)
     X(type.Replayer)                                                                               \
     X(type.ProbeInstrument)                                                                        \
     X(type.ProbeHook)                                                                              \
+    X(type.ProbeWrapper)                                                                           \
+    X(type.SpecReader)                                                                             \
     X(type.Context)                                                                                \
     X(type.FlatProfile)                                                                            \
     X(type.TimerSink)                                                                              \

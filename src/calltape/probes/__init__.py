@@ -11,8 +11,13 @@ target's code object alone (tool id ``_native.probe_tool()``, 3; the monitor
 and ``calltape run`` use PROFILER_ID, 2, so both run together): nothing is
 patched, every reference to the function is instrumented however it was
 imported, and a stopped probe (or one with no instruments left) costs nothing.
-The events, the namespace and the count and histogram instruments are C
-(src/calltape/_native/probes/); this module resolves targets and names things.
+On CPython 3.11 (no sys.monitoring) start() patches every reference to the
+function that gc.get_referrers finds and can change (dicts, class dicts,
+closure cells, classmethod/staticmethod/property copies, @calltape.record)
+with a C stand-in, and stop() puts them back (probes/patch.c; the README says
+what it cannot reach).  The events, the namespace and the count and histogram
+instruments are C (src/calltape/_native/probes/); this module resolves targets
+and names things.
 """
 
 from __future__ import annotations
@@ -258,6 +263,10 @@ class Probe:
     Instrument); ``start()`` makes them fire, ``stop()`` makes them stop and
     detaches the probe (``active_probes``)."""
 
+    # slots, not a __dict__: on 3.11 start() patches the dicts that hold the
+    # target function, and the probe's own reference is not one to count
+    __slots__ = ("__weakref__", "_hook", "code", "instruments", "started", "target")
+
     def __init__(self, target: Any, code: types.CodeType) -> None:
         self.target = target
         self.code = code
@@ -314,8 +323,6 @@ def _key(target: Any) -> str:
 def attach_to(target: Any) -> Probe:
     """The probe of ``target`` (see resolve_code): the active one of that
     target or code object when there is one, else a new, stopped probe."""
-    if _native.probe_tool() is None:
-        raise RuntimeError("calltape probes need Python 3.12+ (sys.monitoring)")
     code = resolve_code(target)
     with _lock:
         p = active_probes.get(_key(target))

@@ -69,25 +69,28 @@ class TapeStore:
     process recording onto it and by ``calltape probe add|list|remove``.
 
     ``snapshot()`` costs one query when nothing changed since the last one
-    (the tape's specs version), and one read otherwise; ``mark()`` writes
-    this process's report onto the tape, where ``calltape probe list`` shows
-    it.  Usage::
+    (the tape's specs version), and one read otherwise, over one read
+    connection the store keeps open (opened again in a forked child:
+    ``reader.opens`` and ``reader.queries`` count them); a SQLite tape that
+    does not exist yet has no specs.  ``mark()`` writes this process's report
+    onto the tape, where ``calltape probe list`` shows it.  Usage::
 
         manager.specs = calltape.probes.TapeStore("run.tape")
         manager.apply_in_background(30)
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        from .. import _native
+
         self.path = os.fspath(path)
         self._version = -1
         self._specs: dict[str, dict[str, Any]] = {}
+        self.reader = _native.SpecReader(_native, self.path)
 
     def _read(self) -> dict[str, dict[str, Any]]:
         import json
 
-        from .. import _native
-
-        version, rows = _native.probe_specs(self.path, "read")
+        version, rows = self.reader.read()
         specs: dict[str, dict[str, Any]] = {}
         for spec_id, text, process, info in rows:
             spec = specs.get(spec_id)
@@ -100,9 +103,10 @@ class TapeStore:
         return specs
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        from .. import _native
-
-        if _native.probe_specs(self.path, "version") != self._version or self._version < 0:
+        if "://" not in self.path and not os.path.exists(self.path):
+            self._version, self._specs = -1, {}  # no tape yet: nothing to apply
+            return {}
+        if self._version < 0 or self.reader.version() != self._version:
             self._specs = self._read()
         return {k: dict(v) for k, v in self._specs.items()}
 

@@ -10,6 +10,12 @@
  * some started hook needs it.  A stopped hook has no events at all: the
  * target runs as if no probe existed.
  *
+ * On CPython 3.11 a started hook has every reference to its function
+ * replaced by a ProbeWrapper (patch.c), whose call (ct_probe_wrapper_call)
+ * fires the instruments through the same on_call and on_end as the
+ * callbacks: the target's frame is caught by a profile function set for
+ * the one call, taken off at the call's first event.
+ *
  * At a call the namespace (the arguments by name, args, kwargs, start,
  * now, frame) is built only when an instrument needs one (an expression
  * naming something, or a Python instrument); each call that has return,
@@ -34,21 +40,6 @@
 #endif
 
 #define PROBE_TOOL_ID 3
-
-typedef struct ProbeHook {
-    PyObject_HEAD PyObject *module; /* the _native module (its state) */
-    PyCodeObject *code;
-    PyObject *varnames;    /* code.co_varnames, read once */
-    PyObject *instruments; /* tuple of Instrument */
-    PyObject *globals;     /* dict: the manager's global namespace */
-    PyObject *now_fn;      /* callable() -> now, or None */
-    PyObject *on_expire;   /* callable(instrument), or None */
-    int mask;              /* the events of the instruments */
-    int ns_at_call;        /* some instrument needs the namespace */
-    int need_now;          /* ... and `now` in it */
-    int stacked;           /* calls push a stack entry (return/error/end) */
-    int running;
-} ProbeHook;
 
 /* One call of a probed function on this thread's stack. */
 typedef struct probe_frame {
@@ -87,6 +78,7 @@ static void key_make(void)
 
 /* ---- sys.monitoring --------------------------------------------------------- */
 
+#if PROBE_SYSMON
 static PyObject *sysmon(const char *name, const char *fmt, ...)
 {
     PyObject *sm = PySys_GetObject("monitoring"); /* borrowed */
@@ -117,6 +109,7 @@ static long event_bit(const char *name)
     Py_XDECREF(events);
     return bit;
 }
+#endif
 
 PyObject *ct_probe_tool_py(PyObject *module, PyObject *unused)
 {
@@ -162,6 +155,10 @@ static int ns_set(ProbeHook *h, PyObject *ns, enum probe_key k, PyObject *v)
  * name, args, kwargs, start, now, frame).  New reference or NULL. */
 static PyObject *ns_for_call(ProbeHook *h, PyFrameObject *frame, double wall)
 {
+    if (!frame) { /* 3.11: a generator function's call, whose frame begins later */
+        PyErr_SetString(PyExc_RuntimeError, "the call's frame is not known at this event");
+        return NULL;
+    }
     PyCodeObject *co = h->code;
     PyObject *ns = PyDict_New(), *args = NULL, *kwargs = NULL, *v = NULL, *locals = NULL;
     if (!ns || !(kwargs = PyDict_New()))
@@ -333,9 +330,11 @@ static int stack_push(ProbeHook *h, PyObject *ns, uint64_t start_ns, double wall
     return 0;
 }
 
-static void on_call(ProbeHook *h)
+/* A call of `h` begins: its call instruments fire, its stack entry is
+ * pushed.  `frame` (borrowed) is the target's, or NULL on 3.11 when no
+ * instrument needs it (the call's namespace cannot be built then). */
+static void on_call(ProbeHook *h, PyFrameObject *frame)
 {
-    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the target's */
     double wall = ct_probe_wall();
     PyObject *ns = NULL;
     if (h->ns_at_call)
@@ -348,8 +347,10 @@ static void on_call(ProbeHook *h)
     Py_XDECREF(ns);
 }
 
-/* The frame's end: `value` is the result (raised 0) or the exception. */
-static void on_end(PyCodeObject *co, PyObject *value, int raised)
+/* The frame's end: `value` is the result (raised 0) or the exception;
+ * `frame` (borrowed) is the target's (on 3.11 a frame that has returned,
+ * which keeps its locals). */
+static void on_end(PyCodeObject *co, PyObject *value, int raised, PyFrameObject *frame)
 {
     size_t i = probe_tls.n;
     while (i > 0 && probe_tls.v[i - 1].code != co)
@@ -365,7 +366,6 @@ static void on_end(PyCodeObject *co, PyObject *value, int raised)
     }
     probe_frame f = probe_tls.v[--probe_tls.n];
     ProbeHook *h = f.hook;
-    PyFrameObject *frame = PyEval_GetFrame();
     PyObject *ns = f.ns ? f.ns : ns_for_call(h, frame, f.start_wall);
     int ev = raised ? PEV_ERROR : PEV_RETURN;
     if (ns && (h->mask & (ev | PEV_END))) {
@@ -375,7 +375,7 @@ static void on_end(PyCodeObject *co, PyObject *value, int raised)
             PyDict_SetItem(ns, key(h, raised ? PK_EXCEPTION : PK_RESULT), value) < 0)
             PyErr_Clear();
         ct_probe_call call = {h->code,
-                              PyFrame_GetGlobals(frame),
+                              frame ? PyFrame_GetGlobals(frame) : Py_NewRef(h->globals),
                               ns,
                               raised ? NULL : value,
                               raised ? value : NULL,
@@ -398,6 +398,7 @@ static void on_end(PyCodeObject *co, PyObject *value, int raised)
     Py_DECREF(h);
 }
 
+#if PROBE_SYSMON
 /* The started hook of `code`: a scan of the started hooks (few; the
  * registry dict owns them), not a dict lookup (code objects hash their
  * contents on every lookup). */
@@ -438,7 +439,7 @@ static PyObject *cb_start(PyObject *module, PyObject *const *args, Py_ssize_t na
     if (h) {
         probe_tls.busy++;
         Py_INCREF(h);
-        on_call(h);
+        on_call(h, PyEval_GetFrame());
         Py_DECREF(h);
         probe_tls.busy--;
     }
@@ -453,7 +454,7 @@ static PyObject *cb_return(PyObject *module, PyObject *const *args, Py_ssize_t n
     if (nargs < 3 || probe_tls.busy || !probe_tls.n)
         Py_RETURN_NONE;
     probe_tls.busy++;
-    on_end((PyCodeObject *)args[0], args[2], 0);
+    on_end((PyCodeObject *)args[0], args[2], 0, PyEval_GetFrame());
     probe_tls.busy--;
     if (PyErr_Occurred()) /* a KeyboardInterrupt: raised in the target */
         return NULL;
@@ -467,7 +468,7 @@ static PyObject *cb_unwind(PyObject *module, PyObject *const *args, Py_ssize_t n
         Py_RETURN_NONE;
     PyObject *saved = ct_fetch_exc();
     probe_tls.busy++;
-    on_end((PyCodeObject *)args[0], args[2], 1);
+    on_end((PyCodeObject *)args[0], args[2], 1, PyEval_GetFrame());
     probe_tls.busy--;
     if (PyErr_Occurred()) { /* a KeyboardInterrupt replaces the exception unwinding */
         Py_XDECREF(saved);
@@ -562,6 +563,127 @@ static int set_local(ProbeHook *h, int on)
     return r ? 0 : -1;
 }
 
+/* Turns the events of `h` on (on) or off in sys.monitoring. */
+static int hook_switch(ProbeHook *h, ct_state *st, int on)
+{
+    int bad = on && set_local(h, 1) < 0;
+    if (!on && set_local(h, 0) < 0)
+        bad = 1;
+    if (started_rebuild(st) < 0 || tool_update(st) < 0)
+        bad = 1;
+    return bad ? -1 : 0;
+}
+#else
+/* ---- CPython 3.11: the call of a probe's wrapper (patch.c) ------------------ */
+
+/* The target's frame, caught by a profile function set for the one call
+ * (the first profile event of a call of a Python function is its own
+ * PyTrace_CALL): the profile function in place before is put back at that
+ * event and handed the event itself, so a profiler running meanwhile (the
+ * monitor on 3.11) misses nothing. */
+typedef struct probe_catch {
+    ProbeHook *hook;       /* borrowed: the wrapper's call holds it */
+    Py_tracefunc saved_fn; /* the profile function before, or NULL */
+    PyObject *saved_obj;   /* its object (strong), or NULL */
+    PyFrameObject *frame;  /* the target's (strong) once caught, or NULL */
+    int armed;
+} probe_catch;
+
+static _Thread_local probe_catch *probe_catching;
+
+/* Puts the profile function of before back (the pending exception kept). */
+static void catch_disarm(probe_catch *c)
+{
+    if (!c->armed)
+        return;
+    c->armed = 0;
+    probe_catching = NULL;
+    PyObject *saved = PyErr_Occurred() ? ct_fetch_exc() : NULL;
+    PyEval_SetProfile(c->saved_fn, c->saved_obj);
+    Py_CLEAR(c->saved_obj);
+    ct_restore_exc(saved);
+}
+
+static int catch_event(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    (void)obj; /* the hook, released by catch_disarm: not used */
+    probe_catch *c = probe_catching;
+    if (!c)
+        return 0;
+    Py_tracefunc fn = c->saved_fn;
+    PyObject *fobj = Py_XNewRef(c->saved_obj);
+    catch_disarm(c);
+    int r = 0;
+    PyCodeObject *co = PyFrame_GetCode(frame);
+    if (what == PyTrace_CALL && co == c->hook->code) {
+        c->frame = (PyFrameObject *)Py_NewRef(frame);
+        probe_tls.busy++;
+        on_call(c->hook, frame);
+        probe_tls.busy--;
+        r = PyErr_Occurred() ? -1 : 0; /* a KeyboardInterrupt: raised in the target */
+    }
+    Py_DECREF(co);
+    if (!r && fn)
+        r = fn(fobj, frame, what, arg);
+    Py_XDECREF(fobj);
+    return r;
+}
+
+PyObject *ct_probe_wrapper_call(ProbeHook *h, PyObject *func, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames)
+{
+    if (!h->running || !h->mask || probe_tls.busy || probe_catching)
+        return PyObject_Vectorcall(func, args, nargsf, kwnames);
+    Py_INCREF(h);
+    probe_catch c = {h, NULL, NULL, NULL, 0};
+    size_t depth = probe_tls.n;
+    if (h->catch_frame) {
+        PyThreadState *ts = PyThreadState_Get();
+        c.saved_fn = ts->c_profilefunc;
+        c.saved_obj = Py_XNewRef(ts->c_profileobj);
+        c.armed = 1;
+        probe_catching = &c;
+        PyEval_SetProfile(catch_event, (PyObject *)h);
+    } else {
+        probe_tls.busy++;
+        on_call(h, NULL);
+        probe_tls.busy--;
+        if (PyErr_Occurred()) { /* a KeyboardInterrupt: raised in the target */
+            Py_DECREF(h);
+            return NULL;
+        }
+    }
+    PyObject *res = PyObject_Vectorcall(func, args, nargsf, kwnames);
+    catch_disarm(&c);          /* the call failed before its frame began */
+    if (probe_tls.n > depth) { /* this call's entry is on the stack */
+        probe_tls.busy++;
+        if (res) {
+            on_end(h->code, res, 0, c.frame);
+            if (PyErr_Occurred()) /* a KeyboardInterrupt replaces the result */
+                Py_CLEAR(res);
+        } else {
+            PyObject *exc = ct_fetch_exc();
+            on_end(h->code, exc, 1, c.frame);
+            if (PyErr_Occurred()) /* a KeyboardInterrupt replaces the exception */
+                Py_XDECREF(exc);
+            else
+                ct_restore_exc(exc);
+        }
+        probe_tls.busy--;
+    }
+    Py_XDECREF(c.frame);
+    Py_DECREF(h);
+    return res;
+}
+
+/* Patches (on) or restores (off) every reference to the target. */
+static int hook_switch(ProbeHook *h, ct_state *st, int on)
+{
+    (void)st;
+    return on ? ct_probe_patch(h) : ct_probe_unpatch(h);
+}
+#endif
+
 /* Recomputes what calls of `h` must do from its instruments. */
 static void hook_summarize(ProbeHook *h)
 {
@@ -575,17 +697,21 @@ static void hook_summarize(ProbeHook *h)
             ns = 1;
     }
     int gen = (h->code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) != 0;
+    int call_ns = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(h->instruments); i++) {
+        ProbeInstrument *in = (ProbeInstrument *)PyTuple_GET_ITEM(h->instruments, i);
+        call_ns |= (in->events & PEV_CALL) && (!in->constant || in->kind == PKIND_PY);
+    }
     h->mask = mask;
     h->need_now = now;
     h->stacked = !gen && (mask & (PEV_RETURN | PEV_ERROR | PEV_END));
     h->ns_at_call = ns && h->stacked;
+    h->catch_frame = !gen && (h->stacked || call_ns);
 }
 
 static PyObject *Hook_start(ProbeHook *self, PyObject *unused)
 {
     (void)unused;
-    if (!PROBE_SYSMON)
-        return PyErr_Format(PyExc_RuntimeError, "ProbeHook needs sys.monitoring (3.12+)");
     ct_state *st = (ct_state *)PyModule_GetState(self->module);
     if (self->running)
         Py_RETURN_NONE;
@@ -593,17 +719,21 @@ static PyObject *Hook_start(ProbeHook *self, PyObject *unused)
         return NULL;
     if (PyDict_GetItemWithError(st->probes.registry, (PyObject *)self->code))
         return PyErr_Format(PyExc_RuntimeError, "another probe is started on %R", self->code);
-    if (PyErr_Occurred() || tool_claim(st, self->module) < 0)
+    if (PyErr_Occurred())
         return NULL;
+#if PROBE_SYSMON
+    if (tool_claim(st, self->module) < 0)
+        return NULL;
+#endif
     if (PyDict_SetItem(st->probes.registry, (PyObject *)self->code, (PyObject *)self) < 0)
         return NULL;
     self->running = 1;
-    if (started_rebuild(st) < 0 || set_local(self, 1) < 0 || tool_update(st) < 0) {
+    if (hook_switch(self, st, 1) < 0) {
         PyObject *saved = ct_fetch_exc();
         self->running = 0;
         PyDict_DelItem(st->probes.registry, (PyObject *)self->code);
         PyErr_Clear();
-        if (started_rebuild(st) < 0)
+        if (hook_switch(self, st, 0) < 0)
             PyErr_Clear();
         ct_restore_exc(saved);
         return NULL;
@@ -618,10 +748,8 @@ static PyObject *Hook_stop(ProbeHook *self, PyObject *unused)
     if (!self->running)
         Py_RETURN_NONE;
     self->running = 0;
-    int bad = set_local(self, 0) < 0;
-    if (PyDict_DelItem(st->probes.registry, (PyObject *)self->code) < 0)
-        bad = 1;
-    if (started_rebuild(st) < 0 || tool_update(st) < 0)
+    int bad = PyDict_DelItem(st->probes.registry, (PyObject *)self->code) < 0;
+    if (hook_switch(self, st, 0) < 0)
         bad = 1;
     if (bad)
         return NULL;
@@ -641,9 +769,14 @@ static PyObject *Hook_set(ProbeHook *self, PyObject *insts)
     int was_stacked = self->stacked;
     Py_SETREF(self->instruments, Py_NewRef(insts));
     hook_summarize(self);
+#if PROBE_SYSMON
     if (self->running && was_stacked != self->stacked &&
         (set_local(self, 1) < 0 || tool_update(st) < 0))
         return NULL;
+#else
+    (void)st;
+    (void)was_stacked;
+#endif
     Py_RETURN_NONE;
 }
 
@@ -692,6 +825,7 @@ static int Hook_traverse(ProbeHook *self, visitproc visit, void *arg)
     Py_VISIT(self->globals);
     Py_VISIT(self->now_fn);
     Py_VISIT(self->on_expire);
+    Py_VISIT(self->patches);
     return 0;
 }
 
@@ -704,6 +838,7 @@ static int Hook_clear(ProbeHook *self)
     Py_CLEAR(self->globals);
     Py_CLEAR(self->now_fn);
     Py_CLEAR(self->on_expire);
+    Py_CLEAR(self->patches);
     return 0;
 }
 

@@ -3,7 +3,9 @@
  * (instrument.c: an expression compiled once, its event, lifespan, status
  * and errors, and the count and histogram accumulators kept in C) and the
  * ProbeHook type (hook.c: one target's code object, its instruments, and
- * the sys.monitoring callbacks that fire them).
+ * the sys.monitoring callbacks that fire them on 3.12+; on 3.11 the call of
+ * the wrappers that patch.c puts in place of every reference to the
+ * target, which fire them through the same code).
  *
  * Invariants: firing an instrument never changes what the target does: an
  * error is caught, stored in the instrument (errors, status) and never
@@ -53,6 +55,24 @@ typedef struct ProbeInstrument {
     uint64_t rec_fn_id, rec_serial;
 } ProbeInstrument;
 
+/* The instruments of one target's code object (hook.c). */
+typedef struct ProbeHook {
+    PyObject_HEAD PyObject *module; /* the _native module (its state) */
+    PyCodeObject *code;
+    PyObject *varnames;    /* code.co_varnames, read once */
+    PyObject *instruments; /* tuple of Instrument */
+    PyObject *globals;     /* dict: the manager's global namespace */
+    PyObject *now_fn;      /* callable() -> now, or None */
+    PyObject *on_expire;   /* callable(instrument), or None */
+    PyObject *patches;     /* 3.11 (patch.c): list of the references patched, or NULL */
+    int mask;              /* the events of the instruments */
+    int ns_at_call;        /* some instrument needs the namespace */
+    int need_now;          /* ... and `now` in it */
+    int stacked;           /* calls push a stack entry (return/error/end) */
+    int catch_frame;       /* 3.11: the wrapper catches the target's frame */
+    int running;
+} ProbeHook;
+
 /* One call of a probed function at its end, for the record instrument. */
 typedef struct ct_probe_call {
     PyCodeObject *code;
@@ -88,6 +108,25 @@ double ct_probe_wall(void);
 
 extern PyType_Spec ProbeInstrument_spec;
 extern PyType_Spec ProbeHook_spec;
+extern PyType_Spec ProbeWrapper_spec;
+extern PyType_Spec SpecReader_spec; /* specs.c */
+
+/* 3.11 (hook.c): calls `func` (a function running h->code) for a
+ * ProbeWrapper of `h`, firing the instruments of `h` when it is running.
+ * Returns what the call returns (NULL with its exception set). */
+PyObject *ct_probe_wrapper_call(ProbeHook *h, PyObject *func, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames);
+
+/* 3.11 (patch.c): replaces every reference to the functions running
+ * h->code that can be replaced by a ProbeWrapper (h->patches lists them).
+ * Returns 0, or -1 with an exception set (what was patched stays listed,
+ * for ct_probe_unpatch). */
+int ct_probe_patch(ProbeHook *h);
+
+/* 3.11 (patch.c): puts back every reference ct_probe_patch replaced (one
+ * that changed since is left as it is).  Returns 0, or -1 with an
+ * exception set. */
+int ct_probe_unpatch(ProbeHook *h);
 
 /* _native.probe_tool() -> the sys.monitoring tool id probes use, or None
  * before 3.12. */

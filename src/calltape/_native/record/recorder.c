@@ -429,6 +429,10 @@ static inline PyObject *call_func(Recorder *r, PyObject *const *args, size_t nar
 {
     if (r->flat)
         return ct_flat_call(r->flat, args, nargsf, kwnames, slot);
+#if PY_VERSION_HEX < 0x030C0000
+    if (r->probe) /* probes/patch.c */
+        return PyObject_Vectorcall(r->probe, args, nargsf, kwnames);
+#endif
     return PyObject_Vectorcall(r->func, args, nargsf, kwnames);
 }
 
@@ -807,6 +811,7 @@ static int Recorder_traverse(Recorder *r, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(r));
     Py_VISIT(r->module_ref);
     Py_VISIT(r->func);
+    Py_VISIT(r->probe);
     Py_VISIT(r->wrapped);
     Py_VISIT(r->dict);
     Py_VISIT(r->sanitize);
@@ -819,6 +824,7 @@ static int Recorder_traverse(Recorder *r, visitproc visit, void *arg)
 static int Recorder_clear(Recorder *r)
 {
     Py_CLEAR(r->func);
+    Py_CLEAR(r->probe);
     Py_CLEAR(r->wrapped);
     Py_CLEAR(r->dict);
     Py_CLEAR(r->sanitize);

@@ -19,6 +19,7 @@ typedef struct Recorder {
     ct_state *st;
     PyObject *module_ref; /* keeps the state alive */
     PyObject *func;       /* what is called */
+    PyObject *probe;      /* 3.11: a probe's wrapper of func, called instead, or NULL */
     PyObject *wrapped;    /* what was decorated (__wrapped__) */
     PyObject *dict;
     PyObject *tape;       /* str or NULL */

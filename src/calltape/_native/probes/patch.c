@@ -1,0 +1,388 @@
+/*
+ * patch.c - run-time probes on CPython 3.11, which has no sys.monitoring:
+ * the ProbeWrapper type (a callable standing in for one function running
+ * the target's code, which fires the probe's instruments through hook.c's
+ * ct_probe_wrapper_call) and the patching of every reference to those
+ * functions that can be found with gc.get_referrers and replaced:
+ *
+ *   - values of dicts: module globals (`from m import f as g` included),
+ *     class __dict__s (through setattr on the class), instance
+ *     attributes (an instance keeping them without a dict gets one) and
+ *     registry dicts, the __wrapped__ of functools.wraps;
+ *   - closure cells (the `func` a decorator's wrapper calls);
+ *   - classmethod, staticmethod and property objects, which cannot be
+ *     changed: a copy holding the wrapper replaces each, wherever it is;
+ *   - @calltape.record: the Recorder calls the wrapper (Recorder.probe).
+ *
+ * Not replaced (they cannot be, or should not be): local variables of
+ * running frames, tuples (defaults), lists, functools.partial and bound
+ * methods made before start().
+ *
+ * Invariants: h->patches lists (kind, where, key, old, new, owner) for
+ * each reference replaced, in order; unpatching walks it backwards and
+ * puts `old` back only where `new` still is; a wrapper of a stopped hook
+ * calls its function and nothing else.
+ */
+#include "probes.h"
+
+#if PY_VERSION_HEX < 0x030C0000
+
+#include "record/recorder.h"
+
+#include <structmember.h>
+
+typedef struct ProbeWrapper {
+    PyObject_HEAD vectorcallfunc vectorcall;
+    ProbeHook *hook;
+    PyObject *func;
+} ProbeWrapper;
+
+/* ---- the wrapper -------------------------------------------------------------- */
+
+static PyObject *Wrapper_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                    PyObject *kwnames)
+{
+    ProbeWrapper *w = (ProbeWrapper *)op;
+    return ct_probe_wrapper_call(w->hook, w->func, args, nargsf, kwnames);
+}
+
+/* As a function: bound to an instance, itself through a class. */
+static PyObject *Wrapper_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    (void)type;
+    if (!obj || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+/* The function's attributes (__name__, __doc__, __module__, __code__,
+ * __dict__ ...), __wrapped__ being the function itself. */
+static PyObject *Wrapper_getattro(PyObject *self, PyObject *name)
+{
+    ProbeWrapper *w = (ProbeWrapper *)self;
+    if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "__wrapped__") == 0)
+        return Py_NewRef(w->func);
+    if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "__class__") == 0)
+        return PyObject_GenericGetAttr(self, name);
+    PyObject *r = PyObject_GetAttr(w->func, name);
+    if (r || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return r;
+    PyErr_Clear();
+    return PyObject_GenericGetAttr(self, name);
+}
+
+static int Wrapper_setattro(PyObject *self, PyObject *name, PyObject *value)
+{
+    return PyObject_SetAttr(((ProbeWrapper *)self)->func, name, value);
+}
+
+static PyObject *Wrapper_repr(ProbeWrapper *w)
+{
+    return PyUnicode_FromFormat("<calltape probe of %R>", w->func);
+}
+
+static int Wrapper_traverse(ProbeWrapper *w, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(w));
+    Py_VISIT(w->hook);
+    Py_VISIT(w->func);
+    return 0;
+}
+
+static int Wrapper_clear(ProbeWrapper *w)
+{
+    Py_CLEAR(w->hook);
+    Py_CLEAR(w->func);
+    return 0;
+}
+
+static void Wrapper_dealloc(ProbeWrapper *w)
+{
+    PyTypeObject *tp = Py_TYPE(w);
+    PyObject_GC_UnTrack(w);
+    Wrapper_clear(w);
+    tp->tp_free((PyObject *)w);
+    Py_DECREF(tp);
+}
+
+static PyMemberDef Wrapper_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(ProbeWrapper, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Wrapper_slots[] = {
+    {Py_tp_doc, "A calltape probe's stand-in for a function (CPython 3.11)"},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, Wrapper_descr_get},
+    {Py_tp_getattro, Wrapper_getattro},
+    {Py_tp_setattro, Wrapper_setattro},
+    {Py_tp_repr, Wrapper_repr},
+    {Py_tp_dealloc, Wrapper_dealloc},
+    {Py_tp_traverse, Wrapper_traverse},
+    {Py_tp_clear, Wrapper_clear},
+    {Py_tp_members, Wrapper_members},
+    {0, NULL},
+};
+
+PyType_Spec ProbeWrapper_spec = {
+    .name = "calltape._native.ProbeWrapper",
+    .basicsize = sizeof(ProbeWrapper),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Wrapper_slots,
+};
+
+static PyObject *wrapper_new(ct_state *st, ProbeHook *h, PyObject *func)
+{
+    PyTypeObject *tp = st->type.ProbeWrapper;
+    ProbeWrapper *w = (ProbeWrapper *)tp->tp_alloc(tp, 0);
+    if (!w)
+        return NULL;
+    w->vectorcall = Wrapper_vectorcall;
+    w->hook = (ProbeHook *)Py_NewRef(h);
+    w->func = Py_NewRef(func);
+    return (PyObject *)w;
+}
+
+/* ---- finding and replacing references ---------------------------------------- */
+
+enum { PATCH_DICT, PATCH_CELL, PATCH_RECORDER };
+
+/* The references are replaced this many wrappers deep at most (a property
+ * holding a staticmethod ...). */
+#define PATCH_DEPTH 4
+
+typedef struct patcher {
+    ct_state *st;
+    ProbeHook *h;
+    PyObject *referrers; /* gc.get_referrers */
+    PyObject *patches;   /* h->patches */
+} patcher;
+
+static int note(patcher *p, int kind, PyObject *where, PyObject *key, PyObject *old, PyObject *new,
+                PyObject *owner)
+{
+    PyObject *t = Py_BuildValue("(iOOOOO)", kind, where, key ? key : Py_None, old, new,
+                                owner ? owner : Py_None);
+    int r = t ? PyList_Append(p->patches, t) : -1;
+    Py_XDECREF(t);
+    return r;
+}
+
+/* The class whose __dict__ `d` is (a new reference), or NULL (and no
+ * exception) when it is no class's: only dicts holding __module__ are
+ * looked for (a class's always does, a module's or an instance's seldom). */
+static PyObject *dict_owner(patcher *p, PyObject *d)
+{
+    PyObject *k = PyUnicode_FromString("__module__");
+    int has = k ? PyDict_Contains(d, k) : -1;
+    Py_XDECREF(k);
+    if (has <= 0)
+        return NULL;
+    PyObject *refs = PyObject_CallOneArg(p->referrers, d), *owner = NULL;
+    for (Py_ssize_t i = 0; refs && i < PyList_GET_SIZE(refs) && !owner; i++) {
+        PyObject *r = PyList_GET_ITEM(refs, i);
+        if (PyType_Check(r) && ((PyTypeObject *)r)->tp_dict == d)
+            owner = Py_NewRef(r);
+    }
+    Py_XDECREF(refs);
+    return owner;
+}
+
+static int replace_in_dict(patcher *p, PyObject *d, PyObject *old, PyObject *new)
+{
+    PyObject *keys = PyList_New(0), *k, *v, *owner = NULL;
+    Py_ssize_t pos = 0;
+    if (!keys)
+        return -1;
+    while (PyDict_Next(d, &pos, &k, &v))
+        if (v == old && PyList_Append(keys, k) < 0)
+            goto error;
+    if (PyList_GET_SIZE(keys) && !(owner = dict_owner(p, d)) && PyErr_Occurred())
+        goto error;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        k = PyList_GET_ITEM(keys, i);
+        /* a class's through setattr: its method cache and slots follow */
+        int r = owner ? PyObject_SetAttr(owner, k, new) : PyDict_SetItem(d, k, new);
+        if (r < 0 || note(p, PATCH_DICT, d, k, old, new, owner) < 0)
+            goto error;
+    }
+    Py_XDECREF(owner);
+    Py_DECREF(keys);
+    return 0;
+error:
+    Py_XDECREF(owner);
+    Py_DECREF(keys);
+    return -1;
+}
+
+static int replace_everywhere(patcher *p, PyObject *old, PyObject *new, int depth);
+
+/* A classmethod or staticmethod `cm` of `old`: a copy of `new` in its place. */
+static int replace_method(patcher *p, PyObject *cm, PyObject *old, PyObject *new, int depth)
+{
+    PyObject *f = PyObject_GetAttrString(cm, "__func__");
+    if (!f)
+        return -1;
+    int r = 0;
+    if (f == old) {
+        PyObject *copy = PyObject_CallOneArg((PyObject *)Py_TYPE(cm), new);
+        r = copy ? replace_everywhere(p, cm, copy, depth + 1) : -1;
+        Py_XDECREF(copy);
+    }
+    Py_DECREF(f);
+    return r;
+}
+
+/* A property `prop` whose fget, fset or fdel is `old`: a copy with `new`. */
+static int replace_property(patcher *p, PyObject *prop, PyObject *old, PyObject *new, int depth)
+{
+    static const char *const attr[] = {"fget", "fset", "fdel"};
+    static const char *const method[] = {"getter", "setter", "deleter"};
+    PyObject *copy = Py_NewRef(prop);
+    for (int i = 0; i < 3 && copy; i++) {
+        PyObject *f = PyObject_GetAttrString(prop, attr[i]);
+        if (f == old)
+            Py_SETREF(copy, PyObject_CallMethod(copy, method[i], "O", new));
+        else if (!f)
+            Py_CLEAR(copy);
+        Py_XDECREF(f);
+    }
+    int r = copy ? 0 : -1;
+    if (copy && copy != prop)
+        r = replace_everywhere(p, prop, copy, depth + 1);
+    Py_XDECREF(copy);
+    return r;
+}
+
+/* Replaces `old` by `new` in every referrer of `old` that can be changed. */
+static int replace_everywhere(patcher *p, PyObject *old, PyObject *new, int depth)
+{
+    PyObject *refs = PyObject_CallOneArg(p->referrers, old);
+    if (!refs)
+        return -1;
+    int r = 0;
+    for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(refs); i++) {
+        PyObject *ref = PyList_GET_ITEM(refs, i);
+        if (PyDict_Check(ref)) {
+            r = replace_in_dict(p, ref, old, new);
+        } else if (PyCell_Check(ref)) {
+            if (PyCell_GET(ref) == old)
+                r = PyCell_Set(ref, new) < 0 || note(p, PATCH_CELL, ref, NULL, old, new, NULL) < 0
+                        ? -1
+                        : 0;
+        } else if (Py_TYPE(ref)->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
+            /* an instance keeping its attributes without a dict: made now */
+            PyObject *d = PyObject_GenericGetDict(ref, NULL);
+            r = d ? replace_in_dict(p, d, old, new) : -1;
+            Py_XDECREF(d);
+        } else if (depth >= PATCH_DEPTH) {
+            continue;
+        } else if (Py_IS_TYPE(ref, &PyClassMethod_Type) || Py_IS_TYPE(ref, &PyStaticMethod_Type)) {
+            r = replace_method(p, ref, old, new, depth);
+        } else if (PyObject_TypeCheck(ref, &PyProperty_Type)) {
+            r = replace_property(p, ref, old, new, depth);
+        } else if (PyObject_TypeCheck(ref, p->st->type.Recorder)) {
+            Recorder *rec = (Recorder *)ref;
+            if (rec->func == old && !rec->probe) {
+                rec->probe = Py_NewRef(new);
+                r = note(p, PATCH_RECORDER, ref, NULL, old, new, NULL);
+            }
+        }
+    }
+    Py_DECREF(refs);
+    return r;
+}
+
+int ct_probe_patch(ProbeHook *h)
+{
+    ct_state *st = (ct_state *)PyModule_GetState(h->module);
+    patcher p = {st, h, NULL, NULL};
+    PyObject *gc = PyImport_ImportModule("gc"), *funcs = NULL;
+    if (!gc)
+        return -1;
+    p.referrers = PyObject_GetAttrString(gc, "get_referrers");
+    Py_DECREF(gc);
+    if (!p.referrers)
+        return -1;
+    if (!h->patches && !(h->patches = PyList_New(0)))
+        goto error;
+    p.patches = h->patches;
+    funcs = PyObject_CallOneArg(p.referrers, (PyObject *)h->code);
+    if (!funcs)
+        goto error;
+    Py_ssize_t nfuncs = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(funcs); i++) {
+        PyObject *f = PyList_GET_ITEM(funcs, i);
+        if (!PyFunction_Check(f) || PyFunction_GET_CODE(f) != (PyObject *)h->code)
+            continue;
+        nfuncs++;
+        PyObject *w = wrapper_new(st, h, f);
+        int r = w ? replace_everywhere(&p, f, w, 0) : -1;
+        Py_XDECREF(w);
+        if (r < 0)
+            goto error;
+    }
+    if (PyList_GET_SIZE(h->patches) == 0) {
+        PyErr_Format(PyExc_RuntimeError, "cannot probe %U on Python 3.11: %s", h->code->co_qualname,
+                     nfuncs ? "no reference to its function could be patched (only local"
+                              " variables, tuples or lists hold it)"
+                            : "no function runs its code now (a local function made at each"
+                              " call of the one around it needs Python 3.12+)");
+        goto error;
+    }
+    Py_DECREF(funcs);
+    Py_DECREF(p.referrers);
+    return 0;
+error:
+    Py_XDECREF(funcs);
+    Py_DECREF(p.referrers);
+    return -1;
+}
+
+/* Puts one patch back.  Returns 0, or -1 with an exception set. */
+static int unpatch_one(PyObject *t)
+{
+    int kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 0));
+    PyObject *where = PyTuple_GET_ITEM(t, 1), *key = PyTuple_GET_ITEM(t, 2);
+    PyObject *old = PyTuple_GET_ITEM(t, 3), *new = PyTuple_GET_ITEM(t, 4);
+    PyObject *owner = PyTuple_GET_ITEM(t, 5);
+    switch (kind) {
+    case PATCH_DICT: {
+        PyObject *cur = PyDict_GetItemWithError(where, key);
+        if (cur != new)
+            return PyErr_Occurred() ? -1 : 0;
+        return owner != Py_None ? PyObject_SetAttr(owner, key, old)
+                                : PyDict_SetItem(where, key, old);
+    }
+    case PATCH_CELL:
+        return PyCell_GET(where) == new ? PyCell_Set(where, old) : 0;
+    default: {
+        Recorder *rec = (Recorder *)where;
+        if (rec->probe == new)
+            Py_CLEAR(rec->probe);
+        return 0;
+    }
+    }
+}
+
+int ct_probe_unpatch(ProbeHook *h)
+{
+    PyObject *patches = h->patches;
+    h->patches = NULL;
+    if (!patches)
+        return 0;
+    PyObject *first = NULL;
+    for (Py_ssize_t i = PyList_GET_SIZE(patches) - 1; i >= 0; i--)
+        if (unpatch_one(PyList_GET_ITEM(patches, i)) < 0) {
+            if (!first)
+                first = ct_fetch_exc();
+            else
+                PyErr_Clear();
+        }
+    Py_DECREF(patches);
+    ct_restore_exc(first);
+    return first ? -1 : 0;
+}
+
+#endif
