@@ -90,3 +90,31 @@ def test_background_apply_picks_up_new_specs():
     finally:
         m.stop_background()
         m.remove_all()
+
+
+class RefusingOnce(MemoryStore):
+    """A user's spec store that cannot take the first fire-time report."""
+
+    refused = 0
+
+    def mark(self, spec_id, process, info):
+        if info["errors"] and not self.refused:
+            self.refused += 1
+            raise OSError("the store is away")
+        super().mark(spec_id, process, info)
+
+
+def test_a_refused_report_is_made_again_at_the_next_apply(caplog):
+    m = InstrumentManager(RefusingOnce(), process="w")
+    m.instrument_classes["count"] = probes.CountInstrument
+    m.specs["z"] = spec("probe_subjects.Cart.add", value="a / 0")
+    m.apply()
+    try:
+        S.Cart.add(1, 2)  # the instrument fails: an error at fire time
+        m.apply()  # its report refused (a warning)
+        assert m.specs.refused == 1 and m.specs["z"]["applied"]["w"]["errors"] == []
+        assert "refused the applied report" in caplog.text
+        m.apply()  # made again, and taken
+        assert "ZeroDivisionError" in m.specs["z"]["applied"]["w"]["errors"][0][2]
+    finally:
+        m.remove_all()

@@ -265,16 +265,18 @@ class InstrumentManager:
 
     def _mark(self, done: _Applied, spec: dict[str, Any], error: str | None) -> None:
         inst = done.instrument
+        reported = inst.nerrors if inst is not None else 0  # before the errors are read
         info = {"lastmodified": spec.get("lastmodified"), "error": error,
                 "time": datetime.datetime.now(datetime.UTC).isoformat(),
                 "errors": list(inst.errors) if inst is not None else [],
                 "expired": bool(inst.expired) if inst is not None else False}
-        done.reported = inst.nerrors if inst is not None else 0
         try:
             self.specs.mark(done.spec_id, self.process, info)
         except Exception:  # noqa: BLE001 - a store that cannot take it: the probes still run
             _log.warning("probe spec %r: the store refused the applied report", done.spec_id,
                          exc_info=True)
+            return  # reported again at the next apply
+        done.reported = reported
 
     def _report(self, done: _Applied, spec: dict[str, Any]) -> None:
         inst = done.instrument
