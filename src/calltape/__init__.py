@@ -76,6 +76,7 @@ __all__ = [
     "catch_errors",
     "compare",
     "configure",
+    "copy",
     "export",
     "flat_profile",
     "flush",
@@ -191,6 +192,16 @@ def open(path: str | os.PathLike[str] | None = None, *, trust: bool = False,
     if path is None:
         path = _native.default_tape()
     return Tape(path, trust=trust, allow=allow)
+
+
+def copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tuple[int, int]:
+    """Copy the tape `src` onto the tape `dst` (a file or a ``postgresql://`` URL,
+    created when missing; the tapes it holds stay): every session with its calls,
+    values, threads, tests' spans and probe specs, with `dst`'s own ids.  What
+    this process recorded so far is written first.  Returns (sessions, calls)
+    copied; TapeError says in one sentence why not."""
+    _native.flush()
+    return _native.copy(os.fspath(src), os.fspath(dst))
 
 
 class _ForkAnchor:

@@ -110,6 +110,8 @@ typedef struct store_segment {
 typedef struct store_blob {
     const uint8_t *data;
     size_t len;
+    const uint8_t *hash; /* in a listing of every blob (store_read_blob with no
+                            hash): its WIRE_HASH_BYTES bytes; else NULL */
 } store_blob;
 
 /* A span of a session's time the program named (a pytest test), as the
@@ -125,7 +127,7 @@ typedef struct store_context {
 
 /* Which spans store_read_contexts lists. */
 typedef struct store_context_filter {
-    store_bytes kind; /* required */
+    store_bytes kind; /* p NULL: any kind */
     store_bytes name; /* p NULL: any name */
     int64_t session;  /* 0: any */
     int64_t from_id;  /* with a session: only spans with this id or a later one */
@@ -518,6 +520,18 @@ static inline int store_prune(store *s, int64_t before_ns, int64_t keep_sessions
     return s->ops->prune(s, before_ns, keep_sessions, sessions, calls);
 }
 
+/* Copies the tape at `src` (read only) onto the tape at `dst` (created when
+ * missing; what it holds stays): every blob, function, session, thread,
+ * span, segment and probe spec, so that every reading gives the same
+ * answers on the copy, with the destination's own ids (store_copy.c says
+ * how call ids stay unique).  One destination transaction, the specs after
+ * it.  Sets *sessions and *calls to what it copied.  Returns 0, or -1 with
+ * one sentence in `err` (the same tape twice, a missing or unreadable
+ * source, an unwritable destination, damage).  Does I/O: callers release
+ * the GIL. */
+int store_copy(const char *src, const char *dst, int64_t *sessions, int64_t *calls, char *err,
+               size_t errlen);
+
 /* ------------------------------------------------------------------------ */
 /* The reader's side.  Every call may do I/O: the binding calls them with  */
 /* the GIL released.  Errors go to `e` (kind and phrase).                   */
@@ -575,7 +589,8 @@ static inline store_cursor *store_read_threads(store *s, store_err *e)
 }
 
 /* A cursor whose one row (blob) is the value stored under `hash`; no row
- * when there is none.  NULL with `e` set. */
+ * when there is none.  With `hash` NULL, every blob of the tape, each row
+ * with its hash (store_copy).  NULL with `e` set. */
 static inline store_cursor *store_read_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES],
                                             store_err *e)
 {

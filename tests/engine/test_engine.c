@@ -1970,6 +1970,47 @@ static void remove_tape(const char *path)
     unlink(side);
 }
 
+/* store_copy: a tape copied twice onto another keeps its calls' totals,
+ * self time included (carried over from the per-session totals), under
+ * fresh ids; a tape copied onto itself is refused. */
+static void test_store_copy(void)
+{
+    char path[64], copy[64], err[256];
+    fresh_path(path, "copy-src");
+    fresh_path(copy, "copy-dst");
+    engine *e = start_engine(path, 0, 0);
+    if (!e)
+        return;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    CHECK(append_timed_call(e, &b, 2, 1, 30) && append_timed_call(e, &b, 3, 1, 20) &&
+          append_timed_call(e, &b, 1, 0, 100));
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_free(e);
+    wbuf_free(&b);
+    int64_t sessions = 0, calls = 0;
+    CHECK(store_copy(path, path, &sessions, &calls, err, sizeof err) < 0 &&
+          strstr(err, "the same tape") != NULL);
+    for (int i = 0; i < 2; i++)
+        CHECK(store_copy(path, copy, &sessions, &calls, err, sizeof err) == 0 && sessions == 1 &&
+              calls == 3);
+    store *st = store_open_read(copy, err, sizeof err);
+    CHECK(st != NULL);
+    if (st) {
+        store_err se;
+        store_row row;
+        store_counts n;
+        CHECK(store_totals(st, &n, &se) == 0 && n.calls == 6 && n.sessions == 2);
+        store_cursor *c = store_read_functions(st, &se);
+        CHECK(c && store_next(c, &row, &se) == 1 && row.function.calls == 6 &&
+              row.function.total_ns == 300 && row.function.self_ns == 200);
+        store_cursor_close(c);
+        store_close(st);
+    }
+    remove_tape(path);
+    remove_tape(copy);
+}
+
 /* A bind SQLite refuses (a value over its length limit) fails the
  * statement with the store's error, unrun, and leaves it usable; on the
  * reader's side the cursor is not made. */
@@ -2324,6 +2365,7 @@ int main(void)
     test_store_bind_failure();
     test_selftime_table();
     test_self_time_totals();
+    test_store_copy();
     test_contexts();
     test_probe_specs();
     test_final_round_while_shutting_down(); /* last: see there */

@@ -520,6 +520,10 @@ PyObject *ct_check_writable_py(PyObject *module, PyObject *path);
  * store opened for writing with the GIL released; TapeError says why not. */
 PyObject *ct_prune_py(PyObject *module, PyObject *args);
 
+/* copy(src, dst) -> (sessions, calls) copied: store_copy, the GIL released;
+ * TapeError with its one sentence on failure. */
+PyObject *ct_copy_py(PyObject *module, PyObject *args);
+
 /* resolve.c */
 /* What replay calls for a recorded module + qualname, found as the recorded
  * program found it (see resolve.c; `file`, the recorded source file or

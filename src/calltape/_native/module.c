@@ -151,6 +151,8 @@ static PyMethodDef module_methods[] = {
     {"prune", ct_prune_py, METH_VARARGS,
      "prune(path, before_ns, keep_sessions=-1) -> (sessions, calls): deletes the sessions"
      " that ended before before_ns or are not among the newest keep_sessions"},
+    {"copy", ct_copy_py, METH_VARARGS,
+     "copy(src, dst) -> (sessions, calls): copies the tape src onto the tape dst"},
     {"resolve", (PyCFunction)(void (*)(void))ct_resolve_py, METH_VARARGS | METH_KEYWORDS,
      "resolve(module, qualname, file=None) -> the original function, found as replay finds"
      " it (file: the recorded script of a __main__ function); LookupError says why not"},

@@ -158,6 +158,26 @@ PyObject *ct_prune_py(PyObject *module, PyObject *args)
     return Py_BuildValue("(LL)", (long long)sessions, (long long)calls);
 }
 
+PyObject *ct_copy_py(PyObject *module, PyObject *args)
+{
+    ct_state *st = PyModule_GetState(module);
+    const char *src = NULL, *dst = NULL;
+    if (!PyArg_ParseTuple(args, "ss:copy", &src, &dst))
+        return NULL;
+    char err[600];
+    int64_t sessions = 0, calls = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+        rc = store_copy(src, dst, &sessions, &calls, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        PyObject *cls = ct_marker_type(st, "TapeError");
+        PyErr_SetString(cls ? cls : PyExc_ValueError, err);
+        return NULL;
+    }
+    return Py_BuildValue("(LL)", (long long)sessions, (long long)calls);
+}
+
 static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"path", "trust", "allow", NULL};
