@@ -149,8 +149,11 @@ static PyMethodDef module_methods[] = {
     {"check_writable", ct_check_writable_py, METH_O,
      "check_writable(path): TapeError unless a recording could write the tape at path"},
     {"prune", ct_prune_py, METH_VARARGS,
-     "prune(path, before_ns, keep_sessions=-1) -> (sessions, calls): deletes the sessions"
-     " that ended before before_ns or are not among the newest keep_sessions"},
+     "prune(path, before_ns, keep_sessions=-1, max_bytes=-1) -> (sessions, calls, size):"
+     " deletes the sessions that ended before before_ns, are not among the newest"
+     " keep_sessions, or are the oldest while the tape is over max_bytes"},
+    {"parse_size", ct_parse_size_py, METH_O,
+     "parse_size(text) -> bytes: '2GB', '500MiB' (ValueError when it is not a size)"},
     {"copy", ct_copy_py, METH_VARARGS,
      "copy(src, dst) -> (sessions, calls): copies the tape src onto the tape dst"},
     {"resolve", (PyCFunction)(void (*)(void))ct_resolve_py, METH_VARARGS | METH_KEYWORDS,
