@@ -178,8 +178,17 @@ def configure(*, tape: str | os.PathLike[str] | Callable[[], str | os.PathLike[s
     >>> calltape.configure(tape="/tmp/run.db", flush_interval=0.5, on_full="drop")
     >>> calltape.configure(energy=True)     # RAPL energy for record(energy=None) functions
     >>> calltape.configure(tape=lambda: f"/tmp/run-{os.getpid()}.db")   # named at first use
+    >>> calltape.configure(retain={"older_than": "7d", "max_size": "2GB", "keep_sessions": 10})
+
+    ``retain`` is applied by the writer as it records (any of the three rules;
+    ``"older_than=7d,max_size=2GB"``, the text of ``CALLTAPE_RETAIN`` and
+    ``calltape run --retain``, is read too) and exported as ``CALLTAPE_RETAIN``.
     """
     _native.configure(tape=tape, **options)
+    retain = options.get("retain")
+    if retain is not None:  # the child processes' too
+        os.environ["CALLTAPE_RETAIN"] = (retain if isinstance(retain, str) else
+                                         ",".join(f"{k}={v}" for k, v in retain.items()))
     if tape is not None and not (callable(tape) and not hasattr(tape, "__fspath__")):
         text = os.fspath(tape)
         # a server's URL (postgresql://...) as given, a file's path absolute
@@ -256,3 +265,21 @@ _native._watch_children()  # subprocesses and exec name this process's session a
 _register_multiprocessing()
 if "multiprocessing.util" in sys.modules and sys.modules["multiprocessing"].parent_process():
     _flush_at_multiprocessing_exit()  # imported by a child after its _bootstrap began
+
+
+def _retain_from_environment() -> None:
+    """$CALLTAPE_RETAIN (exported by configure(retain=...) and calltape run
+    --retain) for this process's writer; rules it cannot read are one
+    RecordingWarning, and the program records without them."""
+    text = os.environ.get("CALLTAPE_RETAIN")
+    if not text:
+        return
+    try:
+        _native.configure(retain=text)
+    except ValueError as exc:
+        import warnings
+
+        warnings.warn(RecordingWarning(f"CALLTAPE_RETAIN is not applied: {exc}"), stacklevel=3)
+
+
+_retain_from_environment()

@@ -738,7 +738,8 @@ int seg_reader_next_within(seg_reader *r, seg_call *c, int64_t since, int64_t un
 
 typedef struct engine engine;
 
-/* Retention rules (retain.c): -1 leaves a rule out. */
+/* Retention rules (retain.c): a rule is left out when -1 (retain_parse)
+ * or 0 (a zeroed engine_options: no retention). */
 typedef struct retain_policy {
     int64_t older_than_ns; /* sessions ended longer ago than this go */
     int64_t keep_sessions; /* the newest N stay, older ones go */
@@ -755,7 +756,7 @@ int retain_parse_size(const char *text, int64_t *bytes);
 int retain_parse_age(const char *text, int64_t *ns);
 
 /* Reads retention rules "older_than=7d,max_size=2GB,keep_sessions=10" (any
- * of them, at least one) into `p`.  Returns 0, or -1 with one sentence in
+ * of them, at least one, each above 0) into `p`.  Returns 0, or -1 with one sentence in
  * `err` naming the part it could not read. */
 int retain_parse(const char *text, retain_policy *p, char *err, size_t errlen);
 
@@ -777,6 +778,7 @@ typedef struct engine_options {
     int64_t parent_session; /* the session of the nearest recording ancestor process, 0: none */
     int64_t clock_mono_ns;  /* a pair of readings taken together, used to */
     int64_t clock_wall_ns;  /* turn monotonic starts into wall times */
+    retain_policy retain;   /* applied by the writer as it goes (store_prune); zeros: none */
 } engine_options;
 
 typedef struct engine_stats {

@@ -88,6 +88,7 @@ typedef struct writer_state {
     selftime kids; /* children's durations of calls not seen yet */
     uint64_t last_open_try_ns;
     uint64_t last_commit_ns;
+    uint64_t last_retain_ns; /* monotonic, of the last retention round; 0: none yet */
 } writer_state;
 
 struct engine {

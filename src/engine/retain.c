@@ -7,8 +7,10 @@
  * Invariants: a number is decimal, with an optional fraction; sizes take
  * B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of
  * 1024), in any case, a bare number being bytes; ages take s, m, h, d, w;
- * a value out of range (negative, over INT64_MAX) is refused; every error
- * is one sentence naming the text.
+ * a value out of range (negative, over INT64_MAX) is refused, and in a
+ * policy a rule that would delete the recording session too (an age or
+ * size of 0, keep_sessions=0); every error is one sentence naming the
+ * text.
  */
 #include "engine.h"
 
@@ -103,23 +105,23 @@ static int read_rule(const char *key, size_t klen, const char *v, retain_policy 
                      size_t errlen)
 {
     if (klen == 10 && strncmp(key, "older_than", klen) == 0) {
-        if (retain_parse_age(v, &p->older_than_ns) == 0)
+        if (retain_parse_age(v, &p->older_than_ns) == 0 && p->older_than_ns > 0)
             return 0;
         snprintf(err, errlen, "cannot read the age %s of older_than: use 30m, 12h, 7d or 2w", v);
     } else if (klen == 8 && strncmp(key, "max_size", klen) == 0) {
-        if (retain_parse_size(v, &p->max_bytes) == 0)
+        if (retain_parse_size(v, &p->max_bytes) == 0 && p->max_bytes > 0)
             return 0;
         snprintf(err, errlen, "cannot read the size %s of max_size: use 500MB, 2GB or 1.5GiB", v);
     } else if (klen == 13 && strncmp(key, "keep_sessions", klen) == 0) {
         char *end = NULL;
         long long n = strtoll(v, &end, 10);
-        if (end != v && *end == 0 && n >= 0) {
+        if (end != v && *end == 0 && n >= 1) {
             p->keep_sessions = n;
             return 0;
         }
         snprintf(err, errlen,
                  "cannot read keep_sessions=%s: give how many of the newest"
-                 " sessions stay (0 or more)",
+                 " sessions stay (1 or more: the recording one is among them)",
                  v);
     } else {
         snprintf(err, errlen,

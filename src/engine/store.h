@@ -239,7 +239,7 @@ typedef struct store_ops {
     void (*file_id)(const store *s, uint64_t *dev, uint64_t *ino);
     int (*checkpoint)(store *s);
     int (*prune)(store *s, int64_t before_ns, int64_t keep_sessions, int64_t max_bytes,
-                 int64_t *sessions, int64_t *calls);
+                 int64_t spare, int64_t *sessions, int64_t *calls);
     int (*size)(store *s, int64_t *bytes);
     int (*add_context)(store *s, const store_context *c);
     /* the reader's side */
@@ -512,7 +512,8 @@ static inline int store_add_context(store *s, const store_context *c)
  * `keep_sessions` newest (by start, then id), and when `max_bytes` >= 0
  * the oldest ones (by start, then id) while the tape's size (store_size)
  * is over `max_bytes`, never the newest session (so one session larger
- * than the size stays); and everything recorded in them: their segments,
+ * than the size stays); never the session `spare` (a writer's own; 0:
+ * none); and everything recorded in them: their segments,
  * children-index rows, per-session totals, threads and spans; the
  * functions' tape-wide totals lose those calls.  The rules by age and
  * count run in one transaction, the size rule in rounds of one
@@ -521,9 +522,9 @@ static inline int store_add_context(store *s, const store_context *c)
  * Returns 0, or -1 with a message in store_errmsg (what earlier rounds
  * deleted stays deleted). */
 static inline int store_prune(store *s, int64_t before_ns, int64_t keep_sessions, int64_t max_bytes,
-                              int64_t *sessions, int64_t *calls)
+                              int64_t spare, int64_t *sessions, int64_t *calls)
 {
-    return s->ops->prune(s, before_ns, keep_sessions, max_bytes, sessions, calls);
+    return s->ops->prune(s, before_ns, keep_sessions, max_bytes, spare, sessions, calls);
 }
 
 /* The tape's size as retention counts it into *bytes: on a file, the bytes

@@ -777,7 +777,7 @@ static int pg_size(store *base, int64_t *bytes)
 
 #define PG_PRUNE_ROUNDS 8 /* by size: rounds of deletion at most */
 
-static int pg_prune(store *base, int64_t before_ns, int64_t keep, int64_t max_bytes,
+static int pg_prune(store *base, int64_t before_ns, int64_t keep, int64_t max_bytes, int64_t spare,
                     int64_t *sessions, int64_t *calls)
 {
     pg_store *s = (pg_store *)base;
@@ -786,10 +786,11 @@ static int pg_prune(store *base, int64_t before_ns, int64_t keep, int64_t max_by
     *sessions = *calls = 0;
     if (before_ns != INT64_MIN || keep >= 0) {
         snprintf(sql, sizeof sql,
-                 "SELECT id FROM sessions WHERE coalesce(end_ns, start_ns) < %lld OR (%lld >= 0"
-                 " AND id NOT IN (SELECT id FROM sessions ORDER BY start_ns DESC, id DESC"
-                 " LIMIT %lld))",
-                 (long long)before_ns, (long long)keep, (long long)(keep < 0 ? 0 : keep));
+                 "SELECT id FROM sessions WHERE id <> %lld AND (coalesce(end_ns, start_ns) < %lld"
+                 " OR (%lld >= 0 AND id NOT IN (SELECT id FROM sessions ORDER BY start_ns DESC,"
+                 " id DESC LIMIT %lld)))",
+                 (long long)spare, (long long)before_ns, (long long)keep,
+                 (long long)(keep < 0 ? 0 : keep));
         if (pg_prune_round(s, sql, sessions, calls, &gone) < 0)
             return -1;
     }
@@ -805,10 +806,10 @@ static int pg_prune(store *base, int64_t before_ns, int64_t keep, int64_t max_by
                  "SELECT id FROM (SELECT s.id, sum(coalesce(b.bytes, 0)) OVER (ORDER BY"
                  " s.start_ns, s.id ROWS UNBOUNDED PRECEDING) - coalesce(b.bytes, 0) AS before"
                  " FROM sessions s LEFT JOIN (SELECT session, sum(octet_length(data))::bigint AS"
-                 " bytes FROM segments GROUP BY session) b ON b.session = s.id WHERE s.id <>"
-                 " (SELECT id FROM sessions ORDER BY start_ns DESC, id DESC LIMIT 1)) t"
-                 " WHERE before < %lld",
-                 (long long)(size - max_bytes));
+                 " bytes FROM segments GROUP BY session) b ON b.session = s.id WHERE s.id <> %lld"
+                 " AND s.id <> (SELECT id FROM sessions ORDER BY start_ns DESC, id DESC LIMIT 1))"
+                 " t WHERE before < %lld",
+                 (long long)spare, (long long)(size - max_bytes));
         if (pg_prune_round(s, sql, sessions, calls, &gone) < 0)
             return -1;
         if (gone == 0)

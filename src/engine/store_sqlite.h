@@ -64,8 +64,8 @@ int sq_is_readonly(store *s);
 
 /* Retention (store_sqlite_prune.c), with the contracts of store_prune and
  * store_size. */
-int sq_prune(store *s, int64_t before_ns, int64_t keep, int64_t max_bytes, int64_t *sessions,
-             int64_t *calls);
+int sq_prune(store *s, int64_t before_ns, int64_t keep, int64_t max_bytes, int64_t spare,
+             int64_t *sessions, int64_t *calls);
 int sq_size(store *s, int64_t *bytes);
 
 /* The probe specs (store_sqlite_specs.c): schema 6's SQL, which the

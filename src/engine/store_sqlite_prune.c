@@ -129,8 +129,8 @@ static int give_back(store *s)
     return mode == 2 ? store_checkpoint(s) : 0;
 }
 
-int sq_prune(store *s, int64_t before_ns, int64_t keep, int64_t max_bytes, int64_t *sessions,
-             int64_t *calls)
+int sq_prune(store *s, int64_t before_ns, int64_t keep, int64_t max_bytes, int64_t spare,
+             int64_t *sessions, int64_t *calls)
 {
     char sql[900];
     int64_t gone = 0;
@@ -142,10 +142,11 @@ int sq_prune(store *s, int64_t before_ns, int64_t keep, int64_t max_bytes, int64
     }
     if (before_ns != INT64_MIN || keep >= 0) {
         snprintf(sql, sizeof sql,
-                 "INSERT INTO temp.pruned SELECT id FROM sessions"
-                 " WHERE coalesce(end_ns, start_ns) < %lld OR (%lld >= 0 AND id NOT IN (SELECT id"
-                 " FROM sessions ORDER BY start_ns DESC, id DESC LIMIT %lld))",
-                 (long long)before_ns, (long long)keep, (long long)(keep < 0 ? 0 : keep));
+                 "INSERT INTO temp.pruned SELECT id FROM sessions WHERE id <> %lld AND"
+                 " (coalesce(end_ns, start_ns) < %lld OR (%lld >= 0 AND id NOT IN (SELECT id"
+                 " FROM sessions ORDER BY start_ns DESC, id DESC LIMIT %lld)))",
+                 (long long)spare, (long long)before_ns, (long long)keep,
+                 (long long)(keep < 0 ? 0 : keep));
         if (prune_round(s, sql, sessions, calls, &gone) < 0)
             return -1;
     }
@@ -158,13 +159,15 @@ int sq_prune(store *s, int64_t before_ns, int64_t keep, int64_t max_bytes, int64
         /* the oldest sessions whose segments' bytes, summed from the
          * oldest, reach the excess (the other rows and indexes shrink with
          * them: a next round takes more only when still over) */
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO temp.pruned SELECT id FROM (SELECT s.id, sum(coalesce(b.bytes, 0))"
-                 " OVER (ORDER BY s.start_ns, s.id ROWS UNBOUNDED PRECEDING) - coalesce(b.bytes, 0)"
-                 " AS before FROM sessions s LEFT JOIN (SELECT session, sum(length(data)) AS bytes"
-                 " FROM segments GROUP BY session) b ON b.session = s.id WHERE s.id <> (SELECT id"
-                 " FROM sessions ORDER BY start_ns DESC, id DESC LIMIT 1)) WHERE before < %lld",
-                 (long long)(size - max_bytes));
+        snprintf(
+            sql, sizeof sql,
+            "INSERT INTO temp.pruned SELECT id FROM (SELECT s.id, sum(coalesce(b.bytes, 0))"
+            " OVER (ORDER BY s.start_ns, s.id ROWS UNBOUNDED PRECEDING) - coalesce(b.bytes, 0)"
+            " AS before FROM sessions s LEFT JOIN (SELECT session, sum(length(data)) AS bytes"
+            " FROM segments GROUP BY session) b ON b.session = s.id WHERE s.id <> %lld AND s.id"
+            " <> (SELECT id FROM sessions ORDER BY start_ns DESC, id DESC LIMIT 1)) WHERE"
+            " before < %lld",
+            (long long)spare, (long long)(size - max_bytes));
         if (prune_round(s, sql, sessions, calls, &gone) < 0)
             return -1;
         if (gone == 0)

@@ -29,6 +29,7 @@
 #define MAX_FREE_CHUNKS 4
 #define REOPEN_EVERY_NS 1000000000ull
 #define RATE_MIN_BYTES (1u << 20) /* rounds that measure the writer's rate */
+#define RETAIN_EVERY 50           /* flush intervals between retention rounds */
 
 typedef struct txn {
     uint64_t calls, segments, bytes, dropped;
@@ -584,6 +585,32 @@ static size_t process(engine *e, chunk *full, chunk *live, int finish)
     return t.taken;
 }
 
+/* Retention as it goes (opt.retain): after the writer's first commit on a
+ * tape, then every RETAIN_EVERY flush intervals, the sessions the rules
+ * name go (store_prune, in short transactions of its own, never this
+ * process's session).  A failure is
+ * reported as a store error, and costs no call. */
+static void retain_round(engine *e, uint64_t now)
+{
+    writer_state *w = &e->w;
+    const retain_policy *p = &e->opt.retain;
+    if ((p->older_than_ns <= 0 && p->keep_sessions <= 0 && p->max_bytes <= 0) || !w->store ||
+        !w->session_id)
+        return;
+    if (w->last_retain_ns && now - w->last_retain_ns < RETAIN_EVERY * e->opt.flush_interval_ns)
+        return;
+    w->last_retain_ns = now ? now : 1;
+    int64_t before = INT64_MIN, sessions = 0, calls = 0;
+    if (p->older_than_ns > 0)
+        before = (int64_t)engine_now_ns(CLOCK_REALTIME) - p->older_than_ns;
+    if (store_prune(w->store, before, p->keep_sessions > 0 ? p->keep_sessions : -1,
+                    p->max_bytes > 0 ? p->max_bytes : -1, w->session_id, &sessions, &calls) < 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "cannot apply the retention rules: %s", store_errmsg(w->store));
+        set_error(e, msg);
+    }
+}
+
 static void *writer_main(void *arg)
 {
     engine *e = arg;
@@ -618,6 +645,8 @@ static void *writer_main(void *arg)
         uint64_t spent = engine_now_ns(CLOCK_MONOTONIC) - now;
         if (finish)
             e->w.last_commit_ns = now;
+        if (finish && !stopping && !final)
+            retain_round(e, now);
         pthread_mutex_unlock(&e->io_mu);
 
         pthread_mutex_lock(&e->mu);

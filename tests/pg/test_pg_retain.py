@@ -6,6 +6,9 @@ cases need no server."""
 import json
 import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from test_pg_store import cli, record
@@ -87,3 +90,83 @@ def test_size_parsing_and_errors(tmp_path):
     out = cli("prune", tape_name)
     assert out.returncode == 2
     assert "needs --older-than AGE, --keep-sessions N or --max-size SIZE" in out.stderr
+
+
+LONG_RUN = textwrap.dedent("""
+    import calltape, os, sys, time
+
+    calltape.configure(flush_interval=0.02, retain={"keep_sessions": 1})
+
+    @calltape.record
+    def tick(i):
+        return i
+
+    i = 0
+    while not os.path.exists(sys.argv[1]):  # the other runs are done
+        tick(i)
+        i += 1
+        time.sleep(0.001)
+    deadline = time.time() + 2.5  # two retention rounds (every 50 flush intervals) at least
+    while time.time() < deadline:
+        tick(i)
+        i += 1
+        time.sleep(0.001)
+    assert calltape.flush(timeout=30)
+    print(i)
+""")
+
+
+def test_configure_retain_as_it_goes(tape_name, tmp_path):
+    """A long run with retain={"keep_sessions": 1} deletes the runs that ended
+    meanwhile at its next rounds, the newest of them kept, its own session spared
+    (it is not the newest) and every one of its calls written."""
+    record(tape_name, tmp_path, n=5)  # a run before
+    (tmp_path / "long.py").write_text(LONG_RUN)
+    flag = tmp_path / "done"
+    env = dict(os.environ, CALLTAPE_TAPE=tape_name)
+    env.pop("CALLTAPE_RETAIN", None)
+    long = subprocess.Popen([sys.executable, str(tmp_path / "long.py"), str(flag)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for n in (7, 9):
+            record(tape_name, tmp_path, n=n)
+    finally:
+        flag.touch()
+        out, err = long.communicate(timeout=60)
+    assert long.returncode == 0 and "Warning" not in err, err
+    with calltape.open(tape_name) as tape:
+        sessions = sorted(tape.sessions(), key=lambda s: s.start)
+        assert len(sessions) == 2
+        assert [s.argv[-1] for s in sessions] == [str(flag), "9"]
+        fns = {f.qualname: f.calls for f in tape.functions()}
+        assert fns["tick"] == int(out) and fns["leaf"] == 3 * 9
+        assert len(tape.search("tick", limit=None)) == int(out)
+
+
+def test_retain_from_the_environment_and_run(tape_name, tmp_path):
+    for n in (5, 6):
+        record(tape_name, tmp_path, n=n)
+    script = tmp_path / "one.py"
+    script.write_text("import calltape\n@calltape.record\ndef f(x):\n    return x\n"
+                      "for i in range(10):\n    f(i)\nassert calltape.flush(timeout=30)\n")
+    env = dict(os.environ, CALLTAPE_TAPE=tape_name, CALLTAPE_RETAIN="max_size=1")
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "Warning" not in out.stderr, out.stderr
+    with calltape.open(tape_name) as tape:  # by size: all but the newest (this run)
+        assert [s.argv for s in tape.sessions()] == [[str(script)]]
+        assert len(tape.calls()) == 10
+    record(tape_name, tmp_path, n=4)
+    out = cli("run", "--tape", tape_name, "--retain", "older_than=1w,keep_sessions=1",
+              str(script))
+    assert out.returncode == 0, out.stderr
+    with calltape.open(tape_name) as tape:
+        assert [s.argv for s in tape.sessions()] == [[str(script)]]
+    out = cli("run", "--tape", tape_name, "--retain", "keep=3", str(script))
+    assert out.returncode == 2 and "unknown retention rule keep" in out.stderr
+    env["CALLTAPE_RETAIN"] = "max_size=lots"
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0
+    assert "RecordingWarning: CALLTAPE_RETAIN is not applied" in out.stderr
+    assert "cannot read the size lots of max_size" in out.stderr

@@ -195,6 +195,7 @@ typedef struct ct_state {
         double flush_interval;
         Py_ssize_t buffer_bytes;
         int on_full_drop;
+        retain_policy retain; /* configure(retain=...); zeros: none */
     } sink;
     struct {                    /* the process's life and children (lifecycle.c) */
         PyObject *sigterm_prev; /* the SIGTERM handler calltape's replaced, or NULL */

@@ -118,7 +118,7 @@ static PyObject *unregister_codec(PyObject *m, PyObject *type)
 static PyMethodDef module_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))ct_configure_py, METH_VARARGS | METH_KEYWORDS,
      "configure(*, tape=None, flush_interval=None, on_full=None, buffer_bytes=None,"
-     " redact=None, max_value_bytes=None, energy=None)"},
+     " redact=None, max_value_bytes=None, energy=None, retain=None)"},
     {"check_options", (PyCFunction)(void (*)(void))ct_check_options_py,
      METH_VARARGS | METH_KEYWORDS,
      "check_options(**options): the error record() or monitor() would raise for a bad"

@@ -301,6 +301,7 @@ static void build_options(ct_state *st, engine_options *o, wbuf *argv, PyObject 
     o->flush_interval_ns = (uint64_t)(st->sink.flush_interval * 1e9);
     o->max_buffer_bytes = (size_t)st->sink.buffer_bytes;
     o->on_full_drop = st->sink.on_full_drop;
+    o->retain = st->sink.retain;
     o->mpi_rank = mpi_rank(st);
     PyObject *info = st->sink.session_info;
     PyObject *v;

@@ -144,7 +144,7 @@ PyObject *ct_prune_py(PyObject *module, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
         store *s = store_open_write(path, err, sizeof err);
         if (s) {
-            rc = store_prune(s, (int64_t)before, (int64_t)keep, (int64_t)max_bytes, &sessions,
+            rc = store_prune(s, (int64_t)before, (int64_t)keep, (int64_t)max_bytes, 0, &sessions,
                              &calls);
             if (rc == 0)
                 rc = store_size(s, &size);
