@@ -787,8 +787,8 @@ typedef struct engine_stats {
     uint64_t written_functions; /* functions with calls on the tape */
     uint64_t dropped_calls;     /* by on_full="drop" or a failing store */
     uint64_t write_errors;
-    int64_t session_id;   /* 0 until the writer created the session */
-    char last_error[256]; /* "" when none */
+    int64_t session_id;    /* 0 until the writer created the session */
+    char last_error[1024]; /* "" when none */
 } engine_stats;
 
 enum engine_append_result {

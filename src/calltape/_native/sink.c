@@ -103,9 +103,14 @@ void ct_warn_once(ct_state *st, const char *kind, const char *msg)
 
 static void report_errors(ct_state *st, ct_engine_slot *slot)
 {
-    char msg[300];
-    char full[800], shown[256];
+    char msg[1024];
+    char full[1400], shown[256];
     if (engine_take_errors(slot->eng, msg, sizeof msg)) {
+        if (strstr(msg, "recording goes on into the spool")) { /* writer.c: nothing lost */
+            snprintf(full, sizeof full, "calltape: %s", msg);
+            ct_warn_once(st, "spool", full);
+            return;
+        }
         store_redact(engine_path(slot->eng), shown, sizeof shown); /* a URL's password */
         snprintf(full, sizeof full,
                  "calltape cannot write to %s: %s (calls are still run;"
