@@ -33,8 +33,10 @@ static int read_number(const char *text, double *v, const char **end)
     if (p == digits || (p - digits == 1 && *digits == '.'))
         return -1;
     char buf[64];
-    size_t n = (size_t)(p - digits);
-    if (n >= sizeof buf || memchr(digits, '.', n) != memrchr(digits, '.', n))
+    size_t n = (size_t)(p - digits), dots = 0;
+    for (size_t i = 0; i < n; i++)
+        dots += digits[i] == '.';
+    if (n >= sizeof buf || dots > 1)
         return -1;
     memcpy(buf, digits, n);
     buf[n] = 0;
