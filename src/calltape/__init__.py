@@ -76,6 +76,7 @@ __all__ = [
     "catch_errors",
     "compare",
     "configure",
+    "copy",
     "export",
     "flat_profile",
     "flush",
@@ -177,8 +178,17 @@ def configure(*, tape: str | os.PathLike[str] | Callable[[], str | os.PathLike[s
     >>> calltape.configure(tape="/tmp/run.db", flush_interval=0.5, on_full="drop")
     >>> calltape.configure(energy=True)     # RAPL energy for record(energy=None) functions
     >>> calltape.configure(tape=lambda: f"/tmp/run-{os.getpid()}.db")   # named at first use
+    >>> calltape.configure(retain={"older_than": "7d", "max_size": "2GB", "keep_sessions": 10})
+
+    ``retain`` is applied by the writer as it records (any of the three rules;
+    ``"older_than=7d,max_size=2GB"``, the text of ``CALLTAPE_RETAIN`` and
+    ``calltape run --retain``, is read too) and exported as ``CALLTAPE_RETAIN``.
     """
     _native.configure(tape=tape, **options)
+    retain = options.get("retain")
+    if retain is not None:  # the child processes' too
+        os.environ["CALLTAPE_RETAIN"] = (retain if isinstance(retain, str) else
+                                         ",".join(f"{k}={v}" for k, v in retain.items()))
     if tape is not None and not (callable(tape) and not hasattr(tape, "__fspath__")):
         text = os.fspath(tape)
         # a server's URL (postgresql://...) as given, a file's path absolute
@@ -191,6 +201,16 @@ def open(path: str | os.PathLike[str] | None = None, *, trust: bool = False,
     if path is None:
         path = _native.default_tape()
     return Tape(path, trust=trust, allow=allow)
+
+
+def copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tuple[int, int]:
+    """Copy the tape `src` onto the tape `dst` (a file or a ``postgresql://`` URL,
+    created when missing; the tapes it holds stay): every session with its calls,
+    values, threads, tests' spans and probe specs, with `dst`'s own ids.  What
+    this process recorded so far is written first.  Returns (sessions, calls)
+    copied; TapeError says in one sentence why not."""
+    _native.flush()
+    return _native.copy(os.fspath(src), os.fspath(dst))
 
 
 class _ForkAnchor:
@@ -245,3 +265,21 @@ _native._watch_children()  # subprocesses and exec name this process's session a
 _register_multiprocessing()
 if "multiprocessing.util" in sys.modules and sys.modules["multiprocessing"].parent_process():
     _flush_at_multiprocessing_exit()  # imported by a child after its _bootstrap began
+
+
+def _retain_from_environment() -> None:
+    """$CALLTAPE_RETAIN (exported by configure(retain=...) and calltape run
+    --retain) for this process's writer; rules it cannot read are one
+    RecordingWarning, and the program records without them."""
+    text = os.environ.get("CALLTAPE_RETAIN")
+    if not text:
+        return
+    try:
+        _native.configure(retain=text)
+    except ValueError as exc:
+        import warnings
+
+        warnings.warn(RecordingWarning(f"CALLTAPE_RETAIN is not applied: {exc}"), stacklevel=3)
+
+
+_retain_from_environment()

@@ -8,7 +8,8 @@
     calltape replay [TAPE] [CALL_ID ...] --function price --trust [-v]  (exit 5: nothing replayed)
     calltape make-tests [TAPE] --function price --out tests/test_recorded_price.py [--all]
     calltape tree [TAPE] [CALL_ID | --session ID | --last] [--depth N] [--min-duration T]
-    calltape prune [TAPE] --older-than 7d | --keep-sessions N   (old sessions go, with their calls)
+    calltape prune [TAPE] --older-than 7d | --keep-sessions N | --max-size 2GB  (old sessions go)
+    calltape copy SRC DST                 (a tape onto another: a file onto a server and back)
     calltape probe add|list|remove [TAPE] ...  (probe specs every recording process applies)
     calltape run [--tape PATH] [--fresh] [--include PKG] ... (script.py | -m module) [args ...]
     calltape --version
@@ -171,15 +172,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--since", help="ISO date/time or relative time (10m, 2h, 3d): every"
                                    " session's calls from then, unless --session/--last")
     p.add_argument("--until", help="ISO date/time or relative time")
-    p = add("prune", "delete the sessions that ended before a time (or beyond the newest N),"
-                      " and their calls")
+    p = add("prune", "delete the sessions that ended before a time (or beyond the newest N,"
+                      " or the oldest while the tape is over a size), and their calls")
     p.add_argument("--older-than", metavar="AGE",
                    help="a relative time (12h, 7d) or an ISO date: sessions ended before it go")
     p.add_argument("--keep-sessions", type=int, metavar="N",
                    help="the N newest sessions stay, older ones go")
+    p.add_argument("--max-size", metavar="SIZE",
+                   help="2GB, 500MiB: the oldest sessions go while the tape is larger"
+                        " (the newest always stays)")
     p = sub.add_parser("completion", help="print the shell completion of calltape"
                                           ' (eval "$(calltape completion bash)")')
     p.add_argument("shell", choices=["bash"], help="bash (zsh loads it after bashcompinit)")
+    sub.add_parser("copy", help="copy a tape onto another: a file onto a PostgreSQL server"
+                                " and back (see: calltape copy --help)", add_help=False)
     sub.add_parser("probe", help="probe specs on the tape: add, list, remove"
                                  " (see: calltape probe --help)", add_help=False)
     sub.add_parser("run", help="run a Python program, recording its calls"
@@ -205,7 +211,10 @@ EXAMPLES = {
     "report": "calltape report            (the newest run, into calltape-report/index.html)\n"
               "calltape report app.db --session 3 --out report --format svg,html",
     "prune": "calltape prune --older-than 7d\ncalltape prune --keep-sessions 20\n"
+             "calltape prune --max-size 2GB\n"
              "calltape prune postgresql:///calls --older-than 12h",
+    "copy": "calltape copy app.db postgresql://db.example/calls\n"
+            "calltape copy postgresql:///calls offline.db",
     "probe": "calltape probe add app.db cart shop.cart.Cart.total --type log --value result\n"
              "calltape probe list app.db\ncalltape probe remove app.db cart",
     "completion": "calltape completion bash > ~/.local/share/bash-completion/completions/calltape\n"
@@ -248,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         from ._cli.probe import main as probe_main
 
         return probe_main(argv[1:])
+    if argv[:1] == ["copy"]:
+        from ._cli.copying import main as copy_main
+
+        return copy_main(argv[1:])
     if argv[:1] == ["completion"]:
         build_parser("completion").parse_args(argv)  # its usage errors and --help
         from ._completion import completion_script

@@ -777,6 +777,28 @@ int seg_reader_next_within(seg_reader *r, seg_call *c, int64_t since, int64_t un
 
 typedef struct engine engine;
 
+/* Retention rules (retain.c): a rule is left out when -1 (retain_parse)
+ * or 0 (a zeroed engine_options: no retention). */
+typedef struct retain_policy {
+    int64_t older_than_ns; /* sessions ended longer ago than this go */
+    int64_t keep_sessions; /* the newest N stay, older ones go */
+    int64_t max_bytes;     /* the oldest go while the tape is larger (store_size) */
+} retain_policy;
+
+/* Reads a size ("2GB", "500 MiB", "1.5gib", "4096": B, KB, MB, GB, TB in
+ * powers of 1000, KiB ... TiB in powers of 1024, any case) into *bytes.
+ * Returns 0, or -1 when it is not one. */
+int retain_parse_size(const char *text, int64_t *bytes);
+
+/* Reads an age ("30m", "12h", "7d", "2w", "45s", fractions allowed) into
+ * *ns.  Returns 0, or -1 when it is not one. */
+int retain_parse_age(const char *text, int64_t *ns);
+
+/* Reads retention rules "older_than=7d,max_size=2GB,keep_sessions=10" (any
+ * of them, at least one, each above 0) into `p`.  Returns 0, or -1 with one sentence in
+ * `err` naming the part it could not read. */
+int retain_parse(const char *text, retain_policy *p, char *err, size_t errlen);
+
 typedef struct engine_options {
     const char *path;           /* the tape file */
     uint64_t flush_interval_ns; /* how often the writer commits (default 100 ms) */
@@ -795,6 +817,7 @@ typedef struct engine_options {
     int64_t parent_session; /* the session of the nearest recording ancestor process, 0: none */
     int64_t clock_mono_ns;  /* a pair of readings taken together, used to */
     int64_t clock_wall_ns;  /* turn monotonic starts into wall times */
+    retain_policy retain;   /* applied by the writer as it goes (store_prune); zeros: none */
 } engine_options;
 
 typedef struct engine_stats {
@@ -803,8 +826,8 @@ typedef struct engine_stats {
     uint64_t written_functions; /* functions with calls on the tape */
     uint64_t dropped_calls;     /* by on_full="drop" or a failing store */
     uint64_t write_errors;
-    int64_t session_id;   /* 0 until the writer created the session */
-    char last_error[256]; /* "" when none */
+    int64_t session_id;    /* 0 until the writer created the session */
+    char last_error[1024]; /* "" when none */
 } engine_stats;
 
 enum engine_append_result {

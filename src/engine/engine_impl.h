@@ -88,6 +88,13 @@ typedef struct writer_state {
     selftime kids; /* children's durations of calls not seen yet */
     uint64_t last_open_try_ns;
     uint64_t last_commit_ns;
+    uint64_t last_retain_ns; /* monotonic, of the last retention round; 0: none yet */
+    /* the spool (writer.c): a local SQLite tape while a server is away */
+    int spooling;            /* w->store is the spool */
+    int spool_full;          /* over SPOOL_MAX_BYTES: rounds drop until the server is back */
+    int spool_pending;       /* a spool file waits to be sent to the server */
+    uint64_t spool_retry_ns; /* monotonic, the last try to reach the server again */
+    char spool_path[4200];   /* its file ("" until the first outage) */
 } writer_state;
 
 struct engine {
@@ -126,7 +133,7 @@ struct engine {
     uint64_t written_functions;
     uint64_t write_errors, unreported_errors;
     uint64_t losses_at_flush; /* drops + errors when the last flush returned */
-    char last_error[256];
+    char last_error[1024];
 
     writer_state w;
     engine *next_live; /* the fork registry (queue.c) */

@@ -110,6 +110,8 @@ typedef struct store_segment {
 typedef struct store_blob {
     const uint8_t *data;
     size_t len;
+    const uint8_t *hash; /* in a listing of every blob (store_read_blob with no
+                            hash): its WIRE_HASH_BYTES bytes; else NULL */
 } store_blob;
 
 /* A span of a session's time the program named (a pytest test), as the
@@ -125,7 +127,7 @@ typedef struct store_context {
 
 /* Which spans store_read_contexts lists. */
 typedef struct store_context_filter {
-    store_bytes kind; /* required */
+    store_bytes kind; /* p NULL: any kind */
     store_bytes name; /* p NULL: any name */
     int64_t session;  /* 0: any */
     int64_t from_id;  /* with a session: only spans with this id or a later one */
@@ -236,8 +238,9 @@ typedef struct store_ops {
     int (*same_file)(const store *s, const char *path);
     void (*file_id)(const store *s, uint64_t *dev, uint64_t *ino);
     int (*checkpoint)(store *s);
-    int (*prune)(store *s, int64_t before_ns, int64_t keep_sessions, int64_t *sessions,
-                 int64_t *calls);
+    int (*prune)(store *s, int64_t before_ns, int64_t keep_sessions, int64_t max_bytes,
+                 int64_t spare, int64_t *sessions, int64_t *calls);
+    int (*size)(store *s, int64_t *bytes);
     int (*add_context)(store *s, const store_context *c);
     /* the reader's side */
     int (*totals)(store *s, store_counts *out, store_err *e);
@@ -502,21 +505,48 @@ static inline int store_add_context(store *s, const store_context *c)
     return s->ops->add_context(s, c);
 }
 
-/* Retention: deletes, in one transaction of its own (not inside
+/* Retention: deletes, in transactions of its own (not inside
  * store_begin), the sessions that ended before `before_ns` (wall ns; a
  * session that never committed a call: started before; INT64_MIN: none by
- * age) and, when `keep_sessions` >= 0, those that are not among the
- * `keep_sessions` newest (by start, then id), and everything
- * recorded in them: their segments, children-index rows, per-session
- * totals, threads and spans; the functions' tape-wide totals lose those calls.
- * Blobs stay (shared by content across sessions); function rows stay.
- * Sets *sessions and *calls to what it deleted.  Returns 0, or -1 with a
- * message in store_errmsg. */
-static inline int store_prune(store *s, int64_t before_ns, int64_t keep_sessions, int64_t *sessions,
-                              int64_t *calls)
+ * age), when `keep_sessions` >= 0 those that are not among the
+ * `keep_sessions` newest (by start, then id), and when `max_bytes` >= 0
+ * the oldest ones (by start, then id) while the tape's size (store_size)
+ * is over `max_bytes`, never the newest session (so one session larger
+ * than the size stays); never the session `spare` (a writer's own; 0:
+ * none); and everything recorded in them: their segments,
+ * children-index rows, per-session totals, threads and spans; the
+ * functions' tape-wide totals lose those calls.  The rules by age and
+ * count run in one transaction, the size rule in rounds of one
+ * transaction each.  Blobs stay (shared by content across sessions);
+ * function rows stay.  Sets *sessions and *calls to what it deleted.
+ * Returns 0, or -1 with a message in store_errmsg (what earlier rounds
+ * deleted stays deleted). */
+static inline int store_prune(store *s, int64_t before_ns, int64_t keep_sessions, int64_t max_bytes,
+                              int64_t spare, int64_t *sessions, int64_t *calls)
 {
-    return s->ops->prune(s, before_ns, keep_sessions, sessions, calls);
+    return s->ops->prune(s, before_ns, keep_sessions, max_bytes, spare, sessions, calls);
 }
+
+/* The tape's size as retention counts it into *bytes: on a file, the bytes
+ * of its pages in use (a file may be larger until its free pages are given
+ * back); on a server, the bytes of its segments and values.  Returns 0, or
+ * -1 with a message in store_errmsg. */
+static inline int store_size(store *s, int64_t *bytes)
+{
+    return s->ops->size(s, bytes);
+}
+
+/* Copies the tape at `src` (read only) onto the tape at `dst` (created when
+ * missing; what it holds stays): every blob, function, session, thread,
+ * span, segment and probe spec, so that every reading gives the same
+ * answers on the copy, with the destination's own ids (store_copy.c says
+ * how call ids stay unique).  One destination transaction, the specs after
+ * it.  Sets *sessions and *calls to what it copied.  Returns 0, or -1 with
+ * one sentence in `err` (the same tape twice, a missing or unreadable
+ * source, an unwritable destination, damage).  Does I/O: callers release
+ * the GIL. */
+int store_copy(const char *src, const char *dst, int64_t *sessions, int64_t *calls, char *err,
+               size_t errlen);
 
 /* ------------------------------------------------------------------------ */
 /* The reader's side.  Every call may do I/O: the binding calls them with  */
@@ -575,7 +605,8 @@ static inline store_cursor *store_read_threads(store *s, store_err *e)
 }
 
 /* A cursor whose one row (blob) is the value stored under `hash`; no row
- * when there is none.  NULL with `e` set. */
+ * when there is none.  With `hash` NULL, every blob of the tape, each row
+ * with its hash (store_copy).  NULL with `e` set. */
 static inline store_cursor *store_read_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES],
                                             store_err *e)
 {

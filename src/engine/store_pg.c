@@ -728,18 +728,16 @@ static int pg_add_context(store *base, const store_context *c)
                    &pp, "cannot store a test's span");
 }
 
-static int pg_prune(store *base, int64_t before_ns, int64_t keep, int64_t *sessions, int64_t *calls)
+/* One round of retention: the sessions `select_sql` (SELECT id ...) names
+ * go, in one transaction; adds them and their calls to *sessions and
+ * *calls, and sets *gone to how many went. */
+static int pg_prune_round(pg_store *s, const char *select_sql, int64_t *sessions, int64_t *calls,
+                          int64_t *gone)
 {
-    pg_store *s = (pg_store *)base;
-    char sql[400];
-    snprintf(sql, sizeof sql,
-             "BEGIN; CREATE TEMP TABLE pruned ON COMMIT DROP AS SELECT id FROM sessions"
-             " WHERE coalesce(end_ns, start_ns) < %lld OR (%lld >= 0 AND id NOT IN (SELECT id"
-             " FROM sessions ORDER BY start_ns DESC, id DESC LIMIT %lld))",
-             (long long)before_ns, (long long)keep, (long long)(keep < 0 ? 0 : keep));
+    char sql[1000], why[400], state[6];
+    snprintf(sql, sizeof sql, "BEGIN; CREATE TEMP TABLE pruned ON COMMIT DROP AS %s", select_sql);
     if (pg_exec(s, sql, NULL, "cannot prune") < 0)
         goto error;
-    char why[400], state[6];
     PGresult *r = pg_run(s->conn,
                          "SELECT count(*), (SELECT coalesce(sum(n), 0)::bigint FROM segments"
                          " WHERE session IN (SELECT id FROM pruned)) FROM pruned",
@@ -748,8 +746,8 @@ static int pg_prune(store *base, int64_t before_ns, int64_t keep, int64_t *sessi
         snprintf(s->err, sizeof s->err, "cannot prune the PostgreSQL tape %s: %s", s->shown, why);
         goto error;
     }
-    *sessions = pg_get_int(r, 0, 0);
-    *calls = pg_get_int(r, 0, 1);
+    *gone = pg_get_int(r, 0, 0);
+    int64_t n = pg_get_int(r, 0, 1);
     pq()->clear(r);
     if (pg_exec(s,
                 "DELETE FROM segments WHERE session IN (SELECT id FROM pruned);"
@@ -759,14 +757,70 @@ static int pg_prune(store *base, int64_t before_ns, int64_t keep, int64_t *sessi
                 "DELETE FROM sessions WHERE id IN (SELECT id FROM pruned); COMMIT",
                 NULL, "cannot prune") < 0)
         goto error;
+    *sessions += *gone;
+    *calls += n;
     return 0;
 error:
-    pg_rollback(base);
+    pg_rollback(&s->base);
     return -1;
+}
+
+/* The live bytes of the tape's segments and values (store_size). */
+static int pg_size(store *base, int64_t *bytes)
+{
+    int found = 0;
+    return pg_returning((pg_store *)base,
+                        "SELECT (SELECT coalesce(sum(octet_length(data)), 0) FROM segments)::bigint"
+                        " + (SELECT coalesce(sum(size), 0) FROM blobs)::bigint",
+                        NULL, "cannot measure the tape", bytes, &found);
+}
+
+#define PG_PRUNE_ROUNDS 8 /* by size: rounds of deletion at most */
+
+static int pg_prune(store *base, int64_t before_ns, int64_t keep, int64_t max_bytes, int64_t spare,
+                    int64_t *sessions, int64_t *calls)
+{
+    pg_store *s = (pg_store *)base;
+    char sql[700];
+    int64_t gone = 0;
+    *sessions = *calls = 0;
+    if (before_ns != INT64_MIN || keep >= 0) {
+        snprintf(sql, sizeof sql,
+                 "SELECT id FROM sessions WHERE id <> %lld AND (coalesce(end_ns, start_ns) < %lld"
+                 " OR (%lld >= 0 AND id NOT IN (SELECT id FROM sessions ORDER BY start_ns DESC,"
+                 " id DESC LIMIT %lld)))",
+                 (long long)spare, (long long)before_ns, (long long)keep,
+                 (long long)(keep < 0 ? 0 : keep));
+        if (pg_prune_round(s, sql, sessions, calls, &gone) < 0)
+            return -1;
+    }
+    for (int round = 0; max_bytes >= 0 && round < PG_PRUNE_ROUNDS; round++) {
+        int64_t size = 0;
+        if (pg_size(base, &size) < 0)
+            return -1;
+        if (size <= max_bytes)
+            break;
+        /* the oldest sessions whose segments' bytes, summed from the
+         * oldest, reach the excess; never the newest */
+        snprintf(sql, sizeof sql,
+                 "SELECT id FROM (SELECT s.id, sum(coalesce(b.bytes, 0)) OVER (ORDER BY"
+                 " s.start_ns, s.id ROWS UNBOUNDED PRECEDING) - coalesce(b.bytes, 0) AS before"
+                 " FROM sessions s LEFT JOIN (SELECT session, sum(octet_length(data))::bigint AS"
+                 " bytes FROM segments GROUP BY session) b ON b.session = s.id WHERE s.id <> %lld"
+                 " AND s.id <> (SELECT id FROM sessions ORDER BY start_ns DESC, id DESC LIMIT 1))"
+                 " t WHERE before < %lld",
+                 (long long)spare, (long long)(size - max_bytes));
+        if (pg_prune_round(s, sql, sessions, calls, &gone) < 0)
+            return -1;
+        if (gone == 0)
+            break; /* only the newest session is left */
+    }
+    return 0;
 }
 
 static const store_ops pg_ops = {
     .prune = pg_prune,
+    .size = pg_size,
     .name = "PostgreSQL",
     .same_file = pg_same_file,
     .file_id = pg_file_id,

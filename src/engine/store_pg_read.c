@@ -29,7 +29,7 @@ typedef struct pgr_cursor {
     enum pgr_kind kind;
     PGresult *r;
     int row, nrows;
-    int with_data; /* PGR_SEGMENTS: rows carry the segment's bytes */
+    int with_data; /* PGR_SEGMENTS: rows carry the segment's bytes; PGR_BLOB: their hashes */
 } pgr_cursor;
 
 #define SEGMENT_COLUMNS "id, session, function, n, start_min, start_max, dur_min, dur_max, raised"
@@ -209,6 +209,12 @@ store_cursor *pgr_read_threads(store *s, store_err *e)
 
 store_cursor *pgr_read_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], store_err *e)
 {
+    if (!hash) { /* every blob, with its hash */
+        store_cursor *all = cursor_new(s, PGR_BLOB, "SELECT data, hash FROM blobs", NULL, e);
+        if (all)
+            ((pgr_cursor *)all)->with_data = 1;
+        return all;
+    }
     pg_params pp = {0};
     pg_bytea(&pp, hash, WIRE_HASH_BYTES);
     return cursor_new(s, PGR_BLOB, "SELECT data FROM blobs WHERE hash = $1", &pp, e);
@@ -283,10 +289,11 @@ store_cursor *pgr_read_contexts(store *s, const store_context_filter *f, store_e
                           NULL, e);
     char sql[300];
     pg_params pp = {0};
-    pg_text(&pp, (const char *)f->kind.p, f->kind.n);
+    pg_text(&pp, (const char *)f->kind.p, f->kind.n); /* p NULL: SQL NULL, any kind */
     int n = snprintf(sql, sizeof sql,
                      "SELECT session, id, kind, name, start_ns, end_ns FROM contexts"
-                     " WHERE kind = $1");
+                     " WHERE %s",
+                     f->kind.p ? "kind = $1" : "$1::text IS NULL");
     if (f->name.p) {
         pg_text(&pp, (const char *)f->name.p, f->name.n);
         n += snprintf(sql + n, sizeof sql - (size_t)n, " AND name = $%d", pp.n);
@@ -381,6 +388,11 @@ int pgr_next(store_cursor *base, store_row *row, store_err *e)
         store_bytes b = pg_get_bytes(c->r, i, 0);
         row->blob.data = b.p;
         row->blob.len = b.n;
+        row->blob.hash = NULL;
+        if (c->with_data) {
+            store_bytes h = pg_get_bytes(c->r, i, 1);
+            row->blob.hash = h.n == WIRE_HASH_BYTES ? h.p : NULL;
+        }
         break;
     }
     case PGR_SEGMENTS:

@@ -333,7 +333,8 @@ static store *sq_open_write(const char *path, char *err, size_t errlen)
      * process doing the same; SQLite does not always call the busy handler
      * there, so retry for as long as the busy timeout. */
     for (int waited_ms = 0;; waited_ms += 10) {
-        if (exec_sql(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL") == 0 &&
+        if (exec_sql(s, "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;"
+                        " PRAGMA synchronous = NORMAL") == 0 &&
             migrate(s, path) == 0) {
             s->version = CALLTAPE_SCHEMA_VERSION;
             break;
@@ -899,53 +900,17 @@ static int sq_add_context(store *base, const store_context *c)
     return run(s, STMT_CONTEXT, "cannot store a test's span");
 }
 
-/* Retention (sq_prune): the functions lose the pruned sessions' calls
- * (their per-session rows), then those sessions' rows go. */
-static const char prune_sql[] =
-    "UPDATE functions SET"
-    " calls = calls - (SELECT coalesce(sum(a.calls), 0) FROM function_sessions a"
-    "  WHERE a.function = functions.id AND a.session IN temp.pruned),"
-    " raised = raised - (SELECT coalesce(sum(a.raised), 0) FROM function_sessions a"
-    "  WHERE a.function = functions.id AND a.session IN temp.pruned),"
-    " total_ns = total_ns - (SELECT coalesce(sum(a.total_ns), 0) FROM function_sessions a"
-    "  WHERE a.function = functions.id AND a.session IN temp.pruned),"
-    " self_ns = self_ns - (SELECT coalesce(sum(a.self_ns), 0) FROM function_sessions a"
-    "  WHERE a.function = functions.id AND a.session IN temp.pruned),"
-    " min_ns = (SELECT min(a.min_ns) FROM function_sessions a"
-    "  WHERE a.function = functions.id AND a.session NOT IN temp.pruned),"
-    " max_ns = (SELECT max(a.max_ns) FROM function_sessions a"
-    "  WHERE a.function = functions.id AND a.session NOT IN temp.pruned)"
-    " WHERE id IN (SELECT function FROM function_sessions WHERE session IN temp.pruned);"
-    "DELETE FROM segments WHERE session IN temp.pruned;"
-    "DELETE FROM children WHERE session IN temp.pruned;"
-    "DELETE FROM function_sessions WHERE session IN temp.pruned;"
-    "DELETE FROM threads WHERE session IN temp.pruned;"
-    "DELETE FROM contexts WHERE session IN temp.pruned;"
-    "DELETE FROM sessions WHERE id IN temp.pruned;"
-    "DELETE FROM temp.pruned; COMMIT";
-
-static int sq_prune(store *base, int64_t before_ns, int64_t keep, int64_t *sessions, int64_t *calls)
+/* The writer's error buffer of `s` (store_sqlite.h). */
+char *sq_err_of(store *base, size_t *n)
 {
     sq_store *s = (sq_store *)base;
-    char sql[400];
-    if (s->readonly) {
-        snprintf(s->err, sizeof s->err, "the tape is open read-only");
-        return -1;
-    }
-    snprintf(sql, sizeof sql,
-             "BEGIN IMMEDIATE; CREATE TEMP TABLE IF NOT EXISTS pruned(id INTEGER PRIMARY KEY);"
-             " DELETE FROM temp.pruned; INSERT INTO temp.pruned SELECT id FROM sessions"
-             " WHERE coalesce(end_ns, start_ns) < %lld OR (%lld >= 0 AND id NOT IN (SELECT id"
-             " FROM sessions ORDER BY start_ns DESC, id DESC LIMIT %lld))",
-             (long long)before_ns, (long long)keep, (long long)(keep < 0 ? 0 : keep));
-    if (exec_sql(s, sql) < 0 || pragma_int(s, "SELECT count(*) FROM temp.pruned", sessions) < 0 ||
-        pragma_int(s, "SELECT coalesce(sum(n), 0) FROM segments WHERE session IN temp.pruned",
-                   calls) < 0 ||
-        exec_sql(s, prune_sql) < 0) {
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
-    return 0;
+    *n = sizeof s->err;
+    return s->err;
+}
+
+int sq_is_readonly(store *base)
+{
+    return ((sq_store *)base)->readonly;
 }
 
 static int sq_claims(const char *path)
@@ -959,6 +924,7 @@ static const store_ops sq_ops = {
     .file_id = sq_file_id,
     .checkpoint = sq_checkpoint,
     .prune = sq_prune,
+    .size = sq_size,
     .close = sq_close,
     .errmsg = sq_errmsg,
     .version = sq_version,

@@ -55,6 +55,19 @@ int sq_next(store_cursor *c, store_row *row, store_err *e);
 int sq_load_listed(store_cursor *c, int64_t id, store_segment *out, store_err *e);
 void sq_cursor_close(store_cursor *c);
 
+/* The writing error buffer of `s` (what store_errmsg returns) into the
+ * return value, its size into *n.  Cannot fail. */
+char *sq_err_of(store *s, size_t *n);
+
+/* 1 when `s` was opened for reading only.  Cannot fail. */
+int sq_is_readonly(store *s);
+
+/* Retention (store_sqlite_prune.c), with the contracts of store_prune and
+ * store_size. */
+int sq_prune(store *s, int64_t before_ns, int64_t keep, int64_t max_bytes, int64_t spare,
+             int64_t *sessions, int64_t *calls);
+int sq_size(store *s, int64_t *bytes);
+
 /* The probe specs (store_sqlite_specs.c): schema 6's SQL, which the
  * migrations of store_sqlite.c run, and the store_spec_ops of SQLite
  * tapes. */

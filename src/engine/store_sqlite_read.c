@@ -262,6 +262,10 @@ store_cursor *sq_read_threads(store *s, store_err *e)
 
 store_cursor *sq_read_blob(store *s, const uint8_t hash[WIRE_HASH_BYTES], store_err *e)
 {
+    if (!hash) { /* every blob, with its hash */
+        sq_cursor *all = cursor_new(s, SQ_BLOB, "SELECT data, hash FROM blobs ORDER BY id", e);
+        return all ? &all->base : NULL;
+    }
     sq_cursor *c = cursor_new(s, SQ_BLOB, "SELECT data FROM blobs WHERE hash = ?", e);
     if (!c)
         return NULL;
@@ -484,8 +488,8 @@ store_cursor *sq_read_contexts(store *s, const store_context_filter *f, store_er
     else
         snprintf(sql, sizeof sql,
                  "SELECT session, id, kind, name, start_ns, end_ns FROM contexts"
-                 " WHERE kind = ?1%s%s ORDER BY session, id",
-                 f->name.p ? " AND name = ?2" : "",
+                 " WHERE %s%s%s ORDER BY session, id",
+                 f->kind.p ? "kind = ?1" : "?1 IS NULL", f->name.p ? " AND name = ?2" : "",
                  f->session > 0 ? " AND session = ?3 AND id >= ?4" : "");
     sq_cursor *c = cursor_new(s, SQ_CONTEXTS, sql, e);
     if (!c || store_version(s) < 5)
@@ -615,6 +619,11 @@ int sq_next(store_cursor *base, store_row *row, store_err *e)
         store_bytes b = blob_at(c->q, 0);
         row->blob.data = b.p;
         row->blob.len = b.n;
+        row->blob.hash = NULL;
+        if (sqlite3_column_count(c->q) > 1) {
+            store_bytes h = blob_at(c->q, 1);
+            row->blob.hash = h.n == WIRE_HASH_BYTES ? h.p : NULL;
+        }
         break;
     }
     case SQ_SEGMENTS:

@@ -29,6 +29,8 @@
 #define MAX_FREE_CHUNKS 4
 #define REOPEN_EVERY_NS 1000000000ull
 #define RATE_MIN_BYTES (1u << 20) /* rounds that measure the writer's rate */
+#define RETAIN_EVERY 50           /* flush intervals between retention rounds */
+#define SPOOL_MAX_BYTES ((int64_t)256 << 20)
 
 typedef struct txn {
     uint64_t calls, segments, bytes, dropped;
@@ -46,6 +48,15 @@ static void set_error(engine *e, const char *msg)
         e->unreported_errors++;
     snprintf(e->last_error, sizeof e->last_error, "%s", msg);
     e->write_errors++;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* A message to report that is no loss (the spool): counted in no error. */
+static void set_notice(engine *e, const char *msg)
+{
+    pthread_mutex_lock(&e->mu);
+    e->unreported_errors++;
+    snprintf(e->last_error, sizeof e->last_error, "%s", msg);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -83,7 +94,8 @@ static void tape_lost(engine *e)
 static int ensure_store(engine *e)
 {
     writer_state *w = &e->w;
-    if (w->store && !store_same_file(w->store, e->path)) {
+    const char *path = w->spooling ? w->spool_path : e->path;
+    if (w->store && !store_same_file(w->store, path)) {
         writer_close_store(e);
         tape_lost(e);
     }
@@ -94,7 +106,7 @@ static int ensure_store(engine *e)
         return -1;
     w->last_open_try_ns = now;
     char err[300];
-    w->store = store_open_write(e->path, err, sizeof err);
+    w->store = store_open_write(path, err, sizeof err);
     if (!w->store) {
         set_error(e, err);
         return -1;
@@ -302,6 +314,8 @@ static int write_segment(engine *e, txn *t, fn_def *f)
     writer_state *w = &e->w;
     if (!f->seg.n)
         return 0;
+    if (!f->tape_id && resolve_function(e, f) < 0) /* filled before a switch of store */
+        return -1;
     w->segment.len = 0;
     if (seg_builder_finish(&f->seg, &w->segment) < 0 || seg_builder_links(&f->seg) < 0 ||
         store_add_segment(w->store, w->session_id, f->tape_id, &f->seg, w->segment.data,
@@ -514,16 +528,204 @@ static void take_chunk(engine *e, txn *t, chunk *c, int *ok)
 
 /* One round of work: everything published in `full` and `live`.
  * Returns the bytes of records it took. */
+/* The spool.  When the server of a PostgreSQL tape cannot be reached at
+ * the start of a round (nothing of the round taken yet), the writer goes
+ * on recording into a local SQLite tape, calltape-spool-PID.db in the
+ * program's working folder (one RecordingWarning names it), as a session
+ * of its own; its call ids start above every id the server handed out, so
+ * the calls taken before the switch keep theirs.  Every REOPEN_EVERY_NS
+ * the writer tries the server again; when it answers, what the builders
+ * hold goes to the spool, the writer records onto the server again (a new
+ * session) and sends the spool there (store_copy: fresh ids) and removes
+ * it; a flush (calltape.flush) tries the server at once.  A program that
+ * ends while spooling leaves the spool file (its warning says how to send
+ * it: calltape copy).  Over SPOOL_MAX_BYTES the spool takes no more rounds: they are
+ * dropped and counted, as without a spool.  io_mu held throughout. */
+
+static int tape_is_server(const engine *e)
+{
+    return store_backend_for(e->path) != &store_sqlite_backend;
+}
+
+/* Leaves the store the writer has for another: what it resolved there is
+ * forgotten (call id blocks too when `ids`). */
+static void switch_store(engine *e, int ids)
+{
+    writer_state *w = &e->w;
+    writer_close_store(e);
+    for (size_t i = 0; i < w->nfns; i++)
+        w->fns[i].tape_id = 0;
+    for (size_t i = 0; i < w->nthreads; i++)
+        w->threads[i].stored = 0;
+    if (ids && w->id_blocks)
+        memset(w->id_blocks, 0, w->nblocks * sizeof(int64_t));
+    pthread_mutex_lock(&e->mu);
+    w->session_id = 0;
+    pthread_mutex_unlock(&e->mu);
+    w->last_open_try_ns = 0;
+}
+
+/* Switches the writer onto the spool.  Returns 0 when it now writes the
+ * spool, -1 when it cannot (a file tape, a full spool, an unwritable
+ * folder: the round is then dropped as without a spool). */
+static int spool_start(engine *e)
+{
+    writer_state *w = &e->w;
+    if (w->spooling || w->spool_full || !tape_is_server(e))
+        return -1;
+    if (!w->spool_path[0])
+        snprintf(w->spool_path, sizeof w->spool_path, "%s/calltape-spool-%ld.db",
+                 e->cwd && e->cwd[0] ? e->cwd : "/tmp", (long)getpid());
+    int64_t top = 0; /* above every call id the server handed out */
+    for (size_t i = 0; i < w->nblocks; i++)
+        if (w->id_blocks[i] > top)
+            top = w->id_blocks[i];
+    switch_store(e, 0);
+    w->spooling = 1;
+    int64_t first = 0;
+    if (ensure_store(e) < 0 || store_begin(w->store) < 0 ||
+        store_reserve_ids(w->store, top + ID_BLOCK, &first) < 0 || store_commit(w->store) < 0) {
+        if (w->store)
+            store_rollback(w->store);
+        switch_store(e, 1);
+        w->spooling = 0;
+        return -1;
+    }
+    w->spool_pending = 1;
+    w->spool_retry_ns = engine_now_ns(CLOCK_MONOTONIC);
+    char shown[180], msg[1024];
+    store_redact(e->path, shown, sizeof shown);
+    snprintf(msg, sizeof msg,
+             "the server of the tape %s cannot be reached: recording goes on into the spool"
+             " %.200s, sent to the server when it is back (if the program ends first: calltape"
+             " copy %.200s %s)",
+             shown, w->spool_path, w->spool_path, shown);
+    set_notice(e, msg);
+    return 0;
+}
+
+/* Writes what the builders hold into the store the writer has, in one
+ * transaction.  Returns 0 or -1. */
+static int flush_builders(engine *e)
+{
+    writer_state *w = &e->w;
+    txn t;
+    memset(&t, 0, sizeof t);
+    if (store_begin(w->store) < 0)
+        return -1;
+    for (size_t i = 0; i < w->nfns; i++)
+        if (w->fns[i].bytes && write_segment(e, &t, &w->fns[i]) < 0) {
+            store_rollback(w->store);
+            return -1;
+        }
+    if (store_commit(w->store) < 0) {
+        store_rollback(w->store);
+        return -1;
+    }
+    pthread_mutex_lock(&e->mu);
+    e->written_calls += t.calls;
+    e->written_segments += t.segments;
+    e->written_bytes += t.bytes;
+    pthread_mutex_unlock(&e->mu);
+    return 0;
+}
+
+/* Sends a waiting spool file to the server and removes it. */
+static void spool_send(engine *e)
+{
+    writer_state *w = &e->w;
+    char err[600], msg[1024], side[4300];
+    int64_t sessions = 0, calls = 0;
+    if (store_copy(w->spool_path, e->path, &sessions, &calls, err, sizeof err) < 0) {
+        w->spool_retry_ns = engine_now_ns(CLOCK_MONOTONIC);
+        snprintf(msg, sizeof msg, "cannot send the spool %.300s to the server yet: %s",
+                 w->spool_path, err);
+        set_error(e, msg);
+        return;
+    }
+    unlink(w->spool_path);
+    snprintf(side, sizeof side, "%s-wal", w->spool_path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", w->spool_path);
+    unlink(side);
+    w->spool_pending = w->spool_full = 0;
+}
+
+/* While spooling (or with a spool waiting), every REOPEN_EVERY_NS or now
+ * when `now_too`: back onto the server when it answers, then the spool
+ * sent there. */
+static void spool_back(engine *e, int now_too)
+{
+    writer_state *w = &e->w;
+    uint64_t now = engine_now_ns(CLOCK_MONOTONIC);
+    if ((!w->spooling && !w->spool_pending) ||
+        (!now_too && now - w->spool_retry_ns < REOPEN_EVERY_NS))
+        return;
+    w->spool_retry_ns = now;
+    if (w->spooling) {
+        char err[300];
+        store *probe = store_open_write(e->path, err, sizeof err);
+        if (!probe)
+            return;
+        store_close(probe);
+        if (w->store && flush_builders(e) < 0) /* their calls carry the spool's ids */
+            return;
+        switch_store(e, 1);
+        w->spooling = 0;
+    }
+    if (w->spool_pending && ensure_store(e) == 0)
+        spool_send(e);
+}
+
+/* After a round committed onto the spool: a spool over SPOOL_MAX_BYTES
+ * takes no more. */
+static void spool_check_size(engine *e)
+{
+    writer_state *w = &e->w;
+    int64_t size = 0;
+    if (!w->spooling || store_size(w->store, &size) < 0 || size <= SPOOL_MAX_BYTES)
+        return;
+    char msg[600];
+    snprintf(msg, sizeof msg,
+             "the spool %.300s is full (%lld MiB): calls are dropped until the server is back",
+             w->spool_path, (long long)(SPOOL_MAX_BYTES >> 20));
+    set_error(e, msg);
+    if (flush_builders(e) < 0) { /* what they hold is dropped, counted */
+        for (size_t i = 0; i < w->nfns; i++)
+            if (w->fns[i].bytes && w->fns[i].seg.n) {
+                pthread_mutex_lock(&e->mu);
+                e->writer_dropped += w->fns[i].seg.n;
+                pthread_mutex_unlock(&e->mu);
+                seg_builder_reset(&w->fns[i].seg);
+            }
+    }
+    switch_store(e, 1);
+    w->spooling = 0;
+    w->spool_full = 1;
+}
+
 static size_t process(engine *e, chunk *full, chunk *live, int finish)
 {
     writer_state *w = &e->w;
     txn t;
     memset(&t, 0, sizeof t);
     t.first_start = INT64_MAX;
+    pthread_mutex_lock(&e->mu);
+    uint64_t errors_before = e->write_errors, unreported_before = e->unreported_errors;
+    pthread_mutex_unlock(&e->mu);
     int ok = ensure_store(e) == 0;
     if (ok && store_begin(w->store) < 0) {
         set_error(e, store_errmsg(w->store));
         ok = 0;
+    }
+    if (!ok && spool_start(e) == 0) { /* the server is away: onto the spool, no loss */
+        pthread_mutex_lock(&e->mu);
+        e->write_errors = errors_before; /* the spool's notice says it, once */
+        e->unreported_errors = unreported_before + 1;
+        pthread_mutex_unlock(&e->mu);
+        ok = store_begin(w->store) == 0;
+        if (!ok)
+            set_error(e, store_errmsg(w->store));
     }
     int began = ok;
     for (chunk *c = full; c; c = c->next)
@@ -550,6 +752,7 @@ static size_t process(engine *e, chunk *full, chunk *live, int finish)
         } else {
             memset(w->counters, 0, sizeof w->counters);
             w->dropped_reported = dropped;
+            spool_check_size(e);
             for (size_t i = 0; t.functions && i < w->nfns; i++)
                 if (w->fns[i].in_txn) {
                     w->fns[i].in_txn = 0;
@@ -561,6 +764,12 @@ static size_t process(engine *e, chunk *full, chunk *live, int finish)
         set_error(e, store_errmsg(w->store));
         store_rollback(w->store);
         after_rollback(e, &t);
+        if (t.calls == 0 && t.dropped == 0) { /* a round that held no call lost none */
+            pthread_mutex_lock(&e->mu);
+            e->write_errors = errors_before;
+            e->unreported_errors = unreported_before;
+            pthread_mutex_unlock(&e->mu);
+        }
         t.dropped += t.calls; /* in segments of the transaction rolled back */
         t.calls = t.segments = t.bytes = 0;
     }
@@ -582,6 +791,32 @@ static size_t process(engine *e, chunk *full, chunk *live, int finish)
     pthread_mutex_unlock(&e->mu);
     free(t.blocks);
     return t.taken;
+}
+
+/* Retention as it goes (opt.retain): after the writer's first commit on a
+ * tape, then every RETAIN_EVERY flush intervals, the sessions the rules
+ * name go (store_prune, in short transactions of its own, never this
+ * process's session).  A failure is
+ * reported as a store error, and costs no call. */
+static void retain_round(engine *e, uint64_t now)
+{
+    writer_state *w = &e->w;
+    const retain_policy *p = &e->opt.retain;
+    if ((p->older_than_ns <= 0 && p->keep_sessions <= 0 && p->max_bytes <= 0) || !w->store ||
+        !w->session_id)
+        return;
+    if (w->last_retain_ns && now - w->last_retain_ns < RETAIN_EVERY * e->opt.flush_interval_ns)
+        return;
+    w->last_retain_ns = now ? now : 1;
+    int64_t before = INT64_MIN, sessions = 0, calls = 0;
+    if (p->older_than_ns > 0)
+        before = (int64_t)engine_now_ns(CLOCK_REALTIME) - p->older_than_ns;
+    if (store_prune(w->store, before, p->keep_sessions > 0 ? p->keep_sessions : -1,
+                    p->max_bytes > 0 ? p->max_bytes : -1, w->session_id, &sessions, &calls) < 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "cannot apply the retention rules: %s", store_errmsg(w->store));
+        set_error(e, msg);
+    }
 }
 
 static void *writer_main(void *arg)
@@ -611,6 +846,10 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&e->mu);
 
         pthread_mutex_lock(&e->io_mu);
+        /* a flush tries the server at once; the last rounds do not (at exit
+         * libpq's TLS library may be gone: the spool stays, named) */
+        if (!stopping && !final)
+            spool_back(e, req != e->flush_done);
         uint64_t now = engine_now_ns(CLOCK_MONOTONIC);
         int finish = stopping || final || req != e->flush_done ||
                      now - e->w.last_commit_ns >= e->opt.flush_interval_ns;
@@ -618,6 +857,8 @@ static void *writer_main(void *arg)
         uint64_t spent = engine_now_ns(CLOCK_MONOTONIC) - now;
         if (finish)
             e->w.last_commit_ns = now;
+        if (finish && !stopping && !final)
+            retain_round(e, now);
         pthread_mutex_unlock(&e->io_mu);
 
         pthread_mutex_lock(&e->mu);

@@ -2120,6 +2120,78 @@ static void remove_tape(const char *path)
     unlink(side);
 }
 
+/* retain.c: sizes, ages and whole policies, and what each refuses. */
+static void test_retain_parse(void)
+{
+    int64_t v = 0;
+    CHECK(retain_parse_size("2GB", &v) == 0 && v == 2000000000);
+    CHECK(retain_parse_size("500 MiB", &v) == 0 && v == 500LL * 1048576);
+    CHECK(retain_parse_size("1.5gib", &v) == 0 && v == 1610612736);
+    CHECK(retain_parse_size("4096", &v) == 0 && v == 4096);
+    CHECK(retain_parse_size("5XB", &v) < 0 && retain_parse_size("", &v) < 0 &&
+          retain_parse_size("-1GB", &v) < 0 && retain_parse_size("1.2.3MB", &v) < 0 &&
+          retain_parse_size("1e99TB", &v) < 0 && retain_parse_size(".", &v) < 0);
+    CHECK(retain_parse_age("7d", &v) == 0 && v == 7 * 86400000000000LL);
+    CHECK(retain_parse_age("1.5h", &v) == 0 && v == 5400000000000LL);
+    CHECK(retain_parse_age("7", &v) < 0 && retain_parse_age("7y", &v) < 0 &&
+          retain_parse_age("7dd", &v) < 0);
+    retain_policy p;
+    char err[200];
+    CHECK(retain_parse("older_than=7d, max_size=2GB,keep_sessions=10", &p, err, sizeof err) == 0 &&
+          p.older_than_ns == 7 * 86400000000000LL && p.max_bytes == 2000000000 &&
+          p.keep_sessions == 10);
+    CHECK(retain_parse("max_size=1MiB", &p, err, sizeof err) == 0 && p.max_bytes == 1048576 &&
+          p.older_than_ns == -1 && p.keep_sessions == -1);
+    CHECK(retain_parse("max_size=big", &p, err, sizeof err) < 0 &&
+          strstr(err, "cannot read the size big of max_size") != NULL);
+    CHECK(retain_parse("ttl=3d", &p, err, sizeof err) < 0 &&
+          strstr(err, "unknown retention rule ttl") != NULL);
+    CHECK(retain_parse("7d", &p, err, sizeof err) < 0 && strstr(err, "older_than=7d") != NULL);
+    CHECK(retain_parse("", &p, err, sizeof err) < 0 && strstr(err, "no retention rule") != NULL);
+    CHECK(retain_parse("keep_sessions=-2", &p, err, sizeof err) < 0);
+}
+
+/* store_copy: a tape copied twice onto another keeps its calls' totals,
+ * self time included (carried over from the per-session totals), under
+ * fresh ids; a tape copied onto itself is refused. */
+static void test_store_copy(void)
+{
+    char path[64], copy[64], err[256];
+    fresh_path(path, "copy-src");
+    fresh_path(copy, "copy-dst");
+    engine *e = start_engine(path, 0, 0);
+    if (!e)
+        return;
+    wbuf b;
+    wbuf_init(&b, NULL, 0);
+    CHECK(append_timed_call(e, &b, 2, 1, 30) && append_timed_call(e, &b, 3, 1, 20) &&
+          append_timed_call(e, &b, 1, 0, 100));
+    CHECK(engine_flush(e, 10000000000ull) == 0);
+    engine_free(e);
+    wbuf_free(&b);
+    int64_t sessions = 0, calls = 0;
+    CHECK(store_copy(path, path, &sessions, &calls, err, sizeof err) < 0 &&
+          strstr(err, "the same tape") != NULL);
+    for (int i = 0; i < 2; i++)
+        CHECK(store_copy(path, copy, &sessions, &calls, err, sizeof err) == 0 && sessions == 1 &&
+              calls == 3);
+    store *st = store_open_read(copy, err, sizeof err);
+    CHECK(st != NULL);
+    if (st) {
+        store_err se;
+        store_row row;
+        store_counts n;
+        CHECK(store_totals(st, &n, &se) == 0 && n.calls == 6 && n.sessions == 2);
+        store_cursor *c = store_read_functions(st, &se);
+        CHECK(c && store_next(c, &row, &se) == 1 && row.function.calls == 6 &&
+              row.function.total_ns == 300 && row.function.self_ns == 200);
+        store_cursor_close(c);
+        store_close(st);
+    }
+    remove_tape(path);
+    remove_tape(copy);
+}
+
 /* A bind SQLite refuses (a value over its length limit) fails the
  * statement with the store's error, unrun, and leaves it usable; on the
  * reader's side the cursor is not made. */
@@ -2476,6 +2548,8 @@ int main(void)
     test_store_bind_failure();
     test_selftime_table();
     test_self_time_totals();
+    test_store_copy();
+    test_retain_parse();
     test_contexts();
     test_probe_specs();
     test_final_round_while_shutting_down(); /* last: see there */

@@ -41,13 +41,21 @@ class Server:
     def socket_url(self, db: str) -> str:
         return f"postgresql:///{db}?host={self.folder}&port={self.port}&user={USER}"
 
-    def restart(self) -> None:
-        """Stops the server (dropping every connection) and starts it again."""
+    def stop(self) -> None:
+        """Stops the server (dropping every connection)."""
         ctl = [*self.as_user, os.path.join(self.bindir, "pg_ctl"), "-D", self.data]
         subprocess.run([*ctl, "-m", "fast", "-w", "stop"], check=True, capture_output=True,
                        env=_server_env())
+
+    def start(self) -> None:
+        ctl = [*self.as_user, os.path.join(self.bindir, "pg_ctl"), "-D", self.data]
         subprocess.run([*ctl, "-o", self.opts, "-l", os.path.join(self.folder, "log"), "-w",
                         "start"], check=True, capture_output=True, env=_server_env())
+
+    def restart(self) -> None:
+        """Stops the server (dropping every connection) and starts it again."""
+        self.stop()
+        self.start()
 
     def createdb(self, db: str) -> None:
         subprocess.run([os.path.join(self.bindir, "createdb"), "-h", self.folder, "-p",

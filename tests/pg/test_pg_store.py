@@ -294,7 +294,7 @@ def test_prune_keep_sessions(store, pg_url, tmp_path):
     assert out.returncode == 0 and "pruned 0 sessions (0 calls)" in out.stdout
     out = cli("prune", tape_name)
     assert out.returncode == 2
-    assert "calltape prune needs --older-than AGE or --keep-sessions N" in out.stderr
+    assert "calltape prune needs --older-than AGE, --keep-sessions N or --max-size" in out.stderr
     assert "Traceback" not in out.stderr
 
 

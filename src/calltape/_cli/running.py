@@ -4,6 +4,7 @@ program's), and the hand-off to calltape._run."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import TapeError, _native
@@ -12,7 +13,7 @@ from .common import UsageError
 TYPE_CHECKING = False  # typing is not loaded: every command pays its import
 
 
-_RUN_VALUED = {"--tape", "--include", "--exclude", "--max-depth", "--sample",
+_RUN_VALUED = {"--tape", "--retain", "--include", "--exclude", "--max-depth", "--sample",
                "--max-value-bytes", "--max-value-depth"}
 
 
@@ -29,6 +30,9 @@ def build_run_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tape", metavar="PATH",
                    help="the tape file (default: $CALLTAPE_TAPE, then ./calltape.db)")
+    p.add_argument("--retain", metavar="RULES",
+                   help="retention as it records: older_than=7d,max_size=2GB,keep_sessions=10"
+                        " (any of them; as configure(retain=...) and $CALLTAPE_RETAIN)")
     p.add_argument("--fresh", action="store_true",
                    help="start a new tape instead of adding this run to it (the old tape"
                         " and its -wal and -shm files are removed)")
@@ -97,6 +101,9 @@ def run_main(argv: list[str]) -> int:
     try:  # the same check, and message, as monitor() and @calltape.record
         _native.check_options(tape=args.tape, max_depth=args.max_depth, sample=args.sample,
                               max_value_bytes=args.max_value_bytes)
+        if args.retain is not None:
+            _native.configure(retain=args.retain)
+            os.environ["CALLTAPE_RETAIN"] = args.retain  # the child processes' too
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     if args.max_value_depth < 1:

@@ -197,6 +197,7 @@ typedef struct ct_state {
         double flush_interval;
         Py_ssize_t buffer_bytes;
         int on_full_drop;
+        retain_policy retain; /* configure(retain=...); zeros: none */
     } sink;
     struct {                    /* the process's life and children (lifecycle.c) */
         PyObject *sigterm_prev; /* the SIGTERM handler calltape's replaced, or NULL */
@@ -516,11 +517,20 @@ PyObject *ct_literal_py(PyObject *module, PyObject *v);
 /* check_writable(path) -> None when a recording could write the tape at
  * `path` (see store_check_write), else TapeError with the reason. */
 PyObject *ct_check_writable_py(PyObject *module, PyObject *path);
-/* prune(path, before_ns, keep_sessions=-1) -> (sessions, calls) deleted: the
- * sessions of the tape at `path` that ended before `before_ns` and, when
- * keep_sessions >= 0, those not among the newest keep_sessions (see store_prune), the
- * store opened for writing with the GIL released; TapeError says why not. */
+/* prune(path, before_ns, keep_sessions=-1, max_bytes=-1) -> (sessions, calls,
+ * size): store_prune on the tape at `path` (sessions that ended before
+ * before_ns; with keep_sessions >= 0 those not among the newest
+ * keep_sessions; with max_bytes >= 0 the oldest while the tape is larger),
+ * then store_size; the GIL released; TapeError with one sentence. */
 PyObject *ct_prune_py(PyObject *module, PyObject *args);
+
+/* parse_size(text) -> bytes (retain_parse_size); ValueError with one
+ * sentence naming the text. */
+PyObject *ct_parse_size_py(PyObject *module, PyObject *arg);
+
+/* copy(src, dst) -> (sessions, calls) copied: store_copy, the GIL released;
+ * TapeError with its one sentence on failure. */
+PyObject *ct_copy_py(PyObject *module, PyObject *args);
 
 /* resolve.c */
 /* What replay calls for a recorded module + qualname, found as the recorded

@@ -118,7 +118,7 @@ static PyObject *unregister_codec(PyObject *m, PyObject *type)
 static PyMethodDef module_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))ct_configure_py, METH_VARARGS | METH_KEYWORDS,
      "configure(*, tape=None, flush_interval=None, on_full=None, buffer_bytes=None,"
-     " redact=None, max_value_bytes=None, energy=None)"},
+     " redact=None, max_value_bytes=None, energy=None, retain=None)"},
     {"check_options", (PyCFunction)(void (*)(void))ct_check_options_py,
      METH_VARARGS | METH_KEYWORDS,
      "check_options(**options): the error record() or monitor() would raise for a bad"
@@ -149,8 +149,13 @@ static PyMethodDef module_methods[] = {
     {"check_writable", ct_check_writable_py, METH_O,
      "check_writable(path): TapeError unless a recording could write the tape at path"},
     {"prune", ct_prune_py, METH_VARARGS,
-     "prune(path, before_ns, keep_sessions=-1) -> (sessions, calls): deletes the sessions"
-     " that ended before before_ns or are not among the newest keep_sessions"},
+     "prune(path, before_ns, keep_sessions=-1, max_bytes=-1) -> (sessions, calls, size):"
+     " deletes the sessions that ended before before_ns, are not among the newest"
+     " keep_sessions, or are the oldest while the tape is over max_bytes"},
+    {"parse_size", ct_parse_size_py, METH_O,
+     "parse_size(text) -> bytes: '2GB', '500MiB' (ValueError when it is not a size)"},
+    {"copy", ct_copy_py, METH_VARARGS,
+     "copy(src, dst) -> (sessions, calls): copies the tape src onto the tape dst"},
     {"resolve", (PyCFunction)(void (*)(void))ct_resolve_py, METH_VARARGS | METH_KEYWORDS,
      "resolve(module, qualname, file=None) -> the original function, found as replay finds"
      " it (file: the recorded script of a __main__ function); LookupError says why not"},

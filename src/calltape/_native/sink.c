@@ -103,9 +103,14 @@ void ct_warn_once(ct_state *st, const char *kind, const char *msg)
 
 static void report_errors(ct_state *st, ct_engine_slot *slot)
 {
-    char msg[300];
-    char full[800], shown[256];
+    char msg[1024];
+    char full[1400], shown[256];
     if (engine_take_errors(slot->eng, msg, sizeof msg)) {
+        if (strstr(msg, "recording goes on into the spool")) { /* writer.c: nothing lost */
+            snprintf(full, sizeof full, "calltape: %s", msg);
+            ct_warn_once(st, "spool", full);
+            return;
+        }
         store_redact(engine_path(slot->eng), shown, sizeof shown); /* a URL's password */
         snprintf(full, sizeof full,
                  "calltape cannot write to %s: %s (calls are still run;"
@@ -301,6 +306,7 @@ static void build_options(ct_state *st, engine_options *o, wbuf *argv, PyObject 
     o->flush_interval_ns = (uint64_t)(st->sink.flush_interval * 1e9);
     o->max_buffer_bytes = (size_t)st->sink.buffer_bytes;
     o->on_full_drop = st->sink.on_full_drop;
+    o->retain = st->sink.retain;
     o->mpi_rank = mpi_rank(st);
     PyObject *info = st->sink.session_info;
     PyObject *v;

@@ -135,20 +135,63 @@ PyObject *ct_prune_py(PyObject *module, PyObject *args)
 {
     ct_state *st = PyModule_GetState(module);
     const char *path = NULL;
-    long long before = 0, keep = -1;
-    if (!PyArg_ParseTuple(args, "sL|L:prune", &path, &before, &keep))
+    long long before = 0, keep = -1, max_bytes = -1;
+    if (!PyArg_ParseTuple(args, "sL|LL:prune", &path, &before, &keep, &max_bytes))
         return NULL;
     char err[600];
-    int64_t sessions = 0, calls = 0;
+    int64_t sessions = 0, calls = 0, size = 0;
     int rc = -1;
     Py_BEGIN_ALLOW_THREADS
         store *s = store_open_write(path, err, sizeof err);
         if (s) {
-            rc = store_prune(s, (int64_t)before, (int64_t)keep, &sessions, &calls);
+            rc = store_prune(s, (int64_t)before, (int64_t)keep, (int64_t)max_bytes, 0, &sessions,
+                             &calls);
+            if (rc == 0)
+                rc = store_size(s, &size);
             if (rc < 0)
                 snprintf(err, sizeof err, "cannot prune the tape: %s", store_errmsg(s));
             store_close(s);
         }
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        PyObject *cls = ct_marker_type(st, "TapeError");
+        PyErr_SetString(cls ? cls : PyExc_ValueError, err);
+        return NULL;
+    }
+    return Py_BuildValue("(LLL)", (long long)sessions, (long long)calls, (long long)size);
+}
+
+PyObject *ct_parse_size_py(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    const char *text = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    if (!text) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_TypeError, "a size must be a str such as '2GB', not %R", arg);
+        return NULL;
+    }
+    int64_t bytes = 0;
+    if (retain_parse_size(text, &bytes) < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "cannot read the size %R: use a number of bytes with KB, MB, GB (powers of"
+                     " 1000) or KiB, MiB, GiB (powers of 1024), such as 2GB or 500MiB",
+                     arg);
+        return NULL;
+    }
+    return PyLong_FromLongLong((long long)bytes);
+}
+
+PyObject *ct_copy_py(PyObject *module, PyObject *args)
+{
+    ct_state *st = PyModule_GetState(module);
+    const char *src = NULL, *dst = NULL;
+    if (!PyArg_ParseTuple(args, "ss:copy", &src, &dst))
+        return NULL;
+    char err[600];
+    int64_t sessions = 0, calls = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+        rc = store_copy(src, dst, &sessions, &calls, err, sizeof err);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         PyObject *cls = ct_marker_type(st, "TapeError");

@@ -296,6 +296,64 @@ static int read_config(PyObject *flush, PyObject *on_full, PyObject *buf, PyObje
     return 0;
 }
 
+/* configure(retain=...) into `p`: a dict of rules ({"older_than": "7d",
+ * "max_size": "2GB", "keep_sessions": 10}: texts or integers) or the same
+ * rules as one text ("older_than=7d,max_size=2GB", as CALLTAPE_RETAIN),
+ * read by retain_parse.  0, or -1 with TypeError or ValueError set. */
+static int read_retain(PyObject *v, retain_policy *p)
+{
+    PyObject *text = NULL;
+    if (PyUnicode_Check(v)) {
+        text = Py_NewRef(v);
+    } else if (PyDict_Check(v)) {
+        PyObject *parts = PyList_New(0), *key, *value;
+        Py_ssize_t pos = 0;
+        while (parts && PyDict_Next(v, &pos, &key, &value)) {
+            if (!PyUnicode_Check(key) || !(PyUnicode_Check(value) || PyLong_Check(value)) ||
+                PyBool_Check(value)) {
+                PyErr_Format(PyExc_TypeError,
+                             "retain takes rule names and texts or integers, such as"
+                             " {\"older_than\": \"7d\", \"max_size\": \"2GB\","
+                             " \"keep_sessions\": 10}, not %R: %R",
+                             key, value);
+                Py_CLEAR(parts);
+                break;
+            }
+            PyObject *item = PyUnicode_FromFormat("%U=%S", key, value);
+            if (!item || PyList_Append(parts, item) < 0)
+                Py_CLEAR(parts);
+            Py_XDECREF(item);
+        }
+        if (parts) {
+            PyObject *comma = PyUnicode_FromString(",");
+            text = comma ? PyUnicode_Join(comma, parts) : NULL;
+            Py_XDECREF(comma);
+            Py_DECREF(parts);
+        }
+    } else {
+        PyErr_Format(PyExc_TypeError,
+                     "retain must be a dict of rules such as {\"older_than\": \"7d\","
+                     " \"max_size\": \"2GB\"} (or their text \"older_than=7d,max_size=2GB\"),"
+                     " not %.100s",
+                     Py_TYPE(v)->tp_name);
+    }
+    if (!text)
+        return -1;
+    const char *utf8 = PyUnicode_AsUTF8(text);
+    char err[300];
+    int rc = utf8 ? retain_parse(utf8, p, err, sizeof err) : -1;
+    if (rc < 0 && utf8)
+        PyErr_Format(PyExc_ValueError, "retain: %s", err);
+    Py_DECREF(text);
+    if (rc < 0)
+        return -1;
+    /* the engine's zeros mean "no rule" */
+    p->older_than_ns = p->older_than_ns < 0 ? 0 : p->older_than_ns;
+    p->keep_sessions = p->keep_sessions < 0 ? 0 : p->keep_sessions;
+    p->max_bytes = p->max_bytes < 0 ? 0 : p->max_bytes;
+    return 0;
+}
+
 /* Applies the recording options configure() takes (all checked). */
 static int apply_options(ct_state *st, ct_options *o)
 {
@@ -331,15 +389,16 @@ static int apply_options(ct_state *st, ct_options *o)
 
 PyObject *ct_configure_py(PyObject *m, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"flush_interval", "on_full", "buffer_bytes", "pickle", NULL};
+    static char *kwlist[] = {"flush_interval", "on_full", "buffer_bytes", "pickle", "retain", NULL};
     PyObject *flush = Py_None, *on_full = Py_None, *buf = Py_None, *pickle = Py_None;
+    PyObject *retain = Py_None;
     PyObject *v[CT_NOPTS], *rest = NULL;
     unsigned accepted = CT_OPT_BIT(CT_OPT_TAPE) | CT_OPT_BIT(CT_OPT_REDACT) |
                         CT_OPT_BIT(CT_OPT_MAX_VALUE_BYTES) | CT_OPT_BIT(CT_OPT_ENERGY);
     if (ct_options_take(kw, accepted, v, &rest) < 0)
         return NULL;
-    int ok = PyArg_ParseTupleAndKeywords(args, rest, "|$OOOO:configure", kwlist, &flush, &on_full,
-                                         &buf, &pickle);
+    int ok = PyArg_ParseTupleAndKeywords(args, rest, "|$OOOOO:configure", kwlist, &flush, &on_full,
+                                         &buf, &pickle, &retain);
     Py_XDECREF(rest);
     if (!ok)
         return NULL;
@@ -355,10 +414,15 @@ PyObject *ct_configure_py(PyObject *m, PyObject *args, PyObject *kw)
         namer = NULL;
     if (ct_options_read(v, &o) < 0)
         return NULL;
-    if (read_config(flush, on_full, buf, pickle, &c) < 0) {
+    retain_policy rp = {0};
+    if (read_config(flush, on_full, buf, pickle, &c) < 0 ||
+        (retain != Py_None && read_retain(retain, &rp) < 0)) {
+        Py_XDECREF(c.pickle_types);
         ct_options_release(&o);
         return NULL;
     }
+    if (retain != Py_None)
+        st->sink.retain = rp;
     if (c.pickle_types) {
         Py_XSETREF(st->objects.pickle_types, c.pickle_types);
         ct_typecache_clear(&st->objects.types);
