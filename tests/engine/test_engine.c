@@ -903,6 +903,17 @@ static void fresh_path(char path[64], const char *what)
     unlink(path);
 }
 
+/* Removes the tape `path` and its -wal and -shm files. */
+static void remove_tape(const char *path)
+{
+    char side[300];
+    unlink(path);
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+}
+
 /* An engine for `path` whose process-local function 1 is defined; NULL
  * (counted as a failure) when it cannot be made. */
 static engine *start_engine(const char *path, size_t chunk_bytes, size_t max_buffer_bytes)
@@ -1159,12 +1170,7 @@ static void test_back_pressure_answers_full(void)
     engine_free(e);
     sqlite3_close(lock);
     CHECK(query_int(path, "SELECT sum(n) FROM segments") == appended);
-    char side[300];
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
-    unlink(path);
+    remove_tape(path);
     wbuf_free(&b);
 }
 
@@ -1231,12 +1237,7 @@ static void test_a_call_larger_than_the_backlog_is_written(void)
     CHECK(s.dropped_calls == 0 && s.written_calls == 4 && appended == 4);
     engine_free(e);
     CHECK(query_int(path, "SELECT sum(n) FROM segments") == 4);
-    char side[300];
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
-    unlink(path);
+    remove_tape(path);
     wbuf_free(&b);
     wbuf_free(&v);
 }
@@ -1367,12 +1368,7 @@ static void test_query_energy(void)
         CHECK(count_energy(st, QUERY_MAX_PKG | QUERY_MAX_DRAM, 60, 50) == 3);
         store_close(st);
     }
-    char side[300];
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
-    unlink(path);
+    remove_tape(path);
 }
 
 /* A search in any order (the Chrome export's): every call of two
@@ -1459,12 +1455,7 @@ static void test_query_any_order(void)
         query_close(q);
         store_close(st);
     }
-    char side[300];
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
-    unlink(path);
+    remove_tape(path);
 }
 
 /* The background writer: buffers submitted in turn reach the file whole and
@@ -1640,12 +1631,7 @@ static void test_children_index(void)
     CHECK(q && query_count(q, &n) == 0 && n == 2);
     query_close(q);
     store_close(st);
-    char side[300];
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
-    unlink(path);
+    remove_tape(path);
 }
 
 /* Runs `sql` on the tape at `path` as a writer would not: to damage it. */
@@ -1765,12 +1751,7 @@ static void test_query_reports_damage(void)
     CHECK(segment == 0 && status == STORE_DAMAGED);
     CHECK(st && query_all(st, 0, &segment, &status) == 1);
     store_close(st);
-    char side[300];
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
-    unlink(path);
+    remove_tape(path);
 }
 
 /* lz.c: round trips of repetitive, random and tiny inputs, and a
@@ -1947,12 +1928,7 @@ static void test_store_reader(void)
     CHECK(c && store_load_listed(c, 999999, &g, &se) == 0);
     store_cursor_close(c);
     store_close(st);
-    unlink(path);
-    char side[300];
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
+    remove_tape(path);
 }
 
 /* Finding a call by id reads the id index around the id, as wide as the
@@ -2006,12 +1982,7 @@ static void test_find_call_in_a_wide_old_segment(void)
     CHECK(c && store_next(c, &row, &se) == 0);
     store_cursor_close(c);
     store_close(st);
-    unlink(path);
-    char side[300];
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
+    remove_tape(path);
 }
 
 /* The self-time table: many parents open at once (it grows), taken back
@@ -2101,17 +2072,6 @@ static void test_self_time_totals(void)
     CHECK(c && store_next(c, &row, &se) == 0);
     store_cursor_close(c);
     store_close(st);
-    char side[300];
-    unlink(path);
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
-}
-
-/* Removes the tape `path` and its -wal and -shm files. */
-static void remove_tape(const char *path)
-{
     char side[300];
     unlink(path);
     snprintf(side, sizeof side, "%s-wal", path);
