@@ -302,6 +302,11 @@ int ct_capture_items(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth
             if (tag == WIRE_LIST && i >= PyList_GET_SIZE(v))
                 return -2; /* shrank while encoding */
             PyObject *item = tag == WIRE_LIST ? PyList_GET_ITEM(v, i) : PyTuple_GET_ITEM(v, i);
+            if (ct_capture_small(b, item)) { /* runs no code: no reference needed */
+                if (b->len - c->top_start > (size_t)c->limit)
+                    return -4;
+                continue;
+            }
             Py_INCREF(item);
             int rc = capture_at(c, b, item, depth + 1);
             Py_DECREF(item);
@@ -331,13 +336,23 @@ int ct_capture_items(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth
     return seen == n ? 0 : -2;
 }
 
+int ct_capture_too_deep(ct_capture *c, wbuf *b, PyObject *v, int depth)
+{
+    if (c->opaque_cut > 0 && depth >= c->opaque_cut) {
+        ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "cut beside opaque state");
+        return 1;
+    }
+    if (depth < ct_capture_depth(c))
+        return 0;
+    ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "nested too deeply");
+    return 1;
+}
+
 /* An exact list, tuple, dict, set or frozenset. */
 static int capture_container(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth)
 {
-    if (depth >= ct_capture_depth(c)) {
-        ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "nested too deeply");
+    if (ct_capture_too_deep(c, b, v, depth))
         return 0;
-    }
     size_t index;
     if (wire_memoized(tag)) {
         int shared = ct_memo_shared(v, depth);

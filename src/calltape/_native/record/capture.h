@@ -9,6 +9,18 @@
 
 #include "binding.h"
 
+/* How many levels below an object holding opaque state (an attribute
+ * whose type is refused: a generator, a lock, a file) its other attributes
+ * are walked: such an object cannot be rebuilt, so the rest is kept only to
+ * be read (objects.c). */
+#define CT_OPAQUE_DEPTH 2
+
+/* 1, after writing an UNENCODABLE marker for `v` in its place, when `v`
+ * nested at `depth` is a container or an object past the nesting written
+ * (the capture's depth budget, or the cut below an object holding opaque
+ * state); 0 when it is to be written. */
+int ct_capture_too_deep(ct_capture *c, wbuf *b, PyObject *v, int depth);
+
 /* Writes one value nested at `depth` inside the value being captured. */
 int ct_capture_nested(ct_capture *c, wbuf *b, PyObject *v, int depth);
 /* Writes the items of the list, tuple, dict, set or frozenset `v` (or of
