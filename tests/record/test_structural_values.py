@@ -9,6 +9,7 @@ import decimal
 import enum
 import itertools
 import signal
+import threading
 import warnings
 
 import pytest
@@ -295,3 +296,83 @@ def test_the_depth_budget_of_a_monitor(tmp_path, monkeypatch):
     assert isinstance(value, calltape.Unencodable) and value.reason == "nested too deeply"
     with pytest.raises(ValueError, match="max_value_depth"):
         calltape.monitor(max_value_depth=-1)
+
+
+class Tee:
+    """more-itertools' _concurrent_tee: a generator, a lock and the linked
+    list of the stream ahead of it."""
+
+    __slots__ = ("iterator", "link", "lock")
+
+    def __init__(self, chain, opaque=True):
+        self.iterator = (x for x in range(3)) if opaque else (0, 1, 2)
+        self.link = chain
+        self.lock = threading.Lock() if opaque else None
+
+
+class Holder:
+    def __init__(self, chain, opaque):
+        self.data = chain
+        if opaque:
+            self.handle = open(__file__)  # noqa: SIM115 - closed by the test
+        self.name = "h"
+
+
+def _chain(n):
+    chain = None
+    for i in reversed(range(n)):
+        chain = [i, chain]
+    return chain
+
+
+def _cut_at(value):
+    """How many links of a [i, next] chain were written, and the marker after them."""
+    links = 0
+    while isinstance(value, list):
+        links += 1
+        value = value[1]
+    return links, value
+
+
+def test_an_object_holding_opaque_state_is_walked_shallow(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "tee_subject.py").write_text("def step(tee):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("tee_subject", None)
+    mod = importlib.import_module("tee_subject")
+    tape = tmp_path / "tee.db"
+    holder = Holder(_chain(50), opaque=True)
+    try:
+        with calltape.monitor(include=["tee_subject"], tape=tape, max_value_depth=20):
+            mod.step(Tee(_chain(50)))  # a generator and a lock beside the chain
+            mod.step(Tee(_chain(50), opaque=False))  # data beside the chain
+            mod.step(holder)  # an open file in the __dict__
+            mod.step(Holder(_chain(50), opaque=False))
+            mod.step([Tee(_chain(50))])  # the cut is below the object, wherever it is
+    finally:
+        holder.handle.close()
+    assert calltape.flush(timeout=30)
+    calls = calltape.open(tape, trust=True).calls()
+    tee, plain_tee, held, plain_held, nested = (c.args["tee"] for c in calls)
+    assert isinstance(tee.iterator, calltape.Unencodable) and "opaque" in tee.iterator.reason
+    assert isinstance(tee.lock, calltape.Unencodable)
+    # self at depth 0, its link at 1: CT_OPAQUE_DEPTH (2) levels of the chain are kept
+    links, marker = _cut_at(tee.link)
+    assert links == 2 and tee.link[:1] == [0] and tee.link[1][0] == 1
+    assert isinstance(marker, calltape.Unencodable) and marker.reason == "cut beside opaque state"
+    # without opaque state the depth budget alone applies, as before
+    links, marker = _cut_at(plain_tee.link)
+    assert links == 19 and marker.reason == "nested too deeply"
+    assert plain_tee.iterator == (0, 1, 2) and plain_tee.lock is None
+    links, marker = _cut_at(held.data)
+    assert links == 2 and marker.reason == "cut beside opaque state" and held.name == "h"
+    assert isinstance(held.handle, calltape.Unencodable)
+    links, marker = _cut_at(plain_held.data)
+    assert links == 19 and marker.reason == "nested too deeply"
+    links, marker = _cut_at(nested[0].link)  # the Tee at depth 1, its link at 2
+    assert links == 2 and marker.reason == "cut beside opaque state"
+    # such a call was never replayable: it is skipped, naming the generator
+    outcome = calls[0].replay()
+    assert outcome.status == "skipped" and "generator" in outcome.reason
