@@ -376,3 +376,25 @@ def test_an_object_holding_opaque_state_is_walked_shallow(tmp_path, monkeypatch)
     # such a call was never replayable: it is skipped, naming the generator
     outcome = calls[0].replay()
     assert outcome.status == "skipped" and "generator" in outcome.reason
+
+
+class Pair:
+    __slots__ = ("first", "last")
+
+
+def test_slots_after_values_of_many_new_classes(monkeypatch):
+    # the first slot's values are of 1,000 classes never seen: deciding them grows
+    # the type cache (and moves its entries) before the last slot is written
+    import sys
+
+    here = sys.modules[__name__]
+    fresh = []
+    for i in range(1000):
+        cls = type(f"Fresh{i}", (), {"__module__": __name__})
+        monkeypatch.setattr(here, cls.__name__, cls, raising=False)
+        fresh.append(cls())
+    pair = Pair()
+    pair.first = fresh
+    pair.last = "end"
+    back = _native.decode(_native.encode(pair), trust=True)
+    assert back.last == "end" and [type(x).__name__ for x in back.first][-1] == "Fresh999"
