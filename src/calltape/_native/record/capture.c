@@ -451,15 +451,18 @@ int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)
     }
     size_t start = b->len, memo_n = c->memo->next;
     c->top_start = start;
-    if (ct_over_budget_skip(ct_over_budget_entry(c, v))) {
+    const ct_typecache *tc = &c->st->objects.types;
+    const ct_typeinfo *table = tc->v;
+    ct_typeinfo *entry = ct_over_budget_entry(c, v);
+    if (ct_over_budget_skip(entry)) {
         put_truncated(c->st, b, v, 0); /* not measured: its class's last values were over */
         goto done;
     }
     int rc = capture_at(c, b, v, 0);
+    if (!entry || tc->v != table) /* the capture made the entry, or grew the cache */
+        entry = ct_over_budget_entry(c, v);
     if (rc == 0 || rc == -4)
-        /* looked up again: the capture may have made the entry or grown the cache */
-        ct_over_budget_note(ct_over_budget_entry(c, v),
-                            rc == -4 || b->len - start > (size_t)c->limit);
+        ct_over_budget_note(entry, rc == -4 || b->len - start > (size_t)c->limit);
     if (rc == -2 || rc == -3) {
         b->len = start;
         memo_rollback(c->memo, memo_n);
