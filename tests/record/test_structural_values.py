@@ -314,7 +314,7 @@ class Holder:
     def __init__(self, chain, opaque):
         self.data = chain
         if opaque:
-            self.handle = open(__file__)  # noqa: SIM115 - closed by the test
+            self.handle = open(__file__)  # closed by the test
         self.name = "h"
 
 

@@ -15,12 +15,18 @@
  *           built-in base (list, dict, tuple, str, int, an exception's args);
  *   REFUSE  anything else (a C object whose state only its code can read):
  *           UNENCODABLE, with the way to opt in.
- * Classes, functions, builtins and modules are GLOBALs: their name.
+ * Classes, functions, builtins and modules are GLOBALs: their name.  An
+ * OBJECT one of whose attributes is REFUSEd (opaque state: a generator, a
+ * lock, a file) cannot be rebuilt, so its attributes are written only
+ * CT_OPAQUE_DEPTH levels below it, to be read (a linked list beside a lock
+ * costs two links, not the depth budget).
  *
  * Invariants: deciding and capturing call no method of the value or of its
  * class (no __reduce__, __getstate__, __iter__, __getattr__, __eq__ or
  * __hash__ defined in Python), so recording neither changes the program nor
- * emits its warnings; only codecs and opted-in pickling run user code.  The
+ * emits its warnings; only codecs and opted-in pickling run user code.  A
+ * type entry is read only before anything nested is written (deciding a new
+ * type may grow the cache and move the entries).  The
  * per-type decisions hold types weakly: a class that is no longer used is
  * freed, and its entry is recognised as stale by its weak reference.
  */
