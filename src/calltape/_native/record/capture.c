@@ -336,16 +336,12 @@ int ct_capture_items(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth
     return seen == n ? 0 : -2;
 }
 
-int ct_capture_too_deep(ct_capture *c, wbuf *b, PyObject *v, int depth)
+void ct_put_too_deep(ct_capture *c, wbuf *b, PyObject *v, int depth)
 {
-    if (c->opaque_cut > 0 && depth >= c->opaque_cut) {
-        ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "cut beside opaque state");
-        return 1;
-    }
-    if (depth < ct_capture_depth(c))
-        return 0;
-    ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "nested too deeply");
-    return 1;
+    /* the cut is only ever set above the depth budget */
+    int cut = c->opaque_cut > 0 && depth >= c->opaque_cut;
+    ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name,
+                       cut ? "cut beside opaque state" : "nested too deeply");
 }
 
 /* An exact list, tuple, dict, set or frozenset. */
