@@ -398,3 +398,38 @@ def test_slots_after_values_of_many_new_classes(monkeypatch):
     pair.last = "end"
     back = _native.decode(_native.encode(pair), trust=True)
     assert back.last == "end" and [type(x).__name__ for x in back.first][-1] == "Fresh999"
+
+
+class Bucket:
+    """more-itertools' bucket: an iterator beside a defaultdict of deques."""
+
+    def __init__(self):
+        self._it = iter(range(3))
+        self._cache = collections.defaultdict(collections.deque)
+        self._cache["a"].extend([[1, [2, [3]]]])
+
+
+def test_standard_values_beside_opaque_state_and_at_the_depth_budget(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "bucket_subject.py").write_text("def look(b):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("bucket_subject", None)
+    mod = importlib.import_module("bucket_subject")
+    tape = tmp_path / "b.db"
+    deep = [collections.defaultdict(list, {"k": [1]})]  # its (key, value) pairs at depth 3
+    with calltape.monitor(include=["bucket_subject"], tape=tape, max_value_depth=20):
+        mod.look(Bucket())
+    with calltape.monitor(include=["bucket_subject"], tape=tape, max_value_depth=3):
+        mod.look(deep)
+    assert calltape.flush(timeout=30)
+    bucket, cut = (c.args["b"] for c in calltape.open(tape, trust=True).calls())
+    # a reduce's own parts (the defaultdict's pairs, the deque's items) do not
+    # count as levels: the deque and its items are kept, their contents cut
+    assert isinstance(bucket._it, calltape.Unencodable)
+    items = bucket._cache["a"][0]
+    assert type(bucket._cache["a"]) is collections.deque and items[:1] == [1]
+    assert items[1].reason == "cut beside opaque state"
+    # pairs cut by the depth budget make the value a marker, not a damaged tape
+    assert isinstance(cut[0], calltape.Unencodable) and "not recorded" in cut[0].reason

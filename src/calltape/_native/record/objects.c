@@ -276,6 +276,11 @@ static int put_reduce(ct_capture *c, wbuf *b, PyObject *v, int depth)
     }
     wbuf_byte(b, WIRE_TUPLE);
     wbuf_varint(b, 5);
+    /* beside opaque state, its parts count as one level, as a container's
+     * items: dict items are two levels further down, (key, value) pairs */
+    int cut = c->opaque_cut;
+    if (cut > 0)
+        c->opaque_cut = cut + 2 < ct_capture_depth(c) ? cut + 2 : 0;
     int rc = 0;
     for (Py_ssize_t i = 0; i < 5 && rc == 0; i++) {
         PyObject *part = i < PyTuple_GET_SIZE(red) ? PyTuple_GET_ITEM(red, i) : Py_None;
@@ -293,6 +298,7 @@ static int put_reduce(ct_capture *c, wbuf *b, PyObject *v, int depth)
             Py_DECREF(part);
         }
     }
+    c->opaque_cut = cut;
     Py_DECREF(red);
     return rc;
 }
