@@ -400,6 +400,10 @@ def test_slots_after_values_of_many_new_classes(monkeypatch):
     assert back.last == "end" and [type(x).__name__ for x in back.first][-1] == "Fresh999"
 
 
+class Shape(enum.Enum):
+    SQUARE = ((0, 0), (1, 1))
+
+
 class Bucket:
     """more-itertools' bucket: an iterator beside a defaultdict of deques."""
 
@@ -407,6 +411,7 @@ class Bucket:
         self._it = iter(range(3))
         self._cache = collections.defaultdict(collections.deque)
         self._cache["a"].extend([[1, [2, [3]]]])
+        self.shapes = [Shape.SQUARE]  # the member at depth 2, its value at 3
 
 
 def test_standard_values_beside_opaque_state_and_at_the_depth_budget(tmp_path, monkeypatch):
@@ -431,5 +436,6 @@ def test_standard_values_beside_opaque_state_and_at_the_depth_budget(tmp_path, m
     items = bucket._cache["a"][0]
     assert type(bucket._cache["a"]) is collections.deque and items[:1] == [1]
     assert items[1].reason == "cut beside opaque state"
+    assert bucket.shapes == [Shape.SQUARE]  # an enum's value is part of it, too
     # pairs cut by the depth budget make the value a marker, not a damaged tape
     assert isinstance(cut[0], calltape.Unencodable) and "not recorded" in cut[0].reason

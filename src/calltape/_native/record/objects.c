@@ -230,7 +230,12 @@ static int put_enum(ct_capture *c, wbuf *b, PyObject *v, int depth)
     wbuf_varint(b, (uint64_t)named);
     wbuf_varint(b, 0);
     Py_XINCREF(value); /* nested values carry a temporary reference */
+    /* its value is part of it, as a reduce's parts are */
+    int cut = c->opaque_cut;
+    if (cut > 0)
+        c->opaque_cut = cut + 2 < ct_capture_depth(c) ? cut + 2 : 0;
     int rc = ct_capture_nested(c, b, value ? value : Py_None, depth + 1);
+    c->opaque_cut = cut;
     Py_XDECREF(value);
     if (rc == 0 && named) {
         PyObject *key = PyUnicode_FromString("_name_");
