@@ -126,6 +126,13 @@ BENCHMARKS: dict[str, Benchmark] = {
             " tape replayed, with what replay loses",
         ),
         Benchmark(
+            "tee",
+            "bench.tee",
+            "instructions per call of more-itertools' _concurrent_tee.__next__, whose self"
+            " holds a generator, a lock and a linked list: plain, cProfile, calltape with"
+            " and without values (callgrind)",
+        ),
+        Benchmark(
             "pytest",
             "bench.pytest_suite",
             "a real test suite (toolz; --suite more-itertools) plain, under pytest --calltape,"

@@ -9,6 +9,7 @@ import decimal
 import enum
 import itertools
 import signal
+import threading
 import warnings
 
 import pytest
@@ -295,3 +296,146 @@ def test_the_depth_budget_of_a_monitor(tmp_path, monkeypatch):
     assert isinstance(value, calltape.Unencodable) and value.reason == "nested too deeply"
     with pytest.raises(ValueError, match="max_value_depth"):
         calltape.monitor(max_value_depth=-1)
+
+
+class Tee:
+    """more-itertools' _concurrent_tee: a generator, a lock and the linked
+    list of the stream ahead of it."""
+
+    __slots__ = ("iterator", "link", "lock")
+
+    def __init__(self, chain, opaque=True):
+        self.iterator = (x for x in range(3)) if opaque else (0, 1, 2)
+        self.link = chain
+        self.lock = threading.Lock() if opaque else None
+
+
+class Holder:
+    def __init__(self, chain, opaque):
+        self.data = chain
+        if opaque:
+            self.handle = open(__file__)  # closed by the test
+        self.name = "h"
+
+
+def _chain(n):
+    chain = None
+    for i in reversed(range(n)):
+        chain = [i, chain]
+    return chain
+
+
+def _cut_at(value):
+    """How many links of a [i, next] chain were written, and the marker after them."""
+    links = 0
+    while isinstance(value, list):
+        links += 1
+        value = value[1]
+    return links, value
+
+
+def test_an_object_holding_opaque_state_is_walked_shallow(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "tee_subject.py").write_text("def step(tee):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("tee_subject", None)
+    mod = importlib.import_module("tee_subject")
+    tape = tmp_path / "tee.db"
+    holder = Holder(_chain(50), opaque=True)
+    try:
+        with calltape.monitor(include=["tee_subject"], tape=tape, max_value_depth=20):
+            mod.step(Tee(_chain(50)))  # a generator and a lock beside the chain
+            mod.step(Tee(_chain(50), opaque=False))  # data beside the chain
+            mod.step(holder)  # an open file in the __dict__
+            mod.step(Holder(_chain(50), opaque=False))
+            mod.step([Tee(_chain(50))])  # the cut is below the object, wherever it is
+    finally:
+        holder.handle.close()
+    assert calltape.flush(timeout=30)
+    calls = calltape.open(tape, trust=True).calls()
+    tee, plain_tee, held, plain_held, nested = (c.args["tee"] for c in calls)
+    assert isinstance(tee.iterator, calltape.Unencodable) and "opaque" in tee.iterator.reason
+    assert isinstance(tee.lock, calltape.Unencodable)
+    # self at depth 0, its link at 1: CT_OPAQUE_DEPTH (2) levels of the chain are kept
+    links, marker = _cut_at(tee.link)
+    assert links == 2 and tee.link[:1] == [0] and tee.link[1][0] == 1
+    assert isinstance(marker, calltape.Unencodable) and marker.reason == "cut beside opaque state"
+    # without opaque state the depth budget alone applies, as before
+    links, marker = _cut_at(plain_tee.link)
+    assert links == 19 and marker.reason == "nested too deeply"
+    assert plain_tee.iterator == (0, 1, 2) and plain_tee.lock is None
+    links, marker = _cut_at(held.data)
+    assert links == 2 and marker.reason == "cut beside opaque state" and held.name == "h"
+    assert isinstance(held.handle, calltape.Unencodable)
+    links, marker = _cut_at(plain_held.data)
+    assert links == 19 and marker.reason == "nested too deeply"
+    links, marker = _cut_at(nested[0].link)  # the Tee at depth 1, its link at 2
+    assert links == 2 and marker.reason == "cut beside opaque state"
+    # such a call was never replayable: it is skipped, naming the generator
+    outcome = calls[0].replay()
+    assert outcome.status == "skipped" and "generator" in outcome.reason
+
+
+class Pair:
+    __slots__ = ("first", "last")
+
+
+def test_slots_after_values_of_many_new_classes(monkeypatch):
+    # the first slot's values are of 1,000 classes never seen: deciding them grows
+    # the type cache (and moves its entries) before the last slot is written
+    import sys
+
+    here = sys.modules[__name__]
+    fresh = []
+    for i in range(1000):
+        cls = type(f"Fresh{i}", (), {"__module__": __name__})
+        monkeypatch.setattr(here, cls.__name__, cls, raising=False)
+        fresh.append(cls())
+    pair = Pair()
+    pair.first = fresh
+    pair.last = "end"
+    back = _native.decode(_native.encode(pair), trust=True)
+    assert back.last == "end" and [type(x).__name__ for x in back.first][-1] == "Fresh999"
+
+
+class Shape(enum.Enum):
+    SQUARE = ((0, 0), (1, 1))
+
+
+class Bucket:
+    """more-itertools' bucket: an iterator beside a defaultdict of deques."""
+
+    def __init__(self):
+        self._it = iter(range(3))
+        self._cache = collections.defaultdict(collections.deque)
+        self._cache["a"].extend([[1, [2, [3]]]])
+        self.shapes = [Shape.SQUARE]  # the member at depth 2, its value at 3
+
+
+def test_standard_values_beside_opaque_state_and_at_the_depth_budget(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "bucket_subject.py").write_text("def look(b):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("bucket_subject", None)
+    mod = importlib.import_module("bucket_subject")
+    tape = tmp_path / "b.db"
+    deep = [collections.defaultdict(list, {"k": [1]})]  # its (key, value) pairs at depth 3
+    with calltape.monitor(include=["bucket_subject"], tape=tape, max_value_depth=20):
+        mod.look(Bucket())
+    with calltape.monitor(include=["bucket_subject"], tape=tape, max_value_depth=3):
+        mod.look(deep)
+    assert calltape.flush(timeout=30)
+    bucket, cut = (c.args["b"] for c in calltape.open(tape, trust=True).calls())
+    # a reduce's own parts (the defaultdict's pairs, the deque's items) do not
+    # count as levels: the deque and its items are kept, their contents cut
+    assert isinstance(bucket._it, calltape.Unencodable)
+    items = bucket._cache["a"][0]
+    assert type(bucket._cache["a"]) is collections.deque and items[:1] == [1]
+    assert items[1].reason == "cut beside opaque state"
+    assert bucket.shapes == [Shape.SQUARE]  # an enum's value is part of it, too
+    # pairs cut by the depth budget make the value a marker, not a damaged tape
+    assert isinstance(cut[0], calltape.Unencodable) and "not recorded" in cut[0].reason

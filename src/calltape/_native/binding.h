@@ -272,6 +272,8 @@ typedef struct ct_capture {
     size_t top_start;        /* where the top-level value being written starts */
     int max_depth;           /* deepest nesting written; 0: as deep as the format allows */
     int blobbed;             /* set when a top-level value went to the blob store */
+    int opaque_cut;          /* > 0 while writing the attributes of an object that holds
+                                opaque state (objects.c): nothing this deep is walked */
 } ct_capture;
 
 /* The nesting a capture writes to (the format's bound when unset). */

@@ -245,27 +245,46 @@ static int robj_reduce_rest(PyObject *obj, PyObject *state, PyObject *items, PyO
     return 0;
 }
 
+/* 1 when `x` is a marker of a value that was not recorded. */
+static int robj_is_marker(const ct_state *st, PyObject *x)
+{
+    static const char *const names[] = {"Redacted", "Truncated", "Unencodable"};
+    for (int k = 0; k < 3; k++) {
+        PyObject *cls = ct_marker_type(st, names[k]);
+        if (cls && Py_TYPE(x) == (PyTypeObject *)cls)
+            return 1;
+    }
+    return 0;
+}
+
 /* 1 when `v` is a marker of a value that was not recorded, or a tuple,
  * list or dict holding one directly. */
 static int robj_holds_marker(const ct_state *st, PyObject *v)
 {
-    static const char *const names[] = {"Redacted", "Truncated", "Unencodable"};
     PyObject *items = PyTuple_Check(v) || PyList_Check(v) ? v
                       : PyDict_Check(v)                   ? PyDict_Values(v)
                                                           : NULL;
     int hit = 0;
     Py_ssize_t n = items ? PySequence_Fast_GET_SIZE(items) : 1;
-    for (Py_ssize_t i = 0; i < n && !hit; i++) {
-        PyObject *x = items ? PySequence_Fast_GET_ITEM(items, i) : v;
-        for (int k = 0; k < 3 && !hit; k++) {
-            PyObject *cls = ct_marker_type(st, names[k]);
-            hit = cls && Py_TYPE(x) == (PyTypeObject *)cls;
-        }
-    }
+    for (Py_ssize_t i = 0; i < n && !hit; i++)
+        hit = robj_is_marker(st, items ? PySequence_Fast_GET_ITEM(items, i) : v);
     if (items && items != v)
         Py_DECREF(items);
     PyErr_Clear();
     return hit;
+}
+
+/* 1 when a reduce's list items or dict items (a list of pairs) are, or its
+ * dict items hold in place of a pair, a marker (cut by a depth limit): the
+ * value cannot be made from them.  Items that are markers stay items. */
+static int robj_rest_holds_marker(const ct_state *st, PyObject *items, PyObject *pairs)
+{
+    if (robj_is_marker(st, items) || robj_is_marker(st, pairs))
+        return 1;
+    for (Py_ssize_t i = 0; PyList_Check(pairs) && i < PyList_GET_SIZE(pairs); i++)
+        if (robj_is_marker(st, PyList_GET_ITEM(pairs, i)))
+            return 1;
+    return 0;
 }
 
 /* An instance of a kind whose contents come first (tuple, str, ..., an
@@ -287,7 +306,9 @@ static PyObject *robj_from_contents(ct_rebuild *r, wreader *rd, int depth, PyTyp
         }
         PyObject *fn = PyTuple_GET_ITEM(contents, 0);
         if (robj_holds_marker(r->st, PyTuple_GET_ITEM(contents, 1)) ||
-            robj_holds_marker(r->st, PyTuple_GET_ITEM(contents, 2))) {
+            robj_holds_marker(r->st, PyTuple_GET_ITEM(contents, 2)) ||
+            robj_rest_holds_marker(r->st, PyTuple_GET_ITEM(contents, 3),
+                                   PyTuple_GET_ITEM(contents, 4))) {
             Py_DECREF(contents); /* made of a value that was not recorded: not made */
             PyObject *m = ct_marker_type(r->st, "Unencodable");
             return m ? PyObject_CallFunction(m, "ss", name,

@@ -302,6 +302,11 @@ int ct_capture_items(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth
             if (tag == WIRE_LIST && i >= PyList_GET_SIZE(v))
                 return -2; /* shrank while encoding */
             PyObject *item = tag == WIRE_LIST ? PyList_GET_ITEM(v, i) : PyTuple_GET_ITEM(v, i);
+            if (ct_capture_small(b, item)) { /* runs no code: no reference needed */
+                if (b->len - c->top_start > (size_t)c->limit)
+                    return -4;
+                continue;
+            }
             Py_INCREF(item);
             int rc = capture_at(c, b, item, depth + 1);
             Py_DECREF(item);
@@ -331,13 +336,19 @@ int ct_capture_items(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth
     return seen == n ? 0 : -2;
 }
 
+void ct_put_too_deep(ct_capture *c, wbuf *b, PyObject *v, int depth)
+{
+    /* the cut is only ever set above the depth budget */
+    int cut = c->opaque_cut > 0 && depth >= c->opaque_cut;
+    ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name,
+                       cut ? "cut beside opaque state" : "nested too deeply");
+}
+
 /* An exact list, tuple, dict, set or frozenset. */
 static int capture_container(ct_capture *c, wbuf *b, PyObject *v, uint8_t tag, int depth)
 {
-    if (depth >= ct_capture_depth(c)) {
-        ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "nested too deeply");
+    if (ct_capture_too_deep(c, b, v, depth))
         return 0;
-    }
     size_t index;
     if (wire_memoized(tag)) {
         int shared = ct_memo_shared(v, depth);
@@ -436,15 +447,18 @@ int ct_capture_other(ct_capture *c, wbuf *b, PyObject *v)
     }
     size_t start = b->len, memo_n = c->memo->next;
     c->top_start = start;
-    if (ct_over_budget_skip(ct_over_budget_entry(c, v))) {
+    const ct_typecache *tc = &c->st->objects.types;
+    const ct_typeinfo *table = tc->v;
+    ct_typeinfo *entry = ct_over_budget_entry(c, v);
+    if (ct_over_budget_skip(entry)) {
         put_truncated(c->st, b, v, 0); /* not measured: its class's last values were over */
         goto done;
     }
     int rc = capture_at(c, b, v, 0);
+    if (!entry || tc->v != table) /* the capture made the entry, or grew the cache */
+        entry = ct_over_budget_entry(c, v);
     if (rc == 0 || rc == -4)
-        /* looked up again: the capture may have made the entry or grown the cache */
-        ct_over_budget_note(ct_over_budget_entry(c, v),
-                            rc == -4 || b->len - start > (size_t)c->limit);
+        ct_over_budget_note(entry, rc == -4 || b->len - start > (size_t)c->limit);
     if (rc == -2 || rc == -3) {
         b->len = start;
         memo_rollback(c->memo, memo_n);

@@ -9,6 +9,28 @@
 
 #include "binding.h"
 
+/* How many levels below an object holding opaque state (an attribute
+ * whose type is refused: a generator, a lock, a file) its other attributes
+ * are walked: such an object cannot be rebuilt, so the rest is kept only to
+ * be read (objects.c). */
+#define CT_OPAQUE_DEPTH 2
+
+/* Writes the UNENCODABLE marker of `v`, nested at `depth` past the nesting
+ * written (ct_capture_too_deep). */
+void ct_put_too_deep(ct_capture *c, wbuf *b, PyObject *v, int depth);
+
+/* 1, after writing an UNENCODABLE marker for `v` in its place, when `v`
+ * nested at `depth` is a container or an object past the nesting written
+ * (the capture's depth budget, or the cut below an object holding opaque
+ * state); 0 when it is to be written. */
+static inline int ct_capture_too_deep(ct_capture *c, wbuf *b, PyObject *v, int depth)
+{
+    if ((c->opaque_cut == 0 || depth < c->opaque_cut) && depth < ct_capture_depth(c))
+        return 0;
+    ct_put_too_deep(c, b, v, depth);
+    return 1;
+}
+
 /* Writes one value nested at `depth` inside the value being captured. */
 int ct_capture_nested(ct_capture *c, wbuf *b, PyObject *v, int depth);
 /* Writes the items of the list, tuple, dict, set or frozenset `v` (or of

@@ -15,12 +15,18 @@
  *           built-in base (list, dict, tuple, str, int, an exception's args);
  *   REFUSE  anything else (a C object whose state only its code can read):
  *           UNENCODABLE, with the way to opt in.
- * Classes, functions, builtins and modules are GLOBALs: their name.
+ * Classes, functions, builtins and modules are GLOBALs: their name.  An
+ * OBJECT one of whose attributes is REFUSEd (opaque state: a generator, a
+ * lock, a file) cannot be rebuilt, so its attributes are written only
+ * CT_OPAQUE_DEPTH levels below it, to be read (a linked list beside a lock
+ * costs two links, not the depth budget).
  *
  * Invariants: deciding and capturing call no method of the value or of its
  * class (no __reduce__, __getstate__, __iter__, __getattr__, __eq__ or
  * __hash__ defined in Python), so recording neither changes the program nor
- * emits its warnings; only codecs and opted-in pickling run user code.  The
+ * emits its warnings; only codecs and opted-in pickling run user code.  A
+ * type entry is read only before anything nested is written (deciding a new
+ * type may grow the cache and move the entries).  The
  * per-type decisions hold types weakly: a class that is no longer used is
  * freed, and its entry is recognised as stale by its weak reference.
  */
@@ -121,7 +127,7 @@ static uint64_t slots_set(PyObject *v, const ct_typeinfo *e)
  * a secret). */
 static int put_attribute(ct_capture *c, wbuf *b, PyObject *name, PyObject *value, int depth)
 {
-    int rc = ct_capture_nested(c, b, name, depth + 1);
+    int rc = ct_capture_small(b, name) ? 0 : ct_capture_nested(c, b, name, depth + 1);
     if (rc < 0)
         return rc;
     if (c->redact && ct_should_redact(c->st, name, c->redact)) {
@@ -131,10 +137,19 @@ static int put_attribute(ct_capture *c, wbuf *b, PyObject *name, PyObject *value
     return ct_capture_nested(c, b, value, depth + 1);
 }
 
+/* The __slots__ of an entry, copied out of it before anything nested is
+ * written: deciding a new type may grow the type cache and move the entry
+ * (the arrays it points to stay). */
+typedef struct slot_view {
+    struct PyMemberDef **slots;
+    PyObject **names;
+    size_t n;
+} slot_view;
+
 /* The attribute pairs of `v`: its __dict__ items (`dict`, or NULL), then
- * its set __slots__, read directly.  Writes exactly `ndict` and `nslots`
- * pairs, or returns -2 when the dict changed size meanwhile. */
-static int put_attributes(ct_capture *c, wbuf *b, PyObject *v, const ct_typeinfo *e, int depth,
+ * its set __slots__ (`sv`), read directly.  Writes exactly `ndict` and
+ * `nslots` pairs, or returns -2 when the dict changed size meanwhile. */
+static int put_attributes(ct_capture *c, wbuf *b, PyObject *v, const slot_view *e, int depth,
                           PyObject *dict, Py_ssize_t ndict, uint64_t nslots)
 {
     Py_ssize_t pos = 0, seen = 0;
@@ -152,12 +167,12 @@ static int put_attributes(ct_capture *c, wbuf *b, PyObject *v, const ct_typeinfo
     if (seen != ndict)
         return -2;
     uint64_t written = 0;
-    for (size_t i = 0; i < e->nslots && written < nslots; i++) {
+    for (size_t i = 0; i < e->n && written < nslots; i++) {
         PyObject *sv = *(PyObject **)((char *)v + e->slots[i]->offset);
         if (!sv)
             continue;
         Py_INCREF(sv);
-        int rc = put_attribute(c, b, e->slot_names[i], sv, depth);
+        int rc = put_attribute(c, b, e->names[i], sv, depth);
         Py_DECREF(sv);
         if (rc < 0)
             return rc;
@@ -215,7 +230,12 @@ static int put_enum(ct_capture *c, wbuf *b, PyObject *v, int depth)
     wbuf_varint(b, (uint64_t)named);
     wbuf_varint(b, 0);
     Py_XINCREF(value); /* nested values carry a temporary reference */
+    /* its value is part of it, as a reduce's parts are */
+    int cut = c->opaque_cut;
+    if (cut > 0)
+        c->opaque_cut = cut + 2 < ct_capture_depth(c) ? cut + 2 : 0;
     int rc = ct_capture_nested(c, b, value ? value : Py_None, depth + 1);
+    c->opaque_cut = cut;
     Py_XDECREF(value);
     if (rc == 0 && named) {
         PyObject *key = PyUnicode_FromString("_name_");
@@ -261,6 +281,11 @@ static int put_reduce(ct_capture *c, wbuf *b, PyObject *v, int depth)
     }
     wbuf_byte(b, WIRE_TUPLE);
     wbuf_varint(b, 5);
+    /* beside opaque state, its parts count as one level, as a container's
+     * items: dict items are two levels further down, (key, value) pairs */
+    int cut = c->opaque_cut;
+    if (cut > 0)
+        c->opaque_cut = cut + 2 < ct_capture_depth(c) ? cut + 2 : 0;
     int rc = 0;
     for (Py_ssize_t i = 0; i < 5 && rc == 0; i++) {
         PyObject *part = i < PyTuple_GET_SIZE(red) ? PyTuple_GET_ITEM(red, i) : Py_None;
@@ -278,6 +303,7 @@ static int put_reduce(ct_capture *c, wbuf *b, PyObject *v, int depth)
             Py_DECREF(part);
         }
     }
+    c->opaque_cut = cut;
     Py_DECREF(red);
     return rc;
 }
@@ -332,15 +358,51 @@ static int put_singleton(wbuf *b, PyObject *v, const ct_typeinfo *e)
     return 0;
 }
 
+static int pickle_asked(const ct_capture *c, PyTypeObject *tp);
+
+/* 1 when `x` would be written as the UNENCODABLE marker of a refused type
+ * (a generator, a lock, a file: opaque C state), decided without writing
+ * it.  Built-in data, classes and functions never are.  Never raises. */
+static int is_opaque(ct_capture *c, PyObject *x)
+{
+    PyTypeObject *tp = Py_TYPE(x);
+    if (x == Py_None || tp == &PyFloat_Type || tp == &PySet_Type || tp == &PyFrozenSet_Type ||
+        PyType_HasFeature(tp, Py_TPFLAGS_LONG_SUBCLASS | Py_TPFLAGS_LIST_SUBCLASS |
+                                  Py_TPFLAGS_TUPLE_SUBCLASS | Py_TPFLAGS_BYTES_SUBCLASS |
+                                  Py_TPFLAGS_UNICODE_SUBCLASS | Py_TPFLAGS_DICT_SUBCLASS |
+                                  Py_TPFLAGS_BASE_EXC_SUBCLASS | Py_TPFLAGS_TYPE_SUBCLASS) ||
+        PyFunction_Check(x) || pickle_asked(c, tp))
+        return 0;
+    ct_typeinfo *e = ct_typeinfo_for(c, tp);
+    if (!e)
+        PyErr_Clear();
+    return e && e->how == CT_BY_REFUSE;
+}
+
+/* 1 when one of the attributes of `v` (its `dict` items, its set slots)
+ * is opaque: `v` can then not be rebuilt.  Never raises. */
+static int holds_opaque(ct_capture *c, PyObject *v, const slot_view *sv, PyObject *dict)
+{
+    Py_ssize_t pos = 0;
+    PyObject *k, *x;
+    while (dict && PyDict_Next(dict, &pos, &k, &x))
+        if (is_opaque(c, x))
+            return 1;
+    for (size_t i = 0; i < sv->n; i++) {
+        x = *(PyObject **)((char *)v + sv->slots[i]->offset);
+        if (x && is_opaque(c, x))
+            return 1;
+    }
+    return 0;
+}
+
 /* An OBJECT of a class described by `e`. */
 static int put_object(ct_capture *c, wbuf *b, PyObject *v, const ct_typeinfo *e, int depth)
 {
     if (e->singletons && put_singleton(b, v, e))
         return 0;
-    if (depth >= ct_capture_depth(c)) {
-        ct_put_unencodable(c->st, b, Py_TYPE(v)->tp_name, "nested too deeply");
+    if (ct_capture_too_deep(c, b, v, depth))
         return 0;
-    }
     size_t index;
     int shared = ct_memo_shared(v, depth);
     if (shared && ct_memo_find(c, v, &index))
@@ -364,6 +426,7 @@ static int put_object(ct_capture *c, wbuf *b, PyObject *v, const ct_typeinfo *e,
         ct_memo_close(c, index);
         return rc;
     }
+    slot_view sv = {e->slots, e->slot_names, e->nslots};
     PyObject *dict = instance_dict(v);
     Py_ssize_t ndict = dict ? PyDict_GET_SIZE(dict) : 0;
     uint64_t nslots = slots_set(v, e);
@@ -371,8 +434,15 @@ static int put_object(ct_capture *c, wbuf *b, PyObject *v, const ct_typeinfo *e,
     wbuf_varint(b, nslots);
     rc = put_contents(c, b, v, e->kind, depth);
     ct_memo_close(c, index);
+    /* an object holding opaque state cannot be rebuilt: the rest of it is
+     * kept to be read, CT_OPAQUE_DEPTH levels down, not walked to the end */
+    int cut = c->opaque_cut, shallow = depth + 1 + CT_OPAQUE_DEPTH;
+    if (rc == 0 && (cut == 0 || shallow < cut) && shallow < ct_capture_depth(c) &&
+        holds_opaque(c, v, &sv, dict))
+        c->opaque_cut = shallow;
     if (rc == 0)
-        rc = put_attributes(c, b, v, e, depth, dict, ndict, nslots);
+        rc = put_attributes(c, b, v, &sv, depth, dict, ndict, nslots);
+    c->opaque_cut = cut;
     Py_XDECREF(dict);
     return rc;
 }
