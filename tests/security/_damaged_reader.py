@@ -29,9 +29,13 @@ PER_TAPE_SECONDS = 30
 ALLOW = ["damaged_subject"]
 
 
-def read_whole(path: str) -> str:
-    """Everything the reader gives for the tape, as text."""
+def read_whole(path: str) -> tuple[str, str]:
+    """Everything the reader gives for the tape, as text: what the tape
+    holds (sessions, functions, threads, every call and its values, calls by
+    id) and, apart, what the indexes that skip segments answer (searches and
+    children), which no checksum covers."""
     out = []
+    found = []
     with calltape.open(path, allow=ALLOW) as t:
         for s in t.sessions():
             out.append(repr((s.id, s.pid, s.ppid, s.parent, s.host, s.argv, s.python, s.version,
@@ -49,14 +53,14 @@ def read_whole(path: str) -> str:
                              c.thread_name, c.cpu_time, c.memory, c.args, sorted(c.defaults),
                              c.bound, c.result, exc, exc and exc.traceback, c.locals, c.globals,
                              c.yielded, c.preview, repr(c))))
-        out.append(repr([c.id for c in t.search(function="price", args={"qty": 3})]))
-        out.append(repr([c.id for c in t.search(min_duration=0, limit=5)]))
-        out.append(repr([c.id for c in t.search(order="oldest", outcome="raised")]))
-        out.append(repr([(c.id, len(c.children())) for c in t.search(function="outer")]))
+        found.append(repr([c.id for c in t.search(function="price", args={"qty": 3})]))
+        found.append(repr([c.id for c in t.search(min_duration=0, limit=5)]))
+        found.append(repr([c.id for c in t.search(order="oldest", outcome="raised")]))
+        found.append(repr([(c.id, len(c.children())) for c in t.search(function="outer")]))
         for c in calls[:: max(1, len(calls) // 8)]:
             out.append(repr(t.call(c.id).args))
         out.append(repr(t).replace(repr(path), "TAPE"))
-    return "\n".join(out)
+    return "\n".join(out), "\n".join(found)
 
 
 def run_cli(argv: list[str]) -> dict:
@@ -73,9 +77,10 @@ def run_cli(argv: list[str]) -> dict:
 def read_one(path: str, call_id: int) -> dict:
     result: dict = {"tape": path}
     try:
-        text = read_whole(path)
+        text, found = read_whole(path)
         result["status"] = "ok"
         result["digest"] = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        result["found"] = hashlib.sha256(found.encode("utf-8", "surrogatepass")).hexdigest()
     except calltape.TapeError as exc:
         result["status"] = "tape_error"
         result["message"] = str(exc)

@@ -151,11 +151,14 @@ def _record_base(folder):
     return base, counts
 
 
-def _flip(data, rng, k):
+def _flip(data, rng, k, where=None):
+    """`data` with `k` random bits flipped (their offsets appended to `where`)."""
     data = bytearray(data)
     for _ in range(k):
         i = rng.randrange(len(data))
         data[i] ^= 1 << rng.randrange(8)
+        if where is not None:
+            where.append(i)
     return bytes(data)
 
 
@@ -186,8 +189,9 @@ def _damage_file(path, rng, how):
     data = bytearray(path.read_bytes())
     pages = len(data) // PAGE
     if how == "flip":
-        data = bytearray(_flip(data, rng, rng.choice([1, 1, 2, 4, 8])))
-        what = "bytes flipped"
+        where = []
+        data = bytearray(_flip(data, rng, rng.choice([1, 1, 2, 4, 8]), where))
+        what = "bytes flipped on pages " + ", ".join(str(i // PAGE + 1) for i in where)
     elif how == "truncate":
         size = rng.randrange(len(data)) if rng.random() < 0.5 else rng.randrange(pages) * PAGE
         data = data[:size]
@@ -329,19 +333,46 @@ def test_segment_damage_is_named_by_its_checksum(damaged):
                              r" checksum|has an unknown segment format)", msg), msg
 
 
+def _index_pages(base):
+    """The pages of the base tape's indexes and of the children index, which
+    searches and children() use to skip segments and which no checksum
+    covers (SQLite notices most changed pages there, not all)."""
+    db = sqlite3.connect(f"file:{base}?mode=ro", uri=True)
+    try:
+        tables = {n for n, in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return {p for n, p in db.execute("SELECT name, pageno FROM dbstat")
+                if n not in tables or n == "children"}
+    finally:
+        db.close()
+
+
+def _pages_hit(what):
+    """The pages (1-based) a flip, a zeroed or swapped page damage names, else None."""
+    if not what.startswith(("page ", "pages ", "bytes flipped on pages ")):
+        return None
+    return {int(n) for n in re.findall(r"\d+", what)}
+
+
 def test_file_damage_reads_back_the_same_values_or_fails(damaged):
-    base = damaged["results"][damaged["base"]]["digest"]
-    outcomes = {}
+    base = damaged["results"][damaged["base"]]
+    index_pages = _index_pages(damaged["base"])
+    outcomes, found_differs = {}, []
     for kind, path, what in damaged["tapes"]:
         r = damaged["results"][path]
         if kind.startswith(("segment", "blob")):
             continue
         state = r["status"] if r["status"] != "ok" else (
-            "same" if r["digest"] == base else "differs")
+            "same" if r["digest"] == base["digest"] else "differs")
         outcomes.setdefault(kind, {}).setdefault(state, []).append(what)
+        if state == "same" and r["found"] != base["found"]:
+            found_differs.append((what, _pages_hit(what)))
     print(json.dumps({k: {s: len(v) for s, v in d.items()} for k, d in outcomes.items()}))
     differs = {k: d["differs"] for k, d in outcomes.items() if "differs" in d}
     assert not differs, differs
+    # what searches and children() find may differ only when an index's page was hit
+    unexplained = [what for what, pages in found_differs
+                   if pages is None or not pages & index_pages]
+    assert not unexplained, unexplained
 
 
 def test_the_cli_prints_one_sentence_and_exits_2(damaged):
