@@ -29,24 +29,29 @@ case, loops, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def f(x):
     return x + 1
 res = case.endswith("+res")
+files = "+files" in case  # the JSON log (a file) and the results CSV on
 if case.startswith("calltape"):
     import calltape
     calltape.configure(tape=os.path.join(os.getcwd(), "bench.db"), on_full="drop")
-    f = calltape.timer(log_to_console=False, log_to_file=False, track_resources=res)(f)
+    f = calltape.timer(log_to_console=False, log_to_file=files, track_resources=res,
+                       log_dir=os.path.join(os.getcwd(), "logs-" + case))(f)
 elif case.startswith("pymaap"):
     from pymaap import Timer
-    f = Timer(log_to_console=False, log_to_file=False, track_resources=res)(f)
+    f = Timer(log_to_console=False, log_to_file=files, track_resources=res)(f)
 best = None
 for _ in range(rounds):
     t0 = time.perf_counter_ns()
     for i in range(loops):
         f(i)
+    if files and case.startswith("calltape") and hasattr(calltape, "flush_logs"):
+        calltape.flush_logs()  # the lines written, not only queued
     dt = (time.perf_counter_ns() - t0) / loops
     best = dt if best is None else min(best, dt)
 print(json.dumps({"ns": best}))
 '''
 
-CASES = ("plain", "calltape", "calltape+res", "pymaap", "pymaap+res")
+CASES = ("plain", "calltape", "calltape+res", "pymaap", "pymaap+res", "calltape+files",
+         "pymaap+files")
 
 
 def run_case(python: str, script: Path, case: str, loops: int, rounds: int, cwd: str,

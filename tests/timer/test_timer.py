@@ -217,3 +217,37 @@ def test_facade_seed_examples_and_results(tmp_path: Path) -> None:
     assert int(by["my_function"]["Perf Duration (s)_count"]) == 1
     assert (out / "top10_functions_by_total_time.png").stat().st_size > 0
     assert len(open(out / "filtered_log_lines.log").readlines()) == 3
+
+
+def test_pid_thread_count_and_peak_after_fork(tmp_path: Path) -> None:
+    """The pid and /proc/self/stat are kept per process: a forked child writes its own
+    pid and thread count."""
+    p = run(tmp_path, """
+        import os, threading, calltape
+        @calltape.timer(log_to_console=False)
+        def f(x):
+            return x
+        f(0)
+        stop = threading.Event()
+        ts = [threading.Thread(target=stop.wait) for _ in range(3)]
+        for t in ts: t.start()
+        f(1)
+        stop.set()
+        for t in ts: t.join()
+        pid = os.fork()
+        if pid == 0:
+            f(2)
+            calltape.flush()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(pid)
+    """)
+    child = int(p.stdout.split()[-1])
+    rows = list(csv.DictReader(open(tmp_path / "logs" / "timing_results.csv")))
+    by_arg = {json.loads(r["Arguments"])["args"][0]: r for r in rows}
+    assert int(by_arg["1"]["Thread Count"]) == int(by_arg["0"]["Thread Count"]) + 3
+    assert int(by_arg["2"]["Process ID"]) == child != int(by_arg["0"]["Process ID"])
+    assert int(by_arg["2"]["Thread Count"]) >= 1
+    import calltape
+    calls = calltape.open(tmp_path / "t.db").search(function="f")
+    assert len(calls) == 3

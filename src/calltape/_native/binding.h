@@ -219,6 +219,9 @@ typedef struct ct_state {
         int statm_fd;    /* /proc/self/statm for memory=True (ct_read_rss) */
         int statm_state; /* 0: not opened yet, 1: open, -1: cannot be read */
         long page_size;
+        int stat_fd;    /* /proc/self/stat for @timer's thread count (ct_thread_count) */
+        int stat_state; /* as statm_state */
+        long pid;       /* getpid(), read once per process (ct_pid; 0: not yet) */
     } instr;
 } ct_state;
 

@@ -205,6 +205,7 @@ static int module_exec(PyObject *m)
     st->rec.decorated_codes = PySet_New(NULL);
     st->rec.monitor.extra_index = -1;
     st->instr.statm_fd = -1;
+    st->instr.stat_fd = -1;
     if (!st->rec.decorated_codes || !st->objects.codecs || !st->objects.codec_decoders ||
         !st->sink.warned || !st->imported.protocol5 || !st->sink.session_info)
         return -1;

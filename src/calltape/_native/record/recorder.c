@@ -825,6 +825,7 @@ static int Recorder_clear(Recorder *r)
     Py_CLEAR(r->pickle);
     Py_CLEAR(r->flat);
     Py_CLEAR(r->timer);
+    Py_CLEAR(r->timer_name);
     Py_CLEAR(r->tape);
     Py_CLEAR(r->redact.exact);
     Py_CLEAR(r->redact.patterns);

@@ -16,7 +16,8 @@
  * GIL released): whole rows from any number of processes and threads never
  * interleave, and no lock is taken.  The header is written into a private
  * file that link() puts in place, so a results file never exists without
- * its header, whoever creates it first.
+ * its header, whoever creates it first.  The function's name, the pid and
+ * the second's local time are read once, not per call.
  *
  * Invariants: nothing here raises into the timed call (a failing output is
  * one RecordingWarning per kind and process); user code (str, the
@@ -107,35 +108,23 @@ static void put_json_str(wbuf *b, PyObject *s)
     Py_XDECREF(keep);
 }
 
-/* Local time of wall ns `ns`: "2025-01-01 12:00:00", then ",123" when `ms`. */
-static void put_local_time(wbuf *b, int64_t ns, int ms)
+/* Local time of wall ns `ns`: "2025-01-01 12:00:00", then ",123" when `ms`.
+ * The text of the last second is kept in `s` (the GIL is held). */
+static void put_local_time(ct_timer_sink *s, wbuf *b, int64_t ns, int ms)
 {
     time_t sec = (time_t)(ns / 1000000000);
-    struct tm tm;
-    char tmp[40];
-    if (!localtime_r(&sec, &tm) || !strftime(tmp, sizeof tmp, "%Y-%m-%d %H:%M:%S", &tm))
-        return;
-    put_z(b, tmp);
+    if (sec != s->stamp_sec || !s->stamp[0]) {
+        struct tm tm;
+        if (!localtime_r(&sec, &tm) ||
+            !strftime(s->stamp, sizeof s->stamp, "%Y-%m-%d %H:%M:%S", &tm)) {
+            s->stamp[0] = 0;
+            return;
+        }
+        s->stamp_sec = sec;
+    }
+    put_z(b, s->stamp);
     if (ms)
         put_fmt(b, ",%03d", (int)((ns / 1000000) % 1000));
-}
-
-/* The number of threads of this process (/proc/self/stat), 0 when unknown. */
-static long thread_count(void)
-{
-    char buf[1024];
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    char *p = strrchr(buf, ')'); /* the command may hold spaces and parentheses */
-    for (int field = 2; p && field < 20; field++)
-        p = strchr(p + 1, ' ');
-    return p ? strtol(p + 1, NULL, 10) : 0;
 }
 
 /* ---- the texts of one call ---------------------------------------------- */
@@ -210,10 +199,11 @@ static void put_arguments(ct_timer_sink *s, wbuf *b, PyObject *const *args, Py_s
 /* One call's numbers and texts. */
 typedef struct timer_call {
     char uuid[37];
+    long pid;
     int64_t end_wall;
     double duration, cpu, mem_change, final_mem; /* s, s, MiB, MiB */
     int resources, raised;
-    PyObject *name;      /* the function's __name__ */
+    PyObject *name;      /* the function's __name__ (borrowed from the Recorder) */
     PyObject *exc_type;  /* str: the exception's class name (raised) */
     PyObject *exc_text;  /* str: str(exc), sanitized (raised) */
     PyObject *traceback; /* str, sanitized (catch_errors) */
@@ -289,17 +279,17 @@ static void put_message(ct_timer_sink *s, timer_call *c)
 }
 
 /* The JSON line of the log: PyMAAP's fields, then the numbers. */
-static void put_log_line(const timer_call *c, wbuf *b)
+static void put_log_line(ct_timer_sink *s, const timer_call *c, wbuf *b)
 {
     put_z(b, "{\"timestamp\": \"");
-    put_local_time(b, c->end_wall, 1);
+    put_local_time(s, b, c->end_wall, 1);
     put_z(b, c->raised ? "\", \"level\": \"ERROR\", \"message\": "
                        : "\", \"level\": \"INFO\", "
                          "\"message\": ");
     ct_put_json(b, (const char *)c->message.data, c->message.len);
     put_z(b, ", \"function\": ");
     put_json_str(b, c->name);
-    put_fmt(b, ", \"uuid\": \"%s\", \"pid\": %ld, \"duration_s\": ", c->uuid, (long)getpid());
+    put_fmt(b, ", \"uuid\": \"%s\", \"pid\": %ld, \"duration_s\": ", c->uuid, c->pid);
     put_double(b, c->duration);
     if (c->resources) {
         put_z(b, ", \"cpu_s\": ");
@@ -339,7 +329,7 @@ static void put_csv_str(wbuf *b, PyObject *s)
 /* The row of the results CSV (PyMAAP's columns), line end included. */
 static void put_csv_row(ct_timer_sink *s, const timer_call *c, long threads, wbuf *b)
 {
-    put_local_time(b, c->end_wall, 0);
+    put_local_time(s, b, c->end_wall, 0);
     if (s->errors) {
         put_fmt(b, ",%s,", c->uuid);
         put_csv_str(b, c->name);
@@ -350,7 +340,7 @@ static void put_csv_row(ct_timer_sink *s, const timer_call *c, long threads, wbu
         wbuf_byte(b, '\n');
         return;
     }
-    put_fmt(b, ",%ld,%ld,%s,", (long)getpid(), threads, c->uuid);
+    put_fmt(b, ",%ld,%ld,%s,", c->pid, threads, c->uuid);
     put_csv_str(b, c->name);
     wbuf_byte(b, ',');
     put_double(b, c->duration);
@@ -376,7 +366,7 @@ static PyObject *row_tuple(ct_timer_sink *s, const timer_call *c, long threads)
 {
     wbuf ts;
     wbuf_init(&ts, NULL, 0);
-    put_local_time(&ts, c->end_wall, 0);
+    put_local_time(s, &ts, c->end_wall, 0);
     PyObject *stamp = PyUnicode_FromStringAndSize((const char *)ts.data, (Py_ssize_t)ts.len);
     wbuf_free(&ts);
     PyObject *args = PyUnicode_DecodeUTF8((const char *)c->arguments.data,
@@ -391,7 +381,7 @@ static PyObject *row_tuple(ct_timer_sink *s, const timer_call *c, long threads)
         PyObject *mc = c->resources ? PyFloat_FromDouble(c->mem_change) : Py_NewRef(Py_None);
         PyObject *fm = c->resources ? PyFloat_FromDouble(c->final_mem) : Py_NewRef(Py_None);
         if (msg && cpu && mc && fm)
-            out = Py_BuildValue("(OllsOdOOOOO)", stamp, (long)getpid(), threads, c->uuid, c->name,
+            out = Py_BuildValue("(OllsOdOOOOO)", stamp, c->pid, threads, c->uuid, c->name,
                                 c->duration, cpu, mc, fm, args, msg);
         Py_XDECREF(msg);
         Py_XDECREF(cpu);
@@ -449,7 +439,6 @@ static void call_output(ct_state *st, PyObject *fn, const wbuf *text, int is_err
 
 static void timer_call_free(timer_call *c)
 {
-    Py_XDECREF(c->name);
     Py_XDECREF(c->exc_type);
     Py_XDECREF(c->exc_text);
     Py_XDECREF(c->traceback);
@@ -471,7 +460,8 @@ void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, ui
     wbuf_init(&c.arguments, NULL, 0);
     wbuf_init(&c.message, NULL, 0);
     int64_t start_wall = engine_wall_ns(slot->eng, ci->start);
-    call_uuid((int64_t)getpid(), ci->thread, start_wall, c.uuid);
+    c.pid = ct_pid(st);
+    call_uuid((int64_t)c.pid, ci->thread, start_wall, c.uuid);
     c.end_wall = start_wall + (int64_t)(end - ci->start);
     c.duration = (double)(end - ci->start) / 1e9;
     c.resources = s->resources && (ci->flags & REC_HAS_CPU) && (ci->flags & REC_HAS_MEMORY);
@@ -481,11 +471,14 @@ void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, ui
         c.final_mem = (double)t->rss_after / MIB;
     }
     c.raised = exc != NULL;
-    c.name = PyObject_GetAttrString(r->func, "__name__");
-    if (!c.name || !PyUnicode_Check(c.name)) {
-        PyErr_Clear();
-        Py_XSETREF(c.name, PyUnicode_FromString("?"));
+    if (!r->timer_name) { /* once per function: PyMAAP's name is the one decorated */
+        r->timer_name = PyObject_GetAttrString(r->func, "__name__");
+        if (!r->timer_name || !PyUnicode_Check(r->timer_name)) {
+            PyErr_Clear();
+            Py_XSETREF(r->timer_name, PyUnicode_FromString("?"));
+        }
     }
+    c.name = r->timer_name;
     if (exc)
         describe_exception(s, &c, exc);
     if (args || kwnames)
@@ -493,7 +486,7 @@ void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, ui
     else
         put_z(&c.arguments, "{\"args\": [], \"kwargs\": {}}");
     put_message(s, &c);
-    long threads = s->errors ? 0 : thread_count();
+    long threads = s->errors || (s->csv_fd < 0 && !s->rows) ? 0 : ct_thread_count(st);
     if (s->csv_fd >= 0) {
         wbuf row;
         wbuf_init(&row, NULL, 0);
@@ -504,7 +497,7 @@ void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, ui
     if (s->log) {
         wbuf line;
         wbuf_init(&line, NULL, 0);
-        put_log_line(&c, &line);
+        put_log_line(s, &c, &line);
         call_output(st, s->log, &line, c.raised, "log line");
         wbuf_free(&line);
     }

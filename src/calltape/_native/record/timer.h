@@ -24,6 +24,8 @@ typedef struct ct_timer_sink {
     PyObject *log;             /* callable(json_line, is_error), or NULL */
     PyObject *console;         /* callable(message, is_error), or NULL */
     PyObject *rows;            /* callable(tuple), or NULL */
+    int64_t stamp_sec;         /* the second whose local time `stamp` holds */
+    char stamp[40];            /* "2025-01-01 12:00:00", or "" */
 } ct_timer_sink;
 
 /* Returns 1 when `v` is a TimerSink. */
