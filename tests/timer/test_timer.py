@@ -221,7 +221,7 @@ def test_facade_seed_examples_and_results(tmp_path: Path) -> None:
 
 def test_pid_thread_count_and_peak_after_fork(tmp_path: Path) -> None:
     """The pid and /proc/self/stat are kept per process: a forked child writes its own
-    pid and thread count."""
+    pid and thread count; a timed call's peak on the tape is max(RSS before, after)."""
     p = run(tmp_path, """
         import os, threading, calltape
         @calltape.timer(log_to_console=False)
@@ -251,3 +251,6 @@ def test_pid_thread_count_and_peak_after_fork(tmp_path: Path) -> None:
     import calltape
     calls = calltape.open(tmp_path / "t.db").search(function="f")
     assert len(calls) == 3
+    for c in calls:  # the high-water mark is not read for @timer (one system call less)
+        m = c.memory
+        assert m["peak"] == max(m["rss_before"], m["rss_after"]) > 0
