@@ -117,6 +117,7 @@ def test_log_instrument_bounded(caplog):
     with caplog.at_level(logging.INFO, logger="calltape.probes"):
         S.Cart.add(3, 0)
         S.Cart.add(5000, 0)
+        calltape.flush_logs()  # handed to logging by the log thread
     assert caplog.messages[0] == "Probe (sum) = xxx"
     assert len(caplog.messages[1]) == len("Probe (sum) = ") + 2000
     assert caplog.messages[1].endswith("...")

@@ -245,7 +245,8 @@ def test_pid_thread_count_and_peak_after_fork(tmp_path: Path) -> None:
     child = int(p.stdout.split()[-1])
     rows = list(csv.DictReader(open(tmp_path / "logs" / "timing_results.csv")))
     by_arg = {json.loads(r["Arguments"])["args"][0]: r for r in rows}
-    assert int(by_arg["1"]["Thread Count"]) == int(by_arg["0"]["Thread Count"]) + 3
+    # + the 3 waiting threads and calltape's log thread, started by f(0)'s log line
+    assert int(by_arg["1"]["Thread Count"]) == int(by_arg["0"]["Thread Count"]) + 4
     assert int(by_arg["2"]["Process ID"]) == child != int(by_arg["0"]["Process ID"])
     assert int(by_arg["2"]["Thread Count"]) >= 1
     import calltape

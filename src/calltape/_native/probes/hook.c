@@ -300,7 +300,7 @@ static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, 
                 rc = ct_probe_record((ct_state *)PyModule_GetState(h->module), in, call);
             }
         } else if (value) {
-            rc = ct_probe_accumulate(in, value, *ns);
+            rc = ct_probe_accumulate((ct_state *)PyModule_GetState(h->module), in, value, *ns);
         }
         Py_XDECREF(value);
         if (rc < 0 && ct_probe_fail(in, ev) < 0)

@@ -16,16 +16,19 @@
  * GIL released): whole rows from any number of processes and threads never
  * interleave, and no lock is taken.  The header is written into a private
  * file that link() puts in place, so a results file never exists without
- * its header, whoever creates it first.  The function's name, the pid and
- * the second's local time are read once, not per call.
+ * its header, whoever creates it first.  The JSON line and the console
+ * message are queued (logq.c) and handed to their loggers by the log
+ * thread; only the texts are made on the calling thread.  The function's
+ * name, the pid and the second's local time are read once, not per call.
  *
  * Invariants: nothing here raises into the timed call (a failing output is
  * one RecordingWarning per kind and process); user code (str, the
- * sanitizer, the logging handlers) runs with the thread marked busy, so
- * calls it makes are not recorded.
+ * sanitizer; the logging handlers, on the log thread) runs with the thread
+ * marked busy, so calls it makes are not recorded.
  */
 #include "timer.h"
 
+#include "logq.h"
 #include "recorder.h"
 
 #include <errno.h>
@@ -419,22 +422,11 @@ static void write_row(ct_state *st, ct_timer_sink *s, const wbuf *b)
     }
 }
 
-/* Calls the Python output `fn` with (text, is_error); a failure is warned
- * about once. */
-static void call_output(ct_state *st, PyObject *fn, const wbuf *text, int is_error,
-                        const char *what)
+/* Queues `text` for the logger of `target` (logq.c): INFO, ERROR when raised. */
+static void queue_line(ct_state *st, PyObject *target, const wbuf *text, int is_error)
 {
-    PyObject *t = PyUnicode_DecodeUTF8((const char *)text->data, (Py_ssize_t)text->len, "replace");
-    PyObject *r = t ? PyObject_CallFunction(fn, "Oi", t, is_error) : NULL;
-    Py_XDECREF(t);
-    if (r) {
-        Py_DECREF(r);
-        return;
-    }
-    PyErr_Clear();
-    char msg[160];
-    snprintf(msg, sizeof msg, "calltape.timer could not write its %s: its handler raised", what);
-    ct_warn_once(st, what, msg);
+    if (!text->failed)
+        ct_logq_put(st, target, is_error ? 40 : 20, (const char *)text->data, text->len);
 }
 
 static void timer_call_free(timer_call *c)
@@ -498,11 +490,11 @@ void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, ui
         wbuf line;
         wbuf_init(&line, NULL, 0);
         put_log_line(s, &c, &line);
-        call_output(st, s->log, &line, c.raised, "log line");
+        queue_line(st, s->log, &line, c.raised);
         wbuf_free(&line);
     }
     if (s->console)
-        call_output(st, s->console, &c.message, c.raised, "console line");
+        queue_line(st, s->console, &c.message, c.raised);
     if (s->rows) {
         PyObject *row = row_tuple(s, &c, threads);
         PyObject *res = row ? PyObject_CallOneArg(s->rows, row) : NULL;
@@ -561,6 +553,19 @@ static int open_csv(PyObject *path, const char *header)
     return fd;
 }
 
+/* (logger, "<calltape.timer>") for logger `v`, or NULL (None, or an error set). */
+static PyObject *optional_logger(PyObject *v, const char *name)
+{
+    if (v == Py_None)
+        return NULL;
+    if (!PyObject_HasAttrString(v, "handle") || !PyObject_HasAttrString(v, "makeRecord")) {
+        PyErr_Format(PyExc_TypeError, "%s must be a logging.Logger or None, not %.100s", name,
+                     Py_TYPE(v)->tp_name);
+        return NULL;
+    }
+    return Py_BuildValue("(Os)", v, "<calltape.timer>");
+}
+
 static PyObject *optional_callable(PyObject *v, const char *name)
 {
     if (v == Py_None)
@@ -603,10 +608,10 @@ static PyObject *TimerSink_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         }
         s->max_arg_length = n;
     }
-    s->log = optional_callable(log, "log");
+    s->log = optional_logger(log, "log");
     if (!s->log && PyErr_Occurred())
         goto error;
-    s->console = optional_callable(console, "console");
+    s->console = optional_logger(console, "console");
     if (!s->console && PyErr_Occurred())
         goto error;
     s->rows = optional_callable(rows, "rows");

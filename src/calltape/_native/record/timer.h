@@ -2,7 +2,7 @@
  * timer.h - what @calltape.timer and @calltape.catch_errors add to a
  * Recorder (timer.c): a TimerSink, the outputs one call's numbers go to
  * besides the tape: a CSV row appended to a results file, a JSON line and
- * a console message handed to Python callables (logging handlers), a row
+ * a console message queued for their logging loggers (logq.c), a row
  * tuple handed to a Python callable (the Parquet writer).  All the text is
  * made here, in C; Python only owns the logging handlers and pyarrow.
  */
@@ -21,8 +21,8 @@ typedef struct ct_timer_sink {
     Py_ssize_t max_arg_length; /* each argument's text cut to it (+ "..."), or -1 */
     PyObject *csv_path;        /* str, or NULL */
     PyObject *text_sanitize;   /* callable(str) -> str for argument texts, or NULL */
-    PyObject *log;             /* callable(json_line, is_error), or NULL */
-    PyObject *console;         /* callable(message, is_error), or NULL */
+    PyObject *log;             /* (logger, pathname): the JSON lines' logger (logq.c), or NULL */
+    PyObject *console;         /* (logger, pathname): the console lines' logger, or NULL */
     PyObject *rows;            /* callable(tuple), or NULL */
     int64_t stamp_sec;         /* the second whose local time `stamp` holds */
     char stamp[40];            /* "2025-01-01 12:00:00", or "" */
