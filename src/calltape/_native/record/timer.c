@@ -438,11 +438,46 @@ static void timer_call_free(timer_call *c)
     wbuf_free(&c->message);
 }
 
+/* 1 when a call of `r` with exception `exc` (or NULL) writes anything. */
+static int writes_outputs(const Recorder *r, int raised)
+{
+    const ct_timer_sink *s = (const ct_timer_sink *)r->timer;
+    return !(s->errors && !raised) && (s->csv_fd >= 0 || s->log || s->console || s->rows);
+}
+
+void ct_timer_arguments(Recorder *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                        wbuf *out)
+{
+    ct_timer_sink *s = (ct_timer_sink *)r->timer;
+    if (!writes_outputs(r, 1)) /* catch_errors: the text is made before the outcome is known */
+        return;
+    ct_thread *t = &ct_tls_thread;
+    t->busy++;
+    if (args || kwnames)
+        put_arguments(s, out, args, nargs, kwnames);
+    else
+        put_z(out, "{\"args\": [], \"kwargs\": {}}");
+    PyErr_Clear();
+    t->busy--;
+}
+
 void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, uint64_t end,
                     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject *exc)
 {
+    if (!writes_outputs(r, exc != NULL))
+        return;
+    wbuf arguments;
+    wbuf_init(&arguments, NULL, 0);
+    ct_timer_arguments(r, args, nargs, kwnames, &arguments);
+    ct_timer_after_made(r, slot, ci, end, &arguments, exc);
+    wbuf_free(&arguments);
+}
+
+void ct_timer_after_made(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, uint64_t end,
+                         const wbuf *arguments, PyObject *exc)
+{
     ct_timer_sink *s = (ct_timer_sink *)r->timer;
-    if ((s->errors && !exc) || (s->csv_fd < 0 && !s->log && !s->console && !s->rows))
+    if (!writes_outputs(r, exc != NULL))
         return;
     ct_state *st = r->st;
     ct_thread *t = &ct_tls_thread;
@@ -473,10 +508,7 @@ void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, ui
     c.name = r->timer_name;
     if (exc)
         describe_exception(s, &c, exc);
-    if (args || kwnames)
-        put_arguments(s, &c.arguments, args, nargs, kwnames);
-    else
-        put_z(&c.arguments, "{\"args\": [], \"kwargs\": {}}");
+    wbuf_put(&c.arguments, arguments->data, arguments->len);
     put_message(s, &c);
     long threads = s->errors || (s->csv_fd < 0 && !s->rows) ? 0 : ct_thread_count(st);
     if (s->csv_fd >= 0) {

@@ -39,6 +39,17 @@ int ct_timer_sink_check(ct_state *st, PyObject *v);
 void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, uint64_t end,
                     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject *exc);
 
+/* The arguments' text of a call of `r` ({"args": [...], "kwargs": {...}},
+ * sanitized and cut) appended to `out`, made at the call: a generator's
+ * lines are written when it finishes (ct_timer_after_made).  Runs str() and
+ * the sanitizer with the thread marked busy; never raises.  Nothing when
+ * `r`'s timer writes no output. */
+void ct_timer_arguments(Recorder *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                        wbuf *out);
+/* ct_timer_after with the arguments' text made before (ct_timer_arguments). */
+void ct_timer_after_made(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, uint64_t end,
+                         const wbuf *arguments, PyObject *exc);
+
 /* _native.timer_begin(recorder) -> bytes: a block's start (metrics_start),
  * measured as a call of `recorder`'s function begins. */
 PyObject *ct_timer_begin_py(PyObject *m, PyObject *recorder);
