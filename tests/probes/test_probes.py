@@ -316,3 +316,22 @@ def test_threads_that_ended_keep_no_probe_stack():
     p.stop()
     assert p.instruments["h"].stats()["count"] == 9000
     assert grown < 2 * 1024 * 1024, grown
+
+
+def _shadowed(x, start, *rest, **kw):
+    x = x * 100  # reassigned after the call event: the call's value is the argument
+    return x
+
+
+def test_a_parameter_at_call_is_its_argument_and_the_namespace_names_still_win():
+    p = probes.attach_to(_shadowed)
+    n = p.instruments["n"] = probes.CountInstrument("n", "x", event="call")
+    s = p.instruments["s"] = probes.HistogramInstrument("s", "start", event="call")
+    r = p.instruments["r"] = probes.CountInstrument("r", "len(rest)", event="call")
+    p.start()
+    t0 = time.time()
+    for i in range(1, 4):
+        _shadowed(i, -1.0, 7, 8, k=1)
+    p.stop()
+    assert n.count == 6 and r.count == 6  # 1 + 2 + 3; two extra positionals each time
+    assert s.stats()["min"] >= t0  # `start` is the call's start time, not the argument

@@ -226,6 +226,7 @@ typedef struct ct_state {
         long pid;                /* the process whose drainer runs (0: none started) */
         int stop;                /* the drainer is asked to leave */
         int running;             /* a drainer is in ct_logq_run */
+        int sleeping;            /* it waits for `more`: the next line signals it */
         unsigned long drainer;   /* its thread ident */
         PyObject *hand;          /* callable(target, level, text, created, thread_ident) */
         PyObject *start;         /* callable(): starts the drainer thread */

@@ -93,7 +93,7 @@ void ct_logq_after_fork(ct_state *st)
     st->logq.queued = st->logq.handed = 0;
     st->logq.dropped = st->logq.dropped_warned = 0;
     st->logq.pid = 0;
-    st->logq.running = st->logq.stop = 0;
+    st->logq.running = st->logq.stop = st->logq.sleeping = 0;
     st->logq.drainer = 0;
 }
 
@@ -224,7 +224,8 @@ void ct_logq_put(ct_state *st, PyObject *target, int level, const char *text, si
     st->logq.ring[(st->logq.head + st->logq.n) % st->logq.cap] = l;
     st->logq.n++;
     st->logq.queued++;
-    pthread_cond_signal(&st->logq.more);
+    if (st->logq.sleeping) /* a drainer at work takes this line with its next batch */
+        pthread_cond_signal(&st->logq.more);
     pthread_mutex_unlock(&st->logq.mu);
 }
 
@@ -248,8 +249,11 @@ PyObject *ct_logq_setup_py(PyObject *m, PyObject *args)
 static size_t take_batch(ct_state *st, ct_logq_line *out)
 {
     pthread_mutex_lock(&st->logq.mu);
-    while (!st->logq.n && !st->logq.stop)
+    while (!st->logq.n && !st->logq.stop) {
+        st->logq.sleeping = 1;
         pthread_cond_wait(&st->logq.more, &st->logq.mu);
+        st->logq.sleeping = 0;
+    }
     size_t k = 0;
     while (k < LOGQ_BATCH && st->logq.n) {
         out[k++] = st->logq.ring[st->logq.head];
