@@ -29,24 +29,34 @@ case, loops, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def f(x):
     return x + 1
 res = case.endswith("+res")
+files = "+files" in case  # the JSON log (a file) and the results CSV on
 if case.startswith("calltape"):
     import calltape
     calltape.configure(tape=os.path.join(os.getcwd(), "bench.db"), on_full="drop")
-    f = calltape.timer(log_to_console=False, log_to_file=False, track_resources=res)(f)
+    f = calltape.timer(log_to_console=False, log_to_file=files, track_resources=res,
+                       log_dir=os.path.join(os.getcwd(), "logs-" + case))(f)
 elif case.startswith("pymaap"):
     from pymaap import Timer
-    f = Timer(log_to_console=False, log_to_file=False, track_resources=res)(f)
+    f = Timer(log_to_console=False, log_to_file=files, track_resources=res)(f)
 best = None
+queued = files and case.startswith("calltape")  # its lines go through the log thread
+chunk = 32768 if queued else loops  # the queue (65,536 lines) never fills
 for _ in range(rounds):
     t0 = time.perf_counter_ns()
-    for i in range(loops):
-        f(i)
+    for c0 in range(0, loops, chunk):
+        for i in range(c0, min(loops, c0 + chunk)):
+            f(i)
+        if queued:
+            calltape.flush_logs()  # the lines written, not only queued: timed
     dt = (time.perf_counter_ns() - t0) / loops
     best = dt if best is None else min(best, dt)
+if queued and calltape._native.logq_stats()["dropped"]:
+    sys.exit("log lines were dropped: the figures would not count them")
 print(json.dumps({"ns": best}))
 '''
 
-CASES = ("plain", "calltape", "calltape+res", "pymaap", "pymaap+res")
+CASES = ("plain", "calltape", "calltape+res", "pymaap", "pymaap+res", "calltape+files",
+         "pymaap+files")
 
 
 def run_case(python: str, script: Path, case: str, loops: int, rounds: int, cwd: str,

@@ -80,6 +80,7 @@ __all__ = [
     "export",
     "flat_profile",
     "flush",
+    "flush_logs",
     "metrics_end",
     "metrics_start",
     "monitor",
@@ -132,6 +133,10 @@ def __getattr__(name: str) -> Any:
         from ._report import report
 
         return report
+    if name == "flush_logs":  # loads logging
+        from ._logq import flush_logs
+
+        return flush_logs
     if name in ("timer", "catch_errors", "metrics_start", "metrics_end"):  # loads logging
         from . import _timer
 
@@ -227,7 +232,14 @@ def _flush_at_multiprocessing_exit(_: object = None) -> None:
     # skips atexit; their finalizers still run, registered after
     # Process._bootstrap cleared the parent's.
     util = sys.modules["multiprocessing.util"]
+    util.Finalize(None, _flush_logs_if_queued, exitpriority=-90)
     util.Finalize(None, _native.flush, exitpriority=-100)
+
+
+def _flush_logs_if_queued() -> None:
+    logq = sys.modules.get("calltape._logq")  # loaded by calltape.timer and the probes
+    if logq is not None:
+        logq.flush_logs()
 
 
 def _register_multiprocessing() -> None:

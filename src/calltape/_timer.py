@@ -8,9 +8,10 @@
 >>> calltape.metrics_end(m)
 
 A timed function is a Recorder with CPU time and memory on; the texts of its
-outputs (CSV row, JSON line, console message) are made in C (record/timer.c).
-Here: the logging handlers (a calltape-owned logger, never the root's) and
-the Parquet writer.
+outputs (CSV row, JSON line, console message) are made in C (record/timer.c);
+the JSON and console lines are handed to their loggers by the log thread
+(calltape._logq, record/logq.c).  Here: the loggers (calltape-owned, never the
+root's) and the Parquet writer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _native
+from . import _logq, _native  # noqa: F401 (_logq: the log thread's hand function set up)
 
 _MIB = 1 << 20
 TIMER_COLUMNS = ("Timestamp", "Process ID", "Thread Count", "UUID", "Function Name",
@@ -102,12 +103,6 @@ def _console_logger() -> logging.Logger:
         h.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
         log.addHandler(h)
     return log
-
-
-def _emitter(log: logging.Logger) -> Callable[[str, int], None]:
-    def emit(text: str, is_error: int) -> None:
-        log.log(logging.ERROR if is_error else logging.INFO, text)
-    return emit
 
 
 class _ParquetRows:
@@ -194,14 +189,14 @@ def _sink(*, errors: bool, log_to_console: bool, log_to_file: bool, results: str
         except OSError as e:
             raise OSError(f"calltape.timer cannot create its log folder {log_dir!r}: {e.strerror}"
                           ) from None
-        log = _emitter(_file_logger(os.path.join(log_dir, log_name), max_bytes, backup_count))
+        log = _file_logger(os.path.join(log_dir, log_name), max_bytes, backup_count)
         stem = "error_results" if errors else "timing_results"
         if results == "csv":
             csv = os.path.join(log_dir, stem + ".csv")
         elif results == "parquet":
             rows = _ParquetRows(os.path.join(log_dir, stem + ".parquet"),
                                 ERROR_COLUMNS if errors else TIMER_COLUMNS)
-    console = _emitter(_console_logger()) if log_to_console else None
+    console = _console_logger() if log_to_console else None
     return _native.TimerSink(csv=csv, log=log, console=console, rows=rows, sanitize=sanitize,
                              max_arg_length=max_arg_length, errors=errors, resources=resources)
 

@@ -121,6 +121,7 @@ def test_log_instrument_bounded(caplog):
     with caplog.at_level(logging.INFO, logger="calltape.probes"):
         S.Cart.add(3, 0)
         S.Cart.add(5000, 0)
+        calltape.flush_logs()  # handed to logging by the log thread
     assert caplog.messages[0] == "Probe (sum) = xxx"
     assert len(caplog.messages[1]) == len("Probe (sum) = ") + 2000
     assert caplog.messages[1].endswith("...")
@@ -414,3 +415,22 @@ def test_the_monitor_records_a_probed_function(tape):
     calls = [c for c in calltape.open(tape).calls() if c.qualname == "fails"]
     assert [(c.args["v"], c.result) for c in calls] == [(1, 10), (2, 20)]
     assert p.instruments["r"].count == 30 and p.instruments["c"].count == 3
+
+
+def _shadowed(x, start, *rest, **kw):
+    x = x * 100  # reassigned after the call event: the call's value is the argument
+    return x
+
+
+def test_a_parameter_at_call_is_its_argument_and_the_namespace_names_still_win():
+    p = probes.attach_to(_shadowed)
+    n = p.instruments["n"] = probes.CountInstrument("n", "x", event="call")
+    s = p.instruments["s"] = probes.HistogramInstrument("s", "start", event="call")
+    r = p.instruments["r"] = probes.CountInstrument("r", "len(rest)", event="call")
+    p.start()
+    t0 = time.time()
+    for i in range(1, 4):
+        _shadowed(i, -1.0, 7, 8, k=1)
+    p.stop()
+    assert n.count == 6 and r.count == 6  # 1 + 2 + 3; two extra positionals each time
+    assert s.stats()["min"] >= t0  # `start` is the call's start time, not the argument

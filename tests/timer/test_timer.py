@@ -217,3 +217,82 @@ def test_facade_seed_examples_and_results(tmp_path: Path) -> None:
     assert int(by["my_function"]["Perf Duration (s)_count"]) == 1
     assert (out / "top10_functions_by_total_time.png").stat().st_size > 0
     assert len(open(out / "filtered_log_lines.log").readlines()) == 3
+
+
+def test_pid_thread_count_and_peak_after_fork(tmp_path: Path) -> None:
+    """The pid and /proc/self/stat are kept per process: a forked child writes its own
+    pid and thread count; a timed call's peak on the tape is max(RSS before, after)."""
+    p = run(tmp_path, """
+        import os, threading, calltape
+        @calltape.timer(log_to_console=False)
+        def f(x):
+            return x
+        f(0)
+        stop = threading.Event()
+        ts = [threading.Thread(target=stop.wait) for _ in range(3)]
+        for t in ts: t.start()
+        f(1)
+        stop.set()
+        for t in ts: t.join()
+        pid = os.fork()
+        if pid == 0:
+            f(2)
+            calltape.flush()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(pid)
+    """)
+    child = int(p.stdout.split()[-1])
+    rows = list(csv.DictReader(open(tmp_path / "logs" / "timing_results.csv")))
+    by_arg = {json.loads(r["Arguments"])["args"][0]: r for r in rows}
+    # + the 3 waiting threads and calltape's log thread, started by f(0)'s log line
+    assert int(by_arg["1"]["Thread Count"]) == int(by_arg["0"]["Thread Count"]) + 4
+    assert int(by_arg["2"]["Process ID"]) == child != int(by_arg["0"]["Process ID"])
+    assert int(by_arg["2"]["Thread Count"]) >= 1
+    import calltape
+    calls = calltape.open(tmp_path / "t.db").search(function="f")
+    assert len(calls) == 3
+    for c in calls:  # the high-water mark is not read for @timer (one system call less)
+        m = c.memory
+        assert m["peak"] == max(m["rss_before"], m["rss_after"]) > 0
+
+
+def test_timed_generators_and_coroutines_write_their_lines_when_they_finish(
+        tmp_path: Path) -> None:
+    run(tmp_path, """
+        import asyncio, calltape
+        @calltape.timer(log_to_console=False)
+        def gen(n):
+            for i in range(n):
+                yield i
+        @calltape.timer(log_to_console=False)
+        async def co(x):
+            await asyncio.sleep(0)
+            return x
+        @calltape.catch_errors(log_to_console=False, results="csv")
+        def bad(n):
+            yield n
+            raise KeyError("gone")
+        g = gen(3)
+        assert next(g) == 0
+        assert not open("logs/timing_results.csv").read().count("gen")  # not finished yet
+        assert list(g) == [1, 2]
+        h = gen(5); next(h); h.close()  # closed early: written at its close
+        asyncio.run(co(7))
+        try:
+            list(bad(1))
+        except KeyError:
+            pass
+    """)
+    import calltape
+    tape = calltape.open(tmp_path / "t.db")
+    rows = list(csv.DictReader(open(tmp_path / "logs" / "timing_results.csv")))
+    assert [r["Function Name"] for r in rows] == ["gen", "gen", "co"]
+    assert [json.loads(r["Arguments"])["args"] for r in rows] == [["3"], ["5"], ["7"]]
+    calls = {c.uuid: c for c in tape.search()}
+    for r in rows:
+        assert float(r["Execution Time (s)"]) == pytest.approx(calls[r["UUID"]].duration, abs=1e-9)
+    lines = [json.loads(x) for x in open(tmp_path / "logs" / "timing.log")]
+    assert [ln["uuid"] for ln in lines] == [r["UUID"] for r in rows]
+    (err,) = [json.loads(x) for x in open(tmp_path / "logs" / "error.log")]
+    assert err["function"] == "bad" and err["exception"] == "KeyError" and err["uuid"] in calls

@@ -217,11 +217,31 @@ typedef struct ct_state {
         uint64_t monitor_generation;
         ct_monitor_state monitor;
     } rec;
+    struct {                 /* log lines handed to `logging` off the calling thread (logq.c) */
+        pthread_mutex_t mu;  /* guards everything below but the Python objects */
+        pthread_cond_t more; /* signalled at each line queued, and at stop */
+        pthread_cond_t done; /* signalled when the drainer has handed a batch */
+        struct ct_logq_line *ring; /* `cap` slots, `n` queued from `head` */
+        size_t cap, head, n;
+        uint64_t queued, handed; /* lines ever queued, ever handed (or dropped at fork) */
+        uint64_t dropped;        /* lines refused by a full queue */
+        uint64_t dropped_warned; /* dropped when the warning was issued (0: not yet) */
+        long pid;                /* the process whose drainer runs (0: none started) */
+        int stop;                /* the drainer is asked to leave */
+        int running;             /* a drainer is in ct_logq_run */
+        int sleeping;            /* it waits for `more`: the next line signals it */
+        unsigned long drainer;   /* its thread ident */
+        PyObject *hand;          /* callable(target, level, text, created, thread_ident) */
+        PyObject *start;         /* callable(): starts the drainer thread */
+    } logq;
     struct { /* instruments shared by every capture path (instruments/) */
         ct_energy energy;
         int statm_fd;    /* /proc/self/statm for memory=True (ct_read_rss) */
         int statm_state; /* 0: not opened yet, 1: open, -1: cannot be read */
         long page_size;
+        int stat_fd;    /* /proc/self/stat for @timer's thread count (ct_thread_count) */
+        int stat_state; /* as statm_state */
+        long pid;       /* getpid(), read once per process (ct_pid; 0: not yet) */
     } instr;
 } ct_state;
 
@@ -620,6 +640,8 @@ typedef struct ct_thread {
     uint64_t last_start; /* monotonic start of this thread's last @record call: the next
                             one starts later (a call's UUID names its start) */
     int64_t rss_after;   /* RSS read at the end of the last call recorded with memory */
+    char log_name[64];   /* threading's name at the thread's first queued log line (logq.c) */
+    int log_name_known;
 } ct_thread;
 /* The per-thread context (recorder.c).  A C11 thread-local with the
  * initial-exec model: reaching it costs one instruction. */

@@ -30,6 +30,7 @@
 #include "lifecycle.h"
 
 #include "instruments/instruments.h"
+#include "record/logq.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -206,6 +207,7 @@ PyObject *ct_after_fork_child_py(PyObject *m, PyObject *unused)
         st->sink.engines[i]->counters_dirty = 0;
     }
     ct_rss_forget(st); /* /proc/self/statm named the parent */
+    ct_logq_after_fork(st);
     PySet_Clear(st->sink.warned);
     Py_RETURN_NONE;
 }

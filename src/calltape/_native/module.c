@@ -11,6 +11,7 @@
 #include "record/capture.h"
 #include "instruments/instruments.h"
 #include "lifecycle.h"
+#include "record/logq.h"
 #include "record/monitor.h"
 #include "record/options.h"
 #include "probes/probes.h"
@@ -190,6 +191,16 @@ static PyMethodDef module_methods[] = {
     {"_children_session", ct_children_session_py, METH_NOARGS, NULL},
     {"_watch_children", ct_watch_children_py, METH_NOARGS, NULL},
     {"_shutdown", shutdown, METH_NOARGS, NULL},
+    {"logq_setup", ct_logq_setup_py, METH_VARARGS,
+     "logq_setup(hand, start): the log queue's hand function and drainer starter"},
+    {"logq_run", ct_logq_run_py, METH_NOARGS,
+     "logq_run(): the log drainer's body, until logq_stop()"},
+    {"logq_flush", ct_logq_flush_py, METH_VARARGS,
+     "logq_flush(timeout=None) -> True once every line queued before it was handed"},
+    {"logq_stop", ct_logq_stop_py, METH_NOARGS,
+     "logq_stop(): the drainer leaves once the queue is empty"},
+    {"logq_stats", ct_logq_stats_py, METH_NOARGS,
+     "logq_stats() -> {'queued', 'handed', 'dropped', 'waiting', 'capacity'}"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -210,6 +221,9 @@ static int module_exec(PyObject *m)
     st->rec.decorated_codes = PySet_New(NULL);
     st->rec.monitor.extra_index = -1;
     st->instr.statm_fd = -1;
+    st->instr.stat_fd = -1;
+    if (ct_logq_init(st) < 0)
+        return -1;
     if (!st->rec.decorated_codes || !st->objects.codecs || !st->objects.codec_decoders ||
         !st->sink.warned || !st->imported.protocol5 || !st->sink.session_info)
         return -1;
@@ -335,6 +349,8 @@ static int module_exec(PyObject *m)
     X(sink.warn_category)                                                                          \
     X(sink.warned)                                                                                 \
     X(life.sigterm_prev)                                                                           \
+    X(logq.hand)                                                                                   \
+    X(logq.start)                                                                                  \
     X(rec.decorated_codes)
 
 static int module_traverse(PyObject *m, visitproc visit, void *arg)
@@ -373,6 +389,7 @@ static void module_free(void *m)
 {
     ct_state *st = get_state(m);
     ct_sink_free(st);
+    ct_logq_free(st);
     ct_energy_close(st);
     ct_rss_forget(st);
     module_clear(m);

@@ -31,7 +31,7 @@ import threading
 import types
 from typing import Any
 
-from .. import _native
+from .. import _logq, _native  # noqa: F401 (_logq: the log thread's hand function set up)
 from ._manager import InstrumentManager, MemoryStore, SpecStore, TapeStore
 
 __all__ = [
@@ -98,11 +98,23 @@ class HistogramInstrument(Instrument):
 
 class LogInstrument(Instrument):
     """Logs ``Probe (name) = value`` to the ``calltape.probes`` logger (INFO),
-    the value's text cut to ``max_chars``; a None value is not logged."""
+    the value's text cut to ``max_chars``; a None value is not logged.
+
+    The line is made in C and handed to the logger by calltape's log thread
+    (``calltape.flush_logs()`` waits for it); ``level`` and ``max_chars`` are
+    read when the instrument is made.  A subclass that defines ``fire`` or
+    ``emit`` runs them on the calling thread instead."""
 
     max_chars = 2000
     level = logging.INFO
+    _kind = 4
+    _log_target = (logger, "<probe>")
     _namespace_now = False
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "fire" in cls.__dict__ or "emit" in cls.__dict__:
+            cls._kind = 0  # Python's fire(), on the calling thread
 
     def fire(self, value: Any, namespace: dict[str, Any] | None) -> None:
         if value is None:

@@ -11,6 +11,8 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 int64_t ct_read_rss(ct_state *st)
@@ -39,6 +41,30 @@ void ct_rss_forget(ct_state *st)
         close(st->instr.statm_fd);
     st->instr.statm_fd = -1;
     st->instr.statm_state = 0;
+    if (st->instr.stat_state > 0)
+        close(st->instr.stat_fd);
+    st->instr.stat_fd = -1;
+    st->instr.stat_state = 0;
+    st->instr.pid = 0;
+}
+
+long ct_thread_count(ct_state *st)
+{
+    if (st->instr.stat_state == 0) {
+        st->instr.stat_fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+        st->instr.stat_state = st->instr.stat_fd >= 0 ? 1 : -1;
+    }
+    if (st->instr.stat_state < 0)
+        return 0;
+    char buf[1024];
+    ssize_t n = pread(st->instr.stat_fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command may hold spaces and parentheses */
+    for (int field = 2; p && field < 20; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtol(p + 1, NULL, 10) : 0;
 }
 
 uint64_t ct_thread_cpu_ns(void)

@@ -11,6 +11,8 @@
 
 #include "binding.h"
 
+#include <unistd.h>
+
 /* Everything measured around one call, before its outcome is known. */
 typedef struct ct_callinfo {
     uint64_t seq, parent, depth, thread, start;
@@ -47,8 +49,20 @@ static inline uint64_t ct_call_end(ct_callinfo *ci)
  * with pread from /proc/self/statm opened once per process (st->instr.statm_fd;
  * ct_rss_forget closes it in a forked child).  Never raises. */
 int64_t ct_read_rss(ct_state *st);
-/* Closes the statm file of the parent (in a forked child). */
+/* Closes the statm and stat files of the parent and forgets its pid (in a
+ * forked child). */
 void ct_rss_forget(ct_state *st);
+/* This process's id, asked of the kernel once per process (ct_rss_forget
+ * makes a forked child ask again). */
+static inline long ct_pid(ct_state *st)
+{
+    if (!st->instr.pid)
+        st->instr.pid = (long)getpid();
+    return st->instr.pid;
+}
+/* The number of threads of this process (field 20 of /proc/self/stat, read
+ * with one pread of the file opened once per process), 0 when unknown. */
+long ct_thread_count(ct_state *st);
 
 /* Reads the energy counters at the start of a call and flags REC_HAS_ENERGY
  * in ci->flags when they could be read (ct_energy_end reads the end).

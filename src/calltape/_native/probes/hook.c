@@ -244,6 +244,39 @@ static PyObject *bare_value(ProbeHook *h, ProbeInstrument *in, PyObject *ns)
     return Py_XNewRef(v);
 }
 
+/* A C instrument's value that is one parameter's name, at the call event:
+ * read from the frame (PyFrame_GetVar), without building the namespace,
+ * where the parameters hold their values at the call.  A new reference, or
+ * NULL without an exception when the namespace must be built (another
+ * event, a name that is not a parameter or that the namespace's own names
+ * shadow, a Python or record instrument). */
+static PyObject *param_at_call(ProbeHook *h, ProbeInstrument *in, int ev, PyFrameObject *frame)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (ev != PEV_CALL || !in->bare || !frame || in->kind == PKIND_PY || in->kind == PKIND_RECORD)
+        return NULL;
+    PyCodeObject *co = h->code;
+    int n = co->co_argcount + co->co_kwonlyargcount + ((co->co_flags & CO_VARARGS) != 0) +
+            ((co->co_flags & CO_VARKEYWORDS) != 0);
+    int found = 0;
+    for (int i = 0; i < n && i < PyTuple_GET_SIZE(h->varnames) && !found; i++) {
+        PyObject *name = PyTuple_GET_ITEM(h->varnames, i);
+        found = name == in->bare || PyUnicode_Compare(name, in->bare) == 0;
+    }
+    for (int k = PK_ARGS; k <= PK_NOW && found; k++) /* the call's namespace sets these after */
+        found = PyUnicode_Compare(key(h, (enum probe_key)k), in->bare) != 0;
+    if (!found)
+        return NULL;
+    PyObject *v = PyFrame_GetVar(frame, in->bare);
+    if (!v)
+        PyErr_Clear(); /* deleted already: the namespace's way (left out) */
+    return v;
+#else
+    (void)h, (void)in, (void)ev, (void)frame;
+    return NULL;
+#endif
+}
+
 /* Clears a pending exception unless the user must see it: a
  * KeyboardInterrupt (Ctrl-C while an instrument ran) or a MemoryError,
  * which the callbacks hand on to the target's frame. */
@@ -275,14 +308,17 @@ static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, 
             }
             continue;
         }
-        if (!*ns && (!in->constant || in->kind == PKIND_PY))
+        PyObject *fast = !in->constant && !*ns ? param_at_call(h, in, ev, frame) : NULL;
+        if (!fast && !*ns && (!in->constant || in->kind == PKIND_PY))
             *ns = ns_for_call(h, frame, wall);
-        if (!in->constant && !*ns) {
+        if (!fast && !in->constant && !*ns) {
             if (ct_probe_fail(in, ev) < 0)
                 break;
             continue;
         }
-        PyObject *value = in->constant ? Py_NewRef(in->constant) : bare_value(h, in, *ns);
+        PyObject *value = fast           ? fast
+                          : in->constant ? Py_NewRef(in->constant)
+                                         : bare_value(h, in, *ns);
         if (!value && !PyErr_Occurred())
             value = PyEval_EvalCode(in->code, h->globals, *ns);
         int rc = -1;
@@ -297,7 +333,7 @@ static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, 
                 rc = ct_probe_record((ct_state *)PyModule_GetState(h->module), in, call);
             }
         } else if (value) {
-            rc = ct_probe_accumulate(in, value, *ns);
+            rc = ct_probe_accumulate((ct_state *)PyModule_GetState(h->module), in, value, *ns);
         }
         Py_XDECREF(value);
         if (rc < 0 && ct_probe_fail(in, ev) < 0)

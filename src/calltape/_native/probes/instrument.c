@@ -4,14 +4,18 @@
  * lifespan and error policy), its status (the errors it met, with their
  * time and event), and the two instruments that keep their state in C:
  * count (the sum of its values) and histogram (count, min, max and mean
- * exact; percentiles over a uniform reservoir of PROBE_RESERVOIR values).
- * Python subclasses (LogInstrument, user instruments) define fire().
+ * exact; percentiles over a uniform reservoir of PROBE_RESERVOIR values),
+ * and the log instrument's line, made here and queued for the log thread
+ * (record/logq.c).  Python subclasses (user instruments, a LogInstrument
+ * subclass defining fire() or emit()) define fire().
  *
  * Invariants: an Instrument's expression is compiled at construction and
  * never again; a constant expression (one naming nothing) is evaluated
  * there once; the error list never holds more than PROBE_MAX_ERRORS.
  */
 #include "probes.h"
+
+#include "record/logq.h"
 
 #include <math.h>
 #include <structmember.h>
@@ -129,6 +133,34 @@ static int compile_value(ProbeInstrument *self)
     return 0;
 }
 
+/* A log instrument's level, max_chars and (logger, pathname) target, read
+ * from its attributes once (at construction). */
+static int log_setup(ProbeInstrument *self)
+{
+    PyObject *o = (PyObject *)self;
+    PyObject *level = PyObject_GetAttrString(o, "level");
+    PyObject *max = level ? PyObject_GetAttrString(o, "max_chars") : NULL;
+    PyObject *target = max ? PyObject_GetAttrString(o, "_log_target") : NULL;
+    int rc = -1;
+    if (target) {
+        long lv = PyLong_AsLong(level);
+        Py_ssize_t mx = PyNumber_AsSsize_t(max, PyExc_OverflowError);
+        if (PyErr_Occurred() || mx < 4) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "LogInstrument.max_chars must be >= 4, not %zd", mx);
+        } else {
+            self->log_level = (int)lv;
+            self->log_max_chars = mx;
+            Py_XSETREF(self->log_target, Py_NewRef(target));
+            rc = 0;
+        }
+    }
+    Py_XDECREF(level);
+    Py_XDECREF(max);
+    Py_XDECREF(target);
+    return rc;
+}
+
 static int Instrument_init(ProbeInstrument *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"name",   "value", "event", "lifespan", "expires", "disable_on_error",
@@ -195,6 +227,8 @@ static int Instrument_init(ProbeInstrument *self, PyObject *args, PyObject *kw)
     self->uses_now = self->kind == PKIND_PY && (!wants || PyObject_IsTrue(wants) == 1);
     Py_XDECREF(wants);
     PyErr_Clear();
+    if (self->kind == PKIND_LOG && log_setup(self) < 0)
+        return -1;
     if (self->kind == PKIND_PY) {
         Py_CLEAR(self->fire);
         self->fire = PyObject_GetAttrString((PyObject *)self, "fire");
@@ -269,10 +303,49 @@ static int count_add(ProbeInstrument *in, PyObject *value)
     return 0;
 }
 
-int ct_probe_accumulate(ProbeInstrument *in, PyObject *value, PyObject *ns)
+/* "Probe (name) = str(value)" (the text cut to max_chars, "..." ending
+ * it), queued for the log thread; a None value is not logged. */
+static int log_add(ct_state *st, ProbeInstrument *in, PyObject *value)
+{
+    if (value == Py_None)
+        return 0;
+    PyObject *text = PyObject_Str(value);
+    if (!text)
+        return -1;
+    if (PyUnicode_GET_LENGTH(text) > in->log_max_chars) {
+        PyObject *cut = PyUnicode_Substring(text, 0, in->log_max_chars - 3);
+        Py_SETREF(text, cut ? PyUnicode_FromFormat("%U...", cut) : NULL);
+        Py_XDECREF(cut);
+        if (!text)
+            return -1;
+    }
+    Py_ssize_t nn, nt;
+    const char *name = PyUnicode_AsUTF8AndSize(in->name, &nn);
+    const char *t = name ? PyUnicode_AsUTF8AndSize(text, &nt) : NULL;
+    if (!t) {
+        Py_DECREF(text);
+        return -1;
+    }
+    uint8_t store[512];
+    wbuf b;
+    wbuf_init(&b, store, sizeof store);
+    wbuf_put(&b, "Probe (", 7);
+    wbuf_put(&b, name, (size_t)nn);
+    wbuf_put(&b, ") = ", 4);
+    wbuf_put(&b, t, (size_t)nt);
+    if (!b.failed)
+        ct_logq_put(st, in->log_target, in->log_level, (const char *)b.data, b.len);
+    wbuf_free(&b);
+    Py_DECREF(text);
+    return 0;
+}
+
+int ct_probe_accumulate(ct_state *st, ProbeInstrument *in, PyObject *value, PyObject *ns)
 {
     in->fired++;
     switch (in->kind) {
+    case PKIND_LOG:
+        return log_add(st, in, value);
     case PKIND_COUNT:
         return count_add(in, value);
     case PKIND_HIST:
@@ -487,6 +560,7 @@ static int Instrument_traverse(ProbeInstrument *self, visitproc visit, void *arg
     Py_VISIT(self->constant);
     Py_VISIT(self->fire);
     Py_VISIT(self->errors);
+    Py_VISIT(self->log_target);
     return 0;
 }
 
@@ -503,6 +577,7 @@ static int Instrument_clear(ProbeInstrument *self)
     Py_CLEAR(self->errors);
     Py_CLEAR(self->rec_names);
     Py_CLEAR(self->rec_body);
+    Py_CLEAR(self->log_target);
     return 0;
 }
 

@@ -22,7 +22,7 @@ enum probe_event { PEV_CALL = 1, PEV_RETURN = 2, PEV_ERROR = 4, PEV_END = 8 };
 
 /* What an instrument does with its value: in C (count, histogram), or by
  * calling the Python method fire(value, namespace). */
-enum probe_kind { PKIND_PY = 0, PKIND_COUNT = 1, PKIND_HIST = 2, PKIND_RECORD = 3 };
+enum probe_kind { PKIND_PY = 0, PKIND_COUNT = 1, PKIND_HIST = 2, PKIND_RECORD = 3, PKIND_LOG = 4 };
 
 /* The most errors an instrument keeps (the oldest are dropped; nerrors
  * counts them all). */
@@ -50,6 +50,10 @@ typedef struct ProbeInstrument {
     double *samples;
     size_t nsamples;
     uint64_t rng;
+    /* PKIND_LOG: "Probe (name) = str(value)" queued for (logger, pathname) (logq.c) */
+    PyObject *log_target;
+    int log_level;
+    Py_ssize_t log_max_chars;
     /* PKIND_RECORD (record.c): the function's description, once */
     PyObject *rec_names, *rec_body; /* tuple of parameter names; REC_FUNCTION body */
     uint64_t rec_fn_id, rec_serial;
@@ -89,10 +93,10 @@ int ct_probe_record(ct_state *st, ProbeInstrument *in, const ct_probe_call *call
 /* 1 when `o` is an Instrument (or a subclass). */
 int ct_probe_is_instrument(ct_state *st, PyObject *o);
 
-/* Fires instrument `in` with `value` (borrowed) and namespace `ns` (borrowed,
- * may be NULL for C kinds).  Returns 0, or -1 with an exception set (the
+/* Fires instrument `in` of module state `st` with `value` (borrowed) and
+ * namespace `ns` (borrowed, may be NULL for C kinds).  Returns 0, or -1 with an exception set (the
  * caller records it with ct_probe_fail). */
-int ct_probe_accumulate(ProbeInstrument *in, PyObject *value, PyObject *ns);
+int ct_probe_accumulate(ct_state *st, ProbeInstrument *in, PyObject *value, PyObject *ns);
 
 /* Records the pending exception as an error of `in` at event `ev` (one
  * enum probe_event bit), clearing it; disables `in` under its policy.

@@ -168,7 +168,9 @@ ct_emit_build(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct_
         struct rusage ru;
         rss_after = ct_read_rss(st);
         t->rss_after = rss_after; /* for @timer's lines (timer.c) */
-        if (getrusage(RUSAGE_SELF, &ru) == 0)
+        /* @timer shows no peak: its calls spare the system call, and their
+         * peak on the tape is the larger of RSS before and after */
+        if (site->capture != CAPTURE_TIMER && getrusage(RUSAGE_SELF, &ru) == 0)
             peak = (int64_t)ru.ru_maxrss * 1024;
         /* the high-water mark is kept in other units and updated lazily by
          * the kernel: the peak is at least what was seen around the call */

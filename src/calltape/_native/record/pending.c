@@ -14,6 +14,8 @@
  */
 #include "pending.h"
 
+#include "timer.h"
+
 enum { MODE_ITER, MODE_STEP, MODE_CLOSE_STEP };
 
 typedef struct Pending {
@@ -75,9 +77,14 @@ void ct_deferred_finish(ct_deferred *d, int outcome, PyObject *result, PyObject 
                           outcome, result, exc, NULL, NULL, NULL);
     }
     PyErr_Clear();
+    if (d->timed) /* @timer of a generator or coroutine: its lines now */
+        ct_timer_after_made(d->recorder, d->slot, &d->ci, end, &d->timer_args,
+                            outcome == OUTCOME_RAISED ? exc : NULL);
+    PyErr_Clear();
     ct_restore_exc(saved);
     wbuf_free(&d->args);
     wbuf_free(&d->yields);
+    wbuf_free(&d->timer_args);
 }
 
 /* Runs one step of the inner object; `how` 0: send(arg), 1: throw(args). */

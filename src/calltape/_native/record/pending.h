@@ -21,6 +21,8 @@ typedef struct ct_deferred {
     uint64_t nyields, nomitted;
     int want_yields;
     ct_flat_run *flat; /* flat_profile of a generator or coroutine: owned, or NULL */
+    int timed;         /* @timer: its lines are written when it finishes */
+    wbuf timer_args;   /* their arguments' text, made at the call (on the heap) */
 } ct_deferred;
 
 /* Records the outcome (once) and releases the arguments. */

@@ -396,14 +396,21 @@ static __attribute__((noinline)) ct_engine_slot *first_slot(Recorder *r)
 }
 
 /* The call returned a generator, coroutine or async generator `res`
- * (owned): it is recorded when that finishes.  Returns what the caller
- * gets (the wrapper, or `res` when it could not be wrapped: then the call
- * is recorded as closed now). */
-static __attribute__((noinline)) PyObject *
-defer_call(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, const wbuf *ab, PyObject *res)
+ * (owned): it is recorded, and a timer's lines written, when that finishes.  Returns what the
+ * caller gets (the wrapper, or `res` when it could not be wrapped: then the call is recorded as
+ * closed now). */
+static __attribute__((noinline)) PyObject *defer_call(Recorder *r, ct_engine_slot *slot,
+                                                      const ct_callinfo *ci, const wbuf *ab,
+                                                      PyObject *res, PyObject *const *args,
+                                                      Py_ssize_t nargs, PyObject *kwnames)
 {
     ct_deferred d;
     memset(&d, 0, sizeof d);
+    wbuf_init(&d.timer_args, NULL, 0);
+    if (r->timer) { /* the arguments' text now: they may change before it finishes */
+        d.timed = 1;
+        ct_timer_arguments(r, args, nargs, kwnames, &d.timer_args);
+    }
     d.recorder = (Recorder *)Py_NewRef(r);
     d.slot = slot;
     d.ci = *ci;
@@ -519,7 +526,7 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         ct_restore_exc(exc);
     } else if (r->kind != KIND_PLAIN &&
                (PyGen_CheckExact(res) || PyCoro_CheckExact(res) || PyAsyncGen_CheckExact(res))) {
-        res = defer_call(r, slot, &ci, &ab, res);
+        res = defer_call(r, slot, &ci, &ab, res, args, nargs, kwnames);
     } else {
         emit_call(r, slot, &ci, &ab, end, OUTCOME_RETURNED, res, NULL);
         if (r->timer)
@@ -831,6 +838,7 @@ static int Recorder_clear(Recorder *r)
     Py_CLEAR(r->pickle);
     Py_CLEAR(r->flat);
     Py_CLEAR(r->timer);
+    Py_CLEAR(r->timer_name);
     Py_CLEAR(r->tape);
     Py_CLEAR(r->redact.exact);
     Py_CLEAR(r->redact.patterns);

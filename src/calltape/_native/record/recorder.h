@@ -27,6 +27,7 @@ typedef struct Recorder {
     PyObject *pickle;     /* tuple of types to pickle (record(pickle=)), or NULL */
     PyObject *flat;       /* flat_profile(record=True): calls go through it, or NULL */
     PyObject *timer;      /* @timer / @catch_errors: its TimerSink (timer.c), or NULL */
+    PyObject *timer_name; /* str: func.__name__ at the first output (timer.c), or NULL */
     ct_redact redact;     /* its names of secrets */
     ct_engine_slot *slot; /* cached engine of `tape` */
     PyObject *names;      /* tuple of parameter names */

@@ -16,15 +16,19 @@
  * GIL released): whole rows from any number of processes and threads never
  * interleave, and no lock is taken.  The header is written into a private
  * file that link() puts in place, so a results file never exists without
- * its header, whoever creates it first.
+ * its header, whoever creates it first.  The JSON line and the console
+ * message are queued (logq.c) and handed to their loggers by the log
+ * thread; only the texts are made on the calling thread.  The function's
+ * name, the pid and the second's local time are read once, not per call.
  *
  * Invariants: nothing here raises into the timed call (a failing output is
  * one RecordingWarning per kind and process); user code (str, the
- * sanitizer, the logging handlers) runs with the thread marked busy, so
- * calls it makes are not recorded.
+ * sanitizer; the logging handlers, on the log thread) runs with the thread
+ * marked busy, so calls it makes are not recorded.
  */
 #include "timer.h"
 
+#include "logq.h"
 #include "recorder.h"
 
 #include <errno.h>
@@ -107,35 +111,23 @@ static void put_json_str(wbuf *b, PyObject *s)
     Py_XDECREF(keep);
 }
 
-/* Local time of wall ns `ns`: "2025-01-01 12:00:00", then ",123" when `ms`. */
-static void put_local_time(wbuf *b, int64_t ns, int ms)
+/* Local time of wall ns `ns`: "2025-01-01 12:00:00", then ",123" when `ms`.
+ * The text of the last second is kept in `s` (the GIL is held). */
+static void put_local_time(ct_timer_sink *s, wbuf *b, int64_t ns, int ms)
 {
     time_t sec = (time_t)(ns / 1000000000);
-    struct tm tm;
-    char tmp[40];
-    if (!localtime_r(&sec, &tm) || !strftime(tmp, sizeof tmp, "%Y-%m-%d %H:%M:%S", &tm))
-        return;
-    put_z(b, tmp);
+    if (sec != s->stamp_sec || !s->stamp[0]) {
+        struct tm tm;
+        if (!localtime_r(&sec, &tm) ||
+            !strftime(s->stamp, sizeof s->stamp, "%Y-%m-%d %H:%M:%S", &tm)) {
+            s->stamp[0] = 0;
+            return;
+        }
+        s->stamp_sec = sec;
+    }
+    put_z(b, s->stamp);
     if (ms)
         put_fmt(b, ",%03d", (int)((ns / 1000000) % 1000));
-}
-
-/* The number of threads of this process (/proc/self/stat), 0 when unknown. */
-static long thread_count(void)
-{
-    char buf[1024];
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    char *p = strrchr(buf, ')'); /* the command may hold spaces and parentheses */
-    for (int field = 2; p && field < 20; field++)
-        p = strchr(p + 1, ' ');
-    return p ? strtol(p + 1, NULL, 10) : 0;
 }
 
 /* ---- the texts of one call ---------------------------------------------- */
@@ -210,10 +202,11 @@ static void put_arguments(ct_timer_sink *s, wbuf *b, PyObject *const *args, Py_s
 /* One call's numbers and texts. */
 typedef struct timer_call {
     char uuid[37];
+    long pid;
     int64_t end_wall;
     double duration, cpu, mem_change, final_mem; /* s, s, MiB, MiB */
     int resources, raised;
-    PyObject *name;      /* the function's __name__ */
+    PyObject *name;      /* the function's __name__ (borrowed from the Recorder) */
     PyObject *exc_type;  /* str: the exception's class name (raised) */
     PyObject *exc_text;  /* str: str(exc), sanitized (raised) */
     PyObject *traceback; /* str, sanitized (catch_errors) */
@@ -289,17 +282,17 @@ static void put_message(ct_timer_sink *s, timer_call *c)
 }
 
 /* The JSON line of the log: PyMAAP's fields, then the numbers. */
-static void put_log_line(const timer_call *c, wbuf *b)
+static void put_log_line(ct_timer_sink *s, const timer_call *c, wbuf *b)
 {
     put_z(b, "{\"timestamp\": \"");
-    put_local_time(b, c->end_wall, 1);
+    put_local_time(s, b, c->end_wall, 1);
     put_z(b, c->raised ? "\", \"level\": \"ERROR\", \"message\": "
                        : "\", \"level\": \"INFO\", "
                          "\"message\": ");
     ct_put_json(b, (const char *)c->message.data, c->message.len);
     put_z(b, ", \"function\": ");
     put_json_str(b, c->name);
-    put_fmt(b, ", \"uuid\": \"%s\", \"pid\": %ld, \"duration_s\": ", c->uuid, (long)getpid());
+    put_fmt(b, ", \"uuid\": \"%s\", \"pid\": %ld, \"duration_s\": ", c->uuid, c->pid);
     put_double(b, c->duration);
     if (c->resources) {
         put_z(b, ", \"cpu_s\": ");
@@ -339,7 +332,7 @@ static void put_csv_str(wbuf *b, PyObject *s)
 /* The row of the results CSV (PyMAAP's columns), line end included. */
 static void put_csv_row(ct_timer_sink *s, const timer_call *c, long threads, wbuf *b)
 {
-    put_local_time(b, c->end_wall, 0);
+    put_local_time(s, b, c->end_wall, 0);
     if (s->errors) {
         put_fmt(b, ",%s,", c->uuid);
         put_csv_str(b, c->name);
@@ -350,7 +343,7 @@ static void put_csv_row(ct_timer_sink *s, const timer_call *c, long threads, wbu
         wbuf_byte(b, '\n');
         return;
     }
-    put_fmt(b, ",%ld,%ld,%s,", (long)getpid(), threads, c->uuid);
+    put_fmt(b, ",%ld,%ld,%s,", c->pid, threads, c->uuid);
     put_csv_str(b, c->name);
     wbuf_byte(b, ',');
     put_double(b, c->duration);
@@ -376,7 +369,7 @@ static PyObject *row_tuple(ct_timer_sink *s, const timer_call *c, long threads)
 {
     wbuf ts;
     wbuf_init(&ts, NULL, 0);
-    put_local_time(&ts, c->end_wall, 0);
+    put_local_time(s, &ts, c->end_wall, 0);
     PyObject *stamp = PyUnicode_FromStringAndSize((const char *)ts.data, (Py_ssize_t)ts.len);
     wbuf_free(&ts);
     PyObject *args = PyUnicode_DecodeUTF8((const char *)c->arguments.data,
@@ -391,7 +384,7 @@ static PyObject *row_tuple(ct_timer_sink *s, const timer_call *c, long threads)
         PyObject *mc = c->resources ? PyFloat_FromDouble(c->mem_change) : Py_NewRef(Py_None);
         PyObject *fm = c->resources ? PyFloat_FromDouble(c->final_mem) : Py_NewRef(Py_None);
         if (msg && cpu && mc && fm)
-            out = Py_BuildValue("(OllsOdOOOOO)", stamp, (long)getpid(), threads, c->uuid, c->name,
+            out = Py_BuildValue("(OllsOdOOOOO)", stamp, c->pid, threads, c->uuid, c->name,
                                 c->duration, cpu, mc, fm, args, msg);
         Py_XDECREF(msg);
         Py_XDECREF(cpu);
@@ -429,27 +422,15 @@ static void write_row(ct_state *st, ct_timer_sink *s, const wbuf *b)
     }
 }
 
-/* Calls the Python output `fn` with (text, is_error); a failure is warned
- * about once. */
-static void call_output(ct_state *st, PyObject *fn, const wbuf *text, int is_error,
-                        const char *what)
+/* Queues `text` for the logger of `target` (logq.c): INFO, ERROR when raised. */
+static void queue_line(ct_state *st, PyObject *target, const wbuf *text, int is_error)
 {
-    PyObject *t = PyUnicode_DecodeUTF8((const char *)text->data, (Py_ssize_t)text->len, "replace");
-    PyObject *r = t ? PyObject_CallFunction(fn, "Oi", t, is_error) : NULL;
-    Py_XDECREF(t);
-    if (r) {
-        Py_DECREF(r);
-        return;
-    }
-    PyErr_Clear();
-    char msg[160];
-    snprintf(msg, sizeof msg, "calltape.timer could not write its %s: its handler raised", what);
-    ct_warn_once(st, what, msg);
+    if (!text->failed)
+        ct_logq_put(st, target, is_error ? 40 : 20, (const char *)text->data, text->len);
 }
 
 static void timer_call_free(timer_call *c)
 {
-    Py_XDECREF(c->name);
     Py_XDECREF(c->exc_type);
     Py_XDECREF(c->exc_text);
     Py_XDECREF(c->traceback);
@@ -457,11 +438,46 @@ static void timer_call_free(timer_call *c)
     wbuf_free(&c->message);
 }
 
+/* 1 when a call of `r` with exception `exc` (or NULL) writes anything. */
+static int writes_outputs(const Recorder *r, int raised)
+{
+    const ct_timer_sink *s = (const ct_timer_sink *)r->timer;
+    return !(s->errors && !raised) && (s->csv_fd >= 0 || s->log || s->console || s->rows);
+}
+
+void ct_timer_arguments(Recorder *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                        wbuf *out)
+{
+    ct_timer_sink *s = (ct_timer_sink *)r->timer;
+    if (!writes_outputs(r, 1)) /* catch_errors: the text is made before the outcome is known */
+        return;
+    ct_thread *t = &ct_tls_thread;
+    t->busy++;
+    if (args || kwnames)
+        put_arguments(s, out, args, nargs, kwnames);
+    else
+        put_z(out, "{\"args\": [], \"kwargs\": {}}");
+    PyErr_Clear();
+    t->busy--;
+}
+
 void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, uint64_t end,
                     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject *exc)
 {
+    if (!writes_outputs(r, exc != NULL))
+        return;
+    wbuf arguments;
+    wbuf_init(&arguments, NULL, 0);
+    ct_timer_arguments(r, args, nargs, kwnames, &arguments);
+    ct_timer_after_made(r, slot, ci, end, &arguments, exc);
+    wbuf_free(&arguments);
+}
+
+void ct_timer_after_made(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, uint64_t end,
+                         const wbuf *arguments, PyObject *exc)
+{
     ct_timer_sink *s = (ct_timer_sink *)r->timer;
-    if ((s->errors && !exc) || (s->csv_fd < 0 && !s->log && !s->console && !s->rows))
+    if (!writes_outputs(r, exc != NULL))
         return;
     ct_state *st = r->st;
     ct_thread *t = &ct_tls_thread;
@@ -471,7 +487,8 @@ void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, ui
     wbuf_init(&c.arguments, NULL, 0);
     wbuf_init(&c.message, NULL, 0);
     int64_t start_wall = engine_wall_ns(slot->eng, ci->start);
-    call_uuid((int64_t)getpid(), ci->thread, start_wall, c.uuid);
+    c.pid = ct_pid(st);
+    call_uuid((int64_t)c.pid, ci->thread, start_wall, c.uuid);
     c.end_wall = start_wall + (int64_t)(end - ci->start);
     c.duration = (double)(end - ci->start) / 1e9;
     c.resources = s->resources && (ci->flags & REC_HAS_CPU) && (ci->flags & REC_HAS_MEMORY);
@@ -481,19 +498,19 @@ void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, ui
         c.final_mem = (double)t->rss_after / MIB;
     }
     c.raised = exc != NULL;
-    c.name = PyObject_GetAttrString(r->func, "__name__");
-    if (!c.name || !PyUnicode_Check(c.name)) {
-        PyErr_Clear();
-        Py_XSETREF(c.name, PyUnicode_FromString("?"));
+    if (!r->timer_name) { /* once per function: PyMAAP's name is the one decorated */
+        r->timer_name = PyObject_GetAttrString(r->func, "__name__");
+        if (!r->timer_name || !PyUnicode_Check(r->timer_name)) {
+            PyErr_Clear();
+            Py_XSETREF(r->timer_name, PyUnicode_FromString("?"));
+        }
     }
+    c.name = r->timer_name;
     if (exc)
         describe_exception(s, &c, exc);
-    if (args || kwnames)
-        put_arguments(s, &c.arguments, args, nargs, kwnames);
-    else
-        put_z(&c.arguments, "{\"args\": [], \"kwargs\": {}}");
+    wbuf_put(&c.arguments, arguments->data, arguments->len);
     put_message(s, &c);
-    long threads = s->errors ? 0 : thread_count();
+    long threads = s->errors || (s->csv_fd < 0 && !s->rows) ? 0 : ct_thread_count(st);
     if (s->csv_fd >= 0) {
         wbuf row;
         wbuf_init(&row, NULL, 0);
@@ -504,12 +521,12 @@ void ct_timer_after(Recorder *r, ct_engine_slot *slot, const ct_callinfo *ci, ui
     if (s->log) {
         wbuf line;
         wbuf_init(&line, NULL, 0);
-        put_log_line(&c, &line);
-        call_output(st, s->log, &line, c.raised, "log line");
+        put_log_line(s, &c, &line);
+        queue_line(st, s->log, &line, c.raised);
         wbuf_free(&line);
     }
     if (s->console)
-        call_output(st, s->console, &c.message, c.raised, "console line");
+        queue_line(st, s->console, &c.message, c.raised);
     if (s->rows) {
         PyObject *row = row_tuple(s, &c, threads);
         PyObject *res = row ? PyObject_CallOneArg(s->rows, row) : NULL;
@@ -568,6 +585,19 @@ static int open_csv(PyObject *path, const char *header)
     return fd;
 }
 
+/* (logger, "<calltape.timer>") for logger `v`, or NULL (None, or an error set). */
+static PyObject *optional_logger(PyObject *v, const char *name)
+{
+    if (v == Py_None)
+        return NULL;
+    if (!PyObject_HasAttrString(v, "handle") || !PyObject_HasAttrString(v, "makeRecord")) {
+        PyErr_Format(PyExc_TypeError, "%s must be a logging.Logger or None, not %.100s", name,
+                     Py_TYPE(v)->tp_name);
+        return NULL;
+    }
+    return Py_BuildValue("(Os)", v, "<calltape.timer>");
+}
+
 static PyObject *optional_callable(PyObject *v, const char *name)
 {
     if (v == Py_None)
@@ -610,10 +640,10 @@ static PyObject *TimerSink_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         }
         s->max_arg_length = n;
     }
-    s->log = optional_callable(log, "log");
+    s->log = optional_logger(log, "log");
     if (!s->log && PyErr_Occurred())
         goto error;
-    s->console = optional_callable(console, "console");
+    s->console = optional_logger(console, "console");
     if (!s->console && PyErr_Occurred())
         goto error;
     s->rows = optional_callable(rows, "rows");

@@ -1,0 +1,51 @@
+/*
+ * logq.h - the queue of finished log lines (logq.c): @calltape.timer's JSON
+ * and console lines and the probes' LogInstrument lines are made in C on
+ * the calling thread, queued here, and handed to their `logging` logger by
+ * one background thread.
+ */
+#ifndef CALLTAPE_LOGQ_H
+#define CALLTAPE_LOGQ_H
+
+#include "binding.h"
+
+/* One queued line. */
+typedef struct ct_logq_line {
+    PyObject *target; /* owned: what the hand function receives (a logger, a pathname) */
+    int level;
+    int64_t created_ns; /* wall clock when it was queued */
+    unsigned long thread_ident;
+    const char *thread_name; /* the queuing thread's (its ct_thread.log_name, copied to `text`) */
+    char *text;              /* malloc'd UTF-8, `len` bytes, then the thread's name */
+    size_t len;
+} ct_logq_line;
+
+/* Sets up the queue of module state `st` (at module init).  Returns 0, or
+ * -1 with MemoryError. */
+int ct_logq_init(ct_state *st);
+/* Frees what is queued and the ring (module free; the GIL held). */
+void ct_logq_free(ct_state *st);
+/* In a forked child: the parent's queued lines are the parent's (dropped
+ * here), the locks made anew, no drainer running.  The GIL held. */
+void ct_logq_after_fork(ct_state *st);
+
+/* Queues the line `text` (`len` bytes of UTF-8) at `level` for `target`
+ * (the GIL held; the first line of a process starts the drainer).  A full
+ * queue drops it and counts it.  Never raises, leaves no exception set. */
+void ct_logq_put(ct_state *st, PyObject *target, int level, const char *text, size_t len);
+
+/* _native.logq_setup(hand, start): the Python callables (calltape._logq):
+ * hand(target, level, text, created, thread_ident, thread_name). */
+PyObject *ct_logq_setup_py(PyObject *m, PyObject *args);
+/* _native.logq_run(): the drainer's body, until logq_stop(). */
+PyObject *ct_logq_run_py(PyObject *m, PyObject *unused);
+/* _native.logq_flush(timeout=None) -> bool: every line queued before the
+ * call handed to its handlers (False: the timeout passed first). */
+PyObject *ct_logq_flush_py(PyObject *m, PyObject *args);
+/* _native.logq_stop(): the drainer leaves once the queue is empty; later
+ * lines are handed on the calling thread. */
+PyObject *ct_logq_stop_py(PyObject *m, PyObject *unused);
+/* _native.logq_stats() -> {"queued", "handed", "dropped", "waiting", "capacity"}. */
+PyObject *ct_logq_stats_py(PyObject *m, PyObject *unused);
+
+#endif
