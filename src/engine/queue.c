@@ -152,16 +152,18 @@ static int record_is_call(const uint8_t *rec, size_t n)
 
 /* How many bytes may wait for the writer before the producer waits
  * (on_full "wait"; "drop" drops only past max_buffer_bytes): what the
- * writer writes in one flush interval
+ * writer writes in half a flush interval
  * at the rate it was measured to write (chunks taken by a round count
  * until the round ends), at least two chunks, at most max_buffer_bytes.
- * So a process killed with SIGKILL loses about one flush interval of
- * calls, whatever the producers' speed.  Under mu. */
+ * What a SIGKILL loses is this backlog, the round being written and the
+ * calls not yet in a sealed chunk: with half an interval waiting, about
+ * one flush interval in all, whatever the producers' speed (a whole
+ * interval waiting lost up to two: bench soak).  Under mu. */
 static size_t backlog_bound(const engine *e)
 {
     size_t bound = e->opt.max_buffer_bytes;
     double rate = e->drain_bytes_per_ns;
-    double want = rate > 0 ? rate * (double)e->opt.flush_interval_ns : (double)INITIAL_BACKLOG;
+    double want = rate > 0 ? rate * (double)e->opt.flush_interval_ns / 2 : (double)INITIAL_BACKLOG;
     size_t floor = 2 * e->opt.chunk_bytes;
     if (want < (double)floor)
         want = (double)floor;
