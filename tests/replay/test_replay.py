@@ -1,6 +1,8 @@
 """Replay: recorded calls run again with today's code and compared (Call.replay, Tape.replay)."""
 
 import importlib
+import os
+import subprocess
 import sys
 import textwrap
 import threading
@@ -484,3 +486,30 @@ def test_replaying_leaks_no_python_objects(tape, tmp_path, monkeypatch):
     # one object kept per replayed call would be 100 KB and more
     assert grown < 48 * 1024, f"replaying {30 * len(calls)} calls kept {grown} bytes"
     sys.modules.pop("leak_v", None)
+
+
+def test_one_by_one_replay_finds_the_folders_of_a_session_recorded_since(tmp_path):
+    """A Tape kept open while another program records onto it: Call.replay()
+    of the new session's calls imports from that session's folder (the Tape
+    keeps the sessions it has read and reads them again for one it lacks)."""
+    tape = tmp_path / "t.db"
+    for name in ("one", "two"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / f"mod_{name}.py").write_text(
+            "import calltape\n\n@calltape.record\ndef twice(x):\n    return 2 * x\n")
+        (folder / "prog.py").write_text(
+            f"import calltape, mod_{name}\nmod_{name}.twice(21)\ncalltape.flush()\n")
+    env = dict(os.environ, CALLTAPE_TAPE=str(tape))
+    subprocess.run([sys.executable, str(tmp_path / "one" / "prog.py")], check=True, env=env)
+    with calltape.open(tape, allow=["mod_one", "mod_two"]) as t:
+        first = t.search(function="mod_one.twice")[0]
+        assert first.replay().status == "passed"
+        subprocess.run([sys.executable, str(tmp_path / "two" / "prog.py")], check=True,
+                       env=env)
+        second = t.search(function="mod_two.twice")[0]
+        assert str(tmp_path / "two") not in sys.path
+        assert second.replay().status == "passed"
+        assert first.replay().status == "passed"
+    sys.modules.pop("mod_one", None)
+    sys.modules.pop("mod_two", None)

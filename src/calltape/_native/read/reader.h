@@ -30,6 +30,8 @@ typedef struct ct_tape {
     PyObject *functions; /* dict: function id -> Function, or NULL before use */
     PyObject *threads;   /* dict: (session, index) -> (ident, name), or NULL */
     PyObject *contexts;  /* dict: session -> its test spans (contexts.c), or NULL */
+    PyObject *sessions;  /* dict: session id -> Session, oldest first, for replay's
+                            import folders (a session's folders never change), or NULL */
 } ct_tape;
 
 typedef struct ct_function {
@@ -112,6 +114,11 @@ ct_function *ct_tape_function(ct_tape *t, int64_t id, int64_t call);
  * functions the cache lacks.  NULL with an exception set. */
 enum { CT_FUNCTIONS_CACHED = 0, CT_FUNCTIONS_RELOAD = 1, CT_FUNCTIONS_IF_GROWN = 2 };
 PyObject *ct_tape_functions(ct_tape *t, int fresh);
+
+/* The Sessions of the tape with the ids in the set `wanted`, oldest first
+ * (new list), read from the tape only when one of them was not read yet
+ * (replay asks at every call).  NULL with an exception set. */
+PyObject *ct_tape_sessions_of(ct_tape *t, PyObject *wanted);
 
 /* The (ident, name) tuple of thread `index` of `session` (borrowed), or
  * Py_None when the tape does not know it; NULL with an exception set. */

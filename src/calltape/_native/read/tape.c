@@ -272,6 +272,7 @@ static int Tape_traverse(ct_tape *t, visitproc visit, void *arg)
     Py_VISIT(t->functions);
     Py_VISIT(t->threads);
     Py_VISIT(t->contexts);
+    Py_VISIT(t->sessions);
     return 0;
 }
 
@@ -280,6 +281,7 @@ static int Tape_clear(ct_tape *t)
     Py_CLEAR(t->functions);
     Py_CLEAR(t->threads);
     Py_CLEAR(t->contexts);
+    Py_CLEAR(t->sessions);
     return 0;
 }
 
@@ -620,6 +622,51 @@ PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end, PyO
 }
 
 /* ---- methods ---- */
+
+static PyObject *Tape_sessions(PyObject *self, PyObject *unused);
+
+/* Reads the sessions again into t->sessions (oldest first).  0 or -1. */
+static int sessions_reload(ct_tape *t)
+{
+    PyObject *rows = Tape_sessions((PyObject *)t, NULL), *by_id = rows ? PyDict_New() : NULL;
+    for (Py_ssize_t i = by_id ? PyList_GET_SIZE(rows) - 1 : -1; i >= 0; i--) {
+        PyObject *row = PyList_GET_ITEM(rows, i); /* newest first: read backwards */
+        PyObject *id = PyObject_GetAttrString(row, "id");
+        int rc = id ? PyDict_SetItem(by_id, id, row) : -1;
+        Py_XDECREF(id);
+        if (rc < 0)
+            Py_CLEAR(by_id);
+    }
+    Py_XDECREF(rows);
+    if (!by_id)
+        return -1;
+    Py_XSETREF(t->sessions, by_id);
+    return 0;
+}
+
+PyObject *ct_tape_sessions_of(ct_tape *t, PyObject *wanted)
+{
+    PyObject *it = NULL, *id, *out = NULL;
+    int missing = !t->sessions;
+    if (!missing && !(it = PyObject_GetIter(wanted)))
+        return NULL;
+    while (it && !missing && (id = PyIter_Next(it))) {
+        missing = PyDict_Contains(t->sessions, id) == 0;
+        Py_DECREF(id);
+    }
+    Py_XDECREF(it);
+    if (PyErr_Occurred() || (missing && sessions_reload(t) < 0))
+        return NULL;
+    out = PyList_New(0);
+    PyObject *key, *row;
+    Py_ssize_t pos = 0;
+    while (out && PyDict_Next(t->sessions, &pos, &key, &row)) {
+        int keep = PySet_Contains(wanted, key);
+        if (keep < 0 || (keep && PyList_Append(out, row) < 0))
+            Py_CLEAR(out);
+    }
+    return out;
+}
 
 static PyObject *Tape_sessions(PyObject *self, PyObject *unused)
 {

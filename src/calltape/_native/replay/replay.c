@@ -345,9 +345,14 @@ error:
  * added (new reference) or NULL. */
 static PyObject *push_recorded_folders(rp_replayer *self, PyObject *sessions)
 {
-    PyObject *all = self->tape ? PyObject_CallMethod(self->tape, "sessions", NULL) : PyList_New(0);
-    PyObject *rows = all ? PyList_New(0) : NULL, *folders = NULL, *args = NULL, *added = NULL;
-    for (Py_ssize_t i = rows ? PySequence_Length(all) - 1 : -1; i >= 0; i--) {
+    PyObject *all = NULL, *rows = NULL, *folders = NULL, *args = NULL, *added = NULL;
+    if (self->tape && Py_IS_TYPE(self->tape, self->st->type.Tape)) /* kept by the Tape */
+        rows = ct_tape_sessions_of((ct_tape *)self->tape, sessions);
+    else
+        all = self->tape ? PyObject_CallMethod(self->tape, "sessions", NULL) : PyList_New(0);
+    if (all)
+        rows = PyList_New(0);
+    for (Py_ssize_t i = all && rows ? PySequence_Length(all) - 1 : -1; i >= 0; i--) {
         PyObject *row = PySequence_GetItem(all, i);
         PyObject *id = row ? PyObject_GetAttrString(row, "id") : NULL;
         int keep = id ? PySet_Contains(sessions, id) : -1;
@@ -719,7 +724,13 @@ PyType_Spec Replayer_spec = {
 
 PyObject *ct_replay_calls(ct_tape *t, PyObject *calls, PyObject *options)
 {
-    PyObject *mod = PyImport_ImportModule("calltape._replay");
+    /* imported once: sys.modules holds it after (the import machinery at
+     * every Call.replay() was a third of its time) */
+    PyObject *name = PyUnicode_FromString("calltape._replay");
+    PyObject *mod = name ? PyImport_GetModule(name) : NULL;
+    if (!mod && name && !PyErr_Occurred())
+        mod = PyImport_Import(name);
+    Py_XDECREF(name);
     PyObject *fn = mod ? PyObject_GetAttrString(mod, "replay_calls") : NULL;
     PyObject *args = fn ? PyTuple_Pack(2, (PyObject *)t, calls) : NULL;
     PyObject *report = args ? PyObject_Call(fn, args, options) : NULL;
