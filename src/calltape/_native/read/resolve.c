@@ -38,7 +38,9 @@
  */
 #include "record/recorder.h"
 
+#include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -81,6 +83,32 @@ static int module_is_file(PyObject *module, PyObject *file)
 }
 
 /* ---- sys.path ------------------------------------------------------------ */
+
+/* Module `name` (str): from sys.modules when it is there and imported
+ * whole, else by the import system (new reference, or NULL with the
+ * import's exception).  Replay resolves a module at every call, and
+ * PyImport_Import goes through __import__ and its lock each time. */
+static PyObject *import_module(PyObject *name)
+{
+    PyObject *m = PyImport_GetModule(name);
+    if (m == Py_None) /* sys.modules[name] = None: the import system says why not */
+        Py_CLEAR(m);
+    if (m) {
+        PyObject *spec = PyObject_GetAttrString(m, "__spec__");
+        PyObject *busy =
+            spec && spec != Py_None ? PyObject_GetAttrString(spec, "_initializing") : NULL;
+        int initializing = busy ? PyObject_IsTrue(busy) : 0;
+        Py_XDECREF(busy);
+        Py_XDECREF(spec);
+        PyErr_Clear(); /* no spec, or no _initializing: imported whole */
+        if (initializing == 0)
+            return m;
+        Py_DECREF(m); /* still importing (a cycle, another thread): the import waits */
+    } else if (PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyImport_Import(name);
+}
 
 static PyObject *sys_path(void)
 {
@@ -191,10 +219,9 @@ PyObject *ct_recorded_folders_py(PyObject *module, PyObject *args, PyObject *kw)
         Py_DECREF(it);
         return out;
     }
-    PyObject *os_path = PyImport_ImportModule("os.path");
-    PyObject *here = os_path ? PyObject_CallMethod(os_path, "abspath", "s", ".") : NULL;
-    Py_XDECREF(os_path);
-    if (!here) /* the current folder was removed: there is none to add */
+    char cwd[PATH_MAX]; /* what os.path.abspath(".") gives, without its Python */
+    PyObject *here = getcwd(cwd, sizeof cwd) ? PyUnicode_DecodeFSDefault(cwd) : NULL;
+    if (!here) /* the current folder was removed (or is too long): there is none to add */
         PyErr_Clear();
     int rc = add_folder(out, here);
     Py_XDECREF(here);
@@ -433,7 +460,7 @@ static PyObject *find_module(PyObject *module, PyObject *qualname, PyObject *fil
         Py_DECREF(m);
         return out;
     }
-    PyObject *m = PyImport_Import(module);
+    PyObject *m = import_module(module);
     if (m)
         return m;
     PyObject *why = ct_describe_pending();
