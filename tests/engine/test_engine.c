@@ -903,6 +903,18 @@ static void fresh_path(char path[64], const char *what)
     unlink(path);
 }
 
+/* A search's filter that lets every call through (no limit set: 0). */
+static query_filter any_filter(void)
+{
+    query_filter f = {0};
+    f.thread = -1;
+    f.since = INT64_MIN;
+    f.until = INT64_MAX;
+    f.max_duration = INT64_MAX;
+    f.outcome = -1;
+    return f;
+}
+
 /* Removes the tape `path` and its -wal and -shm files. */
 static void remove_tape(const char *path)
 {
@@ -1304,12 +1316,7 @@ static void test_unwritable_tape_drops_and_counts(void)
 /* Counts the calls of `st` a query with these energy bounds returns. */
 static int count_energy(store *st, int bounds, int64_t pkg, int64_t dram)
 {
-    query_filter f = {0};
-    f.thread = -1;
-    f.since = INT64_MIN;
-    f.until = INT64_MAX;
-    f.max_duration = INT64_MAX;
-    f.outcome = -1;
+    query_filter f = any_filter();
     f.limit = -1;
     f.energy_bounds = bounds;
     f.max_energy_pkg = pkg;
@@ -1405,12 +1412,7 @@ static void test_query_any_order(void)
     store *st = store_open_read(path, err, sizeof err);
     CHECK(st != NULL);
     for (int64_t limit = -1; st && limit <= 7; limit += 8) {
-        query_filter f = {0};
-        f.thread = -1;
-        f.since = INT64_MIN;
-        f.until = INT64_MAX;
-        f.max_duration = INT64_MAX;
-        f.outcome = -1;
+        query_filter f = any_filter();
         f.limit = limit;
         f.any_order = 1;
         query *q = query_open(st, &f, err, sizeof err);
@@ -1439,12 +1441,7 @@ static void test_query_any_order(void)
             CHECK(out_of_order == 0 && runs >= 2 && runs <= 2 * (N / 100 + 1));
     }
     if (st) { /* closed after three calls: its segment is released */
-        query_filter f = {0};
-        f.thread = -1;
-        f.since = INT64_MIN;
-        f.until = INT64_MAX;
-        f.max_duration = INT64_MAX;
-        f.outcome = -1;
+        query_filter f = any_filter();
         f.limit = -1;
         f.any_order = 1;
         query *q = query_open(st, &f, err, sizeof err);
@@ -2229,12 +2226,7 @@ static int append_call_at(engine *e, wbuf *b, uint64_t seq, uint64_t start)
 static int span_search(store *st, const query_span *spans, size_t n, int64_t session, int newest,
                        int64_t base, int64_t *out, int cap)
 {
-    query_filter f = {0};
-    f.thread = -1;
-    f.since = INT64_MIN;
-    f.until = INT64_MAX;
-    f.max_duration = INT64_MAX;
-    f.outcome = -1;
+    query_filter f = any_filter();
     f.limit = -1;
     f.newest_first = newest;
     f.session = session;
