@@ -99,3 +99,32 @@ def workload() -> None:
     except ValueError:
         pass
     make_nested()(1)
+
+
+def _joined(*parts):
+    return parts
+
+
+class Slotted:
+    """Keeps its parts in slots (as inspect.Signature does)."""
+
+    __slots__ = ("_other", "_parameters")
+
+    def __init__(self, parameters, other=None):
+        self._parameters = parameters
+        self._other = other
+
+
+class SigHolder:
+    """A walk of `parts` makes and frees many short-lived lists before `sig`."""
+
+    def __init__(self):
+        import functools
+        import types
+        self.parts = [functools.partial(_joined, i, Slotted(i, (i,))) for i in range(50)]
+        self.sig = Slotted(types.MappingProxyType({"a": 1}))  # recorded as a marker
+
+
+@calltape.record
+def uses_sig(holder):
+    return len(holder.sig._parameters)

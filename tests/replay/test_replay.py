@@ -513,3 +513,15 @@ def test_one_by_one_replay_finds_the_folders_of_a_session_recorded_since(tmp_pat
         assert first.replay().status == "passed"
     sys.modules.pop("mod_one", None)
     sys.modules.pop("mod_two", None)
+
+
+def test_a_marker_in_slots_after_a_large_walk_skips_the_call(tape):
+    """The marker search walks lists it makes on the way (a reduce's parts,
+    the values of slots); one freed early must not make a later one at its
+    address look walked already, or the marker behind it is missed and the
+    call runs with it (toolz: curry._sigspec._parameters, after its partial)."""
+    assert subjects.uses_sig(subjects.SigHolder()) == 1
+    calltape.flush()
+    with calltape.open(tape, trust=True) as t:
+        o = t.search(function="uses_sig")[0].replay()
+    assert o.status == "skipped" and "mappingproxy" in o.reason

@@ -117,8 +117,11 @@ done:
 /* 1 when `v` is (or holds, at any depth, inside lists, tuples, sets, dicts,
  * the attributes of objects and the parts of standard-library values such
  * as a partial's keywords) a marker of a value that was not
- * recorded; *found then names it (borrowed).  `seen` (a set of ids, or
- * NULL at the top) keeps shared and cyclic values from being walked twice. */
+ * recorded; *found then names it (borrowed).  `seen` (a dict id -> the
+ * value) keeps shared and cyclic values from being walked twice; it holds
+ * each value it names, so that the lists made on the way (the parts of a
+ * reduce, the values of slots) stay alive until the walk ends and no
+ * later one can take the address, and so the id, of one walked before. */
 static int find_marker_in(ct_state *st, PyObject *v, PyObject **found, int depth, PyObject *seen)
 {
     static const char *const names[] = {"Redacted", "Truncated", "Unencodable"};
@@ -132,7 +135,7 @@ static int find_marker_in(ct_state *st, PyObject *v, PyObject **found, int depth
     if (depth > WIRE_MAX_DEPTH || PyUnicode_Check(v) || PyLong_Check(v) || PyFloat_Check(v))
         return 0;
     PyObject *id = PyLong_FromVoidPtr(v);
-    int fresh = id ? PySet_Contains(seen, id) == 0 && PySet_Add(seen, id) == 0 : 0;
+    int fresh = id ? PyDict_Contains(seen, id) == 0 && PyDict_SetItem(seen, id, v) == 0 : 0;
     Py_XDECREF(id);
     PyErr_Clear();
     if (!fresh)
@@ -170,7 +173,7 @@ static int find_marker_in(ct_state *st, PyObject *v, PyObject **found, int depth
 
 static int find_marker(ct_state *st, PyObject *v, PyObject **found, int depth)
 {
-    PyObject *seen = PySet_New(NULL);
+    PyObject *seen = PyDict_New();
     int hit = seen ? find_marker_in(st, v, found, depth, seen) : 0;
     Py_XDECREF(seen);
     PyErr_Clear();
