@@ -241,7 +241,10 @@ def test_recursion_gives_one_breakdown_per_activation():
     assert fib(6) == 8
     assert len(got) == 25  # the activations of fib(6)
     for r in got:
-        assert sum(c.count for c in r.calls) in (0, 2)  # its own two calls, or none
+        # its own two calls of fib (none on 3.11, where the wrapper's call is no
+        # event); a finalizer the collector runs meanwhile would be a call of its own
+        fibs = [c for c in r.calls if c.name.rsplit(".", 1)[-1] == "fib"]
+        assert sum(c.count for c in fibs) in (0, 2), r.calls
         assert sum(c.total for c in r.calls) <= r.total
 
 
