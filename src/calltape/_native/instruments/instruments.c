@@ -15,52 +15,56 @@
 #include <string.h>
 #include <unistd.h>
 
-int64_t ct_read_rss(ct_state *st)
+/* Reads the start of the procfs file `path`, kept open in *fd (*state: 0
+ * not opened yet, 1 open, -1 cannot be read), into `buf` (`cap` bytes,
+ * NUL-ended).  Returns the bytes read, 0 when none could be. */
+static size_t read_kept(const char *path, int *fd, int *state, char *buf, size_t cap)
 {
-    if (st->instr.statm_state == 0) {
-        st->instr.statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-        st->instr.statm_state = st->instr.statm_fd >= 0 ? 1 : -1;
-        st->instr.page_size = sysconf(_SC_PAGESIZE);
+    if (*state == 0) {
+        *fd = open(path, O_RDONLY | O_CLOEXEC);
+        *state = *fd >= 0 ? 1 : -1;
     }
-    if (st->instr.statm_state < 0)
-        return 0;
-    char buf[128];
-    ssize_t n = pread(st->instr.statm_fd, buf, sizeof buf - 1, 0);
+    ssize_t n = *state > 0 ? pread(*fd, buf, cap - 1, 0) : -1;
     if (n <= 0)
         return 0;
     buf[n] = 0;
+    return (size_t)n;
+}
+
+/* Closes a file read_kept() keeps; the next read opens it again. */
+static void forget_kept(int *fd, int *state)
+{
+    if (*state > 0)
+        close(*fd);
+    *fd = -1;
+    *state = 0;
+}
+
+int64_t ct_read_rss(ct_state *st)
+{
+    if (st->instr.statm_state == 0)
+        st->instr.page_size = sysconf(_SC_PAGESIZE);
+    char buf[128];
     long pages = 0, resident = 0;
-    if (sscanf(buf, "%ld %ld", &pages, &resident) != 2)
+    if (!read_kept("/proc/self/statm", &st->instr.statm_fd, &st->instr.statm_state, buf,
+                   sizeof buf) ||
+        sscanf(buf, "%ld %ld", &pages, &resident) != 2)
         return 0;
     return (int64_t)resident * (int64_t)st->instr.page_size;
 }
 
 void ct_rss_forget(ct_state *st)
 {
-    if (st->instr.statm_state > 0)
-        close(st->instr.statm_fd);
-    st->instr.statm_fd = -1;
-    st->instr.statm_state = 0;
-    if (st->instr.stat_state > 0)
-        close(st->instr.stat_fd);
-    st->instr.stat_fd = -1;
-    st->instr.stat_state = 0;
+    forget_kept(&st->instr.statm_fd, &st->instr.statm_state);
+    forget_kept(&st->instr.stat_fd, &st->instr.stat_state);
     st->instr.pid = 0;
 }
 
 long ct_thread_count(ct_state *st)
 {
-    if (st->instr.stat_state == 0) {
-        st->instr.stat_fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-        st->instr.stat_state = st->instr.stat_fd >= 0 ? 1 : -1;
-    }
-    if (st->instr.stat_state < 0)
-        return 0;
     char buf[1024];
-    ssize_t n = pread(st->instr.stat_fd, buf, sizeof buf - 1, 0);
-    if (n <= 0)
+    if (!read_kept("/proc/self/stat", &st->instr.stat_fd, &st->instr.stat_state, buf, sizeof buf))
         return 0;
-    buf[n] = 0;
     char *p = strrchr(buf, ')'); /* the command may hold spaces and parentheses */
     for (int field = 2; p && field < 20; field++)
         p = strchr(p + 1, ' ');

@@ -395,6 +395,47 @@ static __attribute__((noinline)) ct_engine_slot *first_slot(Recorder *r)
     return slot;
 }
 
+/* The slot a call of `r` records into, the function and the thread
+ * announced there; NULL when there is none (the call is not recorded).
+ * Shared by the call and by metrics blocks. */
+static inline ct_engine_slot *call_slot(Recorder *r, ct_state *st, ct_thread *t)
+{
+    ct_engine_slot *slot = r->tape ? r->slot : st->sink.default_slot;
+    if (!slot && !(slot = first_slot(r)))
+        return NULL;
+    if (r->announced_serial != slot->serial)
+        announce_function(r, slot);
+    if (!ct_thread_known(slot, t))
+        ct_thread_announce(st, slot, t);
+    return slot;
+}
+
+/* The call's place (seq, parent, depth, thread) and the readings its
+ * options ask for before it runs, into `ci` (flags added to). */
+static inline void call_info(Recorder *r, ct_state *st, ct_thread *t, ct_callinfo *ci)
+{
+    ci->seq = ++st->rec.seq;
+    ci->parent = t->parent;
+    ci->depth = t->depth;
+    ci->thread = t->index;
+    if (r->opt_cpu)
+        ci->flags |= REC_HAS_CPU; /* the clock is read by ct_call_begin */
+    if (r->opt_memory) {
+        ci->flags |= REC_HAS_MEMORY;
+        ci->rss_before = ct_read_rss(st);
+    }
+}
+
+/* The clocks at the call's start; a thread's starts strictly increase,
+ * since (pid, thread, start) names the call (call_uuid). */
+static inline void call_start(ct_thread *t, ct_callinfo *ci)
+{
+    ct_call_begin(ci);
+    if (ci->start <= t->last_start)
+        ci->start = t->last_start + 1;
+    t->last_start = ci->start;
+}
+
 /* The call returned a generator, coroutine or async generator `res`
  * (owned): it is recorded, and a timer's lines written, when that finishes.  Returns what the
  * caller gets (the wrapper, or `res` when it could not be wrapped: then the call is recorded as
@@ -456,13 +497,9 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
     }
     if (r->sample > 1 && (r->sample_counter++ % r->sample) != 0)
         return call_func(r, args, nargsf, kwnames, NULL);
-    ct_engine_slot *slot = r->tape ? r->slot : st->sink.default_slot;
-    if (!slot && !(slot = first_slot(r)))
+    ct_engine_slot *slot = call_slot(r, st, t);
+    if (!slot)
         return call_func(r, args, nargsf, kwnames, NULL);
-    if (r->announced_serial != slot->serial)
-        announce_function(r, slot);
-    if (!ct_thread_known(slot, t))
-        ct_thread_announce(st, slot, t);
 
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     uint8_t astore[256];
@@ -484,16 +521,7 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         ct_memo_free(&memo);
         t->busy--;
     }
-    ci.seq = ++st->rec.seq;
-    ci.parent = t->parent;
-    ci.depth = t->depth;
-    ci.thread = t->index;
-    if (r->opt_cpu)
-        ci.flags |= REC_HAS_CPU; /* the clock is read by ct_call_begin */
-    if (r->opt_memory) {
-        ci.flags |= REC_HAS_MEMORY;
-        ci.rss_before = ct_read_rss(st);
-    }
+    call_info(r, st, t, &ci);
     /* on: CT_ENERGY_ON, or CT_ENERGY_CONFIGURED while configure(energy=True) */
     if (r->opt_energy & (CT_ENERGY_ON | st->rec.energy_default))
         ct_energy_start(st, &ci);
@@ -505,10 +533,7 @@ static PyObject *Recorder_vectorcall(PyObject *op, PyObject *const *args, size_t
         frame_begin_call(r, &gb, &watch);
     t->parent = ci.seq;
     t->depth = ci.depth + 1;
-    ct_call_begin(&ci);
-    if (ci.start <= t->last_start) /* (pid, thread, start) names the call: see call_uuid */
-        ci.start = t->last_start + 1;
-    t->last_start = ci.start;
+    call_start(t, &ci);
     PyObject *res = call_func(r, args, nargsf, kwnames, slot);
     uint64_t end = ct_call_end(&ci);
     t->parent = ci.parent;
@@ -542,28 +567,12 @@ int ct_recorder_block_begin(Recorder *r, ct_callinfo *ci, ct_engine_slot **slotp
     ct_thread *t = &ct_tls_thread;
     if (!st->rec.enabled || t->busy)
         return -1;
-    ct_engine_slot *slot = r->tape ? r->slot : st->sink.default_slot;
-    if (!slot && !(slot = first_slot(r)))
+    ct_engine_slot *slot = call_slot(r, st, t);
+    if (!slot)
         return -1;
-    if (r->announced_serial != slot->serial)
-        announce_function(r, slot);
-    if (!ct_thread_known(slot, t))
-        ct_thread_announce(st, slot, t);
     memset(ci, 0, sizeof *ci);
-    ci->seq = ++st->rec.seq;
-    ci->parent = t->parent;
-    ci->depth = t->depth;
-    ci->thread = t->index;
-    if (r->opt_cpu)
-        ci->flags |= REC_HAS_CPU;
-    if (r->opt_memory) {
-        ci->flags |= REC_HAS_MEMORY;
-        ci->rss_before = ct_read_rss(st);
-    }
-    ct_call_begin(ci);
-    if (ci->start <= t->last_start)
-        ci->start = t->last_start + 1;
-    t->last_start = ci->start;
+    call_info(r, st, t, ci);
+    call_start(t, ci);
     *slotp = slot;
     return 0;
 }

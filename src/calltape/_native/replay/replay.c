@@ -345,30 +345,12 @@ error:
  * added (new reference) or NULL. */
 static PyObject *push_recorded_folders(rp_replayer *self, PyObject *sessions)
 {
-    PyObject *all = NULL, *rows = NULL, *folders = NULL, *args = NULL, *added = NULL;
-    if (self->tape && Py_IS_TYPE(self->tape, self->st->type.Tape)) /* kept by the Tape */
-        rows = ct_tape_sessions_of((ct_tape *)self->tape, sessions);
-    else
-        all = self->tape ? PyObject_CallMethod(self->tape, "sessions", NULL) : PyList_New(0);
-    if (all)
-        rows = PyList_New(0);
-    for (Py_ssize_t i = all && rows ? PySequence_Length(all) - 1 : -1; i >= 0; i--) {
-        PyObject *row = PySequence_GetItem(all, i);
-        PyObject *id = row ? PyObject_GetAttrString(row, "id") : NULL;
-        int keep = id ? PySet_Contains(sessions, id) : -1;
-        int rc = keep > 0 ? PyList_Append(rows, row) : keep;
-        Py_XDECREF(row);
-        Py_XDECREF(id);
-        if (rc < 0) {
-            Py_CLEAR(rows);
-            break;
-        }
-    }
-    if (rows && !PyErr_Occurred() && (args = PyTuple_Pack(1, rows)))
-        folders = ct_recorded_folders_py(self->module_ref, args, NULL);
-    if (folders)
-        added = ct_import_path_push_py(self->module_ref, folders);
-    Py_XDECREF(all);
+    /* the Tape keeps the sessions it read: a session's folders never change */
+    int tape = self->tape && Py_IS_TYPE(self->tape, self->st->type.Tape);
+    PyObject *rows = tape ? ct_tape_sessions_of((ct_tape *)self->tape, sessions) : PyList_New(0);
+    PyObject *args = rows ? PyTuple_Pack(1, rows) : NULL;
+    PyObject *folders = args ? ct_recorded_folders_py(self->module_ref, args, NULL) : NULL;
+    PyObject *added = folders ? ct_import_path_push_py(self->module_ref, folders) : NULL;
     Py_XDECREF(rows);
     Py_XDECREF(args);
     Py_XDECREF(folders);
