@@ -312,6 +312,10 @@ PyObject *ct_tape_children(ct_tape *t, PyObject *args, PyObject *kw);
  * the parameter, for the TypeError.  Returns 0 or -1. */
 int ct_time_to_ns(ct_state *st, PyObject *v, const char *name, int64_t *out);
 
+/* Seconds >= 0 (int or float) as ns; `name` is the parameter, for the
+ * TypeError or ValueError.  Returns 0 or -1. */
+int ct_duration_to_ns(PyObject *v, const char *name, int64_t *out);
+
 /* Tape.replay(*call_ids, rel=, abs=, globals=, record=, **filters): the
  * calls with those ids, or those a search with the filters finds (oldest
  * first), replayed by calltape._replay.replay_calls.  New Report or NULL. */
