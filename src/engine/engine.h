@@ -37,8 +37,9 @@
 #include <string.h>
 
 #define CALLTAPE_SCHEMA_VERSION 6 /* 6: probe specs; 5: named spans (tests); 4: self time, ... */
-/* 4: the capture in the flags' byte; 3: packed value columns; 2: checksums; 1 to 3 still read */
-#define CALLTAPE_SEGMENT_FORMAT 4
+/* 5: packed bookkeeping columns; 4: the capture in the flags' byte; 3: packed value columns;
+ * 2: checksums; 1 to 4 still read */
+#define CALLTAPE_SEGMENT_FORMAT 5
 
 #include "wire.h"
 
@@ -93,11 +94,13 @@ int bgw_finish(bgwrite *w);
  *   REDACTED-less NONE marker tagged DEFAULT when present)).
  * REC_THREAD: varint thread (process-local index), varint ident, varint
  *   native id, varint n + name bytes.
- * REC_CALL: varint fn, varint seq (>= 1, process-wide, in entry order),
- *   varint parent seq (0: none), varint depth, varint thread, varint start
- *   (CLOCK_MONOTONIC ns), varint duration ns, byte outcome, varint flags
- *   (one byte, as older producers wrote it, while flags < 0x80), then
- *   per flag: cpu ns; rss before, rss after, peak rss (bytes); energy pkg
+ * REC_CALL: a fixed head of REC_CALL_HEAD bytes (rec_put_call_head:
+ *   little-endian, unaligned) - u32 fn, u32 thread, u32 depth, u64 seq
+ *   (>= 1, process-wide, in entry order), u64 parent seq (0: none), u64
+ *   start (CLOCK_MONOTONIC ns), u64 duration ns, u16 flags, u8 outcome -
+ *   so that neither the calling thread nor the writer spends a loop on a
+ *   varint of it (records live in this process's memory only), then per
+ *   flag: cpu ns; rss before, rss after, peak rss (bytes); energy pkg
  *   (uJ), dram (uJ + 1, or ENERGY_DRAM_NONE); args (varint n + n bytes of
  *   consecutive values, one per parameter in signature order, or a
  *   TUPLE(args) + DICT(kwargs) pair when binding failed, flagged
@@ -206,6 +209,26 @@ static inline uint16_t value_flag(enum value_slot slot)
  * machine has no DRAM counter. */
 #define ENERGY_DRAM_NONE 0
 
+/* The fixed head of a REC_CALL body, after its kind byte; its flags (the
+ * low byte first) start at REC_CALL_FLAGS_AT. */
+#define REC_CALL_HEAD 47
+#define REC_CALL_FLAGS_AT 44
+
+/* Writes the fixed head of a REC_CALL at `q` (REC_CALL_HEAD bytes of room;
+ * fn, thread and depth below 2^32) and returns its end.  Cannot fail. */
+static inline uint8_t *rec_put_call_head(uint8_t *q, uint64_t fn, uint64_t thread, uint64_t depth,
+                                         uint64_t seq, uint64_t parent, uint64_t start,
+                                         uint64_t duration, uint16_t flags, uint8_t outcome)
+{
+    const uint32_t small[3] = {(uint32_t)fn, (uint32_t)thread, (uint32_t)depth};
+    const uint64_t wide[4] = {seq, parent, start, duration};
+    memcpy(q, small, sizeof small);
+    memcpy(q + 12, wide, sizeof wide);
+    memcpy(q + REC_CALL_FLAGS_AT, &flags, 2);
+    q[46] = outcome;
+    return q + REC_CALL_HEAD;
+}
+
 /* A parsed REC_CALL; byte ranges point into the record. */
 typedef struct call_rec {
     uint64_t fn, seq, parent, depth, thread, start, duration;
@@ -271,9 +294,10 @@ typedef struct seg_call {
  * that is smaller); lengths and checksums are of the stored bytes.  Format
  * 4 lays the flags column out so that a common call fits one byte: bits
  * 0-1 outcome, 2 REC_HAS_ARGS, 3 REC_HAS_RESULT, 4-6 the capture, then
- * the other flags at their own bit positions shifted by 7.  Format 1
- * (older tapes) is format 2 without the checksums; readers accept all
- * four. */
+ * the other flags at their own bit positions shifted by 7.  Format 5 may
+ * pack every column but start and duration the same way (the bookkeeping
+ * columns repeat a byte call after call).  Format 1 (older tapes) is
+ * format 2 without the checksums; readers accept all five. */
 typedef struct seg_builder {
     size_t n;
     int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;
@@ -311,8 +335,10 @@ void seg_builder_free(seg_builder *s);
 void seg_builder_reset(seg_builder *s);
 /* Adds one call (values copied).  Returns 0, or -1 on allocation failure. */
 int seg_builder_add(seg_builder *s, const seg_call *c);
-/* Serializes the segment into `out` (appended).  Returns 0 or -1. */
-int seg_builder_finish(const seg_builder *s, wbuf *out);
+/* Serializes the segment into `out` (appended), packing its value columns
+ * with the compressor table `lz` (NULL: one of its own each time; the
+ * bytes are the same).  Returns 0 or -1. */
+int seg_builder_finish(const seg_builder *s, wbuf *out, lz_table *lz);
 /* Makes the segment's children-index ranges (seg_link, ascending lo) in
  * s->links from s->parents.  Returns the number of ranges, or -1 on
  * allocation failure. */
@@ -322,11 +348,12 @@ typedef struct seg_reader {
     size_t n, i;
     wreader col[10];
     int64_t last_id, last_start;
-    const uint8_t *crc; /* format 2: the ten column checksums; NULL: format 1 */
-    unsigned verified;  /* bit i: column i matched its checksum */
-    unsigned packed;    /* bit i: column i is packed (format 3), until unpacked */
-    uint8_t format;     /* the segment's format byte */
-    uint8_t *unpacked;  /* the unpacked columns, owned (seg_reader_close) */
+    const uint8_t *crc;   /* format 2: the ten column checksums; NULL: format 1 */
+    unsigned verified;    /* bit i: column i matched its checksum */
+    unsigned packed;      /* bit i: column i is packed (format 3), until unpacked */
+    uint8_t format;       /* the segment's format byte */
+    uint8_t *unpacked;    /* the unpacked columns, owned (seg_reader_close) */
+    size_t unpack_at[10]; /* where in `unpacked` column i goes */
 } seg_reader;
 
 /* Format 2 ends with this many CRC-32Cs; a reader checks them all. */
@@ -359,8 +386,10 @@ uint8_t *seg_reader_detach(seg_reader *r);
 int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n);
 
 /* Verifies the columns in the bit mask `columns` (bit i: column i, in the
- * order of the layout) not verified yet; must come before they are read.
- * Returns 0, or SEG_CHECKSUM.  Format 1 has nothing to verify: 0. */
+ * order of the layout) not verified yet, and unpacks those of them that
+ * are packed; must come before they are read.  Returns 0, SEG_CHECKSUM,
+ * or SEG_MALFORMED (a packed column that does not unpack).  Format 1 has
+ * nothing to verify. */
 int seg_reader_verify(seg_reader *r, unsigned columns);
 /* Returns 1 when some call of the serialized segment starts within
  * [since, until] and lasts within [min_duration, max_duration], 0 when none

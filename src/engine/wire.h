@@ -373,9 +373,19 @@ const uint8_t *wire_literal(const uint8_t *p, const uint8_t *end, wbuf *out);
 
 /* The most bytes lz_compress can write for `n` input bytes. */
 size_t lz_bound(size_t n);
-/* Compresses `n` bytes of `src` into `dst` (cap >= lz_bound(n)).  Returns
- * the compressed size, or 0 when cap is too small or memory ran out. */
-size_t lz_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap);
+/* The compressor's hash table, kept by a caller that compresses often
+ * (zero-initialised; lz_table_free releases it). */
+typedef struct lz_table {
+    uint32_t *slot;
+    uint32_t base;
+} lz_table;
+/* Compresses `n` bytes of `src` into `dst` (cap >= lz_bound(n)), with the
+ * table `scratch` (NULL: a table of its own, made and freed here); the
+ * bytes out are the same either way.  Returns the compressed size, or 0
+ * when cap is too small or memory ran out. */
+size_t lz_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap, lz_table *scratch);
+/* Releases the table's memory; `t` may be used again.  Cannot fail. */
+void lz_table_free(lz_table *t);
 /* Decompresses `n` bytes of `src` into exactly `out_n` bytes at `dst`.
  * Returns 0, or -1 when the bytes are not a block of that size (never
  * reading or writing out of bounds). */
@@ -396,5 +406,8 @@ void hash128(const void *p, size_t n, uint8_t out[WIRE_HASH_BYTES]);
  * CRC-32C of the bytes before them (0 for none): crc32c(crc32c(0, a), b)
  * is the CRC-32C of a followed by b.  Cannot fail. */
 uint32_t crc32c(uint32_t crc, const void *p, size_t n);
+/* The same checksum by table lookups only, whatever the CPU (crc32c uses
+ * the CPU's crc32 instruction where it has one).  Cannot fail. */
+uint32_t crc32c_sw(uint32_t crc, const void *p, size_t n);
 
 #endif /* CALLTAPE_WIRE_H */

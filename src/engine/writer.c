@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #define ID_BLOCK 65536
-#define SEG_MAX_CALLS 2048
+#define SEG_MAX_CALLS 4096
 #define MAX_FREE_CHUNKS 4
 #define REOPEN_EVERY_NS 1000000000ull
 #define RATE_MIN_BYTES (1u << 20) /* rounds that measure the writer's rate */
@@ -317,7 +317,7 @@ static int write_segment(engine *e, txn *t, fn_def *f)
     if (!f->tape_id && resolve_function(e, f) < 0) /* filled before a switch of store */
         return -1;
     w->segment.len = 0;
-    if (seg_builder_finish(&f->seg, &w->segment) < 0 || seg_builder_links(&f->seg) < 0 ||
+    if (seg_builder_finish(&f->seg, &w->segment, &w->lz) < 0 || seg_builder_links(&f->seg) < 0 ||
         store_add_segment(w->store, w->session_id, f->tape_id, &f->seg, w->segment.data,
                           w->segment.len) < 0)
         return -1;
@@ -978,6 +978,7 @@ void writer_free_state(engine *e)
     free(w->id_blocks);
     wbuf_free(&w->scratch);
     wbuf_free(&w->segment);
+    lz_table_free(&w->lz);
     selftime_free(&w->kids);
     memset(w, 0, sizeof *w);
 }
