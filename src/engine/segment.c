@@ -157,10 +157,10 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
         }
     }
     wbuf_put(&s->parents, &c->parent, sizeof c->parent);
+    int failed = s->parents.failed;
     for (int i = 0; i < NCOLS; i++)
-        if (s->col[i].failed)
-            return -1;
-    if (s->parents.failed)
+        failed |= s->col[i].failed; /* no branch per column */
+    if (failed)
         return -1;
     s->last_id = c->id;
     s->last_start = c->start;

@@ -237,6 +237,10 @@ static int seq_to_id(engine *e, txn *t, uint64_t seq, int64_t *id)
 {
     writer_state *w = &e->w;
     size_t block = (size_t)(seq / ID_BLOCK);
+    if (block < w->nblocks && w->id_blocks[block]) { /* a block already taken: most calls */
+        *id = w->id_blocks[block] + (int64_t)(seq % ID_BLOCK);
+        return 0;
+    }
     size_t have = w->nblocks;
     if (grow((void **)&w->id_blocks, &have, block + 1, sizeof(int64_t)) < 0)
         return -1;
