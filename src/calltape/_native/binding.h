@@ -131,6 +131,8 @@ typedef struct ct_typecache {
 typedef struct ct_state {
     PyObject *module;       /* borrowed: the module owns the state */
     PyObject *marker_types; /* dict name -> class, set by _bind() */
+    PyObject *replay_names; /* tuple of the names replay uses, interned once
+                               (ct_replay_names_new, replay/replay.c) */
     struct {                /* the module's heap types */
         PyTypeObject *Recorder, *Pending, *AsyncGenProxy, *Monitor;
         PyTypeObject *Tape, *Call, *Calls, *CallIter, *Function, *Session, *Bound;
@@ -579,6 +581,11 @@ PyObject *ct_import_path_pop_py(PyObject *module, PyObject *added);
  * each session, then (when `current`) the current folder, each once: where
  * replay imports from. */
 PyObject *ct_recorded_folders_py(PyObject *module, PyObject *args, PyObject *kw);
+
+/* The names replay uses (its statuses, then the Call attributes it reads,
+ * in replay.h's order), interned: a new tuple made once at module exec, or
+ * NULL with an exception. */
+PyObject *ct_replay_names_new(void);
 
 /* The types: recorder.c, pending.c, replay.c, tape.c, monitor.c */
 extern PyType_Spec Replayer_spec;

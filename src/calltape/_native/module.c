@@ -219,13 +219,14 @@ static int module_exec(PyObject *m)
     st->imported.protocol5 = PyLong_FromLong(5);
     st->sink.session_info = PyDict_New();
     st->rec.decorated_codes = PySet_New(NULL);
+    st->replay_names = ct_replay_names_new();
     st->rec.monitor.extra_index = -1;
     st->instr.statm_fd = -1;
     st->instr.stat_fd = -1;
     if (ct_logq_init(st) < 0)
         return -1;
     if (!st->rec.decorated_codes || !st->objects.codecs || !st->objects.codec_decoders ||
-        !st->sink.warned || !st->imported.protocol5 || !st->sink.session_info)
+        !st->sink.warned || !st->imported.protocol5 || !st->sink.session_info || !st->replay_names)
         return -1;
     PyObject *probe =
         PyObject_CallFunction((PyObject *)&PyType_Type, "s()N", "_calltape_probe", PyDict_New());
@@ -305,6 +306,7 @@ static int module_exec(PyObject *m)
  * type cache, the redaction memo and the monitor have their own pairs.) */
 #define CT_STATE_REFS(X)                                                                           \
     X(marker_types)                                                                                \
+    X(replay_names)                                                                                \
     X(type.Recorder)                                                                               \
     X(type.Pending)                                                                                \
     X(type.AsyncGenProxy)                                                                          \

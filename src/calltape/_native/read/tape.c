@@ -273,6 +273,7 @@ static int Tape_traverse(ct_tape *t, visitproc visit, void *arg)
     Py_VISIT(t->threads);
     Py_VISIT(t->contexts);
     Py_VISIT(t->sessions);
+    Py_VISIT(t->replayer);
     return 0;
 }
 
@@ -282,6 +283,7 @@ static int Tape_clear(ct_tape *t)
     Py_CLEAR(t->threads);
     Py_CLEAR(t->contexts);
     Py_CLEAR(t->sessions);
+    Py_CLEAR(t->replayer);
     return 0;
 }
 
