@@ -133,7 +133,11 @@ typedef struct ct_state {
     PyObject *marker_types; /* dict name -> class, set by _bind() */
     PyObject *replay_names; /* tuple of the names replay uses, interned once
                                (ct_replay_names_new, replay/replay.c) */
-    struct {                /* the module's heap types */
+    struct {                /* attribute names resolve.c reads at every replayed call,
+                               interned once at module exec */
+        PyObject *spec, *initializing, *name, *sys_path0, *cwd;
+    } names;
+    struct { /* the module's heap types */
         PyTypeObject *Recorder, *Pending, *AsyncGenProxy, *Monitor;
         PyTypeObject *Tape, *Call, *Calls, *CallIter, *Function, *Session, *Bound;
         PyTypeObject *RestrictedUnpickler, *Replayer;
@@ -466,6 +470,9 @@ typedef struct ct_rebuild {
     PyObject *blob_loader; /* callable(hash bytes) -> bytes, or NULL */
     PyObject *memo;        /* list: the group's objects by memo index (None:
                               reserved); NULL: each value is a group */
+    PyObject *blob_owner;  /* borrowed: the Tape whose load_blob(hash) reads a blob
+                              when blob_loader is NULL (looked up at the first
+                              blob only), or NULL */
 } ct_rebuild;
 /* Decodes one value at *p (advancing it).  New reference, or NULL with an
  * exception set (TapeError for malformed bytes, UnpicklingError naming a

@@ -220,13 +220,20 @@ static int module_exec(PyObject *m)
     st->sink.session_info = PyDict_New();
     st->rec.decorated_codes = PySet_New(NULL);
     st->replay_names = ct_replay_names_new();
+    st->names.spec = PyUnicode_InternFromString("__spec__");
+    st->names.initializing = PyUnicode_InternFromString("_initializing");
+    st->names.name = PyUnicode_InternFromString("__name__");
+    st->names.sys_path0 = PyUnicode_InternFromString("sys_path0");
+    st->names.cwd = PyUnicode_InternFromString("cwd");
     st->rec.monitor.extra_index = -1;
     st->instr.statm_fd = -1;
     st->instr.stat_fd = -1;
     if (ct_logq_init(st) < 0)
         return -1;
     if (!st->rec.decorated_codes || !st->objects.codecs || !st->objects.codec_decoders ||
-        !st->sink.warned || !st->imported.protocol5 || !st->sink.session_info || !st->replay_names)
+        !st->sink.warned || !st->imported.protocol5 || !st->sink.session_info ||
+        !st->replay_names || !st->names.spec || !st->names.initializing || !st->names.name ||
+        !st->names.sys_path0 || !st->names.cwd)
         return -1;
     PyObject *probe =
         PyObject_CallFunction((PyObject *)&PyType_Type, "s()N", "_calltape_probe", PyDict_New());
@@ -307,6 +314,11 @@ static int module_exec(PyObject *m)
 #define CT_STATE_REFS(X)                                                                           \
     X(marker_types)                                                                                \
     X(replay_names)                                                                                \
+    X(names.spec)                                                                                  \
+    X(names.initializing)                                                                          \
+    X(names.name)                                                                                  \
+    X(names.sys_path0)                                                                             \
+    X(names.cwd)                                                                                   \
     X(type.Recorder)                                                                               \
     X(type.Pending)                                                                                \
     X(type.AsyncGenProxy)                                                                          \
