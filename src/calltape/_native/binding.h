@@ -135,7 +135,7 @@ typedef struct ct_state {
                                (ct_replay_names_new, replay/replay.c) */
     struct {                /* attribute names resolve.c reads at every replayed call,
                                interned once at module exec */
-        PyObject *spec, *initializing, *name, *sys_path0, *cwd;
+        PyObject *spec, *initializing, *name, *sys_path0, *cwd, *path;
     } names;
     struct { /* the module's heap types */
         PyTypeObject *Recorder, *Pending, *AsyncGenProxy, *Monitor;
@@ -171,6 +171,7 @@ typedef struct ct_state {
         PyObject *pickle_dumps, *pickle_loads, *pickle_Unpickler, *bytes_io;
         Py_ssize_t unpickler_rules_offset; /* where a RestrictedUnpickler keeps its rules */
         PyObject *np_load;                 /* numpy.load, imported on first ndarray rebuilt */
+        PyObject *sys_dict;                /* sys.__dict__, where PySys_GetObject looks */
         PyObject *dt_datetime;             /* datetime.datetime */
         PyObject *dt_timedelta;            /* datetime.timedelta */
         PyObject *dt_epoch;                /* datetime(1970, 1, 1, tzinfo=timezone.utc) */

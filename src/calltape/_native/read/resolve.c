@@ -110,9 +110,17 @@ static PyObject *import_module(ct_state *st, PyObject *name)
     return PyImport_Import(name);
 }
 
-static PyObject *sys_path(void)
+/* sys.path (borrowed): read from the module state's sys.__dict__ with an
+ * interned key when `st` is given (replay pushes and pops its folders at
+ * every call), else by PySys_GetObject.  NULL with RuntimeError when it is
+ * not a list. */
+static PyObject *sys_path(ct_state *st)
 {
-    PyObject *path = PySys_GetObject("path"); /* borrowed */
+    PyObject *path = st && st->imported.sys_dict && st->names.path
+                         ? PyDict_GetItemWithError(st->imported.sys_dict, st->names.path)
+                         : PySys_GetObject("path");
+    if (!path && PyErr_Occurred())
+        return NULL;
     if (!path || !PyList_Check(path)) {
         PyErr_SetString(PyExc_RuntimeError, "sys.path is not a list");
         return NULL;
@@ -122,8 +130,7 @@ static PyObject *sys_path(void)
 
 PyObject *ct_import_path_push_py(PyObject *module, PyObject *folders)
 {
-    (void)module;
-    PyObject *path = sys_path(), *seq = NULL, *added = NULL;
+    PyObject *path = sys_path(PyModule_GetState(module)), *seq = NULL, *added = NULL;
     if (!path)
         return NULL;
     seq = PySequence_Fast(folders, "folders must be a sequence of str");
@@ -147,7 +154,7 @@ PyObject *ct_import_path_push_py(PyObject *module, PyObject *folders)
     return added;
 error:
     if (added) /* put sys.path back as it was */
-        Py_XDECREF(ct_import_path_pop_py(NULL, added));
+        Py_XDECREF(ct_import_path_pop_py(module, added));
     Py_XDECREF(seq);
     Py_XDECREF(added);
     return NULL;
@@ -155,9 +162,8 @@ error:
 
 PyObject *ct_import_path_pop_py(PyObject *module, PyObject *added)
 {
-    (void)module;
     PyObject *exc = ct_fetch_exc(); /* also called with an error pending */
-    PyObject *path = sys_path();
+    PyObject *path = sys_path(PyModule_GetState(module));
     if (path && PyList_Check(added)) {
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(added); i++) {
             PyObject *f = PyList_GET_ITEM(added, i);
@@ -388,7 +394,7 @@ static PyObject *script_module(PyObject *file)
         return PyUnicode_FromFormat("it was recorded in the script %U run as __main__, which is"
                                     " not here to load",
                                     file);
-    PyObject *path = sys_path();
+    PyObject *path = sys_path(NULL);
     PyObject *entries = path ? PyList_GetSlice(path, 0, PyList_GET_SIZE(path)) : NULL;
     if (!entries)
         return NULL;

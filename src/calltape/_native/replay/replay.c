@@ -408,13 +408,30 @@ static PyObject *make_report(rp_replayer *self, PyObject *outcomes)
     return report;
 }
 
+/* first_pass() of the one call `call`: its module checked, and the set of
+ * its session (new reference, or NULL). */
+static PyObject *first_pass_one(rp_replayer *self, PyObject *call)
+{
+    PyObject *m = PyObject_GetAttr(call, self->attr[RP_A_MODULE]);
+    PyObject *s = m ? PyObject_GetAttr(call, self->attr[RP_A_SESSION]) : NULL;
+    PyObject *sessions = s ? PySet_New(NULL) : NULL;
+    int rc = sessions ? PySet_Add(sessions, s) : -1;
+    if (rc == 0 && !PyUnicode_Check(m)) {
+        PyErr_SetString(PyExc_TypeError, "call.module must be a str");
+        rc = -1;
+    }
+    if (rc == 0)
+        rc = check_allowed(self, m);
+    Py_XDECREF(m);
+    Py_XDECREF(s);
+    if (rc < 0)
+        Py_CLEAR(sessions);
+    return sessions;
+}
+
 PyObject *rp_replay_single(rp_replayer *self, PyObject *call)
 {
-    PyObject *calls = PyList_New(1), *sessions = NULL, *added = NULL, *out = NULL;
-    if (!calls)
-        return NULL;
-    PyList_SET_ITEM(calls, 0, Py_NewRef(call));
-    sessions = first_pass(self, calls);
+    PyObject *sessions = first_pass_one(self, call), *added = NULL, *out = NULL;
     added = sessions ? push_recorded_folders(self, sessions) : NULL;
     if (added) {
         out = replay_one(self, call);
@@ -431,7 +448,6 @@ PyObject *rp_replay_single(rp_replayer *self, PyObject *call)
     }
     Py_XDECREF(added);
     Py_XDECREF(sessions);
-    Py_DECREF(calls);
     return out;
 }
 
