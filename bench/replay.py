@@ -44,6 +44,8 @@ import re
 import shlex
 import statistics
 import string
+import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -237,24 +239,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=40, help="workload rounds (fidelity)")
     ap.add_argument("--calls", type=int, default=100_000, help="add() calls (throughput)")
     ap.add_argument("--repeat", type=int, default=5, help="timed replays (throughput)")
+    ap.add_argument("--in-dir", help=argparse.SUPPRESS)  # the child's folder (below)
     args = ap.parse_args(argv)
     for name in ("rounds", "calls", "repeat"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be at least 1")
+    if args.in_dir:
+        return measure(args, args.in_dir)
+    # the parts record and replay in a child process, which has ended (and let
+    # go of its tapes) before the folder is removed
     with tempfile.TemporaryDirectory(prefix="calltape-bench-replay-") as tmp:
-        fid = fidelity(os.path.join(tmp, "fidelity.db"), args.rounds)
-        print(f"replay fidelity: {fid['functions']} standard-library functions"
-              f"{' (numpy included)' if np is not None else ' (numpy not installed)'},"
-              f" {fid['calls']:,} recorded calls, {fid['replayed']:,} replayed")
-        print("  " + ", ".join(f"{n:,} {s}" for s, n in fid["counts"].items()))
-        print(f"  reproduced exactly: {fid['exact']:,} of {fid['encodable']:,} calls with"
-              f" encodable values = {fid['share']:.1%}  (goal 100%)")
-        for what, why in sorted(fid["problems"].items()):
-            print(f"  not reproduced: {what}: {why}")
-        (rate, cpu), n = throughput(os.path.join(tmp, "throughput.db"), args.calls, args.repeat)
-        print(f"replay throughput: {rate:,.0f} calls/s ({cpu:,.0f} per CPU second), median of"
-              f" {args.repeat} replays of {n:,} recorded add(a, b) calls  (goal 100,000/s)")
-        each, cpu = one_by_one(os.path.join(tmp, "throughput.db"), args.repeat)
-        print(f"one by one: {each:,.0f} calls/s ({cpu:,.0f} per CPU second), call.replay() of"
-              f" each of them, median of {args.repeat} rounds  (issue 14: 200,000/s)")
+        cmd = [sys.executable, "-m", "bench", "replay", "--in-dir", tmp, "--rounds",
+               str(args.rounds), "--calls", str(args.calls), "--repeat", str(args.repeat)]
+        return subprocess.run(cmd, check=False).returncode
+
+
+def measure(args: argparse.Namespace, tmp: str) -> int:
+    """The fidelity, throughput and one-by-one parts, their tapes in `tmp`."""
+    fid = fidelity(os.path.join(tmp, "fidelity.db"), args.rounds)
+    print(f"replay fidelity: {fid['functions']} standard-library functions"
+          f"{' (numpy included)' if np is not None else ' (numpy not installed)'},"
+          f" {fid['calls']:,} recorded calls, {fid['replayed']:,} replayed")
+    print("  " + ", ".join(f"{n:,} {s}" for s, n in fid["counts"].items()))
+    print(f"  reproduced exactly: {fid['exact']:,} of {fid['encodable']:,} calls with"
+          f" encodable values = {fid['share']:.1%}  (goal 100%)")
+    for what, why in sorted(fid["problems"].items()):
+        print(f"  not reproduced: {what}: {why}")
+    (rate, cpu), n = throughput(os.path.join(tmp, "throughput.db"), args.calls, args.repeat)
+    print(f"replay throughput: {rate:,.0f} calls/s ({cpu:,.0f} per CPU second), median of"
+          f" {args.repeat} replays of {n:,} recorded add(a, b) calls  (goal 100,000/s)")
+    each, cpu = one_by_one(os.path.join(tmp, "throughput.db"), args.repeat)
+    print(f"one by one: {each:,.0f} calls/s ({cpu:,.0f} per CPU second), call.replay() of"
+          f" each of them, median of {args.repeat} rounds  (issue 14: 200,000/s)")
     return 0
