@@ -5,22 +5,34 @@
  * ct_probe_wrapper_call) and the patching of every reference to those
  * functions that can be found with gc.get_referrers and replaced:
  *
- *   - values of dicts: module globals (`from m import f as g` included),
- *     class __dict__s (through setattr on the class), instance
- *     attributes (an instance keeping them without a dict gets one) and
- *     registry dicts, the __wrapped__ of functools.wraps;
- *   - closure cells (the `func` a decorator's wrapper calls);
- *   - classmethod, staticmethod and property objects, which cannot be
- *     changed: a copy holding the wrapper replaces each, wherever it is;
+ *   - in place: values of dicts (module globals, `from m import f as g`
+ *     included, class __dict__s through setattr on the class, instance
+ *     attributes (an instance keeping them without a dict gets one),
+ *     registry dicts, a partial's keywords, the __wrapped__ of
+ *     functools.wraps); items of lists; closure cells (the `func` a
+ *     decorator's wrapper calls); the func or args of functools.partial
+ *     objects (through partial's own __reduce__ and __setstate__, so the
+ *     partial, its args tuple, keywords and __dict__ stay the same
+ *     objects); a function's __defaults__ tuple (replaced, below);
+ *   - by a copy holding the wrapper, put wherever the original is held
+ *     (recursively, PATCH_DEPTH deep): classmethod, staticmethod and
+ *     property objects; exact tuples (they may be dict keys, hashed, or
+ *     shared: never changed in place); bound methods (their hash and ==
+ *     follow their function, so one changed in place would be lost in a
+ *     set or a dict keyed by it);
  *   - @calltape.record: the Recorder calls the wrapper (Recorder.probe).
  *
- * Not replaced (they cannot be, or should not be): local variables of
- * running frames, tuples (defaults), lists, functools.partial and bound
- * methods made before start().
+ * Not replaced: local variables of running frames, set and frozenset
+ * members and dict keys (hashed), tuple subclasses (named tuples: their
+ * constructors differ), and a copy's holders beyond PATCH_DEPTH.  Each
+ * tuple or bound method holding the function costs one more
+ * gc.get_referrers walk of the heap at start().
  *
  * Invariants: h->patches lists (kind, where, key, old, new, owner) for
  * each reference replaced, in order; unpatching walks it backwards and
- * puts `old` back only where `new` still is; a wrapper of a stopped hook
+ * puts `old` back only where `new` still is (a list item that moved is
+ * found where it is now); the patcher's own lists (the referrers being
+ * walked, h->patches) are never patched; a wrapper of a stopped hook
  * calls its function and nothing else.
  */
 #include "probes.h"
@@ -146,10 +158,10 @@ static PyObject *wrapper_new(ct_state *st, ProbeHook *h, PyObject *func)
 
 /* ---- finding and replacing references ---------------------------------------- */
 
-enum { PATCH_DICT, PATCH_CELL, PATCH_RECORDER };
+enum { PATCH_DICT, PATCH_CELL, PATCH_RECORDER, PATCH_LIST, PATCH_PARTIAL, PATCH_DEFAULTS };
 
 /* The references are replaced this many wrappers deep at most (a property
- * holding a staticmethod ...). */
+ * holding a staticmethod, a tuple in a tuple ...). */
 #define PATCH_DEPTH 4
 
 typedef struct patcher {
@@ -157,6 +169,11 @@ typedef struct patcher {
     ProbeHook *h;
     PyObject *referrers; /* gc.get_referrers */
     PyObject *patches;   /* h->patches */
+    PyObject *partial;   /* functools.partial */
+    /* the lists of referrers walked now (and the functions' list): they hold
+     * what is being replaced, and are the patcher's own, never patched */
+    PyObject *mine[PATCH_DEPTH + 3];
+    int nmine;
 } patcher;
 
 static int note(patcher *p, int kind, PyObject *where, PyObject *key, PyObject *old, PyObject *new,
@@ -167,6 +184,16 @@ static int note(patcher *p, int kind, PyObject *where, PyObject *key, PyObject *
     int r = t ? PyList_Append(p->patches, t) : -1;
     Py_XDECREF(t);
     return r;
+}
+
+static int is_mine(const patcher *p, PyObject *o)
+{
+    if (o == p->patches)
+        return 1;
+    for (int i = 0; i < p->nmine; i++)
+        if (p->mine[i] == o)
+            return 1;
+    return 0;
 }
 
 /* The class whose __dict__ `d` is (a new reference), or NULL (and no
@@ -216,6 +243,83 @@ error:
     return -1;
 }
 
+/* The items of list `l` that are `old`: `new` in their place (the list is
+ * the same object; each index is noted, `old` kept alive by the note). */
+static int replace_in_list(patcher *p, PyObject *l, PyObject *old, PyObject *new)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(l); i++) {
+        if (PyList_GET_ITEM(l, i) != old)
+            continue;
+        PyObject *key = PyLong_FromSsize_t(i);
+        int r = key ? note(p, PATCH_LIST, l, key, old, new, NULL) : -1;
+        Py_XDECREF(key);
+        if (r < 0)
+            return -1;
+        /* a finalizer run by the allocations above may have changed it */
+        if (i < PyList_GET_SIZE(l) && PyList_GET_ITEM(l, i) == old &&
+            PyList_SetItem(l, i, Py_NewRef(new)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The state (func, args, keywords, __dict__ or None) of partial `part`,
+ * from functools.partial's own __reduce__ (a new reference), or NULL with
+ * an exception set. */
+static PyObject *partial_state(PyObject *type, PyObject *part)
+{
+    PyObject *red = PyObject_CallMethod(type, "__reduce__", "O", part), *state = NULL;
+    if (!red)
+        return NULL;
+    if (PyTuple_Check(red) && PyTuple_GET_SIZE(red) == 3 &&
+        PyTuple_Check(PyTuple_GET_ITEM(red, 2)) && PyTuple_GET_SIZE(PyTuple_GET_ITEM(red, 2)) == 4)
+        state = Py_NewRef(PyTuple_GET_ITEM(red, 2));
+    else
+        PyErr_Format(PyExc_TypeError, "unexpected state of %R", part);
+    Py_DECREF(red);
+    return state;
+}
+
+/* Sets item `which` (0: func, 1: args) of partial `part`'s state to
+ * `value` in place, through functools.partial's own __setstate__: the
+ * partial, its args tuple, its keywords dict and its __dict__ stay the same
+ * objects.  Returns 0, or -1 with an exception set. */
+static int partial_set(PyObject *type, PyObject *part, int which, PyObject *value)
+{
+    PyObject *state = partial_state(type, part), *copy = NULL, *r = NULL;
+    if (!state || !(copy = PyTuple_New(4)))
+        goto done;
+    for (Py_ssize_t i = 0; i < 4; i++)
+        PyTuple_SET_ITEM(copy, i, Py_NewRef(i == which ? value : PyTuple_GET_ITEM(state, i)));
+    r = PyObject_CallMethod(type, "__setstate__", "OO", part, copy);
+done:
+    Py_XDECREF(state);
+    Py_XDECREF(copy);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* A functools.partial `part` whose func (or args tuple) is `old`: `new` in
+ * its place, the partial changed in place (every holder of it follows). */
+static int replace_in_partial(patcher *p, PyObject *part, PyObject *old, PyObject *new)
+{
+    PyObject *state = partial_state(p->partial, part);
+    if (!state)
+        return -1;
+    int r = 0;
+    for (int which = 0; which < 2 && r == 0; which++) {
+        if (PyTuple_GET_ITEM(state, which) != old || (which == 1 && !PyTuple_Check(new)))
+            continue;
+        PyObject *key = PyLong_FromLong(which);
+        r = key && note(p, PATCH_PARTIAL, part, key, old, new, p->partial) == 0
+                ? partial_set(p->partial, part, which, new)
+                : -1;
+        Py_XDECREF(key);
+    }
+    Py_DECREF(state);
+    return r;
+}
+
 static int replace_everywhere(patcher *p, PyObject *old, PyObject *new, int depth);
 
 /* A classmethod or staticmethod `cm` of `old`: a copy of `new` in its place. */
@@ -255,62 +359,137 @@ static int replace_property(patcher *p, PyObject *prop, PyObject *old, PyObject 
     return r;
 }
 
+/* An exact tuple `t` holding `old` (a tuple cannot change: it may be a
+ * dict key, hashed, shared): a copy holding `new` replaces it wherever it
+ * is held (dict values, lists, cells, defaults, partial args, tuples). */
+static int replace_tuple(patcher *p, PyObject *t, PyObject *old, PyObject *new, int depth)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(t);
+    PyObject *copy = PyTuple_New(n);
+    if (!copy)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(t, i);
+        PyTuple_SET_ITEM(copy, i, Py_NewRef(item == old ? new : item));
+    }
+    int r = replace_everywhere(p, t, copy, depth + 1);
+    Py_DECREF(copy);
+    return r;
+}
+
+/* A bound method `m` of `old` (its hash and == follow its function, so it
+ * is not changed in place: it may be in a set): a method binding `new` to
+ * the same object replaces it wherever it is held. */
+static int replace_bound(patcher *p, PyObject *m, PyObject *old, PyObject *new, int depth)
+{
+    if (PyMethod_GET_FUNCTION(m) != old)
+        return 0;
+    PyObject *copy = PyMethod_New(new, PyMethod_GET_SELF(m));
+    int r = copy ? replace_everywhere(p, m, copy, depth + 1) : -1;
+    Py_XDECREF(copy);
+    return r;
+}
+
+/* Replaces `old` by `new` in referrer `ref`, if it is of a kind that can
+ * be changed (or copied, above depth `depth`). */
+static int replace_in(patcher *p, PyObject *ref, PyObject *old, PyObject *new, int depth)
+{
+    if (is_mine(p, ref))
+        return 0;
+    if (PyDict_Check(ref))
+        return replace_in_dict(p, ref, old, new);
+    if (PyList_Check(ref))
+        return replace_in_list(p, ref, old, new);
+    if (PyCell_Check(ref)) {
+        if (PyCell_GET(ref) != old)
+            return 0;
+        return note(p, PATCH_CELL, ref, NULL, old, new, NULL) < 0 ? -1 : PyCell_Set(ref, new);
+    }
+    if (PyObject_TypeCheck(ref, (PyTypeObject *)p->partial))
+        return replace_in_partial(p, ref, old, new);
+    if (PyFunction_Check(ref)) { /* its __defaults__ being a tuple replaced */
+        if (PyFunction_GET_DEFAULTS(ref) != old || !PyTuple_Check(new))
+            return 0;
+        return note(p, PATCH_DEFAULTS, ref, NULL, old, new, NULL) < 0
+                   ? -1
+                   : PyFunction_SetDefaults(ref, new);
+    }
+    if (Py_TYPE(ref)->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
+        /* an instance keeping its attributes without a dict: made now */
+        PyObject *d = PyObject_GenericGetDict(ref, NULL);
+        int r = d ? replace_in_dict(p, d, old, new) : -1;
+        Py_XDECREF(d);
+        return r;
+    }
+    if (PyObject_TypeCheck(ref, p->st->type.Recorder)) {
+        Recorder *rec = (Recorder *)ref;
+        if (rec->func != old || rec->probe)
+            return 0;
+        rec->probe = Py_NewRef(new);
+        return note(p, PATCH_RECORDER, ref, NULL, old, new, NULL);
+    }
+    if (depth >= PATCH_DEPTH)
+        return 0;
+    if (Py_IS_TYPE(ref, &PyClassMethod_Type) || Py_IS_TYPE(ref, &PyStaticMethod_Type))
+        return replace_method(p, ref, old, new, depth);
+    if (PyObject_TypeCheck(ref, &PyProperty_Type))
+        return replace_property(p, ref, old, new, depth);
+    if (PyTuple_CheckExact(ref))
+        return replace_tuple(p, ref, old, new, depth);
+    if (PyMethod_Check(ref))
+        return replace_bound(p, ref, old, new, depth);
+    return 0;
+}
+
 /* Replaces `old` by `new` in every referrer of `old` that can be changed. */
 static int replace_everywhere(patcher *p, PyObject *old, PyObject *new, int depth)
 {
     PyObject *refs = PyObject_CallOneArg(p->referrers, old);
     if (!refs)
         return -1;
+    p->mine[p->nmine++] = refs;
     int r = 0;
-    for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(refs); i++) {
-        PyObject *ref = PyList_GET_ITEM(refs, i);
-        if (PyDict_Check(ref)) {
-            r = replace_in_dict(p, ref, old, new);
-        } else if (PyCell_Check(ref)) {
-            if (PyCell_GET(ref) == old)
-                r = PyCell_Set(ref, new) < 0 || note(p, PATCH_CELL, ref, NULL, old, new, NULL) < 0
-                        ? -1
-                        : 0;
-        } else if (Py_TYPE(ref)->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
-            /* an instance keeping its attributes without a dict: made now */
-            PyObject *d = PyObject_GenericGetDict(ref, NULL);
-            r = d ? replace_in_dict(p, d, old, new) : -1;
-            Py_XDECREF(d);
-        } else if (depth >= PATCH_DEPTH) {
-            continue;
-        } else if (Py_IS_TYPE(ref, &PyClassMethod_Type) || Py_IS_TYPE(ref, &PyStaticMethod_Type)) {
-            r = replace_method(p, ref, old, new, depth);
-        } else if (PyObject_TypeCheck(ref, &PyProperty_Type)) {
-            r = replace_property(p, ref, old, new, depth);
-        } else if (PyObject_TypeCheck(ref, p->st->type.Recorder)) {
-            Recorder *rec = (Recorder *)ref;
-            if (rec->func == old && !rec->probe) {
-                rec->probe = Py_NewRef(new);
-                r = note(p, PATCH_RECORDER, ref, NULL, old, new, NULL);
-            }
-        }
-    }
+    for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(refs); i++)
+        r = replace_in(p, PyList_GET_ITEM(refs, i), old, new, depth);
+    p->nmine--;
     Py_DECREF(refs);
     return r;
+}
+
+/* The patcher's gc.get_referrers and functools.partial.  Returns 0, or -1
+ * with an exception set. */
+static int patcher_open(patcher *p)
+{
+    PyObject *gc = PyImport_ImportModule("gc"), *ft = NULL;
+    if (!gc)
+        return -1;
+    p->referrers = PyObject_GetAttrString(gc, "get_referrers");
+    Py_DECREF(gc);
+    if (!p->referrers || !(ft = PyImport_ImportModule("functools")))
+        return -1;
+    p->partial = PyObject_GetAttrString(ft, "partial");
+    Py_DECREF(ft);
+    if (p->partial && !PyType_Check(p->partial)) {
+        PyErr_SetString(PyExc_TypeError, "functools.partial is not a type");
+        return -1;
+    }
+    return p->partial ? 0 : -1;
 }
 
 int ct_probe_patch(ProbeHook *h)
 {
     ct_state *st = (ct_state *)PyModule_GetState(h->module);
-    patcher p = {st, h, NULL, NULL};
-    PyObject *gc = PyImport_ImportModule("gc"), *funcs = NULL;
-    if (!gc)
-        return -1;
-    p.referrers = PyObject_GetAttrString(gc, "get_referrers");
-    Py_DECREF(gc);
-    if (!p.referrers)
-        return -1;
+    patcher p = {.st = st, .h = h};
+    PyObject *funcs = NULL;
+    if (patcher_open(&p) < 0)
+        goto error;
     if (!h->patches && !(h->patches = PyList_New(0)))
         goto error;
     p.patches = h->patches;
     funcs = PyObject_CallOneArg(p.referrers, (PyObject *)h->code);
     if (!funcs)
         goto error;
+    p.mine[p.nmine++] = funcs;
     Py_ssize_t nfuncs = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(funcs); i++) {
         PyObject *f = PyList_GET_ITEM(funcs, i);
@@ -326,18 +505,46 @@ int ct_probe_patch(ProbeHook *h)
     if (PyList_GET_SIZE(h->patches) == 0) {
         PyErr_Format(PyExc_RuntimeError, "cannot probe %U on Python 3.11: %s", h->code->co_qualname,
                      nfuncs ? "no reference to its function could be patched (only local"
-                              " variables, tuples or lists hold it)"
+                              " variables of running frames, sets or tuple subclasses hold it)"
                             : "no function runs its code now (a local function made at each"
                               " call of the one around it needs Python 3.12+)");
         goto error;
     }
     Py_DECREF(funcs);
     Py_DECREF(p.referrers);
+    Py_DECREF(p.partial);
     return 0;
 error:
     Py_XDECREF(funcs);
-    Py_DECREF(p.referrers);
+    Py_XDECREF(p.referrers);
+    Py_XDECREF(p.partial);
     return -1;
+}
+
+/* Puts list item `old` back where `new` is: at index `key` still, else
+ * at the first `new` the list holds now (it moved), else nowhere. */
+static int unpatch_list(PyObject *l, PyObject *key, PyObject *old, PyObject *new)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(key), n = PyList_GET_SIZE(l);
+    if (i < 0 && PyErr_Occurred())
+        return -1;
+    if (i >= n || PyList_GET_ITEM(l, i) != new)
+        for (i = 0; i < n && PyList_GET_ITEM(l, i) != new; i++)
+            ;
+    return i < n ? PyList_SetItem(l, i, Py_NewRef(old)) : 0;
+}
+
+/* Puts a partial's func (key 0) or args (key 1) back where `new` still is. */
+static int unpatch_partial(PyObject *type, PyObject *part, PyObject *key, PyObject *old,
+                           PyObject *new)
+{
+    int which = (int)PyLong_AsLong(key);
+    PyObject *state = partial_state(type, part);
+    if (!state)
+        return -1;
+    int same = PyTuple_GET_ITEM(state, which) == new;
+    Py_DECREF(state);
+    return same ? partial_set(type, part, which, old) : 0;
 }
 
 /* Puts one patch back.  Returns 0, or -1 with an exception set. */
@@ -357,6 +564,12 @@ static int unpatch_one(PyObject *t)
     }
     case PATCH_CELL:
         return PyCell_GET(where) == new ? PyCell_Set(where, old) : 0;
+    case PATCH_LIST:
+        return unpatch_list(where, key, old, new);
+    case PATCH_PARTIAL:
+        return unpatch_partial(owner, where, key, old, new);
+    case PATCH_DEFAULTS:
+        return PyFunction_GET_DEFAULTS(where) == new ? PyFunction_SetDefaults(where, old) : 0;
     default: {
         Recorder *rec = (Recorder *)where;
         if (rec->probe == new)
