@@ -516,12 +516,16 @@ def test_references_kept_in_containers_fire_and_are_put_back():
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ patches nothing")
 def test_on_311_a_list_changed_meanwhile_and_what_is_left_alone():
     # a stand-in that moved in its list is put back where it is now; sets,
-    # named tuples and local variables are not patched, and a bound method
-    # is never changed in place (its hash and == follow its function)
+    # list subclasses, named tuples and local variables are not patched, and a
+    # bound method is never changed in place (its hash and == follow its function)
+    class Registry(list):
+        pass
+
     price = S.price
     Route = collections.namedtuple("Route", "handler name")
     handlers = [price]
     subscribers = {price}
+    registry = Registry([price])
     route = Route(price, "price")
     till = S.Till(2)
     ring = till.ring
@@ -531,6 +535,7 @@ def test_on_311_a_list_changed_meanwhile_and_what_is_left_alone():
     handlers.insert(0, len)
     assert "calltape probe" in repr(handlers[1])
     assert next(iter(subscribers)) is price and route.handler is price and ring in on_sale
+    assert registry[0] is price
     assert next(iter(subscribers))(1) == 1.0 and route.handler(2) == 2.0 and ring(3) == 6
     assert p.instruments["n"].count == 0 and q.instruments["n"].count == 0
     handlers[1](4)

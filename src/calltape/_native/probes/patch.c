@@ -9,7 +9,7 @@
  *     included, class __dict__s through setattr on the class, instance
  *     attributes (an instance keeping them without a dict gets one),
  *     registry dicts, a partial's keywords, the __wrapped__ of
- *     functools.wraps); items of lists; closure cells (the `func` a
+ *     functools.wraps); items of exact lists; closure cells (the `func` a
  *     decorator's wrapper calls); the func or args of functools.partial
  *     objects (through partial's own __reduce__ and __setstate__, so the
  *     partial, its args tuple, keywords and __dict__ stay the same
@@ -23,8 +23,10 @@
  *   - @calltape.record: the Recorder calls the wrapper (Recorder.probe).
  *
  * Not replaced: local variables of running frames, set and frozenset
- * members and dict keys (hashed), tuple subclasses (named tuples: their
- * constructors differ), and a copy's holders beyond PATCH_DEPTH.  Each
+ * members and dict keys (hashed), list subclasses (one may cache a hash
+ * of its items, as functools' _HashedSeq does, or watch __setitem__),
+ * tuple subclasses (named tuples: their constructors differ), and a
+ * copy's holders beyond PATCH_DEPTH.  Each
  * tuple or bound method holding the function costs one more
  * gc.get_referrers walk of the heap at start().
  *
@@ -398,7 +400,7 @@ static int replace_in(patcher *p, PyObject *ref, PyObject *old, PyObject *new, i
         return 0;
     if (PyDict_Check(ref))
         return replace_in_dict(p, ref, old, new);
-    if (PyList_Check(ref))
+    if (PyList_CheckExact(ref)) /* a subclass may keep a hash or observers of its items */
         return replace_in_list(p, ref, old, new);
     if (PyCell_Check(ref)) {
         if (PyCell_GET(ref) != old)
@@ -505,7 +507,8 @@ int ct_probe_patch(ProbeHook *h)
     if (PyList_GET_SIZE(h->patches) == 0) {
         PyErr_Format(PyExc_RuntimeError, "cannot probe %U on Python 3.11: %s", h->code->co_qualname,
                      nfuncs ? "no reference to its function could be patched (only local"
-                              " variables of running frames, sets or tuple subclasses hold it)"
+                              " variables of running frames, sets, list or tuple"
+                              " subclasses hold it)"
                             : "no function runs its code now (a local function made at each"
                               " call of the one around it needs Python 3.12+)");
         goto error;
