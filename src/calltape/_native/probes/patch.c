@@ -162,9 +162,23 @@ static PyObject *wrapper_new(ct_state *st, ProbeHook *h, PyObject *func)
 
 enum { PATCH_DICT, PATCH_CELL, PATCH_RECORDER, PATCH_LIST, PATCH_PARTIAL, PATCH_DEFAULTS };
 
-/* The references are replaced this many wrappers deep at most (a property
+/* The references are replaced this many copies deep at most (a property
  * holding a staticmethod, a tuple in a tuple ...). */
 #define PATCH_DEPTH 4
+
+/* One object to replace, `old`, and what replaces it, `new`. */
+typedef struct patch_pair {
+    PyObject *old, *new;
+} patch_pair;
+
+/* The objects replaced at one depth, walked with one gc.get_referrers call
+ * (so many tuples holding the function cost one walk of the heap, not one
+ * each): sorted by `old` for batch_find; `keep` (a list) holds them. */
+typedef struct batch {
+    patch_pair *v;
+    Py_ssize_t n, cap;
+    PyObject *keep;
+} batch;
 
 typedef struct patcher {
     ct_state *st;
@@ -172,11 +186,57 @@ typedef struct patcher {
     PyObject *referrers; /* gc.get_referrers */
     PyObject *patches;   /* h->patches */
     PyObject *partial;   /* functools.partial */
-    /* the lists of referrers walked now (and the functions' list): they hold
-     * what is being replaced, and are the patcher's own, never patched */
-    PyObject *mine[PATCH_DEPTH + 3];
+    /* the patcher's own containers holding what is being replaced, never
+     * patched: the functions' list, each depth's batch->keep, the referrers
+     * walked now and the tuple of what they refer to */
+    PyObject *mine[PATCH_DEPTH + 5];
     int nmine;
 } patcher;
+
+static int batch_add(batch *b, PyObject *old, PyObject *new)
+{
+    if (!b->keep && !(b->keep = PyList_New(0)))
+        return -1;
+    if (PyList_Append(b->keep, old) < 0 || PyList_Append(b->keep, new) < 0)
+        return -1;
+    if (b->n == b->cap) {
+        Py_ssize_t cap = b->cap ? 2 * b->cap : 8;
+        patch_pair *v = PyMem_Realloc(b->v, (size_t)cap * sizeof *v);
+        if (!v) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->v = v;
+        b->cap = cap;
+    }
+    b->v[b->n++] = (patch_pair){old, new};
+    return 0;
+}
+
+static void batch_clear(batch *b)
+{
+    PyMem_Free(b->v);
+    b->v = NULL;
+    b->n = b->cap = 0;
+    Py_CLEAR(b->keep);
+}
+
+static int pair_cmp(const void *x, const void *y)
+{
+    uintptr_t a = (uintptr_t)((const patch_pair *)x)->old;
+    uintptr_t b = (uintptr_t)((const patch_pair *)y)->old;
+    return a < b ? -1 : a > b;
+}
+
+/* What replaces `o` in `b` (borrowed), or NULL when `o` is not replaced. */
+static PyObject *batch_find(const batch *b, PyObject *o)
+{
+    if (b->n == 1)
+        return b->v[0].old == o ? b->v[0].new : NULL;
+    patch_pair key = {o, NULL};
+    const patch_pair *hit = bsearch(&key, b->v, (size_t)b->n, sizeof *b->v, pair_cmp);
+    return hit ? hit->new : NULL;
+}
 
 static int note(patcher *p, int kind, PyObject *where, PyObject *key, PyObject *old, PyObject *new,
                 PyObject *owner)
@@ -218,22 +278,28 @@ static PyObject *dict_owner(patcher *p, PyObject *d)
     return owner;
 }
 
-static int replace_in_dict(patcher *p, PyObject *d, PyObject *old, PyObject *new)
+static int replace_in_dict(patcher *p, PyObject *d, const batch *b)
 {
     PyObject *keys = PyList_New(0), *k, *v, *owner = NULL;
     Py_ssize_t pos = 0;
     if (!keys)
         return -1;
     while (PyDict_Next(d, &pos, &k, &v))
-        if (v == old && PyList_Append(keys, k) < 0)
+        if (batch_find(b, v) && PyList_Append(keys, k) < 0)
             goto error;
     if (PyList_GET_SIZE(keys) && !(owner = dict_owner(p, d)) && PyErr_Occurred())
         goto error;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
         k = PyList_GET_ITEM(keys, i);
+        PyObject *old = PyDict_GetItemWithError(d, k), *new = old ? batch_find(b, old) : NULL;
+        if (!new &&PyErr_Occurred())
+            goto error;
+        if (!new) /* changed meanwhile (a finalizer) */
+            continue;
+        if (note(p, PATCH_DICT, d, k, old, new, owner) < 0)
+            goto error;
         /* a class's through setattr: its method cache and slots follow */
-        int r = owner ? PyObject_SetAttr(owner, k, new) : PyDict_SetItem(d, k, new);
-        if (r < 0 || note(p, PATCH_DICT, d, k, old, new, owner) < 0)
+        if ((owner ? PyObject_SetAttr(owner, k, new) : PyDict_SetItem(d, k, new)) < 0)
             goto error;
     }
     Py_XDECREF(owner);
@@ -245,12 +311,13 @@ error:
     return -1;
 }
 
-/* The items of list `l` that are `old`: `new` in their place (the list is
- * the same object; each index is noted, `old` kept alive by the note). */
-static int replace_in_list(patcher *p, PyObject *l, PyObject *old, PyObject *new)
+/* The items of list `l` that are replaced: the new ones in their place
+ * (the list is the same object; each index is noted). */
+static int replace_in_list(patcher *p, PyObject *l, const batch *b)
 {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(l); i++) {
-        if (PyList_GET_ITEM(l, i) != old)
+        PyObject *old = PyList_GET_ITEM(l, i), *new = batch_find(b, old);
+        if (!new)
             continue;
         PyObject *key = PyLong_FromSsize_t(i);
         int r = key ? note(p, PATCH_LIST, l, key, old, new, NULL) : -1;
@@ -301,16 +368,18 @@ done:
     return r ? 0 : -1;
 }
 
-/* A functools.partial `part` whose func (or args tuple) is `old`: `new` in
- * its place, the partial changed in place (every holder of it follows). */
-static int replace_in_partial(patcher *p, PyObject *part, PyObject *old, PyObject *new)
+/* A functools.partial `part` whose func (or args tuple) is replaced: the
+ * new one in its place, the partial changed in place (every holder of it
+ * follows). */
+static int replace_in_partial(patcher *p, PyObject *part, const batch *b)
 {
     PyObject *state = partial_state(p->partial, part);
     if (!state)
         return -1;
     int r = 0;
     for (int which = 0; which < 2 && r == 0; which++) {
-        if (PyTuple_GET_ITEM(state, which) != old || (which == 1 && !PyTuple_Check(new)))
+        PyObject *old = PyTuple_GET_ITEM(state, which), *new = batch_find(b, old);
+        if (!new || (which == 1 && !PyTuple_Check(new)))
             continue;
         PyObject *key = PyLong_FromLong(which);
         r = key && note(p, PATCH_PARTIAL, part, key, old, new, p->partial) == 0
@@ -322,33 +391,34 @@ static int replace_in_partial(patcher *p, PyObject *part, PyObject *old, PyObjec
     return r;
 }
 
-static int replace_everywhere(patcher *p, PyObject *old, PyObject *new, int depth);
-
-/* A classmethod or staticmethod `cm` of `old`: a copy of `new` in its place. */
-static int replace_method(patcher *p, PyObject *cm, PyObject *old, PyObject *new, int depth)
+/* A classmethod or staticmethod `cm` of a replaced function: a copy of
+ * what replaces it, for the next depth. */
+static int replace_method(PyObject *cm, const batch *b, batch *next)
 {
     PyObject *f = PyObject_GetAttrString(cm, "__func__");
     if (!f)
         return -1;
+    PyObject *new = batch_find(b, f);
     int r = 0;
-    if (f == old) {
+    if (new) {
         PyObject *copy = PyObject_CallOneArg((PyObject *)Py_TYPE(cm), new);
-        r = copy ? replace_everywhere(p, cm, copy, depth + 1) : -1;
+        r = copy ? batch_add(next, cm, copy) : -1;
         Py_XDECREF(copy);
     }
     Py_DECREF(f);
     return r;
 }
 
-/* A property `prop` whose fget, fset or fdel is `old`: a copy with `new`. */
-static int replace_property(patcher *p, PyObject *prop, PyObject *old, PyObject *new, int depth)
+/* A property `prop` whose fget, fset or fdel is replaced: a copy with the
+ * new ones, for the next depth. */
+static int replace_property(PyObject *prop, const batch *b, batch *next)
 {
     static const char *const attr[] = {"fget", "fset", "fdel"};
     static const char *const method[] = {"getter", "setter", "deleter"};
     PyObject *copy = Py_NewRef(prop);
     for (int i = 0; i < 3 && copy; i++) {
-        PyObject *f = PyObject_GetAttrString(prop, attr[i]);
-        if (f == old)
+        PyObject *f = PyObject_GetAttrString(prop, attr[i]), *new = f ? batch_find(b, f) : NULL;
+        if (new)
             Py_SETREF(copy, PyObject_CallMethod(copy, method[i], "O", new));
         else if (!f)
             Py_CLEAR(copy);
@@ -356,61 +426,71 @@ static int replace_property(patcher *p, PyObject *prop, PyObject *old, PyObject 
     }
     int r = copy ? 0 : -1;
     if (copy && copy != prop)
-        r = replace_everywhere(p, prop, copy, depth + 1);
+        r = batch_add(next, prop, copy);
     Py_XDECREF(copy);
     return r;
 }
 
-/* An exact tuple `t` holding `old` (a tuple cannot change: it may be a
- * dict key, hashed, shared): a copy holding `new` replaces it wherever it
- * is held (dict values, lists, cells, defaults, partial args, tuples). */
-static int replace_tuple(patcher *p, PyObject *t, PyObject *old, PyObject *new, int depth)
+/* An exact tuple `t` holding replaced objects (a tuple cannot change: it
+ * may be a dict key, hashed, shared): a copy holding the new ones, for the
+ * next depth, where it replaces `t` wherever `t` is held (dict values,
+ * lists, cells, defaults, a partial's args, tuples). */
+static int replace_tuple(PyObject *t, const batch *b, batch *next)
 {
-    Py_ssize_t n = PyTuple_GET_SIZE(t);
+    Py_ssize_t n = PyTuple_GET_SIZE(t), i = 0;
+    while (i < n && !batch_find(b, PyTuple_GET_ITEM(t, i)))
+        i++;
+    if (i == n)
+        return 0;
     PyObject *copy = PyTuple_New(n);
     if (!copy)
         return -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyTuple_GET_ITEM(t, i);
-        PyTuple_SET_ITEM(copy, i, Py_NewRef(item == old ? new : item));
+    for (i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(t, i), *new = batch_find(b, item);
+        PyTuple_SET_ITEM(copy, i, Py_NewRef(new ? new : item));
     }
-    int r = replace_everywhere(p, t, copy, depth + 1);
+    int r = batch_add(next, t, copy);
     Py_DECREF(copy);
     return r;
 }
 
-/* A bound method `m` of `old` (its hash and == follow its function, so it
- * is not changed in place: it may be in a set): a method binding `new` to
- * the same object replaces it wherever it is held. */
-static int replace_bound(patcher *p, PyObject *m, PyObject *old, PyObject *new, int depth)
+/* A bound method `m` of a replaced function (its hash and == follow its
+ * function, so it is not changed in place: it may be in a set): a method
+ * binding the new one to the same object, for the next depth. */
+static int replace_bound(PyObject *m, const batch *b, batch *next)
 {
-    if (PyMethod_GET_FUNCTION(m) != old)
+    PyObject *new = batch_find(b, PyMethod_GET_FUNCTION(m));
+    if (!new)
         return 0;
     PyObject *copy = PyMethod_New(new, PyMethod_GET_SELF(m));
-    int r = copy ? replace_everywhere(p, m, copy, depth + 1) : -1;
+    int r = copy ? batch_add(next, m, copy) : -1;
     Py_XDECREF(copy);
     return r;
 }
 
-/* Replaces `old` by `new` in referrer `ref`, if it is of a kind that can
- * be changed (or copied, above depth `depth`). */
-static int replace_in(patcher *p, PyObject *ref, PyObject *old, PyObject *new, int depth)
+/* Replaces what `b` replaces in referrer `ref` when it can be changed in
+ * place; a copy of `ref` goes into `next` when it cannot (below depth
+ * PATCH_DEPTH). */
+static int replace_in(patcher *p, PyObject *ref, const batch *b, batch *next, int depth)
 {
+    PyObject *new;
     if (is_mine(p, ref))
         return 0;
     if (PyDict_Check(ref))
-        return replace_in_dict(p, ref, old, new);
+        return replace_in_dict(p, ref, b);
     if (PyList_CheckExact(ref)) /* a subclass may keep a hash or observers of its items */
-        return replace_in_list(p, ref, old, new);
+        return replace_in_list(p, ref, b);
     if (PyCell_Check(ref)) {
-        if (PyCell_GET(ref) != old)
+        PyObject *old = PyCell_GET(ref);
+        if (!old || !(new = batch_find(b, old)))
             return 0;
         return note(p, PATCH_CELL, ref, NULL, old, new, NULL) < 0 ? -1 : PyCell_Set(ref, new);
     }
     if (PyObject_TypeCheck(ref, (PyTypeObject *)p->partial))
-        return replace_in_partial(p, ref, old, new);
+        return replace_in_partial(p, ref, b);
     if (PyFunction_Check(ref)) { /* its __defaults__ being a tuple replaced */
-        if (PyFunction_GET_DEFAULTS(ref) != old || !PyTuple_Check(new))
+        PyObject *old = PyFunction_GET_DEFAULTS(ref);
+        if (!old || !(new = batch_find(b, old)) || !PyTuple_Check(new))
             return 0;
         return note(p, PATCH_DEFAULTS, ref, NULL, old, new, NULL) < 0
                    ? -1
@@ -419,42 +499,60 @@ static int replace_in(patcher *p, PyObject *ref, PyObject *old, PyObject *new, i
     if (Py_TYPE(ref)->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
         /* an instance keeping its attributes without a dict: made now */
         PyObject *d = PyObject_GenericGetDict(ref, NULL);
-        int r = d ? replace_in_dict(p, d, old, new) : -1;
+        int r = d ? replace_in_dict(p, d, b) : -1;
         Py_XDECREF(d);
         return r;
     }
     if (PyObject_TypeCheck(ref, p->st->type.Recorder)) {
         Recorder *rec = (Recorder *)ref;
-        if (rec->func != old || rec->probe)
+        if (rec->probe || !(new = batch_find(b, rec->func)))
             return 0;
         rec->probe = Py_NewRef(new);
-        return note(p, PATCH_RECORDER, ref, NULL, old, new, NULL);
+        return note(p, PATCH_RECORDER, ref, NULL, rec->func, new, NULL);
     }
     if (depth >= PATCH_DEPTH)
         return 0;
     if (Py_IS_TYPE(ref, &PyClassMethod_Type) || Py_IS_TYPE(ref, &PyStaticMethod_Type))
-        return replace_method(p, ref, old, new, depth);
+        return replace_method(ref, b, next);
     if (PyObject_TypeCheck(ref, &PyProperty_Type))
-        return replace_property(p, ref, old, new, depth);
+        return replace_property(ref, b, next);
     if (PyTuple_CheckExact(ref))
-        return replace_tuple(p, ref, old, new, depth);
+        return replace_tuple(ref, b, next);
     if (PyMethod_Check(ref))
-        return replace_bound(p, ref, old, new, depth);
+        return replace_bound(ref, b, next);
     return 0;
 }
 
-/* Replaces `old` by `new` in every referrer of `old` that can be changed. */
-static int replace_everywhere(patcher *p, PyObject *old, PyObject *new, int depth)
+/* Replaces every object of `b` in every referrer of it that can be
+ * changed, then the copies made of those that cannot, one depth further
+ * (one gc.get_referrers walk per depth).  `b` is sorted here. */
+static int replace_everywhere(patcher *p, batch *b, int depth)
 {
-    PyObject *refs = PyObject_CallOneArg(p->referrers, old);
-    if (!refs)
+    batch next = {0};
+    PyObject *olds = PyTuple_New(b->n), *refs = NULL;
+    int r = -1, base = p->nmine;
+    if (!olds)
         return -1;
+    qsort(b->v, (size_t)b->n, sizeof *b->v, pair_cmp);
+    for (Py_ssize_t i = 0; i < b->n; i++)
+        PyTuple_SET_ITEM(olds, i, Py_NewRef(b->v[i].old));
+    p->mine[p->nmine++] = b->keep;
+    p->mine[p->nmine++] = olds;
+    if (!(refs = PyObject_Call(p->referrers, olds, NULL)))
+        goto done;
     p->mine[p->nmine++] = refs;
-    int r = 0;
-    for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(refs); i++)
-        r = replace_in(p, PyList_GET_ITEM(refs, i), old, new, depth);
-    p->nmine--;
-    Py_DECREF(refs);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs); i++)
+        if (replace_in(p, PyList_GET_ITEM(refs, i), b, &next, depth) < 0)
+            goto done;
+    p->nmine = base + 1; /* b->keep stays: it holds what was replaced */
+    Py_CLEAR(refs);
+    Py_CLEAR(olds);
+    r = next.n ? replace_everywhere(p, &next, depth + 1) : 0;
+done:
+    p->nmine = base;
+    Py_XDECREF(refs);
+    Py_XDECREF(olds);
+    batch_clear(&next);
     return r;
 }
 
@@ -498,9 +596,11 @@ int ct_probe_patch(ProbeHook *h)
         if (!PyFunction_Check(f) || PyFunction_GET_CODE(f) != (PyObject *)h->code)
             continue;
         nfuncs++;
+        batch b = {0};
         PyObject *w = wrapper_new(st, h, f);
-        int r = w ? replace_everywhere(&p, f, w, 0) : -1;
+        int r = w && batch_add(&b, f, w) == 0 ? replace_everywhere(&p, &b, 0) : -1;
         Py_XDECREF(w);
+        batch_clear(&b);
         if (r < 0)
             goto error;
     }
