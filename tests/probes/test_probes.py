@@ -543,3 +543,34 @@ def test_on_311_a_list_changed_meanwhile_and_what_is_left_alone():
     p.stop()
     q.stop()
     assert handlers == [len, price] and handlers[1] is price and on_sale == {till.ring}
+
+
+def test_holders_nested_in_holders_fire_and_are_put_back():
+    # a tuple holding the function both directly and inside another tuple, a
+    # bound method inside a tuple inside a list, and many cache keys holding
+    # the function (tuples that are dict keys: never changed)
+    price = S.price
+    till = S.Till(2)
+    routes = {"r": ((S.price,), S.price)}
+    route = routes["r"]
+    jobs = [("ring", till.ring)]
+    job = jobs[0]
+
+    @functools.cache
+    def compiled(func, n):
+        return n
+
+    for i in range(500):
+        compiled(S.price, i)
+    p = probe_with(S.price, n=count("call", "qty"))
+    q = probe_with(S.Till.ring, n=count("call", "qty"))
+    assert routes["r"][0][0](1) == 1.0 and routes["r"][1](2) == 2.0 and jobs[0][1](3) == 6
+    assert compiled(price, 7) == 7 and compiled.cache_info().hits == 1  # the keys kept
+    assert p.instruments["n"].count == 3 and q.instruments["n"].count == 3
+    p.stop()
+    q.stop()
+    assert routes["r"] is route and route[0][0] is price and route[1] is price
+    assert jobs[0] is job and job[1].__func__ is S.Till.ring
+    assert compiled(price, 8) == 8 and compiled.cache_info().hits == 2
+    assert routes["r"][0][0](1) == 1.0 and jobs[0][1](3) == 6
+    assert p.instruments["n"].count == 3 and q.instruments["n"].count == 3

@@ -3,7 +3,8 @@
  * the ProbeWrapper type (a callable standing in for one function running
  * the target's code, which fires the probe's instruments through hook.c's
  * ct_probe_wrapper_call) and the patching of every reference to those
- * functions that can be found with gc.get_referrers and replaced:
+ * functions that the collector can find (the objects gc.get_referrers
+ * would list) and that can be replaced:
  *
  *   - in place: values of dicts (module globals, `from m import f as g`
  *     included, class __dict__s through setattr on the class, instance
@@ -26,9 +27,10 @@
  * members and dict keys (hashed), list subclasses (one may cache a hash
  * of its items, as functools' _HashedSeq does, or watch __setitem__),
  * tuple subclasses (named tuples: their constructors differ), and a
- * copy's holders beyond PATCH_DEPTH.  Each
- * tuple or bound method holding the function costs one more
- * gc.get_referrers walk of the heap at start().
+ * copy's holders beyond PATCH_DEPTH.  The heap is walked once per depth:
+ * the objects replaced at one depth are a batch (sorted by address), and
+ * every tracked object is traversed once with a binary search per
+ * reference, so 4,000 tuples holding the function cost one walk.
  *
  * Invariants: h->patches lists (kind, where, key, old, new, owner) for
  * each reference replaced, in order; unpatching walks it backwards and
@@ -171,8 +173,8 @@ typedef struct patch_pair {
     PyObject *old, *new;
 } patch_pair;
 
-/* The objects replaced at one depth, walked with one gc.get_referrers call
- * (so many tuples holding the function cost one walk of the heap, not one
+/* The objects replaced at one depth, whose referrers are found in one walk
+ * of the heap (so many tuples holding the function cost one walk, not one
  * each): sorted by `old` for batch_find; `keep` (a list) holds them. */
 typedef struct batch {
     patch_pair *v;
@@ -184,12 +186,13 @@ typedef struct patcher {
     ct_state *st;
     ProbeHook *h;
     PyObject *referrers; /* gc.get_referrers */
+    PyObject *objects;   /* gc.get_objects */
     PyObject *patches;   /* h->patches */
     PyObject *partial;   /* functools.partial */
     /* the patcher's own containers holding what is being replaced, never
      * patched: the functions' list, each depth's batch->keep, the referrers
-     * walked now and the tuple of what they refer to */
-    PyObject *mine[PATCH_DEPTH + 5];
+     * walked now */
+    PyObject *mine[PATCH_DEPTH + 4];
     int nmine;
 } patcher;
 
@@ -523,22 +526,48 @@ static int replace_in(patcher *p, PyObject *ref, const batch *b, batch *next, in
     return 0;
 }
 
+/* tp_traverse's visit: 1 (stop) at a reference to an object of the batch. */
+static int visit_find(PyObject *o, void *arg)
+{
+    return o && batch_find((const batch *)arg, o) ? 1 : 0;
+}
+
+/* The objects the collector tracks that refer to an object of `b` (a new
+ * list), as gc.get_referrers(*olds) finds them, but with one binary search
+ * per reference instead of a scan of the batch: one walk of the heap, in
+ * time that grows with its size, not with its size times the batch's. */
+static PyObject *batch_referrers(patcher *p, const batch *b)
+{
+    PyObject *all = PyObject_CallNoArgs(p->objects), *refs = NULL;
+    if (!all || !PyList_Check(all) || !(refs = PyList_New(0))) {
+        if (all && !PyList_Check(all))
+            PyErr_SetString(PyExc_TypeError, "gc.get_objects() returned no list");
+        Py_XDECREF(all);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(all); i++) {
+        PyObject *o = PyList_GET_ITEM(all, i);
+        traverseproc visit = Py_TYPE(o)->tp_traverse;
+        if (visit && visit(o, visit_find, (void *)b) && PyList_Append(refs, o) < 0) {
+            Py_CLEAR(refs);
+            break;
+        }
+    }
+    Py_DECREF(all);
+    return refs;
+}
+
 /* Replaces every object of `b` in every referrer of it that can be
  * changed, then the copies made of those that cannot, one depth further
- * (one gc.get_referrers walk per depth).  `b` is sorted here. */
+ * (one walk of the heap per depth).  `b` is sorted here. */
 static int replace_everywhere(patcher *p, batch *b, int depth)
 {
     batch next = {0};
-    PyObject *olds = PyTuple_New(b->n), *refs = NULL;
+    PyObject *refs = NULL;
     int r = -1, base = p->nmine;
-    if (!olds)
-        return -1;
     qsort(b->v, (size_t)b->n, sizeof *b->v, pair_cmp);
-    for (Py_ssize_t i = 0; i < b->n; i++)
-        PyTuple_SET_ITEM(olds, i, Py_NewRef(b->v[i].old));
     p->mine[p->nmine++] = b->keep;
-    p->mine[p->nmine++] = olds;
-    if (!(refs = PyObject_Call(p->referrers, olds, NULL)))
+    if (!(refs = batch_referrers(p, b)))
         goto done;
     p->mine[p->nmine++] = refs;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs); i++)
@@ -546,17 +575,15 @@ static int replace_everywhere(patcher *p, batch *b, int depth)
             goto done;
     p->nmine = base + 1; /* b->keep stays: it holds what was replaced */
     Py_CLEAR(refs);
-    Py_CLEAR(olds);
     r = next.n ? replace_everywhere(p, &next, depth + 1) : 0;
 done:
     p->nmine = base;
     Py_XDECREF(refs);
-    Py_XDECREF(olds);
     batch_clear(&next);
     return r;
 }
 
-/* The patcher's gc.get_referrers and functools.partial.  Returns 0, or -1
+/* The patcher's gc.get_referrers, gc.get_objects and functools.partial.  Returns 0, or -1
  * with an exception set. */
 static int patcher_open(patcher *p)
 {
@@ -564,8 +591,9 @@ static int patcher_open(patcher *p)
     if (!gc)
         return -1;
     p->referrers = PyObject_GetAttrString(gc, "get_referrers");
+    p->objects = p->referrers ? PyObject_GetAttrString(gc, "get_objects") : NULL;
     Py_DECREF(gc);
-    if (!p->referrers || !(ft = PyImport_ImportModule("functools")))
+    if (!p->objects || !(ft = PyImport_ImportModule("functools")))
         return -1;
     p->partial = PyObject_GetAttrString(ft, "partial");
     Py_DECREF(ft);
@@ -615,11 +643,13 @@ int ct_probe_patch(ProbeHook *h)
     }
     Py_DECREF(funcs);
     Py_DECREF(p.referrers);
+    Py_DECREF(p.objects);
     Py_DECREF(p.partial);
     return 0;
 error:
     Py_XDECREF(funcs);
     Py_XDECREF(p.referrers);
+    Py_XDECREF(p.objects);
     Py_XDECREF(p.partial);
     return -1;
 }
