@@ -61,3 +61,15 @@ def fails(v):
 
 def gen(n):
     yield from range(n)
+
+
+def price(qty, unit=1.0):
+    return qty * unit
+
+
+class Till:
+    def __init__(self, rate):
+        self.rate = rate
+
+    def ring(self, qty):
+        return qty * self.rate

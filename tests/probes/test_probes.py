@@ -1,10 +1,13 @@
 """calltape.probes: targets of every kind, every event, the C instruments, errors, lifespans."""
 
+import collections
+import functools
 import logging
 import os
 import sys
 import threading
 import time
+import types
 
 import probe_subjects as S
 import pytest
@@ -434,3 +437,140 @@ def test_a_parameter_at_call_is_its_argument_and_the_namespace_names_still_win()
     p.stop()
     assert n.count == 6 and r.count == 6  # 1 + 2 + 3; two extra positionals each time
     assert s.stats()["min"] >= t0  # `start` is the call's start time, not the argument
+
+
+def test_references_kept_in_containers_fire_and_are_put_back():
+    # a handler list, a dispatch dict, partials (the function, or an argument),
+    # a closure cell, a default argument, a tuple kept in a dict, and bound
+    # methods kept as callbacks: every one fires; after stop() every holder
+    # holds the original object again and nothing fires
+    price, ring = S.price, S.Till.ring
+    handlers = [len, S.price]
+    dispatch = {"price": S.price}
+    half = functools.partial(S.price, unit=0.5)
+    half_kw = half.keywords
+    price_all = functools.partial(map, S.price)
+    price_all_args = price_all.args
+
+    def via(f):
+        def call(qty):
+            return f(qty)
+        return call
+
+    through_cell = via(S.price)
+
+    def priced(qty, pricer=S.price):
+        return pricer(qty)
+
+    defaults = priced.__defaults__
+    routes = {"pair": (S.price, "price")}
+    pair = routes["pair"]
+    till = S.Till(3)
+    hooks = types.SimpleNamespace(on_sale=till.ring)
+    callbacks = [till.ring]
+    bound = hooks.on_sale, callbacks[0]
+
+    seen = []
+
+    class Keep(probes.Instrument):
+        def fire(self, value, ns):
+            seen.append((self.name, value))
+
+    p = probe_with(S.price, c=Keep("price", "(qty, unit)", event="call"),
+                   r=Keep("price=", "result", event="return"), n=count())
+    q = probe_with(S.Till.ring, c=Keep("ring", "(self.rate, qty)", event="call"), n=count())
+
+    def call_each():
+        return [handlers[1](1), dispatch["price"](2), half(3), through_cell(4), priced(5),
+                routes["pair"][0](6), list(price_all([7])), hooks.on_sale(8), callbacks[0](9)]
+
+    expected = [1.0, 2.0, 1.5, 4.0, 5.0, 6.0, [7.0], 24, 27]
+    assert call_each() == expected
+    assert p.instruments["n"].count == 7 and q.instruments["n"].count == 2
+    assert seen == [
+        ("price", (1, 1.0)), ("price=", 1.0), ("price", (2, 1.0)), ("price=", 2.0),
+        ("price", (3, 0.5)), ("price=", 1.5), ("price", (4, 1.0)), ("price=", 4.0),
+        ("price", (5, 1.0)), ("price=", 5.0), ("price", (6, 1.0)), ("price=", 6.0),
+        ("price", (7, 1.0)), ("price=", 7.0), ("ring", (3, 8)), ("ring", (3, 9)),
+    ]
+    if sys.version_info < (3, 12):  # 3.11: the holders held stand-ins meanwhile
+        assert "calltape probe" in repr(handlers[1]) and "calltape probe" in repr(half.func)
+        assert routes["pair"] is not pair and hooks.on_sale is not bound[0]
+    p.stop()
+    q.stop()
+
+    assert handlers == [len, price] and handlers[1] is price and dispatch["price"] is price
+    assert half.func is price and half.args == () and half.keywords is half_kw
+    assert price_all.func is map and price_all.args is price_all_args
+    assert price_all_args[0] is price
+    assert through_cell.__closure__[0].cell_contents is price
+    assert priced.__defaults__ is defaults and defaults[0] is price
+    assert routes["pair"] is pair and pair[0] is price
+    assert (hooks.on_sale, callbacks[0]) == bound and hooks.on_sale is bound[0]
+    assert callbacks[0] is bound[1] and bound[0].__func__ is ring
+    assert S.price is price and S.Till.__dict__["ring"] is ring
+    assert call_each() == expected
+    assert p.instruments["n"].count == 7 and q.instruments["n"].count == 2 and len(seen) == 16
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ patches nothing")
+def test_on_311_a_list_changed_meanwhile_and_what_is_left_alone():
+    # a stand-in that moved in its list is put back where it is now; sets,
+    # list subclasses, named tuples and local variables are not patched, and a
+    # bound method is never changed in place (its hash and == follow its function)
+    class Registry(list):
+        pass
+
+    price = S.price
+    Route = collections.namedtuple("Route", "handler name")
+    handlers = [price]
+    subscribers = {price}
+    registry = Registry([price])
+    route = Route(price, "price")
+    till = S.Till(2)
+    ring = till.ring
+    on_sale = {ring}
+    p = probe_with(S.price, n=count())
+    q = probe_with(S.Till.ring, n=count())
+    handlers.insert(0, len)
+    assert "calltape probe" in repr(handlers[1])
+    assert next(iter(subscribers)) is price and route.handler is price and ring in on_sale
+    assert registry[0] is price
+    assert next(iter(subscribers))(1) == 1.0 and route.handler(2) == 2.0 and ring(3) == 6
+    assert p.instruments["n"].count == 0 and q.instruments["n"].count == 0
+    handlers[1](4)
+    assert p.instruments["n"].count == 1
+    p.stop()
+    q.stop()
+    assert handlers == [len, price] and handlers[1] is price and on_sale == {till.ring}
+
+
+def test_holders_nested_in_holders_fire_and_are_put_back():
+    # a tuple holding the function both directly and inside another tuple, a
+    # bound method inside a tuple inside a list, and many cache keys holding
+    # the function (tuples that are dict keys: never changed)
+    price = S.price
+    till = S.Till(2)
+    routes = {"r": ((S.price,), S.price)}
+    route = routes["r"]
+    jobs = [("ring", till.ring)]
+    job = jobs[0]
+
+    @functools.cache
+    def compiled(func, n):
+        return n
+
+    for i in range(500):
+        compiled(S.price, i)
+    p = probe_with(S.price, n=count("call", "qty"))
+    q = probe_with(S.Till.ring, n=count("call", "qty"))
+    assert routes["r"][0][0](1) == 1.0 and routes["r"][1](2) == 2.0 and jobs[0][1](3) == 6
+    assert compiled(price, 7) == 7 and compiled.cache_info().hits == 1  # the keys kept
+    assert p.instruments["n"].count == 3 and q.instruments["n"].count == 3
+    p.stop()
+    q.stop()
+    assert routes["r"] is route and route[0][0] is price and route[1] is price
+    assert jobs[0] is job and job[1].__func__ is S.Till.ring
+    assert compiled(price, 8) == 8 and compiled.cache_info().hits == 2
+    assert routes["r"][0][0](1) == 1.0 and jobs[0][1](3) == 6
+    assert p.instruments["n"].count == 3 and q.instruments["n"].count == 3

@@ -13,9 +13,10 @@ patched, every reference to the function is instrumented however it was
 imported, and a stopped probe (or one with no instruments left) costs nothing.
 On CPython 3.11 (no sys.monitoring) start() patches every reference to the
 function that gc.get_referrers finds and can change (dicts, class dicts,
-closure cells, classmethod/staticmethod/property copies, @calltape.record)
-with a C stand-in, and stop() puts them back (probes/patch.c; the README says
-what it cannot reach).  The events, the namespace and the count and histogram
+lists, closure cells, functools.partial objects, defaults; copies of tuples,
+bound methods, classmethod/staticmethod/property; @calltape.record) with a C
+stand-in, and stop() puts them back (probes/patch.c; the README says what it
+cannot reach).  The events, the namespace and the count and histogram
 instruments are C (src/calltape/_native/probes/); this module resolves targets
 and names things.
 """

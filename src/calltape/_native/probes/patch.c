@@ -3,24 +3,40 @@
  * the ProbeWrapper type (a callable standing in for one function running
  * the target's code, which fires the probe's instruments through hook.c's
  * ct_probe_wrapper_call) and the patching of every reference to those
- * functions that can be found with gc.get_referrers and replaced:
+ * functions that the collector can find (the objects gc.get_referrers
+ * would list) and that can be replaced:
  *
- *   - values of dicts: module globals (`from m import f as g` included),
- *     class __dict__s (through setattr on the class), instance
- *     attributes (an instance keeping them without a dict gets one) and
- *     registry dicts, the __wrapped__ of functools.wraps;
- *   - closure cells (the `func` a decorator's wrapper calls);
- *   - classmethod, staticmethod and property objects, which cannot be
- *     changed: a copy holding the wrapper replaces each, wherever it is;
+ *   - in place: values of dicts (module globals, `from m import f as g`
+ *     included, class __dict__s through setattr on the class, instance
+ *     attributes (an instance keeping them without a dict gets one),
+ *     registry dicts, a partial's keywords, the __wrapped__ of
+ *     functools.wraps); items of exact lists; closure cells (the `func` a
+ *     decorator's wrapper calls); the func or args of functools.partial
+ *     objects (through partial's own __reduce__ and __setstate__, so the
+ *     partial, its args tuple, keywords and __dict__ stay the same
+ *     objects); a function's __defaults__ tuple (replaced, below);
+ *   - by a copy holding the wrapper, put wherever the original is held
+ *     (recursively, PATCH_DEPTH deep): classmethod, staticmethod and
+ *     property objects; exact tuples (they may be dict keys, hashed, or
+ *     shared: never changed in place); bound methods (their hash and ==
+ *     follow their function, so one changed in place would be lost in a
+ *     set or a dict keyed by it);
  *   - @calltape.record: the Recorder calls the wrapper (Recorder.probe).
  *
- * Not replaced (they cannot be, or should not be): local variables of
- * running frames, tuples (defaults), lists, functools.partial and bound
- * methods made before start().
+ * Not replaced: local variables of running frames, set and frozenset
+ * members and dict keys (hashed), list subclasses (one may cache a hash
+ * of its items, as functools' _HashedSeq does, or watch __setitem__),
+ * tuple subclasses (named tuples: their constructors differ), and a
+ * copy's holders beyond PATCH_DEPTH.  The heap is walked once per depth:
+ * the objects replaced at one depth are a batch (sorted by address), and
+ * every tracked object is traversed once with a binary search per
+ * reference, so 4,000 tuples holding the function cost one walk.
  *
  * Invariants: h->patches lists (kind, where, key, old, new, owner) for
  * each reference replaced, in order; unpatching walks it backwards and
- * puts `old` back only where `new` still is; a wrapper of a stopped hook
+ * puts `old` back only where `new` still is (a list item that moved is
+ * found where it is now); the patcher's own lists (the referrers being
+ * walked, h->patches) are never patched; a wrapper of a stopped hook
  * calls its function and nothing else.
  */
 #include "probes.h"
@@ -146,18 +162,84 @@ static PyObject *wrapper_new(ct_state *st, ProbeHook *h, PyObject *func)
 
 /* ---- finding and replacing references ---------------------------------------- */
 
-enum { PATCH_DICT, PATCH_CELL, PATCH_RECORDER };
+enum { PATCH_DICT, PATCH_CELL, PATCH_RECORDER, PATCH_LIST, PATCH_PARTIAL, PATCH_DEFAULTS };
 
-/* The references are replaced this many wrappers deep at most (a property
- * holding a staticmethod ...). */
+/* The references are replaced this many copies deep at most (a property
+ * holding a staticmethod, a tuple in a tuple ...). */
 #define PATCH_DEPTH 4
+
+/* One object to replace, `old`, and what replaces it, `new`. */
+typedef struct patch_pair {
+    PyObject *old, *new;
+} patch_pair;
+
+/* The objects replaced at one depth, whose referrers are found in one walk
+ * of the heap (so many tuples holding the function cost one walk, not one
+ * each): sorted by `old` for batch_find; `keep` (a list) holds them. */
+typedef struct batch {
+    patch_pair *v;
+    Py_ssize_t n, cap;
+    PyObject *keep;
+} batch;
 
 typedef struct patcher {
     ct_state *st;
     ProbeHook *h;
     PyObject *referrers; /* gc.get_referrers */
+    PyObject *objects;   /* gc.get_objects */
     PyObject *patches;   /* h->patches */
+    PyObject *partial;   /* functools.partial */
+    /* the patcher's own containers holding what is being replaced, never
+     * patched: the functions' list, each depth's batch->keep, the referrers
+     * walked now */
+    PyObject *mine[PATCH_DEPTH + 4];
+    int nmine;
 } patcher;
+
+static int batch_add(batch *b, PyObject *old, PyObject *new)
+{
+    if (!b->keep && !(b->keep = PyList_New(0)))
+        return -1;
+    if (PyList_Append(b->keep, old) < 0 || PyList_Append(b->keep, new) < 0)
+        return -1;
+    if (b->n == b->cap) {
+        Py_ssize_t cap = b->cap ? 2 * b->cap : 8;
+        patch_pair *v = PyMem_Realloc(b->v, (size_t)cap * sizeof *v);
+        if (!v) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->v = v;
+        b->cap = cap;
+    }
+    b->v[b->n++] = (patch_pair){old, new};
+    return 0;
+}
+
+static void batch_clear(batch *b)
+{
+    PyMem_Free(b->v);
+    b->v = NULL;
+    b->n = b->cap = 0;
+    Py_CLEAR(b->keep);
+}
+
+static int pair_cmp(const void *x, const void *y)
+{
+    uintptr_t a = (uintptr_t)((const patch_pair *)x)->old;
+    uintptr_t b = (uintptr_t)((const patch_pair *)y)->old;
+    return a < b ? -1 : a > b;
+}
+
+/* What replaces `o` in `b` (borrowed), or NULL when `o` is not replaced. */
+static PyObject *batch_find(const batch *b, PyObject *o)
+{
+    if (b->n == 1)
+        return b->v[0].old == o ? b->v[0].new : NULL;
+    patch_pair key = {o, NULL};
+    const patch_pair *hit = bsearch(&key, b->v, (size_t)b->n, sizeof *b->v, pair_cmp);
+    return hit ? hit->new : NULL;
+}
 
 static int note(patcher *p, int kind, PyObject *where, PyObject *key, PyObject *old, PyObject *new,
                 PyObject *owner)
@@ -167,6 +249,16 @@ static int note(patcher *p, int kind, PyObject *where, PyObject *key, PyObject *
     int r = t ? PyList_Append(p->patches, t) : -1;
     Py_XDECREF(t);
     return r;
+}
+
+static int is_mine(const patcher *p, PyObject *o)
+{
+    if (o == p->patches)
+        return 1;
+    for (int i = 0; i < p->nmine; i++)
+        if (p->mine[i] == o)
+            return 1;
+    return 0;
 }
 
 /* The class whose __dict__ `d` is (a new reference), or NULL (and no
@@ -189,22 +281,28 @@ static PyObject *dict_owner(patcher *p, PyObject *d)
     return owner;
 }
 
-static int replace_in_dict(patcher *p, PyObject *d, PyObject *old, PyObject *new)
+static int replace_in_dict(patcher *p, PyObject *d, const batch *b)
 {
     PyObject *keys = PyList_New(0), *k, *v, *owner = NULL;
     Py_ssize_t pos = 0;
     if (!keys)
         return -1;
     while (PyDict_Next(d, &pos, &k, &v))
-        if (v == old && PyList_Append(keys, k) < 0)
+        if (batch_find(b, v) && PyList_Append(keys, k) < 0)
             goto error;
     if (PyList_GET_SIZE(keys) && !(owner = dict_owner(p, d)) && PyErr_Occurred())
         goto error;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
         k = PyList_GET_ITEM(keys, i);
+        PyObject *old = PyDict_GetItemWithError(d, k), *new = old ? batch_find(b, old) : NULL;
+        if (!new &&PyErr_Occurred())
+            goto error;
+        if (!new) /* changed meanwhile (a finalizer) */
+            continue;
+        if (note(p, PATCH_DICT, d, k, old, new, owner) < 0)
+            goto error;
         /* a class's through setattr: its method cache and slots follow */
-        int r = owner ? PyObject_SetAttr(owner, k, new) : PyDict_SetItem(d, k, new);
-        if (r < 0 || note(p, PATCH_DICT, d, k, old, new, owner) < 0)
+        if ((owner ? PyObject_SetAttr(owner, k, new) : PyDict_SetItem(d, k, new)) < 0)
             goto error;
     }
     Py_XDECREF(owner);
@@ -216,33 +314,114 @@ error:
     return -1;
 }
 
-static int replace_everywhere(patcher *p, PyObject *old, PyObject *new, int depth);
+/* The items of list `l` that are replaced: the new ones in their place
+ * (the list is the same object; each index is noted). */
+static int replace_in_list(patcher *p, PyObject *l, const batch *b)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(l); i++) {
+        PyObject *old = PyList_GET_ITEM(l, i), *new = batch_find(b, old);
+        if (!new)
+            continue;
+        PyObject *key = PyLong_FromSsize_t(i);
+        int r = key ? note(p, PATCH_LIST, l, key, old, new, NULL) : -1;
+        Py_XDECREF(key);
+        if (r < 0)
+            return -1;
+        /* a finalizer run by the allocations above may have changed it */
+        if (i < PyList_GET_SIZE(l) && PyList_GET_ITEM(l, i) == old &&
+            PyList_SetItem(l, i, Py_NewRef(new)) < 0)
+            return -1;
+    }
+    return 0;
+}
 
-/* A classmethod or staticmethod `cm` of `old`: a copy of `new` in its place. */
-static int replace_method(patcher *p, PyObject *cm, PyObject *old, PyObject *new, int depth)
+/* The state (func, args, keywords, __dict__ or None) of partial `part`,
+ * from functools.partial's own __reduce__ (a new reference), or NULL with
+ * an exception set. */
+static PyObject *partial_state(PyObject *type, PyObject *part)
+{
+    PyObject *red = PyObject_CallMethod(type, "__reduce__", "O", part), *state = NULL;
+    if (!red)
+        return NULL;
+    if (PyTuple_Check(red) && PyTuple_GET_SIZE(red) == 3 &&
+        PyTuple_Check(PyTuple_GET_ITEM(red, 2)) && PyTuple_GET_SIZE(PyTuple_GET_ITEM(red, 2)) == 4)
+        state = Py_NewRef(PyTuple_GET_ITEM(red, 2));
+    else
+        PyErr_Format(PyExc_TypeError, "unexpected state of %R", part);
+    Py_DECREF(red);
+    return state;
+}
+
+/* Sets item `which` (0: func, 1: args) of partial `part`'s state to
+ * `value` in place, through functools.partial's own __setstate__: the
+ * partial, its args tuple, its keywords dict and its __dict__ stay the same
+ * objects.  Returns 0, or -1 with an exception set. */
+static int partial_set(PyObject *type, PyObject *part, int which, PyObject *value)
+{
+    PyObject *state = partial_state(type, part), *copy = NULL, *r = NULL;
+    if (!state || !(copy = PyTuple_New(4)))
+        goto done;
+    for (Py_ssize_t i = 0; i < 4; i++)
+        PyTuple_SET_ITEM(copy, i, Py_NewRef(i == which ? value : PyTuple_GET_ITEM(state, i)));
+    r = PyObject_CallMethod(type, "__setstate__", "OO", part, copy);
+done:
+    Py_XDECREF(state);
+    Py_XDECREF(copy);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* A functools.partial `part` whose func (or args tuple) is replaced: the
+ * new one in its place, the partial changed in place (every holder of it
+ * follows). */
+static int replace_in_partial(patcher *p, PyObject *part, const batch *b)
+{
+    PyObject *state = partial_state(p->partial, part);
+    if (!state)
+        return -1;
+    int r = 0;
+    for (int which = 0; which < 2 && r == 0; which++) {
+        PyObject *old = PyTuple_GET_ITEM(state, which), *new = batch_find(b, old);
+        if (!new || (which == 1 && !PyTuple_Check(new)))
+            continue;
+        PyObject *key = PyLong_FromLong(which);
+        r = key && note(p, PATCH_PARTIAL, part, key, old, new, p->partial) == 0
+                ? partial_set(p->partial, part, which, new)
+                : -1;
+        Py_XDECREF(key);
+    }
+    Py_DECREF(state);
+    return r;
+}
+
+/* A classmethod or staticmethod `cm` of a replaced function: a copy of
+ * what replaces it, for the next depth. */
+static int replace_method(PyObject *cm, const batch *b, batch *next)
 {
     PyObject *f = PyObject_GetAttrString(cm, "__func__");
     if (!f)
         return -1;
+    PyObject *new = batch_find(b, f);
     int r = 0;
-    if (f == old) {
+    if (new) {
         PyObject *copy = PyObject_CallOneArg((PyObject *)Py_TYPE(cm), new);
-        r = copy ? replace_everywhere(p, cm, copy, depth + 1) : -1;
+        r = copy ? batch_add(next, cm, copy) : -1;
         Py_XDECREF(copy);
     }
     Py_DECREF(f);
     return r;
 }
 
-/* A property `prop` whose fget, fset or fdel is `old`: a copy with `new`. */
-static int replace_property(patcher *p, PyObject *prop, PyObject *old, PyObject *new, int depth)
+/* A property `prop` whose fget, fset or fdel is replaced: a copy with the
+ * new ones, for the next depth. */
+static int replace_property(PyObject *prop, const batch *b, batch *next)
 {
     static const char *const attr[] = {"fget", "fset", "fdel"};
     static const char *const method[] = {"getter", "setter", "deleter"};
     PyObject *copy = Py_NewRef(prop);
     for (int i = 0; i < 3 && copy; i++) {
-        PyObject *f = PyObject_GetAttrString(prop, attr[i]);
-        if (f == old)
+        PyObject *f = PyObject_GetAttrString(prop, attr[i]), *new = f ? batch_find(b, f) : NULL;
+        if (new)
             Py_SETREF(copy, PyObject_CallMethod(copy, method[i], "O", new));
         else if (!f)
             Py_CLEAR(copy);
@@ -250,94 +429,255 @@ static int replace_property(patcher *p, PyObject *prop, PyObject *old, PyObject 
     }
     int r = copy ? 0 : -1;
     if (copy && copy != prop)
-        r = replace_everywhere(p, prop, copy, depth + 1);
+        r = batch_add(next, prop, copy);
     Py_XDECREF(copy);
     return r;
 }
 
-/* Replaces `old` by `new` in every referrer of `old` that can be changed. */
-static int replace_everywhere(patcher *p, PyObject *old, PyObject *new, int depth)
+/* An exact tuple `t` holding replaced objects (a tuple cannot change: it
+ * may be a dict key, hashed, shared): a copy holding the new ones, for the
+ * next depth, where it replaces `t` wherever `t` is held (dict values,
+ * lists, cells, defaults, a partial's args, tuples). */
+static int replace_tuple(PyObject *t, const batch *b, batch *next)
 {
-    PyObject *refs = PyObject_CallOneArg(p->referrers, old);
-    if (!refs)
+    Py_ssize_t n = PyTuple_GET_SIZE(t), i = 0;
+    while (i < n && !batch_find(b, PyTuple_GET_ITEM(t, i)))
+        i++;
+    if (i == n)
+        return 0;
+    PyObject *copy = PyTuple_New(n);
+    if (!copy)
         return -1;
-    int r = 0;
-    for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(refs); i++) {
-        PyObject *ref = PyList_GET_ITEM(refs, i);
-        if (PyDict_Check(ref)) {
-            r = replace_in_dict(p, ref, old, new);
-        } else if (PyCell_Check(ref)) {
-            if (PyCell_GET(ref) == old)
-                r = PyCell_Set(ref, new) < 0 || note(p, PATCH_CELL, ref, NULL, old, new, NULL) < 0
-                        ? -1
-                        : 0;
-        } else if (Py_TYPE(ref)->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
-            /* an instance keeping its attributes without a dict: made now */
-            PyObject *d = PyObject_GenericGetDict(ref, NULL);
-            r = d ? replace_in_dict(p, d, old, new) : -1;
-            Py_XDECREF(d);
-        } else if (depth >= PATCH_DEPTH) {
-            continue;
-        } else if (Py_IS_TYPE(ref, &PyClassMethod_Type) || Py_IS_TYPE(ref, &PyStaticMethod_Type)) {
-            r = replace_method(p, ref, old, new, depth);
-        } else if (PyObject_TypeCheck(ref, &PyProperty_Type)) {
-            r = replace_property(p, ref, old, new, depth);
-        } else if (PyObject_TypeCheck(ref, p->st->type.Recorder)) {
-            Recorder *rec = (Recorder *)ref;
-            if (rec->func == old && !rec->probe) {
-                rec->probe = Py_NewRef(new);
-                r = note(p, PATCH_RECORDER, ref, NULL, old, new, NULL);
-            }
+    for (i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(t, i), *new = batch_find(b, item);
+        PyTuple_SET_ITEM(copy, i, Py_NewRef(new ? new : item));
+    }
+    int r = batch_add(next, t, copy);
+    Py_DECREF(copy);
+    return r;
+}
+
+/* A bound method `m` of a replaced function (its hash and == follow its
+ * function, so it is not changed in place: it may be in a set): a method
+ * binding the new one to the same object, for the next depth. */
+static int replace_bound(PyObject *m, const batch *b, batch *next)
+{
+    PyObject *new = batch_find(b, PyMethod_GET_FUNCTION(m));
+    if (!new)
+        return 0;
+    PyObject *copy = PyMethod_New(new, PyMethod_GET_SELF(m));
+    int r = copy ? batch_add(next, m, copy) : -1;
+    Py_XDECREF(copy);
+    return r;
+}
+
+/* Replaces what `b` replaces in referrer `ref` when it can be changed in
+ * place; a copy of `ref` goes into `next` when it cannot (below depth
+ * PATCH_DEPTH). */
+static int replace_in(patcher *p, PyObject *ref, const batch *b, batch *next, int depth)
+{
+    PyObject *new;
+    if (is_mine(p, ref))
+        return 0;
+    if (PyDict_Check(ref))
+        return replace_in_dict(p, ref, b);
+    if (PyList_CheckExact(ref)) /* a subclass may keep a hash or observers of its items */
+        return replace_in_list(p, ref, b);
+    if (PyCell_Check(ref)) {
+        PyObject *old = PyCell_GET(ref);
+        if (!old || !(new = batch_find(b, old)))
+            return 0;
+        return note(p, PATCH_CELL, ref, NULL, old, new, NULL) < 0 ? -1 : PyCell_Set(ref, new);
+    }
+    if (PyObject_TypeCheck(ref, (PyTypeObject *)p->partial))
+        return replace_in_partial(p, ref, b);
+    if (PyFunction_Check(ref)) { /* its __defaults__ being a tuple replaced */
+        PyObject *old = PyFunction_GET_DEFAULTS(ref);
+        if (!old || !(new = batch_find(b, old)) || !PyTuple_Check(new))
+            return 0;
+        return note(p, PATCH_DEFAULTS, ref, NULL, old, new, NULL) < 0
+                   ? -1
+                   : PyFunction_SetDefaults(ref, new);
+    }
+    if (Py_TYPE(ref)->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
+        /* an instance keeping its attributes without a dict: made now */
+        PyObject *d = PyObject_GenericGetDict(ref, NULL);
+        int r = d ? replace_in_dict(p, d, b) : -1;
+        Py_XDECREF(d);
+        return r;
+    }
+    if (PyObject_TypeCheck(ref, p->st->type.Recorder)) {
+        Recorder *rec = (Recorder *)ref;
+        if (rec->probe || !(new = batch_find(b, rec->func)))
+            return 0;
+        rec->probe = Py_NewRef(new);
+        return note(p, PATCH_RECORDER, ref, NULL, rec->func, new, NULL);
+    }
+    if (depth >= PATCH_DEPTH)
+        return 0;
+    if (Py_IS_TYPE(ref, &PyClassMethod_Type) || Py_IS_TYPE(ref, &PyStaticMethod_Type))
+        return replace_method(ref, b, next);
+    if (PyObject_TypeCheck(ref, &PyProperty_Type))
+        return replace_property(ref, b, next);
+    if (PyTuple_CheckExact(ref))
+        return replace_tuple(ref, b, next);
+    if (PyMethod_Check(ref))
+        return replace_bound(ref, b, next);
+    return 0;
+}
+
+/* tp_traverse's visit: 1 (stop) at a reference to an object of the batch. */
+static int visit_find(PyObject *o, void *arg)
+{
+    return o && batch_find((const batch *)arg, o) ? 1 : 0;
+}
+
+/* The objects the collector tracks that refer to an object of `b` (a new
+ * list), as gc.get_referrers(*olds) finds them, but with one binary search
+ * per reference instead of a scan of the batch: one walk of the heap, in
+ * time that grows with its size, not with its size times the batch's. */
+static PyObject *batch_referrers(patcher *p, const batch *b)
+{
+    PyObject *all = PyObject_CallNoArgs(p->objects), *refs = NULL;
+    if (!all || !PyList_Check(all) || !(refs = PyList_New(0))) {
+        if (all && !PyList_Check(all))
+            PyErr_SetString(PyExc_TypeError, "gc.get_objects() returned no list");
+        Py_XDECREF(all);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(all); i++) {
+        PyObject *o = PyList_GET_ITEM(all, i);
+        traverseproc visit = Py_TYPE(o)->tp_traverse;
+        if (visit && visit(o, visit_find, (void *)b) && PyList_Append(refs, o) < 0) {
+            Py_CLEAR(refs);
+            break;
         }
     }
-    Py_DECREF(refs);
+    Py_DECREF(all);
+    return refs;
+}
+
+/* Replaces every object of `b` in every referrer of it that can be
+ * changed, then the copies made of those that cannot, one depth further
+ * (one walk of the heap per depth).  `b` is sorted here. */
+static int replace_everywhere(patcher *p, batch *b, int depth)
+{
+    batch next = {0};
+    PyObject *refs = NULL;
+    int r = -1, base = p->nmine;
+    qsort(b->v, (size_t)b->n, sizeof *b->v, pair_cmp);
+    p->mine[p->nmine++] = b->keep;
+    if (!(refs = batch_referrers(p, b)))
+        goto done;
+    p->mine[p->nmine++] = refs;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs); i++)
+        if (replace_in(p, PyList_GET_ITEM(refs, i), b, &next, depth) < 0)
+            goto done;
+    p->nmine = base + 1; /* b->keep stays: it holds what was replaced */
+    Py_CLEAR(refs);
+    r = next.n ? replace_everywhere(p, &next, depth + 1) : 0;
+done:
+    p->nmine = base;
+    Py_XDECREF(refs);
+    batch_clear(&next);
     return r;
+}
+
+/* The patcher's gc.get_referrers, gc.get_objects and functools.partial.  Returns 0, or -1
+ * with an exception set. */
+static int patcher_open(patcher *p)
+{
+    PyObject *gc = PyImport_ImportModule("gc"), *ft = NULL;
+    if (!gc)
+        return -1;
+    p->referrers = PyObject_GetAttrString(gc, "get_referrers");
+    p->objects = p->referrers ? PyObject_GetAttrString(gc, "get_objects") : NULL;
+    Py_DECREF(gc);
+    if (!p->objects || !(ft = PyImport_ImportModule("functools")))
+        return -1;
+    p->partial = PyObject_GetAttrString(ft, "partial");
+    Py_DECREF(ft);
+    if (p->partial && !PyType_Check(p->partial)) {
+        PyErr_SetString(PyExc_TypeError, "functools.partial is not a type");
+        return -1;
+    }
+    return p->partial ? 0 : -1;
 }
 
 int ct_probe_patch(ProbeHook *h)
 {
     ct_state *st = (ct_state *)PyModule_GetState(h->module);
-    patcher p = {st, h, NULL, NULL};
-    PyObject *gc = PyImport_ImportModule("gc"), *funcs = NULL;
-    if (!gc)
-        return -1;
-    p.referrers = PyObject_GetAttrString(gc, "get_referrers");
-    Py_DECREF(gc);
-    if (!p.referrers)
-        return -1;
+    patcher p = {.st = st, .h = h};
+    PyObject *funcs = NULL;
+    if (patcher_open(&p) < 0)
+        goto error;
     if (!h->patches && !(h->patches = PyList_New(0)))
         goto error;
     p.patches = h->patches;
     funcs = PyObject_CallOneArg(p.referrers, (PyObject *)h->code);
     if (!funcs)
         goto error;
+    p.mine[p.nmine++] = funcs;
     Py_ssize_t nfuncs = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(funcs); i++) {
         PyObject *f = PyList_GET_ITEM(funcs, i);
         if (!PyFunction_Check(f) || PyFunction_GET_CODE(f) != (PyObject *)h->code)
             continue;
         nfuncs++;
+        batch b = {0};
         PyObject *w = wrapper_new(st, h, f);
-        int r = w ? replace_everywhere(&p, f, w, 0) : -1;
+        int r = w && batch_add(&b, f, w) == 0 ? replace_everywhere(&p, &b, 0) : -1;
         Py_XDECREF(w);
+        batch_clear(&b);
         if (r < 0)
             goto error;
     }
     if (PyList_GET_SIZE(h->patches) == 0) {
         PyErr_Format(PyExc_RuntimeError, "cannot probe %U on Python 3.11: %s", h->code->co_qualname,
                      nfuncs ? "no reference to its function could be patched (only local"
-                              " variables, tuples or lists hold it)"
+                              " variables of running frames, sets, list or tuple"
+                              " subclasses hold it)"
                             : "no function runs its code now (a local function made at each"
                               " call of the one around it needs Python 3.12+)");
         goto error;
     }
     Py_DECREF(funcs);
     Py_DECREF(p.referrers);
+    Py_DECREF(p.objects);
+    Py_DECREF(p.partial);
     return 0;
 error:
     Py_XDECREF(funcs);
-    Py_DECREF(p.referrers);
+    Py_XDECREF(p.referrers);
+    Py_XDECREF(p.objects);
+    Py_XDECREF(p.partial);
     return -1;
+}
+
+/* Puts list item `old` back where `new` is: at index `key` still, else
+ * at the first `new` the list holds now (it moved), else nowhere. */
+static int unpatch_list(PyObject *l, PyObject *key, PyObject *old, PyObject *new)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(key), n = PyList_GET_SIZE(l);
+    if (i < 0 && PyErr_Occurred())
+        return -1;
+    if (i >= n || PyList_GET_ITEM(l, i) != new)
+        for (i = 0; i < n && PyList_GET_ITEM(l, i) != new; i++)
+            ;
+    return i < n ? PyList_SetItem(l, i, Py_NewRef(old)) : 0;
+}
+
+/* Puts a partial's func (key 0) or args (key 1) back where `new` still is. */
+static int unpatch_partial(PyObject *type, PyObject *part, PyObject *key, PyObject *old,
+                           PyObject *new)
+{
+    int which = (int)PyLong_AsLong(key);
+    PyObject *state = partial_state(type, part);
+    if (!state)
+        return -1;
+    int same = PyTuple_GET_ITEM(state, which) == new;
+    Py_DECREF(state);
+    return same ? partial_set(type, part, which, old) : 0;
 }
 
 /* Puts one patch back.  Returns 0, or -1 with an exception set. */
@@ -357,6 +697,12 @@ static int unpatch_one(PyObject *t)
     }
     case PATCH_CELL:
         return PyCell_GET(where) == new ? PyCell_Set(where, old) : 0;
+    case PATCH_LIST:
+        return unpatch_list(where, key, old, new);
+    case PATCH_PARTIAL:
+        return unpatch_partial(owner, where, key, old, new);
+    case PATCH_DEFAULTS:
+        return PyFunction_GET_DEFAULTS(where) == new ? PyFunction_SetDefaults(where, old) : 0;
     default: {
         Recorder *rec = (Recorder *)where;
         if (rec->probe == new)
