@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -53,18 +54,18 @@ def test_probe_add_list_remove_drives_another_process(tmp_path: Path) -> None:
     script.write_text(TARGET)
     proc = subprocess.Popen([sys.executable, str(script), tape], stdout=subprocess.PIPE,
                             text=True, cwd=str(tmp_path))
+    lines: list[str] = []  # the target's output, read as a terminal would: all of it
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
+                              daemon=True)
     try:
         assert proc.stdout is not None
+        reader.start()
         # the background thread's first apply fails (no tape yet): its warning may come
         # first, or even between "ready" and its line end (two writes)
-        assert any("ready" in proc.stdout.readline() for _ in range(50))
+        assert wait_for(lambda: any("ready" in line for line in lines))
         r = cli("add", tape, "w", "__main__.work", "--type", "log", "--value", "result + 1")
         assert r.returncode == 0, r.stderr
-        line = ""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and "43" not in line:
-            line = proc.stdout.readline()
-        assert "43" in line  # the instrument fired in the target
+        assert wait_for(lambda: any("43" in line for line in lines))  # it fired in the target
         assert wait_for(lambda: "target: applied" in cli("list", tape).stdout)
         listed = json.loads(cli("list", tape, "--json").stdout)
         assert listed["w"]["applied"]["target"]["error"] is None
@@ -76,7 +77,8 @@ def test_probe_add_list_remove_drives_another_process(tmp_path: Path) -> None:
             info = json.loads(cli("list", tape, "--json").stdout)["z"]["applied"]
             return bool(info.get("target", {}).get("errors"))
 
-        assert wait_for(fire_error)  # the error at fire time, written back to the tape
+        # the error at fire time, written back to the tape
+        assert wait_for(fire_error), "".join(lines[-30:])
         assert "ZeroDivisionError" in cli("list", tape).stdout
         r = cli("remove", tape, "z")
         assert r.returncode == 0, r.stderr
