@@ -4,6 +4,8 @@ every call arrives on the server once it is started again (the spool sent there
 and removed)."""
 
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -133,3 +135,137 @@ def test_a_program_that_ends_while_spooling_leaves_the_spool(pg_server, pg_url, 
     assert out.returncode == 0, out.stderr
     with calltape.open(pg_url) as tape:
         assert sorted(c.args["i"] for c in tape.calls()) == list(range(-1, 50))
+
+
+UNDER_LOAD = textwrap.dedent("""
+    import calltape, os, sys
+
+    calltape.configure(flush_interval=0.05)
+
+    @calltape.record
+    def inner(i, value):
+        return len(value)
+
+    @calltape.record
+    def outer(i):
+        # every 500th call holds a value large enough for the blob store
+        return inner(i, b"v%d" % i * (1000 if i % 500 == 0 else 1))
+
+    done = sys.argv[1]
+    made = 0
+    open(done + ".running", "w").close()
+    while not os.path.exists(done):
+        outer(made)
+        made += 1
+    assert calltape.flush(timeout=120)
+    print(made, calltape.stats()["dropped"], flush=True)
+""")
+
+
+def test_a_server_killed_under_load_loses_no_call(pg_server, pg_url, tmp_path):
+    """The server crashes (pg_ctl stop -m immediate) twice while a program records as fast
+    as it can: the rounds it broke in the middle go to the spool, and every call the
+    program made is on the server tape once, ids unique, none dropped."""
+    db = pg_url.rsplit("/", 1)[1]
+    pg_server.sql(db, f"ALTER DATABASE {db} SET synchronous_commit = on")  # commits survive
+    script = tmp_path / "load.py"
+    script.write_text(UNDER_LOAD)
+    done = str(tmp_path / "done")
+    env = dict(os.environ, CALLTAPE_TAPE=pg_url)
+    child = subprocess.Popen([sys.executable, str(script), done], env=env, cwd=str(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(done + ".running", child)
+        for away in (0.4, 1.5):
+            time.sleep(0.6)
+            pg_server.kill()
+            time.sleep(away)
+            pg_server.start()
+        time.sleep(0.6)
+        open(done, "w").close()
+        out, err = child.communicate(timeout=180)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err
+    made, dropped = map(int, out.split())
+    assert made > 1000 and dropped == 0, (made, dropped, err)
+    assert "cannot be reached: recording goes on into the spool" in err
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("calltape-spool-")]
+    with calltape.open(pg_url) as tape:
+        outer = sorted(c.args["i"] for c in tape.calls("outer"))
+        inner = sorted(c.args["i"] for c in tape.calls("inner"))
+        assert outer == inner == list(range(made))
+        ids = [c.id for c in tape.calls()]
+        assert len(set(ids)) == len(ids) == 2 * made
+        big = next(c for c in tape.calls("inner") if c.args["i"] == 500)
+        assert big.args["value"] == b"v500" * 1000
+
+
+NEXT_RUN = textwrap.dedent("""
+    import calltape, sys
+
+    @calltape.record
+    def later(i):
+        return i
+
+    for i in range(10):
+        later(i)
+    assert calltape.flush(timeout=60)
+""")
+
+
+def own_start_time() -> str:
+    """This process's start time as /proc/PID/stat's 22nd field gives it."""
+    with open(f"/proc/{os.getpid()}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
+def test_a_spool_left_behind_is_sent_by_the_next_recording(pg_server, pg_url, tmp_path):
+    """A program ends while the server is away: its spool stays, saying which tape it
+    belongs to (never the password) and who made it.  Three programs that record onto the
+    same tape from the same folder start at once once the server is back: one of them
+    sends the spool, so every call arrives once; a spool whose owner still runs stays."""
+    script = tmp_path / "away.py"
+    script.write_text(ENDS_AWAY)
+    mark = str(tmp_path / "mark")
+    env = dict(os.environ, CALLTAPE_TAPE=pg_url)
+    child = subprocess.Popen([sys.executable, str(script), mark], env=env, cwd=str(tmp_path),
+                             stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(mark, child)
+        pg_server.stop()
+        try:
+            _, err = child.communicate("\n", timeout=60)
+        finally:
+            pg_server.start()
+    finally:
+        child.kill()
+    assert child.returncode == 0, err
+    spool = tmp_path / f"calltape-spool-{child.pid}.db"
+    with sqlite3.connect(spool) as db:
+        notes = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'note:%'"))
+    assert notes["note:tape"] == pg_url.replace("s3cret-pw", "***")
+    assert notes["note:pid"] == str(child.pid)
+    assert not any("s3cret-pw" in str(v) for v in notes.values())
+    # the same spool, as if this test's own (running) process had made it
+    alive = tmp_path / f"calltape-spool-{os.getpid()}.db"
+    shutil.copy(spool, alive)
+    with sqlite3.connect(alive) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'note:pid'", (str(os.getpid()),))
+        db.execute("UPDATE meta SET value = ? WHERE key = 'note:pid_start'",
+                   (own_start_time(),))
+    (tmp_path / "later.py").write_text(NEXT_RUN)
+    runs = [subprocess.Popen([sys.executable, str(tmp_path / "later.py")], env=env,
+                             cwd=str(tmp_path), stderr=subprocess.PIPE, text=True)
+            for _ in range(3)]
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        assert "cannot send" not in err
+    assert not spool.exists()
+    assert alive.exists()  # its owner runs: not touched
+    with calltape.open(pg_url) as tape:
+        assert sorted(c.args["i"] for c in tape.calls("step")) == list(range(-1, 50))
+        assert sorted(c.args["i"] for c in tape.calls("later")) == sorted(list(range(10)) * 3)
+        ids = [c.id for c in tape.calls()]
+        assert len(set(ids)) == len(ids) == 81
