@@ -201,8 +201,10 @@ void writer_notice(engine *e, const char *msg);
  * 0, or -1 (the builder keeps its calls). */
 int writer_write_segment(engine *e, writer_txn *t, fn_def *f);
 /* Writes again into the open transaction of the store the writer has now
- * what the failed transaction `t` held: the values, thread rows, spans and
- * held segments.  Returns 0, or -1 with the store's error. */
+ * what the failed transaction `t` held: its spans and held segments; with
+ * `t` NULL, what the calls in builders need on a new store: the kept
+ * values and the session's thread rows.  Returns 0, or -1 with the
+ * store's error. */
 int writer_replay(engine *e, writer_txn *t);
 /* Ends the round: the session row (counters, drops, end) and the commit.
  * Returns 0 (t's counts published), -1 when it failed before the commit,

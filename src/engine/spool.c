@@ -10,25 +10,23 @@
  *   - in the middle of a round, when the server fails after the round began
  *     (spool_take_over): the server's transaction is rolled back, what it
  *     held is written again into a spool transaction (writer_replay: the
- *     held segments, the round's spans, the kept values, the thread rows)
- *     and the round goes on there; the call being taken is taken again
- *     only when it had not reached a builder (writer.c).
- * When the commit itself failed, the server may have committed the round
- * all the same: that round is committed alone, as a spool session of its
- * own, and the spool's note 'uncertain' names it ("SERVER END SPOOL", ';'
- * between several): the server session, the end the round wrote on its row
- * (rows only grow it) and the spool session.  Sending leaves that spool
- * session out when the server's row shows that end: the commit went
- * through.  Every REOPEN_EVERY_NS (or at a flush) the writer tries the
- * server again; when it answers, what the builders hold goes to the spool,
- * the writer records onto the server again (a new session) and sends the
- * spool there (store_copy_skip: fresh ids) and removes it.
+ *     held segments and the round's spans) and the round goes on there; the call being taken is
+ * taken again only when it had not reached a builder (writer.c). When the commit itself failed, the
+ * server may have committed the round all the same: that round is committed alone, as a spool
+ * session of its own, and the spool's note 'uncertain' names it ("SERVER END SPOOL", ';' between
+ * several): the server session, the end the round wrote on its row (rows only grow it) and the
+ * spool session.  Sending leaves that spool session out when the server's row shows that end: the
+ * commit went through.  Every REOPEN_EVERY_NS (or at a flush) the writer tries the server again;
+ * when it answers, what the builders hold goes to the spool, the writer records onto the server
+ * again (a new session) and sends the spool there (store_copy_skip: fresh ids) and removes it.
  *
  * Invariants:
  *   - every call is in one place only: a builder, a held segment of the
  *     open transaction, or a committed segment (server or spool);
  *   - the spool's call ids start above every id the server handed out to
- *     this process, so calls already in builders keep theirs;
+ *     this process, so calls already in builders keep theirs, and a spool
+ *     session starts with the values and thread rows those calls name
+ *     (writer_replay with no round), so a spool reads whole on its own;
  *   - the spool keeps the notes 'tape' (the tape as messages show it: no
  *     password), 'pid' and 'pid_start' (its owner and the owner's start
  *     time, /proc/PID/stat's 22nd field, so a reused PID owns nothing);
@@ -226,7 +224,7 @@ int spool_start(engine *e)
     int64_t first = 0;
     if (writer_ensure_store(e) < 0 || store_begin(w->store) < 0 ||
         store_reserve_ids(w->store, top + WRITER_ID_BLOCK, &first) < 0 || note_owner(e) < 0 ||
-        store_commit(w->store) < 0) {
+        writer_replay(e, NULL) < 0 || store_commit(w->store) < 0) {
         if (w->store)
             store_rollback(w->store);
         switch_store(e, 1);
@@ -282,7 +280,7 @@ int spool_take_over(engine *e, writer_txn *t, int uncertain)
         for (size_t i = 0; i < w->nthreads; i++)
             w->threads[i].stored = 0;
         t->first_start = INT64_MAX;
-        if (writer_ensure_store(e) < 0 || store_begin(w->store) < 0)
+        if (writer_ensure_store(e) < 0 || store_begin(w->store) < 0 || writer_replay(e, NULL) < 0)
             goto error;
     }
     return 0;

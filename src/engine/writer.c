@@ -370,16 +370,19 @@ int writer_write_segment(engine *e, txn *t, fn_def *f)
 int writer_replay(engine *e, txn *t)
 {
     writer_state *w = &e->w;
+    if (!t) {
+        for (size_t i = 0; i < w->nkept; i++)
+            if (store_put_blob(w->store, w->kept[i].hash, w->kept[i].data, w->kept[i].len) < 0)
+                return -1;
+        for (size_t i = 0; i < w->nthreads; i++)
+            if (w->threads[i].bytes && !w->threads[i].stored &&
+                store_thread(e, &w->threads[i], (int64_t)i) < 0)
+                return -1;
+        return 0;
+    }
     t->calls = t->segments = t->bytes = t->functions = 0;
     for (size_t i = 0; i < w->nfns; i++)
         w->fns[i].in_txn = 0;
-    for (size_t i = 0; i < w->nkept; i++)
-        if (store_put_blob(w->store, w->kept[i].hash, w->kept[i].data, w->kept[i].len) < 0)
-            return -1;
-    for (size_t i = 0; i < w->nthreads; i++)
-        if (w->threads[i].bytes && !w->threads[i].stored &&
-            store_thread(e, &w->threads[i], (int64_t)i) < 0)
-            return -1;
     for (size_t i = 0; i < t->nspans; i++)
         if (take_context(e, t, t->spans[i].p, t->spans[i].len) < 0)
             return -1;

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
 
 import calltape
 
@@ -242,7 +243,7 @@ def test_a_spool_left_behind_is_sent_by_the_next_recording(pg_server, pg_url, tm
         child.kill()
     assert child.returncode == 0, err
     spool = tmp_path / f"calltape-spool-{child.pid}.db"
-    with sqlite3.connect(spool) as db:
+    with closing(sqlite3.connect(spool)) as db:
         notes = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'note:%'"))
     assert notes["note:tape"] == pg_url.replace("s3cret-pw", "***")
     assert notes["note:pid"] == str(child.pid)
@@ -250,7 +251,7 @@ def test_a_spool_left_behind_is_sent_by_the_next_recording(pg_server, pg_url, tm
     # the same spool, as if this test's own (running) process had made it
     alive = tmp_path / f"calltape-spool-{os.getpid()}.db"
     shutil.copy(spool, alive)
-    with sqlite3.connect(alive) as db:
+    with closing(sqlite3.connect(alive)) as db, db:
         db.execute("UPDATE meta SET value = ? WHERE key = 'note:pid'", (str(os.getpid()),))
         db.execute("UPDATE meta SET value = ? WHERE key = 'note:pid_start'",
                    (own_start_time(),))
@@ -269,3 +270,120 @@ def test_a_spool_left_behind_is_sent_by_the_next_recording(pg_server, pg_url, tm
         assert sorted(c.args["i"] for c in tape.calls("later")) == sorted(list(range(10)) * 3)
         ids = [c.id for c in tape.calls()]
         assert len(set(ids)) == len(ids) == 81
+
+
+COMMIT_FAILS = textwrap.dedent("""
+    import calltape, sys
+
+    calltape.configure(flush_interval=0.02)
+
+    @calltape.record
+    def step(i):
+        return i
+
+    for i in range(100):
+        step(i)
+    assert calltape.flush(timeout=30)
+    print("ready", flush=True)
+    input()  # the test makes the server refuse the next commit
+    for i in range(100, 200):
+        step(i)
+    assert calltape.flush(timeout=30)  # the refused round onto the spool, then sent
+    print(calltape.stats()["dropped"], flush=True)
+""")
+
+FAIL_ONE_COMMIT = """
+CREATE SEQUENCE fail_once;
+CREATE FUNCTION fail_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('fail_once') = 1 THEN
+        RAISE EXCEPTION 'the test refuses this commit';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER fail_at_commit AFTER INSERT ON segments
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_commit();
+"""
+
+
+def test_a_commit_the_server_refuses_goes_to_the_spool_once(pg_server, pg_url, tmp_path):
+    """The server refuses a round at COMMIT (a deferred trigger raises, once): the writer
+    cannot tell that from a commit cut off after the server made it, so the round goes into
+    a spool session of its own that the spool's notes name; the server's session row shows
+    it was not committed, so sending the spool keeps it: every call arrives once."""
+    script = tmp_path / "commit.py"
+    script.write_text(COMMIT_FAILS)
+    env = dict(os.environ, CALLTAPE_TAPE=pg_url)
+    child = subprocess.Popen([sys.executable, str(script)], env=env, cwd=str(tmp_path),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        db = pg_url.rsplit("/", 1)[1]
+        pg_server.sql(db, FAIL_ONE_COMMIT)
+        out, err = child.communicate("\n", timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err
+    assert out.strip() == "0", err
+    assert "recording goes on into the spool" in err
+    assert pg_server.sql(db, "SELECT last_value FROM fail_once") != "0"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("calltape-spool-")]
+    with calltape.open(pg_url) as tape:
+        assert sorted(c.args["i"] for c in tape.calls("step")) == list(range(200))
+        ids = [c.id for c in tape.calls()]
+        assert len(set(ids)) == len(ids) == 200
+        # before, the refused round alone, the rest of the spool, after
+        assert len(tape.sessions()) == 4
+
+
+def dead_pid() -> int:
+    """The PID of a process that has ended."""
+    done = subprocess.run(["true"], check=True)
+    assert done.returncode == 0
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_sending_leaves_out_a_round_the_server_committed(pg_server, pg_url, tmp_path):
+    """A spool session that its notes name as a round of unknown outcome is sent only when
+    the server's session row does not show that round's end: two copies of one spool, one
+    naming the end the server shows (committed: left out), one a later end (sent)."""
+    script = tmp_path / "away.py"
+    script.write_text(ENDS_AWAY)
+    mark = str(tmp_path / "mark")
+    env = dict(os.environ, CALLTAPE_TAPE=pg_url)
+    child = subprocess.Popen([sys.executable, str(script), mark], env=env, cwd=str(tmp_path),
+                             stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(mark, child)
+        pg_server.stop()
+        try:
+            _, err = child.communicate("\n", timeout=60)
+        finally:
+            pg_server.start()
+    finally:
+        child.kill()
+    assert child.returncode == 0, err
+    spool = tmp_path / f"calltape-spool-{child.pid}.db"
+    db = pg_url.rsplit("/", 1)[1]
+    server, end = pg_server.sql(db, "SELECT id, end_ns FROM sessions").split("|")
+    with closing(sqlite3.connect(spool)) as conn:
+        (session,) = conn.execute("SELECT id FROM sessions").fetchone()
+    for pid, shown_end in ((dead_pid(), int(end)), (dead_pid(), int(end) + 1)):
+        copy = tmp_path / f"calltape-spool-{pid}.db"
+        shutil.copy(spool, copy)
+        with closing(sqlite3.connect(copy)) as conn, conn:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'note:pid'", (str(pid),))
+            conn.execute("INSERT INTO meta VALUES ('note:uncertain', ?)",
+                         (f"{server} {shown_end} {session}",))
+    spool.unlink()
+    (tmp_path / "later.py").write_text(NEXT_RUN)
+    out = subprocess.run([sys.executable, str(tmp_path / "later.py")], env=env,
+                         cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("calltape-spool-")]
+    with calltape.open(pg_url) as tape:
+        assert sorted(c.args["i"] for c in tape.calls("step")) == list(range(-1, 50))
+        assert len(tape.sessions()) == 3  # the first, the spool sent once, the later run
