@@ -1,6 +1,7 @@
 /*
  * spool.c - the spool: a local SQLite tape, calltape-spool-PID.db in the
- * program's working folder (else /tmp), that the writer records into while
+ * program's working folder (else /tmp; calltape-spool-PID-N.db when a file
+ * of that name is there already), that the writer records into while
  * the server of a PostgreSQL tape is away and sends to the server when it
  * answers; and the spools that ended processes left for the same tape.
  *
@@ -189,6 +190,47 @@ static int owner_alive(long pid, const char *start)
     return kill((pid_t)pid, 0) == 0 || errno == EPERM;
 }
 
+/* The folder spools go to: the program's working folder, else /tmp. */
+static const char *spool_folder(const engine *e)
+{
+    return e->cwd && e->cwd[0] ? e->cwd : "/tmp";
+}
+
+/* Names this process's next spool: calltape-spool-PID.db, or with -N
+ * before .db when a file of that name is there already (a spool left by
+ * an ended process that had the same PID, for this tape or another). */
+static void name_spool(engine *e)
+{
+    writer_state *w = &e->w;
+    struct stat st;
+    snprintf(w->spool_path, sizeof w->spool_path, "%s/calltape-spool-%ld.db", spool_folder(e),
+             (long)getpid());
+    for (int n = 2; n < 1000 && lstat(w->spool_path, &st) == 0; n++)
+        snprintf(w->spool_path, sizeof w->spool_path, "%s/calltape-spool-%ld-%d.db",
+                 spool_folder(e), (long)getpid(), n);
+}
+
+/* 1 when `name` is a spool's: calltape-spool-DIGITS[-DIGITS].db. */
+static int spool_name(const char *name)
+{
+    static const char head[] = "calltape-spool-";
+    if (strncmp(name, head, sizeof head - 1) != 0)
+        return 0;
+    const char *p = name + sizeof head - 1, *digits = p;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    if (p == digits)
+        return 0;
+    if (*p == '-') {
+        digits = ++p;
+        while (*p >= '0' && *p <= '9')
+            p++;
+        if (p == digits)
+            return 0;
+    }
+    return strcmp(p, ".db") == 0;
+}
+
 /* Notes who owns the spool (in its open transaction).  Returns 0 or -1. */
 static int note_owner(engine *e)
 {
@@ -212,9 +254,8 @@ int spool_start(engine *e)
     writer_state *w = &e->w;
     if (w->spooling || w->spool_full || !tape_is_server(e))
         return -1;
-    if (!w->spool_path[0])
-        snprintf(w->spool_path, sizeof w->spool_path, "%s/calltape-spool-%ld.db",
-                 e->cwd && e->cwd[0] ? e->cwd : "/tmp", (long)getpid());
+    if (!w->spool_pending)
+        name_spool(e);
     int64_t top = 0; /* above every call id the server handed out */
     for (size_t i = 0; i < w->nblocks; i++)
         if (w->id_blocks[i] > top)
@@ -493,17 +534,14 @@ void spool_drain(engine *e)
 {
     writer_state *w = &e->w;
     w->drain_due = 0;
-    const char *dir = e->cwd && e->cwd[0] ? e->cwd : "/tmp";
+    const char *dir = spool_folder(e);
     char shown[4200], path[4400];
     store_redact(e->path, shown, sizeof shown);
     DIR *d = opendir(dir);
     if (!d)
         return;
     for (struct dirent *de = readdir(d); de; de = readdir(d)) {
-        long pid = 0;
-        char tail[8] = "";
-        if (sscanf(de->d_name, "calltape-spool-%ld.%7s", &pid, tail) != 2 ||
-            strcmp(tail, "db") != 0)
+        if (!spool_name(de->d_name))
             continue;
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         if ((w->spooling || w->spool_pending) && strcmp(path, w->spool_path) == 0)

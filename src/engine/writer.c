@@ -942,6 +942,9 @@ void writer_fork_reset(engine *e)
     w->dropped_reported = 0;
     w->last_open_try_ns = 0;
     spool_forget_kept(w, 1);
+    /* the parent's spool stays the parent's: the child makes its own */
+    w->spooling = w->spool_full = w->spool_pending = 0;
+    w->spool_path[0] = 0;
 }
 
 void writer_free_state(engine *e)
