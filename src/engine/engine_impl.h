@@ -125,6 +125,8 @@ typedef struct writer_state {
     uint64_t last_open_try_ns;
     uint64_t last_commit_ns;
     uint64_t last_retain_ns; /* monotonic, of the last retention round; 0: none yet */
+    int64_t last_end_ns;     /* the end the last round wrote on a session row: each
+                                round writes a later one (spool.c's 'uncertain') */
     /* what a round on a server keeps to be written again (writer.c) */
     held_seg *held; /* segments of the open transaction */
     size_t nheld, capheld;

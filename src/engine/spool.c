@@ -8,18 +8,23 @@
  * The writer goes onto the spool
  *   - at the start of a round, when the server cannot be reached or no
  *     transaction can begin (spool_start), and
- *   - in the middle of a round, when the server fails after the round began
- *     (spool_take_over): the server's transaction is rolled back, what it
- *     held is written again into a spool transaction (writer_replay: the
- *     held segments and the round's spans) and the round goes on there; the call being taken is
- * taken again only when it had not reached a builder (writer.c). When the commit itself failed, the
- * server may have committed the round all the same: that round is committed alone, as a spool
- * session of its own, and the spool's note 'uncertain' names it ("SERVER END SPOOL", ';' between
- * several): the server session, the end the round wrote on its row (rows only grow it) and the
- * spool session.  Sending leaves that spool session out when the server's row shows that end: the
- * commit went through.  Every REOPEN_EVERY_NS (or at a flush) the writer tries the server again;
- * when it answers, what the builders hold goes to the spool, the writer records onto the server
- * again (a new session) and sends the spool there (store_copy_skip: fresh ids) and removes it.
+ *   - in the middle of a round, when the server fails after the round
+ *     began (spool_take_over): the server's transaction is rolled back,
+ *     what it held is written again into a spool transaction
+ *     (writer_replay: the held segments and the round's spans) and the
+ *     round goes on there; the call being taken is taken again only when
+ *     it had not reached a builder (writer.c).
+ * When the commit itself failed, the server may have committed the round
+ * all the same: that round is committed alone, as a spool session of its
+ * own, and the spool's note 'uncertain' names it ("SERVER END SPOOL", ';'
+ * between several): the server session, the end the round wrote on its
+ * row (each round writes a later end than the last, and a row keeps the
+ * greatest) and the spool session.  Sending leaves that spool session out
+ * when the server's row shows that end: the commit went through.
+ * Every REOPEN_EVERY_NS (or at a flush) the writer tries the server again;
+ * when it answers, what the builders hold goes to the spool, the writer
+ * records onto the server again (a new session), sends the spool there
+ * (store_copy_skip: fresh ids) and removes it.
  *
  * Invariants:
  *   - every call is in one place only: a builder, a held segment of the
@@ -56,7 +61,7 @@
 #define SPOOL_MAX_BYTES ((int64_t)256 << 20)
 #define REOPEN_EVERY_NS 1000000000ull
 #define MAX_UNCERTAIN 40 /* rounds of unknown outcome one spool names */
-#define MAX_SPARE 64     /* reset builders kept for reuse */
+#define MAX_SPARE 64     /* reset builders kept for reuse, beyond one per function */
 
 /* Makes room for `want` elements of `elem` bytes in *arr (capacity *cap).
  * Returns 0, or -1 when memory ran out (the array stays). */
@@ -119,7 +124,7 @@ void spool_release_held(writer_state *w)
 {
     for (size_t i = 0; i < w->nheld; i++) {
         seg_builder *b = &w->held[i].seg;
-        if (w->nspare < MAX_SPARE &&
+        if (w->nspare < w->nfns + MAX_SPARE &&
             room((void **)&w->spare, &w->capspare, w->nspare + 1, sizeof(seg_builder)) == 0) {
             seg_builder_reset(b);
             w->spare[w->nspare++] = *b;

@@ -540,11 +540,18 @@ static void consume(engine *e, txn *t, const uint8_t *p, size_t n, int *ok)
         wreader_init(&b, body + 1, (size_t)len - 1);
         switch (body[0]) {
         case REC_CALL: {
-            int rc = *ok ? take_call(e, t, body + 1, (size_t)len - 1) : TAKE_AGAIN;
-            if (rc == TAKE_AGAIN && *ok && fail_over(e, t, 0))
+            /* one call site, so that take_call is inlined; a second pass
+             * only after the round moved onto the spool (once at most) */
+            int rc = TAKE_AGAIN;
+            while (*ok) {
                 rc = take_call(e, t, body + 1, (size_t)len - 1);
-            else if (rc == TAKE_KEPT && fail_over(e, t, 0))
-                rc = 0;
+                if ((rc != TAKE_AGAIN && rc != TAKE_KEPT) || !fail_over(e, t, 0))
+                    break;
+                if (rc == TAKE_KEPT) {
+                    rc = 0; /* its builder is written onto the spool later */
+                    break;
+                }
+            }
             if (rc == TAKE_AGAIN)
                 t->dropped++;
             if (rc < 0)
@@ -640,6 +647,9 @@ int writer_commit_round(engine *e, txn *t)
 {
     writer_state *w = &e->w;
     t->end_ns = (int64_t)engine_now_ns(CLOCK_REALTIME);
+    if (t->end_ns <= w->last_end_ns) /* the clock went back: still later on the row */
+        t->end_ns = w->last_end_ns + 1;
+    w->last_end_ns = t->end_ns;
     /* calls dropped so far (by producers or by failed rounds) go onto the
      * session row with this commit */
     pthread_mutex_lock(&e->mu);
