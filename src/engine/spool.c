@@ -39,8 +39,10 @@
  *   - a spool is sent by one process: its owner while it lives; after it
  *     ended, by the first process recording onto the same tape from the
  *     same folder that holds flock(LOCK_EX) on it (spool_drain), which
- *     removes it after the commit (a sender killed between the two leaves
- *     a sent spool: that window is the only one for a duplicate);
+ *     removes it after the commit; a spool whose sessions the server shows
+ *     already (the same process, start and end: a send whose commit went
+ *     through, its sender cut off or killed before it removed the file)
+ *     is removed, not sent again;
  *   - over SPOOL_MAX_BYTES the spool takes no more rounds: they are dropped
  *     and counted, as without a spool.
  * Everything here runs on the writer thread with io_mu held.
@@ -417,14 +419,88 @@ static int committed_rounds(engine *e, const char *path, int64_t *skip, size_t *
     return rc;
 }
 
+/* A session as sending compares it: its process, start and end. */
+typedef struct sent_key {
+    int64_t pid, start, end;
+} sent_key;
+
+/* The sessions of the store `st` with an end, not among `skip`, into
+ * *keys (*nkeys, owned).  Returns 0, or -1 with `err` set. */
+static int session_keys(store *st, const int64_t *skip, size_t nskip, sent_key **keys,
+                        size_t *nkeys, char *err, size_t n)
+{
+    store_err se = {0};
+    store_row row;
+    size_t cap = 0;
+    *keys = NULL;
+    *nkeys = 0;
+    store_cursor *c = store_read_sessions(st, &se);
+    int rc = c ? 1 : -1;
+    while (c && (rc = store_next(c, &row, &se)) == 1) {
+        const store_session_row *r = &row.session;
+        int skipped = r->end_ns == STORE_NONE;
+        for (size_t i = 0; i < nskip; i++)
+            skipped |= r->id == skip[i];
+        if (skipped)
+            continue;
+        if (room((void **)keys, &cap, *nkeys + 1, sizeof(sent_key)) < 0) {
+            snprintf(se.msg, sizeof se.msg, "out of memory");
+            rc = -1;
+            break;
+        }
+        (*keys)[(*nkeys)++] = (sent_key){r->pid, r->start_ns, r->end_ns};
+    }
+    store_cursor_close(c);
+    if (rc < 0)
+        snprintf(err, n, "cannot read the sessions: %s", se.msg);
+    return rc < 0 ? -1 : 0;
+}
+
+/* 1 when a session of the spool `path` (not one of `skip`) is on the
+ * server already with the same process, start and end: an earlier send
+ * committed, its sender cut off (or killed) before it removed the spool.
+ * No other session shows the same three: each round of a process writes a
+ * later end than the last.  0 when none is; -1 with `err` set. */
+static int already_sent(engine *e, const char *path, const int64_t *skip, size_t nskip, char *err,
+                        size_t n)
+{
+    sent_key *mine = NULL, *theirs = NULL;
+    size_t nmine = 0, ntheirs = 0;
+    int rc = -1;
+    store *sp = store_open_read(path, err, n), *srv = NULL;
+    if (!sp || session_keys(sp, skip, nskip, &mine, &nmine, err, n) < 0)
+        goto done;
+    rc = 0;
+    if (!nmine)
+        goto done;
+    srv = store_open_read(e->path, err, n);
+    if (!srv || session_keys(srv, NULL, 0, &theirs, &ntheirs, err, n) < 0) {
+        rc = -1;
+        goto done;
+    }
+    for (size_t i = 0; i < nmine && !rc; i++)
+        for (size_t j = 0; j < ntheirs && !rc; j++)
+            rc = mine[i].pid == theirs[j].pid && mine[i].start == theirs[j].start &&
+                 mine[i].end == theirs[j].end;
+done:
+    store_close(srv);
+    store_close(sp);
+    free(mine);
+    free(theirs);
+    return rc;
+}
+
 /* Sends the spool file `path` to the tape and removes it.  Returns 0, or
  * -1 with the reason in `err` (the file stays). */
 static int send_spool(engine *e, const char *path, char *err, size_t n)
 {
     int64_t skip[MAX_UNCERTAIN], sessions = 0, calls = 0;
     size_t nskip = 0;
-    if (committed_rounds(e, path, skip, &nskip, err, n) < 0 ||
-        store_copy_skip(path, e->path, skip, nskip, &sessions, &calls, err, n) < 0)
+    int sent = committed_rounds(e, path, skip, &nskip, err, n) < 0
+                   ? -1
+                   : already_sent(e, path, skip, nskip, err, n);
+    if (sent < 0 ||
+        (!sent && store_copy_skip(path, e->path, skip, nskip, &sessions, &calls, err, n) < 0))
         return -1;
     char side[4300];
     unlink(path);

@@ -108,6 +108,19 @@ ENDS_AWAY = textwrap.dedent("""
 """)
 
 
+NEXT_RUN = textwrap.dedent("""
+    import calltape, sys
+
+    @calltape.record
+    def later(i):
+        return i
+
+    for i in range(10):
+        later(i)
+    assert calltape.flush(timeout=60)
+""")
+
+
 def test_a_program_that_ends_while_spooling_leaves_the_spool(pg_server, pg_url, tmp_path):
     """The spool stays when the program ends before the server is back; the warning's
     calltape copy line sends it."""
@@ -136,6 +149,17 @@ def test_a_program_that_ends_while_spooling_leaves_the_spool(pg_server, pg_url, 
     assert out.returncode == 0, out.stderr
     with calltape.open(pg_url) as tape:
         assert sorted(c.args["i"] for c in tape.calls()) == list(range(-1, 50))
+    # the spool, sent, is still there (as if its sender had been killed before it removed
+    # it): the next recording from this folder sees its sessions on the server and removes
+    # it without sending it again
+    (tmp_path / "later.py").write_text(NEXT_RUN)
+    out = subprocess.run([sys.executable, str(tmp_path / "later.py")], env=env,
+                         cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert not spool.exists()
+    with calltape.open(pg_url) as tape:
+        assert sorted(c.args["i"] for c in tape.calls("step")) == list(range(-1, 50))
+        assert len(tape.sessions()) == 3
 
 
 UNDER_LOAD = textwrap.dedent("""
@@ -200,19 +224,6 @@ def test_a_server_killed_under_load_loses_no_call(pg_server, pg_url, tmp_path):
         assert len(set(ids)) == len(ids) == 2 * made
         big = next(c for c in tape.calls("inner") if c.args["i"] == 500)
         assert big.args["value"] == b"v500" * 1000
-
-
-NEXT_RUN = textwrap.dedent("""
-    import calltape, sys
-
-    @calltape.record
-    def later(i):
-        return i
-
-    for i in range(10):
-        later(i)
-    assert calltape.flush(timeout=60)
-""")
 
 
 def own_start_time() -> str:
