@@ -299,7 +299,8 @@ COMMIT_FAILS = textwrap.dedent("""
     input()  # the test makes the server refuse the next commit
     for i in range(100, 200):
         step(i)
-    assert calltape.flush(timeout=30)  # the refused round onto the spool, then sent
+    assert calltape.flush(timeout=30)  # the refused round onto the spool
+    assert calltape.flush(timeout=30)  # a flush tries the server at once: the spool sent
     print(calltape.stats()["dropped"], flush=True)
 """)
 
