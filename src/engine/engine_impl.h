@@ -192,6 +192,13 @@ void writer_fork_reset(engine *e);  /* in the child, single-threaded */
 void writer_free_state(engine *e);  /* writer stopped */
 void writer_close_store(engine *e); /* io_mu held, writer idle */
 
+/* writer_state.c: the tape file was deleted (or replaced) while recording:
+ * what was committed onto it is gone.  Counts those calls as dropped,
+ * reports it, and forgets what the writer resolved in it, so that the
+ * session is created again on the file the path names now.  io_mu held.
+ * Cannot fail. */
+void writer_tape_lost(engine *e);
+
 /* writer.c, for spool.c; io_mu held (the writer thread).  Opens the tape
  * (or the spool while spooling) and creates this process's session on it
  * when it has none: 0, or -1 with the error reported. */

@@ -65,30 +65,6 @@ void writer_close_store(engine *e)
     e->w.store = NULL;
 }
 
-static void forget_tape(writer_state *w);
-
-/* The tape file was deleted (or replaced) while recording: what was
- * committed onto it is gone.  Counts those calls as dropped, reports it,
- * and forgets what the writer resolved in it, so that the session is
- * created again on the file the path names now.  io_mu held. */
-static void tape_lost(engine *e)
-{
-    writer_state *w = &e->w;
-    pthread_mutex_lock(&e->mu);
-    uint64_t lost = e->written_calls - w->written_before_open;
-    e->written_calls -= lost;
-    e->writer_dropped += lost;
-    w->session_id = 0;
-    pthread_mutex_unlock(&e->mu);
-    char msg[200];
-    snprintf(msg, sizeof msg,
-             "the tape was deleted or replaced while recording (%llu calls written onto it"
-             " are lost); recording goes on onto a new tape there",
-             (unsigned long long)lost);
-    writer_error(e, msg);
-    forget_tape(w);
-}
-
 /* Opens the tape (or the spool) when the writer has it closed.  Returns
  * 0 or -1 (reported). */
 static int open_store(engine *e)
@@ -112,7 +88,7 @@ static int open_store(engine *e)
     uint64_t dev = 0, ino = 0;
     store_file_id(w->store, &dev, &ino);
     if (w->session_id && (dev != w->file_dev || ino != w->file_ino))
-        tape_lost(e); /* replaced while the writer had it closed (a park, a fork) */
+        writer_tape_lost(e); /* replaced while the writer had it closed (a park, a fork) */
     return 0;
 }
 
@@ -122,7 +98,7 @@ int writer_ensure_store(engine *e)
     const char *path = w->spooling ? w->spool_path : e->path;
     if (w->store && !store_same_file(w->store, path)) {
         writer_close_store(e);
-        tape_lost(e);
+        writer_tape_lost(e);
     }
     if (w->store && w->session_id)
         return 0;
@@ -914,72 +890,4 @@ int writer_start(engine *e)
     }
     e->running = 1;
     return 0;
-}
-
-/* Forgets what the writer resolved in the tape it wrote (function and call
- * ids, threads, counters reported): for a new session on another file. */
-static void forget_tape(writer_state *w)
-{
-    for (size_t i = 0; i < w->nfns; i++)
-        w->fns[i].tape_id = 0;
-    for (size_t i = 0; i < w->nthreads; i++)
-        w->threads[i].stored = 0;
-    if (w->id_blocks)
-        memset(w->id_blocks, 0, w->nblocks * sizeof(int64_t));
-    w->dropped_reported = 0;
-    w->last_open_try_ns = 0;
-}
-
-void writer_fork_reset(engine *e)
-{
-    writer_state *w = &e->w;
-    w->store = NULL;   /* closed by engine_fork_prepare */
-    if (w->session_id) /* else the parent's own parent stays the child's */
-        w->parent_session = w->session_id;
-    w->session_id = 0;
-    w->written_before_open = 0;
-    for (size_t i = 0; i < w->nfns; i++) {
-        w->fns[i].tape_id = 0;
-        w->fns[i].written = w->fns[i].in_txn = 0;
-        if (w->fns[i].bytes)
-            seg_builder_reset(&w->fns[i].seg);
-    }
-    for (size_t i = 0; i < w->nthreads; i++)
-        w->threads[i].stored = 0;
-    if (w->id_blocks)
-        memset(w->id_blocks, 0, w->nblocks * sizeof(int64_t));
-    memset(w->counters, 0, sizeof w->counters);
-    w->dropped_reported = 0;
-    w->last_open_try_ns = 0;
-    spool_forget_kept(w, 1);
-    /* the parent's spool stays the parent's: the child makes its own */
-    w->spooling = w->spool_full = w->spool_pending = 0;
-    w->spool_path[0] = 0;
-}
-
-void writer_free_state(engine *e)
-{
-    writer_state *w = &e->w;
-    writer_close_store(e);
-    for (size_t i = 0; i < w->nfns; i++) {
-        if (w->fns[i].bytes)
-            seg_builder_free(&w->fns[i].seg);
-        free(w->fns[i].bytes);
-    }
-    free(w->fns);
-    for (size_t i = 0; i < w->nthreads; i++)
-        free(w->threads[i].bytes);
-    free(w->threads);
-    free(w->id_blocks);
-    spool_release_held(w);
-    for (size_t i = 0; i < w->nspare; i++)
-        seg_builder_free(&w->spare[i]);
-    free(w->spare);
-    free(w->held);
-    spool_forget_kept(w, 1);
-    free(w->kept);
-    wbuf_free(&w->scratch);
-    wbuf_free(&w->segment);
-    selftime_free(&w->kids);
-    memset(w, 0, sizeof *w);
 }
