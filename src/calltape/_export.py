@@ -29,19 +29,6 @@ FORMATS = ("chrome", "jsonl", "csv")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _ns(when: datetime | float | None, name: str) -> int | None:
-    """A datetime or seconds since the epoch as wall ns; None stays None."""
-    if when is None:
-        return None
-    if isinstance(when, datetime):
-        if when.tzinfo is None:
-            when = when.astimezone()
-        return (when - _EPOCH) // timedelta(microseconds=1) * 1000
-    if isinstance(when, (int, float)) and not isinstance(when, bool):
-        return int(when * 1e9)
-    raise TypeError(f"{name} must be a datetime or seconds since the epoch, not {when!r}")
-
-
 def _label(s: Any) -> str:
     """The process name a trace shows for a session: its argv, host and session id."""
     argv = " ".join(str(a) for a in (s.argv or [])) or "?"
@@ -75,17 +62,14 @@ def export(tape: Tape | str | os.PathLike[str], format: str = "chrome",
     # ts 0 of the trace: just before the earliest session started (exact in ns)
     base = min(((s.start - _EPOCH) // timedelta(microseconds=1) * 1000 for s in sessions),
                default=0)
-    bounds: dict[str, Any] = {}
-    for name, when in (("since", since), ("until", until)):
-        ns = _ns(when, name)
-        if ns is not None:
-            bounds[name] = ns
+    # since/until: a datetime or seconds since the epoch, read by the C search
     if out is None:
         sys.stdout.flush()
-        return tape._export(format, sys.stdout.fileno(), procs, session=ids, base_ns=base,
-                            **bounds)
+        return tape._export(format, sys.stdout.fileno(), procs, session=ids, since=since,
+                            until=until, base_ns=base)
     with open(out, "wb") as f:
-        return tape._export(format, f.fileno(), procs, session=ids, base_ns=base, **bounds)
+        return tape._export(format, f.fileno(), procs, session=ids, since=since, until=until,
+                            base_ns=base)
 
 
 __all__ = ["FORMATS", "TapeError", "export"]

@@ -28,7 +28,6 @@ from typing import Any, NamedTuple
 
 from . import Tape, TapeError
 from . import open as open_tape
-from ._export import _ns
 
 FORMATS = ("png", "svg", "html")
 TIMELINE_CALLS = 20_000  # the timeline draws the first calls only (bounded)
@@ -276,15 +275,14 @@ def report(tape: Tape | str | os.PathLike[str], out: str | os.PathLike[str] = "c
     else:
         ids = [session] if isinstance(session, int) else list(session) if session is not None else None
     sessions = sorted((s for s in tape.sessions() if ids is None or s.id in ids), key=lambda s: s.id)
-    bounds = {name: ns for name, when in (("since", since), ("until", until))
-              if (ns := _ns(when, name)) is not None}
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
     calls_csv = os.path.join(out, "results.csv")
     agg_csv = os.path.join(out, "results_aggregate.csv")
     stage(f"writing {calls_csv} and {agg_csv}")
     with open(calls_csv, "wb") as f, open(agg_csv, "wb") as g:
-        n = tape._export("results", f.fileno(), [], session=ids, aggregate_fd=g.fileno(), **bounds)
+        n = tape._export("results", f.fileno(), [], session=ids, since=since, until=until,
+                         aggregate_fd=g.fileno())
     agg = _read_aggregate(agg_csv)
     title = title or ("calltape report: " + (" ".join(map(str, sessions[0].argv or []))
                                              if len(sessions) == 1 else f"{len(sessions)} sessions"))

@@ -1,8 +1,11 @@
 /*
  * crc32c.c - CRC-32C (Castagnoli, the polynomial 0x1EDC6F41 reflected:
  * 0x82F63B78), the checksum that every segment written in format 2 ends
- * with (segment.c).  Plain C, slicing by eight: eight bytes per step
- * through eight 256-entry tables (about 3.5 instructions per byte).
+ * with (segment.c).  On x86-64 with SSE4.2 (every such CPU since 2008) the
+ * crc32 instruction takes eight bytes at a time; elsewhere plain C, slicing
+ * by eight: eight bytes per step through eight 256-entry tables (about 3.5
+ * instructions per byte).  Both give the same answer (crc32c_sw is the
+ * portable one, kept callable so the C tests check both).
  *
  * Invariants: crc32c_table[0] is the byte-at-a-time table of the
  * polynomial and crc32c_table[k][i] = (crc32c_table[k-1][i] >> 8) ^
@@ -329,7 +332,7 @@ static const uint32_t crc32c_table[8][256] = {
     },
 };
 
-uint32_t crc32c(uint32_t crc, const void *data, size_t n)
+uint32_t crc32c_sw(uint32_t crc, const void *data, size_t n)
 {
     const uint8_t *p = (const uint8_t *)data;
     crc = ~crc;
@@ -345,4 +348,32 @@ uint32_t crc32c(uint32_t crc, const void *data, size_t n)
     while (n--)
         crc = crc32c_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
     return ~crc;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CRC32C_HW 1
+/* The SSE4.2 crc32 instruction: eight bytes per instruction. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
+                                                            size_t n)
+{
+    uint64_t c = (uint32_t)~crc;
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (n--)
+        c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return ~c32;
+}
+#endif
+
+uint32_t crc32c(uint32_t crc, const void *data, size_t n)
+{
+#ifdef CRC32C_HW
+    if (__builtin_cpu_supports("sse4.2"))
+        return crc32c_hw(crc, (const uint8_t *)data, n);
+#endif
+    return crc32c_sw(crc, data, n);
 }

@@ -121,6 +121,7 @@ typedef struct writer_state {
     uint64_t file_dev, file_ino;  /* the file the session is on */
     wbuf scratch;
     wbuf segment;
+    lz_table lz;   /* the compressor's table, kept between segments */
     selftime kids; /* children's durations of calls not seen yet */
     uint64_t last_open_try_ns;
     uint64_t last_commit_ns;

@@ -13,6 +13,12 @@
  *   [len ext]  as for literals
  * The input ends after the last sequence's literals.
  *
+ * The compressor's hash table (lz_table) may be kept from one input to the
+ * next: an entry holds base + position, and each input starts above every
+ * entry made before it (an entry below base is no candidate, as a cleared
+ * one is not), so a kept table compresses exactly as a cleared one (same
+ * bytes out) without clearing 64 KiB each time.
+ *
  * Invariants: lz_decompress never reads past its input or writes past its
  * output, whatever the bytes (a tape may be hostile or damaged); it
  * succeeds only when the input decodes to exactly the size it was told.
@@ -73,15 +79,21 @@ size_t lz_bound(size_t n)
 }
 
 /* One sequence: `lit` literals from `src`, then (when `match` > 0) a match
- * of `match` bytes `offset` back. */
-static uint8_t *lz_sequence(uint8_t *q, const uint8_t *src, size_t lit, size_t offset, size_t match)
+ * of `match` bytes `offset` back.  A short run of literals is copied as 16
+ * bytes at once where both buffers have them (`src_end`, `dst_end`): the
+ * bytes past the run are overwritten next or lie past the output. */
+static uint8_t *lz_sequence(uint8_t *q, const uint8_t *src, size_t lit, size_t offset, size_t match,
+                            const uint8_t *src_end, const uint8_t *dst_end)
 {
     uint8_t *token = q++;
     size_t ml = match ? match - LZ_MIN_MATCH : 0;
     *token = (uint8_t)((lit >= 15 ? 15 : lit) << 4 | (ml >= 15 ? 15 : ml));
     if (lit >= 15)
         q = lz_put_extra(q, lit - 15);
-    memcpy(q, src, lit);
+    if (lit <= 16 && src_end - src >= 16 && dst_end - q >= 16)
+        memcpy(q, src, 16);
+    else
+        memcpy(q, src, lit);
     q += lit;
     if (!match)
         return q;
@@ -92,20 +104,42 @@ static uint8_t *lz_sequence(uint8_t *q, const uint8_t *src, size_t lit, size_t o
     return q;
 }
 
-size_t lz_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap)
+void lz_table_free(lz_table *t)
 {
-    if (cap < lz_bound(n))
+    free(t->slot);
+    t->slot = NULL;
+    t->base = 0;
+}
+
+/* Readies `t` for an input of `n` bytes: entries from earlier inputs lie
+ * below t->base, so that entry - base wraps past every position (no
+ * candidate, as a cleared entry is), and the table is cleared only when
+ * the positions would wrap.  0, or -1 when memory ran out. */
+static int lz_table_ready(lz_table *t, size_t n)
+{
+    if (!t->slot && !(t->slot = calloc((size_t)1 << LZ_HASH_BITS, sizeof *t->slot)))
+        return -1;
+    if (t->base == 0 || n >= UINT32_MAX - t->base) {
+        memset(t->slot, 0, ((size_t)1 << LZ_HASH_BITS) * sizeof *t->slot);
+        t->base = 1;
+    }
+    return 0;
+}
+
+size_t lz_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap, lz_table *scratch)
+{
+    lz_table own = {NULL, 0};
+    lz_table *t = scratch ? scratch : &own;
+    if (cap < lz_bound(n) || n >= UINT32_MAX - 1 || lz_table_ready(t, n) < 0)
         return 0;
-    uint32_t *table = calloc((size_t)1 << LZ_HASH_BITS, sizeof *table);
-    if (!table)
-        return 0;
+    uint32_t *table = t->slot, base = t->base;
     uint8_t *q = dst;
     size_t anchor = 0, ip = 0;
     while (n >= 12 && ip + 8 <= n) {
         uint32_t seq = lz_read32(src + ip);
         uint32_t h = lz_hash(seq);
-        size_t ref = table[h];
-        table[h] = (uint32_t)ip;
+        size_t ref = (uint32_t)(table[h] - base); /* an earlier input's: past ip, no match */
+        table[h] = base + (uint32_t)ip;
         if (ref >= ip || ip - ref > LZ_MAX_OFFSET || lz_read32(src + ref) != seq) {
             ip += 1 + ((ip - anchor) >> 6); /* skip faster through what does not repeat */
             continue;
@@ -117,14 +151,15 @@ size_t lz_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap)
             ref--;
             len++;
         }
-        q = lz_sequence(q, src + anchor, ip - anchor, ip - ref, len);
+        q = lz_sequence(q, src + anchor, ip - anchor, ip - ref, len, src + n, dst + cap);
         ip += len;
         anchor = ip;
         if (ip >= 2 && ip - 2 + 4 <= n) /* seed the table inside the match */
-            table[lz_hash(lz_read32(src + ip - 2))] = (uint32_t)(ip - 2);
+            table[lz_hash(lz_read32(src + ip - 2))] = base + (uint32_t)(ip - 2);
     }
-    q = lz_sequence(q, src + anchor, n - anchor, 0, 0);
-    free(table);
+    q = lz_sequence(q, src + anchor, n - anchor, 0, 0, src + n, dst + cap);
+    t->base = base + (uint32_t)n + 1; /* every entry made here is now below it */
+    lz_table_free(&own);
     return (size_t)(q - dst);
 }
 

@@ -8,21 +8,24 @@
 
 int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
 {
-    wreader r;
-    wreader_init(&r, p, n);
     memset(c, 0, sizeof *c);
-    c->fn = wreader_varint(&r);
-    c->seq = wreader_varint(&r);
-    c->parent = wreader_varint(&r);
-    c->depth = wreader_varint(&r);
-    c->thread = wreader_varint(&r);
-    c->start = wreader_varint(&r);
-    c->duration = wreader_varint(&r);
-    c->outcome = wreader_byte(&r);
-    uint64_t flags = wreader_varint(&r);
-    if (flags > 0xffff)
+    if (n < REC_CALL_HEAD)
         return -1;
-    c->flags = (uint16_t)flags;
+    uint32_t small[3];
+    uint64_t wide[4];
+    memcpy(small, p, sizeof small);
+    memcpy(wide, p + 12, sizeof wide);
+    memcpy(&c->flags, p + REC_CALL_FLAGS_AT, 2);
+    c->fn = small[0];
+    c->thread = small[1];
+    c->depth = small[2];
+    c->seq = wide[0];
+    c->parent = wide[1];
+    c->start = wide[2];
+    c->duration = wide[3];
+    c->outcome = p[46];
+    wreader r;
+    wreader_init(&r, p + REC_CALL_HEAD, n - REC_CALL_HEAD);
     if (c->flags & REC_HAS_CPU)
         c->cpu_ns = wreader_varint(&r);
     if (c->flags & REC_HAS_MEMORY) {
@@ -60,15 +63,11 @@ void rec_put_call(wbuf *b, const call_rec *c)
     wbuf body;
     wbuf_init(&body, tmp, sizeof tmp);
     wbuf_byte(&body, REC_CALL);
-    wbuf_varint(&body, c->fn);
-    wbuf_varint(&body, c->seq);
-    wbuf_varint(&body, c->parent);
-    wbuf_varint(&body, c->depth);
-    wbuf_varint(&body, c->thread);
-    wbuf_varint(&body, c->start);
-    wbuf_varint(&body, c->duration);
-    wbuf_byte(&body, c->outcome);
-    wbuf_varint(&body, c->flags);
+    if (wbuf_reserve(&body, REC_CALL_HEAD) == 0)
+        body.len =
+            (size_t)(rec_put_call_head(body.data + body.len, c->fn, c->thread, c->depth, c->seq,
+                                       c->parent, c->start, c->duration, c->flags, c->outcome) -
+                     body.data);
     if (c->flags & REC_HAS_CPU)
         wbuf_varint(&body, c->cpu_ns);
     if (c->flags & REC_HAS_MEMORY) {

@@ -19,7 +19,10 @@
  * reader unpacks them, after their checksums, the first time it needs
  * either, into one buffer it owns (seg_reader_close, seg_reader_detach).
  * Format 4 only lays the flags column out anew (pack_flags), so that the
- * capture of a common call fits the same one byte as before it.
+ * capture of a common call fits the same one byte as before it.  Format 5
+ * packs the bookkeeping columns too (id, parent, depth, thread, flags,
+ * extras: mostly the same byte call after call), all but start and
+ * duration; a reader unpacks only the columns it reads.
  * Readers never read outside the bytes given, and a segment reads to its
  * end only when every column is used up exactly.
  */
@@ -154,10 +157,10 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
         }
     }
     wbuf_put(&s->parents, &c->parent, sizeof c->parent);
+    int failed = s->parents.failed;
     for (int i = 0; i < NCOLS; i++)
-        if (s->col[i].failed)
-            return -1;
-    if (s->parents.failed)
+        failed |= s->col[i].failed; /* no branch per column */
+    if (failed)
         return -1;
     s->last_id = c->id;
     s->last_start = c->start;
@@ -256,21 +259,32 @@ static uint32_t get_le32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* The columns a segment of `format` may hold packed: the value columns
+ * from format 3 on, and from format 5 every column but start and
+ * duration, which searches by time and duration scan without unpacking. */
+static unsigned packable(uint8_t format)
+{
+    if (format >= 5)
+        return SEG_ALL_COLUMNS & ~(1u << COL_START | 1u << COL_DUR);
+    return format >= 3 ? 1u << COL_ARGS | 1u << COL_RESULT : 0;
+}
+
 /* Packs column `c` into `packed` (varint raw length + lz block) when that
  * is at least an eighth smaller.  Returns 1 when packed, 0 when not. */
-static int pack_column(const wbuf *c, wbuf *packed)
+static int pack_column(const wbuf *c, wbuf *packed, lz_table *lz)
 {
     if (c->len < 256 || wbuf_reserve(packed, lz_bound(c->len) + 10) < 0)
         return 0;
     wbuf_varint(packed, c->len);
-    size_t n = lz_compress(c->data, c->len, packed->data + packed->len, packed->cap - packed->len);
+    size_t n =
+        lz_compress(c->data, c->len, packed->data + packed->len, packed->cap - packed->len, lz);
     if (!n || packed->len + n > c->len - c->len / 8)
         return 0;
     packed->len += n;
     return 1;
 }
 
-int seg_builder_finish(const seg_builder *s, wbuf *out)
+int seg_builder_finish(const seg_builder *s, wbuf *out, lz_table *lz)
 {
     wbuf packed[NCOLS];
     const wbuf *stored[NCOLS];
@@ -278,7 +292,8 @@ int seg_builder_finish(const seg_builder *s, wbuf *out)
     for (int i = 0; i < NCOLS; i++) {
         wbuf_init(&packed[i], NULL, 0);
         stored[i] = &s->col[i];
-        if ((i == COL_ARGS || i == COL_RESULT) && pack_column(&s->col[i], &packed[i])) {
+        if ((packable(CALLTAPE_SEGMENT_FORMAT) & 1u << i) &&
+            pack_column(&s->col[i], &packed[i], lz)) {
             stored[i] = &packed[i];
             mask |= 1u << i;
         }
@@ -333,8 +348,8 @@ static int open_columns(seg_reader *r, const uint8_t *data, size_t n, uint8_t fo
     r->last_id = unzigzag(wreader_varint(&h));
     r->last_start = unzigzag(wreader_varint(&h));
     uint64_t packed = format >= 3 ? wreader_varint(&h) : 0;
-    if (packed & ~(uint64_t)(1u << COL_ARGS | 1u << COL_RESULT))
-        h.bad = 1; /* only the value columns are ever packed */
+    if (packed & ~(uint64_t)packable(format))
+        h.bad = 1; /* no writer packs those */
     r->packed = (unsigned)packed;
     uint32_t crc = crc32c(crc32c(0, &format, 1), data + 1, (size_t)(h.p - data - 1));
     for (int i = 0; i < NCOLS && !h.bad; i++) {
@@ -345,8 +360,10 @@ static int open_columns(seg_reader *r, const uint8_t *data, size_t n, uint8_t fo
         wreader_init(&r->col[i], p, p ? (size_t)len : 0);
     }
     *head = crc;
-    /* every call takes at least one byte of the id column */
-    if (h.bad || h.p != h.end || r->n > (size_t)(r->col[COL_ID].end - r->col[COL_ID].p))
+    /* every call takes at least one byte of the id column (checked when
+     * it is unpacked, if packed) */
+    if (h.bad || h.p != h.end ||
+        (!(packed & 1u << COL_ID) && r->n > (size_t)(r->col[COL_ID].end - r->col[COL_ID].p)))
         return SEG_MALFORMED;
     return 0;
 }
@@ -368,39 +385,43 @@ static int open_checked(seg_reader *r, const uint8_t *data, size_t n, uint8_t fo
     return 0;
 }
 
-/* Unpacks the packed columns (verified) into one owned buffer and points
- * the readers at it.  Returns 0 or SEG_MALFORMED. */
-static int unpack_columns(seg_reader *r)
+/* Unpacks the packed columns of `want` (verified) and points their readers
+ * at the result.  The first unpack makes one owned buffer with room for
+ * every column still packed, so that the columns a search never reads
+ * stay packed and the buffer stays one (seg_reader_detach).  Returns 0 or
+ * SEG_MALFORMED. */
+static int unpack_columns(seg_reader *r, unsigned want)
 {
-    uint64_t raw[NCOLS] = {0}, total = 0;
-    wreader body[NCOLS];
-    for (int i = 0; i < NCOLS; i++) {
-        if (!(r->packed & 1u << i))
-            continue;
-        body[i] = r->col[i];
-        raw[i] = wreader_varint(&body[i]);
-        size_t stored = (size_t)(body[i].end - body[i].p);
-        if (body[i].bad || raw[i] > (uint64_t)stored * 256 + 64) /* lz expands at most so */
-            return SEG_MALFORMED;
-        total += raw[i];
-    }
-    uint8_t *buf = malloc(total ? (size_t)total : 1);
-    if (!buf)
-        return SEG_MALFORMED;
-    size_t at = 0;
-    for (int i = 0; i < NCOLS; i++) {
-        if (!(r->packed & 1u << i))
-            continue;
-        if (lz_decompress(body[i].p, (size_t)(body[i].end - body[i].p), buf + at, (size_t)raw[i]) <
-            0) {
-            free(buf);
-            return SEG_MALFORMED;
+    if (!r->unpacked) {
+        size_t total = 0;
+        for (int i = 0; i < NCOLS; i++) {
+            if (!(r->packed & 1u << i))
+                continue;
+            wreader body = r->col[i];
+            uint64_t raw = wreader_varint(&body);
+            size_t stored = (size_t)(body.end - body.p);
+            if (body.bad || raw > (uint64_t)stored * 256 + 64) /* lz expands at most so */
+                return SEG_MALFORMED;
+            r->unpack_at[i] = total;
+            total += (size_t)raw;
         }
-        wreader_init(&r->col[i], buf + at, (size_t)raw[i]);
-        at += (size_t)raw[i];
+        if (!(r->unpacked = malloc(total ? total : 1)))
+            return SEG_MALFORMED;
     }
-    r->unpacked = buf;
-    r->packed = 0;
+    for (int i = 0; i < NCOLS; i++) {
+        if (!(want & r->packed & 1u << i))
+            continue;
+        wreader body = r->col[i];
+        size_t raw = (size_t)wreader_varint(&body);
+        uint8_t *to = r->unpacked + r->unpack_at[i];
+        if (lz_decompress(body.p, (size_t)(body.end - body.p), to, raw) < 0)
+            return SEG_MALFORMED;
+        wreader_init(&r->col[i], to, raw);
+        r->packed &= ~(1u << i);
+    }
+    /* every call takes at least one byte of the id column */
+    if ((want & 1u << COL_ID) && r->n > (size_t)(r->col[COL_ID].end - r->col[COL_ID].p))
+        return SEG_MALFORMED;
     return 0;
 }
 
@@ -440,8 +461,6 @@ int seg_reader_open(seg_reader *r, const uint8_t *data, size_t n)
 
 int seg_reader_verify(seg_reader *r, unsigned columns)
 {
-    if (r->packed & columns)
-        columns |= r->packed; /* the packed columns are unpacked together */
     if (!r->crc)
         return 0; /* format 1: nothing to check against */
     for (int i = 0; i < NCOLS; i++) {
@@ -454,7 +473,7 @@ int seg_reader_verify(seg_reader *r, unsigned columns)
             return SEG_CHECKSUM;
         r->verified |= bit;
     }
-    return r->packed & columns ? unpack_columns(r) : 0;
+    return r->packed & columns ? unpack_columns(r, columns) : 0;
 }
 
 /* At the end of a segment: 0 when every column was read to its end,

@@ -103,6 +103,7 @@ typedef struct copier {
     copy_map self;      /* source function id -> the session's self ns still to carry */
     seg_builder b;
     wbuf out;
+    lz_table lz;
     int64_t nsessions, ncalls;
     const int64_t *skip; /* source sessions not copied */
     size_t nskip;
@@ -369,7 +370,8 @@ static int rebuild(copier *k, const store_segment *g)
                  seg_strerror(SEG_COUNT));
         return -1;
     }
-    if (seg_builder_finish(&k->b, &k->out) < 0 || k->out.failed || seg_builder_links(&k->b) < 0)
+    if (seg_builder_finish(&k->b, &k->out, &k->lz) < 0 || k->out.failed ||
+        seg_builder_links(&k->b) < 0)
         return fail_nomem(k);
     return 0;
 }
@@ -603,6 +605,7 @@ int store_copy_skip(const char *src_path, const char *dst_path, const int64_t *s
     store_close(k.src);
     seg_builder_free(&k.b);
     wbuf_free(&k.out);
+    lz_table_free(&k.lz);
     map_free(&k.functions);
     map_free(&k.sessions);
     map_free(&k.blocks);

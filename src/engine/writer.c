@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 #define ID_BLOCK WRITER_ID_BLOCK
-#define SEG_MAX_CALLS 2048
+#define SEG_MAX_CALLS 4096
 #define MAX_FREE_CHUNKS 4
 #define REOPEN_EVERY_NS 1000000000ull
 #define RATE_MIN_BYTES (1u << 20) /* rounds that measure the writer's rate */
@@ -225,6 +225,10 @@ static int seq_to_id(engine *e, txn *t, uint64_t seq, int64_t *id)
 {
     writer_state *w = &e->w;
     size_t block = (size_t)(seq / ID_BLOCK);
+    if (block < w->nblocks && w->id_blocks[block]) { /* a block already taken: most calls */
+        *id = w->id_blocks[block] + (int64_t)(seq % ID_BLOCK);
+        return 0;
+    }
     size_t have = w->nblocks;
     if (grow((void **)&w->id_blocks, &have, block + 1, sizeof(int64_t)) < 0)
         return -1;
@@ -315,7 +319,7 @@ static int add_segment(engine *e, txn *t, fn_def *f, seg_builder *b)
     if (!f->tape_id && resolve_function(e, f) < 0) /* filled before a switch of store */
         return -1;
     w->segment.len = 0;
-    if (seg_builder_finish(b, &w->segment) < 0 || seg_builder_links(b) < 0 ||
+    if (seg_builder_finish(b, &w->segment, &w->lz) < 0 || seg_builder_links(b) < 0 ||
         store_add_segment(w->store, w->session_id, f->tape_id, b, w->segment.data, w->segment.len) <
             0)
         return -1;

@@ -101,6 +101,7 @@ void writer_free_state(engine *e)
     free(w->kept);
     wbuf_free(&w->scratch);
     wbuf_free(&w->segment);
+    lz_table_free(&w->lz);
     selftime_free(&w->kids);
     memset(w, 0, sizeof *w);
 }

@@ -329,18 +329,30 @@ static void test_locals_globals_roundtrip(void)
           memcmp(out.value[VALUE_GLOBALS].data, globals, sizeof globals) == 0);
     CHECK(out.value[VALUE_YIELDS].len == sizeof yields &&
           memcmp(out.value[VALUE_YIELDS].data, yields, sizeof yields) == 0);
-    /* below 0x80 the flags are the single byte older producers wrote */
+    /* the fixed head: every field at its place, whatever its size */
     b.len = 0;
     in.flags = REC_HAS_RESULT | REC_ASYNC;
+    in.fn = 0xfffffffeu;
+    in.thread = 3;
+    in.depth = 70000;
+    in.parent = 1ull << 40;
+    in.start = UINT64_MAX - 5;
+    in.duration = 1;
+    in.outcome = OUTCOME_RAISED;
     rec_put_call(&b, &in);
-    CHECK(b.data[b.len - sizeof result - 2] == (REC_HAS_RESULT | REC_ASYNC));
     wreader_init(&r, b.data, b.len);
     n = wreader_varint(&r);
-    CHECK(rec_parse_call(r.p + 1, (size_t)n - 1, &out) == 0 &&
-          out.value[VALUE_LOCALS].data == NULL);
-    /* a flags varint beyond 16 bits is refused */
-    uint8_t bad[] = {1, 7, 0, 0, 0, 0, 0, 0, 0x80, 0x80, 0x04};
-    CHECK(rec_parse_call(bad, sizeof bad, &out) < 0);
+    CHECK(n == 1 + REC_CALL_HEAD + 1 + sizeof result);
+    const uint8_t *head = r.p + 1;
+    CHECK(head[REC_CALL_FLAGS_AT] == (uint8_t)in.flags &&
+          head[REC_CALL_FLAGS_AT + 1] == (uint8_t)(in.flags >> 8) && head[46] == OUTCOME_RAISED);
+    CHECK(rec_parse_call(head, (size_t)n - 1, &out) == 0 && out.value[VALUE_LOCALS].data == NULL);
+    CHECK(out.fn == in.fn && out.thread == 3 && out.depth == 70000 && out.seq == 7 &&
+          out.parent == in.parent && out.start == in.start && out.duration == 1 &&
+          out.outcome == OUTCOME_RAISED && out.flags == in.flags);
+    /* a body shorter than the head, or with bytes after its values, is refused */
+    CHECK(rec_parse_call(head, REC_CALL_HEAD - 1, &out) < 0);
+    CHECK(rec_parse_call(head, (size_t)n - 2, &out) < 0);
 
     /* segments: calls with and without locals/globals, interleaved */
     seg_builder s;
@@ -360,7 +372,7 @@ static void test_locals_globals_roundtrip(void)
     }
     wbuf seg;
     wbuf_init(&seg, NULL, 0);
-    CHECK(seg_builder_finish(&s, &seg) == 0);
+    CHECK(seg_builder_finish(&s, &seg, NULL) == 0);
     seg_reader sr;
     CHECK(seg_reader_open(&sr, seg.data, seg.len) == 0);
     seg_call c;
@@ -468,7 +480,7 @@ static void test_value_slots_roundtrip(void)
     }
     wbuf seg;
     wbuf_init(&seg, NULL, 0);
-    CHECK(seg_builder_finish(&s, &seg) == 0);
+    CHECK(seg_builder_finish(&s, &seg, NULL) == 0);
     seg_reader sr;
     CHECK(seg_reader_open(&sr, seg.data, seg.len) == 0);
     seg_call c;
@@ -524,7 +536,7 @@ static void test_segment_roundtrip(void)
     CHECK(s.n == 1000 && s.n_raised == 100);
     wbuf out;
     wbuf_init(&out, NULL, 0);
-    CHECK(seg_builder_finish(&s, &out) == 0);
+    CHECK(seg_builder_finish(&s, &out, NULL) == 0);
     CHECK(out.len < 1000 * 16); /* compact: under 16 bytes a call with 4 bytes of values */
     seg_reader r;
     CHECK(seg_reader_open(&r, out.data, out.len) == 0);
@@ -600,15 +612,26 @@ static void test_crc32c(void)
         x = x * 1103515245u + 12345u;
         rnd[i] = (uint8_t)(x >> 16);
     }
-    int same = 1, parts = 1;
+    /* crc32c (the CPU's instruction where there is one) and crc32c_sw */
+    int same = 1, same_sw = 1, parts = 1, parts_sw = 1;
     for (size_t off = 0; off < 9; off++)
-        for (size_t n = 0; n <= 200; n++)
-            same &= crc32c(0, rnd + off, n) == crc32c_bitwise(rnd + off, n);
+        for (size_t n = 0; n <= 200; n++) {
+            uint32_t want = crc32c_bitwise(rnd + off, n);
+            same &= crc32c(0, rnd + off, n) == want;
+            same_sw &= crc32c_sw(0, rnd + off, n) == want;
+        }
     same &= crc32c(0, rnd, 4096) == crc32c_bitwise(rnd, 4096);
-    for (size_t cut = 0; cut <= 100; cut++)
+    same_sw &= crc32c_sw(0, rnd, 4096) == crc32c_bitwise(rnd, 4096);
+    for (size_t cut = 0; cut <= 100; cut++) {
         parts &= crc32c(crc32c(0, rnd, cut), rnd + cut, 100 - cut) == crc32c(0, rnd, 100);
+        parts_sw &= crc32c_sw(crc32c(0, rnd, cut), rnd + cut, 100 - cut) == crc32c(0, rnd, 100);
+    }
+    CHECK(crc32c_sw(0, "123456789", 9) == 0xe3069283u);
+    CHECK(crc32c_sw(0, iscsi, sizeof iscsi) == 0xd9963a56u);
     CHECK(same);
+    CHECK(same_sw);
     CHECK(parts);
+    CHECK(parts_sw);
     free(rnd);
 }
 
@@ -655,7 +678,7 @@ static void test_segment_capture(void)
         }
     wbuf out;
     wbuf_init(&out, NULL, 0);
-    CHECK(seg_builder_finish(&s, &out) == 0);
+    CHECK(seg_builder_finish(&s, &out, NULL) == 0);
     seg_reader r;
     seg_call c;
     CHECK(seg_reader_open(&r, out.data, out.len) == 0);
@@ -678,7 +701,7 @@ static void test_segment_capture(void)
     one.value[VALUE_RESULT] = (value_bytes){val, sizeof val};
     CHECK(seg_builder_add(&s, &one) == 0);
     out.len = 0;
-    CHECK(seg_builder_finish(&s, &out) == 0);
+    CHECK(seg_builder_finish(&s, &out, NULL) == 0);
     wreader h;
     wreader_init(&h, out.data + 1, out.len - 1);
     for (int k = 0; k < 4; k++)
@@ -688,6 +711,27 @@ static void test_segment_capture(void)
     CHECK(wreader_varint(&h) == 1);
     wbuf_free(&out);
     seg_builder_free(&s);
+}
+
+/* Gives the segment of format 2 or later at `data` the format byte
+ * `format` and the header checksum that goes with it, as a writer of that
+ * format would have written the same bytes. */
+static void as_format(uint8_t *data, size_t n, uint8_t format)
+{
+    data[0] = format;
+    size_t body = n - SEG_CHECKSUMS * 4;
+    wreader h;
+    wreader_init(&h, data + 1, body - 1);
+    for (int k = 0; k < 4; k++) /* n, first id, first start, the packing mask */
+        wreader_varint(&h);
+    uint32_t head = crc32c(0, data, (size_t)(h.p - data));
+    for (int i = 0; i < 10; i++) {
+        const uint8_t *at = h.p;
+        uint64_t len = wreader_varint(&h);
+        head = crc32c(head, at, (size_t)(h.p - at));
+        wreader_take(&h, len);
+    }
+    memcpy(data + body, &head, 4); /* little-endian host, as the engine */
 }
 
 /* Format 2 segments end with CRC-32Cs of the header and of each column:
@@ -712,8 +756,8 @@ static void test_segment_checksum_and_format_1(void)
     }
     wbuf out;
     wbuf_init(&out, NULL, 0);
-    CHECK(seg_builder_finish(&s, &out) == 0);
-    CHECK(out.data[0] == CALLTAPE_SEGMENT_FORMAT && CALLTAPE_SEGMENT_FORMAT == 4);
+    CHECK(seg_builder_finish(&s, &out, NULL) == 0);
+    CHECK(out.data[0] == CALLTAPE_SEGMENT_FORMAT && CALLTAPE_SEGMENT_FORMAT == 5);
     seg_reader r;
     seg_call c;
     CHECK(seg_reader_open(&r, out.data, out.len) == 0);
@@ -734,6 +778,22 @@ static void test_segment_checksum_and_format_1(void)
     CHECK(read_whole(out.data, out.len - 1) == SEG_CHECKSUM); /* truncated */
     CHECK(seg_reader_open(&r, out.data, 3) == SEG_CHECKSUM);  /* cut before its checksums */
     CHECK(strcmp(seg_strerror(SEG_CHECKSUM), "fails its checksum") == 0);
+
+    /* format 4 (the bookkeeping columns never packed) reads as it was */
+    uint8_t *four = malloc(out.len);
+    if (!four)
+        return;
+    memcpy(four, out.data, out.len);
+    as_format(four, out.len, 4);
+    CHECK(seg_reader_open(&r, four, out.len) == 0 && r.format == 4);
+    int n4 = 0, ok4 = 1;
+    while (seg_reader_next(&r, &c) == 1) {
+        ok4 &= c.id == 10 + n4 && c.start == 1000 + n4 && c.duration == 5 &&
+               c.flags == REC_HAS_ARGS && c.value[VALUE_ARGS].len == 3;
+        n4++;
+    }
+    CHECK(ok4 && n4 == 50);
+    free(four);
 
     /* format 1: no packing mask, no checksums, read as before */
     uint8_t *old = malloc(out.len);
@@ -818,7 +878,7 @@ static void test_segment_next_within(void)
     }
     wbuf out;
     wbuf_init(&out, NULL, 0);
-    CHECK(seg_builder_finish(&s, &out) == 0);
+    CHECK(seg_builder_finish(&s, &out, NULL) == 0);
     const int64_t windows[][4] = {
         {INT64_MIN, INT64_MAX, 0, INT64_MAX},   /* everything */
         {INT64_MIN, INT64_MAX, 990, INT64_MAX}, /* rare slow calls */
@@ -1764,15 +1824,33 @@ static void test_lz(void)
     const size_t sizes[] = {0, 1, 5, 12, 13, 100, 4096, 35000, sizeof src};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         size_t n = sizes[k];
-        size_t m = lz_compress(src, n, packed, sizeof packed);
+        size_t m = lz_compress(src, n, packed, sizeof packed, NULL);
         CHECK(m > 0 && m <= lz_bound(n));
         CHECK(lz_decompress(packed, m, back, n) == 0 && memcmp(back, src, n) == 0);
         if (n)
             CHECK(lz_decompress(packed, m, back, n - 1) == -1); /* the size is part of it */
     }
-    size_t m = lz_compress(src, 35000, packed, sizeof packed);
-    CHECK(m < 35000 / 20);                         /* repeats pack well */
-    CHECK(lz_compress(src, 100, packed, 50) == 0); /* too small an output */
+    /* a kept table gives the bytes a fresh one gives, input after input,
+     * and across the wrap of its positions */
+    static uint8_t again[80000];
+    lz_table kept = {NULL, 0};
+    int same = 1;
+    for (int round = 0; round < 3; round++)
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            size_t n = sizes[(k + (size_t)round) % (sizeof sizes / sizeof sizes[0])];
+            size_t a = lz_compress(src + (size_t)round, n - (n ? (size_t)round : 0), packed,
+                                   sizeof packed, NULL);
+            if (round == 2)
+                kept.base = UINT32_MAX - 50; /* the next input wraps: cleared */
+            size_t b = lz_compress(src + (size_t)round, n - (n ? (size_t)round : 0), again,
+                                   sizeof again, &kept);
+            same &= a == b && memcmp(packed, again, a) == 0;
+        }
+    CHECK(same);
+    lz_table_free(&kept);
+    size_t m = lz_compress(src, 35000, packed, sizeof packed, NULL);
+    CHECK(m < 35000 / 20);                               /* repeats pack well */
+    CHECK(lz_compress(src, 100, packed, 50, NULL) == 0); /* too small an output */
     int safe = 1;
     for (int trial = 0; trial < 2000; trial++) { /* damaged blocks */
         size_t n = 1 + (size_t)trial % 200;
@@ -1792,7 +1870,7 @@ static void test_lz(void)
         for (size_t i = 0; i < sizeof rec; i++)
             rec[i] = i % 40 == at ? (uint8_t)(i / 40)
                                   : (uint8_t) "a repeated call record of forty bytes..."[i % 40];
-        size_t r = lz_compress(rec, sizeof rec, packed, sizeof packed);
+        size_t r = lz_compress(rec, sizeof rec, packed, sizeof packed, NULL);
         whole &= r > 0 && lz_decompress(packed, r, back, sizeof rec) == 0 &&
                  memcmp(back, rec, sizeof rec) == 0;
         packs &= r < sizeof rec / 4;
@@ -1801,7 +1879,9 @@ static void test_lz(void)
     CHECK(packs);
 }
 
-/* Format 3 packs a large arguments column and reads it back unpacked. */
+/* Format 3 packs a large arguments column and reads it back unpacked;
+ * format 5 packs the bookkeeping columns too (never start and duration),
+ * and a reader unpacks only the columns it reads. */
 static void test_segment_packed(void)
 {
     seg_builder s;
@@ -1822,19 +1902,30 @@ static void test_segment_packed(void)
     }
     wbuf out;
     wbuf_init(&out, NULL, 0);
-    CHECK(seg_builder_finish(&s, &out) == 0);
+    CHECK(seg_builder_finish(&s, &out, NULL) == 0);
     CHECK(out.len < 500 * 40 / 5); /* packed */
     seg_reader r;
     seg_call c;
-    CHECK(seg_reader_open(&r, out.data, out.len) == 0 && r.packed != 0);
+    CHECK(seg_reader_open(&r, out.data, out.len) == 0);
+    unsigned bookkeeping = 1u << 0 | 1u << 1 | 1u << 2 | 1u << 3 | 1u << 6; /* id ... flags */
+    CHECK((r.packed & bookkeeping) == bookkeeping && (r.packed & (1u << 4 | 1u << 5)) == 0);
+    CHECK((r.packed & 1u << 8) != 0); /* the args */
     CHECK(seg_has_call_within(out.data, out.len, 1200, 1200, 0, INT64_MAX) == 1);
+    /* a scan of start and duration unpacks nothing; an id lookup its column */
+    CHECK(seg_reader_any_within(&r, 1200, 1200, 0, INT64_MAX) == 1);
+    CHECK(r.unpacked == NULL && (r.packed & bookkeeping) == bookkeeping);
+    seg_reader_close(&r);
+    CHECK(seg_reader_open(&r, out.data, out.len) == 0);
+    CHECK(seg_reader_has_id(&r, 321) == 1 && seg_reader_has_id(&r, 501) == 0);
+    CHECK(!(r.packed & 1u << 0) && (r.packed & 1u << 8));
     int n = 0, ok = 1;
     while (seg_reader_next(&r, &c) == 1) {
-        ok &= c.value[VALUE_ARGS].len == sizeof args &&
+        ok &= c.id == 1 + n && c.start == 1000 + n && c.parent == 0 &&
+              c.value[VALUE_ARGS].len == sizeof args &&
               memcmp(c.value[VALUE_ARGS].data, args, sizeof args) == 0;
         n++;
     }
-    CHECK(ok && n == 500 && r.unpacked != NULL);
+    CHECK(ok && n == 500 && r.unpacked != NULL && r.packed == 0);
     uint8_t *kept = seg_reader_detach(&r);
     CHECK(kept != NULL && r.unpacked == NULL);
     free(kept);
@@ -1845,6 +1936,11 @@ static void test_segment_packed(void)
         out.data[i] ^= 0x20;
     }
     CHECK(caught);
+    /* a segment of an older format never held packed bookkeeping: one that
+     * says so is malformed (its checksums made anew, as a writer would) */
+    CHECK(out.data[0] == 5);
+    as_format(out.data, out.len, 4);
+    CHECK(seg_reader_open(&r, out.data, out.len) == SEG_CHECKSUM);
     wbuf_free(&out);
     seg_builder_free(&s);
 }

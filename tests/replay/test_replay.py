@@ -230,6 +230,42 @@ def test_skips_moved_renamed_unimportable_and_signature(tape, shop):
     assert call.replay().reason == "shop_v.price is no longer callable (it is a int)"
 
 
+def test_a_replayed_call_that_replays_calls_of_the_same_tape(tape, tmp_path, monkeypatch):
+    """Replaying one call at a time reuses the Tape's Replayer; a replayed
+    call that itself replays calls of that Tape (an audit helper, say) gets
+    one of its own, and both replays see what they resolved."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    write_module(tmp_path, "audit_v", """
+        import calltape
+        TAPE = None
+        @calltape.record
+        def double(x):
+            return 2 * x
+        @calltape.record
+        def audit(name):
+            return [(c.replay().status, c.replay().result)
+                    for c in TAPE.search(function=name, order="oldest")]
+    """)
+    mod = importlib.import_module("audit_v")
+    try:
+        mod.double(2), mod.double(5)
+        calltape.flush()
+        t = calltape.open(tape, allow=["audit_v"])
+        mod.TAPE = t
+        assert mod.audit("double") == [("passed", 4), ("passed", 10)]
+        calltape.flush()
+        audit = t.search(function="audit")[0]
+        for _ in range(2):
+            o = audit.replay()
+            assert o.status == "passed" and o.result == [("passed", 4), ("passed", 10)]
+        assert [o.result for o in t.replay(function="double")] == [4, 10]
+        assert t.replay(function="audit").counts["passed"] == 1
+        assert [c.replay().result for c in t.search(function="double", order="oldest")] == [4, 10]
+    finally:
+        mod.TAPE = None
+        sys.modules.pop("audit_v", None)
+
+
 class Opaque:
     """No __eq__ of its own: replay compares its encoded form."""
 

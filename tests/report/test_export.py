@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -76,9 +77,8 @@ def recorded(tmp_path_factory):
 
 def ns(dt):
     """A Call's start (a datetime, exact to the microsecond) as wall ns."""
-    from calltape._export import _ns
-
-    return _ns(dt, "start")
+    dt = dt if dt.tzinfo else dt.astimezone()
+    return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
 
 
 def test_chrome_trace_is_valid_and_matches_the_tape(recorded):

@@ -75,7 +75,7 @@ def _put_varint(v):
 
 
 def _flags_as_before_format_4(column):
-    """The flags column of a format-4 segment laid out as formats 1 to 3 had
+    """The flags column of a format-4 (or 5) segment laid out as formats 1 to 3 had
     it (outcome | flags << 2, without the capture)."""
     out, at = b"", 0
     while at < len(column):
@@ -90,7 +90,7 @@ def _as_format_1(path, *replacements):
     byte replacements given (same lengths) applied to its data."""
     db = sqlite3.connect(path)
     for row, data in db.execute("SELECT id, data FROM segments").fetchall():
-        assert data[0] == 4
+        assert data[0] == 5  # with nothing packed, laid out as format 4
         at = 1
         for _ in range(3):  # n, first id, first start: then the packing mask
             _, at = _varint(data, at)

@@ -131,7 +131,13 @@ typedef struct ct_typecache {
 typedef struct ct_state {
     PyObject *module;       /* borrowed: the module owns the state */
     PyObject *marker_types; /* dict name -> class, set by _bind() */
-    struct {                /* the module's heap types */
+    PyObject *replay_names; /* tuple of the names replay uses, interned once
+                               (ct_replay_names_new, replay/replay.c) */
+    struct {                /* attribute names resolve.c reads at every replayed call,
+                               interned once at module exec */
+        PyObject *spec, *initializing, *name, *sys_path0, *cwd, *path;
+    } names;
+    struct { /* the module's heap types */
         PyTypeObject *Recorder, *Pending, *AsyncGenProxy, *Monitor;
         PyTypeObject *Tape, *Call, *Calls, *CallIter, *Function, *Session, *Bound;
         PyTypeObject *RestrictedUnpickler, *Replayer;
@@ -165,6 +171,7 @@ typedef struct ct_state {
         PyObject *pickle_dumps, *pickle_loads, *pickle_Unpickler, *bytes_io;
         Py_ssize_t unpickler_rules_offset; /* where a RestrictedUnpickler keeps its rules */
         PyObject *np_load;                 /* numpy.load, imported on first ndarray rebuilt */
+        PyObject *sys_dict;                /* sys.__dict__, where PySys_GetObject looks */
         PyObject *dt_datetime;             /* datetime.datetime */
         PyObject *dt_timedelta;            /* datetime.timedelta */
         PyObject *dt_epoch;                /* datetime(1970, 1, 1, tzinfo=timezone.utc) */
@@ -464,6 +471,9 @@ typedef struct ct_rebuild {
     PyObject *blob_loader; /* callable(hash bytes) -> bytes, or NULL */
     PyObject *memo;        /* list: the group's objects by memo index (None:
                               reserved); NULL: each value is a group */
+    PyObject *blob_owner;  /* borrowed: the Tape whose load_blob(hash) reads a blob
+                              when blob_loader is NULL (looked up at the first
+                              blob only), or NULL */
 } ct_rebuild;
 /* Decodes one value at *p (advancing it).  New reference, or NULL with an
  * exception set (TapeError for malformed bytes, UnpicklingError naming a
@@ -579,6 +589,11 @@ PyObject *ct_import_path_pop_py(PyObject *module, PyObject *added);
  * each session, then (when `current`) the current folder, each once: where
  * replay imports from. */
 PyObject *ct_recorded_folders_py(PyObject *module, PyObject *args, PyObject *kw);
+
+/* The names replay uses (its statuses, then the Call attributes it reads,
+ * in replay.h's order), interned: a new tuple made once at module exec, or
+ * NULL with an exception. */
+PyObject *ct_replay_names_new(void);
 
 /* The types: recorder.c, pending.c, replay.c, tape.c, monitor.c */
 extern PyType_Spec Replayer_spec;

@@ -219,13 +219,22 @@ static int module_exec(PyObject *m)
     st->imported.protocol5 = PyLong_FromLong(5);
     st->sink.session_info = PyDict_New();
     st->rec.decorated_codes = PySet_New(NULL);
+    st->replay_names = ct_replay_names_new();
+    st->names.spec = PyUnicode_InternFromString("__spec__");
+    st->names.initializing = PyUnicode_InternFromString("_initializing");
+    st->names.name = PyUnicode_InternFromString("__name__");
+    st->names.sys_path0 = PyUnicode_InternFromString("sys_path0");
+    st->names.cwd = PyUnicode_InternFromString("cwd");
+    st->names.path = PyUnicode_InternFromString("path");
     st->rec.monitor.extra_index = -1;
     st->instr.statm_fd = -1;
     st->instr.stat_fd = -1;
     if (ct_logq_init(st) < 0)
         return -1;
     if (!st->rec.decorated_codes || !st->objects.codecs || !st->objects.codec_decoders ||
-        !st->sink.warned || !st->imported.protocol5 || !st->sink.session_info)
+        !st->sink.warned || !st->imported.protocol5 || !st->sink.session_info ||
+        !st->replay_names || !st->names.spec || !st->names.initializing || !st->names.name ||
+        !st->names.sys_path0 || !st->names.cwd || !st->names.path)
         return -1;
     PyObject *probe =
         PyObject_CallFunction((PyObject *)&PyType_Type, "s()N", "_calltape_probe", PyDict_New());
@@ -242,6 +251,11 @@ static int module_exec(PyObject *m)
     st->imported.pickle_Unpickler = PyObject_GetAttrString(pickle, "Unpickler");
     Py_DECREF(pickle);
     if (!st->imported.pickle_dumps || !st->imported.pickle_loads || !st->imported.pickle_Unpickler)
+        return -1;
+    PyObject *sys = PyImport_ImportModule("sys");
+    st->imported.sys_dict = sys ? Py_NewRef(PyModule_GetDict(sys)) : NULL;
+    Py_XDECREF(sys);
+    if (!st->imported.sys_dict)
         return -1;
     PyObject *dt = PyImport_ImportModule("datetime");
     if (!dt)
@@ -305,6 +319,13 @@ static int module_exec(PyObject *m)
  * type cache, the redaction memo and the monitor have their own pairs.) */
 #define CT_STATE_REFS(X)                                                                           \
     X(marker_types)                                                                                \
+    X(replay_names)                                                                                \
+    X(names.spec)                                                                                  \
+    X(names.initializing)                                                                          \
+    X(names.name)                                                                                  \
+    X(names.sys_path0)                                                                             \
+    X(names.cwd)                                                                                   \
+    X(names.path)                                                                                  \
     X(type.Recorder)                                                                               \
     X(type.Pending)                                                                                \
     X(type.AsyncGenProxy)                                                                          \
@@ -337,6 +358,7 @@ static int module_exec(PyObject *m)
     X(imported.pickle_Unpickler)                                                                   \
     X(imported.bytes_io)                                                                           \
     X(imported.np_load)                                                                            \
+    X(imported.sys_dict)                                                                           \
     X(imported.dt_datetime)                                                                        \
     X(imported.dt_timedelta)                                                                       \
     X(imported.dt_epoch)                                                                           \

@@ -863,11 +863,16 @@ PyObject *ct_tape_export(ct_tape *t, PyObject *args, PyObject *kw)
                              "until",  "base_ns", "aggregate_fd", NULL};
     const char *format;
     int fd, agg_fd = -1;
-    PyObject *procs, *session = Py_None;
-    long long since = INT64_MIN, until = INT64_MAX, base = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "siO!|OLLLi:_export", kwlist, &format, &fd,
-                                     &PyList_Type, &procs, &session, &since, &until, &base,
+    PyObject *procs, *session = Py_None, *since_o = Py_None, *until_o = Py_None;
+    long long base = 0;
+    int64_t since = INT64_MIN, until = INT64_MAX;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "siO!|OOOLi:_export", kwlist, &format, &fd,
+                                     &PyList_Type, &procs, &session, &since_o, &until_o, &base,
                                      &agg_fd))
+        return NULL;
+    ct_state *st = PyType_GetModuleState(Py_TYPE(t));
+    if ((since_o != Py_None && ct_time_to_ns(st, since_o, "since", &since) < 0) ||
+        (until_o != Py_None && ct_time_to_ns(st, until_o, "until", &until) < 0))
         return NULL;
     export_ctx x = {.base_ns = base};
     int64_t *ids = NULL;

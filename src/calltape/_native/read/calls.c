@@ -54,84 +54,6 @@ typedef struct ct_call_iter {
     ct_function *last_fn; /* strong: the function of the previous row */
 } ct_call_iter;
 
-/* ---- argument conversion ---- */
-
-static int64_t clamp_ns(double ns)
-{
-    if (ns >= 9.2e18)
-        return INT64_MAX;
-    if (ns <= -9.2e18)
-        return INT64_MIN;
-    return (int64_t)llround(ns);
-}
-
-int ct_time_to_ns(ct_state *st, PyObject *v, const char *name, int64_t *out)
-{
-    int is_dt = PyObject_IsInstance(v, st->imported.dt_datetime);
-    if (is_dt < 0)
-        return -1;
-    if (!is_dt) {
-        if (PyBool_Check(v) || !(PyLong_Check(v) || PyFloat_Check(v))) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s must be a datetime or seconds since the epoch, not %R", name, v);
-            return -1;
-        }
-        double d = PyFloat_AsDouble(v);
-        if (d == -1.0 && PyErr_Occurred())
-            return -1;
-        if (isnan(d)) {
-            PyErr_Format(PyExc_ValueError, "%s must be a time, not %R", name, v);
-            return -1;
-        }
-        *out = clamp_ns(d * 1e9);
-        return 0;
-    }
-    PyObject *aware = NULL, *td = NULL, *tz = PyObject_GetAttrString(v, "tzinfo");
-    if (!tz)
-        return -1;
-    /* a naive time is local time, as datetime.now() gives */
-    aware = tz == Py_None ? PyObject_CallMethod(v, "astimezone", NULL) : Py_NewRef(v);
-    Py_DECREF(tz);
-    td = aware ? PyNumber_Subtract(aware, st->imported.dt_epoch) : NULL;
-    Py_XDECREF(aware);
-    if (!td)
-        return -1;
-    long long part[3] = {0, 0, 0};
-    static const char *const names[3] = {"days", "seconds", "microseconds"};
-    for (int i = 0; i < 3; i++) {
-        PyObject *x = PyObject_GetAttrString(td, names[i]);
-        part[i] = x ? PyLong_AsLongLong(x) : -1;
-        Py_XDECREF(x);
-        if (PyErr_Occurred()) {
-            Py_DECREF(td);
-            return -1;
-        }
-    }
-    Py_DECREF(td);
-    long long sec = part[0] * 86400 + part[1];
-    if (sec > 9200000000LL || sec < -9200000000LL)
-        *out = sec > 0 ? INT64_MAX : INT64_MIN;
-    else
-        *out = sec * 1000000000LL + part[2] * 1000;
-    return 0;
-}
-
-/* A duration in seconds (>= 0) as ns. */
-static int duration_to_ns(PyObject *v, const char *name, int64_t *out)
-{
-    double d = PyFloat_AsDouble(v);
-    if (d == -1.0 && PyErr_Occurred()) {
-        PyErr_Format(PyExc_TypeError, "%s must be a number of seconds, not %R", name, v);
-        return -1;
-    }
-    if (!(d >= 0)) {
-        PyErr_Format(PyExc_ValueError, "%s must be >= 0 seconds, not %R", name, v);
-        return -1;
-    }
-    *out = clamp_ns(d * 1e9);
-    return 0;
-}
-
 /* ---- function and file matching ---- */
 
 static int text_matches(const char *pattern, int glob, const char *text)
@@ -556,9 +478,9 @@ PyObject *ct_tape_search(ct_tape *t, PyObject *args, PyObject *kw)
         goto error;
     if (until != Py_None && ct_time_to_ns(st, until, "until", &f->until) < 0)
         goto error;
-    if (min_d != Py_None && duration_to_ns(min_d, "min_duration", &f->min_duration) < 0)
+    if (min_d != Py_None && ct_duration_to_ns(min_d, "min_duration", &f->min_duration) < 0)
         goto error;
-    if (max_d != Py_None && duration_to_ns(max_d, "max_duration", &f->max_duration) < 0)
+    if (max_d != Py_None && ct_duration_to_ns(max_d, "max_duration", &f->max_duration) < 0)
         goto error;
     if (session != Py_None && select_sessions(c, session) < 0)
         goto error;
@@ -970,7 +892,7 @@ PyObject *ct_tape_children(ct_tape *t, PyObject *args, PyObject *kw)
         c->f.parent = -sid;
         c->f.newest_first = 0;
     }
-    if (min_d != Py_None && duration_to_ns(min_d, "min_duration", &c->f.min_duration) < 0)
+    if (min_d != Py_None && ct_duration_to_ns(min_d, "min_duration", &c->f.min_duration) < 0)
         goto error;
     if (limit != Py_None && parse_limit(limit, &c->limit) < 0)
         goto error;

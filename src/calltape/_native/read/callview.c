@@ -598,17 +598,7 @@ static PyObject *Call_replay(PyObject *self, PyObject *args, PyObject *kw)
     }
     if (call_alive(c) < 0)
         return NULL;
-    PyObject *calls = PyList_New(1), *report = NULL, *outcomes = NULL, *first = NULL;
-    if (!calls)
-        return NULL;
-    PyList_SET_ITEM(calls, 0, Py_NewRef(self));
-    report = ct_replay_calls(c->tape, calls, kw);
-    outcomes = report ? PyObject_GetAttrString(report, "outcomes") : NULL;
-    first = outcomes ? PySequence_GetItem(outcomes, 0) : NULL;
-    Py_XDECREF(outcomes);
-    Py_XDECREF(report);
-    Py_DECREF(calls);
-    return first;
+    return ct_replay_call(c->tape, self, kw);
 }
 
 /* Two Calls are equal when they are the same call of the same tape file. */

@@ -32,6 +32,9 @@ typedef struct ct_tape {
     PyObject *contexts;  /* dict: session -> its test spans (contexts.c), or NULL */
     PyObject *sessions;  /* dict: session id -> Session, oldest first, for replay's
                             import folders (a session's folders never change), or NULL */
+    PyObject *replayer;  /* the Replayer of replays without options (replay_tape.c), or
+                            NULL before the first; it holds no reference to the Tape
+                            between runs */
 } ct_tape;
 
 typedef struct ct_function {
@@ -312,16 +315,28 @@ PyObject *ct_tape_children(ct_tape *t, PyObject *args, PyObject *kw);
  * the parameter, for the TypeError.  Returns 0 or -1. */
 int ct_time_to_ns(ct_state *st, PyObject *v, const char *name, int64_t *out);
 
+/* Seconds >= 0 (int or float) as ns; `name` is the parameter, for the
+ * TypeError or ValueError.  Returns 0 or -1. */
+int ct_duration_to_ns(PyObject *v, const char *name, int64_t *out);
+
 /* Tape.replay(*call_ids, rel=, abs=, globals=, record=, **filters): the
  * calls with those ids, or those a search with the filters finds (oldest
- * first), replayed by calltape._replay.replay_calls.  New Report or NULL. */
+ * first), replayed as ct_replay_calls() does.  New Report or NULL. */
 PyObject *ct_tape_replay(ct_tape *t, PyObject *ids, PyObject *kw);
 /* The next row of the store cursor `c`, read with the GIL released: 1, 0
  * at the end, -1 with `e` filled (no exception set). */
 int ct_tape_next_row(store_cursor *c, store_row *row, store_err *e);
 
-/* calltape._replay.replay_calls(t, calls, **options): new Report or NULL. */
+/* What calltape._replay.replay_calls(t, calls, **options) does, run by the
+ * Tape's default Replayer when `options` (a dict, or NULL) is empty
+ * (replay/replay_tape.c).  New Report, or NULL with the replay's error
+ * (ReplayRefused, TapeError, TypeError for a bad option, ...). */
 PyObject *ct_replay_calls(ct_tape *t, PyObject *calls, PyObject *options);
+
+/* Call.replay(**options) of `call` (a Call of `t`): as ct_replay_calls() of
+ * [call], but returns its Outcome.  New reference, or NULL with the same
+ * errors. */
+PyObject *ct_replay_call(ct_tape *t, PyObject *call, PyObject *options);
 
 extern PyType_Spec Call_spec;
 extern PyType_Spec Function_spec;

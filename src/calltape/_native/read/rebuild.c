@@ -277,10 +277,13 @@ static PyObject *rebuild_inner(ct_rebuild *r, const uint8_t *p, size_t n, int de
 /* A BLOB: the value stored in the tape's blob table under its hash. */
 static PyObject *rebuild_blob(ct_rebuild *r, const wire_tok *t, int depth)
 {
-    if (!r->blob_loader)
+    if (!r->blob_loader && !r->blob_owner)
         return tape_error(
             r->st, "this value is stored in the tape's blob table; open the tape to read it");
-    PyObject *data = PyObject_CallFunction(r->blob_loader, "y#", t->s, (Py_ssize_t)WIRE_HASH_BYTES);
+    PyObject *data = r->blob_loader ? PyObject_CallFunction(r->blob_loader, "y#", t->s,
+                                                            (Py_ssize_t)WIRE_HASH_BYTES)
+                                    : PyObject_CallMethod(r->blob_owner, "load_blob", "y#", t->s,
+                                                          (Py_ssize_t)WIRE_HASH_BYTES);
     if (!data)
         return NULL;
     char *bp;

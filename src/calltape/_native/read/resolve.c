@@ -88,15 +88,15 @@ static int module_is_file(PyObject *module, PyObject *file)
  * whole, else by the import system (new reference, or NULL with the
  * import's exception).  Replay resolves a module at every call, and
  * PyImport_Import goes through __import__ and its lock each time. */
-static PyObject *import_module(PyObject *name)
+static PyObject *import_module(ct_state *st, PyObject *name)
 {
     PyObject *m = PyImport_GetModule(name);
     if (m == Py_None) /* sys.modules[name] = None: the import system says why not */
         Py_CLEAR(m);
     if (m) {
-        PyObject *spec = PyObject_GetAttrString(m, "__spec__");
+        PyObject *spec = PyObject_GetAttr(m, st->names.spec);
         PyObject *busy =
-            spec && spec != Py_None ? PyObject_GetAttrString(spec, "_initializing") : NULL;
+            spec && spec != Py_None ? PyObject_GetAttr(spec, st->names.initializing) : NULL;
         int initializing = busy ? PyObject_IsTrue(busy) : 0;
         Py_XDECREF(busy);
         Py_XDECREF(spec);
@@ -110,9 +110,17 @@ static PyObject *import_module(PyObject *name)
     return PyImport_Import(name);
 }
 
-static PyObject *sys_path(void)
+/* sys.path (borrowed): read from the module state's sys.__dict__ with an
+ * interned key when `st` is given (replay pushes and pops its folders at
+ * every call), else by PySys_GetObject.  NULL with RuntimeError when it is
+ * not a list. */
+static PyObject *sys_path(ct_state *st)
 {
-    PyObject *path = PySys_GetObject("path"); /* borrowed */
+    PyObject *path = st && st->imported.sys_dict && st->names.path
+                         ? PyDict_GetItemWithError(st->imported.sys_dict, st->names.path)
+                         : PySys_GetObject("path");
+    if (!path && PyErr_Occurred())
+        return NULL;
     if (!path || !PyList_Check(path)) {
         PyErr_SetString(PyExc_RuntimeError, "sys.path is not a list");
         return NULL;
@@ -122,8 +130,7 @@ static PyObject *sys_path(void)
 
 PyObject *ct_import_path_push_py(PyObject *module, PyObject *folders)
 {
-    (void)module;
-    PyObject *path = sys_path(), *seq = NULL, *added = NULL;
+    PyObject *path = sys_path(PyModule_GetState(module)), *seq = NULL, *added = NULL;
     if (!path)
         return NULL;
     seq = PySequence_Fast(folders, "folders must be a sequence of str");
@@ -147,7 +154,7 @@ PyObject *ct_import_path_push_py(PyObject *module, PyObject *folders)
     return added;
 error:
     if (added) /* put sys.path back as it was */
-        Py_XDECREF(ct_import_path_pop_py(NULL, added));
+        Py_XDECREF(ct_import_path_pop_py(module, added));
     Py_XDECREF(seq);
     Py_XDECREF(added);
     return NULL;
@@ -155,9 +162,8 @@ error:
 
 PyObject *ct_import_path_pop_py(PyObject *module, PyObject *added)
 {
-    (void)module;
     PyObject *exc = ct_fetch_exc(); /* also called with an error pending */
-    PyObject *path = sys_path();
+    PyObject *path = sys_path(PyModule_GetState(module));
     if (path && PyList_Check(added)) {
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(added); i++) {
             PyObject *f = PyList_GET_ITEM(added, i);
@@ -188,14 +194,16 @@ static int add_folder(PyObject *out, PyObject *folder)
 
 PyObject *ct_recorded_folders_py(PyObject *module, PyObject *args, PyObject *kw)
 {
-    (void)module;
-    static const char *const attrs[] = {"sys_path0", "cwd"};
+    ct_state *st = PyModule_GetState(module);
     static char *kwlist[] = {"sessions", "current", NULL};
     PyObject *sessions;
     int current = 1;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$p:recorded_folders", kwlist, &sessions,
                                      &current))
         return NULL;
+    if (!st || !st->names.cwd)
+        return st ? PyErr_Format(PyExc_RuntimeError, "calltape._native was cleared") : NULL;
+    PyObject *attrs[2] = {st->names.sys_path0, st->names.cwd};
     PyObject *out = PyList_New(0), *it = out ? PyObject_GetIter(sessions) : NULL, *s;
     if (!it) {
         Py_XDECREF(out);
@@ -203,7 +211,7 @@ PyObject *ct_recorded_folders_py(PyObject *module, PyObject *args, PyObject *kw)
     }
     while ((s = PyIter_Next(it))) {
         for (int i = 0; i < 2; i++) {
-            PyObject *v = PyObject_GetAttrString(s, attrs[i]);
+            PyObject *v = PyObject_GetAttr(s, attrs[i]);
             int rc = v ? add_folder(out, v) : -1;
             Py_XDECREF(v);
             if (rc < 0) {
@@ -386,7 +394,7 @@ static PyObject *script_module(PyObject *file)
         return PyUnicode_FromFormat("it was recorded in the script %U run as __main__, which is"
                                     " not here to load",
                                     file);
-    PyObject *path = sys_path();
+    PyObject *path = sys_path(NULL);
     PyObject *entries = path ? PyList_GetSlice(path, 0, PyList_GET_SIZE(path)) : NULL;
     if (!entries)
         return NULL;
@@ -450,7 +458,7 @@ static PyObject *mangled_attr(PyObject *cls, PyObject *part)
 
 /* The module named `module` (for __main__: the recorded script's, see
  * script_module), new reference; or a str reason; or NULL. */
-static PyObject *find_module(PyObject *module, PyObject *qualname, PyObject *file)
+static PyObject *find_module(ct_state *st, PyObject *module, PyObject *qualname, PyObject *file)
 {
     if (PyUnicode_CompareWithASCIIString(module, "__main__") == 0) {
         PyObject *m = script_module(file);
@@ -460,7 +468,7 @@ static PyObject *find_module(PyObject *module, PyObject *qualname, PyObject *fil
         Py_DECREF(m);
         return out;
     }
-    PyObject *m = import_module(module);
+    PyObject *m = import_module(st, module);
     if (m)
         return m;
     PyObject *why = ct_describe_pending();
@@ -471,11 +479,11 @@ static PyObject *find_module(PyObject *module, PyObject *qualname, PyObject *fil
 
 /* Walks `qualname` from `obj` (a reference the walk consumes).  The object
  * found (new reference), a str reason, or NULL with an exception. */
-static PyObject *walk(PyObject *obj, PyObject *module, PyObject *qualname)
+static PyObject *walk(ct_state *st, PyObject *obj, PyObject *module, PyObject *qualname)
 {
     PyObject *dot = PyUnicode_FromStringAndSize(".", 1);
     PyObject *parts = dot ? PyUnicode_Split(qualname, dot, -1) : NULL;
-    PyObject *where = PyObject_GetAttrString(obj, "__name__");
+    PyObject *where = PyObject_GetAttr(obj, st->names.name);
     Py_XDECREF(dot);
     if (!where || !PyUnicode_Check(where)) {
         PyErr_Clear();
@@ -640,6 +648,10 @@ PyObject *ct_resolve(ct_state *st, PyObject *record_tape, PyObject *module, PyOb
                      PyObject *file)
 {
     PyObject *mod = NULL, *fn = NULL, *names = NULL, *callable = NULL, *out = NULL;
+    if (!st->names.spec) {
+        PyErr_SetString(PyExc_RuntimeError, "calltape._native was cleared");
+        return NULL;
+    }
     Py_ssize_t lt = PyUnicode_FindChar(qualname, '<', 0, PyUnicode_GET_LENGTH(qualname), 1);
     if (lt == -2)
         return NULL;
@@ -647,11 +659,11 @@ PyObject *ct_resolve(ct_state *st, PyObject *record_tape, PyObject *module, PyOb
         return PyUnicode_FromFormat("%U.%U is defined inside another function (its qualname"
                                     " has <locals>) or is a lambda, so it cannot be imported",
                                     module, qualname);
-    mod = find_module(module, qualname, file);
+    mod = find_module(st, module, qualname, file);
     if (!mod || PyUnicode_Check(mod))
         return mod;
     int is_main = PyUnicode_CompareWithASCIIString(module, "__main__") == 0;
-    fn = walk(Py_NewRef(mod), module, qualname);
+    fn = walk(st, Py_NewRef(mod), module, qualname);
     if (!fn || PyUnicode_Check(fn)) {
         out = fn;
         fn = NULL;

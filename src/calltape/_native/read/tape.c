@@ -273,6 +273,7 @@ static int Tape_traverse(ct_tape *t, visitproc visit, void *arg)
     Py_VISIT(t->threads);
     Py_VISIT(t->contexts);
     Py_VISIT(t->sessions);
+    Py_VISIT(t->replayer);
     return 0;
 }
 
@@ -282,6 +283,7 @@ static int Tape_clear(ct_tape *t)
     Py_CLEAR(t->threads);
     Py_CLEAR(t->contexts);
     Py_CLEAR(t->sessions);
+    Py_CLEAR(t->replayer);
     return 0;
 }
 
@@ -612,13 +614,10 @@ static PyObject *Tape_load_blob(PyObject *self, PyObject *args)
 
 PyObject *ct_tape_rebuild(ct_tape *t, const uint8_t **p, const uint8_t *end, PyObject *memo)
 {
-    PyObject *loader = PyObject_GetAttrString((PyObject *)t, "load_blob");
-    if (!loader)
-        return NULL;
-    ct_rebuild rb = {PyType_GetModuleState(Py_TYPE(t)), t->trust, t->allow, loader, memo};
-    PyObject *v = ct_rebuild_value(&rb, p, end);
-    Py_DECREF(loader);
-    return v;
+    /* t.load_blob is looked up at a blob only: most values hold none */
+    ct_rebuild rb = {
+        PyType_GetModuleState(Py_TYPE(t)), t->trust, t->allow, NULL, memo, (PyObject *)t};
+    return ct_rebuild_value(&rb, p, end);
 }
 
 /* ---- methods ---- */

@@ -91,30 +91,15 @@ void ct_thread_announce(ct_state *st, ct_engine_slot *slot, ct_thread *t);
 
 /* ---- calls --------------------------------------------------------------- */
 
-/* Writes the fixed fields of a REC_CALL (kind to flags) at `q`, which must
- * have CT_CALL_HEAD_MAX bytes of room; returns the end. */
-#define CT_CALL_HEAD_MAX (1 + 7 * 10 + 1 + 3)
-_Static_assert(REC_CAPTURE_SHIFT + 3 <= 14, "a call's flags take at most two varint bytes");
+/* Writes the kind and the fixed head of a REC_CALL at `q`, which must have
+ * CT_CALL_HEAD_MAX bytes of room; returns the end. */
+#define CT_CALL_HEAD_MAX (1 + REC_CALL_HEAD)
 static inline uint8_t *ct_put_call_head(uint8_t *q, uint64_t fn_id, const ct_callinfo *ci,
                                         uint64_t end, int outcome, uint16_t flags)
 {
     *q++ = REC_CALL;
-    q = put_varint_raw(q, fn_id);
-    q = put_varint_raw(q, ci->seq);
-    q = put_varint_raw(q, ci->parent);
-    q = put_varint_raw(q, ci->depth);
-    q = put_varint_raw(q, ci->thread);
-    q = put_varint_raw(q, ci->start);
-    q = put_varint_raw(q, end - ci->start);
-    *q++ = (uint8_t)outcome;
-    if (flags < 0x80) { /* one byte, as before locals/globals */
-        *q++ = (uint8_t)flags;
-    } else { /* two: every flag is below bit 14 */
-        q[0] = (uint8_t)(flags | 0x80);
-        q[1] = (uint8_t)(flags >> 7);
-        q += 2;
-    }
-    return q;
+    return rec_put_call_head(q, fn_id, ci->thread, ci->depth, ci->seq, ci->parent, ci->start,
+                             end - ci->start, flags, (uint8_t)outcome);
 }
 
 /* Builds and appends the REC_CALL of a finished call of `site`: `args`
@@ -183,7 +168,7 @@ ct_emit_build(ct_state *st, const ct_site *site, ct_engine_slot *slot, const ct_
     wbuf b;
     ct_frame_begin(&b, store, sizeof store);
     uint8_t *q = ct_put_call_head(b.data + b.len, site->fn_id, ci, end, outcome, flags);
-    size_t flags_at = (size_t)(q - b.data) - (flags < 0x80 ? 1 : 2); /* its first byte */
+    size_t flags_at = (size_t)(q - b.data) - REC_CALL_HEAD + REC_CALL_FLAGS_AT; /* low byte */
     b.len = (size_t)(q - b.data);
     if (flags & REC_HAS_CPU)
         wbuf_varint(&b, cpu);

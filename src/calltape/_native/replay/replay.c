@@ -3,7 +3,9 @@
  * and compares what they do now with what the tape says they did.
  *
  * Replayer(tape, *, rel, abs, globals, record).run(calls) is what
- * Tape.replay and Call.replay run (through calltape._replay.replay_calls):
+ * Tape.replay runs (replay_tape.c: a Tape keeps one Replayer for replays
+ * without options; calltape._replay.replay_calls makes one too), and
+ * Call.replay runs the same for one call, returning its Outcome:
  *   1. a first pass over `calls` (a list, or a search, which streams again)
  *      refuses (ReplayRefused) before any call runs unless the tape is
  *      trusted or its allowlist covers every module: replaying runs code;
@@ -24,7 +26,8 @@
  *      - calls it (replay_run.c) with recording suspended on this thread
  *        unless the replay records (record=True: the function is wrapped by
  *        a Recorder writing to the tape);
- *      - compares (replay_judge.c, compare.c) and builds an Outcome;
+ *      - compares (replay_judge.c, compare.c) and builds an Outcome (its
+ *        slots filled as Outcome.__init__ fills them, without its frame);
  *   3. returns a Report of the outcomes (and the session the replayed calls
  *      were recorded in).
  * Outcome and Report are Python classes (calltape._replay) handed to C by
@@ -41,10 +44,16 @@
  */
 #include "replay.h"
 
+#include <structmember.h>
+
 static const char *const status_names[RP_NSTATUS] = {"passed", "changed", "failed", "skipped"};
 static const char *const attr_names[RP_A_COUNT] = {
     "id",     "module",  "qualname", "outcome", "exception", "result",     "args",   "bound",
     "kwargs", "globals", "yielded",  "file",    "func",      "parameters", "session"};
+/* Outcome's fields, in the order Outcome() takes them (make_outcome). */
+static const char *const outcome_fields[RP_OUTCOME_FIELDS] = {
+    "call_id",   "function", "status", "result", "expected",
+    "exception", "duration", "diff",   "reason", "yielded"};
 /* The names under which Replayer.bind() keeps the Python side in the
  * module's dict of bound classes (ct_marker_type). */
 static const char *const bound_names[] = {"Outcome", "Report", "_run_coroutine", "_run_asyncgen"};
@@ -166,11 +175,19 @@ static PyObject *make_outcome(rp_replayer *self, PyObject *call_id, PyObject *fu
     if (!dur)
         return NULL;
 #define OR_NONE(x) ((x) ? (x) : Py_None)
-    PyObject *argv[10] = {
+    PyObject *argv[RP_OUTCOME_FIELDS] = {
         call_id,           function, name,          OR_NONE(ran->result), OR_NONE(expected),
         OR_NONE(ran->exc), dur,      OR_NONE(diff), OR_NONE(reason),      OR_NONE(ran->yielded)};
 #undef OR_NONE
-    PyObject *out = PyObject_Vectorcall(self->outcome_type, argv, 10, NULL);
+    PyObject *out = NULL;
+    if (!self->outcome_offset[0]) {
+        out = PyObject_Vectorcall(self->outcome_type, argv, RP_OUTCOME_FIELDS, NULL);
+    } else if ((out = ((PyTypeObject *)self->outcome_type)
+                          ->tp_alloc((PyTypeObject *)self->outcome_type, 0))) {
+        /* what Outcome.__init__ does, without its frame: each slot set */
+        for (int i = 0; i < RP_OUTCOME_FIELDS; i++)
+            *(PyObject **)((char *)out + self->outcome_offset[i]) = Py_NewRef(argv[i]);
+    }
     Py_DECREF(dur);
     return out;
 }
@@ -391,7 +408,50 @@ static PyObject *make_report(rp_replayer *self, PyObject *outcomes)
     return report;
 }
 
-static PyObject *Replayer_run(rp_replayer *self, PyObject *calls)
+/* first_pass() of the one call `call`: its module checked, and the set of
+ * its session (new reference, or NULL). */
+static PyObject *first_pass_one(rp_replayer *self, PyObject *call)
+{
+    PyObject *m = PyObject_GetAttr(call, self->attr[RP_A_MODULE]);
+    PyObject *s = m ? PyObject_GetAttr(call, self->attr[RP_A_SESSION]) : NULL;
+    PyObject *sessions = s ? PySet_New(NULL) : NULL;
+    int rc = sessions ? PySet_Add(sessions, s) : -1;
+    if (rc == 0 && !PyUnicode_Check(m)) {
+        PyErr_SetString(PyExc_TypeError, "call.module must be a str");
+        rc = -1;
+    }
+    if (rc == 0)
+        rc = check_allowed(self, m);
+    Py_XDECREF(m);
+    Py_XDECREF(s);
+    if (rc < 0)
+        Py_CLEAR(sessions);
+    return sessions;
+}
+
+PyObject *rp_replay_single(rp_replayer *self, PyObject *call)
+{
+    PyObject *sessions = first_pass_one(self, call), *added = NULL, *out = NULL;
+    added = sessions ? push_recorded_folders(self, sessions) : NULL;
+    if (added) {
+        out = replay_one(self, call);
+        PyObject *r = ct_import_path_pop_py(self->module_ref, added); /* keeps a pending error */
+        Py_XDECREF(r);
+    }
+    if (out && self->record_tape) { /* as make_report: the session is on the tape after */
+        PyObject *flushed = PyObject_CallMethod(self->module_ref, "flush", NULL);
+        PyObject *session = flushed ? Replayer_session(self, NULL) : NULL;
+        if (!session)
+            Py_CLEAR(out);
+        Py_XDECREF(flushed);
+        Py_XDECREF(session);
+    }
+    Py_XDECREF(added);
+    Py_XDECREF(sessions);
+    return out;
+}
+
+PyObject *rp_replayer_run(rp_replayer *self, PyObject *calls)
 {
     PyObject *sessions = first_pass(self, calls);
     PyObject *added = sessions ? push_recorded_folders(self, sessions) : NULL;
@@ -552,6 +612,37 @@ error:
     return -1;
 }
 
+/* Where the Outcome class keeps each field: outcome_offset[] filled when
+ * every field is an object slot of it (__slots__), else left all 0.
+ * Returns 0, or -1 with an exception (one other than AttributeError). */
+static int outcome_offsets(rp_replayer *self)
+{
+    Py_ssize_t off[RP_OUTCOME_FIELDS];
+    PyTypeObject *tp = (PyTypeObject *)self->outcome_type;
+    if (!PyType_Check(self->outcome_type) || tp->tp_itemsize || !tp->tp_alloc)
+        return 0;
+    for (int i = 0; i < RP_OUTCOME_FIELDS; i++) {
+        PyObject *d = PyObject_GetAttrString(self->outcome_type, outcome_fields[i]);
+        if (!d) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+            return 0;
+        }
+        PyMemberDef *m =
+            Py_IS_TYPE(d, &PyMemberDescr_Type) ? ((PyMemberDescrObject *)d)->d_member : NULL;
+        off[i] = m && m->type == T_OBJECT_EX && !(m->flags & READONLY) &&
+                         PyType_IsSubtype(tp, PyDescr_TYPE(d))
+                     ? m->offset
+                     : 0;
+        Py_DECREF(d);
+        if (off[i] <= 0)
+            return 0;
+    }
+    memcpy(self->outcome_offset, off, sizeof off);
+    return 0;
+}
+
 /* Takes the Python side given to bind() (importing calltape._replay, which
  * binds it, on first use).  Returns 0 or -1. */
 static int replayer_bound(rp_replayer *self)
@@ -572,7 +663,7 @@ static int replayer_bound(rp_replayer *self)
         }
         *slots[i] = Py_NewRef(v);
     }
-    return 0;
+    return outcome_offsets(self);
 }
 
 static PyObject *Replayer_new(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -602,12 +693,15 @@ static PyObject *Replayer_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (!self->cache || replayer_options(self, tape, globals, record) < 0 ||
         replayer_bound(self) < 0)
         goto error;
+    if (!self->st->replay_names) {
+        PyErr_SetString(PyExc_RuntimeError, "calltape._native was cleared");
+        goto error;
+    }
+    self->names = Py_NewRef(self->st->replay_names);
     for (int i = 0; i < RP_NSTATUS; i++)
-        if (!(self->status[i] = PyUnicode_InternFromString(status_names[i])))
-            goto error;
+        self->status[i] = PyTuple_GET_ITEM(self->names, i);
     for (int i = 0; i < RP_A_COUNT; i++)
-        if (!(self->attr[i] = PyUnicode_InternFromString(attr_names[i])))
-            goto error;
+        self->attr[i] = PyTuple_GET_ITEM(self->names, RP_NSTATUS + i);
     return (PyObject *)self;
 error:
     Py_DECREF(self);
@@ -626,10 +720,7 @@ static int Replayer_traverse(rp_replayer *self, visitproc visit, void *arg)
     Py_VISIT(self->allow);
     Py_VISIT(self->record_tape);
     Py_VISIT(self->cache);
-    for (int i = 0; i < RP_NSTATUS; i++)
-        Py_VISIT(self->status[i]);
-    for (int i = 0; i < RP_A_COUNT; i++)
-        Py_VISIT(self->attr[i]);
+    Py_VISIT(self->names);
     return 0;
 }
 
@@ -644,10 +735,9 @@ static int Replayer_clear(rp_replayer *self)
     Py_CLEAR(self->allow);
     Py_CLEAR(self->record_tape);
     Py_CLEAR(self->cache);
-    for (int i = 0; i < RP_NSTATUS; i++)
-        Py_CLEAR(self->status[i]);
-    for (int i = 0; i < RP_A_COUNT; i++)
-        Py_CLEAR(self->attr[i]);
+    memset(self->status, 0, sizeof self->status); /* borrowed from names */
+    memset(self->attr, 0, sizeof self->attr);
+    Py_CLEAR(self->names);
     return 0;
 }
 
@@ -661,7 +751,7 @@ static void Replayer_dealloc(rp_replayer *self)
 }
 
 static PyMethodDef Replayer_methods[] = {
-    {"run", (PyCFunction)Replayer_run, METH_O,
+    {"run", (PyCFunction)rp_replayer_run, METH_O,
      "run(calls) -> Report: every module checked before any call runs, then each call"
      " replayed (calls is iterated twice: a list, or a search)"},
     {"replay", (PyCFunction)Replayer_replay, METH_O,
@@ -695,79 +785,23 @@ static PyType_Slot Replayer_slots[] = {
     {0, NULL},
 };
 
+PyObject *ct_replay_names_new(void)
+{
+    PyObject *names = PyTuple_New(RP_NSTATUS + RP_A_COUNT);
+    for (int i = 0; names && i < RP_NSTATUS + RP_A_COUNT; i++) {
+        PyObject *s = PyUnicode_InternFromString(i < RP_NSTATUS ? status_names[i]
+                                                                : attr_names[i - RP_NSTATUS]);
+        if (!s)
+            Py_CLEAR(names);
+        else
+            PyTuple_SET_ITEM(names, i, s);
+    }
+    return names;
+}
+
 PyType_Spec Replayer_spec = {
     .name = "calltape._native.Replayer",
     .basicsize = sizeof(rp_replayer),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .slots = Replayer_slots,
 };
-
-/* ---- Tape.replay and Call.replay: calltape._replay runs them; these only forward ---- */
-
-PyObject *ct_replay_calls(ct_tape *t, PyObject *calls, PyObject *options)
-{
-    /* imported once: sys.modules holds it after (the import machinery at
-     * every Call.replay() was a third of its time) */
-    PyObject *name = PyUnicode_FromString("calltape._replay");
-    PyObject *mod = name ? PyImport_GetModule(name) : NULL;
-    if (!mod && name && !PyErr_Occurred())
-        mod = PyImport_Import(name);
-    Py_XDECREF(name);
-    PyObject *fn = mod ? PyObject_GetAttrString(mod, "replay_calls") : NULL;
-    PyObject *args = fn ? PyTuple_Pack(2, (PyObject *)t, calls) : NULL;
-    PyObject *report = args ? PyObject_Call(fn, args, options) : NULL;
-    Py_XDECREF(args);
-    Py_XDECREF(fn);
-    Py_XDECREF(mod);
-    return report;
-}
-
-PyObject *ct_tape_replay(ct_tape *t, PyObject *ids, PyObject *kw)
-{
-    static const char *const options[] = {"rel", "abs", "globals", "record", NULL};
-    PyObject *opts = PyDict_New(), *filters = PyDict_New(), *calls = NULL, *report = NULL;
-    PyObject *key, *value, *empty = NULL;
-    Py_ssize_t pos = 0;
-    if (!opts || !filters)
-        goto error;
-    while (kw && PyDict_Next(kw, &pos, &key, &value)) {
-        int is_option = 0;
-        for (int i = 0; options[i] && !is_option; i++)
-            is_option = PyUnicode_CompareWithASCIIString(key, options[i]) == 0;
-        if (PyDict_SetItem(is_option ? opts : filters, key, value) < 0)
-            goto error;
-    }
-    if (PyTuple_GET_SIZE(ids) && PyDict_GET_SIZE(filters)) {
-        PyErr_SetString(PyExc_ValueError, "give call ids or search filters, not both");
-        goto error;
-    }
-    if (PyTuple_GET_SIZE(ids)) {
-        calls = PyList_New(0);
-        for (Py_ssize_t i = 0; calls && i < PyTuple_GET_SIZE(ids); i++) {
-            PyObject *c = PyObject_CallMethod((PyObject *)t, "call", "O", PyTuple_GET_ITEM(ids, i));
-            if (!c || PyList_Append(calls, c) < 0)
-                Py_CLEAR(calls);
-            Py_XDECREF(c);
-        }
-    } else {
-        /* the calls a search finds, oldest first unless the filters say */
-        PyObject *oldest = PyUnicode_FromString("oldest");
-        int rc = !oldest ? -1
-                 : PyDict_GetItemString(filters, "order")
-                     ? 0
-                     : PyDict_SetItemString(filters, "order", oldest);
-        Py_XDECREF(oldest);
-        if (rc < 0)
-            goto error;
-        empty = PyTuple_New(0);
-        calls = empty ? ct_tape_search(t, empty, filters) : NULL;
-    }
-    if (calls)
-        report = ct_replay_calls(t, calls, opts);
-error:
-    Py_XDECREF(opts);
-    Py_XDECREF(filters);
-    Py_XDECREF(calls);
-    Py_XDECREF(empty);
-    return report;
-}

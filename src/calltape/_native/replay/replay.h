@@ -3,13 +3,17 @@
  * its loop over calls), replay_judge.c (what the recording allows, and how
  * the outcome of today's call compares) and replay_run.c (running one call).
  *
+ * replay_tape.c holds the ways in from a Tape and a Call (Tape.replay,
+ * Call.replay), with the Tape's default Replayer.
+ *
  * The Replayer holds everything replay needs for one run: the Python
  * classes handed to C when calltape._replay is imported (Outcome, Report,
  * the helpers that run coroutines and async generators), the trust rules of
  * the tape, the tolerances, and a cache of resolved functions.
  *
  * Invariants: every PyObject field of rp_replayer is a strong reference or
- * NULL; rp_recorded fields are strong references or NULL and are released
+ * NULL, but status[] and attr[], borrowed from `names`, which it holds;
+ * rp_recorded fields are strong references or NULL and are released
  * by rp_recorded_clear().
  */
 #ifndef CALLTAPE_REPLAY_H
@@ -20,7 +24,8 @@
 
 enum { RP_PASSED, RP_CHANGED, RP_FAILED, RP_SKIPPED, RP_NSTATUS };
 
-/* The Call attributes replay reads, interned once per Replayer. */
+/* The Call attributes replay reads, interned once in the module state
+ * (ct_replay_names_new: after the RP_NSTATUS status names). */
 enum {
     RP_A_ID,
     RP_A_MODULE,
@@ -40,6 +45,10 @@ enum {
     RP_A_COUNT
 };
 
+/* The fields of an Outcome (calltape._replay), in the order Outcome()
+ * takes them. */
+enum { RP_OUTCOME_FIELDS = 10 };
+
 typedef struct rp_replayer {
     PyObject_HEAD ct_state *st;
     PyObject *module_ref;
@@ -52,11 +61,19 @@ typedef struct rp_replayer {
     PyObject *allow;              /* tuple of module prefixes */
     PyObject *record_tape;        /* str, or NULL: do not record */
     PyObject *cache;              /* dict (module, qualname, file) -> entry tuple */
-    PyObject *status[RP_NSTATUS]; /* "passed", "changed", "failed", "skipped" */
-    PyObject *attr[RP_A_COUNT];   /* attribute names */
+    PyObject *names;              /* the module state's tuple of interned names */
+    PyObject *status[RP_NSTATUS]; /* borrowed from names: "passed", "changed", ... */
+    PyObject *attr[RP_A_COUNT];   /* borrowed from names: the attribute names */
+    /* where an Outcome keeps each of its ten fields (its __slots__), in
+     * make_outcome's order, so that one is filled without running
+     * Outcome.__init__; all 0 when the class has no such slots (it is
+     * called instead) */
+    Py_ssize_t outcome_offset[RP_OUTCOME_FIELDS];
     double rel, abs;
     int trust;
     int recorded_globals; /* patch call.globals in for each call */
+    int busy;             /* a Tape's default Replayer in a run (replay calls nested
+                             in a replayed call get a Replayer of their own) */
 } rp_replayer;
 
 /* What the recording says of one call, read before it runs. */
@@ -74,6 +91,18 @@ typedef struct rp_ran {
     PyObject *result, *exc, *yielded;
     uint64_t ns;
 } rp_ran;
+
+/* ---- replay.c ---- */
+
+/* Replayer.run(calls): every module of `calls` checked before any call
+ * runs, the recorded folders put on sys.path, each call replayed.  Returns
+ * the Report (new reference), or NULL with ReplayRefused, TapeError,
+ * KeyboardInterrupt or a memory error. */
+PyObject *rp_replayer_run(rp_replayer *self, PyObject *calls);
+
+/* As rp_replayer_run() of the one call `call`, but returns its Outcome
+ * (new reference) rather than a Report of it; NULL with the same errors. */
+PyObject *rp_replay_single(rp_replayer *self, PyObject *call);
 
 /* ---- replay_judge.c ---- */
 

@@ -114,19 +114,28 @@ done:
     return parts;
 }
 
+/* One walk of find_marker(): the marker classes (looked up once per walk,
+ * each NULL before _bind()) and the values seen. */
+typedef struct marker_walk {
+    ct_state *st;
+    PyObject *types[3]; /* borrowed: Redacted, Truncated, Unencodable */
+    PyObject *seen;
+} marker_walk;
+
 /* 1 when `v` is (or holds, at any depth, inside lists, tuples, sets, dicts,
  * the attributes of objects and the parts of standard-library values such
  * as a partial's keywords) a marker of a value that was not
- * recorded; *found then names it (borrowed).  `seen` (a dict id -> the
+ * recorded; *found then names it (borrowed).  `w->seen` (a dict id -> the
  * value) keeps shared and cyclic values from being walked twice; it holds
  * each value it names, so that the lists made on the way (the parts of a
  * reduce, the values of slots) stay alive until the walk ends and no
  * later one can take the address, and so the id, of one walked before. */
-static int find_marker_in(ct_state *st, PyObject *v, PyObject **found, int depth, PyObject *seen)
+static int find_marker_in(marker_walk *w, PyObject *v, PyObject **found, int depth)
 {
-    static const char *const names[] = {"Redacted", "Truncated", "Unencodable"};
+    ct_state *st = w->st;
+    PyObject *seen = w->seen;
     for (int i = 0; i < 3; i++) {
-        PyObject *cls = ct_marker_type(st, names[i]);
+        PyObject *cls = w->types[i];
         if (cls && Py_TYPE(v) == (PyTypeObject *)cls) {
             *found = v;
             return 1;
@@ -145,26 +154,25 @@ static int find_marker_in(ct_state *st, PyObject *v, PyObject **found, int depth
     int hit = 0;
     if (PyList_Check(v) || PyTuple_Check(v)) {
         for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(v) && !hit; i++)
-            hit = find_marker_in(st, PySequence_Fast_GET_ITEM(v, i), found, depth + 1, seen);
+            hit = find_marker_in(w, PySequence_Fast_GET_ITEM(v, i), found, depth + 1);
     } else if (PyDict_Check(v)) {
         while (!hit && PyDict_Next(v, &pos, &k, &x))
-            hit = find_marker_in(st, k, found, depth + 1, seen) ||
-                  find_marker_in(st, x, found, depth + 1, seen);
+            hit = find_marker_in(w, k, found, depth + 1) || find_marker_in(w, x, found, depth + 1);
     } else if (PyAnySet_Check(v)) {
         items = PySequence_List(v);
     } else if (Py_TYPE(v)->tp_dictoffset != 0 || (Py_TYPE(v)->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
         items = PyObject_GenericGetDict(v, NULL);
     }
     if (items && !hit)
-        hit = find_marker_in(st, items, found, depth + 1, seen);
+        hit = find_marker_in(w, items, found, depth + 1);
     Py_XDECREF(items);
     PyObject *parts = hit || PyList_Check(v) || PyTuple_Check(v) ? NULL : reduced_parts(st, v);
     if (parts)
-        hit = find_marker_in(st, parts, found, depth + 1, seen);
+        hit = find_marker_in(w, parts, found, depth + 1);
     Py_XDECREF(parts);
     if (!hit && Py_TYPE(v)->tp_dealloc == st->objects.subtype_dealloc) {
         PyObject *slots = ct_slot_values(st, v);
-        hit = slots && find_marker_in(st, slots, found, depth + 1, seen);
+        hit = slots && find_marker_in(w, slots, found, depth + 1);
         Py_XDECREF(slots);
     }
     PyErr_Clear();
@@ -173,9 +181,14 @@ static int find_marker_in(ct_state *st, PyObject *v, PyObject **found, int depth
 
 static int find_marker(ct_state *st, PyObject *v, PyObject **found, int depth)
 {
-    PyObject *seen = PyDict_New();
-    int hit = seen ? find_marker_in(st, v, found, depth, seen) : 0;
-    Py_XDECREF(seen);
+    static const char *const names[] = {"Redacted", "Truncated", "Unencodable"};
+    if (PyLong_CheckExact(v) || PyUnicode_CheckExact(v) || PyFloat_CheckExact(v))
+        return 0; /* no marker, and nothing inside: find_marker_in()'s answer, without a walk */
+    marker_walk w = {st, {NULL, NULL, NULL}, PyDict_New()};
+    for (int i = 0; i < 3; i++)
+        w.types[i] = ct_marker_type(st, names[i]);
+    int hit = w.seen ? find_marker_in(&w, v, found, depth) : 0;
+    Py_XDECREF(w.seen);
     PyErr_Clear();
     return hit;
 }
