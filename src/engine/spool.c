@@ -115,10 +115,19 @@ int spool_hold(writer_state *w, size_t fn)
     held_seg *h = &w->held[w->nheld++];
     h->fn = fn;
     h->seg = w->fns[fn].seg;
-    if (w->nspare)
-        w->fns[fn].seg = w->spare[--w->nspare];
-    else
-        seg_builder_init(&w->fns[fn].seg);
+    seg_builder *b = &w->fns[fn].seg;
+    if (w->nspare) {
+        *b = w->spare[--w->nspare];
+        return 0;
+    }
+    /* a new one, as large as the full one at once: no copying as it grows
+     * (best effort: when memory is short it grows as usual later) */
+    seg_builder_init(b);
+    for (size_t i = 0; i < sizeof b->col / sizeof b->col[0]; i++)
+        if (wbuf_reserve(&b->col[i], h->seg.col[i].cap) < 0)
+            b->col[i].failed = 0;
+    if (wbuf_reserve(&b->parents, h->seg.parents.cap) < 0)
+        b->parents.failed = 0;
     return 0;
 }
 
