@@ -67,6 +67,42 @@ int64_t selftime_take(selftime *t, uint64_t seq);
 void selftime_add(selftime *t, uint64_t parent, int64_t ns);
 void selftime_free(selftime *t);
 
+/* A segment written in the open transaction of a server tape, its builder
+ * kept until that transaction commits, so that a round the server fails
+ * in the middle of is written again onto the spool (spool.c). */
+typedef struct held_seg {
+    size_t fn; /* its function's index in writer_state.fns */
+    seg_builder seg;
+} held_seg;
+
+/* A value put into a server tape's blob store, copied, kept until no
+ * builder holds a call that names it (for the spool likewise). */
+typedef struct kept_blob {
+    uint8_t hash[WIRE_HASH_BYTES];
+    uint8_t *data;
+    size_t len;
+} kept_blob;
+
+/* A span record of the open transaction: `len` bytes at `p`, in a chunk
+ * that outlives the round. */
+typedef struct kept_span {
+    const uint8_t *p;
+    size_t len;
+} kept_span;
+
+/* One round's transaction (writer.c; spool.c moves it onto the spool). */
+typedef struct writer_txn {
+    uint64_t calls, segments, bytes, dropped;
+    uint64_t functions;  /* functions whose first calls it holds (fn_def.in_txn) */
+    int64_t first_start; /* the earliest start of its calls, INT64_MAX: none */
+    int64_t end_ns;      /* the end its session row update wrote, 0: none yet */
+    size_t taken;        /* bytes of records taken from the chunks */
+    size_t *blocks;      /* id blocks reserved in this transaction */
+    size_t nblocks, capblocks;
+    kept_span *spans; /* its spans, on a server tape */
+    size_t nspans, capspans;
+} writer_txn;
+
 /* Writer-private state. */
 typedef struct writer_state {
     store *store; /* the tape, open while the writer has it */
@@ -90,7 +126,18 @@ typedef struct writer_state {
     uint64_t last_open_try_ns;
     uint64_t last_commit_ns;
     uint64_t last_retain_ns; /* monotonic, of the last retention round; 0: none yet */
-    /* the spool (writer.c): a local SQLite tape while a server is away */
+    int64_t last_end_ns;     /* the end the last round wrote on a session row: each
+                                round writes a later one (spool.c's 'uncertain') */
+    /* what a round on a server keeps to be written again (writer.c) */
+    held_seg *held; /* segments of the open transaction */
+    size_t nheld, capheld;
+    seg_builder *spare; /* reset builders, for held ones' functions */
+    size_t nspare, capspare;
+    kept_blob *kept; /* values put since the builders were last empty */
+    size_t nkept, capkept;
+    /* the spool (spool.c): a local SQLite tape while a server is away */
+    int server;              /* the tape is a server's (set when first opened) */
+    int drain_due;           /* the server answered: look for spools left behind */
     int spooling;            /* w->store is the spool */
     int spool_full;          /* over SPOOL_MAX_BYTES: rounds drop until the server is back */
     int spool_pending;       /* a spool file waits to be sent to the server */
@@ -145,6 +192,70 @@ int writer_start(engine *e);        /* with mu held; 0 or -1 */
 void writer_fork_reset(engine *e);  /* in the child, single-threaded */
 void writer_free_state(engine *e);  /* writer stopped */
 void writer_close_store(engine *e); /* io_mu held, writer idle */
+
+/* writer_state.c: the tape file was deleted (or replaced) while recording:
+ * what was committed onto it is gone.  Counts those calls as dropped,
+ * reports it, and forgets what the writer resolved in it, so that the
+ * session is created again on the file the path names now.  io_mu held.
+ * Cannot fail. */
+void writer_tape_lost(engine *e);
+
+/* writer.c, for spool.c; io_mu held (the writer thread).  Opens the tape
+ * (or the spool while spooling) and creates this process's session on it
+ * when it has none: 0, or -1 with the error reported. */
+int writer_ensure_store(engine *e);
+/* Reports `msg` as a write error (counted) / as a notice (no loss). */
+void writer_error(engine *e, const char *msg);
+void writer_notice(engine *e, const char *msg);
+/* Writes function `f`'s builder as a segment into the open transaction:
+ * 0, or -1 (the builder keeps its calls). */
+int writer_write_segment(engine *e, writer_txn *t, fn_def *f);
+/* Writes again into the open transaction of the store the writer has now
+ * what the failed transaction `t` held: its spans and held segments; with
+ * `t` NULL, what the calls in builders need on a new store: the kept
+ * values and the session's thread rows.  Returns 0, or -1 with the
+ * store's error. */
+int writer_replay(engine *e, writer_txn *t);
+/* Ends the round: the session row (counters, drops, end) and the commit.
+ * Returns 0 (t's counts published), -1 when it failed before the commit,
+ * -2 when the commit itself failed (on a server: maybe committed). */
+int writer_commit_round(engine *e, writer_txn *t);
+
+/* The writer's call ids: ID_BLOCK consecutive ids per block of seqs. */
+#define WRITER_ID_BLOCK 65536
+
+/* spool.c, on the writer thread with io_mu held (its header comment says
+ * when the writer spools and what it keeps for it). */
+/* Keeps a copy of the value `data` (`n` bytes) put under hash `h` on a
+ * server.  Returns 0, or -1 when memory ran out. */
+int spool_keep_blob(writer_state *w, const uint8_t *h, const uint8_t *data, size_t n);
+/* Frees the kept values, when no builder holds a call or `always`. */
+void spool_forget_kept(writer_state *w, int always);
+/* Moves function `fn`'s builder, just written into a server transaction,
+ * to the held segments and gives the function an empty one.  Returns 0, or
+ * -1 when memory ran out (the builder stays). */
+int spool_hold(writer_state *w, size_t fn);
+/* After the transaction ended: the held builders reset, kept for reuse. */
+void spool_release_held(writer_state *w);
+/* Switches the writer onto the spool (a new spool session; the round's
+ * transaction not begun).  Returns 0, or -1 when it cannot (a file tape,
+ * a full spool, an unwritable folder). */
+int spool_start(engine *e);
+/* The server failed in the middle of round `t` (its transaction rolled
+ * back; `uncertain`: in its commit): onto the spool, with everything `t`
+ * held written again there, a spool transaction open.  Returns 0, or -1
+ * (reported; the round is then dropped, counted). */
+int spool_take_over(engine *e, writer_txn *t, int uncertain);
+/* While spooling (or with a spool to send), every second, or now when
+ * `now_too`: back onto the server when it answers, the spool sent there. */
+void spool_back(engine *e, int now_too);
+/* After a round committed onto the spool: over its bound it takes no
+ * more (reported). */
+void spool_check_size(engine *e);
+/* Sends the spools that ended processes left in this process's spool
+ * folder for the same tape (one sender each).  Cannot fail (a spool that
+ * cannot be sent stays, reported). */
+void spool_drain(engine *e);
 
 /* queue.c: the time of `clock` in ns.  Cannot fail. */
 uint64_t engine_now_ns(int clock);

@@ -242,6 +242,9 @@ typedef struct store_ops {
                  int64_t spare, int64_t *sessions, int64_t *calls);
     int (*size)(store *s, int64_t *bytes);
     int (*add_context)(store *s, const store_context *c);
+    /* notes: short texts under a key, kept on a file only (NULL elsewhere) */
+    int (*put_note)(store *s, const char *key, const char *value);
+    int (*read_note)(store *s, const char *key, char *out, size_t n, store_err *e);
     /* the reader's side */
     int (*totals)(store *s, store_counts *out, store_err *e);
     int (*function_count)(store *s, int64_t *n, store_err *e);
@@ -505,6 +508,23 @@ static inline int store_add_context(store *s, const store_context *c)
     return s->ops->add_context(s, c);
 }
 
+/* Keeps the text `value` under `key` on the tape, in the open transaction
+ * (a file's meta table: the spool says there which tape it belongs to).
+ * Returns 0, or -1 with a message in store_errmsg (also on a store that
+ * keeps no notes: a server). */
+static inline int store_put_note(store *s, const char *key, const char *value)
+{
+    return s->ops->put_note ? s->ops->put_note(s, key, value) : -1;
+}
+
+/* The text kept under `key` into `out` (`n` bytes, NUL-terminated, cut to
+ * fit).  Returns 1, 0 when there is none (or the store keeps no notes), or
+ * -1 with `e` set. */
+static inline int store_read_note(store *s, const char *key, char *out, size_t n, store_err *e)
+{
+    return s->ops->read_note ? s->ops->read_note(s, key, out, n, e) : 0;
+}
+
 /* Retention: deletes, in transactions of its own (not inside
  * store_begin), the sessions that ended before `before_ns` (wall ns; a
  * session that never committed a call: started before; INT64_MIN: none by
@@ -547,6 +567,12 @@ static inline int store_size(store *s, int64_t *bytes)
  * the GIL. */
 int store_copy(const char *src, const char *dst, int64_t *sessions, int64_t *calls, char *err,
                size_t errlen);
+
+/* store_copy without the source sessions `skip` (`nskip` ids; their
+ * threads, spans and segments stay behind too): the spool's rounds that a
+ * server may have committed already (spool.c). */
+int store_copy_skip(const char *src, const char *dst, const int64_t *skip, size_t nskip,
+                    int64_t *sessions, int64_t *calls, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------ */
 /* The reader's side.  Every call may do I/O: the binding calls them with  */

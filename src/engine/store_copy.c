@@ -105,6 +105,8 @@ typedef struct copier {
     wbuf out;
     lz_table lz;
     int64_t nsessions, ncalls;
+    const int64_t *skip; /* source sessions not copied */
+    size_t nskip;
     char *err;
     size_t errlen;
 } copier;
@@ -520,6 +522,15 @@ static int copy_specs(copier *k)
     return rc;
 }
 
+/* 1 when the source session `id` is one not to copy. */
+static int skipped(const copier *k, int64_t id)
+{
+    for (size_t i = 0; i < k->nskip; i++)
+        if (k->skip[i] == id)
+            return 1;
+    return 0;
+}
+
 /* The copy proper, in one destination transaction. */
 static int copy_all(copier *k)
 {
@@ -531,6 +542,8 @@ static int copy_all(copier *k)
         goto error;
     for (size_t i = 0; i < n; i++) {
         int64_t dsession = 0;
+        if (skipped(k, sessions[i].row.id))
+            continue;
         if (add_session(k, &sessions[i], &dsession) < 0)
             goto error;
         if (copy_segments(k, sessions[i].row.id, dsession) < 0)
@@ -566,6 +579,12 @@ static int same_tape(const char *a, const char *b)
 int store_copy(const char *src_path, const char *dst_path, int64_t *sessions, int64_t *calls,
                char *err, size_t errlen)
 {
+    return store_copy_skip(src_path, dst_path, NULL, 0, sessions, calls, err, errlen);
+}
+
+int store_copy_skip(const char *src_path, const char *dst_path, const int64_t *skip, size_t nskip,
+                    int64_t *sessions, int64_t *calls, char *err, size_t errlen)
+{
     *sessions = *calls = 0;
     if (same_tape(src_path, dst_path)) {
         char shown[300];
@@ -573,7 +592,7 @@ int store_copy(const char *src_path, const char *dst_path, int64_t *sessions, in
         snprintf(err, errlen, "the source and the destination are the same tape (%s)", shown);
         return -1;
     }
-    copier k = {.err = err, .errlen = errlen};
+    copier k = {.err = err, .errlen = errlen, .skip = skip, .nskip = nskip};
     seg_builder_init(&k.b);
     wbuf_init(&k.out, NULL, 0);
     int rc = -1;

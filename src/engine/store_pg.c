@@ -69,6 +69,7 @@ static void load_api(void)
     LOAD(getvalue, "PQgetvalue")
     LOAD(getlength, "PQgetlength")
     LOAD(getisnull, "PQgetisnull")
+    LOAD(set_notice_processor, "PQsetNoticeProcessor")
 #undef LOAD
     if (missing) {
         snprintf(api_err, sizeof api_err, "libpq.so.5 has no %s", missing);
@@ -76,6 +77,13 @@ static void load_api(void)
         return;
     }
     api_state = 1;
+}
+
+/* A notice processor that keeps the server's notices to itself. */
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
 }
 
 /* Loads libpq once.  Returns 0, or -1 with one sentence in `err`. */
@@ -282,6 +290,9 @@ static pg_store *pg_connect(const char *url, char *err, size_t errlen)
         pg_close(&s->base);
         return NULL;
     }
+    /* the server's notices ("terminating connection due to ...") are not
+     * the program's output: libpq would print them on its stderr */
+    pq()->set_notice_processor(s->conn, ignore_notice, NULL);
     return s;
 }
 

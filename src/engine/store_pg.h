@@ -29,6 +29,9 @@ typedef unsigned int pq_oid;
 #define PQ_DIAG_SQLSTATE 'C'
 
 /* The libpq functions, as in libpq-fe.h. */
+/* libpq's PQnoticeProcessor. */
+typedef void (*pq_notice_fn)(void *arg, const char *message);
+
 typedef struct pq_api {
     PGconn *(*connectdb_params)(const char *const *keys, const char *const *values, int expand);
     int (*status)(const PGconn *c);
@@ -49,6 +52,7 @@ typedef struct pq_api {
     char *(*getvalue)(const PGresult *r, int row, int col);
     int (*getlength)(const PGresult *r, int row, int col);
     int (*getisnull)(const PGresult *r, int row, int col);
+    pq_notice_fn (*set_notice_processor)(PGconn *c, pq_notice_fn fn, void *arg);
 } pq_api;
 
 /* The loaded libpq (loaded once, by the first PostgreSQL tape).  Cannot

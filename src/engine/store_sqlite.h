@@ -68,6 +68,11 @@ int sq_prune(store *s, int64_t before_ns, int64_t keep, int64_t max_bytes, int64
              int64_t *sessions, int64_t *calls);
 int sq_size(store *s, int64_t *bytes);
 
+/* Notes (store_sqlite_notes.c), with the contracts of store_put_note and
+ * store_read_note. */
+int sq_put_note(store *s, const char *key, const char *value);
+int sq_read_note(store *s, const char *key, char *out, size_t n, store_err *e);
+
 /* The probe specs (store_sqlite_specs.c): schema 6's SQL, which the
  * migrations of store_sqlite.c run, and the store_spec_ops of SQLite
  * tapes. */

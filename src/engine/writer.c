@@ -9,8 +9,16 @@
  *   - call ids are a function of (session, seq): seqs are grouped in blocks
  *     of ID_BLOCK and each block gets ID_BLOCK consecutive tape-wide ids, so
  *     a child written before its parent can still name the parent's id;
- *   - a failed transaction is rolled back whole; the calls it held are
- *     counted as dropped and everything resolved inside it is resolved again;
+ *   - a failed transaction is rolled back whole and everything resolved
+ *     inside it is resolved again; on a file the calls it held are counted
+ *     as dropped; on a server (w->server, not spooling) the round goes on
+ *     onto the spool (spool_take_over), which is exact because until the
+ *     commit the round keeps what it wrote: the builders of its segments
+ *     (w->held), its spans (pointers into chunks that outlive the round),
+ *     and copies of the values it put (w->kept, until no builder holds a
+ *     call naming one), while its call ids stay reserved (w->id_blocks);
+ *     a call is taken again only when the failure came before it reached a
+ *     builder, and self time is counted only once it did;
  *   - when the tape cannot be opened the writer keeps draining (and
  *     counting) so producers never block on a broken store.
  */
@@ -24,24 +32,15 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define ID_BLOCK 65536
+#define ID_BLOCK WRITER_ID_BLOCK
 #define SEG_MAX_CALLS 4096
 #define MAX_FREE_CHUNKS 4
 #define REOPEN_EVERY_NS 1000000000ull
 #define RATE_MIN_BYTES (1u << 20) /* rounds that measure the writer's rate */
 #define RETAIN_EVERY 50           /* flush intervals between retention rounds */
-#define SPOOL_MAX_BYTES ((int64_t)256 << 20)
+typedef writer_txn txn;
 
-typedef struct txn {
-    uint64_t calls, segments, bytes, dropped;
-    uint64_t functions;  /* functions whose first calls it holds (fn_def.in_txn) */
-    int64_t first_start; /* the earliest start of its calls, INT64_MAX: none */
-    size_t taken;        /* bytes of records taken from the chunks */
-    size_t *blocks;      /* id blocks reserved in this transaction */
-    size_t nblocks, capblocks;
-} txn;
-
-static void set_error(engine *e, const char *msg)
+void writer_error(engine *e, const char *msg)
 {
     pthread_mutex_lock(&e->mu);
     if (strcmp(e->last_error, msg) != 0 || !e->store_failing)
@@ -52,7 +51,7 @@ static void set_error(engine *e, const char *msg)
 }
 
 /* A message to report that is no loss (the spool): counted in no error. */
-static void set_notice(engine *e, const char *msg)
+void writer_notice(engine *e, const char *msg)
 {
     pthread_mutex_lock(&e->mu);
     e->unreported_errors++;
@@ -66,41 +65,12 @@ void writer_close_store(engine *e)
     e->w.store = NULL;
 }
 
-static void forget_tape(writer_state *w);
-
-/* The tape file was deleted (or replaced) while recording: what was
- * committed onto it is gone.  Counts those calls as dropped, reports it,
- * and forgets what the writer resolved in it, so that the session is
- * created again on the file the path names now.  io_mu held. */
-static void tape_lost(engine *e)
-{
-    writer_state *w = &e->w;
-    pthread_mutex_lock(&e->mu);
-    uint64_t lost = e->written_calls - w->written_before_open;
-    e->written_calls -= lost;
-    e->writer_dropped += lost;
-    w->session_id = 0;
-    pthread_mutex_unlock(&e->mu);
-    char msg[200];
-    snprintf(msg, sizeof msg,
-             "the tape was deleted or replaced while recording (%llu calls written onto it"
-             " are lost); recording goes on onto a new tape there",
-             (unsigned long long)lost);
-    set_error(e, msg);
-    forget_tape(w);
-}
-
-/* Opens the tape and creates this process's session.  Returns 0 or -1. */
-static int ensure_store(engine *e)
+/* Opens the tape (or the spool) when the writer has it closed.  Returns
+ * 0 or -1 (reported). */
+static int open_store(engine *e)
 {
     writer_state *w = &e->w;
     const char *path = w->spooling ? w->spool_path : e->path;
-    if (w->store && !store_same_file(w->store, path)) {
-        writer_close_store(e);
-        tape_lost(e);
-    }
-    if (w->store)
-        return 0;
     uint64_t now = engine_now_ns(CLOCK_MONOTONIC);
     if (w->last_open_try_ns && now - w->last_open_try_ns < REOPEN_EVERY_NS)
         return -1;
@@ -108,13 +78,32 @@ static int ensure_store(engine *e)
     char err[300];
     w->store = store_open_write(path, err, sizeof err);
     if (!w->store) {
-        set_error(e, err);
+        writer_error(e, err);
         return -1;
+    }
+    if (!w->spooling) {
+        w->server = store_backend_for(e->path) != &store_sqlite_backend;
+        w->drain_due = w->server; /* it answers: spools left behind can go */
     }
     uint64_t dev = 0, ino = 0;
     store_file_id(w->store, &dev, &ino);
     if (w->session_id && (dev != w->file_dev || ino != w->file_ino))
-        tape_lost(e); /* replaced while the writer had it closed (a park, a fork) */
+        writer_tape_lost(e); /* replaced while the writer had it closed (a park, a fork) */
+    return 0;
+}
+
+int writer_ensure_store(engine *e)
+{
+    writer_state *w = &e->w;
+    const char *path = w->spooling ? w->spool_path : e->path;
+    if (w->store && !store_same_file(w->store, path)) {
+        writer_close_store(e);
+        writer_tape_lost(e);
+    }
+    if (w->store && w->session_id)
+        return 0;
+    if (!w->store && open_store(e) < 0)
+        return -1;
     if (w->session_id == 0) {
         store_session ss = {
             .start_ns =
@@ -134,7 +123,7 @@ static int ensure_store(engine *e)
         int64_t id = 0;
         if (store_begin(w->store) < 0 || store_add_session(w->store, &ss, &id) < 0 ||
             store_commit(w->store) < 0) {
-            set_error(e, store_errmsg(w->store));
+            writer_error(e, store_errmsg(w->store));
             store_rollback(w->store);
             writer_close_store(e);
             return -1;
@@ -143,8 +132,7 @@ static int ensure_store(engine *e)
         w->session_id = id;
         w->written_before_open = e->written_calls;
         pthread_mutex_unlock(&e->mu);
-        w->file_dev = dev;
-        w->file_ino = ino;
+        store_file_id(w->store, &w->file_dev, &w->file_ino);
     }
     w->last_open_try_ns = 0; /* only failures are throttled */
     pthread_mutex_lock(&e->mu);
@@ -207,7 +195,7 @@ static int resolve_function(engine *e, fn_def *f)
     uint64_t n4 = wreader_varint(&r);
     const uint8_t *sig = wreader_take(&r, n4);
     if (r.bad) {
-        set_error(e, "malformed function record");
+        writer_error(e, "malformed function record");
         return -1;
     }
     return store_function(e->w.store, module, (size_t)n1, qualname, (size_t)n2, file, (size_t)n3,
@@ -260,6 +248,15 @@ static int seq_to_id(engine *e, txn *t, uint64_t seq, int64_t *id)
     return 0;
 }
 
+static int take_context(engine *e, txn *t, const uint8_t *body, size_t n);
+
+/* 1 while the writer is on a server tape: a failed round then moves onto
+ * the spool, so it keeps what it wrote until it commits. */
+static int keeps(const writer_state *w)
+{
+    return w->server && !w->spooling;
+}
+
 /* Copies `n` bytes of consecutive values to `out`, moving every top-level
  * BLOB_INLINE (also under DEFAULT) into the blob store, when the producer
  * flagged the call as holding one (`blobs`: REC_HAS_BLOBS; without it the
@@ -299,7 +296,8 @@ static const uint8_t *externalize(engine *e, int blobs, const uint8_t *p, size_t
             const uint8_t *inner = wreader_take(&r, len);
             uint8_t h[WIRE_HASH_BYTES];
             hash128(inner, (size_t)len, h);
-            if (store_put_blob(e->w.store, h, inner, (size_t)len) < 0)
+            if (store_put_blob(e->w.store, h, inner, (size_t)len) < 0 ||
+                (keeps(&e->w) && spool_keep_blob(&e->w, h, inner, (size_t)len) < 0))
                 return NULL;
             wbuf_byte(out, WIRE_BLOB);
             wbuf_put(out, h, WIRE_HASH_BYTES);
@@ -313,29 +311,77 @@ static const uint8_t *externalize(engine *e, int blobs, const uint8_t *p, size_t
     return out->failed ? NULL : out->data;
 }
 
-static int write_segment(engine *e, txn *t, fn_def *f)
+/* Adds the builder `b` of function `f` as a segment to the open
+ * transaction, counted in `t`.  Returns 0 or -1. */
+static int add_segment(engine *e, txn *t, fn_def *f, seg_builder *b)
 {
     writer_state *w = &e->w;
-    if (!f->seg.n)
-        return 0;
     if (!f->tape_id && resolve_function(e, f) < 0) /* filled before a switch of store */
         return -1;
     w->segment.len = 0;
-    if (seg_builder_finish(&f->seg, &w->segment, &w->lz) < 0 || seg_builder_links(&f->seg) < 0 ||
-        store_add_segment(w->store, w->session_id, f->tape_id, &f->seg, w->segment.data,
-                          w->segment.len) < 0)
+    if (seg_builder_finish(b, &w->segment, &w->lz) < 0 || seg_builder_links(b) < 0 ||
+        store_add_segment(w->store, w->session_id, f->tape_id, b, w->segment.data, w->segment.len) <
+            0)
         return -1;
-    t->calls += f->seg.n;
+    t->calls += b->n;
     t->segments++;
     if (!f->written && !f->in_txn) {
         f->in_txn = 1;
         t->functions++;
     }
     t->bytes += w->segment.len;
-    seg_builder_reset(&f->seg);
     return 0;
 }
 
+int writer_write_segment(engine *e, txn *t, fn_def *f)
+{
+    writer_state *w = &e->w;
+    if (!f->seg.n)
+        return 0;
+    if (add_segment(e, t, f, &f->seg) < 0)
+        return -1;
+    if (!keeps(w))
+        seg_builder_reset(&f->seg);
+    else if (spool_hold(w, (size_t)(f - w->fns)) < 0)
+        return -1; /* the transaction fails: the builder still has its calls */
+    return 0;
+}
+
+int writer_replay(engine *e, txn *t)
+{
+    writer_state *w = &e->w;
+    if (!t) {
+        for (size_t i = 0; i < w->nkept; i++)
+            if (store_put_blob(w->store, w->kept[i].hash, w->kept[i].data, w->kept[i].len) < 0)
+                return -1;
+        for (size_t i = 0; i < w->nthreads; i++)
+            if (w->threads[i].bytes && !w->threads[i].stored &&
+                store_thread(e, &w->threads[i], (int64_t)i) < 0)
+                return -1;
+        return 0;
+    }
+    t->calls = t->segments = t->bytes = t->functions = 0;
+    for (size_t i = 0; i < w->nfns; i++)
+        w->fns[i].in_txn = 0;
+    for (size_t i = 0; i < t->nspans; i++)
+        if (take_context(e, t, t->spans[i].p, t->spans[i].len) < 0)
+            return -1;
+    for (size_t i = 0; i < w->nheld; i++)
+        if (add_segment(e, t, &w->fns[w->held[i].fn], &w->held[i].seg) < 0)
+            return -1;
+    return 0;
+}
+
+/* What take_call did when it failed. */
+enum {
+    TAKE_AGAIN = -1, /* the store failed before the call reached a builder: nothing
+                        of it is counted, it may be taken again (onto the spool) */
+    TAKE_KEPT = -2,  /* the call is in its builder; writing that segment failed */
+    TAKE_LOST = -3,  /* memory ran out: the call is lost, counted as dropped */
+};
+
+/* Takes one REC_CALL body into its function's builder (self time counted
+ * only once every store step succeeded).  Returns 0 or a TAKE_ code. */
 static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
 {
     writer_state *w = &e->w;
@@ -351,15 +397,8 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
         (c.thread < w->nthreads && w->threads[c.thread].bytes && !w->threads[c.thread].stored &&
          store_thread(e, &w->threads[c.thread], (int64_t)c.thread) < 0) ||
         seq_to_id(e, t, c.seq, &s.id) < 0 ||
-        (c.parent && c.parent >= w->seq_floor && seq_to_id(e, t, c.parent, &s.parent) < 0)) {
-        t->dropped++; /* not in a builder: after_rollback does not see it */
-        return -1;
-    }
-    /* self time: children end, and reach the writer, before their parent */
-    int64_t kids = selftime_take(&w->kids, c.seq);
-    s.self_ns = (int64_t)c.duration > kids ? (int64_t)c.duration - kids : 0;
-    if (c.parent)
-        selftime_add(&w->kids, c.parent, (int64_t)c.duration);
+        (c.parent && c.parent >= w->seq_floor && seq_to_id(e, t, c.parent, &s.parent) < 0))
+        return TAKE_AGAIN; /* not in a builder: after_rollback does not see it */
     s.depth = (int64_t)c.depth;
     s.thread = (int64_t)c.thread;
     s.start = e->opt.clock_wall_ns + ((int64_t)c.start - e->opt.clock_mono_ns);
@@ -390,18 +429,27 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
             rc = s.value[i].data ? 0 : -1;
         }
     }
-    if (rc == 0)
+    int again = rc < 0;
+    if (rc == 0) {
+        /* self time: children end, and reach the writer, before their parent */
+        int64_t kids = selftime_take(&w->kids, c.seq);
+        s.self_ns = (int64_t)c.duration > kids ? (int64_t)c.duration - kids : 0;
+        if (c.parent)
+            selftime_add(&w->kids, c.parent, (int64_t)c.duration);
         rc = seg_builder_add(&f->seg, &s);
+    }
 #pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
     for (int i = 1; i < VALUE_NSLOTS; i++)
         wbuf_free(&scratch[i]);
     if (rc < 0) {
+        if (again)
+            return TAKE_AGAIN;
         t->dropped++;
-        return -1;
+        return TAKE_LOST;
     }
     /* from here on the call is in the builder, counted by after_rollback */
-    if (f->seg.n >= SEG_MAX_CALLS)
-        return write_segment(e, t, f);
+    if (f->seg.n >= SEG_MAX_CALLS && writer_write_segment(e, t, f) < 0)
+        return TAKE_KEPT;
     return 0;
 }
 
@@ -409,7 +457,7 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
  * transaction, its monotonic times made wall times as the calls' are.  A
  * malformed record is passed over.  Returns 0, or -1 when the store
  * failed. */
-static int take_context(engine *e, const uint8_t *body, size_t n)
+static int take_context(engine *e, txn *t, const uint8_t *body, size_t n)
 {
     context_rec c;
     if (rec_parse_context(body, n, &c) < 0)
@@ -423,7 +471,34 @@ static int take_context(engine *e, const uint8_t *body, size_t n)
         .kind = {c.kind, c.kind_len},
         .name = {c.name, c.name_len},
     };
-    return store_add_context(e->w.store, &row);
+    if (store_add_context(e->w.store, &row) < 0)
+        return -1;
+    if (!keeps(&e->w))
+        return 0;
+    size_t cap = t->capspans; /* kept for the spool, should the round fail */
+    if (grow((void **)&t->spans, &cap, t->nspans + 1, sizeof(kept_span)) < 0)
+        return -1;
+    t->capspans = cap;
+    t->spans[t->nspans++] = (kept_span){body, n};
+    return 0;
+}
+
+/* A round that failed on a server after it began goes on onto the spool
+ * (spool_take_over).  Returns 1 when it did (a spool transaction holds all
+ * the round had; the rest of it goes there too), 0 when it cannot (on a
+ * file or the spool, no spool to be had: the round is dropped, counted). */
+static int fail_over(engine *e, txn *t, int uncertain)
+{
+    writer_state *w = &e->w;
+    if (!keeps(w) || !w->store)
+        return 0;
+    char why[300];
+    snprintf(why, sizeof why, "%s", store_errmsg(w->store));
+    store_rollback(w->store);
+    if (spool_take_over(e, t, uncertain) == 0)
+        return 1;
+    writer_error(e, why);
+    return 0;
 }
 
 /* Consumes `n` bytes of whole records.  While *ok, calls go into the
@@ -444,12 +519,25 @@ static void consume(engine *e, txn *t, const uint8_t *p, size_t n, int *ok)
         wreader b;
         wreader_init(&b, body + 1, (size_t)len - 1);
         switch (body[0]) {
-        case REC_CALL:
-            if (!*ok)
+        case REC_CALL: {
+            /* one call site, so that take_call is inlined; a second pass
+             * only after the round moved onto the spool (once at most) */
+            int rc = TAKE_AGAIN;
+            while (*ok) {
+                rc = take_call(e, t, body + 1, (size_t)len - 1);
+                if ((rc != TAKE_AGAIN && rc != TAKE_KEPT) || !fail_over(e, t, 0))
+                    break;
+                if (rc == TAKE_KEPT) {
+                    rc = 0; /* its builder is written onto the spool later */
+                    break;
+                }
+            }
+            if (rc == TAKE_AGAIN)
                 t->dropped++;
-            else if (take_call(e, t, body + 1, (size_t)len - 1) < 0)
+            if (rc < 0)
                 *ok = 0;
             break;
+        }
         case REC_FUNCTION: {
             uint64_t fn = wreader_varint(&b);
             size_t have = w->nfns;
@@ -461,7 +549,8 @@ static void consume(engine *e, txn *t, const uint8_t *p, size_t n, int *ok)
                 seg_builder_init(&f->seg);
             int changed = define(&f->bytes, &f->len, body, (size_t)len);
             if (changed > 0 && f->seg.n) {
-                if (*ok && write_segment(e, t, f) < 0) {
+                if (*ok && writer_write_segment(e, t, f) < 0 &&
+                    (!fail_over(e, t, 0) || writer_write_segment(e, t, f) < 0)) {
                     *ok = 0; /* the builder keeps them: after_rollback counts them */
                 } else if (!*ok) {
                     t->dropped += f->seg.n;
@@ -487,7 +576,8 @@ static void consume(engine *e, txn *t, const uint8_t *p, size_t n, int *ok)
                 w->counters[i] += (int64_t)wreader_varint(&b);
             break;
         case REC_CONTEXT:
-            if (*ok && take_context(e, body + 1, (size_t)len - 1) < 0)
+            if (*ok && take_context(e, t, body + 1, (size_t)len - 1) < 0 &&
+                (!fail_over(e, t, 0) || take_context(e, t, body + 1, (size_t)len - 1) < 0))
                 *ok = 0;
             break;
         default:
@@ -514,6 +604,9 @@ static void after_rollback(engine *e, txn *t)
     t->functions = 0;
     for (size_t i = 0; i < t->nblocks; i++)
         w->id_blocks[t->blocks[i]] = 0;
+    spool_release_held(w); /* their calls are in t->calls */
+    spool_forget_kept(w, 1);
+    t->nspans = 0;
 }
 
 /* Takes the published bytes of one chunk: into the transaction while
@@ -530,196 +623,71 @@ static void take_chunk(engine *e, txn *t, chunk *c, int *ok)
     consume(e, t, p, n, ok);
 }
 
-/* One round of work: everything published in `full` and `live`.
- * Returns the bytes of records it took. */
-/* The spool.  When the server of a PostgreSQL tape cannot be reached at
- * the start of a round (nothing of the round taken yet), the writer goes
- * on recording into a local SQLite tape, calltape-spool-PID.db in the
- * program's working folder (one RecordingWarning names it), as a session
- * of its own; its call ids start above every id the server handed out, so
- * the calls taken before the switch keep theirs.  Every REOPEN_EVERY_NS
- * the writer tries the server again; when it answers, what the builders
- * hold goes to the spool, the writer records onto the server again (a new
- * session) and sends the spool there (store_copy: fresh ids) and removes
- * it; a flush (calltape.flush) tries the server at once.  A program that
- * ends while spooling leaves the spool file (its warning says how to send
- * it: calltape copy).  Over SPOOL_MAX_BYTES the spool takes no more rounds: they are
- * dropped and counted, as without a spool.  io_mu held throughout. */
-
-static int tape_is_server(const engine *e)
-{
-    return store_backend_for(e->path) != &store_sqlite_backend;
-}
-
-/* Leaves the store the writer has for another: what it resolved there is
- * forgotten (call id blocks too when `ids`). */
-static void switch_store(engine *e, int ids)
+int writer_commit_round(engine *e, txn *t)
 {
     writer_state *w = &e->w;
-    writer_close_store(e);
-    for (size_t i = 0; i < w->nfns; i++)
-        w->fns[i].tape_id = 0;
-    for (size_t i = 0; i < w->nthreads; i++)
-        w->threads[i].stored = 0;
-    if (ids && w->id_blocks)
-        memset(w->id_blocks, 0, w->nblocks * sizeof(int64_t));
+    t->end_ns = (int64_t)engine_now_ns(CLOCK_REALTIME);
+    if (t->end_ns <= w->last_end_ns) /* the clock went back: still later on the row */
+        t->end_ns = w->last_end_ns + 1;
+    w->last_end_ns = t->end_ns;
+    /* calls dropped so far (by producers or by failed rounds) go onto the
+     * session row with this commit */
     pthread_mutex_lock(&e->mu);
-    w->session_id = 0;
+    uint64_t dropped = e->producer_dropped + e->writer_dropped + t->dropped;
     pthread_mutex_unlock(&e->mu);
-    w->last_open_try_ns = 0;
-}
-
-/* Switches the writer onto the spool.  Returns 0 when it now writes the
- * spool, -1 when it cannot (a file tape, a full spool, an unwritable
- * folder: the round is then dropped as without a spool). */
-static int spool_start(engine *e)
-{
-    writer_state *w = &e->w;
-    if (w->spooling || w->spool_full || !tape_is_server(e))
-        return -1;
-    if (!w->spool_path[0])
-        snprintf(w->spool_path, sizeof w->spool_path, "%s/calltape-spool-%ld.db",
-                 e->cwd && e->cwd[0] ? e->cwd : "/tmp", (long)getpid());
-    int64_t top = 0; /* above every call id the server handed out */
-    for (size_t i = 0; i < w->nblocks; i++)
-        if (w->id_blocks[i] > top)
-            top = w->id_blocks[i];
-    switch_store(e, 0);
-    w->spooling = 1;
-    int64_t first = 0;
-    if (ensure_store(e) < 0 || store_begin(w->store) < 0 ||
-        store_reserve_ids(w->store, top + ID_BLOCK, &first) < 0 || store_commit(w->store) < 0) {
-        if (w->store)
-            store_rollback(w->store);
-        switch_store(e, 1);
-        w->spooling = 0;
-        return -1;
+    int64_t more = (int64_t)(dropped - w->dropped_reported);
+    w->counters[4] += more;
+    int rc = 0;
+    if (store_update_session(w->store, w->session_id, t->first_start, t->end_ns, w->counters) < 0)
+        rc = -1;
+    else if (store_commit(w->store) < 0)
+        rc = -2;
+    if (rc < 0) {
+        w->counters[4] -= more;
+        return rc;
     }
-    w->spool_pending = 1;
-    w->spool_retry_ns = engine_now_ns(CLOCK_MONOTONIC);
-    char shown[180], msg[1024];
-    store_redact(e->path, shown, sizeof shown);
-    snprintf(msg, sizeof msg,
-             "the server of the tape %s cannot be reached: recording goes on into the spool"
-             " %.200s, sent to the server when it is back (if the program ends first: calltape"
-             " copy %.200s %s)",
-             shown, w->spool_path, w->spool_path, shown);
-    set_notice(e, msg);
-    return 0;
-}
-
-/* Writes what the builders hold into the store the writer has, in one
- * transaction.  Returns 0 or -1. */
-static int flush_builders(engine *e)
-{
-    writer_state *w = &e->w;
-    txn t;
-    memset(&t, 0, sizeof t);
-    if (store_begin(w->store) < 0)
-        return -1;
-    for (size_t i = 0; i < w->nfns; i++)
-        if (w->fns[i].bytes && write_segment(e, &t, &w->fns[i]) < 0) {
-            store_rollback(w->store);
-            return -1;
+    memset(w->counters, 0, sizeof w->counters);
+    w->dropped_reported = dropped;
+    for (size_t i = 0; t->functions && i < w->nfns; i++)
+        if (w->fns[i].in_txn) {
+            w->fns[i].in_txn = 0;
+            w->fns[i].written = 1;
         }
-    if (store_commit(w->store) < 0) {
-        store_rollback(w->store);
-        return -1;
-    }
+    spool_release_held(w);
+    spool_forget_kept(w, 0);
+    t->nspans = 0;
     pthread_mutex_lock(&e->mu);
-    e->written_calls += t.calls;
-    e->written_segments += t.segments;
-    e->written_bytes += t.bytes;
+    e->written_calls += t->calls;
+    e->written_segments += t->segments;
+    e->written_bytes += t->bytes;
+    e->written_functions += t->functions;
     pthread_mutex_unlock(&e->mu);
+    t->calls = t->segments = t->bytes = t->functions = 0;
     return 0;
 }
 
-/* Sends a waiting spool file to the server and removes it. */
-static void spool_send(engine *e)
+/* Writes every builder into the round's transaction (onto the spool when
+ * the server fails meanwhile).  Returns 0 or -1. */
+static int write_all(engine *e, txn *t)
 {
     writer_state *w = &e->w;
-    char err[600], msg[1024], side[4300];
-    int64_t sessions = 0, calls = 0;
-    if (store_copy(w->spool_path, e->path, &sessions, &calls, err, sizeof err) < 0) {
-        w->spool_retry_ns = engine_now_ns(CLOCK_MONOTONIC);
-        snprintf(msg, sizeof msg, "cannot send the spool %.300s to the server yet: %s",
-                 w->spool_path, err);
-        set_error(e, msg);
-        return;
-    }
-    unlink(w->spool_path);
-    snprintf(side, sizeof side, "%s-wal", w->spool_path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", w->spool_path);
-    unlink(side);
-    w->spool_pending = w->spool_full = 0;
+    for (size_t i = 0; i < w->nfns; i++)
+        if (w->fns[i].bytes && writer_write_segment(e, t, &w->fns[i]) < 0)
+            return fail_over(e, t, 0) ? write_all(e, t) : -1;
+    return 0;
 }
 
-/* While spooling (or with a spool waiting), every REOPEN_EVERY_NS or now
- * when `now_too`: back onto the server when it answers, then the spool
- * sent there. */
-static void spool_back(engine *e, int now_too)
+/* Opens the round's transaction: on the tape, else on the spool when the
+ * tape is a server that cannot be reached.  Returns 1 when it is open. */
+static int round_begin(engine *e)
 {
     writer_state *w = &e->w;
-    uint64_t now = engine_now_ns(CLOCK_MONOTONIC);
-    if ((!w->spooling && !w->spool_pending) ||
-        (!now_too && now - w->spool_retry_ns < REOPEN_EVERY_NS))
-        return;
-    w->spool_retry_ns = now;
-    if (w->spooling) {
-        char err[300];
-        store *probe = store_open_write(e->path, err, sizeof err);
-        if (!probe)
-            return;
-        store_close(probe);
-        if (w->store && flush_builders(e) < 0) /* their calls carry the spool's ids */
-            return;
-        switch_store(e, 1);
-        w->spooling = 0;
-    }
-    if (w->spool_pending && ensure_store(e) == 0)
-        spool_send(e);
-}
-
-/* After a round committed onto the spool: a spool over SPOOL_MAX_BYTES
- * takes no more. */
-static void spool_check_size(engine *e)
-{
-    writer_state *w = &e->w;
-    int64_t size = 0;
-    if (!w->spooling || store_size(w->store, &size) < 0 || size <= SPOOL_MAX_BYTES)
-        return;
-    char msg[600];
-    snprintf(msg, sizeof msg,
-             "the spool %.300s is full (%lld MiB): calls are dropped until the server is back",
-             w->spool_path, (long long)(SPOOL_MAX_BYTES >> 20));
-    set_error(e, msg);
-    if (flush_builders(e) < 0) { /* what they hold is dropped, counted */
-        for (size_t i = 0; i < w->nfns; i++)
-            if (w->fns[i].bytes && w->fns[i].seg.n) {
-                pthread_mutex_lock(&e->mu);
-                e->writer_dropped += w->fns[i].seg.n;
-                pthread_mutex_unlock(&e->mu);
-                seg_builder_reset(&w->fns[i].seg);
-            }
-    }
-    switch_store(e, 1);
-    w->spooling = 0;
-    w->spool_full = 1;
-}
-
-static size_t process(engine *e, chunk *full, chunk *live, int finish)
-{
-    writer_state *w = &e->w;
-    txn t;
-    memset(&t, 0, sizeof t);
-    t.first_start = INT64_MAX;
     pthread_mutex_lock(&e->mu);
     uint64_t errors_before = e->write_errors, unreported_before = e->unreported_errors;
     pthread_mutex_unlock(&e->mu);
-    int ok = ensure_store(e) == 0;
+    int ok = writer_ensure_store(e) == 0;
     if (ok && store_begin(w->store) < 0) {
-        set_error(e, store_errmsg(w->store));
+        writer_error(e, store_errmsg(w->store));
         ok = 0;
     }
     if (!ok && spool_start(e) == 0) { /* the server is away: onto the spool, no loss */
@@ -729,44 +697,43 @@ static size_t process(engine *e, chunk *full, chunk *live, int finish)
         pthread_mutex_unlock(&e->mu);
         ok = store_begin(w->store) == 0;
         if (!ok)
-            set_error(e, store_errmsg(w->store));
+            writer_error(e, store_errmsg(w->store));
     }
+    return ok;
+}
+
+/* One round of work: everything published in `full` and `live`.
+ * Returns the bytes of records it took. */
+static size_t process(engine *e, chunk *full, chunk *live, int finish)
+{
+    writer_state *w = &e->w;
+    txn t;
+    memset(&t, 0, sizeof t);
+    t.first_start = INT64_MAX;
+    pthread_mutex_lock(&e->mu);
+    uint64_t errors_before = e->write_errors, unreported_before = e->unreported_errors;
+    pthread_mutex_unlock(&e->mu);
+    int ok = round_begin(e);
     int began = ok;
     for (chunk *c = full; c; c = c->next)
         take_chunk(e, &t, c, &ok);
     if (live)
         take_chunk(e, &t, live, &ok);
-    if (ok && finish) {
-        for (size_t i = 0; i < w->nfns && ok; i++)
-            if (w->fns[i].bytes && write_segment(e, &t, &w->fns[i]) < 0)
-                ok = 0;
-    }
+    if (ok && finish)
+        ok = write_all(e, &t) == 0;
     if (ok) {
-        int64_t end = (int64_t)engine_now_ns(CLOCK_REALTIME);
-        /* calls dropped so far (by producers or by failed rounds) go onto
-         * the session row with this commit */
-        pthread_mutex_lock(&e->mu);
-        uint64_t dropped = e->producer_dropped + e->writer_dropped + t.dropped;
-        pthread_mutex_unlock(&e->mu);
-        w->counters[4] += (int64_t)(dropped - w->dropped_reported);
-        if (store_update_session(w->store, w->session_id, t.first_start, end, w->counters) < 0 ||
-            store_commit(w->store) < 0) {
-            w->counters[4] -= (int64_t)(dropped - w->dropped_reported);
-            ok = 0;
-        } else {
-            memset(w->counters, 0, sizeof w->counters);
-            w->dropped_reported = dropped;
+        int rc = writer_commit_round(e, &t);
+        if (rc < 0 && fail_over(e, &t, rc == -2)) /* -2: the server may have it */
+            rc = (finish && write_all(e, &t) < 0) ? -1 : writer_commit_round(e, &t);
+        ok = rc == 0;
+        if (ok)
             spool_check_size(e);
-            for (size_t i = 0; t.functions && i < w->nfns; i++)
-                if (w->fns[i].in_txn) {
-                    w->fns[i].in_txn = 0;
-                    w->fns[i].written = 1;
-                }
-        }
     }
     if (!ok && began) {
-        set_error(e, store_errmsg(w->store));
-        store_rollback(w->store);
+        if (w->store) {
+            writer_error(e, store_errmsg(w->store));
+            store_rollback(w->store);
+        }
         after_rollback(e, &t);
         if (t.calls == 0 && t.dropped == 0) { /* a round that held no call lost none */
             pthread_mutex_lock(&e->mu);
@@ -775,7 +742,7 @@ static size_t process(engine *e, chunk *full, chunk *live, int finish)
             pthread_mutex_unlock(&e->mu);
         }
         t.dropped += t.calls; /* in segments of the transaction rolled back */
-        t.calls = t.segments = t.bytes = 0;
+        t.calls = t.segments = t.bytes = t.functions = 0;
     }
     if (!ok && !w->store) {
         /* nothing can be stored: builders must not grow without bound */
@@ -784,16 +751,14 @@ static size_t process(engine *e, chunk *full, chunk *live, int finish)
                 t.dropped += w->fns[i].seg.n;
                 seg_builder_reset(&w->fns[i].seg);
             }
+        spool_forget_kept(w, 1);
     }
     pthread_mutex_lock(&e->mu);
-    e->written_calls += t.calls;
-    e->written_segments += t.segments;
-    e->written_bytes += t.bytes;
-    e->written_functions += t.functions;
     e->writer_dropped += t.dropped;
     e->store_failing = !ok;
     pthread_mutex_unlock(&e->mu);
     free(t.blocks);
+    free(t.spans);
     return t.taken;
 }
 
@@ -819,7 +784,7 @@ static void retain_round(engine *e, uint64_t now)
                     p->max_bytes > 0 ? p->max_bytes : -1, w->session_id, &sessions, &calls) < 0) {
         char msg[300];
         snprintf(msg, sizeof msg, "cannot apply the retention rules: %s", store_errmsg(w->store));
-        set_error(e, msg);
+        writer_error(e, msg);
     }
 }
 
@@ -863,6 +828,8 @@ static void *writer_main(void *arg)
             e->w.last_commit_ns = now;
         if (finish && !stopping && !final)
             retain_round(e, now);
+        if (e->w.drain_due && !stopping && !final)
+            spool_drain(e); /* spools other processes left for this tape */
         pthread_mutex_unlock(&e->io_mu);
 
         pthread_mutex_lock(&e->mu);
@@ -927,62 +894,4 @@ int writer_start(engine *e)
     }
     e->running = 1;
     return 0;
-}
-
-/* Forgets what the writer resolved in the tape it wrote (function and call
- * ids, threads, counters reported): for a new session on another file. */
-static void forget_tape(writer_state *w)
-{
-    for (size_t i = 0; i < w->nfns; i++)
-        w->fns[i].tape_id = 0;
-    for (size_t i = 0; i < w->nthreads; i++)
-        w->threads[i].stored = 0;
-    if (w->id_blocks)
-        memset(w->id_blocks, 0, w->nblocks * sizeof(int64_t));
-    w->dropped_reported = 0;
-    w->last_open_try_ns = 0;
-}
-
-void writer_fork_reset(engine *e)
-{
-    writer_state *w = &e->w;
-    w->store = NULL;   /* closed by engine_fork_prepare */
-    if (w->session_id) /* else the parent's own parent stays the child's */
-        w->parent_session = w->session_id;
-    w->session_id = 0;
-    w->written_before_open = 0;
-    for (size_t i = 0; i < w->nfns; i++) {
-        w->fns[i].tape_id = 0;
-        w->fns[i].written = w->fns[i].in_txn = 0;
-        if (w->fns[i].bytes)
-            seg_builder_reset(&w->fns[i].seg);
-    }
-    for (size_t i = 0; i < w->nthreads; i++)
-        w->threads[i].stored = 0;
-    if (w->id_blocks)
-        memset(w->id_blocks, 0, w->nblocks * sizeof(int64_t));
-    memset(w->counters, 0, sizeof w->counters);
-    w->dropped_reported = 0;
-    w->last_open_try_ns = 0;
-}
-
-void writer_free_state(engine *e)
-{
-    writer_state *w = &e->w;
-    writer_close_store(e);
-    for (size_t i = 0; i < w->nfns; i++) {
-        if (w->fns[i].bytes)
-            seg_builder_free(&w->fns[i].seg);
-        free(w->fns[i].bytes);
-    }
-    free(w->fns);
-    for (size_t i = 0; i < w->nthreads; i++)
-        free(w->threads[i].bytes);
-    free(w->threads);
-    free(w->id_blocks);
-    wbuf_free(&w->scratch);
-    wbuf_free(&w->segment);
-    lz_table_free(&w->lz);
-    selftime_free(&w->kids);
-    memset(w, 0, sizeof *w);
 }

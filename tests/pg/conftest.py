@@ -47,6 +47,19 @@ class Server:
         subprocess.run([*ctl, "-m", "fast", "-w", "stop"], check=True, capture_output=True,
                        env=_server_env())
 
+    def kill(self) -> None:
+        """Stops the server at once, as a crash does (pg_ctl stop -m immediate)."""
+        ctl = [*self.as_user, os.path.join(self.bindir, "pg_ctl"), "-D", self.data]
+        subprocess.run([*ctl, "-m", "immediate", "-w", "stop"], check=True,
+                       capture_output=True, env=_server_env())
+
+    def sql(self, db: str, statement: str) -> str:
+        """Runs one statement with psql over the socket; returns what it printed."""
+        out = subprocess.run([os.path.join(self.bindir, "psql"), "-h", self.folder, "-p",
+                              str(self.port), "-U", USER, "-d", db, "-At", "-c", statement],
+                             check=True, capture_output=True, text=True, env=_server_env())
+        return out.stdout.strip()
+
     def start(self) -> None:
         ctl = [*self.as_user, os.path.join(self.bindir, "pg_ctl"), "-D", self.data]
         subprocess.run([*ctl, "-o", self.opts, "-l", os.path.join(self.folder, "log"), "-w",
