@@ -23,6 +23,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from .._markers import TapeError
+
 _log = logging.getLogger("calltape.probes")
 
 
@@ -272,10 +274,14 @@ class InstrumentManager:
                 "expired": bool(inst.expired) if inst is not None else False}
         try:
             self.specs.mark(done.spec_id, self.process, info)
+        except (TapeError, OSError) as exc:  # the tape or the store is away: one sentence
+            _log.warning("probe spec %r: the store refused the applied report: %s",
+                         done.spec_id, exc)
+            return  # reported again at the next apply
         except Exception:  # noqa: BLE001 - a store that cannot take it: the probes still run
             _log.warning("probe spec %r: the store refused the applied report", done.spec_id,
                          exc_info=True)
-            return  # reported again at the next apply
+            return
         done.reported = reported
 
     def _report(self, done: _Applied, spec: dict[str, Any]) -> None:
@@ -300,6 +306,8 @@ class InstrumentManager:
             while True:
                 try:
                     self.apply()
+                except (TapeError, OSError) as exc:  # one sentence: the next period tries again
+                    _log.warning("applying the probe specs failed: %s", exc)
                 except Exception:  # noqa: BLE001 - the next period tries again
                     _log.warning("applying the probe specs failed", exc_info=True)
                 if self._stop.wait(period):
