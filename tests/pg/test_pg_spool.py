@@ -108,22 +108,9 @@ ENDS_AWAY = textwrap.dedent("""
 """)
 
 
-NEXT_RUN = textwrap.dedent("""
-    import calltape, sys
-
-    @calltape.record
-    def later(i):
-        return i
-
-    for i in range(10):
-        later(i)
-    assert calltape.flush(timeout=60)
-""")
-
-
-def test_a_program_that_ends_while_spooling_leaves_the_spool(pg_server, pg_url, tmp_path):
-    """The spool stays when the program ends before the server is back; the warning's
-    calltape copy line sends it."""
+def ends_while_away(pg_server, pg_url, tmp_path):
+    """Runs ENDS_AWAY: it records, the server stops, and it ends while spooling (the
+    server is started again after).  Returns the child, its stderr and its spool's path."""
     script = tmp_path / "away.py"
     script.write_text(ENDS_AWAY)
     mark = str(tmp_path / "mark")
@@ -140,7 +127,27 @@ def test_a_program_that_ends_while_spooling_leaves_the_spool(pg_server, pg_url, 
     finally:
         child.kill()
     assert child.returncode == 0, err
-    spool = tmp_path / f"calltape-spool-{child.pid}.db"
+    return child, err, tmp_path / f"calltape-spool-{child.pid}.db"
+
+
+NEXT_RUN = textwrap.dedent("""
+    import calltape, sys
+
+    @calltape.record
+    def later(i):
+        return i
+
+    for i in range(10):
+        later(i)
+    assert calltape.flush(timeout=60)
+""")
+
+
+def test_a_program_that_ends_while_spooling_leaves_the_spool(pg_server, pg_url, tmp_path):
+    """The spool stays when the program ends before the server is back; the warning's
+    calltape copy line sends it."""
+    _, err, spool = ends_while_away(pg_server, pg_url, tmp_path)
+    env = dict(os.environ, CALLTAPE_TAPE=pg_url)
     assert f"calltape copy {spool} postgresql://calltape:***@" in err
     with calltape.open(str(spool)) as tape:
         assert sorted(c.args["i"] for c in tape.calls()) == list(range(50))
@@ -237,23 +244,8 @@ def test_a_spool_left_behind_is_sent_by_the_next_recording(pg_server, pg_url, tm
     belongs to (never the password) and who made it.  Three programs that record onto the
     same tape from the same folder start at once once the server is back: one of them
     sends the spool, so every call arrives once; a spool whose owner still runs stays."""
-    script = tmp_path / "away.py"
-    script.write_text(ENDS_AWAY)
-    mark = str(tmp_path / "mark")
+    child, err, spool = ends_while_away(pg_server, pg_url, tmp_path)
     env = dict(os.environ, CALLTAPE_TAPE=pg_url)
-    child = subprocess.Popen([sys.executable, str(script), mark], env=env, cwd=str(tmp_path),
-                             stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(mark, child)
-        pg_server.stop()
-        try:
-            _, err = child.communicate("\n", timeout=60)
-        finally:
-            pg_server.start()
-    finally:
-        child.kill()
-    assert child.returncode == 0, err
-    spool = tmp_path / f"calltape-spool-{child.pid}.db"
     with closing(sqlite3.connect(spool)) as db:
         notes = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'note:%'"))
     assert notes["note:tape"] == pg_url.replace("s3cret-pw", "***")
@@ -362,23 +354,8 @@ def test_sending_leaves_out_a_round_the_server_committed(pg_server, pg_url, tmp_
     """A spool session that its notes name as a round of unknown outcome is sent only when
     the server's session row does not show that round's end: two copies of one spool, one
     naming the end the server shows (committed: left out), one a later end (sent)."""
-    script = tmp_path / "away.py"
-    script.write_text(ENDS_AWAY)
-    mark = str(tmp_path / "mark")
+    _, _, spool = ends_while_away(pg_server, pg_url, tmp_path)
     env = dict(os.environ, CALLTAPE_TAPE=pg_url)
-    child = subprocess.Popen([sys.executable, str(script), mark], env=env, cwd=str(tmp_path),
-                             stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(mark, child)
-        pg_server.stop()
-        try:
-            _, err = child.communicate("\n", timeout=60)
-        finally:
-            pg_server.start()
-    finally:
-        child.kill()
-    assert child.returncode == 0, err
-    spool = tmp_path / f"calltape-spool-{child.pid}.db"
     db = pg_url.rsplit("/", 1)[1]
     server, end = pg_server.sql(db, "SELECT id, end_ns FROM sessions").split("|")
     with closing(sqlite3.connect(spool)) as conn:
