@@ -7,6 +7,8 @@ for each store: the calling thread's time per recorded call of
 f(int, float, str) (the writer drains in its own thread), and the sustained
 calls per second from 1, 2 and 4 processes recording at once (from the
 first call to every call committed).  Prints a table; no goals asserted.
+Then (``--read N``, default 10 million; 0 skips it) ``bench read``'s searches
+on a tape of N calls in PostgreSQL, against its goals.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ def server() -> Iterator[str]:
     subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", data, "-o", opts, "-l",
                     f"{folder}/log", "-w", "start"], check=True, capture_output=True)
     try:
-        subprocess.run([f"{bindir}/createdb", "-h", folder, "-p", str(port), "-U", "calltape",
-                        "bench"], check=True, capture_output=True)
+        for db in ("bench", "bench_read"):  # the rates', and --read's 10 M calls
+            subprocess.run([f"{bindir}/createdb", "-h", folder, "-p", str(port), "-U",
+                            "calltape", db], check=True, capture_output=True)
         yield f"postgresql://calltape@127.0.0.1:{port}/bench"
     finally:
         subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
@@ -95,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", help="a PostgreSQL database to record into (default: a"
                         " server of our own)")
     parser.add_argument("-n", type=int, default=300_000, help="calls per process")
+    parser.add_argument("--read", type=int, default=10_000_000, metavar="N",
+                        help="then bench read's searches on N calls in PostgreSQL"
+                        " (0: skip; with --url, into that database)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, (
             _given(args.url) if args.url else server()) as url:
@@ -107,6 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                ("PostgreSQL", url)):
                 ns, rate = record(tape, procs, args.n, script)
                 print(f"{name:<12}{procs:>6}{ns:>18.0f}{rate:>14,.0f}")
+        if args.read:
+            from . import read
+
+            print(f"\n== bench read on {args.read:,} calls in PostgreSQL ==", flush=True)
+            return read.main(["--tape", args.url or url + "_read", "--calls", str(args.read),
+                              "--repeat", "5"])
     return 0
 
 

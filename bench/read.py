@@ -20,7 +20,10 @@ Goals (issue 3): functions() under 10 ms, each limited search under 20 ms,
 full iteration at least 1 million calls per second; (issue 13) each
 ``calltape functions`` command and the tree command under 100 ms.
 
-    python -m bench read [--calls N] [--tape PATH] [--repeat 7]
+    python -m bench read [--calls N] [--tape PATH|URL] [--repeat 7]
+
+A ``postgresql://`` URL as ``--tape`` records into (and reads from) that
+server tape when it holds no calls yet (``python -m bench pg --read N``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 FUNCTIONS = 50
 SESSIONS = 4
@@ -70,6 +74,15 @@ def build(path: str, calls: int) -> float:
     return time.perf_counter() - t0
 
 
+def _recorded(calltape: Any, url: str) -> bool:
+    """Whether the server tape at `url` holds calls already (a new database: no)."""
+    try:
+        with calltape.open(url) as tape:
+            return any(f.calls for f in tape.functions())
+    except calltape.TapeError:
+        return False
+
+
 def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     """Median seconds of `repeat` runs of fn, and its last result."""
     times, result = [], None
@@ -96,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if path is None:
         tmp = tempfile.TemporaryDirectory(prefix="calltape-bench-read-")
         path = os.path.join(tmp.name, "big.db")
-    if not os.path.exists(path):
+    on_server = "://" in path  # a PostgreSQL tape (python -m bench pg --read)
+    if not (_recorded(calltape, path) if on_server else os.path.exists(path)):
         print(f"recording {args.calls:,} calls over {FUNCTIONS} functions from {SESSIONS}"
               f" processes into {path} ...", file=sys.stderr)
         seconds = build(path, args.calls)
@@ -109,10 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     middle = tape.search(function=name, order="oldest")[
         sum(f.calls for f in tape.functions() if f.qualname == name) // 2]
     window = (middle.start, middle.start + timedelta(milliseconds=5))
-    size = os.path.getsize(path)
+    size = "on a PostgreSQL server" if on_server else f"{os.path.getsize(path) / 1e6:.0f} MB"
     print(f"Python {sys.version.split()[0]}, calltape {calltape.__version__};"
           f" tape: {total:,} calls, {len(tape.functions())} functions,"
-          f" {len(tape.sessions())} sessions, {size / 1e6:.0f} MB\n")
+          f" {len(tape.sessions())} sessions, {size}\n")
 
     def fresh_functions() -> object:
         t = calltape.open(path)
