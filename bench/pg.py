@@ -8,7 +8,9 @@ f(int, float, str) (the writer drains in its own thread), and the sustained
 calls per second from 1, 2 and 4 processes recording at once (from the
 first call to every call committed).  Prints a table; no goals asserted.
 Then (``--read N``, default 10 million; 0 skips it) ``bench read``'s searches
-on a tape of N calls in PostgreSQL, against its goals.
+on a tape of N calls in PostgreSQL, against its goals.  ``--callgrind``
+instead counts the instructions per recorded call on each store, on the
+calling thread and on the writer (issue 18: the calling thread within 5%).
 """
 
 from __future__ import annotations
@@ -93,6 +95,37 @@ def record(tape: str, procs: int, n: int, script: str) -> tuple[float, float]:
     return per_call, procs * n / min(wall, slowest) if slowest else 0.0
 
 
+CALLGRIND_CHILD = textwrap.dedent("""
+    import sys, calltape
+
+    @calltape.record
+    def f(a, b, s):
+        return a
+
+    for i in range(int(sys.argv[1])):
+        f(i, 1.5, "x")
+    assert calltape.flush(timeout=600)
+""")
+
+
+def callgrind(tape: str, n: int, script: str, workdir: str) -> tuple[float, float]:
+    """Instructions per recorded call onto `tape` under callgrind: the calling
+    thread's and the other threads' (the writer), as (I(2n) - I(n)) / n."""
+    from pathlib import Path
+
+    from .record import read_callgrind
+
+    counts = []
+    for calls in (n, 2 * n):
+        prefix = Path(workdir) / f"callgrind.{len(os.listdir(workdir))}"
+        subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                        f"--callgrind-out-file={prefix}", sys.executable, script, str(calls)],
+                       env=dict(os.environ, CALLTAPE_TAPE=tape, PYTHONHASHSEED="0"),
+                       check=True, capture_output=True)
+        counts.append(read_callgrind(prefix))
+    return ((counts[1].main - counts[0].main) / n, (counts[1].others - counts[0].others) / n)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench pg", description=__doc__)
     parser.add_argument("--url", help="a PostgreSQL database to record into (default: a"
@@ -101,9 +134,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--read", type=int, default=10_000_000, metavar="N",
                         help="then bench read's searches on N calls in PostgreSQL"
                         " (0: skip; with --url, into that database)")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="instructions per recorded call on each store under callgrind"
+                        " (the calling thread's and the writer's) instead of the rates")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, (
             _given(args.url) if args.url else server()) as url:
+        if args.callgrind:
+            script = os.path.join(tmp, "callgrind_child.py")
+            with open(script, "w") as f:
+                f.write(CALLGRIND_CHILD)
+            print(f"{'store':<12}{'calling thread':>16}{'writer':>10}  (instructions per call)")
+            base = None
+            for name, tape in (("SQLite", os.path.join(tmp, "cg.db")), ("PostgreSQL", url)):
+                caller, writer = callgrind(tape, 50_000, script, tmp)
+                base = caller if base is None else base
+                print(f"{name:<12}{caller:>16,.0f}{writer:>10,.0f}"
+                      f"  calling thread {100 * (caller - base) / base:+.1f}% of SQLite's")
+            return 0
         script = os.path.join(tmp, "child.py")
         with open(script, "w") as f:
             f.write(CHILD)
