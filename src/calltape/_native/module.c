@@ -204,6 +204,42 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* The module state's references into pickle, sys and datetime.  0, or -1
+ * with an exception set. */
+static int import_helpers(ct_state *st)
+{
+    PyObject *pickle = PyImport_ImportModule("pickle");
+    if (!pickle)
+        return -1;
+    st->imported.pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
+    st->imported.pickle_loads = PyObject_GetAttrString(pickle, "loads");
+    st->imported.pickle_Unpickler = PyObject_GetAttrString(pickle, "Unpickler");
+    Py_DECREF(pickle);
+    if (!st->imported.pickle_dumps || !st->imported.pickle_loads || !st->imported.pickle_Unpickler)
+        return -1;
+    PyObject *sys = PyImport_ImportModule("sys");
+    st->imported.sys_dict = sys ? Py_NewRef(PyModule_GetDict(sys)) : NULL;
+    Py_XDECREF(sys);
+    if (!st->imported.sys_dict)
+        return -1;
+    PyObject *dt = PyImport_ImportModule("datetime");
+    if (!dt)
+        return -1;
+    st->imported.dt_datetime = PyObject_GetAttrString(dt, "datetime");
+    st->imported.dt_timedelta = PyObject_GetAttrString(dt, "timedelta");
+    PyObject *tz = PyObject_GetAttrString(dt, "timezone");
+    PyObject *utc = tz ? PyObject_GetAttrString(tz, "utc") : NULL;
+    Py_XDECREF(tz);
+    Py_DECREF(dt);
+    if (utc && st->imported.dt_datetime)
+        st->imported.dt_epoch = PyObject_CallFunction(st->imported.dt_datetime, "iiiiiiiO", 1970, 1,
+                                                      1, 0, 0, 0, 0, utc);
+    Py_XDECREF(utc);
+    if (!st->imported.dt_datetime || !st->imported.dt_timedelta || !st->imported.dt_epoch)
+        return -1;
+    return 0;
+}
+
 static int module_exec(PyObject *m)
 {
     ct_state *st = get_state(m);
@@ -243,34 +279,7 @@ static int module_exec(PyObject *m)
     st->objects.subtype_dealloc =
         ((PyTypeObject *)probe)->tp_dealloc; /* that of every Python class */
     Py_DECREF(probe);
-    PyObject *pickle = PyImport_ImportModule("pickle");
-    if (!pickle)
-        return -1;
-    st->imported.pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
-    st->imported.pickle_loads = PyObject_GetAttrString(pickle, "loads");
-    st->imported.pickle_Unpickler = PyObject_GetAttrString(pickle, "Unpickler");
-    Py_DECREF(pickle);
-    if (!st->imported.pickle_dumps || !st->imported.pickle_loads || !st->imported.pickle_Unpickler)
-        return -1;
-    PyObject *sys = PyImport_ImportModule("sys");
-    st->imported.sys_dict = sys ? Py_NewRef(PyModule_GetDict(sys)) : NULL;
-    Py_XDECREF(sys);
-    if (!st->imported.sys_dict)
-        return -1;
-    PyObject *dt = PyImport_ImportModule("datetime");
-    if (!dt)
-        return -1;
-    st->imported.dt_datetime = PyObject_GetAttrString(dt, "datetime");
-    st->imported.dt_timedelta = PyObject_GetAttrString(dt, "timedelta");
-    PyObject *tz = PyObject_GetAttrString(dt, "timezone");
-    PyObject *utc = tz ? PyObject_GetAttrString(tz, "utc") : NULL;
-    Py_XDECREF(tz);
-    Py_DECREF(dt);
-    if (utc && st->imported.dt_datetime)
-        st->imported.dt_epoch = PyObject_CallFunction(st->imported.dt_datetime, "iiiiiiiO", 1970, 1,
-                                                      1, 0, 0, 0, 0, utc);
-    Py_XDECREF(utc);
-    if (!st->imported.dt_datetime || !st->imported.dt_timedelta || !st->imported.dt_epoch)
+    if (import_helpers(st) < 0)
         return -1;
     PyObject *p = ct_default_tape();
     if (!p)
