@@ -264,6 +264,10 @@ uint64_t engine_now_ns(int clock);
  * (read before a round: that round is then final), and what the writer does
  * after a final round (mu not held; returns only when nothing was asked). */
 int engine_final_asked(void);
+/* 1 once the process's C exit handlers run (engine_shutdown_all at exit):
+ * no server is connected to any more (libpq's TLS library may be gone
+ * already), the last rounds of a server tape go to the spool. */
+int engine_exiting(void);
 void engine_after_final_round(engine *e);
 
 #endif

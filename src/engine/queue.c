@@ -557,6 +557,9 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* engine_final_round(): process-wide by nature, like the registry */
 static atomic_int final_asked, final_elected;
+/* set by the exit hook: C exit handlers run, libpq's TLS library may be
+ * cleaned up already (its handler was registered after ours) */
+static atomic_int exiting;
 static _Atomic(engine_final_fn) final_then;
 static _Atomic uint64_t final_timeout_ns;
 
@@ -627,12 +630,19 @@ static void fork_child(void)
     /* what the parent was asked before fork() is the parent's */
     atomic_store(&final_asked, 0);
     atomic_store(&final_elected, 0);
+    atomic_store(&exiting, 0);
     pthread_mutex_unlock(&registry_mu);
 }
 
 static void shutdown_at_exit(void)
 {
+    atomic_store(&exiting, 1);
     engine_shutdown_all(5000000000ull);
+}
+
+int engine_exiting(void)
+{
+    return atomic_load(&exiting);
 }
 
 static void install_atfork(void)

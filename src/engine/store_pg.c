@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PG_SCHEMA_VERSION 3    /* 3: probe specs; 2: named spans (contexts) */
+#define PG_SCHEMA_VERSION 4    /* 4: the children index; 3: probe specs; 2: named spans */
 #define PG_LOCK_KEY 0x43546170 /* "CTap": the advisory lock of migrations */
 #define PG_ID_BLOCK 65536      /* writer.c's ID_BLOCK */
 
@@ -144,13 +144,18 @@ void pg_bytea(pg_params *pp, const void *p, size_t n)
     pp->oid[i] = 17; /* bytea */
 }
 
-void pg_int_array(pg_params *pp, const char *literal)
+void pg_array(pg_params *pp, const char *literal, pq_oid oid)
 {
     int i = pp->n++;
     pp->v[i] = literal;
     pp->len[i] = 0;
-    pp->fmt[i] = 0;    /* text: "{1,2,3}" */
-    pp->oid[i] = 1016; /* int8[] */
+    pp->fmt[i] = 0; /* text: "{1,2,3}" */
+    pp->oid[i] = oid;
+}
+
+void pg_int_array(pg_params *pp, const char *literal)
+{
+    pg_array(pp, literal, 1016); /* int8[] */
 }
 
 PGresult *pg_run(PGconn *c, const char *sql, const pg_params *pp, char *why, size_t n,
@@ -364,6 +369,19 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     " name text NOT NULL, start_ns bigint NOT NULL, end_ns bigint, PRIMARY KEY(session, id));"
     "CREATE INDEX contexts_by_name ON contexts(kind, name);",
     pg_schema_v3, /* store_pg_specs.c */
+    /* 4: the children index (engine.h, seg_link), as the SQLite file's
+     * (store_sqlite.c, schema 4): one row per range of a segment's parent
+     * ids, repeating the segment's zone map; segments written before (ids
+     * below calltape_meta 'children_from') have none, and readers find their
+     * children by the session and the parent's time window */
+    "CREATE TABLE children(lo bigint NOT NULL, start_min bigint NOT NULL,"
+    " segment bigint NOT NULL, hi bigint NOT NULL, kids bigint NOT NULL,"
+    " session bigint NOT NULL, function bigint NOT NULL, n bigint NOT NULL,"
+    " start_max bigint NOT NULL, dur_min bigint NOT NULL, dur_max bigint NOT NULL,"
+    " raised bigint NOT NULL, parents bytea, PRIMARY KEY(lo, start_min, segment));"
+    "CREATE TABLE calltape_meta(key text PRIMARY KEY, value bigint NOT NULL);"
+    "INSERT INTO calltape_meta VALUES ('children_from',"
+    " (SELECT coalesce(max(id), 0) + 1 FROM segments));",
 };
 
 /* The schema version of the database (0: no tape there), -1 on error. */
@@ -690,10 +708,60 @@ static int pg_put_blob(store *base, const uint8_t hash[WIRE_HASH_BYTES], const u
                    &pp, "cannot store a blob");
 }
 
-/* One statement per segment: its row and its session's aggregates. */
+/* The children-index ranges of `b` (seg_builder_links) as the text arrays
+ * of pg_add_segment: lo, hi, kids (int8[]) and parents (bytea[], NULL for
+ * a range of one parent); the roots under minus `session`.  0, or -1 when
+ * memory ran out. */
+static int link_arrays(const seg_builder *b, int64_t session, wbuf out[4])
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = b->links.len / sizeof(seg_link);
+    for (int a = 0; a < 4; a++)
+        wbuf_byte(&out[a], '{');
+    for (size_t i = 0; i < n; i++) {
+        seg_link k;
+        memcpy(&k, b->links.data + i * sizeof k, sizeof k);
+        char num[64];
+        const int64_t v[3] = {k.lo ? k.lo : -session, k.lo ? k.hi : -session, k.n};
+        for (int a = 0; a < 3; a++) {
+            int len = snprintf(num, sizeof num, "%s%lld", i ? "," : "", (long long)v[a]);
+            wbuf_put(&out[a], num, (size_t)len);
+        }
+        if (i)
+            wbuf_byte(&out[3], ',');
+        if (k.lo == k.hi) {
+            wbuf_put(&out[3], "NULL", 4);
+            continue;
+        }
+        wbuf_put(&out[3], "\"\\\\x", 4); /* "\\x: an escaped backslash, then hex */
+        for (size_t j = 0; j < (size_t)((k.hi - k.lo) / 8 + 1); j++) {
+            wbuf_byte(&out[3], (uint8_t)hex[k.parents[j] >> 4]);
+            wbuf_byte(&out[3], (uint8_t)hex[k.parents[j] & 15]);
+        }
+        wbuf_byte(&out[3], '"');
+    }
+    int failed = 0;
+    for (int a = 0; a < 4; a++) {
+        wbuf_put(&out[a], "}", 2); /* with its NUL */
+        failed |= out[a].failed;
+    }
+    return failed ? -1 : 0;
+}
+
+/* One statement per segment: its row, its children-index rows and its
+ * session's aggregates. */
 static int pg_add_segment(store *base, int64_t session, int64_t function, const seg_builder *b,
                           const uint8_t *data, size_t n)
 {
+    pg_store *s = (pg_store *)base;
+    wbuf arr[4];
+    for (int a = 0; a < 4; a++)
+        wbuf_init(&arr[a], NULL, 0);
+    int rc = -1;
+    if (link_arrays(b, session, arr) < 0) {
+        snprintf(s->err, sizeof s->err, "out of memory storing calls");
+        goto done;
+    }
     pg_params pp = {0};
     pg_int(&pp, session);
     pg_int(&pp, function);
@@ -709,11 +777,18 @@ static int pg_add_segment(store *base, int64_t session, int64_t function, const 
     pg_bytea(&pp, data, n);
     pg_int(&pp, b->total_dur);
     pg_int(&pp, b->total_self);
-    return pg_exec(
-        (pg_store *)base,
+    for (int a = 0; a < 4; a++)
+        pg_array(&pp, (const char *)arr[a].data, a < 3 ? 1016 : 1001);
+    rc = pg_exec(
+        s,
         "WITH g AS (INSERT INTO segments(session, function, n, id_min, id_max, start_min,"
         " start_max, end_max, dur_min, dur_max, raised, data)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12))"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) RETURNING id),"
+        " k AS (INSERT INTO children(lo, start_min, segment, hi, kids, session, function, n,"
+        " start_max, dur_min, dur_max, raised, parents)"
+        " SELECT u.lo, $6, g.id, u.hi, u.kids, $1, $2, $3, $7, $9, $10, $11, u.parents"
+        " FROM g, unnest($15::bigint[], $16::bigint[], $17::bigint[], $18::bytea[])"
+        " AS u(lo, hi, kids, parents))"
         " INSERT INTO function_sessions AS a(session, function, calls, raised, total_ns,"
         " self_ns, min_ns, max_ns) VALUES ($1,$2,$3,$11,$13,$14,$9,$10)"
         " ON CONFLICT(session, function) DO UPDATE SET calls = a.calls + excluded.calls,"
@@ -721,6 +796,10 @@ static int pg_add_segment(store *base, int64_t session, int64_t function, const 
         " self_ns = a.self_ns + excluded.self_ns, min_ns = least(a.min_ns, excluded.min_ns),"
         " max_ns = greatest(a.max_ns, excluded.max_ns)",
         &pp, "cannot store calls");
+done:
+    for (int a = 0; a < 4; a++)
+        wbuf_free(&arr[a]);
+    return rc;
 }
 
 static int pg_add_context(store *base, const store_context *c)
@@ -762,6 +841,7 @@ static int pg_prune_round(pg_store *s, const char *select_sql, int64_t *sessions
     pq()->clear(r);
     if (pg_exec(s,
                 "DELETE FROM segments WHERE session IN (SELECT id FROM pruned);"
+                "DELETE FROM children WHERE session IN (SELECT id FROM pruned);"
                 "DELETE FROM function_sessions WHERE session IN (SELECT id FROM pruned);"
                 "DELETE FROM threads WHERE session IN (SELECT id FROM pruned);"
                 "DELETE FROM contexts WHERE session IN (SELECT id FROM pruned);"

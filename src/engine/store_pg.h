@@ -60,7 +60,7 @@ typedef struct pq_api {
 const pq_api *pq(void);
 
 /* Statement parameters: up to PG_MAXPARAMS, each binary. */
-#define PG_MAXPARAMS 16
+#define PG_MAXPARAMS 20
 typedef struct pg_params {
     int n;
     const char *v[PG_MAXPARAMS];
@@ -77,6 +77,9 @@ void pg_int(pg_params *pp, int64_t v);
 void pg_text(pg_params *pp, const char *p, size_t n);
 void pg_bytea(pg_params *pp, const void *p, size_t n);
 void pg_int_array(pg_params *pp, const char *literal);
+/* Appends an array in its text form (`literal`, kept by the caller) of the
+ * element type whose array oid is `oid` (1001 bytea[], 1016 int8[]). */
+void pg_array(pg_params *pp, const char *literal, pq_oid oid);
 
 /* Runs `sql` with `pp` (NULL: none) on `c`, binary results.  Returns the
  * result when it succeeded (rows or a command), else NULL with the

@@ -10,9 +10,10 @@
  * several threads never share a statement and a row stays valid until
  * the cursor's next step; the tape-wide aggregates of a function are the
  * sums of its per-session rows (function_sessions, which only that
- * session's writer writes); a listing by parent lists the parent's
- * session's segments within the parent's time window (this store keeps
- * no children index: more segments, never fewer); an SQL error on the
+ * session's writer writes); a listing by parent reads the children index
+ * (schema 4, as the SQLite file's), and for segments written before it
+ * the parent's session's segments within the parent's time window (more
+ * segments, never fewer); an SQL error on the
  * fixed statements (SQLSTATE class 42) is STORE_DAMAGED, a lost
  * connection and everything else STORE_FAILED.
  */
@@ -29,7 +30,8 @@ typedef struct pgr_cursor {
     enum pgr_kind kind;
     PGresult *r;
     int row, nrows;
-    int with_data; /* PGR_SEGMENTS: rows carry the segment's bytes; PGR_BLOB: their hashes */
+    int with_data;  /* PGR_SEGMENTS: rows carry the segment's bytes; PGR_BLOB: their hashes */
+    int with_links; /* PGR_SEGMENTS: a listing by parent (column 9: the index's count) */
 } pgr_cursor;
 
 #define SEGMENT_COLUMNS "id, session, function, n, start_min, start_max, dur_min, dur_max, raised"
@@ -233,48 +235,95 @@ store_cursor *pgr_find_call(store *s, int64_t id, store_err *e)
     return c;
 }
 
-store_cursor *pgr_list_segments(store *s, const store_segment_filter *f, store_err *e)
+/* The listing's statement for `f` into `sql` (`cap` bytes), its parameters
+ * into `pp`; `fns` and `sess` receive the arrays it binds (the caller
+ * frees them; NULL when memory ran out).  By parent on schema 4 and later:
+ * the children index's rows that may hold the key (the parent's id, or
+ * minus the session for its roots: a range of one parent, or one whose
+ * bitmap has the key's bit), which repeat their segment's zone map and
+ * carry the count of a range of one parent, then the segments the index
+ * does not cover (written before the upgrade) within the parent's window;
+ * before schema 4, those by window only. */
+static void listing_sql(store *s, const store_segment_filter *f, char *sql, size_t cap,
+                        pg_params *pp, char **fns, char **sess)
 {
-    char sql[1024];
-    char *fns = NULL, *sess = NULL;
-    pg_params pp = {0};
-    pg_int(&pp, f->since);
-    pg_int(&pp, f->until);
-    pg_int(&pp, f->min_duration);
-    pg_int(&pp, f->max_duration);
-    int n = snprintf(sql, sizeof sql,
-                     "SELECT " SEGMENT_COLUMNS " FROM segments WHERE start_max >= $1"
-                     " AND start_min <= $2 AND dur_max >= $3 AND dur_min <= $4");
+    char bounds[512];
+    pg_int(pp, f->since);
+    pg_int(pp, f->until);
+    pg_int(pp, f->min_duration);
+    pg_int(pp, f->max_duration);
+    int n = snprintf(bounds, sizeof bounds,
+                     "start_max >= $1 AND start_min <= $2 AND dur_max >= $3 AND dur_min <= $4");
     int64_t session = f->parent < 0 ? -f->parent : f->session;
     if (session > 0) {
-        pg_int(&pp, session);
-        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND session = $%d", pp.n);
+        pg_int(pp, session);
+        n += snprintf(bounds + n, sizeof bounds - (size_t)n, " AND session = $%d", pp->n);
     } else if (f->nsessions) {
-        sess = ids_array(f->sessions, f->nsessions);
-        pg_int_array(&pp, sess ? sess : "{}");
-        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND session = ANY($%d)", pp.n);
+        *sess = ids_array(f->sessions, f->nsessions);
+        pg_int_array(pp, *sess ? *sess : "{}");
+        n += snprintf(bounds + n, sizeof bounds - (size_t)n, " AND session = ANY($%d)", pp->n);
     }
     if (f->outcome == OUTCOME_RAISED)
-        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND raised > 0");
+        n += snprintf(bounds + n, sizeof bounds - (size_t)n, " AND raised > 0");
     else if (f->outcome == OUTCOME_RETURNED)
-        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND raised < n");
+        n += snprintf(bounds + n, sizeof bounds - (size_t)n, " AND raised < n");
     if (f->nfunctions) {
-        fns = ids_array(f->functions, f->nfunctions);
-        pg_int_array(&pp, fns ? fns : "{}");
-        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND function = ANY($%d)", pp.n);
+        *fns = ids_array(f->functions, f->nfunctions);
+        pg_int_array(pp, *fns ? *fns : "{}");
+        snprintf(bounds + n, sizeof bounds - (size_t)n, " AND function = ANY($%d)", pp->n);
     }
-    if (f->parent > 0) { /* children start before their parent ends */
-        pg_int(&pp, f->parent_end);
-        n += snprintf(sql + n, sizeof sql - (size_t)n, " AND start_min <= $%d", pp.n);
+    int indexed = f->parent && pg_schema_of(s) >= 4;
+    int m = 0;
+    if (f->parent > 0) /* children start before their parent ends */
+        pg_int(pp, f->parent_end);
+    if (!indexed)
+        m = snprintf(sql, cap, "SELECT " SEGMENT_COLUMNS ", NULL::bigint FROM segments WHERE %s%s",
+                     bounds, f->parent > 0 ? " AND start_min <= $" : "");
+    if (!indexed && f->parent > 0)
+        m += snprintf(sql + m, cap - (size_t)m, "%d", pp->n);
+    if (indexed) {
+        int end = pp->n;
+        pg_int(pp, f->parent);
+        pg_int(pp, SEG_LINK_SPAN);
+        int key = pp->n - 1, span = pp->n;
+        m = snprintf(sql, cap,
+                     "SELECT " SEGMENT_COLUMNS ", NULL::bigint FROM segments WHERE %s"
+                     " AND id < (SELECT value FROM calltape_meta WHERE key = 'children_from')",
+                     bounds);
+        if (f->parent > 0)
+            m += snprintf(sql + m, cap - (size_t)m, " AND start_min <= $%d", end);
+        char lo[80];
+        if (f->parent > 0)
+            snprintf(lo, sizeof lo, "lo BETWEEN $%d - $%d AND $%d", key, span, key);
+        else /* a session's roots: one key */
+            snprintf(lo, sizeof lo, "lo = $%d", key);
+        m += snprintf(sql + m, cap - (size_t)m,
+                      " UNION ALL SELECT segment, session, function, n, start_min, start_max,"
+                      " dur_min, dur_max, raised, CASE WHEN lo = hi THEN kids END FROM children"
+                      " WHERE %s AND %s AND hi >= $%d AND CASE"
+                      " WHEN parents IS NULL THEN true WHEN $%d - lo >= length(parents)::bigint * 8"
+                      " THEN false ELSE get_bit(parents, ($%d - lo)::int) = 1 END",
+                      bounds, lo, key, key, key);
     }
     const char *dir = f->newest_first ? "DESC" : "ASC";
-    snprintf(sql + n, sizeof sql - (size_t)n, " ORDER BY %s %s, id %s",
+    snprintf(sql + m, cap - (size_t)m, " ORDER BY %s %s, id %s",
              f->newest_first ? "start_max" : "start_min", dir, dir);
+}
+
+store_cursor *pgr_list_segments(store *s, const store_segment_filter *f, store_err *e)
+{
+    char sql[2048];
+    char *fns = NULL, *sess = NULL;
+    pg_params pp = {0};
+    listing_sql(s, f, sql, sizeof sql, &pp, &fns, &sess);
+    int64_t session = f->parent < 0 ? -f->parent : f->session;
     store_cursor *c = NULL;
     if ((f->nsessions && !sess && session <= 0) || (f->nfunctions && !fns))
         set_nomem(e);
     else
         c = cursor_new(s, PGR_SEGMENTS, sql, &pp, e);
+    if (c)
+        ((pgr_cursor *)c)->with_links = f->parent != 0;
     free(fns);
     free(sess);
     return c;
@@ -397,6 +446,8 @@ int pgr_next(store_cursor *base, store_row *row, store_err *e)
     }
     case PGR_SEGMENTS:
         read_segment(c->r, i, c->with_data, &row->segment);
+        if (c->with_links)
+            row->segment.links = pg_get_int(c->r, i, 9); /* NULL: not counted exactly */
         break;
     case PGR_CONTEXTS:
         row->context.session = pg_get_int(c->r, i, 0);

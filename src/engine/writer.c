@@ -76,6 +76,10 @@ static int open_store(engine *e)
         return -1;
     w->last_open_try_ns = now;
     char err[300];
+    if (!w->spooling && engine_exiting() && store_backend_for(path) != &store_sqlite_backend) {
+        writer_error(e, "the process is exiting: no new connection to the server");
+        return -1; /* the spool takes the last rounds */
+    }
     w->store = store_open_write(path, err, sizeof err);
     if (!w->store) {
         writer_error(e, err);
@@ -817,7 +821,7 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&e->io_mu);
         /* a flush tries the server at once; the last rounds do not (at exit
          * libpq's TLS library may be gone: the spool stays, named) */
-        if (!stopping && !final)
+        if (!stopping && !final && !engine_exiting())
             spool_back(e, req != e->flush_done);
         uint64_t now = engine_now_ns(CLOCK_MONOTONIC);
         int finish = stopping || final || req != e->flush_done ||
@@ -828,7 +832,7 @@ static void *writer_main(void *arg)
             e->w.last_commit_ns = now;
         if (finish && !stopping && !final)
             retain_round(e, now);
-        if (e->w.drain_due && !stopping && !final)
+        if (e->w.drain_due && !stopping && !final && !engine_exiting())
             spool_drain(e); /* spools other processes left for this tape */
         pthread_mutex_unlock(&e->io_mu);
 

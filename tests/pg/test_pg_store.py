@@ -334,8 +334,8 @@ def test_tests_on_the_server_and_an_older_schema(pg_server, pg_url, tmp_path):
     db = pg_url.rsplit("/", 1)[1]
     subprocess.run([os.path.join(pg_server.bindir, "psql"), "-h", pg_server.folder, "-p",
                     str(pg_server.port), "-U", "calltape", "-d", db, "-c",
-                    ("DROP TABLE contexts, spec_applied, specs, spec_meta;"
-                     " UPDATE calltape_version SET version = 1")],
+                    ("DROP TABLE contexts, spec_applied, specs, spec_meta, children,"
+                     " calltape_meta; UPDATE calltape_version SET version = 1")],
                    check=True, capture_output=True, env=_server_env(), timeout=60)
     with calltape.open(pg_url) as tape:
         assert len(tape.calls()) == 4 and {c.test for c in tape.calls()} == {None}
@@ -345,6 +345,48 @@ def test_tests_on_the_server_and_an_older_schema(pg_server, pg_url, tmp_path):
         new = max(s.id for s in tape.sessions())
         assert [(r["test"], r["session"]) for r in tape.tests()] == [
             ("t.py::one", new), ("t.py::two", new), ("t.py::three", new)]
+
+
+def kids_by_walking(tape):
+    """Each parent's children (and each session's roots) from every call's parent."""
+    kids = {}
+    for c in tape.calls():
+        key = c.parent if c.parent is not None else ("roots", c.session)
+        kids.setdefault(key, set()).add(c.id)
+    return kids
+
+
+def children_answer(tape, kids):
+    """What children() answers for every key of `kids`."""
+    return {k: {c.id for c in (tape.children(session=k[1]) if isinstance(k, tuple)
+                               else tape.children(k))} for k in kids}
+
+
+def test_children_come_from_the_index_and_from_before_it(pg_server, pg_url, tmp_path):
+    """children() and the roots of a session on a server tape: from the children index
+    (schema 4, one row per range of a segment's parents), and for segments written before
+    a tape was upgraded to it, by the parent's time window, the same answer either way."""
+    record(pg_url, tmp_path, n=120)
+    db = pg_url.rsplit("/", 1)[1]
+    rows = int(pg_server.sql(db, "SELECT count(*) FROM children"))
+    assert rows > 0  # the index, written with the segments
+    with calltape.open(pg_url) as tape:
+        kids = kids_by_walking(tape)
+        assert children_answer(tape, kids) == kids
+        assert len(kids) > 100  # main, the middles with leaves, the roots
+        main = tape.search("main")[0]
+        assert len(main.children()) == 1 + 120
+    # the same tape as schema 3 wrote it (no index), upgraded by the next recording
+    pg_server.sql(db, "DROP TABLE children, calltape_meta;"
+                      " UPDATE calltape_version SET version = 3")
+    record(pg_url, tmp_path, n=30)
+    assert int(pg_server.sql(db, "SELECT count(*) FROM children")) > 0
+    first_indexed = int(pg_server.sql(db, "SELECT value FROM calltape_meta"))
+    assert first_indexed > int(pg_server.sql(db, "SELECT min(id) FROM segments"))
+    with calltape.open(pg_url) as tape:
+        kids = kids_by_walking(tape)
+        assert len({c.session for c in tape.calls()}) == 2
+        assert children_answer(tape, kids) == kids
 
 
 def test_probe_specs_on_a_server(pg_url):
