@@ -408,3 +408,24 @@ def test_probe_specs_on_a_server(pg_url):
     assert store.snapshot() == {}
     with pytest.raises(KeyError):
         del store["a"]
+
+
+def test_a_program_whose_server_cannot_be_upgraded_spools_and_exits_cleanly(
+        pg_server, pg_url, tmp_path):
+    """A server tape the writer cannot migrate (here: a table in the way of schema 4) is
+    a server away: the program runs on, its calls go to the spool, named in one warning,
+    and it ends normally (no connection is tried once the exit handlers run: libpq's TLS
+    library may be gone by then)."""
+    record(pg_url, tmp_path, n=5)
+    db = pg_url.rsplit("/", 1)[1]
+    pg_server.sql(db, "DROP TABLE calltape_meta; UPDATE calltape_version SET version = 3")
+    script = tmp_path / "tests_prog.py"
+    script.write_text(TESTS_PROGRAM)
+    out = subprocess.run([sys.executable, str(script)], env=dict(os.environ, CALLTAPE_TAPE=pg_url),
+                         cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("RecordingWarning") == 1 and "spool" in out.stderr, out.stderr
+    spools = list(tmp_path.glob("calltape-spool-*.db"))
+    assert len(spools) == 1
+    with calltape.open(str(spools[0])) as tape:
+        assert sorted(c.args["q"] for c in tape.calls()) == [0, 1, 2, 3]
