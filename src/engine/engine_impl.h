@@ -136,7 +136,7 @@ typedef struct writer_state {
     kept_blob *kept; /* values put since the builders were last empty */
     size_t nkept, capkept;
     /* the spool (spool.c): a local SQLite tape while a server is away */
-    int server;              /* the tape is a server's (set when first opened) */
+    int server;              /* the tape is a server's (its path, at writer_start) */
     int drain_due;           /* the server answered: look for spools left behind */
     int spooling;            /* w->store is the spool */
     int spool_full;          /* over SPOOL_MAX_BYTES: rounds drop until the server is back */

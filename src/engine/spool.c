@@ -146,11 +146,6 @@ void spool_release_held(writer_state *w)
     w->nheld = 0;
 }
 
-static int tape_is_server(const engine *e)
-{
-    return store_backend_for(e->path) != &store_sqlite_backend;
-}
-
 /* Leaves the store the writer has for another: what it resolved there is
  * forgotten (call id blocks too when `ids`). */
 static void switch_store(engine *e, int ids)
@@ -268,7 +263,7 @@ static int note_owner(engine *e)
 int spool_start(engine *e)
 {
     writer_state *w = &e->w;
-    if (w->spooling || w->spool_full || !tape_is_server(e))
+    if (w->spooling || w->spool_full || !w->server)
         return -1;
     if (!w->spool_pending)
         name_spool(e);

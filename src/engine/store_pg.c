@@ -153,6 +153,20 @@ void pg_array(pg_params *pp, const char *literal, pq_oid oid)
     pp->oid[i] = oid;
 }
 
+char *pg_ids_literal(const int64_t *ids, size_t n)
+{
+    size_t cap = n * 21 + 3, len = 0;
+    char *a = malloc(cap);
+    if (!a)
+        return NULL;
+    a[len++] = '{';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(a + len, cap - len, "%s%lld", i ? "," : "", (long long)ids[i]);
+    a[len++] = '}';
+    a[len] = 0;
+    return a;
+}
+
 void pg_int_array(pg_params *pp, const char *literal)
 {
     pg_array(pp, literal, 1016); /* int8[] */
@@ -708,44 +722,44 @@ static int pg_put_blob(store *base, const uint8_t hash[WIRE_HASH_BYTES], const u
                    &pp, "cannot store a blob");
 }
 
-/* The children-index ranges of `b` (seg_builder_links) as the text arrays
- * of pg_add_segment: lo, hi, kids (int8[]) and parents (bytea[], NULL for
- * a range of one parent); the roots under minus `session`.  0, or -1 when
- * memory ran out. */
-static int link_arrays(const seg_builder *b, int64_t session, wbuf out[4])
+/* The children-index ranges of `b` (seg_builder_links) as the array
+ * literals of pg_add_segment, malloc'ed: lo, hi, kids (int8[]) and parents
+ * (bytea[], NULL for a range of one parent); the roots under minus
+ * `session`.  0, or -1 when memory ran out. */
+static int link_arrays(const seg_builder *b, int64_t session, char *lit[4])
 {
     static const char hex[] = "0123456789abcdef";
     size_t n = b->links.len / sizeof(seg_link);
-    for (int a = 0; a < 4; a++)
-        wbuf_byte(&out[a], '{');
-    for (size_t i = 0; i < n; i++) {
+    int64_t *v = malloc((3 * n + 1) * sizeof *v);
+    wbuf bits;
+    wbuf_init(&bits, NULL, 0);
+    wbuf_byte(&bits, '{');
+    for (size_t i = 0; v && i < n; i++) {
         seg_link k;
         memcpy(&k, b->links.data + i * sizeof k, sizeof k);
-        char num[64];
-        const int64_t v[3] = {k.lo ? k.lo : -session, k.lo ? k.hi : -session, k.n};
-        for (int a = 0; a < 3; a++) {
-            int len = snprintf(num, sizeof num, "%s%lld", i ? "," : "", (long long)v[a]);
-            wbuf_put(&out[a], num, (size_t)len);
-        }
+        v[i] = k.lo ? k.lo : -session;
+        v[n + i] = k.lo ? k.hi : -session;
+        v[2 * n + i] = k.n;
         if (i)
-            wbuf_byte(&out[3], ',');
+            wbuf_byte(&bits, ',');
         if (k.lo == k.hi) {
-            wbuf_put(&out[3], "NULL", 4);
+            wbuf_put(&bits, "NULL", 4);
             continue;
         }
-        wbuf_put(&out[3], "\"\\\\x", 4); /* "\\x: an escaped backslash, then hex */
+        wbuf_put(&bits, "\"\\\\x", 4); /* "\\x: an escaped backslash, then hex */
         for (size_t j = 0; j < (size_t)((k.hi - k.lo) / 8 + 1); j++) {
-            wbuf_byte(&out[3], (uint8_t)hex[k.parents[j] >> 4]);
-            wbuf_byte(&out[3], (uint8_t)hex[k.parents[j] & 15]);
+            wbuf_byte(&bits, (uint8_t)hex[k.parents[j] >> 4]);
+            wbuf_byte(&bits, (uint8_t)hex[k.parents[j] & 15]);
         }
-        wbuf_byte(&out[3], '"');
+        wbuf_byte(&bits, '"');
     }
-    int failed = 0;
-    for (int a = 0; a < 4; a++) {
-        wbuf_put(&out[a], "}", 2); /* with its NUL */
-        failed |= out[a].failed;
-    }
-    return failed ? -1 : 0;
+    wbuf_put(&bits, "}", 2); /* with its NUL */
+    for (int a = 0; a < 3; a++)
+        lit[a] = v ? pg_ids_literal(v + (size_t)a * n, n) : NULL;
+    lit[3] = bits.failed ? NULL : strdup((const char *)bits.data);
+    free(v);
+    wbuf_free(&bits);
+    return lit[0] && lit[1] && lit[2] && lit[3] ? 0 : -1;
 }
 
 /* One statement per segment: its row, its children-index rows and its
@@ -754,9 +768,7 @@ static int pg_add_segment(store *base, int64_t session, int64_t function, const 
                           const uint8_t *data, size_t n)
 {
     pg_store *s = (pg_store *)base;
-    wbuf arr[4];
-    for (int a = 0; a < 4; a++)
-        wbuf_init(&arr[a], NULL, 0);
+    char *arr[4] = {NULL, NULL, NULL, NULL};
     int rc = -1;
     if (link_arrays(b, session, arr) < 0) {
         snprintf(s->err, sizeof s->err, "out of memory storing calls");
@@ -778,7 +790,7 @@ static int pg_add_segment(store *base, int64_t session, int64_t function, const 
     pg_int(&pp, b->total_dur);
     pg_int(&pp, b->total_self);
     for (int a = 0; a < 4; a++)
-        pg_array(&pp, (const char *)arr[a].data, a < 3 ? 1016 : 1001);
+        pg_array(&pp, arr[a], a < 3 ? 1016 : 1001);
     rc = pg_exec(
         s,
         "WITH g AS (INSERT INTO segments(session, function, n, id_min, id_max, start_min,"
@@ -798,7 +810,7 @@ static int pg_add_segment(store *base, int64_t session, int64_t function, const 
         &pp, "cannot store calls");
 done:
     for (int a = 0; a < 4; a++)
-        wbuf_free(&arr[a]);
+        free(arr[a]);
     return rc;
 }
 

@@ -95,21 +95,6 @@ static int one_row(store *s, const char *sql, const pg_params *pp, int64_t *out,
     return 0;
 }
 
-/* The ids as an array literal ("{1,2,3}"); malloc'ed, or NULL. */
-static char *ids_array(const int64_t *ids, size_t n)
-{
-    size_t cap = n * 21 + 3, len = 0;
-    char *a = malloc(cap);
-    if (!a)
-        return NULL;
-    a[len++] = '{';
-    for (size_t i = 0; i < n; i++)
-        len += (size_t)snprintf(a + len, cap - len, "%s%lld", i ? "," : "", (long long)ids[i]);
-    a[len++] = '}';
-    a[len] = 0;
-    return a;
-}
-
 int pgr_totals(store *s, store_counts *out, store_err *e)
 {
     int64_t v[3] = {0, 0, 0};
@@ -134,7 +119,7 @@ int pgr_call_total(store *s, const int64_t *functions, size_t n, int64_t *calls,
     if (!n)
         return one_row(s, "SELECT coalesce(sum(calls), 0)::bigint FROM function_sessions", NULL,
                        calls, 1, e);
-    char *a = ids_array(functions, n);
+    char *a = pg_ids_literal(functions, n);
     if (!a) {
         set_nomem(e);
         return -1;
@@ -188,7 +173,7 @@ store_cursor *pgr_read_functions(store *s, store_err *e)
 
 store_cursor *pgr_read_session_functions(store *s, const int64_t *sessions, size_t n, store_err *e)
 {
-    char *a = ids_array(sessions, n);
+    char *a = pg_ids_literal(sessions, n);
     if (!a) {
         set_nomem(e);
         return NULL;
@@ -259,7 +244,7 @@ static void listing_sql(store *s, const store_segment_filter *f, char *sql, size
         pg_int(pp, session);
         n += snprintf(bounds + n, sizeof bounds - (size_t)n, " AND session = $%d", pp->n);
     } else if (f->nsessions) {
-        *sess = ids_array(f->sessions, f->nsessions);
+        *sess = pg_ids_literal(f->sessions, f->nsessions);
         pg_int_array(pp, *sess ? *sess : "{}");
         n += snprintf(bounds + n, sizeof bounds - (size_t)n, " AND session = ANY($%d)", pp->n);
     }
@@ -268,7 +253,7 @@ static void listing_sql(store *s, const store_segment_filter *f, char *sql, size
     else if (f->outcome == OUTCOME_RETURNED)
         n += snprintf(bounds + n, sizeof bounds - (size_t)n, " AND raised < n");
     if (f->nfunctions) {
-        *fns = ids_array(f->functions, f->nfunctions);
+        *fns = pg_ids_literal(f->functions, f->nfunctions);
         pg_int_array(pp, *fns ? *fns : "{}");
         snprintf(bounds + n, sizeof bounds - (size_t)n, " AND function = ANY($%d)", pp->n);
     }

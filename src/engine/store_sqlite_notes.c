@@ -12,15 +12,21 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Prepares `sql` into *q with the meta key of note `key` bound as ?1.
+ * Returns SQLite's code (*q to finalize either way). */
+static int note_statement(sqlite3 *db, const char *sql, const char *key, sqlite3_stmt **q)
+{
+    char name[200];
+    snprintf(name, sizeof name, "note:%s", key);
+    int rc = sqlite3_prepare_v2(db, sql, -1, q, NULL);
+    return rc == SQLITE_OK ? sqlite3_bind_text(*q, 1, name, -1, SQLITE_TRANSIENT) : rc;
+}
+
 int sq_put_note(store *s, const char *key, const char *value)
 {
     sqlite3 *db = sq_db(s);
     sqlite3_stmt *q = NULL;
-    char name[200];
-    snprintf(name, sizeof name, "note:%s", key);
-    int rc = sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO meta VALUES (?, ?)", -1, &q, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
+    int rc = note_statement(db, "INSERT OR REPLACE INTO meta VALUES (?, ?)", key, &q);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_text(q, 2, value, -1, SQLITE_TRANSIENT);
     if (rc == SQLITE_OK && sqlite3_step(q) != SQLITE_DONE)
@@ -39,11 +45,7 @@ int sq_read_note(store *s, const char *key, char *out, size_t n, store_err *e)
 {
     sqlite3 *db = sq_db(s);
     sqlite3_stmt *q = NULL;
-    char name[200];
-    snprintf(name, sizeof name, "note:%s", key);
-    int rc = sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = ?", -1, &q, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
+    int rc = note_statement(db, "SELECT value FROM meta WHERE key = ?", key, &q);
     int found = 0;
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(q);

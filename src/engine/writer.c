@@ -76,7 +76,7 @@ static int open_store(engine *e)
         return -1;
     w->last_open_try_ns = now;
     char err[300];
-    if (!w->spooling && engine_exiting() && store_backend_for(path) != &store_sqlite_backend) {
+    if (!w->spooling && w->server && engine_exiting()) {
         writer_error(e, "the process is exiting: no new connection to the server");
         return -1; /* the spool takes the last rounds */
     }
@@ -85,10 +85,8 @@ static int open_store(engine *e)
         writer_error(e, err);
         return -1;
     }
-    if (!w->spooling) {
-        w->server = store_backend_for(e->path) != &store_sqlite_backend;
+    if (!w->spooling)
         w->drain_due = w->server; /* it answers: spools left behind can go */
-    }
     uint64_t dev = 0, ino = 0;
     store_file_id(w->store, &dev, &ino);
     if (w->session_id && (dev != w->file_dev || ino != w->file_ino))
@@ -886,6 +884,7 @@ int writer_start(engine *e)
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     e->stop = 0;
+    e->w.server = store_backend_for(e->path) != &store_sqlite_backend;
     atomic_store(&e->alive, 1);
     int rc = pthread_create(&e->thread, NULL, writer_main, e);
     pthread_sigmask(SIG_SETMASK, &old, NULL);

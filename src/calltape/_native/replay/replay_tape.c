@@ -62,24 +62,27 @@ static void replayer_done(ct_tape *t, rp_replayer *rp)
     Py_DECREF(rp);
 }
 
-PyObject *ct_replay_calls(ct_tape *t, PyObject *calls, PyObject *options)
+/* Runs `run` (a whole list of calls, or one call) on the Replayer for a
+ * replay of `t` with `options`.  What `run` returns. */
+static PyObject *with_replayer(ct_tape *t, PyObject *options,
+                               PyObject *(*run)(rp_replayer *, PyObject *), PyObject *arg)
 {
     rp_replayer *rp = replayer_for(t, options);
     if (!rp)
         return NULL;
-    PyObject *report = rp_replayer_run(rp, calls);
+    PyObject *out = run(rp, arg);
     replayer_done(t, rp);
-    return report;
+    return out;
+}
+
+PyObject *ct_replay_calls(ct_tape *t, PyObject *calls, PyObject *options)
+{
+    return with_replayer(t, options, rp_replayer_run, calls);
 }
 
 PyObject *ct_replay_call(ct_tape *t, PyObject *call, PyObject *options)
 {
-    rp_replayer *rp = replayer_for(t, options);
-    if (!rp)
-        return NULL;
-    PyObject *outcome = rp_replay_single(rp, call);
-    replayer_done(t, rp);
-    return outcome;
+    return with_replayer(t, options, rp_replay_single, call);
 }
 
 PyObject *ct_tape_replay(ct_tape *t, PyObject *ids, PyObject *kw)
