@@ -2,10 +2,12 @@
 
 @calltape.timer's JSON and console lines and the probes' LogInstrument lines
 are formatted on the calling thread and queued; one daemon thread per process
-("calltape-log") hands them, in queue order, to their logger: ``_hand`` makes
-the LogRecord with the time and thread of the queuing (the thread's name as it
-was at its first line), and ``logger.handle``
-applies the logger's level, filters and handlers.  ``flush_logs()`` waits for
+("calltape-log") hands them, in queue order, to their logger, the LogRecord
+made with the time and thread of the queuing (the thread's name as it was at
+its first line), and the logger's level, filters and handlers applied as
+``logger.handle`` does.  That is done in C (record/logrecord.c); ``_hand``
+does it here for a logger class with its own ``makeRecord`` or a record
+factory set with ``logging.setLogRecordFactory``.  ``flush_logs()`` waits for
 what was queued; at exit (atexit, and multiprocessing children's finalizers)
 everything queued is handed before the interpreter goes.
 """

@@ -125,3 +125,82 @@ def test_timer_lines_after_fork_each_process_its_own(tmp_path: Path) -> None:
     args = sorted(int(ln["arguments"]["args"][0]) for ln in lines)
     assert args == list(range(100))  # none lost, none written twice
     assert len({ln["pid"] for ln in lines}) == 2
+
+
+@needs_probes
+def test_records_made_in_c_are_logging_s_own(tmp_path: Path) -> None:
+    p = run(tmp_path, """
+        import logging, threading, time, calltape
+        import calltape.probes as probes
+        got = []
+        class Keep(logging.Handler):
+            def emit(self, r):
+                got.append(r)
+        log = logging.getLogger("calltape.probes")
+        keep = Keep()
+        log.addHandler(keep); log.setLevel(logging.INFO)
+        parent = logging.getLogger("calltape")  # propagation reaches its handler
+        up = Keep(); parent.addHandler(up); parent.propagate = False
+        def work(i):
+            return i
+        p = probes.attach_to(work)
+        p.instruments["l"] = probes.LogInstrument("i", "i", event="call")
+        p.start()
+        before = time.time()
+        threading.Thread(target=work, args=(1,), name="worker-1").start()
+        time.sleep(0.2)
+        calltape.flush_logs()
+        after = time.time()
+        assert len(got) == 2 and got[0] is got[1], got  # one record, both handlers
+        r = got[0]
+        ref = log.makeRecord(log.name, logging.INFO, "<probe>", 0, "Probe (i) = 1", None, None)
+        assert sorted(vars(r)) == sorted(vars(ref)), (sorted(vars(r)), sorted(vars(ref)))
+        for k in ("name", "levelno", "levelname", "pathname", "filename", "module", "lineno",
+                  "funcName", "process", "processName", "args", "exc_info", "msg"):
+            assert getattr(r, k) == getattr(ref, k), (k, getattr(r, k), getattr(ref, k))
+        assert type(r) is logging.LogRecord and r.getMessage() == "Probe (i) = 1"
+        assert r.threadName == "worker-1" and r.thread != threading.get_ident()
+        assert before <= r.created <= after, (before, r.created, after)
+        assert r.msecs == int((r.created % 1) * 1000) or abs(r.msecs - (r.created % 1) * 1000) < 1.01
+        start = logging._startTime / 1e9 if logging._startTime > 1e12 else logging._startTime
+        assert abs(r.relativeCreated - (r.created - start) * 1000) < 1
+        line = logging.Formatter("%(asctime)s %(threadName)s %(message)s").format(r)
+        assert line.endswith(" worker-1 Probe (i) = 1"), line
+
+        # the handler's level, the logger's filters, propagate=False
+        del got[:]
+        up.setLevel(logging.WARNING)
+        log.addFilter(lambda rec: rec.getMessage() != "Probe (i) = 2")
+        for i in (2, 3):
+            work(i)
+        calltape.flush_logs()
+        assert [x.getMessage() for x in got] == ["Probe (i) = 3"], got
+
+        # a record factory of the user's own makes the records
+        made = []
+        base = logging.getLogRecordFactory()
+        def factory(*a, **kw):
+            rec = base(*a, **kw)
+            rec.custom = "yes"
+            made.append(rec)
+            return rec
+        logging.setLogRecordFactory(factory)
+        del got[:]
+        work(4)
+        calltape.flush_logs()
+        assert [x.custom for x in got] == ["yes"] and got[0] in made
+        logging.setLogRecordFactory(base)
+
+        # no handler anywhere: logging.lastResort has the line (WARNING and over)
+        log.removeHandler(keep); parent.removeHandler(up); log.filters.clear()
+        log.propagate = False
+        class Err(probes.LogInstrument):
+            level = logging.ERROR
+        p.instruments["e"] = Err("bad", "i", event="call")
+        del p.instruments["l"]
+        work(5)
+        calltape.flush_logs()
+        print("done")
+    """)
+    assert p.stdout.strip() == "done"
+    assert "Probe (bad) = 5" in p.stderr

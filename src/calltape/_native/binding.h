@@ -230,16 +230,17 @@ typedef struct ct_state {
         pthread_cond_t done; /* signalled when the drainer has handed a batch */
         struct ct_logq_line *ring; /* `cap` slots, `n` queued from `head` */
         size_t cap, head, n;
-        uint64_t queued, handed; /* lines ever queued, ever handed (or dropped at fork) */
-        uint64_t dropped;        /* lines refused by a full queue */
-        uint64_t dropped_warned; /* dropped when the warning was issued (0: not yet) */
-        long pid;                /* the process whose drainer runs (0: none started) */
-        int stop;                /* the drainer is asked to leave */
-        int running;             /* a drainer is in ct_logq_run */
-        int sleeping;            /* it waits for `more`: the next line signals it */
-        unsigned long drainer;   /* its thread ident */
-        PyObject *hand;          /* callable(target, level, text, created, thread_ident) */
-        PyObject *start;         /* callable(): starts the drainer thread */
+        uint64_t queued, handed;      /* lines ever queued, ever handed (or dropped at fork) */
+        uint64_t dropped;             /* lines refused by a full queue */
+        uint64_t dropped_warned;      /* dropped when the warning was issued (0: not yet) */
+        long pid;                     /* the process whose drainer runs (0: none started) */
+        int stop;                     /* the drainer is asked to leave */
+        int running;                  /* a drainer is in ct_logq_run */
+        int sleeping;                 /* it waits for `more`: the next line signals it */
+        unsigned long drainer;        /* its thread ident */
+        PyObject *hand;               /* callable(target, level, text, created, thread_ident) */
+        PyObject *start;              /* callable(): starts the drainer thread */
+        struct ct_logrec_cache *recs; /* the LogRecord templates (logrecord.c) */
     } logq;
     struct { /* instruments shared by every capture path (instruments/) */
         ct_energy energy;

@@ -392,7 +392,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
 #undef VISIT_REF
     if (ct_typecache_traverse(&st->objects.types, visit, arg) < 0)
         return -1;
-    if (ct_redact_memo_traverse(st, visit, arg) < 0)
+    if (ct_redact_memo_traverse(st, visit, arg) < 0 || ct_logrec_traverse(st, visit, arg) < 0)
         return -1;
     return ct_monitor_traverse(st, visit, arg);
 }
@@ -412,6 +412,7 @@ static int module_clear(PyObject *m)
 #undef CLEAR_REF
     ct_typecache_clear(&st->objects.types);
     ct_redact_memo_clear(st);
+    ct_logrec_forget(st);
     ct_monitor_clear(st);
     return 0;
 }

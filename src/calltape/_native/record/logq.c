@@ -5,10 +5,12 @@
  *
  * The calling thread formats the line in C and queues its bytes with the
  * logger it is for (ct_logq_put, the GIL held: no Python object is made
- * there).  The drainer takes up to LOGQ_BATCH lines at a time and calls the
- * hand function (calltape._logq._hand) for each, in queue order: it builds
- * the LogRecord with the time and thread of the queuing and lets
- * logger.handle() apply the logger's level, filters and handlers.
+ * there).  The drainer takes up to LOGQ_BATCH lines at a time and hands
+ * each, in queue order, to its logger: logrecord.c makes the LogRecord with
+ * the time and thread of the queuing and does logger.handle()'s work (the
+ * logger's level, filters and handlers), or, for loggers and record
+ * factories of the user's own, the hand function (calltape._logq._hand)
+ * does it in Python.
  *
  * Ordering: one FIFO filled under the GIL and one drainer, so lines reach
  * the handlers in the order they were queued, across all threads of the
@@ -53,7 +55,7 @@ int ct_logq_init(ct_state *st)
         return -1;
     }
     st->logq.cap = LOGQ_CAP;
-    return 0;
+    return ct_logrec_init(st);
 }
 
 static void line_release(ct_logq_line *l)
@@ -80,6 +82,7 @@ void ct_logq_free(ct_state *st)
     st->logq.ring = NULL;
     Py_CLEAR(st->logq.hand);
     Py_CLEAR(st->logq.start);
+    ct_logrec_free(st);
 }
 
 void ct_logq_after_fork(ct_state *st)
@@ -95,22 +98,26 @@ void ct_logq_after_fork(ct_state *st)
     st->logq.pid = 0;
     st->logq.running = st->logq.stop = st->logq.sleeping = 0;
     st->logq.drainer = 0;
+    ct_logrec_forget(st);
 }
 
-/* Hands line `l` to the hand function (the GIL held); a failure is warned
- * about once.  Leaves no exception set. */
+/* Hands line `l` to its logger (the GIL held): through logrecord.c, or the
+ * hand function when that cannot; a failure is warned about once.  Leaves
+ * no exception set. */
 static void hand_one(ct_state *st, const ct_logq_line *l)
 {
     PyObject *text = PyUnicode_DecodeUTF8(l->text, (Py_ssize_t)l->len, "replace");
-    PyObject *r =
-        text ? PyObject_CallFunction(st->logq.hand, "OiOdks", l->target, l->level, text,
-                                     (double)l->created_ns / 1e9, l->thread_ident, l->thread_name)
-             : NULL;
-    Py_XDECREF(text);
-    if (r) {
-        Py_DECREF(r);
-        return;
+    int done = text ? ct_logrec_hand(st, l, text) : -1;
+    if (!done) {
+        PyObject *r =
+            PyObject_CallFunction(st->logq.hand, "OiOdks", l->target, l->level, text,
+                                  (double)l->created_ns / 1e9, l->thread_ident, l->thread_name);
+        done = r ? 1 : -1;
+        Py_XDECREF(r);
     }
+    Py_XDECREF(text);
+    if (done > 0)
+        return;
     PyErr_Clear();
     ct_warn_once(st, "logq_hand",
                  "calltape could not hand a log line to logging: its handler raised");
@@ -201,6 +208,7 @@ void ct_logq_put(ct_state *st, PyObject *target, int level, const char *text, si
         l.created_ns = wall_ns();
         l.text = (char *)text;
         t->busy++;
+        ct_logrec_begin(st);
         hand_one(st, &l);
         t->busy--;
         return;
@@ -289,6 +297,7 @@ PyObject *ct_logq_run_py(PyObject *m, PyObject *unused)
         Py_END_ALLOW_THREADS;
         if (!k)
             break;
+        ct_logrec_begin(st);
         for (size_t i = 0; i < k; i++) {
             hand_one(st, &batch[i]);
             line_release(&batch[i]);

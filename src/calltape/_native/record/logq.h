@@ -34,6 +34,26 @@ void ct_logq_after_fork(ct_state *st);
  * queue drops it and counts it.  Never raises, leaves no exception set. */
 void ct_logq_put(ct_state *st, PyObject *target, int level, const char *text, size_t len);
 
+/* ---- the records (logrecord.c) ---- */
+typedef struct ct_logrec_cache ct_logrec_cache;
+
+/* Makes the record cache of `st` (its interned names).  0, or -1 with an
+ * exception (what was made is freed by ct_logrec_free). */
+int ct_logrec_init(ct_state *st);
+/* Frees the cache and what it holds (the GIL held). */
+void ct_logrec_free(ct_state *st);
+/* Releases the templates and logging's methods (module clear, fork). */
+void ct_logrec_forget(ct_state *st);
+/* Visits the references the cache holds. */
+int ct_logrec_traverse(ct_state *st, visitproc visit, void *arg);
+/* Reads logging's state for the next lines (once per batch): templates are
+ * remade at their next use.  Never raises; the pending exception is kept. */
+void ct_logrec_begin(ct_state *st);
+/* Hands line `l` (its text the str `text`) to its logger: 1 when handed
+ * here (or dropped by the logger's level), 0 when the Python hand function
+ * must do it, -1 with an exception (a handler raised). */
+int ct_logrec_hand(ct_state *st, const ct_logq_line *l, PyObject *text);
+
 /* _native.logq_setup(hand, start): the Python callables (calltape._logq):
  * hand(target, level, text, created, thread_ident, thread_name). */
 PyObject *ct_logq_setup_py(PyObject *m, PyObject *args);
