@@ -75,3 +75,34 @@ def test_seed_examples(tmp_path):
     assert proc.stdout.splitlines() == [
         "18", "Probe (foo) = 5", "18", "Probe (myapp.method) = 28", "14", "None",
         "paused in unarchive", "Probe (myapp.method) = 30", "[15]"], proc.stderr
+
+
+def test_log_instrument_writes_to_out_or_the_stdout_of_the_moment(tmp_path):
+    proc = run_python(tmp_path, '''
+import contextlib, io, sys
+import calltape.compat.diagnose as diagnose
+
+def add(a):
+    return a + 1
+
+p = diagnose.probes.attach_to(add)
+p.instruments["a"] = diagnose.LogInstrument("a", "a")
+p.start()
+add(1)                                  # sys.stdout: the real one
+buf = io.StringIO()
+with contextlib.redirect_stdout(buf):   # the stdout of the moment
+    add(2)
+assert buf.getvalue() == "Probe (a) = 2\\n", repr(buf.getvalue())
+mine = io.StringIO()
+p.instruments["a"].out = mine           # an instrument's own stream
+add(3)
+assert mine.getvalue() == "Probe (a) = 3\\n", repr(mine.getvalue())
+
+class Upper(diagnose.LogInstrument):    # a subclass's emit is called instead
+    def emit(self, name, text):
+        print(f"{name.upper()}: {text}")
+p.instruments["a"] = Upper("up", "a * 2")
+add(4)
+p.stop()
+''', tape=str(tmp_path / "t.db"))
+    assert proc.stdout.splitlines() == ["Probe (a) = 1", "UP: 8"], proc.stderr

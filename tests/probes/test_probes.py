@@ -131,6 +131,26 @@ def test_log_instrument_bounded(caplog):
     p.stop()
 
 
+def test_log_instrument_ints_as_str_gives_them(caplog):
+    class Short(probes.LogInstrument):
+        max_chars = 6
+
+    p = probe_with(S.Cart.add, short=Short("s", "a", event="call"),
+                   full=probes.LogInstrument("f", "a", event="call"))
+    with caplog.at_level(logging.INFO, logger="calltape.probes"):
+        for a in (12, -1234567, 10**30, True, 2**63 - 1, -2**63):
+            S.Cart.add(a, 0)
+        calltape.flush_logs()
+    assert caplog.messages == [
+        "Probe (s) = 12", "Probe (f) = 12",
+        "Probe (s) = -12...", "Probe (f) = -1234567",
+        "Probe (s) = 100...", f"Probe (f) = {10**30}",
+        "Probe (s) = True", "Probe (f) = True",
+        "Probe (s) = 922...", f"Probe (f) = {2**63 - 1}",
+        "Probe (s) = -92...", f"Probe (f) = {-2**63}"]
+    p.stop()
+
+
 def test_errors_never_reach_the_target_and_are_kept_with_their_time():
     class Boom(probes.Instrument):
         def fire(self, value, ns):

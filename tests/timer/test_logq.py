@@ -204,3 +204,42 @@ def test_records_made_in_c_are_logging_s_own(tmp_path: Path) -> None:
     """)
     assert p.stdout.strip() == "done"
     assert "Probe (bad) = 5" in p.stderr
+
+
+@needs_probes
+def test_lines_of_every_length_arrive_whole_in_order(tmp_path: Path) -> None:
+    # texts of 1 byte to 300 kB from three threads: the queue's ring of text
+    # wraps many times, and a text too long for it is kept apart
+    p = run(tmp_path, """
+        import logging, threading, calltape
+        import calltape.probes as probes
+        got = []
+        class Keep(logging.Handler):
+            def emit(self, r):
+                got.append((r.threadName, r.getMessage()))
+        log = logging.getLogger("calltape.probes")
+        log.addHandler(Keep()); log.propagate = False; log.setLevel(logging.INFO)
+        class Long(probes.LogInstrument):
+            max_chars = 10**6
+        def work(s):
+            return s
+        p = probes.attach_to(work)
+        p.instruments["l"] = Long("s", "s", event="call")
+        p.start()
+        def text(who, i):
+            n = 300_000 if i % 997 == 5 else 1 + (i * 7919) % 3000
+            return (who * n)[:n]
+        def run(who):
+            for i in range(4000):
+                work(text(who, i))
+        ts = [threading.Thread(target=run, args=(w,), name=w) for w in "abc"]
+        for t in ts: t.start()
+        for t in ts: t.join()
+        assert calltape.flush_logs(60)
+        assert calltape._native.logq_stats()["dropped"] == 0
+        for who in "abc":
+            mine = [m for t, m in got if t == who]
+            assert mine == [f"Probe (s) = {text(who, i)}" for i in range(4000)], who
+        print(len(got))
+    """)
+    assert p.stdout.split() == ["12000"]

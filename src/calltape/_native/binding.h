@@ -153,10 +153,11 @@ typedef struct ct_state {
         PyObject *fns;   /* dict: code or callable -> capsule of its flat_fn, or NULL */
         int tool_held;   /* the flat profiler's tool id is ours */
     } flat;
-    struct {                        /* run-time probes (probes/hook.c) */
-        PyObject *registry;         /* dict: code -> started ProbeHook, or NULL */
-        PyObject *keys;             /* tuple: the namespace's interned names, or NULL */
-        struct ProbeHook **started; /* the registry's hooks, for the callbacks' scan */
+    struct {                             /* run-time probes (probes/hook.c) */
+        PyObject *registry;              /* dict: code -> started ProbeHook, or NULL */
+        PyObject *keys;                  /* tuple: the namespace's interned names, or NULL */
+        PyObject *out_name, *write_name; /* "out", "write" (print instruments), or NULL */
+        struct ProbeHook **started;      /* the registry's hooks, for the callbacks' scan */
         size_t nstarted;
         int tool_held; /* the probe tool id is ours */
     } probes;
@@ -230,17 +231,19 @@ typedef struct ct_state {
         pthread_cond_t done; /* signalled when the drainer has handed a batch */
         struct ct_logq_line *ring; /* `cap` slots, `n` queued from `head` */
         size_t cap, head, n;
-        uint64_t queued, handed;      /* lines ever queued, ever handed (or dropped at fork) */
-        uint64_t dropped;             /* lines refused by a full queue */
-        uint64_t dropped_warned;      /* dropped when the warning was issued (0: not yet) */
-        long pid;                     /* the process whose drainer runs (0: none started) */
-        int stop;                     /* the drainer is asked to leave */
-        int running;                  /* a drainer is in ct_logq_run */
-        int sleeping;                 /* it waits for `more`: the next line signals it */
-        unsigned long drainer;        /* its thread ident */
-        PyObject *hand;               /* callable(target, level, text, created, thread_ident) */
-        PyObject *start;              /* callable(): starts the drainer thread */
-        struct ct_logrec_cache *recs; /* the LogRecord templates (logrecord.c) */
+        char *bytes;                     /* the queued lines' texts (LOGQ_BYTES, made at need) */
+        uint64_t bytes_head, bytes_tail; /* bytes ever freed, ever taken */
+        uint64_t queued, handed;         /* lines ever queued, ever handed (or dropped at fork) */
+        uint64_t dropped;                /* lines refused by a full queue */
+        uint64_t dropped_warned;         /* dropped when the warning was issued (0: not yet) */
+        long pid;                        /* the process whose drainer runs (0: none started) */
+        int stop;                        /* the drainer is asked to leave */
+        int running;                     /* a drainer is in ct_logq_run */
+        int sleeping;                    /* it waits for `more`: the next line signals it */
+        unsigned long drainer;           /* its thread ident */
+        PyObject *hand;                  /* callable(target, level, text, created, thread_ident) */
+        PyObject *start;                 /* callable(): starts the drainer thread */
+        struct ct_logrec_cache *recs;    /* the LogRecord templates (logrecord.c) */
     } logq;
     struct { /* instruments shared by every capture path (instruments/) */
         ct_energy energy;

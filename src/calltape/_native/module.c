@@ -359,6 +359,8 @@ static int module_exec(PyObject *m)
     X(flat.fns)                                                                                    \
     X(probes.registry)                                                                             \
     X(probes.keys)                                                                                 \
+    X(probes.out_name)                                                                             \
+    X(probes.write_name)                                                                           \
     X(objects.codecs)                                                                              \
     X(objects.codec_decoders)                                                                      \
     X(objects.pickle_types)                                                                        \

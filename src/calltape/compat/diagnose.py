@@ -32,12 +32,19 @@ IncrementInstrument = _probes.CountInstrument
 
 
 class LogInstrument(_probes.LogInstrument):
-    """Prints ``Probe (name) = value`` on stdout, as Diagnose's LogInstrument does."""
+    """Prints ``Probe (name) = value`` on stdout, as Diagnose's LogInstrument does.
+
+    The line is made in C and written with ``out.write`` on the calling thread
+    (``out``: None is sys.stdout at the time of the event).  A subclass that
+    defines ``emit(name, text)`` or ``fire`` has it called instead."""
 
     out: Any = None  # None: sys.stdout at the time of the event
 
     def emit(self, name: str, text: str) -> None:
         (self.out or sys.stdout).write(f"Probe ({name}) = {text}\n")
+
+
+LogInstrument._kind = 5  # written from C (probes/instrument.c); its subclasses' emit: 0
 
 
 class ProbeTestInstrument(_probes.Instrument):

@@ -258,13 +258,12 @@ static PyObject *param_at_call(ProbeHook *h, ProbeInstrument *in, int ev, PyFram
     PyCodeObject *co = h->code;
     int n = co->co_argcount + co->co_kwonlyargcount + ((co->co_flags & CO_VARARGS) != 0) +
             ((co->co_flags & CO_VARKEYWORDS) != 0);
+    /* names compared by identity: the code's names, the keys and `bare` are all interned */
     int found = 0;
-    for (int i = 0; i < n && i < PyTuple_GET_SIZE(h->varnames) && !found; i++) {
-        PyObject *name = PyTuple_GET_ITEM(h->varnames, i);
-        found = name == in->bare || PyUnicode_Compare(name, in->bare) == 0;
-    }
+    for (int i = 0; i < n && i < PyTuple_GET_SIZE(h->varnames) && !found; i++)
+        found = PyTuple_GET_ITEM(h->varnames, i) == in->bare;
     for (int k = PK_ARGS; k <= PK_NOW && found; k++) /* the call's namespace sets these after */
-        found = PyUnicode_Compare(key(h, (enum probe_key)k), in->bare) != 0;
+        found = key(h, (enum probe_key)k) != in->bare;
     if (!found)
         return NULL;
     PyObject *v = PyFrame_GetVar(frame, in->bare);

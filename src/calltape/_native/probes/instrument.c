@@ -227,7 +227,7 @@ static int Instrument_init(ProbeInstrument *self, PyObject *args, PyObject *kw)
     self->uses_now = self->kind == PKIND_PY && (!wants || PyObject_IsTrue(wants) == 1);
     Py_XDECREF(wants);
     PyErr_Clear();
-    if (self->kind == PKIND_LOG && log_setup(self) < 0)
+    if ((self->kind == PKIND_LOG || self->kind == PKIND_PRINT) && log_setup(self) < 0)
         return -1;
     if (self->kind == PKIND_PY) {
         Py_CLEAR(self->fire);
@@ -303,12 +303,91 @@ static int count_add(ProbeInstrument *in, PyObject *value)
     return 0;
 }
 
+/* Writes line `b` and a newline to in's `out` (when None or false:
+ * sys.stdout at this moment), as Diagnose's LogInstrument prints.  0, or -1
+ * with an exception. */
+static int print_line(ct_state *st, ProbeInstrument *in, wbuf *b)
+{
+    wbuf_put(b, "\n", 1);
+    if (b->failed)
+        return PyErr_NoMemory(), -1;
+    if (!st->probes.out_name && !(st->probes.out_name = PyUnicode_InternFromString("out")))
+        return -1;
+    if (!st->probes.write_name && !(st->probes.write_name = PyUnicode_InternFromString("write")))
+        return -1;
+    PyObject *line = PyUnicode_DecodeUTF8((const char *)b->data, (Py_ssize_t)b->len, "replace");
+    PyObject *out = line ? PyObject_GetAttr((PyObject *)in, st->probes.out_name) : NULL;
+    int given = out ? PyObject_IsTrue(out) : -1;
+    if (given == 0) {
+        Py_SETREF(out, Py_XNewRef(PySys_GetObject("stdout"))); /* borrowed, made owned */
+        if (!out || out == Py_None)
+            PyErr_SetString(PyExc_RuntimeError, "sys.stdout is gone: the probe line is lost");
+    }
+    PyObject *r = given >= 0 && out && out != Py_None
+                      ? PyObject_CallMethodOneArg(out, st->probes.write_name, line)
+                      : NULL;
+    Py_XDECREF(line);
+    Py_XDECREF(out);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* "Probe (name) = " + the `nt` bytes of `t`: queued for in's logger (the
+ * log thread hands it), or printed by a print instrument.  0, or -1 with
+ * an exception. */
+static int log_line(ct_state *st, ProbeInstrument *in, const char *t, Py_ssize_t nt)
+{
+    Py_ssize_t nn;
+    const char *name = PyUnicode_AsUTF8AndSize(in->name, &nn);
+    if (!name)
+        return -1;
+    uint8_t store[512];
+    wbuf b;
+    wbuf_init(&b, store, sizeof store);
+    wbuf_put(&b, "Probe (", 7);
+    wbuf_put(&b, name, (size_t)nn);
+    wbuf_put(&b, ") = ", 4);
+    wbuf_put(&b, t, (size_t)nt);
+    int rc = 0;
+    if (in->kind == PKIND_PRINT)
+        rc = print_line(st, in, &b);
+    else if (!b.failed)
+        ct_logq_put(st, in->log_target, in->log_level, (const char *)b.data, b.len);
+    wbuf_free(&b);
+    return rc;
+}
+
+/* Writes `v` in decimal at `out` (at least 21 bytes); returns the length. */
+static int decimal(long long v, char *out)
+{
+    char tmp[24];
+    int n = 0, len = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = tmp[--n];
+    return len;
+}
+
 /* "Probe (name) = str(value)" (the text cut to max_chars, "..." ending
- * it), queued for the log thread; a None value is not logged. */
+ * it), queued or printed; a None value is neither. */
 static int log_add(ct_state *st, ProbeInstrument *in, PyObject *value)
 {
     if (value == Py_None)
         return 0;
+    if (PyLong_CheckExact(value)) { /* an int's text, as str() gives it, without a str made */
+        int overflow = 0;
+        long long iv = PyLong_AsLongLongAndOverflow(value, &overflow); /* an exact int: no error */
+        char digits[24];
+        int nd = overflow ? 0 : decimal(iv, digits);
+        if (nd > 0 && nd <= in->log_max_chars)
+            return log_line(st, in, digits, (Py_ssize_t)nd);
+    }
     PyObject *text = PyObject_Str(value);
     if (!text)
         return -1;
@@ -319,25 +398,11 @@ static int log_add(ct_state *st, ProbeInstrument *in, PyObject *value)
         if (!text)
             return -1;
     }
-    Py_ssize_t nn, nt;
-    const char *name = PyUnicode_AsUTF8AndSize(in->name, &nn);
-    const char *t = name ? PyUnicode_AsUTF8AndSize(text, &nt) : NULL;
-    if (!t) {
-        Py_DECREF(text);
-        return -1;
-    }
-    uint8_t store[512];
-    wbuf b;
-    wbuf_init(&b, store, sizeof store);
-    wbuf_put(&b, "Probe (", 7);
-    wbuf_put(&b, name, (size_t)nn);
-    wbuf_put(&b, ") = ", 4);
-    wbuf_put(&b, t, (size_t)nt);
-    if (!b.failed)
-        ct_logq_put(st, in->log_target, in->log_level, (const char *)b.data, b.len);
-    wbuf_free(&b);
+    Py_ssize_t nt;
+    const char *t = PyUnicode_AsUTF8AndSize(text, &nt);
+    int rc = t ? log_line(st, in, t, nt) : -1;
     Py_DECREF(text);
-    return 0;
+    return rc;
 }
 
 int ct_probe_accumulate(ct_state *st, ProbeInstrument *in, PyObject *value, PyObject *ns)
@@ -345,6 +410,7 @@ int ct_probe_accumulate(ct_state *st, ProbeInstrument *in, PyObject *value, PyOb
     in->fired++;
     switch (in->kind) {
     case PKIND_LOG:
+    case PKIND_PRINT:
         return log_add(st, in, value);
     case PKIND_COUNT:
         return count_add(in, value);

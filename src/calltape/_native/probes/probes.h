@@ -22,7 +22,14 @@ enum probe_event { PEV_CALL = 1, PEV_RETURN = 2, PEV_ERROR = 4, PEV_END = 8 };
 
 /* What an instrument does with its value: in C (count, histogram), or by
  * calling the Python method fire(value, namespace). */
-enum probe_kind { PKIND_PY = 0, PKIND_COUNT = 1, PKIND_HIST = 2, PKIND_RECORD = 3, PKIND_LOG = 4 };
+enum probe_kind {
+    PKIND_PY = 0,
+    PKIND_COUNT = 1,
+    PKIND_HIST = 2,
+    PKIND_RECORD = 3,
+    PKIND_LOG = 4,  /* queued for the log thread (logq.c) */
+    PKIND_PRINT = 5 /* written to the instrument's `out` (calltape.compat.diagnose) */
+};
 
 /* The most errors an instrument keeps (the oldest are dropped; nerrors
  * counts them all). */

@@ -38,6 +38,7 @@
 
 #define LOGQ_CAP 65536
 #define LOGQ_BATCH 256
+#define LOGQ_BYTES (1 << 20) /* the texts' ring (malloc'd past it) */
 
 static ct_state *state_of(PyObject *m)
 {
@@ -58,28 +59,54 @@ int ct_logq_init(ct_state *st)
     return ct_logrec_init(st);
 }
 
-static void line_release(ct_logq_line *l)
+/* Gives back the text of handed line `l` (`mu` held): lines leave in
+ * queue order, so the texts' ring is free up to the end of this one. */
+static void text_release(ct_state *st, ct_logq_line *l)
 {
-    Py_CLEAR(l->target);
-    free(l->text);
+    if (l->bytes_end)
+        st->logq.bytes_head = l->bytes_end;
+    else
+        free(l->text);
     l->text = NULL;
+}
+
+/* Room for `need` bytes of text at the tail of the texts' ring (`mu` held),
+ * never split at its end: where the line's text goes, with *end set to
+ * where it ends in the ring's count of bytes; NULL when full. */
+static char *text_take(ct_state *st, size_t need, uint64_t *end)
+{
+    if (!st->logq.bytes && !(st->logq.bytes = malloc(LOGQ_BYTES)))
+        return NULL;
+    size_t at = (size_t)(st->logq.bytes_tail % LOGQ_BYTES);
+    size_t skip = at + need > LOGQ_BYTES ? LOGQ_BYTES - at : 0;
+    if (need > LOGQ_BYTES / 4 ||
+        st->logq.bytes_tail + skip + need - st->logq.bytes_head > LOGQ_BYTES)
+        return NULL;
+    st->logq.bytes_tail += skip + need;
+    *end = st->logq.bytes_tail;
+    return st->logq.bytes + (skip ? 0 : at);
 }
 
 /* Releases every queued line (the GIL held). */
 static void drop_queued(ct_state *st)
 {
-    for (size_t i = 0; i < st->logq.n; i++)
-        line_release(&st->logq.ring[(st->logq.head + i) % st->logq.cap]);
+    for (size_t i = 0; i < st->logq.n; i++) {
+        ct_logq_line *l = &st->logq.ring[(st->logq.head + i) % st->logq.cap];
+        Py_CLEAR(l->target);
+        text_release(st, l);
+    }
     st->logq.head = st->logq.n = 0;
+    st->logq.bytes_head = st->logq.bytes_tail = 0;
 }
 
 void ct_logq_free(ct_state *st)
 {
-    if (!st->logq.ring)
-        return;
-    drop_queued(st);
+    if (st->logq.ring)
+        drop_queued(st);
     free(st->logq.ring);
     st->logq.ring = NULL;
+    free(st->logq.bytes);
+    st->logq.bytes = NULL;
     Py_CLEAR(st->logq.hand);
     Py_CLEAR(st->logq.start);
     ct_logrec_free(st);
@@ -213,22 +240,24 @@ void ct_logq_put(ct_state *st, PyObject *target, int level, const char *text, si
         t->busy--;
         return;
     }
-    size_t nlen = strlen(tname) + 1;
-    l.text = malloc(len + nlen);
-    if (!l.text)
-        return;
-    memcpy(l.text, text, len);
-    memcpy(l.text + len, tname, nlen);
-    l.thread_name = l.text + len;
-    Py_INCREF(target);
+    size_t nlen = strlen(tname) + 1, need = len + nlen;
     l.created_ns = wall_ns(); /* no Python code from here on: stamps follow queue order */
     pthread_mutex_lock(&st->logq.mu);
     if (st->logq.n == st->logq.cap) {
         st->logq.dropped++;
         pthread_mutex_unlock(&st->logq.mu);
-        line_release(&l);
         return;
     }
+    /* the ring of texts, freed in queue order (malloc here and free on the
+     * drainer cost more) */
+    if (!(l.text = text_take(st, need, &l.bytes_end)) && !(l.text = malloc(need))) {
+        pthread_mutex_unlock(&st->logq.mu);
+        return;
+    }
+    memcpy(l.text, text, len);
+    memcpy(l.text + len, tname, nlen);
+    l.thread_name = l.text + len;
+    l.target = Py_NewRef(target); /* the GIL is held */
     st->logq.ring[(st->logq.head + st->logq.n) % st->logq.cap] = l;
     st->logq.n++;
     st->logq.queued++;
@@ -300,9 +329,11 @@ PyObject *ct_logq_run_py(PyObject *m, PyObject *unused)
         ct_logrec_begin(st);
         for (size_t i = 0; i < k; i++) {
             hand_one(st, &batch[i]);
-            line_release(&batch[i]);
+            Py_CLEAR(batch[i].target);
         }
         pthread_mutex_lock(&st->logq.mu);
+        for (size_t i = 0; i < k; i++)
+            text_release(st, &batch[i]);
         st->logq.handed += k;
         pthread_cond_broadcast(&st->logq.done);
         pthread_mutex_unlock(&st->logq.mu);

@@ -16,8 +16,9 @@ typedef struct ct_logq_line {
     int64_t created_ns; /* wall clock when it was queued */
     unsigned long thread_ident;
     const char *thread_name; /* the queuing thread's (its ct_thread.log_name, copied to `text`) */
-    char *text;              /* malloc'd UTF-8, `len` bytes, then the thread's name */
-    size_t len;
+    char *text;              /* UTF-8, `len` bytes, then the thread's name: in the */
+    size_t len;              /* texts' ring (logq.bytes), or malloc'd */
+    uint64_t bytes_end;      /* where it ends in the ring's bytes (0: malloc'd) */
 } ct_logq_line;
 
 /* Sets up the queue of module state `st` (at module init).  Returns 0, or

@@ -6,11 +6,11 @@
  * LogRecord's __init__ reads the clock, the thread, the process, and the
  * file and module names from the path.  All but the clock and the thread
  * are the same for every line of one target and level, so for each batch
- * the drainer takes, makeRecord makes one record per target and level (the
- * template), and each line's record is a new object of the template's
- * class whose __dict__ is a copy of the template's with the line's own
- * fields set: msg, created, msecs, relativeCreated, and thread and
- * threadName (the queuing thread's).
+ * the drainer takes, makeRecord makes one record per target, level and
+ * queuing thread (the template, its thread and threadName set to those of
+ * the queuing thread), and each line's record is a new object of the
+ * template's class whose __dict__ is a copy of the template's with the
+ * line's own fields set: msg, created, msecs and relativeCreated.
  *
  * logger.handle()'s work is done here as well while the logger's class
  * keeps logging.Logger's handle, filter and callHandlers and the logger has
@@ -35,7 +35,7 @@
 #include <math.h>
 #include <string.h>
 
-#define LOGREC_SLOTS 4
+#define LOGREC_SLOTS 8
 
 enum {
     N_MSG,
@@ -70,6 +70,8 @@ enum { M_MAKERECORD, M_HANDLE, M_FILTER, M_CALLHANDLERS, M_COUNT };
 typedef struct {
     PyObject *target; /* owned: the (logger, pathname) tuple; NULL: free */
     int level;
+    unsigned long thread_ident; /* the queuing thread's, and its name: */
+    char thread_name[sizeof ct_tls_thread.log_name];
     uint64_t batch;     /* the batch its template was made in */
     PyObject *tmpl;     /* owned: the template record's __dict__ (NULL: Python hands) */
     PyObject *cls;      /* owned: the template record's class */
@@ -87,8 +89,6 @@ struct ct_logrec_cache {
     int usable;      /* this batch may make records here */
     int log_threads; /* logging.logThreads */
     double start_ns; /* logging._startTime, in ns */
-    unsigned long last_ident;
-    PyObject *last_thread_name; /* owned: the last line's thread name */
 };
 
 int ct_logrec_init(ct_state *st)
@@ -122,7 +122,6 @@ void ct_logrec_forget(ct_state *st)
         slot_clear(&c->slots[i]);
     for (int i = 0; i < M_COUNT; i++)
         Py_CLEAR(c->methods[i]);
-    Py_CLEAR(c->last_thread_name);
     c->usable = 0;
 }
 
@@ -151,7 +150,6 @@ int ct_logrec_traverse(ct_state *st, visitproc visit, void *arg)
     }
     for (int i = 0; i < M_COUNT; i++)
         Py_VISIT(c->methods[i]);
-    Py_VISIT(c->last_thread_name);
     return 0;
 }
 
@@ -298,6 +296,23 @@ static int slot_handling(ct_logrec_cache *c, logrec_slot *s, PyObject *logger, P
     return nf ? 0 : slot_handlers(c, s, logger, level);
 }
 
+/* Sets the thread and threadName of template `d` to slot `s`'s.  0, or
+ * -1 with an exception. */
+static int set_thread(ct_logrec_cache *c, const logrec_slot *s, PyObject *d)
+{
+    PyObject *ident = PyLong_FromUnsignedLong(s->thread_ident);
+    PyObject *name =
+        ident ? PyUnicode_DecodeUTF8(s->thread_name, (Py_ssize_t)strlen(s->thread_name), "replace")
+              : NULL;
+    int rc = name && PyDict_SetItem(d, c->names[N_THREAD], ident) == 0 &&
+                     PyDict_SetItem(d, c->names[N_THREADNAME], name) == 0
+                 ? 0
+                 : -1;
+    Py_XDECREF(ident);
+    Py_XDECREF(name);
+    return rc;
+}
+
 /* Makes slot `s`'s template and handling for this batch: no template when
  * the logger's class has its own makeRecord.  0, or -1 with an exception. */
 static int slot_make(ct_logrec_cache *c, logrec_slot *s)
@@ -319,9 +334,10 @@ static int slot_make(ct_logrec_cache *c, logrec_slot *s)
                               Py_None);
     if (!rec || !(d = PyObject_GetAttr(rec, c->names[N_DICT])))
         goto error;
-    if (PyDict_Check(d)) { /* a plain dict of its own: copied by one memcpy */
-        if (!(s->tmpl = PyDict_New()) || PyDict_Update(s->tmpl, d) < 0)
+    if (PyDict_Check(d)) { /* the record's own: shares its keys with every LogRecord */
+        if (c->log_threads && set_thread(c, s, d) < 0)
             goto error;
+        s->tmpl = Py_NewRef(d);
         s->cls = Py_NewRef((PyObject *)Py_TYPE(rec));
     }
     Py_DECREF(level);
@@ -344,7 +360,9 @@ static logrec_slot *slot_for(ct_logrec_cache *c, const ct_logq_line *l)
 {
     logrec_slot *s = NULL;
     for (int i = 0; i < LOGREC_SLOTS && !s; i++)
-        if (c->slots[i].target == l->target && c->slots[i].level == l->level)
+        if (c->slots[i].target == l->target && c->slots[i].level == l->level &&
+            c->slots[i].thread_ident == l->thread_ident &&
+            strcmp(c->slots[i].thread_name, l->thread_name) == 0)
             s = &c->slots[i];
     if (!s) {
         s = &c->slots[c->next];
@@ -352,27 +370,13 @@ static logrec_slot *slot_for(ct_logrec_cache *c, const ct_logq_line *l)
         slot_clear(s);
         s->target = Py_NewRef(l->target);
         s->level = l->level;
+        s->thread_ident = l->thread_ident;
+        snprintf(s->thread_name, sizeof s->thread_name, "%s", l->thread_name);
         s->batch = 0;
     }
     if (s->batch != c->batch && slot_make(c, s) < 0)
         return NULL;
     return s;
-}
-
-/* The thread name of line `l` as a str (borrowed from the cache); NULL
- * with an exception. */
-static PyObject *thread_name_of(ct_logrec_cache *c, const ct_logq_line *l)
-{
-    if (!c->last_thread_name || c->last_ident != l->thread_ident ||
-        PyUnicode_CompareWithASCIIString(c->last_thread_name, l->thread_name) != 0) {
-        PyObject *n =
-            PyUnicode_DecodeUTF8(l->thread_name, (Py_ssize_t)strlen(l->thread_name), "replace");
-        if (!n)
-            return NULL;
-        Py_XSETREF(c->last_thread_name, n);
-        c->last_ident = l->thread_ident;
-    }
-    return c->last_thread_name;
 }
 
 static int set_float(PyObject *d, PyObject *key, double v)
@@ -388,7 +392,7 @@ static int set_float(PyObject *d, PyObject *key, double v)
 static PyObject *record_new(ct_logrec_cache *c, const logrec_slot *s, const ct_logq_line *l,
                             PyObject *text)
 {
-    PyObject *d = PyDict_Copy(s->tmpl), *rec = NULL, *ident = NULL;
+    PyObject *d = PyDict_Copy(s->tmpl), *rec = NULL;
     if (!d || PyDict_SetItem(d, c->names[N_MSG], text) < 0)
         goto error;
     double ns = (double)l->created_ns;
@@ -396,13 +400,6 @@ static PyObject *record_new(ct_logrec_cache *c, const logrec_slot *s, const ct_l
         set_float(d, c->names[N_MSECS], floor((double)(l->created_ns % 1000000000) / 1e6)) < 0 ||
         set_float(d, c->names[N_RELATIVE], (ns - c->start_ns) / 1e6) < 0)
         goto error;
-    if (c->log_threads) {
-        PyObject *tname = thread_name_of(c, l); /* borrowed */
-        if (!tname || !(ident = PyLong_FromUnsignedLong(l->thread_ident)) ||
-            PyDict_SetItem(d, c->names[N_THREAD], ident) < 0 ||
-            PyDict_SetItem(d, c->names[N_THREADNAME], tname) < 0)
-            goto error;
-    }
     /* allocated, not made by object.__new__ (the class is the template's:
      * LogRecord): before 3.13 its dict is then the copy, with no empty one
      * made first; 3.13's inline values need the __dict__ setter */
@@ -415,12 +412,10 @@ static PyObject *record_new(ct_logrec_cache *c, const logrec_slot *s, const ct_l
         goto error;
 #endif
     Py_DECREF(d);
-    Py_XDECREF(ident);
     return rec;
 error:
     Py_XDECREF(d);
     Py_XDECREF(rec);
-    Py_XDECREF(ident);
     return NULL;
 }
 
