@@ -76,7 +76,8 @@ typedef struct {
     PyObject *tmpl;     /* owned: the template record's __dict__ (NULL: Python hands) */
     PyObject *cls;      /* owned: the template record's class */
     int enabled;        /* logger.isEnabledFor(level) */
-    PyObject *handlers; /* owned tuple: the handlers the level reaches; NULL: logger.handle() */
+    PyObject *handlers; /* owned tuple: handle() of each handler the level reaches; NULL:
+                           logger.handle() */
     Py_ssize_t found;   /* how many handlers callHandlers would see (0: lastResort) */
 } logrec_slot;
 
@@ -214,8 +215,9 @@ static int keeps(PyTypeObject *type, PyObject *name, PyObject *m)
     return same;
 }
 
-/* Appends to list `out` the handlers of logger `c` that `level` reaches;
- * *found counts them all.  0, or -1 with an exception. */
+/* Appends to list `out` the bound handle() of each handler of logger `c`
+ * that `level` reaches; *found counts them all.  0, or -1 with an
+ * exception. */
 static int handlers_of(ct_logrec_cache *cc, PyObject *c, PyObject *level, PyObject *out,
                        Py_ssize_t *found)
 {
@@ -227,10 +229,14 @@ static int handlers_of(ct_logrec_cache *cc, PyObject *c, PyObject *level, PyObje
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         PyObject *h = PySequence_Fast_GET_ITEM(seq, i); /* borrowed */
         (*found)++;
-        PyObject *hl = PyObject_GetAttr(h, cc->names[N_LEVEL]);
+        PyObject *hl = PyObject_GetAttr(h, cc->names[N_LEVEL]), *handle = NULL;
         int reach = hl ? PyObject_RichCompareBool(level, hl, Py_GE) : -1;
         Py_XDECREF(hl);
-        if (reach < 0 || (reach && PyList_Append(out, h) < 0)) {
+        if (reach > 0 && (!(handle = PyObject_GetAttr(h, cc->names[N_HANDLE])) ||
+                          PyList_Append(out, handle) < 0))
+            reach = -1;
+        Py_XDECREF(handle);
+        if (reach < 0) {
             Py_DECREF(seq);
             return -1;
         }
@@ -430,8 +436,7 @@ static int hand_record(ct_logrec_cache *c, const logrec_slot *s, PyObject *logge
         return r ? 0 : -1;
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(s->handlers); i++) {
-        PyObject *r =
-            PyObject_CallMethodOneArg(PyTuple_GET_ITEM(s->handlers, i), c->names[N_HANDLE], rec);
+        PyObject *r = PyObject_CallOneArg(PyTuple_GET_ITEM(s->handlers, i), rec);
         if (!r)
             return -1;
         Py_DECREF(r);
