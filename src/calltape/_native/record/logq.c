@@ -128,13 +128,13 @@ void ct_logq_after_fork(ct_state *st)
     ct_logrec_forget(st);
 }
 
-/* Hands line `l` to its logger (the GIL held): through logrecord.c, or the
- * hand function when that cannot; a failure is warned about once.  Leaves
- * no exception set. */
-static void hand_one(ct_state *st, const ct_logq_line *l)
+/* Hands line `l` to its logger (the GIL held): on the drainer through
+ * logrecord.c, else (or when that cannot) by the hand function; a failure
+ * is warned about once.  Leaves no exception set. */
+static void hand_one(ct_state *st, const ct_logq_line *l, int drainer)
 {
     PyObject *text = PyUnicode_DecodeUTF8(l->text, (Py_ssize_t)l->len, "replace");
-    int done = text ? ct_logrec_hand(st, l, text) : -1;
+    int done = !text ? -1 : drainer ? ct_logrec_hand(st, l, text) : 0;
     if (!done) {
         PyObject *r =
             PyObject_CallFunction(st->logq.hand, "OiOdks", l->target, l->level, text,
@@ -235,8 +235,7 @@ void ct_logq_put(ct_state *st, PyObject *target, int level, const char *text, si
         l.created_ns = wall_ns();
         l.text = (char *)text;
         t->busy++;
-        ct_logrec_begin(st);
-        hand_one(st, &l);
+        hand_one(st, &l, 0);
         t->busy--;
         return;
     }
@@ -328,7 +327,7 @@ PyObject *ct_logq_run_py(PyObject *m, PyObject *unused)
             break;
         ct_logrec_begin(st);
         for (size_t i = 0; i < k; i++) {
-            hand_one(st, &batch[i]);
+            hand_one(st, &batch[i], 1);
             Py_CLEAR(batch[i].target);
         }
         pthread_mutex_lock(&st->logq.mu);

@@ -28,7 +28,9 @@
  * the lines queued before it; a record factory other than
  * logging.LogRecord, a logger class with its own makeRecord, or a failure
  * to read logging's state leaves the line to the Python hand function
- * (calltape._logq._hand).  Every function here runs with the GIL held.
+ * (calltape._logq._hand).  Every function here runs with the GIL held, on
+ * the drainer only (a line handed on its calling thread, when no drainer
+ * runs, goes to the hand function), so the cache has one user.
  */
 #include "logq.h"
 
@@ -435,13 +437,15 @@ static int hand_record(ct_logrec_cache *c, const logrec_slot *s, PyObject *logge
         Py_XDECREF(r);
         return r ? 0 : -1;
     }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(s->handlers); i++) {
-        PyObject *r = PyObject_CallOneArg(PyTuple_GET_ITEM(s->handlers, i), rec);
-        if (!r)
-            return -1;
-        Py_DECREF(r);
+    PyObject *hs = Py_NewRef(s->handlers); /* the handlers run Python code */
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(hs) && !rc; i++) {
+        PyObject *r = PyObject_CallOneArg(PyTuple_GET_ITEM(hs, i), rec);
+        rc = r ? 0 : -1;
+        Py_XDECREF(r);
     }
-    return 0;
+    Py_DECREF(hs);
+    return rc;
 }
 
 int ct_logrec_hand(ct_state *st, const ct_logq_line *l, PyObject *text)
@@ -457,7 +461,7 @@ int ct_logrec_hand(ct_state *st, const ct_logq_line *l, PyObject *text)
     if (!s->enabled)
         return 1;
     PyObject *rec = record_new(c, s, l, text);
-    int rc = rec && hand_record(c, s, PyTuple_GET_ITEM(s->target, 0), rec) == 0 ? 1 : -1;
+    int rc = rec && hand_record(c, s, PyTuple_GET_ITEM(l->target, 0), rec) == 0 ? 1 : -1;
     Py_XDECREF(rec);
     return rc;
 }
