@@ -594,3 +594,58 @@ def test_holders_nested_in_holders_fire_and_are_put_back():
     assert compiled(price, 8) == 8 and compiled.cache_info().hits == 2
     assert routes["r"][0][0](1) == 1.0 and jobs[0][1](3) == 6
     assert p.instruments["n"].count == 3 and q.instruments["n"].count == 3
+
+
+def test_parameter_values_at_call_however_the_arguments_come():
+    # positional, by keyword, defaulted, with extra positionals, through an instance:
+    # each value is the parameter's at the call (3.11 reads positional calls from the
+    # arguments, the others from the frame; 3.12 always from the frame)
+    got = collections.defaultdict(list)
+
+    class Keep(probes.Instrument):
+        def fire(self, value, ns):
+            got[self.name].append(value)
+
+    qty = probes.HistogramInstrument("qty", "qty", event="call")
+    p = probe_with(S.price, q=qty, u=probes.LogInstrument("u", "unit", event="call"))
+    with_log = logging.getLogger("calltape.probes")
+    seen = []
+    h = logging.Handler()
+    h.emit = lambda r: seen.append(r.getMessage())
+    with_log.addHandler(h)
+    old = with_log.level
+    with_log.setLevel(logging.INFO)
+    try:
+        S.price(2)
+        S.price(3, 0.5)
+        S.price(unit=4.0, qty=5)
+        S.price(7, unit=2.0)
+        calltape.flush_logs()
+    finally:
+        with_log.removeHandler(h)
+        with_log.setLevel(old)
+        p.stop()
+    assert qty.stats()["count"] == 4 and qty.stats()["sum"] == 17
+    assert seen == ["Probe (u) = 1.0", "Probe (u) = 0.5", "Probe (u) = 4.0", "Probe (u) = 2.0"]
+
+    p = probe_with(S.decorated, n=Keep("n", "n", event="call"), r=Keep("r", "rest", event="call"))
+    S.decorated(1)
+    S.decorated(2, 3, 4)
+    S.decorated(n=5, key="k")
+    p.stop()
+    assert got["n"] == [1, 2, 5] and got["r"] == [(), (3, 4), ()]
+
+    till = S.Till(2)
+    p = probe_with(S.Till.ring, s=probes.LogInstrument("self", "self", event="call"),
+                   q=probes.HistogramInstrument("q", "qty", event="call"))
+    with_log.addHandler(h)
+    with_log.setLevel(logging.INFO)
+    try:
+        till.ring(3)
+        S.Till.ring(till, 4)
+        calltape.flush_logs()
+    finally:
+        with_log.removeHandler(h)
+        with_log.setLevel(old)
+        p.stop()
+    assert seen[4:] == [f"Probe (self) = {till}"] * 2 and p.instruments["q"].stats()["sum"] == 7

@@ -244,35 +244,51 @@ static PyObject *bare_value(ProbeHook *h, ProbeInstrument *in, PyObject *ns)
     return Py_XNewRef(v);
 }
 
+/* The index of in's parameter when its value is one parameter's name that
+ * the namespace's own names do not shadow, among the first `n` names of
+ * the code; -1 when not.  Names compared by identity: the code's names, the
+ * keys and `bare` are all interned. */
+static int param_index(ProbeHook *h, ProbeInstrument *in, int n)
+{
+    if (!in->bare || in->kind == PKIND_PY || in->kind == PKIND_RECORD)
+        return -1;
+    for (int k = PK_ARGS; k <= PK_NOW; k++) /* the call's namespace sets these after */
+        if (key(h, (enum probe_key)k) == in->bare)
+            return -1;
+    for (int i = 0; i < n && i < PyTuple_GET_SIZE(h->varnames); i++)
+        if (PyTuple_GET_ITEM(h->varnames, i) == in->bare)
+            return i;
+    return -1;
+}
+
 /* A C instrument's value that is one parameter's name, at the call event:
- * read from the frame (PyFrame_GetVar), without building the namespace,
- * where the parameters hold their values at the call.  A new reference, or
- * NULL without an exception when the namespace must be built (another
- * event, a name that is not a parameter or that the namespace's own names
- * shadow, a Python or record instrument). */
-static PyObject *param_at_call(ProbeHook *h, ProbeInstrument *in, int ev, PyFrameObject *frame)
+ * read from the frame (PyFrame_GetVar) on 3.12+, or on 3.11 from the
+ * positional arguments `args` of a call that binds them in order (the
+ * wrapper's, when ct_probe_wrapper_call found it so), without building the
+ * namespace, where the parameters hold their values at the call.  A new
+ * reference, or NULL without an exception when the namespace must be built
+ * (another event, a name that is not a parameter or that the namespace's
+ * own names shadow, a Python or record instrument). */
+static PyObject *param_at_call(ProbeHook *h, ProbeInstrument *in, int ev, PyFrameObject *frame,
+                               PyObject *const *args)
 {
 #if PY_VERSION_HEX >= 0x030C0000
+    (void)args;
     if (ev != PEV_CALL || !in->bare || !frame || in->kind == PKIND_PY || in->kind == PKIND_RECORD)
         return NULL;
     PyCodeObject *co = h->code;
     int n = co->co_argcount + co->co_kwonlyargcount + ((co->co_flags & CO_VARARGS) != 0) +
             ((co->co_flags & CO_VARKEYWORDS) != 0);
-    /* names compared by identity: the code's names, the keys and `bare` are all interned */
-    int found = 0;
-    for (int i = 0; i < n && i < PyTuple_GET_SIZE(h->varnames) && !found; i++)
-        found = PyTuple_GET_ITEM(h->varnames, i) == in->bare;
-    for (int k = PK_ARGS; k <= PK_NOW && found; k++) /* the call's namespace sets these after */
-        found = key(h, (enum probe_key)k) != in->bare;
-    if (!found)
+    if (param_index(h, in, n) < 0)
         return NULL;
     PyObject *v = PyFrame_GetVar(frame, in->bare);
     if (!v)
         PyErr_Clear(); /* deleted already: the namespace's way (left out) */
     return v;
 #else
-    (void)h, (void)in, (void)ev, (void)frame;
-    return NULL;
+    (void)frame;
+    int i = args && ev == PEV_CALL ? param_index(h, in, h->code->co_argcount) : -1;
+    return i < 0 ? NULL : Py_NewRef(args[i]);
 #endif
 }
 
@@ -290,8 +306,8 @@ static void clear_unless_interrupt(void)
  * `build` on first need when NULL).  Calls on_expire for those whose
  * lifespan ended.  Leaves no exception set but a KeyboardInterrupt or a
  * MemoryError (the instruments after it do not fire). */
-static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, double wall,
-                     ct_probe_call *call)
+static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame,
+                     PyObject *const *args, double wall, ct_probe_call *call)
 {
     PyObject *insts = Py_NewRef(h->instruments);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(insts); i++) {
@@ -307,7 +323,7 @@ static void fire_all(ProbeHook *h, int ev, PyObject **ns, PyFrameObject *frame, 
             }
             continue;
         }
-        PyObject *fast = !in->constant && !*ns ? param_at_call(h, in, ev, frame) : NULL;
+        PyObject *fast = !in->constant && !*ns ? param_at_call(h, in, ev, frame, args) : NULL;
         if (!fast && !*ns && (!in->constant || in->kind == PKIND_PY))
             *ns = ns_for_call(h, frame, wall);
         if (!fast && !in->constant && !*ns) {
@@ -368,7 +384,7 @@ static int stack_push(ProbeHook *h, PyObject *ns, uint64_t start_ns, double wall
 /* A call of `h` begins: its call instruments fire, its stack entry is
  * pushed.  `frame` (borrowed) is the target's, or NULL on 3.11 when no
  * instrument needs it (the call's namespace cannot be built then). */
-static void on_call(ProbeHook *h, PyFrameObject *frame)
+static void on_call(ProbeHook *h, PyFrameObject *frame, PyObject *const *args)
 {
     double wall = ct_probe_wall();
     PyObject *ns = NULL;
@@ -376,7 +392,7 @@ static void on_call(ProbeHook *h, PyFrameObject *frame)
         ns = ns_for_call(h, frame, wall);
     clear_unless_interrupt();
     if (!PyErr_Occurred() && (h->mask & PEV_CALL))
-        fire_all(h, PEV_CALL, &ns, frame, wall, NULL);
+        fire_all(h, PEV_CALL, &ns, frame, args, wall, NULL);
     if (h->stacked && stack_push(h, ns, ct_now_ns(), wall) < 0)
         clear_unless_interrupt();
     Py_XDECREF(ns);
@@ -418,14 +434,14 @@ static void on_end(PyCodeObject *co, PyObject *value, int raised, PyFrameObject 
                               end_ns};
         Py_XDECREF(call.globals_of_target); /* the frame keeps them */
         if (h->mask & ev)
-            fire_all(h, ev, &ns, frame, wall, &call);
+            fire_all(h, ev, &ns, frame, NULL, wall, &call);
         if (h->mask & PEV_END) {
             PyObject *locals = PyObject_GetAttrString((PyObject *)frame, "f_locals");
             if (!locals || PyDict_Merge(ns, locals, 1) < 0)
                 PyErr_Clear();
             Py_XDECREF(locals);
             if (!PyErr_Occurred())
-                fire_all(h, PEV_END, &ns, frame, wall, &call);
+                fire_all(h, PEV_END, &ns, frame, NULL, wall, &call);
         }
     }
     clear_unless_interrupt();
@@ -474,7 +490,7 @@ static PyObject *cb_start(PyObject *module, PyObject *const *args, Py_ssize_t na
     if (h) {
         probe_tls.busy++;
         Py_INCREF(h);
-        on_call(h, PyEval_GetFrame());
+        on_call(h, PyEval_GetFrame(), NULL);
         Py_DECREF(h);
         probe_tls.busy--;
     }
@@ -653,7 +669,7 @@ static int catch_event(PyObject *obj, PyFrameObject *frame, int what, PyObject *
     if (what == PyTrace_CALL && co == c->hook->code) {
         c->frame = (PyFrameObject *)Py_NewRef(frame);
         probe_tls.busy++;
-        on_call(c->hook, frame);
+        on_call(c->hook, frame, NULL);
         probe_tls.busy--;
         r = PyErr_Occurred() ? -1 : 0; /* a KeyboardInterrupt: raised in the target */
     }
@@ -672,7 +688,13 @@ PyObject *ct_probe_wrapper_call(ProbeHook *h, PyObject *func, PyObject *const *a
     Py_INCREF(h);
     probe_catch c = {h, NULL, NULL, NULL, 0};
     size_t depth = probe_tls.n;
-    if (h->catch_frame) {
+    /* values that are parameters bound in order are read from the arguments */
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyCodeObject *co = h->code;
+    int in_order =
+        h->args_enough && !kwnames && co->co_kwonlyargcount == 0 &&
+        (nargs == co->co_argcount || (nargs > co->co_argcount && (co->co_flags & CO_VARARGS)));
+    if (h->catch_frame && !in_order) {
         PyThreadState *ts = PyThreadState_Get();
         c.saved_fn = ts->c_profilefunc;
         c.saved_obj = Py_XNewRef(ts->c_profileobj);
@@ -681,7 +703,7 @@ PyObject *ct_probe_wrapper_call(ProbeHook *h, PyObject *func, PyObject *const *a
         PyEval_SetProfile(catch_event, (PyObject *)h);
     } else {
         probe_tls.busy++;
-        on_call(h, NULL);
+        on_call(h, NULL, in_order ? args : NULL);
         probe_tls.busy--;
         if (PyErr_Occurred()) { /* a KeyboardInterrupt: raised in the target */
             Py_DECREF(h);
@@ -742,6 +764,14 @@ static void hook_summarize(ProbeHook *h)
     h->stacked = !gen && (mask & (PEV_RETURN | PEV_ERROR | PEV_END));
     h->ns_at_call = ns && h->stacked;
     h->catch_frame = !gen && (h->stacked || call_ns);
+    /* 3.11: every value at the call a parameter (positional), nothing at the end */
+    int enough = !gen && !h->stacked;
+    for (Py_ssize_t i = 0; enough && i < PyTuple_GET_SIZE(h->instruments); i++) {
+        ProbeInstrument *in = (ProbeInstrument *)PyTuple_GET_ITEM(h->instruments, i);
+        enough =
+            (in->constant && in->kind != PKIND_PY) || param_index(h, in, h->code->co_argcount) >= 0;
+    }
+    h->args_enough = enough;
 }
 
 static PyObject *Hook_start(ProbeHook *self, PyObject *unused)
