@@ -362,8 +362,8 @@ error:
     return -1;
 }
 
-/* The slot of line `l`'s target and level, made for this batch; NULL with
- * an exception. */
+/* The slot of line `l`'s target, level and thread, made for this batch;
+ * NULL with an exception. */
 static logrec_slot *slot_for(ct_logrec_cache *c, const ct_logq_line *l)
 {
     logrec_slot *s = NULL;
@@ -454,8 +454,10 @@ int ct_logrec_hand(ct_state *st, const ct_logq_line *l, PyObject *text)
     if (!c || !c->usable || !PyTuple_CheckExact(l->target) || PyTuple_GET_SIZE(l->target) != 2)
         return 0;
     logrec_slot *s = slot_for(c, l);
-    if (!s)
-        return -1;
+    if (!s) { /* logging's own makeRecord or isEnabledFor raised: as in Python */
+        PyErr_Clear();
+        return 0;
+    }
     if (!s->tmpl)
         return 0;
     if (!s->enabled)
