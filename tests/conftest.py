@@ -8,6 +8,7 @@ paths, signals) run a child interpreter with ``_util.run_python``.
 
 import faulthandler
 import os
+import signal
 import sys
 
 import pytest
@@ -20,6 +21,12 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import calltape
+
+# Started in the background by a shell without job control (`pytest &`), the
+# run inherits Ctrl-C ignored, and so would the children it starts: the tests
+# of Ctrl-C would wait for an interrupt that never comes.  Give it back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # A test that hangs (a deadlock in the engine, say) must fail, not stall the
 # run: after this many seconds every thread's traceback is printed and the
