@@ -88,3 +88,23 @@ void store_redact(const char *path, char *out, size_t n)
         p = q + 9 + strcspn(q + 9, "&#");
     }
 }
+
+char *store_ids_text(const int64_t *ids, size_t n, char open, char close)
+{
+    wbuf b;
+    wbuf_init(&b, NULL, 0); /* on the heap from its first byte: the caller frees it */
+    wbuf_byte(&b, (uint8_t)open);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            wbuf_byte(&b, ',');
+        wbuf_decimal(&b, ids[i]);
+    }
+    wbuf_byte(&b, (uint8_t)close);
+    wbuf_byte(&b, 0);
+    if (b.failed) {
+        if (b.on_heap)
+            wbuf_release_heap(&b);
+        return NULL;
+    }
+    return (char *)b.data;
+}

@@ -294,6 +294,11 @@ extern const store_backend store_pg_backend;
  * Cannot fail (cuts to fit). */
 void store_redact(const char *path, char *out, size_t n);
 
+/* The ids as one statement parameter: `open`, the ids in decimal joined by
+ * commas, `close` ("[1,2,3]" for SQLite's json_each, "{1,2,3}" for a
+ * PostgreSQL int8[]).  malloc'ed, or NULL when memory ran out. */
+char *store_ids_text(const int64_t *ids, size_t n, char open, char close);
+
 /* The kind of store `path` names (store.c).  Never NULL. */
 const store_backend *store_backend_for(const char *path);
 

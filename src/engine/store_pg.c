@@ -153,20 +153,6 @@ void pg_array(pg_params *pp, const char *literal, pq_oid oid)
     pp->oid[i] = oid;
 }
 
-char *pg_ids_literal(const int64_t *ids, size_t n)
-{
-    size_t cap = n * 21 + 3, len = 0;
-    char *a = malloc(cap);
-    if (!a)
-        return NULL;
-    a[len++] = '{';
-    for (size_t i = 0; i < n; i++)
-        len += (size_t)snprintf(a + len, cap - len, "%s%lld", i ? "," : "", (long long)ids[i]);
-    a[len++] = '}';
-    a[len] = 0;
-    return a;
-}
-
 void pg_int_array(pg_params *pp, const char *literal)
 {
     pg_array(pp, literal, 1016); /* int8[] */
@@ -755,7 +741,7 @@ static int link_arrays(const seg_builder *b, int64_t session, char *lit[4])
     }
     wbuf_put(&bits, "}", 2); /* with its NUL */
     for (int a = 0; a < 3; a++)
-        lit[a] = v ? pg_ids_literal(v + (size_t)a * n, n) : NULL;
+        lit[a] = v ? store_ids_text(v + (size_t)a * n, n, '{', '}') : NULL;
     lit[3] = bits.failed ? NULL : strdup((const char *)bits.data);
     free(v);
     wbuf_free(&bits);

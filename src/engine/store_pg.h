@@ -77,9 +77,6 @@ void pg_int(pg_params *pp, int64_t v);
 void pg_text(pg_params *pp, const char *p, size_t n);
 void pg_bytea(pg_params *pp, const void *p, size_t n);
 void pg_int_array(pg_params *pp, const char *literal);
-/* The ids as an int8[] literal ("{1,2,3}") for pg_int_array: malloc'ed, or
- * NULL when memory ran out. */
-char *pg_ids_literal(const int64_t *ids, size_t n);
 /* Appends an array in its text form (`literal`, kept by the caller) of the
  * element type whose array oid is `oid` (1001 bytea[], 1016 int8[]). */
 void pg_array(pg_params *pp, const char *literal, pq_oid oid);

@@ -119,7 +119,7 @@ int pgr_call_total(store *s, const int64_t *functions, size_t n, int64_t *calls,
     if (!n)
         return one_row(s, "SELECT coalesce(sum(calls), 0)::bigint FROM function_sessions", NULL,
                        calls, 1, e);
-    char *a = pg_ids_literal(functions, n);
+    char *a = store_ids_text(functions, n, '{', '}');
     if (!a) {
         set_nomem(e);
         return -1;
@@ -173,7 +173,7 @@ store_cursor *pgr_read_functions(store *s, store_err *e)
 
 store_cursor *pgr_read_session_functions(store *s, const int64_t *sessions, size_t n, store_err *e)
 {
-    char *a = pg_ids_literal(sessions, n);
+    char *a = store_ids_text(sessions, n, '{', '}');
     if (!a) {
         set_nomem(e);
         return NULL;
@@ -244,7 +244,7 @@ static void listing_sql(store *s, const store_segment_filter *f, char *sql, size
         pg_int(pp, session);
         n += snprintf(bounds + n, sizeof bounds - (size_t)n, " AND session = $%d", pp->n);
     } else if (f->nsessions) {
-        *sess = pg_ids_literal(f->sessions, f->nsessions);
+        *sess = store_ids_text(f->sessions, f->nsessions, '{', '}');
         pg_int_array(pp, *sess ? *sess : "{}");
         n += snprintf(bounds + n, sizeof bounds - (size_t)n, " AND session = ANY($%d)", pp->n);
     }
@@ -253,7 +253,7 @@ static void listing_sql(store *s, const store_segment_filter *f, char *sql, size
     else if (f->outcome == OUTCOME_RETURNED)
         n += snprintf(bounds + n, sizeof bounds - (size_t)n, " AND raised < n");
     if (f->nfunctions) {
-        *fns = pg_ids_literal(f->functions, f->nfunctions);
+        *fns = store_ids_text(f->functions, f->nfunctions, '{', '}');
         pg_int_array(pp, *fns ? *fns : "{}");
         snprintf(bounds + n, sizeof bounds - (size_t)n, " AND function = ANY($%d)", pp->n);
     }

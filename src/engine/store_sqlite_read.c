@@ -161,28 +161,12 @@ int sq_function_count(store *s, int64_t *n, store_err *e)
     return rc;
 }
 
-/* The ids as a JSON array ("[1,2,3]"), one statement parameter whatever
- * their count; malloc'ed, or NULL when memory ran out. */
-static char *ids_json(const int64_t *ids, size_t n)
-{
-    size_t cap = n * 21 + 3, len = 0;
-    char *json = malloc(cap);
-    if (!json)
-        return NULL;
-    json[len++] = '[';
-    for (size_t i = 0; i < n; i++)
-        len += (size_t)snprintf(json + len, cap - len, "%s%lld", i ? "," : "", (long long)ids[i]);
-    json[len++] = ']';
-    json[len] = 0;
-    return json;
-}
-
 int sq_call_total(store *s, const int64_t *functions, size_t n, int64_t *calls, store_err *e)
 {
     const char *sql = n ? "SELECT coalesce(sum(calls), 0) FROM functions"
                           " WHERE id IN (SELECT value FROM json_each(?1))"
                         : "SELECT coalesce(sum(calls), 0) FROM functions";
-    char *json = n ? ids_json(functions, n) : NULL;
+    char *json = n ? store_ids_text(functions, n, '[', ']') : NULL;
     if (n && !json) {
         set_nomem(e);
         return -1;
@@ -244,7 +228,7 @@ store_cursor *sq_read_session_functions(store *s, const int64_t *sessions, size_
     sq_cursor *c = cursor_new(s, SQ_FUNCTIONS, sql, e);
     if (!c)
         return NULL;
-    c->json = ids_json(sessions, n);
+    c->json = store_ids_text(sessions, n, '[', ']');
     int rc = c->json ? sqlite3_bind_text(c->q, 1, c->json, -1, SQLITE_STATIC) : SQLITE_NOMEM;
     if (rc != SQLITE_OK) {
         fail(s, rc, e);
@@ -464,9 +448,9 @@ store_cursor *sq_list_segments(store *s, const store_segment_filter *f, store_er
     c->with_links = f->parent != 0;
     c->key = f->parent;
     if (f->nfunctions)
-        c->json = ids_json(f->functions, f->nfunctions);
+        c->json = store_ids_text(f->functions, f->nfunctions, '[', ']');
     if (f->session <= 0 && f->nsessions)
-        c->sessions_json = ids_json(f->sessions, f->nsessions);
+        c->sessions_json = store_ids_text(f->sessions, f->nsessions, '[', ']');
     int rc =
         sqlite3_prepare_v2(sq_db(s), "SELECT " SEGMENT_COLUMNS ", data FROM segments WHERE id = ?",
                            -1, &c->load, NULL);

@@ -56,6 +56,37 @@ void wbuf_release_heap(wbuf *b)
     b->on_heap = 0;
 }
 
+char *wire_digits(uint64_t v, char *end)
+{
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
+    char *p = end;
+    while (v >= 100) { /* two digits a division */
+        const char *d = pairs + 2 * (v % 100);
+        v /= 100;
+        *--p = d[1];
+        *--p = d[0];
+    }
+    if (v >= 10) {
+        *--p = pairs[2 * v + 1];
+        *--p = pairs[2 * v];
+    } else {
+        *--p = (char)('0' + v);
+    }
+    return p;
+}
+
+void wbuf_decimal(wbuf *b, int64_t v)
+{
+    char buf[21];
+    char *p = wire_digits(v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, buf + sizeof buf);
+    if (v < 0)
+        *--p = '-';
+    wbuf_put(b, p, (size_t)(buf + sizeof buf - p));
+}
+
 /* ---- the tokenizer ------------------------------------------------------ */
 
 /* Reads varint n and n bytes: the slice into (*s, *n).  0, or -1 (bad). */

@@ -96,6 +96,13 @@ static inline void wbuf_varint(wbuf *b, uint64_t v)
     b->len = (size_t)(put_varint_raw(b->data + b->len, v) - b->data);
 }
 
+/* The decimal digits of `v` ending at `end` (up to 20 bytes before it are
+ * written); returns where they start.  No printf: the exports and the log
+ * lines write several numbers a call. */
+char *wire_digits(uint64_t v, char *end);
+/* Appends `v` in decimal ("-12"); a failed buffer stays failed. */
+void wbuf_decimal(wbuf *b, int64_t v);
+
 static inline uint64_t zigzag(int64_t v)
 {
     return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);

@@ -39,12 +39,10 @@ class LogInstrument(_probes.LogInstrument):
     defines ``emit(name, text)`` or ``fire`` has it called instead."""
 
     out: Any = None  # None: sys.stdout at the time of the event
+    _kind = 5  # written from C (probes/instrument.c); a subclass's own emit or fire: 0
 
     def emit(self, name: str, text: str) -> None:
         (self.out or sys.stdout).write(f"Probe ({name}) = {text}\n")
-
-
-LogInstrument._kind = 5  # written from C (probes/instrument.c); its subclasses' emit: 0
 
 
 class ProbeTestInstrument(_probes.Instrument):

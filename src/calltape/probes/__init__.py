@@ -104,7 +104,8 @@ class LogInstrument(Instrument):
     The line is made in C and handed to the logger by calltape's log thread
     (``calltape.flush_logs()`` waits for it); ``level`` and ``max_chars`` are
     read when the instrument is made.  A subclass that defines ``fire`` or
-    ``emit`` runs them on the calling thread instead."""
+    ``emit`` runs them on the calling thread instead (unless it sets its own
+    ``_kind``, as calltape.compat.diagnose's does)."""
 
     max_chars = 2000
     level = logging.INFO
@@ -114,7 +115,7 @@ class LogInstrument(Instrument):
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
-        if "fire" in cls.__dict__ or "emit" in cls.__dict__:
+        if ("fire" in cls.__dict__ or "emit" in cls.__dict__) and "_kind" not in cls.__dict__:
             cls._kind = 0  # Python's fire(), on the calling thread
 
     def fire(self, value: Any, namespace: dict[str, Any] | None) -> None:

@@ -108,39 +108,6 @@ static void put_str(wbuf *b, const char *s)
 /* A string literal's bytes, its length known when compiling. */
 #define put_lit(b, lit) wbuf_put((b), (lit), sizeof(lit) - 1)
 
-/* The decimal digits of `v` at the end of buf[24]; returns where they
- * start (no printf: the exports write several numbers a call). */
-static char *digits_of(uint64_t v, char *buf)
-{
-    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
-                                "25262728293031323334353637383940414243444546474849"
-                                "50515253545556575859606162636465666768697071727374"
-                                "75767778798081828384858687888990919293949596979899";
-    char *p = buf + 24;
-    while (v >= 100) { /* two digits a division */
-        const char *d = pairs + 2 * (v % 100);
-        v /= 100;
-        *--p = d[1];
-        *--p = d[0];
-    }
-    if (v >= 10) {
-        *--p = pairs[2 * v + 1];
-        *--p = pairs[2 * v];
-    } else {
-        *--p = (char)('0' + v);
-    }
-    return p;
-}
-
-static void put_int(wbuf *b, int64_t v)
-{
-    char buf[25];
-    char *p = digits_of(v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, buf + 1);
-    if (v < 0)
-        *--p = '-';
-    wbuf_put(b, p, (size_t)(buf + 25 - p));
-}
-
 /* Microseconds with three decimals, exact from ns. */
 static void put_us(wbuf *b, int64_t ns)
 {
@@ -150,7 +117,7 @@ static void put_us(wbuf *b, int64_t ns)
     if (ns < 0)
         wbuf_byte(b, '-');
     char buf[24];
-    char *p = digits_of(a / 1000, buf);
+    char *p = wire_digits(a / 1000, buf + 24);
     wbuf_put(b, p, (size_t)(buf + 24 - p));
     wbuf_put(b, frac, 4);
 }
@@ -309,9 +276,9 @@ static void put_track(export_ctx *x, wbuf *b, int64_t session, int64_t index)
         wbuf t;
         wbuf_init(&t, (uint8_t *)x->track, sizeof x->track);
         put_lit(&t, ",\"pid\":");
-        put_int(&t, pid_of(x, session));
+        wbuf_decimal(&t, pid_of(x, session));
         put_lit(&t, ",\"tid\":");
-        put_int(&t, ident_of(x, session, index)); /* at most 54 bytes: never on the heap */
+        wbuf_decimal(&t, ident_of(x, session, index)); /* at most 54 bytes: never on the heap */
         x->track_len = t.len;
         x->track_session = session;
         x->track_thread = index;
@@ -332,9 +299,9 @@ static void write_chrome(export_ctx *x, const seg_call *c, int64_t session, cons
     put_us(b, c->duration);
     put_track(x, b, session, c->thread);
     put_lit(b, ",\"args\":{\"call\":");
-    put_int(b, c->id);
+    wbuf_decimal(b, c->id);
     put_lit(b, ",\"session\":");
-    put_int(b, session);
+    wbuf_decimal(b, session);
     Py_ssize_t tlen = 0;
     const char *test = test_of(x, c, session, &tlen);
     if (test) { /* only where there is one: most traces have no tests */
@@ -355,19 +322,19 @@ static void write_fields(export_ctx *x, wbuf *b, const seg_call *c, int64_t sess
                          const export_fn *fn)
 {
     put_lit(b, "\"id\":");
-    put_int(b, c->id);
+    wbuf_decimal(b, c->id);
     put_lit(b, ",\"session\":");
-    put_int(b, session);
+    wbuf_decimal(b, session);
     put_lit(b, ",\"thread\":");
-    put_int(b, ident_of(x, session, c->thread));
+    wbuf_decimal(b, ident_of(x, session, c->thread));
     put_lit(b, ",\"function\":");
     put_full_json(b, fn);
     put_lit(b, ",\"module\":");
     put_json_z(b, fn ? fn->module : "?");
     put_lit(b, ",\"start\":");
-    put_int(b, c->start);
+    wbuf_decimal(b, c->start);
     put_lit(b, ",\"duration\":");
-    put_int(b, c->duration);
+    wbuf_decimal(b, c->duration);
     put_lit(b, ",\"outcome\":\"");
     put_str(b, ct_outcome_name(c->outcome));
     put_lit(b, "\",\"captured\":");
@@ -415,20 +382,20 @@ static void put_csv(export_ctx *x, const uint8_t *s, size_t n)
 static void write_csv(export_ctx *x, const seg_call *c, int64_t session, const export_fn *fn)
 {
     wbuf *b = &x->out;
-    put_int(b, c->id);
+    wbuf_decimal(b, c->id);
     wbuf_byte(b, ',');
-    put_int(b, session);
+    wbuf_decimal(b, session);
     wbuf_byte(b, ',');
-    put_int(b, ident_of(x, session, c->thread));
+    wbuf_decimal(b, ident_of(x, session, c->thread));
     wbuf_byte(b, ',');
     const char *full = fn ? fn->full : "?", *module = fn ? fn->module : "?";
     put_csv(x, (const uint8_t *)full, strlen(full));
     wbuf_byte(b, ',');
     put_csv(x, (const uint8_t *)module, strlen(module));
     wbuf_byte(b, ',');
-    put_int(b, c->start);
+    wbuf_decimal(b, c->start);
     wbuf_byte(b, ',');
-    put_int(b, c->duration);
+    wbuf_decimal(b, c->duration);
     wbuf_byte(b, ',');
     put_str(b, ct_outcome_name(c->outcome));
     wbuf_byte(b, ',');
@@ -460,7 +427,7 @@ static void put_sec(wbuf *b, int64_t ns)
     if (ns < 0)
         wbuf_byte(b, '-');
     char buf[24], frac[10] = {'.'};
-    char *p = digits_of(a / 1000000000, buf);
+    char *p = wire_digits(a / 1000000000, buf + 24);
     wbuf_put(b, p, (size_t)(buf + 24 - p));
     uint64_t f = a % 1000000000;
     for (int i = 9; i >= 1; i--, f /= 10)
@@ -504,11 +471,11 @@ static void write_results(export_ctx *x, const seg_call *c, int64_t session, con
                           int64_t function)
 {
     wbuf *b = &x->out;
-    put_int(b, c->id);
+    wbuf_decimal(b, c->id);
     wbuf_byte(b, ',');
-    put_int(b, session);
+    wbuf_decimal(b, session);
     wbuf_byte(b, ',');
-    put_int(b, ident_of(x, session, c->thread));
+    wbuf_decimal(b, ident_of(x, session, c->thread));
     wbuf_byte(b, ',');
     const char *full = fn ? fn->full : "?";
     put_csv(x, (const uint8_t *)full, strlen(full));
@@ -521,7 +488,7 @@ static void write_results(export_ctx *x, const seg_call *c, int64_t session, con
         put_sec(b, c->cpu_ns);
     wbuf_byte(b, ',');
     if (c->flags & REC_HAS_MEMORY)
-        put_int(b, c->rss_after - c->rss_before);
+        wbuf_decimal(b, c->rss_after - c->rss_before);
     wbuf_byte(b, ',');
     put_str(b, ct_outcome_name(c->outcome));
     put_lit(b, "\r\n");
@@ -673,7 +640,7 @@ static int chrome_head(ct_tape *t, export_ctx *x, PyObject *procs)
 {
     wbuf *b = &x->out;
     put_lit(b, "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"calltape_base_ns\":");
-    put_int(b, x->base_ns);
+    wbuf_decimal(b, x->base_ns);
     put_lit(b, "},\"traceEvents\":[");
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(procs); i++) {
         long long session, pid;
@@ -683,7 +650,7 @@ static int chrome_head(ct_tape *t, export_ctx *x, PyObject *procs)
             return -1;
         put_str(b, x->written ? ",\n" : "\n");
         put_lit(b, "{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":");
-        put_int(b, pid);
+        wbuf_decimal(b, pid);
         put_lit(b, ",\"tid\":0,\"args\":{\"name\":");
         ct_put_json(b, label, (size_t)n);
         put_lit(b, "}}");
@@ -699,9 +666,9 @@ static int chrome_head(ct_tape *t, export_ctx *x, PyObject *procs)
             if (!name)
                 return -1;
             put_lit(b, ",\n{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":");
-            put_int(b, pid);
+            wbuf_decimal(b, pid);
             put_lit(b, ",\"tid\":");
-            put_int(b, th->ident);
+            wbuf_decimal(b, th->ident);
             put_lit(b, ",\"args\":{\"name\":");
             put_json_z(b, *name ? name : "thread");
             put_lit(b, "}}");
@@ -798,7 +765,7 @@ static void write_agg_row(export_ctx *x, int64_t id)
     const char *full = x->fns[id].full ? x->fns[id].full : "?";
     put_csv(x, (const uint8_t *)full, strlen(full));
     wbuf_byte(b, ',');
-    put_int(b, (int64_t)a->n);
+    wbuf_decimal(b, (int64_t)a->n);
     wbuf_byte(b, ',');
     put_sec(b, a->total);
     wbuf_byte(b, ',');
@@ -819,7 +786,7 @@ static void write_agg_row(export_ctx *x, int64_t id)
     if (a->mem_n)
         put_double(b, (double)a->mem_sum / (double)a->mem_n, "%.1f");
     wbuf_byte(b, ',');
-    put_int(b, a->errors);
+    wbuf_decimal(b, a->errors);
     put_lit(b, "\r\n");
 }
 

@@ -764,14 +764,16 @@ static void hook_summarize(ProbeHook *h)
     h->stacked = !gen && (mask & (PEV_RETURN | PEV_ERROR | PEV_END));
     h->ns_at_call = ns && h->stacked;
     h->catch_frame = !gen && (h->stacked || call_ns);
-    /* 3.11: every value at the call a parameter (positional), nothing at the end */
-    int enough = !gen && !h->stacked;
+#if !PROBE_SYSMON
+    /* every value at the call a parameter (positional), nothing at the end */
+    int enough = h->catch_frame && !h->stacked;
     for (Py_ssize_t i = 0; enough && i < PyTuple_GET_SIZE(h->instruments); i++) {
         ProbeInstrument *in = (ProbeInstrument *)PyTuple_GET_ITEM(h->instruments, i);
         enough =
             (in->constant && in->kind != PKIND_PY) || param_index(h, in, h->code->co_argcount) >= 0;
     }
     h->args_enough = enough;
+#endif
 }
 
 static PyObject *Hook_start(ProbeHook *self, PyObject *unused)

@@ -357,23 +357,6 @@ static int log_line(ct_state *st, ProbeInstrument *in, const char *t, Py_ssize_t
     return rc;
 }
 
-/* Writes `v` in decimal at `out` (at least 21 bytes); returns the length. */
-static int decimal(long long v, char *out)
-{
-    char tmp[24];
-    int n = 0, len = 0;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        out[len++] = '-';
-    while (n)
-        out[len++] = tmp[--n];
-    return len;
-}
-
 /* "Probe (name) = str(value)" (the text cut to max_chars, "..." ending
  * it), queued or printed; a None value is neither. */
 static int log_add(ct_state *st, ProbeInstrument *in, PyObject *value)
@@ -383,10 +366,12 @@ static int log_add(ct_state *st, ProbeInstrument *in, PyObject *value)
     if (PyLong_CheckExact(value)) { /* an int's text, as str() gives it, without a str made */
         int overflow = 0;
         long long iv = PyLong_AsLongLongAndOverflow(value, &overflow); /* an exact int: no error */
-        char digits[24];
-        int nd = overflow ? 0 : decimal(iv, digits);
-        if (nd > 0 && nd <= in->log_max_chars)
-            return log_line(st, in, digits, (Py_ssize_t)nd);
+        uint8_t digits[24];
+        wbuf d;
+        wbuf_init(&d, digits, sizeof digits);
+        wbuf_decimal(&d, iv); /* never past `digits`: 20 bytes at most */
+        if (!overflow && (Py_ssize_t)d.len <= in->log_max_chars)
+            return log_line(st, in, (const char *)d.data, (Py_ssize_t)d.len);
     }
     PyObject *text = PyObject_Str(value);
     if (!text)

@@ -80,8 +80,8 @@ typedef struct ProbeHook {
     int ns_at_call;        /* some instrument needs the namespace */
     int need_now;          /* ... and `now` in it */
     int stacked;           /* calls push a stack entry (return/error/end) */
-    int catch_frame;       /* 3.11: the wrapper catches the target's frame */
-    int args_enough;       /* 3.11: ... unless the call's arguments bind in order */
+    int catch_frame;       /* 3.11: the wrapper catches the target's frame, */
+    int args_enough;       /* ... unless the call's arguments bind in order */
     int running;
 } ProbeHook;
 
