@@ -298,15 +298,24 @@ typedef struct seg_call {
  * pack every column but start and duration the same way (the bookkeeping
  * columns repeat a byte call after call).  Format 1 (older tapes) is
  * format 2 without the checksums; readers accept all five. */
+/* One call's bookkeeping fields as a builder keeps them until it
+ * finishes: fixed width, so that adding a call stores them without a loop
+ * or a check per field; seg_builder_finish encodes them a column at a
+ * time. */
+typedef struct seg_raw {
+    int64_t id, parent, depth, thread, start, duration;
+    uint64_t flags; /* outcome and flags as the flags column holds them */
+} seg_raw;
+
 typedef struct seg_builder {
     size_t n;
     int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;
     int64_t n_raised, total_dur, first_id, first_start;
     int64_t total_self; /* the sum of its calls' self_ns */
-    int64_t last_id, last_start;
-    wbuf col[10];
-    wbuf parents; /* each call's parent id (int64_t, 0: none), in add order */
-    wbuf links;   /* seg_link rows, made by seg_builder_links */
+    wbuf col[10];       /* id .. flags: made by seg_builder_finish from `raw`;
+                           extras and values: appended by seg_builder_add */
+    wbuf raw;           /* each call's seg_raw, in add order */
+    wbuf links;         /* seg_link rows, made by seg_builder_links */
 } seg_builder;
 
 /* The children index: which segments hold the children of a call.  The
@@ -335,13 +344,15 @@ void seg_builder_free(seg_builder *s);
 void seg_builder_reset(seg_builder *s);
 /* Adds one call (values copied).  Returns 0, or -1 on allocation failure. */
 int seg_builder_add(seg_builder *s, const seg_call *c);
-/* Serializes the segment into `out` (appended), packing its value columns
- * with the compressor table `lz` (NULL: one of its own each time; the
- * bytes are the same).  Returns 0 or -1. */
-int seg_builder_finish(const seg_builder *s, wbuf *out, lz_table *lz);
+/* Serializes the segment into `out` (appended), encoding its bookkeeping
+ * columns from the calls' seg_raw (again at each call: the same bytes
+ * each time) and packing its columns with the compressor table `lz`
+ * (NULL: one of its own each time; the bytes are the same).  Returns 0 or
+ * -1 on allocation failure. */
+int seg_builder_finish(seg_builder *s, wbuf *out, lz_table *lz);
 /* Makes the segment's children-index ranges (seg_link, ascending lo) in
- * s->links from s->parents.  Returns the number of ranges, or -1 on
- * allocation failure. */
+ * s->links from the calls' parents.  Returns the number of ranges, or -1
+ * on allocation failure. */
 int64_t seg_builder_links(seg_builder *s);
 
 typedef struct seg_reader {

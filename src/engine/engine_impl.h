@@ -52,11 +52,16 @@ typedef struct thread_def {
 } thread_def;
 
 /* Self time (selftime.c): the durations of the recorded children seen so
- * far, by their parent's seq. */
+ * far, by their parent's seq: on a stack of the parents seen last, and
+ * in a table for the rest. */
+#define SELFTIME_STACK 128
 typedef struct selftime {
-    uint64_t *keys; /* seq, 0: free */
+    uint64_t *keys; /* the table: seq, 0: free */
     int64_t *ns;
     size_t cap, n;
+    size_t depth;                       /* entries on the stack */
+    uint64_t stack_seq[SELFTIME_STACK]; /* strictly ascending from the bottom */
+    int64_t stack_ns[SELFTIME_STACK];
 } selftime;
 
 /* Takes the children's durations added under `seq` out of `t` (0 when

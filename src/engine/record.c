@@ -8,9 +8,10 @@
 
 int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
 {
-    memset(c, 0, sizeof *c);
-    if (n < REC_CALL_HEAD)
+    if (n < REC_CALL_HEAD) {
+        memset(c, 0, sizeof *c);
         return -1;
+    }
     uint32_t small[3];
     uint64_t wide[4];
     memcpy(small, p, sizeof small);
@@ -24,6 +25,7 @@ int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
     c->start = wide[2];
     c->duration = wide[3];
     c->outcome = p[46];
+    c->cpu_ns = c->rss_before = c->rss_after = c->rss_peak = c->energy_pkg = c->energy_dram = 0;
     wreader r;
     wreader_init(&r, p + REC_CALL_HEAD, n - REC_CALL_HEAD);
     if (c->flags & REC_HAS_CPU)
@@ -39,6 +41,8 @@ int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
     }
 #pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
     for (int i = 0; i < VALUE_NSLOTS; i++) {
+        c->value[i].len = 0;
+        c->value[i].data = NULL;
         if (c->flags & value_flag((enum value_slot)i)) {
             c->value[i].len = (size_t)wreader_varint(&r);
             c->value[i].data = wreader_take(&r, c->value[i].len);

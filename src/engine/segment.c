@@ -28,6 +28,7 @@
  */
 #include "engine.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 
 enum {
@@ -92,7 +93,7 @@ void seg_builder_init(seg_builder *s)
     memset(s, 0, sizeof *s);
     for (int i = 0; i < NCOLS; i++)
         wbuf_init(&s->col[i], NULL, 0);
-    wbuf_init(&s->parents, NULL, 0);
+    wbuf_init(&s->raw, NULL, 0);
     wbuf_init(&s->links, NULL, 0);
 }
 
@@ -100,14 +101,14 @@ void seg_builder_free(seg_builder *s)
 {
     for (int i = 0; i < NCOLS; i++)
         wbuf_free(&s->col[i]);
-    wbuf_free(&s->parents);
+    wbuf_free(&s->raw);
     wbuf_free(&s->links);
     memset(s, 0, sizeof *s);
 }
 
 void seg_builder_reset(seg_builder *s)
 {
-    wbuf keep[NCOLS], parents = s->parents, links = s->links;
+    wbuf keep[NCOLS], raw = s->raw, links = s->links;
     memcpy(keep, s->col, sizeof keep);
     memset(s, 0, sizeof *s);
     for (int i = 0; i < NCOLS; i++) {
@@ -115,27 +116,28 @@ void seg_builder_reset(seg_builder *s)
         s->col[i].len = 0;
         s->col[i].failed = 0;
     }
-    s->parents = parents;
+    s->raw = raw;
     s->links = links;
-    s->parents.len = s->links.len = 0;
-    s->parents.failed = s->links.failed = 0;
+    s->raw.len = s->links.len = 0;
+    s->raw.failed = s->links.failed = 0;
 }
 
 int seg_builder_add(seg_builder *s, const seg_call *c)
 {
     if (s->n == 0) {
-        s->first_id = s->last_id = s->id_min = s->id_max = c->id;
-        s->first_start = s->last_start = s->start_min = s->start_max = c->start;
+        s->first_id = s->id_min = s->id_max = c->id;
+        s->first_start = s->start_min = s->start_max = c->start;
         s->end_max = c->start + c->duration;
         s->dur_min = s->dur_max = c->duration;
     }
-    wbuf_varint(&s->col[COL_ID], zigzag(c->id - s->last_id));
-    wbuf_varint(&s->col[COL_PARENT], c->parent ? zigzag(c->id - c->parent) : 0);
-    wbuf_varint(&s->col[COL_DEPTH], (uint64_t)c->depth);
-    wbuf_varint(&s->col[COL_THREAD], (uint64_t)c->thread);
-    wbuf_varint(&s->col[COL_START], zigzag(c->start - s->last_start));
-    wbuf_varint(&s->col[COL_DUR], (uint64_t)c->duration);
-    wbuf_varint(&s->col[COL_FLAGS], pack_flags(c->outcome, c->flags));
+    seg_raw raw = {c->id,
+                   c->parent,
+                   c->depth,
+                   c->thread,
+                   c->start,
+                   c->duration,
+                   pack_flags(c->outcome, c->flags)};
+    wbuf_put(&s->raw, &raw, sizeof raw);
     wbuf *x = &s->col[COL_EXTRA];
     if (c->flags & REC_HAS_CPU)
         wbuf_varint(x, (uint64_t)c->cpu_ns);
@@ -156,14 +158,10 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
             wbuf_put(col, c->value[i].data, c->value[i].len);
         }
     }
-    wbuf_put(&s->parents, &c->parent, sizeof c->parent);
-    int failed = s->parents.failed;
-    for (int i = 0; i < NCOLS; i++)
-        failed |= s->col[i].failed; /* no branch per column */
-    if (failed)
+    /* the columns this adds to (no branch per column) */
+    if (s->raw.failed | s->col[COL_EXTRA].failed | s->col[COL_ARGS].failed |
+        s->col[COL_RESULT].failed)
         return -1;
-    s->last_id = c->id;
-    s->last_start = c->start;
     if (c->id < s->id_min)
         s->id_min = c->id;
     if (c->id > s->id_max)
@@ -207,31 +205,32 @@ static void align_bits(seg_link *k)
 
 int64_t seg_builder_links(seg_builder *s)
 {
-    size_t n = s->parents.len / sizeof(int64_t), nlinks = 0, last = 0;
-    const int64_t *p = (const int64_t *)(const void *)s->parents.data;
+    size_t n = s->raw.len / sizeof(seg_raw), nlinks = 0, last = 0;
+    const seg_raw *raw = (const seg_raw *)(const void *)s->raw.data;
     s->links.len = 0;
     for (size_t i = 0; i < n; i++) {
+        int64_t parent = raw[i].parent;
         seg_link *k = (seg_link *)(void *)s->links.data;
         size_t at = last;
         /* the block of the previous call's parent, else the others, newest first */
-        if (nlinks == 0 || !same_block(&k[at], p[i]))
-            for (at = nlinks; at-- > 0 && !same_block(&k[at], p[i]);)
+        if (nlinks == 0 || !same_block(&k[at], parent))
+            for (at = nlinks; at-- > 0 && !same_block(&k[at], parent);)
                 ;
         if (at >= nlinks) { /* a new block: none held this parent's */
             seg_link fresh;
             memset(&fresh, 0, sizeof fresh);
-            fresh.lo = fresh.hi = p[i];
+            fresh.lo = fresh.hi = parent;
             wbuf_put(&s->links, &fresh, sizeof fresh);
             if (s->links.failed)
                 return -1;
             k = (seg_link *)(void *)s->links.data;
             at = nlinks++;
         }
-        if (p[i] < k[at].lo)
-            k[at].lo = p[i];
-        if (p[i] > k[at].hi)
-            k[at].hi = p[i];
-        int64_t bit = p[i] % SEG_LINK_SPAN; /* from the block's first id, for now */
+        if (parent < k[at].lo)
+            k[at].lo = parent;
+        if (parent > k[at].hi)
+            k[at].hi = parent;
+        int64_t bit = parent % SEG_LINK_SPAN; /* from the block's first id, for now */
         k[at].parents[bit / 8] |= (uint8_t)(1u << (bit % 8));
         k[at].n++;
         last = at;
@@ -284,11 +283,74 @@ static int pack_column(const wbuf *c, wbuf *packed, lz_table *lz)
     return 1;
 }
 
-int seg_builder_finish(const seg_builder *s, wbuf *out, lz_table *lz)
+/* How a bookkeeping column holds its field: as it is, as the zigzag delta
+ * from the previous call's (the first call's from the segment's first),
+ * or as the zigzag distance back from the call's id to it (0: none). */
+enum seg_encoding { SEG_AS_IS, SEG_DELTA, SEG_BACK };
+#define SEG_ENCODE_BLOCK 256
+
+/* The field at byte offset `off` of `r` (an int64_t or uint64_t). */
+static int64_t raw_field(const seg_raw *r, size_t off)
+{
+    int64_t v;
+    memcpy(&v, (const char *)r + off, sizeof v);
+    return v;
+}
+
+/* Encodes the field at `off` of the `n` calls of `raw` into column `col`
+ * (emptied first) as varints, SEG_ENCODE_BLOCK calls into room reserved
+ * once.  0, or -1 when memory ran out.  Inlined at each use, so that the
+ * loop holds only its own column's work. */
+__attribute__((always_inline)) static inline int encode_column(wbuf *col, const seg_raw *raw,
+                                                               size_t n, size_t off,
+                                                               enum seg_encoding how, int64_t first)
+{
+    col->len = 0;
+    int64_t last = first;
+    for (size_t at = 0; at < n; at += SEG_ENCODE_BLOCK) {
+        size_t end = n - at > SEG_ENCODE_BLOCK ? at + SEG_ENCODE_BLOCK : n;
+        if (wbuf_reserve(col, (end - at) * 10) < 0)
+            return -1;
+        uint8_t *q = col->data + col->len;
+        for (size_t i = at; i < end; i++) {
+            int64_t v = raw_field(&raw[i], off);
+            uint64_t u = (uint64_t)v;
+            if (how == SEG_DELTA) {
+                u = zigzag(v - last);
+                last = v;
+            } else if (how == SEG_BACK) {
+                u = v ? zigzag(raw[i].id - v) : 0;
+            }
+            q = put_varint_raw(q, u);
+        }
+        col->len = (size_t)(q - col->data);
+    }
+    return 0;
+}
+
+/* Encodes the columns id .. flags of the builder's calls from their
+ * seg_raw.  0, or -1 when memory ran out. */
+static int encode_bookkeeping(seg_builder *s)
+{
+    const seg_raw *raw = (const seg_raw *)(const void *)s->raw.data;
+    size_t n = s->raw.len / sizeof *raw;
+    return encode_column(&s->col[COL_ID], raw, n, offsetof(seg_raw, id), SEG_DELTA, s->first_id) |
+           encode_column(&s->col[COL_PARENT], raw, n, offsetof(seg_raw, parent), SEG_BACK, 0) |
+           encode_column(&s->col[COL_DEPTH], raw, n, offsetof(seg_raw, depth), SEG_AS_IS, 0) |
+           encode_column(&s->col[COL_THREAD], raw, n, offsetof(seg_raw, thread), SEG_AS_IS, 0) |
+           encode_column(&s->col[COL_START], raw, n, offsetof(seg_raw, start), SEG_DELTA,
+                         s->first_start) |
+           encode_column(&s->col[COL_DUR], raw, n, offsetof(seg_raw, duration), SEG_AS_IS, 0) |
+           encode_column(&s->col[COL_FLAGS], raw, n, offsetof(seg_raw, flags), SEG_AS_IS, 0);
+}
+
+int seg_builder_finish(seg_builder *s, wbuf *out, lz_table *lz)
 {
     wbuf packed[NCOLS];
     const wbuf *stored[NCOLS];
     unsigned mask = 0;
+    if (encode_bookkeeping(s) < 0)
+        return -1;
     for (int i = 0; i < NCOLS; i++) {
         wbuf_init(&packed[i], NULL, 0);
         stored[i] = &s->col[i];

@@ -15,6 +15,16 @@
  * SELFTIME_MAX_ENTRIES entries the table starts over, so a parent still
  * open then reports its whole duration as self time (never less than
  * true).  Running out of memory does the same.  Writer thread only.
+ *
+ * In front of the table, a stack: on one thread the parents waiting for
+ * their own end are the calls open right now, one inside the other, so
+ * the next one seen is the newest (the stack's top).  An entry is pushed
+ * only above entries of smaller seqs (the stack stays ascending), so a
+ * call whose seq is above the top is not on the stack at all; one below
+ * it (another thread's, or a child that outlived its parent) is found by
+ * binary search.  Whatever the order of events, a parent's entries are
+ * on the stack, in the table or both, and taking it sums both: the stack
+ * only makes the common order cheap.
  */
 #include "engine_impl.h"
 
@@ -75,10 +85,9 @@ static int grow_table(selftime *t)
     return 0;
 }
 
-int64_t selftime_take(selftime *t, uint64_t seq)
+/* Takes `seq` out of the table (0 when it is not there). */
+static int64_t table_take(selftime *t, uint64_t seq)
 {
-    if (!t->n)
-        return 0;
     size_t i = probe(t->keys, t->cap, seq);
     if (!t->keys[i])
         return 0;
@@ -101,7 +110,8 @@ int64_t selftime_take(selftime *t, uint64_t seq)
     return ns;
 }
 
-void selftime_add(selftime *t, uint64_t parent, int64_t ns)
+/* Adds `ns` under `parent` in the table. */
+static void table_add(selftime *t, uint64_t parent, int64_t ns)
 {
     if (t->n >= SELFTIME_MAX_ENTRIES)
         clear(t);
@@ -119,11 +129,69 @@ void selftime_add(selftime *t, uint64_t parent, int64_t ns)
     t->ns[i] += ns;
 }
 
+/* Takes `seq` off the stack below its top (0 when it is not there). */
+static int64_t stack_take(selftime *t, uint64_t seq)
+{
+    size_t lo = 0, hi = t->depth;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->stack_seq[mid] < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == t->depth || t->stack_seq[lo] != seq)
+        return 0;
+    int64_t ns = t->stack_ns[lo];
+    size_t above = t->depth - lo - 1;
+    memmove(&t->stack_seq[lo], &t->stack_seq[lo + 1], above * sizeof t->stack_seq[0]);
+    memmove(&t->stack_ns[lo], &t->stack_ns[lo + 1], above * sizeof t->stack_ns[0]);
+    t->depth--;
+    return ns;
+}
+
+int64_t selftime_take(selftime *t, uint64_t seq)
+{
+    int64_t ns = 0;
+    size_t d = t->depth;
+    if (d && t->stack_seq[d - 1] == seq) {
+        t->depth = d - 1;
+        ns = t->stack_ns[d - 1];
+    } else if (d && seq < t->stack_seq[d - 1]) {
+        ns = stack_take(t, seq);
+    }
+    return t->n ? ns + table_take(t, seq) : ns;
+}
+
+void selftime_add(selftime *t, uint64_t parent, int64_t ns)
+{
+    size_t d = t->depth;
+    if (d && t->stack_seq[d - 1] == parent) {
+        t->stack_ns[d - 1] += ns;
+        return;
+    }
+    if (d && parent < t->stack_seq[d - 1]) {
+        table_add(t, parent, ns);
+        return;
+    }
+    if (d == SELFTIME_STACK) { /* full: its older half moves into the table */
+        size_t half = SELFTIME_STACK / 2;
+        for (size_t i = 0; i < half; i++)
+            table_add(t, t->stack_seq[i], t->stack_ns[i]);
+        memmove(&t->stack_seq[0], &t->stack_seq[half], (d - half) * sizeof t->stack_seq[0]);
+        memmove(&t->stack_ns[0], &t->stack_ns[half], (d - half) * sizeof t->stack_ns[0]);
+        d -= half;
+    }
+    t->stack_seq[d] = parent;
+    t->stack_ns[d] = ns;
+    t->depth = d + 1;
+}
+
 void selftime_free(selftime *t)
 {
     free(t->keys);
     free(t->ns);
     t->keys = NULL;
     t->ns = NULL;
-    t->cap = t->n = 0;
+    t->cap = t->n = t->depth = 0;
 }

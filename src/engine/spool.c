@@ -126,8 +126,8 @@ int spool_hold(writer_state *w, size_t fn)
     for (size_t i = 0; i < sizeof b->col / sizeof b->col[0]; i++)
         if (wbuf_reserve(&b->col[i], h->seg.col[i].cap) < 0)
             b->col[i].failed = 0;
-    if (wbuf_reserve(&b->parents, h->seg.parents.cap) < 0)
-        b->parents.failed = 0;
+    if (wbuf_reserve(&b->raw, h->seg.raw.cap) < 0)
+        b->raw.failed = 0;
     return 0;
 }
 

@@ -222,15 +222,12 @@ static int store_thread(engine *e, thread_def *t, int64_t idx)
     return 0;
 }
 
-/* Maps a seq to its tape-wide call id, reserving its block if needed. */
-static int seq_to_id(engine *e, txn *t, uint64_t seq, int64_t *id)
+/* Maps a seq to its tape-wide call id in a block not taken yet: reserves
+ * the block.  0, or -1 when the store failed. */
+static int seq_to_new_id(engine *e, txn *t, uint64_t seq, int64_t *id)
 {
     writer_state *w = &e->w;
     size_t block = (size_t)(seq / ID_BLOCK);
-    if (block < w->nblocks && w->id_blocks[block]) { /* a block already taken: most calls */
-        *id = w->id_blocks[block] + (int64_t)(seq % ID_BLOCK);
-        return 0;
-    }
     size_t have = w->nblocks;
     if (grow((void **)&w->id_blocks, &have, block + 1, sizeof(int64_t)) < 0)
         return -1;
@@ -250,6 +247,19 @@ static int seq_to_id(engine *e, txn *t, uint64_t seq, int64_t *id)
     return 0;
 }
 
+/* Maps a seq to its tape-wide call id, reserving its block if needed: a
+ * block already taken (most calls) without a call.  0, or -1. */
+static inline int seq_to_id(engine *e, txn *t, uint64_t seq, int64_t *id)
+{
+    const writer_state *w = &e->w;
+    size_t block = (size_t)(seq / ID_BLOCK);
+    if (block < w->nblocks && w->id_blocks[block]) {
+        *id = w->id_blocks[block] + (int64_t)(seq % ID_BLOCK);
+        return 0;
+    }
+    return seq_to_new_id(e, t, seq, id);
+}
+
 static int take_context(engine *e, txn *t, const uint8_t *body, size_t n);
 
 /* 1 while the writer is on a server tape: a failed round then moves onto
@@ -260,17 +270,14 @@ static int keeps(const writer_state *w)
 }
 
 /* Copies `n` bytes of consecutive values to `out`, moving every top-level
- * BLOB_INLINE (also under DEFAULT) into the blob store, when the producer
- * flagged the call as holding one (`blobs`: REC_HAS_BLOBS; without it the
- * values are not walked at all).  Returns the bytes to store (`p` itself
- * when nothing moved) or NULL on error. */
-static const uint8_t *externalize(engine *e, int blobs, const uint8_t *p, size_t n, wbuf *out,
-                                  size_t *outn)
+ * BLOB_INLINE (also under DEFAULT) into the blob store (the producer
+ * flagged the call REC_HAS_BLOBS; without it the values are not walked at
+ * all).  Returns the bytes to store (`p` itself when nothing moved) or
+ * NULL on error. */
+static const uint8_t *externalize(engine *e, const uint8_t *p, size_t n, wbuf *out, size_t *outn)
 {
     const uint8_t *end = p + n;
     *outn = n;
-    if (!blobs)
-        return p;
     int any = 0;
     for (const uint8_t *q = p; q < end;) {
         const uint8_t *v = (*q == WIRE_DEFAULT) ? q + 1 : q;
@@ -382,6 +389,33 @@ enum {
     TAKE_LOST = -3,  /* memory ran out: the call is lost, counted as dropped */
 };
 
+/* The values of `c` as the builder stores them (into s->value): the
+ * record's own bytes, or, when the producer flagged inline blobs, copies
+ * with the blobs moved into the blob store (the args into the writer's
+ * scratch, the others into `scratch`, which the caller frees).  0, or -1
+ * when the store failed. */
+static int take_values(engine *e, const call_rec *c, seg_call *s, wbuf scratch[VALUE_NSLOTS])
+{
+    if (!(c->flags & REC_HAS_BLOBS)) {
+#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
+        for (int i = 0; i < VALUE_NSLOTS; i++)
+            s->value[i] = c->value[i];
+        return 0;
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < VALUE_NSLOTS; i++) {
+        s->value[i] = c->value[i];
+        if (c->flags & value_flag((enum value_slot)i)) {
+            wbuf *out = i == VALUE_ARGS ? &e->w.scratch : &scratch[i];
+            s->value[i].data =
+                externalize(e, c->value[i].data, c->value[i].len, out, &s->value[i].len);
+            if (!s->value[i].data)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 /* Takes one REC_CALL body into its function's builder (self time counted
  * only once every store step succeeded).  Returns 0 or a TAKE_ code. */
 static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
@@ -393,20 +427,12 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
         return 0;
     }
     fn_def *f = &w->fns[c.fn];
-    seg_call s;
-    memset(&s, 0, sizeof s);
-    if ((!f->tape_id && resolve_function(e, f) < 0) ||
-        (c.thread < w->nthreads && w->threads[c.thread].bytes && !w->threads[c.thread].stored &&
-         store_thread(e, &w->threads[c.thread], (int64_t)c.thread) < 0) ||
-        seq_to_id(e, t, c.seq, &s.id) < 0 ||
-        (c.parent && c.parent >= w->seq_floor && seq_to_id(e, t, c.parent, &s.parent) < 0))
-        return TAKE_AGAIN; /* not in a builder: after_rollback does not see it */
+    seg_call s; /* every field set below: no clearing of the value slots */
+    s.parent = 0;
     s.depth = (int64_t)c.depth;
     s.thread = (int64_t)c.thread;
     s.start = e->opt.clock_wall_ns + ((int64_t)c.start - e->opt.clock_mono_ns);
     s.duration = (int64_t)c.duration;
-    if (s.start < t->first_start)
-        t->first_start = s.start;
     s.outcome = c.outcome;
     s.flags = c.flags;
     s.cpu_ns = (int64_t)c.cpu_ns;
@@ -415,22 +441,22 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     s.rss_peak = (int64_t)c.rss_peak;
     s.energy_pkg = (int64_t)c.energy_pkg;
     s.energy_dram = (int64_t)c.energy_dram;
-    int blobs = (c.flags & REC_HAS_BLOBS) != 0;
-    /* the args use the writer's scratch, the other values their own */
-    wbuf scratch[VALUE_NSLOTS];
-#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
-    for (int i = 1; i < VALUE_NSLOTS; i++)
-        wbuf_init(&scratch[i], NULL, 0);
-    int rc = 0;
-#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
-    for (int i = 0; rc == 0 && i < VALUE_NSLOTS; i++) {
-        if (c.flags & value_flag((enum value_slot)i)) {
-            wbuf *out = i == VALUE_ARGS ? &w->scratch : &scratch[i];
-            s.value[i].data =
-                externalize(e, blobs, c.value[i].data, c.value[i].len, out, &s.value[i].len);
-            rc = s.value[i].data ? 0 : -1;
-        }
+    s.self_ns = 0;
+    if ((!f->tape_id && resolve_function(e, f) < 0) ||
+        (c.thread < w->nthreads && w->threads[c.thread].bytes && !w->threads[c.thread].stored &&
+         store_thread(e, &w->threads[c.thread], (int64_t)c.thread) < 0) ||
+        seq_to_id(e, t, c.seq, &s.id) < 0 ||
+        (c.parent && c.parent >= w->seq_floor && seq_to_id(e, t, c.parent, &s.parent) < 0))
+        return TAKE_AGAIN; /* not in a builder: after_rollback does not see it */
+    if (s.start < t->first_start)
+        t->first_start = s.start;
+    wbuf scratch[VALUE_NSLOTS]; /* slot 0 unused: the args use the writer's own */
+    if (c.flags & REC_HAS_BLOBS) {
+#pragma GCC unroll 8
+        for (int i = 1; i < VALUE_NSLOTS; i++)
+            wbuf_init(&scratch[i], NULL, 0);
     }
+    int rc = take_values(e, &c, &s, scratch);
     int again = rc < 0;
     if (rc == 0) {
         /* self time: children end, and reach the writer, before their parent */
@@ -440,9 +466,11 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
             selftime_add(&w->kids, c.parent, (int64_t)c.duration);
         rc = seg_builder_add(&f->seg, &s);
     }
-#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
-    for (int i = 1; i < VALUE_NSLOTS; i++)
-        wbuf_free(&scratch[i]);
+    if (c.flags & REC_HAS_BLOBS) {
+#pragma GCC unroll 8
+        for (int i = 1; i < VALUE_NSLOTS; i++)
+            wbuf_free(&scratch[i]);
+    }
     if (rc < 0) {
         if (again)
             return TAKE_AGAIN;

@@ -2088,14 +2088,54 @@ static void test_selftime_table(void)
         selftime_add(&t, seq * 7, (int64_t)seq);
         selftime_add(&t, seq * 7, 1);
     }
-    CHECK(t.n == n);
+    CHECK(t.n + t.depth == n && t.depth > 0 && t.n > 0);
     int ok = 1;
     for (int64_t seq = (int64_t)n - 1; seq >= 1; seq -= 2) /* odd ones, from the end */
         ok &= selftime_take(&t, (uint64_t)seq * 7) == seq + 1;
     for (uint64_t seq = 2; seq <= n; seq += 2)
         ok &= selftime_take(&t, seq * 7) == (int64_t)seq + 1;
     CHECK(ok);
-    CHECK(t.n == 0 && selftime_take(&t, 7) == 0 && selftime_take(&t, 12345) == 0);
+    CHECK(t.n == 0 && t.depth == 0 && selftime_take(&t, 7) == 0 && selftime_take(&t, 12345) == 0);
+    selftime_free(&t);
+}
+
+/* The self-time stack in the orders calls end in: nested on one thread
+ * (recursion deeper than the stack), two threads interleaved, a child that
+ * outlived its parent, and a parent that gets children on both the stack
+ * and the table; every parent takes back exactly its children's sum. */
+static void test_selftime_orders(void)
+{
+    selftime t = {0};
+    /* a comb deeper than the stack: node k (seq 2k) calls a leaf (seq
+     * 2k + 1, 1 ns), then node k + 1; each node lasts 100 ns */
+    const int64_t nodes = 3 * SELFTIME_STACK;
+    int ok = 1;
+    for (int64_t k = 1; k <= nodes; k++)
+        selftime_add(&t, (uint64_t)(2 * k), 1);
+    CHECK(t.n > 0); /* the stack overflowed into the table */
+    for (int64_t k = nodes; k >= 1; k--) {
+        ok &= selftime_take(&t, (uint64_t)(2 * k)) == 1 + (k < nodes ? 100 : 0);
+        if (k > 1)
+            selftime_add(&t, (uint64_t)(2 * k - 2), 100);
+    }
+    CHECK(ok && t.n == 0 && t.depth == 0);
+    /* two threads: 10 <- 11, 20 <- 21 <- 22, their ends interleaved */
+    selftime_add(&t, 10, 5);
+    selftime_add(&t, 21, 7);
+    selftime_add(&t, 20, 1);
+    CHECK(selftime_take(&t, 10) == 5); /* below the top */
+    selftime_add(&t, 20, 2);
+    CHECK(selftime_take(&t, 21) == 7 && selftime_take(&t, 20) == 3);
+    /* 30's child ended after 30 did: an entry nobody takes, then more calls */
+    CHECK(selftime_take(&t, 30) == 0);
+    selftime_add(&t, 30, 4);
+    selftime_add(&t, 40, 1);
+    selftime_add(&t, 35, 2); /* below the top: onto the table */
+    selftime_add(&t, 35, 3);
+    CHECK(selftime_take(&t, 40) == 1);
+    selftime_add(&t, 35, 4); /* now on the stack too */
+    CHECK(selftime_take(&t, 35) == 9 && selftime_take(&t, 35) == 0);
+    CHECK(t.n == 0 && t.depth == 1); /* 30's orphan */
     selftime_free(&t);
 }
 
@@ -2595,6 +2635,7 @@ int main(void)
     test_find_call_in_a_wide_old_segment();
     test_store_bind_failure();
     test_selftime_table();
+    test_selftime_orders();
     test_self_time_totals();
     test_store_copy();
     test_retain_parse();
