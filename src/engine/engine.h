@@ -39,7 +39,7 @@
 #define CALLTAPE_SCHEMA_VERSION 6 /* 6: probe specs; 5: named spans (tests); 4: self time, ... */
 /* 5: packed bookkeeping columns; 4: the capture in the flags' byte; 3: packed value columns;
  * 2: checksums; 1 to 4 still read */
-#define CALLTAPE_SEGMENT_FORMAT 5
+#define CALLTAPE_SEGMENT_FORMAT 6
 
 #include "wire.h"
 
@@ -296,8 +296,14 @@ typedef struct seg_call {
  * 0-1 outcome, 2 REC_HAS_ARGS, 3 REC_HAS_RESULT, 4-6 the capture, then
  * the other flags at their own bit positions shifted by 7.  Format 5 may
  * pack every column but start and duration the same way (the bookkeeping
- * columns repeat a byte call after call).  Format 1 (older tapes) is
- * format 2 without the checksums; readers accept all five. */
+ * columns repeat a byte call after call).  Format 6 adds a varint after
+ * the packed columns' one: bit i set when packed column i (the args or
+ * the result column) holds its calls' bytes shuffled before packing:
+ * every call takes the same share of it (its raw length / n bytes), and
+ * byte j of call k's share lies at j * n + k (values of one function laid
+ * out alike call after call become runs of the same byte).  Format 1
+ * (older tapes) is format 2 without the checksums; readers accept all
+ * six. */
 /* One call's bookkeeping fields as a builder keeps them until it
  * finishes: fixed width, so that adding a call stores them without a loop
  * or a check per field; seg_builder_finish encodes them a column at a
@@ -312,6 +318,8 @@ typedef struct seg_builder {
     int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;
     int64_t n_raised, total_dur, first_id, first_start;
     int64_t total_self; /* the sum of its calls' self_ns */
+    size_t share[2];    /* bytes the first call added to the args, result column */
+    unsigned uneven;    /* bit 0, 1: a call added another number of bytes there */
     wbuf col[10];       /* id .. flags: made by seg_builder_finish from `raw`;
                            extras and values: appended by seg_builder_add */
     wbuf raw;           /* each call's seg_raw, in add order */
@@ -362,9 +370,11 @@ typedef struct seg_reader {
     const uint8_t *crc;   /* format 2: the ten column checksums; NULL: format 1 */
     unsigned verified;    /* bit i: column i matched its checksum */
     unsigned packed;      /* bit i: column i is packed (format 3), until unpacked */
+    unsigned shuffled;    /* bit i: packed column i is shuffled (format 6) */
     uint8_t format;       /* the segment's format byte */
     uint8_t *unpacked;    /* the unpacked columns, owned (seg_reader_close) */
     size_t unpack_at[10]; /* where in `unpacked` column i goes */
+    size_t scratch_at;    /* where in `unpacked` a shuffled column is unpacked first */
 } seg_reader;
 
 /* Format 2 ends with this many CRC-32Cs; a reader checks them all. */

@@ -134,15 +134,20 @@ size_t lz_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap, lz_ta
         return 0;
     uint32_t *table = t->slot, base = t->base;
     uint8_t *q = dst;
-    size_t anchor = 0, ip = 0;
+    size_t anchor = 0, ip = 0, rep = 0; /* rep: the last match's offset */
     while (n >= 12 && ip + 8 <= n) {
         uint32_t seq = lz_read32(src + ip);
-        uint32_t h = lz_hash(seq);
-        size_t ref = (uint32_t)(table[h] - base); /* an earlier input's: past ip, no match */
-        table[h] = base + (uint32_t)ip;
-        if (ref >= ip || ip - ref > LZ_MAX_OFFSET || lz_read32(src + ref) != seq) {
-            ip += 1 + ((ip - anchor) >> 6); /* skip faster through what does not repeat */
-            continue;
+        size_t ref;
+        if (rep && ip >= rep && lz_read32(src + ip - rep) == seq) {
+            ref = ip - rep; /* calls of one function: the previous one is a stride back */
+        } else {
+            uint32_t h = lz_hash(seq);
+            ref = (uint32_t)(table[h] - base); /* an earlier input's: past ip, no match */
+            table[h] = base + (uint32_t)ip;
+            if (ref >= ip || ip - ref > LZ_MAX_OFFSET || lz_read32(src + ref) != seq) {
+                ip += 1 + ((ip - anchor) >> 6); /* skip faster through what does not repeat */
+                continue;
+            }
         }
         size_t len = LZ_MIN_MATCH + lz_common(src + ref + LZ_MIN_MATCH, src + ip + LZ_MIN_MATCH,
                                               n - ip - LZ_MIN_MATCH);
@@ -151,7 +156,8 @@ size_t lz_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap, lz_ta
             ref--;
             len++;
         }
-        q = lz_sequence(q, src + anchor, ip - anchor, ip - ref, len, src + n, dst + cap);
+        rep = ip - ref;
+        q = lz_sequence(q, src + anchor, ip - anchor, rep, len, src + n, dst + cap);
         ip += len;
         anchor = ip;
         if (ip >= 2 && ip - 2 + 4 <= n) /* seed the table inside the match */

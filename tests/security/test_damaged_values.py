@@ -90,13 +90,13 @@ def _as_format_1(path, *replacements):
     byte replacements given (same lengths) applied to its data."""
     db = sqlite3.connect(path)
     for row, data in db.execute("SELECT id, data FROM segments").fetchall():
-        assert data[0] == 5  # with nothing packed, laid out as format 4
+        assert data[0] == 6  # with nothing packed, laid out as format 4
         at = 1
-        for _ in range(3):  # n, first id, first start: then the packing mask
+        for _ in range(3):  # n, first id, first start: then the packing masks
             _, at = _varint(data, at)
-        assert data[at] == 0, "a small recording packs nothing"
-        # no packing mask, no header and column checksums, the old flags
-        columns, col_at = [], at + 1
+        assert data[at] == 0 and data[at + 1] == 0, "a small recording packs nothing"
+        # no packing masks, no header and column checksums, the old flags
+        columns, col_at = [], at + 2
         for _ in range(10):
             n, col_at = _varint(data, col_at)
             columns.append(data[col_at:col_at + n])
