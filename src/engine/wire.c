@@ -17,6 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+void wire_copy_long(uint8_t *d, const uint8_t *s, size_t n)
+{
+    memcpy(d, s, n);
+}
+
 int wbuf_reserve(wbuf *b, size_t n)
 {
     if (b->failed)

@@ -36,6 +36,24 @@ static int passed, failed;
         }                                                                                          \
     } while (0)
 
+/* wire_copy at every size up to past its longest short copy: exactly the
+ * bytes asked for, nothing either side. */
+static void test_wire_copy(void)
+{
+    uint8_t src[80], dst[96];
+    for (size_t i = 0; i < sizeof src; i++)
+        src[i] = (uint8_t)(i * 7 + 1);
+    int ok = 1;
+    for (size_t n = 0; n <= 72; n++) {
+        memset(dst, 0xee, sizeof dst);
+        wire_copy(dst + 8, src + 3, n);
+        ok &= memcmp(dst + 8, src + 3, n) == 0;
+        for (size_t i = 0; i < sizeof dst; i++)
+            ok &= (i >= 8 && i < 8 + n) || dst[i] == 0xee;
+    }
+    CHECK(ok);
+}
+
 static void test_varint_and_skip(void)
 {
     wbuf b;
@@ -2812,6 +2830,7 @@ static void test_final_round_while_shutting_down(void)
 int main(void)
 {
     test_varint_and_skip();
+    test_wire_copy();
     test_preview_bounded();
     test_tokenizer();
     test_quote_and_float_repr();
