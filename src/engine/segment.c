@@ -418,12 +418,13 @@ static int encode_bookkeeping(seg_builder *s)
 
 int seg_builder_finish(seg_builder *s, wbuf *out, lz_table *lz)
 {
-    wbuf packed[NCOLS], shuffled;
+    wbuf packed[NCOLS], shuffled, plain;
     const wbuf *stored[NCOLS];
     unsigned mask = 0, shuffled_mask = 0;
     if (encode_bookkeeping(s) < 0)
         return -1;
     wbuf_init(&shuffled, NULL, 0);
+    wbuf_init(&plain, NULL, 0);
     for (int i = 0; i < NCOLS; i++) {
         wbuf_init(&packed[i], NULL, 0);
         stored[i] = &s->col[i];
@@ -431,13 +432,26 @@ int seg_builder_finish(seg_builder *s, wbuf *out, lz_table *lz)
             continue;
         const uint8_t *shuf =
             i == COL_ARGS || i == COL_RESULT ? shuffled_column(s, i, &shuffled) : NULL;
-        if (pack_column(&s->col[i], shuf, &packed[i], lz)) {
+        int ok = pack_column(&s->col[i], shuf, &packed[i], lz);
+        if (shuf && (!ok || packed[i].len > s->col[i].len / 4)) {
+            /* not much of a win: the calls as they are may pack smaller */
+            plain.len = 0;
+            if (pack_column(&s->col[i], NULL, &plain, lz) && (!ok || plain.len < packed[i].len)) {
+                wbuf t = packed[i];
+                packed[i] = plain;
+                plain = t;
+                ok = 1;
+                shuf = NULL;
+            }
+        }
+        if (ok) {
             stored[i] = &packed[i];
             mask |= 1u << i;
             shuffled_mask |= shuf ? 1u << i : 0;
         }
     }
     wbuf_free(&shuffled);
+    wbuf_free(&plain);
     size_t start = out->len;
     wbuf_byte(out, CALLTAPE_SEGMENT_FORMAT);
     wbuf_varint(out, s->n);
