@@ -207,6 +207,62 @@ def test_records_made_in_c_are_logging_s_own(tmp_path: Path) -> None:
 
 
 @needs_probes
+def test_a_record_no_handler_kept_is_never_seen_changed(tmp_path: Path) -> None:
+    """The drainer makes a record nobody kept the next line's: a handler that
+    changes or adds attributes, keeps a record or its __dict__ still sees
+    each line's own record, with logging's own fields."""
+    p = run(tmp_path, """
+        import logging, calltape
+        import calltape.probes as probes
+        log = logging.getLogger("calltape.probes")
+        log.setLevel(logging.INFO); log.propagate = False
+        seen, kept, dicts = [], [], []
+        class Look(logging.Handler):  # keeps nothing, changes every third
+            def emit(self, r):
+                seen.append((r.getMessage(), r.levelname, getattr(r, "extra", None), id(r)))
+                n = int(r.getMessage().split()[-1])
+                if n % 3 == 0:
+                    r.levelname = "CHANGED"
+                if n % 5 == 0:
+                    r.extra = "added"
+                if n % 7 == 0:
+                    kept.append(r)
+                if n % 11 == 0:
+                    dicts.append(r.__dict__)
+        log.addHandler(Look())
+        def work(i):
+            return i
+        p = probes.attach_to(work)
+        p.instruments["l"] = probes.LogInstrument("i", "i", event="call")
+        p.start()
+        for i in range(1, 200):
+            work(i)
+        calltape.flush_logs()
+        assert [m for m, *_ in seen] == [f"Probe (i) = {i}" for i in range(1, 200)], seen[:5]
+        assert all(lv == "INFO" and extra is None for _, lv, extra, _ in seen), seen[:5]
+        assert [r.getMessage() for r in kept] == [f"Probe (i) = {i}" for i in range(7, 200, 7)]
+        assert [d["msg"] for d in dicts] == [f"Probe (i) = {i}" for i in range(11, 200, 11)]
+        assert all(r.levelname == ("CHANGED" if int(r.msg.split()[-1]) % 3 == 0 else "INFO")
+                   for r in kept)
+        # a formatting handler beside it (it adds `message` to each record)
+        stream = logging.StreamHandler(open("lines.txt", "w"))
+        stream.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        log.addHandler(stream)
+        del seen[:]
+        for i in range(1, 50):
+            work(i)
+        calltape.flush_logs()
+        stream.flush()
+        lines = open("lines.txt").read().splitlines()
+        assert lines == [f"{'CHANGED' if i % 3 == 0 else 'INFO'} Probe (i) = {i}"
+                         for i in range(1, 50)], lines[:5]
+        assert all(lv == "INFO" for _, lv, _, _ in seen)
+        print("done")
+    """)
+    assert p.stdout.strip() == "done", p.stdout + p.stderr
+
+
+@needs_probes
 def test_lines_of_every_length_arrive_whole_in_order(tmp_path: Path) -> None:
     # texts of 1 byte to 300 kB from three threads: the queue's ring of text
     # wraps many times, and a text too long for it is kept apart

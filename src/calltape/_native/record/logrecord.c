@@ -21,6 +21,13 @@
  * all: logger.callHandlers() runs for each line (it knows lastResort).  A
  * logger with filters gets logger.handle() for each line.
  *
+ * A record no handler kept (only the drainer holds it after the handlers,
+ * its __dict__ too) is kept as the slot's spare and made the next line's
+ * record: when its __dict__ is as it was handed (its version tag, which
+ * every change to a dict changes, is the same: a handler that set or added
+ * any attribute leaves it to be freed), only the line's four items are set
+ * again.  Nobody can tell it from a new record: nothing else refers to it.
+ *
  * Invariants: templates, the enabled answer and the handler lists are
  * remade in every batch (ct_logrec_begin): a line is handled with the
  * logger's level, handlers, the level names, the process's name and
@@ -74,13 +81,15 @@ typedef struct {
     int level;
     unsigned long thread_ident; /* the queuing thread's, and its name: */
     char thread_name[sizeof ct_tls_thread.log_name];
-    uint64_t batch;     /* the batch its template was made in */
-    PyObject *tmpl;     /* owned: the template record's __dict__ (NULL: Python hands) */
-    PyObject *cls;      /* owned: the template record's class */
-    int enabled;        /* logger.isEnabledFor(level) */
-    PyObject *handlers; /* owned tuple: handle() of each handler the level reaches; NULL:
-                           logger.handle() */
-    Py_ssize_t found;   /* how many handlers callHandlers would see (0: lastResort) */
+    uint64_t batch;         /* the batch its template was made in */
+    PyObject *tmpl;         /* owned: the template record's __dict__ (NULL: Python hands) */
+    PyObject *cls;          /* owned: the template record's class */
+    int enabled;            /* logger.isEnabledFor(level) */
+    PyObject *handlers;     /* owned tuple: handle() of each handler the level reaches; NULL:
+                               logger.handle() */
+    Py_ssize_t found;       /* how many handlers callHandlers would see (0: lastResort) */
+    PyObject *spare;        /* owned: a record of this batch's template nobody kept, or NULL */
+    uint64_t spare_version; /* its dict's version tag when it was handed */
 } logrec_slot;
 
 struct ct_logrec_cache {
@@ -114,6 +123,7 @@ static void slot_clear(logrec_slot *s)
     Py_CLEAR(s->tmpl);
     Py_CLEAR(s->cls);
     Py_CLEAR(s->handlers);
+    Py_CLEAR(s->spare);
 }
 
 void ct_logrec_forget(ct_state *st)
@@ -150,6 +160,7 @@ int ct_logrec_traverse(ct_state *st, visitproc visit, void *arg)
         Py_VISIT(c->slots[i].tmpl);
         Py_VISIT(c->slots[i].cls);
         Py_VISIT(c->slots[i].handlers);
+        Py_VISIT(c->slots[i].spare);
     }
     for (int i = 0; i < M_COUNT; i++)
         Py_VISIT(c->methods[i]);
@@ -330,6 +341,7 @@ static int slot_make(ct_logrec_cache *c, logrec_slot *s)
     Py_CLEAR(s->tmpl);
     Py_CLEAR(s->cls);
     Py_CLEAR(s->handlers);
+    Py_CLEAR(s->spare);
     s->batch = c->batch;
     int make = keeps(Py_TYPE(logger), c->names[N_MAKERECORD], c->methods[M_MAKERECORD]);
     if (make <= 0)
@@ -395,19 +407,75 @@ static int set_float(PyObject *d, PyObject *key, double v)
     return rc;
 }
 
-/* A new record of line `l` (text `text`) from slot `s`'s template; NULL
+/* Sets line `l`'s own items (text `text`) in record dict `d`.  0, or -1
  * with an exception. */
-static PyObject *record_new(ct_logrec_cache *c, const logrec_slot *s, const ct_logq_line *l,
-                            PyObject *text)
+static int set_line(ct_logrec_cache *c, PyObject *d, const ct_logq_line *l, PyObject *text)
 {
-    PyObject *d = PyDict_Copy(s->tmpl), *rec = NULL;
-    if (!d || PyDict_SetItem(d, c->names[N_MSG], text) < 0)
-        goto error;
     double ns = (double)l->created_ns;
-    if (set_float(d, c->names[N_CREATED], ns / 1e9) < 0 ||
+    if (PyDict_SetItem(d, c->names[N_MSG], text) < 0 ||
+        set_float(d, c->names[N_CREATED], ns / 1e9) < 0 ||
         set_float(d, c->names[N_MSECS], floor((double)(l->created_ns % 1000000000) / 1e6)) < 0 ||
         set_float(d, c->names[N_RELATIVE], (ns - c->start_ns) / 1e6) < 0)
+        return -1;
+    return 0;
+}
+
+/* The version tag of dict `d` (PEP 509): changed, to a value no dict had
+ * before, by every change to it.  Deprecated since 3.12, and kept up to
+ * date through 3.13; 0 (never reuse) where it is not. */
+static uint64_t dict_version(PyObject *d)
+{
+#if PY_VERSION_HEX < 0x030E0000
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    return ((PyDictObject *)d)->ma_version_tag;
+#pragma GCC diagnostic pop
+#else
+    (void)d;
+    return 0;
+#endif
+}
+
+/* Slot `s`'s spare record made line `l`'s, when nothing changed its
+ * __dict__ since its line's items were set (its version tag says so); NULL
+ * (no exception) when there is none to use, NULL with an exception when
+ * setting the line's items failed.  *version: the dict's version after. */
+static PyObject *record_reused(ct_logrec_cache *c, logrec_slot *s, const ct_logq_line *l,
+                               PyObject *text, uint64_t *version)
+{
+    PyObject *rec = s->spare, *d = NULL;
+    s->spare = NULL;
+    if (!rec)
+        return NULL;
+    if (Py_REFCNT(rec) != 1 || (PyObject *)Py_TYPE(rec) != s->cls ||
+        !(d = PyObject_GenericGetDict(rec, NULL)) || !PyDict_Check(d) || Py_REFCNT(d) != 2 ||
+        !s->spare_version || dict_version(d) != s->spare_version) {
+        PyErr_Clear();
+        Py_XDECREF(d);
+        Py_DECREF(rec);
+        return NULL;
+    }
+    int rc = set_line(c, d, l, text);
+    *version = dict_version(d);
+    Py_DECREF(d);
+    if (rc < 0)
+        Py_CLEAR(rec);
+    return rec;
+}
+
+/* A record of line `l` (text `text`) from slot `s`'s template: its spare
+ * made anew, or a new one; NULL with an exception.  *version: its dict's
+ * version tag once the line's items are set. */
+static PyObject *record_new(ct_logrec_cache *c, logrec_slot *s, const ct_logq_line *l,
+                            PyObject *text, uint64_t *version)
+{
+    PyObject *rec = record_reused(c, s, l, text, version);
+    if (rec || PyErr_Occurred())
+        return rec;
+    PyObject *d = PyDict_Copy(s->tmpl);
+    if (!d || set_line(c, d, l, text) < 0)
         goto error;
+    *version = dict_version(d);
     /* allocated, not made by object.__new__ (the class is the template's:
      * LogRecord): before 3.13 its dict is then the copy, with no empty one
      * made first; 3.13's inline values need the __dict__ setter */
@@ -462,8 +530,13 @@ int ct_logrec_hand(ct_state *st, const ct_logq_line *l, PyObject *text)
         return 0;
     if (!s->enabled)
         return 1;
-    PyObject *rec = record_new(c, s, l, text);
+    uint64_t version = 0;
+    PyObject *rec = record_new(c, s, l, text, &version);
     int rc = rec && hand_record(c, s, PyTuple_GET_ITEM(l->target, 0), rec) == 0 ? 1 : -1;
+    if (rc == 1 && Py_REFCNT(rec) == 1 && !s->spare && s->batch == c->batch) {
+        s->spare = Py_NewRef(rec); /* no handler kept it */
+        s->spare_version = version;
+    }
     Py_XDECREF(rec);
     return rc;
 }
