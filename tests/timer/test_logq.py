@@ -216,7 +216,8 @@ def test_a_record_no_handler_kept_is_never_seen_changed(tmp_path: Path) -> None:
         import calltape.probes as probes
         log = logging.getLogger("calltape.probes")
         log.setLevel(logging.INFO); log.propagate = False
-        seen, kept, dicts = [], [], []
+        import weakref
+        seen, kept, dicts, refs = [], [], [], []
         class Look(logging.Handler):  # keeps nothing, changes every third
             def emit(self, r):
                 seen.append((r.getMessage(), r.levelname, getattr(r, "extra", None), id(r)))
@@ -229,6 +230,8 @@ def test_a_record_no_handler_kept_is_never_seen_changed(tmp_path: Path) -> None:
                     kept.append(r)
                 if n % 11 == 0:
                     dicts.append(r.__dict__)
+                if n % 13 == 0:
+                    refs.append((n, weakref.ref(r)))
         log.addHandler(Look())
         def work(i):
             return i
@@ -242,6 +245,8 @@ def test_a_record_no_handler_kept_is_never_seen_changed(tmp_path: Path) -> None:
         assert all(lv == "INFO" and extra is None for _, lv, extra, _ in seen), seen[:5]
         assert [r.getMessage() for r in kept] == [f"Probe (i) = {i}" for i in range(7, 200, 7)]
         assert [d["msg"] for d in dicts] == [f"Probe (i) = {i}" for i in range(11, 200, 11)]
+        # a weak reference sees its record die, never become another line's
+        assert all(ref() is None or ref().msg == f"Probe (i) = {n}" for n, ref in refs), refs
         assert all(r.levelname == ("CHANGED" if int(r.msg.split()[-1]) % 3 == 0 else "INFO")
                    for r in kept)
         # a formatting handler beside it (it adds `message` to each record)

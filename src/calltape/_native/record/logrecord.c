@@ -26,7 +26,8 @@
  * record: when its __dict__ is as it was handed (its version tag, which
  * every change to a dict changes, is the same: a handler that set or added
  * any attribute leaves it to be freed), only the line's four items are set
- * again.  Nobody can tell it from a new record: nothing else refers to it.
+ * again.  Nobody can tell it from a new record: nothing else refers to it
+ * (a record some weak reference refers to is left to die).
  *
  * Invariants: templates, the enabled answer and the handler lists are
  * remade in every batch (ct_logrec_begin): a line is handled with the
@@ -495,6 +496,14 @@ error:
     return NULL;
 }
 
+/* 1 when some weak reference refers to `rec` (a handler made one): it is
+ * then left to die, so that the reference sees it go. */
+static int has_weakrefs(PyObject *rec)
+{
+    Py_ssize_t at = Py_TYPE(rec)->tp_weaklistoffset; /* below 0: the managed list */
+    return at != 0 && *(PyObject **)(void *)((char *)rec + at) != NULL;
+}
+
 /* Gives `rec` to slot `s`'s handlers, or to logger.handle() /
  * callHandlers() when the slot says so.  0, or -1 with an exception. */
 static int hand_record(ct_logrec_cache *c, const logrec_slot *s, PyObject *logger, PyObject *rec)
@@ -533,7 +542,7 @@ int ct_logrec_hand(ct_state *st, const ct_logq_line *l, PyObject *text)
     uint64_t version = 0;
     PyObject *rec = record_new(c, s, l, text, &version);
     int rc = rec && hand_record(c, s, PyTuple_GET_ITEM(l->target, 0), rec) == 0 ? 1 : -1;
-    if (rc == 1 && Py_REFCNT(rec) == 1 && !s->spare && s->batch == c->batch) {
+    if (rc == 1 && Py_REFCNT(rec) == 1 && !s->spare && s->batch == c->batch && !has_weakrefs(rec)) {
         s->spare = Py_NewRef(rec); /* no handler kept it */
         s->spare_version = version;
     }
