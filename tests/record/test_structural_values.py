@@ -13,7 +13,7 @@ import threading
 import warnings
 
 import pytest
-from _util import is_redacted, only_call, read_calls
+from _util import is_redacted, only_call, read_calls, run_python
 
 import calltape
 from calltape import _native
@@ -202,6 +202,56 @@ def test_standard_types_enums_and_functions(tape):
     assert calls[6].args["v"] is Color.GREEN
     assert calls[0].preview.startswith("datetime(")
     assert "Color.GREEN" in calls[6].preview
+
+
+def module_level_helper(x):
+    return x
+
+
+def test_a_function_not_found_under_its_name_is_unencodable(tape, tmp_path):
+    """As pickle asks of a function it names: module.qualname must be that
+    very function today, else the value is an Unencodable saying so (never a
+    name that fails when the call is read); a function found, a method, a
+    staticmethod and a classmethod's function are named as before."""
+    made = {}
+    exec(compile("def func(x):\n    return x\n", __file__, "exec"), {"__name__": __name__}, made)
+    renamed = module_level_helper.__code__.replace()  # the same code, another object
+    import types
+    twin = types.FunctionType(renamed, globals(), "module_level_helper")
+    for v in (made["func"], twin, module_level_helper, Node.__init__):
+        ident(v)
+    calls = read_calls(tape)
+    lost, copied, found, method = (c.args["v"] for c in calls)
+    assert isinstance(lost, calltape.Unencodable)
+    assert lost.reason == f"it is not found as {__name__}.func", lost.reason
+    assert isinstance(copied, calltape.Unencodable) and "module_level_helper" in copied.reason
+    assert found is module_level_helper and method is Node.__init__
+
+
+def test_a_name_today_s_code_does_not_have_is_one_clear_import_error(tmp_path):
+    """A tape that names a global this machine's code no longer has (recorded
+    before, by a program whose module has changed since) fails to read with
+    one ImportError sentence naming it, not an AttributeError from inside."""
+    (tmp_path / "gone_mod.py").write_text("def helper(x):\n    return x\n")
+    run_python(tmp_path, """
+        import calltape, gone_mod
+        @calltape.record
+        def take(f):
+            return 1
+        take(gone_mod.helper)
+    """, tape=tmp_path / "t.db")
+    (tmp_path / "gone_mod.py").write_text("def other(x):\n    return x\n")
+    proc = run_python(tmp_path, """
+        import calltape
+        c = calltape.open("t.db", trust=True).calls("take")[0]
+        try:
+            c.args
+        except ImportError as e:
+            print("ImportError:", e)
+    """, rc=0)
+    assert proc.stdout.strip() == ("ImportError: the tape names gone_mod.helper, which today's"
+                                   " gone_mod does not have (module 'gone_mod' has no attribute"
+                                   " 'helper')"), proc.stdout + proc.stderr
 
 
 def test_attribute_names_that_are_secrets_are_redacted(tape):

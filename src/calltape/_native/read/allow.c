@@ -291,6 +291,18 @@ PyObject *ct_allow_resolve(const ct_rebuild *r, const char *module, const char *
         return NULL;
     PyObject *obj = allow_walk(r, m, name, full, kind == ALLOW_MODULE);
     Py_DECREF(m);
+    if (!obj && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        /* today's code has no such name: a fact of this machine, as a
+         * module that is not installed, said in one sentence */
+        PyObject *exc = ct_fetch_exc();
+        PyObject *why = exc ? PyObject_Str(exc) : NULL;
+        PyErr_Clear();
+        PyErr_Format(PyExc_ImportError, "the tape names %s, which today's %s does not have (%S)",
+                     full, module, why ? why : Py_None);
+        Py_XDECREF(why);
+        Py_XDECREF(exc);
+        return NULL;
+    }
     if (!obj || kind == ALLOW_EXACT)
         return obj;
     PyObject *home = PyObject_GetAttrString(obj, "__module__");

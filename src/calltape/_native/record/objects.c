@@ -45,6 +45,35 @@ void ct_put_unencodable(ct_state *st, wbuf *b, const char *type, const char *why
     st->sink.counters_dirty = 1;
 }
 
+/* 1 when function `v` is what `module`.`qualname` names today (as pickle
+ * asks of a function it pickles by name), 0 when not.  Read from the
+ * module's and the classes' own dicts (sys.modules, no import, no
+ * __getattr__ run); a staticmethod or classmethod stands for its function. */
+static int findable(PyObject *v, PyObject *module, const char *qualname)
+{
+    PyObject *at = PyImport_GetModule(module); /* new, or NULL: not imported */
+    const char *p = qualname;
+    while (at && *p) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        PyObject *d = PyModule_Check(at) ? PyModule_GetDict(at)
+                      : PyType_Check(at) ? ((PyTypeObject *)at)->tp_dict
+                                         : NULL; /* borrowed */
+        PyObject *key = PyUnicode_FromStringAndSize(p, (Py_ssize_t)n);
+        PyObject *next = d && key ? PyDict_GetItemWithError(d, key) : NULL; /* borrowed */
+        Py_XDECREF(key);
+        Py_XINCREF(next);
+        Py_SETREF(at, next);
+        if (at && (Py_IS_TYPE(at, &PyStaticMethod_Type) || Py_IS_TYPE(at, &PyClassMethod_Type)))
+            Py_SETREF(at, PyObject_GetAttrString(at, "__func__"));
+        p = dot ? dot + 1 : p + n;
+    }
+    PyErr_Clear();
+    int same = at == v;
+    Py_XDECREF(at);
+    return same;
+}
+
 /* A GLOBAL naming `module`.`qualname` (str objects, or NULL: unknown). */
 static int put_global(ct_capture *c, wbuf *b, PyObject *v, PyObject *module, PyObject *qualname)
 {
@@ -85,6 +114,19 @@ int ct_capture_global(ct_capture *c, wbuf *b, PyObject *v)
     }
     if (PyFunction_Check(v)) {
         PyFunctionObject *f = (PyFunctionObject *)v;
+        const char *q = f->func_qualname && PyUnicode_Check(f->func_qualname)
+                            ? PyUnicode_AsUTF8(f->func_qualname)
+                            : NULL;
+        if (q && !strchr(q, '<') && f->func_module && PyUnicode_Check(f->func_module) &&
+            !findable(v, f->func_module, q)) {
+            char why[400];
+            const char *m = PyUnicode_AsUTF8(f->func_module);
+            snprintf(why, sizeof why, "it is not found as %.150s.%.200s", m ? m : "?", q);
+            PyErr_Clear();
+            ct_put_unencodable(c->st, b, "function", why);
+            return 0;
+        }
+        PyErr_Clear();
         return put_global(c, b, v, f->func_module, f->func_qualname);
     }
     if (PyCFunction_Check(v)) {
