@@ -193,6 +193,10 @@ typedef struct value_bytes {
     size_t len;
 } value_bytes;
 
+/* Every value slot's REC_HAS_* flag. */
+#define REC_HAS_VALUES                                                                             \
+    ((uint16_t)(REC_HAS_ARGS | REC_HAS_RESULT | REC_HAS_LOCALS | REC_HAS_GLOBALS | REC_HAS_YIELDS))
+
 /* The REC_HAS_* flag that says `slot` is present. */
 static inline uint16_t value_flag(enum value_slot slot)
 {

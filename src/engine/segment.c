@@ -156,8 +156,7 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
         wbuf_varint(x, (uint64_t)c->energy_dram);
     }
     size_t args_share = 0, result_share = 0;
-    if (c->flags &
-        (REC_HAS_ARGS | REC_HAS_RESULT | REC_HAS_LOCALS | REC_HAS_GLOBALS | REC_HAS_YIELDS)) {
+    if (c->flags & REC_HAS_VALUES) {
         size_t args_at = s->col[COL_ARGS].len, result_at = s->col[COL_RESULT].len;
 #pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
         for (int i = 0; i < VALUE_NSLOTS; i++) {
@@ -324,12 +323,15 @@ static void unshuffle(uint8_t *restrict dst, const uint8_t *restrict src, size_t
     }
 }
 
+/* A column shorter than this is stored as it is. */
+#define SEG_PACK_MIN 256
+
 /* Packs column `c` into `packed` (varint raw length + lz block of its
  * bytes, or of `shuffled`, the same bytes shuffled, when not NULL) when
  * that is at least an eighth smaller.  Returns 1 when packed, 0 when not. */
 static int pack_column(const wbuf *c, const uint8_t *shuffled, wbuf *packed, lz_table *lz)
 {
-    if (c->len < 256 || wbuf_reserve(packed, lz_bound(c->len) + 10) < 0)
+    if (c->len < SEG_PACK_MIN || wbuf_reserve(packed, lz_bound(c->len) + 10) < 0)
         return 0;
     wbuf_varint(packed, c->len);
     size_t n = lz_compress(shuffled ? shuffled : c->data, c->len, packed->data + packed->len,
@@ -346,7 +348,7 @@ static int pack_column(const wbuf *c, const uint8_t *shuffled, wbuf *packed, lz_
 static const uint8_t *shuffled_column(const seg_builder *s, int i, wbuf *into)
 {
     int at = i == COL_ARGS ? 0 : 1;
-    if (s->n < 2 || s->share[at] < 2 || (s->uneven & 1u << at) || s->col[i].len < 256)
+    if (s->n < 2 || s->share[at] < 2 || (s->uneven & 1u << at) || s->col[i].len < SEG_PACK_MIN)
         return NULL;
     into->len = 0;
     if (wbuf_reserve(into, s->col[i].len) < 0)

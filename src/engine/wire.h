@@ -76,6 +76,17 @@ static inline uint8_t *put_varint_raw(uint8_t *p, uint64_t v)
 /* memcpy(d, s, n), out of line: wire_copy's long copies. */
 void wire_copy_long(uint8_t *d, const uint8_t *s, size_t n);
 
+/* The first and the last `w` (at most 16) of the `n` bytes at `s` (n >= w)
+ * to `d`: all of them when n <= 2w, read and written only within them. */
+static inline void wire_copy_ends(uint8_t *d, const uint8_t *s, size_t n, size_t w)
+{
+    uint8_t a[16], z[16];
+    memcpy(a, s, w);
+    memcpy(z, s + n - w, w);
+    memcpy(d, a, w);
+    memcpy(d + n - w, z, w);
+}
+
 /* Copies `n` bytes from `s` to `d` (not overlapping).  Up to 32 bytes (most
  * values, most fields) by two loads and two stores that may overlap, read
  * and written only within the `n` bytes; a library call past that.  A
@@ -87,23 +98,11 @@ static inline void wire_copy(uint8_t *d, const uint8_t *s, size_t n)
     } else if (n > 32) {
         wire_copy_long(d, s, n);
     } else if (n >= 16) {
-        uint8_t a[16], z[16];
-        memcpy(a, s, 16);
-        memcpy(z, s + n - 16, 16);
-        memcpy(d, a, 16);
-        memcpy(d + n - 16, z, 16);
+        wire_copy_ends(d, s, n, 16);
     } else if (n >= 8) {
-        uint64_t a, z;
-        memcpy(&a, s, 8);
-        memcpy(&z, s + n - 8, 8);
-        memcpy(d, &a, 8);
-        memcpy(d + n - 8, &z, 8);
+        wire_copy_ends(d, s, n, 8);
     } else if (n >= 4) {
-        uint32_t a, z;
-        memcpy(&a, s, 4);
-        memcpy(&z, s + n - 4, 4);
-        memcpy(d, &a, 4);
-        memcpy(d + n - 4, &z, 4);
+        wire_copy_ends(d, s, n, 4);
     } else if (n) {
         d[0] = s[0];
         d[n / 2] = s[n / 2];

@@ -396,16 +396,11 @@ enum {
  * when the store failed. */
 static int take_values(engine *e, const call_rec *c, seg_call *s, wbuf scratch[VALUE_NSLOTS])
 {
-    if (!(c->flags & REC_HAS_BLOBS)) {
+    int blobs = (c->flags & REC_HAS_BLOBS) != 0;
 #pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
-        for (int i = 0; i < VALUE_NSLOTS; i++)
-            s->value[i] = c->value[i];
-        return 0;
-    }
-#pragma GCC unroll 8
     for (int i = 0; i < VALUE_NSLOTS; i++) {
         s->value[i] = c->value[i];
-        if (c->flags & value_flag((enum value_slot)i)) {
+        if (blobs && (c->flags & value_flag((enum value_slot)i))) {
             wbuf *out = i == VALUE_ARGS ? &e->w.scratch : &scratch[i];
             s->value[i].data =
                 externalize(e, c->value[i].data, c->value[i].len, out, &s->value[i].len);

@@ -46,20 +46,23 @@ void ct_put_unencodable(ct_state *st, wbuf *b, const char *type, const char *why
 }
 
 /* 1 when function `v` is what `module`.`qualname` names today (as pickle
- * asks of a function it pickles by name), 0 when not.  Read from the
+ * asks of a function it pickles by name), 0 when not; `q` is the
+ * qualname's UTF-8.  Read from the
  * module's and the classes' own dicts (sys.modules, no import, no
  * __getattr__ run); a staticmethod or classmethod stands for its function. */
-static int findable(PyObject *v, PyObject *module, const char *qualname)
+static int findable(PyObject *v, PyObject *module, PyObject *qualname, const char *q)
 {
     PyObject *at = PyImport_GetModule(module); /* new, or NULL: not imported */
-    const char *p = qualname;
+    const char *p = q;
     while (at && *p) {
         const char *dot = strchr(p, '.');
         size_t n = dot ? (size_t)(dot - p) : strlen(p);
         PyObject *d = PyModule_Check(at) ? PyModule_GetDict(at)
                       : PyType_Check(at) ? ((PyTypeObject *)at)->tp_dict
                                          : NULL; /* borrowed */
-        PyObject *key = PyUnicode_FromStringAndSize(p, (Py_ssize_t)n);
+        /* a plain name (most functions) is the qualname itself */
+        PyObject *key =
+            p == q && !dot ? Py_NewRef(qualname) : PyUnicode_FromStringAndSize(p, (Py_ssize_t)n);
         PyObject *next = d && key ? PyDict_GetItemWithError(d, key) : NULL; /* borrowed */
         Py_XDECREF(key);
         Py_XINCREF(next);
@@ -118,7 +121,7 @@ int ct_capture_global(ct_capture *c, wbuf *b, PyObject *v)
                             ? PyUnicode_AsUTF8(f->func_qualname)
                             : NULL;
         if (q && !strchr(q, '<') && f->func_module && PyUnicode_Check(f->func_module) &&
-            !findable(v, f->func_module, q)) {
+            !findable(v, f->func_module, f->func_qualname, q)) {
             char why[400];
             const char *m = PyUnicode_AsUTF8(f->func_module);
             snprintf(why, sizeof why, "it is not found as %.150s.%.200s", m ? m : "?", q);
