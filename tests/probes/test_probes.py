@@ -281,19 +281,22 @@ def test_stopped_probe_has_no_events():
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ patches nothing")
 def test_stopped_probe_puts_every_reference_back():
     # 3.11: start() replaced the staticmethod in the class, the module's
-    # function and the alias another module imported; stop() puts them back
+    # function, the alias another module imported and this frame's locals;
+    # stop() puts them back
     add, fails, alias = S.Cart.__dict__["add"], S.fails, imported_alias
+    originals = id(add), id(fails)
     p = probe_with(S.Cart.add, n=count())
     q = probe_with("probe_subjects.decorated", n=count())
     f = probe_with(S.fails, n=count())
-    assert S.Cart.__dict__["add"] is not add and type(S.Cart.__dict__["add"]) is staticmethod
+    assert id(S.Cart.__dict__["add"]) != originals[0] and type(S.Cart.__dict__["add"]) is staticmethod
+    assert add is S.Cart.__dict__["add"] and fails is S.fails and id(fails) != originals[1]
     assert "calltape probe" in repr(S.Cart.__dict__["add"].__func__)
     assert "calltape probe" in repr(S.fails)
-    assert S.fails.__name__ == "fails" and S.fails.__wrapped__ is fails
+    assert S.fails.__name__ == "fails" and id(S.fails.__wrapped__) == originals[1]
     assert "calltape probe" in repr(S.decorated.__closure__[0].cell_contents)
     for probe in (p, q, f):
         probe.stop()
-    assert S.Cart.__dict__["add"] is add and S.fails is fails
+    assert S.Cart.__dict__["add"] is add and S.fails is fails and (id(add), id(fails)) == originals
     assert globals()["imported_alias"] is alias
     assert "calltape probe" not in repr(S.decorated.__closure__[0].cell_contents)
 
@@ -412,12 +415,15 @@ def test_on_311_what_cannot_be_patched_is_refused_in_one_sentence():
     def only_here(x):
         return x
 
+    deep = ((((((only_here,),),),),),)  # six tuples deep: copies go four levels
     p = probes.attach_to(only_here)
+    del only_here
     p.instruments["n"] = count()
     with pytest.raises(RuntimeError, match=r"cannot probe .*only_here on Python 3\.11: no"
                                            r" reference to its function could be patched"):
         p.start()
     p.stop()
+    assert "calltape probe" not in repr(deep)
     p = probes.attach_to("probe_subjects.outer.<locals>.inner")
     p.instruments["n"] = count()
     with pytest.raises(RuntimeError, match=r"outer\.<locals>\.inner on Python 3\.11: no function"
@@ -489,6 +495,7 @@ def test_references_kept_in_containers_fire_and_are_put_back():
     hooks = types.SimpleNamespace(on_sale=till.ring)
     callbacks = [till.ring]
     bound = hooks.on_sale, callbacks[0]
+    ids = id(pair), id(bound[0])  # 3.11 replaces this frame's locals too
 
     seen = []
 
@@ -515,7 +522,7 @@ def test_references_kept_in_containers_fire_and_are_put_back():
     ]
     if sys.version_info < (3, 12):  # 3.11: the holders held stand-ins meanwhile
         assert "calltape probe" in repr(handlers[1]) and "calltape probe" in repr(half.func)
-        assert routes["pair"] is not pair and hooks.on_sale is not bound[0]
+        assert (id(routes["pair"]), id(hooks.on_sale)) != ids and routes["pair"] is pair
     p.stop()
     q.stop()
 
@@ -527,6 +534,7 @@ def test_references_kept_in_containers_fire_and_are_put_back():
     assert priced.__defaults__ is defaults and defaults[0] is price
     assert routes["pair"] is pair and pair[0] is price
     assert (hooks.on_sale, callbacks[0]) == bound and hooks.on_sale is bound[0]
+    assert (id(pair), id(bound[0])) == ids
     assert callbacks[0] is bound[1] and bound[0].__func__ is ring
     assert S.price is price and S.Till.__dict__["ring"] is ring
     assert call_each() == expected
@@ -534,35 +542,82 @@ def test_references_kept_in_containers_fire_and_are_put_back():
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ patches nothing")
-def test_on_311_a_list_changed_meanwhile_and_what_is_left_alone():
-    # a stand-in that moved in its list is put back where it is now; sets,
-    # list subclasses, named tuples and local variables are not patched, and a
-    # bound method is never changed in place (its hash and == follow its function)
+def test_on_311_sets_keys_subclasses_and_locals_fire_and_are_put_back():
+    # 3.11 replaces the function in sets, frozensets, dict keys (in order),
+    # list subclasses, named tuples, this frame's locals, another thread's
+    # running frame and a suspended generator; calls through each fire, sets
+    # and dicts still find the stand-in by the function (same hash and ==),
+    # and stop() puts the original back everywhere, a moved list item where
+    # it is now; an OrderedDict's keys are left alone (its order is its own)
     class Registry(list):
+        pass
+
+    class Tagged(tuple):
         pass
 
     price = S.price
     Route = collections.namedtuple("Route", "handler name")
     handlers = [price]
     subscribers = {price}
+    frozen = {"f": frozenset([price, len])}
+    weights = {len: 1, price: 2, abs: 3}
+    ordered = collections.OrderedDict([(price, 1)])
     registry = Registry([price])
     route = Route(price, "price")
-    till = S.Till(2)
-    ring = till.ring
-    on_sale = {ring}
+    tagged = Tagged((price,))
+    tagged.note = "kept"
+    local = price
+    ready, go, fired, again = (threading.Event() for _ in range(4))
+    out = []
+
+    def waiter():
+        held = S.price
+        ready.set()
+        go.wait(10)
+        out.append(held(5))
+        fired.set()
+        again.wait(10)
+        out.append((held(6), held is S.price))
+
+    def pricing():
+        f = S.price
+        qty = yield
+        yield f(qty)
+
+    suspended = pricing()
+    next(suspended)
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    ready.wait(10)
+    originals = id(price), id(route), id(tagged)
     p = probe_with(S.price, n=count())
-    q = probe_with(S.Till.ring, n=count())
     handlers.insert(0, len)
-    assert "calltape probe" in repr(handlers[1])
-    assert next(iter(subscribers)) is price and route.handler is price and ring in on_sale
-    assert registry[0] is price
-    assert next(iter(subscribers))(1) == 1.0 and route.handler(2) == 2.0 and ring(3) == 6
-    assert p.instruments["n"].count == 0 and q.instruments["n"].count == 0
-    handlers[1](4)
-    assert p.instruments["n"].count == 1
+    took = S.price  # a local that takes the stand-in meanwhile is put back too
+    assert "calltape probe" in repr(handlers[1]) and "calltape probe" in repr(local)
+    assert price in subscribers and price in frozen["f"] and weights[price] == 2
+    assert list(weights) == [len, price, abs] and "calltape probe" in repr(list(weights)[1])
+    assert next(iter(ordered)) is S.price.__wrapped__  # left alone
+    assert id(route) != originals[1] and route == (price, "price") and type(route) is Route
+    assert type(tagged) is Tagged and tagged.note == "kept" and id(tagged) != originals[2]
+    assert next(f for f in frozen["f"] if f is not len)(1) == 1.0
+    assert next(iter(subscribers))(1) == 1.0 and list(weights)[1](1) == 1.0
+    assert registry[0](1) == 1.0 and route.handler(1) == 1.0 and tagged[0](1) == 1.0
+    assert local(1) == 1.0 and suspended.send(2) == 2.0 and handlers[1](1) == 1.0
+    go.set()
+    fired.wait(10)
+    assert out == [5.0] and p.instruments["n"].count == 10
     p.stop()
-    q.stop()
-    assert handlers == [len, price] and handlers[1] is price and on_sale == {till.ring}
+    again.set()
+    thread.join(10)
+    assert out == [5.0, (6.0, True)] and suspended.gi_frame.f_locals["f"] is price
+    assert handlers == [len, price] and handlers[1] is price and local is price is took
+    assert id(price) == originals[0] and (id(route), id(tagged)) == originals[1:]
+    assert next(iter(subscribers)) is price and price in frozen["f"]
+    assert next(f for f in frozen["f"] if f is not len) is price
+    assert list(weights) == [len, price, abs] and list(weights)[1] is price
+    assert registry[0] is price and route.handler is price and tagged[0] is price
+    assert next(iter(subscribers))(1) == 1.0 and local(1) == 1.0
+    assert p.instruments["n"].count == 10
 
 
 def test_holders_nested_in_holders_fire_and_are_put_back():

@@ -12,11 +12,13 @@ and ``calltape run`` use PROFILER_ID, 2, so both run together): nothing is
 patched, every reference to the function is instrumented however it was
 imported, and a stopped probe (or one with no instruments left) costs nothing.
 On CPython 3.11 (no sys.monitoring) start() patches every reference to the
-function that gc.get_referrers finds and can change (dicts, class dicts,
-lists, closure cells, functools.partial objects, defaults; copies of tuples,
-bound methods, classmethod/staticmethod/property; @calltape.record) with a C
-stand-in, and stop() puts them back (probes/patch.c; the README says what it
-cannot reach).  The events, the namespace and the count and histogram
+function that gc.get_referrers finds or a frame holds (dict values and keys,
+class dicts, lists, sets, closure cells, functools.partial objects, defaults,
+the locals of running frames and suspended generators; copies of tuples,
+frozensets, named tuples, bound methods, classmethod/staticmethod/property;
+@calltape.record) with a C stand-in that hashes and compares as the function,
+and stop() puts them back (probes/patch.c; the README says what it cannot
+reach).  The events, the namespace and the count and histogram
 instruments are C (src/calltape/_native/probes/); this module resolves targets
 and names things.
 """

@@ -1,43 +1,45 @@
 /*
  * patch.c - run-time probes on CPython 3.11, which has no sys.monitoring:
- * the ProbeWrapper type (a callable standing in for one function running
- * the target's code, which fires the probe's instruments through hook.c's
- * ct_probe_wrapper_call) and the patching of every reference to those
- * functions that the collector can find (the objects gc.get_referrers
- * would list) and that can be replaced:
+ * the patching of every reference to the functions running a probed code
+ * object that the collector can find (the objects gc.get_referrers would
+ * list) or that a thread's frame holds, by a ProbeWrapper (wrapper.c), which
+ * fires the probe's instruments and has its function's hash and ==:
  *
- *   - in place: values of dicts (module globals, `from m import f as g`
- *     included, class __dict__s through setattr on the class, instance
+ *   - in place: values and keys of dicts (module globals, `from m import f
+ *     as g` included, class __dict__s through setattr on the class, instance
  *     attributes (an instance keeping them without a dict gets one),
  *     registry dicts, a partial's keywords, the __wrapped__ of
- *     functools.wraps); items of exact lists; closure cells (the `func` a
- *     decorator's wrapper calls); the func or args of functools.partial
- *     objects (through partial's own __reduce__ and __setstate__, so the
- *     partial, its args tuple, keywords and __dict__ stay the same
- *     objects); a function's __defaults__ tuple (replaced, below);
+ *     functools.wraps; keys in order, the dict refilled with their stored
+ *     hashes, unless its type has an item assignment of its own, as
+ *     OrderedDict); items of lists and list subclasses (a hash one keeps of
+ *     its items, as functools' _HashedSeq does, stays true); members of sets;
+ *     closure cells (the `func` a decorator's wrapper calls); the func or
+ *     args of functools.partial objects (through partial's own __reduce__ and
+ *     __setstate__, so the partial, its args tuple, keywords and __dict__ stay
+ *     the same objects); a function's __defaults__ tuple (replaced, below);
+ *     local variables of the frames on every thread's stack and of suspended
+ *     generators and coroutines (frames311.c);
  *   - by a copy holding the wrapper, put wherever the original is held
  *     (recursively, PATCH_DEPTH deep): classmethod, staticmethod and
- *     property objects; exact tuples (they may be dict keys, hashed, or
- *     shared: never changed in place); bound methods (their hash and ==
- *     follow their function, so one changed in place would be lost in a
- *     set or a dict keyed by it);
+ *     property objects; tuples, frozensets and their subclasses (named
+ *     tuples; they may be dict keys, hashed, or shared: never changed in
+ *     place); bound methods (one changed in place would change for every
+ *     holder of it at once);
  *   - @calltape.record: the Recorder calls the wrapper (Recorder.probe).
  *
- * Not replaced: local variables of running frames, set and frozenset
- * members and dict keys (hashed), list subclasses (one may cache a hash
- * of its items, as functools' _HashedSeq does, or watch __setitem__),
- * tuple subclasses (named tuples: their constructors differ), and a
- * copy's holders beyond PATCH_DEPTH.  The heap is walked once per depth:
- * the objects replaced at one depth are a batch (sorted by address), and
- * every tracked object is traversed once with a binary search per
- * reference, so 4,000 tuples holding the function cost one walk.
+ * Not replaced: references held only by C objects the collector cannot see
+ * into, and a copy's holders beyond PATCH_DEPTH.  The heap is walked once
+ * per depth: the objects replaced at one depth are a batch (sorted by
+ * address), and every tracked object is traversed once with a binary search
+ * per reference, so 4,000 tuples holding the function cost one walk.
  *
  * Invariants: h->patches lists (kind, where, key, old, new, owner) for
- * each reference replaced, in order; unpatching walks it backwards and
- * puts `old` back only where `new` still is (a list item that moved is
- * found where it is now); the patcher's own lists (the referrers being
- * walked, h->patches) are never patched; a wrapper of a stopped hook
- * calls its function and nothing else.
+ * each replacement, in order; unpatching walks it backwards and puts `old`
+ * back only where `new` still is (a list item that moved is found where it
+ * is now), then puts the originals back in every running frame, including
+ * frames that took a wrapper after the patch; the patcher's own lists (the
+ * referrers being walked, h->patches) are never patched; a wrapper of a
+ * stopped hook calls its function and nothing else.
  */
 #include "probes.h"
 
@@ -45,124 +47,23 @@
 
 #include "record/recorder.h"
 
-#include <structmember.h>
-
-typedef struct ProbeWrapper {
-    PyObject_HEAD vectorcallfunc vectorcall;
-    ProbeHook *hook;
-    PyObject *func;
-} ProbeWrapper;
-
-/* ---- the wrapper -------------------------------------------------------------- */
-
-static PyObject *Wrapper_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
-                                    PyObject *kwnames)
-{
-    ProbeWrapper *w = (ProbeWrapper *)op;
-    return ct_probe_wrapper_call(w->hook, w->func, args, nargsf, kwnames);
-}
-
-/* As a function: bound to an instance, itself through a class. */
-static PyObject *Wrapper_descr_get(PyObject *self, PyObject *obj, PyObject *type)
-{
-    (void)type;
-    if (!obj || obj == Py_None)
-        return Py_NewRef(self);
-    return PyMethod_New(self, obj);
-}
-
-/* The function's attributes (__name__, __doc__, __module__, __code__,
- * __dict__ ...), __wrapped__ being the function itself. */
-static PyObject *Wrapper_getattro(PyObject *self, PyObject *name)
-{
-    ProbeWrapper *w = (ProbeWrapper *)self;
-    if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "__wrapped__") == 0)
-        return Py_NewRef(w->func);
-    if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "__class__") == 0)
-        return PyObject_GenericGetAttr(self, name);
-    PyObject *r = PyObject_GetAttr(w->func, name);
-    if (r || !PyErr_ExceptionMatches(PyExc_AttributeError))
-        return r;
-    PyErr_Clear();
-    return PyObject_GenericGetAttr(self, name);
-}
-
-static int Wrapper_setattro(PyObject *self, PyObject *name, PyObject *value)
-{
-    return PyObject_SetAttr(((ProbeWrapper *)self)->func, name, value);
-}
-
-static PyObject *Wrapper_repr(ProbeWrapper *w)
-{
-    return PyUnicode_FromFormat("<calltape probe of %R>", w->func);
-}
-
-static int Wrapper_traverse(ProbeWrapper *w, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(w));
-    Py_VISIT(w->hook);
-    Py_VISIT(w->func);
-    return 0;
-}
-
-static int Wrapper_clear(ProbeWrapper *w)
-{
-    Py_CLEAR(w->hook);
-    Py_CLEAR(w->func);
-    return 0;
-}
-
-static void Wrapper_dealloc(ProbeWrapper *w)
-{
-    PyTypeObject *tp = Py_TYPE(w);
-    PyObject_GC_UnTrack(w);
-    Wrapper_clear(w);
-    tp->tp_free((PyObject *)w);
-    Py_DECREF(tp);
-}
-
-static PyMemberDef Wrapper_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(ProbeWrapper, vectorcall), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyType_Slot Wrapper_slots[] = {
-    {Py_tp_doc, "A calltape probe's stand-in for a function (CPython 3.11)"},
-    {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_descr_get, Wrapper_descr_get},
-    {Py_tp_getattro, Wrapper_getattro},
-    {Py_tp_setattro, Wrapper_setattro},
-    {Py_tp_repr, Wrapper_repr},
-    {Py_tp_dealloc, Wrapper_dealloc},
-    {Py_tp_traverse, Wrapper_traverse},
-    {Py_tp_clear, Wrapper_clear},
-    {Py_tp_members, Wrapper_members},
-    {0, NULL},
-};
-
-PyType_Spec ProbeWrapper_spec = {
-    .name = "calltape._native.ProbeWrapper",
-    .basicsize = sizeof(ProbeWrapper),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = Wrapper_slots,
-};
-
-static PyObject *wrapper_new(ct_state *st, ProbeHook *h, PyObject *func)
-{
-    PyTypeObject *tp = st->type.ProbeWrapper;
-    ProbeWrapper *w = (ProbeWrapper *)tp->tp_alloc(tp, 0);
-    if (!w)
-        return NULL;
-    w->vectorcall = Wrapper_vectorcall;
-    w->hook = (ProbeHook *)Py_NewRef(h);
-    w->func = Py_NewRef(func);
-    return (PyObject *)w;
-}
-
 /* ---- finding and replacing references ---------------------------------------- */
 
-enum { PATCH_DICT, PATCH_CELL, PATCH_RECORDER, PATCH_LIST, PATCH_PARTIAL, PATCH_DEFAULTS };
+/* What a note in h->patches says was replaced.  The first six keep the
+ * object replaced and its replacement in the note; the last three keep the
+ * pairs of their batch (a list old, new, old, new ...) in its key. */
+enum {
+    PATCH_DICT,
+    PATCH_CELL,
+    PATCH_RECORDER,
+    PATCH_LIST,
+    PATCH_PARTIAL,
+    PATCH_DEFAULTS,
+    PATCH_SET,       /* a member of a set (or a subclass of set) */
+    PATCH_KEYS,      /* dict keys, the dict emptied and filled again in order */
+    PATCH_GENERATOR, /* locals of a generator's frame; where: a weak reference */
+    PATCH_FRAMES,    /* locals of frames on the threads' stacks */
+};
 
 /* The references are replaced this many copies deep at most (a property
  * holding a staticmethod, a tuple in a tuple ...). */
@@ -234,11 +135,28 @@ static int pair_cmp(const void *x, const void *y)
 /* What replaces `o` in `b` (borrowed), or NULL when `o` is not replaced. */
 static PyObject *batch_find(const batch *b, PyObject *o)
 {
-    if (b->n == 1)
-        return b->v[0].old == o ? b->v[0].new : NULL;
+    if (b->n <= 1)
+        return b->n && b->v[0].old == o ? b->v[0].new : NULL;
     patch_pair key = {o, NULL};
     const patch_pair *hit = bsearch(&key, b->v, (size_t)b->n, sizeof *b->v, pair_cmp);
     return hit ? hit->new : NULL;
+}
+
+/* batch_find for frames311.c and swap_keys. */
+static PyObject *find_in_batch(const void *b, PyObject *o)
+{
+    return batch_find((const batch *)b, o);
+}
+
+/* For unpatching, where `b` maps each replacement to what it replaced: the
+ * original behind `o` (a copy may have replaced a copy, one depth further),
+ * or NULL when `o` replaced nothing. */
+static PyObject *find_origin(const void *b, PyObject *o)
+{
+    PyObject *old = batch_find((const batch *)b, o), *older;
+    for (int i = 0; old && i <= PATCH_DEPTH && (older = batch_find((const batch *)b, old)); i++)
+        old = older;
+    return old;
 }
 
 static int note(patcher *p, int kind, PyObject *where, PyObject *key, PyObject *old, PyObject *new,
@@ -281,12 +199,76 @@ static PyObject *dict_owner(patcher *p, PyObject *d)
     return owner;
 }
 
+/* Replaces the keys of dict `d` that `find` replaces, keeping the dict
+ * and its order: it is emptied and filled again, each entry with its
+ * stored hash (no __hash__ runs).  Only a dict whose type keeps dict's own
+ * item assignment is changed (an OrderedDict keeps an order of its own).
+ * Returns the number of keys replaced, or -1 with an exception set (every
+ * entry is put back even then). */
+static Py_ssize_t swap_keys(PyObject *d, ct_frame_find find, const void *arg)
+{
+    PyObject *k, *v, *items = NULL, *first = NULL;
+    Py_ssize_t pos = 0, n = 0, i = 0;
+    Py_hash_t hash;
+    while (PyDict_Next(d, &pos, &k, &v))
+        n += find(arg, k) != NULL;
+    if (!n ||
+        Py_TYPE(d)->tp_as_mapping->mp_ass_subscript != PyDict_Type.tp_as_mapping->mp_ass_subscript)
+        return 0;
+    Py_ssize_t size = PyDict_GET_SIZE(d);
+    if (!(items = PyList_New(3 * size)))
+        return -1;
+    for (pos = 0; i < size && _PyDict_Next(d, &pos, &k, &v, &hash); i++) {
+        PyObject *h = PyLong_FromSsize_t(hash);
+        if (!h) {
+            Py_DECREF(items);
+            return -1;
+        }
+        PyList_SET_ITEM(items, 3 * i, Py_NewRef(k));
+        PyList_SET_ITEM(items, 3 * i + 1, Py_NewRef(v));
+        PyList_SET_ITEM(items, 3 * i + 2, h);
+    }
+    PyDict_Clear(d);
+    for (i = 0; i < size; i++) {
+        k = PyList_GET_ITEM(items, 3 * i);
+        PyObject *new = find(arg, k);
+        hash = PyLong_AsSsize_t(PyList_GET_ITEM(items, 3 * i + 2));
+        if (_PyDict_SetItem_KnownHash(d, new ? new : k, PyList_GET_ITEM(items, 3 * i + 1), hash) <
+            0) {
+            if (!first)
+                first = ct_fetch_exc();
+            else
+                PyErr_Clear();
+        }
+    }
+    Py_DECREF(items);
+    ct_restore_exc(first);
+    return first ? -1 : n;
+}
+
+/* Notes a replacement of kind `kind` (PATCH_KEYS, PATCH_GENERATOR,
+ * PATCH_FRAMES) in `where`, keeping the pairs of `b`. */
+static int note_pairs(patcher *p, int kind, PyObject *where, const batch *b)
+{
+    PyObject *pairs = PyList_GetSlice(b->keep, 0, PyList_GET_SIZE(b->keep));
+    int r = pairs ? note(p, kind, where, pairs, Py_None, Py_None, NULL) : -1;
+    Py_XDECREF(pairs);
+    return r;
+}
+
 static int replace_in_dict(patcher *p, PyObject *d, const batch *b)
 {
-    PyObject *keys = PyList_New(0), *k, *v, *owner = NULL;
+    PyObject *keys = NULL, *k, *v, *owner = NULL;
     Py_ssize_t pos = 0;
-    if (!keys)
+    int keyed = 0;
+    while (!keyed && PyDict_Next(d, &pos, &k, &v))
+        keyed = batch_find(b, k) != NULL;
+    /* noted first: what swap_keys put in is put back even if it fails */
+    if (keyed && (note_pairs(p, PATCH_KEYS, d, b) < 0 || swap_keys(d, find_in_batch, b) < 0))
         return -1;
+    if (!(keys = PyList_New(0)))
+        return -1;
+    pos = 0;
     while (PyDict_Next(d, &pos, &k, &v))
         if (batch_find(b, v) && PyList_Append(keys, k) < 0)
             goto error;
@@ -333,6 +315,36 @@ static int replace_in_list(patcher *p, PyObject *l, const batch *b)
             return -1;
     }
     return 0;
+}
+
+/* The members of set `s` (or of a subclass of set) that `b` replaces, in
+ * a new list (no __iter__ of a subclass runs), or NULL with an exception
+ * set. */
+static PyObject *set_members(PyObject *s, const batch *b)
+{
+    PyObject *found = PyList_New(0), *key;
+    Py_ssize_t pos = 0;
+    Py_hash_t hash;
+    while (found && _PySet_NextEntry(s, &pos, &key, &hash))
+        if (batch_find(b, key) && PyList_Append(found, key) < 0)
+            Py_CLEAR(found);
+    return found;
+}
+
+/* Replaces the members of set `s` that `b` replaces (the stand-in has its
+ * function's hash and ==: the set finds it where it found the function). */
+static int replace_in_set(patcher *p, PyObject *s, const batch *b)
+{
+    PyObject *found = set_members(s, b);
+    int r = found ? 0 : -1;
+    for (Py_ssize_t i = 0; found && i < PyList_GET_SIZE(found) && r == 0; i++) {
+        PyObject *old = PyList_GET_ITEM(found, i), *new = batch_find(b, old);
+        if (note(p, PATCH_SET, s, NULL, old, new, NULL) < 0 || PySet_Discard(s, old) < 0 ||
+            PySet_Add(s, new) < 0)
+            r = -1;
+    }
+    Py_XDECREF(found);
+    return r;
 }
 
 /* The state (func, args, keywords, __dict__ or None) of partial `part`,
@@ -434,26 +446,87 @@ static int replace_property(PyObject *prop, const batch *b, batch *next)
     return r;
 }
 
-/* An exact tuple `t` holding replaced objects (a tuple cannot change: it
- * may be a dict key, hashed, shared): a copy holding the new ones, for the
- * next depth, where it replaces `t` wherever `t` is held (dict values,
- * lists, cells, defaults, a partial's args, tuples). */
-static int replace_tuple(PyObject *t, const batch *b, batch *next)
+/* A copy of `o`, an instance of `base` (tuple or frozenset) or of a
+ * subclass of it, holding `items` (a list): made as copy and pickle make
+ * one, by base.__new__(type(o), items) without the subclass's own __new__
+ * or __init__ (a named tuple's differ), with o's __dict__ copied when it
+ * has one.  A new reference, or NULL with an exception set. */
+static PyObject *copy_with_items(PyTypeObject *base, PyObject *o, PyObject *items)
 {
-    Py_ssize_t n = PyTuple_GET_SIZE(t), i = 0;
-    while (i < n && !batch_find(b, PyTuple_GET_ITEM(t, i)))
-        i++;
-    if (i == n)
-        return 0;
-    PyObject *copy = PyTuple_New(n);
-    if (!copy)
-        return -1;
-    for (i = 0; i < n; i++) {
-        PyObject *item = PyTuple_GET_ITEM(t, i), *new = batch_find(b, item);
-        PyTuple_SET_ITEM(copy, i, Py_NewRef(new ? new : item));
+    PyTypeObject *tp = Py_TYPE(o);
+    if (tp == base)
+        return base == &PyTuple_Type ? PyList_AsTuple(items) : PyFrozenSet_New(items);
+    PyObject *args = PyTuple_Pack(1, items), *copy = NULL, *d = NULL, *cd = NULL;
+    if (!args || !(copy = base->tp_new(tp, args, NULL)))
+        goto error;
+    if (tp->tp_dictoffset &&
+        (!(d = PyObject_GenericGetDict(o, NULL)) || !(cd = PyObject_GenericGetDict(copy, NULL)) ||
+         PyDict_Update(cd, d) < 0))
+        goto error;
+    Py_DECREF(args);
+    Py_XDECREF(d);
+    Py_XDECREF(cd);
+    return copy;
+error:
+    Py_XDECREF(args);
+    Py_XDECREF(copy);
+    Py_XDECREF(d);
+    Py_XDECREF(cd);
+    return NULL;
+}
+
+/* A tuple or frozenset `o` (or a named tuple, or another subclass) holding
+ * replaced objects: it cannot change (it may be a dict key, hashed,
+ * shared), so a copy holding the new ones goes into `next`, where it
+ * replaces `o` wherever `o` is held (dict values and keys, lists, sets,
+ * cells, defaults, a partial's args, locals, tuples). */
+static int replace_immutable(PyObject *o, const batch *b, batch *next)
+{
+    PyTypeObject *base = PyTuple_Check(o) ? &PyTuple_Type : &PyFrozenSet_Type;
+    PyObject *items = NULL, *item, *copy = NULL;
+    Py_ssize_t found = 0, pos = 0;
+    Py_hash_t hash;
+    if (base == &PyTuple_Type) {
+        if (!(items = PyList_New(PyTuple_GET_SIZE(o))))
+            return -1;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(o); i++)
+            PyList_SET_ITEM(items, i, Py_NewRef(PyTuple_GET_ITEM(o, i)));
+    } else {
+        if (!(items = PyList_New(0)))
+            return -1;
+        while (_PySet_NextEntry(o, &pos, &item, &hash))
+            if (PyList_Append(items, item) < 0)
+                goto error;
     }
-    int r = batch_add(next, t, copy);
-    Py_DECREF(copy);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *new = batch_find(b, PyList_GET_ITEM(items, i));
+        if (!new)
+            continue;
+        PyObject *old = PyList_GET_ITEM(items, i);
+        PyList_SET_ITEM(items, i, Py_NewRef(new));
+        Py_DECREF(old);
+        found++;
+    }
+    int r = 0;
+    if (found)
+        r = (copy = copy_with_items(base, o, items)) ? batch_add(next, o, copy) : -1;
+    Py_DECREF(items);
+    Py_XDECREF(copy);
+    return r;
+error:
+    Py_DECREF(items);
+    return -1;
+}
+
+/* The locals of generator, coroutine or async generator `gen` that `b`
+ * replaces (noted with a weak reference: the note must not keep it). */
+static int replace_in_generator(patcher *p, PyObject *gen, const batch *b)
+{
+    if (!ct_frames_swap_generator(gen, find_in_batch, b))
+        return 0;
+    PyObject *where = PyWeakref_NewRef(gen, NULL);
+    int r = where ? note_pairs(p, PATCH_GENERATOR, where, b) : -1;
+    Py_XDECREF(where);
     return r;
 }
 
@@ -481,8 +554,12 @@ static int replace_in(patcher *p, PyObject *ref, const batch *b, batch *next, in
         return 0;
     if (PyDict_Check(ref))
         return replace_in_dict(p, ref, b);
-    if (PyList_CheckExact(ref)) /* a subclass may keep a hash or observers of its items */
+    if (PyList_Check(ref)) /* a subclass too: a hash it keeps of its items stays true */
         return replace_in_list(p, ref, b);
+    if (PySet_Check(ref))
+        return replace_in_set(p, ref, b);
+    if (PyGen_Check(ref) || PyCoro_CheckExact(ref) || PyAsyncGen_CheckExact(ref))
+        return replace_in_generator(p, ref, b);
     if (PyCell_Check(ref)) {
         PyObject *old = PyCell_GET(ref);
         if (!old || !(new = batch_find(b, old)))
@@ -519,8 +596,8 @@ static int replace_in(patcher *p, PyObject *ref, const batch *b, batch *next, in
         return replace_method(ref, b, next);
     if (PyObject_TypeCheck(ref, &PyProperty_Type))
         return replace_property(ref, b, next);
-    if (PyTuple_CheckExact(ref))
-        return replace_tuple(ref, b, next);
+    if (PyTuple_Check(ref) || PyFrozenSet_Check(ref))
+        return replace_immutable(ref, b, next);
     if (PyMethod_Check(ref))
         return replace_bound(ref, b, next);
     return 0;
@@ -573,6 +650,9 @@ static int replace_everywhere(patcher *p, batch *b, int depth)
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs); i++)
         if (replace_in(p, PyList_GET_ITEM(refs, i), b, &next, depth) < 0)
             goto done;
+    /* the threads' running frames, which the collector does not list */
+    if (ct_frames_swap_running(find_in_batch, b) && note_pairs(p, PATCH_FRAMES, Py_None, b) < 0)
+        goto done;
     p->nmine = base + 1; /* b->keep stays: it holds what was replaced */
     Py_CLEAR(refs);
     r = next.n ? replace_everywhere(p, &next, depth + 1) : 0;
@@ -625,7 +705,7 @@ int ct_probe_patch(ProbeHook *h)
             continue;
         nfuncs++;
         batch b = {0};
-        PyObject *w = wrapper_new(st, h, f);
+        PyObject *w = ct_probe_wrapper_new(st, h, f);
         int r = w && batch_add(&b, f, w) == 0 ? replace_everywhere(&p, &b, 0) : -1;
         Py_XDECREF(w);
         batch_clear(&b);
@@ -634,9 +714,9 @@ int ct_probe_patch(ProbeHook *h)
     }
     if (PyList_GET_SIZE(h->patches) == 0) {
         PyErr_Format(PyExc_RuntimeError, "cannot probe %U on Python 3.11: %s", h->code->co_qualname,
-                     nfuncs ? "no reference to its function could be patched (only local"
-                              " variables of running frames, sets, list or tuple"
-                              " subclasses hold it)"
+                     nfuncs ? "no reference to its function could be patched (only C objects"
+                              " hold it, or tuples, frozensets or methods more than four"
+                              " levels deep)"
                             : "no function runs its code now (a local function made at each"
                               " call of the one around it needs Python 3.12+)");
         goto error;
@@ -680,8 +760,21 @@ static int unpatch_partial(PyObject *type, PyObject *part, PyObject *key, PyObje
     return same ? partial_set(type, part, which, old) : 0;
 }
 
-/* Puts one patch back.  Returns 0, or -1 with an exception set. */
-static int unpatch_one(PyObject *t)
+/* Puts set member `old` back where `new` (itself, not an equal object) is. */
+static int unpatch_set(PyObject *s, PyObject *old, PyObject *new)
+{
+    PyObject *key;
+    Py_ssize_t pos = 0;
+    Py_hash_t hash;
+    while (_PySet_NextEntry(s, &pos, &key, &hash))
+        if (key == new)
+            return PySet_Discard(s, new) < 0 ? -1 : PySet_Add(s, old);
+    return 0;
+}
+
+/* Puts one patch back; `back` maps each replacement noted to what it
+ * replaced.  Returns 0, or -1 with an exception set. */
+static int unpatch_one(PyObject *t, const batch *back)
 {
     int kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 0));
     PyObject *where = PyTuple_GET_ITEM(t, 1), *key = PyTuple_GET_ITEM(t, 2);
@@ -703,6 +796,18 @@ static int unpatch_one(PyObject *t)
         return unpatch_partial(owner, where, key, old, new);
     case PATCH_DEFAULTS:
         return PyFunction_GET_DEFAULTS(where) == new ? PyFunction_SetDefaults(where, old) : 0;
+    case PATCH_SET:
+        return unpatch_set(where, old, new);
+    case PATCH_KEYS:
+        return swap_keys(where, find_origin, back) < 0 ? -1 : 0;
+    case PATCH_GENERATOR: { /* a generator gone has nothing to put back */
+        PyObject *gen = PyWeakref_GetObject(where);
+        if (gen && gen != Py_None)
+            ct_frames_swap_generator(gen, find_origin, back);
+        return gen ? 0 : -1;
+    }
+    case PATCH_FRAMES: /* all at once, at the end */
+        return 0;
     default: {
         Recorder *rec = (Recorder *)where;
         if (rec->probe == new)
@@ -712,20 +817,49 @@ static int unpatch_one(PyObject *t)
     }
 }
 
+/* `back`: each replacement noted in `patches` mapped to what it replaced
+ * (sorted).  Returns 0, or -1 with an exception set. */
+static int reverse_of(PyObject *patches, batch *back)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(patches); i++) {
+        PyObject *t = PyList_GET_ITEM(patches, i), *pairs = PyTuple_GET_ITEM(t, 2);
+        if (PyTuple_GET_ITEM(t, 3) != Py_None) {
+            if (batch_add(back, PyTuple_GET_ITEM(t, 4), PyTuple_GET_ITEM(t, 3)) < 0)
+                return -1;
+            continue;
+        }
+        if (!PyList_Check(pairs))
+            continue;
+        for (Py_ssize_t j = 0; j + 1 < PyList_GET_SIZE(pairs); j += 2)
+            if (batch_add(back, PyList_GET_ITEM(pairs, j + 1), PyList_GET_ITEM(pairs, j)) < 0)
+                return -1;
+    }
+    if (back->n)
+        qsort(back->v, (size_t)back->n, sizeof *back->v, pair_cmp);
+    return 0;
+}
+
 int ct_probe_unpatch(ProbeHook *h)
 {
-    PyObject *patches = h->patches;
+    PyObject *patches = h->patches, *first = NULL;
+    batch back = {0};
     h->patches = NULL;
     if (!patches)
         return 0;
-    PyObject *first = NULL;
+    if (reverse_of(patches, &back) < 0)
+        first = ct_fetch_exc();
     for (Py_ssize_t i = PyList_GET_SIZE(patches) - 1; i >= 0; i--)
-        if (unpatch_one(PyList_GET_ITEM(patches, i)) < 0) {
+        if (unpatch_one(PyList_GET_ITEM(patches, i), &back) < 0) {
             if (!first)
                 first = ct_fetch_exc();
             else
                 PyErr_Clear();
         }
+    /* every running frame holding a replacement, whether it was noted or
+     * took it meanwhile (from a global, say) */
+    if (back.n)
+        ct_frames_swap_running(find_origin, &back);
+    batch_clear(&back);
     Py_DECREF(patches);
     ct_restore_exc(first);
     return first ? -1 : 0;
