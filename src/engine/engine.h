@@ -242,9 +242,58 @@ typedef struct call_rec {
     value_bytes value[VALUE_NSLOTS]; /* by enum value_slot; {NULL, 0} when not flagged */
 } call_rec;
 
-/* Parses the body of a REC_CALL (after the kind byte).  Returns 0, or -1 when
- * the bytes are malformed. */
-int rec_parse_call(const uint8_t *p, size_t n, call_rec *out);
+/* Parses the body of a REC_CALL (after the kind byte) into `c` (its value
+ * slots point into `p`).  Returns 0, or -1 when the bytes are malformed.
+ * Inline: the writer parses every call. */
+static inline int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
+{
+    if (n < REC_CALL_HEAD) {
+        memset(c, 0, sizeof *c);
+        return -1;
+    }
+    uint32_t small[3];
+    uint64_t wide[4];
+    memcpy(small, p, sizeof small);
+    memcpy(wide, p + 12, sizeof wide);
+    memcpy(&c->flags, p + REC_CALL_FLAGS_AT, 2);
+    c->fn = small[0];
+    c->thread = small[1];
+    c->depth = small[2];
+    c->seq = wide[0];
+    c->parent = wide[1];
+    c->start = wide[2];
+    c->duration = wide[3];
+    c->outcome = p[46];
+    c->cpu_ns = c->rss_before = c->rss_after = c->rss_peak = c->energy_pkg = c->energy_dram = 0;
+    if (!(c->flags & (REC_HAS_CPU | REC_HAS_MEMORY | REC_HAS_ENERGY | REC_HAS_VALUES))) {
+        /* a bare head (timings only): nothing follows, no slot is read */
+        memset(c->value, 0, sizeof c->value);
+        return n == REC_CALL_HEAD ? 0 : -1;
+    }
+    wreader r;
+    wreader_init(&r, p + REC_CALL_HEAD, n - REC_CALL_HEAD);
+    if (c->flags & REC_HAS_CPU)
+        c->cpu_ns = wreader_varint(&r);
+    if (c->flags & REC_HAS_MEMORY) {
+        c->rss_before = wreader_varint(&r);
+        c->rss_after = wreader_varint(&r);
+        c->rss_peak = wreader_varint(&r);
+    }
+    if (c->flags & REC_HAS_ENERGY) {
+        c->energy_pkg = wreader_varint(&r);
+        c->energy_dram = wreader_varint(&r);
+    }
+#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
+    for (int i = 0; i < VALUE_NSLOTS; i++) {
+        c->value[i].len = 0;
+        c->value[i].data = NULL;
+        if (c->flags & value_flag((enum value_slot)i)) {
+            c->value[i].len = (size_t)wreader_varint(&r);
+            c->value[i].data = wreader_take(&r, c->value[i].len);
+        }
+    }
+    return (r.bad || r.p != r.end) ? -1 : 0;
+}
 
 /* Appends a REC_CALL with the fields of `c` (values copied) to `b`,
  * length prefix included. */
@@ -319,6 +368,7 @@ typedef struct seg_raw {
 
 typedef struct seg_builder {
     size_t n;
+    /* the calls' ranges, set by seg_builder_finish (from `raw`) */
     int64_t id_min, id_max, start_min, start_max, end_max, dur_min, dur_max;
     int64_t n_raised, total_dur, first_id, first_start;
     int64_t total_self; /* the sum of its calls' self_ns */
@@ -357,10 +407,10 @@ void seg_builder_reset(seg_builder *s);
 /* Adds one call (values copied).  Returns 0, or -1 on allocation failure. */
 int seg_builder_add(seg_builder *s, const seg_call *c);
 /* Serializes the segment into `out` (appended), encoding its bookkeeping
- * columns from the calls' seg_raw (again at each call: the same bytes
- * each time) and packing its columns with the compressor table `lz`
- * (NULL: one of its own each time; the bytes are the same).  Returns 0 or
- * -1 on allocation failure. */
+ * columns and setting its ranges (id_min .. dur_max) from the calls'
+ * seg_raw (again at each call: the same bytes each time) and packing its
+ * columns with the compressor table `lz` (NULL: one of its own each time;
+ * the bytes are the same).  Returns 0 or -1 on allocation failure. */
 int seg_builder_finish(seg_builder *s, wbuf *out, lz_table *lz);
 /* Makes the segment's children-index ranges (seg_link, ascending lo) in
  * s->links from the calls' parents.  Returns the number of ranges, or -1

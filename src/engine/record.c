@@ -1,55 +1,11 @@
 /*
- * record.c - the producer records of engine.h: building and parsing a
- * REC_CALL and a REC_CONTEXT.  Producers that need speed build records inline (the
- * binding's record/emit.h); this is the reference form used by the writer
- * and the C tests.
+ * record.c - the producer records of engine.h: building a REC_CALL (its
+ * parser, rec_parse_call, is inline in engine.h, as the writer parses every
+ * call) and building and parsing a REC_CONTEXT.  Producers that need speed
+ * build records inline (the binding's record/emit.h); this is the reference
+ * form used by the C tests.
  */
 #include "engine.h"
-
-int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
-{
-    if (n < REC_CALL_HEAD) {
-        memset(c, 0, sizeof *c);
-        return -1;
-    }
-    uint32_t small[3];
-    uint64_t wide[4];
-    memcpy(small, p, sizeof small);
-    memcpy(wide, p + 12, sizeof wide);
-    memcpy(&c->flags, p + REC_CALL_FLAGS_AT, 2);
-    c->fn = small[0];
-    c->thread = small[1];
-    c->depth = small[2];
-    c->seq = wide[0];
-    c->parent = wide[1];
-    c->start = wide[2];
-    c->duration = wide[3];
-    c->outcome = p[46];
-    c->cpu_ns = c->rss_before = c->rss_after = c->rss_peak = c->energy_pkg = c->energy_dram = 0;
-    wreader r;
-    wreader_init(&r, p + REC_CALL_HEAD, n - REC_CALL_HEAD);
-    if (c->flags & REC_HAS_CPU)
-        c->cpu_ns = wreader_varint(&r);
-    if (c->flags & REC_HAS_MEMORY) {
-        c->rss_before = wreader_varint(&r);
-        c->rss_after = wreader_varint(&r);
-        c->rss_peak = wreader_varint(&r);
-    }
-    if (c->flags & REC_HAS_ENERGY) {
-        c->energy_pkg = wreader_varint(&r);
-        c->energy_dram = wreader_varint(&r);
-    }
-#pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
-    for (int i = 0; i < VALUE_NSLOTS; i++) {
-        c->value[i].len = 0;
-        c->value[i].data = NULL;
-        if (c->flags & value_flag((enum value_slot)i)) {
-            c->value[i].len = (size_t)wreader_varint(&r);
-            c->value[i].data = wreader_take(&r, c->value[i].len);
-        }
-    }
-    return (r.bad || r.p != r.end) ? -1 : 0;
-}
 
 static size_t varint_size(uint64_t v)
 {

@@ -130,10 +130,8 @@ void seg_builder_reset(seg_builder *s)
 int seg_builder_add(seg_builder *s, const seg_call *c)
 {
     if (s->n == 0) {
-        s->first_id = s->id_min = s->id_max = c->id;
-        s->first_start = s->start_min = s->start_max = c->start;
-        s->end_max = c->start + c->duration;
-        s->dur_min = s->dur_max = c->duration;
+        s->first_id = c->id;
+        s->first_start = c->start;
     }
     seg_raw raw = {c->id,
                    c->parent,
@@ -179,20 +177,6 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
     if (s->raw.failed | s->col[COL_EXTRA].failed | s->col[COL_ARGS].failed |
         s->col[COL_RESULT].failed)
         return -1;
-    if (c->id < s->id_min)
-        s->id_min = c->id;
-    if (c->id > s->id_max)
-        s->id_max = c->id;
-    if (c->start < s->start_min)
-        s->start_min = c->start;
-    if (c->start > s->start_max)
-        s->start_max = c->start;
-    if (c->start + c->duration > s->end_max)
-        s->end_max = c->start + c->duration;
-    if (c->duration < s->dur_min)
-        s->dur_min = c->duration;
-    if (c->duration > s->dur_max)
-        s->dur_max = c->duration;
     if (c->outcome == OUTCOME_RAISED)
         s->n_raised++;
     s->total_dur += c->duration;
@@ -402,12 +386,41 @@ __attribute__((always_inline)) static inline int encode_column(wbuf *col, const 
     return 0;
 }
 
+/* The builder's ranges (id_min .. dur_max) from its calls' seg_raw: one
+ * tight loop at the end instead of seven compares at each call. */
+static void set_ranges(seg_builder *s, const seg_raw *raw, size_t n)
+{
+    if (!n)
+        return;
+    int64_t id_min = raw[0].id, id_max = raw[0].id, start_min = raw[0].start;
+    int64_t start_max = raw[0].start, end_max = raw[0].start + raw[0].duration;
+    int64_t dur_min = raw[0].duration, dur_max = raw[0].duration;
+    for (size_t i = 1; i < n; i++) {
+        int64_t id = raw[i].id, start = raw[i].start, dur = raw[i].duration;
+        id_min = id < id_min ? id : id_min;
+        id_max = id > id_max ? id : id_max;
+        start_min = start < start_min ? start : start_min;
+        start_max = start > start_max ? start : start_max;
+        end_max = start + dur > end_max ? start + dur : end_max;
+        dur_min = dur < dur_min ? dur : dur_min;
+        dur_max = dur > dur_max ? dur : dur_max;
+    }
+    s->id_min = id_min;
+    s->id_max = id_max;
+    s->start_min = start_min;
+    s->start_max = start_max;
+    s->end_max = end_max;
+    s->dur_min = dur_min;
+    s->dur_max = dur_max;
+}
+
 /* Encodes the columns id .. flags of the builder's calls from their
- * seg_raw.  0, or -1 when memory ran out. */
+ * seg_raw, and sets its ranges.  0, or -1 when memory ran out. */
 static int encode_bookkeeping(seg_builder *s)
 {
     const seg_raw *raw = (const seg_raw *)(const void *)s->raw.data;
     size_t n = s->raw.len / sizeof *raw;
+    set_ranges(s, raw, n);
     return encode_column(&s->col[COL_ID], raw, n, offsetof(seg_raw, id), SEG_DELTA, s->first_id) |
            encode_column(&s->col[COL_PARENT], raw, n, offsetof(seg_raw, parent), SEG_BACK, 0) |
            encode_column(&s->col[COL_DEPTH], raw, n, offsetof(seg_raw, depth), SEG_AS_IS, 0) |

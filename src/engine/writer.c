@@ -422,7 +422,7 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
         return 0;
     }
     fn_def *f = &w->fns[c.fn];
-    seg_call s; /* every field set below: no clearing of the value slots */
+    seg_call s; /* every field set below; the value slots only when flagged */
     s.parent = 0;
     s.depth = (int64_t)c.depth;
     s.thread = (int64_t)c.thread;
@@ -451,7 +451,7 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
         for (int i = 1; i < VALUE_NSLOTS; i++)
             wbuf_init(&scratch[i], NULL, 0);
     }
-    int rc = take_values(e, &c, &s, scratch);
+    int rc = c.flags & REC_HAS_VALUES ? take_values(e, &c, &s, scratch) : 0;
     int again = rc < 0;
     if (rc == 0) {
         /* self time: children end, and reach the writer, before their parent */
@@ -540,11 +540,8 @@ static void consume(engine *e, txn *t, const uint8_t *p, size_t n, int *ok)
         uint64_t len = wreader_varint(&r);
         const uint8_t *body = wreader_take(&r, len);
         if (!body || !len)
-            return; /* cannot happen with whole records; stop rather than guess */
-        wreader b;
-        wreader_init(&b, body + 1, (size_t)len - 1);
-        switch (body[0]) {
-        case REC_CALL: {
+            return;                /* cannot happen with whole records; stop rather than guess */
+        if (body[0] == REC_CALL) { /* most records: before the switch */
             /* one call site, so that take_call is inlined; a second pass
              * only after the round moved onto the spool (once at most) */
             int rc = TAKE_AGAIN;
@@ -561,8 +558,11 @@ static void consume(engine *e, txn *t, const uint8_t *p, size_t n, int *ok)
                 t->dropped++;
             if (rc < 0)
                 *ok = 0;
-            break;
+            continue;
         }
+        wreader b;
+        wreader_init(&b, body + 1, (size_t)len - 1);
+        switch (body[0]) {
         case REC_FUNCTION: {
             uint64_t fn = wreader_varint(&b);
             size_t have = w->nfns;
