@@ -11,7 +11,10 @@ side in interleaved rounds (the median round is reported):
   shape of itertools-style code), where every ``yield`` suspends a recorded
   call and every ``next()`` resumes it.
 
-under these variants: plain ``python``; ``calltape run --no-args
+under these variants: plain ``python``; the floor (3.12+: ``bench/_floor.py``
+registers a C function that does nothing for the events ``calltape run`` listens
+to, so its row is what CPython's dispatch of them costs before any recording);
+``calltape run --no-args
 --no-result``; ``calltape run`` (arguments and results); ``calltape run
 --sample 10``; ``calltape run --exclude '*'`` (everything excluded: the cost
 of excluded code); ``python -m cProfile``; and VizTracer without and with
@@ -159,6 +162,11 @@ def variants(have_viztracer: bool) -> list[Variant]:
         Variant("calltape, all code excluded", [*ct, "--exclude", "*"], True),
         Variant("cProfile", [py, "-m", "cProfile", "-o", "{out}"]),
     ]
+    if sys.version_info >= (3, 12):
+        floor = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_floor.py")
+        out.insert(1, Variant("floor: sys.monitoring, empty C callbacks", [py, floor]))
+    else:
+        print("Python 3.11 has no sys.monitoring: the floor row is skipped")
     if have_viztracer:
         vz = [py, "-m", "viztracer", "--quiet", "-o", "{out}.json"]
         out += [Variant("VizTracer", vz),
@@ -225,14 +233,15 @@ def measure(name: str, source: str, arg: str, rounds: int, vs: list[Variant]) ->
 
 def report(title: str, rows: list[dict]) -> None:
     base = rows[0]
+    calls_made = max(r["calls"] for r in rows)  # the program's calls, as calltape saw them
     print(f"\n### {title}\n")
     print("| variant | program s | × python | program thread CPU s | × python | process s |"
-          " × python | calls recorded | added ns per recorded call (thread CPU) |")
+          " × python | calls recorded | added ns per call (thread CPU) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         per = ""
-        if r["calls"]:
-            per = f"{(r['cpu'] - base['cpu']) * 1e9 / r['calls']:.0f}"
+        if r is not base and (r["calls"] or calls_made):
+            per = f"{(r['cpu'] - base['cpu']) * 1e9 / (r['calls'] or calls_made):.0f}"
         calls = f"{r['calls']:,}" if r["calls"] else ""
         if r["dropped"]:
             calls += f" ({r['dropped']:,} dropped)"

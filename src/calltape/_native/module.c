@@ -116,7 +116,20 @@ static PyObject *unregister_codec(PyObject *m, PyObject *type)
     Py_RETURN_TRUE;
 }
 
+/* nop(*args) -> None: nothing at all, as fast as a C function can be
+ * called; bench run registers it as empty sys.monitoring callbacks, to
+ * show what CPython's dispatch of an event costs before any recording. */
+static PyObject *nop(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)m;
+    (void)args;
+    (void)nargs;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"nop", (PyCFunction)(void (*)(void))nop, METH_FASTCALL,
+     "nop(*args) -> None, doing nothing: the cheapest callback (bench run's floor)"},
     {"configure", (PyCFunction)(void (*)(void))ct_configure_py, METH_VARARGS | METH_KEYWORDS,
      "configure(*, tape=None, flush_interval=None, on_full=None, buffer_bytes=None,"
      " redact=None, max_value_bytes=None, energy=None, retain=None)"},
