@@ -2824,7 +2824,7 @@ static void test_final_round_while_shutting_down(void)
     CHECK(s.written_calls == 100 && s.dropped_calls == 0);
     engine_free(e);
     CHECK(query_int(path, "SELECT sum(n) FROM segments") == 100);
-    unlink(path);
+    remove_tape(path);
 }
 
 int main(void)
