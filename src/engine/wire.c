@@ -22,7 +22,7 @@ void wire_copy_long(uint8_t *d, const uint8_t *s, size_t n)
     memcpy(d, s, n);
 }
 
-int wbuf_reserve(wbuf *b, size_t n)
+int wbuf_grow(wbuf *b, size_t n)
 {
     if (b->failed)
         return -1;

@@ -45,9 +45,18 @@ static inline void wbuf_init(wbuf *b, uint8_t *storage, size_t cap)
     b->failed = 0;
 }
 
+/* wbuf_reserve when the room is not there yet (or the buffer failed):
+ * grows it.  Returns 0, or -1 (and sets failed) when memory runs out. */
+int wbuf_grow(wbuf *b, size_t n);
+
 /* Makes room for `n` more bytes.  Returns 0, or -1 (and sets failed) when
- * memory runs out. */
-int wbuf_reserve(wbuf *b, size_t n);
+ * memory runs out.  Inline: the room is there for most calls. */
+static inline int wbuf_reserve(wbuf *b, size_t n)
+{
+    if (!b->failed && b->cap - b->len >= n)
+        return 0;
+    return wbuf_grow(b, n);
+}
 
 /* Releases heap storage, if any, and empties the buffer. */
 void wbuf_release_heap(wbuf *b);

@@ -289,8 +289,17 @@ typedef struct ct_memo {
 #define CT_MEMO_START(m)                                                                           \
     ((m)->next = 0, (m)->v = (m)->inline_v, (m)->n = 0, (m)->cap = CT_MEMO_INLINE,                 \
      (m)->table = NULL, (m)->tcap = 0)
-/* Releases the references and memory of `m`. */
-void ct_memo_free(ct_memo *m);
+/* ct_memo_free of a memo that holds something. */
+void ct_memo_release(ct_memo *m);
+/* Releases the references and memory of `m` and empties it.  Inline: most
+ * memos hold nothing (no value occurred twice). */
+static inline void ct_memo_free(ct_memo *m)
+{
+    if (m->n || m->table || m->v != m->inline_v)
+        ct_memo_release(m);
+    else
+        m->next = 0;
+}
 
 typedef struct ct_capture {
     ct_state *st;

@@ -25,7 +25,7 @@
 
 /* ---- identity: the memo of a group of values ------------------------------ */
 
-void ct_memo_free(ct_memo *m)
+void ct_memo_release(ct_memo *m)
 {
     for (size_t i = 0; i < m->n; i++)
         Py_DECREF(m->v[i].obj);
