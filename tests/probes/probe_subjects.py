@@ -73,3 +73,9 @@ class Till:
 
     def ring(self, qty):
         return qty * self.rate
+
+
+def make_rate(r):
+    def rate(qty):
+        return qty * r
+    return rate

@@ -142,7 +142,7 @@ typedef struct ct_state {
         PyTypeObject *Tape, *Call, *Calls, *CallIter, *Function, *Session, *Bound;
         PyTypeObject *RestrictedUnpickler, *Replayer;
         PyTypeObject *ProbeInstrument, *ProbeHook; /* probes/ */
-        PyTypeObject *ProbeWrapper;                /* probes/patch.c: 3.11 only, else NULL */
+        PyTypeObject *ProbeWrapper;                /* probes/wrapper.c: 3.11 only, else NULL */
         PyTypeObject *SpecReader;                  /* probes/specs.c */
         PyTypeObject *Context;                     /* record/context.c */
         PyTypeObject *FlatProfile;                 /* record/flat.c */

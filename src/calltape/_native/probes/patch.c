@@ -9,16 +9,16 @@
  *     as g` included, class __dict__s through setattr on the class, instance
  *     attributes (an instance keeping them without a dict gets one),
  *     registry dicts, a partial's keywords, the __wrapped__ of
- *     functools.wraps; keys in order, the dict refilled with their stored
- *     hashes, unless its type has an item assignment of its own, as
- *     OrderedDict); items of lists and list subclasses (a hash one keeps of
+ *     functools.wraps; keys where they are, but an OrderedDict's); items
+ *     of lists and list subclasses (a hash one keeps of
  *     its items, as functools' _HashedSeq does, stays true); members of sets;
  *     closure cells (the `func` a decorator's wrapper calls); the func or
  *     args of functools.partial objects (through partial's own __reduce__ and
  *     __setstate__, so the partial, its args tuple, keywords and __dict__ stay
  *     the same objects); a function's __defaults__ tuple (replaced, below);
  *     local variables of the frames on every thread's stack and of suspended
- *     generators and coroutines (frames311.c);
+ *     generators and coroutines (inplace311.c, which swaps dict keys and
+ *     set members too);
  *   - by a copy holding the wrapper, put wherever the original is held
  *     (recursively, PATCH_DEPTH deep): classmethod, staticmethod and
  *     property objects; tuples, frozensets and their subclasses (named
@@ -51,7 +51,7 @@
 
 /* What a note in h->patches says was replaced.  The first six keep the
  * object replaced and its replacement in the note; the last three keep the
- * pairs of their batch (a list old, new, old, new ...) in its key. */
+ * pairs of their batch (a tuple old, new, old, new ...) in its key. */
 enum {
     PATCH_DICT,
     PATCH_CELL,
@@ -59,8 +59,7 @@ enum {
     PATCH_LIST,
     PATCH_PARTIAL,
     PATCH_DEFAULTS,
-    PATCH_SET,       /* a member of a set (or a subclass of set) */
-    PATCH_KEYS,      /* dict keys, the dict emptied and filled again in order */
+    PATCH_KEYS,      /* dict keys or set members, swapped where they are */
     PATCH_GENERATOR, /* locals of a generator's frame; where: a weak reference */
     PATCH_FRAMES,    /* locals of frames on the threads' stacks */
 };
@@ -142,7 +141,7 @@ static PyObject *batch_find(const batch *b, PyObject *o)
     return hit ? hit->new : NULL;
 }
 
-/* batch_find for frames311.c and swap_keys. */
+/* batch_find for inplace311.c. */
 static PyObject *find_in_batch(const void *b, PyObject *o)
 {
     return batch_find((const batch *)b, o);
@@ -153,8 +152,11 @@ static PyObject *find_in_batch(const void *b, PyObject *o)
  * or NULL when `o` replaced nothing. */
 static PyObject *find_origin(const void *b, PyObject *o)
 {
-    PyObject *old = batch_find((const batch *)b, o), *older;
-    for (int i = 0; old && i <= PATCH_DEPTH && (older = batch_find((const batch *)b, old)); i++)
+    const batch *back = (const batch *)b;
+    PyObject *old = batch_find(back, o), *older;
+    /* a chain is as long as the functions copied into one holder: at most
+     * every pair of the batch */
+    for (Py_ssize_t i = 0; old && i < back->n && (older = batch_find(back, old)); i++)
         old = older;
     return old;
 }
@@ -164,8 +166,13 @@ static int note(patcher *p, int kind, PyObject *where, PyObject *key, PyObject *
 {
     PyObject *t = Py_BuildValue("(iOOOOO)", kind, where, key ? key : Py_None, old, new,
                                 owner ? owner : Py_None);
-    int r = t ? PyList_Append(p->patches, t) : -1;
-    Py_XDECREF(t);
+    if (!t)
+        return -1;
+    /* out of the collector's lists, so that no later walk (this hook's or
+     * another's) finds the note as a holder of what it keeps */
+    PyObject_GC_UnTrack(t);
+    int r = PyList_Append(p->patches, t);
+    Py_DECREF(t);
     return r;
 }
 
@@ -199,60 +206,16 @@ static PyObject *dict_owner(patcher *p, PyObject *d)
     return owner;
 }
 
-/* Replaces the keys of dict `d` that `find` replaces, keeping the dict
- * and its order: it is emptied and filled again, each entry with its
- * stored hash (no __hash__ runs).  Only a dict whose type keeps dict's own
- * item assignment is changed (an OrderedDict keeps an order of its own).
- * Returns the number of keys replaced, or -1 with an exception set (every
- * entry is put back even then). */
-static Py_ssize_t swap_keys(PyObject *d, ct_frame_find find, const void *arg)
-{
-    PyObject *k, *v, *items = NULL, *first = NULL;
-    Py_ssize_t pos = 0, n = 0, i = 0;
-    Py_hash_t hash;
-    while (PyDict_Next(d, &pos, &k, &v))
-        n += find(arg, k) != NULL;
-    if (!n ||
-        Py_TYPE(d)->tp_as_mapping->mp_ass_subscript != PyDict_Type.tp_as_mapping->mp_ass_subscript)
-        return 0;
-    Py_ssize_t size = PyDict_GET_SIZE(d);
-    if (!(items = PyList_New(3 * size)))
-        return -1;
-    for (pos = 0; i < size && _PyDict_Next(d, &pos, &k, &v, &hash); i++) {
-        PyObject *h = PyLong_FromSsize_t(hash);
-        if (!h) {
-            Py_DECREF(items);
-            return -1;
-        }
-        PyList_SET_ITEM(items, 3 * i, Py_NewRef(k));
-        PyList_SET_ITEM(items, 3 * i + 1, Py_NewRef(v));
-        PyList_SET_ITEM(items, 3 * i + 2, h);
-    }
-    PyDict_Clear(d);
-    for (i = 0; i < size; i++) {
-        k = PyList_GET_ITEM(items, 3 * i);
-        PyObject *new = find(arg, k);
-        hash = PyLong_AsSsize_t(PyList_GET_ITEM(items, 3 * i + 2));
-        if (_PyDict_SetItem_KnownHash(d, new ? new : k, PyList_GET_ITEM(items, 3 * i + 1), hash) <
-            0) {
-            if (!first)
-                first = ct_fetch_exc();
-            else
-                PyErr_Clear();
-        }
-    }
-    Py_DECREF(items);
-    ct_restore_exc(first);
-    return first ? -1 : n;
-}
-
 /* Notes a replacement of kind `kind` (PATCH_KEYS, PATCH_GENERATOR,
  * PATCH_FRAMES) in `where`, keeping the pairs of `b`. */
 static int note_pairs(patcher *p, int kind, PyObject *where, const batch *b)
 {
-    PyObject *pairs = PyList_GetSlice(b->keep, 0, PyList_GET_SIZE(b->keep));
-    int r = pairs ? note(p, kind, where, pairs, Py_None, Py_None, NULL) : -1;
-    Py_XDECREF(pairs);
+    PyObject *pairs = PyList_AsTuple(b->keep);
+    if (!pairs)
+        return -1;
+    PyObject_GC_UnTrack(pairs); /* as the note: no walk finds it */
+    int r = note(p, kind, where, pairs, Py_None, Py_None, NULL);
+    Py_DECREF(pairs);
     return r;
 }
 
@@ -263,8 +226,8 @@ static int replace_in_dict(patcher *p, PyObject *d, const batch *b)
     int keyed = 0;
     while (!keyed && PyDict_Next(d, &pos, &k, &v))
         keyed = batch_find(b, k) != NULL;
-    /* noted first: what swap_keys put in is put back even if it fails */
-    if (keyed && (note_pairs(p, PATCH_KEYS, d, b) < 0 || swap_keys(d, find_in_batch, b) < 0))
+    /* noted first: what ct_keys_swap put in is put back even if it fails */
+    if (keyed && (note_pairs(p, PATCH_KEYS, d, b) < 0 || ct_keys_swap(d, find_in_batch, b) < 0))
         return -1;
     if (!(keys = PyList_New(0)))
         return -1;
@@ -317,34 +280,20 @@ static int replace_in_list(patcher *p, PyObject *l, const batch *b)
     return 0;
 }
 
-/* The members of set `s` (or of a subclass of set) that `b` replaces, in
- * a new list (no __iter__ of a subclass runs), or NULL with an exception
- * set. */
-static PyObject *set_members(PyObject *s, const batch *b)
-{
-    PyObject *found = PyList_New(0), *key;
-    Py_ssize_t pos = 0;
-    Py_hash_t hash;
-    while (found && _PySet_NextEntry(s, &pos, &key, &hash))
-        if (batch_find(b, key) && PyList_Append(found, key) < 0)
-            Py_CLEAR(found);
-    return found;
-}
-
-/* Replaces the members of set `s` that `b` replaces (the stand-in has its
- * function's hash and ==: the set finds it where it found the function). */
+/* Replaces the members of set `s` (or of a subclass of set) that `b`
+ * replaces, where they are (the stand-in has its function's hash and ==:
+ * the set finds it where it found the function). */
 static int replace_in_set(patcher *p, PyObject *s, const batch *b)
 {
-    PyObject *found = set_members(s, b);
-    int r = found ? 0 : -1;
-    for (Py_ssize_t i = 0; found && i < PyList_GET_SIZE(found) && r == 0; i++) {
-        PyObject *old = PyList_GET_ITEM(found, i), *new = batch_find(b, old);
-        if (note(p, PATCH_SET, s, NULL, old, new, NULL) < 0 || PySet_Discard(s, old) < 0 ||
-            PySet_Add(s, new) < 0)
-            r = -1;
-    }
-    Py_XDECREF(found);
-    return r;
+    PyObject *key;
+    Py_ssize_t pos = 0;
+    Py_hash_t hash;
+    int found = 0;
+    while (!found && _PySet_NextEntry(s, &pos, &key, &hash))
+        found = batch_find(b, key) != NULL;
+    if (!found)
+        return 0;
+    return note_pairs(p, PATCH_KEYS, s, b) < 0 || ct_keys_swap(s, find_in_batch, b) < 0 ? -1 : 0;
 }
 
 /* The state (func, args, keywords, __dict__ or None) of partial `part`,
@@ -475,6 +424,19 @@ error:
     return NULL;
 }
 
+/* 1 when instances of `tp`, a subclass of `base`, keep values in slots of
+ * their own (__slots__) besides a __dict__ and weak references.  A tuple
+ * subclass cannot; a frozenset subclass can. */
+static int has_own_slots(PyTypeObject *tp, PyTypeObject *base)
+{
+    Py_ssize_t extra = tp->tp_basicsize - base->tp_basicsize;
+    if (tp->tp_dictoffset > 0)
+        extra -= (Py_ssize_t)sizeof(PyObject *);
+    if (tp->tp_weaklistoffset && tp->tp_weaklistoffset != base->tp_weaklistoffset)
+        extra -= (Py_ssize_t)sizeof(PyObject *);
+    return extra > 0;
+}
+
 /* A tuple or frozenset `o` (or a named tuple, or another subclass) holding
  * replaced objects: it cannot change (it may be a dict key, hashed,
  * shared), so a copy holding the new ones goes into `next`, where it
@@ -486,6 +448,8 @@ static int replace_immutable(PyObject *o, const batch *b, batch *next)
     PyObject *items = NULL, *item, *copy = NULL;
     Py_ssize_t found = 0, pos = 0;
     Py_hash_t hash;
+    if (base == &PyFrozenSet_Type && has_own_slots(Py_TYPE(o), base))
+        return 0; /* its __slots__ values: a copy from its items would lose them */
     if (base == &PyTuple_Type) {
         if (!(items = PyList_New(PyTuple_GET_SIZE(o))))
             return -1;
@@ -522,11 +486,13 @@ error:
  * replaces (noted with a weak reference: the note must not keep it). */
 static int replace_in_generator(patcher *p, PyObject *gen, const batch *b)
 {
-    if (!ct_frames_swap_generator(gen, find_in_batch, b))
+    if (!ct_frames_swap_generator(gen, find_in_batch, b, 1))
         return 0;
     PyObject *where = PyWeakref_NewRef(gen, NULL);
-    int r = where ? note_pairs(p, PATCH_GENERATOR, where, b) : -1;
+    int r = where ? note_pairs(p, PATCH_GENERATOR, where, b) : -1; /* noted first */
     Py_XDECREF(where);
+    if (r == 0)
+        ct_frames_swap_generator(gen, find_in_batch, b, 0);
     return r;
 }
 
@@ -650,9 +616,13 @@ static int replace_everywhere(patcher *p, batch *b, int depth)
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs); i++)
         if (replace_in(p, PyList_GET_ITEM(refs, i), b, &next, depth) < 0)
             goto done;
-    /* the threads' running frames, which the collector does not list */
-    if (ct_frames_swap_running(find_in_batch, b) && note_pairs(p, PATCH_FRAMES, Py_None, b) < 0)
-        goto done;
+    /* the threads' running frames, which the collector does not list
+     * (counted, noted, then swapped in a walk that allocates nothing) */
+    if (ct_frames_swap_running(find_in_batch, b, 1)) {
+        if (note_pairs(p, PATCH_FRAMES, Py_None, b) < 0)
+            goto done;
+        ct_frames_swap_running(find_in_batch, b, 0);
+    }
     p->nmine = base + 1; /* b->keep stays: it holds what was replaced */
     Py_CLEAR(refs);
     r = next.n ? replace_everywhere(p, &next, depth + 1) : 0;
@@ -684,6 +654,7 @@ static int patcher_open(patcher *p)
     return p->partial ? 0 : -1;
 }
 
+/* See probes.h. */
 int ct_probe_patch(ProbeHook *h)
 {
     ct_state *st = (ct_state *)PyModule_GetState(h->module);
@@ -760,18 +731,6 @@ static int unpatch_partial(PyObject *type, PyObject *part, PyObject *key, PyObje
     return same ? partial_set(type, part, which, old) : 0;
 }
 
-/* Puts set member `old` back where `new` (itself, not an equal object) is. */
-static int unpatch_set(PyObject *s, PyObject *old, PyObject *new)
-{
-    PyObject *key;
-    Py_ssize_t pos = 0;
-    Py_hash_t hash;
-    while (_PySet_NextEntry(s, &pos, &key, &hash))
-        if (key == new)
-            return PySet_Discard(s, new) < 0 ? -1 : PySet_Add(s, old);
-    return 0;
-}
-
 /* Puts one patch back; `back` maps each replacement noted to what it
  * replaced.  Returns 0, or -1 with an exception set. */
 static int unpatch_one(PyObject *t, const batch *back)
@@ -796,14 +755,12 @@ static int unpatch_one(PyObject *t, const batch *back)
         return unpatch_partial(owner, where, key, old, new);
     case PATCH_DEFAULTS:
         return PyFunction_GET_DEFAULTS(where) == new ? PyFunction_SetDefaults(where, old) : 0;
-    case PATCH_SET:
-        return unpatch_set(where, old, new);
     case PATCH_KEYS:
-        return swap_keys(where, find_origin, back) < 0 ? -1 : 0;
+        return ct_keys_swap(where, find_origin, back) < 0 ? -1 : 0;
     case PATCH_GENERATOR: { /* a generator gone has nothing to put back */
         PyObject *gen = PyWeakref_GetObject(where);
         if (gen && gen != Py_None)
-            ct_frames_swap_generator(gen, find_origin, back);
+            ct_frames_swap_generator(gen, find_origin, back, 0);
         return gen ? 0 : -1;
     }
     case PATCH_FRAMES: /* all at once, at the end */
@@ -818,7 +775,7 @@ static int unpatch_one(PyObject *t, const batch *back)
 }
 
 /* `back`: each replacement noted in `patches` mapped to what it replaced
- * (sorted).  Returns 0, or -1 with an exception set. */
+ * (not sorted yet).  Returns 0, or -1 with an exception set. */
 static int reverse_of(PyObject *patches, batch *back)
 {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(patches); i++) {
@@ -828,17 +785,16 @@ static int reverse_of(PyObject *patches, batch *back)
                 return -1;
             continue;
         }
-        if (!PyList_Check(pairs))
+        if (!PyTuple_Check(pairs))
             continue;
-        for (Py_ssize_t j = 0; j + 1 < PyList_GET_SIZE(pairs); j += 2)
-            if (batch_add(back, PyList_GET_ITEM(pairs, j + 1), PyList_GET_ITEM(pairs, j)) < 0)
+        for (Py_ssize_t j = 0; j + 1 < PyTuple_GET_SIZE(pairs); j += 2)
+            if (batch_add(back, PyTuple_GET_ITEM(pairs, j + 1), PyTuple_GET_ITEM(pairs, j)) < 0)
                 return -1;
     }
-    if (back->n)
-        qsort(back->v, (size_t)back->n, sizeof *back->v, pair_cmp);
     return 0;
 }
 
+/* See probes.h. */
 int ct_probe_unpatch(ProbeHook *h)
 {
     PyObject *patches = h->patches, *first = NULL;
@@ -847,7 +803,9 @@ int ct_probe_unpatch(ProbeHook *h)
     if (!patches)
         return 0;
     if (reverse_of(patches, &back) < 0)
-        first = ct_fetch_exc();
+        first = ct_fetch_exc(); /* what it holds is still put back */
+    if (back.n)
+        qsort(back.v, (size_t)back.n, sizeof *back.v, pair_cmp);
     for (Py_ssize_t i = PyList_GET_SIZE(patches) - 1; i >= 0; i--)
         if (unpatch_one(PyList_GET_ITEM(patches, i), &back) < 0) {
             if (!first)
@@ -858,7 +816,7 @@ int ct_probe_unpatch(ProbeHook *h)
     /* every running frame holding a replacement, whether it was noted or
      * took it meanwhile (from a global, say) */
     if (back.n)
-        ct_frames_swap_running(find_origin, &back);
+        ct_frames_swap_running(find_origin, &back, 0);
     batch_clear(&back);
     Py_DECREF(patches);
     ct_restore_exc(first);

@@ -134,19 +134,27 @@ PyObject *ct_probe_wrapper_call(ProbeHook *h, PyObject *func, PyObject *const *a
  * references to `h` and `func`. */
 PyObject *ct_probe_wrapper_new(ct_state *st, ProbeHook *h, PyObject *func);
 
-/* 3.11 (frames311.c): what replaces `o` (borrowed), or NULL; it must
+/* 3.11 (inplace311.c): what replaces `o` (borrowed), or NULL; it must
  * neither allocate nor run Python code. */
 typedef PyObject *(*ct_frame_find)(const void *arg, PyObject *o);
 
-/* 3.11 (frames311.c): replaces each local variable of each frame on each
- * thread's stack that `find` replaces.  Returns how many were; cannot fail.
- * The caller holds references to the objects replaced. */
-Py_ssize_t ct_frames_swap_running(ct_frame_find find, const void *arg);
+/* 3.11 (inplace311.c): replaces each local variable of each frame on each
+ * thread's stack that `find` replaces, or with `dry` only counts them.
+ * Returns how many; cannot fail.  The caller holds references to the
+ * objects replaced. */
+Py_ssize_t ct_frames_swap_running(ct_frame_find find, const void *arg, int dry);
 
-/* 3.11 (frames311.c): the same for the frame of `gen`, a suspended or
+/* 3.11 (inplace311.c): the same for the frame of `gen`, a suspended or
  * running generator, coroutine or async generator (0 for anything else,
  * or one finished). */
-Py_ssize_t ct_frames_swap_generator(PyObject *gen, ct_frame_find find, const void *arg);
+Py_ssize_t ct_frames_swap_generator(PyObject *gen, ct_frame_find find, const void *arg, int dry);
+
+/* 3.11 (inplace311.c): replaces, where they are, the keys of dict `o` or
+ * the members of set `o` that `find` replaces by an object of the same
+ * hash (0 for anything else).  Returns how many, or -1 with an exception
+ * set (hashing a replacement may run Python code).  The caller holds
+ * references to the objects replaced. */
+Py_ssize_t ct_keys_swap(PyObject *o, ct_frame_find find, const void *arg);
 
 /* 3.11 (patch.c): replaces every reference to the functions running
  * h->code that can be replaced by a ProbeWrapper (h->patches lists them).
