@@ -407,21 +407,16 @@ static PyObject *copy_with_items(PyTypeObject *base, PyObject *o, PyObject *item
         return base == &PyTuple_Type ? PyList_AsTuple(items) : PyFrozenSet_New(items);
     PyObject *args = PyTuple_Pack(1, items), *copy = NULL, *d = NULL, *cd = NULL;
     if (!args || !(copy = base->tp_new(tp, args, NULL)))
-        goto error;
+        goto done;
     if (tp->tp_dictoffset &&
         (!(d = PyObject_GenericGetDict(o, NULL)) || !(cd = PyObject_GenericGetDict(copy, NULL)) ||
          PyDict_Update(cd, d) < 0))
-        goto error;
-    Py_DECREF(args);
+        Py_CLEAR(copy);
+done:
+    Py_XDECREF(args);
     Py_XDECREF(d);
     Py_XDECREF(cd);
     return copy;
-error:
-    Py_XDECREF(args);
-    Py_XDECREF(copy);
-    Py_XDECREF(d);
-    Py_XDECREF(cd);
-    return NULL;
 }
 
 /* 1 when instances of `tp`, a subclass of `base`, keep values in slots of
@@ -448,6 +443,7 @@ static int replace_immutable(PyObject *o, const batch *b, batch *next)
     PyObject *items = NULL, *item, *copy = NULL;
     Py_ssize_t found = 0, pos = 0;
     Py_hash_t hash;
+    int r = -1;
     if (base == &PyFrozenSet_Type && has_own_slots(Py_TYPE(o), base))
         return 0; /* its __slots__ values: a copy from its items would lose them */
     if (base == &PyTuple_Type) {
@@ -460,7 +456,7 @@ static int replace_immutable(PyObject *o, const batch *b, batch *next)
             return -1;
         while (_PySet_NextEntry(o, &pos, &item, &hash))
             if (PyList_Append(items, item) < 0)
-                goto error;
+                goto done;
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
         PyObject *new = batch_find(b, PyList_GET_ITEM(items, i));
@@ -471,15 +467,13 @@ static int replace_immutable(PyObject *o, const batch *b, batch *next)
         Py_DECREF(old);
         found++;
     }
-    int r = 0;
+    r = 0;
     if (found)
         r = (copy = copy_with_items(base, o, items)) ? batch_add(next, o, copy) : -1;
+done:
     Py_DECREF(items);
     Py_XDECREF(copy);
     return r;
-error:
-    Py_DECREF(items);
-    return -1;
 }
 
 /* The locals of generator, coroutine or async generator `gen` that `b`
