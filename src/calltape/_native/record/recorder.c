@@ -295,8 +295,9 @@ static int encode_args(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *a
     /* fast path: positional only, exactly the positional parameters */
     if ((!kwnames || PyTuple_GET_SIZE(kwnames) == 0) && nargs == r->argcount &&
         r->nparams == r->argcount) {
-        for (Py_ssize_t i = 0; i < nargs; i++)
-            put_arg(r, cap, b, i, args[i], 0);
+        for (Py_ssize_t i = 0; i < nargs; i++) /* small plain values inline */
+            if (r->sanitize || r->redacted[i] || !ct_capture_small(b, args[i]))
+                put_arg(r, cap, b, i, args[i], 0);
         return 0;
     }
     return encode_bound(r, cap, b, args, nargs, kwnames);
