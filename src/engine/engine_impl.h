@@ -64,13 +64,45 @@ typedef struct selftime {
     int64_t stack_ns[SELFTIME_STACK];
 } selftime;
 
-/* Takes the children's durations added under `seq` out of `t` (0 when
- * none).  Cannot fail. */
-int64_t selftime_take(selftime *t, uint64_t seq);
-/* Adds a child's `ns` under its `parent` seq.  Best effort: when memory
- * runs out the table starts over.  Cannot fail. */
-void selftime_add(selftime *t, uint64_t parent, int64_t ns);
+/* selftime_take and selftime_add for every case (selftime.c); the inline
+ * ones below take the common cases first. */
+int64_t selftime_take_any(selftime *t, uint64_t seq);
+void selftime_add_any(selftime *t, uint64_t parent, int64_t ns);
 void selftime_free(selftime *t);
+
+/* Takes the children's durations added under `seq` out of `t` (0 when
+ * none).  Cannot fail.  Inline for the common orders, the table empty: the
+ * call on top of the stack ending, or one above it (a leaf). */
+static inline int64_t selftime_take(selftime *t, uint64_t seq)
+{
+    size_t d = t->depth;
+    if (!t->n && d && t->stack_seq[d - 1] == seq) {
+        t->depth = d - 1;
+        return t->stack_ns[d - 1];
+    }
+    if (!t->n && (!d || seq > t->stack_seq[d - 1]))
+        return 0;
+    return selftime_take_any(t, seq);
+}
+
+/* Adds a child's `ns` under its `parent` seq.  Best effort: when memory
+ * runs out the table starts over.  Cannot fail.  Inline for the common
+ * orders: the parent on top of the stack, or above it with room left. */
+static inline void selftime_add(selftime *t, uint64_t parent, int64_t ns)
+{
+    size_t d = t->depth;
+    if (d && t->stack_seq[d - 1] == parent) {
+        t->stack_ns[d - 1] += ns;
+        return;
+    }
+    if (d < SELFTIME_STACK && (!d || parent > t->stack_seq[d - 1])) {
+        t->stack_seq[d] = parent;
+        t->stack_ns[d] = ns;
+        t->depth = d + 1;
+        return;
+    }
+    selftime_add_any(t, parent, ns);
+}
 
 /* A segment written in the open transaction of a server tape, its builder
  * kept until that transaction commits, so that a round the server fails

@@ -150,7 +150,7 @@ static int64_t stack_take(selftime *t, uint64_t seq)
     return ns;
 }
 
-int64_t selftime_take(selftime *t, uint64_t seq)
+int64_t selftime_take_any(selftime *t, uint64_t seq)
 {
     int64_t ns = 0;
     size_t d = t->depth;
@@ -163,7 +163,7 @@ int64_t selftime_take(selftime *t, uint64_t seq)
     return t->n ? ns + table_take(t, seq) : ns;
 }
 
-void selftime_add(selftime *t, uint64_t parent, int64_t ns)
+void selftime_add_any(selftime *t, uint64_t parent, int64_t ns)
 {
     size_t d = t->depth;
     if (d && t->stack_seq[d - 1] == parent) {
