@@ -76,12 +76,14 @@ void selftime_free(selftime *t);
 static inline int64_t selftime_take(selftime *t, uint64_t seq)
 {
     size_t d = t->depth;
-    if (!t->n && d && t->stack_seq[d - 1] == seq) {
-        t->depth = d - 1;
-        return t->stack_ns[d - 1];
+    if (!t->n) {
+        if (d && t->stack_seq[d - 1] == seq) {
+            t->depth = d - 1;
+            return t->stack_ns[d - 1];
+        }
+        if (!d || seq > t->stack_seq[d - 1])
+            return 0;
     }
-    if (!t->n && (!d || seq > t->stack_seq[d - 1]))
-        return 0;
     return selftime_take_any(t, seq);
 }
 

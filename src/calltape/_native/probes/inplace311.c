@@ -123,12 +123,13 @@ static PyObject **set_key_at(PyObject *s, Py_ssize_t i, Py_hash_t *hash)
 }
 
 /* Swaps the keys of `o` seen through `view` that `find` replaces by a
- * replacement with the same hash.  The candidates are gathered first and
- * their replacements hashed (which may run Python code and change `o`),
- * then each is swapped where it still is.  Returns the number swapped, or
- * -1 with an exception set. */
+ * replacement with the same hash, or with `dry` only counts the keys `find`
+ * replaces (nothing allocated, no code run).  The candidates are gathered
+ * first and their replacements hashed (which may run Python code and change
+ * `o`), then each is swapped where it still is.  Returns the number, or -1
+ * with an exception set. */
 static Py_ssize_t swap_keys_in(PyObject *o, const table_view *view, ct_frame_find find,
-                               const void *arg)
+                               const void *arg, int dry)
 {
     keyed *v = NULL;
     Py_ssize_t n = 0, cap = 0, swapped = 0;
@@ -137,6 +138,10 @@ static Py_ssize_t swap_keys_in(PyObject *o, const table_view *view, ct_frame_fin
         PyObject **key = view->key_at(o, i, &hash);
         if (!key || !*key || !find(arg, *key))
             continue;
+        if (dry) {
+            n++;
+            continue;
+        }
         if (n == cap) {
             cap = cap ? 2 * cap : 8;
             keyed *grown = PyMem_Realloc(v, (size_t)cap * sizeof *v);
@@ -149,6 +154,8 @@ static Py_ssize_t swap_keys_in(PyObject *o, const table_view *view, ct_frame_fin
         }
         v[n++] = (keyed){i, *key, hash};
     }
+    if (dry)
+        return n;
     for (Py_ssize_t k = 0; k < n; k++) { /* the caller holds each old: they stay */
         Py_hash_t h = PyObject_Hash(find(arg, v[k].old));
         if (h == -1 && PyErr_Occurred()) {
@@ -172,16 +179,16 @@ static Py_ssize_t swap_keys_in(PyObject *o, const table_view *view, ct_frame_fin
 }
 
 /* See probes.h. */
-Py_ssize_t ct_keys_swap(PyObject *o, ct_frame_find find, const void *arg)
+Py_ssize_t ct_keys_swap(PyObject *o, ct_frame_find find, const void *arg, int dry)
 {
     static const table_view dict_view = {dict_key_at, dict_size};
     static const table_view set_view = {set_key_at, set_size};
     if (PyODict_Check(o)) /* its own list of nodes holds the keys too */
         return 0;
     if (PyDict_Check(o))
-        return swap_keys_in(o, &dict_view, find, arg);
+        return swap_keys_in(o, &dict_view, find, arg, dry);
     if (PySet_Check(o))
-        return swap_keys_in(o, &set_view, find, arg);
+        return swap_keys_in(o, &set_view, find, arg, dry);
     return 0;
 }
 

@@ -219,19 +219,38 @@ static int note_pairs(patcher *p, int kind, PyObject *where, const batch *b)
     return r;
 }
 
+/* inplace311.c's swaps, one shape for all: `o` (ignored for the threads'
+ * frames), counting when `dry`. */
+typedef Py_ssize_t (*inplace_swap)(PyObject *o, ct_frame_find find, const void *arg, int dry);
+
+static Py_ssize_t swap_running(PyObject *unused, ct_frame_find find, const void *arg, int dry)
+{
+    (void)unused;
+    return ct_frames_swap_running(find, arg, dry);
+}
+
+/* Replaces what `b` replaces inside `o` where it is, through `swap`:
+ * counted first (nothing changes), noted as `kind` (where: `o`, a weak
+ * reference to a generator, which the note must not keep, or None for the
+ * threads' frames), then swapped, so that nothing is swapped unnoted. */
+static int swap_noted(patcher *p, inplace_swap swap, PyObject *o, int kind, const batch *b)
+{
+    if (!swap(o, find_in_batch, b, 1))
+        return 0;
+    PyObject *where = kind == PATCH_GENERATOR ? PyWeakref_NewRef(o, NULL)
+                      : kind == PATCH_FRAMES  ? Py_NewRef(Py_None)
+                                              : Py_NewRef(o);
+    int r = where ? note_pairs(p, kind, where, b) : -1;
+    Py_XDECREF(where);
+    return r < 0 || swap(o, find_in_batch, b, 0) < 0 ? -1 : 0;
+}
+
 static int replace_in_dict(patcher *p, PyObject *d, const batch *b)
 {
     PyObject *keys = NULL, *k, *v, *owner = NULL;
     Py_ssize_t pos = 0;
-    int keyed = 0;
-    while (!keyed && PyDict_Next(d, &pos, &k, &v))
-        keyed = batch_find(b, k) != NULL;
-    /* noted first: what ct_keys_swap put in is put back even if it fails */
-    if (keyed && (note_pairs(p, PATCH_KEYS, d, b) < 0 || ct_keys_swap(d, find_in_batch, b) < 0))
+    if (swap_noted(p, ct_keys_swap, d, PATCH_KEYS, b) < 0 || !(keys = PyList_New(0)))
         return -1;
-    if (!(keys = PyList_New(0)))
-        return -1;
-    pos = 0;
     while (PyDict_Next(d, &pos, &k, &v))
         if (batch_find(b, v) && PyList_Append(keys, k) < 0)
             goto error;
@@ -278,22 +297,6 @@ static int replace_in_list(patcher *p, PyObject *l, const batch *b)
             return -1;
     }
     return 0;
-}
-
-/* Replaces the members of set `s` (or of a subclass of set) that `b`
- * replaces, where they are (the stand-in has its function's hash and ==:
- * the set finds it where it found the function). */
-static int replace_in_set(patcher *p, PyObject *s, const batch *b)
-{
-    PyObject *key;
-    Py_ssize_t pos = 0;
-    Py_hash_t hash;
-    int found = 0;
-    while (!found && _PySet_NextEntry(s, &pos, &key, &hash))
-        found = batch_find(b, key) != NULL;
-    if (!found)
-        return 0;
-    return note_pairs(p, PATCH_KEYS, s, b) < 0 || ct_keys_swap(s, find_in_batch, b) < 0 ? -1 : 0;
 }
 
 /* The state (func, args, keywords, __dict__ or None) of partial `part`,
@@ -476,20 +479,6 @@ done:
     return r;
 }
 
-/* The locals of generator, coroutine or async generator `gen` that `b`
- * replaces (noted with a weak reference: the note must not keep it). */
-static int replace_in_generator(patcher *p, PyObject *gen, const batch *b)
-{
-    if (!ct_frames_swap_generator(gen, find_in_batch, b, 1))
-        return 0;
-    PyObject *where = PyWeakref_NewRef(gen, NULL);
-    int r = where ? note_pairs(p, PATCH_GENERATOR, where, b) : -1; /* noted first */
-    Py_XDECREF(where);
-    if (r == 0)
-        ct_frames_swap_generator(gen, find_in_batch, b, 0);
-    return r;
-}
-
 /* A bound method `m` of a replaced function (its hash and == follow its
  * function, so it is not changed in place: it may be in a set): a method
  * binding the new one to the same object, for the next depth. */
@@ -516,10 +505,10 @@ static int replace_in(patcher *p, PyObject *ref, const batch *b, batch *next, in
         return replace_in_dict(p, ref, b);
     if (PyList_Check(ref)) /* a subclass too: a hash it keeps of its items stays true */
         return replace_in_list(p, ref, b);
-    if (PySet_Check(ref))
-        return replace_in_set(p, ref, b);
+    if (PySet_Check(ref)) /* the stand-in has its function's hash and == */
+        return swap_noted(p, ct_keys_swap, ref, PATCH_KEYS, b);
     if (PyGen_Check(ref) || PyCoro_CheckExact(ref) || PyAsyncGen_CheckExact(ref))
-        return replace_in_generator(p, ref, b);
+        return swap_noted(p, ct_frames_swap_generator, ref, PATCH_GENERATOR, b);
     if (PyCell_Check(ref)) {
         PyObject *old = PyCell_GET(ref);
         if (!old || !(new = batch_find(b, old)))
@@ -610,13 +599,9 @@ static int replace_everywhere(patcher *p, batch *b, int depth)
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs); i++)
         if (replace_in(p, PyList_GET_ITEM(refs, i), b, &next, depth) < 0)
             goto done;
-    /* the threads' running frames, which the collector does not list
-     * (counted, noted, then swapped in a walk that allocates nothing) */
-    if (ct_frames_swap_running(find_in_batch, b, 1)) {
-        if (note_pairs(p, PATCH_FRAMES, Py_None, b) < 0)
-            goto done;
-        ct_frames_swap_running(find_in_batch, b, 0);
-    }
+    /* the threads' running frames, which the collector does not list */
+    if (swap_noted(p, swap_running, NULL, PATCH_FRAMES, b) < 0)
+        goto done;
     p->nmine = base + 1; /* b->keep stays: it holds what was replaced */
     Py_CLEAR(refs);
     r = next.n ? replace_everywhere(p, &next, depth + 1) : 0;
@@ -750,7 +735,7 @@ static int unpatch_one(PyObject *t, const batch *back)
     case PATCH_DEFAULTS:
         return PyFunction_GET_DEFAULTS(where) == new ? PyFunction_SetDefaults(where, old) : 0;
     case PATCH_KEYS:
-        return ct_keys_swap(where, find_origin, back) < 0 ? -1 : 0;
+        return ct_keys_swap(where, find_origin, back, 0) < 0 ? -1 : 0;
     case PATCH_GENERATOR: { /* a generator gone has nothing to put back */
         PyObject *gen = PyWeakref_GetObject(where);
         if (gen && gen != Py_None)

@@ -151,10 +151,11 @@ Py_ssize_t ct_frames_swap_generator(PyObject *gen, ct_frame_find find, const voi
 
 /* 3.11 (inplace311.c): replaces, where they are, the keys of dict `o` or
  * the members of set `o` that `find` replaces by an object of the same
- * hash (0 for anything else).  Returns how many, or -1 with an exception
- * set (hashing a replacement may run Python code).  The caller holds
- * references to the objects replaced. */
-Py_ssize_t ct_keys_swap(PyObject *o, ct_frame_find find, const void *arg);
+ * hash (0 for anything else), or with `dry` only counts the keys `find`
+ * replaces (then it cannot fail).  Returns how many, or -1 with an
+ * exception set (hashing a replacement may run Python code).  The caller
+ * holds references to the objects replaced. */
+Py_ssize_t ct_keys_swap(PyObject *o, ct_frame_find find, const void *arg, int dry);
 
 /* 3.11 (patch.c): replaces every reference to the functions running
  * h->code that can be replaced by a ProbeWrapper (h->patches lists them).

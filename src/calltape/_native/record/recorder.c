@@ -71,12 +71,21 @@ static __attribute__((noinline)) void announce_function(Recorder *r, ct_engine_s
 
 /* ---- argument binding --------------------------------------------------- */
 
+/* Encodes an argument value that is neither redacted, sanitized nor a
+ * default: the commonest small values inline, any other in capture.c. */
+static inline void put_plain(ct_capture *cap, wbuf *b, PyObject *v)
+{
+    if (!ct_capture_small(b, v))
+        ct_capture_other(cap, b, v);
+}
+
 /* Encodes one argument value (redaction, sanitize, DEFAULT marker). */
 static void put_arg(Recorder *r, ct_capture *cap, wbuf *b, Py_ssize_t i, PyObject *v, int dflt)
 {
-    int plain = !dflt && !r->redacted[i] && !r->sanitize;
-    if (plain && ct_capture_small(b, v))
+    if (!dflt && !r->redacted[i] && !r->sanitize) {
+        put_plain(cap, b, v);
         return;
+    }
     if (dflt)
         wbuf_byte(b, WIRE_DEFAULT);
     if (r->redacted[i]) {
@@ -87,10 +96,7 @@ static void put_arg(Recorder *r, ct_capture *cap, wbuf *b, Py_ssize_t i, PyObjec
         ct_capture_sanitized(cap, b, r->sanitize, PyTuple_GET_ITEM(r->names, i), v);
         return;
     }
-    if (plain)
-        ct_capture_other(cap, b, v); /* ct_capture_small declined it above */
-    else
-        ct_capture_value(cap, b, v);
+    ct_capture_value(cap, b, v);
 }
 
 /* The positional arguments of a callable that is not a function, as one
@@ -295,9 +301,11 @@ static int encode_args(Recorder *r, ct_capture *cap, wbuf *b, PyObject *const *a
     /* fast path: positional only, exactly the positional parameters */
     if ((!kwnames || PyTuple_GET_SIZE(kwnames) == 0) && nargs == r->argcount &&
         r->nparams == r->argcount) {
-        for (Py_ssize_t i = 0; i < nargs; i++) /* small plain values inline */
-            if (r->sanitize || r->redacted[i] || !ct_capture_small(b, args[i]))
+        for (Py_ssize_t i = 0; i < nargs; i++) /* plain values without a call */
+            if (r->sanitize || r->redacted[i])
                 put_arg(r, cap, b, i, args[i], 0);
+            else
+                put_plain(cap, b, args[i]);
         return 0;
     }
     return encode_bound(r, cap, b, args, nargs, kwnames);
