@@ -34,3 +34,23 @@ def run_worker(cmd: Sequence[str], callgrind_out: Path | None = None,
         if line.startswith(("summary:", "totals:")):
             return float(line.split()[1])
     raise RuntimeError(f"callgrind wrote no totals in {callgrind_out}")
+
+
+def peer_python(given: str | None, env: str, probe: str) -> str | None:
+    """The first of ``given``, ``$env`` and this interpreter that runs ``probe``
+    (a ``-c`` program) without error, or None: how a bench finds the
+    interpreter of a peer installed in its own venv. A path that is not a
+    program is said in one line and skipped."""
+    import sys
+
+    for cand in (given, os.environ.get(env), sys.executable):
+        if not cand:
+            continue
+        try:
+            done = subprocess.run([cand, "-c", probe], capture_output=True, check=False)
+        except OSError as exc:
+            print(f"(peer interpreter {cand}: {exc.strerror})")
+            continue
+        if done.returncode == 0:
+            return cand
+    return None

@@ -40,6 +40,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 
+from bench._measure import peer_python
 from bench.read import FUNCTIONS, SESSIONS, build, timed
 
 GOAL_RATIO = 100.0
@@ -89,11 +90,7 @@ def run_round(python: str, impl: str, loops: int) -> dict[str, float]:
 
 def callmonitor_python(given: str | None) -> str | None:
     """The interpreter that can import the original callmonitor, or None."""
-    for cand in (given, os.environ.get("CALLMONITOR_PYTHON"), sys.executable):
-        if cand and subprocess.run([cand, "-c", "import callmonitor"], capture_output=True,
-                                   check=False).returncode == 0:
-            return cand
-    return None
+    return peer_python(given, "CALLMONITOR_PYTHON", "import callmonitor")
 
 
 def bench_intercept(args: argparse.Namespace) -> bool:

@@ -7,9 +7,13 @@ calls (``g(x) -> x + 1`` in a loop), in a fresh interpreter per case:
 - under ``calltape.flat_profile`` (a limit never reached: the production
   case, the DEBUG record off), and under its Recompyle facade
   (``calltape.compat.recompyle.flat_profile``, its INFO record off);
-- "events only": the profiled function's own code run outside its wrapper
-  (``__wrapped__``), so CPython dispatches every CALL event to calltape's
-  callback, which returns at once: the floor of any sys.monitoring profiler;
+- "from-events" and "call-sites": ``calltape.flat_profile`` made to time from
+  events (sys.monitoring; 3.11's profile hook) or from its call-site rewrite,
+  whichever this Python's default is (3.12 on: events; 3.11: call sites);
+- "events only": with the events set, the profiled function's own code run
+  outside its wrapper (``__wrapped__``), so CPython dispatches every CALL
+  event to calltape's callback, which returns at once: the floor of any
+  sys.monitoring profiler;
 - under ``cProfile`` switched on around the calls;
 - under the original ``recompyle.flat_profile`` 0.2.1 (its INFO records
   off), from ``--recompyle-python`` (default $RECOMPYLE_PYTHON, else this
@@ -26,18 +30,16 @@ inner call; with ``--callgrind``, instructions per inner call added
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench._measure import run_worker
+from bench._measure import peer_python, run_worker
 
-CASES = ("plain", "events", "calltape", "facade", "cprofile", "recompyle")
+CASES = ("plain", "events", "calltape", "from-events", "call-sites", "facade", "cprofile", "recompyle")
 
 # recompyle rewrites the function from its source file: the worker is a file
 WORKER = textwrap.dedent('''
@@ -62,8 +64,13 @@ WORKER = textwrap.dedent('''
     if case == "calltape":
         import calltape
         fn = calltape.flat_profile(fn, limit=3600)
+    elif case in ("from-events", "call-sites"):  # one mechanism, whatever the default
+        import calltape, calltape.flat
+        calltape.flat._CALL_SITES = case == "call-sites"
+        fn = calltape.flat_profile(fn, limit=3600)
     elif case == "events":  # the events set, no activation: the callback returns at once
-        import calltape
+        import calltape, calltape.flat
+        calltape.flat._CALL_SITES = False
         keep = calltape.flat_profile(fn, limit=3600)  # its events live while it does
         fn = keep.__wrapped__
     elif case == "facade":
@@ -119,11 +126,7 @@ def run_case(python: str, script: Path, case: str, inner: int, loops: int, round
 def recompyle_python(given: str | None) -> str | None:
     """An interpreter that imports recompyle 0.2.1 (it has flat_profile), or None."""
     probe = "import recompyle; recompyle.flat_profile"
-    for cand in (given, os.environ.get("RECOMPYLE_PYTHON"), sys.executable):
-        if cand and subprocess.run([cand, "-c", probe], capture_output=True,
-                                   check=False).returncode == 0:
-            return cand
-    return None
+    return peer_python(given, "RECOMPYLE_PYTHON", probe)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,16 +27,14 @@ when it can import diagnose; its rows are left out when none can).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench._measure import run_worker
+from bench._measure import peer_python, run_worker
 
 KINDS = ("none", "stopped", "count", "log", "log-caller", "print")
 
@@ -121,11 +119,7 @@ def run_case(python: str, impl: str, kind: str, loops: int, rounds: int,
 
 def diagnose_python(given: str | None) -> str | None:
     """The interpreter that can import diagnose, or None."""
-    for cand in (given, os.environ.get("DIAGNOSE_PYTHON"), sys.executable):
-        if cand and subprocess.run([cand, "-c", "import diagnose"], capture_output=True,
-                                check=False).returncode == 0:
-            return cand
-    return None
+    return peer_python(given, "DIAGNOSE_PYTHON", "import diagnose")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench._measure import run_worker
+from bench._measure import peer_python, run_worker
 
 WORKER = '''
 import json, sys, time, os
@@ -66,11 +65,7 @@ def run_case(python: str, script: Path, case: str, loops: int, rounds: int, cwd:
 
 
 def pymaap_python(given: str | None) -> str | None:
-    for cand in (given, os.environ.get("PYMAAP_PYTHON"), sys.executable):
-        if cand and subprocess.run([cand, "-c", "import pymaap.monitoring"], capture_output=True,
-                                   check=False).returncode == 0:
-            return cand
-    return None
+    return peer_python(given, "PYMAAP_PYTHON", "import pymaap.monitoring")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

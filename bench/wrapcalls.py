@@ -28,14 +28,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench._measure import run_worker
+from bench._measure import peer_python, run_worker
 
 SIZES = (10, 100)
 IMPLS = ("plain", "by hand", "calltape", "facade", "recompyle")
@@ -92,11 +91,7 @@ def run_case(python: str, impl: str, n: int, loops: int, rounds: int, root: Path
 def recompyle_python(given: str | None) -> str | None:
     """The interpreter that has recompyle 0.4 (wrap_calls with extras), or None."""
     probe = "import importlib.metadata as m, sys; sys.exit(m.version('recompyle')[:4] != '0.4.')"
-    for cand in (given, os.environ.get("RECOMPYLE_PYTHON"), sys.executable):
-        if cand and subprocess.run([cand, "-c", probe], capture_output=True,
-                                   check=False).returncode == 0:
-            return cand
-    return None
+    return peer_python(given, "RECOMPYLE_PYTHON", probe)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,6 +46,7 @@ class FlatProfile:
     __module__: str
     __doc__: str | None
     limit: float | None
+    mechanism: str | None
     def __init__(
         self,
         func: Callable[..., Any],
@@ -60,9 +61,12 @@ class FlatProfile:
         ignore: Any = None,
         ignore_builtins: bool = False,
         kind: int = 0,
+        run: Callable[..., Any] | None = None,
     ) -> None: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: Any, objtype: type | None = None) -> Any: ...
+
+def flat_site_call(offset: int, callee: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any: ...
 
 class Monitor:
     """Records the calls of chosen code while running (see calltape.monitor)."""

@@ -331,6 +331,38 @@ def _enclosing_class(qualname: str) -> str | None:
     return None
 
 
+# file name -> (its text's hash, the names its module scope imports)
+_IMPORTS: dict[str, tuple[int, frozenset[str]]] = {}
+
+
+def _module_imports(filename: str) -> frozenset[str]:
+    """The names bound by ``import`` at module level in ``filename`` (as
+    linecache has it), or none when it does not parse."""
+    import ast
+    import linecache
+
+    text = "".join(linecache.getlines(filename))
+    known = _IMPORTS.get(filename)
+    if known is not None and known[0] == hash(text):
+        return known[1]
+    names: set[str] = set()
+    try:
+        todo: list[ast.AST] = [ast.parse(text)]
+    except (SyntaxError, ValueError):
+        todo = []
+    while todo:
+        node = todo.pop()
+        for sub in ast.iter_child_nodes(node):
+            if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).partition(".")[0] for a in sub.names)
+            elif not isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+                                      ast.Lambda, ast.expr)):
+                todo.append(sub)  # if, try, with, for... at module level
+    found = frozenset(names)
+    _IMPORTS[filename] = (hash(text), found)
+    return found
+
+
 def _indent(text: str) -> str:
     return "".join("    " + line + "\n" for line in text.splitlines())
 
@@ -372,9 +404,9 @@ class _Compiler:
         # lines put every node at its line in the file
         return lines, "\n" * (first - 2) + "if 1:\n" + text, first
 
-    def template(self) -> _Template:
+    def parse(self) -> tuple[list[str], int, ast.FunctionDef | ast.AsyncFunctionDef, str | None]:
+        """(the def's lines, its first line, its parsed node, the enclosing class)."""
         import ast
-        import warnings
 
         lines, padded, first = self.read()
         try:
@@ -386,9 +418,14 @@ class _Compiler:
             node = node.body[0]
         cls = _enclosing_class(self.code.co_qualname)
         self.check(node, cls)
-        rewriter = _CallRewriter(self.plan, lines, first, self.shadowed(node),
-                                 self.func.__builtins__, "__class__" in self.code.co_freevars)
-        rewriter.rewrite_def(node)
+        assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        return lines, first, node, cls
+
+    def compile_def(self, node: ast.stmt, cls: str | None) -> types.CodeType:
+        """The code object of ``node`` compiled as the function's (its free
+        names, class, file and ``__future__`` flags), with nothing run."""
+        import warnings
+
         module = self.factory(node, cls)
         with warnings.catch_warnings():
             # the placeholder constants are called: "'str' object is not
@@ -399,6 +436,14 @@ class _Compiler:
         found = self.find(compiled)
         if found is None or set(found.co_freevars) != set(self.code.co_freevars):
             raise self.stale()
+        return found
+
+    def template(self) -> _Template:
+        lines, first, node, cls = self.parse()
+        rewriter = _CallRewriter(self.plan, lines, first, self.shadowed(node),
+                                 self.func.__builtins__, "__class__" in self.code.co_freevars)
+        rewriter.rewrite_def(node)
+        found = self.compile_def(node, cls)
         code = _replace_consts(found, rewriter.constants,
                                (found.co_qualname, self.code.co_qualname))
         return _Template(code, "".join(lines), functools.partial(rewriter.display, node))
@@ -457,22 +502,36 @@ class _Compiler:
 
         The class (at module level, so its name stays a global) mangles private
         names as the enclosing class does and holds ``__class__``; the
-        factory's locals make the original's free names free in the def.
+        factory's locals make the original's free names free in the def, and
+        its ``global <the def's name>`` keeps a def that is not a closure of
+        itself calling itself as a global.
         """
         import ast
 
         free = [n for n in self.code.co_freevars if not (cls and n == "__class__")]
         text = f"def {_FACTORY}():\n" + "".join(f"    {name} = None\n" for name in free)
+        if self.code.co_name not in free:  # a def that calls itself by its global name
+            text += f"    global {self.code.co_name}\n"
         text += "    pass\n"
         if cls:
             text = f"class {cls}:\n" + _indent(text)
+        # the module's imported names, never run: from 3.12 CPython calls
+        # `mod.f()` without the method form when `mod` was imported
+        imports = sorted(_module_imports(self.code.co_filename) & self.names(node))
+        text = "".join(f"import sys as {name}\n" for name in imports) + text
         module = ast.parse(text)
-        outer = module.body[0]
+        outer = module.body[len(imports)]
         if isinstance(outer, ast.ClassDef):
             outer = outer.body[0]
         assert isinstance(outer, ast.FunctionDef)
         outer.body[-1] = node
         return module
+
+    @staticmethod
+    def names(node: ast.AST) -> set[str]:
+        import ast
+
+        return {sub.id for sub in ast.walk(node) if isinstance(sub, ast.Name)}
 
     def find(self, code: types.CodeType) -> types.CodeType | None:
         """The compiled def's code object (by name and first line), outermost first."""

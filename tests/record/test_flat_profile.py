@@ -1,5 +1,10 @@
 """calltape.flat_profile: every call made directly inside a function, timed
-per activation, with the above/below callbacks and the default log records."""
+per activation, with the above/below callbacks and the default log records.
+
+Every test runs twice: with the call-site rewrite (the default for a plain
+function in a file) and with every profile timed from events
+(``calltape.flat._CALL_SITES = False``: sys.monitoring, 3.11's profile hook);
+tests/record/test_flat_sites.py has what is the rewrite's own."""
 
 import asyncio
 import gc
@@ -17,10 +22,18 @@ import pytest
 from _util import open_tape, run_python
 
 import calltape
+import calltape.flat
 
 SYSMON = sys.version_info >= (3, 12)
 needs_sysmon = pytest.mark.skipif(not SYSMON, reason="sys.monitoring's events (3.12+)")
 FLAT_TOOL = 5
+
+
+@pytest.fixture(autouse=True, params=["call sites", "events"])
+def sites(request, monkeypatch):
+    """True while the profiles the test makes use the call-site rewrite."""
+    monkeypatch.setattr(calltape.flat, "_CALL_SITES", request.param == "call sites")
+    return request.param == "call sites"
 
 
 def nap(seconds):
@@ -46,16 +59,18 @@ def by_name(result):
     return {c.name.rsplit(".", 1)[-1]: c for c in result.calls}
 
 
-def test_inner_calls_are_attributed_their_time():
+def test_inner_calls_are_attributed_their_time(sites):
     got, keep = collect()
 
-    @calltape.flat_profile(below=keep)
+    @calltape.flat_profile(below=keep, record=False)
     def handle():
         nap(0.02)
         nap(0.05)
         quick(1)
         return deeper(2)
 
+    assert handle.mechanism == ("call sites" if sites else
+                                "sys.monitoring" if SYSMON else "profile hook")
     assert handle() == 4
     (r,) = got
     calls = by_name(r)
@@ -161,7 +176,7 @@ def test_a_raising_callback_is_reported_once_and_never_reaches_the_caller():
     assert len(mine) == 1 and "ValueError: boom" in str(mine[0].message)
 
 
-def test_an_exception_of_the_function_passes_unchanged():
+def test_an_exception_of_the_function_passes_unchanged(sites):
     got, keep = collect()
 
     @calltape.flat_profile(below=keep)
@@ -174,7 +189,7 @@ def test_an_exception_of_the_function_passes_unchanged():
     assert info.value.args == ("k",)
     assert len(got) == 1
     # building the exception is a call made inside it too (3.11's hook sees no class called)
-    expected = {"quick", "KeyError"} if SYSMON else {"quick"}
+    expected = {"quick", "KeyError"} if SYSMON or sites else {"quick"}
     assert {c.name.rsplit(".", 1)[-1] for c in got[0].calls} == expected
     # the traceback points at the function's own line, not at calltape
     last = traceback.extract_tb(info.tb)[-1]
@@ -186,33 +201,38 @@ class Base:
         return f"base {x}"
 
 
-class Child(Base):
-    @calltape.flat_profile(below=lambda r: Child.seen.append(r))
-    def greet(self, x):
-        return "child " + super().greet(x)
+def make_child():
+    """A class whose methods are profiled (made in the test: its mechanism)."""
 
-    @calltape.flat_profile(below=lambda r: Child.seen.append(r))
-    @classmethod
-    def make(cls, n):
-        return [cls.__name__] * n
+    class Child(Base):
+        @calltape.flat_profile(below=lambda r: Child.seen.append(r))
+        def greet(self, x):
+            return "child " + super().greet(x)
 
-    @calltape.flat_profile(below=lambda r: Child.seen.append(r))
-    @staticmethod
-    def twice(n):
-        return abs(n) * 2
+        @calltape.flat_profile(below=lambda r: Child.seen.append(r))
+        @classmethod
+        def make(cls, n):
+            return [cls.__name__] * n
 
-    seen: ClassVar[list] = []
+        @calltape.flat_profile(below=lambda r: Child.seen.append(r))
+        @staticmethod
+        def twice(n):
+            return abs(n) * 2
+
+        seen: ClassVar[list] = []
+
+    return Child
 
 
-def test_methods_super_classmethods_and_staticmethods():
-    Child.seen.clear()
+def test_methods_super_classmethods_and_staticmethods(sites):
+    Child = make_child()
     assert Child().greet(1) == "child base 1"
     assert Child.make(2) == ["Child", "Child"] and Child().make(1) == ["Child"]
     assert Child.twice(-2) == 4 and Child().twice(3) == 6
     assert len(Child.seen) == 5
     names = {c.name for c in Child.seen[0].calls}
     assert any(n.endswith("Base.greet") for n in names), names
-    assert not SYSMON or "super" in names
+    assert "super" in names or not (SYSMON or sites)
     assert {c.name for c in Child.seen[3].calls} == {"abs"}
 
 
@@ -323,12 +343,18 @@ def test_wrong_options_say_what_is_wrong():
 
 
 @needs_sysmon
-def test_code_outside_profiled_functions_has_no_event():
+def test_code_outside_profiled_functions_has_no_event(sites):
     mon = sys.monitoring
 
     def target():
         return quick(1)
 
+    if sites:  # no event at all, not even on the profiled code
+        profiled = calltape.flat_profile(target, below=lambda r: None, record=False)
+        assert profiled() == 2 and profiled.mechanism == "call sites"
+        assert mon.get_local_events(FLAT_TOOL, target.__code__) == 0
+        assert mon.get_events(FLAT_TOOL) == 0
+        return
     profiled = calltape.flat_profile(target, below=lambda r: None)
     again = calltape.flat_profile(target, below=lambda r: None)  # the same code twice
     assert mon.get_tool(FLAT_TOOL) == "calltape flat_profile"

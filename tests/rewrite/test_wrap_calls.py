@@ -210,6 +210,21 @@ def test_a_recursive_nested_function_calls_its_rewritten_self():
     assert log.names() == ["fact", "fact", "fact"]
 
 
+RECURSIVE_LOG = Log()
+
+
+@calltape.wrap_calls(RECURSIVE_LOG)
+def module_fact(n):
+    return 1 if n <= 1 else n * module_fact(n - 1)
+
+
+def test_a_recursive_module_level_function_calls_itself_by_its_global_name():
+    # its name is a global of the module, not a cell of the rewrite's factory
+    RECURSIVE_LOG.calls.clear()
+    assert module_fact(4) == 24
+    assert RECURSIVE_LOG.names() == ["module_fact", "module_fact", "module_fact"]
+
+
 # --- methods, super(), classmethod, staticmethod ------------------------------
 
 

@@ -9,6 +9,7 @@
  * files, none calls it.
  */
 #include "record/capture.h"
+#include "record/flat.h"
 #include "instruments/instruments.h"
 #include "lifecycle.h"
 #include "record/logq.h"
@@ -130,6 +131,9 @@ static PyObject *nop(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef module_methods[] = {
     {"nop", (PyCFunction)(void (*)(void))nop, METH_FASTCALL,
      "nop(*args) -> None, doing nothing: the cheapest callback (bench run's floor)"},
+    {"flat_site_call", (PyCFunction)(void (*)(void))ct_flat_site_call,
+     METH_FASTCALL | METH_KEYWORDS,
+     "flat_site_call(offset, callee, *args, **kwargs): a timed call of flat_profile's rewrite"},
     {"configure", (PyCFunction)(void (*)(void))ct_configure_py, METH_VARARGS | METH_KEYWORDS,
      "configure(*, tape=None, flush_interval=None, on_full=None, buffer_bytes=None,"
      " redact=None, max_value_bytes=None, energy=None, retain=None)"},

@@ -1,20 +1,29 @@
 /*
  * flat.c - calltape.flat_profile: the FlatProfile type, a wrapper (like
  * Recorder: vectorcall, descriptor, GC) that times every call made
- * directly inside one function, per activation, from sys.monitoring CALL
- * events set on that function's code object alone (tool FLAT_TOOL_ID).
+ * directly inside one function, per activation.
  *
  * An activation starts and ends in the wrapper, so it is exact and
- * balanced whatever the function does (returns, raises, recurses).  In
- * between, each CALL event of the function's frame ends the inner call
- * timed before it and starts timing the new one, and the return ends the
- * last: an inner call's time runs from its CALL to the next direct call or
- * the return, so the function's own bytecode between two calls counts for
- * the call before it, and calls deeper down count inside the direct call
- * that made them.  The inner calls' times never add up to more than the
- * total.  Each activation aggregates its calls by call site and callee
- * (count, total, maximum) in a small open-addressing table on this
- * thread's activation stack, reused from one activation to the next.
+ * balanced whatever the function does (returns, raises, recurses).  Each
+ * activation aggregates its calls by call site and callee (count, total,
+ * maximum) in a small open-addressing table on this thread's activation
+ * stack, reused from one activation to the next.  The inner calls are
+ * timed in one of two ways:
+ *
+ * - call sites (a plain function whose source is in a file): the wrapper
+ *   calls a rewrite of the function (calltape/rewrite.py, flat_sites) in
+ *   which each direct call `f(a, k=b)` is `ct_flat_site_call(offset, f, a,
+ *   k=b)`, offset being the original code's CALL instruction: the call is
+ *   timed exactly, from before it to after it, with no event at all;
+ * - events, for the rest (generators, coroutines, code with no source): the
+ *   sys.monitoring CALL event set on that function's code object alone
+ *   (tool FLAT_TOOL_ID).  Each CALL ends the inner call timed before it and
+ *   starts timing the new one, and the return ends the last: an inner call
+ *   runs from its CALL to the next direct call or the return, so the
+ *   function's own bytecode between two calls counts for the call before it.
+ *
+ * Either way calls deeper down count inside the direct call that made them,
+ * and the inner calls' times never add up to more than the total.
  *
  * What an activation gives (the breakdown, the callbacks, the tape's
  * records) is flat_out.c's.
@@ -124,9 +133,9 @@ static void act_pop(flat_stack *s)
     a->pending = NULL;
 }
 
-static size_t site_hash(PyObject *callee, long offset, size_t mask)
+static size_t site_hash(const void *key, long offset, size_t mask)
 {
-    uint64_t h = ((uint64_t)(uintptr_t)callee >> 4) ^ ((uint64_t)offset * 0x9E3779B97F4A7C15ull);
+    uint64_t h = ((uint64_t)(uintptr_t)key >> 4) ^ ((uint64_t)offset * 0x9E3779B97F4A7C15ull);
     return (size_t)(h ^ (h >> 29)) & mask;
 }
 
@@ -141,7 +150,7 @@ static int act_grow(flat_act *a)
         flat_site *o = &a->sites[i];
         if (!o->callee)
             continue;
-        size_t j = site_hash(o->callee, o->offset, cap - 1);
+        size_t j = site_hash(o->key, o->offset, cap - 1);
         while (v[j].callee)
             j = (j + 1) & (cap - 1);
         v[j] = *o;
@@ -152,24 +161,32 @@ static int act_grow(flat_act *a)
     return 0;
 }
 
-/* The site of (callee, offset) in `a`, added when new; NULL (memory). */
-static flat_site *act_site(flat_act *a, PyObject *callee, long offset)
+/* The site of (key, offset) in `a`, added with `callee` when new; NULL
+ * (memory). */
+static flat_site *act_site_keyed(flat_act *a, const void *key, PyObject *callee, long offset)
 {
     if (4 * (a->n + 1) > 3 * a->cap && act_grow(a) < 0)
         return NULL;
-    size_t mask = a->cap - 1, i = site_hash(callee, offset, mask);
+    size_t mask = a->cap - 1, i = site_hash(key, offset, mask);
     for (;; i = (i + 1) & mask) {
         flat_site *s = &a->sites[i];
-        if (s->callee == callee && s->offset == offset)
+        if (s->key == key && s->offset == offset && s->callee)
             return s;
         if (!s->callee) {
             s->callee = Py_NewRef(callee);
+            s->key = key;
             s->offset = offset;
             s->count = s->total_ns = s->max_ns = 0;
             a->n++;
             return s;
         }
     }
+}
+
+/* The site of (callee, offset) in `a`, added when new; NULL (memory). */
+static flat_site *act_site(flat_act *a, PyObject *callee, long offset)
+{
+    return act_site_keyed(a, callee, callee, offset);
 }
 
 /* ---- CPython 3.11: a profile hook while an activation runs ------------------ */
@@ -274,6 +291,49 @@ static void hook_off(flat_stack *s)
 #else
     (void)s;
 #endif
+}
+
+/* ---- call sites: the rewrite's timed calls ------------------------------------- */
+
+PyObject *ct_flat_site_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    (void)module;
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "flat_site_call(offset, callee, ...) takes 2 or more"
+                                         " arguments");
+        return NULL;
+    }
+    PyObject *callee = args[1];
+    flat_stack *s = flat_tls;
+    size_t depth = s ? s->n : 0;
+    uint64_t start = ct_now_ns();
+    /* args[1] may be lent to the callee as its args[-1] (a bound method's self) */
+    PyObject *res = PyObject_Vectorcall(
+        callee, args + 2, (size_t)(nargs - 2) | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
+    uint64_t end = ct_now_ns();
+    if (!depth || s->n < depth) /* run outside its wrapper, or unwound */
+        return res;
+    flat_act *a = &s->v[depth - 1]; /* found again: the call may have moved the stack */
+    long offset = PyLong_AsLong(args[0]);
+    const void *key = callee;
+    if (PyMethod_Check(callee)) { /* a new bound method each time: its function */
+        key = callee = PyMethod_GET_FUNCTION(callee);
+    } else if (PyCFunction_Check(callee)) { /* `d.get`: a new one too, of one method */
+        PyObject *self = PyCFunction_GET_SELF(callee);
+        if (self && !PyModule_Check(self))
+            key = ((PyCFunctionObject *)callee)->m_ml;
+    }
+    flat_site *site = act_site_keyed(a, key, callee, offset);
+    if (site) {
+        uint64_t d = end - start;
+        if (!site->count++)
+            site->first_ns = start;
+        site->total_ns += d;
+        if (d > site->max_ns)
+            site->max_ns = d;
+    }
+    return res;
 }
 
 /* ---- sys.monitoring -------------------------------------------------------- */
@@ -546,7 +606,7 @@ PyObject *ct_flat_call(PyObject *flat, PyObject *const *args, size_t nargsf, PyO
     FlatProfile *fp = (FlatProfile *)flat;
     if (fp->body != FLAT_BODY_PLAIN) {
         /* the body runs later, in the generator or coroutine returned */
-        PyObject *res = PyObject_Vectorcall(fp->func, args, nargsf, kwnames);
+        PyObject *res = PyObject_Vectorcall(fp->run, args, nargsf, kwnames);
         if (slot || !res || !(PyGen_CheckExact(res) || PyCoro_CheckExact(res)))
             return res; /* slot: the Recorder wraps it itself (pending.c) */
         ct_state *st = (ct_state *)PyModule_GetState(fp->module_ref);
@@ -568,10 +628,10 @@ PyObject *ct_flat_call(PyObject *flat, PyObject *const *args, size_t nargsf, PyO
     }
     flat_stack *s = fp->code ? stack_get() : NULL;
     size_t depth = s && act_push(s, fp->code) ? s->n : 0;
-    if (depth)
+    if (depth && fp->events_set)
         hook_on(s);
     uint64_t start = ct_now_ns();
-    PyObject *res = PyObject_Vectorcall(fp->func, args, nargsf, kwnames);
+    PyObject *res = PyObject_Vectorcall(fp->run, args, nargsf, kwnames);
     uint64_t end = ct_now_ns();
     flat_act *a = NULL;
     if (depth) {
@@ -611,18 +671,19 @@ int ct_flat_check(ct_state *st, PyObject *o)
 
 /* FlatProfile(func, result_cls, limit=None, below=None, above=None,
  * logger=None, below_level=0, above_level=0, ignore_builtins=False,
- * only=None, ignore=None, kind=0) */
+ * only=None, ignore=None, kind=0, run=None): `run`, when given, is func's
+ * call-site rewrite (called instead of func, with no event set). */
 static PyObject *Flat_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {
         "func",        "result_cls", "limit",  "below",           "above", "logger", "below_level",
-        "above_level", "only",       "ignore", "ignore_builtins", "kind",  NULL};
+        "above_level", "only",       "ignore", "ignore_builtins", "kind",  "run",    NULL};
     PyObject *func, *result_cls, *limit = Py_None, *below = Py_None, *above = Py_None;
-    PyObject *logger = Py_None, *only = Py_None, *ignore = Py_None;
+    PyObject *logger = Py_None, *only = Py_None, *ignore = Py_None, *run = Py_None;
     int below_level = 0, above_level = 0, ignore_builtins = 0, kind = FLAT_FUNCTION;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OOOOiiOOpi:FlatProfile", kwlist, &func,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OOOOiiOOpiO:FlatProfile", kwlist, &func,
                                      &result_cls, &limit, &below, &above, &logger, &below_level,
-                                     &above_level, &only, &ignore, &ignore_builtins, &kind))
+                                     &above_level, &only, &ignore, &ignore_builtins, &kind, &run))
         return NULL;
     PyObject *module = PyType_GetModule(type);
     ct_state *st = module ? (ct_state *)PyModule_GetState(module) : NULL;
@@ -641,6 +702,7 @@ static PyObject *Flat_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     fp->vectorcall = Flat_vectorcall;
     fp->module_ref = Py_NewRef(module);
     fp->func = Py_NewRef(func);
+    fp->run = Py_NewRef(run == Py_None ? func : run);
     fp->result_cls = Py_NewRef(result_cls);
     fp->below = Py_NewRef(below);
     fp->above = Py_NewRef(above);
@@ -671,13 +733,22 @@ static PyObject *Flat_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         goto error;
     if (PyFunction_Check(func)) {
         PyObject *code = PyFunction_GET_CODE(func);
-        if (FLAT_SYSMON && code_count(st, module, code, 1) < 0)
+        fp->events_set = run == Py_None;
+        if (FLAT_SYSMON && fp->events_set && code_count(st, module, code, 1) < 0) {
+            fp->events_set = 0;
             goto error;
+        }
         fp->code = Py_NewRef(code);
         int flags = ((PyCodeObject *)code)->co_flags;
         fp->body = (flags & CO_COROUTINE)   ? FLAT_BODY_COROUTINE
                    : (flags & CO_GENERATOR) ? FLAT_BODY_GENERATOR
                                             : FLAT_BODY_PLAIN;
+        if (!fp->events_set && (fp->body != FLAT_BODY_PLAIN || !PyCallable_Check(run))) {
+            PyErr_Format(PyExc_TypeError,
+                         "FlatProfile: run= is the call-site rewrite of a plain function, not %R",
+                         run);
+            goto error;
+        }
         if (flags & CO_ASYNC_GENERATOR) {
             PyErr_Format(PyExc_TypeError,
                          "flat_profile: %R is an async generator function, which flat_profile"
@@ -697,6 +768,7 @@ static int Flat_traverse(FlatProfile *fp, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(fp));
     Py_VISIT(fp->module_ref);
     Py_VISIT(fp->func);
+    Py_VISIT(fp->run);
     Py_VISIT(fp->code);
     Py_VISIT(fp->result_cls);
     Py_VISIT(fp->below);
@@ -713,8 +785,9 @@ static int Flat_traverse(FlatProfile *fp, visitproc visit, void *arg)
 /* Takes the CALL event off the code when this was its last profile. */
 static void release_code(FlatProfile *fp)
 {
-    if (!FLAT_SYSMON || !fp->code || !fp->module_ref)
+    if (!FLAT_SYSMON || !fp->code || !fp->module_ref || !fp->events_set)
         return;
+    fp->events_set = 0;
     ct_state *st = (ct_state *)PyModule_GetState(fp->module_ref);
     PyObject *saved = ct_fetch_exc();
     if (st && code_count(st, fp->module_ref, fp->code, -1) < 0)
@@ -728,6 +801,7 @@ static int Flat_clear(FlatProfile *fp)
     Py_CLEAR(fp->code);
     Py_CLEAR(fp->module_ref);
     Py_CLEAR(fp->func);
+    Py_CLEAR(fp->run);
     Py_CLEAR(fp->result_cls);
     Py_CLEAR(fp->below);
     Py_CLEAR(fp->above);
@@ -774,6 +848,16 @@ static PyObject *Flat_get_wrapped(FlatProfile *fp, void *c)
     return Py_NewRef(fp->func);
 }
 
+static PyObject *Flat_get_mechanism(FlatProfile *fp, void *c)
+{
+    (void)c;
+    if (!fp->code)
+        return Py_NewRef(Py_None);
+    return PyUnicode_FromString(!fp->events_set ? "call sites"
+                                : FLAT_SYSMON   ? "sys.monitoring"
+                                                : "profile hook");
+}
+
 static PyObject *Flat_get_limit(FlatProfile *fp, void *c)
 {
     (void)c;
@@ -808,6 +892,8 @@ static PyGetSetDef Flat_getset[] = {
     {"__doc__", (getter)Flat_get_forwarded, NULL, NULL, "__doc__"},
     {"__wrapped__", (getter)Flat_get_wrapped, NULL, NULL, NULL},
     {"limit", (getter)Flat_get_limit, NULL, "the limit in seconds, or None", NULL},
+    {"mechanism", (getter)Flat_get_mechanism, NULL,
+     "how inner calls are timed: 'call sites', 'sys.monitoring', 'profile hook' or None", NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

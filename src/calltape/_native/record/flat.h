@@ -20,6 +20,14 @@
 PyObject *ct_flat_call(PyObject *flat, PyObject *const *args, size_t nargsf, PyObject *kwnames,
                        ct_engine_slot *slot);
 
+/* flat_site_call(offset, callee, *args, **kwargs), a direct call in a
+ * flat profile's call-site rewrite: returns callee(*args, **kwargs) (a new
+ * reference, or NULL with its exception), and adds its time to the call
+ * site `offset` (the CALL instruction's in the original code) of the
+ * activation on top of this thread's stack, if one is. */
+PyObject *ct_flat_site_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames);
+
 /* One activation of a flat-profiled generator or coroutine function,
  * resumed and suspended by the Pending object wrapping what it returned
  * (pending.c): each resume times the calls made directly in its frame. */

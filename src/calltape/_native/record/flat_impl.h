@@ -11,7 +11,8 @@
 typedef struct FlatProfile {
     PyObject_HEAD vectorcallfunc vectorcall;
     PyObject *module_ref;    /* the _native module: its state */
-    PyObject *func;          /* the function called */
+    PyObject *func;          /* the function profiled (__wrapped__) */
+    PyObject *run;           /* what is called: func, or its call-site rewrite */
     PyObject *code;          /* its code object (events set on it), or NULL */
     PyObject *result_cls;    /* callable(function, total, limit, calls) */
     PyObject *below, *above; /* callables, or None */
@@ -26,7 +27,8 @@ typedef struct FlatProfile {
     double limit;                 /* seconds; < 0: no limit (never above) */
     int below_level, above_level; /* logging levels: skip when not enabled */
     int ignore_builtins, warned, wrap_kind;
-    int body; /* FLAT_BODY_*: what calling func returns */
+    int body;       /* FLAT_BODY_*: what calling func returns */
+    int events_set; /* sys.monitoring CALL events set on code (not a rewrite) */
 } FlatProfile;
 
 enum { FLAT_FUNCTION, FLAT_CLASSMETHOD, FLAT_STATICMETHOD };
@@ -39,6 +41,7 @@ enum { FLAT_BODY_PLAIN, FLAT_BODY_GENERATOR, FLAT_BODY_COROUTINE };
 
 typedef struct flat_site {
     PyObject *callee; /* strong; NULL: a free slot */
+    const void *key;  /* what the site is found by: callee, or a bound builtin's method */
     long offset;      /* of the CALL instruction in the code */
     uint64_t count, total_ns, max_ns, first_ns;
 } flat_site;
