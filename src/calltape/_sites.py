@@ -30,7 +30,7 @@ import weakref
 from typing import Any
 
 from . import _native
-from .rewrite import _Compiler, _Plan, _replace_consts
+from .rewrite import _Compiler, _Plan, _replace_consts, _visit_children, _visit_defaults
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -148,13 +148,7 @@ class _SiteRewriter:
             return node
         if isinstance(node, ast.Call):
             return self.visit_call(node)
-        if isinstance(node, ast.AST):
-            for field, value in ast.iter_fields(node):
-                if isinstance(value, list):
-                    setattr(node, field, [self.visit(v) for v in value])
-                elif isinstance(value, ast.AST):
-                    setattr(node, field, self.visit(value))
-        return node
+        return _visit_children(node, self.visit)
 
     def visit_definition(self, node: Any) -> Any:
         """What a nested def, lambda or class runs where it is defined."""
@@ -166,9 +160,7 @@ class _SiteRewriter:
             node.bases = [self.visit(b) for b in node.bases]
             node.keywords = [self.visit(k) for k in node.keywords]
             return node
-        args = node.args
-        args.defaults = [self.visit(d) for d in args.defaults]
-        args.kw_defaults = [None if d is None else self.visit(d) for d in args.kw_defaults]
+        _visit_defaults(node.args, self.visit)
         return node
 
     def visit_call(self, node: ast.Call) -> ast.expr:

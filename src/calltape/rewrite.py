@@ -546,6 +546,25 @@ class _Compiler:
         return None
 
 
+def _visit_children(node: Any, visit: Callable[[Any], Any]) -> Any:
+    """``node`` with each child node replaced by ``visit(child)``."""
+    import ast
+
+    if isinstance(node, ast.AST):
+        for field, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                setattr(node, field, [visit(v) for v in value])
+            elif isinstance(value, ast.AST):
+                setattr(node, field, visit(value))
+    return node
+
+
+def _visit_defaults(args: ast.arguments, visit: Callable[[Any], Any]) -> None:
+    """A def's or lambda's default values, each replaced by ``visit(value)``."""
+    args.defaults = [visit(d) for d in args.defaults]
+    args.kw_defaults = [None if d is None else visit(d) for d in args.kw_defaults]
+
+
 class _Scope:
     __slots__ = ("class_cell", "first_arg")
 
@@ -632,17 +651,10 @@ class _CallRewriter:
             return node
         if isinstance(node, ast.Call):
             return self.visit_call(node)
-        if isinstance(node, ast.AST):
-            for field, value in ast.iter_fields(node):
-                if isinstance(value, list):
-                    setattr(node, field, [self.visit(v) for v in value])
-                elif isinstance(value, ast.AST):
-                    setattr(node, field, self.visit(value))
-        return node
+        return _visit_children(node, self.visit)
 
     def visit_defaults(self, args: ast.arguments) -> None:
-        args.defaults = [self.visit(d) for d in args.defaults]
-        args.kw_defaults = [None if d is None else self.visit(d) for d in args.kw_defaults]
+        _visit_defaults(args, self.visit)
 
     # -- one call ----------------------------------------------------------
     def visit_call(self, node: ast.Call) -> ast.expr:

@@ -403,7 +403,7 @@ def test_many_calls_keep_no_references_and_no_memory():
     assert grown < 64 * 1024, grown
 
 
-def test_record_puts_the_call_and_its_inner_calls_on_the_tape(tape):
+def test_record_puts_the_call_and_its_inner_calls_on_the_tape(tape, sites):
     @calltape.flat_profile(record=True, below=lambda r: None)
     def handle(i, k=2):
         for _ in range(3):
@@ -411,6 +411,8 @@ def test_record_puts_the_call_and_its_inner_calls_on_the_tape(tape):
         return quick(i) * k
 
     assert handle(5) == 12
+    assert handle.limit is None and handle.mechanism == (
+        "call sites" if sites else "sys.monitoring" if SYSMON else "profile hook")
     t = open_tape(tape)
     (call,) = t.calls("handle")
     assert call.args == {"i": 5, "k": 2} and call.result == 12 and call.captured == "flat"
