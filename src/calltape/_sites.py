@@ -12,7 +12,8 @@ the *original* code, so breakdowns and tape records name the same call sites
 as the event-driven profiler does, and no event is set at all. Calls in nested
 functions, lambdas, class bodies and generator expressions are not direct and
 stay as written (their default values, decorators, bases and first iterable
-are direct and are rewritten). A zero-argument ``super()`` called from
+are direct and are rewritten), and so do calls with ``*`` or ``**`` arguments,
+whose errors CPython words with the callee's name. A zero-argument ``super()`` called from
 ``flat_site_call`` still finds its frame: a C function runs in its caller's.
 
 The rewrite is compiled the way :mod:`calltape.rewrite` compiles
@@ -103,24 +104,26 @@ def _rewrite(func: types.FunctionType) -> types.CodeType | None:
                            (found.co_qualname, original.co_qualname))
 
 
-def _call_offsets(code: types.CodeType) -> tuple[dict[Any, int], ...]:
+def _call_offsets(code: types.CodeType) -> tuple[dict[Any, Any], ...]:
     """The CALL instructions of ``code`` (not of its nested code) by their
     full source position and by where they end, and its LOAD_SUPER_ATTRs
-    (``super().m`` in one, 3.12 on) by where they start: offsets in bytes."""
+    (``super().m`` in one, 3.12 on) by where they start: (offset in bytes,
+    the instruction's own position)."""
     import dis
 
-    full: dict[Any, int] = {}
-    ends: dict[Any, int] = {}
-    supers: dict[Any, int] = {}
+    full: dict[Any, Any] = {}
+    ends: dict[Any, Any] = {}
+    supers: dict[Any, Any] = {}
     for ins in dis.get_instructions(code):
         p = ins.positions
         if p is None or p.end_lineno is None:
             continue
+        found = (ins.offset, p)
         if ins.opname in _CALLS:
-            full.setdefault((p.lineno, p.col_offset, p.end_lineno, p.end_col_offset), ins.offset)
-            ends.setdefault((p.end_lineno, p.end_col_offset), ins.offset)
+            full.setdefault((p.lineno, p.col_offset, p.end_lineno, p.end_col_offset), found)
+            ends.setdefault((p.end_lineno, p.end_col_offset), found)
         elif ins.opname == "LOAD_SUPER_ATTR":
-            supers.setdefault((p.lineno, p.col_offset), ins.offset)
+            supers.setdefault((p.lineno, p.col_offset), found)
     return full, ends, supers
 
 
@@ -128,7 +131,7 @@ class _SiteRewriter:
     """Turns each direct call ``f(a, k=b)`` of a def into
     ``<site>(<offset>, f, a, k=b)``; ``count`` says how many it turned."""
 
-    def __init__(self, offsets: tuple[dict[Any, int], ...]) -> None:
+    def __init__(self, offsets: tuple[dict[Any, Any], ...]) -> None:
         self.full, self.ends, self.supers = offsets
         self.count = 0
 
@@ -166,20 +169,29 @@ class _SiteRewriter:
     def visit_call(self, node: ast.Call) -> ast.expr:
         import ast
 
-        offset = self.offset(node)
+        found = self.offset(node)
         node.func = self.visit(node.func)
         node.args = [self.visit(a) for a in node.args]
         node.keywords = [self.visit(k) for k in node.keywords]
-        func = node.func
-        if offset is None:
+        if found is None:
             return node  # compiled away (dead code)
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(
+                k.arg is None for k in node.keywords):
+            # f(*a, **k) left as written: CPython's own errors for a bad * or
+            # ** argument name the callee they would name otherwise
+            return node
         self.count += 1
-        site, where = ast.Constant(_SITE), ast.Constant(offset)
-        for sub in (site, where):  # the call's own position, as tracebacks show it
-            ast.copy_location(sub, node)
-        return ast.copy_location(ast.Call(site, [where, func, *node.args], node.keywords), node)
+        offset, where = found
+        site = ast.Call(ast.Constant(_SITE), [ast.Constant(offset), node.func, *node.args],
+                        node.keywords)
+        # the CALL's own position (a method call over several lines starts at
+        # its attribute), as tracebacks and f_lineno show it
+        for sub in (site, site.func, site.args[0]):
+            sub.lineno, sub.col_offset = where.lineno, where.col_offset
+            sub.end_lineno, sub.end_col_offset = where.end_lineno, where.end_col_offset
+        return site
 
-    def offset(self, node: ast.Call) -> int | None:
+    def offset(self, node: ast.Call) -> tuple[int, Any] | None:
         found = self.full.get((node.lineno, node.col_offset, node.end_lineno, node.end_col_offset))
         if found is None:  # a method call's CALL starts at the attribute's line
             found = self.ends.get((node.end_lineno, node.end_col_offset))

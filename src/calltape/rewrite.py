@@ -345,9 +345,13 @@ def _module_imports(filename: str) -> frozenset[str]:
     known = _IMPORTS.get(filename)
     if known is not None and known[0] == hash(text):
         return known[1]
+    import warnings
+
     names: set[str] = set()
     try:
-        todo: list[ast.AST] = [ast.parse(text)]
+        with warnings.catch_warnings():  # shown at its import already
+            warnings.simplefilter("ignore")
+            todo: list[ast.AST] = [ast.parse(text, filename=filename)]
     except (SyntaxError, ValueError):
         todo = []
     while todo:
@@ -510,7 +514,7 @@ class _Compiler:
 
         free = [n for n in self.code.co_freevars if not (cls and n == "__class__")]
         text = f"def {_FACTORY}():\n" + "".join(f"    {name} = None\n" for name in free)
-        if self.code.co_name not in free:  # a def that calls itself by its global name
+        if _mangle(self.code.co_name, cls) not in free:  # a def calling itself as a global
             text += f"    global {self.code.co_name}\n"
         text += "    pass\n"
         if cls:

@@ -218,6 +218,21 @@ def module_fact(n):
     return 1 if n <= 1 else n * module_fact(n - 1)
 
 
+class PrivateRecursion:
+    def make(self, log):
+        @calltape.wrap_calls(log)
+        def __down(k):
+            return 0 if k == 0 else __down(k - 1) + 1
+
+        return __down
+
+
+def test_a_recursive_closure_with_a_private_name():
+    log = Log()
+    assert PrivateRecursion().make(log)(2) == 2
+    assert log.names() == ["__down", "__down"]
+
+
 def test_a_recursive_module_level_function_calls_itself_by_its_global_name():
     # its name is a global of the module, not a cell of the rewrite's factory
     RECURSIVE_LOG.calls.clear()

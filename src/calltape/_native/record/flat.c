@@ -304,18 +304,19 @@ PyObject *ct_flat_site_call(PyObject *module, PyObject *const *args, Py_ssize_t 
                                          " arguments");
         return NULL;
     }
+    long offset = PyLong_AsLong(args[0]);
+    if (offset == -1 && PyErr_Occurred())
+        return NULL;
     PyObject *callee = args[1];
     flat_stack *s = flat_tls;
     size_t depth = s ? s->n : 0;
     uint64_t start = ct_now_ns();
-    /* args[1] may be lent to the callee as its args[-1] (a bound method's self) */
-    PyObject *res = PyObject_Vectorcall(
-        callee, args + 2, (size_t)(nargs - 2) | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
+    /* no PY_VECTORCALL_ARGUMENTS_OFFSET: args may be a tuple's items */
+    PyObject *res = PyObject_Vectorcall(callee, args + 2, (size_t)(nargs - 2), kwnames);
     uint64_t end = ct_now_ns();
     if (!depth || s->n < depth) /* run outside its wrapper, or unwound */
         return res;
     flat_act *a = &s->v[depth - 1]; /* found again: the call may have moved the stack */
-    long offset = PyLong_AsLong(args[0]);
     const void *key = callee;
     if (PyMethod_Check(callee)) { /* a new bound method each time: its function */
         key = callee = PyMethod_GET_FUNCTION(callee);
@@ -628,10 +629,12 @@ PyObject *ct_flat_call(PyObject *flat, PyObject *const *args, size_t nargsf, PyO
     }
     flat_stack *s = fp->code ? stack_get() : NULL;
     size_t depth = s && act_push(s, fp->code) ? s->n : 0;
+    /* with no activation of its own, the rewrite's calls would land in the one below */
+    PyObject *run = depth || fp->events_set ? fp->run : fp->func;
     if (depth && fp->events_set)
         hook_on(s);
     uint64_t start = ct_now_ns();
-    PyObject *res = PyObject_Vectorcall(fp->run, args, nargsf, kwnames);
+    PyObject *res = PyObject_Vectorcall(run, args, nargsf, kwnames);
     uint64_t end = ct_now_ns();
     flat_act *a = NULL;
     if (depth) {

@@ -24,7 +24,8 @@ PyObject *ct_flat_call(PyObject *flat, PyObject *const *args, size_t nargsf, PyO
  * flat profile's call-site rewrite: returns callee(*args, **kwargs) (a new
  * reference, or NULL with its exception), and adds its time to the call
  * site `offset` (the CALL instruction's in the original code) of the
- * activation on top of this thread's stack, if one is. */
+ * activation on top of this thread's stack, if one is.  An offset that is
+ * not an int is a TypeError (or OverflowError), before any call. */
 PyObject *ct_flat_site_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames);
 
