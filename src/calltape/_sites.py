@@ -13,8 +13,9 @@ as the event-driven profiler does, and no event is set at all. Calls in nested
 functions, lambdas, class bodies and generator expressions are not direct and
 stay as written (their default values, decorators, bases and first iterable
 are direct and are rewritten), and so do calls with ``*`` or ``**`` arguments,
-whose errors CPython words with the callee's name. A zero-argument ``super()`` called from
-``flat_site_call`` still finds its frame: a C function runs in its caller's.
+whose errors CPython words with the callee's name. A zero-argument
+``super()`` called from ``flat_site_call`` still finds its frame: a C
+function runs in its caller's.
 
 The rewrite is compiled the way :mod:`calltape.rewrite` compiles
 ``wrap_calls`` (the function's own file, lines, columns, free names and
@@ -25,13 +26,21 @@ import, or a def this cannot reproduce, leaves the function to the events.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
-import weakref
 from typing import Any
 
 from . import _native
-from .rewrite import _Compiler, _Plan, _replace_consts, _visit_children, _visit_defaults
+from .rewrite import (
+    _PER_CODE,
+    _Compiler,
+    _function_on,
+    _Plan,
+    _replace_consts,
+    _visit_children,
+    _visit_defaults,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,10 +51,8 @@ __all__ = ["call_sites"]
 _SITE = "\x00calltape.flat_site_call"
 _CALLS = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX"})
 _INLINED_COMPREHENSIONS = sys.version_info >= (3, 12)  # PEP 709
-_CO_SUSPENDS = 0x20 | 0x80 | 0x100 | 0x200  # generator, coroutine, iterable coroutine, async gen
-
-# id(original code) -> (weak reference to it, rewritten code or None)
-_CACHE: dict[int, tuple[Any, types.CodeType | None]] = {}
+_CO_SUSPENDS = (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE
+                | inspect.CO_ASYNC_GENERATOR)
 
 
 def call_sites(func: Any) -> types.FunctionType | None:
@@ -54,33 +61,15 @@ def call_sites(func: Any) -> types.FunctionType | None:
     plain function written with def whose source matches its code."""
     if not isinstance(func, types.FunctionType) or func.__code__.co_flags & _CO_SUSPENDS:
         return None
-    code = _code_for(func)
-    if code is None:
-        return None
-    cells = dict(zip(func.__code__.co_freevars, func.__closure__ or (), strict=True))
-    closure = tuple(cells[name] for name in code.co_freevars) or None
-    new = types.FunctionType(code, func.__globals__, func.__name__, func.__defaults__, closure)
-    if func.__kwdefaults__ is not None:
-        new.__kwdefaults__ = func.__kwdefaults__
-    return new
+    code = _PER_CODE.get(func.__code__, "flat_profile", lambda: _rewrite_or_none(func))
+    return None if code is None else _function_on(func, code)
 
 
-def _code_for(func: types.FunctionType) -> types.CodeType | None:
-    original = func.__code__
-    entry = _CACHE.get(id(original))
-    if entry is not None and entry[0]() is original:
-        return entry[1]
+def _rewrite_or_none(func: types.FunctionType) -> types.CodeType | None:
     try:
-        made = _rewrite(func)
+        return _rewrite(func)
     except (TypeError, SyntaxError, ValueError, RecursionError, MemoryError):
-        made = None  # the events profile it
-    ident = id(original)
-
-    def forget(_: Any, ident: int = ident) -> None:
-        _CACHE.pop(ident, None)
-
-    _CACHE[ident] = (weakref.ref(original, forget), made)
-    return made
+        return None  # the events profile it
 
 
 def _rewrite(func: types.FunctionType) -> types.CodeType | None:

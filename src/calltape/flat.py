@@ -161,9 +161,7 @@ def _decorator(limit: float | None, below: Callable[[FlatResult], Any] | None,
         if not record:
             return prof
         method = {"classmethod": classmethod, "staticmethod": staticmethod}.get(kind)
-        recorded = _native.Recorder(method(f) if method else f, flat=prof)
-        recorded.mechanism, recorded.limit = prof.mechanism, prof.limit  # as without a tape
-        return recorded
+        return _native.Recorder(method(f) if method else f, flat=prof)
 
     return decorate
 

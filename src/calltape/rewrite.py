@@ -240,31 +240,50 @@ class _Made:
 
 _MADE = _Made()
 
-# id(original code) -> (weak reference to it, {plan key: template})
-_TEMPLATES: dict[int, tuple[Any, dict[tuple[Any, ...], _Template]]] = {}
+class _PerCode:
+    """What is made from one code object (a rewrite), made once per key and
+    dropped with the code object: entries by id, checked by a weak reference."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[Any, dict[Any, Any]]] = {}
+
+    def get(self, code: types.CodeType, key: Any, make: Callable[[], Any]) -> Any:
+        import weakref
+
+        entry = self.entries.get(id(code))
+        if entry is None or entry[0]() is not code:
+            ident = id(code)
+
+            def forget(_: Any, ident: int = ident) -> None:
+                self.entries.pop(ident, None)
+
+            entry = (weakref.ref(code, forget), {})
+            self.entries[ident] = entry
+        made = entry[1]
+        if key not in made:
+            made[key] = make()  # what raises is not kept: asked again, it raises again
+        return made[key]
+
+
+# the rewrites of wrap_calls (by plan and globals) and of flat_profile
+_PER_CODE = _PerCode()
 
 
 def _template(func: types.FunctionType, plan: _Plan) -> _Template:
-    import weakref
-
-    code = func.__code__
     key = (*plan.key(), id(func.__globals__))
-    entry = _TEMPLATES.get(id(code))
-    if entry is not None and entry[0]() is code:
-        found = entry[1].get(key)
-        if found is not None:
-            return found
-    else:
-        ident = id(code)
-
-        def forget(_: Any, ident: int = ident) -> None:
-            _TEMPLATES.pop(ident, None)
-
-        entry = (weakref.ref(code, forget), {})
-        _TEMPLATES[ident] = entry
-    made = _Compiler(func, plan).template()
-    entry[1][key] = made
+    made: _Template = _PER_CODE.get(func.__code__, key, lambda: _Compiler(func, plan).template())
     return made
+
+
+def _function_on(func: types.FunctionType, code: types.CodeType) -> types.FunctionType:
+    """A function running ``code`` with ``func``'s globals, name, defaults
+    (keyword ones copied) and closure cells, matched by name."""
+    cells = dict(zip(func.__code__.co_freevars, func.__closure__ or (), strict=True))
+    closure = tuple(cells[name] for name in code.co_freevars) or None
+    new = types.FunctionType(code, func.__globals__, func.__name__, func.__defaults__, closure)
+    if func.__kwdefaults__ is not None:
+        new.__kwdefaults__ = dict(func.__kwdefaults__)
+    return new
 
 
 def _rewrite_function(func: types.FunctionType, wrapper: Callable[..., Any], plan: _Plan,
@@ -274,12 +293,7 @@ def _rewrite_function(func: types.FunctionType, wrapper: Callable[..., Any], pla
         hash(wrapper)
     except TypeError:  # the code object stays hashable (tools key dicts by code)
         wrapper = functools.partial(wrapper)
-    code = template.with_wrapper(wrapper)
-    cells = dict(zip(func.__code__.co_freevars, func.__closure__ or (), strict=True))
-    closure = tuple(cells[name] for name in code.co_freevars) or None
-    new = types.FunctionType(code, func.__globals__, func.__name__, func.__defaults__, closure)
-    if func.__kwdefaults__ is not None:
-        new.__kwdefaults__ = dict(func.__kwdefaults__)
+    new = _function_on(func, template.with_wrapper(wrapper))
     functools.update_wrapper(new, func)
     _MADE.add(new)
     if details is not None:
@@ -340,13 +354,12 @@ def _module_imports(filename: str) -> frozenset[str]:
     linecache has it), or none when it does not parse."""
     import ast
     import linecache
+    import warnings
 
     text = "".join(linecache.getlines(filename))
     known = _IMPORTS.get(filename)
     if known is not None and known[0] == hash(text):
         return known[1]
-    import warnings
-
     names: set[str] = set()
     try:
         with warnings.catch_warnings():  # shown at its import already

@@ -54,6 +54,12 @@
 /* sys.monitoring's OPTIMIZER_ID: the monitor holds 2, probes 3, locals 4 */
 #define FLAT_TOOL_ID 5
 
+/* 1 when `fp` times its inner calls from events (it has no call-site rewrite). */
+static inline int uses_events(const FlatProfile *fp)
+{
+    return fp->run == fp->func;
+}
+
 /* ---- the per-thread activation stack -------------------------------------- */
 
 typedef struct flat_stack {
@@ -161,10 +167,25 @@ static int act_grow(flat_act *a)
     return 0;
 }
 
-/* The site of (key, offset) in `a`, added with `callee` when new; NULL
- * (memory). */
-static flat_site *act_site_keyed(flat_act *a, const void *key, PyObject *callee, long offset)
+/* What a callee's calls are aggregated by: a bound method's function (a new
+ * bound method each call), a bound builtin's method definition (`d.get`:
+ * the same), else the callee.  `*callee` becomes what the site keeps. */
+static const void *site_key(PyObject **callee)
 {
+    if (PyMethod_Check(*callee))
+        return *callee = PyMethod_GET_FUNCTION(*callee);
+    if (PyCFunction_Check(*callee)) {
+        PyObject *self = PyCFunction_GET_SELF(*callee);
+        if (self && !PyModule_Check(self))
+            return ((PyCFunctionObject *)*callee)->m_ml;
+    }
+    return *callee;
+}
+
+/* The site of `callee` at `offset` in `a`, added when new; NULL (memory). */
+static flat_site *act_site(flat_act *a, PyObject *callee, long offset)
+{
+    const void *key = site_key(&callee);
     if (4 * (a->n + 1) > 3 * a->cap && act_grow(a) < 0)
         return NULL;
     size_t mask = a->cap - 1, i = site_hash(key, offset, mask);
@@ -181,12 +202,6 @@ static flat_site *act_site_keyed(flat_act *a, const void *key, PyObject *callee,
             return s;
         }
     }
-}
-
-/* The site of (callee, offset) in `a`, added when new; NULL (memory). */
-static flat_site *act_site(flat_act *a, PyObject *callee, long offset)
-{
-    return act_site_keyed(a, callee, callee, offset);
 }
 
 /* ---- CPython 3.11: a profile hook while an activation runs ------------------ */
@@ -317,15 +332,7 @@ PyObject *ct_flat_site_call(PyObject *module, PyObject *const *args, Py_ssize_t 
     if (!depth || s->n < depth) /* run outside its wrapper, or unwound */
         return res;
     flat_act *a = &s->v[depth - 1]; /* found again: the call may have moved the stack */
-    const void *key = callee;
-    if (PyMethod_Check(callee)) { /* a new bound method each time: its function */
-        key = callee = PyMethod_GET_FUNCTION(callee);
-    } else if (PyCFunction_Check(callee)) { /* `d.get`: a new one too, of one method */
-        PyObject *self = PyCFunction_GET_SELF(callee);
-        if (self && !PyModule_Check(self))
-            key = ((PyCFunctionObject *)callee)->m_ml;
-    }
-    flat_site *site = act_site_keyed(a, key, callee, offset);
+    flat_site *site = act_site(a, callee, offset);
     if (site) {
         uint64_t d = end - start;
         if (!site->count++)
@@ -352,11 +359,8 @@ static PyObject *cb_call(PyObject *module, PyObject *const *args, Py_ssize_t nar
         Py_RETURN_NONE;
     uint64_t now = ct_now_ns();
     flat_act_close(a, now);
-    PyObject *callee = args[2];
-    if (PyMethod_Check(callee)) /* a new bound method each time: its function */
-        callee = PyMethod_GET_FUNCTION(callee);
     long offset = PyLong_AsLong(args[1]);
-    flat_site *site = act_site(a, callee, offset);
+    flat_site *site = act_site(a, args[2], offset);
     if (site) {
         if (!site->count++)
             site->first_ns = now;
@@ -630,8 +634,8 @@ PyObject *ct_flat_call(PyObject *flat, PyObject *const *args, size_t nargsf, PyO
     flat_stack *s = fp->code ? stack_get() : NULL;
     size_t depth = s && act_push(s, fp->code) ? s->n : 0;
     /* with no activation of its own, the rewrite's calls would land in the one below */
-    PyObject *run = depth || fp->events_set ? fp->run : fp->func;
-    if (depth && fp->events_set)
+    PyObject *run = depth ? fp->run : fp->func;
+    if (depth && uses_events(fp))
         hook_on(s);
     uint64_t start = ct_now_ns();
     PyObject *res = PyObject_Vectorcall(run, args, nargsf, kwnames);
@@ -736,17 +740,11 @@ static PyObject *Flat_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         goto error;
     if (PyFunction_Check(func)) {
         PyObject *code = PyFunction_GET_CODE(func);
-        fp->events_set = run == Py_None;
-        if (FLAT_SYSMON && fp->events_set && code_count(st, module, code, 1) < 0) {
-            fp->events_set = 0;
-            goto error;
-        }
-        fp->code = Py_NewRef(code);
         int flags = ((PyCodeObject *)code)->co_flags;
         fp->body = (flags & CO_COROUTINE)   ? FLAT_BODY_COROUTINE
                    : (flags & CO_GENERATOR) ? FLAT_BODY_GENERATOR
                                             : FLAT_BODY_PLAIN;
-        if (!fp->events_set && (fp->body != FLAT_BODY_PLAIN || !PyCallable_Check(run))) {
+        if (run != Py_None && (fp->body != FLAT_BODY_PLAIN || !PyCallable_Check(run))) {
             PyErr_Format(PyExc_TypeError,
                          "FlatProfile: run= is the call-site rewrite of a plain function, not %R",
                          run);
@@ -759,6 +757,10 @@ static PyObject *Flat_new(PyTypeObject *type, PyObject *args, PyObject *kw)
                          func);
             goto error;
         }
+        /* fp->code only once counted: release_code takes off what was set */
+        if (FLAT_SYSMON && uses_events(fp) && code_count(st, module, code, 1) < 0)
+            goto error;
+        fp->code = Py_NewRef(code);
     }
     return (PyObject *)fp;
 error:
@@ -788,9 +790,8 @@ static int Flat_traverse(FlatProfile *fp, visitproc visit, void *arg)
 /* Takes the CALL event off the code when this was its last profile. */
 static void release_code(FlatProfile *fp)
 {
-    if (!FLAT_SYSMON || !fp->code || !fp->module_ref || !fp->events_set)
+    if (!FLAT_SYSMON || !fp->code || !fp->module_ref || !uses_events(fp))
         return;
-    fp->events_set = 0;
     ct_state *st = (ct_state *)PyModule_GetState(fp->module_ref);
     PyObject *saved = ct_fetch_exc();
     if (st && code_count(st, fp->module_ref, fp->code, -1) < 0)
@@ -856,9 +857,9 @@ static PyObject *Flat_get_mechanism(FlatProfile *fp, void *c)
     (void)c;
     if (!fp->code)
         return Py_NewRef(Py_None);
-    return PyUnicode_FromString(!fp->events_set ? "call sites"
-                                : FLAT_SYSMON   ? "sys.monitoring"
-                                                : "profile hook");
+    return PyUnicode_FromString(!uses_events(fp) ? "call sites"
+                                : FLAT_SYSMON    ? "sys.monitoring"
+                                                 : "profile hook");
 }
 
 static PyObject *Flat_get_limit(FlatProfile *fp, void *c)

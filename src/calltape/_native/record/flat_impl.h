@@ -12,7 +12,7 @@ typedef struct FlatProfile {
     PyObject_HEAD vectorcallfunc vectorcall;
     PyObject *module_ref;    /* the _native module: its state */
     PyObject *func;          /* the function profiled (__wrapped__) */
-    PyObject *run;           /* what is called: func, or its call-site rewrite */
+    PyObject *run;           /* what is called: func (timed from events), or its rewrite */
     PyObject *code;          /* its code object (events set on it), or NULL */
     PyObject *result_cls;    /* callable(function, total, limit, calls) */
     PyObject *below, *above; /* callables, or None */
@@ -27,8 +27,7 @@ typedef struct FlatProfile {
     double limit;                 /* seconds; < 0: no limit (never above) */
     int below_level, above_level; /* logging levels: skip when not enabled */
     int ignore_builtins, warned, wrap_kind;
-    int body;       /* FLAT_BODY_*: what calling func returns */
-    int events_set; /* sys.monitoring CALL events set on code (not a rewrite) */
+    int body; /* FLAT_BODY_*: what calling func returns */
 } FlatProfile;
 
 enum { FLAT_FUNCTION, FLAT_CLASSMETHOD, FLAT_STATICMETHOD };

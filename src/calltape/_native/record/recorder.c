@@ -914,13 +914,17 @@ static PyObject *Recorder_get_tape(Recorder *r, void *c)
     return Py_NewRef(r->tape ? r->tape : Py_None);
 }
 
+/* What the recorder does not have itself is the function's, read through
+ * its flat profile when it has one (which has `limit` and `mechanism` and
+ * forwards the rest to the same function). */
 static PyObject *Recorder_getattro(PyObject *self, PyObject *name)
 {
     PyObject *v = PyObject_GenericGetAttr(self, name);
     if (v || !PyErr_ExceptionMatches(PyExc_AttributeError))
         return v;
     PyErr_Clear();
-    return PyObject_GetAttr(((Recorder *)self)->func, name);
+    Recorder *r = (Recorder *)self;
+    return PyObject_GetAttr(r->flat ? r->flat : r->func, name);
 }
 
 static PyObject *Recorder_reduce(PyObject *self, PyObject *unused)
