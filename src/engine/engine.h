@@ -197,6 +197,9 @@ typedef struct value_bytes {
 #define REC_HAS_VALUES                                                                             \
     ((uint16_t)(REC_HAS_ARGS | REC_HAS_RESULT | REC_HAS_LOCALS | REC_HAS_GLOBALS | REC_HAS_YIELDS))
 
+/* The measures that go into a segment's extras column. */
+#define REC_HAS_EXTRAS ((uint16_t)(REC_HAS_CPU | REC_HAS_MEMORY | REC_HAS_ENERGY))
+
 /* The REC_HAS_* flag that says `slot` is present. */
 static inline uint16_t value_flag(enum value_slot slot)
 {
@@ -244,7 +247,9 @@ typedef struct call_rec {
 
 /* Parses the body of a REC_CALL (after the kind byte) into `c` (its value
  * slots point into `p`).  Returns 0, or -1 when the bytes are malformed.
- * Inline: the writer parses every call. */
+ * A bare head (timings only: no extra, no value flagged) sets the head's
+ * fields only; otherwise the extras and slots not flagged are 0 and
+ * {NULL, 0}.  Inline: the writer parses every call. */
 static inline int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
 {
     if (n < REC_CALL_HEAD) {
@@ -264,12 +269,9 @@ static inline int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
     c->start = wide[2];
     c->duration = wide[3];
     c->outcome = p[46];
-    c->cpu_ns = c->rss_before = c->rss_after = c->rss_peak = c->energy_pkg = c->energy_dram = 0;
-    if (!(c->flags & (REC_HAS_CPU | REC_HAS_MEMORY | REC_HAS_ENERGY | REC_HAS_VALUES))) {
-        /* a bare head (timings only): nothing follows, no slot is read */
-        memset(c->value, 0, sizeof c->value);
+    if (!(c->flags & (REC_HAS_EXTRAS | REC_HAS_VALUES))) /* a bare head: nothing follows */
         return n == REC_CALL_HEAD ? 0 : -1;
-    }
+    c->cpu_ns = c->rss_before = c->rss_after = c->rss_peak = c->energy_pkg = c->energy_dram = 0;
     wreader r;
     wreader_init(&r, p + REC_CALL_HEAD, n - REC_CALL_HEAD);
     if (c->flags & REC_HAS_CPU)
@@ -363,8 +365,9 @@ typedef struct seg_call {
  * time. */
 typedef struct seg_raw {
     int64_t id, parent, depth, thread, start, duration;
-    uint64_t flags; /* outcome and flags as the flags column holds them */
+    uint64_t flags; /* the call's flags, and its outcome from SEG_RAW_OUTCOME_SHIFT */
 } seg_raw;
+#define SEG_RAW_OUTCOME_SHIFT 16
 
 typedef struct seg_builder {
     size_t n;
@@ -404,8 +407,43 @@ void seg_builder_init(seg_builder *s);
 void seg_builder_free(seg_builder *s);
 /* Empties the builder for reuse, keeping its memory. */
 void seg_builder_reset(seg_builder *s);
-/* Adds one call (values copied).  Returns 0, or -1 on allocation failure. */
-int seg_builder_add(seg_builder *s, const seg_call *c);
+/* seg_builder_add's part for a call with extras or values: appends them to
+ * their columns and sets share[0] and share[1] to the bytes it added to
+ * the args and the result column.  0, or -1 on allocation failure. */
+int seg_builder_add_measures(seg_builder *s, const seg_call *c, size_t share[2]);
+
+/* Adds one call (values copied).  Returns 0, or -1 on allocation failure.
+ * Inline: the writer adds every call, most with timings only. */
+static inline int seg_builder_add(seg_builder *s, const seg_call *c)
+{
+    size_t share[2] = {0, 0};
+    if ((c->flags & (REC_HAS_EXTRAS | REC_HAS_VALUES)) && seg_builder_add_measures(s, c, share) < 0)
+        return -1;
+    if (wbuf_reserve(&s->raw, sizeof(seg_raw)) < 0)
+        return -1;
+    /* the bookkeeping fields as they are: seg_builder_finish encodes them */
+    seg_raw *raw = (seg_raw *)(void *)(s->raw.data + s->raw.len);
+    raw->id = c->id;
+    raw->parent = c->parent;
+    raw->depth = c->depth;
+    raw->thread = c->thread;
+    raw->start = c->start;
+    raw->duration = c->duration;
+    raw->flags = c->flags | (uint64_t)c->outcome << SEG_RAW_OUTCOME_SHIFT;
+    s->raw.len += sizeof *raw;
+    if (s->n == 0) {
+        s->first_id = c->id;
+        s->first_start = c->start;
+        s->share[0] = share[0];
+        s->share[1] = share[1];
+    }
+    s->uneven |= (unsigned)(share[0] != s->share[0]) | (unsigned)(share[1] != s->share[1]) << 1;
+    s->n_raised += c->outcome == OUTCOME_RAISED;
+    s->total_dur += c->duration;
+    s->total_self += c->self_ns;
+    s->n++;
+    return 0;
+}
 /* Serializes the segment into `out` (appended), encoding its bookkeeping
  * columns and setting its ranges (id_min .. dur_max) from the calls'
  * seg_raw (again at each call: the same bytes each time) and packing its

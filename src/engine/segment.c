@@ -127,20 +127,8 @@ void seg_builder_reset(seg_builder *s)
     s->raw.failed = s->links.failed = 0;
 }
 
-int seg_builder_add(seg_builder *s, const seg_call *c)
+int seg_builder_add_measures(seg_builder *s, const seg_call *c, size_t share[2])
 {
-    if (s->n == 0) {
-        s->first_id = c->id;
-        s->first_start = c->start;
-    }
-    seg_raw raw = {c->id,
-                   c->parent,
-                   c->depth,
-                   c->thread,
-                   c->start,
-                   c->duration,
-                   pack_flags(c->outcome, c->flags)};
-    wbuf_put(&s->raw, &raw, sizeof raw);
     wbuf *x = &s->col[COL_EXTRA];
     if (c->flags & REC_HAS_CPU)
         wbuf_varint(x, (uint64_t)c->cpu_ns);
@@ -153,7 +141,6 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
         wbuf_varint(x, (uint64_t)c->energy_pkg);
         wbuf_varint(x, (uint64_t)c->energy_dram);
     }
-    size_t args_share = 0, result_share = 0;
     if (c->flags & REC_HAS_VALUES) {
         size_t args_at = s->col[COL_ARGS].len, result_at = s->col[COL_RESULT].len;
 #pragma GCC unroll 8 /* one copy per slot: flags and columns are constants */
@@ -164,45 +151,47 @@ int seg_builder_add(seg_builder *s, const seg_call *c)
                 wbuf_put(col, c->value[i].data, c->value[i].len);
             }
         }
-        args_share = s->col[COL_ARGS].len - args_at;
-        result_share = s->col[COL_RESULT].len - result_at;
+        share[0] = s->col[COL_ARGS].len - args_at;
+        share[1] = s->col[COL_RESULT].len - result_at;
     }
-    if (s->n == 0) {
-        s->share[0] = args_share;
-        s->share[1] = result_share;
-    }
-    s->uneven |= (unsigned)(args_share != s->share[0]) | (unsigned)(result_share != s->share[1])
-                                                             << 1;
     /* the columns this adds to (no branch per column) */
-    if (s->raw.failed | s->col[COL_EXTRA].failed | s->col[COL_ARGS].failed |
-        s->col[COL_RESULT].failed)
-        return -1;
-    if (c->outcome == OUTCOME_RAISED)
-        s->n_raised++;
-    s->total_dur += c->duration;
-    s->total_self += c->self_ns;
-    s->n++;
-    return 0;
+    return s->col[COL_EXTRA].failed | s->col[COL_ARGS].failed | s->col[COL_RESULT].failed ? -1 : 0;
 }
 
-/* 1 when parent id `p` belongs in the range `k` is building: the roots
- * together, any other parent with those of its block of SEG_LINK_SPAN ids. */
-static int same_block(const seg_link *k, int64_t p)
+/* The block a parent id belongs to: 0 for the roots (no parent), else
+ * one more than its block of SEG_LINK_SPAN ids (ids are positive). */
+static uint64_t block_of(int64_t parent)
 {
-    /* ids are positive: unsigned division, a shift */
-    return p ? k->lo > 0 && (uint64_t)p / SEG_LINK_SPAN == (uint64_t)k->lo / SEG_LINK_SPAN
-             : k->lo == 0;
+    return parent ? (uint64_t)parent / SEG_LINK_SPAN + 1 : 0;
 }
 
-/* Moves the bitmap of `k`, built from its block's first id, to start at k->lo. */
+/* The 8 bytes of `p` as a little-endian word (one load where the CPU is
+ * little-endian). */
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Moves the bitmap of `k`, built from its block's first id, to start at
+ * k->lo: a shift right by lo % SEG_LINK_SPAN bits, a word at a time. */
 static void align_bits(seg_link *k)
 {
-    size_t shift = (size_t)(k->lo % SEG_LINK_SPAN), by = shift / 8, bit = shift % 8;
-    for (size_t j = 0; j < SEG_LINK_BYTES; j++) {
-        unsigned v = j + by < SEG_LINK_BYTES ? k->parents[j + by] >> bit : 0;
-        if (bit && j + by + 1 < SEG_LINK_BYTES)
-            v |= (unsigned)k->parents[j + by + 1] << (8 - bit);
-        k->parents[j] = (uint8_t)v;
+    enum { WORDS = (SEG_LINK_BYTES + 7) / 8 };
+    uint8_t bytes[(WORDS + 1) * 8] = {0};
+    uint64_t w[WORDS + 1];
+    memcpy(bytes, k->parents, SEG_LINK_BYTES);
+    for (size_t j = 0; j <= WORDS; j++)
+        w[j] = get_le64(bytes + 8 * j);
+    size_t shift = (size_t)(k->lo % SEG_LINK_SPAN), by = shift / 64, bit = shift % 64;
+    for (size_t j = 0; j < WORDS; j++) {
+        uint64_t v = j + by < WORDS ? w[j + by] >> bit : 0;
+        if (bit && j + by + 1 <= WORDS)
+            v |= w[j + by + 1] << (64 - bit);
+        for (size_t b = 0; b < 8 && 8 * j + b < SEG_LINK_BYTES; b++)
+            k->parents[8 * j + b] = (uint8_t)(v >> 8 * b);
     }
 }
 
@@ -210,33 +199,36 @@ int64_t seg_builder_links(seg_builder *s)
 {
     size_t n = s->raw.len / sizeof(seg_raw), nlinks = 0, last = 0;
     const seg_raw *raw = (const seg_raw *)(const void *)s->raw.data;
+    uint64_t last_block = UINT64_MAX; /* the block of k[last] (none yet) */
     s->links.len = 0;
     for (size_t i = 0; i < n; i++) {
         int64_t parent = raw[i].parent;
+        uint64_t block = block_of(parent);
         seg_link *k = (seg_link *)(void *)s->links.data;
-        size_t at = last;
-        /* the block of the previous call's parent, else the others, newest first */
-        if (nlinks == 0 || !same_block(&k[at], parent))
-            for (at = nlinks; at-- > 0 && !same_block(&k[at], parent);)
+        if (block != last_block) {
+            /* the block of the previous call's parent, else the others, newest first */
+            for (last = nlinks; last-- > 0 && block_of(k[last].lo) != block;)
                 ;
-        if (at >= nlinks) { /* a new block: none held this parent's */
-            seg_link fresh;
-            memset(&fresh, 0, sizeof fresh);
-            fresh.lo = fresh.hi = parent;
-            wbuf_put(&s->links, &fresh, sizeof fresh);
-            if (s->links.failed)
-                return -1;
-            k = (seg_link *)(void *)s->links.data;
-            at = nlinks++;
+            if (last >= nlinks) { /* a new block: none held this parent's */
+                seg_link fresh;
+                memset(&fresh, 0, sizeof fresh);
+                fresh.lo = fresh.hi = parent;
+                wbuf_put(&s->links, &fresh, sizeof fresh);
+                if (s->links.failed)
+                    return -1;
+                k = (seg_link *)(void *)s->links.data;
+                last = nlinks++;
+            }
+            last_block = block;
         }
-        if (parent < k[at].lo)
-            k[at].lo = parent;
-        if (parent > k[at].hi)
-            k[at].hi = parent;
+        seg_link *at = &k[last];
+        if (parent < at->lo)
+            at->lo = parent;
+        if (parent > at->hi)
+            at->hi = parent;
         uint64_t bit = (uint64_t)parent % SEG_LINK_SPAN; /* from the block's first id, for now */
-        k[at].parents[bit / 8] |= (uint8_t)(1u << (bit % 8));
-        k[at].n++;
-        last = at;
+        at->parents[bit / 8] |= (uint8_t)(1u << (bit % 8));
+        at->n++;
     }
     seg_link *k = (seg_link *)(void *)s->links.data;
     for (size_t i = 0; i < nlinks; i++)
@@ -343,8 +335,9 @@ static const uint8_t *shuffled_column(const seg_builder *s, int i, wbuf *into)
 
 /* How a bookkeeping column holds its field: as it is, as the zigzag delta
  * from the previous call's (the first call's from the segment's first),
- * or as the zigzag distance back from the call's id to it (0: none). */
-enum seg_encoding { SEG_AS_IS, SEG_DELTA, SEG_BACK };
+ * as the zigzag distance back from the call's id to it (0: none), or as
+ * pack_flags of the flags and outcome seg_raw keeps. */
+enum seg_encoding { SEG_AS_IS, SEG_DELTA, SEG_BACK, SEG_FLAGS };
 #define SEG_ENCODE_BLOCK 256
 
 /* The field at byte offset `off` of `r` (an int64_t or uint64_t). */
@@ -365,6 +358,7 @@ __attribute__((always_inline)) static inline int encode_column(wbuf *col, const 
 {
     col->len = 0;
     int64_t last = first;
+    uint64_t flags_in = UINT64_MAX, flags_out = 0; /* SEG_FLAGS: the last packed */
     for (size_t at = 0; at < n; at += SEG_ENCODE_BLOCK) {
         size_t end = n - at > SEG_ENCODE_BLOCK ? at + SEG_ENCODE_BLOCK : n;
         if (wbuf_reserve(col, (end - at) * 10) < 0)
@@ -378,6 +372,13 @@ __attribute__((always_inline)) static inline int encode_column(wbuf *col, const 
                 last = v;
             } else if (how == SEG_BACK) {
                 u = v ? zigzag(raw[i].id - v) : 0;
+            } else if (how == SEG_FLAGS) {
+                /* the calls of a segment mostly have the same flags */
+                if (u != flags_in) {
+                    flags_in = u;
+                    flags_out = pack_flags((uint8_t)(u >> SEG_RAW_OUTCOME_SHIFT), (uint16_t)u);
+                }
+                u = flags_out;
             }
             q = put_varint_raw(q, u);
         }
@@ -428,7 +429,7 @@ static int encode_bookkeeping(seg_builder *s)
            encode_column(&s->col[COL_START], raw, n, offsetof(seg_raw, start), SEG_DELTA,
                          s->first_start) |
            encode_column(&s->col[COL_DUR], raw, n, offsetof(seg_raw, duration), SEG_AS_IS, 0) |
-           encode_column(&s->col[COL_FLAGS], raw, n, offsetof(seg_raw, flags), SEG_AS_IS, 0);
+           encode_column(&s->col[COL_FLAGS], raw, n, offsetof(seg_raw, flags), SEG_FLAGS, 0);
 }
 
 int seg_builder_finish(seg_builder *s, wbuf *out, lz_table *lz)

@@ -411,6 +411,18 @@ static int take_values(engine *e, const call_rec *c, seg_call *s, wbuf scratch[V
     return 0;
 }
 
+/* Copies the measures of `c` (flagged REC_HAS_EXTRAS, so parsed) to `s`.
+ * Out of line: most calls have none. */
+static __attribute__((noinline)) void take_extras(seg_call *s, const call_rec *c)
+{
+    s->cpu_ns = (int64_t)c->cpu_ns;
+    s->rss_before = (int64_t)c->rss_before;
+    s->rss_after = (int64_t)c->rss_after;
+    s->rss_peak = (int64_t)c->rss_peak;
+    s->energy_pkg = (int64_t)c->energy_pkg;
+    s->energy_dram = (int64_t)c->energy_dram;
+}
+
 /* Takes one REC_CALL body into its function's builder (self time counted
  * only once every store step succeeded).  Returns 0 or a TAKE_ code. */
 static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
@@ -422,7 +434,7 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
         return 0;
     }
     fn_def *f = &w->fns[c.fn];
-    seg_call s; /* every field set below; the value slots only when flagged */
+    seg_call s; /* the head's fields set below; the extras and values only when flagged */
     s.parent = 0;
     s.depth = (int64_t)c.depth;
     s.thread = (int64_t)c.thread;
@@ -430,12 +442,8 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     s.duration = (int64_t)c.duration;
     s.outcome = c.outcome;
     s.flags = c.flags;
-    s.cpu_ns = (int64_t)c.cpu_ns;
-    s.rss_before = (int64_t)c.rss_before;
-    s.rss_after = (int64_t)c.rss_after;
-    s.rss_peak = (int64_t)c.rss_peak;
-    s.energy_pkg = (int64_t)c.energy_pkg;
-    s.energy_dram = (int64_t)c.energy_dram;
+    if (c.flags & REC_HAS_EXTRAS)
+        take_extras(&s, &c);
     s.self_ns = 0;
     if ((!f->tape_id && resolve_function(e, f) < 0) ||
         (c.thread < w->nthreads && w->threads[c.thread].bytes && !w->threads[c.thread].stored &&

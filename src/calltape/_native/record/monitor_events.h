@@ -332,7 +332,7 @@ static void on_end(mon_active *a, PyCodeObject *co, int outcome, PyObject *value
         t->parent = e->saved_parent;
         t->depth = e->saved_depth;
         if (!exc && !(res && m->opt_result) && !m->opt_locals && !e->globals_len &&
-            !(e->ci.flags & (REC_HAS_CPU | REC_HAS_MEMORY | REC_HAS_ENERGY)) && e->args_len < 40)
+            !(e->ci.flags & REC_HAS_EXTRAS) && e->args_len < 40)
             emit_plain(a, e, s->arena.data + e->args_at, end, outcome);
         else
             emit_full(a, m, s, (size_t)i, end, outcome, res, exc);
