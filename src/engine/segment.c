@@ -264,39 +264,16 @@ static unsigned packable(uint8_t format)
 }
 
 /* Byte j of each of the `n` shares of `share` bytes at `src` together,
- * one share after another: src[k * share + j] to dst[j * n + k] (written
- * in order, read a share apart). */
+ * one share after another: src[k * share + j] to dst[j * n + k]. */
 static void shuffle(uint8_t *restrict dst, const uint8_t *restrict src, size_t n, size_t share)
 {
-    for (size_t j = 0; j < share; j++) {
-        const uint8_t *from = src + j;
-        size_t k = 0;
-        for (; k + 4 <= n; k += 4, dst += 4, from += 4 * share) { /* four at a time */
-            dst[0] = from[0];
-            dst[1] = from[share];
-            dst[2] = from[2 * share];
-            dst[3] = from[3 * share];
-        }
-        for (; k < n; k++, from += share)
-            *dst++ = *from;
-    }
+    bytes_transpose(dst, src, n, share);
 }
 
 /* The inverse of shuffle: dst[k * share + j] = src[j * n + k]. */
 static void unshuffle(uint8_t *restrict dst, const uint8_t *restrict src, size_t n, size_t share)
 {
-    for (size_t j = 0; j < share; j++) {
-        uint8_t *to = dst + j;
-        size_t k = 0;
-        for (; k + 4 <= n; k += 4, src += 4, to += 4 * share) { /* four at a time */
-            to[0] = src[0];
-            to[share] = src[1];
-            to[2 * share] = src[2];
-            to[3 * share] = src[3];
-        }
-        for (; k < n; k++, to += share)
-            *to = *src++;
-    }
+    bytes_transpose(dst, src, share, n);
 }
 
 /* A column shorter than this is stored as it is. */

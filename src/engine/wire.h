@@ -423,6 +423,11 @@ const uint8_t *wire_literal(const uint8_t *p, const uint8_t *end, wbuf *out);
 /* Compression of value columns (lz.c).                                      */
 /* ------------------------------------------------------------------------ */
 
+/* Transposes `rows` rows of `cols` bytes at `src` into `cols` rows of
+ * `rows` bytes at `dst`: src[r * cols + c] to dst[c * rows + r]
+ * (transpose.c).  The two do not overlap.  Cannot fail. */
+void bytes_transpose(uint8_t *restrict dst, const uint8_t *restrict src, size_t rows, size_t cols);
+
 /* The most bytes lz_compress can write for `n` input bytes. */
 size_t lz_bound(size_t n);
 /* The compressor's hash table, kept by a caller that compresses often

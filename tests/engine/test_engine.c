@@ -2009,6 +2009,34 @@ static void rechecksum(uint8_t *data, size_t n)
     }
 }
 
+/* bytes_transpose against the definition, for shapes around its 8 x 8
+ * blocks (rows and columns below, at and past multiples of 8), and back. */
+static void test_bytes_transpose(void)
+{
+    static const size_t sizes[] = {0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 64, 100};
+    const size_t nsizes = sizeof sizes / sizeof *sizes;
+    uint8_t *src = malloc(100 * 100), *dst = malloc(100 * 100 + 1), *back = malloc(100 * 100);
+    CHECK(src && dst && back);
+    for (size_t i = 0; i < 100 * 100; i++)
+        src[i] = (uint8_t)(i * 2654435761u >> 13);
+    for (size_t a = 0; a < nsizes; a++) {
+        for (size_t b = 0; b < nsizes; b++) {
+            size_t rows = sizes[a], cols = sizes[b];
+            memset(dst, 0xee, 100 * 100 + 1);
+            bytes_transpose(dst, src, rows, cols);
+            int ok = dst[rows * cols] == 0xee; /* nothing written past the end */
+            for (size_t r = 0; r < rows; r++)
+                for (size_t c = 0; c < cols; c++)
+                    ok &= dst[c * rows + r] == src[r * cols + c];
+            bytes_transpose(back, dst, cols, rows);
+            CHECK(ok && memcmp(back, src, rows * cols) == 0);
+        }
+    }
+    free(src);
+    free(dst);
+    free(back);
+}
+
 /* The arguments of call i of test_segment_shuffled: one layout, a few
  * bytes that change (an int, a float's high bytes), the rest the same. */
 static void shuffled_args(int i, uint8_t args[16])
@@ -2851,6 +2879,7 @@ int main(void)
     test_segment_capture();
     test_lz();
     test_segment_packed();
+    test_bytes_transpose();
     test_segment_shuffled();
     test_segment_format_5_as_written();
     test_segment_next_within();
