@@ -236,6 +236,33 @@ static inline uint8_t *rec_put_call_head(uint8_t *q, uint64_t fn, uint64_t threa
     return q + REC_CALL_HEAD;
 }
 
+/* The fixed head of a REC_CALL. */
+typedef struct call_head {
+    uint64_t fn, thread, depth, seq, parent, start, duration;
+    uint16_t flags;
+    uint8_t outcome;
+} call_head;
+
+/* The head of the REC_CALL body at `p` (REC_CALL_HEAD bytes).  Cannot fail. */
+static inline call_head rec_call_head(const uint8_t *p)
+{
+    uint32_t small[3];
+    uint64_t wide[4];
+    uint16_t flags;
+    memcpy(small, p, sizeof small);
+    memcpy(wide, p + 12, sizeof wide);
+    memcpy(&flags, p + REC_CALL_FLAGS_AT, 2);
+    return (call_head){small[0], small[1], small[2], wide[0], wide[1],
+                       wide[2],  wide[3],  flags,    p[46]};
+}
+
+/* 1 when a call of `flags` is a bare head: timings only, nothing after
+ * its head. */
+static inline int rec_is_bare(uint16_t flags)
+{
+    return !(flags & (REC_HAS_EXTRAS | REC_HAS_VALUES));
+}
+
 /* A parsed REC_CALL; byte ranges point into the record. */
 typedef struct call_rec {
     uint64_t fn, seq, parent, depth, thread, start, duration;
@@ -256,20 +283,17 @@ static inline int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
         memset(c, 0, sizeof *c);
         return -1;
     }
-    uint32_t small[3];
-    uint64_t wide[4];
-    memcpy(small, p, sizeof small);
-    memcpy(wide, p + 12, sizeof wide);
-    memcpy(&c->flags, p + REC_CALL_FLAGS_AT, 2);
-    c->fn = small[0];
-    c->thread = small[1];
-    c->depth = small[2];
-    c->seq = wide[0];
-    c->parent = wide[1];
-    c->start = wide[2];
-    c->duration = wide[3];
-    c->outcome = p[46];
-    if (!(c->flags & (REC_HAS_EXTRAS | REC_HAS_VALUES))) /* a bare head: nothing follows */
+    call_head h = rec_call_head(p);
+    c->fn = h.fn;
+    c->thread = h.thread;
+    c->depth = h.depth;
+    c->seq = h.seq;
+    c->parent = h.parent;
+    c->start = h.start;
+    c->duration = h.duration;
+    c->flags = h.flags;
+    c->outcome = h.outcome;
+    if (rec_is_bare(c->flags)) /* nothing follows */
         return n == REC_CALL_HEAD ? 0 : -1;
     c->cpu_ns = c->rss_before = c->rss_after = c->rss_peak = c->energy_pkg = c->energy_dram = 0;
     wreader r;
@@ -412,38 +436,63 @@ void seg_builder_reset(seg_builder *s);
  * the args and the result column.  0, or -1 on allocation failure. */
 int seg_builder_add_measures(seg_builder *s, const seg_call *c, size_t share[2]);
 
-/* Adds one call (values copied).  Returns 0, or -1 on allocation failure.
- * Inline: the writer adds every call, most with timings only. */
-static inline int seg_builder_add(seg_builder *s, const seg_call *c)
+/* The flags field of a seg_raw: the call's flags and its outcome. */
+static inline uint64_t seg_raw_flags(uint16_t flags, uint8_t outcome)
 {
-    size_t share[2] = {0, 0};
-    if ((c->flags & (REC_HAS_EXTRAS | REC_HAS_VALUES)) && seg_builder_add_measures(s, c, share) < 0)
-        return -1;
-    if (wbuf_reserve(&s->raw, sizeof(seg_raw)) < 0)
+    return flags | (uint64_t)outcome << SEG_RAW_OUTCOME_SHIFT;
+}
+
+/* Adds one call from its bookkeeping fields `r`, its self time and the
+ * bytes its values took in the args and the result column (where
+ * seg_builder_add_measures put them; 0 and 0 for a call of timings only).
+ * Returns 0, or -1 on allocation failure.  Inline: the writer adds every
+ * call this way. */
+static inline int seg_builder_put(seg_builder *s, seg_raw r, int64_t self_ns, size_t args_share,
+                                  size_t result_share)
+{
+    if (wbuf_reserve(&s->raw, sizeof r) < 0)
         return -1;
     /* the bookkeeping fields as they are: seg_builder_finish encodes them */
-    seg_raw *raw = (seg_raw *)(void *)(s->raw.data + s->raw.len);
-    raw->id = c->id;
-    raw->parent = c->parent;
-    raw->depth = c->depth;
-    raw->thread = c->thread;
-    raw->start = c->start;
-    raw->duration = c->duration;
-    raw->flags = c->flags | (uint64_t)c->outcome << SEG_RAW_OUTCOME_SHIFT;
-    s->raw.len += sizeof *raw;
+    seg_raw *to = (seg_raw *)(void *)(s->raw.data + s->raw.len);
+    to->id = r.id;
+    to->parent = r.parent;
+    to->depth = r.depth;
+    to->thread = r.thread;
+    to->start = r.start;
+    to->duration = r.duration;
+    to->flags = r.flags;
+    s->raw.len += sizeof r;
     if (s->n == 0) {
-        s->first_id = c->id;
-        s->first_start = c->start;
-        s->share[0] = share[0];
-        s->share[1] = share[1];
+        s->first_id = r.id;
+        s->first_start = r.start;
+        s->share[0] = args_share;
+        s->share[1] = result_share;
     }
-    s->uneven |= (unsigned)(share[0] != s->share[0]) | (unsigned)(share[1] != s->share[1]) << 1;
-    s->n_raised += c->outcome == OUTCOME_RAISED;
-    s->total_dur += c->duration;
-    s->total_self += c->self_ns;
+    s->uneven |= (unsigned)(args_share != s->share[0]) | (unsigned)(result_share != s->share[1])
+                                                             << 1;
+    s->n_raised += (r.flags >> SEG_RAW_OUTCOME_SHIFT) == OUTCOME_RAISED;
+    s->total_dur += r.duration;
+    s->total_self += self_ns;
     s->n++;
     return 0;
 }
+
+/* Adds one call (values copied).  Returns 0, or -1 on allocation failure. */
+static inline int seg_builder_add(seg_builder *s, const seg_call *c)
+{
+    size_t share[2] = {0, 0};
+    if (!rec_is_bare(c->flags) && seg_builder_add_measures(s, c, share) < 0)
+        return -1;
+    seg_raw r = {c->id,
+                 c->parent,
+                 c->depth,
+                 c->thread,
+                 c->start,
+                 c->duration,
+                 seg_raw_flags(c->flags, c->outcome)};
+    return seg_builder_put(s, r, c->self_ns, share[0], share[1]);
+}
+
 /* Serializes the segment into `out` (appended), encoding its bookkeeping
  * columns and setting its ranges (id_min .. dur_max) from the calls'
  * seg_raw (again at each call: the same bytes each time) and packing its

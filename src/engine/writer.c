@@ -423,11 +423,86 @@ static __attribute__((noinline)) void take_extras(seg_call *s, const call_rec *c
     s->energy_dram = (int64_t)c->energy_dram;
 }
 
-/* Takes one REC_CALL body into its function's builder (self time counted
- * only once every store step succeeded).  Returns 0 or a TAKE_ code. */
-static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
+/* Stores what call `seq` (child of `parent`, 0: none) of `f` on thread
+ * `thread` needs before it reaches a builder: its function and thread
+ * rows, and its id and its parent's (0 when the parent is older than the
+ * tape's seq floor or none).  0, or -1 when the store failed. */
+static inline int take_ids(engine *e, txn *t, fn_def *f, uint64_t thread, uint64_t seq,
+                           uint64_t parent, int64_t *id, int64_t *parent_id)
 {
     writer_state *w = &e->w;
+    *parent_id = 0;
+    return (!f->tape_id && resolve_function(e, f) < 0) ||
+                   (thread < w->nthreads && w->threads[thread].bytes &&
+                    !w->threads[thread].stored &&
+                    store_thread(e, &w->threads[thread], (int64_t)thread) < 0) ||
+                   seq_to_id(e, t, seq, id) < 0 ||
+                   (parent && parent >= w->seq_floor && seq_to_id(e, t, parent, parent_id) < 0)
+               ? -1
+               : 0;
+}
+
+/* The self time of call `seq` of `duration` ns: its recorded children's
+ * taken out of the table, and its own added for its parent (children end,
+ * and reach the writer, before their parent).  Once per call, when
+ * nothing can fail before it reaches its builder. */
+static inline int64_t take_self(writer_state *w, uint64_t seq, uint64_t parent, int64_t duration)
+{
+    int64_t kids = selftime_take(&w->kids, seq);
+    if (parent)
+        selftime_add(&w->kids, parent, duration);
+    return duration > kids ? duration - kids : 0;
+}
+
+/* After a call reached `f`'s builder: writes the segment once full.  0,
+ * or TAKE_KEPT when that failed. */
+static inline int took(engine *e, txn *t, fn_def *f, int64_t start)
+{
+    /* from here on the call is in the builder, counted by after_rollback */
+    if (start < t->first_start)
+        t->first_start = start;
+    if (f->seg.n >= SEG_MAX_CALLS && writer_write_segment(e, t, f) < 0)
+        return TAKE_KEPT;
+    return 0;
+}
+
+/* take_call for a bare head (timings only: most calls), from the head to
+ * the builder without a parsed record.  Returns 0 or a TAKE_ code. */
+static inline int take_bare(engine *e, txn *t, const call_head *h)
+{
+    writer_state *w = &e->w;
+    if (h->fn >= w->nfns || !w->fns[h->fn].bytes) {
+        t->dropped++;
+        return 0;
+    }
+    fn_def *f = &w->fns[h->fn];
+    seg_raw r = {0,
+                 0,
+                 (int64_t)h->depth,
+                 (int64_t)h->thread,
+                 e->opt.clock_wall_ns + ((int64_t)h->start - e->opt.clock_mono_ns),
+                 (int64_t)h->duration,
+                 seg_raw_flags(h->flags, h->outcome)};
+    if (take_ids(e, t, f, h->thread, h->seq, h->parent, &r.id, &r.parent) < 0)
+        return TAKE_AGAIN; /* not in a builder: after_rollback does not see it */
+    if (seg_builder_put(&f->seg, r, take_self(w, h->seq, h->parent, r.duration), 0, 0) < 0) {
+        t->dropped++;
+        return TAKE_LOST;
+    }
+    return took(e, t, f, r.start);
+}
+
+/* Takes one REC_CALL body into its function's builder (self time counted
+ * only once every store step succeeded).  Returns 0 or a TAKE_ code. */
+__attribute__((always_inline)) static inline int take_call(engine *e, txn *t, const uint8_t *body,
+                                                           size_t n)
+{
+    writer_state *w = &e->w;
+    if (n == REC_CALL_HEAD) {
+        call_head h = rec_call_head(body);
+        if (rec_is_bare(h.flags))
+            return take_bare(e, t, &h);
+    }
     call_rec c;
     if (rec_parse_call(body, n, &c) < 0 || c.fn >= w->nfns || !w->fns[c.fn].bytes) {
         t->dropped++;
@@ -435,7 +510,6 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     }
     fn_def *f = &w->fns[c.fn];
     seg_call s; /* the head's fields set below; the extras and values only when flagged */
-    s.parent = 0;
     s.depth = (int64_t)c.depth;
     s.thread = (int64_t)c.thread;
     s.start = e->opt.clock_wall_ns + ((int64_t)c.start - e->opt.clock_mono_ns);
@@ -445,14 +519,8 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     if (c.flags & REC_HAS_EXTRAS)
         take_extras(&s, &c);
     s.self_ns = 0;
-    if ((!f->tape_id && resolve_function(e, f) < 0) ||
-        (c.thread < w->nthreads && w->threads[c.thread].bytes && !w->threads[c.thread].stored &&
-         store_thread(e, &w->threads[c.thread], (int64_t)c.thread) < 0) ||
-        seq_to_id(e, t, c.seq, &s.id) < 0 ||
-        (c.parent && c.parent >= w->seq_floor && seq_to_id(e, t, c.parent, &s.parent) < 0))
-        return TAKE_AGAIN; /* not in a builder: after_rollback does not see it */
-    if (s.start < t->first_start)
-        t->first_start = s.start;
+    if (take_ids(e, t, f, c.thread, c.seq, c.parent, &s.id, &s.parent) < 0)
+        return TAKE_AGAIN;      /* not in a builder: after_rollback does not see it */
     wbuf scratch[VALUE_NSLOTS]; /* slot 0 unused: the args use the writer's own */
     if (c.flags & REC_HAS_BLOBS) {
 #pragma GCC unroll 8
@@ -462,11 +530,7 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
     int rc = c.flags & REC_HAS_VALUES ? take_values(e, &c, &s, scratch) : 0;
     int again = rc < 0;
     if (rc == 0) {
-        /* self time: children end, and reach the writer, before their parent */
-        int64_t kids = selftime_take(&w->kids, c.seq);
-        s.self_ns = (int64_t)c.duration > kids ? (int64_t)c.duration - kids : 0;
-        if (c.parent)
-            selftime_add(&w->kids, c.parent, (int64_t)c.duration);
+        s.self_ns = take_self(w, c.seq, c.parent, s.duration);
         rc = seg_builder_add(&f->seg, &s);
     }
     if (c.flags & REC_HAS_BLOBS) {
@@ -480,10 +544,7 @@ static int take_call(engine *e, txn *t, const uint8_t *body, size_t n)
         t->dropped++;
         return TAKE_LOST;
     }
-    /* from here on the call is in the builder, counted by after_rollback */
-    if (f->seg.n >= SEG_MAX_CALLS && writer_write_segment(e, t, f) < 0)
-        return TAKE_KEPT;
-    return 0;
+    return took(e, t, f, s.start);
 }
 
 /* Writes the span of a REC_CONTEXT body (`n` bytes at `body`) into the
