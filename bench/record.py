@@ -455,6 +455,11 @@ class Sustained:
         return int(self.stats.get("dropped", -1))
 
     @property
+    def writer_ns(self) -> float:
+        """The writer thread's CPU per call (stats()['writer_cpu_ns'] / calls), 0 if unknown."""
+        return int(self.stats.get("writer_cpu_ns", 0)) / self.calls
+
+    @property
     def lossless(self) -> bool:
         """Nothing dropped; every call counted in the functions table and segments."""
         in_segments = self.disk is None or self.disk.segment_calls in (None, self.calls)
@@ -595,6 +600,11 @@ def markdown(
         f"| {rate} | {fmt_int(sus.rate)} |",
         f"| dropped calls | {sus.dropped} |",
     ]
+    if sus.writer_ns:
+        lines.append(
+            f"| writer thread CPU per call (the calls a second it could store) |"
+            f" {sus.writer_ns:.0f} ns ({fmt_int(1e9 / sus.writer_ns)}) |"
+        )
     if sus.disk is not None:
         per_call = sus.disk.tape_bytes / sus.calls
         data_per_call = sus.disk.segment_bytes / sus.calls
@@ -636,6 +646,13 @@ def print_sustained(sus: Sustained) -> None:
         f" the loop alone ran at {fmt_int(loop_rate)} calls/s)"
     )
     print(f"flush() returned {sus.flushed}")
+    if sus.writer_ns:
+        could = 1e9 / sus.writer_ns
+        bound = "the loop" if could > loop_rate else "the writer"
+        print(
+            f"the writer thread's CPU: {sus.writer_ns:.0f} ns a call, so it alone could"
+            f" store {fmt_int(could)} calls/s ({bound} is the bound here)"
+        )
     print("calltape.stats(): " + ", ".join(f"{k}={v}" for k, v in sus.stats.items()))
     print(f"stats()['dropped'] == 0: {verdict(sus.dropped == 0)} ({sus.dropped})")
     print(

@@ -637,6 +637,7 @@ typedef struct engine_stats {
     uint64_t appended_records, appended_bytes;
     uint64_t written_calls, written_segments, written_bytes;
     uint64_t written_functions; /* functions with calls on the tape */
+    uint64_t writer_cpu_ns;     /* CPU the writer thread used, as of its last round */
     uint64_t dropped_calls;     /* by on_full="drop" or a failing store */
     uint64_t write_errors;
     int64_t session_id;    /* 0 until the writer created the session */

@@ -218,6 +218,8 @@ struct engine {
     uint64_t appended_records, appended_bytes, producer_dropped;
     uint64_t written_calls, written_segments, written_bytes, writer_dropped;
     uint64_t written_functions;
+    uint64_t writer_cpu_ns;      /* CPU the writer threads used, as of their last round */
+    uint64_t writer_cpu_earlier; /* of the writer threads that have ended */
     uint64_t write_errors, unreported_errors;
     uint64_t losses_at_flush; /* drops + errors when the last flush returned */
     char last_error[1024];

@@ -378,6 +378,7 @@ void engine_get_stats(engine *e, engine_stats *out)
     out->written_segments = e->written_segments;
     out->written_bytes = e->written_bytes;
     out->written_functions = e->written_functions;
+    out->writer_cpu_ns = e->writer_cpu_ns;
     out->dropped_calls = e->producer_dropped + e->writer_dropped;
     out->write_errors = e->write_errors;
     out->session_id = e->w.session_id;
@@ -611,6 +612,7 @@ static void reset_in_child(engine *e)
     e->appended_records = e->appended_bytes = e->producer_dropped = 0;
     e->written_calls = e->written_segments = e->written_bytes = e->writer_dropped = 0;
     e->written_functions = 0;
+    e->writer_cpu_ns = e->writer_cpu_earlier = 0;
     e->write_errors = e->unreported_errors = 0;
     e->losses_at_flush = 0;
     e->last_error[0] = 0;

@@ -948,6 +948,8 @@ static void *writer_main(void *arg)
             }
             full = next;
         }
+        /* a new thread starts at 0: the ended ones' CPU is kept beside */
+        e->writer_cpu_ns = e->writer_cpu_earlier + engine_now_ns(CLOCK_THREAD_CPUTIME_ID);
         e->flush_done = req;
         pthread_cond_broadcast(&e->wake_waiters);
         if (final) {
@@ -959,6 +961,7 @@ static void *writer_main(void *arg)
         if (stopping)
             break;
     }
+    e->writer_cpu_earlier = e->writer_cpu_ns;
     pthread_mutex_unlock(&e->mu);
     /* a final round asked after this writer's last one saw nothing its last
      * one did not write: the request is answered here (see queue.c) */

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from _util import UTC, child_env, last_json, only_call, read_calls, run_python, to_utc
@@ -179,7 +180,7 @@ def test_values_are_captured_at_call_time(tape):
 def test_flush_and_stats_counters(tape):
     before = calltape.stats()
     for key in ("recorded", "written", "dropped", "unencodable", "pickled", "redacted",
-                "truncated", "write_errors", "session"):
+                "truncated", "write_errors", "writer_cpu_ns", "session"):
         assert key in before, key
     for i in range(250):
         rec_alpha(i)
@@ -190,6 +191,9 @@ def test_flush_and_stats_counters(tape):
     assert after["dropped"] == before["dropped"]
     assert after["write_errors"] == before["write_errors"]
     assert isinstance(after["session"], int) and after["session"] > 0
+    # the writer thread's CPU: some, and a part of this process's
+    assert 0 < after["writer_cpu_ns"] <= time.process_time_ns()
+    assert after["writer_cpu_ns"] >= before["writer_cpu_ns"]
     assert len(read_calls(tape)) == 250
 
 

@@ -627,6 +627,7 @@ PyObject *ct_stats_py(PyObject *m, PyObject *unused)
         total.written_segments += one.written_segments;
         total.written_bytes += one.written_bytes;
         total.written_functions += one.written_functions;
+        total.writer_cpu_ns += one.writer_cpu_ns;
         total.dropped_calls += one.dropped_calls;
         total.write_errors += one.write_errors;
         if (i == 0)
@@ -642,13 +643,14 @@ PyObject *ct_stats_py(PyObject *m, PyObject *unused)
         }
     }
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:L,s:L,s:L,s:L,s:N,s:O}", "recorded",
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:L,s:L,s:L,s:K,s:L,s:N,s:O}", "recorded",
         (unsigned long long)st->rec.seq, "written", (unsigned long long)total.written_calls,
         "functions", (unsigned long long)total.written_functions, "segments",
         (unsigned long long)total.written_segments, "bytes",
         (unsigned long long)total.written_bytes, "dropped", (unsigned long long)total.dropped_calls,
         "write_errors", (unsigned long long)total.write_errors, "unencodable",
         value_count(st, CT_UNENCODABLE), "pickled", value_count(st, CT_PICKLED), "redacted",
-        value_count(st, CT_REDACTED), "truncated", value_count(st, CT_TRUNCATED), "session",
-        (long long)session, "errors", errors, "tape", st->sink.tape_path);
+        value_count(st, CT_REDACTED), "truncated", value_count(st, CT_TRUNCATED), "writer_cpu_ns",
+        (unsigned long long)total.writer_cpu_ns, "session", (long long)session, "errors", errors,
+        "tape", st->sink.tape_path);
 }
