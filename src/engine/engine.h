@@ -453,14 +453,7 @@ static inline int seg_builder_put(seg_builder *s, seg_raw r, int64_t self_ns, si
     if (wbuf_reserve(&s->raw, sizeof r) < 0)
         return -1;
     /* the bookkeeping fields as they are: seg_builder_finish encodes them */
-    seg_raw *to = (seg_raw *)(void *)(s->raw.data + s->raw.len);
-    to->id = r.id;
-    to->parent = r.parent;
-    to->depth = r.depth;
-    to->thread = r.thread;
-    to->start = r.start;
-    to->duration = r.duration;
-    to->flags = r.flags;
+    *(seg_raw *)(void *)(s->raw.data + s->raw.len) = r;
     s->raw.len += sizeof r;
     if (s->n == 0) {
         s->first_id = r.id;

@@ -51,25 +51,25 @@ __attribute__((always_inline)) static inline void swap_fields(uint64_t *a, uint6
  * (rows `dst_stride` apart). */
 static void transpose8(uint8_t *dst, size_t dst_stride, const uint8_t *src, size_t src_stride)
 {
-    const uint64_t k32 = 0x00000000ffffffffull, k16 = 0x0000ffff0000ffffull;
-    const uint64_t k8 = 0x00ff00ff00ff00ffull;
+    /* the 4 x 4 blocks off the diagonal, then the 2 x 2 ones, then the bytes */
+    static const struct {
+        int step, bits;
+        uint64_t keep;
+    } rounds[3] = {
+        {4, 32, 0x00000000ffffffffull},
+        {2, 16, 0x0000ffff0000ffffull},
+        {1, 8, 0x00ff00ff00ff00ffull},
+    };
     uint64_t x[8]; /* in registers: the loops are unrolled */
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
         x[i] = load_le64(src + (size_t)i * src_stride); /* byte j of x[i]: row i, column j */
-    /* the 4 x 4 blocks off the diagonal, then the 2 x 2 ones, then the bytes */
-    swap_fields(&x[0], &x[4], 32, k32);
-    swap_fields(&x[1], &x[5], 32, k32);
-    swap_fields(&x[2], &x[6], 32, k32);
-    swap_fields(&x[3], &x[7], 32, k32);
-    swap_fields(&x[0], &x[2], 16, k16);
-    swap_fields(&x[1], &x[3], 16, k16);
-    swap_fields(&x[4], &x[6], 16, k16);
-    swap_fields(&x[5], &x[7], 16, k16);
-    swap_fields(&x[0], &x[1], 8, k8);
-    swap_fields(&x[2], &x[3], 8, k8);
-    swap_fields(&x[4], &x[5], 8, k8);
-    swap_fields(&x[6], &x[7], 8, k8);
+#pragma GCC unroll 3
+    for (int k = 0; k < 3; k++)
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            if (!(i & rounds[k].step))
+                swap_fields(&x[i], &x[i + rounds[k].step], rounds[k].bits, rounds[k].keep);
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
         store_le64(dst + (size_t)i * dst_stride, x[i]); /* byte j of x[i]: row j, column i */
