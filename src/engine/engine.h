@@ -273,10 +273,10 @@ typedef struct call_rec {
 } call_rec;
 
 /* Parses the body of a REC_CALL (after the kind byte) into `c` (its value
- * slots point into `p`).  Returns 0, or -1 when the bytes are malformed.
- * A bare head (timings only: no extra, no value flagged) sets the head's
- * fields only; otherwise the extras and slots not flagged are 0 and
- * {NULL, 0}.  Inline: the writer parses every call. */
+ * slots point into `p`; the extras and slots not flagged are 0 and {NULL,
+ * 0}).  Returns 0, or -1 when the bytes are malformed.  Inline: the writer
+ * parses every call with extras or values this way (a bare head, only
+ * rec_call_head). */
 static inline int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
 {
     if (n < REC_CALL_HEAD) {
@@ -293,9 +293,11 @@ static inline int rec_parse_call(const uint8_t *p, size_t n, call_rec *c)
     c->duration = h.duration;
     c->flags = h.flags;
     c->outcome = h.outcome;
-    if (rec_is_bare(c->flags)) /* nothing follows */
-        return n == REC_CALL_HEAD ? 0 : -1;
     c->cpu_ns = c->rss_before = c->rss_after = c->rss_peak = c->energy_pkg = c->energy_dram = 0;
+    if (rec_is_bare(c->flags)) { /* nothing follows */
+        memset(c->value, 0, sizeof c->value);
+        return n == REC_CALL_HEAD ? 0 : -1;
+    }
     wreader r;
     wreader_init(&r, p + REC_CALL_HEAD, n - REC_CALL_HEAD);
     if (c->flags & REC_HAS_CPU)

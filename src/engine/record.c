@@ -1,7 +1,7 @@
 /*
  * record.c - the producer records of engine.h: building a REC_CALL (its
- * parser, rec_parse_call, is inline in engine.h, as the writer parses every
- * call) and building and parsing a REC_CONTEXT.  Producers that need speed
+ * parsers, rec_call_head and rec_parse_call, are inline in engine.h, as the
+ * writer parses every call) and building and parsing a REC_CONTEXT.  Producers that need speed
  * build records inline (the binding's record/emit.h); this is the reference
  * form used by the C tests.
  */

@@ -180,15 +180,15 @@ static uint64_t get_le64(const uint8_t *p)
 static void align_bits(seg_link *k)
 {
     enum { WORDS = (SEG_LINK_BYTES + 7) / 8 };
-    uint8_t bytes[(WORDS + 1) * 8] = {0};
-    uint64_t w[WORDS + 1];
+    uint8_t bytes[WORDS * 8] = {0};
+    uint64_t w[WORDS];
     memcpy(bytes, k->parents, SEG_LINK_BYTES);
-    for (size_t j = 0; j <= WORDS; j++)
+    for (size_t j = 0; j < WORDS; j++)
         w[j] = get_le64(bytes + 8 * j);
     size_t shift = (size_t)(k->lo % SEG_LINK_SPAN), by = shift / 64, bit = shift % 64;
     for (size_t j = 0; j < WORDS; j++) {
         uint64_t v = j + by < WORDS ? w[j + by] >> bit : 0;
-        if (bit && j + by + 1 <= WORDS)
+        if (bit && j + by + 1 < WORDS) /* the bits carried from the next word */
             v |= w[j + by + 1] << (64 - bit);
         for (size_t b = 0; b < 8 && 8 * j + b < SEG_LINK_BYTES; b++)
             k->parents[8 * j + b] = (uint8_t)(v >> 8 * b);

@@ -86,15 +86,15 @@ void bytes_transpose(uint8_t *restrict dst, const uint8_t *restrict src, size_t 
             transpose8(dst + c * rows + r, rows, src + r * cols + c, cols);
     for (size_t c = 0; c < cols; c++) {
         size_t i = c < block_cols ? block_rows : 0;
-        const uint8_t *from = src + i * cols + c;
-        uint8_t *to = dst + c * rows + i;
-        for (; i + 4 <= rows; i += 4, to += 4, from += 4 * cols) { /* four at a time */
-            to[0] = from[0];
-            to[1] = from[cols];
-            to[2] = from[2 * cols];
-            to[3] = from[3 * cols];
+        size_t at = i * cols + c; /* an offset, not a pointer: it may pass the end */
+        uint8_t *to = dst + c * rows;
+        for (; i + 4 <= rows; i += 4, at += 4 * cols) { /* four at a time */
+            to[i] = src[at];
+            to[i + 1] = src[at + cols];
+            to[i + 2] = src[at + 2 * cols];
+            to[i + 3] = src[at + 3 * cols];
         }
-        for (; i < rows; i++, from += cols)
-            *to++ = *from;
+        for (; i < rows; i++, at += cols)
+            to[i] = src[at];
     }
 }

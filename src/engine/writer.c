@@ -925,6 +925,7 @@ static void *writer_main(void *arg)
         if (e->w.drain_due && !stopping && !final && !engine_exiting())
             spool_drain(e); /* spools other processes left for this tape */
         pthread_mutex_unlock(&e->io_mu);
+        uint64_t cpu_ns = engine_now_ns(CLOCK_THREAD_CPUTIME_ID); /* a system call: unlocked */
 
         pthread_mutex_lock(&e->mu);
         if (taken >= RATE_MIN_BYTES && spent > 0) {
@@ -949,7 +950,7 @@ static void *writer_main(void *arg)
             full = next;
         }
         /* a new thread starts at 0: the ended ones' CPU is kept beside */
-        e->writer_cpu_ns = e->writer_cpu_earlier + engine_now_ns(CLOCK_THREAD_CPUTIME_ID);
+        e->writer_cpu_ns = e->writer_cpu_earlier + cpu_ns;
         e->flush_done = req;
         pthread_cond_broadcast(&e->wake_waiters);
         if (final) {
