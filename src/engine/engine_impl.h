@@ -301,6 +301,13 @@ void spool_drain(engine *e);
 /* queue.c: the time of `clock` in ns.  Cannot fail. */
 uint64_t engine_now_ns(int clock);
 
+/* engine_wall_ns inline, for the writer (which converts every call's start):
+ * a CLOCK_MONOTONIC time of this process as wall-clock ns since the epoch. */
+static inline int64_t engine_wall_of(const engine *e, uint64_t mono_ns)
+{
+    return e->opt.clock_wall_ns + ((int64_t)mono_ns - e->opt.clock_mono_ns);
+}
+
 /* queue.c, for the writer thread: whether engine_final_round() was asked
  * (read before a round: that round is then final), and what the writer does
  * after a final round (mu not held; returns only when nothing was asked). */

@@ -122,7 +122,7 @@ error:
 
 int64_t engine_wall_ns(const engine *e, uint64_t mono_ns)
 {
-    return e->opt.clock_wall_ns + ((int64_t)mono_ns - e->opt.clock_mono_ns);
+    return engine_wall_of(e, mono_ns);
 }
 
 const char *engine_path(const engine *e)

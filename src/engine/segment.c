@@ -165,16 +165,6 @@ static uint64_t block_of(int64_t parent)
     return parent ? (uint64_t)parent / SEG_LINK_SPAN + 1 : 0;
 }
 
-/* The 8 bytes of `p` as a little-endian word (one load where the CPU is
- * little-endian). */
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
 /* Moves the bitmap of `k`, built from its block's first id, to start at
  * k->lo: a shift right by lo % SEG_LINK_SPAN bits, a word at a time. */
 static void align_bits(seg_link *k)
@@ -184,7 +174,7 @@ static void align_bits(seg_link *k)
     uint64_t w[WORDS];
     memcpy(bytes, k->parents, SEG_LINK_BYTES);
     for (size_t j = 0; j < WORDS; j++)
-        w[j] = get_le64(bytes + 8 * j);
+        w[j] = wire_get_le64(bytes + 8 * j);
     size_t shift = (size_t)(k->lo % SEG_LINK_SPAN), by = shift / 64, bit = shift % 64;
     for (size_t j = 0; j < WORDS; j++) {
         uint64_t v = j + by < WORDS ? w[j + by] >> bit : 0;

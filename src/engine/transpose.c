@@ -17,26 +17,6 @@
  */
 #include "engine.h"
 
-/* The 8 bytes at `p` as a little-endian word (one load on such CPUs). */
-static uint64_t load_le64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, sizeof v);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
-/* Stores `v` at `p` little-endian. */
-static void store_le64(uint8_t *p, uint64_t v)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    memcpy(p, &v, sizeof v);
-}
-
 /* One masked swap of the 8 x 8 transpose: the `bits`-wide fields of *a
  * that `keep` does not select trade places with those it selects in *b. */
 __attribute__((always_inline)) static inline void swap_fields(uint64_t *a, uint64_t *b, int bits,
@@ -63,7 +43,7 @@ static void transpose8(uint8_t *dst, size_t dst_stride, const uint8_t *src, size
     uint64_t x[8]; /* in registers: the loops are unrolled */
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
-        x[i] = load_le64(src + (size_t)i * src_stride); /* byte j of x[i]: row i, column j */
+        x[i] = wire_get_le64(src + (size_t)i * src_stride); /* byte j of x[i]: row i, column j */
 #pragma GCC unroll 3
     for (int k = 0; k < 3; k++)
 #pragma GCC unroll 8
@@ -72,7 +52,7 @@ static void transpose8(uint8_t *dst, size_t dst_stride, const uint8_t *src, size
                 swap_fields(&x[i], &x[i + rounds[k].step], rounds[k].bits, rounds[k].keep);
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
-        store_le64(dst + (size_t)i * dst_stride, x[i]); /* byte j of x[i]: row j, column i */
+        wire_put_le64(dst + (size_t)i * dst_stride, x[i]); /* byte j of x[i]: row j, column i */
 }
 
 void bytes_transpose(uint8_t *restrict dst, const uint8_t *restrict src, size_t rows, size_t cols)

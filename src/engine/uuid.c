@@ -12,19 +12,13 @@
  */
 #include "engine.h"
 
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 void call_uuid(int64_t pid, uint64_t thread_index, int64_t start_wall_ns, char out[37])
 {
     static const char hex[] = "0123456789abcdef";
     uint8_t key[24], h[WIRE_HASH_BYTES];
-    put_le64(key, (uint64_t)pid);
-    put_le64(key + 8, thread_index);
-    put_le64(key + 16, (uint64_t)start_wall_ns);
+    wire_put_le64(key, (uint64_t)pid);
+    wire_put_le64(key + 8, thread_index);
+    wire_put_le64(key + 16, (uint64_t)start_wall_ns);
     hash128(key, sizeof key, h);
     h[6] = (uint8_t)((h[6] & 0x0f) | 0x80); /* version 8 */
     h[8] = (uint8_t)((h[8] & 0x3f) | 0x80); /* variant 10 */

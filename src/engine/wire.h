@@ -148,6 +148,26 @@ char *wire_digits(uint64_t v, char *end);
 /* Appends `v` in decimal ("-12"); a failed buffer stays failed. */
 void wbuf_decimal(wbuf *b, int64_t v);
 
+/* The 8 bytes at `p` as a little-endian word, and `v` stored so, whatever
+ * the CPU (one load or store on a little-endian one). */
+static inline uint64_t wire_get_le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+static inline void wire_put_le64(uint8_t *p, uint64_t v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(p, &v, sizeof v);
+}
+
 static inline uint64_t zigzag(int64_t v)
 {
     return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);

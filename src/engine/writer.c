@@ -480,7 +480,7 @@ static inline int take_bare(engine *e, txn *t, const call_head *h)
                  0,
                  (int64_t)h->depth,
                  (int64_t)h->thread,
-                 e->opt.clock_wall_ns + ((int64_t)h->start - e->opt.clock_mono_ns),
+                 engine_wall_of(e, h->start),
                  (int64_t)h->duration,
                  seg_raw_flags(h->flags, h->outcome)};
     if (take_ids(e, t, f, h->thread, h->seq, h->parent, &r.id, &r.parent) < 0)
@@ -512,7 +512,7 @@ __attribute__((always_inline)) static inline int take_call(engine *e, txn *t, co
     seg_call s; /* the head's fields set below; the extras and values only when flagged */
     s.depth = (int64_t)c.depth;
     s.thread = (int64_t)c.thread;
-    s.start = e->opt.clock_wall_ns + ((int64_t)c.start - e->opt.clock_mono_ns);
+    s.start = engine_wall_of(e, c.start);
     s.duration = (int64_t)c.duration;
     s.outcome = c.outcome;
     s.flags = c.flags;
@@ -556,12 +556,11 @@ static int take_context(engine *e, txn *t, const uint8_t *body, size_t n)
     context_rec c;
     if (rec_parse_context(body, n, &c) < 0)
         return 0;
-    int64_t shift = e->opt.clock_wall_ns - e->opt.clock_mono_ns;
     store_context row = {
         .session = e->w.session_id,
         .id = (int64_t)c.id,
-        .start_ns = (int64_t)c.start + shift,
-        .end_ns = c.end ? (int64_t)c.end + shift : STORE_NONE,
+        .start_ns = engine_wall_of(e, c.start),
+        .end_ns = c.end ? engine_wall_of(e, c.end) : STORE_NONE,
         .kind = {c.kind, c.kind_len},
         .name = {c.name, c.name_len},
     };

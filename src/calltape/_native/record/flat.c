@@ -257,14 +257,10 @@ static int profile_cb(PyObject *obj, PyFrameObject *frame, int what, PyObject *a
         if (suspends && a->pending && a->pending->callee == callee)
             return 0; /* resumed: the same inner call goes on (an await) */
         flat_act_close(a, now);
-        flat_site *site = act_site(a, what == PyTrace_CALL ? callee : arg,
-                                   (long)PyFrame_GetLasti((PyFrameObject *)a->frame));
-        if (site) {
-            if (!site->count++)
-                site->first_ns = now;
-            a->pending = site;
-            a->since = now;
-        }
+        flat_act_open(a,
+                      act_site(a, what == PyTrace_CALL ? callee : arg,
+                               (long)PyFrame_GetLasti((PyFrameObject *)a->frame)),
+                      now);
     } else if (!suspends && (what == PyTrace_RETURN || what == PyTrace_C_RETURN ||
                              what == PyTrace_C_EXCEPTION)) {
         flat_act_close(a, now); /* a suspended one ends at the next call or the end */
@@ -334,12 +330,8 @@ PyObject *ct_flat_site_call(PyObject *module, PyObject *const *args, Py_ssize_t 
     flat_act *a = &s->v[depth - 1]; /* found again: the call may have moved the stack */
     flat_site *site = act_site(a, callee, offset);
     if (site) {
-        uint64_t d = end - start;
-        if (!site->count++)
-            site->first_ns = start;
-        site->total_ns += d;
-        if (d > site->max_ns)
-            site->max_ns = d;
+        flat_site_begin(site, start);
+        flat_site_time(site, end - start);
     }
     return res;
 }
@@ -360,13 +352,7 @@ static PyObject *cb_call(PyObject *module, PyObject *const *args, Py_ssize_t nar
     uint64_t now = ct_now_ns();
     flat_act_close(a, now);
     long offset = PyLong_AsLong(args[1]);
-    flat_site *site = act_site(a, args[2], offset);
-    if (site) {
-        if (!site->count++)
-            site->first_ns = now;
-        a->pending = site;
-        a->since = now;
-    }
+    flat_act_open(a, act_site(a, args[2], offset), now);
     Py_RETURN_NONE;
 }
 

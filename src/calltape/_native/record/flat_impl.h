@@ -54,17 +54,39 @@ typedef struct flat_act {
     void *frame;        /* 3.11: the activation's frame (identity only), or NULL */
 } flat_act;
 
+/* Counts one more call of `site`, made at `now`. */
+static inline void flat_site_begin(flat_site *site, uint64_t now)
+{
+    if (!site->count++)
+        site->first_ns = now;
+}
+
+/* Adds a call of `d` ns to `site`'s total and maximum. */
+static inline void flat_site_time(flat_site *site, uint64_t d)
+{
+    site->total_ns += d;
+    if (d > site->max_ns)
+        site->max_ns = d;
+}
+
 /* Ends the inner call being timed in `a` at `now`. */
 static inline void flat_act_close(flat_act *a, uint64_t now)
 {
-    flat_site *p = a->pending;
-    if (!p)
+    if (!a->pending)
         return;
-    uint64_t d = now - a->since;
-    p->total_ns += d;
-    if (d > p->max_ns)
-        p->max_ns = d;
+    flat_site_time(a->pending, now - a->since);
     a->pending = NULL;
+}
+
+/* Starts timing a call of `site` (NULL: none, memory ran out) at `now`,
+ * until the next flat_act_close of `a`. */
+static inline void flat_act_open(flat_act *a, flat_site *site, uint64_t now)
+{
+    if (!site)
+        return;
+    flat_site_begin(site, now);
+    a->pending = site;
+    a->since = now;
 }
 
 /* Runs the above or below callback for the activation `a` (NULL: no
